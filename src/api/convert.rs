@@ -1,0 +1,180 @@
+//! Conversions between the protobuf messages and the domain types, with the checks only the
+//! wire format needs (negative durations, out-of-range timestamps). Field names in errors are
+//! the proto's.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::{
+    proto,
+    queue::{self, BackoffRequest, Error, JobState, JobView, NewJob, Schedule},
+    store::QueueCounts,
+};
+
+pub fn duration(d: Option<prost_types::Duration>, field: &str) -> Result<Option<Duration>, Error> {
+    let Some(d) = d else { return Ok(None) };
+    if d.seconds < 0 || d.nanos < 0 {
+        return Err(Error::invalid(field, "must not be negative"));
+    }
+    if d.nanos >= 1_000_000_000 {
+        return Err(Error::invalid(field, "nanos must be below 1e9"));
+    }
+    Ok(Some(Duration::new(d.seconds as u64, d.nanos as u32)))
+}
+
+pub fn timestamp(
+    t: Option<prost_types::Timestamp>,
+    field: &str,
+) -> Result<Option<SystemTime>, Error> {
+    let Some(t) = t else { return Ok(None) };
+    if t.seconds < 0 || !(0..1_000_000_000).contains(&t.nanos) {
+        return Err(Error::invalid(field, "must be a valid time after 1970"));
+    }
+    Ok(Some(
+        UNIX_EPOCH + Duration::new(t.seconds as u64, t.nanos as u32),
+    ))
+}
+
+pub fn to_timestamp(t: SystemTime) -> prost_types::Timestamp {
+    t.into()
+}
+
+pub fn to_duration(d: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+pub fn new_job(req: proto::AddJobRequest, prefix: &str) -> Result<NewJob, Error> {
+    let field = |f: &str| format!("{prefix}{f}");
+    let schedule = match req.schedule {
+        None => Schedule::Now,
+        Some(proto::add_job_request::Schedule::Delay(d)) => {
+            Schedule::After(duration(Some(d), &field("delay"))?.unwrap_or_default())
+        }
+        Some(proto::add_job_request::Schedule::RunAt(t)) => {
+            Schedule::At(timestamp(Some(t), &field("run_at"))?.unwrap_or(UNIX_EPOCH))
+        }
+    };
+    let backoff = match req.backoff {
+        None => None,
+        Some(b) => Some(BackoffRequest {
+            fixed: match proto::BackoffKind::try_from(b.kind) {
+                Ok(proto::BackoffKind::Fixed) => true,
+                Ok(_) => false,
+                Err(_) => {
+                    return Err(Error::invalid(
+                        field("backoff.kind"),
+                        "unknown backoff kind",
+                    ));
+                }
+            },
+            base: duration(b.base, &field("backoff.base"))?,
+            factor: b.factor,
+            max: duration(b.max, &field("backoff.max"))?,
+            jitter: b.jitter,
+        }),
+    };
+    let mut headers: Vec<(String, String)> = req.headers.into_iter().collect();
+    headers.sort();
+    Ok(NewJob {
+        queue: req.queue,
+        job_type: req.r#type,
+        payload: req.payload,
+        headers,
+        priority: req.priority,
+        schedule,
+        max_attempts: req.max_attempts,
+        backoff,
+        timeout: duration(req.timeout, &field("timeout"))?,
+        idempotency_key: Some(req.idempotency_key).filter(|k| !k.is_empty()),
+    })
+}
+
+pub fn job_state(state: JobState) -> proto::JobState {
+    match state {
+        JobState::Waiting => proto::JobState::Waiting,
+        JobState::Delayed => proto::JobState::Delayed,
+        JobState::Active => proto::JobState::Active,
+        JobState::Retrying => proto::JobState::Retrying,
+        JobState::Completed => proto::JobState::Completed,
+        JobState::Dead => proto::JobState::Dead,
+    }
+}
+
+pub fn job_info(v: JobView) -> proto::JobInfo {
+    proto::JobInfo {
+        id: v.id.to_string(),
+        queue: v.id.queue.clone(),
+        r#type: v.job_type,
+        state: job_state(v.state) as i32,
+        payload: v.payload,
+        headers: v.headers.into_iter().collect(),
+        priority: v.priority,
+        attempts: v.attempts,
+        max_attempts: v.max_attempts,
+        lost_deliveries: v.lost_deliveries,
+        created_at: Some(to_timestamp(v.created_at)),
+        started_at: v.started_at.map(to_timestamp),
+        finished_at: v.finished_at.map(to_timestamp),
+        run_at: v.run_at.map(to_timestamp),
+        last_error: v.last_error.unwrap_or_default(),
+        result: v.result.unwrap_or_default(),
+        idempotency_key: v.idempotency_key.unwrap_or_default(),
+    }
+}
+
+pub fn queue_stats(queue: String, c: QueueCounts) -> proto::QueueStats {
+    let oldest = c
+        .oldest_ready_ms
+        .map(|since| Duration::from_millis((c.now_ms - since).max(0) as u64));
+    proto::QueueStats {
+        queue,
+        waiting: c.waiting,
+        delayed: c.delayed,
+        active: c.active,
+        completed: c.completed,
+        dead: c.dead,
+        dead_evicted: c.dead_evicted,
+        paused: c.paused,
+        oldest_waiting_age: Some(to_duration(oldest.unwrap_or_default())),
+    }
+}
+
+pub fn stream_event(event: queue::StreamEvent) -> proto::GetJobResponse {
+    use proto::get_job_response::Message;
+    let message = match event {
+        queue::StreamEvent::Job(d) => Message::Job(proto::Job {
+            id: d.job_id.to_string(),
+            queue: d.job_id.queue,
+            r#type: d.job_type,
+            payload: d.payload,
+            headers: d.headers.into_iter().collect(),
+            priority: d.priority,
+            attempt: d.attempt,
+            max_attempts: d.max_attempts,
+            lost_deliveries: d.lost_deliveries,
+            lease_token: d.lease_token,
+            deadline: Some(to_timestamp(d.deadline)),
+            created_at: Some(to_timestamp(d.created_at)),
+        }),
+        queue::StreamEvent::Revoke {
+            job_id,
+            lease_token,
+            reason,
+        } => Message::Revoke(proto::Revoke {
+            job_id: job_id.to_string(),
+            lease_token,
+            reason: match reason {
+                queue::RevokeReason::Timeout => proto::RevokeReason::Timeout,
+                queue::RevokeReason::LeaseLost => proto::RevokeReason::LeaseLost,
+            } as i32,
+        }),
+        queue::StreamEvent::Drain { grace } => Message::Drain(proto::Drain {
+            grace: Some(to_duration(grace)),
+        }),
+    };
+    proto::GetJobResponse {
+        message: Some(message),
+    }
+}

@@ -1,0 +1,221 @@
+//! The gRPC transport: each handler converts the request, calls the engine, converts the answer.
+//! No business rule lives here; domain errors become statuses in `status.rs` only.
+
+mod convert;
+mod status;
+
+use std::{pin::Pin, sync::Arc, time::Duration};
+
+use futures::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::{
+    proto::{self, queue_service_server::QueueService},
+    queue::{Engine, JobId, WorkerSpec},
+};
+
+pub struct QueueApi {
+    engine: Arc<Engine>,
+    /// A ping goes out on a worker stream after this long without any other message.
+    ping_every: Duration,
+}
+
+impl QueueApi {
+    pub fn new(engine: Arc<Engine>, ping_every: Duration) -> Self {
+        Self { engine, ping_every }
+    }
+}
+
+type JobStream = Pin<Box<dyn Stream<Item = Result<proto::GetJobResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl QueueService for QueueApi {
+    async fn add_job(
+        &self,
+        request: Request<proto::AddJobRequest>,
+    ) -> Result<Response<proto::AddJobResponse>, Status> {
+        let job = convert::new_job(request.into_inner(), "")?;
+        let added = self.engine.add(job, "").await?;
+        tracing::debug!(job_id = %added.job_id, duplicate = added.duplicate, "job added");
+        Ok(Response::new(proto::AddJobResponse {
+            job_id: added.job_id.to_string(),
+            duplicate: added.duplicate,
+        }))
+    }
+
+    async fn add_jobs(
+        &self,
+        request: Request<proto::AddJobsRequest>,
+    ) -> Result<Response<proto::AddJobsResponse>, Status> {
+        let requests = request.into_inner().jobs;
+        let mut results: Vec<Option<crate::queue::Result<crate::queue::Added>>> =
+            requests.iter().map(|_| None).collect();
+        let mut jobs = Vec::with_capacity(requests.len());
+        let mut slots = Vec::with_capacity(requests.len());
+        for (i, req) in requests.into_iter().enumerate() {
+            match convert::new_job(req, &format!("jobs[{i}].")) {
+                Ok(job) => {
+                    jobs.push(job);
+                    slots.push(i);
+                }
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        if jobs.is_empty() && results.is_empty() {
+            return Err(Status::invalid_argument("jobs: must hold at least one job"));
+        }
+        let added = if jobs.is_empty() {
+            Vec::new()
+        } else {
+            self.engine.add_many(jobs).await?
+        };
+        for (slot, outcome) in slots.into_iter().zip(added) {
+            results[slot] = Some(outcome);
+        }
+        let results = results
+            .into_iter()
+            .map(|r| match r {
+                Some(Ok(added)) => proto::AddJobsResult {
+                    job_id: added.job_id.to_string(),
+                    duplicate: added.duplicate,
+                    code: 0,
+                    message: String::new(),
+                },
+                Some(Err(e)) => {
+                    let status = Status::from(e);
+                    proto::AddJobsResult {
+                        job_id: String::new(),
+                        duplicate: false,
+                        code: status.code() as i32,
+                        message: status.message().to_owned(),
+                    }
+                }
+                None => proto::AddJobsResult {
+                    code: tonic::Code::Internal as i32,
+                    message: "internal error".into(),
+                    ..Default::default()
+                },
+            })
+            .collect();
+        Ok(Response::new(proto::AddJobsResponse { results }))
+    }
+
+    type GetJobStream = JobStream;
+
+    async fn get_job(
+        &self,
+        request: Request<proto::GetJobRequest>,
+    ) -> Result<Response<JobStream>, Status> {
+        let req = request.into_inner();
+        let spec = WorkerSpec {
+            worker_id: req.worker_id,
+            labels: req.labels.into_iter().collect(),
+            queues: req.queues,
+            max_in_flight: req.max_in_flight,
+        };
+        let (guard, rx) = self.engine.open_stream(spec)?;
+        let period = self.ping_every;
+        let ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        // The guard lives inside the stream: when tonic drops the stream (the worker went away),
+        // the guard hands the stream's unacknowledged jobs back.
+        let stream = futures::stream::unfold(
+            (guard, rx, ping),
+            move |(guard, mut rx, mut ping)| async move {
+                let item = tokio::select! {
+                    event = rx.recv() => convert::stream_event(event?),
+                    _ = ping.tick() => proto::GetJobResponse {
+                        message: Some(proto::get_job_response::Message::Ping(proto::Ping {})),
+                    },
+                };
+                ping.reset();
+                Some((Ok(item), (guard, rx, ping)))
+            },
+        );
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn complete_job(
+        &self,
+        request: Request<proto::CompleteJobRequest>,
+    ) -> Result<Response<proto::CompleteJobResponse>, Status> {
+        let req = request.into_inner();
+        let job_id = JobId::parse(&req.job_id, "job_id")?;
+        self.engine
+            .complete(&job_id, &req.lease_token, &req.result)
+            .await?;
+        tracing::debug!(%job_id, "job completed");
+        Ok(Response::new(proto::CompleteJobResponse {}))
+    }
+
+    async fn fail_job(
+        &self,
+        request: Request<proto::FailJobRequest>,
+    ) -> Result<Response<proto::FailJobResponse>, Status> {
+        let req = request.into_inner();
+        let job_id = JobId::parse(&req.job_id, "job_id")?;
+        let retry_after = convert::duration(req.retry_after, "retry_after")?;
+        let (state, next) = self
+            .engine
+            .fail(
+                &job_id,
+                &req.lease_token,
+                &req.error,
+                req.retryable.unwrap_or(true),
+                retry_after,
+            )
+            .await?;
+        tracing::debug!(%job_id, ?state, "job failed");
+        Ok(Response::new(proto::FailJobResponse {
+            state: convert::job_state(state) as i32,
+            next_run_at: next.map(convert::to_timestamp),
+        }))
+    }
+
+    async fn extend_lease(
+        &self,
+        request: Request<proto::ExtendLeaseRequest>,
+    ) -> Result<Response<proto::ExtendLeaseResponse>, Status> {
+        let req = request.into_inner();
+        let job_id = JobId::parse(&req.job_id, "job_id")?;
+        let by = convert::duration(req.extend_by, "extend_by")?.unwrap_or_default();
+        let deadline = self.engine.extend(&job_id, &req.lease_token, by).await?;
+        Ok(Response::new(proto::ExtendLeaseResponse {
+            deadline: Some(convert::to_timestamp(deadline)),
+        }))
+    }
+
+    async fn get_job_info(
+        &self,
+        request: Request<proto::GetJobInfoRequest>,
+    ) -> Result<Response<proto::GetJobInfoResponse>, Status> {
+        let job_id = JobId::parse(&request.into_inner().job_id, "job_id")?;
+        let view = self.engine.info(&job_id).await?;
+        Ok(Response::new(proto::GetJobInfoResponse {
+            job: Some(convert::job_info(view)),
+        }))
+    }
+
+    async fn stats(
+        &self,
+        request: Request<proto::StatsRequest>,
+    ) -> Result<Response<proto::StatsResponse>, Status> {
+        let queue = request.into_inner().queue;
+        let counts = self.engine.stats(&queue).await?;
+        Ok(Response::new(proto::StatsResponse {
+            stats: Some(convert::queue_stats(queue, counts)),
+        }))
+    }
+
+    async fn list_queues(
+        &self,
+        _request: Request<proto::ListQueuesRequest>,
+    ) -> Result<Response<proto::ListQueuesResponse>, Status> {
+        let queues = self.engine.list_queues().await?;
+        Ok(Response::new(proto::ListQueuesResponse {
+            queues: queues
+                .into_iter()
+                .map(|(q, c)| convert::queue_stats(q, c))
+                .collect(),
+        }))
+    }
+}

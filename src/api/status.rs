@@ -1,0 +1,20 @@
+//! The one place a domain error becomes a gRPC status. The match is exhaustive on purpose: a new
+//! error variant must decide its status code here.
+
+use tonic::Status;
+
+use crate::queue::Error;
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        let message = e.to_string();
+        match e {
+            Error::Invalid { .. } => Status::invalid_argument(message),
+            Error::NotFound(_) => Status::not_found(message),
+            Error::StaleLease(_) => Status::failed_precondition(message),
+            Error::TooLarge(_) => Status::resource_exhausted(message),
+            Error::Unavailable | Error::ShuttingDown => Status::unavailable(message),
+            Error::Internal => Status::internal(message),
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! jobwire: a job-queue service. Producers add jobs over gRPC, workers hold a streaming `GetJob`
+//! call, and all state lives in Redis.
+//!
+//! Layers, one direction: `api` (gRPC: validate, convert, map errors) -> `queue` (the job state
+//! machine, dispatch, liveness) -> `store` (Redis keys, Lua scripts, pool). `server` assembles
+//! them; `embedded` runs a private redis-server when no Redis is given.
+
+pub mod api;
+pub mod config;
+pub mod embedded;
+pub mod queue;
+pub mod server;
+pub mod store;
+
+/// Code generated from `proto/jobwire/v1`.
+pub mod proto {
+    tonic::include_proto!("jobwire.v1");
+}

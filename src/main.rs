@@ -1,0 +1,156 @@
+//! The `jobwire` binary: parses flags, sets up logging, and runs the server (or a client
+//! command). Everything else lives in the library.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use jobwire::{
+    config::ServeConfig,
+    embedded::EmbeddedRedis,
+    queue::Engine,
+    server::{self, ServerOptions},
+    store::{Store, StoreError},
+};
+use tracing::{info, warn};
+
+#[derive(Parser)]
+#[command(
+    name = "jobwire",
+    version,
+    about = "A language-agnostic job queue: gRPC in front, Redis behind."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default when no command is given).
+    Serve(Box<ServeConfig>),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("JOBWIRE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Runtime::new()?;
+    match cli.command {
+        Some(Command::Serve(config)) => runtime.block_on(serve(*config)),
+        None => runtime.block_on(serve(ServeConfig::parse_from_env())),
+    }
+}
+
+trait FromEnv {
+    fn parse_from_env() -> Self;
+}
+
+impl FromEnv for ServeConfig {
+    /// `jobwire` alone behaves as `jobwire serve` with flags from the environment.
+    fn parse_from_env() -> Self {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            config: ServeConfig,
+        }
+        Only::parse_from(["jobwire"]).config
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "cannot listen for SIGTERM");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    if let Err(message) = config.validate() {
+        bail!(message);
+    }
+    let embedded = match &config.redis_url {
+        Some(_) => None,
+        None => {
+            if !config.listen.ip().is_loopback() {
+                bail!(
+                    "--listen {} is not a loopback address: with the embedded Redis, each replica would have a \
+                     queue of its own. Pass --redis-url to share one Redis, or listen on 127.0.0.1",
+                    config.listen
+                );
+            }
+            Some(EmbeddedRedis::start(&config.data_dir).await?)
+        }
+    };
+    let url = match (&config.redis_url, &embedded) {
+        (Some(url), _) => url.clone(),
+        (None, Some(e)) => e.url(),
+        (None, None) => unreachable!("embedded redis is started when no url is given"),
+    };
+    let store = Arc::new(Store::new(&config.store(url)).context("invalid --redis-url")?);
+    wait_for_schema(&store).await?;
+    if config.redis_url.is_some() {
+        warn_about_redis_config(&store).await;
+    }
+    let engine = Engine::start(store, config.settings());
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    info!(addr = %listener.local_addr()?, "jobwire listening");
+    let options = ServerOptions {
+        max_message: config.max_message(),
+        ping_every: config.ping_every,
+        drain_grace: config.drain_grace,
+    };
+    server::run(listener, engine, options, shutdown_signal()).await?;
+    if let Some(redis) = embedded {
+        redis.stop().await;
+    }
+    info!("bye");
+    Ok(())
+}
+
+/// Waits for Redis to answer, then checks the layout version.
+async fn wait_for_schema(store: &Store) -> anyhow::Result<()> {
+    let mut logged = false;
+    loop {
+        match store.ensure_schema().await {
+            Ok(()) => return Ok(()),
+            Err(StoreError::Unavailable(detail)) => {
+                if !logged {
+                    warn!(%detail, "waiting for redis");
+                    logged = true;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Warns loudly about Redis settings that would lose jobs.
+async fn warn_about_redis_config(store: &Store) {
+    let policy = store.config_get("maxmemory-policy").await.ok().flatten();
+    if let Some(policy) = policy.filter(|p| p != "noeviction") {
+        warn!(%policy, "REDIS WILL EVICT KEYS UNDER MEMORY PRESSURE: jobs can be lost. Set maxmemory-policy noeviction");
+    }
+    let aof = store.config_get("appendonly").await.ok().flatten();
+    let save = store.config_get("save").await.ok().flatten();
+    if aof.as_deref() == Some("no") && save.as_deref() == Some("") {
+        warn!(
+            "REDIS PERSISTS NOTHING (no AOF, no RDB snapshots): a Redis restart loses every job. Set appendonly yes"
+        );
+    }
+}

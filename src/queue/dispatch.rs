@@ -1,0 +1,130 @@
+//! One dispatcher per queue with a worker stream on this instance.
+//!
+//! It sleeps until there may be work — a wake-up (a local add, a pub/sub notice of an add
+//! elsewhere, credit coming back), its own timer for the next delayed job or deadline, or the
+//! slow safety poll — then runs lease rounds: reserve the streams' free credit, lease that many
+//! jobs in one script call, hand them out. No Redis call blocks, so a thousand idle streams cost
+//! nothing in Redis.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::{sync::Notify, time::Instant};
+use tracing::{debug, warn};
+
+use super::{Delivery, Engine, JobId, RevokeReason, from_ms, hub, notices::Notice};
+use crate::store::StoreError;
+
+/// Most jobs one lease round hands out.
+const MAX_ROUND: usize = 500;
+
+pub async fn run(engine: Arc<Engine>, queue: String, wake: Arc<Notify>) {
+    let mut next_timer: Option<Instant> = None;
+    let mut failures = 0u32;
+    loop {
+        let timer = async {
+            match next_timer {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = engine.shutdown.cancelled() => return,
+            _ = wake.notified() => {}
+            _ = timer => {}
+            _ = tokio::time::sleep(engine.settings.safety_poll) => {}
+        }
+        if !engine.hub.serves(&queue, &wake) {
+            return;
+        }
+        match rounds(&engine, &queue).await {
+            Ok(next) => {
+                failures = 0;
+                next_timer = next.map(|d| Instant::now() + d);
+            }
+            Err(e) => {
+                failures += 1;
+                let wait = Duration::from_millis(100 * 2u64.pow(failures.min(5)));
+                warn!(%queue, error = %e, ?wait, "lease round failed");
+                next_timer = Some(Instant::now() + wait);
+            }
+        }
+    }
+}
+
+/// Leases until the streams' credit or the queue runs out; returns when the next delayed job
+/// or deadline is due.
+async fn rounds(engine: &Engine, queue: &str) -> Result<Option<Duration>, StoreError> {
+    loop {
+        let tokens = engine.hub.plan(queue, MAX_ROUND);
+        let round = match engine.store.lease(queue, &tokens, rand::random()).await {
+            Ok(round) => round,
+            Err(e) => {
+                engine.hub.deliver(&tokens, Vec::new());
+                return Err(e);
+            }
+        };
+        for (ulid, token) in &round.revoked {
+            revoke(engine, &JobId::new(queue, ulid), token).await;
+        }
+        let full = !tokens.is_empty() && round.jobs.len() == tokens.len();
+        let deliveries = round
+            .jobs
+            .into_iter()
+            .map(|job| {
+                let r = job.record;
+                Delivery {
+                    job_id: JobId::new(queue, &job.ulid),
+                    job_type: r.job_type,
+                    payload: r.payload,
+                    headers: r.headers,
+                    priority: r.priority,
+                    attempt: job.attempt,
+                    max_attempts: r.max_attempts,
+                    lost_deliveries: r.lost,
+                    lease_token: job.token,
+                    deadline: from_ms(job.deadline_ms),
+                    created_at: from_ms(r.created_ms),
+                }
+            })
+            .collect();
+        let undelivered = engine.hub.deliver(&tokens, deliveries);
+        if !undelivered.is_empty() {
+            debug!(%queue, count = undelivered.len(), "streams left before delivery; handing back");
+            let leases: Vec<(String, String)> = undelivered
+                .into_iter()
+                .map(|h| (h.job_id.ulid, h.token))
+                .collect();
+            engine
+                .store
+                .requeue(queue, &leases, false, engine.settings.max_lost)
+                .await?;
+        }
+        if !tokens.is_empty() {
+            engine.hub.set_drained(queue, !full);
+        }
+        if !full {
+            return Ok(round.next_wake);
+        }
+    }
+}
+
+/// Tells the holder of a timed-out lease, on this instance or another.
+async fn revoke(engine: &Engine, job_id: &JobId, token: &str) {
+    let Some((instance, stream)) = hub::parse_token(token) else {
+        return;
+    };
+    if instance == engine.instance {
+        engine
+            .hub
+            .revoke(stream, job_id, token, RevokeReason::Timeout);
+        return;
+    }
+    let notice = Notice::Revoke {
+        job_id: job_id.clone(),
+        token: token.to_owned(),
+    };
+    let channel = engine.store.keys().instance_channel(instance);
+    if let Err(e) = engine.store.publish(&channel, &notice.encode()).await {
+        warn!(error = %e, %job_id, "could not tell the lease owner about a timeout");
+    }
+}

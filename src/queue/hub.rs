@@ -1,0 +1,520 @@
+//! The in-memory side of dispatch on one instance: which worker streams are open, which queues
+//! they serve, how much credit each has left, and which leases each holds.
+//!
+//! One `std::sync::Mutex` guards it all; it is held only for map updates, never across an await.
+//! Redis is the truth about leases; this is the instance's view, reconciled against Redis by
+//! `Engine::reconcile` because cross-instance notices ride pub/sub, which may drop messages.
+//!
+//! Credit is reserved when a dispatcher plans a lease round and settled when the round returns,
+//! so two queues' dispatchers can never hand one stream more than its `max_in_flight`.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
+    time::SystemTime,
+};
+
+use tokio::sync::{Notify, mpsc};
+
+use super::{Delivery, JobId};
+
+/// Messages on a worker stream, besides the transport's own pings.
+#[derive(Debug)]
+pub enum StreamEvent {
+    Job(Box<Delivery>),
+    Revoke {
+        job_id: JobId,
+        lease_token: String,
+        reason: RevokeReason,
+    },
+    Drain {
+        grace: std::time::Duration,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RevokeReason {
+    Timeout,
+    LeaseLost,
+}
+
+/// Who opened a stream and what it serves.
+#[derive(Clone, Debug)]
+pub struct WorkerSpec {
+    pub worker_id: String,
+    pub labels: Vec<(String, String)>,
+    pub queues: Vec<String>,
+    pub max_in_flight: u32,
+}
+
+#[derive(Debug)]
+struct Held {
+    token: String,
+    /// Revoked (timed out): the lease is gone, but the credit stays used until the worker
+    /// answers or the stream ends.
+    revoked: bool,
+}
+
+struct StreamSlot {
+    tx: mpsc::Sender<StreamEvent>,
+    spec: WorkerSpec,
+    reserved: u32,
+    in_flight: HashMap<JobId, Held>,
+    draining: bool,
+    connected_at: SystemTime,
+}
+
+impl StreamSlot {
+    fn free(&self) -> u32 {
+        if self.draining {
+            return 0;
+        }
+        self.spec
+            .max_in_flight
+            .saturating_sub(self.reserved + self.in_flight.len() as u32)
+    }
+}
+
+pub struct QueueSlot {
+    streams: Vec<u64>,
+    pub wake: Arc<Notify>,
+    /// The last lease round of this queue found it empty (or paused) and nothing has been added
+    /// since: streams may take later queues' jobs. Streams serve their queues in strict order.
+    drained: bool,
+}
+
+#[derive(Default)]
+struct State {
+    streams: HashMap<u64, StreamSlot>,
+    queues: HashMap<String, QueueSlot>,
+    next_stream: u64,
+    next_seq: u64,
+    rotation: usize,
+}
+
+/// A lease still held through a stream of this instance.
+#[derive(Clone, Debug)]
+pub struct HeldLease {
+    pub stream: u64,
+    pub job_id: JobId,
+    pub token: String,
+}
+
+/// A connected worker stream, for listings.
+#[derive(Clone, Debug)]
+pub struct StreamInfo {
+    pub id: u64,
+    pub spec: WorkerSpec,
+    pub in_flight: usize,
+    pub connected_at: SystemTime,
+}
+
+pub struct Hub {
+    instance: String,
+    state: Mutex<State>,
+}
+
+/// `<instance>.<stream>.<seq>`: tells any instance which instance and stream hold a lease.
+pub fn parse_token(token: &str) -> Option<(&str, u64)> {
+    let mut parts = token.split('.');
+    let instance = parts.next()?;
+    let stream = parts.next()?.parse().ok()?;
+    parts.next()?;
+    Some((instance, stream))
+}
+
+impl Hub {
+    pub fn new(instance: &str) -> Self {
+        Self {
+            instance: instance.to_owned(),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain maps behind, still consistent enough to
+        // serve; recover rather than poison every later call.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a stream; returns its id and the queues that had no stream here before (their
+    /// dispatchers must be started). Wakes every queue the stream serves.
+    pub fn open(
+        &self,
+        spec: WorkerSpec,
+        tx: mpsc::Sender<StreamEvent>,
+    ) -> (u64, Vec<(String, Arc<Notify>)>) {
+        let mut state = self.lock();
+        state.next_stream += 1;
+        let id = state.next_stream;
+        let mut fresh = Vec::new();
+        for queue in &spec.queues {
+            let slot = state.queues.entry(queue.clone()).or_insert_with(|| {
+                let wake = Arc::new(Notify::new());
+                fresh.push((queue.clone(), wake.clone()));
+                QueueSlot {
+                    streams: Vec::new(),
+                    wake,
+                    drained: false,
+                }
+            });
+            slot.streams.push(id);
+            slot.wake.notify_one();
+        }
+        let slot = StreamSlot {
+            tx,
+            spec,
+            reserved: 0,
+            in_flight: HashMap::new(),
+            draining: false,
+            connected_at: SystemTime::now(),
+        };
+        state.streams.insert(id, slot);
+        (id, fresh)
+    }
+
+    /// Unregisters a stream. Returns the leases it still held (not revoked), to be requeued, and
+    /// the queues left without any stream (their dispatchers stop).
+    pub fn close(&self, id: u64) -> (Vec<HeldLease>, Vec<String>) {
+        let mut state = self.lock();
+        let Some(slot) = state.streams.remove(&id) else {
+            return (Vec::new(), Vec::new());
+        };
+        let mut orphaned = Vec::new();
+        for queue in &slot.spec.queues {
+            if let Some(q) = state.queues.get_mut(queue) {
+                q.streams.retain(|s| *s != id);
+                if q.streams.is_empty() {
+                    state.queues.remove(queue);
+                    orphaned.push(queue.clone());
+                }
+            }
+        }
+        let held = slot
+            .in_flight
+            .into_iter()
+            .filter(|(_, h)| !h.revoked)
+            .map(|(job_id, h)| HeldLease {
+                stream: id,
+                job_id,
+                token: h.token,
+            })
+            .collect();
+        (held, orphaned)
+    }
+
+    /// Reserves credit for one lease round of `queue`, fairly: tokens alternate between the
+    /// eligible streams, starting from a rotating offset. Returns one token per job wanted.
+    pub fn plan(&self, queue: &str, max: usize) -> Vec<String> {
+        let mut state = self.lock();
+        let Some(q) = state.queues.get(queue) else {
+            return Vec::new();
+        };
+        let candidates = q.streams.clone();
+        let eligible: Vec<u64> = candidates
+            .into_iter()
+            .filter(|id| {
+                state.streams.get(id).is_some_and(|s| {
+                    s.free() > 0
+                        && s.spec
+                            .queues
+                            .iter()
+                            .take_while(|name| name.as_str() != queue)
+                            .all(|earlier| state.queues.get(earlier).is_none_or(|e| e.drained))
+                })
+            })
+            .collect();
+        if eligible.is_empty() {
+            return Vec::new();
+        }
+        state.rotation = state.rotation.wrapping_add(1);
+        let start = state.rotation % eligible.len();
+        let mut free: Vec<(u64, u32)> = eligible
+            .iter()
+            .cycle()
+            .skip(start)
+            .take(eligible.len())
+            .map(|id| (*id, state.streams[id].free()))
+            .collect();
+        let mut picks = Vec::new();
+        while picks.len() < max {
+            let before = picks.len();
+            for (id, left) in free.iter_mut() {
+                if *left > 0 && picks.len() < max {
+                    *left -= 1;
+                    picks.push(*id);
+                }
+            }
+            if picks.len() == before {
+                break;
+            }
+        }
+        let mut tokens = Vec::with_capacity(picks.len());
+        for id in picks {
+            state.next_seq += 1;
+            tokens.push(format!("{}.{id}.{}", self.instance, state.next_seq));
+            if let Some(s) = state.streams.get_mut(&id) {
+                s.reserved += 1;
+            }
+        }
+        tokens
+    }
+
+    /// Settles a lease round: hands each job to the stream its token names, and releases the
+    /// reservations the round did not use. Returns the leases that could not be handed over
+    /// (stream gone or not reading); they must go back to the queue.
+    pub fn deliver(&self, tokens: &[String], jobs: Vec<Delivery>) -> Vec<HeldLease> {
+        let mut state = self.lock();
+        for token in tokens {
+            if let Some(s) = parse_token(token).and_then(|(_, id)| state.streams.get_mut(&id)) {
+                s.reserved = s.reserved.saturating_sub(1);
+            }
+        }
+        let mut undelivered = Vec::new();
+        for job in jobs {
+            let Some((_, id)) = parse_token(&job.lease_token) else {
+                continue;
+            };
+            let held = HeldLease {
+                stream: id,
+                job_id: job.job_id.clone(),
+                token: job.lease_token.clone(),
+            };
+            let Some(stream) = state.streams.get_mut(&id) else {
+                undelivered.push(held);
+                continue;
+            };
+            let job_id = job.job_id.clone();
+            let token = job.lease_token.clone();
+            if stream.tx.try_send(StreamEvent::Job(Box::new(job))).is_ok() {
+                stream.in_flight.insert(
+                    job_id,
+                    Held {
+                        token,
+                        revoked: false,
+                    },
+                );
+            } else {
+                undelivered.push(held);
+            }
+        }
+        undelivered
+    }
+
+    /// Whether `wake` is still the dispatcher wake-up of `queue` (the queue still has streams here
+    /// and no newer dispatcher replaced the caller).
+    pub fn serves(&self, queue: &str, wake: &Arc<Notify>) -> bool {
+        self.lock()
+            .queues
+            .get(queue)
+            .is_some_and(|q| Arc::ptr_eq(&q.wake, wake))
+    }
+
+    /// Records what a lease round learned about the queue being empty; when it is, later
+    /// queues of the same streams may now serve them.
+    pub fn set_drained(&self, queue: &str, drained: bool) {
+        let mut state = self.lock();
+        let Some(q) = state.queues.get_mut(queue) else {
+            return;
+        };
+        let was = std::mem::replace(&mut q.drained, drained);
+        if drained && !was {
+            let later = later_queues(&state, queue);
+            for name in later {
+                if let Some(q) = state.queues.get(&name) {
+                    q.wake.notify_one();
+                }
+            }
+        }
+    }
+
+    /// A queue got work: it is not drained any more, and its dispatcher should run.
+    pub fn wake(&self, queue: &str) {
+        let mut state = self.lock();
+        if let Some(q) = state.queues.get_mut(queue) {
+            q.drained = false;
+            q.wake.notify_one();
+        }
+    }
+
+    pub fn wake_all(&self) {
+        let mut state = self.lock();
+        for q in state.queues.values_mut() {
+            q.drained = false;
+            q.wake.notify_one();
+        }
+    }
+
+    /// The worker answered for a job (or its lease was found gone): free its credit.
+    /// Only the delivery named by `token` is released, never a later one of the same job.
+    pub fn release(&self, stream: u64, job_id: &JobId, token: &str) -> bool {
+        let mut state = self.lock();
+        let Some(s) = state.streams.get_mut(&stream) else {
+            return false;
+        };
+        if s.in_flight.get(job_id).is_none_or(|h| h.token != token) {
+            return false;
+        }
+        s.in_flight.remove(job_id);
+        let queues = s.spec.queues.clone();
+        for q in queues {
+            if let Some(q) = state.queues.get(&q) {
+                q.wake.notify_one();
+            }
+        }
+        true
+    }
+
+    /// Tells the worker holding a lease to stop; keeps its credit used until it answers.
+    pub fn revoke(&self, stream: u64, job_id: &JobId, token: &str, reason: RevokeReason) {
+        let mut state = self.lock();
+        let Some(s) = state.streams.get_mut(&stream) else {
+            return;
+        };
+        let Some(held) = s.in_flight.get_mut(job_id).filter(|h| h.token == token) else {
+            return;
+        };
+        held.revoked = true;
+        let _ = s.tx.try_send(StreamEvent::Revoke {
+            job_id: job_id.clone(),
+            lease_token: token.to_owned(),
+            reason,
+        });
+    }
+
+    /// Every lease still held (not revoked) through this instance, for reconciliation and
+    /// shutdown.
+    pub fn held(&self) -> Vec<HeldLease> {
+        let state = self.lock();
+        state
+            .streams
+            .iter()
+            .flat_map(|(id, s)| {
+                s.in_flight
+                    .iter()
+                    .filter(|(_, h)| !h.revoked)
+                    .map(|(job_id, h)| HeldLease {
+                        stream: *id,
+                        job_id: job_id.clone(),
+                        token: h.token.clone(),
+                    })
+            })
+            .collect()
+    }
+
+    /// Stops dispatch to every stream and asks the workers to leave.
+    pub fn drain_all(&self, grace: std::time::Duration) {
+        let mut state = self.lock();
+        for s in state.streams.values_mut() {
+            s.draining = true;
+            let _ = s.tx.try_send(StreamEvent::Drain { grace });
+        }
+    }
+
+    /// Forgets every held lease (after they were handed back on shutdown).
+    pub fn forget_all(&self) {
+        let mut state = self.lock();
+        for s in state.streams.values_mut() {
+            s.in_flight.clear();
+        }
+    }
+
+    /// Ends every stream (their senders are dropped); used last on shutdown.
+    pub fn disconnect_all(&self) {
+        let mut state = self.lock();
+        state.streams.clear();
+        state.queues.clear();
+    }
+
+    pub fn in_flight_total(&self) -> usize {
+        self.lock()
+            .streams
+            .values()
+            .map(|s| s.in_flight.values().filter(|h| !h.revoked).count())
+            .sum()
+    }
+
+    pub fn streams(&self) -> Vec<StreamInfo> {
+        let state = self.lock();
+        let mut out: Vec<StreamInfo> = state
+            .streams
+            .iter()
+            .map(|(id, s)| StreamInfo {
+                id: *id,
+                spec: s.spec.clone(),
+                in_flight: s.in_flight.len(),
+                connected_at: s.connected_at,
+            })
+            .collect();
+        out.sort_by_key(|s| s.id);
+        out
+    }
+}
+
+/// Queues that some stream serves after `queue`.
+fn later_queues(state: &State, queue: &str) -> Vec<String> {
+    let mut later = Vec::new();
+    if let Some(q) = state.queues.get(queue) {
+        for id in &q.streams {
+            if let Some(s) = state.streams.get(id) {
+                later.extend(
+                    s.spec
+                        .queues
+                        .iter()
+                        .skip_while(|n| n.as_str() != queue)
+                        .skip(1)
+                        .cloned(),
+                );
+            }
+        }
+    }
+    later
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(queues: &[&str], credit: u32) -> WorkerSpec {
+        WorkerSpec {
+            worker_id: "w".into(),
+            labels: Vec::new(),
+            queues: queues.iter().map(|q| q.to_string()).collect(),
+            max_in_flight: credit,
+        }
+    }
+
+    #[test]
+    fn plan_spreads_credit_fairly_and_reserves_it() {
+        let hub = Hub::new("i1");
+        let (tx, _rx1) = mpsc::channel(16);
+        let (a, _) = hub.open(spec(&["q"], 2), tx);
+        let (tx, _rx2) = mpsc::channel(16);
+        let (b, _) = hub.open(spec(&["q"], 2), tx);
+        let tokens = hub.plan("q", 10);
+        assert_eq!(tokens.len(), 4);
+        let streams: Vec<u64> = tokens
+            .iter()
+            .map(|t| parse_token(t).expect("token").1)
+            .collect();
+        assert_eq!(streams.iter().filter(|s| **s == a).count(), 2);
+        assert_eq!(streams.iter().filter(|s| **s == b).count(), 2);
+        assert_ne!(streams[0], streams[1], "alternates between streams");
+        assert!(
+            hub.plan("q", 10).is_empty(),
+            "credit stays reserved until the round settles"
+        );
+        hub.deliver(&tokens, Vec::new());
+        assert_eq!(hub.plan("q", 10).len(), 4, "unused reservations come back");
+    }
+
+    #[test]
+    fn later_queues_wait_until_earlier_ones_are_drained() {
+        let hub = Hub::new("i1");
+        let (tx, _rx) = mpsc::channel(16);
+        hub.open(spec(&["high", "low"], 1), tx);
+        assert!(hub.plan("low", 10).is_empty());
+        hub.set_drained("high", true);
+        assert_eq!(hub.plan("low", 10).len(), 1);
+    }
+}

@@ -1,0 +1,86 @@
+//! Liveness is proven per instance, not per job: each instance heartbeats into a registry, and
+//! the leases of an instance whose heartbeat is older than the lease TTL are returned to their
+//! queues by whichever instance notices first.
+//!
+//! The reaper only acts while its own view is fresh: after its heartbeats have succeeded without
+//! a gap for a full TTL. So when Redis (or this instance) was paused or cut off, nobody is
+//! declared dead until every live instance has had a full TTL to heartbeat again.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::Engine;
+
+pub async fn run(engine: Arc<Engine>) {
+    let ttl = engine.settings.lease_ttl;
+    let every = (ttl / 3).min(Duration::from_secs(1));
+    let mut fresh_since: Option<Instant> = None;
+    let mut last_ok: Option<Instant> = None;
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = engine.shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        match engine.store.heartbeat(&engine.instance, ttl).await {
+            Ok((_, dead)) => {
+                let now = Instant::now();
+                // A gap longer than half the TTL means we may have looked dead to others, and
+                // others may have been unable to heartbeat: start the fresh period again.
+                if last_ok.is_none_or(|t| now - t > ttl / 2) {
+                    fresh_since = Some(now);
+                }
+                last_ok = Some(now);
+                if engine
+                    .redis_up
+                    .send_if_modified(|up| !std::mem::replace(up, true))
+                {
+                    info!("redis is reachable");
+                    engine.hub.wake_all();
+                }
+                let dead: Vec<String> = dead
+                    .into_iter()
+                    .filter(|id| *id != engine.instance)
+                    .collect();
+                if !dead.is_empty() && fresh_since.is_some_and(|t| now - t >= ttl) {
+                    reap(&engine, &dead).await;
+                }
+            }
+            Err(e) => {
+                fresh_since = None;
+                if engine
+                    .redis_up
+                    .send_if_modified(|up| std::mem::replace(up, false))
+                {
+                    warn!(error = %e, "redis is unreachable");
+                }
+            }
+        }
+    }
+}
+
+/// Returns the leases of dead instances in every known queue, then forgets the instances.
+async fn reap(engine: &Engine, dead: &[String]) {
+    let queues = match engine.store.queues().await {
+        Ok(q) => q,
+        Err(e) => return warn!(error = %e, "reaper could not list queues"),
+    };
+    for queue in &queues {
+        match engine.store.reap(queue, dead).await {
+            Ok(0) => {}
+            Ok(n) => {
+                info!(%queue, returned = n, instances = ?dead, "reaped leases of dead instances")
+            }
+            Err(e) => {
+                return warn!(%queue, error = %e, "reaping failed; retrying on the next heartbeat");
+            }
+        }
+    }
+    match engine.store.forget_instances(dead).await {
+        Ok(()) => info!(instances = ?dead, "dead instances forgotten"),
+        Err(e) => warn!(error = %e, "could not forget dead instances"),
+    }
+}

@@ -1,0 +1,546 @@
+//! The job state machine and dispatch, independent of any transport.
+//!
+//! A job moves waiting -> active (leased to one worker stream) -> completed, or on failure
+//! -> retrying (backoff) -> waiting again, until it is dead. Every transition is one store
+//! script; this layer decides who may ask for which transition (validation, lease tokens) and
+//! runs the background work of one instance:
+//! - one dispatcher task per queue that has a stream here (`dispatch.rs`),
+//! - the liveness loop: heartbeat, and reaping the leases of instances that stopped
+//!   heartbeating (`liveness.rs`),
+//! - the notice listener on the shared pub/sub connection, and reconciliation of this
+//!   instance's view of its leases against Redis (`notices.rs`).
+//!
+//! Every spawned task watches `shutdown` and is tracked, so `Engine::shutdown` ends them all.
+
+mod dispatch;
+mod hub;
+mod job;
+mod liveness;
+mod notices;
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{info, warn};
+
+use crate::store::{AddArgs, AddOutcome, LeaseCheck, RecordState, Store, StoreError};
+pub use hub::{RevokeReason, StreamEvent, StreamInfo, WorkerSpec};
+pub use job::{
+    Added, BackoffRequest, Delivery, JobId, JobState, JobView, MAX_RETRY_WAIT, MAX_TIMEOUT, NewJob,
+    Schedule, from_ms, to_ms, validate_queue,
+};
+
+/// What can go wrong, in the vocabulary callers act on. The transport maps each to a status.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    StaleLease(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("redis is unavailable; retry later")]
+    Unavailable,
+    #[error("this server is shutting down; retry on another instance")]
+    ShuttingDown,
+    #[error("internal error")]
+    Internal,
+}
+
+impl Error {
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(detail) => {
+                warn!(%detail, "redis unavailable");
+                Error::Unavailable
+            }
+            other => {
+                tracing::error!(error = %other, "store error");
+                Error::Internal
+            }
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Sizes the server accepts.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_payload: usize,
+    pub max_result: usize,
+    pub max_error: usize,
+    pub max_batch_jobs: usize,
+    pub max_batch_bytes: usize,
+    pub max_in_flight: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_payload: 1 << 20,
+            max_result: 1 << 20,
+            max_error: 16 << 10,
+            max_batch_jobs: 1_000,
+            max_batch_bytes: 16 << 20,
+            max_in_flight: 1_000,
+        }
+    }
+}
+
+/// The behaviour knobs of one instance.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub limits: Limits,
+    pub idempotency_window: Duration,
+    /// An instance that has not heartbeated for this long is dead; its leases are reaped.
+    pub lease_ttl: Duration,
+    /// Lost deliveries after which a job goes dead with reason "lost".
+    pub max_lost: u32,
+    /// Dispatchers run at least this often even without a wake-up (pub/sub may drop messages).
+    pub safety_poll: Duration,
+    /// How often this instance checks its view of its leases against Redis.
+    pub reconcile_every: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            idempotency_window: Duration::from_secs(24 * 3600),
+            lease_ttl: Duration::from_secs(30),
+            max_lost: 5,
+            safety_poll: Duration::from_secs(5),
+            reconcile_every: Duration::from_secs(5),
+        }
+    }
+}
+
+/// One jobwire instance's engine.
+pub struct Engine {
+    store: Arc<Store>,
+    instance: String,
+    hub: hub::Hub,
+    settings: Settings,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    /// Queues this instance has already put in the global registry.
+    registered: Mutex<HashSet<String>>,
+    redis_up: watch::Sender<bool>,
+}
+
+/// Keeps a worker stream registered; dropping it ends the stream and hands its unacknowledged
+/// jobs back (as lost deliveries).
+pub struct StreamGuard {
+    engine: Arc<Engine>,
+    id: u64,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        let engine = self.engine.clone();
+        let (held, orphaned) = engine.hub.close(self.id);
+        drop(orphaned); // their dispatchers notice the queue has no stream and stop
+        if held.is_empty() || engine.shutdown.is_cancelled() {
+            // On shutdown, `Engine::shutdown` hands back everything still held.
+            return;
+        }
+        engine
+            .tasks
+            .clone()
+            .spawn(async move { engine.give_back(held, true).await });
+    }
+}
+
+impl Engine {
+    /// Starts an engine over `store` and its background tasks.
+    pub fn start(store: Arc<Store>, settings: Settings) -> Arc<Self> {
+        let instance = ulid::Ulid::new().to_string().to_lowercase()[10..].to_owned();
+        let (redis_up, _) = watch::channel(false);
+        let engine = Arc::new(Self {
+            store,
+            hub: hub::Hub::new(&instance),
+            instance,
+            settings,
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            registered: Mutex::new(HashSet::new()),
+            redis_up,
+        });
+        info!(instance = %engine.instance, "engine started");
+        engine.tasks.spawn(liveness::run(engine.clone()));
+        engine.tasks.spawn(notices::listen(engine.clone()));
+        engine.tasks.spawn(notices::reconcile(engine.clone()));
+        engine
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Follows whether Redis answers (true) or not, as seen by the heartbeat.
+    pub fn redis_up(&self) -> watch::Receiver<bool> {
+        self.redis_up.subscribe()
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.shutdown.is_cancelled() {
+            Err(Error::ShuttingDown)
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn register(&self, queue: &str) -> Result<()> {
+        let known = self
+            .registered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(queue);
+        if !known {
+            self.store.register_queue(queue).await?;
+            self.registered
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(queue.to_owned());
+        }
+        Ok(())
+    }
+
+    /// Adds one job, validated with field names prefixed by `field_prefix`.
+    pub async fn add(&self, job: NewJob, field_prefix: &str) -> Result<Added> {
+        self.check_open()?;
+        job.validate(&self.settings.limits, field_prefix)?;
+        self.register(&job.queue).await?;
+        let ulid = ulid::Ulid::new();
+        let queue = job.queue.clone();
+        let (delay_ms, run_at_ms) = match job.schedule {
+            Schedule::Now => (None, None),
+            Schedule::After(d) => (Some(d.as_millis() as u64), None),
+            Schedule::At(t) => (None, Some(to_ms(t))),
+        };
+        let record = job.into_record(ulid.timestamp_ms() as i64);
+        let ulid = ulid.to_string();
+        let args = AddArgs {
+            ulid: &ulid,
+            record: &record,
+            delay_ms,
+            run_at_ms,
+            idempotency_window: self.settings.idempotency_window,
+        };
+        let outcome = self.store.add(&queue, &args).await?;
+        let (ulid, duplicate) = match outcome {
+            AddOutcome::Added(u) => (u, false),
+            AddOutcome::Duplicate(u) => (u, true),
+        };
+        if !duplicate {
+            self.hub.wake(&queue);
+        }
+        Ok(Added {
+            job_id: JobId::new(&queue, &ulid),
+            duplicate,
+        })
+    }
+
+    /// Adds many jobs, each on its own; the batch as a whole is checked against the caps first.
+    pub async fn add_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<Added>>> {
+        self.check_open()?;
+        let limits = &self.settings.limits;
+        if jobs.is_empty() {
+            return Err(Error::invalid("jobs", "must hold at least one job"));
+        }
+        if jobs.len() > limits.max_batch_jobs {
+            return Err(Error::TooLarge(format!(
+                "jobs: {} jobs is over the limit of {}",
+                jobs.len(),
+                limits.max_batch_jobs
+            )));
+        }
+        let bytes: usize = jobs.iter().map(NewJob::size).sum();
+        if bytes > limits.max_batch_bytes {
+            return Err(Error::TooLarge(format!(
+                "jobs: {bytes} bytes in all is over the limit of {} bytes",
+                limits.max_batch_bytes
+            )));
+        }
+        use futures::StreamExt;
+        let results = futures::stream::iter(jobs.into_iter().enumerate())
+            .map(|(i, job)| async move { self.add(job, &format!("jobs[{i}].")).await })
+            .buffered(64)
+            .collect()
+            .await;
+        Ok(results)
+    }
+
+    /// Opens a worker stream. Jobs and control messages arrive on the receiver; the stream
+    /// lasts as long as the guard.
+    pub fn open_stream(
+        self: &Arc<Self>,
+        spec: WorkerSpec,
+    ) -> Result<(StreamGuard, mpsc::Receiver<StreamEvent>)> {
+        self.check_open()?;
+        if spec.queues.is_empty() || spec.queues.len() > 32 {
+            return Err(Error::invalid("queues", "must name 1 to 32 queues"));
+        }
+        for (i, q) in spec.queues.iter().enumerate() {
+            validate_queue(q, &format!("queues[{i}]"))?;
+        }
+        if spec.queues.iter().collect::<HashSet<_>>().len() != spec.queues.len() {
+            return Err(Error::invalid("queues", "must not repeat a queue"));
+        }
+        if spec.max_in_flight == 0 || spec.max_in_flight > self.settings.limits.max_in_flight {
+            return Err(Error::invalid(
+                "max_in_flight",
+                format!("must be from 1 to {}", self.settings.limits.max_in_flight),
+            ));
+        }
+        if spec.worker_id.len() > 128 {
+            return Err(Error::invalid("worker_id", "at most 128 bytes"));
+        }
+        if spec.labels.len() > 32 {
+            return Err(Error::invalid("labels", "at most 32 entries"));
+        }
+        // Room for every job the credit allows plus the control messages about them.
+        let (tx, rx) = mpsc::channel(spec.max_in_flight as usize * 2 + 8);
+        let (id, fresh) = self.hub.open(spec, tx);
+        for (queue, wake) in fresh {
+            self.tasks.spawn(dispatch::run(self.clone(), queue, wake));
+        }
+        Ok((
+            StreamGuard {
+                engine: self.clone(),
+                id,
+            },
+            rx,
+        ))
+    }
+
+    /// Routes the outcome of an ack to the stream that held the lease, wherever it is.
+    async fn settle(&self, job_id: &JobId, token: &str) {
+        let Some((instance, stream)) = hub::parse_token(token) else {
+            return;
+        };
+        if instance == self.instance {
+            self.hub.release(stream, job_id, token);
+        } else {
+            let channel = self.store.keys().instance_channel(instance);
+            let notice = notices::Notice::Release {
+                job_id: job_id.clone(),
+                token: token.to_owned(),
+            };
+            if let Err(e) = self.store.publish(&channel, &notice.encode()).await {
+                // The owner's reconciliation frees the credit within a few seconds anyway.
+                warn!(error = %e, job_id = %job_id, "could not notify the lease owner");
+            }
+        }
+    }
+
+    fn lease_error(check: LeaseCheck, job_id: &JobId) -> Result<()> {
+        match check {
+            LeaseCheck::Held => Ok(()),
+            LeaseCheck::UnknownJob => Err(Error::NotFound(format!(
+                "job_id: job {job_id} does not exist or is no longer retained"
+            ))),
+            LeaseCheck::Stale => Err(Error::StaleLease(format!(
+                "lease_token: job {job_id} is not held by this lease (it timed out, was re-delivered or has finished)"
+            ))),
+        }
+    }
+
+    pub async fn complete(&self, job_id: &JobId, token: &str, result: &[u8]) -> Result<()> {
+        if result.len() > self.settings.limits.max_result {
+            return Err(Error::TooLarge(format!(
+                "result: {} bytes is over the limit of {} bytes",
+                result.len(),
+                self.settings.limits.max_result
+            )));
+        }
+        let checks = self
+            .store
+            .complete(&job_id.queue, &[(&job_id.ulid, token, result)])
+            .await?;
+        let check = checks.first().copied().unwrap_or(LeaseCheck::UnknownJob);
+        if check != LeaseCheck::UnknownJob {
+            self.settle(job_id, token).await;
+        }
+        tracing::debug!(job_id = %job_id, ?check, "complete");
+        Self::lease_error(check, job_id)
+    }
+
+    /// Fails an attempt; returns the job's new state and when it runs again.
+    pub async fn fail(
+        &self,
+        job_id: &JobId,
+        token: &str,
+        error: &str,
+        retryable: bool,
+        retry_after: Option<Duration>,
+    ) -> Result<(JobState, Option<SystemTime>)> {
+        if retry_after.is_some_and(|d| d > MAX_RETRY_WAIT) {
+            return Err(Error::invalid("retry_after", "at most 7 days"));
+        }
+        let error = truncate(error, self.settings.limits.max_error);
+        let outcome = self
+            .store
+            .fail(
+                &job_id.queue,
+                &job_id.ulid,
+                token,
+                error,
+                retryable,
+                retry_after,
+                rand::random(),
+            )
+            .await?;
+        if outcome.check != LeaseCheck::UnknownJob {
+            self.settle(job_id, token).await;
+        }
+        Self::lease_error(outcome.check, job_id)?;
+        Ok(match outcome.state {
+            Some(RecordState::Dead) => (JobState::Dead, None),
+            Some(RecordState::Waiting) => (JobState::Waiting, Some(from_ms(outcome.run_at_ms))),
+            _ => (JobState::Retrying, Some(from_ms(outcome.run_at_ms))),
+        })
+    }
+
+    pub async fn extend(&self, job_id: &JobId, token: &str, by: Duration) -> Result<SystemTime> {
+        if by.is_zero() || by > MAX_TIMEOUT {
+            return Err(Error::invalid("extend_by", "must be from 1 ms to 24 h"));
+        }
+        let (check, deadline) = self
+            .store
+            .extend(&job_id.queue, &job_id.ulid, token, by)
+            .await?;
+        Self::lease_error(check, job_id)?;
+        Ok(from_ms(deadline))
+    }
+
+    pub async fn info(&self, job_id: &JobId) -> Result<JobView> {
+        let found = self.store.info(&job_id.queue, &job_id.ulid).await?;
+        let (record, lease) = found.ok_or_else(|| {
+            Error::NotFound(format!(
+                "job_id: job {job_id} does not exist or is no longer retained"
+            ))
+        })?;
+        Ok(JobView::new(job_id.clone(), record, lease))
+    }
+
+    pub async fn stats(&self, queue: &str) -> Result<crate::store::QueueCounts> {
+        validate_queue(queue, "queue")?;
+        Ok(self.store.stats(queue).await?)
+    }
+
+    pub async fn list_queues(&self) -> Result<Vec<(String, crate::store::QueueCounts)>> {
+        let mut out = Vec::new();
+        for queue in self.store.queues().await? {
+            let counts = self.store.stats(&queue).await?;
+            out.push((queue, counts));
+        }
+        Ok(out)
+    }
+
+    pub fn streams(&self) -> Vec<StreamInfo> {
+        self.hub.streams()
+    }
+
+    /// Hands leases back to the head of their queues, retrying while Redis is away: a lease
+    /// that is never handed back would only return after this instance is declared dead.
+    async fn give_back(&self, held: Vec<hub::HeldLease>, lost: bool) {
+        let mut by_queue: std::collections::HashMap<String, Vec<(String, String)>> =
+            Default::default();
+        for h in held {
+            by_queue
+                .entry(h.job_id.queue)
+                .or_default()
+                .push((h.job_id.ulid, h.token));
+        }
+        for (queue, leases) in by_queue {
+            let mut wait = Duration::from_millis(100);
+            for tries in 1.. {
+                match self
+                    .store
+                    .requeue(&queue, &leases, lost, self.settings.max_lost)
+                    .await
+                {
+                    Ok(n) => {
+                        info!(%queue, returned = n, lost, "leases handed back");
+                        break;
+                    }
+                    Err(e) if self.shutdown.is_cancelled() && tries >= 5 => {
+                        warn!(%queue, error = %e, "giving up handing leases back; the reaper returns them after the lease TTL");
+                        break;
+                    }
+                    Err(e) => {
+                        warn!(%queue, error = %e, "handing leases back failed; retrying");
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(2));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops this instance: no new streams or jobs, workers told to drain, acks accepted for
+    /// `grace` (or until nothing is held), then every lease still held is handed back (not as a
+    /// lost delivery), the instance leaves the registry and background tasks end.
+    pub async fn shutdown(&self, grace: Duration) {
+        info!(?grace, "draining");
+        self.hub.drain_all(grace);
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.hub.in_flight_total() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.shutdown.cancel();
+        let held = self.hub.held();
+        self.hub.forget_all();
+        if !held.is_empty() {
+            self.give_back(held, false).await;
+        }
+        if let Err(e) = self
+            .store
+            .forget_instances(std::slice::from_ref(&self.instance))
+            .await
+        {
+            warn!(error = %e, "could not leave the instance registry");
+        }
+        self.hub.disconnect_all();
+        self.tasks.close();
+        self.tasks.wait().await;
+        info!("engine stopped");
+    }
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}

@@ -1,0 +1,100 @@
+//! Assembles the gRPC server: the queue service, health (tonic-health) and reflection (v1 and
+//! v1alpha), and runs it on a bound listener until `shutdown` resolves. Taking a bound listener
+//! and any shutdown future is what lets tests run the real server on port 0.
+//!
+//! Shutdown order: health NOT_SERVING -> the engine drains (workers told, acks accepted for the
+//! grace period, held jobs handed back) -> the transport stops -> background tasks are gone.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::{ServingStatus, server::HealthReporter};
+use tracing::info;
+
+use crate::{api::QueueApi, proto::queue_service_server::QueueServiceServer, queue::Engine};
+
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("jobwire_descriptor");
+pub const SERVICE_NAME: &str = "jobwire.v1.QueueService";
+
+pub struct ServerOptions {
+    pub max_message: usize,
+    pub ping_every: Duration,
+    pub drain_grace: Duration,
+}
+
+/// Keeps health in step with Redis: SERVING while it answers, NOT_SERVING otherwise.
+async fn follow_redis(engine: Arc<Engine>, health: HealthReporter) {
+    let mut up = engine.redis_up();
+    loop {
+        let status = if *up.borrow_and_update() {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        for name in ["", SERVICE_NAME] {
+            health.set_service_status(name, status).await;
+        }
+        if up.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+pub async fn run(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    options: ServerOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for name in ["", SERVICE_NAME] {
+        health
+            .set_service_status(name, ServingStatus::NotServing)
+            .await;
+    }
+    let follower = tokio::spawn(follow_redis(engine.clone(), health.clone()));
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
+        .build_v1()
+        .expect("the embedded descriptor sets are valid");
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .expect("the embedded descriptor sets are valid");
+    let queue = QueueServiceServer::new(QueueApi::new(engine.clone(), options.ping_every))
+        .max_decoding_message_size(options.max_message)
+        .max_encoding_message_size(options.max_message);
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let transport = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(queue)
+        .serve_with_incoming_shutdown(incoming, async {
+            let _ = stop_rx.await;
+        });
+    let transport = tokio::spawn(transport);
+
+    shutdown.await;
+    info!("shutting down");
+    follower.abort();
+    for name in ["", SERVICE_NAME] {
+        health
+            .set_service_status(name, ServingStatus::NotServing)
+            .await;
+    }
+    engine.shutdown(options.drain_grace).await;
+    let _ = stop_tx.send(());
+    match transport.await {
+        Ok(result) => result,
+        Err(join) => panic!("the transport task panicked: {join}"),
+    }
+}

@@ -1,0 +1,135 @@
+//! The Redis key layout. Everything of one queue shares the hash tag `{queue}`, so every script
+//! touching a queue runs on one Redis Cluster slot; the few global keys (queue registry, instance
+//! registry, schema version) are only ever touched outside queue scripts.
+//!
+//! ```text
+//! {prefix}:{queue}:jobs       hash  ULID -> packed record (record.rs)
+//! {prefix}:{queue}:active     hash  ULID -> lease "token|started_ms|attempt"
+//! {prefix}:{queue}:deadlines  zset  ULID by attempt deadline
+//! {prefix}:{queue}:delayed    zset  ULID by ready time
+//! {prefix}:{queue}:completed  zset  ULID by finish time
+//! {prefix}:{queue}:dead       zset  ULID by finish time
+//! {prefix}:{queue}:meta       hash  paused, dead_evicted
+//! {prefix}:{queue}:ready:{p}  list  ready ULIDs of priority p, FIFO
+//! {prefix}:{queue}:idem:{key} string ULID of the first add with that idempotency key (TTL)
+//! {prefix}:queues             set   every queue ever added to
+//! {prefix}:instances          zset  instance id by last heartbeat
+//! {prefix}:schema             string layout version
+//! {prefix}:wake               pub/sub channel: a queue got work (message = queue name)
+//! {prefix}:instance:{id}      pub/sub channel: notices for one instance
+//! ```
+
+/// Highest and lowest job priority; one ready list per level.
+pub const MAX_PRIORITY: i32 = 5;
+pub const MIN_PRIORITY: i32 = -5;
+
+/// Names of the global keys and channels under one prefix.
+#[derive(Clone, Debug)]
+pub struct KeySpace {
+    prefix: String,
+}
+
+impl KeySpace {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    pub fn queue(&self, queue: &str) -> QueueKeys {
+        let base = format!("{}:{{{queue}}}", self.prefix);
+        let mut keys: Vec<String> = [
+            "jobs",
+            "active",
+            "deadlines",
+            "delayed",
+            "completed",
+            "dead",
+            "meta",
+        ]
+        .iter()
+        .map(|name| format!("{base}:{name}"))
+        .collect();
+        keys.extend(
+            (MIN_PRIORITY..=MAX_PRIORITY)
+                .rev()
+                .map(|p| format!("{base}:ready:{p}")),
+        );
+        QueueKeys { base, keys }
+    }
+
+    pub fn queues(&self) -> String {
+        format!("{}:queues", self.prefix)
+    }
+
+    pub fn instances(&self) -> String {
+        format!("{}:instances", self.prefix)
+    }
+
+    pub fn schema(&self) -> String {
+        format!("{}:schema", self.prefix)
+    }
+
+    pub fn wake_channel(&self) -> String {
+        format!("{}:wake", self.prefix)
+    }
+
+    pub fn instance_channel(&self, instance: &str) -> String {
+        format!("{}:instance:{instance}", self.prefix)
+    }
+
+    /// Every key that can hold data of `queue` matches this pattern (for the invariant check).
+    pub fn queue_pattern(&self, queue: &str) -> String {
+        format!("{}:{{{queue}}}:*", self.prefix)
+    }
+}
+
+/// The keys every queue script receives, in the order lib.lua documents.
+#[derive(Clone, Debug)]
+pub struct QueueKeys {
+    base: String,
+    keys: Vec<String>,
+}
+
+impl QueueKeys {
+    pub fn all(&self) -> &[String] {
+        &self.keys
+    }
+
+    pub fn jobs(&self) -> &str {
+        &self.keys[0]
+    }
+
+    pub fn active(&self) -> &str {
+        &self.keys[1]
+    }
+
+    pub fn deadlines(&self) -> &str {
+        &self.keys[2]
+    }
+
+    pub fn delayed(&self) -> &str {
+        &self.keys[3]
+    }
+
+    pub fn completed(&self) -> &str {
+        &self.keys[4]
+    }
+
+    pub fn dead(&self) -> &str {
+        &self.keys[5]
+    }
+
+    pub fn meta(&self) -> &str {
+        &self.keys[6]
+    }
+
+    /// Ready lists, highest priority first.
+    pub fn ready(&self) -> &[String] {
+        &self.keys[7..]
+    }
+
+    pub fn idempotency(&self, key: &str) -> String {
+        format!("{}:idem:{key}", self.base)
+    }
+}

@@ -1,0 +1,86 @@
+-- lease: one dispatcher round for a queue, in one step:
+--   1. attempts past their deadline fail with "timeout" (retry or dead) and are reported,
+--   2. delayed and retrying jobs that are due become ready (at the tail of their priority),
+--   3. unless the queue is paused, up to #tokens ready jobs are leased, highest priority first,
+--      FIFO within a priority; job i gets lease token i,
+--   4. retention windows are enforced on completed and dead jobs.
+-- KEYS: the queue keys (lib.lua).
+-- ARGV[7] a random number in [0, 1) for backoff jitter, ARGV[8..] lease tokens.
+-- Returns {jobs, revoked, next_wake_ms, now}:
+--   jobs    = flat {ULID, record, token, deadline_ms, attempt, ...}
+--   revoked = flat {ULID, token, ...} of the timed-out leases
+--   next_wake_ms = ms until the next delayed job or deadline is due, or -1 when none is.
+local now = now_ms()
+local rand = tonumber(ARGV[7])
+
+local revoked = {}
+local expired = redis.call('ZRANGEBYSCORE', KEYS[K_DEADLINES], '-inf', now, 'LIMIT', 0, BATCH)
+for _, ulid in ipairs(expired) do
+  local lease = redis.call('HGET', KEYS[K_ACTIVE], ulid)
+  drop_lease(ulid)
+  local rec = load(ulid)
+  if lease and rec then
+    local token, started, attempt = parse_lease(lease)
+    attempt_failed(ulid, rec, started, attempt, 'timeout', true, -1, rand, now)
+    revoked[#revoked + 1] = ulid
+    revoked[#revoked + 1] = token
+  end
+end
+
+local due = redis.call('ZRANGEBYSCORE', KEYS[K_DELAYED], '-inf', now, 'LIMIT', 0, BATCH)
+if #due > 0 then
+  redis.call('ZREM', KEYS[K_DELAYED], unpack(due))
+  for _, ulid in ipairs(due) do
+    local rec = load(ulid)
+    if rec then
+      make_ready(ulid, rec, now, false)
+    end
+  end
+end
+
+local jobs = {}
+local wanted = #ARGV - 7
+if wanted > 0 and redis.call('HEXISTS', KEYS[K_META], 'paused') == 0 then
+  local next_token = 8
+  for priority = 5, -5, -1 do
+    local need = #ARGV - next_token + 1
+    if need <= 0 then
+      break
+    end
+    local ids = redis.call('LPOP', ready_key(priority), need)
+    if ids then
+      for _, ulid in ipairs(ids) do
+        local raw = redis.call('HGET', KEYS[K_JOBS], ulid)
+        if raw then
+          local rec = cmsgpack.unpack(raw)
+          local token = ARGV[next_token]
+          next_token = next_token + 1
+          local attempt = rec[R_ATTEMPTS] + 1
+          local deadline = now + rec[R_TIMEOUT]
+          redis.call('HSET', KEYS[K_ACTIVE], ulid, token .. '|' .. now .. '|' .. attempt)
+          redis.call('ZADD', KEYS[K_DEADLINES], deadline, ulid)
+          jobs[#jobs + 1] = ulid
+          jobs[#jobs + 1] = raw
+          jobs[#jobs + 1] = token
+          jobs[#jobs + 1] = deadline
+          jobs[#jobs + 1] = attempt
+        end
+      end
+    end
+  end
+end
+
+trim(KEYS[K_COMPLETED], now, COMPLETED_MS, COMPLETED_CAP)
+trim_dead(now)
+
+local next_wake = -1
+for _, key in ipairs({ KEYS[K_DELAYED], KEYS[K_DEADLINES] }) do
+  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  if first[2] then
+    local wait = math.max(0, tonumber(first[2]) - now)
+    if next_wake < 0 or wait < next_wake then
+      next_wake = wait
+    end
+  end
+end
+return { jobs, revoked, next_wake, now }

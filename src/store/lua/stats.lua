@@ -1,0 +1,30 @@
+-- stats: one consistent snapshot of a queue's figures. Read-only.
+-- KEYS: the queue keys (lib.lua).
+-- Returns {waiting, delayed, active, completed, dead, dead_evicted, paused (1/0),
+--          oldest ready-since ms or -1, now ms}.
+local waiting, oldest = 0, -1
+for priority = 5, -5, -1 do
+  local key = ready_key(priority)
+  local len = redis.call('LLEN', key)
+  if len > 0 then
+    waiting = waiting + len
+    local rec = load(redis.call('LINDEX', key, 0))
+    if rec then
+      local since = rec[R_READY_AT] or rec[R_CREATED]
+      if oldest < 0 or since < oldest then
+        oldest = since
+      end
+    end
+  end
+end
+return {
+  waiting,
+  redis.call('ZCARD', KEYS[K_DELAYED]),
+  redis.call('HLEN', KEYS[K_ACTIVE]),
+  redis.call('ZCARD', KEYS[K_COMPLETED]),
+  redis.call('ZCARD', KEYS[K_DEAD]),
+  tonumber(redis.call('HGET', KEYS[K_META], 'dead_evicted') or '0'),
+  redis.call('HEXISTS', KEYS[K_META], 'paused'),
+  oldest,
+  now_ms(),
+}

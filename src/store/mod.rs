@@ -1,0 +1,779 @@
+//! Redis: the connection pool, the key layout and one typed function per Lua script.
+//!
+//! Every state change is one script call, atomic on the queue's Cluster slot. This layer knows
+//! keys, records and scripts; it knows nothing of gRPC or of the rules that decide what a caller
+//! may do (that is `queue`).
+//!
+//! The pool holds multiplexed connections (many requests in flight on each). Connections are not
+//! PINGed on checkout — that would add a round trip to every call — instead a connection that
+//! returns an I/O error or times out is marked broken and bb8 replaces it, so the pool heals by
+//! itself once Redis is back.
+
+mod keys;
+mod record;
+mod scripts;
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
+
+use redis::{AsyncCommands, RedisError, Value, aio::MultiplexedConnection};
+
+pub use keys::{KeySpace, MAX_PRIORITY, MIN_PRIORITY, QueueKeys};
+pub use record::{BackoffSpec, JobRecord, RecordState};
+use scripts::Scripts;
+
+/// The layout version this build reads and writes.
+const SCHEMA_VERSION: i64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Redis cannot be reached, timed out, or is loading: the call may be retried.
+    #[error("redis unavailable: {0}")]
+    Unavailable(String),
+    /// Redis answered with an error we did not expect (a script bug, a wrong key type).
+    #[error("redis error: {0}")]
+    Redis(String),
+    /// A stored value does not decode.
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    /// The data was written by a newer jobwire with a different layout.
+    #[error("redis holds schema version {found}; this build understands {SCHEMA_VERSION}")]
+    Schema { found: i64 },
+}
+
+/// Transport-level failures: the call may succeed later, and the connection should be replaced.
+fn is_transport(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
+}
+
+impl From<RedisError> for StoreError {
+    fn from(e: RedisError) -> Self {
+        let retryable = matches!(
+            e.kind(),
+            redis::ErrorKind::BusyLoadingError | redis::ErrorKind::TryAgain
+        );
+        if is_transport(&e) || retryable {
+            StoreError::Unavailable(e.to_string())
+        } else {
+            StoreError::Redis(e.to_string())
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// How long finished jobs stay, per queue.
+#[derive(Clone, Copy, Debug)]
+pub struct Retention {
+    pub completed_for: Duration,
+    pub completed_max: u64,
+    pub dead_for: Duration,
+    pub dead_max: u64,
+}
+
+pub struct StoreConfig {
+    pub url: String,
+    pub prefix: String,
+    pub pool_size: u32,
+    /// Connect and response timeout of each Redis call.
+    pub timeout: Duration,
+    pub retention: Retention,
+}
+
+/// A pooled multiplexed connection that remembers whether it failed.
+pub struct Conn {
+    inner: MultiplexedConnection,
+    broken: bool,
+}
+
+struct Manager {
+    client: redis::Client,
+    config: redis::AsyncConnectionConfig,
+}
+
+impl bb8::ManageConnection for Manager {
+    type Connection = Conn;
+    type Error = RedisError;
+
+    async fn connect(&self) -> Result<Conn, RedisError> {
+        let inner = self
+            .client
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await?;
+        Ok(Conn {
+            inner,
+            broken: false,
+        })
+    }
+
+    async fn is_valid(&self, conn: &mut Conn) -> Result<(), RedisError> {
+        redis::cmd("PING").query_async(&mut conn.inner).await
+    }
+
+    fn has_broken(&self, conn: &mut Conn) -> bool {
+        conn.broken
+    }
+}
+
+/// A job handed out by one lease round.
+#[derive(Debug)]
+pub struct LeasedJob {
+    pub ulid: String,
+    pub record: JobRecord,
+    pub token: String,
+    pub deadline_ms: i64,
+    pub attempt: u32,
+}
+
+#[derive(Debug)]
+pub struct LeaseRound {
+    pub jobs: Vec<LeasedJob>,
+    /// Timed-out leases `(ulid, token)` whose holders must be told.
+    pub revoked: Vec<(String, String)>,
+    /// Until the next delayed job or deadline is due.
+    pub next_wake: Option<Duration>,
+    pub now_ms: i64,
+}
+
+/// The outcome of a call that presents a lease token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseCheck {
+    Held,
+    UnknownJob,
+    Stale,
+}
+
+impl LeaseCheck {
+    fn from_code(code: i64) -> Self {
+        match code {
+            1 => LeaseCheck::Held,
+            0 => LeaseCheck::UnknownJob,
+            _ => LeaseCheck::Stale,
+        }
+    }
+}
+
+/// What the add script needs besides the record.
+pub struct AddArgs<'a> {
+    pub ulid: &'a str,
+    pub record: &'a JobRecord,
+    pub delay_ms: Option<u64>,
+    pub run_at_ms: Option<i64>,
+    pub idempotency_window: Duration,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum AddOutcome {
+    Added(String),
+    Duplicate(String),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct FailOutcome {
+    pub check: LeaseCheck,
+    pub state: Option<RecordState>,
+    pub run_at_ms: i64,
+}
+
+/// Raw counts of one queue.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct QueueCounts {
+    pub waiting: u64,
+    pub delayed: u64,
+    pub active: u64,
+    pub completed: u64,
+    pub dead: u64,
+    pub dead_evicted: u64,
+    pub paused: bool,
+    pub oldest_ready_ms: Option<i64>,
+    pub now_ms: i64,
+}
+
+/// A lease as stored: who holds the job since when, and which attempt it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub token: String,
+    pub started_ms: i64,
+    pub attempt: u32,
+}
+
+impl Lease {
+    fn parse(raw: &str) -> Option<Self> {
+        let mut parts = raw.rsplitn(3, '|');
+        let attempt = parts.next()?.parse().ok()?;
+        let started_ms = parts.next()?.parse().ok()?;
+        Some(Lease {
+            token: parts.next()?.to_owned(),
+            started_ms,
+            attempt,
+        })
+    }
+}
+
+pub struct Store {
+    pool: bb8::Pool<Manager>,
+    client: redis::Client,
+    keys: KeySpace,
+    scripts: Scripts,
+    retention: Retention,
+}
+
+impl Store {
+    /// Builds the pool without waiting for Redis: a server must start (and report NOT_SERVING)
+    /// while Redis is still down.
+    pub fn new(config: &StoreConfig) -> Result<Self> {
+        let client = redis::Client::open(config.url.as_str())?;
+        let conn_config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(config.timeout)
+            .set_response_timeout(config.timeout);
+        let pool = bb8::Pool::builder()
+            .max_size(config.pool_size)
+            .min_idle(Some(1))
+            .test_on_check_out(false)
+            .retry_connection(false)
+            .connection_timeout(config.timeout)
+            .build_unchecked(Manager {
+                client: client.clone(),
+                config: conn_config,
+            });
+        Ok(Self {
+            pool,
+            client,
+            keys: KeySpace::new(&config.prefix),
+            scripts: Scripts::load(),
+            retention: config.retention,
+        })
+    }
+
+    pub fn keys(&self) -> &KeySpace {
+        &self.keys
+    }
+
+    /// A dedicated pub/sub connection (one per instance, shared by all its streams).
+    pub async fn pubsub(&self) -> Result<redis::aio::PubSub> {
+        Ok(self.client.get_async_pubsub().await?)
+    }
+
+    /// Runs `f` on a pooled connection, marking the connection broken on transport errors.
+    async fn with_conn<T, F>(&self, f: F) -> Result<T>
+    where
+        F: AsyncFnOnce(&mut MultiplexedConnection) -> Result<T, RedisError>,
+    {
+        let mut conn = self.pool.get().await.map_err(|e| match e {
+            bb8::RunError::User(e) => StoreError::from(e),
+            bb8::RunError::TimedOut => {
+                StoreError::Unavailable("no redis connection within the timeout".into())
+            }
+        })?;
+        let result = f(&mut conn.inner).await;
+        if result
+            .as_ref()
+            .is_err_and(|e| is_transport(e) || e.is_unrecoverable_error())
+        {
+            conn.broken = true;
+        }
+        result.map_err(StoreError::from)
+    }
+
+    /// Sets the schema version on a fresh Redis, and refuses a layout from a newer release.
+    pub async fn ensure_schema(&self) -> Result<()> {
+        let key = self.keys.schema();
+        let found: i64 = self
+            .with_conn(async |c| {
+                let _: () = redis::cmd("SET")
+                    .arg(&key)
+                    .arg(SCHEMA_VERSION)
+                    .arg("NX")
+                    .query_async(c)
+                    .await?;
+                c.get(&key).await
+            })
+            .await?;
+        if found != SCHEMA_VERSION {
+            return Err(StoreError::Schema { found });
+        }
+        Ok(())
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        self.with_conn(async |c| redis::cmd("PING").query_async(c).await)
+            .await
+    }
+
+    /// Reads one CONFIG value (None when the server refuses CONFIG, as managed services do).
+    pub async fn config_get(&self, name: &str) -> Result<Option<String>> {
+        let result: Result<HashMap<String, String>> = self
+            .with_conn(async |c| {
+                redis::cmd("CONFIG")
+                    .arg("GET")
+                    .arg(name)
+                    .query_async(c)
+                    .await
+            })
+            .await;
+        match result {
+            Ok(map) => Ok(map.get(name).cloned()),
+            Err(StoreError::Redis(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Adds `queue` to the registry of known queues. Not atomic with the add on purpose: the
+    /// registry is global (not on the queue's slot) and only feeds listings and the reaper.
+    pub async fn register_queue(&self, queue: &str) -> Result<()> {
+        let key = self.keys.queues();
+        self.with_conn(async |c| c.sadd(&key, queue).await).await
+    }
+
+    pub async fn queues(&self) -> Result<Vec<String>> {
+        let key = self.keys.queues();
+        let mut names: Vec<String> = self
+            .with_conn(async |c| {
+                let mut cursor = 0u64;
+                let mut names = Vec::new();
+                loop {
+                    let (next, batch): (u64, Vec<String>) = redis::cmd("SSCAN")
+                        .arg(&key)
+                        .arg(cursor)
+                        .arg("COUNT")
+                        .arg(500)
+                        .query_async(c)
+                        .await?;
+                    names.extend(batch);
+                    if next == 0 {
+                        return Ok(names);
+                    }
+                    cursor = next;
+                }
+            })
+            .await?;
+        names.sort();
+        Ok(names)
+    }
+
+    /// Starts a queue script invocation with the queue keys and the common arguments.
+    fn invocation<'a>(
+        &self,
+        script: &'a redis::Script,
+        queue: &str,
+        keys: &QueueKeys,
+    ) -> redis::ScriptInvocation<'a> {
+        let mut inv = script.prepare_invoke();
+        for key in keys.all() {
+            inv.key(key);
+        }
+        let r = &self.retention;
+        inv.arg(self.keys.wake_channel())
+            .arg(queue)
+            .arg(r.completed_for.as_millis() as u64)
+            .arg(r.completed_max)
+            .arg(r.dead_for.as_millis() as u64)
+            .arg(r.dead_max);
+        inv
+    }
+
+    pub async fn add(&self, queue: &str, args: &AddArgs<'_>) -> Result<AddOutcome> {
+        let keys = self.keys.queue(queue);
+        let mut inv = self.invocation(&self.scripts.add, queue, &keys);
+        if let Some(key) = &args.record.idempotency_key {
+            inv.key(keys.idempotency(key));
+        }
+        inv.arg(args.ulid)
+            .arg(args.record.encode())
+            .arg(args.record.priority)
+            .arg(args.delay_ms.map_or(-1, |d| d as i64))
+            .arg(args.run_at_ms.unwrap_or(-1))
+            .arg(args.idempotency_window.as_millis() as u64);
+        let (added, ulid): (i64, String) =
+            self.with_conn(async |c| inv.invoke_async(c).await).await?;
+        Ok(if added == 1 {
+            AddOutcome::Added(ulid)
+        } else {
+            AddOutcome::Duplicate(ulid)
+        })
+    }
+
+    /// One dispatcher round (see lua/lease.lua): expire, promote, lease one job per token.
+    pub async fn lease(&self, queue: &str, tokens: &[String], rand: f64) -> Result<LeaseRound> {
+        let keys = self.keys.queue(queue);
+        let mut inv = self.invocation(&self.scripts.lease, queue, &keys);
+        inv.arg(rand);
+        for token in tokens {
+            inv.arg(token);
+        }
+        let (jobs, revoked, next_wake, now_ms): (Vec<Value>, Vec<String>, i64, i64) =
+            self.with_conn(async |c| inv.invoke_async(c).await).await?;
+        let mut leased = Vec::with_capacity(jobs.len() / 5);
+        for chunk in jobs.chunks_exact(5) {
+            let text = |v: &Value| redis::from_redis_value::<String>(v);
+            let raw: Vec<u8> = redis::from_redis_value(&chunk[1])?;
+            leased.push(LeasedJob {
+                ulid: text(&chunk[0])?,
+                record: JobRecord::decode(&raw)?,
+                token: text(&chunk[2])?,
+                deadline_ms: redis::from_redis_value(&chunk[3])?,
+                attempt: redis::from_redis_value(&chunk[4])?,
+            });
+        }
+        let revoked = revoked
+            .chunks_exact(2)
+            .map(|p| (p[0].clone(), p[1].clone()))
+            .collect();
+        Ok(LeaseRound {
+            jobs: leased,
+            revoked,
+            next_wake: u64::try_from(next_wake).ok().map(Duration::from_millis),
+            now_ms,
+        })
+    }
+
+    /// Completes a batch of attempts `(ulid, token, result)`; one check per entry.
+    pub async fn complete(
+        &self,
+        queue: &str,
+        acks: &[(&str, &str, &[u8])],
+    ) -> Result<Vec<LeaseCheck>> {
+        let keys = self.keys.queue(queue);
+        let mut inv = self.invocation(&self.scripts.complete, queue, &keys);
+        for (ulid, token, result) in acks {
+            inv.arg(*ulid).arg(*token).arg(*result);
+        }
+        let codes: Vec<i64> = self.with_conn(async |c| inv.invoke_async(c).await).await?;
+        Ok(codes.into_iter().map(LeaseCheck::from_code).collect())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn fail(
+        &self,
+        queue: &str,
+        ulid: &str,
+        token: &str,
+        error: &str,
+        retryable: bool,
+        retry_after: Option<Duration>,
+        rand: f64,
+    ) -> Result<FailOutcome> {
+        let keys = self.keys.queue(queue);
+        let mut inv = self.invocation(&self.scripts.fail, queue, &keys);
+        inv.arg(ulid)
+            .arg(token)
+            .arg(error)
+            .arg(if retryable { 1 } else { 0 })
+            .arg(retry_after.map_or(-1, |d| d.as_millis() as i64))
+            .arg(rand);
+        let (code, state, run_at_ms): (i64, i64, i64) =
+            self.with_conn(async |c| inv.invoke_async(c).await).await?;
+        let state = match state {
+            1 => Some(RecordState::Waiting),
+            4 => Some(RecordState::Retrying),
+            6 => Some(RecordState::Dead),
+            _ => None,
+        };
+        Ok(FailOutcome {
+            check: LeaseCheck::from_code(code),
+            state,
+            run_at_ms,
+        })
+    }
+
+    /// Moves a held attempt's deadline to now + `by`; returns the check and the new deadline.
+    pub async fn extend(
+        &self,
+        queue: &str,
+        ulid: &str,
+        token: &str,
+        by: Duration,
+    ) -> Result<(LeaseCheck, i64)> {
+        let keys = self.keys.queue(queue);
+        let mut inv = self.invocation(&self.scripts.extend, queue, &keys);
+        inv.arg(ulid).arg(token).arg(by.as_millis() as u64);
+        let (code, deadline): (i64, i64) =
+            self.with_conn(async |c| inv.invoke_async(c).await).await?;
+        Ok((LeaseCheck::from_code(code), deadline))
+    }
+
+    /// Returns held leases `(ulid, token)` to the head of their queue; `lost` counts the
+    /// delivery as lost (and buries jobs lost `max_lost` times). Returns how many moved.
+    pub async fn requeue(
+        &self,
+        queue: &str,
+        leases: &[(String, String)],
+        lost: bool,
+        max_lost: u32,
+    ) -> Result<u64> {
+        let keys = self.keys.queue(queue);
+        let mut inv = self.invocation(&self.scripts.requeue, queue, &keys);
+        inv.arg(if lost { 1 } else { 0 }).arg(max_lost);
+        for (ulid, token) in leases {
+            inv.arg(ulid).arg(token);
+        }
+        self.with_conn(async |c| inv.invoke_async(c).await).await
+    }
+
+    /// Returns every lease of `queue` held by one of `dead` instances. Returns how many.
+    pub async fn reap(&self, queue: &str, dead: &[String]) -> Result<u64> {
+        let keys = self.keys.queue(queue);
+        let mut cursor = "0".to_owned();
+        let mut total = 0;
+        loop {
+            let mut inv = self.invocation(&self.scripts.reap, queue, &keys);
+            inv.arg(&cursor).arg(200);
+            for id in dead {
+                inv.arg(id);
+            }
+            let (next, moved): (String, u64) =
+                self.with_conn(async |c| inv.invoke_async(c).await).await?;
+            total += moved;
+            if next == "0" {
+                return Ok(total);
+            }
+            cursor = next;
+        }
+    }
+
+    pub async fn stats(&self, queue: &str) -> Result<QueueCounts> {
+        let keys = self.keys.queue(queue);
+        let inv = self.invocation(&self.scripts.stats, queue, &keys);
+        let v: Vec<i64> = self.with_conn(async |c| inv.invoke_async(c).await).await?;
+        let [
+            waiting,
+            delayed,
+            active,
+            completed,
+            dead,
+            dead_evicted,
+            paused,
+            oldest,
+            now_ms,
+        ] = v[..]
+        else {
+            return Err(StoreError::Corrupt(
+                "stats script returned the wrong arity".into(),
+            ));
+        };
+        let count = |n: i64| n.max(0) as u64;
+        Ok(QueueCounts {
+            waiting: count(waiting),
+            delayed: count(delayed),
+            active: count(active),
+            completed: count(completed),
+            dead: count(dead),
+            dead_evicted: count(dead_evicted),
+            paused: paused == 1,
+            oldest_ready_ms: (oldest >= 0).then_some(oldest),
+            now_ms,
+        })
+    }
+
+    /// One job's record and its lease while active; None when the job is not retained.
+    pub async fn info(
+        &self,
+        queue: &str,
+        ulid: &str,
+    ) -> Result<Option<(JobRecord, Option<Lease>)>> {
+        let keys = self.keys.queue(queue);
+        let mut inv = self.invocation(&self.scripts.info, queue, &keys);
+        inv.arg(ulid);
+        let (raw, lease): (Option<Vec<u8>>, Option<String>) =
+            self.with_conn(async |c| inv.invoke_async(c).await).await?;
+        let Some(raw) = raw else { return Ok(None) };
+        Ok(Some((
+            JobRecord::decode(&raw)?,
+            lease.as_deref().and_then(Lease::parse),
+        )))
+    }
+
+    /// The current leases of `ulids` (None where the job holds no lease), for reconciliation.
+    pub async fn leases(&self, queue: &str, ulids: &[String]) -> Result<Vec<Option<Lease>>> {
+        if ulids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let key = self.keys.queue(queue).active().to_owned();
+        let raw: Vec<Option<String>> = self
+            .with_conn(async |c| {
+                redis::cmd("HMGET")
+                    .arg(&key)
+                    .arg(ulids)
+                    .query_async(c)
+                    .await
+            })
+            .await?;
+        Ok(raw
+            .into_iter()
+            .map(|l| l.as_deref().and_then(Lease::parse))
+            .collect())
+    }
+
+    /// Records this instance's heartbeat; returns Redis's clock and the instances whose
+    /// heartbeat is older than `ttl`.
+    pub async fn heartbeat(&self, instance: &str, ttl: Duration) -> Result<(i64, Vec<String>)> {
+        let mut inv = self.scripts.heartbeat.prepare_invoke();
+        inv.key(self.keys.instances())
+            .arg(instance)
+            .arg(ttl.as_millis() as u64);
+        self.with_conn(async |c| inv.invoke_async(c).await).await
+    }
+
+    /// Drops instances from the registry once their leases have been reaped everywhere.
+    pub async fn forget_instances(&self, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let key = self.keys.instances();
+        self.with_conn(async |c| c.zrem(&key, ids).await).await
+    }
+
+    pub async fn publish(&self, channel: &str, message: &str) -> Result<()> {
+        self.with_conn(async |c| c.publish(channel, message).await)
+            .await
+    }
+
+    /// Checks the structural invariants of one queue and returns every violation found:
+    /// each job in exactly one place, records that agree with where they are, one deadline per
+    /// lease, leases held by registered instances, and no key outside the layout.
+    /// Reads whole structures: meant for tests and operators, not for the hot path.
+    pub async fn check_invariants(&self, queue: &str) -> Result<Vec<String>> {
+        let keys = self.keys.queue(queue);
+        let instances_key = self.keys.instances();
+        let pattern = self.keys.queue_pattern(queue);
+        let (jobs, active, deadlines, delayed, completed, dead, ready, instances, stray) = self
+            .with_conn(async |c| {
+                let jobs: HashMap<String, Vec<u8>> = c.hgetall(keys.jobs()).await?;
+                let active: HashMap<String, String> = c.hgetall(keys.active()).await?;
+                let deadlines: Vec<String> = c.zrange(keys.deadlines(), 0, -1).await?;
+                let delayed: Vec<String> = c.zrange(keys.delayed(), 0, -1).await?;
+                let completed: Vec<String> = c.zrange(keys.completed(), 0, -1).await?;
+                let dead: Vec<String> = c.zrange(keys.dead(), 0, -1).await?;
+                let mut ready = Vec::new();
+                for key in keys.ready() {
+                    let ids: Vec<String> = c.lrange(key, 0, -1).await?;
+                    ready.extend(ids);
+                }
+                let instances: Vec<String> = c.zrange(&instances_key, 0, -1).await?;
+                let mut stray = Vec::new();
+                let mut cursor = 0u64;
+                loop {
+                    let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(c)
+                        .await?;
+                    for key in batch {
+                        if !keys.all().contains(&key) && !key.starts_with(&keys.idempotency("")) {
+                            stray.push(key);
+                        }
+                    }
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+                Ok((
+                    jobs, active, deadlines, delayed, completed, dead, ready, instances, stray,
+                ))
+            })
+            .await?;
+
+        let mut problems: Vec<String> = stray
+            .into_iter()
+            .map(|k| format!("key outside the layout: {k}"))
+            .collect();
+        let active_ids: Vec<String> = active.keys().cloned().collect();
+        let mut place: HashMap<&str, &str> = HashMap::new();
+        for (where_, members) in [
+            ("ready", &ready),
+            ("delayed", &delayed),
+            ("active", &active_ids),
+            ("completed", &completed),
+            ("dead", &dead),
+        ] {
+            for m in members {
+                if let Some(other) = place.insert(m.as_str(), where_) {
+                    problems.push(format!("job {m} is both {other} and {where_}"));
+                }
+            }
+        }
+        for (id, where_) in &place {
+            match jobs.get(*id) {
+                None => problems.push(format!("job {id} is {where_} but has no record")),
+                Some(raw) => match JobRecord::decode(raw) {
+                    Err(e) => problems.push(format!("job {id}: {e}")),
+                    Ok(rec) => {
+                        let ok = match *where_ {
+                            "ready" => rec.state == RecordState::Waiting,
+                            "delayed" => {
+                                matches!(rec.state, RecordState::Delayed | RecordState::Retrying)
+                            }
+                            "active" => matches!(
+                                rec.state,
+                                RecordState::Waiting | RecordState::Retrying | RecordState::Delayed
+                            ),
+                            "completed" => rec.state == RecordState::Completed,
+                            _ => rec.state == RecordState::Dead,
+                        };
+                        if !ok {
+                            problems.push(format!(
+                                "job {id} is {where_} but its record says {:?}",
+                                rec.state
+                            ));
+                        }
+                    }
+                },
+            }
+        }
+        for id in jobs.keys() {
+            if !place.contains_key(id.as_str()) {
+                problems.push(format!("orphaned record {id}"));
+            }
+        }
+        let deadline_set: HashSet<&String> = deadlines.iter().collect();
+        let live: HashSet<&str> = instances.iter().map(String::as_str).collect();
+        for (id, lease) in &active {
+            if !deadline_set.contains(id) {
+                problems.push(format!("active job {id} has no deadline"));
+            }
+            match Lease::parse(lease) {
+                None => problems.push(format!("active job {id} has a malformed lease {lease:?}")),
+                Some(l) => {
+                    let instance = l.token.split('.').next().unwrap_or_default();
+                    if !live.contains(instance) {
+                        problems.push(format!(
+                            "active job {id} is leased by unregistered instance {instance}"
+                        ));
+                    }
+                }
+            }
+        }
+        for id in &deadlines {
+            if !active.contains_key(id) {
+                problems.push(format!("deadline for job {id}, which is not active"));
+            }
+        }
+        problems.sort();
+        Ok(problems)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_leases_with_dots_and_pipes_in_order() {
+        let lease = Lease::parse("abc.7.42|1700000000000|3").expect("parses");
+        assert_eq!(
+            lease,
+            Lease {
+                token: "abc.7.42".into(),
+                started_ms: 1_700_000_000_000,
+                attempt: 3
+            }
+        );
+        assert_eq!(Lease::parse("garbage"), None);
+    }
+}

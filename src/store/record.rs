@@ -1,0 +1,259 @@
+//! The packed job record: one msgpack array per job, stored as one hash field.
+//!
+//! Why packed: a Redis hash per job leaves the compact listpack encoding as soon as one field
+//! passes 64 bytes (any real payload) and then costs 800-1,200 bytes; one packed value keeps a
+//! waiting job under the 300-byte budget. The Lua scripts read and rewrite the same array with
+//! `cmsgpack`, so the field order here is the `R_*` order in `lua/lib.lua`. Absent values are
+//! `false`, never nil: a nil would punch a hole that turns the Lua array into a map.
+
+use rmpv::Value;
+
+use super::StoreError;
+
+/// Where a record says the job is; "active" is not stored here but in the lease hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordState {
+    Waiting = 1,
+    Delayed = 2,
+    Retrying = 4,
+    Completed = 5,
+    Dead = 6,
+}
+
+/// Retry wait policy as stored: `[kind, base_ms, factor, max_ms, jitter]`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BackoffSpec {
+    pub fixed: bool,
+    pub base_ms: u64,
+    pub factor: f64,
+    pub max_ms: u64,
+    pub jitter: f64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobRecord {
+    pub state: RecordState,
+    pub job_type: String,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+    pub priority: i32,
+    pub max_attempts: u32,
+    pub attempts: u32,
+    pub lost: u32,
+    pub created_ms: i64,
+    pub ready_at_ms: Option<i64>,
+    /// None: the default policy of lib.lua (exponential 1 s x2 up to 1 h, jitter 0.5).
+    pub backoff: Option<BackoffSpec>,
+    pub timeout_ms: u64,
+    pub idempotency_key: Option<String>,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+    pub last_error: Option<String>,
+    pub result: Option<Vec<u8>>,
+    pub run_at_ms: Option<i64>,
+}
+
+const FIELDS: usize = 18;
+
+fn opt<T>(value: Option<T>, f: impl FnOnce(T) -> Value) -> Value {
+    value.map_or(Value::Boolean(false), f)
+}
+
+impl JobRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        let headers = if self.headers.is_empty() {
+            Value::Boolean(false)
+        } else {
+            Value::Array(
+                self.headers
+                    .iter()
+                    .flat_map(|(k, v)| [Value::from(k.as_str()), Value::from(v.as_str())])
+                    .collect(),
+            )
+        };
+        let backoff = opt(self.backoff, |b| {
+            Value::Array(vec![
+                Value::from(if b.fixed { 2 } else { 1 }),
+                Value::from(b.base_ms),
+                Value::from(b.factor),
+                Value::from(b.max_ms),
+                Value::from(b.jitter),
+            ])
+        });
+        let value = Value::Array(vec![
+            Value::from(self.state as u8),
+            Value::from(self.job_type.as_str()),
+            Value::Binary(self.payload.clone()),
+            headers,
+            Value::from(self.priority),
+            Value::from(self.max_attempts),
+            Value::from(self.attempts),
+            Value::from(self.lost),
+            Value::from(self.created_ms),
+            opt(self.ready_at_ms, Value::from),
+            backoff,
+            Value::from(self.timeout_ms),
+            opt(self.idempotency_key.as_deref(), Value::from),
+            opt(self.started_ms, Value::from),
+            opt(self.finished_ms, Value::from),
+            opt(self.last_error.as_deref(), Value::from),
+            opt(self.result.clone(), Value::Binary),
+            opt(self.run_at_ms, Value::from),
+        ]);
+        let mut out = Vec::with_capacity(self.payload.len() + 64);
+        // Writing into a Vec cannot fail.
+        let _ = rmpv::encode::write_value(&mut out, &value);
+        out
+    }
+
+    pub fn decode(raw: &[u8]) -> Result<Self, StoreError> {
+        let value = rmpv::decode::read_value(&mut &raw[..]).map_err(|e| corrupt(&e.to_string()))?;
+        let Value::Array(fields) = value else {
+            return Err(corrupt("record is not an array"));
+        };
+        if fields.len() < FIELDS {
+            return Err(corrupt("record has too few fields"));
+        }
+        let mut f = fields.into_iter();
+        let mut next = || f.next().unwrap_or(Value::Nil);
+        let state = match int(&next())? {
+            1 => RecordState::Waiting,
+            2 => RecordState::Delayed,
+            4 => RecordState::Retrying,
+            5 => RecordState::Completed,
+            6 => RecordState::Dead,
+            other => return Err(corrupt(&format!("unknown state {other}"))),
+        };
+        let job_type = text(next())?;
+        let payload = bytes(next())?;
+        let headers = match next() {
+            Value::Array(items) => {
+                let mut items = items.into_iter();
+                let mut pairs = Vec::new();
+                while let (Some(k), Some(v)) = (items.next(), items.next()) {
+                    pairs.push((text(k)?, text(v)?));
+                }
+                pairs
+            }
+            _ => Vec::new(),
+        };
+        Ok(JobRecord {
+            state,
+            job_type,
+            payload,
+            headers,
+            priority: int(&next())? as i32,
+            max_attempts: int(&next())? as u32,
+            attempts: int(&next())? as u32,
+            lost: int(&next())? as u32,
+            created_ms: int(&next())?,
+            ready_at_ms: maybe(next(), |v| int(&v))?,
+            backoff: maybe(next(), |v| match v {
+                Value::Array(b) if b.len() == 5 => Ok(BackoffSpec {
+                    fixed: int(&b[0])? == 2,
+                    base_ms: int(&b[1])? as u64,
+                    factor: float(&b[2])?,
+                    max_ms: int(&b[3])? as u64,
+                    jitter: float(&b[4])?,
+                }),
+                _ => Err(corrupt("backoff is not a 5-array")),
+            })?,
+            timeout_ms: int(&next())? as u64,
+            idempotency_key: maybe(next(), text)?,
+            started_ms: maybe(next(), |v| int(&v))?,
+            finished_ms: maybe(next(), |v| int(&v))?,
+            last_error: maybe(next(), text)?,
+            result: maybe(next(), bytes)?,
+            run_at_ms: maybe(next(), |v| int(&v))?,
+        })
+    }
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(what.to_owned())
+}
+
+fn maybe<T>(
+    value: Value,
+    f: impl FnOnce(Value) -> Result<T, StoreError>,
+) -> Result<Option<T>, StoreError> {
+    match value {
+        Value::Boolean(false) | Value::Nil => Ok(None),
+        other => f(other).map(Some),
+    }
+}
+
+fn int(value: &Value) -> Result<i64, StoreError> {
+    match value {
+        Value::Integer(i) => i.as_i64().ok_or_else(|| corrupt("integer out of range")),
+        // Lua numbers are doubles; cmsgpack writes integral ones as integers, but be lenient.
+        Value::F64(f) if f.fract() == 0.0 => Ok(*f as i64),
+        _ => Err(corrupt("expected an integer")),
+    }
+}
+
+fn float(value: &Value) -> Result<f64, StoreError> {
+    match value {
+        Value::F32(f) => Ok(f64::from(*f)),
+        Value::F64(f) => Ok(*f),
+        other => int(other).map(|i| i as f64),
+    }
+}
+
+fn bytes(value: Value) -> Result<Vec<u8>, StoreError> {
+    match value {
+        Value::Binary(b) => Ok(b),
+        // cmsgpack writes every Lua string as a msgpack str, valid UTF-8 or not.
+        Value::String(s) => Ok(s.into_bytes()),
+        _ => Err(corrupt("expected bytes")),
+    }
+}
+
+fn text(value: Value) -> Result<String, StoreError> {
+    String::from_utf8(bytes(value)?).map_err(|_| corrupt("expected UTF-8 text"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_every_field() {
+        let record = JobRecord {
+            state: RecordState::Retrying,
+            job_type: "email".into(),
+            payload: vec![0, 159, 146, 150, 255],
+            headers: vec![("traceparent".into(), "00-abc".into())],
+            priority: -3,
+            max_attempts: 7,
+            attempts: 2,
+            lost: 1,
+            created_ms: 1_764_000_000_123,
+            ready_at_ms: Some(1_764_000_000_999),
+            backoff: Some(BackoffSpec {
+                fixed: true,
+                base_ms: 250,
+                factor: 1.5,
+                max_ms: 9_000,
+                jitter: 0.25,
+            }),
+            timeout_ms: 30_000,
+            idempotency_key: Some("order-17".into()),
+            started_ms: Some(5),
+            finished_ms: None,
+            last_error: Some("boom".into()),
+            result: Some(b"ok".to_vec()),
+            run_at_ms: Some(77),
+        };
+        assert_eq!(
+            JobRecord::decode(&record.encode()).expect("decodes"),
+            record
+        );
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert!(JobRecord::decode(b"\x93\x01\x02").is_err());
+        assert!(JobRecord::decode(b"not msgpack").is_err());
+    }
+}

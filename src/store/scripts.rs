@@ -1,0 +1,45 @@
+//! The Lua scripts, each wrapped in a typed function on [`Store`](super::Store) so arity cannot
+//! drift. Queue scripts are `lua/lib.lua` followed by the script's own file: Redis has no
+//! includes, and one shared prelude keeps the state machine's helpers in one place.
+
+use redis::Script;
+
+macro_rules! queue_script {
+    ($file:literal) => {
+        Script::new(concat!(
+            include_str!("lua/lib.lua"),
+            "\n",
+            include_str!(concat!("lua/", $file))
+        ))
+    };
+}
+
+pub struct Scripts {
+    pub add: Script,
+    pub lease: Script,
+    pub complete: Script,
+    pub fail: Script,
+    pub extend: Script,
+    pub requeue: Script,
+    pub reap: Script,
+    pub stats: Script,
+    pub info: Script,
+    pub heartbeat: Script,
+}
+
+impl Scripts {
+    pub fn load() -> Self {
+        Self {
+            add: queue_script!("add.lua"),
+            lease: queue_script!("lease.lua"),
+            complete: queue_script!("complete.lua"),
+            fail: queue_script!("fail.lua"),
+            extend: queue_script!("extend.lua"),
+            requeue: queue_script!("requeue.lua"),
+            reap: queue_script!("reap.lua"),
+            stats: queue_script!("stats.lua"),
+            info: queue_script!("info.lua"),
+            heartbeat: Script::new(include_str!("lua/heartbeat.lua")),
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Integration tests: a real redis-server and a real jobwire server per test.
