@@ -67,6 +67,7 @@ async fn rounds(engine: &Engine, queue: &str) -> Result<Option<Duration>, StoreE
             revoke(engine, &JobId::new(queue, ulid), token).await;
         }
         let full = !tokens.is_empty() && round.jobs.len() == tokens.len();
+        debug!(%queue, wanted = tokens.len(), leased = round.jobs.len(), "lease round");
         let deliveries = round
             .jobs
             .into_iter()

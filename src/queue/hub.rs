@@ -60,6 +60,9 @@ struct StreamSlot {
     spec: WorkerSpec,
     reserved: u32,
     in_flight: HashMap<JobId, Held>,
+    /// Another queue's dispatcher wanted this stream's credit while it was reserved; when the
+    /// reservation comes back unused, the stream's queues must look again.
+    contended: bool,
     draining: bool,
     connected_at: SystemTime,
 }
@@ -98,6 +101,13 @@ pub struct HeldLease {
     pub stream: u64,
     pub job_id: JobId,
     pub token: String,
+}
+
+impl HeldLease {
+    /// Delivery order on this instance (the token's sequence number).
+    pub fn seq(&self) -> u64 {
+        self.token.rsplit('.').next().and_then(|s| s.parse().ok()).unwrap_or(0)
+    }
 }
 
 /// A connected worker stream, for listings.
@@ -166,6 +176,7 @@ impl Hub {
             spec,
             reserved: 0,
             in_flight: HashMap::new(),
+            contended: false,
             draining: false,
             connected_at: SystemTime::now(),
         };
@@ -211,6 +222,11 @@ impl Hub {
             return Vec::new();
         };
         let candidates = q.streams.clone();
+        for id in &candidates {
+            if let Some(s) = state.streams.get_mut(id).filter(|s| s.reserved > 0 && s.free() == 0) {
+                s.contended = true;
+            }
+        }
         let eligible: Vec<u64> = candidates
             .into_iter()
             .filter(|id| {
@@ -268,6 +284,26 @@ impl Hub {
         for token in tokens {
             if let Some(s) = parse_token(token).and_then(|(_, id)| state.streams.get_mut(&id)) {
                 s.reserved = s.reserved.saturating_sub(1);
+            }
+        }
+        let mut used: HashMap<u64, u32> = HashMap::new();
+        for job in &jobs {
+            if let Some((_, id)) = parse_token(&job.lease_token) {
+                *used.entry(id).or_default() += 1;
+            }
+        }
+        let mut recheck = Vec::new();
+        for token in tokens {
+            let Some((_, id)) = parse_token(token) else { continue };
+            let unused = used.get(&id).is_none_or(|n| *n == 0);
+            if let Some(s) = state.streams.get_mut(&id).filter(|s| unused && s.contended) {
+                s.contended = false;
+                recheck.extend(s.spec.queues.iter().cloned());
+            }
+        }
+        for queue in recheck {
+            if let Some(q) = state.queues.get(&queue) {
+                q.wake.notify_one();
             }
         }
         let mut undelivered = Vec::new();
@@ -386,7 +422,7 @@ impl Hub {
     /// shutdown.
     pub fn held(&self) -> Vec<HeldLease> {
         let state = self.lock();
-        state
+        let mut held = state
             .streams
             .iter()
             .flat_map(|(id, s)| {
@@ -399,7 +435,9 @@ impl Hub {
                         token: h.token.clone(),
                     })
             })
-            .collect()
+            .collect::<Vec<_>>();
+        held.sort_by_key(HeldLease::seq);
+        held
     }
 
     /// Stops dispatch to every stream and asks the workers to leave.

@@ -53,57 +53,91 @@ pub struct JobRecord {
     pub run_at_ms: Option<i64>,
 }
 
-const FIELDS: usize = 18;
+const FIELDS: u32 = 18;
 
-fn opt<T>(value: Option<T>, f: impl FnOnce(T) -> Value) -> Value {
-    value.map_or(Value::Boolean(false), f)
+/// A msgpack writer for the subset Redis's `cmsgpack` reads back. Bytes are written as msgpack
+/// *str*, never *bin*: cmsgpack predates the bin family and refuses it.
+struct Packer(Vec<u8>);
+
+// Writing into a Vec cannot fail, so the writers' results are ignored.
+impl Packer {
+    fn bytes(&mut self, b: &[u8]) {
+        let _ = rmp::encode::write_str_len(&mut self.0, b.len() as u32);
+        self.0.extend_from_slice(b);
+    }
+
+    fn int(&mut self, i: i64) {
+        let _ = rmp::encode::write_sint(&mut self.0, i);
+    }
+
+    fn float(&mut self, f: f64) {
+        let _ = rmp::encode::write_f64(&mut self.0, f);
+    }
+
+    fn absent(&mut self) {
+        let _ = rmp::encode::write_bool(&mut self.0, false);
+    }
+
+    fn array(&mut self, len: u32) {
+        let _ = rmp::encode::write_array_len(&mut self.0, len);
+    }
+
+    fn opt_int(&mut self, i: Option<i64>) {
+        match i {
+            Some(i) => self.int(i),
+            None => self.absent(),
+        }
+    }
+
+    fn opt_bytes(&mut self, b: Option<&[u8]>) {
+        match b {
+            Some(b) => self.bytes(b),
+            None => self.absent(),
+        }
+    }
 }
 
 impl JobRecord {
     pub fn encode(&self) -> Vec<u8> {
-        let headers = if self.headers.is_empty() {
-            Value::Boolean(false)
+        let mut p = Packer(Vec::with_capacity(self.payload.len() + 64));
+        p.array(FIELDS);
+        p.int(self.state as i64);
+        p.bytes(self.job_type.as_bytes());
+        p.bytes(&self.payload);
+        if self.headers.is_empty() {
+            p.absent();
         } else {
-            Value::Array(
-                self.headers
-                    .iter()
-                    .flat_map(|(k, v)| [Value::from(k.as_str()), Value::from(v.as_str())])
-                    .collect(),
-            )
-        };
-        let backoff = opt(self.backoff, |b| {
-            Value::Array(vec![
-                Value::from(if b.fixed { 2 } else { 1 }),
-                Value::from(b.base_ms),
-                Value::from(b.factor),
-                Value::from(b.max_ms),
-                Value::from(b.jitter),
-            ])
-        });
-        let value = Value::Array(vec![
-            Value::from(self.state as u8),
-            Value::from(self.job_type.as_str()),
-            Value::Binary(self.payload.clone()),
-            headers,
-            Value::from(self.priority),
-            Value::from(self.max_attempts),
-            Value::from(self.attempts),
-            Value::from(self.lost),
-            Value::from(self.created_ms),
-            opt(self.ready_at_ms, Value::from),
-            backoff,
-            Value::from(self.timeout_ms),
-            opt(self.idempotency_key.as_deref(), Value::from),
-            opt(self.started_ms, Value::from),
-            opt(self.finished_ms, Value::from),
-            opt(self.last_error.as_deref(), Value::from),
-            opt(self.result.clone(), Value::Binary),
-            opt(self.run_at_ms, Value::from),
-        ]);
-        let mut out = Vec::with_capacity(self.payload.len() + 64);
-        // Writing into a Vec cannot fail.
-        let _ = rmpv::encode::write_value(&mut out, &value);
-        out
+            p.array(self.headers.len() as u32 * 2);
+            for (k, v) in &self.headers {
+                p.bytes(k.as_bytes());
+                p.bytes(v.as_bytes());
+            }
+        }
+        p.int(i64::from(self.priority));
+        p.int(i64::from(self.max_attempts));
+        p.int(i64::from(self.attempts));
+        p.int(i64::from(self.lost));
+        p.int(self.created_ms);
+        p.opt_int(self.ready_at_ms);
+        match self.backoff {
+            Some(b) => {
+                p.array(5);
+                p.int(if b.fixed { 2 } else { 1 });
+                p.int(b.base_ms as i64);
+                p.float(b.factor);
+                p.int(b.max_ms as i64);
+                p.float(b.jitter);
+            }
+            None => p.absent(),
+        }
+        p.int(self.timeout_ms as i64);
+        p.opt_bytes(self.idempotency_key.as_deref().map(str::as_bytes));
+        p.opt_int(self.started_ms);
+        p.opt_int(self.finished_ms);
+        p.opt_bytes(self.last_error.as_deref().map(str::as_bytes));
+        p.opt_bytes(self.result.as_deref());
+        p.opt_int(self.run_at_ms);
+        p.0
     }
 
     pub fn decode(raw: &[u8]) -> Result<Self, StoreError> {
@@ -111,7 +145,7 @@ impl JobRecord {
         let Value::Array(fields) = value else {
             return Err(corrupt("record is not an array"));
         };
-        if fields.len() < FIELDS {
+        if fields.len() < FIELDS as usize {
             return Err(corrupt("record has too few fields"));
         }
         let mut f = fields.into_iter();

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Every check CI makes, in order: format, lint, Rust tests (unit + integration against real
+# redis-server and jobwire processes), then each client's own suite (clients/*/test.sh).
+# Needs: a Rust toolchain and redis-server; python3 and node for the clients.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+stage() { printf '\n== %s ==\n' "$1"; SECONDS=0; }
+done_stage() { printf -- '-- %s took %ss\n' "$1" "$SECONDS"; }
+
+stage "format and lint"
+cargo fmt --all -- --check
+cargo clippy --all-targets -- -D warnings
+done_stage "format and lint"
+
+stage "rust tests"
+if command -v cargo-nextest >/dev/null 2>&1; then
+  cargo nextest run
+else
+  cargo test
+fi
+done_stage "rust tests"
+
+for suite in clients/*/test.sh; do
+  [ -e "$suite" ] || continue
+  stage "$suite"
+  JOBWIRE_BIN="$PWD/target/debug/jobwire" bash "$suite"
+  done_stage "$suite"
+done

@@ -1,0 +1,449 @@
+//! Test harness: a private `redis-server` on a unix socket in a temp dir, and real jobwire
+//! servers (in-process on port 0, or the binary as a child process for tests that kill it).
+//! Everything started here is stopped on Drop. Waits are on conditions with deadlines, never
+//! on fixed sleeps.
+
+use std::{
+    future::Future,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::Duration,
+};
+
+use jobwire::{
+    proto::{self, queue_service_client::QueueServiceClient},
+    queue::{Engine, Settings},
+    server::{self, ServerOptions},
+    store::{Retention, Store, StoreConfig},
+};
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+pub type Client = QueueServiceClient<Channel>;
+
+/// A private redis-server. Killed on drop.
+pub struct Redis {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    appendonly: bool,
+}
+
+impl Redis {
+    pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// With `appendonly`, data survives `restart`.
+    pub fn start_with(appendonly: bool) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut redis = Self { dir, child: None, appendonly };
+        redis.spawn();
+        redis
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("redis.sock")
+    }
+
+    pub fn url(&self) -> String {
+        format!("unix://{}", self.socket().display())
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--save", ""])
+            .args(["--appendonly", if self.appendonly { "yes" } else { "no" }])
+            .arg("--unixsocket")
+            .arg(self.socket())
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed");
+        self.child = Some(child);
+        let client = redis::Client::open(self.url()).expect("url");
+        wait_until(Duration::from_secs(10), "redis-server to accept connections", || {
+            client.get_connection().ok().and_then(|mut c| redis::cmd("PING").query::<String>(&mut c).ok()).is_some()
+        });
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Kills Redis (SIGKILL: no clean shutdown).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts Redis again on the same socket and data directory.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(self.pid() as i32, signal) };
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.signal(libc::SIGCONT);
+        }
+        self.kill();
+    }
+}
+
+/// Polls `condition` until it holds, or panics after `limit`.
+pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !condition() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Async form of `wait_until`.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !condition().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+pub fn unique_prefix() -> String {
+    format!("t{}", ulid::Ulid::new().to_string().to_lowercase())
+}
+
+/// Settings with short timers, so tests wait for milliseconds, not for defaults.
+pub fn fast_settings() -> Settings {
+    Settings {
+        lease_ttl: Duration::from_millis(1_500),
+        safety_poll: Duration::from_millis(500),
+        reconcile_every: Duration::from_millis(300),
+        ..Settings::default()
+    }
+}
+
+pub fn retention() -> Retention {
+    Retention {
+        completed_for: Duration::from_secs(3600),
+        completed_max: 10_000,
+        dead_for: Duration::from_secs(7 * 24 * 3600),
+        dead_max: 10_000,
+    }
+}
+
+/// Logs of in-process servers go to the test's captured output (shown when a test fails);
+/// `JOBWIRE_TEST_LOG` sets the filter (default: warnings).
+fn init_tracing() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let filter = std::env::var("JOBWIRE_TEST_LOG").unwrap_or_else(|_| "warn".into());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+/// A jobwire server running in this process on 127.0.0.1:0.
+pub struct Server {
+    pub addr: std::net::SocketAddr,
+    pub engine: Arc<Engine>,
+    pub store: Arc<Store>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+pub struct ServerBuilder {
+    url: String,
+    prefix: String,
+    settings: Settings,
+    retention: Retention,
+    drain_grace: Duration,
+}
+
+impl ServerBuilder {
+    pub fn new(redis: &Redis) -> Self {
+        Self {
+            url: redis.url(),
+            prefix: unique_prefix(),
+            settings: fast_settings(),
+            retention: retention(),
+            drain_grace: Duration::from_millis(200),
+        }
+    }
+
+    pub fn prefix(mut self, prefix: &str) -> Self {
+        self.prefix = prefix.to_owned();
+        self
+    }
+
+    pub fn settings(mut self, f: impl FnOnce(&mut Settings)) -> Self {
+        f(&mut self.settings);
+        self
+    }
+
+    pub fn retention(mut self, f: impl FnOnce(&mut Retention)) -> Self {
+        f(&mut self.retention);
+        self
+    }
+
+    pub async fn start(self) -> Server {
+        init_tracing();
+        let store = Arc::new(
+            Store::new(&StoreConfig {
+                url: self.url,
+                prefix: self.prefix,
+                pool_size: 4,
+                timeout: Duration::from_millis(500),
+                retention: self.retention,
+            })
+            .expect("store"),
+        );
+        store.ensure_schema().await.expect("schema");
+        let engine = Engine::start(store.clone(), self.settings);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let options = ServerOptions {
+            max_message: 4 << 20,
+            ping_every: Duration::from_secs(15),
+            drain_grace: self.drain_grace,
+        };
+        let task = tokio::spawn({
+            let engine = engine.clone();
+            async move {
+                server::run(listener, engine, options, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("server runs");
+            }
+        });
+        let server = Server { addr, engine, store, stop: Some(stop), task: Some(task) };
+        let mut up = server.engine.redis_up();
+        let _ = tokio::time::timeout(Duration::from_secs(5), up.wait_for(|u| *u)).await;
+        server
+    }
+}
+
+impl Server {
+    pub async fn start(redis: &Redis) -> Self {
+        ServerBuilder::new(redis).start().await
+    }
+
+    pub async fn client(&self) -> Client {
+        QueueServiceClient::connect(format!("http://{}", self.addr)).await.expect("connect")
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr)).expect("uri").connect().await.expect("connect")
+    }
+
+    /// Asserts the queue's structural invariants (see `Store::check_invariants`).
+    pub async fn assert_invariants(&self, queue: &str) {
+        let problems = self.store.check_invariants(queue).await.expect("invariant check runs");
+        assert!(problems.is_empty(), "invariants broken in {queue}: {problems:#?}");
+    }
+
+    pub async fn stats(&self, queue: &str) -> proto::QueueStats {
+        let mut client = self.client().await;
+        client
+            .stats(proto::StatsRequest { queue: queue.into() })
+            .await
+            .expect("stats")
+            .into_inner()
+            .stats
+            .expect("stats body")
+    }
+
+    /// Graceful stop, as on SIGTERM.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task");
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// The `jobwire` binary as a child process, for tests that kill servers.
+pub struct Process {
+    pub child: Child,
+    pub addr: std::net::SocketAddr,
+}
+
+impl Process {
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_jobwire"))
+            .args(args)
+            .env("JOBWIRE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn jobwire");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut sent = false;
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent && let Some(addr) = line.split("jobwire listening addr=").nth(1) {
+                    let _ = tx.send(addr.trim().to_owned());
+                    sent = true;
+                }
+                if std::env::var_os("JOBWIRE_TEST_LOG").is_some() {
+                    eprintln!("[jobwire] {line}");
+                }
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(20)).expect("jobwire printed its address");
+        Self { child, addr: addr.parse().expect("address") }
+    }
+
+    pub async fn client(&self) -> Client {
+        QueueServiceClient::connect(format!("http://{}", self.addr)).await.expect("connect")
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal add request.
+pub fn job(queue: &str, job_type: &str, payload: &[u8]) -> proto::AddJobRequest {
+    proto::AddJobRequest {
+        queue: queue.into(),
+        r#type: job_type.into(),
+        payload: payload.to_vec(),
+        ..Default::default()
+    }
+}
+
+pub fn millis(ms: u64) -> prost_types::Duration {
+    prost_types::Duration { seconds: (ms / 1000) as i64, nanos: ((ms % 1000) * 1_000_000) as i32 }
+}
+
+/// A worker stream under test control.
+pub struct Worker {
+    pub stream: tonic::Streaming<proto::GetJobResponse>,
+    pub client: Client,
+}
+
+impl Worker {
+    pub async fn open(server: &Server, queues: &[&str], credit: u32) -> Self {
+        let mut client = server.client().await;
+        let stream = client
+            .get_job(proto::GetJobRequest {
+                worker_id: "test-worker".into(),
+                labels: Default::default(),
+                queues: queues.iter().map(|q| q.to_string()).collect(),
+                max_in_flight: credit,
+            })
+            .await
+            .expect("get_job")
+            .into_inner();
+        Self { stream, client }
+    }
+
+    /// The next message that is not a ping, within `limit`.
+    pub async fn next_message(&mut self, limit: Duration) -> Option<proto::get_job_response::Message> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.stream.message()).await.ok()?.ok()??;
+            match msg.message {
+                Some(proto::get_job_response::Message::Ping(_)) | None => continue,
+                other => return other,
+            }
+        }
+    }
+
+    pub async fn next_job(&mut self, limit: Duration) -> Option<proto::Job> {
+        match self.next_message(limit).await? {
+            proto::get_job_response::Message::Job(job) => Some(job),
+            other => panic!("expected a job, got {other:?}"),
+        }
+    }
+
+    pub async fn job(&mut self) -> proto::Job {
+        self.next_job(Duration::from_secs(5)).await.expect("a job within 5 s")
+    }
+
+    /// Asserts nothing arrives within `wait`.
+    pub async fn expect_nothing(&mut self, wait: Duration) {
+        if let Some(msg) = self.next_message(wait).await {
+            panic!("expected nothing, got {msg:?}");
+        }
+    }
+
+    pub async fn complete(&mut self, job: &proto::Job, result: &[u8]) -> Result<(), tonic::Status> {
+        self.client
+            .complete_job(proto::CompleteJobRequest {
+                job_id: job.id.clone(),
+                lease_token: job.lease_token.clone(),
+                result: result.to_vec(),
+            })
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn fail(&mut self, job: &proto::Job, error: &str, retryable: bool) -> proto::FailJobResponse {
+        self.client
+            .fail_job(proto::FailJobRequest {
+                job_id: job.id.clone(),
+                lease_token: job.lease_token.clone(),
+                error: error.into(),
+                retryable: Some(retryable),
+                retry_after: None,
+            })
+            .await
+            .expect("fail_job")
+            .into_inner()
+    }
+}
+
+pub async fn add(client: &mut Client, req: proto::AddJobRequest) -> String {
+    client.add_job(req).await.expect("add_job").into_inner().job_id
+}
+
+pub async fn info(client: &mut Client, job_id: &str) -> proto::JobInfo {
+    client
+        .get_job_info(proto::GetJobInfoRequest { job_id: job_id.into() })
+        .await
+        .expect("get_job_info")
+        .into_inner()
+        .job
+        .expect("job info")
+}
