@@ -3,9 +3,10 @@
 //!
 //! Layers, one direction: `api` (gRPC: validate, convert, map errors) -> `queue` (the job state
 //! machine, dispatch, liveness) -> `store` (Redis keys, Lua scripts, pool). `server` assembles
-//! them; `embedded` runs a private redis-server when no Redis is given.
+//! them; `client` is the typed Rust client; `embedded` runs a private redis-server when no Redis is given.
 
 pub mod api;
+pub mod client;
 pub mod config;
 pub mod embedded;
 pub mod queue;

@@ -29,9 +29,18 @@ struct Cli {
 enum Command {
     /// Run the server (the default when no command is given).
     Serve(Box<ServeConfig>),
+    /// Add one job; with --wait, wait for its result and print it.
+    Add(cli::AddArgs),
+    /// Print the figures of every queue (or one), as a table or JSON.
+    Stats(cli::StatsArgs),
+    /// Check a server's health like grpc_health_probe, with its exit codes: 0 serving,
+    /// 2 connection failure, 3 RPC failure, 4 not serving.
+    Health(cli::HealthArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+mod cli;
+
+fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -42,9 +51,15 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = tokio::runtime::Runtime::new()?;
+    let ok = std::process::ExitCode::SUCCESS;
     match cli.command {
-        Some(Command::Serve(config)) => runtime.block_on(serve(*config)),
-        None => runtime.block_on(serve(ServeConfig::parse_from_env())),
+        Some(Command::Serve(config)) => runtime.block_on(serve(*config)).map(|()| ok),
+        None => runtime
+            .block_on(serve(ServeConfig::parse_from_env()))
+            .map(|()| ok),
+        Some(Command::Add(args)) => runtime.block_on(cli::add(args)).map(|()| ok),
+        Some(Command::Stats(args)) => runtime.block_on(cli::stats(args)).map(|()| ok),
+        Some(Command::Health(args)) => Ok(runtime.block_on(cli::health(args))),
     }
 }
 

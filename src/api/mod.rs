@@ -184,6 +184,16 @@ impl QueueService for QueueApi {
         }))
     }
 
+    async fn return_job(
+        &self,
+        request: Request<proto::ReturnJobRequest>,
+    ) -> Result<Response<proto::ReturnJobResponse>, Status> {
+        let req = request.into_inner();
+        let job_id = JobId::parse(&req.job_id, "job_id")?;
+        self.engine.give_back_one(&job_id, &req.lease_token).await?;
+        Ok(Response::new(proto::ReturnJobResponse {}))
+    }
+
     async fn get_job_info(
         &self,
         request: Request<proto::GetJobInfoRequest>,

@@ -106,7 +106,11 @@ pub struct HeldLease {
 impl HeldLease {
     /// Delivery order on this instance (the token's sequence number).
     pub fn seq(&self) -> u64 {
-        self.token.rsplit('.').next().and_then(|s| s.parse().ok()).unwrap_or(0)
+        self.token
+            .rsplit('.')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
     }
 }
 
@@ -223,7 +227,11 @@ impl Hub {
         };
         let candidates = q.streams.clone();
         for id in &candidates {
-            if let Some(s) = state.streams.get_mut(id).filter(|s| s.reserved > 0 && s.free() == 0) {
+            if let Some(s) = state
+                .streams
+                .get_mut(id)
+                .filter(|s| s.reserved > 0 && s.free() == 0)
+            {
                 s.contended = true;
             }
         }
@@ -294,7 +302,9 @@ impl Hub {
         }
         let mut recheck = Vec::new();
         for token in tokens {
-            let Some((_, id)) = parse_token(token) else { continue };
+            let Some((_, id)) = parse_token(token) else {
+                continue;
+            };
             let unused = used.get(&id).is_none_or(|n| *n == 0);
             if let Some(s) = state.streams.get_mut(&id).filter(|s| unused && s.contended) {
                 s.contended = false;

@@ -139,6 +139,8 @@ pub struct Engine {
     hub: hub::Hub,
     settings: Settings,
     shutdown: CancellationToken,
+    /// Set when shutdown begins: no new streams (workers reconnect elsewhere), acks go on.
+    draining: std::sync::atomic::AtomicBool,
     tasks: TaskTracker,
     /// Queues this instance has already put in the global registry.
     registered: Mutex<HashSet<String>>,
@@ -179,6 +181,7 @@ impl Engine {
             instance,
             settings,
             shutdown: CancellationToken::new(),
+            draining: std::sync::atomic::AtomicBool::new(false),
             tasks: TaskTracker::new(),
             registered: Mutex::new(HashSet::new()),
             redis_up,
@@ -439,6 +442,29 @@ impl Engine {
         Ok(from_ms(deadline))
     }
 
+    /// Hands a held job back unprocessed (not a failed attempt, not a lost delivery).
+    pub async fn give_back_one(&self, job_id: &JobId, token: &str) -> Result<()> {
+        let leases = [(job_id.ulid.clone(), token.to_owned())];
+        let moved = self
+            .store
+            .requeue(&job_id.queue, &leases, false, self.settings.max_lost)
+            .await?;
+        if moved == 0 {
+            // Tell "unknown" from "not yours" the way every other lease call does.
+            let found = self.store.info(&job_id.queue, &job_id.ulid).await?;
+            return Self::lease_error(
+                if found.is_some() {
+                    LeaseCheck::Stale
+                } else {
+                    LeaseCheck::UnknownJob
+                },
+                job_id,
+            );
+        }
+        self.settle(job_id, token).await;
+        Ok(())
+    }
+
     pub async fn info(&self, job_id: &JobId) -> Result<JobView> {
         let found = self.store.info(&job_id.queue, &job_id.ulid).await?;
         let (record, lease) = found.ok_or_else(|| {
@@ -509,6 +535,8 @@ impl Engine {
     /// lost delivery), the instance leaves the registry and background tasks end.
     pub async fn shutdown(&self, grace: Duration) {
         info!(?grace, "draining");
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Release);
         self.hub.drain_all(grace);
         let deadline = tokio::time::Instant::now() + grace;
         while self.hub.in_flight_total() > 0 && tokio::time::Instant::now() < deadline {
