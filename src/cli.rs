@@ -9,9 +9,7 @@ use jobwire::{
     client::{Client, NewJob},
     proto,
 };
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
 fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(s)
@@ -19,11 +17,7 @@ fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
 
 /// `host:port` as grpc_health_probe takes it, or a full `http://` URI.
 fn uri(addr: &str) -> String {
-    if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
-    }
+    if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") }
 }
 
 #[derive(Args, Debug)]
@@ -81,9 +75,7 @@ pub async fn add(args: AddArgs) -> anyhow::Result<()> {
     } else {
         args.payload.into_bytes()
     };
-    let mut job = NewJob::new(&args.queue, &args.job_type)
-        .payload(payload)
-        .priority(args.priority);
+    let mut job = NewJob::new(&args.queue, &args.job_type).payload(payload).priority(args.priority);
     if let Some(d) = args.delay {
         job = job.delay(d);
     }
@@ -121,8 +113,7 @@ pub struct StatsArgs {
 }
 
 fn age(d: &Option<prost_types::Duration>) -> f64 {
-    d.as_ref()
-        .map_or(0.0, |d| d.seconds as f64 + f64::from(d.nanos) / 1e9)
+    d.as_ref().map_or(0.0, |d| d.seconds as f64 + f64::from(d.nanos) / 1e9)
 }
 
 pub async fn stats(args: StatsArgs) -> anyhow::Result<()> {
@@ -197,9 +188,7 @@ pub async fn health(args: HealthArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut request = tonic::Request::new(HealthCheckRequest {
-        service: args.service.clone(),
-    });
+    let mut request = tonic::Request::new(HealthCheckRequest { service: args.service.clone() });
     request.set_timeout(args.rpc_timeout);
     match HealthClient::new(channel).check(request).await {
         Err(status) => {
@@ -211,10 +200,7 @@ pub async fn health(args: HealthArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(resp) => {
-            println!(
-                "service unhealthy (responded with {:?})",
-                resp.get_ref().status()
-            );
+            println!("service unhealthy (responded with {:?})", resp.get_ref().status());
             ExitCode::from(4)
         }
     }

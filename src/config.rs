@@ -59,6 +59,9 @@ pub struct ServeConfig {
     /// At most this many dead jobs are kept per queue; older ones are evicted and counted.
     #[arg(long, env = "JOBWIRE_DEAD_MAX", default_value_t = 10_000)]
     pub dead_max: u64,
+    /// Events kept per queue for Subscribe and WatchJob (older ones are trimmed).
+    #[arg(long, env = "JOBWIRE_EVENTS_MAX", default_value_t = 100_000)]
+    pub events_max: u64,
     /// Largest job payload in bytes.
     #[arg(long, env = "JOBWIRE_MAX_PAYLOAD", default_value_t = 1 << 20)]
     pub max_payload: usize,
@@ -118,6 +121,7 @@ impl ServeConfig {
                 completed_max: self.completed_max,
                 dead_for: self.dead_retention,
                 dead_max: self.dead_max,
+                events_max: self.events_max,
             },
         }
     }
@@ -141,9 +145,6 @@ impl ServeConfig {
     /// The largest gRPC message the server decodes: the biggest legal request plus room for
     /// its framing. Past it, the transport itself answers RESOURCE_EXHAUSTED.
     pub fn max_message(&self) -> usize {
-        self.max_payload
-            .max(self.max_result)
-            .max(self.max_batch_bytes)
-            + (1 << 20)
+        self.max_payload.max(self.max_result).max(self.max_batch_bytes) + (1 << 20)
     }
 }

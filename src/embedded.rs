@@ -41,35 +41,24 @@ pub struct EmbeddedRedis {
 }
 
 fn find_on_path(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|dir| dir.join(name)).find(|p| p.is_file())
 }
 
 fn spawn(binary: &Path, dir: &Path, socket: &Path) -> std::io::Result<tokio::process::Child> {
     let mut cmd = Command::new(binary);
-    cmd.args([
-        "--port",
-        "0",
-        "--unixsocketperm",
-        "700",
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "everysec",
-    ])
-    .arg("--save")
-    .arg("")
-    .arg("--unixsocket")
-    .arg(socket)
-    .arg("--dir")
-    .arg(dir)
-    .arg("--logfile")
-    .arg(dir.join("redis.log"))
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .kill_on_drop(true);
+    cmd.args(["--port", "0", "--unixsocketperm", "700", "--appendonly", "yes", "--appendfsync", "everysec"])
+        .arg("--save")
+        .arg("")
+        .arg("--unixsocket")
+        .arg(socket)
+        .arg("--dir")
+        .arg(dir)
+        .arg("--logfile")
+        .arg(dir.join("redis.log"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
     // SAFETY: prctl is async-signal-safe and touches only the calling (child) process.
     unsafe {
         cmd.pre_exec(|| {
@@ -84,14 +73,11 @@ fn spawn(binary: &Path, dir: &Path, socket: &Path) -> std::io::Result<tokio::pro
 
 async fn wait_ready(socket: &Path, child: &mut tokio::process::Child) -> Result<(), EmbeddedError> {
     let url = format!("unix://{}", socket.display());
-    let client =
-        redis::Client::open(url.as_str()).map_err(|e| EmbeddedError::Start(e.to_string()))?;
+    let client = redis::Client::open(url.as_str()).map_err(|e| EmbeddedError::Start(e.to_string()))?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
         if let Ok(Some(status)) = child.try_wait() {
-            return Err(EmbeddedError::Start(format!(
-                "exited with {status}; see redis.log in the data directory"
-            )));
+            return Err(EmbeddedError::Start(format!("exited with {status}; see redis.log in the data directory")));
         }
         if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
             let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
@@ -100,9 +86,7 @@ async fn wait_ready(socket: &Path, child: &mut tokio::process::Child) -> Result<
             }
         }
         if tokio::time::Instant::now() > deadline {
-            return Err(EmbeddedError::Start(
-                "no answer on its socket within 15 s".into(),
-            ));
+            return Err(EmbeddedError::Start("no answer on its socket within 15 s".into()));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -112,36 +96,21 @@ impl EmbeddedRedis {
     pub async fn start(data_dir: &Path) -> Result<Self, EmbeddedError> {
         let binary = find_on_path("redis-server").ok_or(EmbeddedError::NotInstalled)?;
         fs::create_dir_all(data_dir).map_err(|e| EmbeddedError::DataDir(data_dir.into(), e))?;
-        let dir = data_dir
-            .canonicalize()
-            .map_err(|e| EmbeddedError::DataDir(data_dir.into(), e))?;
-        let lock = File::create(dir.join("jobwire.lock"))
-            .map_err(|e| EmbeddedError::DataDir(dir.clone(), e))?;
+        let dir = data_dir.canonicalize().map_err(|e| EmbeddedError::DataDir(data_dir.into(), e))?;
+        let lock = File::create(dir.join("jobwire.lock")).map_err(|e| EmbeddedError::DataDir(dir.clone(), e))?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => return Err(EmbeddedError::Locked(dir)),
             Err(TryLockError::Error(e)) => return Err(EmbeddedError::DataDir(dir, e)),
         }
         let socket = dir.join("redis.sock");
-        let mut child =
-            spawn(&binary, &dir, &socket).map_err(|e| EmbeddedError::Start(e.to_string()))?;
+        let mut child = spawn(&binary, &dir, &socket).map_err(|e| EmbeddedError::Start(e.to_string()))?;
         wait_ready(&socket, &mut child).await?;
         info!(dir = %dir.display(), "embedded redis-server started");
 
         let stopping = Arc::new(Notify::new());
-        let supervisor = tokio::spawn(supervise(
-            child,
-            binary,
-            dir,
-            socket.clone(),
-            stopping.clone(),
-        ));
-        Ok(Self {
-            socket,
-            stopping,
-            supervisor,
-            _lock: lock,
-        })
+        let supervisor = tokio::spawn(supervise(child, binary, dir, socket.clone(), stopping.clone()));
+        Ok(Self { socket, stopping, supervisor, _lock: lock })
     }
 
     pub fn url(&self) -> String {

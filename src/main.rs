@@ -15,11 +15,7 @@ use jobwire::{
 use tracing::{info, warn};
 
 #[derive(Parser)]
-#[command(
-    name = "jobwire",
-    version,
-    about = "A language-agnostic job queue: gRPC in front, Redis behind."
-)]
+#[command(name = "jobwire", version, about = "A language-agnostic job queue: gRPC in front, Redis behind.")]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -36,8 +32,12 @@ enum Command {
     /// Check a server's health like grpc_health_probe, with its exit codes: 0 serving,
     /// 2 connection failure, 3 RPC failure, 4 not serving.
     Health(cli::HealthArgs),
+    /// Measure throughput, latency, CPU and memory against a private redis-server and a fresh
+    /// server per run (see BENCHMARKS.md). Use a release build.
+    Bench(bench::BenchArgs),
 }
 
+mod bench;
 mod cli;
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
@@ -54,12 +54,11 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
     let ok = std::process::ExitCode::SUCCESS;
     match cli.command {
         Some(Command::Serve(config)) => runtime.block_on(serve(*config)).map(|()| ok),
-        None => runtime
-            .block_on(serve(ServeConfig::parse_from_env()))
-            .map(|()| ok),
+        None => runtime.block_on(serve(ServeConfig::parse_from_env())).map(|()| ok),
         Some(Command::Add(args)) => runtime.block_on(cli::add(args)).map(|()| ok),
         Some(Command::Stats(args)) => runtime.block_on(cli::stats(args)).map(|()| ok),
         Some(Command::Health(args)) => Ok(runtime.block_on(cli::health(args))),
+        Some(Command::Bench(args)) => runtime.block_on(bench::run(args)).map(|()| ok),
     }
 }
 
@@ -165,8 +164,6 @@ async fn warn_about_redis_config(store: &Store) {
     let aof = store.config_get("appendonly").await.ok().flatten();
     let save = store.config_get("save").await.ok().flatten();
     if aof.as_deref() == Some("no") && save.as_deref() == Some("") {
-        warn!(
-            "REDIS PERSISTS NOTHING (no AOF, no RDB snapshots): a Redis restart loses every job. Set appendonly yes"
-        );
+        warn!("REDIS PERSISTS NOTHING (no AOF, no RDB snapshots): a Redis restart loses every job. Set appendonly yes");
     }
 }

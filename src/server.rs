@@ -12,10 +12,15 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tracing::info;
 
-use crate::{api::QueueApi, proto::queue_service_server::QueueServiceServer, queue::Engine};
+use crate::{
+    api::{QueueApi, SessionApi},
+    proto::{queue_service_server::QueueServiceServer, session_service_server::SessionServiceServer},
+    queue::Engine,
+};
 
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("jobwire_descriptor");
 pub const SERVICE_NAME: &str = "jobwire.v1.QueueService";
+pub const SESSION_SERVICE_NAME: &str = "jobwire.v1.SessionService";
 
 pub struct ServerOptions {
     pub max_message: usize,
@@ -27,12 +32,8 @@ pub struct ServerOptions {
 async fn follow_redis(engine: Arc<Engine>, health: HealthReporter) {
     let mut up = engine.redis_up();
     loop {
-        let status = if *up.borrow_and_update() {
-            ServingStatus::Serving
-        } else {
-            ServingStatus::NotServing
-        };
-        for name in ["", SERVICE_NAME] {
+        let status = if *up.borrow_and_update() { ServingStatus::Serving } else { ServingStatus::NotServing };
+        for name in ["", SERVICE_NAME, SESSION_SERVICE_NAME] {
             health.set_service_status(name, status).await;
         }
         if up.changed().await.is_err() {
@@ -48,10 +49,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    for name in ["", SERVICE_NAME] {
-        health
-            .set_service_status(name, ServingStatus::NotServing)
-            .await;
+    for name in ["", SERVICE_NAME, SESSION_SERVICE_NAME] {
+        health.set_service_status(name, ServingStatus::NotServing).await;
     }
     let follower = tokio::spawn(follow_redis(engine.clone(), health.clone()));
     let reflection = || {
@@ -59,13 +58,12 @@ pub async fn run(
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let reflection_v1 = reflection()
-        .build_v1()
-        .expect("the embedded descriptor sets are valid");
-    let reflection_v1alpha = reflection()
-        .build_v1alpha()
-        .expect("the embedded descriptor sets are valid");
+    let reflection_v1 = reflection().build_v1().expect("the embedded descriptor sets are valid");
+    let reflection_v1alpha = reflection().build_v1alpha().expect("the embedded descriptor sets are valid");
     let queue = QueueServiceServer::new(QueueApi::new(engine.clone(), options.ping_every))
+        .max_decoding_message_size(options.max_message)
+        .max_encoding_message_size(options.max_message);
+    let sessions = SessionServiceServer::new(SessionApi::new(engine.clone()))
         .max_decoding_message_size(options.max_message)
         .max_encoding_message_size(options.max_message);
 
@@ -78,6 +76,7 @@ pub async fn run(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(queue)
+        .add_service(sessions)
         .serve_with_incoming_shutdown(incoming, async {
             let _ = stop_rx.await;
         });
@@ -86,10 +85,8 @@ pub async fn run(
     shutdown.await;
     info!("shutting down");
     follower.abort();
-    for name in ["", SERVICE_NAME] {
-        health
-            .set_service_status(name, ServingStatus::NotServing)
-            .await;
+    for name in ["", SERVICE_NAME, SESSION_SERVICE_NAME] {
+        health.set_service_status(name, ServingStatus::NotServing).await;
     }
     engine.shutdown(options.drain_grace).await;
     let _ = stop_tx.send(());

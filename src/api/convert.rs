@@ -6,8 +6,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::{
     proto,
-    queue::{self, BackoffRequest, Error, JobState, JobView, NewJob, Schedule},
-    store::QueueCounts,
+    queue::{
+        self, BackoffRequest, Error, EventKind, EventView, JobState, JobView, NewJob, Schedule, SessionId, SessionView,
+        WorkerView,
+    },
+    store::{Listing, QueueCounts},
 };
 
 pub fn duration(d: Option<prost_types::Duration>, field: &str) -> Result<Option<Duration>, Error> {
@@ -21,17 +24,12 @@ pub fn duration(d: Option<prost_types::Duration>, field: &str) -> Result<Option<
     Ok(Some(Duration::new(d.seconds as u64, d.nanos as u32)))
 }
 
-pub fn timestamp(
-    t: Option<prost_types::Timestamp>,
-    field: &str,
-) -> Result<Option<SystemTime>, Error> {
+pub fn timestamp(t: Option<prost_types::Timestamp>, field: &str) -> Result<Option<SystemTime>, Error> {
     let Some(t) = t else { return Ok(None) };
     if t.seconds < 0 || !(0..1_000_000_000).contains(&t.nanos) {
         return Err(Error::invalid(field, "must be a valid time after 1970"));
     }
-    Ok(Some(
-        UNIX_EPOCH + Duration::new(t.seconds as u64, t.nanos as u32),
-    ))
+    Ok(Some(UNIX_EPOCH + Duration::new(t.seconds as u64, t.nanos as u32)))
 }
 
 pub fn to_timestamp(t: SystemTime) -> prost_types::Timestamp {
@@ -39,10 +37,7 @@ pub fn to_timestamp(t: SystemTime) -> prost_types::Timestamp {
 }
 
 pub fn to_duration(d: Duration) -> prost_types::Duration {
-    prost_types::Duration {
-        seconds: d.as_secs() as i64,
-        nanos: d.subsec_nanos() as i32,
-    }
+    prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
 }
 
 pub fn new_job(req: proto::AddJobRequest, prefix: &str) -> Result<NewJob, Error> {
@@ -63,10 +58,7 @@ pub fn new_job(req: proto::AddJobRequest, prefix: &str) -> Result<NewJob, Error>
                 Ok(proto::BackoffKind::Fixed) => true,
                 Ok(_) => false,
                 Err(_) => {
-                    return Err(Error::invalid(
-                        field("backoff.kind"),
-                        "unknown backoff kind",
-                    ));
+                    return Err(Error::invalid(field("backoff.kind"), "unknown backoff kind"));
                 }
             },
             base: duration(b.base, &field("backoff.base"))?,
@@ -88,6 +80,10 @@ pub fn new_job(req: proto::AddJobRequest, prefix: &str) -> Result<NewJob, Error>
         backoff,
         timeout: duration(req.timeout, &field("timeout"))?,
         idempotency_key: Some(req.idempotency_key).filter(|k| !k.is_empty()),
+        session: match req.session_id.as_str() {
+            "" => None,
+            id => Some(SessionId::parse(id, &field("session_id"))?),
+        },
     })
 }
 
@@ -99,6 +95,71 @@ pub fn job_state(state: JobState) -> proto::JobState {
         JobState::Retrying => proto::JobState::Retrying,
         JobState::Completed => proto::JobState::Completed,
         JobState::Dead => proto::JobState::Dead,
+        JobState::Cancelled => proto::JobState::Cancelled,
+    }
+}
+
+/// The store's listing for a state named in a request.
+pub fn listing(state: i32, field: &str) -> Result<Listing, Error> {
+    Ok(match proto::JobState::try_from(state) {
+        Ok(proto::JobState::Waiting) => Listing::Waiting,
+        Ok(proto::JobState::Delayed | proto::JobState::Retrying) => Listing::Delayed,
+        Ok(proto::JobState::Active) => Listing::Active,
+        Ok(proto::JobState::Completed) => Listing::Completed,
+        Ok(proto::JobState::Dead) => Listing::Dead,
+        Ok(proto::JobState::Cancelled) => Listing::Cancelled,
+        _ => return Err(Error::invalid(field, "must name a job state")),
+    })
+}
+
+pub fn event(e: EventView) -> proto::JobEvent {
+    let kind = match e.kind {
+        EventKind::Waiting => proto::JobEventType::Waiting,
+        EventKind::Delayed => proto::JobEventType::Delayed,
+        EventKind::Active => proto::JobEventType::Active,
+        EventKind::Progress => proto::JobEventType::Progress,
+        EventKind::Retrying => proto::JobEventType::Retrying,
+        EventKind::Completed => proto::JobEventType::Completed,
+        EventKind::Dead => proto::JobEventType::Dead,
+        EventKind::Cancelled => proto::JobEventType::Cancelled,
+    };
+    proto::JobEvent {
+        cursor: e.cursor,
+        job_id: e.job_id.to_string(),
+        r#type: kind as i32,
+        attempt: e.attempt,
+        error: e.error,
+        next_run_at: e.run_at.map(to_timestamp),
+        progress: e.progress,
+        result: e.result.unwrap_or_default(),
+        time: Some(to_timestamp(e.time)),
+    }
+}
+
+pub fn session(v: SessionView) -> proto::Session {
+    proto::Session {
+        id: v.id.to_string(),
+        state: v.state,
+        version: v.version,
+        created_at: Some(to_timestamp(v.created_at)),
+        updated_at: Some(to_timestamp(v.updated_at)),
+        ttl: Some(to_duration(v.ttl)),
+        max_concurrency: v.max_concurrency,
+        running_jobs: v.running_jobs,
+        queued_jobs: v.queued_jobs,
+        pending_jobs: v.pending_jobs,
+    }
+}
+
+pub fn worker(w: WorkerView) -> proto::WorkerInfo {
+    proto::WorkerInfo {
+        connected_at: Some(to_timestamp(w.connected_at())),
+        instance: w.instance,
+        worker_id: w.worker_id,
+        labels: w.labels.into_iter().collect(),
+        queues: w.queues,
+        max_in_flight: w.max_in_flight,
+        in_flight: w.in_flight as u32,
     }
 }
 
@@ -121,13 +182,13 @@ pub fn job_info(v: JobView) -> proto::JobInfo {
         last_error: v.last_error.unwrap_or_default(),
         result: v.result.unwrap_or_default(),
         idempotency_key: v.idempotency_key.unwrap_or_default(),
+        session_id: v.session.map(|s| s.to_string()).unwrap_or_default(),
+        progress: v.progress.unwrap_or_default(),
     }
 }
 
 pub fn queue_stats(queue: String, c: QueueCounts) -> proto::QueueStats {
-    let oldest = c
-        .oldest_ready_ms
-        .map(|since| Duration::from_millis((c.now_ms - since).max(0) as u64));
+    let oldest = c.oldest_ready_ms.map(|since| Duration::from_millis((c.now_ms - since).max(0) as u64));
     proto::QueueStats {
         queue,
         waiting: c.waiting,
@@ -138,6 +199,9 @@ pub fn queue_stats(queue: String, c: QueueCounts) -> proto::QueueStats {
         dead_evicted: c.dead_evicted,
         paused: c.paused,
         oldest_waiting_age: Some(to_duration(oldest.unwrap_or_default())),
+        cancelled: c.cancelled,
+        sessions: c.sessions,
+        session_pending: c.session_pending,
     }
 }
 
@@ -157,24 +221,22 @@ pub fn stream_event(event: queue::StreamEvent) -> proto::GetJobResponse {
             lease_token: d.lease_token,
             deadline: Some(to_timestamp(d.deadline)),
             created_at: Some(to_timestamp(d.created_at)),
+            session: d.session.map(|(id, state, version)| proto::SessionSnapshot {
+                session_id: id.to_string(),
+                state,
+                version,
+            }),
         }),
-        queue::StreamEvent::Revoke {
-            job_id,
-            lease_token,
-            reason,
-        } => Message::Revoke(proto::Revoke {
+        queue::StreamEvent::Revoke { job_id, lease_token, reason } => Message::Revoke(proto::Revoke {
             job_id: job_id.to_string(),
             lease_token,
             reason: match reason {
                 queue::RevokeReason::Timeout => proto::RevokeReason::Timeout,
                 queue::RevokeReason::LeaseLost => proto::RevokeReason::LeaseLost,
+                queue::RevokeReason::Cancelled => proto::RevokeReason::Cancelled,
             } as i32,
         }),
-        queue::StreamEvent::Drain { grace } => Message::Drain(proto::Drain {
-            grace: Some(to_duration(grace)),
-        }),
+        queue::StreamEvent::Drain { grace } => Message::Drain(proto::Drain { grace: Some(to_duration(grace)) }),
     };
-    proto::GetJobResponse {
-        message: Some(message),
-    }
+    proto::GetJobResponse { message: Some(message) }
 }

@@ -2,7 +2,10 @@
 //! No business rule lives here; domain errors become statuses in `status.rs` only.
 
 mod convert;
+mod sessions;
 mod status;
+
+pub use sessions::SessionApi;
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
@@ -27,20 +30,22 @@ impl QueueApi {
 }
 
 type JobStream = Pin<Box<dyn Stream<Item = Result<proto::GetJobResponse, Status>> + Send>>;
+type EventStream = Pin<Box<dyn Stream<Item = Result<proto::JobEvent, Status>> + Send>>;
+
+/// Turns an engine event feed into a gRPC stream.
+fn event_stream(rx: tokio::sync::mpsc::Receiver<crate::queue::Result<crate::queue::EventView>>) -> EventStream {
+    Box::pin(futures::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), |item| {
+        item.map(convert::event).map_err(Status::from)
+    }))
+}
 
 #[tonic::async_trait]
 impl QueueService for QueueApi {
-    async fn add_job(
-        &self,
-        request: Request<proto::AddJobRequest>,
-    ) -> Result<Response<proto::AddJobResponse>, Status> {
+    async fn add_job(&self, request: Request<proto::AddJobRequest>) -> Result<Response<proto::AddJobResponse>, Status> {
         let job = convert::new_job(request.into_inner(), "")?;
         let added = self.engine.add(job, "").await?;
         tracing::debug!(job_id = %added.job_id, duplicate = added.duplicate, "job added");
-        Ok(Response::new(proto::AddJobResponse {
-            job_id: added.job_id.to_string(),
-            duplicate: added.duplicate,
-        }))
+        Ok(Response::new(proto::AddJobResponse { job_id: added.job_id.to_string(), duplicate: added.duplicate }))
     }
 
     async fn add_jobs(
@@ -64,11 +69,7 @@ impl QueueService for QueueApi {
         if jobs.is_empty() && results.is_empty() {
             return Err(Status::invalid_argument("jobs: must hold at least one job"));
         }
-        let added = if jobs.is_empty() {
-            Vec::new()
-        } else {
-            self.engine.add_many(jobs).await?
-        };
+        let added = if jobs.is_empty() { Vec::new() } else { self.engine.add_many(jobs).await? };
         for (slot, outcome) in slots.into_iter().zip(added) {
             results[slot] = Some(outcome);
         }
@@ -102,10 +103,7 @@ impl QueueService for QueueApi {
 
     type GetJobStream = JobStream;
 
-    async fn get_job(
-        &self,
-        request: Request<proto::GetJobRequest>,
-    ) -> Result<Response<JobStream>, Status> {
+    async fn get_job(&self, request: Request<proto::GetJobRequest>) -> Result<Response<JobStream>, Status> {
         let req = request.into_inner();
         let spec = WorkerSpec {
             worker_id: req.worker_id,
@@ -118,19 +116,16 @@ impl QueueService for QueueApi {
         let ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         // The guard lives inside the stream: when tonic drops the stream (the worker went away),
         // the guard hands the stream's unacknowledged jobs back.
-        let stream = futures::stream::unfold(
-            (guard, rx, ping),
-            move |(guard, mut rx, mut ping)| async move {
-                let item = tokio::select! {
-                    event = rx.recv() => convert::stream_event(event?),
-                    _ = ping.tick() => proto::GetJobResponse {
-                        message: Some(proto::get_job_response::Message::Ping(proto::Ping {})),
-                    },
-                };
-                ping.reset();
-                Some((Ok(item), (guard, rx, ping)))
-            },
-        );
+        let stream = futures::stream::unfold((guard, rx, ping), move |(guard, mut rx, mut ping)| async move {
+            let item = tokio::select! {
+                event = rx.recv() => convert::stream_event(event?),
+                _ = ping.tick() => proto::GetJobResponse {
+                    message: Some(proto::get_job_response::Message::Ping(proto::Ping {})),
+                },
+            };
+            ping.reset();
+            Some((Ok(item), (guard, rx, ping)))
+        });
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -140,9 +135,11 @@ impl QueueService for QueueApi {
     ) -> Result<Response<proto::CompleteJobResponse>, Status> {
         let req = request.into_inner();
         let job_id = JobId::parse(&req.job_id, "job_id")?;
-        self.engine
-            .complete(&job_id, &req.lease_token, &req.result)
-            .await?;
+        let session_state = req.session_state.as_deref().map(|s| (s, req.expected_session_version));
+        if session_state.is_none() && req.expected_session_version.is_some() {
+            return Err(Status::invalid_argument("expected_session_version: given without session_state"));
+        }
+        self.engine.complete(&job_id, &req.lease_token, &req.result, session_state).await?;
         tracing::debug!(%job_id, "job completed");
         Ok(Response::new(proto::CompleteJobResponse {}))
     }
@@ -154,16 +151,8 @@ impl QueueService for QueueApi {
         let req = request.into_inner();
         let job_id = JobId::parse(&req.job_id, "job_id")?;
         let retry_after = convert::duration(req.retry_after, "retry_after")?;
-        let (state, next) = self
-            .engine
-            .fail(
-                &job_id,
-                &req.lease_token,
-                &req.error,
-                req.retryable.unwrap_or(true),
-                retry_after,
-            )
-            .await?;
+        let (state, next) =
+            self.engine.fail(&job_id, &req.lease_token, &req.error, req.retryable.unwrap_or(true), retry_after).await?;
         tracing::debug!(%job_id, ?state, "job failed");
         Ok(Response::new(proto::FailJobResponse {
             state: convert::job_state(state) as i32,
@@ -179,9 +168,7 @@ impl QueueService for QueueApi {
         let job_id = JobId::parse(&req.job_id, "job_id")?;
         let by = convert::duration(req.extend_by, "extend_by")?.unwrap_or_default();
         let deadline = self.engine.extend(&job_id, &req.lease_token, by).await?;
-        Ok(Response::new(proto::ExtendLeaseResponse {
-            deadline: Some(convert::to_timestamp(deadline)),
-        }))
+        Ok(Response::new(proto::ExtendLeaseResponse { deadline: Some(convert::to_timestamp(deadline)) }))
     }
 
     async fn return_job(
@@ -190,7 +177,7 @@ impl QueueService for QueueApi {
     ) -> Result<Response<proto::ReturnJobResponse>, Status> {
         let req = request.into_inner();
         let job_id = JobId::parse(&req.job_id, "job_id")?;
-        self.engine.give_back_one(&job_id, &req.lease_token).await?;
+        self.engine.give_back_one(&job_id, &req.lease_token, req.stop_stream).await?;
         Ok(Response::new(proto::ReturnJobResponse {}))
     }
 
@@ -200,20 +187,13 @@ impl QueueService for QueueApi {
     ) -> Result<Response<proto::GetJobInfoResponse>, Status> {
         let job_id = JobId::parse(&request.into_inner().job_id, "job_id")?;
         let view = self.engine.info(&job_id).await?;
-        Ok(Response::new(proto::GetJobInfoResponse {
-            job: Some(convert::job_info(view)),
-        }))
+        Ok(Response::new(proto::GetJobInfoResponse { job: Some(convert::job_info(view)) }))
     }
 
-    async fn stats(
-        &self,
-        request: Request<proto::StatsRequest>,
-    ) -> Result<Response<proto::StatsResponse>, Status> {
+    async fn stats(&self, request: Request<proto::StatsRequest>) -> Result<Response<proto::StatsResponse>, Status> {
         let queue = request.into_inner().queue;
         let counts = self.engine.stats(&queue).await?;
-        Ok(Response::new(proto::StatsResponse {
-            stats: Some(convert::queue_stats(queue, counts)),
-        }))
+        Ok(Response::new(proto::StatsResponse { stats: Some(convert::queue_stats(queue, counts)) }))
     }
 
     async fn list_queues(
@@ -222,10 +202,122 @@ impl QueueService for QueueApi {
     ) -> Result<Response<proto::ListQueuesResponse>, Status> {
         let queues = self.engine.list_queues().await?;
         Ok(Response::new(proto::ListQueuesResponse {
-            queues: queues
-                .into_iter()
-                .map(|(q, c)| convert::queue_stats(q, c))
-                .collect(),
+            queues: queues.into_iter().map(|(q, c)| convert::queue_stats(q, c)).collect(),
         }))
+    }
+
+    type WatchJobStream = EventStream;
+
+    async fn watch_job(&self, request: Request<proto::WatchJobRequest>) -> Result<Response<EventStream>, Status> {
+        let job_id = JobId::parse(&request.into_inner().job_id, "job_id")?;
+        Ok(Response::new(event_stream(self.engine.watch(&job_id).await?)))
+    }
+
+    type SubscribeStream = EventStream;
+
+    async fn subscribe(&self, request: Request<proto::SubscribeRequest>) -> Result<Response<EventStream>, Status> {
+        let req = request.into_inner();
+        let cursor = Some(req.cursor.as_str()).filter(|c| !c.is_empty());
+        Ok(Response::new(event_stream(self.engine.subscribe(&req.queue, cursor).await?)))
+    }
+
+    async fn report_progress(
+        &self,
+        request: Request<proto::ReportProgressRequest>,
+    ) -> Result<Response<proto::ReportProgressResponse>, Status> {
+        let req = request.into_inner();
+        let job_id = JobId::parse(&req.job_id, "job_id")?;
+        self.engine.report_progress(&job_id, &req.lease_token, &req.progress).await?;
+        Ok(Response::new(proto::ReportProgressResponse {}))
+    }
+
+    async fn cancel_job(
+        &self,
+        request: Request<proto::CancelJobRequest>,
+    ) -> Result<Response<proto::CancelJobResponse>, Status> {
+        let job_id = JobId::parse(&request.into_inner().job_id, "job_id")?;
+        self.engine.cancel(&job_id).await?;
+        Ok(Response::new(proto::CancelJobResponse {}))
+    }
+
+    async fn pause_queue(
+        &self,
+        request: Request<proto::PauseQueueRequest>,
+    ) -> Result<Response<proto::PauseQueueResponse>, Status> {
+        self.engine.set_paused(&request.into_inner().queue, true).await?;
+        Ok(Response::new(proto::PauseQueueResponse {}))
+    }
+
+    async fn resume_queue(
+        &self,
+        request: Request<proto::ResumeQueueRequest>,
+    ) -> Result<Response<proto::ResumeQueueResponse>, Status> {
+        self.engine.set_paused(&request.into_inner().queue, false).await?;
+        Ok(Response::new(proto::ResumeQueueResponse {}))
+    }
+
+    async fn list_jobs(
+        &self,
+        request: Request<proto::ListJobsRequest>,
+    ) -> Result<Response<proto::ListJobsResponse>, Status> {
+        let req = request.into_inner();
+        let state = convert::listing(req.state, "state")?;
+        let page_size = if req.page_size == 0 { 100 } else { u64::from(req.page_size) };
+        let (jobs, next) = self.engine.list_jobs(&req.queue, state, page_size, &req.page_token).await?;
+        Ok(Response::new(proto::ListJobsResponse {
+            jobs: jobs.into_iter().map(convert::job_info).collect(),
+            next_page_token: next,
+        }))
+    }
+
+    async fn retry_job(
+        &self,
+        request: Request<proto::RetryJobRequest>,
+    ) -> Result<Response<proto::RetryJobResponse>, Status> {
+        let job_id = JobId::parse(&request.into_inner().job_id, "job_id")?;
+        self.engine.retry_job(&job_id).await?;
+        Ok(Response::new(proto::RetryJobResponse {}))
+    }
+
+    async fn retry_dead_jobs(
+        &self,
+        request: Request<proto::RetryDeadJobsRequest>,
+    ) -> Result<Response<proto::RetryDeadJobsResponse>, Status> {
+        let req = request.into_inner();
+        let retried = self.engine.retry_dead(&req.queue, u64::from(req.limit)).await?;
+        Ok(Response::new(proto::RetryDeadJobsResponse { retried }))
+    }
+
+    async fn delete_job(
+        &self,
+        request: Request<proto::DeleteJobRequest>,
+    ) -> Result<Response<proto::DeleteJobResponse>, Status> {
+        let job_id = JobId::parse(&request.into_inner().job_id, "job_id")?;
+        self.engine.delete_job(&job_id).await?;
+        Ok(Response::new(proto::DeleteJobResponse {}))
+    }
+
+    async fn purge_queue(
+        &self,
+        request: Request<proto::PurgeQueueRequest>,
+    ) -> Result<Response<proto::PurgeQueueResponse>, Status> {
+        let req = request.into_inner();
+        let states = req
+            .states
+            .iter()
+            .enumerate()
+            .map(|(i, s)| convert::listing(*s, &format!("states[{i}]")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let deleted = self.engine.purge(&req.queue, &states).await?;
+        Ok(Response::new(proto::PurgeQueueResponse { deleted }))
+    }
+
+    async fn list_workers(
+        &self,
+        request: Request<proto::ListWorkersRequest>,
+    ) -> Result<Response<proto::ListWorkersResponse>, Status> {
+        let queue = request.into_inner().queue;
+        let workers = self.engine.list_workers(Some(queue.as_str()).filter(|q| !q.is_empty())).await?;
+        Ok(Response::new(proto::ListWorkersResponse { workers: workers.into_iter().map(convert::worker).collect() }))
     }
 }

@@ -13,6 +13,10 @@ impl From<Error> for Status {
             Error::NotFound(_) => Status::not_found(message),
             Error::StaleLease(_) => Status::failed_precondition(message),
             Error::TooLarge(_) => Status::resource_exhausted(message),
+            Error::Precondition(_) => Status::failed_precondition(message),
+            Error::AlreadyExists(_) => Status::already_exists(message),
+            Error::Aborted(_) => Status::aborted(message),
+            Error::OutOfRange(_) => Status::out_of_range(message),
             Error::Unavailable | Error::ShuttingDown => Status::unavailable(message),
             Error::Internal => Status::internal(message),
         }

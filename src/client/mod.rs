@@ -22,10 +22,7 @@ pub use worker::{JobContext, JobError, Worker};
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot connect to {addr}: {source}")]
-    Connect {
-        addr: String,
-        source: tonic::transport::Error,
-    },
+    Connect { addr: String, source: tonic::transport::Error },
     #[error("{0}")]
     Rpc(#[from] tonic::Status),
     #[error("payload is not valid JSON: {0}")]
@@ -41,19 +38,12 @@ pub enum ClientError {
 pub struct NewJob(proto::AddJobRequest);
 
 fn duration(d: Duration) -> prost_types::Duration {
-    prost_types::Duration {
-        seconds: d.as_secs() as i64,
-        nanos: d.subsec_nanos() as i32,
-    }
+    prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
 }
 
 impl NewJob {
     pub fn new(queue: &str, job_type: &str) -> Self {
-        Self(proto::AddJobRequest {
-            queue: queue.into(),
-            r#type: job_type.into(),
-            ..Default::default()
-        })
+        Self(proto::AddJobRequest { queue: queue.into(), r#type: job_type.into(), ..Default::default() })
     }
 
     pub fn payload(mut self, bytes: impl Into<Vec<u8>>) -> Self {
@@ -125,17 +115,13 @@ impl Client {
             .keep_alive_while_idle(true)
             .connect()
             .await
-            .map_err(|source| ClientError::Connect {
-                addr: addr.to_owned(),
-                source,
-            })?;
+            .map_err(|source| ClientError::Connect { addr: addr.to_owned(), source })?;
         Ok(Self::from_channel(channel))
     }
 
     pub fn from_channel(channel: Channel) -> Self {
-        let inner = QueueServiceClient::new(channel)
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20);
+        let inner =
+            QueueServiceClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20);
         Self { inner }
     }
 
@@ -166,58 +152,27 @@ impl Client {
     }
 
     /// Adds up to 1,000 jobs in one call; one result per job, in order.
-    pub async fn add_many(
-        &self,
-        jobs: Vec<NewJob>,
-    ) -> Result<Vec<proto::AddJobsResult>, ClientError> {
-        let req = proto::AddJobsRequest {
-            jobs: jobs.into_iter().map(NewJob::into_request).collect(),
-        };
+    pub async fn add_many(&self, jobs: Vec<NewJob>) -> Result<Vec<proto::AddJobsResult>, ClientError> {
+        let req = proto::AddJobsRequest { jobs: jobs.into_iter().map(NewJob::into_request).collect() };
         Ok(self.inner.clone().add_jobs(req).await?.into_inner().results)
     }
 
     pub async fn info(&self, job_id: &str) -> Result<proto::JobInfo, ClientError> {
-        let resp = self
-            .inner
-            .clone()
-            .get_job_info(proto::GetJobInfoRequest {
-                job_id: job_id.into(),
-            })
-            .await?;
-        resp.into_inner()
-            .job
-            .ok_or_else(|| tonic::Status::internal("empty answer").into())
+        let resp = self.inner.clone().get_job_info(proto::GetJobInfoRequest { job_id: job_id.into() }).await?;
+        resp.into_inner().job.ok_or_else(|| tonic::Status::internal("empty answer").into())
     }
 
     pub async fn stats(&self, queue: &str) -> Result<proto::QueueStats, ClientError> {
-        let resp = self
-            .inner
-            .clone()
-            .stats(proto::StatsRequest {
-                queue: queue.into(),
-            })
-            .await?;
-        resp.into_inner()
-            .stats
-            .ok_or_else(|| tonic::Status::internal("empty answer").into())
+        let resp = self.inner.clone().stats(proto::StatsRequest { queue: queue.into() }).await?;
+        resp.into_inner().stats.ok_or_else(|| tonic::Status::internal("empty answer").into())
     }
 
     pub async fn list_queues(&self) -> Result<Vec<proto::QueueStats>, ClientError> {
-        Ok(self
-            .inner
-            .clone()
-            .list_queues(proto::ListQueuesRequest {})
-            .await?
-            .into_inner()
-            .queues)
+        Ok(self.inner.clone().list_queues(proto::ListQueuesRequest {}).await?.into_inner().queues)
     }
 
     /// Waits until the job completes (its result) or dies (an error), for at most `limit`.
-    pub async fn wait_for_result(
-        &self,
-        job_id: &str,
-        limit: Duration,
-    ) -> Result<Vec<u8>, ClientError> {
+    pub async fn wait_for_result(&self, job_id: &str, limit: Duration) -> Result<Vec<u8>, ClientError> {
         let deadline = tokio::time::Instant::now() + limit;
         let mut wait = Duration::from_millis(5);
         loop {
@@ -225,10 +180,7 @@ impl Client {
             match info.state() {
                 proto::JobState::Completed => return Ok(info.result),
                 proto::JobState::Dead => {
-                    return Err(ClientError::Dead {
-                        job_id: job_id.into(),
-                        error: info.last_error,
-                    });
+                    return Err(ClientError::Dead { job_id: job_id.into(), error: info.last_error });
                 }
                 _ => {}
             }

@@ -30,29 +30,17 @@ pub struct JobError {
 impl JobError {
     /// Retry per the job's backoff (while attempts remain).
     pub fn retry(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            retryable: true,
-            retry_after: None,
-        }
+        Self { message: message.into(), retryable: true, retry_after: None }
     }
 
     /// Do not retry: the job goes dead now.
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            retryable: false,
-            retry_after: None,
-        }
+        Self { message: message.into(), retryable: false, retry_after: None }
     }
 
     /// Retry after exactly `wait`.
     pub fn retry_after(message: impl Into<String>, wait: Duration) -> Self {
-        Self {
-            message: message.into(),
-            retryable: true,
-            retry_after: Some(wait),
-        }
+        Self { message: message.into(), retryable: true, retry_after: Some(wait) }
     }
 }
 
@@ -138,16 +126,12 @@ impl Worker {
         F: Fn(JobContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Vec<u8>, JobError>> + Send + 'static,
     {
-        self.handlers
-            .insert(job_type.into(), Arc::new(move |ctx| Box::pin(handler(ctx))));
+        self.handlers.insert(job_type.into(), Arc::new(move |ctx| Box::pin(handler(ctx))));
         self
     }
 
     /// Works until `stop` resolves, then finishes the running jobs and returns.
-    pub async fn run(
-        self,
-        stop: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), ClientError> {
+    pub async fn run(self, stop: impl Future<Output = ()> + Send + 'static) -> Result<(), ClientError> {
         let stopping = CancellationToken::new();
         let trigger = stopping.clone();
         let stopper = tokio::spawn(async move {
@@ -187,11 +171,7 @@ impl Worker {
     }
 
     /// Serves one stream until it ends, drains, or the worker stops with nothing running.
-    async fn serve(
-        &self,
-        mut stream: tonic::Streaming<proto::GetJobResponse>,
-        stopping: &CancellationToken,
-    ) {
+    async fn serve(&self, mut stream: tonic::Streaming<proto::GetJobResponse>, stopping: &CancellationToken) {
         let mut running: JoinSet<()> = JoinSet::new();
         let mut aborts: HashMap<String, (String, AbortHandle)> = HashMap::new();
         let mut draining = false;
@@ -222,6 +202,9 @@ impl Worker {
                                 if token == r.lease_token {
                                     debug!(job_id = %r.job_id, "job revoked");
                                     abort.abort();
+                                    // Answering gives the stream its credit back; the server
+                                    // refuses the stale ack itself (or, if cancelled, records it).
+                                    running.spawn(answer_revoke(self.client.raw(), r.job_id, token));
                                 } else {
                                     aborts.insert(r.job_id, (token, abort));
                                 }
@@ -239,11 +222,10 @@ impl Worker {
         }
     }
 
+    /// Hands back a job that arrived while stopping or draining, and asks the server to send
+    /// nothing more on this stream.
     async fn hand_back(&self, job: proto::Job) {
-        let req = proto::ReturnJobRequest {
-            job_id: job.id.clone(),
-            lease_token: job.lease_token,
-        };
+        let req = proto::ReturnJobRequest { job_id: job.id.clone(), lease_token: job.lease_token, stop_stream: true };
         if let Err(status) = self.client.raw().return_job(req).await {
             warn!(job_id = %job.id, %status, "could not hand a job back");
         }
@@ -256,17 +238,8 @@ impl Worker {
         async move {
             let (job_id, token) = (job.id.clone(), job.lease_token.clone());
             let outcome = match handler {
-                Some(handler) => {
-                    handler(JobContext {
-                        job,
-                        client: client.clone(),
-                    })
-                    .await
-                }
-                None => Err(JobError::retry(format!(
-                    "no handler for job type {:?} on this worker",
-                    job.r#type
-                ))),
+                Some(handler) => handler(JobContext { job, client: client.clone() }).await,
+                None => Err(JobError::retry(format!("no handler for job type {:?} on this worker", job.r#type))),
             };
             let acked = match outcome {
                 Ok(result) => client
@@ -274,6 +247,7 @@ impl Worker {
                         job_id: job_id.clone(),
                         lease_token: token,
                         result,
+                        ..Default::default()
                     })
                     .await
                     .map(|_| ()),
@@ -293,4 +267,16 @@ impl Worker {
             }
         }
     }
+}
+
+/// Answers a revoke with a failure report for the revoked delivery.
+async fn answer_revoke(mut client: QueueServiceClient<Channel>, job_id: String, lease_token: String) {
+    let req = proto::FailJobRequest {
+        job_id,
+        lease_token,
+        error: "revoked".into(),
+        retryable: Some(true),
+        retry_after: None,
+    };
+    let _ = client.fail_job(req).await;
 }

@@ -11,7 +11,7 @@ use std::{sync::Arc, time::Duration};
 use tokio::{sync::Notify, time::Instant};
 use tracing::{debug, warn};
 
-use super::{Delivery, Engine, JobId, RevokeReason, from_ms, hub, notices::Notice};
+use super::{Delivery, Engine, JobId, RevokeReason, SessionId, from_ms, hub, notices::Notice};
 use crate::store::StoreError;
 
 /// Most jobs one lease round hands out.
@@ -28,7 +28,7 @@ pub async fn run(engine: Arc<Engine>, queue: String, wake: Arc<Notify>) {
             }
         };
         tokio::select! {
-            _ = engine.shutdown.cancelled() => return,
+            _ = engine.dispatch_stop.cancelled() => return,
             _ = wake.notified() => {}
             _ = timer => {}
             _ = tokio::time::sleep(engine.settings.safety_poll) => {}
@@ -85,20 +85,15 @@ async fn rounds(engine: &Engine, queue: &str) -> Result<Option<Duration>, StoreE
                     lease_token: job.token,
                     deadline: from_ms(job.deadline_ms),
                     created_at: from_ms(r.created_ms),
+                    session: job.session.map(|s| (SessionId::new(queue, &s.name), s.state, s.version)),
                 }
             })
             .collect();
         let undelivered = engine.hub.deliver(&tokens, deliveries);
         if !undelivered.is_empty() {
             debug!(%queue, count = undelivered.len(), "streams left before delivery; handing back");
-            let leases: Vec<(String, String)> = undelivered
-                .into_iter()
-                .map(|h| (h.job_id.ulid, h.token))
-                .collect();
-            engine
-                .store
-                .requeue(queue, &leases, false, engine.settings.max_lost)
-                .await?;
+            let leases: Vec<(String, String)> = undelivered.into_iter().map(|h| (h.job_id.ulid, h.token)).collect();
+            engine.store.requeue(queue, &leases, false, engine.settings.max_lost).await?;
         }
         if !tokens.is_empty() {
             engine.hub.set_drained(queue, !full);
@@ -115,15 +110,10 @@ async fn revoke(engine: &Engine, job_id: &JobId, token: &str) {
         return;
     };
     if instance == engine.instance {
-        engine
-            .hub
-            .revoke(stream, job_id, token, RevokeReason::Timeout);
+        engine.hub.revoke(stream, job_id, token, RevokeReason::Timeout);
         return;
     }
-    let notice = Notice::Revoke {
-        job_id: job_id.clone(),
-        token: token.to_owned(),
-    };
+    let notice = Notice::Revoke { job_id: job_id.clone(), token: token.to_owned(), reason: RevokeReason::Timeout };
     let channel = engine.store.keys().instance_channel(instance);
     if let Err(e) = engine.store.publish(&channel, &notice.encode()).await {
         warn!(error = %e, %job_id, "could not tell the lease owner about a timeout");

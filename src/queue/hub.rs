@@ -22,21 +22,19 @@ use super::{Delivery, JobId};
 #[derive(Debug)]
 pub enum StreamEvent {
     Job(Box<Delivery>),
-    Revoke {
-        job_id: JobId,
-        lease_token: String,
-        reason: RevokeReason,
-    },
-    Drain {
-        grace: std::time::Duration,
-    },
+    Revoke { job_id: JobId, lease_token: String, reason: RevokeReason },
+    Drain { grace: std::time::Duration },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RevokeReason {
     Timeout,
     LeaseLost,
+    Cancelled,
 }
+
+/// A queue that got its first stream here, with the wake-up its new dispatcher waits on.
+pub type NewQueue = (String, Arc<Notify>);
 
 /// Who opened a stream and what it serves.
 #[derive(Clone, Debug)]
@@ -72,9 +70,7 @@ impl StreamSlot {
         if self.draining {
             return 0;
         }
-        self.spec
-            .max_in_flight
-            .saturating_sub(self.reserved + self.in_flight.len() as u32)
+        self.spec.max_in_flight.saturating_sub(self.reserved + self.in_flight.len() as u32)
     }
 }
 
@@ -93,6 +89,8 @@ struct State {
     next_stream: u64,
     next_seq: u64,
     rotation: usize,
+    /// The instance is shutting down: no new streams, no credit for the open ones.
+    draining: bool,
 }
 
 /// A lease still held through a stream of this instance.
@@ -101,16 +99,14 @@ pub struct HeldLease {
     pub stream: u64,
     pub job_id: JobId,
     pub token: String,
+    /// Revoked (timed out or cancelled): the worker was told to stop.
+    pub revoked: bool,
 }
 
 impl HeldLease {
     /// Delivery order on this instance (the token's sequence number).
     pub fn seq(&self) -> u64 {
-        self.token
-            .rsplit('.')
-            .next()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0)
+        self.token.rsplit('.').next().and_then(|s| s.parse().ok()).unwrap_or(0)
     }
 }
 
@@ -139,10 +135,7 @@ pub fn parse_token(token: &str) -> Option<(&str, u64)> {
 
 impl Hub {
     pub fn new(instance: &str) -> Self {
-        Self {
-            instance: instance.to_owned(),
-            state: Mutex::new(State::default()),
-        }
+        Self { instance: instance.to_owned(), state: Mutex::new(State::default()) }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -152,13 +145,12 @@ impl Hub {
     }
 
     /// Registers a stream; returns its id and the queues that had no stream here before (their
-    /// dispatchers must be started). Wakes every queue the stream serves.
-    pub fn open(
-        &self,
-        spec: WorkerSpec,
-        tx: mpsc::Sender<StreamEvent>,
-    ) -> (u64, Vec<(String, Arc<Notify>)>) {
+    /// dispatchers must be started). Wakes every queue the stream serves. None while draining.
+    pub fn open(&self, spec: WorkerSpec, tx: mpsc::Sender<StreamEvent>) -> Option<(u64, Vec<NewQueue>)> {
         let mut state = self.lock();
+        if state.draining {
+            return None;
+        }
         state.next_stream += 1;
         let id = state.next_stream;
         let mut fresh = Vec::new();
@@ -166,11 +158,7 @@ impl Hub {
             let slot = state.queues.entry(queue.clone()).or_insert_with(|| {
                 let wake = Arc::new(Notify::new());
                 fresh.push((queue.clone(), wake.clone()));
-                QueueSlot {
-                    streams: Vec::new(),
-                    wake,
-                    drained: false,
-                }
+                QueueSlot { streams: Vec::new(), wake, drained: false }
             });
             slot.streams.push(id);
             slot.wake.notify_one();
@@ -185,10 +173,11 @@ impl Hub {
             connected_at: SystemTime::now(),
         };
         state.streams.insert(id, slot);
-        (id, fresh)
+        Some((id, fresh))
     }
 
-    /// Unregisters a stream. Returns the leases it still held (not revoked), to be requeued, and
+    /// Unregisters a stream. Returns the leases it still held, to be handed back (a revoked one is
+    /// only handed back if its lease is still held, i.e. it was cancelled, not timed out), and
     /// the queues left without any stream (their dispatchers stop).
     pub fn close(&self, id: u64) -> (Vec<HeldLease>, Vec<String>) {
         let mut state = self.lock();
@@ -205,16 +194,12 @@ impl Hub {
                 }
             }
         }
-        let held = slot
+        let mut held: Vec<HeldLease> = slot
             .in_flight
             .into_iter()
-            .filter(|(_, h)| !h.revoked)
-            .map(|(job_id, h)| HeldLease {
-                stream: id,
-                job_id,
-                token: h.token,
-            })
+            .map(|(job_id, h)| HeldLease { stream: id, job_id, token: h.token, revoked: h.revoked })
             .collect();
+        held.sort_by_key(HeldLease::seq);
         (held, orphaned)
     }
 
@@ -227,11 +212,7 @@ impl Hub {
         };
         let candidates = q.streams.clone();
         for id in &candidates {
-            if let Some(s) = state
-                .streams
-                .get_mut(id)
-                .filter(|s| s.reserved > 0 && s.free() == 0)
-            {
+            if let Some(s) = state.streams.get_mut(id).filter(|s| s.reserved > 0 && s.free() == 0) {
                 s.contended = true;
             }
         }
@@ -321,11 +302,8 @@ impl Hub {
             let Some((_, id)) = parse_token(&job.lease_token) else {
                 continue;
             };
-            let held = HeldLease {
-                stream: id,
-                job_id: job.job_id.clone(),
-                token: job.lease_token.clone(),
-            };
+            let held =
+                HeldLease { stream: id, job_id: job.job_id.clone(), token: job.lease_token.clone(), revoked: false };
             let Some(stream) = state.streams.get_mut(&id) else {
                 undelivered.push(held);
                 continue;
@@ -333,13 +311,7 @@ impl Hub {
             let job_id = job.job_id.clone();
             let token = job.lease_token.clone();
             if stream.tx.try_send(StreamEvent::Job(Box::new(job))).is_ok() {
-                stream.in_flight.insert(
-                    job_id,
-                    Held {
-                        token,
-                        revoked: false,
-                    },
-                );
+                stream.in_flight.insert(job_id, Held { token, revoked: false });
             } else {
                 undelivered.push(held);
             }
@@ -350,10 +322,7 @@ impl Hub {
     /// Whether `wake` is still the dispatcher wake-up of `queue` (the queue still has streams here
     /// and no newer dispatcher replaced the caller).
     pub fn serves(&self, queue: &str, wake: &Arc<Notify>) -> bool {
-        self.lock()
-            .queues
-            .get(queue)
-            .is_some_and(|q| Arc::ptr_eq(&q.wake, wake))
+        self.lock().queues.get(queue).is_some_and(|q| Arc::ptr_eq(&q.wake, wake))
     }
 
     /// Records what a lease round learned about the queue being empty; when it is, later
@@ -411,6 +380,13 @@ impl Hub {
         true
     }
 
+    /// Stops dispatch to one stream (its worker is stopping); it keeps what it holds.
+    pub fn stop_stream(&self, stream: u64) {
+        if let Some(s) = self.lock().streams.get_mut(&stream) {
+            s.draining = true;
+        }
+    }
+
     /// Tells the worker holding a lease to stop; keeps its credit used until it answers.
     pub fn revoke(&self, stream: u64, job_id: &JobId, token: &str, reason: RevokeReason) {
         let mut state = self.lock();
@@ -421,29 +397,22 @@ impl Hub {
             return;
         };
         held.revoked = true;
-        let _ = s.tx.try_send(StreamEvent::Revoke {
-            job_id: job_id.clone(),
-            lease_token: token.to_owned(),
-            reason,
-        });
+        let _ = s.tx.try_send(StreamEvent::Revoke { job_id: job_id.clone(), lease_token: token.to_owned(), reason });
     }
 
-    /// Every lease still held (not revoked) through this instance, for reconciliation and
-    /// shutdown.
+    /// Every lease held through this instance, for reconciliation and shutdown.
     pub fn held(&self) -> Vec<HeldLease> {
         let state = self.lock();
         let mut held = state
             .streams
             .iter()
             .flat_map(|(id, s)| {
-                s.in_flight
-                    .iter()
-                    .filter(|(_, h)| !h.revoked)
-                    .map(|(job_id, h)| HeldLease {
-                        stream: *id,
-                        job_id: job_id.clone(),
-                        token: h.token.clone(),
-                    })
+                s.in_flight.iter().map(|(job_id, h)| HeldLease {
+                    stream: *id,
+                    job_id: job_id.clone(),
+                    token: h.token.clone(),
+                    revoked: h.revoked,
+                })
             })
             .collect::<Vec<_>>();
         held.sort_by_key(HeldLease::seq);
@@ -453,6 +422,7 @@ impl Hub {
     /// Stops dispatch to every stream and asks the workers to leave.
     pub fn drain_all(&self, grace: std::time::Duration) {
         let mut state = self.lock();
+        state.draining = true;
         for s in state.streams.values_mut() {
             s.draining = true;
             let _ = s.tx.try_send(StreamEvent::Drain { grace });
@@ -475,11 +445,7 @@ impl Hub {
     }
 
     pub fn in_flight_total(&self) -> usize {
-        self.lock()
-            .streams
-            .values()
-            .map(|s| s.in_flight.values().filter(|h| !h.revoked).count())
-            .sum()
+        self.lock().streams.values().map(|s| s.in_flight.values().filter(|h| !h.revoked).count()).sum()
     }
 
     pub fn streams(&self) -> Vec<StreamInfo> {
@@ -505,14 +471,7 @@ fn later_queues(state: &State, queue: &str) -> Vec<String> {
     if let Some(q) = state.queues.get(queue) {
         for id in &q.streams {
             if let Some(s) = state.streams.get(id) {
-                later.extend(
-                    s.spec
-                        .queues
-                        .iter()
-                        .skip_while(|n| n.as_str() != queue)
-                        .skip(1)
-                        .cloned(),
-                );
+                later.extend(s.spec.queues.iter().skip_while(|n| n.as_str() != queue).skip(1).cloned());
             }
         }
     }
@@ -536,22 +495,16 @@ mod tests {
     fn plan_spreads_credit_fairly_and_reserves_it() {
         let hub = Hub::new("i1");
         let (tx, _rx1) = mpsc::channel(16);
-        let (a, _) = hub.open(spec(&["q"], 2), tx);
+        let (a, _) = hub.open(spec(&["q"], 2), tx).expect("open");
         let (tx, _rx2) = mpsc::channel(16);
-        let (b, _) = hub.open(spec(&["q"], 2), tx);
+        let (b, _) = hub.open(spec(&["q"], 2), tx).expect("open");
         let tokens = hub.plan("q", 10);
         assert_eq!(tokens.len(), 4);
-        let streams: Vec<u64> = tokens
-            .iter()
-            .map(|t| parse_token(t).expect("token").1)
-            .collect();
+        let streams: Vec<u64> = tokens.iter().map(|t| parse_token(t).expect("token").1).collect();
         assert_eq!(streams.iter().filter(|s| **s == a).count(), 2);
         assert_eq!(streams.iter().filter(|s| **s == b).count(), 2);
         assert_ne!(streams[0], streams[1], "alternates between streams");
-        assert!(
-            hub.plan("q", 10).is_empty(),
-            "credit stays reserved until the round settles"
-        );
+        assert!(hub.plan("q", 10).is_empty(), "credit stays reserved until the round settles");
         hub.deliver(&tokens, Vec::new());
         assert_eq!(hub.plan("q", 10).len(), 4, "unused reservations come back");
     }
@@ -560,7 +513,7 @@ mod tests {
     fn later_queues_wait_until_earlier_ones_are_drained() {
         let hub = Hub::new("i1");
         let (tx, _rx) = mpsc::channel(16);
-        hub.open(spec(&["high", "low"], 1), tx);
+        hub.open(spec(&["high", "low"], 1), tx).expect("open");
         assert!(hub.plan("low", 10).is_empty());
         hub.set_drained("high", true);
         assert_eq!(hub.plan("low", 10).len(), 1);

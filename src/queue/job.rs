@@ -32,10 +32,7 @@ pub struct JobId {
 
 impl JobId {
     pub fn new(queue: &str, ulid: &str) -> Self {
-        Self {
-            queue: queue.to_owned(),
-            ulid: ulid.to_owned(),
-        }
+        Self { queue: queue.to_owned(), ulid: ulid.to_owned() }
     }
 
     pub fn parse(raw: &str, field: &str) -> Result<Self, Error> {
@@ -59,14 +56,8 @@ pub fn validate_queue(queue: &str, field: &str) -> Result<(), Error> {
     if queue.is_empty() || queue.len() > MAX_NAME {
         return Err(Error::invalid(field, "must be 1 to 128 characters"));
     }
-    if !queue
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
-    {
-        return Err(Error::invalid(
-            field,
-            "may only contain A-Z a-z 0-9 _ . : -",
-        ));
+    if !queue.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-')) {
+        return Err(Error::invalid(field, "may only contain A-Z a-z 0-9 _ . : -"));
     }
     Ok(())
 }
@@ -102,17 +93,14 @@ pub struct NewJob {
     pub backoff: Option<BackoffRequest>,
     pub timeout: Option<Duration>,
     pub idempotency_key: Option<String>,
+    /// The session the job runs in (of the same queue).
+    pub session: Option<super::SessionId>,
 }
 
 impl NewJob {
     /// Bytes this job brings in, for batch caps.
     pub fn size(&self) -> usize {
-        self.payload.len()
-            + self
-                .headers
-                .iter()
-                .map(|(k, v)| k.len() + v.len())
-                .sum::<usize>()
+        self.payload.len() + self.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
     }
 
     /// Checks every field; `field` prefixes the names in messages (`jobs[3].`).
@@ -122,15 +110,8 @@ impl NewJob {
         if self.job_type.is_empty() || self.job_type.len() > MAX_NAME {
             return Err(Error::invalid(name("type"), "must be 1 to 128 bytes"));
         }
-        if self
-            .job_type
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control())
-        {
-            return Err(Error::invalid(
-                name("type"),
-                "must be printable, without spaces",
-            ));
+        if self.job_type.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(Error::invalid(name("type"), "must be printable, without spaces"));
         }
         if self.payload.len() > limits.max_payload {
             return Err(Error::TooLarge(format!(
@@ -143,23 +124,10 @@ impl NewJob {
         if self.headers.len() > MAX_HEADERS {
             return Err(Error::invalid(name("headers"), "at most 64 entries"));
         }
-        if self
-            .headers
-            .iter()
-            .any(|(k, _)| k.is_empty() || k.len() > MAX_NAME)
-        {
-            return Err(Error::invalid(
-                name("headers"),
-                "keys must be 1 to 128 bytes",
-            ));
+        if self.headers.iter().any(|(k, _)| k.is_empty() || k.len() > MAX_NAME) {
+            return Err(Error::invalid(name("headers"), "keys must be 1 to 128 bytes"));
         }
-        if self
-            .headers
-            .iter()
-            .map(|(k, v)| k.len() + v.len())
-            .sum::<usize>()
-            > MAX_HEADER_BYTES
-        {
+        if self.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() > MAX_HEADER_BYTES {
             return Err(Error::invalid(name("headers"), "at most 16 KiB in all"));
         }
         if !(MIN_PRIORITY..=MAX_PRIORITY).contains(&self.priority) {
@@ -174,49 +142,30 @@ impl NewJob {
             }
             _ => {}
         }
-        if self
-            .max_attempts
-            .is_some_and(|n| n == 0 || n > MAX_ATTEMPTS)
-        {
-            return Err(Error::invalid(
-                name("max_attempts"),
-                "must be from 1 to 1000",
-            ));
+        if self.max_attempts.is_some_and(|n| n == 0 || n > MAX_ATTEMPTS) {
+            return Err(Error::invalid(name("max_attempts"), "must be from 1 to 1000"));
         }
-        if self
-            .timeout
-            .is_some_and(|t| !(MIN_TIMEOUT..=MAX_TIMEOUT).contains(&t))
-        {
-            return Err(Error::invalid(
-                name("timeout"),
-                "must be from 10 ms to 24 h",
-            ));
+        if self.timeout.is_some_and(|t| !(MIN_TIMEOUT..=MAX_TIMEOUT).contains(&t)) {
+            return Err(Error::invalid(name("timeout"), "must be from 10 ms to 24 h"));
         }
         if let Some(b) = &self.backoff {
             if b.base.is_some_and(|d| d > MAX_BACKOFF_BASE) {
                 return Err(Error::invalid(name("backoff.base"), "at most 24 h"));
             }
             if b.factor.is_some_and(|f| !(1.0..=100.0).contains(&f)) {
-                return Err(Error::invalid(
-                    name("backoff.factor"),
-                    "must be from 1 to 100",
-                ));
+                return Err(Error::invalid(name("backoff.factor"), "must be from 1 to 100"));
             }
             if b.max.is_some_and(|d| d > MAX_RETRY_WAIT) {
                 return Err(Error::invalid(name("backoff.max"), "at most 7 days"));
             }
             if b.jitter.is_some_and(|j| !(0.0..=1.0).contains(&j)) {
-                return Err(Error::invalid(
-                    name("backoff.jitter"),
-                    "must be from 0 to 1",
-                ));
+                return Err(Error::invalid(name("backoff.jitter"), "must be from 0 to 1"));
             }
         }
-        if self
-            .idempotency_key
-            .as_ref()
-            .is_some_and(|k| k.len() > MAX_IDEMPOTENCY_KEY)
-        {
+        if self.session.as_ref().is_some_and(|s| s.queue != self.queue) {
+            return Err(Error::invalid(name("session_id"), "the session belongs to another queue"));
+        }
+        if self.idempotency_key.as_ref().is_some_and(|k| k.len() > MAX_IDEMPOTENCY_KEY) {
             return Err(Error::invalid(name("idempotency_key"), "at most 256 bytes"));
         }
         Ok(())
@@ -250,6 +199,9 @@ impl NewJob {
             last_error: None,
             result: None,
             run_at_ms: None,
+            session: None,
+            cancel_requested: false,
+            progress: None,
         }
     }
 }
@@ -275,6 +227,8 @@ pub struct Delivery {
     pub lease_token: String,
     pub deadline: SystemTime,
     pub created_at: SystemTime,
+    /// For a job of a session: the session, its state and version at delivery.
+    pub session: Option<(super::SessionId, String, u64)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -285,6 +239,13 @@ pub enum JobState {
     Retrying,
     Completed,
     Dead,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn is_final(self) -> bool {
+        matches!(self, JobState::Completed | JobState::Dead | JobState::Cancelled)
+    }
 }
 
 /// Everything known about one job.
@@ -306,10 +267,13 @@ pub struct JobView {
     pub last_error: Option<String>,
     pub result: Option<Vec<u8>>,
     pub idempotency_key: Option<String>,
+    pub session: Option<super::SessionId>,
+    pub progress: Option<Vec<u8>>,
 }
 
 impl JobView {
     pub fn new(id: JobId, record: JobRecord, lease: Option<Lease>) -> Self {
+        let session = record.session_name().map(|name| super::SessionId::new(&id.queue, name));
         let (state, attempts, started_ms) = match &lease {
             Some(l) => (JobState::Active, l.attempt, Some(l.started_ms)),
             None => (
@@ -319,6 +283,7 @@ impl JobView {
                     RecordState::Retrying => JobState::Retrying,
                     RecordState::Completed => JobState::Completed,
                     RecordState::Dead => JobState::Dead,
+                    RecordState::Cancelled => JobState::Cancelled,
                 },
                 record.attempts,
                 record.started_ms,
@@ -339,8 +304,10 @@ impl JobView {
             finished_at: record.finished_ms.map(from_ms),
             run_at: record.run_at_ms.map(from_ms),
             last_error: record.last_error,
+            session,
             result: record.result,
             idempotency_key: record.idempotency_key,
+            progress: record.progress,
         }
     }
 }
@@ -350,8 +317,7 @@ pub fn from_ms(ms: i64) -> SystemTime {
 }
 
 pub fn to_ms(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]
@@ -363,79 +329,27 @@ mod tests {
         let id = JobId::parse("emails/01JD8Y3V6Q0000000000000000", "job_id").expect("valid");
         assert_eq!(id.queue, "emails");
         assert_eq!(id.to_string(), "emails/01JD8Y3V6Q0000000000000000");
-        for bad in [
-            "",
-            "emails",
-            "emails/",
-            "/01JD8Y3V6Q0000000000000000",
-            "e{x}/01JD8Y3V6Q0000000000000000",
-            "q/nope",
-        ] {
-            assert!(
-                JobId::parse(bad, "job_id").is_err(),
-                "{bad:?} should be rejected"
-            );
+        for bad in ["", "emails", "emails/", "/01JD8Y3V6Q0000000000000000", "e{x}/01JD8Y3V6Q0000000000000000", "q/nope"]
+        {
+            assert!(JobId::parse(bad, "job_id").is_err(), "{bad:?} should be rejected");
         }
     }
 
     #[test]
     fn validation_names_the_field() {
         let limits = Limits::default();
-        let base = NewJob {
-            queue: "q".into(),
-            job_type: "t".into(),
-            ..Default::default()
-        };
+        let base = NewJob { queue: "q".into(), job_type: "t".into(), ..Default::default() };
         assert!(base.validate(&limits, "").is_ok());
         let cases: Vec<(NewJob, &str)> = vec![
-            (
-                NewJob {
-                    priority: 6,
-                    ..base.clone()
-                },
-                "priority",
-            ),
-            (
-                NewJob {
-                    queue: "a b".into(),
-                    ..base.clone()
-                },
-                "queue",
-            ),
-            (
-                NewJob {
-                    job_type: String::new(),
-                    ..base.clone()
-                },
-                "type",
-            ),
-            (
-                NewJob {
-                    max_attempts: Some(0),
-                    ..base.clone()
-                },
-                "max_attempts",
-            ),
-            (
-                NewJob {
-                    timeout: Some(Duration::from_secs(90_000)),
-                    ..base.clone()
-                },
-                "timeout",
-            ),
-            (
-                NewJob {
-                    payload: vec![0; limits.max_payload + 1],
-                    ..base.clone()
-                },
-                "payload",
-            ),
+            (NewJob { priority: 6, ..base.clone() }, "priority"),
+            (NewJob { queue: "a b".into(), ..base.clone() }, "queue"),
+            (NewJob { job_type: String::new(), ..base.clone() }, "type"),
+            (NewJob { max_attempts: Some(0), ..base.clone() }, "max_attempts"),
+            (NewJob { timeout: Some(Duration::from_secs(90_000)), ..base.clone() }, "timeout"),
+            (NewJob { payload: vec![0; limits.max_payload + 1], ..base.clone() }, "payload"),
         ];
         for (job, field) in cases {
-            let err = job
-                .validate(&limits, "jobs[2].")
-                .expect_err(field)
-                .to_string();
+            let err = job.validate(&limits, "jobs[2].").expect_err(field).to_string();
             assert!(err.starts_with(&format!("jobs[2].{field}")), "{err}");
         }
     }

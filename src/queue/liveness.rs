@@ -34,27 +34,20 @@ pub async fn run(engine: Arc<Engine>) {
                     fresh_since = Some(now);
                 }
                 last_ok = Some(now);
-                if engine
-                    .redis_up
-                    .send_if_modified(|up| !std::mem::replace(up, true))
-                {
+                if engine.redis_up.send_if_modified(|up| !std::mem::replace(up, true)) {
                     info!("redis is reachable");
                     engine.hub.wake_all();
                 }
-                let dead: Vec<String> = dead
-                    .into_iter()
-                    .filter(|id| *id != engine.instance)
-                    .collect();
+                engine.publish_workers(ttl * 2).await;
+                sweep_sessions(&engine).await;
+                let dead: Vec<String> = dead.into_iter().filter(|id| *id != engine.instance).collect();
                 if !dead.is_empty() && fresh_since.is_some_and(|t| now - t >= ttl) {
                     reap(&engine, &dead).await;
                 }
             }
             Err(e) => {
                 fresh_since = None;
-                if engine
-                    .redis_up
-                    .send_if_modified(|up| std::mem::replace(up, false))
-                {
+                if engine.redis_up.send_if_modified(|up| std::mem::replace(up, false)) {
                     warn!(error = %e, "redis is unreachable");
                 }
             }
@@ -82,5 +75,17 @@ async fn reap(engine: &Engine, dead: &[String]) {
     match engine.store.forget_instances(dead).await {
         Ok(()) => info!(instances = ?dead, "dead instances forgotten"),
         Err(e) => warn!(error = %e, "could not forget dead instances"),
+    }
+}
+
+/// Expires idle sessions in every known queue (each call is bounded; see session_sweep.lua).
+async fn sweep_sessions(engine: &Engine) {
+    let Ok(queues) = engine.store.queues().await else { return };
+    for queue in queues {
+        match engine.store.sweep_sessions(&queue).await {
+            Ok(gone) if !gone.is_empty() => info!(%queue, sessions = ?gone, "idle sessions expired"),
+            Ok(_) => {}
+            Err(e) => return warn!(%queue, error = %e, "session sweep failed"),
+        }
     }
 }

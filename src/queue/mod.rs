@@ -12,11 +12,14 @@
 //!
 //! Every spawned task watches `shutdown` and is tracked, so `Engine::shutdown` ends them all.
 
+mod admin;
 mod dispatch;
+mod events;
 mod hub;
 mod job;
 mod liveness;
 mod notices;
+mod sessions;
 
 use std::{
     collections::HashSet,
@@ -28,12 +31,15 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{info, warn};
 
-use crate::store::{AddArgs, AddOutcome, LeaseCheck, RecordState, Store, StoreError};
+use crate::store::{Ack, AckOutcome, AddArgs, AddOutcome, LeaseCheck, RecordState, Store, StoreError};
+pub use admin::WorkerView;
+pub use events::{EventKind, EventView};
 pub use hub::{RevokeReason, StreamEvent, StreamInfo, WorkerSpec};
 pub use job::{
-    Added, BackoffRequest, Delivery, JobId, JobState, JobView, MAX_RETRY_WAIT, MAX_TIMEOUT, NewJob,
-    Schedule, from_ms, to_ms, validate_queue,
+    Added, BackoffRequest, Delivery, JobId, JobState, JobView, MAX_RETRY_WAIT, MAX_TIMEOUT, NewJob, Schedule, from_ms,
+    to_ms, validate_queue,
 };
+pub use sessions::{SessionId, SessionUpdate, SessionView};
 
 /// What can go wrong, in the vocabulary callers act on. The transport maps each to a status.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +52,17 @@ pub enum Error {
     StaleLease(String),
     #[error("{0}")]
     TooLarge(String),
+    /// The job or queue is not in a state that allows this (e.g. cancelling a finished job).
+    #[error("{0}")]
+    Precondition(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// A compare-and-set lost a race; nothing was written, the caller may retry.
+    #[error("{0}")]
+    Aborted(String),
+    /// An event cursor points before what is still kept.
+    #[error("{0}")]
+    OutOfRange(String),
     #[error("redis is unavailable; retry later")]
     Unavailable,
     #[error("this server is shutting down; retry on another instance")]
@@ -56,10 +73,7 @@ pub enum Error {
 
 impl Error {
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Error::Invalid {
-            field: field.into(),
-            reason: reason.into(),
-        }
+        Error::Invalid { field: field.into(), reason: reason.into() }
     }
 }
 
@@ -89,6 +103,8 @@ pub struct Limits {
     pub max_batch_jobs: usize,
     pub max_batch_bytes: usize,
     pub max_in_flight: u32,
+    pub max_session_state: usize,
+    pub max_progress: usize,
 }
 
 impl Default for Limits {
@@ -100,6 +116,8 @@ impl Default for Limits {
             max_batch_jobs: 1_000,
             max_batch_bytes: 16 << 20,
             max_in_flight: 1_000,
+            max_session_state: 256 << 10,
+            max_progress: 64 << 10,
         }
     }
 }
@@ -139,12 +157,15 @@ pub struct Engine {
     hub: hub::Hub,
     settings: Settings,
     shutdown: CancellationToken,
-    /// Set when shutdown begins: no new streams (workers reconnect elsewhere), acks go on.
-    draining: std::sync::atomic::AtomicBool,
+    /// Ends the dispatchers; on shutdown it fires before leases are handed back, so that no
+    /// lease round can complete after the hand-back.
+    dispatch_stop: CancellationToken,
+    dispatchers: TaskTracker,
     tasks: TaskTracker,
     /// Queues this instance has already put in the global registry.
     registered: Mutex<HashSet<String>>,
     redis_up: watch::Sender<bool>,
+    events: events::EventHub,
 }
 
 /// Keeps a worker stream registered; dropping it ends the stream and hands its unacknowledged
@@ -163,10 +184,9 @@ impl Drop for StreamGuard {
             // On shutdown, `Engine::shutdown` hands back everything still held.
             return;
         }
-        engine
-            .tasks
-            .clone()
-            .spawn(async move { engine.give_back(held, true).await });
+        engine.tasks.clone().spawn(async move {
+            engine.give_back(held, true).await;
+        });
     }
 }
 
@@ -181,10 +201,12 @@ impl Engine {
             instance,
             settings,
             shutdown: CancellationToken::new(),
-            draining: std::sync::atomic::AtomicBool::new(false),
+            dispatch_stop: CancellationToken::new(),
+            dispatchers: TaskTracker::new(),
             tasks: TaskTracker::new(),
             registered: Mutex::new(HashSet::new()),
             redis_up,
+            events: events::EventHub::default(),
         });
         info!(instance = %engine.instance, "engine started");
         engine.tasks.spawn(liveness::run(engine.clone()));
@@ -211,25 +233,14 @@ impl Engine {
     }
 
     fn check_open(&self) -> Result<()> {
-        if self.shutdown.is_cancelled() {
-            Err(Error::ShuttingDown)
-        } else {
-            Ok(())
-        }
+        if self.shutdown.is_cancelled() { Err(Error::ShuttingDown) } else { Ok(()) }
     }
 
     async fn register(&self, queue: &str) -> Result<()> {
-        let known = self
-            .registered
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(queue);
+        let known = self.registered.lock().unwrap_or_else(|e| e.into_inner()).contains(queue);
         if !known {
             self.store.register_queue(queue).await?;
-            self.registered
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(queue.to_owned());
+            self.registered.lock().unwrap_or_else(|e| e.into_inner()).insert(queue.to_owned());
         }
         Ok(())
     }
@@ -246,6 +257,7 @@ impl Engine {
             Schedule::After(d) => (Some(d.as_millis() as u64), None),
             Schedule::At(t) => (None, Some(to_ms(t))),
         };
+        let session = job.session.clone();
         let record = job.into_record(ulid.timestamp_ms() as i64);
         let ulid = ulid.to_string();
         let args = AddArgs {
@@ -254,19 +266,21 @@ impl Engine {
             delay_ms,
             run_at_ms,
             idempotency_window: self.settings.idempotency_window,
+            session: session.as_ref().map(|s| s.name.as_str()),
         };
         let outcome = self.store.add(&queue, &args).await?;
         let (ulid, duplicate) = match outcome {
             AddOutcome::Added(u) => (u, false),
             AddOutcome::Duplicate(u) => (u, true),
+            AddOutcome::NoSession => {
+                let id = session.map(|s| s.to_string()).unwrap_or_default();
+                return Err(Error::NotFound(format!("{field_prefix}session_id: session {id} does not exist")));
+            }
         };
         if !duplicate {
             self.hub.wake(&queue);
         }
-        Ok(Added {
-            job_id: JobId::new(&queue, &ulid),
-            duplicate,
-        })
+        Ok(Added { job_id: JobId::new(&queue, &ulid), duplicate })
     }
 
     /// Adds many jobs, each on its own; the batch as a whole is checked against the caps first.
@@ -301,10 +315,7 @@ impl Engine {
 
     /// Opens a worker stream. Jobs and control messages arrive on the receiver; the stream
     /// lasts as long as the guard.
-    pub fn open_stream(
-        self: &Arc<Self>,
-        spec: WorkerSpec,
-    ) -> Result<(StreamGuard, mpsc::Receiver<StreamEvent>)> {
+    pub fn open_stream(self: &Arc<Self>, spec: WorkerSpec) -> Result<(StreamGuard, mpsc::Receiver<StreamEvent>)> {
         self.check_open()?;
         if spec.queues.is_empty() || spec.queues.len() > 32 {
             return Err(Error::invalid("queues", "must name 1 to 32 queues"));
@@ -329,17 +340,11 @@ impl Engine {
         }
         // Room for every job the credit allows plus the control messages about them.
         let (tx, rx) = mpsc::channel(spec.max_in_flight as usize * 2 + 8);
-        let (id, fresh) = self.hub.open(spec, tx);
+        let (id, fresh) = self.hub.open(spec, tx).ok_or(Error::ShuttingDown)?;
         for (queue, wake) in fresh {
-            self.tasks.spawn(dispatch::run(self.clone(), queue, wake));
+            self.dispatchers.spawn(dispatch::run(self.clone(), queue, wake));
         }
-        Ok((
-            StreamGuard {
-                engine: self.clone(),
-                id,
-            },
-            rx,
-        ))
+        Ok((StreamGuard { engine: self.clone(), id }, rx))
     }
 
     /// Routes the outcome of an ack to the stream that held the lease, wherever it is.
@@ -351,10 +356,7 @@ impl Engine {
             self.hub.release(stream, job_id, token);
         } else {
             let channel = self.store.keys().instance_channel(instance);
-            let notice = notices::Notice::Release {
-                job_id: job_id.clone(),
-                token: token.to_owned(),
-            };
+            let notice = notices::Notice::Release { job_id: job_id.clone(), token: token.to_owned() };
             if let Err(e) = self.store.publish(&channel, &notice.encode()).await {
                 // The owner's reconciliation frees the credit within a few seconds anyway.
                 warn!(error = %e, job_id = %job_id, "could not notify the lease owner");
@@ -362,36 +364,74 @@ impl Engine {
         }
     }
 
+    /// Stops dispatch to the stream that received `token`, on whichever instance holds it.
+    async fn stop_stream_of(&self, job_id: &JobId, token: &str) {
+        let Some((instance, stream)) = hub::parse_token(token) else { return };
+        if instance == self.instance {
+            self.hub.stop_stream(stream);
+            return;
+        }
+        let channel = self.store.keys().instance_channel(instance);
+        let notice = notices::Notice::StopStream { job_id: job_id.clone(), token: token.to_owned() };
+        if let Err(e) = self.store.publish(&channel, &notice.encode()).await {
+            warn!(error = %e, %job_id, "could not stop the worker's stream");
+        }
+    }
+
     fn lease_error(check: LeaseCheck, job_id: &JobId) -> Result<()> {
         match check {
             LeaseCheck::Held => Ok(()),
-            LeaseCheck::UnknownJob => Err(Error::NotFound(format!(
-                "job_id: job {job_id} does not exist or is no longer retained"
-            ))),
+            LeaseCheck::UnknownJob => {
+                Err(Error::NotFound(format!("job_id: job {job_id} does not exist or is no longer retained")))
+            }
             LeaseCheck::Stale => Err(Error::StaleLease(format!(
                 "lease_token: job {job_id} is not held by this lease (it timed out, was re-delivered or has finished)"
             ))),
         }
     }
 
-    pub async fn complete(&self, job_id: &JobId, token: &str, result: &[u8]) -> Result<()> {
-        if result.len() > self.settings.limits.max_result {
+    /// Completes an attempt. For a job of a session, `session_state` (JSON) replaces the
+    /// session's state in the same atomic step, if the session is still at `expected_version`
+    /// when one is given; on a mismatch nothing is written and the job stays leased.
+    pub async fn complete(
+        &self,
+        job_id: &JobId,
+        token: &str,
+        result: &[u8],
+        session_state: Option<(&str, Option<u64>)>,
+    ) -> Result<()> {
+        let limits = &self.settings.limits;
+        if result.len() > limits.max_result {
             return Err(Error::TooLarge(format!(
                 "result: {} bytes is over the limit of {} bytes",
                 result.len(),
-                self.settings.limits.max_result
+                limits.max_result
             )));
         }
-        let checks = self
-            .store
-            .complete(&job_id.queue, &[(&job_id.ulid, token, result)])
-            .await?;
-        let check = checks.first().copied().unwrap_or(LeaseCheck::UnknownJob);
-        if check != LeaseCheck::UnknownJob {
+        if let Some((state, _)) = session_state {
+            sessions::validate_state(state, limits, "session_state")?;
+        }
+        let ack = Ack { ulid: &job_id.ulid, token, result, session_state };
+        let outcome =
+            self.store.complete(&job_id.queue, &[ack]).await?.first().copied().unwrap_or(AckOutcome::UnknownJob);
+        tracing::debug!(job_id = %job_id, ?outcome, "complete");
+        if !matches!(outcome, AckOutcome::UnknownJob | AckOutcome::VersionMismatch | AckOutcome::NotInSession) {
             self.settle(job_id, token).await;
         }
-        tracing::debug!(job_id = %job_id, ?check, "complete");
-        Self::lease_error(check, job_id)
+        match outcome {
+            AckOutcome::Completed | AckOutcome::Cancelled => Ok(()),
+            AckOutcome::UnknownJob => Self::lease_error(LeaseCheck::UnknownJob, job_id),
+            AckOutcome::Stale => Self::lease_error(LeaseCheck::Stale, job_id),
+            AckOutcome::VersionMismatch => Err(Error::Aborted(format!(
+                "expected_session_version: the session of job {job_id} changed; nothing was written and the job is still yours"
+            ))),
+            AckOutcome::SessionGone => Err(Error::NotFound(format!(
+                "session_id: the session of job {job_id} was deleted; the job ended cancelled"
+            ))),
+            AckOutcome::NotInSession => {
+                Err(Error::invalid("session_state", format!("job {job_id} does not belong to a session")))
+            }
+        }
     }
 
     /// Fails an attempt; returns the job's new state and when it runs again.
@@ -407,18 +447,8 @@ impl Engine {
             return Err(Error::invalid("retry_after", "at most 7 days"));
         }
         let error = truncate(error, self.settings.limits.max_error);
-        let outcome = self
-            .store
-            .fail(
-                &job_id.queue,
-                &job_id.ulid,
-                token,
-                error,
-                retryable,
-                retry_after,
-                rand::random(),
-            )
-            .await?;
+        let outcome =
+            self.store.fail(&job_id.queue, &job_id.ulid, token, error, retryable, retry_after, rand::random()).await?;
         if outcome.check != LeaseCheck::UnknownJob {
             self.settle(job_id, token).await;
         }
@@ -426,6 +456,7 @@ impl Engine {
         Ok(match outcome.state {
             Some(RecordState::Dead) => (JobState::Dead, None),
             Some(RecordState::Waiting) => (JobState::Waiting, Some(from_ms(outcome.run_at_ms))),
+            Some(RecordState::Cancelled) => (JobState::Cancelled, None),
             _ => (JobState::Retrying, Some(from_ms(outcome.run_at_ms))),
         })
     }
@@ -434,32 +465,24 @@ impl Engine {
         if by.is_zero() || by > MAX_TIMEOUT {
             return Err(Error::invalid("extend_by", "must be from 1 ms to 24 h"));
         }
-        let (check, deadline) = self
-            .store
-            .extend(&job_id.queue, &job_id.ulid, token, by)
-            .await?;
+        let (check, deadline) = self.store.extend(&job_id.queue, &job_id.ulid, token, by).await?;
         Self::lease_error(check, job_id)?;
         Ok(from_ms(deadline))
     }
 
     /// Hands a held job back unprocessed (not a failed attempt, not a lost delivery).
-    pub async fn give_back_one(&self, job_id: &JobId, token: &str) -> Result<()> {
+    /// With `stop_stream`, the stream that received the job gets no more jobs (its worker is
+    /// stopping); that holds even when the job itself could not be handed back.
+    pub async fn give_back_one(&self, job_id: &JobId, token: &str, stop_stream: bool) -> Result<()> {
         let leases = [(job_id.ulid.clone(), token.to_owned())];
-        let moved = self
-            .store
-            .requeue(&job_id.queue, &leases, false, self.settings.max_lost)
-            .await?;
+        let moved = self.store.requeue(&job_id.queue, &leases, false, self.settings.max_lost).await?;
+        if stop_stream {
+            self.stop_stream_of(job_id, token).await;
+        }
         if moved == 0 {
             // Tell "unknown" from "not yours" the way every other lease call does.
             let found = self.store.info(&job_id.queue, &job_id.ulid).await?;
-            return Self::lease_error(
-                if found.is_some() {
-                    LeaseCheck::Stale
-                } else {
-                    LeaseCheck::UnknownJob
-                },
-                job_id,
-            );
+            return Self::lease_error(if found.is_some() { LeaseCheck::Stale } else { LeaseCheck::UnknownJob }, job_id);
         }
         self.settle(job_id, token).await;
         Ok(())
@@ -467,11 +490,8 @@ impl Engine {
 
     pub async fn info(&self, job_id: &JobId) -> Result<JobView> {
         let found = self.store.info(&job_id.queue, &job_id.ulid).await?;
-        let (record, lease) = found.ok_or_else(|| {
-            Error::NotFound(format!(
-                "job_id: job {job_id} does not exist or is no longer retained"
-            ))
-        })?;
+        let (record, lease) = found
+            .ok_or_else(|| Error::NotFound(format!("job_id: job {job_id} does not exist or is no longer retained")))?;
         Ok(JobView::new(job_id.clone(), record, lease))
     }
 
@@ -495,29 +515,24 @@ impl Engine {
 
     /// Hands leases back to the head of their queues, retrying while Redis is away: a lease
     /// that is never handed back would only return after this instance is declared dead.
-    async fn give_back(&self, held: Vec<hub::HeldLease>, lost: bool) {
-        let mut by_queue: std::collections::HashMap<String, Vec<(String, String)>> =
-            Default::default();
+    /// Returns false when some could not be handed back (they return through the reaper).
+    async fn give_back(&self, held: Vec<hub::HeldLease>, lost: bool) -> bool {
+        let mut all = true;
+        let mut by_queue: std::collections::HashMap<String, Vec<(String, String)>> = Default::default();
         for h in held {
-            by_queue
-                .entry(h.job_id.queue)
-                .or_default()
-                .push((h.job_id.ulid, h.token));
+            by_queue.entry(h.job_id.queue).or_default().push((h.job_id.ulid, h.token));
         }
         for (queue, leases) in by_queue {
             let mut wait = Duration::from_millis(100);
             for tries in 1.. {
-                match self
-                    .store
-                    .requeue(&queue, &leases, lost, self.settings.max_lost)
-                    .await
-                {
+                match self.store.requeue(&queue, &leases, lost, self.settings.max_lost).await {
                     Ok(n) => {
                         info!(%queue, returned = n, lost, "leases handed back");
                         break;
                     }
                     Err(e) if self.shutdown.is_cancelled() && tries >= 5 => {
                         warn!(%queue, error = %e, "giving up handing leases back; the reaper returns them after the lease TTL");
+                        all = false;
                         break;
                     }
                     Err(e) => {
@@ -528,6 +543,7 @@ impl Engine {
                 }
             }
         }
+        all
     }
 
     /// Stops this instance: no new streams or jobs, workers told to drain, acks accepted for
@@ -535,23 +551,22 @@ impl Engine {
     /// lost delivery), the instance leaves the registry and background tasks end.
     pub async fn shutdown(&self, grace: Duration) {
         info!(?grace, "draining");
-        self.draining
-            .store(true, std::sync::atomic::Ordering::Release);
         self.hub.drain_all(grace);
         let deadline = tokio::time::Instant::now() + grace;
         while self.hub.in_flight_total() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // No lease round may complete after the hand-back: stop the dispatchers and wait.
+        self.dispatch_stop.cancel();
+        self.dispatchers.close();
+        self.dispatchers.wait().await;
         self.shutdown.cancel();
         let held = self.hub.held();
         self.hub.forget_all();
-        if !held.is_empty() {
-            self.give_back(held, false).await;
-        }
-        if let Err(e) = self
-            .store
-            .forget_instances(std::slice::from_ref(&self.instance))
-            .await
+        // Only an instance that handed everything back may leave the registry: otherwise the
+        // reaper of another instance must still see it die and return its jobs.
+        if self.give_back(held, false).await
+            && let Err(e) = self.store.forget_instances(std::slice::from_ref(&self.instance)).await
         {
             warn!(error = %e, "could not leave the instance registry");
         }

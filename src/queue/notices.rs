@@ -14,15 +14,35 @@ use super::{Engine, JobId, RevokeReason, hub::HeldLease};
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Notice {
-    Release { job_id: JobId, token: String },
-    Revoke { job_id: JobId, token: String },
+    Release {
+        job_id: JobId,
+        token: String,
+    },
+    Revoke {
+        job_id: JobId,
+        token: String,
+        reason: RevokeReason,
+    },
+    /// The worker of the stream that received this lease is stopping: send it nothing more.
+    StopStream {
+        job_id: JobId,
+        token: String,
+    },
 }
 
 impl Notice {
     pub fn encode(&self) -> String {
         match self {
             Notice::Release { job_id, token } => format!("release {job_id} {token}"),
-            Notice::Revoke { job_id, token } => format!("revoke {job_id} {token}"),
+            Notice::StopStream { job_id, token } => format!("stop {job_id} {token}"),
+            Notice::Revoke { job_id, token, reason } => {
+                let reason = match reason {
+                    RevokeReason::Timeout => "timeout",
+                    RevokeReason::Cancelled => "cancelled",
+                    RevokeReason::LeaseLost => "lost",
+                };
+                format!("revoke {job_id} {token} {reason}")
+            }
         }
     }
 
@@ -33,7 +53,15 @@ impl Notice {
         let token = token.to_owned();
         match kind {
             "release" => Some(Notice::Release { job_id, token }),
-            "revoke" => Some(Notice::Revoke { job_id, token }),
+            "stop" => Some(Notice::StopStream { job_id, token }),
+            "revoke" => {
+                let reason = match parts.next() {
+                    Some("cancelled") => RevokeReason::Cancelled,
+                    Some("lost") => RevokeReason::LeaseLost,
+                    _ => RevokeReason::Timeout,
+                };
+                Some(Notice::Revoke { job_id, token, reason })
+            }
             _ => None,
         }
     }
@@ -90,11 +118,14 @@ pub async fn listen(engine: Arc<Engine>) {
                         engine.hub.release(stream, &job_id, &token);
                     }
                 }
-                Some(Notice::Revoke { job_id, token }) => {
+                Some(Notice::StopStream { token, .. }) => {
                     if let Some((_, stream)) = super::hub::parse_token(&token) {
-                        engine
-                            .hub
-                            .revoke(stream, &job_id, &token, RevokeReason::Timeout);
+                        engine.hub.stop_stream(stream);
+                    }
+                }
+                Some(Notice::Revoke { job_id, token, reason }) => {
+                    if let Some((_, stream)) = super::hub::parse_token(&token) {
+                        engine.hub.revoke(stream, &job_id, &token, reason);
                     }
                 }
                 None => warn!(%payload, "unreadable notice"),
@@ -116,11 +147,9 @@ pub async fn reconcile(engine: Arc<Engine>) {
             _ = ticker.tick() => {}
         }
         let mut by_queue: HashMap<String, Vec<HeldLease>> = HashMap::new();
-        for held in engine.hub.held() {
-            by_queue
-                .entry(held.job_id.queue.clone())
-                .or_default()
-                .push(held);
+        // A revoked lease keeps its credit until the worker answers, whatever Redis says.
+        for held in engine.hub.held().into_iter().filter(|h| !h.revoked) {
+            by_queue.entry(held.job_id.queue.clone()).or_default().push(held);
         }
         for (queue, held) in by_queue {
             let ulids: Vec<String> = held.iter().map(|h| h.job_id.ulid.clone()).collect();
@@ -134,9 +163,7 @@ pub async fn reconcile(engine: Arc<Engine>) {
             for (h, lease) in held.iter().zip(leases) {
                 if lease.is_none_or(|l| l.token != h.token) {
                     debug!(job_id = %h.job_id, "lease gone; freeing its credit");
-                    engine
-                        .hub
-                        .revoke(h.stream, &h.job_id, &h.token, RevokeReason::LeaseLost);
+                    engine.hub.revoke(h.stream, &h.job_id, &h.token, RevokeReason::LeaseLost);
                     engine.hub.release(h.stream, &h.job_id, &h.token);
                 }
             }
@@ -152,14 +179,9 @@ mod tests {
     fn notices_round_trip() {
         let job_id = JobId::new("q", "01JD8Y3V6Q0000000000000000");
         for notice in [
-            Notice::Release {
-                job_id: job_id.clone(),
-                token: "i.1.2".into(),
-            },
-            Notice::Revoke {
-                job_id,
-                token: "i.1.3".into(),
-            },
+            Notice::Release { job_id: job_id.clone(), token: "i.1.2".into() },
+            Notice::StopStream { job_id: job_id.clone(), token: "i.1.2".into() },
+            Notice::Revoke { job_id, token: "i.1.3".into(), reason: RevokeReason::Cancelled },
         ] {
             assert_eq!(Notice::decode(&notice.encode()), Some(notice));
         }

@@ -9,7 +9,13 @@
 //! {prefix}:{queue}:delayed    zset  ULID by ready time
 //! {prefix}:{queue}:completed  zset  ULID by finish time
 //! {prefix}:{queue}:dead       zset  ULID by finish time
-//! {prefix}:{queue}:meta       hash  paused, dead_evicted
+//! {prefix}:{queue}:meta       hash  paused, dead_evicted, session_seq
+//! {prefix}:{queue}:events     stream of job transitions, capped
+//! {prefix}:{queue}:sessions   hash  session name -> packed meta
+//! {prefix}:{queue}:session_state  hash  session name -> state JSON
+//! {prefix}:{queue}:session_jobs   zset  "name/seq/ULID": jobs not yet released by their session
+//! {prefix}:{queue}:session_ttl    zset  session name by expiry time
+//! {prefix}:{queue}:cancelled  zset  ULID by cancel time
 //! {prefix}:{queue}:ready:{p}  list  ready ULIDs of priority p, FIFO
 //! {prefix}:{queue}:idem:{key} string ULID of the first add with that idempotency key (TTL)
 //! {prefix}:queues             set   every queue ever added to
@@ -17,6 +23,7 @@
 //! {prefix}:schema             string layout version
 //! {prefix}:wake               pub/sub channel: a queue got work (message = queue name)
 //! {prefix}:instance:{id}      pub/sub channel: notices for one instance
+//! {prefix}:workers:{id}       string  JSON list of one instance's worker streams (TTL)
 //! ```
 
 /// Highest and lowest job priority; one ready list per level.
@@ -31,9 +38,7 @@ pub struct KeySpace {
 
 impl KeySpace {
     pub fn new(prefix: &str) -> Self {
-        Self {
-            prefix: prefix.to_owned(),
-        }
+        Self { prefix: prefix.to_owned() }
     }
 
     pub fn queue(&self, queue: &str) -> QueueKeys {
@@ -46,15 +51,17 @@ impl KeySpace {
             "completed",
             "dead",
             "meta",
+            "events",
+            "sessions",
+            "session_state",
+            "session_jobs",
+            "session_ttl",
+            "cancelled",
         ]
         .iter()
         .map(|name| format!("{base}:{name}"))
         .collect();
-        keys.extend(
-            (MIN_PRIORITY..=MAX_PRIORITY)
-                .rev()
-                .map(|p| format!("{base}:ready:{p}")),
-        );
+        keys.extend((MIN_PRIORITY..=MAX_PRIORITY).rev().map(|p| format!("{base}:ready:{p}")));
         QueueKeys { base, keys }
     }
 
@@ -76,6 +83,10 @@ impl KeySpace {
 
     pub fn instance_channel(&self, instance: &str) -> String {
         format!("{}:instance:{instance}", self.prefix)
+    }
+
+    pub fn workers(&self, instance: &str) -> String {
+        format!("{}:workers:{instance}", self.prefix)
     }
 
     /// Every key that can hold data of `queue` matches this pattern (for the invariant check).
@@ -124,9 +135,29 @@ impl QueueKeys {
         &self.keys[6]
     }
 
+    pub fn events(&self) -> &str {
+        &self.keys[7]
+    }
+
+    pub fn sessions(&self) -> &str {
+        &self.keys[8]
+    }
+
+    pub fn session_state(&self) -> &str {
+        &self.keys[9]
+    }
+
+    pub fn session_jobs(&self) -> &str {
+        &self.keys[10]
+    }
+
+    pub fn cancelled(&self) -> &str {
+        &self.keys[12]
+    }
+
     /// Ready lists, highest priority first.
     pub fn ready(&self) -> &[String] {
-        &self.keys[7..]
+        &self.keys[13..]
     }
 
     pub fn idempotency(&self, key: &str) -> String {

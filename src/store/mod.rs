@@ -9,20 +9,24 @@
 //! returns an I/O error or times out is marked broken and bb8 replaces it, so the pool heals by
 //! itself once Redis is back.
 
+mod admin;
+mod events;
+mod invariants;
 mod keys;
 mod record;
 mod scripts;
+mod sessions;
 
-use std::{
-    collections::{HashMap, HashSet},
-    time::Duration,
-};
+use std::{collections::HashMap, time::Duration};
 
 use redis::{AsyncCommands, RedisError, Value, aio::MultiplexedConnection};
 
+pub use admin::{CancelOutcome, Listing};
+pub use events::{StoredEvent, event_order};
 pub use keys::{KeySpace, MAX_PRIORITY, MIN_PRIORITY, QueueKeys};
 pub use record::{BackoffSpec, JobRecord, RecordState};
 use scripts::Scripts;
+pub use sessions::{SessionRecord, SetOutcome};
 
 /// The layout version this build reads and writes.
 const SCHEMA_VERSION: i64 = 1;
@@ -50,10 +54,7 @@ fn is_transport(e: &RedisError) -> bool {
 
 impl From<RedisError> for StoreError {
     fn from(e: RedisError) -> Self {
-        let retryable = matches!(
-            e.kind(),
-            redis::ErrorKind::BusyLoadingError | redis::ErrorKind::TryAgain
-        );
+        let retryable = matches!(e.kind(), redis::ErrorKind::BusyLoadingError | redis::ErrorKind::TryAgain);
         if is_transport(&e) || retryable {
             StoreError::Unavailable(e.to_string())
         } else {
@@ -71,6 +72,8 @@ pub struct Retention {
     pub completed_max: u64,
     pub dead_for: Duration,
     pub dead_max: u64,
+    /// Events kept per queue (approximately: Redis trims whole stream nodes).
+    pub events_max: u64,
 }
 
 pub struct StoreConfig {
@@ -98,14 +101,8 @@ impl bb8::ManageConnection for Manager {
     type Error = RedisError;
 
     async fn connect(&self) -> Result<Conn, RedisError> {
-        let inner = self
-            .client
-            .get_multiplexed_async_connection_with_config(&self.config)
-            .await?;
-        Ok(Conn {
-            inner,
-            broken: false,
-        })
+        let inner = self.client.get_multiplexed_async_connection_with_config(&self.config).await?;
+        Ok(Conn { inner, broken: false })
     }
 
     async fn is_valid(&self, conn: &mut Conn) -> Result<(), RedisError> {
@@ -125,6 +122,15 @@ pub struct LeasedJob {
     pub token: String,
     pub deadline_ms: i64,
     pub attempt: u32,
+    /// For a job of a session: the session's state and version at delivery.
+    pub session: Option<SessionSnapshot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSnapshot {
+    pub name: String,
+    pub state: String,
+    pub version: u64,
 }
 
 #[derive(Debug)]
@@ -146,11 +152,51 @@ pub enum LeaseCheck {
 }
 
 impl LeaseCheck {
-    fn from_code(code: i64) -> Self {
+    pub fn from_code(code: i64) -> Self {
         match code {
             1 => LeaseCheck::Held,
             0 => LeaseCheck::UnknownJob,
             _ => LeaseCheck::Stale,
+        }
+    }
+}
+
+/// One acknowledgement for `complete`.
+pub struct Ack<'a> {
+    pub ulid: &'a str,
+    pub token: &'a str,
+    pub result: &'a [u8],
+    /// A new session state, written atomically with the completion, and the session version
+    /// it was computed from (checked when given).
+    pub session_state: Option<(&'a str, Option<u64>)>,
+}
+
+/// What happened to one acknowledgement (see lua/complete.lua).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AckOutcome {
+    Completed,
+    UnknownJob,
+    Stale,
+    /// The job had been cancelled; the ack was accepted and the job ended cancelled.
+    Cancelled,
+    /// The expected session version did not match; nothing was written.
+    VersionMismatch,
+    /// The job's session was deleted; the job ended cancelled.
+    SessionGone,
+    /// A session state was given for a job outside any session; nothing was written.
+    NotInSession,
+}
+
+impl AckOutcome {
+    fn from_code(code: i64) -> Self {
+        match code {
+            1 => AckOutcome::Completed,
+            2 => AckOutcome::Cancelled,
+            0 => AckOutcome::UnknownJob,
+            -2 => AckOutcome::VersionMismatch,
+            -3 => AckOutcome::SessionGone,
+            -4 => AckOutcome::NotInSession,
+            _ => AckOutcome::Stale,
         }
     }
 }
@@ -162,12 +208,15 @@ pub struct AddArgs<'a> {
     pub delay_ms: Option<u64>,
     pub run_at_ms: Option<i64>,
     pub idempotency_window: Duration,
+    /// The session (name within the queue) the job belongs to.
+    pub session: Option<&'a str>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum AddOutcome {
     Added(String),
     Duplicate(String),
+    NoSession,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -189,6 +238,18 @@ pub struct QueueCounts {
     pub paused: bool,
     pub oldest_ready_ms: Option<i64>,
     pub now_ms: i64,
+    pub cancelled: u64,
+    pub sessions: u64,
+    /// Jobs still waiting inside their session (not yet released to the queue).
+    pub session_pending: u64,
+}
+
+/// See [`Store::snapshot`].
+#[derive(Debug)]
+pub struct JobSnapshot {
+    pub record: JobRecord,
+    pub lease: Option<Lease>,
+    pub last_event: String,
 }
 
 /// A lease as stored: who holds the job since when, and which attempt it is.
@@ -204,11 +265,7 @@ impl Lease {
         let mut parts = raw.rsplitn(3, '|');
         let attempt = parts.next()?.parse().ok()?;
         let started_ms = parts.next()?.parse().ok()?;
-        Some(Lease {
-            token: parts.next()?.to_owned(),
-            started_ms,
-            attempt,
-        })
+        Some(Lease { token: parts.next()?.to_owned(), started_ms, attempt })
     }
 }
 
@@ -218,6 +275,7 @@ pub struct Store {
     keys: KeySpace,
     scripts: Scripts,
     retention: Retention,
+    timeout: Duration,
 }
 
 impl Store {
@@ -234,16 +292,14 @@ impl Store {
             .test_on_check_out(false)
             .retry_connection(false)
             .connection_timeout(config.timeout)
-            .build_unchecked(Manager {
-                client: client.clone(),
-                config: conn_config,
-            });
+            .build_unchecked(Manager { client: client.clone(), config: conn_config });
         Ok(Self {
             pool,
             client,
             keys: KeySpace::new(&config.prefix),
             scripts: Scripts::load(),
             retention: config.retention,
+            timeout: config.timeout,
         })
     }
 
@@ -263,15 +319,10 @@ impl Store {
     {
         let mut conn = self.pool.get().await.map_err(|e| match e {
             bb8::RunError::User(e) => StoreError::from(e),
-            bb8::RunError::TimedOut => {
-                StoreError::Unavailable("no redis connection within the timeout".into())
-            }
+            bb8::RunError::TimedOut => StoreError::Unavailable("no redis connection within the timeout".into()),
         })?;
         let result = f(&mut conn.inner).await;
-        if result
-            .as_ref()
-            .is_err_and(|e| is_transport(e) || e.is_unrecoverable_error())
-        {
+        if result.as_ref().is_err_and(|e| is_transport(e) || e.is_unrecoverable_error()) {
             conn.broken = true;
         }
         result.map_err(StoreError::from)
@@ -282,12 +333,7 @@ impl Store {
         let key = self.keys.schema();
         let found: i64 = self
             .with_conn(async |c| {
-                let _: () = redis::cmd("SET")
-                    .arg(&key)
-                    .arg(SCHEMA_VERSION)
-                    .arg("NX")
-                    .query_async(c)
-                    .await?;
+                let _: () = redis::cmd("SET").arg(&key).arg(SCHEMA_VERSION).arg("NX").query_async(c).await?;
                 c.get(&key).await
             })
             .await?;
@@ -298,21 +344,13 @@ impl Store {
     }
 
     pub async fn ping(&self) -> Result<()> {
-        self.with_conn(async |c| redis::cmd("PING").query_async(c).await)
-            .await
+        self.with_conn(async |c| redis::cmd("PING").query_async(c).await).await
     }
 
     /// Reads one CONFIG value (None when the server refuses CONFIG, as managed services do).
     pub async fn config_get(&self, name: &str) -> Result<Option<String>> {
-        let result: Result<HashMap<String, String>> = self
-            .with_conn(async |c| {
-                redis::cmd("CONFIG")
-                    .arg("GET")
-                    .arg(name)
-                    .query_async(c)
-                    .await
-            })
-            .await;
+        let result: Result<HashMap<String, String>> =
+            self.with_conn(async |c| redis::cmd("CONFIG").arg("GET").arg(name).query_async(c).await).await;
         match result {
             Ok(map) => Ok(map.get(name).cloned()),
             Err(StoreError::Redis(_)) => Ok(None),
@@ -334,13 +372,8 @@ impl Store {
                 let mut cursor = 0u64;
                 let mut names = Vec::new();
                 loop {
-                    let (next, batch): (u64, Vec<String>) = redis::cmd("SSCAN")
-                        .arg(&key)
-                        .arg(cursor)
-                        .arg("COUNT")
-                        .arg(500)
-                        .query_async(c)
-                        .await?;
+                    let (next, batch): (u64, Vec<String>) =
+                        redis::cmd("SSCAN").arg(&key).arg(cursor).arg("COUNT").arg(500).query_async(c).await?;
                     names.extend(batch);
                     if next == 0 {
                         return Ok(names);
@@ -354,12 +387,7 @@ impl Store {
     }
 
     /// Starts a queue script invocation with the queue keys and the common arguments.
-    fn invocation<'a>(
-        &self,
-        script: &'a redis::Script,
-        queue: &str,
-        keys: &QueueKeys,
-    ) -> redis::ScriptInvocation<'a> {
+    fn invocation<'a>(&self, script: &'a redis::Script, queue: &str, keys: &QueueKeys) -> redis::ScriptInvocation<'a> {
         let mut inv = script.prepare_invoke();
         for key in keys.all() {
             inv.key(key);
@@ -370,7 +398,8 @@ impl Store {
             .arg(r.completed_for.as_millis() as u64)
             .arg(r.completed_max)
             .arg(r.dead_for.as_millis() as u64)
-            .arg(r.dead_max);
+            .arg(r.dead_max)
+            .arg(r.events_max);
         inv
     }
 
@@ -385,13 +414,13 @@ impl Store {
             .arg(args.record.priority)
             .arg(args.delay_ms.map_or(-1, |d| d as i64))
             .arg(args.run_at_ms.unwrap_or(-1))
-            .arg(args.idempotency_window.as_millis() as u64);
-        let (added, ulid): (i64, String) =
-            self.with_conn(async |c| inv.invoke_async(c).await).await?;
-        Ok(if added == 1 {
-            AddOutcome::Added(ulid)
-        } else {
-            AddOutcome::Duplicate(ulid)
+            .arg(args.idempotency_window.as_millis() as u64)
+            .arg(args.session.unwrap_or_default());
+        let (added, ulid): (i64, String) = self.with_conn(async |c| inv.invoke_async(c).await).await?;
+        Ok(match added {
+            1 => AddOutcome::Added(ulid),
+            0 => AddOutcome::Duplicate(ulid),
+            _ => AddOutcome::NoSession,
         })
     }
 
@@ -405,22 +434,26 @@ impl Store {
         }
         let (jobs, revoked, next_wake, now_ms): (Vec<Value>, Vec<String>, i64, i64) =
             self.with_conn(async |c| inv.invoke_async(c).await).await?;
-        let mut leased = Vec::with_capacity(jobs.len() / 5);
-        for chunk in jobs.chunks_exact(5) {
+        let mut leased = Vec::with_capacity(jobs.len() / 8);
+        for chunk in jobs.chunks_exact(8) {
             let text = |v: &Value| redis::from_redis_value::<String>(v);
             let raw: Vec<u8> = redis::from_redis_value(&chunk[1])?;
+            let session_name = text(&chunk[5])?;
+            let version: i64 = redis::from_redis_value(&chunk[7])?;
             leased.push(LeasedJob {
                 ulid: text(&chunk[0])?,
                 record: JobRecord::decode(&raw)?,
                 token: text(&chunk[2])?,
                 deadline_ms: redis::from_redis_value(&chunk[3])?,
                 attempt: redis::from_redis_value(&chunk[4])?,
+                session: (!session_name.is_empty()).then(|| SessionSnapshot {
+                    name: session_name,
+                    state: text(&chunk[6]).unwrap_or_default(),
+                    version: version.max(0) as u64,
+                }),
             });
         }
-        let revoked = revoked
-            .chunks_exact(2)
-            .map(|p| (p[0].clone(), p[1].clone()))
-            .collect();
+        let revoked = revoked.chunks_exact(2).map(|p| (p[0].clone(), p[1].clone())).collect();
         Ok(LeaseRound {
             jobs: leased,
             revoked,
@@ -429,19 +462,19 @@ impl Store {
         })
     }
 
-    /// Completes a batch of attempts `(ulid, token, result)`; one check per entry.
-    pub async fn complete(
-        &self,
-        queue: &str,
-        acks: &[(&str, &str, &[u8])],
-    ) -> Result<Vec<LeaseCheck>> {
+    /// Completes a batch of attempts; one outcome per entry, in order.
+    pub async fn complete(&self, queue: &str, acks: &[Ack<'_>]) -> Result<Vec<AckOutcome>> {
         let keys = self.keys.queue(queue);
         let mut inv = self.invocation(&self.scripts.complete, queue, &keys);
-        for (ulid, token, result) in acks {
-            inv.arg(*ulid).arg(*token).arg(*result);
+        for ack in acks {
+            inv.arg(ack.ulid).arg(ack.token).arg(ack.result);
+            match &ack.session_state {
+                Some((state, expected)) => inv.arg(1).arg(*state).arg(expected.map_or(-1, |v| v as i64)),
+                None => inv.arg(0).arg("").arg(-1),
+            };
         }
         let codes: Vec<i64> = self.with_conn(async |c| inv.invoke_async(c).await).await?;
-        Ok(codes.into_iter().map(LeaseCheck::from_code).collect())
+        Ok(codes.into_iter().map(AckOutcome::from_code).collect())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -463,46 +496,29 @@ impl Store {
             .arg(if retryable { 1 } else { 0 })
             .arg(retry_after.map_or(-1, |d| d.as_millis() as i64))
             .arg(rand);
-        let (code, state, run_at_ms): (i64, i64, i64) =
-            self.with_conn(async |c| inv.invoke_async(c).await).await?;
+        let (code, state, run_at_ms): (i64, i64, i64) = self.with_conn(async |c| inv.invoke_async(c).await).await?;
         let state = match state {
             1 => Some(RecordState::Waiting),
             4 => Some(RecordState::Retrying),
             6 => Some(RecordState::Dead),
+            7 => Some(RecordState::Cancelled),
             _ => None,
         };
-        Ok(FailOutcome {
-            check: LeaseCheck::from_code(code),
-            state,
-            run_at_ms,
-        })
+        Ok(FailOutcome { check: LeaseCheck::from_code(code), state, run_at_ms })
     }
 
     /// Moves a held attempt's deadline to now + `by`; returns the check and the new deadline.
-    pub async fn extend(
-        &self,
-        queue: &str,
-        ulid: &str,
-        token: &str,
-        by: Duration,
-    ) -> Result<(LeaseCheck, i64)> {
+    pub async fn extend(&self, queue: &str, ulid: &str, token: &str, by: Duration) -> Result<(LeaseCheck, i64)> {
         let keys = self.keys.queue(queue);
         let mut inv = self.invocation(&self.scripts.extend, queue, &keys);
         inv.arg(ulid).arg(token).arg(by.as_millis() as u64);
-        let (code, deadline): (i64, i64) =
-            self.with_conn(async |c| inv.invoke_async(c).await).await?;
+        let (code, deadline): (i64, i64) = self.with_conn(async |c| inv.invoke_async(c).await).await?;
         Ok((LeaseCheck::from_code(code), deadline))
     }
 
     /// Returns held leases `(ulid, token)` to the head of their queue; `lost` counts the
     /// delivery as lost (and buries jobs lost `max_lost` times). Returns how many moved.
-    pub async fn requeue(
-        &self,
-        queue: &str,
-        leases: &[(String, String)],
-        lost: bool,
-        max_lost: u32,
-    ) -> Result<u64> {
+    pub async fn requeue(&self, queue: &str, leases: &[(String, String)], lost: bool, max_lost: u32) -> Result<u64> {
         let keys = self.keys.queue(queue);
         let mut inv = self.invocation(&self.scripts.requeue, queue, &keys);
         inv.arg(if lost { 1 } else { 0 }).arg(max_lost);
@@ -523,8 +539,7 @@ impl Store {
             for id in dead {
                 inv.arg(id);
             }
-            let (next, moved): (String, u64) =
-                self.with_conn(async |c| inv.invoke_async(c).await).await?;
+            let (next, moved): (String, u64) = self.with_conn(async |c| inv.invoke_async(c).await).await?;
             total += moved;
             if next == "0" {
                 return Ok(total);
@@ -547,11 +562,12 @@ impl Store {
             paused,
             oldest,
             now_ms,
+            cancelled,
+            sessions,
+            pending,
         ] = v[..]
         else {
-            return Err(StoreError::Corrupt(
-                "stats script returned the wrong arity".into(),
-            ));
+            return Err(StoreError::Corrupt("stats script returned the wrong arity".into()));
         };
         let count = |n: i64| n.max(0) as u64;
         Ok(QueueCounts {
@@ -564,25 +580,31 @@ impl Store {
             paused: paused == 1,
             oldest_ready_ms: (oldest >= 0).then_some(oldest),
             now_ms,
+            cancelled: count(cancelled),
+            sessions: count(sessions),
+            session_pending: count(pending),
         })
     }
 
     /// One job's record and its lease while active; None when the job is not retained.
-    pub async fn info(
-        &self,
-        queue: &str,
-        ulid: &str,
-    ) -> Result<Option<(JobRecord, Option<Lease>)>> {
+    pub async fn info(&self, queue: &str, ulid: &str) -> Result<Option<(JobRecord, Option<Lease>)>> {
+        Ok(self.snapshot(queue, ulid).await?.map(|s| (s.record, s.lease)))
+    }
+
+    /// A job and the id of the queue's latest event, read in one step: events after that id are
+    /// exactly the transitions after this snapshot.
+    pub async fn snapshot(&self, queue: &str, ulid: &str) -> Result<Option<JobSnapshot>> {
         let keys = self.keys.queue(queue);
         let mut inv = self.invocation(&self.scripts.info, queue, &keys);
         inv.arg(ulid);
-        let (raw, lease): (Option<Vec<u8>>, Option<String>) =
+        let (raw, lease, last_event): (Option<Vec<u8>>, Option<String>, String) =
             self.with_conn(async |c| inv.invoke_async(c).await).await?;
         let Some(raw) = raw else { return Ok(None) };
-        Ok(Some((
-            JobRecord::decode(&raw)?,
-            lease.as_deref().and_then(Lease::parse),
-        )))
+        Ok(Some(JobSnapshot {
+            record: JobRecord::decode(&raw)?,
+            lease: lease.as_deref().and_then(Lease::parse),
+            last_event,
+        }))
     }
 
     /// The current leases of `ulids` (None where the job holds no lease), for reconciliation.
@@ -591,28 +613,16 @@ impl Store {
             return Ok(Vec::new());
         }
         let key = self.keys.queue(queue).active().to_owned();
-        let raw: Vec<Option<String>> = self
-            .with_conn(async |c| {
-                redis::cmd("HMGET")
-                    .arg(&key)
-                    .arg(ulids)
-                    .query_async(c)
-                    .await
-            })
-            .await?;
-        Ok(raw
-            .into_iter()
-            .map(|l| l.as_deref().and_then(Lease::parse))
-            .collect())
+        let raw: Vec<Option<String>> =
+            self.with_conn(async |c| redis::cmd("HMGET").arg(&key).arg(ulids).query_async(c).await).await?;
+        Ok(raw.into_iter().map(|l| l.as_deref().and_then(Lease::parse)).collect())
     }
 
     /// Records this instance's heartbeat; returns Redis's clock and the instances whose
     /// heartbeat is older than `ttl`.
     pub async fn heartbeat(&self, instance: &str, ttl: Duration) -> Result<(i64, Vec<String>)> {
         let mut inv = self.scripts.heartbeat.prepare_invoke();
-        inv.key(self.keys.instances())
-            .arg(instance)
-            .arg(ttl.as_millis() as u64);
+        inv.key(self.keys.instances()).arg(instance).arg(ttl.as_millis() as u64);
         self.with_conn(async |c| inv.invoke_async(c).await).await
     }
 
@@ -626,136 +636,7 @@ impl Store {
     }
 
     pub async fn publish(&self, channel: &str, message: &str) -> Result<()> {
-        self.with_conn(async |c| c.publish(channel, message).await)
-            .await
-    }
-
-    /// Checks the structural invariants of one queue and returns every violation found:
-    /// each job in exactly one place, records that agree with where they are, one deadline per
-    /// lease, leases held by registered instances, and no key outside the layout.
-    /// Reads whole structures: meant for tests and operators, not for the hot path.
-    pub async fn check_invariants(&self, queue: &str) -> Result<Vec<String>> {
-        let keys = self.keys.queue(queue);
-        let instances_key = self.keys.instances();
-        let pattern = self.keys.queue_pattern(queue);
-        let (jobs, active, deadlines, delayed, completed, dead, ready, instances, stray) = self
-            .with_conn(async |c| {
-                let jobs: HashMap<String, Vec<u8>> = c.hgetall(keys.jobs()).await?;
-                let active: HashMap<String, String> = c.hgetall(keys.active()).await?;
-                let deadlines: Vec<String> = c.zrange(keys.deadlines(), 0, -1).await?;
-                let delayed: Vec<String> = c.zrange(keys.delayed(), 0, -1).await?;
-                let completed: Vec<String> = c.zrange(keys.completed(), 0, -1).await?;
-                let dead: Vec<String> = c.zrange(keys.dead(), 0, -1).await?;
-                let mut ready = Vec::new();
-                for key in keys.ready() {
-                    let ids: Vec<String> = c.lrange(key, 0, -1).await?;
-                    ready.extend(ids);
-                }
-                let instances: Vec<String> = c.zrange(&instances_key, 0, -1).await?;
-                let mut stray = Vec::new();
-                let mut cursor = 0u64;
-                loop {
-                    let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(1000)
-                        .query_async(c)
-                        .await?;
-                    for key in batch {
-                        if !keys.all().contains(&key) && !key.starts_with(&keys.idempotency("")) {
-                            stray.push(key);
-                        }
-                    }
-                    if next == 0 {
-                        break;
-                    }
-                    cursor = next;
-                }
-                Ok((
-                    jobs, active, deadlines, delayed, completed, dead, ready, instances, stray,
-                ))
-            })
-            .await?;
-
-        let mut problems: Vec<String> = stray
-            .into_iter()
-            .map(|k| format!("key outside the layout: {k}"))
-            .collect();
-        let active_ids: Vec<String> = active.keys().cloned().collect();
-        let mut place: HashMap<&str, &str> = HashMap::new();
-        for (where_, members) in [
-            ("ready", &ready),
-            ("delayed", &delayed),
-            ("active", &active_ids),
-            ("completed", &completed),
-            ("dead", &dead),
-        ] {
-            for m in members {
-                if let Some(other) = place.insert(m.as_str(), where_) {
-                    problems.push(format!("job {m} is both {other} and {where_}"));
-                }
-            }
-        }
-        for (id, where_) in &place {
-            match jobs.get(*id) {
-                None => problems.push(format!("job {id} is {where_} but has no record")),
-                Some(raw) => match JobRecord::decode(raw) {
-                    Err(e) => problems.push(format!("job {id}: {e}")),
-                    Ok(rec) => {
-                        let ok = match *where_ {
-                            "ready" => rec.state == RecordState::Waiting,
-                            "delayed" => {
-                                matches!(rec.state, RecordState::Delayed | RecordState::Retrying)
-                            }
-                            "active" => matches!(
-                                rec.state,
-                                RecordState::Waiting | RecordState::Retrying | RecordState::Delayed
-                            ),
-                            "completed" => rec.state == RecordState::Completed,
-                            _ => rec.state == RecordState::Dead,
-                        };
-                        if !ok {
-                            problems.push(format!(
-                                "job {id} is {where_} but its record says {:?}",
-                                rec.state
-                            ));
-                        }
-                    }
-                },
-            }
-        }
-        for id in jobs.keys() {
-            if !place.contains_key(id.as_str()) {
-                problems.push(format!("orphaned record {id}"));
-            }
-        }
-        let deadline_set: HashSet<&String> = deadlines.iter().collect();
-        let live: HashSet<&str> = instances.iter().map(String::as_str).collect();
-        for (id, lease) in &active {
-            if !deadline_set.contains(id) {
-                problems.push(format!("active job {id} has no deadline"));
-            }
-            match Lease::parse(lease) {
-                None => problems.push(format!("active job {id} has a malformed lease {lease:?}")),
-                Some(l) => {
-                    let instance = l.token.split('.').next().unwrap_or_default();
-                    if !live.contains(instance) {
-                        problems.push(format!(
-                            "active job {id} is leased by unregistered instance {instance}"
-                        ));
-                    }
-                }
-            }
-        }
-        for id in &deadlines {
-            if !active.contains_key(id) {
-                problems.push(format!("deadline for job {id}, which is not active"));
-            }
-        }
-        problems.sort();
-        Ok(problems)
+        self.with_conn(async |c| c.publish(channel, message).await).await
     }
 }
 
@@ -766,14 +647,7 @@ mod tests {
     #[test]
     fn parses_leases_with_dots_and_pipes_in_order() {
         let lease = Lease::parse("abc.7.42|1700000000000|3").expect("parses");
-        assert_eq!(
-            lease,
-            Lease {
-                token: "abc.7.42".into(),
-                started_ms: 1_700_000_000_000,
-                attempt: 3
-            }
-        );
+        assert_eq!(lease, Lease { token: "abc.7.42".into(), started_ms: 1_700_000_000_000, attempt: 3 });
         assert_eq!(Lease::parse("garbage"), None);
     }
 }

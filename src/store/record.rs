@@ -18,6 +18,7 @@ pub enum RecordState {
     Retrying = 4,
     Completed = 5,
     Dead = 6,
+    Cancelled = 7,
 }
 
 /// Retry wait policy as stored: `[kind, base_ms, factor, max_ms, jitter]`.
@@ -51,9 +52,23 @@ pub struct JobRecord {
     pub last_error: Option<String>,
     pub result: Option<Vec<u8>>,
     pub run_at_ms: Option<i64>,
+    /// `name/seq/ULID` for a job of a session (its place in the session's order).
+    pub session: Option<String>,
+    /// Cancelled while active: whatever happens next ends it cancelled.
+    pub cancel_requested: bool,
+    pub progress: Option<Vec<u8>>,
 }
 
-const FIELDS: u32 = 18;
+impl JobRecord {
+    /// The session's name, for a job of a session.
+    pub fn session_name(&self) -> Option<&str> {
+        self.session.as_deref().and_then(|m| m.split('/').next())
+    }
+}
+
+const FIELDS: u32 = 21;
+/// Records written before sessions existed had 18 fields; the rest default.
+const MIN_FIELDS: usize = 18;
 
 /// A msgpack writer for the subset Redis's `cmsgpack` reads back. Bytes are written as msgpack
 /// *str*, never *bin*: cmsgpack predates the bin family and refuses it.
@@ -137,6 +152,13 @@ impl JobRecord {
         p.opt_bytes(self.last_error.as_deref().map(str::as_bytes));
         p.opt_bytes(self.result.as_deref());
         p.opt_int(self.run_at_ms);
+        p.opt_bytes(self.session.as_deref().map(str::as_bytes));
+        if self.cancel_requested {
+            let _ = rmp::encode::write_bool(&mut p.0, true);
+        } else {
+            p.absent();
+        }
+        p.opt_bytes(self.progress.as_deref());
         p.0
     }
 
@@ -145,7 +167,7 @@ impl JobRecord {
         let Value::Array(fields) = value else {
             return Err(corrupt("record is not an array"));
         };
-        if fields.len() < FIELDS as usize {
+        if fields.len() < MIN_FIELDS {
             return Err(corrupt("record has too few fields"));
         }
         let mut f = fields.into_iter();
@@ -156,6 +178,7 @@ impl JobRecord {
             4 => RecordState::Retrying,
             5 => RecordState::Completed,
             6 => RecordState::Dead,
+            7 => RecordState::Cancelled,
             other => return Err(corrupt(&format!("unknown state {other}"))),
         };
         let job_type = text(next())?;
@@ -199,6 +222,9 @@ impl JobRecord {
             last_error: maybe(next(), text)?,
             result: maybe(next(), bytes)?,
             run_at_ms: maybe(next(), |v| int(&v))?,
+            session: maybe(next(), text)?,
+            cancel_requested: matches!(next(), Value::Boolean(true)),
+            progress: maybe(next(), bytes)?,
         })
     }
 }
@@ -207,10 +233,7 @@ fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_owned())
 }
 
-fn maybe<T>(
-    value: Value,
-    f: impl FnOnce(Value) -> Result<T, StoreError>,
-) -> Result<Option<T>, StoreError> {
+fn maybe<T>(value: Value, f: impl FnOnce(Value) -> Result<T, StoreError>) -> Result<Option<T>, StoreError> {
     match value {
         Value::Boolean(false) | Value::Nil => Ok(None),
         other => f(other).map(Some),
@@ -264,13 +287,7 @@ mod tests {
             lost: 1,
             created_ms: 1_764_000_000_123,
             ready_at_ms: Some(1_764_000_000_999),
-            backoff: Some(BackoffSpec {
-                fixed: true,
-                base_ms: 250,
-                factor: 1.5,
-                max_ms: 9_000,
-                jitter: 0.25,
-            }),
+            backoff: Some(BackoffSpec { fixed: true, base_ms: 250, factor: 1.5, max_ms: 9_000, jitter: 0.25 }),
             timeout_ms: 30_000,
             idempotency_key: Some("order-17".into()),
             started_ms: Some(5),
@@ -278,11 +295,11 @@ mod tests {
             last_error: Some("boom".into()),
             result: Some(b"ok".to_vec()),
             run_at_ms: Some(77),
+            session: Some("s1/0000000000000001/01JD8Y3V6Q0000000000000000".into()),
+            cancel_requested: true,
+            progress: Some(b"50%".to_vec()),
         };
-        assert_eq!(
-            JobRecord::decode(&record.encode()).expect("decodes"),
-            record
-        );
+        assert_eq!(JobRecord::decode(&record.encode()).expect("decodes"), record);
     }
 
     #[test]

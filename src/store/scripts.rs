@@ -6,11 +6,7 @@ use redis::Script;
 
 macro_rules! queue_script {
     ($file:literal) => {
-        Script::new(concat!(
-            include_str!("lua/lib.lua"),
-            "\n",
-            include_str!(concat!("lua/", $file))
-        ))
+        Script::new(concat!(include_str!("lua/lib.lua"), "\n", include_str!(concat!("lua/", $file))))
     };
 }
 
@@ -24,6 +20,17 @@ pub struct Scripts {
     pub reap: Script,
     pub stats: Script,
     pub info: Script,
+    pub progress: Script,
+    pub cancel: Script,
+    pub pause: Script,
+    pub retry: Script,
+    pub delete: Script,
+    pub purge: Script,
+    pub session_create: Script,
+    pub session_get: Script,
+    pub session_set: Script,
+    pub session_delete: Script,
+    pub session_sweep: Script,
     pub heartbeat: Script,
 }
 
@@ -39,6 +46,17 @@ impl Scripts {
             reap: queue_script!("reap.lua"),
             stats: queue_script!("stats.lua"),
             info: queue_script!("info.lua"),
+            progress: queue_script!("progress.lua"),
+            cancel: queue_script!("cancel.lua"),
+            pause: queue_script!("pause.lua"),
+            retry: queue_script!("retry.lua"),
+            delete: queue_script!("delete.lua"),
+            purge: queue_script!("purge.lua"),
+            session_create: queue_script!("session_create.lua"),
+            session_get: queue_script!("session_get.lua"),
+            session_set: queue_script!("session_set.lua"),
+            session_delete: queue_script!("session_delete.lua"),
+            session_sweep: queue_script!("session_sweep.lua"),
             heartbeat: Script::new(include_str!("lua/heartbeat.lua")),
         }
     }

@@ -103,10 +103,7 @@ async fn bad_input_gets_a_precise_status_naming_the_field_and_writes_nothing() {
         (proto::AddJobRequest { timeout: Some(millis(48 * 3_600_000)), ..ok() }, Code::InvalidArgument, "timeout"),
         (proto::AddJobRequest { idempotency_key: "k".repeat(300), ..ok() }, Code::InvalidArgument, "idempotency_key"),
         (
-            proto::AddJobRequest {
-                backoff: Some(proto::Backoff { factor: Some(0.5), ..Default::default() }),
-                ..ok()
-            },
+            proto::AddJobRequest { backoff: Some(proto::Backoff { factor: Some(0.5), ..Default::default() }), ..ok() },
             Code::InvalidArgument,
             "backoff.factor",
         ),
@@ -136,7 +133,9 @@ async fn bad_input_gets_a_precise_status_naming_the_field_and_writes_nothing() {
     assert_eq!(err.code(), Code::NotFound);
 
     let mut stream_errors = Vec::new();
-    for (queues, credit) in [(vec![], 1), (vec!["q".to_string()], 0), (vec!["q".into()], 100_000), (vec!["a b".into()], 1)] {
+    for (queues, credit) in
+        [(vec![], 1), (vec!["q".to_string()], 0), (vec!["q".into()], 100_000), (vec!["a b".into()], 1)]
+    {
         let err = client
             .get_job(proto::GetJobRequest { queues, max_in_flight: credit, ..Default::default() })
             .await

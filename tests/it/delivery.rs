@@ -147,7 +147,8 @@ async fn a_timed_out_attempt_is_revoked_and_retried_and_keeps_credit_until_answe
     let mut client = server.client().await;
     let mut req = job("q", "slow", b"");
     req.timeout = Some(millis(300));
-    req.backoff = Some(proto::Backoff { kind: proto::BackoffKind::Fixed as i32, base: Some(millis(0)), ..Default::default() });
+    req.backoff =
+        Some(proto::Backoff { kind: proto::BackoffKind::Fixed as i32, base: Some(millis(0)), ..Default::default() });
     let id = add(&mut client, req).await;
     add(&mut client, job("q", "next", b"")).await;
     let mut worker = Worker::open(&server, &["q"], 1).await;

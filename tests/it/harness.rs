@@ -144,6 +144,7 @@ pub fn retention() -> Retention {
         completed_max: 10_000,
         dead_for: Duration::from_secs(7 * 24 * 3600),
         dead_max: 10_000,
+        events_max: 10_000,
     }
 }
 
@@ -220,11 +221,8 @@ impl ServerBuilder {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
-        let options = ServerOptions {
-            max_message: 4 << 20,
-            ping_every: Duration::from_secs(15),
-            drain_grace: self.drain_grace,
-        };
+        let options =
+            ServerOptions { max_message: 4 << 20, ping_every: Duration::from_secs(15), drain_grace: self.drain_grace };
         let task = tokio::spawn({
             let engine = engine.clone();
             async move {
@@ -414,6 +412,7 @@ impl Worker {
                 job_id: job.id.clone(),
                 lease_token: job.lease_token.clone(),
                 result: result.to_vec(),
+                ..Default::default()
             })
             .await
             .map(|_| ())
@@ -446,4 +445,162 @@ pub async fn info(client: &mut Client, job_id: &str) -> proto::JobInfo {
         .into_inner()
         .job
         .expect("job info")
+}
+
+// Helpers of the cluster, CLI, embedded and client tests.
+
+impl ServerBuilder {
+    /// Talks to Redis through `url` instead of the test Redis's own (e.g. as another ACL user).
+    pub fn redis_url(mut self, url: &str) -> Self {
+        self.url = url.to_owned();
+        self
+    }
+
+    /// How long a graceful stop keeps accepting acks (default here: 200 ms).
+    pub fn drain_grace(mut self, grace: Duration) -> Self {
+        self.drain_grace = grace;
+        self
+    }
+}
+
+impl Process {
+    /// Starts the binary off the async runtime: `start` blocks until the address is printed,
+    /// which must not stall the workers and producers of the test meanwhile.
+    pub async fn start_async(args: Vec<String>) -> Self {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            Self::start(&args)
+        })
+        .await
+        .expect("start task")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the process to exit, at most `limit`, without blocking the runtime.
+    pub async fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "jobwire (pid {}) did not exit within {limit:?}",
+                self.child.id()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Worker {
+    /// A worker stream on any server address (e.g. a `Process`).
+    pub async fn open_at(addr: std::net::SocketAddr, queues: &[&str], credit: u32) -> Self {
+        let mut client = QueueServiceClient::connect(format!("http://{addr}")).await.expect("connect");
+        let stream = client
+            .get_job(proto::GetJobRequest {
+                worker_id: "test-worker".into(),
+                labels: Default::default(),
+                queues: queues.iter().map(|q| q.to_string()).collect(),
+                max_in_flight: credit,
+            })
+            .await
+            .expect("get_job")
+            .into_inner();
+        Self { stream, client }
+    }
+}
+
+/// The invariant violations of a queue, read through a store of its own: for servers that run
+/// as processes.
+pub async fn invariant_problems(url: &str, prefix: &str, queue: &str) -> Vec<String> {
+    let store = Store::new(&StoreConfig {
+        url: url.to_owned(),
+        prefix: prefix.to_owned(),
+        pool_size: 1,
+        timeout: Duration::from_secs(2),
+        retention: retention(),
+    })
+    .expect("store");
+    store.check_invariants(queue).await.expect("invariant check runs")
+}
+
+/// Asserts a queue's invariants through a store of its own: for servers that run as processes.
+pub async fn assert_invariants_at(url: &str, prefix: &str, queue: &str) {
+    let problems = invariant_problems(url, prefix, queue).await;
+    assert!(problems.is_empty(), "invariants broken in {queue}: {problems:#?}");
+}
+
+/// The `jobwire` binary as a one-shot command (client commands, refused starts); killed if the
+/// test drops it.
+pub fn jobwire_command(args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_jobwire"));
+    cmd.args(args).env("JOBWIRE_LOG", "info").stdin(Stdio::null()).kill_on_drop(true);
+    cmd
+}
+
+/// What a finished command printed, and how it ended.
+pub struct Ran {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs a command to its end, at most `limit`.
+pub async fn run_command(mut cmd: tokio::process::Command, limit: Duration) -> Ran {
+    let output = tokio::time::timeout(limit, cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("{cmd:?} did not finish within {limit:?}"))
+        .expect("the command runs");
+    Ran {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Runs `jobwire <args>` to its end, at most `limit`.
+pub async fn run_jobwire(args: &[&str], limit: Duration) -> Ran {
+    run_command(jobwire_command(args), limit).await
+}
+
+/// The live children of `pid` with their command lines (from /proc).
+pub fn children_of(pid: u32) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces, so parse after its closing paren.
+        let mut rest = stat.rsplit_once(')').map_or("", |(_, r)| r).split_whitespace();
+        let (state, ppid) = (rest.next(), rest.next().and_then(|p| p.parse::<u32>().ok()));
+        if ppid == Some(pid) && state != Some("Z") {
+            let cmdline = std::fs::read(format!("/proc/{child}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            found.push((child, cmdline.trim().to_owned()));
+        }
+    }
+    found
+}
+
+/// Whether `pid` runs. A zombie (exited, not yet reaped by whoever adopted it) does not.
+pub fn is_running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => false,
+        Ok(stat) => {
+            let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+            !matches!(state, Some("Z") | Some("X"))
+        }
+    }
+}
+
+/// Test logs for tests without an in-process server (which sets them up itself).
+pub fn init_test_tracing() {
+    init_tracing();
 }

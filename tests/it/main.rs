@@ -3,8 +3,15 @@
 
 mod harness;
 
+mod admin;
 mod admission;
+mod cli;
+mod client;
+mod cluster;
 mod delivery;
+mod embedded;
+mod events;
 mod lifecycle;
 mod resilience;
 mod retries;
+mod sessions;

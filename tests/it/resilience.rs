@@ -108,11 +108,8 @@ async fn jobs_of_a_killed_instance_come_back_through_another_after_the_ttl() {
     assert_eq!(delivered.id, id);
     doomed.signal(libc::SIGKILL);
 
-    let survivor = ServerBuilder::new(&redis)
-        .prefix(&prefix)
-        .settings(|s| s.lease_ttl = Duration::from_secs(1))
-        .start()
-        .await;
+    let survivor =
+        ServerBuilder::new(&redis).prefix(&prefix).settings(|s| s.lease_ttl = Duration::from_secs(1)).start().await;
     let killed_at = Instant::now();
     let mut worker = Worker::open(&survivor, &["q"], 1).await;
     let again = worker.next_job(Duration::from_secs(10)).await.expect("the job comes back");
@@ -125,6 +122,7 @@ async fn jobs_of_a_killed_instance_come_back_through_another_after_the_ttl() {
             job_id: delivered.id.clone(),
             lease_token: delivered.lease_token.clone(),
             result: Vec::new(),
+            ..Default::default()
         })
         .await
         .expect_err("the dead instance's lease is fenced off");
@@ -144,8 +142,12 @@ async fn health_follows_redis_and_reflection_lists_every_service() {
         server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
     };
     let mut reflection = ServerReflectionClient::new(server.channel().await);
-    let request = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
-    let mut responses = reflection.server_reflection_info(futures::stream::iter([request])).await.expect("reflection").into_inner();
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses =
+        reflection.server_reflection_info(futures::stream::iter([request])).await.expect("reflection").into_inner();
     let response = responses.message().await.expect("answer").expect("one answer");
     let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
         panic!("unexpected reflection answer {response:?}");
@@ -164,7 +166,8 @@ async fn health_follows_redis_and_reflection_lists_every_service() {
         host: String::new(),
         message_request: Some(AlphaMessage::FileContainingSymbol("jobwire.v1.QueueService".into())),
     };
-    let mut responses = alpha.server_reflection_info(futures::stream::iter([request])).await.expect("v1alpha").into_inner();
+    let mut responses =
+        alpha.server_reflection_info(futures::stream::iter([request])).await.expect("v1alpha").into_inner();
     assert!(responses.message().await.expect("answer").is_some());
 }
 

@@ -1,27 +1,53 @@
 -- complete: acknowledges a batch of finished attempts; each entry is checked and applied on its
 -- own, so one stale token does not hold back the others.
 -- KEYS: the queue keys (lib.lua).
--- ARGV[7..] triples {ULID, lease token, result}.
--- Returns one code per triple: 1 completed, 0 unknown job, -1 stale token (nothing changed).
+-- ARGV[8..] entries of six: {ULID, lease token, result, has new session state (1/0),
+--                           new session state, expected session version or -1}.
+-- Returns one code per entry:
+--    1 completed                  0 unknown job             -1 stale token (nothing changed)
+--    2 accepted, but the job had been cancelled, so it ends cancelled
+--   -2 session version mismatch: nothing written, the job stays leased
+--   -3 the job's session was deleted: the job ends cancelled, its state is not written
+--   -4 a new session state for a job outside any session: nothing written
 -- With a completed cap or window of 0, results are not retained and the record goes at once.
 local now = now_ms()
 local codes = {}
-for i = 7, #ARGV, 3 do
+for i = 8, #ARGV, 6 do
   local ulid, token, result = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local has_state, state, expected = ARGV[i + 3] == '1', ARGV[i + 4], tonumber(ARGV[i + 5])
   local code, started, attempt = check_lease(ulid, token)
   if code == 1 then
-    drop_lease(ulid)
-    if COMPLETED_CAP <= 0 or COMPLETED_MS <= 0 then
-      redis.call('HDEL', KEYS[K_JOBS], ulid)
+    local rec = load(ulid)
+    local name = session_name(rec)
+    local meta = name and load_session(name)
+    rec[R_ATTEMPTS] = attempt
+    rec[R_STARTED] = started
+    if has_state and not name then
+      code = -4
+    elseif has_state and meta and expected >= 0 and meta[M_VERSION] ~= expected then
+      code = -2
+    elseif rec[R_CANCEL] or (name and not meta) then
+      code = (name and not meta) and -3 or 2
+      drop_lease(ulid)
+      make_cancelled(ulid, rec, now, 'active')
     else
-      local rec = load(ulid)
+      drop_lease(ulid)
+      if has_state then
+        redis.call('HSET', KEYS[K_SESSION_STATE], name, state)
+        meta[M_VERSION] = meta[M_VERSION] + 1
+        save_session(name, meta, now)
+      end
       rec[R_STATE] = S_COMPLETED
-      rec[R_ATTEMPTS] = attempt
-      rec[R_STARTED] = started
       rec[R_FINISHED] = now
       rec[R_RESULT] = result
-      save(ulid, rec)
-      redis.call('ZADD', KEYS[K_COMPLETED], now, ulid)
+      if COMPLETED_CAP <= 0 or COMPLETED_MS <= 0 then
+        redis.call('HDEL', KEYS[K_JOBS], ulid)
+      else
+        save(ulid, rec)
+        redis.call('ZADD', KEYS[K_COMPLETED], now, ulid)
+      end
+      emit(E_COMPLETED, ulid, attempt)
+      session_moved(rec, now, false, true, false, false)
     end
   end
   codes[#codes + 1] = code

@@ -3,15 +3,16 @@
 --   2. delayed and retrying jobs that are due become ready (at the tail of their priority),
 --   3. unless the queue is paused, up to #tokens ready jobs are leased, highest priority first,
 --      FIFO within a priority; job i gets lease token i,
---   4. retention windows are enforced on completed and dead jobs.
+--   4. retention windows are enforced on completed, cancelled and dead jobs.
 -- KEYS: the queue keys (lib.lua).
--- ARGV[7] a random number in [0, 1) for backoff jitter, ARGV[8..] lease tokens.
+-- ARGV[8] a random number in [0, 1) for backoff jitter, ARGV[9..] lease tokens.
 -- Returns {jobs, revoked, next_wake_ms, now}:
---   jobs    = flat {ULID, record, token, deadline_ms, attempt, ...}
+--   jobs    = flat {ULID, record, token, deadline_ms, attempt, session, state, version, ...}
+--             (session '' and version -1 for a job outside any session)
 --   revoked = flat {ULID, token, ...} of the timed-out leases
 --   next_wake_ms = ms until the next delayed job or deadline is due, or -1 when none is.
 local now = now_ms()
-local rand = tonumber(ARGV[7])
+local rand = tonumber(ARGV[8])
 
 local revoked = {}
 local expired = redis.call('ZRANGEBYSCORE', KEYS[K_DEADLINES], '-inf', now, 'LIMIT', 0, BATCH)
@@ -39,9 +40,8 @@ if #due > 0 then
 end
 
 local jobs = {}
-local wanted = #ARGV - 7
-if wanted > 0 and redis.call('HEXISTS', KEYS[K_META], 'paused') == 0 then
-  local next_token = 8
+if #ARGV > 8 and redis.call('HEXISTS', KEYS[K_META], 'paused') == 0 then
+  local next_token = 9
   for priority = 5, -5, -1 do
     local need = #ARGV - next_token + 1
     if need <= 0 then
@@ -51,19 +51,33 @@ if wanted > 0 and redis.call('HEXISTS', KEYS[K_META], 'paused') == 0 then
     if ids then
       for _, ulid in ipairs(ids) do
         local raw = redis.call('HGET', KEYS[K_JOBS], ulid)
-        if raw then
-          local rec = cmsgpack.unpack(raw)
+        local rec = raw and cmsgpack.unpack(raw)
+        if rec and rec[R_CANCEL] then
+          make_cancelled(ulid, rec, now, 'queued')
+        elseif rec and not session_moved(rec, now, true, false, false, false) then
+          make_cancelled(ulid, rec, now, 'pending')
+        elseif rec then
           local token = ARGV[next_token]
           next_token = next_token + 1
           local attempt = rec[R_ATTEMPTS] + 1
           local deadline = now + rec[R_TIMEOUT]
           redis.call('HSET', KEYS[K_ACTIVE], ulid, token .. '|' .. now .. '|' .. attempt)
           redis.call('ZADD', KEYS[K_DEADLINES], deadline, ulid)
+          emit(E_ACTIVE, ulid, attempt)
+          local name = session_name(rec)
+          local state, version = '', -1
+          if name then
+            state = redis.call('HGET', KEYS[K_SESSION_STATE], name) or ''
+            version = load_session(name)[M_VERSION]
+          end
           jobs[#jobs + 1] = ulid
           jobs[#jobs + 1] = raw
           jobs[#jobs + 1] = token
           jobs[#jobs + 1] = deadline
           jobs[#jobs + 1] = attempt
+          jobs[#jobs + 1] = name or ''
+          jobs[#jobs + 1] = state
+          jobs[#jobs + 1] = version
         end
       end
     end
@@ -71,6 +85,7 @@ if wanted > 0 and redis.call('HEXISTS', KEYS[K_META], 'paused') == 0 then
 end
 
 trim(KEYS[K_COMPLETED], now, COMPLETED_MS, COMPLETED_CAP)
+trim(KEYS[K_CANCELLED], now, COMPLETED_MS, COMPLETED_CAP)
 trim_dead(now)
 
 local next_wake = -1

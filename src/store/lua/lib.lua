@@ -1,25 +1,37 @@
--- Shared prelude, prepended to every state-changing script (see store/scripts.rs).
+-- Shared prelude, prepended to every queue script (see store/scripts.rs).
 --
 -- Every such script receives the same queue keys, all hash-tagged with the queue:
---   KEYS[1] jobs       hash  ULID -> packed job record (msgpack array, fields R_* below)
---   KEYS[2] active     hash  ULID -> lease "token|started_ms|attempt"
---   KEYS[3] deadlines  zset  ULID by the active attempt's deadline (ms)
---   KEYS[4] delayed    zset  ULID by the time it becomes ready (delay, run_at, retry backoff)
---   KEYS[5] completed  zset  ULID by finish time (retained completed jobs)
---   KEYS[6] dead       zset  ULID by finish time (dead-letter set)
---   KEYS[7] meta       hash  paused flag and counters
---   KEYS[8..18]        lists of ready ULIDs, priority 5 (KEYS[8]) down to -5 (KEYS[18])
+--   KEYS[1]  jobs          hash  ULID -> packed job record (msgpack array, fields R_* below)
+--   KEYS[2]  active        hash  ULID -> lease "token|started_ms|attempt"
+--   KEYS[3]  deadlines     zset  ULID by the active attempt's deadline (ms)
+--   KEYS[4]  delayed       zset  ULID by the time it becomes ready (delay, run_at, retry backoff)
+--   KEYS[5]  completed     zset  ULID by finish time (retained completed jobs)
+--   KEYS[6]  dead          zset  ULID by finish time (dead-letter set)
+--   KEYS[7]  meta          hash  paused flag, counters, session sequence
+--   KEYS[8]  events        stream of job transitions (capped)
+--   KEYS[9]  sessions      hash  session name -> packed session meta (S_* below)
+--   KEYS[10] session_state hash  session name -> state JSON
+--   KEYS[11] session_jobs  zset  "name/seq/ULID" (score 0, lexical order = add order): jobs of a
+--                                session not yet released to the ready lists
+--   KEYS[12] session_ttl   zset  session name by expiry time
+--   KEYS[13] cancelled     zset  ULID by cancel time (retained like completed jobs)
+--   KEYS[14..24]           lists of ready ULIDs, priority 5 (KEYS[14]) down to -5 (KEYS[24])
 -- and the same leading arguments:
 --   ARGV[1] wake channel, ARGV[2] queue name,
 --   ARGV[3] completed retention ms, ARGV[4] completed cap,
---   ARGV[5] dead retention ms, ARGV[6] dead cap.
+--   ARGV[5] dead retention ms, ARGV[6] dead cap, ARGV[7] events kept.
 -- Time is the Redis server's own clock (TIME), the one clock of every queue.
 
 local R_STATE, R_TYPE, R_PAYLOAD, R_HEADERS, R_PRIORITY, R_MAX_ATTEMPTS = 1, 2, 3, 4, 5, 6
 local R_ATTEMPTS, R_LOST, R_CREATED, R_READY_AT, R_BACKOFF, R_TIMEOUT = 7, 8, 9, 10, 11, 12
 local R_IDEM, R_STARTED, R_FINISHED, R_ERROR, R_RESULT, R_RUN_AT = 13, 14, 15, 16, 17, 18
+local R_SESSION, R_CANCEL, R_PROGRESS = 19, 20, 21
 
-local S_WAITING, S_DELAYED, S_RETRYING, S_COMPLETED, S_DEAD = 1, 2, 4, 5, 6
+local S_WAITING, S_DELAYED, S_RETRYING, S_COMPLETED, S_DEAD, S_CANCELLED = 1, 2, 4, 5, 6, 7
+
+-- Session meta: version, created, updated, ttl ms, max concurrency, started (active) jobs,
+-- queued jobs (released to the queue, not yet started).
+local M_VERSION, M_CREATED, M_UPDATED, M_TTL, M_MAXC, M_STARTED, M_QUEUED = 1, 2, 3, 4, 5, 6, 7
 
 -- Exponential, base 1 s, factor 2, max 1 h, jitter 0.5: used when a record stores no backoff.
 local DEFAULT_BACKOFF = { 1, 1000, 2, 3600000, 0.5 }
@@ -28,8 +40,14 @@ local BACKOFF_FIXED = 2
 local BATCH = 100
 
 local K_JOBS, K_ACTIVE, K_DEADLINES, K_DELAYED, K_COMPLETED, K_DEAD, K_META = 1, 2, 3, 4, 5, 6, 7
+local K_EVENTS, K_SESSIONS, K_SESSION_STATE, K_SESSION_JOBS, K_SESSION_TTL, K_CANCELLED = 8, 9, 10, 11, 12, 13
 local COMPLETED_MS, COMPLETED_CAP = tonumber(ARGV[3]), tonumber(ARGV[4])
 local DEAD_MS, DEAD_CAP = tonumber(ARGV[5]), tonumber(ARGV[6])
+local EVENTS_MAX = tonumber(ARGV[7])
+
+-- Event kinds, as in the proto's JobEventType.
+local E_WAITING, E_DELAYED, E_ACTIVE, E_PROGRESS, E_RETRYING = 1, 2, 3, 4, 5
+local E_COMPLETED, E_DEAD, E_CANCELLED = 6, 7, 8
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -37,7 +55,13 @@ local function now_ms()
 end
 
 local function ready_key(priority)
-  return KEYS[13 - priority]
+  return KEYS[19 - priority]
+end
+
+-- Appends one transition to the queue's event stream (capped, approximately, at EVENTS_MAX).
+local function emit(kind, ulid, attempt, err, run_at, progress)
+  redis.call('XADD', KEYS[K_EVENTS], 'MAXLEN', '~', EVENTS_MAX, '*',
+    'k', kind, 'j', ulid, 'a', attempt or 0, 'e', err or '', 'r', run_at or 0, 'p', progress or '')
 end
 
 local function wake()
@@ -105,6 +129,7 @@ local function make_ready(ulid, rec, now, at_head)
   if len == 1 then
     wake()
   end
+  emit(E_WAITING, ulid, rec[R_ATTEMPTS])
 end
 
 -- Schedules a job for `at`; wakes dispatchers when it is now the earliest, so their timers move.
@@ -116,6 +141,104 @@ local function make_delayed(ulid, rec, at, state)
   if redis.call('ZRANK', KEYS[K_DELAYED], ulid) == 0 then
     wake()
   end
+  emit(state == S_RETRYING and E_RETRYING or E_DELAYED, ulid, rec[R_ATTEMPTS], rec[R_ERROR] or '', at)
+end
+
+------------------------------------------------------------------------------------------------
+-- Sessions. A session's jobs wait in session_jobs in add order and are released to the queue
+-- one at a time: a job is released only while no earlier released job of the session is still
+-- waiting to start, and fewer than max_concurrency are running. So jobs start in add order, and
+-- a session with a huge backlog holds at most one ready job, which keeps dispatch fair across
+-- sessions. A released job that is delayed or retrying keeps its place, holding back the rest.
+
+local function session_name(rec)
+  local member = rec[R_SESSION]
+  return member and string.match(member, '^([^/]+)/')
+end
+
+local function load_session(name)
+  local raw = redis.call('HGET', KEYS[K_SESSIONS], name)
+  return raw and cmsgpack.unpack(raw)
+end
+
+local function save_session(name, meta, now)
+  meta[M_UPDATED] = now
+  redis.call('HSET', KEYS[K_SESSIONS], name, cmsgpack.pack(meta))
+  redis.call('ZADD', KEYS[K_SESSION_TTL], now + meta[M_TTL], name)
+end
+
+local function session_head(name)
+  local head = redis.call('ZRANGEBYLEX', KEYS[K_SESSION_JOBS], '[' .. name .. '/', '[' .. name .. '/\255', 'LIMIT', 0, 1)
+  return head[1]
+end
+
+-- Releases the session's next job when the session has room for it. Returns nothing.
+local function session_pump(name, meta, now)
+  if meta[M_QUEUED] > 0 or meta[M_STARTED] >= meta[M_MAXC] then
+    return
+  end
+  local member = session_head(name)
+  if not member then
+    return
+  end
+  redis.call('ZREM', KEYS[K_SESSION_JOBS], member)
+  local ulid = string.match(member, '/([^/]+)$')
+  local rec = load(ulid)
+  if not rec then
+    return
+  end
+  meta[M_QUEUED] = meta[M_QUEUED] + 1
+  if rec[R_RUN_AT] and rec[R_RUN_AT] > now then
+    make_delayed(ulid, rec, rec[R_RUN_AT], S_DELAYED)
+  else
+    make_ready(ulid, rec, now, false)
+  end
+end
+
+-- Moves a session's counters when one of its jobs changes phase:
+-- started (+1 started, -1 queued), stopped (-1 started; requeued: +1 queued) or
+-- dropped (a queued job left: -1 queued). Returns false when the session is gone.
+local function session_moved(rec, now, started, stopped, requeued, dropped)
+  local name = session_name(rec)
+  if not name then
+    return true
+  end
+  local meta = load_session(name)
+  if not meta then
+    return false
+  end
+  if started then
+    meta[M_QUEUED] = math.max(0, meta[M_QUEUED] - 1)
+    meta[M_STARTED] = meta[M_STARTED] + 1
+  end
+  if stopped then
+    meta[M_STARTED] = math.max(0, meta[M_STARTED] - 1)
+  end
+  if requeued then
+    meta[M_QUEUED] = meta[M_QUEUED] + 1
+  end
+  if dropped then
+    meta[M_QUEUED] = math.max(0, meta[M_QUEUED] - 1)
+  end
+  session_pump(name, meta, now)
+  save_session(name, meta, now)
+  return true
+end
+
+-- A job ends cancelled: kept like a completed job, and its session (if any) moves on.
+-- `phase` says where it was: 'active', 'queued' (released by its session, not started) or
+-- 'pending' (still waiting inside its session, which counts nothing for it).
+local function make_cancelled(ulid, rec, now, phase)
+  rec[R_STATE] = S_CANCELLED
+  rec[R_FINISHED] = now
+  rec[R_CANCEL] = true
+  save(ulid, rec)
+  redis.call('ZADD', KEYS[K_CANCELLED], now, ulid)
+  trim(KEYS[K_CANCELLED], now, COMPLETED_MS, COMPLETED_CAP)
+  emit(E_CANCELLED, ulid, rec[R_ATTEMPTS])
+  if phase ~= 'pending' then
+    session_moved(rec, now, false, phase == 'active', false, phase == 'queued')
+  end
 end
 
 local function make_dead(ulid, rec, now)
@@ -124,6 +247,24 @@ local function make_dead(ulid, rec, now)
   save(ulid, rec)
   redis.call('ZADD', KEYS[K_DEAD], now, ulid)
   trim_dead(now)
+  emit(E_DEAD, ulid, rec[R_ATTEMPTS], rec[R_ERROR] or '')
+  session_moved(rec, now, false, true, false, false)
+end
+
+-- A job goes back to its queue without having finished: ready (or retrying), unless it was
+-- cancelled meanwhile or its session is gone, in which case it ends cancelled.
+local function back_to_queue(ulid, rec, now, at_head, retry_at)
+  if rec[R_CANCEL] or (session_name(rec) and not load_session(session_name(rec))) then
+    make_cancelled(ulid, rec, now, 'active')
+    return S_CANCELLED
+  end
+  session_moved(rec, now, false, true, true, false)
+  if retry_at and retry_at > now then
+    make_delayed(ulid, rec, retry_at, S_RETRYING)
+    return S_RETRYING
+  end
+  make_ready(ulid, rec, now, at_head)
+  return S_WAITING
 end
 
 local function backoff_ms(rec, attempt, rand)
@@ -142,6 +283,10 @@ local function attempt_failed(ulid, rec, started, attempt, err, retryable, retry
   rec[R_ATTEMPTS] = attempt
   rec[R_STARTED] = started
   rec[R_ERROR] = err
+  if rec[R_CANCEL] then
+    make_cancelled(ulid, rec, now, 'active')
+    return S_CANCELLED, 0
+  end
   if not retryable or attempt >= rec[R_MAX_ATTEMPTS] then
     make_dead(ulid, rec, now)
     return S_DEAD, 0
@@ -150,12 +295,8 @@ local function attempt_failed(ulid, rec, started, attempt, err, retryable, retry
   if wait < 0 then
     wait = backoff_ms(rec, attempt, rand)
   end
-  if wait <= 0 then
-    make_ready(ulid, rec, now, false)
-    return S_WAITING, now
-  end
-  make_delayed(ulid, rec, now + wait, S_RETRYING)
-  return S_RETRYING, now + wait
+  local state = back_to_queue(ulid, rec, now, false, now + wait)
+  return state, state == S_RETRYING and now + wait or now
 end
 
 -- Checks a caller's lease. Returns 1 and the lease fields when `token` holds the job; otherwise

@@ -1,14 +1,14 @@
 -- reap: returns the leases held by dead jobwire instances to the head of their priority.
 -- Not a lost delivery: the worker may well be fine; its instance is not.
 -- KEYS: the queue keys (lib.lua).
--- ARGV[7] HSCAN cursor over the active hash, ARGV[8] HSCAN COUNT, ARGV[9..] dead instance ids.
+-- ARGV[8] HSCAN cursor over the active hash, ARGV[9] HSCAN COUNT, ARGV[10..] dead instance ids.
 -- Returns {next cursor ("0" when the scan is complete), leases returned}.
 local now = now_ms()
 local dead = {}
-for i = 9, #ARGV do
+for i = 10, #ARGV do
   dead[ARGV[i]] = true
 end
-local scan = redis.call('HSCAN', KEYS[K_ACTIVE], ARGV[7], 'COUNT', ARGV[8])
+local scan = redis.call('HSCAN', KEYS[K_ACTIVE], ARGV[8], 'COUNT', ARGV[9])
 local entries, moved = scan[2], 0
 for i = 1, #entries, 2 do
   local ulid, token = entries[i], parse_lease(entries[i + 1])
@@ -17,7 +17,7 @@ for i = 1, #entries, 2 do
     drop_lease(ulid)
     local rec = load(ulid)
     if rec then
-      make_ready(ulid, rec, now, true)
+      back_to_queue(ulid, rec, now, true)
     end
     moved = moved + 1
   end

@@ -1,7 +1,9 @@
 -- stats: one consistent snapshot of a queue's figures. Read-only.
 -- KEYS: the queue keys (lib.lua).
 -- Returns {waiting, delayed, active, completed, dead, dead_evicted, paused (1/0),
---          oldest ready-since ms or -1, now ms}.
+--          oldest ready-since ms or -1, now ms, cancelled, sessions, session-pending jobs}.
+-- Jobs still pending inside their session count as waiting (or delayed) only once released;
+-- they are reported apart.
 local waiting, oldest = 0, -1
 for priority = 5, -5, -1 do
   local key = ready_key(priority)
@@ -27,4 +29,7 @@ return {
   redis.call('HEXISTS', KEYS[K_META], 'paused'),
   oldest,
   now_ms(),
+  redis.call('ZCARD', KEYS[K_CANCELLED]),
+  redis.call('HLEN', KEYS[K_SESSIONS]),
+  redis.call('ZCARD', KEYS[K_SESSION_JOBS]),
 }

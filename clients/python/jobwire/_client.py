@@ -1,0 +1,398 @@
+"""The producer side (and the unary calls the worker makes): add jobs, read them, await results.
+
+One :class:`Client` owns one ``grpc.aio`` channel (or borrows one given to it). Every call takes
+``timeout`` (seconds for the whole call, retries included; the client's default when omitted) and
+raises :class:`jobwire.Error` subclasses.
+
+Adds are retried on UNAVAILABLE only because each one carries an idempotency key: the caller's,
+or one the client makes per logical add (a UUID), reused by every retry of that add. So a retry
+after a lost answer gets the first job's id back (``duplicate=True``) instead of adding twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import os
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Protocol
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from ._errors import JobDead, error_for, from_rpc_error
+from ._gen.jobwire.v1 import jobwire_pb2 as pb
+from ._gen.jobwire.v1 import jobwire_pb2_grpc as pb_grpc
+from ._retry import NO_RETRY, RetryPolicy, call_unary
+from ._types import (
+    Added,
+    Backoff,
+    JobInfo,
+    JobState,
+    NewJob,
+    QueueStats,
+    Rejected,
+    Seconds,
+    encode,
+    from_timestamp,
+    status_code,
+    to_duration,
+    to_seconds,
+)
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+"""Where the client connects when neither ``target`` nor ``JOBWIRE_TARGET`` says otherwise."""
+
+SERVICE_NAME = "jobwire.v1.QueueService"
+
+MAX_BATCH = 1000
+"""The most jobs one AddJobs call takes; ``add_many`` splits longer lists."""
+
+_UNSET: Any = object()
+
+
+class ServingStatus(enum.IntEnum):
+    """``grpc.health.v1.HealthCheckResponse.ServingStatus``."""
+
+    UNKNOWN = 0
+    SERVING = 1
+    NOT_SERVING = 2
+    SERVICE_UNKNOWN = 3
+
+
+def default_target() -> str:
+    return os.environ.get("JOBWIRE_TARGET") or DEFAULT_TARGET
+
+
+def open_channel(
+    target: str,
+    credentials: grpc.ChannelCredentials | None,
+    options: Sequence[tuple[str, Any]],
+    interceptors: Sequence[grpc.aio.ClientInterceptor] | None,
+) -> grpc.aio.Channel:
+    if credentials is None:
+        return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
+    return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)
+
+
+class ResultWatcher(Protocol):
+    """How :meth:`Client.wait` learns that a job finished. Today it polls GetJobInfo
+    (:class:`PollingWatcher`); a streaming WatchJob RPC can replace it without changing
+    :meth:`Client.wait`."""
+
+    async def finished(self, job_id: str, deadline: float | None) -> JobInfo:
+        """The job once COMPLETED or DEAD; ``TimeoutError`` at ``deadline`` (monotonic)."""
+        ...
+
+
+class PollingWatcher:
+    """Reads the job every ``first`` seconds at first, backing off to every ``max`` seconds, so a
+    short job is seen quickly and a long one does not cost many calls."""
+
+    def __init__(self, client: Client, *, first: float = 0.05, max: float = 1.0) -> None:
+        self._client = client
+        self._first = first
+        self._max = max
+
+    async def finished(self, job_id: str, deadline: float | None) -> JobInfo:
+        interval = self._first
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(f"job {job_id} did not finish in time")
+            call_timeout = self._client.timeout
+            if remaining is not None:
+                call_timeout = remaining if call_timeout is None else min(call_timeout, remaining)
+            info = await self._client.get(job_id, timeout=call_timeout)
+            if info.state.finished or info.finished_at is not None:
+                return info  # (finished_at also ends the wait on a state newer than this client)
+            pause = interval
+            if deadline is not None:
+                pause = min(pause, max(deadline - time.monotonic(), 0.0))
+            await asyncio.sleep(pause)
+            interval = min(interval * 1.5, self._max)
+
+
+class Client:
+    """A connection to jobwire for producers (and the worker's acks).
+
+    >>> async with jobwire.Client("127.0.0.1:50051") as client:
+    ...     added = await client.add("emails", "welcome", payload={"to": "ada@example.com"})
+    ...     info = await client.wait(added.id, timeout=30)
+
+    ``target``: ``host:port`` (default ``$JOBWIRE_TARGET``, else ``127.0.0.1:50051``), or pass an
+    existing ``channel`` (the client then does not close it). ``credentials`` switch to TLS.
+    ``timeout``: the default of every call's ``timeout`` (``None``: no deadline). ``retry``: how
+    UNAVAILABLE is retried. ``metadata``: sent with every call (e.g. an authorization header).
+    ``auto_idempotency_key``: make a key per add when none is given (on by default; off means an
+    add without a key is never retried).
+    """
+
+    def __init__(
+        self,
+        target: str | None = None,
+        *,
+        channel: grpc.aio.Channel | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        options: Sequence[tuple[str, Any]] = (),
+        interceptors: Sequence[grpc.aio.ClientInterceptor] | None = None,
+        timeout: float | None = 10.0,
+        retry: RetryPolicy = RetryPolicy(),
+        metadata: Sequence[tuple[str, str]] = (),
+        auto_idempotency_key: bool = True,
+    ) -> None:
+        if channel is not None and (target or credentials or options or interceptors):
+            raise ValueError("give either channel or target/credentials/options/interceptors")
+        self.target = target or default_target()
+        self._owns_channel = channel is None
+        self.channel: grpc.aio.Channel = channel or open_channel(
+            self.target, credentials, options, interceptors
+        )
+        self.stub = pb_grpc.QueueServiceStub(self.channel)
+        """The generated stub, for anything this class does not wrap."""
+        self.timeout = timeout
+        self.retry = retry
+        self.metadata = grpc.aio.Metadata(*metadata) if metadata else None
+        self.auto_idempotency_key = auto_idempotency_key
+        self.watcher: ResultWatcher = PollingWatcher(self)
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Closes the channel if this client opened it."""
+        if self._owns_channel:
+            await self.channel.close()
+
+    def _timeout(self, timeout: float | None) -> float | None:
+        return self.timeout if timeout is _UNSET else timeout
+
+    def _key(self, given: str | None) -> str | None:
+        if given:
+            return given
+        return uuid.uuid4().hex if self.auto_idempotency_key else None
+
+    # ---- producing ----------------------------------------------------------------------------
+
+    async def add(
+        self,
+        queue: str,
+        type: str,
+        payload: object = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        priority: int = 0,
+        delay: Seconds | None = None,
+        run_at: datetime | None = None,
+        max_attempts: int | None = None,
+        backoff: Backoff | None = None,
+        attempt_timeout: Seconds | None = None,
+        idempotency_key: str | None = None,
+        timeout: float | None = _UNSET,
+    ) -> Added:
+        """Adds one job to ``queue`` for handlers of ``type``; see :class:`jobwire.NewJob` for
+        the fields. Returns its id (``duplicate=True`` when the idempotency key was seen)."""
+        job = NewJob(
+            queue=queue,
+            type=type,
+            payload=payload,
+            headers=headers,
+            priority=priority,
+            delay=delay,
+            run_at=run_at,
+            max_attempts=max_attempts,
+            backoff=backoff,
+            attempt_timeout=attempt_timeout,
+            idempotency_key=idempotency_key,
+        )
+        key = self._key(job.idempotency_key)
+        response = await call_unary(
+            self.stub.AddJob,
+            job.to_proto(key),
+            timeout=self._timeout(timeout),
+            retry=self.retry if key else NO_RETRY,
+            metadata=self.metadata,
+        )
+        return Added(id=response.job_id, duplicate=response.duplicate)
+
+    async def add_many(
+        self, jobs: Iterable[NewJob], *, timeout: float | None = _UNSET
+    ) -> list[Added | Rejected]:
+        """Adds many jobs, up to 1,000 per AddJobs call. Returns one outcome per job, in order:
+        :class:`Added`, or :class:`Rejected` for an entry the server refused (the others are still
+        added). ``timeout`` applies to each AddJobs call."""
+        requests: list[pb.AddJobRequest] = []
+        retryable = True
+        for job in jobs:
+            key = self._key(job.idempotency_key)
+            retryable = retryable and key is not None
+            requests.append(job.to_proto(key))
+        outcomes: list[Added | Rejected] = []
+        for start in range(0, len(requests), MAX_BATCH):
+            chunk = requests[start : start + MAX_BATCH]
+            response = await call_unary(
+                self.stub.AddJobs,
+                pb.AddJobsRequest(jobs=chunk),
+                timeout=self._timeout(timeout),
+                retry=self.retry if retryable else NO_RETRY,
+                metadata=self.metadata,
+            )
+            for i, result in enumerate(response.results):
+                if result.code == 0:
+                    outcomes.append(Added(id=result.job_id, duplicate=result.duplicate))
+                else:
+                    error = error_for(status_code(result.code), result.message)
+                    outcomes.append(Rejected(index=start + i, error=error))
+        return outcomes
+
+    # ---- reading ------------------------------------------------------------------------------
+
+    async def get(self, job_id: str, *, timeout: float | None = _UNSET) -> JobInfo:
+        """Reads one job (``NotFound`` when unknown or no longer retained)."""
+        response = await call_unary(
+            self.stub.GetJobInfo,
+            pb.GetJobInfoRequest(job_id=job_id),
+            timeout=self._timeout(timeout),
+            retry=self.retry,
+            metadata=self.metadata,
+        )
+        return JobInfo.from_proto(response.job)
+
+    async def wait(self, job_id: str, *, timeout: float | None = None) -> JobInfo:
+        """Waits until the job finishes and returns it: its ``result`` (bytes) and
+        ``result_json()``. Raises :class:`jobwire.JobDead` when it ended without completing
+        (dead), ``TimeoutError`` after ``timeout`` seconds (``None``: as long as it takes)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        info = await self.watcher.finished(job_id, deadline)
+        if info.state is not JobState.COMPLETED:
+            raise JobDead(info)
+        return info
+
+    async def stats(self, queue: str, *, timeout: float | None = _UNSET) -> QueueStats:
+        """Counts of one queue (an unknown queue reads as zeros)."""
+        response = await call_unary(
+            self.stub.Stats,
+            pb.StatsRequest(queue=queue),
+            timeout=self._timeout(timeout),
+            retry=self.retry,
+            metadata=self.metadata,
+        )
+        return QueueStats.from_proto(response.stats)
+
+    async def list_queues(self, *, timeout: float | None = _UNSET) -> list[QueueStats]:
+        """Every queue that ever had a job, sorted by name."""
+        response = await call_unary(
+            self.stub.ListQueues,
+            pb.ListQueuesRequest(),
+            timeout=self._timeout(timeout),
+            retry=self.retry,
+            metadata=self.metadata,
+        )
+        return [QueueStats.from_proto(q) for q in response.queues]
+
+    async def health(
+        self, service: str = SERVICE_NAME, *, timeout: float | None = _UNSET
+    ) -> ServingStatus:
+        """The standard gRPC health check (grpcio-health-checking): a :class:`ServingStatus`
+        value. jobwire reports SERVING while its Redis answers. ``service=""`` asks about the
+        server as a whole. Not retried: it tells how things are now."""
+        stub: Any = health_pb2_grpc.HealthStub(self.channel)
+        timeout = self._timeout(timeout)
+        try:
+            response = await stub.Check(
+                health_pb2.HealthCheckRequest(service=service),
+                timeout=timeout,
+                metadata=self.metadata,
+            )
+        except grpc.aio.AioRpcError as e:
+            raise from_rpc_error(e) from e
+        try:
+            return ServingStatus(response.status)
+        except ValueError:
+            return ServingStatus.UNKNOWN
+
+    # ---- acknowledging (used by the worker; for custom workers) -----------------------------
+
+    async def complete(
+        self,
+        job_id: str,
+        lease_token: str,
+        result: object = None,
+        *,
+        timeout: float | None = _UNSET,
+    ) -> None:
+        """Marks a delivered job done with ``result`` (bytes as is, else JSON)."""
+        await call_unary(
+            self.stub.CompleteJob,
+            pb.CompleteJobRequest(job_id=job_id, lease_token=lease_token, result=encode(result)),
+            timeout=self._timeout(timeout),
+            retry=self.retry,
+            metadata=self.metadata,
+        )
+
+    async def fail(
+        self,
+        job_id: str,
+        lease_token: str,
+        error: str,
+        *,
+        retryable: bool = True,
+        retry_after: Seconds | None = None,
+        timeout: float | None = _UNSET,
+    ) -> JobState:
+        """Reports a failed attempt; returns the job's new state (RETRYING, WAITING or DEAD)."""
+        request = pb.FailJobRequest(
+            job_id=job_id, lease_token=lease_token, error=error, retryable=retryable
+        )
+        if retry_after is not None:
+            request.retry_after.CopyFrom(to_duration(retry_after, "retry_after"))
+        response = await call_unary(
+            self.stub.FailJob,
+            request,
+            timeout=self._timeout(timeout),
+            retry=self.retry,
+            metadata=self.metadata,
+        )
+        return JobState.of(response.state)
+
+    async def return_job(
+        self, job_id: str, lease_token: str, *, timeout: float | None = _UNSET
+    ) -> None:
+        """Hands a delivered job back unprocessed, to the head of its queue: neither a failed
+        attempt nor a lost delivery (for a worker that will not start it)."""
+        await call_unary(
+            self.stub.ReturnJob,
+            pb.ReturnJobRequest(job_id=job_id, lease_token=lease_token),
+            timeout=self._timeout(timeout),
+            retry=self.retry,
+            metadata=self.metadata,
+        )
+
+    async def extend(
+        self, job_id: str, lease_token: str, by: Seconds, *, timeout: float | None = _UNSET
+    ) -> datetime:
+        """Moves the attempt's deadline to now + ``by``; returns the new deadline."""
+        if to_seconds(by) <= 0:
+            raise ValueError("extend: by must be positive")
+        response = await call_unary(
+            self.stub.ExtendLease,
+            pb.ExtendLeaseRequest(
+                job_id=job_id, lease_token=lease_token, extend_by=to_duration(by, "by")
+            ),
+            timeout=self._timeout(timeout),
+            retry=self.retry,
+            metadata=self.metadata,
+        )
+        return from_timestamp(response.deadline)

@@ -1,0 +1,374 @@
+//! Job events: every transition is appended to the queue's capped Redis stream by the same
+//! script that makes it, so events are exactly as ordered and as durable as the transitions.
+//!
+//! Per queue with followers here, one tailer task reads the stream with a blocking read on a
+//! connection of its own and fans events out to local followers (WatchJob, Subscribe) through
+//! a broadcast channel: followers cost memory, not Redis connections. A follower first joins the
+//! broadcast, then reads what it needs from the stream (a job snapshot, or a resume range), and
+//! skips broadcast events it has already seen: nothing falls between the two.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Weak},
+    time::{Duration, SystemTime},
+};
+
+use tokio::sync::{Mutex, broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::{Engine, Error, JobId, JobState, JobView, Result, from_ms, validate_queue};
+use crate::store::{StoredEvent, event_order};
+
+const BLOCK: Duration = Duration::from_millis(1_000);
+const BROADCAST_CAPACITY: usize = 4_096;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Waiting,
+    Delayed,
+    Active,
+    Progress,
+    Retrying,
+    Completed,
+    Dead,
+    Cancelled,
+}
+
+impl EventKind {
+    fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            1 => EventKind::Waiting,
+            2 => EventKind::Delayed,
+            3 => EventKind::Active,
+            4 => EventKind::Progress,
+            5 => EventKind::Retrying,
+            6 => EventKind::Completed,
+            7 => EventKind::Dead,
+            8 => EventKind::Cancelled,
+            _ => return None,
+        })
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, EventKind::Completed | EventKind::Dead | EventKind::Cancelled)
+    }
+}
+
+/// One event as callers see it.
+#[derive(Clone, Debug)]
+pub struct EventView {
+    /// Resume point: pass it back to Subscribe to continue after this event.
+    pub cursor: String,
+    pub job_id: JobId,
+    pub kind: EventKind,
+    pub attempt: u32,
+    pub error: String,
+    pub run_at: Option<SystemTime>,
+    pub progress: Vec<u8>,
+    pub time: SystemTime,
+    /// The result, for a completed job followed by WatchJob.
+    pub result: Option<Vec<u8>>,
+}
+
+impl EventView {
+    fn from_stored(queue: &str, e: &StoredEvent) -> Option<Self> {
+        Some(Self {
+            cursor: e.id.clone(),
+            job_id: JobId::new(queue, &e.ulid),
+            kind: EventKind::from_code(e.kind)?,
+            attempt: e.attempt,
+            error: e.error.clone(),
+            run_at: (e.run_at_ms > 0).then(|| from_ms(e.run_at_ms)),
+            progress: e.progress.clone(),
+            time: from_ms(event_order(&e.id).0 as i64),
+            result: None,
+        })
+    }
+
+    /// The event that describes where a job is now (the first message of WatchJob).
+    fn from_view(view: &JobView, cursor: &str) -> Self {
+        let kind = match view.state {
+            JobState::Waiting => EventKind::Waiting,
+            JobState::Delayed => EventKind::Delayed,
+            JobState::Active => EventKind::Active,
+            JobState::Retrying => EventKind::Retrying,
+            JobState::Completed => EventKind::Completed,
+            JobState::Dead => EventKind::Dead,
+            JobState::Cancelled => EventKind::Cancelled,
+        };
+        Self {
+            cursor: cursor.to_owned(),
+            job_id: view.id.clone(),
+            kind,
+            attempt: view.attempts,
+            error: view.last_error.clone().unwrap_or_default(),
+            run_at: view.run_at,
+            progress: view.progress.clone().unwrap_or_default(),
+            time: view.finished_at.or(view.started_at).unwrap_or(view.created_at),
+            result: view.result.clone().filter(|_| kind == EventKind::Completed),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum FeedItem {
+    Event(Arc<StoredEvent>),
+    /// The tailer lost its place (Redis was away and events were trimmed meanwhile).
+    Gap,
+}
+
+struct Tailer {
+    tx: broadcast::Sender<FeedItem>,
+    stop: CancellationToken,
+}
+
+impl Drop for Tailer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// A follower's view of one queue's events; the tailer runs while any feed lives.
+struct Feed {
+    rx: broadcast::Receiver<FeedItem>,
+    _tailer: Arc<Tailer>,
+}
+
+#[derive(Default)]
+pub struct EventHub {
+    tailers: Mutex<HashMap<String, Weak<Tailer>>>,
+}
+
+impl Engine {
+    async fn feed(self: &Arc<Self>, queue: &str) -> Result<Feed> {
+        let mut tailers = self.events.tailers.lock().await;
+        if let Some(tailer) = tailers.get(queue).and_then(Weak::upgrade) {
+            return Ok(Feed { rx: tailer.tx.subscribe(), _tailer: tailer });
+        }
+        let (start, _) = self.store.events_bounds(queue).await?;
+        let (tx, rx) = broadcast::channel(BROADCAST_CAPACITY);
+        let tailer = Arc::new(Tailer { tx: tx.clone(), stop: self.shutdown.child_token() });
+        tailers.retain(|_, t| t.strong_count() > 0);
+        tailers.insert(queue.to_owned(), Arc::downgrade(&tailer));
+        self.tasks.spawn(tail(self.clone(), queue.to_owned(), start, tx, tailer.stop.clone()));
+        Ok(Feed { rx, _tailer: tailer })
+    }
+
+    /// Follows one job: its current state at once, then each transition, ending after a final
+    /// state (completed, dead, cancelled).
+    pub async fn watch(self: &Arc<Self>, job_id: &JobId) -> Result<mpsc::Receiver<Result<EventView>>> {
+        let feed = self.feed(&job_id.queue).await?;
+        let not_found = || Error::NotFound(format!("job_id: job {job_id} does not exist or is no longer retained"));
+        let snapshot = self.store.snapshot(&job_id.queue, &job_id.ulid).await?.ok_or_else(not_found)?;
+        let (tx, rx) = mpsc::channel(64);
+        let engine = self.clone();
+        let job_id = job_id.clone();
+        self.tasks.spawn(async move {
+            // Own the whole feed (its tailer too), not just the receiver the loop reads.
+            let mut feed = feed;
+            let mut last = snapshot.last_event.clone();
+            let view = JobView::new(job_id.clone(), snapshot.record, snapshot.lease);
+            let first = EventView::from_view(&view, &last);
+            let done = first.kind.is_final();
+            if tx.send(Ok(first)).await.is_err() || done {
+                return;
+            }
+            loop {
+                let item = tokio::select! {
+                    _ = engine.shutdown.cancelled() => return,
+                    _ = tx.closed() => return,
+                    item = feed.rx.recv() => item,
+                };
+                let events: Vec<Arc<StoredEvent>> = match item {
+                    Ok(FeedItem::Event(e)) => vec![e],
+                    Ok(FeedItem::Gap) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        match engine.store.events_after(&job_id.queue, &last, 10_000).await {
+                            Ok(events) => events.into_iter().map(Arc::new).collect(),
+                            Err(e) => {
+                                let _ = tx.send(Err(e.into())).await;
+                                return;
+                            }
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                for event in events {
+                    if event.ulid != job_id.ulid || event_order(&event.id) <= event_order(&last) {
+                        continue;
+                    }
+                    last = event.id.clone();
+                    let Some(mut view) = EventView::from_stored(&job_id.queue, &event) else { continue };
+                    if view.kind == EventKind::Completed {
+                        view.result = engine
+                            .store
+                            .info(&job_id.queue, &job_id.ulid)
+                            .await
+                            .ok()
+                            .flatten()
+                            .and_then(|(r, _)| r.result);
+                    }
+                    let done = view.kind.is_final();
+                    if tx.send(Ok(view)).await.is_err() || done {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    /// Every event of a queue after `cursor` (or from now), live, until the caller leaves. A
+    /// cursor older than the oldest kept event is refused: the caller would miss events.
+    pub async fn subscribe(
+        self: &Arc<Self>,
+        queue: &str,
+        cursor: Option<&str>,
+    ) -> Result<mpsc::Receiver<Result<EventView>>> {
+        validate_queue(queue, "queue")?;
+        if let Some(c) = cursor {
+            let valid = c.split_once('-').is_some_and(|(a, b)| a.parse::<u64>().is_ok() && b.parse::<u64>().is_ok());
+            if !valid {
+                return Err(Error::invalid("cursor", "is not a cursor this server issued"));
+            }
+        }
+        let feed = self.feed(queue).await?;
+        let (latest, trimmed) = self.store.events_bounds(queue).await?;
+        let start = cursor.map_or(latest, str::to_owned);
+        check_not_trimmed(&start, trimmed.as_deref())?;
+        let (tx, rx) = mpsc::channel(256);
+        let engine = self.clone();
+        let queue = queue.to_owned();
+        self.tasks.spawn(async move {
+            // Own the whole feed (its tailer too), not just the receiver the loop reads.
+            let mut feed = feed;
+            let mut last = start;
+            if catch_up(&engine, &queue, &mut last, &tx).await.is_err() {
+                return;
+            }
+            loop {
+                let item = tokio::select! {
+                    _ = engine.shutdown.cancelled() => return,
+                    _ = tx.closed() => return,
+                    item = feed.rx.recv() => item,
+                };
+                match item {
+                    Ok(FeedItem::Event(event)) => {
+                        if event_order(&event.id) <= event_order(&last) {
+                            continue;
+                        }
+                        last = event.id.clone();
+                        if let Some(view) = EventView::from_stored(&queue, &event)
+                            && tx.send(Ok(view)).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Ok(FeedItem::Gap) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        if catch_up(&engine, &queue, &mut last, &tx).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(rx)
+    }
+}
+
+/// Refuses a cursor older than the oldest event kept, once events have been trimmed.
+fn check_not_trimmed(cursor: &str, oldest_kept: Option<&str>) -> Result<()> {
+    if let Some(oldest) = oldest_kept
+        && event_order(cursor) < event_order(oldest)
+    {
+        return Err(Error::OutOfRange(format!(
+            "cursor: events after {cursor} were trimmed (the oldest kept is {oldest}); \
+             resubscribe without a cursor and reconcile with GetJobInfo/ListJobs"
+        )));
+    }
+    Ok(())
+}
+
+/// Sends every stored event after `last`; an error has been sent (or the caller left) on Err.
+async fn catch_up(
+    engine: &Engine,
+    queue: &str,
+    last: &mut String,
+    tx: &mpsc::Sender<Result<EventView>>,
+) -> std::result::Result<(), ()> {
+    loop {
+        let read = async {
+            let (_, trimmed) = engine.store.events_bounds(queue).await?;
+            check_not_trimmed(last, trimmed.as_deref())?;
+            Ok::<_, Error>(engine.store.events_after(queue, last, 1_000).await?)
+        };
+        let events = match read.await {
+            Ok(events) => events,
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+                return Err(());
+            }
+        };
+        if events.is_empty() {
+            return Ok(());
+        }
+        for event in events {
+            *last = event.id.clone();
+            if let Some(view) = EventView::from_stored(queue, &event) {
+                tx.send(Ok(view)).await.map_err(|_| ())?;
+            }
+        }
+    }
+}
+
+/// Reads one queue's stream from `start` and broadcasts each event until stopped.
+async fn tail(
+    engine: Arc<Engine>,
+    queue: String,
+    start: String,
+    tx: broadcast::Sender<FeedItem>,
+    stop: CancellationToken,
+) {
+    let mut last = start;
+    let mut wait = Duration::from_millis(100);
+    while !stop.is_cancelled() {
+        let mut conn = tokio::select! {
+            _ = stop.cancelled() => return,
+            c = engine.store.blocking_connection(BLOCK) => match c {
+                Ok(c) => c,
+                Err(e) => {
+                    debug!(%queue, error = %e, "event tailer cannot connect");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+            },
+        };
+        wait = Duration::from_millis(100);
+        if let Ok((_, Some(oldest))) = engine.store.events_bounds(&queue).await
+            && event_order(&last) < event_order(&oldest)
+        {
+            // Reading on from `last` yields everything still kept; followers re-check for loss.
+            let _ = tx.send(FeedItem::Gap);
+        }
+        loop {
+            let read = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = engine.store.read_events(&mut conn, &queue, &last, BLOCK) => r,
+            };
+            match read {
+                Ok(events) => {
+                    for event in events {
+                        last = event.id.clone();
+                        let _ = tx.send(FeedItem::Event(Arc::new(event)));
+                    }
+                }
+                Err(e) => {
+                    warn!(%queue, error = %e, "event tailer lost redis; reconnecting");
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! Sessions: a caller's isolated state document plus its own ordered line of jobs, inside one
+//! queue (so session writes are atomic with job transitions; see `store/lua/lib.lua`).
+//!
+//! Ids are `<queue>/<name>`, so any instance finds a session's keys without a lookup. State is
+//! JSON, validated here; partial updates are JSON merge patches (RFC 7396) applied here and
+//! written with a compare-and-set on the version, retried when another writer got in between
+//! (unless the caller asked for a specific version).
+
+use std::{fmt, time::Duration};
+
+use serde_json::Value;
+
+use super::{Engine, Error, Limits, Result, from_ms, validate_queue};
+use crate::store::{SessionRecord, SetOutcome};
+
+const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
+const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+const MIN_TTL: Duration = Duration::from_millis(100);
+const MAX_CONCURRENCY: u32 = 1_000;
+const MAX_PAGE: u64 = 100;
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SessionId {
+    pub queue: String,
+    pub name: String,
+}
+
+impl SessionId {
+    pub fn new(queue: &str, name: &str) -> Self {
+        Self { queue: queue.to_owned(), name: name.to_owned() }
+    }
+
+    pub fn parse(raw: &str, field: &str) -> Result<Self> {
+        let (queue, name) = raw
+            .split_once('/')
+            .ok_or_else(|| Error::invalid(field, "must be a session id of the form <queue>/<name>"))?;
+        validate_queue(queue, field)?;
+        validate_queue(name, field)?;
+        Ok(Self::new(queue, name))
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.queue, self.name)
+    }
+}
+
+/// How UpdateSession changes the state.
+#[derive(Clone, Debug)]
+pub enum SessionUpdate {
+    Replace(String),
+    MergePatch(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct SessionView {
+    pub id: SessionId,
+    pub state: String,
+    pub version: u64,
+    pub created_at: std::time::SystemTime,
+    pub updated_at: std::time::SystemTime,
+    pub ttl: Duration,
+    pub max_concurrency: u32,
+    pub running_jobs: u64,
+    pub queued_jobs: u64,
+    pub pending_jobs: u64,
+}
+
+impl SessionView {
+    fn new(queue: &str, r: SessionRecord) -> Self {
+        Self {
+            id: SessionId::new(queue, &r.name),
+            state: r.state,
+            version: r.version,
+            created_at: from_ms(r.created_ms),
+            updated_at: from_ms(r.updated_ms),
+            ttl: r.ttl,
+            max_concurrency: r.max_concurrency,
+            running_jobs: r.started,
+            queued_jobs: r.queued,
+            pending_jobs: r.pending,
+        }
+    }
+}
+
+/// Checks that `state` is JSON within the size cap.
+pub fn validate_state(state: &str, limits: &Limits, field: &str) -> Result<Value> {
+    if state.len() > limits.max_session_state {
+        return Err(Error::TooLarge(format!(
+            "{field}: {} bytes is over the limit of {} bytes",
+            state.len(),
+            limits.max_session_state
+        )));
+    }
+    serde_json::from_str(state).map_err(|e| Error::invalid(field, format!("is not valid JSON: {e}")))
+}
+
+/// RFC 7396: objects merge key by key, `null` removes a key, anything else replaces.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(changes) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Default::default());
+    }
+    if let Value::Object(fields) = target {
+        for (key, change) in changes {
+            if change.is_null() {
+                fields.remove(key);
+            } else {
+                merge_patch(fields.entry(key.clone()).or_insert(Value::Null), change);
+            }
+        }
+    }
+}
+
+impl Engine {
+    pub async fn create_session(
+        &self,
+        queue: &str,
+        name: Option<&str>,
+        state: Option<&str>,
+        ttl: Option<Duration>,
+        max_concurrency: Option<u32>,
+    ) -> Result<SessionView> {
+        self.check_open()?;
+        validate_queue(queue, "queue")?;
+        let generated = ulid::Ulid::new().to_string();
+        let name = name.filter(|n| !n.is_empty()).unwrap_or(&generated);
+        validate_queue(name, "session_id")?;
+        let state = state.filter(|s| !s.is_empty()).unwrap_or("{}");
+        validate_state(state, &self.settings.limits, "state")?;
+        let ttl = ttl.unwrap_or(DEFAULT_TTL);
+        if !(MIN_TTL..=MAX_TTL).contains(&ttl) {
+            return Err(Error::invalid("ttl", "must be from 100 ms to 30 days"));
+        }
+        let max_concurrency = max_concurrency.unwrap_or(1);
+        if max_concurrency == 0 || max_concurrency > MAX_CONCURRENCY {
+            return Err(Error::invalid("max_concurrency", "must be from 1 to 1000"));
+        }
+        self.register(queue).await?;
+        let id = SessionId::new(queue, name);
+        if !self.store.create_session(queue, name, state, ttl, max_concurrency).await? {
+            return Err(Error::AlreadyExists(format!("session_id: session {id} already exists")));
+        }
+        self.get_session(&id).await
+    }
+
+    pub async fn get_session(&self, id: &SessionId) -> Result<SessionView> {
+        let record = self.store.session(&id.queue, &id.name).await?;
+        let record = record.ok_or_else(|| Error::NotFound(format!("session_id: session {id} does not exist")))?;
+        Ok(SessionView::new(&id.queue, record))
+    }
+
+    /// Writes the state (replaced or merge-patched); returns the new version.
+    pub async fn update_session(&self, id: &SessionId, update: SessionUpdate, expected: Option<u64>) -> Result<u64> {
+        let limits = &self.settings.limits;
+        let (text, field) = match &update {
+            SessionUpdate::Replace(s) => (s, "state"),
+            SessionUpdate::MergePatch(s) => (s, "merge_patch"),
+        };
+        let given = validate_state(text, limits, field)?;
+        for _ in 0..16 {
+            let current = self.get_session(id).await?;
+            let version = expected.unwrap_or(current.version);
+            let next = match &update {
+                SessionUpdate::Replace(s) => s.clone(),
+                SessionUpdate::MergePatch(_) => {
+                    let mut doc: Value = serde_json::from_str(&current.state).unwrap_or(Value::Null);
+                    merge_patch(&mut doc, &given);
+                    doc.to_string()
+                }
+            };
+            validate_state(&next, limits, field)?;
+            match self.store.set_session_state(&id.queue, &id.name, &next, version).await? {
+                SetOutcome::Written(v) => return Ok(v),
+                SetOutcome::UnknownSession => {
+                    return Err(Error::NotFound(format!("session_id: session {id} does not exist")));
+                }
+                SetOutcome::VersionMismatch(now) if expected.is_some() => {
+                    return Err(Error::Precondition(format!(
+                        "expected_version: session {id} is at version {now}, not {version}; nothing was written"
+                    )));
+                }
+                SetOutcome::VersionMismatch(_) => continue,
+            }
+        }
+        Err(Error::Aborted(format!("session_id: session {id} kept changing; nothing was written, retry")))
+    }
+
+    pub async fn delete_session(&self, id: &SessionId) -> Result<()> {
+        if !self.store.delete_session(&id.queue, &id.name).await? {
+            return Err(Error::NotFound(format!("session_id: session {id} does not exist")));
+        }
+        Ok(())
+    }
+
+    /// A page of a queue's sessions; the token is opaque (empty: first page) and the returned
+    /// one is empty on the last page. Pages may be shorter than asked.
+    pub async fn list_sessions(&self, queue: &str, page_size: u64, token: &str) -> Result<(Vec<SessionView>, String)> {
+        validate_queue(queue, "queue")?;
+        let cursor = if token.is_empty() { "0" } else { token };
+        if cursor.parse::<u64>().is_err() {
+            return Err(Error::invalid("page_token", "is not a token this server issued"));
+        }
+        let count = page_size.clamp(1, MAX_PAGE);
+        let (next, names) = self.store.session_names(queue, cursor, count).await?;
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            if let Some(record) = self.store.session(queue, &name).await? {
+                out.push(SessionView::new(queue, record));
+            }
+        }
+        Ok((out, if next == "0" { String::new() } else { next }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn merge_patch_follows_rfc_7396() {
+        let mut doc = json!({"a": "b", "c": {"d": "e", "f": "g"}, "list": [1, 2]});
+        merge_patch(&mut doc, &json!({"a": "z", "c": {"f": null}, "list": [], "new": {"x": 1}}));
+        assert_eq!(doc, json!({"a": "z", "c": {"d": "e"}, "list": [], "new": {"x": 1}}));
+        let mut scalar = json!(1);
+        merge_patch(&mut scalar, &json!({"k": null}));
+        assert_eq!(scalar, json!({}));
+    }
+
+    #[test]
+    fn session_ids_name_their_queue() {
+        let id = SessionId::parse("chat/user-7", "session_id").expect("valid");
+        assert_eq!((id.queue.as_str(), id.name.as_str()), ("chat", "user-7"));
+        assert!(SessionId::parse("chat", "session_id").is_err());
+        assert!(SessionId::parse("chat/a/b", "session_id").is_err());
+    }
+}

@@ -1,0 +1,143 @@
+//! Reading a queue's event stream: ranges for catching up, the trim point for detecting gaps,
+//! and a dedicated connection for blocking reads (a blocking read would stall every request
+//! multiplexed on a pooled connection).
+
+use std::time::Duration;
+
+use redis::{AsyncCommands, Value, aio::MultiplexedConnection};
+
+use super::{Result, Store, StoreError};
+
+/// One transition, as stored in the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub id: String,
+    pub kind: u8,
+    pub ulid: String,
+    pub attempt: u32,
+    pub error: String,
+    pub run_at_ms: i64,
+    pub progress: Vec<u8>,
+}
+
+/// Stream ids ("ms-seq") compared as numbers.
+pub fn event_order(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+}
+
+/// A stream entry as Redis returns it: its id and its field/value pairs.
+type Entry = (String, Vec<(String, Vec<u8>)>);
+
+fn parse_entries(value: Value) -> Result<Vec<StoredEvent>> {
+    let entries: Vec<Entry> = redis::from_redis_value(&value)?;
+    let mut out = Vec::with_capacity(entries.len());
+    for (id, fields) in entries {
+        let mut event = StoredEvent {
+            id,
+            kind: 0,
+            ulid: String::new(),
+            attempt: 0,
+            error: String::new(),
+            run_at_ms: 0,
+            progress: Vec::new(),
+        };
+        for (name, value) in fields {
+            let text = || String::from_utf8_lossy(&value).into_owned();
+            match name.as_str() {
+                "k" => event.kind = text().parse().unwrap_or(0),
+                "j" => event.ulid = text(),
+                "a" => event.attempt = text().parse().unwrap_or(0),
+                "e" => event.error = text(),
+                "r" => event.run_at_ms = text().parse().unwrap_or(0),
+                "p" => event.progress = value,
+                _ => {}
+            }
+        }
+        out.push(event);
+    }
+    Ok(out)
+}
+
+impl Store {
+    /// Events strictly after `after`, at most `count`.
+    pub async fn events_after(&self, queue: &str, after: &str, count: usize) -> Result<Vec<StoredEvent>> {
+        let key = self.keys.queue(queue).events().to_owned();
+        let value: Value = self
+            .with_conn(async |c| {
+                redis::cmd("XRANGE")
+                    .arg(&key)
+                    .arg(format!("({after}"))
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(count)
+                    .query_async(c)
+                    .await
+            })
+            .await?;
+        parse_entries(value)
+    }
+
+    /// The id of the latest event ("0-0" when there is none) and, once any event has been
+    /// trimmed away, the oldest id still kept: a cursor older than that may have missed events.
+    pub async fn events_bounds(&self, queue: &str) -> Result<(String, Option<String>)> {
+        let key = self.keys.queue(queue).events().to_owned();
+        self.with_conn(async |c| {
+            let exists: bool = c.exists(&key).await?;
+            if !exists {
+                return Ok(("0-0".to_owned(), None));
+            }
+            let info: std::collections::HashMap<String, Value> =
+                redis::cmd("XINFO").arg("STREAM").arg(&key).query_async(c).await?;
+            let text = |name: &str| {
+                info.get(name).and_then(|v| redis::from_redis_value::<String>(v).ok()).unwrap_or_else(|| "0-0".into())
+            };
+            let number = |name: &str| info.get(name).and_then(|v| redis::from_redis_value::<u64>(v).ok()).unwrap_or(0);
+            let first = info
+                .get("first-entry")
+                .and_then(|v| redis::from_redis_value::<(String, Value)>(v).ok())
+                .map(|(id, _)| id);
+            let trimmed = number("entries-added") > number("length");
+            Ok((text("last-generated-id"), first.filter(|_| trimmed)))
+        })
+        .await
+    }
+
+    /// A connection of its own for blocking stream reads.
+    pub async fn blocking_connection(&self, block: Duration) -> Result<MultiplexedConnection> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(self.timeout)
+            .set_response_timeout(block + self.timeout);
+        Ok(self.client.get_multiplexed_async_connection_with_config(&config).await?)
+    }
+
+    /// Blocks up to `block` for events after `after` on `conn`.
+    pub async fn read_events(
+        &self,
+        conn: &mut MultiplexedConnection,
+        queue: &str,
+        after: &str,
+        block: Duration,
+    ) -> Result<Vec<StoredEvent>> {
+        let key = self.keys.queue(queue).events().to_owned();
+        let value: Value = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(1_000)
+            .arg("BLOCK")
+            .arg(block.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&key)
+            .arg(after)
+            .query_async(conn)
+            .await
+            .map_err(StoreError::from)?;
+        if value == Value::Nil {
+            return Ok(Vec::new());
+        }
+        let streams: Vec<(String, Value)> = redis::from_redis_value(&value)?;
+        match streams.into_iter().next() {
+            Some((_, entries)) => parse_entries(entries),
+            None => Ok(Vec::new()),
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! The structural invariants of one queue, checked by reading whole structures. Meant for tests
+//! (every integration test ends with it) and for operators; never on the hot path.
+//!
+//! - every job is in exactly one place: a ready list, delayed, active, completed, dead,
+//!   cancelled, or pending inside its session — and has a record that agrees with that place;
+//! - no record is in no place (orphan), and no key outside the layout exists;
+//! - every lease has a deadline and is held by a registered instance, and every deadline has a
+//!   lease;
+//! - every session's counters match its jobs: `started` = its active jobs, `queued` = its
+//!   released jobs not yet started.
+
+use std::collections::{HashMap, HashSet};
+
+use redis::AsyncCommands;
+
+use super::{JobRecord, Lease, RecordState, Result, Store, sessions::SessionRecord};
+
+struct Snapshot {
+    jobs: HashMap<String, Vec<u8>>,
+    active: HashMap<String, String>,
+    deadlines: Vec<String>,
+    delayed: Vec<String>,
+    completed: Vec<String>,
+    dead: Vec<String>,
+    cancelled: Vec<String>,
+    ready: Vec<String>,
+    pending: Vec<String>,
+    sessions: Vec<String>,
+    instances: Vec<String>,
+    stray: Vec<String>,
+}
+
+impl Store {
+    async fn read_everything(&self, queue: &str) -> Result<Snapshot> {
+        let keys = self.keys.queue(queue);
+        let instances_key = self.keys.instances();
+        let pattern = self.keys.queue_pattern(queue);
+        self.with_conn(async |c| {
+            let mut ready = Vec::new();
+            for key in keys.ready() {
+                let ids: Vec<String> = c.lrange(key, 0, -1).await?;
+                ready.extend(ids);
+            }
+            let mut stray = Vec::new();
+            let mut cursor = 0u64;
+            loop {
+                let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(c)
+                    .await?;
+                stray.extend(
+                    batch.into_iter().filter(|k| !keys.all().contains(k) && !k.starts_with(&keys.idempotency(""))),
+                );
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+            Ok(Snapshot {
+                jobs: c.hgetall(keys.jobs()).await?,
+                active: c.hgetall(keys.active()).await?,
+                deadlines: c.zrange(keys.deadlines(), 0, -1).await?,
+                delayed: c.zrange(keys.delayed(), 0, -1).await?,
+                completed: c.zrange(keys.completed(), 0, -1).await?,
+                dead: c.zrange(keys.dead(), 0, -1).await?,
+                cancelled: c.zrange(keys.cancelled(), 0, -1).await?,
+                ready,
+                pending: c.zrange(keys.session_jobs(), 0, -1).await?,
+                sessions: c.hkeys(keys.sessions()).await?,
+                instances: c.zrange(&instances_key, 0, -1).await?,
+                stray,
+            })
+        })
+        .await
+    }
+
+    /// Every violation found, sorted; empty when the queue is consistent.
+    pub async fn check_invariants(&self, queue: &str) -> Result<Vec<String>> {
+        let snap = self.read_everything(queue).await?;
+        let mut problems: Vec<String> = snap.stray.iter().map(|k| format!("key outside the layout: {k}")).collect();
+
+        let pending_ids: Vec<String> =
+            snap.pending.iter().map(|m| m.rsplit('/').next().unwrap_or_default().to_owned()).collect();
+        let active_ids: Vec<String> = snap.active.keys().cloned().collect();
+        let mut place: HashMap<&str, &str> = HashMap::new();
+        for (where_, members) in [
+            ("ready", &snap.ready),
+            ("delayed", &snap.delayed),
+            ("active", &active_ids),
+            ("completed", &snap.completed),
+            ("dead", &snap.dead),
+            ("cancelled", &snap.cancelled),
+            ("pending", &pending_ids),
+        ] {
+            for m in members {
+                if let Some(other) = place.insert(m.as_str(), where_) {
+                    problems.push(format!("job {m} is both {other} and {where_}"));
+                }
+            }
+        }
+
+        // Per session: (active jobs, released jobs not started) as found in the structures.
+        // Jobs of a deleted session may stay active or released until they end.
+        let mut found: HashMap<String, (u64, u64)> = HashMap::new();
+        for (id, where_) in &place {
+            let Some(raw) = snap.jobs.get(*id) else {
+                problems.push(format!("job {id} is {where_} but has no record"));
+                continue;
+            };
+            let rec = match JobRecord::decode(raw) {
+                Ok(rec) => rec,
+                Err(e) => {
+                    problems.push(format!("job {id}: {e}"));
+                    continue;
+                }
+            };
+            let ok = match *where_ {
+                "ready" => rec.state == RecordState::Waiting,
+                "delayed" => matches!(rec.state, RecordState::Delayed | RecordState::Retrying),
+                "active" => matches!(rec.state, RecordState::Waiting | RecordState::Retrying | RecordState::Delayed),
+                "completed" => rec.state == RecordState::Completed,
+                "cancelled" => rec.state == RecordState::Cancelled,
+                "pending" => matches!(rec.state, RecordState::Waiting | RecordState::Delayed),
+                _ => rec.state == RecordState::Dead,
+            };
+            if !ok {
+                problems.push(format!("job {id} is {where_} but its record says {:?}", rec.state));
+            }
+            if let Some(name) = rec.session_name() {
+                let counts = found.entry(name.to_owned()).or_default();
+                match *where_ {
+                    "active" => counts.0 += 1,
+                    "ready" | "delayed" => counts.1 += 1,
+                    _ => {}
+                }
+            }
+        }
+        for id in snap.jobs.keys() {
+            if !place.contains_key(id.as_str()) {
+                problems.push(format!("orphaned record {id}"));
+            }
+        }
+
+        for name in &snap.sessions {
+            let Some(SessionRecord { started, queued, .. }) = self.session(queue, name).await? else { continue };
+            let (active, released) = found.get(name).copied().unwrap_or_default();
+            if (started, queued) != (active, released) {
+                problems.push(format!(
+                    "session {name} counts {started} started and {queued} queued, but has {active} active and {released} released jobs"
+                ));
+            }
+        }
+        let deadline_set: HashSet<&String> = snap.deadlines.iter().collect();
+        let live: HashSet<&str> = snap.instances.iter().map(String::as_str).collect();
+        for (id, lease) in &snap.active {
+            if !deadline_set.contains(id) {
+                problems.push(format!("active job {id} has no deadline"));
+            }
+            match Lease::parse(lease) {
+                None => problems.push(format!("active job {id} has a malformed lease {lease:?}")),
+                Some(l) => {
+                    let instance = l.token.split('.').next().unwrap_or_default();
+                    if !live.contains(instance) {
+                        problems.push(format!("active job {id} is leased by unregistered instance {instance}"));
+                    }
+                }
+            }
+        }
+        for id in &snap.deadlines {
+            if !snap.active.contains_key(id) {
+                problems.push(format!("deadline for job {id}, which is not active"));
+            }
+        }
+        problems.sort();
+        Ok(problems)
+    }
+}

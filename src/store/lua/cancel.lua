@@ -1,0 +1,33 @@
+-- cancel: cancels one job. Waiting, delayed or still pending in its session: it ends cancelled
+-- at once. Active: it is marked; its holder is told (by the caller, with the returned token),
+-- and whatever happens next (ack, failure, timeout, lost stream) ends it cancelled.
+-- KEYS: the queue keys (lib.lua). ARGV[8] ULID.
+-- Returns {code, token}: 1 cancelled, 2 marked while active (token = its lease), 0 unknown,
+-- -1 already finished (completed, dead or cancelled).
+local ulid = ARGV[8]
+local rec = load(ulid)
+if not rec then
+  return { 0, '' }
+end
+local now = now_ms()
+local lease = redis.call('HGET', KEYS[K_ACTIVE], ulid)
+if lease then
+  if not rec[R_CANCEL] then
+    rec[R_CANCEL] = true
+    save(ulid, rec)
+  end
+  return { 2, (parse_lease(lease)) }
+end
+local state = rec[R_STATE]
+if state == S_COMPLETED or state == S_DEAD or state == S_CANCELLED then
+  return { -1, '' }
+end
+if rec[R_SESSION] and redis.call('ZREM', KEYS[K_SESSION_JOBS], rec[R_SESSION]) == 1 then
+  make_cancelled(ulid, rec, now, 'pending')
+  return { 1, '' }
+end
+if redis.call('ZREM', KEYS[K_DELAYED], ulid) == 0 then
+  redis.call('LREM', ready_key(rec[R_PRIORITY]), -1, ulid)
+end
+make_cancelled(ulid, rec, now, 'queued')
+return { 1, '' }

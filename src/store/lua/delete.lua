@@ -1,0 +1,29 @@
+-- delete: removes one job that is not active, with its record.
+-- KEYS: the queue keys (lib.lua). ARGV[8] ULID.
+-- Returns 1 deleted, 0 unknown, -1 active (cancel it first).
+local ulid = ARGV[8]
+local rec = load(ulid)
+if not rec then
+  return 0
+end
+if redis.call('HEXISTS', KEYS[K_ACTIVE], ulid) == 1 then
+  return -1
+end
+local now = now_ms()
+local state = rec[R_STATE]
+if state == S_COMPLETED then
+  redis.call('ZREM', KEYS[K_COMPLETED], ulid)
+elseif state == S_DEAD then
+  redis.call('ZREM', KEYS[K_DEAD], ulid)
+elseif state == S_CANCELLED then
+  redis.call('ZREM', KEYS[K_CANCELLED], ulid)
+elseif rec[R_SESSION] and redis.call('ZREM', KEYS[K_SESSION_JOBS], rec[R_SESSION]) == 1 then
+  -- pending inside its session: nothing counted it
+else
+  if redis.call('ZREM', KEYS[K_DELAYED], ulid) == 0 then
+    redis.call('LREM', ready_key(rec[R_PRIORITY]), -1, ulid)
+  end
+  session_moved(rec, now, false, false, false, true)
+end
+redis.call('HDEL', KEYS[K_JOBS], ulid)
+return 1

@@ -1,0 +1,40 @@
+-- retry: moves dead jobs back to ready with their attempts and lost deliveries reset.
+-- KEYS: the queue keys (lib.lua).
+-- ARGV[8] a ULID to retry that one job, or '' to retry the oldest dead jobs,
+-- ARGV[9] at most this many (batch mode).
+-- Returns {code, moved}: code 1 done, 0 unknown job, -1 the job is not dead,
+-- -2 its session is gone.
+local now = now_ms()
+local function revive(ulid, rec)
+  if session_name(rec) and not load_session(session_name(rec)) then
+    return false
+  end
+  redis.call('ZREM', KEYS[K_DEAD], ulid)
+  rec[R_ATTEMPTS] = 0
+  rec[R_LOST] = 0
+  rec[R_FINISHED] = false
+  session_moved(rec, now, false, false, true, false)
+  make_ready(ulid, rec, now, false)
+  return true
+end
+if ARGV[8] ~= '' then
+  local rec = load(ARGV[8])
+  if not rec then
+    return { 0, 0 }
+  end
+  if rec[R_STATE] ~= S_DEAD then
+    return { -1, 0 }
+  end
+  if not revive(ARGV[8], rec) then
+    return { -2, 0 }
+  end
+  return { 1, 1 }
+end
+local moved = 0
+for _, ulid in ipairs(redis.call('ZRANGE', KEYS[K_DEAD], 0, tonumber(ARGV[9]) - 1)) do
+  local rec = load(ulid)
+  if rec and revive(ulid, rec) then
+    moved = moved + 1
+  end
+end
+return { 1, moved }

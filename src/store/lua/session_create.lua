@@ -1,0 +1,12 @@
+-- session_create: creates a session of this queue.
+-- KEYS: the queue keys (lib.lua). ARGV[8] name, ARGV[9] state JSON, ARGV[10] ttl ms,
+-- ARGV[11] max concurrency.
+-- Returns {1, now} when created, {0, 0} when the name is taken (nothing written).
+local name = ARGV[8]
+if redis.call('HEXISTS', KEYS[K_SESSIONS], name) == 1 then
+  return { 0, 0 }
+end
+local now = now_ms()
+redis.call('HSET', KEYS[K_SESSION_STATE], name, ARGV[9])
+save_session(name, { 1, now, now, tonumber(ARGV[10]), tonumber(ARGV[11]), 0, 0 }, now)
+return { 1, now }

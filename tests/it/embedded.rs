@@ -1,0 +1,179 @@
+//! The embedded default: `jobwire serve` without `--redis-url` starts and supervises its own
+//! redis-server in `--data-dir`. Real `jobwire` processes throughout; they are started, stopped
+//! and killed, so these tests run one at a time (nextest group `processes`).
+
+use std::{path::Path, time::Duration};
+
+use jobwire::proto::JobState;
+
+use crate::harness::{
+    Process, Worker, add, assert_invariants_at, children_of, info, is_running, job, run_jobwire, wait_until,
+};
+
+/// The key prefix a server uses when none is given.
+const PREFIX: &str = "jw";
+
+fn serve(dir: &Path) -> Process {
+    Process::start(&["serve", "--listen", "127.0.0.1:0", "--data-dir", dir.to_str().expect("utf-8 path")])
+}
+
+fn url(dir: &Path) -> String {
+    let dir = dir.canonicalize().expect("data dir");
+    format!("unix://{}", dir.join("redis.sock").display())
+}
+
+/// The redis-server child of a jobwire process.
+fn embedded_redis(jobwire: &Process) -> u32 {
+    let children = children_of(jobwire.pid());
+    let redis: Vec<u32> =
+        children.iter().filter(|(_, cmdline)| cmdline.contains("redis-server")).map(|(pid, _)| *pid).collect();
+    assert_eq!(redis.len(), 1, "one redis-server child expected: {children:?}");
+    redis[0]
+}
+
+fn answers(url: &str) -> bool {
+    redis::Client::open(url)
+        .ok()
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(500)).ok())
+        .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c).ok())
+        .is_some()
+}
+
+async fn sigterm(mut jobwire: Process) {
+    jobwire.signal(libc::SIGTERM);
+    let status = jobwire.wait_exit(Duration::from_secs(15)).await;
+    assert!(status.success(), "jobwire exited with {status:?}");
+}
+
+#[tokio::test]
+async fn serve_without_a_redis_url_runs_a_private_redis_in_the_data_dir() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let jobwire = serve(dir.path());
+    assert!(dir.path().join("redis.sock").exists(), "the socket is in the data dir");
+    assert!(dir.path().join("jobwire.lock").exists());
+    let redis_pid = embedded_redis(&jobwire);
+
+    let mut client = jobwire.client().await;
+    let id = add(&mut client, job("q", "t", b"hello")).await;
+    let mut worker = Worker::open_at(jobwire.addr, &["q"], 1).await;
+    let delivered = worker.job().await;
+    assert_eq!((delivered.id.as_str(), delivered.payload.as_slice()), (id.as_str(), b"hello".as_slice()));
+    worker.complete(&delivered, b"world").await.expect("complete");
+    let done = info(&mut client, &id).await;
+    assert_eq!((done.state(), done.result.as_slice()), (JobState::Completed, b"world".as_slice()));
+    assert_invariants_at(&url(dir.path()), PREFIX, "q").await;
+
+    drop(worker);
+    sigterm(jobwire).await;
+    assert!(!is_running(redis_pid), "a clean stop stops the redis-server too");
+}
+
+#[tokio::test]
+async fn jobs_survive_a_restart_on_the_same_data_dir() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let first = serve(dir.path());
+    let id = add(&mut first.client().await, job("q", "t", b"keep me")).await;
+    sigterm(first).await;
+
+    let second = serve(dir.path());
+    let mut client = second.client().await;
+    let kept = info(&mut client, &id).await;
+    assert_eq!((kept.state(), kept.payload.as_slice()), (JobState::Waiting, b"keep me".as_slice()));
+    let mut worker = Worker::open_at(second.addr, &["q"], 1).await;
+    let delivered = worker.job().await;
+    assert_eq!(delivered.id, id);
+    worker.complete(&delivered, b"").await.expect("complete");
+    assert_invariants_at(&url(dir.path()), PREFIX, "q").await;
+}
+
+#[tokio::test]
+async fn a_second_jobwire_on_the_same_data_dir_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let first = serve(dir.path());
+    let path = dir.path().to_str().expect("utf-8 path");
+    let second = run_jobwire(&["serve", "--listen", "127.0.0.1:0", "--data-dir", path], Duration::from_secs(20)).await;
+    assert_ne!(second.code, Some(0), "refused: {}", second.stderr);
+    let canonical = dir.path().canonicalize().expect("dir");
+    assert!(
+        second.stderr.contains("in use") && second.stderr.contains(canonical.to_str().expect("utf-8")),
+        "the message names the directory in use: {}",
+        second.stderr
+    );
+    // The first one is untouched.
+    let mut client = first.client().await;
+    let id = add(&mut client, job("q", "t", b"")).await;
+    assert_eq!(info(&mut client, &id).await.state(), JobState::Waiting);
+    assert_invariants_at(&url(dir.path()), PREFIX, "q").await;
+}
+
+#[tokio::test]
+async fn the_embedded_redis_refuses_a_non_loopback_listen_address() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let ran = run_jobwire(
+        &["serve", "--listen", "0.0.0.0:0", "--data-dir", data.to_str().expect("utf-8 path")],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_ne!(ran.code, Some(0));
+    assert!(
+        ran.stderr.contains("loopback") && ran.stderr.contains("--redis-url"),
+        "the message says why and what to do: {}",
+        ran.stderr
+    );
+    assert!(!data.join("redis.sock").exists(), "no redis-server was started");
+
+    // The same through the environment alone, as the container image configures it.
+    let mut cmd = crate::harness::jobwire_command(&["serve"]);
+    cmd.env("JOBWIRE_LISTEN", "0.0.0.0:0").env("JOBWIRE_DATA_DIR", &data).env_remove("JOBWIRE_REDIS_URL");
+    let ran = crate::harness::run_command(cmd, Duration::from_secs(20)).await;
+    assert_ne!(ran.code, Some(0));
+    assert!(ran.stderr.contains("--redis-url"), "{}", ran.stderr);
+    assert!(!data.join("redis.sock").exists(), "no redis-server was started");
+}
+
+#[tokio::test]
+async fn without_redis_server_on_path_it_says_how_to_get_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let empty = dir.path().join("bin");
+    std::fs::create_dir(&empty).expect("mkdir");
+    let data = dir.path().join("data");
+    let mut cmd = crate::harness::jobwire_command(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().expect("utf-8 path"),
+    ]);
+    cmd.env("PATH", &empty);
+    let ran = crate::harness::run_command(cmd, Duration::from_secs(20)).await;
+    assert_ne!(ran.code, Some(0));
+    let message = ran.stderr.to_lowercase();
+    assert!(
+        message.contains("redis-server") && message.contains("install") && message.contains("--redis-url"),
+        "the message tells how to install redis-server or pass --redis-url: {}",
+        ran.stderr
+    );
+}
+
+#[tokio::test]
+async fn kill_9_of_jobwire_takes_its_redis_server_down_too() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut jobwire = serve(dir.path());
+    let id = add(&mut jobwire.client().await, job("q", "t", b"")).await;
+    let redis_pid = embedded_redis(&jobwire);
+    assert!(is_running(redis_pid));
+
+    jobwire.signal(libc::SIGKILL);
+    jobwire.wait_exit(Duration::from_secs(10)).await;
+    wait_until(Duration::from_secs(10), "the orphaned redis-server to exit", || !is_running(redis_pid));
+    let url = url(dir.path());
+    assert!(!answers(&url), "nothing answers on the socket any more");
+
+    // The lock went with the process: a new jobwire takes the directory over, job included
+    // (Redis got SIGTERM from the parent-death signal and wrote its AOF).
+    let again = serve(dir.path());
+    let mut client = again.client().await;
+    assert_eq!(info(&mut client, &id).await.state(), JobState::Waiting);
+    assert_invariants_at(&url, PREFIX, "q").await;
+}
