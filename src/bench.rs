@@ -469,7 +469,17 @@ impl Results {
             "build": if cfg!(debug_assertions) { "debug" } else { "release" },
             "runs": opts.runs,
             "quick": opts.quick,
-            "sizes": format!("{sizes:?}"),
+            "sizes": {
+                "enqueue": sizes.enqueue,
+                "round_trips": sizes.round_trips,
+                "process": sizes.process,
+                "latency_jobs": sizes.latency_jobs,
+                "delayed_jobs": sizes.delayed_jobs,
+                "retry_jobs": sizes.retry_jobs,
+                "memory_jobs": sizes.memory_jobs,
+                "idle_streams": sizes.idle_streams,
+                "ceiling_calls": sizes.ceiling_calls,
+            },
             "machine": {
                 "cpu": machine.cpu,
                 "cores": machine.cores,
@@ -1018,15 +1028,18 @@ impl Bench {
     async fn explain_redis(&self, n: u64, used: &CpuUse) -> anyhow::Result<CommandStat> {
         let stats = self.redis.command_stats().await?;
         let per_job = |v: f64| v / n as f64;
-        let commands: Vec<String> =
-            stats.iter().take(10).map(|c| format!("{} {}", c.name, num(per_job(c.calls)))).collect();
+        let commands: Vec<String> = stats
+            .iter()
+            .take(12)
+            .map(|c| format!("{} {} ({} µs)", c.name, num(per_job(c.calls)), num(per_job(c.usec))))
+            .collect();
         let mut scripts = CommandStat { name: "scripts".into(), calls: 0.0, usec: 0.0 };
         for c in stats.iter().filter(|c| c.name == "evalsha" || c.name == "eval") {
             scripts.calls += per_job(c.calls);
             scripts.usec += per_job(c.usec);
         }
         eprintln!(
-            "    redis per job: {} µs CPU ({} µs system), {} µs inside scripts; commands per job: {}",
+            "    redis per job: {} µs CPU ({} µs system), {} µs inside scripts; commands per job (µs inside): {}",
             num(used.per_unit[0]),
             num(used.system_per_unit[0]),
             num(scripts.usec),
@@ -1301,13 +1314,12 @@ impl Bench {
         let server = self.fresh_server().await?;
         let client = server.client().await?;
         let every = Duration::from_millis(2);
-        let sample = measure_latency(
-            self,
-            &server,
-            &client,
-            &OpenLoop { queue: "bench-c", count: self.sizes.latency_jobs, every, delay: None, concurrency: 10 },
-        )
-        .await?;
+        let count = self.sizes.latency_jobs;
+        self.redis.reset_stats().await?;
+        let cpu = CpuWindow::open(&[self.redis.pid()?])?;
+        let load = OpenLoop { queue: "bench-c", count, every, delay: None, concurrency: 10 };
+        let sample = measure_latency(self, &server, &client, &load).await?;
+        self.explain_redis(count, &cpu.close(count)?).await?;
         server.stop().await;
         out.latencies("latency", &sample, Some(0.5), Some(2.0));
         Ok(())

@@ -61,6 +61,9 @@ pub struct AddArgs {
     /// Idempotency key: a repeat add within the window returns the first job.
     #[arg(long)]
     idempotency_key: Option<String>,
+    /// Run the job in this session (`<queue>/<name>`).
+    #[arg(long)]
+    session: Option<String>,
     /// Wait up to this long for the result and print it (exit 1 if the job dies).
     #[arg(long, value_parser = duration)]
     wait: Option<Duration>,
@@ -87,6 +90,9 @@ pub async fn add(args: AddArgs) -> anyhow::Result<()> {
     }
     if let Some(k) = &args.idempotency_key {
         job = job.idempotency_key(k);
+    }
+    if let Some(s) = &args.session {
+        job = job.session(s);
     }
     let id = client.add(job).await?;
     match args.wait {
@@ -204,4 +210,290 @@ pub async fn health(args: HealthArgs) -> ExitCode {
             ExitCode::from(4)
         }
     }
+}
+
+fn timestamp(t: &Option<prost_types::Timestamp>) -> String {
+    t.as_ref()
+        .and_then(|t| std::time::SystemTime::try_from(*t).ok())
+        .map(|t| humantime::format_rfc3339_millis(t).to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+fn state_name(state: i32) -> String {
+    proto::JobState::try_from(state)
+        .map(|s| s.as_str_name().trim_start_matches("JOB_STATE_").to_lowercase())
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn parse_state(s: &str) -> Result<proto::JobState, String> {
+    proto::JobState::from_str_name(&format!("JOB_STATE_{}", s.to_uppercase()))
+        .filter(|s| *s != proto::JobState::Unspecified)
+        .ok_or_else(|| format!("{s}: expected waiting, delayed, active, completed, dead or cancelled"))
+}
+
+#[derive(Args, Debug)]
+pub struct JobsArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The queue.
+    queue: String,
+    /// Which jobs: waiting, delayed, active, completed, dead, cancelled.
+    #[arg(long, default_value = "waiting", value_parser = parse_state)]
+    state: proto::JobState,
+    /// At most this many.
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn jobs(args: JobsArgs) -> anyhow::Result<()> {
+    let client = args.target.connect().await?;
+    let req = proto::ListJobsRequest {
+        queue: args.queue,
+        state: args.state as i32,
+        page_size: args.limit.clamp(1, 1000),
+        page_token: String::new(),
+    };
+    let jobs = client.raw().list_jobs(req).await?.into_inner().jobs;
+    if args.json {
+        let rows: Vec<serde_json::Value> = jobs
+            .iter()
+            .map(|j| {
+                serde_json::json!({
+                    "id": j.id, "type": j.r#type, "state": state_name(j.state), "attempts": j.attempts,
+                    "max_attempts": j.max_attempts, "lost_deliveries": j.lost_deliveries,
+                    "created_at": timestamp(&j.created_at), "last_error": j.last_error,
+                    "session_id": j.session_id, "payload": String::from_utf8_lossy(&j.payload),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!("{:<42} {:<16} {:<10} {:>8} {:<24} LAST ERROR", "ID", "TYPE", "STATE", "ATTEMPTS", "CREATED");
+    for j in &jobs {
+        println!(
+            "{:<42} {:<16} {:<10} {:>8} {:<24} {}",
+            j.id,
+            j.r#type,
+            state_name(j.state),
+            format!("{}/{}", j.attempts, j.max_attempts),
+            timestamp(&j.created_at),
+            j.last_error
+        );
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct RetryArgs {
+    #[command(flatten)]
+    target: Target,
+    /// A dead job to retry.
+    #[arg(conflicts_with = "queue", required_unless_present = "queue")]
+    job_id: Option<String>,
+    /// Retry the oldest dead jobs of this queue instead.
+    #[arg(long)]
+    queue: Option<String>,
+    /// With --queue: at most this many.
+    #[arg(long, default_value_t = 1_000)]
+    limit: u32,
+}
+
+pub async fn retry(args: RetryArgs) -> anyhow::Result<()> {
+    let mut raw = args.target.connect().await?.raw();
+    match (args.job_id, args.queue) {
+        (Some(job_id), _) => {
+            raw.retry_job(proto::RetryJobRequest { job_id: job_id.clone() }).await?;
+            println!("{job_id}: waiting again");
+        }
+        (None, Some(queue)) => {
+            let resp = raw.retry_dead_jobs(proto::RetryDeadJobsRequest { queue, limit: args.limit }).await?;
+            println!("{} dead jobs waiting again", resp.into_inner().retried);
+        }
+        (None, None) => unreachable!("clap requires a job id or --queue"),
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct CancelArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The job to cancel.
+    job_id: String,
+}
+
+pub async fn cancel(args: CancelArgs) -> anyhow::Result<()> {
+    args.target.connect().await?.cancel(&args.job_id).await?;
+    println!("{}: cancelled", args.job_id);
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct QueueArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The queue.
+    queue: String,
+}
+
+pub async fn pause(args: QueueArgs, paused: bool) -> anyhow::Result<()> {
+    let mut raw = args.target.connect().await?.raw();
+    if paused {
+        raw.pause_queue(proto::PauseQueueRequest { queue: args.queue.clone() }).await?;
+    } else {
+        raw.resume_queue(proto::ResumeQueueRequest { queue: args.queue.clone() }).await?;
+    }
+    println!("{}: {}", args.queue, if paused { "paused" } else { "resumed" });
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct WorkersArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Only workers serving this queue.
+    #[arg(long)]
+    queue: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn workers(args: WorkersArgs) -> anyhow::Result<()> {
+    let mut raw = args.target.connect().await?.raw();
+    let req = proto::ListWorkersRequest { queue: args.queue.unwrap_or_default() };
+    let workers = raw.list_workers(req).await?.into_inner().workers;
+    if args.json {
+        let rows: Vec<serde_json::Value> = workers
+            .iter()
+            .map(|w| {
+                serde_json::json!({
+                    "instance": w.instance, "worker_id": w.worker_id, "labels": w.labels, "queues": w.queues,
+                    "max_in_flight": w.max_in_flight, "in_flight": w.in_flight,
+                    "connected_at": timestamp(&w.connected_at),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!("{:<18} {:<24} {:<30} {:>9} {:<24}", "INSTANCE", "WORKER", "QUEUES", "IN FLIGHT", "CONNECTED");
+    for w in &workers {
+        println!(
+            "{:<18} {:<24} {:<30} {:>9} {:<24}",
+            w.instance,
+            w.worker_id,
+            w.queues.join(","),
+            format!("{}/{}", w.in_flight, w.max_in_flight),
+            timestamp(&w.connected_at)
+        );
+    }
+    Ok(())
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum SessionsCommand {
+    /// List a queue's sessions.
+    List(QueueArgs),
+    /// Create a session; prints its id.
+    Create {
+        #[command(flatten)]
+        target: Target,
+        /// The queue its jobs run in.
+        queue: String,
+        /// Its name (default: generated).
+        #[arg(long)]
+        name: Option<String>,
+        /// Initial state (JSON).
+        #[arg(long, default_value = "{}")]
+        state: String,
+        /// Jobs of the session running at once.
+        #[arg(long, default_value_t = 1)]
+        max_concurrency: u32,
+        /// Expire after this long without activity.
+        #[arg(long, value_parser = duration)]
+        ttl: Option<Duration>,
+    },
+    /// Print a session (state and counts) as JSON.
+    Get {
+        #[command(flatten)]
+        target: Target,
+        /// `<queue>/<name>`.
+        session_id: String,
+    },
+    /// Delete a session and its jobs not yet started.
+    Delete {
+        #[command(flatten)]
+        target: Target,
+        /// `<queue>/<name>`.
+        session_id: String,
+    },
+}
+
+fn session_json(s: &proto::Session) -> serde_json::Value {
+    serde_json::json!({
+        "id": s.id,
+        "state": serde_json::from_str::<serde_json::Value>(&s.state).unwrap_or(serde_json::Value::Null),
+        "version": s.version, "max_concurrency": s.max_concurrency, "running_jobs": s.running_jobs,
+        "queued_jobs": s.queued_jobs, "pending_jobs": s.pending_jobs,
+        "created_at": timestamp(&s.created_at), "updated_at": timestamp(&s.updated_at),
+    })
+}
+
+pub async fn sessions(command: SessionsCommand) -> anyhow::Result<()> {
+    use proto::session_service_client::SessionServiceClient;
+    let target = match &command {
+        SessionsCommand::List(a) => &a.target,
+        SessionsCommand::Create { target, .. }
+        | SessionsCommand::Get { target, .. }
+        | SessionsCommand::Delete { target, .. } => target,
+    };
+    let channel = tonic::transport::Endpoint::from_shared(uri(&target.addr))?.connect().await?;
+    let mut api = SessionServiceClient::new(channel);
+    match command {
+        SessionsCommand::List(args) => {
+            let mut token = String::new();
+            loop {
+                let req =
+                    proto::ListSessionsRequest { queue: args.queue.clone(), page_size: 100, page_token: token.clone() };
+                let page = api.list_sessions(req).await?.into_inner();
+                for s in &page.sessions {
+                    println!("{}", session_json(s));
+                }
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                token = page.next_page_token;
+            }
+        }
+        SessionsCommand::Create { queue, name, state, max_concurrency, ttl, .. } => {
+            let req = proto::CreateSessionRequest {
+                queue,
+                name: name.unwrap_or_default(),
+                state,
+                ttl: ttl.map(|d| prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }),
+                max_concurrency: Some(max_concurrency),
+            };
+            let session = api.create_session(req).await?.into_inner().session.context("empty answer")?;
+            println!("{}", session.id);
+        }
+        SessionsCommand::Get { session_id, .. } => {
+            let session = api
+                .get_session(proto::GetSessionRequest { session_id })
+                .await?
+                .into_inner()
+                .session
+                .context("empty")?;
+            println!("{}", serde_json::to_string_pretty(&session_json(&session))?);
+        }
+        SessionsCommand::Delete { session_id, .. } => {
+            api.delete_session(proto::DeleteSessionRequest { session_id: session_id.clone() }).await?;
+            println!("{session_id}: deleted");
+        }
+    }
+    Ok(())
 }

@@ -80,6 +80,10 @@ pub struct ServeConfig {
     /// A ping goes out on an idle worker stream after this long.
     #[arg(long, env = "JOBWIRE_PING_EVERY", default_value = "15s", value_parser = duration)]
     pub ping_every: Duration,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off when unset). Per-queue gauges are
+    /// read from Redis every 5 s; counters and histograms count what this instance did.
+    #[arg(long, env = "JOBWIRE_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl ServeConfig {

@@ -3,7 +3,8 @@
 //!
 //! Layers, one direction: `api` (gRPC: validate, convert, map errors) -> `queue` (the job state
 //! machine, dispatch, liveness) -> `store` (Redis keys, Lua scripts, pool). `server` assembles
-//! them; `client` is the typed Rust client; `embedded` runs a private redis-server when no Redis is given.
+//! them; `client` is the typed Rust client; `embedded` runs a private redis-server when no Redis is given;
+//! `telemetry` holds the Prometheus metrics and the W3C trace context of jobs.
 
 pub mod api;
 pub mod client;
@@ -12,6 +13,7 @@ pub mod embedded;
 pub mod queue;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 
 /// Code generated from `proto/jobwire/v1`.
 pub mod proto {

@@ -32,6 +32,24 @@ enum Command {
     /// Check a server's health like grpc_health_probe, with its exit codes: 0 serving,
     /// 2 connection failure, 3 RPC failure, 4 not serving.
     Health(cli::HealthArgs),
+    /// List a queue's jobs in one state.
+    Jobs(cli::JobsArgs),
+    /// Move a dead job (or a queue's dead jobs) back to waiting.
+    Retry(cli::RetryArgs),
+    /// Cancel a job.
+    Cancel(cli::CancelArgs),
+    /// Pause a queue: it delivers nothing until resumed; adds still succeed.
+    Pause(cli::QueueArgs),
+    /// Resume a paused queue.
+    Resume(cli::QueueArgs),
+    /// List the worker streams connected to any instance.
+    Workers(cli::WorkersArgs),
+    /// Create, inspect, list and delete sessions.
+    #[command(subcommand)]
+    Sessions(cli::SessionsCommand),
+    /// Run a command per job: payload on stdin, JOBWIRE_* env vars, exit 0 completes it with
+    /// stdout as the result, non-zero fails it with stderr as the error.
+    Work(work::WorkArgs),
     /// Measure throughput, latency, CPU and memory against a private redis-server and a fresh
     /// server per run (see BENCHMARKS.md). Use a release build.
     Bench(bench::BenchArgs),
@@ -39,6 +57,7 @@ enum Command {
 
 mod bench;
 mod cli;
+mod work;
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
@@ -58,6 +77,14 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         Some(Command::Add(args)) => runtime.block_on(cli::add(args)).map(|()| ok),
         Some(Command::Stats(args)) => runtime.block_on(cli::stats(args)).map(|()| ok),
         Some(Command::Health(args)) => Ok(runtime.block_on(cli::health(args))),
+        Some(Command::Jobs(args)) => runtime.block_on(cli::jobs(args)).map(|()| ok),
+        Some(Command::Retry(args)) => runtime.block_on(cli::retry(args)).map(|()| ok),
+        Some(Command::Cancel(args)) => runtime.block_on(cli::cancel(args)).map(|()| ok),
+        Some(Command::Pause(args)) => runtime.block_on(cli::pause(args, true)).map(|()| ok),
+        Some(Command::Resume(args)) => runtime.block_on(cli::pause(args, false)).map(|()| ok),
+        Some(Command::Workers(args)) => runtime.block_on(cli::workers(args)).map(|()| ok),
+        Some(Command::Sessions(command)) => runtime.block_on(cli::sessions(command)).map(|()| ok),
+        Some(Command::Work(args)) => runtime.block_on(work::run(args)).map(|()| ok),
         Some(Command::Bench(args)) => runtime.block_on(bench::run(args)).map(|()| ok),
     }
 }
@@ -78,21 +105,27 @@ impl FromEnv for ServeConfig {
     }
 }
 
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            warn!(error = %e, "cannot listen for SIGTERM");
-            return std::future::pending().await;
+/// Listens for SIGTERM and SIGINT from now on (not from the first poll: a signal during
+/// start-up must still mean a graceful stop) and cancels the returned token on the first one.
+fn shutdown_signal() -> anyhow::Result<tokio_util::sync::CancellationToken> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let token = tokio_util::sync::CancellationToken::new();
+    let fire = token.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+        info!("stop signal received");
+        fire.cancel();
+    });
+    Ok(token)
 }
 
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    let stop = shutdown_signal()?;
     if let Err(message) = config.validate() {
         bail!(message);
     }
@@ -115,7 +148,15 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         (None, None) => unreachable!("embedded redis is started when no url is given"),
     };
     let store = Arc::new(Store::new(&config.store(url)).context("invalid --redis-url")?);
-    wait_for_schema(&store).await?;
+    tokio::select! {
+        ready = wait_for_schema(&store) => ready?,
+        _ = stop.cancelled() => {
+            if let Some(redis) = embedded {
+                redis.stop().await;
+            }
+            return Ok(());
+        }
+    }
     if config.redis_url.is_some() {
         warn_about_redis_config(&store).await;
     }
@@ -124,12 +165,21 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     info!(addr = %listener.local_addr()?, "jobwire listening");
+    let metrics = match config.metrics_listen {
+        Some(addr) => Some(
+            jobwire::telemetry::MetricsEndpoint::bind(addr)
+                .await
+                .with_context(|| format!("cannot serve metrics on {addr}"))?,
+        ),
+        None => None,
+    };
     let options = ServerOptions {
         max_message: config.max_message(),
         ping_every: config.ping_every,
         drain_grace: config.drain_grace,
+        metrics,
     };
-    server::run(listener, engine, options, shutdown_signal()).await?;
+    server::run(listener, engine, options, stop.cancelled_owned()).await?;
     if let Some(redis) = embedded {
         redis.stop().await;
     }

@@ -2,12 +2,18 @@
 //! v1alpha), and runs it on a bound listener until `shutdown` resolves. Taking a bound listener
 //! and any shutdown future is what lets tests run the real server on port 0.
 //!
+//! With `ServerOptions::metrics`, it also serves Prometheus metrics on that (separately bound)
+//! listener and has the engine refresh the per-queue gauges; the endpoint stays up through the
+//! drain, so the drain itself can be watched, and stops last.
+//!
 //! Shutdown order: health NOT_SERVING -> the engine drains (workers told, acks accepted for the
-//! grace period, held jobs handed back) -> the transport stops -> background tasks are gone.
+//! grace period, held jobs handed back) -> the transport stops -> the metrics endpoint stops ->
+//! background tasks are gone.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tracing::info;
@@ -16,6 +22,7 @@ use crate::{
     api::{QueueApi, SessionApi},
     proto::{queue_service_server::QueueServiceServer, session_service_server::SessionServiceServer},
     queue::Engine,
+    telemetry::MetricsEndpoint,
 };
 
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("jobwire_descriptor");
@@ -26,6 +33,8 @@ pub struct ServerOptions {
     pub max_message: usize,
     pub ping_every: Duration,
     pub drain_grace: Duration,
+    /// Serve Prometheus metrics here (off when None).
+    pub metrics: Option<MetricsEndpoint>,
 }
 
 /// Keeps health in step with Redis: SERVING while it answers, NOT_SERVING otherwise.
@@ -53,6 +62,11 @@ pub async fn run(
         health.set_service_status(name, ServingStatus::NotServing).await;
     }
     let follower = tokio::spawn(follow_redis(engine.clone(), health.clone()));
+    let metrics_stop = CancellationToken::new();
+    let metrics = options.metrics.map(|endpoint| {
+        engine.start_gauges(endpoint.refresh());
+        tokio::spawn(endpoint.serve(metrics_stop.clone()))
+    });
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
@@ -90,7 +104,12 @@ pub async fn run(
     }
     engine.shutdown(options.drain_grace).await;
     let _ = stop_tx.send(());
-    match transport.await {
+    let served = transport.await;
+    metrics_stop.cancel();
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
+    match served {
         Ok(result) => result,
         Err(join) => panic!("the transport task panicked: {join}"),
     }

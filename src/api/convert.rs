@@ -11,6 +11,7 @@ use crate::{
         WorkerView,
     },
     store::{Listing, QueueCounts},
+    telemetry::{TraceContext, traceparent},
 };
 
 pub fn duration(d: Option<prost_types::Duration>, field: &str) -> Result<Option<Duration>, Error> {
@@ -30,6 +31,12 @@ pub fn timestamp(t: Option<prost_types::Timestamp>, field: &str) -> Result<Optio
         return Err(Error::invalid(field, "must be a valid time after 1970"));
     }
     Ok(Some(UNIX_EPOCH + Duration::new(t.seconds as u64, t.nanos as u32)))
+}
+
+/// The W3C trace context a request carries in its `traceparent` metadata (as OpenTelemetry's
+/// gRPC instrumentation and the Rust client's worker send it); None when absent or invalid.
+pub fn trace_context(metadata: &tonic::metadata::MetadataMap) -> Option<TraceContext> {
+    metadata.get(traceparent::HEADER).and_then(|v| v.to_str().ok()).and_then(TraceContext::parse)
 }
 
 pub fn to_timestamp(t: SystemTime) -> prost_types::Timestamp {

@@ -133,13 +133,14 @@ impl QueueService for QueueApi {
         &self,
         request: Request<proto::CompleteJobRequest>,
     ) -> Result<Response<proto::CompleteJobResponse>, Status> {
+        let trace = convert::trace_context(request.metadata());
         let req = request.into_inner();
         let job_id = JobId::parse(&req.job_id, "job_id")?;
         let session_state = req.session_state.as_deref().map(|s| (s, req.expected_session_version));
         if session_state.is_none() && req.expected_session_version.is_some() {
             return Err(Status::invalid_argument("expected_session_version: given without session_state"));
         }
-        self.engine.complete(&job_id, &req.lease_token, &req.result, session_state).await?;
+        self.engine.complete(&job_id, &req.lease_token, &req.result, session_state, trace).await?;
         tracing::debug!(%job_id, "job completed");
         Ok(Response::new(proto::CompleteJobResponse {}))
     }
@@ -148,11 +149,13 @@ impl QueueService for QueueApi {
         &self,
         request: Request<proto::FailJobRequest>,
     ) -> Result<Response<proto::FailJobResponse>, Status> {
+        let trace = convert::trace_context(request.metadata());
         let req = request.into_inner();
         let job_id = JobId::parse(&req.job_id, "job_id")?;
         let retry_after = convert::duration(req.retry_after, "retry_after")?;
+        let retryable = req.retryable.unwrap_or(true);
         let (state, next) =
-            self.engine.fail(&job_id, &req.lease_token, &req.error, req.retryable.unwrap_or(true), retry_after).await?;
+            self.engine.fail(&job_id, &req.lease_token, &req.error, retryable, retry_after, trace).await?;
         tracing::debug!(%job_id, ?state, "job failed");
         Ok(Response::new(proto::FailJobResponse {
             state: convert::job_state(state) as i32,

@@ -16,7 +16,10 @@ use std::time::Duration;
 
 use tonic::{Code, transport::Channel};
 
-use crate::proto::{self, queue_service_client::QueueServiceClient};
+use crate::{
+    proto::{self, queue_service_client::QueueServiceClient, session_service_client::SessionServiceClient},
+    telemetry::{TraceContext, traceparent},
+};
 pub use worker::{JobContext, JobError, Worker};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,11 +32,17 @@ pub enum ClientError {
     Json(#[from] serde_json::Error),
     #[error("job {job_id} is dead: {error}")]
     Dead { job_id: String, error: String },
+    #[error("job {0} was cancelled")]
+    Cancelled(String),
     #[error("no result for job {0} within the wait")]
     Timeout(String),
 }
 
 /// A job to add, built fluently. Unset options take the server's defaults.
+///
+/// Every job starts with a fresh W3C `traceparent` header (a new trace), so each one can be
+/// followed through the server's and the worker's spans; [`NewJob::traceparent`] puts it in
+/// the caller's trace instead, and [`NewJob::untraced`] drops it.
 #[derive(Clone, Debug)]
 pub struct NewJob(proto::AddJobRequest);
 
@@ -43,7 +52,29 @@ fn duration(d: Duration) -> prost_types::Duration {
 
 impl NewJob {
     pub fn new(queue: &str, job_type: &str) -> Self {
-        Self(proto::AddJobRequest { queue: queue.into(), r#type: job_type.into(), ..Default::default() })
+        let mut req = proto::AddJobRequest { queue: queue.into(), r#type: job_type.into(), ..Default::default() };
+        req.headers.insert(traceparent::HEADER.into(), TraceContext::generate().to_header());
+        Self(req)
+    }
+
+    /// Continues the caller's trace: `traceparent` is the W3C header of the caller's current
+    /// span (`00-<trace id>-<span id>-<flags>`). A value that is not a valid traceparent is
+    /// ignored (with a warning) and the job keeps its own fresh trace.
+    pub fn traceparent(mut self, traceparent: &str) -> Self {
+        match TraceContext::parse(traceparent) {
+            Some(trace) => {
+                self.0.headers.insert(traceparent::HEADER.into(), trace.to_header());
+            }
+            None => tracing::warn!(traceparent, "not a valid W3C traceparent; the job keeps its own trace"),
+        }
+        self
+    }
+
+    /// Sends no `traceparent`: for jobs where ~70 bytes of Redis memory each matter more than
+    /// tracing them.
+    pub fn untraced(mut self) -> Self {
+        self.0.headers.remove(traceparent::HEADER);
+        self
     }
 
     pub fn payload(mut self, bytes: impl Into<Vec<u8>>) -> Self {
@@ -94,6 +125,12 @@ impl NewJob {
         self
     }
 
+    /// Runs the job in a session (`<queue>/<name>`).
+    pub fn session(mut self, session_id: &str) -> Self {
+        self.0.session_id = session_id.into();
+        self
+    }
+
     pub fn into_request(self) -> proto::AddJobRequest {
         self.0
     }
@@ -103,6 +140,7 @@ impl NewJob {
 #[derive(Clone)]
 pub struct Client {
     inner: QueueServiceClient<Channel>,
+    channel: Channel,
 }
 
 impl Client {
@@ -120,9 +158,10 @@ impl Client {
     }
 
     pub fn from_channel(channel: Channel) -> Self {
-        let inner =
-            QueueServiceClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20);
-        Self { inner }
+        let inner = QueueServiceClient::new(channel.clone())
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20);
+        Self { inner, channel }
     }
 
     /// The generated client, for calls this wrapper does not cover.
@@ -171,24 +210,84 @@ impl Client {
         Ok(self.inner.clone().list_queues(proto::ListQueuesRequest {}).await?.into_inner().queues)
     }
 
-    /// Waits until the job completes (its result) or dies (an error), for at most `limit`.
+    /// Waits until the job completes (its result) or dies or is cancelled (an error), for at
+    /// most `limit`. Follows the job with WatchJob: no polling.
     pub async fn wait_for_result(&self, job_id: &str, limit: Duration) -> Result<Vec<u8>, ClientError> {
-        let deadline = tokio::time::Instant::now() + limit;
-        let mut wait = Duration::from_millis(5);
-        loop {
-            let info = self.info(job_id).await?;
-            match info.state() {
-                proto::JobState::Completed => return Ok(info.result),
-                proto::JobState::Dead => {
-                    return Err(ClientError::Dead { job_id: job_id.into(), error: info.last_error });
+        let watch = async {
+            let mut events =
+                self.inner.clone().watch_job(proto::WatchJobRequest { job_id: job_id.into() }).await?.into_inner();
+            while let Some(event) = events.message().await? {
+                match event.r#type() {
+                    proto::JobEventType::Completed => return Ok(event.result),
+                    proto::JobEventType::Dead => {
+                        return Err(ClientError::Dead { job_id: job_id.into(), error: event.error });
+                    }
+                    proto::JobEventType::Cancelled => return Err(ClientError::Cancelled(job_id.into())),
+                    _ => {}
                 }
-                _ => {}
             }
-            if tokio::time::Instant::now() + wait > deadline {
-                return Err(ClientError::Timeout(job_id.into()));
-            }
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_millis(200));
-        }
+            Err(tonic::Status::unavailable("the watch ended before the job finished").into())
+        };
+        tokio::time::timeout(limit, watch).await.map_err(|_| ClientError::Timeout(job_id.into()))?
+    }
+
+    /// Adds a job and waits for its result.
+    pub async fn run(&self, job: NewJob, limit: Duration) -> Result<Vec<u8>, ClientError> {
+        let id = self.add(job).await?;
+        self.wait_for_result(&id, limit).await
+    }
+
+    pub async fn cancel(&self, job_id: &str) -> Result<(), ClientError> {
+        self.inner.clone().cancel_job(proto::CancelJobRequest { job_id: job_id.into() }).await?;
+        Ok(())
+    }
+
+    fn sessions(&self) -> SessionServiceClient<Channel> {
+        SessionServiceClient::new(self.channel.clone())
+    }
+
+    /// Creates a session in `queue` (name generated when None) with an initial JSON state.
+    pub async fn create_session(
+        &self,
+        queue: &str,
+        name: Option<&str>,
+        state: &serde_json::Value,
+        max_concurrency: u32,
+    ) -> Result<proto::Session, ClientError> {
+        let req = proto::CreateSessionRequest {
+            queue: queue.into(),
+            name: name.unwrap_or_default().into(),
+            state: state.to_string(),
+            ttl: None,
+            max_concurrency: Some(max_concurrency),
+        };
+        let resp = self.sessions().create_session(req).await?.into_inner();
+        resp.session.ok_or_else(|| tonic::Status::internal("empty answer").into())
+    }
+
+    pub async fn session(&self, session_id: &str) -> Result<proto::Session, ClientError> {
+        let resp =
+            self.sessions().get_session(proto::GetSessionRequest { session_id: session_id.into() }).await?.into_inner();
+        resp.session.ok_or_else(|| tonic::Status::internal("empty answer").into())
+    }
+
+    /// The session's state, parsed.
+    pub async fn session_state(&self, session_id: &str) -> Result<serde_json::Value, ClientError> {
+        Ok(serde_json::from_str(&self.session(session_id).await?.state)?)
+    }
+
+    /// Applies a JSON merge patch to the session's state; returns the new version.
+    pub async fn patch_session(&self, session_id: &str, patch: &serde_json::Value) -> Result<u64, ClientError> {
+        let req = proto::UpdateSessionRequest {
+            session_id: session_id.into(),
+            update: Some(proto::update_session_request::Update::MergePatch(patch.to_string())),
+            expected_version: None,
+        };
+        Ok(self.sessions().update_session(req).await?.into_inner().version)
+    }
+
+    pub async fn delete_session(&self, session_id: &str) -> Result<(), ClientError> {
+        self.sessions().delete_session(proto::DeleteSessionRequest { session_id: session_id.into() }).await?;
+        Ok(())
     }
 }

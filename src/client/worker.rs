@@ -8,16 +8,22 @@
 //!   already given them back.
 //! - Stopping finishes the running jobs and acks them; a job that arrives while stopping is
 //!   handed back with `ReturnJob` (not a failed attempt, not a lost delivery).
+//! - A handler runs inside a `job` span carrying the job's W3C trace context (`trace_id`,
+//!   `parent_span_id`, from its `traceparent` header), and the ack sends that header as gRPC
+//!   metadata, so the server's `job.complete`/`job.fail` spans join the trace on any instance.
 
 use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, field::Empty, warn};
 
 use super::{Client, ClientError};
-use crate::proto::{self, get_job_response::Message, queue_service_client::QueueServiceClient};
+use crate::{
+    proto::{self, get_job_response::Message, queue_service_client::QueueServiceClient},
+    telemetry::{TraceContext, traceparent},
+};
 
 /// Why a handler failed, and whether to try again.
 #[derive(Debug, Clone)]
@@ -54,6 +60,7 @@ impl<E: std::error::Error> From<E> for JobError {
 pub struct JobContext {
     pub job: proto::Job,
     client: QueueServiceClient<Channel>,
+    new_session_state: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl JobContext {
@@ -73,6 +80,18 @@ impl JobContext {
 
     pub fn attempt(&self) -> u32 {
         self.job.attempt
+    }
+
+    /// For a job of a session: the session's state at delivery, parsed.
+    pub fn session_state(&self) -> Option<serde_json::Value> {
+        self.job.session.as_ref().and_then(|s| serde_json::from_str(&s.state).ok())
+    }
+
+    /// For a job of a session: the state to write when the job completes, in the same atomic
+    /// step, provided the session has not changed since delivery. If it has, the attempt fails
+    /// (and retries with the fresh state) instead.
+    pub fn set_session_state(&self, state: &serde_json::Value) {
+        *self.new_session_state.lock().unwrap_or_else(|e| e.into_inner()) = Some(state.to_string());
     }
 
     /// Pushes this attempt's deadline to now + `by`.
@@ -96,6 +115,8 @@ pub struct Worker {
     concurrency: u32,
     worker_id: String,
     handlers: HashMap<String, Handler>,
+    /// For job types without a handler of their own.
+    fallback: Option<Handler>,
 }
 
 impl Worker {
@@ -106,6 +127,7 @@ impl Worker {
             concurrency: 1,
             worker_id: format!("rust-{}", std::process::id()),
             handlers: HashMap::new(),
+            fallback: None,
         }
     }
 
@@ -127,6 +149,16 @@ impl Worker {
         Fut: Future<Output = Result<Vec<u8>, JobError>> + Send + 'static,
     {
         self.handlers.insert(job_type.into(), Arc::new(move |ctx| Box::pin(handler(ctx))));
+        self
+    }
+
+    /// Runs `handler` for every job type that has no handler of its own.
+    pub fn handle_any<F, Fut>(mut self, handler: F) -> Self
+    where
+        F: Fn(JobContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<u8>, JobError>> + Send + 'static,
+    {
+        self.fallback = Some(Arc::new(move |ctx| Box::pin(handler(ctx))));
         self
     }
 
@@ -233,40 +265,75 @@ impl Worker {
 
     /// Runs the handler and acks its outcome. Aborted on revoke.
     fn run_one(&self, job: proto::Job) -> impl Future<Output = ()> + Send + 'static {
-        let handler = self.handlers.get(&job.r#type).cloned();
+        let handler = self.handlers.get(&job.r#type).or(self.fallback.as_ref()).cloned();
         let mut client = self.client.raw();
-        async move {
+        let trace = TraceContext::from_headers(job.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let span = tracing::info_span!(
+            "job",
+            job_id = %job.id,
+            job_type = %job.r#type,
+            attempt = job.attempt,
+            trace_id = Empty,
+            parent_span_id = Empty
+        );
+        traceparent::record(&span, trace.as_ref());
+        let job_run = async move {
             let (job_id, token) = (job.id.clone(), job.lease_token.clone());
+            let version = job.session.as_ref().map(|s| s.version);
+            let new_state = Arc::new(std::sync::Mutex::new(None));
             let outcome = match handler {
-                Some(handler) => handler(JobContext { job, client: client.clone() }).await,
+                Some(handler) => {
+                    handler(JobContext { job, client: client.clone(), new_session_state: new_state.clone() }).await
+                }
                 None => Err(JobError::retry(format!("no handler for job type {:?} on this worker", job.r#type))),
             };
-            let acked = match outcome {
-                Ok(result) => client
-                    .complete_job(proto::CompleteJobRequest {
+            let session_state = new_state.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let completed = match outcome {
+                Ok(result) => {
+                    let req = proto::CompleteJobRequest {
                         job_id: job_id.clone(),
-                        lease_token: token,
+                        lease_token: token.clone(),
                         result,
-                        ..Default::default()
-                    })
-                    .await
-                    .map(|_| ()),
-                Err(e) => client
-                    .fail_job(proto::FailJobRequest {
+                        expected_session_version: session_state.as_ref().and(version),
+                        session_state,
+                    };
+                    match client.complete_job(traced(req, trace.as_ref())).await {
+                        Err(status) if status.code() == tonic::Code::Aborted => {
+                            Err(JobError::retry("the session changed while the job ran"))
+                        }
+                        other => Ok(other.map(|_| ())),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            let acked = match completed {
+                Ok(acked) => acked,
+                Err(e) => {
+                    let req = proto::FailJobRequest {
                         job_id: job_id.clone(),
                         lease_token: token,
                         error: e.message,
                         retryable: Some(e.retryable),
                         retry_after: e.retry_after.map(super::duration),
-                    })
-                    .await
-                    .map(|_| ()),
+                    };
+                    client.fail_job(traced(req, trace.as_ref())).await.map(|_| ())
+                }
             };
             if let Err(status) = acked {
                 warn!(%job_id, %status, "ack failed");
             }
-        }
+        };
+        job_run.instrument(span)
     }
+}
+
+/// An ack request carrying the job's trace context as `traceparent` metadata.
+fn traced<T>(message: T, trace: Option<&TraceContext>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(value) = trace.and_then(|t| tonic::metadata::MetadataValue::try_from(t.to_header()).ok()) {
+        request.metadata_mut().insert(traceparent::HEADER, value);
+    }
+    request
 }
 
 /// Answers a revoke with a failure report for the revoked delivery.

@@ -34,9 +34,18 @@ impl Engine {
     /// Cancels a job: waiting or delayed ones at once; an active one is marked and its worker
     /// told, and it ends cancelled whatever the worker answers.
     pub async fn cancel(&self, job_id: &JobId) -> Result<()> {
+        let counted = || {
+            if let Some(m) = crate::telemetry::queue(&job_id.queue) {
+                m.cancelled.increment(1);
+            }
+        };
         match self.store.cancel(&job_id.queue, &job_id.ulid).await? {
-            CancelOutcome::Cancelled => Ok(()),
+            CancelOutcome::Cancelled => {
+                counted();
+                Ok(())
+            }
             CancelOutcome::Marked(token) => {
+                counted();
                 self.revoke_anywhere(job_id, &token, RevokeReason::Cancelled).await;
                 Ok(())
             }

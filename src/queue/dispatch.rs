@@ -9,10 +9,13 @@
 use std::{sync::Arc, time::Duration};
 
 use tokio::{sync::Notify, time::Instant};
-use tracing::{debug, warn};
+use tracing::{debug, field::Empty, warn};
 
 use super::{Delivery, Engine, JobId, RevokeReason, SessionId, from_ms, hub, notices::Notice};
-use crate::store::StoreError;
+use crate::{
+    store::StoreError,
+    telemetry::{self, SPAN_TARGET, TraceContext, traceparent},
+};
 
 /// Most jobs one lease round hands out.
 const MAX_ROUND: usize = 500;
@@ -66,15 +69,37 @@ async fn rounds(engine: &Engine, queue: &str) -> Result<Option<Duration>, StoreE
         for (ulid, token) in &round.revoked {
             revoke(engine, &JobId::new(queue, ulid), token).await;
         }
+        let metrics = telemetry::queue(queue);
+        if let Some(m) = metrics.as_ref().filter(|_| !round.revoked.is_empty()) {
+            m.timed_out.increment(round.revoked.len() as u64);
+        }
         let full = !tokens.is_empty() && round.jobs.len() == tokens.len();
         debug!(%queue, wanted = tokens.len(), leased = round.jobs.len(), "lease round");
+        let now_ms = round.now_ms;
         let deliveries = round
             .jobs
             .into_iter()
             .map(|job| {
                 let r = job.record;
+                let job_id = JobId::new(queue, &job.ulid);
+                let trace = TraceContext::from_headers(r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                let waited_ms = now_ms - r.ready_at_ms.unwrap_or(r.created_ms);
+                if let Some(m) = &metrics {
+                    // created_ms comes from the adding instance's clock: clamp any skew at zero.
+                    m.wait.record(waited_ms.max(0) as f64 / 1000.0);
+                }
+                let span = tracing::info_span!(
+                    target: SPAN_TARGET,
+                    "job.deliver",
+                    %job_id,
+                    attempt = job.attempt,
+                    trace_id = Empty,
+                    parent_span_id = Empty
+                );
+                traceparent::record(&span, trace.as_ref());
+                span.in_scope(|| debug!(waited_ms, "job leased"));
                 Delivery {
-                    job_id: JobId::new(queue, &job.ulid),
+                    job_id,
                     job_type: r.job_type,
                     payload: r.payload,
                     headers: r.headers,
@@ -86,6 +111,7 @@ async fn rounds(engine: &Engine, queue: &str) -> Result<Option<Duration>, StoreE
                     deadline: from_ms(job.deadline_ms),
                     created_at: from_ms(r.created_ms),
                     session: job.session.map(|s| (SessionId::new(queue, &s.name), s.state, s.version)),
+                    trace,
                 }
             })
             .collect();

@@ -11,12 +11,13 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, MutexGuard},
-    time::SystemTime,
+    time::{Duration, Instant, SystemTime},
 };
 
 use tokio::sync::{Notify, mpsc};
 
 use super::{Delivery, JobId};
+use crate::telemetry::TraceContext;
 
 /// Messages on a worker stream, besides the transport's own pings.
 #[derive(Debug)]
@@ -51,6 +52,19 @@ struct Held {
     /// Revoked (timed out): the lease is gone, but the credit stays used until the worker
     /// answers or the stream ends.
     revoked: bool,
+    /// When it was handed to the stream (for the run-time histogram).
+    since: Instant,
+    /// The job's trace context, for the spans of acks that reach this instance.
+    trace: Option<TraceContext>,
+}
+
+/// A delivery whose credit came back (see `Hub::release`).
+#[derive(Clone, Copy, Debug)]
+pub struct Released {
+    /// From hand-over to the stream until now.
+    pub held_for: Duration,
+    /// It had been revoked (timed out or cancelled) before the answer came.
+    pub revoked: bool,
 }
 
 struct StreamSlot {
@@ -298,6 +312,7 @@ impl Hub {
             }
         }
         let mut undelivered = Vec::new();
+        let now = Instant::now();
         for job in jobs {
             let Some((_, id)) = parse_token(&job.lease_token) else {
                 continue;
@@ -310,8 +325,9 @@ impl Hub {
             };
             let job_id = job.job_id.clone();
             let token = job.lease_token.clone();
+            let trace = job.trace;
             if stream.tx.try_send(StreamEvent::Job(Box::new(job))).is_ok() {
-                stream.in_flight.insert(job_id, Held { token, revoked: false });
+                stream.in_flight.insert(job_id, Held { token, revoked: false, since: now, trace });
             } else {
                 undelivered.push(held);
             }
@@ -362,22 +378,32 @@ impl Hub {
 
     /// The worker answered for a job (or its lease was found gone): free its credit.
     /// Only the delivery named by `token` is released, never a later one of the same job.
-    pub fn release(&self, stream: u64, job_id: &JobId, token: &str) -> bool {
+    /// Returns what was released; None when the stream did not hold that delivery.
+    pub fn release(&self, stream: u64, job_id: &JobId, token: &str) -> Option<Released> {
         let mut state = self.lock();
-        let Some(s) = state.streams.get_mut(&stream) else {
-            return false;
-        };
+        let s = state.streams.get_mut(&stream)?;
         if s.in_flight.get(job_id).is_none_or(|h| h.token != token) {
-            return false;
+            return None;
         }
-        s.in_flight.remove(job_id);
+        let held = s.in_flight.remove(job_id)?;
         let queues = s.spec.queues.clone();
         for q in queues {
             if let Some(q) = state.queues.get(&q) {
                 q.wake.notify_one();
             }
         }
-        true
+        Some(Released { held_for: held.since.elapsed(), revoked: held.revoked })
+    }
+
+    /// The trace context of a delivery a stream of this instance holds.
+    pub fn trace_of(&self, stream: u64, job_id: &JobId, token: &str) -> Option<TraceContext> {
+        let state = self.lock();
+        state.streams.get(&stream)?.in_flight.get(job_id).filter(|h| h.token == token)?.trace
+    }
+
+    /// Open worker streams.
+    pub fn stream_count(&self) -> usize {
+        self.lock().streams.len()
     }
 
     /// Stops dispatch to one stream (its worker is stopping); it keeps what it holds.

@@ -229,6 +229,8 @@ pub struct Delivery {
     pub created_at: SystemTime,
     /// For a job of a session: the session, its state and version at delivery.
     pub session: Option<(super::SessionId, String, u64)>,
+    /// The job's `traceparent` header, parsed (None when absent or invalid).
+    pub trace: Option<crate::telemetry::TraceContext>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

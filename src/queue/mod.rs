@@ -10,11 +10,18 @@
 //! - the notice listener on the shared pub/sub connection, and reconciliation of this
 //!   instance's view of its leases against Redis (`notices.rs`).
 //!
+//! - with metrics on, the refresh of the per-queue gauges from Redis (`gauges.rs`).
+//!
 //! Every spawned task watches `shutdown` and is tracked, so `Engine::shutdown` ends them all.
+//!
+//! Instrumentation: each transition counts in the queue's metrics (`crate::telemetry`; no-ops
+//! while metrics are off) and runs in a span (`job.add`, `job.complete`, `job.fail`; delivery
+//! is in `dispatch.rs`) carrying the job's W3C trace context.
 
 mod admin;
 mod dispatch;
 mod events;
+mod gauges;
 mod hub;
 mod job;
 mod liveness;
@@ -29,9 +36,12 @@ use std::{
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tracing::{info, warn};
+use tracing::{Instrument, field::Empty, info, warn};
 
-use crate::store::{Ack, AckOutcome, AddArgs, AddOutcome, LeaseCheck, RecordState, Store, StoreError};
+use crate::{
+    store::{Ack, AckOutcome, AddArgs, AddOutcome, LeaseCheck, RecordState, Store, StoreError},
+    telemetry::{self, SPAN_TARGET, TraceContext, traceparent},
+};
 pub use admin::WorkerView;
 pub use events::{EventKind, EventView};
 pub use hub::{RevokeReason, StreamEvent, StreamInfo, WorkerSpec};
@@ -180,6 +190,7 @@ impl Drop for StreamGuard {
         let engine = self.engine.clone();
         let (held, orphaned) = engine.hub.close(self.id);
         drop(orphaned); // their dispatchers notice the queue has no stream and stop
+        telemetry::set_worker_streams(engine.hub.stream_count());
         if held.is_empty() || engine.shutdown.is_cancelled() {
             // On shutdown, `Engine::shutdown` hands back everything still held.
             return;
@@ -245,42 +256,39 @@ impl Engine {
         Ok(())
     }
 
-    /// Adds one job, validated with field names prefixed by `field_prefix`.
+    /// Adds one job, validated with field names prefixed by `field_prefix`, in a `job.add` span
+    /// carrying the trace context of the job's `traceparent` header.
     pub async fn add(&self, job: NewJob, field_prefix: &str) -> Result<Added> {
+        let span = tracing::info_span!(
+            target: SPAN_TARGET,
+            "job.add",
+            queue = %job.queue,
+            job_id = Empty,
+            trace_id = Empty,
+            parent_span_id = Empty
+        );
+        let trace = TraceContext::from_headers(job.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        traceparent::record(&span, trace.as_ref());
+        let added = self.add_in_span(job, field_prefix).instrument(span.clone()).await?;
+        span.record("job_id", tracing::field::display(&added.job_id));
+        Ok(added)
+    }
+
+    async fn add_in_span(&self, job: NewJob, field_prefix: &str) -> Result<Added> {
         self.check_open()?;
         job.validate(&self.settings.limits, field_prefix)?;
         self.register(&job.queue).await?;
-        let ulid = ulid::Ulid::new();
         let queue = job.queue.clone();
-        let (delay_ms, run_at_ms) = match job.schedule {
-            Schedule::Now => (None, None),
-            Schedule::After(d) => (Some(d.as_millis() as u64), None),
-            Schedule::At(t) => (None, Some(to_ms(t))),
-        };
-        let session = job.session.clone();
-        let record = job.into_record(ulid.timestamp_ms() as i64);
-        let ulid = ulid.to_string();
-        let args = AddArgs {
-            ulid: &ulid,
-            record: &record,
-            delay_ms,
-            run_at_ms,
-            idempotency_window: self.settings.idempotency_window,
-            session: session.as_ref().map(|s| s.name.as_str()),
-        };
-        let outcome = self.store.add(&queue, &args).await?;
-        let (ulid, duplicate) = match outcome {
-            AddOutcome::Added(u) => (u, false),
-            AddOutcome::Duplicate(u) => (u, true),
-            AddOutcome::NoSession => {
-                let id = session.map(|s| s.to_string()).unwrap_or_default();
-                return Err(Error::NotFound(format!("{field_prefix}session_id: session {id} does not exist")));
-            }
-        };
+        let prepared = Prepared::new(job);
+        let outcome = self.store.add(&queue, &prepared.args(self.settings.idempotency_window)).await?;
+        let Added { job_id, duplicate } = prepared.outcome(&queue, outcome, field_prefix)?;
         if !duplicate {
             self.hub.wake(&queue);
+            if let Some(m) = telemetry::queue(&queue) {
+                m.added.increment(1);
+            }
         }
-        Ok(Added { job_id: JobId::new(&queue, &ulid), duplicate })
+        Ok(Added { job_id, duplicate })
     }
 
     /// Adds many jobs, each on its own; the batch as a whole is checked against the caps first.
@@ -304,13 +312,34 @@ impl Engine {
                 limits.max_batch_bytes
             )));
         }
-        use futures::StreamExt;
-        let results = futures::stream::iter(jobs.into_iter().enumerate())
-            .map(|(i, job)| async move { self.add(job, &format!("jobs[{i}].")).await })
-            .buffered(64)
-            .collect()
-            .await;
-        Ok(results)
+        // Each queue's jobs go in with one script call per chunk, in request order, so a batch
+        // keeps its FIFO order (and a repeated idempotency key within it is a duplicate).
+        let mut results: Vec<Option<Result<Added>>> = jobs.iter().map(|_| None).collect();
+        let mut by_queue: std::collections::BTreeMap<String, Vec<(usize, Prepared)>> = Default::default();
+        for (i, job) in jobs.into_iter().enumerate() {
+            match job.validate(limits, &format!("jobs[{i}].")) {
+                Ok(()) => by_queue.entry(job.queue.clone()).or_default().push((i, Prepared::new(job))),
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        for (queue, items) in by_queue {
+            self.register(&queue).await?;
+            for chunk in items.chunks(500) {
+                let args: Vec<AddArgs> = chunk.iter().map(|(_, p)| p.args(self.settings.idempotency_window)).collect();
+                let outcomes = self.store.add_many(&queue, &args).await?;
+                for ((i, prepared), outcome) in chunk.iter().zip(outcomes) {
+                    let result = prepared.outcome(&queue, outcome, &format!("jobs[{i}]."));
+                    if let (Ok(added), Some(m)) = (&result, telemetry::queue(&queue))
+                        && !added.duplicate
+                    {
+                        m.added.increment(1);
+                    }
+                    results[*i] = Some(result);
+                }
+            }
+            self.hub.wake(&queue);
+        }
+        Ok(results.into_iter().map(|r| r.unwrap_or(Err(Error::Internal))).collect())
     }
 
     /// Opens a worker stream. Jobs and control messages arrive on the receiver; the stream
@@ -341,6 +370,7 @@ impl Engine {
         // Room for every job the credit allows plus the control messages about them.
         let (tx, rx) = mpsc::channel(spec.max_in_flight as usize * 2 + 8);
         let (id, fresh) = self.hub.open(spec, tx).ok_or(Error::ShuttingDown)?;
+        telemetry::set_worker_streams(self.hub.stream_count());
         for (queue, wake) in fresh {
             self.dispatchers.spawn(dispatch::run(self.clone(), queue, wake));
         }
@@ -353,7 +383,7 @@ impl Engine {
             return;
         };
         if instance == self.instance {
-            self.hub.release(stream, job_id, token);
+            self.answered(job_id, self.hub.release(stream, job_id, token));
         } else {
             let channel = self.store.keys().instance_channel(instance);
             let notice = notices::Notice::Release { job_id: job_id.clone(), token: token.to_owned() };
@@ -362,6 +392,29 @@ impl Engine {
                 warn!(error = %e, job_id = %job_id, "could not notify the lease owner");
             }
         }
+    }
+
+    /// A worker answered for a delivery of this instance (here or through another instance):
+    /// the time it held the job goes to the run-time histogram. A revoked delivery's answer
+    /// is not a run (it timed out or was cancelled under the worker).
+    fn answered(&self, job_id: &JobId, released: Option<hub::Released>) {
+        if let Some(released) = released.filter(|r| !r.revoked)
+            && let Some(m) = telemetry::queue(&job_id.queue)
+        {
+            m.run.record(released.held_for);
+        }
+    }
+
+    /// The trace context of an ack: the one the request carried, else the one of the delivery
+    /// when this instance made it.
+    fn ack_trace(&self, job_id: &JobId, token: &str, given: Option<TraceContext>) -> Option<TraceContext> {
+        given.or_else(|| {
+            let (instance, stream) = hub::parse_token(token)?;
+            if instance != self.instance {
+                return None;
+            }
+            self.hub.trace_of(stream, job_id, token)
+        })
     }
 
     /// Stops dispatch to the stream that received `token`, on whichever instance holds it.
@@ -393,7 +446,27 @@ impl Engine {
     /// Completes an attempt. For a job of a session, `session_state` (JSON) replaces the
     /// session's state in the same atomic step, if the session is still at `expected_version`
     /// when one is given; on a mismatch nothing is written and the job stays leased.
+    /// `trace` is the trace context the request carried, if any (see `ack_trace`).
     pub async fn complete(
+        &self,
+        job_id: &JobId,
+        token: &str,
+        result: &[u8],
+        session_state: Option<(&str, Option<u64>)>,
+        trace: Option<TraceContext>,
+    ) -> Result<()> {
+        let span = tracing::info_span!(
+            target: SPAN_TARGET,
+            "job.complete",
+            %job_id,
+            trace_id = Empty,
+            parent_span_id = Empty
+        );
+        traceparent::record(&span, self.ack_trace(job_id, token, trace).as_ref());
+        self.complete_in_span(job_id, token, result, session_state).instrument(span).await
+    }
+
+    async fn complete_in_span(
         &self,
         job_id: &JobId,
         token: &str,
@@ -418,6 +491,11 @@ impl Engine {
         if !matches!(outcome, AckOutcome::UnknownJob | AckOutcome::VersionMismatch | AckOutcome::NotInSession) {
             self.settle(job_id, token).await;
         }
+        if outcome == AckOutcome::Completed
+            && let Some(m) = telemetry::queue(&job_id.queue)
+        {
+            m.completed.increment(1);
+        }
         match outcome {
             AckOutcome::Completed | AckOutcome::Cancelled => Ok(()),
             AckOutcome::UnknownJob => Self::lease_error(LeaseCheck::UnknownJob, job_id),
@@ -435,7 +513,29 @@ impl Engine {
     }
 
     /// Fails an attempt; returns the job's new state and when it runs again.
+    /// `trace` is the trace context the request carried, if any (see `ack_trace`).
     pub async fn fail(
+        &self,
+        job_id: &JobId,
+        token: &str,
+        error: &str,
+        retryable: bool,
+        retry_after: Option<Duration>,
+        trace: Option<TraceContext>,
+    ) -> Result<(JobState, Option<SystemTime>)> {
+        let span = tracing::info_span!(
+            target: SPAN_TARGET,
+            "job.fail",
+            %job_id,
+            retryable,
+            trace_id = Empty,
+            parent_span_id = Empty
+        );
+        traceparent::record(&span, self.ack_trace(job_id, token, trace).as_ref());
+        self.fail_in_span(job_id, token, error, retryable, retry_after).instrument(span).await
+    }
+
+    async fn fail_in_span(
         &self,
         job_id: &JobId,
         token: &str,
@@ -453,6 +553,14 @@ impl Engine {
             self.settle(job_id, token).await;
         }
         Self::lease_error(outcome.check, job_id)?;
+        if let Some(m) = telemetry::queue(&job_id.queue)
+            && outcome.state != Some(RecordState::Cancelled)
+        {
+            m.failed.increment(1);
+            if matches!(outcome.state, Some(RecordState::Waiting | RecordState::Retrying)) {
+                m.retried.increment(1);
+            }
+        }
         Ok(match outcome.state {
             Some(RecordState::Dead) => (JobState::Dead, None),
             Some(RecordState::Waiting) => (JobState::Waiting, Some(from_ms(outcome.run_at_ms))),
@@ -513,6 +621,12 @@ impl Engine {
         self.hub.streams()
     }
 
+    /// Starts refreshing the per-queue gauges from Redis every `every` (see `gauges.rs`); the
+    /// server does it when it serves metrics.
+    pub fn start_gauges(self: &Arc<Self>, every: Duration) {
+        self.tasks.spawn(gauges::run(self.clone(), every));
+    }
+
     /// Hands leases back to the head of their queues, retrying while Redis is away: a lease
     /// that is never handed back would only return after this instance is declared dead.
     /// Returns false when some could not be handed back (they return through the reaper).
@@ -528,6 +642,9 @@ impl Engine {
                 match self.store.requeue(&queue, &leases, lost, self.settings.max_lost).await {
                     Ok(n) => {
                         info!(%queue, returned = n, lost, "leases handed back");
+                        if let Some(m) = telemetry::queue(&queue).filter(|_| lost) {
+                            m.lost.increment(n);
+                        }
                         break;
                     }
                     Err(e) if self.shutdown.is_cancelled() && tries >= 5 => {
@@ -571,6 +688,7 @@ impl Engine {
             warn!(error = %e, "could not leave the instance registry");
         }
         self.hub.disconnect_all();
+        telemetry::set_worker_streams(0);
         self.tasks.close();
         self.tasks.wait().await;
         info!("engine stopped");
@@ -586,4 +704,54 @@ fn truncate(text: &str, max: usize) -> &str {
         end -= 1;
     }
     &text[..end]
+}
+
+/// A validated job, ready for the add script.
+struct Prepared {
+    ulid: String,
+    record: crate::store::JobRecord,
+    delay_ms: Option<u64>,
+    run_at_ms: Option<i64>,
+    session: Option<SessionId>,
+}
+
+impl Prepared {
+    fn new(job: NewJob) -> Self {
+        let ulid = ulid::Ulid::new();
+        let (delay_ms, run_at_ms) = match job.schedule {
+            Schedule::Now => (None, None),
+            Schedule::After(d) => (Some(d.as_millis() as u64), None),
+            Schedule::At(t) => (None, Some(to_ms(t))),
+        };
+        let session = job.session.clone();
+        Self {
+            record: job.into_record(ulid.timestamp_ms() as i64),
+            ulid: ulid.to_string(),
+            delay_ms,
+            run_at_ms,
+            session,
+        }
+    }
+
+    fn args(&self, idempotency_window: Duration) -> AddArgs<'_> {
+        AddArgs {
+            ulid: &self.ulid,
+            record: &self.record,
+            delay_ms: self.delay_ms,
+            run_at_ms: self.run_at_ms,
+            idempotency_window,
+            session: self.session.as_ref().map(|s| s.name.as_str()),
+        }
+    }
+
+    fn outcome(&self, queue: &str, outcome: AddOutcome, field_prefix: &str) -> Result<Added> {
+        match outcome {
+            AddOutcome::Added(u) => Ok(Added { job_id: JobId::new(queue, &u), duplicate: false }),
+            AddOutcome::Duplicate(u) => Ok(Added { job_id: JobId::new(queue, &u), duplicate: true }),
+            AddOutcome::NoSession => {
+                let id = self.session.as_ref().map(|s| s.to_string()).unwrap_or_default();
+                Err(Error::NotFound(format!("{field_prefix}session_id: session {id} does not exist")))
+            }
+        }
+    }
 }

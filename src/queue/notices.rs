@@ -115,7 +115,7 @@ pub async fn listen(engine: Arc<Engine>) {
             match Notice::decode(&payload) {
                 Some(Notice::Release { job_id, token }) => {
                     if let Some((_, stream)) = super::hub::parse_token(&token) {
-                        engine.hub.release(stream, &job_id, &token);
+                        engine.answered(&job_id, engine.hub.release(stream, &job_id, &token));
                     }
                 }
                 Some(Notice::StopStream { token, .. }) => {

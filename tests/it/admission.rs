@@ -201,3 +201,24 @@ async fn retention_caps_bound_completed_and_dead_jobs() {
     assert_eq!((stats.dead, stats.dead_evicted), (2, 1));
     server.assert_invariants("q").await;
 }
+
+#[tokio::test]
+async fn add_jobs_keeps_request_order_and_catches_repeated_keys_within_the_batch() {
+    let redis = Redis::start();
+    let server = Server::start(&redis).await;
+    let mut client = server.client().await;
+    let mut jobs: Vec<proto::AddJobRequest> = (0..50).map(|i| job("q", "t", format!("{i}").as_bytes())).collect();
+    jobs[10].idempotency_key = "same".into();
+    jobs[20].idempotency_key = "same".into();
+    let results = client.add_jobs(proto::AddJobsRequest { jobs }).await.expect("add_jobs").into_inner().results;
+    assert!(!results[10].duplicate && results[20].duplicate);
+    assert_eq!(results[20].job_id, results[10].job_id);
+    let mut worker = Worker::open(&server, &["q"], 100).await;
+    let mut order = Vec::new();
+    for _ in 0..49 {
+        order.push(String::from_utf8(worker.job().await.payload).expect("utf8"));
+    }
+    let expected: Vec<String> = (0..50).filter(|i| *i != 20).map(|i| i.to_string()).collect();
+    assert_eq!(order, expected, "FIFO in request order");
+    server.assert_invariants("q").await;
+}

@@ -303,8 +303,7 @@ async fn a_rolling_restart_under_load_loses_nothing_and_runs_nothing_twice() {
 
     eventually(Duration::from_secs(20), "a third of the jobs added", reached(N / 3)).await;
     let began = Instant::now();
-    a.signal(libc::SIGTERM);
-    let status = a.wait_exit(Duration::from_secs(15)).await;
+    let status = a.terminate(Duration::from_secs(15)).await;
     assert!(status.success(), "A exited with {status:?}");
     let a_down = began.elapsed();
     let a2 = Process::start_async(serve_args(&addr_a.to_string(), &url, &prefix)).await;
@@ -312,8 +311,7 @@ async fn a_rolling_restart_under_load_loses_nothing_and_runs_nothing_twice() {
 
     eventually(Duration::from_secs(20), "two thirds of the jobs added", reached(2 * N / 3)).await;
     let b_began = Instant::now();
-    b.signal(libc::SIGTERM);
-    let status = b.wait_exit(Duration::from_secs(15)).await;
+    let status = b.terminate(Duration::from_secs(15)).await;
     assert!(status.success(), "B exited with {status:?}");
     let b_down = b_began.elapsed();
     let b2 = Process::start_async(serve_args(&addr_b.to_string(), &url, &prefix)).await;
@@ -460,4 +458,20 @@ async fn a_lease_round_that_ends_during_shutdown_is_not_orphaned() {
     again.complete(&first, b"").await.expect("complete");
     again.complete(&back.expect("job"), b"").await.expect("complete");
     next.assert_invariants("q").await;
+}
+
+#[tokio::test]
+async fn a_sigterm_right_after_start_up_is_a_graceful_stop() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let prefix = unique_prefix();
+    // As an orchestrator may do: stop a replica the moment it says it listens. Several times,
+    // as the window is short.
+    for _ in 0..5 {
+        let mut jobwire = Process::start_async(serve_args("127.0.0.1:0", &url, &prefix)).await;
+        jobwire.signal(libc::SIGTERM);
+        let status = jobwire.wait_exit(Duration::from_secs(10)).await;
+        assert!(status.success(), "a SIGTERM after the `listening` line must drain and exit 0, got {status:?}");
+    }
+    assert_invariants_at(&url, &prefix, "q").await;
 }

@@ -40,8 +40,7 @@ fn answers(url: &str) -> bool {
 }
 
 async fn sigterm(mut jobwire: Process) {
-    jobwire.signal(libc::SIGTERM);
-    let status = jobwire.wait_exit(Duration::from_secs(15)).await;
+    let status = jobwire.terminate(Duration::from_secs(15)).await;
     assert!(status.success(), "jobwire exited with {status:?}");
 }
 

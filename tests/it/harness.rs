@@ -16,6 +16,7 @@ use jobwire::{
     queue::{Engine, Settings},
     server::{self, ServerOptions},
     store::{Retention, Store, StoreConfig},
+    telemetry::MetricsEndpoint,
 };
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
@@ -164,6 +165,8 @@ fn init_tracing() {
 /// A jobwire server running in this process on 127.0.0.1:0.
 pub struct Server {
     pub addr: std::net::SocketAddr,
+    /// Where `/metrics` is served, when the builder asked for it.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     pub engine: Arc<Engine>,
     pub store: Arc<Store>,
     stop: Option<oneshot::Sender<()>>,
@@ -176,6 +179,8 @@ pub struct ServerBuilder {
     settings: Settings,
     retention: Retention,
     drain_grace: Duration,
+    /// Serve metrics, refreshing the gauges this often.
+    metrics: Option<Duration>,
 }
 
 impl ServerBuilder {
@@ -186,6 +191,7 @@ impl ServerBuilder {
             settings: fast_settings(),
             retention: retention(),
             drain_grace: Duration::from_millis(200),
+            metrics: None,
         }
     }
 
@@ -221,8 +227,20 @@ impl ServerBuilder {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
-        let options =
-            ServerOptions { max_message: 4 << 20, ping_every: Duration::from_secs(15), drain_grace: self.drain_grace };
+        let metrics = match self.metrics {
+            Some(every) => {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind metrics");
+                Some(MetricsEndpoint::from_listener(listener).expect("metrics recorder").refresh_every(every))
+            }
+            None => None,
+        };
+        let metrics_addr = metrics.as_ref().map(|m| m.local_addr().expect("metrics addr"));
+        let options = ServerOptions {
+            max_message: 4 << 20,
+            ping_every: Duration::from_secs(15),
+            drain_grace: self.drain_grace,
+            metrics,
+        };
         let task = tokio::spawn({
             let engine = engine.clone();
             async move {
@@ -233,7 +251,7 @@ impl ServerBuilder {
                 .expect("server runs");
             }
         });
-        let server = Server { addr, engine, store, stop: Some(stop), task: Some(task) };
+        let server = Server { addr, metrics_addr, engine, store, stop: Some(stop), task: Some(task) };
         let mut up = server.engine.redis_up();
         let _ = tokio::time::timeout(Duration::from_secs(5), up.wait_for(|u| *u)).await;
         server
@@ -456,6 +474,14 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves Prometheus metrics on 127.0.0.1:0 (see `Server::metrics_addr`), refreshing the
+    /// per-queue gauges every `refresh`. The recorder is per process: give each test its own
+    /// queue names.
+    pub fn metrics(mut self, refresh: Duration) -> Self {
+        self.metrics = Some(refresh);
+        self
+    }
+
     /// How long a graceful stop keeps accepting acks (default here: 200 ms).
     pub fn drain_grace(mut self, grace: Duration) -> Self {
         self.drain_grace = grace;
@@ -603,4 +629,28 @@ pub fn is_running(pid: u32) -> bool {
 /// Test logs for tests without an in-process server (which sets them up itself).
 pub fn init_test_tracing() {
     init_tracing();
+}
+
+impl Process {
+    /// Waits until the process catches SIGTERM itself (its `SigCgt` mask in /proc), so that a
+    /// SIGTERM from the test means a graceful stop rather than the default action.
+    pub async fn wait_handles_sigterm(&self) {
+        let pid = self.pid();
+        eventually(Duration::from_secs(10), "jobwire to handle SIGTERM", || async move {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("SigCgt:"))
+                .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+                .is_some_and(|mask| mask & (1 << (libc::SIGTERM - 1)) != 0)
+        })
+        .await;
+    }
+
+    /// SIGTERM once the process handles it, then its exit status (within `limit`).
+    pub async fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
+        self.wait_handles_sigterm().await;
+        self.signal(libc::SIGTERM);
+        self.wait_exit(limit).await
+    }
 }

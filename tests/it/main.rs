@@ -12,6 +12,8 @@ mod delivery;
 mod embedded;
 mod events;
 mod lifecycle;
+mod metrics;
 mod resilience;
 mod retries;
 mod sessions;
+mod work;

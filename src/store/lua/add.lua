@@ -1,54 +1,59 @@
--- add: stores one new job and makes it ready, delayed, or pending in its session, in one step.
--- KEYS: the queue keys (lib.lua), then KEYS[25] = the idempotency tombstone when a key was given.
--- ARGV[8] ULID, ARGV[9] packed record (state WAITING), ARGV[10] priority,
--- ARGV[11] delay ms or -1, ARGV[12] run_at epoch ms or -1, ARGV[13] idempotency window ms,
--- ARGV[14] session name or ''.
--- Returns {1, ULID} when added, {0, first ULID} when the idempotency key was already seen,
--- {-1, ''} when the session does not exist (nothing written).
+-- add: stores new jobs, each made ready, delayed, or pending in its session. Jobs are handled
+-- one after the other in the order given (so a batch keeps its FIFO order), each checked before
+-- anything of it is written; the idempotency tombstone is written last, so a job that fails to
+-- go in leaves no tombstone behind.
+-- KEYS: the queue keys (lib.lua), then the idempotency tombstones of the jobs that have a key.
+-- ARGV[8] idempotency window ms, then seven values per job:
+--   ULID, packed record (state WAITING), priority, delay ms or -1, run_at epoch ms or -1,
+--   session name or '', index in KEYS of its tombstone or 0.
+-- Returns per job {code, ULID}: 1 added; 0 duplicate, with the ULID of the first add;
+-- -1 unknown session (nothing written).
 -- The tombstone outlives the job's retention on purpose: a repeat inside the window is a
 -- duplicate even after the first job is gone.
-local ulid, raw, priority = ARGV[8], ARGV[9], tonumber(ARGV[10])
-local delay, run_at, session = tonumber(ARGV[11]), tonumber(ARGV[12]), ARGV[14]
-if KEYS[25] then
-  local first = redis.call('GET', KEYS[25])
-  if first then
-    return { 0, first }
-  end
-end
-local meta = session ~= '' and load_session(session)
-if session ~= '' and not meta then
-  return { -1, '' }
-end
-if KEYS[25] then
-  redis.call('SET', KEYS[25], ulid, 'PX', ARGV[13])
-end
+local window = ARGV[8]
 local now = now_ms()
-local due = run_at
-if delay >= 0 then
-  due = now + delay
-end
-if meta then
-  local seq = redis.call('HINCRBY', KEYS[K_META], 'session_seq', 1)
-  local rec = cmsgpack.unpack(raw)
-  rec[R_SESSION] = session .. '/' .. string.format('%016d', seq) .. '/' .. ulid
-  if due > now then
-    rec[R_STATE] = S_DELAYED
-    rec[R_RUN_AT] = due
+local out = {}
+for i = 9, #ARGV, 7 do
+  local ulid, raw, priority = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local delay, run_at, session, idem = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]), ARGV[i + 5], tonumber(ARGV[i + 6])
+  local tombstone = idem > 0 and KEYS[idem]
+  local first = tombstone and redis.call('GET', tombstone)
+  local meta = session ~= '' and load_session(session)
+  if first then
+    out[#out + 1] = { 0, first }
+  elseif session ~= '' and not meta then
+    out[#out + 1] = { -1, '' }
+  else
+    local due = run_at
+    if delay >= 0 then
+      due = now + delay
+    end
+    if meta then
+      local seq = redis.call('HINCRBY', KEYS[K_META], 'session_seq', 1)
+      local rec = cmsgpack.unpack(raw)
+      rec[R_SESSION] = session .. '/' .. string.format('%016d', seq) .. '/' .. ulid
+      if due > now then
+        rec[R_STATE] = S_DELAYED
+        rec[R_RUN_AT] = due
+      end
+      save(ulid, rec)
+      redis.call('ZADD', KEYS[K_SESSION_JOBS], 0, rec[R_SESSION])
+      emit(due > now and E_DELAYED or E_WAITING, ulid, 0, '', due > now and due or 0)
+      session_pump(session, meta, now)
+      save_session(session, meta, now)
+    elseif due > now then
+      make_delayed(ulid, cmsgpack.unpack(raw), due, S_DELAYED)
+    else
+      redis.call('HSET', KEYS[K_JOBS], ulid, raw)
+      if redis.call('RPUSH', ready_key(priority), ulid) == 1 then
+        wake()
+      end
+      emit(E_WAITING, ulid, 0)
+    end
+    if tombstone then
+      redis.call('SET', tombstone, ulid, 'PX', window)
+    end
+    out[#out + 1] = { 1, ulid }
   end
-  save(ulid, rec)
-  redis.call('ZADD', KEYS[K_SESSION_JOBS], 0, rec[R_SESSION])
-  emit(due > now and E_DELAYED or E_WAITING, ulid, 0, '', due > now and due or 0)
-  session_pump(session, meta, now)
-  save_session(session, meta, now)
-  return { 1, ulid }
 end
-if due > now then
-  make_delayed(ulid, cmsgpack.unpack(raw), due, S_DELAYED)
-  return { 1, ulid }
-end
-redis.call('HSET', KEYS[K_JOBS], ulid, raw)
-if redis.call('RPUSH', ready_key(priority), ulid) == 1 then
-  wake()
-end
-emit(E_WAITING, ulid, 0)
-return { 1, ulid }
+return out

@@ -1,0 +1,263 @@
+/**
+ * The producer side: add jobs (one or many), read them, and await their results.
+ *
+ * Retries: calls that are safe to repeat are retried on UNAVAILABLE (Redis or the server briefly
+ * away) with jittered exponential backoff, within the call's deadline. An add is safe to repeat
+ * because it always carries an idempotency key: the caller's, or one generated per logical add,
+ * so a retry of an add whose answer was lost returns the first job's id instead of adding a
+ * second job. (With `autoIdempotencyKey: false` and no key given, adds are not retried.)
+ */
+import { randomUUID } from "node:crypto";
+
+import type { Metadata } from "@grpc/grpc-js";
+
+import { buildMetadata, createRawClient, type ConnectionOptions } from "./connection";
+import { JobCancelledError, JobDeadError, RpcError, Status, WaitTimeoutError, hasStatus } from "./errors";
+import type * as pb from "./gen/jobwire/v1/jobwire";
+import { DEFAULT_RETRY, retrying, unary, type CallContext, type RetryOptions } from "./internal/rpc";
+import { backoffDelay, sleep } from "./internal/time";
+import {
+  JobInfo,
+  JobResult,
+  toAddJobRequest,
+  toQueueStats,
+  type AddManyResult,
+  type AddOptions,
+  type AddResult,
+  type CallOptions,
+  type JobSpec,
+  type QueueStats,
+} from "./types";
+import { DEFAULT_POLL, PollingWatcher, StreamWatcher, type JobWatcher, type PollOptions } from "./watch";
+
+export interface ClientOptions extends ConnectionOptions {
+  /** Default deadline of each logical call (retries included), in ms. Default 10,000. */
+  deadlineMs?: number;
+  /** Retry policy for UNAVAILABLE. Default: 5 tries, 100 ms doubling to 2 s. */
+  retry?: Partial<RetryOptions>;
+  /**
+   * Generate an idempotency key for each add that has none, so retries never duplicate a job.
+   * Default true. The key is visible in `JobInfo.idempotencyKey`.
+   */
+  autoIdempotencyKey?: boolean;
+  /**
+   * How `waitForResult` learns that a job finished: `"stream"` (default) follows it with the
+   * WatchJob RPC and falls back to polling against a server without it; `"poll"` always polls
+   * GetJobInfo.
+   */
+  watch?: "stream" | "poll";
+  /** Pacing of GetJobInfo polling. */
+  poll?: Partial<PollOptions>;
+}
+
+/** Options of `waitForResult`. */
+export interface WaitOptions {
+  /** Give up (with WaitTimeoutError) after this many ms. Default: wait until finished. */
+  timeoutMs?: number;
+  /** Cancels the wait. */
+  signal?: AbortSignal;
+}
+
+/** Largest AddJobs request the server accepts; `addMany` splits longer lists. */
+const MAX_BATCH = 1000;
+
+/** A jobwire producer: adds jobs, reads them and awaits results. Call `close()` when done. */
+export class Client {
+  /** The generated grpc-js client, for RPCs this class does not wrap. */
+  readonly raw: pb.QueueServiceClient;
+  private readonly deadlineMs: number;
+  private readonly retry: RetryOptions;
+  private readonly autoKey: boolean;
+  private readonly metadata: Metadata;
+  /** How results are awaited; a WatchJob stream can replace polling here. */
+  protected readonly watcher: JobWatcher;
+
+  constructor(options: ClientOptions = {}) {
+    this.raw = createRawClient(options);
+    this.deadlineMs = options.deadlineMs ?? 10_000;
+    this.retry = { ...DEFAULT_RETRY, ...(options.retry ?? {}) };
+    this.autoKey = options.autoIdempotencyKey ?? true;
+    this.metadata = buildMetadata(options);
+    const read = (jobId: string, signal: AbortSignal): Promise<JobInfo> => this.getJobInfo(jobId, { signal });
+    const polling = new PollingWatcher(read, { ...DEFAULT_POLL, ...(options.poll ?? {}) });
+    this.watcher = options.watch === "poll" ? polling : new StreamWatcher(this.raw, this.metadata, read, polling);
+  }
+
+  /**
+   * Adds one job to `queue` for handlers of `type`. `payload` bytes travel as-is; anything else
+   * is JSON-encoded. Resolves with the job id (and `duplicate` when the idempotency key was seen).
+   */
+  async add(queue: string, type: string, payload?: unknown, options: AddOptions = {}): Promise<AddResult> {
+    const key = this.keyFor(options.idempotencyKey);
+    const request = toAddJobRequest(queue, type, payload, options, key);
+    const ctx = this.context(options);
+    const res = await retrying(() => unary("AddJob", this.raw.addJob.bind(this.raw), request, ctx), {
+      policy: this.retry,
+      deadline: ctx.deadline,
+      signal: ctx.signal,
+      retryable: (err) => key !== "" && hasStatus(err, Status.UNAVAILABLE),
+    });
+    return { id: res.jobId, duplicate: res.duplicate, idempotencyKey: key };
+  }
+
+  /**
+   * Adds many jobs with AddJobs (split into requests of at most 1,000). Each entry is accepted or
+   * rejected on its own; the results are in input order. Entries rejected with UNAVAILABLE are
+   * retried (with their idempotency keys) within the deadline.
+   */
+  async addMany(jobs: readonly JobSpec[], options: CallOptions = {}): Promise<AddManyResult[]> {
+    const keys = jobs.map((j) => this.keyFor(j.idempotencyKey));
+    const requests = jobs.map((j, i) => toAddJobRequest(j.queue, j.type, j.payload, j, keys[i] ?? ""));
+    const results: (AddManyResult | undefined)[] = new Array<AddManyResult | undefined>(jobs.length);
+    const ctx = this.context(options);
+    const canRetry = (i: number): boolean => keys[i] !== "";
+    let pending = jobs.map((_, i) => i);
+    for (let attempt = 1; ; attempt++) {
+      let failure: unknown;
+      try {
+        for (let start = 0; start < pending.length; start += MAX_BATCH) {
+          const chunk = pending.slice(start, start + MAX_BATCH);
+          const res = await unary("AddJobs", this.raw.addJobs.bind(this.raw), { jobs: chunk.map((i) => requests[i]!) }, ctx);
+          if (res.results.length !== chunk.length) {
+            throw new RpcError("AddJobs", Status.INTERNAL, `expected ${chunk.length} results, got ${res.results.length}`);
+          }
+          res.results.forEach((r, k) => {
+            const i = chunk[k]!;
+            const key = keys[i] ?? "";
+            results[i] =
+              r.code === Status.OK
+                ? { ok: true, id: r.jobId, duplicate: r.duplicate, idempotencyKey: key }
+                : { ok: false, code: r.code, message: r.message, idempotencyKey: key };
+          });
+        }
+      } catch (err) {
+        failure = err;
+      }
+      const unanswered = pending.filter((i) => results[i] === undefined);
+      const unavailable = pending.filter((i) => {
+        const r = results[i];
+        return r !== undefined && !r.ok && r.code === Status.UNAVAILABLE && canRetry(i);
+      });
+      const retryCall = failure !== undefined && hasStatus(failure, Status.UNAVAILABLE) && unanswered.every(canRetry);
+      if (failure !== undefined && !retryCall) throw failure;
+      pending = [...unanswered, ...unavailable].sort((a, b) => a - b);
+      if (pending.length === 0) break;
+      const wait = backoffDelay(attempt - 1, this.retry.initialBackoffMs, this.retry.maxBackoffMs);
+      if (attempt >= this.retry.maxAttempts || Date.now() + wait >= ctx.deadline || ctx.signal?.aborted) {
+        if (failure !== undefined) throw failure;
+        break; // Return the UNAVAILABLE entries as they are.
+      }
+      await sleep(wait, ctx.signal);
+    }
+    return results.map((r) => r!);
+  }
+
+  /** Reads one job. NOT_FOUND when the id is unknown or the job is no longer retained. */
+  async getJobInfo(jobId: string, options: CallOptions = {}): Promise<JobInfo> {
+    const res = await this.read("GetJobInfo", this.raw.getJobInfo.bind(this.raw), { jobId }, options);
+    if (res.job === undefined) throw new RpcError("GetJobInfo", Status.INTERNAL, "the response has no job");
+    return new JobInfo(res.job);
+  }
+
+  /**
+   * Waits until the job is completed (resolves with its result), dead (rejects with
+   * JobDeadError) or cancelled (JobCancelledError). Rejects with WaitTimeoutError after
+   * `timeoutMs`, with `signal.reason` when aborted, and with RpcError NOT_FOUND for an unknown
+   * job.
+   */
+  async waitForResult(jobId: string, options: WaitOptions = {}): Promise<JobResult> {
+    const timer = new AbortController();
+    const timeout =
+      options.timeoutMs === undefined
+        ? undefined
+        : setTimeout(() => timer.abort(new WaitTimeoutError(jobId, options.timeoutMs!)), options.timeoutMs);
+    const signal = options.signal ? AbortSignal.any([timer.signal, options.signal]) : timer.signal;
+    try {
+      const info = await this.watcher.waitFinished(jobId, signal);
+      if (info.state === "dead") throw new JobDeadError(info);
+      if (info.state === "cancelled") throw new JobCancelledError(info);
+      return new JobResult(info);
+    } finally {
+      clearTimeout(timeout);
+    }
+  }
+
+  /** `add` then `waitForResult`: runs a job remotely and returns its result. */
+  async addAndWait(
+    queue: string,
+    type: string,
+    payload?: unknown,
+    options: AddOptions & WaitOptions = {},
+  ): Promise<JobResult> {
+    const { id } = await this.add(queue, type, payload, options);
+    return this.waitForResult(id, options);
+  }
+
+  /**
+   * Cancels a job: a waiting or delayed job is removed at once; an active one is revoked on its
+   * worker and ends cancelled. A finished job: FAILED_PRECONDITION.
+   */
+  async cancel(jobId: string, options: CallOptions = {}): Promise<void> {
+    const ctx = this.context(options);
+    let retried = false;
+    try {
+      await retrying(
+        (attempt) => {
+          retried = attempt > 1;
+          return unary("CancelJob", this.raw.cancelJob.bind(this.raw), { jobId }, ctx);
+        },
+        { policy: this.retry, deadline: ctx.deadline, signal: ctx.signal, retryable: (err) => hasStatus(err, Status.UNAVAILABLE) },
+      );
+    } catch (err) {
+      // A retry after a lost answer finds the job already cancelled: that is success.
+      if (!retried || !hasStatus(err, Status.FAILED_PRECONDITION)) throw err;
+      const info = await this.getJobInfo(jobId, options);
+      if (info.state !== "cancelled") throw err;
+    }
+  }
+
+  /** The counts of one queue (all zeros for an unknown queue). */
+  async stats(queue: string, options: CallOptions = {}): Promise<QueueStats> {
+    const res = await this.read("Stats", this.raw.stats.bind(this.raw), { queue }, options);
+    return toQueueStats(res.stats, queue);
+  }
+
+  /** Every queue that has ever had a job, sorted by name, with its counts. */
+  async listQueues(options: CallOptions = {}): Promise<QueueStats[]> {
+    const res = await this.read("ListQueues", this.raw.listQueues.bind(this.raw), {}, options);
+    return res.queues.map((q) => toQueueStats(q, q.queue));
+  }
+
+  /** Closes the channel. Calls in progress fail with CANCELLED. */
+  close(): void {
+    this.raw.close();
+  }
+
+  private keyFor(given: string | undefined): string {
+    return given ?? (this.autoKey ? randomUUID() : "");
+  }
+
+  private context(options: CallOptions): CallContext {
+    return {
+      deadline: Date.now() + (options.deadlineMs ?? this.deadlineMs),
+      signal: options.signal,
+      metadata: this.metadata,
+    };
+  }
+
+  /** A call that is safe to repeat (a read, or idempotent): retried on UNAVAILABLE. */
+  private read<Req, Res>(
+    name: string,
+    method: Parameters<typeof unary<Req, Res>>[1],
+    request: Req,
+    options: CallOptions,
+  ): Promise<Res> {
+    const ctx = this.context(options);
+    return retrying(() => unary(name, method, request, ctx), {
+      policy: this.retry,
+      deadline: ctx.deadline,
+      signal: ctx.signal,
+      retryable: (err) => hasStatus(err, Status.UNAVAILABLE),
+    });
+  }
+}

@@ -1,0 +1,285 @@
+/**
+ * Test fixture: a private redis-server on a unix socket in a temp dir and a real jobwire server
+ * on 127.0.0.1:0, both killed at the end. Readiness is awaited on the processes' own log lines
+ * ("Ready to accept connections", "jobwire listening addr=...") with a deadline, never a sleep.
+ *
+ * The jobwire binary is `$JOBWIRE_BIN`, else `<repo>/target/debug/jobwire`, built with
+ * `cargo build` when missing. `JOBWIRE_TEST_LOG=1` echoes the servers' output to stderr.
+ */
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import * as net from "node:net";
+import { tmpdir } from "node:os";
+import * as path from "node:path";
+import { createInterface } from "node:readline";
+
+export const REPO_ROOT = path.resolve(__dirname, "..", "..", "..");
+const STARTUP_DEADLINE_MS = 20_000;
+const echo = process.env["JOBWIRE_TEST_LOG"] === "1";
+
+const children = new Set<ChildProcess>();
+function killChildren(): void {
+  for (const c of children) c.kill("SIGKILL");
+}
+process.on("exit", killChildren);
+// A test process killed by a signal (e.g. a CI timeout) must not leave servers behind.
+for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"] as const) {
+  process.once(signal, () => {
+    killChildren();
+    process.kill(process.pid, signal);
+  });
+}
+
+/** The jobwire binary, built if missing. */
+export function jobwireBin(): string {
+  const bin = process.env["JOBWIRE_BIN"] ?? path.join(REPO_ROOT, "target", "debug", "jobwire");
+  if (!existsSync(bin)) {
+    if (process.env["JOBWIRE_BIN"]) throw new Error(`JOBWIRE_BIN=${bin} does not exist`);
+    process.stderr.write(`harness: ${bin} missing; running cargo build in ${REPO_ROOT}\n`);
+    const r = spawnSync("cargo", ["build"], { cwd: REPO_ROOT, stdio: ["ignore", "inherit", "inherit"] });
+    if (r.status !== 0 || !existsSync(bin)) throw new Error(`cargo build failed (status ${r.status})`);
+  }
+  return bin;
+}
+
+/**
+ * Spawns `cmd` and resolves with the first match of `pattern` on one of its output lines
+ * (stdout and stderr both watched), rejecting if the process exits or the deadline passes.
+ */
+function spawnUntil(
+  name: string,
+  cmd: string,
+  args: string[],
+  pattern: RegExp,
+  tail: string[],
+): Promise<{ proc: ChildProcess; match: RegExpMatchArray }> {
+  const proc = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
+  children.add(proc);
+  proc.on("exit", () => children.delete(proc));
+  return new Promise((resolve, reject) => {
+    let done = false;
+    const finish = (err: Error | undefined, match?: RegExpMatchArray): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      if (err) {
+        proc.kill("SIGKILL");
+        reject(new Error(`${err.message}\n--- last output of ${name} ---\n${tail.join("\n")}`));
+      } else resolve({ proc, match: match! });
+    };
+    const timer = setTimeout(() => finish(new Error(`${name} not ready within ${STARTUP_DEADLINE_MS} ms`)), STARTUP_DEADLINE_MS);
+    for (const stream of [proc.stdout!, proc.stderr!]) {
+      createInterface({ input: stream }).on("line", (line) => {
+        tail.push(line);
+        if (tail.length > 200) tail.shift();
+        if (echo) process.stderr.write(`[${name}] ${line}\n`);
+        const m = line.match(pattern);
+        if (m) finish(undefined, m);
+      });
+    }
+    proc.on("error", (err) => finish(err));
+    proc.on("exit", (code, signal) => finish(new Error(`${name} exited early (code ${code}, signal ${signal})`)));
+  });
+}
+
+async function kill(proc: ChildProcess, signal: NodeJS.Signals = "SIGKILL"): Promise<void> {
+  if (proc.exitCode !== null || proc.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => proc.once("exit", () => resolve()));
+  proc.kill(signal);
+  await exited;
+}
+
+export class Redis {
+  readonly socket: string;
+  private proc: ChildProcess | undefined;
+  readonly log: string[] = [];
+  constructor(readonly dir: string) {
+    this.socket = path.join(dir, "redis.sock");
+  }
+  async start(): Promise<void> {
+    const { proc } = await spawnUntil(
+      "redis",
+      "redis-server",
+      ["--port", "0", "--unixsocket", this.socket, "--save", "", "--appendonly", "no", "--dir", this.dir],
+      /ready to accept connections/i,
+      this.log,
+    );
+    this.proc = proc;
+  }
+  get running(): boolean {
+    return this.proc !== undefined;
+  }
+  async stop(): Promise<void> {
+    if (this.proc) await kill(this.proc);
+    this.proc = undefined;
+  }
+}
+
+export interface ServerOptions {
+  /** Listen address; default 127.0.0.1:0. */
+  listen?: string;
+  /** Extra `jobwire serve` flags. */
+  args?: string[];
+}
+
+export class JobwireServer {
+  address = "";
+  port = 0;
+  private proc: ChildProcess | undefined;
+  readonly log: string[] = [];
+  constructor(
+    readonly redis: Redis,
+    readonly keyPrefix: string,
+  ) {}
+
+  async start(opts: ServerOptions = {}): Promise<void> {
+    const args = [
+      "serve",
+      "--listen",
+      opts.listen ?? "127.0.0.1:0",
+      "--redis-url",
+      `unix://${this.redis.socket}`,
+      "--key-prefix",
+      this.keyPrefix,
+      "--lease-ttl",
+      "2s",
+      ...(opts.args ?? []),
+    ];
+    const { proc, match } = await spawnUntil("jobwire", jobwireBin(), args, /jobwire listening addr=(127\.0\.0\.1:(\d+))/, this.log);
+    this.proc = proc;
+    this.address = match[1]!;
+    this.port = Number(match[2]);
+  }
+
+  /** SIGTERM (graceful drain) and wait for the process to exit. */
+  async terminate(): Promise<void> {
+    if (this.proc) await kill(this.proc, "SIGTERM");
+    this.proc = undefined;
+  }
+
+  async stop(): Promise<void> {
+    if (this.proc) await kill(this.proc);
+    this.proc = undefined;
+  }
+}
+
+/** A temp dir, a redis and a jobwire server with a unique key prefix. */
+export class Stack {
+  readonly dir: string;
+  readonly redis: Redis;
+  readonly server: JobwireServer;
+  private constructor() {
+    this.dir = mkdtempSync(path.join(tmpdir(), "jobwire-ts-"));
+    this.redis = new Redis(this.dir);
+    this.server = new JobwireServer(this.redis, `jwts-${process.pid}-${randomBytes(4).toString("hex")}`);
+  }
+
+  static async start(opts: ServerOptions = {}): Promise<Stack> {
+    const stack = new Stack();
+    try {
+      await stack.redis.start();
+      await stack.server.start(opts);
+    } catch (err) {
+      await stack.stop();
+      throw err;
+    }
+    return stack;
+  }
+
+  get address(): string {
+    return this.server.address;
+  }
+
+  async stop(): Promise<void> {
+    await this.server.stop();
+    await this.redis.stop();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** A unique queue name per test, so tests sharing a server never see each other's jobs. */
+let queueCounter = 0;
+export function uniqueQueue(label: string): string {
+  return `${label}-${++queueCounter}-${randomBytes(3).toString("hex")}`;
+}
+
+/** Polls `cond` every 20 ms until it is true, or throws after `timeoutMs`. */
+export async function waitFor(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/**
+ * A TCP proxy on 127.0.0.1:0 in front of `target`, used to cut connections on purpose.
+ * `cutNextResponse()`: the next bytes the server sends are swallowed and both sides of every
+ * connection are destroyed a moment later, so the request was processed but its answer is lost.
+ */
+export class Proxy {
+  address = "";
+  private server: net.Server | undefined;
+  private readonly pairs = new Set<[net.Socket, net.Socket]>();
+  private cutArmed = false;
+  private swallowing = false;
+  /** Connections accepted so far. */
+  connections = 0;
+
+  constructor(private readonly target: () => string) {}
+
+  async start(): Promise<void> {
+    this.server = net.createServer((client) => {
+      this.connections++;
+      const [host, port] = this.target().split(":");
+      const upstream = net.connect(Number(port), host!);
+      const pair: [net.Socket, net.Socket] = [client, upstream];
+      this.pairs.add(pair);
+      const close = (): void => {
+        client.destroy();
+        upstream.destroy();
+        this.pairs.delete(pair);
+      };
+      client.on("data", (d) => upstream.write(d));
+      upstream.on("data", (d) => {
+        if (this.cutArmed) {
+          this.cutArmed = false;
+          this.swallowing = true;
+          setTimeout(() => {
+            this.cutAll();
+            this.swallowing = false;
+          }, 150);
+        }
+        if (this.swallowing) return;
+        if (!this.pairs.has(pair)) return;
+        client.write(d);
+      });
+      client.on("error", close);
+      upstream.on("error", close);
+      client.on("close", close);
+      upstream.on("close", close);
+    });
+    await new Promise<void>((resolve) => this.server!.listen(0, "127.0.0.1", resolve));
+    const addr = this.server.address() as net.AddressInfo;
+    this.address = `127.0.0.1:${addr.port}`;
+  }
+
+  cutNextResponse(): void {
+    this.cutArmed = true;
+  }
+
+  /** Destroys every open connection (clients see the connection drop). */
+  cutAll(): void {
+    for (const [a, b] of [...this.pairs]) {
+      a.destroy();
+      b.destroy();
+    }
+    this.pairs.clear();
+  }
+
+  async stop(): Promise<void> {
+    this.cutAll();
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+  }
+}

@@ -1,0 +1,234 @@
+//! Metrics (Prometheus) and trace context (W3C `traceparent`).
+//!
+//! **Metrics** go through the `metrics` facade to a Prometheus recorder that is installed only
+//! when `--metrics-listen` is given (see [`MetricsEndpoint`]); without it every recording point
+//! costs one atomic load and nothing else. The recorder is process-global (that is how the
+//! facade works), so the figures of several engines in one process (tests) add up per queue.
+//!
+//! Why the per-queue handles are cached here: the facade's macros build a `Key` (name + labels)
+//! and look it up in the recorder's registry on every call, and a queue label built from a
+//! `&str` is a `String` allocation per call. [`queue`] hands out the registered handles of a
+//! queue from a map instead, so recording a job transition allocates nothing after the queue's
+//! first one. Names are `'static` constants: the list in [`names`] is the whole vocabulary (the
+//! README lists the same).
+//!
+//! Which figures are per instance and which are global: counters and histograms count what this
+//! instance did (sum them over instances); the per-queue gauges are read from Redis and are the
+//! same on every instance (take the max, not the sum); `jobwire_worker_streams` counts the
+//! streams held by this instance.
+//!
+//! **Trace context** lives in [`traceparent`]: a job added with a `traceparent` header gets the
+//! header's trace id and parent span id as the `trace_id` and `parent_span_id` fields of the
+//! server's spans about that job (`job.add`, `job.deliver`, `job.complete`, `job.fail`, target
+//! `jobwire::job`). For acks the server takes the context from the request's `traceparent`
+//! metadata when the worker sends one (any instance), else from the lease, when this instance
+//! delivered it (it remembers the context of every job it holds out). The spans are plain
+//! `tracing` spans: any subscriber sees them, and one bridging to OpenTelemetry can use the two
+//! fields to parent them. Spans are INFO, so they only cost something where INFO is on.
+
+mod exporter;
+pub mod traceparent;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, OnceLock, RwLock},
+    time::Duration,
+};
+
+use metrics::{Counter, Gauge, Histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub use exporter::MetricsEndpoint;
+pub use traceparent::TraceContext;
+
+/// Every metric name jobwire exports.
+pub mod names {
+    pub const JOBS_ADDED: &str = "jobwire_jobs_added_total";
+    pub const JOBS_COMPLETED: &str = "jobwire_jobs_completed_total";
+    pub const JOBS_FAILED: &str = "jobwire_jobs_failed_total";
+    pub const JOBS_RETRIED: &str = "jobwire_jobs_retried_total";
+    pub const JOBS_LOST: &str = "jobwire_jobs_lost_total";
+    pub const JOBS_TIMED_OUT: &str = "jobwire_jobs_timed_out_total";
+    pub const JOBS_CANCELLED: &str = "jobwire_jobs_cancelled_total";
+    pub const JOB_RUN: &str = "jobwire_job_run_seconds";
+    pub const JOB_WAIT: &str = "jobwire_job_wait_seconds";
+    pub const QUEUE_WAITING: &str = "jobwire_queue_waiting";
+    pub const QUEUE_ACTIVE: &str = "jobwire_queue_active";
+    pub const QUEUE_DELAYED: &str = "jobwire_queue_delayed";
+    pub const QUEUE_DEAD: &str = "jobwire_queue_dead";
+    pub const QUEUE_OLDEST_WAITING: &str = "jobwire_queue_oldest_waiting_seconds";
+    pub const WORKER_STREAMS: &str = "jobwire_worker_streams";
+    pub const REDIS_CALL: &str = "jobwire_redis_call_seconds";
+}
+
+/// The label naming the queue.
+const QUEUE: &str = "queue";
+
+/// Job durations: from a millisecond to an hour.
+const JOB_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0];
+/// Redis round trips: from 100 µs to the default 2 s call timeout.
+const REDIS_BUCKETS: &[f64] =
+    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0];
+
+/// The registered handles of one queue's metrics.
+pub struct QueueMetrics {
+    pub added: Counter,
+    pub completed: Counter,
+    /// Attempts a worker reported failed (FailJob), whatever comes next.
+    pub failed: Counter,
+    /// Of those, the ones scheduled to run again.
+    pub retried: Counter,
+    /// Deliveries lost: the worker's stream ended while it held them.
+    pub lost: Counter,
+    /// Attempts past their deadline, found by this instance's dispatcher.
+    pub timed_out: Counter,
+    /// Jobs cancelled through CancelJob.
+    pub cancelled: Counter,
+    /// From delivery to the worker's answer.
+    pub run: Histogram,
+    /// From ready to delivery.
+    pub wait: Histogram,
+    pub waiting: Gauge,
+    pub active: Gauge,
+    pub delayed: Gauge,
+    pub dead: Gauge,
+    pub oldest_waiting: Gauge,
+}
+
+impl QueueMetrics {
+    fn register(queue: &str) -> Self {
+        use names::*;
+        let name = || queue.to_owned();
+        Self {
+            added: metrics::counter!(JOBS_ADDED, QUEUE => name()),
+            completed: metrics::counter!(JOBS_COMPLETED, QUEUE => name()),
+            failed: metrics::counter!(JOBS_FAILED, QUEUE => name()),
+            retried: metrics::counter!(JOBS_RETRIED, QUEUE => name()),
+            lost: metrics::counter!(JOBS_LOST, QUEUE => name()),
+            timed_out: metrics::counter!(JOBS_TIMED_OUT, QUEUE => name()),
+            cancelled: metrics::counter!(JOBS_CANCELLED, QUEUE => name()),
+            run: metrics::histogram!(JOB_RUN, QUEUE => name()),
+            wait: metrics::histogram!(JOB_WAIT, QUEUE => name()),
+            waiting: metrics::gauge!(QUEUE_WAITING, QUEUE => name()),
+            active: metrics::gauge!(QUEUE_ACTIVE, QUEUE => name()),
+            delayed: metrics::gauge!(QUEUE_DELAYED, QUEUE => name()),
+            dead: metrics::gauge!(QUEUE_DEAD, QUEUE => name()),
+            oldest_waiting: metrics::gauge!(QUEUE_OLDEST_WAITING, QUEUE => name()),
+        }
+    }
+}
+
+/// What exists once the recorder is installed.
+struct Installed {
+    handle: PrometheusHandle,
+    queues: RwLock<HashMap<String, Arc<QueueMetrics>>>,
+    streams: Gauge,
+    redis_calls: Histogram,
+}
+
+static INSTALLED: OnceLock<Installed> = OnceLock::new();
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("another metrics recorder is already installed in this process")]
+    RecorderTaken,
+    #[error("invalid histogram buckets: {0}")]
+    Buckets(String),
+    #[error("cannot listen for metrics: {0}")]
+    Listen(#[from] std::io::Error),
+}
+
+/// Installs the Prometheus recorder for this process (once; later calls return the same
+/// handle). Until it is installed, every recording point is a no-op.
+pub fn install() -> Result<PrometheusHandle, MetricsError> {
+    // Serialised so that two servers starting at once in one process (tests) share one
+    // recorder instead of one of them failing to install its own.
+    static INSTALLING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(installed) = INSTALLED.get() {
+        return Ok(installed.handle.clone());
+    }
+    let buckets = |e: metrics_exporter_prometheus::BuildError| MetricsError::Buckets(e.to_string());
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(names::JOB_RUN.into()), JOB_BUCKETS)
+        .map_err(buckets)?
+        .set_buckets_for_metric(Matcher::Full(names::JOB_WAIT.into()), JOB_BUCKETS)
+        .map_err(buckets)?
+        .set_buckets_for_metric(Matcher::Full(names::REDIS_CALL.into()), REDIS_BUCKETS)
+        .map_err(buckets)?
+        .build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).map_err(|_| MetricsError::RecorderTaken)?;
+    describe();
+    let installed = Installed {
+        handle: handle.clone(),
+        queues: RwLock::new(HashMap::new()),
+        streams: metrics::gauge!(names::WORKER_STREAMS),
+        redis_calls: metrics::histogram!(names::REDIS_CALL),
+    };
+    let _ = INSTALLED.set(installed);
+    Ok(handle)
+}
+
+fn describe() {
+    use names::*;
+    metrics::describe_counter!(JOBS_ADDED, "Jobs added by this instance (duplicates not counted)");
+    metrics::describe_counter!(JOBS_COMPLETED, "Jobs completed through this instance");
+    metrics::describe_counter!(JOBS_FAILED, "Attempts workers reported failed (FailJob) through this instance");
+    metrics::describe_counter!(JOBS_RETRIED, "Failed attempts (FailJob) scheduled to run again");
+    metrics::describe_counter!(JOBS_LOST, "Deliveries lost: the worker's stream ended while holding them");
+    metrics::describe_counter!(JOBS_TIMED_OUT, "Attempts past their deadline, found by this instance's dispatcher");
+    metrics::describe_counter!(JOBS_CANCELLED, "Jobs cancelled (CancelJob) through this instance");
+    metrics::describe_histogram!(JOB_RUN, Unit::Seconds, "From delivery to the worker's answer, per attempt");
+    metrics::describe_histogram!(JOB_WAIT, Unit::Seconds, "From ready to delivery");
+    metrics::describe_gauge!(QUEUE_WAITING, "Jobs ready to run (read from Redis every few seconds)");
+    metrics::describe_gauge!(QUEUE_ACTIVE, "Jobs delivered and not yet acknowledged (from Redis)");
+    metrics::describe_gauge!(QUEUE_DELAYED, "Jobs waiting for a delay, run_at or retry backoff (from Redis)");
+    metrics::describe_gauge!(QUEUE_DEAD, "Dead jobs retained (from Redis)");
+    metrics::describe_gauge!(QUEUE_OLDEST_WAITING, Unit::Seconds, "How long the oldest ready job has waited");
+    metrics::describe_gauge!(WORKER_STREAMS, "Worker streams connected to this instance");
+    metrics::describe_histogram!(REDIS_CALL, Unit::Seconds, "One Redis call (script or command), round trip");
+}
+
+/// Whether metrics are being recorded in this process.
+pub fn enabled() -> bool {
+    INSTALLED.get().is_some()
+}
+
+/// The handles of `queue`'s metrics; None while metrics are off.
+pub fn queue(queue: &str) -> Option<Arc<QueueMetrics>> {
+    let installed = INSTALLED.get()?;
+    let known = installed.queues.read().unwrap_or_else(|e| e.into_inner()).get(queue).cloned();
+    if known.is_some() {
+        return known;
+    }
+    let mut queues = installed.queues.write().unwrap_or_else(|e| e.into_inner());
+    Some(queues.entry(queue.to_owned()).or_insert_with(|| Arc::new(QueueMetrics::register(queue))).clone())
+}
+
+/// Sets the number of worker streams held by this instance.
+pub fn set_worker_streams(count: usize) {
+    if let Some(installed) = INSTALLED.get() {
+        installed.streams.set(count as f64);
+    }
+}
+
+/// The histogram of Redis calls; None while metrics are off (so callers skip the clock too).
+pub fn redis_calls() -> Option<&'static Histogram> {
+    INSTALLED.get().map(|i| &i.redis_calls)
+}
+
+/// Drains histogram samples into their buckets. The recorder needs it periodically whether or
+/// not anyone scrapes, or samples pile up in memory.
+pub fn upkeep() {
+    if let Some(installed) = INSTALLED.get() {
+        installed.handle.run_upkeep();
+    }
+}
+
+/// The target of the per-job spans (`job.add`, `job.deliver`, `job.complete`, `job.fail`), so a
+/// log filter can keep or drop them apart: `JOBWIRE_LOG=info,jobwire::job=off`.
+pub const SPAN_TARGET: &str = "jobwire::job";
+
+/// How often the per-queue gauges are read from Redis, unless the endpoint says otherwise.
+pub const DEFAULT_REFRESH: Duration = Duration::from_secs(5);
