@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Every check CI makes, in order: format, lint, Rust tests (unit + integration against real
-# redis-server and jobwire processes), then each client's own suite (clients/*/test.sh).
+# redis-server and jobwire processes), then each client's own suite (clients/*/test.sh), then the
+# cross-language proof (tests/crosslang/run.sh: producers and workers of different languages on
+# one server).
 # Needs: a Rust toolchain and redis-server; python3 and node for the clients.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +23,7 @@ else
 fi
 done_stage "rust tests"
 
-for suite in clients/*/test.sh; do
+for suite in clients/*/test.sh tests/crosslang/run.sh; do
   [ -e "$suite" ] || continue
   stage "$suite"
   JOBWIRE_BIN="$PWD/target/debug/jobwire" bash "$suite"
