@@ -1470,6 +1470,11 @@ impl Bench {
         // Let the open-time dispatcher rounds settle before measuring.
         tokio::time::sleep(Duration::from_secs(1)).await;
         let rss_after = rss_bytes(server.pid()?)?;
+        // What merely holding the streams costs: CPU over a few idle seconds (per second).
+        let idle_for = Duration::from_secs(3);
+        let cpu = CpuWindow::open(&[self.redis.pid()?, server.pid()?])?;
+        tokio::time::sleep(idle_for).await;
+        let idle = cpu.close(idle_for.as_secs())?;
         // Minus the bench's own connection.
         let redis_clients = self.redis.info_number("clients", "connected_clients").await? - 1.0;
         let loaded = measure_latency(self, &server, &client, &OpenLoop { queue: "bench-g2", ..load }).await?;
@@ -1492,6 +1497,8 @@ impl Bench {
         out.record("redis connections of the server", "conns", Some(Target::AtMost(16.0)), redis_clients);
         out.record("server RSS with the streams", "MB", Some(Target::AtMost(300.0)), rss_after / 1e6);
         out.record("server RSS per idle stream", "KB", None, (rss_after - rss_before) / wanted as f64 / 1e3);
+        out.record("server CPU while the streams idle", "% of a core", None, idle.per_unit[1] / 1e4);
+        out.record("redis-server CPU while the streams idle", "% of a core", None, idle.per_unit[0] / 1e4);
         out.record("c latency p99, no idle streams", "ms", None, p99(&baseline));
         out.record("c latency p99, with the streams", "ms", None, p99(&loaded));
         out.record(

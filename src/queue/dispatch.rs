@@ -88,7 +88,7 @@ async fn rounds(engine: &Engine, queue: &str) -> Result<Option<Duration>, StoreE
                     // created_ms comes from the adding instance's clock: clamp any skew at zero.
                     m.wait.record(waited_ms.max(0) as f64 / 1000.0);
                 }
-                let span = tracing::info_span!(
+                let span = tracing::debug_span!(
                     target: SPAN_TARGET,
                     "job.deliver",
                     %job_id,

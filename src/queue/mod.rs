@@ -230,14 +230,6 @@ impl Engine {
         &self.instance
     }
 
-    pub fn settings(&self) -> &Settings {
-        &self.settings
-    }
-
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     /// Follows whether Redis answers (true) or not, as seen by the heartbeat.
     pub fn redis_up(&self) -> watch::Receiver<bool> {
         self.redis_up.subscribe()
@@ -259,16 +251,7 @@ impl Engine {
     /// Adds one job, validated with field names prefixed by `field_prefix`, in a `job.add` span
     /// carrying the trace context of the job's `traceparent` header.
     pub async fn add(&self, job: NewJob, field_prefix: &str) -> Result<Added> {
-        let span = tracing::info_span!(
-            target: SPAN_TARGET,
-            "job.add",
-            queue = %job.queue,
-            job_id = Empty,
-            trace_id = Empty,
-            parent_span_id = Empty
-        );
-        let trace = TraceContext::from_headers(job.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        traceparent::record(&span, trace.as_ref());
+        let span = add_span(&job.queue, &job.headers);
         let added = self.add_in_span(job, field_prefix).instrument(span.clone()).await?;
         span.record("job_id", tracing::field::display(&added.job_id));
         Ok(added)
@@ -329,6 +312,12 @@ impl Engine {
                 let outcomes = self.store.add_many(&queue, &args).await?;
                 for ((i, prepared), outcome) in chunk.iter().zip(outcomes) {
                     let result = prepared.outcome(&queue, outcome, &format!("jobs[{i}]."));
+                    if let Ok(added) = &result {
+                        // One script added the chunk: each job's span only records the outcome.
+                        let span = add_span(&queue, &prepared.record.headers);
+                        span.record("job_id", tracing::field::display(&added.job_id));
+                        span.in_scope(|| tracing::debug!(duplicate = added.duplicate, "job added in a batch"));
+                    }
                     if let (Ok(added), Some(m)) = (&result, telemetry::queue(&queue))
                         && !added.duplicate
                     {
@@ -455,7 +444,7 @@ impl Engine {
         session_state: Option<(&str, Option<u64>)>,
         trace: Option<TraceContext>,
     ) -> Result<()> {
-        let span = tracing::info_span!(
+        let span = tracing::debug_span!(
             target: SPAN_TARGET,
             "job.complete",
             %job_id,
@@ -523,7 +512,7 @@ impl Engine {
         retry_after: Option<Duration>,
         trace: Option<TraceContext>,
     ) -> Result<(JobState, Option<SystemTime>)> {
-        let span = tracing::info_span!(
+        let span = tracing::debug_span!(
             target: SPAN_TARGET,
             "job.fail",
             %job_id,
@@ -617,10 +606,6 @@ impl Engine {
         Ok(out)
     }
 
-    pub fn streams(&self) -> Vec<StreamInfo> {
-        self.hub.streams()
-    }
-
     /// Starts refreshing the per-queue gauges from Redis every `every` (see `gauges.rs`); the
     /// server does it when it serves metrics.
     pub fn start_gauges(self: &Arc<Self>, every: Duration) {
@@ -704,6 +689,22 @@ fn truncate(text: &str, max: usize) -> &str {
         end -= 1;
     }
     &text[..end]
+}
+
+/// The `job.add` span of one job, with the trace context of its `traceparent` header; the
+/// job id is recorded once known.
+fn add_span(queue: &str, headers: &[(String, String)]) -> tracing::Span {
+    let span = tracing::debug_span!(
+        target: SPAN_TARGET,
+        "job.add",
+        queue,
+        job_id = Empty,
+        trace_id = Empty,
+        parent_span_id = Empty
+    );
+    let trace = TraceContext::from_headers(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    traceparent::record(&span, trace.as_ref());
+    span
 }
 
 /// A validated job, ready for the add script.

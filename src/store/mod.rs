@@ -349,10 +349,6 @@ impl Store {
         Ok(())
     }
 
-    pub async fn ping(&self) -> Result<()> {
-        self.with_conn(async |c| redis::cmd("PING").query_async(c).await).await
-    }
-
     /// Reads one CONFIG value (None when the server refuses CONFIG, as managed services do).
     pub async fn config_get(&self, name: &str) -> Result<Option<String>> {
         let result: Result<HashMap<String, String>> =

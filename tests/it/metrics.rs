@@ -390,6 +390,24 @@ async fn a_jobs_traceparent_continues_in_the_servers_spans() {
         assert!(!fields.contains_key("trace_id") && !fields.contains_key("parent_span_id"), "{name}: {fields:?}");
     }
 
+    // AddJobs: each job of the batch gets its own span, in its own trace.
+    let batch = client
+        .add_jobs(proto::AddJobsRequest { jobs: vec![traced(&q, TRACE_A), traced(&q, TRACE_B)] })
+        .await
+        .expect("add_jobs")
+        .into_inner()
+        .results;
+    assert_trace(
+        &capture.one("job.add", &batch[0].job_id).await,
+        "0af7651916cd43dd8448eb211c80319c",
+        "b7ad6b7169203331",
+    );
+    assert_trace(
+        &capture.one("job.add", &batch[1].job_id).await,
+        "4bf92f3577b34da6a3ce929d0e0e4736",
+        "00f067aa0ba902b7",
+    );
+
     server.assert_invariants(&q).await;
     server.stop().await;
 }
