@@ -247,8 +247,9 @@ async fn drive(opts: RunArgs) -> anyhow::Result<()> {
     let work = WorkDir::create()?;
     let redis = Redis::start(work.path()).await?;
     let machine = Machine::read(&redis).await;
+    let load_before = load_average();
     eprintln!(
-        "jobwire bench: {} runs of {} on {} ({} cores, {} MiB), redis {}, RLIMIT_NOFILE {nofile}{}",
+        "jobwire bench: {} runs of {} on {} ({} cores, {} MiB), redis {}, RLIMIT_NOFILE {nofile}, load average {load_before}{}",
         opts.runs,
         scenarios.iter().map(|s| s.letter()).collect::<Vec<_>>().join(","),
         machine.cpu,
@@ -282,11 +283,17 @@ async fn drive(opts: RunArgs) -> anyhow::Result<()> {
             .with_context(|| format!("scenario {}, run {run}", scenario.letter()))?;
         }
     }
-    eprintln!("done in {:.0} s", started.elapsed().as_secs_f64());
+    let load_after = load_average();
+    eprintln!(
+        "done in {:.0} s; load average (1 min) {load_before} at the start, {load_after} at the end, on {} cores",
+        started.elapsed().as_secs_f64(),
+        machine.cores
+    );
     let table = results.table();
     if opts.json {
         eprint!("{table}");
-        let json = results.json(&machine, &opts, &sizes);
+        let mut json = results.json(&machine, &opts, &sizes);
+        json["load_average"] = serde_json::json!({"start": load_before, "end": load_after});
         println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         print!("{table}");
@@ -328,6 +335,14 @@ impl Machine {
                 .map_or_else(|_| "unknown".into(), |s| s.trim().to_owned()),
         }
     }
+}
+
+/// The 1-minute load average: how busy the machine was besides the bench (it is shared).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1417,10 +1432,49 @@ impl Bench {
             add_in_bulk(&client, n, make).await?;
             let after = self.redis.info_number("memory", "used_memory").await?;
             ensure!(client.stats(queue).await?.waiting == n + 1, "jobs missing");
+            if !keyed {
+                self.explain_memory(queue, n).await?;
+            }
             let name = if keyed { "with an idempotency key (Client::add)" } else { "waiting job, 100-byte payload" };
             out.record(name, "bytes/job", (!keyed).then_some(Target::AtMost(300.0)), (after - before) / n as f64);
         }
         server.stop().await;
+        Ok(())
+    }
+}
+
+impl Bench {
+    /// Prints the memory of each key of `queue` per job (MEMORY USAGE, exact), so a miss can be
+    /// traced to a structure. Keys are found by the queue's hash tag, without knowing the layout.
+    async fn explain_memory(&self, queue: &str, n: u64) -> anyhow::Result<()> {
+        let mut conn = self.redis.conn.clone();
+        let mut keys: Vec<String> = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("*{{{queue}}}*"))
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await?;
+            keys.extend(batch);
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        let mut sizes = Vec::new();
+        for key in keys {
+            let bytes: Option<u64> =
+                redis::cmd("MEMORY").arg("USAGE").arg(&key).arg("SAMPLES").arg(0).query_async(&mut conn).await?;
+            sizes.push((bytes.unwrap_or(0), key));
+        }
+        sizes.sort_unstable_by(|a, b| b.cmp(a));
+        let listed: Vec<String> =
+            sizes.iter().take(6).map(|(bytes, key)| format!("{key} {}", num(*bytes as f64 / n as f64))).collect();
+        eprintln!("    memory by key, bytes per job: {}", listed.join(", "));
         Ok(())
     }
 }

@@ -56,13 +56,18 @@ pub async fn run(engine: Arc<Engine>, queue: String, wake: Arc<Notify>) {
 
 /// Leases until the streams' credit or the queue runs out; returns when the next delayed job
 /// or deadline is due.
-async fn rounds(engine: &Engine, queue: &str) -> Result<Option<Duration>, StoreError> {
+async fn rounds(engine: &Arc<Engine>, queue: &str) -> Result<Option<Duration>, StoreError> {
     loop {
         let tokens = engine.hub.plan(queue, MAX_ROUND);
         let round = match engine.store.lease(queue, &tokens, rand::random()).await {
             Ok(round) => round,
             Err(e) => {
                 engine.hub.deliver(&tokens, Vec::new());
+                if matches!(e, StoreError::Unavailable(_)) && !tokens.is_empty() {
+                    // The round may have run in Redis with its answer lost (a timeout): leases
+                    // nobody here knows of. Take them back once Redis answers again.
+                    engine.tasks.spawn(take_back_unanswered(engine.clone(), queue.to_owned(), tokens));
+                }
                 return Err(e);
             }
         };
@@ -143,5 +148,23 @@ async fn revoke(engine: &Engine, job_id: &JobId, token: &str) {
     let channel = engine.store.keys().instance_channel(instance);
     if let Err(e) = engine.store.publish(&channel, &notice.encode()).await {
         warn!(error = %e, %job_id, "could not tell the lease owner about a timeout");
+    }
+}
+
+/// Returns the leases a failed lease round may have taken, retrying until Redis answers (or the
+/// instance stops: then the reaper of another instance returns them after the lease TTL).
+async fn take_back_unanswered(engine: Arc<Engine>, queue: String, tokens: Vec<String>) {
+    let mut wait = Duration::from_millis(200);
+    loop {
+        match engine.store.reap(&queue, &tokens).await {
+            Ok(0) => return,
+            Ok(n) => return warn!(%queue, returned = n, "took back leases of a lease round whose answer was lost"),
+            Err(e) => debug!(%queue, error = %e, "cannot take back an unanswered lease round yet"),
+        }
+        tokio::select! {
+            _ = engine.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(Duration::from_secs(5));
     }
 }

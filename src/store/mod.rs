@@ -549,7 +549,8 @@ impl Store {
         self.with_conn(async |c| inv.invoke_async(c).await).await
     }
 
-    /// Returns every lease of `queue` held by one of `dead` instances. Returns how many.
+    /// Returns every lease of `queue` held by one of `dead` instances or taken with one of the
+    /// lease tokens in `dead`. Returns how many.
     pub async fn reap(&self, queue: &str, dead: &[String]) -> Result<u64> {
         let keys = self.keys.queue(queue);
         let mut cursor = "0".to_owned();

@@ -60,6 +60,13 @@ spawn() {
     pids+=("$SPAWNED")
 }
 
+# forget PID: takes a reaped pid off the kill list (its number may be reused).
+forget() {
+    local pid keep=()
+    for pid in ${pids[@]+"${pids[@]}"}; do [[ "$pid" == "$1" ]] || keep+=("$pid"); done
+    pids=(${keep[@]+"${keep[@]}"})
+}
+
 # finish PID SECONDS: waits for PID to exit, SIGKILLs it after SECONDS; returns its status
 # (137 when it had to be killed).
 finish() {
@@ -73,6 +80,9 @@ finish() {
         sleep 0.1
     done
     wait "$pid" 2>/dev/null
+    local rc=$?
+    forget "$pid"
+    return $rc
 }
 
 # run_fg SECONDS LOG CMD...: runs CMD with a deadline, output in LOG; returns its status.
@@ -143,14 +153,16 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
     setup_failed "$python is not Python 3.11+ (the Python client needs it)"
 fi
 if ! "$venv/bin/python" -c 'import sys' 2>/dev/null; then
+    note "creating the venv (none usable)"
     rm -rf "$venv"
-    "$python" -m venv "$venv" >"$tmp/venv.log" 2>&1 || setup_failed "python -m venv" "$tmp/venv.log"
+    run_fg 120 "$tmp/venv.log" "$python" -m venv "$venv" >/dev/null ||
+        setup_failed "python -m venv" "$tmp/venv.log"
 fi
 py="$venv/bin/python"
 # Pinned: the client's tools as requirements-dev.txt has them, plus grpcurl. A no-op (about 1 s,
 # no network) when everything is installed already.
-"$py" -m pip install --quiet --disable-pip-version-check \
-    -r "$py_dir/requirements-dev.txt" "$GRPCURL_PIN" >"$tmp/pip.log" 2>&1 ||
+run_fg 600 "$tmp/pip.log" "$py" -m pip install --quiet --disable-pip-version-check \
+    -r "$py_dir/requirements-dev.txt" "$GRPCURL_PIN" >/dev/null ||
     setup_failed "pip install" "$tmp/pip.log"
 grpcurl="$venv/bin/grpcurl"
 
@@ -160,17 +172,19 @@ if [[ ! -e "$ts_dir/node_modules/tsx/package.json" ||
     ! -e "$ts_dir/node_modules/@bufbuild/protobuf/package.json" ||
     "$ts_dir/package-lock.json" -nt "$ts_dir/node_modules/.package-lock.json" ]]; then
     note "npm ci (node_modules missing or older than package-lock.json)"
-    (cd "$ts_dir" && npm ci --no-audit --no-fund --ignore-scripts) >"$tmp/npm.log" 2>&1 ||
-        setup_failed "npm ci in clients/typescript" "$tmp/npm.log"
+    run_fg 600 "$tmp/npm.log" env -C "$ts_dir" npm ci --no-audit --no-fund --ignore-scripts \
+        >/dev/null || setup_failed "npm ci in clients/typescript" "$tmp/npm.log"
 fi
 
 # The programs: each command exec's its interpreter, so a pid is the worker process itself.
 PY=(env "PYTHONPATH=$py_dir" "$py" -u "$here/crosslang.py")
+# shellcheck disable=SC2034 # TS is used through namerefs (local -n)
 TS=(env -C "$ts_dir" node --import tsx "$here/crosslang.ts") # tsx resolves from clients/typescript
 
 if [[ -z "${JOBWIRE_BIN:-}" ]]; then
     note "cargo build"
-    (cd "$repo" && cargo build --quiet) >"$tmp/cargo.log" 2>&1 || setup_failed "cargo build" "$tmp/cargo.log"
+    run_fg 1200 "$tmp/cargo.log" env -C "$repo" cargo build --quiet >/dev/null ||
+        setup_failed "cargo build" "$tmp/cargo.log"
     JOBWIRE_BIN="$repo/target/debug/jobwire"
 fi
 [[ -x "$JOBWIRE_BIN" ]] || setup_failed "JOBWIRE_BIN=$JOBWIRE_BIN is not an executable"
@@ -253,6 +267,7 @@ kill_mid_job() {
     r=$SPAWNED
     kill -KILL "$v"
     wait "$v" 2>/dev/null
+    forget "$v"
     echo "SIGKILLed the $victim worker; a $rescuer worker is running (pid $r)"
     run_fg 60 "$d/await.log" "${PY[@]}" await-crash --addr "$addr" --job "$job" \
         --expect-lang "$rescuer" --timeout 30 || rc=1

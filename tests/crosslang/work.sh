@@ -18,6 +18,6 @@ permanent:*)
     ;;
 esac
 bytes=$(printf %s "$input" | wc -c | tr -d ' ')
-upper=$(printf %s "$input" | tr a-z A-Z)
+upper=$(printf %s "$input" | tr '[:lower:]' '[:upper:]')
 printf 'lang=shell id=%s type=%s attempt=%s bytes=%s upper=%s' \
     "$JOBWIRE_JOB_ID" "$JOBWIRE_JOB_TYPE" "$JOBWIRE_ATTEMPT" "$bytes" "$upper"

@@ -197,3 +197,22 @@ async fn a_graceful_stop_drains_streams_and_hands_back_held_jobs_uncounted() {
     worker.complete(&again, b"").await.expect("complete");
     next.assert_invariants("q").await;
 }
+
+#[tokio::test]
+async fn a_lease_round_during_a_redis_pause_loses_nothing() {
+    let redis = Redis::start();
+    let server = Server::start(&redis).await;
+    let mut client = server.client().await;
+    let id = add(&mut client, job("q", "t", b"")).await;
+    // Redis stops answering while a worker connects: the lease rounds time out in jobwire (the
+    // test store times out after 500 ms); whatever Redis does with them once it wakes up, the
+    // job must still reach the worker, once, as its first attempt.
+    redis.signal(libc::SIGSTOP);
+    let mut worker = Worker::open(&server, &["q"], 1).await;
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    redis.signal(libc::SIGCONT);
+    let j = worker.next_job(Duration::from_secs(10)).await.expect("the job is delivered after all");
+    assert_eq!((j.id.as_str(), j.attempt, j.lost_deliveries), (id.as_str(), 1, 0));
+    worker.complete(&j, b"").await.expect("complete");
+    server.assert_invariants("q").await;
+}

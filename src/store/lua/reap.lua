@@ -1,7 +1,9 @@
--- reap: returns the leases held by dead jobwire instances to the head of their priority.
+-- reap: returns to the head of their priority the leases held by dead jobwire instances, or
+-- taken with given lease tokens (a lease round whose answer never reached its instance).
 -- Not a lost delivery: the worker may well be fine; its instance is not.
 -- KEYS: the queue keys (lib.lua).
--- ARGV[8] HSCAN cursor over the active hash, ARGV[9] HSCAN COUNT, ARGV[10..] dead instance ids.
+-- ARGV[8] HSCAN cursor over the active hash, ARGV[9] HSCAN COUNT, ARGV[10..] dead instance ids
+-- and lease tokens (tokens contain dots, instance ids do not).
 -- Returns {next cursor ("0" when the scan is complete), leases returned}.
 local now = now_ms()
 local dead = {}
@@ -13,7 +15,7 @@ local entries, moved = scan[2], 0
 for i = 1, #entries, 2 do
   local ulid, token = entries[i], parse_lease(entries[i + 1])
   local instance = string.match(token, '^([^.]+)%.')
-  if instance and dead[instance] then
+  if (instance and dead[instance]) or dead[token] then
     drop_lease(ulid)
     local rec = load(ulid)
     if rec then
