@@ -60,7 +60,7 @@ pub struct ServeConfig {
     #[arg(long, env = "JOBWIRE_DEAD_MAX", default_value_t = 10_000)]
     pub dead_max: u64,
     /// Events kept per queue for Subscribe and WatchJob (older ones are trimmed).
-    #[arg(long, env = "JOBWIRE_EVENTS_MAX", default_value_t = 100_000)]
+    #[arg(long, env = "JOBWIRE_EVENTS_MAX", default_value_t = 10_000)]
     pub events_max: u64,
     /// Largest job payload in bytes.
     #[arg(long, env = "JOBWIRE_MAX_PAYLOAD", default_value_t = 1 << 20)]

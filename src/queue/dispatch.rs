@@ -23,6 +23,7 @@ const MAX_ROUND: usize = 500;
 pub async fn run(engine: Arc<Engine>, queue: String, wake: Arc<Notify>) {
     let mut next_timer: Option<Instant> = None;
     let mut failures = 0u32;
+    let mut last_upkeep: Option<Instant> = None;
     loop {
         let timer = async {
             match next_timer {
@@ -39,8 +40,18 @@ pub async fn run(engine: Arc<Engine>, queue: String, wake: Arc<Notify>) {
         if !engine.hub.serves(&queue, &wake) {
             return;
         }
-        match rounds(&engine, &queue).await {
-            Ok(next) => {
+        // Upkeep (expiring deadlines, promoting delayed jobs, retention) is due when the timer
+        // fired or a safety period passed; a wake-up without free credit then costs no call.
+        let now = Instant::now();
+        let upkeep = next_timer.is_some_and(|t| t <= now)
+            || last_upkeep.is_none_or(|t| now.duration_since(t) >= engine.settings.safety_poll);
+        if upkeep {
+            last_upkeep = Some(now);
+            engine.hub.undrain(&queue);
+        }
+        match rounds(&engine, &queue, upkeep).await {
+            Ok(None) => {}
+            Ok(Some(next)) => {
                 failures = 0;
                 next_timer = next.map(|d| Instant::now() + d);
             }
@@ -55,11 +66,17 @@ pub async fn run(engine: Arc<Engine>, queue: String, wake: Arc<Notify>) {
 }
 
 /// Leases until the streams' credit or the queue runs out; returns when the next delayed job
-/// or deadline is due.
-async fn rounds(engine: &Arc<Engine>, queue: &str) -> Result<Option<Duration>, StoreError> {
+/// or deadline is due, or None when there was nothing to do (no credit, no upkeep due).
+async fn rounds(engine: &Arc<Engine>, queue: &str, upkeep: bool) -> Result<Option<Option<Duration>>, StoreError> {
+    let mut first = true;
     loop {
         let tokens = engine.hub.plan(queue, MAX_ROUND);
-        let round = match engine.store.lease(queue, &tokens, rand::random()).await {
+        if tokens.is_empty() && !upkeep && first {
+            return Ok(None);
+        }
+        let trim = upkeep && first;
+        first = false;
+        let round = match engine.store.lease(queue, &tokens, rand::random(), trim).await {
             Ok(round) => round,
             Err(e) => {
                 engine.hub.deliver(&tokens, Vec::new());
@@ -130,7 +147,7 @@ async fn rounds(engine: &Arc<Engine>, queue: &str) -> Result<Option<Duration>, S
             engine.hub.set_drained(queue, !full);
         }
         if !full {
-            return Ok(round.next_wake);
+            return Ok(Some(round.next_wake));
         }
     }
 }

@@ -103,6 +103,8 @@ struct State {
     next_stream: u64,
     next_seq: u64,
     rotation: usize,
+    /// Bumped whenever a stream opens or closes or its in-flight count changes.
+    generation: u64,
     /// The instance is shutting down: no new streams, no credit for the open ones.
     draining: bool,
 }
@@ -187,6 +189,7 @@ impl Hub {
             connected_at: SystemTime::now(),
         };
         state.streams.insert(id, slot);
+        state.generation += 1;
         Some((id, fresh))
     }
 
@@ -198,6 +201,7 @@ impl Hub {
         let Some(slot) = state.streams.remove(&id) else {
             return (Vec::new(), Vec::new());
         };
+        state.generation += 1;
         let mut orphaned = Vec::new();
         for queue in &slot.spec.queues {
             if let Some(q) = state.queues.get_mut(queue) {
@@ -221,7 +225,9 @@ impl Hub {
     /// eligible streams, starting from a rotating offset. Returns one token per job wanted.
     pub fn plan(&self, queue: &str, max: usize) -> Vec<String> {
         let mut state = self.lock();
-        let Some(q) = state.queues.get(queue) else {
+        // A queue its last round found empty gets no credit until something wakes it: its
+        // reservations would only keep later queues of the same streams waiting.
+        let Some(q) = state.queues.get(queue).filter(|q| !q.drained) else {
             return Vec::new();
         };
         let candidates = q.streams.clone();
@@ -311,6 +317,7 @@ impl Hub {
                 q.wake.notify_one();
             }
         }
+        let mut delivered = false;
         let mut undelivered = Vec::new();
         let now = Instant::now();
         for job in jobs {
@@ -328,9 +335,13 @@ impl Hub {
             let trace = job.trace;
             if stream.tx.try_send(StreamEvent::Job(Box::new(job))).is_ok() {
                 stream.in_flight.insert(job_id, Held { token, revoked: false, since: now, trace });
+                delivered = true;
             } else {
                 undelivered.push(held);
             }
+        }
+        if delivered {
+            state.generation += 1;
         }
         undelivered
     }
@@ -368,6 +379,19 @@ impl Hub {
         }
     }
 
+    /// Forgets that `queue` was found empty, without waking its dispatcher (which is running):
+    /// for the periodic look that makes up for lost wake-ups.
+    pub fn undrain(&self, queue: &str) {
+        if let Some(q) = self.lock().queues.get_mut(queue) {
+            q.drained = false;
+        }
+    }
+
+    /// Changes whenever what `streams()` would list changes.
+    pub fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
     pub fn wake_all(&self) {
         let mut state = self.lock();
         for q in state.queues.values_mut() {
@@ -387,6 +411,7 @@ impl Hub {
         }
         let held = s.in_flight.remove(job_id)?;
         let queues = s.spec.queues.clone();
+        state.generation += 1;
         for q in queues {
             if let Some(q) = state.queues.get(&q) {
                 q.wake.notify_one();

@@ -18,6 +18,7 @@ pub async fn run(engine: Arc<Engine>) {
     let every = (ttl / 3).min(Duration::from_secs(1));
     let mut fresh_since: Option<Instant> = None;
     let mut last_ok: Option<Instant> = None;
+    let mut published: Option<(u64, Instant)> = None;
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -38,7 +39,13 @@ pub async fn run(engine: Arc<Engine>) {
                     info!("redis is reachable");
                     engine.hub.wake_all();
                 }
-                engine.publish_workers(ttl * 2).await;
+                // The worker list is rewritten when it changed (at most once a heartbeat) and
+                // otherwise once a TTL, to keep its key alive: 10,000 idle streams cost nothing.
+                let generation = engine.hub.generation();
+                if published.is_none_or(|(g, at): (u64, Instant)| g != generation || now - at >= ttl) {
+                    engine.publish_workers(ttl * 3).await;
+                    published = Some((generation, now));
+                }
                 sweep_sessions(&engine).await;
                 let dead: Vec<String> = dead.into_iter().filter(|id| *id != engine.instance).collect();
                 if !dead.is_empty() && fresh_since.is_some_and(|t| now - t >= ttl) {

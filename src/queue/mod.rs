@@ -19,6 +19,7 @@
 //! is in `dispatch.rs`) carrying the job's W3C trace context.
 
 mod admin;
+mod coalesce;
 mod dispatch;
 mod events;
 mod gauges;
@@ -176,6 +177,9 @@ pub struct Engine {
     registered: Mutex<HashSet<String>>,
     redis_up: watch::Sender<bool>,
     events: events::EventHub,
+    /// Concurrent adds and acks of one queue share script calls.
+    adds: Arc<coalesce::Coalescer<Prepared, AddOutcome>>,
+    acks: Arc<coalesce::Coalescer<OwnedAck, AckOutcome>>,
 }
 
 /// Keeps a worker stream registered; dropping it ends the stream and hands its unacknowledged
@@ -218,6 +222,8 @@ impl Engine {
             registered: Mutex::new(HashSet::new()),
             redis_up,
             events: events::EventHub::default(),
+            adds: Arc::default(),
+            acks: Arc::default(),
         });
         info!(instance = %engine.instance, "engine started");
         engine.tasks.spawn(liveness::run(engine.clone()));
@@ -263,8 +269,15 @@ impl Engine {
         self.register(&job.queue).await?;
         let queue = job.queue.clone();
         let prepared = Prepared::new(job);
-        let outcome = self.store.add(&queue, &prepared.args(self.settings.idempotency_window)).await?;
-        let Added { job_id, duplicate } = prepared.outcome(&queue, outcome, field_prefix)?;
+        let session = prepared.session.clone();
+        let window = self.settings.idempotency_window;
+        let queue_ref = queue.as_str();
+        let run = |items: Vec<Prepared>| async move {
+            let args: Vec<AddArgs> = items.iter().map(|p| p.args(window)).collect();
+            self.store.add_many(queue_ref, &args).await
+        };
+        let outcome = self.adds.submit(&queue, prepared, run).await?;
+        let Added { job_id, duplicate } = added(&queue, outcome, session.as_ref(), field_prefix)?;
         if !duplicate {
             self.hub.wake(&queue);
             if let Some(m) = telemetry::queue(&queue) {
@@ -311,7 +324,7 @@ impl Engine {
                 let args: Vec<AddArgs> = chunk.iter().map(|(_, p)| p.args(self.settings.idempotency_window)).collect();
                 let outcomes = self.store.add_many(&queue, &args).await?;
                 for ((i, prepared), outcome) in chunk.iter().zip(outcomes) {
-                    let result = prepared.outcome(&queue, outcome, &format!("jobs[{i}]."));
+                    let result = added(&queue, outcome, prepared.session.as_ref(), &format!("jobs[{i}]."));
                     if let Ok(added) = &result {
                         // One script added the chunk: each job's span only records the outcome.
                         let span = add_span(&queue, &prepared.record.headers);
@@ -473,9 +486,18 @@ impl Engine {
         if let Some((state, _)) = session_state {
             sessions::validate_state(state, limits, "session_state")?;
         }
-        let ack = Ack { ulid: &job_id.ulid, token, result, session_state };
-        let outcome =
-            self.store.complete(&job_id.queue, &[ack]).await?.first().copied().unwrap_or(AckOutcome::UnknownJob);
+        let ack = OwnedAck {
+            ulid: job_id.ulid.clone(),
+            token: token.to_owned(),
+            result: result.to_vec(),
+            session_state: session_state.map(|(s, v)| (s.to_owned(), v)),
+        };
+        let queue = job_id.queue.as_str();
+        let run = |items: Vec<OwnedAck>| async move {
+            let acks: Vec<Ack> = items.iter().map(OwnedAck::borrow).collect();
+            self.store.complete(queue, &acks).await
+        };
+        let outcome = self.acks.submit(&job_id.queue, ack, run).await?;
         tracing::debug!(job_id = %job_id, ?outcome, "complete");
         if !matches!(outcome, AckOutcome::UnknownJob | AckOutcome::VersionMismatch | AckOutcome::NotInSession) {
             self.settle(job_id, token).await;
@@ -744,15 +766,35 @@ impl Prepared {
             session: self.session.as_ref().map(|s| s.name.as_str()),
         }
     }
+}
 
-    fn outcome(&self, queue: &str, outcome: AddOutcome, field_prefix: &str) -> Result<Added> {
-        match outcome {
-            AddOutcome::Added(u) => Ok(Added { job_id: JobId::new(queue, &u), duplicate: false }),
-            AddOutcome::Duplicate(u) => Ok(Added { job_id: JobId::new(queue, &u), duplicate: true }),
-            AddOutcome::NoSession => {
-                let id = self.session.as_ref().map(|s| s.to_string()).unwrap_or_default();
-                Err(Error::NotFound(format!("{field_prefix}session_id: session {id} does not exist")))
-            }
+/// What the add script said, for the caller.
+fn added(queue: &str, outcome: AddOutcome, session: Option<&SessionId>, field_prefix: &str) -> Result<Added> {
+    match outcome {
+        AddOutcome::Added(u) => Ok(Added { job_id: JobId::new(queue, &u), duplicate: false }),
+        AddOutcome::Duplicate(u) => Ok(Added { job_id: JobId::new(queue, &u), duplicate: true }),
+        AddOutcome::NoSession => {
+            let id = session.map(|s| s.to_string()).unwrap_or_default();
+            Err(Error::NotFound(format!("{field_prefix}session_id: session {id} does not exist")))
+        }
+    }
+}
+
+/// An acknowledgement waiting for its batch.
+struct OwnedAck {
+    ulid: String,
+    token: String,
+    result: Vec<u8>,
+    session_state: Option<(String, Option<u64>)>,
+}
+
+impl OwnedAck {
+    fn borrow(&self) -> Ack<'_> {
+        Ack {
+            ulid: &self.ulid,
+            token: &self.token,
+            result: &self.result,
+            session_state: self.session_state.as_ref().map(|(s, v)| (s.as_str(), *v)),
         }
     }
 }

@@ -31,7 +31,7 @@ pub use sessions::{SessionRecord, SetOutcome};
 /// The layout version this build reads and writes.
 const SCHEMA_VERSION: i64 = 1;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// Redis cannot be reached, timed out, or is loading: the call may be retried.
     #[error("redis unavailable: {0}")]
@@ -445,11 +445,12 @@ impl Store {
             .collect())
     }
 
-    /// One dispatcher round (see lua/lease.lua): expire, promote, lease one job per token.
-    pub async fn lease(&self, queue: &str, tokens: &[String], rand: f64) -> Result<LeaseRound> {
+    /// One dispatcher round (see lua/lease.lua): expire, promote, lease one job per token, and
+    /// with `trim`, enforce the retention windows.
+    pub async fn lease(&self, queue: &str, tokens: &[String], rand: f64, trim: bool) -> Result<LeaseRound> {
         let keys = self.keys.queue(queue);
         let mut inv = self.invocation(&self.scripts.lease, queue, &keys);
-        inv.arg(rand);
+        inv.arg(rand).arg(if trim { 1 } else { 0 });
         for token in tokens {
             inv.arg(token);
         }

@@ -3,9 +3,11 @@
 --   2. delayed and retrying jobs that are due become ready (at the tail of their priority),
 --   3. unless the queue is paused, up to #tokens ready jobs are leased, highest priority first,
 --      FIFO within a priority; job i gets lease token i,
---   4. retention windows are enforced on completed, cancelled and dead jobs.
+--   4. when asked (every few seconds, not every round), retention windows are enforced on
+--      completed, cancelled and dead jobs.
 -- KEYS: the queue keys (lib.lua).
--- ARGV[8] a random number in [0, 1) for backoff jitter, ARGV[9..] lease tokens.
+-- ARGV[8] a random number in [0, 1) for backoff jitter, ARGV[9] trim (1/0), ARGV[10..] lease
+-- tokens.
 -- Returns {jobs, revoked, next_wake_ms, now}:
 --   jobs    = flat {ULID, record, token, deadline_ms, attempt, session, state, version, ...}
 --             (session '' and version -1 for a job outside any session)
@@ -40,8 +42,8 @@ if #due > 0 then
 end
 
 local jobs = {}
-if #ARGV > 8 and redis.call('HEXISTS', KEYS[K_META], 'paused') == 0 then
-  local next_token = 9
+if #ARGV > 9 and redis.call('HEXISTS', KEYS[K_META], 'paused') == 0 then
+  local next_token = 10
   for priority = 5, -5, -1 do
     local need = #ARGV - next_token + 1
     if need <= 0 then
@@ -84,9 +86,11 @@ if #ARGV > 8 and redis.call('HEXISTS', KEYS[K_META], 'paused') == 0 then
   end
 end
 
-trim(KEYS[K_COMPLETED], now, COMPLETED_MS, COMPLETED_CAP)
-trim(KEYS[K_CANCELLED], now, COMPLETED_MS, COMPLETED_CAP)
-trim_dead(now)
+if ARGV[9] == '1' then
+  trim(KEYS[K_COMPLETED], now, COMPLETED_MS, COMPLETED_CAP)
+  trim(KEYS[K_CANCELLED], now, COMPLETED_MS, COMPLETED_CAP)
+  trim_dead(now)
+end
 
 local next_wake = -1
 for _, key in ipairs({ KEYS[K_DELAYED], KEYS[K_DEADLINES] }) do

@@ -59,9 +59,26 @@ local function ready_key(priority)
 end
 
 -- Appends one transition to the queue's event stream (capped, approximately, at EVENTS_MAX).
+-- Fields with their default value (0 or empty) are left out: most events are two fields.
 local function emit(kind, ulid, attempt, err, run_at, progress)
-  redis.call('XADD', KEYS[K_EVENTS], 'MAXLEN', '~', EVENTS_MAX, '*',
-    'k', kind, 'j', ulid, 'a', attempt or 0, 'e', err or '', 'r', run_at or 0, 'p', progress or '')
+  local fields = { 'k', kind, 'j', ulid }
+  if attempt and attempt > 0 then
+    fields[#fields + 1] = 'a'
+    fields[#fields + 1] = attempt
+  end
+  if err and err ~= '' then
+    fields[#fields + 1] = 'e'
+    fields[#fields + 1] = err
+  end
+  if run_at and run_at > 0 then
+    fields[#fields + 1] = 'r'
+    fields[#fields + 1] = run_at
+  end
+  if progress and progress ~= '' then
+    fields[#fields + 1] = 'p'
+    fields[#fields + 1] = progress
+  end
+  redis.call('XADD', KEYS[K_EVENTS], 'MAXLEN', '~', EVENTS_MAX, '*', unpack(fields))
 end
 
 local function wake()

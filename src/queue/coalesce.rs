@@ -1,0 +1,119 @@
+//! Coalesces concurrent calls of one kind on one queue into one script call.
+//!
+//! Each script call pays a fixed cost in Redis (its prelude, its keys) that dwarfs the work of
+//! one job, so under load the calls that arrive together go together: the first caller becomes
+//! the leader and runs a batch; callers arriving meanwhile only enqueue, and the leader runs
+//! them as the next batch as soon as the current one returns. An idle queue pays no waiting:
+//! a lone call runs at once. Each item is still applied on its own by the script.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{Arc, Mutex},
+};
+
+use tokio::sync::oneshot;
+
+use crate::store::StoreError;
+
+/// Most items one script call carries.
+const MAX_BATCH: usize = 256;
+
+type Waiter<R> = oneshot::Sender<Result<R, StoreError>>;
+
+struct Lane<T, R> {
+    leader: bool,
+    pending: Vec<(T, Waiter<R>)>,
+}
+
+pub struct Coalescer<T, R> {
+    lanes: Mutex<HashMap<String, Lane<T, R>>>,
+}
+
+impl<T, R> Default for Coalescer<T, R> {
+    fn default() -> Self {
+        Self { lanes: Mutex::new(HashMap::new()) }
+    }
+}
+
+impl<T: Send, R: Send> Coalescer<T, R> {
+    /// Submits `item` for `queue`; `run` applies a batch and returns one answer per item, in
+    /// order.
+    pub async fn submit<F, Fut>(self: &Arc<Self>, queue: &str, item: T, run: F) -> Result<R, StoreError>
+    where
+        F: Fn(Vec<T>) -> Fut,
+        Fut: Future<Output = Result<Vec<R>, StoreError>>,
+    {
+        let (tx, rx) = oneshot::channel();
+        let lead = {
+            let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+            let lane = lanes.entry(queue.to_owned()).or_insert_with(|| Lane { leader: false, pending: Vec::new() });
+            lane.pending.push((item, tx));
+            !std::mem::replace(&mut lane.leader, true)
+        };
+        if lead {
+            self.lead(queue, &run).await;
+        }
+        rx.await.unwrap_or_else(|_| Err(StoreError::Unavailable("the batch was dropped".into())))
+    }
+
+    /// Runs batches until nobody is waiting, then gives up the lead.
+    async fn lead<F, Fut>(&self, queue: &str, run: &F)
+    where
+        F: Fn(Vec<T>) -> Fut,
+        Fut: Future<Output = Result<Vec<R>, StoreError>>,
+    {
+        loop {
+            let batch: Vec<(T, Waiter<R>)> = {
+                let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+                let Some(lane) = lanes.get_mut(queue) else { return };
+                if lane.pending.is_empty() {
+                    lanes.remove(queue);
+                    return;
+                }
+                let take = lane.pending.len().min(MAX_BATCH);
+                lane.pending.drain(..take).collect()
+            };
+            let (items, waiters): (Vec<T>, Vec<Waiter<R>>) = batch.into_iter().unzip();
+            match run(items).await {
+                Ok(answers) => {
+                    let mut answers = answers.into_iter();
+                    for waiter in waiters {
+                        let answer = answers.next().ok_or_else(|| StoreError::Corrupt("a batch answered short".into()));
+                        let _ = waiter.send(answer);
+                    }
+                }
+                Err(e) => {
+                    for waiter in waiters {
+                        let _ = waiter.send(Err(e.clone()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn concurrent_calls_share_script_calls_and_keep_their_answers() {
+        let coalescer: Arc<Coalescer<u32, u32>> = Arc::default();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let run = |items: Vec<u32>| {
+            let calls = calls.clone();
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                Ok(items.into_iter().map(|i| i * 10).collect())
+            }
+        };
+        let answers = futures::future::join_all((0..50).map(|i| coalescer.submit("q", i, run))).await;
+        let answers: Vec<u32> = answers.into_iter().map(|a| a.expect("answer")).collect();
+        assert_eq!(answers, (0..50).map(|i| i * 10).collect::<Vec<_>>());
+        assert!(calls.load(Ordering::SeqCst) < 50, "calls were coalesced");
+        assert!(coalescer.lanes.lock().expect("lock").is_empty(), "the lane is released");
+    }
+}
