@@ -105,6 +105,8 @@ struct State {
     rotation: usize,
     /// Bumped whenever a stream opens or closes or its in-flight count changes.
     generation: u64,
+    /// Bumped whenever a stream opens or closes.
+    streams_generation: u64,
     /// The instance is shutting down: no new streams, no credit for the open ones.
     draining: bool,
 }
@@ -190,6 +192,7 @@ impl Hub {
         };
         state.streams.insert(id, slot);
         state.generation += 1;
+        state.streams_generation += 1;
         Some((id, fresh))
     }
 
@@ -202,6 +205,7 @@ impl Hub {
             return (Vec::new(), Vec::new());
         };
         state.generation += 1;
+        state.streams_generation += 1;
         let mut orphaned = Vec::new();
         for queue in &slot.spec.queues {
             if let Some(q) = state.queues.get_mut(queue) {
@@ -387,9 +391,11 @@ impl Hub {
         }
     }
 
-    /// Changes whenever what `streams()` would list changes.
-    pub fn generation(&self) -> u64 {
-        self.lock().generation
+    /// Changes whenever what `streams()` would list changes: (streams opened or closed, any
+    /// change including in-flight counts).
+    pub fn generation(&self) -> (u64, u64) {
+        let state = self.lock();
+        (state.streams_generation, state.generation)
     }
 
     pub fn wake_all(&self) {

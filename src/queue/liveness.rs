@@ -13,12 +13,15 @@ use tracing::{info, warn};
 
 use super::Engine;
 
+/// How stale the in-flight counts of `ListWorkers` may get.
+const WORKERS_REFRESH: Duration = Duration::from_secs(5);
+
 pub async fn run(engine: Arc<Engine>) {
     let ttl = engine.settings.lease_ttl;
     let every = (ttl / 3).min(Duration::from_secs(1));
     let mut fresh_since: Option<Instant> = None;
     let mut last_ok: Option<Instant> = None;
-    let mut published: Option<(u64, Instant)> = None;
+    let mut published: Option<((u64, u64), Instant)> = None;
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -39,10 +42,15 @@ pub async fn run(engine: Arc<Engine>) {
                     info!("redis is reachable");
                     engine.hub.wake_all();
                 }
-                // The worker list is rewritten when it changed (at most once a heartbeat) and
-                // otherwise once a TTL, to keep its key alive: 10,000 idle streams cost nothing.
+                // The worker list is rewritten at the next heartbeat when streams opened or closed,
+                // within a few seconds when only in-flight counts moved, and otherwise once a TTL
+                // to keep its key alive: 10,000 idle streams cost nothing, busy ones little.
                 let generation = engine.hub.generation();
-                if published.is_none_or(|(g, at): (u64, Instant)| g != generation || now - at >= ttl) {
+                let due = published.is_none_or(|((streams, any), at): ((u64, u64), Instant)| {
+                    let age = now - at;
+                    streams != generation.0 || (any != generation.1 && age >= WORKERS_REFRESH) || age >= ttl
+                });
+                if due {
                     engine.publish_workers(ttl * 3).await;
                     published = Some((generation, now));
                 }
