@@ -176,3 +176,31 @@ async fn kill_9_of_jobwire_takes_its_redis_server_down_too() {
     assert_eq!(info(&mut client, &id).await.state(), JobState::Waiting);
     assert_invariants_at(&url, PREFIX, "q").await;
 }
+
+#[tokio::test]
+async fn a_crashed_embedded_redis_is_restarted_with_its_data() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let jobwire = serve(dir.path());
+    let mut client = jobwire.client().await;
+    let kept = add(&mut client, job("q", "t", b"before the crash")).await;
+    // The AOF is fsynced every second: let the add reach the disk before pulling the plug.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let first = embedded_redis(&jobwire);
+    // SAFETY: killing a process this test's own child started.
+    unsafe { libc::kill(first as i32, libc::SIGKILL) };
+    wait_until(Duration::from_secs(15), "a new redis-server child", || {
+        children_of(jobwire.pid()).iter().any(|(pid, cmd)| *pid != first && cmd.contains("redis-server"))
+    });
+    let mut added = None;
+    for _ in 0..100 {
+        if let Ok(resp) = client.add_job(job("q", "t", b"after the crash")).await {
+            added = Some(resp.into_inner().job_id);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(added.is_some(), "adds work again once the child is back");
+    assert_eq!(info(&mut client, &kept).await.state(), JobState::Waiting, "the AOF kept the job");
+    assert_invariants_at(&url(dir.path()), PREFIX, "q").await;
+    sigterm(jobwire).await;
+}
