@@ -68,14 +68,15 @@ pub async fn run(engine: Arc<Engine>, queue: String, wake: Arc<Notify>) {
 /// Leases until the streams' credit or the queue runs out; returns when the next delayed job
 /// or deadline is due, or None when there was nothing to do (no credit, no upkeep due).
 async fn rounds(engine: &Arc<Engine>, queue: &str, upkeep: bool) -> Result<Option<Option<Duration>>, StoreError> {
-    let mut first = true;
+    // After a full round, the next one runs only if credit is left: the full round already did
+    // the upkeep and said when the next delayed job or deadline is due.
+    let mut done: Option<Option<Duration>> = None;
     loop {
         let tokens = engine.hub.plan(queue, MAX_ROUND);
-        if tokens.is_empty() && !upkeep && first {
-            return Ok(None);
+        if tokens.is_empty() && (done.is_some() || !upkeep) {
+            return Ok(done);
         }
-        let trim = upkeep && first;
-        first = false;
+        let trim = upkeep && done.is_none();
         let round = match engine.store.lease(queue, &tokens, rand::random(), trim).await {
             Ok(round) => round,
             Err(e) => {
@@ -146,8 +147,9 @@ async fn rounds(engine: &Arc<Engine>, queue: &str, upkeep: bool) -> Result<Optio
         if !tokens.is_empty() {
             engine.hub.set_drained(queue, !full);
         }
+        done = Some(round.next_wake);
         if !full {
-            return Ok(Some(round.next_wake));
+            return Ok(done);
         }
     }
 }
