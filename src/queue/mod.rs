@@ -8,9 +8,12 @@
 //! - the liveness loop: heartbeat, and reaping the leases of instances that stopped
 //!   heartbeating (`liveness.rs`),
 //! - the notice listener on the shared pub/sub connection, and reconciliation of this
-//!   instance's view of its leases against Redis (`notices.rs`).
-//!
+//!   instance's view of its leases against Redis (`notices.rs`),
+//! - one event tailer per queue followed here by WatchJob or Subscribe (`events.rs`),
 //! - with metrics on, the refresh of the per-queue gauges from Redis (`gauges.rs`).
+//!
+//! Sessions (`sessions.rs`) and job administration (`admin.rs`) are further transitions of the
+//! same kind. Concurrent adds and acks of one queue share script calls (`coalesce.rs`).
 //!
 //! Every spawned task watches `shutdown` and is tracked, so `Engine::shutdown` ends them all.
 //!

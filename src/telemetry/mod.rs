@@ -24,7 +24,7 @@
 //! metadata when the worker sends one (any instance), else from the lease, when this instance
 //! delivered it (it remembers the context of every job it holds out). The spans are plain
 //! `tracing` spans: any subscriber sees them, and one bridging to OpenTelemetry can use the two
-//! fields to parent them. Spans are INFO, so they only cost something where INFO is on.
+//! fields to parent them. Spans are DEBUG, so they cost nothing at the default log level.
 
 mod exporter;
 pub mod traceparent;
