@@ -5,6 +5,9 @@
 //! the leader and runs a batch; callers arriving meanwhile only enqueue, and the leader runs
 //! them as the next batch as soon as the current one returns. An idle queue pays no waiting:
 //! a lone call runs at once. Each item is still applied on its own by the script.
+//!
+//! The leading runs in a task of its own, not in the first caller's future: a caller that goes
+//! away (its client disconnected) must not strand the batches of the others.
 
 use std::{
     collections::HashMap,
@@ -36,13 +39,13 @@ impl<T, R> Default for Coalescer<T, R> {
     }
 }
 
-impl<T: Send, R: Send> Coalescer<T, R> {
+impl<T: Send + 'static, R: Send + 'static> Coalescer<T, R> {
     /// Submits `item` for `queue`; `run` applies a batch and returns one answer per item, in
     /// order.
     pub async fn submit<F, Fut>(self: &Arc<Self>, queue: &str, item: T, run: F) -> Result<R, StoreError>
     where
-        F: Fn(Vec<T>) -> Fut,
-        Fut: Future<Output = Result<Vec<R>, StoreError>>,
+        F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<R>, StoreError>> + Send,
     {
         let (tx, rx) = oneshot::channel();
         let lead = {
@@ -52,7 +55,9 @@ impl<T: Send, R: Send> Coalescer<T, R> {
             !std::mem::replace(&mut lane.leader, true)
         };
         if lead {
-            self.lead(queue, &run).await;
+            let this = self.clone();
+            let queue = queue.to_owned();
+            tokio::spawn(async move { this.lead(&queue, &run).await });
         }
         rx.await.unwrap_or_else(|_| Err(StoreError::Unavailable("the batch was dropped".into())))
     }
@@ -60,8 +65,8 @@ impl<T: Send, R: Send> Coalescer<T, R> {
     /// Runs batches until nobody is waiting, then gives up the lead.
     async fn lead<F, Fut>(&self, queue: &str, run: &F)
     where
-        F: Fn(Vec<T>) -> Fut,
-        Fut: Future<Output = Result<Vec<R>, StoreError>>,
+        F: Fn(Vec<T>) -> Fut + Send + Sync,
+        Fut: Future<Output = Result<Vec<R>, StoreError>> + Send,
     {
         loop {
             let batch: Vec<(T, Waiter<R>)> = {
@@ -102,18 +107,38 @@ mod tests {
     async fn concurrent_calls_share_script_calls_and_keep_their_answers() {
         let coalescer: Arc<Coalescer<u32, u32>> = Arc::default();
         let calls = Arc::new(AtomicUsize::new(0));
-        let run = |items: Vec<u32>| {
-            let calls = calls.clone();
+        let counter = calls.clone();
+        let run = move |items: Vec<u32>| {
+            let calls = counter.clone();
             async move {
                 calls.fetch_add(1, Ordering::SeqCst);
                 tokio::task::yield_now().await;
                 Ok(items.into_iter().map(|i| i * 10).collect())
             }
         };
-        let answers = futures::future::join_all((0..50).map(|i| coalescer.submit("q", i, run))).await;
+        let answers = futures::future::join_all((0..50).map(|i| coalescer.submit("q", i, run.clone()))).await;
         let answers: Vec<u32> = answers.into_iter().map(|a| a.expect("answer")).collect();
         assert_eq!(answers, (0..50).map(|i| i * 10).collect::<Vec<_>>());
         assert!(calls.load(Ordering::SeqCst) < 50, "calls were coalesced");
+        tokio::task::yield_now().await;
         assert!(coalescer.lanes.lock().expect("lock").is_empty(), "the lane is released");
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_goes_away_does_not_strand_the_others() {
+        let coalescer: Arc<Coalescer<u32, u32>> = Arc::default();
+        let slow = |items: Vec<u32>| async move {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            Ok(items)
+        };
+        // The first caller leads, then is dropped mid-batch (its client went away).
+        let first = tokio::spawn({
+            let c = coalescer.clone();
+            async move { c.submit("q", 1, slow).await }
+        });
+        tokio::task::yield_now().await;
+        first.abort();
+        let second = tokio::time::timeout(std::time::Duration::from_secs(2), coalescer.submit("q", 2, slow)).await;
+        assert_eq!(second.expect("not stranded").expect("answer"), 2);
     }
 }

@@ -274,10 +274,13 @@ impl Engine {
         let prepared = Prepared::new(job);
         let session = prepared.session.clone();
         let window = self.settings.idempotency_window;
-        let queue_ref = queue.as_str();
-        let run = |items: Vec<Prepared>| async move {
-            let args: Vec<AddArgs> = items.iter().map(|p| p.args(window)).collect();
-            self.store.add_many(queue_ref, &args).await
+        let (store, lane) = (self.store.clone(), queue.clone());
+        let run = move |items: Vec<Prepared>| {
+            let (store, lane) = (store.clone(), lane.clone());
+            async move {
+                let args: Vec<AddArgs> = items.iter().map(|p| p.args(window)).collect();
+                store.add_many(&lane, &args).await
+            }
         };
         let outcome = self.adds.submit(&queue, prepared, run).await?;
         let Added { job_id, duplicate } = added(&queue, outcome, session.as_ref(), field_prefix)?;
@@ -495,10 +498,13 @@ impl Engine {
             result: result.to_vec(),
             session_state: session_state.map(|(s, v)| (s.to_owned(), v)),
         };
-        let queue = job_id.queue.as_str();
-        let run = |items: Vec<OwnedAck>| async move {
-            let acks: Vec<Ack> = items.iter().map(OwnedAck::borrow).collect();
-            self.store.complete(queue, &acks).await
+        let (store, lane) = (self.store.clone(), job_id.queue.clone());
+        let run = move |items: Vec<OwnedAck>| {
+            let (store, lane) = (store.clone(), lane.clone());
+            async move {
+                let acks: Vec<Ack> = items.iter().map(OwnedAck::borrow).collect();
+                store.complete(&lane, &acks).await
+            }
         };
         let outcome = self.acks.submit(&job_id.queue, ack, run).await?;
         tracing::debug!(job_id = %job_id, ?outcome, "complete");
