@@ -59,5 +59,7 @@ command -v redis-server >/dev/null || { echo "FAIL: redis-server is not on PATH"
 echo "$JOBWIRE_BIN"
 
 step "pytest"
+# See tests/conftest.py: no gRPC fork handlers in the children that become servers.
+export GRPC_ENABLE_FORK_SUPPORT=false
 # A hard bound, so a hang fails the run instead of stalling CI.
 timeout --kill-after=10 170 python -m pytest -q -p no:cacheprovider "$@"

@@ -22,6 +22,9 @@
 # else <repo>/target/debug/jobwire (kept up to date with `cargo build` when JOBWIRE_BIN is unset).
 # CROSSLANG_KEEP=1 keeps the temp dir with every log.
 set -uo pipefail
+# Python processes here may start others while gRPC threads run: keep gRPC's fork handlers out
+# of the children (they can kill a child between fork and exec).
+export GRPC_ENABLE_FORK_SUPPORT=false
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"

@@ -3,6 +3,13 @@ their own queue names."""
 
 from __future__ import annotations
 
+import os
+
+# The tests start server processes while gRPC threads run. gRPC's fork handlers then run in the
+# child between fork and exec and can kill it ("epoll_wait error: Bad file descriptor"); the
+# child only execs, so it needs none of them. Must be set before grpc is imported.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
