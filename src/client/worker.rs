@@ -178,7 +178,12 @@ impl Worker {
                 queues: self.queues.clone(),
                 max_in_flight: self.concurrency,
             };
-            let opened = self.client.raw().get_job(request).await;
+            // Opening may wait for a server that is restarting: a stop must not wait with it.
+            let mut raw = self.client.raw();
+            let opened = tokio::select! {
+                _ = stopping.cancelled() => break,
+                opened = raw.get_job(request) => opened,
+            };
             let stream = match opened {
                 Ok(s) => s.into_inner(),
                 Err(status) if status.code() == tonic::Code::InvalidArgument => {
