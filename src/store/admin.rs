@@ -43,7 +43,7 @@ impl Listing {
 
 impl Store {
     pub async fn cancel(&self, queue: &str, ulid: &str) -> Result<CancelOutcome> {
-        let keys = self.keys.queue(queue);
+        let keys = self.queue_keys(queue);
         let mut inv = self.invocation(&self.scripts.cancel, queue, &keys);
         inv.arg(ulid);
         let (code, token): (i64, String) = self.with_conn(async |c| inv.invoke_async(c).await).await?;
@@ -57,14 +57,14 @@ impl Store {
 
     /// Stores a held attempt's progress; returns 1 held, 0 unknown, -1 stale.
     pub async fn progress(&self, queue: &str, ulid: &str, token: &str, progress: &[u8]) -> Result<i64> {
-        let keys = self.keys.queue(queue);
+        let keys = self.queue_keys(queue);
         let mut inv = self.invocation(&self.scripts.progress, queue, &keys);
         inv.arg(ulid).arg(token).arg(progress);
         self.with_conn(async |c| inv.invoke_async(c).await).await
     }
 
     pub async fn set_paused(&self, queue: &str, paused: bool) -> Result<()> {
-        let keys = self.keys.queue(queue);
+        let keys = self.queue_keys(queue);
         let mut inv = self.invocation(&self.scripts.pause, queue, &keys);
         inv.arg(if paused { 1 } else { 0 });
         let _: i64 = self.with_conn(async |c| inv.invoke_async(c).await).await?;
@@ -74,7 +74,7 @@ impl Store {
     /// Retries one dead job (`Some(ulid)`) or up to `limit` of the oldest. Returns the script's
     /// code (1 done, 0 unknown, -1 not dead, -2 session gone) and how many moved.
     pub async fn retry_dead(&self, queue: &str, ulid: Option<&str>, limit: u64) -> Result<(i64, u64)> {
-        let keys = self.keys.queue(queue);
+        let keys = self.queue_keys(queue);
         let mut inv = self.invocation(&self.scripts.retry, queue, &keys);
         inv.arg(ulid.unwrap_or_default()).arg(limit);
         self.with_conn(async |c| inv.invoke_async(c).await).await
@@ -82,7 +82,7 @@ impl Store {
 
     /// Deletes a job that is not active: 1 deleted, 0 unknown, -1 active.
     pub async fn delete(&self, queue: &str, ulid: &str) -> Result<i64> {
-        let keys = self.keys.queue(queue);
+        let keys = self.queue_keys(queue);
         let mut inv = self.invocation(&self.scripts.delete, queue, &keys);
         inv.arg(ulid);
         self.with_conn(async |c| inv.invoke_async(c).await).await
@@ -94,7 +94,7 @@ impl Store {
         if names.is_empty() {
             return Ok(0);
         }
-        let keys = self.keys.queue(queue);
+        let keys = self.queue_keys(queue);
         let mut total = 0;
         loop {
             let mut inv = self.invocation(&self.scripts.purge, queue, &keys);
@@ -117,7 +117,7 @@ impl Store {
         offset: u64,
         limit: u64,
     ) -> Result<(Vec<(String, JobRecord, Option<Lease>)>, Option<u64>)> {
-        let keys = self.keys.queue(queue);
+        let keys = self.queue_keys(queue);
         let (ids, next): (Vec<String>, Option<u64>) = self
             .with_conn(async |c| {
                 let end = (offset + limit) as isize - 1;

@@ -62,7 +62,7 @@ fn parse_entries(value: Value) -> Result<Vec<StoredEvent>> {
 impl Store {
     /// Events strictly after `after`, at most `count`.
     pub async fn events_after(&self, queue: &str, after: &str, count: usize) -> Result<Vec<StoredEvent>> {
-        let key = self.keys.queue(queue).events().to_owned();
+        let key = self.queue_keys(queue).events().to_owned();
         let value: Value = self
             .with_conn(async |c| {
                 redis::cmd("XRANGE")
@@ -81,7 +81,7 @@ impl Store {
     /// The id of the latest event ("0-0" when there is none) and, once any event has been
     /// trimmed away, the oldest id still kept: a cursor older than that may have missed events.
     pub async fn events_bounds(&self, queue: &str) -> Result<(String, Option<String>)> {
-        let key = self.keys.queue(queue).events().to_owned();
+        let key = self.queue_keys(queue).events().to_owned();
         self.with_conn(async |c| {
             let exists: bool = c.exists(&key).await?;
             if !exists {
@@ -119,7 +119,7 @@ impl Store {
         after: &str,
         block: Duration,
     ) -> Result<Vec<StoredEvent>> {
-        let key = self.keys.queue(queue).events().to_owned();
+        let key = self.queue_keys(queue).events().to_owned();
         let value: Value = redis::cmd("XREAD")
             .arg("COUNT")
             .arg(1_000)

@@ -32,7 +32,7 @@ struct Snapshot {
 
 impl Store {
     async fn read_everything(&self, queue: &str) -> Result<Snapshot> {
-        let keys = self.keys.queue(queue);
+        let keys = self.queue_keys(queue);
         let instances_key = self.keys.instances();
         let pattern = self.keys.queue_pattern(queue);
         self.with_conn(async |c| {

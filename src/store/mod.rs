@@ -276,6 +276,9 @@ pub struct Store {
     scripts: Scripts,
     retention: Retention,
     timeout: Duration,
+    /// The key names of each queue, formatted once: every script call passes 24 of them.
+    /// Grows with the number of queues this instance touches, like the queue registry.
+    queue_keys: std::sync::Mutex<HashMap<String, std::sync::Arc<QueueKeys>>>,
 }
 
 impl Store {
@@ -300,11 +303,22 @@ impl Store {
             scripts: Scripts::load(),
             retention: config.retention,
             timeout: config.timeout,
+            queue_keys: Default::default(),
         })
     }
 
     pub fn keys(&self) -> &KeySpace {
         &self.keys
+    }
+
+    fn queue_keys(&self, queue: &str) -> std::sync::Arc<QueueKeys> {
+        let mut cache = self.queue_keys.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(keys) = cache.get(queue) {
+            return keys.clone();
+        }
+        let keys = std::sync::Arc::new(self.keys.queue(queue));
+        cache.insert(queue.to_owned(), keys.clone());
+        keys
     }
 
     /// A dedicated pub/sub connection (one per instance, shared by all its streams).
@@ -412,7 +426,7 @@ impl Store {
 
     /// Adds jobs of one queue in one script call, in order; one outcome per job.
     pub async fn add_many(&self, queue: &str, jobs: &[AddArgs<'_>]) -> Result<Vec<AddOutcome>> {
-        let keys = self.keys.queue(queue);
+        let keys = self.queue_keys(queue);
         let mut inv = self.invocation(&self.scripts.add, queue, &keys);
         let window = jobs.first().map_or(0, |j| j.idempotency_window.as_millis() as u64);
         inv.arg(window);
@@ -448,7 +462,7 @@ impl Store {
     /// One dispatcher round (see lua/lease.lua): expire, promote, lease one job per token, and
     /// with `trim`, enforce the retention windows.
     pub async fn lease(&self, queue: &str, tokens: &[String], rand: f64, trim: bool) -> Result<LeaseRound> {
-        let keys = self.keys.queue(queue);
+        let keys = self.queue_keys(queue);
         let mut inv = self.invocation(&self.scripts.lease, queue, &keys);
         inv.arg(rand).arg(if trim { 1 } else { 0 });
         for token in tokens {
@@ -486,7 +500,7 @@ impl Store {
 
     /// Completes a batch of attempts; one outcome per entry, in order.
     pub async fn complete(&self, queue: &str, acks: &[Ack<'_>]) -> Result<Vec<AckOutcome>> {
-        let keys = self.keys.queue(queue);
+        let keys = self.queue_keys(queue);
         let mut inv = self.invocation(&self.scripts.complete, queue, &keys);
         for ack in acks {
             inv.arg(ack.ulid).arg(ack.token).arg(ack.result);
@@ -510,7 +524,7 @@ impl Store {
         retry_after: Option<Duration>,
         rand: f64,
     ) -> Result<FailOutcome> {
-        let keys = self.keys.queue(queue);
+        let keys = self.queue_keys(queue);
         let mut inv = self.invocation(&self.scripts.fail, queue, &keys);
         inv.arg(ulid)
             .arg(token)
@@ -531,7 +545,7 @@ impl Store {
 
     /// Moves a held attempt's deadline to now + `by`; returns the check and the new deadline.
     pub async fn extend(&self, queue: &str, ulid: &str, token: &str, by: Duration) -> Result<(LeaseCheck, i64)> {
-        let keys = self.keys.queue(queue);
+        let keys = self.queue_keys(queue);
         let mut inv = self.invocation(&self.scripts.extend, queue, &keys);
         inv.arg(ulid).arg(token).arg(by.as_millis() as u64);
         let (code, deadline): (i64, i64) = self.with_conn(async |c| inv.invoke_async(c).await).await?;
@@ -541,7 +555,7 @@ impl Store {
     /// Returns held leases `(ulid, token)` to the head of their queue; `lost` counts the
     /// delivery as lost (and buries jobs lost `max_lost` times). Returns how many moved.
     pub async fn requeue(&self, queue: &str, leases: &[(String, String)], lost: bool, max_lost: u32) -> Result<u64> {
-        let keys = self.keys.queue(queue);
+        let keys = self.queue_keys(queue);
         let mut inv = self.invocation(&self.scripts.requeue, queue, &keys);
         inv.arg(if lost { 1 } else { 0 }).arg(max_lost);
         for (ulid, token) in leases {
@@ -553,7 +567,7 @@ impl Store {
     /// Returns every lease of `queue` held by one of `dead` instances or taken with one of the
     /// lease tokens in `dead`. Returns how many.
     pub async fn reap(&self, queue: &str, dead: &[String]) -> Result<u64> {
-        let keys = self.keys.queue(queue);
+        let keys = self.queue_keys(queue);
         let mut cursor = "0".to_owned();
         let mut total = 0;
         loop {
@@ -572,7 +586,7 @@ impl Store {
     }
 
     pub async fn stats(&self, queue: &str) -> Result<QueueCounts> {
-        let keys = self.keys.queue(queue);
+        let keys = self.queue_keys(queue);
         let inv = self.invocation(&self.scripts.stats, queue, &keys);
         let v: Vec<i64> = self.with_conn(async |c| inv.invoke_async(c).await).await?;
         let [
@@ -617,7 +631,7 @@ impl Store {
     /// A job and the id of the queue's latest event, read in one step: events after that id are
     /// exactly the transitions after this snapshot.
     pub async fn snapshot(&self, queue: &str, ulid: &str) -> Result<Option<JobSnapshot>> {
-        let keys = self.keys.queue(queue);
+        let keys = self.queue_keys(queue);
         let mut inv = self.invocation(&self.scripts.info, queue, &keys);
         inv.arg(ulid);
         let (raw, lease, last_event): (Option<Vec<u8>>, Option<String>, String) =
@@ -635,7 +649,7 @@ impl Store {
         if ulids.is_empty() {
             return Ok(Vec::new());
         }
-        let key = self.keys.queue(queue).active().to_owned();
+        let key = self.queue_keys(queue).active().to_owned();
         let raw: Vec<Option<String>> =
             self.with_conn(async |c| redis::cmd("HMGET").arg(&key).arg(ulids).query_async(c).await).await?;
         Ok(raw.into_iter().map(|l| l.as_deref().and_then(Lease::parse)).collect())

@@ -57,7 +57,7 @@ impl Store {
         ttl: Duration,
         max_concurrency: u32,
     ) -> Result<bool> {
-        let keys = self.keys.queue(queue);
+        let keys = self.queue_keys(queue);
         let mut inv = self.invocation(&self.scripts.session_create, queue, &keys);
         inv.arg(name).arg(state).arg(ttl.as_millis() as u64).arg(max_concurrency);
         let (created, _): (i64, i64) = self.with_conn(async |c| inv.invoke_async(c).await).await?;
@@ -65,7 +65,7 @@ impl Store {
     }
 
     pub async fn session(&self, queue: &str, name: &str) -> Result<Option<SessionRecord>> {
-        let keys = self.keys.queue(queue);
+        let keys = self.queue_keys(queue);
         let mut inv = self.invocation(&self.scripts.session_get, queue, &keys);
         inv.arg(name);
         let (raw, state, pending, _now): (Option<Vec<u8>>, Option<String>, u64, i64) =
@@ -88,7 +88,7 @@ impl Store {
 
     /// Replaces the state if the version is still `expected`.
     pub async fn set_session_state(&self, queue: &str, name: &str, state: &str, expected: u64) -> Result<SetOutcome> {
-        let keys = self.keys.queue(queue);
+        let keys = self.queue_keys(queue);
         let mut inv = self.invocation(&self.scripts.session_set, queue, &keys);
         inv.arg(name).arg(state).arg(expected);
         let (code, version): (i64, u64) = self.with_conn(async |c| inv.invoke_async(c).await).await?;
@@ -101,7 +101,7 @@ impl Store {
 
     /// Deletes a session and every job still pending inside it; false when it did not exist.
     pub async fn delete_session(&self, queue: &str, name: &str) -> Result<bool> {
-        let keys = self.keys.queue(queue);
+        let keys = self.queue_keys(queue);
         let mut existed = false;
         loop {
             let mut inv = self.invocation(&self.scripts.session_delete, queue, &keys);
@@ -116,7 +116,7 @@ impl Store {
 
     /// A page of session names (HSCAN order) and the cursor of the next page ("0": no more).
     pub async fn session_names(&self, queue: &str, cursor: &str, count: u64) -> Result<(String, Vec<String>)> {
-        let key = self.keys.queue(queue).sessions().to_owned();
+        let key = self.queue_keys(queue).sessions().to_owned();
         let (next, flat): (String, Vec<Vec<u8>>) = self
             .with_conn(async |c| redis::cmd("HSCAN").arg(&key).arg(cursor).arg("COUNT").arg(count).query_async(c).await)
             .await?;
@@ -126,7 +126,7 @@ impl Store {
 
     /// Expires idle sessions of one queue; returns the names deleted.
     pub async fn sweep_sessions(&self, queue: &str) -> Result<Vec<String>> {
-        let keys = self.keys.queue(queue);
+        let keys = self.queue_keys(queue);
         let inv = self.invocation(&self.scripts.session_sweep, queue, &keys);
         self.with_conn(async |c| inv.invoke_async(c).await).await
     }
