@@ -59,7 +59,8 @@ pub struct ServeConfig {
     /// At most this many dead jobs are kept per queue; older ones are evicted and counted.
     #[arg(long, env = "JOBWIRE_DEAD_MAX", default_value_t = 10_000)]
     pub dead_max: u64,
-    /// Events kept per queue for Subscribe and WatchJob (older ones are trimmed).
+    /// Event stream entries kept per queue for Subscribe and WatchJob (older ones are trimmed).
+    /// An entry holds the same transition of up to 16 jobs made by one call.
     #[arg(long, env = "JOBWIRE_EVENTS_MAX", default_value_t = 10_000)]
     pub events_max: u64,
     /// Largest job payload in bytes.

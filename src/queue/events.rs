@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::{Engine, Error, JobId, JobState, JobView, Result, from_ms, validate_queue};
-use crate::store::{StoredEvent, event_order};
+use crate::store::{StoredEvent, event_order, is_event_cursor};
 
 const BLOCK: Duration = Duration::from_millis(1_000);
 const BROADCAST_CAPACITY: usize = 4_096;
@@ -226,11 +226,8 @@ impl Engine {
         cursor: Option<&str>,
     ) -> Result<mpsc::Receiver<Result<EventView>>> {
         validate_queue(queue, "queue")?;
-        if let Some(c) = cursor {
-            let valid = c.split_once('-').is_some_and(|(a, b)| a.parse::<u64>().is_ok() && b.parse::<u64>().is_ok());
-            if !valid {
-                return Err(Error::invalid("cursor", "is not a cursor this server issued"));
-            }
+        if cursor.is_some_and(|c| !is_event_cursor(c)) {
+            return Err(Error::invalid("cursor", "is not a cursor this server issued"));
         }
         let feed = self.feed(queue).await?;
         let (latest, trimmed) = self.store.events_bounds(queue).await?;
@@ -360,7 +357,7 @@ async fn tail(
             match read {
                 Ok(events) => {
                     for event in events {
-                        last = event.id.clone();
+                        last = event.entry.clone();
                         let _ = tx.send(FeedItem::Event(Arc::new(event)));
                     }
                 }

@@ -11,7 +11,11 @@ use super::{Result, Store, StoreError};
 /// One transition, as stored in the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEvent {
+    /// The event's cursor: its stream entry's id, followed by `.index` when the entry carries
+    /// the same transition of several jobs.
     pub id: String,
+    /// The stream entry's id.
+    pub entry: String,
     pub kind: u8,
     pub ulid: String,
     pub attempt: u32,
@@ -20,62 +24,80 @@ pub struct StoredEvent {
     pub progress: Vec<u8>,
 }
 
-/// Stream ids ("ms-seq") compared as numbers.
-pub fn event_order(id: &str) -> (u64, u64) {
-    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
-    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+/// Event cursors ("ms-seq" or "ms-seq.index") compared as numbers. A bare entry id stands for
+/// the end of that entry, after all of its jobs.
+pub fn event_order(id: &str) -> (u64, u64, u64) {
+    let (entry, index) = match id.split_once('.') {
+        Some((entry, index)) => (entry, index.parse().unwrap_or(0)),
+        None => (id, u64::MAX),
+    };
+    let (ms, seq) = entry.split_once('-').unwrap_or((entry, "0"));
+    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0), index)
+}
+
+/// Whether `cursor` has the form of an event cursor.
+pub fn is_event_cursor(cursor: &str) -> bool {
+    let (entry, index) = cursor.split_once('.').unwrap_or((cursor, "0"));
+    entry.split_once('-').is_some_and(|(ms, seq)| ms.parse::<u64>().is_ok() && seq.parse::<u64>().is_ok())
+        && index.parse::<u64>().is_ok()
 }
 
 /// A stream entry as Redis returns it: its id and its field/value pairs.
 type Entry = (String, Vec<(String, Vec<u8>)>);
 
+/// The events of stream entries: one per job an entry names.
 fn parse_entries(value: Value) -> Result<Vec<StoredEvent>> {
     let entries: Vec<Entry> = redis::from_redis_value(&value)?;
     let mut out = Vec::with_capacity(entries.len());
-    for (id, fields) in entries {
-        let mut event = StoredEvent {
-            id,
-            kind: 0,
-            ulid: String::new(),
-            attempt: 0,
-            error: String::new(),
-            run_at_ms: 0,
-            progress: Vec::new(),
-        };
+    for (entry, fields) in entries {
+        let (mut kind, mut jobs, mut attempts) = (0, String::new(), String::new());
+        let (mut error, mut run_at_ms, mut progress) = (String::new(), 0, Vec::new());
         for (name, value) in fields {
             let text = || String::from_utf8_lossy(&value).into_owned();
             match name.as_str() {
-                "k" => event.kind = text().parse().unwrap_or(0),
-                "j" => event.ulid = text(),
-                "a" => event.attempt = text().parse().unwrap_or(0),
-                "e" => event.error = text(),
-                "r" => event.run_at_ms = text().parse().unwrap_or(0),
-                "p" => event.progress = value,
+                "k" => kind = text().parse().unwrap_or(0),
+                "j" => jobs = text(),
+                "a" => attempts = text(),
+                "e" => error = text(),
+                "r" => run_at_ms = text().parse().unwrap_or(0),
+                "p" => progress = value,
                 _ => {}
             }
         }
-        out.push(event);
+        let ulids: Vec<&str> = jobs.split(' ').collect();
+        let mut attempts = attempts.split(' ').map(|a| a.parse().unwrap_or(0));
+        for (index, ulid) in ulids.iter().enumerate() {
+            out.push(StoredEvent {
+                id: if ulids.len() > 1 { format!("{entry}.{index}") } else { entry.clone() },
+                entry: entry.clone(),
+                kind,
+                ulid: (*ulid).to_owned(),
+                attempt: attempts.next().unwrap_or(0),
+                error: error.clone(),
+                run_at_ms,
+                progress: progress.clone(),
+            });
+        }
     }
     Ok(out)
 }
 
 impl Store {
-    /// Events strictly after `after`, at most `count`.
+    /// Events strictly after the cursor `after`, from at most `count` stream entries.
     pub async fn events_after(&self, queue: &str, after: &str, count: usize) -> Result<Vec<StoredEvent>> {
         let key = self.queue_keys(queue).events().to_owned();
+        // A cursor inside an entry reads that entry again, for the jobs after it.
+        let start = match after.split_once('.') {
+            Some((entry, _)) => entry.to_owned(),
+            None => format!("({after}"),
+        };
         let value: Value = self
             .with_conn(async |c| {
-                redis::cmd("XRANGE")
-                    .arg(&key)
-                    .arg(format!("({after}"))
-                    .arg("+")
-                    .arg("COUNT")
-                    .arg(count)
-                    .query_async(c)
-                    .await
+                redis::cmd("XRANGE").arg(&key).arg(&start).arg("+").arg("COUNT").arg(count).query_async(c).await
             })
             .await?;
-        parse_entries(value)
+        let after = event_order(after);
+        Ok(parse_entries(value)?.into_iter().filter(|e| event_order(&e.id) > after).collect())
     }
 
     /// The id of the latest event ("0-0" when there is none) and, once any event has been

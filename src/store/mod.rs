@@ -22,7 +22,7 @@ use std::{collections::HashMap, time::Duration};
 use redis::{AsyncCommands, RedisError, Value, aio::MultiplexedConnection};
 
 pub use admin::{CancelOutcome, Listing};
-pub use events::{StoredEvent, event_order};
+pub use events::{StoredEvent, event_order, is_event_cursor};
 pub use keys::{KeySpace, MAX_PRIORITY, MIN_PRIORITY, QueueKeys};
 pub use record::{BackoffSpec, JobRecord, RecordState};
 use scripts::Scripts;

@@ -1,12 +1,19 @@
 //! The Lua scripts, each wrapped in a typed function on [`Store`](super::Store) so arity cannot
-//! drift. Queue scripts are `lua/lib.lua` followed by the script's own file: Redis has no
-//! includes, and one shared prelude keeps the state machine's helpers in one place.
+//! drift. Queue scripts are `lua/lib.lua` followed by the script's own file as the body of a
+//! function: Redis has no includes, and one shared prelude keeps the state machine's helpers in
+//! one place. The events a body emits are written once it returns (`flush_events`), so
+//! transitions of many jobs share stream entries.
 
 use redis::Script;
 
 macro_rules! queue_script {
     ($file:literal) => {
-        Script::new(concat!(include_str!("lua/lib.lua"), "\n", include_str!(concat!("lua/", $file))))
+        Script::new(concat!(
+            include_str!("lua/lib.lua"),
+            "\nlocal function body()\n",
+            include_str!(concat!("lua/", $file)),
+            "\nend\nlocal out = body()\nflush_events()\nreturn out\n"
+        ))
     };
 }
 

@@ -93,9 +93,27 @@ async fn subscribe_resumes_without_gap_or_duplicate_and_refuses_a_trimmed_cursor
     assert_eq!(order, ids.iter().map(String::as_str).collect::<Vec<_>>(), "no gap, no duplicate");
     assert!(seen.iter().all(|e| e.r#type() == JobEventType::Waiting));
 
-    // Push the stream far past its cap: the old cursor now points at trimmed events.
-    let jobs: Vec<_> = (0..400).map(|_| job("q", "t", b"")).collect();
-    client.add_jobs(proto::AddJobsRequest { jobs }).await.expect("bulk");
+    // Jobs added together share a stream entry; a cursor inside it resumes inside it.
+    let jobs: Vec<_> = (0..4).map(|i| job("q", "t", format!("bulk {i}").as_bytes())).collect();
+    let bulk = client.add_jobs(proto::AddJobsRequest { jobs }).await.expect("bulk").into_inner();
+    let bulk_ids: Vec<String> = bulk.results.iter().map(|r| r.job_id.clone()).collect();
+    let first_two = [next_event(&mut resumed).await, next_event(&mut resumed).await];
+    drop(resumed);
+    let mut inside = client
+        .subscribe(proto::SubscribeRequest { queue: "q".into(), cursor: first_two[1].cursor.clone() })
+        .await
+        .expect("resume inside an entry")
+        .into_inner();
+    let last_two = [next_event(&mut inside).await, next_event(&mut inside).await];
+    let order: Vec<&str> = first_two.iter().chain(&last_two).map(|e| e.job_id.as_str()).collect();
+    assert_eq!(order, bulk_ids.iter().map(String::as_str).collect::<Vec<_>>(), "no gap, no duplicate");
+
+    // Push the stream far past its cap (50 entries of up to 16 jobs): the old cursor now points
+    // at trimmed events.
+    for _ in 0..8 {
+        let jobs: Vec<_> = (0..1_000).map(|_| job("q", "t", b"")).collect();
+        client.add_jobs(proto::AddJobsRequest { jobs }).await.expect("bulk");
+    }
     let err = match client.subscribe(proto::SubscribeRequest { queue: "q".into(), cursor }).await {
         Err(status) => status,
         Ok(stream) => stream.into_inner().message().await.expect_err("trimmed"),

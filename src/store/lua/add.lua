@@ -13,6 +13,22 @@
 local window = ARGV[8]
 local now = now_ms()
 local out = {}
+-- Plain ready jobs are written with one call per structure: records, then each priority's
+-- list (in add order). Written before any other kind of job, which may touch the same lists.
+local records, ready = {}, {}
+local function write_ready()
+  bulk('HSET', KEYS[K_JOBS], records)
+  for priority, ids in pairs(ready) do
+    local len = 0
+    for i = 1, #ids, CHUNK do
+      len = redis.call('RPUSH', ready_key(priority), unpack(ids, i, math.min(i + CHUNK - 1, #ids)))
+    end
+    if len == #ids then
+      wake()
+    end
+  end
+  records, ready = {}, {}
+end
 for i = 9, #ARGV, 7 do
   local ulid, raw, priority = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local delay, run_at, session, idem = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]), ARGV[i + 5], tonumber(ARGV[i + 6])
@@ -27,6 +43,9 @@ for i = 9, #ARGV, 7 do
     local due = run_at
     if delay >= 0 then
       due = now + delay
+    end
+    if meta or due > now then
+      write_ready()
     end
     if meta then
       local seq = redis.call('HINCRBY', KEYS[K_META], 'session_seq', 1)
@@ -44,10 +63,10 @@ for i = 9, #ARGV, 7 do
     elseif due > now then
       make_delayed(ulid, cmsgpack.unpack(raw), due, S_DELAYED)
     else
-      redis.call('HSET', KEYS[K_JOBS], ulid, raw)
-      if redis.call('RPUSH', ready_key(priority), ulid) == 1 then
-        wake()
-      end
+      records[#records + 1] = ulid
+      records[#records + 1] = raw
+      ready[priority] = ready[priority] or {}
+      table.insert(ready[priority], ulid)
       emit(E_WAITING, ulid, 0)
     end
     if tombstone then
@@ -56,4 +75,5 @@ for i = 9, #ARGV, 7 do
     out[#out + 1] = { 1, ulid }
   end
 end
+write_ready()
 return out

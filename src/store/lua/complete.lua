@@ -11,13 +11,31 @@
 --   -4 a new session state for a job outside any session: nothing written
 -- With a completed cap or window of 0, results are not retained and the record goes at once.
 local now = now_ms()
+local finished = tostring(now)
+local retain = COMPLETED_CAP > 0 and COMPLETED_MS > 0
+-- Leases and records of the whole batch, read with one call each; kept current below, so an
+-- entry repeated in the batch sees what the earlier one did.
+local ids = {}
+for i = 8, #ARGV, 6 do
+  ids[#ids + 1] = ARGV[i]
+end
+local held, stored = hmget_map(KEYS[K_ACTIVE], ids), hmget_map(KEYS[K_JOBS], ids)
+-- Writes of the completed jobs, made with one call each after the loop.
+local released, saved, dropped, completed = {}, {}, {}, {}
 local codes = {}
 for i = 8, #ARGV, 6 do
   local ulid, token, result = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local has_state, state, expected = ARGV[i + 3] == '1', ARGV[i + 4], tonumber(ARGV[i + 5])
-  local code, started, attempt = check_lease(ulid, token)
+  local code, started, attempt = 0, nil, nil
+  if held[ulid] then
+    local holder
+    holder, started, attempt = parse_lease(held[ulid])
+    code = holder == token and 1 or -1
+  elseif stored[ulid] then
+    code = -1
+  end
   if code == 1 then
-    local rec = load(ulid)
+    local rec = cmsgpack.unpack(stored[ulid])
     local name = session_name(rec)
     local meta = name and load_session(name)
     rec[R_ATTEMPTS] = attempt
@@ -29,9 +47,11 @@ for i = 8, #ARGV, 6 do
     elseif rec[R_CANCEL] or (name and not meta) then
       code = (name and not meta) and -3 or 2
       drop_lease(ulid)
+      held[ulid] = nil
       make_cancelled(ulid, rec, now, 'active')
     else
-      drop_lease(ulid)
+      released[#released + 1] = ulid
+      held[ulid] = nil
       if has_state then
         redis.call('HSET', KEYS[K_SESSION_STATE], name, state)
         meta[M_VERSION] = meta[M_VERSION] + 1
@@ -40,11 +60,14 @@ for i = 8, #ARGV, 6 do
       rec[R_STATE] = S_COMPLETED
       rec[R_FINISHED] = now
       rec[R_RESULT] = result
-      if COMPLETED_CAP <= 0 or COMPLETED_MS <= 0 then
-        redis.call('HDEL', KEYS[K_JOBS], ulid)
+      if retain then
+        saved[#saved + 1] = ulid
+        saved[#saved + 1] = cmsgpack.pack(rec)
+        completed[#completed + 1] = finished
+        completed[#completed + 1] = ulid
       else
-        save(ulid, rec)
-        redis.call('ZADD', KEYS[K_COMPLETED], now, ulid)
+        dropped[#dropped + 1] = ulid
+        stored[ulid] = nil
       end
       emit(E_COMPLETED, ulid, attempt)
       session_moved(rec, now, false, true, false, false)
@@ -52,5 +75,10 @@ for i = 8, #ARGV, 6 do
   end
   codes[#codes + 1] = code
 end
+bulk('HDEL', KEYS[K_ACTIVE], released)
+bulk('ZREM', KEYS[K_DEADLINES], released)
+bulk('HSET', KEYS[K_JOBS], saved)
+bulk('HDEL', KEYS[K_JOBS], dropped)
+bulk('ZADD', KEYS[K_COMPLETED], completed)
 trim(KEYS[K_COMPLETED], now, COMPLETED_MS, COMPLETED_CAP)
 return codes

@@ -44,6 +44,9 @@ end
 local jobs = {}
 if #ARGV > 9 and redis.call('HEXISTS', KEYS[K_META], 'paused') == 0 then
   local next_token = 10
+  local started = tostring(now)
+  -- The leases and deadlines of this round, written with one call each after the loop.
+  local leases, deadlines = {}, {}
   for priority = 5, -5, -1 do
     local need = #ARGV - next_token + 1
     if need <= 0 then
@@ -51,8 +54,9 @@ if #ARGV > 9 and redis.call('HEXISTS', KEYS[K_META], 'paused') == 0 then
     end
     local ids = redis.call('LPOP', ready_key(priority), need)
     if ids then
+      local raws = hmget_map(KEYS[K_JOBS], ids)
       for _, ulid in ipairs(ids) do
-        local raw = redis.call('HGET', KEYS[K_JOBS], ulid)
+        local raw = raws[ulid]
         local rec = raw and cmsgpack.unpack(raw)
         if rec and rec[R_CANCEL] then
           make_cancelled(ulid, rec, now, 'queued')
@@ -63,8 +67,10 @@ if #ARGV > 9 and redis.call('HEXISTS', KEYS[K_META], 'paused') == 0 then
           next_token = next_token + 1
           local attempt = rec[R_ATTEMPTS] + 1
           local deadline = now + rec[R_TIMEOUT]
-          redis.call('HSET', KEYS[K_ACTIVE], ulid, token .. '|' .. now .. '|' .. attempt)
-          redis.call('ZADD', KEYS[K_DEADLINES], deadline, ulid)
+          leases[#leases + 1] = ulid
+          leases[#leases + 1] = token .. '|' .. started .. '|' .. attempt
+          deadlines[#deadlines + 1] = deadline
+          deadlines[#deadlines + 1] = ulid
           emit(E_ACTIVE, ulid, attempt)
           local name = session_name(rec)
           local state, version = '', -1
@@ -84,6 +90,8 @@ if #ARGV > 9 and redis.call('HEXISTS', KEYS[K_META], 'paused') == 0 then
       end
     end
   end
+  bulk('HSET', KEYS[K_ACTIVE], leases)
+  bulk('ZADD', KEYS[K_DEADLINES], deadlines)
 end
 
 if ARGV[9] == '1' then

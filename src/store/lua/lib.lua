@@ -43,11 +43,14 @@ local K_JOBS, K_ACTIVE, K_DEADLINES, K_DELAYED, K_COMPLETED, K_DEAD, K_META = 1,
 local K_EVENTS, K_SESSIONS, K_SESSION_STATE, K_SESSION_JOBS, K_SESSION_TTL, K_CANCELLED = 8, 9, 10, 11, 12, 13
 local COMPLETED_MS, COMPLETED_CAP = tonumber(ARGV[3]), tonumber(ARGV[4])
 local DEAD_MS, DEAD_CAP = tonumber(ARGV[5]), tonumber(ARGV[6])
-local EVENTS_MAX = tonumber(ARGV[7])
 
--- Event kinds, as in the proto's JobEventType.
-local E_WAITING, E_DELAYED, E_ACTIVE, E_PROGRESS, E_RETRYING = 1, 2, 3, 4, 5
-local E_COMPLETED, E_DEAD, E_CANCELLED = 6, 7, 8
+-- Event kinds, as in the proto's JobEventType; strings, the form they are written in.
+local E_WAITING, E_DELAYED, E_ACTIVE, E_PROGRESS, E_RETRYING = '1', '2', '3', '4', '5'
+local E_COMPLETED, E_DEAD, E_CANCELLED = '6', '7', '8'
+-- Jobs one stream entry may carry (see emit).
+local EVENT_GROUP = 16
+-- Arguments per Redis call when a script writes many entries at once (Lua's unpack is bounded).
+local CHUNK = 1000
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -58,27 +61,76 @@ local function ready_key(priority)
   return KEYS[19 - priority]
 end
 
--- Appends one transition to the queue's event stream (capped, approximately, at EVENTS_MAX).
--- Fields with their default value (0 or empty) are left out: most events are two fields.
+-- Transitions made by this call, written to the queue's event stream (capped, approximately, at
+-- ARGV[7] entries) by flush_events when the script ends. Consecutive transitions of one kind
+-- that carry nothing but the job and its attempt share one entry, up to EVENT_GROUP jobs: fields
+-- 'k' kind, 'j' space-separated ULIDs, 'a' their attempts (left out when all are 0). Others get
+-- an entry each, fields with their default value (0 or empty) left out.
+local pending_events = {}
+
 local function emit(kind, ulid, attempt, err, run_at, progress)
-  local fields = { 'k', kind, 'j', ulid }
-  if attempt and attempt > 0 then
-    fields[#fields + 1] = 'a'
-    fields[#fields + 1] = attempt
+  attempt = attempt or 0
+  local plain = (not err or err == '') and (not run_at or run_at <= 0) and (not progress or progress == '')
+  local last = pending_events[#pending_events]
+  if plain and last and last.plain and last.kind == kind and #last.jobs < EVENT_GROUP then
+    last.jobs[#last.jobs + 1] = ulid
+    last.attempts[#last.attempts + 1] = attempt
+    last.any_attempt = last.any_attempt or attempt > 0
+    return
   end
-  if err and err ~= '' then
-    fields[#fields + 1] = 'e'
-    fields[#fields + 1] = err
+  local entry = { kind = kind, plain = plain, jobs = { ulid }, attempts = { attempt }, any_attempt = attempt > 0 }
+  if not plain then
+    entry.extra = {}
+    if err and err ~= '' then
+      entry.extra[#entry.extra + 1] = 'e'
+      entry.extra[#entry.extra + 1] = err
+    end
+    if run_at and run_at > 0 then
+      entry.extra[#entry.extra + 1] = 'r'
+      entry.extra[#entry.extra + 1] = run_at
+    end
+    if progress and progress ~= '' then
+      entry.extra[#entry.extra + 1] = 'p'
+      entry.extra[#entry.extra + 1] = progress
+    end
   end
-  if run_at and run_at > 0 then
-    fields[#fields + 1] = 'r'
-    fields[#fields + 1] = run_at
+  pending_events[#pending_events + 1] = entry
+end
+
+local function flush_events()
+  for _, e in ipairs(pending_events) do
+    local fields = { 'k', e.kind, 'j', table.concat(e.jobs, ' ') }
+    if e.any_attempt then
+      fields[5] = 'a'
+      fields[6] = table.concat(e.attempts, ' ')
+    end
+    for _, v in ipairs(e.extra or {}) do
+      fields[#fields + 1] = v
+    end
+    redis.call('XADD', KEYS[K_EVENTS], 'MAXLEN', '~', ARGV[7], '*', unpack(fields))
   end
-  if progress and progress ~= '' then
-    fields[#fields + 1] = 'p'
-    fields[#fields + 1] = progress
+  pending_events = {}
+end
+
+-- `cmd key args...` over a list of any length, CHUNK arguments per call (pairs stay together).
+local function bulk(cmd, key, args)
+  for i = 1, #args, CHUNK do
+    redis.call(cmd, key, unpack(args, i, math.min(i + CHUNK - 1, #args)))
   end
-  redis.call('XADD', KEYS[K_EVENTS], 'MAXLEN', '~', EVENTS_MAX, '*', unpack(fields))
+end
+
+-- HMGET over a list of fields of any length, as a table field -> value (absent fields left out).
+local function hmget_map(key, fields)
+  local out = {}
+  for i = 1, #fields, CHUNK do
+    local values = redis.call('HMGET', key, unpack(fields, i, math.min(i + CHUNK - 1, #fields)))
+    for j, v in ipairs(values) do
+      if v then
+        out[fields[i + j - 1]] = v
+      end
+    end
+  end
+  return out
 end
 
 local function wake()
