@@ -1052,7 +1052,7 @@ impl Bench {
             .map(|c| format!("{} {} ({} µs)", c.name, num(per_job(c.calls)), num(per_job(c.usec))))
             .collect();
         let mut scripts = CommandStat { name: "scripts".into(), calls: 0.0, usec: 0.0 };
-        for c in stats.iter().filter(|c| c.name == "evalsha" || c.name == "eval") {
+        for c in stats.iter().filter(|c| ["fcall", "evalsha", "eval"].contains(&c.name.as_str())) {
             scripts.calls += per_job(c.calls);
             scripts.usec += per_job(c.usec);
         }

@@ -46,7 +46,7 @@ impl Store {
         let keys = self.queue_keys(queue);
         let mut inv = self.invocation(&self.scripts.cancel, queue, &keys);
         inv.arg(ulid);
-        let (code, token): (i64, String) = self.with_conn(async |c| inv.invoke_async(c).await).await?;
+        let (code, token): (i64, String) = self.run(&inv).await?;
         Ok(match code {
             1 => CancelOutcome::Cancelled,
             2 => CancelOutcome::Marked(token),
@@ -60,14 +60,14 @@ impl Store {
         let keys = self.queue_keys(queue);
         let mut inv = self.invocation(&self.scripts.progress, queue, &keys);
         inv.arg(ulid).arg(token).arg(progress);
-        self.with_conn(async |c| inv.invoke_async(c).await).await
+        self.run(&inv).await
     }
 
     pub async fn set_paused(&self, queue: &str, paused: bool) -> Result<()> {
         let keys = self.queue_keys(queue);
         let mut inv = self.invocation(&self.scripts.pause, queue, &keys);
         inv.arg(if paused { 1 } else { 0 });
-        let _: i64 = self.with_conn(async |c| inv.invoke_async(c).await).await?;
+        let _: i64 = self.run(&inv).await?;
         Ok(())
     }
 
@@ -77,7 +77,7 @@ impl Store {
         let keys = self.queue_keys(queue);
         let mut inv = self.invocation(&self.scripts.retry, queue, &keys);
         inv.arg(ulid.unwrap_or_default()).arg(limit);
-        self.with_conn(async |c| inv.invoke_async(c).await).await
+        self.run(&inv).await
     }
 
     /// Deletes a job that is not active: 1 deleted, 0 unknown, -1 active.
@@ -85,7 +85,7 @@ impl Store {
         let keys = self.queue_keys(queue);
         let mut inv = self.invocation(&self.scripts.delete, queue, &keys);
         inv.arg(ulid);
-        self.with_conn(async |c| inv.invoke_async(c).await).await
+        self.run(&inv).await
     }
 
     /// Removes every job in `states` (never active ones), in bounded script calls.
@@ -99,7 +99,7 @@ impl Store {
         loop {
             let mut inv = self.invocation(&self.scripts.purge, queue, &keys);
             inv.arg(names.join(",")).arg(1_000);
-            let removed: u64 = self.with_conn(async |c| inv.invoke_async(c).await).await?;
+            let removed: u64 = self.run(&inv).await?;
             total += removed;
             if removed == 0 {
                 return Ok(total);

@@ -25,7 +25,7 @@ pub use admin::{CancelOutcome, Listing};
 pub use events::{StoredEvent, event_order, is_event_cursor};
 pub use keys::{KeySpace, MAX_PRIORITY, MIN_PRIORITY, QueueKeys};
 pub use record::{BackoffSpec, JobRecord, RecordState};
-use scripts::Scripts;
+use scripts::{Call, Function, Scripts};
 pub use sessions::{SessionRecord, SetOutcome};
 
 /// The layout version this build reads and writes.
@@ -348,7 +348,8 @@ impl Store {
         result.map_err(StoreError::from)
     }
 
-    /// Sets the schema version on a fresh Redis, and refuses a layout from a newer release.
+    /// Sets the schema version on a fresh Redis, refuses a layout from a newer release, and loads
+    /// the function library (Redis 7 or later).
     pub async fn ensure_schema(&self) -> Result<()> {
         let key = self.keys.schema();
         let found: i64 = self
@@ -360,7 +361,7 @@ impl Store {
         if found != SCHEMA_VERSION {
             return Err(StoreError::Schema { found });
         }
-        Ok(())
+        self.with_conn(async |c| self.load_library(c).await).await
     }
 
     /// Reads one CONFIG value (None when the server refuses CONFIG, as managed services do).
@@ -402,9 +403,9 @@ impl Store {
         Ok(names)
     }
 
-    /// Starts a queue script invocation with the queue keys and the common arguments.
-    fn invocation<'a>(&self, script: &'a redis::Script, queue: &str, keys: &QueueKeys) -> redis::ScriptInvocation<'a> {
-        let mut inv = script.prepare_invoke();
+    /// Starts a call of a queue function with the queue keys and the common arguments.
+    fn invocation<'a>(&self, function: &'a Function, queue: &str, keys: &QueueKeys) -> Call<'a> {
+        let mut inv = function.call();
         for key in keys.all() {
             inv.key(key);
         }
@@ -417,6 +418,23 @@ impl Store {
             .arg(r.dead_max)
             .arg(r.events_max);
         inv
+    }
+
+    /// Calls a library function, loading the library first when Redis does not have it.
+    async fn run<T: redis::FromRedisValue>(&self, call: &Call<'_>) -> Result<T> {
+        let cmd = call.command();
+        self.with_conn(async |c| match cmd.query_async(c).await {
+            Err(e) if e.to_string().contains("Function not found") => {
+                self.load_library(c).await?;
+                cmd.query_async(c).await
+            }
+            result => result,
+        })
+        .await
+    }
+
+    async fn load_library(&self, c: &mut MultiplexedConnection) -> Result<(), RedisError> {
+        redis::cmd("FUNCTION").arg("LOAD").arg("REPLACE").arg(&self.scripts.library).query_async(c).await
     }
 
     pub async fn add(&self, queue: &str, args: &AddArgs<'_>) -> Result<AddOutcome> {
@@ -448,7 +466,7 @@ impl Store {
                 .arg(job.session.unwrap_or_default())
                 .arg(tombstone);
         }
-        let answers: Vec<(i64, String)> = self.with_conn(async |c| inv.invoke_async(c).await).await?;
+        let answers: Vec<(i64, String)> = self.run(&inv).await?;
         Ok(answers
             .into_iter()
             .map(|(code, ulid)| match code {
@@ -468,8 +486,7 @@ impl Store {
         for token in tokens {
             inv.arg(token);
         }
-        let (jobs, revoked, next_wake, now_ms): (Vec<Value>, Vec<String>, i64, i64) =
-            self.with_conn(async |c| inv.invoke_async(c).await).await?;
+        let (jobs, revoked, next_wake, now_ms): (Vec<Value>, Vec<String>, i64, i64) = self.run(&inv).await?;
         let mut leased = Vec::with_capacity(jobs.len() / 8);
         for chunk in jobs.chunks_exact(8) {
             let text = |v: &Value| redis::from_redis_value::<String>(v);
@@ -509,7 +526,7 @@ impl Store {
                 None => inv.arg(0).arg("").arg(-1),
             };
         }
-        let codes: Vec<i64> = self.with_conn(async |c| inv.invoke_async(c).await).await?;
+        let codes: Vec<i64> = self.run(&inv).await?;
         Ok(codes.into_iter().map(AckOutcome::from_code).collect())
     }
 
@@ -532,7 +549,7 @@ impl Store {
             .arg(if retryable { 1 } else { 0 })
             .arg(retry_after.map_or(-1, |d| d.as_millis() as i64))
             .arg(rand);
-        let (code, state, run_at_ms): (i64, i64, i64) = self.with_conn(async |c| inv.invoke_async(c).await).await?;
+        let (code, state, run_at_ms): (i64, i64, i64) = self.run(&inv).await?;
         let state = match state {
             1 => Some(RecordState::Waiting),
             4 => Some(RecordState::Retrying),
@@ -548,7 +565,7 @@ impl Store {
         let keys = self.queue_keys(queue);
         let mut inv = self.invocation(&self.scripts.extend, queue, &keys);
         inv.arg(ulid).arg(token).arg(by.as_millis() as u64);
-        let (code, deadline): (i64, i64) = self.with_conn(async |c| inv.invoke_async(c).await).await?;
+        let (code, deadline): (i64, i64) = self.run(&inv).await?;
         Ok((LeaseCheck::from_code(code), deadline))
     }
 
@@ -561,7 +578,7 @@ impl Store {
         for (ulid, token) in leases {
             inv.arg(ulid).arg(token);
         }
-        self.with_conn(async |c| inv.invoke_async(c).await).await
+        self.run(&inv).await
     }
 
     /// Returns every lease of `queue` held by one of `dead` instances or taken with one of the
@@ -576,7 +593,7 @@ impl Store {
             for id in dead {
                 inv.arg(id);
             }
-            let (next, moved): (String, u64) = self.with_conn(async |c| inv.invoke_async(c).await).await?;
+            let (next, moved): (String, u64) = self.run(&inv).await?;
             total += moved;
             if next == "0" {
                 return Ok(total);
@@ -588,7 +605,7 @@ impl Store {
     pub async fn stats(&self, queue: &str) -> Result<QueueCounts> {
         let keys = self.queue_keys(queue);
         let inv = self.invocation(&self.scripts.stats, queue, &keys);
-        let v: Vec<i64> = self.with_conn(async |c| inv.invoke_async(c).await).await?;
+        let v: Vec<i64> = self.run(&inv).await?;
         let [
             waiting,
             delayed,
@@ -634,8 +651,7 @@ impl Store {
         let keys = self.queue_keys(queue);
         let mut inv = self.invocation(&self.scripts.info, queue, &keys);
         inv.arg(ulid);
-        let (raw, lease, last_event): (Option<Vec<u8>>, Option<String>, String) =
-            self.with_conn(async |c| inv.invoke_async(c).await).await?;
+        let (raw, lease, last_event): (Option<Vec<u8>>, Option<String>, String) = self.run(&inv).await?;
         let Some(raw) = raw else { return Ok(None) };
         Ok(Some(JobSnapshot {
             record: JobRecord::decode(&raw)?,

@@ -60,7 +60,7 @@ impl Store {
         let keys = self.queue_keys(queue);
         let mut inv = self.invocation(&self.scripts.session_create, queue, &keys);
         inv.arg(name).arg(state).arg(ttl.as_millis() as u64).arg(max_concurrency);
-        let (created, _): (i64, i64) = self.with_conn(async |c| inv.invoke_async(c).await).await?;
+        let (created, _): (i64, i64) = self.run(&inv).await?;
         Ok(created == 1)
     }
 
@@ -68,8 +68,7 @@ impl Store {
         let keys = self.queue_keys(queue);
         let mut inv = self.invocation(&self.scripts.session_get, queue, &keys);
         inv.arg(name);
-        let (raw, state, pending, _now): (Option<Vec<u8>>, Option<String>, u64, i64) =
-            self.with_conn(async |c| inv.invoke_async(c).await).await?;
+        let (raw, state, pending, _now): (Option<Vec<u8>>, Option<String>, u64, i64) = self.run(&inv).await?;
         let Some(raw) = raw else { return Ok(None) };
         let [version, created, updated, ttl, maxc, started, queued] = meta(&raw)?;
         Ok(Some(SessionRecord {
@@ -91,7 +90,7 @@ impl Store {
         let keys = self.queue_keys(queue);
         let mut inv = self.invocation(&self.scripts.session_set, queue, &keys);
         inv.arg(name).arg(state).arg(expected);
-        let (code, version): (i64, u64) = self.with_conn(async |c| inv.invoke_async(c).await).await?;
+        let (code, version): (i64, u64) = self.run(&inv).await?;
         Ok(match code {
             1 => SetOutcome::Written(version),
             0 => SetOutcome::UnknownSession,
@@ -106,7 +105,7 @@ impl Store {
         loop {
             let mut inv = self.invocation(&self.scripts.session_delete, queue, &keys);
             inv.arg(name).arg(1_000);
-            let (was, _removed, left): (i64, u64, u64) = self.with_conn(async |c| inv.invoke_async(c).await).await?;
+            let (was, _removed, left): (i64, u64, u64) = self.run(&inv).await?;
             existed |= was == 1;
             if left == 0 {
                 return Ok(existed);
@@ -128,6 +127,6 @@ impl Store {
     pub async fn sweep_sessions(&self, queue: &str) -> Result<Vec<String>> {
         let keys = self.queue_keys(queue);
         let inv = self.invocation(&self.scripts.session_sweep, queue, &keys);
-        self.with_conn(async |c| inv.invoke_async(c).await).await
+        self.run(&inv).await
     }
 }

@@ -55,6 +55,28 @@ async fn redis_down_fails_fast_and_the_server_recovers_by_itself() {
 }
 
 #[tokio::test]
+async fn a_redis_restarted_empty_gets_the_function_library_again() {
+    let mut redis = Redis::start();
+    let server = Server::start(&redis).await;
+    let mut client = server.client().await;
+    add(&mut client, job("q", "t", b"before")).await;
+
+    // No persistence: the restarted Redis has neither the job nor the library.
+    redis.kill();
+    redis.restart();
+    eventually(Duration::from_secs(5), "adds to work again", || {
+        let mut client = client.clone();
+        async move { client.add_job(job("q", "t", b"after")).await.is_ok() }
+    })
+    .await;
+    let mut worker = Worker::open(&server, &["q"], 10).await;
+    let only = worker.job().await;
+    assert_eq!(only.payload, b"after");
+    worker.complete(&only, b"done").await.expect("complete");
+    server.assert_invariants("q").await;
+}
+
+#[tokio::test]
 async fn a_paused_redis_does_not_get_live_jobs_reaped() {
     let redis = Redis::start();
     let server = Server::start(&redis).await;

@@ -26,10 +26,10 @@ local codes = {}
 for i = 8, #ARGV, 6 do
   local ulid, token, result = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local has_state, state, expected = ARGV[i + 3] == '1', ARGV[i + 4], tonumber(ARGV[i + 5])
-  local code, started, attempt = 0, nil, nil
+  local code, started, attempt, attempt_text = 0, nil, nil, nil
   if held[ulid] then
     local holder
-    holder, started, attempt = parse_lease(held[ulid])
+    holder, started, attempt, attempt_text = parse_lease(held[ulid])
     code = holder == token and 1 or -1
   elseif stored[ulid] then
     code = -1
@@ -69,7 +69,7 @@ for i = 8, #ARGV, 6 do
         dropped[#dropped + 1] = ulid
         stored[ulid] = nil
       end
-      emit(E_COMPLETED, ulid, attempt)
+      emit(E_COMPLETED, ulid, attempt_text)
       session_moved(rec, now, false, true, false, false)
     end
   end

@@ -54,9 +54,9 @@ if #ARGV > 9 and redis.call('HEXISTS', KEYS[K_META], 'paused') == 0 then
     end
     local ids = redis.call('LPOP', ready_key(priority), need)
     if ids then
-      local raws = hmget_map(KEYS[K_JOBS], ids)
-      for _, ulid in ipairs(ids) do
-        local raw = raws[ulid]
+      local raws = redis.call('HMGET', KEYS[K_JOBS], unpack(ids))
+      for i, ulid in ipairs(ids) do
+        local raw = raws[i]
         local rec = raw and cmsgpack.unpack(raw)
         if rec and rec[R_CANCEL] then
           make_cancelled(ulid, rec, now, 'queued')
@@ -66,12 +66,13 @@ if #ARGV > 9 and redis.call('HEXISTS', KEYS[K_META], 'paused') == 0 then
           local token = ARGV[next_token]
           next_token = next_token + 1
           local attempt = rec[R_ATTEMPTS] + 1
+          local attempt_text = tostring(attempt)
           local deadline = now + rec[R_TIMEOUT]
           leases[#leases + 1] = ulid
-          leases[#leases + 1] = token .. '|' .. started .. '|' .. attempt
+          leases[#leases + 1] = token .. '|' .. started .. '|' .. attempt_text
           deadlines[#deadlines + 1] = deadline
           deadlines[#deadlines + 1] = ulid
-          emit(E_ACTIVE, ulid, attempt)
+          emit(E_ACTIVE, ulid, attempt_text)
           local name = session_name(rec)
           local state, version = '', -1
           if name then

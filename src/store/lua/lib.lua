@@ -1,6 +1,7 @@
--- Shared prelude, prepended to every queue script (see store/scripts.rs).
+-- The head of the jobwire function library (see store/scripts.rs): the queue layout and the
+-- helpers of the state machine. Each file of lua/ follows as the body of one function.
 --
--- Every such script receives the same queue keys, all hash-tagged with the queue:
+-- Every queue function receives the same queue keys, all hash-tagged with the queue:
 --   KEYS[1]  jobs          hash  ULID -> packed job record (msgpack array, fields R_* below)
 --   KEYS[2]  active        hash  ULID -> lease "token|started_ms|attempt"
 --   KEYS[3]  deadlines     zset  ULID by the active attempt's deadline (ms)
@@ -41,8 +42,9 @@ local BATCH = 100
 
 local K_JOBS, K_ACTIVE, K_DEADLINES, K_DELAYED, K_COMPLETED, K_DEAD, K_META = 1, 2, 3, 4, 5, 6, 7
 local K_EVENTS, K_SESSIONS, K_SESSION_STATE, K_SESSION_JOBS, K_SESSION_TTL, K_CANCELLED = 8, 9, 10, 11, 12, 13
-local COMPLETED_MS, COMPLETED_CAP = tonumber(ARGV[3]), tonumber(ARGV[4])
-local DEAD_MS, DEAD_CAP = tonumber(ARGV[5]), tonumber(ARGV[6])
+-- The keys and arguments of the running call, and its retention settings (set by run).
+local KEYS, ARGV
+local COMPLETED_MS, COMPLETED_CAP, DEAD_MS, DEAD_CAP
 
 -- Event kinds, as in the proto's JobEventType; strings, the form they are written in.
 local E_WAITING, E_DELAYED, E_ACTIVE, E_PROGRESS, E_RETRYING = '1', '2', '3', '4', '5'
@@ -68,17 +70,19 @@ end
 -- an entry each, fields with their default value (0 or empty) left out.
 local pending_events = {}
 
+-- `attempt` may be a number or, when the caller has it as one, a string.
 local function emit(kind, ulid, attempt, err, run_at, progress)
   attempt = attempt or 0
+  local counted = attempt ~= 0 and attempt ~= '0'
   local plain = (not err or err == '') and (not run_at or run_at <= 0) and (not progress or progress == '')
   local last = pending_events[#pending_events]
   if plain and last and last.plain and last.kind == kind and #last.jobs < EVENT_GROUP then
     last.jobs[#last.jobs + 1] = ulid
     last.attempts[#last.attempts + 1] = attempt
-    last.any_attempt = last.any_attempt or attempt > 0
+    last.any_attempt = last.any_attempt or counted
     return
   end
-  local entry = { kind = kind, plain = plain, jobs = { ulid }, attempts = { attempt }, any_attempt = attempt > 0 }
+  local entry = { kind = kind, plain = plain, jobs = { ulid }, attempts = { attempt }, any_attempt = counted }
   if not plain then
     entry.extra = {}
     if err and err ~= '' then
@@ -149,10 +153,11 @@ local function save(ulid, rec)
   redis.call('HSET', KEYS[K_JOBS], ulid, cmsgpack.pack(rec))
 end
 
--- "token|started_ms|attempt" -> token, started_ms, attempt
+-- "token|started_ms|attempt" -> token, started_ms, attempt, and the attempt as written
+-- (tokens hold no '|').
 local function parse_lease(lease)
-  local token, started, attempt = string.match(lease, '^(.*)|(%d+)|(%d+)$')
-  return token, tonumber(started), tonumber(attempt)
+  local token, started, attempt = string.match(lease, '^([^|]*)|(%d+)|(%d+)$')
+  return token, tonumber(started), tonumber(attempt), attempt
 end
 
 -- Removes the lease of an active job; the caller moves the job on.
@@ -383,4 +388,16 @@ local function check_lease(ulid, token)
     return -1
   end
   return 1, started, attempt
+end
+
+-- Runs one function of the library: sets the call's keys and arguments, runs its body, then
+-- writes the events it emitted.
+local function run(body, keys, args)
+  KEYS, ARGV = keys, args
+  COMPLETED_MS, COMPLETED_CAP = tonumber(args[3]), tonumber(args[4])
+  DEAD_MS, DEAD_CAP = tonumber(args[5]), tonumber(args[6])
+  pending_events = {}
+  local out = body()
+  flush_events()
+  return out
 end
