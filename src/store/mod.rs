@@ -519,12 +519,14 @@ impl Store {
     pub async fn complete(&self, queue: &str, acks: &[Ack<'_>]) -> Result<Vec<AckOutcome>> {
         let keys = self.queue_keys(queue);
         let mut inv = self.invocation(&self.scripts.complete, queue, &keys);
+        inv.arg(acks.len());
         for ack in acks {
             inv.arg(ack.ulid).arg(ack.token).arg(ack.result);
-            match &ack.session_state {
-                Some((state, expected)) => inv.arg(1).arg(*state).arg(expected.map_or(-1, |v| v as i64)),
-                None => inv.arg(0).arg("").arg(-1),
-            };
+        }
+        for (n, ack) in acks.iter().enumerate() {
+            if let Some((state, expected)) = &ack.session_state {
+                inv.arg(n + 1).arg(*state).arg(expected.map_or(-1, |v| v as i64));
+            }
         }
         let codes: Vec<i64> = self.run(&inv).await?;
         Ok(codes.into_iter().map(AckOutcome::from_code).collect())

@@ -1,8 +1,9 @@
 -- complete: acknowledges a batch of finished attempts; each entry is checked and applied on its
 -- own, so one stale token does not hold back the others.
 -- KEYS: the queue keys (lib.lua).
--- ARGV[8..] entries of six: {ULID, lease token, result, has new session state (1/0),
---                           new session state, expected session version or -1}.
+-- ARGV[8] the number of acks n, then n triples {ULID, lease token, result}, then for each ack
+-- that writes its session's state a triple {ack number (1-based), new state, expected session
+-- version or -1}.
 -- Returns one code per entry:
 --    1 completed                  0 unknown job             -1 stale token (nothing changed)
 --    2 accepted, but the job had been cancelled, so it ends cancelled
@@ -11,21 +12,30 @@
 --   -4 a new session state for a job outside any session: nothing written
 -- With a completed cap or window of 0, results are not retained and the record goes at once.
 local now = now_ms()
-local finished = tostring(now)
+local finished = int_text(now)
 local retain = COMPLETED_CAP > 0 and COMPLETED_MS > 0
 -- Leases and records of the whole batch, read with one call each; kept current below, so an
 -- entry repeated in the batch sees what the earlier one did.
+local acks = tonumber(ARGV[8])
 local ids = {}
-for i = 8, #ARGV, 6 do
+for i = 9, 8 + 3 * acks, 3 do
   ids[#ids + 1] = ARGV[i]
+end
+local states = {}
+for i = 9 + 3 * acks, #ARGV, 3 do
+  states[tonumber(ARGV[i])] = i
 end
 local held, stored = hmget_map(KEYS[K_ACTIVE], ids), hmget_map(KEYS[K_JOBS], ids)
 -- Writes of the completed jobs, made with one call each after the loop.
 local released, saved, dropped, completed = {}, {}, {}, {}
 local codes = {}
-for i = 8, #ARGV, 6 do
+for n = 1, acks do
+  local i = 6 + 3 * n
   local ulid, token, result = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local has_state, state, expected = ARGV[i + 3] == '1', ARGV[i + 4], tonumber(ARGV[i + 5])
+  local has_state, state, expected = states[n] ~= nil, nil, nil
+  if has_state then
+    state, expected = ARGV[states[n] + 1], tonumber(ARGV[states[n] + 2])
+  end
   local code, started, attempt, attempt_text = 0, nil, nil, nil
   if held[ulid] then
     local holder

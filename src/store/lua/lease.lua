@@ -14,10 +14,11 @@
 --   revoked = flat {ULID, token, ...} of the timed-out leases
 --   next_wake_ms = ms until the next delayed job or deadline is due, or -1 when none is.
 local now = now_ms()
+local now_text = int_text(now)
 local rand = tonumber(ARGV[8])
 
 local revoked = {}
-local expired = redis.call('ZRANGEBYSCORE', KEYS[K_DEADLINES], '-inf', now, 'LIMIT', 0, BATCH)
+local expired = redis.call('ZRANGEBYSCORE', KEYS[K_DEADLINES], '-inf', now_text, 'LIMIT', '0', BATCH_TEXT)
 for _, ulid in ipairs(expired) do
   local lease = redis.call('HGET', KEYS[K_ACTIVE], ulid)
   drop_lease(ulid)
@@ -30,7 +31,7 @@ for _, ulid in ipairs(expired) do
   end
 end
 
-local due = redis.call('ZRANGEBYSCORE', KEYS[K_DELAYED], '-inf', now, 'LIMIT', 0, BATCH)
+local due = redis.call('ZRANGEBYSCORE', KEYS[K_DELAYED], '-inf', now_text, 'LIMIT', '0', BATCH_TEXT)
 if #due > 0 then
   redis.call('ZREM', KEYS[K_DELAYED], unpack(due))
   for _, ulid in ipairs(due) do
@@ -44,7 +45,6 @@ end
 local jobs = {}
 if #ARGV > 9 and redis.call('HEXISTS', KEYS[K_META], 'paused') == 0 then
   local next_token = 10
-  local started = tostring(now)
   -- The leases and deadlines of this round, written with one call each after the loop.
   local leases, deadlines = {}, {}
   for priority = 5, -5, -1 do
@@ -52,7 +52,7 @@ if #ARGV > 9 and redis.call('HEXISTS', KEYS[K_META], 'paused') == 0 then
     if need <= 0 then
       break
     end
-    local ids = redis.call('LPOP', ready_key(priority), need)
+    local ids = redis.call('LPOP', ready_key(priority), int_text(need))
     if ids then
       local raws = redis.call('HMGET', KEYS[K_JOBS], unpack(ids))
       for i, ulid in ipairs(ids) do
@@ -66,11 +66,11 @@ if #ARGV > 9 and redis.call('HEXISTS', KEYS[K_META], 'paused') == 0 then
           local token = ARGV[next_token]
           next_token = next_token + 1
           local attempt = rec[R_ATTEMPTS] + 1
-          local attempt_text = tostring(attempt)
+          local attempt_text = int_text(attempt)
           local deadline = now + rec[R_TIMEOUT]
           leases[#leases + 1] = ulid
-          leases[#leases + 1] = token .. '|' .. started .. '|' .. attempt_text
-          deadlines[#deadlines + 1] = deadline
+          leases[#leases + 1] = token .. '|' .. now_text .. '|' .. attempt_text
+          deadlines[#deadlines + 1] = int_text(deadline)
           deadlines[#deadlines + 1] = ulid
           emit(E_ACTIVE, ulid, attempt_text)
           local name = session_name(rec)
@@ -103,7 +103,7 @@ end
 
 local next_wake = -1
 for _, key in ipairs({ KEYS[K_DELAYED], KEYS[K_DEADLINES] }) do
-  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  local first = redis.call('ZRANGE', key, '0', '0', 'WITHSCORES')
   if first[2] then
     local wait = math.max(0, tonumber(first[2]) - now)
     if next_wake < 0 or wait < next_wake then

@@ -38,7 +38,7 @@ local M_VERSION, M_CREATED, M_UPDATED, M_TTL, M_MAXC, M_STARTED, M_QUEUED = 1, 2
 local DEFAULT_BACKOFF = { 1, 1000, 2, 3600000, 0.5 }
 local BACKOFF_FIXED = 2
 -- Upper bound of the entries one script call trims, promotes or expires per structure.
-local BATCH = 100
+local BATCH, BATCH_TEXT = 100, '100'
 
 local K_JOBS, K_ACTIVE, K_DEADLINES, K_DELAYED, K_COMPLETED, K_DEAD, K_META = 1, 2, 3, 4, 5, 6, 7
 local K_EVENTS, K_SESSIONS, K_SESSION_STATE, K_SESSION_JOBS, K_SESSION_TTL, K_CANCELLED = 8, 9, 10, 11, 12, 13
@@ -53,6 +53,20 @@ local E_COMPLETED, E_DEAD, E_CANCELLED = '6', '7', '8'
 local EVENT_GROUP = 16
 -- Arguments per Redis call when a script writes many entries at once (Lua's unpack is bounded).
 local CHUNK = 1000
+
+-- Integers as decimal text. Redis turns a number argument into text with "%.17g" and Lua
+-- concatenates with "%.14g", both slow floating-point formatting; "%d" is not, and small counts
+-- are made once (on first use: the standard libraries are out of reach while the library loads).
+local SMALL_INTS
+local function int_text(n)
+  if not SMALL_INTS then
+    SMALL_INTS = {}
+    for i = 0, 255 do
+      SMALL_INTS[i] = string.format('%d', i)
+    end
+  end
+  return SMALL_INTS[n] or string.format('%d', n)
+end
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -74,6 +88,9 @@ local pending_events = {}
 local function emit(kind, ulid, attempt, err, run_at, progress)
   attempt = attempt or 0
   local counted = attempt ~= 0 and attempt ~= '0'
+  if type(attempt) == 'number' then
+    attempt = int_text(attempt)
+  end
   local plain = (not err or err == '') and (not run_at or run_at <= 0) and (not progress or progress == '')
   local last = pending_events[#pending_events]
   if plain and last and last.plain and last.kind == kind and #last.jobs < EVENT_GROUP then
@@ -169,10 +186,10 @@ end
 -- Drops the oldest members of a retention set past its age window or count cap, with their
 -- records. Returns how many were dropped. Bounded by BATCH per call.
 local function trim(set_key, now, window_ms, cap)
-  local dropped = redis.call('ZRANGEBYSCORE', set_key, '-inf', now - window_ms, 'LIMIT', 0, BATCH)
+  local dropped = redis.call('ZRANGEBYSCORE', set_key, '-inf', int_text(now - window_ms), 'LIMIT', '0', BATCH_TEXT)
   local over = redis.call('ZCARD', set_key) - #dropped - cap
   if over > 0 then
-    local extra = redis.call('ZRANGE', set_key, #dropped, #dropped + math.min(over, BATCH) - 1)
+    local extra = redis.call('ZRANGE', set_key, int_text(#dropped), int_text(#dropped + math.min(over, BATCH) - 1))
     for _, id in ipairs(extra) do
       dropped[#dropped + 1] = id
     end
