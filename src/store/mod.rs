@@ -261,11 +261,13 @@ pub struct Lease {
 }
 
 impl Lease {
+    /// `token|started_ms|attempt`, optionally followed by `|flags` (see `lua/lib.lua`).
     fn parse(raw: &str) -> Option<Self> {
-        let mut parts = raw.rsplitn(3, '|');
-        let attempt = parts.next()?.parse().ok()?;
+        let mut parts = raw.split('|');
+        let token = parts.next()?.to_owned();
         let started_ms = parts.next()?.parse().ok()?;
-        Some(Lease { token: parts.next()?.to_owned(), started_ms, attempt })
+        let attempt = parts.next()?.parse().ok()?;
+        Some(Lease { token, started_ms, attempt })
     }
 }
 

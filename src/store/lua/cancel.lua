@@ -12,11 +12,14 @@ end
 local now = now_ms()
 local lease = redis.call('HGET', KEYS[K_ACTIVE], ulid)
 if lease then
+  local token, _, _, _, flags = parse_lease(lease)
   if not rec[R_CANCEL] then
     rec[R_CANCEL] = true
     save(ulid, rec)
+    -- Flag the lease too: an ack reads the lease, not the record, to pick its path.
+    redis.call('HSET', KEYS[K_ACTIVE], ulid, lease .. (flags == '' and '|c' or 'c'))
   end
-  return { 2, (parse_lease(lease)) }
+  return { 2, token }
 end
 local state = rec[R_STATE]
 if state == S_COMPLETED or state == S_DEAD or state == S_CANCELLED then

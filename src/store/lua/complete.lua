@@ -28,6 +28,20 @@ end
 local held, stored = hmget_map(KEYS[K_ACTIVE], ids), hmget_map(KEYS[K_JOBS], ids)
 -- Writes of the completed jobs, made with one call each after the loop.
 local released, saved, dropped, completed = {}, {}, {}, {}
+local function finish(ulid, value, attempt_text)
+  released[#released + 1] = ulid
+  held[ulid] = nil
+  if retain then
+    saved[#saved + 1] = ulid
+    saved[#saved + 1] = value
+    completed[#completed + 1] = finished
+    completed[#completed + 1] = ulid
+  else
+    dropped[#dropped + 1] = ulid
+    stored[ulid] = nil
+  end
+  emit(E_COMPLETED, ulid, attempt_text)
+end
 local codes = {}
 for n = 1, acks do
   local i = 6 + 3 * n
@@ -36,16 +50,20 @@ for n = 1, acks do
   if has_state then
     state, expected = ARGV[states[n] + 1], tonumber(ARGV[states[n] + 2])
   end
-  local code, started, attempt, attempt_text = 0, nil, nil, nil
+  local code, started, attempt, attempt_text, flags = 0, nil, nil, nil, nil
   if held[ulid] then
     local holder
-    holder, started, attempt, attempt_text = parse_lease(held[ulid])
+    holder, started, attempt, attempt_text, flags = parse_lease(held[ulid])
     code = holder == token and 1 or -1
   elseif stored[ulid] then
     code = -1
   end
-  if code == 1 then
-    local rec = cmsgpack.unpack(stored[ulid])
+  if code == 1 and flags == '' and not has_state then
+    -- Outside any session and not cancelled: the outcome is appended to the record as stored,
+    -- which is neither unpacked nor repacked (unpack_record and JobRecord::decode apply it).
+    finish(ulid, stored[ulid] .. cmsgpack.pack({ S_COMPLETED, now, started, attempt, result }), attempt_text)
+  elseif code == 1 then
+    local rec = unpack_record(stored[ulid])
     local name = session_name(rec)
     local meta = name and load_session(name)
     rec[R_ATTEMPTS] = attempt
@@ -60,8 +78,6 @@ for n = 1, acks do
       held[ulid] = nil
       make_cancelled(ulid, rec, now, 'active')
     else
-      released[#released + 1] = ulid
-      held[ulid] = nil
       if has_state then
         redis.call('HSET', KEYS[K_SESSION_STATE], name, state)
         meta[M_VERSION] = meta[M_VERSION] + 1
@@ -70,16 +86,7 @@ for n = 1, acks do
       rec[R_STATE] = S_COMPLETED
       rec[R_FINISHED] = now
       rec[R_RESULT] = result
-      if retain then
-        saved[#saved + 1] = ulid
-        saved[#saved + 1] = cmsgpack.pack(rec)
-        completed[#completed + 1] = finished
-        completed[#completed + 1] = ulid
-      else
-        dropped[#dropped + 1] = ulid
-        stored[ulid] = nil
-      end
-      emit(E_COMPLETED, ulid, attempt_text)
+      finish(ulid, cmsgpack.pack(rec), attempt_text)
       session_moved(rec, now, false, true, false, false)
     end
   end

@@ -57,7 +57,7 @@ if #ARGV > 9 and redis.call('HEXISTS', KEYS[K_META], 'paused') == 0 then
       local raws = redis.call('HMGET', KEYS[K_JOBS], unpack(ids))
       for i, ulid in ipairs(ids) do
         local raw = raws[i]
-        local rec = raw and cmsgpack.unpack(raw)
+        local rec = raw and unpack_record(raw)
         if rec and rec[R_CANCEL] then
           make_cancelled(ulid, rec, now, 'queued')
         elseif rec and not session_moved(rec, now, true, false, false, false) then
@@ -69,11 +69,11 @@ if #ARGV > 9 and redis.call('HEXISTS', KEYS[K_META], 'paused') == 0 then
           local attempt_text = int_text(attempt)
           local deadline = now + rec[R_TIMEOUT]
           leases[#leases + 1] = ulid
-          leases[#leases + 1] = token .. '|' .. now_text .. '|' .. attempt_text
+          local name = session_name(rec)
+          leases[#leases + 1] = token .. '|' .. now_text .. '|' .. attempt_text .. (name and '|s' or '')
           deadlines[#deadlines + 1] = int_text(deadline)
           deadlines[#deadlines + 1] = ulid
           emit(E_ACTIVE, ulid, attempt_text)
-          local name = session_name(rec)
           local state, version = '', -1
           if name then
             state = redis.call('HGET', KEYS[K_SESSION_STATE], name) or ''

@@ -3,7 +3,8 @@
 --
 -- Every queue function receives the same queue keys, all hash-tagged with the queue:
 --   KEYS[1]  jobs          hash  ULID -> packed job record (msgpack array, fields R_* below)
---   KEYS[2]  active        hash  ULID -> lease "token|started_ms|attempt"
+--   KEYS[2]  active        hash  ULID -> lease "token|started_ms|attempt", then "|" and flags
+--                                when any: s (the job is in a session), c (cancel requested)
 --   KEYS[3]  deadlines     zset  ULID by the active attempt's deadline (ms)
 --   KEYS[4]  delayed       zset  ULID by the time it becomes ready (delay, run_at, retry backoff)
 --   KEYS[5]  completed     zset  ULID by finish time (retained completed jobs)
@@ -158,23 +159,33 @@ local function wake()
   redis.call('PUBLISH', ARGV[1], ARGV[2])
 end
 
+-- A record, with the outcome a completion may have appended to it applied (see complete.lua).
+local function unpack_record(raw)
+  local rec, outcome = cmsgpack.unpack(raw)
+  if outcome then
+    rec[R_STATE], rec[R_FINISHED], rec[R_STARTED] = outcome[1], outcome[2], outcome[3]
+    rec[R_ATTEMPTS], rec[R_RESULT] = outcome[4], outcome[5]
+  end
+  return rec
+end
+
 local function load(ulid)
   local raw = redis.call('HGET', KEYS[K_JOBS], ulid)
   if not raw then
     return nil
   end
-  return cmsgpack.unpack(raw)
+  return unpack_record(raw)
 end
 
 local function save(ulid, rec)
   redis.call('HSET', KEYS[K_JOBS], ulid, cmsgpack.pack(rec))
 end
 
--- "token|started_ms|attempt" -> token, started_ms, attempt, and the attempt as written
--- (tokens hold no '|').
+-- "token|started_ms|attempt[|flags]" -> token, started_ms, attempt, the attempt as written,
+-- flags ('' when none). Tokens hold no '|'.
 local function parse_lease(lease)
-  local token, started, attempt = string.match(lease, '^([^|]*)|(%d+)|(%d+)$')
-  return token, tonumber(started), tonumber(attempt), attempt
+  local token, started, attempt, flags = string.match(lease, '^([^|]*)|(%d+)|(%d+)|?(%a*)$')
+  return token, tonumber(started), tonumber(attempt), attempt, flags
 end
 
 -- Removes the lease of an active job; the caller moves the job on.
