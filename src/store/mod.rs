@@ -460,23 +460,33 @@ impl Store {
                 }
                 None => 0,
             };
-            inv.arg(job.ulid)
-                .arg(job.record.encode())
-                .arg(job.record.priority)
-                .arg(job.delay_ms.map_or(-1, |d| d as i64))
-                .arg(job.run_at_ms.unwrap_or(-1))
-                .arg(job.session.unwrap_or_default())
-                .arg(tombstone);
+            inv.arg(job.ulid).arg(job.record.encode()).arg(job.record.priority);
+            let plain = job.delay_ms.is_none() && job.run_at_ms.is_none() && job.session.is_none() && tombstone == 0;
+            if plain {
+                inv.arg("");
+            } else {
+                inv.arg("+")
+                    .arg(job.delay_ms.map_or(-1, |d| d as i64))
+                    .arg(job.run_at_ms.unwrap_or(-1))
+                    .arg(job.session.unwrap_or_default())
+                    .arg(tombstone);
+            }
         }
-        let answers: Vec<(i64, String)> = self.run(&inv).await?;
-        Ok(answers
-            .into_iter()
-            .map(|(code, ulid)| match code {
-                1 => AddOutcome::Added(ulid),
-                0 => AddOutcome::Duplicate(ulid),
-                _ => AddOutcome::NoSession,
+        let answers: Vec<Value> = self.run(&inv).await?;
+        if answers.len() != jobs.len() * 2 {
+            return Err(StoreError::Corrupt("the add script answered for another number of jobs".into()));
+        }
+        jobs.iter()
+            .zip(answers.chunks_exact(2))
+            .map(|(job, answer)| {
+                let code: i64 = redis::from_redis_value(&answer[0])?;
+                Ok(match code {
+                    1 => AddOutcome::Added(job.ulid.to_owned()),
+                    0 => AddOutcome::Duplicate(redis::from_redis_value(&answer[1])?),
+                    _ => AddOutcome::NoSession,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// One dispatcher round (see lua/lease.lua): expire, promote, lease one job per token, and

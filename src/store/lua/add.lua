@@ -3,11 +3,11 @@
 -- anything of it is written; the idempotency tombstone is written last, so a job that fails to
 -- go in leaves no tombstone behind.
 -- KEYS: the queue keys (lib.lua), then the idempotency tombstones of the jobs that have a key.
--- ARGV[8] idempotency window ms, then seven values per job:
---   ULID, packed record (state WAITING), priority, delay ms or -1, run_at epoch ms or -1,
---   session name or '', index in KEYS of its tombstone or 0.
--- Returns per job {code, ULID}: 1 added; 0 duplicate, with the ULID of the first add;
--- -1 unknown session (nothing written).
+-- ARGV[8] idempotency window ms, then per job: ULID, packed record (state WAITING), priority,
+-- and '' for a job with nothing more to say, or '+' followed by four more values: delay ms or
+-- -1, run_at epoch ms or -1, session name or '', index in KEYS of its tombstone or 0.
+-- Returns, flat, per job a code and a ULID: 1 added (ULID ''); 0 duplicate, with the ULID of
+-- the first add; -1 unknown session (nothing written, ULID '').
 -- The tombstone outlives the job's retention on purpose: a repeat inside the window is a
 -- duplicate even after the first job is gone.
 local window = ARGV[8]
@@ -29,16 +29,25 @@ local function write_ready()
   end
   records, ready = {}, {}
 end
-for i = 9, #ARGV, 7 do
+local i = 9
+while i <= #ARGV do
   local ulid, raw, priority = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
-  local delay, run_at, session, idem = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]), ARGV[i + 5], tonumber(ARGV[i + 6])
+  local delay, run_at, session, idem = -1, -1, '', 0
+  if ARGV[i + 3] == '' then
+    i = i + 4
+  else
+    delay, run_at, session, idem = tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5]), ARGV[i + 6], tonumber(ARGV[i + 7])
+    i = i + 8
+  end
   local tombstone = idem > 0 and KEYS[idem]
   local first = tombstone and redis.call('GET', tombstone)
   local meta = session ~= '' and load_session(session)
   if first then
-    out[#out + 1] = { 0, first }
+    out[#out + 1] = 0
+    out[#out + 1] = first
   elseif session ~= '' and not meta then
-    out[#out + 1] = { -1, '' }
+    out[#out + 1] = -1
+    out[#out + 1] = ''
   else
     local due = run_at
     if delay >= 0 then
@@ -72,7 +81,8 @@ for i = 9, #ARGV, 7 do
     if tombstone then
       redis.call('SET', tombstone, ulid, 'PX', window)
     end
-    out[#out + 1] = { 1, ulid }
+    out[#out + 1] = 1
+    out[#out + 1] = ''
   end
 end
 write_ready()
