@@ -59,8 +59,8 @@ pub struct ServeConfig {
     /// At most this many dead jobs are kept per queue; older ones are evicted and counted.
     #[arg(long, env = "JOBWIRE_DEAD_MAX", default_value_t = 10_000)]
     pub dead_max: u64,
-    /// Event stream entries kept per queue for Subscribe and WatchJob (older ones are trimmed).
-    /// An entry holds the same transition of up to 16 jobs made by one call.
+    /// Events kept per queue for Subscribe and WatchJob, about: older ones are trimmed in whole
+    /// stream entries, each holding one transition of up to 16 jobs.
     #[arg(long, env = "JOBWIRE_EVENTS_MAX", default_value_t = 10_000)]
     pub events_max: u64,
     /// Largest job payload in bytes.

@@ -108,8 +108,8 @@ async fn subscribe_resumes_without_gap_or_duplicate_and_refuses_a_trimmed_cursor
     let order: Vec<&str> = first_two.iter().chain(&last_two).map(|e| e.job_id.as_str()).collect();
     assert_eq!(order, bulk_ids.iter().map(String::as_str).collect::<Vec<_>>(), "no gap, no duplicate");
 
-    // Push the stream far past its cap (50 entries of up to 16 jobs): the old cursor now points
-    // at trimmed events.
+    // Push the stream far past its cap (about 50 events; trimming drops whole nodes of 100
+    // entries of up to 16 jobs): the old cursor now points at trimmed events.
     for _ in 0..8 {
         let jobs: Vec<_> = (0..1_000).map(|_| job("q", "t", b"")).collect();
         client.add_jobs(proto::AddJobsRequest { jobs }).await.expect("bulk");

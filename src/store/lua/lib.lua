@@ -78,8 +78,10 @@ local function ready_key(priority)
   return KEYS[19 - priority]
 end
 
--- Transitions made by this call, written to the queue's event stream (capped, approximately, at
--- ARGV[7] entries) by flush_events when the script ends. Consecutive transitions of one kind
+-- Transitions made by this call, written to the queue's event stream by flush_events when the
+-- function ends. The stream keeps about ARGV[7] events: each entry trims it to ARGV[7] divided by
+-- the jobs the entry carries (in whole entries, approximately), so a busy queue whose entries
+-- are full does not keep 16 times the history of a quiet one. Consecutive transitions of one kind
 -- that carry nothing but the job and its attempt share one entry, up to EVENT_GROUP jobs: fields
 -- 'k' kind, 'j' space-separated ULIDs, 'a' their attempts (left out when all are 0). Others get
 -- an entry each, fields with their default value (0 or empty) left out.
@@ -129,7 +131,8 @@ local function flush_events()
     for _, v in ipairs(e.extra or {}) do
       fields[#fields + 1] = v
     end
-    redis.call('XADD', KEYS[K_EVENTS], 'MAXLEN', '~', ARGV[7], '*', unpack(fields))
+    local keep = math.ceil(tonumber(ARGV[7]) / #e.jobs)
+    redis.call('XADD', KEYS[K_EVENTS], 'MAXLEN', '~', int_text(keep), '*', unpack(fields))
   end
   pending_events = {}
 end
