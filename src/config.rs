@@ -78,7 +78,8 @@ pub struct ServeConfig {
     /// How often the instance checks its leases against Redis.
     #[arg(long, env = "JOBWIRE_RECONCILE_EVERY", default_value = "5s", value_parser = duration)]
     pub reconcile_every: Duration,
-    /// A ping goes out on an idle worker stream after this long.
+    /// An idle worker stream hears a ping at least this often (after a random half to whole
+    /// period, so streams opened together do not ping together).
     #[arg(long, env = "JOBWIRE_PING_EVERY", default_value = "15s", value_parser = duration)]
     pub ping_every: Duration,
     /// Serve Prometheus metrics at http://ADDR/metrics (off when unset). Per-queue gauges are

@@ -113,17 +113,20 @@ impl QueueService for QueueApi {
         };
         let (guard, rx) = self.engine.open_stream(spec)?;
         let period = self.ping_every;
-        let ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        // A quiet stream hears a ping after a random half to whole period: streams opened
+        // together (a fleet of workers starting) must not ping together, forever in step.
+        let next_ping = move || tokio::time::Instant::now() + period.mul_f64(0.5 + rand::random::<f64>() / 2.0);
+        let ping = Box::pin(tokio::time::sleep_until(next_ping()));
         // The guard lives inside the stream: when tonic drops the stream (the worker went away),
         // the guard hands the stream's unacknowledged jobs back.
         let stream = futures::stream::unfold((guard, rx, ping), move |(guard, mut rx, mut ping)| async move {
             let item = tokio::select! {
                 event = rx.recv() => convert::stream_event(event?),
-                _ = ping.tick() => proto::GetJobResponse {
+                _ = ping.as_mut() => proto::GetJobResponse {
                     message: Some(proto::get_job_response::Message::Ping(proto::Ping {})),
                 },
             };
-            ping.reset();
+            ping.as_mut().reset(next_ping());
             Some((Ok(item), (guard, rx, ping)))
         });
         Ok(Response::new(Box::pin(stream)))

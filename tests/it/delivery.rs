@@ -188,3 +188,24 @@ async fn a_worker_on_another_connection_gets_jobs_added_before_it_connected() {
     assert_eq!(worker.job().await.id, id);
     server.assert_invariants("q").await;
 }
+
+#[tokio::test]
+async fn an_idle_stream_hears_a_ping_within_each_period() {
+    let redis = Redis::start();
+    let period = Duration::from_millis(300);
+    let server = ServerBuilder::new(&redis).ping_every(period).start().await;
+    let mut worker = Worker::open(&server, &["q"], 1).await;
+    let mut last = Instant::now();
+    for _ in 0..4 {
+        let message = tokio::time::timeout(period * 3, worker.stream.message())
+            .await
+            .expect("a message within three periods")
+            .expect("stream ok")
+            .expect("stream open");
+        assert!(matches!(message.message, Some(Message::Ping(_))), "{message:?}");
+        let gap = last.elapsed();
+        last = Instant::now();
+        // Half to a whole period on the server's clock; allow for delivery in between.
+        assert!(gap >= period / 3 && gap <= period + Duration::from_millis(250), "ping after {gap:?}");
+    }
+}

@@ -179,6 +179,7 @@ pub struct ServerBuilder {
     settings: Settings,
     retention: Retention,
     drain_grace: Duration,
+    ping_every: Duration,
     /// Serve metrics, refreshing the gauges this often.
     metrics: Option<Duration>,
 }
@@ -191,8 +192,14 @@ impl ServerBuilder {
             settings: fast_settings(),
             retention: retention(),
             drain_grace: Duration::from_millis(200),
+            ping_every: Duration::from_secs(15),
             metrics: None,
         }
+    }
+
+    pub fn ping_every(mut self, every: Duration) -> Self {
+        self.ping_every = every;
+        self
     }
 
     pub fn prefix(mut self, prefix: &str) -> Self {
@@ -235,12 +242,8 @@ impl ServerBuilder {
             None => None,
         };
         let metrics_addr = metrics.as_ref().map(|m| m.local_addr().expect("metrics addr"));
-        let options = ServerOptions {
-            max_message: 4 << 20,
-            ping_every: Duration::from_secs(15),
-            drain_grace: self.drain_grace,
-            metrics,
-        };
+        let options =
+            ServerOptions { max_message: 4 << 20, ping_every: self.ping_every, drain_grace: self.drain_grace, metrics };
         let task = tokio::spawn({
             let engine = engine.clone();
             async move {
