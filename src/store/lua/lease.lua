@@ -68,8 +68,8 @@ if #ARGV > 9 and redis.call('HEXISTS', KEYS[K_META], 'paused') == 0 then
           local attempt = rec[R_ATTEMPTS] + 1
           local attempt_text = int_text(attempt)
           local deadline = now + rec[R_TIMEOUT]
-          leases[#leases + 1] = ulid
           local name = session_name(rec)
+          leases[#leases + 1] = ulid
           leases[#leases + 1] = token .. '|' .. now_text .. '|' .. attempt_text .. (name and '|s' or '')
           deadlines[#deadlines + 1] = int_text(deadline)
           deadlines[#deadlines + 1] = ulid
