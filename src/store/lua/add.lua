@@ -19,11 +19,7 @@ local records, ready = {}, {}
 local function write_ready()
   bulk('HSET', KEYS[K_JOBS], records)
   for priority, ids in pairs(ready) do
-    local len = 0
-    for i = 1, #ids, CHUNK do
-      len = redis.call('RPUSH', ready_key(priority), unpack(ids, i, math.min(i + CHUNK - 1, #ids)))
-    end
-    if len == #ids then
+    if bulk('RPUSH', ready_key(priority), ids) == #ids then
       wake()
     end
   end

@@ -138,10 +138,13 @@ local function flush_events()
 end
 
 -- `cmd key args...` over a list of any length, CHUNK arguments per call (pairs stay together).
+-- Returns the last call's answer.
 local function bulk(cmd, key, args)
+  local answer
   for i = 1, #args, CHUNK do
-    redis.call(cmd, key, unpack(args, i, math.min(i + CHUNK - 1, #args)))
+    answer = redis.call(cmd, key, unpack(args, i, math.min(i + CHUNK - 1, #args)))
   end
+  return answer
 end
 
 -- HMGET over a list of fields of any length, as a table field -> value (absent fields left out).
