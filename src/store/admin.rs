@@ -143,7 +143,14 @@ impl Store {
                         ids
                     }
                     Listing::Delayed => c.zrange(keys.delayed(), offset as isize, end + 1).await?,
-                    Listing::Completed => c.zrevrange(keys.completed(), offset as isize, end + 1).await?,
+                    Listing::Completed => {
+                        // Oldest first in the list: the newest page is counted from its tail.
+                        let from_tail = -(offset as isize);
+                        let mut ids: Vec<String> =
+                            c.lrange(keys.completed(), from_tail - limit as isize - 1, from_tail - 1).await?;
+                        ids.reverse();
+                        ids
+                    }
                     Listing::Dead => c.zrevrange(keys.dead(), offset as isize, end + 1).await?,
                     Listing::Cancelled => c.zrevrange(keys.cancelled(), offset as isize, end + 1).await?,
                     Listing::Active => {
@@ -159,17 +166,20 @@ impl Store {
         if ids.is_empty() {
             return Ok((Vec::new(), None));
         }
-        let (records, leases): (Vec<Option<Vec<u8>>>, Vec<Option<String>>) = self
+        type Stored = (Vec<Option<Vec<u8>>>, Vec<Option<String>>, Vec<Option<Vec<u8>>>);
+        let (records, leases, outcomes): Stored = self
             .with_conn(async |c| {
                 let records = redis::cmd("HMGET").arg(keys.jobs()).arg(&ids).query_async(c).await?;
                 let leases = redis::cmd("HMGET").arg(keys.active()).arg(&ids).query_async(c).await?;
-                Ok((records, leases))
+                let outcomes = redis::cmd("HMGET").arg(keys.outcomes()).arg(&ids).query_async(c).await?;
+                Ok((records, leases, outcomes))
             })
             .await?;
         let mut jobs = Vec::with_capacity(ids.len());
-        for ((ulid, raw), lease) in ids.into_iter().zip(records).zip(leases) {
+        for (((ulid, raw), lease), outcome) in ids.into_iter().zip(records).zip(leases).zip(outcomes) {
             if let Some(raw) = raw {
-                jobs.push((ulid, JobRecord::decode(&raw)?, lease.as_deref().and_then(Lease::parse)));
+                let record = JobRecord::decode(&raw, outcome.as_deref())?;
+                jobs.push((ulid, record, lease.as_deref().and_then(Lease::parse)));
             }
         }
         Ok((jobs, next))

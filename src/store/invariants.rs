@@ -4,6 +4,7 @@
 //! - every job is in exactly one place: a ready list, delayed, active, completed, dead,
 //!   cancelled, or pending inside its session — and has a record that agrees with that place;
 //! - no record is in no place (orphan), and no key outside the layout exists;
+//! - a completed job has an outcome, and nothing else has one;
 //! - every lease has a deadline and is held by a registered instance, and every deadline has a
 //!   lease;
 //! - every session's counters match its jobs: `started` = its active jobs, `queued` = its
@@ -17,6 +18,7 @@ use super::{JobRecord, Lease, RecordState, Result, Store, sessions::SessionRecor
 
 struct Snapshot {
     jobs: HashMap<String, Vec<u8>>,
+    outcomes: HashMap<String, Vec<u8>>,
     active: HashMap<String, String>,
     deadlines: Vec<String>,
     delayed: Vec<String>,
@@ -62,10 +64,11 @@ impl Store {
             }
             Ok(Snapshot {
                 jobs: c.hgetall(keys.jobs()).await?,
+                outcomes: c.hgetall(keys.outcomes()).await?,
                 active: c.hgetall(keys.active()).await?,
                 deadlines: c.zrange(keys.deadlines(), 0, -1).await?,
                 delayed: c.zrange(keys.delayed(), 0, -1).await?,
-                completed: c.zrange(keys.completed(), 0, -1).await?,
+                completed: c.lrange(keys.completed(), 0, -1).await?,
                 dead: c.zrange(keys.dead(), 0, -1).await?,
                 cancelled: c.zrange(keys.cancelled(), 0, -1).await?,
                 ready,
@@ -111,7 +114,7 @@ impl Store {
                 problems.push(format!("job {id} is {where_} but has no record"));
                 continue;
             };
-            let rec = match JobRecord::decode(raw) {
+            let rec = match JobRecord::decode(raw, snap.outcomes.get(*id).map(Vec::as_slice)) {
                 Ok(rec) => rec,
                 Err(e) => {
                     problems.push(format!("job {id}: {e}"));
@@ -142,6 +145,11 @@ impl Store {
         for id in snap.jobs.keys() {
             if !place.contains_key(id.as_str()) {
                 problems.push(format!("orphaned record {id}"));
+            }
+        }
+        for id in snap.outcomes.keys() {
+            if place.get(id.as_str()) != Some(&"completed") {
+                problems.push(format!("outcome of job {id}, which is not completed"));
             }
         }
 

@@ -7,7 +7,7 @@
 //! {prefix}:{queue}:active     hash  ULID -> lease "token|started_ms|attempt"
 //! {prefix}:{queue}:deadlines  zset  ULID by attempt deadline
 //! {prefix}:{queue}:delayed    zset  ULID by ready time
-//! {prefix}:{queue}:completed  zset  ULID by finish time
+//! {prefix}:{queue}:completed  list  ULIDs of retained completed jobs, oldest first
 //! {prefix}:{queue}:dead       zset  ULID by finish time
 //! {prefix}:{queue}:meta       hash  paused, dead_evicted, session_seq
 //! {prefix}:{queue}:events     stream of job transitions, capped
@@ -16,6 +16,7 @@
 //! {prefix}:{queue}:session_jobs   zset  "name/seq/ULID": jobs not yet released by their session
 //! {prefix}:{queue}:session_ttl    zset  session name by expiry time
 //! {prefix}:{queue}:cancelled  zset  ULID by cancel time
+//! {prefix}:{queue}:outcomes   hash  ULID -> packed outcome of a completed job (record.rs)
 //! {prefix}:{queue}:ready:{p}  list  ready ULIDs of priority p, FIFO
 //! {prefix}:{queue}:idem:{key} string ULID of the first add with that idempotency key (TTL)
 //! {prefix}:queues             set   every queue ever added to
@@ -57,6 +58,7 @@ impl KeySpace {
             "session_jobs",
             "session_ttl",
             "cancelled",
+            "outcomes",
         ]
         .iter()
         .map(|name| format!("{base}:{name}"))
@@ -155,9 +157,13 @@ impl QueueKeys {
         &self.keys[12]
     }
 
+    pub fn outcomes(&self) -> &str {
+        &self.keys[13]
+    }
+
     /// Ready lists, highest priority first.
     pub fn ready(&self) -> &[String] {
-        &self.keys[13..]
+        &self.keys[14..]
     }
 
     pub fn idempotency(&self, key: &str) -> String {

@@ -17,7 +17,10 @@ mod record;
 mod scripts;
 mod sessions;
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
 
 use redis::{AsyncCommands, RedisError, Value, aio::MultiplexedConnection};
 
@@ -29,7 +32,7 @@ use scripts::{Call, Function, Scripts};
 pub use sessions::{SessionRecord, SetOutcome};
 
 /// The layout version this build reads and writes.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -278,7 +281,7 @@ pub struct Store {
     scripts: Scripts,
     retention: Retention,
     timeout: Duration,
-    /// The key names of each queue, formatted once: every script call passes 24 of them.
+    /// The key names of each queue, formatted once: every script call passes 25 of them.
     /// Grows with the number of queues this instance touches, like the queue registry.
     queue_keys: std::sync::Mutex<HashMap<String, std::sync::Arc<QueueKeys>>>,
 }
@@ -498,25 +501,30 @@ impl Store {
         for token in tokens {
             inv.arg(token);
         }
-        let (jobs, revoked, next_wake, now_ms): (Vec<Value>, Vec<String>, i64, i64) = self.run(&inv).await?;
-        let mut leased = Vec::with_capacity(jobs.len() / 8);
-        for chunk in jobs.chunks_exact(8) {
-            let text = |v: &Value| redis::from_redis_value::<String>(v);
-            let raw: Vec<u8> = redis::from_redis_value(&chunk[1])?;
-            let session_name = text(&chunk[5])?;
-            let version: i64 = redis::from_redis_value(&chunk[7])?;
+        type Answer = (Vec<(String, Vec<u8>)>, Vec<String>, i64, i64, Vec<(usize, String, i64)>);
+        let (jobs, revoked, next_wake, now_ms, sessions): Answer = self.run(&inv).await?;
+        if jobs.len() > tokens.len() {
+            return Err(StoreError::Corrupt("the lease script leased more jobs than it had tokens".into()));
+        }
+        let mut leased = Vec::with_capacity(jobs.len());
+        for ((ulid, raw), token) in jobs.into_iter().zip(tokens) {
+            let record = JobRecord::decode(&raw, None)?;
             leased.push(LeasedJob {
-                ulid: text(&chunk[0])?,
-                record: JobRecord::decode(&raw)?,
-                token: text(&chunk[2])?,
-                deadline_ms: redis::from_redis_value(&chunk[3])?,
-                attempt: redis::from_redis_value(&chunk[4])?,
-                session: (!session_name.is_empty()).then(|| SessionSnapshot {
-                    name: session_name,
-                    state: text(&chunk[6]).unwrap_or_default(),
-                    version: version.max(0) as u64,
-                }),
+                ulid,
+                token: token.clone(),
+                deadline_ms: now_ms + record.timeout_ms as i64,
+                attempt: record.attempts + 1,
+                session: None,
+                record,
             });
+        }
+        for (n, state, version) in sessions {
+            let job = n.checked_sub(1).and_then(|i| leased.get_mut(i));
+            let Some(job) = job else {
+                return Err(StoreError::Corrupt("the lease script named a session of no leased job".into()));
+            };
+            let name = job.record.session_name().unwrap_or_default().to_owned();
+            job.session = Some(SessionSnapshot { name, state, version: version.max(0) as u64 });
         }
         let revoked = revoked.chunks_exact(2).map(|p| (p[0].clone(), p[1].clone())).collect();
         Ok(LeaseRound {
@@ -527,21 +535,45 @@ impl Store {
         })
     }
 
-    /// Completes a batch of attempts; one outcome per entry, in order.
+    /// Completes a batch of attempts; one outcome per entry, in order. The function takes
+    /// distinct jobs: an entry repeating an earlier one's job goes in a later call, which sees
+    /// what the earlier one did.
     pub async fn complete(&self, queue: &str, acks: &[Ack<'_>]) -> Result<Vec<AckOutcome>> {
+        let mut outcomes = vec![AckOutcome::Stale; acks.len()];
+        let mut pending: Vec<usize> = (0..acks.len()).collect();
+        while !pending.is_empty() {
+            let mut seen = HashSet::new();
+            let (batch, later): (Vec<usize>, Vec<usize>) =
+                pending.into_iter().partition(|&i| seen.insert(acks[i].ulid));
+            let distinct: Vec<&Ack<'_>> = batch.iter().map(|&i| &acks[i]).collect();
+            let codes = self.complete_distinct(queue, &distinct).await?;
+            if codes.len() != batch.len() {
+                return Err(StoreError::Corrupt("the complete script answered for another number of acks".into()));
+            }
+            for (i, code) in batch.into_iter().zip(codes) {
+                outcomes[i] = AckOutcome::from_code(code);
+            }
+            pending = later;
+        }
+        Ok(outcomes)
+    }
+
+    async fn complete_distinct(&self, queue: &str, acks: &[&Ack<'_>]) -> Result<Vec<i64>> {
         let keys = self.queue_keys(queue);
         let mut inv = self.invocation(&self.scripts.complete, queue, &keys);
         inv.arg(acks.len());
         for ack in acks {
-            inv.arg(ack.ulid).arg(ack.token).arg(ack.result);
+            // The function finds a token at the head of the lease, before a '|': a token holding
+            // one can hold nothing, and is sent as the empty token, which holds nothing either.
+            let token = if ack.token.contains('|') { "" } else { ack.token };
+            inv.arg(ack.ulid).arg(token).arg(ack.result);
         }
         for (n, ack) in acks.iter().enumerate() {
             if let Some((state, expected)) = &ack.session_state {
                 inv.arg(n + 1).arg(*state).arg(expected.map_or(-1, |v| v as i64));
             }
         }
-        let codes: Vec<i64> = self.run(&inv).await?;
-        Ok(codes.into_iter().map(AckOutcome::from_code).collect())
+        self.run(&inv).await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -665,10 +697,11 @@ impl Store {
         let keys = self.queue_keys(queue);
         let mut inv = self.invocation(&self.scripts.info, queue, &keys);
         inv.arg(ulid);
-        let (raw, lease, last_event): (Option<Vec<u8>>, Option<String>, String) = self.run(&inv).await?;
+        type Answer = (Option<Vec<u8>>, Option<String>, String, Option<Vec<u8>>);
+        let (raw, lease, last_event, outcome): Answer = self.run(&inv).await?;
         let Some(raw) = raw else { return Ok(None) };
         Ok(Some(JobSnapshot {
-            record: JobRecord::decode(&raw)?,
+            record: JobRecord::decode(&raw, outcome.as_deref())?,
             lease: lease.as_deref().and_then(Lease::parse),
             last_event,
         }))

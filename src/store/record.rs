@@ -1,17 +1,18 @@
-//! The packed job record: one msgpack array per job, stored as one hash field.
+//! The packed job record: two msgpack arrays per job, stored as one hash field.
 //!
 //! Why packed: a Redis hash per job leaves the compact listpack encoding as soon as one field
 //! passes 64 bytes (any real payload) and then costs 800-1,200 bytes; one packed value keeps a
-//! waiting job under the 300-byte budget. The Lua scripts read and rewrite the same array with
+//! waiting job under the 300-byte budget. The Lua scripts read and rewrite the same arrays with
 //! `cmsgpack`, so the field order here is the `R_*` order in `lua/lib.lua`. Absent values are
 //! `false`, never nil: a nil would punch a hole that turns the Lua array into a map.
 //!
-//! A completion does not rewrite the record: it appends a second, short array with the outcome
-//! (unpacking and repacking the whole record was the largest cost of an ack in Redis).
+//! Why two arrays: the first holds only what a lease reads (attempts, timeout, session, cancel
+//! flag), so leasing decodes four fields instead of the whole record. And a completion does
+//! not rewrite the record at all: its outcome is stored apart (see `decode_completed`).
 
 use rmpv::Value;
 
-use super::StoreError;
+use super::{Lease, StoreError};
 
 /// Where a record says the job is; "active" is not stored here but in the lease hash.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,9 +70,9 @@ impl JobRecord {
     }
 }
 
-const FIELDS: u32 = 21;
-/// Records written before sessions existed had 18 fields; the rest default.
-const MIN_FIELDS: usize = 18;
+/// Fields of the leading array (read by every lease), then of the second one.
+const HOT_FIELDS: u32 = 4;
+const COLD_FIELDS: u32 = 17;
 
 /// A msgpack writer for the subset Redis's `cmsgpack` reads back. Bytes are written as msgpack
 /// *str*, never *bin*: cmsgpack predates the bin family and refuses it.
@@ -118,7 +119,12 @@ impl Packer {
 impl JobRecord {
     pub fn encode(&self) -> Vec<u8> {
         let mut p = Packer(Vec::with_capacity(self.payload.len() + 64));
-        p.array(FIELDS);
+        p.array(HOT_FIELDS);
+        p.int(i64::from(self.attempts));
+        p.int(self.timeout_ms as i64);
+        p.opt_bytes(self.session.as_deref().map(str::as_bytes));
+        let _ = rmp::encode::write_bool(&mut p.0, self.cancel_requested);
+        p.array(COLD_FIELDS);
         p.int(self.state as i64);
         p.bytes(self.job_type.as_bytes());
         p.bytes(&self.payload);
@@ -133,7 +139,6 @@ impl JobRecord {
         }
         p.int(i64::from(self.priority));
         p.int(i64::from(self.max_attempts));
-        p.int(i64::from(self.attempts));
         p.int(i64::from(self.lost));
         p.int(self.created_ms);
         p.opt_int(self.ready_at_ms);
@@ -148,62 +153,65 @@ impl JobRecord {
             }
             None => p.absent(),
         }
-        p.int(self.timeout_ms as i64);
         p.opt_bytes(self.idempotency_key.as_deref().map(str::as_bytes));
         p.opt_int(self.started_ms);
         p.opt_int(self.finished_ms);
         p.opt_bytes(self.last_error.as_deref().map(str::as_bytes));
         p.opt_bytes(self.result.as_deref());
         p.opt_int(self.run_at_ms);
-        p.opt_bytes(self.session.as_deref().map(str::as_bytes));
-        if self.cancel_requested {
-            let _ = rmp::encode::write_bool(&mut p.0, true);
-        } else {
-            p.absent();
-        }
         p.opt_bytes(self.progress.as_deref());
         p.0
     }
 
-    /// Reads a record, and the outcome a completion appended to it (see `lua/complete.lua`).
-    pub fn decode(raw: &[u8]) -> Result<Self, StoreError> {
-        let mut rest = raw;
-        let value = rmpv::decode::read_value(&mut rest).map_err(|e| corrupt(&e.to_string()))?;
-        let mut record = Self::from_fields(value)?;
-        if !rest.is_empty() {
-            let outcome = rmpv::decode::read_value(&mut rest).map_err(|e| corrupt(&e.to_string()))?;
-            record.apply_outcome(outcome)?;
+    /// Reads a record as stored in the jobs hash, with the outcome of its completion if any.
+    pub fn decode(raw: &[u8], outcome: Option<&[u8]>) -> Result<Self, StoreError> {
+        match outcome {
+            Some(outcome) => Self::decode_completed(raw, outcome),
+            None => Self::decode_record(raw),
         }
+    }
+
+    fn decode_record(raw: &[u8]) -> Result<Self, StoreError> {
+        let mut rest = raw;
+        let hot = array(read(&mut rest)?, "the record's first array")?;
+        let cold = array(read(&mut rest)?, "the record's second array")?;
+        if !rest.is_empty() {
+            return Err(corrupt("bytes after the record"));
+        }
+        Self::from_fields(hot, cold)
+    }
+
+    /// Reads the record of a completed job with its outcome: msgpack finish time (ms), the
+    /// attempt's lease (`token|started_ms|attempt[|flags]`) and result, one after the other,
+    /// as `lua/complete.lua` writes them.
+    fn decode_completed(raw: &[u8], outcome: &[u8]) -> Result<Self, StoreError> {
+        let mut record = Self::decode_record(raw)?;
+        let mut rest = outcome;
+        let finished = int(&read(&mut rest)?)?;
+        let lease = text(read(&mut rest)?)?;
+        let result = bytes(read(&mut rest)?)?;
+        let lease = Lease::parse(&lease).ok_or_else(|| corrupt("outcome with an unreadable lease"))?;
+        record.state = RecordState::Completed;
+        record.finished_ms = Some(finished);
+        record.started_ms = Some(lease.started_ms);
+        record.attempts = lease.attempt;
+        record.result = Some(result);
         Ok(record)
     }
 
-    /// `[state, finished_ms, started_ms, attempts, result]`, written by a completion.
-    fn apply_outcome(&mut self, outcome: Value) -> Result<(), StoreError> {
-        let Value::Array(fields) = outcome else {
-            return Err(corrupt("outcome is not an array"));
-        };
-        let [state, finished, started, attempts, result]: [Value; 5] =
-            fields.try_into().map_err(|_| corrupt("outcome is not a 5-array"))?;
-        if int(&state)? != RecordState::Completed as i64 {
-            return Err(corrupt("outcome of a job that is not completed"));
+    fn from_fields(hot: Vec<Value>, cold: Vec<Value>) -> Result<Self, StoreError> {
+        // Lua leaves out trailing absent fields when it repacks; they read as absent.
+        if hot.len() != HOT_FIELDS as usize || cold.len() > COLD_FIELDS as usize {
+            return Err(corrupt("record with another number of fields"));
         }
-        self.state = RecordState::Completed;
-        self.finished_ms = Some(int(&finished)?);
-        self.started_ms = Some(int(&started)?);
-        self.attempts = int(&attempts)? as u32;
-        self.result = Some(bytes(result)?);
-        Ok(())
-    }
-
-    fn from_fields(value: Value) -> Result<Self, StoreError> {
-        let Value::Array(fields) = value else {
-            return Err(corrupt("record is not an array"));
-        };
-        if fields.len() < MIN_FIELDS {
-            return Err(corrupt("record has too few fields"));
-        }
-        let mut f = fields.into_iter();
-        let mut next = || f.next().unwrap_or(Value::Nil);
+        let mut h = hot.into_iter();
+        let mut c = cold.into_iter();
+        let mut hot = || h.next().unwrap_or(Value::Nil);
+        let mut next = || c.next().unwrap_or(Value::Nil);
+        let attempts = int(&hot())? as u32;
+        let timeout_ms = int(&hot())? as u64;
+        let session = maybe(hot(), text)?;
+        let cancel_requested = matches!(hot(), Value::Boolean(true));
         let state = match int(&next())? {
             1 => RecordState::Waiting,
             2 => RecordState::Delayed,
@@ -233,7 +241,7 @@ impl JobRecord {
             headers,
             priority: int(&next())? as i32,
             max_attempts: int(&next())? as u32,
-            attempts: int(&next())? as u32,
+            attempts,
             lost: int(&next())? as u32,
             created_ms: int(&next())?,
             ready_at_ms: maybe(next(), |v| int(&v))?,
@@ -247,17 +255,28 @@ impl JobRecord {
                 }),
                 _ => Err(corrupt("backoff is not a 5-array")),
             })?,
-            timeout_ms: int(&next())? as u64,
+            timeout_ms,
             idempotency_key: maybe(next(), text)?,
             started_ms: maybe(next(), |v| int(&v))?,
             finished_ms: maybe(next(), |v| int(&v))?,
             last_error: maybe(next(), text)?,
             result: maybe(next(), bytes)?,
             run_at_ms: maybe(next(), |v| int(&v))?,
-            session: maybe(next(), text)?,
-            cancel_requested: matches!(next(), Value::Boolean(true)),
+            session,
+            cancel_requested,
             progress: maybe(next(), bytes)?,
         })
+    }
+}
+
+fn read(rest: &mut &[u8]) -> Result<Value, StoreError> {
+    rmpv::decode::read_value(rest).map_err(|e| corrupt(&e.to_string()))
+}
+
+fn array(value: Value, what: &str) -> Result<Vec<Value>, StoreError> {
+    match value {
+        Value::Array(fields) => Ok(fields),
+        _ => Err(corrupt(&format!("{what} is not an array"))),
     }
 }
 
@@ -333,16 +352,12 @@ mod tests {
     }
 
     #[test]
-    fn an_appended_outcome_completes_the_record() {
-        let mut raw = waiting().encode();
+    fn an_outcome_completes_the_record() {
+        let raw = waiting().encode();
         let mut p = Packer(Vec::new());
-        p.array(5);
-        p.int(RecordState::Completed as i64);
         p.int(1_764_000_000_900);
-        p.int(1_764_000_000_500);
-        p.int(2);
+        p.bytes(b"i1.2.3|1764000000500|2|s");
         p.bytes(b"the result");
-        raw.extend_from_slice(&p.0);
         let expected = JobRecord {
             state: RecordState::Completed,
             attempts: 2,
@@ -351,8 +366,9 @@ mod tests {
             result: Some(b"the result".to_vec()),
             ..waiting()
         };
-        assert_eq!(JobRecord::decode(&raw).expect("decodes"), expected);
-        assert!(JobRecord::decode(&raw[..raw.len() - 2]).is_err(), "a cut outcome is corrupt");
+        assert_eq!(JobRecord::decode(&raw, Some(&p.0)).expect("decodes"), expected);
+        assert!(JobRecord::decode(&raw, Some(&p.0[..p.0.len() - 2])).is_err(), "a cut outcome is corrupt");
+        assert!(JobRecord::decode(&raw[..raw.len() - 2], None).is_err(), "a cut record is corrupt");
     }
 
     #[test]
@@ -380,12 +396,12 @@ mod tests {
             cancel_requested: true,
             progress: Some(b"50%".to_vec()),
         };
-        assert_eq!(JobRecord::decode(&record.encode()).expect("decodes"), record);
+        assert_eq!(JobRecord::decode(&record.encode(), None).expect("decodes"), record);
     }
 
     #[test]
     fn rejects_garbage() {
-        assert!(JobRecord::decode(b"\x93\x01\x02").is_err());
-        assert!(JobRecord::decode(b"not msgpack").is_err());
+        assert!(JobRecord::decode(b"\x93\x01\x02", None).is_err());
+        assert!(JobRecord::decode(b"not msgpack", None).is_err());
     }
 }

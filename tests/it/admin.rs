@@ -5,7 +5,22 @@ use std::time::Duration;
 use jobwire::proto::{self, JobState};
 use tonic::Code;
 
-use crate::harness::{Redis, Server, Worker, add, eventually, info, job};
+use crate::harness::{Client, Redis, Server, Worker, add, eventually, info, job};
+
+/// Every job of queue "q" in `state`, page by page.
+async fn list_all(client: &mut Client, state: JobState, page_size: u32) -> Vec<proto::JobInfo> {
+    let mut listed = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let request = proto::ListJobsRequest { queue: "q".into(), state: state as i32, page_size, page_token };
+        let page = client.list_jobs(request).await.expect("list").into_inner();
+        listed.extend(page.jobs);
+        if page.next_page_token.is_empty() {
+            return listed;
+        }
+        page_token = page.next_page_token;
+    }
+}
 
 #[tokio::test]
 async fn list_jobs_pages_through_each_state() {
@@ -16,29 +31,10 @@ async fn list_jobs_pages_through_each_state() {
     for i in 0..7 {
         ids.push(add(&mut client, job("q", "t", format!("{i}").as_bytes())).await);
     }
-    let mut listed = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = client
-            .list_jobs(proto::ListJobsRequest {
-                queue: "q".into(),
-                state: JobState::Waiting as i32,
-                page_size: 3,
-                page_token: token.clone(),
-            })
-            .await
-            .expect("list")
-            .into_inner();
-        listed.extend(page.jobs.into_iter().map(|j| j.id));
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        token = page.next_page_token;
-    }
+    let listed: Vec<String> = list_all(&mut client, JobState::Waiting, 3).await.into_iter().map(|j| j.id).collect();
     assert_eq!(listed, ids, "waiting jobs in dispatch order");
     let mut worker = Worker::open(&server, &["q"], 2).await;
-    worker.job().await;
-    worker.job().await;
+    let held = [worker.job().await, worker.job().await];
     let active = client
         .list_jobs(proto::ListJobsRequest { queue: "q".into(), state: JobState::Active as i32, ..Default::default() })
         .await
@@ -46,6 +42,24 @@ async fn list_jobs_pages_through_each_state() {
         .into_inner();
     assert_eq!(active.jobs.len(), 2);
     assert!(active.jobs.iter().all(|j| j.state() == JobState::Active));
+
+    let mut finished = Vec::new();
+    for j in held {
+        worker.complete(&j, j.payload.as_slice()).await.expect("complete");
+        finished.push(j.id);
+    }
+    for _ in 0..3 {
+        let j = worker.job().await;
+        worker.complete(&j, j.payload.as_slice()).await.expect("complete");
+        finished.push(j.id);
+    }
+    let completed = list_all(&mut client, JobState::Completed, 2).await;
+    assert!(completed.iter().all(|j| j.state() == JobState::Completed && !j.result.is_empty()));
+    let listed: Vec<String> = completed.into_iter().map(|j| j.id).collect();
+    finished.reverse();
+    assert_eq!(listed, finished, "completed jobs, newest first");
+    client.delete_job(proto::DeleteJobRequest { job_id: finished[2].clone() }).await.expect("delete a completed job");
+    assert_eq!(server.stats("q").await.completed, 4);
     server.assert_invariants("q").await;
 }
 

@@ -203,6 +203,32 @@ async fn retention_caps_bound_completed_and_dead_jobs() {
 }
 
 #[tokio::test]
+async fn completed_jobs_leave_once_their_window_has_passed() {
+    let redis = Redis::start();
+    let server = ServerBuilder::new(&redis).retention(|r| r.completed_for = Duration::from_millis(300)).start().await;
+    let mut client = server.client().await;
+    let mut worker = Worker::open(&server, &["q"], 1).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(add(&mut client, job("q", "t", format!("{i}").as_bytes())).await);
+        let j = worker.job().await;
+        worker.complete(&j, b"r").await.expect("complete");
+        if i == 1 {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+    }
+    // The third ack trims the two that finished more than a window before it.
+    for old in &ids[..2] {
+        let gone = client.get_job_info(proto::GetJobInfoRequest { job_id: old.clone() }).await;
+        assert_eq!(gone.expect_err("past its window").code(), Code::NotFound);
+    }
+    let kept = info(&mut client, &ids[2]).await;
+    assert_eq!((kept.state(), kept.result.as_slice()), (JobState::Completed, b"r".as_slice()));
+    assert_eq!(server.stats("q").await.completed, 1);
+    server.assert_invariants("q").await;
+}
+
+#[tokio::test]
 async fn add_jobs_keeps_request_order_and_catches_repeated_keys_within_the_batch() {
     let redis = Redis::start();
     let server = Server::start(&redis).await;

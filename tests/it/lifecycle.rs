@@ -55,6 +55,12 @@ async fn only_the_current_lease_holder_can_ack() {
     let err = worker.complete(&forged, b"").await.expect_err("stale token");
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(err.message().contains("lease_token"), "{}", err.message());
+    let token = &delivered.lease_token;
+    for near in [&token[..token.len() - 1], &format!("{token}|"), &format!("{token}|0"), ""] {
+        let near_miss = proto::Job { lease_token: near.to_owned(), ..delivered.clone() };
+        let err = worker.complete(&near_miss, b"").await.expect_err("a token that is not the lease's");
+        assert_eq!(err.code(), Code::FailedPrecondition, "token {near:?}");
+    }
     let err = client
         .fail_job(proto::FailJobRequest {
             job_id: id.clone(),
@@ -77,8 +83,17 @@ async fn only_the_current_lease_holder_can_ack() {
     let still = info(&mut client, &id).await;
     assert_eq!((still.state(), still.attempts), (JobState::Active, 1), "the job is unchanged");
 
-    worker.complete(&delivered, b"").await.expect("the holder completes");
-    let again = worker.complete(&delivered, b"").await.expect_err("a second ack is stale");
+    // Two acks of one attempt at once (likely in one batch): one completes, the other is stale.
+    let ack = proto::CompleteJobRequest {
+        job_id: id.clone(),
+        lease_token: delivered.lease_token.clone(),
+        ..Default::default()
+    };
+    let (mut first, mut second) = (client.clone(), client.clone());
+    let (a, b) = tokio::join!(first.complete_job(ack.clone()), second.complete_job(ack.clone()));
+    let codes = [a.err().map(|e| e.code()), b.err().map(|e| e.code())];
+    assert!(codes.contains(&None) && codes.contains(&Some(Code::FailedPrecondition)), "{codes:?}");
+    let again = worker.complete(&delivered, b"").await.expect_err("a later ack is stale");
     assert_eq!(again.code(), Code::FailedPrecondition);
 
     let unknown = worker

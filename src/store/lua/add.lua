@@ -15,7 +15,7 @@ local now = now_ms()
 local out = {}
 -- Plain ready jobs are written with one call per structure: records, then each priority's
 -- list (in add order). Written before any other kind of job, which may touch the same lists.
-local records, ready = {}, {}
+local records, ready, waiting = {}, {}, {}
 local function write_ready()
   bulk('HSET', KEYS[K_JOBS], records)
   for priority, ids in pairs(ready) do
@@ -23,7 +23,8 @@ local function write_ready()
       wake()
     end
   end
-  records, ready = {}, {}
+  emit_many(E_WAITING, waiting)
+  records, ready, waiting = {}, {}, {}
 end
 local i = 9
 while i <= #ARGV do
@@ -54,7 +55,7 @@ while i <= #ARGV do
     end
     if meta then
       local seq = redis.call('HINCRBY', KEYS[K_META], 'session_seq', 1)
-      local rec = cmsgpack.unpack(raw)
+      local rec = unpack_record(raw)
       rec[R_SESSION] = session .. '/' .. string.format('%016d', seq) .. '/' .. ulid
       if due > now then
         rec[R_STATE] = S_DELAYED
@@ -66,13 +67,13 @@ while i <= #ARGV do
       session_pump(session, meta, now)
       save_session(session, meta, now)
     elseif due > now then
-      make_delayed(ulid, cmsgpack.unpack(raw), due, S_DELAYED)
+      make_delayed(ulid, unpack_record(raw), due, S_DELAYED)
     else
       records[#records + 1] = ulid
       records[#records + 1] = raw
       ready[priority] = ready[priority] or {}
       table.insert(ready[priority], ulid)
-      emit(E_WAITING, ulid, 0)
+      waiting[#waiting + 1] = ulid
     end
     if tombstone then
       redis.call('SET', tombstone, ulid, 'PX', window)

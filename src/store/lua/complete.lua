@@ -1,5 +1,5 @@
 -- complete: acknowledges a batch of finished attempts; each entry is checked and applied on its
--- own, so one stale token does not hold back the others.
+-- own, so one stale token does not hold back the others. The ULIDs of a batch are distinct.
 -- KEYS: the queue keys (lib.lua).
 -- ARGV[8] the number of acks n, then n triples {ULID, lease token, result}, then for each ack
 -- that writes its session's state a triple {ack number (1-based), new state, expected session
@@ -10,92 +10,92 @@
 --   -2 session version mismatch: nothing written, the job stays leased
 --   -3 the job's session was deleted: the job ends cancelled, its state is not written
 --   -4 a new session state for a job outside any session: nothing written
--- With a completed cap or window of 0, results are not retained and the record goes at once.
+-- A completed job's record is left as it is: its outcome (finish time, lease, result) goes to
+-- the outcomes hash and its ULID to the tail of the completed list. With a completed cap or
+-- window of 0, results are not retained and the record goes at once.
 local now = now_ms()
-local finished = int_text(now)
 local retain = COMPLETED_CAP > 0 and COMPLETED_MS > 0
--- Leases and records of the whole batch, read with one call each; kept current below, so an
--- entry repeated in the batch sees what the earlier one did.
 local acks = tonumber(ARGV[8])
 local ids = {}
-for i = 9, 8 + 3 * acks, 3 do
-  ids[#ids + 1] = ARGV[i]
+for n = 1, acks do
+  ids[n] = ARGV[6 + 3 * n]
 end
 local states = {}
 for i = 9 + 3 * acks, #ARGV, 3 do
   states[tonumber(ARGV[i])] = i
 end
-local held, stored = hmget_map(KEYS[K_ACTIVE], ids), hmget_map(KEYS[K_JOBS], ids)
--- Writes of the completed jobs, made with one call each after the loop.
-local released, saved, dropped, completed = {}, {}, {}, {}
-local function finish(ulid, value, attempt_text)
+local leases = hmget(KEYS[K_ACTIVE], ids)
+-- Writes of the completed jobs, made with one call each after the loop; the events of those
+-- acked the plain way, emitted together at the end.
+local released, outcomes, completed, dropped = {}, {}, {}, {}
+local plain_ids, plain_attempts = {}, {}
+local function finish(ulid, lease, result)
   released[#released + 1] = ulid
-  held[ulid] = nil
   if retain then
-    saved[#saved + 1] = ulid
-    saved[#saved + 1] = value
-    completed[#completed + 1] = finished
+    outcomes[#outcomes + 1] = ulid
+    outcomes[#outcomes + 1] = cmsgpack.pack(now, lease, result)
     completed[#completed + 1] = ulid
   else
     dropped[#dropped + 1] = ulid
-    stored[ulid] = nil
   end
-  emit(E_COMPLETED, ulid, attempt_text)
 end
+
+-- An ack whose lease has flags, or that writes its session's state: the record is read.
+local function finish_flagged(ulid, lease, result, n)
+  local _, started, attempt, attempt_text = parse_lease(lease)
+  local rec = load(ulid)
+  local name = session_name(rec)
+  local meta = name and load_session(name)
+  local state_at = states[n]
+  if state_at and not name then
+    return -4
+  end
+  if state_at and meta and tonumber(ARGV[state_at + 2]) >= 0 and meta[M_VERSION] ~= tonumber(ARGV[state_at + 2]) then
+    return -2
+  end
+  if rec[R_CANCEL] or (name and not meta) then
+    drop_lease(ulid)
+    rec[R_ATTEMPTS] = attempt
+    rec[R_STARTED] = started
+    make_cancelled(ulid, rec, now, 'active')
+    return (name and not meta) and -3 or 2
+  end
+  if state_at then
+    redis.call('HSET', KEYS[K_SESSION_STATE], name, ARGV[state_at + 1])
+    meta[M_VERSION] = meta[M_VERSION] + 1
+    save_session(name, meta, now)
+  end
+  finish(ulid, lease, result)
+  emit_plain(E_COMPLETED, ulid, attempt_text)
+  session_moved(rec, now, false, true, false, false)
+  return 1
+end
+
 local codes = {}
 for n = 1, acks do
   local i = 6 + 3 * n
   local ulid, token, result = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local has_state, state, expected = states[n] ~= nil, nil, nil
-  if has_state then
-    state, expected = ARGV[states[n] + 1], tonumber(ARGV[states[n] + 2])
+  local lease = leases[n]
+  if not lease then
+    codes[n] = redis.call('HEXISTS', KEYS[K_JOBS], ulid) == 1 and -1 or 0
+  elseif string.find(lease, token .. '|', 1, true) ~= 1 then
+    codes[n] = -1
+  elseif states[n] or string.byte(lease, -1) > 57 then
+    -- The lease ends in flags (letters), not in the attempt (digits).
+    codes[n] = finish_flagged(ulid, lease, result, n)
+  else
+    finish(ulid, lease, result)
+    plain_ids[#plain_ids + 1] = ulid
+    -- "token|started|attempt": the attempt follows the second '|'.
+    plain_attempts[#plain_ids] = string.sub(lease, string.find(lease, '|', #token + 2, true) + 1)
+    codes[n] = 1
   end
-  local code, started, attempt, attempt_text, flags = 0, nil, nil, nil, nil
-  if held[ulid] then
-    local holder
-    holder, started, attempt, attempt_text, flags = parse_lease(held[ulid])
-    code = holder == token and 1 or -1
-  elseif stored[ulid] then
-    code = -1
-  end
-  if code == 1 and flags == '' and not has_state then
-    -- Outside any session and not cancelled: the outcome is appended to the record as stored,
-    -- which is neither unpacked nor repacked (unpack_record and JobRecord::decode apply it).
-    finish(ulid, stored[ulid] .. cmsgpack.pack({ S_COMPLETED, now, started, attempt, result }), attempt_text)
-  elseif code == 1 then
-    local rec = unpack_record(stored[ulid])
-    local name = session_name(rec)
-    local meta = name and load_session(name)
-    rec[R_ATTEMPTS] = attempt
-    rec[R_STARTED] = started
-    if has_state and not name then
-      code = -4
-    elseif has_state and meta and expected >= 0 and meta[M_VERSION] ~= expected then
-      code = -2
-    elseif rec[R_CANCEL] or (name and not meta) then
-      code = (name and not meta) and -3 or 2
-      drop_lease(ulid)
-      held[ulid] = nil
-      make_cancelled(ulid, rec, now, 'active')
-    else
-      if has_state then
-        redis.call('HSET', KEYS[K_SESSION_STATE], name, state)
-        meta[M_VERSION] = meta[M_VERSION] + 1
-        save_session(name, meta, now)
-      end
-      rec[R_STATE] = S_COMPLETED
-      rec[R_FINISHED] = now
-      rec[R_RESULT] = result
-      finish(ulid, cmsgpack.pack(rec), attempt_text)
-      session_moved(rec, now, false, true, false, false)
-    end
-  end
-  codes[#codes + 1] = code
 end
 bulk('HDEL', KEYS[K_ACTIVE], released)
 bulk('ZREM', KEYS[K_DEADLINES], released)
-bulk('HSET', KEYS[K_JOBS], saved)
+bulk('HSET', KEYS[K_OUTCOMES], outcomes)
+bulk('RPUSH', KEYS[K_COMPLETED], completed)
 bulk('HDEL', KEYS[K_JOBS], dropped)
-bulk('ZADD', KEYS[K_COMPLETED], completed)
-trim(KEYS[K_COMPLETED], now, COMPLETED_MS, COMPLETED_CAP)
+emit_many(E_COMPLETED, plain_ids, plain_attempts)
+trim_completed(now)
 return codes

@@ -12,7 +12,8 @@ end
 local now = now_ms()
 local state = rec[R_STATE]
 if state == S_COMPLETED then
-  redis.call('ZREM', KEYS[K_COMPLETED], ulid)
+  redis.call('LREM', KEYS[K_COMPLETED], 1, ulid)
+  redis.call('HDEL', KEYS[K_OUTCOMES], ulid)
 elseif state == S_DEAD then
   redis.call('ZREM', KEYS[K_DEAD], ulid)
 elseif state == S_CANCELLED then

@@ -8,11 +8,13 @@
 -- KEYS: the queue keys (lib.lua).
 -- ARGV[8] a random number in [0, 1) for backoff jitter, ARGV[9] trim (1/0), ARGV[10..] lease
 -- tokens.
--- Returns {jobs, revoked, next_wake_ms, now}:
---   jobs    = flat {ULID, record, token, deadline_ms, attempt, session, state, version, ...}
---             (session '' and version -1 for a job outside any session)
+-- Returns {jobs, revoked, next_wake_ms, now, sessions}:
+--   jobs    = flat {ULID, record, ...}: the leased jobs, the i-th holding token i; its attempt
+--             is the record's attempts + 1 and its deadline now + the record's timeout
 --   revoked = flat {ULID, token, ...} of the timed-out leases
---   next_wake_ms = ms until the next delayed job or deadline is due, or -1 when none is.
+--   next_wake_ms = ms until the next delayed job or deadline is due, or -1 when none is
+--   sessions = flat {i, state, version, ...} for the leased jobs of a session: the session's
+--             state and version as delivered with job i.
 local now = now_ms()
 local now_text = int_text(now)
 local rand = tonumber(ARGV[8])
@@ -42,11 +44,13 @@ if #due > 0 then
   end
 end
 
-local jobs = {}
+local jobs, sessions = {}, {}
 if #ARGV > 9 and redis.call('HEXISTS', KEYS[K_META], 'paused') == 0 then
-  local next_token = 10
+  local next_token, leased = 10, 0
   -- The leases and deadlines of this round, written with one call each after the loop.
-  local leases, deadlines = {}, {}
+  local leases, deadlines, active_ids, active_attempts = {}, {}, {}, {}
+  -- Deadlines as text by timeout: the jobs of a queue mostly share one timeout.
+  local deadline_text = {}
   for priority = 5, -5, -1 do
     local need = #ARGV - next_token + 1
     if need <= 0 then
@@ -54,49 +58,57 @@ if #ARGV > 9 and redis.call('HEXISTS', KEYS[K_META], 'paused') == 0 then
     end
     local ids = redis.call('LPOP', ready_key(priority), int_text(need))
     if ids then
-      local raws = redis.call('HMGET', KEYS[K_JOBS], unpack(ids))
+      local raws = hmget(KEYS[K_JOBS], ids)
       for i, ulid in ipairs(ids) do
-        local raw = raws[i]
-        local rec = raw and unpack_record(raw)
-        if rec and rec[R_CANCEL] then
-          make_cancelled(ulid, rec, now, 'queued')
-        elseif rec and not session_moved(rec, now, true, false, false, false) then
-          make_cancelled(ulid, rec, now, 'pending')
-        elseif rec then
+        local raw, _, hot = raws[i], nil, nil
+        if raw then
+          -- Only the fields a lease reads; the whole record only for a job that will not run.
+          _, hot = cmsgpack.unpack_one(raw)
+        end
+        if hot and hot[R_CANCEL] then
+          make_cancelled(ulid, unpack_record(raw), now, 'queued')
+        elseif hot and hot[R_SESSION] and not session_moved(hot, now, true, false, false, false) then
+          make_cancelled(ulid, unpack_record(raw), now, 'pending')
+        elseif hot then
           local token = ARGV[next_token]
           next_token = next_token + 1
-          local attempt = rec[R_ATTEMPTS] + 1
-          local attempt_text = int_text(attempt)
-          local deadline = now + rec[R_TIMEOUT]
-          local name = session_name(rec)
-          leases[#leases + 1] = ulid
-          leases[#leases + 1] = token .. '|' .. now_text .. '|' .. attempt_text .. (name and '|s' or '')
-          deadlines[#deadlines + 1] = int_text(deadline)
-          deadlines[#deadlines + 1] = ulid
-          emit(E_ACTIVE, ulid, attempt_text)
-          local state, version = '', -1
-          if name then
-            state = redis.call('HGET', KEYS[K_SESSION_STATE], name) or ''
-            version = load_session(name)[M_VERSION]
+          local attempt_text = int_text(hot[R_ATTEMPTS] + 1)
+          local timeout = hot[R_TIMEOUT]
+          local deadline = deadline_text[timeout]
+          if not deadline then
+            deadline = int_text(now + timeout)
+            deadline_text[timeout] = deadline
           end
-          jobs[#jobs + 1] = ulid
-          jobs[#jobs + 1] = raw
-          jobs[#jobs + 1] = token
-          jobs[#jobs + 1] = deadline
-          jobs[#jobs + 1] = attempt
-          jobs[#jobs + 1] = name or ''
-          jobs[#jobs + 1] = state
-          jobs[#jobs + 1] = version
+          local lease = token .. '|' .. now_text .. '|' .. attempt_text
+          local name = session_name(hot)
+          if name then
+            lease = lease .. '|s'
+          end
+          leases[#leases + 1] = ulid
+          leases[#leases + 1] = lease
+          deadlines[#deadlines + 1] = deadline
+          deadlines[#deadlines + 1] = ulid
+          leased = leased + 1
+          active_ids[leased] = ulid
+          active_attempts[leased] = attempt_text
+          jobs[2 * leased - 1] = ulid
+          jobs[2 * leased] = raw
+          if name then
+            sessions[#sessions + 1] = leased
+            sessions[#sessions + 1] = redis.call('HGET', KEYS[K_SESSION_STATE], name) or ''
+            sessions[#sessions + 1] = load_session(name)[M_VERSION]
+          end
         end
       end
     end
   end
   bulk('HSET', KEYS[K_ACTIVE], leases)
   bulk('ZADD', KEYS[K_DEADLINES], deadlines)
+  emit_many(E_ACTIVE, active_ids, active_attempts)
 end
 
 if ARGV[9] == '1' then
-  trim(KEYS[K_COMPLETED], now, COMPLETED_MS, COMPLETED_CAP)
+  trim_completed(now)
   trim(KEYS[K_CANCELLED], now, COMPLETED_MS, COMPLETED_CAP)
   trim_dead(now)
 end
@@ -111,4 +123,4 @@ for _, key in ipairs({ KEYS[K_DELAYED], KEYS[K_DEADLINES] }) do
     end
   end
 end
-return { jobs, revoked, next_wake, now }
+return { jobs, revoked, next_wake, now, sessions }

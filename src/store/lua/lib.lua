@@ -2,12 +2,12 @@
 -- helpers of the state machine. Each file of lua/ follows as the body of one function.
 --
 -- Every queue function receives the same queue keys, all hash-tagged with the queue:
---   KEYS[1]  jobs          hash  ULID -> packed job record (msgpack array, fields R_* below)
+--   KEYS[1]  jobs          hash  ULID -> packed job record (two msgpack arrays, fields R_* below)
 --   KEYS[2]  active        hash  ULID -> lease "token|started_ms|attempt", then "|" and flags
 --                                when any: s (the job is in a session), c (cancel requested)
 --   KEYS[3]  deadlines     zset  ULID by the active attempt's deadline (ms)
 --   KEYS[4]  delayed       zset  ULID by the time it becomes ready (delay, run_at, retry backoff)
---   KEYS[5]  completed     zset  ULID by finish time (retained completed jobs)
+--   KEYS[5]  completed     list  ULIDs of retained completed jobs, in finish order (oldest first)
 --   KEYS[6]  dead          zset  ULID by finish time (dead-letter set)
 --   KEYS[7]  meta          hash  paused flag, counters, session sequence
 --   KEYS[8]  events        stream of job transitions (capped)
@@ -17,17 +17,23 @@
 --                                session not yet released to the ready lists
 --   KEYS[12] session_ttl   zset  session name by expiry time
 --   KEYS[13] cancelled     zset  ULID by cancel time (retained like completed jobs)
---   KEYS[14..24]           lists of ready ULIDs, priority 5 (KEYS[14]) down to -5 (KEYS[24])
+--   KEYS[14] outcomes      hash  ULID -> outcome of a completed job: msgpack finish time (ms),
+--                                its last lease (as in active) and result, one after the other
+--   KEYS[15..25]           lists of ready ULIDs, priority 5 (KEYS[15]) down to -5 (KEYS[25])
 -- and the same leading arguments:
 --   ARGV[1] wake channel, ARGV[2] queue name,
 --   ARGV[3] completed retention ms, ARGV[4] completed cap,
 --   ARGV[5] dead retention ms, ARGV[6] dead cap, ARGV[7] events kept.
 -- Time is the Redis server's own clock (TIME), the one clock of every queue.
 
-local R_STATE, R_TYPE, R_PAYLOAD, R_HEADERS, R_PRIORITY, R_MAX_ATTEMPTS = 1, 2, 3, 4, 5, 6
-local R_ATTEMPTS, R_LOST, R_CREATED, R_READY_AT, R_BACKOFF, R_TIMEOUT = 7, 8, 9, 10, 11, 12
-local R_IDEM, R_STARTED, R_FINISHED, R_ERROR, R_RESULT, R_RUN_AT = 13, 14, 15, 16, 17, 18
-local R_SESSION, R_CANCEL, R_PROGRESS = 19, 20, 21
+-- A record is two msgpack arrays one after the other: the fields a lease reads (R_ATTEMPTS to
+-- R_CANCEL, decoded alone with cmsgpack.unpack_one), then the rest. A completed job's record is
+-- not rewritten: its outcome is kept apart (KEYS[14]) and applied when the record is loaded.
+local R_ATTEMPTS, R_TIMEOUT, R_SESSION, R_CANCEL = 1, 2, 3, 4
+local R_STATE, R_TYPE, R_PAYLOAD, R_HEADERS, R_PRIORITY, R_MAX_ATTEMPTS = 5, 6, 7, 8, 9, 10
+local R_LOST, R_CREATED, R_READY_AT, R_BACKOFF, R_IDEM, R_STARTED = 11, 12, 13, 14, 15, 16
+local R_FINISHED, R_ERROR, R_RESULT, R_RUN_AT, R_PROGRESS = 17, 18, 19, 20, 21
+local HOT_FIELDS, FIELDS = 4, 21
 
 local S_WAITING, S_DELAYED, S_RETRYING, S_COMPLETED, S_DEAD, S_CANCELLED = 1, 2, 4, 5, 6, 7
 
@@ -43,6 +49,7 @@ local BATCH, BATCH_TEXT = 100, '100'
 
 local K_JOBS, K_ACTIVE, K_DEADLINES, K_DELAYED, K_COMPLETED, K_DEAD, K_META = 1, 2, 3, 4, 5, 6, 7
 local K_EVENTS, K_SESSIONS, K_SESSION_STATE, K_SESSION_JOBS, K_SESSION_TTL, K_CANCELLED = 8, 9, 10, 11, 12, 13
+local K_OUTCOMES = 14
 -- The keys and arguments of the running call, and its retention settings (set by run).
 local KEYS, ARGV
 local COMPLETED_MS, COMPLETED_CAP, DEAD_MS, DEAD_CAP
@@ -75,7 +82,7 @@ local function now_ms()
 end
 
 local function ready_key(priority)
-  return KEYS[19 - priority]
+  return KEYS[20 - priority]
 end
 
 -- Transitions made by this call, written to the queue's event stream by flush_events when the
@@ -86,55 +93,94 @@ end
 -- 'k' kind, 'j' space-separated ULIDs, 'a' their attempts (left out when all are 0). Others get
 -- an entry each, fields with their default value (0 or empty) left out.
 local pending_events = {}
+-- The last entry while it may take more jobs: plain, and not yet full.
+local open_entry
 
--- `attempt` may be a number or, when the caller has it as one, a string.
-local function emit(kind, ulid, attempt, err, run_at, progress)
-  attempt = attempt or 0
-  local counted = attempt ~= 0 and attempt ~= '0'
-  if type(attempt) == 'number' then
-    attempt = int_text(attempt)
-  end
-  local plain = (not err or err == '') and (not run_at or run_at <= 0) and (not progress or progress == '')
-  local last = pending_events[#pending_events]
-  if plain and last and last.plain and last.kind == kind and #last.jobs < EVENT_GROUP then
-    last.jobs[#last.jobs + 1] = ulid
-    last.attempts[#last.attempts + 1] = attempt
-    last.any_attempt = last.any_attempt or counted
+-- A transition that carries nothing but the job and its attempt (as text).
+local function emit_plain(kind, ulid, attempt_text)
+  local e = open_entry
+  if e and e.kind == kind then
+    local n = e.n + 1
+    e.n = n
+    e.jobs[n] = ulid
+    e.attempts[n] = attempt_text
+    if attempt_text ~= '0' then
+      e.any_attempt = true
+    end
+    if n == EVENT_GROUP then
+      open_entry = nil
+    end
     return
   end
-  local entry = { kind = kind, plain = plain, jobs = { ulid }, attempts = { attempt }, any_attempt = counted }
-  if not plain then
-    entry.extra = {}
-    if err and err ~= '' then
-      entry.extra[#entry.extra + 1] = 'e'
-      entry.extra[#entry.extra + 1] = err
-    end
-    if run_at and run_at > 0 then
-      entry.extra[#entry.extra + 1] = 'r'
-      entry.extra[#entry.extra + 1] = run_at
-    end
-    if progress and progress ~= '' then
-      entry.extra[#entry.extra + 1] = 'p'
-      entry.extra[#entry.extra + 1] = progress
-    end
+  e = { kind = kind, n = 1, jobs = { ulid }, attempts = { attempt_text }, any_attempt = attempt_text ~= '0' }
+  pending_events[#pending_events + 1] = e
+  open_entry = e
+end
+
+-- The same plain transition of many jobs: `ids` and their `attempts` (as text; nil when all are
+-- 0), written after everything emitted before. Cheaper than emit_plain per job.
+local function emit_many(kind, ids, attempts)
+  if #ids > 0 then
+    open_entry = nil
+    pending_events[#pending_events + 1] = { kind = kind, ids = ids, attempts = attempts }
   end
-  pending_events[#pending_events + 1] = entry
+end
+
+-- Any transition; `attempt` is a number.
+local function emit(kind, ulid, attempt, err, run_at, progress)
+  local attempt_text = int_text(attempt or 0)
+  if (not err or err == '') and (not run_at or run_at <= 0) and (not progress or progress == '') then
+    emit_plain(kind, ulid, attempt_text)
+    return
+  end
+  local extra = {}
+  if err and err ~= '' then
+    extra[#extra + 1] = 'e'
+    extra[#extra + 1] = err
+  end
+  if run_at and run_at > 0 then
+    extra[#extra + 1] = 'r'
+    extra[#extra + 1] = run_at
+  end
+  if progress and progress ~= '' then
+    extra[#extra + 1] = 'p'
+    extra[#extra + 1] = progress
+  end
+  open_entry = nil
+  pending_events[#pending_events + 1] =
+    { kind = kind, n = 1, jobs = { ulid }, attempts = { attempt_text }, any_attempt = attempt_text ~= '0', extra = extra }
+end
+
+local function xadd_event(jobs, fields)
+  local keep = math.ceil(tonumber(ARGV[7]) / jobs)
+  redis.call('XADD', KEYS[K_EVENTS], 'MAXLEN', '~', int_text(keep), '*', unpack(fields))
 end
 
 local function flush_events()
   for _, e in ipairs(pending_events) do
-    local fields = { 'k', e.kind, 'j', table.concat(e.jobs, ' ') }
-    if e.any_attempt then
-      fields[5] = 'a'
-      fields[6] = table.concat(e.attempts, ' ')
+    if e.ids then
+      for i = 1, #e.ids, EVENT_GROUP do
+        local last = math.min(i + EVENT_GROUP - 1, #e.ids)
+        local fields = { 'k', e.kind, 'j', table.concat(e.ids, ' ', i, last) }
+        if e.attempts then
+          fields[5] = 'a'
+          fields[6] = table.concat(e.attempts, ' ', i, last)
+        end
+        xadd_event(last - i + 1, fields)
+      end
+    else
+      local fields = { 'k', e.kind, 'j', table.concat(e.jobs, ' ') }
+      if e.any_attempt then
+        fields[5] = 'a'
+        fields[6] = table.concat(e.attempts, ' ')
+      end
+      for _, v in ipairs(e.extra or {}) do
+        fields[#fields + 1] = v
+      end
+      xadd_event(e.n, fields)
     end
-    for _, v in ipairs(e.extra or {}) do
-      fields[#fields + 1] = v
-    end
-    local keep = math.ceil(tonumber(ARGV[7]) / #e.jobs)
-    redis.call('XADD', KEYS[K_EVENTS], 'MAXLEN', '~', int_text(keep), '*', unpack(fields))
   end
-  pending_events = {}
+  pending_events, open_entry = {}, nil
 end
 
 -- `cmd key args...` over a list of any length, CHUNK arguments per call (pairs stay together).
@@ -147,15 +193,16 @@ local function bulk(cmd, key, args)
   return answer
 end
 
--- HMGET over a list of fields of any length, as a table field -> value (absent fields left out).
-local function hmget_map(key, fields)
+-- HMGET over a list of fields of any length: the values in the same order, false when absent.
+local function hmget(key, fields)
+  if #fields <= CHUNK then
+    return redis.call('HMGET', key, unpack(fields))
+  end
   local out = {}
   for i = 1, #fields, CHUNK do
     local values = redis.call('HMGET', key, unpack(fields, i, math.min(i + CHUNK - 1, #fields)))
-    for j, v in ipairs(values) do
-      if v then
-        out[fields[i + j - 1]] = v
-      end
+    for j = 1, #values do
+      out[i + j - 1] = values[j]
     end
   end
   return out
@@ -165,14 +212,30 @@ local function wake()
   redis.call('PUBLISH', ARGV[1], ARGV[2])
 end
 
--- A record, with the outcome a completion may have appended to it applied (see complete.lua).
-local function unpack_record(raw)
-  local rec, outcome = cmsgpack.unpack(raw)
+-- "token|started_ms|attempt[|flags]" -> token, started_ms, attempt, the attempt as written,
+-- flags ('' when none). Tokens hold no '|'.
+local function parse_lease(lease)
+  local token, started, attempt, flags = string.match(lease, '^([^|]*)|(%d+)|(%d+)|?(%a*)$')
+  return token, tonumber(started), tonumber(attempt), attempt, flags
+end
+
+-- A record as one table indexed by R_*, with the outcome of a completion (if any) applied.
+local function unpack_record(raw, outcome)
+  local rec, rest = cmsgpack.unpack(raw)
+  for i = 1, FIELDS - HOT_FIELDS do
+    rec[HOT_FIELDS + i] = rest[i]
+  end
   if outcome then
-    rec[R_STATE], rec[R_FINISHED], rec[R_STARTED] = outcome[1], outcome[2], outcome[3]
-    rec[R_ATTEMPTS], rec[R_RESULT] = outcome[4], outcome[5]
+    local finished, lease, result = cmsgpack.unpack(outcome)
+    local _, started, attempt = parse_lease(lease)
+    rec[R_STATE], rec[R_FINISHED], rec[R_STARTED] = S_COMPLETED, finished, started
+    rec[R_ATTEMPTS], rec[R_RESULT] = attempt, result
   end
   return rec
+end
+
+local function pack_record(rec)
+  return cmsgpack.pack({ rec[1], rec[2], rec[3], rec[4] }, { unpack(rec, HOT_FIELDS + 1, FIELDS) })
 end
 
 local function load(ulid)
@@ -180,18 +243,11 @@ local function load(ulid)
   if not raw then
     return nil
   end
-  return unpack_record(raw)
+  return unpack_record(raw, redis.call('HGET', KEYS[K_OUTCOMES], ulid))
 end
 
 local function save(ulid, rec)
-  redis.call('HSET', KEYS[K_JOBS], ulid, cmsgpack.pack(rec))
-end
-
--- "token|started_ms|attempt[|flags]" -> token, started_ms, attempt, the attempt as written,
--- flags ('' when none). Tokens hold no '|'.
-local function parse_lease(lease)
-  local token, started, attempt, flags = string.match(lease, '^([^|]*)|(%d+)|(%d+)|?(%a*)$')
-  return token, tonumber(started), tonumber(attempt), attempt, flags
+  redis.call('HSET', KEYS[K_JOBS], ulid, pack_record(rec))
 end
 
 -- Removes the lease of an active job; the caller moves the job on.
@@ -216,6 +272,34 @@ local function trim(set_key, now, window_ms, cap)
     redis.call('HDEL', KEYS[K_JOBS], unpack(dropped))
   end
   return #dropped
+end
+
+-- Drops the oldest retained completed jobs past the age window or the count cap, with their
+-- records and outcomes; bounded by BATCH per call. The list is in finish order, so only the
+-- age of its head is ever read.
+local function trim_completed(now)
+  local key = KEYS[K_COMPLETED]
+  local over = redis.call('LLEN', key) - COMPLETED_CAP
+  local dropped = over > 0 and redis.call('LPOP', key, int_text(math.min(over, BATCH))) or {}
+  while #dropped < BATCH do
+    local head = redis.call('LINDEX', key, 0)
+    if not head then
+      break
+    end
+    local outcome = redis.call('HGET', KEYS[K_OUTCOMES], head)
+    if outcome then
+      local _, finished = cmsgpack.unpack_one(outcome)
+      if finished > now - COMPLETED_MS then
+        break
+      end
+    end
+    redis.call('LPOP', key)
+    dropped[#dropped + 1] = head
+  end
+  if #dropped > 0 then
+    redis.call('HDEL', KEYS[K_JOBS], unpack(dropped))
+    redis.call('HDEL', KEYS[K_OUTCOMES], unpack(dropped))
+  end
 end
 
 local function trim_dead(now)
@@ -430,7 +514,7 @@ local function run(body, keys, args)
   KEYS, ARGV = keys, args
   COMPLETED_MS, COMPLETED_CAP = tonumber(args[3]), tonumber(args[4])
   DEAD_MS, DEAD_CAP = tonumber(args[5]), tonumber(args[6])
-  pending_events = {}
+  pending_events, open_entry = {}, nil
   local out = body()
   flush_events()
   return out

@@ -14,10 +14,16 @@ local function drop(ulid, dropped_from_session)
     session_moved(rec, now, false, false, false, true)
   end
   redis.call('HDEL', KEYS[K_JOBS], ulid)
+  redis.call('HDEL', KEYS[K_OUTCOMES], ulid)
   removed = removed + 1
   left = left - 1
 end
-local sets = { completed = K_COMPLETED, dead = K_DEAD, cancelled = K_CANCELLED, delayed = K_DELAYED }
+if want.completed and left > 0 then
+  for _, ulid in ipairs(redis.call('LPOP', KEYS[K_COMPLETED], left) or {}) do
+    drop(ulid, false)
+  end
+end
+local sets = { dead = K_DEAD, cancelled = K_CANCELLED, delayed = K_DELAYED }
 for state, k in pairs(sets) do
   if want[state] and left > 0 then
     local ids = redis.call('ZRANGE', KEYS[k], 0, left - 1)

@@ -23,7 +23,7 @@ return {
   waiting,
   redis.call('ZCARD', KEYS[K_DELAYED]),
   redis.call('HLEN', KEYS[K_ACTIVE]),
-  redis.call('ZCARD', KEYS[K_COMPLETED]),
+  redis.call('LLEN', KEYS[K_COMPLETED]),
   redis.call('ZCARD', KEYS[K_DEAD]),
   tonumber(redis.call('HGET', KEYS[K_META], 'dead_evicted') or '0'),
   redis.call('HEXISTS', KEYS[K_META], 'paused'),
