@@ -22,7 +22,7 @@ use std::{
     time::Duration,
 };
 
-use redis::{AsyncCommands, RedisError, Value, aio::MultiplexedConnection};
+use redis::{AsyncCommands, RedisError, aio::MultiplexedConnection};
 
 pub use admin::{CancelOutcome, Listing};
 pub use events::{StoredEvent, event_order, is_event_cursor};
@@ -475,21 +475,16 @@ impl Store {
                     .arg(tombstone);
             }
         }
-        let answers: Vec<Value> = self.run(&inv).await?;
-        if answers.len() != jobs.len() * 2 {
-            return Err(StoreError::Corrupt("the add script answered for another number of jobs".into()));
+        // The jobs not added, as (job number from 1, code, first ULID); the rest were added.
+        let refused: Vec<(usize, i64, String)> = self.run(&inv).await?;
+        let mut outcomes: Vec<AddOutcome> = jobs.iter().map(|job| AddOutcome::Added(job.ulid.to_owned())).collect();
+        for (n, code, first) in refused {
+            let Some(outcome) = n.checked_sub(1).and_then(|i| outcomes.get_mut(i)) else {
+                return Err(StoreError::Corrupt("the add script named a job it was not given".into()));
+            };
+            *outcome = if code == 0 { AddOutcome::Duplicate(first) } else { AddOutcome::NoSession };
         }
-        jobs.iter()
-            .zip(answers.chunks_exact(2))
-            .map(|(job, answer)| {
-                let code: i64 = redis::from_redis_value(&answer[0])?;
-                Ok(match code {
-                    1 => AddOutcome::Added(job.ulid.to_owned()),
-                    0 => AddOutcome::Duplicate(redis::from_redis_value(&answer[1])?),
-                    _ => AddOutcome::NoSession,
-                })
-            })
-            .collect()
+        Ok(outcomes)
     }
 
     /// One dispatcher round (see lua/lease.lua): expire, promote, lease one job per token, and

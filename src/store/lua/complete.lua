@@ -11,8 +11,9 @@
 --   -3 the job's session was deleted: the job ends cancelled, its state is not written
 --   -4 a new session state for a job outside any session: nothing written
 -- A completed job's record is left as it is: its outcome (finish time, lease, result) goes to
--- the outcomes hash and its ULID to the tail of the completed list. With a completed cap or
--- window of 0, results are not retained and the record goes at once.
+-- the outcomes hash and its ULID to the tail of the completed list, trimmed to the completed
+-- cap. With a completed cap or window of 0, results are not retained and the record goes at
+-- once.
 local now = now_ms()
 local retain = COMPLETED_CAP > 0 and COMPLETED_MS > 0
 local acks = tonumber(ARGV[8])
@@ -94,8 +95,11 @@ end
 bulk('HDEL', KEYS[K_ACTIVE], released)
 bulk('ZREM', KEYS[K_DEADLINES], released)
 bulk('HSET', KEYS[K_OUTCOMES], outcomes)
-bulk('RPUSH', KEYS[K_COMPLETED], completed)
+local length = bulk('RPUSH', KEYS[K_COMPLETED], completed)
 bulk('HDEL', KEYS[K_JOBS], dropped)
 emit_many(E_COMPLETED, plain_ids, plain_attempts)
-trim_completed(now)
+if length then
+  -- The cap here; the age window with the dispatcher's upkeep (lease.lua).
+  trim_completed(now, false, length)
+end
 return codes

@@ -4,7 +4,7 @@
 --   3. unless the queue is paused, up to #tokens ready jobs are leased, highest priority first,
 --      FIFO within a priority; job i gets lease token i,
 --   4. when asked (every few seconds, not every round), retention windows are enforced on
---      completed, cancelled and dead jobs.
+--      completed, cancelled and dead jobs (an ack enforces only the completed cap).
 -- KEYS: the queue keys (lib.lua).
 -- ARGV[8] a random number in [0, 1) for backoff jitter, ARGV[9] trim (1/0), ARGV[10..] lease
 -- tokens.
@@ -19,22 +19,34 @@ local now = now_ms()
 local now_text = int_text(now)
 local rand = tonumber(ARGV[8])
 
-local revoked = {}
-local expired = redis.call('ZRANGEBYSCORE', KEYS[K_DEADLINES], '-inf', now_text, 'LIMIT', '0', BATCH_TEXT)
-for _, ulid in ipairs(expired) do
-  local lease = redis.call('HGET', KEYS[K_ACTIVE], ulid)
-  drop_lease(ulid)
-  local rec = load(ulid)
-  if lease and rec then
-    local token, started, attempt = parse_lease(lease)
-    attempt_failed(ulid, rec, started, attempt, 'timeout', true, -1, rand, now)
-    revoked[#revoked + 1] = ulid
-    revoked[#revoked + 1] = token
-  end
+-- The earliest score of a zset, or nil when it is empty.
+local function first_score(key)
+  local first = redis.call('ZRANGE', key, '0', '0', 'WITHSCORES')
+  return first[2] and tonumber(first[2])
 end
 
-local due = redis.call('ZRANGEBYSCORE', KEYS[K_DELAYED], '-inf', now_text, 'LIMIT', '0', BATCH_TEXT)
-if #due > 0 then
+-- Only when the earliest deadline or delayed job is due are the due ones read.
+local revoked = {}
+local first_deadline = first_score(KEYS[K_DEADLINES])
+if first_deadline and first_deadline <= now then
+  local expired = redis.call('ZRANGEBYSCORE', KEYS[K_DEADLINES], '-inf', now_text, 'LIMIT', '0', BATCH_TEXT)
+  for _, ulid in ipairs(expired) do
+    local lease = redis.call('HGET', KEYS[K_ACTIVE], ulid)
+    drop_lease(ulid)
+    local rec = load(ulid)
+    if lease and rec then
+      local token, started, attempt = parse_lease(lease)
+      attempt_failed(ulid, rec, started, attempt, 'timeout', true, -1, rand, now)
+      revoked[#revoked + 1] = ulid
+      revoked[#revoked + 1] = token
+    end
+  end
+  first_deadline = first_score(KEYS[K_DEADLINES])
+end
+
+local first_delayed = first_score(KEYS[K_DELAYED])
+if first_delayed and first_delayed <= now then
+  local due = redis.call('ZRANGEBYSCORE', KEYS[K_DELAYED], '-inf', now_text, 'LIMIT', '0', BATCH_TEXT)
   redis.call('ZREM', KEYS[K_DELAYED], unpack(due))
   for _, ulid in ipairs(due) do
     local rec = load(ulid)
@@ -42,7 +54,9 @@ if #due > 0 then
       make_ready(ulid, rec, now, false)
     end
   end
+  first_delayed = first_score(KEYS[K_DELAYED])
 end
+delayed_changed = false
 
 local jobs, sessions = {}, {}
 if #ARGV > 9 and redis.call('HEXISTS', KEYS[K_META], 'paused') == 0 then
@@ -51,53 +65,63 @@ if #ARGV > 9 and redis.call('HEXISTS', KEYS[K_META], 'paused') == 0 then
   local leases, deadlines, active_ids, active_attempts = {}, {}, {}, {}
   -- Deadlines as text by timeout: the jobs of a queue mostly share one timeout.
   local deadline_text = {}
-  for priority = 5, -5, -1 do
-    local need = #ARGV - next_token + 1
-    if need <= 0 then
+  -- LMPOP 11 ready-lists... LEFT COUNT n: pops from the highest priority list holding jobs.
+  local pop = { 'LMPOP', '11' }
+  for i = K_READY, K_READY + 10 do
+    pop[#pop + 1] = KEYS[i]
+  end
+  pop[#pop + 1] = 'LEFT'
+  pop[#pop + 1] = 'COUNT'
+  while next_token <= #ARGV do
+    pop[#pop + 1] = int_text(#ARGV - next_token + 1)
+    local popped = redis.call(unpack(pop))
+    pop[#pop] = nil
+    if not popped then
       break
     end
-    local ids = redis.call('LPOP', ready_key(priority), int_text(need))
-    if ids then
-      local raws = hmget(KEYS[K_JOBS], ids)
-      for i, ulid in ipairs(ids) do
-        local raw, _, hot = raws[i], nil, nil
-        if raw then
-          -- Only the fields a lease reads; the whole record only for a job that will not run.
-          _, hot = cmsgpack.unpack_one(raw)
+    local ids = popped[2]
+    local raws = hmget(KEYS[K_JOBS], ids)
+    for i, ulid in ipairs(ids) do
+      local raw, _, hot = raws[i], nil, nil
+      if raw then
+        -- Only the fields a lease reads; the whole record only for a job that will not run.
+        _, hot = cmsgpack.unpack_one(raw)
+      end
+      if hot and hot[R_CANCEL] then
+        make_cancelled(ulid, unpack_record(raw), now, 'queued')
+      elseif hot and hot[R_SESSION] and not session_moved(hot, now, true, false, false, false) then
+        make_cancelled(ulid, unpack_record(raw), now, 'pending')
+      elseif hot then
+        local token = ARGV[next_token]
+        next_token = next_token + 1
+        local attempt_text = int_text(hot[R_ATTEMPTS] + 1)
+        local timeout = hot[R_TIMEOUT]
+        local deadline = deadline_text[timeout]
+        if not deadline then
+          deadline = int_text(now + timeout)
+          deadline_text[timeout] = deadline
+          if not first_deadline or now + timeout < first_deadline then
+            first_deadline = now + timeout
+          end
         end
-        if hot and hot[R_CANCEL] then
-          make_cancelled(ulid, unpack_record(raw), now, 'queued')
-        elseif hot and hot[R_SESSION] and not session_moved(hot, now, true, false, false, false) then
-          make_cancelled(ulid, unpack_record(raw), now, 'pending')
-        elseif hot then
-          local token = ARGV[next_token]
-          next_token = next_token + 1
-          local attempt_text = int_text(hot[R_ATTEMPTS] + 1)
-          local timeout = hot[R_TIMEOUT]
-          local deadline = deadline_text[timeout]
-          if not deadline then
-            deadline = int_text(now + timeout)
-            deadline_text[timeout] = deadline
-          end
-          local lease = token .. '|' .. now_text .. '|' .. attempt_text
-          local name = session_name(hot)
-          if name then
-            lease = lease .. '|s'
-          end
-          leases[#leases + 1] = ulid
-          leases[#leases + 1] = lease
-          deadlines[#deadlines + 1] = deadline
-          deadlines[#deadlines + 1] = ulid
-          leased = leased + 1
-          active_ids[leased] = ulid
-          active_attempts[leased] = attempt_text
-          jobs[2 * leased - 1] = ulid
-          jobs[2 * leased] = raw
-          if name then
-            sessions[#sessions + 1] = leased
-            sessions[#sessions + 1] = redis.call('HGET', KEYS[K_SESSION_STATE], name) or ''
-            sessions[#sessions + 1] = load_session(name)[M_VERSION]
-          end
+        local lease = token .. '|' .. now_text .. '|' .. attempt_text
+        local name = session_name(hot)
+        if name then
+          lease = lease .. '|s'
+        end
+        leases[#leases + 1] = ulid
+        leases[#leases + 1] = lease
+        deadlines[#deadlines + 1] = deadline
+        deadlines[#deadlines + 1] = ulid
+        leased = leased + 1
+        active_ids[leased] = ulid
+        active_attempts[leased] = attempt_text
+        jobs[2 * leased - 1] = ulid
+        jobs[2 * leased] = raw
+        if name then
+          sessions[#sessions + 1] = leased
+          sessions[#sessions + 1] = redis.call('HGET', KEYS[K_SESSION_STATE], name) or ''
+          sessions[#sessions + 1] = load_session(name)[M_VERSION]
         end
       end
     end
@@ -108,16 +132,19 @@ if #ARGV > 9 and redis.call('HEXISTS', KEYS[K_META], 'paused') == 0 then
 end
 
 if ARGV[9] == '1' then
-  trim_completed(now)
+  trim_completed(now, true)
   trim(KEYS[K_CANCELLED], now, COMPLETED_MS, COMPLETED_CAP)
   trim_dead(now)
 end
 
+-- Sessions may have released delayed jobs meanwhile.
+if delayed_changed then
+  first_delayed = first_score(KEYS[K_DELAYED])
+end
 local next_wake = -1
-for _, key in ipairs({ KEYS[K_DELAYED], KEYS[K_DEADLINES] }) do
-  local first = redis.call('ZRANGE', key, '0', '0', 'WITHSCORES')
-  if first[2] then
-    local wait = math.max(0, tonumber(first[2]) - now)
+for _, first in ipairs({ first_delayed or false, first_deadline or false }) do
+  if first then
+    local wait = math.max(0, first - now)
     if next_wake < 0 or wait < next_wake then
       next_wake = wait
     end

@@ -49,7 +49,7 @@ local BATCH, BATCH_TEXT = 100, '100'
 
 local K_JOBS, K_ACTIVE, K_DEADLINES, K_DELAYED, K_COMPLETED, K_DEAD, K_META = 1, 2, 3, 4, 5, 6, 7
 local K_EVENTS, K_SESSIONS, K_SESSION_STATE, K_SESSION_JOBS, K_SESSION_TTL, K_CANCELLED = 8, 9, 10, 11, 12, 13
-local K_OUTCOMES = 14
+local K_OUTCOMES, K_READY = 14, 15
 -- The keys and arguments of the running call, and its retention settings (set by run).
 local KEYS, ARGV
 local COMPLETED_MS, COMPLETED_CAP, DEAD_MS, DEAD_CAP
@@ -82,7 +82,7 @@ local function now_ms()
 end
 
 local function ready_key(priority)
-  return KEYS[20 - priority]
+  return KEYS[K_READY + 5 - priority]
 end
 
 -- Transitions made by this call, written to the queue's event stream by flush_events when the
@@ -274,14 +274,14 @@ local function trim(set_key, now, window_ms, cap)
   return #dropped
 end
 
--- Drops the oldest retained completed jobs past the age window or the count cap, with their
--- records and outcomes; bounded by BATCH per call. The list is in finish order, so only the
--- age of its head is ever read.
-local function trim_completed(now)
+-- Drops the oldest retained completed jobs past the count cap and, with `by_age`, past the age
+-- window, with their records and outcomes; bounded by BATCH per call. The list is in finish
+-- order, so only the age of its head is ever read. `length` is the list's, when known.
+local function trim_completed(now, by_age, length)
   local key = KEYS[K_COMPLETED]
-  local over = redis.call('LLEN', key) - COMPLETED_CAP
+  local over = (length or redis.call('LLEN', key)) - COMPLETED_CAP
   local dropped = over > 0 and redis.call('LPOP', key, int_text(math.min(over, BATCH))) or {}
-  while #dropped < BATCH do
+  while by_age and #dropped < BATCH do
     local head = redis.call('LINDEX', key, 0)
     if not head then
       break
@@ -324,8 +324,12 @@ local function make_ready(ulid, rec, now, at_head)
   emit(E_WAITING, ulid, rec[R_ATTEMPTS])
 end
 
+-- Whether this call scheduled a delayed job (see make_delayed).
+local delayed_changed = false
+
 -- Schedules a job for `at`; wakes dispatchers when it is now the earliest, so their timers move.
 local function make_delayed(ulid, rec, at, state)
+  delayed_changed = true
   rec[R_STATE] = state
   rec[R_RUN_AT] = at
   save(ulid, rec)
