@@ -201,7 +201,7 @@ impl JobRecord {
 
     fn from_fields(hot: Vec<Value>, cold: Vec<Value>) -> Result<Self, StoreError> {
         // Lua leaves out trailing absent fields when it repacks; they read as absent.
-        if hot.len() != HOT_FIELDS as usize || cold.len() > COLD_FIELDS as usize {
+        if hot.len() > HOT_FIELDS as usize || cold.len() > COLD_FIELDS as usize {
             return Err(corrupt("record with another number of fields"));
         }
         let mut h = hot.into_iter();

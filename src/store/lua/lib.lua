@@ -76,6 +76,18 @@ local function int_text(n)
   return SMALL_INTS[n] or string.format('%d', n)
 end
 
+-- The settings every call passes (retention, events kept) as numbers. They seldom change, and
+-- tonumber parses with strtod, slow enough to show in every call; so each text is read once.
+local SETTINGS = {}
+local function setting(text)
+  local n = SETTINGS[text]
+  if not n then
+    n = tonumber(text)
+    SETTINGS[text] = n
+  end
+  return n
+end
+
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -152,7 +164,7 @@ local function emit(kind, ulid, attempt, err, run_at, progress)
 end
 
 local function xadd_event(jobs, fields)
-  local keep = math.ceil(tonumber(ARGV[7]) / jobs)
+  local keep = math.ceil(setting(ARGV[7]) / jobs)
   redis.call('XADD', KEYS[K_EVENTS], 'MAXLEN', '~', int_text(keep), '*', unpack(fields))
 end
 
@@ -516,8 +528,8 @@ end
 -- writes the events it emitted.
 local function run(body, keys, args)
   KEYS, ARGV = keys, args
-  COMPLETED_MS, COMPLETED_CAP = tonumber(args[3]), tonumber(args[4])
-  DEAD_MS, DEAD_CAP = tonumber(args[5]), tonumber(args[6])
+  COMPLETED_MS, COMPLETED_CAP = setting(args[3]), setting(args[4])
+  DEAD_MS, DEAD_CAP = setting(args[5]), setting(args[6])
   pending_events, open_entry = {}, nil
   local out = body()
   flush_events()
