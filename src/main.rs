@@ -14,6 +14,11 @@ use jobwire::{
 };
 use tracing::{info, warn};
 
+/// glibc's malloc showed as 17 % of the server's CPU under load (BENCHMARKS.md); mimalloc keeps
+/// per-thread free lists for the many short-lived buffers of requests and replies.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "jobwire", version, about = "A language-agnostic job queue: gRPC in front, Redis behind.")]
 struct Cli {
