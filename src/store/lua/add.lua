@@ -12,7 +12,8 @@
 -- The tombstone outlives the job's retention on purpose: a repeat inside the window is a
 -- duplicate even after the first job is gone.
 local window = ARGV[8]
-local now = now_ms()
+-- Read only for a job that is delayed or in a session: a plain job needs no clock.
+local now
 local out = {}
 -- Plain ready jobs are written with one call per structure: records, then each priority's
 -- list (in add order). Written before any other kind of job, which may touch the same lists.
@@ -50,6 +51,7 @@ local function add_special(n, ulid, raw, priority, delay, run_at, session, idem)
     out[#out + 1] = first or ''
     return
   end
+  now = now or now_ms()
   local due = run_at
   if delay >= 0 then
     due = now + delay

@@ -163,9 +163,16 @@ local function emit(kind, ulid, attempt, err, run_at, progress)
     { kind = kind, n = 1, jobs = { ulid }, attempts = { attempt_text }, any_attempt = attempt_text ~= '0', extra = extra }
 end
 
+-- MAXLEN values as text, by value: a few per --events-max setting (one per entry size).
+local KEEP_TEXT = {}
 local function xadd_event(jobs, fields)
   local keep = math.ceil(setting(ARGV[7]) / jobs)
-  redis.call('XADD', KEYS[K_EVENTS], 'MAXLEN', '~', int_text(keep), '*', unpack(fields))
+  local keep_text = KEEP_TEXT[keep]
+  if not keep_text then
+    keep_text = int_text(keep)
+    KEEP_TEXT[keep] = keep_text
+  end
+  redis.call('XADD', KEYS[K_EVENTS], 'MAXLEN', '~', keep_text, '*', unpack(fields))
 end
 
 local function flush_events()
