@@ -3,11 +3,14 @@
 
 use std::time::{Duration, Instant};
 
-use jobwire::proto::{self, JobState};
+use jobwire::{
+    proto::{self, JobState},
+    store::{Store, StoreConfig, StoreError},
+};
 use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
-use crate::harness::{Process, Redis, Server, ServerBuilder, Worker, add, eventually, info, job};
+use crate::harness::{Process, Redis, Server, ServerBuilder, Worker, add, eventually, info, job, retention};
 
 async fn health(server: &Server, service: &str) -> ServingStatus {
     let mut health = HealthClient::new(server.channel().await);
@@ -74,6 +77,26 @@ async fn a_redis_restarted_empty_gets_the_function_library_again() {
     assert_eq!(only.payload, b"after");
     worker.complete(&only, b"done").await.expect("complete");
     server.assert_invariants("q").await;
+}
+
+#[tokio::test]
+async fn a_redis_holding_another_layout_version_is_refused_and_left_alone() {
+    let redis = Redis::start();
+    let mut admin =
+        redis::Client::open(redis.url()).expect("url").get_multiplexed_async_connection().await.expect("connect");
+    let _: () = redis::cmd("SET").arg("jw:schema").arg(1).query_async(&mut admin).await.expect("set");
+    let store = Store::new(&StoreConfig {
+        url: redis.url(),
+        prefix: "jw".into(),
+        pool_size: 1,
+        timeout: Duration::from_millis(500),
+        retention: retention(),
+    })
+    .expect("store");
+    let refused = store.ensure_schema().await.expect_err("an older layout");
+    assert!(matches!(refused, StoreError::Schema { found: 1 }), "{refused}");
+    let kept: i64 = redis::cmd("GET").arg("jw:schema").query_async(&mut admin).await.expect("get");
+    assert_eq!(kept, 1, "the version is not overwritten");
 }
 
 #[tokio::test]

@@ -214,6 +214,9 @@ end
 
 -- HMGET over a list of fields of any length: the values in the same order, false when absent.
 local function hmget(key, fields)
+  if #fields == 0 then
+    return {}
+  end
   if #fields <= CHUNK then
     return redis.call('HMGET', key, unpack(fields))
   end
@@ -343,7 +346,7 @@ local function make_ready(ulid, rec, now, at_head)
   emit(E_WAITING, ulid, rec[R_ATTEMPTS])
 end
 
--- Whether this call scheduled a delayed job (see make_delayed).
+-- Whether the running call scheduled a delayed job (see make_delayed; lease.lua reads it).
 local delayed_changed = false
 
 -- Schedules a job for `at`; wakes dispatchers when it is now the earliest, so their timers move.
@@ -537,7 +540,7 @@ local function run(body, keys, args)
   KEYS, ARGV = keys, args
   COMPLETED_MS, COMPLETED_CAP = setting(args[3]), setting(args[4])
   DEAD_MS, DEAD_CAP = setting(args[5]), setting(args[6])
-  pending_events, open_entry = {}, nil
+  pending_events, open_entry, delayed_changed = {}, nil, false
   local out = body()
   flush_events()
   return out
