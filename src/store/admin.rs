@@ -167,14 +167,11 @@ impl Store {
             return Ok((Vec::new(), None));
         }
         type Stored = (Vec<Option<Vec<u8>>>, Vec<Option<String>>, Vec<Option<Vec<u8>>>);
-        let (records, leases, outcomes): Stored = self
-            .with_conn(async |c| {
-                let records = redis::cmd("HMGET").arg(keys.jobs()).arg(&ids).query_async(c).await?;
-                let leases = redis::cmd("HMGET").arg(keys.active()).arg(&ids).query_async(c).await?;
-                let outcomes = redis::cmd("HMGET").arg(keys.outcomes()).arg(&ids).query_async(c).await?;
-                Ok((records, leases, outcomes))
-            })
-            .await?;
+        let mut reads = redis::pipe();
+        for key in [keys.jobs(), keys.active(), keys.outcomes()] {
+            reads.cmd("HMGET").arg(key).arg(&ids);
+        }
+        let (records, leases, outcomes): Stored = self.with_conn(async |c| reads.query_async(c).await).await?;
         let mut jobs = Vec::with_capacity(ids.len());
         for (((ulid, raw), lease), outcome) in ids.into_iter().zip(records).zip(leases).zip(outcomes) {
             if let Some(raw) = raw {

@@ -5,7 +5,7 @@
 -- Returns {code, token}: 1 cancelled, 2 marked while active (token = its lease), 0 unknown,
 -- -1 already finished (completed, dead or cancelled).
 local ulid = ARGV[8]
-local rec = load(ulid)
+local rec = load_any(ulid)
 if not rec then
   return { 0, '' }
 end

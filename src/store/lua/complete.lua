@@ -48,10 +48,11 @@ local function finish_flagged(ulid, lease, result, n)
   local name = session_name(rec)
   local meta = name and load_session(name)
   local state_at = states[n]
+  local expected = state_at and tonumber(ARGV[state_at + 2])
   if state_at and not name then
     return -4
   end
-  if state_at and meta and tonumber(ARGV[state_at + 2]) >= 0 and meta[M_VERSION] ~= tonumber(ARGV[state_at + 2]) then
+  if expected and meta and expected >= 0 and meta[M_VERSION] ~= expected then
     return -2
   end
   if rec[R_CANCEL] or (name and not meta) then

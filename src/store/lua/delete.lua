@@ -2,7 +2,7 @@
 -- KEYS: the queue keys (lib.lua). ARGV[8] ULID.
 -- Returns 1 deleted, 0 unknown, -1 active (cancel it first).
 local ulid = ARGV[8]
-local rec = load(ulid)
+local rec = load_any(ulid)
 if not rec then
   return 0
 end

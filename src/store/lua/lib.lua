@@ -108,23 +108,26 @@ local pending_events = {}
 -- The last entry while it may take more jobs: plain, and not yet full.
 local open_entry
 
+-- Each pending entry: kind, ids, their attempts (text), counted (any attempt not 0), and for a
+-- transition that carries more, its extra fields. flush_events writes EVENT_GROUP ids per entry.
+
 -- A transition that carries nothing but the job and its attempt (as text).
 local function emit_plain(kind, ulid, attempt_text)
   local e = open_entry
   if e and e.kind == kind then
     local n = e.n + 1
     e.n = n
-    e.jobs[n] = ulid
+    e.ids[n] = ulid
     e.attempts[n] = attempt_text
     if attempt_text ~= '0' then
-      e.any_attempt = true
+      e.counted = true
     end
     if n == EVENT_GROUP then
       open_entry = nil
     end
     return
   end
-  e = { kind = kind, n = 1, jobs = { ulid }, attempts = { attempt_text }, any_attempt = attempt_text ~= '0' }
+  e = { kind = kind, n = 1, ids = { ulid }, attempts = { attempt_text }, counted = attempt_text ~= '0' }
   pending_events[#pending_events + 1] = e
   open_entry = e
 end
@@ -134,7 +137,7 @@ end
 local function emit_many(kind, ids, attempts)
   if #ids > 0 then
     open_entry = nil
-    pending_events[#pending_events + 1] = { kind = kind, ids = ids, attempts = attempts }
+    pending_events[#pending_events + 1] = { kind = kind, ids = ids, attempts = attempts, counted = attempts ~= nil }
   end
 end
 
@@ -160,7 +163,7 @@ local function emit(kind, ulid, attempt, err, run_at, progress)
   end
   open_entry = nil
   pending_events[#pending_events + 1] =
-    { kind = kind, n = 1, jobs = { ulid }, attempts = { attempt_text }, any_attempt = attempt_text ~= '0', extra = extra }
+    { kind = kind, ids = { ulid }, attempts = { attempt_text }, counted = attempt_text ~= '0', extra = extra }
 end
 
 -- MAXLEN values as text, by value: a few per --events-max setting (one per entry size).
@@ -177,26 +180,17 @@ end
 
 local function flush_events()
   for _, e in ipairs(pending_events) do
-    if e.ids then
-      for i = 1, #e.ids, EVENT_GROUP do
-        local last = math.min(i + EVENT_GROUP - 1, #e.ids)
-        local fields = { 'k', e.kind, 'j', table.concat(e.ids, ' ', i, last) }
-        if e.attempts then
-          fields[5] = 'a'
-          fields[6] = table.concat(e.attempts, ' ', i, last)
-        end
-        xadd_event(last - i + 1, fields)
-      end
-    else
-      local fields = { 'k', e.kind, 'j', table.concat(e.jobs, ' ') }
-      if e.any_attempt then
+    for i = 1, #e.ids, EVENT_GROUP do
+      local last = math.min(i + EVENT_GROUP - 1, #e.ids)
+      local fields = { 'k', e.kind, 'j', table.concat(e.ids, ' ', i, last) }
+      if e.counted then
         fields[5] = 'a'
-        fields[6] = table.concat(e.attempts, ' ')
+        fields[6] = table.concat(e.attempts, ' ', i, last)
       end
       for _, v in ipairs(e.extra or {}) do
         fields[#fields + 1] = v
       end
-      xadd_event(e.n, fields)
+      xadd_event(last - i + 1, fields)
     end
   end
   pending_events, open_entry = {}, nil
@@ -260,12 +254,16 @@ local function pack_record(rec)
   return cmsgpack.pack({ rec[1], rec[2], rec[3], rec[4] }, { unpack(rec, HOT_FIELDS + 1, FIELDS) })
 end
 
+-- The record of a job that is not completed (waiting, delayed, active, pending, dead, ...).
 local function load(ulid)
   local raw = redis.call('HGET', KEYS[K_JOBS], ulid)
-  if not raw then
-    return nil
-  end
-  return unpack_record(raw, redis.call('HGET', KEYS[K_OUTCOMES], ulid))
+  return raw and unpack_record(raw)
+end
+
+-- The record of a job in any state: completed jobs have their outcome applied.
+local function load_any(ulid)
+  local raw = redis.call('HGET', KEYS[K_JOBS], ulid)
+  return raw and unpack_record(raw, redis.call('HGET', KEYS[K_OUTCOMES], ulid))
 end
 
 local function save(ulid, rec)

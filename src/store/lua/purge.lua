@@ -9,8 +9,8 @@ for state in string.gmatch(ARGV[8], '[^,]+') do
 end
 local removed = 0
 local function drop(ulid, dropped_from_session)
-  local rec = load(ulid)
-  if rec and dropped_from_session then
+  local rec = dropped_from_session and load(ulid)
+  if rec then
     session_moved(rec, now, false, false, false, true)
   end
   redis.call('HDEL', KEYS[K_JOBS], ulid)

@@ -18,7 +18,7 @@ local function revive(ulid, rec)
   return true
 end
 if ARGV[8] ~= '' then
-  local rec = load(ARGV[8])
+  local rec = load_any(ARGV[8])
   if not rec then
     return { 0, 0 }
   end
