@@ -16,11 +16,13 @@ cargo clippy --all-targets -- -D warnings
 done_stage "format and lint"
 
 stage "rust tests"
-if command -v cargo-nextest >/dev/null 2>&1; then
-  cargo nextest run
-else
-  cargo test
+# nextest (installed by .ci/run) runs the process-killing tests one at a time and ends a hung
+# test (.config/nextest.toml); plain `cargo test` would run them all at once.
+if ! command -v cargo-nextest >/dev/null 2>&1; then
+  echo "cargo-nextest is missing: cargo install cargo-nextest --locked (or run .ci/run)" >&2
+  exit 1
 fi
+cargo nextest run
 done_stage "rust tests"
 
 for suite in clients/*/test.sh tests/crosslang/run.sh; do
