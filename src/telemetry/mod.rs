@@ -190,11 +190,6 @@ fn describe() {
     metrics::describe_histogram!(REDIS_CALL, Unit::Seconds, "One Redis call (script or command), round trip");
 }
 
-/// Whether metrics are being recorded in this process.
-pub fn enabled() -> bool {
-    INSTALLED.get().is_some()
-}
-
 /// The handles of `queue`'s metrics; None while metrics are off.
 pub fn queue(queue: &str) -> Option<Arc<QueueMetrics>> {
     let installed = INSTALLED.get()?;
