@@ -2,11 +2,20 @@
 
 use std::time::Duration;
 
-use jobwire::store::{Ack, AckOutcome, BackoffSpec, CancelOutcome, FailOutcome, LeaseCheck, RecordState};
+use jobwire::store::{Ack, AckOutcome, BackoffSpec, FailOutcome, LeaseCheck, LeasedJob, RecordState};
 
 use super::{Case, Job, LONG_BACKOFF_MS, Places, next_ulid};
 
 const STATE: &str = r#"{"step":2}"#;
+
+/// Fails a held attempt as retryable; the outcome and how long after the call the retry runs
+/// (by Redis's clock, read just before, so within a second of the true wait).
+async fn fail_retrying(case: &Case, held: &LeasedJob, retry_after: Option<Duration>, rand: f64) -> (FailOutcome, i64) {
+    let before = case.stats().await.now_ms;
+    let outcome = case.fail(&held.ulid, &held.token, true, retry_after, rand).await;
+    let wait = outcome.run_at_ms - before;
+    (outcome, wait)
+}
 
 fn with_state<'a>(ulid: &'a str, token: &'a str, expected: Option<u64>) -> Ack<'a> {
     Ack { ulid, token, result: b"done", session_state: Some((STATE, expected)) }
@@ -110,9 +119,7 @@ async fn complete_of_a_session_job_writes_the_state_and_releases_the_next() {
 #[tokio::test]
 async fn complete_with_a_stale_session_version_writes_nothing() {
     let case = Case::start().await;
-    case.open_session("s", 1).await;
-    case.add(&Job::plain().in_session("s")).await;
-    let held = case.take().await;
+    let held = case.add_active_in_session("s").await;
     assert_eq!(case.complete(&[with_state(&held.ulid, &held.token, Some(7))]).await, [AckOutcome::VersionMismatch]);
     let session = case.session_get("s").await.expect("session");
     assert_eq!((session.state.as_str(), session.version, session.started), ("{}", 1, 1));
@@ -133,7 +140,7 @@ async fn complete_with_a_session_state_for_a_job_outside_sessions_writes_nothing
 async fn complete_of_a_cancelled_job_ends_it_cancelled() {
     let case = Case::start().await;
     let held = case.add_active().await;
-    assert_eq!(case.cancel(&held.ulid).await, CancelOutcome::Marked(held.token.clone()));
+    case.request_cancel(&held).await;
     assert_eq!(case.ack(&held.ulid, &held.token).await, AckOutcome::Cancelled);
     assert_eq!(case.places().await, Places { cancelled: 1, ..Places::default() });
     let record = case.record(&held.ulid).await;
@@ -144,9 +151,7 @@ async fn complete_of_a_cancelled_job_ends_it_cancelled() {
 #[tokio::test]
 async fn complete_of_a_job_whose_session_is_gone_ends_it_cancelled() {
     let case = Case::start().await;
-    case.open_session("s", 1).await;
-    case.add(&Job::plain().in_session("s")).await;
-    let held = case.take().await;
+    let held = case.add_active_in_session("s").await;
     assert!(case.session_delete("s").await);
     assert_eq!(case.complete(&[with_state(&held.ulid, &held.token, Some(1))]).await, [AckOutcome::SessionGone]);
     assert_eq!(case.places().await, Places { cancelled: 1, ..Places::default() });
@@ -159,11 +164,9 @@ async fn complete_of_a_job_whose_session_is_gone_ends_it_cancelled() {
 async fn fail_retryable_waits_out_the_backoff() {
     let case = Case::start().await;
     let held = case.add_active().await;
-    let before = case.stats().await.now_ms;
-    let outcome = case.fail(&held.ulid, &held.token, true, None, 0.9).await;
+    let (outcome, wait) = fail_retrying(&case, &held, None, 0.9).await;
     assert_eq!((outcome.check, outcome.state), (LeaseCheck::Held, Some(RecordState::Retrying)));
     // A fixed backoff without jitter: exactly its base.
-    let wait = outcome.run_at_ms - before;
     assert!((LONG_BACKOFF_MS as i64..LONG_BACKOFF_MS as i64 + 1_000).contains(&wait), "{wait}");
     assert_eq!(case.places().await, Places { delayed: 1, ..Places::default() });
     let record = case.record(&held.ulid).await;
@@ -185,11 +188,21 @@ async fn fail_with_an_exponential_backoff_grows_caps_and_jitters_the_wait() {
     assert_eq!(outcome.state, Some(RecordState::Waiting));
     let second = case.take().await;
     assert_eq!(second.attempt, 2);
-    let before = case.stats().await.now_ms;
-    let outcome = case.fail(&second.ulid, &second.token, true, None, 0.5).await;
+    let (_, wait) = fail_retrying(&case, &second, None, 0.5).await;
     // min(100 s, 40 s * 3) = 100 s, less a jitter of 0.5 * 0.5: 75 s.
-    let wait = outcome.run_at_ms - before;
     assert!((75_000..76_000).contains(&wait), "{wait}");
+    assert_eq!(case.places().await, Places { delayed: 1, ..Places::default() });
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn fail_without_a_stored_backoff_uses_the_default_policy() {
+    let case = Case::start().await;
+    case.add(&Job::plain().with(|r| r.backoff = None)).await;
+    let held = case.take().await;
+    let (_, wait) = fail_retrying(&case, &held, None, 0.5).await;
+    // Exponential from 1 s with a jitter of 0.5: the first retry waits 1 s * (1 - 0.5 * 0.5).
+    assert!((750..1_750).contains(&wait), "{wait}");
     assert_eq!(case.places().await, Places { delayed: 1, ..Places::default() });
     case.assert_invariants().await;
 }
@@ -198,10 +211,9 @@ async fn fail_with_an_exponential_backoff_grows_caps_and_jitters_the_wait() {
 async fn fail_with_retry_after_uses_it_and_zero_makes_the_job_ready() {
     let case = Case::start().await;
     let held = case.add_active().await;
-    let before = case.stats().await.now_ms;
-    let outcome = case.fail(&held.ulid, &held.token, true, Some(Duration::from_secs(5)), 0.0).await;
+    let (outcome, wait) = fail_retrying(&case, &held, Some(Duration::from_secs(5)), 0.0).await;
     assert_eq!(outcome.state, Some(RecordState::Retrying));
-    assert!((5_000..6_000).contains(&(outcome.run_at_ms - before)), "{}", outcome.run_at_ms - before);
+    assert!((5_000..6_000).contains(&wait), "{wait}");
     let other = case.add_active().await;
     let now = case.stats().await.now_ms;
     let outcome = case.fail(&other.ulid, &other.token, true, Some(Duration::ZERO), 0.0).await;
@@ -268,7 +280,7 @@ async fn fail_with_a_stale_token_or_an_unknown_job_changes_nothing() {
 async fn fail_of_a_cancelled_job_ends_it_cancelled() {
     let case = Case::start().await;
     let held = case.add_active().await;
-    assert_eq!(case.cancel(&held.ulid).await, CancelOutcome::Marked(held.token.clone()));
+    case.request_cancel(&held).await;
     let outcome = case.fail(&held.ulid, &held.token, true, None, 0.0).await;
     assert_eq!(outcome.state, Some(RecordState::Cancelled));
     assert_eq!(case.places().await, Places { cancelled: 1, ..Places::default() });
@@ -292,9 +304,7 @@ async fn fail_of_a_session_job_holds_its_place_while_it_retries() {
 #[tokio::test]
 async fn fail_of_a_job_whose_session_is_gone_ends_it_cancelled() {
     let case = Case::start().await;
-    case.open_session("s", 1).await;
-    case.add(&Job::plain().in_session("s")).await;
-    let held = case.take().await;
+    let held = case.add_active_in_session("s").await;
     assert!(case.session_delete("s").await);
     let outcome = case.fail(&held.ulid, &held.token, true, None, 0.0).await;
     assert_eq!(outcome.state, Some(RecordState::Cancelled));
@@ -305,10 +315,8 @@ async fn fail_of_a_job_whose_session_is_gone_ends_it_cancelled() {
 #[tokio::test]
 async fn complete_with_a_session_state_of_a_cancelled_job_ends_it_cancelled_unwritten() {
     let case = Case::start().await;
-    case.open_session("s", 1).await;
-    case.add(&Job::plain().in_session("s")).await;
-    let held = case.take().await;
-    assert_eq!(case.cancel(&held.ulid).await, CancelOutcome::Marked(held.token.clone()));
+    let held = case.add_active_in_session("s").await;
+    case.request_cancel(&held).await;
     assert_eq!(case.complete(&[with_state(&held.ulid, &held.token, Some(1))]).await, [AckOutcome::Cancelled]);
     let session = case.session_get("s").await.expect("session");
     assert_eq!((session.state.as_str(), session.version, session.started), ("{}", 1, 0));

@@ -97,9 +97,7 @@ async fn cancel_of_session_jobs_releases_the_next_only_for_a_released_one() {
 #[tokio::test]
 async fn cancel_of_an_active_job_marks_it_once_and_names_its_holder() {
     let case = Case::start().await;
-    case.open_session("s", 1).await;
-    case.add(&Job::plain().in_session("s")).await;
-    let held = case.take().await;
+    let held = case.add_active_in_session("s").await;
     assert_eq!(case.cancel(&held.ulid).await, CancelOutcome::Marked(held.token.clone()));
     assert_eq!(case.cancel(&held.ulid).await, CancelOutcome::Marked(held.token.clone()), "again: same answer");
     let lease = case.raw_lease(&held.ulid).await.expect("still leased");
@@ -170,9 +168,7 @@ async fn retry_of_an_unknown_or_live_job_is_refused() {
 #[tokio::test]
 async fn retry_of_a_dead_session_job_counts_it_released_again() {
     let case = Case::start().await;
-    case.open_session("s", 1).await;
-    case.add(&Job::plain().in_session("s")).await;
-    let held = case.take().await;
+    let held = case.add_active_in_session("s").await;
     case.fail(&held.ulid, &held.token, false, None, 0.0).await;
     assert_eq!(case.session_get("s").await.expect("session").started, 0);
     assert_eq!(case.retry(Some(&held.ulid), 1).await, (1, 1));
@@ -200,9 +196,7 @@ async fn retry_of_a_dead_session_job_keeps_the_session_to_its_concurrency() {
 #[tokio::test]
 async fn retry_of_a_dead_job_whose_session_is_gone_is_refused() {
     let case = Case::start().await;
-    case.open_session("s", 1).await;
-    case.add(&Job::plain().in_session("s")).await;
-    let held = case.take().await;
+    let held = case.add_active_in_session("s").await;
     case.fail(&held.ulid, &held.token, false, None, 0.0).await;
     assert!(case.session_delete("s").await);
     assert_eq!(case.retry(Some(&held.ulid), 1).await, (-2, 0));

@@ -112,6 +112,20 @@ async fn lease_buries_a_timed_out_last_attempt() {
 }
 
 #[tokio::test]
+async fn lease_ends_a_timed_out_attempt_of_a_cancelled_job_cancelled() {
+    let case = Case::start().await;
+    case.add(&Job::plain().with(|r| r.timeout_ms = 20)).await;
+    let held = case.take().await;
+    case.request_cancel(&held).await;
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert_eq!(case.lease(1).await.revoked, [(held.ulid.clone(), held.token.clone())]);
+    assert_eq!(case.places().await, Places { cancelled: 1, ..Places::default() });
+    let record = case.record(&held.ulid).await;
+    assert_eq!((record.state, record.attempts), (RecordState::Cancelled, 1));
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
 async fn lease_respects_session_concurrency_and_delivers_the_session_state() {
     let case = Case::start().await;
     assert!(case.session_create("s", r#"{"n":1}"#, Duration::from_secs(60), 2).await);
@@ -267,11 +281,28 @@ async fn requeue_with_a_stale_token_moves_nothing() {
 async fn requeue_of_a_cancelled_job_ends_it_cancelled_without_counting_it_lost() {
     let case = Case::start().await;
     let held = case.add_active().await;
-    assert_eq!(case.cancel(&held.ulid).await, CancelOutcome::Marked(held.token.clone()));
+    case.request_cancel(&held).await;
     assert_eq!(case.requeue(&[(held.ulid.clone(), held.token.clone())], true, 1).await, 1);
     assert_eq!(case.places().await, Places { cancelled: 1, ..Places::default() });
     let record = case.record(&held.ulid).await;
     assert_eq!((record.state, record.lost), (RecordState::Cancelled, 0));
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn requeue_of_a_session_job_gives_it_back_to_its_session_or_cancels_it_once_gone() {
+    let case = Case::start().await;
+    case.open_session("s", 1).await;
+    case.add_many(&[Job::plain().in_session("s"), Job::plain().in_session("s")]).await;
+    let held = case.take().await;
+    assert_eq!(case.requeue(&[(held.ulid.clone(), held.token.clone())], false, 5).await, 1);
+    let session = case.session_get("s").await.expect("session");
+    assert_eq!((session.started, session.queued, session.pending), (0, 1, 1), "released again, first in line");
+    let again = case.take().await;
+    assert_eq!(again.ulid, held.ulid);
+    assert!(case.session_delete("s").await);
+    assert_eq!(case.requeue(&[(again.ulid.clone(), again.token.clone())], false, 5).await, 1);
+    assert_eq!(case.places().await, Places { cancelled: 1, ..Places::default() });
     case.assert_invariants().await;
 }
 
@@ -301,7 +332,7 @@ async fn reap_returns_the_leases_of_dead_instances_and_given_tokens_only() {
 async fn reap_of_a_cancelled_job_ends_it_cancelled() {
     let case = Case::start().await;
     let held = case.add_active().await;
-    assert_eq!(case.cancel(&held.ulid).await, CancelOutcome::Marked(held.token.clone()));
+    case.request_cancel(&held).await;
     assert_eq!(case.reap(&[INSTANCE.to_owned()]).await, 1);
     assert_eq!(case.places().await, Places { cancelled: 1, ..Places::default() });
     assert_eq!(case.record(&held.ulid).await.state, RecordState::Cancelled);

@@ -151,7 +151,7 @@ pub struct Places {
 pub struct Case {
     pub store: Store,
     tokens: AtomicU64,
-    _redis: Redis,
+    redis: Redis,
 }
 
 impl Case {
@@ -172,7 +172,7 @@ impl Case {
         })
         .expect("store");
         store.ensure_schema().await.expect("schema");
-        let case = Self { store, tokens: AtomicU64::new(0), _redis: redis };
+        let case = Self { store, tokens: AtomicU64::new(0), redis };
         case.heartbeat(INSTANCE, Duration::from_secs(60)).await;
         case
     }
@@ -235,6 +235,21 @@ impl Case {
         held
     }
 
+    /// The one job of a new session `name` (of concurrency 1), added and leased.
+    pub async fn add_active_in_session(&self, name: &str) -> LeasedJob {
+        self.open_session(name, 1).await;
+        let job = Job::plain().in_session(name);
+        assert_eq!(self.add(&job).await, AddOutcome::Added(job.ulid.clone()));
+        let held = self.take().await;
+        assert_eq!(held.ulid, job.ulid);
+        held
+    }
+
+    /// Cancels an active job: marked, its holder named.
+    pub async fn request_cancel(&self, held: &LeasedJob) {
+        assert_eq!(self.cancel(&held.ulid).await, CancelOutcome::Marked(held.token.clone()));
+    }
+
     /// Acknowledges one held attempt without a session state.
     pub async fn ack(&self, ulid: &str, token: &str) -> AckOutcome {
         let outcomes = self.complete(&[Ack { ulid, token, result: b"done", session_state: None }]).await;
@@ -252,7 +267,7 @@ impl Case {
     /// The raw lease of an active job, flags included.
     pub async fn raw_lease(&self, ulid: &str) -> Option<String> {
         let key = self.store.keys().queue(QUEUE).active().to_owned();
-        let client = redis::Client::open(self._redis.url()).expect("url");
+        let client = redis::Client::open(self.redis.url()).expect("url");
         let mut conn = client.get_multiplexed_async_connection().await.expect("connect");
         redis::cmd("HGET").arg(key).arg(ulid).query_async(&mut conn).await.expect("hget")
     }
