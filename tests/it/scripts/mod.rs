@@ -23,7 +23,7 @@ use std::{
 use jobwire::store::{
     Ack, AckOutcome, AddArgs, AddOutcome, BackoffSpec, CancelOutcome, FailOutcome, JobRecord, JobSnapshot, LeaseCheck,
     LeaseRound, LeasedJob, Listing, MAX_PRIORITY, QueueCounts, RecordState, Retention, SessionRecord, SetOutcome,
-    Store, StoreConfig,
+    Store, StoreConfig, StoreError,
 };
 
 use crate::harness::{Redis, retention, unique_prefix};
@@ -275,7 +275,11 @@ impl Case {
     // One method per Lua function: the only calls into the store.
 
     pub async fn add(&self, job: &Job) -> AddOutcome {
-        self.store.add(QUEUE, &job.args()).await.expect("add")
+        self.try_add(job).await.expect("add")
+    }
+
+    pub async fn try_add(&self, job: &Job) -> Result<AddOutcome, StoreError> {
+        self.store.add(QUEUE, &job.args()).await
     }
 
     pub async fn add_many(&self, jobs: &[Job]) -> Vec<AddOutcome> {

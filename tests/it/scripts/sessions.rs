@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use jobwire::store::{AckOutcome, RecordState, SetOutcome};
+use jobwire::store::{Ack, AckOutcome, RecordState, SetOutcome};
 
 use super::{Case, Job, Places};
 
@@ -134,5 +134,19 @@ async fn session_sweep_expires_idle_sessions_and_spares_busy_ones() {
     assert_eq!(case.session_sweep().await, Vec::<String>::new());
     assert_eq!(case.ack(&held.ulid, &held.token).await, AckOutcome::Completed);
     assert_eq!(case.stats().await.sessions, 3);
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+#[ignore = "bug: a job of a deleted session counts in, and writes the state of, a new session of the same name"]
+async fn a_job_of_a_deleted_session_leaves_a_new_session_of_its_name_alone() {
+    let case = Case::start().await;
+    let held = case.add_active_in_session("s").await;
+    assert!(case.session_delete("s").await);
+    assert!(case.session_create("s", "{}", MINUTE, 1).await);
+    let ack = Ack { ulid: &held.ulid, token: &held.token, result: b"", session_state: Some(("{\"old\":1}", None)) };
+    assert_eq!(case.complete(&[ack]).await, [AckOutcome::SessionGone]);
+    let session = case.session_get("s").await.expect("the new session");
+    assert_eq!((session.state.as_str(), session.version), ("{}", 1));
     case.assert_invariants().await;
 }
