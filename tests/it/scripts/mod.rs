@@ -3,8 +3,8 @@
 //! what Redis then holds (counts from `stats`, records from `info`), and ends with the queue
 //! invariant check. Each case has its own redis-server (the harness's) and key prefix.
 //!
-//! Cases reach the store only through the methods of [`Case`], one per Lua function, so a change
-//! of the store's method names is an edit here, not in every case.
+//! Cases call the library only through the methods of [`Case`], one per Lua function, so a
+//! change of the store's method names is an edit here, not in every case.
 
 mod acks;
 mod admin;
@@ -228,20 +228,19 @@ impl Case {
     /// A job added and leased: at the highest priority, so that it is the one leased even
     /// while other jobs wait.
     pub async fn add_active(&self) -> LeasedJob {
-        let job = Job::plain().with(|r| r.priority = MAX_PRIORITY);
-        assert_eq!(self.add(&job).await, AddOutcome::Added(job.ulid.clone()));
-        let held = self.take().await;
-        assert_eq!(held.ulid, job.ulid);
-        held
+        self.add_and_take(Job::plain().with(|r| r.priority = MAX_PRIORITY)).await
     }
 
     /// The one job of a new session `name` (of concurrency 1), added and leased.
     pub async fn add_active_in_session(&self, name: &str) -> LeasedJob {
         self.open_session(name, 1).await;
-        let job = Job::plain().in_session(name);
+        self.add_and_take(Job::plain().in_session(name)).await
+    }
+
+    async fn add_and_take(&self, job: Job) -> LeasedJob {
         assert_eq!(self.add(&job).await, AddOutcome::Added(job.ulid.clone()));
         let held = self.take().await;
-        assert_eq!(held.ulid, job.ulid);
+        assert_eq!(held.ulid, job.ulid, "the job added is the one leased");
         held
     }
 
