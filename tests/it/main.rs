@@ -15,5 +15,6 @@ mod lifecycle;
 mod metrics;
 mod resilience;
 mod retries;
+mod scripts;
 mod sessions;
 mod work;

@@ -1,0 +1,178 @@
+//! add.lua: plain, batched, delayed, scheduled, idempotent and session jobs, and refusals.
+
+use std::time::Duration;
+
+use jobwire::store::{AddOutcome, RecordState};
+
+use super::{Case, Job, Places};
+
+#[tokio::test]
+async fn add_plain_makes_the_job_ready_with_its_record() {
+    let case = Case::start().await;
+    let job = Job::plain().with(|r| r.payload = b"hello".to_vec());
+    assert_eq!(case.add(&job).await, AddOutcome::Added(job.ulid.clone()));
+    assert_eq!(case.places().await, Places { waiting: 1, ..Places::default() });
+    let stored = case.record(&job.ulid).await;
+    assert_eq!(stored, job.record, "stored as given");
+    assert_eq!(case.stats().await.oldest_ready_ms, Some(job.record.created_ms));
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn add_many_keeps_add_order_within_a_priority_and_refuses_only_the_bad_job() {
+    let case = Case::start().await;
+    let jobs = [Job::plain(), Job::plain().in_session("nobody"), Job::plain(), Job::plain().with(|r| r.priority = 5)];
+    let outcomes = case.add_many(&jobs).await;
+    let expected = [
+        AddOutcome::Added(jobs[0].ulid.clone()),
+        AddOutcome::NoSession,
+        AddOutcome::Added(jobs[2].ulid.clone()),
+        AddOutcome::Added(jobs[3].ulid.clone()),
+    ];
+    assert_eq!(outcomes, expected);
+    assert_eq!(case.places().await, Places { waiting: 3, ..Places::default() });
+    assert!(case.info(&jobs[1].ulid).await.is_none(), "the refused job left no record");
+    let order: Vec<String> = case.lease(5).await.jobs.into_iter().map(|j| j.ulid).collect();
+    assert_eq!(order, [jobs[3].ulid.clone(), jobs[0].ulid.clone(), jobs[2].ulid.clone()]);
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn add_with_a_delay_schedules_the_job() {
+    let case = Case::start().await;
+    let before = case.stats().await.now_ms;
+    let job = Job::plain().delayed(60_000);
+    assert_eq!(case.add(&job).await, AddOutcome::Added(job.ulid.clone()));
+    let after = case.stats().await.now_ms;
+    assert_eq!(case.places().await, Places { delayed: 1, ..Places::default() });
+    let stored = case.record(&job.ulid).await;
+    assert_eq!(stored.state, RecordState::Delayed);
+    let run_at = stored.run_at_ms.expect("a run time");
+    assert!((before + 60_000..=after + 60_000).contains(&run_at), "runs a minute after the add: {run_at}");
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn add_with_a_run_time_schedules_a_future_one_and_readies_a_past_one() {
+    let case = Case::start().await;
+    let now = case.stats().await.now_ms;
+    let later = Job::plain().run_at(now + 60_000);
+    let past = Job::plain().run_at(now - 1_000);
+    let zero_delay = Job::plain().delayed(0);
+    let outcomes = case.add_many(&[later.clone(), past.clone(), zero_delay.clone()]).await;
+    assert!(outcomes.iter().all(|o| matches!(o, AddOutcome::Added(_))), "{outcomes:?}");
+    assert_eq!(case.places().await, Places { waiting: 2, delayed: 1, ..Places::default() });
+    let scheduled = case.record(&later.ulid).await;
+    assert_eq!((scheduled.state, scheduled.run_at_ms), (RecordState::Delayed, Some(now + 60_000)));
+    assert_eq!(case.record(&past.ulid).await.state, RecordState::Waiting);
+    assert_eq!(case.record(&zero_delay.ulid).await.state, RecordState::Waiting);
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn add_with_a_known_idempotency_key_returns_the_first_job() {
+    let case = Case::start().await;
+    let window = Duration::from_secs(60);
+    let first = Job::plain().keyed("order-1", window);
+    let again = Job::plain().keyed("order-1", window);
+    assert_eq!(case.add(&first).await, AddOutcome::Added(first.ulid.clone()));
+    assert_eq!(case.add(&again).await, AddOutcome::Duplicate(first.ulid.clone()));
+    assert!(case.info(&again.ulid).await.is_none(), "the repeat wrote no record");
+    assert_eq!(case.places().await, Places { waiting: 1, ..Places::default() });
+    // The tombstone outlives the job itself.
+    assert_eq!(case.delete(&first.ulid).await, 1);
+    assert_eq!(case.add(&again).await, AddOutcome::Duplicate(first.ulid.clone()));
+    assert_eq!(case.places().await, Places::default());
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn add_many_with_one_key_twice_adds_the_first_only() {
+    let case = Case::start().await;
+    let window = Duration::from_secs(60);
+    let jobs = [Job::plain().keyed("k", window), Job::plain().keyed("k", window), Job::plain().keyed("other", window)];
+    let outcomes = case.add_many(&jobs).await;
+    let expected = [
+        AddOutcome::Added(jobs[0].ulid.clone()),
+        AddOutcome::Duplicate(jobs[0].ulid.clone()),
+        AddOutcome::Added(jobs[2].ulid.clone()),
+    ];
+    assert_eq!(outcomes, expected);
+    assert_eq!(case.places().await, Places { waiting: 2, ..Places::default() });
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn add_after_the_idempotency_window_adds_again() {
+    let case = Case::start().await;
+    let window = Duration::from_millis(30);
+    let first = Job::plain().keyed("k", window);
+    let later = Job::plain().keyed("k", window);
+    assert_eq!(case.add(&first).await, AddOutcome::Added(first.ulid.clone()));
+    tokio::time::sleep(window + Duration::from_millis(20)).await;
+    assert_eq!(case.add(&later).await, AddOutcome::Added(later.ulid.clone()));
+    assert_eq!(case.places().await, Places { waiting: 2, ..Places::default() });
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn add_to_an_unknown_session_writes_nothing_and_keeps_the_key_free() {
+    let case = Case::start().await;
+    let window = Duration::from_secs(60);
+    let refused = Job::plain().in_session("nobody").keyed("k", window);
+    assert_eq!(case.add(&refused).await, AddOutcome::NoSession);
+    assert!(case.info(&refused.ulid).await.is_none());
+    assert_eq!(case.places().await, Places::default());
+    let retried = Job::plain().keyed("k", window);
+    assert_eq!(case.add(&retried).await, AddOutcome::Added(retried.ulid.clone()), "no tombstone was left");
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn add_to_a_session_releases_one_job_and_holds_the_rest() {
+    let case = Case::start().await;
+    case.open_session("s", 2).await;
+    let jobs = [Job::plain().in_session("s"), Job::plain().in_session("s"), Job::plain().in_session("s")];
+    let outcomes = case.add_many(&jobs).await;
+    assert!(outcomes.iter().all(|o| matches!(o, AddOutcome::Added(_))), "{outcomes:?}");
+    // One released job waits to start; the others stay inside the session, in add order.
+    assert_eq!(case.places().await, Places { waiting: 1, pending: 2, ..Places::default() });
+    let first = case.record(&jobs[0].ulid).await;
+    assert_eq!(first.session_name(), Some("s"));
+    assert_eq!(first.state, RecordState::Waiting);
+    let session = case.session_get("s").await.expect("session");
+    assert_eq!((session.queued, session.started, session.pending), (1, 0, 2));
+    let mut members = Vec::new();
+    for job in &jobs {
+        members.push(case.record(&job.ulid).await.session.expect("a session member"));
+    }
+    let mut sorted = members.clone();
+    sorted.sort();
+    assert_eq!(members, sorted, "members sort in add order");
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn add_a_delayed_job_to_a_session_releases_it_as_delayed() {
+    let case = Case::start().await;
+    case.open_session("s", 1).await;
+    let delayed = Job::plain().in_session("s").delayed(60_000);
+    let next = Job::plain().in_session("s");
+    case.add_many(&[delayed.clone(), next.clone()]).await;
+    // The delayed job holds its place: the next one stays inside the session.
+    assert_eq!(case.places().await, Places { delayed: 1, pending: 1, ..Places::default() });
+    assert_eq!(case.record(&delayed.ulid).await.state, RecordState::Delayed);
+    assert_eq!(case.session_get("s").await.expect("session").queued, 1);
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+#[ignore = "bug: add.lua sets the tombstone with PX 0 for a zero window, which Redis refuses after the job is written"]
+async fn add_with_a_zero_idempotency_window_writes_the_job_whole_or_not_at_all() {
+    let case = Case::start().await;
+    let job = Job::plain().delayed(60_000).keyed("k", Duration::ZERO);
+    let added = case.try_add(&job).await;
+    let stored = case.info(&job.ulid).await;
+    assert_eq!(added.is_ok(), stored.is_some(), "answered {added:?}, yet the record is {stored:?}");
+    case.assert_invariants().await;
+}
