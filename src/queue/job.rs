@@ -224,7 +224,7 @@ pub struct Delivery {
     pub attempt: u32,
     pub max_attempts: u32,
     pub lost_deliveries: u32,
-    pub lease_token: String,
+    pub lease_token: crate::store::LeaseToken,
     pub deadline: SystemTime,
     pub created_at: SystemTime,
     /// For a job of a session: the session, its state and version at delivery.

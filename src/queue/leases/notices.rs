@@ -2,84 +2,78 @@
 //! reconciliation that makes up for notices pub/sub may drop.
 //!
 //! Channels: `wake` (a queue got work; message = queue name) and this instance's own channel
-//! (an ack for one of our leases reached another instance: free the credit; or another
-//! instance's dispatcher timed out one of our leases: revoke it).
+//! (an ack for one of our leases reached another instance: free the credit; another instance
+//! timed out or cancelled one of our leases: revoke it; a worker returning a job through
+//! another instance is stopping: stop its stream). What goes on the own channel is sent by
+//! `Leases::tell_owner`, and applied here by the same `Leases::apply` an owner on this instance
+//! uses.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use tracing::{debug, info, warn};
 
-use super::{Engine, JobId, RevokeReason, hub::HeldLease};
+use super::{Leases, RevokeReason, hub::HeldLease};
+use crate::{queue::JobId, store::LeaseToken};
 
-#[derive(Debug, PartialEq, Eq)]
+/// What the owner of a lease is told about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Notice {
-    Release {
-        job_id: JobId,
-        token: String,
-    },
-    Revoke {
-        job_id: JobId,
-        token: String,
-        reason: RevokeReason,
-    },
+    /// The lease was answered (acked through another instance): free its credit.
+    Release,
+    /// Tell the worker to stop running the job.
+    Revoke(RevokeReason),
     /// The worker of the stream that received this lease is stopping: send it nothing more.
-    StopStream {
-        job_id: JobId,
-        token: String,
-    },
+    StopStream,
 }
 
-impl Notice {
-    pub fn encode(&self) -> String {
-        match self {
-            Notice::Release { job_id, token } => format!("release {job_id} {token}"),
-            Notice::StopStream { job_id, token } => format!("stop {job_id} {token}"),
-            Notice::Revoke { job_id, token, reason } => {
-                let reason = match reason {
-                    RevokeReason::Timeout => "timeout",
-                    RevokeReason::Cancelled => "cancelled",
-                    RevokeReason::LeaseLost => "lost",
-                };
-                format!("revoke {job_id} {token} {reason}")
-            }
+/// `<kind> <job id> <token>[ <reason>]`, the message on the owner's channel.
+pub fn encode(notice: Notice, job_id: &JobId, token: &LeaseToken) -> String {
+    match notice {
+        Notice::Release => format!("release {job_id} {token}"),
+        Notice::StopStream => format!("stop {job_id} {token}"),
+        Notice::Revoke(reason) => {
+            let reason = match reason {
+                RevokeReason::Timeout => "timeout",
+                RevokeReason::Cancelled => "cancelled",
+                RevokeReason::LeaseLost => "lost",
+            };
+            format!("revoke {job_id} {token} {reason}")
         }
     }
+}
 
-    pub fn decode(raw: &str) -> Option<Self> {
-        let mut parts = raw.split(' ');
-        let (kind, job_id, token) = (parts.next()?, parts.next()?, parts.next()?);
-        let job_id = JobId::parse(job_id, "job_id").ok()?;
-        let token = token.to_owned();
-        match kind {
-            "release" => Some(Notice::Release { job_id, token }),
-            "stop" => Some(Notice::StopStream { job_id, token }),
-            "revoke" => {
-                let reason = match parts.next() {
-                    Some("cancelled") => RevokeReason::Cancelled,
-                    Some("lost") => RevokeReason::LeaseLost,
-                    _ => RevokeReason::Timeout,
-                };
-                Some(Notice::Revoke { job_id, token, reason })
-            }
-            _ => None,
-        }
-    }
+pub fn decode(raw: &str) -> Option<(Notice, JobId, LeaseToken)> {
+    let mut parts = raw.split(' ');
+    let (kind, job_id, token) = (parts.next()?, parts.next()?, parts.next()?);
+    let job_id = JobId::parse(job_id, "job_id").ok()?;
+    let token = LeaseToken::parse(token)?;
+    let notice = match kind {
+        "release" => Notice::Release,
+        "stop" => Notice::StopStream,
+        "revoke" => Notice::Revoke(match parts.next() {
+            Some("cancelled") => RevokeReason::Cancelled,
+            Some("lost") => RevokeReason::LeaseLost,
+            _ => RevokeReason::Timeout,
+        }),
+        _ => return None,
+    };
+    Some((notice, job_id, token))
 }
 
 /// Subscribes and dispatches notices until shutdown, reconnecting with backoff.
-pub async fn listen(engine: Arc<Engine>) {
-    let wake_channel = engine.store.keys().wake_channel();
-    let own_channel = engine.store.keys().instance_channel(&engine.instance);
+pub async fn listen(leases: Arc<Leases>) {
+    let wake_channel = leases.store.keys().wake_channel();
+    let own_channel = leases.store.keys().instance_channel(&leases.instance);
     let mut wait = Duration::from_millis(100);
-    while !engine.shutdown.is_cancelled() {
+    while !leases.background.is_stopping() {
         let subscribed = async {
-            let mut pubsub = engine.store.pubsub().await?;
+            let mut pubsub = leases.store.pubsub().await?;
             pubsub.subscribe(&[&wake_channel, &own_channel]).await?;
             Ok::<_, crate::store::StoreError>(pubsub)
         };
         let pubsub = tokio::select! {
-            _ = engine.shutdown.cancelled() => return,
+            _ = leases.background.stopped() => return,
             r = subscribed => r,
         };
         let pubsub = match pubsub {
@@ -87,7 +81,7 @@ pub async fn listen(engine: Arc<Engine>) {
             Err(e) => {
                 debug!(error = %e, "pub/sub connect failed");
                 tokio::select! {
-                    _ = engine.shutdown.cancelled() => return,
+                    _ = leases.background.stopped() => return,
                     _ = tokio::time::sleep(wait) => {}
                 }
                 wait = (wait * 2).min(Duration::from_secs(2));
@@ -97,11 +91,11 @@ pub async fn listen(engine: Arc<Engine>) {
         info!("subscribed to wake-ups and notices");
         wait = Duration::from_millis(100);
         // Anything published while we were away is lost: look at every queue once.
-        engine.hub.wake_all();
+        leases.hub.wake_all();
         let mut messages = pubsub.into_on_message();
         loop {
             let msg = tokio::select! {
-                _ = engine.shutdown.cancelled() => return,
+                _ = leases.background.stopped() => return,
                 m = messages.next() => m,
             };
             let Some(msg) = msg else { break };
@@ -109,25 +103,11 @@ pub async fn listen(engine: Arc<Engine>) {
                 continue;
             };
             if msg.get_channel_name() == wake_channel {
-                engine.hub.wake(&payload);
+                leases.hub.wake(&payload);
                 continue;
             }
-            match Notice::decode(&payload) {
-                Some(Notice::Release { job_id, token }) => {
-                    if let Some((_, stream)) = super::hub::parse_token(&token) {
-                        engine.answered(&job_id, engine.hub.release(stream, &job_id, &token));
-                    }
-                }
-                Some(Notice::StopStream { token, .. }) => {
-                    if let Some((_, stream)) = super::hub::parse_token(&token) {
-                        engine.hub.stop_stream(stream);
-                    }
-                }
-                Some(Notice::Revoke { job_id, token, reason }) => {
-                    if let Some((_, stream)) = super::hub::parse_token(&token) {
-                        engine.hub.revoke(stream, &job_id, &token, reason);
-                    }
-                }
+            match decode(&payload) {
+                Some((notice, job_id, token)) => leases.apply(notice, &job_id, &token),
                 None => warn!(%payload, "unreadable notice"),
             }
         }
@@ -138,33 +118,33 @@ pub async fn listen(engine: Arc<Engine>) {
 /// Every few seconds, checks each lease this instance believes it holds against Redis. A lease
 /// that is gone (acked through another instance whose notice was lost, or reaped while this
 /// instance was cut off) frees its credit; the worker is told in case it still runs the job.
-pub async fn reconcile(engine: Arc<Engine>) {
-    let mut ticker = tokio::time::interval(engine.settings.reconcile_every);
+pub async fn reconcile(leases: Arc<Leases>) {
+    let mut ticker = tokio::time::interval(leases.settings.reconcile_every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = engine.shutdown.cancelled() => return,
+            _ = leases.background.stopped() => return,
             _ = ticker.tick() => {}
         }
         let mut by_queue: HashMap<String, Vec<HeldLease>> = HashMap::new();
         // A revoked lease keeps its credit until the worker answers, whatever Redis says.
-        for held in engine.hub.held().into_iter().filter(|h| !h.revoked) {
+        for held in leases.hub.held().into_iter().filter(|h| !h.revoked) {
             by_queue.entry(held.job_id.queue.clone()).or_default().push(held);
         }
         for (queue, held) in by_queue {
             let ulids: Vec<String> = held.iter().map(|h| h.job_id.ulid.clone()).collect();
-            let leases = match engine.store.leases(&queue, &ulids).await {
+            let stored = match leases.store.leases(&queue, &ulids).await {
                 Ok(l) => l,
                 Err(e) => {
                     debug!(%queue, error = %e, "reconcile skipped");
                     continue;
                 }
             };
-            for (h, lease) in held.iter().zip(leases) {
-                if lease.is_none_or(|l| l.token != h.token) {
+            for (h, lease) in held.iter().zip(stored) {
+                if lease.is_none_or(|l| l.token != h.token.as_str()) {
                     debug!(job_id = %h.job_id, "lease gone; freeing its credit");
-                    engine.hub.revoke(h.stream, &h.job_id, &h.token, RevokeReason::LeaseLost);
-                    engine.hub.release(h.stream, &h.job_id, &h.token);
+                    leases.hub.revoke(&h.job_id, &h.token, RevokeReason::LeaseLost);
+                    leases.hub.release(&h.job_id, &h.token);
                 }
             }
         }
@@ -178,13 +158,13 @@ mod tests {
     #[test]
     fn notices_round_trip() {
         let job_id = JobId::new("q", "01JD8Y3V6Q0000000000000000");
-        for notice in [
-            Notice::Release { job_id: job_id.clone(), token: "i.1.2".into() },
-            Notice::StopStream { job_id: job_id.clone(), token: "i.1.2".into() },
-            Notice::Revoke { job_id, token: "i.1.3".into(), reason: RevokeReason::Cancelled },
+        for (notice, token) in [
+            (Notice::Release, LeaseToken::new("i", 1, 2)),
+            (Notice::StopStream, LeaseToken::new("i", 1, 2)),
+            (Notice::Revoke(RevokeReason::Cancelled), LeaseToken::new("i", 1, 3)),
         ] {
-            assert_eq!(Notice::decode(&notice.encode()), Some(notice));
+            assert_eq!(decode(&encode(notice, &job_id, &token)), Some((notice, job_id.clone(), token)));
         }
-        assert_eq!(Notice::decode("nonsense"), None);
+        assert_eq!(decode("nonsense"), None);
     }
 }
