@@ -17,11 +17,12 @@ use std::{
 use tracing::{Instrument, field::Empty};
 
 use super::{
-    Error, JobId, JobState, Limits, MAX_RETRY_WAIT, MAX_TIMEOUT, Result,
     coalesce::Coalescer,
-    from_ms,
+    error::{Error, Result},
+    job::{JobId, JobState, MAX_RETRY_WAIT, MAX_TIMEOUT, from_ms},
     leases::{Leases, Notice},
     sessions::validate_state,
+    settings::Limits,
 };
 use crate::{
     store::{Ack, AckOutcome, LeaseCheck, LeaseToken, RecordState, Store},
@@ -237,7 +238,7 @@ impl Acks {
     async fn not_held(&self, job_id: &JobId) -> Error {
         match self.store.info(&job_id.queue, &job_id.ulid).await {
             Ok(Some(_)) => stale_lease(job_id),
-            Ok(None) => Error::unknown_job(job_id),
+            Ok(None) => job_id.not_found(),
             Err(e) => e.into(),
         }
     }
@@ -257,7 +258,7 @@ impl Acks {
 fn lease_error(check: LeaseCheck, job_id: &JobId) -> Result<()> {
     match check {
         LeaseCheck::Held => Ok(()),
-        LeaseCheck::UnknownJob => Err(Error::unknown_job(job_id)),
+        LeaseCheck::UnknownJob => Err(job_id.not_found()),
         LeaseCheck::Stale => Err(stale_lease(job_id)),
     }
 }

@@ -8,10 +8,10 @@
 use std::{sync::Arc, time::Duration};
 
 use super::{
-    Error, JobId, JobView, Result, RevokeReason,
-    leases::{Leases, Notice},
+    error::{Error, Result},
+    job::{JobId, JobView, validate_queue},
+    leases::{Leases, Notice, RevokeReason},
     registry::QueueRegistry,
-    validate_queue,
 };
 use crate::store::{self, CancelOutcome, LeaseToken, QueueCounts, Store};
 
@@ -92,7 +92,7 @@ impl Admin {
 
     pub async fn info(&self, job_id: &JobId) -> Result<JobView> {
         let found = self.store.info(&job_id.queue, &job_id.ulid).await?;
-        let (record, lease) = found.ok_or_else(|| Error::unknown_job(job_id))?;
+        let (record, lease) = found.ok_or_else(|| job_id.not_found())?;
         Ok(JobView::new(job_id.clone(), record, lease))
     }
 
@@ -130,7 +130,7 @@ impl Admin {
                 }
                 Ok(())
             }
-            CancelOutcome::UnknownJob => Err(Error::unknown_job(job_id)),
+            CancelOutcome::UnknownJob => Err(job_id.not_found()),
             CancelOutcome::AlreadyFinished => {
                 Err(Error::Precondition(format!("job_id: job {job_id} has already finished")))
             }
@@ -146,7 +146,7 @@ impl Admin {
     pub async fn retry_job(&self, job_id: &JobId) -> Result<()> {
         match self.store.retry_dead(&job_id.queue, Some(&job_id.ulid), 1).await?.0 {
             1 => Ok(()),
-            0 => Err(Error::unknown_job(job_id)),
+            0 => Err(job_id.not_found()),
             -1 => Err(Error::Precondition(format!("job_id: job {job_id} is not dead"))),
             _ => Err(Error::Precondition(format!("job_id: the session of job {job_id} was deleted"))),
         }
@@ -173,7 +173,7 @@ impl Admin {
     pub async fn delete_job(&self, job_id: &JobId) -> Result<()> {
         match self.store.delete(&job_id.queue, &job_id.ulid).await? {
             1 => Ok(()),
-            0 => Err(Error::unknown_job(job_id)),
+            0 => Err(job_id.not_found()),
             _ => Err(Error::Precondition(format!("job_id: job {job_id} is active; cancel it first"))),
         }
     }

@@ -9,7 +9,7 @@ use tokio_util::{
     task::TaskTracker,
 };
 
-use super::{Error, Result};
+use super::error::{Error, Result};
 
 #[derive(Clone, Default)]
 pub struct Background {

@@ -19,7 +19,11 @@ use tokio::sync::{Mutex, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::{Background, Error, JobId, JobState, JobView, Result, from_ms, validate_queue};
+use super::{
+    background::Background,
+    error::{Error, Result},
+    job::{JobId, JobState, JobView, from_ms, validate_queue},
+};
 use crate::store::{Store, StoredEvent, event_order, is_event_cursor};
 
 const BLOCK: Duration = Duration::from_millis(1_000);
@@ -166,8 +170,7 @@ impl Events {
     /// state (completed, dead, cancelled).
     pub async fn watch(self: &Arc<Self>, job_id: &JobId) -> Result<mpsc::Receiver<Result<EventView>>> {
         let feed = self.feed(&job_id.queue).await?;
-        let snapshot =
-            self.store.snapshot(&job_id.queue, &job_id.ulid).await?.ok_or_else(|| Error::unknown_job(job_id))?;
+        let snapshot = self.store.snapshot(&job_id.queue, &job_id.ulid).await?.ok_or_else(|| job_id.not_found())?;
         let (tx, rx) = mpsc::channel(64);
         let room = self.clone();
         let job_id = job_id.clone();

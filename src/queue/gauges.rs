@@ -12,7 +12,7 @@ use std::{sync::Arc, time::Duration};
 
 use tracing::debug;
 
-use super::{Background, QueueFigures, leases::Leases};
+use super::{admin::QueueFigures, background::Background, leases::Leases};
 use crate::{store::Store, telemetry};
 
 pub async fn run(store: Arc<Store>, leases: Arc<Leases>, background: Background, every: Duration) {

@@ -13,8 +13,13 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use tracing::{Instrument, Span, field::Empty};
 
 use super::{
-    Added, Background, Error, JobId, Limits, NewJob, Result, Schedule, SessionId, coalesce::Coalescer, leases::Leases,
-    registry::QueueRegistry, to_ms,
+    background::Background,
+    coalesce::Coalescer,
+    error::{Error, Result},
+    job::{Added, JobId, NewJob, Schedule, SessionId, to_ms},
+    leases::Leases,
+    registry::QueueRegistry,
+    settings::Limits,
 };
 use crate::{
     store::{AddArgs, AddOutcome, JobRecord, Store},

@@ -21,7 +21,11 @@
 //! - `gauges.rs`: with metrics on, the task refreshing the per-queue gauges.
 //! - `registry.rs`: which queues this instance has put in the global registry.
 //! - `background.rs`: the one cancellation token and task tracker every task uses, so
-//!   `Engine::shutdown` ends them all; `job.rs`: the domain's job types.
+//!   `Engine::shutdown` ends them all.
+//!
+//! Beneath them all: `job.rs` (the domain's job and session ids and job types), `error.rs`,
+//! `settings.rs`. The rooms import what they use from the file that defines it, never from
+//! this front, so no import runs back up to it.
 //!
 //! Instrumentation: each transition counts in the queue's metrics (`crate::telemetry`; no-ops
 //! while metrics are off) and runs in a span (`job.add` in intake, `job.complete` and
@@ -31,6 +35,7 @@ mod acks;
 mod admin;
 mod background;
 mod coalesce;
+mod error;
 mod events;
 mod gauges;
 mod intake;
@@ -38,6 +43,7 @@ mod job;
 mod leases;
 mod registry;
 mod sessions;
+mod settings;
 
 use std::{
     sync::Arc,
@@ -45,135 +51,21 @@ use std::{
 };
 
 use tokio::sync::{mpsc, watch};
-use tracing::{info, warn};
+use tracing::info;
 
 pub use admin::{Listing, QueueFigures};
 use background::Background;
+pub use error::{Error, Result};
 pub use events::{EventKind, EventView};
 pub use job::{
-    Added, BackoffRequest, Delivery, JobId, JobState, JobView, MAX_RETRY_WAIT, MAX_TIMEOUT, NewJob, Schedule, from_ms,
-    to_ms, validate_queue,
+    Added, BackoffRequest, Delivery, JobId, JobState, JobView, MAX_RETRY_WAIT, MAX_TIMEOUT, NewJob, Schedule,
+    SessionId, from_ms, to_ms, validate_queue,
 };
 pub use leases::{RevokeReason, StreamEvent, StreamGuard, WorkerSpec, WorkerView};
-pub use sessions::{SessionId, SessionUpdate, SessionView};
+pub use sessions::{SessionUpdate, SessionView};
+pub use settings::{Limits, Settings};
 
-use crate::{
-    store::{Store, StoreError},
-    telemetry::TraceContext,
-};
-
-/// What can go wrong, in the vocabulary callers act on. The transport maps each to a status.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{field}: {reason}")]
-    Invalid { field: String, reason: String },
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    StaleLease(String),
-    #[error("{0}")]
-    TooLarge(String),
-    /// The job or queue is not in a state that allows this (e.g. cancelling a finished job).
-    #[error("{0}")]
-    Precondition(String),
-    #[error("{0}")]
-    AlreadyExists(String),
-    /// A compare-and-set lost a race; nothing was written, the caller may retry.
-    #[error("{0}")]
-    Aborted(String),
-    /// An event cursor points before what is still kept.
-    #[error("{0}")]
-    OutOfRange(String),
-    #[error("redis is unavailable; retry later")]
-    Unavailable,
-    #[error("this server is shutting down; retry on another instance")]
-    ShuttingDown,
-    #[error("internal error")]
-    Internal,
-}
-
-impl Error {
-    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Error::Invalid { field: field.into(), reason: reason.into() }
-    }
-
-    fn unknown_job(job_id: &JobId) -> Self {
-        Error::NotFound(format!("job_id: job {job_id} does not exist or is no longer retained"))
-    }
-}
-
-impl From<StoreError> for Error {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Unavailable(detail) => {
-                warn!(%detail, "redis unavailable");
-                Error::Unavailable
-            }
-            other => {
-                tracing::error!(error = %other, "store error");
-                Error::Internal
-            }
-        }
-    }
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Sizes the server accepts.
-#[derive(Clone, Debug)]
-pub struct Limits {
-    pub max_payload: usize,
-    pub max_result: usize,
-    pub max_error: usize,
-    pub max_batch_jobs: usize,
-    pub max_batch_bytes: usize,
-    pub max_in_flight: u32,
-    pub max_session_state: usize,
-    pub max_progress: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_payload: 1 << 20,
-            max_result: 1 << 20,
-            max_error: 16 << 10,
-            max_batch_jobs: 1_000,
-            max_batch_bytes: 16 << 20,
-            max_in_flight: 1_000,
-            max_session_state: 256 << 10,
-            max_progress: 64 << 10,
-        }
-    }
-}
-
-/// The behaviour knobs of one instance.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    pub limits: Limits,
-    pub idempotency_window: Duration,
-    /// An instance that has not heartbeated for this long is dead; its leases are reaped.
-    pub lease_ttl: Duration,
-    /// Lost deliveries after which a job goes dead with reason "lost".
-    pub max_lost: u32,
-    /// Dispatchers run at least this often even without a wake-up (pub/sub may drop messages).
-    pub safety_poll: Duration,
-    /// How often this instance checks its view of its leases against Redis.
-    pub reconcile_every: Duration,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            limits: Limits::default(),
-            idempotency_window: Duration::from_secs(24 * 3600),
-            lease_ttl: Duration::from_secs(30),
-            max_lost: 5,
-            safety_poll: Duration::from_secs(5),
-            reconcile_every: Duration::from_secs(5),
-        }
-    }
-}
+use crate::{store::Store, telemetry::TraceContext};
 
 /// One jobwire instance's engine: the front the transport calls, over the rooms.
 pub struct Engine {

@@ -7,7 +7,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use super::Result;
+use super::error::Result;
 use crate::store::Store;
 
 pub struct QueueRegistry {

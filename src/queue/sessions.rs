@@ -9,11 +9,17 @@
 //! Owns nothing but its limits: sessions live in Redis. Idle sessions are expired by the
 //! heartbeat's sweep (`leases/liveness.rs`).
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use serde_json::Value;
 
-use super::{Background, Error, Limits, Result, from_ms, registry::QueueRegistry, validate_queue};
+use super::{
+    background::Background,
+    error::{Error, Result},
+    job::{SessionId, from_ms, validate_queue},
+    registry::QueueRegistry,
+    settings::Limits,
+};
 use crate::store::{SessionRecord, SetOutcome, Store};
 
 const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -21,33 +27,6 @@ const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 const MIN_TTL: Duration = Duration::from_millis(100);
 const MAX_CONCURRENCY: u32 = 1_000;
 const MAX_PAGE: u64 = 100;
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct SessionId {
-    pub queue: String,
-    pub name: String,
-}
-
-impl SessionId {
-    pub fn new(queue: &str, name: &str) -> Self {
-        Self { queue: queue.to_owned(), name: name.to_owned() }
-    }
-
-    pub fn parse(raw: &str, field: &str) -> Result<Self> {
-        let (queue, name) = raw
-            .split_once('/')
-            .ok_or_else(|| Error::invalid(field, "must be a session id of the form <queue>/<name>"))?;
-        validate_queue(queue, field)?;
-        validate_queue(name, field)?;
-        Ok(Self::new(queue, name))
-    }
-}
-
-impl fmt::Display for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.queue, self.name)
-    }
-}
 
 /// How UpdateSession changes the state.
 #[derive(Clone, Debug)]

@@ -13,7 +13,7 @@ use tracing::{debug, field::Empty, warn};
 
 use super::{Leases, Notice, RevokeReason};
 use crate::{
-    queue::{Delivery, JobId, SessionId, from_ms},
+    queue::job::{Delivery, JobId, SessionId, from_ms},
     store::{LeaseToken, StoreError},
     telemetry::{self, SPAN_TARGET, TraceContext, traceparent},
 };

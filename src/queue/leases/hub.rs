@@ -17,7 +17,7 @@ use std::{
 use tokio::sync::{Notify, mpsc};
 
 use crate::{
-    queue::{Delivery, JobId},
+    queue::job::{Delivery, JobId},
     store::LeaseToken,
     telemetry::TraceContext,
 };

@@ -28,8 +28,13 @@ pub use hub::{RevokeReason, StreamEvent, WorkerSpec};
 pub use notices::Notice;
 pub use workers::WorkerView;
 
-use super::{Background, Error, JobId, Result, Settings, validate_queue};
 use crate::{
+    queue::{
+        background::Background,
+        error::{Error, Result},
+        job::{JobId, validate_queue},
+        settings::Settings,
+    },
     store::{LeaseToken, Store},
     telemetry::{self, TraceContext},
 };

@@ -14,7 +14,7 @@ use futures::StreamExt;
 use tracing::{debug, info, warn};
 
 use super::{Leases, RevokeReason, hub::HeldLease};
-use crate::{queue::JobId, store::LeaseToken};
+use crate::{queue::job::JobId, store::LeaseToken};
 
 /// What the owner of a lease is told about it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

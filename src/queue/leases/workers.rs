@@ -8,7 +8,10 @@ use tracing::warn;
 
 use super::Leases;
 use crate::{
-    queue::{Result, from_ms, to_ms},
+    queue::{
+        error::Result,
+        job::{from_ms, to_ms},
+    },
     store::Store,
 };
 
