@@ -18,7 +18,11 @@ mod liveness;
 mod notices;
 mod workers;
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -129,7 +133,7 @@ impl Leases {
         for (i, q) in spec.queues.iter().enumerate() {
             validate_queue(q, &format!("queues[{i}]"))?;
         }
-        if spec.queues.iter().collect::<std::collections::HashSet<_>>().len() != spec.queues.len() {
+        if spec.queues.iter().collect::<HashSet<_>>().len() != spec.queues.len() {
             return Err(Error::invalid("queues", "must not repeat a queue"));
         }
         let max_in_flight = self.settings.limits.max_in_flight;
