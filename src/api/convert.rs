@@ -7,10 +7,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::{
     proto,
     queue::{
-        self, BackoffRequest, Error, EventKind, EventView, JobState, JobView, NewJob, Schedule, SessionId, SessionView,
-        WorkerView,
+        self, BackoffRequest, Error, EventKind, EventView, JobState, JobView, Listing, NewJob, QueueFigures, Schedule,
+        SessionId, SessionView, WorkerView,
     },
-    store::{Listing, QueueCounts},
     telemetry::{TraceContext, traceparent},
 };
 
@@ -106,7 +105,7 @@ pub fn job_state(state: JobState) -> proto::JobState {
     }
 }
 
-/// The store's listing for a state named in a request.
+/// The listing for a state named in a request.
 pub fn listing(state: i32, field: &str) -> Result<Listing, Error> {
     Ok(match proto::JobState::try_from(state) {
         Ok(proto::JobState::Waiting) => Listing::Waiting,
@@ -194,8 +193,7 @@ pub fn job_info(v: JobView) -> proto::JobInfo {
     }
 }
 
-pub fn queue_stats(queue: String, c: QueueCounts) -> proto::QueueStats {
-    let oldest = c.oldest_ready_ms.map(|since| Duration::from_millis((c.now_ms - since).max(0) as u64));
+pub fn queue_stats(queue: String, c: QueueFigures) -> proto::QueueStats {
     proto::QueueStats {
         queue,
         waiting: c.waiting,
@@ -205,7 +203,7 @@ pub fn queue_stats(queue: String, c: QueueCounts) -> proto::QueueStats {
         dead: c.dead,
         dead_evicted: c.dead_evicted,
         paused: c.paused,
-        oldest_waiting_age: Some(to_duration(oldest.unwrap_or_default())),
+        oldest_waiting_age: Some(to_duration(c.oldest_waiting)),
         cancelled: c.cancelled,
         sessions: c.sessions,
         session_pending: c.session_pending,
@@ -225,7 +223,7 @@ pub fn stream_event(event: queue::StreamEvent) -> proto::GetJobResponse {
             attempt: d.attempt,
             max_attempts: d.max_attempts,
             lost_deliveries: d.lost_deliveries,
-            lease_token: d.lease_token,
+            lease_token: d.lease_token.into(),
             deadline: Some(to_timestamp(d.deadline)),
             created_at: Some(to_timestamp(d.created_at)),
             session: d.session.map(|(id, state, version)| proto::SessionSnapshot {
@@ -236,7 +234,7 @@ pub fn stream_event(event: queue::StreamEvent) -> proto::GetJobResponse {
         }),
         queue::StreamEvent::Revoke { job_id, lease_token, reason } => Message::Revoke(proto::Revoke {
             job_id: job_id.to_string(),
-            lease_token,
+            lease_token: lease_token.into(),
             reason: match reason {
                 queue::RevokeReason::Timeout => proto::RevokeReason::Timeout,
                 queue::RevokeReason::LeaseLost => proto::RevokeReason::LeaseLost,

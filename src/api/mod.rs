@@ -43,7 +43,7 @@ fn event_stream(rx: tokio::sync::mpsc::Receiver<crate::queue::Result<crate::queu
 impl QueueService for QueueApi {
     async fn add_job(&self, request: Request<proto::AddJobRequest>) -> Result<Response<proto::AddJobResponse>, Status> {
         let job = convert::new_job(request.into_inner(), "")?;
-        let added = self.engine.add(job, "").await?;
+        let added = self.engine.add(job).await?;
         tracing::debug!(job_id = %added.job_id, duplicate = added.duplicate, "job added");
         Ok(Response::new(proto::AddJobResponse { job_id: added.job_id.to_string(), duplicate: added.duplicate }))
     }
@@ -52,37 +52,21 @@ impl QueueService for QueueApi {
         &self,
         request: Request<proto::AddJobsRequest>,
     ) -> Result<Response<proto::AddJobsResponse>, Status> {
-        let requests = request.into_inner().jobs;
-        let mut results: Vec<Option<crate::queue::Result<crate::queue::Added>>> =
-            requests.iter().map(|_| None).collect();
-        let mut jobs = Vec::with_capacity(requests.len());
-        let mut slots = Vec::with_capacity(requests.len());
-        for (i, req) in requests.into_iter().enumerate() {
-            match convert::new_job(req, &format!("jobs[{i}].")) {
-                Ok(job) => {
-                    jobs.push(job);
-                    slots.push(i);
-                }
-                Err(e) => results[i] = Some(Err(e)),
-            }
-        }
-        if jobs.is_empty() && results.is_empty() {
-            return Err(Status::invalid_argument("jobs: must hold at least one job"));
-        }
-        let added = if jobs.is_empty() { Vec::new() } else { self.engine.add_many(jobs).await? };
-        for (slot, outcome) in slots.into_iter().zip(added) {
-            results[slot] = Some(outcome);
-        }
-        let results = results
+        let entries = request.into_inner().jobs.into_iter().enumerate();
+        let jobs = entries.map(|(i, req)| convert::new_job(req, &format!("jobs[{i}]."))).collect();
+        let results = self
+            .engine
+            .add_batch(jobs)
+            .await?
             .into_iter()
             .map(|r| match r {
-                Some(Ok(added)) => proto::AddJobsResult {
+                Ok(added) => proto::AddJobsResult {
                     job_id: added.job_id.to_string(),
                     duplicate: added.duplicate,
                     code: 0,
                     message: String::new(),
                 },
-                Some(Err(e)) => {
+                Err(e) => {
                     let status = Status::from(e);
                     proto::AddJobsResult {
                         job_id: String::new(),
@@ -91,11 +75,6 @@ impl QueueService for QueueApi {
                         message: status.message().to_owned(),
                     }
                 }
-                None => proto::AddJobsResult {
-                    code: tonic::Code::Internal as i32,
-                    message: "internal error".into(),
-                    ..Default::default()
-                },
             })
             .collect();
         Ok(Response::new(proto::AddJobsResponse { results }))

@@ -1,36 +1,115 @@
-//! Job administration: cancel, progress, pause/resume, retry, delete, purge, listings, and the
-//! registry of connected workers (each instance publishes its own with its heartbeat).
+//! Job administration: job info, cancel, pause/resume, retry, delete, purge, listings and the
+//! figures of queues. An active job that is cancelled is revoked through its lease's owner
+//! (`Leases::tell_owner`).
+//!
+//! Owns nothing but the domain types of what it reads (`QueueFigures`, `Listing`): the store's
+//! types are converted here, so the transport sees only this layer's.
 
-use std::time::{Duration, SystemTime};
-
-use tracing::warn;
+use std::{sync::Arc, time::Duration};
 
 use super::{
-    Engine, Error, JobId, JobView, Result, RevokeReason, from_ms, hub, notices::Notice, to_ms, validate_queue,
+    error::{Error, Result},
+    job::{JobId, JobView, validate_queue},
+    leases::{Leases, Notice, RevokeReason},
+    registry::QueueRegistry,
 };
-use crate::store::{CancelOutcome, Listing};
+use crate::store::{self, CancelOutcome, LeaseToken, QueueCounts, Store};
 
 const MAX_PAGE: u64 = 1_000;
 
-/// A worker stream connected to some instance.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct WorkerView {
-    pub instance: String,
-    pub worker_id: String,
-    pub labels: Vec<(String, String)>,
-    pub queues: Vec<String>,
-    pub max_in_flight: u32,
-    pub in_flight: usize,
-    pub connected_at_ms: i64,
+/// What a queue holds, as Stats and ListQueues show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueFigures {
+    pub waiting: u64,
+    pub delayed: u64,
+    pub active: u64,
+    pub completed: u64,
+    pub dead: u64,
+    /// Dead jobs dropped by the retention cap.
+    pub dead_evicted: u64,
+    pub paused: bool,
+    /// How long the oldest waiting job has waited (zero when none waits).
+    pub oldest_waiting: Duration,
+    pub cancelled: u64,
+    pub sessions: u64,
+    /// Jobs still waiting inside their session (not yet released to the queue).
+    pub session_pending: u64,
 }
 
-impl WorkerView {
-    pub fn connected_at(&self) -> SystemTime {
-        from_ms(self.connected_at_ms)
+impl From<QueueCounts> for QueueFigures {
+    fn from(c: QueueCounts) -> Self {
+        let oldest = c.oldest_ready_ms.map_or(0, |since| (c.now_ms - since).max(0));
+        Self {
+            waiting: c.waiting,
+            delayed: c.delayed,
+            active: c.active,
+            completed: c.completed,
+            dead: c.dead,
+            dead_evicted: c.dead_evicted,
+            paused: c.paused,
+            oldest_waiting: Duration::from_millis(u64::try_from(oldest).unwrap_or_default()),
+            cancelled: c.cancelled,
+            sessions: c.sessions,
+            session_pending: c.session_pending,
+        }
     }
 }
 
-impl Engine {
+/// The jobs of one state, for listings and purges (delayed and retrying jobs are one listing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listing {
+    Waiting,
+    Delayed,
+    Active,
+    Completed,
+    Dead,
+    Cancelled,
+}
+
+impl From<Listing> for store::Listing {
+    fn from(listing: Listing) -> Self {
+        match listing {
+            Listing::Waiting => store::Listing::Waiting,
+            Listing::Delayed => store::Listing::Delayed,
+            Listing::Active => store::Listing::Active,
+            Listing::Completed => store::Listing::Completed,
+            Listing::Dead => store::Listing::Dead,
+            Listing::Cancelled => store::Listing::Cancelled,
+        }
+    }
+}
+
+pub struct Admin {
+    store: Arc<Store>,
+    registry: Arc<QueueRegistry>,
+    leases: Arc<Leases>,
+}
+
+impl Admin {
+    pub fn new(store: Arc<Store>, registry: Arc<QueueRegistry>, leases: Arc<Leases>) -> Self {
+        Self { store, registry, leases }
+    }
+
+    pub async fn info(&self, job_id: &JobId) -> Result<JobView> {
+        let found = self.store.info(&job_id.queue, &job_id.ulid).await?;
+        let (record, lease) = found.ok_or_else(|| job_id.not_found())?;
+        Ok(JobView::new(job_id.clone(), record, lease))
+    }
+
+    pub async fn stats(&self, queue: &str) -> Result<QueueFigures> {
+        validate_queue(queue, "queue")?;
+        Ok(self.store.stats(queue).await?.into())
+    }
+
+    pub async fn list_queues(&self) -> Result<Vec<(String, QueueFigures)>> {
+        let mut out = Vec::new();
+        for queue in self.store.queues().await? {
+            let counts = self.store.stats(&queue).await?;
+            out.push((queue, counts.into()));
+        }
+        Ok(out)
+    }
+
     /// Cancels a job: waiting or delayed ones at once; an active one is marked and its worker
     /// told, and it ends cancelled whatever the worker answers.
     pub async fn cancel(&self, job_id: &JobId) -> Result<()> {
@@ -46,54 +125,28 @@ impl Engine {
             }
             CancelOutcome::Marked(token) => {
                 counted();
-                self.revoke_anywhere(job_id, &token, RevokeReason::Cancelled).await;
+                if let Some(token) = LeaseToken::parse(&token) {
+                    self.leases.tell_owner(Notice::Revoke(RevokeReason::Cancelled), job_id, &token).await;
+                }
                 Ok(())
             }
-            CancelOutcome::UnknownJob => {
-                Err(Error::NotFound(format!("job_id: job {job_id} does not exist or is no longer retained")))
-            }
+            CancelOutcome::UnknownJob => Err(job_id.not_found()),
             CancelOutcome::AlreadyFinished => {
                 Err(Error::Precondition(format!("job_id: job {job_id} has already finished")))
             }
         }
     }
 
-    /// Tells the holder of a lease to stop, on this instance or another.
-    pub(super) async fn revoke_anywhere(&self, job_id: &JobId, token: &str, reason: RevokeReason) {
-        let Some((instance, stream)) = hub::parse_token(token) else { return };
-        if instance == self.instance {
-            self.hub.revoke(stream, job_id, token, reason);
-            return;
-        }
-        let notice = Notice::Revoke { job_id: job_id.clone(), token: token.to_owned(), reason };
-        let channel = self.store.keys().instance_channel(instance);
-        if let Err(e) = self.store.publish(&channel, &notice.encode()).await {
-            warn!(error = %e, %job_id, "could not tell the lease owner to stop");
-        }
-    }
-
-    pub async fn report_progress(&self, job_id: &JobId, token: &str, progress: &[u8]) -> Result<()> {
-        let max = self.settings.limits.max_progress;
-        if progress.len() > max {
-            return Err(Error::TooLarge(format!(
-                "progress: {} bytes is over the limit of {max} bytes",
-                progress.len()
-            )));
-        }
-        let code = self.store.progress(&job_id.queue, &job_id.ulid, token, progress).await?;
-        Self::lease_error(crate::store::LeaseCheck::from_code(code), job_id)
-    }
-
     pub async fn set_paused(&self, queue: &str, paused: bool) -> Result<()> {
         validate_queue(queue, "queue")?;
-        self.register(queue).await?;
+        self.registry.register(queue).await?;
         Ok(self.store.set_paused(queue, paused).await?)
     }
 
     pub async fn retry_job(&self, job_id: &JobId) -> Result<()> {
         match self.store.retry_dead(&job_id.queue, Some(&job_id.ulid), 1).await?.0 {
             1 => Ok(()),
-            0 => Err(Error::NotFound(format!("job_id: job {job_id} does not exist or is no longer retained"))),
+            0 => Err(job_id.not_found()),
             -1 => Err(Error::Precondition(format!("job_id: job {job_id} is not dead"))),
             _ => Err(Error::Precondition(format!("job_id: the session of job {job_id} was deleted"))),
         }
@@ -120,7 +173,7 @@ impl Engine {
     pub async fn delete_job(&self, job_id: &JobId) -> Result<()> {
         match self.store.delete(&job_id.queue, &job_id.ulid).await? {
             1 => Ok(()),
-            0 => Err(Error::NotFound(format!("job_id: job {job_id} does not exist or is no longer retained"))),
+            0 => Err(job_id.not_found()),
             _ => Err(Error::Precondition(format!("job_id: job {job_id} is active; cancel it first"))),
         }
     }
@@ -133,7 +186,8 @@ impl Engine {
         if states.contains(&Listing::Active) {
             return Err(Error::invalid("states", "active jobs cannot be purged; cancel them"));
         }
-        Ok(self.store.purge(queue, states).await?)
+        let states: Vec<store::Listing> = states.iter().map(|s| (*s).into()).collect();
+        Ok(self.store.purge(queue, &states).await?)
     }
 
     /// A page of jobs in one state; the token is opaque (empty: first page; returned empty on
@@ -151,47 +205,11 @@ impl Engine {
         } else {
             token.parse().map_err(|_| Error::invalid("page_token", "is not a token this server issued"))?
         };
-        let (jobs, next) = self.store.list_jobs(queue, state, offset, page_size.clamp(1, MAX_PAGE)).await?;
+        let (jobs, next) = self.store.list_jobs(queue, state.into(), offset, page_size.clamp(1, MAX_PAGE)).await?;
         let views = jobs
             .into_iter()
             .map(|(ulid, record, lease)| JobView::new(JobId::new(queue, &ulid), record, lease))
             .collect();
         Ok((views, next.map(|n| n.to_string()).unwrap_or_default()))
-    }
-
-    /// Connected worker streams on every live instance, optionally only those serving `queue`.
-    pub async fn list_workers(&self, queue: Option<&str>) -> Result<Vec<WorkerView>> {
-        let mut out = Vec::new();
-        for (instance, json) in self.store.workers().await? {
-            match serde_json::from_str::<Vec<WorkerView>>(&json) {
-                Ok(list) => out.extend(list),
-                Err(e) => warn!(%instance, error = %e, "unreadable worker list"),
-            }
-        }
-        out.retain(|w| queue.is_none_or(|q| w.queues.iter().any(|s| s == q)));
-        out.sort_by(|a, b| (a.connected_at_ms, &a.worker_id).cmp(&(b.connected_at_ms, &b.worker_id)));
-        Ok(out)
-    }
-
-    /// Publishes this instance's streams for `list_workers` (called with each heartbeat).
-    pub(super) async fn publish_workers(&self, ttl: Duration) {
-        let views: Vec<WorkerView> = self
-            .hub
-            .streams()
-            .into_iter()
-            .map(|s| WorkerView {
-                instance: self.instance.clone(),
-                worker_id: s.spec.worker_id,
-                labels: s.spec.labels,
-                queues: s.spec.queues,
-                max_in_flight: s.spec.max_in_flight,
-                in_flight: s.in_flight,
-                connected_at_ms: to_ms(s.connected_at),
-            })
-            .collect();
-        let json = serde_json::to_string(&views).unwrap_or_else(|_| "[]".into());
-        if let Err(e) = self.store.set_workers(&self.instance, &json, ttl).await {
-            tracing::debug!(error = %e, "could not publish the worker list");
-        }
     }
 }

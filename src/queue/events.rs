@@ -6,6 +6,8 @@
 //! a broadcast channel: followers cost memory, not Redis connections. A follower first joins the
 //! broadcast, then reads what it needs from the stream (a job snapshot, or a resume range), and
 //! skips broadcast events it has already seen: nothing falls between the two.
+//!
+//! Owns: the tailers (one per queue with followers here, ended when its last follower leaves).
 
 use std::{
     collections::HashMap,
@@ -17,8 +19,12 @@ use tokio::sync::{Mutex, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::{Engine, Error, JobId, JobState, JobView, Result, from_ms, validate_queue};
-use crate::store::{StoredEvent, event_order, is_event_cursor};
+use super::{
+    background::Background,
+    error::{Error, Result},
+    job::{JobId, JobState, JobView, from_ms, validate_queue},
+};
+use crate::store::{Store, StoredEvent, event_order, is_event_cursor};
 
 const BLOCK: Duration = Duration::from_millis(1_000);
 const BROADCAST_CAPACITY: usize = 4_096;
@@ -135,23 +141,28 @@ struct Feed {
     _tailer: Arc<Tailer>,
 }
 
-#[derive(Default)]
-pub struct EventHub {
+pub struct Events {
+    store: Arc<Store>,
+    background: Background,
     tailers: Mutex<HashMap<String, Weak<Tailer>>>,
 }
 
-impl Engine {
+impl Events {
+    pub fn new(store: Arc<Store>, background: Background) -> Self {
+        Self { store, background, tailers: Mutex::default() }
+    }
+
     async fn feed(self: &Arc<Self>, queue: &str) -> Result<Feed> {
-        let mut tailers = self.events.tailers.lock().await;
+        let mut tailers = self.tailers.lock().await;
         if let Some(tailer) = tailers.get(queue).and_then(Weak::upgrade) {
             return Ok(Feed { rx: tailer.tx.subscribe(), _tailer: tailer });
         }
         let (start, _) = self.store.events_bounds(queue).await?;
         let (tx, rx) = broadcast::channel(BROADCAST_CAPACITY);
-        let tailer = Arc::new(Tailer { tx: tx.clone(), stop: self.shutdown.child_token() });
+        let tailer = Arc::new(Tailer { tx: tx.clone(), stop: self.background.child_token() });
         tailers.retain(|_, t| t.strong_count() > 0);
         tailers.insert(queue.to_owned(), Arc::downgrade(&tailer));
-        self.tasks.spawn(tail(self.clone(), queue.to_owned(), start, tx, tailer.stop.clone()));
+        self.background.spawn(tail(self.clone(), queue.to_owned(), start, tx, tailer.stop.clone()));
         Ok(Feed { rx, _tailer: tailer })
     }
 
@@ -159,12 +170,11 @@ impl Engine {
     /// state (completed, dead, cancelled).
     pub async fn watch(self: &Arc<Self>, job_id: &JobId) -> Result<mpsc::Receiver<Result<EventView>>> {
         let feed = self.feed(&job_id.queue).await?;
-        let not_found = || Error::NotFound(format!("job_id: job {job_id} does not exist or is no longer retained"));
-        let snapshot = self.store.snapshot(&job_id.queue, &job_id.ulid).await?.ok_or_else(not_found)?;
+        let snapshot = self.store.snapshot(&job_id.queue, &job_id.ulid).await?.ok_or_else(|| job_id.not_found())?;
         let (tx, rx) = mpsc::channel(64);
-        let engine = self.clone();
+        let room = self.clone();
         let job_id = job_id.clone();
-        self.tasks.spawn(async move {
+        self.background.spawn(async move {
             // Own the whole feed (its tailer too), not just the receiver the loop reads.
             let mut feed = feed;
             let mut last = snapshot.last_event.clone();
@@ -176,14 +186,14 @@ impl Engine {
             }
             loop {
                 let item = tokio::select! {
-                    _ = engine.shutdown.cancelled() => return,
+                    _ = room.background.stopped() => return,
                     _ = tx.closed() => return,
                     item = feed.rx.recv() => item,
                 };
                 let events: Vec<Arc<StoredEvent>> = match item {
                     Ok(FeedItem::Event(e)) => vec![e],
                     Ok(FeedItem::Gap) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                        match engine.store.events_after(&job_id.queue, &last, 10_000).await {
+                        match room.store.events_after(&job_id.queue, &last, 10_000).await {
                             Ok(events) => events.into_iter().map(Arc::new).collect(),
                             Err(e) => {
                                 let _ = tx.send(Err(e.into())).await;
@@ -200,7 +210,7 @@ impl Engine {
                     last = event.id.clone();
                     let Some(mut view) = EventView::from_stored(&job_id.queue, &event) else { continue };
                     if view.kind == EventKind::Completed {
-                        view.result = engine
+                        view.result = room
                             .store
                             .info(&job_id.queue, &job_id.ulid)
                             .await
@@ -234,18 +244,18 @@ impl Engine {
         let start = cursor.map_or(latest, str::to_owned);
         check_not_trimmed(&start, trimmed.as_deref())?;
         let (tx, rx) = mpsc::channel(256);
-        let engine = self.clone();
+        let room = self.clone();
         let queue = queue.to_owned();
-        self.tasks.spawn(async move {
+        self.background.spawn(async move {
             // Own the whole feed (its tailer too), not just the receiver the loop reads.
             let mut feed = feed;
             let mut last = start;
-            if catch_up(&engine, &queue, &mut last, &tx).await.is_err() {
+            if catch_up(&room, &queue, &mut last, &tx).await.is_err() {
                 return;
             }
             loop {
                 let item = tokio::select! {
-                    _ = engine.shutdown.cancelled() => return,
+                    _ = room.background.stopped() => return,
                     _ = tx.closed() => return,
                     item = feed.rx.recv() => item,
                 };
@@ -262,7 +272,7 @@ impl Engine {
                         }
                     }
                     Ok(FeedItem::Gap) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                        if catch_up(&engine, &queue, &mut last, &tx).await.is_err() {
+                        if catch_up(&room, &queue, &mut last, &tx).await.is_err() {
                             return;
                         }
                     }
@@ -289,16 +299,16 @@ fn check_not_trimmed(cursor: &str, oldest_kept: Option<&str>) -> Result<()> {
 
 /// Sends every stored event after `last`; an error has been sent (or the caller left) on Err.
 async fn catch_up(
-    engine: &Engine,
+    room: &Events,
     queue: &str,
     last: &mut String,
     tx: &mpsc::Sender<Result<EventView>>,
 ) -> std::result::Result<(), ()> {
     loop {
         let read = async {
-            let (_, trimmed) = engine.store.events_bounds(queue).await?;
+            let (_, trimmed) = room.store.events_bounds(queue).await?;
             check_not_trimmed(last, trimmed.as_deref())?;
-            Ok::<_, Error>(engine.store.events_after(queue, last, 1_000).await?)
+            Ok::<_, Error>(room.store.events_after(queue, last, 1_000).await?)
         };
         let events = match read.await {
             Ok(events) => events,
@@ -321,7 +331,7 @@ async fn catch_up(
 
 /// Reads one queue's stream from `start` and broadcasts each event until stopped.
 async fn tail(
-    engine: Arc<Engine>,
+    room: Arc<Events>,
     queue: String,
     start: String,
     tx: broadcast::Sender<FeedItem>,
@@ -332,7 +342,7 @@ async fn tail(
     while !stop.is_cancelled() {
         let mut conn = tokio::select! {
             _ = stop.cancelled() => return,
-            c = engine.store.blocking_connection(BLOCK) => match c {
+            c = room.store.blocking_connection(BLOCK) => match c {
                 Ok(c) => c,
                 Err(e) => {
                     debug!(%queue, error = %e, "event tailer cannot connect");
@@ -343,7 +353,7 @@ async fn tail(
             },
         };
         wait = Duration::from_millis(100);
-        if let Ok((_, Some(oldest))) = engine.store.events_bounds(&queue).await
+        if let Ok((_, Some(oldest))) = room.store.events_bounds(&queue).await
             && event_order(&last) < event_order(&oldest)
         {
             // Reading on from `last` yields everything still kept; followers re-check for loss.
@@ -352,7 +362,7 @@ async fn tail(
         loop {
             let read = tokio::select! {
                 _ = stop.cancelled() => return,
-                r = engine.store.read_events(&mut conn, &queue, &last, BLOCK) => r,
+                r = room.store.read_events(&mut conn, &queue, &last, BLOCK) => r,
             };
             match read {
                 Ok(events) => {

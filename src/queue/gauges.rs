@@ -12,23 +12,23 @@ use std::{sync::Arc, time::Duration};
 
 use tracing::debug;
 
-use super::Engine;
-use crate::telemetry;
+use super::{admin::QueueFigures, background::Background, leases::Leases};
+use crate::{store::Store, telemetry};
 
-pub async fn run(engine: Arc<Engine>, every: Duration) {
+pub async fn run(store: Arc<Store>, leases: Arc<Leases>, background: Background, every: Duration) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = engine.shutdown.cancelled() => return,
+            _ = background.stopped() => return,
             _ = ticker.tick() => {}
         }
         telemetry::upkeep();
-        telemetry::set_worker_streams(engine.hub.stream_count());
-        if !*engine.redis_up.borrow() {
+        telemetry::set_worker_streams(leases.stream_count());
+        if !leases.redis_is_up() {
             continue;
         }
-        let queues = match engine.store.queues().await {
+        let queues = match store.queues().await {
             Ok(q) => q,
             Err(e) => {
                 debug!(error = %e, "gauges: cannot list queues");
@@ -36,23 +36,22 @@ pub async fn run(engine: Arc<Engine>, every: Duration) {
             }
         };
         for queue in queues {
-            if engine.shutdown.is_cancelled() {
+            if background.is_stopping() {
                 return;
             }
-            let counts = match engine.store.stats(&queue).await {
-                Ok(c) => c,
+            let figures: QueueFigures = match store.stats(&queue).await {
+                Ok(c) => c.into(),
                 Err(e) => {
                     debug!(%queue, error = %e, "gauges: cannot read stats");
                     break;
                 }
             };
             let Some(m) = telemetry::queue(&queue) else { return };
-            m.waiting.set(counts.waiting as f64);
-            m.active.set(counts.active as f64);
-            m.delayed.set(counts.delayed as f64);
-            m.dead.set(counts.dead as f64);
-            let oldest = counts.oldest_ready_ms.map_or(0, |since| (counts.now_ms - since).max(0));
-            m.oldest_waiting.set(oldest as f64 / 1000.0);
+            m.waiting.set(figures.waiting as f64);
+            m.active.set(figures.active as f64);
+            m.delayed.set(figures.delayed as f64);
+            m.dead.set(figures.dead as f64);
+            m.oldest_waiting.set(figures.oldest_waiting.as_secs_f64());
         }
     }
 }

@@ -8,7 +8,7 @@ use std::{
 
 use crate::store::{BackoffSpec, JobRecord, Lease, MAX_PRIORITY, MIN_PRIORITY, RecordState};
 
-use super::{Error, Limits};
+use super::{error::Error, settings::Limits};
 
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -44,11 +44,44 @@ impl JobId {
         }
         Ok(Self::new(queue, ulid))
     }
+
+    /// The error for a job that does not exist, or no longer.
+    pub fn not_found(&self) -> Error {
+        Error::NotFound(format!("job_id: job {self} does not exist or is no longer retained"))
+    }
 }
 
 impl fmt::Display for JobId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.queue, self.ulid)
+    }
+}
+
+/// `<queue>/<name>`: leads to the session's keys (in its queue's) without any lookup.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SessionId {
+    pub queue: String,
+    pub name: String,
+}
+
+impl SessionId {
+    pub fn new(queue: &str, name: &str) -> Self {
+        Self { queue: queue.to_owned(), name: name.to_owned() }
+    }
+
+    pub fn parse(raw: &str, field: &str) -> Result<Self, Error> {
+        let (queue, name) = raw
+            .split_once('/')
+            .ok_or_else(|| Error::invalid(field, "must be a session id of the form <queue>/<name>"))?;
+        validate_queue(queue, field)?;
+        validate_queue(name, field)?;
+        Ok(Self::new(queue, name))
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.queue, self.name)
     }
 }
 
@@ -94,7 +127,7 @@ pub struct NewJob {
     pub timeout: Option<Duration>,
     pub idempotency_key: Option<String>,
     /// The session the job runs in (of the same queue).
-    pub session: Option<super::SessionId>,
+    pub session: Option<SessionId>,
 }
 
 impl NewJob {
@@ -224,11 +257,11 @@ pub struct Delivery {
     pub attempt: u32,
     pub max_attempts: u32,
     pub lost_deliveries: u32,
-    pub lease_token: String,
+    pub lease_token: crate::store::LeaseToken,
     pub deadline: SystemTime,
     pub created_at: SystemTime,
     /// For a job of a session: the session, its state and version at delivery.
-    pub session: Option<(super::SessionId, String, u64)>,
+    pub session: Option<(SessionId, String, u64)>,
     /// The job's `traceparent` header, parsed (None when absent or invalid).
     pub trace: Option<crate::telemetry::TraceContext>,
 }
@@ -269,13 +302,13 @@ pub struct JobView {
     pub last_error: Option<String>,
     pub result: Option<Vec<u8>>,
     pub idempotency_key: Option<String>,
-    pub session: Option<super::SessionId>,
+    pub session: Option<SessionId>,
     pub progress: Option<Vec<u8>>,
 }
 
 impl JobView {
     pub fn new(id: JobId, record: JobRecord, lease: Option<Lease>) -> Self {
-        let session = record.session_name().map(|name| super::SessionId::new(&id.queue, name));
+        let session = record.session_name().map(|name| SessionId::new(&id.queue, name));
         let (state, attempts, started_ms) = match &lease {
             Some(l) => (JobState::Active, l.attempt, Some(l.started_ms)),
             None => (

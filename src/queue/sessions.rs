@@ -5,46 +5,28 @@
 //! JSON, validated here; partial updates are JSON merge patches (RFC 7396) applied here and
 //! written with a compare-and-set on the version, retried when another writer got in between
 //! (unless the caller asked for a specific version).
+//!
+//! Owns nothing but its limits: sessions live in Redis. Idle sessions are expired by the
+//! heartbeat's sweep (`leases/liveness.rs`).
 
-use std::{fmt, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use serde_json::Value;
 
-use super::{Engine, Error, Limits, Result, from_ms, validate_queue};
-use crate::store::{SessionRecord, SetOutcome};
+use super::{
+    background::Background,
+    error::{Error, Result},
+    job::{SessionId, from_ms, validate_queue},
+    registry::QueueRegistry,
+    settings::Limits,
+};
+use crate::store::{SessionRecord, SetOutcome, Store};
 
 const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
 const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 const MIN_TTL: Duration = Duration::from_millis(100);
 const MAX_CONCURRENCY: u32 = 1_000;
 const MAX_PAGE: u64 = 100;
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct SessionId {
-    pub queue: String,
-    pub name: String,
-}
-
-impl SessionId {
-    pub fn new(queue: &str, name: &str) -> Self {
-        Self { queue: queue.to_owned(), name: name.to_owned() }
-    }
-
-    pub fn parse(raw: &str, field: &str) -> Result<Self> {
-        let (queue, name) = raw
-            .split_once('/')
-            .ok_or_else(|| Error::invalid(field, "must be a session id of the form <queue>/<name>"))?;
-        validate_queue(queue, field)?;
-        validate_queue(name, field)?;
-        Ok(Self::new(queue, name))
-    }
-}
-
-impl fmt::Display for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.queue, self.name)
-    }
-}
 
 /// How UpdateSession changes the state.
 #[derive(Clone, Debug)]
@@ -116,8 +98,19 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
-impl Engine {
-    pub async fn create_session(
+pub struct Sessions {
+    store: Arc<Store>,
+    registry: Arc<QueueRegistry>,
+    background: Background,
+    limits: Limits,
+}
+
+impl Sessions {
+    pub fn new(store: Arc<Store>, registry: Arc<QueueRegistry>, background: Background, limits: Limits) -> Self {
+        Self { store, registry, background, limits }
+    }
+
+    pub async fn create(
         &self,
         queue: &str,
         name: Option<&str>,
@@ -125,13 +118,13 @@ impl Engine {
         ttl: Option<Duration>,
         max_concurrency: Option<u32>,
     ) -> Result<SessionView> {
-        self.check_open()?;
+        self.background.check_open()?;
         validate_queue(queue, "queue")?;
         let generated = ulid::Ulid::new().to_string();
         let name = name.filter(|n| !n.is_empty()).unwrap_or(&generated);
         validate_queue(name, "session_id")?;
         let state = state.filter(|s| !s.is_empty()).unwrap_or("{}");
-        validate_state(state, &self.settings.limits, "state")?;
+        validate_state(state, &self.limits, "state")?;
         let ttl = ttl.unwrap_or(DEFAULT_TTL);
         if !(MIN_TTL..=MAX_TTL).contains(&ttl) {
             return Err(Error::invalid("ttl", "must be from 100 ms to 30 days"));
@@ -140,30 +133,30 @@ impl Engine {
         if max_concurrency == 0 || max_concurrency > MAX_CONCURRENCY {
             return Err(Error::invalid("max_concurrency", "must be from 1 to 1000"));
         }
-        self.register(queue).await?;
+        self.registry.register(queue).await?;
         let id = SessionId::new(queue, name);
         if !self.store.create_session(queue, name, state, ttl, max_concurrency).await? {
             return Err(Error::AlreadyExists(format!("session_id: session {id} already exists")));
         }
-        self.get_session(&id).await
+        self.get(&id).await
     }
 
-    pub async fn get_session(&self, id: &SessionId) -> Result<SessionView> {
+    pub async fn get(&self, id: &SessionId) -> Result<SessionView> {
         let record = self.store.session(&id.queue, &id.name).await?;
         let record = record.ok_or_else(|| Error::NotFound(format!("session_id: session {id} does not exist")))?;
         Ok(SessionView::new(&id.queue, record))
     }
 
     /// Writes the state (replaced or merge-patched); returns the new version.
-    pub async fn update_session(&self, id: &SessionId, update: SessionUpdate, expected: Option<u64>) -> Result<u64> {
-        let limits = &self.settings.limits;
+    pub async fn update(&self, id: &SessionId, update: SessionUpdate, expected: Option<u64>) -> Result<u64> {
+        let limits = &self.limits;
         let (text, field) = match &update {
             SessionUpdate::Replace(s) => (s, "state"),
             SessionUpdate::MergePatch(s) => (s, "merge_patch"),
         };
         let given = validate_state(text, limits, field)?;
         for _ in 0..16 {
-            let current = self.get_session(id).await?;
+            let current = self.get(id).await?;
             let version = expected.unwrap_or(current.version);
             let next = match &update {
                 SessionUpdate::Replace(s) => s.clone(),
@@ -190,7 +183,7 @@ impl Engine {
         Err(Error::Aborted(format!("session_id: session {id} kept changing; nothing was written, retry")))
     }
 
-    pub async fn delete_session(&self, id: &SessionId) -> Result<()> {
+    pub async fn delete(&self, id: &SessionId) -> Result<()> {
         if !self.store.delete_session(&id.queue, &id.name).await? {
             return Err(Error::NotFound(format!("session_id: session {id} does not exist")));
         }
@@ -199,7 +192,7 @@ impl Engine {
 
     /// A page of a queue's sessions; the token is opaque (empty: first page) and the returned
     /// one is empty on the last page. Pages may be shorter than asked.
-    pub async fn list_sessions(&self, queue: &str, page_size: u64, token: &str) -> Result<(Vec<SessionView>, String)> {
+    pub async fn list(&self, queue: &str, page_size: u64, token: &str) -> Result<(Vec<SessionView>, String)> {
         validate_queue(queue, "queue")?;
         let cursor = if token.is_empty() { "0" } else { token };
         if cursor.parse::<u64>().is_err() {

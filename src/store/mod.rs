@@ -16,6 +16,7 @@ mod keys;
 mod record;
 mod scripts;
 mod sessions;
+mod token;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -30,6 +31,7 @@ pub use keys::{KeySpace, MAX_PRIORITY, MIN_PRIORITY, QueueKeys};
 pub use record::{BackoffSpec, JobRecord, RecordState};
 use scripts::{Call, Function, Scripts};
 pub use sessions::{SessionRecord, SetOutcome};
+pub use token::LeaseToken;
 
 /// The layout version this build reads and writes.
 const SCHEMA_VERSION: i64 = 2;

@@ -11,16 +11,17 @@ use std::{sync::Arc, time::Duration};
 use tokio::{sync::Notify, time::Instant};
 use tracing::{debug, field::Empty, warn};
 
-use super::{Delivery, Engine, JobId, RevokeReason, SessionId, from_ms, hub, notices::Notice};
+use super::{Leases, Notice, RevokeReason};
 use crate::{
-    store::StoreError,
+    queue::job::{Delivery, JobId, SessionId, from_ms},
+    store::{LeaseToken, StoreError},
     telemetry::{self, SPAN_TARGET, TraceContext, traceparent},
 };
 
 /// Most jobs one lease round hands out.
 const MAX_ROUND: usize = 500;
 
-pub async fn run(engine: Arc<Engine>, queue: String, wake: Arc<Notify>) {
+pub async fn run(leases: Arc<Leases>, queue: String, wake: Arc<Notify>) {
     let mut next_timer: Option<Instant> = None;
     let mut failures = 0u32;
     let mut last_upkeep: Option<Instant> = None;
@@ -32,24 +33,24 @@ pub async fn run(engine: Arc<Engine>, queue: String, wake: Arc<Notify>) {
             }
         };
         tokio::select! {
-            _ = engine.dispatch_stop.cancelled() => return,
+            _ = leases.dispatch_stop.cancelled() => return,
             _ = wake.notified() => {}
             _ = timer => {}
-            _ = tokio::time::sleep(engine.settings.safety_poll) => {}
+            _ = tokio::time::sleep(leases.settings.safety_poll) => {}
         }
-        if !engine.hub.serves(&queue, &wake) {
+        if !leases.hub.serves(&queue, &wake) {
             return;
         }
         // Upkeep (expiring deadlines, promoting delayed jobs, retention) is due when the timer
         // fired or a safety period passed; a wake-up without free credit then costs no call.
         let now = Instant::now();
         let upkeep = next_timer.is_some_and(|t| t <= now)
-            || last_upkeep.is_none_or(|t| now.duration_since(t) >= engine.settings.safety_poll);
+            || last_upkeep.is_none_or(|t| now.duration_since(t) >= leases.settings.safety_poll);
         if upkeep {
             last_upkeep = Some(now);
-            engine.hub.undrain(&queue);
+            leases.hub.undrain(&queue);
         }
-        match rounds(&engine, &queue, upkeep).await {
+        match rounds(&leases, &queue, upkeep).await {
             Ok(None) => {}
             Ok(Some(next)) => {
                 failures = 0;
@@ -67,30 +68,33 @@ pub async fn run(engine: Arc<Engine>, queue: String, wake: Arc<Notify>) {
 
 /// Leases until the streams' credit or the queue runs out; returns when the next delayed job
 /// or deadline is due, or None when there was nothing to do (no credit, no upkeep due).
-async fn rounds(engine: &Arc<Engine>, queue: &str, upkeep: bool) -> Result<Option<Option<Duration>>, StoreError> {
+async fn rounds(leases: &Arc<Leases>, queue: &str, upkeep: bool) -> Result<Option<Option<Duration>>, StoreError> {
     // After a full round, the next one runs only if credit is left: the full round already did
     // the upkeep and said when the next delayed job or deadline is due.
     let mut done: Option<Option<Duration>> = None;
     loop {
-        let tokens = engine.hub.plan(queue, MAX_ROUND);
+        let tokens = leases.hub.plan(queue, MAX_ROUND);
         if tokens.is_empty() && (done.is_some() || !upkeep) {
             return Ok(done);
         }
         let trim = upkeep && done.is_none();
-        let round = match engine.store.lease(queue, &tokens, rand::random(), trim).await {
+        let texts: Vec<String> = tokens.iter().map(|t| t.as_str().to_owned()).collect();
+        let round = match leases.store.lease(queue, &texts, rand::random(), trim).await {
             Ok(round) => round,
             Err(e) => {
-                engine.hub.deliver(&tokens, Vec::new());
+                leases.hub.deliver(&tokens, Vec::new());
                 if matches!(e, StoreError::Unavailable(_)) && !tokens.is_empty() {
                     // The round may have run in Redis with its answer lost (a timeout): leases
                     // nobody here knows of. Take them back once Redis answers again.
-                    engine.tasks.spawn(take_back_unanswered(engine.clone(), queue.to_owned(), tokens));
+                    leases.background.spawn(take_back_unanswered(leases.clone(), queue.to_owned(), texts));
                 }
                 return Err(e);
             }
         };
         for (ulid, token) in &round.revoked {
-            revoke(engine, &JobId::new(queue, ulid), token).await;
+            if let Some(token) = LeaseToken::parse(token) {
+                leases.tell_owner(Notice::Revoke(RevokeReason::Timeout), &JobId::new(queue, ulid), &token).await;
+            }
         }
         let metrics = telemetry::queue(queue);
         if let Some(m) = metrics.as_ref().filter(|_| !round.revoked.is_empty()) {
@@ -102,7 +106,12 @@ async fn rounds(engine: &Arc<Engine>, queue: &str, upkeep: bool) -> Result<Optio
         let deliveries = round
             .jobs
             .into_iter()
-            .map(|job| {
+            .filter_map(|job| {
+                let Some(lease_token) = LeaseToken::parse(&job.token) else {
+                    // Never: the round answers the tokens it was given. The lease times out.
+                    warn!(%queue, token = %job.token, "a lease round answered a token it was not given");
+                    return None;
+                };
                 let r = job.record;
                 let job_id = JobId::new(queue, &job.ulid);
                 let trace = TraceContext::from_headers(r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
@@ -121,7 +130,7 @@ async fn rounds(engine: &Arc<Engine>, queue: &str, upkeep: bool) -> Result<Optio
                 );
                 traceparent::record(&span, trace.as_ref());
                 span.in_scope(|| debug!(waited_ms, "job leased"));
-                Delivery {
+                Some(Delivery {
                     job_id,
                     job_type: r.job_type,
                     payload: r.payload,
@@ -130,22 +139,23 @@ async fn rounds(engine: &Arc<Engine>, queue: &str, upkeep: bool) -> Result<Optio
                     attempt: job.attempt,
                     max_attempts: r.max_attempts,
                     lost_deliveries: r.lost,
-                    lease_token: job.token,
+                    lease_token,
                     deadline: from_ms(job.deadline_ms),
                     created_at: from_ms(r.created_ms),
                     session: job.session.map(|s| (SessionId::new(queue, &s.name), s.state, s.version)),
                     trace,
-                }
+                })
             })
             .collect();
-        let undelivered = engine.hub.deliver(&tokens, deliveries);
+        let undelivered = leases.hub.deliver(&tokens, deliveries);
         if !undelivered.is_empty() {
             debug!(%queue, count = undelivered.len(), "streams left before delivery; handing back");
-            let leases: Vec<(String, String)> = undelivered.into_iter().map(|h| (h.job_id.ulid, h.token)).collect();
-            engine.store.requeue(queue, &leases, false, engine.settings.max_lost).await?;
+            let held: Vec<(String, String)> =
+                undelivered.into_iter().map(|h| (h.job_id.ulid, h.token.into())).collect();
+            leases.store.requeue(queue, &held, false, leases.settings.max_lost).await?;
         }
         if !tokens.is_empty() {
-            engine.hub.set_drained(queue, !full);
+            leases.hub.set_drained(queue, !full);
         }
         done = Some(round.next_wake);
         if !full {
@@ -154,34 +164,18 @@ async fn rounds(engine: &Arc<Engine>, queue: &str, upkeep: bool) -> Result<Optio
     }
 }
 
-/// Tells the holder of a timed-out lease, on this instance or another.
-async fn revoke(engine: &Engine, job_id: &JobId, token: &str) {
-    let Some((instance, stream)) = hub::parse_token(token) else {
-        return;
-    };
-    if instance == engine.instance {
-        engine.hub.revoke(stream, job_id, token, RevokeReason::Timeout);
-        return;
-    }
-    let notice = Notice::Revoke { job_id: job_id.clone(), token: token.to_owned(), reason: RevokeReason::Timeout };
-    let channel = engine.store.keys().instance_channel(instance);
-    if let Err(e) = engine.store.publish(&channel, &notice.encode()).await {
-        warn!(error = %e, %job_id, "could not tell the lease owner about a timeout");
-    }
-}
-
 /// Returns the leases a failed lease round may have taken, retrying until Redis answers (or the
 /// instance stops: then the reaper of another instance returns them after the lease TTL).
-async fn take_back_unanswered(engine: Arc<Engine>, queue: String, tokens: Vec<String>) {
+async fn take_back_unanswered(leases: Arc<Leases>, queue: String, tokens: Vec<String>) {
     let mut wait = Duration::from_millis(200);
     loop {
-        match engine.store.reap(&queue, &tokens).await {
+        match leases.store.reap(&queue, &tokens).await {
             Ok(0) => return,
             Ok(n) => return warn!(%queue, returned = n, "took back leases of a lease round whose answer was lost"),
             Err(e) => debug!(%queue, error = %e, "cannot take back an unanswered lease round yet"),
         }
         tokio::select! {
-            _ = engine.shutdown.cancelled() => return,
+            _ = leases.background.stopped() => return,
             _ = tokio::time::sleep(wait) => {}
         }
         wait = (wait * 2).min(Duration::from_secs(5));

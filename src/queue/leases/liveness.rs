@@ -11,13 +11,13 @@ use std::{sync::Arc, time::Duration};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::Engine;
+use super::{Leases, workers};
 
 /// How stale the in-flight counts of `ListWorkers` may get.
 const WORKERS_REFRESH: Duration = Duration::from_secs(5);
 
-pub async fn run(engine: Arc<Engine>) {
-    let ttl = engine.settings.lease_ttl;
+pub async fn run(leases: Arc<Leases>) {
+    let ttl = leases.settings.lease_ttl;
     let every = (ttl / 3).min(Duration::from_secs(1));
     let mut fresh_since: Option<Instant> = None;
     let mut last_ok: Option<Instant> = None;
@@ -26,10 +26,10 @@ pub async fn run(engine: Arc<Engine>) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = engine.shutdown.cancelled() => return,
+            _ = leases.background.stopped() => return,
             _ = ticker.tick() => {}
         }
-        match engine.store.heartbeat(&engine.instance, ttl).await {
+        match leases.store.heartbeat(&leases.instance, ttl).await {
             Ok((_, dead)) => {
                 let now = Instant::now();
                 // A gap longer than half the TTL means we may have looked dead to others, and
@@ -38,31 +38,31 @@ pub async fn run(engine: Arc<Engine>) {
                     fresh_since = Some(now);
                 }
                 last_ok = Some(now);
-                if engine.redis_up.send_if_modified(|up| !std::mem::replace(up, true)) {
+                if leases.redis_up.send_if_modified(|up| !std::mem::replace(up, true)) {
                     info!("redis is reachable");
-                    engine.hub.wake_all();
+                    leases.hub.wake_all();
                 }
                 // The worker list is rewritten at the next heartbeat when streams opened or closed,
                 // within a few seconds when only in-flight counts moved, and otherwise once a TTL
                 // to keep its key alive: 10,000 idle streams cost nothing, busy ones little.
-                let generation = engine.hub.generation();
+                let generation = leases.hub.generation();
                 let due = published.is_none_or(|((streams, any), at): ((u64, u64), Instant)| {
                     let age = now - at;
                     streams != generation.0 || (any != generation.1 && age >= WORKERS_REFRESH) || age >= ttl
                 });
                 if due {
-                    engine.publish_workers(ttl * 3).await;
+                    workers::publish(&leases, ttl * 3).await;
                     published = Some((generation, now));
                 }
-                sweep_sessions(&engine).await;
-                let dead: Vec<String> = dead.into_iter().filter(|id| *id != engine.instance).collect();
+                sweep_sessions(&leases).await;
+                let dead: Vec<String> = dead.into_iter().filter(|id| *id != leases.instance).collect();
                 if !dead.is_empty() && fresh_since.is_some_and(|t| now - t >= ttl) {
-                    reap(&engine, &dead).await;
+                    reap(&leases, &dead).await;
                 }
             }
             Err(e) => {
                 fresh_since = None;
-                if engine.redis_up.send_if_modified(|up| std::mem::replace(up, false)) {
+                if leases.redis_up.send_if_modified(|up| std::mem::replace(up, false)) {
                     warn!(error = %e, "redis is unreachable");
                 }
             }
@@ -71,13 +71,13 @@ pub async fn run(engine: Arc<Engine>) {
 }
 
 /// Returns the leases of dead instances in every known queue, then forgets the instances.
-async fn reap(engine: &Engine, dead: &[String]) {
-    let queues = match engine.store.queues().await {
+async fn reap(leases: &Leases, dead: &[String]) {
+    let queues = match leases.store.queues().await {
         Ok(q) => q,
         Err(e) => return warn!(error = %e, "reaper could not list queues"),
     };
     for queue in &queues {
-        match engine.store.reap(queue, dead).await {
+        match leases.store.reap(queue, dead).await {
             Ok(0) => {}
             Ok(n) => {
                 info!(%queue, returned = n, instances = ?dead, "reaped leases of dead instances")
@@ -87,17 +87,17 @@ async fn reap(engine: &Engine, dead: &[String]) {
             }
         }
     }
-    match engine.store.forget_instances(dead).await {
+    match leases.store.forget_instances(dead).await {
         Ok(()) => info!(instances = ?dead, "dead instances forgotten"),
         Err(e) => warn!(error = %e, "could not forget dead instances"),
     }
 }
 
 /// Expires idle sessions in every known queue (each call is bounded; see session_sweep.lua).
-async fn sweep_sessions(engine: &Engine) {
-    let Ok(queues) = engine.store.queues().await else { return };
+async fn sweep_sessions(leases: &Leases) {
+    let Ok(queues) = leases.store.queues().await else { return };
     for queue in queues {
-        match engine.store.sweep_sessions(&queue).await {
+        match leases.store.sweep_sessions(&queue).await {
             Ok(gone) if !gone.is_empty() => info!(%queue, sessions = ?gone, "idle sessions expired"),
             Ok(_) => {}
             Err(e) => return warn!(%queue, error = %e, "session sweep failed"),

@@ -3,7 +3,7 @@
 //!
 //! One `std::sync::Mutex` guards it all; it is held only for map updates, never across an await.
 //! Redis is the truth about leases; this is the instance's view, reconciled against Redis by
-//! `Engine::reconcile` because cross-instance notices ride pub/sub, which may drop messages.
+//! the reconciliation in `notices.rs` because cross-instance notices ride pub/sub, which may drop messages.
 //!
 //! Credit is reserved when a dispatcher plans a lease round and settled when the round returns,
 //! so two queues' dispatchers can never hand one stream more than its `max_in_flight`.
@@ -16,14 +16,17 @@ use std::{
 
 use tokio::sync::{Notify, mpsc};
 
-use super::{Delivery, JobId};
-use crate::telemetry::TraceContext;
+use crate::{
+    queue::job::{Delivery, JobId},
+    store::LeaseToken,
+    telemetry::TraceContext,
+};
 
 /// Messages on a worker stream, besides the transport's own pings.
 #[derive(Debug)]
 pub enum StreamEvent {
     Job(Box<Delivery>),
-    Revoke { job_id: JobId, lease_token: String, reason: RevokeReason },
+    Revoke { job_id: JobId, lease_token: LeaseToken, reason: RevokeReason },
     Drain { grace: std::time::Duration },
 }
 
@@ -48,7 +51,7 @@ pub struct WorkerSpec {
 
 #[derive(Debug)]
 struct Held {
-    token: String,
+    token: LeaseToken,
     /// Revoked (timed out): the lease is gone, but the credit stays used until the worker
     /// answers or the stream ends.
     revoked: bool,
@@ -114,18 +117,11 @@ struct State {
 /// A lease still held through a stream of this instance.
 #[derive(Clone, Debug)]
 pub struct HeldLease {
-    pub stream: u64,
     pub job_id: JobId,
-    pub token: String,
+    /// Names the stream that holds it.
+    pub token: LeaseToken,
     /// Revoked (timed out or cancelled): the worker was told to stop.
     pub revoked: bool,
-}
-
-impl HeldLease {
-    /// Delivery order on this instance (the token's sequence number).
-    pub fn seq(&self) -> u64 {
-        self.token.rsplit('.').next().and_then(|s| s.parse().ok()).unwrap_or(0)
-    }
 }
 
 /// A connected worker stream, for listings.
@@ -140,15 +136,6 @@ pub struct StreamInfo {
 pub struct Hub {
     instance: String,
     state: Mutex<State>,
-}
-
-/// `<instance>.<stream>.<seq>`: tells any instance which instance and stream hold a lease.
-pub fn parse_token(token: &str) -> Option<(&str, u64)> {
-    let mut parts = token.split('.');
-    let instance = parts.next()?;
-    let stream = parts.next()?.parse().ok()?;
-    parts.next()?;
-    Some((instance, stream))
 }
 
 impl Hub {
@@ -219,15 +206,15 @@ impl Hub {
         let mut held: Vec<HeldLease> = slot
             .in_flight
             .into_iter()
-            .map(|(job_id, h)| HeldLease { stream: id, job_id, token: h.token, revoked: h.revoked })
+            .map(|(job_id, h)| HeldLease { job_id, token: h.token, revoked: h.revoked })
             .collect();
-        held.sort_by_key(HeldLease::seq);
+        held.sort_by_key(|h| h.token.seq());
         (held, orphaned)
     }
 
     /// Reserves credit for one lease round of `queue`, fairly: tokens alternate between the
     /// eligible streams, starting from a rotating offset. Returns one token per job wanted.
-    pub fn plan(&self, queue: &str, max: usize) -> Vec<String> {
+    pub fn plan(&self, queue: &str, max: usize) -> Vec<LeaseToken> {
         let mut state = self.lock();
         // A queue its last round found empty gets no credit until something wakes it: its
         // reservations would only keep later queues of the same streams waiting.
@@ -281,7 +268,7 @@ impl Hub {
         let mut tokens = Vec::with_capacity(picks.len());
         for id in picks {
             state.next_seq += 1;
-            tokens.push(format!("{}.{id}.{}", self.instance, state.next_seq));
+            tokens.push(LeaseToken::new(&self.instance, id, state.next_seq));
             if let Some(s) = state.streams.get_mut(&id) {
                 s.reserved += 1;
             }
@@ -292,24 +279,20 @@ impl Hub {
     /// Settles a lease round: hands each job to the stream its token names, and releases the
     /// reservations the round did not use. Returns the leases that could not be handed over
     /// (stream gone or not reading); they must go back to the queue.
-    pub fn deliver(&self, tokens: &[String], jobs: Vec<Delivery>) -> Vec<HeldLease> {
+    pub fn deliver(&self, tokens: &[LeaseToken], jobs: Vec<Delivery>) -> Vec<HeldLease> {
         let mut state = self.lock();
         for token in tokens {
-            if let Some(s) = parse_token(token).and_then(|(_, id)| state.streams.get_mut(&id)) {
+            if let Some(s) = state.streams.get_mut(&token.stream()) {
                 s.reserved = s.reserved.saturating_sub(1);
             }
         }
         let mut used: HashMap<u64, u32> = HashMap::new();
         for job in &jobs {
-            if let Some((_, id)) = parse_token(&job.lease_token) {
-                *used.entry(id).or_default() += 1;
-            }
+            *used.entry(job.lease_token.stream()).or_default() += 1;
         }
         let mut recheck = Vec::new();
         for token in tokens {
-            let Some((_, id)) = parse_token(token) else {
-                continue;
-            };
+            let id = token.stream();
             let unused = used.get(&id).is_none_or(|n| *n == 0);
             if let Some(s) = state.streams.get_mut(&id).filter(|s| unused && s.contended) {
                 s.contended = false;
@@ -325,12 +308,8 @@ impl Hub {
         let mut undelivered = Vec::new();
         let now = Instant::now();
         for job in jobs {
-            let Some((_, id)) = parse_token(&job.lease_token) else {
-                continue;
-            };
-            let held =
-                HeldLease { stream: id, job_id: job.job_id.clone(), token: job.lease_token.clone(), revoked: false };
-            let Some(stream) = state.streams.get_mut(&id) else {
+            let held = HeldLease { job_id: job.job_id.clone(), token: job.lease_token.clone(), revoked: false };
+            let Some(stream) = state.streams.get_mut(&held.token.stream()) else {
                 undelivered.push(held);
                 continue;
             };
@@ -409,10 +388,10 @@ impl Hub {
     /// The worker answered for a job (or its lease was found gone): free its credit.
     /// Only the delivery named by `token` is released, never a later one of the same job.
     /// Returns what was released; None when the stream did not hold that delivery.
-    pub fn release(&self, stream: u64, job_id: &JobId, token: &str) -> Option<Released> {
+    pub fn release(&self, job_id: &JobId, token: &LeaseToken) -> Option<Released> {
         let mut state = self.lock();
-        let s = state.streams.get_mut(&stream)?;
-        if s.in_flight.get(job_id).is_none_or(|h| h.token != token) {
+        let s = state.streams.get_mut(&token.stream())?;
+        if s.in_flight.get(job_id).is_none_or(|h| h.token != *token) {
             return None;
         }
         let held = s.in_flight.remove(job_id)?;
@@ -427,9 +406,9 @@ impl Hub {
     }
 
     /// The trace context of a delivery a stream of this instance holds.
-    pub fn trace_of(&self, stream: u64, job_id: &JobId, token: &str) -> Option<TraceContext> {
+    pub fn trace_of(&self, job_id: &JobId, token: &LeaseToken) -> Option<TraceContext> {
         let state = self.lock();
-        state.streams.get(&stream)?.in_flight.get(job_id).filter(|h| h.token == token)?.trace
+        state.streams.get(&token.stream())?.in_flight.get(job_id).filter(|h| h.token == *token)?.trace
     }
 
     /// Open worker streams.
@@ -437,24 +416,25 @@ impl Hub {
         self.lock().streams.len()
     }
 
-    /// Stops dispatch to one stream (its worker is stopping); it keeps what it holds.
-    pub fn stop_stream(&self, stream: u64) {
-        if let Some(s) = self.lock().streams.get_mut(&stream) {
+    /// Stops dispatch to the stream that received `token` (its worker is stopping); it keeps
+    /// what it holds.
+    pub fn stop_stream(&self, token: &LeaseToken) {
+        if let Some(s) = self.lock().streams.get_mut(&token.stream()) {
             s.draining = true;
         }
     }
 
     /// Tells the worker holding a lease to stop; keeps its credit used until it answers.
-    pub fn revoke(&self, stream: u64, job_id: &JobId, token: &str, reason: RevokeReason) {
+    pub fn revoke(&self, job_id: &JobId, token: &LeaseToken, reason: RevokeReason) {
         let mut state = self.lock();
-        let Some(s) = state.streams.get_mut(&stream) else {
+        let Some(s) = state.streams.get_mut(&token.stream()) else {
             return;
         };
-        let Some(held) = s.in_flight.get_mut(job_id).filter(|h| h.token == token) else {
+        let Some(held) = s.in_flight.get_mut(job_id).filter(|h| h.token == *token) else {
             return;
         };
         held.revoked = true;
-        let _ = s.tx.try_send(StreamEvent::Revoke { job_id: job_id.clone(), lease_token: token.to_owned(), reason });
+        let _ = s.tx.try_send(StreamEvent::Revoke { job_id: job_id.clone(), lease_token: token.clone(), reason });
     }
 
     /// Every lease held through this instance, for reconciliation and shutdown.
@@ -462,17 +442,16 @@ impl Hub {
         let state = self.lock();
         let mut held = state
             .streams
-            .iter()
-            .flat_map(|(id, s)| {
+            .values()
+            .flat_map(|s| {
                 s.in_flight.iter().map(|(job_id, h)| HeldLease {
-                    stream: *id,
                     job_id: job_id.clone(),
                     token: h.token.clone(),
                     revoked: h.revoked,
                 })
             })
             .collect::<Vec<_>>();
-        held.sort_by_key(HeldLease::seq);
+        held.sort_by_key(|h| h.token.seq());
         held
     }
 
@@ -557,7 +536,7 @@ mod tests {
         let (b, _) = hub.open(spec(&["q"], 2), tx).expect("open");
         let tokens = hub.plan("q", 10);
         assert_eq!(tokens.len(), 4);
-        let streams: Vec<u64> = tokens.iter().map(|t| parse_token(t).expect("token").1).collect();
+        let streams: Vec<u64> = tokens.iter().map(LeaseToken::stream).collect();
         assert_eq!(streams.iter().filter(|s| **s == a).count(), 2);
         assert_eq!(streams.iter().filter(|s| **s == b).count(), 2);
         assert_ne!(streams[0], streams[1], "alternates between streams");

@@ -1,0 +1,221 @@
+//! Intake: jobs coming in. One path for a single add and a batch: each job is validated,
+//! prepared for the add script, added, and its outcome turned into the caller's answer (counted,
+//! recorded in its `job.add` span) the same way. Concurrent single adds of one queue share a
+//! script call (`coalesce.rs`: fewer calls under load, no wait when idle); a batch goes in one
+//! call per chunk of each queue, in request order, so it keeps its FIFO order (and a repeated
+//! idempotency key within it is a duplicate).
+//!
+//! Owns: the coalescer of single adds. A queue with new work wakes its dispatcher here
+//! (`Leases::wake`); other instances hear of it from the add script itself.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use tracing::{Instrument, Span, field::Empty};
+
+use super::{
+    background::Background,
+    coalesce::Coalescer,
+    error::{Error, Result},
+    job::{Added, JobId, NewJob, Schedule, SessionId, to_ms},
+    leases::Leases,
+    registry::QueueRegistry,
+    settings::Limits,
+};
+use crate::{
+    store::{AddArgs, AddOutcome, JobRecord, Store},
+    telemetry::{self, SPAN_TARGET, TraceContext, traceparent},
+};
+
+/// Most jobs of one queue one batch script call carries.
+const MAX_CHUNK: usize = 500;
+
+pub struct Intake {
+    store: Arc<Store>,
+    registry: Arc<QueueRegistry>,
+    leases: Arc<Leases>,
+    background: Background,
+    limits: Limits,
+    idempotency_window: Duration,
+    adds: Arc<Coalescer<Prepared, AddOutcome>>,
+}
+
+impl Intake {
+    pub fn new(
+        store: Arc<Store>,
+        registry: Arc<QueueRegistry>,
+        leases: Arc<Leases>,
+        background: Background,
+        limits: Limits,
+        idempotency_window: Duration,
+    ) -> Self {
+        Self { store, registry, leases, background, limits, idempotency_window, adds: Arc::default() }
+    }
+
+    /// Adds one job, in a `job.add` span carrying the trace context of its `traceparent`
+    /// header.
+    pub async fn add(&self, job: NewJob) -> Result<Added> {
+        let span = add_span(&job.queue, &job.headers);
+        self.add_in_span(job, &span).instrument(span.clone()).await
+    }
+
+    async fn add_in_span(&self, job: NewJob, span: &Span) -> Result<Added> {
+        self.background.check_open()?;
+        job.validate(&self.limits, "")?;
+        self.registry.register(&job.queue).await?;
+        let queue = job.queue.clone();
+        let prepared = Prepared::new(job);
+        let session = prepared.session.clone();
+        let window = self.idempotency_window;
+        let (store, lane) = (self.store.clone(), queue.clone());
+        let run = move |items: Vec<Prepared>| {
+            let (store, lane) = (store.clone(), lane.clone());
+            async move {
+                let args: Vec<AddArgs> = items.iter().map(|p| p.args(window)).collect();
+                store.add_many(&lane, &args).await
+            }
+        };
+        let outcome = self.adds.submit(&queue, prepared, run).await?;
+        let added = accepted(&queue, outcome, session.as_ref(), "", span)?;
+        if !added.duplicate {
+            self.leases.wake(&queue);
+        }
+        Ok(added)
+    }
+
+    /// Adds a batch: one answer per entry, in order. An entry the caller could not even read
+    /// comes in as its error and goes out as it came; the others are each added on their own.
+    /// The batch as a whole is checked against the caps first.
+    pub async fn add_batch(&self, entries: Vec<Result<NewJob>>) -> Result<Vec<Result<Added>>> {
+        if entries.is_empty() {
+            return Err(Error::invalid("jobs", "must hold at least one job"));
+        }
+        self.background.check_open()?;
+        let readable = || entries.iter().filter_map(|e| e.as_ref().ok());
+        let count = readable().count();
+        if count > self.limits.max_batch_jobs {
+            return Err(Error::TooLarge(format!(
+                "jobs: {count} jobs is over the limit of {}",
+                self.limits.max_batch_jobs
+            )));
+        }
+        let bytes: usize = readable().map(NewJob::size).sum();
+        if bytes > self.limits.max_batch_bytes {
+            return Err(Error::TooLarge(format!(
+                "jobs: {bytes} bytes in all is over the limit of {} bytes",
+                self.limits.max_batch_bytes
+            )));
+        }
+        // Every entry still held by `by_queue` gets its answer below.
+        let mut results: Vec<Result<Added>> = Vec::with_capacity(entries.len());
+        let mut by_queue: BTreeMap<String, Vec<(usize, Prepared)>> = BTreeMap::new();
+        for (i, entry) in entries.into_iter().enumerate() {
+            let job = entry.and_then(|job| job.validate(&self.limits, &format!("jobs[{i}].")).map(|()| job));
+            match job {
+                Ok(job) => {
+                    by_queue.entry(job.queue.clone()).or_default().push((i, Prepared::new(job)));
+                    results.push(Err(Error::Internal));
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        for (queue, items) in by_queue {
+            self.registry.register(&queue).await?;
+            for chunk in items.chunks(MAX_CHUNK) {
+                let args: Vec<AddArgs> = chunk.iter().map(|(_, p)| p.args(self.idempotency_window)).collect();
+                let outcomes = self.store.add_many(&queue, &args).await?;
+                for ((i, prepared), outcome) in chunk.iter().zip(outcomes) {
+                    // One script added the chunk: each job's span only records the outcome.
+                    let span = add_span(&queue, &prepared.record.headers);
+                    let result = accepted(&queue, outcome, prepared.session.as_ref(), &format!("jobs[{i}]."), &span);
+                    if let Ok(added) = &result {
+                        span.in_scope(|| tracing::debug!(duplicate = added.duplicate, "job added in a batch"));
+                    }
+                    results[*i] = result;
+                }
+            }
+            self.leases.wake(&queue);
+        }
+        Ok(results)
+    }
+}
+
+/// What the add script said about one job, for its caller; a job newly added is counted and
+/// its id recorded in its `job.add` span.
+fn accepted(
+    queue: &str,
+    outcome: AddOutcome,
+    session: Option<&SessionId>,
+    field_prefix: &str,
+    span: &Span,
+) -> Result<Added> {
+    let added = match outcome {
+        AddOutcome::Added(u) => Added { job_id: JobId::new(queue, &u), duplicate: false },
+        AddOutcome::Duplicate(u) => Added { job_id: JobId::new(queue, &u), duplicate: true },
+        AddOutcome::NoSession => {
+            let id = session.map(|s| s.to_string()).unwrap_or_default();
+            return Err(Error::NotFound(format!("{field_prefix}session_id: session {id} does not exist")));
+        }
+    };
+    span.record("job_id", tracing::field::display(&added.job_id));
+    if !added.duplicate
+        && let Some(m) = telemetry::queue(queue)
+    {
+        m.added.increment(1);
+    }
+    Ok(added)
+}
+
+/// The `job.add` span of one job, with the trace context of its `traceparent` header; the
+/// job id is recorded once known.
+fn add_span(queue: &str, headers: &[(String, String)]) -> Span {
+    let span = tracing::debug_span!(
+        target: SPAN_TARGET,
+        "job.add",
+        queue,
+        job_id = Empty,
+        trace_id = Empty,
+        parent_span_id = Empty
+    );
+    let trace = TraceContext::from_headers(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    traceparent::record(&span, trace.as_ref());
+    span
+}
+
+/// A validated job, ready for the add script.
+struct Prepared {
+    ulid: String,
+    record: JobRecord,
+    delay_ms: Option<u64>,
+    run_at_ms: Option<i64>,
+    session: Option<SessionId>,
+}
+
+impl Prepared {
+    fn new(job: NewJob) -> Self {
+        let ulid = ulid::Ulid::new();
+        let (delay_ms, run_at_ms) = match job.schedule {
+            Schedule::Now => (None, None),
+            Schedule::After(d) => (Some(d.as_millis() as u64), None),
+            Schedule::At(t) => (None, Some(to_ms(t))),
+        };
+        let session = job.session.clone();
+        Self {
+            record: job.into_record(ulid.timestamp_ms() as i64),
+            ulid: ulid.to_string(),
+            delay_ms,
+            run_at_ms,
+            session,
+        }
+    }
+
+    fn args(&self, idempotency_window: Duration) -> AddArgs<'_> {
+        AddArgs {
+            ulid: &self.ulid,
+            record: &self.record,
+            delay_ms: self.delay_ms,
+            run_at_ms: self.run_at_ms,
+            idempotency_window,
+            session: self.session.as_ref().map(|s| s.name.as_str()),
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! Leases and dispatch on one instance: the worker streams and the credit and leases each holds
+//! (`hub.rs`), one dispatcher per queue with a stream here (`dispatch.rs`), the notices that
+//! reach a lease's owner on another instance and the reconciliation that makes up for lost ones
+//! (`notices.rs`), the heartbeat and the reaping of dead instances' leases (`liveness.rs`), and
+//! the published list of this instance's workers (`workers.rs`).
+//!
+//! A lease token names the instance and stream that hold the lease, so whatever happens to a
+//! lease anywhere (an ack, a timeout, a cancel, a stopping worker) reaches its owner through one
+//! door, `tell_owner`: directly when the owner is this instance, else on its pub/sub channel.
+//!
+//! Owns: the hub, the instance id, the dispatchers (stopped on their own token before leases are
+//! handed back on shutdown, so no lease round completes after the hand-back) and whether Redis
+//! answers, as the heartbeat sees it.
+
+mod dispatch;
+mod hub;
+mod liveness;
+mod notices;
+mod workers;
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{info, warn};
+
+pub use hub::{RevokeReason, StreamEvent, WorkerSpec};
+pub use notices::Notice;
+pub use workers::WorkerView;
+
+use crate::{
+    queue::{
+        background::Background,
+        error::{Error, Result},
+        job::{JobId, validate_queue},
+        settings::Settings,
+    },
+    store::{LeaseToken, Store},
+    telemetry::{self, TraceContext},
+};
+
+pub struct Leases {
+    store: Arc<Store>,
+    instance: String,
+    hub: hub::Hub,
+    settings: Settings,
+    background: Background,
+    /// Ends the dispatchers; on shutdown it fires before leases are handed back, so that no
+    /// lease round can complete after the hand-back.
+    dispatch_stop: CancellationToken,
+    dispatchers: TaskTracker,
+    redis_up: watch::Sender<bool>,
+}
+
+/// Keeps a worker stream registered; dropping it ends the stream and hands its unacknowledged
+/// jobs back (as lost deliveries).
+pub struct StreamGuard {
+    leases: Arc<Leases>,
+    id: u64,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        let leases = self.leases.clone();
+        let (held, orphaned) = leases.hub.close(self.id);
+        drop(orphaned); // their dispatchers notice the queue has no stream and stop
+        telemetry::set_worker_streams(leases.hub.stream_count());
+        if held.is_empty() || leases.background.is_stopping() {
+            // On shutdown, `Leases::hand_back_all` hands back everything still held.
+            return;
+        }
+        leases.background.clone().spawn(async move {
+            leases.give_back(held, true).await;
+        });
+    }
+}
+
+impl Leases {
+    /// Starts the heartbeat, the notice listener and the reconciliation of a new instance.
+    pub fn start(store: Arc<Store>, settings: Settings, background: Background) -> Arc<Self> {
+        let instance = ulid::Ulid::new().to_string().to_lowercase()[10..].to_owned();
+        let (redis_up, _) = watch::channel(false);
+        let leases = Arc::new(Self {
+            store,
+            hub: hub::Hub::new(&instance),
+            instance,
+            settings,
+            background,
+            dispatch_stop: CancellationToken::new(),
+            dispatchers: TaskTracker::new(),
+            redis_up,
+        });
+        leases.background.spawn(liveness::run(leases.clone()));
+        leases.background.spawn(notices::listen(leases.clone()));
+        leases.background.spawn(notices::reconcile(leases.clone()));
+        leases
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Follows whether Redis answers (true) or not, as seen by the heartbeat.
+    pub fn redis_up(&self) -> watch::Receiver<bool> {
+        self.redis_up.subscribe()
+    }
+
+    pub fn redis_is_up(&self) -> bool {
+        *self.redis_up.borrow()
+    }
+
+    /// Open worker streams.
+    pub fn stream_count(&self) -> usize {
+        self.hub.stream_count()
+    }
+
+    /// A queue got work: its dispatcher here should run.
+    pub fn wake(&self, queue: &str) {
+        self.hub.wake(queue);
+    }
+
+    /// Opens a worker stream. Jobs and control messages arrive on the receiver; the stream
+    /// lasts as long as the guard.
+    pub fn open_stream(self: &Arc<Self>, spec: WorkerSpec) -> Result<(StreamGuard, mpsc::Receiver<StreamEvent>)> {
+        self.background.check_open()?;
+        if spec.queues.is_empty() || spec.queues.len() > 32 {
+            return Err(Error::invalid("queues", "must name 1 to 32 queues"));
+        }
+        for (i, q) in spec.queues.iter().enumerate() {
+            validate_queue(q, &format!("queues[{i}]"))?;
+        }
+        if spec.queues.iter().collect::<HashSet<_>>().len() != spec.queues.len() {
+            return Err(Error::invalid("queues", "must not repeat a queue"));
+        }
+        let max_in_flight = self.settings.limits.max_in_flight;
+        if spec.max_in_flight == 0 || spec.max_in_flight > max_in_flight {
+            return Err(Error::invalid("max_in_flight", format!("must be from 1 to {max_in_flight}")));
+        }
+        if spec.worker_id.len() > 128 {
+            return Err(Error::invalid("worker_id", "at most 128 bytes"));
+        }
+        if spec.labels.len() > 32 {
+            return Err(Error::invalid("labels", "at most 32 entries"));
+        }
+        // Room for every job the credit allows plus the control messages about them.
+        let (tx, rx) = mpsc::channel(spec.max_in_flight as usize * 2 + 8);
+        let (id, fresh) = self.hub.open(spec, tx).ok_or(Error::ShuttingDown)?;
+        telemetry::set_worker_streams(self.hub.stream_count());
+        for (queue, wake) in fresh {
+            self.dispatchers.spawn(dispatch::run(self.clone(), queue, wake));
+        }
+        Ok((StreamGuard { leases: self.clone(), id }, rx))
+    }
+
+    /// Tells the owner of a lease what happened to it: at once when it is this instance, else
+    /// on the owner's pub/sub channel. A notice that gets lost is made up for by the owner's
+    /// reconciliation within a few seconds.
+    pub async fn tell_owner(&self, notice: Notice, job_id: &JobId, token: &LeaseToken) {
+        if token.instance() == self.instance {
+            return self.apply(notice, job_id, token);
+        }
+        let channel = self.store.keys().instance_channel(token.instance());
+        if let Err(e) = self.store.publish(&channel, &notices::encode(notice, job_id, token)).await {
+            warn!(error = %e, %job_id, ?notice, "could not tell the lease owner");
+        }
+    }
+
+    /// Applies a notice about a lease held through a stream of this instance.
+    fn apply(&self, notice: Notice, job_id: &JobId, token: &LeaseToken) {
+        match notice {
+            Notice::Release => self.answered(job_id, self.hub.release(job_id, token)),
+            Notice::Revoke(reason) => self.hub.revoke(job_id, token, reason),
+            Notice::StopStream => self.hub.stop_stream(token),
+        }
+    }
+
+    /// A worker answered for a delivery of this instance (here or through another instance):
+    /// the time it held the job goes to the run-time histogram. A revoked delivery's answer
+    /// is not a run (it timed out or was cancelled under the worker).
+    fn answered(&self, job_id: &JobId, released: Option<hub::Released>) {
+        if let Some(released) = released.filter(|r| !r.revoked)
+            && let Some(m) = telemetry::queue(&job_id.queue)
+        {
+            m.run.record(released.held_for);
+        }
+    }
+
+    /// The trace context of a delivery this instance made and still holds.
+    pub fn trace_of(&self, job_id: &JobId, token: &LeaseToken) -> Option<TraceContext> {
+        if token.instance() != self.instance {
+            return None;
+        }
+        self.hub.trace_of(job_id, token)
+    }
+
+    pub async fn list_workers(&self, queue: Option<&str>) -> Result<Vec<WorkerView>> {
+        workers::list(&self.store, queue).await
+    }
+
+    /// Hands leases back to the head of their queues, retrying while Redis is away: a lease
+    /// that is never handed back would only return after this instance is declared dead.
+    /// Returns false when some could not be handed back (they return through the reaper).
+    async fn give_back(&self, held: Vec<hub::HeldLease>, lost: bool) -> bool {
+        let mut all = true;
+        let mut by_queue: HashMap<String, Vec<(String, String)>> = Default::default();
+        for h in held {
+            by_queue.entry(h.job_id.queue).or_default().push((h.job_id.ulid, h.token.into()));
+        }
+        for (queue, leases) in by_queue {
+            let mut wait = Duration::from_millis(100);
+            for tries in 1.. {
+                match self.store.requeue(&queue, &leases, lost, self.settings.max_lost).await {
+                    Ok(n) => {
+                        info!(%queue, returned = n, lost, "leases handed back");
+                        if let Some(m) = telemetry::queue(&queue).filter(|_| lost) {
+                            m.lost.increment(n);
+                        }
+                        break;
+                    }
+                    Err(e) if self.background.is_stopping() && tries >= 5 => {
+                        warn!(%queue, error = %e, "giving up handing leases back; the reaper returns them after the lease TTL");
+                        all = false;
+                        break;
+                    }
+                    Err(e) => {
+                        warn!(%queue, error = %e, "handing leases back failed; retrying");
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(2));
+                    }
+                }
+            }
+        }
+        all
+    }
+
+    /// Shutdown, first step: no new streams or credit, workers told to drain; returns after
+    /// `grace` or once nothing is held.
+    pub async fn drain(&self, grace: Duration) {
+        self.hub.drain_all(grace);
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.hub.in_flight_total() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Shutdown: stops the dispatchers and waits for them (no lease round may complete after
+    /// the hand-back).
+    pub async fn stop_dispatch(&self) {
+        self.dispatch_stop.cancel();
+        self.dispatchers.close();
+        self.dispatchers.wait().await;
+    }
+
+    /// Shutdown, after the background was told to stop: hands back every lease still held (not
+    /// as a lost delivery), leaves the instance registry and ends every stream.
+    pub async fn hand_back_all(&self) {
+        let held = self.hub.held();
+        self.hub.forget_all();
+        // Only an instance that handed everything back may leave the registry: otherwise the
+        // reaper of another instance must still see it die and return its jobs.
+        if self.give_back(held, false).await
+            && let Err(e) = self.store.forget_instances(std::slice::from_ref(&self.instance)).await
+        {
+            warn!(error = %e, "could not leave the instance registry");
+        }
+        self.hub.disconnect_all();
+        telemetry::set_worker_streams(0);
+    }
+}

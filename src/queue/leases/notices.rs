@@ -1,0 +1,170 @@
+//! Cross-instance notices over the one shared pub/sub connection of this instance, and the
+//! reconciliation that makes up for notices pub/sub may drop.
+//!
+//! Channels: `wake` (a queue got work; message = queue name) and this instance's own channel
+//! (an ack for one of our leases reached another instance: free the credit; another instance
+//! timed out or cancelled one of our leases: revoke it; a worker returning a job through
+//! another instance is stopping: stop its stream). What goes on the own channel is sent by
+//! `Leases::tell_owner`, and applied here by the same `Leases::apply` an owner on this instance
+//! uses.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use tracing::{debug, info, warn};
+
+use super::{Leases, RevokeReason, hub::HeldLease};
+use crate::{queue::job::JobId, store::LeaseToken};
+
+/// What the owner of a lease is told about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// The lease was answered (acked through another instance): free its credit.
+    Release,
+    /// Tell the worker to stop running the job.
+    Revoke(RevokeReason),
+    /// The worker of the stream that received this lease is stopping: send it nothing more.
+    StopStream,
+}
+
+/// `<kind> <job id> <token>[ <reason>]`, the message on the owner's channel.
+pub fn encode(notice: Notice, job_id: &JobId, token: &LeaseToken) -> String {
+    match notice {
+        Notice::Release => format!("release {job_id} {token}"),
+        Notice::StopStream => format!("stop {job_id} {token}"),
+        Notice::Revoke(reason) => {
+            let reason = match reason {
+                RevokeReason::Timeout => "timeout",
+                RevokeReason::Cancelled => "cancelled",
+                RevokeReason::LeaseLost => "lost",
+            };
+            format!("revoke {job_id} {token} {reason}")
+        }
+    }
+}
+
+pub fn decode(raw: &str) -> Option<(Notice, JobId, LeaseToken)> {
+    let mut parts = raw.split(' ');
+    let (kind, job_id, token) = (parts.next()?, parts.next()?, parts.next()?);
+    let job_id = JobId::parse(job_id, "job_id").ok()?;
+    let token = LeaseToken::parse(token)?;
+    let notice = match kind {
+        "release" => Notice::Release,
+        "stop" => Notice::StopStream,
+        "revoke" => Notice::Revoke(match parts.next() {
+            Some("cancelled") => RevokeReason::Cancelled,
+            Some("lost") => RevokeReason::LeaseLost,
+            _ => RevokeReason::Timeout,
+        }),
+        _ => return None,
+    };
+    Some((notice, job_id, token))
+}
+
+/// Subscribes and dispatches notices until shutdown, reconnecting with backoff.
+pub async fn listen(leases: Arc<Leases>) {
+    let wake_channel = leases.store.keys().wake_channel();
+    let own_channel = leases.store.keys().instance_channel(&leases.instance);
+    let mut wait = Duration::from_millis(100);
+    while !leases.background.is_stopping() {
+        let subscribed = async {
+            let mut pubsub = leases.store.pubsub().await?;
+            pubsub.subscribe(&[&wake_channel, &own_channel]).await?;
+            Ok::<_, crate::store::StoreError>(pubsub)
+        };
+        let pubsub = tokio::select! {
+            _ = leases.background.stopped() => return,
+            r = subscribed => r,
+        };
+        let pubsub = match pubsub {
+            Ok(p) => p,
+            Err(e) => {
+                debug!(error = %e, "pub/sub connect failed");
+                tokio::select! {
+                    _ = leases.background.stopped() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                wait = (wait * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        info!("subscribed to wake-ups and notices");
+        wait = Duration::from_millis(100);
+        // Anything published while we were away is lost: look at every queue once.
+        leases.hub.wake_all();
+        let mut messages = pubsub.into_on_message();
+        loop {
+            let msg = tokio::select! {
+                _ = leases.background.stopped() => return,
+                m = messages.next() => m,
+            };
+            let Some(msg) = msg else { break };
+            let Ok(payload) = msg.get_payload::<String>() else {
+                continue;
+            };
+            if msg.get_channel_name() == wake_channel {
+                leases.hub.wake(&payload);
+                continue;
+            }
+            match decode(&payload) {
+                Some((notice, job_id, token)) => leases.apply(notice, &job_id, &token),
+                None => warn!(%payload, "unreadable notice"),
+            }
+        }
+        warn!("pub/sub connection lost; reconnecting");
+    }
+}
+
+/// Every few seconds, checks each lease this instance believes it holds against Redis. A lease
+/// that is gone (acked through another instance whose notice was lost, or reaped while this
+/// instance was cut off) frees its credit; the worker is told in case it still runs the job.
+pub async fn reconcile(leases: Arc<Leases>) {
+    let mut ticker = tokio::time::interval(leases.settings.reconcile_every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = leases.background.stopped() => return,
+            _ = ticker.tick() => {}
+        }
+        let mut by_queue: HashMap<String, Vec<HeldLease>> = HashMap::new();
+        // A revoked lease keeps its credit until the worker answers, whatever Redis says.
+        for held in leases.hub.held().into_iter().filter(|h| !h.revoked) {
+            by_queue.entry(held.job_id.queue.clone()).or_default().push(held);
+        }
+        for (queue, held) in by_queue {
+            let ulids: Vec<String> = held.iter().map(|h| h.job_id.ulid.clone()).collect();
+            let stored = match leases.store.leases(&queue, &ulids).await {
+                Ok(l) => l,
+                Err(e) => {
+                    debug!(%queue, error = %e, "reconcile skipped");
+                    continue;
+                }
+            };
+            for (h, lease) in held.iter().zip(stored) {
+                if lease.is_none_or(|l| l.token != h.token.as_str()) {
+                    debug!(job_id = %h.job_id, "lease gone; freeing its credit");
+                    leases.hub.revoke(&h.job_id, &h.token, RevokeReason::LeaseLost);
+                    leases.hub.release(&h.job_id, &h.token);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notices_round_trip() {
+        let job_id = JobId::new("q", "01JD8Y3V6Q0000000000000000");
+        for (notice, token) in [
+            (Notice::Release, LeaseToken::new("i", 1, 2)),
+            (Notice::StopStream, LeaseToken::new("i", 1, 2)),
+            (Notice::Revoke(RevokeReason::Cancelled), LeaseToken::new("i", 1, 3)),
+        ] {
+            assert_eq!(decode(&encode(notice, &job_id, &token)), Some((notice, job_id.clone(), token)));
+        }
+        assert_eq!(decode("nonsense"), None);
+    }
+}

@@ -1,0 +1,32 @@
+//! The global registry of queues (what the reaper, the session sweep, the gauges and
+//! ListQueues walk), and which queues this instance has already put in it: a queue is
+//! registered when it is first written to (an add, a session, a pause), once per instance.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+};
+
+use super::error::Result;
+use crate::store::Store;
+
+pub struct QueueRegistry {
+    store: Arc<Store>,
+    registered: Mutex<HashSet<String>>,
+}
+
+impl QueueRegistry {
+    pub fn new(store: Arc<Store>) -> Self {
+        Self { store, registered: Mutex::new(HashSet::new()) }
+    }
+
+    /// Puts `queue` in the registry unless this instance already did.
+    pub async fn register(&self, queue: &str) -> Result<()> {
+        let known = self.registered.lock().unwrap_or_else(|e| e.into_inner()).contains(queue);
+        if !known {
+            self.store.register_queue(queue).await?;
+            self.registered.lock().unwrap_or_else(|e| e.into_inner()).insert(queue.to_owned());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,60 @@
+//! The behaviour knobs of one instance and the sizes it accepts, read once at start
+//! (`config.rs`) and handed to the rooms that enforce them.
+
+use std::time::Duration;
+
+/// Sizes the server accepts.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_payload: usize,
+    pub max_result: usize,
+    pub max_error: usize,
+    pub max_batch_jobs: usize,
+    pub max_batch_bytes: usize,
+    pub max_in_flight: u32,
+    pub max_session_state: usize,
+    pub max_progress: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_payload: 1 << 20,
+            max_result: 1 << 20,
+            max_error: 16 << 10,
+            max_batch_jobs: 1_000,
+            max_batch_bytes: 16 << 20,
+            max_in_flight: 1_000,
+            max_session_state: 256 << 10,
+            max_progress: 64 << 10,
+        }
+    }
+}
+
+/// The behaviour knobs of one instance.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub limits: Limits,
+    pub idempotency_window: Duration,
+    /// An instance that has not heartbeated for this long is dead; its leases are reaped.
+    pub lease_ttl: Duration,
+    /// Lost deliveries after which a job goes dead with reason "lost".
+    pub max_lost: u32,
+    /// Dispatchers run at least this often even without a wake-up (pub/sub may drop messages).
+    pub safety_poll: Duration,
+    /// How often this instance checks its view of its leases against Redis.
+    pub reconcile_every: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            idempotency_window: Duration::from_secs(24 * 3600),
+            lease_ttl: Duration::from_secs(30),
+            max_lost: 5,
+            safety_poll: Duration::from_secs(5),
+            reconcile_every: Duration::from_secs(5),
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! The lease token: which instance and which of its worker streams hold a lease, readable by
+//! any instance, so that an ack reaching another instance still finds the lease's owner.
+//!
+//! Format: `<instance>.<stream>.<seq>` — the instance id (no dots), the stream's number on that
+//! instance, and the instance's delivery sequence number. Besides this type, `lua/reap.lua`
+//! reads it (the instance is everything before the first dot) to return the leases of dead
+//! instances; the Lua functions otherwise compare tokens as opaque strings, and a lease stores
+//! its token before a `|` (so a token never holds one).
+//!
+//! A token string is parsed once where it arrives (a request, Redis, a pub/sub notice) and
+//! carried typed from there.
+
+use std::fmt;
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LeaseToken {
+    text: String,
+    /// The length of the instance id at the start of `text`.
+    instance_len: usize,
+    stream: u64,
+    seq: u64,
+}
+
+impl LeaseToken {
+    pub fn new(instance: &str, stream: u64, seq: u64) -> Self {
+        Self { text: format!("{instance}.{stream}.{seq}"), instance_len: instance.len(), stream, seq }
+    }
+
+    /// None for anything that is not exactly `<instance>.<stream>.<seq>`: such a token was not
+    /// issued by any instance, so it holds no lease.
+    pub fn parse(raw: &str) -> Option<Self> {
+        let mut parts = raw.split('.');
+        let instance = parts.next().filter(|i| !i.is_empty() && !i.contains('|'))?;
+        let stream = parts.next()?.parse().ok()?;
+        let seq = parts.next()?.parse().ok()?;
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(Self { text: raw.to_owned(), instance_len: instance.len(), stream, seq })
+    }
+
+    /// The instance that issued the lease (and holds it while that instance lives).
+    pub fn instance(&self) -> &str {
+        &self.text[..self.instance_len]
+    }
+
+    /// The worker stream, on `instance()`, that received the lease.
+    pub fn stream(&self) -> u64 {
+        self.stream
+    }
+
+    /// Delivery order on the issuing instance.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl fmt::Display for LeaseToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl From<LeaseToken> for String {
+    fn from(token: LeaseToken) -> Self {
+        token.text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_names_its_instance_stream_and_sequence() {
+        let token = LeaseToken::new("abc", 7, 42);
+        assert_eq!(token.as_str(), "abc.7.42");
+        assert_eq!(LeaseToken::parse("abc.7.42"), Some(token.clone()));
+        assert_eq!((token.instance(), token.stream(), token.seq()), ("abc", 7, 42));
+        for bad in ["", "abc", "abc.7", "abc.7.42x", "abc.7.42|", "abc.7.42.1", ".7.42", "abc.x.42"] {
+            assert_eq!(LeaseToken::parse(bad), None, "{bad:?}");
+        }
+    }
+}
