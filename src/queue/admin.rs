@@ -39,7 +39,7 @@ impl Engine {
                 m.cancelled.increment(1);
             }
         };
-        match self.store.cancel(&job_id.queue, &job_id.ulid).await? {
+        match self.store.admin().cancel(&job_id.queue, &job_id.ulid).await? {
             CancelOutcome::Cancelled => {
                 counted();
                 Ok(())
@@ -67,7 +67,7 @@ impl Engine {
         }
         let notice = Notice::Revoke { job_id: job_id.clone(), token: token.to_owned(), reason };
         let channel = self.store.keys().instance_channel(instance);
-        if let Err(e) = self.store.publish(&channel, &notice.encode()).await {
+        if let Err(e) = self.store.instances().publish(&channel, &notice.encode()).await {
             warn!(error = %e, %job_id, "could not tell the lease owner to stop");
         }
     }
@@ -80,18 +80,18 @@ impl Engine {
                 progress.len()
             )));
         }
-        let code = self.store.progress(&job_id.queue, &job_id.ulid, token, progress).await?;
+        let code = self.store.jobs().progress(&job_id.queue, &job_id.ulid, token, progress).await?;
         Self::lease_error(crate::store::LeaseCheck::from_code(code), job_id)
     }
 
     pub async fn set_paused(&self, queue: &str, paused: bool) -> Result<()> {
         validate_queue(queue, "queue")?;
         self.register(queue).await?;
-        Ok(self.store.set_paused(queue, paused).await?)
+        Ok(self.store.admin().set_paused(queue, paused).await?)
     }
 
     pub async fn retry_job(&self, job_id: &JobId) -> Result<()> {
-        match self.store.retry_dead(&job_id.queue, Some(&job_id.ulid), 1).await?.0 {
+        match self.store.admin().retry_dead(&job_id.queue, Some(&job_id.ulid), 1).await?.0 {
             1 => Ok(()),
             0 => Err(Error::NotFound(format!("job_id: job {job_id} does not exist or is no longer retained"))),
             -1 => Err(Error::Precondition(format!("job_id: job {job_id} is not dead"))),
@@ -108,7 +108,7 @@ impl Engine {
         let mut moved = 0;
         while moved < limit {
             let batch = (limit - moved).min(MAX_PAGE);
-            let (_, n) = self.store.retry_dead(queue, None, batch).await?;
+            let (_, n) = self.store.admin().retry_dead(queue, None, batch).await?;
             moved += n;
             if n < batch {
                 break;
@@ -118,7 +118,7 @@ impl Engine {
     }
 
     pub async fn delete_job(&self, job_id: &JobId) -> Result<()> {
-        match self.store.delete(&job_id.queue, &job_id.ulid).await? {
+        match self.store.admin().delete(&job_id.queue, &job_id.ulid).await? {
             1 => Ok(()),
             0 => Err(Error::NotFound(format!("job_id: job {job_id} does not exist or is no longer retained"))),
             _ => Err(Error::Precondition(format!("job_id: job {job_id} is active; cancel it first"))),
@@ -133,7 +133,7 @@ impl Engine {
         if states.contains(&Listing::Active) {
             return Err(Error::invalid("states", "active jobs cannot be purged; cancel them"));
         }
-        Ok(self.store.purge(queue, states).await?)
+        Ok(self.store.admin().purge(queue, states).await?)
     }
 
     /// A page of jobs in one state; the token is opaque (empty: first page; returned empty on
@@ -151,7 +151,7 @@ impl Engine {
         } else {
             token.parse().map_err(|_| Error::invalid("page_token", "is not a token this server issued"))?
         };
-        let (jobs, next) = self.store.list_jobs(queue, state, offset, page_size.clamp(1, MAX_PAGE)).await?;
+        let (jobs, next) = self.store.admin().list_jobs(queue, state, offset, page_size.clamp(1, MAX_PAGE)).await?;
         let views = jobs
             .into_iter()
             .map(|(ulid, record, lease)| JobView::new(JobId::new(queue, &ulid), record, lease))
@@ -162,7 +162,7 @@ impl Engine {
     /// Connected worker streams on every live instance, optionally only those serving `queue`.
     pub async fn list_workers(&self, queue: Option<&str>) -> Result<Vec<WorkerView>> {
         let mut out = Vec::new();
-        for (instance, json) in self.store.workers().await? {
+        for (instance, json) in self.store.instances().workers().await? {
             match serde_json::from_str::<Vec<WorkerView>>(&json) {
                 Ok(list) => out.extend(list),
                 Err(e) => warn!(%instance, error = %e, "unreadable worker list"),
@@ -190,7 +190,7 @@ impl Engine {
             })
             .collect();
         let json = serde_json::to_string(&views).unwrap_or_else(|_| "[]".into());
-        if let Err(e) = self.store.set_workers(&self.instance, &json, ttl).await {
+        if let Err(e) = self.store.instances().set_workers(&self.instance, &json, ttl).await {
             tracing::debug!(error = %e, "could not publish the worker list");
         }
     }

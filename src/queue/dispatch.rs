@@ -77,7 +77,7 @@ async fn rounds(engine: &Arc<Engine>, queue: &str, upkeep: bool) -> Result<Optio
             return Ok(done);
         }
         let trim = upkeep && done.is_none();
-        let round = match engine.store.lease(queue, &tokens, rand::random(), trim).await {
+        let round = match engine.store.jobs().lease(queue, &tokens, rand::random(), trim).await {
             Ok(round) => round,
             Err(e) => {
                 engine.hub.deliver(&tokens, Vec::new());
@@ -142,7 +142,7 @@ async fn rounds(engine: &Arc<Engine>, queue: &str, upkeep: bool) -> Result<Optio
         if !undelivered.is_empty() {
             debug!(%queue, count = undelivered.len(), "streams left before delivery; handing back");
             let leases: Vec<(String, String)> = undelivered.into_iter().map(|h| (h.job_id.ulid, h.token)).collect();
-            engine.store.requeue(queue, &leases, false, engine.settings.max_lost).await?;
+            engine.store.jobs().requeue(queue, &leases, false, engine.settings.max_lost).await?;
         }
         if !tokens.is_empty() {
             engine.hub.set_drained(queue, !full);
@@ -165,7 +165,7 @@ async fn revoke(engine: &Engine, job_id: &JobId, token: &str) {
     }
     let notice = Notice::Revoke { job_id: job_id.clone(), token: token.to_owned(), reason: RevokeReason::Timeout };
     let channel = engine.store.keys().instance_channel(instance);
-    if let Err(e) = engine.store.publish(&channel, &notice.encode()).await {
+    if let Err(e) = engine.store.instances().publish(&channel, &notice.encode()).await {
         warn!(error = %e, %job_id, "could not tell the lease owner about a timeout");
     }
 }
@@ -175,7 +175,7 @@ async fn revoke(engine: &Engine, job_id: &JobId, token: &str) {
 async fn take_back_unanswered(engine: Arc<Engine>, queue: String, tokens: Vec<String>) {
     let mut wait = Duration::from_millis(200);
     loop {
-        match engine.store.reap(&queue, &tokens).await {
+        match engine.store.jobs().reap(&queue, &tokens).await {
             Ok(0) => return,
             Ok(n) => return warn!(%queue, returned = n, "took back leases of a lease round whose answer was lost"),
             Err(e) => debug!(%queue, error = %e, "cannot take back an unanswered lease round yet"),

@@ -28,7 +28,7 @@ pub async fn run(engine: Arc<Engine>, every: Duration) {
         if !*engine.redis_up.borrow() {
             continue;
         }
-        let queues = match engine.store.queues().await {
+        let queues = match engine.store.instances().queues().await {
             Ok(q) => q,
             Err(e) => {
                 debug!(error = %e, "gauges: cannot list queues");
@@ -39,7 +39,7 @@ pub async fn run(engine: Arc<Engine>, every: Duration) {
             if engine.shutdown.is_cancelled() {
                 return;
             }
-            let counts = match engine.store.stats(&queue).await {
+            let counts = match engine.store.admin().stats(&queue).await {
                 Ok(c) => c,
                 Err(e) => {
                     debug!(%queue, error = %e, "gauges: cannot read stats");

@@ -251,7 +251,7 @@ impl Engine {
     async fn register(&self, queue: &str) -> Result<()> {
         let known = self.registered.lock().unwrap_or_else(|e| e.into_inner()).contains(queue);
         if !known {
-            self.store.register_queue(queue).await?;
+            self.store.instances().register_queue(queue).await?;
             self.registered.lock().unwrap_or_else(|e| e.into_inner()).insert(queue.to_owned());
         }
         Ok(())
@@ -279,7 +279,7 @@ impl Engine {
             let (store, lane) = (store.clone(), lane.clone());
             async move {
                 let args: Vec<AddArgs> = items.iter().map(|p| p.args(window)).collect();
-                store.add_many(&lane, &args).await
+                store.jobs().add_many(&lane, &args).await
             }
         };
         let outcome = self.adds.submit(&queue, prepared, run).await?;
@@ -328,7 +328,7 @@ impl Engine {
             self.register(&queue).await?;
             for chunk in items.chunks(500) {
                 let args: Vec<AddArgs> = chunk.iter().map(|(_, p)| p.args(self.settings.idempotency_window)).collect();
-                let outcomes = self.store.add_many(&queue, &args).await?;
+                let outcomes = self.store.jobs().add_many(&queue, &args).await?;
                 for ((i, prepared), outcome) in chunk.iter().zip(outcomes) {
                     let result = added(&queue, outcome, prepared.session.as_ref(), &format!("jobs[{i}]."));
                     if let Ok(added) = &result {
@@ -395,7 +395,7 @@ impl Engine {
         } else {
             let channel = self.store.keys().instance_channel(instance);
             let notice = notices::Notice::Release { job_id: job_id.clone(), token: token.to_owned() };
-            if let Err(e) = self.store.publish(&channel, &notice.encode()).await {
+            if let Err(e) = self.store.instances().publish(&channel, &notice.encode()).await {
                 // The owner's reconciliation frees the credit within a few seconds anyway.
                 warn!(error = %e, job_id = %job_id, "could not notify the lease owner");
             }
@@ -434,7 +434,7 @@ impl Engine {
         }
         let channel = self.store.keys().instance_channel(instance);
         let notice = notices::Notice::StopStream { job_id: job_id.clone(), token: token.to_owned() };
-        if let Err(e) = self.store.publish(&channel, &notice.encode()).await {
+        if let Err(e) = self.store.instances().publish(&channel, &notice.encode()).await {
             warn!(error = %e, %job_id, "could not stop the worker's stream");
         }
     }
@@ -503,7 +503,7 @@ impl Engine {
             let (store, lane) = (store.clone(), lane.clone());
             async move {
                 let acks: Vec<Ack> = items.iter().map(OwnedAck::borrow).collect();
-                store.complete(&lane, &acks).await
+                store.jobs().complete(&lane, &acks).await
             }
         };
         let outcome = self.acks.submit(&job_id.queue, ack, run).await?;
@@ -567,8 +567,11 @@ impl Engine {
             return Err(Error::invalid("retry_after", "at most 7 days"));
         }
         let error = truncate(error, self.settings.limits.max_error);
-        let outcome =
-            self.store.fail(&job_id.queue, &job_id.ulid, token, error, retryable, retry_after, rand::random()).await?;
+        let outcome = self
+            .store
+            .jobs()
+            .fail(&job_id.queue, &job_id.ulid, token, error, retryable, retry_after, rand::random())
+            .await?;
         if outcome.check != LeaseCheck::UnknownJob {
             self.settle(job_id, token).await;
         }
@@ -593,7 +596,7 @@ impl Engine {
         if by.is_zero() || by > MAX_TIMEOUT {
             return Err(Error::invalid("extend_by", "must be from 1 ms to 24 h"));
         }
-        let (check, deadline) = self.store.extend(&job_id.queue, &job_id.ulid, token, by).await?;
+        let (check, deadline) = self.store.jobs().extend(&job_id.queue, &job_id.ulid, token, by).await?;
         Self::lease_error(check, job_id)?;
         Ok(from_ms(deadline))
     }
@@ -603,13 +606,13 @@ impl Engine {
     /// stopping); that holds even when the job itself could not be handed back.
     pub async fn give_back_one(&self, job_id: &JobId, token: &str, stop_stream: bool) -> Result<()> {
         let leases = [(job_id.ulid.clone(), token.to_owned())];
-        let moved = self.store.requeue(&job_id.queue, &leases, false, self.settings.max_lost).await?;
+        let moved = self.store.jobs().requeue(&job_id.queue, &leases, false, self.settings.max_lost).await?;
         if stop_stream {
             self.stop_stream_of(job_id, token).await;
         }
         if moved == 0 {
             // Tell "unknown" from "not yours" the way every other lease call does.
-            let found = self.store.info(&job_id.queue, &job_id.ulid).await?;
+            let found = self.store.admin().info(&job_id.queue, &job_id.ulid).await?;
             return Self::lease_error(if found.is_some() { LeaseCheck::Stale } else { LeaseCheck::UnknownJob }, job_id);
         }
         self.settle(job_id, token).await;
@@ -617,7 +620,7 @@ impl Engine {
     }
 
     pub async fn info(&self, job_id: &JobId) -> Result<JobView> {
-        let found = self.store.info(&job_id.queue, &job_id.ulid).await?;
+        let found = self.store.admin().info(&job_id.queue, &job_id.ulid).await?;
         let (record, lease) = found
             .ok_or_else(|| Error::NotFound(format!("job_id: job {job_id} does not exist or is no longer retained")))?;
         Ok(JobView::new(job_id.clone(), record, lease))
@@ -625,13 +628,13 @@ impl Engine {
 
     pub async fn stats(&self, queue: &str) -> Result<crate::store::QueueCounts> {
         validate_queue(queue, "queue")?;
-        Ok(self.store.stats(queue).await?)
+        Ok(self.store.admin().stats(queue).await?)
     }
 
     pub async fn list_queues(&self) -> Result<Vec<(String, crate::store::QueueCounts)>> {
         let mut out = Vec::new();
-        for queue in self.store.queues().await? {
-            let counts = self.store.stats(&queue).await?;
+        for queue in self.store.instances().queues().await? {
+            let counts = self.store.admin().stats(&queue).await?;
             out.push((queue, counts));
         }
         Ok(out)
@@ -655,7 +658,7 @@ impl Engine {
         for (queue, leases) in by_queue {
             let mut wait = Duration::from_millis(100);
             for tries in 1.. {
-                match self.store.requeue(&queue, &leases, lost, self.settings.max_lost).await {
+                match self.store.jobs().requeue(&queue, &leases, lost, self.settings.max_lost).await {
                     Ok(n) => {
                         info!(%queue, returned = n, lost, "leases handed back");
                         if let Some(m) = telemetry::queue(&queue).filter(|_| lost) {
@@ -699,7 +702,7 @@ impl Engine {
         // Only an instance that handed everything back may leave the registry: otherwise the
         // reaper of another instance must still see it die and return its jobs.
         if self.give_back(held, false).await
-            && let Err(e) = self.store.forget_instances(std::slice::from_ref(&self.instance)).await
+            && let Err(e) = self.store.instances().forget_instances(std::slice::from_ref(&self.instance)).await
         {
             warn!(error = %e, "could not leave the instance registry");
         }

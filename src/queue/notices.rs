@@ -153,7 +153,7 @@ pub async fn reconcile(engine: Arc<Engine>) {
         }
         for (queue, held) in by_queue {
             let ulids: Vec<String> = held.iter().map(|h| h.job_id.ulid.clone()).collect();
-            let leases = match engine.store.leases(&queue, &ulids).await {
+            let leases = match engine.store.jobs().leases(&queue, &ulids).await {
                 Ok(l) => l,
                 Err(e) => {
                     debug!(%queue, error = %e, "reconcile skipped");
