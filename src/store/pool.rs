@@ -1,8 +1,11 @@
 //! The connection pool: bb8 over `bb8_redis::RedisConnectionManager`, wrapped for the two
 //! things jobwire needs beyond it.
 //!
-//! - Timeouts: every call fails within the configured timeout (connect and response), so a
-//!   stopped or paused Redis turns into `UNAVAILABLE` quickly instead of a hung request.
+//! - Timeouts: every call fails within the configured timeout, so a stopped or paused Redis
+//!   turns into `UNAVAILABLE` quickly instead of a hung request. The base manager connects with
+//!   the redis crate's defaults (1 s to connect); the wrapper bounds the connect by the
+//!   configured timeout as well (the shorter wins) and gives the connection the configured
+//!   response timeout.
 //! - Healing without a round trip: connections are not PINGed on checkout — that would add a
 //!   round trip to every call. Instead a connection whose call failed in transport (I/O error,
 //!   timeout, dropped) is marked broken and bb8 drops it instead of reusing it, so the pool
@@ -56,7 +59,6 @@ impl ManageConnection for Manager {
     type Error = RedisError;
 
     async fn connect(&self) -> Result<Conn, RedisError> {
-        // The base manager connects with the redis crate's default timeouts; ours bound both.
         let connecting = tokio::time::timeout(self.timeout, self.base.connect());
         let mut inner = connecting.await.map_err(|_| {
             RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, "redis connect timed out"))
