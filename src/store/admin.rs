@@ -184,7 +184,7 @@ impl Admin {
         let Some(raw) = raw else { return Ok(None) };
         Ok(Some(JobSnapshot {
             record: JobRecord::decode(&raw, outcome.as_deref())?,
-            lease: lease.as_deref().and_then(Lease::parse),
+            lease: Lease::decode(lease.as_deref())?,
             last_event,
         }))
     }
@@ -237,7 +237,7 @@ impl Admin {
         for (((ulid, raw), lease), outcome) in ids.into_iter().zip(records).zip(leases).zip(outcomes) {
             if let Some(raw) = raw {
                 let record = JobRecord::decode(&raw, outcome.as_deref())?;
-                jobs.push((ulid, record, lease.as_deref().and_then(Lease::parse)));
+                jobs.push((ulid, record, Lease::decode(lease.as_deref())?));
             }
         }
         Ok((jobs, next))

@@ -279,6 +279,6 @@ impl Jobs {
             .backend
             .with_conn(async |c| redis::cmd("HMGET").arg(keys.active()).arg(ulids).query_async(c).await)
             .await?;
-        Ok(raw.into_iter().map(|l| l.as_deref().and_then(Lease::parse)).collect())
+        raw.iter().map(|l| Lease::decode(l.as_deref())).collect()
     }
 }

@@ -33,6 +33,12 @@ impl Lease {
         let attempt = parts.next()?.parse().ok()?;
         Some(Lease { token, started_ms, attempt })
     }
+
+    /// A lease read from the active hash, if the job holds one; one that does not parse is
+    /// corrupt data.
+    pub fn decode(raw: Option<&str>) -> Result<Option<Self>, StoreError> {
+        raw.map(|raw| Self::parse(raw).ok_or_else(|| corrupt("an unreadable lease"))).transpose()
+    }
 }
 
 /// Where a record says the job is; "active" is not stored here but in the lease hash.
