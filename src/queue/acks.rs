@@ -95,7 +95,7 @@ impl Acks {
             let (store, lane) = (store.clone(), lane.clone());
             async move {
                 let acks: Vec<Ack> = items.iter().map(OwnedAck::borrow).collect();
-                store.complete(&lane, &acks).await
+                store.jobs().complete(&lane, &acks).await
             }
         };
         let outcome = self.completions.submit(&job_id.queue, ack, run).await?;
@@ -163,6 +163,7 @@ impl Acks {
         let error = truncate(error, self.limits.max_error);
         let outcome = self
             .store
+            .jobs()
             .fail(&job_id.queue, &job_id.ulid, token.as_str(), error, retryable, retry_after, rand::random())
             .await?;
         if outcome.check != LeaseCheck::UnknownJob {
@@ -190,7 +191,7 @@ impl Acks {
             return Err(Error::invalid("extend_by", "must be from 1 ms to 24 h"));
         }
         let token = self.presented(job_id, LeaseToken::parse(token)).await?;
-        let (check, deadline) = self.store.extend(&job_id.queue, &job_id.ulid, token.as_str(), by).await?;
+        let (check, deadline) = self.store.jobs().extend(&job_id.queue, &job_id.ulid, token.as_str(), by).await?;
         lease_error(check, job_id)?;
         Ok(from_ms(deadline))
     }
@@ -201,7 +202,7 @@ impl Acks {
     pub async fn give_back(&self, job_id: &JobId, token: &str, stop_stream: bool) -> Result<()> {
         let token = self.presented(job_id, LeaseToken::parse(token)).await?;
         let leases = [(job_id.ulid.clone(), token.as_str().to_owned())];
-        let moved = self.store.requeue(&job_id.queue, &leases, false, self.max_lost).await?;
+        let moved = self.store.jobs().requeue(&job_id.queue, &leases, false, self.max_lost).await?;
         if stop_stream {
             self.leases.tell_owner(Notice::StopStream, job_id, &token).await;
         }
@@ -221,7 +222,7 @@ impl Acks {
             )));
         }
         let token = self.presented(job_id, LeaseToken::parse(token)).await?;
-        let code = self.store.progress(&job_id.queue, &job_id.ulid, token.as_str(), progress).await?;
+        let code = self.store.jobs().progress(&job_id.queue, &job_id.ulid, token.as_str(), progress).await?;
         lease_error(LeaseCheck::from_code(code), job_id)
     }
 
@@ -236,7 +237,7 @@ impl Acks {
 
     /// Why a token holds no lease of the job: the job is unknown, or the lease is not that one.
     async fn not_held(&self, job_id: &JobId) -> Error {
-        match self.store.info(&job_id.queue, &job_id.ulid).await {
+        match self.store.admin().info(&job_id.queue, &job_id.ulid).await {
             Ok(Some(_)) => stale_lease(job_id),
             Ok(None) => job_id.not_found(),
             Err(e) => e.into(),

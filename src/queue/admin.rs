@@ -91,20 +91,20 @@ impl Admin {
     }
 
     pub async fn info(&self, job_id: &JobId) -> Result<JobView> {
-        let found = self.store.info(&job_id.queue, &job_id.ulid).await?;
+        let found = self.store.admin().info(&job_id.queue, &job_id.ulid).await?;
         let (record, lease) = found.ok_or_else(|| job_id.not_found())?;
         Ok(JobView::new(job_id.clone(), record, lease))
     }
 
     pub async fn stats(&self, queue: &str) -> Result<QueueFigures> {
         validate_queue(queue, "queue")?;
-        Ok(self.store.stats(queue).await?.into())
+        Ok(self.store.admin().stats(queue).await?.into())
     }
 
     pub async fn list_queues(&self) -> Result<Vec<(String, QueueFigures)>> {
         let mut out = Vec::new();
-        for queue in self.store.queues().await? {
-            let counts = self.store.stats(&queue).await?;
+        for queue in self.store.instances().queues().await? {
+            let counts = self.store.admin().stats(&queue).await?;
             out.push((queue, counts.into()));
         }
         Ok(out)
@@ -118,7 +118,7 @@ impl Admin {
                 m.cancelled.increment(1);
             }
         };
-        match self.store.cancel(&job_id.queue, &job_id.ulid).await? {
+        match self.store.admin().cancel(&job_id.queue, &job_id.ulid).await? {
             CancelOutcome::Cancelled => {
                 counted();
                 Ok(())
@@ -140,11 +140,11 @@ impl Admin {
     pub async fn set_paused(&self, queue: &str, paused: bool) -> Result<()> {
         validate_queue(queue, "queue")?;
         self.registry.register(queue).await?;
-        Ok(self.store.set_paused(queue, paused).await?)
+        Ok(self.store.admin().set_paused(queue, paused).await?)
     }
 
     pub async fn retry_job(&self, job_id: &JobId) -> Result<()> {
-        match self.store.retry_dead(&job_id.queue, Some(&job_id.ulid), 1).await?.0 {
+        match self.store.admin().retry_dead(&job_id.queue, Some(&job_id.ulid), 1).await?.0 {
             1 => Ok(()),
             0 => Err(job_id.not_found()),
             -1 => Err(Error::Precondition(format!("job_id: job {job_id} is not dead"))),
@@ -161,7 +161,7 @@ impl Admin {
         let mut moved = 0;
         while moved < limit {
             let batch = (limit - moved).min(MAX_PAGE);
-            let (_, n) = self.store.retry_dead(queue, None, batch).await?;
+            let (_, n) = self.store.admin().retry_dead(queue, None, batch).await?;
             moved += n;
             if n < batch {
                 break;
@@ -171,7 +171,7 @@ impl Admin {
     }
 
     pub async fn delete_job(&self, job_id: &JobId) -> Result<()> {
-        match self.store.delete(&job_id.queue, &job_id.ulid).await? {
+        match self.store.admin().delete(&job_id.queue, &job_id.ulid).await? {
             1 => Ok(()),
             0 => Err(job_id.not_found()),
             _ => Err(Error::Precondition(format!("job_id: job {job_id} is active; cancel it first"))),
@@ -187,7 +187,7 @@ impl Admin {
             return Err(Error::invalid("states", "active jobs cannot be purged; cancel them"));
         }
         let states: Vec<store::Listing> = states.iter().map(|s| (*s).into()).collect();
-        Ok(self.store.purge(queue, &states).await?)
+        Ok(self.store.admin().purge(queue, &states).await?)
     }
 
     /// A page of jobs in one state; the token is opaque (empty: first page; returned empty on
@@ -205,7 +205,8 @@ impl Admin {
         } else {
             token.parse().map_err(|_| Error::invalid("page_token", "is not a token this server issued"))?
         };
-        let (jobs, next) = self.store.list_jobs(queue, state.into(), offset, page_size.clamp(1, MAX_PAGE)).await?;
+        let (jobs, next) =
+            self.store.admin().list_jobs(queue, state.into(), offset, page_size.clamp(1, MAX_PAGE)).await?;
         let views = jobs
             .into_iter()
             .map(|(ulid, record, lease)| JobView::new(JobId::new(queue, &ulid), record, lease))

@@ -157,7 +157,7 @@ impl Events {
         if let Some(tailer) = tailers.get(queue).and_then(Weak::upgrade) {
             return Ok(Feed { rx: tailer.tx.subscribe(), _tailer: tailer });
         }
-        let (start, _) = self.store.events_bounds(queue).await?;
+        let (start, _) = self.store.events().events_bounds(queue).await?;
         let (tx, rx) = broadcast::channel(BROADCAST_CAPACITY);
         let tailer = Arc::new(Tailer { tx: tx.clone(), stop: self.background.child_token() });
         tailers.retain(|_, t| t.strong_count() > 0);
@@ -170,7 +170,8 @@ impl Events {
     /// state (completed, dead, cancelled).
     pub async fn watch(self: &Arc<Self>, job_id: &JobId) -> Result<mpsc::Receiver<Result<EventView>>> {
         let feed = self.feed(&job_id.queue).await?;
-        let snapshot = self.store.snapshot(&job_id.queue, &job_id.ulid).await?.ok_or_else(|| job_id.not_found())?;
+        let snapshot =
+            self.store.admin().snapshot(&job_id.queue, &job_id.ulid).await?.ok_or_else(|| job_id.not_found())?;
         let (tx, rx) = mpsc::channel(64);
         let room = self.clone();
         let job_id = job_id.clone();
@@ -193,7 +194,7 @@ impl Events {
                 let events: Vec<Arc<StoredEvent>> = match item {
                     Ok(FeedItem::Event(e)) => vec![e],
                     Ok(FeedItem::Gap) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                        match room.store.events_after(&job_id.queue, &last, 10_000).await {
+                        match room.store.events().events_after(&job_id.queue, &last, 10_000).await {
                             Ok(events) => events.into_iter().map(Arc::new).collect(),
                             Err(e) => {
                                 let _ = tx.send(Err(e.into())).await;
@@ -212,6 +213,7 @@ impl Events {
                     if view.kind == EventKind::Completed {
                         view.result = room
                             .store
+                            .admin()
                             .info(&job_id.queue, &job_id.ulid)
                             .await
                             .ok()
@@ -240,7 +242,7 @@ impl Events {
             return Err(Error::invalid("cursor", "is not a cursor this server issued"));
         }
         let feed = self.feed(queue).await?;
-        let (latest, trimmed) = self.store.events_bounds(queue).await?;
+        let (latest, trimmed) = self.store.events().events_bounds(queue).await?;
         let start = cursor.map_or(latest, str::to_owned);
         check_not_trimmed(&start, trimmed.as_deref())?;
         let (tx, rx) = mpsc::channel(256);
@@ -306,9 +308,9 @@ async fn catch_up(
 ) -> std::result::Result<(), ()> {
     loop {
         let read = async {
-            let (_, trimmed) = room.store.events_bounds(queue).await?;
+            let (_, trimmed) = room.store.events().events_bounds(queue).await?;
             check_not_trimmed(last, trimmed.as_deref())?;
-            Ok::<_, Error>(room.store.events_after(queue, last, 1_000).await?)
+            Ok::<_, Error>(room.store.events().events_after(queue, last, 1_000).await?)
         };
         let events = match read.await {
             Ok(events) => events,
@@ -342,7 +344,7 @@ async fn tail(
     while !stop.is_cancelled() {
         let mut conn = tokio::select! {
             _ = stop.cancelled() => return,
-            c = room.store.blocking_connection(BLOCK) => match c {
+            c = room.store.events().blocking_connection(BLOCK) => match c {
                 Ok(c) => c,
                 Err(e) => {
                     debug!(%queue, error = %e, "event tailer cannot connect");
@@ -353,7 +355,7 @@ async fn tail(
             },
         };
         wait = Duration::from_millis(100);
-        if let Ok((_, Some(oldest))) = room.store.events_bounds(&queue).await
+        if let Ok((_, Some(oldest))) = room.store.events().events_bounds(&queue).await
             && event_order(&last) < event_order(&oldest)
         {
             // Reading on from `last` yields everything still kept; followers re-check for loss.
@@ -362,7 +364,7 @@ async fn tail(
         loop {
             let read = tokio::select! {
                 _ = stop.cancelled() => return,
-                r = room.store.read_events(&mut conn, &queue, &last, BLOCK) => r,
+                r = room.store.events().read_events(&mut conn, &queue, &last, BLOCK) => r,
             };
             match read {
                 Ok(events) => {

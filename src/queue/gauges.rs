@@ -28,7 +28,7 @@ pub async fn run(store: Arc<Store>, leases: Arc<Leases>, background: Background,
         if !leases.redis_is_up() {
             continue;
         }
-        let queues = match store.queues().await {
+        let queues = match store.instances().queues().await {
             Ok(q) => q,
             Err(e) => {
                 debug!(error = %e, "gauges: cannot list queues");
@@ -39,7 +39,7 @@ pub async fn run(store: Arc<Store>, leases: Arc<Leases>, background: Background,
             if background.is_stopping() {
                 return;
             }
-            let figures: QueueFigures = match store.stats(&queue).await {
+            let figures: QueueFigures = match store.admin().stats(&queue).await {
                 Ok(c) => c.into(),
                 Err(e) => {
                     debug!(%queue, error = %e, "gauges: cannot read stats");

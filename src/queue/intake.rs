@@ -71,7 +71,7 @@ impl Intake {
             let (store, lane) = (store.clone(), lane.clone());
             async move {
                 let args: Vec<AddArgs> = items.iter().map(|p| p.args(window)).collect();
-                store.add_many(&lane, &args).await
+                store.jobs().add_many(&lane, &args).await
             }
         };
         let outcome = self.adds.submit(&queue, prepared, run).await?;
@@ -122,7 +122,7 @@ impl Intake {
             self.registry.register(&queue).await?;
             for chunk in items.chunks(MAX_CHUNK) {
                 let args: Vec<AddArgs> = chunk.iter().map(|(_, p)| p.args(self.idempotency_window)).collect();
-                let outcomes = self.store.add_many(&queue, &args).await?;
+                let outcomes = self.store.jobs().add_many(&queue, &args).await?;
                 for ((i, prepared), outcome) in chunk.iter().zip(outcomes) {
                     // One script added the chunk: each job's span only records the outcome.
                     let span = add_span(&queue, &prepared.record.headers);

@@ -24,7 +24,7 @@ impl QueueRegistry {
     pub async fn register(&self, queue: &str) -> Result<()> {
         let known = self.registered.lock().unwrap_or_else(|e| e.into_inner()).contains(queue);
         if !known {
-            self.store.register_queue(queue).await?;
+            self.store.instances().register_queue(queue).await?;
             self.registered.lock().unwrap_or_else(|e| e.into_inner()).insert(queue.to_owned());
         }
         Ok(())

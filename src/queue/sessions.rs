@@ -135,14 +135,14 @@ impl Sessions {
         }
         self.registry.register(queue).await?;
         let id = SessionId::new(queue, name);
-        if !self.store.create_session(queue, name, state, ttl, max_concurrency).await? {
+        if !self.store.sessions().create_session(queue, name, state, ttl, max_concurrency).await? {
             return Err(Error::AlreadyExists(format!("session_id: session {id} already exists")));
         }
         self.get(&id).await
     }
 
     pub async fn get(&self, id: &SessionId) -> Result<SessionView> {
-        let record = self.store.session(&id.queue, &id.name).await?;
+        let record = self.store.sessions().session(&id.queue, &id.name).await?;
         let record = record.ok_or_else(|| Error::NotFound(format!("session_id: session {id} does not exist")))?;
         Ok(SessionView::new(&id.queue, record))
     }
@@ -167,7 +167,7 @@ impl Sessions {
                 }
             };
             validate_state(&next, limits, field)?;
-            match self.store.set_session_state(&id.queue, &id.name, &next, version).await? {
+            match self.store.sessions().set_session_state(&id.queue, &id.name, &next, version).await? {
                 SetOutcome::Written(v) => return Ok(v),
                 SetOutcome::UnknownSession => {
                     return Err(Error::NotFound(format!("session_id: session {id} does not exist")));
@@ -184,7 +184,7 @@ impl Sessions {
     }
 
     pub async fn delete(&self, id: &SessionId) -> Result<()> {
-        if !self.store.delete_session(&id.queue, &id.name).await? {
+        if !self.store.sessions().delete_session(&id.queue, &id.name).await? {
             return Err(Error::NotFound(format!("session_id: session {id} does not exist")));
         }
         Ok(())
@@ -199,10 +199,10 @@ impl Sessions {
             return Err(Error::invalid("page_token", "is not a token this server issued"));
         }
         let count = page_size.clamp(1, MAX_PAGE);
-        let (next, names) = self.store.session_names(queue, cursor, count).await?;
+        let (next, names) = self.store.sessions().session_names(queue, cursor, count).await?;
         let mut out = Vec::with_capacity(names.len());
         for name in names {
-            if let Some(record) = self.store.session(queue, &name).await? {
+            if let Some(record) = self.store.sessions().session(queue, &name).await? {
                 out.push(SessionView::new(queue, record));
             }
         }

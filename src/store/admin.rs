@@ -1,11 +1,18 @@
-//! Operator-facing store calls: cancel, pause, retry, delete, purge, progress, listings, and the
-//! registry of connected workers.
+//! Operator-facing calls: cancel, pause, retry, delete, purge, paged listings of a state, a
+//! queue's figures and one job's record. None is on a hot path; listings read structures
+//! directly, everything that changes state is one function call.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 
 use redis::AsyncCommands;
 
-use super::{JobRecord, Lease, Result, Store};
+use super::{
+    JobRecord, Lease, Result, StoreError,
+    args::{CancelArgs, DeleteArgs, InfoArgs, PauseArgs, PurgeArgs, RetryArgs, StatsArgs},
+    backend::Backend,
+    decoded,
+    keys::QueueKeys,
+};
 
 /// The outcome of `cancel` (see lua/cancel.lua).
 #[derive(Debug, PartialEq, Eq)]
@@ -41,12 +48,53 @@ impl Listing {
     }
 }
 
-impl Store {
+/// Raw counts of one queue.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct QueueCounts {
+    pub waiting: u64,
+    pub delayed: u64,
+    pub active: u64,
+    pub completed: u64,
+    pub dead: u64,
+    pub dead_evicted: u64,
+    pub paused: bool,
+    pub oldest_ready_ms: Option<i64>,
+    pub now_ms: i64,
+    pub cancelled: u64,
+    pub sessions: u64,
+    /// Jobs still waiting inside their session (not yet released to the queue).
+    pub session_pending: u64,
+}
+
+/// See [`Admin::snapshot`].
+#[derive(Debug)]
+pub struct JobSnapshot {
+    pub record: JobRecord,
+    pub lease: Option<Lease>,
+    pub last_event: String,
+}
+
+/// A page of jobs: `(ULID, record, lease while active)`, and the offset of the next page.
+type Page = (Vec<(String, JobRecord, Option<Lease>)>, Option<u64>);
+
+/// An offset or length of a listing as Redis's signed index (saturating: no structure is near).
+fn index(n: u64) -> isize {
+    isize::try_from(n).unwrap_or(isize::MAX)
+}
+
+/// The operator calls (see the module doc).
+#[derive(Clone)]
+pub struct Admin {
+    backend: Arc<Backend>,
+}
+
+impl Admin {
+    pub(super) fn new(backend: Arc<Backend>) -> Self {
+        Self { backend }
+    }
+
     pub async fn cancel(&self, queue: &str, ulid: &str) -> Result<CancelOutcome> {
-        let keys = self.queue_keys(queue);
-        let mut inv = self.invocation(&self.scripts.cancel, queue, &keys);
-        inv.arg(ulid);
-        let (code, token): (i64, String) = self.run(&inv).await?;
+        let (code, token) = self.backend.call(queue, &CancelArgs { ulid }).await?;
         Ok(match code {
             1 => CancelOutcome::Cancelled,
             2 => CancelOutcome::Marked(token),
@@ -55,37 +103,21 @@ impl Store {
         })
     }
 
-    /// Stores a held attempt's progress; returns 1 held, 0 unknown, -1 stale.
-    pub async fn progress(&self, queue: &str, ulid: &str, token: &str, progress: &[u8]) -> Result<i64> {
-        let keys = self.queue_keys(queue);
-        let mut inv = self.invocation(&self.scripts.progress, queue, &keys);
-        inv.arg(ulid).arg(token).arg(progress);
-        self.run(&inv).await
-    }
-
     pub async fn set_paused(&self, queue: &str, paused: bool) -> Result<()> {
-        let keys = self.queue_keys(queue);
-        let mut inv = self.invocation(&self.scripts.pause, queue, &keys);
-        inv.arg(if paused { 1 } else { 0 });
-        let _: i64 = self.run(&inv).await?;
+        self.backend.call(queue, &PauseArgs { paused }).await?;
         Ok(())
     }
 
     /// Retries one dead job (`Some(ulid)`) or up to `limit` of the oldest. Returns the script's
     /// code (1 done, 0 unknown, -1 not dead, -2 session gone) and how many moved.
     pub async fn retry_dead(&self, queue: &str, ulid: Option<&str>, limit: u64) -> Result<(i64, u64)> {
-        let keys = self.queue_keys(queue);
-        let mut inv = self.invocation(&self.scripts.retry, queue, &keys);
-        inv.arg(ulid.unwrap_or_default()).arg(limit);
-        self.run(&inv).await
+        let (code, moved) = self.backend.call(queue, &RetryArgs { ulid, limit }).await?;
+        Ok((code, decoded(moved, "the retried count")?))
     }
 
     /// Deletes a job that is not active: 1 deleted, 0 unknown, -1 active.
     pub async fn delete(&self, queue: &str, ulid: &str) -> Result<i64> {
-        let keys = self.queue_keys(queue);
-        let mut inv = self.invocation(&self.scripts.delete, queue, &keys);
-        inv.arg(ulid);
-        self.run(&inv).await
+        self.backend.call(queue, &DeleteArgs { ulid }).await
     }
 
     /// Removes every job in `states` (never active ones), in bounded script calls.
@@ -94,75 +126,104 @@ impl Store {
         if names.is_empty() {
             return Ok(0);
         }
-        let keys = self.queue_keys(queue);
-        let mut total = 0;
+        let states = names.join(",");
+        let mut total: u64 = 0;
         loop {
-            let mut inv = self.invocation(&self.scripts.purge, queue, &keys);
-            inv.arg(names.join(",")).arg(1_000);
-            let removed: u64 = self.run(&inv).await?;
-            total += removed;
+            let removed = self.backend.call(queue, &PurgeArgs { states: &states, batch: 1_000 }).await?;
+            total = total.saturating_add(decoded(removed, "the purged count")?);
             if removed == 0 {
                 return Ok(total);
             }
         }
     }
 
+    pub async fn stats(&self, queue: &str) -> Result<QueueCounts> {
+        let v = self.backend.call(queue, &StatsArgs).await?;
+        let [
+            waiting,
+            delayed,
+            active,
+            completed,
+            dead,
+            dead_evicted,
+            paused,
+            oldest,
+            now_ms,
+            cancelled,
+            sessions,
+            pending,
+        ] = v[..]
+        else {
+            return Err(StoreError::Corrupt("stats script returned the wrong arity".into()));
+        };
+        Ok(QueueCounts {
+            waiting: decoded(waiting, "the waiting count")?,
+            delayed: decoded(delayed, "the delayed count")?,
+            active: decoded(active, "the active count")?,
+            completed: decoded(completed, "the completed count")?,
+            dead: decoded(dead, "the dead count")?,
+            dead_evicted: decoded(dead_evicted, "the evicted count")?,
+            paused: paused == 1,
+            oldest_ready_ms: (oldest >= 0).then_some(oldest),
+            now_ms,
+            cancelled: decoded(cancelled, "the cancelled count")?,
+            sessions: decoded(sessions, "the session count")?,
+            session_pending: decoded(pending, "the session-pending count")?,
+        })
+    }
+
+    /// One job's record and its lease while active; None when the job is not retained.
+    pub async fn info(&self, queue: &str, ulid: &str) -> Result<Option<(JobRecord, Option<Lease>)>> {
+        Ok(self.snapshot(queue, ulid).await?.map(|s| (s.record, s.lease)))
+    }
+
+    /// A job and the id of the queue's latest event, read in one step: events after that id are
+    /// exactly the transitions after this snapshot.
+    pub async fn snapshot(&self, queue: &str, ulid: &str) -> Result<Option<JobSnapshot>> {
+        let (raw, lease, last_event, outcome) = self.backend.call(queue, &InfoArgs { ulid }).await?;
+        let Some(raw) = raw else { return Ok(None) };
+        Ok(Some(JobSnapshot {
+            record: JobRecord::decode(&raw, outcome.as_deref())?,
+            lease: Lease::decode(lease.as_deref())?,
+            last_event,
+        }))
+    }
+
     /// A page of jobs in one state: `offset` into the state's order (ready order for waiting,
     /// due time for delayed, newest first for finished jobs, hash order for active).
     /// Returns the jobs (with their leases when active) and the next offset, if any.
-    pub async fn list_jobs(
-        &self,
-        queue: &str,
-        state: Listing,
-        offset: u64,
-        limit: u64,
-    ) -> Result<(Vec<(String, JobRecord, Option<Lease>)>, Option<u64>)> {
-        let keys = self.queue_keys(queue);
-        let (ids, next): (Vec<String>, Option<u64>) = self
-            .with_conn(async |c| {
-                let end = (offset + limit) as isize - 1;
-                let ids: Vec<String> = match state {
-                    Listing::Waiting => {
-                        // Walk the ready lists in dispatch order as one sequence.
-                        let mut ids = Vec::new();
-                        let mut skip = offset;
-                        for key in keys.ready() {
-                            let len: u64 = c.llen(key).await?;
-                            if skip >= len {
-                                skip -= len;
-                                continue;
-                            }
-                            let want = limit + 1 - ids.len() as u64;
-                            let page: Vec<String> = c.lrange(key, skip as isize, (skip + want) as isize - 1).await?;
-                            skip = 0;
-                            ids.extend(page);
-                            if ids.len() as u64 > limit {
-                                break;
-                            }
+    pub async fn list_jobs(&self, queue: &str, state: Listing, offset: u64, limit: u64) -> Result<Page> {
+        let keys = self.backend.queue_keys(queue);
+        // One more than a page: whether it comes tells whether there is a next page.
+        let want = limit.saturating_add(1);
+        let (first, last) = (index(offset), index(offset.saturating_add(limit)));
+        let mut ids: Vec<String> = match state {
+            Listing::Waiting => self.ready_page(&keys, offset, want).await?,
+            _ => {
+                self.backend
+                    .with_conn(async |c| match state {
+                        Listing::Delayed => c.zrange(keys.delayed(), first, last).await,
+                        Listing::Completed => {
+                            // Oldest first in the list: the newest page is counted from its tail.
+                            let mut ids: Vec<String> =
+                                c.lrange(keys.completed(), -first - index(limit) - 1, -first - 1).await?;
+                            ids.reverse();
+                            Ok(ids)
                         }
-                        ids
-                    }
-                    Listing::Delayed => c.zrange(keys.delayed(), offset as isize, end + 1).await?,
-                    Listing::Completed => {
-                        // Oldest first in the list: the newest page is counted from its tail.
-                        let from_tail = -(offset as isize);
-                        let mut ids: Vec<String> =
-                            c.lrange(keys.completed(), from_tail - limit as isize - 1, from_tail - 1).await?;
-                        ids.reverse();
-                        ids
-                    }
-                    Listing::Dead => c.zrevrange(keys.dead(), offset as isize, end + 1).await?,
-                    Listing::Cancelled => c.zrevrange(keys.cancelled(), offset as isize, end + 1).await?,
-                    Listing::Active => {
-                        let mut all: Vec<String> = c.hkeys(keys.active()).await?;
-                        all.sort();
-                        all.into_iter().skip(offset as usize).take(limit as usize + 1).collect()
-                    }
-                };
-                let more = ids.len() as u64 > limit;
-                Ok((ids.into_iter().take(limit as usize).collect(), more.then_some(offset + limit)))
-            })
-            .await?;
+                        Listing::Dead => c.zrevrange(keys.dead(), first, last).await,
+                        Listing::Cancelled => c.zrevrange(keys.cancelled(), first, last).await,
+                        Listing::Active | Listing::Waiting => {
+                            let mut all: Vec<String> = c.hkeys(keys.active()).await?;
+                            all.sort();
+                            Ok(all.into_iter().skip(usize::try_from(offset).unwrap_or(usize::MAX)).collect())
+                        }
+                    })
+                    .await?
+            }
+        };
+        let page = usize::try_from(limit).unwrap_or(usize::MAX);
+        let next = (ids.len() > page).then_some(offset.saturating_add(limit));
+        ids.truncate(page);
         if ids.is_empty() {
             return Ok((Vec::new(), None));
         }
@@ -171,33 +232,45 @@ impl Store {
         for key in [keys.jobs(), keys.active(), keys.outcomes()] {
             reads.cmd("HMGET").arg(key).arg(&ids);
         }
-        let (records, leases, outcomes): Stored = self.with_conn(async |c| reads.query_async(c).await).await?;
+        let (records, leases, outcomes): Stored = self.backend.with_conn(async |c| reads.query_async(c).await).await?;
         let mut jobs = Vec::with_capacity(ids.len());
         for (((ulid, raw), lease), outcome) in ids.into_iter().zip(records).zip(leases).zip(outcomes) {
             if let Some(raw) = raw {
                 let record = JobRecord::decode(&raw, outcome.as_deref())?;
-                jobs.push((ulid, record, lease.as_deref().and_then(Lease::parse)));
+                jobs.push((ulid, record, Lease::decode(lease.as_deref())?));
             }
         }
         Ok((jobs, next))
     }
 
-    /// Publishes this instance's worker streams (JSON), kept for `ttl`.
-    pub async fn set_workers(&self, instance: &str, workers_json: &str, ttl: std::time::Duration) -> Result<()> {
-        let key = self.keys.workers(instance);
-        self.with_conn(async |c| c.pset_ex(&key, workers_json, ttl.as_millis() as u64).await).await
-    }
-
-    /// The worker lists (JSON) of every registered instance, by instance id.
-    pub async fn workers(&self) -> Result<HashMap<String, String>> {
-        let instances_key = self.keys.instances();
-        let instances: Vec<String> = self.with_conn(async |c| c.zrange(&instances_key, 0, -1).await).await?;
-        if instances.is_empty() {
-            return Ok(HashMap::new());
+    /// Up to `want` ready ULIDs from `offset` on, walking the ready lists in dispatch order as
+    /// one sequence: their lengths in one round trip, then the ranges that hold the page.
+    async fn ready_page(&self, keys: &QueueKeys, offset: u64, want: u64) -> Result<Vec<String>> {
+        let mut lengths = redis::pipe();
+        for key in keys.ready() {
+            lengths.cmd("LLEN").arg(key);
         }
-        let keys: Vec<String> = instances.iter().map(|i| self.keys.workers(i)).collect();
-        let lists: Vec<Option<String>> =
-            self.with_conn(async |c| redis::cmd("MGET").arg(&keys).query_async(c).await).await?;
-        Ok(instances.into_iter().zip(lists).filter_map(|(i, l)| l.map(|l| (i, l))).collect())
+        let lengths: Vec<i64> = self.backend.with_conn(async |c| lengths.query_async(c).await).await?;
+        let mut ranges = redis::pipe();
+        let (mut skip, mut left) = (offset, want);
+        for (key, len) in keys.ready().iter().zip(lengths) {
+            let len: u64 = decoded(len, "a ready list's length")?;
+            if left == 0 {
+                break;
+            }
+            if skip >= len {
+                skip -= len;
+                continue;
+            }
+            let take = left.min(len - skip);
+            ranges.cmd("LRANGE").arg(key).arg(skip).arg(skip + take - 1);
+            left -= take;
+            skip = 0;
+        }
+        if left == want {
+            return Ok(Vec::new());
+        }
+        let pages: Vec<Vec<String>> = self.backend.with_conn(async |c| ranges.query_async(c).await).await?;
+        Ok(pages.concat())
     }
 }

@@ -1,12 +1,12 @@
-//! Reading a queue's event stream: ranges for catching up, the trim point for detecting gaps,
-//! and a dedicated connection for blocking reads (a blocking read would stall every request
-//! multiplexed on a pooled connection).
+//! Reading a queue's event stream (the scripts write it): ranges for catching up, the trim point
+//! for detecting gaps, and a dedicated connection for blocking reads (a blocking read would
+//! stall every request multiplexed on a pooled connection).
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use redis::{AsyncCommands, Value, aio::MultiplexedConnection};
 
-use super::{Result, Store, StoreError};
+use super::{Result, StoreError, backend::Backend, millis};
 
 /// One transition, as stored in the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,9 +45,17 @@ pub fn is_event_cursor(cursor: &str) -> bool {
 /// A stream entry as Redis returns it: its id and its field/value pairs.
 type Entry = (String, Vec<(String, Vec<u8>)>);
 
+/// A number field of a stream entry; a field the script left out reads as its default, 0.
+fn field<T: std::str::FromStr>(value: &[u8], what: &str) -> Result<T> {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(|| StoreError::Corrupt(format!("an event's {what} is not a number")))
+}
+
 /// The events of stream entries: one per job an entry names.
 fn parse_entries(value: Value) -> Result<Vec<StoredEvent>> {
-    let entries: Vec<Entry> = redis::from_redis_value(&value)?;
+    let entries: Vec<Entry> = redis::from_redis_value(value)?;
     let mut out = Vec::with_capacity(entries.len());
     for (entry, fields) in entries {
         let (mut kind, mut jobs, mut attempts) = (0, String::new(), String::new());
@@ -55,24 +63,24 @@ fn parse_entries(value: Value) -> Result<Vec<StoredEvent>> {
         for (name, value) in fields {
             let text = || String::from_utf8_lossy(&value).into_owned();
             match name.as_str() {
-                "k" => kind = text().parse().unwrap_or(0),
+                "k" => kind = field(&value, "kind")?,
                 "j" => jobs = text(),
                 "a" => attempts = text(),
                 "e" => error = text(),
-                "r" => run_at_ms = text().parse().unwrap_or(0),
+                "r" => run_at_ms = field(&value, "run_at")?,
                 "p" => progress = value,
                 _ => {}
             }
         }
         let ulids: Vec<&str> = jobs.split(' ').collect();
-        let mut attempts = attempts.split(' ').map(|a| a.parse().unwrap_or(0));
+        let mut attempts = attempts.split(' ').filter(|a| !a.is_empty());
         for (index, ulid) in ulids.iter().enumerate() {
             out.push(StoredEvent {
                 id: if ulids.len() > 1 { format!("{entry}.{index}") } else { entry.clone() },
                 entry: entry.clone(),
                 kind,
                 ulid: (*ulid).to_owned(),
-                attempt: attempts.next().unwrap_or(0),
+                attempt: attempts.next().map_or(Ok(0), |a| field(a.as_bytes(), "attempt"))?,
                 error: error.clone(),
                 run_at_ms,
                 progress: progress.clone(),
@@ -82,18 +90,36 @@ fn parse_entries(value: Value) -> Result<Vec<StoredEvent>> {
     Ok(out)
 }
 
-impl Store {
+/// The event streams of every queue (see the module doc).
+#[derive(Clone)]
+pub struct Events {
+    backend: Arc<Backend>,
+}
+
+impl Events {
+    pub(super) fn new(backend: Arc<Backend>) -> Self {
+        Self { backend }
+    }
+
     /// Events strictly after the cursor `after`, from at most `count` stream entries.
     pub async fn events_after(&self, queue: &str, after: &str, count: usize) -> Result<Vec<StoredEvent>> {
-        let key = self.queue_keys(queue).events().to_owned();
+        let keys = self.backend.queue_keys(queue);
         // A cursor inside an entry reads that entry again, for the jobs after it.
         let start = match after.split_once('.') {
             Some((entry, _)) => entry.to_owned(),
             None => format!("({after}"),
         };
         let value: Value = self
+            .backend
             .with_conn(async |c| {
-                redis::cmd("XRANGE").arg(&key).arg(&start).arg("+").arg("COUNT").arg(count).query_async(c).await
+                redis::cmd("XRANGE")
+                    .arg(keys.events())
+                    .arg(&start)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(count)
+                    .query_async(c)
+                    .await
             })
             .await?;
         let after = event_order(after);
@@ -103,34 +129,36 @@ impl Store {
     /// The id of the latest event ("0-0" when there is none) and, once any event has been
     /// trimmed away, the oldest id still kept: a cursor older than that may have missed events.
     pub async fn events_bounds(&self, queue: &str) -> Result<(String, Option<String>)> {
-        let key = self.queue_keys(queue).events().to_owned();
-        self.with_conn(async |c| {
-            let exists: bool = c.exists(&key).await?;
-            if !exists {
-                return Ok(("0-0".to_owned(), None));
-            }
-            let info: std::collections::HashMap<String, Value> =
-                redis::cmd("XINFO").arg("STREAM").arg(&key).query_async(c).await?;
-            let text = |name: &str| {
-                info.get(name).and_then(|v| redis::from_redis_value::<String>(v).ok()).unwrap_or_else(|| "0-0".into())
-            };
-            let number = |name: &str| info.get(name).and_then(|v| redis::from_redis_value::<u64>(v).ok()).unwrap_or(0);
-            let first = info
-                .get("first-entry")
-                .and_then(|v| redis::from_redis_value::<(String, Value)>(v).ok())
-                .map(|(id, _)| id);
-            let trimmed = number("entries-added") > number("length");
-            Ok((text("last-generated-id"), first.filter(|_| trimmed)))
-        })
-        .await
+        let keys = self.backend.queue_keys(queue);
+        let key = keys.events();
+        self.backend
+            .with_conn(async |c| {
+                let exists: bool = c.exists(key).await?;
+                if !exists {
+                    return Ok(("0-0".to_owned(), None));
+                }
+                let info: std::collections::HashMap<String, Value> =
+                    redis::cmd("XINFO").arg("STREAM").arg(key).query_async(c).await?;
+                let text = |name: &str| {
+                    info.get(name)
+                        .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
+                        .unwrap_or_else(|| "0-0".into())
+                };
+                let number =
+                    |name: &str| info.get(name).and_then(|v| redis::from_redis_value_ref::<i64>(v).ok()).unwrap_or(0);
+                let first = info
+                    .get("first-entry")
+                    .and_then(|v| redis::from_redis_value_ref::<(String, Value)>(v).ok())
+                    .map(|(id, _)| id);
+                let trimmed = number("entries-added") > number("length");
+                Ok((text("last-generated-id"), first.filter(|_| trimmed)))
+            })
+            .await
     }
 
     /// A connection of its own for blocking stream reads.
     pub async fn blocking_connection(&self, block: Duration) -> Result<MultiplexedConnection> {
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(self.timeout)
-            .set_response_timeout(block + self.timeout);
-        Ok(self.client.get_multiplexed_async_connection_with_config(&config).await?)
+        self.backend.blocking_connection(block).await
     }
 
     /// Blocks up to `block` for events after `after` on `conn`.
@@ -141,14 +169,14 @@ impl Store {
         after: &str,
         block: Duration,
     ) -> Result<Vec<StoredEvent>> {
-        let key = self.queue_keys(queue).events().to_owned();
+        let keys = self.backend.queue_keys(queue);
         let value: Value = redis::cmd("XREAD")
             .arg("COUNT")
             .arg(1_000)
             .arg("BLOCK")
-            .arg(block.as_millis() as u64)
+            .arg(millis(block))
             .arg("STREAMS")
-            .arg(&key)
+            .arg(keys.events())
             .arg(after)
             .query_async(conn)
             .await
@@ -156,7 +184,7 @@ impl Store {
         if value == Value::Nil {
             return Ok(Vec::new());
         }
-        let streams: Vec<(String, Value)> = redis::from_redis_value(&value)?;
+        let streams: Vec<(String, Value)> = redis::from_redis_value(value)?;
         match streams.into_iter().next() {
             Some((_, entries)) => parse_entries(entries),
             None => Ok(Vec::new()),

@@ -10,11 +10,14 @@
 //! - every session's counters match its jobs: `started` = its active jobs, `queued` = its
 //!   released jobs not yet started.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use redis::AsyncCommands;
 
-use super::{JobRecord, Lease, RecordState, Result, Store, sessions::SessionRecord};
+use super::{JobRecord, Lease, RecordState, Result, backend::Backend, sessions::SessionRecord, sessions::Sessions};
 
 struct Snapshot {
     jobs: HashMap<String, Vec<u8>>,
@@ -32,53 +35,65 @@ struct Snapshot {
     stray: Vec<String>,
 }
 
-impl Store {
+/// The invariant check (see the module doc). It reads sessions through their part.
+#[derive(Clone)]
+pub struct Invariants {
+    backend: Arc<Backend>,
+    sessions: Sessions,
+}
+
+impl Invariants {
+    pub(super) fn new(backend: Arc<Backend>, sessions: Sessions) -> Self {
+        Self { backend, sessions }
+    }
+
     async fn read_everything(&self, queue: &str) -> Result<Snapshot> {
-        let keys = self.queue_keys(queue);
-        let instances_key = self.keys.instances();
-        let pattern = self.keys.queue_pattern(queue);
-        self.with_conn(async |c| {
-            let mut ready = Vec::new();
-            for key in keys.ready() {
-                let ids: Vec<String> = c.lrange(key, 0, -1).await?;
-                ready.extend(ids);
-            }
-            let mut stray = Vec::new();
-            let mut cursor = 0u64;
-            loop {
-                let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(1000)
-                    .query_async(c)
-                    .await?;
-                stray.extend(
-                    batch.into_iter().filter(|k| !keys.all().contains(k) && !k.starts_with(&keys.idempotency(""))),
-                );
-                if next == 0 {
-                    break;
+        let keys = self.backend.queue_keys(queue);
+        let instances_key = self.backend.keys().instances();
+        let pattern = self.backend.keys().queue_pattern(queue);
+        self.backend
+            .with_conn(async |c| {
+                let mut ready = Vec::new();
+                for key in keys.ready() {
+                    let ids: Vec<String> = c.lrange(key, 0, -1).await?;
+                    ready.extend(ids);
                 }
-                cursor = next;
-            }
-            Ok(Snapshot {
-                jobs: c.hgetall(keys.jobs()).await?,
-                outcomes: c.hgetall(keys.outcomes()).await?,
-                active: c.hgetall(keys.active()).await?,
-                deadlines: c.zrange(keys.deadlines(), 0, -1).await?,
-                delayed: c.zrange(keys.delayed(), 0, -1).await?,
-                completed: c.lrange(keys.completed(), 0, -1).await?,
-                dead: c.zrange(keys.dead(), 0, -1).await?,
-                cancelled: c.zrange(keys.cancelled(), 0, -1).await?,
-                ready,
-                pending: c.zrange(keys.session_jobs(), 0, -1).await?,
-                sessions: c.hkeys(keys.sessions()).await?,
-                instances: c.zrange(&instances_key, 0, -1).await?,
-                stray,
+                let mut stray = Vec::new();
+                let mut cursor = 0u64;
+                loop {
+                    let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(c)
+                        .await?;
+                    stray.extend(
+                        batch.into_iter().filter(|k| !keys.all().contains(k) && !k.starts_with(&keys.idempotency(""))),
+                    );
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+                Ok(Snapshot {
+                    jobs: c.hgetall(keys.jobs()).await?,
+                    outcomes: c.hgetall(keys.outcomes()).await?,
+                    active: c.hgetall(keys.active()).await?,
+                    deadlines: c.zrange(keys.deadlines(), 0, -1).await?,
+                    delayed: c.zrange(keys.delayed(), 0, -1).await?,
+                    completed: c.lrange(keys.completed(), 0, -1).await?,
+                    dead: c.zrange(keys.dead(), 0, -1).await?,
+                    cancelled: c.zrange(keys.cancelled(), 0, -1).await?,
+                    ready,
+                    pending: c.zrange(keys.session_jobs(), 0, -1).await?,
+                    sessions: c.hkeys(keys.sessions()).await?,
+                    instances: c.zrange(&instances_key, 0, -1).await?,
+                    stray,
+                })
             })
-        })
-        .await
+            .await
     }
 
     /// Every violation found, sorted; empty when the queue is consistent.
@@ -154,7 +169,9 @@ impl Store {
         }
 
         for name in &snap.sessions {
-            let Some(SessionRecord { started, queued, .. }) = self.session(queue, name).await? else { continue };
+            let Some(SessionRecord { started, queued, .. }) = self.sessions.session(queue, name).await? else {
+                continue;
+            };
             let (active, released) = found.get(name).copied().unwrap_or_default();
             if (started, queued) != (active, released) {
                 problems.push(format!(

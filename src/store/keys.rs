@@ -31,6 +31,28 @@
 pub const MAX_PRIORITY: i32 = 5;
 pub const MIN_PRIORITY: i32 = -5;
 
+/// The queue's structures other than its ready lists, in the order of KEYS (lua/lib.lua).
+const STRUCTURES: [&str; 14] = [
+    "jobs",
+    "active",
+    "deadlines",
+    "delayed",
+    "completed",
+    "dead",
+    "meta",
+    "events",
+    "sessions",
+    "session_state",
+    "session_jobs",
+    "session_ttl",
+    "cancelled",
+    "outcomes",
+];
+
+/// One ready list per priority level.
+const READY_LISTS: usize = 11;
+const _: () = assert!(MAX_PRIORITY - MIN_PRIORITY + 1 == READY_LISTS as i32);
+
 /// Names of the global keys and channels under one prefix.
 #[derive(Clone, Debug)]
 pub struct KeySpace {
@@ -44,25 +66,7 @@ impl KeySpace {
 
     pub fn queue(&self, queue: &str) -> QueueKeys {
         let base = format!("{}:{{{queue}}}", self.prefix);
-        let mut keys: Vec<String> = [
-            "jobs",
-            "active",
-            "deadlines",
-            "delayed",
-            "completed",
-            "dead",
-            "meta",
-            "events",
-            "sessions",
-            "session_state",
-            "session_jobs",
-            "session_ttl",
-            "cancelled",
-            "outcomes",
-        ]
-        .iter()
-        .map(|name| format!("{base}:{name}"))
-        .collect();
+        let mut keys: Vec<String> = STRUCTURES.iter().map(|name| format!("{base}:{name}")).collect();
         keys.extend((MIN_PRIORITY..=MAX_PRIORITY).rev().map(|p| format!("{base}:ready:{p}")));
         QueueKeys { base, keys }
     }
@@ -105,6 +109,9 @@ pub struct QueueKeys {
 }
 
 impl QueueKeys {
+    /// How many keys every queue function receives first.
+    pub const COUNT: usize = STRUCTURES.len() + READY_LISTS;
+
     pub fn all(&self) -> &[String] {
         &self.keys
     }
@@ -133,20 +140,12 @@ impl QueueKeys {
         &self.keys[5]
     }
 
-    pub fn meta(&self) -> &str {
-        &self.keys[6]
-    }
-
     pub fn events(&self) -> &str {
         &self.keys[7]
     }
 
     pub fn sessions(&self) -> &str {
         &self.keys[8]
-    }
-
-    pub fn session_state(&self) -> &str {
-        &self.keys[9]
     }
 
     pub fn session_jobs(&self) -> &str {

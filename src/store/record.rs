@@ -1,4 +1,6 @@
-//! The packed job record: two msgpack arrays per job, stored as one hash field.
+//! The packed job record: two msgpack arrays per job, stored as one hash field; and the lease
+//! string of an active job. Every number read back is checked into its type: a value that does
+//! not fit is corrupt data, never a silent wrap.
 //!
 //! Why packed: a Redis hash per job leaves the compact listpack encoding as soon as one field
 //! passes 64 bytes (any real payload) and then costs 800-1,200 bytes; one packed value keeps a
@@ -12,7 +14,32 @@
 
 use rmpv::Value;
 
-use super::{Lease, StoreError};
+use super::StoreError;
+
+/// A lease as stored: who holds the job since when, and which attempt it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub token: String,
+    pub started_ms: i64,
+    pub attempt: u32,
+}
+
+impl Lease {
+    /// `token|started_ms|attempt`, optionally followed by `|flags` (see `lua/lib.lua`).
+    pub fn parse(raw: &str) -> Option<Self> {
+        let mut parts = raw.split('|');
+        let token = parts.next()?.to_owned();
+        let started_ms = parts.next()?.parse().ok()?;
+        let attempt = parts.next()?.parse().ok()?;
+        Some(Lease { token, started_ms, attempt })
+    }
+
+    /// A lease read from the active hash, if the job holds one; one that does not parse is
+    /// corrupt data.
+    pub fn decode(raw: Option<&str>) -> Result<Option<Self>, StoreError> {
+        raw.map(|raw| Self::parse(raw).ok_or_else(|| corrupt("an unreadable lease"))).transpose()
+    }
+}
 
 /// Where a record says the job is; "active" is not stored here but in the lease hash.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,34 +98,59 @@ impl JobRecord {
 }
 
 /// Fields of the leading array (read by every lease), then of the second one.
-const HOT_FIELDS: u32 = 4;
-const COLD_FIELDS: u32 = 17;
+const HOT_FIELDS: usize = 4;
+const COLD_FIELDS: usize = 17;
 
 /// A msgpack writer for the subset Redis's `cmsgpack` reads back. Bytes are written as msgpack
 /// *str*, never *bin*: cmsgpack predates the bin family and refuses it.
-struct Packer(Vec<u8>);
+struct Packer {
+    out: Vec<u8>,
+    /// A length or number msgpack cannot hold was met (the record is refused).
+    overflow: bool,
+}
 
 // Writing into a Vec cannot fail, so the writers' results are ignored.
 impl Packer {
+    fn new(capacity: usize) -> Self {
+        Self { out: Vec::with_capacity(capacity), overflow: false }
+    }
+
+    fn len(&mut self, n: usize) -> u32 {
+        u32::try_from(n).unwrap_or_else(|_| {
+            self.overflow = true;
+            0
+        })
+    }
+
     fn bytes(&mut self, b: &[u8]) {
-        let _ = rmp::encode::write_str_len(&mut self.0, b.len() as u32);
-        self.0.extend_from_slice(b);
+        let len = self.len(b.len());
+        let _ = rmp::encode::write_str_len(&mut self.out, len);
+        self.out.extend_from_slice(b);
+    }
+
+    fn uint(&mut self, n: u64) {
+        let n = i64::try_from(n).unwrap_or_else(|_| {
+            self.overflow = true;
+            0
+        });
+        self.int(n);
     }
 
     fn int(&mut self, i: i64) {
-        let _ = rmp::encode::write_sint(&mut self.0, i);
+        let _ = rmp::encode::write_sint(&mut self.out, i);
     }
 
     fn float(&mut self, f: f64) {
-        let _ = rmp::encode::write_f64(&mut self.0, f);
+        let _ = rmp::encode::write_f64(&mut self.out, f);
     }
 
     fn absent(&mut self) {
-        let _ = rmp::encode::write_bool(&mut self.0, false);
+        let _ = rmp::encode::write_bool(&mut self.out, false);
     }
 
-    fn array(&mut self, len: u32) {
-        let _ = rmp::encode::write_array_len(&mut self.0, len);
+    fn array(&mut self, len: usize) {
+        let len = self.len(len);
+        let _ = rmp::encode::write_array_len(&mut self.out, len);
     }
 
     fn opt_int(&mut self, i: Option<i64>) {
@@ -117,13 +169,14 @@ impl Packer {
 }
 
 impl JobRecord {
-    pub fn encode(&self) -> Vec<u8> {
-        let mut p = Packer(Vec::with_capacity(self.payload.len() + 64));
+    /// Packs the record; refused when a length or number does not fit msgpack.
+    pub fn encode(&self) -> Result<Vec<u8>, StoreError> {
+        let mut p = Packer::new(self.payload.len() + 64);
         p.array(HOT_FIELDS);
         p.int(i64::from(self.attempts));
-        p.int(self.timeout_ms as i64);
+        p.uint(self.timeout_ms);
         p.opt_bytes(self.session.as_deref().map(str::as_bytes));
-        let _ = rmp::encode::write_bool(&mut p.0, self.cancel_requested);
+        let _ = rmp::encode::write_bool(&mut p.out, self.cancel_requested);
         p.array(COLD_FIELDS);
         p.int(self.state as i64);
         p.bytes(self.job_type.as_bytes());
@@ -131,7 +184,7 @@ impl JobRecord {
         if self.headers.is_empty() {
             p.absent();
         } else {
-            p.array(self.headers.len() as u32 * 2);
+            p.array(self.headers.len().saturating_mul(2));
             for (k, v) in &self.headers {
                 p.bytes(k.as_bytes());
                 p.bytes(v.as_bytes());
@@ -146,9 +199,9 @@ impl JobRecord {
             Some(b) => {
                 p.array(5);
                 p.int(if b.fixed { 2 } else { 1 });
-                p.int(b.base_ms as i64);
+                p.uint(b.base_ms);
                 p.float(b.factor);
-                p.int(b.max_ms as i64);
+                p.uint(b.max_ms);
                 p.float(b.jitter);
             }
             None => p.absent(),
@@ -160,7 +213,10 @@ impl JobRecord {
         p.opt_bytes(self.result.as_deref());
         p.opt_int(self.run_at_ms);
         p.opt_bytes(self.progress.as_deref());
-        p.0
+        if p.overflow {
+            return Err(corrupt("a record too large to pack"));
+        }
+        Ok(p.out)
     }
 
     /// Reads a record as stored in the jobs hash, with the outcome of its completion if any.
@@ -201,15 +257,15 @@ impl JobRecord {
 
     fn from_fields(hot: Vec<Value>, cold: Vec<Value>) -> Result<Self, StoreError> {
         // Lua leaves out trailing absent fields when it repacks; they read as absent.
-        if hot.len() > HOT_FIELDS as usize || cold.len() > COLD_FIELDS as usize {
+        if hot.len() > HOT_FIELDS || cold.len() > COLD_FIELDS {
             return Err(corrupt("record with another number of fields"));
         }
         let mut h = hot.into_iter();
         let mut c = cold.into_iter();
         let mut hot = || h.next().unwrap_or(Value::Nil);
         let mut next = || c.next().unwrap_or(Value::Nil);
-        let attempts = int(&hot())? as u32;
-        let timeout_ms = int(&hot())? as u64;
+        let attempts = number(&hot(), "attempts")?;
+        let timeout_ms = number(&hot(), "the timeout")?;
         let session = maybe(hot(), text)?;
         let cancel_requested = matches!(hot(), Value::Boolean(true));
         let state = match int(&next())? {
@@ -239,18 +295,18 @@ impl JobRecord {
             job_type,
             payload,
             headers,
-            priority: int(&next())? as i32,
-            max_attempts: int(&next())? as u32,
+            priority: number(&next(), "the priority")?,
+            max_attempts: number(&next(), "max attempts")?,
             attempts,
-            lost: int(&next())? as u32,
+            lost: number(&next(), "lost deliveries")?,
             created_ms: int(&next())?,
             ready_at_ms: maybe(next(), |v| int(&v))?,
             backoff: maybe(next(), |v| match v {
                 Value::Array(b) if b.len() == 5 => Ok(BackoffSpec {
                     fixed: int(&b[0])? == 2,
-                    base_ms: int(&b[1])? as u64,
+                    base_ms: number(&b[1], "the backoff base")?,
                     factor: float(&b[2])?,
-                    max_ms: int(&b[3])? as u64,
+                    max_ms: number(&b[3], "the backoff maximum")?,
                     jitter: float(&b[4])?,
                 }),
                 _ => Err(corrupt("backoff is not a 5-array")),
@@ -291,19 +347,28 @@ fn maybe<T>(value: Value, f: impl FnOnce(Value) -> Result<T, StoreError>) -> Res
     }
 }
 
-fn int(value: &Value) -> Result<i64, StoreError> {
+/// A msgpack integer (also read by the session meta).
+pub(super) fn int(value: &Value) -> Result<i64, StoreError> {
     match value {
         Value::Integer(i) => i.as_i64().ok_or_else(|| corrupt("integer out of range")),
         // Lua numbers are doubles; cmsgpack writes integral ones as integers, but be lenient.
-        Value::F64(f) if f.fract() == 0.0 => Ok(*f as i64),
+        // Integral doubles this side of ±2^63 convert exactly.
+        Value::F64(f) if f.fract() == 0.0 && f.abs() < 9_223_372_036_854_775_808.0 => Ok(*f as i64),
         _ => Err(corrupt("expected an integer")),
     }
+}
+
+/// A msgpack integer as the type of its field.
+fn number<T: TryFrom<i64>>(value: &Value, what: &str) -> Result<T, StoreError> {
+    let n = int(value)?;
+    T::try_from(n).map_err(|_| corrupt(&format!("{what} out of range: {n}")))
 }
 
 fn float(value: &Value) -> Result<f64, StoreError> {
     match value {
         Value::F32(f) => Ok(f64::from(*f)),
         Value::F64(f) => Ok(*f),
+        // A weight or jitter written as a whole number: any i64 is near enough as a float.
         other => int(other).map(|i| i as f64),
     }
 }
@@ -353,8 +418,8 @@ mod tests {
 
     #[test]
     fn an_outcome_completes_the_record() {
-        let raw = waiting().encode();
-        let mut p = Packer(Vec::new());
+        let raw = waiting().encode().expect("encodes");
+        let mut p = Packer::new(0);
         p.int(1_764_000_000_900);
         p.bytes(b"i1.2.3|1764000000500|2|s");
         p.bytes(b"the result");
@@ -366,8 +431,8 @@ mod tests {
             result: Some(b"the result".to_vec()),
             ..waiting()
         };
-        assert_eq!(JobRecord::decode(&raw, Some(&p.0)).expect("decodes"), expected);
-        assert!(JobRecord::decode(&raw, Some(&p.0[..p.0.len() - 2])).is_err(), "a cut outcome is corrupt");
+        assert_eq!(JobRecord::decode(&raw, Some(&p.out)).expect("decodes"), expected);
+        assert!(JobRecord::decode(&raw, Some(&p.out[..p.out.len() - 2])).is_err(), "a cut outcome is corrupt");
         assert!(JobRecord::decode(&raw[..raw.len() - 2], None).is_err(), "a cut record is corrupt");
     }
 
@@ -396,7 +461,33 @@ mod tests {
             cancel_requested: true,
             progress: Some(b"50%".to_vec()),
         };
-        assert_eq!(JobRecord::decode(&record.encode(), None).expect("decodes"), record);
+        assert_eq!(JobRecord::decode(&record.encode().expect("encodes"), None).expect("decodes"), record);
+    }
+
+    #[test]
+    fn refuses_numbers_that_do_not_fit_their_field() {
+        let mut record = waiting();
+        record.timeout_ms = u64::MAX;
+        assert!(record.encode().is_err(), "a timeout past i64 cannot be packed");
+        let mut p = Packer::new(0);
+        p.array(HOT_FIELDS);
+        p.int(-1);
+        p.int(30_000);
+        p.absent();
+        p.absent();
+        let mut raw = p.out;
+        let encoded = waiting().encode().expect("encodes");
+        let mut cold = &encoded[..];
+        read(&mut cold).expect("the first array");
+        raw.extend_from_slice(cold);
+        assert!(JobRecord::decode(&raw, None).is_err(), "negative attempts are corrupt, not a wrap");
+    }
+
+    #[test]
+    fn parses_leases_with_dots_and_pipes_in_order() {
+        let lease = Lease::parse("abc.7.42|1700000000000|3").expect("parses");
+        assert_eq!(lease, Lease { token: "abc.7.42".into(), started_ms: 1_700_000_000_000, attempt: 3 });
+        assert_eq!(Lease::parse("garbage"), None);
     }
 
     #[test]

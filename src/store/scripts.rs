@@ -1,5 +1,5 @@
-//! The Lua state machine, as one Redis Functions library, each function wrapped in a typed
-//! method on [`Store`](super::Store) so arity cannot drift.
+//! The Lua state machine, as one Redis Functions library. Each function is called with its
+//! typed argument struct (`args.rs`), so arity cannot drift.
 //!
 //! The library is `lua/lib.lua` (the queue layout and the shared helpers) followed by one
 //! function per file of `lua/`. Loaded once with `FUNCTION LOAD`, the helpers are compiled and
@@ -11,45 +11,17 @@
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use redis::{Cmd, Script, ToRedisArgs};
+use redis::Script;
 
 /// One function of the library.
 pub struct Function {
     name: String,
 }
 
-/// A call of a library function under construction: keys, then arguments.
-pub struct Call<'a> {
-    function: &'a Function,
-    keys: Vec<String>,
-    args: Vec<Vec<u8>>,
-}
-
-impl Call<'_> {
-    pub fn key(&mut self, key: impl Into<String>) -> &mut Self {
-        self.keys.push(key.into());
-        self
-    }
-
-    pub fn arg(&mut self, arg: impl ToRedisArgs) -> &mut Self {
-        arg.write_redis_args(&mut self.args);
-        self
-    }
-
-    /// `FCALL name numkeys keys... args...`
-    pub fn command(&self) -> Cmd {
-        let mut cmd = redis::cmd("FCALL");
-        cmd.arg(&self.function.name).arg(self.keys.len()).arg(&self.keys);
-        for arg in &self.args {
-            cmd.arg(arg.as_slice());
-        }
-        cmd
-    }
-}
-
 impl Function {
-    pub fn call(&self) -> Call<'_> {
-        Call { function: self, keys: Vec::new(), args: Vec::new() }
+    /// The name it is registered under (the library's hash, then the function's own name).
+    pub fn name(&self) -> &str {
+        &self.name
     }
 }
 

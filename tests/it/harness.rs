@@ -274,9 +274,9 @@ impl Server {
         Channel::from_shared(format!("http://{}", self.addr)).expect("uri").connect().await.expect("connect")
     }
 
-    /// Asserts the queue's structural invariants (see `Store::check_invariants`).
+    /// Asserts the queue's structural invariants (see `store::Invariants::check_invariants`).
     pub async fn assert_invariants(&self, queue: &str) {
-        let problems = self.store.check_invariants(queue).await.expect("invariant check runs");
+        let problems = self.store.invariants().check_invariants(queue).await.expect("invariant check runs");
         assert!(problems.is_empty(), "invariants broken in {queue}: {problems:#?}");
     }
 
@@ -554,7 +554,7 @@ pub async fn invariant_problems(url: &str, prefix: &str, queue: &str) -> Vec<Str
         retention: retention(),
     })
     .expect("store");
-    store.check_invariants(queue).await.expect("invariant check runs")
+    store.invariants().check_invariants(queue).await.expect("invariant check runs")
 }
 
 /// Asserts a queue's invariants through a store of its own: for servers that run as processes.

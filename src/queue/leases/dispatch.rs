@@ -79,7 +79,7 @@ async fn rounds(leases: &Arc<Leases>, queue: &str, upkeep: bool) -> Result<Optio
         }
         let trim = upkeep && done.is_none();
         let texts: Vec<String> = tokens.iter().map(|t| t.as_str().to_owned()).collect();
-        let round = match leases.store.lease(queue, &texts, rand::random(), trim).await {
+        let round = match leases.store.jobs().lease(queue, &texts, rand::random(), trim).await {
             Ok(round) => round,
             Err(e) => {
                 leases.hub.deliver(&tokens, Vec::new());
@@ -152,7 +152,7 @@ async fn rounds(leases: &Arc<Leases>, queue: &str, upkeep: bool) -> Result<Optio
             debug!(%queue, count = undelivered.len(), "streams left before delivery; handing back");
             let held: Vec<(String, String)> =
                 undelivered.into_iter().map(|h| (h.job_id.ulid, h.token.into())).collect();
-            leases.store.requeue(queue, &held, false, leases.settings.max_lost).await?;
+            leases.store.jobs().requeue(queue, &held, false, leases.settings.max_lost).await?;
         }
         if !tokens.is_empty() {
             leases.hub.set_drained(queue, !full);
@@ -169,7 +169,7 @@ async fn rounds(leases: &Arc<Leases>, queue: &str, upkeep: bool) -> Result<Optio
 async fn take_back_unanswered(leases: Arc<Leases>, queue: String, tokens: Vec<String>) {
     let mut wait = Duration::from_millis(200);
     loop {
-        match leases.store.reap(&queue, &tokens).await {
+        match leases.store.jobs().reap(&queue, &tokens).await {
             Ok(0) => return,
             Ok(n) => return warn!(%queue, returned = n, "took back leases of a lease round whose answer was lost"),
             Err(e) => debug!(%queue, error = %e, "cannot take back an unanswered lease round yet"),

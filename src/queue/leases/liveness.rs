@@ -29,7 +29,7 @@ pub async fn run(leases: Arc<Leases>) {
             _ = leases.background.stopped() => return,
             _ = ticker.tick() => {}
         }
-        match leases.store.heartbeat(&leases.instance, ttl).await {
+        match leases.store.instances().heartbeat(&leases.instance, ttl).await {
             Ok((_, dead)) => {
                 let now = Instant::now();
                 // A gap longer than half the TTL means we may have looked dead to others, and
@@ -72,12 +72,12 @@ pub async fn run(leases: Arc<Leases>) {
 
 /// Returns the leases of dead instances in every known queue, then forgets the instances.
 async fn reap(leases: &Leases, dead: &[String]) {
-    let queues = match leases.store.queues().await {
+    let queues = match leases.store.instances().queues().await {
         Ok(q) => q,
         Err(e) => return warn!(error = %e, "reaper could not list queues"),
     };
     for queue in &queues {
-        match leases.store.reap(queue, dead).await {
+        match leases.store.jobs().reap(queue, dead).await {
             Ok(0) => {}
             Ok(n) => {
                 info!(%queue, returned = n, instances = ?dead, "reaped leases of dead instances")
@@ -87,7 +87,7 @@ async fn reap(leases: &Leases, dead: &[String]) {
             }
         }
     }
-    match leases.store.forget_instances(dead).await {
+    match leases.store.instances().forget_instances(dead).await {
         Ok(()) => info!(instances = ?dead, "dead instances forgotten"),
         Err(e) => warn!(error = %e, "could not forget dead instances"),
     }
@@ -95,9 +95,9 @@ async fn reap(leases: &Leases, dead: &[String]) {
 
 /// Expires idle sessions in every known queue (each call is bounded; see session_sweep.lua).
 async fn sweep_sessions(leases: &Leases) {
-    let Ok(queues) = leases.store.queues().await else { return };
+    let Ok(queues) = leases.store.instances().queues().await else { return };
     for queue in queues {
-        match leases.store.sweep_sessions(&queue).await {
+        match leases.store.sessions().sweep_sessions(&queue).await {
             Ok(gone) if !gone.is_empty() => info!(%queue, sessions = ?gone, "idle sessions expired"),
             Ok(_) => {}
             Err(e) => return warn!(%queue, error = %e, "session sweep failed"),

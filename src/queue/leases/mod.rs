@@ -164,7 +164,7 @@ impl Leases {
             return self.apply(notice, job_id, token);
         }
         let channel = self.store.keys().instance_channel(token.instance());
-        if let Err(e) = self.store.publish(&channel, &notices::encode(notice, job_id, token)).await {
+        if let Err(e) = self.store.instances().publish(&channel, &notices::encode(notice, job_id, token)).await {
             warn!(error = %e, %job_id, ?notice, "could not tell the lease owner");
         }
     }
@@ -213,7 +213,7 @@ impl Leases {
         for (queue, leases) in by_queue {
             let mut wait = Duration::from_millis(100);
             for tries in 1.. {
-                match self.store.requeue(&queue, &leases, lost, self.settings.max_lost).await {
+                match self.store.jobs().requeue(&queue, &leases, lost, self.settings.max_lost).await {
                     Ok(n) => {
                         info!(%queue, returned = n, lost, "leases handed back");
                         if let Some(m) = telemetry::queue(&queue).filter(|_| lost) {
@@ -263,7 +263,7 @@ impl Leases {
         // Only an instance that handed everything back may leave the registry: otherwise the
         // reaper of another instance must still see it die and return its jobs.
         if self.give_back(held, false).await
-            && let Err(e) = self.store.forget_instances(std::slice::from_ref(&self.instance)).await
+            && let Err(e) = self.store.instances().forget_instances(std::slice::from_ref(&self.instance)).await
         {
             warn!(error = %e, "could not leave the instance registry");
         }

@@ -133,7 +133,7 @@ pub async fn reconcile(leases: Arc<Leases>) {
         }
         for (queue, held) in by_queue {
             let ulids: Vec<String> = held.iter().map(|h| h.job_id.ulid.clone()).collect();
-            let stored = match leases.store.leases(&queue, &ulids).await {
+            let stored = match leases.store.jobs().leases(&queue, &ulids).await {
                 Ok(l) => l,
                 Err(e) => {
                     debug!(%queue, error = %e, "reconcile skipped");

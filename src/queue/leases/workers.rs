@@ -50,7 +50,7 @@ pub async fn publish(leases: &Leases, ttl: Duration) {
         })
         .collect();
     let json = serde_json::to_string(&views).unwrap_or_else(|_| "[]".into());
-    if let Err(e) = leases.store.set_workers(&leases.instance, &json, ttl).await {
+    if let Err(e) = leases.store.instances().set_workers(&leases.instance, &json, ttl).await {
         tracing::debug!(error = %e, "could not publish the worker list");
     }
 }
@@ -58,7 +58,7 @@ pub async fn publish(leases: &Leases, ttl: Duration) {
 /// Connected worker streams on every live instance, optionally only those serving `queue`.
 pub async fn list(store: &Store, queue: Option<&str>) -> Result<Vec<WorkerView>> {
     let mut out = Vec::new();
-    for (instance, json) in store.workers().await? {
+    for (instance, json) in store.instances().workers().await? {
         match serde_json::from_str::<Vec<WorkerView>>(&json) {
             Ok(list) => out.extend(list),
             Err(e) => warn!(%instance, error = %e, "unreadable worker list"),

@@ -1,6 +1,9 @@
 -- cancel: cancels one job. Waiting, delayed or still pending in its session: it ends cancelled
 -- at once. Active: it is marked; its holder is told (by the caller, with the returned token),
 -- and whatever happens next (ack, failure, timeout, lost stream) ends it cancelled.
+-- Touches (here or in the lib.lua helpers it calls) the queue keys jobs, active, delayed, events,
+-- sessions, session_jobs, session_ttl, cancelled, outcomes, ready lists; may publish a wake-up on
+-- ARGV[1].
 -- KEYS: the queue keys (lib.lua). ARGV[8] ULID.
 -- Returns {code, token}: 1 cancelled, 2 marked while active (token = its lease), 0 unknown,
 -- -1 already finished (completed, dead or cancelled).

@@ -1,5 +1,8 @@
 -- complete: acknowledges a batch of finished attempts; each entry is checked and applied on its
 -- own, so one stale token does not hold back the others. The ULIDs of a batch are distinct.
+-- Touches (here or in the lib.lua helpers it calls) the queue keys jobs, active, deadlines,
+-- delayed, completed, events, sessions, session_state, session_jobs, session_ttl, cancelled,
+-- outcomes, ready lists; may publish a wake-up on ARGV[1].
 -- KEYS: the queue keys (lib.lua).
 -- ARGV[8] the number of acks n, then n triples {ULID, lease token, result}, then for each ack
 -- that writes its session's state a triple {ack number (1-based), new state, expected session

@@ -1,4 +1,7 @@
 -- delete: removes one job that is not active, with its record.
+-- Touches (here or in the lib.lua helpers it calls) the queue keys jobs, active, delayed,
+-- completed, dead, events, sessions, session_jobs, session_ttl, cancelled, outcomes, ready lists;
+-- may publish a wake-up on ARGV[1].
 -- KEYS: the queue keys (lib.lua). ARGV[8] ULID.
 -- Returns 1 deleted, 0 unknown, -1 active (cancel it first).
 local ulid = ARGV[8]

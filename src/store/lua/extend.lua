@@ -1,4 +1,5 @@
 -- extend: moves the deadline of a held attempt to now + ARGV[10] ms.
+-- Touches (here or in the lib.lua helpers it calls) the queue keys jobs, active, deadlines.
 -- KEYS: the queue keys (lib.lua). ARGV[8] ULID, ARGV[9] lease token, ARGV[10] extension ms.
 -- Returns {code, deadline_ms}: code as check_lease.
 local ulid, token = ARGV[8], ARGV[9]

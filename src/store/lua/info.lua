@@ -1,5 +1,6 @@
 -- info: one job's record, its lease while active, and the id of the queue's latest event, read
 -- together so a watcher can follow events strictly after this snapshot. Read-only.
+-- Touches (here or in the lib.lua helpers it calls) the queue keys jobs, active, events, outcomes.
 -- KEYS: the queue keys (lib.lua). ARGV[8] ULID.
 -- Returns {record or false, lease or false, last event id or "0-0", outcome or false}.
 local ulid = ARGV[8]

@@ -1,6 +1,9 @@
 -- purge: removes up to ARGV[9] jobs of the states listed in ARGV[8] (any of "waiting",
 -- "delayed", "completed", "dead", "cancelled"; active jobs are never purged). Waiting and
 -- delayed include jobs still pending inside sessions. Call again until it returns 0.
+-- Touches (here or in the lib.lua helpers it calls) the queue keys jobs, delayed, completed, dead,
+-- events, sessions, session_jobs, session_ttl, cancelled, outcomes, ready lists; may publish a
+-- wake-up on ARGV[1].
 -- KEYS: the queue keys (lib.lua). Returns how many jobs were removed.
 local now = now_ms()
 local want, left = {}, tonumber(ARGV[9])

@@ -1,6 +1,9 @@
 -- reap: returns to the head of their priority the leases held by dead jobwire instances, or
 -- taken with given lease tokens (a lease round whose answer never reached its instance).
 -- Not a lost delivery: the worker may well be fine; its instance is not.
+-- Touches (here or in the lib.lua helpers it calls) the queue keys jobs, active, deadlines,
+-- delayed, events, sessions, session_jobs, session_ttl, cancelled, ready lists; may publish a
+-- wake-up on ARGV[1].
 -- KEYS: the queue keys (lib.lua).
 -- ARGV[8] HSCAN cursor over the active hash, ARGV[9] HSCAN COUNT, ARGV[10..] dead instance ids
 -- and lease tokens (tokens contain dots, instance ids do not).

@@ -2,6 +2,9 @@
 -- priority so they run next. Used when a worker stream ends (the delivery counts as lost), when
 -- a worker hands a job back, and when this instance stops (neither counts).
 -- A job cancelled meanwhile, or whose session is gone, ends cancelled instead.
+-- Touches (here or in the lib.lua helpers it calls) the queue keys jobs, active, deadlines,
+-- delayed, dead, meta, events, sessions, session_jobs, session_ttl, cancelled, ready lists; may
+-- publish a wake-up on ARGV[1].
 -- KEYS: the queue keys (lib.lua).
 -- ARGV[8] count as lost (1/0), ARGV[9] lost deliveries that make a job dead,
 -- ARGV[10..] pairs {ULID, lease token} in delivery order.

@@ -1,4 +1,6 @@
 -- retry: moves dead jobs back to ready with their attempts and lost deliveries reset.
+-- Touches (here or in the lib.lua helpers it calls) the queue keys jobs, delayed, dead, events,
+-- sessions, session_jobs, session_ttl, outcomes, ready lists; may publish a wake-up on ARGV[1].
 -- KEYS: the queue keys (lib.lua).
 -- ARGV[8] a ULID to retry that one job, or '' to retry the oldest dead jobs,
 -- ARGV[9] at most this many (batch mode).

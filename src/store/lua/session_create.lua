@@ -1,4 +1,6 @@
 -- session_create: creates a session of this queue.
+-- Touches (here or in the lib.lua helpers it calls) the queue keys sessions, session_state,
+-- session_ttl.
 -- KEYS: the queue keys (lib.lua). ARGV[8] name, ARGV[9] state JSON, ARGV[10] ttl ms,
 -- ARGV[11] max concurrency.
 -- Returns {1, now} when created, {0, 0} when the name is taken (nothing written).

@@ -1,4 +1,6 @@
 -- session_get: one session's meta, state and the count of its jobs still pending. Read-only.
+-- Touches (here or in the lib.lua helpers it calls) the queue keys sessions, session_state,
+-- session_jobs.
 -- KEYS: the queue keys (lib.lua). ARGV[8] name.
 -- Returns {packed meta or false, state or false, pending jobs, now}.
 local name = ARGV[8]

@@ -1,5 +1,7 @@
 -- session_set: replaces a session's state if its version is still the one the caller read
 -- (compare-and-set); the version goes up by one.
+-- Touches (here or in the lib.lua helpers it calls) the queue keys sessions, session_state,
+-- session_ttl.
 -- KEYS: the queue keys (lib.lua). ARGV[8] name, ARGV[9] state JSON, ARGV[10] expected version.
 -- Returns {1, new version}, {0, 0} when the session is unknown, {-1, current version} on a
 -- version mismatch (nothing written).

@@ -1,5 +1,7 @@
 -- session_sweep: expires sessions idle past their TTL. A session that still holds jobs (pending,
 -- released or running) never expires: its expiry moves one TTL on instead. Bounded per call.
+-- Touches (here or in the lib.lua helpers it calls) the queue keys sessions, session_state,
+-- session_jobs, session_ttl.
 -- KEYS: the queue keys (lib.lua). Returns the names of the sessions deleted.
 local now = now_ms()
 local deleted = {}

@@ -1,4 +1,6 @@
 -- stats: one consistent snapshot of a queue's figures. Read-only.
+-- Touches (here or in the lib.lua helpers it calls) the queue keys jobs, active, delayed,
+-- completed, dead, meta, sessions, session_jobs, cancelled, ready lists.
 -- KEYS: the queue keys (lib.lua).
 -- Returns {waiting, delayed, active, completed, dead, dead_evicted, paused (1/0),
 --          oldest ready-since ms or -1, now ms, cancelled, sessions, session-pending jobs}.

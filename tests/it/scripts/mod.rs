@@ -184,7 +184,7 @@ impl Case {
 
     /// Asserts the queue's structural invariants (see `Store::check_invariants`).
     pub async fn assert_invariants(&self) {
-        let problems = self.store.check_invariants(QUEUE).await.expect("invariant check runs");
+        let problems = self.store.invariants().check_invariants(QUEUE).await.expect("invariant check runs");
         assert!(problems.is_empty(), "invariants broken: {problems:#?}");
     }
 
@@ -278,12 +278,13 @@ impl Case {
     }
 
     pub async fn try_add(&self, job: &Job) -> Result<AddOutcome, StoreError> {
-        self.store.add(QUEUE, &job.args()).await
+        let mut outcomes = self.store.jobs().add_many(QUEUE, &[job.args()]).await?;
+        Ok(outcomes.pop().expect("one outcome per job"))
     }
 
     pub async fn add_many(&self, jobs: &[Job]) -> Vec<AddOutcome> {
         let args: Vec<AddArgs<'_>> = jobs.iter().map(Job::args).collect();
-        self.store.add_many(QUEUE, &args).await.expect("add")
+        self.store.jobs().add_many(QUEUE, &args).await.expect("add")
     }
 
     /// A lease round with `n` fresh tokens, no jitter, no trimming.
@@ -293,11 +294,11 @@ impl Case {
     }
 
     pub async fn lease_with(&self, tokens: &[String], rand: f64, trim: bool) -> LeaseRound {
-        self.store.lease(QUEUE, tokens, rand, trim).await.expect("lease")
+        self.store.jobs().lease(QUEUE, tokens, rand, trim).await.expect("lease")
     }
 
     pub async fn complete(&self, acks: &[Ack<'_>]) -> Vec<AckOutcome> {
-        self.store.complete(QUEUE, acks).await.expect("complete")
+        self.store.jobs().complete(QUEUE, acks).await.expect("complete")
     }
 
     pub async fn fail(
@@ -308,74 +309,74 @@ impl Case {
         retry_after: Option<Duration>,
         rand: f64,
     ) -> FailOutcome {
-        self.store.fail(QUEUE, ulid, token, "boom", retryable, retry_after, rand).await.expect("fail")
+        self.store.jobs().fail(QUEUE, ulid, token, "boom", retryable, retry_after, rand).await.expect("fail")
     }
 
     pub async fn extend(&self, ulid: &str, token: &str, by: Duration) -> (LeaseCheck, i64) {
-        self.store.extend(QUEUE, ulid, token, by).await.expect("extend")
+        self.store.jobs().extend(QUEUE, ulid, token, by).await.expect("extend")
     }
 
     pub async fn requeue(&self, leases: &[(String, String)], lost: bool, max_lost: u32) -> u64 {
-        self.store.requeue(QUEUE, leases, lost, max_lost).await.expect("requeue")
+        self.store.jobs().requeue(QUEUE, leases, lost, max_lost).await.expect("requeue")
     }
 
     pub async fn reap(&self, dead: &[String]) -> u64 {
-        self.store.reap(QUEUE, dead).await.expect("reap")
+        self.store.jobs().reap(QUEUE, dead).await.expect("reap")
     }
 
     pub async fn stats(&self) -> QueueCounts {
-        self.store.stats(QUEUE).await.expect("stats")
+        self.store.admin().stats(QUEUE).await.expect("stats")
     }
 
     pub async fn info(&self, ulid: &str) -> Option<JobSnapshot> {
-        self.store.snapshot(QUEUE, ulid).await.expect("info")
+        self.store.admin().snapshot(QUEUE, ulid).await.expect("info")
     }
 
     pub async fn progress(&self, ulid: &str, token: &str, progress: &[u8]) -> i64 {
-        self.store.progress(QUEUE, ulid, token, progress).await.expect("progress")
+        self.store.jobs().progress(QUEUE, ulid, token, progress).await.expect("progress")
     }
 
     pub async fn cancel(&self, ulid: &str) -> CancelOutcome {
-        self.store.cancel(QUEUE, ulid).await.expect("cancel")
+        self.store.admin().cancel(QUEUE, ulid).await.expect("cancel")
     }
 
     pub async fn pause(&self, paused: bool) {
-        self.store.set_paused(QUEUE, paused).await.expect("pause");
+        self.store.admin().set_paused(QUEUE, paused).await.expect("pause");
     }
 
     pub async fn retry(&self, ulid: Option<&str>, limit: u64) -> (i64, u64) {
-        self.store.retry_dead(QUEUE, ulid, limit).await.expect("retry")
+        self.store.admin().retry_dead(QUEUE, ulid, limit).await.expect("retry")
     }
 
     pub async fn delete(&self, ulid: &str) -> i64 {
-        self.store.delete(QUEUE, ulid).await.expect("delete")
+        self.store.admin().delete(QUEUE, ulid).await.expect("delete")
     }
 
     pub async fn purge(&self, states: &[Listing]) -> u64 {
-        self.store.purge(QUEUE, states).await.expect("purge")
+        self.store.admin().purge(QUEUE, states).await.expect("purge")
     }
 
     pub async fn session_create(&self, name: &str, state: &str, ttl: Duration, max_concurrency: u32) -> bool {
-        self.store.create_session(QUEUE, name, state, ttl, max_concurrency).await.expect("session_create")
+        self.store.sessions().create_session(QUEUE, name, state, ttl, max_concurrency).await.expect("session_create")
     }
 
     pub async fn session_get(&self, name: &str) -> Option<SessionRecord> {
-        self.store.session(QUEUE, name).await.expect("session_get")
+        self.store.sessions().session(QUEUE, name).await.expect("session_get")
     }
 
     pub async fn session_set(&self, name: &str, state: &str, expected: u64) -> SetOutcome {
-        self.store.set_session_state(QUEUE, name, state, expected).await.expect("session_set")
+        self.store.sessions().set_session_state(QUEUE, name, state, expected).await.expect("session_set")
     }
 
     pub async fn session_delete(&self, name: &str) -> bool {
-        self.store.delete_session(QUEUE, name).await.expect("session_delete")
+        self.store.sessions().delete_session(QUEUE, name).await.expect("session_delete")
     }
 
     pub async fn session_sweep(&self) -> Vec<String> {
-        self.store.sweep_sessions(QUEUE).await.expect("session_sweep")
+        self.store.sessions().sweep_sessions(QUEUE).await.expect("session_sweep")
     }
 
     pub async fn heartbeat(&self, instance: &str, ttl: Duration) -> (i64, Vec<String>) {
-        self.store.heartbeat(instance, ttl).await.expect("heartbeat")
+        self.store.instances().heartbeat(instance, ttl).await.expect("heartbeat")
     }
 }

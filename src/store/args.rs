@@ -1,0 +1,485 @@
+//! One typed argument struct per function of the library, each writing its KEYS and ARGV in the
+//! order its Lua header states, in one place, so arity cannot drift.
+//!
+//! Every queue function receives the 25 queue keys first (then any keys of its own: only add
+//! has some) and the 7 leading arguments of `lua/lib.lua`; [`Backend::call`] writes those, and
+//! a struct here writes what follows: ARGV[8] on. Each struct also names the reply it decodes.
+//! Everything is written straight into the command: no per-call copy of the keys.
+//!
+//! [`Backend::call`]: super::backend::Backend::call
+
+use std::time::Duration;
+
+use redis::{Cmd, FromRedisValue, Script, ScriptInvocation};
+
+use super::{
+    Ack, AddArgs, Result, Retention,
+    keys::QueueKeys,
+    millis,
+    scripts::{Function, Scripts},
+};
+
+/// The arguments of one queue function, after the queue keys and the leading arguments.
+pub trait QueueFunction {
+    /// What the function returns, as Redis sends it.
+    type Reply: FromRedisValue;
+    /// The function these are the arguments of.
+    fn function(scripts: &Scripts) -> &Function;
+    /// Keys after the queue keys (KEYS[26..]); none but add's.
+    fn own_keys(&self, _keys: &QueueKeys) -> Vec<String> {
+        Vec::new()
+    }
+    /// ARGV[8..], in the order of the function's Lua header.
+    fn write_args(&self, cmd: &mut Cmd);
+}
+
+/// ARGV[1..7] of every queue function (lib.lua), formatted once: they change with the config
+/// only.
+pub struct LeadingArgs {
+    wake_channel: String,
+    completed_ms: u64,
+    completed_max: u64,
+    dead_ms: u64,
+    dead_max: u64,
+    events_max: u64,
+}
+
+impl LeadingArgs {
+    pub fn new(wake_channel: String, retention: &Retention) -> Self {
+        Self {
+            wake_channel,
+            completed_ms: millis(retention.completed_for),
+            completed_max: retention.completed_max,
+            dead_ms: millis(retention.dead_for),
+            dead_max: retention.dead_max,
+            events_max: retention.events_max,
+        }
+    }
+
+    /// ARGV[1] wake channel, ARGV[2] queue name, ARGV[3] completed retention ms, ARGV[4]
+    /// completed cap, ARGV[5] dead retention ms, ARGV[6] dead cap, ARGV[7] events kept.
+    pub fn write(&self, queue: &str, cmd: &mut Cmd) {
+        cmd.arg(&self.wake_channel)
+            .arg(queue)
+            .arg(self.completed_ms)
+            .arg(self.completed_max)
+            .arg(self.dead_ms)
+            .arg(self.dead_max)
+            .arg(self.events_max);
+    }
+}
+
+/// Lua's 1/0 for a flag.
+fn flag(on: bool) -> u8 {
+    u8::from(on)
+}
+
+/// A millisecond count for a signed argument that takes -1 for "none".
+fn signed_ms(d: Option<Duration>) -> i64 {
+    d.map_or(-1, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// `QueueFunction::function` for the function of that name.
+macro_rules! function {
+    ($function:ident) => {
+        fn function(scripts: &Scripts) -> &Function {
+            &scripts.$function
+        }
+    };
+}
+
+/// lua/add.lua: a batch of jobs, with their records packed.
+pub struct AddBatchArgs<'a> {
+    jobs: &'a [AddArgs<'a>],
+    records: Vec<Vec<u8>>,
+}
+
+impl<'a> AddBatchArgs<'a> {
+    pub fn new(jobs: &'a [AddArgs<'a>]) -> Result<Self> {
+        let records = jobs.iter().map(|job| job.record.encode()).collect::<Result<_>>()?;
+        Ok(Self { jobs, records })
+    }
+}
+
+/// (job number from 1, code, first ULID) per job not added.
+type AddReply = Vec<(i64, i64, String)>;
+
+impl QueueFunction for AddBatchArgs<'_> {
+    type Reply = AddReply;
+    function!(add);
+
+    /// The idempotency tombstones of the jobs that have a key, in job order.
+    fn own_keys(&self, keys: &QueueKeys) -> Vec<String> {
+        self.jobs.iter().filter_map(|job| job.record.idempotency_key.as_deref()).map(|k| keys.idempotency(k)).collect()
+    }
+
+    fn write_args(&self, cmd: &mut Cmd) {
+        let window = self.jobs.first().map_or(0, |j| millis(j.idempotency_window));
+        cmd.arg(window);
+        // Tombstones follow the queue keys in job order (own_keys); a job names its index in KEYS.
+        let mut last_tombstone = QueueKeys::COUNT;
+        for (job, record) in self.jobs.iter().zip(&self.records) {
+            let tombstone = match job.record.idempotency_key {
+                Some(_) => {
+                    last_tombstone += 1;
+                    last_tombstone
+                }
+                None => 0,
+            };
+            cmd.arg(job.ulid).arg(record.as_slice()).arg(job.record.priority);
+            let plain = job.delay_ms.is_none() && job.run_at_ms.is_none() && job.session.is_none() && tombstone == 0;
+            if plain {
+                cmd.arg("");
+            } else {
+                cmd.arg("+")
+                    .arg(job.delay_ms.map_or(-1, |d| i64::try_from(d).unwrap_or(i64::MAX)))
+                    .arg(job.run_at_ms.unwrap_or(-1))
+                    .arg(job.session.unwrap_or_default())
+                    .arg(tombstone);
+            }
+        }
+    }
+}
+
+/// lua/lease.lua: ARGV[8] random for jitter, ARGV[9] trim, ARGV[10..] lease tokens.
+pub struct LeaseArgs<'a> {
+    pub rand: f64,
+    pub trim: bool,
+    pub tokens: &'a [String],
+}
+
+/// (jobs {ULID, record}, revoked flat {ULID, token}, next wake ms, now ms, sessions
+/// {job number, state, version}).
+type LeaseReply = (Vec<(String, Vec<u8>)>, Vec<String>, i64, i64, Vec<(i64, String, i64)>);
+
+impl QueueFunction for LeaseArgs<'_> {
+    type Reply = LeaseReply;
+    function!(lease);
+
+    fn write_args(&self, cmd: &mut Cmd) {
+        cmd.arg(self.rand).arg(flag(self.trim));
+        for token in self.tokens {
+            cmd.arg(token);
+        }
+    }
+}
+
+/// lua/complete.lua: ARGV[8] n, n triples {ULID, token, result}, then a triple {ack number,
+/// state, expected version or -1} per ack that writes its session's state.
+pub struct CompleteArgs<'a> {
+    pub acks: &'a [&'a Ack<'a>],
+}
+
+impl QueueFunction for CompleteArgs<'_> {
+    type Reply = Vec<i64>;
+    function!(complete);
+
+    fn write_args(&self, cmd: &mut Cmd) {
+        cmd.arg(self.acks.len());
+        for ack in self.acks {
+            // The function finds a token at the head of the lease, before a '|': a token holding
+            // one can hold nothing, and is sent as the empty token, which holds nothing either.
+            let token = if ack.token.contains('|') { "" } else { ack.token };
+            cmd.arg(ack.ulid).arg(token).arg(ack.result);
+        }
+        for (n, ack) in self.acks.iter().enumerate() {
+            if let Some((state, expected)) = &ack.session_state {
+                cmd.arg(n + 1).arg(*state).arg(expected.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX)));
+            }
+        }
+    }
+}
+
+/// lua/fail.lua: ARGV[8] ULID, [9] token, [10] error, [11] retryable, [12] retry_after ms or
+/// -1, [13] random for jitter.
+pub struct FailArgs<'a> {
+    pub ulid: &'a str,
+    pub token: &'a str,
+    pub error: &'a str,
+    pub retryable: bool,
+    pub retry_after: Option<Duration>,
+    pub rand: f64,
+}
+
+impl QueueFunction for FailArgs<'_> {
+    /// (lease check code, state, run_at ms).
+    type Reply = (i64, i64, i64);
+    function!(fail);
+
+    fn write_args(&self, cmd: &mut Cmd) {
+        cmd.arg(self.ulid)
+            .arg(self.token)
+            .arg(self.error)
+            .arg(flag(self.retryable))
+            .arg(signed_ms(self.retry_after))
+            .arg(self.rand);
+    }
+}
+
+/// lua/extend.lua: ARGV[8] ULID, [9] token, [10] extension ms.
+pub struct ExtendArgs<'a> {
+    pub ulid: &'a str,
+    pub token: &'a str,
+    pub by: Duration,
+}
+
+impl QueueFunction for ExtendArgs<'_> {
+    /// (lease check code, deadline ms).
+    type Reply = (i64, i64);
+    function!(extend);
+
+    fn write_args(&self, cmd: &mut Cmd) {
+        cmd.arg(self.ulid).arg(self.token).arg(millis(self.by));
+    }
+}
+
+/// lua/requeue.lua: ARGV[8] lost, [9] max lost, [10..] pairs {ULID, token}.
+pub struct RequeueArgs<'a> {
+    pub lost: bool,
+    pub max_lost: u32,
+    pub leases: &'a [(String, String)],
+}
+
+impl QueueFunction for RequeueArgs<'_> {
+    /// How many moved.
+    type Reply = i64;
+    function!(requeue);
+
+    fn write_args(&self, cmd: &mut Cmd) {
+        cmd.arg(flag(self.lost)).arg(self.max_lost);
+        for (ulid, token) in self.leases {
+            cmd.arg(ulid).arg(token);
+        }
+    }
+}
+
+/// lua/reap.lua: ARGV[8] HSCAN cursor, [9] HSCAN COUNT, [10..] dead instances and tokens.
+pub struct ReapArgs<'a> {
+    pub cursor: &'a str,
+    pub count: u32,
+    pub dead: &'a [String],
+}
+
+impl QueueFunction for ReapArgs<'_> {
+    /// (next cursor, leases returned).
+    type Reply = (String, i64);
+    function!(reap);
+
+    fn write_args(&self, cmd: &mut Cmd) {
+        cmd.arg(self.cursor).arg(self.count);
+        for id in self.dead {
+            cmd.arg(id);
+        }
+    }
+}
+
+/// lua/progress.lua: ARGV[8] ULID, [9] token, [10] progress bytes.
+pub struct ProgressArgs<'a> {
+    pub ulid: &'a str,
+    pub token: &'a str,
+    pub progress: &'a [u8],
+}
+
+impl QueueFunction for ProgressArgs<'_> {
+    /// The lease check code.
+    type Reply = i64;
+    function!(progress);
+
+    fn write_args(&self, cmd: &mut Cmd) {
+        cmd.arg(self.ulid).arg(self.token).arg(self.progress);
+    }
+}
+
+/// lua/stats.lua: nothing beyond the leading arguments.
+pub struct StatsArgs;
+
+impl QueueFunction for StatsArgs {
+    /// The twelve figures, in the order of the Lua header.
+    type Reply = Vec<i64>;
+    function!(stats);
+
+    fn write_args(&self, _cmd: &mut Cmd) {}
+}
+
+/// lua/info.lua: ARGV[8] ULID.
+pub struct InfoArgs<'a> {
+    pub ulid: &'a str,
+}
+
+impl QueueFunction for InfoArgs<'_> {
+    /// (record, lease, last event id, outcome).
+    type Reply = (Option<Vec<u8>>, Option<String>, String, Option<Vec<u8>>);
+    function!(info);
+
+    fn write_args(&self, cmd: &mut Cmd) {
+        cmd.arg(self.ulid);
+    }
+}
+
+/// lua/cancel.lua: ARGV[8] ULID.
+pub struct CancelArgs<'a> {
+    pub ulid: &'a str,
+}
+
+impl QueueFunction for CancelArgs<'_> {
+    /// (code, lease token when marked).
+    type Reply = (i64, String);
+    function!(cancel);
+
+    fn write_args(&self, cmd: &mut Cmd) {
+        cmd.arg(self.ulid);
+    }
+}
+
+/// lua/pause.lua: ARGV[8] paused.
+pub struct PauseArgs {
+    pub paused: bool,
+}
+
+impl QueueFunction for PauseArgs {
+    type Reply = i64;
+    function!(pause);
+
+    fn write_args(&self, cmd: &mut Cmd) {
+        cmd.arg(flag(self.paused));
+    }
+}
+
+/// lua/retry.lua: ARGV[8] ULID or '' for the oldest, [9] at most this many.
+pub struct RetryArgs<'a> {
+    pub ulid: Option<&'a str>,
+    pub limit: u64,
+}
+
+impl QueueFunction for RetryArgs<'_> {
+    /// (code, moved).
+    type Reply = (i64, i64);
+    function!(retry);
+
+    fn write_args(&self, cmd: &mut Cmd) {
+        cmd.arg(self.ulid.unwrap_or_default()).arg(self.limit);
+    }
+}
+
+/// lua/delete.lua: ARGV[8] ULID.
+pub struct DeleteArgs<'a> {
+    pub ulid: &'a str,
+}
+
+impl QueueFunction for DeleteArgs<'_> {
+    type Reply = i64;
+    function!(delete);
+
+    fn write_args(&self, cmd: &mut Cmd) {
+        cmd.arg(self.ulid);
+    }
+}
+
+/// lua/purge.lua: ARGV[8] states, comma-separated, [9] batch.
+pub struct PurgeArgs<'a> {
+    pub states: &'a str,
+    pub batch: u32,
+}
+
+impl QueueFunction for PurgeArgs<'_> {
+    /// How many jobs were removed.
+    type Reply = i64;
+    function!(purge);
+
+    fn write_args(&self, cmd: &mut Cmd) {
+        cmd.arg(self.states).arg(self.batch);
+    }
+}
+
+/// lua/session_create.lua: ARGV[8] name, [9] state, [10] ttl ms, [11] max concurrency.
+pub struct SessionCreateArgs<'a> {
+    pub name: &'a str,
+    pub state: &'a str,
+    pub ttl: Duration,
+    pub max_concurrency: u32,
+}
+
+impl QueueFunction for SessionCreateArgs<'_> {
+    /// (1 created or 0 taken, now).
+    type Reply = (i64, i64);
+    function!(session_create);
+
+    fn write_args(&self, cmd: &mut Cmd) {
+        cmd.arg(self.name).arg(self.state).arg(millis(self.ttl)).arg(self.max_concurrency);
+    }
+}
+
+/// lua/session_get.lua: ARGV[8] name.
+pub struct SessionGetArgs<'a> {
+    pub name: &'a str,
+}
+
+impl QueueFunction for SessionGetArgs<'_> {
+    /// (packed meta, state, pending jobs, now).
+    type Reply = (Option<Vec<u8>>, Option<String>, i64, i64);
+    function!(session_get);
+
+    fn write_args(&self, cmd: &mut Cmd) {
+        cmd.arg(self.name);
+    }
+}
+
+/// lua/session_set.lua: ARGV[8] name, [9] state, [10] expected version.
+pub struct SessionSetArgs<'a> {
+    pub name: &'a str,
+    pub state: &'a str,
+    pub expected: u64,
+}
+
+impl QueueFunction for SessionSetArgs<'_> {
+    /// (code, version).
+    type Reply = (i64, i64);
+    function!(session_set);
+
+    fn write_args(&self, cmd: &mut Cmd) {
+        cmd.arg(self.name).arg(self.state).arg(self.expected);
+    }
+}
+
+/// lua/session_delete.lua: ARGV[8] name, [9] batch.
+pub struct SessionDeleteArgs<'a> {
+    pub name: &'a str,
+    pub batch: u32,
+}
+
+impl QueueFunction for SessionDeleteArgs<'_> {
+    /// (existed, pending jobs removed, pending jobs left).
+    type Reply = (i64, i64, i64);
+    function!(session_delete);
+
+    fn write_args(&self, cmd: &mut Cmd) {
+        cmd.arg(self.name).arg(self.batch);
+    }
+}
+
+/// lua/session_sweep.lua: nothing beyond the leading arguments.
+pub struct SessionSweepArgs;
+
+impl QueueFunction for SessionSweepArgs {
+    /// The names of the sessions deleted.
+    type Reply = Vec<String>;
+    function!(session_sweep);
+
+    fn write_args(&self, _cmd: &mut Cmd) {}
+}
+
+/// lua/heartbeat.lua (a script of its own, not a queue function): KEYS[1] the instance
+/// registry, ARGV[1] this instance's id, ARGV[2] lease TTL ms.
+pub struct HeartbeatArgs<'a> {
+    pub registry: &'a str,
+    pub instance: &'a str,
+    pub ttl: Duration,
+}
+
+impl HeartbeatArgs<'_> {
+    pub fn invocation<'s>(&self, script: &'s Script) -> ScriptInvocation<'s> {
+        let mut invocation = script.prepare_invoke();
+        invocation.key(self.registry).arg(self.instance).arg(millis(self.ttl));
+        invocation
+    }
+}

@@ -1,0 +1,137 @@
+//! The one handle every part of the store holds: the pool, the client (for the connections
+//! that must not be pooled), the key space, the function library and the retention settings.
+//! Parts reach Redis only through it, so "which connection, which timeout, how a missing
+//! library is reloaded, how a call is timed" is decided here once.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bb8_redis::bb8;
+use redis::{Cmd, RedisError, aio::MultiplexedConnection};
+
+use super::{
+    Result, StoreConfig, StoreError,
+    args::{LeadingArgs, QueueFunction},
+    keys::{KeySpace, QueueKeys},
+    pool::{Manager, is_transport},
+    scripts::Scripts,
+};
+
+pub struct Backend {
+    pool: bb8::Pool<Manager>,
+    client: redis::Client,
+    keys: KeySpace,
+    scripts: Scripts,
+    leading: LeadingArgs,
+    timeout: Duration,
+    /// The key names of each queue, formatted once: every script call passes 25 of them.
+    /// Grows with the number of queues this instance touches, like the queue registry.
+    queue_keys: Mutex<HashMap<String, Arc<QueueKeys>>>,
+}
+
+impl Backend {
+    /// Builds the pool without waiting for Redis: a server must start (and report NOT_SERVING)
+    /// while Redis is still down.
+    pub fn new(config: &StoreConfig) -> Result<Self> {
+        let client = redis::Client::open(config.url.as_str())?;
+        let pool = Manager::new(&client, config.timeout)?.pool(config.pool_size);
+        let keys = KeySpace::new(&config.prefix);
+        Ok(Self {
+            pool,
+            client,
+            leading: LeadingArgs::new(keys.wake_channel(), &config.retention),
+            keys,
+            scripts: Scripts::load(),
+            timeout: config.timeout,
+            queue_keys: Mutex::default(),
+        })
+    }
+
+    pub fn keys(&self) -> &KeySpace {
+        &self.keys
+    }
+
+    pub fn scripts(&self) -> &Scripts {
+        &self.scripts
+    }
+
+    pub fn queue_keys(&self, queue: &str) -> Arc<QueueKeys> {
+        let mut cache = self.queue_keys.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(keys) = cache.get(queue) {
+            return keys.clone();
+        }
+        let keys = Arc::new(self.keys.queue(queue));
+        cache.insert(queue.to_owned(), keys.clone());
+        keys
+    }
+
+    /// A dedicated pub/sub connection (one per instance, shared by all its streams).
+    pub async fn pubsub(&self) -> Result<redis::aio::PubSub> {
+        Ok(self.client.get_async_pubsub().await?)
+    }
+
+    /// A connection outside the pool whose responses may take `block` longer than a call's
+    /// timeout (a blocking read would stall every request multiplexed on a pooled connection).
+    pub async fn blocking_connection(&self, block: Duration) -> Result<MultiplexedConnection> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(block + self.timeout));
+        Ok(self.client.get_multiplexed_async_connection_with_config(&config).await?)
+    }
+
+    /// Runs `f` on a pooled connection, marking the connection broken on transport errors.
+    /// With metrics on, the call's round trip (not the wait for a pooled connection) goes to
+    /// the Redis latency histogram; with them off, not even the clock is read.
+    pub async fn with_conn<T, F>(&self, f: F) -> Result<T>
+    where
+        F: AsyncFnOnce(&mut MultiplexedConnection) -> Result<T, RedisError>,
+    {
+        let mut conn = self.pool.get().await.map_err(|e| match e {
+            bb8::RunError::User(e) => StoreError::from(e),
+            bb8::RunError::TimedOut => StoreError::Unavailable("no redis connection within the timeout".into()),
+        })?;
+        let timed = crate::telemetry::redis_calls().map(|h| (h, std::time::Instant::now()));
+        let result = f(&mut conn.inner).await;
+        if let Some((histogram, started)) = timed {
+            histogram.record(started.elapsed());
+        }
+        if result.as_ref().is_err_and(|e| is_transport(e) || e.is_unrecoverable_error()) {
+            conn.broken = true;
+        }
+        result.map_err(StoreError::from)
+    }
+
+    /// Calls a queue function of the library: `FCALL name numkeys`, the queue keys, the
+    /// function's own keys, the leading arguments, then the function's own.
+    pub async fn call<F: QueueFunction>(&self, queue: &str, args: &F) -> Result<F::Reply> {
+        let keys = self.queue_keys(queue);
+        let own_keys = args.own_keys(&keys);
+        let mut cmd = redis::cmd("FCALL");
+        cmd.arg(F::function(&self.scripts).name()).arg(QueueKeys::COUNT + own_keys.len()).arg(keys.all());
+        for key in &own_keys {
+            cmd.arg(key);
+        }
+        self.leading.write(queue, &mut cmd);
+        args.write_args(&mut cmd);
+        self.run(&cmd).await
+    }
+
+    /// Runs a library call, loading the library first when Redis does not have it.
+    async fn run<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T> {
+        self.with_conn(async |c| match cmd.query_async(c).await {
+            Err(e) if e.detail().is_some_and(|d| d.starts_with("Function not found")) => {
+                self.load_library(c).await?;
+                cmd.query_async(c).await
+            }
+            result => result,
+        })
+        .await
+    }
+
+    pub async fn load_library(&self, c: &mut MultiplexedConnection) -> Result<(), RedisError> {
+        redis::cmd("FUNCTION").arg("LOAD").arg("REPLACE").arg(&self.scripts.library).query_async(c).await
+    }
+}

@@ -1,0 +1,284 @@
+//! The job transitions of the hot paths: add, lease, complete — and fail, extend, progress,
+//! requeue and reap, the other calls a lease holder (or its loss) makes — plus the lease reads
+//! that let an owner reconcile its in-flight set. Each is one function call; add, lease and
+//! complete have budgeted instruction counts, so nothing here does work per call beyond
+//! writing the arguments and decoding the answer.
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use super::{
+    JobRecord, Lease, RecordState, Result, StoreError,
+    args::{AddBatchArgs, CompleteArgs, ExtendArgs, FailArgs, LeaseArgs, ProgressArgs, ReapArgs, RequeueArgs},
+    backend::Backend,
+    decoded,
+};
+
+/// A job handed out by one lease round.
+#[derive(Debug)]
+pub struct LeasedJob {
+    pub ulid: String,
+    pub record: JobRecord,
+    pub token: String,
+    pub deadline_ms: i64,
+    pub attempt: u32,
+    /// For a job of a session: the session's state and version at delivery.
+    pub session: Option<SessionSnapshot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSnapshot {
+    pub name: String,
+    pub state: String,
+    pub version: u64,
+}
+
+#[derive(Debug)]
+pub struct LeaseRound {
+    pub jobs: Vec<LeasedJob>,
+    /// Timed-out leases `(ulid, token)` whose holders must be told.
+    pub revoked: Vec<(String, String)>,
+    /// Until the next delayed job or deadline is due.
+    pub next_wake: Option<Duration>,
+    pub now_ms: i64,
+}
+
+/// The outcome of a call that presents a lease token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseCheck {
+    Held,
+    UnknownJob,
+    Stale,
+}
+
+impl LeaseCheck {
+    pub fn from_code(code: i64) -> Self {
+        match code {
+            1 => LeaseCheck::Held,
+            0 => LeaseCheck::UnknownJob,
+            _ => LeaseCheck::Stale,
+        }
+    }
+}
+
+/// One acknowledgement for `complete`.
+pub struct Ack<'a> {
+    pub ulid: &'a str,
+    pub token: &'a str,
+    pub result: &'a [u8],
+    /// A new session state, written atomically with the completion, and the session version
+    /// it was computed from (checked when given).
+    pub session_state: Option<(&'a str, Option<u64>)>,
+}
+
+/// What happened to one acknowledgement (see lua/complete.lua).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AckOutcome {
+    Completed,
+    UnknownJob,
+    Stale,
+    /// The job had been cancelled; the ack was accepted and the job ended cancelled.
+    Cancelled,
+    /// The expected session version did not match; nothing was written.
+    VersionMismatch,
+    /// The job's session was deleted; the job ended cancelled.
+    SessionGone,
+    /// A session state was given for a job outside any session; nothing was written.
+    NotInSession,
+}
+
+impl AckOutcome {
+    fn from_code(code: i64) -> Self {
+        match code {
+            1 => AckOutcome::Completed,
+            2 => AckOutcome::Cancelled,
+            0 => AckOutcome::UnknownJob,
+            -2 => AckOutcome::VersionMismatch,
+            -3 => AckOutcome::SessionGone,
+            -4 => AckOutcome::NotInSession,
+            _ => AckOutcome::Stale,
+        }
+    }
+}
+
+/// What the add script needs besides the record.
+pub struct AddArgs<'a> {
+    pub ulid: &'a str,
+    pub record: &'a JobRecord,
+    pub delay_ms: Option<u64>,
+    pub run_at_ms: Option<i64>,
+    pub idempotency_window: Duration,
+    /// The session (name within the queue) the job belongs to.
+    pub session: Option<&'a str>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum AddOutcome {
+    Added(String),
+    Duplicate(String),
+    NoSession,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct FailOutcome {
+    pub check: LeaseCheck,
+    pub state: Option<RecordState>,
+    pub run_at_ms: i64,
+}
+
+/// The job transitions (see the module doc).
+#[derive(Clone)]
+pub struct Jobs {
+    backend: Arc<Backend>,
+}
+
+impl Jobs {
+    pub(super) fn new(backend: Arc<Backend>) -> Self {
+        Self { backend }
+    }
+
+    /// Adds jobs of one queue in one script call, in order; one outcome per job.
+    pub async fn add_many(&self, queue: &str, jobs: &[AddArgs<'_>]) -> Result<Vec<AddOutcome>> {
+        // The jobs not added, as (job number from 1, code, first ULID); the rest were added.
+        let refused = self.backend.call(queue, &AddBatchArgs::new(jobs)?).await?;
+        let mut outcomes: Vec<AddOutcome> = jobs.iter().map(|job| AddOutcome::Added(job.ulid.to_owned())).collect();
+        for (n, code, first) in refused {
+            let index = usize::try_from(n).ok().and_then(|n| n.checked_sub(1));
+            let Some(outcome) = index.and_then(|i| outcomes.get_mut(i)) else {
+                return Err(StoreError::Corrupt("the add script named a job it was not given".into()));
+            };
+            *outcome = if code == 0 { AddOutcome::Duplicate(first) } else { AddOutcome::NoSession };
+        }
+        Ok(outcomes)
+    }
+
+    /// One dispatcher round (see lua/lease.lua): expire, promote, lease one job per token, and
+    /// with `trim`, enforce the retention windows.
+    pub async fn lease(&self, queue: &str, tokens: &[String], rand: f64, trim: bool) -> Result<LeaseRound> {
+        let (jobs, revoked, next_wake, now_ms, sessions) =
+            self.backend.call(queue, &LeaseArgs { rand, trim, tokens }).await?;
+        if jobs.len() > tokens.len() {
+            return Err(StoreError::Corrupt("the lease script leased more jobs than it had tokens".into()));
+        }
+        let mut leased = Vec::with_capacity(jobs.len());
+        for ((ulid, raw), token) in jobs.into_iter().zip(tokens) {
+            let record = JobRecord::decode(&raw, None)?;
+            // Decoded from an i64, so it fits one.
+            let timeout_ms = i64::try_from(record.timeout_ms).unwrap_or(i64::MAX);
+            leased.push(LeasedJob {
+                ulid,
+                token: token.clone(),
+                deadline_ms: now_ms.saturating_add(timeout_ms),
+                attempt: record.attempts.saturating_add(1),
+                session: None,
+                record,
+            });
+        }
+        for (n, state, version) in sessions {
+            let index = usize::try_from(n).ok().and_then(|n| n.checked_sub(1));
+            let Some(job) = index.and_then(|i| leased.get_mut(i)) else {
+                return Err(StoreError::Corrupt("the lease script named a session of no leased job".into()));
+            };
+            let name = job.record.session_name().unwrap_or_default().to_owned();
+            job.session = Some(SessionSnapshot { name, state, version: decoded(version, "a session version")? });
+        }
+        let revoked = revoked.chunks_exact(2).map(|p| (p[0].clone(), p[1].clone())).collect();
+        Ok(LeaseRound {
+            jobs: leased,
+            revoked,
+            next_wake: u64::try_from(next_wake).ok().map(Duration::from_millis),
+            now_ms,
+        })
+    }
+
+    /// Completes a batch of attempts; one outcome per entry, in order. The function takes
+    /// distinct jobs: an entry repeating an earlier one's job goes in a later call, which sees
+    /// what the earlier one did.
+    pub async fn complete(&self, queue: &str, acks: &[Ack<'_>]) -> Result<Vec<AckOutcome>> {
+        let mut outcomes = vec![AckOutcome::Stale; acks.len()];
+        let mut pending: Vec<usize> = (0..acks.len()).collect();
+        while !pending.is_empty() {
+            let mut seen = HashSet::new();
+            let (batch, later): (Vec<usize>, Vec<usize>) =
+                pending.into_iter().partition(|&i| seen.insert(acks[i].ulid));
+            let distinct: Vec<&Ack<'_>> = batch.iter().map(|&i| &acks[i]).collect();
+            let codes = self.backend.call(queue, &CompleteArgs { acks: &distinct }).await?;
+            if codes.len() != batch.len() {
+                return Err(StoreError::Corrupt("the complete script answered for another number of acks".into()));
+            }
+            for (i, code) in batch.into_iter().zip(codes) {
+                outcomes[i] = AckOutcome::from_code(code);
+            }
+            pending = later;
+        }
+        Ok(outcomes)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn fail(
+        &self,
+        queue: &str,
+        ulid: &str,
+        token: &str,
+        error: &str,
+        retryable: bool,
+        retry_after: Option<Duration>,
+        rand: f64,
+    ) -> Result<FailOutcome> {
+        let args = FailArgs { ulid, token, error, retryable, retry_after, rand };
+        let (code, state, run_at_ms) = self.backend.call(queue, &args).await?;
+        let state = match state {
+            1 => Some(RecordState::Waiting),
+            4 => Some(RecordState::Retrying),
+            6 => Some(RecordState::Dead),
+            7 => Some(RecordState::Cancelled),
+            _ => None,
+        };
+        Ok(FailOutcome { check: LeaseCheck::from_code(code), state, run_at_ms })
+    }
+
+    /// Moves a held attempt's deadline to now + `by`; returns the check and the new deadline.
+    pub async fn extend(&self, queue: &str, ulid: &str, token: &str, by: Duration) -> Result<(LeaseCheck, i64)> {
+        let (code, deadline) = self.backend.call(queue, &ExtendArgs { ulid, token, by }).await?;
+        Ok((LeaseCheck::from_code(code), deadline))
+    }
+
+    /// Stores a held attempt's progress; returns 1 held, 0 unknown, -1 stale.
+    pub async fn progress(&self, queue: &str, ulid: &str, token: &str, progress: &[u8]) -> Result<i64> {
+        self.backend.call(queue, &ProgressArgs { ulid, token, progress }).await
+    }
+
+    /// Returns held leases `(ulid, token)` to the head of their queue; `lost` counts the
+    /// delivery as lost (and buries jobs lost `max_lost` times). Returns how many moved.
+    pub async fn requeue(&self, queue: &str, leases: &[(String, String)], lost: bool, max_lost: u32) -> Result<u64> {
+        let moved = self.backend.call(queue, &RequeueArgs { lost, max_lost, leases }).await?;
+        decoded(moved, "the requeued count")
+    }
+
+    /// Returns every lease of `queue` held by one of `dead` instances or taken with one of the
+    /// lease tokens in `dead`. Returns how many.
+    pub async fn reap(&self, queue: &str, dead: &[String]) -> Result<u64> {
+        let mut cursor = "0".to_owned();
+        let mut total: u64 = 0;
+        loop {
+            let (next, moved) = self.backend.call(queue, &ReapArgs { cursor: &cursor, count: 200, dead }).await?;
+            total = total.saturating_add(decoded(moved, "the reaped count")?);
+            if next == "0" {
+                return Ok(total);
+            }
+            cursor = next;
+        }
+    }
+
+    /// The current leases of `ulids` (None where the job holds no lease), for reconciliation.
+    pub async fn leases(&self, queue: &str, ulids: &[String]) -> Result<Vec<Option<Lease>>> {
+        if ulids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = self.backend.queue_keys(queue);
+        let raw: Vec<Option<String>> = self
+            .backend
+            .with_conn(async |c| redis::cmd("HMGET").arg(keys.active()).arg(ulids).query_async(c).await)
+            .await?;
+        raw.iter().map(|l| Lease::decode(l.as_deref())).collect()
+    }
+}
