@@ -7,9 +7,9 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use jobwire::{
     config::ServeConfig,
-    embedded::EmbeddedRedis,
     queue::Engine,
-    server::{self, ServerOptions},
+    redis_server::{RedisConfig, RedisServer},
+    server::{self, ReadyFile, ServerOptions},
     store::{Store, StoreError},
 };
 use tracing::{info, warn};
@@ -144,7 +144,9 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
                     config.listen
                 );
             }
-            Some(EmbeddedRedis::start(&config.data_dir).await?)
+            let redis = RedisServer::start_async(RedisConfig::new(&config.data_dir).appendonly(true)).await?;
+            info!(dir = %redis.dir().display(), "embedded redis-server started");
+            Some(redis.supervise()?)
         }
     };
     let url = match (&config.redis_url, &embedded) {
@@ -169,7 +171,8 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    info!(addr = %listener.local_addr()?, "jobwire listening");
+    let grpc = listener.local_addr()?;
+    info!(addr = %grpc, "jobwire listening");
     let metrics = match config.metrics_listen {
         Some(addr) => Some(
             jobwire::telemetry::MetricsEndpoint::bind(addr)
@@ -178,6 +181,12 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    if let Some(path) = &config.ready_file {
+        let metrics = metrics.as_ref().map(|m| m.local_addr()).transpose()?;
+        ReadyFile { grpc, metrics }
+            .write(path)
+            .with_context(|| format!("cannot write --ready-file {}", path.display()))?;
+    }
     let options = ServerOptions {
         max_message: config.max_message(),
         ping_every: config.ping_every,
