@@ -55,12 +55,8 @@ enum Command {
     /// Run a command per job: payload on stdin, JOBWIRE_* env vars, exit 0 completes it with
     /// stdout as the result, non-zero fails it with stderr as the error.
     Work(work::WorkArgs),
-    /// Measure throughput, latency, CPU and memory against a private redis-server and a fresh
-    /// server per run (see BENCHMARKS.md). Use a release build.
-    Bench(bench::BenchArgs),
 }
 
-mod bench;
 mod cli;
 mod work;
 
@@ -90,7 +86,6 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         Some(Command::Workers(args)) => runtime.block_on(cli::workers(args)).map(|()| ok),
         Some(Command::Sessions(command)) => runtime.block_on(cli::sessions(command)).map(|()| ok),
         Some(Command::Work(args)) => runtime.block_on(work::run(args)).map(|()| ok),
-        Some(Command::Bench(args)) => runtime.block_on(bench::run(args)).map(|()| ok),
     }
 }
 
