@@ -62,14 +62,7 @@ mod work;
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("JOBWIRE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    jobwire::telemetry::log_to_stderr();
     let runtime = tokio::runtime::Runtime::new()?;
     let ok = std::process::ExitCode::SUCCESS;
     match cli.command {

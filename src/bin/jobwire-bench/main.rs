@@ -196,14 +196,7 @@ const COMPLETED_CAP: u64 = 10_000;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("JOBWIRE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    jobwire::telemetry::log_to_stderr();
     match args.role {
         Some(Role::Worker(w)) => worker::run(w).await,
         Some(Role::Ceiling) => ceiling::serve_bare().await,

@@ -20,7 +20,8 @@ use tokio::{
     process::{ChildStdin, ChildStdout, Command},
 };
 
-/// A temp directory of our own (Redis socket and log), removed on drop.
+/// A temp directory of our own (Redis socket, log and lock; the servers' ready files), removed on
+/// drop.
 pub struct WorkDir(PathBuf);
 
 impl WorkDir {
@@ -43,7 +44,7 @@ impl Drop for WorkDir {
 
 /// A child process, killed when dropped and when the bench dies.
 pub struct Spawned {
-    pub name: &'static str,
+    name: &'static str,
     pub child: tokio::process::Child,
 }
 
