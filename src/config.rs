@@ -86,6 +86,12 @@ pub struct ServeConfig {
     /// read from Redis every 5 s; counters and histograms count what this instance did.
     #[arg(long, env = "JOBWIRE_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Once the listeners are bound, write their addresses to this file: the gRPC address on
+    /// line 1, the metrics address on line 2 (with --metrics-listen). Written to a temp file and
+    /// renamed, so a reader sees all of it or nothing: wait for it instead of parsing logs when
+    /// listening on port 0. Use a path that does not exist yet.
+    #[arg(long, env = "JOBWIRE_READY_FILE", value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
 }
 
 impl ServeConfig {

@@ -3,14 +3,15 @@
 //!
 //! Layers, one direction: `api` (gRPC: validate, convert, map errors) -> `queue` (the job state
 //! machine, dispatch, liveness) -> `store` (Redis keys, Lua scripts, pool). `server` assembles
-//! them; `client` is the typed Rust client; `embedded` runs a private redis-server when no Redis is given;
-//! `telemetry` holds the Prometheus metrics and the W3C trace context of jobs.
+//! them; `client` is the typed Rust client; `redis_server` launches the private redis-server of
+//! the embedded default, the bench and the tests; `telemetry` holds the Prometheus metrics and
+//! the W3C trace context of jobs.
 
 pub mod api;
 pub mod client;
 pub mod config;
-pub mod embedded;
 pub mod queue;
+pub mod redis_server;
 pub mod server;
 pub mod store;
 pub mod telemetry;

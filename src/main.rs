@@ -7,9 +7,9 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use jobwire::{
     config::ServeConfig,
-    embedded::EmbeddedRedis,
     queue::Engine,
-    server::{self, ServerOptions},
+    redis_server::{RedisConfig, RedisServer},
+    server::{self, ReadyFile, ServerOptions},
     store::{Store, StoreError},
 };
 use tracing::{info, warn};
@@ -55,25 +55,14 @@ enum Command {
     /// Run a command per job: payload on stdin, JOBWIRE_* env vars, exit 0 completes it with
     /// stdout as the result, non-zero fails it with stderr as the error.
     Work(work::WorkArgs),
-    /// Measure throughput, latency, CPU and memory against a private redis-server and a fresh
-    /// server per run (see BENCHMARKS.md). Use a release build.
-    Bench(bench::BenchArgs),
 }
 
-mod bench;
 mod cli;
 mod work;
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("JOBWIRE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    jobwire::telemetry::log_to_stderr();
     let runtime = tokio::runtime::Runtime::new()?;
     let ok = std::process::ExitCode::SUCCESS;
     match cli.command {
@@ -90,7 +79,6 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         Some(Command::Workers(args)) => runtime.block_on(cli::workers(args)).map(|()| ok),
         Some(Command::Sessions(command)) => runtime.block_on(cli::sessions(command)).map(|()| ok),
         Some(Command::Work(args)) => runtime.block_on(work::run(args)).map(|()| ok),
-        Some(Command::Bench(args)) => runtime.block_on(bench::run(args)).map(|()| ok),
     }
 }
 
@@ -144,7 +132,9 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
                     config.listen
                 );
             }
-            Some(EmbeddedRedis::start(&config.data_dir).await?)
+            let redis = RedisServer::start_async(RedisConfig::new(&config.data_dir).appendonly(true)).await?;
+            info!(dir = %redis.dir().display(), "embedded redis-server started");
+            Some(redis.supervise()?)
         }
     };
     let url = match (&config.redis_url, &embedded) {
@@ -169,7 +159,8 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    info!(addr = %listener.local_addr()?, "jobwire listening");
+    let grpc = listener.local_addr()?;
+    info!(addr = %grpc, "jobwire listening");
     let metrics = match config.metrics_listen {
         Some(addr) => Some(
             jobwire::telemetry::MetricsEndpoint::bind(addr)
@@ -178,6 +169,12 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    if let Some(path) = &config.ready_file {
+        let metrics = metrics.as_ref().map(|m| m.local_addr()).transpose()?;
+        ReadyFile { grpc, metrics }
+            .write(path)
+            .with_context(|| format!("cannot write --ready-file {}", path.display()))?;
+    }
     let options = ServerOptions {
         max_message: config.max_message(),
         ping_every: config.ping_every,

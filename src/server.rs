@@ -6,11 +6,14 @@
 //! listener and has the engine refresh the per-queue gauges; the endpoint stays up through the
 //! drain, so the drain itself can be watched, and stops last.
 //!
+//! `ReadyFile` is how a server started on port 0 tells its launcher where it listens
+//! (`--ready-file`), without anyone parsing its log.
+//!
 //! Shutdown order: health NOT_SERVING -> the engine drains (workers told, acks accepted for the
 //! grace period, held jobs handed back) -> the transport stops -> the metrics endpoint stops ->
 //! background tasks are gone.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, io::Write, net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +38,42 @@ pub struct ServerOptions {
     pub drain_grace: Duration,
     /// Serve Prometheus metrics here (off when None).
     pub metrics: Option<MetricsEndpoint>,
+}
+
+/// The bound addresses, as `--ready-file` holds them: the gRPC address on line 1, the metrics
+/// address (if served) on line 2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadyFile {
+    pub grpc: SocketAddr,
+    pub metrics: Option<SocketAddr>,
+}
+
+impl ReadyFile {
+    /// Writes a sibling temp file and renames it over `path`: readers see all or nothing.
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let mut text = format!("{}\n", self.grpc);
+        if let Some(metrics) = self.metrics {
+            text.push_str(&format!("{metrics}\n"));
+        }
+        let mut temp = path.as_os_str().to_owned();
+        temp.push(format!(".{}.tmp", std::process::id()));
+        let mut file = std::fs::File::create(&temp)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&temp, path)
+    }
+
+    /// Reads a ready file: None while it does not exist yet (or does not parse).
+    pub fn read(path: &Path) -> Option<Self> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let mut lines = text.lines();
+        let grpc = lines.next()?.parse().ok()?;
+        let metrics = match lines.next() {
+            Some(line) => Some(line.parse().ok()?),
+            None => None,
+        };
+        Some(Self { grpc, metrics })
+    }
 }
 
 /// Keeps health in step with Redis: SERVING while it answers, NOT_SERVING otherwise.

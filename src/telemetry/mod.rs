@@ -25,6 +25,8 @@
 //! delivered it (it remembers the context of every job it holds out). The spans are plain
 //! `tracing` spans: any subscriber sees them, and one bridging to OpenTelemetry can use the two
 //! fields to parent them. Spans are DEBUG, so they cost nothing at the default log level.
+//!
+//! **Logs** of both binaries are set up by [`log_to_stderr`].
 
 mod exporter;
 pub mod traceparent;
@@ -227,3 +229,16 @@ pub const SPAN_TARGET: &str = "jobwire::job";
 
 /// How often the per-queue gauges are read from Redis, unless the endpoint says otherwise.
 pub const DEFAULT_REFRESH: Duration = Duration::from_secs(5);
+
+/// The log setup of both binaries (`jobwire`, `jobwire-bench`): stderr, filtered by
+/// `JOBWIRE_LOG` (default `info`), coloured only on a terminal.
+pub fn log_to_stderr() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("JOBWIRE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}

@@ -112,10 +112,12 @@ stop() {
     fi
 }
 
-# wait_for_log FILE REGEX SECONDS PID WHAT: until FILE has a line matching REGEX (ERE, any case).
-wait_for_log() {
-    local file=$1 regex=$2 limit=$3 pid=$4 what=$5 deadline=$((SECONDS + $3))
-    until grep -qiE "$regex" "$file" 2>/dev/null; do
+# wait_for SECONDS PID WHAT CMD...: until CMD succeeds (a readiness check); fails when PID exits
+# first or SECONDS pass.
+wait_for() {
+    local limit=$1 pid=$2 what=$3 deadline=$((SECONDS + $1))
+    shift 3
+    until "$@" 2>/dev/null; do
         if ! kill -0 "$pid" 2>/dev/null; then
             echo "$what exited before it was ready"
             return 1
@@ -198,17 +200,18 @@ command -v redis-server >/dev/null || setup_failed "redis-server is not on PATH"
 spawn "$tmp/redis.log" redis-server --port 0 --unixsocket "$tmp/redis.sock" --unixsocketperm 700 \
     --save "" --appendonly no --dir "$tmp"
 redis_pid=$SPAWNED
-wait_for_log "$tmp/redis.log" 'ready to accept connections' 20 "$redis_pid" redis-server \
+wait_for 20 "$redis_pid" redis-server grep -qiE 'ready to accept connections' "$tmp/redis.log" \
     >"$tmp/wait.log" || setup_failed "$(cat "$tmp/wait.log")" "$tmp/redis.log"
 
 spawn "$tmp/server.log" env NO_COLOR=1 JOBWIRE_LOG=info "$JOBWIRE_BIN" serve \
-    --listen 127.0.0.1:0 --redis-url "unix://$tmp/redis.sock" --key-prefix crosslang
+    --listen 127.0.0.1:0 --redis-url "unix://$tmp/redis.sock" --key-prefix crosslang \
+    --ready-file "$tmp/server.ready"
 server_pid=$SPAWNED
-wait_for_log "$tmp/server.log" 'jobwire listening addr=' 30 "$server_pid" "jobwire serve" \
+# The ready file is renamed into place whole: once it exists, it is complete.
+wait_for 30 "$server_pid" "jobwire serve" test -s "$tmp/server.ready" \
     >"$tmp/wait.log" || setup_failed "$(cat "$tmp/wait.log")" "$tmp/server.log"
-addr="$(sed -e 's/\x1b\[[0-9;]*m//g' "$tmp/server.log" |
-    sed -n 's/.*jobwire listening addr=\([^ ]*\).*/\1/p' | head -n 1)"
-[[ "$addr" == 127.0.0.1:* ]] || setup_failed "no address in the listening line" "$tmp/server.log"
+addr="$(head -n 1 "$tmp/server.ready")"
+[[ "$addr" == 127.0.0.1:* ]] || setup_failed "no address in the ready file" "$tmp/server.log"
 note "jobwire $JOBWIRE_BIN on $addr, redis on $tmp/redis.sock ($((SECONDS - started)) s of setup)"
 
 # ---- cases --------------------------------------------------------------------------------------

@@ -1,10 +1,14 @@
 //! The embedded default: `jobwire serve` without `--redis-url` starts and supervises its own
 //! redis-server in `--data-dir`. Real `jobwire` processes throughout; they are started, stopped
-//! and killed, so these tests run one at a time (nextest group `processes`).
+//! and killed, so these tests run one at a time (nextest group `processes`). The launcher under
+//! it (`jobwire::redis_server`) is tested here too, with the options the default does not use.
 
 use std::{path::Path, time::Duration};
 
-use jobwire::proto::JobState;
+use jobwire::{
+    proto::JobState,
+    redis_server::{MaxMemory, RedisConfig, RedisServer, RedisServerError, TlsFiles},
+};
 
 use crate::harness::{
     Process, Worker, add, assert_invariants_at, children_of, info, is_running, job, run_jobwire, wait_until,
@@ -203,4 +207,89 @@ async fn a_crashed_embedded_redis_is_restarted_with_its_data() {
     assert_eq!(info(&mut client, &kept).await.state(), JobState::Waiting, "the AOF kept the job");
     assert_invariants_at(&url(dir.path()), PREFIX, "q").await;
     sigterm(jobwire).await;
+}
+
+// The launcher behind the embedded default (and the bench's and these tests' Redis), with the
+// options later work needs: TCP, AOF, maxmemory, TLS, cluster mode.
+
+/// `CONFIG GET name` through `url`.
+fn config_get(url: &str, name: &str) -> String {
+    let mut conn = redis::Client::open(url).expect("url").get_connection().expect("connect");
+    let pair: Vec<String> = redis::cmd("CONFIG").arg("GET").arg(name).query(&mut conn).expect("CONFIG GET");
+    pair.get(1).cloned().unwrap_or_default()
+}
+
+#[test]
+fn the_launcher_listens_on_a_free_tcp_port_with_the_limits_asked_for() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let limit = MaxMemory { bytes: 64 << 20, policy: "noeviction".into() };
+    let redis = RedisServer::start(RedisConfig::new(dir.path()).tcp().appendonly(true).maxmemory(limit))
+        .expect("redis-server starts");
+    let port = redis.tcp_port().expect("a TCP port");
+    assert_eq!(redis.url(), format!("redis://127.0.0.1:{port}"));
+    assert_eq!(config_get(&redis.url(), "port"), port.to_string());
+    assert_eq!(config_get(&redis.url(), "maxmemory"), (64u64 << 20).to_string());
+    assert_eq!(config_get(&redis.url(), "maxmemory-policy"), "noeviction");
+    assert_eq!(config_get(&redis.socket_url(), "appendonly"), "yes");
+    let second = RedisServer::start(RedisConfig::new(dir.path()));
+    assert!(matches!(second, Err(RedisServerError::Locked(_))), "one server per directory: {second:?}");
+}
+
+#[test]
+fn the_launcher_starts_a_cluster_node_with_its_nodes_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let redis = RedisServer::start(RedisConfig::new(dir.path()).cluster()).expect("redis-server starts");
+    let bus = redis.cluster_bus_port().expect("a cluster bus port");
+    assert_eq!(config_get(&redis.url(), "cluster-enabled"), "yes");
+    assert_eq!(config_get(&redis.url(), "cluster-port"), bus.to_string());
+    assert!(redis.dir().join("nodes.conf").exists(), "the nodes file is in the directory");
+}
+
+#[test]
+fn the_launcher_serves_tls_with_the_files_given() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = |name: &str| dir.path().join(name).to_str().expect("utf-8 path").to_owned();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl").args(args).output().expect("openssl runs");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let (ca, ca_key, key, csr, cert) =
+        (file("ca.crt"), file("ca.key"), file("redis.key"), file("redis.csr"), file("redis.crt"));
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca,
+    ]);
+    openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", &key, "-out", &csr]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-days",
+        "1",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-out",
+        &cert,
+    ]);
+    let files = TlsFiles { cert: cert.into(), key: key.into(), ca: ca.into() };
+    let redis = RedisServer::start(RedisConfig::new(dir.path().join("redis")).tls(files)).expect("redis-server starts");
+    let port = redis.tls_port().expect("a TLS port");
+    assert_eq!(redis.url(), format!("rediss://127.0.0.1:{port}"));
+    assert_eq!(config_get(&redis.socket_url(), "tls-port"), port.to_string());
+    assert_eq!(config_get(&redis.socket_url(), "port"), "0", "no plain TCP unless asked");
 }

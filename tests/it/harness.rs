@@ -5,7 +5,6 @@
 
 use std::{
     future::Future,
-    path::PathBuf,
     process::{Child, Command, Stdio},
     sync::Arc,
     time::Duration,
@@ -14,7 +13,8 @@ use std::{
 use jobwire::{
     proto::{self, queue_service_client::QueueServiceClient},
     queue::{Engine, Settings},
-    server::{self, ServerOptions},
+    redis_server::{RedisConfig, RedisServer},
+    server::{self, ReadyFile, ServerOptions},
     store::{Retention, Store, StoreConfig},
     telemetry::MetricsEndpoint,
 };
@@ -23,11 +23,11 @@ use tonic::transport::Channel;
 
 pub type Client = QueueServiceClient<Channel>;
 
-/// A private redis-server. Killed on drop.
+/// A private redis-server (the library's launcher) on a unix socket in a temp dir. Killed on
+/// drop, before the dir goes.
 pub struct Redis {
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-    appendonly: bool,
+    server: RedisServer,
+    _dir: tempfile::TempDir,
 }
 
 impl Redis {
@@ -38,68 +38,27 @@ impl Redis {
     /// With `appendonly`, data survives `restart`.
     pub fn start_with(appendonly: bool) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut redis = Self { dir, child: None, appendonly };
-        redis.spawn();
-        redis
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("redis.sock")
+        let server =
+            RedisServer::start(RedisConfig::new(dir.path()).appendonly(appendonly)).expect("redis-server starts");
+        Self { server, _dir: dir }
     }
 
     pub fn url(&self) -> String {
-        format!("unix://{}", self.socket().display())
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", "0", "--save", ""])
-            .args(["--appendonly", if self.appendonly { "yes" } else { "no" }])
-            .arg("--unixsocket")
-            .arg(self.socket())
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed");
-        self.child = Some(child);
-        let client = redis::Client::open(self.url()).expect("url");
-        wait_until(Duration::from_secs(10), "redis-server to accept connections", || {
-            client.get_connection().ok().and_then(|mut c| redis::cmd("PING").query::<String>(&mut c).ok()).is_some()
-        });
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
+        self.server.url()
     }
 
     /// Kills Redis (SIGKILL: no clean shutdown).
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.server.kill();
     }
 
     /// Starts Redis again on the same socket and data directory.
     pub fn restart(&mut self) {
-        self.kill();
-        self.spawn();
+        self.server.restart().expect("redis-server restarts");
     }
 
     pub fn signal(&self, signal: i32) {
-        // SAFETY: signalling our own child by pid.
-        unsafe { libc::kill(self.pid() as i32, signal) };
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        if self.child.is_some() {
-            self.signal(libc::SIGCONT);
-        }
-        self.kill();
+        self.server.signal(signal);
     }
 }
 
@@ -310,38 +269,44 @@ impl Drop for Server {
     }
 }
 
-/// The `jobwire` binary as a child process, for tests that kill servers.
+/// The `jobwire` binary as a child process, for tests that kill servers. Its addresses come
+/// from its `--ready-file` (given through `JOBWIRE_READY_FILE`, so plain `jobwire` works too).
 pub struct Process {
     pub child: Child,
     pub addr: std::net::SocketAddr,
+    /// Where `/metrics` is served, when the arguments asked for it.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    _dir: tempfile::TempDir,
 }
 
 impl Process {
     pub fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_jobwire"))
-            .args(args)
+        Self::start_command(Command::new(env!("CARGO_BIN_EXE_jobwire")).args(args))
+    }
+
+    /// Starts `cmd` (the jobwire binary with its arguments and environment) and waits for its
+    /// ready file. Its log is shown with `JOBWIRE_TEST_LOG`.
+    pub fn start_command(cmd: &mut Command) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ready = dir.path().join("ready");
+        let log = if std::env::var_os("JOBWIRE_TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() };
+        let mut child = cmd
+            .env("JOBWIRE_READY_FILE", &ready)
             .env("JOBWIRE_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(log)
             .spawn()
             .expect("spawn jobwire");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            let mut sent = false;
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent && let Some(addr) = line.split("jobwire listening addr=").nth(1) {
-                    let _ = tx.send(addr.trim().to_owned());
-                    sent = true;
-                }
-                if std::env::var_os("JOBWIRE_TEST_LOG").is_some() {
-                    eprintln!("[jobwire] {line}");
-                }
+        let mut announced = None;
+        wait_until(Duration::from_secs(20), "jobwire to write its ready file", || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("jobwire exited with {status} before it was ready");
             }
+            announced = ReadyFile::read(&ready);
+            announced.is_some()
         });
-        let addr = rx.recv_timeout(Duration::from_secs(20)).expect("jobwire printed its address");
-        Self { child, addr: addr.parse().expect("address") }
+        let ReadyFile { grpc, metrics } = announced.expect("read above");
+        Self { child, addr: grpc, metrics_addr: metrics, _dir: dir }
     }
 
     pub async fn client(&self) -> Client {

@@ -212,35 +212,14 @@ async fn lost_timed_out_and_cancelled_jobs_are_counted() {
 
 #[tokio::test]
 async fn the_binary_serves_metrics_when_asked() {
-    use std::io::BufRead;
     let redis = Redis::start();
     let prefix = unique_prefix();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_jobwire"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--redis-url", &redis.url(), "--key-prefix", &prefix])
-        .env("JOBWIRE_METRICS_LISTEN", "127.0.0.1:0")
-        .env("JOBWIRE_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn jobwire");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            for marker in ["jobwire listening addr=", "metrics listening addr="] {
-                if let Some(addr) = line.split(marker).nth(1) {
-                    let _ = tx.send((marker, addr.trim().to_owned()));
-                }
-            }
-        }
-    });
-    let mut addrs = HashMap::new();
-    while addrs.len() < 2 {
-        let (marker, addr) = rx.recv_timeout(WAIT).expect("jobwire printed both addresses");
-        addrs.insert(marker, addr.parse::<std::net::SocketAddr>().expect("an address"));
-    }
-    let process = Process { child, addr: addrs["jobwire listening addr="] };
-    let metrics = addrs["metrics listening addr="];
+    let process = Process::start_command(
+        std::process::Command::new(env!("CARGO_BIN_EXE_jobwire"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--redis-url", &redis.url(), "--key-prefix", &prefix])
+            .env("JOBWIRE_METRICS_LISTEN", "127.0.0.1:0"),
+    );
+    let metrics = process.metrics_addr.expect("the ready file has the metrics address");
 
     let q = queue_name("binary");
     let mut client = process.client().await;

@@ -1,7 +1,7 @@
 """Real processes for the tests: a private redis-server on a unix socket and the jobwire binary on
-port 0. Start-up is awaited by reading each process's log for its "ready" line with a deadline
-(never a sleep), and every process is killed at the end. Logs go to files in the temp dir and
-are printed when a start fails.
+port 0. Start-up is awaited with a deadline (never a sleep): redis-server's "ready" log line,
+and the address jobwire writes to its ``--ready-file``. Every process is killed at the end. Logs
+go to files in the temp dir and are printed when a start fails.
 """
 
 from __future__ import annotations
@@ -80,6 +80,24 @@ def _die_with_parent() -> None:
         pass  # not Linux: rely on the fixtures' teardown
 
 
+def _wait_for_ready_file(
+    path: Path, proc: subprocess.Popen[str], log: LogWatcher, timeout: float
+) -> str:
+    """The gRPC address a jobwire wrote to its ``--ready-file`` (line 1). The file is renamed
+    into place whole, so once it exists it is complete."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return path.read_text().splitlines()[0]
+        except (FileNotFoundError, IndexError):
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"jobwire: exited before it was ready\n{log.tail()}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"jobwire: not ready after {timeout}s\n{log.tail()}")
+        time.sleep(0.02)
+
+
 def _stop(proc: subprocess.Popen[str], timeout: float = 10.0) -> None:
     if proc.poll() is not None:
         return
@@ -156,12 +174,15 @@ class Server:
             )
         self.prefix = prefix or f"pytest-{uuid.uuid4().hex[:10]}"
         env = dict(os.environ, JOBWIRE_LOG="info,jobwire=debug", NO_COLOR="1")
+        name = f"jobwire-{uuid.uuid4().hex[:6]}"
+        ready = directory / f"{name}.ready"
         self.proc = subprocess.Popen(
             [
                 str(binary), "serve",
                 "--listen", listen,
                 "--redis-url", redis.url,
                 "--key-prefix", self.prefix,
+                "--ready-file", str(ready),
                 *[arg for flag, value in DEFAULTS if flag not in extra for arg in (flag, value)],
                 *extra,
             ],
@@ -173,16 +194,13 @@ class Server:
             preexec_fn=_die_with_parent,
         )
         assert self.proc.stderr is not None
-        self.log = LogWatcher(self.proc.stderr, directory / f"jobwire-{uuid.uuid4().hex[:6]}.log")
+        self.log = LogWatcher(self.proc.stderr, directory / f"{name}.log")
         self.log.start()
         try:
-            match = self.log.wait_for(
-                re.compile(r"jobwire listening addr=(\S+)"), START_TIMEOUT, "jobwire"
-            )
+            self.target = _wait_for_ready_file(ready, self.proc, self.log, START_TIMEOUT)
         except BaseException:
             self.stop()
             raise
-        self.target = match.group(1)
 
     def terminate(self) -> None:
         """SIGTERM: the server drains its workers, then exits."""

@@ -1,14 +1,15 @@
 /**
  * Test fixture: a private redis-server on a unix socket in a temp dir and a real jobwire server
- * on 127.0.0.1:0, both killed at the end. Readiness is awaited on the processes' own log lines
- * ("Ready to accept connections", "jobwire listening addr=...") with a deadline, never a sleep.
+ * on 127.0.0.1:0, both killed at the end. Readiness is awaited with a deadline, never a sleep:
+ * redis-server's "Ready to accept connections" line, and the address jobwire writes to its
+ * `--ready-file`.
  *
  * The jobwire binary is `$JOBWIRE_BIN`, else `<repo>/target/debug/jobwire`, built with
  * `cargo build` when missing. `JOBWIRE_TEST_LOG=1` echoes the servers' output to stderr.
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import * as net from "node:net";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
@@ -44,38 +45,48 @@ export function jobwireBin(): string {
 }
 
 /**
- * Spawns `cmd` and resolves with the first match of `pattern` on one of its output lines
- * (stdout and stderr both watched), rejecting if the process exits or the deadline passes.
+ * When a process is ready: once one of its output lines (stdout or stderr) matches `line`, or
+ * once `file` exists (jobwire's `--ready-file`, renamed into place whole, so complete).
+ */
+type Readiness = { line: RegExp } | { file: string };
+
+/**
+ * Spawns `cmd` and resolves with the matching line or the file's text once it is ready,
+ * rejecting if the process exits or the deadline passes.
  */
 function spawnUntil(
   name: string,
   cmd: string,
   args: string[],
-  pattern: RegExp,
+  ready: Readiness,
   tail: string[],
-): Promise<{ proc: ChildProcess; match: RegExpMatchArray }> {
+): Promise<{ proc: ChildProcess; text: string }> {
   const proc = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
   children.add(proc);
   proc.on("exit", () => children.delete(proc));
   return new Promise((resolve, reject) => {
     let done = false;
-    const finish = (err: Error | undefined, match?: RegExpMatchArray): void => {
+    const finish = (err: Error | undefined, text = ""): void => {
       if (done) return;
       done = true;
       clearTimeout(timer);
+      clearInterval(poll);
       if (err) {
         proc.kill("SIGKILL");
         reject(new Error(`${err.message}\n--- last output of ${name} ---\n${tail.join("\n")}`));
-      } else resolve({ proc, match: match! });
+      } else resolve({ proc, text });
     };
     const timer = setTimeout(() => finish(new Error(`${name} not ready within ${STARTUP_DEADLINE_MS} ms`)), STARTUP_DEADLINE_MS);
+    const readyFile = "file" in ready ? ready.file : undefined;
+    const poll = readyFile
+      ? setInterval(() => existsSync(readyFile) && finish(undefined, readFileSync(readyFile, "utf8")), 20)
+      : undefined;
     for (const stream of [proc.stdout!, proc.stderr!]) {
       createInterface({ input: stream }).on("line", (line) => {
         tail.push(line);
         if (tail.length > 200) tail.shift();
         if (echo) process.stderr.write(`[${name}] ${line}\n`);
-        const m = line.match(pattern);
-        if (m) finish(undefined, m);
+        if ("line" in ready && ready.line.test(line)) finish(undefined, line);
       });
     }
     proc.on("error", (err) => finish(err));
@@ -102,7 +113,7 @@ export class Redis {
       "redis",
       "redis-server",
       ["--port", "0", "--unixsocket", this.socket, "--save", "", "--appendonly", "no", "--dir", this.dir],
-      /ready to accept connections/i,
+      { line: /ready to accept connections/i },
       this.log,
     );
     this.proc = proc;
@@ -134,8 +145,11 @@ export class JobwireServer {
   ) {}
 
   async start(opts: ServerOptions = {}): Promise<void> {
+    const readyFile = path.join(this.redis.dir, `jobwire-${randomBytes(4).toString("hex")}.ready`);
     const args = [
       "serve",
+      "--ready-file",
+      readyFile,
       "--listen",
       opts.listen ?? "127.0.0.1:0",
       "--redis-url",
@@ -146,10 +160,10 @@ export class JobwireServer {
       "2s",
       ...(opts.args ?? []),
     ];
-    const { proc, match } = await spawnUntil("jobwire", jobwireBin(), args, /jobwire listening addr=(127\.0\.0\.1:(\d+))/, this.log);
+    const { proc, text } = await spawnUntil("jobwire", jobwireBin(), args, { file: readyFile }, this.log);
     this.proc = proc;
-    this.address = match[1]!;
-    this.port = Number(match[2]);
+    this.address = text.split("\n")[0]!;
+    this.port = Number(this.address.split(":").pop());
   }
 
   /** SIGTERM (graceful drain) and wait for the process to exit. */

@@ -1,0 +1,273 @@
+//! Load helpers shared by the scenarios: the issue's job shape, adding singly and in bulk,
+//! waiting for a queue to settle, the open loop of the latency figures, and where Redis spent
+//! a window.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{anyhow, bail, ensure};
+use futures::{StreamExt, TryStreamExt};
+use jobwire::{
+    client::{Client, NewJob},
+    proto,
+};
+use tokio::task::JoinSet;
+
+use crate::{
+    BULK, BULK_IN_FLIGHT, Bench, COMPLETED_CAP, JOB_TYPE, PAD,
+    procs::{CommandStat, CpuUse, Server, WorkerProc, WorkerSpec},
+    results::num,
+};
+
+pub fn unix_nanos() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// `{"n": i, "pad": "<100 bytes>"}`
+pub fn payload(n: u64) -> Vec<u8> {
+    format!(r#"{{"n":{n},"pad":"{PAD}"}}"#).into_bytes()
+}
+
+/// The issue's job: the payload and nothing else. The typed client's default `traceparent`
+/// header (~70 bytes) is left out so every figure is of the plain `AddJob` contract; scenario f
+/// measures it apart.
+pub fn job(queue: &str, n: u64) -> NewJob {
+    NewJob::new(queue, JOB_TYPE).payload(payload(n)).untraced()
+}
+
+/// Prints `label: done/total` every two seconds while alive.
+pub struct Ticker(tokio::task::JoinHandle<()>);
+
+impl Ticker {
+    pub fn start(label: String, total: u64, done: Arc<AtomicU64>) -> Self {
+        Self(tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(2));
+            every.tick().await;
+            loop {
+                every.tick().await;
+                eprintln!("    {label}: {}/{total}", done.load(Ordering::Relaxed));
+            }
+        }))
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Bench {
+    /// A fresh server over a flushed Redis.
+    pub async fn fresh_server(&self) -> anyhow::Result<Server> {
+        self.redis.flushall().await?;
+        let ready = self.work.path().join(format!("ready-{}", ulid::Ulid::new()));
+        Server::start(&self.server_exe, &self.redis.url, &ready).await
+    }
+
+    pub async fn worker(&self, server: &Server, spec: &WorkerSpec<'_>) -> anyhow::Result<WorkerProc> {
+        WorkerProc::start(&self.exe, server, spec).await
+    }
+}
+
+impl Bench {
+    /// Prints where Redis spent a window (per job: user and system CPU, commands by calls) and
+    /// returns the script calls and the µs spent executing them, per job. The rest of Redis's
+    /// CPU is its event loop: reading, parsing and answering requests.
+    pub async fn explain_redis(&self, n: u64, used: &CpuUse) -> anyhow::Result<CommandStat> {
+        let stats = self.redis.command_stats().await?;
+        let per_job = |v: f64| v / n as f64;
+        let commands: Vec<String> = stats
+            .iter()
+            .take(12)
+            .map(|c| format!("{} {} ({} µs)", c.name, num(per_job(c.calls)), num(per_job(c.usec))))
+            .collect();
+        let mut scripts = CommandStat { name: "scripts".into(), calls: 0.0, usec: 0.0 };
+        for c in stats.iter().filter(|c| ["fcall", "evalsha", "eval"].contains(&c.name.as_str())) {
+            scripts.calls += per_job(c.calls);
+            scripts.usec += per_job(c.usec);
+        }
+        eprintln!(
+            "    redis per job: {} µs CPU ({} µs system), {} µs inside scripts; commands per job (µs inside): {}",
+            num(used.per_unit[0]),
+            num(used.system_per_unit[0]),
+            num(scripts.usec),
+            commands.join(", ")
+        );
+        Ok(scripts)
+    }
+}
+
+/// Adds `n` jobs, one AddJob each, at most `in_flight` at once; checks every answer.
+pub async fn add_singly(client: &Client, n: u64, in_flight: usize, make: impl Fn(u64) -> NewJob) -> anyhow::Result<()> {
+    let done = Arc::new(AtomicU64::new(0));
+    let _ticker = Ticker::start("AddJob".into(), n, done.clone());
+    let requests: Vec<proto::AddJobRequest> = (0..n).map(|i| make(i).into_request()).collect();
+    futures::stream::iter(requests)
+        .map(|req| {
+            let mut raw = client.raw();
+            let done = done.clone();
+            async move {
+                let resp = raw.add_job(req).await?.into_inner();
+                ensure!(!resp.duplicate, "an add without a key came back duplicate");
+                done.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+        })
+        .buffer_unordered(in_flight)
+        .try_collect::<()>()
+        .await
+}
+
+/// Adds `n` jobs with AddJobs of 1,000, `BULK_IN_FLIGHT` calls at once; checks every entry.
+pub async fn add_in_bulk(client: &Client, n: u64, make: impl Fn(u64) -> NewJob) -> anyhow::Result<()> {
+    let done = Arc::new(AtomicU64::new(0));
+    let _ticker = Ticker::start("AddJobs".into(), n, done.clone());
+    let batches: Vec<Vec<NewJob>> =
+        (0..n.div_ceil(BULK)).map(|b| (b * BULK..((b + 1) * BULK).min(n)).map(&make).collect()).collect();
+    futures::stream::iter(batches)
+        .map(|batch| {
+            let client = client.clone();
+            let done = done.clone();
+            async move {
+                let len = batch.len();
+                let results = client.add_many(batch).await?;
+                ensure!(results.len() == len, "AddJobs answered {} of {len}", results.len());
+                if let Some(bad) = results.iter().find(|r| r.code != 0 || r.duplicate) {
+                    bail!("AddJobs rejected an entry: {} {}", bad.code, bad.message);
+                }
+                done.fetch_add(len as u64, Ordering::Relaxed);
+                Ok(())
+            }
+        })
+        .buffer_unordered(BULK_IN_FLIGHT)
+        .try_collect::<()>()
+        .await
+}
+
+/// Waits until nothing of `queue` is waiting, delayed or active; returns its final figures.
+pub async fn wait_settled(client: &Client, queue: &str) -> anyhow::Result<proto::QueueStats> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let stats = client.stats(queue).await?;
+        if stats.waiting == 0 && stats.delayed == 0 && stats.active == 0 {
+            return Ok(stats);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "queue {queue} did not settle within 60 s: {} waiting, {} delayed, {} active",
+            stats.waiting,
+            stats.delayed,
+            stats.active
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Checks that every job of a drained queue completed: none dead, all counted (up to the
+/// server's completed-job cap).
+pub fn check_all_completed(stats: &proto::QueueStats, n: u64) -> anyhow::Result<()> {
+    ensure!(stats.dead == 0, "{} jobs went dead", stats.dead);
+    ensure!(
+        stats.completed == n.min(COMPLETED_CAP),
+        "{} jobs completed, expected {}",
+        stats.completed,
+        n.min(COMPLETED_CAP)
+    );
+    Ok(())
+}
+
+/// Open loop: one AddJob every `every`, not waiting for answers. Returns `(n, unix ns just
+/// before its AddJob)` for n in 1..=count.
+pub async fn open_loop(
+    client: &Client,
+    queue: &str,
+    count: u64,
+    every: Duration,
+    delay: Option<Duration>,
+) -> anyhow::Result<Vec<(u64, i64)>> {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tasks = JoinSet::new();
+    for n in 1..=count {
+        tick.tick().await;
+        let mut new = job(queue, n);
+        if let Some(d) = delay {
+            new = new.delay(d);
+        }
+        let req = new.into_request();
+        let mut raw = client.raw();
+        tasks.spawn(async move {
+            let before = unix_nanos();
+            raw.add_job(req).await.map(|_| (n, before))
+        });
+    }
+    let mut sent = Vec::with_capacity(count as usize);
+    while let Some(joined) = tasks.join_next().await {
+        sent.push(joined??);
+    }
+    Ok(sent)
+}
+
+/// One open-loop latency measurement (c, d, g): `count` jobs, one every `every`, each delayed
+/// by `delay`, for a worker process of `concurrency`.
+#[derive(Clone, Copy)]
+pub struct OpenLoop<'a> {
+    pub queue: &'a str,
+    pub count: u64,
+    pub every: Duration,
+    pub delay: Option<Duration>,
+    pub concurrency: u32,
+}
+
+/// Starts a fresh worker process, adds a warm-up job that proves its stream is open, then runs
+/// the open loop. Returns each job's latency in ms: handler start − (just before AddJob + delay).
+pub async fn measure_latency(
+    bench: &Bench,
+    server: &Server,
+    client: &Client,
+    load: &OpenLoop<'_>,
+) -> anyhow::Result<Vec<f64>> {
+    let OpenLoop { queue, count, every, delay, concurrency } = *load;
+    let spec = WorkerSpec { queue, concurrency, expect: count + 1, samples: true, fail_first: false };
+    let mut worker = bench.worker(server, &spec).await?;
+    worker.go().await?;
+    client.raw().add_job(job(queue, 0).into_request()).await?;
+    worker.wait_for("started", Duration::from_secs(20), None).await?;
+    let sent = open_loop(client, queue, count, every, delay).await?;
+    worker.wait_for("done", Duration::from_secs(120), Some((queue, count + 1))).await?;
+    let stats = wait_settled(client, queue).await?;
+    check_all_completed(&stats, count + 1)?;
+    let samples = worker.finish().await?;
+    let mut first_start: HashMap<u64, i64> = HashMap::new();
+    for (n, at) in samples {
+        let slot = first_start.entry(n).or_insert(at);
+        *slot = (*slot).min(at);
+    }
+    let offset = delay.map_or(0, |d| d.as_nanos() as i64);
+    sent.iter()
+        .map(|(n, before)| {
+            let start = first_start.get(n).ok_or_else(|| anyhow!("job {n} was never handled"))?;
+            Ok((start - before - offset) as f64 / 1e6)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_are_the_issues_shape() {
+        let p = payload(42);
+        let v: serde_json::Value = serde_json::from_slice(&p).expect("json");
+        assert_eq!(v["n"], 42);
+        assert_eq!(v["pad"].as_str().map(str::len), Some(100));
+    }
+}

@@ -1,0 +1,155 @@
+//! The throughput scenarios: a (enqueue, singly and in bulk), b (processing at concurrency 1,
+//! 10 and 100) and e (the retry path), each with the CPU every process spent per job.
+
+use std::time::{Duration, Instant};
+
+use anyhow::ensure;
+
+use crate::{
+    Bench, IN_FLIGHT,
+    load::{add_in_bulk, add_singly, check_all_completed, job, wait_settled},
+    procs::{CpuUse, CpuWindow, WorkerSpec},
+    results::{Recorder, Target, percentile},
+};
+
+impl Bench {
+    pub async fn enqueue(&self, out: &mut Recorder<'_>) -> anyhow::Result<()> {
+        let n = self.sizes.enqueue;
+        let server = self.fresh_server().await?;
+        let client = server.client().await?;
+        let pids = [self.redis.pid()?, server.pid()?];
+
+        self.redis.reset_stats().await?;
+        let cpu = CpuWindow::open(&pids)?;
+        add_singly(&client, n, IN_FLIGHT, |i| job("bench-a1", i)).await?;
+        let used = cpu.close(n)?;
+        self.explain_redis(n, &used).await?;
+        let CpuUse { elapsed, per_unit: per_job, .. } = used;
+        ensure!(client.stats("bench-a1").await?.waiting == n, "jobs missing");
+        out.record(
+            "AddJob, ≤ 100 in flight",
+            "jobs/s",
+            Some(Target::AtLeast(50_000.0)),
+            n as f64 / elapsed.as_secs_f64(),
+        );
+        out.record("AddJob: redis-server CPU", "µs/job", None, per_job[0]);
+        out.record("AddJob: jobwire server CPU", "µs/job", None, per_job[1]);
+
+        self.redis.reset_stats().await?;
+        let cpu = CpuWindow::open(&pids)?;
+        add_in_bulk(&client, n, |i| job("bench-a2", i)).await?;
+        let used = cpu.close(n)?;
+        self.explain_redis(n, &used).await?;
+        let CpuUse { elapsed, per_unit: per_job, .. } = used;
+        ensure!(client.stats("bench-a2").await?.waiting == n, "jobs missing");
+        out.record(
+            "AddJobs of 1,000, ≤ 4 calls in flight",
+            "jobs/s",
+            Some(Target::AtLeast(150_000.0)),
+            n as f64 / elapsed.as_secs_f64(),
+        );
+        out.record("AddJobs: redis-server CPU", "µs/job", None, per_job[0]);
+        out.record("AddJobs: jobwire server CPU", "µs/job", None, per_job[1]);
+
+        // One call at a time: the round trip, to read against h's bare unary call.
+        let mut raw = client.raw();
+        let mut rtts = Vec::with_capacity(self.sizes.round_trips as usize);
+        for i in 0..self.sizes.round_trips {
+            let req = job("bench-a3", i).into_request();
+            let t = Instant::now();
+            raw.add_job(req).await?;
+            rtts.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        rtts.sort_by(f64::total_cmp);
+        out.record("AddJob round trip, 1 in flight, p50", "ms", None, percentile(&rtts, 0.5));
+        server.stop().await;
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// b. Processing
+// ---------------------------------------------------------------------------------------------
+
+impl Bench {
+    pub async fn processing(&self, out: &mut Recorder<'_>) -> anyhow::Result<()> {
+        let n = self.sizes.process;
+        for (concurrency, target) in [(1, 10_000.0), (10, 0.0), (100, 30_000.0)] {
+            let queue = "bench-b";
+            let server = self.fresh_server().await?;
+            let client = server.client().await?;
+            add_in_bulk(&client, n, |i| job(queue, i)).await?;
+            let spec = WorkerSpec { queue, concurrency, expect: n, samples: false, fail_first: false };
+            let mut worker = self.worker(&server, &spec).await?;
+            self.redis.reset_stats().await?;
+            let cpu = CpuWindow::open(&[self.redis.pid()?, server.pid()?, worker.pid()?])?;
+            worker.go().await?;
+            let label = format!("concurrency {concurrency}");
+            worker.wait_for("done", Duration::from_secs(600), Some((&label, n))).await?;
+            let stats = wait_settled(&client, queue).await?;
+            let used = cpu.close(n)?;
+            let scripts = self.explain_redis(n, &used).await?;
+            check_all_completed(&stats, n)?;
+            worker.finish().await?;
+            server.stop().await;
+            let (c, per_job) = (concurrency, &used.per_unit);
+            out.record(
+                &format!("concurrency {c}: throughput"),
+                "jobs/s",
+                (target > 0.0).then_some(Target::AtLeast(target)),
+                n as f64 / used.elapsed.as_secs_f64(),
+            );
+            out.record(&format!("concurrency {c}: redis-server CPU"), "µs/job", Some(Target::AtMost(15.0)), per_job[0]);
+            out.record(&format!("concurrency {c}: redis script calls"), "calls/job", None, scripts.calls);
+            out.record(&format!("concurrency {c}: redis time in scripts"), "µs/job", None, scripts.usec);
+            out.record(&format!("concurrency {c}: jobwire server CPU"), "µs/job", None, per_job[1]);
+            out.record(&format!("concurrency {c}: worker process CPU"), "µs/job", None, per_job[2]);
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// e. Retry path
+// ---------------------------------------------------------------------------------------------
+
+impl Bench {
+    pub async fn retries(&self, out: &mut Recorder<'_>) -> anyhow::Result<()> {
+        let n = self.sizes.retry_jobs;
+        for backoff_ms in [0, 10] {
+            let queue = "bench-e";
+            let server = self.fresh_server().await?;
+            let client = server.client().await?;
+            let backoff = Duration::from_millis(backoff_ms);
+            add_in_bulk(&client, n, |i| job(queue, i).max_attempts(3).fixed_backoff(backoff)).await?;
+            let spec = WorkerSpec { queue, concurrency: 100, expect: n, samples: false, fail_first: true };
+            let mut worker = self.worker(&server, &spec).await?;
+            self.redis.reset_stats().await?;
+            let cpu = CpuWindow::open(&[self.redis.pid()?, server.pid()?])?;
+            worker.go().await?;
+            let label = format!("backoff {backoff_ms} ms");
+            worker.wait_for("done", Duration::from_secs(600), Some((&label, n))).await?;
+            let stats = wait_settled(&client, queue).await?;
+            let used = cpu.close(n)?;
+            let scripts = self.explain_redis(n, &used).await?;
+            let CpuUse { elapsed, per_unit: per_job, .. } = used;
+            check_all_completed(&stats, n)?;
+            worker.finish().await?;
+            server.stop().await;
+            out.record(
+                &format!("fail once, backoff {backoff_ms} ms: throughput"),
+                "jobs/s",
+                None,
+                n as f64 / elapsed.as_secs_f64(),
+            );
+            out.record(&format!("fail once, backoff {backoff_ms} ms: redis-server CPU"), "µs/job", None, per_job[0]);
+            out.record(
+                &format!("fail once, backoff {backoff_ms} ms: redis script calls"),
+                "calls/job",
+                None,
+                scripts.calls,
+            );
+        }
+        Ok(())
+    }
+}
