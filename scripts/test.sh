@@ -1,14 +1,27 @@
 #!/usr/bin/env bash
-# Every check CI makes, in order: format, lint, Rust tests (unit + integration against real
-# redis-server and jobwire processes), then each client's own suite (clients/*/test.sh), then the
-# cross-language proof (tests/crosslang/run.sh: producers and workers of different languages on
-# one server).
+# Every check CI makes, in order: the contract (buf lint, format, breaking), format, lint, Rust
+# tests (unit + integration against real redis-server and jobwire processes), then each client's
+# own suite (clients/*/test.sh), then the cross-language proof (tests/crosslang/run.sh: producers
+# and workers of different languages on one server).
 # Needs: a Rust toolchain and redis-server; python3 and node for the clients.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 stage() { printf '\n== %s ==\n' "$1"; SECONDS=0; }
 done_stage() { printf -- '-- %s took %ss\n' "$1" "$SECONDS"; }
+
+stage "contract (buf lint, format, breaking)"
+# buf is the @bufbuild/buf pinned in clients/typescript's package-lock.json (the one its generator
+# uses), installed from the registry like that client's own test.sh does.
+(cd clients/typescript && npm ci --no-audit --no-fund --ignore-scripts --silent)
+buf=clients/typescript/node_modules/.bin/buf
+"$buf" lint proto
+"$buf" format --diff --exit-code proto
+# proto/baseline.binpb is the contract as last accepted; a change that breaks it fails here. To
+# break it on purpose, rebuild the baseline in the same commit and say why in its message:
+#   "$buf" build proto --exclude-source-info -o proto/baseline.binpb
+"$buf" breaking proto --against proto/baseline.binpb
+done_stage "contract (buf lint, format, breaking)"
 
 stage "format and lint"
 cargo fmt --all -- --check

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks the TypeScript client from a clean checkout (node 20 + npm): installs the pinned
 # dependencies, verifies that src/gen/ is exactly what ./generate.sh produces, type-checks,
-# builds, and runs the tests against a real jobwire server and redis-server.
+# builds, loads the package through its exports map by `require` and by `import`, and runs the
+# tests against a real jobwire server and redis-server.
 # Exits non-zero on the first failure. Called by the repository's .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -32,7 +33,14 @@ step "type-check (tsc --noEmit, strict)"
 node_modules/.bin/tsc -p tsconfig.json --noEmit
 
 step "build (dist/)"
+rm -rf dist
 node_modules/.bin/tsc -p tsconfig.build.json
+
+step "the package loads by require and by import (exports map)"
+# A package may name itself: these resolve "@jobwire/client" through package.json's exports.
+node -e 'const c = require("@jobwire/client"); if (typeof c.Client !== "function" || typeof c.proto.WatchJobResponse !== "object") throw new Error("require: exports missing");'
+node --input-type=module -e 'import { Client, proto } from "@jobwire/client"; import { createRequire } from "node:module"; const c = createRequire(import.meta.url)("@jobwire/client"); if (Client !== c.Client || proto !== c.proto) throw new Error("import: not the exports of require");'
+echo ok
 
 step "jobwire binary"
 bin="${JOBWIRE_BIN:-$repo_root/target/debug/jobwire}"

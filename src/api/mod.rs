@@ -30,12 +30,15 @@ impl QueueApi {
 }
 
 type JobStream = Pin<Box<dyn Stream<Item = Result<proto::GetJobResponse, Status>> + Send>>;
-type EventStream = Pin<Box<dyn Stream<Item = Result<proto::JobEvent, Status>> + Send>>;
+type EventStream<R> = Pin<Box<dyn Stream<Item = Result<R, Status>> + Send>>;
 
-/// Turns an engine event feed into a gRPC stream.
-fn event_stream(rx: tokio::sync::mpsc::Receiver<crate::queue::Result<crate::queue::EventView>>) -> EventStream {
-    Box::pin(futures::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), |item| {
-        item.map(convert::event).map_err(Status::from)
+/// Turns an engine event feed into a gRPC stream of `R`, the RPC's message around each event.
+fn event_stream<R: Send + 'static>(
+    rx: tokio::sync::mpsc::Receiver<crate::queue::Result<crate::queue::EventView>>,
+    wrap: fn(proto::JobEvent) -> R,
+) -> EventStream<R> {
+    Box::pin(futures::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), move |item| {
+        item.map(|event| wrap(convert::event(event))).map_err(Status::from)
     }))
 }
 
@@ -191,19 +194,27 @@ impl QueueService for QueueApi {
         }))
     }
 
-    type WatchJobStream = EventStream;
+    type WatchJobStream = EventStream<proto::WatchJobResponse>;
 
-    async fn watch_job(&self, request: Request<proto::WatchJobRequest>) -> Result<Response<EventStream>, Status> {
+    async fn watch_job(
+        &self,
+        request: Request<proto::WatchJobRequest>,
+    ) -> Result<Response<Self::WatchJobStream>, Status> {
         let job_id = JobId::parse(&request.into_inner().job_id, "job_id")?;
-        Ok(Response::new(event_stream(self.engine.watch(&job_id).await?)))
+        let events = self.engine.watch(&job_id).await?;
+        Ok(Response::new(event_stream(events, |event| proto::WatchJobResponse { event: Some(event) })))
     }
 
-    type SubscribeStream = EventStream;
+    type SubscribeStream = EventStream<proto::SubscribeResponse>;
 
-    async fn subscribe(&self, request: Request<proto::SubscribeRequest>) -> Result<Response<EventStream>, Status> {
+    async fn subscribe(
+        &self,
+        request: Request<proto::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
         let req = request.into_inner();
         let cursor = Some(req.cursor.as_str()).filter(|c| !c.is_empty());
-        Ok(Response::new(event_stream(self.engine.subscribe(&req.queue, cursor).await?)))
+        let events = self.engine.subscribe(&req.queue, cursor).await?;
+        Ok(Response::new(event_stream(events, |event| proto::SubscribeResponse { event: Some(event) })))
     }
 
     async fn report_progress(

@@ -216,7 +216,7 @@ impl Client {
         let watch = async {
             let mut events =
                 self.inner.clone().watch_job(proto::WatchJobRequest { job_id: job_id.into() }).await?.into_inner();
-            while let Some(event) = events.message().await? {
+            while let Some(event) = events.message().await?.and_then(|message| message.event) {
                 match event.r#type() {
                     proto::JobEventType::Completed => return Ok(event.result),
                     proto::JobEventType::Dead => {

@@ -8,15 +8,34 @@ use tonic::Code;
 
 use crate::harness::{Redis, Server, ServerBuilder, Worker, add, info, job};
 
-async fn next_event(stream: &mut tonic::Streaming<proto::JobEvent>) -> proto::JobEvent {
+/// A message of an event stream (WatchJob, Subscribe): each carries one event.
+trait EventMessage {
+    fn into_event(self) -> Option<proto::JobEvent>;
+}
+
+impl EventMessage for proto::WatchJobResponse {
+    fn into_event(self) -> Option<proto::JobEvent> {
+        self.event
+    }
+}
+
+impl EventMessage for proto::SubscribeResponse {
+    fn into_event(self) -> Option<proto::JobEvent> {
+        self.event
+    }
+}
+
+async fn next_event<M: EventMessage>(stream: &mut tonic::Streaming<M>) -> proto::JobEvent {
     tokio::time::timeout(Duration::from_secs(5), stream.message())
         .await
         .expect("an event within 5 s")
         .expect("stream ok")
         .expect("stream open")
+        .into_event()
+        .expect("the message carries an event")
 }
 
-async fn watch(server: &Server, job_id: &str) -> tonic::Streaming<proto::JobEvent> {
+async fn watch(server: &Server, job_id: &str) -> tonic::Streaming<proto::WatchJobResponse> {
     let mut client = server.client().await;
     client.watch_job(proto::WatchJobRequest { job_id: job_id.into() }).await.expect("watch").into_inner()
 }

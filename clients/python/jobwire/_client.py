@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -27,7 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ._errors import JobDead, error_for, from_rpc_error
 from ._gen.jobwire.v1 import jobwire_pb2 as pb
 from ._gen.jobwire.v1 import jobwire_pb2_grpc as pb_grpc
-from ._retry import NO_RETRY, RetryPolicy, call_unary
+from ._retry import DEFAULT_RETRY, NO_RETRY, RetryPolicy, call_unary
 from ._types import (
     Added,
     Backoff,
@@ -141,7 +141,7 @@ class Client:
         options: Sequence[tuple[str, Any]] = (),
         interceptors: Sequence[grpc.aio.ClientInterceptor] | None = None,
         timeout: float | None = 10.0,
-        retry: RetryPolicy = RetryPolicy(),
+        retry: RetryPolicy = DEFAULT_RETRY,
         metadata: Sequence[tuple[str, str]] = (),
         auto_idempotency_key: bool = True,
     ) -> None:
@@ -160,7 +160,7 @@ class Client:
         self.auto_idempotency_key = auto_idempotency_key
         self.watcher: ResultWatcher = PollingWatcher(self)
 
-    async def __aenter__(self) -> Client:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(

@@ -46,6 +46,7 @@ class RetryPolicy:
             ceiling = min(ceiling * self.multiplier, self.max)
 
 
+DEFAULT_RETRY = RetryPolicy()
 NO_RETRY = RetryPolicy(attempts=1)
 
 

@@ -12,7 +12,7 @@ import enum
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeAlias
 
 import grpc
@@ -45,7 +45,7 @@ def to_timestamp(value: datetime) -> timestamp_pb2.Timestamp:
 
 
 def from_timestamp(stamp: timestamp_pb2.Timestamp) -> datetime:
-    return datetime.fromtimestamp(stamp.seconds + stamp.nanos / 1e9, tz=timezone.utc)
+    return datetime.fromtimestamp(stamp.seconds + stamp.nanos / 1e9, tz=UTC)
 
 
 def encode(value: object) -> bytes:

@@ -362,7 +362,7 @@ class Worker:
                 log.warning("stream to %s failed; reconnecting in %.2fs", self._client.target, wait)
                 try:
                     await asyncio.wait_for(self._stopping.wait(), timeout=wait)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
         finally:
             if self._grace_timer is not None:
@@ -539,7 +539,7 @@ class Worker:
                 retry_after, error = e.delay, _describe(e, with_traceback=False)
             except _NoHandler as e:
                 error = str(e)
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - any error of a handler fails its attempt
                 error = _describe(e, with_traceback=True)
             if d.lost:
                 return  # the lease went back with the stream: nothing to answer

@@ -30,6 +30,7 @@ def test_example_producer_and_worker(server: Server) -> None:
             env=env,
             capture_output=True,
             text=True,
+            check=False,
             timeout=60,
         )
         assert producer.returncode == 0, producer.stdout + producer.stderr

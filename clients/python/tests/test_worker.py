@@ -9,7 +9,6 @@ import os
 import signal
 import threading
 import time
-
 from typing import Any
 
 import grpc

@@ -118,8 +118,8 @@ export class StreamWatcher implements JobWatcher {
       };
       const onAbort = (): void => finish(signal.reason);
       signal.addEventListener("abort", onAbort, { once: true });
-      call.on("data", (event: pb.JobEvent) => {
-        if (FINAL_EVENTS.has(event.type)) finish(undefined);
+      call.on("data", ({ event }: pb.WatchJobResponse) => {
+        if (event !== undefined && FINAL_EVENTS.has(event.type)) finish(undefined);
       });
       call.on("error", (e: unknown) => finish(RpcError.from("WatchJob", e)));
       call.on("status", () =>

@@ -5,7 +5,8 @@ The jobwire.v1 contract: producers add jobs, workers stream them, and everyone r
 
 This file is the API reference. Every field says what it means, its default and its limits.
 Compatibility: fields and enum values are only ever added, never renumbered or repurposed, so a
-client built against an older copy of this file keeps working.
+client built against an older copy of this file keeps working. scripts/test.sh holds the file to
+that with `buf lint` (buf's default rules) and `buf breaking` against proto/baseline.binpb.
 
 Status codes used throughout (the message always names the offending field):
   INVALID_ARGUMENT    a field is malformed or out of range; nothing was written.
@@ -1320,8 +1321,32 @@ class WatchJobRequest(_message.Message):
 Global___WatchJobRequest: _TypeAlias = WatchJobRequest  # noqa: Y015
 
 @_typing.final
+class WatchJobResponse(_message.Message):
+    """One message of a WatchJob stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def event(self) -> Global___JobEvent:
+        """A transition of the watched job (the first one describes its state when the watch began)."""
+
+    def __init__(
+        self,
+        *,
+        event: Global___JobEvent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchJobResponse: _TypeAlias = WatchJobResponse  # noqa: Y015
+
+@_typing.final
 class JobEvent(_message.Message):
-    """One transition of one job."""
+    """One transition of one job, as WatchJob and Subscribe stream it."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1443,6 +1468,30 @@ class SubscribeRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SubscribeRequest: _TypeAlias = SubscribeRequest  # noqa: Y015
+
+@_typing.final
+class SubscribeResponse(_message.Message):
+    """One message of a Subscribe stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def event(self) -> Global___JobEvent:
+        """The queue's next event, in the order the transitions happened."""
+
+    def __init__(
+        self,
+        *,
+        event: Global___JobEvent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubscribeResponse: _TypeAlias = SubscribeResponse  # noqa: Y015
 
 @_typing.final
 class CancelJobRequest(_message.Message):

@@ -88,7 +88,7 @@ class QueueServiceStub:
         self.WatchJob = channel.unary_stream(
                 '/jobwire.v1.QueueService/WatchJob',
                 request_serializer=jobwire_dot_v1_dot_jobwire__pb2.WatchJobRequest.SerializeToString,
-                response_deserializer=jobwire_dot_v1_dot_jobwire__pb2.JobEvent.FromString,
+                response_deserializer=jobwire_dot_v1_dot_jobwire__pb2.WatchJobResponse.FromString,
                 _registered_method=True)
         self.ReportProgress = channel.unary_unary(
                 '/jobwire.v1.QueueService/ReportProgress',
@@ -98,7 +98,7 @@ class QueueServiceStub:
         self.Subscribe = channel.unary_stream(
                 '/jobwire.v1.QueueService/Subscribe',
                 request_serializer=jobwire_dot_v1_dot_jobwire__pb2.SubscribeRequest.SerializeToString,
-                response_deserializer=jobwire_dot_v1_dot_jobwire__pb2.JobEvent.FromString,
+                response_deserializer=jobwire_dot_v1_dot_jobwire__pb2.SubscribeResponse.FromString,
                 _registered_method=True)
         self.CancelJob = channel.unary_unary(
                 '/jobwire.v1.QueueService/CancelJob',
@@ -380,7 +380,7 @@ def add_QueueServiceServicer_to_server(servicer, server):
             'WatchJob': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchJob,
                     request_deserializer=jobwire_dot_v1_dot_jobwire__pb2.WatchJobRequest.FromString,
-                    response_serializer=jobwire_dot_v1_dot_jobwire__pb2.JobEvent.SerializeToString,
+                    response_serializer=jobwire_dot_v1_dot_jobwire__pb2.WatchJobResponse.SerializeToString,
             ),
             'ReportProgress': grpc.unary_unary_rpc_method_handler(
                     servicer.ReportProgress,
@@ -390,7 +390,7 @@ def add_QueueServiceServicer_to_server(servicer, server):
             'Subscribe': grpc.unary_stream_rpc_method_handler(
                     servicer.Subscribe,
                     request_deserializer=jobwire_dot_v1_dot_jobwire__pb2.SubscribeRequest.FromString,
-                    response_serializer=jobwire_dot_v1_dot_jobwire__pb2.JobEvent.SerializeToString,
+                    response_serializer=jobwire_dot_v1_dot_jobwire__pb2.SubscribeResponse.SerializeToString,
             ),
             'CancelJob': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelJob,
@@ -735,7 +735,7 @@ class QueueService:
             target,
             '/jobwire.v1.QueueService/WatchJob',
             jobwire_dot_v1_dot_jobwire__pb2.WatchJobRequest.SerializeToString,
-            jobwire_dot_v1_dot_jobwire__pb2.JobEvent.FromString,
+            jobwire_dot_v1_dot_jobwire__pb2.WatchJobResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -789,7 +789,7 @@ class QueueService:
             target,
             '/jobwire.v1.QueueService/Subscribe',
             jobwire_dot_v1_dot_jobwire__pb2.SubscribeRequest.SerializeToString,
-            jobwire_dot_v1_dot_jobwire__pb2.JobEvent.FromString,
+            jobwire_dot_v1_dot_jobwire__pb2.SubscribeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,7 +5,8 @@ The jobwire.v1 contract: producers add jobs, workers stream them, and everyone r
 
 This file is the API reference. Every field says what it means, its default and its limits.
 Compatibility: fields and enum values are only ever added, never renumbered or repurposed, so a
-client built against an older copy of this file keeps working.
+client built against an older copy of this file keeps working. scripts/test.sh holds the file to
+that with `buf lint` (buf's default rules) and `buf breaking` against proto/baseline.binpb.
 
 Status codes used throughout (the message always names the offending field):
   INVALID_ARGUMENT    a field is malformed or out of range; nothing was written.
@@ -87,7 +88,7 @@ class QueueServiceStub:
     """Counts of one queue. An unknown queue reads as all zeros."""
     ListQueues: _grpc.UnaryUnaryMultiCallable[_jobwire_pb2.ListQueuesRequest, _jobwire_pb2.ListQueuesResponse]
     """Every queue that has ever had a job added, with the same figures as Stats."""
-    WatchJob: _grpc.UnaryStreamMultiCallable[_jobwire_pb2.WatchJobRequest, _jobwire_pb2.JobEvent]
+    WatchJob: _grpc.UnaryStreamMultiCallable[_jobwire_pb2.WatchJobRequest, _jobwire_pb2.WatchJobResponse]
     """Follows one job: first an event describing its current state (with the result when it has
     completed), then one event per transition, ending after a final state (completed, dead,
     cancelled). Works from any instance, for a job delivered by any instance.
@@ -96,7 +97,7 @@ class QueueServiceStub:
     """Stores progress for a held job (at most 64 KiB; kept on the job, shown by GetJobInfo) and
     emits it as a PROGRESS event.
     """
-    Subscribe: _grpc.UnaryStreamMultiCallable[_jobwire_pb2.SubscribeRequest, _jobwire_pb2.JobEvent]
+    Subscribe: _grpc.UnaryStreamMultiCallable[_jobwire_pb2.SubscribeRequest, _jobwire_pb2.SubscribeResponse]
     """Every event of a queue, live. Without a cursor it starts with the next event; with the
     cursor of the last event seen it resumes right after it, with no gap and no duplicate. A
     cursor older than the oldest event still kept (`--events-max` per queue) is refused with
@@ -166,7 +167,7 @@ class QueueServiceAsyncStub(QueueServiceStub):
     """Counts of one queue. An unknown queue reads as all zeros."""
     ListQueues: _aio.UnaryUnaryMultiCallable[_jobwire_pb2.ListQueuesRequest, _jobwire_pb2.ListQueuesResponse]  # type: ignore[assignment]
     """Every queue that has ever had a job added, with the same figures as Stats."""
-    WatchJob: _aio.UnaryStreamMultiCallable[_jobwire_pb2.WatchJobRequest, _jobwire_pb2.JobEvent]  # type: ignore[assignment]
+    WatchJob: _aio.UnaryStreamMultiCallable[_jobwire_pb2.WatchJobRequest, _jobwire_pb2.WatchJobResponse]  # type: ignore[assignment]
     """Follows one job: first an event describing its current state (with the result when it has
     completed), then one event per transition, ending after a final state (completed, dead,
     cancelled). Works from any instance, for a job delivered by any instance.
@@ -175,7 +176,7 @@ class QueueServiceAsyncStub(QueueServiceStub):
     """Stores progress for a held job (at most 64 KiB; kept on the job, shown by GetJobInfo) and
     emits it as a PROGRESS event.
     """
-    Subscribe: _aio.UnaryStreamMultiCallable[_jobwire_pb2.SubscribeRequest, _jobwire_pb2.JobEvent]  # type: ignore[assignment]
+    Subscribe: _aio.UnaryStreamMultiCallable[_jobwire_pb2.SubscribeRequest, _jobwire_pb2.SubscribeResponse]  # type: ignore[assignment]
     """Every event of a queue, live. Without a cursor it starts with the next event; with the
     cursor of the last event seen it resumes right after it, with no gap and no duplicate. A
     cursor older than the oldest event still kept (`--events-max` per queue) is refused with
@@ -308,7 +309,7 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _jobwire_pb2.WatchJobRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_jobwire_pb2.JobEvent], _abc.AsyncIterator[_jobwire_pb2.JobEvent]]:
+    ) -> _typing.Union[_abc.Iterator[_jobwire_pb2.WatchJobResponse], _abc.AsyncIterator[_jobwire_pb2.WatchJobResponse]]:
         """Follows one job: first an event describing its current state (with the result when it has
         completed), then one event per transition, ending after a final state (completed, dead,
         cancelled). Works from any instance, for a job delivered by any instance.
@@ -329,7 +330,7 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _jobwire_pb2.SubscribeRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_jobwire_pb2.JobEvent], _abc.AsyncIterator[_jobwire_pb2.JobEvent]]:
+    ) -> _typing.Union[_abc.Iterator[_jobwire_pb2.SubscribeResponse], _abc.AsyncIterator[_jobwire_pb2.SubscribeResponse]]:
         """Every event of a queue, live. Without a cursor it starts with the next event; with the
         cursor of the last event seen it resumes right after it, with no gap and no duplicate. A
         cursor older than the oldest event still kept (`--events-max` per queue) is refused with

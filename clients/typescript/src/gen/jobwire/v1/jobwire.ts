@@ -32,7 +32,8 @@ export const protobufFileName = "jobwire/v1/jobwire.proto";
  *
  * This file is the API reference. Every field says what it means, its default and its limits.
  * Compatibility: fields and enum values are only ever added, never renumbered or repurposed, so a
- * client built against an older copy of this file keeps working.
+ * client built against an older copy of this file keeps working. scripts/test.sh holds the file to
+ * that with `buf lint` (buf's default rules) and `buf breaking` against proto/baseline.binpb.
  *
  * Status codes used throughout (the message always names the offending field):
  *   INVALID_ARGUMENT    a field is malformed or out of range; nothing was written.
@@ -544,7 +545,13 @@ export interface WatchJobRequest {
   jobId: string;
 }
 
-/** One transition of one job. */
+/** One message of a WatchJob stream. */
+export interface WatchJobResponse {
+  /** A transition of the watched job (the first one describes its state when the watch began). */
+  event: JobEvent | undefined;
+}
+
+/** One transition of one job, as WatchJob and Subscribe stream it. */
 export interface JobEvent {
   /** Opaque resume point: Subscribe with it continues right after this event. */
   cursor: string;
@@ -585,6 +592,12 @@ export interface SubscribeRequest {
   queue: string;
   /** Resume after this event (a JobEvent.cursor). Empty: start with the next event. */
   cursor: string;
+}
+
+/** One message of a Subscribe stream. */
+export interface SubscribeResponse {
+  /** The queue's next event, in the order the transitions happened. */
+  event: JobEvent | undefined;
 }
 
 export interface CancelJobRequest {
@@ -3845,6 +3858,63 @@ export const WatchJobRequest: MessageFns<WatchJobRequest> = {
   },
 };
 
+function createBaseWatchJobResponse(): WatchJobResponse {
+  return { event: undefined };
+}
+
+export const WatchJobResponse: MessageFns<WatchJobResponse> = {
+  encode(message: WatchJobResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.event !== undefined) {
+      JobEvent.encode(message.event, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WatchJobResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWatchJobResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.event = JobEvent.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<WatchJobResponse>, I>>(base?: I): WatchJobResponse {
+    return WatchJobResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<WatchJobResponse>, I>>(object: I): WatchJobResponse {
+    const message = createBaseWatchJobResponse();
+    message.event = (object.event !== undefined && object.event !== null)
+      ? JobEvent.fromPartial(object.event)
+      : undefined;
+    return message;
+  },
+};
+
 function createBaseJobEvent(): JobEvent {
   return {
     cursor: "",
@@ -4191,6 +4261,63 @@ export const SubscribeRequest: MessageFns<SubscribeRequest> = {
     const message = createBaseSubscribeRequest();
     message.queue = object.queue ?? "";
     message.cursor = object.cursor ?? "";
+    return message;
+  },
+};
+
+function createBaseSubscribeResponse(): SubscribeResponse {
+  return { event: undefined };
+}
+
+export const SubscribeResponse: MessageFns<SubscribeResponse> = {
+  encode(message: SubscribeResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.event !== undefined) {
+      JobEvent.encode(message.event, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SubscribeResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSubscribeResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.event = JobEvent.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<SubscribeResponse>, I>>(base?: I): SubscribeResponse {
+    return SubscribeResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SubscribeResponse>, I>>(object: I): SubscribeResponse {
+    const message = createBaseSubscribeResponse();
+    message.event = (object.event !== undefined && object.event !== null)
+      ? JobEvent.fromPartial(object.event)
+      : undefined;
     return message;
   },
 };
@@ -6402,8 +6529,8 @@ export const QueueServiceService = {
     responseStream: true as const,
     requestSerialize: (value: WatchJobRequest): Buffer => Buffer.from(WatchJobRequest.encode(value).finish()),
     requestDeserialize: (value: Buffer): WatchJobRequest => WatchJobRequest.decode(value),
-    responseSerialize: (value: JobEvent): Buffer => Buffer.from(JobEvent.encode(value).finish()),
-    responseDeserialize: (value: Buffer): JobEvent => JobEvent.decode(value),
+    responseSerialize: (value: WatchJobResponse): Buffer => Buffer.from(WatchJobResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): WatchJobResponse => WatchJobResponse.decode(value),
   },
   /**
    * Stores progress for a held job (at most 64 KiB; kept on the job, shown by GetJobInfo) and
@@ -6432,8 +6559,8 @@ export const QueueServiceService = {
     responseStream: true as const,
     requestSerialize: (value: SubscribeRequest): Buffer => Buffer.from(SubscribeRequest.encode(value).finish()),
     requestDeserialize: (value: Buffer): SubscribeRequest => SubscribeRequest.decode(value),
-    responseSerialize: (value: JobEvent): Buffer => Buffer.from(JobEvent.encode(value).finish()),
-    responseDeserialize: (value: Buffer): JobEvent => JobEvent.decode(value),
+    responseSerialize: (value: SubscribeResponse): Buffer => Buffer.from(SubscribeResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SubscribeResponse => SubscribeResponse.decode(value),
   },
   /**
    * Cancels a job. Waiting or delayed: removed at once. Active: marked, and the worker holding it
@@ -6581,7 +6708,7 @@ export interface QueueServiceServer extends UntypedServiceImplementation {
    * completed), then one event per transition, ending after a final state (completed, dead,
    * cancelled). Works from any instance, for a job delivered by any instance.
    */
-  watchJob: handleServerStreamingCall<WatchJobRequest, JobEvent>;
+  watchJob: handleServerStreamingCall<WatchJobRequest, WatchJobResponse>;
   /**
    * Stores progress for a held job (at most 64 KiB; kept on the job, shown by GetJobInfo) and
    * emits it as a PROGRESS event.
@@ -6593,7 +6720,7 @@ export interface QueueServiceServer extends UntypedServiceImplementation {
    * cursor older than the oldest event still kept (`--events-max` per queue) is refused with
    * OUT_OF_RANGE rather than silently skipping events.
    */
-  subscribe: handleServerStreamingCall<SubscribeRequest, JobEvent>;
+  subscribe: handleServerStreamingCall<SubscribeRequest, SubscribeResponse>;
   /**
    * Cancels a job. Waiting or delayed: removed at once. Active: marked, and the worker holding it
    * is sent `revoke` (reason CANCELLED) on its stream, on whichever instance; its later
@@ -6798,12 +6925,12 @@ export interface QueueServiceClient extends Client {
    * completed), then one event per transition, ending after a final state (completed, dead,
    * cancelled). Works from any instance, for a job delivered by any instance.
    */
-  watchJob(request: WatchJobRequest, options?: Partial<CallOptions>): ClientReadableStream<JobEvent>;
+  watchJob(request: WatchJobRequest, options?: Partial<CallOptions>): ClientReadableStream<WatchJobResponse>;
   watchJob(
     request: WatchJobRequest,
     metadata?: Metadata,
     options?: Partial<CallOptions>,
-  ): ClientReadableStream<JobEvent>;
+  ): ClientReadableStream<WatchJobResponse>;
   /**
    * Stores progress for a held job (at most 64 KiB; kept on the job, shown by GetJobInfo) and
    * emits it as a PROGRESS event.
@@ -6829,12 +6956,12 @@ export interface QueueServiceClient extends Client {
    * cursor older than the oldest event still kept (`--events-max` per queue) is refused with
    * OUT_OF_RANGE rather than silently skipping events.
    */
-  subscribe(request: SubscribeRequest, options?: Partial<CallOptions>): ClientReadableStream<JobEvent>;
+  subscribe(request: SubscribeRequest, options?: Partial<CallOptions>): ClientReadableStream<SubscribeResponse>;
   subscribe(
     request: SubscribeRequest,
     metadata?: Metadata,
     options?: Partial<CallOptions>,
-  ): ClientReadableStream<JobEvent>;
+  ): ClientReadableStream<SubscribeResponse>;
   /**
    * Cancels a job. Waiting or delayed: removed at once. Active: marked, and the worker holding it
    * is sent `revoke` (reason CANCELLED) on its stream, on whichever instance; its later
