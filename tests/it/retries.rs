@@ -20,19 +20,27 @@ async fn failed_attempts_retry_after_their_backoff_then_go_dead() {
     req.backoff = fixed_backoff(150);
     let id = add(&mut client, req).await;
     let mut worker = Worker::open(&server, &["q"], 1).await;
-    let mut failed_at: Option<Instant> = None;
+    // Measured on the server's clock (Redis TIME, the same wall clock as this process): the
+    // retry is due `next_run_at`, so it cannot arrive before it. A client-side stopwatch
+    // started when the fail's answer arrived would shrink whenever this process is scheduled
+    // late on a busy machine.
+    let mut due: Option<SystemTime> = None;
     for attempt in 1..=3 {
         let j = worker.job().await;
+        let arrived = SystemTime::now();
         assert_eq!(j.attempt, attempt);
-        if let Some(at) = failed_at {
-            assert!(at.elapsed() >= Duration::from_millis(140), "retried after {:?}", at.elapsed());
+        if let Some(due) = due {
+            assert!(arrived + Duration::from_millis(1) >= due, "retried {:?} early", due.duration_since(arrived));
         }
         let error = if attempt == 3 { "final".to_owned() } else { format!("boom {attempt}") };
+        let failed = SystemTime::now();
         let resp = worker.fail(&j, &error, true).await;
-        failed_at = Some(Instant::now());
         if attempt < 3 {
             assert_eq!(resp.state(), JobState::Retrying);
-            assert!(resp.next_run_at.is_some());
+            let next = resp.next_run_at.expect("next_run_at");
+            let next = SystemTime::try_from(next).expect("a valid timestamp");
+            assert!(next >= failed + Duration::from_millis(149), "backoff of {:?}", next.duration_since(failed));
+            due = Some(next);
             let retrying = info(&mut client, &id).await;
             assert_eq!((retrying.state(), retrying.last_error.as_str()), (JobState::Retrying, error.as_str()));
         } else {
