@@ -13,7 +13,7 @@ use std::time::Duration;
 use redis::{Cmd, FromRedisValue, Script, ScriptInvocation};
 
 use super::{
-    Ack, AddArgs, Result, Retention,
+    Ack, AddArgs, LeaseToken, Result, Retention,
     keys::QueueKeys,
     millis,
     scripts::{Function, Scripts},
@@ -145,7 +145,7 @@ impl QueueFunction for AddBatchArgs<'_> {
 pub struct LeaseArgs<'a> {
     pub rand: f64,
     pub trim: bool,
-    pub tokens: &'a [String],
+    pub tokens: &'a [LeaseToken],
 }
 
 /// (jobs {ULID, record}, revoked flat {ULID, token}, next wake ms, now ms, sessions
@@ -159,7 +159,7 @@ impl QueueFunction for LeaseArgs<'_> {
     fn write_args(&self, cmd: &mut Cmd) {
         cmd.arg(self.rand).arg(flag(self.trim));
         for token in self.tokens {
-            cmd.arg(token);
+            cmd.arg(token.as_str());
         }
     }
 }

@@ -188,7 +188,7 @@ impl Invariants {
             match Lease::parse(lease) {
                 None => problems.push(format!("active job {id} has a malformed lease {lease:?}")),
                 Some(l) => {
-                    let instance = l.token.split('.').next().unwrap_or_default();
+                    let instance = l.token.instance();
                     if !live.contains(instance) {
                         problems.push(format!("active job {id} is leased by unregistered instance {instance}"));
                     }

@@ -7,7 +7,7 @@
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use super::{
-    JobRecord, Lease, RecordState, Result, StoreError,
+    JobRecord, Lease, LeaseToken, RecordState, Result, StoreError,
     args::{AddBatchArgs, CompleteArgs, ExtendArgs, FailArgs, LeaseArgs, ProgressArgs, ReapArgs, RequeueArgs},
     backend::Backend,
     decoded,
@@ -153,7 +153,7 @@ impl Jobs {
 
     /// One dispatcher round (see lua/lease.lua): expire, promote, lease one job per token, and
     /// with `trim`, enforce the retention windows.
-    pub async fn lease(&self, queue: &str, tokens: &[String], rand: f64, trim: bool) -> Result<LeaseRound> {
+    pub async fn lease(&self, queue: &str, tokens: &[LeaseToken], rand: f64, trim: bool) -> Result<LeaseRound> {
         let (jobs, revoked, next_wake, now_ms, sessions) =
             self.backend.call(queue, &LeaseArgs { rand, trim, tokens }).await?;
         if jobs.len() > tokens.len() {
@@ -166,7 +166,7 @@ impl Jobs {
             let timeout_ms = i64::try_from(record.timeout_ms).unwrap_or(i64::MAX);
             leased.push(LeasedJob {
                 ulid,
-                token: token.clone(),
+                token: token.as_str().to_owned(),
                 deadline_ms: now_ms.saturating_add(timeout_ms),
                 attempt: record.attempts.saturating_add(1),
                 session: None,

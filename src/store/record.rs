@@ -14,21 +14,22 @@
 
 use rmpv::Value;
 
-use super::StoreError;
+use super::{LeaseToken, StoreError};
 
 /// A lease as stored: who holds the job since when, and which attempt it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
-    pub token: String,
+    pub token: LeaseToken,
     pub started_ms: i64,
     pub attempt: u32,
 }
 
 impl Lease {
-    /// `token|started_ms|attempt`, optionally followed by `|flags` (see `lua/lib.lua`).
+    /// `token|started_ms|attempt`, optionally followed by `|flags` (see `lua/lib.lua`); None
+    /// when any of the three, the token included, does not parse.
     pub fn parse(raw: &str) -> Option<Self> {
         let mut parts = raw.split('|');
-        let token = parts.next()?.to_owned();
+        let token = LeaseToken::parse(parts.next()?)?;
         let started_ms = parts.next()?.parse().ok()?;
         let attempt = parts.next()?.parse().ok()?;
         Some(Lease { token, started_ms, attempt })
@@ -486,8 +487,9 @@ mod tests {
     #[test]
     fn parses_leases_with_dots_and_pipes_in_order() {
         let lease = Lease::parse("abc.7.42|1700000000000|3").expect("parses");
-        assert_eq!(lease, Lease { token: "abc.7.42".into(), started_ms: 1_700_000_000_000, attempt: 3 });
+        assert_eq!(lease, Lease { token: LeaseToken::new("abc", 7, 42), started_ms: 1_700_000_000_000, attempt: 3 });
         assert_eq!(Lease::parse("garbage"), None);
+        assert_eq!(Lease::parse("abc|1700000000000|3"), None, "a token that is not one");
     }
 
     #[test]

@@ -22,8 +22,8 @@ use std::{
 
 use jobwire::store::{
     Ack, AckOutcome, AddArgs, AddOutcome, BackoffSpec, CancelOutcome, FailOutcome, JobRecord, JobSnapshot, LeaseCheck,
-    LeaseRound, LeasedJob, Listing, MAX_PRIORITY, QueueCounts, RecordState, Retention, SessionRecord, SetOutcome,
-    Store, StoreConfig, StoreError,
+    LeaseRound, LeaseToken, LeasedJob, Listing, MAX_PRIORITY, QueueCounts, RecordState, Retention, SessionRecord,
+    SetOutcome, Store, StoreConfig, StoreError,
 };
 
 use crate::harness::{Redis, retention, unique_prefix};
@@ -294,7 +294,8 @@ impl Case {
     }
 
     pub async fn lease_with(&self, tokens: &[String], rand: f64, trim: bool) -> LeaseRound {
-        self.store.jobs().lease(QUEUE, tokens, rand, trim).await.expect("lease")
+        let tokens: Vec<LeaseToken> = tokens.iter().map(|t| LeaseToken::parse(t).expect("a lease token")).collect();
+        self.store.jobs().lease(QUEUE, &tokens, rand, trim).await.expect("lease")
     }
 
     pub async fn complete(&self, acks: &[Ack<'_>]) -> Vec<AckOutcome> {
