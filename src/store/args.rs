@@ -190,14 +190,21 @@ impl QueueFunction for CompleteArgs<'_> {
     }
 }
 
-/// lua/fail.lua: ARGV[8] ULID, [9] token, [10] error, [11] retryable, [12] retry_after ms or
-/// -1, [13] random for jitter.
+/// What a failed attempt reports, for [`Jobs::fail`](super::Jobs::fail). lua/fail.lua: ARGV[8]
+/// ULID, [9] token, [10] error, [11] retryable, [12] retry_after ms or -1, [13] random for
+/// jitter.
 pub struct FailArgs<'a> {
+    /// The job, within the queue passed alongside.
     pub ulid: &'a str,
+    /// The lease token the failing holder presents (fencing: a stale one changes nothing).
     pub token: &'a str,
+    /// The worker's error message, stored as the job's last error.
     pub error: &'a str,
+    /// False ends the job dead at once, whatever attempts are left.
     pub retryable: bool,
+    /// The wait before the retry, instead of the job's backoff; None: the backoff decides.
     pub retry_after: Option<Duration>,
+    /// A uniform draw in [0, 1) that jitters the backoff (tests pass a fixed one).
     pub rand: f64,
 }
 

@@ -7,8 +7,8 @@
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use super::{
-    JobRecord, Lease, LeaseToken, RecordState, Result, StoreError,
-    args::{AddBatchArgs, CompleteArgs, ExtendArgs, FailArgs, LeaseArgs, ProgressArgs, ReapArgs, RequeueArgs},
+    FailArgs, JobRecord, Lease, LeaseToken, RecordState, Result, StoreError,
+    args::{AddBatchArgs, CompleteArgs, ExtendArgs, LeaseArgs, ProgressArgs, ReapArgs, RequeueArgs},
     backend::Backend,
     decoded,
 };
@@ -213,19 +213,11 @@ impl Jobs {
         Ok(outcomes)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub async fn fail(
-        &self,
-        queue: &str,
-        ulid: &str,
-        token: &str,
-        error: &str,
-        retryable: bool,
-        retry_after: Option<Duration>,
-        rand: f64,
-    ) -> Result<FailOutcome> {
-        let args = FailArgs { ulid, token, error, retryable, retry_after, rand };
-        let (code, state, run_at_ms) = self.backend.call(queue, &args).await?;
+    /// Ends a held attempt as failed (see lua/fail.lua): the job is retried after its backoff
+    /// (or `retry_after`) while it is retryable and has attempts left, else dead; cancelled
+    /// instead when it was cancelled meanwhile or its session is gone.
+    pub async fn fail(&self, queue: &str, args: &FailArgs<'_>) -> Result<FailOutcome> {
+        let (code, state, run_at_ms) = self.backend.call(queue, args).await?;
         let state = match state {
             1 => Some(RecordState::Waiting),
             4 => Some(RecordState::Retrying),

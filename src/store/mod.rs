@@ -39,6 +39,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use redis::{AsyncCommands, RedisError};
 
 pub use admin::{Admin, CancelOutcome, JobSnapshot, Listing, QueueCounts};
+pub use args::FailArgs;
 use backend::Backend;
 pub use events::{Events, StoredEvent, event_order, is_event_cursor};
 pub use instances::Instances;
