@@ -1,5 +1,5 @@
 //! The structural invariants of one queue, checked by reading whole structures. Meant for tests
-//! (every integration test ends with it) and for operators; never on the hot path.
+//! (every integration test ends with it; no RPC or command exposes it); never on the hot path.
 //!
 //! - every job is in exactly one place: a ready list, delayed, active, completed, dead,
 //!   cancelled, or pending inside its session — and has a record that agrees with that place;

@@ -196,7 +196,7 @@ impl Store {
         &self.instances
     }
 
-    /// The structural checks of a queue (tests and operators).
+    /// The structural checks of a queue, for tests.
     pub fn invariants(&self) -> &Invariants {
         &self.invariants
     }
