@@ -40,18 +40,24 @@ const CHECK_EVERY: Duration = Duration::from_millis(20);
 /// How long a stop waits after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
+/// Why a `redis-server` could not be started; each message says what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum RedisServerError {
+    /// No `redis-server` executable on `PATH`.
     #[error(
         "redis-server is not on PATH. Install it (Debian/Ubuntu: `apt-get install redis-server`, macOS: `brew install redis`) or pass --redis-url"
     )]
     NotInstalled,
+    /// The directory could not be created, resolved or locked.
     #[error("data directory {0}: {1}")]
     DataDir(PathBuf, std::io::Error),
+    /// Another launcher holds the directory's lock.
     #[error("data directory {0} is in use by another jobwire")]
     Locked(PathBuf),
+    /// No port could be bound on 127.0.0.1 to pick a free one.
     #[error("cannot find a free port: {0}")]
     NoFreePort(std::io::Error),
+    /// The child could not be spawned, exited, or did not answer PING in time.
     #[error("redis-server did not start: {0}")]
     Start(String),
 }
@@ -59,6 +65,7 @@ pub enum RedisServerError {
 /// `maxmemory` and what Redis does when it is reached.
 #[derive(Clone, Debug)]
 pub struct MaxMemory {
+    /// The limit, in bytes of Redis's used memory.
     pub bytes: u64,
     /// A `maxmemory-policy` value, e.g. `noeviction`.
     pub policy: String,
@@ -68,8 +75,11 @@ pub struct MaxMemory {
 /// by the CA: Redis's default `tls-auth-clients yes`).
 #[derive(Clone, Debug)]
 pub struct TlsFiles {
+    /// The server's certificate (PEM).
     pub cert: PathBuf,
+    /// The server certificate's private key (PEM).
     pub key: PathBuf,
+    /// The CA that signs the clients' certificates (PEM).
     pub ca: PathBuf,
 }
 
@@ -85,6 +95,7 @@ pub struct RedisConfig {
 }
 
 impl RedisConfig {
+    /// A server on `dir` (created if missing; see the module doc for what it holds).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self { dir: dir.into(), tcp: false, appendonly: false, maxmemory: None, tls: None, cluster: false }
     }
@@ -101,6 +112,7 @@ impl RedisConfig {
         self
     }
 
+    /// Cap Redis's memory (no limit by default).
     pub fn maxmemory(mut self, limit: MaxMemory) -> Self {
         self.maxmemory = Some(limit);
         self
@@ -283,6 +295,7 @@ impl RedisServer {
         &self.config.dir
     }
 
+    /// The unix socket's path (`<dir>/redis.sock`).
     pub fn socket(&self) -> PathBuf {
         self.config.dir.join("redis.sock")
     }
@@ -307,6 +320,7 @@ impl RedisServer {
         self.ports.tcp
     }
 
+    /// The TLS port (with `tls`).
     pub fn tls_port(&self) -> Option<u16> {
         self.ports.tls
     }
@@ -388,6 +402,7 @@ pub struct Supervised {
 }
 
 impl Supervised {
+    /// The URL clients should use, as [`RedisServer::url`]; it stays valid across restarts.
     pub fn url(&self) -> String {
         self.url.clone()
     }

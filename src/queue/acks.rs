@@ -25,7 +25,7 @@ use super::{
     settings::Limits,
 };
 use crate::{
-    store::{Ack, AckOutcome, LeaseCheck, LeaseToken, RecordState, Store},
+    store::{Ack, AckOutcome, FailArgs, LeaseCheck, LeaseToken, RecordState, Store},
     telemetry::{self, SPAN_TARGET, TraceContext, traceparent},
 };
 
@@ -161,11 +161,9 @@ impl Acks {
         }
         let token = self.presented(job_id, token).await?;
         let error = truncate(error, self.limits.max_error);
-        let outcome = self
-            .store
-            .jobs()
-            .fail(&job_id.queue, &job_id.ulid, token.as_str(), error, retryable, retry_after, rand::random())
-            .await?;
+        let failure =
+            FailArgs { ulid: &job_id.ulid, token: token.as_str(), error, retryable, retry_after, rand: rand::random() };
+        let outcome = self.store.jobs().fail(&job_id.queue, &failure).await?;
         if outcome.check != LeaseCheck::UnknownJob {
             self.leases.tell_owner(Notice::Release, job_id, &token).await;
         }

@@ -17,25 +17,36 @@ use super::{
 /// The outcome of `cancel` (see lua/cancel.lua).
 #[derive(Debug, PartialEq, Eq)]
 pub enum CancelOutcome {
+    /// It was waiting, delayed or pending in its session: now cancelled.
     Cancelled,
-    /// Active: marked; the holder of this lease token must be told.
+    /// Active: marked; the holder of this lease token must be told, and whatever happens to
+    /// the attempt next ends the job cancelled.
     Marked(String),
+    /// No such job in the queue.
     UnknownJob,
+    /// Completed, dead or cancelled already: nothing changed.
     AlreadyFinished,
 }
 
 /// Job states an operator can list or purge.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Listing {
+    /// Ready to run, in dispatch order.
     Waiting,
+    /// Waiting for a delay, a `run_at` or a retry backoff, by due time.
     Delayed,
+    /// Leased to a worker.
     Active,
+    /// Completed and retained, newest first.
     Completed,
+    /// In the dead-letter set, newest first.
     Dead,
+    /// Cancelled and retained, newest first.
     Cancelled,
 }
 
 impl Listing {
+    /// The state's name, as `lua/purge.lua` reads it.
     pub fn name(self) -> &'static str {
         match self {
             Listing::Waiting => "waiting",
@@ -48,19 +59,30 @@ impl Listing {
     }
 }
 
-/// Raw counts of one queue.
+/// Raw counts of one queue, read in one step (lua/stats.lua).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct QueueCounts {
+    /// Jobs in the ready lists (not those still pending inside a session).
     pub waiting: u64,
+    /// Jobs waiting for a delay, a `run_at` or a retry backoff.
     pub delayed: u64,
+    /// Jobs leased to a worker.
     pub active: u64,
+    /// Completed jobs retained.
     pub completed: u64,
+    /// Dead jobs retained.
     pub dead: u64,
+    /// Dead jobs dropped past the dead window or cap, in all (a running total).
     pub dead_evicted: u64,
+    /// Whether the queue is paused (delivers nothing; adds still succeed).
     pub paused: bool,
+    /// Since when the oldest ready job has been ready (epoch ms); None when none is ready.
     pub oldest_ready_ms: Option<i64>,
+    /// Redis's clock when the counts were read (epoch ms).
     pub now_ms: i64,
+    /// Cancelled jobs retained.
     pub cancelled: u64,
+    /// Sessions of the queue.
     pub sessions: u64,
     /// Jobs still waiting inside their session (not yet released to the queue).
     pub session_pending: u64,
@@ -69,8 +91,11 @@ pub struct QueueCounts {
 /// See [`Admin::snapshot`].
 #[derive(Debug)]
 pub struct JobSnapshot {
+    /// The job's record, its completion's outcome applied.
     pub record: JobRecord,
+    /// Its lease while active.
     pub lease: Option<Lease>,
+    /// The id of the queue's latest event at the time of the read ("0-0" when none).
     pub last_event: String,
 }
 
@@ -93,6 +118,7 @@ impl Admin {
         Self { backend }
     }
 
+    /// Cancels one job (see lua/cancel.lua and [`CancelOutcome`]).
     pub async fn cancel(&self, queue: &str, ulid: &str) -> Result<CancelOutcome> {
         let (code, token) = self.backend.call(queue, &CancelArgs { ulid }).await?;
         Ok(match code {
@@ -103,6 +129,8 @@ impl Admin {
         })
     }
 
+    /// Pauses (nothing is delivered; adds still succeed) or resumes the queue, waking its
+    /// dispatchers on resume.
     pub async fn set_paused(&self, queue: &str, paused: bool) -> Result<()> {
         self.backend.call(queue, &PauseArgs { paused }).await?;
         Ok(())
@@ -137,6 +165,7 @@ impl Admin {
         }
     }
 
+    /// The queue's counts, read in one step.
     pub async fn stats(&self, queue: &str) -> Result<QueueCounts> {
         let v = self.backend.call(queue, &StatsArgs).await?;
         let [

@@ -13,14 +13,14 @@ use std::time::Duration;
 use redis::{Cmd, FromRedisValue, Script, ScriptInvocation};
 
 use super::{
-    Ack, AddArgs, Result, Retention,
+    Ack, AddArgs, LeaseToken, Result, Retention,
     keys::QueueKeys,
     millis,
     scripts::{Function, Scripts},
 };
 
 /// The arguments of one queue function, after the queue keys and the leading arguments.
-pub trait QueueFunction {
+pub(super) trait QueueFunction {
     /// What the function returns, as Redis sends it.
     type Reply: FromRedisValue;
     /// The function these are the arguments of.
@@ -35,7 +35,7 @@ pub trait QueueFunction {
 
 /// ARGV[1..7] of every queue function (lib.lua), formatted once: they change with the config
 /// only.
-pub struct LeadingArgs {
+pub(super) struct LeadingArgs {
     wake_channel: String,
     completed_ms: u64,
     completed_max: u64,
@@ -45,7 +45,7 @@ pub struct LeadingArgs {
 }
 
 impl LeadingArgs {
-    pub fn new(wake_channel: String, retention: &Retention) -> Self {
+    pub(super) fn new(wake_channel: String, retention: &Retention) -> Self {
         Self {
             wake_channel,
             completed_ms: millis(retention.completed_for),
@@ -58,7 +58,7 @@ impl LeadingArgs {
 
     /// ARGV[1] wake channel, ARGV[2] queue name, ARGV[3] completed retention ms, ARGV[4]
     /// completed cap, ARGV[5] dead retention ms, ARGV[6] dead cap, ARGV[7] events kept.
-    pub fn write(&self, queue: &str, cmd: &mut Cmd) {
+    pub(super) fn write(&self, queue: &str, cmd: &mut Cmd) {
         cmd.arg(&self.wake_channel)
             .arg(queue)
             .arg(self.completed_ms)
@@ -89,13 +89,13 @@ macro_rules! function {
 }
 
 /// lua/add.lua: a batch of jobs, with their records packed.
-pub struct AddBatchArgs<'a> {
+pub(super) struct AddBatchArgs<'a> {
     jobs: &'a [AddArgs<'a>],
     records: Vec<Vec<u8>>,
 }
 
 impl<'a> AddBatchArgs<'a> {
-    pub fn new(jobs: &'a [AddArgs<'a>]) -> Result<Self> {
+    pub(super) fn new(jobs: &'a [AddArgs<'a>]) -> Result<Self> {
         let records = jobs.iter().map(|job| job.record.encode()).collect::<Result<_>>()?;
         Ok(Self { jobs, records })
     }
@@ -142,10 +142,10 @@ impl QueueFunction for AddBatchArgs<'_> {
 }
 
 /// lua/lease.lua: ARGV[8] random for jitter, ARGV[9] trim, ARGV[10..] lease tokens.
-pub struct LeaseArgs<'a> {
+pub(super) struct LeaseArgs<'a> {
     pub rand: f64,
     pub trim: bool,
-    pub tokens: &'a [String],
+    pub tokens: &'a [LeaseToken],
 }
 
 /// (jobs {ULID, record}, revoked flat {ULID, token}, next wake ms, now ms, sessions
@@ -159,14 +159,14 @@ impl QueueFunction for LeaseArgs<'_> {
     fn write_args(&self, cmd: &mut Cmd) {
         cmd.arg(self.rand).arg(flag(self.trim));
         for token in self.tokens {
-            cmd.arg(token);
+            cmd.arg(token.as_str());
         }
     }
 }
 
 /// lua/complete.lua: ARGV[8] n, n triples {ULID, token, result}, then a triple {ack number,
 /// state, expected version or -1} per ack that writes its session's state.
-pub struct CompleteArgs<'a> {
+pub(super) struct CompleteArgs<'a> {
     pub acks: &'a [&'a Ack<'a>],
 }
 
@@ -190,14 +190,20 @@ impl QueueFunction for CompleteArgs<'_> {
     }
 }
 
-/// lua/fail.lua: ARGV[8] ULID, [9] token, [10] error, [11] retryable, [12] retry_after ms or
-/// -1, [13] random for jitter.
+/// What a failed attempt reports, for [`Jobs::fail`](super::Jobs::fail): lua/fail.lua's
+/// `ARGV[8..13]`, in field order (`retry_after` as ms, or -1 for none).
 pub struct FailArgs<'a> {
+    /// The job, within the queue passed alongside.
     pub ulid: &'a str,
+    /// The lease token the failing holder presents (fencing: a stale one changes nothing).
     pub token: &'a str,
+    /// The worker's error message, stored as the job's last error.
     pub error: &'a str,
+    /// False ends the job dead at once, whatever attempts are left.
     pub retryable: bool,
+    /// The wait before the retry, instead of the job's backoff; None: the backoff decides.
     pub retry_after: Option<Duration>,
+    /// A uniform draw in [0, 1) that jitters the backoff (tests pass a fixed one).
     pub rand: f64,
 }
 
@@ -217,7 +223,7 @@ impl QueueFunction for FailArgs<'_> {
 }
 
 /// lua/extend.lua: ARGV[8] ULID, [9] token, [10] extension ms.
-pub struct ExtendArgs<'a> {
+pub(super) struct ExtendArgs<'a> {
     pub ulid: &'a str,
     pub token: &'a str,
     pub by: Duration,
@@ -234,7 +240,7 @@ impl QueueFunction for ExtendArgs<'_> {
 }
 
 /// lua/requeue.lua: ARGV[8] lost, [9] max lost, [10..] pairs {ULID, token}.
-pub struct RequeueArgs<'a> {
+pub(super) struct RequeueArgs<'a> {
     pub lost: bool,
     pub max_lost: u32,
     pub leases: &'a [(String, String)],
@@ -254,7 +260,7 @@ impl QueueFunction for RequeueArgs<'_> {
 }
 
 /// lua/reap.lua: ARGV[8] HSCAN cursor, [9] HSCAN COUNT, [10..] dead instances and tokens.
-pub struct ReapArgs<'a> {
+pub(super) struct ReapArgs<'a> {
     pub cursor: &'a str,
     pub count: u32,
     pub dead: &'a [String],
@@ -274,7 +280,7 @@ impl QueueFunction for ReapArgs<'_> {
 }
 
 /// lua/progress.lua: ARGV[8] ULID, [9] token, [10] progress bytes.
-pub struct ProgressArgs<'a> {
+pub(super) struct ProgressArgs<'a> {
     pub ulid: &'a str,
     pub token: &'a str,
     pub progress: &'a [u8],
@@ -291,7 +297,7 @@ impl QueueFunction for ProgressArgs<'_> {
 }
 
 /// lua/stats.lua: nothing beyond the leading arguments.
-pub struct StatsArgs;
+pub(super) struct StatsArgs;
 
 impl QueueFunction for StatsArgs {
     /// The twelve figures, in the order of the Lua header.
@@ -302,7 +308,7 @@ impl QueueFunction for StatsArgs {
 }
 
 /// lua/info.lua: ARGV[8] ULID.
-pub struct InfoArgs<'a> {
+pub(super) struct InfoArgs<'a> {
     pub ulid: &'a str,
 }
 
@@ -317,7 +323,7 @@ impl QueueFunction for InfoArgs<'_> {
 }
 
 /// lua/cancel.lua: ARGV[8] ULID.
-pub struct CancelArgs<'a> {
+pub(super) struct CancelArgs<'a> {
     pub ulid: &'a str,
 }
 
@@ -332,7 +338,7 @@ impl QueueFunction for CancelArgs<'_> {
 }
 
 /// lua/pause.lua: ARGV[8] paused.
-pub struct PauseArgs {
+pub(super) struct PauseArgs {
     pub paused: bool,
 }
 
@@ -346,7 +352,7 @@ impl QueueFunction for PauseArgs {
 }
 
 /// lua/retry.lua: ARGV[8] ULID or '' for the oldest, [9] at most this many.
-pub struct RetryArgs<'a> {
+pub(super) struct RetryArgs<'a> {
     pub ulid: Option<&'a str>,
     pub limit: u64,
 }
@@ -362,7 +368,7 @@ impl QueueFunction for RetryArgs<'_> {
 }
 
 /// lua/delete.lua: ARGV[8] ULID.
-pub struct DeleteArgs<'a> {
+pub(super) struct DeleteArgs<'a> {
     pub ulid: &'a str,
 }
 
@@ -376,7 +382,7 @@ impl QueueFunction for DeleteArgs<'_> {
 }
 
 /// lua/purge.lua: ARGV[8] states, comma-separated, [9] batch.
-pub struct PurgeArgs<'a> {
+pub(super) struct PurgeArgs<'a> {
     pub states: &'a str,
     pub batch: u32,
 }
@@ -392,7 +398,7 @@ impl QueueFunction for PurgeArgs<'_> {
 }
 
 /// lua/session_create.lua: ARGV[8] name, [9] state, [10] ttl ms, [11] max concurrency.
-pub struct SessionCreateArgs<'a> {
+pub(super) struct SessionCreateArgs<'a> {
     pub name: &'a str,
     pub state: &'a str,
     pub ttl: Duration,
@@ -410,7 +416,7 @@ impl QueueFunction for SessionCreateArgs<'_> {
 }
 
 /// lua/session_get.lua: ARGV[8] name.
-pub struct SessionGetArgs<'a> {
+pub(super) struct SessionGetArgs<'a> {
     pub name: &'a str,
 }
 
@@ -425,7 +431,7 @@ impl QueueFunction for SessionGetArgs<'_> {
 }
 
 /// lua/session_set.lua: ARGV[8] name, [9] state, [10] expected version.
-pub struct SessionSetArgs<'a> {
+pub(super) struct SessionSetArgs<'a> {
     pub name: &'a str,
     pub state: &'a str,
     pub expected: u64,
@@ -442,7 +448,7 @@ impl QueueFunction for SessionSetArgs<'_> {
 }
 
 /// lua/session_delete.lua: ARGV[8] name, [9] batch.
-pub struct SessionDeleteArgs<'a> {
+pub(super) struct SessionDeleteArgs<'a> {
     pub name: &'a str,
     pub batch: u32,
 }
@@ -458,7 +464,7 @@ impl QueueFunction for SessionDeleteArgs<'_> {
 }
 
 /// lua/session_sweep.lua: nothing beyond the leading arguments.
-pub struct SessionSweepArgs;
+pub(super) struct SessionSweepArgs;
 
 impl QueueFunction for SessionSweepArgs {
     /// The names of the sessions deleted.
@@ -470,14 +476,14 @@ impl QueueFunction for SessionSweepArgs {
 
 /// lua/heartbeat.lua (a script of its own, not a queue function): KEYS[1] the instance
 /// registry, ARGV[1] this instance's id, ARGV[2] lease TTL ms.
-pub struct HeartbeatArgs<'a> {
+pub(super) struct HeartbeatArgs<'a> {
     pub registry: &'a str,
     pub instance: &'a str,
     pub ttl: Duration,
 }
 
 impl HeartbeatArgs<'_> {
-    pub fn invocation<'s>(&self, script: &'s Script) -> ScriptInvocation<'s> {
+    pub(super) fn invocation<'s>(&self, script: &'s Script) -> ScriptInvocation<'s> {
         let mut invocation = script.prepare_invoke();
         invocation.key(self.registry).arg(self.instance).arg(millis(self.ttl));
         invocation

@@ -20,7 +20,7 @@ use super::{
     scripts::Scripts,
 };
 
-pub struct Backend {
+pub(super) struct Backend {
     pool: bb8::Pool<Manager>,
     client: redis::Client,
     keys: KeySpace,
@@ -35,7 +35,7 @@ pub struct Backend {
 impl Backend {
     /// Builds the pool without waiting for Redis: a server must start (and report NOT_SERVING)
     /// while Redis is still down.
-    pub fn new(config: &StoreConfig) -> Result<Self> {
+    pub(super) fn new(config: &StoreConfig) -> Result<Self> {
         let client = redis::Client::open(config.url.as_str())?;
         let pool = Manager::new(&client, config.timeout)?.pool(config.pool_size);
         let keys = KeySpace::new(&config.prefix);
@@ -50,15 +50,15 @@ impl Backend {
         })
     }
 
-    pub fn keys(&self) -> &KeySpace {
+    pub(super) fn keys(&self) -> &KeySpace {
         &self.keys
     }
 
-    pub fn scripts(&self) -> &Scripts {
+    pub(super) fn scripts(&self) -> &Scripts {
         &self.scripts
     }
 
-    pub fn queue_keys(&self, queue: &str) -> Arc<QueueKeys> {
+    pub(super) fn queue_keys(&self, queue: &str) -> Arc<QueueKeys> {
         let mut cache = self.queue_keys.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(keys) = cache.get(queue) {
             return keys.clone();
@@ -69,13 +69,13 @@ impl Backend {
     }
 
     /// A dedicated pub/sub connection (one per instance, shared by all its streams).
-    pub async fn pubsub(&self) -> Result<redis::aio::PubSub> {
+    pub(super) async fn pubsub(&self) -> Result<redis::aio::PubSub> {
         Ok(self.client.get_async_pubsub().await?)
     }
 
     /// A connection outside the pool whose responses may take `block` longer than a call's
     /// timeout (a blocking read would stall every request multiplexed on a pooled connection).
-    pub async fn blocking_connection(&self, block: Duration) -> Result<MultiplexedConnection> {
+    pub(super) async fn blocking_connection(&self, block: Duration) -> Result<MultiplexedConnection> {
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(block + self.timeout));
@@ -85,7 +85,7 @@ impl Backend {
     /// Runs `f` on a pooled connection, marking the connection broken on transport errors.
     /// With metrics on, the call's round trip (not the wait for a pooled connection) goes to
     /// the Redis latency histogram; with them off, not even the clock is read.
-    pub async fn with_conn<T, F>(&self, f: F) -> Result<T>
+    pub(super) async fn with_conn<T, F>(&self, f: F) -> Result<T>
     where
         F: AsyncFnOnce(&mut MultiplexedConnection) -> Result<T, RedisError>,
     {
@@ -106,7 +106,7 @@ impl Backend {
 
     /// Calls a queue function of the library: `FCALL name numkeys`, the queue keys, the
     /// function's own keys, the leading arguments, then the function's own.
-    pub async fn call<F: QueueFunction>(&self, queue: &str, args: &F) -> Result<F::Reply> {
+    pub(super) async fn call<F: QueueFunction>(&self, queue: &str, args: &F) -> Result<F::Reply> {
         let keys = self.queue_keys(queue);
         let own_keys = args.own_keys(&keys);
         let mut cmd = redis::cmd("FCALL");
@@ -131,7 +131,7 @@ impl Backend {
         .await
     }
 
-    pub async fn load_library(&self, c: &mut MultiplexedConnection) -> Result<(), RedisError> {
+    pub(super) async fn load_library(&self, c: &mut MultiplexedConnection) -> Result<(), RedisError> {
         redis::cmd("FUNCTION").arg("LOAD").arg("REPLACE").arg(&self.scripts.library).query_async(c).await
     }
 }

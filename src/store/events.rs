@@ -16,11 +16,17 @@ pub struct StoredEvent {
     pub id: String,
     /// The stream entry's id.
     pub entry: String,
+    /// What happened: the proto's `JobEventType` number (`E_*` of `lua/lib.lua`).
     pub kind: u8,
+    /// The job it happened to.
     pub ulid: String,
+    /// The job's attempt at the time (0 when the entry does not say).
     pub attempt: u32,
+    /// The error of a failure ("" when none).
     pub error: String,
+    /// When a delayed or retrying job becomes ready (epoch ms, Redis's clock); 0 when none.
     pub run_at_ms: i64,
+    /// The progress reported (empty when none).
     pub progress: Vec<u8>,
 }
 

@@ -21,8 +21,8 @@ impl Instances {
         Self { backend }
     }
 
-    /// Records this instance's heartbeat; returns Redis's clock and the instances whose
-    /// heartbeat is older than `ttl`.
+    /// Records this instance's heartbeat; returns Redis's clock (epoch ms) and the instances
+    /// whose heartbeat is older than `ttl` (at most 100 per call).
     pub async fn heartbeat(&self, instance: &str, ttl: Duration) -> Result<(i64, Vec<String>)> {
         let registry = self.backend.keys().instances();
         let args = HeartbeatArgs { registry: &registry, instance, ttl };
@@ -46,6 +46,7 @@ impl Instances {
         self.backend.with_conn(async |c| c.sadd(&key, queue).await).await
     }
 
+    /// Every queue ever added to, sorted by name.
     pub async fn queues(&self) -> Result<Vec<String>> {
         let key = self.backend.keys().queues();
         let mut names: Vec<String> = self
@@ -87,6 +88,8 @@ impl Instances {
         Ok(instances.into_iter().zip(lists).filter_map(|(i, l)| l.map(|l| (i, l))).collect())
     }
 
+    /// Publishes `message` on a pub/sub channel (a wake-up or an instance's notices, named by
+    /// [`KeySpace`](super::KeySpace)); fire and forget: nobody listening is not an error.
     pub async fn publish(&self, channel: &str, message: &str) -> Result<()> {
         self.backend.with_conn(async |c| c.publish(channel, message).await).await
     }

@@ -1,5 +1,5 @@
 //! The structural invariants of one queue, checked by reading whole structures. Meant for tests
-//! (every integration test ends with it) and for operators; never on the hot path.
+//! (every integration test ends with it; no RPC or command exposes it); never on the hot path.
 //!
 //! - every job is in exactly one place: a ready list, delayed, active, completed, dead,
 //!   cancelled, or pending inside its session — and has a record that agrees with that place;
@@ -188,7 +188,7 @@ impl Invariants {
             match Lease::parse(lease) {
                 None => problems.push(format!("active job {id} has a malformed lease {lease:?}")),
                 Some(l) => {
-                    let instance = l.token.split('.').next().unwrap_or_default();
+                    let instance = l.token.instance();
                     if !live.contains(instance) {
                         problems.push(format!("active job {id} is leased by unregistered instance {instance}"));
                     }

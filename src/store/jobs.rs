@@ -7,8 +7,8 @@
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use super::{
-    JobRecord, Lease, RecordState, Result, StoreError,
-    args::{AddBatchArgs, CompleteArgs, ExtendArgs, FailArgs, LeaseArgs, ProgressArgs, ReapArgs, RequeueArgs},
+    FailArgs, JobRecord, Lease, LeaseToken, RecordState, Result, StoreError,
+    args::{AddBatchArgs, CompleteArgs, ExtendArgs, LeaseArgs, ProgressArgs, ReapArgs, RequeueArgs},
     backend::Backend,
     decoded,
 };
@@ -16,41 +16,60 @@ use super::{
 /// A job handed out by one lease round.
 #[derive(Debug)]
 pub struct LeasedJob {
+    /// The job, within the round's queue.
     pub ulid: String,
+    /// Its record as it was when leased (its `attempts` not yet counting this one).
     pub record: JobRecord,
+    /// The lease token it was leased with: the one of the round's tokens at its position.
     pub token: String,
+    /// When this attempt times out: epoch ms by Redis's clock (the round's `now_ms` plus the
+    /// job's timeout).
     pub deadline_ms: i64,
+    /// This attempt's number, from 1.
     pub attempt: u32,
     /// For a job of a session: the session's state and version at delivery.
     pub session: Option<SessionSnapshot>,
 }
 
+/// A session as a job of it is delivered: what the worker computes its next state from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionSnapshot {
+    /// The session's name within the queue.
     pub name: String,
+    /// The session's state document (JSON text), as it was at the delivery.
     pub state: String,
+    /// The version of that state, the one a completion writing a new state names.
     pub version: u64,
 }
 
+/// What one lease round did (see lua/lease.lua).
 #[derive(Debug)]
 pub struct LeaseRound {
+    /// The jobs leased, in the order of the tokens they took: at most one per token.
     pub jobs: Vec<LeasedJob>,
     /// Timed-out leases `(ulid, token)` whose holders must be told.
     pub revoked: Vec<(String, String)>,
     /// Until the next delayed job or deadline is due.
     pub next_wake: Option<Duration>,
+    /// Redis's clock (epoch ms) when the round ran: the queue's one clock.
     pub now_ms: i64,
 }
 
 /// The outcome of a call that presents a lease token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LeaseCheck {
+    /// The token holds the job: the call took effect.
     Held,
+    /// No such job in the queue (never added, or no longer retained).
     UnknownJob,
+    /// The job exists but this token does not hold it (another holder, or not active):
+    /// nothing changed.
     Stale,
 }
 
 impl LeaseCheck {
+    /// Reads a lease check code of the Lua functions (`check_lease` in lua/lib.lua): 1 held,
+    /// 0 unknown job, anything else stale.
     pub fn from_code(code: i64) -> Self {
         match code {
             1 => LeaseCheck::Held,
@@ -62,8 +81,11 @@ impl LeaseCheck {
 
 /// One acknowledgement for `complete`.
 pub struct Ack<'a> {
+    /// The job, within the queue passed alongside.
     pub ulid: &'a str,
+    /// The lease token the completing holder presents.
     pub token: &'a str,
+    /// The job's result, kept with the completed job while it is retained.
     pub result: &'a [u8],
     /// A new session state, written atomically with the completion, and the session version
     /// it was computed from (checked when given).
@@ -73,8 +95,11 @@ pub struct Ack<'a> {
 /// What happened to one acknowledgement (see lua/complete.lua).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AckOutcome {
+    /// The job is completed (and its result kept, if completed jobs are retained).
     Completed,
+    /// No such job in the queue; nothing was written.
     UnknownJob,
+    /// The token does not hold the job; nothing was written.
     Stale,
     /// The job had been cancelled; the ack was accepted and the job ended cancelled.
     Cancelled,
@@ -102,26 +127,44 @@ impl AckOutcome {
 
 /// What the add script needs besides the record.
 pub struct AddArgs<'a> {
+    /// The new job's id within the queue, chosen by the caller (a ULID: ids sort by time).
     pub ulid: &'a str,
+    /// The job as stored, in state `Waiting`; its `idempotency_key`, if any, is checked.
     pub record: &'a JobRecord,
+    /// Ready this long after the add; wins over `run_at_ms`.
     pub delay_ms: Option<u64>,
+    /// Ready at this epoch ms (Redis's clock); a time already past is ready at once.
     pub run_at_ms: Option<i64>,
+    /// How long the idempotency key is remembered (beyond the job's retention); in a batch,
+    /// the first job's window applies to all.
     pub idempotency_window: Duration,
     /// The session (name within the queue) the job belongs to.
     pub session: Option<&'a str>,
 }
 
+/// What happened to one job of [`Jobs::add_many`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum AddOutcome {
+    /// Stored, under this ULID (the one given).
     Added(String),
+    /// Its idempotency key was seen within the window: nothing was written; the ULID of the
+    /// job first added with that key.
     Duplicate(String),
+    /// Its session does not exist: nothing was written.
     NoSession,
 }
 
+/// What [`Jobs::fail`] did.
 #[derive(Debug, PartialEq, Eq)]
 pub struct FailOutcome {
+    /// Whether the token held the job; anything but `Held` changed nothing.
     pub check: LeaseCheck,
+    /// Where the job went: `Retrying` (delayed until `run_at_ms`), `Waiting` (ready again at
+    /// once, or back in its session), `Dead` or `Cancelled`; None when the token did not hold
+    /// it.
     pub state: Option<RecordState>,
+    /// When the job runs again (epoch ms, Redis's clock): the retry's due time for `Retrying`,
+    /// the failure's time for `Waiting`; not a due time for the other states.
     pub run_at_ms: i64,
 }
 
@@ -153,7 +196,7 @@ impl Jobs {
 
     /// One dispatcher round (see lua/lease.lua): expire, promote, lease one job per token, and
     /// with `trim`, enforce the retention windows.
-    pub async fn lease(&self, queue: &str, tokens: &[String], rand: f64, trim: bool) -> Result<LeaseRound> {
+    pub async fn lease(&self, queue: &str, tokens: &[LeaseToken], rand: f64, trim: bool) -> Result<LeaseRound> {
         let (jobs, revoked, next_wake, now_ms, sessions) =
             self.backend.call(queue, &LeaseArgs { rand, trim, tokens }).await?;
         if jobs.len() > tokens.len() {
@@ -166,7 +209,7 @@ impl Jobs {
             let timeout_ms = i64::try_from(record.timeout_ms).unwrap_or(i64::MAX);
             leased.push(LeasedJob {
                 ulid,
-                token: token.clone(),
+                token: token.as_str().to_owned(),
                 deadline_ms: now_ms.saturating_add(timeout_ms),
                 attempt: record.attempts.saturating_add(1),
                 session: None,
@@ -213,19 +256,11 @@ impl Jobs {
         Ok(outcomes)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub async fn fail(
-        &self,
-        queue: &str,
-        ulid: &str,
-        token: &str,
-        error: &str,
-        retryable: bool,
-        retry_after: Option<Duration>,
-        rand: f64,
-    ) -> Result<FailOutcome> {
-        let args = FailArgs { ulid, token, error, retryable, retry_after, rand };
-        let (code, state, run_at_ms) = self.backend.call(queue, &args).await?;
+    /// Ends a held attempt as failed (see lua/fail.lua): the job is retried after its backoff
+    /// (or `retry_after`) while it is retryable and has attempts left, else dead; cancelled
+    /// instead when it was cancelled meanwhile or its session is gone.
+    pub async fn fail(&self, queue: &str, args: &FailArgs<'_>) -> Result<FailOutcome> {
+        let (code, state, run_at_ms) = self.backend.call(queue, args).await?;
         let state = match state {
             1 => Some(RecordState::Waiting),
             4 => Some(RecordState::Retrying),

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! {prefix}:{queue}:jobs       hash  ULID -> packed record (record.rs)
-//! {prefix}:{queue}:active     hash  ULID -> lease "token|started_ms|attempt"
+//! {prefix}:{queue}:active     hash  ULID -> lease "token|started_ms|attempt[|flags]"
 //! {prefix}:{queue}:deadlines  zset  ULID by attempt deadline
 //! {prefix}:{queue}:delayed    zset  ULID by ready time
 //! {prefix}:{queue}:completed  list  ULIDs of retained completed jobs, oldest first
@@ -27,8 +27,9 @@
 //! {prefix}:workers:{id}       string  JSON list of one instance's worker streams (TTL)
 //! ```
 
-/// Highest and lowest job priority; one ready list per level.
+/// Highest job priority; one ready list per level.
 pub const MAX_PRIORITY: i32 = 5;
+/// Lowest job priority.
 pub const MIN_PRIORITY: i32 = -5;
 
 /// The queue's structures other than its ready lists, in the order of KEYS (lua/lib.lua).
@@ -51,6 +52,7 @@ const STRUCTURES: [&str; 14] = [
 
 /// One ready list per priority level.
 const READY_LISTS: usize = 11;
+#[expect(clippy::cast_possible_truncation, clippy::cast_possible_wrap, reason = "11 fits; try_from is not const")]
 const _: () = assert!(MAX_PRIORITY - MIN_PRIORITY + 1 == READY_LISTS as i32);
 
 /// Names of the global keys and channels under one prefix.
@@ -60,10 +62,12 @@ pub struct KeySpace {
 }
 
 impl KeySpace {
+    /// The key space under `prefix` (the store's `StoreConfig::prefix`).
     pub fn new(prefix: &str) -> Self {
         Self { prefix: prefix.to_owned() }
     }
 
+    /// The keys of one queue, all under its hash tag.
     pub fn queue(&self, queue: &str) -> QueueKeys {
         let base = format!("{}:{{{queue}}}", self.prefix);
         let mut keys: Vec<String> = STRUCTURES.iter().map(|name| format!("{base}:{name}")).collect();
@@ -71,26 +75,33 @@ impl KeySpace {
         QueueKeys { base, keys }
     }
 
+    /// The set of every queue ever added to.
     pub fn queues(&self) -> String {
         format!("{}:queues", self.prefix)
     }
 
+    /// The instance registry: instance ids by last heartbeat.
     pub fn instances(&self) -> String {
         format!("{}:instances", self.prefix)
     }
 
+    /// The layout version.
     pub fn schema(&self) -> String {
         format!("{}:schema", self.prefix)
     }
 
+    /// The pub/sub channel on which the scripts announce that a queue got work (message: the
+    /// queue's name).
     pub fn wake_channel(&self) -> String {
         format!("{}:wake", self.prefix)
     }
 
+    /// The pub/sub channel of the notices for one instance about the leases it issued.
     pub fn instance_channel(&self, instance: &str) -> String {
         format!("{}:instance:{instance}", self.prefix)
     }
 
+    /// The JSON list of one instance's worker streams.
     pub fn workers(&self, instance: &str) -> String {
         format!("{}:workers:{instance}", self.prefix)
     }

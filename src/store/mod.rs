@@ -16,9 +16,10 @@
 //!   listings, publishing notices;
 //! - [`Invariants`] (`invariants.rs`): the structural checks of a queue.
 //!
-//! They share one [`Backend`](backend::Backend) (pool, key space, library, retention) and
-//! nothing else; `args.rs` holds the typed arguments of each Lua function, `pool.rs` the
-//! connection pool, `keys.rs` the layout, `record.rs` the packed job record.
+//! They share one `Backend` (`backend.rs`: pool, key space, library, retention) and
+//! nothing else; `scripts.rs` assembles the function library from `lua/`, `args.rs` holds the
+//! typed arguments of each Lua function, `pool.rs` the connection pool, `keys.rs` the layout,
+//! `record.rs` the packed job record and lease, `token.rs` the [`LeaseToken`].
 
 mod admin;
 mod args;
@@ -39,6 +40,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use redis::{AsyncCommands, RedisError};
 
 pub use admin::{Admin, CancelOutcome, JobSnapshot, Listing, QueueCounts};
+pub use args::FailArgs;
 use backend::Backend;
 pub use events::{Events, StoredEvent, event_order, is_event_cursor};
 pub use instances::Instances;
@@ -54,6 +56,8 @@ pub use token::LeaseToken;
 /// The layout version this build reads and writes.
 const SCHEMA_VERSION: i64 = 2;
 
+/// Why a store call failed; `queue` maps each to its own error (`Unavailable` to a retryable
+/// one, the others to an internal error).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// Redis cannot be reached, timed out, or is loading: the call may be retried.
@@ -67,7 +71,10 @@ pub enum StoreError {
     Corrupt(String),
     /// The data was written by a newer jobwire with a different layout.
     #[error("redis holds schema version {found}; this build understands {SCHEMA_VERSION}")]
-    Schema { found: i64 },
+    Schema {
+        /// The version stored in Redis.
+        found: i64,
+    },
 }
 
 impl From<RedisError> for StoreError {
@@ -88,6 +95,7 @@ impl From<redis::ParsingError> for StoreError {
     }
 }
 
+/// The result of a store call.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// A number read from Redis as the type it stands for; one that does not fit is corrupt data,
@@ -102,26 +110,40 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// How long finished jobs stay, per queue.
+/// How long finished jobs stay, per queue. A job goes when it passes either its window or its
+/// cap (oldest first), whichever comes first.
 #[derive(Clone, Copy, Debug)]
 pub struct Retention {
+    /// How long a completed job (and its result) is kept after it completed; zero keeps none.
     pub completed_for: Duration,
+    /// Most completed jobs kept per queue; 0 keeps none. Cancelled jobs share both limits.
     pub completed_max: u64,
+    /// How long a dead job is kept after it died.
     pub dead_for: Duration,
+    /// Most dead jobs kept per queue. Dead jobs dropped past either limit are counted in
+    /// [`QueueCounts::dead_evicted`].
     pub dead_max: u64,
     /// Events kept per queue (approximately: Redis trims whole stream nodes).
     pub events_max: u64,
 }
 
+/// What [`Store::new`] needs.
 pub struct StoreConfig {
+    /// The Redis URL (`redis://`, `rediss://` or `unix://`), credentials included.
     pub url: String,
+    /// The prefix of every key and channel (no `{` or `}`: it sits outside the hash tag), so
+    /// several deployments can share a Redis.
     pub prefix: String,
+    /// Most pooled (multiplexed) connections to Redis.
     pub pool_size: u32,
     /// Connect and response timeout of each Redis call.
     pub timeout: Duration,
+    /// The retention windows the scripts enforce.
     pub retention: Retention,
 }
 
+/// The Redis store of one jobwire instance (see the module doc), shared behind an `Arc` by the
+/// rooms of `queue`; each part is reached through its accessor.
 pub struct Store {
     backend: Arc<Backend>,
     jobs: Jobs,
@@ -149,30 +171,37 @@ impl Store {
         })
     }
 
+    /// The job transitions: add, lease, complete, fail and the other calls of a lease holder.
     pub fn jobs(&self) -> &Jobs {
         &self.jobs
     }
 
+    /// Session documents and their lines of jobs.
     pub fn sessions(&self) -> &Sessions {
         &self.sessions
     }
 
+    /// Reading the queues' event streams.
     pub fn events(&self) -> &Events {
         &self.events
     }
 
+    /// The operator calls: cancel, pause, retry, delete, purge, listings, stats, info.
     pub fn admin(&self) -> &Admin {
         &self.admin
     }
 
+    /// Heartbeats, the queue and instance registries, worker listings, notices.
     pub fn instances(&self) -> &Instances {
         &self.instances
     }
 
+    /// The structural checks of a queue, for tests.
     pub fn invariants(&self) -> &Invariants {
         &self.invariants
     }
 
+    /// The names of the keys and channels under this store's prefix.
     pub fn keys(&self) -> &KeySpace {
         self.backend.keys()
     }

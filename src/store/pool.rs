@@ -22,27 +22,27 @@ use bb8_redis::{
 use redis::{RedisError, aio::MultiplexedConnection};
 
 /// A pooled multiplexed connection that remembers whether it failed in transport.
-pub struct Conn {
+pub(super) struct Conn {
     pub inner: MultiplexedConnection,
     pub broken: bool,
 }
 
 /// Transport-level failures: the call may succeed later, and the connection should be replaced.
-pub fn is_transport(e: &RedisError) -> bool {
+pub(super) fn is_transport(e: &RedisError) -> bool {
     e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
 }
 
-pub struct Manager {
+pub(super) struct Manager {
     base: RedisConnectionManager,
     timeout: Duration,
 }
 
 impl Manager {
-    pub fn new(client: &redis::Client, timeout: Duration) -> Result<Self, RedisError> {
+    pub(super) fn new(client: &redis::Client, timeout: Duration) -> Result<Self, RedisError> {
         Ok(Self { base: RedisConnectionManager::new(client.get_connection_info().clone())?, timeout })
     }
 
-    pub fn pool(self, size: u32) -> bb8::Pool<Self> {
+    pub(super) fn pool(self, size: u32) -> bb8::Pool<Self> {
         let timeout = self.timeout;
         bb8::Pool::builder()
             .max_size(size)

@@ -14,21 +14,25 @@
 
 use rmpv::Value;
 
-use super::StoreError;
+use super::{LeaseToken, StoreError};
 
 /// A lease as stored: who holds the job since when, and which attempt it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
-    pub token: String,
+    /// The holder: only a call presenting this token changes the job.
+    pub token: LeaseToken,
+    /// When the attempt started (epoch ms, Redis's clock).
     pub started_ms: i64,
+    /// The attempt's number, from 1.
     pub attempt: u32,
 }
 
 impl Lease {
-    /// `token|started_ms|attempt`, optionally followed by `|flags` (see `lua/lib.lua`).
+    /// `token|started_ms|attempt`, optionally followed by `|flags` (see `lua/lib.lua`); None
+    /// when any of the three, the token included, does not parse.
     pub fn parse(raw: &str) -> Option<Self> {
         let mut parts = raw.split('|');
-        let token = parts.next()?.to_owned();
+        let token = LeaseToken::parse(parts.next()?)?;
         let started_ms = parts.next()?.parse().ok()?;
         let attempt = parts.next()?.parse().ok()?;
         Some(Lease { token, started_ms, attempt })
@@ -41,52 +45,85 @@ impl Lease {
     }
 }
 
-/// Where a record says the job is; "active" is not stored here but in the lease hash.
+/// Where a record says the job is; "active" is not stored here but in the lease hash (an
+/// active job's record keeps the state it was leased from). The values are `S_*` of
+/// `lua/lib.lua`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RecordState {
+    /// Ready in its priority's list, or pending in its session.
     Waiting = 1,
+    /// Waiting for its delay or `run_at` (in the delayed set, or pending in its session).
     Delayed = 2,
+    /// Failed, and waiting out its retry backoff in the delayed set.
     Retrying = 4,
+    /// Completed; retained for the completed window with its result.
     Completed = 5,
+    /// Out of attempts, failed for good or lost too often: in the dead-letter set.
     Dead = 6,
+    /// Cancelled by an operator, or because its session went.
     Cancelled = 7,
 }
 
 /// Retry wait policy as stored: `[kind, base_ms, factor, max_ms, jitter]`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BackoffSpec {
+    /// Every retry waits `base_ms`; otherwise the wait grows by `factor` per attempt.
     pub fixed: bool,
+    /// The wait before the first retry.
     pub base_ms: u64,
+    /// The growth per attempt of an exponential backoff (ignored when `fixed`).
     pub factor: f64,
+    /// The longest wait of an exponential backoff.
     pub max_ms: u64,
+    /// In [0, 1]: the share of the wait taken off at random (0: exact waits).
     pub jitter: f64,
 }
 
+/// A job as stored in its queue's jobs hash (see the module doc for the packing).
 #[derive(Clone, Debug, PartialEq)]
 pub struct JobRecord {
+    /// Where the job is (see [`RecordState`]).
     pub state: RecordState,
+    /// The handler name workers dispatch on, given at add.
     pub job_type: String,
+    /// The producer's bytes, opaque to jobwire.
     pub payload: Vec<u8>,
+    /// The producer's key/value headers (e.g. `traceparent`), in the order given.
     pub headers: Vec<(String, String)>,
+    /// From `MIN_PRIORITY` to `MAX_PRIORITY`; higher runs first.
     pub priority: i32,
+    /// Attempts allowed before the job goes dead.
     pub max_attempts: u32,
+    /// Attempts that ended (completed, failed or timed out); a lost delivery is not one.
     pub attempts: u32,
+    /// Deliveries lost (the worker's stream ended while holding the job).
     pub lost: u32,
+    /// When it was added (epoch ms, the adding instance's clock).
     pub created_ms: i64,
+    /// When it last became ready (epoch ms, Redis's clock); None before it first did.
     pub ready_at_ms: Option<i64>,
     /// None: the default policy of lib.lua (exponential 1 s x2 up to 1 h, jitter 0.5).
     pub backoff: Option<BackoffSpec>,
+    /// How long one attempt may run before it times out.
     pub timeout_ms: u64,
+    /// The producer's key that makes repeated adds one job (within the idempotency window).
     pub idempotency_key: Option<String>,
+    /// When the last attempt that ended had started (epoch ms, Redis's clock); an active
+    /// attempt's start is in its [`Lease`].
     pub started_ms: Option<i64>,
+    /// When the job completed, died or was cancelled (epoch ms, Redis's clock).
     pub finished_ms: Option<i64>,
+    /// The error of the last failed attempt.
     pub last_error: Option<String>,
+    /// The result of the completing attempt.
     pub result: Option<Vec<u8>>,
+    /// While delayed or retrying: when it becomes ready (epoch ms, Redis's clock).
     pub run_at_ms: Option<i64>,
     /// `name/seq/ULID` for a job of a session (its place in the session's order).
     pub session: Option<String>,
     /// Cancelled while active: whatever happens next ends it cancelled.
     pub cancel_requested: bool,
+    /// The last progress its current or last holder reported, opaque to jobwire.
     pub progress: Option<Vec<u8>>,
 }
 
@@ -352,7 +389,7 @@ pub(super) fn int(value: &Value) -> Result<i64, StoreError> {
     match value {
         Value::Integer(i) => i.as_i64().ok_or_else(|| corrupt("integer out of range")),
         // Lua numbers are doubles; cmsgpack writes integral ones as integers, but be lenient.
-        // Integral doubles this side of ±2^63 convert exactly.
+        #[expect(clippy::cast_possible_truncation, reason = "an integral double this side of ±2^63 converts exactly")]
         Value::F64(f) if f.fract() == 0.0 && f.abs() < 9_223_372_036_854_775_808.0 => Ok(*f as i64),
         _ => Err(corrupt("expected an integer")),
     }
@@ -486,8 +523,9 @@ mod tests {
     #[test]
     fn parses_leases_with_dots_and_pipes_in_order() {
         let lease = Lease::parse("abc.7.42|1700000000000|3").expect("parses");
-        assert_eq!(lease, Lease { token: "abc.7.42".into(), started_ms: 1_700_000_000_000, attempt: 3 });
+        assert_eq!(lease, Lease { token: LeaseToken::new("abc", 7, 42), started_ms: 1_700_000_000_000, attempt: 3 });
         assert_eq!(Lease::parse("garbage"), None);
+        assert_eq!(Lease::parse("abc|1700000000000|3"), None, "a token that is not one");
     }
 
     #[test]

@@ -14,20 +14,20 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use redis::Script;
 
 /// One function of the library.
-pub struct Function {
+pub(super) struct Function {
     name: String,
 }
 
 impl Function {
     /// The name it is registered under (the library's hash, then the function's own name).
-    pub fn name(&self) -> &str {
+    pub(super) fn name(&self) -> &str {
         &self.name
     }
 }
 
 macro_rules! library {
     ($($name:ident),* $(,)?) => {
-        pub struct Scripts {
+        pub(super) struct Scripts {
             /// The library's source, for `FUNCTION LOAD REPLACE`.
             pub library: String,
             $(pub $name: Function,)*
@@ -36,7 +36,7 @@ macro_rules! library {
         }
 
         impl Scripts {
-            pub fn load() -> Self {
+            pub(super) fn load() -> Self {
                 let mut body = String::from(include_str!("lua/lib.lua"));
                 $(
                     body.push_str(concat!("\nlocal function ", stringify!($name), "()\n"));

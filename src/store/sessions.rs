@@ -16,12 +16,20 @@ use super::{
 /// A session as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRecord {
+    /// Its name within the queue.
     pub name: String,
+    /// The state document (JSON text).
     pub state: String,
+    /// The state's version: 1 at creation, one more per write.
     pub version: u64,
+    /// When it was created (epoch ms, Redis's clock).
     pub created_ms: i64,
+    /// When it last changed: its state, or its jobs' progress through it (epoch ms, Redis's
+    /// clock).
     pub updated_ms: i64,
+    /// How long it may stay idle (no jobs, no change) before it expires.
     pub ttl: Duration,
+    /// Most of its jobs running at once.
     pub max_concurrency: u32,
     /// Jobs running now.
     pub started: u64,
@@ -34,8 +42,11 @@ pub struct SessionRecord {
 /// The outcome of a compare-and-set on a session's state.
 #[derive(Debug, PartialEq, Eq)]
 pub enum SetOutcome {
+    /// Written; the new version.
     Written(u64),
+    /// No such session: nothing written.
     UnknownSession,
+    /// The session is at another version (this one): nothing written.
     VersionMismatch(u64),
 }
 
@@ -79,6 +90,7 @@ impl Sessions {
         Ok(created == 1)
     }
 
+    /// One session with its counts; None when it does not exist.
     pub async fn session(&self, queue: &str, name: &str) -> Result<Option<SessionRecord>> {
         let (raw, state, pending, _now) = self.backend.call(queue, &SessionGetArgs { name }).await?;
         let Some(raw) = raw else { return Ok(None) };

@@ -12,6 +12,7 @@
 
 use std::fmt;
 
+/// A parsed lease token (see the module doc): the text as issued, with its parts read once.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct LeaseToken {
     text: String,
@@ -22,6 +23,8 @@ pub struct LeaseToken {
 }
 
 impl LeaseToken {
+    /// The token `instance` issues for its `seq`-th delivery, to its stream `stream`.
+    /// `instance` must hold no `.` and no `|` (instance ids are generated without either).
     pub fn new(instance: &str, stream: u64, seq: u64) -> Self {
         Self { text: format!("{instance}.{stream}.{seq}"), instance_len: instance.len(), stream, seq }
     }
@@ -54,6 +57,7 @@ impl LeaseToken {
         self.seq
     }
 
+    /// The token as written to Redis and sent to workers.
     pub fn as_str(&self) -> &str {
         &self.text
     }

@@ -48,10 +48,12 @@ impl MetricsEndpoint {
         self
     }
 
+    /// How often the per-queue gauges are read from Redis.
     pub fn refresh(&self) -> Duration {
         self.refresh
     }
 
+    /// The address bound (with its port when port 0 was asked for).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }

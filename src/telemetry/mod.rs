@@ -45,21 +45,37 @@ pub use traceparent::TraceContext;
 
 /// Every metric name jobwire exports.
 pub mod names {
+    /// Counter: jobs added by this instance (duplicates not counted).
     pub const JOBS_ADDED: &str = "jobwire_jobs_added_total";
+    /// Counter: jobs completed through this instance.
     pub const JOBS_COMPLETED: &str = "jobwire_jobs_completed_total";
+    /// Counter: attempts workers reported failed (FailJob) through this instance.
     pub const JOBS_FAILED: &str = "jobwire_jobs_failed_total";
+    /// Counter: of those, the ones scheduled to run again.
     pub const JOBS_RETRIED: &str = "jobwire_jobs_retried_total";
+    /// Counter: deliveries lost (the worker's stream ended while holding them).
     pub const JOBS_LOST: &str = "jobwire_jobs_lost_total";
+    /// Counter: attempts past their deadline, found by this instance's dispatcher.
     pub const JOBS_TIMED_OUT: &str = "jobwire_jobs_timed_out_total";
+    /// Counter: jobs cancelled (CancelJob) through this instance.
     pub const JOBS_CANCELLED: &str = "jobwire_jobs_cancelled_total";
+    /// Histogram, seconds: from delivery to the worker's answer, per attempt.
     pub const JOB_RUN: &str = "jobwire_job_run_seconds";
+    /// Histogram, seconds: from ready to delivery.
     pub const JOB_WAIT: &str = "jobwire_job_wait_seconds";
+    /// Gauge, read from Redis: jobs ready to run.
     pub const QUEUE_WAITING: &str = "jobwire_queue_waiting";
+    /// Gauge, read from Redis: jobs delivered and not yet acknowledged.
     pub const QUEUE_ACTIVE: &str = "jobwire_queue_active";
+    /// Gauge, read from Redis: jobs waiting for a delay, `run_at` or retry backoff.
     pub const QUEUE_DELAYED: &str = "jobwire_queue_delayed";
+    /// Gauge, read from Redis: dead jobs retained.
     pub const QUEUE_DEAD: &str = "jobwire_queue_dead";
+    /// Gauge, seconds, read from Redis: how long the oldest ready job has waited.
     pub const QUEUE_OLDEST_WAITING: &str = "jobwire_queue_oldest_waiting_seconds";
+    /// Gauge: worker streams connected to this instance (no queue label).
     pub const WORKER_STREAMS: &str = "jobwire_worker_streams";
+    /// Histogram, seconds: one Redis call's round trip (no queue label).
     pub const REDIS_CALL: &str = "jobwire_redis_call_seconds";
 }
 
@@ -74,7 +90,9 @@ const REDIS_BUCKETS: &[f64] =
 
 /// The registered handles of one queue's metrics.
 pub struct QueueMetrics {
+    /// Jobs added (duplicates not counted).
     pub added: Counter,
+    /// Jobs completed.
     pub completed: Counter,
     /// Attempts a worker reported failed (FailJob), whatever comes next.
     pub failed: Counter,
@@ -90,10 +108,15 @@ pub struct QueueMetrics {
     pub run: Histogram,
     /// From ready to delivery.
     pub wait: Histogram,
+    /// Jobs ready to run, read from Redis every refresh period (`queue::gauges`).
     pub waiting: Gauge,
+    /// Jobs delivered and not yet acknowledged, read from Redis.
     pub active: Gauge,
+    /// Jobs waiting for a delay, `run_at` or retry backoff, read from Redis.
     pub delayed: Gauge,
+    /// Dead jobs retained, read from Redis.
     pub dead: Gauge,
+    /// Seconds the oldest ready job has waited, read from Redis.
     pub oldest_waiting: Gauge,
 }
 
@@ -130,12 +153,16 @@ struct Installed {
 
 static INSTALLED: OnceLock<Installed> = OnceLock::new();
 
+/// Why metrics could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
+    /// Something else in the process installed a `metrics` recorder first.
     #[error("another metrics recorder is already installed in this process")]
     RecorderTaken,
+    /// The exporter refused a bucket list (a bug of this module).
     #[error("invalid histogram buckets: {0}")]
     Buckets(String),
+    /// The metrics address could not be bound.
     #[error("cannot listen for metrics: {0}")]
     Listen(#[from] std::io::Error),
 }

@@ -110,6 +110,7 @@ impl TraceContext {
         SpanId(&self.parent_id)
     }
 
+    /// The `sampled` flag: whoever started the trace records it.
     pub fn sampled(&self) -> bool {
         self.flags & 0x01 == 1
     }

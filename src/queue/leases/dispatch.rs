@@ -78,14 +78,14 @@ async fn rounds(leases: &Arc<Leases>, queue: &str, upkeep: bool) -> Result<Optio
             return Ok(done);
         }
         let trim = upkeep && done.is_none();
-        let texts: Vec<String> = tokens.iter().map(|t| t.as_str().to_owned()).collect();
-        let round = match leases.store.jobs().lease(queue, &texts, rand::random(), trim).await {
+        let round = match leases.store.jobs().lease(queue, &tokens, rand::random(), trim).await {
             Ok(round) => round,
             Err(e) => {
                 leases.hub.deliver(&tokens, Vec::new());
                 if matches!(e, StoreError::Unavailable(_)) && !tokens.is_empty() {
                     // The round may have run in Redis with its answer lost (a timeout): leases
                     // nobody here knows of. Take them back once Redis answers again.
+                    let texts = tokens.iter().map(|t| t.as_str().to_owned()).collect();
                     leases.background.spawn(take_back_unanswered(leases.clone(), queue.to_owned(), texts));
                 }
                 return Err(e);

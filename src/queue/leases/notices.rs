@@ -141,7 +141,7 @@ pub async fn reconcile(leases: Arc<Leases>) {
                 }
             };
             for (h, lease) in held.iter().zip(stored) {
-                if lease.is_none_or(|l| l.token != h.token.as_str()) {
+                if lease.is_none_or(|l| l.token != h.token) {
                     debug!(job_id = %h.job_id, "lease gone; freeing its credit");
                     leases.hub.revoke(&h.job_id, &h.token, RevokeReason::LeaseLost);
                     leases.hub.release(&h.job_id, &h.token);

@@ -51,7 +51,7 @@ async fn complete_with_a_stale_token_or_an_unknown_job_changes_nothing() {
     ];
     assert_eq!(case.complete(&acks).await, [AckOutcome::Stale, AckOutcome::UnknownJob, AckOutcome::Stale]);
     assert_eq!(case.places().await, Places { active: 1, ..Places::default() });
-    assert_eq!(case.info(&held.ulid).await.expect("retained").lease.expect("held").token, held.token);
+    assert_eq!(case.info(&held.ulid).await.expect("retained").lease.expect("held").token.as_str(), held.token);
     case.assert_invariants().await;
 }
 

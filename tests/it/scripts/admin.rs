@@ -53,7 +53,7 @@ async fn info_reads_the_record_the_lease_and_the_latest_event() {
     let info = case.info(&held.ulid).await.expect("retained");
     assert_eq!(info.record.state, RecordState::Waiting, "an active record keeps its last resting state");
     let lease = info.lease.expect("active");
-    assert_eq!((lease.token, lease.attempt), (held.token.clone(), 1));
+    assert_eq!((lease.token.as_str(), lease.attempt), (held.token.as_str(), 1));
     assert_ne!(info.last_event, "0-0");
     assert_eq!(case.ack(&held.ulid, &held.token).await, AckOutcome::Completed);
     let done = case.info(&held.ulid).await.expect("retained");

@@ -21,9 +21,9 @@ use std::{
 };
 
 use jobwire::store::{
-    Ack, AckOutcome, AddArgs, AddOutcome, BackoffSpec, CancelOutcome, FailOutcome, JobRecord, JobSnapshot, LeaseCheck,
-    LeaseRound, LeasedJob, Listing, MAX_PRIORITY, QueueCounts, RecordState, Retention, SessionRecord, SetOutcome,
-    Store, StoreConfig, StoreError,
+    Ack, AckOutcome, AddArgs, AddOutcome, BackoffSpec, CancelOutcome, FailArgs, FailOutcome, JobRecord, JobSnapshot,
+    LeaseCheck, LeaseRound, LeaseToken, LeasedJob, Listing, MAX_PRIORITY, QueueCounts, RecordState, Retention,
+    SessionRecord, SetOutcome, Store, StoreConfig, StoreError,
 };
 
 use crate::harness::{Redis, retention, unique_prefix};
@@ -294,7 +294,8 @@ impl Case {
     }
 
     pub async fn lease_with(&self, tokens: &[String], rand: f64, trim: bool) -> LeaseRound {
-        self.store.jobs().lease(QUEUE, tokens, rand, trim).await.expect("lease")
+        let tokens: Vec<LeaseToken> = tokens.iter().map(|t| LeaseToken::parse(t).expect("a lease token")).collect();
+        self.store.jobs().lease(QUEUE, &tokens, rand, trim).await.expect("lease")
     }
 
     pub async fn complete(&self, acks: &[Ack<'_>]) -> Vec<AckOutcome> {
@@ -309,7 +310,8 @@ impl Case {
         retry_after: Option<Duration>,
         rand: f64,
     ) -> FailOutcome {
-        self.store.jobs().fail(QUEUE, ulid, token, "boom", retryable, retry_after, rand).await.expect("fail")
+        let args = FailArgs { ulid, token, error: "boom", retryable, retry_after, rand };
+        self.store.jobs().fail(QUEUE, &args).await.expect("fail")
     }
 
     pub async fn extend(&self, ulid: &str, token: &str, by: Duration) -> (LeaseCheck, i64) {
