@@ -6,9 +6,9 @@
 //! layer decides who may ask for which transition (validation, lease tokens) and runs the
 //! background work of one instance.
 //!
-//! `Engine` is a thin front: each of its methods hands the call to one room. A room owns its state
-//! and reaches another only through the methods named below; every room calls the store
-//! (`crate::store`) directly.
+//! `Engine` is a thin front: each of its methods hands the call to one room (`shutdown` orders
+//! the steps of two). A room owns its state and reaches another only through the methods named
+//! below; the rooms call the store (`crate::store`) directly.
 //! - `intake.rs`: validates and adds jobs, one at a time or in batches. Owns the coalescer of
 //!   single adds (`coalesce.rs`). Calls `registry` (`register`), `leases` (`wake`: the queue got
 //!   work) and `background` (`check_open`).
@@ -30,15 +30,17 @@
 //!   cancelled active job).
 //! - `gauges.rs`: with metrics on, the task refreshing the per-queue gauges. Calls `leases`
 //!   (`stream_count`, `redis_is_up`) and `background`; converts with `admin`'s `QueueFigures`.
-//! - `registry.rs`: which queues this instance has put in the global registry of queues. Calls no
-//!   room.
+//! - `registry.rs`: puts a queue in the global registry of queues on its first write here. Owns
+//!   the set of queues this instance already registered. Calls no room.
 //! - `background.rs`: the cancellation token and task tracker of every background task but the
 //!   dispatchers, so `Engine::shutdown` can stop them all and wait for them. Calls no room.
 //!
-//! Beneath them all, owning no state and calling no room: `job.rs` (the ids, jobs as asked for,
-//! delivered and shown, and the conversions to and from the store's milliseconds), `error.rs`,
-//! `settings.rs` and `coalesce.rs`. A room imports what it uses from the file that defines it,
-//! never from this front, so no import runs back up to it.
+//! Beneath them all, calling no room: `job.rs` (the ids, jobs as asked for, delivered and shown,
+//! and the conversions to and from the store's milliseconds), `error.rs`, `settings.rs`, and
+//! `coalesce.rs` (the batching of which intake and acks each own one). A room imports what it
+//! uses from the file that defines it, never from this front, so no import runs back up to it.
+//! Items the transport uses are `pub` (and re-exported here); those the rooms share are
+//! `pub(super)`.
 //!
 //! Instrumentation: each transition counts in the queue's metrics (`crate::telemetry`; no-ops
 //! while metrics are off) and runs in a span (`job.add` in intake, `job.complete` and
