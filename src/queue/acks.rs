@@ -4,7 +4,9 @@
 //! frees the credit of the stream that held it, wherever it is (`Leases::tell_owner`).
 //!
 //! Owns: the coalescer of completions (concurrent completions of one queue share a script
-//! call, `coalesce.rs`).
+//! call, `coalesce.rs`). Calls `leases` (`Leases::tell_owner`, and `Leases::trace_of` for the
+//! trace context of a delivery made here) and `sessions` (`validate_state`, for the session state
+//! a completion writes).
 //!
 //! Instrumentation: completions and failures count in the queue's metrics and run in a span
 //! (`job.complete`, `job.fail`) carrying the trace context of the request, else of the delivery.
@@ -29,7 +31,8 @@ use crate::{
     telemetry::{self, SPAN_TARGET, TraceContext, traceparent},
 };
 
-pub struct Acks {
+/// The acks room: the lease holder's calls and the coalescer of completions.
+pub(super) struct Acks {
     store: Arc<Store>,
     leases: Arc<Leases>,
     limits: Limits,
@@ -38,7 +41,7 @@ pub struct Acks {
 }
 
 impl Acks {
-    pub fn new(store: Arc<Store>, leases: Arc<Leases>, limits: Limits, max_lost: u32) -> Self {
+    pub(super) fn new(store: Arc<Store>, leases: Arc<Leases>, limits: Limits, max_lost: u32) -> Self {
         Self { store, leases, limits, max_lost, completions: Arc::default() }
     }
 
@@ -46,7 +49,7 @@ impl Acks {
     /// session's state in the same atomic step, if the session is still at `expected_version`
     /// when one is given; on a mismatch nothing is written and the job stays leased.
     /// `trace` is the trace context the request carried, if any.
-    pub async fn complete(
+    pub(super) async fn complete(
         &self,
         job_id: &JobId,
         token: &str,
@@ -126,7 +129,7 @@ impl Acks {
 
     /// Fails an attempt; returns the job's new state and when it runs again.
     /// `trace` is the trace context the request carried, if any.
-    pub async fn fail(
+    pub(super) async fn fail(
         &self,
         job_id: &JobId,
         token: &str,
@@ -184,7 +187,8 @@ impl Acks {
         })
     }
 
-    pub async fn extend(&self, job_id: &JobId, token: &str, by: Duration) -> Result<SystemTime> {
+    /// Moves the attempt's deadline to `by` from now (1 ms to 24 h); returns the new deadline.
+    pub(super) async fn extend(&self, job_id: &JobId, token: &str, by: Duration) -> Result<SystemTime> {
         if by.is_zero() || by > MAX_TIMEOUT {
             return Err(Error::invalid("extend_by", "must be from 1 ms to 24 h"));
         }
@@ -197,7 +201,7 @@ impl Acks {
     /// Hands a held job back unprocessed (not a failed attempt, not a lost delivery).
     /// With `stop_stream`, the stream that received the job gets no more jobs (its worker is
     /// stopping); that holds even when the job itself could not be handed back.
-    pub async fn give_back(&self, job_id: &JobId, token: &str, stop_stream: bool) -> Result<()> {
+    pub(super) async fn give_back(&self, job_id: &JobId, token: &str, stop_stream: bool) -> Result<()> {
         let token = self.presented(job_id, LeaseToken::parse(token)).await?;
         let leases = [(job_id.ulid.clone(), token.as_str().to_owned())];
         let moved = self.store.jobs().requeue(&job_id.queue, &leases, false, self.max_lost).await?;
@@ -211,7 +215,8 @@ impl Acks {
         Ok(())
     }
 
-    pub async fn report_progress(&self, job_id: &JobId, token: &str, progress: &[u8]) -> Result<()> {
+    /// Stores the attempt's progress (at most `Limits::max_progress` bytes), emitted as an event.
+    pub(super) async fn report_progress(&self, job_id: &JobId, token: &str, progress: &[u8]) -> Result<()> {
         let max = self.limits.max_progress;
         if progress.len() > max {
             return Err(Error::TooLarge(format!(

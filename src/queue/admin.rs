@@ -1,9 +1,10 @@
 //! Job administration: job info, cancel, pause/resume, retry, delete, purge, listings and the
-//! figures of queues. An active job that is cancelled is revoked through its lease's owner
-//! (`Leases::tell_owner`).
+//! figures of queues.
 //!
 //! Owns nothing but the domain types of what it reads (`QueueFigures`, `Listing`): the store's
-//! types are converted here, so the transport sees only this layer's.
+//! types are converted here, so the transport sees only this layer's. Calls `registry` (pausing
+//! a queue registers it) and `leases` (`Leases::tell_owner`: an active job that is cancelled is
+//! revoked through its lease's owner).
 
 use std::{sync::Arc, time::Duration};
 
@@ -20,17 +21,25 @@ const MAX_PAGE: u64 = 1_000;
 /// What a queue holds, as Stats and ListQueues show it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueueFigures {
+    /// Jobs ready to run.
     pub waiting: u64,
+    /// Jobs waiting for a delay, a run time or a retry's backoff.
     pub delayed: u64,
+    /// Jobs delivered and not yet answered.
     pub active: u64,
+    /// Completed jobs still retained.
     pub completed: u64,
+    /// Dead jobs still retained.
     pub dead: u64,
-    /// Dead jobs dropped by the retention cap.
+    /// Dead jobs dropped by the retention (age or count cap) since the queue began.
     pub dead_evicted: u64,
+    /// The queue delivers nothing while paused.
     pub paused: bool,
     /// How long the oldest waiting job has waited (zero when none waits).
     pub oldest_waiting: Duration,
+    /// Cancelled jobs still retained.
     pub cancelled: u64,
+    /// Sessions of the queue.
     pub sessions: u64,
     /// Jobs still waiting inside their session (not yet released to the queue).
     pub session_pending: u64,
@@ -58,11 +67,17 @@ impl From<QueueCounts> for QueueFigures {
 /// The jobs of one state, for listings and purges (delayed and retrying jobs are one listing).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Listing {
+    /// Jobs ready to run.
     Waiting,
+    /// Delayed and retrying jobs.
     Delayed,
+    /// Jobs delivered and not yet answered (listed, never purged).
     Active,
+    /// Completed jobs still retained.
     Completed,
+    /// Dead jobs still retained.
     Dead,
+    /// Cancelled jobs still retained.
     Cancelled,
 }
 
@@ -79,29 +94,31 @@ impl From<Listing> for store::Listing {
     }
 }
 
-pub struct Admin {
+/// The admin room.
+pub(super) struct Admin {
     store: Arc<Store>,
     registry: Arc<QueueRegistry>,
     leases: Arc<Leases>,
 }
 
 impl Admin {
-    pub fn new(store: Arc<Store>, registry: Arc<QueueRegistry>, leases: Arc<Leases>) -> Self {
+    pub(super) fn new(store: Arc<Store>, registry: Arc<QueueRegistry>, leases: Arc<Leases>) -> Self {
         Self { store, registry, leases }
     }
 
-    pub async fn info(&self, job_id: &JobId) -> Result<JobView> {
+    pub(super) async fn info(&self, job_id: &JobId) -> Result<JobView> {
         let found = self.store.admin().info(&job_id.queue, &job_id.ulid).await?;
         let (record, lease) = found.ok_or_else(|| job_id.not_found())?;
         Ok(JobView::new(job_id.clone(), record, lease))
     }
 
-    pub async fn stats(&self, queue: &str) -> Result<QueueFigures> {
+    pub(super) async fn stats(&self, queue: &str) -> Result<QueueFigures> {
         validate_queue(queue, "queue")?;
         Ok(self.store.admin().stats(queue).await?.into())
     }
 
-    pub async fn list_queues(&self) -> Result<Vec<(String, QueueFigures)>> {
+    /// Every queue in the global registry with its figures, one Stats call per queue.
+    pub(super) async fn list_queues(&self) -> Result<Vec<(String, QueueFigures)>> {
         let mut out = Vec::new();
         for queue in self.store.instances().queues().await? {
             let counts = self.store.admin().stats(&queue).await?;
@@ -112,7 +129,7 @@ impl Admin {
 
     /// Cancels a job: waiting or delayed ones at once; an active one is marked and its worker
     /// told, and it ends cancelled whatever the worker answers.
-    pub async fn cancel(&self, job_id: &JobId) -> Result<()> {
+    pub(super) async fn cancel(&self, job_id: &JobId) -> Result<()> {
         let counted = || {
             if let Some(m) = crate::telemetry::queue(&job_id.queue) {
                 m.cancelled.increment(1);
@@ -137,13 +154,13 @@ impl Admin {
         }
     }
 
-    pub async fn set_paused(&self, queue: &str, paused: bool) -> Result<()> {
+    pub(super) async fn set_paused(&self, queue: &str, paused: bool) -> Result<()> {
         validate_queue(queue, "queue")?;
         self.registry.register(queue).await?;
         Ok(self.store.admin().set_paused(queue, paused).await?)
     }
 
-    pub async fn retry_job(&self, job_id: &JobId) -> Result<()> {
+    pub(super) async fn retry_job(&self, job_id: &JobId) -> Result<()> {
         match self.store.admin().retry_dead(&job_id.queue, Some(&job_id.ulid), 1).await?.0 {
             1 => Ok(()),
             0 => Err(job_id.not_found()),
@@ -153,7 +170,7 @@ impl Admin {
     }
 
     /// Moves up to `limit` of the oldest dead jobs back to ready; returns how many.
-    pub async fn retry_dead(&self, queue: &str, limit: u64) -> Result<u64> {
+    pub(super) async fn retry_dead(&self, queue: &str, limit: u64) -> Result<u64> {
         validate_queue(queue, "queue")?;
         if limit == 0 || limit > 100_000 {
             return Err(Error::invalid("limit", "must be from 1 to 100000"));
@@ -170,7 +187,7 @@ impl Admin {
         Ok(moved)
     }
 
-    pub async fn delete_job(&self, job_id: &JobId) -> Result<()> {
+    pub(super) async fn delete_job(&self, job_id: &JobId) -> Result<()> {
         match self.store.admin().delete(&job_id.queue, &job_id.ulid).await? {
             1 => Ok(()),
             0 => Err(job_id.not_found()),
@@ -178,7 +195,7 @@ impl Admin {
         }
     }
 
-    pub async fn purge(&self, queue: &str, states: &[Listing]) -> Result<u64> {
+    pub(super) async fn purge(&self, queue: &str, states: &[Listing]) -> Result<u64> {
         validate_queue(queue, "queue")?;
         if states.is_empty() {
             return Err(Error::invalid("states", "name at least one state"));
@@ -192,7 +209,7 @@ impl Admin {
 
     /// A page of jobs in one state; the token is opaque (empty: first page; returned empty on
     /// the last page).
-    pub async fn list_jobs(
+    pub(super) async fn list_jobs(
         &self,
         queue: &str,
         state: Listing,

@@ -7,7 +7,10 @@
 //! a lone call runs at once. Each item is still applied on its own by the script.
 //!
 //! The leading runs in a task of its own, not in the first caller's future: a caller that goes
-//! away (its client disconnected) must not strand the batches of the others.
+//! away (its client disconnected) must not strand the batches of the others. That task is not on
+//! the background tracker: it ends by itself once its lane is empty.
+//!
+//! Used by `intake.rs` (adds) and `acks.rs` (completions), each owning its coalescer.
 
 use std::{
     collections::HashMap,
@@ -29,7 +32,9 @@ struct Lane<T, R> {
     pending: Vec<(T, Waiter<R>)>,
 }
 
-pub struct Coalescer<T, R> {
+/// Gathers the items submitted for one queue (its lane) while that queue's script call runs; each
+/// item `T` gets its own answer `R`.
+pub(super) struct Coalescer<T, R> {
     lanes: Mutex<HashMap<String, Lane<T, R>>>,
 }
 
@@ -42,7 +47,7 @@ impl<T, R> Default for Coalescer<T, R> {
 impl<T: Send + 'static, R: Send + 'static> Coalescer<T, R> {
     /// Submits `item` for `queue`; `run` applies a batch and returns one answer per item, in
     /// order.
-    pub async fn submit<F, Fut>(self: &Arc<Self>, queue: &str, item: T, run: F) -> Result<R, StoreError>
+    pub(super) async fn submit<F, Fut>(self: &Arc<Self>, queue: &str, item: T, run: F) -> Result<R, StoreError>
     where
         F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Vec<R>, StoreError>> + Send,

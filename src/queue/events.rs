@@ -7,12 +7,14 @@
 //! broadcast, then reads what it needs from the stream (a job snapshot, or a resume range), and
 //! skips broadcast events it has already seen: nothing falls between the two.
 //!
-//! Owns: the tailers (one per queue with followers here, ended when its last follower leaves).
+//! Owns: the tailers (one task per queue with followers here, ended when its last follower
+//! leaves) and one task per follower, all on the background tracker (`background`, the one room
+//! it calls).
 
 use std::{
     collections::HashMap,
     sync::{Arc, Weak},
-    time::{Duration, SystemTime},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use tokio::sync::{Mutex, broadcast, mpsc};
@@ -29,15 +31,24 @@ use crate::store::{Store, StoredEvent, event_order, is_event_cursor};
 const BLOCK: Duration = Duration::from_millis(1_000);
 const BROADCAST_CAPACITY: usize = 4_096;
 
+/// What happened to a job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
+    /// Ready to run (added, promoted, retried or handed back).
     Waiting,
+    /// Added with a delay or a run time.
     Delayed,
+    /// Delivered to a worker.
     Active,
+    /// The worker reported progress.
     Progress,
+    /// An attempt failed; it runs again at `run_at`.
     Retrying,
+    /// Completed.
     Completed,
+    /// Dead; `error` says why.
     Dead,
+    /// Cancelled.
     Cancelled,
 }
 
@@ -56,7 +67,8 @@ impl EventKind {
         })
     }
 
-    pub fn is_final(self) -> bool {
+    /// Whether the job is done for good (completed, dead or cancelled).
+    fn is_final(self) -> bool {
         matches!(self, EventKind::Completed | EventKind::Dead | EventKind::Cancelled)
     }
 }
@@ -66,12 +78,20 @@ impl EventKind {
 pub struct EventView {
     /// Resume point: pass it back to Subscribe to continue after this event.
     pub cursor: String,
+    /// The job.
     pub job_id: JobId,
+    /// What happened.
     pub kind: EventKind,
+    /// The attempt it concerns.
     pub attempt: u32,
+    /// The error, for retrying and dead; empty otherwise.
     pub error: String,
+    /// When a delayed or retrying job becomes ready.
     pub run_at: Option<SystemTime>,
+    /// The progress reported, for progress; empty otherwise.
     pub progress: Vec<u8>,
+    /// When it happened, on the Redis server's clock (for the first event of a watch: when the
+    /// job was added, last started or finished).
     pub time: SystemTime,
     /// The result, for a completed job followed by WatchJob.
     pub result: Option<Vec<u8>>,
@@ -87,7 +107,8 @@ impl EventView {
             error: e.error.clone(),
             run_at: (e.run_at_ms > 0).then(|| from_ms(e.run_at_ms)),
             progress: e.progress.clone(),
-            time: from_ms(event_order(&e.id).0 as i64),
+            // The stream entry's id starts with Redis's own clock, in milliseconds.
+            time: UNIX_EPOCH + Duration::from_millis(event_order(&e.id).0),
             result: None,
         })
     }
@@ -141,14 +162,15 @@ struct Feed {
     _tailer: Arc<Tailer>,
 }
 
-pub struct Events {
+/// The events room: the tailers and the followers of this instance.
+pub(super) struct Events {
     store: Arc<Store>,
     background: Background,
     tailers: Mutex<HashMap<String, Weak<Tailer>>>,
 }
 
 impl Events {
-    pub fn new(store: Arc<Store>, background: Background) -> Self {
+    pub(super) fn new(store: Arc<Store>, background: Background) -> Self {
         Self { store, background, tailers: Mutex::default() }
     }
 
@@ -168,7 +190,7 @@ impl Events {
 
     /// Follows one job: its current state at once, then each transition, ending after a final
     /// state (completed, dead, cancelled).
-    pub async fn watch(self: &Arc<Self>, job_id: &JobId) -> Result<mpsc::Receiver<Result<EventView>>> {
+    pub(super) async fn watch(self: &Arc<Self>, job_id: &JobId) -> Result<mpsc::Receiver<Result<EventView>>> {
         let feed = self.feed(&job_id.queue).await?;
         let snapshot =
             self.store.admin().snapshot(&job_id.queue, &job_id.ulid).await?.ok_or_else(|| job_id.not_found())?;
@@ -232,7 +254,7 @@ impl Events {
 
     /// Every event of a queue after `cursor` (or from now), live, until the caller leaves. A
     /// cursor older than the oldest kept event is refused: the caller would miss events.
-    pub async fn subscribe(
+    pub(super) async fn subscribe(
         self: &Arc<Self>,
         queue: &str,
         cursor: Option<&str>,

@@ -7,6 +7,9 @@
 //! The queues are read one at a time, so a deployment with many queues spreads its reads over the
 //! period instead of bursting; a round that overruns the period delays the next one rather than
 //! stacking up. Nothing is read while Redis is known to be unreachable.
+//!
+//! Owns nothing but its task; calls `leases` (`Leases::stream_count`, `Leases::redis_is_up`)
+//! and `background`, and shows the figures as `admin`'s `QueueFigures` read them.
 
 use std::{sync::Arc, time::Duration};
 
@@ -15,7 +18,8 @@ use tracing::debug;
 use super::{admin::QueueFigures, background::Background, leases::Leases};
 use crate::{store::Store, telemetry};
 
-pub async fn run(store: Arc<Store>, leases: Arc<Leases>, background: Background, every: Duration) {
+/// Refreshes the gauges every `every` until the instance stops.
+pub(super) async fn run(store: Arc<Store>, leases: Arc<Leases>, background: Background, every: Duration) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

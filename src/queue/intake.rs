@@ -5,8 +5,9 @@
 //! call per chunk of each queue, in request order, so it keeps its FIFO order (and a repeated
 //! idempotency key within it is a duplicate).
 //!
-//! Owns: the coalescer of single adds. A queue with new work wakes its dispatcher here
-//! (`Leases::wake`); other instances hear of it from the add script itself.
+//! Owns: the coalescer of single adds. Calls `registry` (a queue's first add here registers it),
+//! `background` (no adds once the instance stops) and `leases` (`Leases::wake`: a queue with new
+//! work wakes its dispatcher here; other instances hear of it from the add script itself).
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -16,7 +17,7 @@ use super::{
     background::Background,
     coalesce::Coalescer,
     error::{Error, Result},
-    job::{Added, JobId, NewJob, Schedule, SessionId, to_ms},
+    job::{Added, JobId, NewJob, Schedule, SessionId, duration_ms, to_ms},
     leases::Leases,
     registry::QueueRegistry,
     settings::Limits,
@@ -29,7 +30,8 @@ use crate::{
 /// Most jobs of one queue one batch script call carries.
 const MAX_CHUNK: usize = 500;
 
-pub struct Intake {
+/// The intake room: the add path and the coalescer of single adds.
+pub(super) struct Intake {
     store: Arc<Store>,
     registry: Arc<QueueRegistry>,
     leases: Arc<Leases>,
@@ -40,7 +42,7 @@ pub struct Intake {
 }
 
 impl Intake {
-    pub fn new(
+    pub(super) fn new(
         store: Arc<Store>,
         registry: Arc<QueueRegistry>,
         leases: Arc<Leases>,
@@ -53,7 +55,7 @@ impl Intake {
 
     /// Adds one job, in a `job.add` span carrying the trace context of its `traceparent`
     /// header.
-    pub async fn add(&self, job: NewJob) -> Result<Added> {
+    pub(super) async fn add(&self, job: NewJob) -> Result<Added> {
         let span = add_span(&job.queue, &job.headers);
         self.add_in_span(job, &span).instrument(span.clone()).await
     }
@@ -85,7 +87,7 @@ impl Intake {
     /// Adds a batch: one answer per entry, in order. An entry the caller could not even read
     /// comes in as its error and goes out as it came; the others are each added on their own.
     /// The batch as a whole is checked against the caps first.
-    pub async fn add_batch(&self, entries: Vec<Result<NewJob>>) -> Result<Vec<Result<Added>>> {
+    pub(super) async fn add_batch(&self, entries: Vec<Result<NewJob>>) -> Result<Vec<Result<Added>>> {
         if entries.is_empty() {
             return Err(Error::invalid("jobs", "must hold at least one job"));
         }
@@ -195,12 +197,13 @@ impl Prepared {
         let ulid = ulid::Ulid::new();
         let (delay_ms, run_at_ms) = match job.schedule {
             Schedule::Now => (None, None),
-            Schedule::After(d) => (Some(d.as_millis() as u64), None),
+            Schedule::After(d) => (Some(duration_ms(d)), None),
             Schedule::At(t) => (None, Some(to_ms(t))),
         };
         let session = job.session.clone();
         Self {
-            record: job.into_record(ulid.timestamp_ms() as i64),
+            // A ULID's timestamp has 48 bits: it always fits.
+            record: job.into_record(i64::try_from(ulid.timestamp_ms()).unwrap_or(i64::MAX)),
             ulid: ulid.to_string(),
             delay_ms,
             run_at_ms,

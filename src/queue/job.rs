@@ -1,5 +1,8 @@
 //! Jobs as the domain sees them: ids, what a producer asks for (validated here, against the
-//! limits), what a worker receives, and what an operator reads.
+//! limits), what a worker receives, and what an operator reads; and the conversions between the
+//! domain's times and the milliseconds the store keeps.
+//!
+//! The `pub` items are what the transport uses; the `pub(super)` ones are shared by the rooms.
 
 use std::{
     fmt,
@@ -10,31 +13,36 @@ use crate::store::{BackoffSpec, JobRecord, Lease, MAX_PRIORITY, MIN_PRIORITY, Re
 
 use super::{error::Error, settings::Limits};
 
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 const MAX_NAME: usize = 128;
 const MAX_ATTEMPTS: u32 = 1_000;
 const MIN_TIMEOUT: Duration = Duration::from_millis(10);
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// The longest an attempt may run, as asked at add or by one extension.
+pub(super) const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 const MAX_SCHEDULE: Duration = Duration::from_secs(365 * 24 * 3600);
 const MAX_HEADERS: usize = 64;
 const MAX_HEADER_BYTES: usize = 16 * 1024;
 const MAX_IDEMPOTENCY_KEY: usize = 256;
 const MAX_BACKOFF_BASE: Duration = Duration::from_secs(24 * 3600);
-pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The longest wait before a retry, from a backoff or a failure's `retry_after`.
+pub(super) const MAX_RETRY_WAIT: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// `<queue>/<ULID>`: leads to the queue's keys without any global lookup.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct JobId {
+    /// The job's queue (valid as `validate_queue` checks).
     pub queue: String,
+    /// The ULID given at add: unique, and sortable by creation time.
     pub ulid: String,
 }
 
 impl JobId {
-    pub fn new(queue: &str, ulid: &str) -> Self {
+    pub(super) fn new(queue: &str, ulid: &str) -> Self {
         Self { queue: queue.to_owned(), ulid: ulid.to_owned() }
     }
 
+    /// Reads a job id as a caller sent it; anything else is `Invalid`, naming `field`.
     pub fn parse(raw: &str, field: &str) -> Result<Self, Error> {
         let invalid = || Error::invalid(field, "must be a job id of the form <queue>/<ULID>");
         let (queue, ulid) = raw.rsplit_once('/').ok_or_else(invalid)?;
@@ -46,7 +54,7 @@ impl JobId {
     }
 
     /// The error for a job that does not exist, or no longer.
-    pub fn not_found(&self) -> Error {
+    pub(super) fn not_found(&self) -> Error {
         Error::NotFound(format!("job_id: job {self} does not exist or is no longer retained"))
     }
 }
@@ -60,15 +68,18 @@ impl fmt::Display for JobId {
 /// `<queue>/<name>`: leads to the session's keys (in its queue's) without any lookup.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SessionId {
+    /// The session's queue: its jobs run there.
     pub queue: String,
+    /// Its name, unique in the queue (same alphabet as a queue name).
     pub name: String,
 }
 
 impl SessionId {
-    pub fn new(queue: &str, name: &str) -> Self {
+    pub(super) fn new(queue: &str, name: &str) -> Self {
         Self { queue: queue.to_owned(), name: name.to_owned() }
     }
 
+    /// Reads a session id as a caller sent it; anything else is `Invalid`, naming `field`.
     pub fn parse(raw: &str, field: &str) -> Result<Self, Error> {
         let (queue, name) = raw
             .split_once('/')
@@ -85,7 +96,9 @@ impl fmt::Display for SessionId {
     }
 }
 
-pub fn validate_queue(queue: &str, field: &str) -> Result<(), Error> {
+/// Checks a queue (or session) name: 1 to 128 of A-Z a-z 0-9 `_` `.` `:` `-`, so that it can
+/// never break out of its hash tag. Errors name `field`.
+pub(super) fn validate_queue(queue: &str, field: &str) -> Result<(), Error> {
     if queue.is_empty() || queue.len() > MAX_NAME {
         return Err(Error::invalid(field, "must be 1 to 128 characters"));
     }
@@ -95,36 +108,57 @@ pub fn validate_queue(queue: &str, field: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// When a new job may first run.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub enum Schedule {
+    /// As soon as a worker has credit.
     #[default]
     Now,
+    /// After this long (at most 365 days).
     After(Duration),
+    /// At this time on the Redis server's clock (at most 365 days ahead); a past time means now.
     At(SystemTime),
 }
 
 /// A retry policy as asked for; unset parts take the defaults.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct BackoffRequest {
+    /// Every wait is `base`; else the waits grow by `factor` per attempt.
     pub fixed: bool,
+    /// The first (or, fixed, every) wait; default 1 s, at most 24 h.
     pub base: Option<Duration>,
+    /// Growth per attempt, 1 to 100; default 2.
     pub factor: Option<f64>,
+    /// The longest wait; default 1 h, at most 7 days.
     pub max: Option<Duration>,
+    /// The randomized fraction of each wait, 0 to 1; default 0.5, or 0 when fixed.
     pub jitter: Option<f64>,
 }
 
 /// What a producer asks to add.
 #[derive(Clone, Debug, Default)]
 pub struct NewJob {
+    /// The queue to add to; created on first use.
     pub queue: String,
+    /// The handler name workers dispatch on: 1 to 128 printable bytes, no spaces.
     pub job_type: String,
+    /// Opaque bytes for the worker, at most `Limits::max_payload`.
     pub payload: Vec<u8>,
+    /// Free-form headers delivered with the job (a W3C `traceparent` among them is followed):
+    /// at most 64, keys 1 to 128 bytes, 16 KiB in all.
     pub headers: Vec<(String, String)>,
+    /// Higher runs first, -5 to 5; FIFO within one priority.
     pub priority: i32,
+    /// When it may first run.
     pub schedule: Schedule,
+    /// Attempts before it goes dead, counting the first: 1 to 1,000; default 3.
     pub max_attempts: Option<u32>,
+    /// The wait before each retry; None: exponential with the defaults of `BackoffRequest`.
     pub backoff: Option<BackoffRequest>,
+    /// How long one attempt may run before it is revoked: 10 ms to 24 h; default 30 min.
     pub timeout: Option<Duration>,
+    /// A repeat add with this key (at most 256 bytes) within the idempotency window adds
+    /// nothing; None or empty: no key.
     pub idempotency_key: Option<String>,
     /// The session the job runs in (of the same queue).
     pub session: Option<SessionId>,
@@ -132,12 +166,12 @@ pub struct NewJob {
 
 impl NewJob {
     /// Bytes this job brings in, for batch caps.
-    pub fn size(&self) -> usize {
+    pub(super) fn size(&self) -> usize {
         self.payload.len() + self.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
     }
 
-    /// Checks every field; `field` prefixes the names in messages (`jobs[3].`).
-    pub fn validate(&self, limits: &Limits, prefix: &str) -> Result<(), Error> {
+    /// Checks every field; `prefix` goes before the field names in messages (`jobs[3].`).
+    pub(super) fn validate(&self, limits: &Limits, prefix: &str) -> Result<(), Error> {
         let name = |f: &str| format!("{prefix}{f}");
         validate_queue(&self.queue, &name("queue"))?;
         if self.job_type.is_empty() || self.job_type.len() > MAX_NAME {
@@ -205,12 +239,12 @@ impl NewJob {
     }
 
     /// The record to store; `created_ms` comes from the ULID so both agree.
-    pub fn into_record(self, created_ms: i64) -> JobRecord {
+    pub(super) fn into_record(self, created_ms: i64) -> JobRecord {
         let backoff = self.backoff.map(|b| BackoffSpec {
             fixed: b.fixed,
-            base_ms: b.base.map_or(1_000, |d| d.as_millis() as u64),
+            base_ms: b.base.map_or(1_000, duration_ms),
             factor: b.factor.unwrap_or(2.0),
-            max_ms: b.max.map_or(3_600_000, |d| d.as_millis() as u64),
+            max_ms: b.max.map_or(3_600_000, duration_ms),
             jitter: b.jitter.unwrap_or(if b.fixed { 0.0 } else { 0.5 }),
         });
         JobRecord {
@@ -225,7 +259,7 @@ impl NewJob {
             created_ms,
             ready_at_ms: None,
             backoff,
-            timeout_ms: self.timeout.unwrap_or(DEFAULT_TIMEOUT).as_millis() as u64,
+            timeout_ms: duration_ms(self.timeout.unwrap_or(DEFAULT_TIMEOUT)),
             idempotency_key: self.idempotency_key.filter(|k| !k.is_empty()),
             started_ms: None,
             finished_ms: None,
@@ -242,23 +276,36 @@ impl NewJob {
 /// What the add returned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Added {
+    /// The job's id; for a duplicate, the id of the job first added with the key.
     pub job_id: JobId,
+    /// The idempotency key was seen within the window: nothing was added.
     pub duplicate: bool,
 }
 
 /// A job handed to a worker stream.
 #[derive(Clone, Debug)]
 pub struct Delivery {
+    /// The job's id.
     pub job_id: JobId,
+    /// Its handler name, as added.
     pub job_type: String,
+    /// Its payload, as added.
     pub payload: Vec<u8>,
+    /// Its headers, as added.
     pub headers: Vec<(String, String)>,
+    /// Its priority, as added.
     pub priority: i32,
+    /// This attempt's number, from 1; lost deliveries do not use up attempts.
     pub attempt: u32,
+    /// Its max_attempts.
     pub max_attempts: u32,
+    /// Earlier deliveries whose stream ended without an answer.
     pub lost_deliveries: u32,
+    /// The lease: only calls presenting it may complete, fail, extend or give back this attempt.
     pub lease_token: crate::store::LeaseToken,
+    /// When this attempt times out unless extended (Redis server clock).
     pub deadline: SystemTime,
+    /// When the job was added.
     pub created_at: SystemTime,
     /// For a job of a session: the session, its state and version at delivery.
     pub session: Option<(SessionId, String, u64)>,
@@ -266,48 +313,69 @@ pub struct Delivery {
     pub trace: Option<crate::telemetry::TraceContext>,
 }
 
+/// Where a job is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum JobState {
+    /// Ready: delivered as soon as a worker has credit.
     Waiting,
+    /// Added with a delay or a run time that has not come yet.
     Delayed,
+    /// Delivered to a worker and not yet answered.
     Active,
+    /// Failed an attempt and waits out its backoff.
     Retrying,
+    /// Completed; kept, with its result, for the queue's retention.
     Completed,
+    /// Out of attempts, not retryable or lost too often; kept in the dead-letter set.
     Dead,
+    /// Cancelled (by a cancel, or because its session was deleted).
     Cancelled,
-}
-
-impl JobState {
-    pub fn is_final(self) -> bool {
-        matches!(self, JobState::Completed | JobState::Dead | JobState::Cancelled)
-    }
 }
 
 /// Everything known about one job.
 #[derive(Clone, Debug)]
 pub struct JobView {
+    /// The job's id.
     pub id: JobId,
+    /// Where it is now.
     pub state: JobState,
+    /// Its handler name.
     pub job_type: String,
+    /// Its payload.
     pub payload: Vec<u8>,
+    /// Its headers.
     pub headers: Vec<(String, String)>,
+    /// Its priority.
     pub priority: i32,
+    /// Attempts started so far, the running one included.
     pub attempts: u32,
+    /// Its max_attempts.
     pub max_attempts: u32,
+    /// Deliveries whose stream ended without an answer.
     pub lost_deliveries: u32,
+    /// When it was added.
     pub created_at: SystemTime,
+    /// When the current or last attempt started; None before the first.
     pub started_at: Option<SystemTime>,
+    /// When it reached a final state; None before.
     pub finished_at: Option<SystemTime>,
+    /// When a delayed or retrying job becomes ready; None otherwise.
     pub run_at: Option<SystemTime>,
+    /// The last error (from a failure, or "timeout" / "lost"); None if none.
     pub last_error: Option<String>,
+    /// The result of a completed job.
     pub result: Option<Vec<u8>>,
+    /// The idempotency key given at add, if any.
     pub idempotency_key: Option<String>,
+    /// The job's session, if any.
     pub session: Option<SessionId>,
+    /// The last progress reported for it, if any.
     pub progress: Option<Vec<u8>>,
 }
 
 impl JobView {
-    pub fn new(id: JobId, record: JobRecord, lease: Option<Lease>) -> Self {
+    /// The view of a stored job; `lease` is its current lease when it is active.
+    pub(super) fn new(id: JobId, record: JobRecord, lease: Option<Lease>) -> Self {
         let session = record.session_name().map(|name| SessionId::new(&id.queue, name));
         let (state, attempts, started_ms) = match &lease {
             Some(l) => (JobState::Active, l.attempt, Some(l.started_ms)),
@@ -347,12 +415,20 @@ impl JobView {
     }
 }
 
-pub fn from_ms(ms: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+/// A time the store keeps as Unix milliseconds (one before 1970 reads as 1970).
+pub(super) fn from_ms(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
-pub fn to_ms(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+/// A time as the store keeps it, Unix milliseconds (before 1970: 0; saturating far ahead).
+pub(super) fn to_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A duration as the store keeps it, milliseconds (saturating: no duration this layer accepts is
+/// anywhere near).
+pub(super) fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

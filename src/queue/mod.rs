@@ -1,31 +1,46 @@
 //! The job state machine and dispatch, independent of any transport.
 //!
-//! A job moves waiting -> active (leased to one worker stream) -> completed, or on failure
-//! -> retrying (backoff) -> waiting again, until it is dead. Every transition is one store
-//! script; this layer decides who may ask for which transition (validation, lease tokens) and
-//! runs the background work of one instance.
+//! A job moves waiting (or delayed) -> active (leased to one worker stream) -> completed, or on a
+//! failed attempt -> retrying (backoff) -> waiting again, until it is dead; a cancel ends it
+//! cancelled. Every transition is one call of a store function (one Lua function in Redis); this
+//! layer decides who may ask for which transition (validation, lease tokens) and runs the
+//! background work of one instance.
 //!
-//! `Engine` is a thin front over rooms that each own their state and reach one another only
-//! through their methods:
-//! - `intake.rs`: validation and the one add path for single adds and batches; owns the
-//!   coalescer of concurrent adds (`coalesce.rs`).
-//! - `leases/`: worker streams, their credit and held leases (the hub), one dispatcher task per
-//!   queue with a stream here, the routing of anything about a lease to its owner (locally or
-//!   over pub/sub), the notice listener and reconciliation tasks, the heartbeat and reaper task,
-//!   and the published worker list; owns the instance id and whether Redis answers.
-//! - `acks.rs`: what a lease holder says (complete, fail, extend, return, progress); owns the
-//!   coalescer of completions.
-//! - `sessions.rs`: session documents and their ordered lines of jobs.
-//! - `events.rs`: job events; owns one tailer task per queue followed here.
-//! - `admin.rs`: job info, cancel, pause, retry, delete, purge, listings, queue figures.
-//! - `gauges.rs`: with metrics on, the task refreshing the per-queue gauges.
-//! - `registry.rs`: which queues this instance has put in the global registry.
-//! - `background.rs`: the one cancellation token and task tracker every task uses, so
-//!   `Engine::shutdown` ends them all.
+//! `Engine` is a thin front: each of its methods hands the call to one room (`shutdown` orders
+//! the steps of two). A room owns its state and reaches another only through the methods named
+//! below; the rooms call the store (`crate::store`) directly.
+//! - `intake.rs`: validates and adds jobs, one at a time or in batches. Owns the coalescer of
+//!   single adds (`coalesce.rs`). Calls `registry` (`register`), `leases` (`wake`: the queue got
+//!   work) and `background` (`check_open`).
+//! - `leases/`: worker streams and dispatch. Owns the hub (open streams, their credit and held
+//!   leases), the instance id, whether Redis answers, and the tasks: one dispatcher per queue with
+//!   a stream here (on a tracker of their own, stopped before the hand-back on shutdown), the
+//!   heartbeat (which also publishes the worker list, expires idle sessions and reaps the leases
+//!   of dead instances), the notice listener and the reconciliation. Calls `background`. Anything
+//!   about a lease reaches its owner through `Leases::tell_owner`; see `leases/mod.rs`.
+//! - `acks.rs`: what a lease holder says (complete, fail, extend, give back, progress). Owns the
+//!   coalescer of completions. Calls `leases` (`tell_owner`, `trace_of`) and `sessions`
+//!   (`validate_state`, for a session state sent with a completion).
+//! - `sessions.rs`: session documents and their ordered lines of jobs. Owns its limits only
+//!   (sessions live in Redis). Calls `registry` (`register`) and `background` (`check_open`).
+//! - `events.rs`: WatchJob and Subscribe. Owns the tailers (one task per queue followed here) and
+//!   one task per follower. Calls `background`.
+//! - `admin.rs`: job info, cancel, pause, retry, delete, purge, listings, queue figures. Owns
+//!   nothing. Calls `registry` (`register`, on a pause) and `leases` (`tell_owner`: revoke a
+//!   cancelled active job).
+//! - `gauges.rs`: with metrics on, the task refreshing the per-queue gauges. Calls `leases`
+//!   (`stream_count`, `redis_is_up`) and `background`; converts with `admin`'s `QueueFigures`.
+//! - `registry.rs`: puts a queue in the global registry of queues on its first write here. Owns
+//!   the set of queues this instance already registered. Calls no room.
+//! - `background.rs`: the cancellation token and task tracker of every background task but the
+//!   dispatchers, so `Engine::shutdown` can stop them all and wait for them. Calls no room.
 //!
-//! Beneath them all: `job.rs` (the domain's job and session ids and job types), `error.rs`,
-//! `settings.rs`. The rooms import what they use from the file that defines it, never from
-//! this front, so no import runs back up to it.
+//! Beneath them all, calling no room: `job.rs` (the ids, jobs as asked for, delivered and shown,
+//! and the conversions to and from the store's milliseconds), `error.rs`, `settings.rs`, and
+//! `coalesce.rs` (the batching of which intake and acks each own one). A room imports what it
+//! uses from the file that defines it, never from this front, so no import runs back up to it.
+//! Items the transport uses are `pub` (and re-exported here); those the rooms share are
+//! `pub(super)`.
 //!
 //! Instrumentation: each transition counts in the queue's metrics (`crate::telemetry`; no-ops
 //! while metrics are off) and runs in a span (`job.add` in intake, `job.complete` and
@@ -57,10 +72,7 @@ pub use admin::{Listing, QueueFigures};
 use background::Background;
 pub use error::{Error, Result};
 pub use events::{EventKind, EventView};
-pub use job::{
-    Added, BackoffRequest, Delivery, JobId, JobState, JobView, MAX_RETRY_WAIT, MAX_TIMEOUT, NewJob, Schedule,
-    SessionId, from_ms, to_ms, validate_queue,
-};
+pub use job::{Added, BackoffRequest, Delivery, JobId, JobState, JobView, NewJob, Schedule, SessionId};
 pub use leases::{RevokeReason, StreamEvent, StreamGuard, WorkerSpec, WorkerView};
 pub use sessions::{SessionUpdate, SessionView};
 pub use settings::{Limits, Settings};
@@ -107,6 +119,8 @@ impl Engine {
         engine
     }
 
+    /// This instance's id, fresh at every start: it names the instance in lease tokens, in the
+    /// registry of live instances and in ListWorkers.
     pub fn instance(&self) -> &str {
         self.leases.instance()
     }
@@ -123,7 +137,8 @@ impl Engine {
         self.background.spawn(task);
     }
 
-    /// Adds one job (see `intake.rs`).
+    /// Validates and adds one job; a repeat of an idempotency key within the window adds nothing
+    /// and answers the first job's id as a duplicate.
     pub async fn add(&self, job: NewJob) -> Result<Added> {
         self.intake.add(job).await
     }
@@ -140,7 +155,9 @@ impl Engine {
         self.leases.open_stream(spec)
     }
 
-    /// Completes an attempt (see `Acks::complete`).
+    /// Completes the attempt held with `token`, keeping `result`. For a job of a session,
+    /// `session_state` (JSON, and the version the session must still be at) replaces the
+    /// session's state in the same step. `trace` is the trace context the request carried.
     pub async fn complete(
         &self,
         job_id: &JobId,
@@ -152,7 +169,9 @@ impl Engine {
         self.acks.complete(job_id, token, result, session_state, trace).await
     }
 
-    /// Fails an attempt; returns the job's new state and when it runs again.
+    /// Fails the attempt held with `token`: retried after its backoff (or `retry_after`) while
+    /// `retryable` and attempts are left, else dead. Returns the job's new state and when it
+    /// runs again.
     pub async fn fail(
         &self,
         job_id: &JobId,
@@ -165,6 +184,7 @@ impl Engine {
         self.acks.fail(job_id, token, error, retryable, retry_after, trace).await
     }
 
+    /// Pushes an attempt's deadline to `by` from now (1 ms to 24 h); returns the new deadline.
     pub async fn extend(&self, job_id: &JobId, token: &str, by: Duration) -> Result<SystemTime> {
         self.acks.extend(job_id, token, by).await
     }
@@ -174,10 +194,14 @@ impl Engine {
         self.acks.give_back(job_id, token, stop_stream).await
     }
 
+    /// Records the progress of a held job (at most `Limits::max_progress` bytes) and emits it as
+    /// an event.
     pub async fn report_progress(&self, job_id: &JobId, token: &str, progress: &[u8]) -> Result<()> {
         self.acks.report_progress(job_id, token, progress).await
     }
 
+    /// Creates a session in `queue`. Unset or empty: `name` a fresh ULID, `state` `{}`, `ttl`
+    /// (of inactivity) 24 h, `max_concurrency` 1.
     pub async fn create_session(
         &self,
         queue: &str,
@@ -189,15 +213,19 @@ impl Engine {
         self.sessions.create(queue, name, state, ttl, max_concurrency).await
     }
 
+    /// A session as it is now.
     pub async fn get_session(&self, id: &SessionId) -> Result<SessionView> {
         self.sessions.get(id).await
     }
 
-    /// Writes the state (replaced or merge-patched); returns the new version.
+    /// Writes the state (replaced or merge-patched); returns the new version. With `expected`,
+    /// only while the session is at that version; without, a concurrent write is retried over.
     pub async fn update_session(&self, id: &SessionId, update: SessionUpdate, expected: Option<u64>) -> Result<u64> {
         self.sessions.update(id, update, expected).await
     }
 
+    /// Deletes a session and the jobs still pending inside it; its jobs already released to the
+    /// queue end cancelled instead of starting.
     pub async fn delete_session(&self, id: &SessionId) -> Result<()> {
         self.sessions.delete(id).await
     }
@@ -217,26 +245,33 @@ impl Engine {
         self.events.subscribe(queue, cursor).await
     }
 
+    /// Everything known about one job.
     pub async fn info(&self, job_id: &JobId) -> Result<JobView> {
         self.admin.info(job_id).await
     }
 
+    /// The figures of one queue, read in one atomic snapshot.
     pub async fn stats(&self, queue: &str) -> Result<QueueFigures> {
         self.admin.stats(queue).await
     }
 
+    /// Every queue in the global registry, with its figures.
     pub async fn list_queues(&self) -> Result<Vec<(String, QueueFigures)>> {
         self.admin.list_queues().await
     }
 
+    /// Cancels a job: a waiting or delayed one at once; an active one is marked and its worker
+    /// told, and it ends cancelled whatever the worker answers.
     pub async fn cancel(&self, job_id: &JobId) -> Result<()> {
         self.admin.cancel(job_id).await
     }
 
+    /// Pauses a queue (it delivers nothing while paused) or resumes it.
     pub async fn set_paused(&self, queue: &str, paused: bool) -> Result<()> {
         self.admin.set_paused(queue, paused).await
     }
 
+    /// Moves one dead job back to ready.
     pub async fn retry_job(&self, job_id: &JobId) -> Result<()> {
         self.admin.retry_job(job_id).await
     }
@@ -246,10 +281,12 @@ impl Engine {
         self.admin.retry_dead(queue, limit).await
     }
 
+    /// Deletes a job that is not active.
     pub async fn delete_job(&self, job_id: &JobId) -> Result<()> {
         self.admin.delete_job(job_id).await
     }
 
+    /// Deletes every job of a queue in the given states (not active); returns how many.
     pub async fn purge(&self, queue: &str, states: &[Listing]) -> Result<u64> {
         self.admin.purge(queue, states).await
     }
@@ -272,7 +309,8 @@ impl Engine {
 
     /// Stops this instance: no new streams or jobs, workers told to drain, acks accepted for
     /// `grace` (or until nothing is held), then every lease still held is handed back (not as a
-    /// lost delivery), the instance leaves the registry and background tasks end.
+    /// lost delivery), the instance leaves the registry of live instances (when all of them
+    /// could be handed back) and the background tasks end.
     pub async fn shutdown(&self, grace: Duration) {
         info!(?grace, "draining");
         self.leases.drain(grace).await;

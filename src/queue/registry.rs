@@ -10,18 +10,19 @@ use std::{
 use super::error::Result;
 use crate::store::Store;
 
-pub struct QueueRegistry {
+/// This instance's memory of the queues it registered, over the global registry in Redis.
+pub(super) struct QueueRegistry {
     store: Arc<Store>,
     registered: Mutex<HashSet<String>>,
 }
 
 impl QueueRegistry {
-    pub fn new(store: Arc<Store>) -> Self {
+    pub(super) fn new(store: Arc<Store>) -> Self {
         Self { store, registered: Mutex::new(HashSet::new()) }
     }
 
     /// Puts `queue` in the registry unless this instance already did.
-    pub async fn register(&self, queue: &str) -> Result<()> {
+    pub(super) async fn register(&self, queue: &str) -> Result<()> {
         let known = self.registered.lock().unwrap_or_else(|e| e.into_inner()).contains(queue);
         if !known {
             self.store.instances().register_queue(queue).await?;

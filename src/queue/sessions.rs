@@ -6,8 +6,9 @@
 //! written with a compare-and-set on the version, retried when another writer got in between
 //! (unless the caller asked for a specific version).
 //!
-//! Owns nothing but its limits: sessions live in Redis. Idle sessions are expired by the
-//! heartbeat's sweep (`leases/liveness.rs`).
+//! Owns nothing but its limits: sessions live in Redis. Calls `registry` (creating a session
+//! registers its queue) and `background` (no new sessions once the instance stops). Idle
+//! sessions are expired by the heartbeat's sweep (`leases/liveness.rs`), not here.
 
 use std::{sync::Arc, time::Duration};
 
@@ -31,21 +32,34 @@ const MAX_PAGE: u64 = 100;
 /// How UpdateSession changes the state.
 #[derive(Clone, Debug)]
 pub enum SessionUpdate {
+    /// The new state (JSON).
     Replace(String),
+    /// A JSON merge patch (RFC 7396) applied to the current state.
     MergePatch(String),
 }
 
+/// A session as it is now.
 #[derive(Clone, Debug)]
 pub struct SessionView {
+    /// Its id.
     pub id: SessionId,
+    /// Its state (JSON).
     pub state: String,
+    /// Goes up by one on every write of the state.
     pub version: u64,
+    /// When it was created.
     pub created_at: std::time::SystemTime,
+    /// Its last activity.
     pub updated_at: std::time::SystemTime,
+    /// How long it may stay idle before it is expired.
     pub ttl: Duration,
+    /// Most of its jobs that run at once.
     pub max_concurrency: u32,
+    /// Its jobs running now.
     pub running_jobs: u64,
+    /// Its jobs released to the queue and not started yet.
     pub queued_jobs: u64,
+    /// Its jobs still waiting inside the session.
     pub pending_jobs: u64,
 }
 
@@ -67,7 +81,7 @@ impl SessionView {
 }
 
 /// Checks that `state` is JSON within the size cap.
-pub fn validate_state(state: &str, limits: &Limits, field: &str) -> Result<Value> {
+pub(super) fn validate_state(state: &str, limits: &Limits, field: &str) -> Result<Value> {
     if state.len() > limits.max_session_state {
         return Err(Error::TooLarge(format!(
             "{field}: {} bytes is over the limit of {} bytes",
@@ -79,7 +93,7 @@ pub fn validate_state(state: &str, limits: &Limits, field: &str) -> Result<Value
 }
 
 /// RFC 7396: objects merge key by key, `null` removes a key, anything else replaces.
-pub fn merge_patch(target: &mut Value, patch: &Value) {
+fn merge_patch(target: &mut Value, patch: &Value) {
     let Value::Object(changes) = patch else {
         *target = patch.clone();
         return;
@@ -98,7 +112,8 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
-pub struct Sessions {
+/// The sessions room.
+pub(super) struct Sessions {
     store: Arc<Store>,
     registry: Arc<QueueRegistry>,
     background: Background,
@@ -106,11 +121,12 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    pub fn new(store: Arc<Store>, registry: Arc<QueueRegistry>, background: Background, limits: Limits) -> Self {
+    pub(super) fn new(store: Arc<Store>, registry: Arc<QueueRegistry>, background: Background, limits: Limits) -> Self {
         Self { store, registry, background, limits }
     }
 
-    pub async fn create(
+    /// Creates a session (see `Engine::create_session` for the defaults).
+    pub(super) async fn create(
         &self,
         queue: &str,
         name: Option<&str>,
@@ -141,14 +157,14 @@ impl Sessions {
         self.get(&id).await
     }
 
-    pub async fn get(&self, id: &SessionId) -> Result<SessionView> {
+    pub(super) async fn get(&self, id: &SessionId) -> Result<SessionView> {
         let record = self.store.sessions().session(&id.queue, &id.name).await?;
         let record = record.ok_or_else(|| Error::NotFound(format!("session_id: session {id} does not exist")))?;
         Ok(SessionView::new(&id.queue, record))
     }
 
     /// Writes the state (replaced or merge-patched); returns the new version.
-    pub async fn update(&self, id: &SessionId, update: SessionUpdate, expected: Option<u64>) -> Result<u64> {
+    pub(super) async fn update(&self, id: &SessionId, update: SessionUpdate, expected: Option<u64>) -> Result<u64> {
         let limits = &self.limits;
         let (text, field) = match &update {
             SessionUpdate::Replace(s) => (s, "state"),
@@ -183,7 +199,7 @@ impl Sessions {
         Err(Error::Aborted(format!("session_id: session {id} kept changing; nothing was written, retry")))
     }
 
-    pub async fn delete(&self, id: &SessionId) -> Result<()> {
+    pub(super) async fn delete(&self, id: &SessionId) -> Result<()> {
         if !self.store.sessions().delete_session(&id.queue, &id.name).await? {
             return Err(Error::NotFound(format!("session_id: session {id} does not exist")));
         }
@@ -192,7 +208,7 @@ impl Sessions {
 
     /// A page of a queue's sessions; the token is opaque (empty: first page) and the returned
     /// one is empty on the last page. Pages may be shorter than asked.
-    pub async fn list(&self, queue: &str, page_size: u64, token: &str) -> Result<(Vec<SessionView>, String)> {
+    pub(super) async fn list(&self, queue: &str, page_size: u64, token: &str) -> Result<(Vec<SessionView>, String)> {
         validate_queue(queue, "queue")?;
         let cursor = if token.is_empty() { "0" } else { token };
         if cursor.parse::<u64>().is_err() {

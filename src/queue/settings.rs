@@ -3,16 +3,26 @@
 
 use std::time::Duration;
 
-/// Sizes the server accepts.
+/// Sizes the server accepts; a request over one is refused (`TooLarge` or `Invalid`, naming the
+/// field), except an error text, which is cut. `config.rs` sets the payload, result and batch
+/// bytes from flags; the others keep their defaults.
 #[derive(Clone, Debug)]
 pub struct Limits {
+    /// Largest job payload, in bytes.
     pub max_payload: usize,
+    /// Largest result of a completion, in bytes.
     pub max_result: usize,
+    /// Longest error text a failure keeps, in bytes; a longer one is cut at a character boundary.
     pub max_error: usize,
+    /// Most jobs in one batch add.
     pub max_batch_jobs: usize,
+    /// Largest batch add: payloads and headers summed, in bytes.
     pub max_batch_bytes: usize,
+    /// Highest credit (`WorkerSpec::max_in_flight`) a worker stream may ask for.
     pub max_in_flight: u32,
+    /// Largest session state (JSON), in bytes.
     pub max_session_state: usize,
+    /// Largest progress report, in bytes.
     pub max_progress: usize,
 }
 
@@ -34,7 +44,9 @@ impl Default for Limits {
 /// The behaviour knobs of one instance.
 #[derive(Clone, Debug)]
 pub struct Settings {
+    /// The sizes accepted.
     pub limits: Limits,
+    /// How long an idempotency key is remembered, per queue: a repeat add within it adds nothing.
     pub idempotency_window: Duration,
     /// An instance that has not heartbeated for this long is dead; its leases are reaped.
     pub lease_ttl: Duration,

@@ -21,7 +21,9 @@ use crate::{
 /// Most jobs one lease round hands out.
 const MAX_ROUND: usize = 500;
 
-pub async fn run(leases: Arc<Leases>, queue: String, wake: Arc<Notify>) {
+/// Runs the dispatcher of `queue` until the dispatchers stop or the queue has no stream here
+/// any more (or another dispatcher took its place: `wake` is no longer the queue's).
+pub(super) async fn run(leases: Arc<Leases>, queue: String, wake: Arc<Notify>) {
     let mut next_timer: Option<Instant> = None;
     let mut failures = 0u32;
     let mut last_upkeep: Option<Instant> = None;
@@ -98,7 +100,7 @@ async fn rounds(leases: &Arc<Leases>, queue: &str, upkeep: bool) -> Result<Optio
         }
         let metrics = telemetry::queue(queue);
         if let Some(m) = metrics.as_ref().filter(|_| !round.revoked.is_empty()) {
-            m.timed_out.increment(round.revoked.len() as u64);
+            m.timed_out.increment(u64::try_from(round.revoked.len()).unwrap_or(u64::MAX));
         }
         let full = !tokens.is_empty() && round.jobs.len() == tokens.len();
         debug!(%queue, wanted = tokens.len(), leased = round.jobs.len(), "lease round");

@@ -3,7 +3,8 @@
 //!
 //! One `std::sync::Mutex` guards it all; it is held only for map updates, never across an await.
 //! Redis is the truth about leases; this is the instance's view, reconciled against Redis by
-//! the reconciliation in `notices.rs` because cross-instance notices ride pub/sub, which may drop messages.
+//! the reconciliation in `notices.rs` because cross-instance notices ride pub/sub, which may drop
+//! messages. Only the leases room reaches the hub (`pub(super)`); it calls no room.
 //!
 //! Credit is reserved when a dispatcher plans a lease round and settled when the round returns,
 //! so two queues' dispatchers can never hand one stream more than its `max_in_flight`.
@@ -25,35 +26,61 @@ use crate::{
 /// Messages on a worker stream, besides the transport's own pings.
 #[derive(Debug)]
 pub enum StreamEvent {
+    /// A job to run; it uses one unit of the stream's credit until it is answered.
     Job(Box<Delivery>),
-    Revoke { job_id: JobId, lease_token: LeaseToken, reason: RevokeReason },
-    Drain { grace: std::time::Duration },
+    /// Stop running a job: its lease is gone. Answering it (or ending the stream) gives its
+    /// credit back; any later ack of it is stale.
+    Revoke {
+        /// The job.
+        job_id: JobId,
+        /// The delivery whose lease is gone (not any later one of the same job).
+        lease_token: LeaseToken,
+        /// Why.
+        reason: RevokeReason,
+    },
+    /// This instance is stopping: finish and answer what the stream holds, take nothing more
+    /// from it, and reconnect elsewhere.
+    Drain {
+        /// How long acks for the stream's jobs are still accepted.
+        grace: std::time::Duration,
+    },
 }
 
+/// Why a lease was taken from its worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RevokeReason {
+    /// The attempt ran past its deadline; it counts as failed with "timeout".
     Timeout,
+    /// This instance found the lease gone from Redis (answered elsewhere, or reaped while the
+    /// instance was cut off).
     LeaseLost,
+    /// The job was cancelled; an ack is still accepted, and the job ends cancelled.
     Cancelled,
 }
 
 /// A queue that got its first stream here, with the wake-up its new dispatcher waits on.
-pub type NewQueue = (String, Arc<Notify>);
+pub(super) type NewQueue = (String, Arc<Notify>);
 
 /// Who opened a stream and what it serves.
 #[derive(Clone, Debug)]
 pub struct WorkerSpec {
+    /// Who is asking, for operators: free-form, at most 128 bytes; may be empty.
     pub worker_id: String,
+    /// Free-form labels for operators (host, version...), at most 32.
     pub labels: Vec<(String, String)>,
+    /// The queues served, 1 to 32 without repeats, in strict order: a ready job of an earlier
+    /// queue always goes before one of a later queue.
     pub queues: Vec<String>,
+    /// The credit: how many unanswered jobs the stream may hold at once, 1 to
+    /// `Limits::max_in_flight`.
     pub max_in_flight: u32,
 }
 
 #[derive(Debug)]
 struct Held {
     token: LeaseToken,
-    /// Revoked (timed out): the lease is gone, but the credit stays used until the worker
-    /// answers or the stream ends.
+    /// Revoked (timed out, cancelled or found lost): the worker was told to stop, but the credit
+    /// stays used until it answers or the stream ends.
     revoked: bool,
     /// When it was handed to the stream (for the run-time histogram).
     since: Instant,
@@ -63,11 +90,11 @@ struct Held {
 
 /// A delivery whose credit came back (see `Hub::release`).
 #[derive(Clone, Copy, Debug)]
-pub struct Released {
+pub(super) struct Released {
     /// From hand-over to the stream until now.
-    pub held_for: Duration,
+    pub(super) held_for: Duration,
     /// It had been revoked (timed out or cancelled) before the answer came.
-    pub revoked: bool,
+    pub(super) revoked: bool,
 }
 
 struct StreamSlot {
@@ -87,13 +114,16 @@ impl StreamSlot {
         if self.draining {
             return 0;
         }
-        self.spec.max_in_flight.saturating_sub(self.reserved + self.in_flight.len() as u32)
+        let in_flight = u32::try_from(self.in_flight.len()).unwrap_or(u32::MAX);
+        self.spec.max_in_flight.saturating_sub(self.reserved.saturating_add(in_flight))
     }
 }
 
-pub struct QueueSlot {
+/// A queue served by streams here.
+struct QueueSlot {
     streams: Vec<u64>,
-    pub wake: Arc<Notify>,
+    /// What its dispatcher waits on.
+    wake: Arc<Notify>,
     /// The last lease round of this queue found it empty (or paused) and nothing has been added
     /// since: streams may take later queues' jobs. Streams serve their queues in strict order.
     drained: bool,
@@ -116,30 +146,33 @@ struct State {
 
 /// A lease still held through a stream of this instance.
 #[derive(Clone, Debug)]
-pub struct HeldLease {
-    pub job_id: JobId,
+pub(super) struct HeldLease {
+    pub(super) job_id: JobId,
     /// Names the stream that holds it.
-    pub token: LeaseToken,
-    /// Revoked (timed out or cancelled): the worker was told to stop.
-    pub revoked: bool,
+    pub(super) token: LeaseToken,
+    /// Revoked (timed out, cancelled or found lost): the worker was told to stop.
+    pub(super) revoked: bool,
 }
 
 /// A connected worker stream, for listings.
 #[derive(Clone, Debug)]
-pub struct StreamInfo {
-    pub id: u64,
-    pub spec: WorkerSpec,
-    pub in_flight: usize,
-    pub connected_at: SystemTime,
+pub(super) struct StreamInfo {
+    pub(super) id: u64,
+    pub(super) spec: WorkerSpec,
+    /// Jobs it holds, revoked ones included.
+    pub(super) in_flight: usize,
+    pub(super) connected_at: SystemTime,
 }
 
-pub struct Hub {
+/// The streams, queues and leases of this instance, behind one lock.
+pub(super) struct Hub {
     instance: String,
     state: Mutex<State>,
 }
 
 impl Hub {
-    pub fn new(instance: &str) -> Self {
+    /// An empty hub of the instance `instance`, which every lease token it makes names.
+    pub(super) fn new(instance: &str) -> Self {
         Self { instance: instance.to_owned(), state: Mutex::new(State::default()) }
     }
 
@@ -151,7 +184,7 @@ impl Hub {
 
     /// Registers a stream; returns its id and the queues that had no stream here before (their
     /// dispatchers must be started). Wakes every queue the stream serves. None while draining.
-    pub fn open(&self, spec: WorkerSpec, tx: mpsc::Sender<StreamEvent>) -> Option<(u64, Vec<NewQueue>)> {
+    pub(super) fn open(&self, spec: WorkerSpec, tx: mpsc::Sender<StreamEvent>) -> Option<(u64, Vec<NewQueue>)> {
         let mut state = self.lock();
         if state.draining {
             return None;
@@ -186,7 +219,7 @@ impl Hub {
     /// Unregisters a stream. Returns the leases it still held, to be handed back (a revoked one is
     /// only handed back if its lease is still held, i.e. it was cancelled, not timed out), and
     /// the queues left without any stream (their dispatchers stop).
-    pub fn close(&self, id: u64) -> (Vec<HeldLease>, Vec<String>) {
+    pub(super) fn close(&self, id: u64) -> (Vec<HeldLease>, Vec<String>) {
         let mut state = self.lock();
         let Some(slot) = state.streams.remove(&id) else {
             return (Vec::new(), Vec::new());
@@ -214,7 +247,7 @@ impl Hub {
 
     /// Reserves credit for one lease round of `queue`, fairly: tokens alternate between the
     /// eligible streams, starting from a rotating offset. Returns one token per job wanted.
-    pub fn plan(&self, queue: &str, max: usize) -> Vec<LeaseToken> {
+    pub(super) fn plan(&self, queue: &str, max: usize) -> Vec<LeaseToken> {
         let mut state = self.lock();
         // A queue its last round found empty gets no credit until something wakes it: its
         // reservations would only keep later queues of the same streams waiting.
@@ -279,7 +312,7 @@ impl Hub {
     /// Settles a lease round: hands each job to the stream its token names, and releases the
     /// reservations the round did not use. Returns the leases that could not be handed over
     /// (stream gone or not reading); they must go back to the queue.
-    pub fn deliver(&self, tokens: &[LeaseToken], jobs: Vec<Delivery>) -> Vec<HeldLease> {
+    pub(super) fn deliver(&self, tokens: &[LeaseToken], jobs: Vec<Delivery>) -> Vec<HeldLease> {
         let mut state = self.lock();
         for token in tokens {
             if let Some(s) = state.streams.get_mut(&token.stream()) {
@@ -331,13 +364,13 @@ impl Hub {
 
     /// Whether `wake` is still the dispatcher wake-up of `queue` (the queue still has streams here
     /// and no newer dispatcher replaced the caller).
-    pub fn serves(&self, queue: &str, wake: &Arc<Notify>) -> bool {
+    pub(super) fn serves(&self, queue: &str, wake: &Arc<Notify>) -> bool {
         self.lock().queues.get(queue).is_some_and(|q| Arc::ptr_eq(&q.wake, wake))
     }
 
     /// Records what a lease round learned about the queue being empty; when it is, later
     /// queues of the same streams may now serve them.
-    pub fn set_drained(&self, queue: &str, drained: bool) {
+    pub(super) fn set_drained(&self, queue: &str, drained: bool) {
         let mut state = self.lock();
         let Some(q) = state.queues.get_mut(queue) else {
             return;
@@ -354,7 +387,7 @@ impl Hub {
     }
 
     /// A queue got work: it is not drained any more, and its dispatcher should run.
-    pub fn wake(&self, queue: &str) {
+    pub(super) fn wake(&self, queue: &str) {
         let mut state = self.lock();
         if let Some(q) = state.queues.get_mut(queue) {
             q.drained = false;
@@ -364,20 +397,22 @@ impl Hub {
 
     /// Forgets that `queue` was found empty, without waking its dispatcher (which is running):
     /// for the periodic look that makes up for lost wake-ups.
-    pub fn undrain(&self, queue: &str) {
+    pub(super) fn undrain(&self, queue: &str) {
         if let Some(q) = self.lock().queues.get_mut(queue) {
             q.drained = false;
         }
     }
 
-    /// Changes whenever what `streams()` would list changes: (streams opened or closed, any
-    /// change including in-flight counts).
-    pub fn generation(&self) -> (u64, u64) {
+    /// Two counters of what `streams()` would list: the first moves when a stream opens or
+    /// closes, the second on any change, in-flight counts included.
+    pub(super) fn generation(&self) -> (u64, u64) {
         let state = self.lock();
         (state.streams_generation, state.generation)
     }
 
-    pub fn wake_all(&self) {
+    /// Wakes every dispatcher here and forgets which queues were found empty: for when wake-ups
+    /// may have been missed (pub/sub reconnected, Redis back).
+    pub(super) fn wake_all(&self) {
         let mut state = self.lock();
         for q in state.queues.values_mut() {
             q.drained = false;
@@ -388,7 +423,7 @@ impl Hub {
     /// The worker answered for a job (or its lease was found gone): free its credit.
     /// Only the delivery named by `token` is released, never a later one of the same job.
     /// Returns what was released; None when the stream did not hold that delivery.
-    pub fn release(&self, job_id: &JobId, token: &LeaseToken) -> Option<Released> {
+    pub(super) fn release(&self, job_id: &JobId, token: &LeaseToken) -> Option<Released> {
         let mut state = self.lock();
         let s = state.streams.get_mut(&token.stream())?;
         if s.in_flight.get(job_id).is_none_or(|h| h.token != *token) {
@@ -406,26 +441,26 @@ impl Hub {
     }
 
     /// The trace context of a delivery a stream of this instance holds.
-    pub fn trace_of(&self, job_id: &JobId, token: &LeaseToken) -> Option<TraceContext> {
+    pub(super) fn trace_of(&self, job_id: &JobId, token: &LeaseToken) -> Option<TraceContext> {
         let state = self.lock();
         state.streams.get(&token.stream())?.in_flight.get(job_id).filter(|h| h.token == *token)?.trace
     }
 
     /// Open worker streams.
-    pub fn stream_count(&self) -> usize {
+    pub(super) fn stream_count(&self) -> usize {
         self.lock().streams.len()
     }
 
     /// Stops dispatch to the stream that received `token` (its worker is stopping); it keeps
     /// what it holds.
-    pub fn stop_stream(&self, token: &LeaseToken) {
+    pub(super) fn stop_stream(&self, token: &LeaseToken) {
         if let Some(s) = self.lock().streams.get_mut(&token.stream()) {
             s.draining = true;
         }
     }
 
     /// Tells the worker holding a lease to stop; keeps its credit used until it answers.
-    pub fn revoke(&self, job_id: &JobId, token: &LeaseToken, reason: RevokeReason) {
+    pub(super) fn revoke(&self, job_id: &JobId, token: &LeaseToken, reason: RevokeReason) {
         let mut state = self.lock();
         let Some(s) = state.streams.get_mut(&token.stream()) else {
             return;
@@ -438,7 +473,7 @@ impl Hub {
     }
 
     /// Every lease held through this instance, for reconciliation and shutdown.
-    pub fn held(&self) -> Vec<HeldLease> {
+    pub(super) fn held(&self) -> Vec<HeldLease> {
         let state = self.lock();
         let mut held = state
             .streams
@@ -456,7 +491,7 @@ impl Hub {
     }
 
     /// Stops dispatch to every stream and asks the workers to leave.
-    pub fn drain_all(&self, grace: std::time::Duration) {
+    pub(super) fn drain_all(&self, grace: std::time::Duration) {
         let mut state = self.lock();
         state.draining = true;
         for s in state.streams.values_mut() {
@@ -466,7 +501,7 @@ impl Hub {
     }
 
     /// Forgets every held lease (after they were handed back on shutdown).
-    pub fn forget_all(&self) {
+    pub(super) fn forget_all(&self) {
         let mut state = self.lock();
         for s in state.streams.values_mut() {
             s.in_flight.clear();
@@ -474,17 +509,19 @@ impl Hub {
     }
 
     /// Ends every stream (their senders are dropped); used last on shutdown.
-    pub fn disconnect_all(&self) {
+    pub(super) fn disconnect_all(&self) {
         let mut state = self.lock();
         state.streams.clear();
         state.queues.clear();
     }
 
-    pub fn in_flight_total(&self) -> usize {
+    /// Leases held through every stream and not revoked: what a drain waits for.
+    pub(super) fn in_flight_total(&self) -> usize {
         self.lock().streams.values().map(|s| s.in_flight.values().filter(|h| !h.revoked).count()).sum()
     }
 
-    pub fn streams(&self) -> Vec<StreamInfo> {
+    /// The open streams in the order they opened, for the published worker list.
+    pub(super) fn streams(&self) -> Vec<StreamInfo> {
         let state = self.lock();
         let mut out: Vec<StreamInfo> = state
             .streams

@@ -5,6 +5,9 @@
 //! The reaper only acts while its own view is fresh: after its heartbeats have succeeded without
 //! a gap for a full TTL. So when Redis (or this instance) was paused or cut off, nobody is
 //! declared dead until every live instance has had a full TTL to heartbeat again.
+//!
+//! Each heartbeat that succeeds also republishes this instance's worker list when it is due
+//! (`workers.rs`) and expires the idle sessions of every known queue (`session_sweep.lua`).
 
 use std::{sync::Arc, time::Duration};
 
@@ -16,7 +19,10 @@ use super::{Leases, workers};
 /// How stale the in-flight counts of `ListWorkers` may get.
 const WORKERS_REFRESH: Duration = Duration::from_secs(5);
 
-pub async fn run(leases: Arc<Leases>) {
+/// Heartbeats every third of the lease TTL (at least once a second) until the instance stops; on
+/// each success also republishes the worker list when due, sweeps idle sessions and reaps dead
+/// instances.
+pub(super) async fn run(leases: Arc<Leases>) {
     let ttl = leases.settings.lease_ttl;
     let every = (ttl / 3).min(Duration::from_secs(1));
     let mut fresh_since: Option<Instant> = None;

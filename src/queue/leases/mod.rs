@@ -1,16 +1,21 @@
 //! Leases and dispatch on one instance: the worker streams and the credit and leases each holds
 //! (`hub.rs`), one dispatcher per queue with a stream here (`dispatch.rs`), the notices that
 //! reach a lease's owner on another instance and the reconciliation that makes up for lost ones
-//! (`notices.rs`), the heartbeat and the reaping of dead instances' leases (`liveness.rs`), and
-//! the published list of this instance's workers (`workers.rs`).
+//! (`notices.rs`), the heartbeat, which also reaps dead instances' leases and expires idle
+//! sessions (`liveness.rs`), and the published list of this instance's workers (`workers.rs`).
 //!
 //! A lease token names the instance and stream that hold the lease, so whatever happens to a
 //! lease anywhere (an ack, a timeout, a cancel, a stopping worker) reaches its owner through one
 //! door, `tell_owner`: directly when the owner is this instance, else on its pub/sub channel.
 //!
-//! Owns: the hub, the instance id, the dispatchers (stopped on their own token before leases are
-//! handed back on shutdown, so no lease round completes after the hand-back) and whether Redis
-//! answers, as the heartbeat sees it.
+//! Owns: the hub, the instance id, whether Redis answers (as the heartbeat sees it), and the
+//! tasks: the dispatchers (on a token and tracker of their own, stopped before leases are handed
+//! back on shutdown, so no lease round completes after the hand-back), the heartbeat, the notice
+//! listener, the reconciliation, and the short-lived hand-backs (of a closed stream's leases, of
+//! a lease round whose answer was lost). Calls `background` only. The other rooms reach this one
+//! through `wake` (intake), `tell_owner` (acks, admin), `trace_of` (acks), and `stream_count`
+//! and `redis_is_up` (gauges); the engine through the rest. The hub is reached from this room
+//! only; the other files here are its tasks and helpers, reading `Leases` directly.
 
 mod dispatch;
 mod hub;
@@ -29,7 +34,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{info, warn};
 
 pub use hub::{RevokeReason, StreamEvent, WorkerSpec};
-pub use notices::Notice;
+pub(super) use notices::Notice;
 pub use workers::WorkerView;
 
 use crate::{
@@ -43,7 +48,8 @@ use crate::{
     telemetry::{self, TraceContext},
 };
 
-pub struct Leases {
+/// The leases room of one instance.
+pub(super) struct Leases {
     store: Arc<Store>,
     instance: String,
     hub: hub::Hub,
@@ -81,7 +87,7 @@ impl Drop for StreamGuard {
 
 impl Leases {
     /// Starts the heartbeat, the notice listener and the reconciliation of a new instance.
-    pub fn start(store: Arc<Store>, settings: Settings, background: Background) -> Arc<Self> {
+    pub(super) fn start(store: Arc<Store>, settings: Settings, background: Background) -> Arc<Self> {
         let instance = ulid::Ulid::new().to_string().to_lowercase()[10..].to_owned();
         let (redis_up, _) = watch::channel(false);
         let leases = Arc::new(Self {
@@ -100,32 +106,37 @@ impl Leases {
         leases
     }
 
-    pub fn instance(&self) -> &str {
+    /// This instance's id (see `Engine::instance`).
+    pub(super) fn instance(&self) -> &str {
         &self.instance
     }
 
     /// Follows whether Redis answers (true) or not, as seen by the heartbeat.
-    pub fn redis_up(&self) -> watch::Receiver<bool> {
+    pub(super) fn redis_up(&self) -> watch::Receiver<bool> {
         self.redis_up.subscribe()
     }
 
-    pub fn redis_is_up(&self) -> bool {
+    /// Whether Redis answered the last heartbeat.
+    pub(super) fn redis_is_up(&self) -> bool {
         *self.redis_up.borrow()
     }
 
     /// Open worker streams.
-    pub fn stream_count(&self) -> usize {
+    pub(super) fn stream_count(&self) -> usize {
         self.hub.stream_count()
     }
 
     /// A queue got work: its dispatcher here should run.
-    pub fn wake(&self, queue: &str) {
+    pub(super) fn wake(&self, queue: &str) {
         self.hub.wake(queue);
     }
 
     /// Opens a worker stream. Jobs and control messages arrive on the receiver; the stream
     /// lasts as long as the guard.
-    pub fn open_stream(self: &Arc<Self>, spec: WorkerSpec) -> Result<(StreamGuard, mpsc::Receiver<StreamEvent>)> {
+    pub(super) fn open_stream(
+        self: &Arc<Self>,
+        spec: WorkerSpec,
+    ) -> Result<(StreamGuard, mpsc::Receiver<StreamEvent>)> {
         self.background.check_open()?;
         if spec.queues.is_empty() || spec.queues.len() > 32 {
             return Err(Error::invalid("queues", "must name 1 to 32 queues"));
@@ -147,7 +158,8 @@ impl Leases {
             return Err(Error::invalid("labels", "at most 32 entries"));
         }
         // Room for every job the credit allows plus the control messages about them.
-        let (tx, rx) = mpsc::channel(spec.max_in_flight as usize * 2 + 8);
+        let credit = usize::try_from(spec.max_in_flight).unwrap_or(usize::MAX);
+        let (tx, rx) = mpsc::channel(credit.saturating_mul(2).saturating_add(8));
         let (id, fresh) = self.hub.open(spec, tx).ok_or(Error::ShuttingDown)?;
         telemetry::set_worker_streams(self.hub.stream_count());
         for (queue, wake) in fresh {
@@ -159,7 +171,7 @@ impl Leases {
     /// Tells the owner of a lease what happened to it: at once when it is this instance, else
     /// on the owner's pub/sub channel. A notice that gets lost is made up for by the owner's
     /// reconciliation within a few seconds.
-    pub async fn tell_owner(&self, notice: Notice, job_id: &JobId, token: &LeaseToken) {
+    pub(super) async fn tell_owner(&self, notice: Notice, job_id: &JobId, token: &LeaseToken) {
         if token.instance() == self.instance {
             return self.apply(notice, job_id, token);
         }
@@ -190,14 +202,15 @@ impl Leases {
     }
 
     /// The trace context of a delivery this instance made and still holds.
-    pub fn trace_of(&self, job_id: &JobId, token: &LeaseToken) -> Option<TraceContext> {
+    pub(super) fn trace_of(&self, job_id: &JobId, token: &LeaseToken) -> Option<TraceContext> {
         if token.instance() != self.instance {
             return None;
         }
         self.hub.trace_of(job_id, token)
     }
 
-    pub async fn list_workers(&self, queue: Option<&str>) -> Result<Vec<WorkerView>> {
+    /// Connected worker streams on every live instance, optionally only those serving `queue`.
+    pub(super) async fn list_workers(&self, queue: Option<&str>) -> Result<Vec<WorkerView>> {
         workers::list(&self.store, queue).await
     }
 
@@ -239,7 +252,7 @@ impl Leases {
 
     /// Shutdown, first step: no new streams or credit, workers told to drain; returns after
     /// `grace` or once nothing is held.
-    pub async fn drain(&self, grace: Duration) {
+    pub(super) async fn drain(&self, grace: Duration) {
         self.hub.drain_all(grace);
         let deadline = tokio::time::Instant::now() + grace;
         while self.hub.in_flight_total() > 0 && tokio::time::Instant::now() < deadline {
@@ -249,7 +262,7 @@ impl Leases {
 
     /// Shutdown: stops the dispatchers and waits for them (no lease round may complete after
     /// the hand-back).
-    pub async fn stop_dispatch(&self) {
+    pub(super) async fn stop_dispatch(&self) {
         self.dispatch_stop.cancel();
         self.dispatchers.close();
         self.dispatchers.wait().await;
@@ -257,7 +270,7 @@ impl Leases {
 
     /// Shutdown, after the background was told to stop: hands back every lease still held (not
     /// as a lost delivery), leaves the instance registry and ends every stream.
-    pub async fn hand_back_all(&self) {
+    pub(super) async fn hand_back_all(&self) {
         let held = self.hub.held();
         self.hub.forget_all();
         // Only an instance that handed everything back may leave the registry: otherwise the

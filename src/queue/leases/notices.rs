@@ -18,8 +18,8 @@ use crate::{queue::job::JobId, store::LeaseToken};
 
 /// What the owner of a lease is told about it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Notice {
-    /// The lease was answered (acked through another instance): free its credit.
+pub(crate) enum Notice {
+    /// The lease was answered (through this instance or another): free its credit.
     Release,
     /// Tell the worker to stop running the job.
     Revoke(RevokeReason),
@@ -28,7 +28,7 @@ pub enum Notice {
 }
 
 /// `<kind> <job id> <token>[ <reason>]`, the message on the owner's channel.
-pub fn encode(notice: Notice, job_id: &JobId, token: &LeaseToken) -> String {
+pub(super) fn encode(notice: Notice, job_id: &JobId, token: &LeaseToken) -> String {
     match notice {
         Notice::Release => format!("release {job_id} {token}"),
         Notice::StopStream => format!("stop {job_id} {token}"),
@@ -43,7 +43,7 @@ pub fn encode(notice: Notice, job_id: &JobId, token: &LeaseToken) -> String {
     }
 }
 
-pub fn decode(raw: &str) -> Option<(Notice, JobId, LeaseToken)> {
+fn decode(raw: &str) -> Option<(Notice, JobId, LeaseToken)> {
     let mut parts = raw.split(' ');
     let (kind, job_id, token) = (parts.next()?, parts.next()?, parts.next()?);
     let job_id = JobId::parse(job_id, "job_id").ok()?;
@@ -62,7 +62,7 @@ pub fn decode(raw: &str) -> Option<(Notice, JobId, LeaseToken)> {
 }
 
 /// Subscribes and dispatches notices until shutdown, reconnecting with backoff.
-pub async fn listen(leases: Arc<Leases>) {
+pub(super) async fn listen(leases: Arc<Leases>) {
     let wake_channel = leases.store.keys().wake_channel();
     let own_channel = leases.store.keys().instance_channel(&leases.instance);
     let mut wait = Duration::from_millis(100);
@@ -118,7 +118,7 @@ pub async fn listen(leases: Arc<Leases>) {
 /// Every few seconds, checks each lease this instance believes it holds against Redis. A lease
 /// that is gone (acked through another instance whose notice was lost, or reaped while this
 /// instance was cut off) frees its credit; the worker is told in case it still runs the job.
-pub async fn reconcile(leases: Arc<Leases>) {
+pub(super) async fn reconcile(leases: Arc<Leases>) {
     let mut ticker = tokio::time::interval(leases.settings.reconcile_every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -18,23 +18,32 @@ use crate::{
 /// A worker stream connected to some instance.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct WorkerView {
+    /// The id of the instance it is connected to.
     pub instance: String,
+    /// The worker id it gave (may be empty).
     pub worker_id: String,
+    /// The labels it gave.
     pub labels: Vec<(String, String)>,
+    /// The queues it serves, in its order.
     pub queues: Vec<String>,
+    /// Its credit.
     pub max_in_flight: u32,
+    /// Jobs it holds, as of the instance's last publication (a few seconds old at most while it
+    /// is busy).
     pub in_flight: usize,
+    /// When it connected, in Unix milliseconds (the list is stored as JSON).
     pub connected_at_ms: i64,
 }
 
 impl WorkerView {
+    /// When it connected.
     pub fn connected_at(&self) -> SystemTime {
         from_ms(self.connected_at_ms)
     }
 }
 
 /// Publishes this instance's streams, kept for `ttl`.
-pub async fn publish(leases: &Leases, ttl: Duration) {
+pub(super) async fn publish(leases: &Leases, ttl: Duration) {
     let views: Vec<WorkerView> = leases
         .hub
         .streams()
@@ -56,7 +65,7 @@ pub async fn publish(leases: &Leases, ttl: Duration) {
 }
 
 /// Connected worker streams on every live instance, optionally only those serving `queue`.
-pub async fn list(store: &Store, queue: Option<&str>) -> Result<Vec<WorkerView>> {
+pub(super) async fn list(store: &Store, queue: Option<&str>) -> Result<Vec<WorkerView>> {
     let mut out = Vec::new();
     for (instance, json) in store.instances().workers().await? {
         match serde_json::from_str::<Vec<WorkerView>>(&json) {
