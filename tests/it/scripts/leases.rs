@@ -1,4 +1,4 @@
-//! lease.lua, extend.lua, progress.lua, requeue.lua, reap.lua and the heartbeat script: who holds
+//! lease.lua, extend.lua, progress.lua, requeue.lua, reap.lua and heartbeat.lua: who holds
 //! a job, until when, and how it comes back.
 
 use std::time::Duration;
