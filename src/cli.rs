@@ -1,5 +1,7 @@
-//! Client commands of the `jobwire` binary: `add`, `stats`, `health`. They use the typed client
-//! (`jobwire::client`) and print for people (tables) or programs (`--json`, exit codes).
+//! Client commands of the `jobwire` binary: `add`, `stats`, `health`, `jobs`, `retry`, `cancel`,
+//! `pause`/`resume`, `workers` and `sessions` (`work` has a file of its own). They use the typed
+//! client (`jobwire::client`) and, for the calls it does not wrap, the generated clients, and
+//! print for people (tables) or programs (`--json`, exit codes).
 
 use std::{process::ExitCode, time::Duration};
 
@@ -16,12 +18,12 @@ fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
 }
 
 /// `host:port` as grpc_health_probe takes it, or a full `http://` URI.
-fn uri(addr: &str) -> String {
+pub(crate) fn uri(addr: &str) -> String {
     if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") }
 }
 
 #[derive(Args, Debug)]
-pub struct Target {
+pub(crate) struct Target {
     /// Server address (host:port or URI).
     #[arg(long, env = "JOBWIRE_ADDR", default_value = "127.0.0.1:50051")]
     addr: String,
@@ -34,7 +36,7 @@ impl Target {
 }
 
 #[derive(Args, Debug)]
-pub struct AddArgs {
+pub(crate) struct AddArgs {
     #[command(flatten)]
     target: Target,
     /// Queue to add to.
@@ -69,7 +71,7 @@ pub struct AddArgs {
     wait: Option<Duration>,
 }
 
-pub async fn add(args: AddArgs) -> anyhow::Result<()> {
+pub(crate) async fn add(args: AddArgs) -> anyhow::Result<()> {
     let client = args.target.connect().await?;
     let payload = if args.payload == "-" {
         let mut buf = Vec::new();
@@ -108,7 +110,7 @@ pub async fn add(args: AddArgs) -> anyhow::Result<()> {
 }
 
 #[derive(Args, Debug)]
-pub struct StatsArgs {
+pub(crate) struct StatsArgs {
     #[command(flatten)]
     target: Target,
     /// Only this queue.
@@ -122,7 +124,7 @@ fn age(d: &Option<prost_types::Duration>) -> f64 {
     d.as_ref().map_or(0.0, |d| d.seconds as f64 + f64::from(d.nanos) / 1e9)
 }
 
-pub async fn stats(args: StatsArgs) -> anyhow::Result<()> {
+pub(crate) async fn stats(args: StatsArgs) -> anyhow::Result<()> {
     let client = args.target.connect().await?;
     let queues: Vec<proto::QueueStats> = match &args.queue {
         Some(q) => vec![client.stats(q).await?],
@@ -164,7 +166,7 @@ pub async fn stats(args: StatsArgs) -> anyhow::Result<()> {
 }
 
 #[derive(Args, Debug)]
-pub struct HealthArgs {
+pub(crate) struct HealthArgs {
     /// Server address (host:port or URI), as grpc_health_probe's -addr.
     #[arg(long, env = "JOBWIRE_ADDR", default_value = "127.0.0.1:50051")]
     addr: String,
@@ -179,7 +181,7 @@ pub struct HealthArgs {
     rpc_timeout: Duration,
 }
 
-pub async fn health(args: HealthArgs) -> ExitCode {
+pub(crate) async fn health(args: HealthArgs) -> ExitCode {
     let endpoint = match tonic::transport::Endpoint::from_shared(uri(&args.addr)) {
         Ok(e) => e.connect_timeout(args.connect_timeout),
         Err(e) => {
@@ -232,7 +234,7 @@ fn parse_state(s: &str) -> Result<proto::JobState, String> {
 }
 
 #[derive(Args, Debug)]
-pub struct JobsArgs {
+pub(crate) struct JobsArgs {
     #[command(flatten)]
     target: Target,
     /// The queue.
@@ -248,7 +250,7 @@ pub struct JobsArgs {
     json: bool,
 }
 
-pub async fn jobs(args: JobsArgs) -> anyhow::Result<()> {
+pub(crate) async fn jobs(args: JobsArgs) -> anyhow::Result<()> {
     let client = args.target.connect().await?;
     let req = proto::ListJobsRequest {
         queue: args.queue,
@@ -288,7 +290,7 @@ pub async fn jobs(args: JobsArgs) -> anyhow::Result<()> {
 }
 
 #[derive(Args, Debug)]
-pub struct RetryArgs {
+pub(crate) struct RetryArgs {
     #[command(flatten)]
     target: Target,
     /// A dead job to retry.
@@ -302,7 +304,7 @@ pub struct RetryArgs {
     limit: u32,
 }
 
-pub async fn retry(args: RetryArgs) -> anyhow::Result<()> {
+pub(crate) async fn retry(args: RetryArgs) -> anyhow::Result<()> {
     let mut raw = args.target.connect().await?.raw();
     match (args.job_id, args.queue) {
         (Some(job_id), _) => {
@@ -319,28 +321,28 @@ pub async fn retry(args: RetryArgs) -> anyhow::Result<()> {
 }
 
 #[derive(Args, Debug)]
-pub struct CancelArgs {
+pub(crate) struct CancelArgs {
     #[command(flatten)]
     target: Target,
     /// The job to cancel.
     job_id: String,
 }
 
-pub async fn cancel(args: CancelArgs) -> anyhow::Result<()> {
+pub(crate) async fn cancel(args: CancelArgs) -> anyhow::Result<()> {
     args.target.connect().await?.cancel(&args.job_id).await?;
     println!("{}: cancelled", args.job_id);
     Ok(())
 }
 
 #[derive(Args, Debug)]
-pub struct QueueArgs {
+pub(crate) struct QueueArgs {
     #[command(flatten)]
     target: Target,
     /// The queue.
     queue: String,
 }
 
-pub async fn pause(args: QueueArgs, paused: bool) -> anyhow::Result<()> {
+pub(crate) async fn pause(args: QueueArgs, paused: bool) -> anyhow::Result<()> {
     let mut raw = args.target.connect().await?.raw();
     if paused {
         raw.pause_queue(proto::PauseQueueRequest { queue: args.queue.clone() }).await?;
@@ -352,7 +354,7 @@ pub async fn pause(args: QueueArgs, paused: bool) -> anyhow::Result<()> {
 }
 
 #[derive(Args, Debug)]
-pub struct WorkersArgs {
+pub(crate) struct WorkersArgs {
     #[command(flatten)]
     target: Target,
     /// Only workers serving this queue.
@@ -363,7 +365,7 @@ pub struct WorkersArgs {
     json: bool,
 }
 
-pub async fn workers(args: WorkersArgs) -> anyhow::Result<()> {
+pub(crate) async fn workers(args: WorkersArgs) -> anyhow::Result<()> {
     let mut raw = args.target.connect().await?.raw();
     let req = proto::ListWorkersRequest { queue: args.queue.unwrap_or_default() };
     let workers = raw.list_workers(req).await?.into_inner().workers;
@@ -396,7 +398,7 @@ pub async fn workers(args: WorkersArgs) -> anyhow::Result<()> {
 }
 
 #[derive(clap::Subcommand, Debug)]
-pub enum SessionsCommand {
+pub(crate) enum SessionsCommand {
     /// List a queue's sessions.
     List(QueueArgs),
     /// Create a session; prints its id.
@@ -444,7 +446,7 @@ fn session_json(s: &proto::Session) -> serde_json::Value {
     })
 }
 
-pub async fn sessions(command: SessionsCommand) -> anyhow::Result<()> {
+pub(crate) async fn sessions(command: SessionsCommand) -> anyhow::Result<()> {
     use proto::session_service_client::SessionServiceClient;
     let target = match &command {
         SessionsCommand::List(a) => &a.target,
@@ -475,7 +477,7 @@ pub async fn sessions(command: SessionsCommand) -> anyhow::Result<()> {
                 queue,
                 name: name.unwrap_or_default(),
                 state,
-                ttl: ttl.map(|d| prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }),
+                ttl: ttl.map(prost_types::Duration::try_from).transpose().context("--ttl is too long")?,
                 max_concurrency: Some(max_concurrency),
             };
             let session = api.create_session(req).await?.into_inner().session.context("empty answer")?;

@@ -14,6 +14,7 @@ fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(s)
 }
 
+/// The flags of `jobwire serve`; each field's doc is its `--help` text.
 #[derive(Args, Debug, Clone)]
 pub struct ServeConfig {
     /// gRPC listen address.
@@ -122,6 +123,7 @@ impl ServeConfig {
         Ok(())
     }
 
+    /// The store's configuration, for the Redis at `url` (`--redis-url`, or the embedded one's).
     pub fn store(&self, url: String) -> StoreConfig {
         StoreConfig {
             url,
@@ -138,6 +140,7 @@ impl ServeConfig {
         }
     }
 
+    /// The engine's settings: limits, windows and the periods of its background tasks.
     pub fn settings(&self) -> Settings {
         Settings {
             limits: Limits {

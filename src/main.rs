@@ -1,5 +1,7 @@
-//! The `jobwire` binary: parses flags, sets up logging, and runs the server (or a client
-//! command). Everything else lives in the library.
+//! The `jobwire` binary: parses flags, sets up logging, and runs the server or a client command
+//! (`cli.rs`, `work.rs`). Serving here is start-up only: the embedded redis-server when no
+//! `--redis-url` is given, waiting for Redis and its schema, warnings about a Redis that would
+//! lose jobs, binding the listeners and the ready file; the server itself is `jobwire::server`.
 
 use std::{sync::Arc, time::Duration};
 

@@ -1,5 +1,6 @@
-//! Assembles the gRPC server: the queue service, health (tonic-health) and reflection (v1 and
-//! v1alpha), and runs it on a bound listener until `shutdown` resolves. Taking a bound listener
+//! Assembles the gRPC server: the queue and session services, health (tonic-health, SERVING
+//! while Redis answers) and reflection (v1 and v1alpha), and runs it on a bound listener until
+//! `shutdown` resolves. Taking a bound listener
 //! and any shutdown future is what lets tests run the real server on port 0.
 //!
 //! With `ServerOptions::metrics`, it also serves Prometheus metrics on that (separately bound)
@@ -28,13 +29,21 @@ use crate::{
     telemetry::MetricsEndpoint,
 };
 
-pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("jobwire_descriptor");
-pub const SERVICE_NAME: &str = "jobwire.v1.QueueService";
-pub const SESSION_SERVICE_NAME: &str = "jobwire.v1.SessionService";
+/// The descriptor set `build.rs` writes, served by reflection.
+const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("jobwire_descriptor");
+/// Health reports these two names (and "", the server as a whole).
+const SERVICE_NAME: &str = "jobwire.v1.QueueService";
+const SESSION_SERVICE_NAME: &str = "jobwire.v1.SessionService";
 
+/// What [`run`] needs besides the listener and the engine; `jobwire serve` takes it from its
+/// flags (`crate::config::ServeConfig`).
 pub struct ServerOptions {
+    /// Largest gRPC message, in bytes, either service decodes or encodes; past it the transport
+    /// answers RESOURCE_EXHAUSTED.
     pub max_message: usize,
+    /// An idle worker stream hears a ping after a random half to whole of this period.
     pub ping_every: Duration,
+    /// On shutdown, how long acks are still accepted before held jobs are handed back.
     pub drain_grace: Duration,
     /// Serve Prometheus metrics here (off when None).
     pub metrics: Option<MetricsEndpoint>,
@@ -44,7 +53,9 @@ pub struct ServerOptions {
 /// address (if served) on line 2.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReadyFile {
+    /// Where the gRPC services listen.
     pub grpc: SocketAddr,
+    /// Where `/metrics` is served; None when metrics are off.
     pub metrics: Option<SocketAddr>,
 }
 
@@ -90,6 +101,8 @@ async fn follow_redis(engine: Arc<Engine>, health: HealthReporter) {
     }
 }
 
+/// Serves gRPC on `listener` until `shutdown` resolves, then shuts down in the order above and
+/// returns once the transport and the metrics endpoint have stopped. Errors are the transport's.
 pub async fn run(
     listener: TcpListener,
     engine: Arc<Engine>,

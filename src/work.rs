@@ -21,7 +21,7 @@ fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
 }
 
 #[derive(Args, Debug, Clone)]
-pub struct WorkArgs {
+pub(crate) struct WorkArgs {
     /// Server address (host:port or URI).
     #[arg(long, env = "JOBWIRE_ADDR", default_value = "127.0.0.1:50051")]
     addr: String,
@@ -50,9 +50,10 @@ struct Group(Option<u32>);
 
 impl Drop for Group {
     fn drop(&mut self) {
-        if let Some(pgid) = self.0 {
+        // A pid past pid_t's range cannot come from the kernel: nothing to kill then.
+        if let Some(pgid) = self.0.and_then(|pid| libc::pid_t::try_from(pid).ok()) {
             // SAFETY: signalling a process group we created; a stale id only fails with ESRCH.
-            unsafe { libc::kill(-(pgid as libc::pid_t), libc::SIGKILL) };
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
         }
     }
 }
@@ -119,7 +120,7 @@ async fn run_one(ctx: JobContext, args: Arc<WorkArgs>) -> Result<Vec<u8>, JobErr
     let status = status.map_err(|e| JobError::retry(format!("cannot wait for the command: {e}")))?;
     let stderr = String::from_utf8_lossy(&stderr).into_owned();
     match status.code() {
-        Some(0) if stdout.len() as u64 > MAX_RESULT => {
+        Some(0) if u64::try_from(stdout.len()).unwrap_or(u64::MAX) > MAX_RESULT => {
             Err(JobError::permanent("stdout is over the 1 MiB result limit"))
         }
         Some(0) => Ok(stdout),
@@ -143,9 +144,8 @@ async fn stop_signal() {
     }
 }
 
-pub async fn run(args: WorkArgs) -> anyhow::Result<()> {
-    let addr = if args.addr.contains("://") { args.addr.clone() } else { format!("http://{}", args.addr) };
-    let client = Client::connect(&addr).await?;
+pub(crate) async fn run(args: WorkArgs) -> anyhow::Result<()> {
+    let client = Client::connect(&crate::cli::uri(&args.addr)).await?;
     let queues: Vec<&str> = args.queues.iter().map(String::as_str).collect();
     let worker_id = args.worker_id.clone().unwrap_or_else(|| format!("work-{}", std::process::id()));
     let shared = Arc::new(args.clone());

@@ -3,8 +3,8 @@
 #
 #   1. a venv in clients/python/.venv (gitignored) with the pinned tools of requirements-dev.txt
 #   2. generate.sh, then fail if the generated code differs from what is committed
-#   3. ruff check (ruff's default rules, generated code excluded) and mypy --strict on the
-#      package, examples and tests
+#   3. ruff check (ruff's default rules), ruff format --check and mypy --strict on the package,
+#      examples and tests (generated code excluded)
 #   4. pytest against a real jobwire server and a private redis-server
 #
 # Needs: python3 (3.11+) with venv and pip, redis-server on PATH, git, and the server binary:
@@ -49,6 +49,9 @@ echo "ok"
 
 step "ruff check"
 ruff check
+
+step "ruff format --check"
+ruff format --check
 
 step "mypy --strict"
 mypy --strict

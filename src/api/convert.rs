@@ -13,40 +13,42 @@ use crate::{
     telemetry::{TraceContext, traceparent},
 };
 
-pub fn duration(d: Option<prost_types::Duration>, field: &str) -> Result<Option<Duration>, Error> {
+pub(super) fn duration(d: Option<prost_types::Duration>, field: &str) -> Result<Option<Duration>, Error> {
     let Some(d) = d else { return Ok(None) };
-    if d.seconds < 0 || d.nanos < 0 {
+    let (Ok(seconds), Ok(nanos)) = (u64::try_from(d.seconds), u32::try_from(d.nanos)) else {
         return Err(Error::invalid(field, "must not be negative"));
-    }
-    if d.nanos >= 1_000_000_000 {
+    };
+    if nanos >= 1_000_000_000 {
         return Err(Error::invalid(field, "nanos must be below 1e9"));
     }
-    Ok(Some(Duration::new(d.seconds as u64, d.nanos as u32)))
+    Ok(Some(Duration::new(seconds, nanos)))
 }
 
-pub fn timestamp(t: Option<prost_types::Timestamp>, field: &str) -> Result<Option<SystemTime>, Error> {
+pub(super) fn timestamp(t: Option<prost_types::Timestamp>, field: &str) -> Result<Option<SystemTime>, Error> {
     let Some(t) = t else { return Ok(None) };
-    if t.seconds < 0 || !(0..1_000_000_000).contains(&t.nanos) {
-        return Err(Error::invalid(field, "must be a valid time after 1970"));
+    match (u64::try_from(t.seconds), u32::try_from(t.nanos)) {
+        (Ok(seconds), Ok(nanos)) if nanos < 1_000_000_000 => Ok(Some(UNIX_EPOCH + Duration::new(seconds, nanos))),
+        _ => Err(Error::invalid(field, "must be a valid time after 1970")),
     }
-    Ok(Some(UNIX_EPOCH + Duration::new(t.seconds as u64, t.nanos as u32)))
 }
 
 /// The W3C trace context a request carries in its `traceparent` metadata (as OpenTelemetry's
 /// gRPC instrumentation and the Rust client's worker send it); None when absent or invalid.
-pub fn trace_context(metadata: &tonic::metadata::MetadataMap) -> Option<TraceContext> {
+pub(super) fn trace_context(metadata: &tonic::metadata::MetadataMap) -> Option<TraceContext> {
     metadata.get(traceparent::HEADER).and_then(|v| v.to_str().ok()).and_then(TraceContext::parse)
 }
 
-pub fn to_timestamp(t: SystemTime) -> prost_types::Timestamp {
+pub(super) fn to_timestamp(t: SystemTime) -> prost_types::Timestamp {
     t.into()
 }
 
-pub fn to_duration(d: Duration) -> prost_types::Duration {
-    prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
+/// A domain duration on the wire; one past the wire's range (about 292 billion years) is sent as
+/// the longest the wire holds.
+pub(super) fn to_duration(d: Duration) -> prost_types::Duration {
+    prost_types::Duration::try_from(d).unwrap_or(prost_types::Duration { seconds: i64::MAX, nanos: 999_999_999 })
 }
 
-pub fn new_job(req: proto::AddJobRequest, prefix: &str) -> Result<NewJob, Error> {
+pub(super) fn new_job(req: proto::AddJobRequest, prefix: &str) -> Result<NewJob, Error> {
     let field = |f: &str| format!("{prefix}{f}");
     let schedule = match req.schedule {
         None => Schedule::Now,
@@ -93,7 +95,7 @@ pub fn new_job(req: proto::AddJobRequest, prefix: &str) -> Result<NewJob, Error>
     })
 }
 
-pub fn job_state(state: JobState) -> proto::JobState {
+pub(super) fn job_state(state: JobState) -> proto::JobState {
     match state {
         JobState::Waiting => proto::JobState::Waiting,
         JobState::Delayed => proto::JobState::Delayed,
@@ -106,7 +108,7 @@ pub fn job_state(state: JobState) -> proto::JobState {
 }
 
 /// The listing for a state named in a request.
-pub fn listing(state: i32, field: &str) -> Result<Listing, Error> {
+pub(super) fn listing(state: i32, field: &str) -> Result<Listing, Error> {
     Ok(match proto::JobState::try_from(state) {
         Ok(proto::JobState::Waiting) => Listing::Waiting,
         Ok(proto::JobState::Delayed | proto::JobState::Retrying) => Listing::Delayed,
@@ -118,7 +120,7 @@ pub fn listing(state: i32, field: &str) -> Result<Listing, Error> {
     })
 }
 
-pub fn event(e: EventView) -> proto::JobEvent {
+pub(super) fn event(e: EventView) -> proto::JobEvent {
     let kind = match e.kind {
         EventKind::Waiting => proto::JobEventType::Waiting,
         EventKind::Delayed => proto::JobEventType::Delayed,
@@ -142,7 +144,7 @@ pub fn event(e: EventView) -> proto::JobEvent {
     }
 }
 
-pub fn session(v: SessionView) -> proto::Session {
+pub(super) fn session(v: SessionView) -> proto::Session {
     proto::Session {
         id: v.id.to_string(),
         state: v.state,
@@ -157,7 +159,7 @@ pub fn session(v: SessionView) -> proto::Session {
     }
 }
 
-pub fn worker(w: WorkerView) -> proto::WorkerInfo {
+pub(super) fn worker(w: WorkerView) -> proto::WorkerInfo {
     proto::WorkerInfo {
         connected_at: Some(to_timestamp(w.connected_at())),
         instance: w.instance,
@@ -165,11 +167,11 @@ pub fn worker(w: WorkerView) -> proto::WorkerInfo {
         labels: w.labels.into_iter().collect(),
         queues: w.queues,
         max_in_flight: w.max_in_flight,
-        in_flight: w.in_flight as u32,
+        in_flight: u32::try_from(w.in_flight).unwrap_or(u32::MAX),
     }
 }
 
-pub fn job_info(v: JobView) -> proto::JobInfo {
+pub(super) fn job_info(v: JobView) -> proto::JobInfo {
     proto::JobInfo {
         id: v.id.to_string(),
         queue: v.id.queue.clone(),
@@ -193,7 +195,7 @@ pub fn job_info(v: JobView) -> proto::JobInfo {
     }
 }
 
-pub fn queue_stats(queue: String, c: QueueFigures) -> proto::QueueStats {
+pub(super) fn queue_stats(queue: String, c: QueueFigures) -> proto::QueueStats {
     proto::QueueStats {
         queue,
         waiting: c.waiting,
@@ -210,7 +212,7 @@ pub fn queue_stats(queue: String, c: QueueFigures) -> proto::QueueStats {
     }
 }
 
-pub fn stream_event(event: queue::StreamEvent) -> proto::GetJobResponse {
+pub(super) fn stream_event(event: queue::StreamEvent) -> proto::GetJobResponse {
     use proto::get_job_response::Message;
     let message = match event {
         queue::StreamEvent::Job(d) => Message::Job(proto::Job {

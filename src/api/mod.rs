@@ -1,11 +1,16 @@
 //! The gRPC transport: each handler converts the request, calls the engine, converts the answer.
 //! No business rule lives here; domain errors become statuses in `status.rs` only.
+//!
+//! This file holds the `QueueService` handlers (jobs, worker streams, events, administration),
+//! `sessions.rs` the `SessionService` ones, `convert.rs` the message <-> domain conversions and
+//! the checks only the wire format needs. Nothing here is public: `server` mounts the two
+//! services.
 
 mod convert;
 mod sessions;
 mod status;
 
-pub use sessions::SessionApi;
+pub(crate) use sessions::SessionApi;
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
@@ -17,14 +22,15 @@ use crate::{
     queue::{Engine, JobId, WorkerSpec},
 };
 
-pub struct QueueApi {
+/// The `QueueService` handlers, over the instance's engine.
+pub(crate) struct QueueApi {
     engine: Arc<Engine>,
     /// A ping goes out on a worker stream after this long without any other message.
     ping_every: Duration,
 }
 
 impl QueueApi {
-    pub fn new(engine: Arc<Engine>, ping_every: Duration) -> Self {
+    pub(crate) fn new(engine: Arc<Engine>, ping_every: Duration) -> Self {
         Self { engine, ping_every }
     }
 }

@@ -1,4 +1,4 @@
-//! The gRPC session service: validate, call the engine, convert.
+//! The gRPC `SessionService`: validate, call the engine, convert.
 
 use std::sync::Arc;
 
@@ -10,12 +10,13 @@ use crate::{
     queue::{Engine, SessionId, SessionUpdate},
 };
 
-pub struct SessionApi {
+/// The `SessionService` handlers, over the instance's engine.
+pub(crate) struct SessionApi {
     engine: Arc<Engine>,
 }
 
 impl SessionApi {
-    pub fn new(engine: Arc<Engine>) -> Self {
+    pub(crate) fn new(engine: Arc<Engine>) -> Self {
         Self { engine }
     }
 }

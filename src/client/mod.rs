@@ -22,18 +22,36 @@ use crate::{
 };
 pub use worker::{JobContext, JobError, Worker};
 
+/// What a client call can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// No connection to the server could be made.
     #[error("cannot connect to {addr}: {source}")]
-    Connect { addr: String, source: tonic::transport::Error },
+    Connect {
+        /// The address as given to [`Client::connect`].
+        addr: String,
+        /// The transport's reason.
+        source: tonic::transport::Error,
+    },
+    /// The server answered with a status other than OK (an invalid address is reported here
+    /// too, as INVALID_ARGUMENT).
     #[error("{0}")]
     Rpc(#[from] tonic::Status),
+    /// A JSON value the caller asked for (a session's state) does not parse.
     #[error("payload is not valid JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// The awaited job went dead: its attempts ran out or a handler failed it for good.
     #[error("job {job_id} is dead: {error}")]
-    Dead { job_id: String, error: String },
+    Dead {
+        /// The job.
+        job_id: String,
+        /// The error of its last attempt.
+        error: String,
+    },
+    /// The awaited job (its id here) was cancelled.
     #[error("job {0} was cancelled")]
     Cancelled(String),
+    /// The awaited job (its id here) did not finish within the wait.
     #[error("no result for job {0} within the wait")]
     Timeout(String),
 }
@@ -46,11 +64,14 @@ pub enum ClientError {
 #[derive(Clone, Debug)]
 pub struct NewJob(proto::AddJobRequest);
 
+/// A duration on the wire; one past the wire's range (about 292 billion years) is sent as the
+/// longest the wire holds.
 fn duration(d: Duration) -> prost_types::Duration {
-    prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
+    prost_types::Duration::try_from(d).unwrap_or(prost_types::Duration { seconds: i64::MAX, nanos: 999_999_999 })
 }
 
 impl NewJob {
+    /// A job of `job_type` (the handler name) for `queue`, with an empty payload.
     pub fn new(queue: &str, job_type: &str) -> Self {
         let mut req = proto::AddJobRequest { queue: queue.into(), r#type: job_type.into(), ..Default::default() };
         req.headers.insert(traceparent::HEADER.into(), TraceContext::generate().to_header());
@@ -77,40 +98,48 @@ impl NewJob {
         self
     }
 
+    /// The payload, as opaque bytes (JSON by convention).
     pub fn payload(mut self, bytes: impl Into<Vec<u8>>) -> Self {
         self.0.payload = bytes.into();
         self
     }
 
+    /// The payload as serialized JSON.
     pub fn json(self, value: &serde_json::Value) -> Self {
         self.payload(value.to_string())
     }
 
+    /// Adds (or replaces) a header the worker sees with the job.
     pub fn header(mut self, key: &str, value: &str) -> Self {
         self.0.headers.insert(key.into(), value.into());
         self
     }
 
+    /// Priority from -5 to 5 (default 0); higher runs first, FIFO within one level.
     pub fn priority(mut self, priority: i32) -> Self {
         self.0.priority = priority;
         self
     }
 
+    /// Runs the job no earlier than `delay` from when the server accepts it.
     pub fn delay(mut self, delay: Duration) -> Self {
         self.0.schedule = Some(proto::add_job_request::Schedule::Delay(duration(delay)));
         self
     }
 
+    /// Attempts before the job goes dead.
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.0.max_attempts = Some(attempts);
         self
     }
 
+    /// Per-attempt timeout: an attempt running longer is revoked and counts as failed.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.0.timeout = Some(duration(timeout));
         self
     }
 
+    /// Waits exactly `wait` before each retry, instead of the default exponential backoff.
     pub fn fixed_backoff(mut self, wait: Duration) -> Self {
         self.0.backoff = Some(proto::Backoff {
             kind: proto::BackoffKind::Fixed as i32,
@@ -120,6 +149,8 @@ impl NewJob {
         self
     }
 
+    /// A repeat add with the same key within the queue's idempotency window adds nothing and
+    /// returns the first job's id.
     pub fn idempotency_key(mut self, key: &str) -> Self {
         self.0.idempotency_key = key.into();
         self
@@ -131,6 +162,7 @@ impl NewJob {
         self
     }
 
+    /// The `AddJob` request this builds, for the generated client or a batch.
     pub fn into_request(self) -> proto::AddJobRequest {
         self.0
     }
@@ -144,6 +176,7 @@ pub struct Client {
 }
 
 impl Client {
+    /// Connects to the server at `addr`, a URI (`http://host:port`); gives up after 5 s.
     pub async fn connect(addr: &str) -> Result<Self, ClientError> {
         let channel = Channel::from_shared(addr.to_owned())
             .map_err(|_| tonic::Status::invalid_argument(format!("address: {addr} is not a URI")))?
@@ -157,6 +190,8 @@ impl Client {
         Ok(Self::from_channel(channel))
     }
 
+    /// A client over a channel the caller built (TLS, a custom connector); messages up to
+    /// 64 MiB.
     pub fn from_channel(channel: Channel) -> Self {
         let inner = QueueServiceClient::new(channel.clone())
             .max_decoding_message_size(64 << 20)
@@ -196,16 +231,19 @@ impl Client {
         Ok(self.inner.clone().add_jobs(req).await?.into_inner().results)
     }
 
+    /// Everything the server knows of one job.
     pub async fn info(&self, job_id: &str) -> Result<proto::JobInfo, ClientError> {
         let resp = self.inner.clone().get_job_info(proto::GetJobInfoRequest { job_id: job_id.into() }).await?;
         resp.into_inner().job.ok_or_else(|| tonic::Status::internal("empty answer").into())
     }
 
+    /// The figures of one queue.
     pub async fn stats(&self, queue: &str) -> Result<proto::QueueStats, ClientError> {
         let resp = self.inner.clone().stats(proto::StatsRequest { queue: queue.into() }).await?;
         resp.into_inner().stats.ok_or_else(|| tonic::Status::internal("empty answer").into())
     }
 
+    /// The figures of every queue the server knows.
     pub async fn list_queues(&self) -> Result<Vec<proto::QueueStats>, ClientError> {
         Ok(self.inner.clone().list_queues(proto::ListQueuesRequest {}).await?.into_inner().queues)
     }
@@ -237,6 +275,8 @@ impl Client {
         self.wait_for_result(&id, limit).await
     }
 
+    /// Cancels a job: a waiting or delayed one is removed; a running one is revoked and ends
+    /// cancelled. A finished job gives FAILED_PRECONDITION.
     pub async fn cancel(&self, job_id: &str) -> Result<(), ClientError> {
         self.inner.clone().cancel_job(proto::CancelJobRequest { job_id: job_id.into() }).await?;
         Ok(())
@@ -265,6 +305,7 @@ impl Client {
         resp.session.ok_or_else(|| tonic::Status::internal("empty answer").into())
     }
 
+    /// One session: its state, version and job counts.
     pub async fn session(&self, session_id: &str) -> Result<proto::Session, ClientError> {
         let resp =
             self.sessions().get_session(proto::GetSessionRequest { session_id: session_id.into() }).await?.into_inner();
@@ -286,6 +327,7 @@ impl Client {
         Ok(self.sessions().update_session(req).await?.into_inner().version)
     }
 
+    /// Deletes a session and its jobs not yet started.
     pub async fn delete_session(&self, session_id: &str) -> Result<(), ClientError> {
         self.sessions().delete_session(proto::DeleteSessionRequest { session_id: session_id.into() }).await?;
         Ok(())

@@ -3,7 +3,9 @@
 //!
 //! - Concurrency is the stream's credit: the server never sends more than `concurrency` jobs at
 //!   once, so there is no prefetch beyond it and no local queue.
-//! - `revoke` aborts the handler (no ack); `drain` finishes what is running, then reconnects.
+//! - `revoke` aborts the handler and answers with a failure of that delivery, which gives the
+//!   stream its credit back (the server refuses it as stale, or records it for a cancelled job);
+//!   `drain` finishes what is running, then reconnects.
 //! - A broken stream is reopened with backoff. Jobs running on it are aborted: the server has
 //!   already given them back.
 //! - Stopping finishes the running jobs and acks them; a job that arrives while stopping is
@@ -28,8 +30,11 @@ use crate::{
 /// Why a handler failed, and whether to try again.
 #[derive(Debug, Clone)]
 pub struct JobError {
+    /// The error recorded on the job (its `last_error`).
     pub message: String,
+    /// False: the job goes dead now, whatever attempts remain.
     pub retryable: bool,
+    /// The wait before the retry; None follows the job's backoff.
     pub retry_after: Option<Duration>,
 }
 
@@ -58,16 +63,19 @@ impl<E: std::error::Error> From<E> for JobError {
 
 /// A delivered job, handed to a handler.
 pub struct JobContext {
+    /// The job as delivered: payload, headers, attempt, lease token, session snapshot.
     pub job: proto::Job,
     client: QueueServiceClient<Channel>,
     new_session_state: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl JobContext {
+    /// The job's id.
     pub fn id(&self) -> &str {
         &self.job.id
     }
 
+    /// The payload, as added.
     pub fn payload(&self) -> &[u8] {
         &self.job.payload
     }
@@ -78,6 +86,7 @@ impl JobContext {
             .map_err(|e| JobError::permanent(format!("payload is not the expected JSON: {e}")))
     }
 
+    /// This attempt's number, from 1; lost deliveries do not use up attempts.
     pub fn attempt(&self) -> u32 {
         self.job.attempt
     }
@@ -109,6 +118,8 @@ impl JobContext {
 type BoxFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, JobError>> + Send>>;
 type Handler = Arc<dyn Fn(JobContext) -> BoxFuture + Send + Sync>;
 
+/// A worker: one `GetJob` stream over a [`Client`]'s connection, running the handler of each
+/// job's type. Built fluently, then [`Worker::run`] until a stop future resolves.
 pub struct Worker {
     client: Client,
     queues: Vec<String>,
@@ -120,6 +131,7 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// A worker for `queues` (earlier ones first), with concurrency 1 and no handlers yet.
     pub fn new(client: Client, queues: &[&str]) -> Self {
         Self {
             client,
@@ -137,6 +149,7 @@ impl Worker {
         self
     }
 
+    /// The id listings show for this worker (default `rust-<pid>`).
     pub fn worker_id(mut self, id: &str) -> Self {
         self.worker_id = id.into();
         self

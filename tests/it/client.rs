@@ -148,19 +148,21 @@ async fn a_worker_never_runs_more_handlers_than_its_concurrency() {
     let producer = client(&server).await;
     let running = Arc::new(AtomicUsize::new(0));
     let most = Arc::new(AtomicUsize::new(0));
-    let worker = Worker::new(client(&server).await, &["q"]).concurrency(CONCURRENCY as u32).handle("slow", {
-        let (running, most) = (running.clone(), most.clone());
-        move |_ctx| {
+    let worker = Worker::new(client(&server).await, &["q"])
+        .concurrency(u32::try_from(CONCURRENCY).expect("a small constant"))
+        .handle("slow", {
             let (running, most) = (running.clone(), most.clone());
-            async move {
-                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
-                most.fetch_max(now, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(60)).await;
-                running.fetch_sub(1, Ordering::SeqCst);
-                Ok(Vec::new())
+            move |_ctx| {
+                let (running, most) = (running.clone(), most.clone());
+                async move {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(60)).await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    Ok(Vec::new())
+                }
             }
-        }
-    });
+        });
     let mut ids = Vec::new();
     for _ in 0..JOBS {
         ids.push(producer.add(NewJob::new("q", "slow")).await.expect("add"));

@@ -322,7 +322,7 @@ async fn a_rolling_restart_under_load_loses_nothing_and_runs_nothing_twice() {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let stats = client.stats("load").await;
-        if stats.as_ref().is_ok_and(|s| s.completed as usize == N && s.waiting + s.active + s.delayed == 0) {
+        if stats.as_ref().is_ok_and(|s| s.completed == N as u64 && s.waiting + s.active + s.delayed == 0) {
             break;
         }
         if Instant::now() > deadline {

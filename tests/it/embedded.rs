@@ -11,7 +11,7 @@ use jobwire::{
 };
 
 use crate::harness::{
-    Process, Worker, add, assert_invariants_at, children_of, info, is_running, job, run_jobwire, wait_until,
+    Process, Worker, add, assert_invariants_at, children_of, info, is_running, job, pid_t, run_jobwire, wait_until,
 };
 
 /// The key prefix a server uses when none is given.
@@ -191,7 +191,7 @@ async fn a_crashed_embedded_redis_is_restarted_with_its_data() {
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let first = embedded_redis(&jobwire);
     // SAFETY: killing a process this test's own child started.
-    unsafe { libc::kill(first as i32, libc::SIGKILL) };
+    unsafe { libc::kill(pid_t(first), libc::SIGKILL) };
     wait_until(Duration::from_secs(15), "a new redis-server child", || {
         children_of(jobwire.pid()).iter().any(|(pid, cmd)| *pid != first && cmd.contains("redis-server"))
     });

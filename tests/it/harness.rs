@@ -315,7 +315,7 @@ impl Process {
 
     pub fn signal(&self, signal: i32) {
         // SAFETY: signalling our own child by pid.
-        unsafe { libc::kill(self.child.id() as i32, signal) };
+        unsafe { libc::kill(pid_t(self.child.id()), signal) };
     }
 }
 
@@ -337,7 +337,12 @@ pub fn job(queue: &str, job_type: &str, payload: &[u8]) -> proto::AddJobRequest 
 }
 
 pub fn millis(ms: u64) -> prost_types::Duration {
-    prost_types::Duration { seconds: (ms / 1000) as i64, nanos: ((ms % 1000) * 1_000_000) as i32 }
+    Duration::from_millis(ms).try_into().expect("a test's milliseconds fit the wire")
+}
+
+/// A child's pid as `kill` takes it (the kernel's pids fit `pid_t`).
+pub fn pid_t(pid: u32) -> libc::pid_t {
+    libc::pid_t::try_from(pid).expect("a pid fits pid_t")
 }
 
 /// A worker stream under test control.

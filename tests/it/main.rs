@@ -1,5 +1,8 @@
-//! Integration tests: a real redis-server and a real jobwire server per test, talking gRPC.
-//! Every test ends with the queue invariant check.
+//! Integration tests: a real redis-server per test and a real jobwire server talking gRPC, or in
+//! `scripts/` each Lua function called directly through `Store`. Every test ends with the queue
+//! invariant check.
+
+#![allow(unreachable_pub, reason = "a test binary has no public API; `pub` shares helpers between its modules")]
 
 mod harness;
 

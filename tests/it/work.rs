@@ -8,7 +8,7 @@ use jobwire::{
     proto::{self, JobState},
 };
 
-use crate::harness::{Redis, Server, eventually, info};
+use crate::harness::{Redis, Server, eventually, info, pid_t};
 
 fn cli(server: &Server, args: &[&str]) -> (bool, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_jobwire"))
@@ -43,7 +43,7 @@ impl WorkProcess {
 impl Drop for WorkProcess {
     fn drop(&mut self) {
         // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        unsafe { libc::kill(pid_t(self.0.id()), libc::SIGTERM) };
         let _ = self.0.wait();
     }
 }

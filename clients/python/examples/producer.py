@@ -1,6 +1,8 @@
 """An example producer: adds jobs for examples/worker.py and waits for their results.
 
     python examples/producer.py          # JOBWIRE_TARGET=host:port to point it elsewhere
+
+Start examples/worker.py against the same server first: every step waits for a job's result.
 """
 
 from __future__ import annotations

@@ -410,8 +410,10 @@ class Worker:
                 elif kind == "revoke":
                     self._on_revoke(stream, message.revoke)
                 elif kind == "drain":
-                    log.info("server is draining: finishing %d job(s), then reconnecting",
-                             len(stream.deliveries))
+                    log.info(
+                        "server is draining: finishing %d job(s), then reconnecting",
+                        len(stream.deliveries),
+                    )
                     stream.draining = True
                     stream.poke.set()
                 # ping: nothing to do; anything newer than this client: ignored.
@@ -469,8 +471,9 @@ class Worker:
         stream.deliveries[d.key] = d
         if self._stopping.is_set() or stream.draining:
             if d.job.id in stream.returned:
-                log.debug("keeping %s (it came back); it is returned when the stream closes",
-                          d.job.id)
+                log.debug(
+                    "keeping %s (it came back); it is returned when the stream closes", d.job.id
+                )
             else:
                 stream.returned.add(d.job.id)
                 d.task = asyncio.create_task(self._give_back(stream, d))
@@ -479,7 +482,9 @@ class Worker:
         if held >= self.concurrency:
             log.warning(
                 "the server sent %s while %d jobs are held (max_in_flight=%d)",
-                d.job.id, held, self.concurrency,
+                d.job.id,
+                held,
+                self.concurrency,
             )
         d.task = asyncio.create_task(self._execute(stream, d), name=f"jobwire:{d.job.id}")
 
@@ -555,8 +560,9 @@ class Worker:
             d.acking = True
             if result is not None:
                 try:
-                    await client.complete(d.job.id, d.job.lease_token, result,
-                                          timeout=self.ack_timeout)
+                    await client.complete(
+                        d.job.id, d.job.lease_token, result, timeout=self.ack_timeout
+                    )
                     log.debug("completed %s", d.job.id)
                     return
                 except TooLarge as e:
@@ -645,4 +651,3 @@ def _cut(text: str) -> str:
     if len(data) <= MAX_ERROR_BYTES:
         return text
     return data[:MAX_ERROR_BYTES].decode(errors="ignore")
-

@@ -53,7 +53,11 @@ async def test_worker_completes_and_result_is_readable(
     assert (await client.get(added.id)).result_json() == {"sum": 5}
     job = seen[0]
     assert (job.id, job.queue, job.type, job.attempt, job.max_attempts) == (
-        added.id, queue, "add", 1, 3,
+        added.id,
+        queue,
+        "add",
+        1,
+        3,
     )
     assert job.headers == {"h": "1"}
     assert job.deadline is not None and job.lease_token

@@ -20,7 +20,7 @@ use crate::{
 };
 
 impl Bench {
-    pub async fn ceiling(&self, out: &mut Recorder<'_>) -> anyhow::Result<()> {
+    pub(crate) async fn ceiling(&self, out: &mut Recorder<'_>) -> anyhow::Result<()> {
         let mut cmd = command(&self.exe);
         cmd.arg("ceiling")
             .env("JOBWIRE_LOG", "warn")
@@ -71,8 +71,8 @@ impl Bench {
         );
 
         let rounds = self.sizes.round_trips;
-        let mut unary = Vec::with_capacity(rounds as usize);
-        let mut stream = Vec::with_capacity(rounds as usize);
+        let mut unary = Vec::with_capacity(usize::try_from(rounds)?);
+        let mut stream = Vec::with_capacity(usize::try_from(rounds)?);
         for _ in 0..rounds {
             let t = Instant::now();
             health.clone().check(check()).await?;
@@ -93,14 +93,14 @@ impl Bench {
 }
 
 /// A bare server-stream round trip: open health `Watch`, read its first message.
-pub async fn first_watch_message(mut health: HealthClient<Channel>) -> anyhow::Result<()> {
+pub(crate) async fn first_watch_message(mut health: HealthClient<Channel>) -> anyhow::Result<()> {
     let mut stream = health.watch(HealthCheckRequest { service: String::new() }).await?.into_inner();
     stream.message().await?.context("the watch stream ended at once")?;
     Ok(())
 }
 
 /// The hidden `ceiling` role: tonic's own health service and nothing else, until stdin closes.
-pub async fn serve_bare() -> anyhow::Result<()> {
+pub(crate) async fn serve_bare() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!("listening addr={}", listener.local_addr()?);
     let (reporter, service) = tonic_health::server::health_reporter();

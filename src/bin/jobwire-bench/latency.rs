@@ -22,7 +22,7 @@ use crate::{
 };
 
 impl Bench {
-    pub async fn latency(&self, out: &mut Recorder<'_>) -> anyhow::Result<()> {
+    pub(crate) async fn latency(&self, out: &mut Recorder<'_>) -> anyhow::Result<()> {
         let server = self.fresh_server().await?;
         let client = server.client().await?;
         let every = Duration::from_millis(2);
@@ -43,7 +43,7 @@ impl Bench {
 // ---------------------------------------------------------------------------------------------
 
 impl Bench {
-    pub async fn delayed(&self, out: &mut Recorder<'_>) -> anyhow::Result<()> {
+    pub(crate) async fn delayed(&self, out: &mut Recorder<'_>) -> anyhow::Result<()> {
         let server = self.fresh_server().await?;
         let client = server.client().await?;
         // Redis keeps its default `hz 10`: the server must not depend on Redis timers.
@@ -68,7 +68,7 @@ impl Bench {
 // ---------------------------------------------------------------------------------------------
 
 impl Bench {
-    pub async fn idle_streams(&self, out: &mut Recorder<'_>) -> anyhow::Result<()> {
+    pub(crate) async fn idle_streams(&self, out: &mut Recorder<'_>) -> anyhow::Result<()> {
         let server = self.fresh_server().await?;
         let client = server.client().await?;
         let every = Duration::from_millis(2);
@@ -150,7 +150,7 @@ impl Bench {
 }
 
 /// Opens `count` GetJob streams on one connection and reads them until they end; counts opens.
-pub async fn hold_streams(client: Client, count: u64, opened: Arc<AtomicU64>) -> anyhow::Result<()> {
+pub(crate) async fn hold_streams(client: Client, count: u64, opened: Arc<AtomicU64>) -> anyhow::Result<()> {
     let mut readers = JoinSet::new();
     for i in 0..count {
         let req = proto::GetJobRequest {

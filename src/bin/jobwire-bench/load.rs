@@ -25,27 +25,27 @@ use crate::{
     results::num,
 };
 
-pub fn unix_nanos() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
+pub(crate) fn unix_nanos() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 /// `{"n": i, "pad": "<100 bytes>"}`
-pub fn payload(n: u64) -> Vec<u8> {
+pub(crate) fn payload(n: u64) -> Vec<u8> {
     format!(r#"{{"n":{n},"pad":"{PAD}"}}"#).into_bytes()
 }
 
 /// The issue's job: the payload and nothing else. The typed client's default `traceparent`
 /// header (~70 bytes) is left out so every figure is of the plain `AddJob` contract; scenario f
 /// measures it apart.
-pub fn job(queue: &str, n: u64) -> NewJob {
+pub(crate) fn job(queue: &str, n: u64) -> NewJob {
     NewJob::new(queue, JOB_TYPE).payload(payload(n)).untraced()
 }
 
 /// Prints `label: done/total` every two seconds while alive.
-pub struct Ticker(tokio::task::JoinHandle<()>);
+pub(crate) struct Ticker(tokio::task::JoinHandle<()>);
 
 impl Ticker {
-    pub fn start(label: String, total: u64, done: Arc<AtomicU64>) -> Self {
+    pub(crate) fn start(label: String, total: u64, done: Arc<AtomicU64>) -> Self {
         Self(tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(2));
             every.tick().await;
@@ -65,13 +65,13 @@ impl Drop for Ticker {
 
 impl Bench {
     /// A fresh server over a flushed Redis.
-    pub async fn fresh_server(&self) -> anyhow::Result<Server> {
+    pub(crate) async fn fresh_server(&self) -> anyhow::Result<Server> {
         self.redis.flushall().await?;
         let ready = self.work.path().join(format!("ready-{}", ulid::Ulid::new()));
         Server::start(&self.server_exe, &self.redis.url, &ready).await
     }
 
-    pub async fn worker(&self, server: &Server, spec: &WorkerSpec<'_>) -> anyhow::Result<WorkerProc> {
+    pub(crate) async fn worker(&self, server: &Server, spec: &WorkerSpec<'_>) -> anyhow::Result<WorkerProc> {
         WorkerProc::start(&self.exe, server, spec).await
     }
 }
@@ -80,7 +80,7 @@ impl Bench {
     /// Prints where Redis spent a window (per job: user and system CPU, commands by calls) and
     /// returns the script calls and the µs spent executing them, per job. The rest of Redis's
     /// CPU is its event loop: reading, parsing and answering requests.
-    pub async fn explain_redis(&self, n: u64, used: &CpuUse) -> anyhow::Result<CommandStat> {
+    pub(crate) async fn explain_redis(&self, n: u64, used: &CpuUse) -> anyhow::Result<CommandStat> {
         let stats = self.redis.command_stats().await?;
         let per_job = |v: f64| v / n as f64;
         let commands: Vec<String> = stats
@@ -105,7 +105,12 @@ impl Bench {
 }
 
 /// Adds `n` jobs, one AddJob each, at most `in_flight` at once; checks every answer.
-pub async fn add_singly(client: &Client, n: u64, in_flight: usize, make: impl Fn(u64) -> NewJob) -> anyhow::Result<()> {
+pub(crate) async fn add_singly(
+    client: &Client,
+    n: u64,
+    in_flight: usize,
+    make: impl Fn(u64) -> NewJob,
+) -> anyhow::Result<()> {
     let done = Arc::new(AtomicU64::new(0));
     let _ticker = Ticker::start("AddJob".into(), n, done.clone());
     let requests: Vec<proto::AddJobRequest> = (0..n).map(|i| make(i).into_request()).collect();
@@ -126,7 +131,7 @@ pub async fn add_singly(client: &Client, n: u64, in_flight: usize, make: impl Fn
 }
 
 /// Adds `n` jobs with AddJobs of 1,000, `BULK_IN_FLIGHT` calls at once; checks every entry.
-pub async fn add_in_bulk(client: &Client, n: u64, make: impl Fn(u64) -> NewJob) -> anyhow::Result<()> {
+pub(crate) async fn add_in_bulk(client: &Client, n: u64, make: impl Fn(u64) -> NewJob) -> anyhow::Result<()> {
     let done = Arc::new(AtomicU64::new(0));
     let _ticker = Ticker::start("AddJobs".into(), n, done.clone());
     let batches: Vec<Vec<NewJob>> =
@@ -142,7 +147,7 @@ pub async fn add_in_bulk(client: &Client, n: u64, make: impl Fn(u64) -> NewJob) 
                 if let Some(bad) = results.iter().find(|r| r.code != 0 || r.duplicate) {
                     bail!("AddJobs rejected an entry: {} {}", bad.code, bad.message);
                 }
-                done.fetch_add(len as u64, Ordering::Relaxed);
+                done.fetch_add(u64::try_from(len)?, Ordering::Relaxed);
                 Ok(())
             }
         })
@@ -152,7 +157,7 @@ pub async fn add_in_bulk(client: &Client, n: u64, make: impl Fn(u64) -> NewJob) 
 }
 
 /// Waits until nothing of `queue` is waiting, delayed or active; returns its final figures.
-pub async fn wait_settled(client: &Client, queue: &str) -> anyhow::Result<proto::QueueStats> {
+pub(crate) async fn wait_settled(client: &Client, queue: &str) -> anyhow::Result<proto::QueueStats> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let stats = client.stats(queue).await?;
@@ -172,7 +177,7 @@ pub async fn wait_settled(client: &Client, queue: &str) -> anyhow::Result<proto:
 
 /// Checks that every job of a drained queue completed: none dead, all counted (up to the
 /// server's completed-job cap).
-pub fn check_all_completed(stats: &proto::QueueStats, n: u64) -> anyhow::Result<()> {
+pub(crate) fn check_all_completed(stats: &proto::QueueStats, n: u64) -> anyhow::Result<()> {
     ensure!(stats.dead == 0, "{} jobs went dead", stats.dead);
     ensure!(
         stats.completed == n.min(COMPLETED_CAP),
@@ -185,7 +190,7 @@ pub fn check_all_completed(stats: &proto::QueueStats, n: u64) -> anyhow::Result<
 
 /// Open loop: one AddJob every `every`, not waiting for answers. Returns `(n, unix ns just
 /// before its AddJob)` for n in 1..=count.
-pub async fn open_loop(
+pub(crate) async fn open_loop(
     client: &Client,
     queue: &str,
     count: u64,
@@ -208,7 +213,7 @@ pub async fn open_loop(
             raw.add_job(req).await.map(|_| (n, before))
         });
     }
-    let mut sent = Vec::with_capacity(count as usize);
+    let mut sent = Vec::with_capacity(usize::try_from(count)?);
     while let Some(joined) = tasks.join_next().await {
         sent.push(joined??);
     }
@@ -218,7 +223,7 @@ pub async fn open_loop(
 /// One open-loop latency measurement (c, d, g): `count` jobs, one every `every`, each delayed
 /// by `delay`, for a worker process of `concurrency`.
 #[derive(Clone, Copy)]
-pub struct OpenLoop<'a> {
+pub(crate) struct OpenLoop<'a> {
     pub queue: &'a str,
     pub count: u64,
     pub every: Duration,
@@ -228,7 +233,7 @@ pub struct OpenLoop<'a> {
 
 /// Starts a fresh worker process, adds a warm-up job that proves its stream is open, then runs
 /// the open loop. Returns each job's latency in ms: handler start − (just before AddJob + delay).
-pub async fn measure_latency(
+pub(crate) async fn measure_latency(
     bench: &Bench,
     server: &Server,
     client: &Client,
@@ -250,7 +255,7 @@ pub async fn measure_latency(
         let slot = first_start.entry(n).or_insert(at);
         *slot = (*slot).min(at);
     }
-    let offset = delay.map_or(0, |d| d.as_nanos() as i64);
+    let offset = delay.map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
     sent.iter()
         .map(|(n, before)| {
             let start = first_start.get(n).ok_or_else(|| anyhow!("job {n} was never handled"))?;

@@ -11,7 +11,7 @@ use crate::{
 };
 
 impl Bench {
-    pub async fn memory(&self, out: &mut Recorder<'_>) -> anyhow::Result<()> {
+    pub(crate) async fn memory(&self, out: &mut Recorder<'_>) -> anyhow::Result<()> {
         let n = self.sizes.memory_jobs;
         let server = self.fresh_server().await?;
         let client = server.client().await?;
@@ -52,7 +52,7 @@ impl Bench {
 impl Bench {
     /// Prints the memory of each key of `queue` per job (MEMORY USAGE, exact), so a miss can be
     /// traced to a structure. Keys are found by the queue's hash tag, without knowing the layout.
-    pub async fn explain_memory(&self, queue: &str, n: u64) -> anyhow::Result<()> {
+    pub(crate) async fn explain_memory(&self, queue: &str, n: u64) -> anyhow::Result<()> {
         let mut conn = self.redis.conn.clone();
         let mut keys: Vec<String> = Vec::new();
         let mut cursor = 0u64;

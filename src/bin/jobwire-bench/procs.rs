@@ -22,16 +22,16 @@ use tokio::{
 
 /// A temp directory of our own (Redis socket, log and lock; the servers' ready files), removed on
 /// drop.
-pub struct WorkDir(PathBuf);
+pub(crate) struct WorkDir(PathBuf);
 
 impl WorkDir {
-    pub fn create() -> anyhow::Result<Self> {
+    pub(crate) fn create() -> anyhow::Result<Self> {
         let path = std::env::temp_dir().join(format!("jobwire-bench-{}", ulid::Ulid::new().to_string().to_lowercase()));
         std::fs::create_dir(&path).with_context(|| format!("cannot create {}", path.display()))?;
         Ok(Self(path))
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 }
@@ -43,7 +43,7 @@ impl Drop for WorkDir {
 }
 
 /// A child process, killed when dropped and when the bench dies.
-pub struct Spawned {
+pub(crate) struct Spawned {
     name: &'static str,
     pub child: tokio::process::Child,
 }
@@ -51,7 +51,7 @@ pub struct Spawned {
 /// A command for a child: no inherited `JOBWIRE_*` settings (the bench sets what it means),
 /// and death with the bench (PR_SET_PDEATHSIG; the spawning thread is a runtime thread that
 /// lives as long as the bench).
-pub fn command(program: &Path) -> Command {
+pub(crate) fn command(program: &Path) -> Command {
     let mut cmd = Command::new(program);
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("JOBWIRE_") {
@@ -72,20 +72,20 @@ pub fn command(program: &Path) -> Command {
 }
 
 impl Spawned {
-    pub fn spawn(name: &'static str, mut cmd: Command) -> anyhow::Result<Self> {
+    pub(crate) fn spawn(name: &'static str, mut cmd: Command) -> anyhow::Result<Self> {
         let child = cmd.spawn().with_context(|| format!("cannot start the {name}"))?;
         Ok(Self { name, child })
     }
 
-    pub fn pid(&self) -> anyhow::Result<u32> {
+    pub(crate) fn pid(&self) -> anyhow::Result<u32> {
         self.child.id().ok_or_else(|| anyhow!("the {} has exited", self.name))
     }
 
     /// SIGTERM, then SIGKILL after `grace`.
-    pub async fn stop(mut self, grace: Duration) {
-        if let Some(pid) = self.child.id() {
+    pub(crate) async fn stop(mut self, grace: Duration) {
+        if let Some(pid) = self.child.id().and_then(|pid| libc::pid_t::try_from(pid).ok()) {
             // SAFETY: signalling our own child by pid.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+            unsafe { libc::kill(pid, libc::SIGTERM) };
         }
         if tokio::time::timeout(grace, self.child.wait()).await.is_err() {
             eprintln!("    the {} did not stop within {grace:?}; killed", self.name);
@@ -101,30 +101,30 @@ impl Drop for Spawned {
 }
 
 /// The private redis-server: default config, no persistence, a unix socket only.
-pub struct Redis {
+pub(crate) struct Redis {
     pub server: RedisServer,
     pub url: String,
     pub conn: redis::aio::MultiplexedConnection,
 }
 
 impl Redis {
-    pub async fn start(dir: &Path) -> anyhow::Result<Self> {
+    pub(crate) async fn start(dir: &Path) -> anyhow::Result<Self> {
         let server = RedisServer::start_async(RedisConfig::new(dir)).await?;
         let url = server.url();
         let conn = redis::Client::open(url.as_str())?.get_multiplexed_async_connection().await?;
         Ok(Self { server, url, conn })
     }
 
-    pub fn pid(&self) -> anyhow::Result<u32> {
+    pub(crate) fn pid(&self) -> anyhow::Result<u32> {
         self.server.pid().context("redis-server has exited")
     }
 
-    pub async fn flushall(&self) -> anyhow::Result<()> {
+    pub(crate) async fn flushall(&self) -> anyhow::Result<()> {
         let () = redis::cmd("FLUSHALL").query_async(&mut self.conn.clone()).await?;
         Ok(())
     }
 
-    pub async fn info_field(&self, section: &str, field: &str) -> anyhow::Result<String> {
+    pub(crate) async fn info_field(&self, section: &str, field: &str) -> anyhow::Result<String> {
         let info: String = redis::cmd("INFO").arg(section).query_async(&mut self.conn.clone()).await?;
         info.lines()
             .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
@@ -133,14 +133,14 @@ impl Redis {
     }
 
     /// Clears INFO commandstats, to read one window's commands.
-    pub async fn reset_stats(&self) -> anyhow::Result<()> {
+    pub(crate) async fn reset_stats(&self) -> anyhow::Result<()> {
         let () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut self.conn.clone()).await?;
         Ok(())
     }
 
     /// INFO commandstats as `(command, calls, µs executing)`, most called first. Commands that
     /// scripts run are counted too, and their time is also inside the script's.
-    pub async fn command_stats(&self) -> anyhow::Result<Vec<CommandStat>> {
+    pub(crate) async fn command_stats(&self) -> anyhow::Result<Vec<CommandStat>> {
         let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut self.conn.clone()).await?;
         let mut stats: Vec<CommandStat> = info
             .lines()
@@ -156,28 +156,28 @@ impl Redis {
         Ok(stats)
     }
 
-    pub async fn info_number(&self, section: &str, field: &str) -> anyhow::Result<f64> {
+    pub(crate) async fn info_number(&self, section: &str, field: &str) -> anyhow::Result<f64> {
         let text = self.info_field(section, field).await?;
         text.parse().with_context(|| format!("INFO {field} is not a number: {text}"))
     }
 }
 
 /// One line of INFO commandstats.
-pub struct CommandStat {
+pub(crate) struct CommandStat {
     pub name: String,
     pub calls: f64,
     pub usec: f64,
 }
 
 /// A jobwire server process on 127.0.0.1:0 over the private Redis.
-pub struct Server {
+pub(crate) struct Server {
     pub proc: Spawned,
     pub uri: String,
 }
 
 impl Server {
     /// Starts it and waits for its ready file (`ready`, a path not yet used).
-    pub async fn start(exe: &Path, redis_url: &str, ready: &Path) -> anyhow::Result<Self> {
+    pub(crate) async fn start(exe: &Path, redis_url: &str, ready: &Path) -> anyhow::Result<Self> {
         let mut cmd = command(exe);
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--redis-url", redis_url])
             .args(["--key-prefix", "bench", "--drain-grace", "1s"])
@@ -223,21 +223,21 @@ impl Server {
         Ok(Self { proc, uri: format!("http://{addr}") })
     }
 
-    pub fn pid(&self) -> anyhow::Result<u32> {
+    pub(crate) fn pid(&self) -> anyhow::Result<u32> {
         self.proc.pid()
     }
 
-    pub async fn client(&self) -> anyhow::Result<Client> {
+    pub(crate) async fn client(&self) -> anyhow::Result<Client> {
         Ok(Client::connect(&self.uri).await?)
     }
 
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.proc.stop(Duration::from_secs(10)).await;
     }
 }
 
 /// What a worker process does.
-pub struct WorkerSpec<'a> {
+pub(crate) struct WorkerSpec<'a> {
     pub queue: &'a str,
     pub concurrency: u32,
     pub expect: u64,
@@ -246,7 +246,7 @@ pub struct WorkerSpec<'a> {
 }
 
 /// A worker process (the hidden `worker` role), driven over its stdin and stdout.
-pub struct WorkerProc {
+pub(crate) struct WorkerProc {
     pub proc: Spawned,
     pub stdin: ChildStdin,
     pub stdout: Lines<BufReader<ChildStdout>>,
@@ -254,7 +254,7 @@ pub struct WorkerProc {
 
 impl WorkerProc {
     /// Starts it and waits until it is connected (not yet working).
-    pub async fn start(exe: &Path, server: &Server, spec: &WorkerSpec<'_>) -> anyhow::Result<Self> {
+    pub(crate) async fn start(exe: &Path, server: &Server, spec: &WorkerSpec<'_>) -> anyhow::Result<Self> {
         let mut cmd = command(exe);
         cmd.args(["worker", "--addr", &server.uri, "--queue", spec.queue])
             .args(["--concurrency", &spec.concurrency.to_string()])
@@ -277,23 +277,28 @@ impl WorkerProc {
         Ok(worker)
     }
 
-    pub fn pid(&self) -> anyhow::Result<u32> {
+    pub(crate) fn pid(&self) -> anyhow::Result<u32> {
         self.proc.pid()
     }
 
-    pub async fn send(&mut self, line: &str) -> anyhow::Result<()> {
+    pub(crate) async fn send(&mut self, line: &str) -> anyhow::Result<()> {
         self.stdin.write_all(format!("{line}\n").as_bytes()).await?;
         self.stdin.flush().await?;
         Ok(())
     }
 
     /// Opens its stream and starts working.
-    pub async fn go(&mut self) -> anyhow::Result<()> {
+    pub(crate) async fn go(&mut self) -> anyhow::Result<()> {
         self.send("go").await
     }
 
     /// Waits for a line from the worker, showing its progress lines meanwhile.
-    pub async fn wait_for(&mut self, want: &str, limit: Duration, progress: Option<(&str, u64)>) -> anyhow::Result<()> {
+    pub(crate) async fn wait_for(
+        &mut self,
+        want: &str,
+        limit: Duration,
+        progress: Option<(&str, u64)>,
+    ) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let line = tokio::time::timeout_at(deadline, self.stdout.next_line())
@@ -310,7 +315,7 @@ impl WorkerProc {
     }
 
     /// Stops it (running jobs finish and are acked) and returns its samples.
-    pub async fn finish(mut self) -> anyhow::Result<Vec<(u64, i64)>> {
+    pub(crate) async fn finish(mut self) -> anyhow::Result<Vec<(u64, i64)>> {
         self.send("stop").await?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         let samples = loop {
@@ -330,7 +335,7 @@ impl WorkerProc {
 }
 
 /// CPU seconds (user, system; all threads) a process has used so far.
-pub fn cpu_seconds(pid: u32) -> anyhow::Result<(f64, f64)> {
+pub(crate) fn cpu_seconds(pid: u32) -> anyhow::Result<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("cannot read /proc/{pid}/stat"))?;
     // The command name (field 2) is in parentheses and may hold spaces: count from after it.
@@ -347,7 +352,7 @@ pub fn cpu_seconds(pid: u32) -> anyhow::Result<(f64, f64)> {
 }
 
 /// Resident memory of a process, bytes.
-pub fn rss_bytes(pid: u32) -> anyhow::Result<f64> {
+pub(crate) fn rss_bytes(pid: u32) -> anyhow::Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kib: f64 = status
         .lines()
@@ -359,7 +364,7 @@ pub fn rss_bytes(pid: u32) -> anyhow::Result<f64> {
 }
 
 /// CPU of a set of processes over a window.
-pub struct CpuWindow {
+pub(crate) struct CpuWindow {
     pub pids: Vec<u32>,
     pub start: Vec<(f64, f64)>,
     pub at: Instant,
@@ -367,14 +372,14 @@ pub struct CpuWindow {
 
 /// What a window measured: wall time, and per process the µs of CPU per unit of work (all,
 /// and the system part of it).
-pub struct CpuUse {
+pub(crate) struct CpuUse {
     pub elapsed: Duration,
     pub per_unit: Vec<f64>,
     pub system_per_unit: Vec<f64>,
 }
 
 impl CpuWindow {
-    pub fn open(pids: &[u32]) -> anyhow::Result<Self> {
+    pub(crate) fn open(pids: &[u32]) -> anyhow::Result<Self> {
         Ok(Self {
             pids: pids.to_vec(),
             start: pids.iter().map(|p| cpu_seconds(*p)).collect::<anyhow::Result<_>>()?,
@@ -382,7 +387,7 @@ impl CpuWindow {
         })
     }
 
-    pub fn close(self, units: u64) -> anyhow::Result<CpuUse> {
+    pub(crate) fn close(self, units: u64) -> anyhow::Result<CpuUse> {
         let elapsed = self.at.elapsed();
         let mut used = CpuUse { elapsed, per_unit: Vec::new(), system_per_unit: Vec::new() };
         for (pid, (user0, sys0)) in self.pids.iter().zip(&self.start) {
@@ -396,7 +401,7 @@ impl CpuWindow {
 
 /// Raises the soft open-files limit to the hard one (inherited by the children): scenario g
 /// holds thousands of streams.
-pub fn raise_nofile_limit() -> anyhow::Result<u64> {
+pub(crate) fn raise_nofile_limit() -> anyhow::Result<u64> {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
     unsafe {

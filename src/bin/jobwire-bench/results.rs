@@ -4,20 +4,20 @@
 use crate::{Machine, RunArgs, Scenario, Sizes};
 
 #[derive(Clone, Copy, Debug)]
-pub enum Target {
+pub(crate) enum Target {
     AtLeast(f64),
     AtMost(f64),
 }
 
 impl Target {
-    pub fn met(self, value: f64) -> bool {
+    pub(crate) fn met(self, value: f64) -> bool {
         match self {
             Target::AtLeast(t) => value >= t,
             Target::AtMost(t) => value <= t,
         }
     }
 
-    pub fn text(self) -> String {
+    pub(crate) fn text(self) -> String {
         match self {
             Target::AtLeast(t) => format!("≥ {}", num(t)),
             Target::AtMost(t) => format!("≤ {}", num(t)),
@@ -26,7 +26,7 @@ impl Target {
 }
 
 /// One figure across runs.
-pub struct Metric {
+pub(crate) struct Metric {
     pub scenario: Scenario,
     pub name: String,
     pub unit: &'static str,
@@ -35,13 +35,13 @@ pub struct Metric {
 }
 
 impl Metric {
-    pub fn sorted(&self) -> Vec<f64> {
+    pub(crate) fn sorted(&self) -> Vec<f64> {
         let mut v = self.runs.clone();
         v.sort_by(f64::total_cmp);
         v
     }
 
-    pub fn median(&self) -> f64 {
+    pub(crate) fn median(&self) -> f64 {
         let v = self.sorted();
         match v.len() {
             0 => f64::NAN,
@@ -50,37 +50,37 @@ impl Metric {
         }
     }
 
-    pub fn min(&self) -> f64 {
+    pub(crate) fn min(&self) -> f64 {
         self.sorted().first().copied().unwrap_or(f64::NAN)
     }
 
-    pub fn max(&self) -> f64 {
+    pub(crate) fn max(&self) -> f64 {
         self.sorted().last().copied().unwrap_or(f64::NAN)
     }
 
     /// Judged on the median.
-    pub fn met(&self) -> Option<bool> {
+    pub(crate) fn met(&self) -> Option<bool> {
         self.target.map(|t| t.met(self.median()))
     }
 }
 
 #[derive(Default)]
-pub struct Results {
+pub(crate) struct Results {
     pub metrics: Vec<Metric>,
 }
 
 /// Records the figures of one scenario run.
-pub struct Recorder<'a> {
+pub(crate) struct Recorder<'a> {
     pub scenario: Scenario,
     pub results: &'a mut Results,
 }
 
 impl Results {
-    pub fn scenario(&mut self, scenario: Scenario) -> Recorder<'_> {
+    pub(crate) fn scenario(&mut self, scenario: Scenario) -> Recorder<'_> {
         Recorder { scenario, results: self }
     }
 
-    pub fn table(&self) -> String {
+    pub(crate) fn table(&self) -> String {
         let mut out = String::new();
         let header = format!(
             "{:<3} {:<50} {:>10} {:>21} {:<12} {:<10} {}\n",
@@ -112,7 +112,7 @@ impl Results {
         out
     }
 
-    pub fn json(&self, machine: &Machine, opts: &RunArgs, sizes: &Sizes) -> serde_json::Value {
+    pub(crate) fn json(&self, machine: &Machine, opts: &RunArgs, sizes: &Sizes) -> serde_json::Value {
         let results: Vec<serde_json::Value> = self
             .metrics
             .iter()
@@ -162,7 +162,7 @@ impl Results {
 }
 
 impl Recorder<'_> {
-    pub fn record(&mut self, name: &str, unit: &'static str, target: Option<Target>, value: f64) {
+    pub(crate) fn record(&mut self, name: &str, unit: &'static str, target: Option<Target>, value: f64) {
         eprintln!("    {name}: {} {unit}", num(value));
         let scenario = self.scenario;
         match self.results.metrics.iter_mut().find(|m| m.scenario == scenario && m.name == name) {
@@ -174,7 +174,7 @@ impl Recorder<'_> {
     }
 
     /// p50, p90, p99 and max of a latency sample, in ms.
-    pub fn latencies(&mut self, what: &str, sample: &[f64], p50: Option<f64>, p99: Option<f64>) {
+    pub(crate) fn latencies(&mut self, what: &str, sample: &[f64], p50: Option<f64>, p99: Option<f64>) {
         let mut sorted = sample.to_vec();
         sorted.sort_by(f64::total_cmp);
         self.record(&format!("{what} p50"), "ms", p50.map(Target::AtMost), percentile(&sorted, 0.50));
@@ -185,21 +185,27 @@ impl Recorder<'_> {
 }
 
 /// Nearest-rank percentile of a sorted sample.
-pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "p is in 0..=1, so the rank is a whole number from 0 to len, clamped to a valid one"
+    )]
     let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     sorted[rank - 1]
 }
 
 /// A figure for people: thousands grouped, a few significant digits below 100.
-pub fn num(v: f64) -> String {
+pub(crate) fn num(v: f64) -> String {
     if !v.is_finite() {
         return "-".into();
     }
     let a = v.abs();
     if a >= 1000.0 {
+        #[expect(clippy::cast_possible_truncation, reason = "no bench figure comes near 9.2e18; `as` would saturate")]
         let digits = (v.round() as i64).unsigned_abs().to_string();
         let mut grouped = String::new();
         for (i, c) in digits.chars().enumerate() {

@@ -13,7 +13,7 @@ use crate::{
 };
 
 impl Bench {
-    pub async fn enqueue(&self, out: &mut Recorder<'_>) -> anyhow::Result<()> {
+    pub(crate) async fn enqueue(&self, out: &mut Recorder<'_>) -> anyhow::Result<()> {
         let n = self.sizes.enqueue;
         let server = self.fresh_server().await?;
         let client = server.client().await?;
@@ -53,7 +53,7 @@ impl Bench {
 
         // One call at a time: the round trip, to read against h's bare unary call.
         let mut raw = client.raw();
-        let mut rtts = Vec::with_capacity(self.sizes.round_trips as usize);
+        let mut rtts = Vec::with_capacity(usize::try_from(self.sizes.round_trips)?);
         for i in 0..self.sizes.round_trips {
             let req = job("bench-a3", i).into_request();
             let t = Instant::now();
@@ -72,7 +72,7 @@ impl Bench {
 // ---------------------------------------------------------------------------------------------
 
 impl Bench {
-    pub async fn processing(&self, out: &mut Recorder<'_>) -> anyhow::Result<()> {
+    pub(crate) async fn processing(&self, out: &mut Recorder<'_>) -> anyhow::Result<()> {
         let n = self.sizes.process;
         for (concurrency, target) in [(1, 10_000.0), (10, 0.0), (100, 30_000.0)] {
             let queue = "bench-b";
@@ -114,7 +114,7 @@ impl Bench {
 // ---------------------------------------------------------------------------------------------
 
 impl Bench {
-    pub async fn retries(&self, out: &mut Recorder<'_>) -> anyhow::Result<()> {
+    pub(crate) async fn retries(&self, out: &mut Recorder<'_>) -> anyhow::Result<()> {
         let n = self.sizes.retry_jobs;
         for backoff_ms in [0, 10] {
             let queue = "bench-e";

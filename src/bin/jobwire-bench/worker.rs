@@ -20,7 +20,7 @@ use tokio::{
 use crate::{JOB_TYPE, load::unix_nanos};
 
 #[derive(Args, Debug)]
-pub struct WorkerArgs {
+pub(crate) struct WorkerArgs {
     /// Server URI.
     #[arg(long)]
     pub addr: String,
@@ -45,7 +45,7 @@ pub struct WorkerArgs {
 
 /// The hidden `worker` role: a `jobwire::client::Worker` with a no-op handler (see the module doc for
 /// its protocol on stdin/stdout).
-pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let client = Client::connect(&args.addr).await?;
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     println!("ready");
@@ -98,7 +98,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
 }
 
 /// Prints `started`, `progress N` every two seconds, and `done` for the bench.
-pub async fn report(succeeded: Arc<AtomicU64>, milestone: Arc<Notify>, expect: u64) {
+pub(crate) async fn report(succeeded: Arc<AtomicU64>, milestone: Arc<Notify>, expect: u64) {
     let mut every = tokio::time::interval(Duration::from_secs(2));
     every.tick().await;
     let (mut started, mut done) = (false, false);

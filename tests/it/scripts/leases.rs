@@ -1,4 +1,4 @@
-//! lease.lua, extend.lua, progress.lua, requeue.lua, reap.lua and the heartbeat script: who holds
+//! lease.lua, extend.lua, progress.lua, requeue.lua, reap.lua and heartbeat.lua: who holds
 //! a job, until when, and how it comes back.
 
 use std::time::Duration;
@@ -94,7 +94,7 @@ async fn lease_revokes_a_timed_out_attempt_and_schedules_its_retry() {
     let record = case.record(&held.ulid).await;
     assert_eq!(record.state, RecordState::Retrying);
     assert_eq!((record.attempts, record.last_error.as_deref()), (1, Some("timeout")));
-    assert_eq!(record.run_at_ms, Some(round.now_ms + LONG_BACKOFF_MS as i64));
+    assert_eq!(record.run_at_ms, Some(round.now_ms + i64::try_from(LONG_BACKOFF_MS).expect("a minute of ms fits")));
     assert_eq!(case.ack(&held.ulid, &held.token).await, AckOutcome::Stale, "the old holder is fenced off");
     case.assert_invariants().await;
 }
