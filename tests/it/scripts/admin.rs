@@ -180,7 +180,6 @@ async fn retry_of_a_dead_session_job_counts_it_released_again() {
 }
 
 #[tokio::test]
-#[ignore = "bug: retry.lua makes a dead session job ready beside the job its session already released"]
 async fn retry_of_a_dead_session_job_keeps_the_session_to_its_concurrency() {
     let case = Case::start().await;
     case.open_session("s", 1).await;
@@ -190,6 +189,27 @@ async fn retry_of_a_dead_session_job_keeps_the_session_to_its_concurrency() {
     assert_eq!(case.places().await, Places { waiting: 1, dead: 1, ..Places::default() });
     assert_eq!(case.retry(Some(&held.ulid), 1).await, (1, 1));
     assert_eq!(case.lease(2).await.jobs.len(), 1, "a session of max_concurrency 1 runs one job at a time");
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn retry_of_a_dead_session_job_puts_it_back_in_its_place_in_the_session() {
+    let case = Case::start().await;
+    case.open_session("s", 1).await;
+    let jobs = [Job::plain().in_session("s"), Job::plain().in_session("s"), Job::plain().in_session("s")];
+    case.add_many(&jobs).await;
+    let first = case.take().await;
+    case.fail(&first.ulid, &first.token, false, None, 0.0).await;
+    let second = case.take().await;
+    assert_eq!(case.retry(Some(&first.ulid), 1).await, (1, 1));
+    assert_eq!(case.places().await, Places { active: 1, pending: 2, ..Places::default() });
+    assert_eq!(case.record(&first.ulid).await.state, RecordState::Waiting);
+    // Released when the running job ends, before the job added after it.
+    assert_eq!(case.ack(&second.ulid, &second.token).await, AckOutcome::Completed);
+    let again = case.take().await;
+    assert_eq!((again.ulid.as_str(), again.attempt), (first.ulid.as_str(), 1));
+    assert_eq!(case.ack(&again.ulid, &again.token).await, AckOutcome::Completed);
+    assert_eq!(case.take().await.ulid, jobs[2].ulid);
     case.assert_invariants().await;
 }
 
