@@ -5,7 +5,7 @@
 -- sessions, session_jobs, session_ttl, outcomes, ready lists; may publish a wake-up on ARGV[1].
 -- KEYS: the queue keys (lib.lua).
 -- ARGV[8] a ULID to retry that one job, or '' to retry the oldest dead jobs,
--- ARGV[9] at most this many (batch mode).
+-- ARGV[9] at most this many (batch mode; 0 retries nothing).
 -- Returns {code, moved}: code 1 done, 0 unknown job, -1 the job is not dead,
 -- -2 its session is gone.
 local now = now_ms()
@@ -45,8 +45,11 @@ if ARGV[8] ~= '' then
   end
   return { 1, 1 }
 end
-local moved = 0
-for _, ulid in ipairs(redis.call('ZRANGE', KEYS[K_DEAD], 0, tonumber(ARGV[9]) - 1)) do
+local moved, limit = 0, tonumber(ARGV[9])
+if limit < 1 then
+  return { 1, 0 }
+end
+for _, ulid in ipairs(redis.call('ZRANGE', KEYS[K_DEAD], 0, limit - 1)) do
   local rec = load(ulid)
   if rec and revive(ulid, rec) then
     moved = moved + 1

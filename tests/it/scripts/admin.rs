@@ -241,7 +241,6 @@ async fn retry_in_batch_moves_the_oldest_dead_jobs() {
 }
 
 #[tokio::test]
-#[ignore = "bug: retry.lua in batch mode with a limit of 0 asks ZRANGE 0 -1 and retries every dead job"]
 async fn retry_in_batch_with_a_limit_of_zero_moves_nothing() {
     let case = Case::start().await;
     case.add_dead().await;
