@@ -341,7 +341,6 @@ async fn purge_of_session_jobs_keeps_the_session_counts() {
 }
 
 #[tokio::test]
-#[ignore = "bug: purge.lua drops every job pending in a session when asked for waiting or delayed ones alone"]
 async fn purge_of_delayed_jobs_keeps_waiting_jobs_pending_in_a_session() {
     let case = Case::start().await;
     case.open_session("s", 1).await;
@@ -349,5 +348,34 @@ async fn purge_of_delayed_jobs_keeps_waiting_jobs_pending_in_a_session() {
     assert_eq!(case.places().await, Places { waiting: 1, pending: 1, ..Places::default() });
     assert_eq!(case.purge(&[Listing::Delayed]).await, 0, "no job is delayed");
     assert_eq!(case.places().await, Places { waiting: 1, pending: 1, ..Places::default() });
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn purge_of_waiting_jobs_keeps_delayed_jobs_pending_in_a_session() {
+    let case = Case::start().await;
+    case.open_session("s", 1).await;
+    let delayed = Job::plain().in_session("s").delayed(60_000);
+    case.add_many(&[Job::plain().in_session("s"), delayed.clone(), Job::plain().in_session("s")]).await;
+    assert_eq!(case.places().await, Places { waiting: 1, pending: 2, ..Places::default() });
+    assert_eq!(case.purge(&[Listing::Waiting]).await, 2, "the released job and the waiting one behind the delayed");
+    assert_eq!(case.places().await, Places { delayed: 1, ..Places::default() }, "released in turn, still delayed");
+    assert_eq!(case.record(&delayed.ulid).await.state, RecordState::Delayed);
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn purge_of_delayed_jobs_reads_every_job_pending_in_sessions_batch_after_batch() {
+    let case = Case::start().await;
+    case.open_session("s", 1).await;
+    let mut jobs: Vec<Job> = (0..1_502).map(|_| Job::plain().in_session("s")).collect();
+    let delayed = Job::plain().in_session("s").delayed(60_000);
+    jobs.push(delayed.clone());
+    case.add_many(&jobs).await;
+    assert_eq!(case.purge(&[Listing::Delayed]).await, 1, "the one delayed job, past a batch of waiting ones");
+    assert!(case.info(&delayed.ulid).await.is_none());
+    assert_eq!(case.places().await, Places { waiting: 1, pending: 1_501, ..Places::default() });
+    assert_eq!(case.purge(&[Listing::Waiting]).await, 1_502);
+    assert_eq!(case.places().await, Places::default());
     case.assert_invariants().await;
 }
