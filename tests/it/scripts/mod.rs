@@ -283,8 +283,12 @@ impl Case {
     }
 
     pub async fn add_many(&self, jobs: &[Job]) -> Vec<AddOutcome> {
+        self.try_add_many(jobs).await.expect("add")
+    }
+
+    pub async fn try_add_many(&self, jobs: &[Job]) -> Result<Vec<AddOutcome>, StoreError> {
         let args: Vec<AddArgs<'_>> = jobs.iter().map(Job::args).collect();
-        self.store.jobs().add_many(QUEUE, &args).await.expect("add")
+        self.store.jobs().add_many(QUEUE, &args).await
     }
 
     /// A lease round with `n` fresh tokens, no jitter, no trimming.
