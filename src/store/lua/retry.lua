@@ -10,8 +10,7 @@
 -- -2 its session is gone.
 local now = now_ms()
 local function revive(ulid, rec)
-  local name = session_name(rec)
-  local meta = name and load_session(name)
+  local name, meta = job_session(rec)
   if name and not meta then
     return false
   end
