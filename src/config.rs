@@ -45,7 +45,8 @@ pub struct ServeConfig {
     /// Lost deliveries (stream ended without an ack) after which a job goes dead.
     #[arg(long, env = "JOBWIRE_MAX_LOST_DELIVERIES", default_value_t = 5)]
     pub max_lost_deliveries: u32,
-    /// How long an idempotency key is remembered, per queue.
+    /// How long an idempotency key is remembered, per queue: at least 1ms (there is no "off": a
+    /// job added with a key is always deduplicated within the window).
     #[arg(long, env = "JOBWIRE_IDEMPOTENCY_WINDOW", default_value = "24h", value_parser = duration)]
     pub idempotency_window: Duration,
     /// How long completed jobs (and their results) are kept.
@@ -106,6 +107,9 @@ impl ServeConfig {
         }
         if self.lease_ttl < Duration::from_millis(300) {
             return Err("--lease-ttl must be at least 300ms".into());
+        }
+        if self.idempotency_window < Duration::from_millis(1) {
+            return Err("--idempotency-window must be at least 1ms".into());
         }
         if self.max_lost_deliveries == 0 {
             return Err("--max-lost-deliveries must be at least 1".into());

@@ -156,12 +156,15 @@ impl Admin {
         }
         let states = names.join(",");
         let mut total: u64 = 0;
+        let mut cursor = String::new();
         loop {
-            let removed = self.backend.call(queue, &PurgeArgs { states: &states, batch: 1_000 }).await?;
+            let (removed, next) =
+                self.backend.call(queue, &PurgeArgs { states: &states, batch: 1_000, cursor: &cursor }).await?;
             total = total.saturating_add(decoded(removed, "the purged count")?);
-            if removed == 0 {
+            if removed == 0 && next.is_empty() {
                 return Ok(total);
             }
+            cursor = next;
         }
     }
 

@@ -381,19 +381,21 @@ impl QueueFunction for DeleteArgs<'_> {
     }
 }
 
-/// lua/purge.lua: ARGV[8] states, comma-separated, [9] batch.
+/// lua/purge.lua: ARGV[8] states, comma-separated, [9] batch, [10] cursor among the jobs pending
+/// inside sessions ('' from the start).
 pub(super) struct PurgeArgs<'a> {
     pub states: &'a str,
     pub batch: u32,
+    pub cursor: &'a str,
 }
 
 impl QueueFunction for PurgeArgs<'_> {
-    /// How many jobs were removed.
-    type Reply = i64;
+    /// (how many jobs were removed, the cursor to go on from; '' when read through).
+    type Reply = (i64, String);
     function!(purge);
 
     fn write_args(&self, cmd: &mut Cmd) {
-        cmd.arg(self.states).arg(self.batch);
+        cmd.arg(self.states).arg(self.batch).arg(self.cursor);
     }
 }
 

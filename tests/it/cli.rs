@@ -183,3 +183,11 @@ async fn health_exits_4_while_redis_is_down() {
     .await;
     server.assert_invariants("q").await;
 }
+
+#[tokio::test]
+async fn serve_refuses_an_idempotency_window_of_zero_at_start() {
+    let args = ["serve", "--listen", "127.0.0.1:0", "--redis-url", "redis://127.0.0.1:1", "--idempotency-window", "0s"];
+    let ran = run_jobwire(&args, LIMIT).await;
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(ran.stderr.contains("--idempotency-window must be at least 1ms"), "{}", ran.stderr);
+}

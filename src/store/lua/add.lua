@@ -8,12 +8,17 @@
 -- ARGV[8] idempotency window ms, then per job: ULID, packed record (state WAITING), priority,
 -- and '' for a job with nothing more to say, or '+' followed by four more values: delay ms or
 -- -1, run_at epoch ms or -1, session name or '', index in KEYS of its tombstone or 0.
+-- A window that is not a whole number of 1 to 15 digits fails the call before anything is
+-- written (Redis would refuse it as the tombstone's PX, after the job is in).
 -- Returns, flat, the jobs not added as {job number (1-based), code, ULID}: code 0 duplicate,
 -- with the ULID of the first add; -1 unknown session (nothing written, ULID ''). Every job not
 -- named was added.
 -- The tombstone outlives the job's retention on purpose: a repeat inside the window is a
 -- duplicate even after the first job is gone.
 local window = ARGV[8]
+if not string.find(window, '^[1-9]%d*$') or #window > 15 then
+  return redis.error_reply('ERR add: the idempotency window must be from 1 to 15 digits of ms')
+end
 -- Read only for a job that is delayed or in a session: a plain job needs no clock.
 local now
 local out = {}

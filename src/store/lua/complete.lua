@@ -11,7 +11,8 @@
 --    1 completed                  0 unknown job             -1 stale token (nothing changed)
 --    2 accepted, but the job had been cancelled, so it ends cancelled
 --   -2 session version mismatch: nothing written, the job stays leased
---   -3 the job's session was deleted: the job ends cancelled, its state is not written
+--   -3 the job's session was deleted (a session created since under its name is another one):
+--      the job ends cancelled, its state is not written
 --   -4 a new session state for a job outside any session: nothing written
 -- A completed job's record is left as it is: its outcome (finish time, lease, result) goes to
 -- the outcomes hash and its ULID to the tail of the completed list, trimmed to the completed
@@ -48,8 +49,7 @@ end
 local function finish_flagged(ulid, lease, result, n)
   local _, started, attempt, attempt_text = parse_lease(lease)
   local rec = load(ulid)
-  local name = session_name(rec)
-  local meta = name and load_session(name)
+  local name, meta = job_session(rec)
   local state_at = states[n]
   local expected = state_at and tonumber(ARGV[state_at + 2])
   if state_at and not name then

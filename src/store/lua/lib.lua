@@ -11,7 +11,7 @@
 --   KEYS[6]  dead          zset  ULID by finish time (dead-letter set)
 --   KEYS[7]  meta          hash  paused flag, counters, session sequence
 --   KEYS[8]  events        stream of job transitions (capped)
---   KEYS[9]  sessions      hash  session name -> packed session meta (S_* below)
+--   KEYS[9]  sessions      hash  session name -> packed session meta (M_* below)
 --   KEYS[10] session_state hash  session name -> state JSON
 --   KEYS[11] session_jobs  zset  "name/seq/ULID" (score 0, lexical order = add order): jobs of a
 --                                session not yet released to the ready lists
@@ -38,8 +38,12 @@ local HOT_FIELDS, FIELDS = 4, 21
 local S_WAITING, S_DELAYED, S_RETRYING, S_COMPLETED, S_DEAD, S_CANCELLED = 1, 2, 4, 5, 6, 7
 
 -- Session meta: version, created, updated, ttl ms, max concurrency, started (active) jobs,
--- queued jobs (released to the queue, not yet started).
+-- queued jobs (released to the queue, not yet started). Packed as one msgpack array, followed by
+-- the queue's session sequence when the session was created (M_SINCE once loaded; 0 when absent,
+-- as in sessions written before it was). A name can be deleted and created again: the jobs of
+-- this session have greater sequence numbers, those of an earlier session of the name do not.
 local M_VERSION, M_CREATED, M_UPDATED, M_TTL, M_MAXC, M_STARTED, M_QUEUED = 1, 2, 3, 4, 5, 6, 7
+local M_SINCE = 8
 
 -- Exponential, base 1 s, factor 2, max 1 h, jitter 0.5: used when a record stores no backoff.
 local DEFAULT_BACKOFF = { 1, 1000, 2, 3600000, 0.5 }
@@ -374,17 +378,48 @@ end
 
 local function load_session(name)
   local raw = redis.call('HGET', KEYS[K_SESSIONS], name)
-  return raw and cmsgpack.unpack(raw)
+  if not raw then
+    return nil
+  end
+  local meta, since = cmsgpack.unpack(raw)
+  meta[M_SINCE] = since or 0
+  return meta
 end
 
 local function save_session(name, meta, now)
   meta[M_UPDATED] = now
-  redis.call('HSET', KEYS[K_SESSIONS], name, cmsgpack.pack(meta))
+  -- The array holds the fields before M_SINCE; M_SINCE follows it.
+  local since = meta[M_SINCE]
+  meta[M_SINCE] = nil
+  redis.call('HSET', KEYS[K_SESSIONS], name, cmsgpack.pack(meta, since))
+  meta[M_SINCE] = since
   redis.call('ZADD', KEYS[K_SESSION_TTL], now + meta[M_TTL], name)
 end
 
-local function session_head(name)
-  local head = redis.call('ZRANGEBYLEX', KEYS[K_SESSION_JOBS], '[' .. name .. '/', '[' .. name .. '/\255', 'LIMIT', 0, 1)
+-- The session a job was added to: its name, and its meta while that session is alive (nil when
+-- it was deleted, even if a session of the same name was created since).
+local function job_session(rec)
+  local member = rec[R_SESSION]
+  if not member then
+    return nil, nil
+  end
+  local name, seq = string.match(member, '^([^/]+)/(%d+)/')
+  local meta = load_session(name)
+  if meta and tonumber(seq) > meta[M_SINCE] then
+    return name, meta
+  end
+  return name, nil
+end
+
+-- The lexical range of the members of a session's jobs (after `since`, as in M_SINCE: jobs
+-- left over from an earlier session of the name are not its own).
+local function session_range(name, since)
+  return '[' .. name .. '/' .. string.format('%016d', since + 1), '[' .. name .. '/\255'
+end
+
+local function session_head(name, meta)
+  local lo, hi = session_range(name, meta[M_SINCE])
+  local head = redis.call('ZRANGEBYLEX', KEYS[K_SESSION_JOBS], lo, hi, 'LIMIT', 0, 1)
   return head[1]
 end
 
@@ -393,7 +428,7 @@ local function session_pump(name, meta, now)
   if meta[M_QUEUED] > 0 or meta[M_STARTED] >= meta[M_MAXC] then
     return
   end
-  local member = session_head(name)
+  local member = session_head(name, meta)
   if not member then
     return
   end
@@ -413,13 +448,12 @@ end
 
 -- Moves a session's counters when one of its jobs changes phase:
 -- started (+1 started, -1 queued), stopped (-1 started; requeued: +1 queued) or
--- dropped (a queued job left: -1 queued). Returns false when the session is gone.
+-- dropped (a queued job left: -1 queued). Returns false when the job's session is gone.
 local function session_moved(rec, now, started, stopped, requeued, dropped)
-  local name = session_name(rec)
+  local name, meta = job_session(rec)
   if not name then
     return true
   end
-  local meta = load_session(name)
   if not meta then
     return false
   end
@@ -470,7 +504,8 @@ end
 -- A job goes back to its queue without having finished: ready (or retrying), unless it was
 -- cancelled meanwhile or its session is gone, in which case it ends cancelled.
 local function back_to_queue(ulid, rec, now, at_head, retry_at)
-  if rec[R_CANCEL] or (session_name(rec) and not load_session(session_name(rec))) then
+  local name, meta = job_session(rec)
+  if rec[R_CANCEL] or (name and not meta) then
     make_cancelled(ulid, rec, now, 'active')
     return S_CANCELLED
   end

@@ -1,10 +1,14 @@
 -- purge: removes up to ARGV[9] jobs of the states listed in ARGV[8] (any of "waiting",
 -- "delayed", "completed", "dead", "cancelled"; active jobs are never purged). Waiting and
--- delayed include jobs still pending inside sessions. Call again until it returns 0.
+-- delayed include jobs still pending inside sessions, each by its own record's state. Those are
+-- read from the cursor ARGV[10] on ('' from the start, else the last one the previous call
+-- read), at most as many as jobs are still to be removed. Call again with the returned cursor
+-- until a call removes nothing and returns the cursor ''.
 -- Touches (here or in the lib.lua helpers it calls) the queue keys jobs, delayed, completed, dead,
 -- events, sessions, session_jobs, session_ttl, cancelled, outcomes, ready lists; may publish a
 -- wake-up on ARGV[1].
--- KEYS: the queue keys (lib.lua). Returns how many jobs were removed.
+-- KEYS: the queue keys (lib.lua). Returns {jobs removed, cursor}: the cursor is '' once the
+-- jobs pending inside sessions are read through (or none were asked for).
 local now = now_ms()
 local want, left = {}, tonumber(ARGV[9])
 for state in string.gmatch(ARGV[8], '[^,]+') do
@@ -49,13 +53,34 @@ if want.waiting then
     end
   end
 end
-if (want.waiting or want.delayed) and left > 0 then
-  local members = redis.call('ZRANGE', KEYS[K_SESSION_JOBS], 0, left - 1)
-  if #members > 0 then
-    redis.call('ZREM', KEYS[K_SESSION_JOBS], unpack(members))
-    for _, member in ipairs(members) do
-      drop(string.match(member, '/([^/]+)$'), false)
+local cursor = ''
+if (want.waiting or want.delayed) and left <= 0 then
+  cursor = ARGV[10]
+elseif want.waiting or want.delayed then
+  local limit = left
+  local from = ARGV[10] == '' and '-' or '(' .. ARGV[10]
+  local members = redis.call('ZRANGEBYLEX', KEYS[K_SESSION_JOBS], from, '+', 'LIMIT', 0, limit)
+  local ids = {}
+  for i, member in ipairs(members) do
+    ids[i] = string.match(member, '/([^/]+)$')
+  end
+  -- With one of the two states asked for, only the jobs whose record is in it (a member without
+  -- a record goes too).
+  local raws = not (want.waiting and want.delayed) and hmget(KEYS[K_JOBS], ids)
+  local purged, purged_ids = {}, {}
+  for i, member in ipairs(members) do
+    local state = raws and raws[i] and unpack_record(raws[i])[R_STATE]
+    if not state or (want.waiting and state == S_WAITING) or (want.delayed and state == S_DELAYED) then
+      purged[#purged + 1] = member
+      purged_ids[#purged_ids + 1] = ids[i]
     end
   end
+  bulk('ZREM', KEYS[K_SESSION_JOBS], purged)
+  for _, ulid in ipairs(purged_ids) do
+    drop(ulid, false)
+  end
+  if #members == limit then
+    cursor = members[limit]
+  end
 end
-return removed
+return { removed, cursor }

@@ -1,6 +1,7 @@
 -- session_delete: deletes a session: its state at once, then (this call and the next ones) up to
 -- ARGV[9] of its jobs still pending inside it. Released jobs that have not started end cancelled
--- when they would start; its active jobs can no longer change anything (see complete.lua).
+-- when they would start; its active jobs can no longer change anything (see complete.lua), not
+-- even in a session created later under the same name (see M_SINCE in lib.lua).
 -- Touches (here or in the lib.lua helpers it calls) the queue keys jobs, sessions, session_state,
 -- session_jobs, session_ttl.
 -- KEYS: the queue keys (lib.lua). ARGV[8] name, ARGV[9] batch.

@@ -9,7 +9,7 @@ for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[K_SESSION_TTL], '-inf', n
   local meta = load_session(name)
   if not meta then
     redis.call('ZREM', KEYS[K_SESSION_TTL], name)
-  elseif meta[M_STARTED] > 0 or meta[M_QUEUED] > 0 or session_head(name) then
+  elseif meta[M_STARTED] > 0 or meta[M_QUEUED] > 0 or session_head(name, meta) then
     redis.call('ZADD', KEYS[K_SESSION_TTL], now + meta[M_TTL], name)
   else
     redis.call('HDEL', KEYS[K_SESSIONS], name)

@@ -180,7 +180,6 @@ async fn retry_of_a_dead_session_job_counts_it_released_again() {
 }
 
 #[tokio::test]
-#[ignore = "bug: retry.lua makes a dead session job ready beside the job its session already released"]
 async fn retry_of_a_dead_session_job_keeps_the_session_to_its_concurrency() {
     let case = Case::start().await;
     case.open_session("s", 1).await;
@@ -190,6 +189,27 @@ async fn retry_of_a_dead_session_job_keeps_the_session_to_its_concurrency() {
     assert_eq!(case.places().await, Places { waiting: 1, dead: 1, ..Places::default() });
     assert_eq!(case.retry(Some(&held.ulid), 1).await, (1, 1));
     assert_eq!(case.lease(2).await.jobs.len(), 1, "a session of max_concurrency 1 runs one job at a time");
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn retry_of_a_dead_session_job_puts_it_back_in_its_place_in_the_session() {
+    let case = Case::start().await;
+    case.open_session("s", 1).await;
+    let jobs = [Job::plain().in_session("s"), Job::plain().in_session("s"), Job::plain().in_session("s")];
+    case.add_many(&jobs).await;
+    let first = case.take().await;
+    case.fail(&first.ulid, &first.token, false, None, 0.0).await;
+    let second = case.take().await;
+    assert_eq!(case.retry(Some(&first.ulid), 1).await, (1, 1));
+    assert_eq!(case.places().await, Places { active: 1, pending: 2, ..Places::default() });
+    assert_eq!(case.record(&first.ulid).await.state, RecordState::Waiting);
+    // Released when the running job ends, before the job added after it.
+    assert_eq!(case.ack(&second.ulid, &second.token).await, AckOutcome::Completed);
+    let again = case.take().await;
+    assert_eq!((again.ulid.as_str(), again.attempt), (first.ulid.as_str(), 1));
+    assert_eq!(case.ack(&again.ulid, &again.token).await, AckOutcome::Completed);
+    assert_eq!(case.take().await.ulid, jobs[2].ulid);
     case.assert_invariants().await;
 }
 
@@ -221,7 +241,6 @@ async fn retry_in_batch_moves_the_oldest_dead_jobs() {
 }
 
 #[tokio::test]
-#[ignore = "bug: retry.lua in batch mode with a limit of 0 asks ZRANGE 0 -1 and retries every dead job"]
 async fn retry_in_batch_with_a_limit_of_zero_moves_nothing() {
     let case = Case::start().await;
     case.add_dead().await;
@@ -322,7 +341,6 @@ async fn purge_of_session_jobs_keeps_the_session_counts() {
 }
 
 #[tokio::test]
-#[ignore = "bug: purge.lua drops every job pending in a session when asked for waiting or delayed ones alone"]
 async fn purge_of_delayed_jobs_keeps_waiting_jobs_pending_in_a_session() {
     let case = Case::start().await;
     case.open_session("s", 1).await;
@@ -330,5 +348,34 @@ async fn purge_of_delayed_jobs_keeps_waiting_jobs_pending_in_a_session() {
     assert_eq!(case.places().await, Places { waiting: 1, pending: 1, ..Places::default() });
     assert_eq!(case.purge(&[Listing::Delayed]).await, 0, "no job is delayed");
     assert_eq!(case.places().await, Places { waiting: 1, pending: 1, ..Places::default() });
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn purge_of_waiting_jobs_keeps_delayed_jobs_pending_in_a_session() {
+    let case = Case::start().await;
+    case.open_session("s", 1).await;
+    let delayed = Job::plain().in_session("s").delayed(60_000);
+    case.add_many(&[Job::plain().in_session("s"), delayed.clone(), Job::plain().in_session("s")]).await;
+    assert_eq!(case.places().await, Places { waiting: 1, pending: 2, ..Places::default() });
+    assert_eq!(case.purge(&[Listing::Waiting]).await, 2, "the released job and the waiting one behind the delayed");
+    assert_eq!(case.places().await, Places { delayed: 1, ..Places::default() }, "released in turn, still delayed");
+    assert_eq!(case.record(&delayed.ulid).await.state, RecordState::Delayed);
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn purge_of_delayed_jobs_reads_every_job_pending_in_sessions_batch_after_batch() {
+    let case = Case::start().await;
+    case.open_session("s", 1).await;
+    let mut jobs: Vec<Job> = (0..1_502).map(|_| Job::plain().in_session("s")).collect();
+    let delayed = Job::plain().in_session("s").delayed(60_000);
+    jobs.push(delayed.clone());
+    case.add_many(&jobs).await;
+    assert_eq!(case.purge(&[Listing::Delayed]).await, 1, "the one delayed job, past a batch of waiting ones");
+    assert!(case.info(&delayed.ulid).await.is_none());
+    assert_eq!(case.places().await, Places { waiting: 1, pending: 1_501, ..Places::default() });
+    assert_eq!(case.purge(&[Listing::Waiting]).await, 1_502);
+    assert_eq!(case.places().await, Places::default());
     case.assert_invariants().await;
 }

@@ -167,12 +167,27 @@ async fn add_a_delayed_job_to_a_session_releases_it_as_delayed() {
 }
 
 #[tokio::test]
-#[ignore = "bug: add.lua sets the tombstone with PX 0 for a zero window, which Redis refuses after the job is written"]
 async fn add_with_a_zero_idempotency_window_writes_the_job_whole_or_not_at_all() {
     let case = Case::start().await;
     let job = Job::plain().delayed(60_000).keyed("k", Duration::ZERO);
     let added = case.try_add(&job).await;
     let stored = case.info(&job.ulid).await;
     assert_eq!(added.is_ok(), stored.is_some(), "answered {added:?}, yet the record is {stored:?}");
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn add_with_a_zero_idempotency_window_is_refused_before_anything_is_written() {
+    let case = Case::start().await;
+    case.open_session("s", 1).await;
+    // The batch's window is its first job's.
+    let first = Job { window: Duration::ZERO, ..Job::plain() };
+    let jobs = [first, Job::plain().in_session("s"), Job::plain().delayed(60_000).keyed("k", Duration::ZERO)];
+    assert!(case.try_add_many(&jobs).await.is_err());
+    for job in &jobs {
+        assert!(case.info(&job.ulid).await.is_none(), "{} not written", job.ulid);
+    }
+    assert_eq!(case.places().await, Places::default());
+    assert_eq!(case.session_get("s").await.expect("session").queued, 0);
     case.assert_invariants().await;
 }

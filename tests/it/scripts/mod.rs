@@ -266,9 +266,25 @@ impl Case {
     /// The raw lease of an active job, flags included.
     pub async fn raw_lease(&self, ulid: &str) -> Option<String> {
         let key = self.store.keys().queue(QUEUE).active().to_owned();
+        redis::cmd("HGET").arg(key).arg(ulid).query_async(&mut self.raw_connection().await).await.expect("hget")
+    }
+
+    /// Rewrites a session's packed meta as a release before `M_SINCE` (lua/lib.lua) wrote it:
+    /// the array alone.
+    pub async fn strip_session_since(&self, name: &str) {
+        let key = self.store.keys().queue(QUEUE).sessions().to_owned();
+        let mut conn = self.raw_connection().await;
+        let raw: Vec<u8> = redis::cmd("HGET").arg(&key).arg(name).query_async(&mut conn).await.expect("hget");
+        let meta = rmpv::decode::read_value(&mut raw.as_slice()).expect("packed meta");
+        let mut array = Vec::new();
+        rmpv::encode::write_value(&mut array, &meta).expect("pack");
+        assert!(array.len() < raw.len(), "a value followed the array");
+        let () = redis::cmd("HSET").arg(&key).arg(name).arg(array).query_async(&mut conn).await.expect("hset");
+    }
+
+    async fn raw_connection(&self) -> redis::aio::MultiplexedConnection {
         let client = redis::Client::open(self.redis.url()).expect("url");
-        let mut conn = client.get_multiplexed_async_connection().await.expect("connect");
-        redis::cmd("HGET").arg(key).arg(ulid).query_async(&mut conn).await.expect("hget")
+        client.get_multiplexed_async_connection().await.expect("connect")
     }
 
     // One method per Lua function: the only calls into the store.
@@ -283,8 +299,12 @@ impl Case {
     }
 
     pub async fn add_many(&self, jobs: &[Job]) -> Vec<AddOutcome> {
+        self.try_add_many(jobs).await.expect("add")
+    }
+
+    pub async fn try_add_many(&self, jobs: &[Job]) -> Result<Vec<AddOutcome>, StoreError> {
         let args: Vec<AddArgs<'_>> = jobs.iter().map(Job::args).collect();
-        self.store.jobs().add_many(QUEUE, &args).await.expect("add")
+        self.store.jobs().add_many(QUEUE, &args).await
     }
 
     /// A lease round with `n` fresh tokens, no jitter, no trimming.

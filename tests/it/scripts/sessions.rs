@@ -138,7 +138,6 @@ async fn session_sweep_expires_idle_sessions_and_spares_busy_ones() {
 }
 
 #[tokio::test]
-#[ignore = "bug: a job of a deleted session counts in, and writes the state of, a new session of the same name"]
 async fn a_job_of_a_deleted_session_leaves_a_new_session_of_its_name_alone() {
     let case = Case::start().await;
     let held = case.add_active_in_session("s").await;
@@ -148,5 +147,64 @@ async fn a_job_of_a_deleted_session_leaves_a_new_session_of_its_name_alone() {
     assert_eq!(case.complete(&[ack]).await, [AckOutcome::SessionGone]);
     let session = case.session_get("s").await.expect("the new session");
     assert_eq!((session.state.as_str(), session.version), ("{}", 1));
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn a_job_of_a_new_session_of_a_reused_name_runs_as_usual_beside_one_of_the_old() {
+    let case = Case::start().await;
+    let old = case.add_active_in_session("s").await;
+    assert!(case.session_delete("s").await);
+    case.open_session("s", 1).await;
+    let new = Job::plain().in_session("s");
+    case.add(&new).await;
+    // The old job counts nothing in the new session: the new one's job is released and starts.
+    assert_eq!(case.session_get("s").await.expect("session").queued, 1);
+    let held = case.take().await;
+    assert_eq!(held.ulid, new.ulid);
+    let ack = Ack { ulid: &held.ulid, token: &held.token, result: b"", session_state: Some(("{\"new\":1}", Some(1))) };
+    assert_eq!(case.complete(&[ack]).await, [AckOutcome::Completed]);
+    let session = case.session_get("s").await.expect("session");
+    assert_eq!((session.state.as_str(), session.version), ("{\"new\":1}", 2));
+    // The old job, failing, ends cancelled rather than retried into the new session.
+    let failed = case.fail(&old.ulid, &old.token, true, None, 0.0).await;
+    assert_eq!(failed.state, Some(RecordState::Cancelled));
+    let session = case.session_get("s").await.expect("session");
+    assert_eq!((session.started, session.queued, session.pending), (0, 0, 0));
+    assert_eq!(case.places().await, Places { completed: 1, cancelled: 1, ..Places::default() });
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn a_released_job_of_a_deleted_session_is_not_started_in_a_new_session_of_its_name() {
+    let case = Case::start().await;
+    case.open_session("s", 1).await;
+    let old = Job::plain().in_session("s");
+    case.add(&old).await;
+    assert!(case.session_delete("s").await);
+    case.open_session("s", 1).await;
+    let new = Job::plain().in_session("s");
+    case.add(&new).await;
+    assert_eq!(case.take().await.ulid, new.ulid, "the old job ends cancelled when it would start");
+    assert_eq!(case.record(&old.ulid).await.state, RecordState::Cancelled);
+    let session = case.session_get("s").await.expect("session");
+    assert_eq!((session.started, session.queued), (1, 0));
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn a_session_written_by_an_earlier_release_runs_its_jobs_as_before() {
+    let case = Case::start().await;
+    case.open_session("s", 1).await;
+    case.strip_session_since("s").await;
+    let jobs = [Job::plain().in_session("s"), Job::plain().in_session("s")];
+    case.add_many(&jobs).await;
+    assert_eq!(case.session_get("s").await.expect("session").pending, 1);
+    let first = case.take().await;
+    let ack = Ack { ulid: &first.ulid, token: &first.token, result: b"", session_state: Some(("{\"a\":1}", Some(1))) };
+    assert_eq!(case.complete(&[ack]).await, [AckOutcome::Completed]);
+    assert_eq!(case.take().await.ulid, jobs[1].ulid);
+    let session = case.session_get("s").await.expect("session");
+    assert_eq!((session.version, session.started, session.queued, session.pending), (2, 1, 0, 0));
     case.assert_invariants().await;
 }
