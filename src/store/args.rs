@@ -164,14 +164,21 @@ impl QueueFunction for LeaseArgs<'_> {
     }
 }
 
-/// lua/complete.lua: ARGV[8] n, n triples {ULID, token, result}, then a triple {ack number,
-/// state, expected version or -1} per ack that writes its session's state.
+/// lua/complete.lua: ARGV[8] n, n triples {ULID, token, result}, r, r pairs {ack number,
+/// refill token}, then a triple {ack number, state, expected version or -1} per ack that writes
+/// its session's state.
 pub struct CompleteArgs<'a> {
     pub acks: &'a [&'a Ack<'a>],
+    /// The refill token of each ack (by position), if it has one.
+    pub refills: &'a [Option<&'a str>],
 }
 
+/// (codes, refill tokens offered, jobs {ULID, record}, sessions {job number, state, version},
+/// now ms).
+type CompleteReply = (Vec<i64>, Vec<String>, Vec<(String, Vec<u8>)>, Vec<(i64, String, i64)>, i64);
+
 impl QueueFunction for CompleteArgs<'_> {
-    type Reply = Vec<i64>;
+    type Reply = CompleteReply;
     function!(complete);
 
     fn write_args(&self, cmd: &mut Cmd) {
@@ -181,6 +188,12 @@ impl QueueFunction for CompleteArgs<'_> {
             // one can hold nothing, and is sent as the empty token, which holds nothing either.
             let token = if ack.token.contains('|') { "" } else { ack.token };
             cmd.arg(ack.ulid).arg(token).arg(ack.result);
+        }
+        cmd.arg(self.refills.iter().flatten().count());
+        for (n, refill) in self.refills.iter().enumerate() {
+            if let Some(token) = refill {
+                cmd.arg(n + 1).arg(*token);
+            }
         }
         for (n, ack) in self.acks.iter().enumerate() {
             if let Some((state, expected)) = &ack.session_state {

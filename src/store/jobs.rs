@@ -1,4 +1,5 @@
-//! The job transitions of the hot paths: add, lease, complete — and fail, extend, progress,
+//! The job transitions of the hot paths: add, lease, complete (which may lease the acking
+//! workers' next jobs in the same call) — and fail, extend, progress,
 //! requeue and reap, the other calls a lease holder (or its loss) makes — plus the lease reads
 //! that let an owner reconcile its in-flight set. Each is one function call; add, lease and
 //! complete have budgeted instruction counts, so nothing here does work per call beyond
@@ -39,6 +40,20 @@ pub struct LeaseRound {
     pub revoked: Vec<(String, String)>,
     /// Until the next delayed job or deadline is due.
     pub next_wake: Option<Duration>,
+    pub now_ms: i64,
+}
+
+/// What one batch of acks did, and the jobs it leased with the refill tokens it carried.
+#[derive(Debug)]
+pub struct Completion {
+    /// One per ack, in order.
+    pub outcomes: Vec<AckOutcome>,
+    /// The refill tokens offered: those of the acks that ended their lease, in ack order.
+    pub offered: Vec<String>,
+    /// The jobs leased, the i-th holding the i-th token offered: fewer than offered when the
+    /// queue ran short (or is paused).
+    pub leased: Vec<LeasedJob>,
+    /// The Redis time of the call.
     pub now_ms: i64,
 }
 
@@ -156,31 +171,7 @@ impl Jobs {
     pub async fn lease(&self, queue: &str, tokens: &[String], rand: f64, trim: bool) -> Result<LeaseRound> {
         let (jobs, revoked, next_wake, now_ms, sessions) =
             self.backend.call(queue, &LeaseArgs { rand, trim, tokens }).await?;
-        if jobs.len() > tokens.len() {
-            return Err(StoreError::Corrupt("the lease script leased more jobs than it had tokens".into()));
-        }
-        let mut leased = Vec::with_capacity(jobs.len());
-        for ((ulid, raw), token) in jobs.into_iter().zip(tokens) {
-            let record = JobRecord::decode(&raw, None)?;
-            // Decoded from an i64, so it fits one.
-            let timeout_ms = i64::try_from(record.timeout_ms).unwrap_or(i64::MAX);
-            leased.push(LeasedJob {
-                ulid,
-                token: token.clone(),
-                deadline_ms: now_ms.saturating_add(timeout_ms),
-                attempt: record.attempts.saturating_add(1),
-                session: None,
-                record,
-            });
-        }
-        for (n, state, version) in sessions {
-            let index = usize::try_from(n).ok().and_then(|n| n.checked_sub(1));
-            let Some(job) = index.and_then(|i| leased.get_mut(i)) else {
-                return Err(StoreError::Corrupt("the lease script named a session of no leased job".into()));
-            };
-            let name = job.record.session_name().unwrap_or_default().to_owned();
-            job.session = Some(SessionSnapshot { name, state, version: decoded(version, "a session version")? });
-        }
+        let leased = leased_jobs(jobs, sessions, tokens, now_ms)?;
         let revoked = revoked.chunks_exact(2).map(|p| (p[0].clone(), p[1].clone())).collect();
         Ok(LeaseRound {
             jobs: leased,
@@ -194,23 +185,45 @@ impl Jobs {
     /// distinct jobs: an entry repeating an earlier one's job goes in a later call, which sees
     /// what the earlier one did.
     pub async fn complete(&self, queue: &str, acks: &[Ack<'_>]) -> Result<Vec<AckOutcome>> {
-        let mut outcomes = vec![AckOutcome::Stale; acks.len()];
+        Ok(self.complete_and_lease(queue, acks, &[]).await?.outcomes)
+    }
+
+    /// Completes a batch of attempts as `complete` does, and leases the acking workers' next
+    /// jobs in the same call: `refills[i]`, when given, is the lease token of ack i's next job,
+    /// leased when that ack ended its lease and a job is ready (see lua/complete.lua).
+    pub async fn complete_and_lease(
+        &self,
+        queue: &str,
+        acks: &[Ack<'_>],
+        refills: &[Option<&str>],
+    ) -> Result<Completion> {
+        let mut completion = Completion {
+            outcomes: vec![AckOutcome::Stale; acks.len()],
+            offered: Vec::new(),
+            leased: Vec::new(),
+            now_ms: 0,
+        };
         let mut pending: Vec<usize> = (0..acks.len()).collect();
         while !pending.is_empty() {
             let mut seen = HashSet::new();
             let (batch, later): (Vec<usize>, Vec<usize>) =
                 pending.into_iter().partition(|&i| seen.insert(acks[i].ulid));
             let distinct: Vec<&Ack<'_>> = batch.iter().map(|&i| &acks[i]).collect();
-            let codes = self.backend.call(queue, &CompleteArgs { acks: &distinct }).await?;
+            let batch_refills: Vec<Option<&str>> = batch.iter().map(|&i| refills.get(i).copied().flatten()).collect();
+            let args = CompleteArgs { acks: &distinct, refills: &batch_refills };
+            let (codes, offered, jobs, sessions, now_ms) = self.backend.call(queue, &args).await?;
             if codes.len() != batch.len() {
                 return Err(StoreError::Corrupt("the complete script answered for another number of acks".into()));
             }
             for (i, code) in batch.into_iter().zip(codes) {
-                outcomes[i] = AckOutcome::from_code(code);
+                completion.outcomes[i] = AckOutcome::from_code(code);
             }
+            completion.leased.extend(leased_jobs(jobs, sessions, &offered, now_ms)?);
+            completion.offered.extend(offered);
+            completion.now_ms = now_ms;
             pending = later;
         }
-        Ok(outcomes)
+        Ok(completion)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -281,4 +294,40 @@ impl Jobs {
             .await?;
         raw.iter().map(|l| Lease::decode(l.as_deref())).collect()
     }
+}
+
+/// The jobs a lease answered, `jobs` {ULID, record} and `sessions` {job number, state,
+/// version}, the i-th job holding `tokens[i]`, leased at `now_ms`.
+fn leased_jobs(
+    jobs: Vec<(String, Vec<u8>)>,
+    sessions: Vec<(i64, String, i64)>,
+    tokens: &[String],
+    now_ms: i64,
+) -> Result<Vec<LeasedJob>> {
+    if jobs.len() > tokens.len() {
+        return Err(StoreError::Corrupt("a lease leased more jobs than it had tokens".into()));
+    }
+    let mut leased = Vec::with_capacity(jobs.len());
+    for ((ulid, raw), token) in jobs.into_iter().zip(tokens) {
+        let record = JobRecord::decode(&raw, None)?;
+        // Decoded from an i64, so it fits one.
+        let timeout_ms = i64::try_from(record.timeout_ms).unwrap_or(i64::MAX);
+        leased.push(LeasedJob {
+            ulid,
+            token: token.clone(),
+            deadline_ms: now_ms.saturating_add(timeout_ms),
+            attempt: record.attempts.saturating_add(1),
+            session: None,
+            record,
+        });
+    }
+    for (n, state, version) in sessions {
+        let index = usize::try_from(n).ok().and_then(|n| n.checked_sub(1));
+        let Some(job) = index.and_then(|i| leased.get_mut(i)) else {
+            return Err(StoreError::Corrupt("a lease named a session of no leased job".into()));
+        };
+        let name = job.record.session_name().unwrap_or_default().to_owned();
+        job.session = Some(SessionSnapshot { name, state, version: decoded(version, "a session version")? });
+    }
+    Ok(leased)
 }
