@@ -4,7 +4,8 @@
 //! frees the credit of the stream that held it, wherever it is (`Leases::tell_owner`).
 //!
 //! Owns: the coalescer of completions (concurrent completions of one queue share a script
-//! call, `coalesce.rs`).
+//! call, `coalesce.rs`). That call also leases the acking streams' next jobs when they may
+//! have them (`leases/refill.rs`): a busy worker's job costs one Redis call.
 //!
 //! Instrumentation: completions and failures count in the queue's metrics and run in a span
 //! (`job.complete`, `job.fail`) carrying the trace context of the request, else of the delivery.
@@ -86,16 +87,18 @@ impl Acks {
         let token = self.presented(job_id, token).await?;
         let ack = OwnedAck {
             ulid: job_id.ulid.clone(),
-            token: token.as_str().to_owned(),
+            token: token.clone(),
             result: result.to_vec(),
             session_state: session_state.map(|(s, v)| (s.to_owned(), v)),
         };
-        let (store, lane) = (self.store.clone(), job_id.queue.clone());
+        let (store, leases, lane) = (self.store.clone(), self.leases.clone(), job_id.queue.clone());
         let run = move |items: Vec<OwnedAck>| {
-            let (store, lane) = (store.clone(), lane.clone());
+            let (store, leases, lane) = (store.clone(), leases.clone(), lane.clone());
             async move {
+                let plan = leases.plan_refills(&lane, items.iter().map(|a| (a.ulid.as_str(), &a.token)));
                 let acks: Vec<Ack> = items.iter().map(OwnedAck::borrow).collect();
-                store.jobs().complete(&lane, &acks).await
+                let answer = store.jobs().complete_and_lease(&lane, &acks, &plan.tokens()).await;
+                leases.settle_refills(&lane, plan, answer).await
             }
         };
         let outcome = self.completions.submit(&job_id.queue, ack, run).await?;
@@ -284,7 +287,7 @@ fn truncate(text: &str, max: usize) -> &str {
 /// An acknowledgement waiting for its batch.
 struct OwnedAck {
     ulid: String,
-    token: String,
+    token: LeaseToken,
     result: Vec<u8>,
     session_state: Option<(String, Option<u64>)>,
 }
@@ -293,7 +296,7 @@ impl OwnedAck {
     fn borrow(&self) -> Ack<'_> {
         Ack {
             ulid: &self.ulid,
-            token: &self.token,
+            token: self.token.as_str(),
             result: &self.result,
             session_state: self.session_state.as_ref().map(|(s, v)| (s.as_str(), *v)),
         }

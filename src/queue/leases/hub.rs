@@ -229,16 +229,7 @@ impl Hub {
         }
         let eligible: Vec<u64> = candidates
             .into_iter()
-            .filter(|id| {
-                state.streams.get(id).is_some_and(|s| {
-                    s.free() > 0
-                        && s.spec
-                            .queues
-                            .iter()
-                            .take_while(|name| name.as_str() != queue)
-                            .all(|earlier| state.queues.get(earlier).is_none_or(|e| e.drained))
-                })
-            })
+            .filter(|id| state.streams.get(id).is_some_and(|s| s.free() > 0 && in_turn(&state, &s.spec, queue)))
             .collect();
         if eligible.is_empty() {
             return Vec::new();
@@ -274,6 +265,36 @@ impl Hub {
             }
         }
         tokens
+    }
+
+    /// Reserves the credit an ack is about to free, for the acking stream's next job of the
+    /// same queue (leased in the ack's own call): one token, settled by `deliver` like a lease
+    /// round's. None when `plan` would not give that stream a job of the queue now: the
+    /// instance or the stream is draining, the ack is not for a delivery the stream holds (or
+    /// that delivery was revoked), the queue was found drained, an earlier queue of the stream
+    /// was not — or another stream of the queue has free credit, which the dispatcher shares
+    /// out fairly.
+    pub fn refill(&self, job_id: &JobId, token: &LeaseToken) -> Option<LeaseToken> {
+        let mut state = self.lock();
+        let queue = job_id.queue.as_str();
+        let q = state.queues.get(queue).filter(|q| !state.draining && !q.drained)?;
+        let stream = token.stream();
+        let s = state.streams.get(&stream)?;
+        if s.draining || s.in_flight.get(job_id).is_none_or(|h| h.token != *token || h.revoked) {
+            return None;
+        }
+        let others_busy = q.streams.iter().filter(|id| **id != stream).all(|id| {
+            state.streams.get(id).is_none_or(|other| other.free() == 0 || !in_turn(&state, &other.spec, queue))
+        });
+        if !in_turn(&state, &s.spec, queue) || !others_busy {
+            return None;
+        }
+        state.next_seq += 1;
+        let refill = LeaseToken::new(&self.instance, stream, state.next_seq);
+        if let Some(s) = state.streams.get_mut(&stream) {
+            s.reserved += 1;
+        }
+        Some(refill)
     }
 
     /// Settles a lease round: hands each job to the stream its token names, and releases the
@@ -501,6 +522,15 @@ impl Hub {
     }
 }
 
+/// Whether a stream may take jobs of `queue` now: it serves its queues in strict order, so only
+/// once every queue it names before this one was found drained.
+fn in_turn(state: &State, spec: &WorkerSpec, queue: &str) -> bool {
+    spec.queues
+        .iter()
+        .take_while(|name| name.as_str() != queue)
+        .all(|earlier| state.queues.get(earlier).is_none_or(|e| e.drained))
+}
+
 /// Queues that some stream serves after `queue`.
 fn later_queues(state: &State, queue: &str) -> Vec<String> {
     let mut later = Vec::new();
@@ -543,6 +573,71 @@ mod tests {
         assert!(hub.plan("q", 10).is_empty(), "credit stays reserved until the round settles");
         hub.deliver(&tokens, Vec::new());
         assert_eq!(hub.plan("q", 10).len(), 4, "unused reservations come back");
+    }
+
+    /// A delivery of `queue` handed to the stream planned by `token`.
+    fn delivered(hub: &Hub, queue: &str, token: &LeaseToken, ulid: &str) -> JobId {
+        let job_id = JobId::new(queue, ulid);
+        let delivery = Delivery {
+            job_id: job_id.clone(),
+            job_type: "t".into(),
+            payload: Vec::new(),
+            headers: Vec::new(),
+            priority: 0,
+            attempt: 1,
+            max_attempts: 1,
+            lost_deliveries: 0,
+            lease_token: token.clone(),
+            deadline: SystemTime::now(),
+            created_at: SystemTime::now(),
+            session: None,
+            trace: None,
+        };
+        assert!(hub.deliver(std::slice::from_ref(token), vec![delivery]).is_empty());
+        job_id
+    }
+
+    #[test]
+    fn a_refill_replaces_the_acked_delivery_only_while_no_other_stream_has_free_credit() {
+        let hub = Hub::new("i1");
+        let (tx, _rx1) = mpsc::channel(16);
+        let (a, _) = hub.open(spec(&["q"], 1), tx).expect("open");
+        let tokens = hub.plan("q", 1);
+        assert_eq!(tokens[0].stream(), a);
+        let held = delivered(&hub, "q", &tokens[0], "j1");
+        let (tx, _rx2) = mpsc::channel(16);
+        hub.open(spec(&["q"], 1), tx).expect("open");
+        assert!(hub.refill(&held, &tokens[0]).is_none(), "the other stream has free credit");
+        let other = hub.plan("q", 1);
+        delivered(&hub, "q", &other[0], "j2");
+        let refill = hub.refill(&held, &tokens[0]).expect("everyone busy: the acking stream refills");
+        assert_eq!(refill.stream(), a);
+        assert!(hub.plan("q", 10).is_empty(), "the refill holds the credit the ack frees");
+        let stranger = LeaseToken::new("i1", a, 999);
+        assert!(hub.refill(&held, &stranger).is_none(), "not the delivery the stream holds");
+        hub.revoke(&held, &tokens[0], RevokeReason::Timeout);
+        assert!(hub.refill(&held, &tokens[0]).is_none(), "a revoked delivery");
+        hub.deliver(&[refill], Vec::new());
+    }
+
+    #[test]
+    fn a_refill_keeps_queue_order_and_stops_with_drain() {
+        let hub = Hub::new("i1");
+        let (tx, _rx) = mpsc::channel(16);
+        hub.open(spec(&["high", "low"], 1), tx).expect("open");
+        hub.set_drained("high", true);
+        let token = hub.plan("low", 1).remove(0);
+        let held = delivered(&hub, "low", &token, "j1");
+        hub.wake("high");
+        assert!(hub.refill(&held, &token).is_none(), "the earlier queue has work");
+        hub.set_drained("high", true);
+        let refill = hub.refill(&held, &token).expect("the earlier queue is drained");
+        hub.deliver(&[refill], Vec::new());
+        hub.set_drained("low", true);
+        assert!(hub.refill(&held, &token).is_none(), "the queue was found drained");
+        hub.wake("low");
+        hub.drain_all(Duration::from_secs(1));
+        assert!(hub.refill(&held, &token).is_none(), "draining");
     }
 
     #[test]

@@ -21,9 +21,9 @@ use std::{
 };
 
 use jobwire::store::{
-    Ack, AckOutcome, AddArgs, AddOutcome, BackoffSpec, CancelOutcome, FailOutcome, JobRecord, JobSnapshot, LeaseCheck,
-    LeaseRound, LeasedJob, Listing, MAX_PRIORITY, QueueCounts, RecordState, Retention, SessionRecord, SetOutcome,
-    Store, StoreConfig, StoreError,
+    Ack, AckOutcome, AddArgs, AddOutcome, BackoffSpec, CancelOutcome, Completion, FailOutcome, JobRecord, JobSnapshot,
+    LeaseCheck, LeaseRound, LeasedJob, Listing, MAX_PRIORITY, QueueCounts, RecordState, Retention, SessionRecord,
+    SetOutcome, Store, StoreConfig, StoreError,
 };
 
 use crate::harness::{Redis, retention, unique_prefix};
@@ -299,6 +299,11 @@ impl Case {
 
     pub async fn complete(&self, acks: &[Ack<'_>]) -> Vec<AckOutcome> {
         self.store.jobs().complete(QUEUE, acks).await.expect("complete")
+    }
+
+    /// A completion that leases with `refills[i]` when ack i ends its lease.
+    pub async fn complete_and_lease(&self, acks: &[Ack<'_>], refills: &[Option<&str>]) -> Completion {
+        self.store.jobs().complete_and_lease(QUEUE, acks, refills).await.expect("complete")
     }
 
     pub async fn fail(
