@@ -46,6 +46,7 @@ async fn a_busy_worker_costs_one_redis_call_per_job() {
         held = worker.job().await;
     }
     let calls = fcalls(&mut conn).await;
+    eprintln!("figure: {calls} function calls for {JOBS} jobs of a busy worker at credit 1");
     // The dispatcher's upkeep (every safety poll, 500 ms here) may add a round or two.
     assert!(calls <= JOBS + 4, "{calls} function calls for {JOBS} jobs");
     worker.complete(&held, b"").await.expect("complete");
