@@ -73,6 +73,7 @@ async fn rounds(leases: &Arc<Leases>, queue: &str, upkeep: bool) -> Result<Optio
     // the upkeep and said when the next delayed job or deadline is due.
     let mut done: Option<Option<Duration>> = None;
     loop {
+        let wakes = leases.hub.wakes(queue);
         let tokens = leases.hub.plan(queue, MAX_ROUND);
         if tokens.is_empty() && (done.is_some() || !upkeep) {
             return Ok(done);
@@ -97,8 +98,10 @@ async fn rounds(leases: &Arc<Leases>, queue: &str, upkeep: bool) -> Result<Optio
         let full = !tokens.is_empty() && round.jobs.len() == tokens.len();
         debug!(%queue, wanted = tokens.len(), leased = round.jobs.len(), "lease round");
         hand_over(leases, queue, &tokens, round.jobs, round.now_ms).await?;
-        if !tokens.is_empty() {
-            leases.hub.set_drained(queue, !full);
+        if full {
+            leases.hub.set_drained(queue, false);
+        } else if !tokens.is_empty() {
+            leases.hub.found_empty(queue, wakes);
         }
         done = Some(round.next_wake);
         if !full {

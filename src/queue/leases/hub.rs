@@ -97,6 +97,9 @@ pub struct QueueSlot {
     /// The last lease round of this queue found it empty (or paused) and nothing has been added
     /// since: streams may take later queues' jobs. Streams serve their queues in strict order.
     drained: bool,
+    /// Wake-ups so far: a lease call that found the queue empty marks it drained only if none
+    /// came while it ran (the work it announced may have come after the call looked).
+    wakes: u64,
 }
 
 #[derive(Default)]
@@ -163,7 +166,7 @@ impl Hub {
             let slot = state.queues.entry(queue.clone()).or_insert_with(|| {
                 let wake = Arc::new(Notify::new());
                 fresh.push((queue.clone(), wake.clone()));
-                QueueSlot { streams: Vec::new(), wake, drained: false }
+                QueueSlot { streams: Vec::new(), wake, drained: false, wakes: 0 }
             });
             slot.streams.push(id);
             slot.wake.notify_one();
@@ -359,18 +362,20 @@ impl Hub {
     /// Records what a lease round learned about the queue being empty; when it is, later
     /// queues of the same streams may now serve them.
     pub fn set_drained(&self, queue: &str, drained: bool) {
+        set_drained(&mut self.lock(), queue, drained);
+    }
+
+    /// The wake-ups `queue` has had so far: taken before a lease call, for `found_empty`.
+    pub fn wakes(&self, queue: &str) -> u64 {
+        self.lock().queues.get(queue).map_or(0, |q| q.wakes)
+    }
+
+    /// A lease call that started after `since` wake-ups came back short: the queue is drained,
+    /// unless a wake-up came meanwhile.
+    pub fn found_empty(&self, queue: &str, since: u64) {
         let mut state = self.lock();
-        let Some(q) = state.queues.get_mut(queue) else {
-            return;
-        };
-        let was = std::mem::replace(&mut q.drained, drained);
-        if drained && !was {
-            let later = later_queues(&state, queue);
-            for name in later {
-                if let Some(q) = state.queues.get(&name) {
-                    q.wake.notify_one();
-                }
-            }
+        if state.queues.get(queue).is_some_and(|q| q.wakes == since) {
+            set_drained(&mut state, queue, true);
         }
     }
 
@@ -379,6 +384,7 @@ impl Hub {
         let mut state = self.lock();
         if let Some(q) = state.queues.get_mut(queue) {
             q.drained = false;
+            q.wakes += 1;
             q.wake.notify_one();
         }
     }
@@ -402,6 +408,7 @@ impl Hub {
         let mut state = self.lock();
         for q in state.queues.values_mut() {
             q.drained = false;
+            q.wakes += 1;
             q.wake.notify_one();
         }
     }
@@ -522,6 +529,22 @@ impl Hub {
     }
 }
 
+/// Records what a lease call learned about `queue` being empty; when it is, later queues of the
+/// same streams may now serve them.
+fn set_drained(state: &mut State, queue: &str, drained: bool) {
+    let Some(q) = state.queues.get_mut(queue) else {
+        return;
+    };
+    let was = std::mem::replace(&mut q.drained, drained);
+    if drained && !was {
+        for name in later_queues(state, queue) {
+            if let Some(q) = state.queues.get(&name) {
+                q.wake.notify_one();
+            }
+        }
+    }
+}
+
 /// Whether a stream may take jobs of `queue` now: it serves its queues in strict order, so only
 /// once every queue it names before this one was found drained.
 fn in_turn(state: &State, spec: &WorkerSpec, queue: &str) -> bool {
@@ -638,6 +661,19 @@ mod tests {
         hub.wake("low");
         hub.drain_all(Duration::from_secs(1));
         assert!(hub.refill(&held, &token).is_none(), "draining");
+    }
+
+    #[test]
+    fn a_queue_woken_during_a_short_lease_call_stays_undrained() {
+        let hub = Hub::new("i1");
+        let (tx, _rx) = mpsc::channel(16);
+        hub.open(spec(&["high", "low"], 1), tx).expect("open");
+        let since = hub.wakes("high");
+        hub.wake("high");
+        hub.found_empty("high", since);
+        assert!(hub.plan("low", 1).is_empty(), "work came while the call looked: high is not drained");
+        hub.found_empty("high", hub.wakes("high"));
+        assert_eq!(hub.plan("low", 1).len(), 1);
     }
 
     #[test]

@@ -30,6 +30,8 @@ use crate::{
 pub struct RefillPlan {
     /// Per ack: the token of the stream's next job, and the delivery (job and token) acked.
     refills: Vec<Option<(LeaseToken, JobId, LeaseToken)>>,
+    /// The queue's wake-ups when planned (`Hub::found_empty`).
+    wakes: u64,
     _running: TaskTrackerToken,
 }
 
@@ -55,6 +57,7 @@ impl Leases {
         // Taken before looking at the stop: `stop_dispatch` cancels, then waits for this.
         let running = self.dispatchers.token();
         let stopped = self.dispatch_stop.is_cancelled();
+        let wakes = self.hub.wakes(queue);
         let mut seen = HashSet::new();
         let refills = acks
             .into_iter()
@@ -66,7 +69,7 @@ impl Leases {
                 refill.map(|refill| (refill, job_id, token.clone()))
             })
             .collect();
-        RefillPlan { refills, _running: running }
+        RefillPlan { refills, wakes, _running: running }
     }
 
     /// Settles a batch of completions that carried `plan` (see the module doc); returns the
@@ -97,7 +100,7 @@ impl Leases {
             warn!(%queue, error = %e, "could not hand back refills whose stream left");
         }
         if short {
-            self.hub.set_drained(queue, true);
+            self.hub.found_empty(queue, plan.wakes);
         }
         Ok(completion.outcomes)
     }
