@@ -164,41 +164,61 @@ impl QueueFunction for LeaseArgs<'_> {
     }
 }
 
-/// lua/complete.lua: ARGV[8] n, n triples {ULID, token, result}, r, r pairs {ack number,
-/// refill token}, then a triple {ack number, state, expected version or -1} per ack that writes
-/// its session's state.
+/// lua/complete.lua without refills: ARGV[8] n, n triples {ULID, token, result}, 0, then a
+/// triple {ack number, state, expected version or -1} per ack that writes its session's state.
 pub struct CompleteArgs<'a> {
     pub acks: &'a [&'a Ack<'a>],
-    /// The refill token of each ack (by position), if it has one.
+}
+
+impl QueueFunction for CompleteArgs<'_> {
+    /// One code per ack.
+    type Reply = Vec<i64>;
+    function!(complete);
+
+    fn write_args(&self, cmd: &mut Cmd) {
+        write_acks(cmd, self.acks, &[]);
+    }
+}
+
+/// lua/complete.lua with refills: as `CompleteArgs`, with r pairs {ack number, refill token}
+/// after the count r.
+pub struct CompleteLeaseArgs<'a> {
+    pub acks: &'a [&'a Ack<'a>],
+    /// The refill token of each ack (by position), if it has one; at least one has.
     pub refills: &'a [Option<&'a str>],
 }
 
 /// (codes, refill tokens offered, jobs {ULID, record}, sessions {job number, state, version},
 /// now ms).
-type CompleteReply = (Vec<i64>, Vec<String>, Vec<(String, Vec<u8>)>, Vec<(i64, String, i64)>, i64);
+type CompleteLeaseReply = (Vec<i64>, Vec<String>, Vec<(String, Vec<u8>)>, Vec<(i64, String, i64)>, i64);
 
-impl QueueFunction for CompleteArgs<'_> {
-    type Reply = CompleteReply;
+impl QueueFunction for CompleteLeaseArgs<'_> {
+    type Reply = CompleteLeaseReply;
     function!(complete);
 
     fn write_args(&self, cmd: &mut Cmd) {
-        cmd.arg(self.acks.len());
-        for ack in self.acks {
-            // The function finds a token at the head of the lease, before a '|': a token holding
-            // one can hold nothing, and is sent as the empty token, which holds nothing either.
-            let token = if ack.token.contains('|') { "" } else { ack.token };
-            cmd.arg(ack.ulid).arg(token).arg(ack.result);
+        write_acks(cmd, self.acks, self.refills);
+    }
+}
+
+/// The arguments of lua/complete.lua: the acks, the refills, the session states.
+fn write_acks(cmd: &mut Cmd, acks: &[&Ack<'_>], refills: &[Option<&str>]) {
+    cmd.arg(acks.len());
+    for ack in acks {
+        // The function finds a token at the head of the lease, before a '|': a token holding
+        // one can hold nothing, and is sent as the empty token, which holds nothing either.
+        let token = if ack.token.contains('|') { "" } else { ack.token };
+        cmd.arg(ack.ulid).arg(token).arg(ack.result);
+    }
+    cmd.arg(refills.iter().flatten().count());
+    for (n, refill) in refills.iter().enumerate() {
+        if let Some(token) = refill {
+            cmd.arg(n + 1).arg(*token);
         }
-        cmd.arg(self.refills.iter().flatten().count());
-        for (n, refill) in self.refills.iter().enumerate() {
-            if let Some(token) = refill {
-                cmd.arg(n + 1).arg(*token);
-            }
-        }
-        for (n, ack) in self.acks.iter().enumerate() {
-            if let Some((state, expected)) = &ack.session_state {
-                cmd.arg(n + 1).arg(*state).arg(expected.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX)));
-            }
+    }
+    for (n, ack) in acks.iter().enumerate() {
+        if let Some((state, expected)) = &ack.session_state {
+            cmd.arg(n + 1).arg(*state).arg(expected.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX)));
         }
     }
 }

@@ -9,7 +9,10 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use super::{
     JobRecord, Lease, RecordState, Result, StoreError,
-    args::{AddBatchArgs, CompleteArgs, ExtendArgs, FailArgs, LeaseArgs, ProgressArgs, ReapArgs, RequeueArgs},
+    args::{
+        AddBatchArgs, CompleteArgs, CompleteLeaseArgs, ExtendArgs, FailArgs, LeaseArgs, ProgressArgs, ReapArgs,
+        RequeueArgs,
+    },
     backend::Backend,
     decoded,
 };
@@ -53,7 +56,7 @@ pub struct Completion {
     /// The jobs leased, the i-th holding the i-th token offered: fewer than offered when the
     /// queue ran short (or is paused).
     pub leased: Vec<LeasedJob>,
-    /// The Redis time of the call.
+    /// The Redis time of the call that leased them (0 when no refill was given).
     pub now_ms: i64,
 }
 
@@ -210,17 +213,22 @@ impl Jobs {
                 pending.into_iter().partition(|&i| seen.insert(acks[i].ulid));
             let distinct: Vec<&Ack<'_>> = batch.iter().map(|&i| &acks[i]).collect();
             let batch_refills: Vec<Option<&str>> = batch.iter().map(|&i| refills.get(i).copied().flatten()).collect();
-            let args = CompleteArgs { acks: &distinct, refills: &batch_refills };
-            let (codes, offered, jobs, sessions, now_ms) = self.backend.call(queue, &args).await?;
+            let codes = if batch_refills.iter().all(Option::is_none) {
+                self.backend.call(queue, &CompleteArgs { acks: &distinct }).await?
+            } else {
+                let args = CompleteLeaseArgs { acks: &distinct, refills: &batch_refills };
+                let (codes, offered, jobs, sessions, now_ms) = self.backend.call(queue, &args).await?;
+                completion.leased.extend(leased_jobs(jobs, sessions, &offered, now_ms)?);
+                completion.offered.extend(offered);
+                completion.now_ms = now_ms;
+                codes
+            };
             if codes.len() != batch.len() {
                 return Err(StoreError::Corrupt("the complete script answered for another number of acks".into()));
             }
             for (i, code) in batch.into_iter().zip(codes) {
                 completion.outcomes[i] = AckOutcome::from_code(code);
             }
-            completion.leased.extend(leased_jobs(jobs, sessions, &offered, now_ms)?);
-            completion.offered.extend(offered);
-            completion.now_ms = now_ms;
             pending = later;
         }
         Ok(completion)

@@ -11,7 +11,7 @@
 -- A refill is the next job of the worker that acked: once every ack is applied, each ack that
 -- ended its lease (codes 1, 2 and -3) offers its refill token, and up to that many ready jobs
 -- are leased with them as a lease round would (lease_ready in lib.lua; no upkeep here).
--- Returns {codes, offered, jobs, sessions, now}:
+-- Returns codes when no refill was given, else {codes, offered, jobs, sessions, now}:
 --   offered  = the refill tokens offered, in ack order; jobs and sessions as in lease.lua, the
 --              i-th job holding the i-th token offered (fewer jobs when the queue ran short)
 --   now      = the Redis time of the call (ms)
@@ -116,6 +116,9 @@ if length then
   -- The cap here; the age window with the dispatcher's upkeep (lease.lua).
   trim_completed(now, false, length)
 end
+if refills == 0 then
+  return codes
+end
 local offered = {}
 for i = refills_at + 1, refills_at + 2 * refills, 2 do
   local code = codes[tonumber(ARGV[i])]
@@ -123,5 +126,5 @@ for i = refills_at + 1, refills_at + 2 * refills, 2 do
     offered[#offered + 1] = ARGV[i + 1]
   end
 end
-local jobs, sessions = lease_ready(offered, now)
+local jobs, sessions = lease_ready(offered, 1, now)
 return { codes, offered, jobs, sessions, now }

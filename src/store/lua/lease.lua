@@ -61,7 +61,7 @@ if first_delayed and first_delayed <= now then
 end
 delayed_changed = false
 
-local jobs, sessions, leased_deadline = lease_ready({ unpack(ARGV, 10) }, now)
+local jobs, sessions, leased_deadline = lease_ready(ARGV, 10, now)
 if leased_deadline and (not first_deadline or leased_deadline < first_deadline) then
   first_deadline = leased_deadline
 end

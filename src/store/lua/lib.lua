@@ -532,8 +532,9 @@ local function check_lease(ulid, token)
   return 1, started, attempt
 end
 
--- Leases up to #tokens ready jobs (never delayed ones), unless the queue is paused: highest
--- priority first, FIFO within a priority; the i-th job leased gets tokens[i], its attempt is
+-- Leases one ready job (never a delayed one) per token of tokens[first..], unless the queue is
+-- paused: highest priority first, FIFO within a priority; the i-th job leased gets the i-th of
+-- those tokens, its attempt is
 -- the record's attempts + 1 and its deadline now + the record's timeout. A job popped that was
 -- cancelled meanwhile, or whose session is gone, ends cancelled instead and takes no token.
 -- The lease round (lease.lua) and the ack that leases its worker's next job (complete.lua)
@@ -541,13 +542,13 @@ end
 -- Returns the jobs, flat {ULID, record, ...}; the sessions of those in one, flat {i, state,
 -- version, ...} (the session's state and version as delivered with job i); and the earliest
 -- deadline set, nil when none.
-local function lease_ready(tokens, now)
+local function lease_ready(tokens, first, now)
   local jobs, sessions, first_deadline = {}, {}, nil
-  if #tokens == 0 or redis.call('HEXISTS', KEYS[K_META], 'paused') == 1 then
+  if #tokens < first or redis.call('HEXISTS', KEYS[K_META], 'paused') == 1 then
     return jobs, sessions, first_deadline
   end
   local now_text = int_text(now)
-  local next_token, leased = 1, 0
+  local next_token, leased = first, 0
   -- The leases and deadlines of this call, written with one call each after the loop.
   local leases, deadlines, active_ids, active_attempts = {}, {}, {}, {}
   -- Deadlines as text by timeout: the jobs of a queue mostly share one timeout.
