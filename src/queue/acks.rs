@@ -4,8 +4,8 @@
 //! frees the credit of the stream that held it, wherever it is (`Leases::tell_owner`).
 //!
 //! Owns: the coalescer of completions (concurrent completions of one queue share a script
-//! call, `coalesce.rs`). That call also leases the acking streams' next jobs when they may
-//! have them (`leases/refill.rs`): a busy worker's job costs one Redis call.
+//! call, `coalesce.rs`). That call, and a fail's, also leases the acking streams' next jobs
+//! when they may have them (`leases/refill.rs`): a busy worker's job costs one Redis call.
 //!
 //! Instrumentation: completions and failures count in the queue's metrics and run in a span
 //! (`job.complete`, `job.fail`) carrying the trace context of the request, else of the delivery.
@@ -98,7 +98,7 @@ impl Acks {
                 let plan = leases.plan_refills(&lane, items.iter().map(|a| (a.ulid.as_str(), &a.token)));
                 let acks: Vec<Ack> = items.iter().map(OwnedAck::borrow).collect();
                 let answer = store.jobs().complete_and_lease(&lane, &acks, &plan.tokens()).await;
-                leases.settle_refills(&lane, plan, answer).await
+                leases.settle_refills(&lane, plan, answer.map(|c| (c.outcomes, c.refill))).await
             }
         };
         let outcome = self.completions.submit(&job_id.queue, ack, run).await?;
@@ -164,11 +164,23 @@ impl Acks {
         }
         let token = self.presented(job_id, token).await?;
         let error = truncate(error, self.limits.max_error);
-        let outcome = self
+        let plan = self.leases.plan_refills(&job_id.queue, [(job_id.ulid.as_str(), &token)]);
+        let refill = plan.tokens().first().copied().flatten();
+        let answer = self
             .store
             .jobs()
-            .fail(&job_id.queue, &job_id.ulid, token.as_str(), error, retryable, retry_after, rand::random())
-            .await?;
+            .fail_and_lease(
+                &job_id.queue,
+                &job_id.ulid,
+                token.as_str(),
+                error,
+                retryable,
+                retry_after,
+                rand::random(),
+                refill,
+            )
+            .await;
+        let outcome = self.leases.settle_refills(&job_id.queue, plan, answer).await?;
         if outcome.check != LeaseCheck::UnknownJob {
             self.leases.tell_owner(Notice::Release, job_id, &token).await;
         }

@@ -249,6 +249,24 @@ impl QueueFunction for FailArgs<'_> {
     }
 }
 
+/// lua/fail.lua with a refill: `FailArgs`, then [14] the refill token.
+pub struct FailLeaseArgs<'a> {
+    pub fail: FailArgs<'a>,
+    pub refill: &'a str,
+}
+
+impl QueueFunction for FailLeaseArgs<'_> {
+    /// (lease check code, state, run_at ms, jobs {ULID, record}, sessions {job number, state,
+    /// version}, now ms).
+    type Reply = (i64, i64, i64, Vec<(String, Vec<u8>)>, Vec<(i64, String, i64)>, i64);
+    function!(fail);
+
+    fn write_args(&self, cmd: &mut Cmd) {
+        self.fail.write_args(cmd);
+        cmd.arg(self.refill);
+    }
+}
+
 /// lua/extend.lua: ARGV[8] ULID, [9] token, [10] extension ms.
 pub struct ExtendArgs<'a> {
     pub ulid: &'a str,

@@ -10,8 +10,8 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 use super::{
     JobRecord, Lease, RecordState, Result, StoreError,
     args::{
-        AddBatchArgs, CompleteArgs, CompleteLeaseArgs, ExtendArgs, FailArgs, LeaseArgs, ProgressArgs, ReapArgs,
-        RequeueArgs,
+        AddBatchArgs, CompleteArgs, CompleteLeaseArgs, ExtendArgs, FailArgs, FailLeaseArgs, LeaseArgs, ProgressArgs,
+        ReapArgs, RequeueArgs,
     },
     backend::Backend,
     decoded,
@@ -46,11 +46,9 @@ pub struct LeaseRound {
     pub now_ms: i64,
 }
 
-/// What one batch of acks did, and the jobs it leased with the refill tokens it carried.
-#[derive(Debug)]
-pub struct Completion {
-    /// One per ack, in order.
-    pub outcomes: Vec<AckOutcome>,
+/// The jobs an ack call leased with the refill tokens it carried (see lua/complete.lua).
+#[derive(Debug, Default)]
+pub struct Refill {
     /// The refill tokens offered: those of the acks that ended their lease, in ack order.
     pub offered: Vec<String>,
     /// The jobs leased, the i-th holding the i-th token offered: fewer than offered when the
@@ -58,6 +56,14 @@ pub struct Completion {
     pub leased: Vec<LeasedJob>,
     /// The Redis time of the call that leased them (0 when no refill was given).
     pub now_ms: i64,
+}
+
+/// What one batch of acks did, and the jobs it leased for their workers.
+#[derive(Debug)]
+pub struct Completion {
+    /// One per ack, in order.
+    pub outcomes: Vec<AckOutcome>,
+    pub refill: Refill,
 }
 
 /// The outcome of a call that presents a lease token.
@@ -200,12 +206,7 @@ impl Jobs {
         acks: &[Ack<'_>],
         refills: &[Option<&str>],
     ) -> Result<Completion> {
-        let mut completion = Completion {
-            outcomes: vec![AckOutcome::Stale; acks.len()],
-            offered: Vec::new(),
-            leased: Vec::new(),
-            now_ms: 0,
-        };
+        let mut completion = Completion { outcomes: vec![AckOutcome::Stale; acks.len()], refill: Refill::default() };
         let mut pending: Vec<usize> = (0..acks.len()).collect();
         while !pending.is_empty() {
             let mut seen = HashSet::new();
@@ -218,9 +219,10 @@ impl Jobs {
             } else {
                 let args = CompleteLeaseArgs { acks: &distinct, refills: &batch_refills };
                 let (codes, offered, jobs, sessions, now_ms) = self.backend.call(queue, &args).await?;
-                completion.leased.extend(leased_jobs(jobs, sessions, &offered, now_ms)?);
-                completion.offered.extend(offered);
-                completion.now_ms = now_ms;
+                let refill = &mut completion.refill;
+                refill.leased.extend(leased_jobs(jobs, sessions, &offered, now_ms)?);
+                refill.offered.extend(offered);
+                refill.now_ms = now_ms;
                 codes
             };
             if codes.len() != batch.len() {
@@ -245,8 +247,35 @@ impl Jobs {
         retry_after: Option<Duration>,
         rand: f64,
     ) -> Result<FailOutcome> {
+        Ok(self.fail_and_lease(queue, ulid, token, error, retryable, retry_after, rand, None).await?.0)
+    }
+
+    /// Fails an attempt as `fail` does and, with a `refill` token, leases the worker's next job
+    /// with it in the same call when the fail ended the lease (see lua/fail.lua).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn fail_and_lease(
+        &self,
+        queue: &str,
+        ulid: &str,
+        token: &str,
+        error: &str,
+        retryable: bool,
+        retry_after: Option<Duration>,
+        rand: f64,
+        refill: Option<&str>,
+    ) -> Result<(FailOutcome, Refill)> {
         let args = FailArgs { ulid, token, error, retryable, retry_after, rand };
-        let (code, state, run_at_ms) = self.backend.call(queue, &args).await?;
+        let ((code, state, run_at_ms), leased) = match refill {
+            None => (self.backend.call(queue, &args).await?, Refill::default()),
+            Some(refill) => {
+                let (code, state, run_at_ms, jobs, sessions, now_ms) =
+                    self.backend.call(queue, &FailLeaseArgs { fail: args, refill }).await?;
+                // The token is offered when the fail ended the lease.
+                let offered = if code == 1 { vec![refill.to_owned()] } else { Vec::new() };
+                let leased = leased_jobs(jobs, sessions, &offered, now_ms)?;
+                ((code, state, run_at_ms), Refill { offered, leased, now_ms })
+            }
+        };
         let state = match state {
             1 => Some(RecordState::Waiting),
             4 => Some(RecordState::Retrying),
@@ -254,7 +283,7 @@ impl Jobs {
             7 => Some(RecordState::Cancelled),
             _ => None,
         };
-        Ok(FailOutcome { check: LeaseCheck::from_code(code), state, run_at_ms })
+        Ok((FailOutcome { check: LeaseCheck::from_code(code), state, run_at_ms }, leased))
     }
 
     /// Moves a held attempt's deadline to now + `by`; returns the check and the new deadline.

@@ -44,7 +44,7 @@ pub use events::{Events, StoredEvent, event_order, is_event_cursor};
 pub use instances::Instances;
 pub use invariants::Invariants;
 pub use jobs::{
-    Ack, AckOutcome, AddArgs, AddOutcome, Completion, FailOutcome, Jobs, LeaseCheck, LeaseRound, LeasedJob,
+    Ack, AckOutcome, AddArgs, AddOutcome, Completion, FailOutcome, Jobs, LeaseCheck, LeaseRound, LeasedJob, Refill,
     SessionSnapshot,
 };
 pub use keys::{KeySpace, MAX_PRIORITY, MIN_PRIORITY};

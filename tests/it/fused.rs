@@ -209,3 +209,23 @@ async fn a_draining_instance_refills_nothing() {
     let problems = store.invariants().check_invariants("q").await.expect("invariant check runs");
     assert!(problems.is_empty(), "invariants broken: {problems:#?}");
 }
+
+#[tokio::test]
+async fn a_busy_worker_whose_jobs_fail_costs_one_redis_call_per_job() {
+    const JOBS: u64 = 30;
+    let redis = Redis::start();
+    let server = Server::start(&redis).await;
+    add_many(&server, "q", 31).await;
+    let mut worker = Worker::open(&server, &["q"], 1).await;
+    let mut held = worker.job().await;
+    let mut conn = redis_conn(&redis).await;
+    let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut conn).await.expect("reset");
+    for _ in 0..JOBS {
+        assert_eq!(worker.fail(&held, "boom", false).await.state(), proto::JobState::Dead);
+        held = worker.job().await;
+    }
+    let calls = fcalls(&mut conn).await;
+    assert!(calls <= JOBS + 4, "{calls} function calls for {JOBS} failed jobs");
+    worker.complete(&held, b"").await.expect("complete");
+    server.assert_invariants("q").await;
+}

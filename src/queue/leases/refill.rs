@@ -1,7 +1,7 @@
-//! The fused ack: a busy worker's ack leases its next job in the same Redis call, so a job
-//! costs one function call instead of a lease round and an ack.
+//! The fused ack: a busy worker's ack (a completion or a fail) leases its next job in the same
+//! Redis call, so a job costs one function call instead of a lease round and an ack.
 //!
-//! Before a batch of completions goes to Redis, each ack of a delivery held by a stream of this
+//! Before a batch of completions (or a fail) goes to Redis, each ack of a delivery held by a stream of this
 //! instance may get a refill token (`Hub::refill`: the credit the ack frees, reserved for the
 //! same stream and queue under the rules of a lease round's plan). The function leases one ready
 //! job per refill token of an ack that ended its lease; the answer is then settled like a lease
@@ -22,7 +22,7 @@ use tracing::warn;
 use super::{Leases, Notice, dispatch};
 use crate::{
     queue::job::JobId,
-    store::{AckOutcome, Completion, LeaseToken, StoreError},
+    store::{LeaseToken, Refill, StoreError},
 };
 
 /// The refills planned for one batch of acks, by ack position; holds the dispatchers' tracker
@@ -47,8 +47,8 @@ impl RefillPlan {
 }
 
 impl Leases {
-    /// Plans the refills of a batch of completions of `queue`, given as (ULID, token) in batch
-    /// order: one token for each ack of a delivery a stream here holds and may replace.
+    /// Plans the refills of acks of `queue` (a batch of completions, or a fail), given as
+    /// (ULID, token) in order: one token for each ack of a delivery a stream here holds and may replace.
     pub fn plan_refills<'a>(
         &self,
         queue: &str,
@@ -72,36 +72,36 @@ impl Leases {
         RefillPlan { refills, wakes, _running: running }
     }
 
-    /// Settles a batch of completions that carried `plan` (see the module doc); returns the
-    /// acks' outcomes, or the call's error.
-    pub async fn settle_refills(
+    /// Settles an ack call that carried `plan` (see the module doc); returns what the call
+    /// answered about the acks, or its error.
+    pub async fn settle_refills<T>(
         self: &Arc<Self>,
         queue: &str,
         plan: RefillPlan,
-        answer: Result<Completion, StoreError>,
-    ) -> Result<Vec<AckOutcome>, StoreError> {
+        answer: Result<(T, Refill), StoreError>,
+    ) -> Result<T, StoreError> {
         let reserved = plan.reserved();
-        let completion = match answer {
-            Ok(completion) => completion,
+        let (acked, refill) = match answer {
+            Ok(answer) => answer,
             Err(e) => {
                 dispatch::unanswered(self, queue, &reserved, &e);
                 return Err(e);
             }
         };
-        let offered: HashSet<&str> = completion.offered.iter().map(String::as_str).collect();
-        for (refill, job_id, acked) in plan.refills.iter().flatten() {
-            if offered.contains(refill.as_str()) {
-                self.apply(Notice::Release, job_id, acked);
+        let offered: HashSet<&str> = refill.offered.iter().map(String::as_str).collect();
+        for (token, job_id, held) in plan.refills.iter().flatten() {
+            if offered.contains(token.as_str()) {
+                self.apply(Notice::Release, job_id, held);
             }
         }
-        let short = completion.leased.len() < completion.offered.len();
-        if let Err(e) = dispatch::hand_over(self, queue, &reserved, completion.leased, completion.now_ms).await {
+        let short = refill.leased.len() < refill.offered.len();
+        if let Err(e) = dispatch::hand_over(self, queue, &reserved, refill.leased, refill.now_ms).await {
             // The acks are done all the same; the jobs not handed over return at their deadline.
             warn!(%queue, error = %e, "could not hand back refills whose stream left");
         }
         if short {
             self.hub.found_empty(queue, plan.wakes);
         }
-        Ok(completion.outcomes)
+        Ok(acked)
     }
 }

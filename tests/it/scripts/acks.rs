@@ -342,13 +342,13 @@ async fn complete_with_refills_leases_the_next_jobs_by_priority_then_in_order() 
     let (ta, tb) = (case.token(), case.token());
     let done = case.complete_and_lease(&[plain(&a), plain(&b)], &[Some(&ta), Some(&tb)]).await;
     assert_eq!(done.outcomes, [AckOutcome::Completed, AckOutcome::Completed]);
-    assert_eq!(done.offered, [ta.clone(), tb.clone()]);
-    assert_eq!(ulids(&done.leased), [&*y.ulid, &*x.ulid], "higher priority first, then FIFO");
-    let tokens: Vec<&str> = done.leased.iter().map(|j| j.token.as_str()).collect();
+    assert_eq!(done.refill.offered, [ta.clone(), tb.clone()]);
+    assert_eq!(ulids(&done.refill.leased), [&*y.ulid, &*x.ulid], "higher priority first, then FIFO");
+    let tokens: Vec<&str> = done.refill.leased.iter().map(|j| j.token.as_str()).collect();
     assert_eq!(tokens, [&*ta, &*tb]);
-    for job in &done.leased {
+    for job in &done.refill.leased {
         assert_eq!(job.attempt, 1);
-        assert!(job.deadline_ms > done.now_ms, "the deadline runs from the call");
+        assert!(job.deadline_ms > done.refill.now_ms, "the deadline runs from the call");
         let lease = case.raw_lease(&job.ulid).await.expect("leased");
         assert!(lease.starts_with(&format!("{}|", job.token)), "{lease} is held by {}", job.token);
     }
@@ -364,8 +364,8 @@ async fn complete_with_refills_leases_fewer_when_the_queue_runs_short() {
     let waiting = case.add_ready().await;
     let (ta, tb) = (case.token(), case.token());
     let done = case.complete_and_lease(&[plain(&a), plain(&b)], &[Some(&ta), Some(&tb)]).await;
-    assert_eq!(done.offered.len(), 2);
-    assert_eq!(ulids(&done.leased), [&*waiting]);
+    assert_eq!(done.refill.offered.len(), 2);
+    assert_eq!(ulids(&done.refill.leased), [&*waiting]);
     assert_eq!(case.places().await, Places { active: 1, completed: 2, ..Places::default() });
     case.assert_invariants().await;
 }
@@ -379,8 +379,8 @@ async fn complete_with_refills_of_a_paused_queue_leases_nothing() {
     let refill = case.token();
     let done = case.complete_and_lease(&[plain(&held)], &[Some(&refill)]).await;
     assert_eq!(done.outcomes, [AckOutcome::Completed]);
-    assert_eq!(done.offered, [refill]);
-    assert!(done.leased.is_empty());
+    assert_eq!(done.refill.offered, [refill]);
+    assert!(done.refill.leased.is_empty());
     assert_eq!(case.places().await, Places { waiting: 1, completed: 1, ..Places::default() });
     case.assert_invariants().await;
 }
@@ -396,12 +396,12 @@ async fn complete_with_a_refill_starts_the_next_job_of_its_session_within_its_li
     // The session runs its one job: another ack's refill may not start the second.
     let refill = case.token();
     let done = case.complete_and_lease(&[plain(&other)], &[Some(&refill)]).await;
-    assert!(done.leased.is_empty(), "the session is at its limit");
+    assert!(done.refill.leased.is_empty(), "the session is at its limit");
     // Its own ack releases the second, which its refill starts, with the session's state.
     let refill = case.token();
     let done = case.complete_and_lease(&[plain(&first)], &[Some(&refill)]).await;
-    assert_eq!(ulids(&done.leased), [&*jobs[1].ulid]);
-    let snapshot = done.leased[0].session.as_ref().expect("the session at delivery");
+    assert_eq!(ulids(&done.refill.leased), [&*jobs[1].ulid]);
+    let snapshot = done.refill.leased[0].session.as_ref().expect("the session at delivery");
     assert_eq!((snapshot.name.as_str(), snapshot.state.as_str()), ("s", r#"{"n":1}"#));
     let session = case.session_get("s").await.expect("session");
     assert_eq!((session.started, session.queued, session.pending), (1, 0, 0));
@@ -424,8 +424,29 @@ async fn complete_with_a_stale_token_refills_nothing() {
     let refills = [case.token(), case.token(), case.token()];
     let done = case.complete_and_lease(&acks, &refills.iter().map(|t| Some(t.as_str())).collect::<Vec<_>>()).await;
     assert_eq!(done.outcomes, [AckOutcome::Stale, AckOutcome::UnknownJob, AckOutcome::VersionMismatch]);
-    assert!(done.offered.is_empty() && done.leased.is_empty());
+    assert!(done.refill.offered.is_empty() && done.refill.leased.is_empty());
     assert_eq!(case.places().await, Places { waiting: 1, active: 2, ..Places::default() });
     assert_eq!(case.lease(1).await.jobs[0].ulid, waiting);
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn fail_with_a_refill_leases_the_next_job_and_a_stale_one_refills_nothing() {
+    let case = Case::start().await;
+    let held = case.add_active().await;
+    let waiting = case.add_ready().await;
+    let stranger = case.token();
+    let (refused, refill) = case.fail_and_lease(&held.ulid, &stranger, &case.token()).await;
+    assert_eq!(refused.check, LeaseCheck::Stale);
+    assert!(refill.offered.is_empty() && refill.leased.is_empty());
+    let token = case.token();
+    let (outcome, refill) = case.fail_and_lease(&held.ulid, &held.token, &token).await;
+    assert_eq!((outcome.check, outcome.state), (LeaseCheck::Held, Some(RecordState::Dead)));
+    assert_eq!(refill.offered, std::slice::from_ref(&token));
+    assert_eq!(ulids(&refill.leased), [&*waiting]);
+    assert_eq!(refill.leased[0].token, token);
+    assert_eq!(case.places().await, Places { active: 1, dead: 1, ..Places::default() });
+    let (_, refill) = case.fail_and_lease(&waiting, &token, &case.token()).await;
+    assert!(refill.leased.is_empty(), "the queue ran short");
     case.assert_invariants().await;
 }

@@ -22,8 +22,8 @@ use std::{
 
 use jobwire::store::{
     Ack, AckOutcome, AddArgs, AddOutcome, BackoffSpec, CancelOutcome, Completion, FailOutcome, JobRecord, JobSnapshot,
-    LeaseCheck, LeaseRound, LeasedJob, Listing, MAX_PRIORITY, QueueCounts, RecordState, Retention, SessionRecord,
-    SetOutcome, Store, StoreConfig, StoreError,
+    LeaseCheck, LeaseRound, LeasedJob, Listing, MAX_PRIORITY, QueueCounts, RecordState, Refill, Retention,
+    SessionRecord, SetOutcome, Store, StoreConfig, StoreError,
 };
 
 use crate::harness::{Redis, retention, unique_prefix};
@@ -315,6 +315,12 @@ impl Case {
         rand: f64,
     ) -> FailOutcome {
         self.store.jobs().fail(QUEUE, ulid, token, "boom", retryable, retry_after, rand).await.expect("fail")
+    }
+
+    /// A permanent fail that leases with `refill` when it ends the lease.
+    pub async fn fail_and_lease(&self, ulid: &str, token: &str, refill: &str) -> (FailOutcome, Refill) {
+        let jobs = self.store.jobs();
+        jobs.fail_and_lease(QUEUE, ulid, token, "boom", false, None, 0.0, Some(refill)).await.expect("fail")
     }
 
     pub async fn extend(&self, ulid: &str, token: &str, by: Duration) -> (LeaseCheck, i64) {
