@@ -225,6 +225,7 @@ async fn a_busy_worker_whose_jobs_fail_costs_one_redis_call_per_job() {
         held = worker.job().await;
     }
     let calls = fcalls(&mut conn).await;
+    eprintln!("figure: {calls} function calls for {JOBS} failed jobs of a busy worker at credit 1");
     assert!(calls <= JOBS + 4, "{calls} function calls for {JOBS} failed jobs");
     worker.complete(&held, b"").await.expect("complete");
     server.assert_invariants("q").await;
