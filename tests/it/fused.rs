@@ -230,3 +230,53 @@ async fn a_busy_worker_whose_jobs_fail_costs_one_redis_call_per_job() {
     worker.complete(&held, b"").await.expect("complete");
     server.assert_invariants("q").await;
 }
+
+#[tokio::test]
+async fn the_refill_of_a_fused_ack_whose_answer_was_lost_is_taken_back() {
+    let redis = Redis::start();
+    let server = Server::start(&redis).await;
+    let mut client = server.client().await;
+    let first_id = add(&mut client, job("q", "t", b"first")).await;
+    let second_id = add(&mut client, job("q", "t", b"second")).await;
+    let mut worker = Worker::open(&server, &["q"], 1).await;
+    let first = worker.job().await;
+    assert_eq!(first.id, first_id);
+    // Redis busy for a second, longer than the store's timeout (500 ms): the fused ack times out
+    // here and runs in Redis afterwards, leasing the second job with a token nobody here knows.
+    let mut busy = redis_conn(&redis).await;
+    let probe = redis_conn(&redis).await;
+    let stall = tokio::spawn(async move {
+        let script = "local s = redis.call('TIME') repeat local n = redis.call('TIME') \
+                      until (n[1] - s[1]) * 1000000 + (n[2] - s[2]) > 1000000";
+        // The client gives up waiting for the answer (its own timeout); Redis runs on.
+        let _ = redis::cmd("EVAL").arg(script).arg(0).query_async::<()>(&mut busy).await;
+    });
+    eventually(Duration::from_secs(2), "Redis to stall", || {
+        let mut probe = probe.clone();
+        async move {
+            let ping = redis::cmd("PING");
+            tokio::time::timeout(Duration::from_millis(100), ping.query_async::<String>(&mut probe)).await.is_err()
+        }
+    })
+    .await;
+    let lost = worker.complete(&first, b"").await.expect_err("the answer is lost");
+    assert_eq!(lost.code(), Code::Unavailable, "{lost}");
+    stall.await.expect("stalled");
+    // The ack did complete the first job; the second comes back and reaches the worker again.
+    let next = loop {
+        match worker.next_message(Duration::from_secs(5)).await {
+            Some(Message::Job(job)) => break job,
+            Some(Message::Revoke(r)) => assert_eq!(r.job_id, first_id),
+            other => panic!("expected the second job, got {other:?}"),
+        }
+    };
+    assert_eq!(next.id, second_id);
+    worker.complete(&next, b"").await.expect("complete");
+    assert_eq!(info(&mut client, &first_id).await.state(), proto::JobState::Completed);
+    eventually(Duration::from_secs(5), "both jobs completed", || {
+        let store = server.store.clone();
+        async move { store.admin().stats("q").await.is_ok_and(|s| s.active == 0 && s.completed == 2) }
+    })
+    .await;
+    server.assert_invariants("q").await;
+}
