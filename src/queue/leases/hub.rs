@@ -5,8 +5,9 @@
 //! Redis is the truth about leases; this is the instance's view, reconciled against Redis by
 //! the reconciliation in `notices.rs` because cross-instance notices ride pub/sub, which may drop messages.
 //!
-//! Credit is reserved when a dispatcher plans a lease round and settled when the round returns,
-//! so two queues' dispatchers can never hand one stream more than its `max_in_flight`.
+//! Credit is reserved when a dispatcher plans a lease round, or an ack plans the refill of the
+//! credit it frees (`refill`), and settled when that call returns, so two queues' dispatchers and
+//! the acks can never hand one stream more than its `max_in_flight`.
 
 use std::{
     collections::HashMap,
