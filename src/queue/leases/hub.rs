@@ -419,19 +419,21 @@ impl Hub {
     /// Returns what was released; None when the stream did not hold that delivery.
     pub fn release(&self, job_id: &JobId, token: &LeaseToken) -> Option<Released> {
         let mut state = self.lock();
-        let s = state.streams.get_mut(&token.stream())?;
-        if s.in_flight.get(job_id).is_none_or(|h| h.token != *token) {
-            return None;
-        }
-        let held = s.in_flight.remove(job_id)?;
-        let queues = s.spec.queues.clone();
-        state.generation += 1;
-        for q in queues {
-            if let Some(q) = state.queues.get(&q) {
-                q.wake.notify_one();
+        let released = take_held(&mut state, job_id, token)?;
+        if let Some(s) = state.streams.get(&token.stream()) {
+            for q in &s.spec.queues {
+                if let Some(q) = state.queues.get(q) {
+                    q.wake.notify_one();
+                }
             }
         }
-        Some(Released { held_for: held.since.elapsed(), revoked: held.revoked })
+        Some(released)
+    }
+
+    /// As `release`, for an ack whose refill reserved the credit it frees: no dispatcher is woken
+    /// for it (if the refill comes back short, `found_empty` wakes whom it concerns).
+    pub fn release_refilled(&self, job_id: &JobId, token: &LeaseToken) -> Option<Released> {
+        take_held(&mut self.lock(), job_id, token)
     }
 
     /// The trace context of a delivery a stream of this instance holds.
@@ -528,6 +530,17 @@ impl Hub {
         out.sort_by_key(|s| s.id);
         out
     }
+}
+
+/// Removes the delivery named by `token` from its stream's in-flight set, if it holds it.
+fn take_held(state: &mut State, job_id: &JobId, token: &LeaseToken) -> Option<Released> {
+    let s = state.streams.get_mut(&token.stream())?;
+    if s.in_flight.get(job_id).is_none_or(|h| h.token != *token) {
+        return None;
+    }
+    let held = s.in_flight.remove(job_id)?;
+    state.generation += 1;
+    Some(Released { held_for: held.since.elapsed(), revoked: held.revoked })
 }
 
 /// Records what a lease call learned about `queue` being empty; when it is, later queues of the

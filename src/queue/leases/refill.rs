@@ -19,7 +19,7 @@ use std::{collections::HashSet, sync::Arc};
 use tokio_util::task::task_tracker::TaskTrackerToken;
 use tracing::warn;
 
-use super::{Leases, Notice, dispatch};
+use super::{Leases, dispatch};
 use crate::{
     queue::job::JobId,
     store::{LeaseToken, Refill, StoreError},
@@ -91,7 +91,7 @@ impl Leases {
         let offered: HashSet<&str> = refill.offered.iter().map(String::as_str).collect();
         for (token, job_id, held) in plan.refills.iter().flatten() {
             if offered.contains(token.as_str()) {
-                self.apply(Notice::Release, job_id, held);
+                self.answered(job_id, self.hub.release_refilled(job_id, held));
             }
         }
         let short = refill.leased.len() < refill.offered.len();
