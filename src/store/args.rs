@@ -189,8 +189,8 @@ pub struct CompleteLeaseArgs<'a> {
 }
 
 /// (codes, refill tokens offered, jobs {ULID, record}, sessions {job number, state, version},
-/// now ms).
-type CompleteLeaseReply = (Vec<i64>, Vec<String>, Vec<(String, Vec<u8>)>, Vec<(i64, String, i64)>, i64);
+/// now ms, ms until the earliest delayed job is due or -1).
+type CompleteLeaseReply = (Vec<i64>, Vec<String>, Vec<(String, Vec<u8>)>, Vec<(i64, String, i64)>, i64, i64);
 
 impl QueueFunction for CompleteLeaseArgs<'_> {
     type Reply = CompleteLeaseReply;
@@ -257,8 +257,8 @@ pub struct FailLeaseArgs<'a> {
 
 impl QueueFunction for FailLeaseArgs<'_> {
     /// (lease check code, state, run_at ms, jobs {ULID, record}, sessions {job number, state,
-    /// version}, now ms).
-    type Reply = (i64, i64, i64, Vec<(String, Vec<u8>)>, Vec<(i64, String, i64)>, i64);
+    /// version}, now ms, ms until the earliest delayed job is due or -1).
+    type Reply = (i64, i64, i64, Vec<(String, Vec<u8>)>, Vec<(i64, String, i64)>, i64, i64);
     function!(fail);
 
     fn write_args(&self, cmd: &mut Cmd) {

@@ -56,6 +56,9 @@ pub struct Refill {
     pub leased: Vec<LeasedJob>,
     /// The Redis time of the call that leased them (0 when no refill was given).
     pub now_ms: i64,
+    /// Until the earliest delayed job is due, as the call left them (None when none is, or no
+    /// refill was given).
+    pub next_delayed: Option<Duration>,
 }
 
 /// What one batch of acks did, and the jobs it leased for their workers.
@@ -182,12 +185,7 @@ impl Jobs {
             self.backend.call(queue, &LeaseArgs { rand, trim, tokens }).await?;
         let leased = leased_jobs(jobs, sessions, tokens, now_ms)?;
         let revoked = revoked.chunks_exact(2).map(|p| (p[0].clone(), p[1].clone())).collect();
-        Ok(LeaseRound {
-            jobs: leased,
-            revoked,
-            next_wake: u64::try_from(next_wake).ok().map(Duration::from_millis),
-            now_ms,
-        })
+        Ok(LeaseRound { jobs: leased, revoked, next_wake: wait_ms(next_wake), now_ms })
     }
 
     /// Completes a batch of attempts; one outcome per entry, in order. The function takes
@@ -218,11 +216,12 @@ impl Jobs {
                 self.backend.call(queue, &CompleteArgs { acks: &distinct }).await?
             } else {
                 let args = CompleteLeaseArgs { acks: &distinct, refills: &batch_refills };
-                let (codes, offered, jobs, sessions, now_ms) = self.backend.call(queue, &args).await?;
+                let (codes, offered, jobs, sessions, now_ms, next_delayed) = self.backend.call(queue, &args).await?;
                 let refill = &mut completion.refill;
                 refill.leased.extend(leased_jobs(jobs, sessions, &offered, now_ms)?);
                 refill.offered.extend(offered);
                 refill.now_ms = now_ms;
+                refill.next_delayed = wait_ms(next_delayed);
                 codes
             };
             if codes.len() != batch.len() {
@@ -268,12 +267,12 @@ impl Jobs {
         let ((code, state, run_at_ms), leased) = match refill {
             None => (self.backend.call(queue, &args).await?, Refill::default()),
             Some(refill) => {
-                let (code, state, run_at_ms, jobs, sessions, now_ms) =
+                let (code, state, run_at_ms, jobs, sessions, now_ms, next_delayed) =
                     self.backend.call(queue, &FailLeaseArgs { fail: args, refill }).await?;
                 // The token is offered when the fail ended the lease.
                 let offered = if code == 1 { vec![refill.to_owned()] } else { Vec::new() };
                 let leased = leased_jobs(jobs, sessions, &offered, now_ms)?;
-                ((code, state, run_at_ms), Refill { offered, leased, now_ms })
+                ((code, state, run_at_ms), Refill { offered, leased, now_ms, next_delayed: wait_ms(next_delayed) })
             }
         };
         let state = match state {
@@ -367,4 +366,9 @@ fn leased_jobs(
         job.session = Some(SessionSnapshot { name, state, version: decoded(version, "a session version")? });
     }
     Ok(leased)
+}
+
+/// A wait in ms as the functions answer it, -1 for none.
+fn wait_ms(ms: i64) -> Option<Duration> {
+    u64::try_from(ms).ok().map(Duration::from_millis)
 }

@@ -2,7 +2,7 @@
 //! job, and everything dispatch promises still holds: fairness between streams, strict queue
 //! order, credit, revokes, drain.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jobwire::proto::{self, get_job_response::Message};
 use tonic::Code;
@@ -278,5 +278,36 @@ async fn the_refill_of_a_fused_ack_whose_answer_was_lost_is_taken_back() {
         async move { store.admin().stats("q").await.is_ok_and(|s| s.active == 0 && s.completed == 2) }
     })
     .await;
+    server.assert_invariants("q").await;
+}
+
+#[tokio::test]
+async fn a_retry_that_comes_due_while_the_worker_is_busy_is_made_ready_by_its_acks() {
+    let redis = Redis::start();
+    let server = Server::start(&redis).await;
+    let mut client = server.client().await;
+    let mut req = job("q", "retry", b"");
+    req.priority = 5;
+    req.max_attempts = Some(2);
+    req.backoff =
+        Some(proto::Backoff { kind: proto::BackoffKind::Fixed as i32, base: Some(millis(200)), ..Default::default() });
+    let retry_id = add(&mut client, req).await;
+    add_many(&server, "q", 40).await;
+    let mut worker = Worker::open(&server, &["q"], 1).await;
+    let first = worker.job().await;
+    assert_eq!(first.id, retry_id);
+    let failed_at = Instant::now();
+    assert_eq!(worker.fail(&first, "again", true).await.state(), proto::JobState::Retrying);
+    // Busy on the backlog (20 ms a job): no dispatcher round runs, the acks promote the retry,
+    // which outranks the backlog. The dispatcher's own upkeep would come after 500 ms.
+    let back = loop {
+        let next = worker.job().await;
+        if next.id == retry_id {
+            break failed_at.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        worker.complete(&next, b"").await.expect("complete");
+    };
+    assert!(back < Duration::from_millis(450), "the retry came back after {back:?}");
     server.assert_invariants("q").await;
 }

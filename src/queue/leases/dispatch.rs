@@ -41,6 +41,11 @@ pub async fn run(leases: Arc<Leases>, queue: String, wake: Arc<Notify>) {
         if !leases.hub.serves(&queue, &wake) {
             return;
         }
+        // An ack's refill saw a delayed job this dispatcher's rounds have not.
+        if let Some(due) = leases.hub.take_due(&queue) {
+            let due = tokio::time::Instant::from_std(due);
+            next_timer = Some(next_timer.map_or(due, |t| t.min(due)));
+        }
         // Upkeep (expiring deadlines, promoting delayed jobs, retention) is due when the timer
         // fired or a safety period passed; a wake-up without free credit then costs no call.
         let now = Instant::now();

@@ -101,6 +101,9 @@ pub struct QueueSlot {
     /// Wake-ups so far: a lease call that found the queue empty marks it drained only if none
     /// came while it ran (the work it announced may have come after the call looked).
     wakes: u64,
+    /// When the earliest delayed job is due, as an ack's refill last saw it: for the dispatcher's
+    /// timer (`take_due`), which no lease round of its own set meanwhile.
+    due: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -167,7 +170,7 @@ impl Hub {
             let slot = state.queues.entry(queue.clone()).or_insert_with(|| {
                 let wake = Arc::new(Notify::new());
                 fresh.push((queue.clone(), wake.clone()));
-                QueueSlot { streams: Vec::new(), wake, drained: false, wakes: 0 }
+                QueueSlot { streams: Vec::new(), wake, drained: false, wakes: 0, due: None }
             });
             slot.streams.push(id);
             slot.wake.notify_one();
@@ -369,6 +372,20 @@ impl Hub {
     /// The wake-ups `queue` has had so far: taken before a lease call, for `found_empty`.
     pub fn wakes(&self, queue: &str) -> u64 {
         self.lock().queues.get(queue).map_or(0, |q| q.wakes)
+    }
+
+    /// A delayed job of `queue` is due in `wait`: its dispatcher is woken to set its timer.
+    pub fn due_in(&self, queue: &str, wait: Duration) {
+        let at = Instant::now() + wait;
+        if let Some(q) = self.lock().queues.get_mut(queue) {
+            q.due = Some(q.due.map_or(at, |due| due.min(at)));
+            q.wake.notify_one();
+        }
+    }
+
+    /// When a delayed job of `queue` is due, if an ack's refill said so since the last call.
+    pub fn take_due(&self, queue: &str) -> Option<Instant> {
+        self.lock().queues.get_mut(queue)?.due.take()
     }
 
     /// A lease call that started after `since` wake-ups came back short: the queue is drained,

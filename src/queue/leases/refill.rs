@@ -3,8 +3,8 @@
 //!
 //! Before a batch of completions (or a fail) goes to Redis, each ack of a delivery held by a stream of this
 //! instance may get a refill token (`Hub::refill`: the credit the ack frees, reserved for the
-//! same stream and queue under the rules of a lease round's plan). The function leases one ready
-//! job per refill token of an ack that ended its lease; the answer is then settled like a lease
+//! same stream and queue under the rules of a lease round's plan). The function makes the due
+//! delayed jobs ready and leases one ready job per refill token of an ack that ended its lease; the answer is then settled like a lease
 //! round's: the acked deliveries are released, the jobs handed to their streams, unused tokens
 //! give their credit back, and a short answer marks the queue drained so the dispatcher takes
 //! over on the next wake-up. A call whose answer was lost has its leases taken back as a lost
@@ -100,7 +100,12 @@ impl Leases {
             warn!(%queue, error = %e, "could not hand back refills whose stream left");
         }
         if short {
+            // The stream may now idle: the dispatcher takes over, and must know when the delayed
+            // jobs the refills would have promoted are due.
             self.hub.found_empty(queue, plan.wakes);
+            if let Some(wait) = refill.next_delayed {
+                self.hub.due_in(queue, wait);
+            }
         }
         Ok(acked)
     }

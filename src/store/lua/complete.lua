@@ -9,12 +9,14 @@
 -- that writes its session's state a triple {ack number, new state, expected session version or
 -- -1}.
 -- A refill is the next job of the worker that acked: once every ack is applied, each ack that
--- ended its lease (codes 1, 2 and -3) offers its refill token, and up to that many ready jobs
--- are leased with them as a lease round would (lease_ready in lib.lua; no upkeep here).
--- Returns codes when no refill was given, else {codes, offered, jobs, sessions, now}:
+-- ended its lease (codes 1, 2 and -3) offers its refill token, due delayed jobs are made ready,
+-- and up to that many ready jobs are leased with them as a lease round would (lease_refills in
+-- lib.lua; deadlines and trims stay with the lease round).
+-- Returns codes when no refill was given, else {codes, offered, jobs, sessions, now, delayed}:
 --   offered  = the refill tokens offered, in ack order; jobs and sessions as in lease.lua, the
 --              i-th job holding the i-th token offered (fewer jobs when the queue ran short)
 --   now      = the Redis time of the call (ms)
+--   delayed  = ms until the earliest delayed job is due, or -1 when none is
 -- and codes, one per entry:
 --    1 completed                  0 unknown job             -1 stale token (nothing changed)
 --    2 accepted, but the job had been cancelled, so it ends cancelled
@@ -126,5 +128,5 @@ for i = refills_at + 1, refills_at + 2 * refills, 2 do
     offered[#offered + 1] = ARGV[i + 1]
   end
 end
-local jobs, sessions = lease_ready(offered, 1, now)
-return { codes, offered, jobs, sessions, now }
+local jobs, sessions, next_delayed = lease_refills(offered, 1, now)
+return { codes, offered, jobs, sessions, now, next_delayed }

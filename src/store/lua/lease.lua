@@ -1,6 +1,6 @@
 -- lease: one dispatcher round for a queue, in one step:
 --   1. attempts past their deadline fail with "timeout" (retry or dead) and are reported,
---   2. delayed and retrying jobs that are due become ready (at the tail of their priority),
+--   2. delayed and retrying jobs that are due become ready (promote_due in lib.lua),
 --   3. up to #tokens ready jobs are leased (lease_ready in lib.lua: not when the queue is
 --      paused; highest priority first, FIFO within a priority); job i gets lease token i,
 --   4. when asked (every few seconds, not every round), retention windows are enforced on
@@ -22,12 +22,6 @@ local now = now_ms()
 local now_text = int_text(now)
 local rand = tonumber(ARGV[8])
 
--- The earliest score of a zset, or nil when it is empty.
-local function first_score(key)
-  local first = redis.call('ZRANGE', key, '0', '0', 'WITHSCORES')
-  return first[2] and tonumber(first[2])
-end
-
 -- Only when the earliest deadline or delayed job is due are the due ones read.
 local revoked = {}
 local first_deadline = first_score(KEYS[K_DEADLINES])
@@ -47,18 +41,7 @@ if first_deadline and first_deadline <= now then
   first_deadline = first_score(KEYS[K_DEADLINES])
 end
 
-local first_delayed = first_score(KEYS[K_DELAYED])
-if first_delayed and first_delayed <= now then
-  local due = redis.call('ZRANGEBYSCORE', KEYS[K_DELAYED], '-inf', now_text, 'LIMIT', '0', BATCH_TEXT)
-  redis.call('ZREM', KEYS[K_DELAYED], unpack(due))
-  for _, ulid in ipairs(due) do
-    local rec = load(ulid)
-    if rec then
-      make_ready(ulid, rec, now, false)
-    end
-  end
-  first_delayed = first_score(KEYS[K_DELAYED])
-end
+local first_delayed = promote_due(now)
 delayed_changed = false
 
 local jobs, sessions, leased_deadline = lease_ready(ARGV, 10, now)

@@ -532,6 +532,31 @@ local function check_lease(ulid, token)
   return 1, started, attempt
 end
 
+-- The earliest score of a zset, or nil when it is empty.
+local function first_score(key)
+  local first = redis.call('ZRANGE', key, '0', '0', 'WITHSCORES')
+  return first[2] and tonumber(first[2])
+end
+
+-- Makes the delayed and retrying jobs that are due ready, at the tail of their priority (at
+-- most BATCH; only when the earliest is due are the due ones read). Returns the earliest score
+-- left in the delayed set, nil when it is empty.
+local function promote_due(now)
+  local first = first_score(KEYS[K_DELAYED])
+  if first and first <= now then
+    local due = redis.call('ZRANGEBYSCORE', KEYS[K_DELAYED], '-inf', int_text(now), 'LIMIT', '0', BATCH_TEXT)
+    redis.call('ZREM', KEYS[K_DELAYED], unpack(due))
+    for _, ulid in ipairs(due) do
+      local rec = load(ulid)
+      if rec then
+        make_ready(ulid, rec, now, false)
+      end
+    end
+    first = first_score(KEYS[K_DELAYED])
+  end
+  return first
+end
+
 -- Leases one ready job (never a delayed one) per token of tokens[first..], unless the queue is
 -- paused: highest priority first, FIFO within a priority; the i-th job leased gets the i-th of
 -- those tokens, its attempt is
@@ -618,6 +643,19 @@ local function lease_ready(tokens, first, now)
   bulk('ZADD', KEYS[K_DEADLINES], deadlines)
   emit_many(E_ACTIVE, active_ids, active_attempts)
   return jobs, sessions, first_deadline
+end
+
+-- The refill of the acks of one call: due delayed jobs are made ready first, then one ready job
+-- is leased per token of tokens[first..] (lease_ready). Returns the jobs and sessions as
+-- lease_ready does, and the ms until the earliest delayed job left is due (-1 when none).
+local function lease_refills(tokens, first, now)
+  local first_delayed = promote_due(now)
+  delayed_changed = false
+  local jobs, sessions = lease_ready(tokens, first, now)
+  if delayed_changed then
+    first_delayed = first_score(KEYS[K_DELAYED])
+  end
+  return jobs, sessions, first_delayed and math.max(0, first_delayed - now) or -1
 end
 
 -- Runs one function of the library: sets the call's keys and arguments, runs its body, then

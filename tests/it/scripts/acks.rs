@@ -450,3 +450,22 @@ async fn fail_with_a_refill_leases_the_next_job_and_a_stale_one_refills_nothing(
     assert!(refill.leased.is_empty(), "the queue ran short");
     case.assert_invariants().await;
 }
+
+#[tokio::test]
+async fn complete_with_refills_makes_due_retries_ready_first_and_says_when_the_next_is_due() {
+    let case = Case::start().await;
+    let (a, b, c) = (case.add_active().await, case.add_active().await, case.add_active().await);
+    let soon = case.fail(&b.ulid, &b.token, true, Some(Duration::from_millis(1)), 0.0).await;
+    assert_eq!(soon.state, Some(RecordState::Retrying));
+    let later = case.fail(&c.ulid, &c.token, true, Some(Duration::from_secs(60)), 0.0).await;
+    assert_eq!(later.state, Some(RecordState::Retrying));
+    // Time passing, not a wait for anything to start: b's retry comes due.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let refill = case.token();
+    let done = case.complete_and_lease(&[plain(&a)], &[Some(&refill)]).await;
+    assert_eq!(ulids(&done.refill.leased), [&*b.ulid]);
+    let next = done.refill.next_delayed.expect("c's retry is still delayed");
+    assert!(next > Duration::from_secs(50) && next <= Duration::from_secs(60), "{next:?}");
+    assert_eq!(case.places().await, Places { delayed: 1, active: 1, completed: 1, ..Places::default() });
+    case.assert_invariants().await;
+}
