@@ -1,13 +1,14 @@
 //! The fused ack: a busy worker's ack (a completion or a fail) leases its next job in the same
 //! Redis call, so a job costs one function call instead of a lease round and an ack.
 //!
-//! Before a batch of completions (or a fail) goes to Redis, each ack of a delivery held by a stream of this
-//! instance may get a refill token (`Hub::refill`: the credit the ack frees, reserved for the
-//! same stream and queue under the rules of a lease round's plan). The function makes the due
-//! delayed jobs ready and leases one ready job per refill token of an ack that ended its lease; the answer is then settled like a lease
-//! round's: the acked deliveries are released, the jobs handed to their streams, unused tokens
-//! give their credit back, and a short answer marks the queue drained so the dispatcher takes
-//! over on the next wake-up. A call whose answer was lost has its leases taken back as a lost
+//! Before a batch of completions (or a fail) goes to Redis, each ack of a delivery held by a
+//! stream of this instance may get a refill token (`Hub::refill`: the credit the ack frees,
+//! reserved for the same stream and queue under the rules of a lease round's plan). The function
+//! makes the due delayed jobs ready and leases one ready job per refill token of an ack that
+//! ended its lease; the answer is then settled like a lease round's: the acked deliveries are
+//! released, the jobs handed to their streams, unused tokens give their credit back, and a short
+//! answer marks the queue drained (and tells the dispatcher when the next delayed job is due) so
+//! the dispatcher takes over. A call whose answer was lost has its leases taken back as a lost
 //! lease round's are. Refills count as dispatcher work: none is planned once the dispatchers
 //! are stopped, and shutdown waits for those in flight before it hands leases back.
 //!
@@ -48,7 +49,8 @@ impl RefillPlan {
 
 impl Leases {
     /// Plans the refills of acks of `queue` (a batch of completions, or a fail), given as
-    /// (ULID, token) in order: one token for each ack of a delivery a stream here holds and may replace.
+    /// (ULID, token) in order: one token for each ack of a delivery a stream here holds and may
+    /// replace.
     pub fn plan_refills<'a>(
         &self,
         queue: &str,
