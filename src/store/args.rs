@@ -182,7 +182,7 @@ impl QueueFunction for CompleteArgs<'_> {
 
 /// lua/complete.lua with refills: as `CompleteArgs`, with r pairs {ack number, refill token}
 /// after the count r.
-pub struct CompleteLeaseArgs<'a> {
+pub(crate) struct CompleteLeaseArgs<'a> {
     pub acks: &'a [&'a Ack<'a>],
     /// The refill token of each ack (by position), if it has one; at least one has.
     pub refills: &'a [Option<&'a str>],
@@ -250,7 +250,7 @@ impl QueueFunction for FailArgs<'_> {
 }
 
 /// lua/fail.lua with a refill: `FailArgs`, then [14] the refill token.
-pub struct FailLeaseArgs<'a> {
+pub(crate) struct FailLeaseArgs<'a> {
     pub fail: FailArgs<'a>,
     pub refill: &'a str,
 }

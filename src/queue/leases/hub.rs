@@ -281,7 +281,7 @@ impl Hub {
     /// that delivery was revoked), the queue was found drained, an earlier queue of the stream
     /// was not — or another stream of the queue has free credit, which the dispatcher shares
     /// out fairly.
-    pub fn refill(&self, job_id: &JobId, token: &LeaseToken) -> Option<LeaseToken> {
+    pub(crate) fn refill(&self, job_id: &JobId, token: &LeaseToken) -> Option<LeaseToken> {
         let mut state = self.lock();
         let queue = job_id.queue.as_str();
         let q = state.queues.get(queue).filter(|q| !state.draining && !q.drained)?;
@@ -370,12 +370,12 @@ impl Hub {
     }
 
     /// The wake-ups `queue` has had so far: taken before a lease call, for `found_empty`.
-    pub fn wakes(&self, queue: &str) -> u64 {
+    pub(crate) fn wakes(&self, queue: &str) -> u64 {
         self.lock().queues.get(queue).map_or(0, |q| q.wakes)
     }
 
     /// A delayed job of `queue` is due in `wait`: its dispatcher is woken to set its timer.
-    pub fn due_in(&self, queue: &str, wait: Duration) {
+    pub(crate) fn due_in(&self, queue: &str, wait: Duration) {
         let at = Instant::now() + wait;
         if let Some(q) = self.lock().queues.get_mut(queue) {
             q.due = Some(q.due.map_or(at, |due| due.min(at)));
@@ -384,13 +384,13 @@ impl Hub {
     }
 
     /// When a delayed job of `queue` is due, if an ack's refill said so since the last call.
-    pub fn take_due(&self, queue: &str) -> Option<Instant> {
+    pub(crate) fn take_due(&self, queue: &str) -> Option<Instant> {
         self.lock().queues.get_mut(queue)?.due.take()
     }
 
     /// A lease call that started after `since` wake-ups came back short: the queue is drained,
     /// unless a wake-up came meanwhile.
-    pub fn found_empty(&self, queue: &str, since: u64) {
+    pub(crate) fn found_empty(&self, queue: &str, since: u64) {
         let mut state = self.lock();
         if state.queues.get(queue).is_some_and(|q| q.wakes == since) {
             set_drained(&mut state, queue, true);
@@ -449,7 +449,7 @@ impl Hub {
 
     /// As `release`, for an ack whose refill reserved the credit it frees: no dispatcher is woken
     /// for it (if the refill comes back short, `found_empty` wakes whom it concerns).
-    pub fn release_refilled(&self, job_id: &JobId, token: &LeaseToken) -> Option<Released> {
+    pub(crate) fn release_refilled(&self, job_id: &JobId, token: &LeaseToken) -> Option<Released> {
         take_held(&mut self.lock(), job_id, token)
     }
 

@@ -28,7 +28,7 @@ use crate::{
 
 /// The refills planned for one batch of acks, by ack position; holds the dispatchers' tracker
 /// until settled, so shutdown waits for it.
-pub struct RefillPlan {
+pub(crate) struct RefillPlan {
     /// Per ack: the token of the stream's next job, and the delivery (job and token) acked.
     refills: Vec<Option<(LeaseToken, JobId, LeaseToken)>>,
     /// The queue's wake-ups when planned (`Hub::found_empty`).
@@ -38,7 +38,7 @@ pub struct RefillPlan {
 
 impl RefillPlan {
     /// The refill token of each ack, by position, as the store takes them.
-    pub fn tokens(&self) -> Vec<Option<&str>> {
+    pub(crate) fn tokens(&self) -> Vec<Option<&str>> {
         self.refills.iter().map(|r| r.as_ref().map(|(token, _, _)| token.as_str())).collect()
     }
 
@@ -51,7 +51,7 @@ impl Leases {
     /// Plans the refills of acks of `queue` (a batch of completions, or a fail), given as
     /// (ULID, token) in order: one token for each ack of a delivery a stream here holds and may
     /// replace.
-    pub fn plan_refills<'a>(
+    pub(crate) fn plan_refills<'a>(
         &self,
         queue: &str,
         acks: impl IntoIterator<Item = (&'a str, &'a LeaseToken)>,
@@ -76,7 +76,7 @@ impl Leases {
 
     /// Settles an ack call that carried `plan` (see the module doc); returns what the call
     /// answered about the acks, or its error.
-    pub async fn settle_refills<T>(
+    pub(crate) async fn settle_refills<T>(
         self: &Arc<Self>,
         queue: &str,
         plan: RefillPlan,
