@@ -66,6 +66,7 @@ pub struct Refill {
 pub struct Completion {
     /// One per ack, in order.
     pub outcomes: Vec<AckOutcome>,
+    /// What the refill tokens the acks carried leased.
     pub refill: Refill,
 }
 
