@@ -4,9 +4,11 @@
 //! frees the credit of the stream that held it, wherever it is (`Leases::tell_owner`).
 //!
 //! Owns: the coalescer of completions (concurrent completions of one queue share a script
-//! call, `coalesce.rs`). Calls `leases` (`Leases::tell_owner`, and `Leases::trace_of` for the
-//! trace context of a delivery made here) and `sessions` (`validate_state`, for the session state
-//! a completion writes).
+//! call, `coalesce.rs`). That call, and a fail's, also leases the acking streams' next jobs
+//! when they may have them (`leases/refill.rs`): a busy worker's job costs one Redis call.
+//! Calls `leases` (`Leases::tell_owner`, `Leases::trace_of` for the trace context of a delivery
+//! made here, `plan_refills`/`settle_refills`) and `sessions` (`validate_state`, for the session
+//! state a completion writes).
 //!
 //! Instrumentation: completions and failures count in the queue's metrics and run in a span
 //! (`job.complete`, `job.fail`) carrying the trace context of the request, else of the delivery.
@@ -89,16 +91,18 @@ impl Acks {
         let token = self.presented(job_id, token).await?;
         let ack = OwnedAck {
             ulid: job_id.ulid.clone(),
-            token: token.as_str().to_owned(),
+            token: token.clone(),
             result: result.to_vec(),
             session_state: session_state.map(|(s, v)| (s.to_owned(), v)),
         };
-        let (store, lane) = (self.store.clone(), job_id.queue.clone());
+        let (store, leases, lane) = (self.store.clone(), self.leases.clone(), job_id.queue.clone());
         let run = move |items: Vec<OwnedAck>| {
-            let (store, lane) = (store.clone(), lane.clone());
+            let (store, leases, lane) = (store.clone(), leases.clone(), lane.clone());
             async move {
+                let plan = leases.plan_refills(&lane, items.iter().map(|a| (a.ulid.as_str(), &a.token)));
                 let acks: Vec<Ack> = items.iter().map(OwnedAck::borrow).collect();
-                store.jobs().complete(&lane, &acks).await
+                let answer = store.jobs().complete_and_lease(&lane, &acks, &plan.tokens()).await;
+                leases.settle_refills(&lane, plan, answer.map(|c| (c.outcomes, c.refill))).await
             }
         };
         let outcome = self.completions.submit(&job_id.queue, ack, run).await?;
@@ -164,9 +168,12 @@ impl Acks {
         }
         let token = self.presented(job_id, token).await?;
         let error = truncate(error, self.limits.max_error);
+        let plan = self.leases.plan_refills(&job_id.queue, [(job_id.ulid.as_str(), &token)]);
+        let refill = plan.tokens().first().copied().flatten();
         let failure =
             FailArgs { ulid: &job_id.ulid, token: token.as_str(), error, retryable, retry_after, rand: rand::random() };
-        let outcome = self.store.jobs().fail(&job_id.queue, &failure).await?;
+        let answer = self.store.jobs().fail_and_lease(&job_id.queue, &failure, refill).await;
+        let outcome = self.leases.settle_refills(&job_id.queue, plan, answer).await?;
         if outcome.check != LeaseCheck::UnknownJob {
             self.leases.tell_owner(Notice::Release, job_id, &token).await;
         }
@@ -287,7 +294,7 @@ fn truncate(text: &str, max: usize) -> &str {
 /// An acknowledgement waiting for its batch.
 struct OwnedAck {
     ulid: String,
-    token: String,
+    token: LeaseToken,
     result: Vec<u8>,
     session_state: Option<(String, Option<u64>)>,
 }
@@ -296,7 +303,7 @@ impl OwnedAck {
     fn borrow(&self) -> Ack<'_> {
         Ack {
             ulid: &self.ulid,
-            token: &self.token,
+            token: self.token.as_str(),
             result: &self.result,
             session_state: self.session_state.as_ref().map(|(s, v)| (s.as_str(), *v)),
         }

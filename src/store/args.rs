@@ -164,34 +164,68 @@ impl QueueFunction for LeaseArgs<'_> {
     }
 }
 
-/// lua/complete.lua: ARGV[8] n, n triples {ULID, token, result}, then a triple {ack number,
-/// state, expected version or -1} per ack that writes its session's state.
+/// lua/complete.lua without refills: ARGV[8] n, n triples {ULID, token, result}, 0, then a
+/// triple {ack number, state, expected version or -1} per ack that writes its session's state.
 pub(super) struct CompleteArgs<'a> {
     pub acks: &'a [&'a Ack<'a>],
 }
 
 impl QueueFunction for CompleteArgs<'_> {
+    /// One code per ack.
     type Reply = Vec<i64>;
     function!(complete);
 
     fn write_args(&self, cmd: &mut Cmd) {
-        cmd.arg(self.acks.len());
-        for ack in self.acks {
-            // The function finds a token at the head of the lease, before a '|': a token holding
-            // one can hold nothing, and is sent as the empty token, which holds nothing either.
-            let token = if ack.token.contains('|') { "" } else { ack.token };
-            cmd.arg(ack.ulid).arg(token).arg(ack.result);
+        write_acks(cmd, self.acks, &[]);
+    }
+}
+
+/// lua/complete.lua with refills: as `CompleteArgs`, with r pairs {ack number, refill token}
+/// after the count r.
+pub(crate) struct CompleteLeaseArgs<'a> {
+    pub acks: &'a [&'a Ack<'a>],
+    /// The refill token of each ack (by position), if it has one; at least one has.
+    pub refills: &'a [Option<&'a str>],
+}
+
+/// (codes, refill tokens offered, jobs {ULID, record}, sessions {job number, state, version},
+/// now ms, ms until the earliest delayed job is due or -1).
+type CompleteLeaseReply = (Vec<i64>, Vec<String>, Vec<(String, Vec<u8>)>, Vec<(i64, String, i64)>, i64, i64);
+
+impl QueueFunction for CompleteLeaseArgs<'_> {
+    type Reply = CompleteLeaseReply;
+    function!(complete);
+
+    fn write_args(&self, cmd: &mut Cmd) {
+        write_acks(cmd, self.acks, self.refills);
+    }
+}
+
+/// The arguments of lua/complete.lua: the acks, the refills, the session states.
+fn write_acks(cmd: &mut Cmd, acks: &[&Ack<'_>], refills: &[Option<&str>]) {
+    cmd.arg(acks.len());
+    for ack in acks {
+        // The function finds a token at the head of the lease, before a '|': a token holding
+        // one can hold nothing, and is sent as the empty token, which holds nothing either.
+        let token = if ack.token.contains('|') { "" } else { ack.token };
+        cmd.arg(ack.ulid).arg(token).arg(ack.result);
+    }
+    cmd.arg(refills.iter().flatten().count());
+    for (n, refill) in refills.iter().enumerate() {
+        if let Some(token) = refill {
+            cmd.arg(n + 1).arg(*token);
         }
-        for (n, ack) in self.acks.iter().enumerate() {
-            if let Some((state, expected)) = &ack.session_state {
-                cmd.arg(n + 1).arg(*state).arg(expected.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX)));
-            }
+    }
+    for (n, ack) in acks.iter().enumerate() {
+        if let Some((state, expected)) = &ack.session_state {
+            cmd.arg(n + 1).arg(*state).arg(expected.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX)));
         }
     }
 }
 
 /// What a failed attempt reports, for [`Jobs::fail`](super::Jobs::fail): lua/fail.lua's
 /// `ARGV[8..13]`, in field order (`retry_after` as ms, or -1 for none).
+#[derive(Clone, Copy, Debug)]
 pub struct FailArgs<'a> {
     /// The job, within the queue passed alongside.
     pub ulid: &'a str,
@@ -219,6 +253,24 @@ impl QueueFunction for FailArgs<'_> {
             .arg(flag(self.retryable))
             .arg(signed_ms(self.retry_after))
             .arg(self.rand);
+    }
+}
+
+/// lua/fail.lua with a refill: `FailArgs`, then [14] the refill token.
+pub(crate) struct FailLeaseArgs<'a> {
+    pub fail: FailArgs<'a>,
+    pub refill: &'a str,
+}
+
+impl QueueFunction for FailLeaseArgs<'_> {
+    /// (lease check code, state, run_at ms, jobs {ULID, record}, sessions {job number, state,
+    /// version}, now ms, ms until the earliest delayed job is due or -1).
+    type Reply = (i64, i64, i64, Vec<(String, Vec<u8>)>, Vec<(i64, String, i64)>, i64, i64);
+    function!(fail);
+
+    fn write_args(&self, cmd: &mut Cmd) {
+        self.fail.write_args(cmd);
+        cmd.arg(self.refill);
     }
 }
 

@@ -1,4 +1,5 @@
-//! The job transitions of the hot paths: add, lease, complete — and fail, extend, progress,
+//! The job transitions of the hot paths: add, lease, complete (which may lease the acking
+//! workers' next jobs in the same call) — and fail, extend, progress,
 //! requeue and reap, the other calls a lease holder (or its loss) makes — plus the lease reads
 //! that let an owner reconcile its in-flight set. Each is one function call; add, lease and
 //! complete have budgeted instruction counts, so nothing here does work per call beyond
@@ -7,8 +8,11 @@
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use super::{
-    FailArgs, JobRecord, Lease, LeaseToken, RecordState, Result, StoreError,
-    args::{AddBatchArgs, CompleteArgs, ExtendArgs, LeaseArgs, ProgressArgs, ReapArgs, RequeueArgs},
+    JobRecord, Lease, LeaseToken, RecordState, Result, StoreError,
+    args::{
+        AddBatchArgs, CompleteArgs, CompleteLeaseArgs, ExtendArgs, FailArgs, FailLeaseArgs, LeaseArgs, ProgressArgs,
+        ReapArgs, RequeueArgs,
+    },
     backend::Backend,
     decoded,
 };
@@ -53,6 +57,30 @@ pub struct LeaseRound {
     pub next_wake: Option<Duration>,
     /// Redis's clock (epoch ms) when the round ran: the queue's one clock.
     pub now_ms: i64,
+}
+
+/// The jobs an ack call leased with the refill tokens it carried (see lua/complete.lua).
+#[derive(Debug, Default)]
+pub struct Refill {
+    /// The refill tokens offered: those of the acks that ended their lease, in ack order.
+    pub offered: Vec<String>,
+    /// The jobs leased, the i-th holding the i-th token offered: fewer than offered when the
+    /// queue ran short (or is paused).
+    pub leased: Vec<LeasedJob>,
+    /// The Redis time of the call that leased them (0 when no refill was given).
+    pub now_ms: i64,
+    /// Until the earliest delayed job is due, as the call left them (None when none is, or no
+    /// refill was given).
+    pub next_delayed: Option<Duration>,
+}
+
+/// What one batch of acks did, and the jobs it leased for their workers.
+#[derive(Debug)]
+pub struct Completion {
+    /// One per ack, in order.
+    pub outcomes: Vec<AckOutcome>,
+    /// What the refill tokens the acks carried leased.
+    pub refill: Refill,
 }
 
 /// The outcome of a call that presents a lease token.
@@ -199,68 +227,84 @@ impl Jobs {
     pub async fn lease(&self, queue: &str, tokens: &[LeaseToken], rand: f64, trim: bool) -> Result<LeaseRound> {
         let (jobs, revoked, next_wake, now_ms, sessions) =
             self.backend.call(queue, &LeaseArgs { rand, trim, tokens }).await?;
-        if jobs.len() > tokens.len() {
-            return Err(StoreError::Corrupt("the lease script leased more jobs than it had tokens".into()));
-        }
-        let mut leased = Vec::with_capacity(jobs.len());
-        for ((ulid, raw), token) in jobs.into_iter().zip(tokens) {
-            let record = JobRecord::decode(&raw, None)?;
-            // Decoded from an i64, so it fits one.
-            let timeout_ms = i64::try_from(record.timeout_ms).unwrap_or(i64::MAX);
-            leased.push(LeasedJob {
-                ulid,
-                token: token.as_str().to_owned(),
-                deadline_ms: now_ms.saturating_add(timeout_ms),
-                attempt: record.attempts.saturating_add(1),
-                session: None,
-                record,
-            });
-        }
-        for (n, state, version) in sessions {
-            let index = usize::try_from(n).ok().and_then(|n| n.checked_sub(1));
-            let Some(job) = index.and_then(|i| leased.get_mut(i)) else {
-                return Err(StoreError::Corrupt("the lease script named a session of no leased job".into()));
-            };
-            let name = job.record.session_name().unwrap_or_default().to_owned();
-            job.session = Some(SessionSnapshot { name, state, version: decoded(version, "a session version")? });
-        }
+        let leased = leased_jobs(jobs, sessions, tokens, now_ms)?;
         let revoked = revoked.chunks_exact(2).map(|p| (p[0].clone(), p[1].clone())).collect();
-        Ok(LeaseRound {
-            jobs: leased,
-            revoked,
-            next_wake: u64::try_from(next_wake).ok().map(Duration::from_millis),
-            now_ms,
-        })
+        Ok(LeaseRound { jobs: leased, revoked, next_wake: wait_ms(next_wake), now_ms })
     }
 
     /// Completes a batch of attempts; one outcome per entry, in order. The function takes
     /// distinct jobs: an entry repeating an earlier one's job goes in a later call, which sees
     /// what the earlier one did.
     pub async fn complete(&self, queue: &str, acks: &[Ack<'_>]) -> Result<Vec<AckOutcome>> {
-        let mut outcomes = vec![AckOutcome::Stale; acks.len()];
+        Ok(self.complete_and_lease(queue, acks, &[]).await?.outcomes)
+    }
+
+    /// Completes a batch of attempts as `complete` does, and leases the acking workers' next
+    /// jobs in the same call: `refills[i]`, when given, is the lease token of ack i's next job,
+    /// leased when that ack ended its lease and a job is ready (see lua/complete.lua).
+    pub async fn complete_and_lease(
+        &self,
+        queue: &str,
+        acks: &[Ack<'_>],
+        refills: &[Option<&str>],
+    ) -> Result<Completion> {
+        let mut completion = Completion { outcomes: vec![AckOutcome::Stale; acks.len()], refill: Refill::default() };
         let mut pending: Vec<usize> = (0..acks.len()).collect();
         while !pending.is_empty() {
             let mut seen = HashSet::new();
             let (batch, later): (Vec<usize>, Vec<usize>) =
                 pending.into_iter().partition(|&i| seen.insert(acks[i].ulid));
             let distinct: Vec<&Ack<'_>> = batch.iter().map(|&i| &acks[i]).collect();
-            let codes = self.backend.call(queue, &CompleteArgs { acks: &distinct }).await?;
+            let batch_refills: Vec<Option<&str>> = batch.iter().map(|&i| refills.get(i).copied().flatten()).collect();
+            let codes = if batch_refills.iter().all(Option::is_none) {
+                self.backend.call(queue, &CompleteArgs { acks: &distinct }).await?
+            } else {
+                let args = CompleteLeaseArgs { acks: &distinct, refills: &batch_refills };
+                let (codes, offered, jobs, sessions, now_ms, next_delayed) = self.backend.call(queue, &args).await?;
+                let refill = &mut completion.refill;
+                refill.leased.extend(leased_jobs(jobs, sessions, &offered, now_ms)?);
+                refill.offered.extend(offered);
+                refill.now_ms = now_ms;
+                refill.next_delayed = wait_ms(next_delayed);
+                codes
+            };
             if codes.len() != batch.len() {
                 return Err(StoreError::Corrupt("the complete script answered for another number of acks".into()));
             }
             for (i, code) in batch.into_iter().zip(codes) {
-                outcomes[i] = AckOutcome::from_code(code);
+                completion.outcomes[i] = AckOutcome::from_code(code);
             }
             pending = later;
         }
-        Ok(outcomes)
+        Ok(completion)
     }
 
     /// Ends a held attempt as failed (see lua/fail.lua): the job is retried after its backoff
     /// (or `retry_after`) while it is retryable and has attempts left, else dead; cancelled
     /// instead when it was cancelled meanwhile or its session is gone.
     pub async fn fail(&self, queue: &str, args: &FailArgs<'_>) -> Result<FailOutcome> {
-        let (code, state, run_at_ms) = self.backend.call(queue, args).await?;
+        Ok(self.fail_and_lease(queue, args, None).await?.0)
+    }
+
+    /// Fails an attempt as `fail` does and, with a `refill` token, leases the worker's next job
+    /// with it in the same call when the fail ended the lease (see lua/fail.lua).
+    pub async fn fail_and_lease(
+        &self,
+        queue: &str,
+        args: &FailArgs<'_>,
+        refill: Option<&str>,
+    ) -> Result<(FailOutcome, Refill)> {
+        let ((code, state, run_at_ms), leased) = match refill {
+            None => (self.backend.call(queue, args).await?, Refill::default()),
+            Some(refill) => {
+                let (code, state, run_at_ms, jobs, sessions, now_ms, next_delayed) =
+                    self.backend.call(queue, &FailLeaseArgs { fail: *args, refill }).await?;
+                // The token is offered when the fail ended the lease.
+                let offered = if code == 1 { vec![refill.to_owned()] } else { Vec::new() };
+                let leased = leased_jobs(jobs, sessions, &offered, now_ms)?;
+                ((code, state, run_at_ms), Refill { offered, leased, now_ms, next_delayed: wait_ms(next_delayed) })
+            }
+        };
         let state = match state {
             1 => Some(RecordState::Waiting),
             4 => Some(RecordState::Retrying),
@@ -268,7 +312,7 @@ impl Jobs {
             7 => Some(RecordState::Cancelled),
             _ => None,
         };
-        Ok(FailOutcome { check: LeaseCheck::from_code(code), state, run_at_ms })
+        Ok((FailOutcome { check: LeaseCheck::from_code(code), state, run_at_ms }, leased))
     }
 
     /// Moves a held attempt's deadline to now + `by`; returns the check and the new deadline.
@@ -316,4 +360,45 @@ impl Jobs {
             .await?;
         raw.iter().map(|l| Lease::decode(l.as_deref())).collect()
     }
+}
+
+/// The jobs a lease answered, `jobs` {ULID, record} and `sessions` {job number, state,
+/// version}, the i-th job holding `tokens[i]`, leased at `now_ms`.
+fn leased_jobs(
+    jobs: Vec<(String, Vec<u8>)>,
+    sessions: Vec<(i64, String, i64)>,
+    tokens: &[impl AsRef<str>],
+    now_ms: i64,
+) -> Result<Vec<LeasedJob>> {
+    if jobs.len() > tokens.len() {
+        return Err(StoreError::Corrupt("a lease leased more jobs than it had tokens".into()));
+    }
+    let mut leased = Vec::with_capacity(jobs.len());
+    for ((ulid, raw), token) in jobs.into_iter().zip(tokens) {
+        let record = JobRecord::decode(&raw, None)?;
+        // Decoded from an i64, so it fits one.
+        let timeout_ms = i64::try_from(record.timeout_ms).unwrap_or(i64::MAX);
+        leased.push(LeasedJob {
+            ulid,
+            token: token.as_ref().to_owned(),
+            deadline_ms: now_ms.saturating_add(timeout_ms),
+            attempt: record.attempts.saturating_add(1),
+            session: None,
+            record,
+        });
+    }
+    for (n, state, version) in sessions {
+        let index = usize::try_from(n).ok().and_then(|n| n.checked_sub(1));
+        let Some(job) = index.and_then(|i| leased.get_mut(i)) else {
+            return Err(StoreError::Corrupt("a lease named a session of no leased job".into()));
+        };
+        let name = job.record.session_name().unwrap_or_default().to_owned();
+        job.session = Some(SessionSnapshot { name, state, version: decoded(version, "a session version")? });
+    }
+    Ok(leased)
+}
+
+/// A wait in ms as the functions answer it, -1 for none.
+fn wait_ms(ms: i64) -> Option<Duration> {
+    u64::try_from(ms).ok().map(Duration::from_millis)
 }

@@ -46,7 +46,8 @@ pub use events::{Events, StoredEvent, event_order, is_event_cursor};
 pub use instances::Instances;
 pub use invariants::Invariants;
 pub use jobs::{
-    Ack, AckOutcome, AddArgs, AddOutcome, FailOutcome, Jobs, LeaseCheck, LeaseRound, LeasedJob, SessionSnapshot,
+    Ack, AckOutcome, AddArgs, AddOutcome, Completion, FailOutcome, Jobs, LeaseCheck, LeaseRound, LeasedJob, Refill,
+    SessionSnapshot,
 };
 pub use keys::{KeySpace, MAX_PRIORITY, MIN_PRIORITY};
 pub use record::{BackoffSpec, JobRecord, Lease, RecordState};

@@ -69,6 +69,12 @@ impl fmt::Display for LeaseToken {
     }
 }
 
+impl AsRef<str> for LeaseToken {
+    fn as_ref(&self) -> &str {
+        &self.text
+    }
+}
+
 impl From<LeaseToken> for String {
     fn from(token: LeaseToken) -> Self {
         token.text

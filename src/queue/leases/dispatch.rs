@@ -14,7 +14,7 @@ use tracing::{debug, field::Empty, warn};
 use super::{Leases, Notice, RevokeReason};
 use crate::{
     queue::job::{Delivery, JobId, SessionId, from_ms},
-    store::{LeaseToken, StoreError},
+    store::{LeaseToken, LeasedJob, StoreError},
     telemetry::{self, SPAN_TARGET, TraceContext, traceparent},
 };
 
@@ -42,6 +42,11 @@ pub(super) async fn run(leases: Arc<Leases>, queue: String, wake: Arc<Notify>) {
         }
         if !leases.hub.serves(&queue, &wake) {
             return;
+        }
+        // An ack's refill saw a delayed job this dispatcher's rounds have not.
+        if let Some(due) = leases.hub.take_due(&queue) {
+            let due = tokio::time::Instant::from_std(due);
+            next_timer = Some(next_timer.map_or(due, |t| t.min(due)));
         }
         // Upkeep (expiring deadlines, promoting delayed jobs, retention) is due when the timer
         // fired or a safety period passed; a wake-up without free credit then costs no call.
@@ -75,6 +80,7 @@ async fn rounds(leases: &Arc<Leases>, queue: &str, upkeep: bool) -> Result<Optio
     // the upkeep and said when the next delayed job or deadline is due.
     let mut done: Option<Option<Duration>> = None;
     loop {
+        let wakes = leases.hub.wakes(queue);
         let tokens = leases.hub.plan(queue, MAX_ROUND);
         if tokens.is_empty() && (done.is_some() || !upkeep) {
             return Ok(done);
@@ -83,13 +89,7 @@ async fn rounds(leases: &Arc<Leases>, queue: &str, upkeep: bool) -> Result<Optio
         let round = match leases.store.jobs().lease(queue, &tokens, rand::random(), trim).await {
             Ok(round) => round,
             Err(e) => {
-                leases.hub.deliver(&tokens, Vec::new());
-                if matches!(e, StoreError::Unavailable(_)) && !tokens.is_empty() {
-                    // The round may have run in Redis with its answer lost (a timeout): leases
-                    // nobody here knows of. Take them back once Redis answers again.
-                    let texts = tokens.iter().map(|t| t.as_str().to_owned()).collect();
-                    leases.background.spawn(take_back_unanswered(leases.clone(), queue.to_owned(), texts));
-                }
+                unanswered(leases, queue, &tokens, &e);
                 return Err(e);
             }
         };
@@ -98,66 +98,16 @@ async fn rounds(leases: &Arc<Leases>, queue: &str, upkeep: bool) -> Result<Optio
                 leases.tell_owner(Notice::Revoke(RevokeReason::Timeout), &JobId::new(queue, ulid), &token).await;
             }
         }
-        let metrics = telemetry::queue(queue);
-        if let Some(m) = metrics.as_ref().filter(|_| !round.revoked.is_empty()) {
+        if let Some(m) = telemetry::queue(queue).filter(|_| !round.revoked.is_empty()) {
             m.timed_out.increment(u64::try_from(round.revoked.len()).unwrap_or(u64::MAX));
         }
         let full = !tokens.is_empty() && round.jobs.len() == tokens.len();
         debug!(%queue, wanted = tokens.len(), leased = round.jobs.len(), "lease round");
-        let now_ms = round.now_ms;
-        let deliveries = round
-            .jobs
-            .into_iter()
-            .filter_map(|job| {
-                let Some(lease_token) = LeaseToken::parse(&job.token) else {
-                    // Never: the round answers the tokens it was given. The lease times out.
-                    warn!(%queue, token = %job.token, "a lease round answered a token it was not given");
-                    return None;
-                };
-                let r = job.record;
-                let job_id = JobId::new(queue, &job.ulid);
-                let trace = TraceContext::from_headers(r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-                let waited_ms = now_ms - r.ready_at_ms.unwrap_or(r.created_ms);
-                if let Some(m) = &metrics {
-                    // created_ms comes from the adding instance's clock: clamp any skew at zero.
-                    m.wait.record(waited_ms.max(0) as f64 / 1000.0);
-                }
-                let span = tracing::debug_span!(
-                    target: SPAN_TARGET,
-                    "job.deliver",
-                    %job_id,
-                    attempt = job.attempt,
-                    trace_id = Empty,
-                    parent_span_id = Empty
-                );
-                traceparent::record(&span, trace.as_ref());
-                span.in_scope(|| debug!(waited_ms, "job leased"));
-                Some(Delivery {
-                    job_id,
-                    job_type: r.job_type,
-                    payload: r.payload,
-                    headers: r.headers,
-                    priority: r.priority,
-                    attempt: job.attempt,
-                    max_attempts: r.max_attempts,
-                    lost_deliveries: r.lost,
-                    lease_token,
-                    deadline: from_ms(job.deadline_ms),
-                    created_at: from_ms(r.created_ms),
-                    session: job.session.map(|s| (SessionId::new(queue, &s.name), s.state, s.version)),
-                    trace,
-                })
-            })
-            .collect();
-        let undelivered = leases.hub.deliver(&tokens, deliveries);
-        if !undelivered.is_empty() {
-            debug!(%queue, count = undelivered.len(), "streams left before delivery; handing back");
-            let held: Vec<(String, String)> =
-                undelivered.into_iter().map(|h| (h.job_id.ulid, h.token.into())).collect();
-            leases.store.jobs().requeue(queue, &held, false, leases.settings.max_lost).await?;
-        }
-        if !tokens.is_empty() {
-            leases.hub.set_drained(queue, !full);
+        hand_over(leases, queue, &tokens, round.jobs, round.now_ms).await?;
+        if full {
+            leases.hub.set_drained(queue, false);
+        } else if !tokens.is_empty() {
+            leases.hub.found_empty(queue, wakes);
         }
         done = Some(round.next_wake);
         if !full {
@@ -166,7 +116,80 @@ async fn rounds(leases: &Arc<Leases>, queue: &str, upkeep: bool) -> Result<Optio
     }
 }
 
-/// Returns the leases a failed lease round may have taken, retrying until Redis answers (or the
+/// Hands the jobs a lease call leased at `now_ms` to the streams their tokens name and settles
+/// the reservations of `tokens` (`Hub::deliver`); jobs whose stream left go back to the queue.
+pub(super) async fn hand_over(
+    leases: &Leases,
+    queue: &str,
+    tokens: &[LeaseToken],
+    jobs: Vec<LeasedJob>,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let metrics = telemetry::queue(queue);
+    let deliveries = jobs
+        .into_iter()
+        .filter_map(|job| {
+            let Some(lease_token) = LeaseToken::parse(&job.token) else {
+                // Never: the call answers the tokens it was given. The lease times out.
+                warn!(%queue, token = %job.token, "a lease answered a token it was not given");
+                return None;
+            };
+            let r = job.record;
+            let job_id = JobId::new(queue, &job.ulid);
+            let trace = TraceContext::from_headers(r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            let waited_ms = now_ms - r.ready_at_ms.unwrap_or(r.created_ms);
+            if let Some(m) = &metrics {
+                // created_ms comes from the adding instance's clock: clamp any skew at zero.
+                m.wait.record(waited_ms.max(0) as f64 / 1000.0);
+            }
+            let span = tracing::debug_span!(
+                target: SPAN_TARGET,
+                "job.deliver",
+                %job_id,
+                attempt = job.attempt,
+                trace_id = Empty,
+                parent_span_id = Empty
+            );
+            traceparent::record(&span, trace.as_ref());
+            span.in_scope(|| debug!(waited_ms, "job leased"));
+            Some(Delivery {
+                job_id,
+                job_type: r.job_type,
+                payload: r.payload,
+                headers: r.headers,
+                priority: r.priority,
+                attempt: job.attempt,
+                max_attempts: r.max_attempts,
+                lost_deliveries: r.lost,
+                lease_token,
+                deadline: from_ms(job.deadline_ms),
+                created_at: from_ms(r.created_ms),
+                session: job.session.map(|s| (SessionId::new(queue, &s.name), s.state, s.version)),
+                trace,
+            })
+        })
+        .collect();
+    let undelivered = leases.hub.deliver(tokens, deliveries);
+    if !undelivered.is_empty() {
+        debug!(%queue, count = undelivered.len(), "streams left before delivery; handing back");
+        let held: Vec<(String, String)> = undelivered.into_iter().map(|h| (h.job_id.ulid, h.token.into())).collect();
+        leases.store.jobs().requeue(queue, &held, false, leases.settings.max_lost).await?;
+    }
+    Ok(())
+}
+
+/// A call that leases with `tokens` failed: their reservations come back. When Redis was
+/// unavailable the call may have run with its answer lost (a timeout), leaving leases nobody
+/// here knows of: they are taken back once Redis answers again.
+pub(super) fn unanswered(leases: &Arc<Leases>, queue: &str, tokens: &[LeaseToken], error: &StoreError) {
+    leases.hub.deliver(tokens, Vec::new());
+    if matches!(error, StoreError::Unavailable(_)) && !tokens.is_empty() {
+        let texts = tokens.iter().map(|t| t.as_str().to_owned()).collect();
+        leases.background.spawn(take_back_unanswered(leases.clone(), queue.to_owned(), texts));
+    }
+}
+
+/// Returns the leases a failed lease call may have taken, retrying until Redis answers (or the
 /// instance stops: then the reaper of another instance returns them after the lease TTL).
 async fn take_back_unanswered(leases: Arc<Leases>, queue: String, tokens: Vec<String>) {
     let mut wait = Duration::from_millis(200);

@@ -6,8 +6,9 @@
 //! the reconciliation in `notices.rs` because cross-instance notices ride pub/sub, which may drop
 //! messages. Only the leases room reaches the hub (`pub(super)`); it calls no room.
 //!
-//! Credit is reserved when a dispatcher plans a lease round and settled when the round returns,
-//! so two queues' dispatchers can never hand one stream more than its `max_in_flight`.
+//! Credit is reserved when a dispatcher plans a lease round, or an ack plans the refill of the
+//! credit it frees (`refill`), and settled when that call returns, so two queues' dispatchers and
+//! the acks can never hand one stream more than its `max_in_flight`.
 
 use std::{
     collections::HashMap,
@@ -127,6 +128,12 @@ struct QueueSlot {
     /// The last lease round of this queue found it empty (or paused) and nothing has been added
     /// since: streams may take later queues' jobs. Streams serve their queues in strict order.
     drained: bool,
+    /// Wake-ups so far: a lease call that found the queue empty marks it drained only if none
+    /// came while it ran (the work it announced may have come after the call looked).
+    wakes: u64,
+    /// When the earliest delayed job is due, as an ack's refill last saw it: for the dispatcher's
+    /// timer (`take_due`), which no lease round of its own set meanwhile.
+    due: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -196,7 +203,7 @@ impl Hub {
             let slot = state.queues.entry(queue.clone()).or_insert_with(|| {
                 let wake = Arc::new(Notify::new());
                 fresh.push((queue.clone(), wake.clone()));
-                QueueSlot { streams: Vec::new(), wake, drained: false }
+                QueueSlot { streams: Vec::new(), wake, drained: false, wakes: 0, due: None }
             });
             slot.streams.push(id);
             slot.wake.notify_one();
@@ -262,16 +269,7 @@ impl Hub {
         }
         let eligible: Vec<u64> = candidates
             .into_iter()
-            .filter(|id| {
-                state.streams.get(id).is_some_and(|s| {
-                    s.free() > 0
-                        && s.spec
-                            .queues
-                            .iter()
-                            .take_while(|name| name.as_str() != queue)
-                            .all(|earlier| state.queues.get(earlier).is_none_or(|e| e.drained))
-                })
-            })
+            .filter(|id| state.streams.get(id).is_some_and(|s| s.free() > 0 && in_turn(&state, &s.spec, queue)))
             .collect();
         if eligible.is_empty() {
             return Vec::new();
@@ -307,6 +305,36 @@ impl Hub {
             }
         }
         tokens
+    }
+
+    /// Reserves the credit an ack is about to free, for the acking stream's next job of the
+    /// same queue (leased in the ack's own call): one token, settled by `deliver` like a lease
+    /// round's. None when `plan` would not give that stream a job of the queue now: the
+    /// instance or the stream is draining, the ack is not for a delivery the stream holds (or
+    /// that delivery was revoked), the queue was found drained, an earlier queue of the stream
+    /// was not — or another stream of the queue has free credit, which the dispatcher shares
+    /// out fairly.
+    pub(crate) fn refill(&self, job_id: &JobId, token: &LeaseToken) -> Option<LeaseToken> {
+        let mut state = self.lock();
+        let queue = job_id.queue.as_str();
+        let q = state.queues.get(queue).filter(|q| !state.draining && !q.drained)?;
+        let stream = token.stream();
+        let s = state.streams.get(&stream)?;
+        if s.draining || s.in_flight.get(job_id).is_none_or(|h| h.token != *token || h.revoked) {
+            return None;
+        }
+        let others_busy = q.streams.iter().filter(|id| **id != stream).all(|id| {
+            state.streams.get(id).is_none_or(|other| other.free() == 0 || !in_turn(&state, &other.spec, queue))
+        });
+        if !in_turn(&state, &s.spec, queue) || !others_busy {
+            return None;
+        }
+        state.next_seq += 1;
+        let refill = LeaseToken::new(&self.instance, stream, state.next_seq);
+        if let Some(s) = state.streams.get_mut(&stream) {
+            s.reserved += 1;
+        }
+        Some(refill)
     }
 
     /// Settles a lease round: hands each job to the stream its token names, and releases the
@@ -371,18 +399,34 @@ impl Hub {
     /// Records what a lease round learned about the queue being empty; when it is, later
     /// queues of the same streams may now serve them.
     pub(super) fn set_drained(&self, queue: &str, drained: bool) {
+        set_drained(&mut self.lock(), queue, drained);
+    }
+
+    /// The wake-ups `queue` has had so far: taken before a lease call, for `found_empty`.
+    pub(crate) fn wakes(&self, queue: &str) -> u64 {
+        self.lock().queues.get(queue).map_or(0, |q| q.wakes)
+    }
+
+    /// A delayed job of `queue` is due in `wait`: its dispatcher is woken to set its timer.
+    pub(crate) fn due_in(&self, queue: &str, wait: Duration) {
+        let at = Instant::now() + wait;
+        if let Some(q) = self.lock().queues.get_mut(queue) {
+            q.due = Some(q.due.map_or(at, |due| due.min(at)));
+            q.wake.notify_one();
+        }
+    }
+
+    /// When a delayed job of `queue` is due, if an ack's refill said so since the last call.
+    pub(crate) fn take_due(&self, queue: &str) -> Option<Instant> {
+        self.lock().queues.get_mut(queue)?.due.take()
+    }
+
+    /// A lease call that started after `since` wake-ups came back short: the queue is drained,
+    /// unless a wake-up came meanwhile.
+    pub(crate) fn found_empty(&self, queue: &str, since: u64) {
         let mut state = self.lock();
-        let Some(q) = state.queues.get_mut(queue) else {
-            return;
-        };
-        let was = std::mem::replace(&mut q.drained, drained);
-        if drained && !was {
-            let later = later_queues(&state, queue);
-            for name in later {
-                if let Some(q) = state.queues.get(&name) {
-                    q.wake.notify_one();
-                }
-            }
+        if state.queues.get(queue).is_some_and(|q| q.wakes == since) {
+            set_drained(&mut state, queue, true);
         }
     }
 
@@ -391,6 +435,7 @@ impl Hub {
         let mut state = self.lock();
         if let Some(q) = state.queues.get_mut(queue) {
             q.drained = false;
+            q.wakes += 1;
             q.wake.notify_one();
         }
     }
@@ -416,6 +461,7 @@ impl Hub {
         let mut state = self.lock();
         for q in state.queues.values_mut() {
             q.drained = false;
+            q.wakes += 1;
             q.wake.notify_one();
         }
     }
@@ -425,19 +471,21 @@ impl Hub {
     /// Returns what was released; None when the stream did not hold that delivery.
     pub(super) fn release(&self, job_id: &JobId, token: &LeaseToken) -> Option<Released> {
         let mut state = self.lock();
-        let s = state.streams.get_mut(&token.stream())?;
-        if s.in_flight.get(job_id).is_none_or(|h| h.token != *token) {
-            return None;
-        }
-        let held = s.in_flight.remove(job_id)?;
-        let queues = s.spec.queues.clone();
-        state.generation += 1;
-        for q in queues {
-            if let Some(q) = state.queues.get(&q) {
-                q.wake.notify_one();
+        let released = take_held(&mut state, job_id, token)?;
+        if let Some(s) = state.streams.get(&token.stream()) {
+            for q in &s.spec.queues {
+                if let Some(q) = state.queues.get(q) {
+                    q.wake.notify_one();
+                }
             }
         }
-        Some(Released { held_for: held.since.elapsed(), revoked: held.revoked })
+        Some(released)
+    }
+
+    /// As `release`, for an ack whose refill reserved the credit it frees: no dispatcher is woken
+    /// for it (if the refill comes back short, `found_empty` wakes whom it concerns).
+    pub(crate) fn release_refilled(&self, job_id: &JobId, token: &LeaseToken) -> Option<Released> {
+        take_held(&mut self.lock(), job_id, token)
     }
 
     /// The trace context of a delivery a stream of this instance holds.
@@ -538,6 +586,42 @@ impl Hub {
     }
 }
 
+/// Removes the delivery named by `token` from its stream's in-flight set, if it holds it.
+fn take_held(state: &mut State, job_id: &JobId, token: &LeaseToken) -> Option<Released> {
+    let s = state.streams.get_mut(&token.stream())?;
+    if s.in_flight.get(job_id).is_none_or(|h| h.token != *token) {
+        return None;
+    }
+    let held = s.in_flight.remove(job_id)?;
+    state.generation += 1;
+    Some(Released { held_for: held.since.elapsed(), revoked: held.revoked })
+}
+
+/// Records what a lease call learned about `queue` being empty; when it is, later queues of the
+/// same streams may now serve them.
+fn set_drained(state: &mut State, queue: &str, drained: bool) {
+    let Some(q) = state.queues.get_mut(queue) else {
+        return;
+    };
+    let was = std::mem::replace(&mut q.drained, drained);
+    if drained && !was {
+        for name in later_queues(state, queue) {
+            if let Some(q) = state.queues.get(&name) {
+                q.wake.notify_one();
+            }
+        }
+    }
+}
+
+/// Whether a stream may take jobs of `queue` now: it serves its queues in strict order, so only
+/// once every queue it names before this one was found drained.
+fn in_turn(state: &State, spec: &WorkerSpec, queue: &str) -> bool {
+    spec.queues
+        .iter()
+        .take_while(|name| name.as_str() != queue)
+        .all(|earlier| state.queues.get(earlier).is_none_or(|e| e.drained))
+}
+
 /// Queues that some stream serves after `queue`.
 fn later_queues(state: &State, queue: &str) -> Vec<String> {
     let mut later = Vec::new();
@@ -580,6 +664,84 @@ mod tests {
         assert!(hub.plan("q", 10).is_empty(), "credit stays reserved until the round settles");
         hub.deliver(&tokens, Vec::new());
         assert_eq!(hub.plan("q", 10).len(), 4, "unused reservations come back");
+    }
+
+    /// A delivery of `queue` handed to the stream planned by `token`.
+    fn delivered(hub: &Hub, queue: &str, token: &LeaseToken, ulid: &str) -> JobId {
+        let job_id = JobId::new(queue, ulid);
+        let delivery = Delivery {
+            job_id: job_id.clone(),
+            job_type: "t".into(),
+            payload: Vec::new(),
+            headers: Vec::new(),
+            priority: 0,
+            attempt: 1,
+            max_attempts: 1,
+            lost_deliveries: 0,
+            lease_token: token.clone(),
+            deadline: SystemTime::now(),
+            created_at: SystemTime::now(),
+            session: None,
+            trace: None,
+        };
+        assert!(hub.deliver(std::slice::from_ref(token), vec![delivery]).is_empty());
+        job_id
+    }
+
+    #[test]
+    fn a_refill_replaces_the_acked_delivery_only_while_no_other_stream_has_free_credit() {
+        let hub = Hub::new("i1");
+        let (tx, _rx1) = mpsc::channel(16);
+        let (a, _) = hub.open(spec(&["q"], 1), tx).expect("open");
+        let tokens = hub.plan("q", 1);
+        assert_eq!(tokens[0].stream(), a);
+        let held = delivered(&hub, "q", &tokens[0], "j1");
+        let (tx, _rx2) = mpsc::channel(16);
+        hub.open(spec(&["q"], 1), tx).expect("open");
+        assert!(hub.refill(&held, &tokens[0]).is_none(), "the other stream has free credit");
+        let other = hub.plan("q", 1);
+        delivered(&hub, "q", &other[0], "j2");
+        let refill = hub.refill(&held, &tokens[0]).expect("everyone busy: the acking stream refills");
+        assert_eq!(refill.stream(), a);
+        assert!(hub.plan("q", 10).is_empty(), "the refill holds the credit the ack frees");
+        let stranger = LeaseToken::new("i1", a, 999);
+        assert!(hub.refill(&held, &stranger).is_none(), "not the delivery the stream holds");
+        hub.revoke(&held, &tokens[0], RevokeReason::Timeout);
+        assert!(hub.refill(&held, &tokens[0]).is_none(), "a revoked delivery");
+        hub.deliver(&[refill], Vec::new());
+    }
+
+    #[test]
+    fn a_refill_keeps_queue_order_and_stops_with_drain() {
+        let hub = Hub::new("i1");
+        let (tx, _rx) = mpsc::channel(16);
+        hub.open(spec(&["high", "low"], 1), tx).expect("open");
+        hub.set_drained("high", true);
+        let token = hub.plan("low", 1).remove(0);
+        let held = delivered(&hub, "low", &token, "j1");
+        hub.wake("high");
+        assert!(hub.refill(&held, &token).is_none(), "the earlier queue has work");
+        hub.set_drained("high", true);
+        let refill = hub.refill(&held, &token).expect("the earlier queue is drained");
+        hub.deliver(&[refill], Vec::new());
+        hub.set_drained("low", true);
+        assert!(hub.refill(&held, &token).is_none(), "the queue was found drained");
+        hub.wake("low");
+        hub.drain_all(Duration::from_secs(1));
+        assert!(hub.refill(&held, &token).is_none(), "draining");
+    }
+
+    #[test]
+    fn a_queue_woken_during_a_short_lease_call_stays_undrained() {
+        let hub = Hub::new("i1");
+        let (tx, _rx) = mpsc::channel(16);
+        hub.open(spec(&["high", "low"], 1), tx).expect("open");
+        let since = hub.wakes("high");
+        hub.wake("high");
+        hub.found_empty("high", since);
+        assert!(hub.plan("low", 1).is_empty(), "work came while the call looked: high is not drained");
+        hub.found_empty("high", hub.wakes("high"));
+        assert_eq!(hub.plan("low", 1).len(), 1);
     }
 
     #[test]

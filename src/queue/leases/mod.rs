@@ -1,8 +1,9 @@
 //! Leases and dispatch on one instance: the worker streams and the credit and leases each holds
 //! (`hub.rs`), one dispatcher per queue with a stream here (`dispatch.rs`), the notices that
 //! reach a lease's owner on another instance and the reconciliation that makes up for lost ones
-//! (`notices.rs`), the heartbeat, which also reaps dead instances' leases and expires idle
-//! sessions (`liveness.rs`), and the published list of this instance's workers (`workers.rs`).
+//! (`notices.rs`), the refills an ack leases in its own call (`refill.rs`), the heartbeat, which
+//! also reaps dead instances' leases and expires idle sessions (`liveness.rs`), and the
+//! published list of this instance's workers (`workers.rs`).
 //!
 //! A lease token names the instance and stream that hold the lease, so whatever happens to a
 //! lease anywhere (an ack, a timeout, a cancel, a stopping worker) reaches its owner through one
@@ -21,6 +22,7 @@ mod dispatch;
 mod hub;
 mod liveness;
 mod notices;
+mod refill;
 mod workers;
 
 use std::{

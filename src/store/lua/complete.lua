@@ -4,10 +4,20 @@
 -- delayed, completed, events, sessions, session_state, session_jobs, session_ttl, cancelled,
 -- outcomes, ready lists; may publish a wake-up on ARGV[1].
 -- KEYS: the queue keys (lib.lua).
--- ARGV[8] the number of acks n, then n triples {ULID, lease token, result}, then for each ack
--- that writes its session's state a triple {ack number (1-based), new state, expected session
--- version or -1}.
--- Returns one code per entry:
+-- ARGV[8] the number of acks n, then n triples {ULID, lease token, result}, then the number of
+-- refills r and r pairs {ack number (1-based), lease token}, in ack order, then for each ack
+-- that writes its session's state a triple {ack number, new state, expected session version or
+-- -1}.
+-- A refill is the next job of the worker that acked: once every ack is applied, each ack that
+-- ended its lease (codes 1, 2 and -3) offers its refill token, due delayed jobs are made ready,
+-- and up to that many ready jobs are leased with them as a lease round would (lease_refills in
+-- lib.lua; deadlines and trims stay with the lease round).
+-- Returns codes when no refill was given, else {codes, offered, jobs, sessions, now, delayed}:
+--   offered  = the refill tokens offered, in ack order; jobs and sessions as in lease.lua, the
+--              i-th job holding the i-th token offered (fewer jobs when the queue ran short)
+--   now      = the Redis time of the call (ms)
+--   delayed  = ms until the earliest delayed job is due, or -1 when none is
+-- and codes, one per entry:
 --    1 completed                  0 unknown job             -1 stale token (nothing changed)
 --    2 accepted, but the job had been cancelled, so it ends cancelled
 --   -2 session version mismatch: nothing written, the job stays leased
@@ -25,8 +35,10 @@ local ids = {}
 for n = 1, acks do
   ids[n] = ARGV[6 + 3 * n]
 end
+local refills_at = 9 + 3 * acks
+local refills = tonumber(ARGV[refills_at])
 local states = {}
-for i = 9 + 3 * acks, #ARGV, 3 do
+for i = refills_at + 1 + 2 * refills, #ARGV, 3 do
   states[tonumber(ARGV[i])] = i
 end
 local leases = hmget(KEYS[K_ACTIVE], ids)
@@ -106,4 +118,15 @@ if length then
   -- The cap here; the age window with the dispatcher's upkeep (lease.lua).
   trim_completed(now, false, length)
 end
-return codes
+if refills == 0 then
+  return codes
+end
+local offered = {}
+for i = refills_at + 1, refills_at + 2 * refills, 2 do
+  local code = codes[tonumber(ARGV[i])]
+  if code == 1 or code == 2 or code == -3 then
+    offered[#offered + 1] = ARGV[i + 1]
+  end
+end
+local jobs, sessions, next_delayed = lease_refills(offered, 1, now)
+return { codes, offered, jobs, sessions, now, next_delayed }

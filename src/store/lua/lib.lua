@@ -567,6 +567,132 @@ local function check_lease(ulid, token)
   return 1, started, attempt
 end
 
+-- The earliest score of a zset, or nil when it is empty.
+local function first_score(key)
+  local first = redis.call('ZRANGE', key, '0', '0', 'WITHSCORES')
+  return first[2] and tonumber(first[2])
+end
+
+-- Makes the delayed and retrying jobs that are due ready, at the tail of their priority (at
+-- most BATCH; only when the earliest is due are the due ones read). Returns the earliest score
+-- left in the delayed set, nil when it is empty.
+local function promote_due(now)
+  local first = first_score(KEYS[K_DELAYED])
+  if first and first <= now then
+    local due = redis.call('ZRANGEBYSCORE', KEYS[K_DELAYED], '-inf', int_text(now), 'LIMIT', '0', BATCH_TEXT)
+    redis.call('ZREM', KEYS[K_DELAYED], unpack(due))
+    for _, ulid in ipairs(due) do
+      local rec = load(ulid)
+      if rec then
+        make_ready(ulid, rec, now, false)
+      end
+    end
+    first = first_score(KEYS[K_DELAYED])
+  end
+  return first
+end
+
+-- Leases one ready job (never a delayed one) per token of tokens[first..], unless the queue is
+-- paused: highest priority first, FIFO within a priority; the i-th job leased gets the i-th of
+-- those tokens, its attempt is
+-- the record's attempts + 1 and its deadline now + the record's timeout. A job popped that was
+-- cancelled meanwhile, or whose session is gone, ends cancelled instead and takes no token.
+-- The lease round (lease.lua) and the ack that leases its worker's next job (complete.lua)
+-- both lease through here.
+-- Returns the jobs, flat {ULID, record, ...}; the sessions of those in one, flat {i, state,
+-- version, ...} (the session's state and version as delivered with job i); and the earliest
+-- deadline set, nil when none.
+local function lease_ready(tokens, first, now)
+  local jobs, sessions, first_deadline = {}, {}, nil
+  if #tokens < first or redis.call('HEXISTS', KEYS[K_META], 'paused') == 1 then
+    return jobs, sessions, first_deadline
+  end
+  local now_text = int_text(now)
+  local next_token, leased = first, 0
+  -- The leases and deadlines of this call, written with one call each after the loop.
+  local leases, deadlines, active_ids, active_attempts = {}, {}, {}, {}
+  -- Deadlines as text by timeout: the jobs of a queue mostly share one timeout.
+  local deadline_text = {}
+  -- LMPOP 11 ready-lists... LEFT COUNT n: pops from the highest priority list holding jobs.
+  local pop = { 'LMPOP', '11' }
+  for i = K_READY, K_READY + 10 do
+    pop[#pop + 1] = KEYS[i]
+  end
+  pop[#pop + 1] = 'LEFT'
+  pop[#pop + 1] = 'COUNT'
+  while next_token <= #tokens do
+    pop[#pop + 1] = int_text(#tokens - next_token + 1)
+    local popped = redis.call(unpack(pop))
+    pop[#pop] = nil
+    if not popped then
+      break
+    end
+    local ids = popped[2]
+    local raws = hmget(KEYS[K_JOBS], ids)
+    for i, ulid in ipairs(ids) do
+      local raw, _, hot = raws[i], nil, nil
+      if raw then
+        -- Only the fields a lease reads; the whole record only for a job that will not run.
+        _, hot = cmsgpack.unpack_one(raw)
+      end
+      if hot and hot[R_CANCEL] then
+        make_cancelled(ulid, unpack_record(raw), now, 'queued')
+      elseif hot and hot[R_SESSION] and not session_moved(hot, now, true, false, false, false) then
+        make_cancelled(ulid, unpack_record(raw), now, 'pending')
+      elseif hot then
+        local token = tokens[next_token]
+        next_token = next_token + 1
+        local attempt_text = int_text(hot[R_ATTEMPTS] + 1)
+        local timeout = hot[R_TIMEOUT]
+        local deadline = deadline_text[timeout]
+        if not deadline then
+          deadline = int_text(now + timeout)
+          deadline_text[timeout] = deadline
+          if not first_deadline or now + timeout < first_deadline then
+            first_deadline = now + timeout
+          end
+        end
+        local lease = token .. '|' .. now_text .. '|' .. attempt_text
+        local name = session_name(hot)
+        if name then
+          lease = lease .. '|s'
+        end
+        leases[#leases + 1] = ulid
+        leases[#leases + 1] = lease
+        deadlines[#deadlines + 1] = deadline
+        deadlines[#deadlines + 1] = ulid
+        leased = leased + 1
+        active_ids[leased] = ulid
+        active_attempts[leased] = attempt_text
+        jobs[2 * leased - 1] = ulid
+        jobs[2 * leased] = raw
+        if name then
+          sessions[#sessions + 1] = leased
+          sessions[#sessions + 1] = redis.call('HGET', KEYS[K_SESSION_STATE], name) or ''
+          sessions[#sessions + 1] = load_session(name)[M_VERSION]
+        end
+      end
+    end
+  end
+  bulk('HSET', KEYS[K_ACTIVE], leases)
+  bulk('ZADD', KEYS[K_DEADLINES], deadlines)
+  emit_many(E_ACTIVE, active_ids, active_attempts)
+  return jobs, sessions, first_deadline
+end
+
+-- The refill of the acks of one call: due delayed jobs are made ready first, then one ready job
+-- is leased per token of tokens[first..] (lease_ready). Returns the jobs and sessions as
+-- lease_ready does, and the ms until the earliest delayed job left is due (-1 when none).
+local function lease_refills(tokens, first, now)
+  local first_delayed = promote_due(now)
+  delayed_changed = false
+  local jobs, sessions = lease_ready(tokens, first, now)
+  if delayed_changed then
+    first_delayed = first_score(KEYS[K_DELAYED])
+  end
+  return jobs, sessions, first_delayed and math.max(0, first_delayed - now) or -1
+end
+
 -- Runs one function of the library: sets the call's keys and arguments, runs its body, then
 -- writes the events it emitted.
 local function run(body, keys, args)

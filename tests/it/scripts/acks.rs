@@ -324,3 +324,149 @@ async fn complete_with_a_session_state_of_a_cancelled_job_ends_it_cancelled_unwr
     assert_eq!(case.places().await, Places { cancelled: 1, ..Places::default() });
     case.assert_invariants().await;
 }
+
+/// A plain ack of a held attempt, for the fused lease tests.
+fn plain(held: &LeasedJob) -> Ack<'_> {
+    Ack { ulid: &held.ulid, token: &held.token, result: b"done", session_state: None }
+}
+
+fn ulids(jobs: &[LeasedJob]) -> Vec<&str> {
+    jobs.iter().map(|j| j.ulid.as_str()).collect()
+}
+
+#[tokio::test]
+async fn complete_with_refills_leases_the_next_jobs_by_priority_then_in_order() {
+    let case = Case::start().await;
+    let (a, b) = (case.add_active().await, case.add_active().await);
+    let (x, y, z) = (Job::plain(), Job::plain().with(|r| r.priority = 3), Job::plain());
+    case.add_many(&[x.clone(), y.clone(), z.clone()]).await;
+    let (ta, tb) = (case.token(), case.token());
+    let done = case.complete_and_lease(&[plain(&a), plain(&b)], &[Some(&ta), Some(&tb)]).await;
+    assert_eq!(done.outcomes, [AckOutcome::Completed, AckOutcome::Completed]);
+    assert_eq!(done.refill.offered, [ta.clone(), tb.clone()]);
+    assert_eq!(ulids(&done.refill.leased), [&*y.ulid, &*x.ulid], "higher priority first, then FIFO");
+    let tokens: Vec<&str> = done.refill.leased.iter().map(|j| j.token.as_str()).collect();
+    assert_eq!(tokens, [&*ta, &*tb]);
+    for job in &done.refill.leased {
+        assert_eq!(job.attempt, 1);
+        assert!(job.deadline_ms > done.refill.now_ms, "the deadline runs from the call");
+        let lease = case.raw_lease(&job.ulid).await.expect("leased");
+        assert!(lease.starts_with(&format!("{}|", job.token)), "{lease} is held by {}", job.token);
+    }
+    assert_eq!(case.places().await, Places { waiting: 1, active: 2, completed: 2, ..Places::default() });
+    assert_eq!(case.lease(1).await.jobs[0].ulid, z.ulid, "the rest waits in order");
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn complete_with_refills_leases_fewer_when_the_queue_runs_short() {
+    let case = Case::start().await;
+    let (a, b) = (case.add_active().await, case.add_active().await);
+    let waiting = case.add_ready().await;
+    let (ta, tb) = (case.token(), case.token());
+    let done = case.complete_and_lease(&[plain(&a), plain(&b)], &[Some(&ta), Some(&tb)]).await;
+    assert_eq!(done.refill.offered.len(), 2);
+    assert_eq!(ulids(&done.refill.leased), [&*waiting]);
+    assert_eq!(case.places().await, Places { active: 1, completed: 2, ..Places::default() });
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn complete_with_refills_of_a_paused_queue_leases_nothing() {
+    let case = Case::start().await;
+    let held = case.add_active().await;
+    case.add_ready().await;
+    case.pause(true).await;
+    let refill = case.token();
+    let done = case.complete_and_lease(&[plain(&held)], &[Some(&refill)]).await;
+    assert_eq!(done.outcomes, [AckOutcome::Completed]);
+    assert_eq!(done.refill.offered, [refill]);
+    assert!(done.refill.leased.is_empty());
+    assert_eq!(case.places().await, Places { waiting: 1, completed: 1, ..Places::default() });
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn complete_with_a_refill_starts_the_next_job_of_its_session_within_its_limit() {
+    let case = Case::start().await;
+    case.session_create("s", r#"{"n":1}"#, Duration::from_secs(60), 1).await;
+    let jobs = [Job::plain().in_session("s"), Job::plain().in_session("s")];
+    case.add_many(&jobs).await;
+    let first = case.take().await;
+    let other = case.add_active().await;
+    // The session runs its one job: another ack's refill may not start the second.
+    let refill = case.token();
+    let done = case.complete_and_lease(&[plain(&other)], &[Some(&refill)]).await;
+    assert!(done.refill.leased.is_empty(), "the session is at its limit");
+    // Its own ack releases the second, which its refill starts, with the session's state.
+    let refill = case.token();
+    let done = case.complete_and_lease(&[plain(&first)], &[Some(&refill)]).await;
+    assert_eq!(ulids(&done.refill.leased), [&*jobs[1].ulid]);
+    let snapshot = done.refill.leased[0].session.as_ref().expect("the session at delivery");
+    assert_eq!((snapshot.name.as_str(), snapshot.state.as_str()), ("s", r#"{"n":1}"#));
+    let session = case.session_get("s").await.expect("session");
+    assert_eq!((session.started, session.queued, session.pending), (1, 0, 0));
+    assert_eq!(case.places().await, Places { active: 1, completed: 2, ..Places::default() });
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn complete_with_a_stale_token_refills_nothing() {
+    let case = Case::start().await;
+    let (held, version_held) = (case.add_active().await, case.add_active_in_session("s").await);
+    let waiting = case.add_ready().await;
+    let (stranger, unknown) = (case.token(), next_ulid());
+    let acks = [
+        Ack { ulid: &held.ulid, token: &stranger, result: b"", session_state: None },
+        Ack { ulid: &unknown, token: &held.token, result: b"", session_state: None },
+        // A version mismatch keeps the lease: no credit is freed.
+        with_state(&version_held.ulid, &version_held.token, Some(7)),
+    ];
+    let refills = [case.token(), case.token(), case.token()];
+    let done = case.complete_and_lease(&acks, &refills.iter().map(|t| Some(t.as_str())).collect::<Vec<_>>()).await;
+    assert_eq!(done.outcomes, [AckOutcome::Stale, AckOutcome::UnknownJob, AckOutcome::VersionMismatch]);
+    assert!(done.refill.offered.is_empty() && done.refill.leased.is_empty());
+    assert_eq!(case.places().await, Places { waiting: 1, active: 2, ..Places::default() });
+    assert_eq!(case.lease(1).await.jobs[0].ulid, waiting);
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn fail_with_a_refill_leases_the_next_job_and_a_stale_one_refills_nothing() {
+    let case = Case::start().await;
+    let held = case.add_active().await;
+    let waiting = case.add_ready().await;
+    let stranger = case.token();
+    let (refused, refill) = case.fail_and_lease(&held.ulid, &stranger, &case.token()).await;
+    assert_eq!(refused.check, LeaseCheck::Stale);
+    assert!(refill.offered.is_empty() && refill.leased.is_empty());
+    let token = case.token();
+    let (outcome, refill) = case.fail_and_lease(&held.ulid, &held.token, &token).await;
+    assert_eq!((outcome.check, outcome.state), (LeaseCheck::Held, Some(RecordState::Dead)));
+    assert_eq!(refill.offered, std::slice::from_ref(&token));
+    assert_eq!(ulids(&refill.leased), [&*waiting]);
+    assert_eq!(refill.leased[0].token, token);
+    assert_eq!(case.places().await, Places { active: 1, dead: 1, ..Places::default() });
+    let (_, refill) = case.fail_and_lease(&waiting, &token, &case.token()).await;
+    assert!(refill.leased.is_empty(), "the queue ran short");
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn complete_with_refills_makes_due_retries_ready_first_and_says_when_the_next_is_due() {
+    let case = Case::start().await;
+    let (a, b, c) = (case.add_active().await, case.add_active().await, case.add_active().await);
+    let soon = case.fail(&b.ulid, &b.token, true, Some(Duration::from_millis(1)), 0.0).await;
+    assert_eq!(soon.state, Some(RecordState::Retrying));
+    let later = case.fail(&c.ulid, &c.token, true, Some(Duration::from_secs(60)), 0.0).await;
+    assert_eq!(later.state, Some(RecordState::Retrying));
+    // Time passing, not a wait for anything to start: b's retry comes due.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let refill = case.token();
+    let done = case.complete_and_lease(&[plain(&a)], &[Some(&refill)]).await;
+    assert_eq!(ulids(&done.refill.leased), [&*b.ulid]);
+    let next = done.refill.next_delayed.expect("c's retry is still delayed");
+    assert!(next > Duration::from_secs(50) && next <= Duration::from_secs(60), "{next:?}");
+    assert_eq!(case.places().await, Places { delayed: 1, active: 1, completed: 1, ..Places::default() });
+    case.assert_invariants().await;
+}

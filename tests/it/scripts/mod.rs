@@ -21,9 +21,9 @@ use std::{
 };
 
 use jobwire::store::{
-    Ack, AckOutcome, AddArgs, AddOutcome, BackoffSpec, CancelOutcome, FailArgs, FailOutcome, JobRecord, JobSnapshot,
-    LeaseCheck, LeaseRound, LeaseToken, LeasedJob, Listing, MAX_PRIORITY, QueueCounts, RecordState, Retention,
-    SessionRecord, SetOutcome, Store, StoreConfig, StoreError,
+    Ack, AckOutcome, AddArgs, AddOutcome, BackoffSpec, CancelOutcome, Completion, FailArgs, FailOutcome, JobRecord,
+    JobSnapshot, LeaseCheck, LeaseRound, LeaseToken, LeasedJob, Listing, MAX_PRIORITY, QueueCounts, RecordState,
+    Refill, Retention, SessionRecord, SetOutcome, Store, StoreConfig, StoreError,
 };
 
 use crate::harness::{Redis, retention, unique_prefix};
@@ -322,6 +322,11 @@ impl Case {
         self.store.jobs().complete(QUEUE, acks).await.expect("complete")
     }
 
+    /// A completion that leases with `refills[i]` when ack i ends its lease.
+    pub async fn complete_and_lease(&self, acks: &[Ack<'_>], refills: &[Option<&str>]) -> Completion {
+        self.store.jobs().complete_and_lease(QUEUE, acks, refills).await.expect("complete")
+    }
+
     pub async fn fail(
         &self,
         ulid: &str,
@@ -332,6 +337,12 @@ impl Case {
     ) -> FailOutcome {
         let args = FailArgs { ulid, token, error: "boom", retryable, retry_after, rand };
         self.store.jobs().fail(QUEUE, &args).await.expect("fail")
+    }
+
+    /// A permanent fail that leases with `refill` when it ends the lease.
+    pub async fn fail_and_lease(&self, ulid: &str, token: &str, refill: &str) -> (FailOutcome, Refill) {
+        let args = FailArgs { ulid, token, error: "boom", retryable: false, retry_after: None, rand: 0.0 };
+        self.store.jobs().fail_and_lease(QUEUE, &args, Some(refill)).await.expect("fail")
     }
 
     pub async fn extend(&self, ulid: &str, token: &str, by: Duration) -> (LeaseCheck, i64) {
