@@ -6,7 +6,12 @@
 //! the reconciliation in `notices.rs` because cross-instance notices ride pub/sub, which may drop messages.
 //!
 //! Credit is reserved when a dispatcher plans a lease round and settled when the round returns,
-//! so two queues' dispatchers can never hand one stream more than its `max_in_flight`.
+//! so two queues' dispatchers can never hand one stream more than its credit
+//! (`max_in_flight + prefetch`).
+//!
+//! Prefetch: on a stream opened with `prefetch > 0`, a delivered lease is held "not started"
+//! until the worker reports it handed the job to a handler (`mark_started`); when the stream
+//! closes, the unstarted ones go back without counting a lost delivery.
 
 use std::{
     collections::HashMap,
@@ -47,6 +52,15 @@ pub struct WorkerSpec {
     pub labels: Vec<(String, String)>,
     pub queues: Vec<String>,
     pub max_in_flight: u32,
+    /// Jobs the worker may hold beyond `max_in_flight` before handing them to a handler.
+    pub prefetch: u32,
+}
+
+impl WorkerSpec {
+    /// How many unacknowledged jobs the stream may hold at once.
+    fn credit(&self) -> u32 {
+        self.max_in_flight.saturating_add(self.prefetch)
+    }
 }
 
 #[derive(Debug)]
@@ -55,8 +69,12 @@ struct Held {
     /// Revoked (timed out): the lease is gone, but the credit stays used until the worker
     /// answers or the stream ends.
     revoked: bool,
-    /// When it was handed to the stream (for the run-time histogram).
+    /// When it was handed to the stream, or to a handler when prefetched (for the run-time
+    /// histogram).
     since: Instant,
+    /// The worker handed it to a handler (always, on a stream without prefetch): when the
+    /// stream ends, only a started lease counts as a lost delivery.
+    started: bool,
     /// The job's trace context, for the spans of acks that reach this instance.
     trace: Option<TraceContext>,
 }
@@ -87,7 +105,7 @@ impl StreamSlot {
         if self.draining {
             return 0;
         }
-        self.spec.max_in_flight.saturating_sub(self.reserved + self.in_flight.len() as u32)
+        self.spec.credit().saturating_sub(self.reserved + self.in_flight.len() as u32)
     }
 }
 
@@ -122,6 +140,8 @@ pub struct HeldLease {
     pub token: LeaseToken,
     /// Revoked (timed out or cancelled): the worker was told to stop.
     pub revoked: bool,
+    /// A handler got it (see `Held::started`).
+    pub started: bool,
 }
 
 /// A connected worker stream, for listings.
@@ -206,7 +226,7 @@ impl Hub {
         let mut held: Vec<HeldLease> = slot
             .in_flight
             .into_iter()
-            .map(|(job_id, h)| HeldLease { job_id, token: h.token, revoked: h.revoked })
+            .map(|(job_id, h)| HeldLease { job_id, token: h.token, revoked: h.revoked, started: h.started })
             .collect();
         held.sort_by_key(|h| h.token.seq());
         (held, orphaned)
@@ -308,7 +328,12 @@ impl Hub {
         let mut undelivered = Vec::new();
         let now = Instant::now();
         for job in jobs {
-            let held = HeldLease { job_id: job.job_id.clone(), token: job.lease_token.clone(), revoked: false };
+            let held = HeldLease {
+                job_id: job.job_id.clone(),
+                token: job.lease_token.clone(),
+                revoked: false,
+                started: false,
+            };
             let Some(stream) = state.streams.get_mut(&held.token.stream()) else {
                 undelivered.push(held);
                 continue;
@@ -316,8 +341,9 @@ impl Hub {
             let job_id = job.job_id.clone();
             let token = job.lease_token.clone();
             let trace = job.trace;
+            let started = stream.spec.prefetch == 0;
             if stream.tx.try_send(StreamEvent::Job(Box::new(job))).is_ok() {
-                stream.in_flight.insert(job_id, Held { token, revoked: false, since: now, trace });
+                stream.in_flight.insert(job_id, Held { token, revoked: false, since: now, started, trace });
                 delivered = true;
             } else {
                 undelivered.push(held);
@@ -405,6 +431,19 @@ impl Hub {
         Some(Released { held_for: held.since.elapsed(), revoked: held.revoked })
     }
 
+    /// Stream `id`'s worker handed the delivery named by `token` to a handler (see `Held::started`).
+    /// A token the stream does not hold is ignored.
+    pub fn mark_started(&self, id: u64, token: &LeaseToken) {
+        let mut state = self.lock();
+        let Some(s) = state.streams.get_mut(&id).filter(|_| token.stream() == id) else {
+            return;
+        };
+        if let Some(h) = s.in_flight.values_mut().find(|h| h.token == *token && !h.started) {
+            h.started = true;
+            h.since = Instant::now();
+        }
+    }
+
     /// The trace context of a delivery a stream of this instance holds.
     pub fn trace_of(&self, job_id: &JobId, token: &LeaseToken) -> Option<TraceContext> {
         let state = self.lock();
@@ -448,6 +487,7 @@ impl Hub {
                     job_id: job_id.clone(),
                     token: h.token.clone(),
                     revoked: h.revoked,
+                    started: h.started,
                 })
             })
             .collect::<Vec<_>>();
@@ -524,6 +564,7 @@ mod tests {
             labels: Vec::new(),
             queues: queues.iter().map(|q| q.to_string()).collect(),
             max_in_flight: credit,
+            prefetch: 0,
         }
     }
 
