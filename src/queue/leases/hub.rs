@@ -587,6 +587,14 @@ mod tests {
     }
 
     #[test]
+    fn prefetch_adds_to_a_streams_credit() {
+        let hub = Hub::new("i1");
+        let (tx, _rx) = mpsc::channel(16);
+        hub.open(WorkerSpec { prefetch: 2, ..spec(&["q"], 1) }, tx).expect("open");
+        assert_eq!(hub.plan("q", 10).len(), 3);
+    }
+
+    #[test]
     fn later_queues_wait_until_earlier_ones_are_drained() {
         let hub = Hub::new("i1");
         let (tx, _rx) = mpsc::channel(16);
