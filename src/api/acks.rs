@@ -11,7 +11,7 @@ use crate::{
     telemetry::TraceContext,
 };
 
-pub async fn complete(
+pub(super) async fn complete(
     engine: &Engine,
     req: proto::CompleteJobRequest,
     trace: Option<TraceContext>,
@@ -26,7 +26,7 @@ pub async fn complete(
     Ok(proto::CompleteJobResponse {})
 }
 
-pub async fn fail(
+pub(super) async fn fail(
     engine: &Engine,
     req: proto::FailJobRequest,
     trace: Option<TraceContext>,
@@ -39,20 +39,26 @@ pub async fn fail(
     Ok(proto::FailJobResponse { state: convert::job_state(state) as i32, next_run_at: next.map(convert::to_timestamp) })
 }
 
-pub async fn extend(engine: &Engine, req: proto::ExtendLeaseRequest) -> Result<proto::ExtendLeaseResponse, Status> {
+pub(super) async fn extend(
+    engine: &Engine,
+    req: proto::ExtendLeaseRequest,
+) -> Result<proto::ExtendLeaseResponse, Status> {
     let job_id = JobId::parse(&req.job_id, "job_id")?;
     let by = convert::duration(req.extend_by, "extend_by")?.unwrap_or_default();
     let deadline = engine.extend(&job_id, &req.lease_token, by).await?;
     Ok(proto::ExtendLeaseResponse { deadline: Some(convert::to_timestamp(deadline)) })
 }
 
-pub async fn give_back(engine: &Engine, req: proto::ReturnJobRequest) -> Result<proto::ReturnJobResponse, Status> {
+pub(super) async fn give_back(
+    engine: &Engine,
+    req: proto::ReturnJobRequest,
+) -> Result<proto::ReturnJobResponse, Status> {
     let job_id = JobId::parse(&req.job_id, "job_id")?;
     engine.give_back_one(&job_id, &req.lease_token, req.stop_stream).await?;
     Ok(proto::ReturnJobResponse {})
 }
 
-pub async fn progress(
+pub(super) async fn progress(
     engine: &Engine,
     req: proto::ReportProgressRequest,
 ) -> Result<proto::ReportProgressResponse, Status> {

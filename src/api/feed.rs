@@ -18,7 +18,7 @@ use crate::{
     queue::{Engine, StreamEvent, StreamGuard, WorkerSpec},
 };
 
-pub struct Feed {
+pub(super) struct Feed {
     guard: StreamGuard,
     events: mpsc::Receiver<StreamEvent>,
     ping_every: Duration,
@@ -28,19 +28,19 @@ pub struct Feed {
 }
 
 impl Feed {
-    pub fn open(engine: &Engine, spec: WorkerSpec, ping_every: Duration) -> Result<Self, Status> {
+    pub(super) fn open(engine: &Engine, spec: WorkerSpec, ping_every: Duration) -> Result<Self, Status> {
         let (guard, events) = engine.open_stream(spec)?;
         let ping = Box::pin(tokio::time::sleep_until(next_ping(ping_every)));
         Ok(Self { guard, events, ping_every, ping, held_back: None })
     }
 
-    pub fn guard(&self) -> &StreamGuard {
+    pub(super) fn guard(&self) -> &StreamGuard {
         &self.guard
     }
 
     /// The next message for the worker: a job or control message of the queue, or a ping after
     /// a quiet while. None once the engine ended the stream (shutdown). Cancel-safe.
-    pub async fn next(&mut self) -> Option<Message> {
+    pub(super) async fn next(&mut self) -> Option<Message> {
         let message = match self.held_back.take() {
             Some(event) => convert::stream_event(event),
             None => tokio::select! {
@@ -54,7 +54,7 @@ impl Feed {
 
     /// The jobs already waiting behind the one just sent, up to the first control message
     /// (kept for `next`), so jobs ready together go out in one message.
-    pub fn ready_jobs(&mut self, jobs: &mut Vec<proto::Job>) {
+    pub(super) fn ready_jobs(&mut self, jobs: &mut Vec<proto::Job>) {
         while self.held_back.is_none()
             && let Ok(event) = self.events.try_recv()
         {
@@ -66,7 +66,7 @@ impl Feed {
     }
 
     /// Something went out on the stream: the next ping waits a full period again.
-    pub fn sent(&mut self) {
+    pub(super) fn sent(&mut self) {
         self.ping.as_mut().reset(next_ping(self.ping_every));
     }
 }

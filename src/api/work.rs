@@ -25,13 +25,13 @@ use crate::{
     queue::Engine,
 };
 
-pub type WorkStream = Pin<Box<dyn Stream<Item = Result<proto::WorkResponse, Status>> + Send>>;
+pub(super) type WorkStream = Pin<Box<dyn Stream<Item = Result<proto::WorkResponse, Status>> + Send>>;
 
 /// Acks taken in but not answered yet, at most, before the stream stops reading more.
 const MAX_PENDING_ACKS: usize = 1024;
 
 /// Reads the `open` message, opens the worker stream and returns the response stream.
-pub async fn open(
+pub(super) async fn open(
     engine: Arc<Engine>,
     ping_every: Duration,
     mut inbound: Streaming<proto::WorkRequest>,

@@ -93,7 +93,7 @@ impl<E: std::error::Error> From<E> for JobError {
 /// A delivered job, handed to a handler.
 pub struct JobContext {
     pub job: proto::Job,
-    client: QueueServiceClient<Channel>,
+    acker: Acker,
     new_session_state: Arc<std::sync::Mutex<Option<String>>>,
 }
 
@@ -135,7 +135,19 @@ impl JobContext {
             lease_token: self.job.lease_token.clone(),
             extend_by: Some(super::duration(by)),
         };
-        self.client.clone().extend_lease(req).await?;
+        self.acker.extend(req).await?;
+        Ok(())
+    }
+
+    /// Reports this attempt's progress (free-form, JSON by convention; at most 64 KiB): it is
+    /// kept on the job and sent to whoever watches it.
+    pub async fn progress(&self, progress: impl Into<Vec<u8>>) -> Result<(), ClientError> {
+        let req = proto::ReportProgressRequest {
+            job_id: self.job.id.clone(),
+            lease_token: self.job.lease_token.clone(),
+            progress: progress.into(),
+        };
+        self.acker.progress(req).await?;
         Ok(())
     }
 }
@@ -362,7 +374,6 @@ impl Worker {
     /// runs the handler and acks its outcome. Aborted on revoke.
     fn run_one(&self, job: proto::Job, start: Start) -> impl Future<Output = ()> + Send + 'static {
         let handler = self.handlers.get(&job.r#type).or(self.fallback.as_ref()).cloned();
-        let client = self.client.raw();
         let trace = TraceContext::from_headers(job.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let span = tracing::info_span!(
             "job",
@@ -386,7 +397,10 @@ impl Worker {
             let version = job.session.as_ref().map(|s| s.version);
             let new_state = Arc::new(std::sync::Mutex::new(None));
             let outcome = match handler {
-                Some(handler) => handler(JobContext { job, client, new_session_state: new_state.clone() }).await,
+                Some(handler) => {
+                    let context = JobContext { job, acker: acker.clone(), new_session_state: new_state.clone() };
+                    handler(context).await
+                }
                 None => Err(JobError::retry(format!("no handler for job type {:?} on this worker", job.r#type))),
             };
             drop(slot);
@@ -487,6 +501,20 @@ impl Acker {
         match self {
             Self::Unary(client) => client.clone().return_job(req).await.map(|_| ()),
             Self::Stream(outbox) => outbox.ack(Ack::GiveBack(req)).await,
+        }
+    }
+
+    async fn extend(&self, req: proto::ExtendLeaseRequest) -> Result<(), Status> {
+        match self {
+            Self::Unary(client) => client.clone().extend_lease(req).await.map(|_| ()),
+            Self::Stream(outbox) => outbox.ack(Ack::Extend(req)).await,
+        }
+    }
+
+    async fn progress(&self, req: proto::ReportProgressRequest) -> Result<(), Status> {
+        match self {
+            Self::Unary(client) => client.clone().report_progress(req).await.map(|_| ()),
+            Self::Stream(outbox) => outbox.ack(Ack::Progress(req)).await,
         }
     }
 

@@ -308,8 +308,7 @@ async fn a_work_stream_never_holds_more_than_its_credit_plus_prefetch() {
     let (more, _) = work.take_jobs(1).await;
     assert_eq!(more[0].payload, b"3");
     work.expect_nothing(Duration::from_millis(200)).await;
-    let rest: Vec<proto::WorkAck> =
-        held[1..].iter().chain(&more).enumerate().map(|(i, j)| complete(10 + i as u64, j)).collect();
+    let rest: Vec<proto::WorkAck> = (10..).zip(held[1..].iter().chain(&more)).map(|(i, j)| complete(i, j)).collect();
     work.send(acks(rest, vec![]));
     work.answers(&[10, 11, 12]).await;
     server.assert_invariants("q").await;
@@ -446,7 +445,7 @@ async fn with_prefetch_a_lost_stream_hands_back_unstarted_jobs_uncounted_and_sta
     let mut again = Work::open(&server, &["q"], 4, 0).await;
     let (jobs, _) = again.take_jobs(4).await;
     assert_eq!(jobs[3].payload, b"3");
-    let all: Vec<proto::WorkAck> = jobs.iter().enumerate().map(|(i, j)| complete(i as u64, j)).collect();
+    let all: Vec<proto::WorkAck> = (0..).zip(&jobs).map(|(i, j)| complete(i, j)).collect();
     again.send(acks(all, vec![]));
     again.answers(&[0, 1, 2, 3]).await;
     server.assert_invariants("q").await;
@@ -554,4 +553,26 @@ async fn the_rust_worker_reconnects_its_work_stream_after_a_server_restart() {
     let _ = stop.send(());
     tokio::time::timeout(WAIT, task).await.expect("the worker stops").expect("worker task");
     assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_rust_handler_reports_progress_and_extends_over_the_work_stream() {
+    let redis = Redis::start();
+    let server = Server::start(&redis).await;
+    let producer = rust_client(server.addr).await;
+    let worker = RustWorker::new(rust_client(server.addr).await, &["q"]).handle("t", |ctx| async move {
+        ctx.progress(b"{\"done\":50}".to_vec()).await.map_err(|e| client::JobError::permanent(e.to_string()))?;
+        ctx.extend(Duration::from_secs(60)).await.map_err(|e| client::JobError::permanent(e.to_string()))?;
+        Ok(b"ok".to_vec())
+    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(worker.run(async move {
+        let _ = stopped.await;
+    }));
+    let id = producer.add(NewJob::new("q", "t")).await.expect("add");
+    assert_eq!(producer.wait_for_result(&id, WAIT).await.expect("result"), b"ok");
+    assert_eq!(producer.info(&id).await.expect("info").progress, b"{\"done\":50}");
+    let _ = stop.send(());
+    tokio::time::timeout(WAIT, task).await.expect("stops").expect("task").expect("worker");
+    server.assert_invariants("q").await;
 }

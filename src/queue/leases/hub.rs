@@ -141,7 +141,7 @@ pub struct HeldLease {
     /// Revoked (timed out or cancelled): the worker was told to stop.
     pub revoked: bool,
     /// A handler got it (see `Held::started`).
-    pub started: bool,
+    pub(crate) started: bool,
 }
 
 /// A connected worker stream, for listings.
@@ -433,7 +433,7 @@ impl Hub {
 
     /// Stream `id`'s worker handed the delivery named by `token` to a handler (see `Held::started`).
     /// A token the stream does not hold is ignored.
-    pub fn mark_started(&self, id: u64, token: &LeaseToken) {
+    pub(crate) fn mark_started(&self, id: u64, token: &LeaseToken) {
         let mut state = self.lock();
         let Some(s) = state.streams.get_mut(&id).filter(|_| token.stream() == id) else {
             return;
