@@ -386,10 +386,12 @@ impl Worker {
         traceparent::record(&span, trace.as_ref());
         let job_run = async move {
             let Start { acker, slots, leaving } = start;
+            // Leaving comes first: once the worker stops or drains, a job that has not started
+            // is handed back even if a slot frees at the same moment.
             let slot = tokio::select! {
                 biased;
-                slot = slots.acquire_owned() => slot,
                 _ = leaving.cancelled() => return hand_back(acker, job).await,
+                slot = slots.acquire_owned() => slot,
             };
             let Ok(slot) = slot else { return };
             acker.started(&job.lease_token);

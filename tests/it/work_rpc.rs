@@ -455,16 +455,25 @@ async fn rust_client(addr: std::net::SocketAddr) -> client::Client {
     client::Client::connect(&format!("http://{addr}")).await.expect("connect")
 }
 
-/// A Rust worker counting its runs, stopped when the sender fires.
-fn counting(
-    worker: RustWorker,
-    runs: &Arc<AtomicUsize>,
-) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+/// Handler runs: how many, how many at once now, and the most at once.
+#[derive(Default)]
+struct Runs {
+    done: AtomicUsize,
+    now: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+/// A Rust worker counting its runs (each a few ms long), stopped when the sender fires.
+fn counting(worker: RustWorker, runs: &Arc<Runs>) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     let runs = runs.clone();
     let worker = worker.handle_any(move |ctx| {
         let runs = runs.clone();
         async move {
-            runs.fetch_add(1, Ordering::SeqCst);
+            let now = runs.now.fetch_add(1, Ordering::SeqCst) + 1;
+            runs.peak.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(3)).await;
+            runs.now.fetch_sub(1, Ordering::SeqCst);
+            runs.done.fetch_add(1, Ordering::SeqCst);
             Ok(ctx.payload().to_vec())
         }
     });
@@ -485,7 +494,7 @@ async fn the_rust_worker_with_prefetch_runs_everything_once() {
     let redis = Redis::start();
     let server = Server::start(&redis).await;
     let producer = rust_client(server.addr).await;
-    let runs = Arc::new(AtomicUsize::new(0));
+    let runs = Arc::new(Runs::default());
     let (stop, task) =
         counting(RustWorker::new(rust_client(server.addr).await, &["q"]).concurrency(2).prefetch(3), &runs);
     let mut ids = Vec::new();
@@ -498,7 +507,8 @@ async fn the_rust_worker_with_prefetch_runs_everything_once() {
     }
     let _ = stop.send(());
     tokio::time::timeout(WAIT, task).await.expect("the worker stops").expect("worker task");
-    assert_eq!(runs.load(Ordering::SeqCst), 40);
+    assert_eq!(runs.done.load(Ordering::SeqCst), 40);
+    assert_eq!(runs.peak.load(Ordering::SeqCst), 2, "prefetched jobs wait: handlers never exceed the concurrency");
     for id in &ids {
         assert_eq!(producer.info(id).await.expect("info").lost_deliveries, 0);
     }
@@ -510,7 +520,7 @@ async fn the_rust_worker_on_the_unary_path_runs_jobs() {
     let redis = Redis::start();
     let server = Server::start(&redis).await;
     let producer = rust_client(server.addr).await;
-    let runs = Arc::new(AtomicUsize::new(0));
+    let runs = Arc::new(Runs::default());
     let worker = RustWorker::new(rust_client(server.addr).await, &["q"]).concurrency(3).protocol(Protocol::Unary);
     let (stop, task) = counting(worker, &runs);
     let mut ids = Vec::new();
@@ -522,7 +532,7 @@ async fn the_rust_worker_on_the_unary_path_runs_jobs() {
     }
     let _ = stop.send(());
     tokio::time::timeout(WAIT, task).await.expect("the worker stops").expect("worker task");
-    assert_eq!(runs.load(Ordering::SeqCst), 10);
+    assert_eq!(runs.done.load(Ordering::SeqCst), 10);
     server.assert_invariants("q").await;
 }
 
@@ -537,7 +547,7 @@ async fn the_rust_worker_reconnects_its_work_stream_after_a_server_restart() {
     };
     let mut first = Process::start_async(serve("127.0.0.1:0")).await;
     let addr = first.addr;
-    let runs = Arc::new(AtomicUsize::new(0));
+    let runs = Arc::new(Runs::default());
     let (stop, task) = counting(RustWorker::new(rust_client(addr).await, &["q"]).concurrency(2), &runs);
     let producer = rust_client(addr).await;
     let before = producer.add(NewJob::new("q", "t").payload("before")).await.expect("add");
@@ -552,7 +562,7 @@ async fn the_rust_worker_reconnects_its_work_stream_after_a_server_restart() {
     assert_eq!(result, b"after");
     let _ = stop.send(());
     tokio::time::timeout(WAIT, task).await.expect("the worker stops").expect("worker task");
-    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    assert_eq!(runs.done.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]
@@ -574,5 +584,44 @@ async fn a_rust_handler_reports_progress_and_extends_over_the_work_stream() {
     assert_eq!(producer.info(&id).await.expect("info").progress, b"{\"done\":50}");
     let _ = stop.send(());
     tokio::time::timeout(WAIT, task).await.expect("stops").expect("task").expect("worker");
+    server.assert_invariants("q").await;
+}
+
+#[tokio::test]
+async fn a_stopping_rust_worker_hands_back_its_prefetched_jobs_unrun() {
+    let redis = Redis::start();
+    let server = Server::start(&redis).await;
+    let producer = rust_client(server.addr).await;
+    let started = Arc::new(AtomicUsize::new(0));
+    let counter = started.clone();
+    let worker = RustWorker::new(rust_client(server.addr).await, &["q"]).prefetch(2).handle("t", move |_ctx| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok(Vec::new())
+        }
+    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(worker.run(async move {
+        let _ = stopped.await;
+    }));
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(producer.add(NewJob::new("q", "t")).await.expect("add"));
+    }
+    eventually(WAIT, "one running and two prefetched", || {
+        let (server, started) = (&server, started.clone());
+        async move { started.load(Ordering::SeqCst) == 1 && server.stats("q").await.active == 3 }
+    })
+    .await;
+    let _ = stop.send(());
+    tokio::time::timeout(WAIT, task).await.expect("the worker stops").expect("task").expect("worker");
+    assert_eq!(started.load(Ordering::SeqCst), 1, "the prefetched jobs never ran");
+    let first = producer.info(&ids[0]).await.expect("info");
+    assert_eq!(first.state(), JobState::Completed, "the running job finished");
+    for id in &ids[1..] {
+        let back = producer.info(id).await.expect("info");
+        assert_eq!((back.state(), back.attempts, back.lost_deliveries), (JobState::Waiting, 0, 0), "handed back unrun");
+    }
     server.assert_invariants("q").await;
 }
