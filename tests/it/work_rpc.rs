@@ -146,6 +146,17 @@ impl Work {
         (ids.iter().filter_map(|id| self.answers.remove_entry(id)).collect(), messages)
     }
 
+    /// Whether the stream ends cleanly (OK, no more messages) within `WAIT`, pings aside.
+    async fn ends(&mut self) -> bool {
+        loop {
+            match tokio::time::timeout(WAIT, self.stream.message()).await {
+                Ok(Ok(None)) => return true,
+                Ok(Ok(Some(proto::WorkResponse { message: Some(Message::Ping(_)) }))) => continue,
+                _ => return false,
+            }
+        }
+    }
+
     async fn expect_nothing(&mut self, wait: Duration) {
         if let Some(message) = self.next(wait).await.expect("stream goes on") {
             panic!("expected nothing, got {message:?}");
@@ -376,7 +387,7 @@ async fn a_server_shutdown_drains_the_work_stream_and_takes_acks_in_the_grace() 
     work.send(acks(vec![complete(1, &held)], vec![]));
     let (answers, _) = work.answers(&[1]).await;
     assert_eq!(code(&answers[&1]), Code::Ok, "acks are taken during the grace");
-    assert_eq!(work.next(WAIT).await.expect("ends cleanly"), None, "the stream ends with the server");
+    assert!(work.ends().await, "the stream ends with the server");
     stopping.await.expect("stopped");
     let next = ServerBuilder::new(&redis).prefix(&prefix).start().await;
     let mut client = next.client().await;
@@ -623,5 +634,30 @@ async fn a_stopping_rust_worker_hands_back_its_prefetched_jobs_unrun() {
         let back = producer.info(id).await.expect("info");
         assert_eq!((back.state(), back.attempts, back.lost_deliveries), (JobState::Waiting, 0, 0), "handed back unrun");
     }
+    server.assert_invariants("q").await;
+}
+
+#[tokio::test]
+async fn closing_the_send_side_answers_what_was_sent_then_ends_the_stream() {
+    let redis = Redis::start();
+    let server = Server::start(&redis).await;
+    let mut client = server.client().await;
+    let done = add(&mut client, job("q", "t", b"0")).await;
+    let left = add(&mut client, job("q", "t", b"1")).await;
+    let mut work = Work::open(&server, &["q"], 2, 0).await;
+    let (held, _) = work.take_jobs(2).await;
+    let first = held.iter().find(|j| j.id == done).expect("delivered");
+    work.send(acks(vec![complete(1, first)], vec![]));
+    let Work { send, stream, .. } = work;
+    drop(send);
+    let mut work = Work { send: mpsc::unbounded_channel().0, stream, jobs: Vec::new(), answers: HashMap::new() };
+    assert_eq!(code(&work.answers(&[1]).await.0[&1]), Code::Ok, "the ack sent before closing is answered");
+    assert!(work.ends().await, "then the stream ends");
+    assert_eq!(info(&mut client, &done).await.state(), JobState::Completed);
+    eventually(WAIT, "the unacknowledged job to be back", || {
+        let (mut client, left) = (client.clone(), left.clone());
+        async move { info(&mut client, &left).await.state() == JobState::Waiting }
+    })
+    .await;
     server.assert_invariants("q").await;
 }
