@@ -638,7 +638,8 @@ class WorkOpen(_message.Message):
     With prefetch > 0, a delivered job counts as not started until the worker lists its lease
     token in WorkAcks.started. When the stream ends, a job never reported started goes back to
     the head of its queue without counting a lost delivery; a started one counts as lost.
-    With prefetch = 0, every delivered job counts as started.
+    With prefetch = 0, every delivered job counts as started. On drain, give back (WorkAck
+    give_back) the prefetched jobs not started rather than run them.
     """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:

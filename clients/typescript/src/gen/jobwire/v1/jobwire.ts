@@ -318,7 +318,8 @@ export interface WorkOpen {
    * With prefetch > 0, a delivered job counts as not started until the worker lists its lease
    * token in WorkAcks.started. When the stream ends, a job never reported started goes back to
    * the head of its queue without counting a lost delivery; a started one counts as lost.
-   * With prefetch = 0, every delivered job counts as started.
+   * With prefetch = 0, every delivered job counts as started. On drain, give back (WorkAck
+   * give_back) the prefetched jobs not started rather than run them.
    */
   prefetch: number;
 }
