@@ -11,7 +11,7 @@
 //! Everything runs inside the response stream tonic polls: no task of its own, so nothing
 //! outlives the stream, and a worker that stops reading stops its acks from being taken in.
 
-use std::{collections::HashSet, pin::Pin, sync::Arc, time::Duration};
+use std::{collections::HashSet, pin::Pin, sync::Arc, task::Poll, time::Duration};
 
 use futures::{FutureExt, Stream, StreamExt, future::BoxFuture, stream::FuturesUnordered};
 use tonic::{Status, Streaming};
@@ -79,9 +79,15 @@ impl Work {
             tokio::select! {
                 Some(answer) = self.pending.next(), if !self.pending.is_empty() => {
                     let mut answers = vec![answer];
-                    while let Some(Some(answer)) = self.pending.next().now_or_never() {
-                        answers.push(answer);
-                    }
+                    // Those already finished go along. Polled with this task's waker (not
+                    // `now_or_never`'s no-op one), so the acks still running wake this task.
+                    std::future::poll_fn(|cx| {
+                        while let Poll::Ready(Some(answer)) = self.pending.poll_next_unpin(cx) {
+                            answers.push(answer);
+                        }
+                        Poll::Ready(())
+                    })
+                    .await;
                     for answer in &answers {
                         self.outstanding.remove(&answer.ack_id);
                     }
