@@ -6,6 +6,8 @@
 //! Each command runs in a process group of its own, and the whole group is killed when the job
 //! is revoked (timeout, cancel), when `--timeout` passes, and when the command ends (so nothing
 //! it left in the background outlives its job).
+//!
+//! It is the Rust client's worker, so it speaks the `Work` protocol (acks on the job stream).
 
 use std::{process::Stdio, sync::Arc, time::Duration};
 
@@ -31,6 +33,10 @@ pub(crate) struct WorkArgs {
     /// Commands running at once.
     #[arg(long, default_value_t = 1)]
     concurrency: u32,
+    /// Jobs held ready beyond --concurrency, so the next command starts without waiting on the
+    /// network. They are leased from delivery: their job timeouts run while they wait.
+    #[arg(long, default_value_t = 0)]
+    prefetch: u32,
     /// Kill a command that runs longer than this; its job fails (and retries).
     #[arg(long, value_parser = duration)]
     timeout: Option<Duration>,
@@ -151,6 +157,7 @@ pub(crate) async fn run(args: WorkArgs) -> anyhow::Result<()> {
     let shared = Arc::new(args.clone());
     let worker = Worker::new(client, &queues)
         .concurrency(args.concurrency)
+        .prefetch(args.prefetch)
         .worker_id(&worker_id)
         .handle_any(move |ctx| run_one(ctx, shared.clone()));
     tracing::info!(queues = ?args.queues, command = ?args.command, "working");

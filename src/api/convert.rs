@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::{
     proto,
     queue::{
-        self, BackoffRequest, Error, EventKind, EventView, JobState, JobView, Listing, NewJob, QueueFigures, Schedule,
-        SessionId, SessionView, WorkerView,
+        self, BackoffRequest, Delivery, Error, EventKind, EventView, JobState, JobView, Listing, NewJob, QueueFigures,
+        Schedule, SessionId, SessionView, WorkerSpec, WorkerView,
     },
     telemetry::{TraceContext, traceparent},
 };
@@ -212,28 +212,22 @@ pub(super) fn queue_stats(queue: String, c: QueueFigures) -> proto::QueueStats {
     }
 }
 
-pub(super) fn stream_event(event: queue::StreamEvent) -> proto::GetJobResponse {
+/// The worker stream a GetJob request or a Work `open` asks for.
+pub(super) fn worker_spec(
+    worker_id: String,
+    labels: std::collections::HashMap<String, String>,
+    queues: Vec<String>,
+    max_in_flight: u32,
+    prefetch: u32,
+) -> WorkerSpec {
+    WorkerSpec { worker_id, labels: labels.into_iter().collect(), queues, max_in_flight, prefetch }
+}
+
+/// A message for a worker stream (GetJob's; Work regroups them).
+pub(super) fn stream_event(event: queue::StreamEvent) -> proto::get_job_response::Message {
     use proto::get_job_response::Message;
-    let message = match event {
-        queue::StreamEvent::Job(d) => Message::Job(proto::Job {
-            id: d.job_id.to_string(),
-            queue: d.job_id.queue,
-            r#type: d.job_type,
-            payload: d.payload,
-            headers: d.headers.into_iter().collect(),
-            priority: d.priority,
-            attempt: d.attempt,
-            max_attempts: d.max_attempts,
-            lost_deliveries: d.lost_deliveries,
-            lease_token: d.lease_token.into(),
-            deadline: Some(to_timestamp(d.deadline)),
-            created_at: Some(to_timestamp(d.created_at)),
-            session: d.session.map(|(id, state, version)| proto::SessionSnapshot {
-                session_id: id.to_string(),
-                state,
-                version,
-            }),
-        }),
+    match event {
+        queue::StreamEvent::Job(d) => Message::Job(job(*d)),
         queue::StreamEvent::Revoke { job_id, lease_token, reason } => Message::Revoke(proto::Revoke {
             job_id: job_id.to_string(),
             lease_token: lease_token.into(),
@@ -244,6 +238,27 @@ pub(super) fn stream_event(event: queue::StreamEvent) -> proto::GetJobResponse {
             } as i32,
         }),
         queue::StreamEvent::Drain { grace } => Message::Drain(proto::Drain { grace: Some(to_duration(grace)) }),
-    };
-    proto::GetJobResponse { message: Some(message) }
+    }
+}
+
+pub(super) fn job(d: Delivery) -> proto::Job {
+    proto::Job {
+        id: d.job_id.to_string(),
+        queue: d.job_id.queue,
+        r#type: d.job_type,
+        payload: d.payload,
+        headers: d.headers.into_iter().collect(),
+        priority: d.priority,
+        attempt: d.attempt,
+        max_attempts: d.max_attempts,
+        lost_deliveries: d.lost_deliveries,
+        lease_token: d.lease_token.into(),
+        deadline: Some(to_timestamp(d.deadline)),
+        created_at: Some(to_timestamp(d.created_at)),
+        session: d.session.map(|(id, state, version)| proto::SessionSnapshot {
+            session_id: id.to_string(),
+            state,
+            version,
+        }),
+    }
 }

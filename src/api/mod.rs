@@ -6,9 +6,12 @@
 //! the checks only the wire format needs. Nothing here is public: `server` mounts the two
 //! services.
 
+mod acks;
 mod convert;
+mod feed;
 mod sessions;
 mod status;
+mod work;
 
 pub(crate) use sessions::SessionApi;
 
@@ -17,9 +20,11 @@ use std::{pin::Pin, sync::Arc, time::Duration};
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
+use feed::Feed;
+
 use crate::{
     proto::{self, queue_service_server::QueueService},
-    queue::{Engine, JobId, WorkerSpec},
+    queue::{Engine, JobId},
 };
 
 /// The `QueueService` handlers, over the instance's engine.
@@ -93,31 +98,22 @@ impl QueueService for QueueApi {
 
     async fn get_job(&self, request: Request<proto::GetJobRequest>) -> Result<Response<JobStream>, Status> {
         let req = request.into_inner();
-        let spec = WorkerSpec {
-            worker_id: req.worker_id,
-            labels: req.labels.into_iter().collect(),
-            queues: req.queues,
-            max_in_flight: req.max_in_flight,
-        };
-        let (guard, rx) = self.engine.open_stream(spec)?;
-        let period = self.ping_every;
-        // A quiet stream hears a ping after a random half to whole period: streams opened
-        // together (a fleet of workers starting) must not ping together, forever in step.
-        let next_ping = move || tokio::time::Instant::now() + period.mul_f64(0.5 + rand::random::<f64>() / 2.0);
-        let ping = Box::pin(tokio::time::sleep_until(next_ping()));
-        // The guard lives inside the stream: when tonic drops the stream (the worker went away),
-        // the guard hands the stream's unacknowledged jobs back.
-        let stream = futures::stream::unfold((guard, rx, ping), move |(guard, mut rx, mut ping)| async move {
-            let item = tokio::select! {
-                event = rx.recv() => convert::stream_event(event?),
-                _ = ping.as_mut() => proto::GetJobResponse {
-                    message: Some(proto::get_job_response::Message::Ping(proto::Ping {})),
-                },
-            };
-            ping.as_mut().reset(next_ping());
-            Some((Ok(item), (guard, rx, ping)))
+        let spec = convert::worker_spec(req.worker_id, req.labels, req.queues, req.max_in_flight, 0);
+        let feed = Feed::open(&self.engine, spec, self.ping_every)?;
+        let stream = futures::stream::unfold(feed, |mut feed| async move {
+            let message = feed.next().await?;
+            Some((Ok(proto::GetJobResponse { message: Some(message) }), feed))
         });
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    type WorkStream = work::WorkStream;
+
+    async fn work(
+        &self,
+        request: Request<tonic::Streaming<proto::WorkRequest>>,
+    ) -> Result<Response<work::WorkStream>, Status> {
+        Ok(Response::new(work::open(self.engine.clone(), self.ping_every, request.into_inner()).await?))
     }
 
     async fn complete_job(
@@ -125,15 +121,7 @@ impl QueueService for QueueApi {
         request: Request<proto::CompleteJobRequest>,
     ) -> Result<Response<proto::CompleteJobResponse>, Status> {
         let trace = convert::trace_context(request.metadata());
-        let req = request.into_inner();
-        let job_id = JobId::parse(&req.job_id, "job_id")?;
-        let session_state = req.session_state.as_deref().map(|s| (s, req.expected_session_version));
-        if session_state.is_none() && req.expected_session_version.is_some() {
-            return Err(Status::invalid_argument("expected_session_version: given without session_state"));
-        }
-        self.engine.complete(&job_id, &req.lease_token, &req.result, session_state, trace).await?;
-        tracing::debug!(%job_id, "job completed");
-        Ok(Response::new(proto::CompleteJobResponse {}))
+        Ok(Response::new(acks::complete(&self.engine, request.into_inner(), trace).await?))
     }
 
     async fn fail_job(
@@ -141,38 +129,21 @@ impl QueueService for QueueApi {
         request: Request<proto::FailJobRequest>,
     ) -> Result<Response<proto::FailJobResponse>, Status> {
         let trace = convert::trace_context(request.metadata());
-        let req = request.into_inner();
-        let job_id = JobId::parse(&req.job_id, "job_id")?;
-        let retry_after = convert::duration(req.retry_after, "retry_after")?;
-        let retryable = req.retryable.unwrap_or(true);
-        let (state, next) =
-            self.engine.fail(&job_id, &req.lease_token, &req.error, retryable, retry_after, trace).await?;
-        tracing::debug!(%job_id, ?state, "job failed");
-        Ok(Response::new(proto::FailJobResponse {
-            state: convert::job_state(state) as i32,
-            next_run_at: next.map(convert::to_timestamp),
-        }))
+        Ok(Response::new(acks::fail(&self.engine, request.into_inner(), trace).await?))
     }
 
     async fn extend_lease(
         &self,
         request: Request<proto::ExtendLeaseRequest>,
     ) -> Result<Response<proto::ExtendLeaseResponse>, Status> {
-        let req = request.into_inner();
-        let job_id = JobId::parse(&req.job_id, "job_id")?;
-        let by = convert::duration(req.extend_by, "extend_by")?.unwrap_or_default();
-        let deadline = self.engine.extend(&job_id, &req.lease_token, by).await?;
-        Ok(Response::new(proto::ExtendLeaseResponse { deadline: Some(convert::to_timestamp(deadline)) }))
+        Ok(Response::new(acks::extend(&self.engine, request.into_inner()).await?))
     }
 
     async fn return_job(
         &self,
         request: Request<proto::ReturnJobRequest>,
     ) -> Result<Response<proto::ReturnJobResponse>, Status> {
-        let req = request.into_inner();
-        let job_id = JobId::parse(&req.job_id, "job_id")?;
-        self.engine.give_back_one(&job_id, &req.lease_token, req.stop_stream).await?;
-        Ok(Response::new(proto::ReturnJobResponse {}))
+        Ok(Response::new(acks::give_back(&self.engine, request.into_inner()).await?))
     }
 
     async fn get_job_info(
@@ -227,10 +198,7 @@ impl QueueService for QueueApi {
         &self,
         request: Request<proto::ReportProgressRequest>,
     ) -> Result<Response<proto::ReportProgressResponse>, Status> {
-        let req = request.into_inner();
-        let job_id = JobId::parse(&req.job_id, "job_id")?;
-        self.engine.report_progress(&job_id, &req.lease_token, &req.progress).await?;
-        Ok(Response::new(proto::ReportProgressResponse {}))
+        Ok(Response::new(acks::progress(&self.engine, request.into_inner()).await?))
     }
 
     async fn cancel_job(

@@ -20,7 +20,7 @@ use crate::{
     proto::{self, queue_service_client::QueueServiceClient, session_service_client::SessionServiceClient},
     telemetry::{TraceContext, traceparent},
 };
-pub use worker::{JobContext, JobError, Worker};
+pub use worker::{JobContext, JobError, Protocol, Worker};
 
 /// What a client call can fail with.
 #[derive(Debug, thiserror::Error)]

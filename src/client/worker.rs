@@ -1,31 +1,64 @@
-//! The worker side of the Rust client: one `GetJob` stream, handlers by job type, acks from the
+//! The worker side of the Rust client: one worker stream, handlers by job type, acks from the
 //! handlers' results.
 //!
+//! - By default the stream is a `Work` call ([`Protocol::Work`]): jobs arrive on it and acks go
+//!   out on it, each answered by its ack id. Acks that become ready while a message is being
+//!   sent go out together in the next one (none waits when nothing is being sent).
+//!   [`Protocol::Unary`] uses `GetJob` and one unary call per ack instead.
 //! - Concurrency is the stream's credit: the server never sends more than `concurrency` jobs at
-//!   once, so there is no prefetch beyond it and no local queue.
+//!   once, plus, with [`Worker::prefetch`], up to `prefetch` more that wait here, in delivery
+//!   order, for a free handler (their deadlines run from delivery); each one handed to a handler
+//!   is reported `started` on the next message.
 //! - `revoke` aborts the handler and answers with a failure of that delivery, which gives the
 //!   stream its credit back (the server refuses it as stale, or records it for a cancelled job);
-//!   `drain` finishes what is running, then reconnects.
+//!   `drain` finishes what is running, hands back what has not started, then reconnects.
 //! - A broken stream is reopened with backoff. Jobs running on it are aborted: the server has
 //!   already given them back.
-//! - Stopping finishes the running jobs and acks them; a job that arrives while stopping is
-//!   handed back with `ReturnJob` (not a failed attempt, not a lost delivery).
+//! - Stopping finishes the running jobs and acks them; a job that arrives while stopping, or that
+//!   waits for a handler, is handed back (`ReturnJob`: not a failed attempt, not a lost delivery).
 //! - A handler runs inside a `job` span carrying the job's W3C trace context (`trace_id`,
-//!   `parent_span_id`, from its `traceparent` header), and the ack sends that header as gRPC
-//!   metadata, so the server's `job.complete`/`job.fail` spans join the trace on any instance.
+//!   `parent_span_id`, from its `traceparent` header); a unary ack sends that header as gRPC
+//!   metadata and a Work ack is traced by the server from its delivery, so the server's
+//!   `job.complete`/`job.fail` spans join the trace.
 
-use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    future::Future,
+    pin::Pin,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
-use tokio::task::{AbortHandle, JoinSet};
+use futures::{Stream, StreamExt};
+use tokio::{
+    sync::{Semaphore, mpsc, oneshot},
+    task::{AbortHandle, JoinSet},
+};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
+use tonic::{Code, Status, transport::Channel};
 use tracing::{Instrument, debug, field::Empty, warn};
 
 use super::{Client, ClientError};
 use crate::{
-    proto::{self, get_job_response::Message, queue_service_client::QueueServiceClient},
+    proto::{
+        self, get_job_response, queue_service_client::QueueServiceClient, work_ack::Ack, work_request, work_response,
+    },
     telemetry::{TraceContext, traceparent},
 };
+
+/// How a [`Worker`] talks to the server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// One `Work` stream carries the jobs and the acks, several per message: no call per ack.
+    #[default]
+    Work,
+    /// A `GetJob` stream for the jobs and one unary call per ack (`CompleteJob`, `FailJob`...),
+    /// as a client without `Work` does. No prefetch.
+    Unary,
+}
 
 /// Why a handler failed, and whether to try again.
 #[derive(Debug, Clone)]
@@ -65,7 +98,7 @@ impl<E: std::error::Error> From<E> for JobError {
 pub struct JobContext {
     /// The job as delivered: payload, headers, attempt, lease token, session snapshot.
     pub job: proto::Job,
-    client: QueueServiceClient<Channel>,
+    acker: Acker,
     new_session_state: Arc<std::sync::Mutex<Option<String>>>,
 }
 
@@ -110,7 +143,19 @@ impl JobContext {
             lease_token: self.job.lease_token.clone(),
             extend_by: Some(super::duration(by)),
         };
-        self.client.clone().extend_lease(req).await?;
+        self.acker.extend(req).await?;
+        Ok(())
+    }
+
+    /// Reports this attempt's progress (free-form, JSON by convention; at most 64 KiB): it is
+    /// kept on the job and sent to whoever watches it.
+    pub async fn progress(&self, progress: impl Into<Vec<u8>>) -> Result<(), ClientError> {
+        let req = proto::ReportProgressRequest {
+            job_id: self.job.id.clone(),
+            lease_token: self.job.lease_token.clone(),
+            progress: progress.into(),
+        };
+        self.acker.progress(req).await?;
         Ok(())
     }
 }
@@ -118,12 +163,26 @@ impl JobContext {
 type BoxFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, JobError>> + Send>>;
 type Handler = Arc<dyn Fn(JobContext) -> BoxFuture + Send + Sync>;
 
-/// A worker: one `GetJob` stream over a [`Client`]'s connection, running the handler of each
-/// job's type. Built fluently, then [`Worker::run`] until a stop future resolves.
+/// What arrives on a worker stream, whichever the protocol.
+enum Incoming {
+    Jobs(Vec<proto::Job>),
+    Revoke(proto::Revoke),
+    Drain,
+    Answers(Vec<proto::WorkAnswer>),
+    Ping,
+}
+
+type IncomingStream = Pin<Box<dyn Stream<Item = Result<Incoming, Status>> + Send>>;
+
+/// A worker: one worker stream over a [`Client`]'s connection (a `Work` stream carrying jobs
+/// and acks, or `GetJob` with unary acks: see [`Protocol`]), running the handler of each job's
+/// type. Built fluently, then [`Worker::run`] until a stop future resolves.
 pub struct Worker {
     client: Client,
     queues: Vec<String>,
     concurrency: u32,
+    prefetch: u32,
+    protocol: Protocol,
     worker_id: String,
     handlers: HashMap<String, Handler>,
     /// For job types without a handler of their own.
@@ -137,6 +196,8 @@ impl Worker {
             client,
             queues: queues.iter().map(|q| q.to_string()).collect(),
             concurrency: 1,
+            prefetch: 0,
+            protocol: Protocol::default(),
             worker_id: format!("rust-{}", std::process::id()),
             handlers: HashMap::new(),
             fallback: None,
@@ -146,6 +207,20 @@ impl Worker {
     /// Jobs run at once (the stream's credit). Default 1.
     pub fn concurrency(mut self, n: u32) -> Self {
         self.concurrency = n.max(1);
+        self
+    }
+
+    /// Jobs held beyond `concurrency`, waiting for a free handler, so the next job is already
+    /// here when a handler returns (default 0). They are leased from delivery: their deadlines
+    /// run while they wait. Only with [`Protocol::Work`].
+    pub fn prefetch(mut self, n: u32) -> Self {
+        self.prefetch = n;
+        self
+    }
+
+    /// The protocol to speak (default [`Protocol::Work`]).
+    pub fn protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
         self
     }
 
@@ -185,21 +260,14 @@ impl Worker {
         });
         let mut wait = Duration::from_millis(100);
         while !stopping.is_cancelled() {
-            let request = proto::GetJobRequest {
-                worker_id: self.worker_id.clone(),
-                labels: HashMap::from([("client".to_owned(), "rust".to_owned())]),
-                queues: self.queues.clone(),
-                max_in_flight: self.concurrency,
-            };
             // Opening may wait for a server that is restarting: a stop must not wait with it.
-            let mut raw = self.client.raw();
             let opened = tokio::select! {
                 _ = stopping.cancelled() => break,
-                opened = raw.get_job(request) => opened,
+                opened = self.open() => opened,
             };
-            let stream = match opened {
-                Ok(s) => s.into_inner(),
-                Err(status) if status.code() == tonic::Code::InvalidArgument => {
+            let (stream, acker) = match opened {
+                Ok(opened) => opened,
+                Err(status) if status.code() == Code::InvalidArgument => {
                     stopper.abort();
                     return Err(status.into());
                 }
@@ -214,54 +282,97 @@ impl Worker {
                 }
             };
             wait = Duration::from_millis(100);
-            self.serve(stream, &stopping).await;
+            self.serve(stream, acker, &stopping).await;
         }
         stopper.abort();
         Ok(())
     }
 
+    /// Opens a worker stream in the worker's protocol.
+    async fn open(&self) -> Result<(IncomingStream, Acker), Status> {
+        let mut raw = self.client.raw();
+        let labels = HashMap::from([("client".to_owned(), "rust".to_owned())]);
+        match self.protocol {
+            Protocol::Unary => {
+                let request = proto::GetJobRequest {
+                    worker_id: self.worker_id.clone(),
+                    labels,
+                    queues: self.queues.clone(),
+                    max_in_flight: self.concurrency,
+                };
+                let stream = raw.get_job(request).await?.into_inner();
+                let incoming = stream.map(|m| m.map(|m| m.message.map_or(Incoming::Ping, Incoming::from_job_stream)));
+                Ok((Box::pin(incoming), Acker::Unary(raw)))
+            }
+            Protocol::Work => {
+                let open = proto::WorkOpen {
+                    worker_id: self.worker_id.clone(),
+                    labels,
+                    queues: self.queues.clone(),
+                    max_in_flight: self.concurrency,
+                    prefetch: self.prefetch,
+                };
+                let (outbox, requests) = Outbox::open(open, self.prefetch > 0);
+                let stream = raw.work(requests).await?.into_inner();
+                let incoming = stream.map(|m| m.map(|m| m.message.map_or(Incoming::Ping, Incoming::from_work_stream)));
+                Ok((Box::pin(incoming), Acker::Stream(outbox)))
+            }
+        }
+    }
+
     /// Serves one stream until it ends, drains, or the worker stops with nothing running.
-    async fn serve(&self, mut stream: tonic::Streaming<proto::GetJobResponse>, stopping: &CancellationToken) {
+    async fn serve(&self, mut stream: IncomingStream, acker: Acker, stopping: &CancellationToken) {
         let mut running: JoinSet<()> = JoinSet::new();
         let mut aborts: HashMap<String, (String, AbortHandle)> = HashMap::new();
+        // A job runs once it holds a slot; prefetched jobs wait for one in delivery order.
+        let slots = Arc::new(Semaphore::new(usize::try_from(self.concurrency).unwrap_or(usize::MAX)));
+        // Cancelled on stop and on drain: jobs that have not started are handed back.
+        let leaving = stopping.child_token();
         let mut draining = false;
         loop {
             if (draining || stopping.is_cancelled()) && running.is_empty() {
                 return;
             }
             tokio::select! {
-                message = stream.message() => {
-                    let message = match message {
-                        Ok(Some(m)) => m.message,
-                        Ok(None) | Err(_) => {
-                            // The server already gave back what this stream held.
-                            running.abort_all();
-                            return;
-                        }
+                message = stream.next() => {
+                    let Some(Ok(message)) = message else {
+                        // The server already gave back what this stream held.
+                        running.abort_all();
+                        return;
                     };
                     match message {
-                        Some(Message::Job(job)) if stopping.is_cancelled() || draining => self.hand_back(job).await,
-                        Some(Message::Job(job)) => {
-                            let id = job.id.clone();
-                            let token = job.lease_token.clone();
-                            let abort = running.spawn(self.run_one(job));
-                            aborts.insert(id, (token, abort));
+                        Incoming::Jobs(jobs) => {
+                            for job in jobs {
+                                if leaving.is_cancelled() {
+                                    running.spawn(hand_back(acker.clone(), job));
+                                    continue;
+                                }
+                                let id = job.id.clone();
+                                let token = job.lease_token.clone();
+                                let start = Start { acker: acker.clone(), slots: slots.clone(), leaving: leaving.clone() };
+                                let abort = running.spawn(self.run_one(job, start));
+                                aborts.insert(id, (token, abort));
+                            }
                         }
-                        Some(Message::Revoke(r)) => {
+                        Incoming::Revoke(r) => {
                             if let Some((token, abort)) = aborts.remove(&r.job_id) {
                                 if token == r.lease_token {
                                     debug!(job_id = %r.job_id, "job revoked");
                                     abort.abort();
                                     // Answering gives the stream its credit back; the server
                                     // refuses the stale ack itself (or, if cancelled, records it).
-                                    running.spawn(answer_revoke(self.client.raw(), r.job_id, token));
+                                    running.spawn(answer_revoke(acker.clone(), r.job_id, token));
                                 } else {
                                     aborts.insert(r.job_id, (token, abort));
                                 }
                             }
                         }
-                        Some(Message::Drain(_)) => draining = true,
-                        Some(Message::Ping(_)) | None => {}
+                        Incoming::Drain => {
+                            draining = true;
+                            leaving.cancel();
+                        }
+                        Incoming::Answers(answers) => acker.answered(answers),
+                        Incoming::Ping => {}
                     }
                 }
                 Some(_) = running.join_next(), if !running.is_empty() => {
@@ -272,19 +383,10 @@ impl Worker {
         }
     }
 
-    /// Hands back a job that arrived while stopping or draining, and asks the server to send
-    /// nothing more on this stream.
-    async fn hand_back(&self, job: proto::Job) {
-        let req = proto::ReturnJobRequest { job_id: job.id.clone(), lease_token: job.lease_token, stop_stream: true };
-        if let Err(status) = self.client.raw().return_job(req).await {
-            warn!(job_id = %job.id, %status, "could not hand a job back");
-        }
-    }
-
-    /// Runs the handler and acks its outcome. Aborted on revoke.
-    fn run_one(&self, job: proto::Job) -> impl Future<Output = ()> + Send + 'static {
+    /// Waits for a handler slot (handing the job back instead when the worker leaves first),
+    /// runs the handler and acks its outcome. Aborted on revoke.
+    fn run_one(&self, job: proto::Job, start: Start) -> impl Future<Output = ()> + Send + 'static {
         let handler = self.handlers.get(&job.r#type).or(self.fallback.as_ref()).cloned();
-        let mut client = self.client.raw();
         let trace = TraceContext::from_headers(job.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let span = tracing::info_span!(
             "job",
@@ -296,15 +398,27 @@ impl Worker {
         );
         traceparent::record(&span, trace.as_ref());
         let job_run = async move {
+            let Start { acker, slots, leaving } = start;
+            // Leaving comes first: once the worker stops or drains, a job that has not started
+            // is handed back even if a slot frees at the same moment.
+            let slot = tokio::select! {
+                biased;
+                _ = leaving.cancelled() => return hand_back(acker, job).await,
+                slot = slots.acquire_owned() => slot,
+            };
+            let Ok(slot) = slot else { return };
+            acker.started(&job.lease_token);
             let (job_id, token) = (job.id.clone(), job.lease_token.clone());
             let version = job.session.as_ref().map(|s| s.version);
             let new_state = Arc::new(std::sync::Mutex::new(None));
             let outcome = match handler {
                 Some(handler) => {
-                    handler(JobContext { job, client: client.clone(), new_session_state: new_state.clone() }).await
+                    let context = JobContext { job, acker: acker.clone(), new_session_state: new_state.clone() };
+                    handler(context).await
                 }
                 None => Err(JobError::retry(format!("no handler for job type {:?} on this worker", job.r#type))),
             };
+            drop(slot);
             let session_state = new_state.lock().unwrap_or_else(|e| e.into_inner()).take();
             let completed = match outcome {
                 Ok(result) => {
@@ -315,11 +429,11 @@ impl Worker {
                         expected_session_version: session_state.as_ref().and(version),
                         session_state,
                     };
-                    match client.complete_job(traced(req, trace.as_ref())).await {
-                        Err(status) if status.code() == tonic::Code::Aborted => {
+                    match acker.complete(req, trace.as_ref()).await {
+                        Err(status) if status.code() == Code::Aborted => {
                             Err(JobError::retry("the session changed while the job ran"))
                         }
-                        other => Ok(other.map(|_| ())),
+                        other => Ok(other),
                     }
                 }
                 Err(e) => Err(e),
@@ -334,7 +448,7 @@ impl Worker {
                         retryable: Some(e.retryable),
                         retry_after: e.retry_after.map(super::duration),
                     };
-                    client.fail_job(traced(req, trace.as_ref())).await.map(|_| ())
+                    acker.fail(req, trace.as_ref()).await
                 }
             };
             if let Err(status) = acked {
@@ -342,6 +456,170 @@ impl Worker {
             }
         };
         job_run.instrument(span)
+    }
+}
+
+/// What a delivered job needs to start: where its acks go, the handler slots, and the signal
+/// that the worker is leaving (stop or drain).
+struct Start {
+    acker: Acker,
+    slots: Arc<Semaphore>,
+    leaving: CancellationToken,
+}
+
+impl Incoming {
+    fn from_job_stream(message: get_job_response::Message) -> Self {
+        use get_job_response::Message;
+        match message {
+            Message::Job(job) => Self::Jobs(vec![job]),
+            Message::Revoke(revoke) => Self::Revoke(revoke),
+            Message::Drain(_) => Self::Drain,
+            Message::Ping(_) => Self::Ping,
+        }
+    }
+
+    fn from_work_stream(message: work_response::Message) -> Self {
+        use work_response::Message;
+        match message {
+            Message::Jobs(jobs) => Self::Jobs(jobs.jobs),
+            Message::Revoke(revoke) => Self::Revoke(revoke),
+            Message::Drain(_) => Self::Drain,
+            Message::Answers(answers) => Self::Answers(answers.answers),
+            Message::Ping(_) => Self::Ping,
+        }
+    }
+}
+
+/// Where a stream's acks go: a unary call each, or the Work stream's outbox.
+#[derive(Clone)]
+enum Acker {
+    Unary(QueueServiceClient<Channel>),
+    Stream(Arc<Outbox>),
+}
+
+impl Acker {
+    async fn complete(&self, req: proto::CompleteJobRequest, trace: Option<&TraceContext>) -> Result<(), Status> {
+        match self {
+            Self::Unary(client) => client.clone().complete_job(traced(req, trace)).await.map(|_| ()),
+            Self::Stream(outbox) => outbox.ack(Ack::Complete(req)).await,
+        }
+    }
+
+    async fn fail(&self, req: proto::FailJobRequest, trace: Option<&TraceContext>) -> Result<(), Status> {
+        match self {
+            Self::Unary(client) => client.clone().fail_job(traced(req, trace)).await.map(|_| ()),
+            Self::Stream(outbox) => outbox.ack(Ack::Fail(req)).await,
+        }
+    }
+
+    async fn give_back(&self, req: proto::ReturnJobRequest) -> Result<(), Status> {
+        match self {
+            Self::Unary(client) => client.clone().return_job(req).await.map(|_| ()),
+            Self::Stream(outbox) => outbox.ack(Ack::GiveBack(req)).await,
+        }
+    }
+
+    async fn extend(&self, req: proto::ExtendLeaseRequest) -> Result<(), Status> {
+        match self {
+            Self::Unary(client) => client.clone().extend_lease(req).await.map(|_| ()),
+            Self::Stream(outbox) => outbox.ack(Ack::Extend(req)).await,
+        }
+    }
+
+    async fn progress(&self, req: proto::ReportProgressRequest) -> Result<(), Status> {
+        match self {
+            Self::Unary(client) => client.clone().report_progress(req).await.map(|_| ()),
+            Self::Stream(outbox) => outbox.ack(Ack::Progress(req)).await,
+        }
+    }
+
+    /// A job was handed to a handler (reported only on a Work stream with prefetch).
+    fn started(&self, lease_token: &str) {
+        if let Self::Stream(outbox) = self {
+            outbox.started(lease_token);
+        }
+    }
+
+    fn answered(&self, answers: Vec<proto::WorkAnswer>) {
+        if let Self::Stream(outbox) = self {
+            outbox.answered(answers);
+        }
+    }
+}
+
+/// What waits to go out on a Work stream.
+enum Outgoing {
+    Ack(proto::WorkAck),
+    Started(String),
+}
+
+/// The sending side of a Work stream: acks wait here, each with the caller waiting for its
+/// answer, and go out gathered into one message whenever the transport takes the next one.
+struct Outbox {
+    queue: mpsc::UnboundedSender<Outgoing>,
+    next_ack_id: AtomicU64,
+    waiting: Mutex<HashMap<u64, oneshot::Sender<proto::WorkAnswer>>>,
+    /// The stream was opened with prefetch: jobs handed to a handler are reported.
+    report_started: bool,
+}
+
+impl Outbox {
+    /// An outbox and the request stream of its Work call: `open`, then whatever is waiting.
+    fn open(
+        open: proto::WorkOpen,
+        report_started: bool,
+    ) -> (Arc<Self>, impl Stream<Item = proto::WorkRequest> + Send + 'static) {
+        let (queue, waiting_out) = mpsc::unbounded_channel();
+        let first = proto::WorkRequest { message: Some(work_request::Message::Open(open)) };
+        let rest = futures::stream::unfold(waiting_out, |mut waiting_out| async move {
+            let mut acks = proto::WorkAcks::default();
+            let mut add = |item| match item {
+                Outgoing::Ack(ack) => acks.acks.push(ack),
+                Outgoing::Started(token) => acks.started.push(token),
+            };
+            add(waiting_out.recv().await?);
+            while let Ok(item) = waiting_out.try_recv() {
+                add(item);
+            }
+            Some((proto::WorkRequest { message: Some(work_request::Message::Acks(acks)) }, waiting_out))
+        });
+        let outbox = Self { queue, next_ack_id: AtomicU64::new(1), waiting: Mutex::default(), report_started };
+        (Arc::new(outbox), futures::stream::once(async move { first }).chain(rest))
+    }
+
+    /// Sends one ack and waits for its answer.
+    async fn ack(&self, ack: Ack) -> Result<(), Status> {
+        let ack_id = self.next_ack_id.fetch_add(1, Ordering::Relaxed);
+        let (answer_tx, answer) = oneshot::channel();
+        self.lock().insert(ack_id, answer_tx);
+        if self.queue.send(Outgoing::Ack(proto::WorkAck { ack_id, ack: Some(ack) })).is_err() {
+            self.lock().remove(&ack_id);
+            return Err(Status::unavailable("the work stream ended"));
+        }
+        let answer = answer.await.map_err(|_| Status::unavailable("the work stream ended before the answer"))?;
+        match answer.code {
+            0 => Ok(()),
+            code => Err(Status::new(Code::from(code), answer.message)),
+        }
+    }
+
+    fn started(&self, lease_token: &str) {
+        if self.report_started {
+            let _ = self.queue.send(Outgoing::Started(lease_token.to_owned()));
+        }
+    }
+
+    fn answered(&self, answers: Vec<proto::WorkAnswer>) {
+        let mut waiting = self.lock();
+        for answer in answers {
+            if let Some(caller) = waiting.remove(&answer.ack_id) {
+                let _ = caller.send(answer);
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<proto::WorkAnswer>>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -354,8 +632,17 @@ fn traced<T>(message: T, trace: Option<&TraceContext>) -> tonic::Request<T> {
     request
 }
 
+/// Hands back a job the worker will not start (it is stopping or draining), and asks the server
+/// to send nothing more on this stream.
+async fn hand_back(acker: Acker, job: proto::Job) {
+    let req = proto::ReturnJobRequest { job_id: job.id.clone(), lease_token: job.lease_token, stop_stream: true };
+    if let Err(status) = acker.give_back(req).await {
+        warn!(job_id = %job.id, %status, "could not hand a job back");
+    }
+}
+
 /// Answers a revoke with a failure report for the revoked delivery.
-async fn answer_revoke(mut client: QueueServiceClient<Channel>, job_id: String, lease_token: String) {
+async fn answer_revoke(acker: Acker, job_id: String, lease_token: String) {
     let req = proto::FailJobRequest {
         job_id,
         lease_token,
@@ -363,5 +650,5 @@ async fn answer_revoke(mut client: QueueServiceClient<Channel>, job_id: String, 
         retryable: Some(true),
         retry_after: None,
     };
-    let _ = client.fail_job(req).await;
+    let _ = acker.fail(req, None).await;
 }

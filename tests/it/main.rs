@@ -22,3 +22,4 @@ mod retries;
 mod scripts;
 mod sessions;
 mod work;
+mod work_rpc;

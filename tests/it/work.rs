@@ -85,6 +85,24 @@ async fn work_runs_a_command_per_job() {
     server.assert_invariants("q").await;
 }
 
+#[tokio::test]
+async fn work_with_prefetch_runs_every_job_once() {
+    let redis = Redis::start();
+    let server = Server::start(&redis).await;
+    let client = client(&server).await;
+    let _work = WorkProcess::start(&server, &["--concurrency", "1", "--prefetch", "2"], SCRIPT);
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(client.add(NewJob::new("q", "echo").payload(format!("{i}"))).await.expect("add"));
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let result = client.wait_for_result(id, Duration::from_secs(10)).await.expect("echo");
+        assert_eq!(result, format!("{i}|q|1").into_bytes());
+        assert_eq!(client.info(id).await.expect("info").lost_deliveries, 0);
+    }
+    server.assert_invariants("q").await;
+}
+
 fn alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
     unsafe { libc::kill(pid, 0) == 0 }

@@ -8,7 +8,11 @@
 //!
 //! Credit is reserved when a dispatcher plans a lease round, or an ack plans the refill of the
 //! credit it frees (`refill`), and settled when that call returns, so two queues' dispatchers and
-//! the acks can never hand one stream more than its `max_in_flight`.
+//! the acks can never hand one stream more than its credit (`max_in_flight + prefetch`).
+//!
+//! Prefetch: on a stream opened with `prefetch > 0`, a delivered lease is held "not started"
+//! until the worker reports it handed the job to a handler (`mark_started`); when the stream
+//! closes, the unstarted ones go back without counting a lost delivery.
 
 use std::{
     collections::HashMap,
@@ -75,6 +79,15 @@ pub struct WorkerSpec {
     /// The credit: how many unanswered jobs the stream may hold at once, 1 to
     /// `Limits::max_in_flight`.
     pub max_in_flight: u32,
+    /// Jobs the worker may hold beyond `max_in_flight` before handing them to a handler.
+    pub prefetch: u32,
+}
+
+impl WorkerSpec {
+    /// How many unacknowledged jobs the stream may hold at once.
+    fn credit(&self) -> u32 {
+        self.max_in_flight.saturating_add(self.prefetch)
+    }
 }
 
 #[derive(Debug)]
@@ -83,8 +96,12 @@ struct Held {
     /// Revoked (timed out, cancelled or found lost): the worker was told to stop, but the credit
     /// stays used until it answers or the stream ends.
     revoked: bool,
-    /// When it was handed to the stream (for the run-time histogram).
+    /// When it was handed to the stream, or to a handler when prefetched (for the run-time
+    /// histogram).
     since: Instant,
+    /// The worker handed it to a handler (always, on a stream without prefetch): when the
+    /// stream ends, only a started lease counts as a lost delivery.
+    started: bool,
     /// The job's trace context, for the spans of acks that reach this instance.
     trace: Option<TraceContext>,
 }
@@ -116,7 +133,7 @@ impl StreamSlot {
             return 0;
         }
         let in_flight = u32::try_from(self.in_flight.len()).unwrap_or(u32::MAX);
-        self.spec.max_in_flight.saturating_sub(self.reserved.saturating_add(in_flight))
+        self.spec.credit().saturating_sub(self.reserved.saturating_add(in_flight))
     }
 }
 
@@ -159,6 +176,8 @@ pub(super) struct HeldLease {
     pub(super) token: LeaseToken,
     /// Revoked (timed out, cancelled or found lost): the worker was told to stop.
     pub(super) revoked: bool,
+    /// A handler got it (see `Held::started`).
+    pub(super) started: bool,
 }
 
 /// A connected worker stream, for listings.
@@ -246,7 +265,7 @@ impl Hub {
         let mut held: Vec<HeldLease> = slot
             .in_flight
             .into_iter()
-            .map(|(job_id, h)| HeldLease { job_id, token: h.token, revoked: h.revoked })
+            .map(|(job_id, h)| HeldLease { job_id, token: h.token, revoked: h.revoked, started: h.started })
             .collect();
         held.sort_by_key(|h| h.token.seq());
         (held, orphaned)
@@ -369,7 +388,12 @@ impl Hub {
         let mut undelivered = Vec::new();
         let now = Instant::now();
         for job in jobs {
-            let held = HeldLease { job_id: job.job_id.clone(), token: job.lease_token.clone(), revoked: false };
+            let held = HeldLease {
+                job_id: job.job_id.clone(),
+                token: job.lease_token.clone(),
+                revoked: false,
+                started: false,
+            };
             let Some(stream) = state.streams.get_mut(&held.token.stream()) else {
                 undelivered.push(held);
                 continue;
@@ -377,8 +401,9 @@ impl Hub {
             let job_id = job.job_id.clone();
             let token = job.lease_token.clone();
             let trace = job.trace;
+            let started = stream.spec.prefetch == 0;
             if stream.tx.try_send(StreamEvent::Job(Box::new(job))).is_ok() {
-                stream.in_flight.insert(job_id, Held { token, revoked: false, since: now, trace });
+                stream.in_flight.insert(job_id, Held { token, revoked: false, since: now, started, trace });
                 delivered = true;
             } else {
                 undelivered.push(held);
@@ -488,6 +513,19 @@ impl Hub {
         take_held(&mut self.lock(), job_id, token)
     }
 
+    /// Stream `id`'s worker handed the delivery named by `token` to a handler (see `Held::started`).
+    /// A token the stream does not hold is ignored.
+    pub(crate) fn mark_started(&self, id: u64, token: &LeaseToken) {
+        let mut state = self.lock();
+        let Some(s) = state.streams.get_mut(&id).filter(|_| token.stream() == id) else {
+            return;
+        };
+        if let Some(h) = s.in_flight.values_mut().find(|h| h.token == *token && !h.started) {
+            h.started = true;
+            h.since = Instant::now();
+        }
+    }
+
     /// The trace context of a delivery a stream of this instance holds.
     pub(super) fn trace_of(&self, job_id: &JobId, token: &LeaseToken) -> Option<TraceContext> {
         let state = self.lock();
@@ -531,6 +569,7 @@ impl Hub {
                     job_id: job_id.clone(),
                     token: h.token.clone(),
                     revoked: h.revoked,
+                    started: h.started,
                 })
             })
             .collect::<Vec<_>>();
@@ -645,6 +684,7 @@ mod tests {
             labels: Vec::new(),
             queues: queues.iter().map(|q| q.to_string()).collect(),
             max_in_flight: credit,
+            prefetch: 0,
         }
     }
 
@@ -742,6 +782,14 @@ mod tests {
         assert!(hub.plan("low", 1).is_empty(), "work came while the call looked: high is not drained");
         hub.found_empty("high", hub.wakes("high"));
         assert_eq!(hub.plan("low", 1).len(), 1);
+    }
+
+    #[test]
+    fn prefetch_adds_to_a_streams_credit() {
+        let hub = Hub::new("i1");
+        let (tx, _rx) = mpsc::channel(16);
+        hub.open(WorkerSpec { prefetch: 2, ..spec(&["q"], 1) }, tx).expect("open");
+        assert_eq!(hub.plan("q", 10).len(), 3);
     }
 
     #[test]

@@ -65,10 +65,20 @@ pub(super) struct Leases {
 }
 
 /// Keeps a worker stream registered; dropping it ends the stream and hands its unacknowledged
-/// jobs back (as lost deliveries).
+/// jobs back (as lost deliveries, but for prefetched jobs never reported started).
 pub struct StreamGuard {
     leases: Arc<Leases>,
     id: u64,
+}
+
+impl StreamGuard {
+    /// The stream's worker handed the job delivered with `token` to a handler (see
+    /// `WorkerSpec::prefetch`); a token this stream does not hold is ignored.
+    pub fn mark_started(&self, token: &str) {
+        if let Some(token) = LeaseToken::parse(token).filter(|t| t.instance() == self.leases.instance) {
+            self.leases.hub.mark_started(self.id, &token);
+        }
+    }
 }
 
 impl Drop for StreamGuard {
@@ -81,8 +91,14 @@ impl Drop for StreamGuard {
             // On shutdown, `Leases::hand_back_all` hands back everything still held.
             return;
         }
+        let (started, unstarted): (Vec<_>, Vec<_>) = held.into_iter().partition(|h| h.started);
         leases.background.clone().spawn(async move {
-            leases.give_back(held, true).await;
+            if !unstarted.is_empty() {
+                leases.give_back(unstarted, false).await;
+            }
+            if !started.is_empty() {
+                leases.give_back(started, true).await;
+            }
         });
     }
 }
@@ -153,6 +169,9 @@ impl Leases {
         if spec.max_in_flight == 0 || spec.max_in_flight > max_in_flight {
             return Err(Error::invalid("max_in_flight", format!("must be from 1 to {max_in_flight}")));
         }
+        if spec.prefetch > max_in_flight {
+            return Err(Error::invalid("prefetch", format!("must be from 0 to {max_in_flight}")));
+        }
         if spec.worker_id.len() > 128 {
             return Err(Error::invalid("worker_id", "at most 128 bytes"));
         }
@@ -160,7 +179,7 @@ impl Leases {
             return Err(Error::invalid("labels", "at most 32 entries"));
         }
         // Room for every job the credit allows plus the control messages about them.
-        let credit = usize::try_from(spec.max_in_flight).unwrap_or(usize::MAX);
+        let credit = usize::try_from(spec.max_in_flight.saturating_add(spec.prefetch)).unwrap_or(usize::MAX);
         let (tx, rx) = mpsc::channel(credit.saturating_mul(2).saturating_add(8));
         let (id, fresh) = self.hub.open(spec, tx).ok_or(Error::ShuttingDown)?;
         telemetry::set_worker_streams(self.hub.stream_count());

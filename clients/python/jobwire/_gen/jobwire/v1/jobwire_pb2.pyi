@@ -562,6 +562,347 @@ class GetJobResponse(_message.Message):
 Global___GetJobResponse: _TypeAlias = GetJobResponse  # noqa: Y015
 
 @_typing.final
+class WorkRequest(_message.Message):
+    """One message from the worker on a Work stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPEN_FIELD_NUMBER: _builtins.int
+    ACKS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def open(self) -> Global___WorkOpen:
+        """Opens the stream; the first message and only the first."""
+
+    @_builtins.property
+    def acks(self) -> Global___WorkAcks:
+        """Acks, and prefetched jobs the worker started; any number of times after `open`."""
+
+    def __init__(
+        self,
+        *,
+        open: Global___WorkOpen | None = ...,
+        acks: Global___WorkAcks | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "message", b"message", "open", b"open"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "message", b"message", "open", b"open"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["open", "acks"]  # noqa: Y015
+    _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
+
+Global___WorkRequest: _TypeAlias = WorkRequest  # noqa: Y015
+
+@_typing.final
+class WorkOpen(_message.Message):
+    """Who opens a Work stream and what it serves (as GetJobRequest, plus prefetch)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    WORKER_ID_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    QUEUES_FIELD_NUMBER: _builtins.int
+    MAX_IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    PREFETCH_FIELD_NUMBER: _builtins.int
+    worker_id: _builtins.str
+    """Who is asking, for operators (logs, listings): free-form, at most 128 bytes. Optional."""
+    max_in_flight: _builtins.int
+    """How many jobs the worker runs at once, 1 to 1,000."""
+    prefetch: _builtins.int
+    """How many jobs the worker may hold beyond `max_in_flight` that it has not handed to a handler
+    yet, 0 (default) to 1,000, so the next job is already there when a handler returns. The
+    stream's credit is max_in_flight + prefetch unacknowledged jobs. A prefetched job is leased
+    and counts as active (for a session's max_concurrency too), and its deadline (its per-attempt
+    timeout) runs from delivery, not from when a handler starts it.
+
+    With prefetch > 0, a delivered job counts as not started until the worker lists its lease
+    token in WorkAcks.started. When the stream ends, a job never reported started goes back to
+    the head of its queue without counting a lost delivery; a started one counts as lost.
+    With prefetch = 0, every delivered job counts as started. On drain, give back (WorkAck
+    give_back) the prefetched jobs not started rather than run them.
+    """
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Free-form labels of the worker (host, version...), for operators. At most 32 entries."""
+
+    @_builtins.property
+    def queues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The queues to serve, 1 to 32, in strict order: a job of an earlier queue is always sent
+        before one of a later queue when both are ready.
+        """
+
+    def __init__(
+        self,
+        *,
+        worker_id: _builtins.str = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        queues: _abc.Iterable[_builtins.str] | None = ...,
+        max_in_flight: _builtins.int = ...,
+        prefetch: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["labels", b"labels", "max_in_flight", b"max_in_flight", "prefetch", b"prefetch", "queues", b"queues", "worker_id", b"worker_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkOpen: _TypeAlias = WorkOpen  # noqa: Y015
+
+@_typing.final
+class WorkAcks(_message.Message):
+    """Acks of the worker, and the prefetched jobs it started."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACKS_FIELD_NUMBER: _builtins.int
+    STARTED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def acks(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkAck]:
+        """The acks, each answered on its own by its ack_id (in WorkAnswers), in any order."""
+
+    @_builtins.property
+    def started(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Lease tokens of jobs delivered on this stream that the worker handed to a handler since its
+        last message (only needed with WorkOpen.prefetch > 0). Tokens this stream does not hold are
+        ignored. Not answered.
+        """
+
+    def __init__(
+        self,
+        *,
+        acks: _abc.Iterable[Global___WorkAck] | None = ...,
+        started: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "started", b"started"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkAcks: _TypeAlias = WorkAcks  # noqa: Y015
+
+@_typing.final
+class WorkAck(_message.Message):
+    """One ack: what the unary RPC of the same name would say, answered by `ack_id`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACK_ID_FIELD_NUMBER: _builtins.int
+    COMPLETE_FIELD_NUMBER: _builtins.int
+    FAIL_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    EXTEND_FIELD_NUMBER: _builtins.int
+    GIVE_BACK_FIELD_NUMBER: _builtins.int
+    ack_id: _builtins.int
+    """Chosen by the worker, echoed in the answer. Must not repeat an ack_id whose ack is still
+    unanswered on this stream (INVALID_ARGUMENT ends the stream); may be reused after its answer.
+    """
+    @_builtins.property
+    def complete(self) -> Global___CompleteJobRequest:
+        """As CompleteJob."""
+
+    @_builtins.property
+    def fail(self) -> Global___FailJobRequest:
+        """As FailJob; answered with a FailJobResponse."""
+
+    @_builtins.property
+    def progress(self) -> Global___ReportProgressRequest:
+        """As ReportProgress."""
+
+    @_builtins.property
+    def extend(self) -> Global___ExtendLeaseRequest:
+        """As ExtendLease; answered with an ExtendLeaseResponse."""
+
+    @_builtins.property
+    def give_back(self) -> Global___ReturnJobRequest:
+        """As ReturnJob."""
+
+    def __init__(
+        self,
+        *,
+        ack_id: _builtins.int = ...,
+        complete: Global___CompleteJobRequest | None = ...,
+        fail: Global___FailJobRequest | None = ...,
+        progress: Global___ReportProgressRequest | None = ...,
+        extend: Global___ExtendLeaseRequest | None = ...,
+        give_back: Global___ReturnJobRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "complete", b"complete", "extend", b"extend", "fail", b"fail", "give_back", b"give_back", "progress", b"progress"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "ack_id", b"ack_id", "complete", b"complete", "extend", b"extend", "fail", b"fail", "give_back", b"give_back", "progress", b"progress"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_ack: _TypeAlias = _typing.Literal["complete", "fail", "progress", "extend", "give_back"]  # noqa: Y015
+    _WhichOneofArgType_ack: _TypeAlias = _typing.Literal["ack", b"ack"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_ack) -> _WhichOneofReturnType_ack | None: ...
+
+Global___WorkAck: _TypeAlias = WorkAck  # noqa: Y015
+
+@_typing.final
+class WorkResponse(_message.Message):
+    """One message from the server on a Work stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOBS_FIELD_NUMBER: _builtins.int
+    PING_FIELD_NUMBER: _builtins.int
+    DRAIN_FIELD_NUMBER: _builtins.int
+    REVOKE_FIELD_NUMBER: _builtins.int
+    ANSWERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def jobs(self) -> Global___WorkJobs:
+        """Jobs to run, one or more."""
+
+    @_builtins.property
+    def ping(self) -> Global___Ping:
+        """As GetJobResponse.ping."""
+
+    @_builtins.property
+    def drain(self) -> Global___Drain:
+        """As GetJobResponse.drain."""
+
+    @_builtins.property
+    def revoke(self) -> Global___Revoke:
+        """As GetJobResponse.revoke."""
+
+    @_builtins.property
+    def answers(self) -> Global___WorkAnswers:
+        """Answers to acks, one or more."""
+
+    def __init__(
+        self,
+        *,
+        jobs: Global___WorkJobs | None = ...,
+        ping: Global___Ping | None = ...,
+        drain: Global___Drain | None = ...,
+        revoke: Global___Revoke | None = ...,
+        answers: Global___WorkAnswers | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["answers", b"answers", "drain", b"drain", "jobs", b"jobs", "message", b"message", "ping", b"ping", "revoke", b"revoke"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answers", b"answers", "drain", b"drain", "jobs", b"jobs", "message", b"message", "ping", b"ping", "revoke", b"revoke"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["jobs", "ping", "drain", "revoke", "answers"]  # noqa: Y015
+    _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
+
+Global___WorkResponse: _TypeAlias = WorkResponse  # noqa: Y015
+
+@_typing.final
+class WorkJobs(_message.Message):
+    """Jobs delivered together."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOBS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Job]:
+        """In the order they were leased."""
+
+    def __init__(
+        self,
+        *,
+        jobs: _abc.Iterable[Global___Job] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkJobs: _TypeAlias = WorkJobs  # noqa: Y015
+
+@_typing.final
+class WorkAnswers(_message.Message):
+    """Answers to acks that finished together."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ANSWERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def answers(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkAnswer]:
+        """One per ack, in the order they finished."""
+
+    def __init__(
+        self,
+        *,
+        answers: _abc.Iterable[Global___WorkAnswer] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answers", b"answers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkAnswers: _TypeAlias = WorkAnswers  # noqa: Y015
+
+@_typing.final
+class WorkAnswer(_message.Message):
+    """The answer to one WorkAck."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACK_ID_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    FAIL_FIELD_NUMBER: _builtins.int
+    EXTEND_FIELD_NUMBER: _builtins.int
+    ack_id: _builtins.int
+    """The ack's ack_id."""
+    code: _builtins.int
+    """The gRPC status code the unary RPC would have returned: 0 (OK) when the ack took effect,
+    else the code of its refusal (FAILED_PRECONDITION for a stale lease token, NOT_FOUND,
+    INVALID_ARGUMENT...), with nothing changed.
+    """
+    message: _builtins.str
+    """When code is not 0: what was wrong, naming the field."""
+    @_builtins.property
+    def fail(self) -> Global___FailJobResponse:
+        """For a `fail` ack."""
+
+    @_builtins.property
+    def extend(self) -> Global___ExtendLeaseResponse:
+        """For an `extend` ack."""
+
+    def __init__(
+        self,
+        *,
+        ack_id: _builtins.int = ...,
+        code: _builtins.int = ...,
+        message: _builtins.str = ...,
+        fail: Global___FailJobResponse | None = ...,
+        extend: Global___ExtendLeaseResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["extend", b"extend", "fail", b"fail", "result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_id", b"ack_id", "code", b"code", "extend", b"extend", "fail", b"fail", "message", b"message", "result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["fail", "extend"]  # noqa: Y015
+    _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
+
+Global___WorkAnswer: _TypeAlias = WorkAnswer  # noqa: Y015
+
+@_typing.final
 class Job(_message.Message):
     """A delivered job."""
 
@@ -619,7 +960,7 @@ class Job(_message.Message):
     back because its jobwire instance died is not counted: the worker was not at fault.)
     """
     lease_token: _builtins.str
-    """Pass this with CompleteJob, FailJob and ExtendLease. Opaque."""
+    """Pass this with CompleteJob, FailJob and ExtendLease (or their Work acks). Opaque."""
     @_builtins.property
     def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """The headers given at add."""

@@ -50,6 +50,11 @@ class QueueServiceStub:
                 request_serializer=jobwire_dot_v1_dot_jobwire__pb2.GetJobRequest.SerializeToString,
                 response_deserializer=jobwire_dot_v1_dot_jobwire__pb2.GetJobResponse.FromString,
                 _registered_method=True)
+        self.Work = channel.stream_stream(
+                '/jobwire.v1.QueueService/Work',
+                request_serializer=jobwire_dot_v1_dot_jobwire__pb2.WorkRequest.SerializeToString,
+                response_deserializer=jobwire_dot_v1_dot_jobwire__pb2.WorkResponse.FromString,
+                _registered_method=True)
         self.CompleteJob = channel.unary_unary(
                 '/jobwire.v1.QueueService/CompleteJob',
                 request_serializer=jobwire_dot_v1_dot_jobwire__pb2.CompleteJobRequest.SerializeToString,
@@ -174,6 +179,24 @@ class QueueServiceServicer:
         unacknowledged jobs than `max_in_flight`; the jobs it holds stay leased for as long as the
         stream is open (no heartbeat per job is needed). When the stream ends for any reason, its
         unacknowledged jobs go back to the head of their queue at once and count as a lost delivery.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Work(self, request_iterator, context):
+        """The worker protocol in one bidirectional stream: the server sends jobs (several per message
+        when they are ready together) and the worker sends its acks (several per message) on the
+        same call, so an ack costs no call of its own. Each ack is answered by its `ack_id`.
+
+        The first message must be `open`; the stream then behaves as GetJob (credit, pings, drain,
+        revoke, and when it ends for any reason its unacknowledged jobs go back to the head of their
+        queue at once as lost deliveries). An ack is fenced and checked exactly as the unary RPC of
+        the same name; a refused ack (stale lease token, invalid field, unknown job) is answered
+        with its status code and the stream goes on. Only a protocol error ends the stream, with
+        INVALID_ARGUMENT: a first message that is not `open`, a second `open`, or an `ack_id` reused
+        while the ack it named is still unanswered. When the worker closes its side, the server
+        answers the acks it received and then ends the stream.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -341,6 +364,11 @@ def add_QueueServiceServicer_to_server(servicer, server):
                     servicer.GetJob,
                     request_deserializer=jobwire_dot_v1_dot_jobwire__pb2.GetJobRequest.FromString,
                     response_serializer=jobwire_dot_v1_dot_jobwire__pb2.GetJobResponse.SerializeToString,
+            ),
+            'Work': grpc.stream_stream_rpc_method_handler(
+                    servicer.Work,
+                    request_deserializer=jobwire_dot_v1_dot_jobwire__pb2.WorkRequest.FromString,
+                    response_serializer=jobwire_dot_v1_dot_jobwire__pb2.WorkResponse.SerializeToString,
             ),
             'CompleteJob': grpc.unary_unary_rpc_method_handler(
                     servicer.CompleteJob,
@@ -520,6 +548,33 @@ class QueueService:
             '/jobwire.v1.QueueService/GetJob',
             jobwire_dot_v1_dot_jobwire__pb2.GetJobRequest.SerializeToString,
             jobwire_dot_v1_dot_jobwire__pb2.GetJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Work(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/jobwire.v1.QueueService/Work',
+            jobwire_dot_v1_dot_jobwire__pb2.WorkRequest.SerializeToString,
+            jobwire_dot_v1_dot_jobwire__pb2.WorkResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -68,6 +68,20 @@ class QueueServiceStub:
     stream is open (no heartbeat per job is needed). When the stream ends for any reason, its
     unacknowledged jobs go back to the head of their queue at once and count as a lost delivery.
     """
+    Work: _grpc.StreamStreamMultiCallable[_jobwire_pb2.WorkRequest, _jobwire_pb2.WorkResponse]
+    """The worker protocol in one bidirectional stream: the server sends jobs (several per message
+    when they are ready together) and the worker sends its acks (several per message) on the
+    same call, so an ack costs no call of its own. Each ack is answered by its `ack_id`.
+
+    The first message must be `open`; the stream then behaves as GetJob (credit, pings, drain,
+    revoke, and when it ends for any reason its unacknowledged jobs go back to the head of their
+    queue at once as lost deliveries). An ack is fenced and checked exactly as the unary RPC of
+    the same name; a refused ack (stale lease token, invalid field, unknown job) is answered
+    with its status code and the stream goes on. Only a protocol error ends the stream, with
+    INVALID_ARGUMENT: a first message that is not `open`, a second `open`, or an `ack_id` reused
+    while the ack it named is still unanswered. When the worker closes its side, the server
+    answers the acks it received and then ends the stream.
+    """
     CompleteJob: _grpc.UnaryUnaryMultiCallable[_jobwire_pb2.CompleteJobRequest, _jobwire_pb2.CompleteJobResponse]
     """Marks a delivered job done and stores its result (retained per the queue's retention).
     A stale lease token gets FAILED_PRECONDITION and changes nothing.
@@ -146,6 +160,20 @@ class QueueServiceAsyncStub(QueueServiceStub):
     unacknowledged jobs than `max_in_flight`; the jobs it holds stay leased for as long as the
     stream is open (no heartbeat per job is needed). When the stream ends for any reason, its
     unacknowledged jobs go back to the head of their queue at once and count as a lost delivery.
+    """
+    Work: _aio.StreamStreamMultiCallable[_jobwire_pb2.WorkRequest, _jobwire_pb2.WorkResponse]  # type: ignore[assignment]
+    """The worker protocol in one bidirectional stream: the server sends jobs (several per message
+    when they are ready together) and the worker sends its acks (several per message) on the
+    same call, so an ack costs no call of its own. Each ack is answered by its `ack_id`.
+
+    The first message must be `open`; the stream then behaves as GetJob (credit, pings, drain,
+    revoke, and when it ends for any reason its unacknowledged jobs go back to the head of their
+    queue at once as lost deliveries). An ack is fenced and checked exactly as the unary RPC of
+    the same name; a refused ack (stale lease token, invalid field, unknown job) is answered
+    with its status code and the stream goes on. Only a protocol error ends the stream, with
+    INVALID_ARGUMENT: a first message that is not `open`, a second `open`, or an `ack_id` reused
+    while the ack it named is still unanswered. When the worker closes its side, the server
+    answers the acks it received and then ends the stream.
     """
     CompleteJob: _aio.UnaryUnaryMultiCallable[_jobwire_pb2.CompleteJobRequest, _jobwire_pb2.CompleteJobResponse]  # type: ignore[assignment]
     """Marks a delivered job done and stores its result (retained per the queue's retention).
@@ -240,6 +268,26 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         unacknowledged jobs than `max_in_flight`; the jobs it holds stay leased for as long as the
         stream is open (no heartbeat per job is needed). When the stream ends for any reason, its
         unacknowledged jobs go back to the head of their queue at once and count as a lost delivery.
+        """
+
+    @_abc_1.abstractmethod
+    def Work(
+        self,
+        request_iterator: _MaybeAsyncIterator[_jobwire_pb2.WorkRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_jobwire_pb2.WorkResponse], _abc.AsyncIterator[_jobwire_pb2.WorkResponse]]:
+        """The worker protocol in one bidirectional stream: the server sends jobs (several per message
+        when they are ready together) and the worker sends its acks (several per message) on the
+        same call, so an ack costs no call of its own. Each ack is answered by its `ack_id`.
+
+        The first message must be `open`; the stream then behaves as GetJob (credit, pings, drain,
+        revoke, and when it ends for any reason its unacknowledged jobs go back to the head of their
+        queue at once as lost deliveries). An ack is fenced and checked exactly as the unary RPC of
+        the same name; a refused ack (stale lease token, invalid field, unknown job) is answered
+        with its status code and the stream goes on. Only a protocol error ends the stream, with
+        INVALID_ARGUMENT: a first message that is not `open`, a second `open`, or an `ack_id` reused
+        while the ack it named is still unanswered. When the worker closes its side, the server
+        answers the acks it received and then ends the stream.
         """
 
     @_abc_1.abstractmethod

@@ -10,9 +10,11 @@ import {
   type CallOptions,
   type ChannelCredentials,
   Client,
+  type ClientDuplexStream,
   type ClientOptions,
   type ClientReadableStream,
   type ClientUnaryCall,
+  type handleBidiStreamingCall,
   type handleServerStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
@@ -280,6 +282,149 @@ export interface GetJobResponse {
     | undefined;
 }
 
+/** One message from the worker on a Work stream. */
+export interface WorkRequest {
+  /** Exactly one, `open` first. */
+  message:
+    | //
+    /** Opens the stream; the first message and only the first. */
+    { $case: "open"; value: WorkOpen }
+    | //
+    /** Acks, and prefetched jobs the worker started; any number of times after `open`. */
+    { $case: "acks"; value: WorkAcks }
+    | undefined;
+}
+
+/** Who opens a Work stream and what it serves (as GetJobRequest, plus prefetch). */
+export interface WorkOpen {
+  /** Who is asking, for operators (logs, listings): free-form, at most 128 bytes. Optional. */
+  workerId: string;
+  /** Free-form labels of the worker (host, version...), for operators. At most 32 entries. */
+  labels: { [key: string]: string };
+  /**
+   * The queues to serve, 1 to 32, in strict order: a job of an earlier queue is always sent
+   * before one of a later queue when both are ready.
+   */
+  queues: string[];
+  /** How many jobs the worker runs at once, 1 to 1,000. */
+  maxInFlight: number;
+  /**
+   * How many jobs the worker may hold beyond `max_in_flight` that it has not handed to a handler
+   * yet, 0 (default) to 1,000, so the next job is already there when a handler returns. The
+   * stream's credit is max_in_flight + prefetch unacknowledged jobs. A prefetched job is leased
+   * and counts as active (for a session's max_concurrency too), and its deadline (its per-attempt
+   * timeout) runs from delivery, not from when a handler starts it.
+   *
+   * With prefetch > 0, a delivered job counts as not started until the worker lists its lease
+   * token in WorkAcks.started. When the stream ends, a job never reported started goes back to
+   * the head of its queue without counting a lost delivery; a started one counts as lost.
+   * With prefetch = 0, every delivered job counts as started. On drain, give back (WorkAck
+   * give_back) the prefetched jobs not started rather than run them.
+   */
+  prefetch: number;
+}
+
+export interface WorkOpen_LabelsEntry {
+  key: string;
+  value: string;
+}
+
+/** Acks of the worker, and the prefetched jobs it started. */
+export interface WorkAcks {
+  /** The acks, each answered on its own by its ack_id (in WorkAnswers), in any order. */
+  acks: WorkAck[];
+  /**
+   * Lease tokens of jobs delivered on this stream that the worker handed to a handler since its
+   * last message (only needed with WorkOpen.prefetch > 0). Tokens this stream does not hold are
+   * ignored. Not answered.
+   */
+  started: string[];
+}
+
+/** One ack: what the unary RPC of the same name would say, answered by `ack_id`. */
+export interface WorkAck {
+  /**
+   * Chosen by the worker, echoed in the answer. Must not repeat an ack_id whose ack is still
+   * unanswered on this stream (INVALID_ARGUMENT ends the stream); may be reused after its answer.
+   */
+  ackId: number;
+  /** What to do, with the fields and checks of the unary RPC. */
+  ack:
+    | //
+    /** As CompleteJob. */
+    { $case: "complete"; value: CompleteJobRequest }
+    | //
+    /** As FailJob; answered with a FailJobResponse. */
+    { $case: "fail"; value: FailJobRequest }
+    | //
+    /** As ReportProgress. */
+    { $case: "progress"; value: ReportProgressRequest }
+    | //
+    /** As ExtendLease; answered with an ExtendLeaseResponse. */
+    { $case: "extend"; value: ExtendLeaseRequest }
+    | //
+    /** As ReturnJob. */
+    { $case: "giveBack"; value: ReturnJobRequest }
+    | undefined;
+}
+
+/** One message from the server on a Work stream. */
+export interface WorkResponse {
+  /** Exactly one. */
+  message:
+    | //
+    /** Jobs to run, one or more. */
+    { $case: "jobs"; value: WorkJobs }
+    | //
+    /** As GetJobResponse.ping. */
+    { $case: "ping"; value: Ping }
+    | //
+    /** As GetJobResponse.drain. */
+    { $case: "drain"; value: Drain }
+    | //
+    /** As GetJobResponse.revoke. */
+    { $case: "revoke"; value: Revoke }
+    | //
+    /** Answers to acks, one or more. */
+    { $case: "answers"; value: WorkAnswers }
+    | undefined;
+}
+
+/** Jobs delivered together. */
+export interface WorkJobs {
+  /** In the order they were leased. */
+  jobs: Job[];
+}
+
+/** Answers to acks that finished together. */
+export interface WorkAnswers {
+  /** One per ack, in the order they finished. */
+  answers: WorkAnswer[];
+}
+
+/** The answer to one WorkAck. */
+export interface WorkAnswer {
+  /** The ack's ack_id. */
+  ackId: number;
+  /**
+   * The gRPC status code the unary RPC would have returned: 0 (OK) when the ack took effect,
+   * else the code of its refusal (FAILED_PRECONDITION for a stale lease token, NOT_FOUND,
+   * INVALID_ARGUMENT...), with nothing changed.
+   */
+  code: number;
+  /** When code is not 0: what was wrong, naming the field. */
+  message: string;
+  /** The unary RPC's response, for the acks that have one, when code is 0. */
+  result:
+    | //
+    /** For a `fail` ack. */
+    { $case: "fail"; value: FailJobResponse }
+    | //
+    /** For an `extend` ack. */
+    { $case: "extend"; value: ExtendLeaseResponse }
+    | undefined;
+}
+
 /** A delivered job. */
 export interface Job {
   /** The job's id (see AddJobResponse). */
@@ -303,7 +448,7 @@ export interface Job {
    * back because its jobwire instance died is not counted: the worker was not at fault.)
    */
   lostDeliveries: number;
-  /** Pass this with CompleteJob, FailJob and ExtendLease. Opaque. */
+  /** Pass this with CompleteJob, FailJob and ExtendLease (or their Work acks). Opaque. */
   leaseToken: string;
   /** When this attempt times out unless extended (Redis server clock). */
   deadline:
@@ -1771,6 +1916,838 @@ export const GetJobResponse: MessageFns<GetJobResponse> = {
       case "revoke": {
         if (object.message?.value !== undefined && object.message?.value !== null) {
           message.message = { $case: "revoke", value: Revoke.fromPartial(object.message.value) };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseWorkRequest(): WorkRequest {
+  return { message: undefined };
+}
+
+export const WorkRequest: MessageFns<WorkRequest> = {
+  encode(message: WorkRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.message?.$case) {
+      case "open":
+        WorkOpen.encode(message.message.value, writer.uint32(10).fork()).join();
+        break;
+      case "acks":
+        WorkAcks.encode(message.message.value, writer.uint32(18).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WorkRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWorkRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.message = { $case: "open", value: WorkOpen.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.message = { $case: "acks", value: WorkAcks.decode(reader, reader.uint32()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<WorkRequest>, I>>(base?: I): WorkRequest {
+    return WorkRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<WorkRequest>, I>>(object: I): WorkRequest {
+    const message = createBaseWorkRequest();
+    switch (object.message?.$case) {
+      case "open": {
+        if (object.message?.value !== undefined && object.message?.value !== null) {
+          message.message = { $case: "open", value: WorkOpen.fromPartial(object.message.value) };
+        }
+        break;
+      }
+      case "acks": {
+        if (object.message?.value !== undefined && object.message?.value !== null) {
+          message.message = { $case: "acks", value: WorkAcks.fromPartial(object.message.value) };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseWorkOpen(): WorkOpen {
+  return { workerId: "", labels: {}, queues: [], maxInFlight: 0, prefetch: 0 };
+}
+
+export const WorkOpen: MessageFns<WorkOpen> = {
+  encode(message: WorkOpen, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.workerId !== "") {
+      writer.uint32(10).string(message.workerId);
+    }
+    globalThis.Object.entries(message.labels).forEach(([key, value]: [string, string]) => {
+      WorkOpen_LabelsEntry.encode({ key: key as any, value }, writer.uint32(18).fork()).join();
+    });
+    for (const v of message.queues) {
+      writer.uint32(26).string(v!);
+    }
+    if (message.maxInFlight !== 0) {
+      writer.uint32(32).uint32(message.maxInFlight);
+    }
+    if (message.prefetch !== 0) {
+      writer.uint32(40).uint32(message.prefetch);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WorkOpen {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWorkOpen();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.workerId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            const entry2 = WorkOpen_LabelsEntry.decode(reader, reader.uint32());
+            if (entry2.value !== undefined) {
+              message.labels[entry2.key] = entry2.value;
+            }
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.queues.push(reader.string());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.maxInFlight = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.prefetch = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<WorkOpen>, I>>(base?: I): WorkOpen {
+    return WorkOpen.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<WorkOpen>, I>>(object: I): WorkOpen {
+    const message = createBaseWorkOpen();
+    message.workerId = object.workerId ?? "";
+    message.labels = (globalThis.Object.entries(object.labels ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.queues = object.queues?.map((e) => e) || [];
+    message.maxInFlight = object.maxInFlight ?? 0;
+    message.prefetch = object.prefetch ?? 0;
+    return message;
+  },
+};
+
+function createBaseWorkOpen_LabelsEntry(): WorkOpen_LabelsEntry {
+  return { key: "", value: "" };
+}
+
+export const WorkOpen_LabelsEntry: MessageFns<WorkOpen_LabelsEntry> = {
+  encode(message: WorkOpen_LabelsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WorkOpen_LabelsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWorkOpen_LabelsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<WorkOpen_LabelsEntry>, I>>(base?: I): WorkOpen_LabelsEntry {
+    return WorkOpen_LabelsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<WorkOpen_LabelsEntry>, I>>(object: I): WorkOpen_LabelsEntry {
+    const message = createBaseWorkOpen_LabelsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseWorkAcks(): WorkAcks {
+  return { acks: [], started: [] };
+}
+
+export const WorkAcks: MessageFns<WorkAcks> = {
+  encode(message: WorkAcks, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.acks) {
+      WorkAck.encode(v!, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.started) {
+      writer.uint32(18).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WorkAcks {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWorkAcks();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.acks.push(WorkAck.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.started.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<WorkAcks>, I>>(base?: I): WorkAcks {
+    return WorkAcks.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<WorkAcks>, I>>(object: I): WorkAcks {
+    const message = createBaseWorkAcks();
+    message.acks = object.acks?.map((e) => WorkAck.fromPartial(e)) || [];
+    message.started = object.started?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseWorkAck(): WorkAck {
+  return { ackId: 0, ack: undefined };
+}
+
+export const WorkAck: MessageFns<WorkAck> = {
+  encode(message: WorkAck, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.ackId !== 0) {
+      writer.uint32(8).uint64(message.ackId);
+    }
+    switch (message.ack?.$case) {
+      case "complete":
+        CompleteJobRequest.encode(message.ack.value, writer.uint32(18).fork()).join();
+        break;
+      case "fail":
+        FailJobRequest.encode(message.ack.value, writer.uint32(26).fork()).join();
+        break;
+      case "progress":
+        ReportProgressRequest.encode(message.ack.value, writer.uint32(34).fork()).join();
+        break;
+      case "extend":
+        ExtendLeaseRequest.encode(message.ack.value, writer.uint32(42).fork()).join();
+        break;
+      case "giveBack":
+        ReturnJobRequest.encode(message.ack.value, writer.uint32(50).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WorkAck {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWorkAck();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.ackId = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.ack = { $case: "complete", value: CompleteJobRequest.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.ack = { $case: "fail", value: FailJobRequest.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.ack = { $case: "progress", value: ReportProgressRequest.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.ack = { $case: "extend", value: ExtendLeaseRequest.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.ack = { $case: "giveBack", value: ReturnJobRequest.decode(reader, reader.uint32()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<WorkAck>, I>>(base?: I): WorkAck {
+    return WorkAck.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<WorkAck>, I>>(object: I): WorkAck {
+    const message = createBaseWorkAck();
+    message.ackId = object.ackId ?? 0;
+    switch (object.ack?.$case) {
+      case "complete": {
+        if (object.ack?.value !== undefined && object.ack?.value !== null) {
+          message.ack = { $case: "complete", value: CompleteJobRequest.fromPartial(object.ack.value) };
+        }
+        break;
+      }
+      case "fail": {
+        if (object.ack?.value !== undefined && object.ack?.value !== null) {
+          message.ack = { $case: "fail", value: FailJobRequest.fromPartial(object.ack.value) };
+        }
+        break;
+      }
+      case "progress": {
+        if (object.ack?.value !== undefined && object.ack?.value !== null) {
+          message.ack = { $case: "progress", value: ReportProgressRequest.fromPartial(object.ack.value) };
+        }
+        break;
+      }
+      case "extend": {
+        if (object.ack?.value !== undefined && object.ack?.value !== null) {
+          message.ack = { $case: "extend", value: ExtendLeaseRequest.fromPartial(object.ack.value) };
+        }
+        break;
+      }
+      case "giveBack": {
+        if (object.ack?.value !== undefined && object.ack?.value !== null) {
+          message.ack = { $case: "giveBack", value: ReturnJobRequest.fromPartial(object.ack.value) };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseWorkResponse(): WorkResponse {
+  return { message: undefined };
+}
+
+export const WorkResponse: MessageFns<WorkResponse> = {
+  encode(message: WorkResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.message?.$case) {
+      case "jobs":
+        WorkJobs.encode(message.message.value, writer.uint32(10).fork()).join();
+        break;
+      case "ping":
+        Ping.encode(message.message.value, writer.uint32(18).fork()).join();
+        break;
+      case "drain":
+        Drain.encode(message.message.value, writer.uint32(26).fork()).join();
+        break;
+      case "revoke":
+        Revoke.encode(message.message.value, writer.uint32(34).fork()).join();
+        break;
+      case "answers":
+        WorkAnswers.encode(message.message.value, writer.uint32(42).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WorkResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWorkResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.message = { $case: "jobs", value: WorkJobs.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.message = { $case: "ping", value: Ping.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.message = { $case: "drain", value: Drain.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.message = { $case: "revoke", value: Revoke.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.message = { $case: "answers", value: WorkAnswers.decode(reader, reader.uint32()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<WorkResponse>, I>>(base?: I): WorkResponse {
+    return WorkResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<WorkResponse>, I>>(object: I): WorkResponse {
+    const message = createBaseWorkResponse();
+    switch (object.message?.$case) {
+      case "jobs": {
+        if (object.message?.value !== undefined && object.message?.value !== null) {
+          message.message = { $case: "jobs", value: WorkJobs.fromPartial(object.message.value) };
+        }
+        break;
+      }
+      case "ping": {
+        if (object.message?.value !== undefined && object.message?.value !== null) {
+          message.message = { $case: "ping", value: Ping.fromPartial(object.message.value) };
+        }
+        break;
+      }
+      case "drain": {
+        if (object.message?.value !== undefined && object.message?.value !== null) {
+          message.message = { $case: "drain", value: Drain.fromPartial(object.message.value) };
+        }
+        break;
+      }
+      case "revoke": {
+        if (object.message?.value !== undefined && object.message?.value !== null) {
+          message.message = { $case: "revoke", value: Revoke.fromPartial(object.message.value) };
+        }
+        break;
+      }
+      case "answers": {
+        if (object.message?.value !== undefined && object.message?.value !== null) {
+          message.message = { $case: "answers", value: WorkAnswers.fromPartial(object.message.value) };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseWorkJobs(): WorkJobs {
+  return { jobs: [] };
+}
+
+export const WorkJobs: MessageFns<WorkJobs> = {
+  encode(message: WorkJobs, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.jobs) {
+      Job.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WorkJobs {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWorkJobs();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.jobs.push(Job.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<WorkJobs>, I>>(base?: I): WorkJobs {
+    return WorkJobs.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<WorkJobs>, I>>(object: I): WorkJobs {
+    const message = createBaseWorkJobs();
+    message.jobs = object.jobs?.map((e) => Job.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseWorkAnswers(): WorkAnswers {
+  return { answers: [] };
+}
+
+export const WorkAnswers: MessageFns<WorkAnswers> = {
+  encode(message: WorkAnswers, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.answers) {
+      WorkAnswer.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WorkAnswers {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWorkAnswers();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.answers.push(WorkAnswer.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<WorkAnswers>, I>>(base?: I): WorkAnswers {
+    return WorkAnswers.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<WorkAnswers>, I>>(object: I): WorkAnswers {
+    const message = createBaseWorkAnswers();
+    message.answers = object.answers?.map((e) => WorkAnswer.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseWorkAnswer(): WorkAnswer {
+  return { ackId: 0, code: 0, message: "", result: undefined };
+}
+
+export const WorkAnswer: MessageFns<WorkAnswer> = {
+  encode(message: WorkAnswer, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.ackId !== 0) {
+      writer.uint32(8).uint64(message.ackId);
+    }
+    if (message.code !== 0) {
+      writer.uint32(16).int32(message.code);
+    }
+    if (message.message !== "") {
+      writer.uint32(26).string(message.message);
+    }
+    switch (message.result?.$case) {
+      case "fail":
+        FailJobResponse.encode(message.result.value, writer.uint32(34).fork()).join();
+        break;
+      case "extend":
+        ExtendLeaseResponse.encode(message.result.value, writer.uint32(42).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WorkAnswer {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWorkAnswer();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.ackId = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.code = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.result = { $case: "fail", value: FailJobResponse.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.result = { $case: "extend", value: ExtendLeaseResponse.decode(reader, reader.uint32()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<WorkAnswer>, I>>(base?: I): WorkAnswer {
+    return WorkAnswer.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<WorkAnswer>, I>>(object: I): WorkAnswer {
+    const message = createBaseWorkAnswer();
+    message.ackId = object.ackId ?? 0;
+    message.code = object.code ?? 0;
+    message.message = object.message ?? "";
+    switch (object.result?.$case) {
+      case "fail": {
+        if (object.result?.value !== undefined && object.result?.value !== null) {
+          message.result = { $case: "fail", value: FailJobResponse.fromPartial(object.result.value) };
+        }
+        break;
+      }
+      case "extend": {
+        if (object.result?.value !== undefined && object.result?.value !== null) {
+          message.result = { $case: "extend", value: ExtendLeaseResponse.fromPartial(object.result.value) };
         }
         break;
       }
@@ -6440,6 +7417,29 @@ export const QueueServiceService = {
     responseDeserialize: (value: Buffer): GetJobResponse => GetJobResponse.decode(value),
   },
   /**
+   * The worker protocol in one bidirectional stream: the server sends jobs (several per message
+   * when they are ready together) and the worker sends its acks (several per message) on the
+   * same call, so an ack costs no call of its own. Each ack is answered by its `ack_id`.
+   *
+   * The first message must be `open`; the stream then behaves as GetJob (credit, pings, drain,
+   * revoke, and when it ends for any reason its unacknowledged jobs go back to the head of their
+   * queue at once as lost deliveries). An ack is fenced and checked exactly as the unary RPC of
+   * the same name; a refused ack (stale lease token, invalid field, unknown job) is answered
+   * with its status code and the stream goes on. Only a protocol error ends the stream, with
+   * INVALID_ARGUMENT: a first message that is not `open`, a second `open`, or an `ack_id` reused
+   * while the ack it named is still unanswered. When the worker closes its side, the server
+   * answers the acks it received and then ends the stream.
+   */
+  work: {
+    path: "/jobwire.v1.QueueService/Work" as const,
+    requestStream: true as const,
+    responseStream: true as const,
+    requestSerialize: (value: WorkRequest): Buffer => Buffer.from(WorkRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): WorkRequest => WorkRequest.decode(value),
+    responseSerialize: (value: WorkResponse): Buffer => Buffer.from(WorkResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): WorkResponse => WorkResponse.decode(value),
+  },
+  /**
    * Marks a delivered job done and stores its result (retained per the queue's retention).
    * A stale lease token gets FAILED_PRECONDITION and changes nothing.
    */
@@ -6681,6 +7681,21 @@ export interface QueueServiceServer extends UntypedServiceImplementation {
    */
   getJob: handleServerStreamingCall<GetJobRequest, GetJobResponse>;
   /**
+   * The worker protocol in one bidirectional stream: the server sends jobs (several per message
+   * when they are ready together) and the worker sends its acks (several per message) on the
+   * same call, so an ack costs no call of its own. Each ack is answered by its `ack_id`.
+   *
+   * The first message must be `open`; the stream then behaves as GetJob (credit, pings, drain,
+   * revoke, and when it ends for any reason its unacknowledged jobs go back to the head of their
+   * queue at once as lost deliveries). An ack is fenced and checked exactly as the unary RPC of
+   * the same name; a refused ack (stale lease token, invalid field, unknown job) is answered
+   * with its status code and the stream goes on. Only a protocol error ends the stream, with
+   * INVALID_ARGUMENT: a first message that is not `open`, a second `open`, or an `ack_id` reused
+   * while the ack it named is still unanswered. When the worker closes its side, the server
+   * answers the acks it received and then ends the stream.
+   */
+  work: handleBidiStreamingCall<WorkRequest, WorkResponse>;
+  /**
    * Marks a delivered job done and stores its result (retained per the queue's retention).
    * A stale lease token gets FAILED_PRECONDITION and changes nothing.
    */
@@ -6799,6 +7814,23 @@ export interface QueueServiceClient extends Client {
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<GetJobResponse>;
+  /**
+   * The worker protocol in one bidirectional stream: the server sends jobs (several per message
+   * when they are ready together) and the worker sends its acks (several per message) on the
+   * same call, so an ack costs no call of its own. Each ack is answered by its `ack_id`.
+   *
+   * The first message must be `open`; the stream then behaves as GetJob (credit, pings, drain,
+   * revoke, and when it ends for any reason its unacknowledged jobs go back to the head of their
+   * queue at once as lost deliveries). An ack is fenced and checked exactly as the unary RPC of
+   * the same name; a refused ack (stale lease token, invalid field, unknown job) is answered
+   * with its status code and the stream goes on. Only a protocol error ends the stream, with
+   * INVALID_ARGUMENT: a first message that is not `open`, a second `open`, or an `ack_id` reused
+   * while the ack it named is still unanswered. When the worker closes its side, the server
+   * answers the acks it received and then ends the stream.
+   */
+  work(): ClientDuplexStream<WorkRequest, WorkResponse>;
+  work(options: Partial<CallOptions>): ClientDuplexStream<WorkRequest, WorkResponse>;
+  work(metadata: Metadata, options?: Partial<CallOptions>): ClientDuplexStream<WorkRequest, WorkResponse>;
   /**
    * Marks a delivered job done and stores its result (retained per the queue's retention).
    * A stale lease token gets FAILED_PRECONDITION and changes nothing.
