@@ -16,6 +16,7 @@ mod embedded;
 mod events;
 mod lifecycle;
 mod metrics;
+mod model;
 mod resilience;
 mod retries;
 mod scripts;
