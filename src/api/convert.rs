@@ -247,3 +247,6 @@ pub(super) fn stream_event(event: queue::StreamEvent) -> proto::GetJobResponse {
     };
     proto::GetJobResponse { message: Some(message) }
 }
+
+#[cfg(test)]
+mod properties;
