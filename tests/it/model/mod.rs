@@ -1,26 +1,28 @@
-//! A model-based test of the store: random sequences of operations — adds (with delays,
-//! priorities, idempotency keys, short or long timeouts and backoffs), lease rounds of two
+//! Model-based tests of the store and the engine: random sequences of operations — adds (with
+//! delays, priorities, idempotency keys, short or long timeouts and backoffs), lease rounds of two
 //! instances, completions and failures with the holder's or a stale token, streams dropped (their
 //! leases requeued as lost) or jobs handed back, waits that let short timeouts and delays pass,
 //! cancels, retries of dead jobs, pause and resume, and the reap of the second instance — run
 //! against a real Redis through `Store` (the `Case` of `scripts/`), each answer compared with
 //! the in-memory model of `queue.rs`. After every step the queue's counts (`stats`) and every
 //! job's state, attempts, lost deliveries, last error and lease must be the model's; each case
-//! ends with the store's invariant check.
+//! ends with the store's invariant check. `engine.rs` drives the same model through the
+//! `Engine` (its dispatcher and one worker stream, acks, cancel, retry, pause, a dropped stream).
 //!
 //! The sequence is a plain `Vec<Op>` rather than proptest-state-machine's reference machine: the
 //! model needs the clock Redis reports (a lease round's `now_ms`, a retry's due time) to know
 //! which deadlines and delays have passed, and a reference machine must decide every step before
-//! it runs. Jobs are named by a `proptest::sample::Index` into the jobs added so far, so a
-//! shrunk sequence stays meaningful. Time: the outcome of every step follows from the clock
+//! it runs. Jobs are named by a [`Pick`] (an index into the jobs an op applies to), so a shrunk
+//! sequence stays meaningful. Time: the outcome of every step follows from the clock
 //! values the store reports, so the test does not depend on how fast the machine is; only how
 //! often the short timeouts and delays actually pass does.
 
+mod engine;
 mod queue;
 
 use std::{cell::Cell, time::Duration};
 
-use jobwire::store::{AddOutcome, BackoffSpec, RecordState};
+use jobwire::store::{AddOutcome, BackoffSpec, RecordState, Store};
 use proptest::{
     prelude::*,
     sample::Index,
@@ -28,7 +30,7 @@ use proptest::{
 };
 use queue::{Instance, Model, Place};
 
-use crate::scripts::{Case, Job, Places};
+use crate::scripts::{Case, Job, Places, QUEUE};
 
 /// Cases per run, and steps per case: 64 cases of up to 50 steps take about 14 s on a 2-core
 /// machine under a load of 8 (a redis-server per case, a `stats` and a read of every job after
@@ -36,6 +38,8 @@ use crate::scripts::{Case, Job, Places};
 /// retries from dead in most runs. `PROPTEST_CASES` asks for more locally.
 const CASES: u32 = 64;
 const MAX_STEPS: usize = 50;
+/// Cases of the engine's model (`engine.rs`): each starts a jobwire server, so fewer.
+const ENGINE_CASES: u32 = 24;
 /// A short delay, timeout or backoff: passes within a few steps or a `Wait`.
 const SHORT_MS: u64 = 30;
 /// A long one: never passes within a case.
@@ -126,19 +130,22 @@ enum Op {
     Wait,
 }
 
-fn span() -> impl Strategy<Value = Span> {
-    prop_oneof![Just(Span::Zero), Just(Span::Short), Just(Span::Long)]
-}
-
-fn new_job() -> impl Strategy<Value = NewJob> {
-    (
-        prop::sample::select(vec![-1, 0, 0, 1, 5]),
-        prop_oneof![3 => Just(Span::Zero), 1 => Just(Span::Short), 1 => Just(Span::Long)],
-        prop::option::weighted(0.3, 0u8..3),
-        1u32..=3,
-        prop_oneof![Just(Span::Short), Just(Span::Long)],
-        span(),
-    )
+/// A new job; without `timing`, its delay and backoff are zero or long, its timeout long.
+fn new_job(timing: bool) -> impl Strategy<Value = NewJob> {
+    let (delay, timeout, backoff) = if timing {
+        (
+            prop_oneof![3 => Just(Span::Zero), 1 => Just(Span::Short), 1 => Just(Span::Long)].boxed(),
+            prop_oneof![Just(Span::Short), Just(Span::Long)].boxed(),
+            prop_oneof![Just(Span::Zero), Just(Span::Short), Just(Span::Long)].boxed(),
+        )
+    } else {
+        (
+            prop_oneof![3 => Just(Span::Zero), 1 => Just(Span::Long)].boxed(),
+            Just(Span::Long).boxed(),
+            prop_oneof![Just(Span::Zero), Just(Span::Long)].boxed(),
+        )
+    };
+    (prop::sample::select(vec![-1, 0, 0, 1, 5]), delay, prop::option::weighted(0.3, 0u8..3), 1u32..=3, timeout, backoff)
         .prop_map(|(priority, delay, key, max_attempts, timeout, backoff)| NewJob {
             priority,
             delay,
@@ -159,7 +166,7 @@ fn pick() -> impl Strategy<Value = Pick> {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => new_job().prop_map(Op::Add),
+        6 => new_job(true).prop_map(Op::Add),
         5 => (1usize..=3, prop_oneof![3 => Just(Instance::First), 1 => Just(Instance::Second)])
             .prop_map(|(tokens, instance)| Op::Lease { tokens, instance }),
         2 => (pick(), holder()).prop_map(|(job, holder)| Op::Complete { job, holder }),
@@ -187,12 +194,27 @@ fn the_store_follows_the_model_of_the_queue() {
     }
 }
 
+#[test]
+fn the_engine_follows_the_model_of_the_queue() {
+    let cases = if std::env::var_os("PROPTEST_CASES").is_some() { Config::default().cases } else { ENGINE_CASES };
+    let config = Config { cases, max_shrink_iters: 200, failure_persistence: None, ..Config::default() };
+    let result = TestRunner::new(config).run(&prop::collection::vec(engine::engine_op(), 1..=MAX_STEPS), |ops| {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+        runtime.block_on(engine::run(ops))
+    });
+    if let Err(failure) = result {
+        panic!("the engine left the model: {failure}");
+    }
+}
+
 /// One case: a fresh Redis, every op applied to the store and the model, then the invariants.
 async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut sut = Sut::start().await;
     for (step, op) in ops.iter().enumerate() {
         sut.apply(op).await.map_err(|e| TestCaseError::fail(format!("step {step} ({op:?}): {e}")))?;
-        sut.check().await.map_err(|e| TestCaseError::fail(format!("after step {step} ({op:?}): {e}")))?;
+        sut.clock_ms = check_queue(&sut.case.store, &sut.model)
+            .await
+            .map_err(|e| TestCaseError::fail(format!("after step {step} ({op:?}): {e}")))?;
     }
     sut.case.assert_invariants().await;
     Ok(())
@@ -371,50 +393,50 @@ impl Sut {
         self.model.added(model_job, new.key);
         Ok(())
     }
+}
 
-    /// The queue's counts and every job as the model has them.
-    async fn check(&mut self) -> Result<(), String> {
-        let stats = self.case.stats().await;
-        self.clock_ms = stats.now_ms;
-        let found = Places {
-            waiting: stats.waiting,
-            delayed: stats.delayed,
-            active: stats.active,
-            completed: stats.completed,
-            dead: stats.dead,
-            cancelled: stats.cancelled,
-            pending: stats.session_pending,
+/// Checks the queue's counts and every job against the model; returns Redis's clock at the check.
+async fn check_queue(store: &Store, model: &Model) -> Result<i64, String> {
+    let stats = store.admin().stats(QUEUE).await.map_err(|e| format!("stats: {e}"))?;
+    let found = Places {
+        waiting: stats.waiting,
+        delayed: stats.delayed,
+        active: stats.active,
+        completed: stats.completed,
+        dead: stats.dead,
+        cancelled: stats.cancelled,
+        pending: stats.session_pending,
+    };
+    expect_eq!(found, model.counts(), "the queue's counts");
+    expect_eq!(stats.paused, model.paused, "paused");
+    for job in &model.jobs {
+        let snapshot = store.admin().snapshot(QUEUE, &job.ulid).await.map_err(|e| format!("info: {e}"))?;
+        let snapshot = snapshot.ok_or_else(|| format!("job {} is gone", job.ulid))?;
+        let record = &snapshot.record;
+        let what = format!("job {}", job.ulid);
+        let lease = snapshot.lease.as_ref().map(|l| (l.token.as_str().to_owned(), l.attempt));
+        let (state, run_at, held) = match &job.place {
+            Place::Waiting => (Some(RecordState::Waiting), None, None),
+            Place::Delayed { due_ms } => (Some(RecordState::Delayed), Some(*due_ms), None),
+            Place::Retrying { due_ms } => (Some(RecordState::Retrying), Some(*due_ms), None),
+            // An active job's record keeps the state it was leased from.
+            Place::Active { token, attempt, .. } => (None, None, Some((token.clone(), *attempt))),
+            Place::Completed => (Some(RecordState::Completed), None, None),
+            Place::Dead => (Some(RecordState::Dead), None, None),
+            // A job cancelled while delayed keeps the run time it had.
+            Place::Cancelled => (Some(RecordState::Cancelled), record.run_at_ms, None),
         };
-        expect_eq!(found, self.model.counts(), "the queue's counts");
-        expect_eq!(stats.paused, self.model.paused, "paused");
-        for job in &self.model.jobs {
-            let snapshot = self.case.info(&job.ulid).await.ok_or_else(|| format!("job {} is gone", job.ulid))?;
-            let record = &snapshot.record;
-            let what = format!("job {}", job.ulid);
-            let lease = snapshot.lease.as_ref().map(|l| (l.token.as_str().to_owned(), l.attempt));
-            let (state, run_at, held) = match &job.place {
-                Place::Waiting => (Some(RecordState::Waiting), None, None),
-                Place::Delayed { due_ms } => (Some(RecordState::Delayed), Some(*due_ms), None),
-                Place::Retrying { due_ms } => (Some(RecordState::Retrying), Some(*due_ms), None),
-                // An active job's record keeps the state it was leased from.
-                Place::Active { token, attempt, .. } => (None, None, Some((token.clone(), *attempt))),
-                Place::Completed => (Some(RecordState::Completed), None, None),
-                Place::Dead => (Some(RecordState::Dead), None, None),
-                // A job cancelled while delayed keeps the run time it had.
-                Place::Cancelled => (Some(RecordState::Cancelled), record.run_at_ms, None),
-            };
-            expect_eq!(lease, held, format!("{what}: its lease"));
-            if let Some(state) = state {
-                expect_eq!(record.state, state, format!("{what}: its state"));
-            }
-            expect_eq!(record.run_at_ms, run_at, format!("{what}: its run time"));
-            expect_eq!((record.attempts, record.lost), (job.attempts, job.lost), format!("{what}: attempts, lost"));
-            expect_eq!(record.last_error.as_deref(), job.error, format!("{what}: its last error"));
-            let cancelled = job.cancel || job.place == Place::Cancelled;
-            expect_eq!(record.cancel_requested, cancelled, format!("{what}: cancel requested"));
+        expect_eq!(lease, held, format!("{what}: its lease"));
+        if let Some(state) = state {
+            expect_eq!(record.state, state, format!("{what}: its state"));
         }
-        Ok(())
+        expect_eq!(record.run_at_ms, run_at, format!("{what}: its run time"));
+        expect_eq!((record.attempts, record.lost), (job.attempts, job.lost), format!("{what}: attempts, lost"));
+        expect_eq!(record.last_error.as_deref(), job.error, format!("{what}: its last error"));
+        let cancelled = job.cancel || job.place == Place::Cancelled;
+        expect_eq!(record.cancel_requested, cancelled, format!("{what}: cancel requested"));
     }
+    Ok(stats.now_ms)
 }
 
 fn is_active(place: &Place) -> bool {

@@ -63,8 +63,8 @@ pub struct Job {
     pub last_token: Option<String>,
 }
 
-/// The error message of every failure the test reports (the one `Case::fail` sends).
-const FAILURE: &str = "boom";
+/// The error message of every failure the tests report (the one `Case::fail` sends).
+pub const FAILURE: &str = "boom";
 
 /// One queue (see the module doc).
 #[derive(Default)]
