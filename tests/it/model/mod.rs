@@ -38,8 +38,8 @@ use crate::scripts::{Case, Job, Places, QUEUE};
 /// retries from dead in most runs. `PROPTEST_CASES` asks for more locally.
 const CASES: u32 = 64;
 const MAX_STEPS: usize = 50;
-/// Cases of the engine's model (`engine.rs`): each starts a jobwire server, so fewer.
-const ENGINE_CASES: u32 = 24;
+/// Cases of the engine's model (`engine.rs`): about 5 s (each starts a jobwire server).
+const ENGINE_CASES: u32 = 48;
 /// A short delay, timeout or backoff: passes within a few steps or a `Wait`.
 const SHORT_MS: u64 = 30;
 /// A long one: never passes within a case.
