@@ -13,12 +13,12 @@ use std::time::Duration;
 use jobwire::queue::{
     BackoffRequest, Engine, Error, JobId, JobState, NewJob as EngineJob, Schedule, StreamEvent, StreamGuard, WorkerSpec,
 };
-use jobwire::store::{AckOutcome, CancelOutcome, RecordState};
+use jobwire::store::{AckOutcome, CancelOutcome, LeaseToken, RecordState};
 use proptest::{prelude::*, test_runner::TestCaseError};
 use tokio::sync::mpsc;
 
 use super::{
-    MAX_LOST, NewJob, Pick, Span, check_queue, is_active, new_job, pick,
+    MAX_LOST, NewJob, Pick, Span, check_queue, is_active, is_unfinished, new_job, pick,
     queue::{FAILURE, Instance, Job, Model, Place},
 };
 use crate::{
@@ -115,15 +115,6 @@ impl<'a> EngineSut<'a> {
         JobId { queue: QUEUE.into(), ulid: self.model.jobs[i].ulid.clone() }
     }
 
-    /// The job a pick names (see [`Pick`]); None before the first add.
-    fn job(&self, pick: &Pick, fits: impl Fn(&Place) -> bool) -> Option<usize> {
-        let fitting: Vec<usize> = (0..self.model.jobs.len()).filter(|&i| fits(&self.model.jobs[i].place)).collect();
-        if pick.fitting && !fitting.is_empty() {
-            return Some(fitting[pick.index.index(fitting.len())]);
-        }
-        (!self.model.jobs.is_empty()).then(|| pick.index.index(self.model.jobs.len()))
-    }
-
     /// The token an ack of job `i` presents: its latest lease's, or one no lease ever had.
     fn token(&self, i: usize) -> String {
         self.model.jobs[i].last_token.clone().unwrap_or_else(|| "nobody.1.1".into())
@@ -133,7 +124,7 @@ impl<'a> EngineSut<'a> {
         match op {
             EngineOp::Add(new) => self.add(new).await?,
             EngineOp::Complete { job } => {
-                let Some(i) = self.job(job, is_active) else { return Ok(()) };
+                let Some(i) = job.job(&self.model, is_active) else { return Ok(()) };
                 let token = self.token(i);
                 let found = self.engine.complete(&self.job_id(i), &token, b"done", None, None).await;
                 let expected = self.model.complete(i, &token);
@@ -146,7 +137,7 @@ impl<'a> EngineSut<'a> {
                 }
             }
             EngineOp::Fail { job, retryable } => {
-                let Some(i) = self.job(job, is_active) else { return Ok(()) };
+                let Some(i) = job.job(&self.model, is_active) else { return Ok(()) };
                 let token = self.token(i);
                 let found = self.engine.fail(&self.job_id(i), &token, FAILURE, *retryable, None, None).await;
                 // Every backoff here is zero or long: the due time is the engine's answer.
@@ -161,8 +152,7 @@ impl<'a> EngineSut<'a> {
                 }
             }
             EngineOp::Cancel { job } => {
-                let unfinished = |p: &Place| !matches!(p, Place::Completed | Place::Dead | Place::Cancelled);
-                let Some(i) = self.job(job, unfinished) else { return Ok(()) };
+                let Some(i) = job.job(&self.model, is_unfinished) else { return Ok(()) };
                 let found = self.engine.cancel(&self.job_id(i)).await;
                 let expected = self.model.cancel(i);
                 match (found, expected) {
@@ -177,7 +167,7 @@ impl<'a> EngineSut<'a> {
                 }
             }
             EngineOp::RetryDead { job } => {
-                let Some(i) = self.job(job, |p| *p == Place::Dead) else { return Ok(()) };
+                let Some(i) = job.job(&self.model, |p| *p == Place::Dead) else { return Ok(()) };
                 let found = self.engine.retry_job(&self.job_id(i)).await;
                 match (found, self.model.retry(i)) {
                     (Ok(()), (1, 1)) | (Err(Error::Precondition(_)), (-1, 0)) => {}
@@ -297,9 +287,9 @@ impl<'a> EngineSut<'a> {
     }
 }
 
-/// The delivery order of a lease token (`<instance>.<stream>.<seq>`).
+/// The delivery order of a lease token.
 fn seq(token: &str) -> u64 {
-    token.rsplit('.').next().and_then(|s| s.parse().ok()).unwrap_or(u64::MAX)
+    LeaseToken::parse(token).map_or(u64::MAX, |t| t.seq())
 }
 
 fn job_state(state: RecordState) -> JobState {

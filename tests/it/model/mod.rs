@@ -160,6 +160,17 @@ fn holder() -> impl Strategy<Value = Holder> {
     prop_oneof![4 => Just(Holder::Latest), 1 => Just(Holder::Stranger)]
 }
 
+impl Pick {
+    /// The job this pick names in `model` (see [`Pick`]); None before the first add.
+    fn job(&self, model: &Model, fits: impl Fn(&Place) -> bool) -> Option<usize> {
+        let fitting: Vec<usize> = (0..model.jobs.len()).filter(|&i| fits(&model.jobs[i].place)).collect();
+        if self.fitting && !fitting.is_empty() {
+            return Some(fitting[self.index.index(fitting.len())]);
+        }
+        (!model.jobs.is_empty()).then(|| self.index.index(model.jobs.len()))
+    }
+}
+
 fn pick() -> impl Strategy<Value = Pick> {
     (prop::bool::weighted(0.8), any::<Index>()).prop_map(|(fitting, index)| Pick { fitting, index })
 }
@@ -253,15 +264,6 @@ impl Sut {
         format!("{}.1.{n}", instance.id())
     }
 
-    /// The job a pick names (see [`Pick`]); None before the first add.
-    fn job(&self, pick: &Pick, fits: impl Fn(&Place) -> bool) -> Option<usize> {
-        let fitting: Vec<usize> = (0..self.model.jobs.len()).filter(|&i| fits(&self.model.jobs[i].place)).collect();
-        if pick.fitting && !fitting.is_empty() {
-            return Some(fitting[pick.index.index(fitting.len())]);
-        }
-        (!self.model.jobs.is_empty()).then(|| pick.index.index(self.model.jobs.len()))
-    }
-
     /// The token an ack of job `i` presents.
     fn presented(&self, i: usize, holder: Holder) -> String {
         match (holder, &self.model.jobs[i].last_token) {
@@ -298,13 +300,13 @@ impl Sut {
                 }
             }
             Op::Complete { job, holder } => {
-                let Some(i) = self.job(job, is_active) else { return Ok(()) };
+                let Some(i) = job.job(&self.model, is_active) else { return Ok(()) };
                 let token = self.presented(i, *holder);
                 let found = self.case.ack(&self.model.jobs[i].ulid, &token).await;
                 expect_eq!(found, self.model.complete(i, &token), "the ack's outcome");
             }
             Op::Fail { job, holder, retryable } => {
-                let Some(i) = self.job(job, is_active) else { return Ok(()) };
+                let Some(i) = job.job(&self.model, is_active) else { return Ok(()) };
                 let token = self.presented(i, *holder);
                 let found = self.case.fail(&self.model.jobs[i].ulid, &token, *retryable, None, 0.0).await;
                 let (check, state, wait) = self.model.fail(i, &token, *retryable, found.run_at_ms);
@@ -316,7 +318,7 @@ impl Sut {
             Op::Requeue { jobs, lost } => {
                 let pairs: Vec<(usize, String)> = jobs
                     .iter()
-                    .filter_map(|job| self.job(job, is_active))
+                    .filter_map(|job| job.job(&self.model, is_active))
                     .map(|i| (i, self.presented(i, Holder::Latest)))
                     .collect();
                 let leases: Vec<(String, String)> =
@@ -325,13 +327,12 @@ impl Sut {
                 expect_eq!(moved, self.model.requeue(&pairs, *lost, MAX_LOST), "the leases requeued");
             }
             Op::Cancel { job } => {
-                let unfinished = |p: &Place| !matches!(p, Place::Completed | Place::Dead | Place::Cancelled);
-                let Some(i) = self.job(job, unfinished) else { return Ok(()) };
+                let Some(i) = job.job(&self.model, is_unfinished) else { return Ok(()) };
                 let found = self.case.cancel(&self.model.jobs[i].ulid).await;
                 expect_eq!(found, self.model.cancel(i), "the cancel's outcome");
             }
             Op::RetryDead { job } => {
-                let Some(i) = self.job(job, |p| *p == Place::Dead) else { return Ok(()) };
+                let Some(i) = job.job(&self.model, |p| *p == Place::Dead) else { return Ok(()) };
                 let found = self.case.retry(Some(&self.model.jobs[i].ulid), 1).await;
                 expect_eq!(found, self.model.retry(i), "the retry's outcome");
             }
@@ -441,4 +442,8 @@ async fn check_queue(store: &Store, model: &Model) -> Result<i64, String> {
 
 fn is_active(place: &Place) -> bool {
     matches!(place, Place::Active { .. })
+}
+
+fn is_unfinished(place: &Place) -> bool {
+    !matches!(place, Place::Completed | Place::Dead | Place::Cancelled)
 }
