@@ -220,6 +220,7 @@ impl<'a> EngineSut<'a> {
             ulid: added.job_id.ulid,
             priority: new.priority,
             max_attempts: new.max_attempts,
+            // The engine's default timeout (30 min) never passes within a case.
             timeout_ms: i64::MAX / 2,
             backoff_ms: new.backoff.ms().try_into().unwrap_or(i64::MAX),
             place,
