@@ -627,7 +627,8 @@ class Worker:
                 f"revoked ({d.revoke_reason})",
                 timeout=self.ack_timeout,
             )
-            log.warning("job %s: an ack of a revoked lease was accepted", d.job.id)
+            if d.revoke_reason != "REVOKE_REASON_CANCELLED":
+                log.warning("job %s: an ack of a revoked lease was accepted", d.job.id)
         except (LeaseLost, NotFound):
             pass
         except Error as e:
