@@ -1,7 +1,8 @@
 //! The `jobwire` binary: parses flags, sets up logging, and runs the server or a client command
-//! (`cli.rs`, `work.rs`). Serving here is start-up only: the embedded redis-server when no
-//! `--redis-url` is given, waiting for Redis and its schema, warnings about a Redis that would
-//! lose jobs, binding the listeners and the ready file; the server itself is `jobwire::server`.
+//! (`cli.rs`, `work.rs`); `exit.rs` reports a failure. Serving here is start-up only: the
+//! embedded redis-server when no `--redis-url` is given, waiting for Redis and its schema,
+//! warnings about a Redis that would lose jobs, binding the listeners and the ready file; the
+//! server itself is `jobwire::server`.
 
 use std::{sync::Arc, time::Duration};
 
@@ -22,7 +23,12 @@ use tracing::{info, warn};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "jobwire", version, about = "A language-agnostic job queue: gRPC in front, Redis behind.")]
+#[command(
+    name = "jobwire",
+    version,
+    about = "A language-agnostic job queue: gRPC in front, Redis behind.",
+    after_help = exit::EXIT_CODES
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -60,11 +66,17 @@ enum Command {
 }
 
 mod cli;
+mod exit;
 mod work;
 
-fn main() -> anyhow::Result<std::process::ExitCode> {
+/// Runs the command; a failure is printed as one line, with the exit code of `exit.rs`.
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     jobwire::telemetry::log_to_stderr();
+    run(cli).unwrap_or_else(|error| exit::report(&error))
+}
+
+fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     let runtime = tokio::runtime::Runtime::new()?;
     let ok = std::process::ExitCode::SUCCESS;
     match cli.command {

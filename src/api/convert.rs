@@ -262,3 +262,6 @@ pub(super) fn job(d: Delivery) -> proto::Job {
         }),
     }
 }
+
+#[cfg(test)]
+mod properties;

@@ -432,6 +432,9 @@ pub(super) fn duration_ms(d: Duration) -> u64 {
 }
 
 #[cfg(test)]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

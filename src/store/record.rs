@@ -424,6 +424,9 @@ fn text(value: Value) -> Result<String, StoreError> {
 }
 
 #[cfg(test)]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -1,5 +1,6 @@
-//! The client commands of the `jobwire` binary (`add`, `stats`, `health`), run as real processes
-//! against an in-process server: what they print and how they exit.
+//! The client commands of the `jobwire` binary (`add`, `stats`, `health`, and how any command
+//! reports a failure), run as real processes against an in-process server: what they print and
+//! how they exit.
 
 use std::time::Duration;
 
@@ -190,4 +191,33 @@ async fn serve_refuses_an_idempotency_window_of_zero_at_start() {
     let ran = run_jobwire(&args, LIMIT).await;
     assert_eq!(ran.code, Some(1), "{}", ran.stderr);
     assert!(ran.stderr.contains("--idempotency-window must be at least 1ms"), "{}", ran.stderr);
+}
+
+#[tokio::test]
+async fn a_refused_call_prints_one_line_with_the_status_and_exits_1() {
+    let redis = Redis::start();
+    let server = Server::start(&redis).await;
+    let addr = server.addr.to_string();
+    let ran = run_jobwire(&["cancel", "--addr", &addr, "q/01JD8Y3V6Q0000000000000000"], LIMIT).await;
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert_eq!(ran.stderr.lines().count(), 1, "one line: {:?}", ran.stderr);
+    assert!(
+        ran.stderr.starts_with("jobwire: NOT_FOUND: job_id: job q/01JD8Y3V6Q0000000000000000 does not exist"),
+        "the status and the server's message: {:?}",
+        ran.stderr
+    );
+    assert!(ran.stdout.is_empty(), "{:?}", ran.stdout);
+    server.assert_invariants("q").await;
+}
+
+#[tokio::test]
+async fn a_server_out_of_reach_prints_one_line_and_exits_3() {
+    // A port that was free a moment ago: nothing listens there.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let nowhere = free.local_addr().expect("addr").to_string();
+    drop(free);
+    let ran = run_jobwire(&["stats", "--addr", &nowhere], LIMIT).await;
+    assert_eq!(ran.code, Some(3), "{}", ran.stderr);
+    assert_eq!(ran.stderr.lines().count(), 1, "one line: {:?}", ran.stderr);
+    assert!(ran.stderr.starts_with(&format!("jobwire: cannot connect to http://{nowhere}")), "{:?}", ran.stderr);
 }

@@ -17,6 +17,7 @@ mod events;
 mod fused;
 mod lifecycle;
 mod metrics;
+mod model;
 mod resilience;
 mod retries;
 mod scripts;

@@ -9,11 +9,13 @@ How it holds together:
 * **Acks.** A handler's return completes the job (its value is the result); an exception fails
   the attempt (retried per the job's backoff), :class:`jobwire.Permanent` fails it for good,
   :class:`jobwire.RetryAfter` retries after a chosen wait. Acks are retried on UNAVAILABLE.
-* **Revoke.** The server took the job back (timeout, or lease lost): the handler's task is
-  cancelled and its outcome never sent. The server keeps the credit used until the worker
-  answers, and the only answer the contract has is an ack, which the stale token makes a no-op
-  (FAILED_PRECONDITION): so once the task has ended the worker sends a FailJob with the revoked
-  token, expecting FAILED_PRECONDITION, to get the credit back.
+* **Revoke.** The server asks the worker to stop the job (timeout, lease lost, or cancelled):
+  the handler's task is cancelled and its outcome never sent. The server keeps the credit used
+  until the worker answers, and the only answer the contract has is an ack: so once the task has
+  ended the worker sends a FailJob with the revoked token to get the credit back. After a
+  timeout or a lost lease the token is stale and the server answers FAILED_PRECONDITION,
+  changing nothing; after a cancel the lease still holds, the FailJob is accepted and the job
+  ends cancelled.
 * **Drain.** The server is going away: no new jobs come on this stream; the worker finishes and
   acks what it holds, then closes the stream and reconnects.
 * **Stream lost.** Its unacknowledged jobs went back to the queue at once, so handlers still
@@ -615,8 +617,9 @@ class Worker:
             stream.poke.set()
 
     async def _answer_revoke(self, stream: _Stream, d: _Delivery) -> None:
-        """Acks a revoked delivery with its stale token: the server answers FAILED_PRECONDITION
-        and changes nothing, but frees the stream's credit for the job."""
+        """Acks a revoked delivery, which frees the stream's credit for the job: with a stale
+        token (timeout, lease lost) the server answers FAILED_PRECONDITION and changes nothing;
+        for a cancelled job it accepts the failure and the job ends cancelled."""
         try:
             await stream.client.fail(
                 d.job.id,
@@ -624,7 +627,8 @@ class Worker:
                 f"revoked ({d.revoke_reason})",
                 timeout=self.ack_timeout,
             )
-            log.warning("job %s: an ack of a revoked lease was accepted", d.job.id)
+            if d.revoke_reason != "REVOKE_REASON_CANCELLED":
+                log.warning("job %s: an ack of a revoked lease was accepted", d.job.id)
         except (LeaseLost, NotFound):
             pass
         except Error as e:

@@ -33,8 +33,9 @@ use crate::{
 pub enum StreamEvent {
     /// A job to run; it uses one unit of the stream's credit until it is answered.
     Job(Box<Delivery>),
-    /// Stop running a job: its lease is gone. Answering it (or ending the stream) gives its
-    /// credit back; any later ack of it is stale.
+    /// Stop running a job. Answering it (or ending the stream) gives its credit back; a later
+    /// ack is stale after a timeout or a lost lease, and accepted (the job ends cancelled)
+    /// after a cancel.
     Revoke {
         /// The job.
         job_id: JobId,

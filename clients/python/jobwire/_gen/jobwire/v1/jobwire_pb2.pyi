@@ -117,13 +117,17 @@ class _RevokeReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RevokeRe
     REVOKE_REASON_UNSPECIFIED: _RevokeReason.ValueType  # 0
     """Never sent."""
     REVOKE_REASON_TIMEOUT: _RevokeReason.ValueType  # 1
-    """The attempt's deadline passed; the attempt counts as failed with reason "timeout"."""
+    """The attempt's deadline passed; the attempt counts as failed with reason "timeout" and its
+    lease is gone: a later ack of it is refused with FAILED_PRECONDITION.
+    """
     REVOKE_REASON_LEASE_LOST: _RevokeReason.ValueType  # 2
     """The lease was found to be gone (for example, reaped after this instance was cut off from
-    Redis for longer than the lease TTL).
+    Redis for longer than the lease TTL): a later ack of it is refused with FAILED_PRECONDITION.
     """
     REVOKE_REASON_CANCELLED: _RevokeReason.ValueType  # 3
-    """The job was cancelled (CancelJob). Acks are still accepted; the job ends cancelled."""
+    """The job was cancelled (CancelJob). The lease still holds: a later ack is accepted, and the
+    job ends cancelled whatever it reports.
+    """
 
 class RevokeReason(_RevokeReason, metaclass=_RevokeReasonEnumTypeWrapper):
     """Why a job was taken back from a worker."""
@@ -131,13 +135,17 @@ class RevokeReason(_RevokeReason, metaclass=_RevokeReasonEnumTypeWrapper):
 REVOKE_REASON_UNSPECIFIED: RevokeReason.ValueType  # 0
 """Never sent."""
 REVOKE_REASON_TIMEOUT: RevokeReason.ValueType  # 1
-"""The attempt's deadline passed; the attempt counts as failed with reason "timeout"."""
+"""The attempt's deadline passed; the attempt counts as failed with reason "timeout" and its
+lease is gone: a later ack of it is refused with FAILED_PRECONDITION.
+"""
 REVOKE_REASON_LEASE_LOST: RevokeReason.ValueType  # 2
 """The lease was found to be gone (for example, reaped after this instance was cut off from
-Redis for longer than the lease TTL).
+Redis for longer than the lease TTL): a later ack of it is refused with FAILED_PRECONDITION.
 """
 REVOKE_REASON_CANCELLED: RevokeReason.ValueType  # 3
-"""The job was cancelled (CancelJob). Acks are still accepted; the job ends cancelled."""
+"""The job was cancelled (CancelJob). The lease still holds: a later ack is accepted, and the
+job ends cancelled whatever it reports.
+"""
 Global___RevokeReason: _TypeAlias = RevokeReason  # noqa: Y015
 
 class _JobEventType:
@@ -539,8 +547,12 @@ class GetJobResponse(_message.Message):
 
     @_builtins.property
     def revoke(self) -> Global___Revoke:
-        """Stop working on a job: its lease is gone. Any later ack of it gets FAILED_PRECONDITION,
-        and answering it (or ending the stream) gives its credit back.
+        """Stop working on a job. What a later ack of that delivery gets depends on the reason:
+        after TIMEOUT or LEASE_LOST the lease is gone, so the ack is refused (FAILED_PRECONDITION,
+        or NOT_FOUND once the job is no longer retained) and changes nothing; after CANCELLED the
+        lease still holds, so CompleteJob or FailJob is accepted and the job ends cancelled (as it
+        does when the stream ends instead). Either way, answering it (or ending the stream) gives
+        its credit back.
         """
 
     def __init__(
@@ -1075,7 +1087,7 @@ Global___Drain: _TypeAlias = Drain  # noqa: Y015
 
 @_typing.final
 class Revoke(_message.Message):
-    """The server took a job back (see GetJobResponse.revoke)."""
+    """The server tells a worker to stop a job (see GetJobResponse.revoke)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 

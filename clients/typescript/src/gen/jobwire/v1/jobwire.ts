@@ -87,14 +87,20 @@ export enum BackoffKind {
 export enum RevokeReason {
   /** REVOKE_REASON_UNSPECIFIED - Never sent. */
   REVOKE_REASON_UNSPECIFIED = 0,
-  /** REVOKE_REASON_TIMEOUT - The attempt's deadline passed; the attempt counts as failed with reason "timeout". */
+  /**
+   * REVOKE_REASON_TIMEOUT - The attempt's deadline passed; the attempt counts as failed with reason "timeout" and its
+   * lease is gone: a later ack of it is refused with FAILED_PRECONDITION.
+   */
   REVOKE_REASON_TIMEOUT = 1,
   /**
    * REVOKE_REASON_LEASE_LOST - The lease was found to be gone (for example, reaped after this instance was cut off from
-   * Redis for longer than the lease TTL).
+   * Redis for longer than the lease TTL): a later ack of it is refused with FAILED_PRECONDITION.
    */
   REVOKE_REASON_LEASE_LOST = 2,
-  /** REVOKE_REASON_CANCELLED - The job was cancelled (CancelJob). Acks are still accepted; the job ends cancelled. */
+  /**
+   * REVOKE_REASON_CANCELLED - The job was cancelled (CancelJob). The lease still holds: a later ack is accepted, and the
+   * job ends cancelled whatever it reports.
+   */
   REVOKE_REASON_CANCELLED = 3,
   UNRECOGNIZED = -1,
 }
@@ -275,8 +281,12 @@ export interface GetJobResponse {
     { $case: "drain"; value: Drain }
     | //
     /**
-     * Stop working on a job: its lease is gone. Any later ack of it gets FAILED_PRECONDITION,
-     * and answering it (or ending the stream) gives its credit back.
+     * Stop working on a job. What a later ack of that delivery gets depends on the reason:
+     * after TIMEOUT or LEASE_LOST the lease is gone, so the ack is refused (FAILED_PRECONDITION,
+     * or NOT_FOUND once the job is no longer retained) and changes nothing; after CANCELLED the
+     * lease still holds, so CompleteJob or FailJob is accepted and the job ends cancelled (as it
+     * does when the stream ends instead). Either way, answering it (or ending the stream) gives
+     * its credit back.
      */
     { $case: "revoke"; value: Revoke }
     | undefined;
@@ -487,7 +497,7 @@ export interface Drain {
   grace: Duration | undefined;
 }
 
-/** The server took a job back (see GetJobResponse.revoke). */
+/** The server tells a worker to stop a job (see GetJobResponse.revoke). */
 export interface Revoke {
   /** The job to stop. */
   jobId: string;
