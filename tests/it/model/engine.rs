@@ -108,6 +108,7 @@ impl<'a> EngineSut<'a> {
             labels: Vec::new(),
             queues: vec![QUEUE.into()],
             max_in_flight: CREDIT,
+            prefetch: 0,
         };
         self.stream = Some(self.engine.open_stream(spec).expect("a stream opens"));
     }
