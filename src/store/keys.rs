@@ -110,6 +110,20 @@ impl KeySpace {
     pub fn queue_pattern(&self, queue: &str) -> String {
         format!("{}:{{{queue}}}:*", self.prefix)
     }
+
+    /// Every key of every queue matches this pattern (for discovery and the doctor's SCAN).
+    pub(crate) fn all_queues_pattern(&self) -> String {
+        format!("{}:{{*}}:*", self.prefix)
+    }
+
+    /// The queue a key under this prefix belongs to: the name inside its hash tag, or None
+    /// for a global key (or one of no queue). Queue names hold no braces, so the first `}`
+    /// ends the tag.
+    pub(crate) fn queue_of<'k>(&self, key: &'k str) -> Option<&'k str> {
+        let rest = key.strip_prefix(self.prefix.as_str())?.strip_prefix(":{")?;
+        let (queue, after) = rest.split_once('}')?;
+        (!queue.is_empty() && after.starts_with(':')).then_some(queue)
+    }
 }
 
 /// The keys every queue script receives, in the order lib.lua documents.
