@@ -116,6 +116,11 @@ impl KeySpace {
         format!("{}:{{*}}:*", self.prefix)
     }
 
+    /// Every key under the prefix matches this pattern.
+    pub(crate) fn prefix_pattern(&self) -> String {
+        format!("{}:*", self.prefix)
+    }
+
     /// The queue a key under this prefix belongs to: the name inside its hash tag, or None
     /// for a global key (or one of no queue). Queue names hold no braces, so the first `}`
     /// ends the tag.
@@ -169,12 +174,24 @@ impl QueueKeys {
         &self.keys[7]
     }
 
+    pub fn meta(&self) -> &str {
+        &self.keys[6]
+    }
+
     pub fn sessions(&self) -> &str {
         &self.keys[8]
     }
 
+    pub fn session_state(&self) -> &str {
+        &self.keys[9]
+    }
+
     pub fn session_jobs(&self) -> &str {
         &self.keys[10]
+    }
+
+    pub fn session_ttl(&self) -> &str {
+        &self.keys[11]
     }
 
     pub fn cancelled(&self) -> &str {

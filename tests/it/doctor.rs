@@ -8,7 +8,7 @@ use jobwire::proto::{self, session_service_client::SessionServiceClient};
 use redis::AsyncCommands;
 use tonic::Code;
 
-use crate::harness::{Process, Redis, ServerBuilder, Worker, eventually, job, unique_prefix};
+use crate::harness::{Process, Redis, ServerBuilder, Worker, eventually, job, run_jobwire, unique_prefix};
 
 async fn redis_conn(redis: &Redis) -> redis::aio::MultiplexedConnection {
     redis::Client::open(redis.url()).expect("url").get_multiplexed_async_connection().await.expect("connect")
@@ -97,4 +97,199 @@ async fn a_queue_known_only_by_its_keys_still_gets_its_leases_reaped_and_its_ses
     .await;
     assert_eq!(registry(&redis, &prefix).await, vec!["q".to_owned()], "discovery registered the queue again");
     survivor.assert_invariants("q").await;
+}
+
+/// A store of its own on the test Redis, for calling the doctor directly.
+fn store_at(redis: &Redis, prefix: &str) -> jobwire::store::Store {
+    jobwire::store::Store::new(&jobwire::store::StoreConfig {
+        url: redis.url(),
+        prefix: prefix.to_owned(),
+        pool_size: 1,
+        timeout: Duration::from_secs(2),
+        retention: crate::harness::retention(),
+    })
+    .expect("store")
+}
+
+/// Runs `jobwire doctor --json` (with `--repair` when asked): its exit code and report.
+async fn doctor(redis: &Redis, prefix: &str, repair: bool) -> (Option<i32>, serde_json::Value) {
+    let url = redis.url();
+    let mut args = vec!["doctor", "--redis-url", &url, "--key-prefix", prefix, "--json"];
+    if repair {
+        args.push("--repair");
+    }
+    let ran = run_jobwire(&args, Duration::from_secs(30)).await;
+    let report = serde_json::from_str(&ran.stdout).unwrap_or_else(|e| panic!("{e}: {}\n{}", ran.stdout, ran.stderr));
+    (ran.code, report)
+}
+
+/// The kinds of a report's findings, sorted and deduplicated.
+fn kinds(report: &serde_json::Value) -> Vec<String> {
+    let mut kinds: Vec<String> = report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|f| f["kind"].as_str().expect("kind").to_owned())
+        .collect();
+    kinds.sort();
+    kinds.dedup();
+    kinds
+}
+
+async fn create_session(server: &crate::harness::Server, queue: &str, name: &str) {
+    let req = proto::CreateSessionRequest { queue: queue.into(), name: name.into(), ..Default::default() };
+    SessionServiceClient::new(server.channel().await).create_session(req).await.expect("create session");
+}
+
+/// A workload touching every place: completed, dead, delayed, ready, session and idempotent jobs.
+async fn workload(server: &crate::harness::Server, queue: &str) {
+    let mut client = server.client().await;
+    create_session(server, queue, "s").await;
+    for i in 0..6 {
+        client.add_job(job(queue, "t", format!("{i}").as_bytes())).await.expect("add");
+    }
+    let keyed = proto::AddJobRequest { idempotency_key: "once".into(), ..job(queue, "t", b"k") };
+    client.add_job(keyed.clone()).await.expect("add");
+    client.add_job(keyed).await.expect("repeat add");
+    let delay = Some(proto::add_job_request::Schedule::Delay(crate::harness::millis(3_600_000)));
+    let later = proto::AddJobRequest { schedule: delay, ..job(queue, "t", b"later") };
+    client.add_job(later).await.expect("add delayed");
+    client.add_job(in_session(queue, &format!("{queue}/s"))).await.expect("add in session");
+    client.add_job(in_session(queue, &format!("{queue}/s"))).await.expect("add in session");
+    let mut worker = Worker::open(server, &[queue], 1).await;
+    let first = worker.job().await;
+    worker.complete(&first, b"done").await.expect("complete");
+    let second = worker.job().await;
+    worker.fail(&second, "no", false).await;
+}
+
+#[tokio::test]
+async fn a_queue_after_a_normal_workload_is_clean() {
+    let redis = Redis::start();
+    let prefix = unique_prefix();
+    let server = ServerBuilder::new(&redis).prefix(&prefix).start().await;
+    workload(&server, "q").await;
+    let (code, report) = doctor(&redis, &prefix, false).await;
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(kinds(&report), Vec::<String>::new());
+    assert_eq!(report["queues"], 1);
+    server.assert_invariants("q").await;
+}
+
+const NO_JOB: &str = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
+
+#[tokio::test]
+async fn each_kind_of_damage_is_found_then_repaired_and_a_second_run_is_clean() {
+    let redis = Redis::start();
+    let prefix = unique_prefix();
+    let server = ServerBuilder::new(&redis).prefix(&prefix).start().await;
+    workload(&server, "q").await;
+    let mut client = server.client().await;
+    client.add_job(job("lost", "t", b"")).await.expect("add");
+    server.stop().await;
+
+    let mut c = redis_conn(&redis).await;
+    let k = |name: &str| format!("{prefix}:{{q}}:{name}");
+    let ready: Vec<String> = c.lrange(k("ready:0"), 0, -1).await.expect("ready");
+    let [twice, orphan, foreign, ..] = ready.as_slice() else { panic!("ready jobs: {ready:?}") };
+    let _: () = c.hset(k("active"), NO_JOB, "abc.1.1|1|1").await.expect("a lease without a job");
+    let _: () = c.rpush(k("ready:0"), twice).await.expect("a job listed twice");
+    let _: () = c.lrem(k("ready:0"), 0, orphan).await.expect("an orphaned record");
+    let _: () = c.lrem(k("ready:0"), 0, foreign).await.expect("a lease of an unknown instance");
+    let _: () = c.hset(k("active"), foreign, "gone.1.1|1|1").await.expect("with no deadline");
+    let _: () = c.rpush(k("ready:0"), "01BX5ZZKBKACTAV9WEVGEMMVRZ").await.expect("a job with no record");
+    let _: () = c.zadd(k("deadlines"), "01BX5ZZKBKACTAV9WEVGEMMVS0", 5).await.expect("a deadline without a lease");
+    let _: () = c.hset(k("meta"), "session_seq", 0).await.expect("a counter behind");
+    let _: () = c.set(k("idem:bad"), "not-a-ulid").await.expect("a dangling idempotency key");
+    let _: () = c.set(k("bogus"), "1").await.expect("a stray key");
+    let _: () = c.srem(format!("{prefix}:queues"), "lost").await.expect("an unregistered queue");
+    let _: () = c.del(format!("{prefix}:schema")).await.expect("no schema version");
+    // The session's meta, its started count made wrong.
+    let raw: Vec<u8> = c.hget(k("sessions"), "s").await.expect("session meta");
+    let mut rest = raw.as_slice();
+    let mut meta = rmpv::decode::read_value(&mut rest).expect("meta array");
+    let since = rmpv::decode::read_value(&mut rest).expect("since");
+    if let rmpv::Value::Array(fields) = &mut meta {
+        fields[5] = rmpv::Value::from(3);
+    }
+    let mut packed = Vec::new();
+    rmpv::encode::write_value(&mut packed, &meta).expect("pack");
+    rmpv::encode::write_value(&mut packed, &since).expect("pack");
+    let _: () = c.hset(k("sessions"), "s", packed).await.expect("a session counter off");
+
+    let (code, report) = doctor(&redis, &prefix, false).await;
+    assert_eq!(code, Some(1), "{report:#}");
+    let expected = [
+        "deadline-without-lease",
+        "idempotency-key",
+        "lease-of-unknown-instance",
+        "lease-without-deadline",
+        "lease-without-job",
+        "missing-record",
+        "orphaned-record",
+        "schema",
+        "session-counts",
+        "session-sequence",
+        "stray-key",
+        "two-places",
+        "unregistered-queue",
+    ];
+    assert_eq!(kinds(&report), expected, "{report:#}");
+
+    let (code, repaired) = doctor(&redis, &prefix, true).await;
+    assert_eq!(code, Some(0), "{repaired:#}");
+    let (code, again) = doctor(&redis, &prefix, false).await;
+    assert_eq!(code, Some(0), "a second run is clean: {again:#}");
+    crate::harness::assert_invariants_at(&redis.url(), &prefix, "q").await;
+    crate::harness::assert_invariants_at(&redis.url(), &prefix, "lost").await;
+}
+
+#[tokio::test]
+async fn a_repair_racing_a_change_that_mended_the_damage_first_changes_nothing() {
+    let redis = Redis::start();
+    let prefix = unique_prefix();
+    let server = ServerBuilder::new(&redis).prefix(&prefix).start().await;
+    let mut client = server.client().await;
+    for _ in 0..2 {
+        client.add_job(job("q", "t", b"")).await.expect("add");
+    }
+    server.stop().await;
+    let mut c = redis_conn(&redis).await;
+    let ready_key = format!("{prefix}:{{q}}:ready:0");
+    let ready: Vec<String> = c.lrange(&ready_key, 0, -1).await.expect("ready");
+    let _: () = c.lrem(&ready_key, 0, &ready[0]).await.expect("an orphaned record");
+    let _: () = c.rpush(&ready_key, &ready[1]).await.expect("a job listed twice");
+    let active = format!("{prefix}:{{q}}:active");
+    let _: () = c.hset(&active, NO_JOB, "abc.1.1|1|1").await.expect("a lease without a job");
+
+    let store = store_at(&redis, &prefix);
+    let report = store.doctor().examine(None).await.expect("examine");
+    let mut found: Vec<&str> = report.findings.iter().map(|f| f.kind.name()).collect();
+    found.sort();
+    assert_eq!(found, ["lease-without-job", "orphaned-record", "two-places"]);
+    // A live server (here: the test) mends each one first.
+    let _: () = c.rpush(&ready_key, &ready[0]).await.expect("placed again");
+    let _: () = c.lrem(&ready_key, -1, &ready[1]).await.expect("listed once again");
+    let _: () = c.hdel(&active, NO_JOB).await.expect("lease gone");
+    let before: Vec<String> = c.lrange(&ready_key, 0, -1).await.expect("ready");
+
+    let outcomes = store.doctor().repair(&report.findings).await.expect("repair");
+    assert!(outcomes.iter().all(|o| *o == jobwire::store::Outcome::AlreadyRight), "{outcomes:?}");
+    let after: Vec<String> = c.lrange(&ready_key, 0, -1).await.expect("ready");
+    assert_eq!(after, before, "the repair changed nothing");
+    assert!(store.doctor().examine(None).await.expect("examine").findings.is_empty());
+}
+
+#[tokio::test]
+async fn another_releases_schema_version_is_reported_and_left_alone() {
+    let redis = Redis::start();
+    let prefix = unique_prefix();
+    let mut c = redis_conn(&redis).await;
+    let _: () = c.set(format!("{prefix}:schema"), 99).await.expect("set");
+    let (code, report) = doctor(&redis, &prefix, true).await;
+    assert_eq!(code, Some(1), "{report:#}");
+    assert_eq!(kinds(&report), ["schema"]);
+    assert_eq!(report["findings"][0]["outcome"], "left-alone");
+    let version: i64 = c.get(format!("{prefix}:schema")).await.expect("get");
+    assert_eq!(version, 99);
 }
