@@ -46,9 +46,8 @@ const PAGE: usize = 1000;
 /// Findings kept per run; past it the report says it was cut short (repair, then run again).
 const MAX_FINDINGS: usize = 10_000;
 
-/// What kind of damage a finding is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "kebab-case")]
+/// What kind of damage a finding is (serialized as its [`name`](Kind::name)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
     /// The schema version is missing, unreadable or another release's.
     Schema,
@@ -108,6 +107,12 @@ impl Kind {
             Kind::SessionKeys => "session-keys",
             Kind::IdempotencyKey => "idempotency-key",
         }
+    }
+}
+
+impl Serialize for Kind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
     }
 }
 
@@ -377,14 +382,14 @@ impl Doctor {
                 if key.starts_with(&keys.idempotency("")) {
                     tombstones.entry(queue.clone()).or_default().push(key);
                 } else if !keys.all().contains(&key) {
-                    let finding = Finding {
-                        kind: Kind::StrayKey,
-                        queue: Some(queue.clone()),
-                        subject: key,
-                        detail: "outside the layout".into(),
-                        mend: Some(Mend::DeleteKey),
-                    };
-                    report.findings.push(finding);
+                    push(
+                        report,
+                        Kind::StrayKey,
+                        Some(&queue),
+                        &key,
+                        "outside the layout".into(),
+                        Some(Mend::DeleteKey),
+                    );
                 }
                 queues.insert(queue);
             }

@@ -281,15 +281,50 @@ async fn a_repair_racing_a_change_that_mended_the_damage_first_changes_nothing()
 }
 
 #[tokio::test]
-async fn another_releases_schema_version_is_reported_and_left_alone() {
+async fn wrong_places_dangling_session_keys_and_a_lost_completion_are_mended() {
+    let redis = Redis::start();
+    let prefix = unique_prefix();
+    let server = ServerBuilder::new(&redis).prefix(&prefix).start().await;
+    workload(&server, "q").await;
+    server.stop().await;
+    let mut c = redis_conn(&redis).await;
+    let k = |name: &str| format!("{prefix}:{{q}}:{name}");
+    let ready: Vec<String> = c.lrange(k("ready:0"), 0, -1).await.expect("ready");
+    let _: () = c.zadd(k("dead"), &ready[0], 1).await.expect("a waiting job also dead");
+    let completed: Vec<String> = c.lrange(k("completed"), 0, -1).await.expect("completed");
+    let _: () = c.lrem(k("completed"), 0, &completed[0]).await.expect("a completion out of its list");
+    let _: () = c.hset(k("session_state"), "ghost", "{}").await.expect("a state with no session");
+    let _: () = c.zadd(k("session_ttl"), "ghost2", 1).await.expect("an expiry with no session");
+    let _: () = c.zrem(k("session_ttl"), "s").await.expect("a session that never expires");
+
+    let (code, report) = doctor(&redis, &prefix, false).await;
+    assert_eq!(code, Some(1), "{report:#}");
+    assert_eq!(kinds(&report), ["orphaned-record", "session-keys", "stray-outcome", "wrong-place"], "{report:#}");
+    assert_eq!(report["findings"].as_array().map(Vec::len), Some(6), "{report:#}");
+    let (code, repaired) = doctor(&redis, &prefix, true).await;
+    assert_eq!(code, Some(0), "{repaired:#}");
+    let (code, again) = doctor(&redis, &prefix, false).await;
+    assert_eq!(code, Some(0), "a second run is clean: {again:#}");
+    let back: Vec<String> = c.lrange(k("completed"), 0, -1).await.expect("completed");
+    assert_eq!(back, completed, "the completion is listed again");
+    crate::harness::assert_invariants_at(&redis.url(), &prefix, "q").await;
+}
+
+#[tokio::test]
+async fn another_releases_schema_version_and_a_corrupt_record_are_reported_and_left_alone() {
     let redis = Redis::start();
     let prefix = unique_prefix();
     let mut c = redis_conn(&redis).await;
     let _: () = c.set(format!("{prefix}:schema"), 99).await.expect("set");
+    let _: () = c.hset(format!("{prefix}:{{q}}:jobs"), NO_JOB, "garbage").await.expect("a corrupt record");
+    let _: () = c.rpush(format!("{prefix}:{{q}}:ready:0"), NO_JOB).await.expect("listed");
+    let _: () = c.sadd(format!("{prefix}:queues"), "q").await.expect("registered");
     let (code, report) = doctor(&redis, &prefix, true).await;
     assert_eq!(code, Some(1), "{report:#}");
-    assert_eq!(kinds(&report), ["schema"]);
-    assert_eq!(report["findings"][0]["outcome"], "left-alone");
+    assert_eq!(kinds(&report), ["corrupt-record", "schema"]);
+    let outcomes: Vec<&serde_json::Value> =
+        report["findings"].as_array().expect("findings").iter().map(|f| &f["outcome"]).collect();
+    assert!(outcomes.iter().all(|o| *o == "left-alone"), "{report:#}");
     let version: i64 = c.get(format!("{prefix}:schema")).await.expect("get");
     assert_eq!(version, 99);
 }
