@@ -14,8 +14,9 @@
 //! prefix outside the layout, and queues that have keys but no entry in the queue registry.
 //!
 //! Memory: pages, plus the ids of the jobs in the ready and completed lists (a list has no
-//! O(1) membership test, so the walk of every other structure asks this set), the active ids,
-//! and one entry per session and per queue: about 16 bytes per ready or retained completed job.
+//! O(1) membership test, so the walk of every other structure asks these sets, sized once from
+//! the lists' lengths), the active ids, and one entry per session and per queue: under 60 bytes
+//! per ready or retained completed job (BENCHMARKS.md, "doctor"), nothing per job elsewhere.
 //!
 //! A finding seen while the server moves a job can be a job caught between two places, so each
 //! is checked once more inside Redis, by its repair function in `check` mode, before it is
@@ -461,8 +462,10 @@ struct QueueWalk<'d> {
     queue: &'d str,
     keys: Arc<QueueKeys>,
     live: &'d HashSet<String>,
-    /// The jobs of the ready and completed lists, by ULID.
-    listed: HashMap<u128, Place>,
+    /// The jobs of the ready lists, by ULID (sized once from the lists' lengths).
+    ready: HashSet<u128>,
+    /// The jobs of the completed list, by ULID.
+    completed: HashSet<u128>,
     /// The jobs holding a lease.
     active: HashSet<u128>,
     /// Per session name: (active jobs, released jobs not started), as found.
@@ -480,7 +483,8 @@ impl<'d> QueueWalk<'d> {
             doctor,
             queue,
             live,
-            listed: HashMap::new(),
+            ready: HashSet::new(),
+            completed: HashSet::new(),
             active: HashSet::new(),
             sessions: HashMap::new(),
             max_seq: 0,
@@ -498,6 +502,20 @@ impl<'d> QueueWalk<'d> {
 
     async fn run(&mut self) -> Result<()> {
         let keys = self.keys.clone();
+        let lengths: Vec<usize> = self
+            .doctor
+            .backend
+            .with_conn(async |c| {
+                let mut pipe = redis::pipe();
+                for key in keys.ready() {
+                    pipe.llen(key);
+                }
+                pipe.llen(keys.completed()).query_async(c).await
+            })
+            .await?;
+        let (ready, completed) = lengths.split_at(lengths.len().saturating_sub(1));
+        self.ready.reserve(ready.iter().sum());
+        self.completed.reserve(completed.iter().sum());
         let mut lists: Vec<(Place, &str)> = keys.ready().iter().map(|k| (Place::Ready, k.as_str())).collect();
         lists.push((Place::Completed, keys.completed()));
         for (place, key) in lists {
@@ -603,7 +621,7 @@ impl<'d> QueueWalk<'d> {
             let detail = format!("{} but its record says {:?}", place.name(), record.state);
             return self.found(Kind::WrongPlace, subject, detail, Some(Mend::Unplace(place.name())));
         }
-        let in_ready = ulid.is_some_and(|u| self.listed.get(&u) == Some(&Place::Ready));
+        let in_ready = ulid.is_some_and(|u| self.ready.contains(&u));
         let present = |p: Place| match p {
             Place::Active => row.lease.is_some(),
             Place::Ready => in_ready,
@@ -635,10 +653,9 @@ impl<'d> QueueWalk<'d> {
             let rows = self.rows(&ids).await?;
             for (id, row) in ids.iter().zip(&rows) {
                 let ulid = ulid_of(id);
-                if let Some(u) = ulid
-                    && let Some(before) = self.listed.insert(u, place)
-                {
-                    let detail = format!("listed in {} and again in {}", before.name(), place.name());
+                let seen = if place == Place::Ready { &mut self.ready } else { &mut self.completed };
+                if ulid.is_some_and(|u| !seen.insert(u)) {
+                    let detail = format!("listed twice in the {} list(s)", place.name());
                     self.found(Kind::TwoPlaces, id, detail, Some(Mend::Unplace(place.name())));
                     continue;
                 }
@@ -800,7 +817,7 @@ impl<'d> QueueWalk<'d> {
                     self.found(Kind::CorruptRecord, id, e.to_string(), None);
                     continue;
                 }
-                let listed = ulid_of(id).is_some_and(|u| self.listed.contains_key(&u));
+                let listed = ulid_of(id).is_some_and(|u| self.ready.contains(&u) || self.completed.contains(&u));
                 let placed = listed || row.lease.is_some() || row.delayed || row.dead || row.cancelled || row.pending;
                 if row.record.is_some() && !placed {
                     self.found(Kind::OrphanedRecord, id, "a record in no place".into(), Some(Mend::Place));
@@ -819,7 +836,7 @@ impl<'d> QueueWalk<'d> {
         loop {
             let (next, ids) = self.hash_page(&key, cursor).await?;
             for id in &ids {
-                if ulid_of(id).is_none_or(|u| self.listed.get(&u) != Some(&Place::Completed)) {
+                if ulid_of(id).is_none_or(|u| !self.completed.contains(&u)) {
                     let detail = "an outcome, but the job is not in the completed list".to_owned();
                     self.found(Kind::StrayOutcome, id, detail, Some(Mend::Unplace("outcomes")));
                 }
