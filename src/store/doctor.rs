@@ -141,9 +141,9 @@ enum Mend {
     Place,
     /// `doctor_lease.lua`: `deadline` or `return`, with the lease as seen.
     Lease(&'static str, String),
-    /// `doctor_session.lua`: `counts` (seen started, queued; found started, queued), `seq`
-    /// or `keys`.
-    Session(&'static str, Vec<u64>),
+    /// `doctor_session.lua`: `counts` (seen last update, started, queued; found started,
+    /// queued), `seq` or `keys`.
+    Session(&'static str, Vec<String>),
     /// `doctor_tombstone.lua`.
     Tombstone,
     /// UNLINK: the key's name is the condition, and no race changes a name.
@@ -302,13 +302,14 @@ impl Doctor {
                 args.push(subject.to_owned());
                 self.backend.call(queue, &PlaceRecord(args)).await?
             }
+            Mend::Lease("return", seen) if self.holder_is_registered(seen).await? => 0,
             Mend::Lease(what, seen) => {
                 args.extend([(*what).to_owned(), subject.to_owned(), seen.clone()]);
                 self.backend.call(queue, &MendLease(args)).await?
             }
             Mend::Session(what, counts) => {
                 args.extend([(*what).to_owned(), subject.to_owned()]);
-                args.extend(counts.iter().map(u64::to_string));
+                args.extend(counts.iter().cloned());
                 self.backend.call(queue, &MendSession(args)).await?
             }
             Mend::Tombstone => self.backend.call(queue, &DropTombstone { key: subject.to_owned(), mode: args }).await?,
@@ -325,6 +326,15 @@ impl Doctor {
             }
         };
         Ok(if changed > 0 { Outcome::Repaired } else { Outcome::AlreadyRight })
+    }
+
+    /// Whether the instance that issued `lease` is in the instance registry now: one that
+    /// registered after the doctor read the registry (a fresh start) holds live leases.
+    async fn holder_is_registered(&self, lease: &str) -> Result<bool> {
+        let Some(lease) = Lease::parse(lease) else { return Ok(false) };
+        let key = self.backend.keys().instances();
+        let score: Option<f64> = self.backend.with_conn(async |c| c.zscore(&key, lease.token.instance()).await).await?;
+        Ok(score.is_some())
     }
 
     async fn check_schema(&self, report: &mut Report) -> Result<()> {
@@ -468,6 +478,9 @@ struct QueueWalk<'d> {
     completed: HashSet<u128>,
     /// The jobs holding a lease.
     active: HashSet<u128>,
+    /// Each session's last update as read before the walk: a session updated since moved
+    /// during the walk, so the jobs found are no measure of its counts.
+    updated_before: HashMap<String, i64>,
     /// Per session name: (active jobs, released jobs not started), as found.
     sessions: HashMap<String, (u64, u64)>,
     /// The greatest session sequence number in use.
@@ -486,6 +499,7 @@ impl<'d> QueueWalk<'d> {
             ready: HashSet::new(),
             completed: HashSet::new(),
             active: HashSet::new(),
+            updated_before: HashMap::new(),
             sessions: HashMap::new(),
             max_seq: 0,
             records: 0,
@@ -502,6 +516,7 @@ impl<'d> QueueWalk<'d> {
 
     async fn run(&mut self) -> Result<()> {
         let keys = self.keys.clone();
+        self.updated_before = self.session_updates().await?;
         let lengths: Vec<usize> = self
             .doctor
             .backend
@@ -848,6 +863,24 @@ impl<'d> QueueWalk<'d> {
         }
     }
 
+    /// When each session of the queue was last updated.
+    async fn session_updates(&self) -> Result<HashMap<String, i64>> {
+        let mut updates = HashMap::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, page) = self.hash_page(self.keys.sessions(), cursor).await?;
+            for name in page {
+                if let Some(record) = self.doctor.sessions.session(self.queue, &name).await? {
+                    updates.insert(name, record.updated_ms);
+                }
+            }
+            if next == 0 {
+                return Ok(updates);
+            }
+            cursor = next;
+        }
+    }
+
     /// Each session's counts against the jobs found, its state and expiry entries, and the
     /// queue's session sequence.
     async fn check_sessions(&mut self) -> Result<()> {
@@ -872,12 +905,16 @@ impl<'d> QueueWalk<'d> {
                 }
                 let Some(record) = self.doctor.sessions.session(self.queue, name).await? else { continue };
                 let (active, released) = self.sessions.get(name).copied().unwrap_or_default();
-                if (record.started, record.queued) != (active, released) {
+                let still = self.updated_before.get(name) == Some(&record.updated_ms);
+                if still && (record.started, record.queued) != (active, released) {
                     let detail = format!(
                         "counts {} started and {} queued, but has {active} active and {released} released jobs",
                         record.started, record.queued
                     );
-                    let counts = vec![record.started, record.queued, active, released];
+                    let counts = [record.updated_ms.to_string(), record.started.to_string(), record.queued.to_string()]
+                        .into_iter()
+                        .chain([active.to_string(), released.to_string()])
+                        .collect();
                     self.found(Kind::SessionCounts, name, detail, Some(Mend::Session("counts", counts)));
                 }
             }

@@ -178,6 +178,25 @@ async fn a_queue_after_a_normal_workload_is_clean() {
 
 const NO_JOB: &str = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
 
+/// Fields of a session's packed meta (M_UPDATED and M_STARTED of lua/lib.lua, from 0).
+const UPDATED: usize = 2;
+const STARTED: usize = 5;
+
+/// Rewrites one field of a session's packed meta, as damage (or a server's move) would.
+async fn set_session_field(c: &mut redis::aio::MultiplexedConnection, key: &str, name: &str, field: usize, value: i64) {
+    let raw: Vec<u8> = c.hget(key, name).await.expect("session meta");
+    let mut rest = raw.as_slice();
+    let mut meta = rmpv::decode::read_value(&mut rest).expect("meta array");
+    let since = rmpv::decode::read_value(&mut rest).expect("since");
+    if let rmpv::Value::Array(fields) = &mut meta {
+        fields[field] = rmpv::Value::from(value);
+    }
+    let mut packed = Vec::new();
+    rmpv::encode::write_value(&mut packed, &meta).expect("pack");
+    rmpv::encode::write_value(&mut packed, &since).expect("pack");
+    let _: () = c.hset(key, name, packed).await.expect("rewrite the session");
+}
+
 #[tokio::test]
 async fn each_kind_of_damage_is_found_then_repaired_and_a_second_run_is_clean() {
     let redis = Redis::start();
@@ -204,18 +223,7 @@ async fn each_kind_of_damage_is_found_then_repaired_and_a_second_run_is_clean() 
     let _: () = c.set(k("bogus"), "1").await.expect("a stray key");
     let _: () = c.srem(format!("{prefix}:queues"), "lost").await.expect("an unregistered queue");
     let _: () = c.del(format!("{prefix}:schema")).await.expect("no schema version");
-    // The session's meta, its started count made wrong.
-    let raw: Vec<u8> = c.hget(k("sessions"), "s").await.expect("session meta");
-    let mut rest = raw.as_slice();
-    let mut meta = rmpv::decode::read_value(&mut rest).expect("meta array");
-    let since = rmpv::decode::read_value(&mut rest).expect("since");
-    if let rmpv::Value::Array(fields) = &mut meta {
-        fields[5] = rmpv::Value::from(3);
-    }
-    let mut packed = Vec::new();
-    rmpv::encode::write_value(&mut packed, &meta).expect("pack");
-    rmpv::encode::write_value(&mut packed, &since).expect("pack");
-    let _: () = c.hset(k("sessions"), "s", packed).await.expect("a session counter off");
+    set_session_field(&mut c, &k("sessions"), "s", STARTED, 3).await;
 
     let (code, report) = doctor(&redis, &prefix, false).await;
     assert_eq!(code, Some(1), "{report:#}");
@@ -250,7 +258,7 @@ async fn a_repair_racing_a_change_that_mended_the_damage_first_changes_nothing()
     let prefix = unique_prefix();
     let server = ServerBuilder::new(&redis).prefix(&prefix).start().await;
     let mut client = server.client().await;
-    for _ in 0..2 {
+    for _ in 0..3 {
         client.add_job(job("q", "t", b"")).await.expect("add");
     }
     server.stop().await;
@@ -261,23 +269,53 @@ async fn a_repair_racing_a_change_that_mended_the_damage_first_changes_nothing()
     let _: () = c.rpush(&ready_key, &ready[1]).await.expect("a job listed twice");
     let active = format!("{prefix}:{{q}}:active");
     let _: () = c.hset(&active, NO_JOB, "abc.1.1|1|1").await.expect("a lease without a job");
+    let held = &ready[2];
+    let _: () = c.lrem(&ready_key, 0, held).await.expect("leased");
+    let _: () = c.hset(&active, held, "late.1.1|1|1").await.expect("held by an instance not yet registered");
+    let _: () = c.zadd(format!("{prefix}:{{q}}:deadlines"), held, 1).await.expect("its deadline");
 
     let store = store_at(&redis, &prefix);
     let report = store.doctor().examine(None).await.expect("examine");
     let mut found: Vec<&str> = report.findings.iter().map(|f| f.kind.name()).collect();
     found.sort();
-    assert_eq!(found, ["lease-without-job", "orphaned-record", "two-places"]);
+    assert_eq!(found, ["lease-of-unknown-instance", "lease-without-job", "orphaned-record", "two-places"]);
     // A live server (here: the test) mends each one first.
     let _: () = c.rpush(&ready_key, &ready[0]).await.expect("placed again");
     let _: () = c.lrem(&ready_key, -1, &ready[1]).await.expect("listed once again");
     let _: () = c.hdel(&active, NO_JOB).await.expect("lease gone");
+    let _: () = c.zadd(format!("{prefix}:instances"), "late", 1).await.expect("the instance registers");
     let before: Vec<String> = c.lrange(&ready_key, 0, -1).await.expect("ready");
 
     let outcomes = store.doctor().repair(&report.findings).await.expect("repair");
     assert!(outcomes.iter().all(|o| *o == jobwire::store::Outcome::AlreadyRight), "{outcomes:?}");
     let after: Vec<String> = c.lrange(&ready_key, 0, -1).await.expect("ready");
     assert_eq!(after, before, "the repair changed nothing");
+    let lease: Option<String> = c.hget(&active, held).await.expect("hget");
+    assert_eq!(lease.as_deref(), Some("late.1.1|1|1"), "a live instance's lease stays");
     assert!(store.doctor().examine(None).await.expect("examine").findings.is_empty());
+}
+
+#[tokio::test]
+async fn session_counts_are_left_alone_when_the_session_moved_after_the_check() {
+    let redis = Redis::start();
+    let prefix = unique_prefix();
+    let server = ServerBuilder::new(&redis).prefix(&prefix).start().await;
+    create_session(&server, "q", "s").await;
+    server.client().await.add_job(in_session("q", "q/s")).await.expect("add");
+    server.stop().await;
+    let mut c = redis_conn(&redis).await;
+    let sessions = format!("{prefix}:{{q}}:sessions");
+    set_session_field(&mut c, &sessions, "s", STARTED, 3).await;
+    let store = store_at(&redis, &prefix);
+    let report = store.doctor().examine(None).await.expect("examine");
+    let found: Vec<&str> = report.findings.iter().map(|f| f.kind.name()).collect();
+    assert_eq!(found, ["session-counts"]);
+    // A server moves the session on (any move of its jobs updates it) before the repair runs.
+    set_session_field(&mut c, &sessions, "s", UPDATED, 1).await;
+    let outcomes = store.doctor().repair(&report.findings).await.expect("repair");
+    assert_eq!(outcomes, [jobwire::store::Outcome::AlreadyRight]);
+    let record = store.sessions().session("q", "s").await.expect("read").expect("session");
+    assert_eq!(record.started, 3, "the repair changed nothing");
 }
 
 #[tokio::test]

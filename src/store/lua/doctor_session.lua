@@ -1,7 +1,8 @@
 -- doctor_session: mends one session's bookkeeping as the doctor saw it. 'counts': the session
 -- counts started and queued jobs that differ from the jobs the doctor found; set to the found
--- ones only while the stored counts are still those the doctor saw (a session that moved on
--- meanwhile is left alone), then the session releases its next job if it has room. 'seq': the
+-- ones only while the session is still as the doctor saw it, last updated at the same time
+-- (every move of one of its jobs updates it: a session that moved on meanwhile is left alone),
+-- then the session releases its next job if it has room. 'seq': the
 -- queue's session sequence is behind a sequence number in use; raised to it (never lowered).
 -- 'keys': a state or expiry entry of a name with no session is dropped, and a session with no
 -- expiry entry gets one (one TTL from now).
@@ -10,8 +11,8 @@
 -- wake-up on ARGV[1].
 -- KEYS: the queue keys (lib.lua).
 -- ARGV[8] 'check' (change nothing) or 'fix', ARGV[9] 'counts', 'seq' or 'keys', ARGV[10] the
--- session's name (for 'seq': the sequence number in use); for 'counts' ARGV[11..14]: started
--- and queued as seen, started and queued as found.
+-- session's name (for 'seq': the sequence number in use); for 'counts' ARGV[11..15]: last
+-- update (ms), started and queued as seen, started and queued as found.
 -- Returns 1 when there was something to mend (with 'fix': it was mended), else 0.
 local fix, what, name = ARGV[8] == 'fix', ARGV[9], ARGV[10]
 if what == 'seq' then
@@ -26,12 +27,13 @@ if what == 'seq' then
 end
 local meta = load_session(name)
 if what == 'counts' then
-  if not meta or meta[M_STARTED] ~= tonumber(ARGV[11]) or meta[M_QUEUED] ~= tonumber(ARGV[12]) then
+  local seen = meta and meta[M_UPDATED] == tonumber(ARGV[11])
+  if not seen or meta[M_STARTED] ~= tonumber(ARGV[12]) or meta[M_QUEUED] ~= tonumber(ARGV[13]) then
     return 0
   end
   if fix then
     local now = now_ms()
-    meta[M_STARTED], meta[M_QUEUED] = tonumber(ARGV[13]), tonumber(ARGV[14])
+    meta[M_STARTED], meta[M_QUEUED] = tonumber(ARGV[14]), tonumber(ARGV[15])
     session_pump(name, meta, now)
     save_session(name, meta, now)
   end
