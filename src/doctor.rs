@@ -25,7 +25,7 @@ pub(crate) struct DoctorArgs {
     /// Namespace of the keys to check (the servers' --key-prefix).
     #[arg(long, env = "JOBWIRE_KEY_PREFIX", default_value = "jw")]
     key_prefix: String,
-    /// Only this queue's keys (and the global ones).
+    /// Only this queue's keys (and the schema version).
     #[arg(long)]
     queue: Option<String>,
     /// Mend each finding, each with a function that checks it again inside Redis first.

@@ -365,4 +365,9 @@ async fn another_releases_schema_version_and_a_corrupt_record_are_reported_and_l
     assert!(outcomes.iter().all(|o| *o == "left-alone"), "{report:#}");
     let version: i64 = c.get(format!("{prefix}:schema")).await.expect("get");
     assert_eq!(version, 99);
+    let url = redis.url();
+    let table = run_jobwire(&["doctor", "--redis-url", &url, "--key-prefix", &prefix], Duration::from_secs(30)).await;
+    assert_eq!(table.code, Some(1), "{}", table.stderr);
+    assert!(table.stdout.starts_with("KIND"), "a table for people: {}", table.stdout);
+    assert!(table.stdout.contains("corrupt-record") && table.stdout.contains("2 finding(s)"), "{}", table.stdout);
 }
