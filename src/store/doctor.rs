@@ -248,7 +248,7 @@ impl Doctor {
     }
 
     /// Checks the whole key space under the prefix (or, with `only`, one queue's keys and the
-    /// global ones); each queue finding was confirmed inside Redis.
+    /// schema version); each queue finding was confirmed inside Redis.
     pub async fn examine(&self, only: Option<&str>) -> Result<Report> {
         let mut report = Report::default();
         self.check_schema(&mut report).await?;
@@ -271,7 +271,7 @@ impl Doctor {
                     report.truncated = true;
                     break;
                 }
-                if self.mend(&finding, "check").await? != Outcome::AlreadyRight {
+                if self.still_holds(&finding).await? {
                     report.findings.push(finding);
                 }
             }
@@ -288,6 +288,14 @@ impl Doctor {
         Ok(outcomes)
     }
 
+    /// Whether the condition of a finding still holds, asked of its repair function in
+    /// `check` mode (which changes nothing); a finding with no repair always holds.
+    async fn still_holds(&self, finding: &Finding) -> Result<bool> {
+        Ok(self.mend(finding, "check").await? != Outcome::AlreadyRight)
+    }
+
+    /// Runs a finding's repair in `mode`: `check` reports whether the condition holds
+    /// (`Repaired` standing for "it would be"), `fix` mends it if it still does.
     async fn mend(&self, finding: &Finding, mode: &str) -> Result<Outcome> {
         let Some(mend) = &finding.mend else { return Ok(Outcome::LeftAlone) };
         let queue = finding.queue.as_deref().unwrap_or_default();
@@ -448,7 +456,7 @@ impl Doctor {
                 detail,
                 mend: Some(Mend::Tombstone),
             };
-            if self.mend(&finding, "check").await? == Outcome::Repaired {
+            if self.still_holds(&finding).await? {
                 report.findings.push(finding);
             }
         }
