@@ -223,7 +223,6 @@ impl Place {
 }
 
 /// Where one job of a page is, apart from the place being walked.
-#[derive(Default)]
 struct Row {
     record: Option<Vec<u8>>,
     outcome: Option<Vec<u8>>,
