@@ -63,9 +63,14 @@ enum Command {
     /// Run a command per job: payload on stdin, JOBWIRE_* env vars, exit 0 completes it with
     /// stdout as the result, non-zero fails it with stderr as the error.
     Work(work::WorkArgs),
+    /// Check a live Redis against jobwire's invariants, straight through --redis-url (no server
+    /// needed), and with --repair mend what is found. Exit codes: 0 clean, 1 damaged, 2 the
+    /// check could not run.
+    Doctor(doctor::DoctorArgs),
 }
 
 mod cli;
+mod doctor;
 mod exit;
 mod work;
 
@@ -93,6 +98,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Some(Command::Workers(args)) => runtime.block_on(cli::workers(args)).map(|()| ok),
         Some(Command::Sessions(command)) => runtime.block_on(cli::sessions(command)).map(|()| ok),
         Some(Command::Work(args)) => runtime.block_on(work::run(args)).map(|()| ok),
+        Some(Command::Doctor(args)) => Ok(runtime.block_on(doctor::run(args))),
     }
 }
 

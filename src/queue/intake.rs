@@ -5,7 +5,9 @@
 //! call per chunk of each queue, in request order, so it keeps its FIFO order (and a repeated
 //! idempotency key within it is a duplicate).
 //!
-//! Owns: the coalescer of single adds. Calls `registry` (a queue's first add here registers it),
+//! Owns: the coalescer of single adds. Calls `registry` (a queue's first add here registers it,
+//! once a job went in: a refused add writes nothing, not even the registry entry; a crash
+//! before the registration is made up for by the heartbeat's discovery, `leases/liveness.rs`),
 //! `background` (no adds once the instance stops) and `leases` (`Leases::wake`: a queue with new
 //! work wakes its dispatcher here; other instances hear of it from the add script itself).
 
@@ -63,7 +65,6 @@ impl Intake {
     async fn add_in_span(&self, job: NewJob, span: &Span) -> Result<Added> {
         self.background.check_open()?;
         job.validate(&self.limits, "")?;
-        self.registry.register(&job.queue).await?;
         let queue = job.queue.clone();
         let prepared = Prepared::new(job);
         let session = prepared.session.clone();
@@ -78,6 +79,7 @@ impl Intake {
         };
         let outcome = self.adds.submit(&queue, prepared, run).await?;
         let added = accepted(&queue, outcome, session.as_ref(), "", span)?;
+        self.register(&queue).await;
         if !added.duplicate {
             self.leases.wake(&queue);
         }
@@ -121,7 +123,7 @@ impl Intake {
             }
         }
         for (queue, items) in by_queue {
-            self.registry.register(&queue).await?;
+            let mut any_in = false;
             for chunk in items.chunks(MAX_CHUNK) {
                 let args: Vec<AddArgs> = chunk.iter().map(|(_, p)| p.args(self.idempotency_window)).collect();
                 let outcomes = self.store.jobs().add_many(&queue, &args).await?;
@@ -129,15 +131,27 @@ impl Intake {
                     // One script added the chunk: each job's span only records the outcome.
                     let span = add_span(&queue, &prepared.record.headers);
                     let result = accepted(&queue, outcome, prepared.session.as_ref(), &format!("jobs[{i}]."), &span);
+                    any_in |= result.is_ok();
                     if let Ok(added) = &result {
                         span.in_scope(|| tracing::debug!(duplicate = added.duplicate, "job added in a batch"));
                     }
                     results[*i] = result;
                 }
             }
-            self.leases.wake(&queue);
+            if any_in {
+                self.register(&queue).await;
+                self.leases.wake(&queue);
+            }
         }
         Ok(results)
+    }
+
+    /// Registers a queue a job went into. The job is in: a failed registration only delays
+    /// the queue's entry until the heartbeat's discovery finds it, so the add still succeeds.
+    async fn register(&self, queue: &str) {
+        if let Err(e) = self.registry.register(queue).await {
+            tracing::warn!(%queue, error = %e, "could not register the queue; discovery will");
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! The global registry of queues (what the reaper, the session sweep, the gauges and
 //! ListQueues walk), and which queues this instance has already put in it: a queue is
-//! registered when it is first written to (an add, a session, a pause), once per instance.
+//! registered when it is first written to (once an add went in, before a session or a pause),
+//! once per instance. The heartbeat's discovery (`leases/liveness.rs`) registers the queues
+//! that have keys but no entry (a crash right after an add, an entry deleted by hand).
 
 use std::{
     collections::HashSet,

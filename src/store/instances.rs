@@ -40,10 +40,41 @@ impl Instances {
     }
 
     /// Adds `queue` to the registry of known queues. Not atomic with the add on purpose: the
-    /// registry is global (not on the queue's slot) and only feeds listings and the reaper.
+    /// registry is global (not on the queue's slot, so no queue script may touch it under
+    /// Redis Cluster) and only feeds listings, the reaper and the sweep; `discover_queues`
+    /// finds the queues a crash left out of it.
     pub async fn register_queue(&self, queue: &str) -> Result<()> {
         let key = self.backend.keys().queues();
         self.backend.with_conn(async |c| c.sadd(&key, queue).await).await
+    }
+
+    /// One step of the SCAN over every queue's keys: registers the queues found in this page
+    /// (registering is idempotent) and returns the cursor of the next step (0 once the scan
+    /// went round) and the queues found. Each step costs one SCAN of `count` and, when it found
+    /// any queue, one SADD; a full round takes as many steps as the keyspace has `count`s.
+    pub async fn discover_queues(&self, cursor: u64, count: usize) -> Result<(u64, Vec<String>)> {
+        let keys = self.backend.keys();
+        let (pattern, registry) = (keys.all_queues_pattern(), keys.queues());
+        self.backend
+            .with_conn(async |c| {
+                let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(count)
+                    .query_async(c)
+                    .await?;
+                let mut queues: Vec<String> =
+                    batch.iter().filter_map(|k| keys.queue_of(k)).map(str::to_owned).collect();
+                queues.sort();
+                queues.dedup();
+                if !queues.is_empty() {
+                    let _: () = c.sadd(&registry, &queues).await?;
+                }
+                Ok((next, queues))
+            })
+            .await
     }
 
     /// Every queue ever added to, sorted by name.

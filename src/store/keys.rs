@@ -110,6 +110,25 @@ impl KeySpace {
     pub fn queue_pattern(&self, queue: &str) -> String {
         format!("{}:{{{queue}}}:*", self.prefix)
     }
+
+    /// Every key of every queue matches this pattern (for discovery and the doctor's SCAN).
+    pub(crate) fn all_queues_pattern(&self) -> String {
+        format!("{}:{{*}}:*", self.prefix)
+    }
+
+    /// Every key under the prefix matches this pattern.
+    pub(crate) fn prefix_pattern(&self) -> String {
+        format!("{}:*", self.prefix)
+    }
+
+    /// The queue a key under this prefix belongs to: the name inside its hash tag, or None
+    /// for a global key (or one of no queue). Queue names hold no braces, so the first `}`
+    /// ends the tag.
+    pub(crate) fn queue_of<'k>(&self, key: &'k str) -> Option<&'k str> {
+        let rest = key.strip_prefix(self.prefix.as_str())?.strip_prefix(":{")?;
+        let (queue, after) = rest.split_once('}')?;
+        (!queue.is_empty() && after.starts_with(':')).then_some(queue)
+    }
 }
 
 /// The keys every queue script receives, in the order lib.lua documents.
@@ -155,12 +174,24 @@ impl QueueKeys {
         &self.keys[7]
     }
 
+    pub fn meta(&self) -> &str {
+        &self.keys[6]
+    }
+
     pub fn sessions(&self) -> &str {
         &self.keys[8]
     }
 
+    pub fn session_state(&self) -> &str {
+        &self.keys[9]
+    }
+
     pub fn session_jobs(&self) -> &str {
         &self.keys[10]
+    }
+
+    pub fn session_ttl(&self) -> &str {
+        &self.keys[11]
     }
 
     pub fn cancelled(&self) -> &str {

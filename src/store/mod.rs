@@ -14,7 +14,9 @@
 //! - [`Admin`] (`admin.rs`): cancel, pause, retry, delete, purge, listings, stats, info;
 //! - [`Instances`] (`instances.rs`): heartbeats, the queue and instance registries, worker
 //!   listings, publishing notices;
-//! - [`Invariants`] (`invariants.rs`): the structural checks of a queue.
+//! - [`Invariants`] (`invariants.rs`): the structural checks of a queue, for tests;
+//! - [`Doctor`] (`doctor.rs`): the operator's check of a live Redis, in bounded pages, and its
+//!   repairs.
 //!
 //! They share one `Backend` (`backend.rs`: pool, key space, library, retention) and
 //! nothing else; `scripts.rs` assembles the function library from `lua/`, `args.rs` holds the
@@ -24,6 +26,7 @@
 mod admin;
 mod args;
 mod backend;
+mod doctor;
 mod events;
 mod instances;
 mod invariants;
@@ -42,6 +45,7 @@ use redis::{AsyncCommands, RedisError};
 pub use admin::{Admin, CancelOutcome, JobSnapshot, Listing, QueueCounts};
 pub use args::FailArgs;
 use backend::Backend;
+pub use doctor::{Doctor, Finding, Kind, Outcome, Report};
 pub use events::{Events, StoredEvent, event_order, is_event_cursor};
 pub use instances::Instances;
 pub use invariants::Invariants;
@@ -153,6 +157,7 @@ pub struct Store {
     admin: Admin,
     instances: Instances,
     invariants: Invariants,
+    doctor: Doctor,
 }
 
 impl Store {
@@ -167,6 +172,7 @@ impl Store {
             admin: Admin::new(backend.clone()),
             instances: Instances::new(backend.clone()),
             invariants: Invariants::new(backend.clone(), sessions.clone()),
+            doctor: Doctor::new(backend.clone(), sessions.clone(), Instances::new(backend.clone())),
             sessions,
             backend,
         })
@@ -200,6 +206,11 @@ impl Store {
     /// The structural checks of a queue, for tests.
     pub fn invariants(&self) -> &Invariants {
         &self.invariants
+    }
+
+    /// The operator's check of a live Redis and its repairs (`jobwire doctor`).
+    pub fn doctor(&self) -> &Doctor {
+        &self.doctor
     }
 
     /// The names of the keys and channels under this store's prefix.

@@ -84,4 +84,9 @@ library!(
     session_set,
     session_delete,
     session_sweep,
+    doctor_unplace,
+    doctor_place,
+    doctor_lease,
+    doctor_session,
+    doctor_tombstone,
 );

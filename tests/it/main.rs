@@ -12,6 +12,7 @@ mod cli;
 mod client;
 mod cluster;
 mod delivery;
+mod doctor;
 mod embedded;
 mod events;
 mod fused;

@@ -8,6 +8,15 @@
 //!
 //! Each heartbeat that succeeds also republishes this instance's worker list when it is due
 //! (`workers.rs`) and expires the idle sessions of every known queue (`session_sweep.lua`).
+//!
+//! "Every known queue" is the global queue registry, which a queue enters after its first
+//! write (intake registers only once an add went in, so a refused add leaves no entry). A crash
+//! between the two, or an entry deleted by hand, would hide that queue's leases and sessions
+//! from the reaper and the sweep for good; so each heartbeat also takes one bounded step of a
+//! SCAN over the queues' keys and registers what it finds (`discover_queues`): a full round
+//! costs one SCAN of `DISCOVERY_PAGE` per heartbeat and takes (keys / `DISCOVERY_PAGE`)
+//! heartbeats. The registry cannot be written inside the add script instead: it is a global
+//! key, on another Redis Cluster slot than the queue's.
 
 use std::{sync::Arc, time::Duration};
 
@@ -19,6 +28,9 @@ use super::{Leases, workers};
 /// How stale the in-flight counts of `ListWorkers` may get.
 const WORKERS_REFRESH: Duration = Duration::from_secs(5);
 
+/// Keys one discovery step asks SCAN to look at (its COUNT).
+const DISCOVERY_PAGE: usize = 1000;
+
 /// Heartbeats every third of the lease TTL (at least once a second) until the instance stops; on
 /// each success also republishes the worker list when due, sweeps idle sessions and reaps dead
 /// instances.
@@ -28,6 +40,7 @@ pub(super) async fn run(leases: Arc<Leases>) {
     let mut fresh_since: Option<Instant> = None;
     let mut last_ok: Option<Instant> = None;
     let mut published: Option<((u64, u64), Instant)> = None;
+    let mut discovery_cursor = 0u64;
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -60,6 +73,7 @@ pub(super) async fn run(leases: Arc<Leases>) {
                     workers::publish(&leases, ttl * 3).await;
                     published = Some((generation, now));
                 }
+                discover_queues(&leases, &mut discovery_cursor).await;
                 sweep_sessions(&leases).await;
                 let dead: Vec<String> = dead.into_iter().filter(|id| *id != leases.instance).collect();
                 if !dead.is_empty() && fresh_since.is_some_and(|t| now - t >= ttl) {
@@ -73,6 +87,14 @@ pub(super) async fn run(leases: Arc<Leases>) {
                 }
             }
         }
+    }
+}
+
+/// One step of the discovery of queues missing from the registry (see the module doc).
+async fn discover_queues(leases: &Leases, cursor: &mut u64) {
+    match leases.store.instances().discover_queues(*cursor, DISCOVERY_PAGE).await {
+        Ok((next, _)) => *cursor = next,
+        Err(e) => warn!(error = %e, "queue discovery failed; retrying on the next heartbeat"),
     }
 }
 
