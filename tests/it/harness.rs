@@ -14,7 +14,7 @@ use jobwire::{
     proto::{self, queue_service_client::QueueServiceClient},
     queue::{Engine, Settings},
     redis_server::{RedisConfig, RedisServer},
-    server::{self, ReadyFile, ServerOptions},
+    server::{self, Keepalive, ReadyFile, ServerOptions},
     store::{Retention, Store, StoreConfig},
     telemetry::MetricsEndpoint,
 };
@@ -201,8 +201,13 @@ impl ServerBuilder {
             None => None,
         };
         let metrics_addr = metrics.as_ref().map(|m| m.local_addr().expect("metrics addr"));
-        let options =
-            ServerOptions { max_message: 4 << 20, ping_every: self.ping_every, drain_grace: self.drain_grace, metrics };
+        let options = ServerOptions {
+            max_message: 4 << 20,
+            ping_every: self.ping_every,
+            drain_grace: self.drain_grace,
+            metrics,
+            keepalive: Keepalive { interval: Duration::from_secs(5), timeout: Duration::from_secs(5) },
+        };
         let task = tokio::spawn({
             let engine = engine.clone();
             async move {
