@@ -8,6 +8,8 @@
 //!   `drain` finishes what is running, then reconnects.
 //! - A broken stream is reopened with backoff. Jobs running on it are aborted: the server has
 //!   already given them back.
+//! - An ack answered UNAVAILABLE (Redis away for a moment) is sent again until answered, for as
+//!   long as the stream lives: dropped, it would leave the job leased to a live stream.
 //! - Stopping finishes the running jobs and acks them; a job that arrives while stopping is
 //!   handed back with `ReturnJob` (not a failed attempt, not a lost delivery).
 //! - A handler runs inside a `job` span carrying the job's W3C trace context (`trace_id`,
@@ -284,7 +286,7 @@ impl Worker {
     /// Runs the handler and acks its outcome. Aborted on revoke.
     fn run_one(&self, job: proto::Job) -> impl Future<Output = ()> + Send + 'static {
         let handler = self.handlers.get(&job.r#type).or(self.fallback.as_ref()).cloned();
-        let mut client = self.client.raw();
+        let client = self.client.raw();
         let trace = TraceContext::from_headers(job.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let span = tracing::info_span!(
             "job",
@@ -315,7 +317,11 @@ impl Worker {
                         expected_session_version: session_state.as_ref().and(version),
                         session_state,
                     };
-                    match client.complete_job(traced(req, trace.as_ref())).await {
+                    let complete = || {
+                        let (mut client, req) = (client.clone(), traced(req.clone(), trace.as_ref()));
+                        async move { client.complete_job(req).await }
+                    };
+                    match until_answered(complete).await {
                         Err(status) if status.code() == tonic::Code::Aborted => {
                             Err(JobError::retry("the session changed while the job ran"))
                         }
@@ -334,7 +340,11 @@ impl Worker {
                         retryable: Some(e.retryable),
                         retry_after: e.retry_after.map(super::duration),
                     };
-                    client.fail_job(traced(req, trace.as_ref())).await.map(|_| ())
+                    let fail = || {
+                        let (mut client, req) = (client.clone(), traced(req.clone(), trace.as_ref()));
+                        async move { client.fail_job(req).await }
+                    };
+                    until_answered(fail).await.map(|_| ())
                 }
             };
             if let Err(status) = acked {
@@ -342,6 +352,27 @@ impl Worker {
             }
         };
         job_run.instrument(span)
+    }
+}
+
+/// Sends an ack again while the answer is UNAVAILABLE (Redis or the server away for a moment),
+/// waiting 50 ms doubling to 1 s between tries: a dropped ack would leave the job leased to this
+/// stream, which lives on, until the job's timeout. The retries end with the stream: its jobs'
+/// tasks are aborted then, the server having given the jobs back.
+async fn until_answered<T, Fut>(mut send: impl FnMut() -> Fut) -> Result<T, tonic::Status>
+where
+    Fut: Future<Output = Result<T, tonic::Status>>,
+{
+    let mut wait = Duration::from_millis(50);
+    loop {
+        match send().await {
+            Err(status) if status.code() == tonic::Code::Unavailable => {
+                debug!(%status, ?wait, "ack not answered; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(1));
+            }
+            answered => return answered,
+        }
     }
 }
 
