@@ -43,8 +43,20 @@ impl Redis {
         Self { server, _dir: dir }
     }
 
+    /// With the launcher's options as `configure` sets them (e.g. AOF with `appendfsync always`).
+    pub fn start_config(configure: impl FnOnce(RedisConfig) -> RedisConfig) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let server = RedisServer::start(configure(RedisConfig::new(dir.path()))).expect("redis-server starts");
+        Self { server, _dir: dir }
+    }
+
     pub fn url(&self) -> String {
         self.server.url()
+    }
+
+    /// Its data directory (the AOF is under `appendonlydir/`).
+    pub fn dir(&self) -> &std::path::Path {
+        self.server.dir()
     }
 
     /// Kills Redis (SIGKILL: no clean shutdown).

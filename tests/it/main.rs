@@ -14,6 +14,7 @@ mod cluster;
 mod delivery;
 mod embedded;
 mod events;
+mod faults;
 mod lifecycle;
 mod metrics;
 mod resilience;
