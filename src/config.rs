@@ -7,6 +7,7 @@ use clap::Args;
 
 use crate::{
     queue::{Limits, Settings},
+    server::Keepalive,
     store::{Retention, StoreConfig},
 };
 
@@ -84,6 +85,15 @@ pub struct ServeConfig {
     /// period, so streams opened together do not ping together).
     #[arg(long, env = "JOBWIRE_PING_EVERY", default_value = "15s", value_parser = duration)]
     pub ping_every: Duration,
+    /// A connection that has sent nothing for this long gets an HTTP/2 PING, so a peer behind a
+    /// dead network path (no FIN, no RST) is noticed: the keep-alive interval.
+    #[arg(long, env = "JOBWIRE_HTTP2_KEEPALIVE_INTERVAL", default_value = "5s", value_parser = duration)]
+    pub http2_keepalive_interval: Duration,
+    /// A PING not answered within this closes the connection, ending its worker streams (their
+    /// jobs go back to ready at once). With the interval, it bounds how long a worker cut off
+    /// without a FIN keeps its jobs: at most interval + timeout (10 s by default).
+    #[arg(long, env = "JOBWIRE_HTTP2_KEEPALIVE_TIMEOUT", default_value = "5s", value_parser = duration)]
+    pub http2_keepalive_timeout: Duration,
     /// Serve Prometheus metrics at http://ADDR/metrics (off when unset). Per-queue gauges are
     /// read from Redis every 5 s; counters and histograms count what this instance did.
     #[arg(long, env = "JOBWIRE_METRICS_LISTEN", value_name = "ADDR")]
@@ -119,6 +129,8 @@ impl ServeConfig {
             ("--safety-poll", self.safety_poll),
             ("--reconcile-every", self.reconcile_every),
             ("--ping-every", self.ping_every),
+            ("--http2-keepalive-interval", self.http2_keepalive_interval),
+            ("--http2-keepalive-timeout", self.http2_keepalive_timeout),
         ] {
             if value.is_zero() {
                 return Err(format!("{flag} must be above zero"));
@@ -159,6 +171,11 @@ impl ServeConfig {
             safety_poll: self.safety_poll,
             reconcile_every: self.reconcile_every,
         }
+    }
+
+    /// The HTTP/2 keep-alive of the gRPC connections.
+    pub fn keepalive(&self) -> Keepalive {
+        Keepalive { interval: self.http2_keepalive_interval, timeout: self.http2_keepalive_timeout }
     }
 
     /// The largest gRPC message the server decodes: the biggest legal request plus room for

@@ -200,6 +200,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         ping_every: config.ping_every,
         drain_grace: config.drain_grace,
         metrics,
+        keepalive: config.keepalive(),
     };
     server::run(listener, engine, options, stop.cancelled_owned()).await?;
     if let Some(redis) = embedded {

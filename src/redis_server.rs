@@ -83,12 +83,23 @@ pub struct TlsFiles {
     pub ca: PathBuf,
 }
 
+/// When Redis fsyncs its AOF (`appendfsync`): what a crash of the machine (or a `kill -9`) may
+/// take of the writes Redis already acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppendFsync {
+    /// Before answering each write: nothing acknowledged is lost, at a cost per write.
+    Always,
+    /// Once a second, in the background: up to about a second of writes may be lost.
+    EverySec,
+}
+
 /// What to start. `RedisConfig::new(dir)` alone is a unix socket, no persistence, no limit.
 #[derive(Clone, Debug)]
 pub struct RedisConfig {
     dir: PathBuf,
     tcp: bool,
     appendonly: bool,
+    appendfsync: AppendFsync,
     maxmemory: Option<MaxMemory>,
     tls: Option<TlsFiles>,
     cluster: bool,
@@ -97,7 +108,15 @@ pub struct RedisConfig {
 impl RedisConfig {
     /// A server on `dir` (created if missing; see the module doc for what it holds).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into(), tcp: false, appendonly: false, maxmemory: None, tls: None, cluster: false }
+        Self {
+            dir: dir.into(),
+            tcp: false,
+            appendonly: false,
+            appendfsync: AppendFsync::EverySec,
+            maxmemory: None,
+            tls: None,
+            cluster: false,
+        }
     }
 
     /// Also listen on plain TCP, 127.0.0.1 on a free port.
@@ -106,9 +125,16 @@ impl RedisConfig {
         self
     }
 
-    /// Persist to an AOF in the directory (fsync every second), so data survives a restart.
+    /// Persist to an AOF in the directory (fsynced as `appendfsync` says), so data survives a
+    /// restart.
     pub fn appendonly(mut self, on: bool) -> Self {
         self.appendonly = on;
+        self
+    }
+
+    /// When the AOF is fsynced (with `appendonly`; default every second).
+    pub fn appendfsync(mut self, policy: AppendFsync) -> Self {
+        self.appendfsync = policy;
         self
     }
 
@@ -208,7 +234,11 @@ impl RedisServer {
         cmd.arg("--dir").arg(dir).arg("--logfile").arg(dir.join("redis.log"));
         cmd.args(["--appendonly", if self.config.appendonly { "yes" } else { "no" }]);
         if self.config.appendonly {
-            cmd.args(["--appendfsync", "everysec"]);
+            let policy = match self.config.appendfsync {
+                AppendFsync::Always => "always",
+                AppendFsync::EverySec => "everysec",
+            };
+            cmd.args(["--appendfsync", policy]);
         }
         if let Some(limit) = &self.config.maxmemory {
             cmd.arg("--maxmemory").arg(limit.bytes.to_string());

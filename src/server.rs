@@ -47,6 +47,19 @@ pub struct ServerOptions {
     pub drain_grace: Duration,
     /// Serve Prometheus metrics here (off when None).
     pub metrics: Option<MetricsEndpoint>,
+    /// How a silent peer is found out.
+    pub keepalive: Keepalive,
+}
+
+/// The HTTP/2 keep-alive of every connection: a connection silent for `interval` is pinged, and
+/// closed if the ping is not answered within `timeout`. This is what notices a worker behind a
+/// dead network path (no FIN): its streams end and their jobs go back to ready.
+#[derive(Clone, Copy, Debug)]
+pub struct Keepalive {
+    /// Silence after which a PING is sent.
+    pub interval: Duration,
+    /// How long a PING may go unanswered before the connection is closed.
+    pub timeout: Duration,
 }
 
 /// The bound addresses, as `--ready-file` holds them: the gRPC address on line 1, the metrics
@@ -136,8 +149,8 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let transport = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(20)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .http2_keepalive_interval(Some(options.keepalive.interval))
+        .http2_keepalive_timeout(Some(options.keepalive.timeout))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -14,6 +14,9 @@
 //!   `drain` finishes what is running, hands back what has not started, then reconnects.
 //! - A broken stream is reopened with backoff. Jobs running on it are aborted: the server has
 //!   already given them back.
+//! - An ack answered UNAVAILABLE (Redis or the server away for a moment) is sent again until
+//!   answered, for as long as the stream lives: dropped, it would leave the job leased to a live
+//!   stream.
 //! - Stopping finishes the running jobs and acks them; a job that arrives while stopping, or that
 //!   waits for a handler, is handed back (`ReturnJob`: not a failed attempt, not a lost delivery).
 //! - A handler runs inside a `job` span carrying the job's W3C trace context (`trace_id`,
@@ -429,7 +432,7 @@ impl Worker {
                         expected_session_version: session_state.as_ref().and(version),
                         session_state,
                     };
-                    match acker.complete(req, trace.as_ref()).await {
+                    match until_answered(|| acker.complete(req.clone(), trace.as_ref())).await {
                         Err(status) if status.code() == Code::Aborted => {
                             Err(JobError::retry("the session changed while the job ran"))
                         }
@@ -448,7 +451,7 @@ impl Worker {
                         retryable: Some(e.retryable),
                         retry_after: e.retry_after.map(super::duration),
                     };
-                    acker.fail(req, trace.as_ref()).await
+                    until_answered(|| acker.fail(req.clone(), trace.as_ref())).await
                 }
             };
             if let Err(status) = acked {
@@ -620,6 +623,27 @@ impl Outbox {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<proto::WorkAnswer>>> {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Sends an ack again while the answer is UNAVAILABLE (Redis or the server away for a moment),
+/// waiting 50 ms doubling to 1 s between tries: a dropped ack would leave the job leased to this
+/// stream, which lives on, until the job's timeout. The retries end with the stream: its jobs'
+/// tasks are aborted then, the server having given the jobs back.
+async fn until_answered<T, Fut>(mut send: impl FnMut() -> Fut) -> Result<T, tonic::Status>
+where
+    Fut: Future<Output = Result<T, tonic::Status>>,
+{
+    let mut wait = Duration::from_millis(50);
+    loop {
+        match send().await {
+            Err(status) if status.code() == tonic::Code::Unavailable => {
+                debug!(%status, ?wait, "ack not answered; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(1));
+            }
+            answered => return answered,
+        }
     }
 }
 

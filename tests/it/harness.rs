@@ -14,7 +14,7 @@ use jobwire::{
     proto::{self, queue_service_client::QueueServiceClient},
     queue::{Engine, Settings},
     redis_server::{RedisConfig, RedisServer},
-    server::{self, ReadyFile, ServerOptions},
+    server::{self, Keepalive, ReadyFile, ServerOptions},
     store::{Retention, Store, StoreConfig},
     telemetry::MetricsEndpoint,
 };
@@ -43,8 +43,20 @@ impl Redis {
         Self { server, _dir: dir }
     }
 
+    /// With the launcher's options as `configure` sets them (e.g. AOF with `appendfsync always`).
+    pub fn start_config(configure: impl FnOnce(RedisConfig) -> RedisConfig) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let server = RedisServer::start(configure(RedisConfig::new(dir.path()))).expect("redis-server starts");
+        Self { server, _dir: dir }
+    }
+
     pub fn url(&self) -> String {
         self.server.url()
+    }
+
+    /// Its data directory (the AOF is under `appendonlydir/`).
+    pub fn dir(&self) -> &std::path::Path {
+        self.server.dir()
     }
 
     /// Kills Redis (SIGKILL: no clean shutdown).
@@ -201,8 +213,13 @@ impl ServerBuilder {
             None => None,
         };
         let metrics_addr = metrics.as_ref().map(|m| m.local_addr().expect("metrics addr"));
-        let options =
-            ServerOptions { max_message: 4 << 20, ping_every: self.ping_every, drain_grace: self.drain_grace, metrics };
+        let options = ServerOptions {
+            max_message: 4 << 20,
+            ping_every: self.ping_every,
+            drain_grace: self.drain_grace,
+            metrics,
+            keepalive: Keepalive { interval: Duration::from_secs(5), timeout: Duration::from_secs(5) },
+        };
         let task = tokio::spawn({
             let engine = engine.clone();
             async move {

@@ -15,6 +15,7 @@ mod delivery;
 mod doctor;
 mod embedded;
 mod events;
+mod faults;
 mod fused;
 mod lifecycle;
 mod metrics;
