@@ -368,13 +368,19 @@ class Client:
         return JobState.of(response.state)
 
     async def return_job(
-        self, job_id: str, lease_token: str, *, timeout: float | None = _UNSET
+        self,
+        job_id: str,
+        lease_token: str,
+        *,
+        stop_stream: bool = False,
+        timeout: float | None = _UNSET,
     ) -> None:
         """Hands a delivered job back unprocessed, to the head of its queue: neither a failed
-        attempt nor a lost delivery (for a worker that will not start it)."""
+        attempt nor a lost delivery (for a worker that will not start it). ``stop_stream``: the
+        stream that received it gets no more jobs (its worker is stopping)."""
         await call_unary(
             self.stub.ReturnJob,
-            pb.ReturnJobRequest(job_id=job_id, lease_token=lease_token),
+            pb.ReturnJobRequest(job_id=job_id, lease_token=lease_token, stop_stream=stop_stream),
             timeout=self._timeout(timeout),
             retry=self.retry,
             metadata=self.metadata,

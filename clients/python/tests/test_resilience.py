@@ -131,6 +131,57 @@ async def test_drain_finishes_in_flight_then_reconnects(
             await asyncio.wait_for(task, timeout=15)
 
 
+async def test_drain_hands_prefetched_jobs_back_then_reconnects(
+    own_redis: Redis, servers: list[Server]
+) -> None:
+    directory = own_redis.directory
+    first = Server(own_redis, directory)
+    servers.append(first)
+    other = Server(own_redis, directory, prefix=first.prefix)
+    servers.append(other)
+    port = first.target.rsplit(":", 1)[1]
+    worker = jobwire.Worker(
+        first.target,
+        queues=["prefetched"],
+        concurrency=1,
+        prefetch=1,
+        reconnect=jobwire.ReconnectPolicy(initial=0.05, max=0.3),
+    )
+    started = asyncio.Event()
+
+    @worker.handler("slow")
+    async def slow(job: jobwire.Job) -> str:
+        started.set()
+        await asyncio.sleep(0.5)
+        return job.id
+
+    async with jobwire.Client(other.target, timeout=10) as client:
+        running = await client.add("prefetched", "slow")
+        held = await client.add("prefetched", "slow")
+        task = asyncio.create_task(worker.run(handle_signals=False))
+        try:
+            await until(started)
+            while (await client.stats("prefetched")).active < 2:
+                await asyncio.sleep(0.02)
+            first.terminate()  # drain: finish the running job, hand the prefetched one back
+            info = await client.wait(running.id, timeout=10)
+            assert (info.result_json(), info.lost_deliveries) == (running.id, 0)
+            assert first.wait(timeout=15) == 0
+            info = await client.get(held.id)
+            assert info.state is jobwire.JobState.WAITING, info
+            assert (info.attempts, info.lost_deliveries) == (0, 0), info
+
+            servers.append(
+                Server(own_redis, directory, prefix=first.prefix, listen=f"127.0.0.1:{port}")
+            )
+            info = await client.wait(held.id, timeout=15)
+            assert (info.result_json(), info.attempts, info.lost_deliveries) == (held.id, 1, 0)
+            assert not task.done()
+        finally:
+            worker.stop()
+            await asyncio.wait_for(task, timeout=15)
+
+
 async def test_server_crash_cancels_handlers_and_worker_reconnects(
     own_redis: Redis, servers: list[Server]
 ) -> None:
