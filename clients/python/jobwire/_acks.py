@@ -8,18 +8,21 @@ so the worker handles a refused ack the same way whichever the protocol.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 import grpc
 
-from ._client import Client
+from ._client import Client, extend_request, fail_request
 from ._errors import Error, Unavailable, error_for
 from ._gen.jobwire.v1 import jobwire_pb2 as pb
-from ._types import JobState, Seconds, from_timestamp, to_duration, to_seconds
+from ._types import JobState, Seconds, from_timestamp
 
 T = TypeVar("T")
+
+log = logging.getLogger("jobwire.worker")
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
@@ -43,6 +46,8 @@ class Acker(Protocol):
         """Hands back a job the worker will not start, and asks for no more on this stream."""
 
     async def extend(self, job_id: str, lease_token: str, by: Seconds) -> datetime: ...
+
+    async def progress(self, job_id: str, lease_token: str, progress: bytes) -> None: ...
 
     def started(self, lease_token: str) -> None:
         """A delivered job was handed to a handler (reported only with prefetch)."""
@@ -82,6 +87,9 @@ class UnaryAcker:
 
     async def extend(self, job_id: str, lease_token: str, by: Seconds) -> datetime:
         return await self.client.extend(job_id, lease_token, by, timeout=self.timeout)
+
+    async def progress(self, job_id: str, lease_token: str, progress: bytes) -> None:
+        await self.client.report_progress(job_id, lease_token, progress, timeout=self.timeout)
 
     def started(self, lease_token: str) -> None:
         pass  # GetJob has no prefetch: every delivered job counts as started
@@ -145,11 +153,7 @@ class Outbox:
         retryable: bool = True,
         retry_after: Seconds | None = None,
     ) -> JobState:
-        request = pb.FailJobRequest(
-            job_id=job_id, lease_token=lease_token, error=error, retryable=retryable
-        )
-        if retry_after is not None:
-            request.retry_after.CopyFrom(to_duration(retry_after, "retry_after"))
+        request = fail_request(job_id, lease_token, error, retryable, retry_after)
         answer = await self._until_answered(lambda: self._ack(pb.WorkAck(fail=request)))
         return JobState.of(answer.fail.state)
 
@@ -158,13 +162,15 @@ class Outbox:
         await self._until_answered(lambda: self._ack(pb.WorkAck(give_back=request)))
 
     async def extend(self, job_id: str, lease_token: str, by: Seconds) -> datetime:
-        if to_seconds(by) <= 0:
-            raise ValueError("extend: by must be positive")
-        request = pb.ExtendLeaseRequest(
-            job_id=job_id, lease_token=lease_token, extend_by=to_duration(by, "by")
-        )
+        request = extend_request(job_id, lease_token, by)
         answer = await self._until_answered(lambda: self._ack(pb.WorkAck(extend=request)))
         return from_timestamp(answer.extend.deadline)
+
+    async def progress(self, job_id: str, lease_token: str, progress: bytes) -> None:
+        request = pb.ReportProgressRequest(
+            job_id=job_id, lease_token=lease_token, progress=progress
+        )
+        await self._until_answered(lambda: self._ack(pb.WorkAck(progress=request)))
 
     async def _ack(self, ack: pb.WorkAck) -> pb.WorkAnswer:
         """Queues one ack and waits for its answer; raises the error of a refusal."""
@@ -190,6 +196,7 @@ class Outbox:
             except Error as e:
                 if e.code != grpc.StatusCode.UNAVAILABLE or self._closed:
                     raise
+                log.debug("ack answered %s; sending it again in %.2fs", e, wait)
             await asyncio.sleep(wait)
             wait = min(wait * 2, 1.0)
 

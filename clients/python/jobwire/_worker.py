@@ -142,6 +142,15 @@ class Job:
         """:meth:`extend` for handlers running in a thread."""
         return asyncio.run_coroutine_threadsafe(self.extend(by), self._loop).result()
 
+    async def progress(self, progress: object) -> None:
+        """Reports this attempt's progress (bytes as is, else JSON; at most 64 KiB): kept on the
+        job (:attr:`jobwire.JobInfo.progress`) and sent to whoever watches it."""
+        await self._acker.progress(self.id, self.lease_token, encode(progress))
+
+    def progress_blocking(self, progress: object) -> None:
+        """:meth:`progress` for handlers running in a thread."""
+        asyncio.run_coroutine_threadsafe(self.progress(progress), self._loop).result()
+
 
 @dataclass(frozen=True)
 class ReconnectPolicy:

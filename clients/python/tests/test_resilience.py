@@ -4,6 +4,7 @@ answers UNAVAILABLE), and a server that drains, goes away and comes back."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,6 +80,47 @@ async def test_add_retries_while_redis_is_frozen_and_adds_once(
         stats = await client.stats("frozen")
         assert stats.waiting == 1, "retries after UNAVAILABLE added the job exactly once"
         assert (await client.get(added.id)).json() == {"n": 1}
+
+
+async def test_an_ack_answered_unavailable_is_sent_again_on_the_same_stream(
+    own_redis: Redis, servers: list[Server], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="jobwire.worker")
+    server = Server(own_redis, own_redis.directory, extra=("--redis-timeout", "300ms"))
+    servers.append(server)
+    worker = jobwire.Worker(server.target, queues=["resent"], concurrency=1)
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    @worker.handler("job")
+    async def job(job: jobwire.Job) -> str:
+        started.set()
+        await release.wait()
+        return "acked after the freeze"
+
+    async with jobwire.Client(server.target, timeout=20) as client:
+        await serving(client)
+        added = await client.add("resent", "job")
+        task = asyncio.create_task(worker.run(handle_signals=False))
+        try:
+            await until(started)
+            stream = worker._stream
+            own_redis.pause()
+            try:
+                release.set()  # the complete goes out while Redis is frozen
+                deadline = asyncio.get_running_loop().time() + 10
+                while not any("sending it again" in r.getMessage() for r in caplog.records):
+                    assert asyncio.get_running_loop().time() < deadline
+                    await asyncio.sleep(0.05)
+            finally:
+                own_redis.resume()
+            info = await client.wait(added.id, timeout=20)
+            assert info.result_json() == "acked after the freeze"
+            assert (info.attempts, info.lost_deliveries) == (1, 0), info
+            assert worker._stream is stream
+        finally:
+            worker.stop()
+            await asyncio.wait_for(task, timeout=15)
 
 
 async def test_drain_finishes_in_flight_then_reconnects(

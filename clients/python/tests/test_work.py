@@ -76,6 +76,28 @@ async def test_a_stale_token_is_refused_and_the_stream_goes_on(
         assert worker._stream is stream  # the same stream carried the answer and the next ack
 
 
+@pytest.mark.parametrize("protocol", ["work", "unary"])
+async def test_progress_is_stored_and_an_oversized_one_refused_alike(
+    server: Server, client: jobwire.Client, queue: str, protocol: Literal["work", "unary"]
+) -> None:
+    worker = jobwire.Worker(server.target, queues=[queue], concurrency=1, protocol=protocol)
+
+    @worker.handler("report")
+    async def report(job: jobwire.Job) -> str:
+        await job.progress({"done": 1})
+        try:
+            await job.progress(b"x" * (64 * 1024 + 1))
+        except jobwire.Error as e:
+            return f"{type(e).__name__} {e.code.name}"
+        return "accepted"
+
+    async with running(worker):
+        added = await client.add(queue, "report")
+        info = await client.wait(added.id, timeout=10)
+    assert info.progress == b'{"done":1}'
+    assert info.result_json() == "TooLarge RESOURCE_EXHAUSTED"
+
+
 async def test_prefetch_holds_jobs_beyond_concurrency_and_hands_them_back_on_stop(
     server: Server, client: jobwire.Client, queue: str, caplog: pytest.LogCaptureFixture
 ) -> None:
