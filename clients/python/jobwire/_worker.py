@@ -290,7 +290,8 @@ class Worker:
         self.max_running = 0
         """The most handlers seen running at once (for tests and metrics)."""
         self.ack_messages = 0
-        """Messages of acks sent on Work streams that have ended (for tests and metrics)."""
+        """Messages of acks (and ``started`` marks) sent on Work streams that have ended (for
+        tests and metrics)."""
 
     # ---- registration -------------------------------------------------------------------------
 
