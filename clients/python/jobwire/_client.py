@@ -353,14 +353,9 @@ class Client:
         timeout: float | None = _UNSET,
     ) -> JobState:
         """Reports a failed attempt; returns the job's new state (RETRYING, WAITING or DEAD)."""
-        request = pb.FailJobRequest(
-            job_id=job_id, lease_token=lease_token, error=error, retryable=retryable
-        )
-        if retry_after is not None:
-            request.retry_after.CopyFrom(to_duration(retry_after, "retry_after"))
         response = await call_unary(
             self.stub.FailJob,
-            request,
+            fail_request(job_id, lease_token, error, retryable, retry_after),
             timeout=self._timeout(timeout),
             retry=self.retry,
             metadata=self.metadata,
@@ -368,13 +363,33 @@ class Client:
         return JobState.of(response.state)
 
     async def return_job(
-        self, job_id: str, lease_token: str, *, timeout: float | None = _UNSET
+        self,
+        job_id: str,
+        lease_token: str,
+        *,
+        stop_stream: bool = False,
+        timeout: float | None = _UNSET,
     ) -> None:
         """Hands a delivered job back unprocessed, to the head of its queue: neither a failed
-        attempt nor a lost delivery (for a worker that will not start it)."""
+        attempt nor a lost delivery (for a worker that will not start it). ``stop_stream``: the
+        stream that received it gets no more jobs (its worker is stopping)."""
         await call_unary(
             self.stub.ReturnJob,
-            pb.ReturnJobRequest(job_id=job_id, lease_token=lease_token),
+            pb.ReturnJobRequest(job_id=job_id, lease_token=lease_token, stop_stream=stop_stream),
+            timeout=self._timeout(timeout),
+            retry=self.retry,
+            metadata=self.metadata,
+        )
+
+    async def report_progress(
+        self, job_id: str, lease_token: str, progress: object, *, timeout: float | None = _UNSET
+    ) -> None:
+        """Stores ``progress`` (bytes as is, else JSON; at most 64 KiB) on a held job."""
+        await call_unary(
+            self.stub.ReportProgress,
+            pb.ReportProgressRequest(
+                job_id=job_id, lease_token=lease_token, progress=encode(progress)
+            ),
             timeout=self._timeout(timeout),
             retry=self.retry,
             metadata=self.metadata,
@@ -384,15 +399,32 @@ class Client:
         self, job_id: str, lease_token: str, by: Seconds, *, timeout: float | None = _UNSET
     ) -> datetime:
         """Moves the attempt's deadline to now + ``by``; returns the new deadline."""
-        if to_seconds(by) <= 0:
-            raise ValueError("extend: by must be positive")
         response = await call_unary(
             self.stub.ExtendLease,
-            pb.ExtendLeaseRequest(
-                job_id=job_id, lease_token=lease_token, extend_by=to_duration(by, "by")
-            ),
+            extend_request(job_id, lease_token, by),
             timeout=self._timeout(timeout),
             retry=self.retry,
             metadata=self.metadata,
         )
         return from_timestamp(response.deadline)
+
+
+def fail_request(
+    job_id: str, lease_token: str, error: str, retryable: bool, retry_after: Seconds | None
+) -> pb.FailJobRequest:
+    """The FailJob request of :meth:`Client.fail` (also sent as a Work ack)."""
+    request = pb.FailJobRequest(
+        job_id=job_id, lease_token=lease_token, error=error, retryable=retryable
+    )
+    if retry_after is not None:
+        request.retry_after.CopyFrom(to_duration(retry_after, "retry_after"))
+    return request
+
+
+def extend_request(job_id: str, lease_token: str, by: Seconds) -> pb.ExtendLeaseRequest:
+    """The ExtendLease request of :meth:`Client.extend` (also sent as a Work ack)."""
+    if to_seconds(by) <= 0:
+        raise ValueError("extend: by must be positive")
+    return pb.ExtendLeaseRequest(
+        job_id=job_id, lease_token=lease_token, extend_by=to_duration(by, "by")
+    )

@@ -219,6 +219,8 @@ class JobInfo:
     last_error: str
     result: bytes
     idempotency_key: str
+    progress: bytes = b""
+    """The last progress its worker reported (:meth:`jobwire.Job.progress`)."""
 
     def json(self) -> Any:
         """The payload decoded as JSON (``None`` when empty)."""
@@ -248,6 +250,7 @@ class JobInfo:
             last_error=m.last_error,
             result=m.result,
             idempotency_key=m.idempotency_key,
+            progress=m.progress,
         )
 
 

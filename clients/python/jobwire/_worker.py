@@ -1,11 +1,16 @@
-"""The worker: one GetJob stream, handlers run concurrently, every job acknowledged.
+"""The worker: one worker stream, handlers run concurrently, every job acknowledged.
 
 How it holds together:
 
-* **Credit.** The stream is opened with ``max_in_flight = concurrency``; the server sends a job
-  only while fewer than that are unacknowledged, so no more than ``concurrency`` jobs are ever
-  held and nothing is prefetched beyond it. A semaphore of the same size guards the handlers as
-  well, so a server that over-delivered could not run more at once (it is logged).
+* **Protocol.** By default the stream is a Work call: jobs arrive on it (several per message)
+  and acks go out on it (``_acks.Outbox``: those ready together share a message), each
+  answered by its ack id; a refused ack raises the same :class:`jobwire.Error` as the unary
+  call. ``protocol="unary"`` opens a GetJob stream and acks with one unary call each.
+* **Credit.** The stream is opened with ``max_in_flight = concurrency`` (plus ``prefetch`` on
+  Work); the server sends a job only while fewer than that are unacknowledged. A semaphore of
+  ``concurrency`` slots guards the handlers: prefetched jobs wait for a slot in delivery order,
+  and each one handed to a handler is reported ``started``. A server that over-delivered could
+  not run more at once (it is logged).
 * **Acks.** A handler's return completes the job (its value is the result); an exception fails
   the attempt (retried per the job's backoff), :class:`jobwire.Permanent` fails it for good,
   :class:`jobwire.RetryAfter` retries after a chosen wait. Acks are retried on UNAVAILABLE.
@@ -17,19 +22,21 @@ How it holds together:
   changing nothing; after a cancel the lease still holds, the FailJob is accepted and the job
   ends cancelled.
 * **Drain.** The server is going away: no new jobs come on this stream; the worker finishes and
-  acks what it holds, then closes the stream and reconnects.
+  acks what is running, hands back the prefetched jobs not started, then closes the stream and
+  reconnects.
 * **Stream lost.** Its unacknowledged jobs went back to the queue at once, so handlers still
   running are cancelled (another worker will run those jobs) and the worker reconnects with
   exponential backoff.
-* **Stop** (SIGTERM/SIGINT or :meth:`Worker.stop`): start no more jobs, let running handlers
-  finish and ack, then close the stream. A second signal (or ``stop_grace``) cancels the running
-  handlers and hands their jobs back with ReturnJob (not a failed attempt).
+* **Stop** (SIGTERM/SIGINT or :meth:`Worker.stop`): start no more jobs (prefetched ones are
+  handed back), let running handlers finish and ack, then close the stream. A second signal
+  (or ``stop_grace``) cancels the running handlers and hands their jobs back with ReturnJob
+  (not a failed attempt).
 * **Late arrivals.** Acks free credit, so the server may send a job while the worker stops (or
   drains). It is not started but handed back with ReturnJob at once, so another worker can take
   it. Handed back, it goes to the head of its queue and may come straight back to this stream
   (the returned credit invites it): then the worker keeps it, unstarted, and it goes back when
-  the stream closes, counted as one lost delivery. Returning it again would only loop: the
-  contract has no way for a worker to stop the flow on its stream.
+  the stream closes, counted as one lost delivery. Returning it again would only loop. The
+  give-back also asks the server to send nothing more on the stream (``stop_stream``).
 """
 
 from __future__ import annotations
@@ -47,10 +54,11 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import grpc
 
+from ._acks import Acker, Outbox, UnaryAcker
 from ._client import Client
 from ._errors import Error, LeaseLost, NotFound, Permanent, RetryAfter, TooLarge, from_rpc_error
 from ._gen.jobwire.v1 import jobwire_pb2 as pb
@@ -88,7 +96,7 @@ class Job:
     thread handler cannot be interrupted and should check it in long loops.
     """
 
-    def __init__(self, message: pb.Job, client: Client, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, message: pb.Job, acker: Acker, loop: asyncio.AbstractEventLoop) -> None:
         self.id: str = message.id
         self.queue: str = message.queue
         self.type: str = message.type
@@ -106,7 +114,7 @@ class Job:
             from_timestamp(message.created_at) if message.HasField("created_at") else None
         )
         self.cancelled = False
-        self._client = client
+        self._acker = acker
         self._loop = loop
 
     def __repr__(self) -> str:
@@ -127,12 +135,21 @@ class Job:
     async def extend(self, by: Seconds) -> datetime:
         """Pushes this attempt's deadline to now + ``by`` (for long jobs); returns it. Raises
         :class:`jobwire.LeaseLost` when the job was already taken back."""
-        self.deadline = await self._client.extend(self.id, self.lease_token, by)
+        self.deadline = await self._acker.extend(self.id, self.lease_token, by)
         return self.deadline
 
     def extend_blocking(self, by: Seconds) -> datetime:
         """:meth:`extend` for handlers running in a thread."""
         return asyncio.run_coroutine_threadsafe(self.extend(by), self._loop).result()
+
+    async def progress(self, progress: object) -> None:
+        """Reports this attempt's progress (bytes as is, else JSON; at most 64 KiB): kept on the
+        job (:attr:`jobwire.JobInfo.progress`) and sent to whoever watches it."""
+        await self._acker.progress(self.id, self.lease_token, encode(progress))
+
+    def progress_blocking(self, progress: object) -> None:
+        """:meth:`progress` for handlers running in a thread."""
+        asyncio.run_coroutine_threadsafe(self.progress(progress), self._loop).result()
 
 
 @dataclass(frozen=True)
@@ -171,20 +188,26 @@ class _Delivery:
 
 
 class _Stream:
-    """One GetJob call and the deliveries it holds."""
+    """One worker stream (a Work call, or a GetJob call with unary acks) and the deliveries it
+    holds."""
 
     def __init__(
         self,
-        call: grpc.aio.UnaryStreamCall[pb.GetJobRequest, pb.GetJobResponse],
-        client: Client,
+        call: (
+            grpc.aio.StreamStreamCall[pb.WorkRequest, pb.WorkResponse]
+            | grpc.aio.UnaryStreamCall[pb.GetJobRequest, pb.GetJobResponse]
+        ),
+        acker: Acker,
     ) -> None:
         self.call = call
-        self.client = client
+        self.acker = acker
         self.deliveries: dict[tuple[str, str], _Delivery] = {}
         self.draining = False
         self.closing = False
         self.returned: set[str] = set()
         self.poke = asyncio.Event()
+        self.leaving = asyncio.Event()
+        """Set on drain and on stop: jobs waiting for a handler slot are handed back."""
 
     def busy(self) -> bool:
         """Some handler or ack of this stream is still going."""
@@ -204,7 +227,16 @@ class Worker:
     (``max_in_flight``). ``client``: share a :class:`jobwire.Client` (else the worker opens its
     own from ``target``/``credentials``/``options``). ``stop_grace``: on stop, how long running
     handlers may take before they are cancelled (``None``: as long as they need).
-    ``ack_timeout``: the time budget of one ack, retries included.
+    ``ack_timeout``: the time budget of one unary ack, retries included.
+
+    ``protocol``: ``"work"`` (default) opens one Work stream that carries the jobs (several per
+    message) and the acks (gathered into one message when several are ready together, each
+    answered by its ack id), so an ack costs no call of its own; an ack answered UNAVAILABLE is
+    sent again for as long as the stream lives. ``"unary"`` opens a GetJob stream and acks with
+    one unary call each, for servers without Work. ``prefetch`` (Work only, default 0): jobs
+    held beyond ``concurrency``, waiting in delivery order for a free handler, so the next job is
+    already here when a handler returns; they are leased from delivery (their deadlines run
+    while they wait) and handed back, not run, on stop and drain.
     """
 
     def __init__(
@@ -221,6 +253,8 @@ class Worker:
         reconnect: ReconnectPolicy = ReconnectPolicy(),
         stop_grace: float | None = None,
         ack_timeout: float = 30.0,
+        protocol: Literal["work", "unary"] = "work",
+        prefetch: int = 0,
     ) -> None:
         if isinstance(queues, str):
             queues = [queues]
@@ -228,6 +262,12 @@ class Worker:
             raise ValueError("queues: name at least one queue")
         if not 1 <= concurrency <= 1000:
             raise ValueError("concurrency: must be from 1 to 1000")
+        if protocol not in ("work", "unary"):
+            raise ValueError("protocol: must be 'work' or 'unary'")
+        if not 0 <= prefetch <= 1000 or (prefetch and protocol != "work"):
+            raise ValueError("prefetch: must be from 0 to 1000, and 0 with protocol='unary'")
+        self.protocol = protocol
+        self.prefetch = prefetch
         self.queues = list(queues)
         self.concurrency = concurrency
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
@@ -249,6 +289,9 @@ class Worker:
         self._running = 0
         self.max_running = 0
         """The most handlers seen running at once (for tests and metrics)."""
+        self.ack_messages = 0
+        """Messages of acks (and ``started`` marks) sent on Work streams that have ended (for
+        tests and metrics)."""
 
     # ---- registration -------------------------------------------------------------------------
 
@@ -294,6 +337,7 @@ class Worker:
         elif first and self.stop_grace is not None:
             self._grace_timer = asyncio.get_running_loop().call_later(self.stop_grace, self._force)
         if self._stream is not None:
+            self._stream.leaving.set()
             self._stream.poke.set()
 
     def _on_signal(self, signum: int) -> None:
@@ -385,30 +429,57 @@ class Worker:
     # ---- one stream ---------------------------------------------------------------------------
 
     async def _session(self, client: Client, loop: asyncio.AbstractEventLoop) -> bool:
-        """Holds one GetJob stream until it ends; True when it worked (the server sent anything:
+        """Holds one worker stream until it ends; True when it worked (the server sent anything:
         a job, a ping, a drain), so the next connect need not back off."""
-        request = pb.GetJobRequest(
-            worker_id=self.worker_id,
-            labels=self.labels,
-            queues=self.queues,
-            max_in_flight=self.concurrency,
-        )
-        call = client.stub.GetJob(request, metadata=client.metadata)
-        stream = _Stream(call, client)
+        assert self._stopping is not None
+        outbox: Outbox | None = None
+        stream: _Stream
+        if self.protocol == "work":
+            work = client.stub.Work(metadata=client.metadata)
+            opened = pb.WorkOpen(
+                worker_id=self.worker_id,
+                labels=self.labels,
+                queues=self.queues,
+                max_in_flight=self.concurrency,
+                prefetch=self.prefetch,
+            )
+            outbox = Outbox(work, prefetch=self.prefetch > 0)
+            stream = _Stream(work, outbox)
+        else:
+            request = pb.GetJobRequest(
+                worker_id=self.worker_id,
+                labels=self.labels,
+                queues=self.queues,
+                max_in_flight=self.concurrency,
+            )
+            stream = _Stream(
+                client.stub.GetJob(request, metadata=client.metadata),
+                UnaryAcker(client, self.ack_timeout),
+            )
         self._stream = stream
+        if self._stopping.is_set():
+            stream.leaving.set()
         closer = asyncio.create_task(self._close_when_idle(stream))
         healthy = False
         try:
+            if outbox is not None:
+                await outbox.call.write(pb.WorkRequest(open=opened))
             while True:
-                message = await call.read()
+                message = await stream.call.read()
                 if message is grpc.aio.EOF:
                     log.info("stream ended by the server")
                     break
-                assert isinstance(message, pb.GetJobResponse)
+                assert isinstance(message, pb.WorkResponse | pb.GetJobResponse)
                 healthy = True
                 kind = message.WhichOneof("message")
-                if kind == "job":
-                    self._on_job(stream, client, loop, message.job)
+                if isinstance(message, pb.WorkResponse) and kind == "jobs":
+                    for job in message.jobs.jobs:
+                        self._on_job(stream, loop, job)
+                elif isinstance(message, pb.GetJobResponse) and kind == "job":
+                    self._on_job(stream, loop, message.job)
+                elif isinstance(message, pb.WorkResponse) and kind == "answers":
+                    assert outbox is not None
+                    outbox.answered(message.answers)
                 elif kind == "revoke":
                     self._on_revoke(stream, message.revoke)
                 elif kind == "drain":
@@ -417,6 +488,7 @@ class Worker:
                         len(stream.deliveries),
                     )
                     stream.draining = True
+                    stream.leaving.set()
                     stream.poke.set()
                 # ping: nothing to do; anything newer than this client: ignored.
         except asyncio.CancelledError:
@@ -429,6 +501,9 @@ class Worker:
             log.warning("stream failed: %s %s", e.code().name, e.details())
         finally:
             closer.cancel()
+            if outbox is not None:
+                outbox.close()
+                self.ack_messages += outbox.messages_sent
             await self._abandon(stream)
             if self._stream is stream:
                 self._stream = None
@@ -465,11 +540,9 @@ class Worker:
             await asyncio.gather(*tasks, return_exceptions=True)
         stream.deliveries.clear()
 
-    def _on_job(
-        self, stream: _Stream, client: Client, loop: asyncio.AbstractEventLoop, message: pb.Job
-    ) -> None:
+    def _on_job(self, stream: _Stream, loop: asyncio.AbstractEventLoop, message: pb.Job) -> None:
         assert self._stopping is not None
-        d = _Delivery(Job(message, client, loop))
+        d = _Delivery(Job(message, stream.acker, loop))
         stream.deliveries[d.key] = d
         if self._stopping.is_set() or stream.draining:
             if d.job.id in stream.returned:
@@ -481,12 +554,13 @@ class Worker:
                 d.task = asyncio.create_task(self._give_back(stream, d))
             return
         held = sum(1 for x in stream.deliveries.values() if x.task is not None and not x.acking)
-        if held >= self.concurrency:
+        if held >= self.concurrency + self.prefetch:
             log.warning(
-                "the server sent %s while %d jobs are held (max_in_flight=%d)",
+                "the server sent %s while %d jobs are held (max_in_flight=%d, prefetch=%d)",
                 d.job.id,
                 held,
                 self.concurrency,
+                self.prefetch,
             )
         d.task = asyncio.create_task(self._execute(stream, d), name=f"jobwire:{d.job.id}")
 
@@ -513,7 +587,7 @@ class Worker:
     # ---- one job ------------------------------------------------------------------------------
 
     async def _execute(self, stream: _Stream, d: _Delivery) -> None:
-        client = stream.client
+        acker = stream.acker
         entry = self._handlers.get(d.job.type)
         retryable, retry_after, error = True, None, ""
         result: bytes | None = None
@@ -525,13 +599,19 @@ class Worker:
                     raise _NoHandler(
                         f"no handler for job type {d.job.type!r} on worker {self.worker_id}"
                     )
-                async with self._slots:
+                if not await self._take_slot(stream):
+                    d.acking = True
+                    stream.returned.add(d.job.id)
+                    await self._give_back(stream, d)
+                    return
+                acker.started(d.job.lease_token)
+                try:
                     self._running += 1
                     self.max_running = max(self.max_running, self._running)
-                    try:
-                        value = await self._invoke(entry, d.job)
-                    finally:
-                        self._running -= 1
+                    value = await self._invoke(entry, d.job)
+                finally:
+                    self._running -= 1
+                    self._slots.release()
                 result = encode(value)
             except asyncio.CancelledError:
                 if not (d.revoked or d.lost or d.give_back):
@@ -562,20 +642,17 @@ class Worker:
             d.acking = True
             if result is not None:
                 try:
-                    await client.complete(
-                        d.job.id, d.job.lease_token, result, timeout=self.ack_timeout
-                    )
+                    await acker.complete(d.job.id, d.job.lease_token, result)
                     log.debug("completed %s", d.job.id)
                     return
                 except TooLarge as e:
                     retryable, error = False, f"the result could not be stored: {e.details}"
-            state = await client.fail(
+            state = await acker.fail(
                 d.job.id,
                 d.job.lease_token,
                 _cut(error),
                 retryable=retryable,
                 retry_after=retry_after,
-                timeout=self.ack_timeout,
             )
             log.info("job %s failed (attempt %d): now %s", d.job.id, d.job.attempt, state.name)
         except LeaseLost:
@@ -587,6 +664,32 @@ class Worker:
         finally:
             stream.deliveries.pop(d.key, None)
             stream.poke.set()
+
+    async def _take_slot(self, stream: _Stream) -> bool:
+        """Waits for a free handler slot; False (holding none) when the worker leaves the stream
+        (stop or drain) first: a prefetched job not started yet is handed back, not run."""
+        assert self._slots is not None
+        if not self._slots.locked():
+            await self._slots.acquire()  # free: taken at once, even while leaving
+            return True
+        if stream.leaving.is_set():
+            return False
+        slot = asyncio.ensure_future(self._slots.acquire())
+        leaving = asyncio.ensure_future(stream.leaving.wait())
+        try:
+            await asyncio.wait((slot, leaving), return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # cancelled (revoke, lost stream, forced stop): hold no slot
+            if slot.done() and not slot.cancelled():
+                self._slots.release()
+            raise
+        finally:
+            leaving.cancel()
+            slot.cancel()
+        acquired = slot.done() and not slot.cancelled()
+        if acquired and stream.leaving.is_set():
+            self._slots.release()  # both at once: leaving wins
+            return False
+        return acquired
 
     async def _invoke(self, entry: _Entry, job: Job) -> object:
         if entry.threaded:
@@ -606,7 +709,7 @@ class Worker:
     async def _give_back(self, stream: _Stream, d: _Delivery) -> None:
         """Hands a job back unprocessed (ReturnJob): not a failed attempt, not a lost delivery."""
         try:
-            await stream.client.return_job(d.job.id, d.job.lease_token, timeout=self.ack_timeout)
+            await stream.acker.give_back(d.job.id, d.job.lease_token)
             log.debug("returned %s unprocessed", d.job.id)
         except (LeaseLost, NotFound):
             pass  # revoked or gone meanwhile: nothing left to return
@@ -621,12 +724,7 @@ class Worker:
         token (timeout, lease lost) the server answers FAILED_PRECONDITION and changes nothing;
         for a cancelled job it accepts the failure and the job ends cancelled."""
         try:
-            await stream.client.fail(
-                d.job.id,
-                d.job.lease_token,
-                f"revoked ({d.revoke_reason})",
-                timeout=self.ack_timeout,
-            )
+            await stream.acker.fail(d.job.id, d.job.lease_token, f"revoked ({d.revoke_reason})")
             if d.revoke_reason != "REVOKE_REASON_CANCELLED":
                 log.warning("job %s: an ack of a revoked lease was accepted", d.job.id)
         except (LeaseLost, NotFound):

@@ -4,6 +4,7 @@ answers UNAVAILABLE), and a server that drains, goes away and comes back."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,6 +82,47 @@ async def test_add_retries_while_redis_is_frozen_and_adds_once(
         assert (await client.get(added.id)).json() == {"n": 1}
 
 
+async def test_an_ack_answered_unavailable_is_sent_again_on_the_same_stream(
+    own_redis: Redis, servers: list[Server], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="jobwire.worker")
+    server = Server(own_redis, own_redis.directory, extra=("--redis-timeout", "300ms"))
+    servers.append(server)
+    worker = jobwire.Worker(server.target, queues=["resent"], concurrency=1)
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    @worker.handler("job")
+    async def job(job: jobwire.Job) -> str:
+        started.set()
+        await release.wait()
+        return "acked after the freeze"
+
+    async with jobwire.Client(server.target, timeout=20) as client:
+        await serving(client)
+        added = await client.add("resent", "job")
+        task = asyncio.create_task(worker.run(handle_signals=False))
+        try:
+            await until(started)
+            stream = worker._stream
+            own_redis.pause()
+            try:
+                release.set()  # the complete goes out while Redis is frozen
+                deadline = asyncio.get_running_loop().time() + 10
+                while not any("sending it again" in r.getMessage() for r in caplog.records):
+                    assert asyncio.get_running_loop().time() < deadline
+                    await asyncio.sleep(0.05)
+            finally:
+                own_redis.resume()
+            info = await client.wait(added.id, timeout=20)
+            assert info.result_json() == "acked after the freeze"
+            assert (info.attempts, info.lost_deliveries) == (1, 0), info
+            assert worker._stream is stream
+        finally:
+            worker.stop()
+            await asyncio.wait_for(task, timeout=15)
+
+
 async def test_drain_finishes_in_flight_then_reconnects(
     own_redis: Redis, servers: list[Server]
 ) -> None:
@@ -125,6 +167,57 @@ async def test_drain_finishes_in_flight_then_reconnects(
             info = await client.wait(again.id, timeout=15)
             assert info.state is jobwire.JobState.COMPLETED
             assert done == [added.id, again.id]
+            assert not task.done()
+        finally:
+            worker.stop()
+            await asyncio.wait_for(task, timeout=15)
+
+
+async def test_drain_hands_prefetched_jobs_back_then_reconnects(
+    own_redis: Redis, servers: list[Server]
+) -> None:
+    directory = own_redis.directory
+    first = Server(own_redis, directory)
+    servers.append(first)
+    other = Server(own_redis, directory, prefix=first.prefix)
+    servers.append(other)
+    port = first.target.rsplit(":", 1)[1]
+    worker = jobwire.Worker(
+        first.target,
+        queues=["prefetched"],
+        concurrency=1,
+        prefetch=1,
+        reconnect=jobwire.ReconnectPolicy(initial=0.05, max=0.3),
+    )
+    started = asyncio.Event()
+
+    @worker.handler("slow")
+    async def slow(job: jobwire.Job) -> str:
+        started.set()
+        await asyncio.sleep(0.5)
+        return job.id
+
+    async with jobwire.Client(other.target, timeout=10) as client:
+        running = await client.add("prefetched", "slow")
+        held = await client.add("prefetched", "slow")
+        task = asyncio.create_task(worker.run(handle_signals=False))
+        try:
+            await until(started)
+            while (await client.stats("prefetched")).active < 2:
+                await asyncio.sleep(0.02)
+            first.terminate()  # drain: finish the running job, hand the prefetched one back
+            info = await client.wait(running.id, timeout=10)
+            assert (info.result_json(), info.lost_deliveries) == (running.id, 0)
+            assert first.wait(timeout=15) == 0
+            info = await client.get(held.id)
+            assert info.state is jobwire.JobState.WAITING, info
+            assert (info.attempts, info.lost_deliveries) == (0, 0), info
+
+            servers.append(
+                Server(own_redis, directory, prefix=first.prefix, listen=f"127.0.0.1:{port}")
+            )
+            info = await client.wait(held.id, timeout=15)
+            assert (info.result_json(), info.attempts, info.lost_deliveries) == (held.id, 1, 0)
             assert not task.done()
         finally:
             worker.stop()

@@ -9,7 +9,7 @@ import os
 import signal
 import threading
 import time
-from typing import Any
+from typing import Any, Literal
 
 import grpc
 import pytest
@@ -21,19 +21,30 @@ from tests.helpers import running, state_becomes, until
 FAST_RETRY = jobwire.Backoff.fixed(0.05)
 
 
-def make_worker(server: Server, queue: str, concurrency: int = 4) -> jobwire.Worker:
+PROTOCOLS = pytest.mark.parametrize("protocol", ["work", "unary"])
+"""Runs a test on both worker protocols: the behaviour is the same whichever carries the acks."""
+
+
+def make_worker(
+    server: Server,
+    queue: str,
+    concurrency: int = 4,
+    protocol: Literal["work", "unary"] = "work",
+) -> jobwire.Worker:
     return jobwire.Worker(
         server.target,
         queues=[queue],
         concurrency=concurrency,
         reconnect=jobwire.ReconnectPolicy(initial=0.05, max=0.5),
+        protocol=protocol,
     )
 
 
+@PROTOCOLS
 async def test_worker_completes_and_result_is_readable(
-    server: Server, client: jobwire.Client, queue: str
+    server: Server, client: jobwire.Client, queue: str, protocol: Literal["work", "unary"]
 ) -> None:
-    worker = make_worker(server, queue)
+    worker = make_worker(server, queue, protocol=protocol)
     seen: list[jobwire.Job] = []
 
     @worker.handler("add")
@@ -232,10 +243,11 @@ async def test_sync_handlers_run_in_threads(
     assert threads and all(name.startswith("jobwire-handler") for name in threads)
 
 
+@PROTOCOLS
 async def test_revoke_on_timeout_cancels_the_handler(
-    server: Server, client: jobwire.Client, queue: str
+    server: Server, client: jobwire.Client, queue: str, protocol: Literal["work", "unary"]
 ) -> None:
-    worker = make_worker(server, queue, concurrency=1)
+    worker = make_worker(server, queue, concurrency=1, protocol=protocol)
     started = asyncio.Event()
     cancelled = asyncio.Event()
     ran_after: list[str] = []
@@ -396,7 +408,9 @@ async def test_jobs_sent_during_a_stop_are_returned_without_looping(
 ) -> None:
     counter = CountReturns()
     own = jobwire.Client(server.target, interceptors=[counter])
-    worker = jobwire.Worker(queues=[queue], concurrency=2, client=own)
+    # ReturnJob calls are counted: the unary path's (the Work path's give-backs are acks on its
+    # stream, and ask the server to stop the flow: see test_work.py).
+    worker = jobwire.Worker(queues=[queue], concurrency=2, client=own, protocol="unary")
     started: dict[str, asyncio.Event] = {"long": asyncio.Event(), "short": asyncio.Event()}
 
     @worker.handler("long")
