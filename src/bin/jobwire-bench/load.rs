@@ -72,7 +72,7 @@ impl Bench {
     }
 
     pub(crate) async fn worker(&self, server: &Server, spec: &WorkerSpec<'_>) -> anyhow::Result<WorkerProc> {
-        WorkerProc::start(&self.exe, server, spec).await
+        WorkerProc::start(&self.exe, server, spec, self.protocol).await
     }
 }
 
@@ -240,7 +240,14 @@ pub(crate) async fn measure_latency(
     load: &OpenLoop<'_>,
 ) -> anyhow::Result<Vec<f64>> {
     let OpenLoop { queue, count, every, delay, concurrency } = *load;
-    let spec = WorkerSpec { queue, concurrency, expect: count + 1, samples: true, fail_first: false };
+    let spec = WorkerSpec {
+        queue,
+        concurrency,
+        expect: count + 1,
+        samples: true,
+        fail_first: false,
+        prefetch: bench.prefetch,
+    };
     let mut worker = bench.worker(server, &spec).await?;
     worker.go().await?;
     client.raw().add_job(job(queue, 0).into_request()).await?;

@@ -50,7 +50,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::{
     procs::{Redis, WorkDir, raise_nofile_limit},
     results::Results,
-    worker::WorkerArgs,
+    worker::{WorkerArgs, WorkerProtocol},
 };
 
 /// The server's allocator (mimalloc, see src/main.rs), so the worker processes and the bare
@@ -88,6 +88,25 @@ struct RunArgs {
     /// About a tenth of the sizes: a smoke run, not numbers to quote.
     #[arg(long)]
     quick: bool,
+    /// The protocol the worker processes speak: `work` (the bidirectional `Work` stream) or
+    /// `unary` (`GetJob` and one call per ack, as a client without `Work`).
+    #[arg(long, value_enum, default_value_t)]
+    protocol: WorkerProtocol,
+    /// Jobs each worker process holds beyond its concurrency (`--protocol work` only). With
+    /// N > 0, b runs concurrency 1 twice, without prefetch and with it.
+    #[arg(long, default_value_t = 0)]
+    prefetch: u32,
+}
+
+impl RunArgs {
+    /// What the worker processes run, for the table's header.
+    fn workers(&self) -> String {
+        let mut text = format!("workers: {} protocol, prefetch {}", self.protocol.name(), self.prefetch);
+        if self.prefetch > 0 {
+            text.push_str(" (b at concurrency 1 also without)");
+        }
+        text
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -222,6 +241,11 @@ struct Bench {
     server_exe: PathBuf,
     redis: Redis,
     sizes: Sizes,
+    /// What every worker process speaks.
+    protocol: WorkerProtocol,
+    /// Jobs every worker process holds beyond its concurrency (b at concurrency 1 also runs
+    /// without).
+    prefetch: u32,
     /// Holds the servers' ready files; dropped after `redis`, which lives in it.
     work: WorkDir,
 }
@@ -232,6 +256,10 @@ async fn drive(opts: RunArgs) -> anyhow::Result<()> {
     scenarios.sort();
     scenarios.dedup();
     let sizes = if opts.quick { QUICK } else { FULL };
+    ensure!(
+        opts.prefetch == 0 || opts.protocol == WorkerProtocol::Work,
+        "--prefetch needs --protocol work: a unary worker does not prefetch"
+    );
     if cfg!(debug_assertions) {
         eprintln!("warning: this is a debug build; build with `cargo build --release` for real numbers");
     }
@@ -241,19 +269,20 @@ async fn drive(opts: RunArgs) -> anyhow::Result<()> {
     let machine = Machine::read(&redis).await;
     let load_before = load_average();
     eprintln!(
-        "jobwire-bench: {} runs of {} on {} ({} cores, {} MiB), redis {}, RLIMIT_NOFILE {nofile}, load average {load_before}{}",
+        "jobwire-bench: {} runs of {} on {} ({} cores, {} MiB), redis {}, RLIMIT_NOFILE {nofile}, load average {load_before}, {}{}",
         opts.runs,
         scenarios.iter().map(|s| s.letter()).collect::<Vec<_>>().join(","),
         machine.cpu,
         machine.cores,
         machine.memory_mib,
         machine.redis,
+        opts.workers(),
         if opts.quick { ", quick sizes" } else { "" }
     );
     let exe = std::env::current_exe().context("cannot find this binary")?;
     let server_exe = exe.with_file_name("jobwire");
     ensure!(server_exe.is_file(), "no server binary at {}: build it (cargo build --release)", server_exe.display());
-    let bench = Bench { exe, server_exe, redis, sizes, work };
+    let bench = Bench { exe, server_exe, redis, sizes, protocol: opts.protocol, prefetch: opts.prefetch, work };
     let mut results = Results::default();
     let started = Instant::now();
     for scenario in &scenarios {
@@ -279,7 +308,7 @@ async fn drive(opts: RunArgs) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64(),
         machine.cores
     );
-    let table = results.table();
+    let table = results.table(&opts.workers());
     if opts.json {
         eprint!("{table}");
         let mut json = results.json(&machine, &opts, &sizes);

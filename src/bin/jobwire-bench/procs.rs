@@ -20,6 +20,8 @@ use tokio::{
     process::{ChildStdin, ChildStdout, Command},
 };
 
+use crate::worker::WorkerProtocol;
+
 /// A temp directory of our own (Redis socket, log and lock; the servers' ready files), removed on
 /// drop.
 pub(crate) struct WorkDir(PathBuf);
@@ -243,6 +245,27 @@ pub(crate) struct WorkerSpec<'a> {
     pub expect: u64,
     pub samples: bool,
     pub fail_first: bool,
+    /// Jobs it holds beyond `concurrency` (0 = none).
+    pub prefetch: u32,
+}
+
+impl WorkerSpec<'_> {
+    /// The command line of the hidden `worker` role for this spec.
+    pub(crate) fn args(&self, server_uri: &str, protocol: WorkerProtocol) -> Vec<String> {
+        let mut args: Vec<String> =
+            ["worker", "--addr", server_uri, "--queue", self.queue, "--protocol", protocol.name()]
+                .map(str::to_owned)
+                .into();
+        args.extend(["--concurrency".into(), self.concurrency.to_string(), "--expect".into(), self.expect.to_string()]);
+        args.extend(["--prefetch".into(), self.prefetch.to_string()]);
+        if self.samples {
+            args.push("--samples".into());
+        }
+        if self.fail_first {
+            args.push("--fail-first".into());
+        }
+        args
+    }
 }
 
 /// A worker process (the hidden `worker` role), driven over its stdin and stdout.
@@ -254,21 +277,18 @@ pub(crate) struct WorkerProc {
 
 impl WorkerProc {
     /// Starts it and waits until it is connected (not yet working).
-    pub(crate) async fn start(exe: &Path, server: &Server, spec: &WorkerSpec<'_>) -> anyhow::Result<Self> {
+    pub(crate) async fn start(
+        exe: &Path,
+        server: &Server,
+        spec: &WorkerSpec<'_>,
+        protocol: WorkerProtocol,
+    ) -> anyhow::Result<Self> {
         let mut cmd = command(exe);
-        cmd.args(["worker", "--addr", &server.uri, "--queue", spec.queue])
-            .args(["--concurrency", &spec.concurrency.to_string()])
-            .args(["--expect", &spec.expect.to_string()])
+        cmd.args(spec.args(&server.uri, protocol))
             .env("JOBWIRE_LOG", "warn")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        if spec.samples {
-            cmd.arg("--samples");
-        }
-        if spec.fail_first {
-            cmd.arg("--fail-first");
-        }
         let mut proc = Spawned::spawn("bench worker", cmd)?;
         let stdin = proc.child.stdin.take().context("worker stdin")?;
         let stdout = proc.child.stdout.take().context("worker stdout")?;
@@ -427,5 +447,30 @@ mod tests {
         let (user, system) = cpu_seconds(std::process::id()).expect("stat");
         assert!(user >= 0.0 && system >= 0.0);
         assert!(rss_bytes(std::process::id()).expect("status") > 0.0);
+    }
+
+    #[test]
+    fn a_worker_gets_the_protocol_and_prefetch_it_is_spawned_with() {
+        use clap::Parser;
+
+        let spec = WorkerSpec { queue: "q", concurrency: 10, expect: 7, samples: true, fail_first: false, prefetch: 3 };
+        let argv = std::iter::once("jobwire-bench".to_owned()).chain(spec.args("http://x", WorkerProtocol::Unary));
+        let Some(crate::Role::Worker(worker)) = crate::Cli::try_parse_from(argv).expect("parses").role else {
+            panic!("not the worker role");
+        };
+        assert_eq!((worker.protocol, worker.prefetch), (WorkerProtocol::Unary, 3));
+        assert_eq!((worker.concurrency, worker.expect, worker.samples, worker.fail_first), (10, 7, true, false));
+    }
+
+    #[test]
+    fn the_bench_runs_work_without_prefetch_unless_told() {
+        use clap::Parser;
+
+        let plain = crate::Cli::try_parse_from(["jobwire-bench"]).expect("parses").run;
+        assert_eq!((plain.protocol, plain.prefetch), (WorkerProtocol::Work, 0));
+        let told = crate::Cli::try_parse_from(["jobwire-bench", "--protocol", "unary", "--prefetch", "2"])
+            .expect("parses")
+            .run;
+        assert_eq!((told.protocol, told.prefetch), (WorkerProtocol::Unary, 2));
     }
 }

@@ -80,8 +80,9 @@ impl Results {
         Recorder { scenario, results: self }
     }
 
-    pub(crate) fn table(&self) -> String {
-        let mut out = String::new();
+    /// The table, under a `heading` line (what the worker processes ran).
+    pub(crate) fn table(&self, heading: &str) -> String {
+        let mut out = format!("{heading}\n");
         let header = format!(
             "{:<3} {:<50} {:>10} {:>21} {:<12} {:<10} {}\n",
             "", "METRIC", "MEDIAN", "MIN–MAX", "UNIT", "TARGET", "STATUS"
@@ -138,6 +139,7 @@ impl Results {
             "build": if cfg!(debug_assertions) { "debug" } else { "release" },
             "runs": opts.runs,
             "quick": opts.quick,
+            "workers": {"protocol": opts.protocol.name(), "prefetch": opts.prefetch},
             "sizes": {
                 "enqueue": sizes.enqueue,
                 "round_trips": sizes.round_trips,

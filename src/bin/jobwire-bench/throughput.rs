@@ -74,17 +74,22 @@ impl Bench {
 impl Bench {
     pub(crate) async fn processing(&self, out: &mut Recorder<'_>) -> anyhow::Result<()> {
         let n = self.sizes.process;
-        for (concurrency, target) in [(1, 10_000.0), (10, 0.0), (100, 30_000.0)] {
+        for (concurrency, prefetch) in processing_runs(self.prefetch) {
+            let target = match concurrency {
+                1 => 10_000.0,
+                100 => 30_000.0,
+                _ => 0.0,
+            };
             let queue = "bench-b";
             let server = self.fresh_server().await?;
             let client = server.client().await?;
             add_in_bulk(&client, n, |i| job(queue, i)).await?;
-            let spec = WorkerSpec { queue, concurrency, expect: n, samples: false, fail_first: false };
+            let spec = WorkerSpec { queue, concurrency, expect: n, samples: false, fail_first: false, prefetch };
             let mut worker = self.worker(&server, &spec).await?;
             self.redis.reset_stats().await?;
             let cpu = CpuWindow::open(&[self.redis.pid()?, server.pid()?, worker.pid()?])?;
             worker.go().await?;
-            let label = format!("concurrency {concurrency}");
+            let label = processing_label(concurrency, prefetch);
             worker.wait_for("done", Duration::from_secs(600), Some((&label, n))).await?;
             let stats = wait_settled(&client, queue).await?;
             let used = cpu.close(n)?;
@@ -92,20 +97,40 @@ impl Bench {
             check_all_completed(&stats, n)?;
             worker.finish().await?;
             server.stop().await;
-            let (c, per_job) = (concurrency, &used.per_unit);
+            let per_job = &used.per_unit;
             out.record(
-                &format!("concurrency {c}: throughput"),
+                &format!("{label}: throughput"),
                 "jobs/s",
                 (target > 0.0).then_some(Target::AtLeast(target)),
                 n as f64 / used.elapsed.as_secs_f64(),
             );
-            out.record(&format!("concurrency {c}: redis-server CPU"), "µs/job", Some(Target::AtMost(15.0)), per_job[0]);
-            out.record(&format!("concurrency {c}: redis script calls"), "calls/job", None, scripts.calls);
-            out.record(&format!("concurrency {c}: redis time in scripts"), "µs/job", None, scripts.usec);
-            out.record(&format!("concurrency {c}: jobwire server CPU"), "µs/job", None, per_job[1]);
-            out.record(&format!("concurrency {c}: worker process CPU"), "µs/job", None, per_job[2]);
+            out.record(&format!("{label}: redis-server CPU"), "µs/job", Some(Target::AtMost(15.0)), per_job[0]);
+            out.record(&format!("{label}: redis script calls"), "calls/job", None, scripts.calls);
+            out.record(&format!("{label}: redis time in scripts"), "µs/job", None, scripts.usec);
+            out.record(&format!("{label}: jobwire server CPU"), "µs/job", None, per_job[1]);
+            out.record(&format!("{label}: worker process CPU"), "µs/job", None, per_job[2]);
         }
         Ok(())
+    }
+}
+
+/// b's runs as (concurrency, prefetch): concurrency 1, 10 and 100 with the bench's prefetch,
+/// and with a prefetch, concurrency 1 also without it (the figure prefetch is measured against).
+fn processing_runs(prefetch: u32) -> Vec<(u32, u32)> {
+    let mut runs = vec![(1, 0)];
+    if prefetch > 0 {
+        runs.push((1, prefetch));
+    }
+    runs.extend([(10, prefetch), (100, prefetch)]);
+    runs
+}
+
+/// A b run's name in the table: `concurrency C`, then `, prefetch P` when it prefetches.
+fn processing_label(concurrency: u32, prefetch: u32) -> String {
+    if prefetch == 0 {
+        format!("concurrency {concurrency}")
+    } else {
+        format!("concurrency {concurrency}, prefetch {prefetch}")
     }
 }
 
@@ -122,7 +147,14 @@ impl Bench {
             let client = server.client().await?;
             let backoff = Duration::from_millis(backoff_ms);
             add_in_bulk(&client, n, |i| job(queue, i).max_attempts(3).fixed_backoff(backoff)).await?;
-            let spec = WorkerSpec { queue, concurrency: 100, expect: n, samples: false, fail_first: true };
+            let spec = WorkerSpec {
+                queue,
+                concurrency: 100,
+                expect: n,
+                samples: false,
+                fail_first: true,
+                prefetch: self.prefetch,
+            };
             let mut worker = self.worker(&server, &spec).await?;
             self.redis.reset_stats().await?;
             let cpu = CpuWindow::open(&[self.redis.pid()?, server.pid()?])?;
@@ -151,5 +183,22 @@ impl Bench {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_prefetch_b_runs_each_concurrency_once() {
+        assert_eq!(processing_runs(0), [(1, 0), (10, 0), (100, 0)]);
+        assert_eq!(processing_label(10, 0), "concurrency 10");
+    }
+
+    #[test]
+    fn with_prefetch_b_runs_concurrency_1_with_and_without_it() {
+        assert_eq!(processing_runs(4), [(1, 0), (1, 4), (10, 4), (100, 4)]);
+        assert_eq!(processing_label(1, 4), "concurrency 1, prefetch 4");
     }
 }

@@ -10,8 +10,8 @@ use std::{
 };
 
 use anyhow::bail;
-use clap::Args;
-use jobwire::client::{Client, JobContext, JobError, Worker};
+use clap::{Args, ValueEnum};
+use jobwire::client::{Client, JobContext, JobError, Protocol, Worker};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     sync::Notify,
@@ -37,6 +37,38 @@ pub(crate) struct WorkerArgs {
     /// Fail every job's first attempt (retryable).
     #[arg(long)]
     pub fail_first: bool,
+    #[arg(long, value_enum, default_value_t)]
+    pub protocol: WorkerProtocol,
+    /// Jobs held beyond `--concurrency` (Work protocol only).
+    #[arg(long, default_value_t = 0)]
+    pub prefetch: u32,
+}
+
+/// The protocol the worker processes speak: a flag's face on `jobwire::client::Protocol`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub(crate) enum WorkerProtocol {
+    /// The bidirectional `Work` stream: jobs and acks on one stream, prefetch possible.
+    #[default]
+    Work,
+    /// A `GetJob` stream and one unary call per ack, as a client without `Work`.
+    Unary,
+}
+
+impl WorkerProtocol {
+    /// Its flag value, for command lines, table headers and JSON.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            WorkerProtocol::Work => "work",
+            WorkerProtocol::Unary => "unary",
+        }
+    }
+
+    fn client(self) -> Protocol {
+        match self {
+            WorkerProtocol::Work => Protocol::Work,
+            WorkerProtocol::Unary => Protocol::Unary,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -87,6 +119,8 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     };
     Worker::new(client, &[&args.queue])
         .concurrency(args.concurrency)
+        .protocol(args.protocol.client())
+        .prefetch(args.prefetch)
         .worker_id("bench-worker")
         .handle(JOB_TYPE, handler)
         .run(stop)
