@@ -1,13 +1,21 @@
 /**
- * The worker side: one GetJob stream, handlers by job type, acknowledgements, reconnection and
+ * The worker side: one worker stream, handlers by job type, acknowledgements, reconnection and
  * graceful shutdown.
  *
  * Invariants (the reasons behind the code):
- * - Concurrency is the stream's credit (`max_in_flight = concurrency`) and nothing else: the
+ * - The stream is a Work call by default: jobs arrive on it several per message and every ack
+ *   (complete, fail, return, extend, progress) goes out on it as a WorkAck answered by its
+ *   ack_id, so an ack costs no call of its own. An ack is written at once when no write is
+ *   under way; acks ready while one is (or in the same tick) go together in the next message.
+ *   A refused ack rejects with the RpcError its unary RPC would have given; an ack answered
+ *   UNAVAILABLE is sent again while the stream lives. `protocol: "unary"` uses GetJob and one
+ *   unary call per ack instead.
+ * - Concurrency is the stream's credit (`max_in_flight = concurrency`, plus `prefetch`): the
  *   server sends a job only while the stream holds fewer unanswered jobs than that, and a job's
- *   credit comes back only with its answer (CompleteJob, FailJob or ReturnJob). Every answer is
- *   sent after its handler has settled, so at most `concurrency` handlers ever run at once;
- *   there is no prefetch and no local queue.
+ *   credit comes back only with its answer (complete, fail or return). Every answer is sent
+ *   after its handler has settled, so at most `concurrency` handlers ever run at once. Jobs
+ *   beyond that (prefetch) wait in delivery order for a free handler, and each one handed to a
+ *   handler is marked `started` on the next message; on stop or drain they are handed back.
  * - A job revoked for timeout or a lost lease has its `signal` aborted and is never completed or
  *   failed on its own account. The server keeps its credit used until the worker answers, so
  *   once the handler has settled the worker sends one FailJob with the revoked token purely to
@@ -20,10 +28,10 @@
  *   reconnects with jittered exponential backoff.
  * - Drain (the server is going away): the server sends nothing more on this stream; the worker
  *   finishes and answers what it holds, then ends the stream and reconnects.
- * - Stop (SIGTERM / SIGINT / `stop()`): GetJob is server-streaming, so the worker cannot tell
- *   the server "send no more", and any answer frees credit the server may refill at once. Jobs
- *   that arrive while stopping are never started; they are handed back with ReturnJob. To avoid
- *   a return/refill ping-pong for the whole stop, every answer (results and returns) is held
+ * - Stop (SIGTERM / SIGINT / `stop()`): any answer frees credit the server may refill at once.
+ *   Jobs that arrive while stopping are never started; they are handed back with a return that
+ *   also asks the server to send nothing more on the stream (`stop_stream`). To avoid a
+ *   return/refill ping-pong for the whole stop, every answer (results and returns) is held
  *   until the last running handler settles (or until 2 s before the job's own deadline), then
  *   all are sent together and the stream ends right after. Jobs the server still sends in that
  *   last instant go back when the stream ends, counted as a lost delivery (a protocol limit).
