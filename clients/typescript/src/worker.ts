@@ -520,7 +520,7 @@ class Session {
     const task: Task = { job, controller: new AbortController(), running: false };
     if (this.cancelled) return; // The stream is ending; the server hands the job back.
     this.tasks.set(job.leaseToken, task);
-    if (this.worker.stopping) {
+    if (this.worker.stopping || this.drained) {
       // Never started. Handed back with ReturnJob (not an attempt, not a lost delivery) together
       // with the last answers, so its credit stays used meanwhile and nothing else is sent.
       log.debug("job arrived while stopping; it will be handed back", { jobId: job.id });
@@ -749,6 +749,8 @@ class Session {
       const level = status.code === Status.OK ? "info" : "warn";
       this.worker.log[level]("stream ended by the server", { code: statusName(status.code), details: status.details });
       this.abortAll("stream-ended");
+      // The server took back the prefetched jobs too: nothing to answer for them.
+      for (const task of this.queued.splice(0)) this.tasks.delete(task.job.leaseToken);
     }
     this.checkDone();
   }

@@ -8,7 +8,7 @@ import { after, before, describe, it } from "node:test";
 
 import { Client, JobAbortedError, LeaseLostError, RpcError, Status, Worker, silentLogger, type WorkerOptions } from "../src";
 import type * as pb from "../src/gen/jobwire/v1/jobwire";
-import { Stack, uniqueQueue, waitFor } from "./harness";
+import { Proxy, Stack, uniqueQueue, waitFor } from "./harness";
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -85,6 +85,7 @@ describe("worker on the Work protocol", () => {
       assert.ok(completes.length < count, `${count} completes in ${completes.length} messages`);
       assert.equal(recorded.opens, 1);
     } finally {
+      release.open(); // Lets stop() end when an assertion failed.
       await worker.stop();
     }
   });
@@ -132,11 +133,14 @@ describe("worker on the Work protocol", () => {
       return "done";
     });
     const recorded = record(worker);
-    const [a, b, c] = await Promise.all([1, 2, 3].map((i) => client.add(queue, "job", i)));
+    // Added one after the other: delivered in this order.
+    const a = await client.add(queue, "job", 1);
+    const b = await client.add(queue, "job", 2);
+    const c = await client.add(queue, "job", 3);
     worker.start();
     try {
       await waitFor("three jobs held", async () => (await client.stats(queue)).active === 3);
-      assert.deepEqual(ran, [a!.id], "one handler runs; two jobs wait for it");
+      assert.deepEqual(ran, [a.id], "one handler runs; two jobs wait for it");
       assert.equal(worker.running, 1);
       const marks = recorded.acks.flatMap((m) => m.started);
       assert.equal(marks.length, 1, "only the job handed to a handler is marked started");
@@ -144,15 +148,69 @@ describe("worker on the Work protocol", () => {
       release.open();
       await stopped;
     } finally {
+      release.open(); // Lets stop() end when an assertion failed.
       await worker.stop();
     }
-    assert.deepEqual(ran, [a!.id], "prefetched jobs never start once stopping");
-    assert.equal((await client.getJobInfo(a!.id)).state, "completed");
-    for (const job of [b!, c!]) {
+    assert.deepEqual(ran, [a.id], "prefetched jobs never start once stopping");
+    assert.equal((await client.getJobInfo(a.id)).state, "completed");
+    for (const job of [b, c]) {
       const info = await client.getJobInfo(job.id);
       assert.equal(info.state, "waiting", "handed back to the queue");
       assert.equal(info.attempts, 0);
       assert.equal(info.lostDeliveries, 0);
+    }
+  });
+});
+
+describe("worker on the Work protocol and a cut connection", () => {
+  let stack: Stack;
+  let client: Client;
+
+  before(async () => {
+    stack = await Stack.start();
+    client = new Client({ address: stack.address });
+  });
+
+  after(async () => {
+    client?.close();
+    await stack?.stop();
+  });
+
+  it("forgets the prefetched jobs the server took back, reconnects and runs them", async () => {
+    const queue = uniqueQueue("cut-prefetch");
+    const proxy = new Proxy(() => stack.address);
+    await proxy.start();
+    const firstRun = gate();
+    const runs: string[] = [];
+    const worker = newWorker(proxy.address, queue, { prefetch: 1, reconnect: { initialDelayMs: 50, maxDelayMs: 200 } }).handle(
+      "job",
+      async (job) => {
+        runs.push(job.json<string>());
+        if (runs.length === 1) {
+          firstRun.open();
+          await new Promise((resolve) => job.signal.addEventListener("abort", resolve, { once: true }));
+          throw new Error("cut off");
+        }
+        return job.json<string>();
+      },
+    );
+    const recorded = record(worker);
+    try {
+      const a = await client.add(queue, "job", "a");
+      const b = await client.add(queue, "job", "b");
+      worker.start();
+      await firstRun.opened;
+      await waitFor("A running and B prefetched", async () => (await client.stats(queue)).active === 2);
+      proxy.cutAll();
+      assert.equal((await client.waitForResult(a.id, { timeoutMs: 15_000 })).json(), "a");
+      const resultB = await client.waitForResult(b.id, { timeoutMs: 15_000 });
+      assert.equal(resultB.json(), "b");
+      assert.equal(resultB.info.lostDeliveries, 0, "a prefetched job never started is not a lost delivery");
+      assert.deepEqual(runs.filter((r) => r === "b"), ["b"], "B did not start on the dead stream");
+      assert.ok(recorded.opens >= 2, "the worker reconnected");
+    } finally {
+      await worker.stop();
+      await proxy.stop();
     }
   });
 });
