@@ -47,7 +47,7 @@ function newWorker(address: string, queue: string, opts: Partial<WorkerOptions> 
   return new Worker({ address, queues: [queue], concurrency: 1, logger: silentLogger, handleSignals: false, ...opts });
 }
 
-describe("worker on the Work protocol", () => {
+describe("worker on the Work protocol, and on the unary one", () => {
   let stack: Stack;
   let client: Client;
 
@@ -160,21 +160,6 @@ describe("worker on the Work protocol", () => {
       assert.equal(info.lostDeliveries, 0);
     }
   });
-});
-
-describe("worker on the Work protocol and a cut connection", () => {
-  let stack: Stack;
-  let client: Client;
-
-  before(async () => {
-    stack = await Stack.start();
-    client = new Client({ address: stack.address });
-  });
-
-  after(async () => {
-    client?.close();
-    await stack?.stop();
-  });
 
   it("forgets the prefetched jobs the server took back, reconnects and runs them", async () => {
     const queue = uniqueQueue("cut-prefetch");
@@ -212,6 +197,29 @@ describe("worker on the Work protocol and a cut connection", () => {
       await worker.stop();
       await proxy.stop();
     }
+  });
+
+  it("retries a thrown error, then completes, without a Work stream", async () => {
+    const queue = uniqueQueue("unary");
+    const worker = newWorker(stack.address, queue, { protocol: "unary" }).handle("flaky", (job) => {
+      if (job.attempt === 1) throw new Error("transient failure");
+      return { attempt: job.attempt };
+    });
+    const recorded = record(worker);
+    worker.start();
+    try {
+      const { id } = await client.add(queue, "flaky", {}, { maxAttempts: 3, backoff: { kind: "fixed", baseMs: 100 } });
+      const result = await client.waitForResult(id, { timeoutMs: 10_000 });
+      assert.deepEqual(result.json(), { attempt: 2 });
+      assert.match(result.info.lastError, /transient failure/);
+      assert.equal(recorded.opens, 0);
+    } finally {
+      await worker.stop();
+    }
+  });
+
+  it("refuses prefetch", () => {
+    assert.throws(() => newWorker(stack.address, "q", { protocol: "unary", prefetch: 1 }), RangeError);
   });
 });
 
@@ -258,43 +266,5 @@ describe("worker on the Work protocol and a draining server", () => {
     } finally {
       await worker.stop();
     }
-  });
-});
-
-describe("worker on the unary protocol", () => {
-  let stack: Stack;
-  let client: Client;
-
-  before(async () => {
-    stack = await Stack.start();
-    client = new Client({ address: stack.address });
-  });
-
-  after(async () => {
-    client?.close();
-    await stack?.stop();
-  });
-
-  it("retries a thrown error, then completes, without a Work stream", async () => {
-    const queue = uniqueQueue("unary");
-    const worker = newWorker(stack.address, queue, { protocol: "unary" }).handle("flaky", (job) => {
-      if (job.attempt === 1) throw new Error("transient failure");
-      return { attempt: job.attempt };
-    });
-    const recorded = record(worker);
-    worker.start();
-    try {
-      const { id } = await client.add(queue, "flaky", {}, { maxAttempts: 3, backoff: { kind: "fixed", baseMs: 100 } });
-      const result = await client.waitForResult(id, { timeoutMs: 10_000 });
-      assert.deepEqual(result.json(), { attempt: 2 });
-      assert.match(result.info.lastError, /transient failure/);
-      assert.equal(recorded.opens, 0);
-    } finally {
-      await worker.stop();
-    }
-  });
-
-  it("refuses prefetch", () => {
-    assert.throws(() => newWorker(stack.address, "q", { protocol: "unary", prefetch: 1 }), RangeError);
   });
 });
