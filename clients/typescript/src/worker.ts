@@ -397,14 +397,17 @@ export class Worker {
 
 /** One worker stream (Work, or GetJob with unary acks) and the jobs delivered on it. */
 class Session {
-  /** Ends this side of the stream: a Work call is closed (the server answers what it took in, then ends); GetJob is cancelled. */
+  /**
+   * Ends this side of the stream: a Work call is closed (the server answers the acks it took
+   * in, then ends it); GetJob is cancelled.
+   */
   private closeStream: (() => void) | undefined;
   /** Where acks go: the Work stream's outbox, or one unary call each. */
   private acker: Acker;
   /** Delivered jobs not yet answered (running, answering, or held back), by lease token. */
   private readonly tasks = new Map<string, Task>();
   /** Prefetched jobs waiting for a free handler, in delivery order. */
-  private readonly queued: Task[] = [];
+  private readonly queued: { task: Task; handler: Handler }[] = [];
   private healthy = false;
   private drained = false;
   private cancelled = false;
@@ -449,7 +452,6 @@ class Session {
       });
       call.on("status", (status: StatusObject) => {
         this.status = status;
-        this.acker.close();
         this.maybeEnded();
       });
       // "status" can come before buffered messages are read; the stream is over at "end".
@@ -477,7 +479,7 @@ class Session {
 
   /** Prefetched jobs not started go back to the head of their queue (stop or drain). */
   private handBackQueued(): void {
-    for (const task of this.queued.splice(0)) void this.settle(task, { kind: "return" });
+    for (const { task } of this.queued.splice(0)) void this.settle(task, { kind: "return" });
   }
 
   /** Aborts every running handler with `reason`. */
@@ -537,7 +539,7 @@ class Session {
       });
       return;
     }
-    if (this.runningCount() >= this.worker.concurrency) this.queued.push(task);
+    if (this.runningCount() >= this.worker.concurrency) this.queued.push({ task, handler });
     else this.startTask(task, handler);
   }
 
@@ -547,13 +549,10 @@ class Session {
     void this.runTask(task, handler);
   }
 
-  /** A handler is free: start the next prefetched job (one revoked while it waited is answered instead). */
+  /** A handler is free: start the next prefetched job. */
   private startNext(): void {
-    const task = this.queued.shift();
-    if (!task) return;
-    const handler = this.worker.handlerFor(task.job.type);
-    if (handler && task.abortReason === undefined) this.startTask(task, handler);
-    else void this.settle(task, { kind: "fail", error: "revoked before it started" });
+    const next = this.queued.shift();
+    if (next) this.startTask(next.task, next.handler);
   }
 
   private onRevoke(revoke: pb.Revoke): void {
@@ -567,7 +566,7 @@ class Session {
           : "lease-lost";
     this.worker.log.info("job revoked by the server", { jobId: revoke.jobId, reason });
     this.abort(task, reason);
-    const waiting = this.queued.indexOf(task);
+    const waiting = this.queued.findIndex((q) => q.task === task);
     if (waiting >= 0) {
       this.queued.splice(waiting, 1);
       void this.settle(task, { kind: "fail", error: "revoked before it started" });
@@ -744,13 +743,14 @@ class Session {
   /** The stream has both reported its status and ended. */
   private maybeEnded(): void {
     if (!this.status || !this.streamEnded || this.finished) return;
+    this.acker.close();
     const status = this.status;
     if (!this.cancelled) {
       const level = status.code === Status.OK ? "info" : "warn";
       this.worker.log[level]("stream ended by the server", { code: statusName(status.code), details: status.details });
       this.abortAll("stream-ended");
       // The server took back the prefetched jobs too: nothing to answer for them.
-      for (const task of this.queued.splice(0)) this.tasks.delete(task.job.leaseToken);
+      for (const { task } of this.queued.splice(0)) this.tasks.delete(task.job.leaseToken);
     }
     this.checkDone();
   }

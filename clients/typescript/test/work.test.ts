@@ -161,6 +161,33 @@ describe("worker on the Work protocol, and on the unary one", () => {
     }
   });
 
+  it("a prefetched job cancelled while it waits never starts, and its credit comes back", async () => {
+    const queue = uniqueQueue("cancel-prefetch");
+    const release = gate();
+    const ran: string[] = [];
+    const worker = newWorker(stack.address, queue, { prefetch: 1 }).handle("job", async (job) => {
+      ran.push(job.json<string>());
+      if (job.json<string>() === "a") await release.opened;
+      return job.json<string>();
+    });
+    try {
+      const a = await client.add(queue, "job", "a");
+      const b = await client.add(queue, "job", "b");
+      worker.start();
+      await waitFor("A running and B prefetched", async () => ran.length === 1 && (await client.stats(queue)).active === 2);
+      await client.cancel(b.id);
+      await waitFor("B to end cancelled", async () => (await client.getJobInfo(b.id)).state === "cancelled");
+      release.open();
+      assert.equal((await client.waitForResult(a.id, { timeoutMs: 10_000 })).json(), "a");
+      const c = await client.addAndWait(queue, "job", "c", { timeoutMs: 10_000 });
+      assert.equal(c.json(), "c", "B's credit came back");
+      assert.deepEqual(ran, ["a", "c"], "B never started");
+    } finally {
+      release.open();
+      await worker.stop();
+    }
+  });
+
   it("forgets the prefetched jobs the server took back, reconnects and runs them", async () => {
     const queue = uniqueQueue("cut-prefetch");
     const proxy = new Proxy(() => stack.address);
