@@ -1,13 +1,21 @@
 /**
- * The worker side: one GetJob stream, handlers by job type, acknowledgements, reconnection and
+ * The worker side: one worker stream, handlers by job type, acknowledgements, reconnection and
  * graceful shutdown.
  *
  * Invariants (the reasons behind the code):
- * - Concurrency is the stream's credit (`max_in_flight = concurrency`) and nothing else: the
+ * - The stream is a Work call by default: jobs arrive on it several per message and every ack
+ *   (complete, fail, return, extend, progress) goes out on it as a WorkAck answered by its
+ *   ack_id, so an ack costs no call of its own. An ack is written at once when no write is
+ *   under way; acks ready while one is (or in the same tick) go together in the next message.
+ *   A refused ack rejects with the RpcError its unary RPC would have given; an ack answered
+ *   UNAVAILABLE is sent again while the stream lives. `protocol: "unary"` uses GetJob and one
+ *   unary call per ack instead.
+ * - Concurrency is the stream's credit (`max_in_flight = concurrency`, plus `prefetch`): the
  *   server sends a job only while the stream holds fewer unanswered jobs than that, and a job's
- *   credit comes back only with its answer (CompleteJob, FailJob or ReturnJob). Every answer is
- *   sent after its handler has settled, so at most `concurrency` handlers ever run at once;
- *   there is no prefetch and no local queue.
+ *   credit comes back only with its answer (complete, fail or return). Every answer is sent
+ *   after its handler has settled, so at most `concurrency` handlers ever run at once. Jobs
+ *   beyond that (prefetch) wait in delivery order for a free handler, and each one handed to a
+ *   handler is marked `started` on the next message; on stop or drain they are handed back.
  * - A job revoked for timeout or a lost lease has its `signal` aborted and is never completed or
  *   failed on its own account. The server keeps its credit used until the worker answers, so
  *   once the handler has settled the worker sends one FailJob with the revoked token purely to
@@ -20,17 +28,17 @@
  *   reconnects with jittered exponential backoff.
  * - Drain (the server is going away): the server sends nothing more on this stream; the worker
  *   finishes and answers what it holds, then ends the stream and reconnects.
- * - Stop (SIGTERM / SIGINT / `stop()`): GetJob is server-streaming, so the worker cannot tell
- *   the server "send no more", and any answer frees credit the server may refill at once. Jobs
- *   that arrive while stopping are never started; they are handed back with ReturnJob. To avoid
- *   a return/refill ping-pong for the whole stop, every answer (results and returns) is held
+ * - Stop (SIGTERM / SIGINT / `stop()`): any answer frees credit the server may refill at once.
+ *   Jobs that arrive while stopping are never started; they are handed back with a return that
+ *   also asks the server to send nothing more on the stream (`stop_stream`). To avoid a
+ *   return/refill ping-pong for the whole stop, every answer (results and returns) is held
  *   until the last running handler settles (or until 2 s before the job's own deadline), then
  *   all are sent together and the stream ends right after. Jobs the server still sends in that
  *   last instant go back when the stream ends, counted as a lost delivery (a protocol limit).
  */
 import { hostname } from "node:os";
 
-import type { ClientReadableStream, Metadata, StatusObject } from "@grpc/grpc-js";
+import type { ClientDuplexStream, ClientReadableStream, Metadata, StatusObject } from "@grpc/grpc-js";
 
 import { buildMetadata, createRawClient, type ConnectionOptions } from "./connection";
 import {
@@ -45,7 +53,7 @@ import {
   type AbortReason,
 } from "./errors";
 import * as pb from "./gen/jobwire/v1/jobwire";
-import { DEFAULT_RETRY, retrying, unary, type UnaryMethod } from "./internal/rpc";
+import { DEFAULT_RETRY, retrying, unary } from "./internal/rpc";
 import { backoffDelay, durationToMs, msToDuration, sleepUnlessAborted } from "./internal/time";
 import { consoleLogger, defaultLogger, type Logger } from "./logger";
 import { decodeJson, decodeText, encodeValue } from "./payload";
@@ -70,6 +78,17 @@ export interface WorkerOptions extends ConnectionOptions {
   ackDeadlineMs?: number;
   /** Where the worker reports what it does. Default: warnings and errors to stderr. */
   logger?: Logger;
+  /**
+   * `"work"` (default): one Work stream carries the jobs and the acks, several per message.
+   * `"unary"`: a GetJob stream and one unary call per ack, for a server without Work.
+   */
+  protocol?: "work" | "unary";
+  /**
+   * Jobs held beyond `concurrency`, not started yet, so the next one is already here when a
+   * handler returns; 0 to 1,000, default 0. They are leased from delivery (their deadlines run
+   * while they wait) and handed back on stop or drain. Work protocol only.
+   */
+  prefetch?: number;
 }
 
 export interface StopOptions {
@@ -216,6 +235,8 @@ const HOLD_MARGIN_MS = 2000;
 export class Worker {
   readonly workerId: string;
   readonly concurrency: number;
+  readonly prefetch: number;
+  readonly protocol: "work" | "unary";
   readonly queues: readonly string[];
   readonly labels: Readonly<Record<string, string>>;
   /** @internal */ readonly raw: pb.QueueServiceClient;
@@ -237,8 +258,15 @@ export class Worker {
     if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 1000) {
       throw new RangeError(`concurrency must be an integer from 1 to 1000, got ${concurrency}`);
     }
+    this.protocol = options.protocol ?? "work";
+    const prefetch = options.prefetch ?? 0;
+    if (!Number.isInteger(prefetch) || prefetch < 0 || prefetch > 1000) {
+      throw new RangeError(`prefetch must be an integer from 0 to 1000, got ${prefetch}`);
+    }
+    if (prefetch > 0 && this.protocol === "unary") throw new RangeError("prefetch needs the work protocol");
     this.options = options;
     this.concurrency = concurrency;
+    this.prefetch = prefetch;
     this.queues = [...options.queues];
     this.labels = { ...(options.labels ?? {}) };
     this.workerId = options.workerId ?? `${hostname()}-${process.pid}`;
@@ -367,11 +395,19 @@ export class Worker {
   }
 }
 
-/** One GetJob stream and the jobs delivered on it. */
+/** One worker stream (Work, or GetJob with unary acks) and the jobs delivered on it. */
 class Session {
-  private call: ClientReadableStream<pb.GetJobResponse> | undefined;
+  /**
+   * Ends this side of the stream: a Work call is closed (the server answers the acks it took
+   * in, then ends it); GetJob is cancelled.
+   */
+  private closeStream: (() => void) | undefined;
+  /** Where acks go: the Work stream's outbox, or one unary call each. */
+  private acker: Acker;
   /** Delivered jobs not yet answered (running, answering, or held back), by lease token. */
   private readonly tasks = new Map<string, Task>();
+  /** Prefetched jobs waiting for a free handler, in delivery order. */
+  private readonly queued: { task: Task; handler: Handler }[] = [];
   private healthy = false;
   private drained = false;
   private cancelled = false;
@@ -382,25 +418,35 @@ class Session {
   private idleWaiters: (() => void)[] = [];
   private resolveEnd!: (end: SessionEnd) => void;
 
-  constructor(private readonly worker: Worker) {}
+  constructor(private readonly worker: Worker) {
+    this.acker = unaryAcker(worker);
+  }
 
   run(): Promise<SessionEnd> {
     const w = this.worker;
     return new Promise<SessionEnd>((resolve) => {
       this.resolveEnd = resolve;
-      const request = pb.GetJobRequest.fromPartial({
-        workerId: w.workerId,
-        labels: { ...w.labels },
-        queues: [...w.queues],
-        maxInFlight: w.concurrency,
-      });
-      const call = w.raw.getJob(request, w.metadata.clone());
-      this.call = call;
+      const opening = { workerId: w.workerId, labels: { ...w.labels }, queues: [...w.queues], maxInFlight: w.concurrency };
+      let call: ClientReadableStream<pb.GetJobResponse> | ClientDuplexStream<pb.WorkRequest, pb.WorkResponse>;
+      if (w.protocol === "work") {
+        const work = w.raw.work(w.metadata.clone());
+        const open = pb.WorkOpen.fromPartial({ ...opening, prefetch: w.prefetch });
+        work.write(pb.WorkRequest.fromPartial({ message: { $case: "open", value: open } }));
+        const outbox = new Outbox(work, w.prefetch > 0);
+        this.acker = outbox;
+        work.on("data", (msg: pb.WorkResponse) => this.onMessage(msg.message));
+        call = work;
+        this.closeStream = () => work.end();
+      } else {
+        const unaryCall = w.raw.getJob(pb.GetJobRequest.fromPartial(opening), w.metadata.clone());
+        unaryCall.on("data", (msg: pb.GetJobResponse) => this.onMessage(msg.message));
+        call = unaryCall;
+        this.closeStream = () => unaryCall.cancel();
+      }
       call.on("metadata", () => {
         this.healthy = true;
-        w.log.debug("stream open", { workerId: w.workerId, concurrency: w.concurrency });
+        w.log.debug("stream open", { workerId: w.workerId, concurrency: w.concurrency, protocol: w.protocol });
       });
-      call.on("data", (msg: pb.GetJobResponse) => this.onMessage(msg));
       call.on("error", () => {
         // The same status arrives on "status"; this listener keeps the error from being thrown.
       });
@@ -425,9 +471,15 @@ class Session {
     return n;
   }
 
-  /** stop() was called: end the stream once everything held is answered. */
+  /** stop() was called: hand back what has not started; end the stream once everything held is answered. */
   onStop(): void {
+    this.handBackQueued();
     this.checkDone();
+  }
+
+  /** Prefetched jobs not started go back to the head of their queue (stop or drain). */
+  private handBackQueued(): void {
+    for (const { task } of this.queued.splice(0)) void this.settle(task, { kind: "return" });
   }
 
   /** Aborts every running handler with `reason`. */
@@ -435,12 +487,17 @@ class Session {
     for (const task of this.tasks.values()) if (task.running) this.abort(task, reason);
   }
 
-  private onMessage(msg: pb.GetJobResponse): void {
+  private onMessage(m: pb.GetJobResponse["message"] | pb.WorkResponse["message"]): void {
     this.healthy = true;
-    const m = msg.message;
     switch (m?.$case) {
       case "job":
         this.onJob(m.value);
+        break;
+      case "jobs":
+        for (const job of m.value.jobs) this.onJob(job);
+        break;
+      case "answers":
+        this.acker.answered(m.value.answers);
         break;
       case "revoke":
         this.onRevoke(m.value);
@@ -451,6 +508,7 @@ class Session {
           running: this.runningCount(),
           graceMs: durationToMs(m.value.grace),
         });
+        this.handBackQueued();
         this.checkDone();
         break;
       case "ping":
@@ -464,7 +522,7 @@ class Session {
     const task: Task = { job, controller: new AbortController(), running: false };
     if (this.cancelled) return; // The stream is ending; the server hands the job back.
     this.tasks.set(job.leaseToken, task);
-    if (this.worker.stopping) {
+    if (this.worker.stopping || this.drained) {
       // Never started. Handed back with ReturnJob (not an attempt, not a lost delivery) together
       // with the last answers, so its credit stays used meanwhile and nothing else is sent.
       log.debug("job arrived while stopping; it will be handed back", { jobId: job.id });
@@ -481,8 +539,20 @@ class Session {
       });
       return;
     }
+    if (this.runningCount() >= this.worker.concurrency) this.queued.push({ task, handler });
+    else this.startTask(task, handler);
+  }
+
+  private startTask(task: Task, handler: Handler): void {
     task.running = true;
+    this.acker.started(task.job.leaseToken);
     void this.runTask(task, handler);
+  }
+
+  /** A handler is free: start the next prefetched job. */
+  private startNext(): void {
+    const next = this.queued.shift();
+    if (next) this.startTask(next.task, next.handler);
   }
 
   private onRevoke(revoke: pb.Revoke): void {
@@ -496,6 +566,11 @@ class Session {
           : "lease-lost";
     this.worker.log.info("job revoked by the server", { jobId: revoke.jobId, reason });
     this.abort(task, reason);
+    const waiting = this.queued.findIndex((q) => q.task === task);
+    if (waiting >= 0) {
+      this.queued.splice(waiting, 1);
+      void this.settle(task, { kind: "fail", error: "revoked before it started" });
+    }
   }
 
   private abort(task: Task, reason: AbortReason): void {
@@ -520,6 +595,7 @@ class Session {
       }
     }
     task.running = false;
+    this.startNext();
     if (this.runningCount() === 0) {
       const waiters = this.idleWaiters;
       this.idleWaiters = [];
@@ -535,7 +611,7 @@ class Session {
       if (answer !== undefined) {
         if (this.worker.stopping && this.runningCount() > 0) await this.holdWhileStopping(task);
         if (!this.status) await this.answer(task, answer.outcome, answer.expectStale);
-        else if (answer.outcome.kind === "complete") await this.answer(task, answer.outcome, true);
+        else if (answer.outcome.kind === "complete" && this.acker.outlivesStream) await this.answer(task, answer.outcome, true);
       }
     } catch (err) {
       this.worker.log.error("could not answer a job", { jobId: task.job.id, error: describe(err, false) });
@@ -587,33 +663,31 @@ class Session {
     const w = this.worker;
     const job = task.job;
     const deadline = Date.now() + w.ackDeadlineMs;
-    const ctx = { deadline, metadata: w.metadata };
     const ids = { jobId: job.id, leaseToken: job.leaseToken };
-    const send = (): Promise<unknown> => {
+    const ack = ((): AckRequest => {
       switch (outcome.kind) {
         case "complete":
-          return unary("CompleteJob", w.raw.completeJob.bind(w.raw), pb.CompleteJobRequest.fromPartial({ ...ids, result: outcome.result }), ctx);
+          return { $case: "complete", value: pb.CompleteJobRequest.fromPartial({ ...ids, result: outcome.result }) };
         case "fail":
-          return unary(
-            "FailJob",
-            w.raw.failJob.bind(w.raw),
-            pb.FailJobRequest.fromPartial({
+          return {
+            $case: "fail",
+            value: pb.FailJobRequest.fromPartial({
               ...ids,
               error: outcome.error,
               retryable: outcome.retryable,
               retryAfter: outcome.retryAfterMs === undefined ? undefined : msToDuration(outcome.retryAfterMs, "retryAfterMs"),
             }),
-            ctx,
-          );
+          };
         case "return":
-          return unary("ReturnJob", w.raw.returnJob.bind(w.raw), pb.ReturnJobRequest.fromPartial(ids), ctx);
+          // Returns happen only on stop and drain: the stream is to get no more jobs.
+          return { $case: "giveBack", value: pb.ReturnJobRequest.fromPartial({ ...ids, stopStream: true }) };
       }
-    };
+    })();
     try {
-      await retrying(send, {
+      await retrying(() => this.acker.send(ack, deadline), {
         policy: { ...DEFAULT_RETRY, maxAttempts: 1000 },
         deadline,
-        retryable: (err) => hasStatus(err, Status.UNAVAILABLE) || hasStatus(err, Status.DEADLINE_EXCEEDED),
+        retryable: (err) => this.acker.open && (hasStatus(err, Status.UNAVAILABLE) || hasStatus(err, Status.DEADLINE_EXCEEDED)),
       });
       w.log.debug(`job answered: ${outcome.kind}`, { jobId: job.id });
     } catch (err) {
@@ -630,15 +704,14 @@ class Session {
     }
   }
 
-  /** A unary call about a held job, retried on UNAVAILABLE; FAILED_PRECONDITION becomes LeaseLostError. */
-  private async leaseCall<Req, Res>(task: Task, name: string, method: UnaryMethod<Req, Res>, request: Req): Promise<Res> {
-    const w = this.worker;
-    const ctx = { deadline: Date.now() + w.ackDeadlineMs, metadata: w.metadata };
+  /** An ack about a held job, retried on UNAVAILABLE; FAILED_PRECONDITION becomes LeaseLostError. */
+  private async leaseCall(task: Task, ack: AckRequest): Promise<AckResult> {
+    const deadline = Date.now() + this.worker.ackDeadlineMs;
     try {
-      return await retrying(() => unary(name, method, request, ctx), {
+      return await retrying(() => this.acker.send(ack, deadline), {
         policy: DEFAULT_RETRY,
-        deadline: ctx.deadline,
-        retryable: (err) => hasStatus(err, Status.UNAVAILABLE),
+        deadline,
+        retryable: (err) => this.acker.open && hasStatus(err, Status.UNAVAILABLE),
       });
     } catch (err) {
       if (hasStatus(err, Status.FAILED_PRECONDITION)) throw new LeaseLostError(task.job.id, { cause: err });
@@ -647,39 +720,37 @@ class Session {
   }
 
   private async extend(task: Task, ms: number): Promise<Date> {
-    const w = this.worker;
-    const res = await this.leaseCall(
-      task,
-      "ExtendLease",
-      w.raw.extendLease.bind(w.raw),
-      pb.ExtendLeaseRequest.fromPartial({ jobId: task.job.id, leaseToken: task.job.leaseToken, extendBy: msToDuration(ms, "extend(ms)") }),
-    );
-    if (!res.deadline) throw new RpcError("ExtendLease", Status.INTERNAL, "the response has no deadline");
-    return res.deadline;
+    const res = await this.leaseCall(task, {
+      $case: "extend",
+      value: pb.ExtendLeaseRequest.fromPartial({ jobId: task.job.id, leaseToken: task.job.leaseToken, extendBy: msToDuration(ms, "extend(ms)") }),
+    });
+    const deadline = res?.$case === "extend" ? res.value.deadline : undefined;
+    if (!deadline) throw new RpcError("ExtendLease", Status.INTERNAL, "the response has no deadline");
+    return deadline;
   }
 
   private async progress(task: Task, value: unknown): Promise<void> {
-    const w = this.worker;
-    await this.leaseCall(
-      task,
-      "ReportProgress",
-      w.raw.reportProgress.bind(w.raw),
-      pb.ReportProgressRequest.fromPartial({
+    await this.leaseCall(task, {
+      $case: "progress",
+      value: pb.ReportProgressRequest.fromPartial({
         jobId: task.job.id,
         leaseToken: task.job.leaseToken,
         progress: encodeValue(value, "progress"),
       }),
-    );
+    });
   }
 
   /** The stream has both reported its status and ended. */
   private maybeEnded(): void {
     if (!this.status || !this.streamEnded || this.finished) return;
+    this.acker.close();
     const status = this.status;
     if (!this.cancelled) {
       const level = status.code === Status.OK ? "info" : "warn";
       this.worker.log[level]("stream ended by the server", { code: statusName(status.code), details: status.details });
       this.abortAll("stream-ended");
+      // The server took back the prefetched jobs too: nothing to answer for them.
+      for (const { task } of this.queued.splice(0)) this.tasks.delete(task.job.leaseToken);
     }
     this.checkDone();
   }
@@ -694,10 +765,142 @@ class Session {
       this.resolveEnd({ healthy: this.healthy, drained: this.drained, ...(fatal ? { fatal } : {}) });
       return;
     }
-    if ((this.worker.stopping || this.drained) && !this.cancelled && this.call) {
+    if ((this.worker.stopping || this.drained) && !this.cancelled && this.closeStream) {
       this.cancelled = true;
-      this.call.cancel();
+      this.closeStream();
     }
+  }
+}
+
+/** One ack, as a WorkAck carries it. */
+type AckRequest = NonNullable<pb.WorkAck["ack"]>;
+/** What an answered ack brings back (a FailJob or ExtendLease response). */
+type AckResult = pb.WorkAnswer["result"];
+
+/** The unary RPC each ack stands for, named in its errors. */
+const ACK_METHODS: Record<AckRequest["$case"], string> = {
+  complete: "CompleteJob",
+  fail: "FailJob",
+  progress: "ReportProgress",
+  extend: "ExtendLease",
+  giveBack: "ReturnJob",
+};
+
+/** Where a session's acks go. A refused ack rejects with the RpcError its unary RPC would. */
+interface Acker {
+  /** Acks may still be sent after the stream ended (unary calls do; a Work stream's die with it). */
+  readonly outlivesStream: boolean;
+  /** Sending (again) can still succeed. */
+  readonly open: boolean;
+  send(ack: AckRequest, deadline: number): Promise<AckResult>;
+  /** A delivered job was handed to a handler. */
+  started(leaseToken: string): void;
+  answered(answers: pb.WorkAnswer[]): void;
+  /** The stream ended: what is unanswered will never be. */
+  close(): void;
+}
+
+/** One unary call per ack (the GetJob protocol). */
+function unaryAcker(w: Worker): Acker {
+  const call = async (ack: AckRequest, deadline: number): Promise<AckResult> => {
+    const ctx = { deadline, metadata: w.metadata };
+    const name = ACK_METHODS[ack.$case];
+    switch (ack.$case) {
+      case "complete":
+        await unary(name, w.raw.completeJob.bind(w.raw), ack.value, ctx);
+        return undefined;
+      case "fail":
+        return { $case: "fail", value: await unary(name, w.raw.failJob.bind(w.raw), ack.value, ctx) };
+      case "progress":
+        await unary(name, w.raw.reportProgress.bind(w.raw), ack.value, ctx);
+        return undefined;
+      case "extend":
+        return { $case: "extend", value: await unary(name, w.raw.extendLease.bind(w.raw), ack.value, ctx) };
+      case "giveBack":
+        await unary(name, w.raw.returnJob.bind(w.raw), ack.value, ctx);
+        return undefined;
+    }
+  };
+  return { outlivesStream: true, open: true, send: call, started: () => {}, answered: () => {}, close: () => {} };
+}
+
+/**
+ * The sending side of a Work stream. An ack is written at once when no write is under way;
+ * acks (and `started` marks) that come while one is, or within the same tick, wait and go
+ * together in the next message. Each caller waits for the answer carrying its ack_id.
+ */
+class Outbox implements Acker {
+  readonly outlivesStream = false;
+  open = true;
+  private acks: pb.WorkAck[] = [];
+  private startedTokens: string[] = [];
+  private writing = false;
+  private flushQueued = false;
+  private nextAckId = 1;
+  private readonly waiting = new Map<number, { method: string; resolve: (r: AckResult) => void; reject: (e: RpcError) => void }>();
+
+  constructor(
+    private readonly call: ClientDuplexStream<pb.WorkRequest, pb.WorkResponse>,
+    private readonly reportStarted: boolean,
+  ) {}
+
+  send(ack: AckRequest): Promise<AckResult> {
+    const method = ACK_METHODS[ack.$case];
+    if (!this.open) return Promise.reject(new RpcError(method, Status.UNAVAILABLE, "the work stream ended"));
+    const ackId = this.nextAckId++;
+    return new Promise<AckResult>((resolve, reject) => {
+      this.waiting.set(ackId, { method, resolve, reject });
+      this.acks.push({ ackId, ack });
+      this.queueFlush();
+    });
+  }
+
+  started(leaseToken: string): void {
+    if (!this.reportStarted || !this.open) return;
+    this.startedTokens.push(leaseToken);
+    this.queueFlush();
+  }
+
+  answered(answers: pb.WorkAnswer[]): void {
+    for (const answer of answers) {
+      const caller = this.waiting.get(answer.ackId);
+      if (!caller) continue;
+      this.waiting.delete(answer.ackId);
+      if (answer.code === Status.OK) caller.resolve(answer.result);
+      else caller.reject(new RpcError(caller.method, answer.code, answer.message));
+    }
+  }
+
+  close(): void {
+    this.open = false;
+    this.acks = [];
+    this.startedTokens = [];
+    for (const caller of this.waiting.values()) {
+      caller.reject(new RpcError(caller.method, Status.UNAVAILABLE, "the work stream ended before the answer"));
+    }
+    this.waiting.clear();
+  }
+
+  /** Writes at the end of this tick unless a write is under way (its end writes what waits). */
+  private queueFlush(): void {
+    if (this.writing || this.flushQueued) return;
+    this.flushQueued = true;
+    queueMicrotask(() => {
+      this.flushQueued = false;
+      this.flush();
+    });
+  }
+
+  private flush(): void {
+    if (this.writing || !this.open || (this.acks.length === 0 && this.startedTokens.length === 0)) return;
+    const value = pb.WorkAcks.fromPartial({ acks: this.acks, started: this.startedTokens });
+    this.acks = [];
+    this.startedTokens = [];
+    this.writing = true;
+    this.call.write(pb.WorkRequest.fromPartial({ message: { $case: "acks", value } }), () => {
+      this.writing = false;
+      this.flush();
+    });
   }
 }
 
