@@ -311,6 +311,25 @@ impl QueueFunction for RequeueArgs<'_> {
     }
 }
 
+/// lua/reclaim.lua: ARGV[8] minimum lease age (ms), [9..] pairs {ULID, token}.
+pub(super) struct ReclaimArgs<'a> {
+    pub min_age: Duration,
+    pub leases: &'a [(String, String)],
+}
+
+impl QueueFunction for ReclaimArgs<'_> {
+    /// How many moved.
+    type Reply = i64;
+    function!(reclaim);
+
+    fn write_args(&self, cmd: &mut Cmd) {
+        cmd.arg(millis(self.min_age));
+        for (ulid, token) in self.leases {
+            cmd.arg(ulid).arg(token);
+        }
+    }
+}
+
 /// lua/reap.lua: ARGV[8] HSCAN cursor, [9] HSCAN COUNT, [10..] dead instances and tokens.
 pub(super) struct ReapArgs<'a> {
     pub cursor: &'a str,

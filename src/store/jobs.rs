@@ -1,7 +1,7 @@
 //! The job transitions of the hot paths: add, lease, complete (which may lease the acking
 //! workers' next jobs in the same call) — and fail, extend, progress,
-//! requeue and reap, the other calls a lease holder (or its loss) makes — plus the lease reads
-//! that let an owner reconcile its in-flight set. Each is one function call; add, lease and
+//! requeue, reap and reclaim, the other calls a lease holder (or its loss) makes — plus the lease
+//! reads that let an owner reconcile its in-flight set. Each is one function call; add, lease and
 //! complete have budgeted instruction counts, so nothing here does work per call beyond
 //! writing the arguments and decoding the answer.
 
@@ -11,7 +11,7 @@ use super::{
     JobRecord, Lease, LeaseToken, RecordState, Result, StoreError,
     args::{
         AddBatchArgs, CompleteArgs, CompleteLeaseArgs, ExtendArgs, FailArgs, FailLeaseArgs, LeaseArgs, ProgressArgs,
-        ReapArgs, RequeueArgs,
+        ReapArgs, ReclaimArgs, RequeueArgs,
     },
     backend::Backend,
     decoded,
@@ -346,6 +346,36 @@ impl Jobs {
             }
             cursor = next;
         }
+    }
+
+    /// One page of the leases of `queue`, `(ulid, lease)`, from `cursor` of an HSCAN over its
+    /// active hash (`count` entries, about): the next cursor (0 when the scan is complete) and
+    /// the page. A plain read, for the reconciliation to find the leases naming its instance
+    /// that its view lacks; one that does not parse is corrupt data.
+    pub async fn lease_page(&self, queue: &str, cursor: u64, count: u32) -> Result<(u64, Vec<(String, Lease)>)> {
+        let keys = self.backend.queue_keys(queue);
+        let (next, raw): (u64, Vec<(String, String)>) = self
+            .backend
+            .with_conn(async |c| {
+                redis::cmd("HSCAN").arg(keys.active()).arg(cursor).arg("COUNT").arg(count).query_async(c).await
+            })
+            .await?;
+        let page = raw
+            .into_iter()
+            .map(|(ulid, lease)| {
+                let lease = Lease::parse(&lease).ok_or_else(|| StoreError::Corrupt("an unreadable lease".into()))?;
+                Ok((ulid, lease))
+            })
+            .collect::<Result<_>>()?;
+        Ok((next, page))
+    }
+
+    /// Returns leases `(ulid, token)` that their instance found it does not hold to the head of
+    /// their queue (see lua/reclaim.lua): only those still held by the token and at least
+    /// `min_age` old; not a lost delivery. Returns how many moved.
+    pub async fn reclaim(&self, queue: &str, leases: &[(String, String)], min_age: Duration) -> Result<u64> {
+        let moved = self.backend.call(queue, &ReclaimArgs { min_age, leases }).await?;
+        decoded(moved, "the reclaimed count")
     }
 
     /// The current leases of `ulids` (None where the job holds no lease), for reconciliation.

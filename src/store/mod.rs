@@ -8,7 +8,7 @@
 //! [`Store`] is a thin front over parts that each own one capability, reached through an
 //! accessor (`store.sessions().create_session(..)`):
 //! - [`Jobs`] (`jobs.rs`): the transitions of the hot paths — add, lease, complete, fail,
-//!   extend, progress, requeue, reap — and the lease reads that reconcile them;
+//!   extend, progress, requeue, reap, reclaim — and the lease reads that reconcile them;
 //! - [`Sessions`] (`sessions.rs`): session documents and their lines of jobs;
 //! - [`Events`] (`events.rs`): reading a queue's event stream;
 //! - [`Admin`] (`admin.rs`): cancel, pause, retry, delete, purge, listings, stats, info;

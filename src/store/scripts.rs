@@ -71,6 +71,7 @@ library!(
     extend,
     requeue,
     reap,
+    reclaim,
     stats,
     info,
     progress,

@@ -16,6 +16,7 @@ use jobwire::{
     client::{Client, NewJob, Worker as RustWorker},
     proto::{self, JobState, RevokeReason, get_job_response::Message},
     queue::Settings,
+    store::LeaseToken,
 };
 use tokio::sync::watch;
 use tonic::Code;
@@ -206,6 +207,45 @@ async fn without_the_notice_reconciliation_alone_gives_the_credit_back() {
     assert_eq!((stats.waiting, stats.active, stats.completed), (0, 0, 2));
     a.assert_invariants("q").await;
     b.assert_invariants("q").await;
+}
+
+/// A lease in Redis naming a live instance that none of its streams holds (what a Redis restarted
+/// from an `everysec` AOF after a crash brings back, its completion lost) goes back to the queue
+/// within a few reconciliation periods, and then runs; the lease a worker holds is left alone.
+#[tokio::test]
+async fn a_lease_naming_a_live_instance_that_does_not_hold_it_goes_back() {
+    let redis = Redis::start();
+    let reconcile_every = Duration::from_millis(300);
+    let server = ServerBuilder::new(&redis).settings(|s| s.reconcile_every = reconcile_every).start().await;
+    let mut client = server.client().await;
+    let held_id = add(&mut client, job("q", "t", b"held")).await;
+    let mut worker = Worker::open(&server, &["q"], 1).await;
+    let held = worker.job().await;
+    assert_eq!(held.id, held_id);
+    let instance = held.lease_token.split('.').next().expect("a token names its instance");
+    // Leased by hand, with a token naming the instance and a stream it never opened.
+    let orphan_id = add(&mut client, job("q", "t", b"orphan")).await;
+    let orphan_token = LeaseToken::new(instance, 999, 1);
+    let round = server.store.jobs().lease("q", &[orphan_token], 0.0, false).await.expect("lease");
+    assert_eq!(round.jobs.len(), 1, "the orphan is leased");
+    let planted = Instant::now();
+    eventually(reconcile_every * 8, "the orphan's lease to go back", || {
+        let (mut client, orphan_id) = (client.clone(), orphan_id.clone());
+        async move { info(&mut client, &orphan_id).await.state() == JobState::Waiting }
+    })
+    .await;
+    eprintln!("figure: an orphan lease of a live instance back in {:?}", planted.elapsed());
+    let still_held = info(&mut client, &held_id).await;
+    assert_eq!(still_held.state(), JobState::Active, "the worker's own lease is left alone");
+    assert_eq!(still_held.lost_deliveries, 0);
+    worker.complete(&held, b"").await.expect("the worker still holds its lease");
+    let orphan = worker.job().await;
+    assert_eq!(orphan.id, orphan_id);
+    assert_eq!(info(&mut client, &orphan_id).await.lost_deliveries, 0, "not a lost delivery");
+    worker.complete(&orphan, b"").await.expect("complete");
+    let stats = server.stats("q").await;
+    assert_eq!((stats.waiting, stats.active, stats.completed), (0, 0, 2));
+    server.assert_invariants("q").await;
 }
 
 /// Payload -> how many times a handler finished it.

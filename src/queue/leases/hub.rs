@@ -578,6 +578,14 @@ impl Hub {
         held
     }
 
+    /// Whether the stream `token` names holds the lease of `job_id` taken with `token` (revoked
+    /// or not).
+    pub(super) fn holds(&self, job_id: &JobId, token: &LeaseToken) -> bool {
+        let state = self.lock();
+        let held = state.streams.get(&token.stream()).and_then(|s| s.in_flight.get(job_id));
+        held.is_some_and(|h| h.token == *token)
+    }
+
     /// Stops dispatch to every stream and asks the workers to leave.
     pub(super) fn drain_all(&self, grace: std::time::Duration) {
         let mut state = self.lock();

@@ -1,6 +1,9 @@
 //! Cross-instance notices over the one shared pub/sub connection of this instance, and the
 //! reconciliation that makes up for notices pub/sub may drop.
 //!
+//! The reconciliation runs both ways: the leases this instance holds are checked against Redis,
+//! and Redis's leases naming this instance are checked against what it holds.
+//!
 //! Channels: `wake` (a queue got work; message = queue name) and this instance's own channel
 //! (an ack for one of our leases reached another instance: free the credit; another instance
 //! timed out or cancelled one of our leases: revoke it; a worker returning a job through
@@ -118,7 +121,10 @@ pub(super) async fn listen(leases: Arc<Leases>) {
 /// Every few seconds, checks each lease this instance believes it holds against Redis. A lease
 /// that is gone (acked through another instance whose notice was lost, or reaped while this
 /// instance was cut off) frees its credit; the worker is told in case it still runs the job.
+/// Then the other way round: Redis's leases naming this instance that no stream here holds go
+/// back to their queues (`reclaim_unknown`).
 pub(super) async fn reconcile(leases: Arc<Leases>) {
+    let mut sweeps: HashMap<String, u64> = HashMap::new();
     let mut ticker = tokio::time::interval(leases.settings.reconcile_every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -147,6 +153,66 @@ pub(super) async fn reconcile(leases: Arc<Leases>) {
                     leases.hub.release(&h.job_id, &h.token);
                 }
             }
+        }
+        reclaim_unknown(&leases, &mut sweeps).await;
+    }
+}
+
+/// Leases of the active hash one reconciliation reads per queue: a sweep of a queue with `n`
+/// leases takes `n / SWEEP_PAGE` periods (one, below Redis's listpack size, whose HSCAN answers
+/// the whole hash at once).
+const SWEEP_PAGE: u32 = 500;
+
+/// One step, per known queue, of a sweep over Redis's leases for those naming this instance that
+/// no stream here holds, and returns them to their queues. Only this instance can tell they are
+/// orphans (the reaper takes the leases of dead instances only), and they would otherwise stay
+/// active until the job's timeout. They come from a Redis that lost its last writes: restarted
+/// from an `appendfsync everysec` AOF after a crash, it has the leases back but not the
+/// completions that ended them. Not a lost delivery: the worker did not lose the job, Redis
+/// forgot what became of it.
+///
+/// A lease round answers after Redis wrote its leases, and the hub records them only then: the
+/// hub is read after the page, and `reclaim.lua` takes only leases still held by the token read
+/// and at least one reconciliation period old, so a lease whose round's answer is still on its
+/// way is left alone. (A lease a closing stream is handing back as lost may be taken here
+/// first, as not lost; the hand-back then finds it gone.)
+///
+/// Cost per period: one HSCAN page of `SWEEP_PAGE` entries per known queue, and a `reclaim`
+/// call only for a queue whose page holds such a lease.
+async fn reclaim_unknown(leases: &Leases, cursors: &mut HashMap<String, u64>) {
+    let queues = match leases.store.instances().queues().await {
+        Ok(q) => q,
+        Err(e) => return debug!(error = %e, "reclaim skipped"),
+    };
+    cursors.retain(|queue, _| queues.contains(queue));
+    for queue in queues {
+        let cursor = cursors.get(&queue).copied().unwrap_or(0);
+        let page = match leases.store.jobs().lease_page(&queue, cursor, SWEEP_PAGE).await {
+            Ok((next, page)) => {
+                cursors.insert(queue.clone(), next);
+                page
+            }
+            Err(e) => {
+                debug!(%queue, error = %e, "reclaim skipped");
+                continue;
+            }
+        };
+        let mut unknown: Vec<_> = page
+            .into_iter()
+            .filter(|(ulid, lease)| {
+                lease.token.instance() == leases.instance && !leases.hub.holds(&JobId::new(&queue, ulid), &lease.token)
+            })
+            .map(|(ulid, lease)| (ulid, lease.token))
+            .collect();
+        if unknown.is_empty() {
+            continue;
+        }
+        unknown.sort_by_key(|(_, token)| token.seq());
+        let unknown: Vec<(String, String)> = unknown.into_iter().map(|(ulid, token)| (ulid, token.into())).collect();
+        match leases.store.jobs().reclaim(&queue, &unknown, leases.settings.reconcile_every).await {
+            Ok(0) => {}
+            Ok(n) => info!(%queue, returned = n, "returned leases naming this instance that no stream here holds"),
+            Err(e) => debug!(%queue, error = %e, "reclaim failed; retrying on the next period"),
         }
     }
 }

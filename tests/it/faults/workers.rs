@@ -13,8 +13,10 @@ use jobwire::client::Client;
 use super::{Books, Fleet, QUEUE, added, assert_clean, balance, produce, serve_args};
 use crate::harness::{Process, Redis, eventually, jobwire_command, unique_prefix};
 
-/// Each job: log the delivery, hold it for 200 ms (so the kill finds jobs running), answer.
-const SCRIPT: &str = r#"read -r payload; echo "$JOBWIRE_JOB_ID $payload" >> "$FAULTS_LOG"; sleep 0.2; printf proc"#;
+/// Each job: log the delivery, hold it for 200 ms (so the kill finds jobs running), answer. A
+/// handler the kill left without its payload (spawned, its stdin closed before the job was
+/// written) never ran the job, and logs nothing.
+const SCRIPT: &str = r#"read -r payload; [ -n "$payload" ] || exit 1; echo "$JOBWIRE_JOB_ID $payload" >> "$FAULTS_LOG"; sleep 0.2; printf proc"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_a_worker_process_holding_jobs() {

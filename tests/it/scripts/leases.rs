@@ -1,5 +1,5 @@
-//! lease.lua, extend.lua, progress.lua, requeue.lua, reap.lua and heartbeat.lua: who holds
-//! a job, until when, and how it comes back.
+//! lease.lua, extend.lua, progress.lua, requeue.lua, reap.lua, reclaim.lua and heartbeat.lua:
+//! who holds a job, until when, and how it comes back.
 
 use std::time::Duration;
 
@@ -336,6 +336,25 @@ async fn reap_of_a_cancelled_job_ends_it_cancelled() {
     assert_eq!(case.reap(&[INSTANCE.to_owned()]).await, 1);
     assert_eq!(case.places().await, Places { cancelled: 1, ..Places::default() });
     assert_eq!(case.record(&held.ulid).await.state, RecordState::Cancelled);
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn reclaim_returns_only_leases_old_enough_and_still_held_by_the_token() {
+    let case = Case::start().await;
+    let (first, second) = (case.add_active().await, case.add_active().await);
+    let pairs = [(first.ulid.clone(), first.token.clone()), (second.ulid.clone(), second.token.clone())];
+    assert_eq!(case.reclaim(&pairs, Duration::from_secs(60)).await, 0, "a fresh lease stays");
+    let stale = [(first.ulid.clone(), case.token())];
+    assert_eq!(case.reclaim(&stale, Duration::ZERO).await, 0, "another token holds it");
+    assert_eq!(case.places().await, Places { active: 2, ..Places::default() });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(case.reclaim(&pairs, Duration::from_millis(10)).await, 2);
+    assert_eq!(case.places().await, Places { waiting: 2, ..Places::default() });
+    let record = case.record(&first.ulid).await;
+    assert_eq!((record.attempts, record.lost), (0, 0), "not a failed attempt, nor a lost delivery");
+    assert_eq!(case.take().await.ulid, first.ulid, "back at the head, in delivery order");
+    assert_eq!(case.reclaim(&pairs, Duration::ZERO).await, 0, "taken again: no longer the token's");
     case.assert_invariants().await;
 }
 

@@ -357,6 +357,10 @@ impl Case {
         self.store.jobs().reap(QUEUE, dead).await.expect("reap")
     }
 
+    pub async fn reclaim(&self, leases: &[(String, String)], min_age: Duration) -> u64 {
+        self.store.jobs().reclaim(QUEUE, leases, min_age).await.expect("reclaim")
+    }
+
     pub async fn stats(&self) -> QueueCounts {
         self.store.admin().stats(QUEUE).await.expect("stats")
     }
