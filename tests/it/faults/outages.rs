@@ -104,13 +104,16 @@ async fn kill_and_restart(redis: &mut Redis, run: &mut Run, crash: impl FnOnce(I
     let not_serving = wait_health(run.server.addr, ServingStatus::NotServing, Duration::from_secs(5)).await;
     // The outage lasts a second: the fault itself, not a wait for something to settle.
     tokio::time::sleep_until((killed + Duration::from_secs(1)).into()).await;
+    // The restart returns once Redis answers a PING; jobwire may take an add in that moment, so
+    // the first add accepted again is looked for from the moment the restart began.
+    let restarting = Instant::now();
     tokio::task::block_in_place(|| redis.restart());
     let restarted = Instant::now();
     let serving = wait_health(run.server.addr, ServingStatus::Serving, Duration::from_secs(10)).await;
     (&mut run.producer).await.expect("producer");
     let window = killed..restarted + REDIS_TIMEOUT;
     let mut figures = balance(&run.books, run.server.addr, restarted, in_flight_during(window)).await;
-    let back = run.books.first_ok_after_refusal(restarted).expect("an add refused during the outage succeeded later");
+    let back = run.books.first_ok_after_refusal(restarting).expect("an add refused during the outage succeeded later");
     figures.recovery = back.saturating_duration_since(restarted);
     assert!(run.server.child.try_wait().expect("try_wait").is_none(), "jobwire kept running");
     assert_eq!(run.server.pid(), pid);
