@@ -1,5 +1,6 @@
-//! Leases and dispatch on one instance: the worker streams and the credit and leases each holds
-//! (`hub.rs`), one dispatcher per queue with a stream here (`dispatch.rs`), the notices that
+//! Leases and dispatch on one instance: what a worker stream asks for and is sent
+//! (`stream.rs`), the worker streams and the credit and leases each holds (`hub.rs`, its unit
+//! tests in `hub/tests.rs`), one dispatcher per queue with a stream here (`dispatch.rs`), the notices that
 //! reach a lease's owner on another instance and the reconciliation that makes up for lost ones
 //! (`notices.rs`), the refills an ack leases in its own call (`refill.rs`), the heartbeat, which
 //! also reaps dead instances' leases and expires idle sessions (`liveness.rs`), and the
@@ -23,6 +24,7 @@ mod hub;
 mod liveness;
 mod notices;
 mod refill;
+mod stream;
 mod workers;
 
 use std::{
@@ -35,8 +37,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{info, warn};
 
-pub use hub::{RevokeReason, StreamEvent, WorkerSpec};
 pub(super) use notices::Notice;
+pub use stream::{RevokeReason, StreamEvent, WorkerSpec};
 pub use workers::WorkerView;
 
 use crate::{
