@@ -518,6 +518,17 @@ local function back_to_queue(ulid, rec, now, at_head, retry_at)
   return S_WAITING
 end
 
+-- A lease taken back from a holder that is gone or forgot it (reap, reclaim, doctor): the job
+-- returns to the head of its queue, not counted as failed or lost (the worker was not at fault).
+-- A lease whose record is missing is dropped alone.
+local function take_back(ulid, now)
+  drop_lease(ulid)
+  local rec = load(ulid)
+  if rec then
+    back_to_queue(ulid, rec, now, true)
+  end
+end
+
 local function backoff_ms(rec, attempt, rand)
   local b = rec[R_BACKOFF] or DEFAULT_BACKOFF
   local kind, base, factor, max, jitter = b[1], b[2], b[3], b[4], b[5]

@@ -19,11 +19,7 @@ for i = 1, #entries, 2 do
   local ulid, token = entries[i], parse_lease(entries[i + 1])
   local instance = string.match(token, '^([^.]+)%.')
   if (instance and dead[instance]) or dead[token] then
-    drop_lease(ulid)
-    local rec = load(ulid)
-    if rec then
-      back_to_queue(ulid, rec, now, true)
-    end
+    take_back(ulid, now)
     moved = moved + 1
   end
 end

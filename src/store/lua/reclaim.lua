@@ -19,11 +19,7 @@ for i = #ARGV - 1, 9, -2 do
   local ulid = ARGV[i]
   local held, started = check_lease(ulid, ARGV[i + 1])
   if held == 1 and started <= oldest then
-    drop_lease(ulid)
-    local rec = load(ulid)
-    if rec then
-      back_to_queue(ulid, rec, now, true)
-    end
+    take_back(ulid, now)
     moved = moved + 1
   end
 end
