@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -188,10 +189,13 @@ func TestReconnectAfterServerRestart(t *testing.T) {
 	release := make(chan struct{})
 	causes := make(chan error, 1)
 	w := jobwire.NewWorker(c, jobwire.WorkerOptions{Queues: []string{q}, Concurrency: 2, ReconnectDelay: 50 * time.Millisecond, MaxReconnectDelay: 200 * time.Millisecond})
+	var runs atomic.Int32
 	w.Handle("slow", func(ctx context.Context, job *jobwire.Job) ([]byte, error) {
-		<-ctx.Done()
-		causes <- context.Cause(ctx)
-		<-release // a handler that finishes its work anyway
+		if runs.Add(1) == 1 {
+			<-ctx.Done()
+			causes <- context.Cause(ctx)
+			<-release // a handler that finishes its work anyway
+		}
 		return []byte("finished"), nil
 	})
 	w.Handle("quick", func(context.Context, *jobwire.Job) ([]byte, error) { return []byte("quick"), nil })

@@ -323,7 +323,7 @@ func startWorker(t *testing.T, w *jobwire.Worker) *running {
 	return r
 }
 
-// stop ends the worker's context and waits (10 s at most) for Run to return nil.
+// stop ends the worker's context and waits (15 s at most) for Run to return nil.
 func (r *running) stop(t *testing.T) {
 	t.Helper()
 	r.stopped.Do(func() {
@@ -333,8 +333,8 @@ func (r *running) stop(t *testing.T) {
 			if err != nil {
 				t.Errorf("Worker.Run: %v", err)
 			}
-		case <-time.After(10 * time.Second):
-			t.Errorf("Worker.Run did not return within 10 s of its context ending")
+		case <-time.After(15 * time.Second):
+			t.Errorf("Worker.Run did not return within 15 s of its context ending")
 		}
 	})
 }

@@ -104,7 +104,9 @@ type SessionPage struct {
 	NextPageToken string
 }
 
-// ListSessions reads one page of a queue's sessions (at most 100 a page).
+// ListSessions reads one page of a queue's sessions. Page.Size (1 to 100, default 100) is a
+// hint: the server walks its index in steps of about that many, so a page may be shorter or
+// longer; follow NextPageToken until it is empty.
 func (c *Client) ListSessions(ctx context.Context, queue string, page Page) (*SessionPage, error) {
 	resp, err := unary(ctx, c, "ListSessions", true, c.sessions.ListSessions, &pb.ListSessionsRequest{Queue: queue, PageSize: page.Size, PageToken: page.Token})
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -113,11 +114,13 @@ func (s *stream) complete(t *task, result []byte) {
 
 // completeAfterLoss offers a result that came after its stream ended, once, by CompleteJob: it
 // is accepted when the lease survived (the instance died and has not been reaped yet), and
-// refused as stale when the server already gave the job back.
+// refused as stale when the server already gave the job back. It waits (afterLossTimeout at
+// most) for a connection, so a server restarting in place gets the result.
 func (s *stream) completeAfterLoss(t *task, req *pb.CompleteJobRequest) {
 	ctx, cancel := context.WithTimeout(s.ctx, afterLossTimeout)
 	defer cancel()
-	if _, err := s.w.client.queue.CompleteJob(ctx, req); err != nil {
+	// Waiting for the connection: the server that died may be back within moments.
+	if _, err := s.w.client.queue.CompleteJob(ctx, req, grpc.WaitForReady(true)); err != nil {
 		s.w.log.Debug("jobwire: a result that came after its stream ended was refused", "job", t.job.ID, "error", rpcError("CompleteJob", err))
 		return
 	}

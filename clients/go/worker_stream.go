@@ -97,7 +97,14 @@ func (w *Worker) serve(ctx context.Context) streamOutcome {
 	streamCtx, cancelStream := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelStream()
 	s := &stream{w: w, ctx: streamCtx, events: make(chan taskEvent), tasks: map[string]*task{}}
+	// Opening may wait for a connection to a server that is restarting: a stop must not wait
+	// with it.
+	openingStop := context.AfterFunc(ctx, cancelStream)
 	recv, acker, err := w.open(streamCtx, cancelStream)
+	if !openingStop() && err == nil {
+		acker.close() // stopped while opening: nothing was delivered yet
+		err = ctx.Err()
+	}
 	if err != nil {
 		if fatalOpen(err) {
 			return streamOutcome{fatal: err}

@@ -280,10 +280,9 @@ func TestTimeoutRevokesAndStaleTokensAreFenced(t *testing.T) {
 	ctx := testCtx(t, 30*time.Second)
 	q := uniqueQueue(t)
 	type firstTry struct {
-		cause      error
-		token      string
-		progress   error
-		jobPayload string
+		cause    error
+		token    string
+		progress error
 	}
 	first := make(chan firstTry, 1)
 	w := jobwire.NewWorker(c, jobwire.WorkerOptions{Queues: []string{q}})
