@@ -3,7 +3,7 @@
 # tests (unit + integration against real redis-server and jobwire processes), then each client's
 # own suite (clients/*/test.sh), then the cross-language proof (tests/crosslang/run.sh: producers
 # and workers of different languages on one server).
-# Needs: a Rust toolchain and redis-server; python3 and node for the clients.
+# Needs: a Rust toolchain and redis-server; python3, node and go for the clients.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
