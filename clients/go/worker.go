@@ -123,11 +123,11 @@ func (w *Worker) Run(ctx context.Context) error {
 	failures := 0
 	for ctx.Err() == nil {
 		outcome := w.serve(ctx)
-		if outcome.fatal != nil {
-			return outcome.fatal
-		}
 		if ctx.Err() != nil {
 			break
+		}
+		if outcome.fatal != nil {
+			return outcome.fatal
 		}
 		if outcome.healthy {
 			failures = 0
@@ -173,17 +173,18 @@ func (w *Worker) reconnectDelay(n int) time.Duration {
 	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
 }
 
-// fatalOpen: refusals of a stream that no reconnect can mend.
+// fatalOpen: refusals of a stream that no reconnect can mend (CANCELLED: the client's
+// connection was closed).
 func fatalOpen(err error) bool {
 	switch codeOf(err) {
-	case codes.InvalidArgument, codes.Unauthenticated, codes.PermissionDenied, codes.Unimplemented:
+	case codes.InvalidArgument, codes.Unauthenticated, codes.PermissionDenied, codes.Unimplemented, codes.Canceled:
 		return true
 	}
 	return false
 }
 
-// run calls the handler of t's job type, turning a panic into an error.
-func (w *Worker) run(t *task) (result []byte, err error) {
+// callHandler calls the handler of t's job type, turning a panic into an error.
+func (w *Worker) callHandler(t *task) (result []byte, err error) {
 	h := w.handler(t.job.Type)
 	if h == nil {
 		return nil, fmt.Errorf("no handler for job type %q on this worker", t.job.Type)

@@ -96,7 +96,7 @@ func (s *stream) complete(t *task, result []byte) {
 				"job", t.job.ID, "session", fresh.ID, "version", fresh.Version)
 			t.job.Session = &SessionSnapshot{ID: fresh.ID, State: fresh.State, Version: fresh.Version}
 			var handlerErr error
-			if result, handlerErr = s.w.run(t); handlerErr != nil {
+			if result, handlerErr = s.w.callHandler(t); handlerErr != nil {
 				s.fail(t, handlerErr)
 				return
 			}

@@ -89,6 +89,8 @@ type stream struct {
 	active int              // tasks holding a handler slot
 	// No more starts: stopping or drained.
 	leaving bool
+	// The worker closed its side of the stream.
+	finishing bool
 }
 
 // serve opens one stream and works on it until it ends.
@@ -106,7 +108,7 @@ func (w *Worker) serve(ctx context.Context) streamOutcome {
 		err = ctx.Err()
 	}
 	if err != nil {
-		if fatalOpen(err) {
+		if ctx.Err() == nil && fatalOpen(err) {
 			return streamOutcome{fatal: err}
 		}
 		return streamOutcome{err: err}
@@ -139,7 +141,8 @@ func (w *Worker) serve(ctx context.Context) streamOutcome {
 			if lost {
 				return out
 			}
-			if finishTimer == nil {
+			if !s.finishing {
+				s.finishing = true
 				s.acker.finish()
 				finishTimer = time.After(finishTimeout)
 			}
@@ -149,7 +152,7 @@ func (w *Worker) serve(ctx context.Context) streamOutcome {
 			out.healthy = true
 			s.take(m, &out)
 		case err := <-readEnd:
-			if finishTimer != nil {
+			if s.finishing {
 				return out // the end the worker asked for
 			}
 			lost = true
@@ -191,6 +194,11 @@ func (w *Worker) serve(ctx context.Context) streamOutcome {
 // take handles one message of the server.
 func (s *stream) take(m incoming, out *streamOutcome) {
 	for _, j := range m.jobs {
+		if s.finishing {
+			// The worker's side is closed: nothing can be answered any more. The server takes
+			// the job back when the stream ends.
+			continue
+		}
 		t := &task{job: jobOf(j, s)}
 		t.ctx, t.cancel = context.WithCancelCause(context.WithoutCancel(s.ctx))
 		s.tasks[j.GetLeaseToken()] = t
@@ -208,6 +216,15 @@ func (s *stream) take(m incoming, out *streamOutcome) {
 		out.drained = true
 		s.w.log.Debug("jobwire: the server is draining this stream")
 		s.leave()
+	}
+}
+
+// tell hands a task's news to the loop (which reads until every task is settled; the guard is
+// for a stream given up on, whose loop is gone).
+func (s *stream) tell(ev taskEvent) {
+	select {
+	case s.events <- ev:
+	case <-s.ctx.Done():
 	}
 }
 
@@ -236,7 +253,7 @@ func (s *stream) revoke(r *pb.Revoke) {
 		t.state = taskSettling
 		go func() {
 			s.answerRevoked(t, "revoked before it started")
-			s.events <- taskEvent{t: t}
+			s.tell(taskEvent{t: t})
 		}()
 	}
 }
@@ -284,23 +301,23 @@ func (s *stream) handBack(t *task) {
 		if _, err := s.send(s.ctx, ack); err != nil && !isStreamEnded(err) {
 			s.w.log.Warn("jobwire: could not hand a job back", "job", t.job.ID, "error", err)
 		}
-		s.events <- taskEvent{t: t}
+		s.tell(taskEvent{t: t})
 	}()
 }
 
 // runTask runs the handler of a started task and answers its outcome.
 func (s *stream) runTask(t *task) {
-	result, err := s.w.run(t)
+	result, err := s.w.callHandler(t)
 	// A completion writing a session state may run the handler again: it keeps its slot.
 	writesState := err == nil && t.job.Session != nil && t.job.hasSessionState()
 	if !writesState {
-		s.events <- taskEvent{t: t, returned: true}
+		s.tell(taskEvent{t: t, returned: true})
 	}
 	s.settle(t, result, err)
 	if writesState {
-		s.events <- taskEvent{t: t, returned: true}
+		s.tell(taskEvent{t: t, returned: true})
 	}
-	s.events <- taskEvent{t: t}
+	s.tell(taskEvent{t: t})
 }
 
 // settle sends what t's outcome calls for (see the invariants above).

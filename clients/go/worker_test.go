@@ -422,3 +422,25 @@ func TestListWorkersShowsTheStream(t *testing.T) {
 		t.Fatalf("ListWorkers = %+v", w)
 	}
 }
+
+func TestRunEndsWhenTheClientIsClosed(t *testing.T) {
+	c, err := jobwire.NewClient(shared.server.addr, jobwire.WithLogger(testLogger))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := uniqueQueue(t)
+	w := jobwire.NewWorker(c, jobwire.WorkerOptions{Queues: []string{q}})
+	w.Handle("t", func(context.Context, *jobwire.Job) ([]byte, error) { return nil, nil })
+	done := make(chan error, 1)
+	go func() { done <- w.Run(context.Background()) }()
+	waitForWorker(t, newClient(t, shared.server.addr), q)
+	_ = c.Close()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("Run returned nil on a closed client")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run goes on with a closed client")
+	}
+}
