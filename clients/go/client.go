@@ -195,11 +195,15 @@ func NewClient(address string, opts ...Option) (*Client, error) {
 }
 
 // NewClientFromConn makes a client over a connection the caller made and keeps: Close does not
-// close it. Of the options, only WithRetry and WithLogger apply.
+// close it. Of the options, only WithRetry and WithLogger apply (the connection's own settings
+// stand for the others, which are refused).
 func NewClientFromConn(conn grpc.ClientConnInterface, opts ...Option) (*Client, error) {
 	cfg, err := configure(opts)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.token != "" || cfg.tls != nil || cfg.creds != nil || len(cfg.dialOpts) > 0 {
+		return nil, errors.New("jobwire: NewClientFromConn: token, TLS and dial options belong to the connection")
 	}
 	return newClient(conn, cfg), nil
 }

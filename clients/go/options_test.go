@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
@@ -234,5 +235,33 @@ func TestTLSWithAClientCertificate(t *testing.T) {
 	}
 	if _, err := jobwire.NewClient(addr, jobwire.WithTLS(jobwire.TLS{CAFile: filepath.Join(ca.dir, "missing.pem")})); err == nil {
 		t.Error("a CA file that does not exist was accepted")
+	}
+}
+
+func TestClientOverAConnectionOfYourOwn(t *testing.T) {
+	rec, addr := serve(t)
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c, err := jobwire.NewClientFromConn(conn, jobwire.WithLogger(testLogger))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats, err := c.Stats(testCtx(t, 10*time.Second), "q"); err != nil || stats.Waiting != 7 {
+		t.Fatalf("Stats: %+v %v", stats, err)
+	}
+	if err := c.Close(); err != nil { // leaves the caller's connection open
+		t.Fatal(err)
+	}
+	if _, err := pb.NewQueueServiceClient(conn).Stats(testCtx(t, 10*time.Second), &pb.StatsRequest{Queue: "q"}); err != nil {
+		t.Fatalf("the connection after Client.Close: %v", err)
+	}
+	if tokens, _ := rec.seen(); len(tokens) != 0 {
+		t.Fatalf("tokens sent: %q", tokens)
+	}
+	if _, err := jobwire.NewClientFromConn(conn, jobwire.WithToken("t")); err == nil {
+		t.Fatal("a token for a connection made elsewhere was accepted")
 	}
 }

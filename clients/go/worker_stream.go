@@ -156,7 +156,7 @@ func (w *Worker) serve(ctx context.Context) streamOutcome {
 				return out // the end the worker asked for
 			}
 			lost = true
-			out.err = rpcError("Work", err)
+			out.err = rpcError(w.streamMethod(), err)
 			if err == io.EOF {
 				out.err = nil
 			}

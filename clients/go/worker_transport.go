@@ -49,6 +49,14 @@ func ackMethod(ack *pb.WorkAck) string {
 	return "Work"
 }
 
+// streamMethod is the RPC of the worker's stream, named in its errors.
+func (w *Worker) streamMethod() string {
+	if w.opts.Protocol == ProtocolUnary {
+		return "GetJob"
+	}
+	return "Work"
+}
+
 // open opens the worker's stream in its protocol: the function reading its messages (answers
 // to acks are routed to the acker on the way), and its acker. end ends the stream's context.
 func (w *Worker) open(ctx context.Context, end context.CancelFunc) (func() (incoming, error), acker, error) {
@@ -57,7 +65,7 @@ func (w *Worker) open(ctx context.Context, end context.CancelFunc) (func() (inco
 		req := &pb.GetJobRequest{WorkerId: o.WorkerID, Labels: o.Labels, Queues: o.Queues, MaxInFlight: uint32(o.Concurrency)}
 		st, err := w.client.queue.GetJob(ctx, req)
 		if err != nil {
-			return nil, nil, rpcError("GetJob", err)
+			return nil, nil, rpcError(w.streamMethod(), err)
 		}
 		recv := func() (incoming, error) {
 			m, err := st.Recv()
@@ -79,7 +87,7 @@ func (w *Worker) open(ctx context.Context, end context.CancelFunc) (func() (inco
 
 	st, err := w.client.queue.Work(ctx)
 	if err != nil {
-		return nil, nil, rpcError("Work", err)
+		return nil, nil, rpcError(w.streamMethod(), err)
 	}
 	open := &pb.WorkOpen{
 		WorkerId: o.WorkerID, Labels: o.Labels, Queues: o.Queues,
