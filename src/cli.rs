@@ -2,13 +2,16 @@
 //! `pause`/`resume`, `workers` and `sessions` (`work` has a file of its own). They use the typed
 //! client (`jobwire::client`) and, for the calls it does not wrap, the generated clients, and
 //! print for people (tables) or programs (`--json`, exit codes).
+//!
+//! Every command reaches the server through [`Target`]: its address and, for a TLS server, the
+//! `--tls-*` flags of [`TlsArgs`] (grpc_health_probe's, so `health` is a drop-in probe).
 
-use std::{process::ExitCode, time::Duration};
+use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context;
 use clap::Args;
 use jobwire::{
-    client::{Client, NewJob},
+    client::{Client, NewJob, Tls},
     proto,
 };
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
@@ -18,20 +21,77 @@ fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
 }
 
 /// `host:port` as grpc_health_probe takes it, or a full `http://` URI.
-pub(crate) fn uri(addr: &str) -> String {
+fn uri(addr: &str) -> String {
     if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") }
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub(crate) struct Target {
     /// Server address (host:port or URI).
     #[arg(long, env = "JOBWIRE_ADDR", default_value = "127.0.0.1:50051")]
     addr: String,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 impl Target {
-    async fn connect(&self) -> anyhow::Result<Client> {
-        Ok(Client::connect(&uri(&self.addr)).await?)
+    pub(crate) async fn connect(&self) -> anyhow::Result<Client> {
+        Ok(match self.tls.load()? {
+            None => Client::connect(&uri(&self.addr)).await?,
+            Some(tls) => Client::connect_tls(&self.addr, &tls).await?,
+        })
+    }
+}
+
+/// The endpoint of `addr` (host:port or URI), through TLS when `tls` asks for it.
+fn endpoint(addr: &str, tls: &TlsArgs) -> anyhow::Result<tonic::transport::Endpoint> {
+    let tls = tls.load()?;
+    let addr = if tls.is_some() { addr.to_owned() } else { uri(addr) };
+    Ok(jobwire::client::endpoint(&addr, tls.as_ref())?)
+}
+
+/// How a command reaches a TLS server (`jobwire serve --tls-cert`); the names of
+/// grpc_health_probe's flags. Any of them, or an `https://` address, means TLS.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct TlsArgs {
+    /// Use TLS, trusting the system's roots unless --tls-ca-cert says otherwise.
+    #[arg(long)]
+    tls: bool,
+    /// Trust this CA certificate (PEM) for the server's certificate.
+    #[arg(long, env = "JOBWIRE_TLS_CA_CERT", value_name = "FILE")]
+    tls_ca_cert: Option<PathBuf>,
+    /// Present this client certificate (PEM) to a server that requires one (mutual TLS).
+    #[arg(long, env = "JOBWIRE_TLS_CLIENT_CERT", value_name = "FILE", requires = "tls_client_key")]
+    tls_client_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-client-cert.
+    #[arg(long, env = "JOBWIRE_TLS_CLIENT_KEY", value_name = "FILE", requires = "tls_client_cert")]
+    tls_client_key: Option<PathBuf>,
+    /// Check the server's certificate against this name instead of the address's host.
+    #[arg(long, env = "JOBWIRE_TLS_SERVER_NAME", value_name = "NAME")]
+    tls_server_name: Option<String>,
+}
+
+impl TlsArgs {
+    /// The TLS settings, its files read; None for plain text.
+    pub(crate) fn load(&self) -> anyhow::Result<Option<Tls>> {
+        let read =
+            |flag: &str, path: &PathBuf| std::fs::read(path).with_context(|| format!("{flag} {}", path.display()));
+        let wanted =
+            self.tls || self.tls_ca_cert.is_some() || self.tls_client_cert.is_some() || self.tls_server_name.is_some();
+        if !wanted {
+            return Ok(None);
+        }
+        let mut tls = Tls::new();
+        if let Some(path) = &self.tls_ca_cert {
+            tls = tls.ca_certificate(read("--tls-ca-cert", path)?);
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_client_cert, &self.tls_client_key) {
+            tls = tls.client_certificate(read("--tls-client-cert", cert)?, read("--tls-client-key", key)?);
+        }
+        if let Some(name) = &self.tls_server_name {
+            tls = tls.server_name(name);
+        }
+        Ok(Some(tls))
     }
 }
 
@@ -173,6 +233,8 @@ pub(crate) struct HealthArgs {
     /// Service to check; empty means the server as a whole.
     #[arg(long, default_value = "")]
     service: String,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// How long to wait for the connection.
     #[arg(long, default_value = "1s", value_parser = duration)]
     connect_timeout: Duration,
@@ -182,10 +244,10 @@ pub(crate) struct HealthArgs {
 }
 
 pub(crate) async fn health(args: HealthArgs) -> ExitCode {
-    let endpoint = match tonic::transport::Endpoint::from_shared(uri(&args.addr)) {
+    let endpoint = match endpoint(&args.addr, &args.tls) {
         Ok(e) => e.connect_timeout(args.connect_timeout),
         Err(e) => {
-            eprintln!("error: invalid --addr {}: {e}", args.addr);
+            eprintln!("error: invalid --addr {} or --tls-* flags: {e:#}", args.addr);
             return ExitCode::from(1);
         }
     };
@@ -454,7 +516,7 @@ pub(crate) async fn sessions(command: SessionsCommand) -> anyhow::Result<()> {
         | SessionsCommand::Get { target, .. }
         | SessionsCommand::Delete { target, .. } => target,
     };
-    let channel = tonic::transport::Endpoint::from_shared(uri(&target.addr))?.connect().await?;
+    let channel = endpoint(&target.addr, &target.tls)?.connect().await?;
     let mut api = SessionServiceClient::new(channel);
     match command {
         SessionsCommand::List(args) => {

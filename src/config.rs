@@ -1,14 +1,19 @@
 //! Flags and environment (`JOBWIRE_*`) of `jobwire serve`, parsed and validated once at start.
 //! `jobwire serve --help` is the reference; the README has the same table.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use clap::Args;
 
 use crate::{
+    listener::{ServerTls, TlsError, TlsFiles},
     queue::{Limits, Settings},
     server::Keepalive,
-    store::{Retention, StoreConfig},
+    store::{RedisAccess, RedisIdentity, Retention, StoreConfig},
 };
 
 fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
@@ -21,10 +26,14 @@ pub struct ServeConfig {
     /// gRPC listen address.
     #[arg(long, env = "JOBWIRE_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
-    /// Redis to use, e.g. redis://host:6379/0 or unix:///path/redis.sock. Without it, jobwire
-    /// starts and supervises its own redis-server with its data in --data-dir.
+    /// Redis to use, e.g. redis://host:6379/0, rediss://user@host:6380 (TLS) or
+    /// unix:///path/redis.sock. Without it, jobwire starts and supervises its own redis-server
+    /// with its data in --data-dir.
     #[arg(long, env = "JOBWIRE_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// TLS files and the password file of --redis-url.
+    #[command(flatten)]
+    pub redis: RedisFlags,
     /// Data directory of the embedded Redis (only without --redis-url).
     #[arg(long, env = "JOBWIRE_DATA_DIR", default_value = "./jobwire-data")]
     pub data_dir: PathBuf,
@@ -98,6 +107,9 @@ pub struct ServeConfig {
     /// read from Redis every 5 s; counters and histograms count what this instance did.
     #[arg(long, env = "JOBWIRE_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
+    /// The TLS of the gRPC listener.
+    #[command(flatten)]
+    pub tls: TlsFlags,
     /// Once the listeners are bound, write their addresses to this file: the gRPC address on
     /// line 1, the metrics address on line 2 (with --metrics-listen). Written to a temp file and
     /// renamed, so a reader sees all of it or nothing: wait for it instead of parsing logs when
@@ -139,10 +151,12 @@ impl ServeConfig {
         Ok(())
     }
 
-    /// The store's configuration, for the Redis at `url` (`--redis-url`, or the embedded one's).
-    pub fn store(&self, url: String) -> StoreConfig {
+    /// The store's configuration, for the Redis at `url` (`--redis-url`, or the embedded one's)
+    /// reached with `access` (`RedisFlags::access`).
+    pub fn store(&self, url: String, access: RedisAccess) -> StoreConfig {
         StoreConfig {
             url,
+            access,
             prefix: self.key_prefix.clone(),
             pool_size: self.redis_pool,
             timeout: self.redis_timeout,
@@ -182,5 +196,95 @@ impl ServeConfig {
     /// its framing. Past it, the transport itself answers RESOURCE_EXHAUSTED.
     pub fn max_message(&self) -> usize {
         self.max_payload.max(self.max_result).max(self.max_batch_bytes) + (1 << 20)
+    }
+}
+
+/// The TLS flags of `jobwire serve`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TlsFlags {
+    /// Serve TLS with this certificate chain (PEM, leaf first); needs --tls-key. Re-read, with
+    /// the key and the client CA, on SIGHUP: new connections get the new files, open ones keep
+    /// theirs, and files that do not load keep the old ones (the error is logged).
+    #[arg(long, env = "JOBWIRE_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "JOBWIRE_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require every client to present a certificate signed by one of these CA certificates
+    /// (PEM): mutual TLS. Needs --tls-cert.
+    #[arg(long, env = "JOBWIRE_TLS_CLIENT_CA", value_name = "FILE", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+impl TlsFlags {
+    /// The server's TLS configuration, loaded from the files; None without --tls-cert.
+    pub fn load(&self) -> Result<Option<ServerTls>, TlsError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => ServerTls::load(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca.clone(),
+            })
+            .map(Some),
+            // clap makes each of the two require the other.
+            _ => Ok(None),
+        }
+    }
+}
+
+/// How jobwire reaches a Redis beyond its URL: a CA and a client certificate for `rediss://`,
+/// and the password from a file. Shared by `jobwire serve` and `jobwire doctor`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct RedisFlags {
+    /// Trust this CA (PEM) for the Redis server's certificate (rediss:// only), instead of the
+    /// system's roots.
+    #[arg(long, env = "JOBWIRE_REDIS_CA", value_name = "FILE")]
+    pub redis_ca: Option<PathBuf>,
+    /// Present this client certificate (PEM) to a Redis that requires one (tls-auth-clients);
+    /// needs --redis-client-key.
+    #[arg(long, env = "JOBWIRE_REDIS_CLIENT_CERT", value_name = "FILE", requires = "redis_client_key")]
+    pub redis_client_cert: Option<PathBuf>,
+    /// The private key (PEM) of --redis-client-cert.
+    #[arg(long, env = "JOBWIRE_REDIS_CLIENT_KEY", value_name = "FILE", requires = "redis_client_cert")]
+    pub redis_client_key: Option<PathBuf>,
+    /// Read the Redis password (of the URL's user, e.g. rediss://jobwire@host:6380) from this
+    /// file, its first line, instead of putting it in the URL; it replaces a password there.
+    #[arg(long, env = "JOBWIRE_REDIS_PASSWORD_FILE", value_name = "FILE")]
+    pub redis_password_file: Option<PathBuf>,
+}
+
+impl RedisFlags {
+    /// Whether any flag is set (they need a Redis of the operator's: --redis-url).
+    pub fn any(&self) -> bool {
+        self.redis_ca.is_some()
+            || self.redis_client_cert.is_some()
+            || self.redis_client_key.is_some()
+            || self.redis_password_file.is_some()
+    }
+
+    /// Reads the files; an error names the flag and the file.
+    pub fn access(&self) -> Result<RedisAccess, String> {
+        let read = |flag: &str, path: &Path| std::fs::read(path).map_err(|e| format!("{flag} {}: {e}", path.display()));
+        let ca = self.redis_ca.as_deref().map(|path| read("--redis-ca", path)).transpose()?;
+        let client_identity = match (&self.redis_client_cert, &self.redis_client_key) {
+            (Some(cert), Some(key)) => {
+                Some(RedisIdentity { cert: read("--redis-client-cert", cert)?, key: read("--redis-client-key", key)? })
+            }
+            // clap makes each of the two require the other.
+            _ => None,
+        };
+        let password = match &self.redis_password_file {
+            None => None,
+            Some(path) => {
+                let text = String::from_utf8(read("--redis-password-file", path)?)
+                    .map_err(|_| format!("--redis-password-file {}: not UTF-8 text", path.display()))?;
+                let first = text.lines().next().unwrap_or_default();
+                if first.is_empty() {
+                    return Err(format!("--redis-password-file {}: its first line is empty", path.display()));
+                }
+                Some(first.to_owned())
+            }
+        };
+        Ok(RedisAccess { ca, client_identity, password })
     }
 }

@@ -6,7 +6,10 @@
 use std::{process::ExitCode, time::Duration};
 
 use clap::Args;
-use jobwire::store::{Finding, Outcome, Report, Retention, Store, StoreConfig};
+use jobwire::{
+    config::RedisFlags,
+    store::{Finding, Outcome, Report, Retention, Store, StoreConfig},
+};
 
 /// Exit code of a run that found nothing (or, with --repair, mended everything it found).
 const CLEAN: u8 = 0;
@@ -19,9 +22,12 @@ const FAILED: u8 = 2;
 #[command(after_help = "Exit codes: 0 clean (with --repair: every finding mended or already right), \
                         1 damage found (with --repair: some left for a person), 2 the check could not run.")]
 pub(crate) struct DoctorArgs {
-    /// The Redis to check, e.g. redis://host:6379/0 or unix:///path/redis.sock.
+    /// The Redis to check, e.g. redis://host:6379/0, rediss://user@host:6380 or
+    /// unix:///path/redis.sock.
     #[arg(long, env = "JOBWIRE_REDIS_URL")]
     redis_url: String,
+    #[command(flatten)]
+    redis: RedisFlags,
     /// Namespace of the keys to check (the servers' --key-prefix).
     #[arg(long, env = "JOBWIRE_KEY_PREFIX", default_value = "jw")]
     key_prefix: String,
@@ -59,6 +65,7 @@ async fn check(args: &DoctorArgs) -> anyhow::Result<u8> {
     };
     let store = Store::new(&StoreConfig {
         url: args.redis_url.clone(),
+        access: args.redis.access().map_err(anyhow::Error::msg)?,
         prefix: args.key_prefix.clone(),
         pool_size: 1,
         timeout: Duration::from_secs(10),

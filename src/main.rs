@@ -1,8 +1,9 @@
 //! The `jobwire` binary: parses flags, sets up logging, and runs the server or a client command
 //! (`cli.rs`, `work.rs`); `exit.rs` reports a failure. Serving here is start-up only: the
-//! embedded redis-server when no `--redis-url` is given, waiting for Redis and its schema,
-//! warnings about a Redis that would lose jobs, binding the listeners and the ready file; the
-//! server itself is `jobwire::server`.
+//! embedded redis-server when no `--redis-url` is given, the TLS and Redis files read (the TLS
+//! ones again on every SIGHUP), waiting for Redis and its schema, warnings about a Redis that
+//! would lose jobs, binding the listeners and the ready file; the server itself is
+//! `jobwire::server`.
 
 use std::{sync::Arc, time::Duration};
 
@@ -10,12 +11,13 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use jobwire::{
     config::ServeConfig,
+    listener::ServerTls,
     queue::Engine,
     redis_server::{RedisConfig, RedisServer},
     server::{self, ReadyFile, ServerOptions},
     store::{Store, StoreError},
 };
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// glibc's malloc showed as 17 % of the server's CPU under load (BENCHMARKS.md); mimalloc keeps
 /// per-thread free lists for the many short-lived buffers of requests and replies.
@@ -137,11 +139,36 @@ fn shutdown_signal() -> anyhow::Result<tokio_util::sync::CancellationToken> {
     Ok(token)
 }
 
+/// Re-reads, on every SIGHUP, what may change without a restart: the TLS files. Listening starts
+/// before the server does, so a SIGHUP never ends a server (its default action).
+fn reload_on_hangup(tls: Option<Arc<ServerTls>>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            match &tls {
+                None => info!("SIGHUP: nothing to reload"),
+                Some(tls) => match tls.reload() {
+                    Ok(()) => info!("SIGHUP: TLS files reloaded; new connections get them"),
+                    Err(error) => error!(%error, "SIGHUP: TLS files not reloaded; the previous ones keep serving"),
+                },
+            }
+        }
+    });
+    Ok(())
+}
+
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let stop = shutdown_signal()?;
     if let Err(message) = config.validate() {
         bail!(message);
     }
+    if config.redis.any() && config.redis_url.is_none() {
+        bail!("--redis-ca, --redis-client-cert and --redis-password-file are for a Redis of yours: pass --redis-url");
+    }
+    let tls = config.tls.load()?.map(Arc::new);
+    reload_on_hangup(tls.clone())?;
+    let access = config.redis.access().map_err(anyhow::Error::msg)?;
     let embedded = match &config.redis_url {
         Some(_) => None,
         None => {
@@ -162,7 +189,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         (None, Some(e)) => e.url(),
         (None, None) => unreachable!("embedded redis is started when no url is given"),
     };
-    let store = Arc::new(Store::new(&config.store(url)).context("invalid --redis-url")?);
+    let store = Arc::new(Store::new(&config.store(url, access)).context("invalid --redis-url")?);
     tokio::select! {
         ready = wait_for_schema(&store) => ready?,
         _ = stop.cancelled() => {
@@ -180,7 +207,8 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let grpc = listener.local_addr()?;
-    info!(addr = %grpc, "jobwire listening");
+    let mutual = tls.as_ref().is_some_and(|tls| tls.requires_client_certificates());
+    info!(addr = %grpc, tls = tls.is_some(), client_certificates = mutual, "jobwire listening");
     let metrics = match config.metrics_listen {
         Some(addr) => Some(
             jobwire::telemetry::MetricsEndpoint::bind(addr)
@@ -201,6 +229,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         drain_grace: config.drain_grace,
         metrics,
         keepalive: config.keepalive(),
+        tls,
     };
     server::run(listener, engine, options, stop.cancelled_owned()).await?;
     if let Some(redis) = embedded {
@@ -228,10 +257,16 @@ async fn wait_for_schema(store: &Store) -> anyhow::Result<()> {
     }
 }
 
-/// Warns loudly about Redis settings that would lose jobs.
+/// Warns loudly about Redis settings that would lose jobs; says so when Redis does not let it
+/// read them (a managed Redis, an ACL user without CONFIG).
 async fn warn_about_redis_config(store: &Store) {
-    let policy = store.config_get("maxmemory-policy").await.ok().flatten();
-    if let Some(policy) = policy.filter(|p| p != "noeviction") {
+    let Some(policy) = store.config_get("maxmemory-policy").await.ok().flatten() else {
+        info!(
+            "Redis refused CONFIG GET: not checking maxmemory-policy and persistence (use noeviction and appendonly yes)"
+        );
+        return;
+    };
+    if policy != "noeviction" {
         warn!(%policy, "REDIS WILL EVICT KEYS UNDER MEMORY PRESSURE: jobs can be lost. Set maxmemory-policy noeviction");
     }
     let aof = store.config_get("appendonly").await.ok().flatten();

@@ -72,7 +72,8 @@ pub struct MaxMemory {
 }
 
 /// The certificate, key and CA files of a TLS port (clients must present a certificate signed
-/// by the CA: Redis's default `tls-auth-clients yes`).
+/// by the CA, Redis's default `tls-auth-clients yes`, unless
+/// [`RedisConfig::tls_client_certificates_optional`]).
 #[derive(Clone, Debug)]
 pub struct TlsFiles {
     /// The server's certificate (PEM).
@@ -102,6 +103,7 @@ pub struct RedisConfig {
     appendfsync: AppendFsync,
     maxmemory: Option<MaxMemory>,
     tls: Option<TlsFiles>,
+    tls_clients_optional: bool,
     cluster: bool,
 }
 
@@ -115,6 +117,7 @@ impl RedisConfig {
             appendfsync: AppendFsync::EverySec,
             maxmemory: None,
             tls: None,
+            tls_clients_optional: false,
             cluster: false,
         }
     }
@@ -147,6 +150,13 @@ impl RedisConfig {
     /// Listen for TLS on 127.0.0.1 on a free port (instead of plain TCP unless `tcp` is set).
     pub fn tls(mut self, files: TlsFiles) -> Self {
         self.tls = Some(files);
+        self
+    }
+
+    /// With `tls`: clients may connect without a certificate (`tls-auth-clients optional`, as
+    /// most managed Redis services run); one they present must still be the CA's.
+    pub fn tls_client_certificates_optional(mut self) -> Self {
+        self.tls_clients_optional = true;
         self
     }
 
@@ -249,6 +259,9 @@ impl RedisServer {
             cmd.arg("--tls-cert-file").arg(&tls.cert);
             cmd.arg("--tls-key-file").arg(&tls.key);
             cmd.arg("--tls-ca-cert-file").arg(&tls.ca);
+            if self.config.tls_clients_optional {
+                cmd.args(["--tls-auth-clients", "optional"]);
+            }
             if self.config.cluster {
                 cmd.args(["--tls-cluster", "yes"]);
             }

@@ -10,6 +10,10 @@
 //! `ReadyFile` is how a server started on port 0 tells its launcher where it listens
 //! (`--ready-file`), without anyone parsing its log.
 //!
+//! Connections come from `crate::listener` (plain text, or TLS with `ServerOptions::tls`), so
+//! every call carries the connection's `listener::Peer` as a request extension; a layer added
+//! to the builder in `run` sees it on every request.
+//!
 //! Shutdown order: health NOT_SERVING -> the engine drains (workers told, acks accepted for the
 //! grace period, held jobs handed back) -> the transport stops -> the metrics endpoint stops ->
 //! background tasks are gone.
@@ -18,12 +22,12 @@ use std::{future::Future, io::Write, net::SocketAddr, path::Path, sync::Arc, tim
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tracing::info;
 
 use crate::{
     api::{QueueApi, SessionApi},
+    listener::{Incoming, ServerTls},
     proto::{queue_service_server::QueueServiceServer, session_service_server::SessionServiceServer},
     queue::Engine,
     telemetry::MetricsEndpoint,
@@ -49,6 +53,9 @@ pub struct ServerOptions {
     pub metrics: Option<MetricsEndpoint>,
     /// How a silent peer is found out.
     pub keepalive: Keepalive,
+    /// Serve TLS with this configuration (plain text when None); the caller keeps a clone to
+    /// reload it (`ServerTls::reload`, on SIGHUP in `jobwire serve`).
+    pub tls: Option<Arc<ServerTls>>,
 }
 
 /// The HTTP/2 keep-alive of every connection: a connection silent for `interval` is pinged, and
@@ -147,7 +154,7 @@ pub async fn run(
         .max_encoding_message_size(options.max_message);
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = Incoming::new(listener, options.tls);
     let transport = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(options.keepalive.interval))
         .http2_keepalive_timeout(Some(options.keepalive.timeout))

@@ -12,7 +12,7 @@
 use std::{process::Stdio, sync::Arc, time::Duration};
 
 use clap::Args;
-use jobwire::client::{Client, JobContext, JobError, Worker};
+use jobwire::client::{JobContext, JobError, Worker};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 const MAX_RESULT: u64 = 1 << 20;
@@ -24,9 +24,8 @@ fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
 
 #[derive(Args, Debug, Clone)]
 pub(crate) struct WorkArgs {
-    /// Server address (host:port or URI).
-    #[arg(long, env = "JOBWIRE_ADDR", default_value = "127.0.0.1:50051")]
-    addr: String,
+    #[command(flatten)]
+    target: crate::cli::Target,
     /// A queue to serve; repeat for several, earlier ones first.
     #[arg(long = "queue", required = true)]
     queues: Vec<String>,
@@ -151,7 +150,7 @@ async fn stop_signal() {
 }
 
 pub(crate) async fn run(args: WorkArgs) -> anyhow::Result<()> {
-    let client = Client::connect(&crate::cli::uri(&args.addr)).await?;
+    let client = args.target.connect().await?;
     let queues: Vec<&str> = args.queues.iter().map(String::as_str).collect();
     let worker_id = args.worker_id.clone().unwrap_or_else(|| format!("work-{}", std::process::id()));
     let shared = Arc::new(args.clone());

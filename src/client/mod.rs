@@ -9,7 +9,19 @@
 //! let result = client.wait_for_result(&id, std::time::Duration::from_secs(30)).await?;
 //! # Ok(()) }
 //! ```
+//!
+//! Over TLS (a server started with `--tls-cert`), with the CA that signed its certificate and,
+//! when it asks for one (`--tls-client-ca`), a client certificate:
+//!
+//! ```no_run
+//! # async fn demo(ca: Vec<u8>, cert: Vec<u8>, key: Vec<u8>) -> Result<(), jobwire::client::ClientError> {
+//! use jobwire::client::{Client, Tls};
+//! let tls = Tls::new().ca_certificate(ca).client_certificate(cert, key);
+//! let client = Client::connect_tls("jobwire.internal:50051", &tls).await?;
+//! # Ok(()) }
+//! ```
 
+mod tls;
 mod worker;
 
 use std::time::Duration;
@@ -20,6 +32,7 @@ use crate::{
     proto::{self, queue_service_client::QueueServiceClient, session_service_client::SessionServiceClient},
     telemetry::{TraceContext, traceparent},
 };
+pub use tls::{Tls, endpoint};
 pub use worker::{JobContext, JobError, Protocol, Worker};
 
 /// What a client call can fail with.
@@ -176,10 +189,20 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to the server at `addr`, a URI (`http://host:port`); gives up after 5 s.
+    /// Connects to the server at `addr`, a URI: `http://host:port`, or `https://host:port` for
+    /// TLS trusting the system's roots; gives up after 5 s.
     pub async fn connect(addr: &str) -> Result<Self, ClientError> {
-        let channel = Channel::from_shared(addr.to_owned())
-            .map_err(|_| tonic::Status::invalid_argument(format!("address: {addr} is not a URI")))?
+        Self::connect_endpoint(addr, endpoint(addr, None)?).await
+    }
+
+    /// Connects over TLS to the server at `addr` (`host:port` or `https://host:port`) with the
+    /// given CA, client certificate and server name; gives up after 5 s.
+    pub async fn connect_tls(addr: &str, tls: &Tls) -> Result<Self, ClientError> {
+        Self::connect_endpoint(addr, endpoint(addr, Some(tls))?).await
+    }
+
+    async fn connect_endpoint(addr: &str, endpoint: tonic::transport::Endpoint) -> Result<Self, ClientError> {
+        let channel = endpoint
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(20))

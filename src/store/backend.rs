@@ -36,7 +36,7 @@ impl Backend {
     /// Builds the pool without waiting for Redis: a server must start (and report NOT_SERVING)
     /// while Redis is still down.
     pub(super) fn new(config: &StoreConfig) -> Result<Self> {
-        let client = redis::Client::open(config.url.as_str())?;
+        let client = super::connect::client(&config.url, &config.access)?;
         let pool = Manager::new(&client, config.timeout)?.pool(config.pool_size);
         let keys = KeySpace::new(&config.prefix);
         Ok(Self {

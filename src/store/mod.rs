@@ -20,12 +20,16 @@
 //!
 //! They share one `Backend` (`backend.rs`: pool, key space, library, retention) and
 //! nothing else; `scripts.rs` assembles the function library from `lua/`, `args.rs` holds the
-//! typed arguments of each Lua function, `pool.rs` the connection pool, `keys.rs` the layout,
-//! `record.rs` the packed job record and lease, `token.rs` the [`LeaseToken`].
+//! typed arguments of each Lua function, `pool.rs` the connection pool, `connect.rs` how a
+//! connection reaches Redis (URL, TLS, password), `acl.rs` the Redis ACL rules jobwire needs,
+//! `keys.rs` the layout, `record.rs` the packed job record and lease, `token.rs` the
+//! [`LeaseToken`].
 
+mod acl;
 mod admin;
 mod args;
 mod backend;
+mod connect;
 mod doctor;
 mod events;
 mod instances;
@@ -42,9 +46,11 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use redis::{AsyncCommands, RedisError};
 
+pub use acl::{COMMANDS as ACL_COMMANDS, acl_rules};
 pub use admin::{Admin, CancelOutcome, JobSnapshot, Listing, QueueCounts};
 pub use args::FailArgs;
 use backend::Backend;
+pub use connect::{RedisAccess, RedisIdentity};
 pub use doctor::{Doctor, Finding, Kind, Outcome, Report};
 pub use events::{Events, StoredEvent, event_order, is_event_cursor};
 pub use instances::Instances;
@@ -74,6 +80,10 @@ pub enum StoreError {
     /// A stored value does not decode.
     #[error("corrupt data: {0}")]
     Corrupt(String),
+    /// The connection settings are unusable (a URL that does not parse, TLS files on a plain
+    /// URL, certificates that do not load): nothing to retry.
+    #[error("redis connection settings: {0}")]
+    Config(String),
     /// The data was written by a newer jobwire with a different layout.
     #[error("redis holds schema version {found}; this build understands {SCHEMA_VERSION}")]
     Schema {
@@ -136,6 +146,8 @@ pub struct Retention {
 pub struct StoreConfig {
     /// The Redis URL (`redis://`, `rediss://` or `unix://`), credentials included.
     pub url: String,
+    /// TLS files and a password beyond the URL (`RedisAccess::default()`: none).
+    pub access: RedisAccess,
     /// The prefix of every key and channel (no `{` or `}`: it sits outside the hash tag), so
     /// several deployments can share a Redis.
     pub prefix: String,

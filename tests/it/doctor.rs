@@ -103,6 +103,7 @@ async fn a_queue_known_only_by_its_keys_still_gets_its_leases_reaped_and_its_ses
 fn store_at(redis: &Redis, prefix: &str) -> jobwire::store::Store {
     jobwire::store::Store::new(&jobwire::store::StoreConfig {
         url: redis.url(),
+        access: Default::default(),
         prefix: prefix.to_owned(),
         pool_size: 1,
         timeout: Duration::from_secs(2),

@@ -153,6 +153,8 @@ pub struct ServerBuilder {
     ping_every: Duration,
     /// Serve metrics, refreshing the gauges this often.
     metrics: Option<Duration>,
+    /// Serve TLS with this configuration (`tls::` tests).
+    tls: Option<Arc<jobwire::listener::ServerTls>>,
 }
 
 impl ServerBuilder {
@@ -165,7 +167,13 @@ impl ServerBuilder {
             drain_grace: Duration::from_millis(200),
             ping_every: Duration::from_secs(15),
             metrics: None,
+            tls: None,
         }
+    }
+
+    pub fn tls(mut self, tls: Arc<jobwire::listener::ServerTls>) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     pub fn ping_every(mut self, every: Duration) -> Self {
@@ -193,6 +201,7 @@ impl ServerBuilder {
         let store = Arc::new(
             Store::new(&StoreConfig {
                 url: self.url,
+                access: Default::default(),
                 prefix: self.prefix,
                 pool_size: 4,
                 timeout: Duration::from_millis(500),
@@ -219,6 +228,7 @@ impl ServerBuilder {
             drain_grace: self.drain_grace,
             metrics,
             keepalive: Keepalive { interval: Duration::from_secs(5), timeout: Duration::from_secs(5) },
+            tls: self.tls,
         };
         let task = tokio::spawn({
             let engine = engine.clone();
@@ -535,6 +545,7 @@ impl Worker {
 pub async fn invariant_problems(url: &str, prefix: &str, queue: &str) -> Vec<String> {
     let store = Store::new(&StoreConfig {
         url: url.to_owned(),
+        access: Default::default(),
         prefix: prefix.to_owned(),
         pool_size: 1,
         timeout: Duration::from_secs(2),

@@ -24,5 +24,6 @@ mod resilience;
 mod retries;
 mod scripts;
 mod sessions;
+mod tls;
 mod work;
 mod work_rpc;

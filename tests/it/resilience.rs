@@ -87,6 +87,7 @@ async fn a_redis_holding_another_layout_version_is_refused_and_left_alone() {
     let _: () = redis::cmd("SET").arg("jw:schema").arg(1).query_async(&mut admin).await.expect("set");
     let store = Store::new(&StoreConfig {
         url: redis.url(),
+        access: Default::default(),
         prefix: "jw".into(),
         pool_size: 1,
         timeout: Duration::from_millis(500),

@@ -22,6 +22,7 @@ from ._errors import (
 from ._gen.jobwire.v1 import jobwire_pb2 as pb
 from ._gen.jobwire.v1 import jobwire_pb2_grpc as pb_grpc
 from ._retry import RetryPolicy
+from ._tls import Tls
 from ._types import Added, Backoff, JobInfo, JobState, NewJob, QueueStats, Rejected, Seconds
 from ._worker import Job, ReconnectPolicy, Worker
 
@@ -52,6 +53,7 @@ __all__ = [
     "RetryPolicy",
     "Seconds",
     "ServingStatus",
+    "Tls",
     "TooLarge",
     "Unavailable",
     "Worker",

@@ -28,6 +28,7 @@ from ._errors import JobDead, error_for, from_rpc_error
 from ._gen.jobwire.v1 import jobwire_pb2 as pb
 from ._gen.jobwire.v1 import jobwire_pb2_grpc as pb_grpc
 from ._retry import DEFAULT_RETRY, NO_RETRY, RetryPolicy, call_unary
+from ._tls import Tls, channel_security
 from ._types import (
     Added,
     Backoff,
@@ -125,7 +126,9 @@ class Client:
     ...     info = await client.wait(added.id, timeout=30)
 
     ``target``: ``host:port`` (default ``$JOBWIRE_TARGET``, else ``127.0.0.1:50051``), or pass an
-    existing ``channel`` (the client then does not close it). ``credentials`` switch to TLS.
+    existing ``channel`` (the client then does not close it). ``tls``: reach a TLS server
+    (:class:`jobwire.Tls`: CA, client certificate, server name); ``credentials`` are the raw
+    ``grpc.ChannelCredentials`` alternative.
     ``timeout``: the default of every call's ``timeout`` (``None``: no deadline). ``retry``: how
     UNAVAILABLE is retried. ``metadata``: sent with every call (e.g. an authorization header).
     ``auto_idempotency_key``: make a key per add when none is given (on by default; off means an
@@ -137,6 +140,7 @@ class Client:
         target: str | None = None,
         *,
         channel: grpc.aio.Channel | None = None,
+        tls: Tls | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         options: Sequence[tuple[str, Any]] = (),
         interceptors: Sequence[grpc.aio.ClientInterceptor] | None = None,
@@ -145,13 +149,14 @@ class Client:
         metadata: Sequence[tuple[str, str]] = (),
         auto_idempotency_key: bool = True,
     ) -> None:
-        if channel is not None and (target or credentials or options or interceptors):
-            raise ValueError("give either channel or target/credentials/options/interceptors")
+        if channel is not None and (target or tls or credentials or options or interceptors):
+            raise ValueError("give either channel or target/tls/credentials/options/interceptors")
         self.target = target or default_target()
         self._owns_channel = channel is None
-        self.channel: grpc.aio.Channel = channel or open_channel(
-            self.target, credentials, options, interceptors
-        )
+        if channel is None:
+            credentials, options = channel_security(tls, credentials, tuple(options))
+            channel = open_channel(self.target, credentials, options, interceptors)
+        self.channel: grpc.aio.Channel = channel
         self.stub = pb_grpc.QueueServiceStub(self.channel)
         """The generated stub, for anything this class does not wrap."""
         self.timeout = timeout

@@ -63,6 +63,7 @@ from ._client import Client
 from ._errors import Error, LeaseLost, NotFound, Permanent, RetryAfter, TooLarge, from_rpc_error
 from ._gen.jobwire.v1 import jobwire_pb2 as pb
 from ._retry import RetryPolicy
+from ._tls import Tls
 from ._types import Seconds, decode_json, encode, from_timestamp
 
 log = logging.getLogger("jobwire.worker")
@@ -225,7 +226,7 @@ class Worker:
 
     ``concurrency``: how many handlers run at once, which is also the stream's credit
     (``max_in_flight``). ``client``: share a :class:`jobwire.Client` (else the worker opens its
-    own from ``target``/``credentials``/``options``). ``stop_grace``: on stop, how long running
+    own from ``target``/``tls``/``credentials``/``options``). ``stop_grace``: on stop, how long running
     handlers may take before they are cancelled (``None``: as long as they need).
     ``ack_timeout``: the time budget of one unary ack, retries included.
 
@@ -248,6 +249,7 @@ class Worker:
         worker_id: str | None = None,
         labels: Mapping[str, str] | None = None,
         client: Client | None = None,
+        tls: Tls | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         options: Sequence[tuple[str, Any]] = (),
         reconnect: ReconnectPolicy = ReconnectPolicy(),
@@ -273,7 +275,7 @@ class Worker:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.labels = dict(labels) if labels is not None else {"lang": "python"}
         self._client = client
-        self._client_args = (target, credentials, options)
+        self._client_args = (target, tls, credentials, options)
         self.reconnect = reconnect
         self.stop_grace = stop_grace
         self.ack_timeout = ack_timeout
@@ -382,10 +384,10 @@ class Worker:
         self._slots = asyncio.Semaphore(self.concurrency)
         owns_client = self._client is None
         if self._client is None:
-            target, credentials, options = self._client_args
+            target, tls, credentials, options = self._client_args
             given = {name for name, _ in options}
             merged = [o for o in KEEPALIVE_OPTIONS if o[0] not in given] + list(options)
-            self._client = Client(target, credentials=credentials, options=merged)
+            self._client = Client(target, tls=tls, credentials=credentials, options=merged)
         signals: list[signal.Signals] = []
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,7 +1,9 @@
 /**
- * How a client or worker reaches jobwire: address, TLS credentials, channel options and
+ * How a client or worker reaches jobwire: address, TLS (`tls`, or raw `credentials`), channel options and
  * per-call metadata (e.g. an auth token). Both `Client` and `Worker` take these options.
  */
+import { readFileSync } from "node:fs";
+
 import { ChannelCredentials, Metadata, type ChannelOptions } from "@grpc/grpc-js";
 
 import { QueueServiceClient } from "./gen/jobwire/v1/jobwire";
@@ -15,12 +17,52 @@ export interface ConnectionOptions {
    * `dns:///jobwire.internal:50051`). Default: `$JOBWIRE_ADDR`, else `127.0.0.1:50051`.
    */
   address?: string;
-  /** Channel credentials. Default: plaintext (`credentials.createInsecure()`). */
+  /**
+   * Reach a TLS server (`jobwire serve --tls-cert`): the CA to trust, a client certificate for
+   * mutual TLS, a server name override. The files are read when the client or worker is made.
+   */
+  tls?: TlsOptions;
+  /**
+   * Raw channel credentials, the alternative to `tls` (not both). Default: plaintext
+   * (`credentials.createInsecure()`).
+   */
   credentials?: ChannelCredentials;
   /** Extra grpc-js channel options (keepalive, message sizes...). */
   channelOptions?: ChannelOptions;
   /** Metadata sent with every call, e.g. `{ authorization: "Bearer ..." }`. */
   metadata?: Record<string, string>;
+}
+
+/** TLS to a jobwire server; every field is optional. */
+export interface TlsOptions {
+  /** PEM CA certificates to trust for the server's certificate. Default: Node's root store. */
+  caFile?: string;
+  /** A PEM client certificate chain, for a server that requires one (`--tls-client-ca`); with `keyFile`. */
+  certFile?: string;
+  /** The private key (PEM) of `certFile`. */
+  keyFile?: string;
+  /**
+   * Check the server's certificate against this name instead of the address's host (e.g. when
+   * connecting by IP address to a server whose certificate names its DNS name).
+   */
+  serverName?: string;
+}
+
+/** The credentials and the TLS channel options of `opts`. */
+function security(opts: ConnectionOptions): { credentials: ChannelCredentials; options: ChannelOptions } {
+  const tls = opts.tls;
+  if (tls === undefined) return { credentials: opts.credentials ?? ChannelCredentials.createInsecure(), options: {} };
+  if (opts.credentials !== undefined) throw new Error("tls: give either tls or credentials, not both");
+  if ((tls.certFile === undefined) !== (tls.keyFile === undefined)) {
+    throw new Error("tls: give certFile and keyFile together (a client certificate and its key)");
+  }
+  const read = (path: string | undefined): Buffer | null => (path === undefined ? null : readFileSync(path));
+  const credentials = ChannelCredentials.createSsl(read(tls.caFile), read(tls.keyFile), read(tls.certFile));
+  const options: ChannelOptions =
+    tls.serverName === undefined
+      ? {}
+      : { "grpc.ssl_target_name_override": tls.serverName, "grpc.default_authority": tls.serverName };
+  return { credentials, options };
 }
 
 export function resolveAddress(opts: ConnectionOptions): string {
@@ -29,11 +71,12 @@ export function resolveAddress(opts: ConnectionOptions): string {
 
 /** Creates the generated grpc-js client for `jobwire.v1.QueueService`. */
 export function createRawClient(opts: ConnectionOptions, defaults: ChannelOptions = {}): QueueServiceClient {
-  return new QueueServiceClient(
-    resolveAddress(opts),
-    opts.credentials ?? ChannelCredentials.createInsecure(),
-    { ...defaults, ...(opts.channelOptions ?? {}) },
-  );
+  const { credentials, options } = security(opts);
+  return new QueueServiceClient(resolveAddress(opts), credentials, {
+    ...defaults,
+    ...options,
+    ...(opts.channelOptions ?? {}),
+  });
 }
 
 export function buildMetadata(opts: ConnectionOptions): Metadata {

@@ -7,7 +7,7 @@
  *   anything the two classes do not cover.
  */
 export { Client, type ClientOptions, type WaitOptions } from "./client";
-export { DEFAULT_ADDRESS, type ConnectionOptions } from "./connection";
+export { DEFAULT_ADDRESS, type ConnectionOptions, type TlsOptions } from "./connection";
 export {
   JobAbortedError,
   JobCancelledError,

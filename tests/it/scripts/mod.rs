@@ -165,6 +165,7 @@ impl Case {
         change(&mut kept);
         let store = Store::new(&StoreConfig {
             url: redis.url(),
+            access: Default::default(),
             prefix: unique_prefix(),
             pool_size: 2,
             timeout: Duration::from_secs(2),

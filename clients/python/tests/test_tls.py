@@ -1,0 +1,105 @@
+"""The client and the worker against a mutual-TLS server: the certificates come from the
+repository's ``scripts/dev-certs.sh`` (a private CA, a server certificate for 127.0.0.1 and
+localhost, a client certificate), the server is the real binary with ``--tls-cert``,
+``--tls-key`` and ``--tls-client-ca``."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import jobwire
+from tests.harness import REPO, Redis, Server
+from tests.helpers import running, serving
+
+REFUSED = (jobwire.Unavailable, jobwire.DeadlineExceeded)
+"""What a call on a connection the TLS handshake refused fails with: the channel cannot connect
+(UNAVAILABLE), or it is still trying when the call's deadline passes."""
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_root: Path) -> Path:
+    directory = tmp_root / "certs"
+    subprocess.run(
+        [str(REPO / "scripts" / "dev-certs.sh"), str(directory), "py-worker"],
+        check=True,
+        capture_output=True,
+    )
+    return directory
+
+
+@pytest.fixture(scope="module")
+def tls_server(redis: Redis, tmp_root: Path, certs: Path) -> Iterator[Server]:
+    flags = (
+        ("--tls-cert", "server.pem"),
+        ("--tls-key", "server.key"),
+        ("--tls-client-ca", "ca.pem"),
+    )
+    extra = tuple(arg for flag, name in flags for arg in (flag, str(certs / name)))
+    server = Server(redis, tmp_root, extra=extra)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def mutual(certs: Path, server_name: str | None = None) -> jobwire.Tls:
+    """The client side of mutual TLS: the CA, the client certificate and its key."""
+    return jobwire.Tls(
+        ca_file=certs / "ca.pem",
+        cert_file=certs / "client.pem",
+        key_file=certs / "client.key",
+        server_name=server_name,
+    )
+
+
+async def test_a_worker_and_a_producer_over_mutual_tls(
+    tls_server: Server, certs: Path, queue: str
+) -> None:
+    tls = mutual(certs)
+    async with jobwire.Client(tls_server.target, tls=tls, timeout=10) as client:
+        await serving(client)
+        worker = jobwire.Worker(tls_server.target, queues=[queue], concurrency=2, tls=tls)
+
+        @worker.handler("greet")
+        async def greet(job: jobwire.Job) -> dict[str, str]:
+            return {"hello": job.json()["name"]}
+
+        async with running(worker):
+            added = await client.add(queue, "greet", payload={"name": "ada"})
+            info = await client.wait(added.id, timeout=10)
+        assert info.result_json() == {"hello": "ada"}
+
+
+async def test_the_server_name_override_names_the_certificate(
+    tls_server: Server, certs: Path
+) -> None:
+    # The certificate names localhost and 127.0.0.1; the override makes gRPC check "localhost"
+    # while it connects to the address.
+    tls = mutual(certs, server_name="localhost")
+    async with jobwire.Client(tls_server.target, tls=tls, timeout=10) as client:
+        assert await client.health() is jobwire.ServingStatus.SERVING
+    wrong = mutual(certs, server_name="not-the-server.example")
+    async with jobwire.Client(tls_server.target, tls=wrong, timeout=3) as client:
+        with pytest.raises(REFUSED):
+            await client.stats("q")
+
+
+async def test_plain_text_and_a_missing_client_certificate_are_refused(
+    tls_server: Server, certs: Path
+) -> None:
+    async with jobwire.Client(tls_server.target, timeout=3) as plain:
+        with pytest.raises(REFUSED):
+            await plain.stats("q")
+    no_cert = jobwire.Tls(ca_file=certs / "ca.pem")
+    async with jobwire.Client(tls_server.target, tls=no_cert, timeout=3) as client:
+        with pytest.raises(REFUSED):
+            await client.stats("q")
+
+
+def test_a_client_certificate_needs_its_key() -> None:
+    with pytest.raises(ValueError, match="cert_file and key_file"):
+        jobwire.Tls(cert_file="client.pem")
