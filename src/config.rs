@@ -82,6 +82,11 @@ pub struct ServeConfig {
     /// jobs stay until their retention, a retry or a delete).
     #[arg(long, env = "JOBWIRE_SHED_DEAD")]
     pub shed_dead: bool,
+    /// The most jobs one queue may hold waiting (ready, delayed or retrying, or pending in a
+    /// session); an add past it is refused (RESOURCE_EXHAUSTED "queue Q is full (N waiting)").
+    /// Unset: no cap.
+    #[arg(long, env = "JOBWIRE_MAX_WAITING", value_name = "N")]
+    pub max_waiting: Option<u64>,
     /// Largest job payload in bytes.
     #[arg(long, env = "JOBWIRE_MAX_PAYLOAD", default_value_t = 1 << 20)]
     pub max_payload: usize,
@@ -146,6 +151,9 @@ impl ServeConfig {
         if self.memory_shed_at == 0 || self.memory_shed_at > self.memory_watermark {
             return Err("--memory-shed-at must be from 1 to --memory-watermark (percent)".into());
         }
+        if self.max_waiting == Some(0) {
+            return Err("--max-waiting must be at least 1".into());
+        }
         for (flag, value) in [
             ("--redis-timeout", self.redis_timeout),
             ("--safety-poll", self.safety_poll),
@@ -198,6 +206,7 @@ impl ServeConfig {
                 shed_dead: self.shed_dead,
                 ..MemoryLimits::default()
             },
+            max_waiting: self.max_waiting,
         }
     }
 

@@ -5,10 +5,13 @@
 //! call per chunk of each queue, in request order, so it keeps its FIFO order (and a repeated
 //! idempotency key within it is a duplicate).
 //!
-//! Room for the job is checked against Redis's memory before anything is sent (`memory`:
-//! `check_room`, a lock and no Redis call). AddJob is refused whole; AddJobs is refused whole
-//! when Redis is full as it arrives, and otherwise the entries of a chunk Redis itself refused
-//! for memory are refused each (its earlier chunks went in).
+//! Room for the job is checked twice: against Redis's memory before anything is sent (`memory`:
+//! `check_room`, a lock and no Redis call), and against the queue's cap of waiting jobs
+//! (`--max-waiting`) inside the add script, per job and atomically. AddJob is refused whole;
+//! AddJobs is refused whole when Redis is full as it arrives, and otherwise answers each entry:
+//! the jobs that fit under the cap go in and the rest are refused, as an entry naming a missing
+//! session is, and the entries of a chunk Redis itself refused for memory are refused each
+//! (its earlier chunks went in).
 //!
 //! Owns: the coalescer of single adds. Calls `memory` (`check_room`, `refusal`), `registry` (a
 //! queue's first add here registers it, once a job went in: a refused add writes nothing, not
@@ -48,6 +51,8 @@ pub(super) struct Intake {
     background: Background,
     limits: Limits,
     idempotency_window: Duration,
+    /// The most jobs a queue may hold waiting (`Settings::max_waiting`).
+    max_waiting: Option<u64>,
     adds: Arc<Coalescer<Prepared, AddOutcome>>,
 }
 
@@ -55,6 +60,7 @@ pub(super) struct Intake {
 pub(super) struct IntakeSettings {
     pub limits: Limits,
     pub idempotency_window: Duration,
+    pub max_waiting: Option<u64>,
 }
 
 impl Intake {
@@ -66,8 +72,18 @@ impl Intake {
         background: Background,
         settings: IntakeSettings,
     ) -> Self {
-        let IntakeSettings { limits, idempotency_window } = settings;
-        Self { store, registry, leases, memory, background, limits, idempotency_window, adds: Arc::default() }
+        let IntakeSettings { limits, idempotency_window, max_waiting } = settings;
+        Self {
+            store,
+            registry,
+            leases,
+            memory,
+            background,
+            limits,
+            idempotency_window,
+            max_waiting,
+            adds: Arc::default(),
+        }
     }
 
     /// Adds one job, in a `job.add` span carrying the trace context of its `traceparent`
@@ -84,13 +100,13 @@ impl Intake {
         let queue = job.queue.clone();
         let prepared = Prepared::new(job);
         let session = prepared.session.clone();
-        let window = self.idempotency_window;
+        let (window, max_waiting) = (self.idempotency_window, self.max_waiting);
         let (store, lane) = (self.store.clone(), queue.clone());
         let run = move |items: Vec<Prepared>| {
             let (store, lane) = (store.clone(), lane.clone());
             async move {
                 let args: Vec<AddArgs> = items.iter().map(|p| p.args(window)).collect();
-                store.jobs().add_many(&lane, &args).await
+                store.jobs().add_many_capped(&lane, &args, max_waiting).await
             }
         };
         let outcome = self.adds.submit(&queue, prepared, run).await.map_err(|e| self.memory.refusal(e))?;
@@ -143,7 +159,7 @@ impl Intake {
             let mut any_in = false;
             for chunk in items.chunks(MAX_CHUNK) {
                 let args: Vec<AddArgs> = chunk.iter().map(|(_, p)| p.args(self.idempotency_window)).collect();
-                let outcomes = match self.store.jobs().add_many(&queue, &args).await {
+                let outcomes = match self.store.jobs().add_many_capped(&queue, &args, self.max_waiting).await {
                     Ok(outcomes) => outcomes,
                     Err(StoreError::OutOfMemory) => {
                         // Nothing of this chunk went in; earlier chunks did and keep their answers.
@@ -198,6 +214,7 @@ fn accepted(
             let id = session.map(|s| s.to_string()).unwrap_or_default();
             return Err(Error::NotFound(format!("{field_prefix}session_id: session {id} does not exist")));
         }
+        AddOutcome::QueueFull(cap) => return Err(Error::Full(format!("queue {queue} is full ({cap} waiting)"))),
     };
     span.record("job_id", tracing::field::display(&added.job_id));
     if !added.duplicate

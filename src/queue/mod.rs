@@ -9,7 +9,8 @@
 //! `Engine` is a thin front: each of its methods hands the call to one room (`shutdown` orders
 //! the steps of two). A room owns its state and reaches another only through the methods named
 //! below; the rooms call the store (`crate::store`) directly.
-//! - `intake.rs`: validates and adds jobs, one at a time or in batches. Owns the coalescer of single adds (`coalesce.rs`). Calls `memory`
+//! - `intake.rs`: validates and adds jobs, one at a time or in batches, within the queue's cap of
+//!   waiting jobs. Owns the coalescer of single adds (`coalesce.rs`). Calls `memory`
 //!   (`check_room`, `refusal`), `registry` (`register`), `leases` (`wake`: the queue got work)
 //!   and `background` (`check_open`).
 //! - `memory.rs`: memory pressure. Owns the last reading of Redis's memory, whether Redis counts
@@ -113,7 +114,11 @@ impl Engine {
                 leases.clone(),
                 memory.clone(),
                 background.clone(),
-                intake::IntakeSettings { limits: limits.clone(), idempotency_window: settings.idempotency_window },
+                intake::IntakeSettings {
+                    limits: limits.clone(),
+                    idempotency_window: settings.idempotency_window,
+                    max_waiting: settings.max_waiting,
+                },
             ),
             acks: acks::Acks::new(store.clone(), leases.clone(), limits.clone(), settings.max_lost),
             sessions: sessions::Sessions::new(

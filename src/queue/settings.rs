@@ -81,6 +81,9 @@ pub struct Settings {
     pub reconcile_every: Duration,
     /// What is refused and shed as Redis's memory runs short.
     pub memory: MemoryLimits,
+    /// The most jobs a queue may hold waiting (ready, delayed or retrying, or pending in a
+    /// session); an add past it is refused (RESOURCE_EXHAUSTED). None: no cap.
+    pub max_waiting: Option<u64>,
 }
 
 impl Default for Settings {
@@ -93,6 +96,7 @@ impl Default for Settings {
             safety_poll: Duration::from_secs(5),
             reconcile_every: Duration::from_secs(5),
             memory: MemoryLimits::default(),
+            max_waiting: None,
         }
     }
 }

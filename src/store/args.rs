@@ -104,16 +104,18 @@ macro_rules! function {
     };
 }
 
-/// lua/add.lua: a batch of jobs, with their records packed.
+/// lua/add.lua: a batch of jobs, with their records packed, and the queue's cap of waiting jobs.
 pub(super) struct AddBatchArgs<'a> {
     jobs: &'a [AddArgs<'a>],
     records: Vec<Vec<u8>>,
+    /// The most jobs the queue may hold waiting; None: no cap.
+    max_waiting: Option<u64>,
 }
 
 impl<'a> AddBatchArgs<'a> {
-    pub(super) fn new(jobs: &'a [AddArgs<'a>]) -> Result<Self> {
+    pub(super) fn new(jobs: &'a [AddArgs<'a>], max_waiting: Option<u64>) -> Result<Self> {
         let records = jobs.iter().map(|job| job.record.encode()).collect::<Result<_>>()?;
-        Ok(Self { jobs, records })
+        Ok(Self { jobs, records, max_waiting })
     }
 }
 
@@ -131,7 +133,7 @@ impl QueueFunction for AddBatchArgs<'_> {
 
     fn write_args(&self, cmd: &mut Cmd) {
         let window = self.jobs.first().map_or(0, |j| millis(j.idempotency_window));
-        cmd.arg(window);
+        cmd.arg(window).arg(self.max_waiting.unwrap_or(0));
         // Tombstones follow the queue keys in job order (own_keys); a job names its index in KEYS.
         let mut last_tombstone = QueueKeys::COUNT;
         for (job, record) in self.jobs.iter().zip(&self.records) {

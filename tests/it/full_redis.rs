@@ -3,7 +3,8 @@
 //! of Y" (AddJob, AddJobs and CreateSession alike, nothing half-written), Stats answers and
 //! shows the condition, health stays SERVING, a worker drains the queue to nothing waiting or
 //! active while retained history is shed (counted in Stats and the metrics), and adds succeed
-//! again. An add Redis itself refuses for memory gets the same answer.
+//! again. An add Redis itself refuses for memory gets the same answer; and `--max-waiting`
+//! refuses adds past a queue's cap.
 
 use std::time::Duration;
 
@@ -159,5 +160,31 @@ async fn an_add_redis_itself_refuses_for_memory_is_answered_as_redis_full() {
     assert_eq!(figures.waiting, 1, "nothing refused was written");
     assert!(memory.full);
     let () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(0).query_async(&mut admin).await.expect("config set");
+    server.assert_invariants(&queue).await;
+}
+
+#[tokio::test]
+async fn max_waiting_refuses_adds_past_a_queues_cap() {
+    let redis = Redis::start();
+    let server = ServerBuilder::new(&redis).settings(|s| s.max_waiting = Some(3)).start().await;
+    let queue = queue_name("capped");
+    let mut client = server.client().await;
+    for n in 0..3 {
+        client.add_job(job(&queue, "t", format!("{n}").as_bytes())).await.expect("under the cap");
+    }
+    let refused = client.add_job(job(&queue, "t", b"4")).await.expect_err("past the cap");
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert_eq!(refused.message(), format!("queue {queue} is full (3 waiting)"));
+
+    // In a batch each entry is answered: one leased job makes room for the first entry only.
+    let mut worker = crate::harness::Worker::open(&server, &[&queue], 1).await;
+    let held = worker.job().await;
+    let batch = proto::AddJobsRequest { jobs: vec![job(&queue, "t", b"5"), job(&queue, "t", b"6")] };
+    let results = client.add_jobs(batch).await.expect("the batch is answered").into_inner().results;
+    assert_eq!(results[0].code, 0, "{results:?}");
+    assert_eq!((results[1].code, results[1].message.as_str()), (Code::ResourceExhausted as i32, refused.message()));
+    worker.complete(&held, b"done").await.expect("complete");
+    let (figures, _) = stats(&server, &queue).await;
+    assert_eq!((figures.waiting + figures.active, figures.completed), (3, 1));
     server.assert_invariants(&queue).await;
 }

@@ -1,12 +1,12 @@
 //! The library when Redis is out of memory (each function's flags: what frees or moves memory
-//! runs, what only adds is refused whole, reads answer) and shed.lua (retained history in its
-//! order).
+//! runs, what only adds is refused whole, reads answer), shed.lua (retained history in its
+//! order) and add.lua's cap of waiting jobs.
 
 use std::time::Duration;
 
-use jobwire::store::{AckOutcome, CancelOutcome, LeaseCheck, Listing, RecordState, ShedKind, StoreError};
+use jobwire::store::{AckOutcome, AddOutcome, CancelOutcome, LeaseCheck, Listing, RecordState, ShedKind, StoreError};
 
-use super::{Case, Job, QUEUE};
+use super::{Case, Job, QUEUE, next_ulid};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -122,5 +122,37 @@ async fn shedding_drops_events_then_completed_then_cancelled_and_dead_only_when_
     assert_eq!(stats.events_shed, events_shed);
     assert_eq!(stats.dead_evicted, 0, "shedding is counted apart from the retention");
     assert!(case.info(&waiting).await.is_some() && case.info(&active.ulid).await.is_some());
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn an_add_past_the_cap_of_waiting_jobs_is_refused_job_by_job() {
+    let case = Case::start().await;
+    case.open_session("s", 1).await;
+    // Ready, delayed and pending in a session all count: the first job of the session is
+    // released to the ready list, the second waits inside it.
+    let four = [Job::plain(), Job::plain().delayed(60_000), Job::plain().in_session("s"), Job::plain().in_session("s")];
+    let added = case.add_capped(&four, 4).await;
+    assert!(added.iter().all(|o| matches!(o, AddOutcome::Added(_))), "{added:?}");
+    let before = case.places().await;
+    assert_eq!((before.waiting, before.delayed, before.pending), (2, 1, 1));
+
+    let keyed = Job::plain().keyed("k", MINUTE);
+    assert_eq!(
+        case.add_capped(&[Job::plain(), keyed.clone()], 4).await,
+        [AddOutcome::QueueFull(4), AddOutcome::QueueFull(4)]
+    );
+    assert_eq!(case.places().await, before, "nothing refused was written");
+
+    // A job leased makes room for one: the first that fits goes in, the next is refused.
+    case.take().await;
+    let outcomes = case.add_capped(&[keyed.clone(), Job::plain()], 4).await;
+    assert_eq!(outcomes, [AddOutcome::Added(keyed.ulid.clone()), AddOutcome::QueueFull(4)]);
+    // A repeat of a job that went in is its duplicate, full or not.
+    let repeat = Job { ulid: next_ulid(), ..keyed.clone() };
+    assert_eq!(case.add_capped(&[repeat], 4).await, [AddOutcome::Duplicate(keyed.ulid.clone())]);
+    // Without a cap, nothing is refused.
+    let plain = Job::plain();
+    assert_eq!(case.add(&plain).await, AddOutcome::Added(plain.ulid.clone()));
     case.assert_invariants().await;
 }

@@ -329,6 +329,16 @@ impl Case {
         self.store.jobs().add_many(QUEUE, &args).await
     }
 
+    /// Adds `jobs` in one call under a cap of `max_waiting` waiting jobs.
+    pub async fn try_add_capped(&self, jobs: &[Job], max_waiting: u64) -> Result<Vec<AddOutcome>, StoreError> {
+        let args: Vec<AddArgs<'_>> = jobs.iter().map(Job::args).collect();
+        self.store.jobs().add_many_capped(QUEUE, &args, Some(max_waiting)).await
+    }
+
+    pub async fn add_capped(&self, jobs: &[Job], max_waiting: u64) -> Vec<AddOutcome> {
+        self.try_add_capped(jobs, max_waiting).await.expect("add")
+    }
+
     /// One shedding call, keeping `events_kept` events.
     pub async fn shed(&self, events_kept: u64, dead: bool) -> Shed {
         self.store.memory().shed(QUEUE, events_kept, dead).await.expect("shed")
