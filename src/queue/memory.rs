@@ -47,10 +47,10 @@ use crate::{
 
 /// Points of `maxmemory` below the watermark that used memory must be back at for adds to
 /// be accepted again.
-pub const RESUME_MARGIN: u8 = 5;
+const RESUME_MARGIN: u8 = 5;
 /// Event stream entries each queue keeps under memory pressure (each holds one transition of
 /// up to 16 jobs); a Subscribe resuming from before them gets OUT_OF_RANGE, as after any trim.
-pub const EVENTS_KEPT: u64 = 1_000;
+const EVENTS_KEPT: u64 = 1_000;
 /// The most of each sampling period spent shedding, so shedding never crowds out the work
 /// that drains the queues.
 const SHED_BUDGET: Duration = Duration::from_millis(250);

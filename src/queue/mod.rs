@@ -80,7 +80,7 @@ pub use error::{Error, Result};
 pub use events::{EventKind, EventView};
 pub use job::{Added, BackoffRequest, Delivery, JobId, JobState, JobView, NewJob, Schedule, SessionId};
 pub use leases::{RevokeReason, StreamEvent, StreamGuard, WorkerSpec, WorkerView};
-pub use memory::{EVENTS_KEPT, RESUME_MARGIN, RedisMemory};
+pub use memory::RedisMemory;
 pub use sessions::{SessionUpdate, SessionView};
 pub use settings::{Limits, MemoryLimits, Settings};
 
