@@ -17,7 +17,7 @@ use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::{
-    faults::health,
+    faults::{health, wait_health},
     harness::{Redis, Server, ServerBuilder, eventually, job, unique_prefix},
     metrics::Scrape,
 };
@@ -89,7 +89,7 @@ async fn a_full_redis_refuses_adds_answers_reads_drains_and_takes_adds_again() {
     assert_eq!(health(server.addr).await, ServingStatus::Serving);
     // A second instance starts beside the full Redis, and serves.
     let second = ServerBuilder::new(&redis).prefix(&prefix).start().await;
-    assert_eq!(health(second.addr).await, ServingStatus::Serving);
+    wait_health(second.addr, ServingStatus::Serving, WAIT).await;
     second.stop().await;
 
     // A worker drains it: leases and acks run however full Redis is, and the completed jobs

@@ -385,7 +385,7 @@ pub async fn balance(books: &Books, addr: SocketAddr, fault: Instant, hit: impl 
         .map(|id| {
             let client = client.clone();
             async move {
-                let info = client.info(&id).await.ok();
+                let info = job_info(&client, &id).await;
                 (id, info)
             }
         })
@@ -447,6 +447,20 @@ pub async fn balance(books: &Books, addr: SocketAddr, fault: Instant, hit: impl 
         shed,
         recovery,
     }
+}
+
+/// The server's word on one job: None when it is not (or no longer) retained. Any other
+/// refusal (a Redis call past the suite's 500 ms timeout on a busy machine) is asked again, so
+/// a job the server could not look up is not taken for lost.
+async fn job_info(client: &Client, id: &str) -> Option<proto::JobInfo> {
+    for _ in 0..20 {
+        match client.info(id).await {
+            Ok(info) => return Some(info),
+            Err(jobwire::client::ClientError::Rpc(status)) if status.code() == tonic::Code::NotFound => return None,
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    panic!("the server did not answer GetJobInfo of {id} in 20 tries");
 }
 
 /// The health of the server at `addr` ("" service); Unknown when it does not answer.
