@@ -185,11 +185,18 @@ fn age(d: &Option<prost_types::Duration>) -> f64 {
 }
 
 pub(crate) async fn stats(args: StatsArgs) -> anyhow::Result<()> {
-    let client = args.target.connect().await?;
-    let queues: Vec<proto::QueueStats> = match &args.queue {
-        Some(q) => vec![client.stats(q).await?],
-        None => client.list_queues().await?,
+    let mut client = args.target.connect().await?.raw();
+    let (queues, memory): (Vec<proto::QueueStats>, _) = match &args.queue {
+        Some(queue) => {
+            let answer = client.stats(proto::StatsRequest { queue: queue.clone() }).await?.into_inner();
+            (answer.stats.into_iter().collect(), answer.redis_memory)
+        }
+        None => {
+            let answer = client.list_queues(proto::ListQueuesRequest {}).await?.into_inner();
+            (answer.queues, answer.redis_memory)
+        }
     };
+    let memory = memory.unwrap_or_default();
     if args.json {
         let rows: Vec<serde_json::Value> = queues
             .iter()
@@ -198,11 +205,21 @@ pub(crate) async fn stats(args: StatsArgs) -> anyhow::Result<()> {
                     "queue": q.queue, "waiting": q.waiting, "delayed": q.delayed, "active": q.active,
                     "completed": q.completed, "dead": q.dead, "dead_evicted": q.dead_evicted,
                     "paused": q.paused, "oldest_waiting_age_seconds": age(&q.oldest_waiting_age),
+                    "completed_shed": q.completed_shed, "cancelled_shed": q.cancelled_shed,
+                    "dead_shed": q.dead_shed, "events_shed": q.events_shed,
+                    "redis_used_bytes": memory.used_bytes, "redis_max_bytes": memory.max_bytes,
+                    "redis_full": memory.full,
                 })
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
+    }
+    if memory.full {
+        println!(
+            "Redis is full (used {} of {} bytes): adds are refused until workers drain it",
+            memory.used_bytes, memory.max_bytes
+        );
     }
     println!(
         "{:<24} {:>9} {:>9} {:>9} {:>10} {:>8} {:>8} {:>7} {:>10}",

@@ -11,7 +11,7 @@ use clap::Args;
 
 use crate::{
     listener::{ServerTls, TlsError, TlsFiles},
-    queue::{Limits, Settings},
+    queue::{Limits, MemoryLimits, Settings},
     server::Keepalive,
     store::{RedisAccess, RedisIdentity, Retention, StoreConfig},
 };
@@ -75,6 +75,27 @@ pub struct ServeConfig {
     /// stream entries, each holding one transition of up to 16 jobs.
     #[arg(long, env = "JOBWIRE_EVENTS_MAX", default_value_t = 10_000)]
     pub events_max: u64,
+    /// Percent of Redis's maxmemory above which AddJob, AddJobs and CreateSession are refused
+    /// (RESOURCE_EXHAUSTED "Redis is full: used X of Y") until used memory is back 5 points
+    /// below it; 10 to 100. Memory is read once a second, never per add. Nothing is refused for
+    /// memory against a Redis without maxmemory.
+    #[arg(long, env = "JOBWIRE_MEMORY_WATERMARK", default_value_t = 90, value_name = "PERCENT")]
+    pub memory_watermark: u8,
+    /// Percent of Redis's maxmemory above which retained history is shed, oldest first, until
+    /// memory is back under it: events beyond the last 1,000 per queue, then completed jobs and
+    /// their results, then cancelled jobs (then dead jobs, with --shed-dead); at most the
+    /// watermark.
+    #[arg(long, env = "JOBWIRE_MEMORY_SHED_AT", default_value_t = 80, value_name = "PERCENT")]
+    pub memory_shed_at: u8,
+    /// Under memory pressure, shed dead jobs too, once nothing else is left to shed (off: dead
+    /// jobs stay until their retention, a retry or a delete).
+    #[arg(long, env = "JOBWIRE_SHED_DEAD")]
+    pub shed_dead: bool,
+    /// The most jobs one queue may hold waiting (ready, delayed or retrying, or pending in a
+    /// session); an add past it is refused (RESOURCE_EXHAUSTED "queue Q is full (N waiting)").
+    /// Unset: no cap.
+    #[arg(long, env = "JOBWIRE_MAX_WAITING", value_name = "N")]
+    pub max_waiting: Option<u64>,
     /// Largest job payload in bytes.
     #[arg(long, env = "JOBWIRE_MAX_PAYLOAD", default_value_t = 1 << 20)]
     pub max_payload: usize,
@@ -136,6 +157,15 @@ impl ServeConfig {
         if self.max_lost_deliveries == 0 {
             return Err("--max-lost-deliveries must be at least 1".into());
         }
+        if !(10..=100).contains(&self.memory_watermark) {
+            return Err("--memory-watermark must be from 10 to 100 (percent)".into());
+        }
+        if self.memory_shed_at == 0 || self.memory_shed_at > self.memory_watermark {
+            return Err("--memory-shed-at must be from 1 to --memory-watermark (percent)".into());
+        }
+        if self.max_waiting == Some(0) {
+            return Err("--max-waiting must be at least 1".into());
+        }
         for (flag, value) in [
             ("--redis-timeout", self.redis_timeout),
             ("--safety-poll", self.safety_poll),
@@ -184,6 +214,13 @@ impl ServeConfig {
             max_lost: self.max_lost_deliveries,
             safety_poll: self.safety_poll,
             reconcile_every: self.reconcile_every,
+            memory: MemoryLimits {
+                watermark: self.memory_watermark,
+                shed_at: self.memory_shed_at,
+                shed_dead: self.shed_dead,
+                ..MemoryLimits::default()
+            },
+            max_waiting: self.max_waiting,
         }
     }
 

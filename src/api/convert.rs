@@ -209,7 +209,15 @@ pub(super) fn queue_stats(queue: String, c: QueueFigures) -> proto::QueueStats {
         cancelled: c.cancelled,
         sessions: c.sessions,
         session_pending: c.session_pending,
+        completed_shed: c.completed_shed,
+        cancelled_shed: c.cancelled_shed,
+        dead_shed: c.dead_shed,
+        events_shed: c.events_shed,
     }
+}
+
+pub(super) fn redis_memory(m: queue::RedisMemory) -> proto::RedisMemory {
+    proto::RedisMemory { used_bytes: m.used, max_bytes: m.max, full: m.full }
 }
 
 /// The worker stream a GetJob request or a Work `open` asks for.

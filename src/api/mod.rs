@@ -158,7 +158,10 @@ impl QueueService for QueueApi {
     async fn stats(&self, request: Request<proto::StatsRequest>) -> Result<Response<proto::StatsResponse>, Status> {
         let queue = request.into_inner().queue;
         let counts = self.engine.stats(&queue).await?;
-        Ok(Response::new(proto::StatsResponse { stats: Some(convert::queue_stats(queue, counts)) }))
+        Ok(Response::new(proto::StatsResponse {
+            stats: Some(convert::queue_stats(queue, counts)),
+            redis_memory: Some(convert::redis_memory(self.engine.redis_memory())),
+        }))
     }
 
     async fn list_queues(
@@ -168,6 +171,7 @@ impl QueueService for QueueApi {
         let queues = self.engine.list_queues().await?;
         Ok(Response::new(proto::ListQueuesResponse {
             queues: queues.into_iter().map(|(q, c)| convert::queue_stats(q, c)).collect(),
+            redis_memory: Some(convert::redis_memory(self.engine.redis_memory())),
         }))
     }
 

@@ -12,7 +12,7 @@ impl From<Error> for Status {
             Error::Invalid { .. } => Status::invalid_argument(message),
             Error::NotFound(_) => Status::not_found(message),
             Error::StaleLease(_) => Status::failed_precondition(message),
-            Error::TooLarge(_) => Status::resource_exhausted(message),
+            Error::TooLarge(_) | Error::Full(_) => Status::resource_exhausted(message),
             Error::Precondition(_) => Status::failed_precondition(message),
             Error::AlreadyExists(_) => Status::already_exists(message),
             Error::Aborted(_) => Status::aborted(message),

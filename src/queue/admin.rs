@@ -43,6 +43,14 @@ pub struct QueueFigures {
     pub sessions: u64,
     /// Jobs still waiting inside their session (not yet released to the queue).
     pub session_pending: u64,
+    /// Completed jobs dropped under memory pressure since the queue began.
+    pub completed_shed: u64,
+    /// Cancelled jobs dropped under memory pressure since the queue began.
+    pub cancelled_shed: u64,
+    /// Dead jobs dropped under memory pressure (only with `MemoryLimits::shed_dead`).
+    pub dead_shed: u64,
+    /// Event stream entries dropped under memory pressure since the queue began.
+    pub events_shed: u64,
 }
 
 impl From<QueueCounts> for QueueFigures {
@@ -60,6 +68,10 @@ impl From<QueueCounts> for QueueFigures {
             cancelled: c.cancelled,
             sessions: c.sessions,
             session_pending: c.session_pending,
+            completed_shed: c.completed_shed,
+            cancelled_shed: c.cancelled_shed,
+            dead_shed: c.dead_shed,
+            events_shed: c.events_shed,
         }
     }
 }

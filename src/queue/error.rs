@@ -6,8 +6,8 @@ use tracing::warn;
 
 use crate::store::StoreError;
 
-/// What can go wrong, in the vocabulary callers act on. Each message but the last three names the
-/// field at fault first (`field: ...`).
+/// What can go wrong, in the vocabulary callers act on. Each message but those of `Full` and the
+/// last three names the field at fault first (`field: ...`).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A request field is malformed or out of range; nothing was written.
@@ -40,6 +40,10 @@ pub enum Error {
     /// An event cursor points before what is still kept.
     #[error("{0}")]
     OutOfRange(String),
+    /// Redis is out of memory, or the queue holds its cap of waiting jobs: an add (or a new
+    /// session) was refused and nothing written; the caller may retry once workers drained it.
+    #[error("{0}")]
+    Full(String),
     /// Redis could not be reached or did not answer in time; the caller may retry.
     #[error("redis is unavailable; retry later")]
     Unavailable,
@@ -65,6 +69,8 @@ impl From<StoreError> for Error {
                 warn!(%detail, "redis unavailable");
                 Error::Unavailable
             }
+            // The rooms that add (intake, sessions) say how full through `memory.rs`.
+            StoreError::OutOfMemory => Error::Full("Redis is full: it refused a write for lack of memory".into()),
             other => {
                 tracing::error!(error = %other, "store error");
                 Error::Internal

@@ -1,5 +1,6 @@
 //! With metrics on: reads `Stats` of every known queue every few seconds into the per-queue
-//! gauges (waiting, active, delayed, dead, oldest waiting age), and runs the recorder's upkeep.
+//! gauges (waiting, active, delayed, dead, oldest waiting age, what was shed under memory
+//! pressure), and runs the recorder's upkeep.
 //!
 //! Why a poll and not bookkeeping on every transition: the figures live in Redis and change
 //! through every instance (and through the reaper and the timers of the scripts); one Stats
@@ -56,6 +57,10 @@ pub(super) async fn run(store: Arc<Store>, leases: Arc<Leases>, background: Back
             m.delayed.set(figures.delayed as f64);
             m.dead.set(figures.dead as f64);
             m.oldest_waiting.set(figures.oldest_waiting.as_secs_f64());
+            m.shed_events.set(figures.events_shed as f64);
+            m.shed_completed.set(figures.completed_shed as f64);
+            m.shed_cancelled.set(figures.cancelled_shed as f64);
+            m.shed_dead.set(figures.dead_shed as f64);
         }
     }
 }

@@ -5,11 +5,20 @@
 //! call per chunk of each queue, in request order, so it keeps its FIFO order (and a repeated
 //! idempotency key within it is a duplicate).
 //!
-//! Owns: the coalescer of single adds. Calls `registry` (a queue's first add here registers it,
-//! once a job went in: a refused add writes nothing, not even the registry entry; a crash
-//! before the registration is made up for by the heartbeat's discovery, `leases/liveness.rs`),
-//! `background` (no adds once the instance stops) and `leases` (`Leases::wake`: a queue with new
-//! work wakes its dispatcher here; other instances hear of it from the add script itself).
+//! Room for the job is checked twice: against Redis's memory before anything is sent (`memory`:
+//! `check_room`, a lock and no Redis call), and against the queue's cap of waiting jobs
+//! (`--max-waiting`) inside the add script, per job and atomically. AddJob is refused whole;
+//! AddJobs is refused whole when Redis is full as it arrives, and otherwise answers each entry:
+//! the jobs that fit under the cap go in and the rest are refused, as an entry naming a missing
+//! session is, and the entries of a chunk Redis itself refused for memory are refused each
+//! (its earlier chunks went in).
+//!
+//! Owns: the coalescer of single adds. Calls `memory` (`check_room`, `refusal`), `registry` (a
+//! queue's first add here registers it, once a job went in: a refused add writes nothing, not
+//! even the registry entry; a crash before the registration is made up for by the heartbeat's
+//! discovery, `leases/liveness.rs`), `background` (no adds once the instance stops) and `leases`
+//! (`Leases::wake`: a queue with new work wakes its dispatcher here; other instances hear of it
+//! from the add script itself).
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -21,11 +30,12 @@ use super::{
     error::{Error, Result},
     job::{Added, JobId, NewJob, Schedule, SessionId, duration_ms, to_ms},
     leases::Leases,
+    memory::Memory,
     registry::QueueRegistry,
     settings::Limits,
 };
 use crate::{
-    store::{AddArgs, AddOutcome, JobRecord, Store},
+    store::{AddArgs, AddOutcome, JobRecord, Store, StoreError},
     telemetry::{self, SPAN_TARGET, TraceContext, traceparent},
 };
 
@@ -37,10 +47,20 @@ pub(super) struct Intake {
     store: Arc<Store>,
     registry: Arc<QueueRegistry>,
     leases: Arc<Leases>,
+    memory: Arc<Memory>,
     background: Background,
     limits: Limits,
     idempotency_window: Duration,
+    /// The most jobs a queue may hold waiting (`Settings::max_waiting`).
+    max_waiting: Option<u64>,
     adds: Arc<Coalescer<Prepared, AddOutcome>>,
+}
+
+/// What an intake is given besides the rooms it calls.
+pub(super) struct IntakeSettings {
+    pub limits: Limits,
+    pub idempotency_window: Duration,
+    pub max_waiting: Option<u64>,
 }
 
 impl Intake {
@@ -48,11 +68,22 @@ impl Intake {
         store: Arc<Store>,
         registry: Arc<QueueRegistry>,
         leases: Arc<Leases>,
+        memory: Arc<Memory>,
         background: Background,
-        limits: Limits,
-        idempotency_window: Duration,
+        settings: IntakeSettings,
     ) -> Self {
-        Self { store, registry, leases, background, limits, idempotency_window, adds: Arc::default() }
+        let IntakeSettings { limits, idempotency_window, max_waiting } = settings;
+        Self {
+            store,
+            registry,
+            leases,
+            memory,
+            background,
+            limits,
+            idempotency_window,
+            max_waiting,
+            adds: Arc::default(),
+        }
     }
 
     /// Adds one job, in a `job.add` span carrying the trace context of its `traceparent`
@@ -65,19 +96,20 @@ impl Intake {
     async fn add_in_span(&self, job: NewJob, span: &Span) -> Result<Added> {
         self.background.check_open()?;
         job.validate(&self.limits, "")?;
+        self.memory.check_room()?;
         let queue = job.queue.clone();
         let prepared = Prepared::new(job);
         let session = prepared.session.clone();
-        let window = self.idempotency_window;
+        let (window, max_waiting) = (self.idempotency_window, self.max_waiting);
         let (store, lane) = (self.store.clone(), queue.clone());
         let run = move |items: Vec<Prepared>| {
             let (store, lane) = (store.clone(), lane.clone());
             async move {
                 let args: Vec<AddArgs> = items.iter().map(|p| p.args(window)).collect();
-                store.jobs().add_many(&lane, &args).await
+                store.jobs().add_many_capped(&lane, &args, max_waiting).await
             }
         };
-        let outcome = self.adds.submit(&queue, prepared, run).await?;
+        let outcome = self.adds.submit(&queue, prepared, run).await.map_err(|e| self.memory.refusal(e))?;
         let added = accepted(&queue, outcome, session.as_ref(), "", span)?;
         self.register(&queue).await;
         if !added.duplicate {
@@ -94,6 +126,7 @@ impl Intake {
             return Err(Error::invalid("jobs", "must hold at least one job"));
         }
         self.background.check_open()?;
+        self.memory.check_room()?;
         let readable = || entries.iter().filter_map(|e| e.as_ref().ok());
         let count = readable().count();
         if count > self.limits.max_batch_jobs {
@@ -126,7 +159,17 @@ impl Intake {
             let mut any_in = false;
             for chunk in items.chunks(MAX_CHUNK) {
                 let args: Vec<AddArgs> = chunk.iter().map(|(_, p)| p.args(self.idempotency_window)).collect();
-                let outcomes = self.store.jobs().add_many(&queue, &args).await?;
+                let outcomes = match self.store.jobs().add_many_capped(&queue, &args, self.max_waiting).await {
+                    Ok(outcomes) => outcomes,
+                    Err(StoreError::OutOfMemory) => {
+                        // Nothing of this chunk went in; earlier chunks did and keep their answers.
+                        for (i, _) in chunk {
+                            results[*i] = Err(self.memory.refusal(StoreError::OutOfMemory));
+                        }
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 for ((i, prepared), outcome) in chunk.iter().zip(outcomes) {
                     // One script added the chunk: each job's span only records the outcome.
                     let span = add_span(&queue, &prepared.record.headers);
@@ -171,6 +214,7 @@ fn accepted(
             let id = session.map(|s| s.to_string()).unwrap_or_default();
             return Err(Error::NotFound(format!("{field_prefix}session_id: session {id} does not exist")));
         }
+        AddOutcome::QueueFull(cap) => return Err(Error::Full(format!("queue {queue} is full ({cap} waiting)"))),
     };
     span.record("job_id", tracing::field::display(&added.job_id));
     if !added.duplicate

@@ -9,9 +9,13 @@
 //! `Engine` is a thin front: each of its methods hands the call to one room (`shutdown` orders
 //! the steps of two). A room owns its state and reaches another only through the methods named
 //! below; the rooms call the store (`crate::store`) directly.
-//! - `intake.rs`: validates and adds jobs, one at a time or in batches. Owns the coalescer of
-//!   single adds (`coalesce.rs`). Calls `registry` (`register`), `leases` (`wake`: the queue got
-//!   work) and `background` (`check_open`).
+//! - `intake.rs`: validates and adds jobs, one at a time or in batches, within the queue's cap of
+//!   waiting jobs. Owns the coalescer of single adds (`coalesce.rs`). Calls `memory`
+//!   (`check_room`, `refusal`), `registry` (`register`), `leases` (`wake`: the queue got work)
+//!   and `background` (`check_open`).
+//! - `memory.rs`: memory pressure. Owns the last reading of Redis's memory, whether Redis counts
+//!   as full (past the watermark: adds and new sessions refused), and the task that samples it
+//!   and sheds retained history under pressure. Calls `background`.
 //! - `leases/`: worker streams and dispatch. Owns the hub (open streams, their credit and held
 //!   leases), the instance id, whether Redis answers, and the tasks: one dispatcher per queue with
 //!   a stream here (on a tracker of their own, stopped before the hand-back on shutdown), the
@@ -22,7 +26,8 @@
 //!   coalescer of completions. Calls `leases` (`tell_owner`, `trace_of`) and `sessions`
 //!   (`validate_state`, for a session state sent with a completion).
 //! - `sessions.rs`: session documents and their ordered lines of jobs. Owns its limits only
-//!   (sessions live in Redis). Calls `registry` (`register`) and `background` (`check_open`).
+//!   (sessions live in Redis). Calls `memory` (`check_room`, `refusal`), `registry`
+//!   (`register`) and `background` (`check_open`).
 //! - `events.rs`: WatchJob and Subscribe. Owns the tailers (one task per queue followed here) and
 //!   one task per follower. Calls `background`.
 //! - `admin.rs`: job info, cancel, pause, retry, delete, purge, listings, queue figures. Owns
@@ -56,6 +61,7 @@ mod gauges;
 mod intake;
 mod job;
 mod leases;
+mod memory;
 mod registry;
 mod sessions;
 mod settings;
@@ -74,8 +80,9 @@ pub use error::{Error, Result};
 pub use events::{EventKind, EventView};
 pub use job::{Added, BackoffRequest, Delivery, JobId, JobState, JobView, NewJob, Schedule, SessionId};
 pub use leases::{RevokeReason, StreamEvent, StreamGuard, WorkerSpec, WorkerView};
+pub use memory::RedisMemory;
 pub use sessions::{SessionUpdate, SessionView};
-pub use settings::{Limits, Settings};
+pub use settings::{Limits, MemoryLimits, Settings};
 
 use crate::{store::Store, telemetry::TraceContext};
 
@@ -88,6 +95,7 @@ pub struct Engine {
     sessions: sessions::Sessions,
     events: Arc<events::Events>,
     admin: admin::Admin,
+    memory: Arc<memory::Memory>,
     store: Arc<Store>,
 }
 
@@ -97,20 +105,32 @@ impl Engine {
         let background = Background::default();
         let registry = Arc::new(registry::QueueRegistry::new(store.clone()));
         let leases = leases::Leases::start(store.clone(), settings.clone(), background.clone());
+        let memory = memory::Memory::start(store.clone(), settings.memory.clone(), background.clone());
         let limits = settings.limits;
         let engine = Arc::new(Self {
             intake: intake::Intake::new(
                 store.clone(),
                 registry.clone(),
                 leases.clone(),
+                memory.clone(),
                 background.clone(),
-                limits.clone(),
-                settings.idempotency_window,
+                intake::IntakeSettings {
+                    limits: limits.clone(),
+                    idempotency_window: settings.idempotency_window,
+                    max_waiting: settings.max_waiting,
+                },
             ),
             acks: acks::Acks::new(store.clone(), leases.clone(), limits.clone(), settings.max_lost),
-            sessions: sessions::Sessions::new(store.clone(), registry.clone(), background.clone(), limits),
+            sessions: sessions::Sessions::new(
+                store.clone(),
+                registry.clone(),
+                memory.clone(),
+                background.clone(),
+                limits,
+            ),
             events: Arc::new(events::Events::new(store.clone(), background.clone())),
             admin: admin::Admin::new(store.clone(), registry, leases.clone()),
+            memory,
             leases,
             background,
             store,
@@ -253,6 +273,12 @@ impl Engine {
     /// The figures of one queue, read in one atomic snapshot.
     pub async fn stats(&self, queue: &str) -> Result<QueueFigures> {
         self.admin.stats(queue).await
+    }
+
+    /// Redis's memory as this instance last read it (about once a second), and whether adds
+    /// are refused for it.
+    pub fn redis_memory(&self) -> RedisMemory {
+        self.memory.status()
     }
 
     /// Every queue in the global registry, with its figures.

@@ -7,7 +7,9 @@
 //! (unless the caller asked for a specific version).
 //!
 //! Owns nothing but its limits: sessions live in Redis. Calls `registry` (creating a session
-//! registers its queue) and `background` (no new sessions once the instance stops). Idle
+//! registers its queue), `memory` (no new session while Redis is full; a create or a write of
+//! the state Redis refuses for memory is answered as an add would be) and `background` (no new
+//! sessions once the instance stops). Idle
 //! sessions are expired by the heartbeat's sweep (`leases/liveness.rs`), not here.
 
 use std::{sync::Arc, time::Duration};
@@ -18,6 +20,7 @@ use super::{
     background::Background,
     error::{Error, Result},
     job::{SessionId, from_ms, validate_queue},
+    memory::Memory,
     registry::QueueRegistry,
     settings::Limits,
 };
@@ -116,13 +119,20 @@ fn merge_patch(target: &mut Value, patch: &Value) {
 pub(super) struct Sessions {
     store: Arc<Store>,
     registry: Arc<QueueRegistry>,
+    memory: Arc<Memory>,
     background: Background,
     limits: Limits,
 }
 
 impl Sessions {
-    pub(super) fn new(store: Arc<Store>, registry: Arc<QueueRegistry>, background: Background, limits: Limits) -> Self {
-        Self { store, registry, background, limits }
+    pub(super) fn new(
+        store: Arc<Store>,
+        registry: Arc<QueueRegistry>,
+        memory: Arc<Memory>,
+        background: Background,
+        limits: Limits,
+    ) -> Self {
+        Self { store, registry, memory, background, limits }
     }
 
     /// Creates a session (see `Engine::create_session` for the defaults).
@@ -149,9 +159,11 @@ impl Sessions {
         if max_concurrency == 0 || max_concurrency > MAX_CONCURRENCY {
             return Err(Error::invalid("max_concurrency", "must be from 1 to 1000"));
         }
+        self.memory.check_room()?;
         self.registry.register(queue).await?;
         let id = SessionId::new(queue, name);
-        if !self.store.sessions().create_session(queue, name, state, ttl, max_concurrency).await? {
+        let created = self.store.sessions().create_session(queue, name, state, ttl, max_concurrency).await;
+        if !created.map_err(|e| self.memory.refusal(e))? {
             return Err(Error::AlreadyExists(format!("session_id: session {id} already exists")));
         }
         self.get(&id).await
@@ -183,7 +195,8 @@ impl Sessions {
                 }
             };
             validate_state(&next, limits, field)?;
-            match self.store.sessions().set_session_state(&id.queue, &id.name, &next, version).await? {
+            let set = self.store.sessions().set_session_state(&id.queue, &id.name, &next, version).await;
+            match set.map_err(|e| self.memory.refusal(e))? {
                 SetOutcome::Written(v) => return Ok(v),
                 SetOutcome::UnknownSession => {
                     return Err(Error::NotFound(format!("session_id: session {id} does not exist")));

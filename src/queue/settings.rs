@@ -41,6 +41,29 @@ impl Default for Limits {
     }
 }
 
+/// What an instance does as Redis's memory runs short (`memory.rs`), in percent of Redis's
+/// `maxmemory` (nothing is done for memory against a Redis without one).
+#[derive(Clone, Debug)]
+pub struct MemoryLimits {
+    /// Above this, AddJob, AddJobs and CreateSession are refused (RESOURCE_EXHAUSTED) until used
+    /// memory is back at or below this less `memory::RESUME_MARGIN` points; from 10 to 100.
+    pub watermark: u8,
+    /// Above this, retained history is shed, oldest first, until memory is back under it; at
+    /// most `watermark`.
+    pub shed_at: u8,
+    /// Whether dead jobs are shed too, once nothing else is left (off: they stay until their
+    /// retention drops them or someone retries or deletes them).
+    pub shed_dead: bool,
+    /// How often Redis's memory is read (`INFO memory`): never per add.
+    pub sample_every: Duration,
+}
+
+impl Default for MemoryLimits {
+    fn default() -> Self {
+        Self { watermark: 90, shed_at: 80, shed_dead: false, sample_every: Duration::from_secs(1) }
+    }
+}
+
 /// The behaviour knobs of one instance.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -56,6 +79,11 @@ pub struct Settings {
     pub safety_poll: Duration,
     /// How often this instance checks its view of its leases against Redis.
     pub reconcile_every: Duration,
+    /// What is refused and shed as Redis's memory runs short.
+    pub memory: MemoryLimits,
+    /// The most jobs a queue may hold waiting (ready, delayed or retrying, or pending in a
+    /// session); an add past it is refused (RESOURCE_EXHAUSTED). None: no cap.
+    pub max_waiting: Option<u64>,
 }
 
 impl Default for Settings {
@@ -67,6 +95,8 @@ impl Default for Settings {
             max_lost: 5,
             safety_poll: Duration::from_secs(5),
             reconcile_every: Duration::from_secs(5),
+            memory: MemoryLimits::default(),
+            max_waiting: None,
         }
     }
 }

@@ -1,8 +1,7 @@
 //! The Redis ACL rules of a user that can run jobwire and nothing else: its keys and channels
 //! (everything under the key prefix) and exactly the commands it sends, those of the Lua
 //! functions included (Redis checks a function's calls against the caller's ACL, key by key).
-//! `EVALSHA` and `SCRIPT LOAD` are for the heartbeat, a script rather than a function of the
-//! library (it touches no queue).
+//! `INFO` is for the memory watermark (`INFO memory`, sampled about once a second).
 //!
 //! The integration test `tls::redis` runs the whole flow (serve, add, work, stats, listings,
 //! sessions, admin calls, doctor with repairs) as a user with exactly these rules and checks
@@ -16,9 +15,9 @@
 /// Every command jobwire sends, as ACL command rules (`+name` or `+name|subcommand`), sorted.
 pub const COMMANDS: &[&str] = &[
     "+del",
-    "+evalsha",
     "+exists",
     "+fcall",
+    "+fcall_ro",
     "+function|load",
     "+get",
     "+hdel",
@@ -30,6 +29,7 @@ pub const COMMANDS: &[&str] = &[
     "+hmget",
     "+hscan",
     "+hset",
+    "+info",
     "+lindex",
     "+llen",
     "+lmpop",
@@ -46,7 +46,6 @@ pub const COMMANDS: &[&str] = &[
     "+rpush",
     "+sadd",
     "+scan",
-    "+script|load",
     "+select",
     "+set",
     "+sscan",
@@ -58,6 +57,7 @@ pub const COMMANDS: &[&str] = &[
     "+xrange",
     "+xread",
     "+xrevrange",
+    "+xtrim",
     "+zadd",
     "+zcard",
     "+zlexcount",

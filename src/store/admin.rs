@@ -86,6 +86,14 @@ pub struct QueueCounts {
     pub sessions: u64,
     /// Jobs still waiting inside their session (not yet released to the queue).
     pub session_pending: u64,
+    /// Completed jobs dropped under memory pressure (`Memory::shed`), in all.
+    pub completed_shed: u64,
+    /// Cancelled jobs dropped under memory pressure, in all.
+    pub cancelled_shed: u64,
+    /// Dead jobs dropped under memory pressure (only when configured), in all.
+    pub dead_shed: u64,
+    /// Event stream entries dropped under memory pressure, in all.
+    pub events_shed: u64,
 }
 
 /// See [`Admin::snapshot`].
@@ -184,6 +192,10 @@ impl Admin {
             cancelled,
             sessions,
             pending,
+            completed_shed,
+            cancelled_shed,
+            dead_shed,
+            events_shed,
         ] = v[..]
         else {
             return Err(StoreError::Corrupt("stats script returned the wrong arity".into()));
@@ -201,6 +213,10 @@ impl Admin {
             cancelled: decoded(cancelled, "the cancelled count")?,
             sessions: decoded(sessions, "the session count")?,
             session_pending: decoded(pending, "the session-pending count")?,
+            completed_shed: decoded(completed_shed, "the completed shed count")?,
+            cancelled_shed: decoded(cancelled_shed, "the cancelled shed count")?,
+            dead_shed: decoded(dead_shed, "the dead shed count")?,
+            events_shed: decoded(events_shed, "the events shed count")?,
         })
     }
 

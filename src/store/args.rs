@@ -4,13 +4,16 @@
 //! Every queue function receives the 25 queue keys first (then any keys of its own: only add
 //! has some) and the 7 leading arguments of `lua/lib.lua`; [`Backend::call`] writes those, and
 //! a struct here writes what follows: ARGV[8] on. Each struct also names the reply it decodes.
-//! Everything is written straight into the command: no per-call copy of the keys.
+//! Everything is written straight into the command: no per-call copy of the keys. Global
+//! functions (heartbeat, worker lists, queue registry) take only keys and arguments of their own
+//! ([`GlobalFunction`]); their structs live with the part that calls them (`instances.rs`), as
+//! the shedding's does (`memory.rs`) and the doctor's.
 //!
 //! [`Backend::call`]: super::backend::Backend::call
 
 use std::time::Duration;
 
-use redis::{Cmd, FromRedisValue, Script, ScriptInvocation};
+use redis::{Cmd, FromRedisValue};
 
 use super::{
     Ack, AddArgs, LeaseToken, Result, Retention,
@@ -30,6 +33,19 @@ pub(super) trait QueueFunction {
         Vec::new()
     }
     /// ARGV[8..], in the order of the function's Lua header.
+    fn write_args(&self, cmd: &mut Cmd);
+}
+
+/// The arguments of one global function (not of a queue: `run_global` in lib.lua): its own keys
+/// and arguments only.
+pub(super) trait GlobalFunction {
+    /// What the function returns, as Redis sends it.
+    type Reply: FromRedisValue;
+    /// The function these are the arguments of.
+    fn function(scripts: &Scripts) -> &Function;
+    /// KEYS, in the order of the function's Lua header.
+    fn keys(&self) -> Vec<&str>;
+    /// ARGV, in the order of the function's Lua header.
     fn write_args(&self, cmd: &mut Cmd);
 }
 
@@ -88,16 +104,18 @@ macro_rules! function {
     };
 }
 
-/// lua/add.lua: a batch of jobs, with their records packed.
+/// lua/add.lua: a batch of jobs, with their records packed, and the queue's cap of waiting jobs.
 pub(super) struct AddBatchArgs<'a> {
     jobs: &'a [AddArgs<'a>],
     records: Vec<Vec<u8>>,
+    /// The most jobs the queue may hold waiting; None: no cap.
+    max_waiting: Option<u64>,
 }
 
 impl<'a> AddBatchArgs<'a> {
-    pub(super) fn new(jobs: &'a [AddArgs<'a>]) -> Result<Self> {
+    pub(super) fn new(jobs: &'a [AddArgs<'a>], max_waiting: Option<u64>) -> Result<Self> {
         let records = jobs.iter().map(|job| job.record.encode()).collect::<Result<_>>()?;
-        Ok(Self { jobs, records })
+        Ok(Self { jobs, records, max_waiting })
     }
 }
 
@@ -115,7 +133,7 @@ impl QueueFunction for AddBatchArgs<'_> {
 
     fn write_args(&self, cmd: &mut Cmd) {
         let window = self.jobs.first().map_or(0, |j| millis(j.idempotency_window));
-        cmd.arg(window);
+        cmd.arg(window).arg(self.max_waiting.unwrap_or(0));
         // Tombstones follow the queue keys in job order (own_keys); a job names its index in KEYS.
         let mut last_tombstone = QueueKeys::COUNT;
         for (job, record) in self.jobs.iter().zip(&self.records) {
@@ -371,7 +389,7 @@ impl QueueFunction for ProgressArgs<'_> {
 pub(super) struct StatsArgs;
 
 impl QueueFunction for StatsArgs {
-    /// The twelve figures, in the order of the Lua header.
+    /// The sixteen figures, in the order of the Lua header.
     type Reply = Vec<i64>;
     function!(stats);
 
@@ -545,20 +563,4 @@ impl QueueFunction for SessionSweepArgs {
     function!(session_sweep);
 
     fn write_args(&self, _cmd: &mut Cmd) {}
-}
-
-/// lua/heartbeat.lua (a script of its own, not a queue function): KEYS[1] the instance
-/// registry, ARGV[1] this instance's id, ARGV[2] lease TTL ms.
-pub(super) struct HeartbeatArgs<'a> {
-    pub registry: &'a str,
-    pub instance: &'a str,
-    pub ttl: Duration,
-}
-
-impl HeartbeatArgs<'_> {
-    pub(super) fn invocation<'s>(&self, script: &'s Script) -> ScriptInvocation<'s> {
-        let mut invocation = script.prepare_invoke();
-        invocation.key(self.registry).arg(self.instance).arg(millis(self.ttl));
-        invocation
-    }
 }

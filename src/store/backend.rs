@@ -14,7 +14,7 @@ use redis::{Cmd, RedisError, aio::MultiplexedConnection};
 
 use super::{
     Result, StoreConfig, StoreError,
-    args::{LeadingArgs, QueueFunction},
+    args::{GlobalFunction, LeadingArgs, QueueFunction},
     keys::{KeySpace, QueueKeys},
     pool::{Manager, is_transport},
     scripts::Scripts,
@@ -52,10 +52,6 @@ impl Backend {
 
     pub(super) fn keys(&self) -> &KeySpace {
         &self.keys
-    }
-
-    pub(super) fn scripts(&self) -> &Scripts {
-        &self.scripts
     }
 
     pub(super) fn queue_keys(&self, queue: &str) -> Arc<QueueKeys> {
@@ -104,17 +100,28 @@ impl Backend {
         result.map_err(StoreError::from)
     }
 
-    /// Calls a queue function of the library: `FCALL name numkeys`, the queue keys, the
-    /// function's own keys, the leading arguments, then the function's own.
+    /// Calls a queue function of the library: `FCALL name numkeys` (`FCALL_RO` for a read), the
+    /// queue keys, the function's own keys, the leading arguments, then the function's own.
     pub(super) async fn call<F: QueueFunction>(&self, queue: &str, args: &F) -> Result<F::Reply> {
         let keys = self.queue_keys(queue);
         let own_keys = args.own_keys(&keys);
-        let mut cmd = redis::cmd("FCALL");
-        cmd.arg(F::function(&self.scripts).name()).arg(QueueKeys::COUNT + own_keys.len()).arg(keys.all());
+        let function = F::function(&self.scripts);
+        let mut cmd = redis::cmd(function.command());
+        cmd.arg(function.name()).arg(QueueKeys::COUNT + own_keys.len()).arg(keys.all());
         for key in &own_keys {
             cmd.arg(key);
         }
         self.leading.write(queue, &mut cmd);
+        args.write_args(&mut cmd);
+        self.run(&cmd).await
+    }
+
+    /// Calls a global function of the library: `FCALL name numkeys`, its keys, its arguments.
+    pub(super) async fn call_global<F: GlobalFunction>(&self, args: &F) -> Result<F::Reply> {
+        let function = F::function(&self.scripts);
+        let keys = args.keys();
+        let mut cmd = redis::cmd(function.command());
+        cmd.arg(function.name()).arg(keys.len()).arg(keys);
         args.write_args(&mut cmd);
         self.run(&cmd).await
     }

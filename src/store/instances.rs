@@ -3,12 +3,94 @@
 //! worker streams, and publishing notices and wake-ups. These keys are global, not on a queue's
 //! slot, so nothing here is atomic with a queue's scripts — on purpose: they only feed
 //! listings, the reaper and wake-ups.
+//!
+//! What writes goes through the global functions of the library (`lua/heartbeat.lua`,
+//! `workers_publish.lua`, `queues_register.lua`), registered `allow-oom`: a Redis out of memory
+//! refuses plain writes (a SET, a ZADD), and an instance that could not heartbeat would take
+//! itself for cut off. Removals (ZREM) and reads are plain commands, which Redis runs anyway.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use redis::AsyncCommands;
+use redis::{AsyncCommands, Cmd};
 
-use super::{Result, args::HeartbeatArgs, backend::Backend, millis};
+use super::{
+    Result,
+    args::GlobalFunction,
+    backend::Backend,
+    millis,
+    scripts::{Function, Scripts},
+};
+
+/// lua/heartbeat.lua: KEYS[1] the instance registry, ARGV[1] this instance's id, ARGV[2] lease
+/// TTL ms.
+struct HeartbeatArgs<'a> {
+    registry: &'a str,
+    instance: &'a str,
+    ttl: Duration,
+}
+
+impl GlobalFunction for HeartbeatArgs<'_> {
+    /// (now ms, instances whose heartbeat is older than the TTL).
+    type Reply = (i64, Vec<String>);
+
+    fn function(scripts: &Scripts) -> &Function {
+        &scripts.heartbeat
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        vec![self.registry]
+    }
+
+    fn write_args(&self, cmd: &mut Cmd) {
+        cmd.arg(self.instance).arg(millis(self.ttl));
+    }
+}
+
+/// lua/workers_publish.lua: KEYS[1] the instance's worker list, ARGV[1] the list, ARGV[2] TTL ms.
+struct WorkersArgs<'a> {
+    key: &'a str,
+    json: &'a str,
+    ttl: Duration,
+}
+
+impl GlobalFunction for WorkersArgs<'_> {
+    type Reply = i64;
+
+    fn function(scripts: &Scripts) -> &Function {
+        &scripts.workers_publish
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        vec![self.key]
+    }
+
+    fn write_args(&self, cmd: &mut Cmd) {
+        cmd.arg(self.json).arg(millis(self.ttl));
+    }
+}
+
+/// lua/queues_register.lua: KEYS[1] the queue registry, ARGV the queues (at least one).
+struct RegisterArgs<'a> {
+    registry: &'a str,
+    queues: &'a [&'a str],
+}
+
+impl GlobalFunction for RegisterArgs<'_> {
+    /// How many were new.
+    type Reply = i64;
+
+    fn function(scripts: &Scripts) -> &Function {
+        &scripts.queues_register
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        vec![self.registry]
+    }
+
+    fn write_args(&self, cmd: &mut Cmd) {
+        cmd.arg(self.queues);
+    }
+}
 
 /// The instance and queue registries (see the module doc).
 #[derive(Clone)]
@@ -25,9 +107,7 @@ impl Instances {
     /// whose heartbeat is older than `ttl` (at most 100 per call).
     pub async fn heartbeat(&self, instance: &str, ttl: Duration) -> Result<(i64, Vec<String>)> {
         let registry = self.backend.keys().instances();
-        let args = HeartbeatArgs { registry: &registry, instance, ttl };
-        let invocation = args.invocation(&self.backend.scripts().heartbeat);
-        self.backend.with_conn(async |c| invocation.invoke_async(c).await).await
+        self.backend.call_global(&HeartbeatArgs { registry: &registry, instance, ttl }).await
     }
 
     /// Drops instances from the registry once their leases have been reaped everywhere.
@@ -44,37 +124,37 @@ impl Instances {
     /// Redis Cluster) and only feeds listings, the reaper and the sweep; `discover_queues`
     /// finds the queues a crash left out of it.
     pub async fn register_queue(&self, queue: &str) -> Result<()> {
-        let key = self.backend.keys().queues();
-        self.backend.with_conn(async |c| c.sadd(&key, queue).await).await
+        self.register_queues(&[queue]).await
+    }
+
+    /// Puts `queues` (at least one) in the registry of queues.
+    async fn register_queues(&self, queues: &[&str]) -> Result<()> {
+        let registry = self.backend.keys().queues();
+        self.backend.call_global(&RegisterArgs { registry: &registry, queues }).await?;
+        Ok(())
     }
 
     /// One step of the SCAN over every queue's keys: registers the queues found in this page
     /// (registering is idempotent) and returns the cursor of the next step (0 once the scan
     /// went round) and the queues found. Each step costs one SCAN of `count` and, when it found
-    /// any queue, one SADD; a full round takes as many steps as the keyspace has `count`s.
+    /// any queue, one `queues_register` call; a full round takes as many steps as the keyspace
+    /// has `count`s.
     pub async fn discover_queues(&self, cursor: u64, count: usize) -> Result<(u64, Vec<String>)> {
         let keys = self.backend.keys();
-        let (pattern, registry) = (keys.all_queues_pattern(), keys.queues());
-        self.backend
+        let pattern = keys.all_queues_pattern();
+        let (next, batch): (u64, Vec<String>) = self
+            .backend
             .with_conn(async |c| {
-                let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(count)
-                    .query_async(c)
-                    .await?;
-                let mut queues: Vec<String> =
-                    batch.iter().filter_map(|k| keys.queue_of(k)).map(str::to_owned).collect();
-                queues.sort();
-                queues.dedup();
-                if !queues.is_empty() {
-                    let _: () = c.sadd(&registry, &queues).await?;
-                }
-                Ok((next, queues))
+                redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(count).query_async(c).await
             })
-            .await
+            .await?;
+        let mut queues: Vec<&str> = batch.iter().filter_map(|k| keys.queue_of(k)).collect();
+        queues.sort_unstable();
+        queues.dedup();
+        if !queues.is_empty() {
+            self.register_queues(&queues).await?;
+        }
+        Ok((next, queues.into_iter().map(str::to_owned).collect()))
     }
 
     /// Every queue ever added to, sorted by name.
@@ -103,7 +183,8 @@ impl Instances {
     /// Publishes this instance's worker streams (JSON), kept for `ttl`.
     pub async fn set_workers(&self, instance: &str, workers_json: &str, ttl: Duration) -> Result<()> {
         let key = self.backend.keys().workers(instance);
-        self.backend.with_conn(async |c| c.pset_ex(&key, workers_json, millis(ttl)).await).await
+        self.backend.call_global(&WorkersArgs { key: &key, json: workers_json, ttl }).await?;
+        Ok(())
     }
 
     /// The worker lists (JSON) of every registered instance, by instance id.

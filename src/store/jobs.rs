@@ -180,6 +180,8 @@ pub enum AddOutcome {
     Duplicate(String),
     /// Its session does not exist: nothing was written.
     NoSession,
+    /// The queue holds its cap of waiting jobs (this many): nothing was written.
+    QueueFull(u64),
 }
 
 /// What [`Jobs::fail`] did.
@@ -209,15 +211,34 @@ impl Jobs {
 
     /// Adds jobs of one queue in one script call, in order; one outcome per job.
     pub async fn add_many(&self, queue: &str, jobs: &[AddArgs<'_>]) -> Result<Vec<AddOutcome>> {
-        // The jobs not added, as (job number from 1, code, first ULID); the rest were added.
-        let refused = self.backend.call(queue, &AddBatchArgs::new(jobs)?).await?;
+        self.add_many_capped(queue, jobs, None).await
+    }
+
+    /// Adds jobs as `add_many` does, refusing each job that would take the queue's waiting jobs
+    /// (ready, delayed or retrying, or pending in a session) past `max_waiting`: checked per job
+    /// inside the script, so the jobs that fit go in and the rest are `QueueFull`.
+    pub async fn add_many_capped(
+        &self,
+        queue: &str,
+        jobs: &[AddArgs<'_>],
+        max_waiting: Option<u64>,
+    ) -> Result<Vec<AddOutcome>> {
+        // The jobs not added, as (job number from 1, code, first ULID or the cap); the rest
+        // were added.
+        let refused = self.backend.call(queue, &AddBatchArgs::new(jobs, max_waiting)?).await?;
         let mut outcomes: Vec<AddOutcome> = jobs.iter().map(|job| AddOutcome::Added(job.ulid.to_owned())).collect();
         for (n, code, first) in refused {
             let index = usize::try_from(n).ok().and_then(|n| n.checked_sub(1));
             let Some(outcome) = index.and_then(|i| outcomes.get_mut(i)) else {
                 return Err(StoreError::Corrupt("the add script named a job it was not given".into()));
             };
-            *outcome = if code == 0 { AddOutcome::Duplicate(first) } else { AddOutcome::NoSession };
+            *outcome = match code {
+                0 => AddOutcome::Duplicate(first),
+                -2 => {
+                    AddOutcome::QueueFull(first.parse().map_err(|_| StoreError::Corrupt("an unreadable cap".into()))?)
+                }
+                _ => AddOutcome::NoSession,
+            };
         }
         Ok(outcomes)
     }

@@ -9,7 +9,7 @@
 //! {prefix}:{queue}:delayed    zset  ULID by ready time
 //! {prefix}:{queue}:completed  list  ULIDs of retained completed jobs, oldest first
 //! {prefix}:{queue}:dead       zset  ULID by finish time
-//! {prefix}:{queue}:meta       hash  paused, dead_evicted, session_seq
+//! {prefix}:{queue}:meta       hash  paused, dead_evicted, *_shed (shed.lua), session_seq
 //! {prefix}:{queue}:events     stream of job transitions, capped
 //! {prefix}:{queue}:sessions   hash  session name -> packed meta
 //! {prefix}:{queue}:session_state  hash  session name -> state JSON

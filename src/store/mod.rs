@@ -14,6 +14,8 @@
 //! - [`Admin`] (`admin.rs`): cancel, pause, retry, delete, purge, listings, stats, info;
 //! - [`Instances`] (`instances.rs`): heartbeats, the queue and instance registries, worker
 //!   listings, publishing notices;
+//! - [`Memory`] (`memory.rs`): what Redis's memory is at, and shedding retained history when it
+//!   runs short;
 //! - [`Invariants`] (`invariants.rs`): the structural checks of a queue, for tests;
 //! - [`Doctor`] (`doctor.rs`): the operator's check of a live Redis, in bounded pages, and its
 //!   repairs.
@@ -36,6 +38,7 @@ mod instances;
 mod invariants;
 mod jobs;
 mod keys;
+mod memory;
 mod pool;
 mod record;
 mod scripts;
@@ -60,6 +63,7 @@ pub use jobs::{
     SessionSnapshot,
 };
 pub use keys::{KeySpace, MAX_PRIORITY, MIN_PRIORITY};
+pub use memory::{Memory, MemoryReading, Shed, ShedKind};
 pub use record::{BackoffSpec, JobRecord, Lease, RecordState};
 pub use sessions::{SessionRecord, Sessions, SetOutcome};
 pub use token::LeaseToken;
@@ -74,6 +78,10 @@ pub enum StoreError {
     /// Redis cannot be reached, timed out, or is loading: the call may be retried.
     #[error("redis unavailable: {0}")]
     Unavailable(String),
+    /// Redis is out of memory (`maxmemory` under `noeviction`) and refused a call that may
+    /// add to it; nothing of the call was written (Redis refuses a function before it runs).
+    #[error("redis is out of memory")]
+    OutOfMemory,
     /// Redis answered with an error we did not expect (a script bug, a wrong key type).
     #[error("redis error: {0}")]
     Redis(String),
@@ -98,6 +106,8 @@ impl From<RedisError> for StoreError {
         let retryable = matches!(e.kind(), ErrorKind::Server(ServerErrorKind::BusyLoading | ServerErrorKind::TryAgain));
         if pool::is_transport(&e) || retryable {
             StoreError::Unavailable(e.to_string())
+        } else if e.code() == Some("OOM") {
+            StoreError::OutOfMemory
         } else {
             StoreError::Redis(e.to_string())
         }
@@ -168,6 +178,7 @@ pub struct Store {
     events: Events,
     admin: Admin,
     instances: Instances,
+    memory: Memory,
     invariants: Invariants,
     doctor: Doctor,
 }
@@ -183,6 +194,7 @@ impl Store {
             events: Events::new(backend.clone()),
             admin: Admin::new(backend.clone()),
             instances: Instances::new(backend.clone()),
+            memory: Memory::new(backend.clone()),
             invariants: Invariants::new(backend.clone(), sessions.clone()),
             doctor: Doctor::new(backend.clone(), sessions.clone(), Instances::new(backend.clone())),
             sessions,
@@ -215,6 +227,11 @@ impl Store {
         &self.instances
     }
 
+    /// Redis's memory, and shedding retained history when it runs short.
+    pub fn memory(&self) -> &Memory {
+        &self.memory
+    }
+
     /// The structural checks of a queue, for tests.
     pub fn invariants(&self) -> &Invariants {
         &self.invariants
@@ -236,12 +253,18 @@ impl Store {
     }
 
     /// Sets the schema version on a fresh Redis, refuses a layout from a newer release, and loads
-    /// the function library (Redis 7 or later).
+    /// the function library (Redis 7 or later). Writes only on a fresh Redis, so an instance
+    /// starts beside a Redis that is out of memory (which refuses a SET, even of a key that is
+    /// there, but loads functions).
     pub async fn ensure_schema(&self) -> Result<()> {
         let key = self.keys().schema();
         let found: i64 = self
             .backend
             .with_conn(async |c| {
+                let found: Option<i64> = c.get(&key).await?;
+                if let Some(found) = found {
+                    return Ok(found);
+                }
                 let _: () = redis::cmd("SET").arg(&key).arg(SCHEMA_VERSION).arg("NX").query_async(c).await?;
                 c.get(&key).await
             })

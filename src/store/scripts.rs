@@ -4,18 +4,30 @@
 //! The library is `lua/lib.lua` (the queue layout and the shared helpers) followed by one
 //! function per file of `lua/`. Loaded once with `FUNCTION LOAD`, the helpers are compiled and
 //! defined once, not on every call as they would be if each script carried them: a call costs
-//! only its own work. The library and its functions are named after a hash of their source, so
-//! instances of different releases can share a Redis during a rolling upgrade, each calling its
-//! own code. A Redis that lost the library (restarted without persistence, `FUNCTION FLUSH`)
-//! gets it again on the first call that finds it missing.
+//! only its own work. The library and its functions are named after a hash of their source and
+//! flags, so instances of different releases can share a Redis during a rolling upgrade, each
+//! calling its own code. A Redis that lost the library (restarted without persistence,
+//! `FUNCTION FLUSH`) gets it again on the first call that finds it missing.
+//!
+//! Queue functions take the queue's keys and the leading arguments (`run` in lib.lua); global
+//! functions (the instance and queue registries, the worker lists) take only their own.
+//!
+//! Each function is registered with the flags that say what Redis lets it do when it is out of
+//! memory (`maxmemory` reached under `noeviction`):
+//! - `allow-oom`: what frees or moves memory, or must keep working when Redis is full: leases,
+//!   acks, retries, reaps, cancels, deletes, the session sweep, repairs, the heartbeat, the
+//!   worker lists, shedding. Each keeps what it adds bounded (its file's header says how), so
+//!   the queue drains and memory comes back.
+//! - `no-writes`: reads (called with `FCALL_RO`); Redis runs them whatever its memory.
+//! - none: what only adds (adds, session create and set, progress). Redis refuses them
+//!   whole when full, before they write anything (`StoreError::OutOfMemory`).
 
 use std::hash::{DefaultHasher, Hash, Hasher};
-
-use redis::Script;
 
 /// One function of the library.
 pub(super) struct Function {
     name: String,
+    read_only: bool,
 }
 
 impl Function {
@@ -23,71 +35,107 @@ impl Function {
     pub(super) fn name(&self) -> &str {
         &self.name
     }
+
+    /// The command that calls it: `FCALL_RO` for a `no-writes` function, else `FCALL`.
+    pub(super) fn command(&self) -> &'static str {
+        if self.read_only { "FCALL_RO" } else { "FCALL" }
+    }
 }
 
+/// The flag that makes a function read-only.
+const NO_WRITES: &str = "no-writes";
+
 macro_rules! library {
-    ($($name:ident),* $(,)?) => {
+    (
+        queue { $($name:ident [$($flag:literal),*]),* $(,)? }
+        global { $($global:ident [$($global_flag:literal),*]),* $(,)? }
+    ) => {
         pub(super) struct Scripts {
             /// The library's source, for `FUNCTION LOAD REPLACE`.
             pub library: String,
             $(pub $name: Function,)*
-            /// Not a queue function: it touches only the instance registry.
-            pub heartbeat: Script,
+            $(pub $global: Function,)*
         }
 
         impl Scripts {
             pub(super) fn load() -> Self {
+                // (name, the lib.lua runner its body goes through, flags)
+                let functions: &[(&str, &str, &[&str])] = &[
+                    $((stringify!($name), "run", &[$($flag),*]),)*
+                    $((stringify!($global), "run_global", &[$($global_flag),*]),)*
+                ];
                 let mut body = String::from(include_str!("lua/lib.lua"));
                 $(
                     body.push_str(concat!("\nlocal function ", stringify!($name), "()\n"));
                     body.push_str(include_str!(concat!("lua/", stringify!($name), ".lua")));
                     body.push_str("\nend\n");
                 )*
+                $(
+                    body.push_str(concat!("\nlocal function ", stringify!($global), "()\n"));
+                    body.push_str(include_str!(concat!("lua/", stringify!($global), ".lua")));
+                    body.push_str("\nend\n");
+                )*
                 let mut hasher = DefaultHasher::new();
                 body.hash(&mut hasher);
+                functions.hash(&mut hasher);
                 let prefix = format!("jobwire_{:016x}", hasher.finish());
                 let mut library = format!("#!lua name={prefix}\n{body}");
-                $(
+                for (name, runner, flags) in functions {
+                    let flags: Vec<String> = flags.iter().map(|f| format!("'{f}'")).collect();
                     library.push_str(&format!(
-                        "redis.register_function('{prefix}_{name}', function(keys, args) return run({name}, keys, args) end)\n",
-                        name = stringify!($name),
+                        "redis.register_function{{function_name='{prefix}_{name}', \
+                         callback=function(keys, args) return {runner}({name}, keys, args) end, \
+                         flags={{{}}}}}\n",
+                        flags.join(", "),
                     ));
-                )*
+                }
+                let function = |name: &str, flags: &[&str]| Function {
+                    name: format!("{prefix}_{name}"),
+                    read_only: flags.contains(&NO_WRITES),
+                };
                 Self {
                     library,
-                    $($name: Function { name: format!("{prefix}_{}", stringify!($name)) },)*
-                    heartbeat: Script::new(include_str!("lua/heartbeat.lua")),
+                    $($name: function(stringify!($name), &[$($flag),*]),)*
+                    $($global: function(stringify!($global), &[$($global_flag),*]),)*
                 }
             }
         }
     };
 }
 
-library!(
-    add,
-    lease,
-    complete,
-    fail,
-    extend,
-    requeue,
-    reap,
-    reclaim,
-    stats,
-    info,
-    progress,
-    cancel,
-    pause,
-    retry,
-    delete,
-    purge,
-    session_create,
-    session_get,
-    session_set,
-    session_delete,
-    session_sweep,
-    doctor_unplace,
-    doctor_place,
-    doctor_lease,
-    doctor_session,
-    doctor_tombstone,
-);
+library! {
+    queue {
+        add [],
+        lease ["allow-oom"],
+        complete ["allow-oom"],
+        fail ["allow-oom"],
+        extend ["allow-oom"],
+        requeue ["allow-oom"],
+        reap ["allow-oom"],
+        reclaim ["allow-oom"],
+        stats ["no-writes"],
+        info ["no-writes"],
+        progress [],
+        cancel ["allow-oom"],
+        pause ["allow-oom"],
+        retry ["allow-oom"],
+        delete ["allow-oom"],
+        purge ["allow-oom"],
+        shed ["allow-oom"],
+        session_create [],
+        session_get ["no-writes"],
+        session_set [],
+        session_delete ["allow-oom"],
+        session_sweep ["allow-oom"],
+        doctor_unplace ["allow-oom"],
+        doctor_place ["allow-oom"],
+        doctor_lease ["allow-oom"],
+        doctor_session ["allow-oom"],
+        doctor_tombstone ["allow-oom"],
+    }
+    global {
+        heartbeat ["allow-oom"],
+        workers_publish ["allow-oom"],
+        queues_register ["allow-oom"],
+    }
+}

@@ -73,14 +73,25 @@ pub mod names {
     pub const QUEUE_DEAD: &str = "jobwire_queue_dead";
     /// Gauge, seconds, read from Redis: how long the oldest ready job has waited.
     pub const QUEUE_OLDEST_WAITING: &str = "jobwire_queue_oldest_waiting_seconds";
+    /// Gauge, read from Redis: retained history dropped under memory pressure, in all, by
+    /// `kind` (`events` in stream entries; `completed`, `cancelled`, `dead` in jobs).
+    pub const QUEUE_SHED: &str = "jobwire_queue_shed";
     /// Gauge: worker streams connected to this instance (no queue label).
     pub const WORKER_STREAMS: &str = "jobwire_worker_streams";
+    /// Gauge, bytes: Redis's used memory as last read (no queue label).
+    pub const REDIS_USED_MEMORY: &str = "jobwire_redis_used_memory_bytes";
+    /// Gauge, bytes: Redis's maxmemory, 0 for none (no queue label).
+    pub const REDIS_MAX_MEMORY: &str = "jobwire_redis_max_memory_bytes";
+    /// Gauge: 1 while adds are refused because Redis is full, else 0 (no queue label).
+    pub const REDIS_FULL: &str = "jobwire_redis_full";
     /// Histogram, seconds: one Redis call's round trip (no queue label).
     pub const REDIS_CALL: &str = "jobwire_redis_call_seconds";
 }
 
 /// The label naming the queue.
 const QUEUE: &str = "queue";
+/// The label naming what was shed.
+const KIND: &str = "kind";
 
 /// Job durations: from a millisecond to an hour.
 const JOB_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0];
@@ -118,6 +129,14 @@ pub struct QueueMetrics {
     pub dead: Gauge,
     /// Seconds the oldest ready job has waited, read from Redis.
     pub oldest_waiting: Gauge,
+    /// Event stream entries shed under memory pressure, in all, read from Redis.
+    pub shed_events: Gauge,
+    /// Completed jobs shed under memory pressure, in all, read from Redis.
+    pub shed_completed: Gauge,
+    /// Cancelled jobs shed under memory pressure, in all, read from Redis.
+    pub shed_cancelled: Gauge,
+    /// Dead jobs shed under memory pressure, in all, read from Redis.
+    pub shed_dead: Gauge,
 }
 
 impl QueueMetrics {
@@ -139,6 +158,10 @@ impl QueueMetrics {
             delayed: metrics::gauge!(QUEUE_DELAYED, QUEUE => name()),
             dead: metrics::gauge!(QUEUE_DEAD, QUEUE => name()),
             oldest_waiting: metrics::gauge!(QUEUE_OLDEST_WAITING, QUEUE => name()),
+            shed_events: metrics::gauge!(QUEUE_SHED, QUEUE => name(), KIND => "events"),
+            shed_completed: metrics::gauge!(QUEUE_SHED, QUEUE => name(), KIND => "completed"),
+            shed_cancelled: metrics::gauge!(QUEUE_SHED, QUEUE => name(), KIND => "cancelled"),
+            shed_dead: metrics::gauge!(QUEUE_SHED, QUEUE => name(), KIND => "dead"),
         }
     }
 }
@@ -149,6 +172,9 @@ struct Installed {
     queues: RwLock<HashMap<String, Arc<QueueMetrics>>>,
     streams: Gauge,
     redis_calls: Histogram,
+    redis_used: Gauge,
+    redis_max: Gauge,
+    redis_full: Gauge,
 }
 
 static INSTALLED: OnceLock<Installed> = OnceLock::new();
@@ -194,6 +220,9 @@ pub fn install() -> Result<PrometheusHandle, MetricsError> {
         queues: RwLock::new(HashMap::new()),
         streams: metrics::gauge!(names::WORKER_STREAMS),
         redis_calls: metrics::histogram!(names::REDIS_CALL),
+        redis_used: metrics::gauge!(names::REDIS_USED_MEMORY),
+        redis_max: metrics::gauge!(names::REDIS_MAX_MEMORY),
+        redis_full: metrics::gauge!(names::REDIS_FULL),
     };
     let _ = INSTALLED.set(installed);
     Ok(handle)
@@ -215,7 +244,11 @@ fn describe() {
     metrics::describe_gauge!(QUEUE_DELAYED, "Jobs waiting for a delay, run_at or retry backoff (from Redis)");
     metrics::describe_gauge!(QUEUE_DEAD, "Dead jobs retained (from Redis)");
     metrics::describe_gauge!(QUEUE_OLDEST_WAITING, Unit::Seconds, "How long the oldest ready job has waited");
+    metrics::describe_gauge!(QUEUE_SHED, "Retained history dropped under memory pressure, by kind (from Redis)");
     metrics::describe_gauge!(WORKER_STREAMS, "Worker streams connected to this instance");
+    metrics::describe_gauge!(REDIS_USED_MEMORY, Unit::Bytes, "Redis used memory, as last read");
+    metrics::describe_gauge!(REDIS_MAX_MEMORY, Unit::Bytes, "Redis maxmemory (0: none)");
+    metrics::describe_gauge!(REDIS_FULL, "1 while adds are refused because Redis is full");
     metrics::describe_histogram!(REDIS_CALL, Unit::Seconds, "One Redis call (script or command), round trip");
 }
 
@@ -234,6 +267,15 @@ pub fn queue(queue: &str) -> Option<Arc<QueueMetrics>> {
 pub fn set_worker_streams(count: usize) {
     if let Some(installed) = INSTALLED.get() {
         installed.streams.set(count as f64);
+    }
+}
+
+/// Sets Redis's memory as last read, and whether adds are refused for it.
+pub fn set_redis_memory(used: u64, max: u64, full: bool) {
+    if let Some(installed) = INSTALLED.get() {
+        installed.redis_used.set(used as f64);
+        installed.redis_max.set(max as f64);
+        installed.redis_full.set(if full { 1.0 } else { 0.0 });
     }
 }
 

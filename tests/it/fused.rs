@@ -9,14 +9,37 @@ use tonic::Code;
 
 use crate::harness::{Redis, Server, ServerBuilder, Worker, add, eventually, info, job, millis};
 
-/// The `fcall` count of `INFO commandstats` since the last reset.
-async fn fcalls(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
-    let stats: String = redis::cmd("INFO").arg("commandstats").query_async(conn).await.expect("info");
-    stats
-        .lines()
-        .find_map(|line| line.strip_prefix("cmdstat_fcall:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .map_or(0, |n| n.parse().expect("a count"))
+/// The FCALLs of queue functions Redis runs from `start` to `count`, seen through MONITOR. The
+/// global functions (heartbeat, worker list, queue registry) are the instance's own upkeep,
+/// whatever the jobs, and are not counted.
+struct QueueCalls {
+    lines: std::pin::Pin<Box<dyn futures::Stream<Item = String> + Send>>,
+}
+
+impl QueueCalls {
+    async fn start(redis: &Redis) -> Self {
+        let client = redis::Client::open(redis.url()).expect("url");
+        let monitor = client.get_async_monitor().await.expect("monitor");
+        Self { lines: Box::pin(monitor.into_on_message::<String>()) }
+    }
+
+    /// Counts up to a marker sent now: every call answered before it was seen before it.
+    async fn count(mut self, conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+        use futures::StreamExt;
+        let marker = format!("fused-end-{}", ulid::Ulid::new());
+        let _: String = redis::cmd("ECHO").arg(&marker).query_async(conn).await.expect("echo");
+        let global = ["_heartbeat\"", "_workers_publish\"", "_queues_register\""];
+        let mut calls = 0;
+        while let Some(line) = self.lines.next().await {
+            if line.contains(&marker) {
+                return calls;
+            }
+            if line.contains("\"FCALL\"") && !global.iter().any(|name| line.contains(name)) {
+                calls += 1;
+            }
+        }
+        panic!("the monitor ended before the marker");
+    }
 }
 
 async fn redis_conn(redis: &Redis) -> redis::aio::MultiplexedConnection {
@@ -40,12 +63,12 @@ async fn a_busy_worker_costs_one_redis_call_per_job() {
     let mut worker = Worker::open(&server, &["q"], 1).await;
     let mut held = worker.job().await;
     let mut conn = redis_conn(&redis).await;
-    let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut conn).await.expect("reset");
+    let counted = QueueCalls::start(&redis).await;
     for _ in 0..JOBS {
         worker.complete(&held, b"").await.expect("complete");
         held = worker.job().await;
     }
-    let calls = fcalls(&mut conn).await;
+    let calls = counted.count(&mut conn).await;
     eprintln!("figure: {calls} function calls for {JOBS} jobs of a busy worker at credit 1");
     // The dispatcher's upkeep (every safety poll, 500 ms here) may add a round or two.
     assert!(calls <= JOBS + 4, "{calls} function calls for {JOBS} jobs");
@@ -219,12 +242,12 @@ async fn a_busy_worker_whose_jobs_fail_costs_one_redis_call_per_job() {
     let mut worker = Worker::open(&server, &["q"], 1).await;
     let mut held = worker.job().await;
     let mut conn = redis_conn(&redis).await;
-    let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut conn).await.expect("reset");
+    let counted = QueueCalls::start(&redis).await;
     for _ in 0..JOBS {
         assert_eq!(worker.fail(&held, "boom", false).await.state(), proto::JobState::Dead);
         held = worker.job().await;
     }
-    let calls = fcalls(&mut conn).await;
+    let calls = counted.count(&mut conn).await;
     eprintln!("figure: {calls} function calls for {JOBS} failed jobs of a busy worker at credit 1");
     assert!(calls <= JOBS + 4, "{calls} function calls for {JOBS} failed jobs");
     worker.complete(&held, b"").await.expect("complete");

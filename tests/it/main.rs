@@ -16,6 +16,7 @@ mod doctor;
 mod embedded;
 mod events;
 mod faults;
+mod full_redis;
 mod fused;
 mod lifecycle;
 mod metrics;

@@ -47,13 +47,13 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 }
 
 /// One scrape, parsed: series (`name{labels}` exactly as exposed) to value.
-struct Scrape {
+pub struct Scrape {
     series: HashMap<String, f64>,
     text: String,
 }
 
 impl Scrape {
-    async fn take(addr: std::net::SocketAddr) -> Self {
+    pub async fn take(addr: std::net::SocketAddr) -> Self {
         let (status, text) = http_get(addr, "/metrics").await;
         assert_eq!(status, 200, "{text}");
         let mut series = HashMap::new();
@@ -72,6 +72,18 @@ impl Scrape {
 
     fn plain(&self, name: &str) -> Option<f64> {
         self.series.get(name).copied()
+    }
+
+    /// The series of `name` carrying every one of `labels` (in any order); 0 when none does.
+    pub fn labelled(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+        self.series
+            .iter()
+            .find(|(series, _)| {
+                series.strip_prefix(name).is_some_and(|rest| rest.starts_with('{'))
+                    && wanted.iter().all(|label| series.contains(label.as_str()))
+            })
+            .map_or(0.0, |(_, value)| *value)
     }
 }
 

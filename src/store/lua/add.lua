@@ -5,23 +5,48 @@
 -- Touches (here or in the lib.lua helpers it calls) the queue keys jobs, delayed, meta, events,
 -- sessions, session_jobs, session_ttl, ready lists; may publish a wake-up on ARGV[1].
 -- KEYS: the queue keys (lib.lua), then the idempotency tombstones of the jobs that have a key.
--- ARGV[8] idempotency window ms, then per job: ULID, packed record (state WAITING), priority,
+-- ARGV[8] idempotency window ms, ARGV[9] the most jobs the queue may hold waiting (ready,
+-- delayed or retrying, or pending in a session) or 0 for no cap, then per job: ULID, packed
+-- record (state WAITING), priority,
 -- and '' for a job with nothing more to say, or '+' followed by four more values: delay ms or
 -- -1, run_at epoch ms or -1, session name or '', index in KEYS of its tombstone or 0.
 -- A window that is not a whole number of 1 to 15 digits fails the call before anything is
 -- written (Redis would refuse it as the tombstone's PX, after the job is in).
 -- Returns, flat, the jobs not added as {job number (1-based), code, ULID}: code 0 duplicate,
--- with the ULID of the first add; -1 unknown session (nothing written, ULID ''). Every job not
--- named was added.
+-- with the ULID of the first add; -1 unknown session (nothing written, ULID ''); -2 the queue
+-- holds the cap of waiting jobs (nothing written; the cap as text in place of the ULID). Every
+-- job not named was added. The cap is checked per job, in order, after its duplicate check (a
+-- repeat of a job that went in is still answered as a duplicate): the jobs of a batch that fit
+-- go in, the rest are refused.
 -- The tombstone outlives the job's retention on purpose: a repeat inside the window is a
 -- duplicate even after the first job is gone.
 local window = ARGV[8]
 if not string.find(window, '^[1-9]%d*$') or #window > 15 then
   return redis.error_reply('ERR add: the idempotency window must be from 1 to 15 digits of ms')
 end
+-- The jobs waiting, counted once per call and only when there is a cap.
+local cap = tonumber(ARGV[9])
+local waiting = 0
+if cap > 0 then
+  waiting = redis.call('ZCARD', KEYS[K_DELAYED]) + redis.call('ZCARD', KEYS[K_SESSION_JOBS])
+  for priority = -5, 5 do
+    waiting = waiting + redis.call('LLEN', ready_key(priority))
+  end
+end
 -- Read only for a job that is delayed or in a session: a plain job needs no clock.
 local now
 local out = {}
+-- Whether job n would take the queue past its cap; if so it is answered as refused.
+local function over_cap(n)
+  if cap > 0 and waiting >= cap then
+    out[#out + 1] = n
+    out[#out + 1] = -2
+    out[#out + 1] = ARGV[9]
+    return true
+  end
+  waiting = waiting + 1
+  return false
+end
 -- Plain ready jobs are written with one call per structure: records, then each priority's
 -- list (in add order). Written before any other kind of job, which may touch the same lists.
 -- Ready lists by priority as written (text).
@@ -58,6 +83,9 @@ local function add_special(n, ulid, raw, priority, delay, run_at, session, idem)
     out[#out + 1] = first or ''
     return
   end
+  if over_cap(n) then
+    return
+  end
   now = now or now_ms()
   local due = run_at
   if delay >= 0 then
@@ -89,12 +117,14 @@ local function add_special(n, ulid, raw, priority, delay, run_at, session, idem)
   end
 end
 
-local i, n = 9, 0
+local i, n = 10, 0
 while i <= #ARGV do
   local ulid, raw, priority = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   n = n + 1
   if ARGV[i + 3] == '' then
-    add_ready(ulid, raw, priority)
+    if not over_cap(n) then
+      add_ready(ulid, raw, priority)
+    end
     i = i + 4
   else
     local delay, run_at, session, idem = tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5]), ARGV[i + 6], tonumber(ARGV[i + 7])

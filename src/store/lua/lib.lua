@@ -715,3 +715,10 @@ local function run(body, keys, args)
   flush_events()
   return out
 end
+
+-- Runs a global function (the instance and queue registries, the worker lists): not of a queue,
+-- so its keys and arguments are its own, with no queue keys, leading arguments or events.
+local function run_global(body, keys, args)
+  KEYS, ARGV = keys, args
+  return body()
+end

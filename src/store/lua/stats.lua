@@ -1,9 +1,11 @@
--- stats: one consistent snapshot of a queue's figures. Read-only.
+-- stats: one consistent snapshot of a queue's figures. Read-only (no-writes: it answers when
+-- Redis is out of memory).
 -- Touches (here or in the lib.lua helpers it calls) the queue keys jobs, active, delayed,
 -- completed, dead, meta, sessions, session_jobs, cancelled, ready lists.
 -- KEYS: the queue keys (lib.lua).
 -- Returns {waiting, delayed, active, completed, dead, dead_evicted, paused (1/0),
---          oldest ready-since ms or -1, now ms, cancelled, sessions, session-pending jobs}.
+--          oldest ready-since ms or -1, now ms, cancelled, sessions, session-pending jobs,
+--          completed_shed, cancelled_shed, dead_shed, events_shed (see shed.lua)}.
 -- Jobs still pending inside their session count as waiting (or delayed) only once released;
 -- they are reported apart.
 local waiting, oldest = 0, -1
@@ -21,17 +23,26 @@ for priority = 5, -5, -1 do
     end
   end
 end
+local counters = redis.call('HMGET', KEYS[K_META], 'dead_evicted', 'completed_shed', 'cancelled_shed', 'dead_shed',
+  'events_shed')
+for i = 1, #counters do
+  counters[i] = tonumber(counters[i] or '0')
+end
 return {
   waiting,
   redis.call('ZCARD', KEYS[K_DELAYED]),
   redis.call('HLEN', KEYS[K_ACTIVE]),
   redis.call('LLEN', KEYS[K_COMPLETED]),
   redis.call('ZCARD', KEYS[K_DEAD]),
-  tonumber(redis.call('HGET', KEYS[K_META], 'dead_evicted') or '0'),
+  counters[1],
   redis.call('HEXISTS', KEYS[K_META], 'paused'),
   oldest,
   now_ms(),
   redis.call('ZCARD', KEYS[K_CANCELLED]),
   redis.call('HLEN', KEYS[K_SESSIONS]),
   redis.call('ZCARD', KEYS[K_SESSION_JOBS]),
+  counters[2],
+  counters[3],
+  counters[4],
+  counters[5],
 }

@@ -12,41 +12,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use jobwire::{client::Client, redis_server::AppendFsync};
+use jobwire::redis_server::AppendFsync;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use super::{Books, Figures, Fleet, added, assert_clean, balance, in_flight_during, produce, serve_args, wait_health};
-use crate::harness::{Process, Redis, unique_prefix};
+use super::{Books, Figures, RATE, Run, assert_clean, balance, in_flight_during, start, wait_health};
+use crate::harness::{Redis, unique_prefix};
 
-const JOBS: usize = 5_000;
-/// Adds a second.
-const RATE: u32 = 1_000;
 /// What `appendfsync everysec` may leave unsynced when the machine crashes.
 const UNSYNCED: Duration = Duration::from_secs(1);
 /// The suite's Redis timeout (`serve_args`): a call lasting longer fails with UNAVAILABLE.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
-
-/// A server, three workers and the producer, running.
-struct Run {
-    server: Process,
-    books: Arc<Books>,
-    fleet: Fleet,
-    producer: tokio::task::JoinHandle<()>,
-}
-
-async fn start(redis: &Redis, prefix: &str) -> Run {
-    let server = Process::start_async(serve_args("127.0.0.1:0", &redis.url(), prefix, &[])).await;
-    let books = Arc::new(Books::default());
-    let mut fleet = Fleet::new();
-    for n in 0..3 {
-        let client = Client::connect(&format!("http://{}", server.addr)).await.expect("connect");
-        fleet.spawn(&books, client, &format!("w{n}"));
-    }
-    let producer = produce(books.clone(), vec![server.addr], JOBS, RATE);
-    added(&books, JOBS * 2 / 5).await;
-    Run { server, books, fleet, producer }
-}
 
 /// The size of Redis's growing AOF file over time, sampled every 20 ms, to cut it back as a crash
 /// of the machine would.
@@ -139,7 +115,7 @@ fn assert_unavailable_only(books: &Books) {
 async fn redis_kill_9_with_appendfsync_always_loses_no_acknowledged_add() {
     let mut redis = Redis::start_config(|c| c.appendonly(true).appendfsync(AppendFsync::Always));
     let prefix = unique_prefix();
-    let mut run = start(&redis, &prefix).await;
+    let mut run = start(&redis, &prefix, &[]).await;
     let (figures, _) = kill_and_restart(&mut redis, &mut run, |_| {}).await;
     run.fleet.stop().await;
     figures.print("redis-kill-fsync-always", &format!("unavailable={}", run.books.refused(Code::Unavailable)));
@@ -154,7 +130,7 @@ async fn redis_crash_with_appendfsync_everysec_loses_at_most_about_a_second() {
     // A `kill -9` of Redis alone loses nothing here either: what Redis wrote to its AOF is in
     // the page cache. A crash of the machine also takes what was not fsynced yet: up to a second.
     let aof = AofGrowth::watch(&redis);
-    let mut run = start(&redis, &prefix).await;
+    let mut run = start(&redis, &prefix, &[]).await;
     let mut cut = 0;
     let (figures, _) = kill_and_restart(&mut redis, &mut run, |killed| cut = aof.lose_tail(killed, UNSYNCED)).await;
     run.fleet.stop().await;
@@ -184,7 +160,7 @@ async fn redis_crash_with_appendfsync_everysec_loses_at_most_about_a_second() {
 async fn redis_paused_longer_than_the_lease_ttl() {
     let redis = Redis::start();
     let prefix = unique_prefix();
-    let run = start(&redis, &prefix).await;
+    let run = start(&redis, &prefix, &[]).await;
     redis.signal(libc::SIGSTOP);
     let paused = Instant::now();
     let not_serving = wait_health(run.server.addr, ServingStatus::NotServing, Duration::from_secs(3)).await;

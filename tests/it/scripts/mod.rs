@@ -10,6 +10,7 @@ mod acks;
 mod admin;
 mod intake;
 mod leases;
+mod memory;
 mod sessions;
 
 use std::{
@@ -23,7 +24,7 @@ use std::{
 use jobwire::store::{
     Ack, AckOutcome, AddArgs, AddOutcome, BackoffSpec, CancelOutcome, Completion, FailArgs, FailOutcome, JobRecord,
     JobSnapshot, LeaseCheck, LeaseRound, LeaseToken, LeasedJob, Listing, MAX_PRIORITY, QueueCounts, RecordState,
-    Refill, Retention, SessionRecord, SetOutcome, Store, StoreConfig, StoreError,
+    Refill, Retention, SessionRecord, SetOutcome, Shed, Store, StoreConfig, StoreError,
 };
 
 use crate::harness::{Redis, retention, unique_prefix};
@@ -283,6 +284,27 @@ impl Case {
         let () = redis::cmd("HSET").arg(&key).arg(name).arg(array).query_async(&mut conn).await.expect("hset");
     }
 
+    /// Sets Redis's `maxmemory` (bytes; 0: none), under `noeviction`: 1 makes Redis out of
+    /// memory at once, refusing every call that may add to it.
+    pub async fn set_maxmemory(&self, bytes: u64) {
+        let mut conn = self.raw_connection().await;
+        let () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory-policy")
+            .arg("noeviction")
+            .arg("maxmemory")
+            .arg(bytes)
+            .query_async(&mut conn)
+            .await
+            .expect("config set");
+    }
+
+    /// Entries in the queue's event stream.
+    pub async fn event_entries(&self) -> u64 {
+        let key = self.store.keys().queue(QUEUE).events().to_owned();
+        redis::cmd("XLEN").arg(key).query_async(&mut self.raw_connection().await).await.expect("xlen")
+    }
+
     async fn raw_connection(&self) -> redis::aio::MultiplexedConnection {
         let client = redis::Client::open(self.redis.url()).expect("url");
         client.get_multiplexed_async_connection().await.expect("connect")
@@ -306,6 +328,21 @@ impl Case {
     pub async fn try_add_many(&self, jobs: &[Job]) -> Result<Vec<AddOutcome>, StoreError> {
         let args: Vec<AddArgs<'_>> = jobs.iter().map(Job::args).collect();
         self.store.jobs().add_many(QUEUE, &args).await
+    }
+
+    /// Adds `jobs` in one call under a cap of `max_waiting` waiting jobs.
+    pub async fn try_add_capped(&self, jobs: &[Job], max_waiting: u64) -> Result<Vec<AddOutcome>, StoreError> {
+        let args: Vec<AddArgs<'_>> = jobs.iter().map(Job::args).collect();
+        self.store.jobs().add_many_capped(QUEUE, &args, Some(max_waiting)).await
+    }
+
+    pub async fn add_capped(&self, jobs: &[Job], max_waiting: u64) -> Vec<AddOutcome> {
+        self.try_add_capped(jobs, max_waiting).await.expect("add")
+    }
+
+    /// One shedding call, keeping `events_kept` events.
+    pub async fn shed(&self, events_kept: u64, dead: bool) -> Shed {
+        self.store.memory().shed(QUEUE, events_kept, dead).await.expect("shed")
     }
 
     /// A lease round with `n` fresh tokens, no jitter, no trimming.
@@ -371,7 +408,11 @@ impl Case {
     }
 
     pub async fn progress(&self, ulid: &str, token: &str, progress: &[u8]) -> i64 {
-        self.store.jobs().progress(QUEUE, ulid, token, progress).await.expect("progress")
+        self.try_progress(ulid, token, progress).await.expect("progress")
+    }
+
+    pub async fn try_progress(&self, ulid: &str, token: &str, progress: &[u8]) -> Result<i64, StoreError> {
+        self.store.jobs().progress(QUEUE, ulid, token, progress).await
     }
 
     pub async fn cancel(&self, ulid: &str) -> CancelOutcome {
@@ -395,7 +436,17 @@ impl Case {
     }
 
     pub async fn session_create(&self, name: &str, state: &str, ttl: Duration, max_concurrency: u32) -> bool {
-        self.store.sessions().create_session(QUEUE, name, state, ttl, max_concurrency).await.expect("session_create")
+        self.try_session_create(name, state, ttl, max_concurrency).await.expect("session_create")
+    }
+
+    pub async fn try_session_create(
+        &self,
+        name: &str,
+        state: &str,
+        ttl: Duration,
+        max_concurrency: u32,
+    ) -> Result<bool, StoreError> {
+        self.store.sessions().create_session(QUEUE, name, state, ttl, max_concurrency).await
     }
 
     pub async fn session_get(&self, name: &str) -> Option<SessionRecord> {
@@ -403,7 +454,11 @@ impl Case {
     }
 
     pub async fn session_set(&self, name: &str, state: &str, expected: u64) -> SetOutcome {
-        self.store.sessions().set_session_state(QUEUE, name, state, expected).await.expect("session_set")
+        self.try_session_set(name, state, expected).await.expect("session_set")
+    }
+
+    pub async fn try_session_set(&self, name: &str, state: &str, expected: u64) -> Result<SetOutcome, StoreError> {
+        self.store.sessions().set_session_state(QUEUE, name, state, expected).await
     }
 
     pub async fn session_delete(&self, name: &str) -> bool {
@@ -416,5 +471,13 @@ impl Case {
 
     pub async fn heartbeat(&self, instance: &str, ttl: Duration) -> (i64, Vec<String>) {
         self.store.instances().heartbeat(instance, ttl).await.expect("heartbeat")
+    }
+
+    pub async fn publish_workers(&self, instance: &str, json: &str, ttl: Duration) -> Result<(), StoreError> {
+        self.store.instances().set_workers(instance, json, ttl).await
+    }
+
+    pub async fn register_queue(&self, queue: &str) -> Result<(), StoreError> {
+        self.store.instances().register_queue(queue).await
     }
 }

@@ -13,7 +13,13 @@ Status codes used throughout (the message always names the offending field):
   NOT_FOUND           the job id (or queue) is unknown, or the job is no longer retained.
   FAILED_PRECONDITION the lease token is stale (the job was re-delivered, timed out, or
                       finished); the job was not changed.
-  RESOURCE_EXHAUSTED  the request is larger than the server accepts (see each limit).
+  RESOURCE_EXHAUSTED  the request is larger than the server accepts (see each limit); or
+                      there is no room for new work: Redis is full ("Redis is full: used X
+                      of Y", past the server's `--memory-watermark` or refused by Redis
+                      itself) or the queue holds its cap of waiting jobs ("queue Q is full
+                      (N waiting)", `--max-waiting`). Nothing was written; retry later, once
+                      workers have drained it. Only adds and session writes are refused for
+                      room: leases, acks, retries, cancels and reads keep working.
   ALREADY_EXISTS      a session with that id exists.
   ABORTED             a session version check failed; nothing was written; read and retry.
   UNAVAILABLE         Redis cannot be reached right now; safe to retry.
@@ -1531,18 +1537,24 @@ class StatsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     STATS_FIELD_NUMBER: _builtins.int
+    REDIS_MEMORY_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def stats(self) -> Global___QueueStats:
         """Its figures."""
+
+    @_builtins.property
+    def redis_memory(self) -> Global___RedisMemory:
+        """Redis's memory, and whether adds are refused for it."""
 
     def __init__(
         self,
         *,
         stats: Global___QueueStats | None = ...,
+        redis_memory: Global___RedisMemory | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["stats", b"stats"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["redis_memory", b"redis_memory", "stats", b"stats"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["stats", b"stats"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["redis_memory", b"redis_memory", "stats", b"stats"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1566,6 +1578,10 @@ class QueueStats(_message.Message):
     CANCELLED_FIELD_NUMBER: _builtins.int
     SESSIONS_FIELD_NUMBER: _builtins.int
     SESSION_PENDING_FIELD_NUMBER: _builtins.int
+    COMPLETED_SHED_FIELD_NUMBER: _builtins.int
+    CANCELLED_SHED_FIELD_NUMBER: _builtins.int
+    DEAD_SHED_FIELD_NUMBER: _builtins.int
+    EVENTS_SHED_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     """The queue."""
     waiting: _builtins.int
@@ -1588,6 +1604,22 @@ class QueueStats(_message.Message):
     """Sessions of this queue."""
     session_pending: _builtins.int
     """Jobs waiting inside their session, not yet released to the queue (not in `waiting`)."""
+    completed_shed: _builtins.int
+    """Completed jobs (and their results) dropped early because Redis's memory ran short, since
+    the queue began. Under memory pressure retained history goes in this order: events beyond
+    the last 1,000, then the oldest completed jobs, then cancelled ones, then (only with the
+    server's `--shed-dead`) dead ones; nothing waiting or running is ever dropped.
+    """
+    cancelled_shed: _builtins.int
+    """Cancelled jobs dropped early because Redis's memory ran short, since the queue began."""
+    dead_shed: _builtins.int
+    """Dead jobs dropped early because Redis's memory ran short (only with `--shed-dead`), since
+    the queue began; apart from `dead_evicted`.
+    """
+    events_shed: _builtins.int
+    """Event stream entries (each one transition of up to 16 jobs) dropped early because Redis's
+    memory ran short, since the queue began.
+    """
     @_builtins.property
     def oldest_waiting_age(self) -> _duration_pb2.Duration:
         """How long the oldest ready job has been ready; zero when none is waiting."""
@@ -1607,14 +1639,53 @@ class QueueStats(_message.Message):
         cancelled: _builtins.int = ...,
         sessions: _builtins.int = ...,
         session_pending: _builtins.int = ...,
+        completed_shed: _builtins.int = ...,
+        cancelled_shed: _builtins.int = ...,
+        dead_shed: _builtins.int = ...,
+        events_shed: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["oldest_waiting_age", b"oldest_waiting_age"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "cancelled", b"cancelled", "completed", b"completed", "dead", b"dead", "dead_evicted", b"dead_evicted", "delayed", b"delayed", "oldest_waiting_age", b"oldest_waiting_age", "paused", b"paused", "queue", b"queue", "session_pending", b"session_pending", "sessions", b"sessions", "waiting", b"waiting"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "cancelled", b"cancelled", "cancelled_shed", b"cancelled_shed", "completed", b"completed", "completed_shed", b"completed_shed", "dead", b"dead", "dead_evicted", b"dead_evicted", "dead_shed", b"dead_shed", "delayed", b"delayed", "events_shed", b"events_shed", "oldest_waiting_age", b"oldest_waiting_age", "paused", b"paused", "queue", b"queue", "session_pending", b"session_pending", "sessions", b"sessions", "waiting", b"waiting"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___QueueStats: _TypeAlias = QueueStats  # noqa: Y015
+
+@_typing.final
+class RedisMemory(_message.Message):
+    """Redis's memory, as the answering server last read it (about once a second). The same for
+    every queue: one Redis holds them all.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USED_BYTES_FIELD_NUMBER: _builtins.int
+    MAX_BYTES_FIELD_NUMBER: _builtins.int
+    FULL_FIELD_NUMBER: _builtins.int
+    used_bytes: _builtins.int
+    """Bytes Redis uses (INFO `used_memory`)."""
+    max_bytes: _builtins.int
+    """Redis's `maxmemory`; 0 when it has none (then nothing is refused or shed for memory)."""
+    full: _builtins.bool
+    """True while Redis counts as full: past the server's `--memory-watermark` (default 90 % of
+    `max_bytes`), or since Redis refused a write for memory, until used memory is back 5 points
+    below the watermark. Meanwhile AddJob, AddJobs and CreateSession get RESOURCE_EXHAUSTED.
+    """
+    def __init__(
+        self,
+        *,
+        used_bytes: _builtins.int = ...,
+        max_bytes: _builtins.int = ...,
+        full: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["full", b"full", "max_bytes", b"max_bytes", "used_bytes", b"used_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RedisMemory: _TypeAlias = RedisMemory  # noqa: Y015
 
 @_typing.final
 class ListQueuesRequest(_message.Message):
@@ -1636,18 +1707,24 @@ class ListQueuesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     QUEUES_FIELD_NUMBER: _builtins.int
+    REDIS_MEMORY_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def queues(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueueStats]:
         """Every known queue, sorted by name."""
+
+    @_builtins.property
+    def redis_memory(self) -> Global___RedisMemory:
+        """Redis's memory, and whether adds are refused for it."""
 
     def __init__(
         self,
         *,
         queues: _abc.Iterable[Global___QueueStats] | None = ...,
+        redis_memory: Global___RedisMemory | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["redis_memory", b"redis_memory"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["queues", b"queues"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queues", b"queues", "redis_memory", b"redis_memory"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -158,7 +158,9 @@ class QueueServiceServicer:
 
     def AddJob(self, request, context):
         """Adds one job. With an idempotency key, a repeat within the window returns the first job's id
-        and `duplicate = true` instead of adding a second job.
+        and `duplicate = true` instead of adding a second job. RESOURCE_EXHAUSTED when Redis is full
+        or the queue holds its cap of waiting jobs (a repeat of a job that went in is still a
+        duplicate).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -168,7 +170,11 @@ class QueueServiceServicer:
         """Adds up to 1,000 jobs in one call. Each job is added atomically on its own; the response has
         one result per request entry, in order, so one invalid entry does not reject the others.
         The whole request is refused with RESOURCE_EXHAUSTED past 1,000 jobs or the server's byte cap
-        (`--max-batch-bytes`, default 16 MiB, summed over payloads and headers).
+        (`--max-batch-bytes`, default 16 MiB, summed over payloads and headers), and while Redis is
+        past the memory watermark. Past the queue's cap of waiting jobs, each entry that does not fit
+        is refused with RESOURCE_EXHAUSTED in its result (in order: the entries that fit go in), and
+        so is each entry of a part of the batch that Redis itself refused for memory (the server
+        sends a batch to Redis in parts of up to 500 jobs per queue; parts before it went in).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -241,7 +247,8 @@ class QueueServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Stats(self, request, context):
-        """Counts of one queue. An unknown queue reads as all zeros.
+        """Counts of one queue, and Redis's memory. An unknown queue reads as all zeros. Answers when
+        Redis is full, as every read does.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -265,7 +272,8 @@ class QueueServiceServicer:
 
     def ReportProgress(self, request, context):
         """Stores progress for a held job (at most 64 KiB; kept on the job, shown by GetJobInfo) and
-        emits it as a PROGRESS event.
+        emits it as a PROGRESS event. Refused with RESOURCE_EXHAUSTED when Redis is out of memory
+        (progress only adds to it); the job keeps its lease, and its completion is accepted.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -1157,7 +1165,7 @@ class SessionServiceServicer:
     """
 
     def CreateSession(self, request, context):
-        """Creates a session. An existing id: ALREADY_EXISTS.
+        """Creates a session. An existing id: ALREADY_EXISTS. While Redis is full: RESOURCE_EXHAUSTED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -1173,6 +1181,7 @@ class SessionServiceServicer:
     def UpdateSession(self, request, context):
         """Replaces the state, or applies a JSON merge patch (RFC 7396) to it. With
         expected_version, a compare-and-set: on a mismatch FAILED_PRECONDITION and nothing written.
+        When Redis is out of memory: RESOURCE_EXHAUSTED, nothing written.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

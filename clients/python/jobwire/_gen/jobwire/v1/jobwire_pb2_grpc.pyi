@@ -13,7 +13,13 @@ Status codes used throughout (the message always names the offending field):
   NOT_FOUND           the job id (or queue) is unknown, or the job is no longer retained.
   FAILED_PRECONDITION the lease token is stale (the job was re-delivered, timed out, or
                       finished); the job was not changed.
-  RESOURCE_EXHAUSTED  the request is larger than the server accepts (see each limit).
+  RESOURCE_EXHAUSTED  the request is larger than the server accepts (see each limit); or
+                      there is no room for new work: Redis is full ("Redis is full: used X
+                      of Y", past the server's `--memory-watermark` or refused by Redis
+                      itself) or the queue holds its cap of waiting jobs ("queue Q is full
+                      (N waiting)", `--max-waiting`). Nothing was written; retry later, once
+                      workers have drained it. Only adds and session writes are refused for
+                      room: leases, acks, retries, cancels and reads keep working.
   ALREADY_EXISTS      a session with that id exists.
   ABORTED             a session version check failed; nothing was written; read and retry.
   UNAVAILABLE         Redis cannot be reached right now; safe to retry.
@@ -54,13 +60,19 @@ class QueueServiceStub:
     def __new__(cls, channel: _aio.Channel) -> QueueServiceAsyncStub: ...
     AddJob: _grpc.UnaryUnaryMultiCallable[_jobwire_pb2.AddJobRequest, _jobwire_pb2.AddJobResponse]
     """Adds one job. With an idempotency key, a repeat within the window returns the first job's id
-    and `duplicate = true` instead of adding a second job.
+    and `duplicate = true` instead of adding a second job. RESOURCE_EXHAUSTED when Redis is full
+    or the queue holds its cap of waiting jobs (a repeat of a job that went in is still a
+    duplicate).
     """
     AddJobs: _grpc.UnaryUnaryMultiCallable[_jobwire_pb2.AddJobsRequest, _jobwire_pb2.AddJobsResponse]
     """Adds up to 1,000 jobs in one call. Each job is added atomically on its own; the response has
     one result per request entry, in order, so one invalid entry does not reject the others.
     The whole request is refused with RESOURCE_EXHAUSTED past 1,000 jobs or the server's byte cap
-    (`--max-batch-bytes`, default 16 MiB, summed over payloads and headers).
+    (`--max-batch-bytes`, default 16 MiB, summed over payloads and headers), and while Redis is
+    past the memory watermark. Past the queue's cap of waiting jobs, each entry that does not fit
+    is refused with RESOURCE_EXHAUSTED in its result (in order: the entries that fit go in), and
+    so is each entry of a part of the batch that Redis itself refused for memory (the server
+    sends a batch to Redis in parts of up to 500 jobs per queue; parts before it went in).
     """
     GetJob: _grpc.UnaryStreamMultiCallable[_jobwire_pb2.GetJobRequest, _jobwire_pb2.GetJobResponse]
     """Opens a worker stream. The server sends a job only while the stream holds fewer
@@ -99,7 +111,9 @@ class QueueServiceStub:
     GetJobInfo: _grpc.UnaryUnaryMultiCallable[_jobwire_pb2.GetJobInfoRequest, _jobwire_pb2.GetJobInfoResponse]
     """Reads one job: state, attempts, times, last error, and its result while it is retained."""
     Stats: _grpc.UnaryUnaryMultiCallable[_jobwire_pb2.StatsRequest, _jobwire_pb2.StatsResponse]
-    """Counts of one queue. An unknown queue reads as all zeros."""
+    """Counts of one queue, and Redis's memory. An unknown queue reads as all zeros. Answers when
+    Redis is full, as every read does.
+    """
     ListQueues: _grpc.UnaryUnaryMultiCallable[_jobwire_pb2.ListQueuesRequest, _jobwire_pb2.ListQueuesResponse]
     """Every queue that has ever had a job added, with the same figures as Stats."""
     WatchJob: _grpc.UnaryStreamMultiCallable[_jobwire_pb2.WatchJobRequest, _jobwire_pb2.WatchJobResponse]
@@ -109,7 +123,8 @@ class QueueServiceStub:
     """
     ReportProgress: _grpc.UnaryUnaryMultiCallable[_jobwire_pb2.ReportProgressRequest, _jobwire_pb2.ReportProgressResponse]
     """Stores progress for a held job (at most 64 KiB; kept on the job, shown by GetJobInfo) and
-    emits it as a PROGRESS event.
+    emits it as a PROGRESS event. Refused with RESOURCE_EXHAUSTED when Redis is out of memory
+    (progress only adds to it); the job keeps its lease, and its completion is accepted.
     """
     Subscribe: _grpc.UnaryStreamMultiCallable[_jobwire_pb2.SubscribeRequest, _jobwire_pb2.SubscribeResponse]
     """Every event of a queue, live. Without a cursor it starts with the next event; with the
@@ -147,13 +162,19 @@ class QueueServiceAsyncStub(QueueServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     AddJob: _aio.UnaryUnaryMultiCallable[_jobwire_pb2.AddJobRequest, _jobwire_pb2.AddJobResponse]  # type: ignore[assignment]
     """Adds one job. With an idempotency key, a repeat within the window returns the first job's id
-    and `duplicate = true` instead of adding a second job.
+    and `duplicate = true` instead of adding a second job. RESOURCE_EXHAUSTED when Redis is full
+    or the queue holds its cap of waiting jobs (a repeat of a job that went in is still a
+    duplicate).
     """
     AddJobs: _aio.UnaryUnaryMultiCallable[_jobwire_pb2.AddJobsRequest, _jobwire_pb2.AddJobsResponse]  # type: ignore[assignment]
     """Adds up to 1,000 jobs in one call. Each job is added atomically on its own; the response has
     one result per request entry, in order, so one invalid entry does not reject the others.
     The whole request is refused with RESOURCE_EXHAUSTED past 1,000 jobs or the server's byte cap
-    (`--max-batch-bytes`, default 16 MiB, summed over payloads and headers).
+    (`--max-batch-bytes`, default 16 MiB, summed over payloads and headers), and while Redis is
+    past the memory watermark. Past the queue's cap of waiting jobs, each entry that does not fit
+    is refused with RESOURCE_EXHAUSTED in its result (in order: the entries that fit go in), and
+    so is each entry of a part of the batch that Redis itself refused for memory (the server
+    sends a batch to Redis in parts of up to 500 jobs per queue; parts before it went in).
     """
     GetJob: _aio.UnaryStreamMultiCallable[_jobwire_pb2.GetJobRequest, _jobwire_pb2.GetJobResponse]  # type: ignore[assignment]
     """Opens a worker stream. The server sends a job only while the stream holds fewer
@@ -192,7 +213,9 @@ class QueueServiceAsyncStub(QueueServiceStub):
     GetJobInfo: _aio.UnaryUnaryMultiCallable[_jobwire_pb2.GetJobInfoRequest, _jobwire_pb2.GetJobInfoResponse]  # type: ignore[assignment]
     """Reads one job: state, attempts, times, last error, and its result while it is retained."""
     Stats: _aio.UnaryUnaryMultiCallable[_jobwire_pb2.StatsRequest, _jobwire_pb2.StatsResponse]  # type: ignore[assignment]
-    """Counts of one queue. An unknown queue reads as all zeros."""
+    """Counts of one queue, and Redis's memory. An unknown queue reads as all zeros. Answers when
+    Redis is full, as every read does.
+    """
     ListQueues: _aio.UnaryUnaryMultiCallable[_jobwire_pb2.ListQueuesRequest, _jobwire_pb2.ListQueuesResponse]  # type: ignore[assignment]
     """Every queue that has ever had a job added, with the same figures as Stats."""
     WatchJob: _aio.UnaryStreamMultiCallable[_jobwire_pb2.WatchJobRequest, _jobwire_pb2.WatchJobResponse]  # type: ignore[assignment]
@@ -202,7 +225,8 @@ class QueueServiceAsyncStub(QueueServiceStub):
     """
     ReportProgress: _aio.UnaryUnaryMultiCallable[_jobwire_pb2.ReportProgressRequest, _jobwire_pb2.ReportProgressResponse]  # type: ignore[assignment]
     """Stores progress for a held job (at most 64 KiB; kept on the job, shown by GetJobInfo) and
-    emits it as a PROGRESS event.
+    emits it as a PROGRESS event. Refused with RESOURCE_EXHAUSTED when Redis is out of memory
+    (progress only adds to it); the job keeps its lease, and its completion is accepted.
     """
     Subscribe: _aio.UnaryStreamMultiCallable[_jobwire_pb2.SubscribeRequest, _jobwire_pb2.SubscribeResponse]  # type: ignore[assignment]
     """Every event of a queue, live. Without a cursor it starts with the next event; with the
@@ -243,7 +267,9 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_jobwire_pb2.AddJobResponse, _abc.Awaitable[_jobwire_pb2.AddJobResponse]]:
         """Adds one job. With an idempotency key, a repeat within the window returns the first job's id
-        and `duplicate = true` instead of adding a second job.
+        and `duplicate = true` instead of adding a second job. RESOURCE_EXHAUSTED when Redis is full
+        or the queue holds its cap of waiting jobs (a repeat of a job that went in is still a
+        duplicate).
         """
 
     @_abc_1.abstractmethod
@@ -255,7 +281,11 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         """Adds up to 1,000 jobs in one call. Each job is added atomically on its own; the response has
         one result per request entry, in order, so one invalid entry does not reject the others.
         The whole request is refused with RESOURCE_EXHAUSTED past 1,000 jobs or the server's byte cap
-        (`--max-batch-bytes`, default 16 MiB, summed over payloads and headers).
+        (`--max-batch-bytes`, default 16 MiB, summed over payloads and headers), and while Redis is
+        past the memory watermark. Past the queue's cap of waiting jobs, each entry that does not fit
+        is refused with RESOURCE_EXHAUSTED in its result (in order: the entries that fit go in), and
+        so is each entry of a part of the batch that Redis itself refused for memory (the server
+        sends a batch to Redis in parts of up to 500 jobs per queue; parts before it went in).
         """
 
     @_abc_1.abstractmethod
@@ -342,7 +372,9 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _jobwire_pb2.StatsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_jobwire_pb2.StatsResponse, _abc.Awaitable[_jobwire_pb2.StatsResponse]]:
-        """Counts of one queue. An unknown queue reads as all zeros."""
+        """Counts of one queue, and Redis's memory. An unknown queue reads as all zeros. Answers when
+        Redis is full, as every read does.
+        """
 
     @_abc_1.abstractmethod
     def ListQueues(
@@ -370,7 +402,8 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_jobwire_pb2.ReportProgressResponse, _abc.Awaitable[_jobwire_pb2.ReportProgressResponse]]:
         """Stores progress for a held job (at most 64 KiB; kept on the job, shown by GetJobInfo) and
-        emits it as a PROGRESS event.
+        emits it as a PROGRESS event. Refused with RESOURCE_EXHAUSTED when Redis is out of memory
+        (progress only adds to it); the job keeps its lease, and its completion is accepted.
         """
 
     @_abc_1.abstractmethod
@@ -480,12 +513,13 @@ class SessionServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> SessionServiceAsyncStub: ...
     CreateSession: _grpc.UnaryUnaryMultiCallable[_jobwire_pb2.CreateSessionRequest, _jobwire_pb2.CreateSessionResponse]
-    """Creates a session. An existing id: ALREADY_EXISTS."""
+    """Creates a session. An existing id: ALREADY_EXISTS. While Redis is full: RESOURCE_EXHAUSTED."""
     GetSession: _grpc.UnaryUnaryMultiCallable[_jobwire_pb2.GetSessionRequest, _jobwire_pb2.GetSessionResponse]
     """Reads a session."""
     UpdateSession: _grpc.UnaryUnaryMultiCallable[_jobwire_pb2.UpdateSessionRequest, _jobwire_pb2.UpdateSessionResponse]
     """Replaces the state, or applies a JSON merge patch (RFC 7396) to it. With
     expected_version, a compare-and-set: on a mismatch FAILED_PRECONDITION and nothing written.
+    When Redis is out of memory: RESOURCE_EXHAUSTED, nothing written.
     """
     DeleteSession: _grpc.UnaryUnaryMultiCallable[_jobwire_pb2.DeleteSessionRequest, _jobwire_pb2.DeleteSessionResponse]
     """Deletes a session, its state and every job of it not yet started. Its running jobs can no
@@ -509,12 +543,13 @@ class SessionServiceAsyncStub(SessionServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateSession: _aio.UnaryUnaryMultiCallable[_jobwire_pb2.CreateSessionRequest, _jobwire_pb2.CreateSessionResponse]  # type: ignore[assignment]
-    """Creates a session. An existing id: ALREADY_EXISTS."""
+    """Creates a session. An existing id: ALREADY_EXISTS. While Redis is full: RESOURCE_EXHAUSTED."""
     GetSession: _aio.UnaryUnaryMultiCallable[_jobwire_pb2.GetSessionRequest, _jobwire_pb2.GetSessionResponse]  # type: ignore[assignment]
     """Reads a session."""
     UpdateSession: _aio.UnaryUnaryMultiCallable[_jobwire_pb2.UpdateSessionRequest, _jobwire_pb2.UpdateSessionResponse]  # type: ignore[assignment]
     """Replaces the state, or applies a JSON merge patch (RFC 7396) to it. With
     expected_version, a compare-and-set: on a mismatch FAILED_PRECONDITION and nothing written.
+    When Redis is out of memory: RESOURCE_EXHAUSTED, nothing written.
     """
     DeleteSession: _aio.UnaryUnaryMultiCallable[_jobwire_pb2.DeleteSessionRequest, _jobwire_pb2.DeleteSessionResponse]  # type: ignore[assignment]
     """Deletes a session, its state and every job of it not yet started. Its running jobs can no
@@ -541,7 +576,7 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _jobwire_pb2.CreateSessionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_jobwire_pb2.CreateSessionResponse, _abc.Awaitable[_jobwire_pb2.CreateSessionResponse]]:
-        """Creates a session. An existing id: ALREADY_EXISTS."""
+        """Creates a session. An existing id: ALREADY_EXISTS. While Redis is full: RESOURCE_EXHAUSTED."""
 
     @_abc_1.abstractmethod
     def GetSession(
@@ -559,6 +594,7 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_jobwire_pb2.UpdateSessionResponse, _abc.Awaitable[_jobwire_pb2.UpdateSessionResponse]]:
         """Replaces the state, or applies a JSON merge patch (RFC 7396) to it. With
         expected_version, a compare-and-set: on a mismatch FAILED_PRECONDITION and nothing written.
+        When Redis is out of memory: RESOURCE_EXHAUSTED, nothing written.
         """
 
     @_abc_1.abstractmethod

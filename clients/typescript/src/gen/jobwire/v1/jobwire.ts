@@ -42,7 +42,13 @@ export const protobufFileName = "jobwire/v1/jobwire.proto";
  *   NOT_FOUND           the job id (or queue) is unknown, or the job is no longer retained.
  *   FAILED_PRECONDITION the lease token is stale (the job was re-delivered, timed out, or
  *                       finished); the job was not changed.
- *   RESOURCE_EXHAUSTED  the request is larger than the server accepts (see each limit).
+ *   RESOURCE_EXHAUSTED  the request is larger than the server accepts (see each limit); or
+ *                       there is no room for new work: Redis is full ("Redis is full: used X
+ *                       of Y", past the server's `--memory-watermark` or refused by Redis
+ *                       itself) or the queue holds its cap of waiting jobs ("queue Q is full
+ *                       (N waiting)", `--max-waiting`). Nothing was written; retry later, once
+ *                       workers have drained it. Only adds and session writes are refused for
+ *                       room: leases, acks, retries, cancels and reads keep working.
  *   ALREADY_EXISTS      a session with that id exists.
  *   ABORTED             a session version check failed; nothing was written; read and retry.
  *   UNAVAILABLE         Redis cannot be reached right now; safe to retry.
@@ -654,7 +660,11 @@ export interface StatsRequest {
 
 export interface StatsResponse {
   /** Its figures. */
-  stats: QueueStats | undefined;
+  stats:
+    | QueueStats
+    | undefined;
+  /** Redis's memory, and whether adds are refused for it. */
+  redisMemory: RedisMemory | undefined;
 }
 
 /** The figures of one queue, read in one atomic snapshot. */
@@ -685,6 +695,42 @@ export interface QueueStats {
   sessions: number;
   /** Jobs waiting inside their session, not yet released to the queue (not in `waiting`). */
   sessionPending: number;
+  /**
+   * Completed jobs (and their results) dropped early because Redis's memory ran short, since
+   * the queue began. Under memory pressure retained history goes in this order: events beyond
+   * the last 1,000, then the oldest completed jobs, then cancelled ones, then (only with the
+   * server's `--shed-dead`) dead ones; nothing waiting or running is ever dropped.
+   */
+  completedShed: number;
+  /** Cancelled jobs dropped early because Redis's memory ran short, since the queue began. */
+  cancelledShed: number;
+  /**
+   * Dead jobs dropped early because Redis's memory ran short (only with `--shed-dead`), since
+   * the queue began; apart from `dead_evicted`.
+   */
+  deadShed: number;
+  /**
+   * Event stream entries (each one transition of up to 16 jobs) dropped early because Redis's
+   * memory ran short, since the queue began.
+   */
+  eventsShed: number;
+}
+
+/**
+ * Redis's memory, as the answering server last read it (about once a second). The same for
+ * every queue: one Redis holds them all.
+ */
+export interface RedisMemory {
+  /** Bytes Redis uses (INFO `used_memory`). */
+  usedBytes: number;
+  /** Redis's `maxmemory`; 0 when it has none (then nothing is refused or shed for memory). */
+  maxBytes: number;
+  /**
+   * True while Redis counts as full: past the server's `--memory-watermark` (default 90 % of
+   * `max_bytes`), or since Redis refused a write for memory, until used memory is back 5 points
+   * below the watermark. Meanwhile AddJob, AddJobs and CreateSession get RESOURCE_EXHAUSTED.
+   */
+  full: boolean;
 }
 
 export interface ListQueuesRequest {
@@ -693,6 +739,8 @@ export interface ListQueuesRequest {
 export interface ListQueuesResponse {
   /** Every known queue, sorted by name. */
   queues: QueueStats[];
+  /** Redis's memory, and whether adds are refused for it. */
+  redisMemory: RedisMemory | undefined;
 }
 
 export interface WatchJobRequest {
@@ -4434,13 +4482,16 @@ export const StatsRequest: MessageFns<StatsRequest> = {
 };
 
 function createBaseStatsResponse(): StatsResponse {
-  return { stats: undefined };
+  return { stats: undefined, redisMemory: undefined };
 }
 
 export const StatsResponse: MessageFns<StatsResponse> = {
   encode(message: StatsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.stats !== undefined) {
       QueueStats.encode(message.stats, writer.uint32(10).fork()).join();
+    }
+    if (message.redisMemory !== undefined) {
+      RedisMemory.encode(message.redisMemory, writer.uint32(18).fork()).join();
     }
     return writer;
   },
@@ -4466,6 +4517,14 @@ export const StatsResponse: MessageFns<StatsResponse> = {
             message.stats = QueueStats.decode(reader, reader.uint32());
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.redisMemory = RedisMemory.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4486,6 +4545,9 @@ export const StatsResponse: MessageFns<StatsResponse> = {
     message.stats = (object.stats !== undefined && object.stats !== null)
       ? QueueStats.fromPartial(object.stats)
       : undefined;
+    message.redisMemory = (object.redisMemory !== undefined && object.redisMemory !== null)
+      ? RedisMemory.fromPartial(object.redisMemory)
+      : undefined;
     return message;
   },
 };
@@ -4504,6 +4566,10 @@ function createBaseQueueStats(): QueueStats {
     cancelled: 0,
     sessions: 0,
     sessionPending: 0,
+    completedShed: 0,
+    cancelledShed: 0,
+    deadShed: 0,
+    eventsShed: 0,
   };
 }
 
@@ -4544,6 +4610,18 @@ export const QueueStats: MessageFns<QueueStats> = {
     }
     if (message.sessionPending !== 0) {
       writer.uint32(96).uint64(message.sessionPending);
+    }
+    if (message.completedShed !== 0) {
+      writer.uint32(104).uint64(message.completedShed);
+    }
+    if (message.cancelledShed !== 0) {
+      writer.uint32(112).uint64(message.cancelledShed);
+    }
+    if (message.deadShed !== 0) {
+      writer.uint32(120).uint64(message.deadShed);
+    }
+    if (message.eventsShed !== 0) {
+      writer.uint32(128).uint64(message.eventsShed);
     }
     return writer;
   },
@@ -4657,6 +4735,38 @@ export const QueueStats: MessageFns<QueueStats> = {
             message.sessionPending = longToNumber(reader.uint64());
             continue;
           }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.completedShed = longToNumber(reader.uint64());
+            continue;
+          }
+          case 14: {
+            if (tag !== 112) {
+              break;
+            }
+
+            message.cancelledShed = longToNumber(reader.uint64());
+            continue;
+          }
+          case 15: {
+            if (tag !== 120) {
+              break;
+            }
+
+            message.deadShed = longToNumber(reader.uint64());
+            continue;
+          }
+          case 16: {
+            if (tag !== 128) {
+              break;
+            }
+
+            message.eventsShed = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4688,6 +4798,89 @@ export const QueueStats: MessageFns<QueueStats> = {
     message.cancelled = object.cancelled ?? 0;
     message.sessions = object.sessions ?? 0;
     message.sessionPending = object.sessionPending ?? 0;
+    message.completedShed = object.completedShed ?? 0;
+    message.cancelledShed = object.cancelledShed ?? 0;
+    message.deadShed = object.deadShed ?? 0;
+    message.eventsShed = object.eventsShed ?? 0;
+    return message;
+  },
+};
+
+function createBaseRedisMemory(): RedisMemory {
+  return { usedBytes: 0, maxBytes: 0, full: false };
+}
+
+export const RedisMemory: MessageFns<RedisMemory> = {
+  encode(message: RedisMemory, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.usedBytes !== 0) {
+      writer.uint32(8).uint64(message.usedBytes);
+    }
+    if (message.maxBytes !== 0) {
+      writer.uint32(16).uint64(message.maxBytes);
+    }
+    if (message.full !== false) {
+      writer.uint32(24).bool(message.full);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RedisMemory {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRedisMemory();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.usedBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.maxBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.full = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<RedisMemory>, I>>(base?: I): RedisMemory {
+    return RedisMemory.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RedisMemory>, I>>(object: I): RedisMemory {
+    const message = createBaseRedisMemory();
+    message.usedBytes = object.usedBytes ?? 0;
+    message.maxBytes = object.maxBytes ?? 0;
+    message.full = object.full ?? false;
     return message;
   },
 };
@@ -4736,13 +4929,16 @@ export const ListQueuesRequest: MessageFns<ListQueuesRequest> = {
 };
 
 function createBaseListQueuesResponse(): ListQueuesResponse {
-  return { queues: [] };
+  return { queues: [], redisMemory: undefined };
 }
 
 export const ListQueuesResponse: MessageFns<ListQueuesResponse> = {
   encode(message: ListQueuesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     for (const v of message.queues) {
       QueueStats.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.redisMemory !== undefined) {
+      RedisMemory.encode(message.redisMemory, writer.uint32(18).fork()).join();
     }
     return writer;
   },
@@ -4768,6 +4964,14 @@ export const ListQueuesResponse: MessageFns<ListQueuesResponse> = {
             message.queues.push(QueueStats.decode(reader, reader.uint32()));
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.redisMemory = RedisMemory.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4786,6 +4990,9 @@ export const ListQueuesResponse: MessageFns<ListQueuesResponse> = {
   fromPartial<I extends Exact<DeepPartial<ListQueuesResponse>, I>>(object: I): ListQueuesResponse {
     const message = createBaseListQueuesResponse();
     message.queues = object.queues?.map((e) => QueueStats.fromPartial(e)) || [];
+    message.redisMemory = (object.redisMemory !== undefined && object.redisMemory !== null)
+      ? RedisMemory.fromPartial(object.redisMemory)
+      : undefined;
     return message;
   },
 };
@@ -7385,7 +7592,9 @@ export type QueueServiceService = typeof QueueServiceService;
 export const QueueServiceService = {
   /**
    * Adds one job. With an idempotency key, a repeat within the window returns the first job's id
-   * and `duplicate = true` instead of adding a second job.
+   * and `duplicate = true` instead of adding a second job. RESOURCE_EXHAUSTED when Redis is full
+   * or the queue holds its cap of waiting jobs (a repeat of a job that went in is still a
+   * duplicate).
    */
   addJob: {
     path: "/jobwire.v1.QueueService/AddJob" as const,
@@ -7400,7 +7609,11 @@ export const QueueServiceService = {
    * Adds up to 1,000 jobs in one call. Each job is added atomically on its own; the response has
    * one result per request entry, in order, so one invalid entry does not reject the others.
    * The whole request is refused with RESOURCE_EXHAUSTED past 1,000 jobs or the server's byte cap
-   * (`--max-batch-bytes`, default 16 MiB, summed over payloads and headers).
+   * (`--max-batch-bytes`, default 16 MiB, summed over payloads and headers), and while Redis is
+   * past the memory watermark. Past the queue's cap of waiting jobs, each entry that does not fit
+   * is refused with RESOURCE_EXHAUSTED in its result (in order: the entries that fit go in), and
+   * so is each entry of a part of the batch that Redis itself refused for memory (the server
+   * sends a batch to Redis in parts of up to 500 jobs per queue; parts before it went in).
    */
   addJobs: {
     path: "/jobwire.v1.QueueService/AddJobs" as const,
@@ -7508,7 +7721,10 @@ export const QueueServiceService = {
     responseSerialize: (value: GetJobInfoResponse): Buffer => Buffer.from(GetJobInfoResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetJobInfoResponse => GetJobInfoResponse.decode(value),
   },
-  /** Counts of one queue. An unknown queue reads as all zeros. */
+  /**
+   * Counts of one queue, and Redis's memory. An unknown queue reads as all zeros. Answers when
+   * Redis is full, as every read does.
+   */
   stats: {
     path: "/jobwire.v1.QueueService/Stats" as const,
     requestStream: false as const,
@@ -7544,7 +7760,8 @@ export const QueueServiceService = {
   },
   /**
    * Stores progress for a held job (at most 64 KiB; kept on the job, shown by GetJobInfo) and
-   * emits it as a PROGRESS event.
+   * emits it as a PROGRESS event. Refused with RESOURCE_EXHAUSTED when Redis is out of memory
+   * (progress only adds to it); the job keeps its lease, and its completion is accepted.
    */
   reportProgress: {
     path: "/jobwire.v1.QueueService/ReportProgress" as const,
@@ -7673,14 +7890,20 @@ export const QueueServiceService = {
 export interface QueueServiceServer extends UntypedServiceImplementation {
   /**
    * Adds one job. With an idempotency key, a repeat within the window returns the first job's id
-   * and `duplicate = true` instead of adding a second job.
+   * and `duplicate = true` instead of adding a second job. RESOURCE_EXHAUSTED when Redis is full
+   * or the queue holds its cap of waiting jobs (a repeat of a job that went in is still a
+   * duplicate).
    */
   addJob: handleUnaryCall<AddJobRequest, AddJobResponse>;
   /**
    * Adds up to 1,000 jobs in one call. Each job is added atomically on its own; the response has
    * one result per request entry, in order, so one invalid entry does not reject the others.
    * The whole request is refused with RESOURCE_EXHAUSTED past 1,000 jobs or the server's byte cap
-   * (`--max-batch-bytes`, default 16 MiB, summed over payloads and headers).
+   * (`--max-batch-bytes`, default 16 MiB, summed over payloads and headers), and while Redis is
+   * past the memory watermark. Past the queue's cap of waiting jobs, each entry that does not fit
+   * is refused with RESOURCE_EXHAUSTED in its result (in order: the entries that fit go in), and
+   * so is each entry of a part of the batch that Redis itself refused for memory (the server
+   * sends a batch to Redis in parts of up to 500 jobs per queue; parts before it went in).
    */
   addJobs: handleUnaryCall<AddJobsRequest, AddJobsResponse>;
   /**
@@ -7724,7 +7947,10 @@ export interface QueueServiceServer extends UntypedServiceImplementation {
   returnJob: handleUnaryCall<ReturnJobRequest, ReturnJobResponse>;
   /** Reads one job: state, attempts, times, last error, and its result while it is retained. */
   getJobInfo: handleUnaryCall<GetJobInfoRequest, GetJobInfoResponse>;
-  /** Counts of one queue. An unknown queue reads as all zeros. */
+  /**
+   * Counts of one queue, and Redis's memory. An unknown queue reads as all zeros. Answers when
+   * Redis is full, as every read does.
+   */
   stats: handleUnaryCall<StatsRequest, StatsResponse>;
   /** Every queue that has ever had a job added, with the same figures as Stats. */
   listQueues: handleUnaryCall<ListQueuesRequest, ListQueuesResponse>;
@@ -7736,7 +7962,8 @@ export interface QueueServiceServer extends UntypedServiceImplementation {
   watchJob: handleServerStreamingCall<WatchJobRequest, WatchJobResponse>;
   /**
    * Stores progress for a held job (at most 64 KiB; kept on the job, shown by GetJobInfo) and
-   * emits it as a PROGRESS event.
+   * emits it as a PROGRESS event. Refused with RESOURCE_EXHAUSTED when Redis is out of memory
+   * (progress only adds to it); the job keeps its lease, and its completion is accepted.
    */
   reportProgress: handleUnaryCall<ReportProgressRequest, ReportProgressResponse>;
   /**
@@ -7774,7 +8001,9 @@ export interface QueueServiceServer extends UntypedServiceImplementation {
 export interface QueueServiceClient extends Client {
   /**
    * Adds one job. With an idempotency key, a repeat within the window returns the first job's id
-   * and `duplicate = true` instead of adding a second job.
+   * and `duplicate = true` instead of adding a second job. RESOURCE_EXHAUSTED when Redis is full
+   * or the queue holds its cap of waiting jobs (a repeat of a job that went in is still a
+   * duplicate).
    */
   addJob(
     request: AddJobRequest,
@@ -7795,7 +8024,11 @@ export interface QueueServiceClient extends Client {
    * Adds up to 1,000 jobs in one call. Each job is added atomically on its own; the response has
    * one result per request entry, in order, so one invalid entry does not reject the others.
    * The whole request is refused with RESOURCE_EXHAUSTED past 1,000 jobs or the server's byte cap
-   * (`--max-batch-bytes`, default 16 MiB, summed over payloads and headers).
+   * (`--max-batch-bytes`, default 16 MiB, summed over payloads and headers), and while Redis is
+   * past the memory watermark. Past the queue's cap of waiting jobs, each entry that does not fit
+   * is refused with RESOURCE_EXHAUSTED in its result (in order: the entries that fit go in), and
+   * so is each entry of a part of the batch that Redis itself refused for memory (the server
+   * sends a batch to Redis in parts of up to 500 jobs per queue; parts before it went in).
    */
   addJobs(
     request: AddJobsRequest,
@@ -7930,7 +8163,10 @@ export interface QueueServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetJobInfoResponse) => void,
   ): ClientUnaryCall;
-  /** Counts of one queue. An unknown queue reads as all zeros. */
+  /**
+   * Counts of one queue, and Redis's memory. An unknown queue reads as all zeros. Answers when
+   * Redis is full, as every read does.
+   */
   stats(
     request: StatsRequest,
     callback: (error: ServiceError | null, response: StatsResponse) => void,
@@ -7975,7 +8211,8 @@ export interface QueueServiceClient extends Client {
   ): ClientReadableStream<WatchJobResponse>;
   /**
    * Stores progress for a held job (at most 64 KiB; kept on the job, shown by GetJobInfo) and
-   * emits it as a PROGRESS event.
+   * emits it as a PROGRESS event. Refused with RESOURCE_EXHAUSTED when Redis is out of memory
+   * (progress only adds to it); the job keeps its lease, and its completion is accepted.
    */
   reportProgress(
     request: ReportProgressRequest,
@@ -8177,7 +8414,7 @@ export const QueueServiceClient = makeGenericClientConstructor(
  */
 export type SessionServiceService = typeof SessionServiceService;
 export const SessionServiceService = {
-  /** Creates a session. An existing id: ALREADY_EXISTS. */
+  /** Creates a session. An existing id: ALREADY_EXISTS. While Redis is full: RESOURCE_EXHAUSTED. */
   createSession: {
     path: "/jobwire.v1.SessionService/CreateSession" as const,
     requestStream: false as const,
@@ -8201,6 +8438,7 @@ export const SessionServiceService = {
   /**
    * Replaces the state, or applies a JSON merge patch (RFC 7396) to it. With
    * expected_version, a compare-and-set: on a mismatch FAILED_PRECONDITION and nothing written.
+   * When Redis is out of memory: RESOURCE_EXHAUSTED, nothing written.
    */
   updateSession: {
     path: "/jobwire.v1.SessionService/UpdateSession" as const,
@@ -8240,13 +8478,14 @@ export const SessionServiceService = {
 } as const;
 
 export interface SessionServiceServer extends UntypedServiceImplementation {
-  /** Creates a session. An existing id: ALREADY_EXISTS. */
+  /** Creates a session. An existing id: ALREADY_EXISTS. While Redis is full: RESOURCE_EXHAUSTED. */
   createSession: handleUnaryCall<CreateSessionRequest, CreateSessionResponse>;
   /** Reads a session. */
   getSession: handleUnaryCall<GetSessionRequest, GetSessionResponse>;
   /**
    * Replaces the state, or applies a JSON merge patch (RFC 7396) to it. With
    * expected_version, a compare-and-set: on a mismatch FAILED_PRECONDITION and nothing written.
+   * When Redis is out of memory: RESOURCE_EXHAUSTED, nothing written.
    */
   updateSession: handleUnaryCall<UpdateSessionRequest, UpdateSessionResponse>;
   /**
@@ -8259,7 +8498,7 @@ export interface SessionServiceServer extends UntypedServiceImplementation {
 }
 
 export interface SessionServiceClient extends Client {
-  /** Creates a session. An existing id: ALREADY_EXISTS. */
+  /** Creates a session. An existing id: ALREADY_EXISTS. While Redis is full: RESOURCE_EXHAUSTED. */
   createSession(
     request: CreateSessionRequest,
     callback: (error: ServiceError | null, response: CreateSessionResponse) => void,
@@ -8294,6 +8533,7 @@ export interface SessionServiceClient extends Client {
   /**
    * Replaces the state, or applies a JSON merge patch (RFC 7396) to it. With
    * expected_version, a compare-and-set: on a mismatch FAILED_PRECONDITION and nothing written.
+   * When Redis is out of memory: RESOURCE_EXHAUSTED, nothing written.
    */
   updateSession(
     request: UpdateSessionRequest,
