@@ -3,7 +3,9 @@
 //! recorded in its `job.add` span) the same way. Concurrent single adds of one queue share a
 //! script call (`coalesce.rs`: fewer calls under load, no wait when idle); a batch goes in one
 //! call per chunk of each queue, in request order, so it keeps its FIFO order (and a repeated
-//! idempotency key within it is a duplicate).
+//! idempotency key within it is a duplicate). Each job's key is remembered for the window of its
+//! kind: the idempotency window for a key the caller chose, the retry window for one its client
+//! generated for its own retries.
 //!
 //! Owns: the coalescer of single adds. Calls `registry` (a queue's first add here registers it,
 //! once a job went in: a refused add writes nothing, not even the registry entry; a crash
@@ -32,6 +34,15 @@ use crate::{
 /// Most jobs of one queue one batch script call carries.
 const MAX_CHUNK: usize = 500;
 
+/// How long idempotency keys are remembered, by who made them up.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct KeyWindows {
+    /// A key the caller chose: the idempotency window.
+    pub(super) chosen: Duration,
+    /// A key the client library generated for its own retries: the retry window.
+    pub(super) generated: Duration,
+}
+
 /// The intake room: the add path and the coalescer of single adds.
 pub(super) struct Intake {
     store: Arc<Store>,
@@ -39,7 +50,7 @@ pub(super) struct Intake {
     leases: Arc<Leases>,
     background: Background,
     limits: Limits,
-    idempotency_window: Duration,
+    windows: KeyWindows,
     adds: Arc<Coalescer<Prepared, AddOutcome>>,
 }
 
@@ -50,9 +61,9 @@ impl Intake {
         leases: Arc<Leases>,
         background: Background,
         limits: Limits,
-        idempotency_window: Duration,
+        windows: KeyWindows,
     ) -> Self {
-        Self { store, registry, leases, background, limits, idempotency_window, adds: Arc::default() }
+        Self { store, registry, leases, background, limits, windows, adds: Arc::default() }
     }
 
     /// Adds one job, in a `job.add` span carrying the trace context of its `traceparent`
@@ -66,14 +77,13 @@ impl Intake {
         self.background.check_open()?;
         job.validate(&self.limits, "")?;
         let queue = job.queue.clone();
-        let prepared = Prepared::new(job);
+        let prepared = Prepared::new(job, self.windows);
         let session = prepared.session.clone();
-        let window = self.idempotency_window;
         let (store, lane) = (self.store.clone(), queue.clone());
         let run = move |items: Vec<Prepared>| {
             let (store, lane) = (store.clone(), lane.clone());
             async move {
-                let args: Vec<AddArgs> = items.iter().map(|p| p.args(window)).collect();
+                let args: Vec<AddArgs> = items.iter().map(Prepared::args).collect();
                 store.jobs().add_many(&lane, &args).await
             }
         };
@@ -116,7 +126,7 @@ impl Intake {
             let job = entry.and_then(|job| job.validate(&self.limits, &format!("jobs[{i}].")).map(|()| job));
             match job {
                 Ok(job) => {
-                    by_queue.entry(job.queue.clone()).or_default().push((i, Prepared::new(job)));
+                    by_queue.entry(job.queue.clone()).or_default().push((i, Prepared::new(job, self.windows)));
                     results.push(Err(Error::Internal));
                 }
                 Err(e) => results.push(Err(e)),
@@ -125,7 +135,7 @@ impl Intake {
         for (queue, items) in by_queue {
             let mut any_in = false;
             for chunk in items.chunks(MAX_CHUNK) {
-                let args: Vec<AddArgs> = chunk.iter().map(|(_, p)| p.args(self.idempotency_window)).collect();
+                let args: Vec<AddArgs> = chunk.iter().map(|(_, p)| p.args()).collect();
                 let outcomes = self.store.jobs().add_many(&queue, &args).await?;
                 for ((i, prepared), outcome) in chunk.iter().zip(outcomes) {
                     // One script added the chunk: each job's span only records the outcome.
@@ -204,10 +214,12 @@ struct Prepared {
     delay_ms: Option<u64>,
     run_at_ms: Option<i64>,
     session: Option<SessionId>,
+    /// How long its idempotency key (if any) is remembered.
+    key_window: Duration,
 }
 
 impl Prepared {
-    fn new(job: NewJob) -> Self {
+    fn new(job: NewJob, windows: KeyWindows) -> Self {
         let ulid = ulid::Ulid::new();
         let (delay_ms, run_at_ms) = match job.schedule {
             Schedule::Now => (None, None),
@@ -215,6 +227,7 @@ impl Prepared {
             Schedule::At(t) => (None, Some(to_ms(t))),
         };
         let session = job.session.clone();
+        let key_window = if job.idempotency_key_generated { windows.generated } else { windows.chosen };
         Self {
             // A ULID's timestamp has 48 bits: it always fits.
             record: job.into_record(i64::try_from(ulid.timestamp_ms()).unwrap_or(i64::MAX)),
@@ -222,16 +235,17 @@ impl Prepared {
             delay_ms,
             run_at_ms,
             session,
+            key_window,
         }
     }
 
-    fn args(&self, idempotency_window: Duration) -> AddArgs<'_> {
+    fn args(&self) -> AddArgs<'_> {
         AddArgs {
             ulid: &self.ulid,
             record: &self.record,
             delay_ms: self.delay_ms,
             run_at_ms: self.run_at_ms,
-            idempotency_window,
+            idempotency_window: self.key_window,
             session: self.session.as_ref().map(|s| s.name.as_str()),
         }
     }

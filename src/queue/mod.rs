@@ -105,7 +105,10 @@ impl Engine {
                 leases.clone(),
                 background.clone(),
                 limits.clone(),
-                settings.idempotency_window,
+                intake::KeyWindows {
+                    chosen: settings.idempotency_window,
+                    generated: settings.idempotency_retry_window,
+                },
             ),
             acks: acks::Acks::new(store.clone(), leases.clone(), limits.clone(), settings.max_lost),
             sessions: sessions::Sessions::new(store.clone(), registry.clone(), background.clone(), limits),

@@ -21,7 +21,8 @@
 //! They share one `Backend` (`backend.rs`: pool, key space, library, retention) and
 //! nothing else; `scripts.rs` assembles the function library from `lua/`, `args.rs` holds the
 //! typed arguments of each Lua function, `pool.rs` the connection pool, `keys.rs` the layout,
-//! `record.rs` the packed job record and lease, `token.rs` the [`LeaseToken`].
+//! `record.rs` the packed job record and lease, `token.rs` the [`LeaseToken`], `tombstones.rs`
+//! the time buckets of the idempotency tombstones.
 
 mod admin;
 mod args;
@@ -37,6 +38,7 @@ mod record;
 mod scripts;
 mod sessions;
 mod token;
+mod tombstones;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
