@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use jobwire::proto::JobState;
 
-use crate::harness::{Redis, Server, Worker, add, eventually, info, job, run_jobwire};
+use crate::harness::{Redis, Server, Worker, add, eventually, info, job, remembered_as_generated, run_jobwire};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -52,6 +52,22 @@ async fn add_prints_a_job_id_and_wait_prints_the_result() {
     assert_eq!(ran.stdout, "receipt sent\n", "the result, on stdout");
     assert!(ran.stderr.contains(&second.id), "the id goes to stderr: {}", ran.stderr);
     server.assert_invariants("emails").await;
+}
+
+#[tokio::test]
+async fn add_marks_the_key_it_generates_and_not_one_given_with_the_flag() {
+    let redis = Redis::start();
+    let server = Server::start(&redis).await;
+    let addr = server.addr.to_string();
+    let mut client = server.client().await;
+    for (extra, generated) in [(&[][..], true), (&["--idempotency-key", "order-17"][..], false)] {
+        let mut args = vec!["add", "--addr", &addr, "--queue", "q", "--type", "t"];
+        args.extend(extra);
+        let ran = run_jobwire(&args, LIMIT).await;
+        assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+        assert_eq!(remembered_as_generated(&mut client, ran.stdout.trim()).await, Some(generated), "{args:?}");
+    }
+    server.assert_invariants("q").await;
 }
 
 #[tokio::test]

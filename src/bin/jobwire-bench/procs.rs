@@ -178,11 +178,13 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    /// Starts it and waits for its ready file (`ready`, a path not yet used).
-    pub(crate) async fn start(exe: &Path, redis_url: &str, ready: &Path) -> anyhow::Result<Self> {
+    /// Starts it with `flags` beyond the bench's own and waits for its ready file (`ready`, a
+    /// path not yet used).
+    pub(crate) async fn start(exe: &Path, redis_url: &str, ready: &Path, flags: &[&str]) -> anyhow::Result<Self> {
         let mut cmd = command(exe);
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--redis-url", redis_url])
             .args(["--key-prefix", "bench", "--drain-grace", "1s"])
+            .args(flags)
             .arg("--ready-file")
             .arg(ready)
             .env("JOBWIRE_LOG", "info")
