@@ -92,9 +92,12 @@ impl Invariants {
                             stray.push(key);
                             continue;
                         };
-                        let expires_at = redis::cmd("PEXPIRETIME").arg(&key).query_async(c).await?;
-                        let entries = c.hgetall(&key).await?;
-                        buckets.push(Bucket { key, width_ms, index, expires_at, entries });
+                        let expires_at: i64 = redis::cmd("PEXPIRETIME").arg(&key).query_async(c).await?;
+                        // -2: it expired since the SCAN saw it, as short windows' buckets do.
+                        if expires_at != -2 {
+                            let entries = c.hgetall(&key).await?;
+                            buckets.push(Bucket { key, width_ms, index, expires_at, entries });
+                        }
                     }
                     if next == 0 {
                         break;
