@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use jobwire::proto::JobState;
 
-use crate::harness::{Redis, Server, Worker, add, eventually, info, job, remembered_as_generated, run_jobwire};
+use crate::{
+    admission::remembered_as_generated,
+    harness::{Redis, Server, Worker, add, eventually, info, job, run_jobwire},
+};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -203,10 +206,12 @@ async fn health_exits_4_while_redis_is_down() {
 
 #[tokio::test]
 async fn serve_refuses_an_idempotency_window_of_zero_at_start() {
-    let args = ["serve", "--listen", "127.0.0.1:0", "--redis-url", "redis://127.0.0.1:1", "--idempotency-window", "0s"];
-    let ran = run_jobwire(&args, LIMIT).await;
-    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
-    assert!(ran.stderr.contains("--idempotency-window must be at least 1ms"), "{}", ran.stderr);
+    for flag in ["--idempotency-window", "--idempotency-retry-window"] {
+        let args = ["serve", "--listen", "127.0.0.1:0", "--redis-url", "redis://127.0.0.1:1", flag, "0s"];
+        let ran = run_jobwire(&args, LIMIT).await;
+        assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+        assert!(ran.stderr.contains(&format!("{flag} must be at least 1ms")), "{}", ran.stderr);
+    }
 }
 
 #[tokio::test]

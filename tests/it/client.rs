@@ -16,7 +16,10 @@ use jobwire::{
 };
 use tokio::{sync::oneshot, task::JoinHandle};
 
-use crate::harness::{Redis, Server, eventually, remembered_as_generated};
+use crate::{
+    admission::remembered_as_generated,
+    harness::{Redis, Server, eventually},
+};
 
 async fn client(server: &Server) -> Client {
     Client::connect(&format!("http://{}", server.addr)).await.expect("connect")

@@ -455,30 +455,6 @@ pub async fn info(client: &mut Client, job_id: &str) -> proto::JobInfo {
         .expect("job info")
 }
 
-/// How the server remembers the idempotency key of an added job: `Some(true)` when a repeat sent
-/// as a generated key is the duplicate (the key is kept for the retry window), `Some(false)` when
-/// a repeat sent as a chosen key is (the idempotency window), None when neither is. Each kind of
-/// key is looked for among its own, so this reads how the first add marked it.
-pub async fn remembered_as_generated(client: &mut Client, job_id: &str) -> Option<bool> {
-    let first = info(client, job_id).await;
-    let (queue, _) = job_id.split_once('/').expect("a job id");
-    let mut kind = None;
-    for generated in [true, false] {
-        let repeat = proto::AddJobRequest {
-            idempotency_key: first.idempotency_key.clone(),
-            idempotency_key_generated: generated,
-            ..job(queue, "t", b"")
-        };
-        let answer = client.add_job(repeat).await.expect("add_job").into_inner();
-        if answer.duplicate {
-            assert_eq!(answer.job_id, job_id, "a duplicate names the first job");
-            assert!(kind.is_none(), "a key is remembered as one kind only");
-            kind = Some(generated);
-        }
-    }
-    kind
-}
-
 // Helpers of the cluster, CLI, embedded and client tests.
 
 impl ServerBuilder {
