@@ -8,7 +8,7 @@
 //! writes it into the current one; a bucket expires whole, with one PEXPIREAT, at
 //! `(index + LOOKBACK + 1) * w` ([`expiry`]): the moment the last lookup that could read it has
 //! passed. So a key is remembered for at least its window and at most one bucket longer
-//! (1.125 windows on average), memory is one hash entry per key (about 107 bytes, against about
+//! (1.125 windows on average), memory is one hash entry per key (about 100 bytes, against about
 //! 200 for a string key with a TTL of its own), and it is given back a bucket at a time, with
 //! no sweep. Redis 7.0 has no expiry per hash field, hence whole buckets.
 //!

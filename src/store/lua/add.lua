@@ -23,7 +23,8 @@
 -- named was added.
 -- A tombstone outlives the job's retention on purpose: a repeat inside the window is a
 -- duplicate even after the first job is gone.
-local lookback, span, families = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
+-- Parsed once per text (setting, lib.lua): they are the same in every call.
+local lookback, span, families = setting(ARGV[8]), setting(ARGV[9]), setting(ARGV[10])
 local jobs_from = 11 + 2 * families
 -- Read once a family or a job needs it: a plain job needs no clock.
 local now
