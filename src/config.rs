@@ -59,6 +59,11 @@ pub struct ServeConfig {
     /// job added with a key is always deduplicated within the window).
     #[arg(long, env = "JOBWIRE_IDEMPOTENCY_WINDOW", default_value = "24h", value_parser = duration)]
     pub idempotency_window: Duration,
+    /// How long a key the client library generated for its own retries
+    /// (`idempotency_key_generated`) is remembered, per queue: long enough for any retry of one
+    /// add, at least 1ms. Memory for tombstones grows with throughput times this window.
+    #[arg(long, env = "JOBWIRE_IDEMPOTENCY_RETRY_WINDOW", default_value = "10m", value_parser = duration)]
+    pub idempotency_retry_window: Duration,
     /// How long completed jobs (and their results) are kept.
     #[arg(long, env = "JOBWIRE_COMPLETED_RETENTION", default_value = "1h", value_parser = duration)]
     pub completed_retention: Duration,
@@ -151,8 +156,13 @@ impl ServeConfig {
         if self.lease_ttl < Duration::from_millis(300) {
             return Err("--lease-ttl must be at least 300ms".into());
         }
-        if self.idempotency_window < Duration::from_millis(1) {
-            return Err("--idempotency-window must be at least 1ms".into());
+        for (flag, window) in [
+            ("--idempotency-window", self.idempotency_window),
+            ("--idempotency-retry-window", self.idempotency_retry_window),
+        ] {
+            if window < Duration::from_millis(1) {
+                return Err(format!("{flag} must be at least 1ms"));
+            }
         }
         if self.max_lost_deliveries == 0 {
             return Err("--max-lost-deliveries must be at least 1".into());
@@ -210,6 +220,7 @@ impl ServeConfig {
                 ..Limits::default()
             },
             idempotency_window: self.idempotency_window,
+            idempotency_retry_window: self.idempotency_retry_window,
             lease_ttl: self.lease_ttl,
             max_lost: self.max_lost_deliveries,
             safety_poll: self.safety_poll,

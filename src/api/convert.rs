@@ -88,6 +88,7 @@ pub(super) fn new_job(req: proto::AddJobRequest, prefix: &str) -> Result<NewJob,
         backoff,
         timeout: duration(req.timeout, &field("timeout"))?,
         idempotency_key: Some(req.idempotency_key).filter(|k| !k.is_empty()),
+        idempotency_key_generated: req.idempotency_key_generated,
         session: match req.session_id.as_str() {
             "" => None,
             id => Some(SessionId::parse(id, &field("session_id"))?),

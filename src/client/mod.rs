@@ -166,6 +166,17 @@ impl NewJob {
     /// returns the first job's id.
     pub fn idempotency_key(mut self, key: &str) -> Self {
         self.0.idempotency_key = key.into();
+        self.0.idempotency_key_generated = false;
+        self
+    }
+
+    /// Gives the job a key of the client's own (a fresh ULID), marked as generated, so that
+    /// retries of this add never add it twice while the server remembers the key only for its
+    /// retry window (`--idempotency-retry-window`), not the idempotency window of a key the
+    /// caller chose. [`Client::add`] does this to a job that has no key.
+    pub fn generated_idempotency_key(mut self) -> Self {
+        self.0.idempotency_key = ulid::Ulid::new().to_string();
+        self.0.idempotency_key_generated = true;
         self
     }
 
@@ -228,12 +239,11 @@ impl Client {
     }
 
     /// Adds one job and returns its id. `UNAVAILABLE` is retried a few times; the request gets
-    /// an idempotency key first (if it had none), so a retry can never add the job twice.
+    /// an idempotency key first (if it had none: [`NewJob::generated_idempotency_key`]), so a
+    /// retry can never add the job twice.
     pub async fn add(&self, job: NewJob) -> Result<String, ClientError> {
-        let mut req = job.into_request();
-        if req.idempotency_key.is_empty() {
-            req.idempotency_key = format!("auto-{}", ulid::Ulid::new());
-        }
+        let job = if job.0.idempotency_key.is_empty() { job.generated_idempotency_key() } else { job };
+        let req = job.into_request();
         let mut wait = Duration::from_millis(100);
         for attempt in 1.. {
             match self.inner.clone().add_job(req.clone()).await {

@@ -3,7 +3,9 @@
 //! recorded in its `job.add` span) the same way. Concurrent single adds of one queue share a
 //! script call (`coalesce.rs`: fewer calls under load, no wait when idle); a batch goes in one
 //! call per chunk of each queue, in request order, so it keeps its FIFO order (and a repeated
-//! idempotency key within it is a duplicate).
+//! idempotency key within it is a duplicate). Each job's key is remembered for the window of its
+//! kind: the idempotency window for a key the caller chose, the retry window for one its client
+//! generated for its own retries.
 //!
 //! Room for the job is checked twice: against Redis's memory before anything is sent (`memory`:
 //! `check_room`, a lock and no Redis call), and against the queue's cap of waiting jobs
@@ -42,6 +44,15 @@ use crate::{
 /// Most jobs of one queue one batch script call carries.
 const MAX_CHUNK: usize = 500;
 
+/// How long idempotency keys are remembered, by who made them up.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct KeyWindows {
+    /// A key the caller chose: the idempotency window.
+    pub(super) chosen: Duration,
+    /// A key the client library generated for its own retries: the retry window.
+    pub(super) generated: Duration,
+}
+
 /// The intake room: the add path and the coalescer of single adds.
 pub(super) struct Intake {
     store: Arc<Store>,
@@ -50,7 +61,7 @@ pub(super) struct Intake {
     memory: Arc<Memory>,
     background: Background,
     limits: Limits,
-    idempotency_window: Duration,
+    windows: KeyWindows,
     /// The most jobs a queue may hold waiting (`Settings::max_waiting`).
     max_waiting: Option<u64>,
     adds: Arc<Coalescer<Prepared, AddOutcome>>,
@@ -59,7 +70,7 @@ pub(super) struct Intake {
 /// What an intake is given besides the rooms it calls.
 pub(super) struct IntakeSettings {
     pub limits: Limits,
-    pub idempotency_window: Duration,
+    pub windows: KeyWindows,
     pub max_waiting: Option<u64>,
 }
 
@@ -72,18 +83,8 @@ impl Intake {
         background: Background,
         settings: IntakeSettings,
     ) -> Self {
-        let IntakeSettings { limits, idempotency_window, max_waiting } = settings;
-        Self {
-            store,
-            registry,
-            leases,
-            memory,
-            background,
-            limits,
-            idempotency_window,
-            max_waiting,
-            adds: Arc::default(),
-        }
+        let IntakeSettings { limits, windows, max_waiting } = settings;
+        Self { store, registry, leases, memory, background, limits, windows, max_waiting, adds: Arc::default() }
     }
 
     /// Adds one job, in a `job.add` span carrying the trace context of its `traceparent`
@@ -98,14 +99,14 @@ impl Intake {
         job.validate(&self.limits, "")?;
         self.memory.check_room()?;
         let queue = job.queue.clone();
-        let prepared = Prepared::new(job);
+        let prepared = Prepared::new(job, self.windows);
         let session = prepared.session.clone();
-        let (window, max_waiting) = (self.idempotency_window, self.max_waiting);
+        let max_waiting = self.max_waiting;
         let (store, lane) = (self.store.clone(), queue.clone());
         let run = move |items: Vec<Prepared>| {
             let (store, lane) = (store.clone(), lane.clone());
             async move {
-                let args: Vec<AddArgs> = items.iter().map(|p| p.args(window)).collect();
+                let args: Vec<AddArgs> = items.iter().map(Prepared::args).collect();
                 store.jobs().add_many_capped(&lane, &args, max_waiting).await
             }
         };
@@ -149,7 +150,7 @@ impl Intake {
             let job = entry.and_then(|job| job.validate(&self.limits, &format!("jobs[{i}].")).map(|()| job));
             match job {
                 Ok(job) => {
-                    by_queue.entry(job.queue.clone()).or_default().push((i, Prepared::new(job)));
+                    by_queue.entry(job.queue.clone()).or_default().push((i, Prepared::new(job, self.windows)));
                     results.push(Err(Error::Internal));
                 }
                 Err(e) => results.push(Err(e)),
@@ -158,7 +159,7 @@ impl Intake {
         for (queue, items) in by_queue {
             let mut any_in = false;
             for chunk in items.chunks(MAX_CHUNK) {
-                let args: Vec<AddArgs> = chunk.iter().map(|(_, p)| p.args(self.idempotency_window)).collect();
+                let args: Vec<AddArgs> = chunk.iter().map(|(_, p)| p.args()).collect();
                 let outcomes = match self.store.jobs().add_many_capped(&queue, &args, self.max_waiting).await {
                     Ok(outcomes) => outcomes,
                     Err(StoreError::OutOfMemory) => {
@@ -248,10 +249,12 @@ struct Prepared {
     delay_ms: Option<u64>,
     run_at_ms: Option<i64>,
     session: Option<SessionId>,
+    /// How long its idempotency key (if any) is remembered.
+    key_window: Duration,
 }
 
 impl Prepared {
-    fn new(job: NewJob) -> Self {
+    fn new(job: NewJob, windows: KeyWindows) -> Self {
         let ulid = ulid::Ulid::new();
         let (delay_ms, run_at_ms) = match job.schedule {
             Schedule::Now => (None, None),
@@ -259,6 +262,7 @@ impl Prepared {
             Schedule::At(t) => (None, Some(to_ms(t))),
         };
         let session = job.session.clone();
+        let key_window = if job.idempotency_key_generated { windows.generated } else { windows.chosen };
         Self {
             // A ULID's timestamp has 48 bits: it always fits.
             record: job.into_record(i64::try_from(ulid.timestamp_ms()).unwrap_or(i64::MAX)),
@@ -266,16 +270,17 @@ impl Prepared {
             delay_ms,
             run_at_ms,
             session,
+            key_window,
         }
     }
 
-    fn args(&self, idempotency_window: Duration) -> AddArgs<'_> {
+    fn args(&self) -> AddArgs<'_> {
         AddArgs {
             ulid: &self.ulid,
             record: &self.record,
             delay_ms: self.delay_ms,
             run_at_ms: self.run_at_ms,
-            idempotency_window,
+            idempotency_window: self.key_window,
             session: self.session.as_ref().map(|s| s.name.as_str()),
         }
     }

@@ -116,7 +116,10 @@ impl Engine {
                 background.clone(),
                 intake::IntakeSettings {
                     limits: limits.clone(),
-                    idempotency_window: settings.idempotency_window,
+                    windows: intake::KeyWindows {
+                        chosen: settings.idempotency_window,
+                        generated: settings.idempotency_retry_window,
+                    },
                     max_waiting: settings.max_waiting,
                 },
             ),

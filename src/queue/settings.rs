@@ -71,6 +71,8 @@ pub struct Settings {
     pub limits: Limits,
     /// How long an idempotency key is remembered, per queue: a repeat add within it adds nothing.
     pub idempotency_window: Duration,
+    /// How long a key the client generated for its own retries is remembered, per queue.
+    pub idempotency_retry_window: Duration,
     /// An instance that has not heartbeated for this long is dead; its leases are reaped.
     pub lease_ttl: Duration,
     /// Lost deliveries after which a job goes dead with reason "lost".
@@ -91,6 +93,7 @@ impl Default for Settings {
         Self {
             limits: Limits::default(),
             idempotency_window: Duration::from_secs(24 * 3600),
+            idempotency_retry_window: Duration::from_secs(600),
             lease_ttl: Duration::from_secs(30),
             max_lost: 5,
             safety_poll: Duration::from_secs(5),

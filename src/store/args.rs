@@ -20,6 +20,7 @@ use super::{
     keys::QueueKeys,
     millis,
     scripts::{Function, Scripts},
+    tombstones::{self, Family},
 };
 
 /// The arguments of one queue function, after the queue keys and the leading arguments.
@@ -104,48 +105,74 @@ macro_rules! function {
     };
 }
 
-/// lua/add.lua: a batch of jobs, with their records packed, and the queue's cap of waiting jobs.
+/// lua/add.lua: a batch of jobs, with their records packed, the tombstone buckets their keys
+/// are looked for in (see `tombstones.rs`), and the queue's cap of waiting jobs.
 pub(super) struct AddBatchArgs<'a> {
     jobs: &'a [AddArgs<'a>],
     records: Vec<Vec<u8>>,
+    /// The buckets named for each window of the jobs that have a key, one family per bucket
+    /// width, in the order first met.
+    families: Vec<Family>,
+    /// Per job: its key's family, from 1 (the function's numbering), or 0 without a key.
+    family_of: Vec<usize>,
     /// The most jobs the queue may hold waiting; None: no cap.
     max_waiting: Option<u64>,
 }
 
 impl<'a> AddBatchArgs<'a> {
-    pub(super) fn new(jobs: &'a [AddArgs<'a>], max_waiting: Option<u64>) -> Result<Self> {
+    /// The arguments with the tombstone buckets named from `now_ms`.
+    pub(super) fn new(jobs: &'a [AddArgs<'a>], now_ms: u64, max_waiting: Option<u64>) -> Result<Self> {
         let records = jobs.iter().map(|job| job.record.encode()).collect::<Result<_>>()?;
-        Ok(Self { jobs, records, max_waiting })
+        let mut families: Vec<Family> = Vec::new();
+        let mut family_of = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let number = if job.record.idempotency_key.is_none() {
+                0
+            } else {
+                let width_ms = tombstones::width(job.idempotency_window);
+                match families.iter().position(|f| f.width_ms == width_ms) {
+                    Some(i) => i + 1,
+                    None => {
+                        families.push(Family::new(width_ms, now_ms));
+                        families.len()
+                    }
+                }
+            };
+            family_of.push(number);
+        }
+        Ok(Self { jobs, records, families, family_of, max_waiting })
+    }
+
+    /// Names the buckets again from `now_ms`: Redis's clock, when the caller's was too far off
+    /// it for the buckets first named.
+    pub(super) fn rename_buckets(&mut self, now_ms: u64) {
+        for family in &mut self.families {
+            *family = Family::new(family.width_ms, now_ms);
+        }
     }
 }
 
-/// (job number from 1, code, first ULID) per job not added.
+/// (job number from 1, code, first ULID) per job not added; or the one triple (0, -2, Redis
+/// time in ms) when the buckets named did not hold Redis's clock.
 type AddReply = Vec<(i64, i64, String)>;
 
 impl QueueFunction for AddBatchArgs<'_> {
     type Reply = AddReply;
     function!(add);
 
-    /// The idempotency tombstones of the jobs that have a key, in job order.
+    /// Each family's buckets, family after family.
     fn own_keys(&self, keys: &QueueKeys) -> Vec<String> {
-        self.jobs.iter().filter_map(|job| job.record.idempotency_key.as_deref()).map(|k| keys.idempotency(k)).collect()
+        self.families.iter().flat_map(|family| family.keys(keys)).collect()
     }
 
     fn write_args(&self, cmd: &mut Cmd) {
-        let window = self.jobs.first().map_or(0, |j| millis(j.idempotency_window));
-        cmd.arg(window).arg(self.max_waiting.unwrap_or(0));
-        // Tombstones follow the queue keys in job order (own_keys); a job names its index in KEYS.
-        let mut last_tombstone = QueueKeys::COUNT;
-        for (job, record) in self.jobs.iter().zip(&self.records) {
-            let tombstone = match job.record.idempotency_key {
-                Some(_) => {
-                    last_tombstone += 1;
-                    last_tombstone
-                }
-                None => 0,
-            };
+        cmd.arg(tombstones::LOOKBACK).arg(tombstones::SPAN).arg(self.families.len()).arg(self.max_waiting.unwrap_or(0));
+        for family in &self.families {
+            cmd.arg(family.width_ms).arg(family.first);
+        }
+        for ((job, record), &family) in self.jobs.iter().zip(&self.records).zip(&self.family_of) {
             cmd.arg(job.ulid).arg(record.as_slice()).arg(job.record.priority);
-            let plain = job.delay_ms.is_none() && job.run_at_ms.is_none() && job.session.is_none() && tombstone == 0;
+            let plain = job.delay_ms.is_none() && job.run_at_ms.is_none() && job.session.is_none() && family == 0;
             if plain {
                 cmd.arg("");
             } else {
@@ -153,7 +180,8 @@ impl QueueFunction for AddBatchArgs<'_> {
                     .arg(job.delay_ms.map_or(-1, |d| i64::try_from(d).unwrap_or(i64::MAX)))
                     .arg(job.run_at_ms.unwrap_or(-1))
                     .arg(job.session.unwrap_or_default())
-                    .arg(tombstone);
+                    .arg(family)
+                    .arg(job.record.idempotency_key.as_deref().unwrap_or_default());
             }
         }
     }

@@ -10,8 +10,11 @@
 //! place; every lease has a job, a deadline and a registered, readable holder, every deadline a
 //! lease, every outcome a completed job; each session's counts match its jobs, its state and
 //! expiry entries point to it and the queue's session sequence is ahead of every job's; every
-//! idempotency tombstone names a ULID and expires. Globally: the schema version, keys under the
-//! prefix outside the layout, and queues that have keys but no entry in the queue registry.
+//! idempotency tombstone bucket is a hash that expires no later than its name says, and each of
+//! its tombstones names a ULID (of a job that may be gone: a tombstone outlives its job). Globally:
+//! the schema version, keys under the prefix outside the layout (tombstones of the layout before
+//! buckets, `{queue}:idem:KEY`, among them), and queues that have keys but no entry in the queue
+//! registry.
 //!
 //! Memory: pages, plus the ids of the jobs in the ready and completed lists (a list has no
 //! O(1) membership test, so the walk of every other structure asks these sets, sized once from
@@ -42,8 +45,10 @@ use super::{
     scripts::{Function, Scripts},
 };
 
+mod tombstones;
 mod walk;
 
+use tombstones::{Bucket, MendTombstone};
 use walk::QueueWalk;
 
 /// Entries read per page of any structure.
@@ -86,7 +91,8 @@ pub enum Kind {
     SessionSequence,
     /// A session state or expiry entry with no session, or a session with no expiry entry.
     SessionKeys,
-    /// An idempotency tombstone with no expiry, or one that names no ULID.
+    /// A tombstone bucket with no expiry or a later one than its name says, or a tombstone that
+    /// names no ULID.
     IdempotencyKey,
 }
 
@@ -148,8 +154,9 @@ enum Mend {
     /// `doctor_session.lua`: `counts` (seen last update, started, queued; found started,
     /// queued), `seq` or `keys`.
     Session(&'static str, Vec<String>),
-    /// `doctor_tombstone.lua`.
-    Tombstone,
+    /// `doctor_tombstone.lua`: `expiry` (the expiry the bucket's name says) or `entry` (the
+    /// tombstone's key).
+    Tombstone(&'static str, String),
     /// UNLINK: the key's name is the condition, and no race changes a name.
     DeleteKey,
     /// SADD to the queue registry: adding a member twice changes nothing.
@@ -323,7 +330,10 @@ impl Doctor {
                 args.extend(counts.iter().cloned());
                 self.backend.call(queue, &MendSession(args)).await?
             }
-            Mend::Tombstone => self.backend.call(queue, &DropTombstone { key: subject.to_owned(), mode: args }).await?,
+            Mend::Tombstone(what, arg) => {
+                args.extend([(*what).to_owned(), arg.clone()]);
+                self.backend.call(queue, &MendTombstone { bucket: subject.to_owned(), args }).await?
+            }
             _ if mode == "check" => 1,
             Mend::DeleteKey => self.backend.with_conn(async |c| c.unlink(subject).await).await?,
             Mend::Register => self.instances.register_queue(subject).await.map(|()| 1)?,
@@ -364,7 +374,8 @@ impl Doctor {
     }
 
     /// SCANs the keys under the prefix (or one queue's): counts them, reports stray ones,
-    /// checks the idempotency tombstones page by page, and returns the queues that have keys.
+    /// checks the idempotency tombstone buckets page by page (`doctor/tombstones.rs`), and
+    /// returns the queues that have keys.
     async fn scan_keys(&self, only: Option<&str>, report: &mut Report) -> Result<BTreeSet<String>> {
         let space = self.backend.keys();
         let pattern = match only {
@@ -390,7 +401,7 @@ impl Doctor {
                 })
                 .await?;
             report.keys += u64::try_from(batch.len()).unwrap_or(u64::MAX);
-            let mut tombstones: HashMap<String, Vec<String>> = HashMap::new();
+            let mut tombstones: HashMap<String, Vec<Bucket>> = HashMap::new();
             for key in batch {
                 if globals.contains(&key) || key.starts_with(&workers) {
                     continue;
@@ -401,8 +412,8 @@ impl Doctor {
                 };
                 let queue = queue.to_owned();
                 let keys = self.backend.queue_keys(&queue);
-                if key.starts_with(&keys.idempotency("")) {
-                    tombstones.entry(queue.clone()).or_default().push(key);
+                if let Some((width_ms, index)) = keys.tombstone_bucket(&key) {
+                    tombstones.entry(queue.clone()).or_default().push(Bucket { key, width_ms, index });
                 } else if !keys.all().contains(&key) {
                     push(
                         report,
@@ -423,47 +434,6 @@ impl Doctor {
             }
             cursor = next;
         }
-    }
-
-    async fn check_tombstones(&self, queue: &str, keys: &[String], report: &mut Report) -> Result<()> {
-        if keys.is_empty() {
-            return Ok(());
-        }
-        let (values, ttls): (Vec<Option<String>>, Vec<i64>) = self
-            .backend
-            .with_conn(async |c| {
-                let mut pipe = redis::pipe();
-                pipe.cmd("MGET").arg(keys);
-                for key in keys {
-                    pipe.cmd("PTTL").arg(key);
-                }
-                let mut answers: Vec<redis::Value> = pipe.query_async(c).await?;
-                let ttls = answers.split_off(1);
-                let values = redis::from_redis_value(answers.pop().unwrap_or(redis::Value::Nil))?;
-                Ok((values, ttls.into_iter().map(redis::from_redis_value).collect::<Result<_, _>>()?))
-            })
-            .await?;
-        for ((key, value), ttl) in keys.iter().zip(values).zip(ttls) {
-            let Some(value) = value else { continue };
-            let detail = if ulid::Ulid::from_string(&value).is_err() {
-                format!("names no job ({value:?})")
-            } else if ttl == -1 {
-                "never expires".to_owned()
-            } else {
-                continue;
-            };
-            let finding = Finding {
-                kind: Kind::IdempotencyKey,
-                queue: Some(queue.to_owned()),
-                subject: key.clone(),
-                detail,
-                mend: Some(Mend::Tombstone),
-            };
-            if self.still_holds(&finding).await? {
-                report.findings.push(finding);
-            }
-        }
-        Ok(())
     }
 
     async fn live_instances(&self) -> Result<HashSet<String>> {
@@ -498,22 +468,3 @@ mend_function!(Unplace, doctor_unplace);
 mend_function!(PlaceRecord, doctor_place);
 mend_function!(MendLease, doctor_lease);
 mend_function!(MendSession, doctor_session);
-
-/// `doctor_tombstone.lua`: the tombstone is its own key (KEYS[26]).
-struct DropTombstone {
-    key: String,
-    mode: Vec<String>,
-}
-
-impl QueueFunction for DropTombstone {
-    type Reply = i64;
-    fn function(scripts: &Scripts) -> &Function {
-        &scripts.doctor_tombstone
-    }
-    fn own_keys(&self, _keys: &QueueKeys) -> Vec<String> {
-        vec![self.key.clone()]
-    }
-    fn write_args(&self, cmd: &mut Cmd) {
-        cmd.arg(&self.mode);
-    }
-}

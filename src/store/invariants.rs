@@ -8,7 +8,9 @@
 //! - every lease has a deadline and is held by a registered instance, and every deadline has a
 //!   lease;
 //! - every session's counters match its jobs: `started` = its active jobs, `queued` = its
-//!   released jobs not yet started.
+//!   released jobs not yet started;
+//! - every idempotency tombstone bucket is a hash of keys to ULIDs that expires exactly when its
+//!   name says (`tombstones::expiry`); a tombstone may name a job that is gone.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -17,7 +19,21 @@ use std::{
 
 use redis::AsyncCommands;
 
-use super::{JobRecord, Lease, RecordState, Result, backend::Backend, sessions::SessionRecord, sessions::Sessions};
+use super::{
+    JobRecord, Lease, RecordState, Result, backend::Backend, sessions::SessionRecord, sessions::Sessions, tombstones,
+};
+
+/// One idempotency tombstone bucket as read.
+struct Bucket {
+    key: String,
+    /// Its width and index, from its name.
+    width_ms: u64,
+    index: u64,
+    /// Its expiry (PEXPIRETIME: -1 for none).
+    expires_at: i64,
+    /// Its entries, key -> ULID.
+    entries: HashMap<String, String>,
+}
 
 struct Snapshot {
     jobs: HashMap<String, Vec<u8>>,
@@ -33,6 +49,7 @@ struct Snapshot {
     sessions: Vec<String>,
     instances: Vec<String>,
     stray: Vec<String>,
+    buckets: Vec<Bucket>,
 }
 
 /// The invariant check (see the module doc). It reads sessions through their part.
@@ -59,6 +76,7 @@ impl Invariants {
                     ready.extend(ids);
                 }
                 let mut stray = Vec::new();
+                let mut buckets = Vec::new();
                 let mut cursor = 0u64;
                 loop {
                     let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
@@ -69,9 +87,18 @@ impl Invariants {
                         .arg(1000)
                         .query_async(c)
                         .await?;
-                    stray.extend(
-                        batch.into_iter().filter(|k| !keys.all().contains(k) && !k.starts_with(&keys.idempotency(""))),
-                    );
+                    for key in batch.into_iter().filter(|k| !keys.all().contains(k)) {
+                        let Some((width_ms, index)) = keys.tombstone_bucket(&key) else {
+                            stray.push(key);
+                            continue;
+                        };
+                        let expires_at: i64 = redis::cmd("PEXPIRETIME").arg(&key).query_async(c).await?;
+                        // -2: it expired since the SCAN saw it, as short windows' buckets do.
+                        if expires_at != -2 {
+                            let entries = c.hgetall(&key).await?;
+                            buckets.push(Bucket { key, width_ms, index, expires_at, entries });
+                        }
+                    }
                     if next == 0 {
                         break;
                     }
@@ -91,6 +118,7 @@ impl Invariants {
                     sessions: c.hkeys(keys.sessions()).await?,
                     instances: c.zrange(&instances_key, 0, -1).await?,
                     stray,
+                    buckets,
                 })
             })
             .await
@@ -100,6 +128,17 @@ impl Invariants {
     pub async fn check_invariants(&self, queue: &str) -> Result<Vec<String>> {
         let snap = self.read_everything(queue).await?;
         let mut problems: Vec<String> = snap.stray.iter().map(|k| format!("key outside the layout: {k}")).collect();
+        for bucket in &snap.buckets {
+            let due = tombstones::expiry(bucket.width_ms, bucket.index);
+            if u64::try_from(bucket.expires_at).ok() != Some(due) {
+                problems.push(format!("tombstone bucket {} expires at {}, not {due}", bucket.key, bucket.expires_at));
+            }
+            for (key, ulid) in &bucket.entries {
+                if ulid::Ulid::from_string(ulid).is_err() {
+                    problems.push(format!("tombstone {key:?} of {} names no job: {ulid:?}", bucket.key));
+                }
+            }
+        }
 
         let pending_ids: Vec<String> =
             snap.pending.iter().map(|m| m.rsplit('/').next().unwrap_or_default().to_owned()).collect();

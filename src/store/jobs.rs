@@ -14,7 +14,7 @@ use super::{
         ReapArgs, ReclaimArgs, RequeueArgs,
     },
     backend::Backend,
-    decoded,
+    decoded, tombstones,
 };
 
 /// A job handed out by one lease round.
@@ -163,8 +163,8 @@ pub struct AddArgs<'a> {
     pub delay_ms: Option<u64>,
     /// Ready at this epoch ms (Redis's clock); a time already past is ready at once.
     pub run_at_ms: Option<i64>,
-    /// How long the idempotency key is remembered (beyond the job's retention); in a batch,
-    /// the first job's window applies to all.
+    /// How long the record's idempotency key (if any) is remembered, beyond the job's
+    /// retention: at least this long, at most a quarter longer (see `tombstones.rs`).
     pub idempotency_window: Duration,
     /// The session (name within the queue) the job belongs to.
     pub session: Option<&'a str>,
@@ -198,6 +198,17 @@ pub struct FailOutcome {
     pub run_at_ms: i64,
 }
 
+/// Redis's time, when the add function refused its call because the tombstone buckets named did
+/// not hold those of Redis's clock (its answer is then the one triple `(0, -2, time)`).
+fn buckets_missed(refused: &[(i64, i64, String)]) -> Result<Option<u64>> {
+    match refused {
+        [(0, -2, now)] => {
+            now.parse().map(Some).map_err(|_| StoreError::Corrupt(format!("the add script gave the time {now:?}")))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// The job transitions (see the module doc).
 #[derive(Clone)]
 pub struct Jobs {
@@ -223,9 +234,32 @@ impl Jobs {
         jobs: &[AddArgs<'_>],
         max_waiting: Option<u64>,
     ) -> Result<Vec<AddOutcome>> {
+        self.add_many_at(queue, jobs, tombstones::local_now_ms(), max_waiting).await
+    }
+
+    /// Adds jobs as `add_many_capped` does, naming the idempotency tombstone buckets from a clock
+    /// reading `now_ms` (epoch ms), as if this machine's clock said so. The function picks the
+    /// buckets by Redis's clock among those named; when that clock is too far from `now_ms`
+    /// for them (see `tombstones.rs`), nothing is written and the call is made once more with
+    /// the buckets named from Redis's own time. So any clock gives the same outcome.
+    pub async fn add_many_at(
+        &self,
+        queue: &str,
+        jobs: &[AddArgs<'_>],
+        now_ms: u64,
+        max_waiting: Option<u64>,
+    ) -> Result<Vec<AddOutcome>> {
+        let mut args = AddBatchArgs::new(jobs, now_ms, max_waiting)?;
         // The jobs not added, as (job number from 1, code, first ULID or the cap); the rest
         // were added.
-        let refused = self.backend.call(queue, &AddBatchArgs::new(jobs, max_waiting)?).await?;
+        let mut refused = self.backend.call(queue, &args).await?;
+        if let Some(redis_now) = buckets_missed(&refused)? {
+            args.rename_buckets(redis_now);
+            refused = self.backend.call(queue, &args).await?;
+            if buckets_missed(&refused)?.is_some() {
+                return Err(StoreError::Redis("add: the tombstone buckets named from Redis's time missed it".into()));
+            }
+        }
         let mut outcomes: Vec<AddOutcome> = jobs.iter().map(|job| AddOutcome::Added(job.ulid.to_owned())).collect();
         for (n, code, first) in refused {
             let index = usize::try_from(n).ok().and_then(|n| n.checked_sub(1));
@@ -234,7 +268,7 @@ impl Jobs {
             };
             *outcome = match code {
                 0 => AddOutcome::Duplicate(first),
-                -2 => {
+                -3 => {
                     AddOutcome::QueueFull(first.parse().map_err(|_| StoreError::Corrupt("an unreadable cap".into()))?)
                 }
                 _ => AddOutcome::NoSession,

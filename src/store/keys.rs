@@ -18,7 +18,8 @@
 //! {prefix}:{queue}:cancelled  zset  ULID by cancel time
 //! {prefix}:{queue}:outcomes   hash  ULID -> packed outcome of a completed job (record.rs)
 //! {prefix}:{queue}:ready:{p}  list  ready ULIDs of priority p, FIFO
-//! {prefix}:{queue}:idem:{key} string ULID of the first add with that idempotency key (TTL)
+//! {prefix}:{queue}:tombstones:{w}:{n}  hash  idempotency key -> ULID of its first add, for
+//!                                    the keys added in bucket n of width w ms (tombstones.rs)
 //! {prefix}:queues             set   every queue ever added to
 //! {prefix}:instances          zset  instance id by last heartbeat
 //! {prefix}:schema             string layout version
@@ -207,7 +208,25 @@ impl QueueKeys {
         &self.keys[14..]
     }
 
-    pub fn idempotency(&self, key: &str) -> String {
-        format!("{}:idem:{key}", self.base)
+    /// The idempotency tombstones added while Redis's clock was in `[index * width_ms, (index +
+    /// 1) * width_ms)`, for the window of that width (see `tombstones.rs`).
+    pub fn tombstones(&self, width_ms: u64, index: u64) -> String {
+        format!("{}{width_ms}:{index}", self.tombstones_prefix())
+    }
+
+    /// What the name of every tombstone bucket of the queue starts with.
+    pub(crate) fn tombstones_prefix(&self) -> String {
+        format!("{}:tombstones:", self.base)
+    }
+
+    /// The width and index of a tombstone bucket, read back from its name; None for a name that
+    /// is not one.
+    pub(crate) fn tombstone_bucket(&self, key: &str) -> Option<(u64, u64)> {
+        let rest = key.strip_prefix(self.base.as_str())?.strip_prefix(":tombstones:")?;
+        let (width, index) = rest.split_once(':')?;
+        // Exactly as `tombstones` writes them: no sign, no leading zero.
+        let parsed = |n: &str| n.parse::<u64>().ok().filter(|v| v.to_string() == n);
+        let width = parsed(width).filter(|w| *w > 0)?;
+        Some((width, parsed(index)?))
     }
 }

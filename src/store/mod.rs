@@ -25,7 +25,7 @@
 //! typed arguments of each Lua function, `pool.rs` the connection pool, `connect.rs` how a
 //! connection reaches Redis (URL, TLS, password), `acl.rs` the Redis ACL rules jobwire needs,
 //! `keys.rs` the layout, `record.rs` the packed job record and lease, `token.rs` the
-//! [`LeaseToken`].
+//! [`LeaseToken`], `tombstones.rs` the time buckets of the idempotency tombstones.
 
 mod acl;
 mod admin;
@@ -44,6 +44,7 @@ mod record;
 mod scripts;
 mod sessions;
 mod token;
+mod tombstones;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 

@@ -1,11 +1,63 @@
-//! What goes in: idempotent adds, bulk adds, the bad-input table, and retention caps.
+//! What goes in: idempotent adds (a key remembered for the window of its kind), bulk adds, the
+//! bad-input table, and retention caps.
 
 use std::time::Duration;
 
 use jobwire::proto::{self, JobState, add_job_request::Schedule};
 use tonic::Code;
 
-use crate::harness::{Redis, Server, ServerBuilder, Worker, add, eventually, info, job, millis};
+use crate::harness::{Client, Redis, Server, ServerBuilder, Worker, add, eventually, info, job, millis};
+
+/// How the server remembers the idempotency key of an added job: `Some(true)` when a repeat sent
+/// as a generated key is the duplicate (the key is kept for the retry window), `Some(false)` when
+/// a repeat sent as a chosen key is (the idempotency window), None when neither is. Each kind of
+/// key is looked for among its own, so this reads how the first add marked it.
+pub async fn remembered_as_generated(client: &mut Client, job_id: &str) -> Option<bool> {
+    let first = info(client, job_id).await;
+    let (queue, _) = job_id.split_once('/').expect("a job id");
+    let mut kind = None;
+    for generated in [true, false] {
+        let repeat = proto::AddJobRequest {
+            idempotency_key: first.idempotency_key.clone(),
+            idempotency_key_generated: generated,
+            ..job(queue, "t", b"")
+        };
+        let answer = client.add_job(repeat).await.expect("add_job").into_inner();
+        if answer.duplicate {
+            assert_eq!(answer.job_id, job_id, "a duplicate names the first job");
+            assert!(kind.is_none(), "a key is remembered as one kind only");
+            kind = Some(generated);
+        }
+    }
+    kind
+}
+
+#[tokio::test]
+async fn a_generated_key_is_remembered_for_the_retry_window_and_a_chosen_one_for_the_window() {
+    let redis = Redis::start();
+    let retry_window = Duration::from_millis(400);
+    let server = ServerBuilder::new(&redis).settings(|s| s.idempotency_retry_window = retry_window).start().await;
+    let mut client = server.client().await;
+    let keyed = |key: &str, generated: bool| proto::AddJobRequest {
+        idempotency_key: key.into(),
+        idempotency_key_generated: generated,
+        ..job("q", "t", b"")
+    };
+    let generated = client.add_job(keyed("mine", true)).await.expect("add").into_inner();
+    let chosen = client.add_job(keyed("mine", false)).await.expect("add").into_inner();
+    assert!(!chosen.duplicate, "a chosen key is not looked for among generated ones");
+    let started = std::time::Instant::now();
+    let again = client.add_job(keyed("mine", true)).await.expect("add").into_inner();
+    assert!(again.duplicate && again.job_id == generated.job_id, "{again:?}");
+    // Past the retry window and the quarter of it a key may outlive it: forgotten.
+    tokio::time::sleep(retry_window + retry_window / 4 + Duration::from_millis(50)).await;
+    assert!(started.elapsed() > retry_window);
+    let later = client.add_job(keyed("mine", true)).await.expect("add").into_inner();
+    assert!(!later.duplicate, "forgotten after the retry window");
+    let still = client.add_job(keyed("mine", false)).await.expect("add").into_inner();
+    assert!(still.duplicate && still.job_id == chosen.job_id, "the chosen key is kept for its day: {still:?}");
+    server.assert_invariants("q").await;
+}
 
 #[tokio::test]
 async fn an_idempotency_key_adds_once_even_after_the_job_is_gone() {

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use jobwire::proto::JobState;
 
-use crate::harness::{Redis, Server, Worker, add, eventually, info, job, run_jobwire};
+use crate::{
+    admission::remembered_as_generated,
+    harness::{Redis, Server, Worker, add, eventually, info, job, run_jobwire},
+};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -52,6 +55,22 @@ async fn add_prints_a_job_id_and_wait_prints_the_result() {
     assert_eq!(ran.stdout, "receipt sent\n", "the result, on stdout");
     assert!(ran.stderr.contains(&second.id), "the id goes to stderr: {}", ran.stderr);
     server.assert_invariants("emails").await;
+}
+
+#[tokio::test]
+async fn add_marks_the_key_it_generates_and_not_one_given_with_the_flag() {
+    let redis = Redis::start();
+    let server = Server::start(&redis).await;
+    let addr = server.addr.to_string();
+    let mut client = server.client().await;
+    for (extra, generated) in [(&[][..], true), (&["--idempotency-key", "order-17"][..], false)] {
+        let mut args = vec!["add", "--addr", &addr, "--queue", "q", "--type", "t"];
+        args.extend(extra);
+        let ran = run_jobwire(&args, LIMIT).await;
+        assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+        assert_eq!(remembered_as_generated(&mut client, ran.stdout.trim()).await, Some(generated), "{args:?}");
+    }
+    server.assert_invariants("q").await;
 }
 
 #[tokio::test]
@@ -187,10 +206,12 @@ async fn health_exits_4_while_redis_is_down() {
 
 #[tokio::test]
 async fn serve_refuses_an_idempotency_window_of_zero_at_start() {
-    let args = ["serve", "--listen", "127.0.0.1:0", "--redis-url", "redis://127.0.0.1:1", "--idempotency-window", "0s"];
-    let ran = run_jobwire(&args, LIMIT).await;
-    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
-    assert!(ran.stderr.contains("--idempotency-window must be at least 1ms"), "{}", ran.stderr);
+    for flag in ["--idempotency-window", "--idempotency-retry-window"] {
+        let args = ["serve", "--listen", "127.0.0.1:0", "--redis-url", "redis://127.0.0.1:1", flag, "0s"];
+        let ran = run_jobwire(&args, LIMIT).await;
+        assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+        assert!(ran.stderr.contains(&format!("{flag} must be at least 1ms")), "{}", ran.stderr);
+    }
 }
 
 #[tokio::test]

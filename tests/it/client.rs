@@ -16,7 +16,10 @@ use jobwire::{
 };
 use tokio::{sync::oneshot, task::JoinHandle};
 
-use crate::harness::{Redis, Server, eventually};
+use crate::{
+    admission::remembered_as_generated,
+    harness::{Redis, Server, eventually},
+};
 
 async fn client(server: &Server) -> Client {
     Client::connect(&format!("http://{}", server.addr)).await.expect("connect")
@@ -328,5 +331,20 @@ async fn a_job_arriving_while_the_worker_stops_is_handed_back_not_lost() {
         (JobState::Waiting, 0, 0),
         "handed back unrun, neither a failed attempt nor a lost delivery"
     );
+    server.assert_invariants("q").await;
+}
+
+#[tokio::test]
+async fn add_marks_the_key_it_generates_and_not_one_the_caller_chose() {
+    let redis = Redis::start();
+    let server = Server::start(&redis).await;
+    let producer = client(&server).await;
+    let mut raw = server.client().await;
+    let generated = producer.add(NewJob::new("q", "t")).await.expect("add");
+    assert_eq!(remembered_as_generated(&mut raw, &generated).await, Some(true));
+    let chosen = producer.add(NewJob::new("q", "t").idempotency_key("order-17")).await.expect("add");
+    assert_eq!(remembered_as_generated(&mut raw, &chosen).await, Some(false));
+    let request = NewJob::new("q", "t").generated_idempotency_key().idempotency_key("mine").into_request();
+    assert!(!request.idempotency_key_generated, "a key set by the caller is the caller's");
     server.assert_invariants("q").await;
 }

@@ -220,7 +220,11 @@ async fn each_kind_of_damage_is_found_then_repaired_and_a_second_run_is_clean() 
     let _: () = c.rpush(k("ready:0"), "01BX5ZZKBKACTAV9WEVGEMMVRZ").await.expect("a job with no record");
     let _: () = c.zadd(k("deadlines"), "01BX5ZZKBKACTAV9WEVGEMMVS0", 5).await.expect("a deadline without a lease");
     let _: () = c.hset(k("meta"), "session_seq", 0).await.expect("a counter behind");
-    let _: () = c.set(k("idem:bad"), "not-a-ulid").await.expect("a dangling idempotency key");
+    let buckets: Vec<String> = c.keys(k("tombstones:*")).await.expect("tombstone buckets");
+    let [bucket] = buckets.as_slice() else { panic!("one bucket of tombstones: {buckets:?}") };
+    let _: () = c.hset(bucket, "bad", "not-a-ulid").await.expect("a tombstone naming no job");
+    let _: bool = c.persist(bucket).await.expect("a bucket that never expires");
+    let _: () = c.set(k("idem:before-buckets"), NO_JOB).await.expect("a tombstone of the layout before buckets");
     let _: () = c.set(k("bogus"), "1").await.expect("a stray key");
     let _: () = c.srem(format!("{prefix}:queues"), "lost").await.expect("an unregistered queue");
     let _: () = c.del(format!("{prefix}:schema")).await.expect("no schema version");
@@ -371,4 +375,55 @@ async fn another_releases_schema_version_and_a_corrupt_record_are_reported_and_l
     assert_eq!(table.code, Some(1), "{}", table.stderr);
     assert!(table.stdout.starts_with("KIND"), "a table for people: {}", table.stdout);
     assert!(table.stdout.contains("corrupt-record") && table.stdout.contains("2 finding(s)"), "{}", table.stdout);
+}
+
+#[tokio::test]
+async fn tombstone_buckets_that_outlive_their_name_and_tombstones_naming_no_job_are_mended() {
+    let redis = Redis::start();
+    let prefix = unique_prefix();
+    let server = ServerBuilder::new(&redis).prefix(&prefix).start().await;
+    let mut client = server.client().await;
+    for (queue, key) in [("q", "k1"), ("r", "k2")] {
+        let keyed = proto::AddJobRequest { idempotency_key: key.into(), ..job(queue, "t", b"") };
+        client.add_job(keyed).await.expect("add");
+    }
+    server.stop().await;
+    let mut c = redis_conn(&redis).await;
+    let bucket_of = async |c: &mut redis::aio::MultiplexedConnection, queue: &str| {
+        let buckets: Vec<String> = c.keys(format!("{prefix}:{{{queue}}}:tombstones:*")).await.expect("buckets");
+        assert_eq!(buckets.len(), 1, "{buckets:?}");
+        buckets[0].clone()
+    };
+    let (late, dangling) = (bucket_of(&mut c, "q").await, bucket_of(&mut c, "r").await);
+    let due: i64 = redis::cmd("PEXPIRETIME").arg(&late).query_async(&mut c).await.expect("pexpiretime");
+    let _: bool = c.pexpire_at(&late, due + 3_600_000).await.expect("an expiry later than the name says");
+    let _: () = c.hset(&dangling, "odd", "not-a-ulid").await.expect("a tombstone naming no job");
+
+    let (code, report) = doctor(&redis, &prefix, false).await;
+    assert_eq!(code, Some(1), "{report:#}");
+    let mut found: Vec<(String, String)> = report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|f| {
+            (f["subject"].as_str().unwrap_or_default().to_owned(), f["detail"].as_str().unwrap_or_default().to_owned())
+        })
+        .collect();
+    found.sort();
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert_eq!(found[0].0, late, "{found:?}");
+    assert!(found[0].1.contains("as its name says"), "{found:?}");
+    assert_eq!(found[1].0, dangling, "{found:?}");
+    assert!(found[1].1.contains("\"odd\""), "{found:?}");
+
+    let (code, repaired) = doctor(&redis, &prefix, true).await;
+    assert_eq!(code, Some(0), "{repaired:#}");
+    let mended: i64 = redis::cmd("PEXPIRETIME").arg(&late).query_async(&mut c).await.expect("pexpiretime");
+    assert_eq!(mended, due, "the bucket expires when its name says");
+    let kept: Vec<String> = c.hkeys(&dangling).await.expect("hkeys");
+    assert_eq!(kept, ["k2"], "the good tombstone is kept, the bad one dropped");
+    let (code, again) = doctor(&redis, &prefix, false).await;
+    assert_eq!(code, Some(0), "a second run is clean: {again:#}");
+    crate::harness::assert_invariants_at(&redis.url(), &prefix, "q").await;
+    crate::harness::assert_invariants_at(&redis.url(), &prefix, "r").await;
 }

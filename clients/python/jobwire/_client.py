@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import enum
 import os
+import secrets
 import time
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -132,7 +132,8 @@ class Client:
     ``timeout``: the default of every call's ``timeout`` (``None``: no deadline). ``retry``: how
     UNAVAILABLE is retried. ``metadata``: sent with every call (e.g. an authorization header).
     ``auto_idempotency_key``: make a key per add when none is given (on by default; off means an
-    add without a key is never retried).
+    add without a key is never retried). Such a key is sent marked as generated, so the server
+    remembers it only for its retry window (10 min by default), not the day a chosen key gets.
     """
 
     def __init__(
@@ -184,10 +185,13 @@ class Client:
     def _timeout(self, timeout: float | None) -> float | None:
         return self.timeout if timeout is _UNSET else timeout
 
-    def _key(self, given: str | None) -> str | None:
+    def _key(self, given: str | None) -> tuple[str | None, bool]:
+        """The idempotency key to send, and whether this client generated it for its retries."""
         if given:
-            return given
-        return uuid.uuid4().hex if self.auto_idempotency_key else None
+            return given, False
+        if not self.auto_idempotency_key:
+            return None, False
+        return secrets.token_urlsafe(16), True
 
     # ---- producing ----------------------------------------------------------------------------
 
@@ -222,10 +226,10 @@ class Client:
             attempt_timeout=attempt_timeout,
             idempotency_key=idempotency_key,
         )
-        key = self._key(job.idempotency_key)
+        key, generated = self._key(job.idempotency_key)
         response = await call_unary(
             self.stub.AddJob,
-            job.to_proto(key),
+            job.to_proto(key, generated),
             timeout=self._timeout(timeout),
             retry=self.retry if key else NO_RETRY,
             metadata=self.metadata,
@@ -241,9 +245,9 @@ class Client:
         requests: list[pb.AddJobRequest] = []
         retryable = True
         for job in jobs:
-            key = self._key(job.idempotency_key)
+            key, generated = self._key(job.idempotency_key)
             retryable = retryable and key is not None
-            requests.append(job.to_proto(key))
+            requests.append(job.to_proto(key, generated))
         outcomes: list[Added | Rejected] = []
         for start in range(0, len(requests), MAX_BATCH):
             chunk = requests[start : start + MAX_BATCH]

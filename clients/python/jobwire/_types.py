@@ -137,7 +137,8 @@ class NewJob:
     ``payload``: bytes as is, anything else JSON-encoded. ``delay`` and ``run_at`` are exclusive.
     ``attempt_timeout`` is how long one attempt may run before it is revoked (server default
     30 min). ``idempotency_key``: when unset the client makes one per job, so a retried add never
-    adds twice.
+    adds twice (remembered for the server's retry window; a key given here, for its idempotency
+    window).
     """
 
     queue: str
@@ -152,7 +153,8 @@ class NewJob:
     attempt_timeout: Seconds | None = None
     idempotency_key: str | None = None
 
-    def to_proto(self, idempotency_key: str | None) -> pb.AddJobRequest:
+    def to_proto(self, idempotency_key: str | None, key_generated: bool) -> pb.AddJobRequest:
+        """The request; ``key_generated`` marks a key the client made up for its own retries."""
         if self.delay is not None and self.run_at is not None:
             raise ValueError("delay and run_at are exclusive: give at most one")
         message = pb.AddJobRequest(
@@ -162,6 +164,7 @@ class NewJob:
             headers=dict(self.headers or {}),
             priority=self.priority,
             idempotency_key=idempotency_key or "",
+            idempotency_key_generated=key_generated and bool(idempotency_key),
         )
         if self.delay is not None:
             message.delay.CopyFrom(to_duration(self.delay, "delay"))

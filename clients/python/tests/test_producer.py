@@ -10,6 +10,7 @@ import grpc
 import pytest
 
 import jobwire
+from jobwire._gen.jobwire.v1 import jobwire_pb2 as pb
 from tests.harness import Server
 from tests.helpers import serving
 
@@ -50,6 +51,39 @@ async def test_delay_makes_the_job_delayed(client: jobwire.Client, queue: str) -
     info = await client.get(added.id)
     assert info.state is jobwire.JobState.DELAYED
     assert info.run_at is not None
+
+
+async def remembered_as_generated(client: jobwire.Client, queue: str, job_id: str) -> bool | None:
+    """How the server remembers the key of ``job_id``: True when a repeat sent as a generated key
+    is the duplicate (kept for the retry window), False when one sent as a chosen key is (the
+    idempotency window), None when neither is. Each kind is looked for among its own."""
+    key = (await client.get(job_id)).idempotency_key
+    kind = None
+    for generated in (True, False):
+        repeat = pb.AddJobRequest(
+            queue=queue, type="t", idempotency_key=key, idempotency_key_generated=generated
+        )
+        answer = await client.stub.AddJob(repeat)
+        if answer.duplicate:
+            assert answer.job_id == job_id
+            assert kind is None, "a key is remembered as one kind only"
+            kind = generated
+    return kind
+
+
+async def test_a_key_the_client_generates_is_marked_and_one_given_is_not(
+    client: jobwire.Client, queue: str
+) -> None:
+    generated = await client.add(queue, "t")
+    assert await remembered_as_generated(client, queue, generated.id) is True
+    chosen = await client.add(queue, "t", idempotency_key="order-18")
+    assert await remembered_as_generated(client, queue, chosen.id) is False
+    outcomes = await client.add_many(
+        [jobwire.NewJob(queue, "t"), jobwire.NewJob(queue, "t", idempotency_key="order-19")]
+    )
+    ids = [o.id for o in outcomes if isinstance(o, jobwire.Added)]
+    assert len(ids) == 2
+    assert [await remembered_as_generated(client, queue, i) for i in ids] == [True, False]
 
 
 async def test_same_key_returns_the_same_job(client: jobwire.Client, queue: str) -> None:

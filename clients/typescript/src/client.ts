@@ -7,7 +7,7 @@
  * so a retry of an add whose answer was lost returns the first job's id instead of adding a
  * second job. (With `autoIdempotencyKey: false` and no key given, adds are not retried.)
  */
-import { randomUUID } from "node:crypto";
+import { randomBytes } from "node:crypto";
 
 import type { Metadata } from "@grpc/grpc-js";
 
@@ -88,8 +88,8 @@ export class Client {
    * is JSON-encoded. Resolves with the job id (and `duplicate` when the idempotency key was seen).
    */
   async add(queue: string, type: string, payload?: unknown, options: AddOptions = {}): Promise<AddResult> {
-    const key = this.keyFor(options.idempotencyKey);
-    const request = toAddJobRequest(queue, type, payload, options, key);
+    const { key, generated } = this.keyFor(options.idempotencyKey);
+    const request = toAddJobRequest(queue, type, payload, options, key, generated);
     const ctx = this.context(options);
     const res = await retrying(() => unary("AddJob", this.raw.addJob.bind(this.raw), request, ctx), {
       policy: this.retry,
@@ -106,8 +106,9 @@ export class Client {
    * retried (with their idempotency keys) within the deadline.
    */
   async addMany(jobs: readonly JobSpec[], options: CallOptions = {}): Promise<AddManyResult[]> {
-    const keys = jobs.map((j) => this.keyFor(j.idempotencyKey));
-    const requests = jobs.map((j, i) => toAddJobRequest(j.queue, j.type, j.payload, j, keys[i] ?? ""));
+    const made = jobs.map((j) => this.keyFor(j.idempotencyKey));
+    const keys = made.map((m) => m.key);
+    const requests = jobs.map((j, i) => toAddJobRequest(j.queue, j.type, j.payload, j, made[i]?.key ?? "", made[i]?.generated ?? false));
     const results: (AddManyResult | undefined)[] = new Array<AddManyResult | undefined>(jobs.length);
     const ctx = this.context(options);
     const canRetry = (i: number): boolean => keys[i] !== "";
@@ -233,8 +234,14 @@ export class Client {
     this.raw.close();
   }
 
-  private keyFor(given: string | undefined): string {
-    return given ?? (this.autoKey ? randomUUID() : "");
+  /**
+   * The idempotency key to send ("" for none), and whether this client generated it for its own
+   * retries: then it is sent marked as such, and the server remembers it only for its retry
+   * window instead of the idempotency window of a key the caller chose.
+   */
+  private keyFor(given: string | undefined): { key: string; generated: boolean } {
+    if (given !== undefined) return { key: given, generated: false };
+    return this.autoKey ? { key: randomBytes(16).toString("base64url"), generated: true } : { key: "", generated: false };
   }
 
   private context(options: CallOptions): CallContext {

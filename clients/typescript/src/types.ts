@@ -83,7 +83,8 @@ export interface JobOptions {
    * Deduplicates adds on this queue within the server's idempotency window (default 24 h): a
    * repeat returns the first job's id with `duplicate: true`. At most 256 bytes. When omitted the
    * client generates one per logical add (unless `autoIdempotencyKey: false`), so its own retries
-   * never add a job twice.
+   * never add a job twice; that one is sent marked as generated, and the server remembers it
+   * only for its retry window (default 10 min).
    */
   idempotencyKey?: string;
   /** Runs the job in this session (`<queue>/<name>`, of the job's queue). Unknown: NOT_FOUND. */
@@ -130,6 +131,7 @@ export function toAddJobRequest(
   payload: unknown,
   opts: JobOptions,
   idempotencyKey: string,
+  keyGenerated: boolean,
 ): pb.AddJobRequest {
   if (opts.delayMs !== undefined && opts.runAt !== undefined) {
     throw new TypeError("delayMs and runAt are exclusive: give at most one");
@@ -148,6 +150,7 @@ export function toAddJobRequest(
     backoff: opts.backoff === undefined ? undefined : toBackoff(opts.backoff),
     timeout: opts.timeoutMs === undefined ? undefined : msToDuration(opts.timeoutMs, "timeoutMs"),
     idempotencyKey,
+    idempotencyKeyGenerated: keyGenerated && idempotencyKey !== "",
     sessionId: opts.sessionId ?? "",
   });
 }

@@ -13,6 +13,7 @@ import {
   Status,
   WaitTimeoutError,
   Worker,
+  proto,
   silentLogger,
   type Handler,
 } from "../src";
@@ -48,7 +49,47 @@ async function withWorker(
   }
 }
 
+/** One AddJob through the generated client, for a request the wrapper would not send. */
+function rawAdd(request: proto.AddJobRequest): Promise<proto.AddJobResponse> {
+  return new Promise((resolve, reject) => {
+    client.raw.addJob(request, (err, res) => (err ? reject(err) : resolve(res)));
+  });
+}
+
+/**
+ * How the server remembers the key of job `id`: true when a repeat sent as a generated key is the
+ * duplicate (kept for the retry window), false when one sent as a chosen key is (the idempotency
+ * window), undefined when neither is. Each kind is looked for among its own.
+ */
+async function rememberedAsGenerated(queue: string, id: string): Promise<boolean | undefined> {
+  const { idempotencyKey } = await client.getJobInfo(id);
+  let kind: boolean | undefined;
+  for (const generated of [true, false]) {
+    const res = await rawAdd(proto.AddJobRequest.fromPartial({ queue, type: "t", idempotencyKey, idempotencyKeyGenerated: generated }));
+    if (res.duplicate) {
+      assert.equal(res.jobId, id, "a duplicate names the first job");
+      assert.equal(kind, undefined, "a key is remembered as one kind only");
+      kind = generated;
+    }
+  }
+  return kind;
+}
+
 describe("producer", () => {
+  it("marks the idempotency keys it generates, and not the ones it is given", async () => {
+    const queue = uniqueQueue("marked");
+    assert.equal(await rememberedAsGenerated(queue, (await client.add(queue, "t")).id), true);
+    const chosen = await client.add(queue, "t", undefined, { idempotencyKey: "order-18" });
+    assert.equal(await rememberedAsGenerated(queue, chosen.id), false);
+    const many = await client.addMany([{ queue, type: "t" }, { queue, type: "t", idempotencyKey: "order-19" }]);
+    const kinds: (boolean | undefined)[] = [];
+    for (const r of many) {
+      if (!r.ok) throw new Error(`rejected: ${r.message}`);
+      kinds.push(await rememberedAsGenerated(queue, r.id));
+    }
+    assert.deepEqual(kinds, [true, false]);
+  });
+
   it("adds a job, a worker completes it, and the result is awaited", async () => {
     const queue = uniqueQueue("basic");
     const added = await client.add(queue, "sum", { a: 2, b: 3 });

@@ -46,14 +46,14 @@ fn request() -> impl Strategy<Value = proto::AddJobRequest> {
         (".{0,12}", ".{0,12}", prop::collection::vec(any::<u8>(), 0..16)),
         (prop::collection::hash_map(".{0,8}", ".{0,8}", 0..4), any::<i32>(), schedule),
         (option::of(any::<u32>()), backoff, option::of(wire_duration())),
-        (prop_oneof!["", ".{1,8}"], prop_oneof!["", "[a-z]{1,4}/[a-z]{1,4}", ".{1,12}"]),
+        (prop_oneof!["", ".{1,8}"], any::<bool>(), prop_oneof!["", "[a-z]{1,4}/[a-z]{1,4}", ".{1,12}"]),
     )
         .prop_map(
             |(
                 (queue, r#type, payload),
                 (headers, priority, schedule),
                 (max_attempts, backoff, timeout),
-                (key, session),
+                (key, generated, session),
             )| {
                 proto::AddJobRequest {
                     queue,
@@ -66,6 +66,7 @@ fn request() -> impl Strategy<Value = proto::AddJobRequest> {
                     backoff,
                     timeout,
                     idempotency_key: key,
+                    idempotency_key_generated: generated,
                     session_id: session,
                 }
             },
@@ -129,6 +130,7 @@ proptest! {
                 prop_assert_eq!(job.headers, headers);
                 let key = Some(sent.idempotency_key).filter(|k| !k.is_empty());
                 prop_assert_eq!(job.idempotency_key, key);
+                prop_assert_eq!(job.idempotency_key_generated, sent.idempotency_key_generated);
                 prop_assert_eq!(job.session.map(|s| s.to_string()), Some(sent.session_id).filter(|s| !s.is_empty()));
             }
             Err(e) => {

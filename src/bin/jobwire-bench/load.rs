@@ -66,9 +66,14 @@ impl Drop for Ticker {
 impl Bench {
     /// A fresh server over a flushed Redis.
     pub(crate) async fn fresh_server(&self) -> anyhow::Result<Server> {
+        self.fresh_server_with(&[]).await
+    }
+
+    /// A fresh server over a flushed Redis, with `flags` added to its command line.
+    pub(crate) async fn fresh_server_with(&self, flags: &[&str]) -> anyhow::Result<Server> {
         self.redis.flushall().await?;
         let ready = self.work.path().join(format!("ready-{}", ulid::Ulid::new()));
-        Server::start(&self.server_exe, &self.redis.url, &ready).await
+        Server::start(&self.server_exe, &self.redis.url, &ready, flags).await
     }
 
     pub(crate) async fn worker(&self, server: &Server, spec: &WorkerSpec<'_>) -> anyhow::Result<WorkerProc> {

@@ -30,8 +30,8 @@
 //!
 //! Files: this one (arguments, the driver), `results` (figures, table, JSON), `procs` (the
 //! processes and their CPU), `load` (load helpers), one file per group of scenarios
-//! (`throughput`: a, b, e; `latency`: c, d, g; `memory`: f; `ceiling`: h) and `worker` (the
-//! hidden worker role).
+//! (`throughput`: a, b, e; `latency`: c, d, g; `memory`: f; `ceiling`: h; `steady`: i) and
+//! `worker` (the hidden worker role).
 
 mod ceiling;
 mod latency;
@@ -39,6 +39,7 @@ mod load;
 mod memory;
 mod procs;
 mod results;
+mod steady;
 mod throughput;
 mod worker;
 
@@ -50,6 +51,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::{
     procs::{Redis, WorkDir, raise_nofile_limit},
     results::Results,
+    steady::Steady,
     worker::{WorkerArgs, WorkerProtocol},
 };
 
@@ -76,7 +78,8 @@ struct Cli {
 #[derive(Args, Debug)]
 struct RunArgs {
     /// Scenarios to run, comma-separated: a enqueue, b processing, c latency, d delayed
-    /// accuracy, e retries, f Redis memory, g idle streams, h transport ceiling. Default: all.
+    /// accuracy, e retries, f Redis memory, g idle streams, h transport ceiling, i Redis memory
+    /// at a steady rate. Default: all.
     #[arg(long, value_enum, value_delimiter = ',')]
     scenarios: Vec<Scenario>,
     /// Runs of each scenario; the table shows the median and the range.
@@ -96,6 +99,15 @@ struct RunArgs {
     /// N > 0, b runs concurrency 1 twice, without prefetch and with it.
     #[arg(long, default_value_t = 0)]
     prefetch: u32,
+    /// Jobs scenario i adds and completes (default 60,000; 6,000 with --quick).
+    #[arg(long)]
+    steady_jobs: Option<u64>,
+    /// Jobs per second scenario i adds.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
+    steady_rate: u64,
+    /// The server's --idempotency-retry-window in scenario i (e.g. 20s, 10m).
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    steady_retry_window: std::time::Duration,
 }
 
 impl RunArgs {
@@ -129,6 +141,7 @@ enum Scenario {
     F,
     G,
     H,
+    I,
 }
 
 impl Scenario {
@@ -142,6 +155,7 @@ impl Scenario {
             Scenario::F => "f",
             Scenario::G => "g",
             Scenario::H => "h",
+            Scenario::I => "i",
         }
     }
 
@@ -155,6 +169,7 @@ impl Scenario {
             Scenario::F => "Redis memory per waiting job",
             Scenario::G => "idle worker streams",
             Scenario::H => "transport ceiling (bare tonic)",
+            Scenario::I => "Redis memory at a steady rate",
         }
     }
 }
@@ -171,6 +186,7 @@ struct Sizes {
     memory_jobs: u64,
     idle_streams: u64,
     ceiling_calls: u64,
+    steady_jobs: u64,
 }
 
 const FULL: Sizes = Sizes {
@@ -183,6 +199,7 @@ const FULL: Sizes = Sizes {
     memory_jobs: 100_000,
     idle_streams: 10_000,
     ceiling_calls: 50_000,
+    steady_jobs: 60_000,
 };
 
 const QUICK: Sizes = Sizes {
@@ -195,6 +212,7 @@ const QUICK: Sizes = Sizes {
     memory_jobs: 10_000,
     idle_streams: 1_000,
     ceiling_calls: 5_000,
+    steady_jobs: 6_000,
 };
 
 /// Calls in flight for "≤ 100 in flight" figures.
@@ -246,6 +264,8 @@ struct Bench {
     /// Jobs every worker process holds beyond its concurrency (b at concurrency 1 also runs
     /// without).
     prefetch: u32,
+    /// How scenario i runs.
+    steady: Steady,
     /// Holds the servers' ready files; dropped after `redis`, which lives in it.
     work: WorkDir,
 }
@@ -255,7 +275,11 @@ async fn drive(opts: RunArgs) -> anyhow::Result<()> {
         if opts.scenarios.is_empty() { Scenario::value_variants().to_vec() } else { opts.scenarios.clone() };
     scenarios.sort();
     scenarios.dedup();
-    let sizes = if opts.quick { QUICK } else { FULL };
+    let mut sizes = if opts.quick { QUICK } else { FULL };
+    if let Some(jobs) = opts.steady_jobs {
+        sizes.steady_jobs = jobs;
+    }
+    let steady = Steady { jobs: sizes.steady_jobs, rate: opts.steady_rate, retry_window: opts.steady_retry_window };
     ensure!(
         opts.prefetch == 0 || opts.protocol == WorkerProtocol::Work,
         "--prefetch needs --protocol work: a unary worker does not prefetch"
@@ -282,7 +306,7 @@ async fn drive(opts: RunArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find this binary")?;
     let server_exe = exe.with_file_name("jobwire");
     ensure!(server_exe.is_file(), "no server binary at {}: build it (cargo build --release)", server_exe.display());
-    let bench = Bench { exe, server_exe, redis, sizes, protocol: opts.protocol, prefetch: opts.prefetch, work };
+    let bench = Bench { exe, server_exe, redis, sizes, protocol: opts.protocol, prefetch: opts.prefetch, steady, work };
     let mut results = Results::default();
     let started = Instant::now();
     for scenario in &scenarios {
@@ -298,6 +322,7 @@ async fn drive(opts: RunArgs) -> anyhow::Result<()> {
                 Scenario::F => bench.memory(out).await,
                 Scenario::G => bench.idle_streams(out).await,
                 Scenario::H => bench.ceiling(out).await,
+                Scenario::I => bench.steady(out).await,
             }
             .with_context(|| format!("scenario {}, run {run}", scenario.letter()))?;
         }

@@ -1,5 +1,6 @@
-//! Scenario f: Redis memory per waiting job, plain and with what the typed client adds by
-//! default, and which keys hold it.
+//! Scenario f: Redis memory per waiting job, plain and with what the clients add by default
+//! (a traceparent header, a generated idempotency key) or a caller's key, and which keys hold
+//! it.
 
 use anyhow::ensure;
 use jobwire::client::NewJob;
@@ -15,12 +16,16 @@ impl Bench {
         let n = self.sizes.memory_jobs;
         let server = self.fresh_server().await?;
         let client = server.client().await?;
-        // The plain job; with the typed client's default traceparent header; and with that and
-        // the idempotency key `Client::add` always sets.
+        // The plain job; with the typed client's default traceparent header; with that and the
+        // key `Client::add` generates (what it sends by default); the plain job with the key
+        // every client generates by default (Python and TypeScript send no traceparent), and
+        // with a key the caller chose (remembered for a day, not minutes).
         let variants = [
             ("bench-f1", "waiting job, 100-byte payload", Some(Target::AtMost(300.0))),
             ("bench-f2", "+ traceparent header (NewJob default)", None),
-            ("bench-f3", "+ idempotency key (as Client::add sends)", None),
+            ("bench-f3", "+ generated idempotency key (as Client::add sends)", None),
+            ("bench-f4", "waiting job + the clients' generated key", Some(Target::AtMost(400.0))),
+            ("bench-f5", "waiting job + a key the caller chose", None),
         ];
         for (v, (queue, name, target)) in variants.into_iter().enumerate() {
             let make = |i: u64| {
@@ -28,9 +33,9 @@ impl Bench {
                 match v {
                     0 => plain,
                     1 => NewJob::new(queue, JOB_TYPE).payload(payload(i)),
-                    _ => NewJob::new(queue, JOB_TYPE)
-                        .payload(payload(i))
-                        .idempotency_key(&format!("auto-{}", ulid::Ulid::new())),
+                    2 => NewJob::new(queue, JOB_TYPE).payload(payload(i)).generated_idempotency_key(),
+                    3 => plain.generated_idempotency_key(),
+                    _ => plain.idempotency_key(&format!("order-{i:020}")),
                 }
             };
             // A first job registers the queue and creates its keys: not part of the delta.
@@ -39,7 +44,7 @@ impl Bench {
             add_in_bulk(&client, n, make).await?;
             let after = self.redis.info_number("memory", "used_memory").await?;
             ensure!(client.stats(queue).await?.waiting == n + 1, "jobs missing");
-            if v == 0 {
+            if v == 0 || v == 3 {
                 self.explain_memory(queue, n).await?;
             }
             out.record(name, "bytes/job", target, (after - before) / n as f64);

@@ -113,7 +113,10 @@ impl Redis {
     pub(crate) async fn start(dir: &Path) -> anyhow::Result<Self> {
         let server = RedisServer::start_async(RedisConfig::new(dir)).await?;
         let url = server.url();
-        let conn = redis::Client::open(url.as_str())?.get_multiplexed_async_connection().await?;
+        // The bench's own reads and FLUSHALLs get longer than the client's default response
+        // timeout: freeing the hundreds of MB scenario f leaves takes seconds on a busy machine.
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(60)));
+        let conn = redis::Client::open(url.as_str())?.get_multiplexed_async_connection_with_config(&config).await?;
         Ok(Self { server, url, conn })
     }
 
@@ -178,11 +181,13 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    /// Starts it and waits for its ready file (`ready`, a path not yet used).
-    pub(crate) async fn start(exe: &Path, redis_url: &str, ready: &Path) -> anyhow::Result<Self> {
+    /// Starts it with `flags` beyond the bench's own and waits for its ready file (`ready`, a
+    /// path not yet used).
+    pub(crate) async fn start(exe: &Path, redis_url: &str, ready: &Path, flags: &[&str]) -> anyhow::Result<Self> {
         let mut cmd = command(exe);
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--redis-url", redis_url])
             .args(["--key-prefix", "bench", "--drain-grace", "1s"])
+            .args(flags)
             .arg("--ready-file")
             .arg(ready)
             .env("JOBWIRE_LOG", "info")

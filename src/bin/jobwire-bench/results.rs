@@ -150,6 +150,9 @@ impl Results {
                 "memory_jobs": sizes.memory_jobs,
                 "idle_streams": sizes.idle_streams,
                 "ceiling_calls": sizes.ceiling_calls,
+                "steady_jobs": sizes.steady_jobs,
+                "steady_rate": opts.steady_rate,
+                "steady_retry_window_s": opts.steady_retry_window.as_secs_f64(),
             },
             "machine": {
                 "cpu": machine.cpu,

@@ -35,6 +35,15 @@ impl Bench {
         out.record("AddJob: redis-server CPU", "µs/job", None, per_job[0]);
         out.record("AddJob: jobwire server CPU", "µs/job", None, per_job[1]);
 
+        // The same with the key every client generates by default: what its tombstone costs.
+        self.redis.reset_stats().await?;
+        let cpu = CpuWindow::open(&pids)?;
+        add_singly(&client, n, IN_FLIGHT, |i| job("bench-a4", i).generated_idempotency_key()).await?;
+        let used = cpu.close(n)?;
+        self.explain_redis(n, &used).await?;
+        ensure!(client.stats("bench-a4").await?.waiting == n, "jobs missing");
+        out.record("AddJob + generated key: redis-server CPU", "µs/job", None, used.per_unit[0]);
+
         self.redis.reset_stats().await?;
         let cpu = CpuWindow::open(&pids)?;
         add_in_bulk(&client, n, |i| job("bench-a2", i)).await?;

@@ -69,6 +69,7 @@ fn valid_job() -> impl Strategy<Value = NewJob> {
                     backoff,
                     timeout,
                     idempotency_key: key,
+                    idempotency_key_generated: false,
                     session,
                 }
             },

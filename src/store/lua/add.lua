@@ -1,50 +1,112 @@
 -- add: stores new jobs, each made ready, delayed, or pending in its session. Jobs are handled
 -- one after the other in the order given (so a batch keeps its FIFO order), each checked before
--- anything of it is written; the idempotency tombstone is written last, so a job that fails to
--- go in leaves no tombstone behind.
+-- anything of it is written; the idempotency tombstones of the jobs added are written last, so a
+-- job that fails to go in leaves no tombstone behind.
 -- Touches (here or in the lib.lua helpers it calls) the queue keys jobs, delayed, meta, events,
 -- sessions, session_jobs, session_ttl, ready lists; may publish a wake-up on ARGV[1].
--- KEYS: the queue keys (lib.lua), then the idempotency tombstones of the jobs that have a key.
--- ARGV[8] idempotency window ms, ARGV[9] the most jobs the queue may hold waiting (ready,
--- delayed or retrying, or pending in a session) or 0 for no cap, then per job: ULID, packed
--- record (state WAITING), priority,
--- and '' for a job with nothing more to say, or '+' followed by four more values: delay ms or
--- -1, run_at epoch ms or -1, session name or '', index in KEYS of its tombstone or 0.
--- A window that is not a whole number of 1 to 15 digits fails the call before anything is
--- written (Redis would refuse it as the tombstone's PX, after the job is in).
+-- KEYS: the queue keys (lib.lua), then ARGV[9] tombstone buckets per family (store/tombstones.rs):
+-- family f's are KEYS[25 + (f - 1) * ARGV[9] + 1 ..], buckets first, first + 1, ... of its width.
+-- ARGV[8] lookback L, ARGV[9] buckets named per family, ARGV[10] families F, ARGV[11] the most
+-- jobs the queue may hold waiting (ready, delayed or retrying, or pending in a session) or 0 for
+-- no cap, then per family its bucket width ms and the index of its first bucket named; then per
+-- job: ULID, packed record
+-- (state WAITING), priority, and '' for a job with nothing more to say, or '+' followed by five
+-- more values: delay ms or -1, run_at epoch ms or -1, session name or '', its key's family (1 to
+-- F) or 0, its idempotency key or ''.
+-- By Redis's clock, a family's current bucket is number floor(now / width): a key is looked for
+-- in it and the L before it, and a job added writes its key into it, which then expires whole at
+-- (number + L + 1) * width ms. A repeat within the batch is a duplicate of the first.
+-- Refused before anything is written: a width that is not a whole number of 1 to 15 digits (an
+-- error); buckets named that do not hold those of Redis's clock (the caller's clock is off
+-- by more than the margin it named): the answer is then {0, -2, Redis time in ms}, to name them
+-- again from.
 -- Returns, flat, the jobs not added as {job number (1-based), code, ULID}: code 0 duplicate,
--- with the ULID of the first add; -1 unknown session (nothing written, ULID ''); -2 the queue
+-- with the ULID of the first add; -1 unknown session (nothing written, ULID ''); -3 the queue
 -- holds the cap of waiting jobs (nothing written; the cap as text in place of the ULID). Every
 -- job not named was added. The cap is checked per job, in order, after its duplicate check (a
 -- repeat of a job that went in is still answered as a duplicate): the jobs of a batch that fit
 -- go in, the rest are refused.
--- The tombstone outlives the job's retention on purpose: a repeat inside the window is a
+-- A tombstone outlives the job's retention on purpose: a repeat inside the window is a
 -- duplicate even after the first job is gone.
-local window = ARGV[8]
-if not string.find(window, '^[1-9]%d*$') or #window > 15 then
-  return redis.error_reply('ERR add: the idempotency window must be from 1 to 15 digits of ms')
-end
+-- Parsed once per text (setting, lib.lua): they are the same in every call.
+local lookback, span, families = setting(ARGV[8]), setting(ARGV[9]), setting(ARGV[10])
+local jobs_from = 12 + 2 * families
 -- The jobs waiting, counted once per call and only when there is a cap.
-local cap = tonumber(ARGV[9])
-local waiting = 0
+local cap = tonumber(ARGV[11])
+local held = 0
 if cap > 0 then
-  waiting = redis.call('ZCARD', KEYS[K_DELAYED]) + redis.call('ZCARD', KEYS[K_SESSION_JOBS])
+  held = redis.call('ZCARD', KEYS[K_DELAYED]) + redis.call('ZCARD', KEYS[K_SESSION_JOBS])
   for priority = -5, 5 do
-    waiting = waiting + redis.call('LLEN', ready_key(priority))
+    held = held + redis.call('LLEN', ready_key(priority))
   end
 end
--- Read only for a job that is delayed or in a session: a plain job needs no clock.
+-- Read once a family or a job needs it: a plain job needs no clock.
 local now
+-- Per family: the KEYS index of its current bucket, that bucket's expiry, the keys known
+-- (key -> ULID: found in the buckets read, or added by this call) and the entries to write.
+local tombs = {}
+for f = 1, families do
+  local width = ARGV[10 + 2 * f]
+  if not string.find(width, '^[1-9]%d*$') or #width > 15 then
+    return redis.error_reply('ERR add: a tombstone bucket width must be from 1 to 15 digits of ms')
+  end
+  now = now or now_ms()
+  local w = tonumber(width)
+  local current = math.floor(now / w)
+  local first = tonumber(ARGV[11 + 2 * f])
+  if math.max(0, current - lookback) < first or current >= first + span then
+    return { 0, -2, int_text(now) }
+  end
+  tombs[f] = {
+    at = K_READY + 10 + (f - 1) * span + 1 + current - first,
+    reach = math.min(lookback, current),
+    expiry = int_text((current + lookback + 1) * w),
+    known = {},
+    new = {},
+  }
+end
+-- The keys of each family's jobs, looked up with one HMGET per bucket read.
+if families > 0 then
+  local wanted = {}
+  local i = jobs_from
+  while i <= #ARGV do
+    if ARGV[i + 3] == '' then
+      i = i + 4
+    else
+      local f = tonumber(ARGV[i + 7])
+      if f > 0 then
+        if not tombs[f] then
+          return redis.error_reply('ERR add: a job names a tombstone family that was not given')
+        end
+        local keys = wanted[f] or {}
+        wanted[f] = keys
+        keys[#keys + 1] = ARGV[i + 8]
+      end
+      i = i + 9
+    end
+  end
+  for f, keys in pairs(wanted) do
+    local t = tombs[f]
+    for b = t.at - t.reach, t.at do
+      local first = hmget(KEYS[b], keys)
+      for j = 1, #keys do
+        if first[j] then
+          t.known[keys[j]] = first[j]
+        end
+      end
+    end
+  end
+end
 local out = {}
 -- Whether job n would take the queue past its cap; if so it is answered as refused.
 local function over_cap(n)
-  if cap > 0 and waiting >= cap then
+  if cap > 0 and held >= cap then
     out[#out + 1] = n
-    out[#out + 1] = -2
-    out[#out + 1] = ARGV[9]
+    out[#out + 1] = -3
+    out[#out + 1] = ARGV[11]
     return true
   end
-  waiting = waiting + 1
+  held = held + 1
   return false
 end
 -- Plain ready jobs are written with one call per structure: records, then each priority's
@@ -72,10 +134,9 @@ local function add_ready(ulid, raw, priority)
   list[#list + 1] = ulid
   waiting[#waiting + 1] = ulid
 end
--- A job that is delayed, in a session, or has an idempotency key.
-local function add_special(n, ulid, raw, priority, delay, run_at, session, idem)
-  local tombstone = idem > 0 and KEYS[idem]
-  local first = tombstone and redis.call('GET', tombstone)
+-- A job that is delayed, in a session, or has an idempotency key (of family t).
+local function add_special(n, ulid, raw, priority, delay, run_at, session, t, key)
+  local first = t and t.known[key]
   local meta = session ~= '' and load_session(session)
   if first or (session ~= '' and not meta) then
     out[#out + 1] = n
@@ -112,12 +173,14 @@ local function add_special(n, ulid, raw, priority, delay, run_at, session, idem)
   else
     add_ready(ulid, raw, priority)
   end
-  if tombstone then
-    redis.call('SET', tombstone, ulid, 'PX', window)
+  if t then
+    t.known[key] = ulid
+    t.new[#t.new + 1] = key
+    t.new[#t.new + 1] = ulid
   end
 end
 
-local i, n = 10, 0
+local i, n = jobs_from, 0
 while i <= #ARGV do
   local ulid, raw, priority = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   n = n + 1
@@ -127,10 +190,18 @@ while i <= #ARGV do
     end
     i = i + 4
   else
-    local delay, run_at, session, idem = tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5]), ARGV[i + 6], tonumber(ARGV[i + 7])
-    i = i + 8
-    add_special(n, ulid, raw, priority, delay, run_at, session, idem)
+    local delay, run_at, session = tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5]), ARGV[i + 6]
+    local t = tombs[tonumber(ARGV[i + 7])]
+    add_special(n, ulid, raw, priority, delay, run_at, session, t, ARGV[i + 8])
+    i = i + 9
   end
 end
 write_ready()
+for f = 1, families do
+  local t = tombs[f]
+  if #t.new > 0 then
+    bulk('HSET', KEYS[t.at], t.new)
+    redis.call('PEXPIREAT', KEYS[t.at], t.expiry)
+  end
+end
 return out

@@ -180,14 +180,95 @@ async fn add_with_a_zero_idempotency_window_writes_the_job_whole_or_not_at_all()
 async fn add_with_a_zero_idempotency_window_is_refused_before_anything_is_written() {
     let case = Case::start().await;
     case.open_session("s", 1).await;
-    // The batch's window is its first job's.
-    let first = Job { window: Duration::ZERO, ..Job::plain() };
-    let jobs = [first, Job::plain().in_session("s"), Job::plain().delayed(60_000).keyed("k", Duration::ZERO)];
+    // One key with a zero window refuses the whole batch, the jobs before it included.
+    let jobs = [Job::plain(), Job::plain().in_session("s"), Job::plain().delayed(60_000).keyed("k", Duration::ZERO)];
     assert!(case.try_add_many(&jobs).await.is_err());
     for job in &jobs {
         assert!(case.info(&job.ulid).await.is_none(), "{} not written", job.ulid);
     }
     assert_eq!(case.places().await, Places::default());
     assert_eq!(case.session_get("s").await.expect("session").queued, 0);
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn add_with_a_key_is_a_duplicate_across_a_bucket_boundary() {
+    let case = Case::start().await;
+    // Buckets of a quarter window: 100 ms.
+    let window = Duration::from_millis(400);
+    let first = Job::plain().keyed("k", window);
+    let (start, added_by) = case.add_timed(&first).await;
+    case.redis_time_when(|now| now / 100 > added_by / 100).await;
+    let again = Job::plain().keyed("k", window);
+    assert_eq!(case.add(&again).await, AddOutcome::Duplicate(first.ulid.clone()), "the next bucket's add");
+    let repeated_by = case.stats().await.now_ms;
+    assert!(repeated_by - start < 400, "the repeat came within the window: {} ms", repeated_by - start);
+    assert_eq!(case.places().await, Places { waiting: 1, ..Places::default() });
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn add_remembers_a_key_for_its_whole_window_and_at_most_a_bucket_longer() {
+    let case = Case::start().await;
+    let window = Duration::from_millis(200);
+    let first = Job::plain().keyed("k", window);
+    let (start, added_by) = case.add_timed(&first).await;
+    let mut repeats = 0;
+    loop {
+        let outcome = case.add(&Job::plain().keyed("k", window)).await;
+        let by = case.stats().await.now_ms;
+        if by - start >= 200 {
+            break;
+        }
+        assert_eq!(outcome, AddOutcome::Duplicate(first.ulid.clone()), "{} ms after the first add", by - start);
+        repeats += 1;
+    }
+    assert!(repeats > 0, "some repeats came within the window");
+    // Past the window and the one bucket (50 ms) it may be remembered beyond it, forgotten.
+    case.redis_time_when(|now| now >= added_by + 250).await;
+    let later = Job::plain().keyed("k", window);
+    assert_eq!(case.add(&later).await, AddOutcome::Added(later.ulid.clone()));
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn add_looks_a_key_up_among_the_keys_of_its_own_window() {
+    let case = Case::start().await;
+    let (chosen, generated) = (Duration::from_secs(3_600), Duration::from_secs(60));
+    let jobs = [
+        Job::plain().keyed("k", chosen),
+        Job::plain().keyed("k", generated),
+        Job::plain().keyed("k", generated),
+        Job::plain().keyed("k", chosen),
+    ];
+    let outcomes = case.add_many(&jobs).await;
+    let expected = [
+        AddOutcome::Added(jobs[0].ulid.clone()),
+        AddOutcome::Added(jobs[1].ulid.clone()),
+        AddOutcome::Duplicate(jobs[1].ulid.clone()),
+        AddOutcome::Duplicate(jobs[0].ulid.clone()),
+    ];
+    assert_eq!(outcomes, expected);
+    assert_eq!(case.add(&Job::plain().keyed("k", generated)).await, AddOutcome::Duplicate(jobs[1].ulid.clone()));
+    assert_eq!(case.add(&Job::plain().keyed("k", chosen)).await, AddOutcome::Duplicate(jobs[0].ulid.clone()));
+    assert_eq!(case.places().await, Places { waiting: 2, ..Places::default() });
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn add_finds_its_tombstones_whatever_the_callers_clock_says() {
+    let case = Case::start().await;
+    let window = Duration::from_secs(600);
+    let redis_now = u64::try_from(case.stats().await.now_ms).expect("a time after 1970");
+    let first = Job::plain().keyed("k", window);
+    // Named from a clock a day behind Redis's: past the margin, so the add names them again.
+    let day_behind = redis_now - 86_400_000;
+    assert_eq!(case.add_at(&first, day_behind).await, AddOutcome::Added(first.ulid.clone()));
+    for clock in [redis_now, redis_now + 60_000, redis_now + 10 * 365 * 86_400_000, 0, day_behind] {
+        let again = Job::plain().keyed("k", window);
+        assert_eq!(case.add_at(&again, clock).await, AddOutcome::Duplicate(first.ulid.clone()), "clock {clock}");
+    }
+    assert_eq!(case.places().await, Places { waiting: 1, ..Places::default() });
+    // The one bucket written is Redis's clock's (the invariant check reads its expiry).
     case.assert_invariants().await;
 }

@@ -215,6 +215,24 @@ impl Case {
         job.ulid
     }
 
+    /// Adds a job that must go in; Redis's clock (epoch ms) just before and just after.
+    pub async fn add_timed(&self, job: &Job) -> (i64, i64) {
+        let before = self.stats().await.now_ms;
+        assert_eq!(self.add(job).await, AddOutcome::Added(job.ulid.clone()));
+        (before, self.stats().await.now_ms)
+    }
+
+    /// Redis's clock (epoch ms), read again until it is `reached`: a wait on the one clock of
+    /// the queue, not on this machine's.
+    pub async fn redis_time_when(&self, reached: impl Fn(i64) -> bool) -> i64 {
+        loop {
+            let now = self.stats().await.now_ms;
+            if reached(now) {
+                return now;
+            }
+        }
+    }
+
     /// Leases one ready job, which must be there.
     pub async fn take(&self) -> LeasedJob {
         let mut round = self.lease(1).await;
@@ -319,6 +337,12 @@ impl Case {
     pub async fn try_add(&self, job: &Job) -> Result<AddOutcome, StoreError> {
         let mut outcomes = self.store.jobs().add_many(QUEUE, &[job.args()]).await?;
         Ok(outcomes.pop().expect("one outcome per job"))
+    }
+
+    /// An add whose caller's clock reads `now_ms`, however far from Redis's.
+    pub async fn add_at(&self, job: &Job, now_ms: u64) -> AddOutcome {
+        let mut outcomes = self.store.jobs().add_many_at(QUEUE, &[job.args()], now_ms).await.expect("add");
+        outcomes.pop().expect("one outcome per job")
     }
 
     pub async fn add_many(&self, jobs: &[Job]) -> Vec<AddOutcome> {
