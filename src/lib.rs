@@ -4,12 +4,14 @@
 //! Layers, one direction: `api` (gRPC handlers: validate, convert, map errors; private, reached
 //! only through `server`) -> `queue` (the job state machine: an `Engine` over rooms that each own
 //! one capability) -> `store` (Redis: a `Store` over parts, one Lua function library, the pool).
-//! `server` assembles them; `config` holds the flags of `jobwire serve`; `client` is the typed
+//! `server` assembles them; `auth` holds the tokens, roles and scopes that the auth layer of
+//! `api` enforces (and that `jobwire token` writes); `config` holds the flags of `jobwire serve`; `client` is the typed
 //! Rust client; `redis_server` launches the private redis-server of the embedded default, the
 //! bench and the tests; `telemetry` holds the Prometheus metrics and the W3C trace context of
 //! jobs; `proto` is the generated code of the public contract.
 
 mod api;
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod queue;
