@@ -1,7 +1,8 @@
 //! Client commands of the `jobwire` binary: `add`, `stats`, `health`, `jobs`, `retry`, `cancel`,
 //! `pause`/`resume`, `workers` and `sessions` (`work` has a file of its own). They use the typed
 //! client (`jobwire::client`) and, for the calls it does not wrap, the generated clients, and
-//! print for people (tables) or programs (`--json`, exit codes).
+//! print for people (tables) or programs (`--json`, exit codes). Each takes `--token`
+//! (`JOBWIRE_TOKEN`) for a server with `--auth-tokens`; `health` needs none.
 
 use std::{process::ExitCode, time::Duration};
 
@@ -22,16 +23,49 @@ pub(crate) fn uri(addr: &str) -> String {
     if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") }
 }
 
+/// A bearer token given on the command line or in `JOBWIRE_TOKEN`; its `Debug` hides it.
+#[derive(Clone)]
+pub(crate) struct TokenArg(String);
+
+impl std::str::FromStr for TokenArg {
+    type Err = std::convert::Infallible;
+
+    /// Takes anything: a bad token is refused by the client without being repeated, where a
+    /// parse error here would print it.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for TokenArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenArg(..)")
+    }
+}
+
+/// Connects to `addr` (host:port or URI), sending `token` with every call when there is one.
+pub(crate) async fn connect(addr: &str, token: Option<&TokenArg>) -> anyhow::Result<Client> {
+    let client = Client::connect(&uri(addr)).await?;
+    Ok(match token {
+        Some(TokenArg(token)) => client.with_token(token)?,
+        None => client,
+    })
+}
+
 #[derive(Args, Debug)]
 pub(crate) struct Target {
     /// Server address (host:port or URI).
     #[arg(long, env = "JOBWIRE_ADDR", default_value = "127.0.0.1:50051")]
     addr: String,
+    /// Bearer token for a server with --auth-tokens (better given as JOBWIRE_TOKEN: a
+    /// command line is visible to other users of the machine).
+    #[arg(long, env = "JOBWIRE_TOKEN", hide_env_values = true)]
+    token: Option<TokenArg>,
 }
 
 impl Target {
     async fn connect(&self) -> anyhow::Result<Client> {
-        Ok(Client::connect(&uri(&self.addr)).await?)
+        connect(&self.addr, self.token.as_ref()).await
     }
 }
 
@@ -447,15 +481,13 @@ fn session_json(s: &proto::Session) -> serde_json::Value {
 }
 
 pub(crate) async fn sessions(command: SessionsCommand) -> anyhow::Result<()> {
-    use proto::session_service_client::SessionServiceClient;
     let target = match &command {
         SessionsCommand::List(a) => &a.target,
         SessionsCommand::Create { target, .. }
         | SessionsCommand::Get { target, .. }
         | SessionsCommand::Delete { target, .. } => target,
     };
-    let channel = tonic::transport::Endpoint::from_shared(uri(&target.addr))?.connect().await?;
-    let mut api = SessionServiceClient::new(channel);
+    let mut api = target.connect().await?.raw_sessions();
     match command {
         SessionsCommand::List(args) => {
             let mut token = String::new();

@@ -7,6 +7,10 @@
 //! listener and has the engine refresh the per-queue gauges; the endpoint stays up through the
 //! drain, so the drain itself can be watched, and stops last.
 //!
+//! Every call passes the auth layer first (`api/auth/`): with `ServerOptions::auth` it needs a
+//! token of a role the method allows (health excepted); without, everything is let through,
+//! which `jobwire serve` allows on loopback addresses only.
+//!
 //! `ReadyFile` is how a server started on port 0 tells its launcher where it listens
 //! (`--ready-file`), without anyone parsing its log.
 //!
@@ -23,7 +27,8 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use tracing::info;
 
 use crate::{
-    api::{QueueApi, SessionApi},
+    api::{AuthLayer, QueueApi, SessionApi},
+    auth::Authority,
     proto::{queue_service_server::QueueServiceServer, session_service_server::SessionServiceServer},
     queue::Engine,
     telemetry::MetricsEndpoint,
@@ -49,6 +54,8 @@ pub struct ServerOptions {
     pub metrics: Option<MetricsEndpoint>,
     /// How a silent peer is found out.
     pub keepalive: Keepalive,
+    /// The tokens callers must present (`--auth-tokens`); None lets every call through.
+    pub auth: Option<Arc<Authority>>,
 }
 
 /// The HTTP/2 keep-alive of every connection: a connection silent for `interval` is pinged, and
@@ -149,6 +156,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let transport = tonic::transport::Server::builder()
+        .layer(AuthLayer::new(options.auth))
         .http2_keepalive_interval(Some(options.keepalive.interval))
         .http2_keepalive_timeout(Some(options.keepalive.timeout))
         .add_service(health_service)

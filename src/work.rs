@@ -7,12 +7,14 @@
 //! is revoked (timeout, cancel), when `--timeout` passes, and when the command ends (so nothing
 //! it left in the background outlives its job).
 //!
+//! The worker's `--token` (or `JOBWIRE_TOKEN`) is not passed on to the commands.
+//!
 //! It is the Rust client's worker, so it speaks the `Work` protocol (acks on the job stream).
 
 use std::{process::Stdio, sync::Arc, time::Duration};
 
 use clap::Args;
-use jobwire::client::{Client, JobContext, JobError, Worker};
+use jobwire::client::{JobContext, JobError, Worker};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 const MAX_RESULT: u64 = 1 << 20;
@@ -27,6 +29,10 @@ pub(crate) struct WorkArgs {
     /// Server address (host:port or URI).
     #[arg(long, env = "JOBWIRE_ADDR", default_value = "127.0.0.1:50051")]
     addr: String,
+    /// Bearer token (role worker) for a server with --auth-tokens (better given as
+    /// JOBWIRE_TOKEN: a command line is visible to other users of the machine).
+    #[arg(long, env = "JOBWIRE_TOKEN", hide_env_values = true)]
+    token: Option<crate::cli::TokenArg>,
     /// A queue to serve; repeat for several, earlier ones first.
     #[arg(long = "queue", required = true)]
     queues: Vec<String>,
@@ -80,6 +86,8 @@ async fn run_one(ctx: JobContext, args: Arc<WorkArgs>) -> Result<Vec<u8>, JobErr
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
+        // The worker's token is its own: the command does not get it.
+        .env_remove("JOBWIRE_TOKEN")
         .env("JOBWIRE_JOB_ID", &job.id)
         .env("JOBWIRE_QUEUE", &job.queue)
         .env("JOBWIRE_JOB_TYPE", &job.r#type)
@@ -151,7 +159,7 @@ async fn stop_signal() {
 }
 
 pub(crate) async fn run(args: WorkArgs) -> anyhow::Result<()> {
-    let client = Client::connect(&crate::cli::uri(&args.addr)).await?;
+    let client = crate::cli::connect(&args.addr, args.token.as_ref()).await?;
     let queues: Vec<&str> = args.queues.iter().map(String::as_str).collect();
     let worker_id = args.worker_id.clone().unwrap_or_else(|| format!("work-{}", std::process::id()));
     let shared = Arc::new(args.clone());
