@@ -15,8 +15,10 @@ from ._errors import (
     LeaseLost,
     NotFound,
     Permanent,
+    PermissionDenied,
     RetryAfter,
     TooLarge,
+    Unauthenticated,
     Unavailable,
 )
 from ._gen.jobwire.v1 import jobwire_pb2 as pb
@@ -43,6 +45,7 @@ __all__ = [
     "NewJob",
     "NotFound",
     "Permanent",
+    "PermissionDenied",
     "PollingWatcher",
     "QueueStats",
     "ReconnectPolicy",
@@ -53,6 +56,7 @@ __all__ = [
     "Seconds",
     "ServingStatus",
     "TooLarge",
+    "Unauthenticated",
     "Unavailable",
     "Worker",
     "__version__",
