@@ -303,6 +303,14 @@ async fn no_token_reaches_the_log_or_the_metrics_and_each_admin_action_is_audite
     let states = vec![proto::JobState::Cancelled as i32];
     raw.purge_queue(proto::PurgeQueueRequest { queue: "audit".into(), states }).await.expect("purge");
 
+    // A reader revoked while it follows a job, and then refused.
+    let watch = dash.raw().watch_job(proto::WatchJobRequest { job_id: dead.clone() }).await.expect("watch");
+    tokens.remove("dash");
+    process.signal(libc::SIGHUP);
+    let ended = tokio::time::timeout(LIMIT, end_of(watch.into_inner())).await.expect("the watch ends");
+    assert_eq!(ended.map(|s| s.code()), Some(Code::Unauthenticated));
+    assert!(dash.stats("audit").await.is_err());
+
     let metrics = process.metrics_addr.expect("metrics are served");
     let (_, exposed) = crate::metrics::http_get(metrics, "/metrics").await;
     assert!(process.terminate(LIMIT).await.success());
