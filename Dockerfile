@@ -4,9 +4,11 @@
 # with `docker build -t jobwire .` or `docker compose up --build` (see docker-compose.yml).
 #
 # Configuration is by environment only (every flag of `jobwire serve` has a JOBWIRE_* variable;
-# `docker run --rm jobwire serve --help` lists them). JOBWIRE_REDIS_URL is required: the image
-# listens on 0.0.0.0, and jobwire refuses its embedded Redis on a non-loopback address, because
-# each replica would then have a queue of its own.
+# `docker run --rm jobwire serve --help` lists them). The image listens on 0.0.0.0, so it needs
+# tokens: mount a token file (`jobwire token create --file tokens.json ...`) and point
+# JOBWIRE_AUTH_TOKENS at it; jobwire refuses to serve a non-loopback address without them,
+# unless JOBWIRE_INSECURE_NO_AUTH=true says so explicitly. Give it JOBWIRE_REDIS_URL too: with
+# the embedded Redis each replica would have a queue of its own.
 
 ARG RUST_VERSION=1.89
 ARG DEBIAN_RELEASE=bookworm

@@ -5,6 +5,7 @@
 //!
 //! Every command reaches the server through [`Target`]: its address and, for a TLS server, the
 //! `--tls-*` flags of [`TlsArgs`] (grpc_health_probe's, so `health` is a drop-in probe).
+//! Each takes `--token` (`JOBWIRE_TOKEN`) for a server with `--auth-tokens`; `health` needs none.
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -25,20 +26,50 @@ fn uri(addr: &str) -> String {
     if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") }
 }
 
+/// A bearer token given on the command line or in `JOBWIRE_TOKEN`; its `Debug` hides it.
+#[derive(Clone)]
+pub(crate) struct TokenArg(String);
+
+impl std::str::FromStr for TokenArg {
+    type Err = std::convert::Infallible;
+
+    /// Takes anything: a bad token is refused by the client without being repeated, where a
+    /// parse error here would print it.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for TokenArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenArg(..)")
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub(crate) struct Target {
     /// Server address (host:port or URI).
     #[arg(long, env = "JOBWIRE_ADDR", default_value = "127.0.0.1:50051")]
     addr: String,
+    /// Bearer token for a server with --auth-tokens (better given as JOBWIRE_TOKEN: a
+    /// command line is visible to other users of the machine).
+    #[arg(long, env = "JOBWIRE_TOKEN", hide_env_values = true)]
+    token: Option<TokenArg>,
     #[command(flatten)]
     tls: TlsArgs,
 }
 
 impl Target {
+    /// Connects to the address, through TLS when the flags ask for it, sending the token with
+    /// every call when there is one.
     pub(crate) async fn connect(&self) -> anyhow::Result<Client> {
-        Ok(match self.tls.load()? {
+        let client = match self.tls.load()? {
             None => Client::connect(&uri(&self.addr)).await?,
             Some(tls) => Client::connect_tls(&self.addr, &tls).await?,
+        };
+        Ok(match &self.token {
+            Some(TokenArg(token)) => client.with_token(token)?,
+            None => client,
         })
     }
 }
@@ -526,15 +557,13 @@ fn session_json(s: &proto::Session) -> serde_json::Value {
 }
 
 pub(crate) async fn sessions(command: SessionsCommand) -> anyhow::Result<()> {
-    use proto::session_service_client::SessionServiceClient;
     let target = match &command {
         SessionsCommand::List(a) => &a.target,
         SessionsCommand::Create { target, .. }
         | SessionsCommand::Get { target, .. }
         | SessionsCommand::Delete { target, .. } => target,
     };
-    let channel = endpoint(&target.addr, &target.tls)?.connect().await?;
-    let mut api = SessionServiceClient::new(channel);
+    let mut api = target.connect().await?.raw_sessions();
     match command {
         SessionsCommand::List(args) => {
             let mut token = String::new();

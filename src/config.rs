@@ -10,6 +10,7 @@ use std::{
 use clap::Args;
 
 use crate::{
+    auth::Reflection,
     listener::{ServerTls, TlsError, TlsFiles},
     queue::{Limits, MemoryLimits, Settings},
     server::Keepalive,
@@ -142,6 +143,19 @@ pub struct ServeConfig {
     /// listening on port 0. Use a path that does not exist yet.
     #[arg(long, env = "JOBWIRE_READY_FILE", value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
+    /// The token file (JSON; `jobwire token create` writes it): every call then needs an
+    /// `authorization: Bearer <token>` of a role that allows it, for queues in the token's scope
+    /// (health excepted). Re-read on SIGHUP. Without it, jobwire serves only on a loopback address.
+    #[arg(long, env = "JOBWIRE_AUTH_TOKENS", value_name = "FILE")]
+    pub auth_tokens: Option<PathBuf>,
+    /// Serve on a non-loopback address without any authentication: anyone who can reach the port
+    /// can add, take, cancel and purge any job. For a network that is already closed to others.
+    #[arg(long, env = "JOBWIRE_INSECURE_NO_AUTH", conflicts_with = "auth_tokens")]
+    pub insecure_no_auth: bool,
+    /// Whether gRPC reflection needs a token (any role) or is open to anyone (with
+    /// --auth-tokens; without, everything is open).
+    #[arg(long, env = "JOBWIRE_REFLECTION", value_enum, default_value_t = Reflection::Token)]
+    pub reflection: Reflection,
 }
 
 impl ServeConfig {
@@ -163,6 +177,14 @@ impl ServeConfig {
             if window < Duration::from_millis(1) {
                 return Err(format!("{flag} must be at least 1ms"));
             }
+        }
+        if self.auth_tokens.is_none() && !self.insecure_no_auth && !self.listen.ip().is_loopback() {
+            return Err(format!(
+                "--listen {} is not a loopback address, and no --auth-tokens are given: anyone who can reach it \
+                 could add, take, cancel and purge any job. Give --auth-tokens FILE (`jobwire token create` \
+                 writes one), listen on 127.0.0.1, or pass --insecure-no-auth to serve without authentication",
+                self.listen
+            ));
         }
         if self.max_lost_deliveries == 0 {
             return Err("--max-lost-deliveries must be at least 1".into());

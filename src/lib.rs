@@ -5,12 +5,15 @@
 //! only through `server`) -> `queue` (the job state machine: an `Engine` over rooms that each own
 //! one capability) -> `store` (Redis: a `Store` over parts, one Lua function library, the pool).
 //! `server` assembles them; `listener` accepts its connections (plain text or TLS, each call
-//! carrying its connection's `Peer`); `config` holds the flags of `jobwire serve`; `client` is
-//! the typed Rust client; `redis_server` launches the private redis-server of the embedded
-//! default, the bench and the tests; `telemetry` holds the Prometheus metrics and the W3C trace
-//! context of jobs; `proto` is the generated code of the public contract.
+//! carrying its connection's `Peer`); `auth` holds the tokens, roles and scopes that the auth
+//! layer of `api` enforces (and that `jobwire token` writes); `config` holds the flags of
+//! `jobwire serve`; `client` is the typed Rust client; `redis_server` launches the private
+//! redis-server of the embedded default, the bench and the tests; `telemetry` holds the
+//! Prometheus metrics and the W3C trace context of jobs; `proto` is the generated code of the
+//! public contract.
 
 mod api;
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod listener;

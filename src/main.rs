@@ -1,15 +1,16 @@
 //! The `jobwire` binary: parses flags, sets up logging, and runs the server or a client command
 //! (`cli.rs`, `work.rs`); `exit.rs` reports a failure. Serving here is start-up only: the
-//! embedded redis-server when no `--redis-url` is given, the TLS and Redis files read (the TLS
-//! ones again on every SIGHUP), waiting for Redis and its schema, warnings about a Redis that
-//! would lose jobs, binding the listeners and the ready file; the server itself is
-//! `jobwire::server`.
+//! token file (`--auth-tokens`, re-read on SIGHUP), the embedded redis-server when no
+//! `--redis-url` is given, the TLS and Redis files read (the TLS ones again on every SIGHUP),
+//! waiting for Redis and its schema, warnings about a Redis that would lose jobs, binding the
+//! listeners and the ready file; the server itself is `jobwire::server`.
 
 use std::{sync::Arc, time::Duration};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use jobwire::{
+    auth::Authority,
     config::ServeConfig,
     listener::ServerTls,
     queue::Engine,
@@ -69,11 +70,16 @@ enum Command {
     /// needed), and with --repair mend what is found. Exit codes: 0 clean, 1 damaged, 2 the
     /// check could not run.
     Doctor(doctor::DoctorArgs),
+    /// Create, list and revoke the tokens of a token file (`serve --auth-tokens`). `create`
+    /// prints only the new token's secret on stdout; a running server loads changes on SIGHUP.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 mod cli;
 mod doctor;
 mod exit;
+mod token;
 mod work;
 
 /// Runs the command; a failure is printed as one line, with the exit code of `exit.rs`.
@@ -101,6 +107,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Some(Command::Sessions(command)) => runtime.block_on(cli::sessions(command)).map(|()| ok),
         Some(Command::Work(args)) => runtime.block_on(work::run(args)).map(|()| ok),
         Some(Command::Doctor(args)) => Ok(runtime.block_on(doctor::run(args))),
+        Some(Command::Token(command)) => token::run(command).map(|()| ok),
     }
 }
 
@@ -169,16 +176,23 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let tls = config.tls.load()?.map(Arc::new);
     reload_on_hangup(tls.clone())?;
     let access = config.redis.access().map_err(anyhow::Error::msg)?;
+    let auth = match &config.auth_tokens {
+        Some(path) => {
+            let authority = Arc::new(Authority::load(path, config.reflection)?);
+            authority.reload_on_sighup().context("cannot listen for SIGHUP")?;
+            info!(file = %path.display(), tokens = authority.len(), "every call needs a token");
+            Some(authority)
+        }
+        None if !config.listen.ip().is_loopback() => {
+            warn!(addr = %config.listen, "SERVING WITHOUT AUTHENTICATION (--insecure-no-auth) on a non-loopback address: \
+                anyone who can reach it can add, take, cancel and purge any job");
+            None
+        }
+        None => None,
+    };
     let embedded = match &config.redis_url {
         Some(_) => None,
         None => {
-            if !config.listen.ip().is_loopback() {
-                bail!(
-                    "--listen {} is not a loopback address: with the embedded Redis, each replica would have a \
-                     queue of its own. Pass --redis-url to share one Redis, or listen on 127.0.0.1",
-                    config.listen
-                );
-            }
             let redis = RedisServer::start_async(RedisConfig::new(&config.data_dir).appendonly(true)).await?;
             info!(dir = %redis.dir().display(), "embedded redis-server started");
             Some(redis.supervise()?)
@@ -230,6 +244,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         metrics,
         keepalive: config.keepalive(),
         tls,
+        auth,
     };
     server::run(listener, engine, options, stop.cancelled_owned()).await?;
     if let Some(redis) = embedded {

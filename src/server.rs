@@ -7,6 +7,10 @@
 //! listener and has the engine refresh the per-queue gauges; the endpoint stays up through the
 //! drain, so the drain itself can be watched, and stops last.
 //!
+//! Every call passes the auth layer first (`api/auth/`): with `ServerOptions::auth` it needs a
+//! token of a role the method allows (health excepted); without, everything is let through,
+//! which `jobwire serve` allows on loopback addresses only.
+//!
 //! `ReadyFile` is how a server started on port 0 tells its launcher where it listens
 //! (`--ready-file`), without anyone parsing its log.
 //!
@@ -26,7 +30,8 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use tracing::info;
 
 use crate::{
-    api::{QueueApi, SessionApi},
+    api::{AuthLayer, QueueApi, SessionApi},
+    auth::Authority,
     listener::{Incoming, ServerTls},
     proto::{queue_service_server::QueueServiceServer, session_service_server::SessionServiceServer},
     queue::Engine,
@@ -56,6 +61,8 @@ pub struct ServerOptions {
     /// Serve TLS with this configuration (plain text when None); the caller keeps a clone to
     /// reload it (`ServerTls::reload`, on SIGHUP in `jobwire serve`).
     pub tls: Option<Arc<ServerTls>>,
+    /// The tokens callers must present (`--auth-tokens`); None lets every call through.
+    pub auth: Option<Arc<Authority>>,
 }
 
 /// The HTTP/2 keep-alive of every connection: a connection silent for `interval` is pinged, and
@@ -156,6 +163,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let incoming = Incoming::new(listener, options.tls);
     let transport = tonic::transport::Server::builder()
+        .layer(AuthLayer::new(options.auth))
         .http2_keepalive_interval(Some(options.keepalive.interval))
         .http2_keepalive_timeout(Some(options.keepalive.timeout))
         .add_service(health_service)

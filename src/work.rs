@@ -7,6 +7,8 @@
 //! is revoked (timeout, cancel), when `--timeout` passes, and when the command ends (so nothing
 //! it left in the background outlives its job).
 //!
+//! The worker's `--token` (or `JOBWIRE_TOKEN`) is not passed on to the commands.
+//!
 //! It is the Rust client's worker, so it speaks the `Work` protocol (acks on the job stream).
 
 use std::{process::Stdio, sync::Arc, time::Duration};
@@ -79,6 +81,8 @@ async fn run_one(ctx: JobContext, args: Arc<WorkArgs>) -> Result<Vec<u8>, JobErr
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
+        // The worker's token is its own: the command does not get it.
+        .env_remove("JOBWIRE_TOKEN")
         .env("JOBWIRE_JOB_ID", &job.id)
         .env("JOBWIRE_QUEUE", &job.queue)
         .env("JOBWIRE_JOB_TYPE", &job.r#type)

@@ -3,16 +3,22 @@
 //!
 //! This file holds the `QueueService` handlers (jobs, worker streams, events, administration),
 //! `sessions.rs` the `SessionService` ones, `convert.rs` the message <-> domain conversions and
-//! the checks only the wire format needs. Nothing here is public: `server` mounts the two
-//! services.
+//! the checks only the wire format needs; `auth/` the access checks. Nothing here is public:
+//! `server` mounts the two services behind the auth layer.
+//!
+//! Every handler starts with `Caller::authorize` (or `Caller::of` where the request is a
+//! stream): the queues its request names must be in the caller's scope. Listings show only
+//! what the scope covers, and what a reader is not shown is emptied from the answer.
 
 mod acks;
+mod auth;
 mod convert;
 mod feed;
 mod sessions;
 mod status;
 mod work;
 
+pub(crate) use auth::AuthLayer;
 pub(crate) use sessions::SessionApi;
 
 use std::{pin::Pin, sync::Arc, time::Duration};
@@ -20,6 +26,7 @@ use std::{pin::Pin, sync::Arc, time::Duration};
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
+use auth::Caller;
 use feed::Feed;
 
 use crate::{
@@ -43,19 +50,22 @@ impl QueueApi {
 type JobStream = Pin<Box<dyn Stream<Item = Result<proto::GetJobResponse, Status>> + Send>>;
 type EventStream<R> = Pin<Box<dyn Stream<Item = Result<R, Status>> + Send>>;
 
-/// Turns an engine event feed into a gRPC stream of `R`, the RPC's message around each event.
+/// Turns an engine event feed into a gRPC stream of `R`, the RPC's message around each event,
+/// each event redacted for `caller`.
 fn event_stream<R: Send + 'static>(
     rx: tokio::sync::mpsc::Receiver<crate::queue::Result<crate::queue::EventView>>,
+    caller: Caller,
     wrap: fn(proto::JobEvent) -> R,
 ) -> EventStream<R> {
     Box::pin(futures::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), move |item| {
-        item.map(|event| wrap(convert::event(event))).map_err(Status::from)
+        item.map(|event| wrap(caller.redacted_event(convert::event(event)))).map_err(Status::from)
     }))
 }
 
 #[tonic::async_trait]
 impl QueueService for QueueApi {
     async fn add_job(&self, request: Request<proto::AddJobRequest>) -> Result<Response<proto::AddJobResponse>, Status> {
+        Caller::authorize(&request)?;
         let job = convert::new_job(request.into_inner(), "")?;
         let added = self.engine.add(job).await?;
         tracing::debug!(job_id = %added.job_id, duplicate = added.duplicate, "job added");
@@ -66,6 +76,7 @@ impl QueueService for QueueApi {
         &self,
         request: Request<proto::AddJobsRequest>,
     ) -> Result<Response<proto::AddJobsResponse>, Status> {
+        Caller::authorize(&request)?;
         let entries = request.into_inner().jobs.into_iter().enumerate();
         let jobs = entries.map(|(i, req)| convert::new_job(req, &format!("jobs[{i}]."))).collect();
         let results = self
@@ -97,6 +108,7 @@ impl QueueService for QueueApi {
     type GetJobStream = JobStream;
 
     async fn get_job(&self, request: Request<proto::GetJobRequest>) -> Result<Response<JobStream>, Status> {
+        Caller::authorize(&request)?;
         let req = request.into_inner();
         let spec = convert::worker_spec(req.worker_id, req.labels, req.queues, req.max_in_flight, 0);
         let feed = Feed::open(&self.engine, spec, self.ping_every)?;
@@ -113,13 +125,15 @@ impl QueueService for QueueApi {
         &self,
         request: Request<tonic::Streaming<proto::WorkRequest>>,
     ) -> Result<Response<work::WorkStream>, Status> {
-        Ok(Response::new(work::open(self.engine.clone(), self.ping_every, request.into_inner()).await?))
+        let caller = Caller::of(&request)?;
+        Ok(Response::new(work::open(self.engine.clone(), self.ping_every, caller, request.into_inner()).await?))
     }
 
     async fn complete_job(
         &self,
         request: Request<proto::CompleteJobRequest>,
     ) -> Result<Response<proto::CompleteJobResponse>, Status> {
+        Caller::authorize(&request)?;
         let trace = convert::trace_context(request.metadata());
         Ok(Response::new(acks::complete(&self.engine, request.into_inner(), trace).await?))
     }
@@ -128,6 +142,7 @@ impl QueueService for QueueApi {
         &self,
         request: Request<proto::FailJobRequest>,
     ) -> Result<Response<proto::FailJobResponse>, Status> {
+        Caller::authorize(&request)?;
         let trace = convert::trace_context(request.metadata());
         Ok(Response::new(acks::fail(&self.engine, request.into_inner(), trace).await?))
     }
@@ -136,6 +151,7 @@ impl QueueService for QueueApi {
         &self,
         request: Request<proto::ExtendLeaseRequest>,
     ) -> Result<Response<proto::ExtendLeaseResponse>, Status> {
+        Caller::authorize(&request)?;
         Ok(Response::new(acks::extend(&self.engine, request.into_inner()).await?))
     }
 
@@ -143,6 +159,7 @@ impl QueueService for QueueApi {
         &self,
         request: Request<proto::ReturnJobRequest>,
     ) -> Result<Response<proto::ReturnJobResponse>, Status> {
+        Caller::authorize(&request)?;
         Ok(Response::new(acks::give_back(&self.engine, request.into_inner()).await?))
     }
 
@@ -150,12 +167,14 @@ impl QueueService for QueueApi {
         &self,
         request: Request<proto::GetJobInfoRequest>,
     ) -> Result<Response<proto::GetJobInfoResponse>, Status> {
+        let caller = Caller::authorize(&request)?;
         let job_id = JobId::parse(&request.into_inner().job_id, "job_id")?;
-        let view = self.engine.info(&job_id).await?;
-        Ok(Response::new(proto::GetJobInfoResponse { job: Some(convert::job_info(view)) }))
+        let job = caller.redacted_job(convert::job_info(self.engine.info(&job_id).await?));
+        Ok(Response::new(proto::GetJobInfoResponse { job: Some(job) }))
     }
 
     async fn stats(&self, request: Request<proto::StatsRequest>) -> Result<Response<proto::StatsResponse>, Status> {
+        Caller::authorize(&request)?;
         let queue = request.into_inner().queue;
         let counts = self.engine.stats(&queue).await?;
         Ok(Response::new(proto::StatsResponse {
@@ -166,11 +185,16 @@ impl QueueService for QueueApi {
 
     async fn list_queues(
         &self,
-        _request: Request<proto::ListQueuesRequest>,
+        request: Request<proto::ListQueuesRequest>,
     ) -> Result<Response<proto::ListQueuesResponse>, Status> {
+        let caller = Caller::authorize(&request)?;
         let queues = self.engine.list_queues().await?;
         Ok(Response::new(proto::ListQueuesResponse {
-            queues: queues.into_iter().map(|(q, c)| convert::queue_stats(q, c)).collect(),
+            queues: queues
+                .into_iter()
+                .filter(|(q, _)| caller.covers(q))
+                .map(|(q, c)| convert::queue_stats(q, c))
+                .collect(),
             redis_memory: Some(convert::redis_memory(self.engine.redis_memory())),
         }))
     }
@@ -181,9 +205,10 @@ impl QueueService for QueueApi {
         &self,
         request: Request<proto::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
+        let caller = Caller::authorize(&request)?;
         let job_id = JobId::parse(&request.into_inner().job_id, "job_id")?;
         let events = self.engine.watch(&job_id).await?;
-        Ok(Response::new(event_stream(events, |event| proto::WatchJobResponse { event: Some(event) })))
+        Ok(Response::new(event_stream(events, caller, |event| proto::WatchJobResponse { event: Some(event) })))
     }
 
     type SubscribeStream = EventStream<proto::SubscribeResponse>;
@@ -192,16 +217,18 @@ impl QueueService for QueueApi {
         &self,
         request: Request<proto::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let caller = Caller::authorize(&request)?;
         let req = request.into_inner();
         let cursor = Some(req.cursor.as_str()).filter(|c| !c.is_empty());
         let events = self.engine.subscribe(&req.queue, cursor).await?;
-        Ok(Response::new(event_stream(events, |event| proto::SubscribeResponse { event: Some(event) })))
+        Ok(Response::new(event_stream(events, caller, |event| proto::SubscribeResponse { event: Some(event) })))
     }
 
     async fn report_progress(
         &self,
         request: Request<proto::ReportProgressRequest>,
     ) -> Result<Response<proto::ReportProgressResponse>, Status> {
+        Caller::authorize(&request)?;
         Ok(Response::new(acks::progress(&self.engine, request.into_inner()).await?))
     }
 
@@ -209,6 +236,7 @@ impl QueueService for QueueApi {
         &self,
         request: Request<proto::CancelJobRequest>,
     ) -> Result<Response<proto::CancelJobResponse>, Status> {
+        Caller::authorize(&request)?;
         let job_id = JobId::parse(&request.into_inner().job_id, "job_id")?;
         self.engine.cancel(&job_id).await?;
         Ok(Response::new(proto::CancelJobResponse {}))
@@ -218,6 +246,7 @@ impl QueueService for QueueApi {
         &self,
         request: Request<proto::PauseQueueRequest>,
     ) -> Result<Response<proto::PauseQueueResponse>, Status> {
+        Caller::authorize(&request)?;
         self.engine.set_paused(&request.into_inner().queue, true).await?;
         Ok(Response::new(proto::PauseQueueResponse {}))
     }
@@ -226,6 +255,7 @@ impl QueueService for QueueApi {
         &self,
         request: Request<proto::ResumeQueueRequest>,
     ) -> Result<Response<proto::ResumeQueueResponse>, Status> {
+        Caller::authorize(&request)?;
         self.engine.set_paused(&request.into_inner().queue, false).await?;
         Ok(Response::new(proto::ResumeQueueResponse {}))
     }
@@ -234,12 +264,13 @@ impl QueueService for QueueApi {
         &self,
         request: Request<proto::ListJobsRequest>,
     ) -> Result<Response<proto::ListJobsResponse>, Status> {
+        let caller = Caller::authorize(&request)?;
         let req = request.into_inner();
         let state = convert::listing(req.state, "state")?;
         let page_size = if req.page_size == 0 { 100 } else { u64::from(req.page_size) };
         let (jobs, next) = self.engine.list_jobs(&req.queue, state, page_size, &req.page_token).await?;
         Ok(Response::new(proto::ListJobsResponse {
-            jobs: jobs.into_iter().map(convert::job_info).collect(),
+            jobs: jobs.into_iter().map(|view| caller.redacted_job(convert::job_info(view))).collect(),
             next_page_token: next,
         }))
     }
@@ -248,6 +279,7 @@ impl QueueService for QueueApi {
         &self,
         request: Request<proto::RetryJobRequest>,
     ) -> Result<Response<proto::RetryJobResponse>, Status> {
+        Caller::authorize(&request)?;
         let job_id = JobId::parse(&request.into_inner().job_id, "job_id")?;
         self.engine.retry_job(&job_id).await?;
         Ok(Response::new(proto::RetryJobResponse {}))
@@ -257,6 +289,7 @@ impl QueueService for QueueApi {
         &self,
         request: Request<proto::RetryDeadJobsRequest>,
     ) -> Result<Response<proto::RetryDeadJobsResponse>, Status> {
+        Caller::authorize(&request)?;
         let req = request.into_inner();
         let retried = self.engine.retry_dead(&req.queue, u64::from(req.limit)).await?;
         Ok(Response::new(proto::RetryDeadJobsResponse { retried }))
@@ -266,6 +299,7 @@ impl QueueService for QueueApi {
         &self,
         request: Request<proto::DeleteJobRequest>,
     ) -> Result<Response<proto::DeleteJobResponse>, Status> {
+        Caller::authorize(&request)?;
         let job_id = JobId::parse(&request.into_inner().job_id, "job_id")?;
         self.engine.delete_job(&job_id).await?;
         Ok(Response::new(proto::DeleteJobResponse {}))
@@ -275,6 +309,7 @@ impl QueueService for QueueApi {
         &self,
         request: Request<proto::PurgeQueueRequest>,
     ) -> Result<Response<proto::PurgeQueueResponse>, Status> {
+        Caller::authorize(&request)?;
         let req = request.into_inner();
         let states = req
             .states
@@ -290,8 +325,18 @@ impl QueueService for QueueApi {
         &self,
         request: Request<proto::ListWorkersRequest>,
     ) -> Result<Response<proto::ListWorkersResponse>, Status> {
+        let caller = Caller::authorize(&request)?;
         let queue = request.into_inner().queue;
         let workers = self.engine.list_workers(Some(queue.as_str()).filter(|q| !q.is_empty())).await?;
-        Ok(Response::new(proto::ListWorkersResponse { workers: workers.into_iter().map(convert::worker).collect() }))
+        // A worker is shown with the queues in scope only, and not at all without one.
+        let workers = workers
+            .into_iter()
+            .map(convert::worker)
+            .filter_map(|mut worker| {
+                worker.queues.retain(|q| caller.covers(q));
+                (!worker.queues.is_empty()).then_some(worker)
+            })
+            .collect();
+        Ok(Response::new(proto::ListWorkersResponse { workers }))
     }
 }

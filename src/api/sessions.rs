@@ -1,10 +1,11 @@
-//! The gRPC `SessionService`: validate, call the engine, convert.
+//! The gRPC `SessionService`: authorize (`auth/`), validate, call the engine, convert; a
+//! reader's answers without the session states it is not shown.
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::convert;
+use super::{auth::Caller, convert};
 use crate::{
     proto::{self, session_service_server::SessionService},
     queue::{Engine, SessionId, SessionUpdate},
@@ -27,6 +28,7 @@ impl SessionService for SessionApi {
         &self,
         request: Request<proto::CreateSessionRequest>,
     ) -> Result<Response<proto::CreateSessionResponse>, Status> {
+        Caller::authorize(&request)?;
         let req = request.into_inner();
         let ttl = convert::duration(req.ttl, "ttl")?;
         let name = Some(req.name.as_str()).filter(|n| !n.is_empty());
@@ -39,15 +41,17 @@ impl SessionService for SessionApi {
         &self,
         request: Request<proto::GetSessionRequest>,
     ) -> Result<Response<proto::GetSessionResponse>, Status> {
+        let caller = Caller::authorize(&request)?;
         let id = SessionId::parse(&request.into_inner().session_id, "session_id")?;
-        let session = self.engine.get_session(&id).await?;
-        Ok(Response::new(proto::GetSessionResponse { session: Some(convert::session(session)) }))
+        let session = caller.redacted_session(convert::session(self.engine.get_session(&id).await?));
+        Ok(Response::new(proto::GetSessionResponse { session: Some(session) }))
     }
 
     async fn update_session(
         &self,
         request: Request<proto::UpdateSessionRequest>,
     ) -> Result<Response<proto::UpdateSessionResponse>, Status> {
+        Caller::authorize(&request)?;
         let req = request.into_inner();
         let id = SessionId::parse(&req.session_id, "session_id")?;
         let update = match req.update {
@@ -63,6 +67,7 @@ impl SessionService for SessionApi {
         &self,
         request: Request<proto::DeleteSessionRequest>,
     ) -> Result<Response<proto::DeleteSessionResponse>, Status> {
+        Caller::authorize(&request)?;
         let id = SessionId::parse(&request.into_inner().session_id, "session_id")?;
         self.engine.delete_session(&id).await?;
         Ok(Response::new(proto::DeleteSessionResponse {}))
@@ -72,11 +77,12 @@ impl SessionService for SessionApi {
         &self,
         request: Request<proto::ListSessionsRequest>,
     ) -> Result<Response<proto::ListSessionsResponse>, Status> {
+        let caller = Caller::authorize(&request)?;
         let req = request.into_inner();
         let page_size = if req.page_size == 0 { 100 } else { u64::from(req.page_size) };
         let (sessions, next) = self.engine.list_sessions(&req.queue, page_size, &req.page_token).await?;
         Ok(Response::new(proto::ListSessionsResponse {
-            sessions: sessions.into_iter().map(convert::session).collect(),
+            sessions: sessions.into_iter().map(|view| caller.redacted_session(convert::session(view))).collect(),
             next_page_token: next,
         }))
     }

@@ -6,7 +6,9 @@
 //! together in one message. Each ack runs through the same function as its unary RPC
 //! (`acks.rs`), concurrently with the others, and is answered by its `ack_id`; answers ready
 //! together go out in one message. A refused ack is answered with its status; only a protocol
-//! error ends the stream (INVALID_ARGUMENT).
+//! error ends the stream (INVALID_ARGUMENT). The caller's scope is checked on the `open`
+//! message's queues (a refusal ends the stream before it opens) and on each ack's job, which is
+//! answered PERMISSION_DENIED like any refused ack.
 //!
 //! Everything runs inside the response stream tonic polls: no task of its own, so nothing
 //! outlives the stream, and a worker that stops reading stops its acks from being taken in.
@@ -16,7 +18,7 @@ use std::{collections::HashSet, pin::Pin, sync::Arc, task::Poll, time::Duration}
 use futures::{FutureExt, Stream, StreamExt, future::BoxFuture, stream::FuturesUnordered};
 use tonic::{Status, Streaming};
 
-use super::{acks, convert, feed::Feed};
+use super::{acks, auth::Caller, convert, feed::Feed};
 use crate::{
     proto::{
         self, get_job_response::Message as JobMessage, work_ack::Ack, work_answer::Result as AckResult,
@@ -34,6 +36,7 @@ const MAX_PENDING_ACKS: usize = 1024;
 pub(super) async fn open(
     engine: Arc<Engine>,
     ping_every: Duration,
+    caller: Caller,
     mut inbound: Streaming<proto::WorkRequest>,
 ) -> Result<WorkStream, Status> {
     let open = match inbound.message().await? {
@@ -41,10 +44,18 @@ pub(super) async fn open(
         Some(_) => return Err(Status::invalid_argument("message: the first message must be `open`")),
         None => return Err(Status::invalid_argument("message: the stream ended before `open`")),
     };
+    caller.check(&open)?;
     let spec = convert::worker_spec(open.worker_id, open.labels, open.queues, open.max_in_flight, open.prefetch);
     let feed = Feed::open(&engine, spec, ping_every)?;
-    let work =
-        Work { engine, feed, inbound, reading: true, pending: FuturesUnordered::new(), outstanding: HashSet::new() };
+    let work = Work {
+        engine,
+        caller,
+        feed,
+        inbound,
+        reading: true,
+        pending: FuturesUnordered::new(),
+        outstanding: HashSet::new(),
+    };
     Ok(Box::pin(futures::stream::unfold(Some(work), |work| async move {
         let mut work = work?;
         match work.next().await? {
@@ -58,6 +69,7 @@ pub(super) async fn open(
 /// One open Work stream.
 struct Work {
     engine: Arc<Engine>,
+    caller: Caller,
     feed: Feed,
     inbound: Streaming<proto::WorkRequest>,
     /// The worker has not closed its side (nor lost the connection).
@@ -138,7 +150,13 @@ impl Work {
                     ack.ack_id
                 )));
             }
-            self.pending.push(run(self.engine.clone(), ack).boxed());
+            match self.caller.check(&ack) {
+                Ok(()) => self.pending.push(run(self.engine.clone(), ack).boxed()),
+                Err(status) => {
+                    let refused = answer(ack.ack_id, Err(status));
+                    self.pending.push(std::future::ready(refused).boxed());
+                }
+            }
         }
         Ok(())
     }
@@ -154,13 +172,15 @@ async fn run(engine: Arc<Engine>, ack: proto::WorkAck) -> proto::WorkAnswer {
         Some(Ack::GiveBack(req)) => acks::give_back(&engine, req).await.map(|_| None),
         None => Err(Status::invalid_argument("ack: must be one of complete, fail, progress, extend, give_back")),
     };
+    answer(ack.ack_id, result)
+}
+
+/// The answer to ack `ack_id`: OK with its result, or its refusal.
+fn answer(ack_id: u64, result: Result<Option<AckResult>, Status>) -> proto::WorkAnswer {
     match result {
-        Ok(result) => proto::WorkAnswer { ack_id: ack.ack_id, code: 0, message: String::new(), result },
-        Err(status) => proto::WorkAnswer {
-            ack_id: ack.ack_id,
-            code: status.code() as i32,
-            message: status.message().to_owned(),
-            result: None,
-        },
+        Ok(result) => proto::WorkAnswer { ack_id, code: 0, message: String::new(), result },
+        Err(status) => {
+            proto::WorkAnswer { ack_id, code: status.code() as i32, message: status.message().to_owned(), result: None }
+        }
     }
 }

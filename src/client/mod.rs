@@ -5,6 +5,7 @@
 //! # async fn demo() -> Result<(), jobwire::client::ClientError> {
 //! use jobwire::client::{Client, NewJob};
 //! let client = Client::connect("http://127.0.0.1:50051").await?;
+//! // A server with --auth-tokens needs a token: `.with_token(&std::env::var("JOBWIRE_TOKEN")?)?`.
 //! let id = client.add(NewJob::new("emails", "welcome").json(&serde_json::json!({"to": "a@b.c"}))).await?;
 //! let result = client.wait_for_result(&id, std::time::Duration::from_secs(30)).await?;
 //! # Ok(()) }
@@ -26,7 +27,12 @@ mod worker;
 
 use std::time::Duration;
 
-use tonic::{Code, transport::Channel};
+use tonic::{
+    Code,
+    metadata::{Ascii, MetadataValue},
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::Channel,
+};
 
 use crate::{
     proto::{self, queue_service_client::QueueServiceClient, session_service_client::SessionServiceClient},
@@ -192,11 +198,37 @@ impl NewJob {
     }
 }
 
+/// Sends `authorization: Bearer <token>` with every call once the client has a token
+/// ([`Client::with_token`]). The value is marked sensitive: HTTP/2 never indexes it, and its
+/// `Debug` shows no token.
+#[derive(Clone, Default)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Bearer(..)" } else { "Bearer(none)" })
+    }
+}
+
+/// What the generated clients of a [`Client`] send their calls through: its channel, with its
+/// token.
+pub type Transport = InterceptedService<Channel, Bearer>;
+
 /// The producer side, and reads. Cheap to clone; clones share one HTTP/2 connection.
 #[derive(Clone)]
 pub struct Client {
-    inner: QueueServiceClient<Channel>,
+    inner: QueueServiceClient<Transport>,
     channel: Channel,
+    bearer: Bearer,
 }
 
 impl Client {
@@ -227,15 +259,34 @@ impl Client {
     /// A client over a channel the caller built (TLS, a custom connector); messages up to
     /// 64 MiB.
     pub fn from_channel(channel: Channel) -> Self {
-        let inner = QueueServiceClient::new(channel.clone())
+        Self::over(channel, Bearer::default())
+    }
+
+    fn over(channel: Channel, bearer: Bearer) -> Self {
+        let inner = QueueServiceClient::with_interceptor(channel.clone(), bearer.clone())
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20);
-        Self { inner, channel }
+        Self { inner, channel, bearer }
+    }
+
+    /// The same client sending `token` with every call (`authorization: Bearer <token>`), for a
+    /// server with `--auth-tokens`; its clones and workers send it too. A token that cannot be
+    /// a header value (not visible ASCII) is refused as INVALID_ARGUMENT, without repeating it.
+    pub fn with_token(self, token: &str) -> Result<Self, ClientError> {
+        let mut value = MetadataValue::try_from(format!("Bearer {token}"))
+            .map_err(|_| tonic::Status::invalid_argument("token: may only hold visible ASCII characters"))?;
+        value.set_sensitive(true);
+        Ok(Self::over(self.channel, Bearer(Some(value))))
     }
 
     /// The generated client, for calls this wrapper does not cover.
-    pub fn raw(&self) -> QueueServiceClient<Channel> {
+    pub fn raw(&self) -> QueueServiceClient<Transport> {
         self.inner.clone()
+    }
+
+    /// The generated client of the `SessionService`, for calls this wrapper does not cover.
+    pub fn raw_sessions(&self) -> SessionServiceClient<Transport> {
+        SessionServiceClient::with_interceptor(self.channel.clone(), self.bearer.clone())
     }
 
     /// Adds one job and returns its id. `UNAVAILABLE` is retried a few times; the request gets
@@ -315,10 +366,6 @@ impl Client {
         Ok(())
     }
 
-    fn sessions(&self) -> SessionServiceClient<Channel> {
-        SessionServiceClient::new(self.channel.clone())
-    }
-
     /// Creates a session in `queue` (name generated when None) with an initial JSON state.
     pub async fn create_session(
         &self,
@@ -334,14 +381,17 @@ impl Client {
             ttl: None,
             max_concurrency: Some(max_concurrency),
         };
-        let resp = self.sessions().create_session(req).await?.into_inner();
+        let resp = self.raw_sessions().create_session(req).await?.into_inner();
         resp.session.ok_or_else(|| tonic::Status::internal("empty answer").into())
     }
 
     /// One session: its state, version and job counts.
     pub async fn session(&self, session_id: &str) -> Result<proto::Session, ClientError> {
-        let resp =
-            self.sessions().get_session(proto::GetSessionRequest { session_id: session_id.into() }).await?.into_inner();
+        let resp = self
+            .raw_sessions()
+            .get_session(proto::GetSessionRequest { session_id: session_id.into() })
+            .await?
+            .into_inner();
         resp.session.ok_or_else(|| tonic::Status::internal("empty answer").into())
     }
 
@@ -357,12 +407,12 @@ impl Client {
             update: Some(proto::update_session_request::Update::MergePatch(patch.to_string())),
             expected_version: None,
         };
-        Ok(self.sessions().update_session(req).await?.into_inner().version)
+        Ok(self.raw_sessions().update_session(req).await?.into_inner().version)
     }
 
     /// Deletes a session and its jobs not yet started.
     pub async fn delete_session(&self, session_id: &str) -> Result<(), ClientError> {
-        self.sessions().delete_session(proto::DeleteSessionRequest { session_id: session_id.into() }).await?;
+        self.raw_sessions().delete_session(proto::DeleteSessionRequest { session_id: session_id.into() }).await?;
         Ok(())
     }
 }

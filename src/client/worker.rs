@@ -41,10 +41,10 @@ use tokio::{
     task::{AbortHandle, JoinSet},
 };
 use tokio_util::sync::CancellationToken;
-use tonic::{Code, Status, transport::Channel};
+use tonic::{Code, Status};
 use tracing::{Instrument, debug, field::Empty, warn};
 
-use super::{Client, ClientError};
+use super::{Client, ClientError, Transport};
 use crate::{
     proto::{
         self, get_job_response, queue_service_client::QueueServiceClient, work_ack::Ack, work_request, work_response,
@@ -500,7 +500,7 @@ impl Incoming {
 /// Where a stream's acks go: a unary call each, or the Work stream's outbox.
 #[derive(Clone)]
 enum Acker {
-    Unary(QueueServiceClient<Channel>),
+    Unary(QueueServiceClient<Transport>),
     Stream(Arc<Outbox>),
 }
 

@@ -11,6 +11,7 @@ use std::{
 };
 
 use jobwire::{
+    auth::Authority,
     proto::{self, queue_service_client::QueueServiceClient},
     queue::{Engine, Settings},
     redis_server::{RedisConfig, RedisServer},
@@ -155,6 +156,7 @@ pub struct ServerBuilder {
     metrics: Option<Duration>,
     /// Serve TLS with this configuration (`tls::` tests).
     tls: Option<Arc<jobwire::listener::ServerTls>>,
+    auth: Option<Arc<Authority>>,
 }
 
 impl ServerBuilder {
@@ -168,6 +170,7 @@ impl ServerBuilder {
             ping_every: Duration::from_secs(15),
             metrics: None,
             tls: None,
+            auth: None,
         }
     }
 
@@ -229,6 +232,7 @@ impl ServerBuilder {
             metrics,
             keepalive: Keepalive { interval: Duration::from_secs(5), timeout: Duration::from_secs(5) },
             tls: self.tls,
+            auth: self.auth,
         };
         let task = tokio::spawn({
             let engine = engine.clone();
@@ -314,16 +318,20 @@ impl Process {
     /// Starts `cmd` (the jobwire binary with its arguments and environment) and waits for its
     /// ready file. Its log is shown with `JOBWIRE_TEST_LOG`.
     pub fn start_command(cmd: &mut Command) -> Self {
+        let log = if std::env::var_os("JOBWIRE_TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() };
+        Self::start_logging(cmd, log)
+    }
+
+    /// As `start_command`, with the log (stderr) going to `log`, at `JOBWIRE_LOG=info` unless
+    /// `cmd` sets another level.
+    pub fn start_logging(cmd: &mut Command, log: impl Into<Stdio>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let ready = dir.path().join("ready");
-        let log = if std::env::var_os("JOBWIRE_TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() };
-        let mut child = cmd
-            .env("JOBWIRE_READY_FILE", &ready)
-            .env("JOBWIRE_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn jobwire");
+        if !cmd.get_envs().any(|(key, _)| key == "JOBWIRE_LOG") {
+            cmd.env("JOBWIRE_LOG", "info");
+        }
+        let mut child =
+            cmd.env("JOBWIRE_READY_FILE", &ready).stdout(Stdio::null()).stderr(log).spawn().expect("spawn jobwire");
         let mut announced = None;
         wait_until(Duration::from_secs(20), "jobwire to write its ready file", || {
             if let Ok(Some(status)) = child.try_wait() {
@@ -479,6 +487,12 @@ impl ServerBuilder {
     /// queue names.
     pub fn metrics(mut self, refresh: Duration) -> Self {
         self.metrics = Some(refresh);
+        self
+    }
+
+    /// Every call needs a token of `authority` (see `auth/`).
+    pub fn auth(mut self, authority: Arc<Authority>) -> Self {
+        self.auth = Some(authority);
         self
     }
 

@@ -8,6 +8,7 @@ mod harness;
 
 mod admin;
 mod admission;
+mod auth;
 mod cli;
 mod client;
 mod cluster;

@@ -34,7 +34,7 @@ const WAIT: Duration = Duration::from_secs(10);
 // ---------------------------------------------------------------------------------------------
 
 /// GETs `path` with a bare HTTP/1.1 request; returns the status code and the body.
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect to the metrics endpoint");
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("send the request");

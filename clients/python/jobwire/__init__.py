@@ -15,8 +15,10 @@ from ._errors import (
     LeaseLost,
     NotFound,
     Permanent,
+    PermissionDenied,
     RetryAfter,
     TooLarge,
+    Unauthenticated,
     Unavailable,
 )
 from ._gen.jobwire.v1 import jobwire_pb2 as pb
@@ -44,6 +46,7 @@ __all__ = [
     "NewJob",
     "NotFound",
     "Permanent",
+    "PermissionDenied",
     "PollingWatcher",
     "QueueStats",
     "ReconnectPolicy",
@@ -55,6 +58,7 @@ __all__ = [
     "ServingStatus",
     "Tls",
     "TooLarge",
+    "Unauthenticated",
     "Unavailable",
     "Worker",
     "__version__",

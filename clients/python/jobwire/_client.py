@@ -69,6 +69,17 @@ def default_target() -> str:
     return os.environ.get("JOBWIRE_TARGET") or DEFAULT_TARGET
 
 
+def call_metadata(
+    metadata: Sequence[tuple[str, str]], token: str | None
+) -> Sequence[tuple[str, str]]:
+    """``metadata`` plus ``authorization: Bearer <token>`` (``token``, else ``$JOBWIRE_TOKEN``),
+    unless ``metadata`` already carries an ``authorization``."""
+    token = token if token is not None else os.environ.get("JOBWIRE_TOKEN")
+    if not token or any(key.lower() == "authorization" for key, _ in metadata):
+        return metadata
+    return [*metadata, ("authorization", f"Bearer {token}")]
+
+
 def open_channel(
     target: str,
     credentials: grpc.ChannelCredentials | None,
@@ -129,6 +140,8 @@ class Client:
     existing ``channel`` (the client then does not close it). ``tls``: reach a TLS server
     (:class:`jobwire.Tls`: CA, client certificate, server name); ``credentials`` are the raw
     ``grpc.ChannelCredentials`` alternative.
+    ``token``: the bearer token of a server with ``--auth-tokens`` (default ``$JOBWIRE_TOKEN``),
+    sent with every call as ``authorization: Bearer <token>``.
     ``timeout``: the default of every call's ``timeout`` (``None``: no deadline). ``retry``: how
     UNAVAILABLE is retried. ``metadata``: sent with every call (e.g. an authorization header).
     ``auto_idempotency_key``: make a key per add when none is given (on by default; off means an
@@ -148,6 +161,7 @@ class Client:
         timeout: float | None = 10.0,
         retry: RetryPolicy = DEFAULT_RETRY,
         metadata: Sequence[tuple[str, str]] = (),
+        token: str | None = None,
         auto_idempotency_key: bool = True,
     ) -> None:
         if channel is not None and (target or tls or credentials or options or interceptors):
@@ -162,6 +176,7 @@ class Client:
         """The generated stub, for anything this class does not wrap."""
         self.timeout = timeout
         self.retry = retry
+        metadata = call_metadata(metadata, token)
         self.metadata = grpc.aio.Metadata(*metadata) if metadata else None
         self.auto_idempotency_key = auto_idempotency_key
         self.watcher: ResultWatcher = PollingWatcher(self)

@@ -48,6 +48,16 @@ class Unavailable(Error):
     """jobwire or its Redis cannot be reached right now (already retried where that is safe)."""
 
 
+class Unauthenticated(Error):
+    """The server needs a token (``--auth-tokens``) and none was sent, or the one sent is not
+    known (revoked, or from another token file): give ``token=`` or ``$JOBWIRE_TOKEN``."""
+
+
+class PermissionDenied(Error):
+    """The token's role does not allow this call, or its scope does not cover the queue named;
+    the message says which."""
+
+
 class DeadlineExceeded(Error, TimeoutError):
     """The call's ``timeout`` passed before the server answered."""
 
@@ -59,6 +69,8 @@ _BY_CODE: dict[grpc.StatusCode, type[Error]] = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: TooLarge,
     grpc.StatusCode.OUT_OF_RANGE: TooLarge,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
 }
 

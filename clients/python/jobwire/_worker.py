@@ -226,7 +226,8 @@ class Worker:
 
     ``concurrency``: how many handlers run at once, which is also the stream's credit
     (``max_in_flight``). ``client``: share a :class:`jobwire.Client` (else the worker opens its
-    own from ``target``/``tls``/``credentials``/``options``). ``stop_grace``: on stop, how long running
+    own from ``target``/``tls``/``credentials``/``options``/``token``, the bearer token of a server with
+    ``--auth-tokens``, default ``$JOBWIRE_TOKEN``). ``stop_grace``: on stop, how long running
     handlers may take before they are cancelled (``None``: as long as they need).
     ``ack_timeout``: the time budget of one unary ack, retries included.
 
@@ -252,6 +253,7 @@ class Worker:
         tls: Tls | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         options: Sequence[tuple[str, Any]] = (),
+        token: str | None = None,
         reconnect: ReconnectPolicy = ReconnectPolicy(),
         stop_grace: float | None = None,
         ack_timeout: float = 30.0,
@@ -275,7 +277,7 @@ class Worker:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.labels = dict(labels) if labels is not None else {"lang": "python"}
         self._client = client
-        self._client_args = (target, tls, credentials, options)
+        self._client_args = (target, tls, credentials, options, token)
         self.reconnect = reconnect
         self.stop_grace = stop_grace
         self.ack_timeout = ack_timeout
@@ -384,10 +386,10 @@ class Worker:
         self._slots = asyncio.Semaphore(self.concurrency)
         owns_client = self._client is None
         if self._client is None:
-            target, tls, credentials, options = self._client_args
+            target, tls, credentials, options, token = self._client_args
             given = {name for name, _ in options}
             merged = [o for o in KEEPALIVE_OPTIONS if o[0] not in given] + list(options)
-            self._client = Client(target, tls=tls, credentials=credentials, options=merged)
+            self._client = Client(target, tls=tls, credentials=credentials, options=merged, token=token)
         signals: list[signal.Signals] = []
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):

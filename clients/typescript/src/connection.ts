@@ -1,6 +1,7 @@
 /**
- * How a client or worker reaches jobwire: address, TLS (`tls`, or raw `credentials`), channel options and
- * per-call metadata (e.g. an auth token). Both `Client` and `Worker` take these options.
+ * How a client or worker reaches jobwire: address, TLS (`tls`, or raw `credentials`), channel
+ * options, the bearer token of a server with `--auth-tokens`, and per-call metadata. Both
+ * `Client` and `Worker` take these options.
  */
 import { readFileSync } from "node:fs";
 
@@ -29,7 +30,13 @@ export interface ConnectionOptions {
   credentials?: ChannelCredentials;
   /** Extra grpc-js channel options (keepalive, message sizes...). */
   channelOptions?: ChannelOptions;
-  /** Metadata sent with every call, e.g. `{ authorization: "Bearer ..." }`. */
+  /**
+   * The bearer token of a server started with `--auth-tokens` (made with `jobwire token
+   * create`), sent with every call as `authorization: Bearer <token>`. Default:
+   * `$JOBWIRE_TOKEN`, else none (`""` sends none). A worker needs a token of role `worker`.
+   */
+  token?: string;
+  /** Metadata sent with every call. An `authorization` here wins over `token`. */
   metadata?: Record<string, string>;
 }
 
@@ -81,6 +88,8 @@ export function createRawClient(opts: ConnectionOptions, defaults: ChannelOption
 
 export function buildMetadata(opts: ConnectionOptions): Metadata {
   const md = new Metadata();
+  const token = opts.token ?? process.env["JOBWIRE_TOKEN"];
+  if (token) md.set("authorization", `Bearer ${token}`);
   for (const [k, v] of Object.entries(opts.metadata ?? {})) md.set(k, v);
   return md;
 }

@@ -341,7 +341,7 @@ impl Case {
 
     /// An add whose caller's clock reads `now_ms`, however far from Redis's.
     pub async fn add_at(&self, job: &Job, now_ms: u64) -> AddOutcome {
-        let mut outcomes = self.store.jobs().add_many_at(QUEUE, &[job.args()], now_ms).await.expect("add");
+        let mut outcomes = self.store.jobs().add_many_at(QUEUE, &[job.args()], now_ms, None).await.expect("add");
         outcomes.pop().expect("one outcome per job")
     }
 

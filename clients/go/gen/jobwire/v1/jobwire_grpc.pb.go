@@ -10,10 +10,23 @@
 //   NOT_FOUND           the job id (or queue) is unknown, or the job is no longer retained.
 //   FAILED_PRECONDITION the lease token is stale (the job was re-delivered, timed out, or
 //                       finished); the job was not changed.
-//   RESOURCE_EXHAUSTED  the request is larger than the server accepts (see each limit).
+//   RESOURCE_EXHAUSTED  the request is larger than the server accepts (see each limit); or
+//                       there is no room for new work: Redis is full ("Redis is full: used X
+//                       of Y", past the server's `--memory-watermark` or refused by Redis
+//                       itself) or the queue holds its cap of waiting jobs ("queue Q is full
+//                       (N waiting)", `--max-waiting`). Nothing was written; retry later, once
+//                       workers have drained it. Only adds and session writes are refused for
+//                       room: leases, acks, retries, cancels and reads keep working.
 //   ALREADY_EXISTS      a session with that id exists.
 //   ABORTED             a session version check failed; nothing was written; read and retry.
 //   UNAVAILABLE         Redis cannot be reached right now; safe to retry.
+//   UNAUTHENTICATED     the server runs with tokens (`--auth-tokens`) and the call carried no
+//                       `authorization: Bearer <token>` metadata, or a token it does not know
+//                       (revoked, or never issued). A stream whose token is revoked while it
+//                       is open ends with this code. Health checks need no token.
+//   PERMISSION_DENIED   the token's role may not call this RPC, or its queue scope does not
+//                       cover a queue the request names (a queue field, or the queue a job or
+//                       session id embeds); the message names the field and the queue.
 //   OUT_OF_RANGE        an event cursor points before the oldest event still kept; or
 //                       the request message is larger than the server decodes at all (the
 //                       largest legal request plus 1 MiB); answered by the transport itself.
@@ -71,12 +84,18 @@ const (
 // QueueService is the whole job lifecycle: add, deliver, acknowledge, inspect.
 type QueueServiceClient interface {
 	// Adds one job. With an idempotency key, a repeat within the window returns the first job's id
-	// and `duplicate = true` instead of adding a second job.
+	// and `duplicate = true` instead of adding a second job. RESOURCE_EXHAUSTED when Redis is full
+	// or the queue holds its cap of waiting jobs (a repeat of a job that went in is still a
+	// duplicate).
 	AddJob(ctx context.Context, in *AddJobRequest, opts ...grpc.CallOption) (*AddJobResponse, error)
 	// Adds up to 1,000 jobs in one call. Each job is added atomically on its own; the response has
 	// one result per request entry, in order, so one invalid entry does not reject the others.
 	// The whole request is refused with RESOURCE_EXHAUSTED past 1,000 jobs or the server's byte cap
-	// (`--max-batch-bytes`, default 16 MiB, summed over payloads and headers).
+	// (`--max-batch-bytes`, default 16 MiB, summed over payloads and headers), and while Redis is
+	// past the memory watermark. Past the queue's cap of waiting jobs, each entry that does not fit
+	// is refused with RESOURCE_EXHAUSTED in its result (in order: the entries that fit go in), and
+	// so is each entry of a part of the batch that Redis itself refused for memory (the server
+	// sends a batch to Redis in parts of up to 500 jobs per queue; parts before it went in).
 	AddJobs(ctx context.Context, in *AddJobsRequest, opts ...grpc.CallOption) (*AddJobsResponse, error)
 	// Opens a worker stream. The server sends a job only while the stream holds fewer
 	// unacknowledged jobs than `max_in_flight`; the jobs it holds stay leased for as long as the
@@ -109,16 +128,19 @@ type QueueServiceClient interface {
 	ReturnJob(ctx context.Context, in *ReturnJobRequest, opts ...grpc.CallOption) (*ReturnJobResponse, error)
 	// Reads one job: state, attempts, times, last error, and its result while it is retained.
 	GetJobInfo(ctx context.Context, in *GetJobInfoRequest, opts ...grpc.CallOption) (*GetJobInfoResponse, error)
-	// Counts of one queue. An unknown queue reads as all zeros.
+	// Counts of one queue, and Redis's memory. An unknown queue reads as all zeros. Answers when
+	// Redis is full, as every read does.
 	Stats(ctx context.Context, in *StatsRequest, opts ...grpc.CallOption) (*StatsResponse, error)
-	// Every queue that has ever had a job added, with the same figures as Stats.
+	// Every queue that has ever had a job added, with the same figures as Stats; with a scoped
+	// token, only the queues its scope covers.
 	ListQueues(ctx context.Context, in *ListQueuesRequest, opts ...grpc.CallOption) (*ListQueuesResponse, error)
 	// Follows one job: first an event describing its current state (with the result when it has
 	// completed), then one event per transition, ending after a final state (completed, dead,
 	// cancelled). Works from any instance, for a job delivered by any instance.
 	WatchJob(ctx context.Context, in *WatchJobRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchJobResponse], error)
 	// Stores progress for a held job (at most 64 KiB; kept on the job, shown by GetJobInfo) and
-	// emits it as a PROGRESS event.
+	// emits it as a PROGRESS event. Refused with RESOURCE_EXHAUSTED when Redis is out of memory
+	// (progress only adds to it); the job keeps its lease, and its completion is accepted.
 	ReportProgress(ctx context.Context, in *ReportProgressRequest, opts ...grpc.CallOption) (*ReportProgressResponse, error)
 	// Every event of a queue, live. Without a cursor it starts with the next event; with the
 	// cursor of the last event seen it resumes right after it, with no gap and no duplicate. A
@@ -144,7 +166,8 @@ type QueueServiceClient interface {
 	DeleteJob(ctx context.Context, in *DeleteJobRequest, opts ...grpc.CallOption) (*DeleteJobResponse, error)
 	// Deletes every job of a queue in the given states (never active ones).
 	PurgeQueue(ctx context.Context, in *PurgeQueueRequest, opts ...grpc.CallOption) (*PurgeQueueResponse, error)
-	// Worker streams connected to any instance (refreshed every second or so).
+	// Worker streams connected to any instance (refreshed every second or so); with a scoped
+	// token, only the workers serving a queue in scope, each with the queues in scope.
 	ListWorkers(ctx context.Context, in *ListWorkersRequest, opts ...grpc.CallOption) (*ListWorkersResponse, error)
 }
 
@@ -423,12 +446,18 @@ func (c *queueServiceClient) ListWorkers(ctx context.Context, in *ListWorkersReq
 // QueueService is the whole job lifecycle: add, deliver, acknowledge, inspect.
 type QueueServiceServer interface {
 	// Adds one job. With an idempotency key, a repeat within the window returns the first job's id
-	// and `duplicate = true` instead of adding a second job.
+	// and `duplicate = true` instead of adding a second job. RESOURCE_EXHAUSTED when Redis is full
+	// or the queue holds its cap of waiting jobs (a repeat of a job that went in is still a
+	// duplicate).
 	AddJob(context.Context, *AddJobRequest) (*AddJobResponse, error)
 	// Adds up to 1,000 jobs in one call. Each job is added atomically on its own; the response has
 	// one result per request entry, in order, so one invalid entry does not reject the others.
 	// The whole request is refused with RESOURCE_EXHAUSTED past 1,000 jobs or the server's byte cap
-	// (`--max-batch-bytes`, default 16 MiB, summed over payloads and headers).
+	// (`--max-batch-bytes`, default 16 MiB, summed over payloads and headers), and while Redis is
+	// past the memory watermark. Past the queue's cap of waiting jobs, each entry that does not fit
+	// is refused with RESOURCE_EXHAUSTED in its result (in order: the entries that fit go in), and
+	// so is each entry of a part of the batch that Redis itself refused for memory (the server
+	// sends a batch to Redis in parts of up to 500 jobs per queue; parts before it went in).
 	AddJobs(context.Context, *AddJobsRequest) (*AddJobsResponse, error)
 	// Opens a worker stream. The server sends a job only while the stream holds fewer
 	// unacknowledged jobs than `max_in_flight`; the jobs it holds stay leased for as long as the
@@ -461,16 +490,19 @@ type QueueServiceServer interface {
 	ReturnJob(context.Context, *ReturnJobRequest) (*ReturnJobResponse, error)
 	// Reads one job: state, attempts, times, last error, and its result while it is retained.
 	GetJobInfo(context.Context, *GetJobInfoRequest) (*GetJobInfoResponse, error)
-	// Counts of one queue. An unknown queue reads as all zeros.
+	// Counts of one queue, and Redis's memory. An unknown queue reads as all zeros. Answers when
+	// Redis is full, as every read does.
 	Stats(context.Context, *StatsRequest) (*StatsResponse, error)
-	// Every queue that has ever had a job added, with the same figures as Stats.
+	// Every queue that has ever had a job added, with the same figures as Stats; with a scoped
+	// token, only the queues its scope covers.
 	ListQueues(context.Context, *ListQueuesRequest) (*ListQueuesResponse, error)
 	// Follows one job: first an event describing its current state (with the result when it has
 	// completed), then one event per transition, ending after a final state (completed, dead,
 	// cancelled). Works from any instance, for a job delivered by any instance.
 	WatchJob(*WatchJobRequest, grpc.ServerStreamingServer[WatchJobResponse]) error
 	// Stores progress for a held job (at most 64 KiB; kept on the job, shown by GetJobInfo) and
-	// emits it as a PROGRESS event.
+	// emits it as a PROGRESS event. Refused with RESOURCE_EXHAUSTED when Redis is out of memory
+	// (progress only adds to it); the job keeps its lease, and its completion is accepted.
 	ReportProgress(context.Context, *ReportProgressRequest) (*ReportProgressResponse, error)
 	// Every event of a queue, live. Without a cursor it starts with the next event; with the
 	// cursor of the last event seen it resumes right after it, with no gap and no duplicate. A
@@ -496,7 +528,8 @@ type QueueServiceServer interface {
 	DeleteJob(context.Context, *DeleteJobRequest) (*DeleteJobResponse, error)
 	// Deletes every job of a queue in the given states (never active ones).
 	PurgeQueue(context.Context, *PurgeQueueRequest) (*PurgeQueueResponse, error)
-	// Worker streams connected to any instance (refreshed every second or so).
+	// Worker streams connected to any instance (refreshed every second or so); with a scoped
+	// token, only the workers serving a queue in scope, each with the queues in scope.
 	ListWorkers(context.Context, *ListWorkersRequest) (*ListWorkersResponse, error)
 	mustEmbedUnimplementedQueueServiceServer()
 }
@@ -1112,12 +1145,13 @@ const (
 // state in the same atomic step. A session expires after `ttl` without activity (writes or job
 // transitions), but never while it still holds jobs.
 type SessionServiceClient interface {
-	// Creates a session. An existing id: ALREADY_EXISTS.
+	// Creates a session. An existing id: ALREADY_EXISTS. While Redis is full: RESOURCE_EXHAUSTED.
 	CreateSession(ctx context.Context, in *CreateSessionRequest, opts ...grpc.CallOption) (*CreateSessionResponse, error)
 	// Reads a session.
 	GetSession(ctx context.Context, in *GetSessionRequest, opts ...grpc.CallOption) (*GetSessionResponse, error)
 	// Replaces the state, or applies a JSON merge patch (RFC 7396) to it. With
 	// expected_version, a compare-and-set: on a mismatch FAILED_PRECONDITION and nothing written.
+	// When Redis is out of memory: RESOURCE_EXHAUSTED, nothing written.
 	UpdateSession(ctx context.Context, in *UpdateSessionRequest, opts ...grpc.CallOption) (*UpdateSessionResponse, error)
 	// Deletes a session, its state and every job of it not yet started. Its running jobs can no
 	// longer change anything: their CompleteJob/FailJob get NOT_FOUND and they end cancelled.
@@ -1198,12 +1232,13 @@ func (c *sessionServiceClient) ListSessions(ctx context.Context, in *ListSession
 // state in the same atomic step. A session expires after `ttl` without activity (writes or job
 // transitions), but never while it still holds jobs.
 type SessionServiceServer interface {
-	// Creates a session. An existing id: ALREADY_EXISTS.
+	// Creates a session. An existing id: ALREADY_EXISTS. While Redis is full: RESOURCE_EXHAUSTED.
 	CreateSession(context.Context, *CreateSessionRequest) (*CreateSessionResponse, error)
 	// Reads a session.
 	GetSession(context.Context, *GetSessionRequest) (*GetSessionResponse, error)
 	// Replaces the state, or applies a JSON merge patch (RFC 7396) to it. With
 	// expected_version, a compare-and-set: on a mismatch FAILED_PRECONDITION and nothing written.
+	// When Redis is out of memory: RESOURCE_EXHAUSTED, nothing written.
 	UpdateSession(context.Context, *UpdateSessionRequest) (*UpdateSessionResponse, error)
 	// Deletes a session, its state and every job of it not yet started. Its running jobs can no
 	// longer change anything: their CompleteJob/FailJob get NOT_FOUND and they end cancelled.

@@ -23,6 +23,13 @@ Status codes used throughout (the message always names the offending field):
   ALREADY_EXISTS      a session with that id exists.
   ABORTED             a session version check failed; nothing was written; read and retry.
   UNAVAILABLE         Redis cannot be reached right now; safe to retry.
+  UNAUTHENTICATED     the server runs with tokens (`--auth-tokens`) and the call carried no
+                      `authorization: Bearer <token>` metadata, or a token it does not know
+                      (revoked, or never issued). A stream whose token is revoked while it
+                      is open ends with this code. Health checks need no token.
+  PERMISSION_DENIED   the token's role may not call this RPC, or its queue scope does not
+                      cover a queue the request names (a queue field, or the queue a job or
+                      session id embeds); the message names the field and the queue.
   OUT_OF_RANGE        an event cursor points before the oldest event still kept; or
                       the request message is larger than the server decodes at all (the
                       largest legal request plus 1 MiB); answered by the transport itself.
@@ -1455,7 +1462,7 @@ class JobInfo(_message.Message):
     state: Global___JobState.ValueType
     """Where it is now."""
     payload: _builtins.bytes
-    """Its payload."""
+    """Its payload. Empty for a reader token whose entry does not reveal payloads."""
     priority: _builtins.int
     """Its priority."""
     attempts: _builtins.int
@@ -1467,13 +1474,15 @@ class JobInfo(_message.Message):
     last_error: _builtins.str
     """The last error (from FailJob, or "timeout" / "lost"); empty if none."""
     result: _builtins.bytes
-    """The result of a completed job."""
+    """The result of a completed job. Empty for a reader token whose entry does not reveal results."""
     idempotency_key: _builtins.str
     """The idempotency key given at add; empty if none."""
     session_id: _builtins.str
     """The job's session; empty if none."""
     progress: _builtins.bytes
-    """The last progress reported for it."""
+    """The last progress reported for it. Empty for a reader token whose entry does not reveal
+    results.
+    """
     @_builtins.property
     def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Its headers."""
@@ -1813,9 +1822,11 @@ class JobEvent(_message.Message):
     error: _builtins.str
     """The error, for RETRYING and DEAD."""
     progress: _builtins.bytes
-    """The progress, for PROGRESS."""
+    """The progress, for PROGRESS. Empty for a reader token whose entry does not reveal results."""
     result: _builtins.bytes
-    """The result, for COMPLETED in WatchJob (while the job is retained)."""
+    """The result, for COMPLETED in WatchJob (while the job is retained). Empty for a reader token
+    whose entry does not reveal results.
+    """
     @_builtins.property
     def next_run_at(self) -> _timestamp_pb2.Timestamp:
         """When a DELAYED or RETRYING job becomes ready."""
@@ -2460,7 +2471,7 @@ class Session(_message.Message):
     id: _builtins.str
     """`<queue>/<name>`."""
     state: _builtins.str
-    """Its state (JSON)."""
+    """Its state (JSON). Empty for a reader token whose entry does not reveal session states."""
     version: _builtins.int
     """Goes up by one on every write of the state."""
     max_concurrency: _builtins.int

@@ -255,7 +255,8 @@ class QueueServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListQueues(self, request, context):
-        """Every queue that has ever had a job added, with the same figures as Stats.
+        """Every queue that has ever had a job added, with the same figures as Stats; with a scoped
+        token, only the queues its scope covers.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -349,7 +350,8 @@ class QueueServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListWorkers(self, request, context):
-        """Worker streams connected to any instance (refreshed every second or so).
+        """Worker streams connected to any instance (refreshed every second or so); with a scoped
+        token, only the workers serving a queue in scope, each with the queues in scope.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

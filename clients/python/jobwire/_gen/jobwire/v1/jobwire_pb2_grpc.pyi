@@ -23,6 +23,13 @@ Status codes used throughout (the message always names the offending field):
   ALREADY_EXISTS      a session with that id exists.
   ABORTED             a session version check failed; nothing was written; read and retry.
   UNAVAILABLE         Redis cannot be reached right now; safe to retry.
+  UNAUTHENTICATED     the server runs with tokens (`--auth-tokens`) and the call carried no
+                      `authorization: Bearer <token>` metadata, or a token it does not know
+                      (revoked, or never issued). A stream whose token is revoked while it
+                      is open ends with this code. Health checks need no token.
+  PERMISSION_DENIED   the token's role may not call this RPC, or its queue scope does not
+                      cover a queue the request names (a queue field, or the queue a job or
+                      session id embeds); the message names the field and the queue.
   OUT_OF_RANGE        an event cursor points before the oldest event still kept; or
                       the request message is larger than the server decodes at all (the
                       largest legal request plus 1 MiB); answered by the transport itself.
@@ -115,7 +122,9 @@ class QueueServiceStub:
     Redis is full, as every read does.
     """
     ListQueues: _grpc.UnaryUnaryMultiCallable[_jobwire_pb2.ListQueuesRequest, _jobwire_pb2.ListQueuesResponse]
-    """Every queue that has ever had a job added, with the same figures as Stats."""
+    """Every queue that has ever had a job added, with the same figures as Stats; with a scoped
+    token, only the queues its scope covers.
+    """
     WatchJob: _grpc.UnaryStreamMultiCallable[_jobwire_pb2.WatchJobRequest, _jobwire_pb2.WatchJobResponse]
     """Follows one job: first an event describing its current state (with the result when it has
     completed), then one event per transition, ending after a final state (completed, dead,
@@ -153,7 +162,9 @@ class QueueServiceStub:
     PurgeQueue: _grpc.UnaryUnaryMultiCallable[_jobwire_pb2.PurgeQueueRequest, _jobwire_pb2.PurgeQueueResponse]
     """Deletes every job of a queue in the given states (never active ones)."""
     ListWorkers: _grpc.UnaryUnaryMultiCallable[_jobwire_pb2.ListWorkersRequest, _jobwire_pb2.ListWorkersResponse]
-    """Worker streams connected to any instance (refreshed every second or so)."""
+    """Worker streams connected to any instance (refreshed every second or so); with a scoped
+    token, only the workers serving a queue in scope, each with the queues in scope.
+    """
 
 @_typing.type_check_only
 class QueueServiceAsyncStub(QueueServiceStub):
@@ -217,7 +228,9 @@ class QueueServiceAsyncStub(QueueServiceStub):
     Redis is full, as every read does.
     """
     ListQueues: _aio.UnaryUnaryMultiCallable[_jobwire_pb2.ListQueuesRequest, _jobwire_pb2.ListQueuesResponse]  # type: ignore[assignment]
-    """Every queue that has ever had a job added, with the same figures as Stats."""
+    """Every queue that has ever had a job added, with the same figures as Stats; with a scoped
+    token, only the queues its scope covers.
+    """
     WatchJob: _aio.UnaryStreamMultiCallable[_jobwire_pb2.WatchJobRequest, _jobwire_pb2.WatchJobResponse]  # type: ignore[assignment]
     """Follows one job: first an event describing its current state (with the result when it has
     completed), then one event per transition, ending after a final state (completed, dead,
@@ -255,7 +268,9 @@ class QueueServiceAsyncStub(QueueServiceStub):
     PurgeQueue: _aio.UnaryUnaryMultiCallable[_jobwire_pb2.PurgeQueueRequest, _jobwire_pb2.PurgeQueueResponse]  # type: ignore[assignment]
     """Deletes every job of a queue in the given states (never active ones)."""
     ListWorkers: _aio.UnaryUnaryMultiCallable[_jobwire_pb2.ListWorkersRequest, _jobwire_pb2.ListWorkersResponse]  # type: ignore[assignment]
-    """Worker streams connected to any instance (refreshed every second or so)."""
+    """Worker streams connected to any instance (refreshed every second or so); with a scoped
+    token, only the workers serving a queue in scope, each with the queues in scope.
+    """
 
 class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
     """QueueService is the whole job lifecycle: add, deliver, acknowledge, inspect."""
@@ -382,7 +397,9 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _jobwire_pb2.ListQueuesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_jobwire_pb2.ListQueuesResponse, _abc.Awaitable[_jobwire_pb2.ListQueuesResponse]]:
-        """Every queue that has ever had a job added, with the same figures as Stats."""
+        """Every queue that has ever had a job added, with the same figures as Stats; with a scoped
+        token, only the queues its scope covers.
+        """
 
     @_abc_1.abstractmethod
     def WatchJob(
@@ -492,7 +509,9 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _jobwire_pb2.ListWorkersRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_jobwire_pb2.ListWorkersResponse, _abc.Awaitable[_jobwire_pb2.ListWorkersResponse]]:
-        """Worker streams connected to any instance (refreshed every second or so)."""
+        """Worker streams connected to any instance (refreshed every second or so); with a scoped
+        token, only the workers serving a queue in scope, each with the queues in scope.
+        """
 
 def add_QueueServiceServicer_to_server(servicer: QueueServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

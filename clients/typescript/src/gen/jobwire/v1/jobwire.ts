@@ -52,6 +52,13 @@ export const protobufFileName = "jobwire/v1/jobwire.proto";
  *   ALREADY_EXISTS      a session with that id exists.
  *   ABORTED             a session version check failed; nothing was written; read and retry.
  *   UNAVAILABLE         Redis cannot be reached right now; safe to retry.
+ *   UNAUTHENTICATED     the server runs with tokens (`--auth-tokens`) and the call carried no
+ *                       `authorization: Bearer <token>` metadata, or a token it does not know
+ *                       (revoked, or never issued). A stream whose token is revoked while it
+ *                       is open ends with this code. Health checks need no token.
+ *   PERMISSION_DENIED   the token's role may not call this RPC, or its queue scope does not
+ *                       cover a queue the request names (a queue field, or the queue a job or
+ *                       session id embeds); the message names the field and the queue.
  *   OUT_OF_RANGE        an event cursor points before the oldest event still kept; or
  *                       the request message is larger than the server decodes at all (the
  *                       largest legal request plus 1 MiB); answered by the transport itself.
@@ -620,7 +627,7 @@ export interface JobInfo {
   type: string;
   /** Where it is now. */
   state: JobState;
-  /** Its payload. */
+  /** Its payload. Empty for a reader token whose entry does not reveal payloads. */
   payload: Buffer;
   /** Its headers. */
   headers: { [key: string]: string };
@@ -650,13 +657,16 @@ export interface JobInfo {
     | undefined;
   /** The last error (from FailJob, or "timeout" / "lost"); empty if none. */
   lastError: string;
-  /** The result of a completed job. */
+  /** The result of a completed job. Empty for a reader token whose entry does not reveal results. */
   result: Buffer;
   /** The idempotency key given at add; empty if none. */
   idempotencyKey: string;
   /** The job's session; empty if none. */
   sessionId: string;
-  /** The last progress reported for it. */
+  /**
+   * The last progress reported for it. Empty for a reader token whose entry does not reveal
+   * results.
+   */
   progress: Buffer;
 }
 
@@ -782,9 +792,12 @@ export interface JobEvent {
   nextRunAt:
     | Date
     | undefined;
-  /** The progress, for PROGRESS. */
+  /** The progress, for PROGRESS. Empty for a reader token whose entry does not reveal results. */
   progress: Buffer;
-  /** The result, for COMPLETED in WatchJob (while the job is retained). */
+  /**
+   * The result, for COMPLETED in WatchJob (while the job is retained). Empty for a reader token
+   * whose entry does not reveal results.
+   */
   result: Buffer;
   /** When it happened (Redis server clock). */
   time: Date | undefined;
@@ -963,7 +976,7 @@ export interface CreateSessionResponse {
 export interface Session {
   /** `<queue>/<name>`. */
   id: string;
-  /** Its state (JSON). */
+  /** Its state (JSON). Empty for a reader token whose entry does not reveal session states. */
   state: string;
   /** Goes up by one on every write of the state. */
   version: number;
@@ -7759,7 +7772,10 @@ export const QueueServiceService = {
     responseSerialize: (value: StatsResponse): Buffer => Buffer.from(StatsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): StatsResponse => StatsResponse.decode(value),
   },
-  /** Every queue that has ever had a job added, with the same figures as Stats. */
+  /**
+   * Every queue that has ever had a job added, with the same figures as Stats; with a scoped
+   * token, only the queues its scope covers.
+   */
   listQueues: {
     path: "/jobwire.v1.QueueService/ListQueues" as const,
     requestStream: false as const,
@@ -7900,7 +7916,10 @@ export const QueueServiceService = {
     responseSerialize: (value: PurgeQueueResponse): Buffer => Buffer.from(PurgeQueueResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): PurgeQueueResponse => PurgeQueueResponse.decode(value),
   },
-  /** Worker streams connected to any instance (refreshed every second or so). */
+  /**
+   * Worker streams connected to any instance (refreshed every second or so); with a scoped
+   * token, only the workers serving a queue in scope, each with the queues in scope.
+   */
   listWorkers: {
     path: "/jobwire.v1.QueueService/ListWorkers" as const,
     requestStream: false as const,
@@ -7977,7 +7996,10 @@ export interface QueueServiceServer extends UntypedServiceImplementation {
    * Redis is full, as every read does.
    */
   stats: handleUnaryCall<StatsRequest, StatsResponse>;
-  /** Every queue that has ever had a job added, with the same figures as Stats. */
+  /**
+   * Every queue that has ever had a job added, with the same figures as Stats; with a scoped
+   * token, only the queues its scope covers.
+   */
   listQueues: handleUnaryCall<ListQueuesRequest, ListQueuesResponse>;
   /**
    * Follows one job: first an event describing its current state (with the result when it has
@@ -8019,7 +8041,10 @@ export interface QueueServiceServer extends UntypedServiceImplementation {
   deleteJob: handleUnaryCall<DeleteJobRequest, DeleteJobResponse>;
   /** Deletes every job of a queue in the given states (never active ones). */
   purgeQueue: handleUnaryCall<PurgeQueueRequest, PurgeQueueResponse>;
-  /** Worker streams connected to any instance (refreshed every second or so). */
+  /**
+   * Worker streams connected to any instance (refreshed every second or so); with a scoped
+   * token, only the workers serving a queue in scope, each with the queues in scope.
+   */
   listWorkers: handleUnaryCall<ListWorkersRequest, ListWorkersResponse>;
 }
 
@@ -8207,7 +8232,10 @@ export interface QueueServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: StatsResponse) => void,
   ): ClientUnaryCall;
-  /** Every queue that has ever had a job added, with the same figures as Stats. */
+  /**
+   * Every queue that has ever had a job added, with the same figures as Stats; with a scoped
+   * token, only the queues its scope covers.
+   */
   listQueues(
     request: ListQueuesRequest,
     callback: (error: ServiceError | null, response: ListQueuesResponse) => void,
@@ -8399,7 +8427,10 @@ export interface QueueServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: PurgeQueueResponse) => void,
   ): ClientUnaryCall;
-  /** Worker streams connected to any instance (refreshed every second or so). */
+  /**
+   * Worker streams connected to any instance (refreshed every second or so); with a scoped
+   * token, only the workers serving a queue in scope, each with the queues in scope.
+   */
   listWorkers(
     request: ListWorkersRequest,
     callback: (error: ServiceError | null, response: ListWorkersResponse) => void,

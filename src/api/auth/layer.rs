@@ -1,0 +1,240 @@
+//! The tower layer in front of every service (`server.rs` mounts it once): it finds the rule of
+//! the call's path (`rules.rs`), authenticates the caller when the rule asks for a token, checks
+//! the role, and hands the decision to the handler as a [`Caller`] in the request's extensions.
+//! A refusal is answered here, before any handler or decoder runs: UNAUTHENTICATED for a missing
+//! or unknown token, PERMISSION_DENIED for a role that does not cover the method; each message
+//! names what was missing, never the token.
+//!
+//! The response of a streaming method is wrapped so that it ends (UNAUTHENTICATED, in the
+//! trailers) the moment the caller's identity is revoked. Ending the body drops the handler's
+//! stream, and with it the worker stream's guard, which hands its unacknowledged jobs back at
+//! once: the same path as any stream that ends. (A client that stopped reading, and so left no
+//! send window, has its stream ended once the transport polls the body again.)
+//!
+//! Without `--auth-tokens` the layer lets everything through as `Caller::unrestricted`.
+
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use http_body::Frame;
+use tokio_util::sync::WaitForCancellationFutureOwned;
+use tonic::{Status, body::Body, codegen::http};
+use tower_service::Service;
+
+use super::{
+    caller::Caller,
+    rules::{RULES, Rule, Who},
+};
+use crate::auth::{Authority, Credential, Identity, Reflection};
+
+/// The layer: one per server, cheap to clone.
+#[derive(Clone)]
+pub(crate) struct AuthLayer {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    rules: HashMap<&'static str, &'static Rule>,
+    /// None: no tokens, everything is let through.
+    authority: Option<Arc<Authority>>,
+}
+
+impl AuthLayer {
+    pub(crate) fn new(authority: Option<Arc<Authority>>) -> Self {
+        let rules = RULES.iter().map(|rule| (rule.path, rule)).collect();
+        Self { shared: Arc::new(Shared { rules, authority }) }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> AuthService<S> {
+        AuthService { inner, shared: self.shared.clone() }
+    }
+}
+
+/// The services behind the layer, guarded.
+#[derive(Clone)]
+pub(crate) struct AuthService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+/// What the layer decided for one call.
+struct Decision {
+    caller: Caller,
+    /// For a streaming method called with a token: the identity whose revocation ends it.
+    revocable: Option<Arc<Identity>>,
+}
+
+impl Shared {
+    fn decide(&self, path: &str, headers: &http::HeaderMap) -> Result<Decision, Status> {
+        let rule = match (self.rules.get(path), &self.authority) {
+            (Some(rule), _) => *rule,
+            // Tonic answers UNIMPLEMENTED; without tokens there is nothing to guard.
+            (None, None) => return Err(Status::unimplemented(format!("{path}: no such method"))),
+            (None, Some(_)) => {
+                return Err(Status::permission_denied(format!("{path}: no access rule for this method")));
+            }
+        };
+        let Some(authority) = &self.authority else {
+            return Ok(Decision { caller: Caller::unrestricted(rule), revocable: None });
+        };
+        let roles = match rule.who {
+            Who::Anyone => return Ok(Decision { caller: Caller::anonymous(rule), revocable: None }),
+            Who::Reflection if authority.reflection() == Reflection::Public => {
+                return Ok(Decision { caller: Caller::anonymous(rule), revocable: None });
+            }
+            Who::Reflection => None,
+            Who::Roles(roles) => Some(roles),
+        };
+        let identity = authenticate(authority, headers, rule)?;
+        if let Some(roles) = roles
+            && !roles.contains(&identity.role())
+        {
+            tracing::info!(target: "jobwire::auth", token = identity.name(), role = %identity.role(),
+                rpc = rule.method(), "refused: role");
+            let allowed: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+            return Err(Status::permission_denied(format!(
+                "token {:?} has role {}, and {} needs {}",
+                identity.name(),
+                identity.role(),
+                rule.method(),
+                allowed.join(" or ")
+            )));
+        }
+        let revocable = rule.stream.then(|| identity.clone());
+        Ok(Decision { caller: Caller::token(identity, rule), revocable })
+    }
+}
+
+/// The identity behind the call's `authorization: Bearer <token>` header.
+fn authenticate(authority: &Authority, headers: &http::HeaderMap, rule: &Rule) -> Result<Arc<Identity>, Status> {
+    let refuse = |why: &str| {
+        tracing::debug!(target: "jobwire::auth", rpc = rule.method(), why, "refused: not authenticated");
+        Status::unauthenticated(format!("{} needs a token: {why}", rule.method()))
+    };
+    let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+        return Err(refuse("no `authorization: Bearer <token>` metadata was sent"));
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    let Some(token) = token else {
+        return Err(refuse("the `authorization` metadata is not of the form `Bearer <token>`"));
+    };
+    authority.identify(Credential::Bearer(token)).ok_or_else(|| refuse("the bearer token is not a known token"))
+}
+
+impl<S> Service<http::Request<Body>> for AuthService<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        let decision = match self.shared.decide(request.uri().path(), request.headers()) {
+            Ok(decision) => decision,
+            Err(status) => return Box::pin(std::future::ready(Ok(status.into_http()))),
+        };
+        request.extensions_mut().insert(decision.caller);
+        // The clone that was not polled ready stays behind; the ready one takes the call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let response = inner.call(request);
+        Box::pin(async move {
+            let response = response.await?;
+            Ok(match decision.revocable {
+                None => response,
+                Some(identity) => response.map(|body| Body::new(Revocable::new(body, &identity))),
+            })
+        })
+    }
+}
+
+/// A streaming response that ends, with UNAUTHENTICATED, once its token is revoked.
+struct Revocable {
+    /// None once ended by revocation.
+    inner: Option<Body>,
+    revoked: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// The token's name, for the closing message.
+    name: String,
+    /// The inner body finished on its own: a later revocation changes nothing.
+    finished: bool,
+}
+
+impl Revocable {
+    fn new(inner: Body, identity: &Identity) -> Self {
+        Self {
+            inner: Some(inner),
+            revoked: Box::pin(identity.revocation()),
+            name: identity.name().into(),
+            finished: false,
+        }
+    }
+}
+
+impl http_body::Body for Revocable {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else { return Poll::Ready(None) };
+        if !this.finished && this.revoked.as_mut().poll(cx).is_ready() {
+            // Dropping the body drops the handler's stream: its jobs go back now.
+            this.inner = None;
+            tracing::info!(target: "jobwire::auth", token = %this.name, "stream ended: its token was revoked");
+            let status = Status::unauthenticated(format!(
+                "token {:?} was revoked or changed in the token file; this stream is closed",
+                this.name
+            ));
+            let mut trailers = http::HeaderMap::new();
+            return Poll::Ready(Some(match status.add_header(&mut trailers) {
+                Ok(()) => Ok(Frame::trailers(trailers)),
+                Err(status) => Err(status),
+            }));
+        }
+        let frame = Pin::new(inner).poll_frame(cx);
+        if frame_ends(&frame) {
+            this.finished = true;
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(http_body::Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.as_ref().map(http_body::Body::size_hint).unwrap_or_default()
+    }
+}
+
+/// Whether the inner body just finished: it ended, or sent its trailers (the last frame).
+fn frame_ends(frame: &Poll<Option<Result<Frame<Bytes>, Status>>>) -> bool {
+    match frame {
+        Poll::Ready(None) => true,
+        Poll::Ready(Some(Ok(frame))) => frame.is_trailers(),
+        Poll::Ready(Some(Err(_))) | Poll::Pending => false,
+    }
+}

@@ -1,0 +1,142 @@
+//! The queues each request names, so that `Caller::check` can hold them against the caller's
+//! scope: a queue field, a job id or a session id (both lead to their queue: `<queue>/…`).
+//! One impl per request message of every RPC that names anything; the listings that name
+//! nothing (`ListQueues`, `ListWorkers` without a queue) name no target and are filtered by the
+//! handler instead. An id that does not parse is refused as the handler would refuse it
+//! (INVALID_ARGUMENT), before any scope is looked at.
+
+use tonic::Status;
+
+use super::caller::Target;
+use crate::{
+    proto::{self, work_ack::Ack},
+    queue::{JobId, SessionId},
+};
+
+/// A request message that names queues, jobs or sessions.
+pub(crate) trait Targets {
+    /// Every queue it names, with the field naming it.
+    fn targets(&self) -> Result<Vec<Target>, Status>;
+}
+
+fn queue(field: &str, queue: &str) -> Result<Target, Status> {
+    Ok(Target { field: field.into(), queue: queue.into(), named: format!("queue {}", queue.escape_debug()) })
+}
+
+fn job(field: &str, raw: &str) -> Result<Target, Status> {
+    let id = JobId::parse(raw, field)?;
+    Ok(Target { field: field.into(), named: format!("job {id}"), queue: id.queue })
+}
+
+fn session(field: &str, raw: &str) -> Result<Target, Status> {
+    let id = SessionId::parse(raw, field)?;
+    Ok(Target { field: field.into(), named: format!("session {id}"), queue: id.queue })
+}
+
+/// A job's queue, and its session's when it names one (they must be the same queue; the
+/// engine refuses one that is not, and a scope must cover both either way).
+fn new_job(prefix: &str, req: &proto::AddJobRequest) -> Result<Vec<Target>, Status> {
+    let mut targets = vec![queue(&format!("{prefix}queue"), &req.queue)?];
+    if !req.session_id.is_empty() {
+        targets.push(session(&format!("{prefix}session_id"), &req.session_id)?);
+    }
+    Ok(targets)
+}
+
+/// Implements `Targets` for request types that name one thing in one field: `$kind` (`queue`,
+/// `job` or `session`) reads the field.
+macro_rules! names_one {
+    ($kind:ident in $field:ident: $($message:ty),* $(,)?) => {$(
+        impl Targets for $message {
+            fn targets(&self) -> Result<Vec<Target>, Status> {
+                Ok(vec![$kind(stringify!($field), &self.$field)?])
+            }
+        }
+    )*};
+}
+
+names_one!(
+    queue in queue:
+    proto::StatsRequest,
+    proto::SubscribeRequest,
+    proto::PauseQueueRequest,
+    proto::ResumeQueueRequest,
+    proto::ListJobsRequest,
+    proto::RetryDeadJobsRequest,
+    proto::PurgeQueueRequest,
+    proto::CreateSessionRequest,
+    proto::ListSessionsRequest,
+);
+
+names_one!(
+    job in job_id:
+    proto::CompleteJobRequest,
+    proto::FailJobRequest,
+    proto::ExtendLeaseRequest,
+    proto::ReturnJobRequest,
+    proto::ReportProgressRequest,
+    proto::GetJobInfoRequest,
+    proto::WatchJobRequest,
+    proto::CancelJobRequest,
+    proto::RetryJobRequest,
+    proto::DeleteJobRequest,
+);
+
+names_one!(session in session_id: proto::GetSessionRequest, proto::UpdateSessionRequest, proto::DeleteSessionRequest);
+
+impl Targets for proto::AddJobRequest {
+    fn targets(&self) -> Result<Vec<Target>, Status> {
+        new_job("", self)
+    }
+}
+
+impl Targets for proto::AddJobsRequest {
+    fn targets(&self) -> Result<Vec<Target>, Status> {
+        let mut targets = Vec::with_capacity(self.jobs.len());
+        for (i, req) in self.jobs.iter().enumerate() {
+            targets.extend(new_job(&format!("jobs[{i}]."), req)?);
+        }
+        Ok(targets)
+    }
+}
+
+impl Targets for proto::GetJobRequest {
+    fn targets(&self) -> Result<Vec<Target>, Status> {
+        self.queues.iter().enumerate().map(|(i, q)| queue(&format!("queues[{i}]"), q)).collect()
+    }
+}
+
+impl Targets for proto::WorkOpen {
+    fn targets(&self) -> Result<Vec<Target>, Status> {
+        self.queues.iter().enumerate().map(|(i, q)| queue(&format!("open.queues[{i}]"), q)).collect()
+    }
+}
+
+/// An ack on a Work stream names its job, as the unary RPC of the same name does.
+impl Targets for proto::WorkAck {
+    fn targets(&self) -> Result<Vec<Target>, Status> {
+        let job_id = match &self.ack {
+            Some(Ack::Complete(req)) => &req.job_id,
+            Some(Ack::Fail(req)) => &req.job_id,
+            Some(Ack::Progress(req)) => &req.job_id,
+            Some(Ack::Extend(req)) => &req.job_id,
+            Some(Ack::GiveBack(req)) => &req.job_id,
+            None => return Ok(Vec::new()),
+        };
+        Ok(vec![job("job_id", job_id)?])
+    }
+}
+
+/// Names a queue only when it filters on one; the listing is filtered by scope either way.
+impl Targets for proto::ListWorkersRequest {
+    fn targets(&self) -> Result<Vec<Target>, Status> {
+        if self.queue.is_empty() { Ok(Vec::new()) } else { Ok(vec![queue("queue", &self.queue)?]) }
+    }
+}
+
+/// Names nothing: the handler shows only the queues the scope covers.
+impl Targets for proto::ListQueuesRequest {
+    fn targets(&self) -> Result<Vec<Target>, Status> {
+        Ok(Vec::new())
+    }
+}
