@@ -1,0 +1,108 @@
+package io.jobwire.client;
+
+import io.grpc.CallOptions;
+import io.grpc.Channel;
+import io.grpc.Deadline;
+import io.grpc.MethodDescriptor;
+import io.grpc.Status;
+import io.grpc.stub.ClientCalls;
+import io.grpc.stub.StreamObserver;
+import java.time.Duration;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.ThreadLocalRandom;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * Unary calls as {@link CompletableFuture}s, each within one deadline (the client's call timeout,
+ * retries included), failing with this client's exception kinds.
+ *
+ * <p>A call marked retryable is sent again after UNAVAILABLE (the server or its Redis away for a
+ * moment): up to {@link #MAX_ATTEMPTS} tries, 100 ms doubling to 2 s between them with jitter,
+ * while the deadline allows. Only calls whose repeat cannot do harm are marked so: reads,
+ * pause/resume, and adds, which carry an idempotency key.
+ */
+final class Calls {
+  static final int MAX_ATTEMPTS = 5;
+  private static final long FIRST_WAIT_MS = 100;
+  private static final long LONGEST_WAIT_MS = 2_000;
+
+  private final Channel channel;
+  private final ScheduledExecutorService timer;
+  private final Duration timeout;
+
+  Calls(Channel channel, ScheduledExecutorService timer, Duration timeout) {
+    this.channel = channel;
+    this.timer = timer;
+    this.timeout = timeout;
+  }
+
+  Channel channel() {
+    return channel;
+  }
+
+  ScheduledExecutorService timer() {
+    return timer;
+  }
+
+  /** One call, not retried. */
+  <Q, R> CompletableFuture<R> once(MethodDescriptor<Q, R> method, Q request) {
+    return call(method, request, false);
+  }
+
+  /** One call, retried after UNAVAILABLE within the deadline. */
+  <Q, R> CompletableFuture<R> retried(MethodDescriptor<Q, R> method, Q request) {
+    return call(method, request, true);
+  }
+
+  private <Q, R> CompletableFuture<R> call(MethodDescriptor<Q, R> method, Q request, boolean retry) {
+    CompletableFuture<R> result = new CompletableFuture<>();
+    Deadline deadline = Deadline.after(timeout.toNanos(), TimeUnit.NANOSECONDS);
+    attempt(method, request, retry ? MAX_ATTEMPTS : 1, 1, FIRST_WAIT_MS, deadline, result);
+    return result;
+  }
+
+  private <Q, R> void attempt(
+      MethodDescriptor<Q, R> method,
+      Q request,
+      int attempts,
+      int attempt,
+      long waitMs,
+      Deadline deadline,
+      CompletableFuture<R> result) {
+    String rpc = method.getBareMethodName();
+    StreamObserver<R> observer =
+        new StreamObserver<>() {
+          private R answer;
+
+          @Override
+          public void onNext(R value) {
+            answer = value;
+          }
+
+          @Override
+          public void onError(Throwable t) {
+            Status.Code code = Status.fromThrowable(t).getCode();
+            long jittered = waitMs / 2 + ThreadLocalRandom.current().nextLong(waitMs / 2 + 1);
+            if (code == Status.Code.UNAVAILABLE
+                && attempt < attempts
+                && deadline.timeRemaining(TimeUnit.MILLISECONDS) > jittered) {
+              long next = Math.min(waitMs * 2, LONGEST_WAIT_MS);
+              timer.schedule(
+                  () -> attempt(method, request, attempts, attempt + 1, next, deadline, result),
+                  jittered,
+                  TimeUnit.MILLISECONDS);
+            } else {
+              result.completeExceptionally(Errors.from(t, rpc));
+            }
+          }
+
+          @Override
+          public void onCompleted() {
+            result.complete(answer);
+          }
+        };
+    ClientCalls.asyncUnaryCall(
+        channel.newCall(method, CallOptions.DEFAULT.withDeadline(deadline)), request, observer);
+  }
+}
