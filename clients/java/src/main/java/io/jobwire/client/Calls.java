@@ -12,6 +12,7 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.ThreadLocalRandom;
 import java.util.concurrent.TimeUnit;
+import java.util.function.BiConsumer;
 
 /**
  * Unary calls as {@link CompletableFuture}s, each within one deadline (the client's call timeout,
@@ -71,6 +72,39 @@ final class Calls {
       Deadline deadline,
       CompletableFuture<R> result) {
     String rpc = method.getBareMethodName();
+    call(
+        channel,
+        method,
+        CallOptions.DEFAULT.withDeadline(deadline),
+        request,
+        (answer, failure) -> {
+          if (failure == null) {
+            result.complete(answer);
+            return;
+          }
+          Status.Code code = Status.fromThrowable(failure).getCode();
+          long jittered = waitMs / 2 + ThreadLocalRandom.current().nextLong(waitMs / 2 + 1);
+          if (code == Status.Code.UNAVAILABLE
+              && attempt < attempts
+              && deadline.timeRemaining(TimeUnit.MILLISECONDS) > jittered) {
+            long next = Math.min(waitMs * 2, LONGEST_WAIT_MS);
+            timer.schedule(
+                () -> attempt(method, request, attempts, attempt + 1, next, deadline, result),
+                jittered,
+                TimeUnit.MILLISECONDS);
+          } else {
+            result.completeExceptionally(Errors.from(failure, rpc));
+          }
+        });
+  }
+
+  /** One unary call on `channel`; `done` gets its answer or its failure (a gRPC status). */
+  static <Q, R> void call(
+      Channel channel,
+      MethodDescriptor<Q, R> method,
+      CallOptions options,
+      Q request,
+      BiConsumer<R, Throwable> done) {
     StreamObserver<R> observer =
         new StreamObserver<>() {
           private R answer;
@@ -82,27 +116,14 @@ final class Calls {
 
           @Override
           public void onError(Throwable t) {
-            Status.Code code = Status.fromThrowable(t).getCode();
-            long jittered = waitMs / 2 + ThreadLocalRandom.current().nextLong(waitMs / 2 + 1);
-            if (code == Status.Code.UNAVAILABLE
-                && attempt < attempts
-                && deadline.timeRemaining(TimeUnit.MILLISECONDS) > jittered) {
-              long next = Math.min(waitMs * 2, LONGEST_WAIT_MS);
-              timer.schedule(
-                  () -> attempt(method, request, attempts, attempt + 1, next, deadline, result),
-                  jittered,
-                  TimeUnit.MILLISECONDS);
-            } else {
-              result.completeExceptionally(Errors.from(t, rpc));
-            }
+            done.accept(null, t);
           }
 
           @Override
           public void onCompleted() {
-            result.complete(answer);
+            done.accept(answer, null);
           }
         };
-    ClientCalls.asyncUnaryCall(
-        channel.newCall(method, CallOptions.DEFAULT.withDeadline(deadline)), request, observer);
+    ClientCalls.asyncUnaryCall(channel.newCall(method, options), request, observer);
   }
 }

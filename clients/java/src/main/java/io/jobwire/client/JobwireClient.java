@@ -48,7 +48,7 @@ import jobwire.v1.Jobwire.JobInfo;
  *
  * <p>Every call is asynchronous and returns a {@link CompletableFuture} that fails with a
  * {@link JobwireException} of the refusal's kind ({@link Blocking#get} waits and throws it as
- * is). Each unary call has one deadline, the call timeout (10 s by default), retries included.
+ * is). Each unary call has one deadline, the call timeout (30 s by default, connecting included), retries included.
  * Thread-safe; one client (one HTTP/2 connection) serves a whole process. {@link #close()} ends
  * it.
  */
@@ -263,7 +263,7 @@ public final class JobwireClient implements AutoCloseable {
     private Path certChain;
     private Path privateKey;
     private String serverName;
-    private Duration callTimeout = Duration.ofSeconds(10);
+    private Duration callTimeout = Duration.ofSeconds(30);
 
     private Builder() {
       String fromEnv = System.getenv("JOBWIRE_ADDR");
@@ -343,7 +343,7 @@ public final class JobwireClient implements AutoCloseable {
     }
 
     /**
-     * The deadline of each unary call, its retries included (default 10 s).
+     * The deadline of each unary call, its retries and the connection setup included (default 30 s: a cold JVM on a busy machine can take seconds to connect).
      *
      * @param timeout the deadline
      * @return this builder

@@ -53,7 +53,7 @@ public final class Sessions {
    * @return the new version
    */
   public CompletableFuture<Long> replaceState(String sessionId, String json) {
-    return update(UpdateSessionRequest.newBuilder().setSessionId(sessionId).setState(json));
+    return update(change(sessionId).setState(json));
   }
 
   /**
@@ -65,11 +65,7 @@ public final class Sessions {
    * @return the new version; {@link SessionConflictException} when the session moved on
    */
   public CompletableFuture<Long> replaceState(String sessionId, String json, long expectedVersion) {
-    return update(
-        UpdateSessionRequest.newBuilder()
-            .setSessionId(sessionId)
-            .setState(json)
-            .setExpectedVersion(expectedVersion));
+    return update(change(sessionId).setState(json).setExpectedVersion(expectedVersion));
   }
 
   /**
@@ -80,7 +76,7 @@ public final class Sessions {
    * @return the new version
    */
   public CompletableFuture<Long> mergePatch(String sessionId, String patch) {
-    return update(UpdateSessionRequest.newBuilder().setSessionId(sessionId).setMergePatch(patch));
+    return update(change(sessionId).setMergePatch(patch));
   }
 
   /**
@@ -92,11 +88,11 @@ public final class Sessions {
    * @return the new version; {@link SessionConflictException} when the session moved on
    */
   public CompletableFuture<Long> mergePatch(String sessionId, String patch, long expectedVersion) {
-    return update(
-        UpdateSessionRequest.newBuilder()
-            .setSessionId(sessionId)
-            .setMergePatch(patch)
-            .setExpectedVersion(expectedVersion));
+    return update(change(sessionId).setMergePatch(patch).setExpectedVersion(expectedVersion));
+  }
+
+  private static UpdateSessionRequest.Builder change(String sessionId) {
+    return UpdateSessionRequest.newBuilder().setSessionId(sessionId);
   }
 
   private CompletableFuture<Long> update(UpdateSessionRequest.Builder request) {

@@ -6,7 +6,6 @@ import io.grpc.Status;
 import io.grpc.stub.ClientCallStreamObserver;
 import io.grpc.stub.ClientCalls;
 import io.grpc.stub.ClientResponseObserver;
-import io.grpc.stub.StreamObserver;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
@@ -97,27 +96,18 @@ final class UnaryLink extends Link {
       MethodDescriptor<Q, R> method, Q request, Function<R, WorkAnswer.Builder> result) {
     CompletableFuture<WorkAnswer> answer = new CompletableFuture<>();
     CallOptions options = CallOptions.DEFAULT.withDeadlineAfter(ACK_DEADLINE_SECONDS, TimeUnit.SECONDS);
-    ClientCalls.asyncUnaryCall(
-        calls.channel().newCall(method, options),
+    Calls.call(
+        calls.channel(),
+        method,
+        options,
         request,
-        new StreamObserver<R>() {
-          private R response;
-
-          @Override
-          public void onNext(R value) {
-            response = value;
-          }
-
-          @Override
-          public void onError(Throwable t) {
-            Status status = Status.fromThrowable(t);
+        (response, failure) -> {
+          if (failure != null) {
+            Status status = Status.fromThrowable(failure);
             String message = status.getDescription() == null ? "" : status.getDescription();
             answer.complete(
                 WorkAnswer.newBuilder().setCode(status.getCode().value()).setMessage(message).build());
-          }
-
-          @Override
-          public void onCompleted() {
+          } else {
             WorkAnswer.Builder ok = result.apply(response);
             answer.complete((ok == null ? WorkAnswer.newBuilder() : ok).build());
           }
