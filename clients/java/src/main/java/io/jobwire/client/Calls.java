@@ -9,6 +9,7 @@ import io.grpc.stub.ClientCalls;
 import io.grpc.stub.StreamObserver;
 import java.time.Duration;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.ThreadLocalRandom;
 import java.util.concurrent.TimeUnit;
@@ -88,10 +89,14 @@ final class Calls {
               && attempt < attempts
               && deadline.timeRemaining(TimeUnit.MILLISECONDS) > jittered) {
             long next = Math.min(waitMs * 2, LONGEST_WAIT_MS);
-            timer.schedule(
-                () -> attempt(method, request, attempts, attempt + 1, next, deadline, result),
-                jittered,
-                TimeUnit.MILLISECONDS);
+            try {
+              timer.schedule(
+                  () -> attempt(method, request, attempts, attempt + 1, next, deadline, result),
+                  jittered,
+                  TimeUnit.MILLISECONDS);
+            } catch (RejectedExecutionException closed) {
+              result.completeExceptionally(Errors.from(failure, rpc)); // the client was closed
+            }
           } else {
             result.completeExceptionally(Errors.from(failure, rpc));
           }

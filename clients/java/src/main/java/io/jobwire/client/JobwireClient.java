@@ -60,6 +60,7 @@ public final class JobwireClient implements AutoCloseable {
   private final Calls calls;
   private final Sessions sessions;
   private final Admin admin;
+  private final java.util.Set<Runnable> closeHooks = java.util.concurrent.ConcurrentHashMap.newKeySet();
 
   private JobwireClient(ManagedChannel channel, Duration callTimeout) {
     this.channel = channel;
@@ -242,9 +243,19 @@ public final class JobwireClient implements AutoCloseable {
     return calls;
   }
 
-  /** Closes the connection; calls still running fail with UNAVAILABLE or CANCELLED. */
+  /** Runs `hook` when this client closes (workers over it stop then). */
+  void onClose(Runnable hook) {
+    closeHooks.add(hook);
+  }
+
+  /**
+   * Closes the connection; calls still running fail with UNAVAILABLE or CANCELLED, and workers
+   * over this client stop at once (their running jobs go back as lost deliveries: close workers
+   * first to stop them gracefully).
+   */
   @Override
   public void close() {
+    closeHooks.forEach(Runnable::run);
     channel.shutdownNow();
     timer.shutdownNow();
     try {

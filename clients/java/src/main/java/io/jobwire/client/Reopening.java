@@ -6,6 +6,7 @@ import io.grpc.Status;
 import io.grpc.stub.ClientCalls;
 import io.grpc.stub.StreamObserver;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.TimeUnit;
 
 /**
@@ -61,7 +62,11 @@ abstract class Reopening<Q, R, T> {
   private void reopenLater() {
     long wait = waitMs;
     waitMs = Math.min(waitMs * 2, LONGEST_WAIT_MS);
-    calls.timer().schedule(this::open, wait, TimeUnit.MILLISECONDS);
+    try {
+      calls.timer().schedule(this::open, wait, TimeUnit.MILLISECONDS);
+    } catch (RejectedExecutionException e) {
+      done.completeExceptionally(new UnavailableException("the client is closed", Status.Code.UNAVAILABLE, null, e));
+    }
   }
 
   private final class Observer implements StreamObserver<R> {

@@ -8,6 +8,7 @@ import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ConcurrentLinkedQueue;
+import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLong;
 import jobwire.v1.Jobwire.WorkAck;
@@ -153,7 +154,11 @@ final class WorkLink extends Link {
 
   private void scheduleFlush() {
     if (flushScheduled.compareAndSet(false, true)) {
-      calls.timer().execute(this::flush);
+      try {
+        calls.timer().execute(this::flush);
+      } catch (RejectedExecutionException closed) {
+        flushScheduled.set(false); // the client was closed: its channel ends this call too
+      }
     }
   }
 

@@ -69,7 +69,8 @@ import jobwire.v1.Jobwire.WorkOpen;
  *       deliveries).
  * </ul>
  *
- * <p>Close the worker before its client: they share the client's connection and timer.
+ * <p>Close the worker before its client: they share its connection and timer, and closing the
+ * client stops its workers at once (their running jobs go back as lost deliveries).
  */
 public final class Worker implements AutoCloseable {
   private static final System.Logger LOG = System.getLogger(Worker.class.getName());
@@ -138,6 +139,7 @@ public final class Worker implements AutoCloseable {
             ownExecutor.shutdown();
           }
         });
+    client.onClose(this::abandon);
   }
 
   /**
@@ -259,10 +261,17 @@ public final class Worker implements AutoCloseable {
     }
   }
 
-  /** Past the stop timeout: interrupts what still runs and cancels the stream. */
+  /**
+   * Past the stop timeout, or when the client closes: interrupts what still runs and cancels the
+   * stream (the server takes its jobs back).
+   */
   private void abandon() {
     WorkerStream stream;
     synchronized (lock) {
+      stopping = true;
+      if (reconnect != null) {
+        reconnect.cancel(false);
+      }
       stream = current;
       if (stream != null) {
         for (Delivery d : stream.deliveries.values()) {
@@ -413,9 +422,13 @@ public final class Worker implements AutoCloseable {
           if (error != null && !stream.finishing) {
             LOG.log(Level.DEBUG, "worker stream ended ({0}); reopening in {1} ms", code, wait);
           }
-          reconnect =
-              client.calls().timer().schedule(Worker.this::open, wait, TimeUnit.MILLISECONDS);
-          return;
+          try {
+            reconnect =
+                client.calls().timer().schedule(Worker.this::open, wait, TimeUnit.MILLISECONDS);
+            return;
+          } catch (RejectedExecutionException e) {
+            stopping = true; // the client was closed under the worker: nothing to reconnect with
+          }
         }
       }
       if (fatal) {

@@ -3,6 +3,7 @@ package io.jobwire.client;
 import java.util.HashMap;
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.TimeUnit;
 import jobwire.v1.Jobwire.WorkAck;
@@ -53,7 +54,11 @@ final class WorkerStream {
             a -> {
               if (a.getCode() == Link.UNAVAILABLE && !ended) {
                 long next = Math.min(waitMs * 2, LONGEST_RESEND_MS);
-                timer.schedule(() -> send(ack, next, answer), waitMs, TimeUnit.MILLISECONDS);
+                try {
+                  timer.schedule(() -> send(ack, next, answer), waitMs, TimeUnit.MILLISECONDS);
+                } catch (RejectedExecutionException closed) {
+                  answer.complete(a); // the client was closed: no more tries
+                }
               } else {
                 answer.complete(a);
               }

@@ -327,6 +327,17 @@ class WorkerTest extends Fixture {
   }
 
   @Test
+  void closingTheClientStopsItsWorkers() throws Exception {
+    String q = queue("orphan");
+    JobwireClient own = stack.client();
+    Worker worker = Worker.builder(own).queues(q).handleAny(job -> null).build().start();
+    Stack.waitFor("the worker listed", () -> !Blocking.get(client.admin().listWorkers(q)).isEmpty(), WAIT);
+    own.close();
+    worker.terminated().get(15, TimeUnit.SECONDS);
+    Stack.waitFor("the worker stream gone", () -> Blocking.get(client.admin().listWorkers(q)).isEmpty(), WAIT);
+  }
+
+  @Test
   void aStreamTheServerRefusesEndsTheWorkerWithTheRefusal() {
     Worker worker = Worker.builder(client).queues("not a queue name").handleAny(job -> null).build();
     InvalidArgumentException refused = assertThrows(InvalidArgumentException.class, worker::run);
