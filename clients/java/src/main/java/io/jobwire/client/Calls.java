@@ -3,6 +3,7 @@ package io.jobwire.client;
 import io.grpc.CallOptions;
 import io.grpc.Channel;
 import io.grpc.Deadline;
+import io.grpc.ManagedChannel;
 import io.grpc.MethodDescriptor;
 import io.grpc.Status;
 import io.grpc.stub.ClientCalls;
@@ -20,26 +21,27 @@ import java.util.function.BiConsumer;
  * retries included), failing with this client's exception kinds.
  *
  * <p>A call marked retryable is sent again after UNAVAILABLE (the server or its Redis away for a
- * moment): up to {@link #MAX_ATTEMPTS} tries, 100 ms doubling to 2 s between them with jitter,
- * while the deadline allows. Only calls whose repeat cannot do harm are marked so: reads,
+ * moment, a server restarting): again and again while the deadline allows, 100 ms doubling to
+ * 2 s between tries with jitter. Before each try the channel is told to reconnect at once
+ * ({@code resetConnectBackoff}): otherwise, after a server went away, grpc-java fails every call
+ * fast for as long as its own reconnect backoff lasts, however soon the server is back. Only calls whose repeat cannot do harm are marked so: reads,
  * pause/resume, and adds, which carry an idempotency key.
  */
 final class Calls {
-  static final int MAX_ATTEMPTS = 5;
   private static final long FIRST_WAIT_MS = 100;
   private static final long LONGEST_WAIT_MS = 2_000;
 
-  private final Channel channel;
+  private final ManagedChannel channel;
   private final ScheduledExecutorService timer;
   private final Duration timeout;
 
-  Calls(Channel channel, ScheduledExecutorService timer, Duration timeout) {
+  Calls(ManagedChannel channel, ScheduledExecutorService timer, Duration timeout) {
     this.channel = channel;
     this.timer = timer;
     this.timeout = timeout;
   }
 
-  Channel channel() {
+  ManagedChannel channel() {
     return channel;
   }
 
@@ -60,15 +62,14 @@ final class Calls {
   private <Q, R> CompletableFuture<R> call(MethodDescriptor<Q, R> method, Q request, boolean retry) {
     CompletableFuture<R> result = new CompletableFuture<>();
     Deadline deadline = Deadline.after(timeout.toNanos(), TimeUnit.NANOSECONDS);
-    attempt(method, request, retry ? MAX_ATTEMPTS : 1, 1, FIRST_WAIT_MS, deadline, result);
+    attempt(method, request, retry, FIRST_WAIT_MS, deadline, result);
     return result;
   }
 
   private <Q, R> void attempt(
       MethodDescriptor<Q, R> method,
       Q request,
-      int attempts,
-      int attempt,
+      boolean retry,
       long waitMs,
       Deadline deadline,
       CompletableFuture<R> result) {
@@ -86,12 +87,15 @@ final class Calls {
           Status.Code code = Status.fromThrowable(failure).getCode();
           long jittered = waitMs / 2 + ThreadLocalRandom.current().nextLong(waitMs / 2 + 1);
           if (code == Status.Code.UNAVAILABLE
-              && attempt < attempts
+              && retry
               && deadline.timeRemaining(TimeUnit.MILLISECONDS) > jittered) {
             long next = Math.min(waitMs * 2, LONGEST_WAIT_MS);
             try {
               timer.schedule(
-                  () -> attempt(method, request, attempts, attempt + 1, next, deadline, result),
+                  () -> {
+                    channel.resetConnectBackoff();
+                    attempt(method, request, true, next, deadline, result);
+                  },
                   jittered,
                   TimeUnit.MILLISECONDS);
             } catch (RejectedExecutionException closed) {

@@ -88,7 +88,7 @@ public final class JobwireClient implements AutoCloseable {
 
   /**
    * Adds one job. A job without an idempotency key gets a random one first, so the retries after
-   * UNAVAILABLE (up to 5 tries within the call timeout) can never add it twice: a repeat that
+   * UNAVAILABLE (again and again within the call timeout) can never add it twice: a repeat that
    * reaches the server answers the first job's id.
    *
    * @param job the job

@@ -63,7 +63,13 @@ abstract class Reopening<Q, R, T> {
     long wait = waitMs;
     waitMs = Math.min(waitMs * 2, LONGEST_WAIT_MS);
     try {
-      calls.timer().schedule(this::open, wait, TimeUnit.MILLISECONDS);
+      calls.timer().schedule(
+          () -> {
+            calls.channel().resetConnectBackoff(); // reconnect now, not after grpc's own backoff
+            open();
+          },
+          wait,
+          TimeUnit.MILLISECONDS);
     } catch (RejectedExecutionException e) {
       done.completeExceptionally(new UnavailableException("the client is closed", Status.Code.UNAVAILABLE, null, e));
     }

@@ -1,16 +1,12 @@
 package io.jobwire.client;
 
-import com.google.protobuf.ByteString;
 import io.grpc.Status;
 import java.lang.System.Logger.Level;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.ArrayDeque;
-import java.util.HashMap;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.Objects;
 import java.util.Set;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
@@ -22,13 +18,9 @@ import java.util.concurrent.ScheduledFuture;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicInteger;
-import jobwire.v1.Jobwire.CompleteJobRequest;
-import jobwire.v1.Jobwire.FailJobRequest;
 import jobwire.v1.Jobwire.GetJobRequest;
-import jobwire.v1.Jobwire.ReturnJobRequest;
 import jobwire.v1.Jobwire.Revoke;
 import jobwire.v1.Jobwire.WorkAck;
-import jobwire.v1.Jobwire.WorkAnswer;
 import jobwire.v1.Jobwire.WorkOpen;
 
 /**
@@ -107,7 +99,7 @@ public final class Worker implements AutoCloseable {
   private ScheduledFuture<?> reconnect;
   private long reconnectWaitMs = FIRST_RECONNECT_MS;
 
-  private Worker(Builder b) {
+  Worker(WorkerBuilder b) {
     this.client = b.client;
     this.queues = List.copyOf(b.queues);
     this.concurrency = b.concurrency;
@@ -148,8 +140,8 @@ public final class Worker implements AutoCloseable {
    * @param client the client
    * @return the builder
    */
-  public static Builder builder(JobwireClient client) {
-    return new Builder(client);
+  public static WorkerBuilder builder(JobwireClient client) {
+    return new WorkerBuilder(client);
   }
 
   /**
@@ -255,7 +247,7 @@ public final class Worker implements AutoCloseable {
         finishing = current;
       }
     }
-    handBack.forEach(d -> answer(d, giveBack(d, true)));
+    handBack.forEach(d -> answer(d, Outcomes.giveBack(d, true)));
     if (finishing != null) {
       finishing.link.finish();
     }
@@ -296,6 +288,8 @@ public final class Worker implements AutoCloseable {
       stream = new WorkerStream(newLink(), client.calls().timer());
       current = stream;
     }
+    // After a server went away, reconnect now rather than after grpc-java's own backoff.
+    client.calls().channel().resetConnectBackoff();
     stream.link.open(new StreamEvents(stream));
   }
 
@@ -351,7 +345,7 @@ public final class Worker implements AutoCloseable {
         }
         start = pumpLocked();
       }
-      handBack.forEach(d -> answer(d, giveBack(d, true)));
+      handBack.forEach(d -> answer(d, Outcomes.giveBack(d, true)));
       startAll(start);
     }
 
@@ -374,7 +368,7 @@ public final class Worker implements AutoCloseable {
       }
       LOG.log(Level.DEBUG, "job {0} revoked ({1})", revoke.getJobId(), revoke.getReason());
       if (answerNow != null) {
-        answer(answerNow, revokedFailure(answerNow));
+        answer(answerNow, Outcomes.revoked(answerNow));
       }
     }
 
@@ -388,7 +382,7 @@ public final class Worker implements AutoCloseable {
         handBack = takeQueuedLocked(stream);
         finish = readyToFinishLocked(stream);
       }
-      handBack.forEach(d -> answer(d, giveBack(d, true)));
+      handBack.forEach(d -> answer(d, Outcomes.giveBack(d, true)));
       if (finish) {
         stream.link.finish();
       }
@@ -488,7 +482,7 @@ public final class Worker implements AutoCloseable {
           d.state = Delivery.State.ANSWERING;
           next = pumpLocked();
         }
-        answer(d, giveBack(d, true));
+        answer(d, Outcomes.giveBack(d, true));
         startAll(next);
       }
     }
@@ -504,7 +498,7 @@ public final class Worker implements AutoCloseable {
     WorkAck.Builder outcome = null;
     try {
       if (!skip) {
-        outcome = outcome(d);
+        outcome = Outcomes.of(d, handlers.getOrDefault(d.job.getType(), fallback));
       }
     } finally {
       synchronized (lock) {
@@ -525,37 +519,7 @@ public final class Worker implements AutoCloseable {
     if (lost) {
       return; // the stream ended: the server already gave the job back
     }
-    answer(d, d.revoked != null ? revokedFailure(d) : outcome);
-  }
-
-  /** Runs the handler and turns what it did into the ack to send. */
-  private WorkAck.Builder outcome(Delivery d) {
-    JobHandler handler = handlers.getOrDefault(d.job.getType(), fallback);
-    if (handler == null) {
-      return failure(d, "no handler for job type \"" + d.job.getType() + "\" on this worker", true, null);
-    }
-    try {
-      byte[] result = handler.handle(d.view);
-      CompleteJobRequest.Builder complete =
-          CompleteJobRequest.newBuilder()
-              .setJobId(d.job.getId())
-              .setLeaseToken(d.job.getLeaseToken())
-              .setResult(result == null ? ByteString.EMPTY : ByteString.copyFrom(result));
-      String state = d.newSessionState;
-      if (state != null) {
-        complete.setSessionState(state);
-        if (d.job.hasSession()) {
-          complete.setExpectedSessionVersion(d.job.getSession().getVersion());
-        }
-      }
-      return WorkAck.newBuilder().setComplete(complete);
-    } catch (JobFailure f) {
-      return failure(d, f.getMessage(), f.retryable(), f.retryAfter());
-    } catch (HandBackException e) {
-      return giveBack(d, false);
-    } catch (Exception | LinkageError | AssertionError e) {
-      return failure(d, e.getClass().getSimpleName() + ": " + e.getMessage(), true, null);
-    }
+    answer(d, d.revoked != null ? Outcomes.revoked(d) : outcome);
   }
 
   /**
@@ -568,7 +532,7 @@ public final class Worker implements AutoCloseable {
         .thenAccept(
             answer -> {
               if (ack.hasComplete() && answer.getCode() == Status.Code.ABORTED.value()) {
-                answer(d, failure(d, "the session changed while the job ran: " + answer.getMessage(), true, null));
+                answer(d, Outcomes.failure(d, "the session changed while the job ran: " + answer.getMessage(), true, null));
                 return;
               }
               if (answer.getCode() != 0 && !d.stream.ended && d.revoked == null) {
@@ -592,190 +556,6 @@ public final class Worker implements AutoCloseable {
     }
     if (finish) {
       d.stream.link.finish();
-    }
-  }
-
-  private static WorkAck.Builder failure(
-      Delivery d, String error, boolean retryable, Duration retryAfter) {
-    FailJobRequest.Builder fail =
-        FailJobRequest.newBuilder()
-            .setJobId(d.job.getId())
-            .setLeaseToken(d.job.getLeaseToken())
-            .setError(error == null ? "" : error)
-            .setRetryable(retryable);
-    if (retryAfter != null) {
-      fail.setRetryAfter(Protos.duration(retryAfter));
-    }
-    return WorkAck.newBuilder().setFail(fail);
-  }
-
-  private static WorkAck.Builder revokedFailure(Delivery d) {
-    return failure(d, "revoked (" + d.revoked + ")", true, null);
-  }
-
-  private static WorkAck.Builder giveBack(Delivery d, boolean stopStream) {
-    return WorkAck.newBuilder()
-        .setGiveBack(
-            ReturnJobRequest.newBuilder()
-                .setJobId(d.job.getId())
-                .setLeaseToken(d.job.getLeaseToken())
-                .setStopStream(stopStream));
-  }
-
-  /** How a worker is set up. */
-  public static final class Builder {
-    private final JobwireClient client;
-    private final List<String> queues = new ArrayList<>();
-    private int concurrency = 1;
-    private int prefetch;
-    private Protocol protocol = Protocol.WORK;
-    private String workerId = "java-" + ProcessHandle.current().pid();
-    private final Map<String, String> labels = new LinkedHashMap<>(Map.of("client", "java"));
-    private final Map<String, JobHandler> handlers = new HashMap<>();
-    private JobHandler fallback;
-    private Executor executor;
-    private Duration stopTimeout = Duration.ofSeconds(30);
-
-    private Builder(JobwireClient client) {
-      this.client = Objects.requireNonNull(client, "client");
-    }
-
-    /**
-     * The queues to serve, 1 to 32, earlier ones strictly first.
-     *
-     * @param queues the queues
-     * @return this builder
-     */
-    public Builder queues(String... queues) {
-      this.queues.addAll(List.of(queues));
-      return this;
-    }
-
-    /**
-     * Handlers running at once, the stream's credit: 1 to 1,000 (default 1).
-     *
-     * @param n the concurrency
-     * @return this builder
-     */
-    public Builder concurrency(int n) {
-      this.concurrency = n;
-      return this;
-    }
-
-    /**
-     * Jobs held beyond the concurrency, waiting for a free handler, so the next job is already
-     * here when one returns: 0 (default) to 1,000. They are leased from delivery, so their
-     * deadlines run while they wait. Work protocol only.
-     *
-     * @param n the prefetch
-     * @return this builder
-     */
-    public Builder prefetch(int n) {
-      this.prefetch = n;
-      return this;
-    }
-
-    /**
-     * The protocol (default {@link Protocol#WORK}).
-     *
-     * @param protocol the protocol
-     * @return this builder
-     */
-    public Builder protocol(Protocol protocol) {
-      this.protocol = Objects.requireNonNull(protocol, "protocol");
-      return this;
-    }
-
-    /**
-     * The id operators see for this worker (default {@code java-<pid>}).
-     *
-     * @param id the id
-     * @return this builder
-     */
-    public Builder workerId(String id) {
-      this.workerId = Objects.requireNonNull(id, "id");
-      return this;
-    }
-
-    /**
-     * A label operators see (host, version...); {@code client=java} is there already.
-     *
-     * @param key the label
-     * @param value its value
-     * @return this builder
-     */
-    public Builder label(String key, String value) {
-      this.labels.put(key, value);
-      return this;
-    }
-
-    /**
-     * The executor handlers run on (default: a pool of {@code concurrency} daemon threads,
-     * shut down with the worker). One you pass is not shut down by the worker.
-     *
-     * @param executor the executor
-     * @return this builder
-     */
-    public Builder executor(Executor executor) {
-      this.executor = Objects.requireNonNull(executor, "executor");
-      return this;
-    }
-
-    /**
-     * How long {@link Worker#close()} waits for running handlers before interrupting them
-     * (default 30 s).
-     *
-     * @param timeout the timeout
-     * @return this builder
-     */
-    public Builder stopTimeout(Duration timeout) {
-      this.stopTimeout = Objects.requireNonNull(timeout, "timeout");
-      return this;
-    }
-
-    /**
-     * Runs {@code handler} for jobs of {@code type}.
-     *
-     * @param type the job type
-     * @param handler the handler
-     * @return this builder
-     */
-    public Builder handle(String type, JobHandler handler) {
-      this.handlers.put(type, Objects.requireNonNull(handler, "handler"));
-      return this;
-    }
-
-    /**
-     * Runs {@code handler} for every job type without a handler of its own. (Without one, such
-     * jobs fail their attempt with "no handler for job type".)
-     *
-     * @param handler the handler
-     * @return this builder
-     */
-    public Builder handleAny(JobHandler handler) {
-      this.fallback = Objects.requireNonNull(handler, "handler");
-      return this;
-    }
-
-    /**
-     * The worker, not started yet.
-     *
-     * @return the worker
-     * @throws IllegalArgumentException when no queue is given, concurrency is below 1, prefetch
-     *     is negative, or prefetch is asked of the unary protocol
-     */
-    public Worker build() {
-      if (queues.isEmpty()) {
-        throw new IllegalArgumentException("queues: at least one queue is needed");
-      }
-      if (concurrency < 1) {
-        throw new IllegalArgumentException("concurrency: at least 1, got " + concurrency);
-      }
-      if (prefetch < 0 || (prefetch > 0 && protocol == Protocol.UNARY)) {
-        throw new IllegalArgumentException(
-            "prefetch: 0 to 1,000, and only with Protocol.WORK; got " + prefetch);
-      }
-      return new Worker(this);
     }
   }
 }
