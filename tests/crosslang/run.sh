@@ -5,6 +5,8 @@
 #
 #   - a Python producer's jobs done by a TypeScript worker, and the other way round
 #   - a Python producer's jobs done by a Go worker, a Go producer's by a TypeScript worker
+#   - a Python producer's jobs done by a Java worker (clients/java), a Java producer's by a
+#     TypeScript worker, and a Java worker SIGKILLed mid-job whose job Python finishes
 #   - a Python producer's jobs done by `jobwire work -- sh work.sh` (results, retry, dead)
 #   - a worker SIGKILLed mid-job: a worker in another language finishes that job
 #     (TypeScript and Python both ways round; Go, finished by Python)
@@ -196,6 +198,19 @@ TS=(env -C "$ts_dir" node --import tsx "$here/crosslang.ts") # tsx resolves from
 # shellcheck disable=SC2034 # GO is used through namerefs (local -n)
 GO=("$tmp/crosslang-go")
 
+# Java: CrossLang.java compiled once against clients/java's classes and runtime dependencies
+# (Maven resolves them from ~/.m2, filled by clients/java/test.sh).
+java_dir="$repo/clients/java"
+note "java client: $java_dir"
+run_fg 600 "$tmp/mvn.log" env -C "$java_dir" mvn -B -q package -DskipTests dependency:build-classpath \
+    -Dmdep.includeScope=runtime "-Dmdep.outputFile=$tmp/java.cp" >/dev/null ||
+    setup_failed "mvn package in clients/java" "$tmp/mvn.log"
+java_cp="$java_dir/target/classes:$(cat "$tmp/java.cp")"
+run_fg 120 "$tmp/javac.log" javac -nowarn -cp "$java_cp" -d "$tmp/java" "$here/CrossLang.java" >/dev/null ||
+    setup_failed "javac CrossLang.java" "$tmp/javac.log"
+# shellcheck disable=SC2034 # JAVA is used through namerefs (local -n)
+JAVA=(java -cp "$tmp/java:$java_cp" CrossLang)
+
 if [[ -z "${JOBWIRE_BIN:-}" ]]; then
     note "cargo build"
     run_fg 1200 "$tmp/cargo.log" env -C "$repo" cargo build --quiet >/dev/null ||
@@ -244,6 +259,8 @@ case_python_to_typescript() { producer_worker "$1" python typescript TS PY; }
 case_typescript_to_python() { producer_worker "$1" typescript python PY TS; }
 case_python_to_go() { producer_worker "$1" python go GO PY; }
 case_go_to_typescript() { producer_worker "$1" go typescript TS GO; }
+case_python_to_java() { producer_worker "$1" python java JAVA PY; }
+case_java_to_typescript() { producer_worker "$1" java typescript TS JAVA; }
 
 case_python_to_shell() {
     local d=$1 q=crosslang-python-to-shell rc=0 w
@@ -296,6 +313,7 @@ kill_mid_job() {
 case_kill_typescript() { kill_mid_job "$1" typescript python TS PY; }
 case_kill_python() { kill_mid_job "$1" python typescript PY TS; }
 case_kill_go() { kill_mid_job "$1" go python GO PY; }
+case_kill_java() { kill_mid_job "$1" java python JAVA PY; }
 
 case_health() {
     local d=$1
@@ -379,6 +397,9 @@ run_case "python producer -> jobwire work (shell script)" case_python_to_shell
 run_case "typescript worker SIGKILLed mid-job, python worker finishes it" case_kill_typescript
 run_case "python worker SIGKILLed mid-job, typescript worker finishes it" case_kill_python
 run_case "go worker SIGKILLed mid-job, python worker finishes it" case_kill_go
+run_case "python producer -> java worker" case_python_to_java
+run_case "java producer -> typescript worker" case_java_to_typescript
+run_case "java worker SIGKILLed mid-job, python worker finishes it" case_kill_java
 run_case "health via grpcio-health-checking" case_health
 run_case "reflection via grpcurl $("$grpcurl" -version 2>&1 | sed -n 's/^grpcurl //p')" case_reflection
 
