@@ -86,7 +86,8 @@ async fn drive_every_rpc(addr: std::net::SocketAddr) {
 
     // GetJob with unary acks: a job given back, failed for good, retried, failed again.
     let mut stream = harness::Worker::open_at(addr, &["r"], 1).await;
-    let id = harness::add(&mut raw, proto::AddJobRequest { max_attempts: Some(1), ..job("r", "t", b"") }).await;
+    let add = proto::AddJobRequest { max_attempts: Some(1), ..job("r", "t", b"") };
+    let id = raw.add_job(add).await.expect("AddJob").into_inner().job_id;
     let first = stream.job().await;
     let back = proto::ReturnJobRequest { job_id: id.clone(), lease_token: first.lease_token, stop_stream: false };
     raw.return_job(back).await.expect("ReturnJob");
