@@ -389,7 +389,9 @@ class Worker:
             target, tls, credentials, options, token = self._client_args
             given = {name for name, _ in options}
             merged = [o for o in KEEPALIVE_OPTIONS if o[0] not in given] + list(options)
-            self._client = Client(target, tls=tls, credentials=credentials, options=merged, token=token)
+            self._client = Client(
+                target, tls=tls, credentials=credentials, options=merged, token=token
+            )
         signals: list[signal.Signals] = []
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
