@@ -10,7 +10,7 @@
 //!       "sha256": "<64 hex digits>" },
 //!     { "name": "dashboards", "role": "reader", "sha256": "<64 hex digits>",
 //!       "reveal": ["results"] },
-//!     { "name": "worker-eu", "role": "worker", "subject": "CN=worker-eu,O=Acme" }
+//!     { "name": "worker-eu", "role": "worker", "subject": "CN=worker-eu, O=Acme" }
 //!   ]
 //! }
 //! ```

@@ -33,7 +33,10 @@ use super::{
     caller::Caller,
     rules::{RULES, Rule, Who},
 };
-use crate::auth::{Authority, Credential, Identity, Reflection};
+use crate::{
+    auth::{Authority, Credential, Identity, Reflection},
+    listener::Peer,
+};
 
 /// The layer: one per server, cheap to clone.
 #[derive(Clone)]
@@ -77,7 +80,7 @@ struct Decision {
 }
 
 impl Shared {
-    fn decide(&self, path: &str, headers: &http::HeaderMap) -> Result<Decision, Status> {
+    fn decide(&self, path: &str, headers: &http::HeaderMap, peer: Option<&Peer>) -> Result<Decision, Status> {
         let rule = match (self.rules.get(path), &self.authority) {
             (Some(rule), _) => *rule,
             // Tonic answers UNIMPLEMENTED; without tokens there is nothing to guard.
@@ -97,7 +100,7 @@ impl Shared {
             Who::Reflection => None,
             Who::Roles(roles) => Some(roles),
         };
-        let identity = authenticate(authority, headers, rule)?;
+        let identity = authenticate(authority, headers, peer, rule)?;
         if let Some(roles) = roles
             && !roles.contains(&identity.role())
         {
@@ -117,14 +120,27 @@ impl Shared {
     }
 }
 
-/// The identity behind the call's `authorization: Bearer <token>` header.
-fn authenticate(authority: &Authority, headers: &http::HeaderMap, rule: &Rule) -> Result<Arc<Identity>, Status> {
+/// The identity behind the call's `authorization: Bearer <token>` header or, for a call without
+/// one, behind the verified client certificate of its mutual-TLS connection (an entry whose
+/// `subject` is that certificate's subject, as `ClientCertificate::subject` writes it).
+fn authenticate(
+    authority: &Authority,
+    headers: &http::HeaderMap,
+    peer: Option<&Peer>,
+    rule: &Rule,
+) -> Result<Arc<Identity>, Status> {
     let refuse = |why: &str| {
         tracing::debug!(target: "jobwire::auth", rpc = rule.method(), why, "refused: not authenticated");
         Status::unauthenticated(format!("{} needs a token: {why}", rule.method()))
     };
     let Some(value) = headers.get(http::header::AUTHORIZATION) else {
-        return Err(refuse("no `authorization: Bearer <token>` metadata was sent"));
+        let certificate = peer.and_then(|peer| peer.certificate.as_deref());
+        return match certificate {
+            Some(certificate) => authority
+                .identify(Credential::Subject(&certificate.subject))
+                .ok_or_else(|| refuse("no `authorization: Bearer <token>` metadata, and no token is given to the client certificate's subject")),
+            None => Err(refuse("no `authorization: Bearer <token>` metadata was sent")),
+        };
     };
     let token = value
         .to_str()
@@ -152,7 +168,8 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
-        let decision = match self.shared.decide(request.uri().path(), request.headers()) {
+        let peer = request.extensions().get::<Peer>();
+        let decision = match self.shared.decide(request.uri().path(), request.headers(), peer) {
             Ok(decision) => decision,
             Err(status) => return Box::pin(std::future::ready(Ok(status.into_http()))),
         };

@@ -181,3 +181,34 @@ async fn the_cli_health_work_and_add_speak_mutual_tls() {
     assert_eq!(rows[0]["completed"], 1, "{rows}");
     server.assert_invariants("q").await;
 }
+
+#[tokio::test]
+async fn a_client_certificate_stands_in_for_the_token_of_its_subject() {
+    let redis = Redis::start();
+    let (ca, files) = (Ca::new("jobwire test CA"), Files::new());
+    let tokens = files.write(
+        "tokens.json",
+        r#"{ "tokens": [ { "name": "worker-7", "role": "reader", "subject": "CN=worker-7, O=acme" } ] }"#,
+    );
+    let authority = Arc::new(
+        jobwire::auth::Authority::load(&tokens, jobwire::auth::Reflection::Token).expect("the token file loads"),
+    );
+    let tls = server_tls(&files, &ca, &["127.0.0.1", "localhost"], Some(&ca));
+    let server = ServerBuilder::new(&redis).tls(tls).auth(authority).start().await;
+    let addr = server.addr.to_string();
+
+    // Its certificate's subject is an entry's: the call runs with that entry's role.
+    let known = Client::connect_tls(&addr, &presenting(&ca, &ca.client("worker-7", "acme", Vec::new())))
+        .await
+        .expect("connects");
+    known.stats("q").await.expect("a reader may read Stats");
+    let refused = known.add(NewJob::new("q", "t")).await.expect_err("a reader may not add");
+    assert!(refused.to_string().contains("PermissionDenied") || refused.to_string().contains("role"), "{refused}");
+
+    // A certificate the CA signed for a subject no entry names: no identity, no call.
+    let stranger = Client::connect_tls(&addr, &presenting(&ca, &ca.client("worker-8", "acme", Vec::new())))
+        .await
+        .expect("connects");
+    let unknown = stranger.stats("q").await.expect_err("no entry has its subject");
+    assert!(unknown.to_string().contains("client certificate"), "{unknown}");
+}
