@@ -107,7 +107,7 @@ impl Intake {
             let (store, lane) = (store.clone(), lane.clone());
             async move {
                 let args: Vec<AddArgs> = items.iter().map(Prepared::args).collect();
-                store.jobs().add_many_capped(&lane, &args, max_waiting).await
+                store.jobs().add_many(&lane, &args, max_waiting).await
             }
         };
         let outcome = self.adds.submit(&queue, prepared, run).await.map_err(|e| self.memory.refusal(e))?;
@@ -160,7 +160,7 @@ impl Intake {
             let mut any_in = false;
             for chunk in items.chunks(MAX_CHUNK) {
                 let args: Vec<AddArgs> = chunk.iter().map(|(_, p)| p.args()).collect();
-                let outcomes = match self.store.jobs().add_many_capped(&queue, &args, self.max_waiting).await {
+                let outcomes = match self.store.jobs().add_many(&queue, &args, self.max_waiting).await {
                     Ok(outcomes) => outcomes,
                     Err(StoreError::OutOfMemory) => {
                         // Nothing of this chunk went in; earlier chunks did and keep their answers.

@@ -220,15 +220,11 @@ impl Jobs {
         Self { backend }
     }
 
-    /// Adds jobs of one queue in one script call, in order; one outcome per job.
-    pub async fn add_many(&self, queue: &str, jobs: &[AddArgs<'_>]) -> Result<Vec<AddOutcome>> {
-        self.add_many_capped(queue, jobs, None).await
-    }
-
-    /// Adds jobs as `add_many` does, refusing each job that would take the queue's waiting jobs
-    /// (ready, delayed or retrying, or pending in a session) past `max_waiting`: checked per job
-    /// inside the script, so the jobs that fit go in and the rest are `QueueFull`.
-    pub async fn add_many_capped(
+    /// Adds jobs of one queue in one script call, in order; one outcome per job. A job that
+    /// would take the queue's waiting jobs (ready, delayed or retrying, or pending in a session)
+    /// past `max_waiting` is `QueueFull`: checked per job inside the script, so the jobs that fit
+    /// go in and the rest are refused.
+    pub async fn add_many(
         &self,
         queue: &str,
         jobs: &[AddArgs<'_>],
@@ -237,7 +233,7 @@ impl Jobs {
         self.add_many_at(queue, jobs, tombstones::local_now_ms(), max_waiting).await
     }
 
-    /// Adds jobs as `add_many_capped` does, naming the idempotency tombstone buckets from a clock
+    /// Adds jobs as `add_many` does, naming the idempotency tombstone buckets from a clock
     /// reading `now_ms` (epoch ms), as if this machine's clock said so. The function picks the
     /// buckets by Redis's clock among those named; when that clock is too far from `now_ms`
     /// for them (see `tombstones.rs`), nothing is written and the call is made once more with

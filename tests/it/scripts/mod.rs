@@ -335,7 +335,7 @@ impl Case {
     }
 
     pub async fn try_add(&self, job: &Job) -> Result<AddOutcome, StoreError> {
-        let mut outcomes = self.store.jobs().add_many(QUEUE, &[job.args()]).await?;
+        let mut outcomes = self.store.jobs().add_many(QUEUE, &[job.args()], None).await?;
         Ok(outcomes.pop().expect("one outcome per job"))
     }
 
@@ -351,13 +351,13 @@ impl Case {
 
     pub async fn try_add_many(&self, jobs: &[Job]) -> Result<Vec<AddOutcome>, StoreError> {
         let args: Vec<AddArgs<'_>> = jobs.iter().map(Job::args).collect();
-        self.store.jobs().add_many(QUEUE, &args).await
+        self.store.jobs().add_many(QUEUE, &args, None).await
     }
 
     /// Adds `jobs` in one call under a cap of `max_waiting` waiting jobs.
     pub async fn try_add_capped(&self, jobs: &[Job], max_waiting: u64) -> Result<Vec<AddOutcome>, StoreError> {
         let args: Vec<AddArgs<'_>> = jobs.iter().map(Job::args).collect();
-        self.store.jobs().add_many_capped(QUEUE, &args, Some(max_waiting)).await
+        self.store.jobs().add_many(QUEUE, &args, Some(max_waiting)).await
     }
 
     pub async fn add_capped(&self, jobs: &[Job], max_waiting: u64) -> Vec<AddOutcome> {
