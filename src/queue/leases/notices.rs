@@ -11,7 +11,11 @@
 //! `Leases::tell_owner`, and applied here by the same `Leases::apply` an owner on this instance
 //! uses.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use futures::StreamExt;
 use tracing::{debug, info, warn};
@@ -123,8 +127,14 @@ pub(super) async fn listen(leases: Arc<Leases>) {
 /// instance was cut off) frees its credit; the worker is told in case it still runs the job.
 /// Then the other way round: Redis's leases naming this instance that no stream here holds go
 /// back to their queues (`reclaim_unknown`).
+///
+/// A lease found gone is only taken as lost when the next period finds it gone and still held
+/// here: an ack ends the lease in Redis before its answer (or its owner's notice, when it went
+/// through another instance) releases it here, and a lease read in that window is not lost.
+/// A lost notice thus frees its credit within two periods.
 pub(super) async fn reconcile(leases: Arc<Leases>) {
     let mut sweeps: HashMap<String, u64> = HashMap::new();
+    let mut gone_last_period: HashSet<(JobId, LeaseToken)> = HashSet::new();
     let mut ticker = tokio::time::interval(leases.settings.reconcile_every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -132,6 +142,7 @@ pub(super) async fn reconcile(leases: Arc<Leases>) {
             _ = leases.background.stopped() => return,
             _ = ticker.tick() => {}
         }
+        let mut gone = HashSet::new();
         let mut by_queue: HashMap<String, Vec<HeldLease>> = HashMap::new();
         // A revoked lease keeps its credit until the worker answers, whatever Redis says.
         for held in leases.hub.held().into_iter().filter(|h| !h.revoked) {
@@ -146,14 +157,21 @@ pub(super) async fn reconcile(leases: Arc<Leases>) {
                     continue;
                 }
             };
-            for (h, lease) in held.iter().zip(stored) {
-                if lease.is_none_or(|l| l.token != h.token) {
-                    debug!(job_id = %h.job_id, "lease gone; freeing its credit");
-                    leases.hub.revoke(&h.job_id, &h.token, RevokeReason::LeaseLost);
-                    leases.hub.release(&h.job_id, &h.token);
+            for (h, lease) in held.into_iter().zip(stored) {
+                if lease.is_some_and(|l| l.token == h.token) {
+                    continue;
+                }
+                let lease = (h.job_id, h.token);
+                if gone_last_period.contains(&lease) {
+                    debug!(job_id = %lease.0, "lease gone; freeing its credit");
+                    leases.hub.revoke(&lease.0, &lease.1, RevokeReason::LeaseLost);
+                    leases.hub.release(&lease.0, &lease.1);
+                } else {
+                    gone.insert(lease);
                 }
             }
         }
+        gone_last_period = gone;
         reclaim_unknown(&leases, &mut sweeps).await;
     }
 }

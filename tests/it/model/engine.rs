@@ -286,9 +286,10 @@ impl<'a> EngineSut<'a> {
                         (Some(at), RevokeReason::Cancelled) => {
                             self.revokes_due.remove(at);
                         }
-                        // The reconciliation may read Redis between an ack and the engine's own
-                        // release of that lease: it tells the worker, as it must for a lease
-                        // that is really gone.
+                        // The reconciliation takes a lease as lost when two periods in a row
+                        // read Redis between an ack and the engine's own release of it (a
+                        // stalled engine): it tells the worker, as it must for a lease that is
+                        // really gone.
                         (_, RevokeReason::LeaseLost) if !self.holds(&job_id.ulid, lease_token.as_str()) => {}
                         _ => return Err(format!("an unexpected revoke of {job_id} ({reason:?})")),
                     }
