@@ -21,6 +21,7 @@ use tokio::task::JoinSet;
 
 use crate::{
     BULK, BULK_IN_FLIGHT, Bench, COMPLETED_CAP, JOB_TYPE, PAD,
+    probe::Role,
     procs::{CommandStat, CpuUse, Server, WorkerProc, WorkerSpec},
     results::num,
 };
@@ -68,11 +69,11 @@ impl Bench {
     pub(crate) async fn fresh_server(&self) -> anyhow::Result<Server> {
         self.redis.flushall().await?;
         let ready = self.work.path().join(format!("ready-{}", ulid::Ulid::new()));
-        Server::start(&self.server_exe, &self.redis.url, &ready).await
+        Server::start(self.probes.command(Role::Server, &self.server_exe), &self.redis.url, &ready).await
     }
 
     pub(crate) async fn worker(&self, server: &Server, spec: &WorkerSpec<'_>) -> anyhow::Result<WorkerProc> {
-        WorkerProc::start(&self.exe, server, spec, self.protocol).await
+        WorkerProc::start(self.probes.command(Role::Worker, &self.exe), server, spec, self.protocol).await
     }
 }
 

@@ -37,6 +37,7 @@ mod ceiling;
 mod latency;
 mod load;
 mod memory;
+mod probe;
 mod procs;
 mod results;
 mod throughput;
@@ -96,6 +97,19 @@ struct RunArgs {
     /// N > 0, b runs concurrency 1 twice, without prefetch and with it.
     #[arg(long, default_value_t = 0)]
     prefetch: u32,
+    /// In b's windows, also count each process's context switches and system calls per job
+    /// (`perf stat` attached to it; see probe.rs).
+    #[arg(long)]
+    count: bool,
+    /// In b's windows, also count the instructions per job of these processes (redis, server,
+    /// worker; comma-separated) under valgrind's callgrind (see probe.rs: Redis needs a
+    /// wrapper on PATH). Slow: use with --quick.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    callgrind: Vec<probe::Role>,
+    /// Where --count and --callgrind leave their files (default: the bench's temp dir, removed
+    /// at the end).
+    #[arg(long)]
+    probe_dir: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -246,6 +260,8 @@ struct Bench {
     /// Jobs every worker process holds beyond its concurrency (b at concurrency 1 also runs
     /// without).
     prefetch: u32,
+    /// What b's windows count besides CPU time.
+    probes: probe::Probes,
     /// Holds the servers' ready files; dropped after `redis`, which lives in it.
     work: WorkDir,
 }
@@ -282,7 +298,12 @@ async fn drive(opts: RunArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find this binary")?;
     let server_exe = exe.with_file_name("jobwire");
     ensure!(server_exe.is_file(), "no server binary at {}: build it (cargo build --release)", server_exe.display());
-    let bench = Bench { exe, server_exe, redis, sizes, protocol: opts.protocol, prefetch: opts.prefetch, work };
+    let probes = probe::Probes {
+        count: opts.count,
+        callgrind: opts.callgrind.clone(),
+        dir: opts.probe_dir.clone().unwrap_or_else(|| work.path().to_owned()),
+    };
+    let bench = Bench { exe, server_exe, redis, sizes, protocol: opts.protocol, prefetch: opts.prefetch, probes, work };
     let mut results = Results::default();
     let started = Instant::now();
     for scenario in &scenarios {

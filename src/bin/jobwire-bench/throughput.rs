@@ -8,6 +8,7 @@ use anyhow::ensure;
 use crate::{
     Bench, IN_FLIGHT,
     load::{add_in_bulk, add_singly, check_all_completed, job, wait_settled},
+    probe::Role,
     procs::{CpuUse, CpuWindow, WorkerSpec},
     results::{Recorder, Target, percentile},
 };
@@ -86,13 +87,17 @@ impl Bench {
             add_in_bulk(&client, n, |i| job(queue, i)).await?;
             let spec = WorkerSpec { queue, concurrency, expect: n, samples: false, fail_first: false, prefetch };
             let mut worker = self.worker(&server, &spec).await?;
+            let pids = [(Role::Redis, self.redis.pid()?), (Role::Server, server.pid()?), (Role::Worker, worker.pid()?)];
+            let probes = self.probes.open(&pids).await?;
             self.redis.reset_stats().await?;
-            let cpu = CpuWindow::open(&[self.redis.pid()?, server.pid()?, worker.pid()?])?;
+            let cpu = CpuWindow::open(&pids.map(|(_, pid)| pid))?;
             worker.go().await?;
             let label = processing_label(concurrency, prefetch);
-            worker.wait_for("done", Duration::from_secs(600), Some((&label, n))).await?;
+            let limit = Duration::from_secs(if self.probes.any() { 3600 } else { 600 });
+            worker.wait_for("done", limit, Some((&label, n))).await?;
             let stats = wait_settled(&client, queue).await?;
             let used = cpu.close(n)?;
+            probes.close(n, &label, out).await?;
             let scripts = self.explain_redis(n, &used).await?;
             check_all_completed(&stats, n)?;
             worker.finish().await?;
