@@ -6,16 +6,23 @@
 //! them as the next batch as soon as the current one returns. An idle queue pays no waiting:
 //! a lone call runs at once. Each item is still applied on its own by the script.
 //!
-//! The leading runs in a task of its own, not in the first caller's future: a caller that goes
-//! away (its client disconnected) must not strand the batches of the others. That task is not on
-//! the background tracker: it ends by itself once its lane is empty.
+//! A caller that finds its lane idle leads the first batch (its own item alone) in its own
+//! future: no task to spawn, and no wake-up to hear its answer, which at low concurrency are
+//! most of what the coalescing costs besides the call. Callers arriving meanwhile wait for the
+//! next batch, which runs in a task of its own, as every later one does until the lane is idle
+//! again. A caller that goes away (its client disconnected) must not strand a batch: when the
+//! future leading inline is dropped before its batch is done, the rest of it goes on in a task
+//! of its own (`Detached`), so the call still finishes, answers and hands the lead on. Those
+//! tasks are not on the background tracker: they end by themselves once their lane is idle.
 //!
 //! Used by `intake.rs` (adds) and `acks.rs` (completions), each owning its coalescer.
 
 use std::{
     collections::HashMap,
     future::Future,
+    pin::Pin,
     sync::{Arc, Mutex},
+    task::{Context, Poll},
 };
 
 use tokio::sync::oneshot;
@@ -50,7 +57,7 @@ impl<T: Send + 'static, R: Send + 'static> Coalescer<T, R> {
     pub(super) async fn submit<F, Fut>(self: &Arc<Self>, queue: &str, item: T, run: F) -> Result<R, StoreError>
     where
         F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Vec<R>, StoreError>> + Send,
+        Fut: Future<Output = Result<Vec<R>, StoreError>> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
         let lead = {
@@ -62,7 +69,15 @@ impl<T: Send + 'static, R: Send + 'static> Coalescer<T, R> {
         if lead {
             let this = self.clone();
             let queue = queue.to_owned();
-            tokio::spawn(async move { this.lead(&queue, &run).await });
+            // The lane was idle: this caller leads the next batch (its own item, and any that came
+            // since), then hands the lead on to a task if more are waiting.
+            Detached::new(async move {
+                this.run_batch(&queue, &run).await;
+                if this.hand_on(&queue) {
+                    tokio::spawn(async move { this.lead(&queue, &run).await });
+                }
+            })
+            .await;
         }
         rx.await.unwrap_or_else(|_| Err(StoreError::Unavailable("the batch was dropped".into())))
     }
@@ -73,32 +88,88 @@ impl<T: Send + 'static, R: Send + 'static> Coalescer<T, R> {
         F: Fn(Vec<T>) -> Fut + Send + Sync,
         Fut: Future<Output = Result<Vec<R>, StoreError>> + Send,
     {
-        loop {
-            let batch: Vec<(T, Waiter<R>)> = {
-                let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
-                let Some(lane) = lanes.get_mut(queue) else { return };
-                if lane.pending.is_empty() {
-                    lanes.remove(queue);
-                    return;
-                }
-                let take = lane.pending.len().min(MAX_BATCH);
-                lane.pending.drain(..take).collect()
-            };
-            let (items, waiters): (Vec<T>, Vec<Waiter<R>>) = batch.into_iter().unzip();
-            match run(items).await {
-                Ok(answers) => {
-                    let mut answers = answers.into_iter();
-                    for waiter in waiters {
-                        let answer = answers.next().ok_or_else(|| StoreError::Corrupt("a batch answered short".into()));
-                        let _ = waiter.send(answer);
-                    }
-                }
-                Err(e) => {
-                    for waiter in waiters {
-                        let _ = waiter.send(Err(e.clone()));
-                    }
+        while self.run_batch(queue, run).await {}
+    }
+
+    /// After the batch led inline: whether callers are waiting (the lead goes on, in a task);
+    /// else the lane is released.
+    fn hand_on(&self, queue: &str) -> bool {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        match lanes.get(queue) {
+            Some(lane) if !lane.pending.is_empty() => true,
+            Some(_) => {
+                lanes.remove(queue);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Runs the next batch of `queue` and answers its callers; false (and the lead given up) when
+    /// nobody was waiting.
+    async fn run_batch<F, Fut>(&self, queue: &str, run: &F) -> bool
+    where
+        F: Fn(Vec<T>) -> Fut + Send + Sync,
+        Fut: Future<Output = Result<Vec<R>, StoreError>> + Send,
+    {
+        let batch: Vec<(T, Waiter<R>)> = {
+            let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(lane) = lanes.get_mut(queue) else { return false };
+            if lane.pending.is_empty() {
+                lanes.remove(queue);
+                return false;
+            }
+            let take = lane.pending.len().min(MAX_BATCH);
+            lane.pending.drain(..take).collect()
+        };
+        let (items, waiters): (Vec<T>, Vec<Waiter<R>>) = batch.into_iter().unzip();
+        match run(items).await {
+            Ok(answers) => {
+                let mut answers = answers.into_iter();
+                for waiter in waiters {
+                    let answer = answers.next().ok_or_else(|| StoreError::Corrupt("a batch answered short".into()));
+                    let _ = waiter.send(answer);
                 }
             }
+            Err(e) => {
+                for waiter in waiters {
+                    let _ = waiter.send(Err(e.clone()));
+                }
+            }
+        }
+        true
+    }
+}
+
+/// A future run inline by its caller that, if the caller drops it before it is done, finishes
+/// in a task of its own (or is dropped with the runtime, when there is none any more).
+struct Detached {
+    future: Option<Pin<Box<dyn Future<Output = ()> + Send + 'static>>>,
+}
+
+impl Detached {
+    fn new(future: impl Future<Output = ()> + Send + 'static) -> Self {
+        Self { future: Some(Box::pin(future)) }
+    }
+}
+
+impl Future for Detached {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(future) = self.future.as_mut() else { return Poll::Ready(()) };
+        let done = future.as_mut().poll(cx);
+        if done.is_ready() {
+            self.future = None;
+        }
+        done
+    }
+}
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        if let (Some(future), Ok(runtime)) = (self.future.take(), tokio::runtime::Handle::try_current()) {
+            runtime.spawn(future);
         }
     }
 }
@@ -145,5 +216,48 @@ mod tests {
         first.abort();
         let second = tokio::time::timeout(std::time::Duration::from_secs(2), coalescer.submit("q", 2, slow)).await;
         assert_eq!(second.expect("not stranded").expect("answer"), 2);
+    }
+
+    #[tokio::test]
+    async fn a_lone_call_runs_in_its_callers_task() {
+        let coalescer: Arc<Coalescer<u32, Option<tokio::task::Id>>> = Arc::default();
+        let run = |items: Vec<u32>| async move { Ok(items.iter().map(|_| tokio::task::try_id()).collect()) };
+        let caller = tokio::spawn({
+            let c = coalescer.clone();
+            async move { (tokio::task::id(), c.submit("q", 1, run).await) }
+        });
+        let (caller_id, ran_in) = caller.await.expect("caller");
+        assert_eq!(ran_in.expect("answer"), Some(caller_id));
+        assert!(coalescer.lanes.lock().expect("lock").is_empty(), "the lane is released");
+    }
+
+    #[tokio::test]
+    async fn a_batch_led_inline_finishes_when_its_caller_goes_away() {
+        let coalescer: Arc<Coalescer<u32, u32>> = Arc::default();
+        let (started_tx, started) = oneshot::channel::<()>();
+        let started_tx = Arc::new(Mutex::new(Some(started_tx)));
+        let (finished_tx, finished) = tokio::sync::mpsc::unbounded_channel::<Vec<u32>>();
+        let run = move |items: Vec<u32>| {
+            let (started_tx, finished_tx) = (started_tx.clone(), finished_tx.clone());
+            async move {
+                if let Some(tx) = started_tx.lock().expect("lock").take() {
+                    let _ = tx.send(());
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                let _ = finished_tx.send(items.clone());
+                Ok(items)
+            }
+        };
+        let first = tokio::spawn({
+            let (c, run) = (coalescer.clone(), run.clone());
+            async move { c.submit("q", 1, run).await }
+        });
+        started.await.expect("the batch started");
+        first.abort();
+        let mut finished = finished;
+        let done = tokio::time::timeout(std::time::Duration::from_secs(2), finished.recv()).await;
+        assert_eq!(done.expect("the batch went on without its caller"), Some(vec![1]));
+        let next = tokio::time::timeout(std::time::Duration::from_secs(2), coalescer.submit("q", 2, run)).await;
+        assert_eq!(next.expect("the lane was handed on").expect("answer"), 2);
     }
 }
