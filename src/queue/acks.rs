@@ -18,7 +18,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use tracing::{Instrument, field::Empty};
+use tracing::{Instrument, Span, field::Empty};
 
 use super::{
     coalesce::Coalescer,
@@ -67,7 +67,7 @@ impl Acks {
             trace_id = Empty,
             parent_span_id = Empty
         );
-        traceparent::record(&span, self.ack_trace(job_id, token.as_ref(), trace).as_ref());
+        self.record_trace(&span, job_id, token.as_ref(), trace);
         self.complete_in_span(job_id, token, result, session_state).instrument(span).await
     }
 
@@ -151,7 +151,7 @@ impl Acks {
             trace_id = Empty,
             parent_span_id = Empty
         );
-        traceparent::record(&span, self.ack_trace(job_id, token.as_ref(), trace).as_ref());
+        self.record_trace(&span, job_id, token.as_ref(), trace);
         self.fail_in_span(job_id, token, error, retryable, retry_after).instrument(span).await
     }
 
@@ -254,15 +254,15 @@ impl Acks {
         }
     }
 
-    /// The trace context of an ack: the one the request carried, else the one of the delivery
-    /// when this instance made it.
-    fn ack_trace(
-        &self,
-        job_id: &JobId,
-        token: Option<&LeaseToken>,
-        given: Option<TraceContext>,
-    ) -> Option<TraceContext> {
-        given.or_else(|| self.leases.trace_of(job_id, token?))
+    /// Records in the ack's span the trace context of the ack: the one the request carried, else
+    /// the one of the delivery when this instance made it. Nothing is looked up for a span that
+    /// is off (the usual case: they are debug spans).
+    fn record_trace(&self, span: &Span, job_id: &JobId, token: Option<&LeaseToken>, given: Option<TraceContext>) {
+        if span.is_disabled() {
+            return;
+        }
+        let trace = given.or_else(|| self.leases.trace_of(job_id, token?));
+        traceparent::record(span, trace.as_ref());
     }
 }
 
