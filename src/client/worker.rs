@@ -8,7 +8,8 @@
 //! - Concurrency is the stream's credit: the server never sends more than `concurrency` jobs at
 //!   once, plus, with [`Worker::prefetch`], up to `prefetch` more that wait here, in delivery
 //!   order, for a free handler (their deadlines run from delivery); each one handed to a handler
-//!   is reported `started` on the next message.
+//!   is reported `started` on the next message: with its own ack when the handler returns at
+//!   once, else as soon as the handler first waits (`worker/outbox.rs`).
 //! - `revoke` aborts the handler and answers with a failure of that delivery, which gives the
 //!   stream its credit back (the server refuses it as stale, or records it for a cancelled job);
 //!   `drain` finishes what is running, hands back what has not started, then reconnects.
@@ -16,8 +17,10 @@
 //!   already given them back.
 //! - An ack answered UNAVAILABLE (Redis or the server away for a moment) is sent again until
 //!   answered, for as long as the stream lives: dropped, it would leave the job leased to a live
-//!   stream.
-//! - Stopping finishes the running jobs and acks them; a job that arrives while stopping, or that
+//!   stream. A handler's completion or failure is handed to the outbox, which keeps it until
+//!   answered, and the job's task ends (`worker/acker.rs`); a completion writing session state
+//!   waits for its answer, which may refuse it.
+//! - Stopping finishes the running jobs and waits for their acks' answers; a job that arrives while stopping, or that
 //!   waits for a handler, is handed back (`ReturnJob`: not a failed attempt, not a lost delivery).
 //! - A handler runs inside a `job` span carrying the job's W3C trace context (`trace_id`,
 //!   `parent_span_id`, from its `traceparent` header); a unary ack sends that header as gRPC
@@ -166,8 +169,10 @@ impl JobContext {
 type BoxFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, JobError>> + Send>>;
 type Handler = Arc<dyn Fn(JobContext) -> BoxFuture + Send + Sync>;
 
+mod acker;
 mod outbox;
 
+use acker::{Acker, answer_revoke, hand_back, until_answered};
 use outbox::Outbox;
 
 /// What arrives on a worker stream, whichever the protocol.
@@ -337,7 +342,7 @@ impl Worker {
         let leaving = stopping.child_token();
         let mut draining = false;
         loop {
-            if (draining || stopping.is_cancelled()) && running.is_empty() {
+            if (draining || stopping.is_cancelled()) && running.is_empty() && acker.unsettled() == 0 {
                 return;
             }
             tokio::select! {
@@ -421,46 +426,52 @@ impl Worker {
             let outcome = match handler {
                 Some(handler) => {
                     let context = JobContext { job, acker: acker.clone(), new_session_state: new_state.clone() };
-                    handler(context).await
+                    let mut running = std::pin::pin!(handler(context));
+                    // A handler that returns at once has its `started` mark go out with its ack.
+                    match futures::poll!(running.as_mut()) {
+                        std::task::Poll::Ready(outcome) => outcome,
+                        std::task::Poll::Pending => {
+                            acker.flush();
+                            running.await
+                        }
+                    }
                 }
                 None => Err(JobError::retry(format!("no handler for job type {:?} on this worker", job.r#type))),
             };
             drop(slot);
             let session_state = new_state.lock().unwrap_or_else(|e| e.into_inner()).take();
-            let completed = match outcome {
+            let failure = match outcome {
+                Ok(result) if session_state.is_none() => {
+                    let req = proto::CompleteJobRequest { job_id, lease_token: token, result, ..Default::default() };
+                    return acker.settle(Ack::Complete(req), trace.as_ref()).await;
+                }
+                // A new session state may be refused (the session changed): that answer matters.
                 Ok(result) => {
                     let req = proto::CompleteJobRequest {
                         job_id: job_id.clone(),
                         lease_token: token.clone(),
                         result,
-                        expected_session_version: session_state.as_ref().and(version),
+                        expected_session_version: version,
                         session_state,
                     };
                     match until_answered(|| acker.complete(req.clone(), trace.as_ref())).await {
+                        Ok(()) => return,
                         Err(status) if status.code() == Code::Aborted => {
-                            Err(JobError::retry("the session changed while the job ran"))
+                            JobError::retry("the session changed while the job ran")
                         }
-                        other => Ok(other),
+                        Err(status) => return warn!(%job_id, %status, "ack failed"),
                     }
                 }
-                Err(e) => Err(e),
+                Err(e) => e,
             };
-            let acked = match completed {
-                Ok(acked) => acked,
-                Err(e) => {
-                    let req = proto::FailJobRequest {
-                        job_id: job_id.clone(),
-                        lease_token: token,
-                        error: e.message,
-                        retryable: Some(e.retryable),
-                        retry_after: e.retry_after.map(super::duration),
-                    };
-                    until_answered(|| acker.fail(req.clone(), trace.as_ref())).await
-                }
+            let req = proto::FailJobRequest {
+                job_id,
+                lease_token: token,
+                error: failure.message,
+                retryable: Some(failure.retryable),
+                retry_after: failure.retry_after.map(super::duration),
             };
-            if let Err(status) = acked {
-                warn!(%job_id, %status, "ack failed");
-            }
+            acker.settle(Ack::Fail(req), trace.as_ref()).await;
         };
         job_run.instrument(span)
     }
@@ -495,112 +506,4 @@ impl Incoming {
             Message::Ping(_) => Self::Ping,
         }
     }
-}
-
-/// Where a stream's acks go: a unary call each, or the Work stream's outbox.
-#[derive(Clone)]
-enum Acker {
-    Unary(QueueServiceClient<Channel>),
-    Stream(Arc<Outbox>),
-}
-
-impl Acker {
-    async fn complete(&self, req: proto::CompleteJobRequest, trace: Option<&TraceContext>) -> Result<(), Status> {
-        match self {
-            Self::Unary(client) => client.clone().complete_job(traced(req, trace)).await.map(|_| ()),
-            Self::Stream(outbox) => outbox.ack(Ack::Complete(req)).await,
-        }
-    }
-
-    async fn fail(&self, req: proto::FailJobRequest, trace: Option<&TraceContext>) -> Result<(), Status> {
-        match self {
-            Self::Unary(client) => client.clone().fail_job(traced(req, trace)).await.map(|_| ()),
-            Self::Stream(outbox) => outbox.ack(Ack::Fail(req)).await,
-        }
-    }
-
-    async fn give_back(&self, req: proto::ReturnJobRequest) -> Result<(), Status> {
-        match self {
-            Self::Unary(client) => client.clone().return_job(req).await.map(|_| ()),
-            Self::Stream(outbox) => outbox.ack(Ack::GiveBack(req)).await,
-        }
-    }
-
-    async fn extend(&self, req: proto::ExtendLeaseRequest) -> Result<(), Status> {
-        match self {
-            Self::Unary(client) => client.clone().extend_lease(req).await.map(|_| ()),
-            Self::Stream(outbox) => outbox.ack(Ack::Extend(req)).await,
-        }
-    }
-
-    async fn progress(&self, req: proto::ReportProgressRequest) -> Result<(), Status> {
-        match self {
-            Self::Unary(client) => client.clone().report_progress(req).await.map(|_| ()),
-            Self::Stream(outbox) => outbox.ack(Ack::Progress(req)).await,
-        }
-    }
-
-    /// A job was handed to a handler (reported only on a Work stream with prefetch).
-    fn started(&self, lease_token: &str) {
-        if let Self::Stream(outbox) = self {
-            outbox.started(lease_token);
-        }
-    }
-
-    fn answered(&self, answers: Vec<proto::WorkAnswer>) {
-        if let Self::Stream(outbox) = self {
-            outbox.answered(answers);
-        }
-    }
-}
-
-/// Sends an ack again while the answer is UNAVAILABLE (Redis or the server away for a moment),
-/// waiting 50 ms doubling to 1 s between tries: a dropped ack would leave the job leased to this
-/// stream, which lives on, until the job's timeout. The retries end with the stream: its jobs'
-/// tasks are aborted then, the server having given the jobs back.
-async fn until_answered<T, Fut>(mut send: impl FnMut() -> Fut) -> Result<T, tonic::Status>
-where
-    Fut: Future<Output = Result<T, tonic::Status>>,
-{
-    let mut wait = Duration::from_millis(50);
-    loop {
-        match send().await {
-            Err(status) if status.code() == tonic::Code::Unavailable => {
-                debug!(%status, ?wait, "ack not answered; retrying");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(1));
-            }
-            answered => return answered,
-        }
-    }
-}
-
-/// An ack request carrying the job's trace context as `traceparent` metadata.
-fn traced<T>(message: T, trace: Option<&TraceContext>) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    if let Some(value) = trace.and_then(|t| tonic::metadata::MetadataValue::try_from(t.to_header()).ok()) {
-        request.metadata_mut().insert(traceparent::HEADER, value);
-    }
-    request
-}
-
-/// Hands back a job the worker will not start (it is stopping or draining), and asks the server
-/// to send nothing more on this stream.
-async fn hand_back(acker: Acker, job: proto::Job) {
-    let req = proto::ReturnJobRequest { job_id: job.id.clone(), lease_token: job.lease_token, stop_stream: true };
-    if let Err(status) = acker.give_back(req).await {
-        warn!(job_id = %job.id, %status, "could not hand a job back");
-    }
-}
-
-/// Answers a revoke with a failure report for the revoked delivery.
-async fn answer_revoke(acker: Acker, job_id: String, lease_token: String) {
-    let req = proto::FailJobRequest {
-        job_id,
-        lease_token,
-        error: "revoked".into(),
-        retryable: Some(true),
-        retry_after: None,
-    };
-    let _ = acker.fail(req, None).await;
 }
