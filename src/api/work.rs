@@ -5,7 +5,8 @@
 //! and the guard that hands unacknowledged jobs back when it ends); jobs already waiting go out
 //! together in one message. Each ack runs through the same function as its unary RPC
 //! (`acks.rs`), concurrently with the others, and is answered by its `ack_id`; answers ready
-//! together go out in one message. A refused ack is answered with its status; only a protocol
+//! together go out in one message. The completions of one message are all taken in before any
+//! runs, so they share one Redis call (`Engine::start_complete`). A refused ack is answered with its status; only a protocol
 //! error ends the stream (INVALID_ARGUMENT).
 //!
 //! Everything runs inside the response stream tonic polls: no task of its own, so nothing
@@ -138,15 +139,23 @@ impl Work {
                     ack.ack_id
                 )));
             }
-            self.pending.push(run(self.engine.clone(), ack).boxed());
+            self.pending.push(match ack.ack {
+                // Taken in now, so the completions of one message share one Redis call.
+                Some(Ack::Complete(req)) => {
+                    let completing = acks::start_complete(&self.engine, req, None);
+                    let ack_id = ack.ack_id;
+                    async move { answer(ack_id, completing.await.map(|_| None)) }.boxed()
+                }
+                other => run(self.engine.clone(), ack.ack_id, other).boxed(),
+            });
         }
         Ok(())
     }
 }
 
-/// Runs one ack through the function of its unary RPC and answers it.
-async fn run(engine: Arc<Engine>, ack: proto::WorkAck) -> proto::WorkAnswer {
-    let result = match ack.ack {
+/// Runs one ack (but a completion) through the function of its unary RPC and answers it.
+async fn run(engine: Arc<Engine>, ack_id: u64, ack: Option<Ack>) -> proto::WorkAnswer {
+    let result = match ack {
         Some(Ack::Complete(req)) => acks::complete(&engine, req, None).await.map(|_| None),
         Some(Ack::Fail(req)) => acks::fail(&engine, req, None).await.map(|r| Some(AckResult::Fail(r))),
         Some(Ack::Progress(req)) => acks::progress(&engine, req).await.map(|_| None),
@@ -154,13 +163,15 @@ async fn run(engine: Arc<Engine>, ack: proto::WorkAck) -> proto::WorkAnswer {
         Some(Ack::GiveBack(req)) => acks::give_back(&engine, req).await.map(|_| None),
         None => Err(Status::invalid_argument("ack: must be one of complete, fail, progress, extend, give_back")),
     };
+    answer(ack_id, result)
+}
+
+/// The answer to ack `ack_id`.
+fn answer(ack_id: u64, result: Result<Option<AckResult>, Status>) -> proto::WorkAnswer {
     match result {
-        Ok(result) => proto::WorkAnswer { ack_id: ack.ack_id, code: 0, message: String::new(), result },
-        Err(status) => proto::WorkAnswer {
-            ack_id: ack.ack_id,
-            code: status.code() as i32,
-            message: status.message().to_owned(),
-            result: None,
-        },
+        Ok(result) => proto::WorkAnswer { ack_id, code: 0, message: String::new(), result },
+        Err(status) => {
+            proto::WorkAnswer { ack_id, code: status.code() as i32, message: status.message().to_owned(), result: None }
+        }
     }
 }

@@ -6,14 +6,17 @@
 //! them as the next batch as soon as the current one returns. An idle queue pays no waiting:
 //! a lone call runs at once. Each item is still applied on its own by the script.
 //!
-//! A caller that finds its lane idle leads the first batch (its own item alone) in its own
-//! future: no task to spawn, and no wake-up to hear its answer, which at low concurrency are
-//! most of what the coalescing costs besides the call. Callers arriving meanwhile wait for the
-//! next batch, which runs in a task of its own, as every later one does until the lane is idle
-//! again. A caller that goes away (its client disconnected) must not strand a batch: when the
-//! future leading inline is dropped before its batch is done, the rest of it goes on in a task
-//! of its own (`Detached`), so the call still finishes, answers and hands the lead on. Those
-//! tasks are not on the background tracker: they end by themselves once their lane is idle.
+//! A caller that finds its lane idle leads the next batch in its own future: no task to spawn,
+//! and no wake-up to hear its answer, which at low concurrency are most of what the coalescing
+//! costs besides the call. Items are taken in (`enqueue`) apart from awaiting their answer
+//! (`Ticket::answer`), so items taken in together before the first answer is awaited (the acks
+//! of one Work message) go in that one batch. Callers arriving while it runs wait for the next
+//! batch, which runs in a task of its own, as every later one does until the lane is idle again.
+//! A caller that goes away (its client disconnected) must not strand a batch: when a leading
+//! ticket is dropped before its batch is done (or before it was awaited at all), the rest of
+//! the batch goes on in a task of its own (`Detached`), so the call still finishes, answers and
+//! hands the lead on. Those tasks are not on the background tracker: they end by themselves
+//! once their lane is idle.
 //!
 //! Used by `intake.rs` (adds) and `acks.rs` (completions), each owning its coalescer.
 
@@ -52,34 +55,45 @@ impl<T, R> Default for Coalescer<T, R> {
 }
 
 impl<T: Send + 'static, R: Send + 'static> Coalescer<T, R> {
-    /// Submits `item` for `queue`; `run` applies a batch and returns one answer per item, in
-    /// order.
+    /// Submits `item` for `queue` and waits for its answer; `run` applies a batch and returns
+    /// one answer per item, in order.
     pub(super) async fn submit<F, Fut>(self: &Arc<Self>, queue: &str, item: T, run: F) -> Result<R, StoreError>
     where
         F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Vec<R>, StoreError>> + Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
-        let lead = {
+        self.enqueue(queue, item, run).answer().await
+    }
+
+    /// Takes `item` in for `queue`'s next batch at once; its answer comes with the ticket. `run`
+    /// applies a batch (used when this item's ticket leads it). The other items of a batch wait
+    /// for its leading ticket: poll the tickets of items taken in together together (as a
+    /// `FuturesUnordered` does), or drop the ones not awaited.
+    pub(super) fn enqueue<F, Fut>(self: &Arc<Self>, queue: &str, item: T, run: F) -> Ticket<R>
+    where
+        F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<R>, StoreError>> + Send + 'static,
+    {
+        let (tx, answer) = oneshot::channel();
+        let leads = {
             let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
             let lane = lanes.entry(queue.to_owned()).or_insert_with(|| Lane { leader: false, pending: Vec::new() });
             lane.pending.push((item, tx));
             !std::mem::replace(&mut lane.leader, true)
         };
-        if lead {
+        // The lane was idle: this ticket leads the next batch (its own item, and any taken in
+        // before it runs), then hands the lead on to a task if more are waiting.
+        let lead = leads.then(|| {
             let this = self.clone();
             let queue = queue.to_owned();
-            // The lane was idle: this caller leads the next batch (its own item, and any that came
-            // since), then hands the lead on to a task if more are waiting.
             Detached::new(async move {
                 this.run_batch(&queue, &run).await;
                 if this.hand_on(&queue) {
                     tokio::spawn(async move { this.lead(&queue, &run).await });
                 }
             })
-            .await;
-        }
-        rx.await.unwrap_or_else(|_| Err(StoreError::Unavailable("the batch was dropped".into())))
+        });
+        Ticket { answer, lead }
     }
 
     /// Runs batches until nobody is waiting, then gives up the lead.
@@ -141,8 +155,27 @@ impl<T: Send + 'static, R: Send + 'static> Coalescer<T, R> {
     }
 }
 
-/// A future run inline by its caller that, if the caller drops it before it is done, finishes
-/// in a task of its own (or is dropped with the runtime, when there is none any more).
+/// The answer to one item taken in; the ticket of the item that found its lane idle also leads
+/// that lane's next batch.
+pub(super) struct Ticket<R> {
+    answer: oneshot::Receiver<Result<R, StoreError>>,
+    lead: Option<Detached>,
+}
+
+impl<R> Ticket<R> {
+    /// Runs the batch this ticket leads, if it leads one, and waits for the item's answer.
+    pub(super) async fn answer(self) -> Result<R, StoreError> {
+        let Ticket { answer, lead } = self;
+        if let Some(lead) = lead {
+            lead.await;
+        }
+        answer.await.unwrap_or_else(|_| Err(StoreError::Unavailable("the batch was dropped".into())))
+    }
+}
+
+/// A future run inline by its caller that, if the caller drops it before it is done (or without
+/// polling it at all), finishes in a task of its own (or is dropped with the runtime, when there
+/// is none any more).
 struct Detached {
     future: Option<Pin<Box<dyn Future<Output = ()> + Send + 'static>>>,
 }
@@ -216,6 +249,37 @@ mod tests {
         first.abort();
         let second = tokio::time::timeout(std::time::Duration::from_secs(2), coalescer.submit("q", 2, slow)).await;
         assert_eq!(second.expect("not stranded").expect("answer"), 2);
+    }
+
+    #[tokio::test]
+    async fn items_taken_in_before_any_answer_is_awaited_share_one_batch() {
+        let coalescer: Arc<Coalescer<u32, u32>> = Arc::default();
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let run = {
+            let batches = batches.clone();
+            move |items: Vec<u32>| {
+                batches.lock().expect("lock").push(items.clone());
+                async move { Ok(items.into_iter().map(|i| i + 1).collect()) }
+            }
+        };
+        let tickets: Vec<_> = (0..5).map(|i| coalescer.enqueue("q", i, run.clone())).collect();
+        // Polled in reverse: the leading ticket, the first, is polled last.
+        let answers = futures::future::join_all(tickets.into_iter().rev().map(Ticket::answer));
+        let answers = tokio::time::timeout(std::time::Duration::from_secs(2), answers).await.expect("answered");
+        let answers: Vec<u32> = answers.into_iter().map(|a| a.expect("answer")).collect();
+        assert_eq!(answers, [5, 4, 3, 2, 1]);
+        assert_eq!(*batches.lock().expect("lock"), [vec![0, 1, 2, 3, 4]]);
+    }
+
+    #[tokio::test]
+    async fn a_leading_ticket_dropped_unawaited_still_runs_its_batch() {
+        let coalescer: Arc<Coalescer<u32, u32>> = Arc::default();
+        let run = |items: Vec<u32>| async move { Ok(items) };
+        let leader = coalescer.enqueue("q", 1, run);
+        let follower = coalescer.enqueue("q", 2, run);
+        drop(leader);
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(2), follower.answer()).await;
+        assert_eq!(answer.expect("not stranded").expect("answer"), 2);
     }
 
     #[tokio::test]

@@ -10,7 +10,7 @@ use tonic::Code;
 use crate::harness::{Redis, Server, ServerBuilder, Worker, add, eventually, info, job, millis};
 
 /// The `fcall` count of `INFO commandstats` since the last reset.
-async fn fcalls(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+pub(crate) async fn fcalls(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
     let stats: String = redis::cmd("INFO").arg("commandstats").query_async(conn).await.expect("info");
     stats
         .lines()
@@ -19,7 +19,7 @@ async fn fcalls(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
         .map_or(0, |n| n.parse().expect("a count"))
 }
 
-async fn redis_conn(redis: &Redis) -> redis::aio::MultiplexedConnection {
+pub(crate) async fn redis_conn(redis: &Redis) -> redis::aio::MultiplexedConnection {
     let client = redis::Client::open(redis.url()).expect("url");
     client.get_multiplexed_async_connection().await.expect("connect")
 }
