@@ -334,7 +334,8 @@ impl Worker {
 
     /// Serves one stream until it ends, drains, or the worker stops with nothing running.
     async fn serve(&self, mut stream: IncomingStream, acker: Acker, stopping: &CancellationToken) {
-        let mut running: JoinSet<()> = JoinSet::new();
+        // Each job's task ends with the ack it leaves for this loop to send (see `run_one`).
+        let mut running: JoinSet<Option<Ack>> = JoinSet::new();
         let mut aborts: HashMap<String, (String, AbortHandle)> = HashMap::new();
         // A job runs once it holds a slot; prefetched jobs wait for one in delivery order.
         let slots = Arc::new(Semaphore::new(usize::try_from(self.concurrency).unwrap_or(usize::MAX)));
@@ -356,7 +357,7 @@ impl Worker {
                         Incoming::Jobs(jobs) => {
                             for job in jobs {
                                 if leaving.is_cancelled() {
-                                    running.spawn(hand_back(acker.clone(), job));
+                                    running.spawn(without_ack(hand_back(acker.clone(), job)));
                                     continue;
                                 }
                                 let id = job.id.clone();
@@ -373,7 +374,7 @@ impl Worker {
                                     abort.abort();
                                     // Answering gives the stream its credit back; the server
                                     // refuses the stale ack itself (or, if cancelled, records it).
-                                    running.spawn(answer_revoke(acker.clone(), r.job_id, token));
+                                    running.spawn(without_ack(answer_revoke(acker.clone(), r.job_id, token)));
                                 } else {
                                     aborts.insert(r.job_id, (token, abort));
                                 }
@@ -387,7 +388,13 @@ impl Worker {
                         Incoming::Ping => {}
                     }
                 }
-                Some(_) = running.join_next(), if !running.is_empty() => {
+                Some(done) = running.join_next(), if !running.is_empty() => {
+                    // The acks of every job done by now go out together, in one message.
+                    let mut acks: Vec<Ack> = done.ok().flatten().into_iter().collect();
+                    while let Some(done) = running.try_join_next() {
+                        acks.extend(done.ok().flatten());
+                    }
+                    acker.send_all(acks);
                     aborts.retain(|_, (_, abort)| !abort.is_finished());
                 }
                 _ = stopping.cancelled(), if !stopping.is_cancelled() => {}
@@ -396,8 +403,10 @@ impl Worker {
     }
 
     /// Waits for a handler slot (handing the job back instead when the worker leaves first),
-    /// runs the handler and acks its outcome. Aborted on revoke.
-    fn run_one(&self, job: proto::Job, start: Start) -> impl Future<Output = ()> + Send + 'static {
+    /// runs the handler and acks its outcome: on a Work stream an ack whose answer nobody acts
+    /// on is returned, for `serve` to send with those of the other jobs done at the same time
+    /// (one message, and no wake-up of the sending side per job). Aborted on revoke.
+    fn run_one(&self, job: proto::Job, start: Start) -> impl Future<Output = Option<Ack>> + Send + 'static {
         let handler = self.handlers.get(&job.r#type).or(self.fallback.as_ref()).cloned();
         let trace = TraceContext::from_headers(job.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let span = tracing::info_span!(
@@ -415,10 +424,13 @@ impl Worker {
             // is handed back even if a slot frees at the same moment.
             let slot = tokio::select! {
                 biased;
-                _ = leaving.cancelled() => return hand_back(acker, job).await,
+                _ = leaving.cancelled() => {
+                    hand_back(acker, job).await;
+                    return None;
+                }
                 slot = slots.acquire_owned() => slot,
             };
-            let Ok(slot) = slot else { return };
+            let Ok(slot) = slot else { return None };
             acker.started(&job.lease_token);
             let (job_id, token) = (job.id.clone(), job.lease_token.clone());
             let version = job.session.as_ref().map(|s| s.version);
@@ -455,11 +467,14 @@ impl Worker {
                         session_state,
                     };
                     match until_answered(|| acker.complete(req.clone(), trace.as_ref())).await {
-                        Ok(()) => return,
+                        Ok(()) => return None,
                         Err(status) if status.code() == Code::Aborted => {
                             JobError::retry("the session changed while the job ran")
                         }
-                        Err(status) => return warn!(%job_id, %status, "ack failed"),
+                        Err(status) => {
+                            warn!(%job_id, %status, "ack failed");
+                            return None;
+                        }
                     }
                 }
                 Err(e) => e,
@@ -471,10 +486,16 @@ impl Worker {
                 retryable: Some(failure.retryable),
                 retry_after: failure.retry_after.map(super::duration),
             };
-            acker.settle(Ack::Fail(req), trace.as_ref()).await;
+            acker.settle(Ack::Fail(req), trace.as_ref()).await
         };
         job_run.instrument(span)
     }
+}
+
+/// A task of `serve` that leaves no ack behind.
+async fn without_ack(task: impl Future<Output = ()>) -> Option<Ack> {
+    task.await;
+    None
 }
 
 /// What a delivered job needs to start: where its acks go, the handler slots, and the signal

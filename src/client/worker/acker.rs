@@ -1,12 +1,14 @@
 //! Where a worker stream's acks go, whichever the protocol: a unary call each (`GetJob`), or
 //! the outbox of the Work stream.
 //!
-//! Two ways to ack: `ack_*` waits for the answer (what a caller acts on: an extend's deadline,
-//! a completion that writes session state, which may be refused for a changed session), and
-//! `settle` hands over an ack whose answer nobody acts on (a handler's completion or failure):
-//! on a Work stream the outbox keeps it until answered, sending it again while the answer is
-//! UNAVAILABLE, so the job's task ends at once and no wake-up is spent bringing the answer back
-//! to it; over unary calls it is the call, retried the same way.
+//! Two ways to ack: the ack methods wait for the answer (what a caller acts on: an extend's
+//! deadline, a completion that writes session state, which may be refused for a changed
+//! session), and `settle` takes an ack whose answer nobody acts on (a handler's completion or
+//! failure): on a Work stream it goes back to the worker's loop, which sends the acks of every
+//! job done at the same time in one message (`send_all`), and the outbox keeps them until
+//! answered, sending them again while the answer is UNAVAILABLE, so the job's task ends at once
+//! and no wake-up is spent bringing the answer back to it; over unary calls it is the call,
+//! retried the same way.
 
 use super::*;
 
@@ -57,22 +59,35 @@ impl Acker {
         }
     }
 
-    /// Hands over a completion or failure whose answer nobody acts on (see the module doc); a
-    /// refusal is logged.
-    pub(super) async fn settle(&self, ack: Ack, trace: Option<&TraceContext>) {
-        let job_id = match &ack {
-            Ack::Complete(req) => req.job_id.clone(),
-            Ack::Fail(req) => req.job_id.clone(),
-            _ => String::new(),
-        };
+    /// Settles a completion or failure whose answer nobody acts on (see the module doc): on a
+    /// Work stream it is returned, to go out with `send_all`; over unary calls it is made
+    /// here, and a refusal is logged.
+    pub(super) async fn settle(&self, ack: Ack, trace: Option<&TraceContext>) -> Option<Ack> {
         let acked = match (self, ack) {
-            (Self::Stream(outbox), ack) => return outbox.send(ack),
-            (Self::Unary(_), Ack::Complete(req)) => until_answered(|| self.complete(req.clone(), trace)).await,
-            (Self::Unary(_), Ack::Fail(req)) => until_answered(|| self.fail(req.clone(), trace)).await,
+            (Self::Stream(_), ack) => return Some(ack),
+            (Self::Unary(_), Ack::Complete(req)) => {
+                let acked = until_answered(|| self.complete(req.clone(), trace)).await;
+                acked.map_err(|status| (req.job_id, status))
+            }
+            (Self::Unary(_), Ack::Fail(req)) => {
+                let acked = until_answered(|| self.fail(req.clone(), trace)).await;
+                acked.map_err(|status| (req.job_id, status))
+            }
             (Self::Unary(_), _) => Ok(()),
         };
-        if let Err(status) = acked {
+        if let Err((job_id, status)) = acked {
             warn!(%job_id, %status, "ack failed");
+        }
+        None
+    }
+
+    /// Sends acks returned by `settle`, together (a Work stream's outbox keeps them until
+    /// answered).
+    pub(super) fn send_all(&self, acks: Vec<Ack>) {
+        if let Self::Stream(outbox) = self
+            && !acks.is_empty()
+        {
+            outbox.send_all(acks);
         }
     }
 

@@ -1,8 +1,8 @@
 //! The sending side of a Work stream: acks and `started` marks wait here and go out gathered
 //! into one message whenever the transport takes the next one.
 //!
-//! An ack has either a caller waiting for its answer (`ack`) or none (`send`: a handler's
-//! completion or failure). One without a caller stays here until answered: answered
+//! An ack has either a caller waiting for its answer (`ack`) or none (`send_all`: handlers'
+//! completions and failures, those done together in one message). One without a caller stays here until answered: answered
 //! UNAVAILABLE, it is sent again (50 ms doubling to 1 s, for as long as the stream lives);
 //! refused, it is logged; `unsettled` counts them, for a worker that leaves only once its acks
 //! are answered.
@@ -20,6 +20,8 @@ use super::{acker::FIRST_RETRY, acker::next_retry, *};
 /// What wakes the request stream.
 enum Outgoing {
     Ack(proto::WorkAck),
+    /// Acks of jobs done together, for one message.
+    Acks(Vec<proto::WorkAck>),
     /// Send the `started` marks waiting, even with no ack to carry them.
     Flush,
 }
@@ -59,10 +61,10 @@ impl Outbox {
         let rest = futures::stream::unfold((waiting_out, started.clone()), |(mut waiting_out, started)| async move {
             loop {
                 let mut acks = proto::WorkAcks::default();
-                let mut add = |item| {
-                    if let Outgoing::Ack(ack) = item {
-                        acks.acks.push(ack);
-                    }
+                let mut add = |item| match item {
+                    Outgoing::Ack(ack) => acks.acks.push(ack),
+                    Outgoing::Acks(more) => acks.acks.extend(more),
+                    Outgoing::Flush => {}
                 };
                 add(waiting_out.recv().await?);
                 while let Ok(item) = waiting_out.try_recv() {
@@ -104,19 +106,34 @@ impl Outbox {
         }
     }
 
-    /// Sends one ack nobody waits for; it is kept until answered (see the module doc).
-    pub(super) fn send(&self, ack: Ack) {
-        self.unsettled.fetch_add(1, Ordering::Relaxed);
-        self.send_kept(ack, FIRST_RETRY);
+    /// Sends acks nobody waits for, in one message; each is kept until answered (see the
+    /// module doc).
+    pub(super) fn send_all(&self, acks: Vec<Ack>) {
+        self.unsettled.fetch_add(acks.len(), Ordering::Relaxed);
+        self.send_kept(acks, FIRST_RETRY);
     }
 
-    fn send_kept(&self, ack: Ack, retry: Duration) {
-        let ack_id = self.next_ack_id.fetch_add(1, Ordering::Relaxed);
-        self.lock().insert(ack_id, Unanswered::Kept { ack: ack.clone(), retry });
-        if self.queue.send(Outgoing::Ack(proto::WorkAck { ack_id, ack: Some(ack) })).is_err() {
+    fn send_kept(&self, acks: Vec<Ack>, retry: Duration) {
+        let count = u64::try_from(acks.len()).unwrap_or(u64::MAX);
+        let first = self.next_ack_id.fetch_add(count, Ordering::Relaxed);
+        let acks: Vec<proto::WorkAck> = {
+            let mut unanswered = self.lock();
+            (first..)
+                .zip(acks)
+                .map(|(ack_id, ack)| {
+                    unanswered.insert(ack_id, Unanswered::Kept { ack: ack.clone(), retry });
+                    proto::WorkAck { ack_id, ack: Some(ack) }
+                })
+                .collect()
+        };
+        let sent = acks.len();
+        if self.queue.send(Outgoing::Acks(acks)).is_err() {
             // The stream ended: the server gave its jobs back.
-            self.lock().remove(&ack_id);
-            self.unsettled.fetch_sub(1, Ordering::Relaxed);
+            let mut unanswered = self.lock();
+            for ack_id in first..first.saturating_add(count) {
+                unanswered.remove(&ack_id);
+            }
+            self.unsettled.fetch_sub(sent, Ordering::Relaxed);
         }
     }
 
@@ -160,7 +177,7 @@ impl Outbox {
                     tokio::spawn(async move {
                         tokio::time::sleep(retry).await;
                         if let Some(outbox) = this.upgrade() {
-                            outbox.send_kept(ack, next_retry(retry));
+                            outbox.send_kept(vec![ack], next_retry(retry));
                         }
                     });
                     continue;
