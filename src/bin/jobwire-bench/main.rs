@@ -97,6 +97,9 @@ struct RunArgs {
     /// N > 0, b runs concurrency 1 twice, without prefetch and with it.
     #[arg(long, default_value_t = 0)]
     prefetch: u32,
+    /// b's worker concurrencies, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 10, 100], value_parser = clap::value_parser!(u32).range(1..))]
+    concurrency: Vec<u32>,
     /// In b's windows, also count each process's context switches and system calls per job
     /// (`perf stat` attached to it; see probe.rs).
     #[arg(long)]
@@ -260,6 +263,8 @@ struct Bench {
     /// Jobs every worker process holds beyond its concurrency (b at concurrency 1 also runs
     /// without).
     prefetch: u32,
+    /// b's worker concurrencies.
+    concurrency: Vec<u32>,
     /// What b's windows count besides CPU time.
     probes: probe::Probes,
     /// Holds the servers' ready files; dropped after `redis`, which lives in it.
@@ -303,7 +308,17 @@ async fn drive(opts: RunArgs) -> anyhow::Result<()> {
         callgrind: opts.callgrind.clone(),
         dir: opts.probe_dir.clone().unwrap_or_else(|| work.path().to_owned()),
     };
-    let bench = Bench { exe, server_exe, redis, sizes, protocol: opts.protocol, prefetch: opts.prefetch, probes, work };
+    let bench = Bench {
+        exe,
+        server_exe,
+        redis,
+        sizes,
+        protocol: opts.protocol,
+        prefetch: opts.prefetch,
+        concurrency: opts.concurrency.clone(),
+        probes,
+        work,
+    };
     let mut results = Results::default();
     let started = Instant::now();
     for scenario in &scenarios {
