@@ -12,7 +12,9 @@
 //! Everything runs inside the response stream tonic polls: no task of its own, so nothing
 //! outlives the stream, and a worker that stops reading stops its acks from being taken in.
 
-use std::{collections::HashSet, pin::Pin, sync::Arc, task::Poll, time::Duration};
+use std::{pin::Pin, sync::Arc, task::Poll, time::Duration};
+
+use foldhash::{HashSet, HashSetExt};
 
 use futures::{FutureExt, Stream, StreamExt, future::BoxFuture, stream::FuturesUnordered};
 use tonic::{Status, Streaming};

@@ -15,11 +15,11 @@
 //! closes, the unstarted ones go back without counting a lost delivery.
 
 use std::{
-    collections::HashMap,
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant, SystemTime},
 };
 
+use foldhash::{HashMap, HashMapExt};
 use tokio::sync::{Notify, mpsc};
 
 use super::stream::{RevokeReason, StreamEvent, WorkerSpec};
