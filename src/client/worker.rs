@@ -336,7 +336,9 @@ impl Worker {
     async fn serve(&self, mut stream: IncomingStream, acker: Acker, stopping: &CancellationToken) {
         // Each job's task ends with the ack it leaves for this loop to send (see `run_one`).
         let mut running: JoinSet<Option<Ack>> = JoinSet::new();
-        let mut aborts: HashMap<String, (String, AbortHandle)> = HashMap::new();
+        // The running jobs by id (their token and abort handle, for revokes), and by task.
+        let mut aborts: foldhash::HashMap<String, (String, AbortHandle)> = Default::default();
+        let mut job_of_task: foldhash::HashMap<tokio::task::Id, String> = Default::default();
         // A job runs once it holds a slot; prefetched jobs wait for one in delivery order.
         let slots = Arc::new(Semaphore::new(usize::try_from(self.concurrency).unwrap_or(usize::MAX)));
         // Cancelled on stop and on drain: jobs that have not started are handed back.
@@ -364,6 +366,7 @@ impl Worker {
                                 let token = job.lease_token.clone();
                                 let start = Start { acker: acker.clone(), slots: slots.clone(), leaving: leaving.clone() };
                                 let abort = running.spawn(self.run_one(job, start));
+                                job_of_task.insert(abort.id(), id.clone());
                                 aborts.insert(id, (token, abort));
                             }
                         }
@@ -388,14 +391,28 @@ impl Worker {
                         Incoming::Ping => {}
                     }
                 }
-                Some(done) = running.join_next(), if !running.is_empty() => {
+                Some(done) = running.join_next_with_id(), if !running.is_empty() => {
                     // The acks of every job done by now go out together, in one message.
-                    let mut acks: Vec<Ack> = done.ok().flatten().into_iter().collect();
-                    while let Some(done) = running.try_join_next() {
-                        acks.extend(done.ok().flatten());
+                    let mut acks = Vec::new();
+                    let mut finished = |done: Result<(tokio::task::Id, Option<Ack>), tokio::task::JoinError>| {
+                        let task = match done {
+                            Ok((task, ack)) => {
+                                acks.extend(ack);
+                                task
+                            }
+                            Err(e) => e.id(),
+                        };
+                        if let Some(job_id) = job_of_task.remove(&task)
+                            && aborts.get(&job_id).is_some_and(|(_, abort)| abort.id() == task)
+                        {
+                            aborts.remove(&job_id);
+                        }
+                    };
+                    finished(done);
+                    while let Some(done) = running.try_join_next_with_id() {
+                        finished(done);
                     }
                     acker.send_all(acks);
-                    aborts.retain(|_, (_, abort)| !abort.is_finished());
                 }
                 _ = stopping.cancelled(), if !stopping.is_cancelled() => {}
             }

@@ -15,6 +15,8 @@
 
 use std::sync::{Weak, atomic::AtomicUsize};
 
+use foldhash::HashMap;
+
 use super::{acker::FIRST_RETRY, acker::next_retry, *};
 
 /// What wakes the request stream.
