@@ -69,7 +69,8 @@ impl Bench {
     pub(crate) async fn fresh_server(&self) -> anyhow::Result<Server> {
         self.redis.flushall().await?;
         let ready = self.work.path().join(format!("ready-{}", ulid::Ulid::new()));
-        Server::start(self.probes.command(Role::Server, &self.server_exe), &self.redis.url, &ready).await
+        let slow_redis = self.probes.callgrind.contains(&Role::Redis);
+        Server::start(self.probes.command(Role::Server, &self.server_exe), &self.redis.url, &ready, slow_redis).await
     }
 
     pub(crate) async fn worker(&self, server: &Server, spec: &WorkerSpec<'_>) -> anyhow::Result<WorkerProc> {

@@ -113,7 +113,10 @@ impl Redis {
     pub(crate) async fn start(dir: &Path) -> anyhow::Result<Self> {
         let server = RedisServer::start_async(RedisConfig::new(dir)).await?;
         let url = server.url();
-        let conn = redis::Client::open(url.as_str())?.get_multiplexed_async_connection().await?;
+        // A Redis under callgrind (`--callgrind redis`) answers slowly; the bench's own reads
+        // are not timed, so they may wait.
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(60)));
+        let conn = redis::Client::open(url.as_str())?.get_multiplexed_async_connection_with_config(&config).await?;
         Ok(Self { server, url, conn })
     }
 
@@ -179,10 +182,18 @@ pub(crate) struct Server {
 
 impl Server {
     /// Starts it with `cmd` (the `jobwire` binary, perhaps under a counter: `probe.rs`) and
-    /// waits for its ready file (`ready`, a path not yet used).
-    pub(crate) async fn start(mut cmd: Command, redis_url: &str, ready: &Path) -> anyhow::Result<Self> {
+    /// waits for its ready file (`ready`, a path not yet used); `slow_redis` when Redis runs
+    /// under callgrind.
+    pub(crate) async fn start(
+        mut cmd: Command,
+        redis_url: &str,
+        ready: &Path,
+        slow_redis: bool,
+    ) -> anyhow::Result<Self> {
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--redis-url", redis_url])
             .args(["--key-prefix", "bench", "--drain-grace", "1s"])
+            // A Redis under callgrind answers slowly: its calls must not time out.
+            .args(if slow_redis { &["--redis-timeout", "60s"][..] } else { &[] })
             .arg("--ready-file")
             .arg(ready)
             .env("JOBWIRE_LOG", "info")
