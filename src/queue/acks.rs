@@ -75,7 +75,9 @@ impl Acks {
         self.record_trace(&span, &job_id, token.as_ref(), trace);
         let taken = span.in_scope(|| self.take_completion(&job_id, token, result, session_state));
         let (store, leases) = (self.store.clone(), self.leases.clone());
-        async move {
+        // Boxed here, once: the callers' futures (the api's, a Work stream's) then carry a
+        // pointer, not this state, which would be copied at every layer.
+        Box::pin(async move {
             let Some((ticket, token)) = taken? else {
                 return Err(not_held(&store, &job_id).await);
             };
@@ -104,7 +106,7 @@ impl Acks {
                 }
             }
         }
-        .instrument(span)
+        .instrument(span))
     }
 
     /// Checks a completion and takes it in for its queue's next call; None when the token, not
