@@ -325,13 +325,15 @@ local function trim(set_key, now, window_ms, cap)
 end
 
 -- Drops the oldest retained completed jobs past the count cap and, with `by_age`, past the age
--- window, with their records and outcomes; bounded by BATCH per call. The list is in finish
--- order, so only the age of its head is ever read. `length` is the list's, when known.
-local function trim_completed(now, by_age, length)
+-- window, with their records and outcomes; bounded by `most` (BATCH when not given) per call.
+-- The list is in finish order, so only the age of its head is ever read. `length` is the
+-- list's, when known.
+local function trim_completed(now, by_age, length, most)
+  most = most or BATCH
   local key = KEYS[K_COMPLETED]
   local over = (length or redis.call('LLEN', key)) - COMPLETED_CAP
-  local dropped = over > 0 and redis.call('LPOP', key, int_text(math.min(over, BATCH))) or {}
-  while by_age and #dropped < BATCH do
+  local dropped = over > 0 and redis.call('LPOP', key, int_text(math.min(over, most))) or {}
+  while by_age and #dropped < most do
     local head = redis.call('LINDEX', key, 0)
     if not head then
       break
@@ -347,8 +349,8 @@ local function trim_completed(now, by_age, length)
     dropped[#dropped + 1] = head
   end
   if #dropped > 0 then
-    redis.call('HDEL', KEYS[K_JOBS], unpack(dropped))
-    redis.call('HDEL', KEYS[K_OUTCOMES], unpack(dropped))
+    bulk('HDEL', KEYS[K_JOBS], dropped)
+    bulk('HDEL', KEYS[K_OUTCOMES], dropped)
   end
 end
 
