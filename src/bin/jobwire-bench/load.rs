@@ -70,11 +70,19 @@ impl Bench {
         self.redis.flushall().await?;
         let ready = self.work.path().join(format!("ready-{}", ulid::Ulid::new()));
         let slow_redis = self.probes.callgrind.contains(&Role::Redis);
-        Server::start(self.probes.command(Role::Server, &self.server_exe), &self.redis.url, &ready, slow_redis).await
+        let mut cmd = self.probes.command(Role::Server, &self.server_exe);
+        if let Some(n) = self.server_threads {
+            cmd.env("TOKIO_WORKER_THREADS", n.to_string());
+        }
+        Server::start(cmd, &self.redis.url, &ready, slow_redis).await
     }
 
     pub(crate) async fn worker(&self, server: &Server, spec: &WorkerSpec<'_>) -> anyhow::Result<WorkerProc> {
-        WorkerProc::start(self.probes.command(Role::Worker, &self.exe), server, spec, self.protocol).await
+        let mut cmd = self.probes.command(Role::Worker, &self.exe);
+        if let Some(n) = self.worker_threads {
+            cmd.env("TOKIO_WORKER_THREADS", n.to_string());
+        }
+        WorkerProc::start(cmd, server, spec, self.protocol).await
     }
 }
 

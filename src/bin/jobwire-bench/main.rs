@@ -97,6 +97,13 @@ struct RunArgs {
     /// N > 0, b runs concurrency 1 twice, without prefetch and with it.
     #[arg(long, default_value_t = 0)]
     prefetch: u32,
+    /// Tokio worker threads of each jobwire server process (its TOKIO_WORKER_THREADS); default
+    /// tokio's, one per core.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    server_threads: Option<u32>,
+    /// Tokio worker threads of each worker process; default tokio's, one per core.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    worker_threads: Option<u32>,
     /// b's worker concurrencies, comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = [1, 10, 100], value_parser = clap::value_parser!(u32).range(1..))]
     concurrency: Vec<u32>,
@@ -122,6 +129,12 @@ impl RunArgs {
         if self.prefetch > 0 {
             text.push_str(" (b at concurrency 1 also without)");
         }
+        let threads = |n: Option<u32>| n.map_or_else(|| "one per core".to_owned(), |n| n.to_string());
+        text.push_str(&format!(
+            "; tokio threads: server {}, worker {}",
+            threads(self.server_threads),
+            threads(self.worker_threads)
+        ));
         text
     }
 }
@@ -265,6 +278,9 @@ struct Bench {
     prefetch: u32,
     /// b's worker concurrencies.
     concurrency: Vec<u32>,
+    /// Tokio worker threads of the server and worker processes, when set.
+    server_threads: Option<u32>,
+    worker_threads: Option<u32>,
     /// What b's windows count besides CPU time.
     probes: probe::Probes,
     /// Holds the servers' ready files; dropped after `redis`, which lives in it.
@@ -316,6 +332,8 @@ async fn drive(opts: RunArgs) -> anyhow::Result<()> {
         protocol: opts.protocol,
         prefetch: opts.prefetch,
         concurrency: opts.concurrency.clone(),
+        server_threads: opts.server_threads,
+        worker_threads: opts.worker_threads,
         probes,
         work,
     };
