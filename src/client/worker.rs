@@ -224,7 +224,10 @@ impl Worker {
 
     /// Jobs held beyond `concurrency`, waiting for a free handler, so the next job is already
     /// here when a handler returns (default 0). They are leased from delivery: their deadlines
-    /// run while they wait. Only with [`Protocol::Work`].
+    /// run while they wait (behind a long job, for up to its whole run), and other workers
+    /// cannot take them. Worth it for jobs of a few milliseconds or less, about `concurrency`
+    /// (BENCHMARKS.md, "Prefetch"); for longer jobs 1 already hides the round trip. Only with
+    /// [`Protocol::Work`].
     pub fn prefetch(mut self, n: u32) -> Self {
         self.prefetch = n;
         self
