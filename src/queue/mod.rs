@@ -67,6 +67,7 @@ mod sessions;
 mod settings;
 
 use std::{
+    future::Future,
     sync::Arc,
     time::{Duration, SystemTime},
 };
@@ -189,7 +190,22 @@ impl Engine {
         session_state: Option<(&str, Option<u64>)>,
         trace: Option<TraceContext>,
     ) -> Result<()> {
-        self.acks.complete(job_id, token, result, session_state, trace).await
+        let session_state = session_state.map(|(state, version)| (state.to_owned(), version));
+        self.start_complete(job_id.clone(), token, result.to_vec(), session_state, trace).await
+    }
+
+    /// As `complete`, but the completion is checked and taken in for its queue's next Redis call
+    /// now, when this is called, and the future only waits for the answer: completions started
+    /// together, before any of their futures runs, share one call (poll them together).
+    pub fn start_complete(
+        &self,
+        job_id: JobId,
+        token: &str,
+        result: Vec<u8>,
+        session_state: Option<(String, Option<u64>)>,
+        trace: Option<TraceContext>,
+    ) -> impl Future<Output = Result<()>> + Send + use<> {
+        self.acks.complete(job_id, token, result, session_state, trace)
     }
 
     /// Fails the attempt held with `token`: retried after its backoff (or `retry_after`) while

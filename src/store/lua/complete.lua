@@ -115,8 +115,10 @@ local length = bulk('RPUSH', KEYS[K_COMPLETED], completed)
 bulk('HDEL', KEYS[K_JOBS], dropped)
 emit_many(E_COMPLETED, plain_ids, plain_attempts)
 if length then
-  -- The cap here; the age window with the dispatcher's upkeep (lease.lua).
-  trim_completed(now, false, length)
+  -- The cap here, all of it: a batch of up to 256 acks may pass it by more than BATCH, and the
+  -- list must not keep growing past it under load. The age window with the dispatcher's upkeep
+  -- (lease.lua).
+  trim_completed(now, false, length, #completed + BATCH)
 end
 if refills == 0 then
   return codes

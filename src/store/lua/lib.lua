@@ -104,10 +104,11 @@ end
 -- Transitions made by this call, written to the queue's event stream by flush_events when the
 -- function ends. The stream keeps about ARGV[7] events: each entry trims it to ARGV[7] divided by
 -- the jobs the entry carries (in whole entries, approximately), so a busy queue whose entries
--- are full does not keep 16 times the history of a quiet one. Consecutive transitions of one kind
--- that carry nothing but the job and its attempt share one entry, up to EVENT_GROUP jobs: fields
--- 'k' kind, 'j' space-separated ULIDs, 'a' their attempts (left out when all are 0). Others get
--- an entry each, fields with their default value (0 or empty) left out.
+-- are full does not keep 16 times the history of a quiet one. Consecutive transitions that carry
+-- nothing but the job and its attempt share one entry, up to EVENT_GROUP jobs, in groups by
+-- kind: fields 'k' kind, 'j' space-separated ULIDs, 'a' their attempts (left out when all are
+-- 0), then the next group's 'k', 'j', 'a'. Others get an entry each, fields with their default
+-- value (0 or empty) left out (store/events.rs reads both).
 local pending_events = {}
 -- The last entry while it may take more jobs: plain, and not yet full.
 local open_entry
@@ -182,21 +183,46 @@ local function xadd_event(jobs, fields)
   redis.call('XADD', KEYS[K_EVENTS], 'MAXLEN', '~', keep_text, '*', unpack(fields))
 end
 
+-- Writes the pending transitions: consecutive plain ones share stream entries of up to
+-- EVENT_GROUP jobs whatever their kinds (each kind a group of its own: 'k', 'j' and 'a' again, in
+-- order), so a call that acks a job and leases the next one appends one entry, not two; a
+-- transition with more fields gets an entry of its own.
 local function flush_events()
-  for _, e in ipairs(pending_events) do
-    for i = 1, #e.ids, EVENT_GROUP do
-      local last = math.min(i + EVENT_GROUP - 1, #e.ids)
-      local fields = { 'k', e.kind, 'j', table.concat(e.ids, ' ', i, last) }
-      if e.counted then
-        fields[5] = 'a'
-        fields[6] = table.concat(e.attempts, ' ', i, last)
-      end
-      for _, v in ipairs(e.extra or {}) do
-        fields[#fields + 1] = v
-      end
-      xadd_event(last - i + 1, fields)
+  local fields, jobs = {}, 0
+  local function append()
+    if jobs > 0 then
+      xadd_event(jobs, fields)
+      fields, jobs = {}, 0
     end
   end
+  for _, e in ipairs(pending_events) do
+    if e.extra then
+      append()
+    end
+    local i = 1
+    while i <= #e.ids do
+      local last = math.min(i + EVENT_GROUP - jobs - 1, #e.ids)
+      fields[#fields + 1] = 'k'
+      fields[#fields + 1] = e.kind
+      fields[#fields + 1] = 'j'
+      fields[#fields + 1] = table.concat(e.ids, ' ', i, last)
+      if e.counted then
+        fields[#fields + 1] = 'a'
+        fields[#fields + 1] = table.concat(e.attempts, ' ', i, last)
+      end
+      jobs = jobs + last - i + 1
+      if e.extra then
+        for _, v in ipairs(e.extra) do
+          fields[#fields + 1] = v
+        end
+        append()
+      elseif jobs == EVENT_GROUP then
+        append()
+      end
+      i = last + 1
+    end
+  end
+  append()
   pending_events, open_entry = {}, nil
 end
 
@@ -299,13 +325,15 @@ local function trim(set_key, now, window_ms, cap)
 end
 
 -- Drops the oldest retained completed jobs past the count cap and, with `by_age`, past the age
--- window, with their records and outcomes; bounded by BATCH per call. The list is in finish
--- order, so only the age of its head is ever read. `length` is the list's, when known.
-local function trim_completed(now, by_age, length)
+-- window, with their records and outcomes; bounded by `most` (BATCH when not given) per call.
+-- The list is in finish order, so only the age of its head is ever read. `length` is the
+-- list's, when known.
+local function trim_completed(now, by_age, length, most)
+  most = most or BATCH
   local key = KEYS[K_COMPLETED]
   local over = (length or redis.call('LLEN', key)) - COMPLETED_CAP
-  local dropped = over > 0 and redis.call('LPOP', key, int_text(math.min(over, BATCH))) or {}
-  while by_age and #dropped < BATCH do
+  local dropped = over > 0 and redis.call('LPOP', key, int_text(math.min(over, most))) or {}
+  while by_age and #dropped < most do
     local head = redis.call('LINDEX', key, 0)
     if not head then
       break
@@ -321,8 +349,8 @@ local function trim_completed(now, by_age, length)
     dropped[#dropped + 1] = head
   end
   if #dropped > 0 then
-    redis.call('HDEL', KEYS[K_JOBS], unpack(dropped))
-    redis.call('HDEL', KEYS[K_OUTCOMES], unpack(dropped))
+    bulk('HDEL', KEYS[K_JOBS], dropped)
+    bulk('HDEL', KEYS[K_OUTCOMES], dropped)
   end
 end
 
