@@ -6,7 +6,7 @@
 //! one capability) -> `store` (Redis: a `Store` over parts, one Lua function library, the pool).
 //! `server` assembles them; `config` holds the flags of `jobwire serve`; `client` is the typed
 //! Rust client; `redis_server` launches the private redis-server of the embedded default, the
-//! bench and the tests; `telemetry` holds the Prometheus metrics and the W3C trace context of
+//! bench and the tests; `ui` the dashboard's embedded assets; `telemetry` holds the Prometheus metrics and the W3C trace context of
 //! jobs; `proto` is the generated code of the public contract.
 
 mod api;
@@ -17,6 +17,7 @@ pub mod redis_server;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+mod ui;
 
 /// The messages, enums, clients and servers generated from `proto/jobwire/v1` (see `build.rs`).
 #[allow(

@@ -201,6 +201,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         drain_grace: config.drain_grace,
         metrics,
         keepalive: config.keepalive(),
+        dashboard: config.ui,
     };
     server::run(listener, engine, options, stop.cancelled_owned()).await?;
     if let Some(redis) = embedded {

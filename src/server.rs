@@ -7,6 +7,10 @@
 //! listener and has the engine refresh the per-queue gauges; the endpoint stays up through the
 //! drain, so the drain itself can be watched, and stops last.
 //!
+//! With `ServerOptions::dashboard`, the same port also answers HTTP/1.1: the dashboard's assets
+//! (`crate::ui`) and gRPC-web calls of the queue and session services, so the dashboard is
+//! reached where the API is, under the same listener, TLS and tokens.
+//!
 //! `ReadyFile` is how a server started on port 0 tells its launcher where it listens
 //! (`--ready-file`), without anyone parsing its log.
 //!
@@ -18,8 +22,10 @@ use std::{future::Future, io::Write, net::SocketAddr, path::Path, sync::Arc, tim
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
+use tonic::{service::Routes, transport::server::TcpIncoming};
 use tonic_health::{ServingStatus, server::HealthReporter};
+use tonic_web::GrpcWebLayer;
+use tower_layer::Layer;
 use tracing::info;
 
 use crate::{
@@ -49,6 +55,9 @@ pub struct ServerOptions {
     pub metrics: Option<MetricsEndpoint>,
     /// How a silent peer is found out.
     pub keepalive: Keepalive,
+    /// Serve the dashboard on the same port: its assets over HTTP/1.1 and the services over
+    /// gRPC-web too (`crate::ui`).
+    pub dashboard: bool,
 }
 
 /// The HTTP/2 keep-alive of every connection: a connection silent for `interval` is pinged, and
@@ -148,14 +157,18 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    // The dashboard's assets answer what no service does; the two services also speak gRPC-web.
+    let routes = if options.dashboard { Routes::from(crate::ui::router()) } else { Routes::default() };
     let transport = tonic::transport::Server::builder()
+        .accept_http1(options.dashboard)
         .http2_keepalive_interval(Some(options.keepalive.interval))
         .http2_keepalive_timeout(Some(options.keepalive.timeout))
+        .add_routes(routes)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(queue)
-        .add_service(sessions)
+        .add_service(GrpcWebLayer::new().layer(queue))
+        .add_service(GrpcWebLayer::new().layer(sessions))
         .serve_with_incoming_shutdown(incoming, async {
             let _ = stop_rx.await;
         });

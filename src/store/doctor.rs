@@ -499,7 +499,7 @@ mend_function!(PlaceRecord, doctor_place);
 mend_function!(MendLease, doctor_lease);
 mend_function!(MendSession, doctor_session);
 
-/// `doctor_tombstone.lua`: the tombstone is its own key (KEYS[26]).
+/// `doctor_tombstone.lua`: the tombstone is its own key (KEYS[27]).
 struct DropTombstone {
     key: String,
     mode: Vec<String>,

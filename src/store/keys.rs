@@ -17,6 +17,7 @@
 //! {prefix}:{queue}:session_ttl    zset  session name by expiry time
 //! {prefix}:{queue}:cancelled  zset  ULID by cancel time
 //! {prefix}:{queue}:outcomes   hash  ULID -> packed outcome of a completed job (record.rs)
+//! {prefix}:{queue}:activity   hash  "<kind><minute>" -> jobs added / completed / failed that minute
 //! {prefix}:{queue}:ready:{p}  list  ready ULIDs of priority p, FIFO
 //! {prefix}:{queue}:idem:{key} string ULID of the first add with that idempotency key (TTL)
 //! {prefix}:queues             set   every queue ever added to
@@ -33,7 +34,7 @@ pub const MAX_PRIORITY: i32 = 5;
 pub const MIN_PRIORITY: i32 = -5;
 
 /// The queue's structures other than its ready lists, in the order of KEYS (lua/lib.lua).
-const STRUCTURES: [&str; 14] = [
+const STRUCTURES: [&str; 15] = [
     "jobs",
     "active",
     "deadlines",
@@ -48,6 +49,7 @@ const STRUCTURES: [&str; 14] = [
     "session_ttl",
     "cancelled",
     "outcomes",
+    "activity",
 ];
 
 /// One ready list per priority level.
@@ -202,9 +204,13 @@ impl QueueKeys {
         &self.keys[13]
     }
 
+    pub fn activity(&self) -> &str {
+        &self.keys[14]
+    }
+
     /// Ready lists, highest priority first.
     pub fn ready(&self) -> &[String] {
-        &self.keys[14..]
+        &self.keys[STRUCTURES.len()..]
     }
 
     pub fn idempotency(&self, key: &str) -> String {

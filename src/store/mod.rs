@@ -12,6 +12,8 @@
 //! - [`Sessions`] (`sessions.rs`): session documents and their lines of jobs;
 //! - [`Events`] (`events.rs`): reading a queue's event stream;
 //! - [`Admin`] (`admin.rs`): cancel, pause, retry, delete, purge, listings, stats, info;
+//! - [`Activity`] (`activity.rs`): reading the per-minute counts of added, completed and
+//!   failed jobs that the functions keep;
 //! - [`Instances`] (`instances.rs`): heartbeats, the queue and instance registries, worker
 //!   listings, publishing notices;
 //! - [`Invariants`] (`invariants.rs`): the structural checks of a queue, for tests;
@@ -23,6 +25,7 @@
 //! typed arguments of each Lua function, `pool.rs` the connection pool, `keys.rs` the layout,
 //! `record.rs` the packed job record and lease, `token.rs` the [`LeaseToken`].
 
+mod activity;
 mod admin;
 mod args;
 mod backend;
@@ -42,7 +45,8 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use redis::{AsyncCommands, RedisError};
 
-pub use admin::{Admin, CancelOutcome, JobSnapshot, Listing, QueueCounts};
+pub use activity::{ACTIVITY_MINUTES, Activity, MinuteCounts};
+pub use admin::{Admin, CancelOutcome, JobSnapshot, ListedJob, Listing, QueueCounts};
 pub use args::FailArgs;
 use backend::Backend;
 pub use doctor::{Doctor, Finding, Kind, Outcome, Report};
@@ -155,6 +159,7 @@ pub struct Store {
     sessions: Sessions,
     events: Events,
     admin: Admin,
+    activity: Activity,
     instances: Instances,
     invariants: Invariants,
     doctor: Doctor,
@@ -170,6 +175,7 @@ impl Store {
             jobs: Jobs::new(backend.clone()),
             events: Events::new(backend.clone()),
             admin: Admin::new(backend.clone()),
+            activity: Activity::new(backend.clone()),
             instances: Instances::new(backend.clone()),
             invariants: Invariants::new(backend.clone(), sessions.clone()),
             doctor: Doctor::new(backend.clone(), sessions.clone(), Instances::new(backend.clone())),
@@ -196,6 +202,11 @@ impl Store {
     /// The operator calls: cancel, pause, retry, delete, purge, listings, stats, info.
     pub fn admin(&self) -> &Admin {
         &self.admin
+    }
+
+    /// The per-minute activity counts of queues.
+    pub fn activity(&self) -> &Activity {
+        &self.activity
     }
 
     /// Heartbeats, the queue and instance registries, worker listings, notices.

@@ -219,6 +219,7 @@ impl ServerBuilder {
             drain_grace: self.drain_grace,
             metrics,
             keepalive: Keepalive { interval: Duration::from_secs(5), timeout: Duration::from_secs(5) },
+            dashboard: true,
         };
         let task = tokio::spawn({
             let engine = engine.clone();

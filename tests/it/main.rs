@@ -11,6 +11,7 @@ mod admission;
 mod cli;
 mod client;
 mod cluster;
+mod dashboard;
 mod delivery;
 mod doctor;
 mod embedded;

@@ -3,7 +3,7 @@
 -- anything of it is written; the idempotency tombstone is written last, so a job that fails to
 -- go in leaves no tombstone behind.
 -- Touches (here or in the lib.lua helpers it calls) the queue keys jobs, delayed, meta, events,
--- sessions, session_jobs, session_ttl, ready lists; may publish a wake-up on ARGV[1].
+-- sessions, session_jobs, session_ttl, activity, ready lists; may publish a wake-up on ARGV[1].
 -- KEYS: the queue keys (lib.lua), then the idempotency tombstones of the jobs that have a key.
 -- ARGV[8] idempotency window ms, then per job: ULID, packed record (state WAITING), priority,
 -- and '' for a job with nothing more to say, or '+' followed by four more values: delay ms or
@@ -103,4 +103,5 @@ while i <= #ARGV do
   end
 end
 write_ready()
+count_added(n - #out / 3)
 return out

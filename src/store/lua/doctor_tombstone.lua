@@ -2,7 +2,7 @@
 -- names no job: one with no expiry, or whose value is not a ULID. Checks it again first, so a
 -- tombstone written afresh since the doctor saw it is left alone.
 -- Touches only the tombstone.
--- KEYS: the queue keys (lib.lua), then KEYS[26] the tombstone.
+-- KEYS: the queue keys (lib.lua), then KEYS[27] the tombstone.
 -- ARGV[8] 'check' (change nothing) or 'fix'.
 -- Returns 1 when the tombstone was bad (with 'fix': it was dropped), else 0.
 local key = KEYS[K_READY + 11]
