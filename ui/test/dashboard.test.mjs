@@ -127,6 +127,14 @@ test("the overview follows new jobs without a reload", async () => {
   await add("reports", "daily");
   await until("a queue that appears later", () => page.locator('a[href="#/queue/reports"]').count());
   assert.equal(await page.evaluate(() => window.notReloaded), true, "no reload happened");
+  // By keyboard: a focused link opens its queue on Enter, and the filter takes Enter too.
+  await page.locator('a[href="#/queue/emails"]').focus();
+  await page.keyboard.press("Enter");
+  await until("the queue page", () => page.locator("#tab-waiting").count());
+  await page.locator('input[name="type"]').focus();
+  await page.keyboard.type("welcome");
+  await page.keyboard.press("Enter");
+  await until("the filter in the route", () => page.url().includes("type=welcome"));
   assert.deepEqual(page.errors, []);
   await page.close();
 });

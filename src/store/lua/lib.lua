@@ -94,9 +94,14 @@ local function setting(text)
   return n
 end
 
+-- The clock as this call last read it (nil before it has): write_activity reuses it rather than
+-- read TIME again.
+local clock_read
+
 local function now_ms()
   local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  clock_read = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  return clock_read
 end
 
 local function ready_key(priority)
@@ -246,7 +251,7 @@ local function write_activity(completed)
   if added_count == 0 and completed == 0 and failed_count == 0 then
     return
   end
-  local minute = math.floor(now_ms() / 60000)
+  local minute = math.floor((clock_read or now_ms()) / 60000)
   if minute ~= activity_minute then
     activity_minute, activity_minute_text = minute, int_text(minute)
   end
@@ -776,7 +781,7 @@ local function run(body, keys, args)
   COMPLETED_MS, COMPLETED_CAP = setting(args[3]), setting(args[4])
   DEAD_MS, DEAD_CAP = setting(args[5]), setting(args[6])
   pending_events, open_entry, delayed_changed = {}, nil, false
-  added_count, failed_count = 0, 0
+  added_count, failed_count, clock_read = 0, 0, nil
   local out = body()
   write_activity(flush_events())
   return out

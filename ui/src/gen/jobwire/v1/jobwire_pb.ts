@@ -2893,7 +2893,7 @@ export const ListDeadJobGroupsRequestSchema: GenMessage<ListDeadJobGroupsRequest
  */
 export type ListDeadJobGroupsResponse = Message<"jobwire.v1.ListDeadJobGroupsResponse"> & {
   /**
-   * The groups, largest first (then by newest job).
+   * The groups, largest first (then by newest job): the 500 largest at most.
    *
    * @generated from field: repeated jobwire.v1.DeadJobGroup groups = 1;
    */

@@ -2963,7 +2963,7 @@ class ListDeadJobGroupsResponse(_message.Message):
     """False when the queue holds more dead jobs than were examined."""
     @_builtins.property
     def groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeadJobGroup]:
-        """The groups, largest first (then by newest job)."""
+        """The groups, largest first (then by newest job): the 500 largest at most."""
 
     def __init__(
         self,

@@ -1104,7 +1104,7 @@ export interface ListDeadJobGroupsRequest {
 }
 
 export interface ListDeadJobGroupsResponse {
-  /** The groups, largest first (then by newest job). */
+  /** The groups, largest first (then by newest job): the 500 largest at most. */
   groups: DeadJobGroup[];
   /** Dead jobs examined: the newest 10,000 at most. */
   examined: number;
