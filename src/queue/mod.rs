@@ -323,12 +323,15 @@ impl Engine {
         self.admin.activity(queues).await
     }
 
-    /// Every event of each of `queues` from now on, one feed per queue, in their order.
+    /// Every event of each of `queues` from now on, one feed per queue (a queue named twice is
+    /// followed once).
     pub async fn subscribe_queues(&self, queues: &[String]) -> Result<Vec<mpsc::Receiver<Result<EventView>>>> {
         admin::validate_queues(queues, "queues")?;
         let mut feeds = Vec::with_capacity(queues.len());
-        for queue in queues {
-            feeds.push(self.events.subscribe(queue, None).await?);
+        for (i, queue) in queues.iter().enumerate() {
+            if !queues[..i].contains(queue) {
+                feeds.push(self.events.subscribe(queue, None).await?);
+            }
         }
         Ok(feeds)
     }
