@@ -171,7 +171,7 @@ pub(super) async fn hand_over(
         .collect();
     let undelivered = leases.hub.deliver(tokens, deliveries);
     if !undelivered.is_empty() {
-        debug!(%queue, count = undelivered.len(), "streams left before delivery; handing back");
+        debug!(%queue, count = undelivered.len(), "streams left or began draining before delivery; handing back");
         let held: Vec<(String, String)> = undelivered.into_iter().map(|h| (h.job_id.ulid, h.token.into())).collect();
         leases.store.jobs().requeue(queue, &held, false, leases.settings.max_lost).await?;
     }

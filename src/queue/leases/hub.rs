@@ -303,7 +303,7 @@ impl Hub {
 
     /// Settles a lease round: hands each job to the stream its token names, and releases the
     /// reservations the round did not use. Returns the leases that could not be handed over
-    /// (stream gone or not reading); they must go back to the queue.
+    /// (stream gone, draining or not reading); they must go back to the queue.
     pub(super) fn deliver(&self, tokens: &[LeaseToken], jobs: Vec<Delivery>) -> Vec<HeldLease> {
         let mut state = self.lock();
         for token in tokens {
@@ -333,7 +333,9 @@ impl Hub {
         let mut undelivered = Vec::new();
         let now = Instant::now();
         for job in jobs {
-            let Some(stream) = state.streams.get_mut(&job.lease_token.stream()) else {
+            // A stream told to drain (or whose worker is stopping) since the round began takes no
+            // more: the job goes back, not counted lost, instead of arriving as the worker leaves.
+            let Some(stream) = state.streams.get_mut(&job.lease_token.stream()).filter(|s| !s.draining) else {
                 undelivered.push(HeldLease {
                     job_id: job.job_id,
                     token: job.lease_token,

@@ -30,11 +30,10 @@ fn plan_spreads_credit_fairly_and_reserves_it() {
     assert_eq!(hub.plan("q", 10).len(), 4, "unused reservations come back");
 }
 
-/// A delivery of `queue` handed to the stream planned by `token`.
-fn delivered(hub: &Hub, queue: &str, token: &LeaseToken, ulid: &str) -> JobId {
-    let job_id = JobId::new(queue, ulid);
-    let delivery = Delivery {
-        job_id: job_id.clone(),
+/// A delivery of `ulid` in `queue` leased with `token`.
+fn delivery(queue: &str, token: &LeaseToken, ulid: &str) -> Delivery {
+    Delivery {
+        job_id: JobId::new(queue, ulid),
         job_type: "t".into(),
         payload: Vec::new(),
         headers: Vec::new(),
@@ -47,9 +46,30 @@ fn delivered(hub: &Hub, queue: &str, token: &LeaseToken, ulid: &str) -> JobId {
         created_at: SystemTime::now(),
         session: None,
         trace: None,
-    };
-    assert!(hub.deliver(std::slice::from_ref(token), vec![delivery]).is_empty());
+    }
+}
+
+/// A delivery of `queue` handed to the stream planned by `token`.
+fn delivered(hub: &Hub, queue: &str, token: &LeaseToken, ulid: &str) -> JobId {
+    let job_id = JobId::new(queue, ulid);
+    assert!(hub.deliver(std::slice::from_ref(token), vec![delivery(queue, token, ulid)]).is_empty());
     job_id
+}
+
+#[test]
+fn a_job_leased_for_a_stream_that_began_draining_meanwhile_is_not_handed_to_it() {
+    let hub = Hub::new("i1");
+    let (tx, mut rx) = mpsc::channel(16);
+    hub.open(spec(&["q"], 2), tx).expect("open");
+    let tokens = hub.plan("q", 2);
+    assert_eq!(tokens.len(), 2);
+    // The worker says it is stopping while the round that leased for it is in Redis.
+    hub.stop_stream(&tokens[0]);
+    let back = hub.deliver(&tokens, vec![delivery("q", &tokens[0], "j1"), delivery("q", &tokens[1], "j2")]);
+    let back: Vec<&str> = back.iter().map(|h| h.job_id.ulid.as_str()).collect();
+    assert_eq!(back, ["j1", "j2"], "both go back to the queue");
+    assert!(rx.try_recv().is_err(), "the stream got no job");
+    assert!(hub.held().is_empty());
 }
 
 #[test]
