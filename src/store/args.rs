@@ -181,7 +181,14 @@ impl QueueFunction for AddBatchArgs<'_> {
                     .arg(job.run_at_ms.unwrap_or(-1))
                     .arg(job.session.unwrap_or_default())
                     .arg(family)
-                    .arg(job.record.idempotency_key.as_deref().unwrap_or_default());
+                    .arg(
+                        job.record
+                            .idempotency_key
+                            .as_deref()
+                            .map(tombstones::field)
+                            .as_ref()
+                            .map_or(&[][..], |f| &f[..]),
+                    );
             }
         }
     }

@@ -154,9 +154,9 @@ enum Mend {
     /// `doctor_session.lua`: `counts` (seen last update, started, queued; found started,
     /// queued), `seq` or `keys`.
     Session(&'static str, Vec<String>),
-    /// `doctor_tombstone.lua`: `expiry` (the expiry the bucket's name says) or `entry` (the
-    /// tombstone's key).
-    Tombstone(&'static str, String),
+    /// `doctor_tombstone.lua`: `expiry` (the expiry the bucket's name says, as text) or `entry`
+    /// (the tombstone's field, the digest of its key: bytes).
+    Tombstone(&'static str, Vec<u8>),
     /// UNLINK: the key's name is the condition, and no race changes a name.
     DeleteKey,
     /// SADD to the queue registry: adding a member twice changes nothing.
@@ -331,7 +331,7 @@ impl Doctor {
                 self.backend.call(queue, &MendSession(args)).await?
             }
             Mend::Tombstone(what, arg) => {
-                args.extend([(*what).to_owned(), arg.clone()]);
+                let args = [mode.as_bytes(), what.as_bytes(), arg].map(<[u8]>::to_vec).to_vec();
                 self.backend.call(queue, &MendTombstone { bucket: subject.to_owned(), args }).await?
             }
             _ if mode == "check" => 1,

@@ -9,8 +9,8 @@
 //!   lease;
 //! - every session's counters match its jobs: `started` = its active jobs, `queued` = its
 //!   released jobs not yet started;
-//! - every idempotency tombstone bucket is a hash of keys to ULIDs that expires exactly when its
-//!   name says (`tombstones::expiry`); a tombstone may name a job that is gone.
+//! - every idempotency tombstone bucket is a hash of 16-byte key digests to ULIDs that expires
+//!   exactly when its name says (`tombstones::expiry`); a tombstone may name a job that is gone.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -31,8 +31,8 @@ struct Bucket {
     index: u64,
     /// Its expiry (PEXPIRETIME: -1 for none).
     expires_at: i64,
-    /// Its entries, key -> ULID.
-    entries: HashMap<String, String>,
+    /// Its entries, field (a key's digest) -> ULID.
+    entries: HashMap<Vec<u8>, String>,
 }
 
 struct Snapshot {
@@ -133,9 +133,12 @@ impl Invariants {
             if u64::try_from(bucket.expires_at).ok() != Some(due) {
                 problems.push(format!("tombstone bucket {} expires at {}, not {due}", bucket.key, bucket.expires_at));
             }
-            for (key, ulid) in &bucket.entries {
+            for (field, ulid) in &bucket.entries {
+                if field.len() != 16 {
+                    problems.push(format!("tombstone {field:02x?} of {} is not a key's 16-byte digest", bucket.key));
+                }
                 if ulid::Ulid::from_string(ulid).is_err() {
-                    problems.push(format!("tombstone {key:?} of {} names no job: {ulid:?}", bucket.key));
+                    problems.push(format!("tombstone {field:02x?} of {} names no job: {ulid:?}", bucket.key));
                 }
             }
         }

@@ -8,9 +8,13 @@
 //! writes it into the current one; a bucket expires whole, with one PEXPIREAT, at
 //! `(index + LOOKBACK + 1) * w` ([`expiry`]): the moment the last lookup that could read it has
 //! passed. So a key is remembered for at least its window and at most one bucket longer
-//! (1.125 windows on average), memory is one hash entry per key (about 100 bytes, against about
+//! (1.125 windows on average), memory is one hash entry per key (about 75 bytes, against about
 //! 200 for a string key with a TTL of its own), and it is given back a bucket at a time, with
 //! no sweep. Redis 7.0 has no expiry per hash field, hence whole buckets.
+//!
+//! The entry's field is not the key but its [`field`]: the first 16 bytes of its SHA-256, so
+//! every tombstone is the same small size whatever the key (a client's UUID is 36 bytes, a
+//! caller's key up to 256); two keys share a field with a chance of about 2^-128 per pair.
 //!
 //! Each window has buckets of its own width, a *family*: keys a caller chose are remembered for
 //! the idempotency window (24 h by default), keys a client library generated for its own
@@ -49,6 +53,15 @@ pub(super) fn width(window: Duration) -> u64 {
 /// lookups stop reading it.
 pub(super) fn expiry(width_ms: u64, index: u64) -> u64 {
     index.saturating_add(LOOKBACK + 1).saturating_mul(width_ms)
+}
+
+/// The field of an idempotency key's tombstone in its bucket (see the module doc).
+pub(super) fn field(key: &str) -> [u8; 16] {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(key.as_bytes());
+    let mut field = [0; 16];
+    field.copy_from_slice(&digest[..16]);
+    field
 }
 
 /// This machine's clock, in epoch ms: where the caller starts naming buckets.

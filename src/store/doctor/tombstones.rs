@@ -46,7 +46,7 @@ impl Doctor {
                 Ok(_) => None,
             };
             if let Some(detail) = late {
-                let mend = Mend::Tombstone("expiry", due.to_string());
+                let mend = Mend::Tombstone("expiry", due.to_string().into_bytes());
                 self.confirm(report, queue, &bucket.key, detail, mend).await?;
             }
             self.check_bucket_entries(queue, &bucket.key, report).await?;
@@ -65,10 +65,12 @@ impl Doctor {
                 })
                 .await?;
             for pair in flat.chunks_exact(2) {
-                let (key, value) = (String::from_utf8_lossy(&pair[0]), String::from_utf8_lossy(&pair[1]));
+                let (field, value) = (&pair[0], String::from_utf8_lossy(&pair[1]));
                 if ulid::Ulid::from_string(&value).is_err() {
-                    let detail = format!("the tombstone of {key:?} names no job ({value:?})");
-                    let mend = Mend::Tombstone("entry", key.into_owned());
+                    let digest: String = field.iter().map(|b| format!("{b:02x}")).collect();
+                    let detail =
+                        format!("the tombstone {digest} (the digest of a key, in hex) names no job ({value:?})");
+                    let mend = Mend::Tombstone("entry", field.clone());
                     self.confirm(report, queue, bucket, detail, mend).await?;
                 }
             }
@@ -102,7 +104,8 @@ impl Doctor {
 /// `doctor_tombstone.lua`: the bucket is its own key (KEYS[27]).
 pub(super) struct MendTombstone {
     pub(super) bucket: String,
-    pub(super) args: Vec<String>,
+    /// Mode, what, and the expiry or the field (bytes: a field is a digest).
+    pub(super) args: Vec<Vec<u8>>,
 }
 
 impl QueueFunction for MendTombstone {

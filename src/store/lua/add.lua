@@ -12,7 +12,8 @@
 -- job: ULID, packed record
 -- (state WAITING), priority, and '' for a job with nothing more to say, or '+' followed by five
 -- more values: delay ms or -1, run_at epoch ms or -1, session name or '', its key's family (1 to
--- F) or 0, its idempotency key or ''.
+-- F) or 0, the tombstone field of its idempotency key (16 bytes,
+-- store/tombstones.rs) or ''.
 -- By Redis's clock, a family's current bucket is number floor(now / width): a key is looked for
 -- in it and the L before it, and a job added writes its key into it, which then expires whole at
 -- (number + L + 1) * width ms. A repeat within the batch is a duplicate of the first.

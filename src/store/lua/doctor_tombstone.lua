@@ -6,7 +6,7 @@
 -- Touches only the bucket.
 -- KEYS: the queue keys (lib.lua), then KEYS[27] the bucket.
 -- ARGV[8] 'check' (change nothing) or 'fix', ARGV[9] 'expiry' or 'entry', ARGV[10] the expiry
--- its name says (epoch ms) or the tombstone's key.
+-- its name says (epoch ms) or the tombstone's field (the digest of its key).
 -- Returns 1 when the condition held (with 'fix': it was mended), else 0.
 local bucket, what, arg = KEYS[K_READY + 11], ARGV[9], ARGV[10]
 local held, mend
