@@ -101,6 +101,11 @@ async def test_watch_yields_each_transition(
             events.append(event)
 
     following = asyncio.create_task(follow())
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while not events:  # the first event, before a worker takes the job
+        assert loop.time() < deadline, "no event came"
+        await asyncio.sleep(0.01)
     async with running(worker):
         await asyncio.wait_for(following, timeout=10)
     types = [e.type for e in events]
