@@ -137,6 +137,14 @@ class Permanent(Exception):
     """
 
 
+class Retry(Exception):
+    """Raise from a handler to fail this attempt with exactly this message as the job's error (no
+    exception type, no traceback), retried per the job's backoff like any failure.
+
+    >>> raise jobwire.Retry("the mail server said 451")
+    """
+
+
 class RetryAfter(Exception):
     """Raise from a handler to fail this attempt and retry after ``delay`` (seconds or a
     ``timedelta``, 0 to 7 days) instead of the job's backoff. A retry still uses an attempt: when

@@ -19,7 +19,16 @@ import grpc
 
 from ._acks import Acker
 from ._client import Client
-from ._errors import Conflict, Error, LeaseLost, NotFound, Permanent, RetryAfter, TooLarge
+from ._errors import (
+    Conflict,
+    Error,
+    LeaseLost,
+    NotFound,
+    Permanent,
+    Retry,
+    RetryAfter,
+    TooLarge,
+)
 from ._gen.jobwire.v1 import jobwire_pb2 as pb
 from ._job import MAX_SESSION_RERUNS, Job
 from ._sessions import SessionSnapshot
@@ -194,6 +203,8 @@ class JobRunner:
                 task.uncancel()
         except Permanent as e:
             outcome.fail(_describe(e, with_traceback=False), retryable=False)
+        except Retry as e:
+            outcome.fail(_describe(e, with_traceback=False))
         except RetryAfter as e:
             outcome.fail(_describe(e, with_traceback=False), retry_after=e.delay)
         except _NoHandler as e:

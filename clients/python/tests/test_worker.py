@@ -426,3 +426,27 @@ async def test_jobs_sent_during_a_stop_are_returned_without_looping(
     # While the long job ran, each late job was returned once and kept when it came back: no
     # return/redeliver loop.
     assert 1 <= counter.returns <= len(rest)
+
+
+async def test_retry_fails_the_attempt_with_exactly_its_message(
+    server: Server, client: jobwire.Client, queue: str
+) -> None:
+    worker = make_worker(server, queue)
+
+    @worker.handler("flaky")
+    async def flaky(job: jobwire.Job) -> str:
+        if job.attempt < 3:
+            raise jobwire.Retry(f"failed attempt {job.attempt}")
+        return "ok"
+
+    @worker.handler("never")
+    async def never(job: jobwire.Job) -> None:
+        raise jobwire.Retry(f"failed attempt {job.attempt}")
+
+    async with running(worker):
+        ok = await client.run(queue, "flaky", backoff=FAST_RETRY, max_attempts=3, timeout=10)
+        assert (ok.attempts, ok.last_error) == (3, "failed attempt 2")
+        added = await client.add(queue, "never", backoff=FAST_RETRY, max_attempts=2)
+        with pytest.raises(jobwire.JobDead) as dead:
+            await client.wait(added.id, timeout=10)
+    assert dead.value.info.last_error == "failed attempt 2"

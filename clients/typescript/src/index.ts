@@ -17,6 +17,7 @@ export {
   PayloadError,
   PermanentError,
   RetryAfterError,
+  RetryError,
   RpcError,
   Status,
   WaitTimeoutError,

@@ -12,6 +12,7 @@ import {
   LeaseLostError,
   PermanentError,
   RetryAfterError,
+  RetryError,
   RpcError,
   Status,
   hasStatus,
@@ -526,11 +527,16 @@ export class WorkerStream {
   }
 }
 
+/**
+ * The failure a thrown value reports. The error classes made to steer a failure (PermanentError,
+ * RetryAfterError, RetryError) give their message alone as the job's error, as the other
+ * clients do; anything else gives `Name: message`.
+ */
 function failure(err: unknown): Outcome & { kind: "fail" } {
-  const error = describe(err, false);
-  if (err instanceof PermanentError) return { kind: "fail", error, retryable: false };
-  if (err instanceof RetryAfterError) return { kind: "fail", error, retryAfterMs: err.retryAfterMs };
-  return { kind: "fail", error };
+  if (err instanceof PermanentError) return { kind: "fail", error: err.message, retryable: false };
+  if (err instanceof RetryAfterError) return { kind: "fail", error: err.message, retryAfterMs: err.retryAfterMs };
+  if (err instanceof RetryError) return { kind: "fail", error: err.message };
+  return { kind: "fail", error: describe(err, false) };
 }
 
 /** A thrown value as text: `Name: message` (with the stack when `stack` is true). */

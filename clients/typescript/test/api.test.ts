@@ -6,7 +6,19 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 
-import { Client, JobCancelledError, JobDeadError, RpcError, Status, Worker, silentLogger, type Handler, type JobEvent } from "../src";
+import {
+  Client,
+  JobCancelledError,
+  JobDeadError,
+  PermanentError,
+  RetryError,
+  RpcError,
+  Status,
+  Worker,
+  silentLogger,
+  type Handler,
+  type JobEvent,
+} from "../src";
 import { Stack, uniqueQueue, waitFor } from "./harness";
 
 let stack: Stack;
@@ -242,6 +254,33 @@ describe("events", () => {
       },
     );
     assert.equal((reason as { reason?: string }).reason, "cancelled");
+  });
+});
+
+describe("failures", () => {
+  it("RetryError and PermanentError give their message alone as the job's error", async () => {
+    const queue = uniqueQueue("retry-error");
+    await withWorker(
+      queue,
+      {
+        flaky: (job) => {
+          throw new RetryError(`failed attempt ${job.attempt}`);
+        },
+        bad: () => {
+          throw new PermanentError("bad input");
+        },
+      },
+      async () => {
+        const { id } = await client.add(queue, "flaky", {}, { maxAttempts: 2, backoff: { kind: "fixed", baseMs: 10 } });
+        await assert.rejects(client.waitForResult(id, { timeoutMs: 10_000 }), (err: unknown) => {
+          return err instanceof JobDeadError && err.lastError === "failed attempt 2" && err.info.attempts === 2;
+        });
+        const bad = await client.add(queue, "bad");
+        await assert.rejects(client.waitForResult(bad.id, { timeoutMs: 10_000 }), (err: unknown) => {
+          return err instanceof JobDeadError && err.lastError === "bad input";
+        });
+      },
+    );
   });
 });
 
