@@ -20,6 +20,7 @@ import asyncio
 import enum
 import os
 import secrets
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -30,7 +31,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ._admin import AdminCalls
 from ._calls import UNSET
-from ._errors import FailedPrecondition, JobCancelled, JobDead, error_for, from_rpc_error
+from ._errors import (
+    FailedPrecondition,
+    JobCancelled,
+    JobDead,
+    Unavailable,
+    error_for,
+    from_rpc_error,
+)
 from ._events import EventCalls
 from ._gen.jobwire.v1 import jobwire_pb2 as pb
 from ._gen.jobwire.v1 import jobwire_pb2_grpc as pb_grpc
@@ -292,18 +300,34 @@ class Client(SessionCalls, EventCalls, AdminCalls):
 
     async def cancel(self, job_id: str, *, timeout: float | None = UNSET) -> None:
         """Cancels a job: a waiting or delayed job is removed at once; a running one is revoked
-        on its worker (its handler is cancelled) and ends cancelled. A finished job raises
-        :class:`jobwire.FailedPrecondition`, but cancelling a cancelled job succeeds, so the
-        call is retried on UNAVAILABLE (a retry after a lost answer finds it cancelled)."""
+        on its worker (its handler is cancelled) and ends cancelled. A finished job (cancelled
+        ones included) raises :class:`jobwire.FailedPrecondition`. Retried on UNAVAILABLE: a
+        retry that finds the job cancelled succeeds, since the try whose answer was lost may
+        have cancelled it."""
+        request = pb.CancelJobRequest(job_id=job_id)
+        budget = self._timeout(timeout)
+        deadline = None if budget is None else time.monotonic() + budget
+
+        def remaining() -> float | None:
+            return None if deadline is None else max(deadline - time.monotonic(), 0.0)
+
         try:
             await self._unary(
                 self.stub.CancelJob,
-                pb.CancelJobRequest(job_id=job_id),
-                timeout,
+                request,
+                remaining(),
+                retry=False,
                 failed_precondition=FailedPrecondition,
             )
+            return
+        except Unavailable:
+            pass  # the answer may be what was lost: try again
+        try:
+            await self._unary(
+                self.stub.CancelJob, request, remaining(), failed_precondition=FailedPrecondition
+            )
         except FailedPrecondition:
-            if (await self.get(job_id, timeout=timeout)).state is not JobState.CANCELLED:
+            if (await self.get(job_id, timeout=remaining())).state is not JobState.CANCELLED:
                 raise
 
     async def health(

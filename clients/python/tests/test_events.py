@@ -172,7 +172,8 @@ async def test_cancel_a_running_job_cancels_its_handler(
         await client.cancel(added.id)
         await until(long.cancelled)
         await state_becomes(client, added.id, jobwire.JobState.CANCELLED)
-    await client.cancel(added.id)  # cancelling it again is fine
+    with pytest.raises(jobwire.FailedPrecondition):
+        await client.cancel(added.id)  # it has finished: cancelled
 
 
 async def test_cancel_a_finished_job_is_refused(
