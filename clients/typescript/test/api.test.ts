@@ -360,3 +360,42 @@ describe("admin", () => {
     );
   });
 });
+
+describe("following across a server restart", () => {
+  it("reopens a subscription from its last cursor and a watch from the job's state", async () => {
+    const queue = uniqueQueue("restart-follow");
+    const delayed = await client.add(queue, "t", undefined, { delayMs: 3_600_000 });
+    const events: JobEvent[] = [];
+    const watched: string[] = [];
+    const ac = new AbortController();
+    const subscribing = (async () => {
+      for await (const e of client.subscribe(queue, { signal: ac.signal })) events.push(e);
+    })().catch(() => {});
+    const watching = (async () => {
+      for await (const e of client.watch(delayed.id)) watched.push(e.type);
+    })();
+    try {
+      let last = "";
+      while (events.length === 0) {
+        last = (await client.add(queue, "t")).id; // the subscription is open once it sees an add
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      await waitFor("the last add's event", () => events.some((e) => e.jobId === last));
+      const seen = events.length;
+      const port = stack.server.port;
+      await stack.server.terminate();
+      await stack.server.start({ listen: `127.0.0.1:${port}` });
+      const after = await client.add(queue, "t");
+      await waitFor("an event after the restart", () => events.length > seen);
+      assert.equal(events[seen]?.jobId, after.id, "reopened from the last cursor: the next event is the first add after");
+      assert.equal(events[seen]?.type, "waiting");
+      await client.cancel(delayed.id);
+      await watching;
+      assert.equal(watched[0], "delayed");
+      assert.equal(watched.at(-1), "cancelled");
+    } finally {
+      ac.abort();
+      await subscribing;
+    }
+  });
+});
