@@ -77,10 +77,14 @@ class UnaryAcker:
         session_state: str | None = None,
         expected_session_version: int | None = None,
     ) -> None:
-        request = complete_request(
-            job_id, lease_token, result, session_state, expected_session_version
+        await self.client.complete(
+            job_id,
+            lease_token,
+            result,
+            session_state=None if session_state is None else session_state.encode(),
+            expected_session_version=expected_session_version,
+            timeout=self.timeout,
         )
-        await self.client._unary(self.client.stub.CompleteJob, request, self.timeout)
 
     async def fail(
         self,

@@ -359,15 +359,16 @@ class Client(SessionCalls, EventCalls, AdminCalls):
         lease_token: str,
         result: object = None,
         *,
-        session_state: object = UNSET,
+        session_state: object = None,
         expected_session_version: int | None = None,
         timeout: float | None = UNSET,
     ) -> None:
         """Marks a delivered job done with ``result`` (bytes as is, else JSON). For a job of a
-        session, ``session_state`` is written in the same atomic step; with
-        ``expected_session_version``, only if the session is still at that version (else
-        :class:`jobwire.Conflict`, nothing written, and the job stays leased)."""
-        write = None if session_state is UNSET else state_text(session_state)
+        session, ``session_state`` (bytes as JSON text, else JSON-encoded; ``None``: leave the
+        state as it is) is written in the same atomic step; with ``expected_session_version``,
+        only if the session is still at that version (else :class:`jobwire.Conflict`, nothing
+        written, and the job stays leased)."""
+        write = None if session_state is None else state_text(session_state)
         await self._unary(
             self.stub.CompleteJob,
             complete_request(job_id, lease_token, encode(result), write, expected_session_version),
