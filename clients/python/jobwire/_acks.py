@@ -15,7 +15,7 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
-from ._client import Client, extend_request, fail_request
+from ._client import Client, complete_request, extend_request, fail_request
 from ._errors import Error, Unavailable, error_for
 from ._gen.jobwire.v1 import jobwire_pb2 as pb
 from ._types import JobState, Seconds, from_timestamp
@@ -30,7 +30,16 @@ _CODES = {code.value[0]: code for code in grpc.StatusCode}
 class Acker(Protocol):
     """The acks of one worker stream."""
 
-    async def complete(self, job_id: str, lease_token: str, result: bytes) -> None: ...
+    async def complete(
+        self,
+        job_id: str,
+        lease_token: str,
+        result: bytes,
+        session_state: str | None = None,
+        expected_session_version: int | None = None,
+    ) -> None:
+        """Completes a job, writing ``session_state`` (JSON text) with it when given, if the
+        session is at ``expected_session_version`` (:class:`jobwire.Conflict` if not)."""
 
     async def fail(
         self,
@@ -60,8 +69,22 @@ class UnaryAcker:
         self.client = client
         self.timeout = timeout
 
-    async def complete(self, job_id: str, lease_token: str, result: bytes) -> None:
-        await self.client.complete(job_id, lease_token, result, timeout=self.timeout)
+    async def complete(
+        self,
+        job_id: str,
+        lease_token: str,
+        result: bytes,
+        session_state: str | None = None,
+        expected_session_version: int | None = None,
+    ) -> None:
+        await self.client.complete(
+            job_id,
+            lease_token,
+            result,
+            session_state=None if session_state is None else session_state.encode(),
+            expected_session_version=expected_session_version,
+            timeout=self.timeout,
+        )
 
     async def fail(
         self,
@@ -140,8 +163,17 @@ class Outbox:
             self._started.append(lease_token)
             self._ready.set()
 
-    async def complete(self, job_id: str, lease_token: str, result: bytes) -> None:
-        request = pb.CompleteJobRequest(job_id=job_id, lease_token=lease_token, result=result)
+    async def complete(
+        self,
+        job_id: str,
+        lease_token: str,
+        result: bytes,
+        session_state: str | None = None,
+        expected_session_version: int | None = None,
+    ) -> None:
+        request = complete_request(
+            job_id, lease_token, result, session_state, expected_session_version
+        )
         await self._until_answered(lambda: self._ack(pb.WorkAck(complete=request)))
 
     async def fail(

@@ -1,8 +1,13 @@
-"""The producer side (and the unary calls the worker makes): add jobs, read them, await results.
+"""The producer side (and the unary calls the worker makes): add jobs, read them, await results,
+cancel them. Sessions, events and admin calls come from the groups :class:`Client` is made of
+(``_sessions``, ``_events``, ``_admin``).
 
 One :class:`Client` owns one ``grpc.aio`` channel (or borrows one given to it). Every call takes
 ``timeout`` (seconds for the whole call, retries included; the client's default when omitted) and
 raises :class:`jobwire.Error` subclasses.
+
+Awaiting a result follows the job with ``WatchJob`` (no polling): the stream says at once when
+the job ends, and one ``GetJobInfo`` then reads it.
 
 Adds are retried on UNAVAILABLE only because each one carries an idempotency key: the caller's,
 or one the client makes per logical add (a UUID), reused by every retry of that add. So a retry
@@ -19,15 +24,26 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Self
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from ._errors import JobDead, error_for, from_rpc_error
+from ._admin import AdminCalls
+from ._calls import UNSET
+from ._errors import (
+    FailedPrecondition,
+    JobCancelled,
+    JobDead,
+    Unavailable,
+    error_for,
+    from_rpc_error,
+)
+from ._events import EventCalls
 from ._gen.jobwire.v1 import jobwire_pb2 as pb
 from ._gen.jobwire.v1 import jobwire_pb2_grpc as pb_grpc
-from ._retry import DEFAULT_RETRY, NO_RETRY, RetryPolicy, call_unary
+from ._retry import DEFAULT_RETRY, RetryPolicy
+from ._sessions import SessionCalls, state_text
 from ._tls import Tls, channel_security
 from ._types import (
     Added,
@@ -35,7 +51,6 @@ from ._types import (
     JobInfo,
     JobState,
     NewJob,
-    QueueStats,
     Rejected,
     Seconds,
     encode,
@@ -52,8 +67,6 @@ SERVICE_NAME = "jobwire.v1.QueueService"
 
 MAX_BATCH = 1000
 """The most jobs one AddJobs call takes; ``add_many`` splits longer lists."""
-
-_UNSET: Any = object()
 
 
 class ServingStatus(enum.IntEnum):
@@ -91,45 +104,7 @@ def open_channel(
     return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)
 
 
-class ResultWatcher(Protocol):
-    """How :meth:`Client.wait` learns that a job finished. Today it polls GetJobInfo
-    (:class:`PollingWatcher`); a streaming WatchJob RPC can replace it without changing
-    :meth:`Client.wait`."""
-
-    async def finished(self, job_id: str, deadline: float | None) -> JobInfo:
-        """The job once COMPLETED or DEAD; ``TimeoutError`` at ``deadline`` (monotonic)."""
-        ...
-
-
-class PollingWatcher:
-    """Reads the job every ``first`` seconds at first, backing off to every ``max`` seconds, so a
-    short job is seen quickly and a long one does not cost many calls."""
-
-    def __init__(self, client: Client, *, first: float = 0.05, max: float = 1.0) -> None:
-        self._client = client
-        self._first = first
-        self._max = max
-
-    async def finished(self, job_id: str, deadline: float | None) -> JobInfo:
-        interval = self._first
-        while True:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise TimeoutError(f"job {job_id} did not finish in time")
-            call_timeout = self._client.timeout
-            if remaining is not None:
-                call_timeout = remaining if call_timeout is None else min(call_timeout, remaining)
-            info = await self._client.get(job_id, timeout=call_timeout)
-            if info.state.finished or info.finished_at is not None:
-                return info  # (finished_at also ends the wait on a state newer than this client)
-            pause = interval
-            if deadline is not None:
-                pause = min(pause, max(deadline - time.monotonic(), 0.0))
-            await asyncio.sleep(pause)
-            interval = min(interval * 1.5, self._max)
-
-
-class Client:
+class Client(SessionCalls, EventCalls, AdminCalls):
     """A connection to jobwire for producers (and the worker's acks).
 
     >>> async with jobwire.Client("127.0.0.1:50051") as client:
@@ -173,13 +148,12 @@ class Client:
             channel = open_channel(self.target, credentials, options, interceptors)
         self.channel: grpc.aio.Channel = channel
         self.stub = pb_grpc.QueueServiceStub(self.channel)
-        """The generated stub, for anything this class does not wrap."""
+        self.sessions_stub = pb_grpc.SessionServiceStub(self.channel)
         self.timeout = timeout
         self.retry = retry
         metadata = call_metadata(metadata, token)
         self.metadata = grpc.aio.Metadata(*metadata) if metadata else None
         self.auto_idempotency_key = auto_idempotency_key
-        self.watcher: ResultWatcher = PollingWatcher(self)
 
     async def __aenter__(self) -> Self:
         return self
@@ -196,9 +170,6 @@ class Client:
         """Closes the channel if this client opened it."""
         if self._owns_channel:
             await self.channel.close()
-
-    def _timeout(self, timeout: float | None) -> float | None:
-        return self.timeout if timeout is _UNSET else timeout
 
     def _key(self, given: str | None) -> tuple[str | None, bool]:
         """The idempotency key to send, and whether this client generated it for its retries."""
@@ -224,7 +195,8 @@ class Client:
         backoff: Backoff | None = None,
         attempt_timeout: Seconds | None = None,
         idempotency_key: str | None = None,
-        timeout: float | None = _UNSET,
+        session_id: str | None = None,
+        timeout: float | None = UNSET,
     ) -> Added:
         """Adds one job to ``queue`` for handlers of ``type``; see :class:`jobwire.NewJob` for
         the fields. Returns its id (``duplicate=True`` when the idempotency key was seen)."""
@@ -240,19 +212,27 @@ class Client:
             backoff=backoff,
             attempt_timeout=attempt_timeout,
             idempotency_key=idempotency_key,
+            session_id=session_id,
         )
         key, generated = self._key(job.idempotency_key)
-        response = await call_unary(
-            self.stub.AddJob,
-            job.to_proto(key, generated),
-            timeout=self._timeout(timeout),
-            retry=self.retry if key else NO_RETRY,
-            metadata=self.metadata,
+        response = await self._unary(
+            self.stub.AddJob, job.to_proto(key, generated), timeout, retry=key is not None
         )
         return Added(id=response.job_id, duplicate=response.duplicate)
 
+    async def add_to_session(
+        self, session_id: str, type: str, payload: object = None, **options: Any
+    ) -> Added:
+        """Adds a job to a session (``<queue>/<name>``), in its queue: it starts after the jobs
+        added to the session before it. ``options`` are those of :meth:`add`."""
+        queue, slash, _ = session_id.partition("/")
+        if not slash:
+            raise ValueError(f"session_id {session_id!r}: expected <queue>/<name>")
+        added: Added = await self.add(queue, type, payload, session_id=session_id, **options)
+        return added
+
     async def add_many(
-        self, jobs: Iterable[NewJob], *, timeout: float | None = _UNSET
+        self, jobs: Iterable[NewJob], *, timeout: float | None = UNSET
     ) -> list[Added | Rejected]:
         """Adds many jobs, up to 1,000 per AddJobs call. Returns one outcome per job, in order:
         :class:`Added`, or :class:`Rejected` for an entry the server refused (the others are still
@@ -266,12 +246,8 @@ class Client:
         outcomes: list[Added | Rejected] = []
         for start in range(0, len(requests), MAX_BATCH):
             chunk = requests[start : start + MAX_BATCH]
-            response = await call_unary(
-                self.stub.AddJobs,
-                pb.AddJobsRequest(jobs=chunk),
-                timeout=self._timeout(timeout),
-                retry=self.retry if retryable else NO_RETRY,
-                metadata=self.metadata,
+            response = await self._unary(
+                self.stub.AddJobs, pb.AddJobsRequest(jobs=chunk), timeout, retry=retryable
             )
             for i, result in enumerate(response.results):
                 if result.code == 0:
@@ -283,51 +259,79 @@ class Client:
 
     # ---- reading ------------------------------------------------------------------------------
 
-    async def get(self, job_id: str, *, timeout: float | None = _UNSET) -> JobInfo:
+    async def get(self, job_id: str, *, timeout: float | None = UNSET) -> JobInfo:
         """Reads one job (``NotFound`` when unknown or no longer retained)."""
-        response = await call_unary(
-            self.stub.GetJobInfo,
-            pb.GetJobInfoRequest(job_id=job_id),
-            timeout=self._timeout(timeout),
-            retry=self.retry,
-            metadata=self.metadata,
+        response = await self._unary(
+            self.stub.GetJobInfo, pb.GetJobInfoRequest(job_id=job_id), timeout
         )
         return JobInfo.from_proto(response.job)
 
     async def wait(self, job_id: str, *, timeout: float | None = None) -> JobInfo:
         """Waits until the job finishes and returns it: its ``result`` (bytes) and
-        ``result_json()``. Raises :class:`jobwire.JobDead` when it ended without completing
-        (dead), ``TimeoutError`` after ``timeout`` seconds (``None``: as long as it takes)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        info = await self.watcher.finished(job_id, deadline)
+        ``result_json()``. Raises :class:`jobwire.JobDead` when it went dead,
+        :class:`jobwire.JobCancelled` when it was cancelled, ``TimeoutError`` after ``timeout``
+        seconds (``None``: as long as it takes). Follows the job with WatchJob, so it returns
+        the moment the job ends."""
+        async with asyncio.timeout(timeout):
+            async for event in self.watch(job_id):
+                if event.type.final:
+                    break
+            info = await self.get(job_id)
+        if info.state is JobState.CANCELLED:
+            raise JobCancelled(info)
         if info.state is not JobState.COMPLETED:
             raise JobDead(info)
         return info
 
-    async def stats(self, queue: str, *, timeout: float | None = _UNSET) -> QueueStats:
-        """Counts of one queue (an unknown queue reads as zeros)."""
-        response = await call_unary(
-            self.stub.Stats,
-            pb.StatsRequest(queue=queue),
-            timeout=self._timeout(timeout),
-            retry=self.retry,
-            metadata=self.metadata,
-        )
-        return QueueStats.from_proto(response.stats)
+    async def run(
+        self,
+        queue: str,
+        type: str,
+        payload: object = None,
+        *,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> JobInfo:
+        """:meth:`add` then :meth:`wait`: runs a job and returns it once completed (raising as
+        :meth:`wait` does). ``timeout`` bounds the whole; ``options`` are those of :meth:`add`."""
+        async with asyncio.timeout(timeout):
+            added = await self.add(queue, type, payload, **options)
+            return await self.wait(added.id)
 
-    async def list_queues(self, *, timeout: float | None = _UNSET) -> list[QueueStats]:
-        """Every queue that ever had a job, sorted by name."""
-        response = await call_unary(
-            self.stub.ListQueues,
-            pb.ListQueuesRequest(),
-            timeout=self._timeout(timeout),
-            retry=self.retry,
-            metadata=self.metadata,
-        )
-        return [QueueStats.from_proto(q) for q in response.queues]
+    async def cancel(self, job_id: str, *, timeout: float | None = UNSET) -> None:
+        """Cancels a job: a waiting or delayed job is removed at once; a running one is revoked
+        on its worker (its handler is cancelled) and ends cancelled. A finished job (cancelled
+        ones included) raises :class:`jobwire.FailedPrecondition`. Retried on UNAVAILABLE: a
+        retry that finds the job cancelled succeeds, since the try whose answer was lost may
+        have cancelled it."""
+        request = pb.CancelJobRequest(job_id=job_id)
+        budget = self._timeout(timeout)
+        deadline = None if budget is None else time.monotonic() + budget
+
+        def remaining() -> float | None:
+            return None if deadline is None else max(deadline - time.monotonic(), 0.0)
+
+        try:
+            await self._unary(
+                self.stub.CancelJob,
+                request,
+                remaining(),
+                retry=False,
+                failed_precondition=FailedPrecondition,
+            )
+            return
+        except Unavailable:
+            pass  # the answer may be what was lost: try again
+        try:
+            await self._unary(
+                self.stub.CancelJob, request, remaining(), failed_precondition=FailedPrecondition
+            )
+        except FailedPrecondition:
+            if (await self.get(job_id, timeout=remaining())).state is not JobState.CANCELLED:
+                raise
 
     async def health(
-        self, service: str = SERVICE_NAME, *, timeout: float | None = _UNSET
+        self, service: str = SERVICE_NAME, *, timeout: float | None = UNSET
     ) -> ServingStatus:
         """The standard gRPC health check (grpcio-health-checking): a :class:`ServingStatus`
         value. jobwire reports SERVING while its Redis answers. ``service=""`` asks about the
@@ -355,15 +359,20 @@ class Client:
         lease_token: str,
         result: object = None,
         *,
-        timeout: float | None = _UNSET,
+        session_state: object = None,
+        expected_session_version: int | None = None,
+        timeout: float | None = UNSET,
     ) -> None:
-        """Marks a delivered job done with ``result`` (bytes as is, else JSON)."""
-        await call_unary(
+        """Marks a delivered job done with ``result`` (bytes as is, else JSON). For a job of a
+        session, ``session_state`` (bytes as JSON text, else JSON-encoded; ``None``: leave the
+        state as it is) is written in the same atomic step; with ``expected_session_version``,
+        only if the session is still at that version (else :class:`jobwire.Conflict`, nothing
+        written, and the job stays leased)."""
+        write = None if session_state is None else state_text(session_state)
+        await self._unary(
             self.stub.CompleteJob,
-            pb.CompleteJobRequest(job_id=job_id, lease_token=lease_token, result=encode(result)),
-            timeout=self._timeout(timeout),
-            retry=self.retry,
-            metadata=self.metadata,
+            complete_request(job_id, lease_token, encode(result), write, expected_session_version),
+            timeout,
         )
 
     async def fail(
@@ -374,15 +383,13 @@ class Client:
         *,
         retryable: bool = True,
         retry_after: Seconds | None = None,
-        timeout: float | None = _UNSET,
+        timeout: float | None = UNSET,
     ) -> JobState:
         """Reports a failed attempt; returns the job's new state (RETRYING, WAITING or DEAD)."""
-        response = await call_unary(
+        response = await self._unary(
             self.stub.FailJob,
             fail_request(job_id, lease_token, error, retryable, retry_after),
-            timeout=self._timeout(timeout),
-            retry=self.retry,
-            metadata=self.metadata,
+            timeout,
         )
         return JobState.of(response.state)
 
@@ -392,45 +399,55 @@ class Client:
         lease_token: str,
         *,
         stop_stream: bool = False,
-        timeout: float | None = _UNSET,
+        timeout: float | None = UNSET,
     ) -> None:
         """Hands a delivered job back unprocessed, to the head of its queue: neither a failed
         attempt nor a lost delivery (for a worker that will not start it). ``stop_stream``: the
         stream that received it gets no more jobs (its worker is stopping)."""
-        await call_unary(
+        await self._unary(
             self.stub.ReturnJob,
             pb.ReturnJobRequest(job_id=job_id, lease_token=lease_token, stop_stream=stop_stream),
-            timeout=self._timeout(timeout),
-            retry=self.retry,
-            metadata=self.metadata,
+            timeout,
         )
 
     async def report_progress(
-        self, job_id: str, lease_token: str, progress: object, *, timeout: float | None = _UNSET
+        self, job_id: str, lease_token: str, progress: object, *, timeout: float | None = UNSET
     ) -> None:
         """Stores ``progress`` (bytes as is, else JSON; at most 64 KiB) on a held job."""
-        await call_unary(
+        await self._unary(
             self.stub.ReportProgress,
             pb.ReportProgressRequest(
                 job_id=job_id, lease_token=lease_token, progress=encode(progress)
             ),
-            timeout=self._timeout(timeout),
-            retry=self.retry,
-            metadata=self.metadata,
+            timeout,
         )
 
     async def extend(
-        self, job_id: str, lease_token: str, by: Seconds, *, timeout: float | None = _UNSET
+        self, job_id: str, lease_token: str, by: Seconds, *, timeout: float | None = UNSET
     ) -> datetime:
         """Moves the attempt's deadline to now + ``by``; returns the new deadline."""
-        response = await call_unary(
+        response = await self._unary(
             self.stub.ExtendLease,
             extend_request(job_id, lease_token, by),
-            timeout=self._timeout(timeout),
-            retry=self.retry,
-            metadata=self.metadata,
+            timeout,
         )
         return from_timestamp(response.deadline)
+
+
+def complete_request(
+    job_id: str,
+    lease_token: str,
+    result: bytes,
+    session_state: str | None,
+    expected_session_version: int | None,
+) -> pb.CompleteJobRequest:
+    """The CompleteJob request of :meth:`Client.complete` (also sent as a Work ack)."""
+    request = pb.CompleteJobRequest(job_id=job_id, lease_token=lease_token, result=result)
+    if session_state is not None:
+        request.session_state = session_state
+        if expected_session_version is not None:
+            request.expected_session_version = expected_session_version
+    return request
 
 
 def fail_request(

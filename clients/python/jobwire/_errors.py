@@ -34,14 +34,34 @@ class NotFound(Error):
     """The job id (or queue) is unknown, or the job is no longer retained."""
 
 
-class LeaseLost(Error):
-    """FAILED_PRECONDITION: the lease token is stale (the job timed out, was re-delivered or has
-    finished); the job was not changed."""
+class FailedPrecondition(Error):
+    """FAILED_PRECONDITION: the call does not fit the job's state (cancelling or retrying a job
+    that has finished, or is not dead); nothing was changed."""
+
+
+class LeaseLost(FailedPrecondition):
+    """FAILED_PRECONDITION from an ack: the lease token is stale (the job timed out, was
+    re-delivered or has finished); the job was not changed."""
+
+
+class Conflict(Error):
+    """A session compare-and-set failed: :meth:`jobwire.Client.update_session` with a stale
+    ``expected_version`` (FAILED_PRECONDITION), or a completion's session write against a
+    session written since delivery (ABORTED). Nothing was written."""
+
+
+class AlreadyExists(Error):
+    """ALREADY_EXISTS: a session of that id exists already."""
 
 
 class TooLarge(Error):
     """RESOURCE_EXHAUSTED (over a limit of the server's) or OUT_OF_RANGE (over what its transport
     decodes at all): the request is larger than the server accepts."""
+
+
+class OutOfRange(TooLarge):
+    """OUT_OF_RANGE: a value past what the server keeps or decodes, e.g. a
+    :meth:`jobwire.Client.subscribe` cursor older than the queue's oldest kept event."""
 
 
 class Unavailable(Error):
@@ -67,7 +87,9 @@ _BY_CODE: dict[grpc.StatusCode, type[Error]] = {
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.FAILED_PRECONDITION: LeaseLost,
     grpc.StatusCode.RESOURCE_EXHAUSTED: TooLarge,
-    grpc.StatusCode.OUT_OF_RANGE: TooLarge,
+    grpc.StatusCode.OUT_OF_RANGE: OutOfRange,
+    grpc.StatusCode.ABORTED: Conflict,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
     grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
@@ -75,9 +97,15 @@ _BY_CODE: dict[grpc.StatusCode, type[Error]] = {
 }
 
 
-def from_rpc_error(error: grpc.aio.AioRpcError) -> Error:
-    """The :class:`Error` subclass for a failed call (raise it ``from error``)."""
+def from_rpc_error(
+    error: grpc.aio.AioRpcError, failed_precondition: type[Error] = LeaseLost
+) -> Error:
+    """The :class:`Error` subclass for a failed call (raise it ``from error``).
+    ``failed_precondition``: what FAILED_PRECONDITION means for this call (a stale lease for
+    acks, the default; a version conflict for a session compare-and-set...)."""
     code = error.code()
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        return failed_precondition(code, error.details() or "")
     return _BY_CODE.get(code, Error)(code, error.details() or "")
 
 
@@ -89,7 +117,7 @@ def error_for(code: grpc.StatusCode, details: str) -> Error:
 class JobDead(Exception):
     """Raised by :meth:`jobwire.Client.wait` when the job ended without completing: it went to
     the dead-letter set (or reached an end state newer than this client). ``info`` is the job as
-    last read, with ``state`` and ``last_error``."""
+    last read, with ``state`` and ``last_error``. :class:`JobCancelled` is the cancelled case."""
 
     def __init__(self, info: JobInfo) -> None:
         why = info.last_error or "no error recorded"
@@ -97,10 +125,23 @@ class JobDead(Exception):
         self.info = info
 
 
+class JobCancelled(JobDead):
+    """Raised by :meth:`jobwire.Client.wait` when the job was cancelled (:meth:`Client.cancel`,
+    or its session was deleted)."""
+
+
 class Permanent(Exception):
     """Raise from a handler to fail the job without retrying: it goes dead at once.
 
     >>> raise jobwire.Permanent("unknown customer 42")
+    """
+
+
+class Retry(Exception):
+    """Raise from a handler to fail this attempt with exactly this message as the job's error (no
+    exception type, no traceback), retried per the job's backoff like any failure.
+
+    >>> raise jobwire.Retry("the mail server said 451")
     """
 
 

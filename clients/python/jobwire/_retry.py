@@ -16,7 +16,7 @@ from typing import TypeVar
 
 import grpc
 
-from ._errors import Error, from_rpc_error
+from ._errors import Error, LeaseLost, from_rpc_error
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -57,9 +57,11 @@ async def call_unary(
     timeout: float | None,
     retry: RetryPolicy,
     metadata: grpc.aio.Metadata | None = None,
+    failed_precondition: type[Error] = LeaseLost,
 ) -> Resp:
     """Calls ``method``; retries UNAVAILABLE per ``retry`` while ``timeout`` (seconds, for all
-    tries together) allows; raises :class:`jobwire.Error` subclasses."""
+    tries together) allows; raises :class:`jobwire.Error` subclasses (``failed_precondition``
+    is the one FAILED_PRECONDITION becomes)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     waits = retry.waits()
     while True:
@@ -67,7 +69,7 @@ async def call_unary(
         try:
             return await method(request, timeout=remaining, metadata=metadata)
         except grpc.aio.AioRpcError as e:
-            error: Error = from_rpc_error(e)
+            error: Error = from_rpc_error(e, failed_precondition)
             if e.code() != grpc.StatusCode.UNAVAILABLE:
                 raise error from e
             wait = next(waits, None)

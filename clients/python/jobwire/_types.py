@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, TypeAlias
+from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -74,6 +74,7 @@ class JobState(enum.IntEnum):
     RETRYING = 4
     COMPLETED = 5
     DEAD = 6
+    CANCELLED = 7
 
     @classmethod
     def of(cls, value: int) -> JobState:
@@ -84,7 +85,7 @@ class JobState(enum.IntEnum):
 
     @property
     def finished(self) -> bool:
-        return self in (JobState.COMPLETED, JobState.DEAD)
+        return self in (JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED)
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,8 @@ class NewJob:
     ``attempt_timeout`` is how long one attempt may run before it is revoked (server default
     30 min). ``idempotency_key``: when unset the client makes one per job, so a retried add never
     adds twice (remembered for the server's retry window; a key given here, for its idempotency
-    window).
+    window). ``session_id``: run the job in that session (``<queue>/<name>``, of this queue), in
+    the order of its adds, with the session's state handed to the handler.
     """
 
     queue: str
@@ -152,6 +154,7 @@ class NewJob:
     backoff: Backoff | None = None
     attempt_timeout: Seconds | None = None
     idempotency_key: str | None = None
+    session_id: str | None = None
 
     def to_proto(self, idempotency_key: str | None, key_generated: bool) -> pb.AddJobRequest:
         """The request; ``key_generated`` marks a key the client made up for its own retries."""
@@ -165,6 +168,7 @@ class NewJob:
             priority=self.priority,
             idempotency_key=idempotency_key or "",
             idempotency_key_generated=key_generated and bool(idempotency_key),
+            session_id=self.session_id or "",
         )
         if self.delay is not None:
             message.delay.CopyFrom(to_duration(self.delay, "delay"))
@@ -224,6 +228,8 @@ class JobInfo:
     idempotency_key: str
     progress: bytes = b""
     """The last progress its worker reported (:meth:`jobwire.Job.progress`)."""
+    session_id: str = ""
+    """The job's session (empty when none)."""
 
     def json(self) -> Any:
         """The payload decoded as JSON (``None`` when empty)."""
@@ -254,6 +260,7 @@ class JobInfo:
             result=m.result,
             idempotency_key=m.idempotency_key,
             progress=m.progress,
+            session_id=m.session_id,
         )
 
 
@@ -270,6 +277,10 @@ class QueueStats:
     dead_evicted: int
     paused: bool
     oldest_waiting_age: timedelta = field(default=timedelta(0))
+    cancelled: int = 0
+    sessions: int = 0
+    session_pending: int = 0
+    """Jobs waiting inside their session, not yet released to the queue (not in ``waiting``)."""
 
     @classmethod
     def from_proto(cls, m: pb.QueueStats) -> QueueStats:
@@ -283,6 +294,51 @@ class QueueStats:
             dead_evicted=m.dead_evicted,
             paused=m.paused,
             oldest_waiting_age=m.oldest_waiting_age.ToTimedelta(),
+            cancelled=m.cancelled,
+            sessions=m.sessions,
+            session_pending=m.session_pending,
+        )
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a listing; pass ``next_page_token`` back for the next (empty: the last)."""
+
+    items: list[T]
+    next_page_token: str
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """One connected worker stream (:meth:`jobwire.Client.list_workers`)."""
+
+    instance: str
+    worker_id: str
+    labels: dict[str, str]
+    queues: list[str]
+    max_in_flight: int
+    in_flight: int
+    connected_at: datetime | None
+
+    @classmethod
+    def from_proto(cls, m: pb.WorkerInfo) -> WorkerInfo:
+        return cls(
+            instance=m.instance,
+            worker_id=m.worker_id,
+            labels=dict(m.labels),
+            queues=list(m.queues),
+            max_in_flight=m.max_in_flight,
+            in_flight=m.in_flight,
+            connected_at=_optional_time(m, "connected_at"),
         )
 
 

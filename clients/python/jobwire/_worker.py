@@ -14,6 +14,12 @@ How it holds together:
 * **Acks.** A handler's return completes the job (its value is the result); an exception fails
   the attempt (retried per the job's backoff), :class:`jobwire.Permanent` fails it for good,
   :class:`jobwire.RetryAfter` retries after a chosen wait. Acks are retried on UNAVAILABLE.
+* **Session writes.** A handler of a session job may ask for a new session state
+  (:meth:`jobwire.Job.set_session_state`), sent with the completion and the version the job was
+  delivered with. If the session was written meanwhile the server answers ABORTED, writes
+  nothing and keeps the lease: the worker reads the session again and runs the handler again on
+  it within the same attempt (up to ``MAX_SESSION_RERUNS`` times, then the attempt fails). A
+  rerun takes a handler slot like any run, so ``concurrency`` still bounds them.
 * **Revoke.** The server asks the worker to stop the job (timeout, lease lost, or cancelled):
   the handler's task is cancelled and its outcome never sent. The server keeps the credit used
   until the worker answers, and the only answer the contract has is an ack: so once the task has
@@ -42,39 +48,29 @@ How it holds together:
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import inspect
 import logging
 import os
-import random
 import signal
 import socket
-import traceback
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 import grpc
 
-from ._acks import Acker, Outbox, UnaryAcker
+from ._acks import Outbox, UnaryAcker
 from ._client import Client
-from ._errors import Error, LeaseLost, NotFound, Permanent, RetryAfter, TooLarge, from_rpc_error
+from ._errors import from_rpc_error
+from ._execution import Delivery, Entry, Handler, JobRunner, Stream
 from ._gen.jobwire.v1 import jobwire_pb2 as pb
+from ._job import DEFAULT_RECONNECT, Job, ReconnectPolicy
 from ._retry import RetryPolicy
 from ._tls import Tls
-from ._types import Seconds, decode_json, encode, from_timestamp
 
 log = logging.getLogger("jobwire.worker")
 
-Handler = Callable[["Job"], object]
-"""``async def handler(job) -> result`` or a plain function (run in a thread by default)."""
-
 H = TypeVar("H", bound=Handler)
-
-MAX_ERROR_BYTES = 16 * 1024
-"""The server keeps at most this much of an error text."""
 
 KEEPALIVE_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.keepalive_time_ms", 30_000),
@@ -88,134 +84,7 @@ _FATAL_CODES = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNIMPLEMENTED)
 """Stream errors that reconnecting cannot fix (a bad queue name, a server without jobwire)."""
 
 
-class Job:
-    """A delivered job, and the handler's handle on it.
-
-    ``payload`` is the raw bytes; :meth:`json` decodes it. ``attempt`` counts from 1.
-    ``deadline`` is when this attempt is revoked unless :meth:`extend` pushes it back.
-    ``cancelled`` turns true when the job was taken away (revoked, stream lost, forced stop); a
-    thread handler cannot be interrupted and should check it in long loops.
-    """
-
-    def __init__(self, message: pb.Job, acker: Acker, loop: asyncio.AbstractEventLoop) -> None:
-        self.id: str = message.id
-        self.queue: str = message.queue
-        self.type: str = message.type
-        self.payload: bytes = message.payload
-        self.headers: dict[str, str] = dict(message.headers)
-        self.priority: int = message.priority
-        self.attempt: int = message.attempt
-        self.max_attempts: int = message.max_attempts
-        self.lost_deliveries: int = message.lost_deliveries
-        self.lease_token: str = message.lease_token
-        self.deadline: datetime | None = (
-            from_timestamp(message.deadline) if message.HasField("deadline") else None
-        )
-        self.created_at: datetime | None = (
-            from_timestamp(message.created_at) if message.HasField("created_at") else None
-        )
-        self.cancelled = False
-        self._acker = acker
-        self._loop = loop
-
-    def __repr__(self) -> str:
-        return f"<jobwire.Job {self.id} type={self.type!r} attempt={self.attempt}>"
-
-    def json(self) -> Any:
-        """The payload decoded as JSON (``None`` when empty)."""
-        return decode_json(self.payload)
-
-    def text(self) -> str:
-        """The payload decoded as UTF-8."""
-        return self.payload.decode()
-
-    @property
-    def is_last_attempt(self) -> bool:
-        return self.attempt >= self.max_attempts
-
-    async def extend(self, by: Seconds) -> datetime:
-        """Pushes this attempt's deadline to now + ``by`` (for long jobs); returns it. Raises
-        :class:`jobwire.LeaseLost` when the job was already taken back."""
-        self.deadline = await self._acker.extend(self.id, self.lease_token, by)
-        return self.deadline
-
-    def extend_blocking(self, by: Seconds) -> datetime:
-        """:meth:`extend` for handlers running in a thread."""
-        return asyncio.run_coroutine_threadsafe(self.extend(by), self._loop).result()
-
-    async def progress(self, progress: object) -> None:
-        """Reports this attempt's progress (bytes as is, else JSON; at most 64 KiB): kept on the
-        job (:attr:`jobwire.JobInfo.progress`) and sent to whoever watches it."""
-        await self._acker.progress(self.id, self.lease_token, encode(progress))
-
-    def progress_blocking(self, progress: object) -> None:
-        """:meth:`progress` for handlers running in a thread."""
-        asyncio.run_coroutine_threadsafe(self.progress(progress), self._loop).result()
-
-
-@dataclass(frozen=True)
-class ReconnectPolicy:
-    """Waits between reconnect attempts: random in [w/2, w], w = initial * multiplier**n, capped
-    at ``max``; back to ``initial`` once a stream has worked."""
-
-    initial: float = 0.2
-    max: float = 10.0
-    multiplier: float = 2.0
-
-    def wait(self, failures: int) -> float:
-        ceiling = min(self.initial * self.multiplier ** max(failures - 1, 0), self.max)
-        return random.uniform(ceiling / 2, ceiling)
-
-
-@dataclass
-class _Entry:
-    fn: Handler
-    threaded: bool
-
-
-class _Delivery:
-    def __init__(self, job: Job) -> None:
-        self.job = job
-        self.task: asyncio.Task[None] | None = None
-        self.revoked = False
-        self.revoke_reason = ""
-        self.lost = False
-        self.give_back = False
-        self.acking = False
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.job.id, self.job.lease_token)
-
-
-class _Stream:
-    """One worker stream (a Work call, or a GetJob call with unary acks) and the deliveries it
-    holds."""
-
-    def __init__(
-        self,
-        call: (
-            grpc.aio.StreamStreamCall[pb.WorkRequest, pb.WorkResponse]
-            | grpc.aio.UnaryStreamCall[pb.GetJobRequest, pb.GetJobResponse]
-        ),
-        acker: Acker,
-    ) -> None:
-        self.call = call
-        self.acker = acker
-        self.deliveries: dict[tuple[str, str], _Delivery] = {}
-        self.draining = False
-        self.closing = False
-        self.returned: set[str] = set()
-        self.poke = asyncio.Event()
-        self.leaving = asyncio.Event()
-        """Set on drain and on stop: jobs waiting for a handler slot are handed back."""
-
-    def busy(self) -> bool:
-        """Some handler or ack of this stream is still going."""
-        return any(d.task is not None and not d.task.done() for d in self.deliveries.values())
-
-
-class Worker:
+class Worker(JobRunner):
     """Runs handlers for the jobs of ``queues`` (served in that order of priority).
 
     >>> worker = jobwire.Worker("127.0.0.1:50051", queues=["emails"], concurrency=8)
@@ -254,7 +123,7 @@ class Worker:
         credentials: grpc.ChannelCredentials | None = None,
         options: Sequence[tuple[str, Any]] = (),
         token: str | None = None,
-        reconnect: ReconnectPolicy = ReconnectPolicy(),
+        reconnect: ReconnectPolicy = DEFAULT_RECONNECT,
         stop_grace: float | None = None,
         ack_timeout: float = 30.0,
         protocol: Literal["work", "unary"] = "work",
@@ -282,13 +151,13 @@ class Worker:
         self.stop_grace = stop_grace
         self.ack_timeout = ack_timeout
         self._ack_retry = RetryPolicy(attempts=12, initial=0.1, max=5.0)
-        self._handlers: dict[str, _Entry] = {}
+        self._handlers: dict[str, Entry] = {}
         self._executor: ThreadPoolExecutor | None = None
         self._stopping: asyncio.Event | None = None
         self._forced = False
         self._stop_pending = False
         self._grace_timer: asyncio.TimerHandle | None = None
-        self._stream: _Stream | None = None
+        self._stream: Stream | None = None
         self._slots: asyncio.Semaphore | None = None
         self._running = 0
         self.max_running = 0
@@ -318,7 +187,7 @@ class Worker:
             raise ValueError(f"a handler for {job_type!r} is already registered")
         if threaded is None:
             threaded = not inspect.iscoroutinefunction(fn)
-        self._handlers[job_type] = _Entry(fn=fn, threaded=threaded)
+        self._handlers[job_type] = Entry(fn=fn, threaded=threaded)
 
     @property
     def running(self) -> int:
@@ -439,7 +308,7 @@ class Worker:
         a job, a ping, a drain), so the next connect need not back off."""
         assert self._stopping is not None
         outbox: Outbox | None = None
-        stream: _Stream
+        stream: Stream
         if self.protocol == "work":
             work = client.stub.Work(metadata=client.metadata)
             opened = pb.WorkOpen(
@@ -450,7 +319,7 @@ class Worker:
                 prefetch=self.prefetch,
             )
             outbox = Outbox(work, prefetch=self.prefetch > 0)
-            stream = _Stream(work, outbox)
+            stream = Stream(work, outbox)
         else:
             request = pb.GetJobRequest(
                 worker_id=self.worker_id,
@@ -458,7 +327,7 @@ class Worker:
                 queues=self.queues,
                 max_in_flight=self.concurrency,
             )
-            stream = _Stream(
+            stream = Stream(
                 client.stub.GetJob(request, metadata=client.metadata),
                 UnaryAcker(client, self.ack_timeout),
             )
@@ -515,7 +384,7 @@ class Worker:
                 self._stream = None
         return healthy
 
-    async def _close_when_idle(self, stream: _Stream) -> None:
+    async def _close_when_idle(self, stream: Stream) -> None:
         """Closes the stream once it is draining or the worker stops, and no handler of it is
         still running: what is still held then (jobs not started) goes back to the queue."""
         assert self._stopping is not None
@@ -530,7 +399,7 @@ class Worker:
             await stream.poke.wait()
             stream.poke.clear()
 
-    async def _abandon(self, stream: _Stream) -> None:
+    async def _abandon(self, stream: Stream) -> None:
         """The stream is gone and with it every lease it held: cancel handlers still running
         (an ack in flight is let finish), and wait for them."""
         tasks = []
@@ -546,9 +415,9 @@ class Worker:
             await asyncio.gather(*tasks, return_exceptions=True)
         stream.deliveries.clear()
 
-    def _on_job(self, stream: _Stream, loop: asyncio.AbstractEventLoop, message: pb.Job) -> None:
+    def _on_job(self, stream: Stream, loop: asyncio.AbstractEventLoop, message: pb.Job) -> None:
         assert self._stopping is not None
-        d = _Delivery(Job(message, stream.acker, loop))
+        d = Delivery(Job(message, stream.acker, loop))
         stream.deliveries[d.key] = d
         if self._stopping.is_set() or stream.draining:
             if d.job.id in stream.returned:
@@ -570,7 +439,7 @@ class Worker:
             )
         d.task = asyncio.create_task(self._execute(stream, d), name=f"jobwire:{d.job.id}")
 
-    def _on_revoke(self, stream: _Stream, message: pb.Revoke) -> None:
+    def _on_revoke(self, stream: Stream, message: pb.Revoke) -> None:
         d = stream.deliveries.get((message.job_id, message.lease_token))
         try:
             reason = pb.RevokeReason.Name(message.reason)
@@ -591,171 +460,3 @@ class Worker:
         # An ack already in flight answers the revoke by itself.
 
     # ---- one job ------------------------------------------------------------------------------
-
-    async def _execute(self, stream: _Stream, d: _Delivery) -> None:
-        acker = stream.acker
-        entry = self._handlers.get(d.job.type)
-        retryable, retry_after, error = True, None, ""
-        result: bytes | None = None
-        interrupted = False
-        assert self._slots is not None
-        try:
-            try:
-                if entry is None:
-                    raise _NoHandler(
-                        f"no handler for job type {d.job.type!r} on worker {self.worker_id}"
-                    )
-                if not await self._take_slot(stream):
-                    d.acking = True
-                    stream.returned.add(d.job.id)
-                    await self._give_back(stream, d)
-                    return
-                acker.started(d.job.lease_token)
-                try:
-                    self._running += 1
-                    self.max_running = max(self.max_running, self._running)
-                    value = await self._invoke(entry, d.job)
-                finally:
-                    self._running -= 1
-                    self._slots.release()
-                result = encode(value)
-            except asyncio.CancelledError:
-                if not (d.revoked or d.lost or d.give_back):
-                    raise  # the worker itself is being cancelled
-                interrupted = True
-                task = asyncio.current_task()
-                if task is not None:
-                    task.uncancel()
-            except Permanent as e:
-                retryable, error = False, _describe(e, with_traceback=False)
-            except RetryAfter as e:
-                retry_after, error = e.delay, _describe(e, with_traceback=False)
-            except _NoHandler as e:
-                error = str(e)
-            except Exception as e:  # noqa: BLE001 - any error of a handler fails its attempt
-                error = _describe(e, with_traceback=True)
-            if d.lost:
-                return  # the lease went back with the stream: nothing to answer
-            if d.revoked:
-                d.acking = True
-                await self._answer_revoke(stream, d)
-                return
-            if interrupted:  # a forced stop: unprocessed, back to the head of the queue
-                d.acking = True
-                stream.returned.add(d.job.id)
-                await self._give_back(stream, d)
-                return
-            d.acking = True
-            if result is not None:
-                try:
-                    await acker.complete(d.job.id, d.job.lease_token, result)
-                    log.debug("completed %s", d.job.id)
-                    return
-                except TooLarge as e:
-                    retryable, error = False, f"the result could not be stored: {e.details}"
-            state = await acker.fail(
-                d.job.id,
-                d.job.lease_token,
-                _cut(error),
-                retryable=retryable,
-                retry_after=retry_after,
-            )
-            log.info("job %s failed (attempt %d): now %s", d.job.id, d.job.attempt, state.name)
-        except LeaseLost:
-            log.warning("job %s: lease lost before the ack (timed out or taken back)", d.job.id)
-        except NotFound:
-            log.warning("job %s: no longer exists", d.job.id)
-        except Error as e:
-            log.error("job %s: ack failed: %s", d.job.id, e)
-        finally:
-            stream.deliveries.pop(d.key, None)
-            stream.poke.set()
-
-    async def _take_slot(self, stream: _Stream) -> bool:
-        """Waits for a free handler slot; False (holding none) when the worker leaves the stream
-        (stop or drain) first: a prefetched job not started yet is handed back, not run."""
-        assert self._slots is not None
-        if not self._slots.locked():
-            await self._slots.acquire()  # free: taken at once, even while leaving
-            return True
-        if stream.leaving.is_set():
-            return False
-        slot = asyncio.ensure_future(self._slots.acquire())
-        leaving = asyncio.ensure_future(stream.leaving.wait())
-        try:
-            await asyncio.wait((slot, leaving), return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:  # cancelled (revoke, lost stream, forced stop): hold no slot
-            if slot.done() and not slot.cancelled():
-                self._slots.release()
-            raise
-        finally:
-            leaving.cancel()
-            slot.cancel()
-        acquired = slot.done() and not slot.cancelled()
-        if acquired and stream.leaving.is_set():
-            self._slots.release()  # both at once: leaving wins
-            return False
-        return acquired
-
-    async def _invoke(self, entry: _Entry, job: Job) -> object:
-        if entry.threaded:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(
-                    max_workers=self.concurrency, thread_name_prefix="jobwire-handler"
-                )
-            context = contextvars.copy_context()
-            loop = asyncio.get_running_loop()
-            value = await loop.run_in_executor(self._executor, context.run, entry.fn, job)
-        else:
-            value = entry.fn(job)
-        if inspect.isawaitable(value):
-            value = await value
-        return value
-
-    async def _give_back(self, stream: _Stream, d: _Delivery) -> None:
-        """Hands a job back unprocessed (ReturnJob): not a failed attempt, not a lost delivery."""
-        try:
-            await stream.acker.give_back(d.job.id, d.job.lease_token)
-            log.debug("returned %s unprocessed", d.job.id)
-        except (LeaseLost, NotFound):
-            pass  # revoked or gone meanwhile: nothing left to return
-        except Error as e:
-            log.warning("job %s: could not hand it back: %s", d.job.id, e)
-        finally:
-            stream.deliveries.pop(d.key, None)
-            stream.poke.set()
-
-    async def _answer_revoke(self, stream: _Stream, d: _Delivery) -> None:
-        """Acks a revoked delivery, which frees the stream's credit for the job: with a stale
-        token (timeout, lease lost) the server answers FAILED_PRECONDITION and changes nothing;
-        for a cancelled job it accepts the failure and the job ends cancelled."""
-        try:
-            await stream.acker.fail(d.job.id, d.job.lease_token, f"revoked ({d.revoke_reason})")
-            if d.revoke_reason != "REVOKE_REASON_CANCELLED":
-                log.warning("job %s: an ack of a revoked lease was accepted", d.job.id)
-        except (LeaseLost, NotFound):
-            pass
-        except Error as e:
-            log.warning("job %s: could not answer the revoke: %s", d.job.id, e)
-        finally:
-            stream.deliveries.pop(d.key, None)
-            stream.poke.set()
-
-
-class _NoHandler(Exception):
-    """A job of a type this worker has no handler for: the attempt fails (and retries, maybe on
-    a worker that has one)."""
-
-
-def _describe(error: BaseException, *, with_traceback: bool) -> str:
-    summary = f"{type(error).__name__}: {error}"
-    if not with_traceback:
-        return str(error) or summary
-    return summary + "\n\n" + "".join(traceback.format_exception(error))
-
-
-def _cut(text: str) -> str:
-    data = text.encode()
-    if len(data) <= MAX_ERROR_BYTES:
-        return text
-    return data[:MAX_ERROR_BYTES].decode(errors="ignore")

@@ -222,3 +222,13 @@ class Server:
 
     def stop(self) -> None:
         _stop(self.proc)
+
+
+def create_token(file: Path, name: str, role: str, *queues: str, subject: str | None = None) -> str:
+    """The secret ``jobwire token create`` prints (and only it, on stdout). ``subject``: a client
+    certificate subject that stands in for the token (mTLS)."""
+    args = [str(jobwire_bin()), "token", "create", "--file", str(file), "--name", name]
+    args += ["--role", role] + (["--queues", ",".join(queues)] if queues else [])
+    args += ["--subject", subject] if subject else []
+    done = subprocess.run(args, check=True, capture_output=True, text=True, timeout=30)
+    return done.stdout.strip()

@@ -48,3 +48,21 @@ async def state_becomes(
             raise AssertionError(f"job {job_id} is {info.state.name}, not {state.name}: {info}")
         await asyncio.sleep(0.02)
     return info
+
+
+class Endless:
+    """A handler that runs until it is cancelled, noting when it starts and when it is
+    cancelled. Register it with ``threaded=False`` (it is a callable object, not a function)."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.cancelled = asyncio.Event()
+
+    async def __call__(self, job: jobwire.Job) -> str:
+        self.started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+        return "should never be stored"

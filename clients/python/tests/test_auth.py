@@ -4,23 +4,14 @@ without one is refused, and a scope is held."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import jobwire
-from tests.harness import Redis, Server, jobwire_bin
+from tests.harness import Redis, Server, create_token
 from tests.helpers import running
-
-
-def create_token(file: Path, name: str, role: str, *queues: str) -> str:
-    """The secret ``jobwire token create`` prints (and only it, on stdout)."""
-    args = [str(jobwire_bin()), "token", "create", "--file", str(file), "--name", name]
-    args += ["--role", role] + (["--queues", ",".join(queues)] if queues else [])
-    done = subprocess.run(args, check=True, capture_output=True, text=True, timeout=30)
-    return done.stdout.strip()
 
 
 class Secured:

@@ -275,3 +275,53 @@ async def test_server_crash_cancels_handlers_and_worker_reconnects(
         finally:
             worker.stop()
             await asyncio.wait_for(task, timeout=15)
+
+
+async def test_subscribe_and_watch_outlive_a_server_restart(
+    own_redis: Redis, servers: list[Server]
+) -> None:
+    directory = own_redis.directory
+    first = Server(own_redis, directory)
+    servers.append(first)
+    port = first.target.rsplit(":", 1)[1]
+    async with jobwire.Client(first.target, timeout=10) as client:
+        delayed = await client.add("followed", "t", delay=3600)
+        events: asyncio.Queue[jobwire.JobEvent] = asyncio.Queue()
+        watched: list[jobwire.EventType] = []
+
+        async def subscribe() -> None:
+            async for event in client.subscribe("followed", cursor=""):
+                events.put_nowait(event)
+
+        async def watch() -> None:
+            async for event in client.watch(delayed.id):
+                watched.append(event.type)
+
+        subscribing = asyncio.create_task(subscribe())
+        watching = asyncio.create_task(watch())
+        try:
+            async with asyncio.timeout(10):  # the subscription is open once it sees an add
+                while events.empty():
+                    last = await client.add("followed", "t")
+                    await asyncio.sleep(0.05)
+                while (await events.get()).job_id != last.id:
+                    pass  # events of the earlier adds
+            first.terminate()
+            assert first.wait(timeout=15) == 0
+            servers.append(
+                Server(own_redis, directory, prefix=first.prefix, listen=f"127.0.0.1:{port}")
+            )
+            await serving(client)
+            after = await client.add("followed", "t")
+            async with asyncio.timeout(10):
+                event = await events.get()
+            # Reopened from the last cursor: the next event is the first one after the restart.
+            assert (event.job_id, event.type) == (after.id, jobwire.EventType.WAITING)
+            await client.cancel(delayed.id)
+            await asyncio.wait_for(watching, timeout=10)
+            assert watched[0] is jobwire.EventType.DELAYED
+            assert watched[-1] is jobwire.EventType.CANCELLED
+        finally:
+            subscribing.cancel()
+            watching.cancel()
+            await asyncio.gather(subscribing, watching, return_exceptions=True)

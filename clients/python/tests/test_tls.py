@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import jobwire
-from tests.harness import REPO, Redis, Server
+from tests.harness import REPO, Redis, Server, create_token
 from tests.helpers import running, serving
 
 REFUSED = (jobwire.Unavailable, jobwire.DeadlineExceeded)
@@ -103,3 +103,44 @@ async def test_plain_text_and_a_missing_client_certificate_are_refused(
 def test_a_client_certificate_needs_its_key() -> None:
     with pytest.raises(ValueError, match="cert_file and key_file"):
         jobwire.Tls(cert_file="client.pem")
+
+
+@pytest.fixture(scope="module")
+def secured_tls(redis: Redis, tmp_root: Path, certs: Path) -> Iterator[tuple[Server, str]]:
+    """A server with mutual TLS and tokens: a producer token, and a worker entry that the client
+    certificate (``CN=py-worker``) stands in for. Yields the server and the producer's secret."""
+    directory = tmp_root / "tls-auth"
+    directory.mkdir()
+    file = directory / "tokens.json"
+    producer = create_token(file, "py-tls-producer", "producer")
+    create_token(file, "py-tls-worker", "worker", subject="CN=py-worker")
+    flags = (("--tls-cert", "server.pem"), ("--tls-key", "server.key"))
+    extra = tuple(arg for flag, name in flags for arg in (flag, str(certs / name)))
+    extra += ("--tls-client-ca", str(certs / "ca.pem"), "--auth-tokens", str(file))
+    server = Server(redis, directory, extra=extra)
+    try:
+        yield server, producer
+    finally:
+        server.stop()
+
+
+async def test_tokens_over_mutual_tls(secured_tls: tuple[Server, str], certs: Path) -> None:
+    server, producer = secured_tls
+    tls = mutual(certs)
+    # The worker sends no token: its certificate's subject stands in for the worker entry.
+    worker = jobwire.Worker(server.target, queues=["py-tls-auth"], tls=tls, token="")
+
+    @worker.handler("echo")
+    async def echo(job: jobwire.Job) -> bytes:
+        return job.payload
+
+    async with jobwire.Client(server.target, tls=tls, token=producer, timeout=10) as client:
+        async with running(worker):
+            info = await client.run("py-tls-auth", "echo", b"over tls", timeout=10)
+        assert info.result == b"over tls"
+    async with jobwire.Client(server.target, tls=tls, token="", timeout=10) as as_worker:
+        with pytest.raises(jobwire.PermissionDenied):  # the certificate's entry is a worker's
+            await as_worker.add("py-tls-auth", "echo")
+    async with jobwire.Client(server.target, tls=tls, token="not-a-token", timeout=10) as bad:
+        with pytest.raises(jobwire.Unauthenticated):
+            await bad.add("py-tls-auth", "echo")

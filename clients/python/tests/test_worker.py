@@ -16,7 +16,7 @@ import pytest
 
 import jobwire
 from tests.harness import Server
-from tests.helpers import running, state_becomes, until
+from tests.helpers import Endless, running, state_becomes, until
 
 FAST_RETRY = jobwire.Backoff.fixed(0.05)
 
@@ -248,19 +248,9 @@ async def test_revoke_on_timeout_cancels_the_handler(
     server: Server, client: jobwire.Client, queue: str, protocol: Literal["work", "unary"]
 ) -> None:
     worker = make_worker(server, queue, concurrency=1, protocol=protocol)
-    started = asyncio.Event()
-    cancelled = asyncio.Event()
+    stuck = Endless()
+    worker.register("stuck", stuck, threaded=False)
     ran_after: list[str] = []
-
-    @worker.handler("stuck")
-    async def stuck(job: jobwire.Job) -> str:
-        started.set()
-        try:
-            await asyncio.sleep(60)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-        return "should never be stored"
 
     @worker.handler("quick")
     async def quick(job: jobwire.Job) -> str:
@@ -269,8 +259,8 @@ async def test_revoke_on_timeout_cancels_the_handler(
 
     async with running(worker):
         added = await client.add(queue, "stuck", attempt_timeout=0.3, max_attempts=1)
-        await until(started)
-        await until(cancelled, timeout=10)
+        await until(stuck.started)
+        await until(stuck.cancelled, timeout=10)
         with pytest.raises(jobwire.JobDead) as dead:
             await client.wait(added.id, timeout=10)
         assert dead.value.info.last_error == "timeout"
@@ -367,24 +357,15 @@ async def test_stop_grace_cancels_handlers_that_overrun(
     server: Server, client: jobwire.Client, queue: str
 ) -> None:
     worker = jobwire.Worker(server.target, queues=[queue], concurrency=1, stop_grace=0.2)
-    started = asyncio.Event()
-    cancelled = asyncio.Event()
-
-    @worker.handler("endless")
-    async def endless(job: jobwire.Job) -> None:
-        started.set()
-        try:
-            await asyncio.sleep(60)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
+    endless = Endless()
+    worker.register("endless", endless, threaded=False)
 
     added = await client.add(queue, "endless")
     task = asyncio.create_task(worker.run(handle_signals=False))
-    await until(started)
+    await until(endless.started)
     worker.stop()
     await asyncio.wait_for(task, timeout=10)
-    assert cancelled.is_set()
+    assert endless.cancelled.is_set()
     info = await state_becomes(client, added.id, jobwire.JobState.WAITING)  # back in the queue
     assert (info.attempts, info.last_error) == (0, ""), "given back: the attempt does not count"
     # Handed back with ReturnJob; with no other worker it comes straight back to the stopping
@@ -445,3 +426,27 @@ async def test_jobs_sent_during_a_stop_are_returned_without_looping(
     # While the long job ran, each late job was returned once and kept when it came back: no
     # return/redeliver loop.
     assert 1 <= counter.returns <= len(rest)
+
+
+async def test_retry_fails_the_attempt_with_exactly_its_message(
+    server: Server, client: jobwire.Client, queue: str
+) -> None:
+    worker = make_worker(server, queue)
+
+    @worker.handler("flaky")
+    async def flaky(job: jobwire.Job) -> str:
+        if job.attempt < 3:
+            raise jobwire.Retry(f"failed attempt {job.attempt}")
+        return "ok"
+
+    @worker.handler("never")
+    async def never(job: jobwire.Job) -> None:
+        raise jobwire.Retry(f"failed attempt {job.attempt}")
+
+    async with running(worker):
+        ok = await client.run(queue, "flaky", backoff=FAST_RETRY, max_attempts=3, timeout=10)
+        assert (ok.attempts, ok.last_error) == (3, "failed attempt 2")
+        added = await client.add(queue, "never", backoff=FAST_RETRY, max_attempts=2)
+        with pytest.raises(jobwire.JobDead) as dead:
+            await client.wait(added.id, timeout=10)
+    assert dead.value.info.last_error == "failed attempt 2"

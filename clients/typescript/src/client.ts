@@ -1,33 +1,51 @@
 /**
- * The producer side: add jobs (one or many), read them, and await their results.
+ * The producer side: add jobs (one or many, or to a session), read them, await their results,
+ * cancel them; sessions (`SessionService`); following jobs and queues (`watch`, `subscribe`,
+ * in `events.ts`); and the admin calls tools need.
  *
  * Retries: calls that are safe to repeat are retried on UNAVAILABLE (Redis or the server briefly
  * away) with jittered exponential backoff, within the call's deadline. An add is safe to repeat
  * because it always carries an idempotency key: the caller's, or one generated per logical add,
  * so a retry of an add whose answer was lost returns the first job's id instead of adding a
  * second job. (With `autoIdempotencyKey: false` and no key given, adds are not retried.)
+ * Session creates and updates, dead-letter retries, deletes and purges are not retried: a
+ * repeat of one that went through would answer differently.
  */
 import { randomBytes } from "node:crypto";
 
 import type { Metadata } from "@grpc/grpc-js";
 
-import { buildMetadata, createRawClient, type ConnectionOptions } from "./connection";
+import { buildMetadata, createRawClient, createSessionsClient, type ConnectionOptions } from "./connection";
 import { JobCancelledError, JobDeadError, RpcError, Status, WaitTimeoutError, hasStatus } from "./errors";
-import type * as pb from "./gen/jobwire/v1/jobwire";
+import { follow, type FollowOptions, type JobEvent } from "./events";
+import * as pb from "./gen/jobwire/v1/jobwire";
 import { DEFAULT_RETRY, retrying, unary, type CallContext, type RetryOptions } from "./internal/rpc";
 import { backoffDelay, sleep } from "./internal/time";
 import {
   JobInfo,
   JobResult,
   toAddJobRequest,
+  jobStateNumber,
   toQueueStats,
+  toWorkerInfo,
   type AddManyResult,
   type AddOptions,
   type AddResult,
   type CallOptions,
   type JobSpec,
+  type JobState,
   type QueueStats,
+  type WorkerInfo,
 } from "./types";
+import {
+  Session,
+  toCreateSessionRequest,
+  toUpdateSessionRequest,
+  type NewSession,
+  type Page,
+  type PageOptions,
+  type SessionUpdate,
+} from "./sessions";
 import { DEFAULT_POLL, PollingWatcher, StreamWatcher, type JobWatcher, type PollOptions } from "./watch";
 
 export interface ClientOptions extends ConnectionOptions {
@@ -65,6 +83,8 @@ const MAX_BATCH = 1000;
 export class Client {
   /** The generated grpc-js client, for RPCs this class does not wrap. */
   readonly raw: pb.QueueServiceClient;
+  /** The generated grpc-js SessionService client (on the same channel). */
+  readonly rawSessions: pb.SessionServiceClient;
   private readonly deadlineMs: number;
   private readonly retry: RetryOptions;
   private readonly autoKey: boolean;
@@ -74,6 +94,7 @@ export class Client {
 
   constructor(options: ClientOptions = {}) {
     this.raw = createRawClient(options);
+    this.rawSessions = createSessionsClient(this.raw);
     this.deadlineMs = options.deadlineMs ?? 10_000;
     this.retry = { ...DEFAULT_RETRY, ...(options.retry ?? {}) };
     this.autoKey = options.autoIdempotencyKey ?? true;
@@ -229,6 +250,117 @@ export class Client {
     return res.queues.map((q) => toQueueStats(q, q.queue));
   }
 
+  /** `add` to a session (`<queue>/<name>`), in its queue: it starts after the session's earlier jobs. */
+  async addToSession(sessionId: string, type: string, payload?: unknown, options: AddOptions = {}): Promise<AddResult> {
+    const slash = sessionId.indexOf("/");
+    if (slash <= 0) throw new TypeError(`sessionId ${JSON.stringify(sessionId)}: expected <queue>/<name>`);
+    return this.add(sessionId.slice(0, slash), type, payload, { ...options, sessionId });
+  }
+
+  /**
+   * The transitions of one job: first an event for its current state (with the result once
+   * completed), then one per transition, ending after a final one. Reopened when it breaks.
+   */
+  watch(jobId: string, options: FollowOptions = {}): AsyncIterable<JobEvent> {
+    return follow("WatchJob", () => this.raw.watchJob({ jobId }, this.metadata.clone()), true, options.signal);
+  }
+
+  /**
+   * Every event of `queue`, live: from the next one, or right after `cursor` (a JobEvent's
+   * `cursor`; save it to resume later). Reopened from the last event yielded when it breaks.
+   */
+  subscribe(queue: string, options: FollowOptions & { cursor?: string } = {}): AsyncIterable<JobEvent> {
+    const from = options.cursor ?? "";
+    return follow("Subscribe", (last) => this.raw.subscribe({ queue, cursor: last || from }, this.metadata.clone()), false, options.signal);
+  }
+
+  // ---- sessions ---------------------------------------------------------------------------------
+
+  /** Creates a session; its id is `<queue>/<name>`. A name already taken: ALREADY_EXISTS. */
+  async createSession(session: NewSession, options: CallOptions = {}): Promise<Session> {
+    const res = await this.once("CreateSession", this.rawSessions.createSession.bind(this.rawSessions), toCreateSessionRequest(session), options);
+    return new Session(required("CreateSession", res.session));
+  }
+
+  /** Reads a session: state, version, job counts. Unknown: NOT_FOUND. */
+  async getSession(sessionId: string, options: CallOptions = {}): Promise<Session> {
+    const res = await this.read("GetSession", this.rawSessions.getSession.bind(this.rawSessions), { sessionId }, options);
+    return new Session(required("GetSession", res.session));
+  }
+
+  /**
+   * Writes a session's state (`state`, or an RFC 7396 `mergePatch`) and resolves with its new
+   * version. With `expectedVersion`: at another version, RpcError FAILED_PRECONDITION and
+   * nothing written.
+   */
+  async updateSession(sessionId: string, update: SessionUpdate, options: CallOptions = {}): Promise<number> {
+    const request = toUpdateSessionRequest(sessionId, update);
+    const res = await this.once("UpdateSession", this.rawSessions.updateSession.bind(this.rawSessions), request, options);
+    return res.version;
+  }
+
+  /** Deletes a session, its state and its jobs not started yet (its running jobs end cancelled). */
+  async deleteSession(sessionId: string, options: CallOptions = {}): Promise<void> {
+    await this.read("DeleteSession", this.rawSessions.deleteSession.bind(this.rawSessions), { sessionId }, options);
+  }
+
+  /** One page of a queue's sessions (pageSize 1 to 100, default 100; a page may be shorter). */
+  async listSessions(queue: string, page: PageOptions = {}, options: CallOptions = {}): Promise<Page<Session>> {
+    const request = { queue, pageSize: page.pageSize ?? 0, pageToken: page.pageToken ?? "" };
+    const res = await this.read("ListSessions", this.rawSessions.listSessions.bind(this.rawSessions), request, options);
+    return { items: res.sessions.map((x) => new Session(x)), nextPageToken: res.nextPageToken };
+  }
+
+  // ---- admin ------------------------------------------------------------------------------------
+
+  /**
+   * One page of a queue's jobs in `state`: "waiting" (dispatch order), "delayed" (with
+   * "retrying", by due time), "active", or "completed" / "dead" / "cancelled" (newest first).
+   */
+  async listJobs(queue: string, state: JobState, page: PageOptions = {}, options: CallOptions = {}): Promise<Page<JobInfo>> {
+    const request = { queue, state: jobStateNumber(state), pageSize: page.pageSize ?? 0, pageToken: page.pageToken ?? "" };
+    const res = await this.read("ListJobs", this.raw.listJobs.bind(this.raw), request, options);
+    return { items: res.jobs.map((j) => new JobInfo(j)), nextPageToken: res.nextPageToken };
+  }
+
+  /** Stops delivering a queue's jobs (adds still succeed). */
+  async pauseQueue(queue: string, options: CallOptions = {}): Promise<void> {
+    await this.read("PauseQueue", this.raw.pauseQueue.bind(this.raw), { queue }, options);
+  }
+
+  /** Delivers a paused queue's jobs again. */
+  async resumeQueue(queue: string, options: CallOptions = {}): Promise<void> {
+    await this.read("ResumeQueue", this.raw.resumeQueue.bind(this.raw), { queue }, options);
+  }
+
+  /** Moves a dead job back to waiting, attempts reset. Not dead: FAILED_PRECONDITION. */
+  async retryJob(jobId: string, options: CallOptions = {}): Promise<void> {
+    await this.once("RetryJob", this.raw.retryJob.bind(this.raw), { jobId }, options);
+  }
+
+  /** Moves up to `limit` (1 to 100,000) of a queue's oldest dead jobs back to waiting; resolves with how many. */
+  async retryDeadJobs(queue: string, limit: number, options: CallOptions = {}): Promise<number> {
+    const res = await this.once("RetryDeadJobs", this.raw.retryDeadJobs.bind(this.raw), { queue, limit }, options);
+    return res.retried;
+  }
+
+  /** Deletes a job that is not active (cancel an active one first: FAILED_PRECONDITION). */
+  async deleteJob(jobId: string, options: CallOptions = {}): Promise<void> {
+    await this.once("DeleteJob", this.raw.deleteJob.bind(this.raw), { jobId }, options);
+  }
+
+  /** Deletes every job of `queue` in `states` (never active ones); resolves with how many. */
+  async purgeQueue(queue: string, states: JobState[], options: CallOptions = {}): Promise<number> {
+    const res = await this.once("PurgeQueue", this.raw.purgeQueue.bind(this.raw), { queue, states: states.map(jobStateNumber) }, options);
+    return res.deleted;
+  }
+
+  /** The worker streams connected to any instance (serving `queue` only, when given). */
+  async listWorkers(queue = "", options: CallOptions = {}): Promise<WorkerInfo[]> {
+    const res = await this.read("ListWorkers", this.raw.listWorkers.bind(this.raw), { queue }, options);
+    return res.workers.map(toWorkerInfo);
+  }
+
   /** Closes the channel. Calls in progress fail with CANCELLED. */
   close(): void {
     this.raw.close();
@@ -267,4 +399,15 @@ export class Client {
       retryable: (err) => hasStatus(err, Status.UNAVAILABLE),
     });
   }
+
+  /** A call that is not safe to repeat: tried once. */
+  private once<Req, Res>(name: string, method: Parameters<typeof unary<Req, Res>>[1], request: Req, options: CallOptions): Promise<Res> {
+    return unary(name, method, request, this.context(options));
+  }
+}
+
+/** A response's message field that the server always sets. */
+function required<T>(method: string, value: T | undefined): T {
+  if (value === undefined) throw new RpcError(method, Status.INTERNAL, "the response is missing its message");
+  return value;
 }

@@ -7,7 +7,7 @@ import { readFileSync } from "node:fs";
 
 import { ChannelCredentials, Metadata, type ChannelOptions } from "@grpc/grpc-js";
 
-import { QueueServiceClient } from "./gen/jobwire/v1/jobwire";
+import { QueueServiceClient, SessionServiceClient } from "./gen/jobwire/v1/jobwire";
 
 /** Used when neither `address` nor `JOBWIRE_ADDR` is set. */
 export const DEFAULT_ADDRESS = "127.0.0.1:50051";
@@ -84,6 +84,12 @@ export function createRawClient(opts: ConnectionOptions, defaults: ChannelOption
     ...options,
     ...(opts.channelOptions ?? {}),
   });
+}
+
+/** The generated client for `jobwire.v1.SessionService`, on the channel of `queues`. */
+export function createSessionsClient(queues: QueueServiceClient): SessionServiceClient {
+  // With channelOverride the address and credentials are those of the channel given.
+  return new SessionServiceClient("unused", ChannelCredentials.createInsecure(), { channelOverride: queues.getChannel() });
 }
 
 export function buildMetadata(opts: ConnectionOptions): Metadata {

@@ -76,6 +76,17 @@ export class PermanentError extends Error {
 }
 
 /**
+ * Thrown from a handler: fail this attempt with exactly this message as the job's error (no
+ * `Name:` prefix, no stack), retried per the job's backoff like any failure.
+ */
+export class RetryError extends Error {
+  override readonly name: string = "RetryError";
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+  }
+}
+
+/**
  * Thrown from a handler: fail this attempt and retry after `retryAfterMs` instead of the job's
  * backoff (still subject to its max_attempts; 0 to 7 days).
  */

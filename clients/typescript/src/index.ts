@@ -1,8 +1,9 @@
 /**
  * @jobwire/client: the TypeScript client of jobwire.
  *
- * - `Client` adds jobs (one or many), reads them and awaits their results.
- * - `Worker` runs handlers by job type on one GetJob stream with a chosen concurrency.
+ * - `Client` adds jobs (one or many, or to a session), awaits their results, cancels them, runs
+ *   sessions, follows jobs and queues (`watch`, `subscribe`) and makes the admin calls.
+ * - `Worker` runs handlers by job type on one Work stream with a chosen concurrency.
  * - `proto` is the generated code of `jobwire.v1` (messages and the grpc-js client), for
  *   anything the two classes do not cover.
  */
@@ -16,12 +17,14 @@ export {
   PayloadError,
   PermanentError,
   RetryAfterError,
+  RetryError,
   RpcError,
   Status,
   WaitTimeoutError,
   statusName,
   type AbortReason,
 } from "./errors";
+export { JobEvent, type FollowOptions, type JobEventType } from "./events";
 export type { RetryOptions } from "./internal/rpc";
 export { consoleLogger, defaultLogger, silentLogger, type Logger } from "./logger";
 export {
@@ -36,8 +39,10 @@ export {
   type JobSpec,
   type JobState,
   type QueueStats,
+  type WorkerInfo,
   isFinalState,
 } from "./types";
+export { Session, type NewSession, type Page, type PageOptions, type SessionUpdate } from "./sessions";
 export { PollingWatcher, StreamWatcher, type JobReader, type JobWatcher, type PollOptions } from "./watch";
-export { ActiveJob, Worker, type Handler, type StopOptions, type WorkerOptions } from "./worker";
+export { ActiveJob, Worker, type Handler, type SessionSnapshot, type StopOptions, type WorkerOptions } from "./worker";
 export * as proto from "./gen/jobwire/v1/jobwire";

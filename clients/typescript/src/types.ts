@@ -33,6 +33,12 @@ export function isFinalState(state: JobState): boolean {
   return state === "completed" || state === "dead" || state === "cancelled";
 }
 
+/** The protobuf JobState of a state name. */
+export function jobStateNumber(state: JobState): pb.JobState {
+  for (const [n, name] of Object.entries(STATE_NAMES)) if (name === state) return Number(n) as pb.JobState;
+  return pb.JobState.JOB_STATE_UNSPECIFIED;
+}
+
 /** The string name of a protobuf JobState; unknown (newer) values read as "unspecified". */
 export function jobStateName(state: pb.JobState): JobState {
   return STATE_NAMES[state] ?? "unspecified";
@@ -306,5 +312,32 @@ export function toQueueStats(stats: pb.QueueStats | undefined, queue: string): Q
     oldestWaitingAgeMs: durationToMs(s.oldestWaitingAge) ?? 0,
     sessions: s.sessions,
     sessionPending: s.sessionPending,
+  };
+}
+
+/** One connected worker stream (ListWorkers). */
+export interface WorkerInfo {
+  /** The jobwire instance holding the stream. */
+  instance: string;
+  workerId: string;
+  labels: Record<string, string>;
+  /** The queues it serves, in order. */
+  queues: string[];
+  /** Its credit. */
+  maxInFlight: number;
+  /** Jobs it holds now. */
+  inFlight: number;
+  connectedAt: Date | undefined;
+}
+
+export function toWorkerInfo(w: pb.WorkerInfo): WorkerInfo {
+  return {
+    instance: w.instance,
+    workerId: w.workerId,
+    labels: { ...w.labels },
+    queues: [...w.queues],
+    maxInFlight: w.maxInFlight,
+    inFlight: w.inFlight,
+    connectedAt: w.connectedAt,
   };
 }

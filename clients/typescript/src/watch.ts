@@ -7,9 +7,10 @@
  */
 import type { Metadata } from "@grpc/grpc-js";
 
-import { RpcError, Status, hasStatus } from "./errors";
-import * as pb from "./gen/jobwire/v1/jobwire";
-import { backoffDelay, sleep } from "./internal/time";
+import { Status, hasStatus } from "./errors";
+import { follow } from "./events";
+import type * as pb from "./gen/jobwire/v1/jobwire";
+import { sleep } from "./internal/time";
 import type { JobInfo } from "./types";
 
 export interface JobWatcher {
@@ -60,16 +61,11 @@ export class PollingWatcher implements JobWatcher {
   }
 }
 
-const FINAL_EVENTS = new Set<number>([
-  pb.JobEventType.JOB_EVENT_TYPE_COMPLETED,
-  pb.JobEventType.JOB_EVENT_TYPE_DEAD,
-  pb.JobEventType.JOB_EVENT_TYPE_CANCELLED,
-]);
-
 /**
- * Follows the job with WatchJob until a final event, then reads it once with GetJobInfo (so the
- * caller gets the same JobInfo either way). A broken stream is reopened with backoff: WatchJob
- * starts with the job's current state, so nothing is missed.
+ * Follows the job with WatchJob (`follow` in events.ts: a broken stream is reopened with
+ * backoff, and WatchJob starts with the job's current state, so nothing is missed) until a
+ * final event, then reads it once with GetJobInfo, so the caller gets the same JobInfo either
+ * way. Against a server without WatchJob (UNIMPLEMENTED) it falls back to polling.
  */
 export class StreamWatcher implements JobWatcher {
   private unsupported = false;
@@ -82,49 +78,20 @@ export class StreamWatcher implements JobWatcher {
   ) {}
 
   async waitFinished(jobId: string, signal: AbortSignal): Promise<JobInfo> {
-    for (let failures = 0; ; failures++) {
+    for (;;) {
       if (this.unsupported) return this.fallback.waitFinished(jobId, signal);
-      const err = await this.watchOnce(jobId, signal);
-      if (err === undefined) {
-        const info = await this.getInfo(jobId, signal);
-        if (info.finished) return info;
-        continue; // Cannot happen with a consistent server; watch again rather than lie.
-      }
-      if (signal.aborted) throw signal.reason;
-      if (hasStatus(err, Status.UNIMPLEMENTED)) {
+      try {
+        for await (const event of follow("WatchJob", () => this.raw.watchJob({ jobId }, this.metadata.clone()), true, signal)) {
+          if (event.final) break;
+        }
+      } catch (err) {
+        if (!hasStatus(err, Status.UNIMPLEMENTED)) throw err;
         this.unsupported = true;
         continue;
       }
-      if (!transient(err)) throw err;
-      await sleep(backoffDelay(Math.min(failures, 5), 100, 2000), signal);
+      const info = await this.getInfo(jobId, signal);
+      if (info.finished) return info;
+      // Cannot happen with a consistent server; watch again rather than lie.
     }
-  }
-
-  /** One WatchJob stream: resolves undefined on a final event, else with the error that ended it. */
-  private watchOnce(jobId: string, signal: AbortSignal): Promise<unknown> {
-    return new Promise<unknown>((resolve) => {
-      if (signal.aborted) {
-        resolve(signal.reason);
-        return;
-      }
-      let done = false;
-      const call = this.raw.watchJob({ jobId }, this.metadata.clone());
-      const finish = (result: unknown): void => {
-        if (done) return;
-        done = true;
-        signal.removeEventListener("abort", onAbort);
-        resolve(result);
-        call.cancel();
-      };
-      const onAbort = (): void => finish(signal.reason);
-      signal.addEventListener("abort", onAbort, { once: true });
-      call.on("data", ({ event }: pb.WatchJobResponse) => {
-        if (event !== undefined && FINAL_EVENTS.has(event.type)) finish(undefined);
-      });
-      call.on("error", (e: unknown) => finish(RpcError.from("WatchJob", e)));
-      call.on("status", () =>
-        finish(new RpcError("WatchJob", Status.UNAVAILABLE, "the stream ended before the job finished")),
-      );
-    });
   }
 }

@@ -57,7 +57,7 @@ describe("examples", () => {
     assert.match(out, /welcome sent: <emails\/\w+@example>/);
     assert.match(out, /report of 300 ms/);
     assert.match(out, /report of 600 ms/);
-    assert.match(out, /dead: PermanentError: not an email address: nobody/);
+    assert.match(out, /dead: not an email address: nobody/);
     assert.match(out, /queue reports: 0 waiting, 0 active, 2 completed, 0 dead/);
   });
 

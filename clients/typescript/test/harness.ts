@@ -212,6 +212,19 @@ export class Stack {
   }
 }
 
+/**
+ * The secret `jobwire token create` prints (and only it, on stdout). `subject`: a client
+ * certificate subject that stands in for the token (mTLS).
+ */
+export function createToken(file: string, name: string, role: string, queues?: string, subject?: string): string {
+  const args = ["token", "create", "--file", file, "--name", name, "--role", role];
+  if (queues) args.push("--queues", queues);
+  if (subject) args.push("--subject", subject);
+  const run = spawnSync(jobwireBin(), args, { encoding: "utf8" });
+  if (run.status !== 0) throw new Error(`jobwire token create failed: ${run.stderr}`);
+  return run.stdout.trim();
+}
+
 /** A unique queue name per test, so tests sharing a server never see each other's jobs. */
 let queueCounter = 0;
 export function uniqueQueue(label: string): string {

@@ -11,7 +11,7 @@ import * as path from "node:path";
 import { after, before, describe, it } from "node:test";
 
 import { Client, RpcError, Status, Worker, silentLogger, type TlsOptions } from "../src";
-import { REPO_ROOT, Stack, uniqueQueue } from "./harness";
+import { REPO_ROOT, Stack, createToken, uniqueQueue } from "./harness";
 
 let certs: string;
 let stack: Stack;
@@ -101,5 +101,49 @@ describe("tls", () => {
       () => new Client({ address: stack.address, tls: { certFile: path.join(certs, "client.pem") } }),
       /certFile and keyFile together/,
     );
+  });
+});
+
+describe("tls with tokens", () => {
+  let secured: Stack;
+  let producer: string;
+
+  before(async () => {
+    const file = path.join(certs, "tokens.json");
+    producer = createToken(file, "ts-tls-producer", "producer");
+    // The client certificate (CN=ts-worker) stands in for the worker's entry: no token needed.
+    createToken(file, "ts-tls-worker", "worker", undefined, "CN=ts-worker");
+    const f = (name: string): string => path.join(certs, name);
+    secured = await Stack.start({
+      args: ["--tls-cert", f("server.pem"), "--tls-key", f("server.key"), "--tls-client-ca", f("ca.pem"), "--auth-tokens", file],
+    });
+  });
+
+  after(async () => {
+    await secured?.stop();
+  });
+
+  it("sends the token over mutual TLS; the certificate stands in for the worker's", async () => {
+    const queue = uniqueQueue("tls-auth");
+    const client = new Client({ address: secured.address, tls: mutual(), token: producer });
+    const worker = new Worker({ address: secured.address, tls: mutual(), token: "", queues: [queue], logger: silentLogger, handleSignals: false });
+    worker.handle("echo", (job) => job.payload);
+    worker.start();
+    try {
+      const result = await client.addAndWait(queue, "echo", Buffer.from("over tls"), { timeoutMs: 10_000 });
+      assert.equal(result.text(), "over tls");
+    } finally {
+      await worker.stop();
+      client.close();
+    }
+    const asWorker = new Client({ address: secured.address, tls: mutual(), token: "" });
+    const bad = new Client({ address: secured.address, tls: mutual(), token: "not-a-token" });
+    try {
+      await assert.rejects(asWorker.add(queue, "echo"), (e: unknown) => e instanceof RpcError && e.code === Status.PERMISSION_DENIED);
+      await assert.rejects(bad.add(queue, "echo"), (e: unknown) => e instanceof RpcError && e.code === Status.UNAUTHENTICATED);
+    } finally {
+      asWorker.close();
+      bad.close();
+    }
   });
 });
