@@ -318,7 +318,13 @@ export class Client {
    * "retrying", by due time), "active", or "completed" / "dead" / "cancelled" (newest first).
    */
   async listJobs(queue: string, state: JobState, page: PageOptions = {}, options: CallOptions = {}): Promise<Page<JobInfo>> {
-    const request = { queue, state: jobStateNumber(state), pageSize: page.pageSize ?? 0, pageToken: page.pageToken ?? "" };
+    const request = {
+      queue,
+      state: jobStateNumber(state),
+      pageSize: page.pageSize ?? 0,
+      pageToken: page.pageToken ?? "",
+      filter: undefined,
+    };
     const res = await this.read("ListJobs", this.raw.listJobs.bind(this.raw), request, options);
     return { items: res.jobs.map((j) => new JobInfo(j)), nextPageToken: res.nextPageToken };
   }

@@ -11,12 +11,16 @@ import jobwire.v1.Jobwire.AddJobsRequest;
 import jobwire.v1.Jobwire.AddJobsResponse;
 import jobwire.v1.Jobwire.CancelJobRequest;
 import jobwire.v1.Jobwire.CancelJobResponse;
+import jobwire.v1.Jobwire.CancelJobsRequest;
+import jobwire.v1.Jobwire.CancelJobsResponse;
 import jobwire.v1.Jobwire.CompleteJobRequest;
 import jobwire.v1.Jobwire.CompleteJobResponse;
 import jobwire.v1.Jobwire.CreateSessionRequest;
 import jobwire.v1.Jobwire.CreateSessionResponse;
 import jobwire.v1.Jobwire.DeleteJobRequest;
 import jobwire.v1.Jobwire.DeleteJobResponse;
+import jobwire.v1.Jobwire.DeleteJobsRequest;
+import jobwire.v1.Jobwire.DeleteJobsResponse;
 import jobwire.v1.Jobwire.DeleteSessionRequest;
 import jobwire.v1.Jobwire.DeleteSessionResponse;
 import jobwire.v1.Jobwire.ExtendLeaseRequest;
@@ -27,8 +31,12 @@ import jobwire.v1.Jobwire.GetJobInfoRequest;
 import jobwire.v1.Jobwire.GetJobInfoResponse;
 import jobwire.v1.Jobwire.GetJobRequest;
 import jobwire.v1.Jobwire.GetJobResponse;
+import jobwire.v1.Jobwire.GetQueueActivityRequest;
+import jobwire.v1.Jobwire.GetQueueActivityResponse;
 import jobwire.v1.Jobwire.GetSessionRequest;
 import jobwire.v1.Jobwire.GetSessionResponse;
+import jobwire.v1.Jobwire.ListDeadJobGroupsRequest;
+import jobwire.v1.Jobwire.ListDeadJobGroupsResponse;
 import jobwire.v1.Jobwire.ListJobsRequest;
 import jobwire.v1.Jobwire.ListJobsResponse;
 import jobwire.v1.Jobwire.ListQueuesRequest;
@@ -49,10 +57,14 @@ import jobwire.v1.Jobwire.RetryDeadJobsRequest;
 import jobwire.v1.Jobwire.RetryDeadJobsResponse;
 import jobwire.v1.Jobwire.RetryJobRequest;
 import jobwire.v1.Jobwire.RetryJobResponse;
+import jobwire.v1.Jobwire.RetryJobsRequest;
+import jobwire.v1.Jobwire.RetryJobsResponse;
 import jobwire.v1.Jobwire.ReturnJobRequest;
 import jobwire.v1.Jobwire.ReturnJobResponse;
 import jobwire.v1.Jobwire.StatsRequest;
 import jobwire.v1.Jobwire.StatsResponse;
+import jobwire.v1.Jobwire.SubscribeQueuesRequest;
+import jobwire.v1.Jobwire.SubscribeQueuesResponse;
 import jobwire.v1.Jobwire.SubscribeRequest;
 import jobwire.v1.Jobwire.SubscribeResponse;
 import jobwire.v1.Jobwire.UpdateSessionRequest;
@@ -145,6 +157,24 @@ final class Rpc {
   static final MethodDescriptor<ListWorkersRequest, ListWorkersResponse> LIST_WORKERS =
       unary(QUEUE, "ListWorkers", ListWorkersRequest.getDefaultInstance(), ListWorkersResponse.getDefaultInstance());
 
+  static final MethodDescriptor<RetryJobsRequest, RetryJobsResponse> RETRY_JOBS =
+      unary(QUEUE, "RetryJobs", RetryJobsRequest.getDefaultInstance(), RetryJobsResponse.getDefaultInstance());
+
+  static final MethodDescriptor<CancelJobsRequest, CancelJobsResponse> CANCEL_JOBS =
+      unary(QUEUE, "CancelJobs", CancelJobsRequest.getDefaultInstance(), CancelJobsResponse.getDefaultInstance());
+
+  static final MethodDescriptor<DeleteJobsRequest, DeleteJobsResponse> DELETE_JOBS =
+      unary(QUEUE, "DeleteJobs", DeleteJobsRequest.getDefaultInstance(), DeleteJobsResponse.getDefaultInstance());
+
+  static final MethodDescriptor<ListDeadJobGroupsRequest, ListDeadJobGroupsResponse> LIST_DEAD_JOB_GROUPS =
+      unary(QUEUE, "ListDeadJobGroups", ListDeadJobGroupsRequest.getDefaultInstance(), ListDeadJobGroupsResponse.getDefaultInstance());
+
+  static final MethodDescriptor<GetQueueActivityRequest, GetQueueActivityResponse> GET_QUEUE_ACTIVITY =
+      unary(QUEUE, "GetQueueActivity", GetQueueActivityRequest.getDefaultInstance(), GetQueueActivityResponse.getDefaultInstance());
+
+  static final MethodDescriptor<SubscribeQueuesRequest, SubscribeQueuesResponse> SUBSCRIBE_QUEUES =
+      serverStreaming(QUEUE, "SubscribeQueues", SubscribeQueuesRequest.getDefaultInstance(), SubscribeQueuesResponse.getDefaultInstance());
+
   static final MethodDescriptor<CreateSessionRequest, CreateSessionResponse> CREATE_SESSION =
       unary(SESSIONS, "CreateSession", CreateSessionRequest.getDefaultInstance(), CreateSessionResponse.getDefaultInstance());
 
@@ -186,6 +216,12 @@ final class Rpc {
           DELETE_JOB,
           PURGE_QUEUE,
           LIST_WORKERS,
+          RETRY_JOBS,
+          CANCEL_JOBS,
+          DELETE_JOBS,
+          LIST_DEAD_JOB_GROUPS,
+          GET_QUEUE_ACTIVITY,
+          SUBSCRIBE_QUEUES,
           CREATE_SESSION,
           GET_SESSION,
           UPDATE_SESSION,
