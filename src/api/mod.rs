@@ -399,6 +399,13 @@ impl QueueService for QueueApi {
         Ok(Response::new(proto::GetQueueActivityResponse { queues }))
     }
 
+    async fn get_access(
+        &self,
+        request: Request<proto::GetAccessRequest>,
+    ) -> Result<Response<proto::GetAccessResponse>, Status> {
+        Ok(Response::new(Caller::of(&request)?.access()))
+    }
+
     type SubscribeQueuesStream = EventStream<proto::SubscribeQueuesResponse>;
 
     async fn subscribe_queues(

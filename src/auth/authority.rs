@@ -80,6 +80,11 @@ impl Identity {
         self.scope.is_some()
     }
 
+    /// The patterns of its scope (exact names and `prefix-*`); None: every queue.
+    pub fn scope(&self) -> Option<&[QueuePattern]> {
+        self.scope.as_deref()
+    }
+
     /// Its scope in words, for a refusal: `billing, billing-*`, or `every queue`.
     pub fn scope_text(&self) -> String {
         match &self.scope {

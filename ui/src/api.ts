@@ -4,7 +4,7 @@
 
 import { createClient, ConnectError, Code, type Interceptor } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
-import { QueueService, SessionService } from "./gen/jobwire/v1/jobwire_pb";
+import { AccessRole, QueueService, SessionService } from "./gen/jobwire/v1/jobwire_pb";
 
 const TOKEN_KEY = "jobwire.token";
 
@@ -31,6 +31,26 @@ const transport = createGrpcWebTransport({
 
 export const queues = createClient(QueueService, transport);
 export const sessions = createClient(SessionService, transport);
+
+let admin = false;
+
+/**
+ * Whether the current token may act (retry, cancel, delete, pause), as GetAccess last said: an
+ * admin token, or a server without tokens. The page offers actions only then; the server checks
+ * every call on its own either way.
+ */
+export function mayAct(): boolean {
+  return admin;
+}
+
+/** Asks the server what the current token may do (at start and whenever the token changes). */
+export async function refreshAccess(): Promise<void> {
+  try {
+    admin = (await queues.getAccess({})).role === AccessRole.ADMIN;
+  } catch {
+    admin = false;
+  }
+}
 
 /** An error as one line: the gRPC code's name and the server's message. */
 export function describe(error: unknown): string {

@@ -4,7 +4,7 @@
 // streams and timers stop.
 
 import { h, fill } from "./dom";
-import { setToken, token } from "./api";
+import { refreshAccess, setToken, token } from "./api";
 import { say, type Page } from "./page";
 import { overview } from "./pages/overview";
 import { queuePage } from "./pages/queue";
@@ -37,7 +37,7 @@ function frame(): HTMLElement {
   tokenInput.addEventListener("change", () => {
     setToken(tokenInput.value.trim());
     say(tokenInput.value ? "Token set for this tab." : "Token cleared.");
-    route();
+    void refreshAccess().then(route);
   });
   const main = h("main", { id: "main", tabindex: -1 });
   document.body.replaceChildren(
@@ -86,4 +86,4 @@ function route(): void {
 
 frame();
 window.addEventListener("hashchange", route);
-route();
+void refreshAccess().then(route);

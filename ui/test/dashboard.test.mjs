@@ -262,3 +262,48 @@ test("the token goes in the authorization header of every call, never in the URL
   assert.match(assets.headers()["content-security-policy"], /script-src 'self'/);
   await page.close();
 });
+
+test("a reader token is offered no action, and the server refuses one it forces", async () => {
+  // A second server that needs tokens: an admin one for the CLI, a reader one for the page.
+  const secured = mkdtempSync(join(tmpdir(), "jobwire-ui-auth-"));
+  const file = join(secured, "tokens.json");
+  const create = async (name, role) =>
+    (await run(bin, ["token", "create", "--file", file, "--name", name, "--role", role])).stdout.trim();
+  const [adminToken, readerToken] = [await create("ops", "admin"), await create("oncall", "reader")];
+  const ready = join(secured, "ready");
+  const guarded = spawn(
+    bin,
+    ["serve", "--listen", "127.0.0.1:0", "--data-dir", join(secured, "data"), "--ready-file", ready, "--auth-tokens", file],
+    { stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, JOBWIRE_LOG: "warn" } },
+  );
+  try {
+    const at = await until("the secured server", () => existsSync(ready) && readFileSync(ready, "utf8").split("\n")[0]);
+    const cli = async (token, ...args) => run(bin, [...args, "--addr", at, "--token", token]);
+    await until("the secured server to answer", async () => cli(adminToken, "stats").then(() => true, () => false));
+    const jobId = (await cli(adminToken, "add", "--queue", "guarded", "--type", "t", "--payload", "{}")).stdout.trim();
+
+    const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    const page = await context.newPage();
+    await page.goto(`http://${at}/#/job/${encodeURIComponent(jobId)}`);
+    await page.fill("#token", readerToken);
+    await page.locator("#token").blur();
+    await until("the job page as the reader", async () => (await page.locator("#job-state").textContent()) === "waiting");
+    assert.equal(await page.locator("#job-cancel, #job-delete, #job-retry").count(), 0, "no job action");
+    await page.goto(`http://${at}/#/queue/guarded?state=waiting`);
+    await until("the queue page as the reader", () => page.locator("tbody a").count());
+    assert.equal(await page.locator("#pause-toggle, .bulk button").count(), 0, "no queue action");
+    await shot(page, "reader");
+    // Forced past the page, the action is refused by the server, and nothing changed.
+    await assert.rejects(cli(readerToken, "cancel", jobId), /PERMISSION_DENIED/);
+    assert.equal(JSON.parse((await cli(adminToken, "stats", "guarded", "--json")).stdout)[0].waiting, 1);
+
+    // The admin token is offered them.
+    await page.fill("#token", adminToken);
+    await page.locator("#token").blur();
+    await until("the pause button for the admin", () => page.locator("#pause-toggle").count());
+    await context.close();
+  } finally {
+    await stop(guarded);
+    rmSync(secured, { recursive: true, force: true });
+  }
+});

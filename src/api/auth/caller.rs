@@ -14,7 +14,7 @@ use tonic::{Request, Status};
 
 use super::{rules::Rule, targets::Targets};
 use crate::{
-    auth::{Identity, Reveal},
+    auth::{Identity, Reveal, Role},
     proto,
 };
 
@@ -57,6 +57,30 @@ impl Caller {
 
     pub(super) fn anonymous(rule: &'static Rule) -> Self {
         Self { access: Access::Anonymous, rule }
+    }
+
+    /// What this caller may do, for GetAccess: a server without tokens lets everything through,
+    /// as an admin.
+    pub(crate) fn access(&self) -> proto::GetAccessResponse {
+        match &self.access {
+            Access::Unrestricted => proto::GetAccessResponse {
+                role: proto::AccessRole::Admin as i32,
+                tokens_required: false,
+                ..Default::default()
+            },
+            Access::Token(identity) => proto::GetAccessResponse {
+                name: identity.name().to_owned(),
+                role: match identity.role() {
+                    Role::Producer => proto::AccessRole::Producer,
+                    Role::Worker => proto::AccessRole::Worker,
+                    Role::Reader => proto::AccessRole::Reader,
+                    Role::Admin => proto::AccessRole::Admin,
+                } as i32,
+                queues: identity.scope().unwrap_or_default().iter().map(ToString::to_string).collect(),
+                tokens_required: true,
+            },
+            Access::Anonymous => proto::GetAccessResponse { tokens_required: true, ..Default::default() },
+        }
     }
 
     /// The decision the layer made for `request`.

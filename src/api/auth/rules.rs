@@ -45,6 +45,8 @@ use Role::{Admin, Producer, Reader, Worker};
 const PRODUCE: Who = Who::Roles(&[Producer, Admin]);
 const WORK: Who = Who::Roles(&[Worker, Admin]);
 const READ: Who = Who::Roles(&[Reader, Admin]);
+/// Any token.
+const ANY: Who = Who::Roles(&[Producer, Worker, Reader, Admin]);
 /// Reads a producer needs about its own jobs and sessions too.
 const FOLLOW: Who = Who::Roles(&[Producer, Reader, Admin]);
 const ADMINISTER: Who = Who::Roles(&[Admin]);
@@ -82,6 +84,7 @@ pub(crate) static RULES: &[Rule] = &[
     stream("/jobwire.v1.QueueService/SubscribeQueues", READ),
     rule("/jobwire.v1.QueueService/ListDeadJobGroups", READ),
     rule("/jobwire.v1.QueueService/GetQueueActivity", READ),
+    rule("/jobwire.v1.QueueService/GetAccess", ANY),
     audited("/jobwire.v1.QueueService/CancelJob"),
     audited("/jobwire.v1.QueueService/PauseQueue"),
     audited("/jobwire.v1.QueueService/ResumeQueue"),

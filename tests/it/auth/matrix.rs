@@ -16,9 +16,19 @@ use tonic_reflection::pb::v1::{
 use super::{Place, Secured, Spec, call, client, jobwire_methods, let_through, spec, start};
 use crate::harness::Server;
 
-const PRODUCER: &[&str] =
-    &["AddJob", "AddJobs", "GetJobInfo", "WatchJob", "CreateSession", "GetSession", "UpdateSession", "DeleteSession"];
-const WORKER: &[&str] = &["GetJob", "Work", "CompleteJob", "FailJob", "ExtendLease", "ReturnJob", "ReportProgress"];
+const PRODUCER: &[&str] = &[
+    "AddJob",
+    "AddJobs",
+    "GetJobInfo",
+    "WatchJob",
+    "CreateSession",
+    "GetSession",
+    "UpdateSession",
+    "DeleteSession",
+    "GetAccess",
+];
+const WORKER: &[&str] =
+    &["GetJob", "Work", "CompleteJob", "FailJob", "ExtendLease", "ReturnJob", "ReportProgress", "GetAccess"];
 const READER: &[&str] = &[
     "GetJobInfo",
     "WatchJob",
@@ -30,6 +40,7 @@ const READER: &[&str] = &[
     "SubscribeQueues",
     "ListDeadJobGroups",
     "GetQueueActivity",
+    "GetAccess",
     "GetSession",
     "ListSessions",
 ];
@@ -59,7 +70,7 @@ async fn every_rpc_lets_exactly_its_roles_through() {
     let admin = secured.client("admin-1").await;
     let place = Place::make(&admin, "matrix").await;
     let methods = jobwire_methods();
-    assert_eq!(methods.len(), 34, "the matrix walks every method: {methods:?}");
+    assert_eq!(methods.len(), 35, "the matrix walks every method: {methods:?}");
 
     let mut wrong = Vec::new();
     for (name, role) in [

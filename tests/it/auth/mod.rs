@@ -238,6 +238,7 @@ pub async fn call(method: &str, client: &Client, place: &Place) -> Result<(), St
         "GetQueueActivity" => {
             raw.get_queue_activity(proto::GetQueueActivityRequest { queues: vec![queue] }).await.map(drop)
         }
+        "GetAccess" => raw.get_access(proto::GetAccessRequest {}).await.map(drop),
         "SubscribeQueues" => {
             raw.subscribe_queues(proto::SubscribeQueuesRequest { queues: vec![queue] }).await.map(drop)
         }

@@ -41,8 +41,8 @@ async fn every_rpc_naming_a_queue_job_or_session_is_held_to_the_scope() {
         let place = Place::make(&admin, queue).await;
         for method in jobwire_methods() {
             let result = call(&method, &scoped, &place).await;
-            // ListQueues names no queue: it is filtered instead (below).
-            let expect_through = covered || method == "ListQueues";
+            // ListQueues names no queue: it is filtered instead (below); GetAccess names none.
+            let expect_through = covered || method == "ListQueues" || method == "GetAccess";
             match &result {
                 result if expect_through && let_through(result) => {}
                 Err(status) if !expect_through && status.code() == Code::PermissionDenied => {
@@ -263,4 +263,19 @@ async fn a_reader_is_shown_payloads_results_and_states_only_when_revealed() {
     let sessions = plain.raw_sessions().list_sessions(req).await.expect("list").into_inner().sessions;
     assert!(sessions.len() == 1 && sessions[0].state.is_empty(), "{sessions:?}");
     server.assert_invariants("r").await;
+}
+
+#[tokio::test]
+async fn get_access_answers_the_callers_own_name_role_and_scope() {
+    let secured = Secured::start(scoped_tokens()).await;
+    let access = secured.client("admin-ab").await.raw().get_access(proto::GetAccessRequest {}).await;
+    let access = access.expect("any token may ask").into_inner();
+    assert_eq!(access.name, "admin-ab");
+    assert_eq!(access.role(), proto::AccessRole::Admin);
+    assert_eq!(access.queues, ["team-a", "team-b-*"]);
+    assert!(access.tokens_required);
+    let unscoped = secured.client("admin-all").await.raw().get_access(proto::GetAccessRequest {}).await;
+    assert!(unscoped.expect("asked").into_inner().queues.is_empty(), "every queue");
+    let open = crate::auth::client(&secured.server, None).await.raw().get_access(proto::GetAccessRequest {}).await;
+    assert_eq!(open.expect_err("needs a token").code(), Code::Unauthenticated);
 }

@@ -3,7 +3,7 @@
 // dead jobs whose error_group is the group's). Live: refreshed on the queue's events.
 
 import { h, fill, link } from "../dom";
-import { queues } from "../api";
+import { mayAct, queues } from "../api";
 import { count, short, time } from "../format";
 import { follow, throttle } from "../live";
 import { confirmed, fail, say, table, type Page } from "../page";
@@ -57,7 +57,9 @@ export function deadPage(page: Page): void {
             h("span", null, link("/job/" + encodeURIComponent(g.newestJobId), time(g.newestAt))),
             time(g.oldestAt),
             h("span", { class: "error-text" }, short(g.example, 200)),
-            h("button", { type: "button", id: `retry-group-${i}`, onclick: retryGroup(g.group, g.count) }, "Retry all of this group"),
+            mayAct()
+              ? h("button", { type: "button", id: `retry-group-${i}`, onclick: retryGroup(g.group, g.count) }, "Retry all of this group")
+              : null,
           ]),
           "Dead jobs by error",
         ),

@@ -5,7 +5,7 @@
 // events kept then replay first), and each event of this job refreshes the rest.
 
 import { h, fill, link } from "../dom";
-import { Code, isCode, queues } from "../api";
+import { Code, isCode, mayAct, queues } from "../api";
 import { count, time, ulidTime } from "../format";
 import { follow, throttle } from "../live";
 import { confirmed, fail, say, stateName, table, valueView, type Page } from "../page";
@@ -37,13 +37,15 @@ export function jobPage(page: Page): void {
 
   const draw = (job: JobInfo) => {
     const buttons = [];
-    if (job.state === JobState.DEAD) {
+    // A token that may not act is offered no action (the server would refuse it).
+    const actions = mayAct();
+    if (actions && job.state === JobState.DEAD) {
       buttons.push(h("button", { type: "button", id: "job-retry", onclick: act("Retry", () => queues.retryJob({ jobId })) }, "Retry"));
     }
-    if ([JobState.WAITING, JobState.DELAYED, JobState.RETRYING, JobState.ACTIVE].includes(job.state)) {
+    if (actions && [JobState.WAITING, JobState.DELAYED, JobState.RETRYING, JobState.ACTIVE].includes(job.state)) {
       buttons.push(h("button", { type: "button", id: "job-cancel", onclick: act("Cancel", () => queues.cancelJob({ jobId })) }, "Cancel"));
     }
-    if (job.state !== JobState.ACTIVE) {
+    if (actions && job.state !== JobState.ACTIVE) {
       buttons.push(h("button", { type: "button", id: "job-delete", onclick: act("Delete", () => queues.deleteJob({ jobId })) }, "Delete"));
     }
     fill(

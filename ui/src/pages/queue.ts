@@ -7,7 +7,7 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { h, fill, link } from "../dom";
-import { queues } from "../api";
+import { mayAct, queues } from "../api";
 import { ago, count, short, time } from "../format";
 import { follow, throttle } from "../live";
 import { LISTINGS, confirmed, fail, say, stateName, table, type Page } from "../page";
@@ -143,8 +143,10 @@ export function queuePage(page: Page): void {
   const drawActions = () => {
     const none = selected.size === 0;
     const buttons: HTMLButtonElement[] = [];
-    const add = (label: string, run: () => Promise<void>, disabled: boolean, id: string) =>
-      buttons.push(h("button", { type: "button", onclick: run, disabled, id }, label));
+    // A token that may not act is offered no action (the server would refuse it).
+    const add = (label: string, run: () => Promise<void>, disabled: boolean, id: string) => {
+      if (mayAct()) buttons.push(h("button", { type: "button", onclick: run, disabled, id }, label));
+    };
     if (state === JobState.DEAD) {
       add(`Retry selected (${selected.size})`, bulk("retry", false), none, "retry-selected");
       add(filter ? "Retry all matching" : "Retry all dead", bulk("retry", true), false, "retry-all");
@@ -230,7 +232,9 @@ export function queuePage(page: Page): void {
         null,
         stats.paused ? h("span", { class: "badge paused", id: "paused-badge" }, "paused") : h("span", { class: "badge" }, "running"),
         " ",
-        h("button", { type: "button", id: "pause-toggle", onclick: () => togglePause(stats.paused) }, stats.paused ? "Resume" : "Pause"),
+        mayAct()
+          ? h("button", { type: "button", id: "pause-toggle", onclick: () => togglePause(stats.paused) }, stats.paused ? "Resume" : "Pause")
+          : null,
         " ",
         link("/dead/" + encodeURIComponent(queue), "Dead letters by error"),
         " · ",

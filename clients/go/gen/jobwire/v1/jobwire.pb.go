@@ -319,6 +319,66 @@ func (JobEventType) EnumDescriptor() ([]byte, []int) {
 	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{3}
 }
 
+// A token's role (the roles of `--auth-tokens`).
+type AccessRole int32
+
+const (
+	AccessRole_ACCESS_ROLE_UNSPECIFIED AccessRole = 0
+	// Adds, watches and reads jobs; sessions.
+	AccessRole_ACCESS_ROLE_PRODUCER AccessRole = 1
+	// Takes and acknowledges jobs.
+	AccessRole_ACCESS_ROLE_WORKER AccessRole = 2
+	// Every read, without payloads, results and session states unless its entry reveals them.
+	AccessRole_ACCESS_ROLE_READER AccessRole = 3
+	// Everything, each admin action audited. A server without tokens answers this.
+	AccessRole_ACCESS_ROLE_ADMIN AccessRole = 4
+)
+
+// Enum value maps for AccessRole.
+var (
+	AccessRole_name = map[int32]string{
+		0: "ACCESS_ROLE_UNSPECIFIED",
+		1: "ACCESS_ROLE_PRODUCER",
+		2: "ACCESS_ROLE_WORKER",
+		3: "ACCESS_ROLE_READER",
+		4: "ACCESS_ROLE_ADMIN",
+	}
+	AccessRole_value = map[string]int32{
+		"ACCESS_ROLE_UNSPECIFIED": 0,
+		"ACCESS_ROLE_PRODUCER":    1,
+		"ACCESS_ROLE_WORKER":      2,
+		"ACCESS_ROLE_READER":      3,
+		"ACCESS_ROLE_ADMIN":       4,
+	}
+)
+
+func (x AccessRole) Enum() *AccessRole {
+	p := new(AccessRole)
+	*p = x
+	return p
+}
+
+func (x AccessRole) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AccessRole) Descriptor() protoreflect.EnumDescriptor {
+	return file_jobwire_v1_jobwire_proto_enumTypes[4].Descriptor()
+}
+
+func (AccessRole) Type() protoreflect.EnumType {
+	return &file_jobwire_v1_jobwire_proto_enumTypes[4]
+}
+
+func (x AccessRole) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AccessRole.Descriptor instead.
+func (AccessRole) EnumDescriptor() ([]byte, []int) {
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{4}
+}
+
 // The wait between a failed attempt and the next one. Every field is optional; unset fields take
 // the defaults named below.
 type Backoff struct {
@@ -6525,6 +6585,114 @@ func (x *SubscribeQueuesResponse) GetEvent() *JobEvent {
 	return nil
 }
 
+type GetAccessRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAccessRequest) Reset() {
+	*x = GetAccessRequest{}
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[95]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAccessRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAccessRequest) ProtoMessage() {}
+
+func (x *GetAccessRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[95]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAccessRequest.ProtoReflect.Descriptor instead.
+func (*GetAccessRequest) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{95}
+}
+
+type GetAccessResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The name of the caller's token entry; empty on a server without tokens.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Its role.
+	Role AccessRole `protobuf:"varint,2,opt,name=role,proto3,enum=jobwire.v1.AccessRole" json:"role,omitempty"`
+	// The queues it may name (exact names and `prefix-*` patterns); empty: every queue.
+	Queues []string `protobuf:"bytes,3,rep,name=queues,proto3" json:"queues,omitempty"`
+	// Whether the server requires tokens (false: every call is let through, on loopback).
+	TokensRequired bool `protobuf:"varint,4,opt,name=tokens_required,json=tokensRequired,proto3" json:"tokens_required,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *GetAccessResponse) Reset() {
+	*x = GetAccessResponse{}
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[96]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAccessResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAccessResponse) ProtoMessage() {}
+
+func (x *GetAccessResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[96]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAccessResponse.ProtoReflect.Descriptor instead.
+func (*GetAccessResponse) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{96}
+}
+
+func (x *GetAccessResponse) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GetAccessResponse) GetRole() AccessRole {
+	if x != nil {
+		return x.Role
+	}
+	return AccessRole_ACCESS_ROLE_UNSPECIFIED
+}
+
+func (x *GetAccessResponse) GetQueues() []string {
+	if x != nil {
+		return x.Queues
+	}
+	return nil
+}
+
+func (x *GetAccessResponse) GetTokensRequired() bool {
+	if x != nil {
+		return x.TokensRequired
+	}
+	return false
+}
+
 var File_jobwire_v1_jobwire_proto protoreflect.FileDescriptor
 
 const file_jobwire_v1_jobwire_proto_rawDesc = "" +
@@ -6963,7 +7131,13 @@ const file_jobwire_v1_jobwire_proto_rawDesc = "" +
 	"\x06queues\x18\x01 \x03(\tR\x06queues\"[\n" +
 	"\x17SubscribeQueuesResponse\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12*\n" +
-	"\x05event\x18\x02 \x01(\v2\x14.jobwire.v1.JobEventR\x05event*\xc7\x01\n" +
+	"\x05event\x18\x02 \x01(\v2\x14.jobwire.v1.JobEventR\x05event\"\x12\n" +
+	"\x10GetAccessRequest\"\x94\x01\n" +
+	"\x11GetAccessResponse\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
+	"\x04role\x18\x02 \x01(\x0e2\x16.jobwire.v1.AccessRoleR\x04role\x12\x16\n" +
+	"\x06queues\x18\x03 \x03(\tR\x06queues\x12'\n" +
+	"\x0ftokens_required\x18\x04 \x01(\bR\x0etokensRequired*\xc7\x01\n" +
 	"\bJobState\x12\x19\n" +
 	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11JOB_STATE_WAITING\x10\x01\x12\x15\n" +
@@ -6991,7 +7165,14 @@ const file_jobwire_v1_jobwire_proto_rawDesc = "" +
 	"\x17JOB_EVENT_TYPE_RETRYING\x10\x05\x12\x1c\n" +
 	"\x18JOB_EVENT_TYPE_COMPLETED\x10\x06\x12\x17\n" +
 	"\x13JOB_EVENT_TYPE_DEAD\x10\a\x12\x1c\n" +
-	"\x18JOB_EVENT_TYPE_CANCELLED\x10\b2\xbe\x11\n" +
+	"\x18JOB_EVENT_TYPE_CANCELLED\x10\b*\x8a\x01\n" +
+	"\n" +
+	"AccessRole\x12\x1b\n" +
+	"\x17ACCESS_ROLE_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14ACCESS_ROLE_PRODUCER\x10\x01\x12\x16\n" +
+	"\x12ACCESS_ROLE_WORKER\x10\x02\x12\x16\n" +
+	"\x12ACCESS_ROLE_READER\x10\x03\x12\x15\n" +
+	"\x11ACCESS_ROLE_ADMIN\x10\x042\x88\x12\n" +
 	"\fQueueService\x12?\n" +
 	"\x06AddJob\x12\x19.jobwire.v1.AddJobRequest\x1a\x1a.jobwire.v1.AddJobResponse\x12B\n" +
 	"\aAddJobs\x12\x1a.jobwire.v1.AddJobsRequest\x1a\x1b.jobwire.v1.AddJobsResponse\x12A\n" +
@@ -7027,7 +7208,8 @@ const file_jobwire_v1_jobwire_proto_rawDesc = "" +
 	"DeleteJobs\x12\x1d.jobwire.v1.DeleteJobsRequest\x1a\x1e.jobwire.v1.DeleteJobsResponse\x12`\n" +
 	"\x11ListDeadJobGroups\x12$.jobwire.v1.ListDeadJobGroupsRequest\x1a%.jobwire.v1.ListDeadJobGroupsResponse\x12]\n" +
 	"\x10GetQueueActivity\x12#.jobwire.v1.GetQueueActivityRequest\x1a$.jobwire.v1.GetQueueActivityResponse\x12\\\n" +
-	"\x0fSubscribeQueues\x12\".jobwire.v1.SubscribeQueuesRequest\x1a#.jobwire.v1.SubscribeQueuesResponse0\x012\xb2\x03\n" +
+	"\x0fSubscribeQueues\x12\".jobwire.v1.SubscribeQueuesRequest\x1a#.jobwire.v1.SubscribeQueuesResponse0\x01\x12H\n" +
+	"\tGetAccess\x12\x1c.jobwire.v1.GetAccessRequest\x1a\x1d.jobwire.v1.GetAccessResponse2\xb2\x03\n" +
 	"\x0eSessionService\x12T\n" +
 	"\rCreateSession\x12 .jobwire.v1.CreateSessionRequest\x1a!.jobwire.v1.CreateSessionResponse\x12K\n" +
 	"\n" +
@@ -7051,285 +7233,291 @@ func file_jobwire_v1_jobwire_proto_rawDescGZIP() []byte {
 	return file_jobwire_v1_jobwire_proto_rawDescData
 }
 
-var file_jobwire_v1_jobwire_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_jobwire_v1_jobwire_proto_msgTypes = make([]protoimpl.MessageInfo, 101)
+var file_jobwire_v1_jobwire_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_jobwire_v1_jobwire_proto_msgTypes = make([]protoimpl.MessageInfo, 103)
 var file_jobwire_v1_jobwire_proto_goTypes = []any{
 	(JobState)(0),                     // 0: jobwire.v1.JobState
 	(BackoffKind)(0),                  // 1: jobwire.v1.BackoffKind
 	(RevokeReason)(0),                 // 2: jobwire.v1.RevokeReason
 	(JobEventType)(0),                 // 3: jobwire.v1.JobEventType
-	(*Backoff)(nil),                   // 4: jobwire.v1.Backoff
-	(*AddJobRequest)(nil),             // 5: jobwire.v1.AddJobRequest
-	(*AddJobResponse)(nil),            // 6: jobwire.v1.AddJobResponse
-	(*AddJobsRequest)(nil),            // 7: jobwire.v1.AddJobsRequest
-	(*AddJobsResponse)(nil),           // 8: jobwire.v1.AddJobsResponse
-	(*AddJobsResult)(nil),             // 9: jobwire.v1.AddJobsResult
-	(*GetJobRequest)(nil),             // 10: jobwire.v1.GetJobRequest
-	(*GetJobResponse)(nil),            // 11: jobwire.v1.GetJobResponse
-	(*WorkRequest)(nil),               // 12: jobwire.v1.WorkRequest
-	(*WorkOpen)(nil),                  // 13: jobwire.v1.WorkOpen
-	(*WorkAcks)(nil),                  // 14: jobwire.v1.WorkAcks
-	(*WorkAck)(nil),                   // 15: jobwire.v1.WorkAck
-	(*WorkResponse)(nil),              // 16: jobwire.v1.WorkResponse
-	(*WorkJobs)(nil),                  // 17: jobwire.v1.WorkJobs
-	(*WorkAnswers)(nil),               // 18: jobwire.v1.WorkAnswers
-	(*WorkAnswer)(nil),                // 19: jobwire.v1.WorkAnswer
-	(*Job)(nil),                       // 20: jobwire.v1.Job
-	(*SessionSnapshot)(nil),           // 21: jobwire.v1.SessionSnapshot
-	(*Ping)(nil),                      // 22: jobwire.v1.Ping
-	(*Drain)(nil),                     // 23: jobwire.v1.Drain
-	(*Revoke)(nil),                    // 24: jobwire.v1.Revoke
-	(*CompleteJobRequest)(nil),        // 25: jobwire.v1.CompleteJobRequest
-	(*CompleteJobResponse)(nil),       // 26: jobwire.v1.CompleteJobResponse
-	(*FailJobRequest)(nil),            // 27: jobwire.v1.FailJobRequest
-	(*FailJobResponse)(nil),           // 28: jobwire.v1.FailJobResponse
-	(*ExtendLeaseRequest)(nil),        // 29: jobwire.v1.ExtendLeaseRequest
-	(*ExtendLeaseResponse)(nil),       // 30: jobwire.v1.ExtendLeaseResponse
-	(*ReturnJobRequest)(nil),          // 31: jobwire.v1.ReturnJobRequest
-	(*ReturnJobResponse)(nil),         // 32: jobwire.v1.ReturnJobResponse
-	(*GetJobInfoRequest)(nil),         // 33: jobwire.v1.GetJobInfoRequest
-	(*GetJobInfoResponse)(nil),        // 34: jobwire.v1.GetJobInfoResponse
-	(*JobInfo)(nil),                   // 35: jobwire.v1.JobInfo
-	(*StatsRequest)(nil),              // 36: jobwire.v1.StatsRequest
-	(*StatsResponse)(nil),             // 37: jobwire.v1.StatsResponse
-	(*QueueStats)(nil),                // 38: jobwire.v1.QueueStats
-	(*RedisMemory)(nil),               // 39: jobwire.v1.RedisMemory
-	(*ListQueuesRequest)(nil),         // 40: jobwire.v1.ListQueuesRequest
-	(*ListQueuesResponse)(nil),        // 41: jobwire.v1.ListQueuesResponse
-	(*WatchJobRequest)(nil),           // 42: jobwire.v1.WatchJobRequest
-	(*WatchJobResponse)(nil),          // 43: jobwire.v1.WatchJobResponse
-	(*JobEvent)(nil),                  // 44: jobwire.v1.JobEvent
-	(*ReportProgressRequest)(nil),     // 45: jobwire.v1.ReportProgressRequest
-	(*ReportProgressResponse)(nil),    // 46: jobwire.v1.ReportProgressResponse
-	(*SubscribeRequest)(nil),          // 47: jobwire.v1.SubscribeRequest
-	(*SubscribeResponse)(nil),         // 48: jobwire.v1.SubscribeResponse
-	(*CancelJobRequest)(nil),          // 49: jobwire.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),         // 50: jobwire.v1.CancelJobResponse
-	(*PauseQueueRequest)(nil),         // 51: jobwire.v1.PauseQueueRequest
-	(*PauseQueueResponse)(nil),        // 52: jobwire.v1.PauseQueueResponse
-	(*ResumeQueueRequest)(nil),        // 53: jobwire.v1.ResumeQueueRequest
-	(*ResumeQueueResponse)(nil),       // 54: jobwire.v1.ResumeQueueResponse
-	(*ListJobsRequest)(nil),           // 55: jobwire.v1.ListJobsRequest
-	(*JobFilter)(nil),                 // 56: jobwire.v1.JobFilter
-	(*ListJobsResponse)(nil),          // 57: jobwire.v1.ListJobsResponse
-	(*RetryJobRequest)(nil),           // 58: jobwire.v1.RetryJobRequest
-	(*RetryJobResponse)(nil),          // 59: jobwire.v1.RetryJobResponse
-	(*RetryDeadJobsRequest)(nil),      // 60: jobwire.v1.RetryDeadJobsRequest
-	(*RetryDeadJobsResponse)(nil),     // 61: jobwire.v1.RetryDeadJobsResponse
-	(*DeleteJobRequest)(nil),          // 62: jobwire.v1.DeleteJobRequest
-	(*DeleteJobResponse)(nil),         // 63: jobwire.v1.DeleteJobResponse
-	(*PurgeQueueRequest)(nil),         // 64: jobwire.v1.PurgeQueueRequest
-	(*PurgeQueueResponse)(nil),        // 65: jobwire.v1.PurgeQueueResponse
-	(*ListWorkersRequest)(nil),        // 66: jobwire.v1.ListWorkersRequest
-	(*ListWorkersResponse)(nil),       // 67: jobwire.v1.ListWorkersResponse
-	(*WorkerInfo)(nil),                // 68: jobwire.v1.WorkerInfo
-	(*CreateSessionRequest)(nil),      // 69: jobwire.v1.CreateSessionRequest
-	(*CreateSessionResponse)(nil),     // 70: jobwire.v1.CreateSessionResponse
-	(*Session)(nil),                   // 71: jobwire.v1.Session
-	(*GetSessionRequest)(nil),         // 72: jobwire.v1.GetSessionRequest
-	(*GetSessionResponse)(nil),        // 73: jobwire.v1.GetSessionResponse
-	(*UpdateSessionRequest)(nil),      // 74: jobwire.v1.UpdateSessionRequest
-	(*UpdateSessionResponse)(nil),     // 75: jobwire.v1.UpdateSessionResponse
-	(*DeleteSessionRequest)(nil),      // 76: jobwire.v1.DeleteSessionRequest
-	(*DeleteSessionResponse)(nil),     // 77: jobwire.v1.DeleteSessionResponse
-	(*ListSessionsRequest)(nil),       // 78: jobwire.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),      // 79: jobwire.v1.ListSessionsResponse
-	(*JobSelection)(nil),              // 80: jobwire.v1.JobSelection
-	(*JobIdList)(nil),                 // 81: jobwire.v1.JobIdList
-	(*JobQuery)(nil),                  // 82: jobwire.v1.JobQuery
-	(*BulkOutcome)(nil),               // 83: jobwire.v1.BulkOutcome
-	(*RetryJobsRequest)(nil),          // 84: jobwire.v1.RetryJobsRequest
-	(*RetryJobsResponse)(nil),         // 85: jobwire.v1.RetryJobsResponse
-	(*CancelJobsRequest)(nil),         // 86: jobwire.v1.CancelJobsRequest
-	(*CancelJobsResponse)(nil),        // 87: jobwire.v1.CancelJobsResponse
-	(*DeleteJobsRequest)(nil),         // 88: jobwire.v1.DeleteJobsRequest
-	(*DeleteJobsResponse)(nil),        // 89: jobwire.v1.DeleteJobsResponse
-	(*ListDeadJobGroupsRequest)(nil),  // 90: jobwire.v1.ListDeadJobGroupsRequest
-	(*ListDeadJobGroupsResponse)(nil), // 91: jobwire.v1.ListDeadJobGroupsResponse
-	(*DeadJobGroup)(nil),              // 92: jobwire.v1.DeadJobGroup
-	(*GetQueueActivityRequest)(nil),   // 93: jobwire.v1.GetQueueActivityRequest
-	(*GetQueueActivityResponse)(nil),  // 94: jobwire.v1.GetQueueActivityResponse
-	(*QueueActivity)(nil),             // 95: jobwire.v1.QueueActivity
-	(*ActivityMinute)(nil),            // 96: jobwire.v1.ActivityMinute
-	(*SubscribeQueuesRequest)(nil),    // 97: jobwire.v1.SubscribeQueuesRequest
-	(*SubscribeQueuesResponse)(nil),   // 98: jobwire.v1.SubscribeQueuesResponse
-	nil,                               // 99: jobwire.v1.AddJobRequest.HeadersEntry
-	nil,                               // 100: jobwire.v1.GetJobRequest.LabelsEntry
-	nil,                               // 101: jobwire.v1.WorkOpen.LabelsEntry
-	nil,                               // 102: jobwire.v1.Job.HeadersEntry
-	nil,                               // 103: jobwire.v1.JobInfo.HeadersEntry
-	nil,                               // 104: jobwire.v1.WorkerInfo.LabelsEntry
-	(*durationpb.Duration)(nil),       // 105: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),     // 106: google.protobuf.Timestamp
+	(AccessRole)(0),                   // 4: jobwire.v1.AccessRole
+	(*Backoff)(nil),                   // 5: jobwire.v1.Backoff
+	(*AddJobRequest)(nil),             // 6: jobwire.v1.AddJobRequest
+	(*AddJobResponse)(nil),            // 7: jobwire.v1.AddJobResponse
+	(*AddJobsRequest)(nil),            // 8: jobwire.v1.AddJobsRequest
+	(*AddJobsResponse)(nil),           // 9: jobwire.v1.AddJobsResponse
+	(*AddJobsResult)(nil),             // 10: jobwire.v1.AddJobsResult
+	(*GetJobRequest)(nil),             // 11: jobwire.v1.GetJobRequest
+	(*GetJobResponse)(nil),            // 12: jobwire.v1.GetJobResponse
+	(*WorkRequest)(nil),               // 13: jobwire.v1.WorkRequest
+	(*WorkOpen)(nil),                  // 14: jobwire.v1.WorkOpen
+	(*WorkAcks)(nil),                  // 15: jobwire.v1.WorkAcks
+	(*WorkAck)(nil),                   // 16: jobwire.v1.WorkAck
+	(*WorkResponse)(nil),              // 17: jobwire.v1.WorkResponse
+	(*WorkJobs)(nil),                  // 18: jobwire.v1.WorkJobs
+	(*WorkAnswers)(nil),               // 19: jobwire.v1.WorkAnswers
+	(*WorkAnswer)(nil),                // 20: jobwire.v1.WorkAnswer
+	(*Job)(nil),                       // 21: jobwire.v1.Job
+	(*SessionSnapshot)(nil),           // 22: jobwire.v1.SessionSnapshot
+	(*Ping)(nil),                      // 23: jobwire.v1.Ping
+	(*Drain)(nil),                     // 24: jobwire.v1.Drain
+	(*Revoke)(nil),                    // 25: jobwire.v1.Revoke
+	(*CompleteJobRequest)(nil),        // 26: jobwire.v1.CompleteJobRequest
+	(*CompleteJobResponse)(nil),       // 27: jobwire.v1.CompleteJobResponse
+	(*FailJobRequest)(nil),            // 28: jobwire.v1.FailJobRequest
+	(*FailJobResponse)(nil),           // 29: jobwire.v1.FailJobResponse
+	(*ExtendLeaseRequest)(nil),        // 30: jobwire.v1.ExtendLeaseRequest
+	(*ExtendLeaseResponse)(nil),       // 31: jobwire.v1.ExtendLeaseResponse
+	(*ReturnJobRequest)(nil),          // 32: jobwire.v1.ReturnJobRequest
+	(*ReturnJobResponse)(nil),         // 33: jobwire.v1.ReturnJobResponse
+	(*GetJobInfoRequest)(nil),         // 34: jobwire.v1.GetJobInfoRequest
+	(*GetJobInfoResponse)(nil),        // 35: jobwire.v1.GetJobInfoResponse
+	(*JobInfo)(nil),                   // 36: jobwire.v1.JobInfo
+	(*StatsRequest)(nil),              // 37: jobwire.v1.StatsRequest
+	(*StatsResponse)(nil),             // 38: jobwire.v1.StatsResponse
+	(*QueueStats)(nil),                // 39: jobwire.v1.QueueStats
+	(*RedisMemory)(nil),               // 40: jobwire.v1.RedisMemory
+	(*ListQueuesRequest)(nil),         // 41: jobwire.v1.ListQueuesRequest
+	(*ListQueuesResponse)(nil),        // 42: jobwire.v1.ListQueuesResponse
+	(*WatchJobRequest)(nil),           // 43: jobwire.v1.WatchJobRequest
+	(*WatchJobResponse)(nil),          // 44: jobwire.v1.WatchJobResponse
+	(*JobEvent)(nil),                  // 45: jobwire.v1.JobEvent
+	(*ReportProgressRequest)(nil),     // 46: jobwire.v1.ReportProgressRequest
+	(*ReportProgressResponse)(nil),    // 47: jobwire.v1.ReportProgressResponse
+	(*SubscribeRequest)(nil),          // 48: jobwire.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),         // 49: jobwire.v1.SubscribeResponse
+	(*CancelJobRequest)(nil),          // 50: jobwire.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),         // 51: jobwire.v1.CancelJobResponse
+	(*PauseQueueRequest)(nil),         // 52: jobwire.v1.PauseQueueRequest
+	(*PauseQueueResponse)(nil),        // 53: jobwire.v1.PauseQueueResponse
+	(*ResumeQueueRequest)(nil),        // 54: jobwire.v1.ResumeQueueRequest
+	(*ResumeQueueResponse)(nil),       // 55: jobwire.v1.ResumeQueueResponse
+	(*ListJobsRequest)(nil),           // 56: jobwire.v1.ListJobsRequest
+	(*JobFilter)(nil),                 // 57: jobwire.v1.JobFilter
+	(*ListJobsResponse)(nil),          // 58: jobwire.v1.ListJobsResponse
+	(*RetryJobRequest)(nil),           // 59: jobwire.v1.RetryJobRequest
+	(*RetryJobResponse)(nil),          // 60: jobwire.v1.RetryJobResponse
+	(*RetryDeadJobsRequest)(nil),      // 61: jobwire.v1.RetryDeadJobsRequest
+	(*RetryDeadJobsResponse)(nil),     // 62: jobwire.v1.RetryDeadJobsResponse
+	(*DeleteJobRequest)(nil),          // 63: jobwire.v1.DeleteJobRequest
+	(*DeleteJobResponse)(nil),         // 64: jobwire.v1.DeleteJobResponse
+	(*PurgeQueueRequest)(nil),         // 65: jobwire.v1.PurgeQueueRequest
+	(*PurgeQueueResponse)(nil),        // 66: jobwire.v1.PurgeQueueResponse
+	(*ListWorkersRequest)(nil),        // 67: jobwire.v1.ListWorkersRequest
+	(*ListWorkersResponse)(nil),       // 68: jobwire.v1.ListWorkersResponse
+	(*WorkerInfo)(nil),                // 69: jobwire.v1.WorkerInfo
+	(*CreateSessionRequest)(nil),      // 70: jobwire.v1.CreateSessionRequest
+	(*CreateSessionResponse)(nil),     // 71: jobwire.v1.CreateSessionResponse
+	(*Session)(nil),                   // 72: jobwire.v1.Session
+	(*GetSessionRequest)(nil),         // 73: jobwire.v1.GetSessionRequest
+	(*GetSessionResponse)(nil),        // 74: jobwire.v1.GetSessionResponse
+	(*UpdateSessionRequest)(nil),      // 75: jobwire.v1.UpdateSessionRequest
+	(*UpdateSessionResponse)(nil),     // 76: jobwire.v1.UpdateSessionResponse
+	(*DeleteSessionRequest)(nil),      // 77: jobwire.v1.DeleteSessionRequest
+	(*DeleteSessionResponse)(nil),     // 78: jobwire.v1.DeleteSessionResponse
+	(*ListSessionsRequest)(nil),       // 79: jobwire.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),      // 80: jobwire.v1.ListSessionsResponse
+	(*JobSelection)(nil),              // 81: jobwire.v1.JobSelection
+	(*JobIdList)(nil),                 // 82: jobwire.v1.JobIdList
+	(*JobQuery)(nil),                  // 83: jobwire.v1.JobQuery
+	(*BulkOutcome)(nil),               // 84: jobwire.v1.BulkOutcome
+	(*RetryJobsRequest)(nil),          // 85: jobwire.v1.RetryJobsRequest
+	(*RetryJobsResponse)(nil),         // 86: jobwire.v1.RetryJobsResponse
+	(*CancelJobsRequest)(nil),         // 87: jobwire.v1.CancelJobsRequest
+	(*CancelJobsResponse)(nil),        // 88: jobwire.v1.CancelJobsResponse
+	(*DeleteJobsRequest)(nil),         // 89: jobwire.v1.DeleteJobsRequest
+	(*DeleteJobsResponse)(nil),        // 90: jobwire.v1.DeleteJobsResponse
+	(*ListDeadJobGroupsRequest)(nil),  // 91: jobwire.v1.ListDeadJobGroupsRequest
+	(*ListDeadJobGroupsResponse)(nil), // 92: jobwire.v1.ListDeadJobGroupsResponse
+	(*DeadJobGroup)(nil),              // 93: jobwire.v1.DeadJobGroup
+	(*GetQueueActivityRequest)(nil),   // 94: jobwire.v1.GetQueueActivityRequest
+	(*GetQueueActivityResponse)(nil),  // 95: jobwire.v1.GetQueueActivityResponse
+	(*QueueActivity)(nil),             // 96: jobwire.v1.QueueActivity
+	(*ActivityMinute)(nil),            // 97: jobwire.v1.ActivityMinute
+	(*SubscribeQueuesRequest)(nil),    // 98: jobwire.v1.SubscribeQueuesRequest
+	(*SubscribeQueuesResponse)(nil),   // 99: jobwire.v1.SubscribeQueuesResponse
+	(*GetAccessRequest)(nil),          // 100: jobwire.v1.GetAccessRequest
+	(*GetAccessResponse)(nil),         // 101: jobwire.v1.GetAccessResponse
+	nil,                               // 102: jobwire.v1.AddJobRequest.HeadersEntry
+	nil,                               // 103: jobwire.v1.GetJobRequest.LabelsEntry
+	nil,                               // 104: jobwire.v1.WorkOpen.LabelsEntry
+	nil,                               // 105: jobwire.v1.Job.HeadersEntry
+	nil,                               // 106: jobwire.v1.JobInfo.HeadersEntry
+	nil,                               // 107: jobwire.v1.WorkerInfo.LabelsEntry
+	(*durationpb.Duration)(nil),       // 108: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),     // 109: google.protobuf.Timestamp
 }
 var file_jobwire_v1_jobwire_proto_depIdxs = []int32{
 	1,   // 0: jobwire.v1.Backoff.kind:type_name -> jobwire.v1.BackoffKind
-	105, // 1: jobwire.v1.Backoff.base:type_name -> google.protobuf.Duration
-	105, // 2: jobwire.v1.Backoff.max:type_name -> google.protobuf.Duration
-	99,  // 3: jobwire.v1.AddJobRequest.headers:type_name -> jobwire.v1.AddJobRequest.HeadersEntry
-	105, // 4: jobwire.v1.AddJobRequest.delay:type_name -> google.protobuf.Duration
-	106, // 5: jobwire.v1.AddJobRequest.run_at:type_name -> google.protobuf.Timestamp
-	4,   // 6: jobwire.v1.AddJobRequest.backoff:type_name -> jobwire.v1.Backoff
-	105, // 7: jobwire.v1.AddJobRequest.timeout:type_name -> google.protobuf.Duration
-	5,   // 8: jobwire.v1.AddJobsRequest.jobs:type_name -> jobwire.v1.AddJobRequest
-	9,   // 9: jobwire.v1.AddJobsResponse.results:type_name -> jobwire.v1.AddJobsResult
-	100, // 10: jobwire.v1.GetJobRequest.labels:type_name -> jobwire.v1.GetJobRequest.LabelsEntry
-	20,  // 11: jobwire.v1.GetJobResponse.job:type_name -> jobwire.v1.Job
-	22,  // 12: jobwire.v1.GetJobResponse.ping:type_name -> jobwire.v1.Ping
-	23,  // 13: jobwire.v1.GetJobResponse.drain:type_name -> jobwire.v1.Drain
-	24,  // 14: jobwire.v1.GetJobResponse.revoke:type_name -> jobwire.v1.Revoke
-	13,  // 15: jobwire.v1.WorkRequest.open:type_name -> jobwire.v1.WorkOpen
-	14,  // 16: jobwire.v1.WorkRequest.acks:type_name -> jobwire.v1.WorkAcks
-	101, // 17: jobwire.v1.WorkOpen.labels:type_name -> jobwire.v1.WorkOpen.LabelsEntry
-	15,  // 18: jobwire.v1.WorkAcks.acks:type_name -> jobwire.v1.WorkAck
-	25,  // 19: jobwire.v1.WorkAck.complete:type_name -> jobwire.v1.CompleteJobRequest
-	27,  // 20: jobwire.v1.WorkAck.fail:type_name -> jobwire.v1.FailJobRequest
-	45,  // 21: jobwire.v1.WorkAck.progress:type_name -> jobwire.v1.ReportProgressRequest
-	29,  // 22: jobwire.v1.WorkAck.extend:type_name -> jobwire.v1.ExtendLeaseRequest
-	31,  // 23: jobwire.v1.WorkAck.give_back:type_name -> jobwire.v1.ReturnJobRequest
-	17,  // 24: jobwire.v1.WorkResponse.jobs:type_name -> jobwire.v1.WorkJobs
-	22,  // 25: jobwire.v1.WorkResponse.ping:type_name -> jobwire.v1.Ping
-	23,  // 26: jobwire.v1.WorkResponse.drain:type_name -> jobwire.v1.Drain
-	24,  // 27: jobwire.v1.WorkResponse.revoke:type_name -> jobwire.v1.Revoke
-	18,  // 28: jobwire.v1.WorkResponse.answers:type_name -> jobwire.v1.WorkAnswers
-	20,  // 29: jobwire.v1.WorkJobs.jobs:type_name -> jobwire.v1.Job
-	19,  // 30: jobwire.v1.WorkAnswers.answers:type_name -> jobwire.v1.WorkAnswer
-	28,  // 31: jobwire.v1.WorkAnswer.fail:type_name -> jobwire.v1.FailJobResponse
-	30,  // 32: jobwire.v1.WorkAnswer.extend:type_name -> jobwire.v1.ExtendLeaseResponse
-	102, // 33: jobwire.v1.Job.headers:type_name -> jobwire.v1.Job.HeadersEntry
-	106, // 34: jobwire.v1.Job.deadline:type_name -> google.protobuf.Timestamp
-	106, // 35: jobwire.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	21,  // 36: jobwire.v1.Job.session:type_name -> jobwire.v1.SessionSnapshot
-	105, // 37: jobwire.v1.Drain.grace:type_name -> google.protobuf.Duration
+	108, // 1: jobwire.v1.Backoff.base:type_name -> google.protobuf.Duration
+	108, // 2: jobwire.v1.Backoff.max:type_name -> google.protobuf.Duration
+	102, // 3: jobwire.v1.AddJobRequest.headers:type_name -> jobwire.v1.AddJobRequest.HeadersEntry
+	108, // 4: jobwire.v1.AddJobRequest.delay:type_name -> google.protobuf.Duration
+	109, // 5: jobwire.v1.AddJobRequest.run_at:type_name -> google.protobuf.Timestamp
+	5,   // 6: jobwire.v1.AddJobRequest.backoff:type_name -> jobwire.v1.Backoff
+	108, // 7: jobwire.v1.AddJobRequest.timeout:type_name -> google.protobuf.Duration
+	6,   // 8: jobwire.v1.AddJobsRequest.jobs:type_name -> jobwire.v1.AddJobRequest
+	10,  // 9: jobwire.v1.AddJobsResponse.results:type_name -> jobwire.v1.AddJobsResult
+	103, // 10: jobwire.v1.GetJobRequest.labels:type_name -> jobwire.v1.GetJobRequest.LabelsEntry
+	21,  // 11: jobwire.v1.GetJobResponse.job:type_name -> jobwire.v1.Job
+	23,  // 12: jobwire.v1.GetJobResponse.ping:type_name -> jobwire.v1.Ping
+	24,  // 13: jobwire.v1.GetJobResponse.drain:type_name -> jobwire.v1.Drain
+	25,  // 14: jobwire.v1.GetJobResponse.revoke:type_name -> jobwire.v1.Revoke
+	14,  // 15: jobwire.v1.WorkRequest.open:type_name -> jobwire.v1.WorkOpen
+	15,  // 16: jobwire.v1.WorkRequest.acks:type_name -> jobwire.v1.WorkAcks
+	104, // 17: jobwire.v1.WorkOpen.labels:type_name -> jobwire.v1.WorkOpen.LabelsEntry
+	16,  // 18: jobwire.v1.WorkAcks.acks:type_name -> jobwire.v1.WorkAck
+	26,  // 19: jobwire.v1.WorkAck.complete:type_name -> jobwire.v1.CompleteJobRequest
+	28,  // 20: jobwire.v1.WorkAck.fail:type_name -> jobwire.v1.FailJobRequest
+	46,  // 21: jobwire.v1.WorkAck.progress:type_name -> jobwire.v1.ReportProgressRequest
+	30,  // 22: jobwire.v1.WorkAck.extend:type_name -> jobwire.v1.ExtendLeaseRequest
+	32,  // 23: jobwire.v1.WorkAck.give_back:type_name -> jobwire.v1.ReturnJobRequest
+	18,  // 24: jobwire.v1.WorkResponse.jobs:type_name -> jobwire.v1.WorkJobs
+	23,  // 25: jobwire.v1.WorkResponse.ping:type_name -> jobwire.v1.Ping
+	24,  // 26: jobwire.v1.WorkResponse.drain:type_name -> jobwire.v1.Drain
+	25,  // 27: jobwire.v1.WorkResponse.revoke:type_name -> jobwire.v1.Revoke
+	19,  // 28: jobwire.v1.WorkResponse.answers:type_name -> jobwire.v1.WorkAnswers
+	21,  // 29: jobwire.v1.WorkJobs.jobs:type_name -> jobwire.v1.Job
+	20,  // 30: jobwire.v1.WorkAnswers.answers:type_name -> jobwire.v1.WorkAnswer
+	29,  // 31: jobwire.v1.WorkAnswer.fail:type_name -> jobwire.v1.FailJobResponse
+	31,  // 32: jobwire.v1.WorkAnswer.extend:type_name -> jobwire.v1.ExtendLeaseResponse
+	105, // 33: jobwire.v1.Job.headers:type_name -> jobwire.v1.Job.HeadersEntry
+	109, // 34: jobwire.v1.Job.deadline:type_name -> google.protobuf.Timestamp
+	109, // 35: jobwire.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	22,  // 36: jobwire.v1.Job.session:type_name -> jobwire.v1.SessionSnapshot
+	108, // 37: jobwire.v1.Drain.grace:type_name -> google.protobuf.Duration
 	2,   // 38: jobwire.v1.Revoke.reason:type_name -> jobwire.v1.RevokeReason
-	105, // 39: jobwire.v1.FailJobRequest.retry_after:type_name -> google.protobuf.Duration
+	108, // 39: jobwire.v1.FailJobRequest.retry_after:type_name -> google.protobuf.Duration
 	0,   // 40: jobwire.v1.FailJobResponse.state:type_name -> jobwire.v1.JobState
-	106, // 41: jobwire.v1.FailJobResponse.next_run_at:type_name -> google.protobuf.Timestamp
-	105, // 42: jobwire.v1.ExtendLeaseRequest.extend_by:type_name -> google.protobuf.Duration
-	106, // 43: jobwire.v1.ExtendLeaseResponse.deadline:type_name -> google.protobuf.Timestamp
-	35,  // 44: jobwire.v1.GetJobInfoResponse.job:type_name -> jobwire.v1.JobInfo
+	109, // 41: jobwire.v1.FailJobResponse.next_run_at:type_name -> google.protobuf.Timestamp
+	108, // 42: jobwire.v1.ExtendLeaseRequest.extend_by:type_name -> google.protobuf.Duration
+	109, // 43: jobwire.v1.ExtendLeaseResponse.deadline:type_name -> google.protobuf.Timestamp
+	36,  // 44: jobwire.v1.GetJobInfoResponse.job:type_name -> jobwire.v1.JobInfo
 	0,   // 45: jobwire.v1.JobInfo.state:type_name -> jobwire.v1.JobState
-	103, // 46: jobwire.v1.JobInfo.headers:type_name -> jobwire.v1.JobInfo.HeadersEntry
-	106, // 47: jobwire.v1.JobInfo.created_at:type_name -> google.protobuf.Timestamp
-	106, // 48: jobwire.v1.JobInfo.started_at:type_name -> google.protobuf.Timestamp
-	106, // 49: jobwire.v1.JobInfo.finished_at:type_name -> google.protobuf.Timestamp
-	106, // 50: jobwire.v1.JobInfo.run_at:type_name -> google.protobuf.Timestamp
-	38,  // 51: jobwire.v1.StatsResponse.stats:type_name -> jobwire.v1.QueueStats
-	39,  // 52: jobwire.v1.StatsResponse.redis_memory:type_name -> jobwire.v1.RedisMemory
-	105, // 53: jobwire.v1.QueueStats.oldest_waiting_age:type_name -> google.protobuf.Duration
-	38,  // 54: jobwire.v1.ListQueuesResponse.queues:type_name -> jobwire.v1.QueueStats
-	39,  // 55: jobwire.v1.ListQueuesResponse.redis_memory:type_name -> jobwire.v1.RedisMemory
-	44,  // 56: jobwire.v1.WatchJobResponse.event:type_name -> jobwire.v1.JobEvent
+	106, // 46: jobwire.v1.JobInfo.headers:type_name -> jobwire.v1.JobInfo.HeadersEntry
+	109, // 47: jobwire.v1.JobInfo.created_at:type_name -> google.protobuf.Timestamp
+	109, // 48: jobwire.v1.JobInfo.started_at:type_name -> google.protobuf.Timestamp
+	109, // 49: jobwire.v1.JobInfo.finished_at:type_name -> google.protobuf.Timestamp
+	109, // 50: jobwire.v1.JobInfo.run_at:type_name -> google.protobuf.Timestamp
+	39,  // 51: jobwire.v1.StatsResponse.stats:type_name -> jobwire.v1.QueueStats
+	40,  // 52: jobwire.v1.StatsResponse.redis_memory:type_name -> jobwire.v1.RedisMemory
+	108, // 53: jobwire.v1.QueueStats.oldest_waiting_age:type_name -> google.protobuf.Duration
+	39,  // 54: jobwire.v1.ListQueuesResponse.queues:type_name -> jobwire.v1.QueueStats
+	40,  // 55: jobwire.v1.ListQueuesResponse.redis_memory:type_name -> jobwire.v1.RedisMemory
+	45,  // 56: jobwire.v1.WatchJobResponse.event:type_name -> jobwire.v1.JobEvent
 	3,   // 57: jobwire.v1.JobEvent.type:type_name -> jobwire.v1.JobEventType
-	106, // 58: jobwire.v1.JobEvent.next_run_at:type_name -> google.protobuf.Timestamp
-	106, // 59: jobwire.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
-	44,  // 60: jobwire.v1.SubscribeResponse.event:type_name -> jobwire.v1.JobEvent
+	109, // 58: jobwire.v1.JobEvent.next_run_at:type_name -> google.protobuf.Timestamp
+	109, // 59: jobwire.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
+	45,  // 60: jobwire.v1.SubscribeResponse.event:type_name -> jobwire.v1.JobEvent
 	0,   // 61: jobwire.v1.ListJobsRequest.state:type_name -> jobwire.v1.JobState
-	56,  // 62: jobwire.v1.ListJobsRequest.filter:type_name -> jobwire.v1.JobFilter
-	106, // 63: jobwire.v1.JobFilter.created_after:type_name -> google.protobuf.Timestamp
-	106, // 64: jobwire.v1.JobFilter.created_before:type_name -> google.protobuf.Timestamp
-	35,  // 65: jobwire.v1.ListJobsResponse.jobs:type_name -> jobwire.v1.JobInfo
+	57,  // 62: jobwire.v1.ListJobsRequest.filter:type_name -> jobwire.v1.JobFilter
+	109, // 63: jobwire.v1.JobFilter.created_after:type_name -> google.protobuf.Timestamp
+	109, // 64: jobwire.v1.JobFilter.created_before:type_name -> google.protobuf.Timestamp
+	36,  // 65: jobwire.v1.ListJobsResponse.jobs:type_name -> jobwire.v1.JobInfo
 	0,   // 66: jobwire.v1.PurgeQueueRequest.states:type_name -> jobwire.v1.JobState
-	68,  // 67: jobwire.v1.ListWorkersResponse.workers:type_name -> jobwire.v1.WorkerInfo
-	104, // 68: jobwire.v1.WorkerInfo.labels:type_name -> jobwire.v1.WorkerInfo.LabelsEntry
-	106, // 69: jobwire.v1.WorkerInfo.connected_at:type_name -> google.protobuf.Timestamp
-	105, // 70: jobwire.v1.CreateSessionRequest.ttl:type_name -> google.protobuf.Duration
-	71,  // 71: jobwire.v1.CreateSessionResponse.session:type_name -> jobwire.v1.Session
-	106, // 72: jobwire.v1.Session.created_at:type_name -> google.protobuf.Timestamp
-	106, // 73: jobwire.v1.Session.updated_at:type_name -> google.protobuf.Timestamp
-	105, // 74: jobwire.v1.Session.ttl:type_name -> google.protobuf.Duration
-	71,  // 75: jobwire.v1.GetSessionResponse.session:type_name -> jobwire.v1.Session
-	71,  // 76: jobwire.v1.ListSessionsResponse.sessions:type_name -> jobwire.v1.Session
-	81,  // 77: jobwire.v1.JobSelection.ids:type_name -> jobwire.v1.JobIdList
-	82,  // 78: jobwire.v1.JobSelection.query:type_name -> jobwire.v1.JobQuery
+	69,  // 67: jobwire.v1.ListWorkersResponse.workers:type_name -> jobwire.v1.WorkerInfo
+	107, // 68: jobwire.v1.WorkerInfo.labels:type_name -> jobwire.v1.WorkerInfo.LabelsEntry
+	109, // 69: jobwire.v1.WorkerInfo.connected_at:type_name -> google.protobuf.Timestamp
+	108, // 70: jobwire.v1.CreateSessionRequest.ttl:type_name -> google.protobuf.Duration
+	72,  // 71: jobwire.v1.CreateSessionResponse.session:type_name -> jobwire.v1.Session
+	109, // 72: jobwire.v1.Session.created_at:type_name -> google.protobuf.Timestamp
+	109, // 73: jobwire.v1.Session.updated_at:type_name -> google.protobuf.Timestamp
+	108, // 74: jobwire.v1.Session.ttl:type_name -> google.protobuf.Duration
+	72,  // 75: jobwire.v1.GetSessionResponse.session:type_name -> jobwire.v1.Session
+	72,  // 76: jobwire.v1.ListSessionsResponse.sessions:type_name -> jobwire.v1.Session
+	82,  // 77: jobwire.v1.JobSelection.ids:type_name -> jobwire.v1.JobIdList
+	83,  // 78: jobwire.v1.JobSelection.query:type_name -> jobwire.v1.JobQuery
 	0,   // 79: jobwire.v1.JobQuery.state:type_name -> jobwire.v1.JobState
-	56,  // 80: jobwire.v1.JobQuery.filter:type_name -> jobwire.v1.JobFilter
-	80,  // 81: jobwire.v1.RetryJobsRequest.selection:type_name -> jobwire.v1.JobSelection
-	83,  // 82: jobwire.v1.RetryJobsResponse.outcome:type_name -> jobwire.v1.BulkOutcome
-	80,  // 83: jobwire.v1.CancelJobsRequest.selection:type_name -> jobwire.v1.JobSelection
-	83,  // 84: jobwire.v1.CancelJobsResponse.outcome:type_name -> jobwire.v1.BulkOutcome
-	80,  // 85: jobwire.v1.DeleteJobsRequest.selection:type_name -> jobwire.v1.JobSelection
-	83,  // 86: jobwire.v1.DeleteJobsResponse.outcome:type_name -> jobwire.v1.BulkOutcome
-	92,  // 87: jobwire.v1.ListDeadJobGroupsResponse.groups:type_name -> jobwire.v1.DeadJobGroup
-	106, // 88: jobwire.v1.DeadJobGroup.newest_at:type_name -> google.protobuf.Timestamp
-	106, // 89: jobwire.v1.DeadJobGroup.oldest_at:type_name -> google.protobuf.Timestamp
-	95,  // 90: jobwire.v1.GetQueueActivityResponse.queues:type_name -> jobwire.v1.QueueActivity
-	96,  // 91: jobwire.v1.QueueActivity.minutes:type_name -> jobwire.v1.ActivityMinute
-	106, // 92: jobwire.v1.ActivityMinute.start:type_name -> google.protobuf.Timestamp
-	44,  // 93: jobwire.v1.SubscribeQueuesResponse.event:type_name -> jobwire.v1.JobEvent
-	5,   // 94: jobwire.v1.QueueService.AddJob:input_type -> jobwire.v1.AddJobRequest
-	7,   // 95: jobwire.v1.QueueService.AddJobs:input_type -> jobwire.v1.AddJobsRequest
-	10,  // 96: jobwire.v1.QueueService.GetJob:input_type -> jobwire.v1.GetJobRequest
-	12,  // 97: jobwire.v1.QueueService.Work:input_type -> jobwire.v1.WorkRequest
-	25,  // 98: jobwire.v1.QueueService.CompleteJob:input_type -> jobwire.v1.CompleteJobRequest
-	27,  // 99: jobwire.v1.QueueService.FailJob:input_type -> jobwire.v1.FailJobRequest
-	29,  // 100: jobwire.v1.QueueService.ExtendLease:input_type -> jobwire.v1.ExtendLeaseRequest
-	31,  // 101: jobwire.v1.QueueService.ReturnJob:input_type -> jobwire.v1.ReturnJobRequest
-	33,  // 102: jobwire.v1.QueueService.GetJobInfo:input_type -> jobwire.v1.GetJobInfoRequest
-	36,  // 103: jobwire.v1.QueueService.Stats:input_type -> jobwire.v1.StatsRequest
-	40,  // 104: jobwire.v1.QueueService.ListQueues:input_type -> jobwire.v1.ListQueuesRequest
-	42,  // 105: jobwire.v1.QueueService.WatchJob:input_type -> jobwire.v1.WatchJobRequest
-	45,  // 106: jobwire.v1.QueueService.ReportProgress:input_type -> jobwire.v1.ReportProgressRequest
-	47,  // 107: jobwire.v1.QueueService.Subscribe:input_type -> jobwire.v1.SubscribeRequest
-	49,  // 108: jobwire.v1.QueueService.CancelJob:input_type -> jobwire.v1.CancelJobRequest
-	51,  // 109: jobwire.v1.QueueService.PauseQueue:input_type -> jobwire.v1.PauseQueueRequest
-	53,  // 110: jobwire.v1.QueueService.ResumeQueue:input_type -> jobwire.v1.ResumeQueueRequest
-	55,  // 111: jobwire.v1.QueueService.ListJobs:input_type -> jobwire.v1.ListJobsRequest
-	58,  // 112: jobwire.v1.QueueService.RetryJob:input_type -> jobwire.v1.RetryJobRequest
-	60,  // 113: jobwire.v1.QueueService.RetryDeadJobs:input_type -> jobwire.v1.RetryDeadJobsRequest
-	62,  // 114: jobwire.v1.QueueService.DeleteJob:input_type -> jobwire.v1.DeleteJobRequest
-	64,  // 115: jobwire.v1.QueueService.PurgeQueue:input_type -> jobwire.v1.PurgeQueueRequest
-	66,  // 116: jobwire.v1.QueueService.ListWorkers:input_type -> jobwire.v1.ListWorkersRequest
-	84,  // 117: jobwire.v1.QueueService.RetryJobs:input_type -> jobwire.v1.RetryJobsRequest
-	86,  // 118: jobwire.v1.QueueService.CancelJobs:input_type -> jobwire.v1.CancelJobsRequest
-	88,  // 119: jobwire.v1.QueueService.DeleteJobs:input_type -> jobwire.v1.DeleteJobsRequest
-	90,  // 120: jobwire.v1.QueueService.ListDeadJobGroups:input_type -> jobwire.v1.ListDeadJobGroupsRequest
-	93,  // 121: jobwire.v1.QueueService.GetQueueActivity:input_type -> jobwire.v1.GetQueueActivityRequest
-	97,  // 122: jobwire.v1.QueueService.SubscribeQueues:input_type -> jobwire.v1.SubscribeQueuesRequest
-	69,  // 123: jobwire.v1.SessionService.CreateSession:input_type -> jobwire.v1.CreateSessionRequest
-	72,  // 124: jobwire.v1.SessionService.GetSession:input_type -> jobwire.v1.GetSessionRequest
-	74,  // 125: jobwire.v1.SessionService.UpdateSession:input_type -> jobwire.v1.UpdateSessionRequest
-	76,  // 126: jobwire.v1.SessionService.DeleteSession:input_type -> jobwire.v1.DeleteSessionRequest
-	78,  // 127: jobwire.v1.SessionService.ListSessions:input_type -> jobwire.v1.ListSessionsRequest
-	6,   // 128: jobwire.v1.QueueService.AddJob:output_type -> jobwire.v1.AddJobResponse
-	8,   // 129: jobwire.v1.QueueService.AddJobs:output_type -> jobwire.v1.AddJobsResponse
-	11,  // 130: jobwire.v1.QueueService.GetJob:output_type -> jobwire.v1.GetJobResponse
-	16,  // 131: jobwire.v1.QueueService.Work:output_type -> jobwire.v1.WorkResponse
-	26,  // 132: jobwire.v1.QueueService.CompleteJob:output_type -> jobwire.v1.CompleteJobResponse
-	28,  // 133: jobwire.v1.QueueService.FailJob:output_type -> jobwire.v1.FailJobResponse
-	30,  // 134: jobwire.v1.QueueService.ExtendLease:output_type -> jobwire.v1.ExtendLeaseResponse
-	32,  // 135: jobwire.v1.QueueService.ReturnJob:output_type -> jobwire.v1.ReturnJobResponse
-	34,  // 136: jobwire.v1.QueueService.GetJobInfo:output_type -> jobwire.v1.GetJobInfoResponse
-	37,  // 137: jobwire.v1.QueueService.Stats:output_type -> jobwire.v1.StatsResponse
-	41,  // 138: jobwire.v1.QueueService.ListQueues:output_type -> jobwire.v1.ListQueuesResponse
-	43,  // 139: jobwire.v1.QueueService.WatchJob:output_type -> jobwire.v1.WatchJobResponse
-	46,  // 140: jobwire.v1.QueueService.ReportProgress:output_type -> jobwire.v1.ReportProgressResponse
-	48,  // 141: jobwire.v1.QueueService.Subscribe:output_type -> jobwire.v1.SubscribeResponse
-	50,  // 142: jobwire.v1.QueueService.CancelJob:output_type -> jobwire.v1.CancelJobResponse
-	52,  // 143: jobwire.v1.QueueService.PauseQueue:output_type -> jobwire.v1.PauseQueueResponse
-	54,  // 144: jobwire.v1.QueueService.ResumeQueue:output_type -> jobwire.v1.ResumeQueueResponse
-	57,  // 145: jobwire.v1.QueueService.ListJobs:output_type -> jobwire.v1.ListJobsResponse
-	59,  // 146: jobwire.v1.QueueService.RetryJob:output_type -> jobwire.v1.RetryJobResponse
-	61,  // 147: jobwire.v1.QueueService.RetryDeadJobs:output_type -> jobwire.v1.RetryDeadJobsResponse
-	63,  // 148: jobwire.v1.QueueService.DeleteJob:output_type -> jobwire.v1.DeleteJobResponse
-	65,  // 149: jobwire.v1.QueueService.PurgeQueue:output_type -> jobwire.v1.PurgeQueueResponse
-	67,  // 150: jobwire.v1.QueueService.ListWorkers:output_type -> jobwire.v1.ListWorkersResponse
-	85,  // 151: jobwire.v1.QueueService.RetryJobs:output_type -> jobwire.v1.RetryJobsResponse
-	87,  // 152: jobwire.v1.QueueService.CancelJobs:output_type -> jobwire.v1.CancelJobsResponse
-	89,  // 153: jobwire.v1.QueueService.DeleteJobs:output_type -> jobwire.v1.DeleteJobsResponse
-	91,  // 154: jobwire.v1.QueueService.ListDeadJobGroups:output_type -> jobwire.v1.ListDeadJobGroupsResponse
-	94,  // 155: jobwire.v1.QueueService.GetQueueActivity:output_type -> jobwire.v1.GetQueueActivityResponse
-	98,  // 156: jobwire.v1.QueueService.SubscribeQueues:output_type -> jobwire.v1.SubscribeQueuesResponse
-	70,  // 157: jobwire.v1.SessionService.CreateSession:output_type -> jobwire.v1.CreateSessionResponse
-	73,  // 158: jobwire.v1.SessionService.GetSession:output_type -> jobwire.v1.GetSessionResponse
-	75,  // 159: jobwire.v1.SessionService.UpdateSession:output_type -> jobwire.v1.UpdateSessionResponse
-	77,  // 160: jobwire.v1.SessionService.DeleteSession:output_type -> jobwire.v1.DeleteSessionResponse
-	79,  // 161: jobwire.v1.SessionService.ListSessions:output_type -> jobwire.v1.ListSessionsResponse
-	128, // [128:162] is the sub-list for method output_type
-	94,  // [94:128] is the sub-list for method input_type
-	94,  // [94:94] is the sub-list for extension type_name
-	94,  // [94:94] is the sub-list for extension extendee
-	0,   // [0:94] is the sub-list for field type_name
+	57,  // 80: jobwire.v1.JobQuery.filter:type_name -> jobwire.v1.JobFilter
+	81,  // 81: jobwire.v1.RetryJobsRequest.selection:type_name -> jobwire.v1.JobSelection
+	84,  // 82: jobwire.v1.RetryJobsResponse.outcome:type_name -> jobwire.v1.BulkOutcome
+	81,  // 83: jobwire.v1.CancelJobsRequest.selection:type_name -> jobwire.v1.JobSelection
+	84,  // 84: jobwire.v1.CancelJobsResponse.outcome:type_name -> jobwire.v1.BulkOutcome
+	81,  // 85: jobwire.v1.DeleteJobsRequest.selection:type_name -> jobwire.v1.JobSelection
+	84,  // 86: jobwire.v1.DeleteJobsResponse.outcome:type_name -> jobwire.v1.BulkOutcome
+	93,  // 87: jobwire.v1.ListDeadJobGroupsResponse.groups:type_name -> jobwire.v1.DeadJobGroup
+	109, // 88: jobwire.v1.DeadJobGroup.newest_at:type_name -> google.protobuf.Timestamp
+	109, // 89: jobwire.v1.DeadJobGroup.oldest_at:type_name -> google.protobuf.Timestamp
+	96,  // 90: jobwire.v1.GetQueueActivityResponse.queues:type_name -> jobwire.v1.QueueActivity
+	97,  // 91: jobwire.v1.QueueActivity.minutes:type_name -> jobwire.v1.ActivityMinute
+	109, // 92: jobwire.v1.ActivityMinute.start:type_name -> google.protobuf.Timestamp
+	45,  // 93: jobwire.v1.SubscribeQueuesResponse.event:type_name -> jobwire.v1.JobEvent
+	4,   // 94: jobwire.v1.GetAccessResponse.role:type_name -> jobwire.v1.AccessRole
+	6,   // 95: jobwire.v1.QueueService.AddJob:input_type -> jobwire.v1.AddJobRequest
+	8,   // 96: jobwire.v1.QueueService.AddJobs:input_type -> jobwire.v1.AddJobsRequest
+	11,  // 97: jobwire.v1.QueueService.GetJob:input_type -> jobwire.v1.GetJobRequest
+	13,  // 98: jobwire.v1.QueueService.Work:input_type -> jobwire.v1.WorkRequest
+	26,  // 99: jobwire.v1.QueueService.CompleteJob:input_type -> jobwire.v1.CompleteJobRequest
+	28,  // 100: jobwire.v1.QueueService.FailJob:input_type -> jobwire.v1.FailJobRequest
+	30,  // 101: jobwire.v1.QueueService.ExtendLease:input_type -> jobwire.v1.ExtendLeaseRequest
+	32,  // 102: jobwire.v1.QueueService.ReturnJob:input_type -> jobwire.v1.ReturnJobRequest
+	34,  // 103: jobwire.v1.QueueService.GetJobInfo:input_type -> jobwire.v1.GetJobInfoRequest
+	37,  // 104: jobwire.v1.QueueService.Stats:input_type -> jobwire.v1.StatsRequest
+	41,  // 105: jobwire.v1.QueueService.ListQueues:input_type -> jobwire.v1.ListQueuesRequest
+	43,  // 106: jobwire.v1.QueueService.WatchJob:input_type -> jobwire.v1.WatchJobRequest
+	46,  // 107: jobwire.v1.QueueService.ReportProgress:input_type -> jobwire.v1.ReportProgressRequest
+	48,  // 108: jobwire.v1.QueueService.Subscribe:input_type -> jobwire.v1.SubscribeRequest
+	50,  // 109: jobwire.v1.QueueService.CancelJob:input_type -> jobwire.v1.CancelJobRequest
+	52,  // 110: jobwire.v1.QueueService.PauseQueue:input_type -> jobwire.v1.PauseQueueRequest
+	54,  // 111: jobwire.v1.QueueService.ResumeQueue:input_type -> jobwire.v1.ResumeQueueRequest
+	56,  // 112: jobwire.v1.QueueService.ListJobs:input_type -> jobwire.v1.ListJobsRequest
+	59,  // 113: jobwire.v1.QueueService.RetryJob:input_type -> jobwire.v1.RetryJobRequest
+	61,  // 114: jobwire.v1.QueueService.RetryDeadJobs:input_type -> jobwire.v1.RetryDeadJobsRequest
+	63,  // 115: jobwire.v1.QueueService.DeleteJob:input_type -> jobwire.v1.DeleteJobRequest
+	65,  // 116: jobwire.v1.QueueService.PurgeQueue:input_type -> jobwire.v1.PurgeQueueRequest
+	67,  // 117: jobwire.v1.QueueService.ListWorkers:input_type -> jobwire.v1.ListWorkersRequest
+	85,  // 118: jobwire.v1.QueueService.RetryJobs:input_type -> jobwire.v1.RetryJobsRequest
+	87,  // 119: jobwire.v1.QueueService.CancelJobs:input_type -> jobwire.v1.CancelJobsRequest
+	89,  // 120: jobwire.v1.QueueService.DeleteJobs:input_type -> jobwire.v1.DeleteJobsRequest
+	91,  // 121: jobwire.v1.QueueService.ListDeadJobGroups:input_type -> jobwire.v1.ListDeadJobGroupsRequest
+	94,  // 122: jobwire.v1.QueueService.GetQueueActivity:input_type -> jobwire.v1.GetQueueActivityRequest
+	98,  // 123: jobwire.v1.QueueService.SubscribeQueues:input_type -> jobwire.v1.SubscribeQueuesRequest
+	100, // 124: jobwire.v1.QueueService.GetAccess:input_type -> jobwire.v1.GetAccessRequest
+	70,  // 125: jobwire.v1.SessionService.CreateSession:input_type -> jobwire.v1.CreateSessionRequest
+	73,  // 126: jobwire.v1.SessionService.GetSession:input_type -> jobwire.v1.GetSessionRequest
+	75,  // 127: jobwire.v1.SessionService.UpdateSession:input_type -> jobwire.v1.UpdateSessionRequest
+	77,  // 128: jobwire.v1.SessionService.DeleteSession:input_type -> jobwire.v1.DeleteSessionRequest
+	79,  // 129: jobwire.v1.SessionService.ListSessions:input_type -> jobwire.v1.ListSessionsRequest
+	7,   // 130: jobwire.v1.QueueService.AddJob:output_type -> jobwire.v1.AddJobResponse
+	9,   // 131: jobwire.v1.QueueService.AddJobs:output_type -> jobwire.v1.AddJobsResponse
+	12,  // 132: jobwire.v1.QueueService.GetJob:output_type -> jobwire.v1.GetJobResponse
+	17,  // 133: jobwire.v1.QueueService.Work:output_type -> jobwire.v1.WorkResponse
+	27,  // 134: jobwire.v1.QueueService.CompleteJob:output_type -> jobwire.v1.CompleteJobResponse
+	29,  // 135: jobwire.v1.QueueService.FailJob:output_type -> jobwire.v1.FailJobResponse
+	31,  // 136: jobwire.v1.QueueService.ExtendLease:output_type -> jobwire.v1.ExtendLeaseResponse
+	33,  // 137: jobwire.v1.QueueService.ReturnJob:output_type -> jobwire.v1.ReturnJobResponse
+	35,  // 138: jobwire.v1.QueueService.GetJobInfo:output_type -> jobwire.v1.GetJobInfoResponse
+	38,  // 139: jobwire.v1.QueueService.Stats:output_type -> jobwire.v1.StatsResponse
+	42,  // 140: jobwire.v1.QueueService.ListQueues:output_type -> jobwire.v1.ListQueuesResponse
+	44,  // 141: jobwire.v1.QueueService.WatchJob:output_type -> jobwire.v1.WatchJobResponse
+	47,  // 142: jobwire.v1.QueueService.ReportProgress:output_type -> jobwire.v1.ReportProgressResponse
+	49,  // 143: jobwire.v1.QueueService.Subscribe:output_type -> jobwire.v1.SubscribeResponse
+	51,  // 144: jobwire.v1.QueueService.CancelJob:output_type -> jobwire.v1.CancelJobResponse
+	53,  // 145: jobwire.v1.QueueService.PauseQueue:output_type -> jobwire.v1.PauseQueueResponse
+	55,  // 146: jobwire.v1.QueueService.ResumeQueue:output_type -> jobwire.v1.ResumeQueueResponse
+	58,  // 147: jobwire.v1.QueueService.ListJobs:output_type -> jobwire.v1.ListJobsResponse
+	60,  // 148: jobwire.v1.QueueService.RetryJob:output_type -> jobwire.v1.RetryJobResponse
+	62,  // 149: jobwire.v1.QueueService.RetryDeadJobs:output_type -> jobwire.v1.RetryDeadJobsResponse
+	64,  // 150: jobwire.v1.QueueService.DeleteJob:output_type -> jobwire.v1.DeleteJobResponse
+	66,  // 151: jobwire.v1.QueueService.PurgeQueue:output_type -> jobwire.v1.PurgeQueueResponse
+	68,  // 152: jobwire.v1.QueueService.ListWorkers:output_type -> jobwire.v1.ListWorkersResponse
+	86,  // 153: jobwire.v1.QueueService.RetryJobs:output_type -> jobwire.v1.RetryJobsResponse
+	88,  // 154: jobwire.v1.QueueService.CancelJobs:output_type -> jobwire.v1.CancelJobsResponse
+	90,  // 155: jobwire.v1.QueueService.DeleteJobs:output_type -> jobwire.v1.DeleteJobsResponse
+	92,  // 156: jobwire.v1.QueueService.ListDeadJobGroups:output_type -> jobwire.v1.ListDeadJobGroupsResponse
+	95,  // 157: jobwire.v1.QueueService.GetQueueActivity:output_type -> jobwire.v1.GetQueueActivityResponse
+	99,  // 158: jobwire.v1.QueueService.SubscribeQueues:output_type -> jobwire.v1.SubscribeQueuesResponse
+	101, // 159: jobwire.v1.QueueService.GetAccess:output_type -> jobwire.v1.GetAccessResponse
+	71,  // 160: jobwire.v1.SessionService.CreateSession:output_type -> jobwire.v1.CreateSessionResponse
+	74,  // 161: jobwire.v1.SessionService.GetSession:output_type -> jobwire.v1.GetSessionResponse
+	76,  // 162: jobwire.v1.SessionService.UpdateSession:output_type -> jobwire.v1.UpdateSessionResponse
+	78,  // 163: jobwire.v1.SessionService.DeleteSession:output_type -> jobwire.v1.DeleteSessionResponse
+	80,  // 164: jobwire.v1.SessionService.ListSessions:output_type -> jobwire.v1.ListSessionsResponse
+	130, // [130:165] is the sub-list for method output_type
+	95,  // [95:130] is the sub-list for method input_type
+	95,  // [95:95] is the sub-list for extension type_name
+	95,  // [95:95] is the sub-list for extension extendee
+	0,   // [0:95] is the sub-list for field type_name
 }
 
 func init() { file_jobwire_v1_jobwire_proto_init() }
@@ -7386,8 +7574,8 @@ func file_jobwire_v1_jobwire_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_jobwire_v1_jobwire_proto_rawDesc), len(file_jobwire_v1_jobwire_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   101,
+			NumEnums:      5,
+			NumMessages:   103,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -81,6 +81,7 @@ const (
 	QueueService_ListDeadJobGroups_FullMethodName = "/jobwire.v1.QueueService/ListDeadJobGroups"
 	QueueService_GetQueueActivity_FullMethodName  = "/jobwire.v1.QueueService/GetQueueActivity"
 	QueueService_SubscribeQueues_FullMethodName   = "/jobwire.v1.QueueService/SubscribeQueues"
+	QueueService_GetAccess_FullMethodName         = "/jobwire.v1.QueueService/GetAccess"
 )
 
 // QueueServiceClient is the client API for QueueService service.
@@ -196,6 +197,10 @@ type QueueServiceClient interface {
 	// Subscribe to each queue with the cursor of its last event. Each queue followed holds one
 	// Redis connection on the instance (shared by every follower of that queue there).
 	SubscribeQueues(ctx context.Context, in *SubscribeQueuesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeQueuesResponse], error)
+	// What the caller may do, as the server sees its token: for a tool such as the dashboard to
+	// offer only the actions that would be allowed. Any valid token may ask; the server still
+	// checks every call on its own.
+	GetAccess(ctx context.Context, in *GetAccessRequest, opts ...grpc.CallOption) (*GetAccessResponse, error)
 }
 
 type queueServiceClient struct {
@@ -535,6 +540,16 @@ func (c *queueServiceClient) SubscribeQueues(ctx context.Context, in *SubscribeQ
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type QueueService_SubscribeQueuesClient = grpc.ServerStreamingClient[SubscribeQueuesResponse]
 
+func (c *queueServiceClient) GetAccess(ctx context.Context, in *GetAccessRequest, opts ...grpc.CallOption) (*GetAccessResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetAccessResponse)
+	err := c.cc.Invoke(ctx, QueueService_GetAccess_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // QueueServiceServer is the server API for QueueService service.
 // All implementations must embed UnimplementedQueueServiceServer
 // for forward compatibility.
@@ -648,6 +663,10 @@ type QueueServiceServer interface {
 	// Subscribe to each queue with the cursor of its last event. Each queue followed holds one
 	// Redis connection on the instance (shared by every follower of that queue there).
 	SubscribeQueues(*SubscribeQueuesRequest, grpc.ServerStreamingServer[SubscribeQueuesResponse]) error
+	// What the caller may do, as the server sees its token: for a tool such as the dashboard to
+	// offer only the actions that would be allowed. Any valid token may ask; the server still
+	// checks every call on its own.
+	GetAccess(context.Context, *GetAccessRequest) (*GetAccessResponse, error)
 	mustEmbedUnimplementedQueueServiceServer()
 }
 
@@ -744,6 +763,9 @@ func (UnimplementedQueueServiceServer) GetQueueActivity(context.Context, *GetQue
 }
 func (UnimplementedQueueServiceServer) SubscribeQueues(*SubscribeQueuesRequest, grpc.ServerStreamingServer[SubscribeQueuesResponse]) error {
 	return status.Error(codes.Unimplemented, "method SubscribeQueues not implemented")
+}
+func (UnimplementedQueueServiceServer) GetAccess(context.Context, *GetAccessRequest) (*GetAccessResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetAccess not implemented")
 }
 func (UnimplementedQueueServiceServer) mustEmbedUnimplementedQueueServiceServer() {}
 func (UnimplementedQueueServiceServer) testEmbeddedByValue()                      {}
@@ -1249,6 +1271,24 @@ func _QueueService_SubscribeQueues_Handler(srv interface{}, stream grpc.ServerSt
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type QueueService_SubscribeQueuesServer = grpc.ServerStreamingServer[SubscribeQueuesResponse]
 
+func _QueueService_GetAccess_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetAccessRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).GetAccess(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_GetAccess_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).GetAccess(ctx, req.(*GetAccessRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // QueueService_ServiceDesc is the grpc.ServiceDesc for QueueService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1351,6 +1391,10 @@ var QueueService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetQueueActivity",
 			Handler:    _QueueService_GetQueueActivity_Handler,
+		},
+		{
+			MethodName: "GetAccess",
+			Handler:    _QueueService_GetAccess_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

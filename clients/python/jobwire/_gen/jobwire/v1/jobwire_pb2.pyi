@@ -209,6 +209,36 @@ JOB_EVENT_TYPE_CANCELLED: JobEventType.ValueType  # 8
 """Cancelled."""
 Global___JobEventType: _TypeAlias = JobEventType  # noqa: Y015
 
+class _AccessRole:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AccessRoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AccessRole.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ACCESS_ROLE_UNSPECIFIED: _AccessRole.ValueType  # 0
+    ACCESS_ROLE_PRODUCER: _AccessRole.ValueType  # 1
+    """Adds, watches and reads jobs; sessions."""
+    ACCESS_ROLE_WORKER: _AccessRole.ValueType  # 2
+    """Takes and acknowledges jobs."""
+    ACCESS_ROLE_READER: _AccessRole.ValueType  # 3
+    """Every read, without payloads, results and session states unless its entry reveals them."""
+    ACCESS_ROLE_ADMIN: _AccessRole.ValueType  # 4
+    """Everything, each admin action audited. A server without tokens answers this."""
+
+class AccessRole(_AccessRole, metaclass=_AccessRoleEnumTypeWrapper):
+    """A token's role (the roles of `--auth-tokens`)."""
+
+ACCESS_ROLE_UNSPECIFIED: AccessRole.ValueType  # 0
+ACCESS_ROLE_PRODUCER: AccessRole.ValueType  # 1
+"""Adds, watches and reads jobs; sessions."""
+ACCESS_ROLE_WORKER: AccessRole.ValueType  # 2
+"""Takes and acknowledges jobs."""
+ACCESS_ROLE_READER: AccessRole.ValueType  # 3
+"""Every read, without payloads, results and session states unless its entry reveals them."""
+ACCESS_ROLE_ADMIN: AccessRole.ValueType  # 4
+"""Everything, each admin action audited. A server without tokens answers this."""
+Global___AccessRole: _TypeAlias = AccessRole  # noqa: Y015
+
 @_typing.final
 class Backoff(_message.Message):
     """The wait between a failed attempt and the next one. Every field is optional; unset fields take
@@ -3290,3 +3320,52 @@ class SubscribeQueuesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SubscribeQueuesResponse: _TypeAlias = SubscribeQueuesResponse  # noqa: Y015
+
+@_typing.final
+class GetAccessRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAccessRequest: _TypeAlias = GetAccessRequest  # noqa: Y015
+
+@_typing.final
+class GetAccessResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    QUEUES_FIELD_NUMBER: _builtins.int
+    TOKENS_REQUIRED_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The name of the caller's token entry; empty on a server without tokens."""
+    role: Global___AccessRole.ValueType
+    """Its role."""
+    tokens_required: _builtins.bool
+    """Whether the server requires tokens (false: every call is let through, on loopback)."""
+    @_builtins.property
+    def queues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The queues it may name (exact names and `prefix-*` patterns); empty: every queue."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        role: Global___AccessRole.ValueType = ...,
+        queues: _abc.Iterable[_builtins.str] | None = ...,
+        tokens_required: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "queues", b"queues", "role", b"role", "tokens_required", b"tokens_required"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAccessResponse: _TypeAlias = GetAccessResponse  # noqa: Y015

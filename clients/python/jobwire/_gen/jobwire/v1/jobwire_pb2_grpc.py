@@ -180,6 +180,11 @@ class QueueServiceStub:
                 request_serializer=jobwire_dot_v1_dot_jobwire__pb2.SubscribeQueuesRequest.SerializeToString,
                 response_deserializer=jobwire_dot_v1_dot_jobwire__pb2.SubscribeQueuesResponse.FromString,
                 _registered_method=True)
+        self.GetAccess = channel.unary_unary(
+                '/jobwire.v1.QueueService/GetAccess',
+                request_serializer=jobwire_dot_v1_dot_jobwire__pb2.GetAccessRequest.SerializeToString,
+                response_deserializer=jobwire_dot_v1_dot_jobwire__pb2.GetAccessResponse.FromString,
+                _registered_method=True)
 
 
 class QueueServiceServicer:
@@ -438,6 +443,15 @@ class QueueServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAccess(self, request, context):
+        """What the caller may do, as the server sees its token: for a tool such as the dashboard to
+        offer only the actions that would be allowed. Any valid token may ask; the server still
+        checks every call on its own.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueueServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -585,6 +599,11 @@ def add_QueueServiceServicer_to_server(servicer, server):
                     servicer.SubscribeQueues,
                     request_deserializer=jobwire_dot_v1_dot_jobwire__pb2.SubscribeQueuesRequest.FromString,
                     response_serializer=jobwire_dot_v1_dot_jobwire__pb2.SubscribeQueuesResponse.SerializeToString,
+            ),
+            'GetAccess': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAccess,
+                    request_deserializer=jobwire_dot_v1_dot_jobwire__pb2.GetAccessRequest.FromString,
+                    response_serializer=jobwire_dot_v1_dot_jobwire__pb2.GetAccessResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1371,6 +1390,33 @@ class QueueService:
             '/jobwire.v1.QueueService/SubscribeQueues',
             jobwire_dot_v1_dot_jobwire__pb2.SubscribeQueuesRequest.SerializeToString,
             jobwire_dot_v1_dot_jobwire__pb2.SubscribeQueuesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAccess(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobwire.v1.QueueService/GetAccess',
+            jobwire_dot_v1_dot_jobwire__pb2.GetAccessRequest.SerializeToString,
+            jobwire_dot_v1_dot_jobwire__pb2.GetAccessResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -192,6 +192,11 @@ class QueueServiceStub:
     Subscribe to each queue with the cursor of its last event. Each queue followed holds one
     Redis connection on the instance (shared by every follower of that queue there).
     """
+    GetAccess: _grpc.UnaryUnaryMultiCallable[_jobwire_pb2.GetAccessRequest, _jobwire_pb2.GetAccessResponse]
+    """What the caller may do, as the server sees its token: for a tool such as the dashboard to
+    offer only the actions that would be allowed. Any valid token may ask; the server still
+    checks every call on its own.
+    """
 
 @_typing.type_check_only
 class QueueServiceAsyncStub(QueueServiceStub):
@@ -324,6 +329,11 @@ class QueueServiceAsyncStub(QueueServiceStub):
     dashboard would otherwise hold one Subscribe per queue). No cursor: to resume without a gap,
     Subscribe to each queue with the cursor of its last event. Each queue followed holds one
     Redis connection on the instance (shared by every follower of that queue there).
+    """
+    GetAccess: _aio.UnaryUnaryMultiCallable[_jobwire_pb2.GetAccessRequest, _jobwire_pb2.GetAccessResponse]  # type: ignore[assignment]
+    """What the caller may do, as the server sees its token: for a tool such as the dashboard to
+    offer only the actions that would be allowed. Any valid token may ask; the server still
+    checks every call on its own.
     """
 
 class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -628,6 +638,17 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         dashboard would otherwise hold one Subscribe per queue). No cursor: to resume without a gap,
         Subscribe to each queue with the cursor of its last event. Each queue followed holds one
         Redis connection on the instance (shared by every follower of that queue there).
+        """
+
+    @_abc_1.abstractmethod
+    def GetAccess(
+        self,
+        request: _jobwire_pb2.GetAccessRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobwire_pb2.GetAccessResponse, _abc.Awaitable[_jobwire_pb2.GetAccessResponse]]:
+        """What the caller may do, as the server sees its token: for a tool such as the dashboard to
+        offer only the actions that would be allowed. Any valid token may ask; the server still
+        checks every call on its own.
         """
 
 def add_QueueServiceServicer_to_server(servicer: QueueServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

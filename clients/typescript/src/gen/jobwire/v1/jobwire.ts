@@ -141,6 +141,20 @@ export enum JobEventType {
   UNRECOGNIZED = -1,
 }
 
+/** A token's role (the roles of `--auth-tokens`). */
+export enum AccessRole {
+  ACCESS_ROLE_UNSPECIFIED = 0,
+  /** ACCESS_ROLE_PRODUCER - Adds, watches and reads jobs; sessions. */
+  ACCESS_ROLE_PRODUCER = 1,
+  /** ACCESS_ROLE_WORKER - Takes and acknowledges jobs. */
+  ACCESS_ROLE_WORKER = 2,
+  /** ACCESS_ROLE_READER - Every read, without payloads, results and session states unless its entry reveals them. */
+  ACCESS_ROLE_READER = 3,
+  /** ACCESS_ROLE_ADMIN - Everything, each admin action audited. A server without tokens answers this. */
+  ACCESS_ROLE_ADMIN = 4,
+  UNRECOGNIZED = -1,
+}
+
 /**
  * The wait between a failed attempt and the next one. Every field is optional; unset fields take
  * the defaults named below.
@@ -1255,6 +1269,20 @@ export interface SubscribeQueuesResponse {
   queue: string;
   /** The event, as Subscribe sends it (its cursor resumes a Subscribe of that queue). */
   event: JobEvent | undefined;
+}
+
+export interface GetAccessRequest {
+}
+
+export interface GetAccessResponse {
+  /** The name of the caller's token entry; empty on a server without tokens. */
+  name: string;
+  /** Its role. */
+  role: AccessRole;
+  /** The queues it may name (exact names and `prefix-*` patterns); empty: every queue. */
+  queues: string[];
+  /** Whether the server requires tokens (false: every call is let through, on loopback). */
+  tokensRequired: boolean;
 }
 
 function createBaseBackoff(): Backoff {
@@ -9287,6 +9315,140 @@ export const SubscribeQueuesResponse: MessageFns<SubscribeQueuesResponse> = {
   },
 };
 
+function createBaseGetAccessRequest(): GetAccessRequest {
+  return {};
+}
+
+export const GetAccessRequest: MessageFns<GetAccessRequest> = {
+  encode(_: GetAccessRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetAccessRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetAccessRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<GetAccessRequest>, I>>(base?: I): GetAccessRequest {
+    return GetAccessRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetAccessRequest>, I>>(_: I): GetAccessRequest {
+    const message = createBaseGetAccessRequest();
+    return message;
+  },
+};
+
+function createBaseGetAccessResponse(): GetAccessResponse {
+  return { name: "", role: 0, queues: [], tokensRequired: false };
+}
+
+export const GetAccessResponse: MessageFns<GetAccessResponse> = {
+  encode(message: GetAccessResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.role !== 0) {
+      writer.uint32(16).int32(message.role);
+    }
+    for (const v of message.queues) {
+      writer.uint32(26).string(v!);
+    }
+    if (message.tokensRequired !== false) {
+      writer.uint32(32).bool(message.tokensRequired);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetAccessResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetAccessResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.role = reader.int32() as any;
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.queues.push(reader.string());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.tokensRequired = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<GetAccessResponse>, I>>(base?: I): GetAccessResponse {
+    return GetAccessResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetAccessResponse>, I>>(object: I): GetAccessResponse {
+    const message = createBaseGetAccessResponse();
+    message.name = object.name ?? "";
+    message.role = object.role ?? 0;
+    message.queues = object.queues?.map((e) => e) || [];
+    message.tokensRequired = object.tokensRequired ?? false;
+    return message;
+  },
+};
+
 /** QueueService is the whole job lifecycle: add, deliver, acknowledge, inspect. */
 export type QueueServiceService = typeof QueueServiceService;
 export const QueueServiceService = {
@@ -9678,6 +9840,20 @@ export const QueueServiceService = {
       Buffer.from(SubscribeQueuesResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): SubscribeQueuesResponse => SubscribeQueuesResponse.decode(value),
   },
+  /**
+   * What the caller may do, as the server sees its token: for a tool such as the dashboard to
+   * offer only the actions that would be allowed. Any valid token may ask; the server still
+   * checks every call on its own.
+   */
+  getAccess: {
+    path: "/jobwire.v1.QueueService/GetAccess" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetAccessRequest): Buffer => Buffer.from(GetAccessRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetAccessRequest => GetAccessRequest.decode(value),
+    responseSerialize: (value: GetAccessResponse): Buffer => Buffer.from(GetAccessResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetAccessResponse => GetAccessResponse.decode(value),
+  },
 } as const;
 
 export interface QueueServiceServer extends UntypedServiceImplementation {
@@ -9828,6 +10004,12 @@ export interface QueueServiceServer extends UntypedServiceImplementation {
    * Redis connection on the instance (shared by every follower of that queue there).
    */
   subscribeQueues: handleServerStreamingCall<SubscribeQueuesRequest, SubscribeQueuesResponse>;
+  /**
+   * What the caller may do, as the server sees its token: for a tool such as the dashboard to
+   * offer only the actions that would be allowed. Any valid token may ask; the server still
+   * checks every call on its own.
+   */
+  getAccess: handleUnaryCall<GetAccessRequest, GetAccessResponse>;
 }
 
 export interface QueueServiceClient extends Client {
@@ -10339,6 +10521,26 @@ export interface QueueServiceClient extends Client {
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<SubscribeQueuesResponse>;
+  /**
+   * What the caller may do, as the server sees its token: for a tool such as the dashboard to
+   * offer only the actions that would be allowed. Any valid token may ask; the server still
+   * checks every call on its own.
+   */
+  getAccess(
+    request: GetAccessRequest,
+    callback: (error: ServiceError | null, response: GetAccessResponse) => void,
+  ): ClientUnaryCall;
+  getAccess(
+    request: GetAccessRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetAccessResponse) => void,
+  ): ClientUnaryCall;
+  getAccess(
+    request: GetAccessRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetAccessResponse) => void,
+  ): ClientUnaryCall;
 }
 
 export const QueueServiceClient = makeGenericClientConstructor(

@@ -27,6 +27,8 @@ import jobwire.v1.Jobwire.ExtendLeaseRequest;
 import jobwire.v1.Jobwire.ExtendLeaseResponse;
 import jobwire.v1.Jobwire.FailJobRequest;
 import jobwire.v1.Jobwire.FailJobResponse;
+import jobwire.v1.Jobwire.GetAccessRequest;
+import jobwire.v1.Jobwire.GetAccessResponse;
 import jobwire.v1.Jobwire.GetJobInfoRequest;
 import jobwire.v1.Jobwire.GetJobInfoResponse;
 import jobwire.v1.Jobwire.GetJobRequest;
@@ -175,6 +177,9 @@ final class Rpc {
   static final MethodDescriptor<SubscribeQueuesRequest, SubscribeQueuesResponse> SUBSCRIBE_QUEUES =
       serverStreaming(QUEUE, "SubscribeQueues", SubscribeQueuesRequest.getDefaultInstance(), SubscribeQueuesResponse.getDefaultInstance());
 
+  static final MethodDescriptor<GetAccessRequest, GetAccessResponse> GET_ACCESS =
+      unary(QUEUE, "GetAccess", GetAccessRequest.getDefaultInstance(), GetAccessResponse.getDefaultInstance());
+
   static final MethodDescriptor<CreateSessionRequest, CreateSessionResponse> CREATE_SESSION =
       unary(SESSIONS, "CreateSession", CreateSessionRequest.getDefaultInstance(), CreateSessionResponse.getDefaultInstance());
 
@@ -222,6 +227,7 @@ final class Rpc {
           LIST_DEAD_JOB_GROUPS,
           GET_QUEUE_ACTIVITY,
           SUBSCRIBE_QUEUES,
+          GET_ACCESS,
           CREATE_SESSION,
           GET_SESSION,
           UPDATE_SESSION,
