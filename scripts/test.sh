@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Every check CI makes, in order: the contract (buf lint, format, breaking), format, lint, Rust
 # tests (unit + integration against real redis-server and jobwire processes), then each client's
-# own suite (clients/*/test.sh), then the cross-language proof (tests/crosslang/run.sh: producers
-# and workers of different languages on one server).
-# Needs: a Rust toolchain and redis-server; python3, node and go for the clients.
+# own suite (clients/*/test.sh), then the conformance suite (tests/conformance/run.sh: every
+# client's driver through every scenario, producers and workers of different languages on one
+# server, a worker killed mid-job and finished in another language).
+# Needs: a Rust toolchain and redis-server; python3, node, go, java and mvn for the clients.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,7 +39,7 @@ fi
 cargo nextest run
 done_stage "rust tests"
 
-for suite in clients/*/test.sh tests/crosslang/run.sh; do
+for suite in clients/*/test.sh tests/conformance/run.sh; do
   [ -e "$suite" ] || continue
   stage "$suite"
   JOBWIRE_BIN="$PWD/target/debug/jobwire" bash "$suite"

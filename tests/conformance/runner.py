@@ -18,32 +18,26 @@ import argparse
 import itertools
 import json
 import os
-import queue
 import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
+from matching import StepFailed, dig, mismatch, substitute
+from processes import HERE, REPO, Actor, Processes, Redis, Server, driver_path, kill_group
+
 # The order of `rotate` (each language's rescuer is the next one) and of the tables.
 LANGUAGES = ["rust", "python", "typescript", "go", "java"]
 # Added to a request's own timeout_ms before its driver counts as hung.
 ANSWER_SLACK_S = 15.0
 DEFAULT_TIMEOUT_MS = 10_000
-RUNNER_OPS = {"server_sigterm", "server_wait_exit", "server_start", "kill", "join"}
-VAR = re.compile(r"\$\{([A-Za-z0-9_.\-]+)\}")
-
-
-class StepFailed(Exception):
-    """A step whose reply did not match, or that could not be carried out."""
+RUNNER_OPS = {"server_sigterm", "server_wait_exit", "server_start", "kill", "join", "exec", "spawn", "stop"}
 
 
 def say(line: str = "") -> None:
@@ -56,290 +50,6 @@ def tail(path: Path, lines: int = 30) -> list[str]:
     except OSError:
         return []
     return text[-lines:]
-
-
-# ---- processes ----------------------------------------------------------------------------------
-
-
-class Processes:
-    """Every process started here, so that all of them are killed on exit."""
-
-    def __init__(self) -> None:
-        self.live: list[subprocess.Popen[bytes]] = []
-
-    def start(self, cmd: list[str], log: Path, **kwargs: Any) -> subprocess.Popen[bytes]:
-        out = open(log, "ab")  # noqa: SIM115 - the child owns it; closed with the Popen
-        kwargs.setdefault("stdout", out)
-        proc = subprocess.Popen(cmd, stderr=out, start_new_session=True, **kwargs)
-        out.close()
-        self.live.append(proc)
-        return proc
-
-    def kill_all(self) -> None:
-        for proc in self.live:
-            if proc.poll() is None:
-                kill_group(proc)
-        for proc in self.live:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
-
-
-def kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL a process started in a session of its own, with its children."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def wait_until(what: str, check: Any, proc: subprocess.Popen[bytes], limit_s: float) -> None:
-    deadline = time.monotonic() + limit_s
-    while not check():
-        if proc.poll() is not None:
-            raise StepFailed(f"{what}: the process exited ({proc.returncode}) before it was ready")
-        if time.monotonic() > deadline:
-            raise StepFailed(f"{what}: not ready after {limit_s:.0f} s")
-        time.sleep(0.05)
-
-
-class Redis:
-    def __init__(self, procs: Processes, tmp: Path) -> None:
-        self.socket = tmp / "redis.sock"
-        self.log = tmp / "redis.log"
-        self.proc = procs.start(
-            ["redis-server", "--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700",
-             "--save", "", "--appendonly", "no", "--dir", str(tmp)],
-            self.log,
-        )
-        wait_until("redis-server", lambda: "ready to accept connections" in self.log.read_text(errors="replace").lower(),
-                   self.proc, 20)
-
-
-class Server:
-    """One jobwire server: started on port 0 the first time, again on the same port after."""
-
-    count = 0
-
-    def __init__(self, procs: Processes, tmp: Path, jobwire: str, redis: Redis, flags: dict[str, Any]) -> None:
-        Server.count += 1
-        self.n = Server.count
-        self.procs = procs
-        self.tmp = tmp
-        self.jobwire = jobwire
-        self.redis = redis
-        self.prefix = f"conf{self.n}"  # servers of different runs never see each other's keys
-        self.log = tmp / f"server-{self.n}.log"
-        self.extra: list[str] = []
-        if "drain_grace_ms" in flags:
-            self.extra += ["--drain-grace", f"{int(flags['drain_grace_ms'])}ms"]
-        if "lease_ttl_ms" in flags:
-            self.extra += ["--lease-ttl", f"{int(flags['lease_ttl_ms'])}ms"]
-        self.addr = ""
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-        self.start()
-
-    def start(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            raise StepFailed("server_start: the server is still running")
-        self.starts += 1
-        ready = self.tmp / f"server-{self.n}-{self.starts}.ready"
-        listen = self.addr or "127.0.0.1:0"
-        env = dict(os.environ, NO_COLOR="1", JOBWIRE_LOG=os.environ.get("CONFORMANCE_SERVER_LOG", "info"))
-        with open(self.log, "ab") as log:
-            log.write(f"---- start {self.starts} on {listen}\n".encode())
-        self.proc = self.procs.start(
-            [self.jobwire, "serve", "--listen", listen, "--redis-url", f"unix://{self.redis.socket}",
-             "--key-prefix", self.prefix, "--ready-file", str(ready), *self.extra],
-            self.log, env=env,
-        )
-        wait_until(f"jobwire serve ({self.log.name})", lambda: ready.exists() and ready.stat().st_size > 0,
-                   self.proc, 30)
-        self.addr = ready.read_text().splitlines()[0].strip()
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def sigterm(self) -> None:
-        if not self.alive():
-            raise StepFailed("server_sigterm: the server is not running")
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-
-    def wait_exit(self, limit_s: float) -> int:
-        assert self.proc is not None
-        try:
-            return self.proc.wait(timeout=limit_s)
-        except subprocess.TimeoutExpired as e:
-            raise StepFailed(f"server_wait_exit: the server still runs after {limit_s:.1f} s") from e
-
-    def stop(self) -> None:
-        if self.alive():
-            assert self.proc is not None
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                kill_group(self.proc)
-
-
-# ---- drivers ------------------------------------------------------------------------------------
-
-
-def driver_path(lang: str) -> Path:
-    return HERE / "drivers" / lang / "driver"
-
-
-class Actor:
-    """One driver process serving one actor: a request out, one reply line back, in order."""
-
-    def __init__(self, procs: Processes, lang: str, name: str, addr: str, log: Path) -> None:
-        self.lang = lang
-        self.name = name
-        self.log = log
-        env = dict(os.environ, JOBWIRE_ADDR=addr, CONFORMANCE_LANG=lang, CONFORMANCE_ACTOR=name)
-        self.proc = procs.start([str(driver_path(lang))], log, env=env, cwd=REPO,
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        self.replies: queue.Queue[str | None] = queue.Queue()
-        self.pending: dict[str, Any] | None = None  # a "wait": false step whose reply is due
-        self.next_id = 0
-        self.killed = False
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            self.replies.put(raw.decode(errors="replace"))
-        self.replies.put(None)
-
-    def send(self, request: dict[str, Any]) -> int:
-        self.next_id += 1
-        line = json.dumps({"id": self.next_id, **request}, ensure_ascii=False)
-        with open(self.log, "a") as log:
-            log.write(f">> {line}\n")
-        assert self.proc.stdin is not None
-        try:
-            self.proc.stdin.write((line + "\n").encode())
-            self.proc.stdin.flush()
-        except BrokenPipeError as e:
-            raise StepFailed(f"{self.name} ({self.lang}): the driver is gone (exit {self.proc.poll()})") from e
-        return self.next_id
-
-    def receive(self, want_id: int, limit_s: float) -> dict[str, Any]:
-        deadline = time.monotonic() + limit_s
-        while True:
-            try:
-                line = self.replies.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty as e:
-                kill_group(self.proc)
-                raise StepFailed(f"{self.name} ({self.lang}): no reply to request {want_id} "
-                                 f"within {limit_s:.0f} s (driver killed)") from e
-            if line is None:
-                raise StepFailed(f"{self.name} ({self.lang}): the driver exited ({self.proc.wait()}) "
-                                 f"before answering request {want_id}")
-            with open(self.log, "a") as log:
-                log.write(f"<< {line.rstrip()}\n")
-            try:
-                reply = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise StepFailed(f"{self.name} ({self.lang}): a reply line is not JSON: {line!r}") from e
-            if reply.get("id") != want_id:
-                raise StepFailed(f"{self.name} ({self.lang}): reply {reply.get('id')} where {want_id} was due")
-            return reply
-
-    def close(self, limit_s: float = 15) -> str | None:
-        """EOF on stdin: the driver stops its worker and must exit 0. Returns a problem, if any."""
-        if self.killed:
-            return None
-        try:
-            if self.proc.stdin is not None:
-                self.proc.stdin.close()
-        except BrokenPipeError:
-            pass
-        try:
-            status = self.proc.wait(timeout=limit_s)
-        except subprocess.TimeoutExpired:
-            kill_group(self.proc)
-            return f"{self.name} ({self.lang}) did not exit within {limit_s:.0f} s of EOF (killed)"
-        if status != 0:
-            return f"{self.name} ({self.lang}) exited with status {status} after EOF"
-        return None
-
-
-# ---- matching and substitution ------------------------------------------------------------------
-
-
-def substitute(value: Any, names: dict[str, Any]) -> Any:
-    if isinstance(value, str):
-        whole = VAR.fullmatch(value)
-        if whole:
-            return lookup(names, whole.group(1))
-        return VAR.sub(lambda m: str(lookup(names, m.group(1))), value)
-    if isinstance(value, list):
-        return [substitute(v, names) for v in value]
-    if isinstance(value, dict):
-        return {k: substitute(v, names) for k, v in value.items()}
-    return value
-
-
-def lookup(names: dict[str, Any], name: str) -> Any:
-    if name not in names:
-        raise StepFailed(f"${{{name}}} is not defined (saved names: {', '.join(sorted(names))})")
-    return names[name]
-
-
-def dig(reply: Any, path: str) -> Any:
-    here = reply
-    for part in path.split("."):
-        if isinstance(here, list) and part.lstrip("-").isdigit():
-            here = here[int(part)]
-        elif isinstance(here, dict) and part in here:
-            here = here[part]
-        else:
-            raise StepFailed(f"save: the reply has no {path!r}")
-    return here
-
-
-def mismatch(want: Any, got: Any, where: str = "") -> str | None:
-    """Why `got` does not match `want` (README: "expect"), or None when it does."""
-    at = where or "reply"
-    if isinstance(want, dict) and set(want) == {"$contains"}:
-        if isinstance(got, str) and want["$contains"] in got:
-            return None
-        return f"{at}: {json.dumps(got, ensure_ascii=False)} does not contain {want['$contains']!r}"
-    if isinstance(want, (dict, list)) and isinstance(got, str):
-        try:
-            got = json.loads(got)
-        except json.JSONDecodeError:
-            return f"{at}: {got!r} is not JSON, expected {json.dumps(want, ensure_ascii=False)}"
-    if isinstance(want, dict):
-        if not isinstance(got, dict):
-            return f"{at}: {json.dumps(got, ensure_ascii=False)} is not an object"
-        for key, sub in want.items():
-            if key not in got:
-                return f"{at}: no {key!r} in {json.dumps(got, ensure_ascii=False)}"
-            problem = mismatch(sub, got[key], f"{where}.{key}" if where else key)
-            if problem:
-                return problem
-        return None
-    if isinstance(want, list):
-        if not isinstance(got, list) or len(got) != len(want):
-            return f"{at}: {json.dumps(got, ensure_ascii=False)} is not {json.dumps(want, ensure_ascii=False)}"
-        for i, (w, g) in enumerate(zip(want, got)):
-            problem = mismatch(w, g, f"{where}.{i}" if where else str(i))
-            if problem:
-                return problem
-        return None
-    # Scalars: bool is not an int here, and 3 == 3.0.
-    if type(want) is bool or type(got) is bool:
-        same = want is got
-    elif isinstance(want, (int, float)) and isinstance(got, (int, float)):
-        same = want == got
-    else:
-        same = want == got
-    return None if same else f"{at}: got {json.dumps(got, ensure_ascii=False)}, expected {json.dumps(want, ensure_ascii=False)}"
 
 
 # ---- scenarios ----------------------------------------------------------------------------------
@@ -357,8 +67,10 @@ class Scenario:
 
     def assignments(self, langs: list[str]) -> list[dict[str, str]]:
         """The languages of each role, one dict per run."""
-        actors: dict[str, str] = self.doc["actors"]
+        actors: dict[str, str] = self.doc.get("actors", {})
         roles = sorted(set(actors.values()))
+        if self.mode == "once":
+            return [{}]
         if self.mode == "each":
             return [{r: lang for r in roles} for lang in langs]
         first, second = self.doc["roles"]
@@ -385,6 +97,8 @@ class Run:
     seconds: float = 0.0
 
     def label(self) -> str:
+        if self.scenario.mode == "once":
+            return self.scenario.name
         if self.scenario.mode == "each":
             return f"{self.scenario.name} [{next(iter(self.roles.values()))}]"
         first, second = self.scenario.doc["roles"]
@@ -392,11 +106,12 @@ class Run:
 
 
 class Runner:
-    def __init__(self, procs: Processes, tmp: Path, jobwire: str, redis: Redis) -> None:
+    def __init__(self, procs: Processes, tmp: Path, jobwire: str, redis: Redis, tools: dict[str, str]) -> None:
         self.procs = procs
         self.tmp = tmp
         self.jobwire = jobwire
         self.redis = redis
+        self.tools = tools
         self.shared: Server | None = None
 
     def shared_server(self) -> Server:
@@ -408,26 +123,40 @@ class Runner:
         scenario = run.scenario
         run_dir = self.tmp / f"run-{run.number:03d}-{scenario.name}"
         run_dir.mkdir()
-        server = (Server(self.procs, run_dir, self.jobwire, self.redis, scenario.doc.get("server", {}))
-                  if scenario.needs_own_server() else self.shared_server())
+        server = (
+            Server(self.procs, run_dir, self.jobwire, self.redis, scenario.doc.get("server", {}))
+            if scenario.needs_own_server()
+            else self.shared_server()
+        )
         run.logs.append(server.log)
-        names: dict[str, Any] = {"q": f"conf-{run.number}-{scenario.name}"[:100]}
+        names: dict[str, Any] = {
+            "q": f"conf-{run.number}-{scenario.name}"[:100],
+            "jobwire": self.jobwire,
+            "dir": str(HERE),
+            **self.tools,
+        }
         actors: dict[str, Actor] = {}
-        for actor, role in scenario.doc["actors"].items():
+        spawned: dict[str, subprocess.Popen[bytes]] = {}
+        for actor, role in scenario.doc.get("actors", {}).items():
             names[f"lang.{actor}"] = run.roles[role]
         started = time.monotonic()
         try:
             for index, step in enumerate(scenario.doc["steps"], 1):
+                names["addr"] = server.addr
                 try:
-                    self.step(step, names, actors, server, run, run_dir)
+                    self.step(step, names, actors, spawned, server, run, run_dir)
                 except StepFailed as e:
-                    raise StepFailed(f"step {index} ({step.get('op')}{' ' + step['actor'] if 'actor' in step else ''}): {e}") from e
+                    raise StepFailed(
+                        f"step {index} ({step.get('op')}{' ' + step['actor'] if 'actor' in step else ''}): {e}"
+                    ) from e
             for actor in actors.values():
                 if actor.pending is not None:
                     self.take_pending(actor)
         except StepFailed as e:
             run.failure = str(e)
         finally:
+            for proc in spawned.values():
+                kill_group(proc)
             problems = [p for p in (a.close() for a in actors.values()) if p]
             if problems and not run.failure:
                 run.failure = "; ".join(problems)
@@ -437,9 +166,20 @@ class Runner:
                 run.failure = "the shared jobwire server died during the run"
             run.seconds = time.monotonic() - started
 
-    def step(self, step: dict[str, Any], names: dict[str, Any], actors: dict[str, Actor], server: Server,
-             run: Run, run_dir: Path) -> None:
+    def step(
+        self,
+        step: dict[str, Any],
+        names: dict[str, Any],
+        actors: dict[str, Actor],
+        spawned: dict[str, subprocess.Popen[bytes]],
+        server: Server,
+        run: Run,
+        run_dir: Path,
+    ) -> None:
         op = step["op"]
+        if op in {"exec", "spawn", "stop"}:
+            self.command_step(substitute(step, names), spawned, run, run_dir)
+            return
         if op in RUNNER_OPS:
             self.runner_step(step, actors, server)
             return
@@ -448,7 +188,7 @@ class Runner:
         name = step["actor"]
         actor = actors.get(name)
         if actor is None:
-            if name not in run.scenario.doc["actors"]:
+            if name not in run.scenario.doc.get("actors", {}):
                 raise StepFailed(f"actor {name!r} is not in the scenario's actors")
             lang = names[f"lang.{name}"]
             log = run_dir / f"{name}-{lang}.log"
@@ -461,8 +201,14 @@ class Runner:
         limit = int(request.get("timeout_ms", DEFAULT_TIMEOUT_MS)) / 1000 + ANSWER_SLACK_S
         expect = substitute(step.get("expect", {"ok": True}), names)
         if step.get("wait", True) is False:
-            actor.pending = {"id": want_id, "limit": limit, "expect": expect, "save": step.get("save", {}),
-                             "names": names, "op": op}
+            actor.pending = {
+                "id": want_id,
+                "limit": limit,
+                "expect": expect,
+                "save": step.get("save", {}),
+                "names": names,
+                "op": op,
+            }
             return
         self.check(actor.receive(want_id, limit), expect, step.get("save", {}), names)
 
@@ -470,8 +216,9 @@ class Runner:
         pending, actor.pending = actor.pending, None
         assert pending is not None
         try:
-            self.check(actor.receive(pending["id"], pending["limit"]), pending["expect"], pending["save"],
-                       pending["names"])
+            self.check(
+                actor.receive(pending["id"], pending["limit"]), pending["expect"], pending["save"], pending["names"]
+            )
         except StepFailed as e:
             raise StepFailed(f"the reply to the earlier {pending['op']} (sent without waiting): {e}") from e
 
@@ -484,6 +231,50 @@ class Runner:
             raise StepFailed(f"{problem}\n    reply: {json.dumps(reply, ensure_ascii=False)[:800]}")
         for var, path in save.items():
             names[var] = dig(reply, path)
+
+    def command_step(
+        self, step: dict[str, Any], spawned: dict[str, subprocess.Popen[bytes]], run: Run, run_dir: Path
+    ) -> None:
+        """exec: a command run to its end; spawn: one started in the background; stop: SIGTERM."""
+        op = step["op"]
+        limit = int(step.get("timeout_ms", DEFAULT_TIMEOUT_MS)) / 1000
+        want = int(step.get("expect_status", 0))
+        if op == "stop":
+            proc = spawned.pop(step["name"], None)
+            if proc is None:
+                raise StepFailed(f"stop: nothing named {step['name']!r} was spawned")
+            proc.send_signal(signal.SIGTERM)
+            try:
+                status = proc.wait(timeout=limit)
+            except subprocess.TimeoutExpired as e:
+                kill_group(proc)
+                raise StepFailed(f"{step['name']} still runs {limit:.0f} s after SIGTERM (killed)") from e
+            if status != want:
+                raise StepFailed(f"{step['name']} exited with status {status} after SIGTERM, expected {want}")
+            return
+        log = run_dir / f"{step.get('name', 'exec')}-{len(run.logs)}.log"
+        run.logs.append(log)
+        with open(log, "ab") as out:
+            out.write(f"$ {' '.join(step['cmd'])}\n".encode())
+        if op == "spawn":
+            spawned[step["name"]] = self.procs.start(step["cmd"], log, stdin=subprocess.DEVNULL, cwd=REPO)
+            return
+        proc = self.procs.start(step["cmd"], log, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, cwd=REPO)
+        try:
+            stdout, _ = proc.communicate(timeout=limit)
+        except subprocess.TimeoutExpired as e:
+            kill_group(proc)
+            raise StepFailed(f"{step['cmd'][0]} still runs after {limit:.0f} s (killed)") from e
+        text = stdout.decode(errors="replace")
+        with open(log, "a") as out:
+            out.write(text)
+        if proc.returncode != want:
+            raise StepFailed(
+                f"{' '.join(step['cmd'])} exited with status {proc.returncode}, expected {want}:\n{text[-800:]}"
+            )
+        for wanted in step.get("expect_lines", []):
+            if not any(re.fullmatch(wanted, line) for line in text.splitlines()):
+                raise StepFailed(f"no line of {step['cmd'][0]}'s output matches {wanted!r}:\n{text[-800:]}")
 
     def runner_step(self, step: dict[str, Any], actors: dict[str, Actor], server: Server) -> None:
         op = step["op"]
@@ -524,7 +315,12 @@ def tables(runs: list[Run], langs: list[str]) -> None:
         for name in dict.fromkeys(r.scenario.name for r in each):
             row = {next(iter(r.roles.values())): cell[not r.failure] for r in each if r.scenario.name == name}
             say(f"{name:<{width}}  " + "  ".join(f"{row.get(lang, '-'):<10}" for lang in LANGUAGES))
-    for name in dict.fromkeys(r.scenario.name for r in runs if r.scenario.mode != "each"):
+    once = [r for r in runs if r.scenario.mode == "once"]
+    if once:
+        say()
+        for r in once:
+            say(f"{r.scenario.name:<20} {cell[not r.failure]}")
+    for name in dict.fromkeys(r.scenario.name for r in runs if r.scenario.mode in {"matrix", "rotate"}):
         mine = [r for r in runs if r.scenario.name == name]
         first, second = mine[0].scenario.doc["roles"]
         say()
@@ -548,8 +344,11 @@ def build_drivers(procs: Processes, tmp: Path, langs: list[str]) -> list[str]:
     building = {}
     for lang in langs:
         log = tmp / f"build-{lang}.log"
-        building[lang] = (procs.start([str(driver_path(lang)), "build"], log, cwd=REPO, stdin=subprocess.DEVNULL),
-                          log, time.monotonic())
+        building[lang] = (
+            procs.start([str(driver_path(lang)), "build"], log, cwd=REPO, stdin=subprocess.DEVNULL),
+            log,
+            time.monotonic(),
+        )
     ready = []
     for lang, (proc, log, t0) in building.items():
         try:
@@ -572,6 +371,13 @@ def main() -> int:
     parser.add_argument("--jobwire", required=True, help="the jobwire binary")
     parser.add_argument("--lang", action="append", choices=LANGUAGES, help="only these languages")
     parser.add_argument("--scenario", action="append", help="only these scenarios (file names without .json)")
+    parser.add_argument(
+        "--tool",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="a program the scenarios name as ${NAME} (python, grpcurl)",
+    )
     args = parser.parse_args()
 
     scenarios = [Scenario(p.stem, p, json.loads(p.read_text())) for p in sorted((HERE / "scenarios").glob("*.json"))]
@@ -584,8 +390,10 @@ def main() -> int:
     missing = [lang for lang in langs if not driver_path(lang).exists()]
     if missing:
         raise SystemExit(f"no driver for {', '.join(missing)} ({driver_path(missing[0])})")
-    say(f"# languages with a driver: {', '.join(langs)}; absent: "
-        f"{', '.join(lang for lang in LANGUAGES if lang not in langs) or 'none'}")
+    say(
+        f"# languages with a driver: {', '.join(langs)}; absent: "
+        f"{', '.join(lang for lang in LANGUAGES if lang not in langs) or 'none'}"
+    )
     if shutil.which("redis-server") is None:
         raise SystemExit("redis-server is not on PATH")
 
@@ -600,7 +408,8 @@ def main() -> int:
         redis = Redis(procs, tmp)
         built = build_drivers(procs, tmp, langs)
         failed_builds = len(langs) - len(built)
-        runner = Runner(procs, tmp, args.jobwire, redis)
+        tools = dict(t.split("=", 1) for t in args.tool)
+        runner = Runner(procs, tmp, args.jobwire, redis, tools)
         for scenario in scenarios:
             for roles in scenario.assignments(built):
                 run = Run(scenario, roles, len(runs) + 1)
