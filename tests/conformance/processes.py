@@ -164,7 +164,8 @@ class Server:
 
 
 def driver_path(lang: str) -> Path:
-    return HERE / "drivers" / lang / "driver"
+    """drivers/<lang>/driver, or under $CONFORMANCE_DRIVERS (drivers of another checkout)."""
+    return Path(os.environ.get("CONFORMANCE_DRIVERS") or HERE / "drivers") / lang / "driver"
 
 
 class Actor:
