@@ -154,7 +154,9 @@ fn blocks(block: Option<&Value>, invocation: usize) -> bool {
     }
 }
 
-/// The conformance handler (README: "Worker ops").
+/// The conformance handler (README: "Worker ops"): records the call, runs [`steps`], and marks
+/// how the call ended; dropped before that (the worker aborted it: revoke, a lost stream, a
+/// stop), the call is recorded "cancelled".
 async fn handle(ctx: JobContext, calls: Arc<Calls>, hold: bool, lang: String) -> Result<Vec<u8>, JobError> {
     let payload: Value = ctx.json()?;
     let job = &ctx.job;
@@ -168,31 +170,36 @@ async fn handle(ctx: JobContext, calls: Arc<Calls>, hold: bool, lang: String) ->
         ended: None,
     };
     let invocation = calls.begin(&job.id, call);
-    let mut ending = Ending { calls: calls.clone(), job: job.id.clone(), invocation, how: "returned" };
+    let mut ending = Ending { calls: calls.clone(), job: job.id.clone(), invocation, how: "cancelled" };
+    let block = hold || blocks(payload.get("block"), invocation);
+    let outcome = steps(&ctx, &payload, block.then(|| calls.release_of(&job.id)), lang).await;
+    ending.how = if outcome.is_ok() { "returned" } else { "failed" };
+    outcome
+}
 
-    if hold || blocks(payload.get("block"), invocation) {
-        // Dropped here when the worker aborts the call: `ending` records "cancelled".
-        ending.how = "cancelled";
-        let release = calls.release_of(&job.id);
-        let permit = release.acquire().await.map_err(|e| JobError::retry(e.to_string()))?;
-        permit.forget();
-        ending.how = "returned";
+/// Steps 2 to 7 of the handler: wait for a release, progress, failures, the session write, the
+/// result.
+async fn steps(
+    ctx: &JobContext,
+    payload: &Value,
+    release: Option<Arc<Semaphore>>,
+    lang: String,
+) -> Result<Vec<u8>, JobError> {
+    let job = &ctx.job;
+    if let Some(release) = release {
+        release.acquire().await.map_err(|e| JobError::retry(e.to_string()))?.forget();
     }
     if let Some(progress) = payload.get("progress") {
-        ending.how = "failed";
         ctx.progress(progress.to_string()).await.map_err(|e| JobError::retry(e.to_string()))?;
-        ending.how = "returned";
     }
     let fail_attempts = payload.get("fail_attempts").and_then(Value::as_u64).unwrap_or(0);
     if u64::from(job.attempt) <= fail_attempts {
-        ending.how = "failed";
         return Err(JobError::retry(format!("failed attempt {}", job.attempt)));
     }
     if let Some(message) = payload.get("permanent").and_then(Value::as_str) {
-        ending.how = "failed";
         return Err(JobError::permanent(message));
     }
-    let seen: Option<Vec<Value>> = match session {
+    let seen: Option<Vec<Value>> = match &job.session {
         Some(s) => {
             let state: Value = serde_json::from_str(&s.state).map_err(|e| JobError::permanent(e.to_string()))?;
             Some(state.get("seen").and_then(Value::as_array).cloned().unwrap_or_default())
