@@ -3,6 +3,7 @@ started in a session of its own and killed (with its children) when the runner e
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import queue
@@ -85,11 +86,10 @@ class Redis:
 class Server:
     """One jobwire server: started on port 0 the first time, again on the same port after."""
 
-    count = 0
+    numbers = itertools.count(1)  # next() on it is atomic: runs start servers from several threads
 
     def __init__(self, procs: Processes, tmp: Path, jobwire: str, redis: Redis, flags: dict[str, Any]) -> None:
-        Server.count += 1
-        self.n = Server.count
+        self.n = next(Server.numbers)
         self.procs = procs
         self.tmp = tmp
         self.jobwire = jobwire

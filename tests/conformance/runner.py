@@ -15,6 +15,7 @@ failing step, what differed and the tail of the logs as "#" lines), then the tab
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import itertools
 import json
 import os
@@ -24,6 +25,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,11 +115,28 @@ class Runner:
         self.redis = redis
         self.tools = tools
         self.shared: Server | None = None
+        self.shared_lock = threading.Lock()
+        self.report_lock = threading.Lock()
 
     def shared_server(self) -> Server:
-        if self.shared is None or not self.shared.alive():
-            self.shared = Server(self.procs, self.tmp, self.jobwire, self.redis, {})
-        return self.shared
+        with self.shared_lock:
+            if self.shared is None or not self.shared.alive():
+                self.shared = Server(self.procs, self.tmp, self.jobwire, self.redis, {})
+            return self.shared
+
+    def execute_and_report(self, run: Run) -> None:
+        self.execute(run)
+        with self.report_lock:
+            if run.failure:
+                say(f"not ok - {run.label()} ({run.seconds:.1f} s)")
+                for line in run.failure.splitlines():
+                    say(f"#   {line}")
+                for log in run.logs:
+                    say(f"# --- {log.parent.name}/{log.name} (last 25 lines)")
+                    for line in tail(log, 25):
+                        say(f"#   {line}")
+            else:
+                say(f"ok - {run.label()} ({run.seconds:.1f} s)")
 
     def execute(self, run: Run) -> None:
         scenario = run.scenario
@@ -371,6 +390,8 @@ def main() -> int:
     parser.add_argument("--jobwire", required=True, help="the jobwire binary")
     parser.add_argument("--lang", action="append", choices=LANGUAGES, help="only these languages")
     parser.add_argument("--scenario", action="append", help="only these scenarios (file names without .json)")
+    jobs = int(os.environ.get("CONFORMANCE_JOBS", "2"))
+    parser.add_argument("--jobs", type=int, default=jobs, help="runs at once (default 2, or $CONFORMANCE_JOBS)")
     parser.add_argument(
         "--tool",
         action="append",
@@ -412,19 +433,12 @@ def main() -> int:
         runner = Runner(procs, tmp, args.jobwire, redis, tools)
         for scenario in scenarios:
             for roles in scenario.assignments(built):
-                run = Run(scenario, roles, len(runs) + 1)
-                runs.append(run)
-                runner.execute(run)
-                if run.failure:
-                    say(f"not ok - {run.label()} ({run.seconds:.1f} s)")
-                    for line in run.failure.splitlines():
-                        say(f"#   {line}")
-                    for log in run.logs:
-                        say(f"# --- {log.parent.name}/{log.name} (last 25 lines)")
-                        for line in tail(log, 25):
-                            say(f"#   {line}")
-                else:
-                    say(f"ok - {run.label()} ({run.seconds:.1f} s)")
+                runs.append(Run(scenario, roles, len(runs) + 1))
+        runner.shared_server()
+        # Runs are independent (queues of their own, a server of their own where they restart
+        # it), so a few go at once; each is reported when it ends.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            list(pool.map(runner.execute_and_report, runs))
         if runner.shared is not None:
             runner.shared.stop()
         tables(runs, built)
