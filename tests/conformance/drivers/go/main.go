@@ -85,7 +85,7 @@ func main() {
 	in.Buffer(make([]byte, 1<<20), 16<<20)
 	for in.Scan() {
 		var req request
-		answer := reply{}
+		var answer reply
 		if err := json.Unmarshal(in.Bytes(), &req); err != nil {
 			answer = failure(codes.InvalidArgument, "the request is not JSON: "+err.Error())
 		} else {
