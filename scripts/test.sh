@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Every check CI makes, in order: the contract (buf lint, format, breaking), format, lint, Rust
-# tests (unit + integration against real redis-server and jobwire processes), then each client's
-# own suite (clients/*/test.sh), then the conformance suite (tests/conformance/run.sh: every
-# client's driver through every scenario, producers and workers of different languages on one
-# server, a worker killed mid-job and finished in another language).
-# Needs: a Rust toolchain and redis-server; python3, node, go, java and mvn for the clients.
+# tests (unit + integration against real redis-server and jobwire processes), the dashboard
+# (ui/test.sh: its build diffed, then headless chromium), then each client's own suite
+# (clients/*/test.sh), then the conformance suite (tests/conformance/run.sh: every client's
+# driver through every scenario, producers and workers of different languages on one server, a
+# worker killed mid-job and finished in another language).
+# Needs: a Rust toolchain and redis-server; python3, node, go, java and maven for the clients;
+# chromium for the dashboard.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +40,12 @@ if ! command -v cargo-nextest >/dev/null 2>&1; then
 fi
 cargo nextest run
 done_stage "rust tests"
+
+# The dashboard: its build is redone and diffed against the committed dist/ (embedded by cargo
+# build), then the page is driven in headless chromium against a real server.
+stage "ui/test.sh (dashboard build and browser tests)"
+JOBWIRE_BIN="$PWD/target/debug/jobwire" bash ui/test.sh
+done_stage "ui/test.sh (dashboard build and browser tests)"
 
 for suite in clients/*/test.sh tests/conformance/run.sh; do
   [ -e "$suite" ] || continue

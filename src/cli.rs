@@ -367,6 +367,7 @@ pub(crate) async fn jobs(args: JobsArgs) -> anyhow::Result<()> {
         state: args.state as i32,
         page_size: args.limit.clamp(1, 1000),
         page_token: String::new(),
+        filter: None,
     };
     let jobs = client.raw().list_jobs(req).await?.into_inner().jobs;
     if args.json {

@@ -137,6 +137,11 @@ pub struct ServeConfig {
     /// The TLS of the gRPC listener.
     #[command(flatten)]
     pub tls: TlsFlags,
+    /// Serve the dashboard on the gRPC address (http://ADDR/ in a browser): its assets over
+    /// HTTP/1.1 and the API over gRPC-web, with the same tokens as every client. `false` keeps
+    /// the port to HTTP/2 gRPC alone.
+    #[arg(long, env = "JOBWIRE_UI", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub ui: bool,
     /// Once the listeners are bound, write their addresses to this file: the gRPC address on
     /// line 1, the metrics address on line 2 (with --metrics-listen). Written to a temp file and
     /// renamed, so a reader sees all of it or nothing: wait for it instead of parsing logs when

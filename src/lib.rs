@@ -8,7 +8,8 @@
 //! carrying its connection's `Peer`); `auth` holds the tokens, roles and scopes that the auth
 //! layer of `api` enforces (and that `jobwire token` writes); `config` holds the flags of
 //! `jobwire serve`; `client` is the typed Rust client; `redis_server` launches the private
-//! redis-server of the embedded default, the bench and the tests; `telemetry` holds the
+//! redis-server of the embedded default, the bench and the tests; `ui` holds the dashboard's
+//! embedded assets; `telemetry` holds the
 //! Prometheus metrics and the W3C trace context of jobs; `proto` is the generated code of the
 //! public contract.
 
@@ -22,6 +23,7 @@ pub mod redis_server;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+mod ui;
 
 /// The messages, enums, clients and servers generated from `proto/jobwire/v1` (see `build.rs`).
 #[allow(

@@ -11,6 +11,10 @@
 //! token of a role the method allows (health excepted); without, everything is let through,
 //! which `jobwire serve` allows on loopback addresses only.
 //!
+//! With `ServerOptions::dashboard`, the same port also answers HTTP/1.1: the dashboard's assets
+//! (`crate::ui`) and gRPC-web calls of the queue and session services, so the dashboard is
+//! reached where the API is, under the same listener, TLS and tokens.
+//!
 //! `ReadyFile` is how a server started on port 0 tells its launcher where it listens
 //! (`--ready-file`), without anyone parsing its log.
 //!
@@ -26,7 +30,10 @@ use std::{future::Future, io::Write, net::SocketAddr, path::Path, sync::Arc, tim
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
 use tonic_health::{ServingStatus, server::HealthReporter};
+use tonic_web::GrpcWebLayer;
+use tower_layer::Layer;
 use tracing::info;
 
 use crate::{
@@ -63,6 +70,9 @@ pub struct ServerOptions {
     pub tls: Option<Arc<ServerTls>>,
     /// The tokens callers must present (`--auth-tokens`); None lets every call through.
     pub auth: Option<Arc<Authority>>,
+    /// Serve the dashboard on the same port: its assets over HTTP/1.1 and the services over
+    /// gRPC-web too (`crate::ui`).
+    pub dashboard: bool,
 }
 
 /// The HTTP/2 keep-alive of every connection: a connection silent for `interval` is pinged, and
@@ -162,15 +172,23 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let incoming = Incoming::new(listener, options.tls);
+    // The dashboard's assets answer what no service does; the two services also speak gRPC-web.
+    let (routes, open) = if options.dashboard {
+        (Routes::from(crate::ui::router()), &crate::ui::ASSET_PATHS[..])
+    } else {
+        (Routes::default(), &[][..])
+    };
     let transport = tonic::transport::Server::builder()
-        .layer(AuthLayer::new(options.auth))
+        .accept_http1(options.dashboard)
+        .layer(AuthLayer::new(options.auth, open))
         .http2_keepalive_interval(Some(options.keepalive.interval))
         .http2_keepalive_timeout(Some(options.keepalive.timeout))
+        .add_routes(routes)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(queue)
-        .add_service(sessions)
+        .add_service(GrpcWebLayer::new().layer(queue))
+        .add_service(GrpcWebLayer::new().layer(sessions))
         .serve_with_incoming_shutdown(incoming, async {
             let _ = stop_rx.await;
         });

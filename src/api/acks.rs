@@ -2,6 +2,8 @@
 //! ack, shared by the unary RPCs (`CompleteJob`, `FailJob`...) and the acks of a `Work` stream,
 //! so both paths check and answer exactly alike.
 
+use std::future::Future;
+
 use tonic::Status;
 
 use super::convert;
@@ -16,14 +18,31 @@ pub(super) async fn complete(
     req: proto::CompleteJobRequest,
     trace: Option<TraceContext>,
 ) -> Result<proto::CompleteJobResponse, Status> {
-    let job_id = JobId::parse(&req.job_id, "job_id")?;
-    let session_state = req.session_state.as_deref().map(|s| (s, req.expected_session_version));
-    if session_state.is_none() && req.expected_session_version.is_some() {
-        return Err(Status::invalid_argument("expected_session_version: given without session_state"));
+    start_complete(engine, req, trace).await
+}
+
+/// As `complete`, but the completion is checked and taken in for its queue's next Redis call
+/// now, when this is called; the future only waits for the answer (see `Engine::start_complete`).
+pub(super) fn start_complete(
+    engine: &Engine,
+    req: proto::CompleteJobRequest,
+    trace: Option<TraceContext>,
+) -> impl Future<Output = Result<proto::CompleteJobResponse, Status>> + Send + use<> {
+    let started = (|| {
+        let job_id = JobId::parse(&req.job_id, "job_id")?;
+        if req.session_state.is_none() && req.expected_session_version.is_some() {
+            return Err(Status::invalid_argument("expected_session_version: given without session_state"));
+        }
+        let session_state = req.session_state.map(|s| (s, req.expected_session_version));
+        let completing = engine.start_complete(job_id.clone(), &req.lease_token, req.result, session_state, trace);
+        Ok((job_id, completing))
+    })();
+    async move {
+        let (job_id, completing) = started?;
+        completing.await?;
+        tracing::debug!(%job_id, "job completed");
+        Ok(proto::CompleteJobResponse {})
     }
-    engine.complete(&job_id, &req.lease_token, &req.result, session_state, trace).await?;
-    tracing::debug!(%job_id, "job completed");
-    Ok(proto::CompleteJobResponse {})
 }
 
 pub(super) async fn fail(

@@ -1,6 +1,7 @@
 //! Conversions between the protobuf messages and the domain types, with the checks only the
 //! wire format needs (negative durations, out-of-range timestamps). Field names in errors are
-//! the proto's.
+//! the proto's. `listings.rs` holds those of the dashboard's calls (filters, selections, bulk
+//! outcomes, dead-letter groups, activity).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -163,6 +164,7 @@ pub(super) fn session(v: SessionView) -> proto::Session {
 pub(super) fn worker(w: WorkerView) -> proto::WorkerInfo {
     proto::WorkerInfo {
         connected_at: Some(to_timestamp(w.connected_at())),
+        stream_id: w.stream_id(),
         instance: w.instance,
         worker_id: w.worker_id,
         labels: w.labels.into_iter().collect(),
@@ -193,6 +195,7 @@ pub(super) fn job_info(v: JobView) -> proto::JobInfo {
         idempotency_key: v.idempotency_key.unwrap_or_default(),
         session_id: v.session.map(|s| s.to_string()).unwrap_or_default(),
         progress: v.progress.unwrap_or_default(),
+        worker_stream: v.worker_stream.unwrap_or_default(),
     }
 }
 
@@ -272,5 +275,6 @@ pub(super) fn job(d: Delivery) -> proto::Job {
     }
 }
 
+pub(super) mod listings;
 #[cfg(test)]
 mod properties;

@@ -27,11 +27,12 @@ use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use auth::Caller;
+use convert::listings;
 use feed::Feed;
 
 use crate::{
     proto::{self, queue_service_server::QueueService},
-    queue::{Engine, JobId},
+    queue::{BulkAction, Engine, JobId},
 };
 
 /// The `QueueService` handlers, over the instance's engine.
@@ -44,6 +45,16 @@ pub(crate) struct QueueApi {
 impl QueueApi {
     pub(crate) fn new(engine: Arc<Engine>, ping_every: Duration) -> Self {
         Self { engine, ping_every }
+    }
+
+    /// RetryJobs, CancelJobs and DeleteJobs: the selection converted, the action applied.
+    async fn bulk(
+        &self,
+        action: BulkAction,
+        selection: Option<proto::JobSelection>,
+    ) -> Result<Option<proto::BulkOutcome>, Status> {
+        let outcome = self.engine.bulk(action, listings::selection(selection)?).await?;
+        Ok(Some(listings::bulk_outcome(outcome)))
     }
 }
 
@@ -268,7 +279,8 @@ impl QueueService for QueueApi {
         let req = request.into_inner();
         let state = convert::listing(req.state, "state")?;
         let page_size = if req.page_size == 0 { 100 } else { u64::from(req.page_size) };
-        let (jobs, next) = self.engine.list_jobs(&req.queue, state, page_size, &req.page_token).await?;
+        let filter = listings::filter(req.filter, "filter.")?;
+        let (jobs, next) = self.engine.list_jobs(&req.queue, state, page_size, &req.page_token, &filter).await?;
         Ok(Response::new(proto::ListJobsResponse {
             jobs: jobs.into_iter().map(|view| caller.redacted_job(convert::job_info(view))).collect(),
             next_page_token: next,
@@ -338,5 +350,71 @@ impl QueueService for QueueApi {
             })
             .collect();
         Ok(Response::new(proto::ListWorkersResponse { workers }))
+    }
+
+    async fn retry_jobs(
+        &self,
+        request: Request<proto::RetryJobsRequest>,
+    ) -> Result<Response<proto::RetryJobsResponse>, Status> {
+        Caller::authorize(&request)?;
+        let outcome = self.bulk(BulkAction::Retry, request.into_inner().selection).await?;
+        Ok(Response::new(proto::RetryJobsResponse { outcome }))
+    }
+
+    async fn cancel_jobs(
+        &self,
+        request: Request<proto::CancelJobsRequest>,
+    ) -> Result<Response<proto::CancelJobsResponse>, Status> {
+        Caller::authorize(&request)?;
+        let outcome = self.bulk(BulkAction::Cancel, request.into_inner().selection).await?;
+        Ok(Response::new(proto::CancelJobsResponse { outcome }))
+    }
+
+    async fn delete_jobs(
+        &self,
+        request: Request<proto::DeleteJobsRequest>,
+    ) -> Result<Response<proto::DeleteJobsResponse>, Status> {
+        Caller::authorize(&request)?;
+        let outcome = self.bulk(BulkAction::Delete, request.into_inner().selection).await?;
+        Ok(Response::new(proto::DeleteJobsResponse { outcome }))
+    }
+
+    async fn list_dead_job_groups(
+        &self,
+        request: Request<proto::ListDeadJobGroupsRequest>,
+    ) -> Result<Response<proto::ListDeadJobGroupsResponse>, Status> {
+        Caller::authorize(&request)?;
+        let groups = self.engine.dead_groups(&request.into_inner().queue).await?;
+        Ok(Response::new(listings::dead_groups(groups)))
+    }
+
+    async fn get_queue_activity(
+        &self,
+        request: Request<proto::GetQueueActivityRequest>,
+    ) -> Result<Response<proto::GetQueueActivityResponse>, Status> {
+        Caller::authorize(&request)?;
+        let queues = request.into_inner().queues;
+        let minutes = self.engine.activity(&queues).await?;
+        let queues = queues.into_iter().zip(minutes).map(|(q, m)| listings::activity(q, m)).collect();
+        Ok(Response::new(proto::GetQueueActivityResponse { queues }))
+    }
+
+    type SubscribeQueuesStream = EventStream<proto::SubscribeQueuesResponse>;
+
+    async fn subscribe_queues(
+        &self,
+        request: Request<proto::SubscribeQueuesRequest>,
+    ) -> Result<Response<Self::SubscribeQueuesStream>, Status> {
+        let caller = Caller::authorize(&request)?;
+        let feeds = self.engine.subscribe_queues(&request.into_inner().queues).await?;
+        // Each event names its job, whose id names its queue: one merged stream of all feeds.
+        let merged = futures::stream::select_all(feeds.into_iter().map(tokio_stream::wrappers::ReceiverStream::new));
+        Ok(Response::new(Box::pin(futures::StreamExt::map(merged, move |item| {
+            item.map(|event| proto::SubscribeQueuesResponse {
+                queue: event.job_id.queue.clone(),
+                event: Some(caller.redacted_event(convert::event(event))),
+            })
+            .map_err(Status::from)
+        }))))
     }
 }

@@ -5,15 +5,18 @@
 //! and the guard that hands unacknowledged jobs back when it ends); jobs already waiting go out
 //! together in one message. Each ack runs through the same function as its unary RPC
 //! (`acks.rs`), concurrently with the others, and is answered by its `ack_id`; answers ready
-//! together go out in one message. A refused ack is answered with its status; only a protocol
-//! error ends the stream (INVALID_ARGUMENT). The caller's scope is checked on the `open`
-//! message's queues (a refusal ends the stream before it opens) and on each ack's job, which is
-//! answered PERMISSION_DENIED like any refused ack.
+//! together go out in one message. The completions of one message are all taken in before any
+//! runs, so they share one Redis call (`Engine::start_complete`). A refused ack is answered with
+//! its status; only a protocol error ends the stream (INVALID_ARGUMENT). The caller's scope is
+//! checked on the `open` message's queues (a refusal ends the stream before it opens) and on each
+//! ack's job, which is answered PERMISSION_DENIED like any refused ack.
 //!
 //! Everything runs inside the response stream tonic polls: no task of its own, so nothing
 //! outlives the stream, and a worker that stops reading stops its acks from being taken in.
 
-use std::{collections::HashSet, pin::Pin, sync::Arc, task::Poll, time::Duration};
+use std::{pin::Pin, sync::Arc, task::Poll, time::Duration};
+
+use foldhash::{HashSet, HashSetExt};
 
 use futures::{FutureExt, Stream, StreamExt, future::BoxFuture, stream::FuturesUnordered};
 use tonic::{Status, Streaming};
@@ -150,21 +153,28 @@ impl Work {
                     ack.ack_id
                 )));
             }
-            match self.caller.check(&ack) {
-                Ok(()) => self.pending.push(run(self.engine.clone(), ack).boxed()),
-                Err(status) => {
-                    let refused = answer(ack.ack_id, Err(status));
-                    self.pending.push(std::future::ready(refused).boxed());
-                }
+            if let Err(status) = self.caller.check(&ack) {
+                let refused = answer(ack.ack_id, Err(status));
+                self.pending.push(std::future::ready(refused).boxed());
+                continue;
             }
+            self.pending.push(match ack.ack {
+                // Taken in now, so the completions of one message share one Redis call.
+                Some(Ack::Complete(req)) => {
+                    let completing = acks::start_complete(&self.engine, req, None);
+                    let ack_id = ack.ack_id;
+                    async move { answer(ack_id, completing.await.map(|_| None)) }.boxed()
+                }
+                other => run(self.engine.clone(), ack.ack_id, other).boxed(),
+            });
         }
         Ok(())
     }
 }
 
-/// Runs one ack through the function of its unary RPC and answers it.
-async fn run(engine: Arc<Engine>, ack: proto::WorkAck) -> proto::WorkAnswer {
-    let result = match ack.ack {
+/// Runs one ack (but a completion) through the function of its unary RPC and answers it.
+async fn run(engine: Arc<Engine>, ack_id: u64, ack: Option<Ack>) -> proto::WorkAnswer {
+    let result = match ack {
         Some(Ack::Complete(req)) => acks::complete(&engine, req, None).await.map(|_| None),
         Some(Ack::Fail(req)) => acks::fail(&engine, req, None).await.map(|r| Some(AckResult::Fail(r))),
         Some(Ack::Progress(req)) => acks::progress(&engine, req).await.map(|_| None),
@@ -172,7 +182,7 @@ async fn run(engine: Arc<Engine>, ack: proto::WorkAck) -> proto::WorkAnswer {
         Some(Ack::GiveBack(req)) => acks::give_back(&engine, req).await.map(|_| None),
         None => Err(Status::invalid_argument("ack: must be one of complete, fail, progress, extend, give_back")),
     };
-    answer(ack.ack_id, result)
+    answer(ack_id, result)
 }
 
 /// The answer to ack `ack_id`: OK with its result, or its refusal.

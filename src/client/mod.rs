@@ -1,5 +1,7 @@
 //! A typed Rust client for jobwire: a producer ([`Client`]) and a worker ([`Worker`]).
 //! The CLI, the benchmark and the tests use it; it speaks only the public gRPC contract.
+//! [`listings`] holds the operators' calls (filtered listings, bulk actions, dead-letter groups,
+//! activity).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), jobwire::client::ClientError> {
@@ -22,6 +24,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod listings;
 mod tls;
 mod worker;
 

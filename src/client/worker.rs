@@ -8,7 +8,8 @@
 //! - Concurrency is the stream's credit: the server never sends more than `concurrency` jobs at
 //!   once, plus, with [`Worker::prefetch`], up to `prefetch` more that wait here, in delivery
 //!   order, for a free handler (their deadlines run from delivery); each one handed to a handler
-//!   is reported `started` on the next message.
+//!   is reported `started` on the next message: with its own ack when the handler returns at
+//!   once, else as soon as the handler first waits (`worker/outbox.rs`).
 //! - `revoke` aborts the handler and answers with a failure of that delivery, which gives the
 //!   stream its credit back (the server refuses it as stale, or records it for a cancelled job);
 //!   `drain` finishes what is running, hands back what has not started, then reconnects.
@@ -16,8 +17,10 @@
 //!   already given them back.
 //! - An ack answered UNAVAILABLE (Redis or the server away for a moment) is sent again until
 //!   answered, for as long as the stream lives: dropped, it would leave the job leased to a live
-//!   stream.
-//! - Stopping finishes the running jobs and acks them; a job that arrives while stopping, or that
+//!   stream. A handler's completion or failure is handed to the outbox, which keeps it until
+//!   answered, and the job's task ends (`worker/acker.rs`); a completion writing session state
+//!   waits for its answer, which may refuse it.
+//! - Stopping finishes the running jobs and waits for their acks' answers; a job that arrives while stopping, or that
 //!   waits for a handler, is handed back (`ReturnJob`: not a failed attempt, not a lost delivery).
 //! - A handler runs inside a `job` span carrying the job's W3C trace context (`trace_id`,
 //!   `parent_span_id`, from its `traceparent` header); a unary ack sends that header as gRPC
@@ -166,8 +169,10 @@ impl JobContext {
 type BoxFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, JobError>> + Send>>;
 type Handler = Arc<dyn Fn(JobContext) -> BoxFuture + Send + Sync>;
 
+mod acker;
 mod outbox;
 
+use acker::{Acker, answer_revoke, hand_back, until_answered};
 use outbox::Outbox;
 
 /// What arrives on a worker stream, whichever the protocol.
@@ -219,7 +224,10 @@ impl Worker {
 
     /// Jobs held beyond `concurrency`, waiting for a free handler, so the next job is already
     /// here when a handler returns (default 0). They are leased from delivery: their deadlines
-    /// run while they wait. Only with [`Protocol::Work`].
+    /// run while they wait (behind a long job, for up to its whole run), and other workers
+    /// cannot take them. Worth it for jobs of a few milliseconds or less, about `concurrency`
+    /// (BENCHMARKS.md, "Prefetch"); for longer jobs 1 already hides the round trip. Only with
+    /// [`Protocol::Work`].
     pub fn prefetch(mut self, n: u32) -> Self {
         self.prefetch = n;
         self
@@ -329,15 +337,18 @@ impl Worker {
 
     /// Serves one stream until it ends, drains, or the worker stops with nothing running.
     async fn serve(&self, mut stream: IncomingStream, acker: Acker, stopping: &CancellationToken) {
-        let mut running: JoinSet<()> = JoinSet::new();
-        let mut aborts: HashMap<String, (String, AbortHandle)> = HashMap::new();
+        // Each job's task ends with the ack it leaves for this loop to send (see `run_one`).
+        let mut running: JoinSet<Option<Ack>> = JoinSet::new();
+        // The running jobs by id (their token and abort handle, for revokes), and by task.
+        let mut aborts: foldhash::HashMap<String, (String, AbortHandle)> = Default::default();
+        let mut job_of_task: foldhash::HashMap<tokio::task::Id, String> = Default::default();
         // A job runs once it holds a slot; prefetched jobs wait for one in delivery order.
         let slots = Arc::new(Semaphore::new(usize::try_from(self.concurrency).unwrap_or(usize::MAX)));
         // Cancelled on stop and on drain: jobs that have not started are handed back.
         let leaving = stopping.child_token();
         let mut draining = false;
         loop {
-            if (draining || stopping.is_cancelled()) && running.is_empty() {
+            if (draining || stopping.is_cancelled()) && running.is_empty() && acker.unsettled() == 0 {
                 return;
             }
             tokio::select! {
@@ -351,13 +362,14 @@ impl Worker {
                         Incoming::Jobs(jobs) => {
                             for job in jobs {
                                 if leaving.is_cancelled() {
-                                    running.spawn(hand_back(acker.clone(), job));
+                                    running.spawn(without_ack(hand_back(acker.clone(), job)));
                                     continue;
                                 }
                                 let id = job.id.clone();
                                 let token = job.lease_token.clone();
                                 let start = Start { acker: acker.clone(), slots: slots.clone(), leaving: leaving.clone() };
                                 let abort = running.spawn(self.run_one(job, start));
+                                job_of_task.insert(abort.id(), id.clone());
                                 aborts.insert(id, (token, abort));
                             }
                         }
@@ -368,7 +380,7 @@ impl Worker {
                                     abort.abort();
                                     // Answering gives the stream its credit back; the server
                                     // refuses the stale ack itself (or, if cancelled, records it).
-                                    running.spawn(answer_revoke(acker.clone(), r.job_id, token));
+                                    running.spawn(without_ack(answer_revoke(acker.clone(), r.job_id, token)));
                                 } else {
                                     aborts.insert(r.job_id, (token, abort));
                                 }
@@ -382,8 +394,28 @@ impl Worker {
                         Incoming::Ping => {}
                     }
                 }
-                Some(_) = running.join_next(), if !running.is_empty() => {
-                    aborts.retain(|_, (_, abort)| !abort.is_finished());
+                Some(done) = running.join_next_with_id(), if !running.is_empty() => {
+                    // The acks of every job done by now go out together, in one message.
+                    let mut acks = Vec::new();
+                    let mut finished = |done: Result<(tokio::task::Id, Option<Ack>), tokio::task::JoinError>| {
+                        let task = match done {
+                            Ok((task, ack)) => {
+                                acks.extend(ack);
+                                task
+                            }
+                            Err(e) => e.id(),
+                        };
+                        if let Some(job_id) = job_of_task.remove(&task)
+                            && aborts.get(&job_id).is_some_and(|(_, abort)| abort.id() == task)
+                        {
+                            aborts.remove(&job_id);
+                        }
+                    };
+                    finished(done);
+                    while let Some(done) = running.try_join_next_with_id() {
+                        finished(done);
+                    }
+                    acker.send_all(acks);
                 }
                 _ = stopping.cancelled(), if !stopping.is_cancelled() => {}
             }
@@ -391,8 +423,10 @@ impl Worker {
     }
 
     /// Waits for a handler slot (handing the job back instead when the worker leaves first),
-    /// runs the handler and acks its outcome. Aborted on revoke.
-    fn run_one(&self, job: proto::Job, start: Start) -> impl Future<Output = ()> + Send + 'static {
+    /// runs the handler and acks its outcome: on a Work stream an ack whose answer nobody acts
+    /// on is returned, for `serve` to send with those of the other jobs done at the same time
+    /// (one message, and no wake-up of the sending side per job). Aborted on revoke.
+    fn run_one(&self, job: proto::Job, start: Start) -> impl Future<Output = Option<Ack>> + Send + 'static {
         let handler = self.handlers.get(&job.r#type).or(self.fallback.as_ref()).cloned();
         let trace = TraceContext::from_headers(job.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let span = tracing::info_span!(
@@ -410,10 +444,13 @@ impl Worker {
             // is handed back even if a slot frees at the same moment.
             let slot = tokio::select! {
                 biased;
-                _ = leaving.cancelled() => return hand_back(acker, job).await,
+                _ = leaving.cancelled() => {
+                    hand_back(acker, job).await;
+                    return None;
+                }
                 slot = slots.acquire_owned() => slot,
             };
-            let Ok(slot) = slot else { return };
+            let Ok(slot) = slot else { return None };
             acker.started(&job.lease_token);
             let (job_id, token) = (job.id.clone(), job.lease_token.clone());
             let version = job.session.as_ref().map(|s| s.version);
@@ -421,49 +458,64 @@ impl Worker {
             let outcome = match handler {
                 Some(handler) => {
                     let context = JobContext { job, acker: acker.clone(), new_session_state: new_state.clone() };
-                    handler(context).await
+                    let mut running = std::pin::pin!(handler(context));
+                    // A handler that returns at once has its `started` mark go out with its ack.
+                    match futures::poll!(running.as_mut()) {
+                        std::task::Poll::Ready(outcome) => outcome,
+                        std::task::Poll::Pending => {
+                            acker.flush();
+                            running.await
+                        }
+                    }
                 }
                 None => Err(JobError::retry(format!("no handler for job type {:?} on this worker", job.r#type))),
             };
             drop(slot);
             let session_state = new_state.lock().unwrap_or_else(|e| e.into_inner()).take();
-            let completed = match outcome {
+            let failure = match outcome {
+                Ok(result) if session_state.is_none() => {
+                    let req = proto::CompleteJobRequest { job_id, lease_token: token, result, ..Default::default() };
+                    return acker.settle(Ack::Complete(req), trace.as_ref()).await;
+                }
+                // A new session state may be refused (the session changed): that answer matters.
                 Ok(result) => {
                     let req = proto::CompleteJobRequest {
                         job_id: job_id.clone(),
                         lease_token: token.clone(),
                         result,
-                        expected_session_version: session_state.as_ref().and(version),
+                        expected_session_version: version,
                         session_state,
                     };
                     match until_answered(|| acker.complete(req.clone(), trace.as_ref())).await {
+                        Ok(()) => return None,
                         Err(status) if status.code() == Code::Aborted => {
-                            Err(JobError::retry("the session changed while the job ran"))
+                            JobError::retry("the session changed while the job ran")
                         }
-                        other => Ok(other),
+                        Err(status) => {
+                            warn!(%job_id, %status, "ack failed");
+                            return None;
+                        }
                     }
                 }
-                Err(e) => Err(e),
+                Err(e) => e,
             };
-            let acked = match completed {
-                Ok(acked) => acked,
-                Err(e) => {
-                    let req = proto::FailJobRequest {
-                        job_id: job_id.clone(),
-                        lease_token: token,
-                        error: e.message,
-                        retryable: Some(e.retryable),
-                        retry_after: e.retry_after.map(super::duration),
-                    };
-                    until_answered(|| acker.fail(req.clone(), trace.as_ref())).await
-                }
+            let req = proto::FailJobRequest {
+                job_id,
+                lease_token: token,
+                error: failure.message,
+                retryable: Some(failure.retryable),
+                retry_after: failure.retry_after.map(super::duration),
             };
-            if let Err(status) = acked {
-                warn!(%job_id, %status, "ack failed");
-            }
+            acker.settle(Ack::Fail(req), trace.as_ref()).await
         };
         job_run.instrument(span)
     }
+}
+
+/// A task of `serve` that leaves no ack behind.
+async fn without_ack(task: impl Future<Output = ()>) -> Option<Ack> {
+    task.await;
+    None
 }
 
 /// What a delivered job needs to start: where its acks go, the handler slots, and the signal
@@ -495,112 +547,4 @@ impl Incoming {
             Message::Ping(_) => Self::Ping,
         }
     }
-}
-
-/// Where a stream's acks go: a unary call each, or the Work stream's outbox.
-#[derive(Clone)]
-enum Acker {
-    Unary(QueueServiceClient<Transport>),
-    Stream(Arc<Outbox>),
-}
-
-impl Acker {
-    async fn complete(&self, req: proto::CompleteJobRequest, trace: Option<&TraceContext>) -> Result<(), Status> {
-        match self {
-            Self::Unary(client) => client.clone().complete_job(traced(req, trace)).await.map(|_| ()),
-            Self::Stream(outbox) => outbox.ack(Ack::Complete(req)).await,
-        }
-    }
-
-    async fn fail(&self, req: proto::FailJobRequest, trace: Option<&TraceContext>) -> Result<(), Status> {
-        match self {
-            Self::Unary(client) => client.clone().fail_job(traced(req, trace)).await.map(|_| ()),
-            Self::Stream(outbox) => outbox.ack(Ack::Fail(req)).await,
-        }
-    }
-
-    async fn give_back(&self, req: proto::ReturnJobRequest) -> Result<(), Status> {
-        match self {
-            Self::Unary(client) => client.clone().return_job(req).await.map(|_| ()),
-            Self::Stream(outbox) => outbox.ack(Ack::GiveBack(req)).await,
-        }
-    }
-
-    async fn extend(&self, req: proto::ExtendLeaseRequest) -> Result<(), Status> {
-        match self {
-            Self::Unary(client) => client.clone().extend_lease(req).await.map(|_| ()),
-            Self::Stream(outbox) => outbox.ack(Ack::Extend(req)).await,
-        }
-    }
-
-    async fn progress(&self, req: proto::ReportProgressRequest) -> Result<(), Status> {
-        match self {
-            Self::Unary(client) => client.clone().report_progress(req).await.map(|_| ()),
-            Self::Stream(outbox) => outbox.ack(Ack::Progress(req)).await,
-        }
-    }
-
-    /// A job was handed to a handler (reported only on a Work stream with prefetch).
-    fn started(&self, lease_token: &str) {
-        if let Self::Stream(outbox) = self {
-            outbox.started(lease_token);
-        }
-    }
-
-    fn answered(&self, answers: Vec<proto::WorkAnswer>) {
-        if let Self::Stream(outbox) = self {
-            outbox.answered(answers);
-        }
-    }
-}
-
-/// Sends an ack again while the answer is UNAVAILABLE (Redis or the server away for a moment),
-/// waiting 50 ms doubling to 1 s between tries: a dropped ack would leave the job leased to this
-/// stream, which lives on, until the job's timeout. The retries end with the stream: its jobs'
-/// tasks are aborted then, the server having given the jobs back.
-async fn until_answered<T, Fut>(mut send: impl FnMut() -> Fut) -> Result<T, tonic::Status>
-where
-    Fut: Future<Output = Result<T, tonic::Status>>,
-{
-    let mut wait = Duration::from_millis(50);
-    loop {
-        match send().await {
-            Err(status) if status.code() == tonic::Code::Unavailable => {
-                debug!(%status, ?wait, "ack not answered; retrying");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(1));
-            }
-            answered => return answered,
-        }
-    }
-}
-
-/// An ack request carrying the job's trace context as `traceparent` metadata.
-fn traced<T>(message: T, trace: Option<&TraceContext>) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    if let Some(value) = trace.and_then(|t| tonic::metadata::MetadataValue::try_from(t.to_header()).ok()) {
-        request.metadata_mut().insert(traceparent::HEADER, value);
-    }
-    request
-}
-
-/// Hands back a job the worker will not start (it is stopping or draining), and asks the server
-/// to send nothing more on this stream.
-async fn hand_back(acker: Acker, job: proto::Job) {
-    let req = proto::ReturnJobRequest { job_id: job.id.clone(), lease_token: job.lease_token, stop_stream: true };
-    if let Err(status) = acker.give_back(req).await {
-        warn!(job_id = %job.id, %status, "could not hand a job back");
-    }
-}
-
-/// Answers a revoke with a failure report for the revoked delivery.
-async fn answer_revoke(acker: Acker, job_id: String, lease_token: String) {
-    let req = proto::FailJobRequest {
-        job_id,
-        lease_token,
-        error: "revoked".into(),
-        retryable: Some(true),
-        retry_after: None,
-    };
-    let _ = acker.fail(req, None).await;
 }

@@ -14,14 +14,15 @@
 //! (`job.complete`, `job.fail`) carrying the trace context of the request, else of the delivery.
 
 use std::{
+    future::Future,
     sync::Arc,
     time::{Duration, SystemTime},
 };
 
-use tracing::{Instrument, field::Empty};
+use tracing::{Instrument, Span, field::Empty};
 
 use super::{
-    coalesce::Coalescer,
+    coalesce::{Coalescer, Ticket},
     error::{Error, Result},
     job::{JobId, JobState, MAX_RETRY_WAIT, MAX_TIMEOUT, from_ms},
     leases::{Leases, Notice},
@@ -51,14 +52,18 @@ impl Acks {
     /// session's state in the same atomic step, if the session is still at `expected_version`
     /// when one is given; on a mismatch nothing is written and the job stays leased.
     /// `trace` is the trace context the request carried, if any.
-    pub(super) async fn complete(
+    ///
+    /// The completion is checked and taken in for its queue's next script call at once, when
+    /// this is called; the returned future waits for its answer. Completions taken in before any
+    /// of their futures runs share one call (the acks of one Work message): poll them together.
+    pub(super) fn complete(
         &self,
-        job_id: &JobId,
+        job_id: JobId,
         token: &str,
-        result: &[u8],
-        session_state: Option<(&str, Option<u64>)>,
+        result: Vec<u8>,
+        session_state: Option<(String, Option<u64>)>,
         trace: Option<TraceContext>,
-    ) -> Result<()> {
+    ) -> impl Future<Output = Result<()>> + Send + use<> {
         let token = LeaseToken::parse(token);
         let span = tracing::debug_span!(
             target: SPAN_TARGET,
@@ -67,17 +72,52 @@ impl Acks {
             trace_id = Empty,
             parent_span_id = Empty
         );
-        traceparent::record(&span, self.ack_trace(job_id, token.as_ref(), trace).as_ref());
-        self.complete_in_span(job_id, token, result, session_state).instrument(span).await
+        self.record_trace(&span, &job_id, token.as_ref(), trace);
+        let taken = span.in_scope(|| self.take_completion(&job_id, token, result, session_state));
+        let (store, leases) = (self.store.clone(), self.leases.clone());
+        // Boxed here, once: the callers' futures (the api's, a Work stream's) then carry a
+        // pointer, not this state, which would be copied at every layer.
+        Box::pin(async move {
+            let Some((ticket, token)) = taken? else {
+                return Err(not_held(&store, &job_id).await);
+            };
+            let outcome = ticket.answer().await?;
+            tracing::debug!(job_id = %job_id, ?outcome, "complete");
+            if !matches!(outcome, AckOutcome::UnknownJob | AckOutcome::VersionMismatch | AckOutcome::NotInSession) {
+                leases.tell_owner(Notice::Release, &job_id, &token).await;
+            }
+            if outcome == AckOutcome::Completed
+                && let Some(m) = telemetry::queue(&job_id.queue)
+            {
+                m.completed.increment(1);
+            }
+            match outcome {
+                AckOutcome::Completed | AckOutcome::Cancelled => Ok(()),
+                AckOutcome::UnknownJob => lease_error(LeaseCheck::UnknownJob, &job_id),
+                AckOutcome::Stale => lease_error(LeaseCheck::Stale, &job_id),
+                AckOutcome::VersionMismatch => Err(Error::Aborted(format!(
+                    "expected_session_version: the session of job {job_id} changed; nothing was written and the job is still yours"
+                ))),
+                AckOutcome::SessionGone => Err(Error::NotFound(format!(
+                    "session_id: the session of job {job_id} was deleted; the job ended cancelled"
+                ))),
+                AckOutcome::NotInSession => {
+                    Err(Error::invalid("session_state", format!("job {job_id} does not belong to a session")))
+                }
+            }
+        }
+        .instrument(span))
     }
 
-    async fn complete_in_span(
+    /// Checks a completion and takes it in for its queue's next call; None when the token, not
+    /// being one, holds no lease.
+    fn take_completion(
         &self,
         job_id: &JobId,
         token: Option<LeaseToken>,
-        result: &[u8],
-        session_state: Option<(&str, Option<u64>)>,
-    ) -> Result<()> {
+        result: Vec<u8>,
+        session_state: Option<(String, Option<u64>)>,
+    ) -> Result<Option<(Ticket<AckOutcome>, LeaseToken)>> {
         if result.len() > self.limits.max_result {
             return Err(Error::TooLarge(format!(
                 "result: {} bytes is over the limit of {} bytes",
@@ -85,16 +125,11 @@ impl Acks {
                 self.limits.max_result
             )));
         }
-        if let Some((state, _)) = session_state {
+        if let Some((state, _)) = &session_state {
             validate_state(state, &self.limits, "session_state")?;
         }
-        let token = self.presented(job_id, token).await?;
-        let ack = OwnedAck {
-            ulid: job_id.ulid.clone(),
-            token: token.clone(),
-            result: result.to_vec(),
-            session_state: session_state.map(|(s, v)| (s.to_owned(), v)),
-        };
+        let Some(token) = token else { return Ok(None) };
+        let ack = OwnedAck { ulid: job_id.ulid.clone(), token: token.clone(), result, session_state };
         let (store, leases, lane) = (self.store.clone(), self.leases.clone(), job_id.queue.clone());
         let run = move |items: Vec<OwnedAck>| {
             let (store, leases, lane) = (store.clone(), leases.clone(), lane.clone());
@@ -105,30 +140,7 @@ impl Acks {
                 leases.settle_refills(&lane, plan, answer.map(|c| (c.outcomes, c.refill))).await
             }
         };
-        let outcome = self.completions.submit(&job_id.queue, ack, run).await?;
-        tracing::debug!(job_id = %job_id, ?outcome, "complete");
-        if !matches!(outcome, AckOutcome::UnknownJob | AckOutcome::VersionMismatch | AckOutcome::NotInSession) {
-            self.leases.tell_owner(Notice::Release, job_id, &token).await;
-        }
-        if outcome == AckOutcome::Completed
-            && let Some(m) = telemetry::queue(&job_id.queue)
-        {
-            m.completed.increment(1);
-        }
-        match outcome {
-            AckOutcome::Completed | AckOutcome::Cancelled => Ok(()),
-            AckOutcome::UnknownJob => lease_error(LeaseCheck::UnknownJob, job_id),
-            AckOutcome::Stale => lease_error(LeaseCheck::Stale, job_id),
-            AckOutcome::VersionMismatch => Err(Error::Aborted(format!(
-                "expected_session_version: the session of job {job_id} changed; nothing was written and the job is still yours"
-            ))),
-            AckOutcome::SessionGone => Err(Error::NotFound(format!(
-                "session_id: the session of job {job_id} was deleted; the job ended cancelled"
-            ))),
-            AckOutcome::NotInSession => {
-                Err(Error::invalid("session_state", format!("job {job_id} does not belong to a session")))
-            }
-        }
+        Ok(Some((self.completions.enqueue(&job_id.queue, ack, run), token)))
     }
 
     /// Fails an attempt; returns the job's new state and when it runs again.
@@ -151,7 +163,7 @@ impl Acks {
             trace_id = Empty,
             parent_span_id = Empty
         );
-        traceparent::record(&span, self.ack_trace(job_id, token.as_ref(), trace).as_ref());
+        self.record_trace(&span, job_id, token.as_ref(), trace);
         self.fail_in_span(job_id, token, error, retryable, retry_after).instrument(span).await
     }
 
@@ -216,7 +228,7 @@ impl Acks {
             self.leases.tell_owner(Notice::StopStream, job_id, &token).await;
         }
         if moved == 0 {
-            return Err(self.not_held(job_id).await);
+            return Err(not_held(&self.store, job_id).await);
         }
         self.leases.tell_owner(Notice::Release, job_id, &token).await;
         Ok(())
@@ -241,28 +253,28 @@ impl Acks {
     async fn presented(&self, job_id: &JobId, token: Option<LeaseToken>) -> Result<LeaseToken> {
         match token {
             Some(token) => Ok(token),
-            None => Err(self.not_held(job_id).await),
+            None => Err(not_held(&self.store, job_id).await),
         }
     }
 
-    /// Why a token holds no lease of the job: the job is unknown, or the lease is not that one.
-    async fn not_held(&self, job_id: &JobId) -> Error {
-        match self.store.admin().info(&job_id.queue, &job_id.ulid).await {
-            Ok(Some(_)) => stale_lease(job_id),
-            Ok(None) => job_id.not_found(),
-            Err(e) => e.into(),
+    /// Records in the ack's span the trace context of the ack: the one the request carried, else
+    /// the one of the delivery when this instance made it. Nothing is looked up for a span that
+    /// is off (the usual case: they are debug spans).
+    fn record_trace(&self, span: &Span, job_id: &JobId, token: Option<&LeaseToken>, given: Option<TraceContext>) {
+        if span.is_disabled() {
+            return;
         }
+        let trace = given.or_else(|| self.leases.trace_of(job_id, token?));
+        traceparent::record(span, trace.as_ref());
     }
+}
 
-    /// The trace context of an ack: the one the request carried, else the one of the delivery
-    /// when this instance made it.
-    fn ack_trace(
-        &self,
-        job_id: &JobId,
-        token: Option<&LeaseToken>,
-        given: Option<TraceContext>,
-    ) -> Option<TraceContext> {
-        given.or_else(|| self.leases.trace_of(job_id, token?))
+/// Why a token holds no lease of the job: the job is unknown, or the lease is not that one.
+async fn not_held(store: &Store, job_id: &JobId) -> Error {
+    match store.admin().info(&job_id.queue, &job_id.ulid).await {
+        Ok(Some(_)) => stale_lease(job_id),
+        Ok(None) => job_id.not_found(),
+        Err(e) => e.into(),
     }
 }
 

@@ -1,12 +1,25 @@
 //! Job administration: job info, cancel, pause/resume, retry, delete, purge, listings and the
-//! figures of queues.
+//! figures of queues. Beside it: `filter.rs` (which jobs a filter means, error groups),
+//! `walk.rs` (filtered pages and dead-letter groups, walking a listing in chunks), `bulk.rs`
+//! (retry, cancel, delete of a selection or a query) and `activity.rs` (jobs per minute).
 //!
 //! Owns nothing but the domain types of what it reads (`QueueFigures`, `Listing`): the store's
 //! types are converted here, so the transport sees only this layer's. Calls `registry` (pausing
 //! a queue registers it) and `leases` (`Leases::tell_owner`: an active job that is cancelled is
 //! revoked through its lease's owner).
 
+mod activity;
+mod bulk;
+mod filter;
+mod walk;
+
 use std::{sync::Arc, time::Duration};
+
+pub use activity::ActivityMinute;
+pub(super) use activity::validate_queues;
+pub use bulk::{BulkAction, BulkOutcome, Selection};
+pub use filter::{JobFilter, error_group};
+pub use walk::{DeadGroup, DeadGroups};
 
 use super::{
     error::{Error, Result},
@@ -219,27 +232,35 @@ impl Admin {
         Ok(self.store.admin().purge(queue, &states).await?)
     }
 
-    /// A page of jobs in one state; the token is opaque (empty: first page; returned empty on
-    /// the last page).
+    /// A page of jobs in one state matching `filter`; the token is opaque (empty: first page;
+    /// returned empty on the last page). A filtered page examines a bounded part of the listing
+    /// (`walk.rs`), so it may be short, or empty, and still have a next page.
     pub(super) async fn list_jobs(
         &self,
         queue: &str,
         state: Listing,
         page_size: u64,
         token: &str,
+        filter: &JobFilter,
     ) -> Result<(Vec<JobView>, String)> {
         validate_queue(queue, "queue")?;
+        filter.validate("filter.")?;
         let offset = if token.is_empty() {
             0
         } else {
             token.parse().map_err(|_| Error::invalid("page_token", "is not a token this server issued"))?
         };
-        let (jobs, next) =
-            self.store.admin().list_jobs(queue, state.into(), offset, page_size.clamp(1, MAX_PAGE)).await?;
-        let views = jobs
-            .into_iter()
-            .map(|(ulid, record, lease)| JobView::new(JobId::new(queue, &ulid), record, lease))
-            .collect();
+        let page_size = page_size.clamp(1, MAX_PAGE);
+        let (views, next) = if filter.is_empty() {
+            let (jobs, next) = self.store.admin().list_jobs(queue, state.into(), offset, page_size).await?;
+            let views = jobs
+                .into_iter()
+                .map(|(_, ulid, record, lease)| JobView::new(JobId::new(queue, &ulid), record, lease))
+                .collect();
+            (views, next)
+        } else {
+            self.filtered_page(queue, state, filter, offset, page_size).await?
+        };
         Ok((views, next.map(|n| n.to_string()).unwrap_or_default()))
     }
 }

@@ -374,12 +374,16 @@ pub struct JobView {
     pub session: Option<SessionId>,
     /// The last progress reported for it, if any.
     pub progress: Option<Vec<u8>>,
+    /// While active: the worker stream holding it, `<instance>.<stream>` (never the lease
+    /// token itself, which would let a reader ack the job).
+    pub worker_stream: Option<String>,
 }
 
 impl JobView {
     /// The view of a stored job; `lease` is its current lease when it is active.
     pub(super) fn new(id: JobId, record: JobRecord, lease: Option<Lease>) -> Self {
         let session = record.session_name().map(|name| SessionId::new(&id.queue, name));
+        let worker_stream = lease.as_ref().map(|l| format!("{}.{}", l.token.instance(), l.token.stream()));
         let (state, attempts, started_ms) = match &lease {
             Some(l) => (JobState::Active, l.attempt, Some(l.started_ms)),
             None => (
@@ -414,6 +418,7 @@ impl JobView {
             result: record.result,
             idempotency_key: record.idempotency_key,
             progress: record.progress,
+            worker_stream,
         }
     }
 }

@@ -30,8 +30,8 @@
 //!   (`register`) and `background` (`check_open`).
 //! - `events.rs`: WatchJob and Subscribe. Owns the tailers (one task per queue followed here) and
 //!   one task per follower. Calls `background`.
-//! - `admin.rs`: job info, cancel, pause, retry, delete, purge, listings, queue figures. Owns
-//!   nothing. Calls `registry` (`register`, on a pause) and `leases` (`tell_owner`: revoke a
+//! - `admin.rs`: job info, cancel, pause, retry, delete, purge, listings (filtered ones too),
+//!   bulk actions, dead-letter groups, queue figures and activity (`admin/`). Owns nothing. Calls `registry` (`register`, on a pause) and `leases` (`tell_owner`: revoke a
 //!   cancelled active job).
 //! - `gauges.rs`: with metrics on, the task refreshing the per-queue gauges. Calls `leases`
 //!   (`stream_count`, `redis_is_up`) and `background`; converts with `admin`'s `QueueFigures`.
@@ -67,6 +67,7 @@ mod sessions;
 mod settings;
 
 use std::{
+    future::Future,
     sync::Arc,
     time::{Duration, SystemTime},
 };
@@ -74,7 +75,10 @@ use std::{
 use tokio::sync::{mpsc, watch};
 use tracing::info;
 
-pub use admin::{Listing, QueueFigures};
+pub use admin::{
+    ActivityMinute, BulkAction, BulkOutcome, DeadGroup, DeadGroups, JobFilter, Listing, QueueFigures, Selection,
+    error_group,
+};
 use background::Background;
 pub use error::{Error, Result};
 pub use events::{EventKind, EventView};
@@ -189,7 +193,22 @@ impl Engine {
         session_state: Option<(&str, Option<u64>)>,
         trace: Option<TraceContext>,
     ) -> Result<()> {
-        self.acks.complete(job_id, token, result, session_state, trace).await
+        let session_state = session_state.map(|(state, version)| (state.to_owned(), version));
+        self.start_complete(job_id.clone(), token, result.to_vec(), session_state, trace).await
+    }
+
+    /// As `complete`, but the completion is checked and taken in for its queue's next Redis call
+    /// now, when this is called, and the future only waits for the answer: completions started
+    /// together, before any of their futures runs, share one call (poll them together).
+    pub fn start_complete(
+        &self,
+        job_id: JobId,
+        token: &str,
+        result: Vec<u8>,
+        session_state: Option<(String, Option<u64>)>,
+        trace: Option<TraceContext>,
+    ) -> impl Future<Output = Result<()>> + Send + use<> {
+        self.acks.complete(job_id, token, result, session_state, trace)
     }
 
     /// Fails the attempt held with `token`: retried after its backoff (or `retry_after`) while
@@ -320,15 +339,46 @@ impl Engine {
         self.admin.purge(queue, states).await
     }
 
-    /// A page of jobs in one state and the token of the next (empty on the last page).
+    /// A page of jobs in one state matching `filter`, and the token of the next (empty on the
+    /// last page).
     pub async fn list_jobs(
         &self,
         queue: &str,
         state: Listing,
         page_size: u64,
         token: &str,
+        filter: &JobFilter,
     ) -> Result<(Vec<JobView>, String)> {
-        self.admin.list_jobs(queue, state, page_size, token).await
+        self.admin.list_jobs(queue, state, page_size, token, filter).await
+    }
+
+    /// Retries, cancels or deletes the jobs of a selection; jobs it does not apply to are
+    /// skipped.
+    pub async fn bulk(&self, action: BulkAction, selection: Selection) -> Result<BulkOutcome> {
+        self.admin.bulk(action, selection).await
+    }
+
+    /// A queue's newest dead jobs grouped by error, largest group first.
+    pub async fn dead_groups(&self, queue: &str) -> Result<DeadGroups> {
+        self.admin.dead_groups(queue).await
+    }
+
+    /// Jobs added, completed and failed per minute over the last hour, for each queue.
+    pub async fn activity(&self, queues: &[String]) -> Result<Vec<Vec<ActivityMinute>>> {
+        self.admin.activity(queues).await
+    }
+
+    /// Every event of each of `queues` from now on, one feed per queue (a queue named twice is
+    /// followed once).
+    pub async fn subscribe_queues(&self, queues: &[String]) -> Result<Vec<mpsc::Receiver<Result<EventView>>>> {
+        admin::validate_queues(queues, "queues")?;
+        let mut feeds = Vec::with_capacity(queues.len());
+        for (i, queue) in queues.iter().enumerate() {
+            if !queues[..i].contains(queue) {
+                feeds.push(self.events.subscribe(queue, None).await?);
+            }
+        }
+        Ok(feeds)
     }
 
     /// Connected worker streams on every live instance, optionally only those serving `queue`.

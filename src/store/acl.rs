@@ -23,6 +23,7 @@ pub const COMMANDS: &[&str] = &[
     "+hdel",
     "+hexists",
     "+hget",
+    "+hgetall",
     "+hincrby",
     "+hkeys",
     "+hlen",

@@ -107,8 +107,12 @@ pub struct JobSnapshot {
     pub last_event: String,
 }
 
-/// A page of jobs: `(ULID, record, lease while active)`, and the offset of the next page.
-type Page = (Vec<(String, JobRecord, Option<Lease>)>, Option<u64>);
+/// One job of a listing: its position in the listing's order, ULID, record and lease while
+/// active.
+pub type ListedJob = (u64, String, JobRecord, Option<Lease>);
+
+/// A page of jobs, and the offset of the next page.
+type Page = (Vec<ListedJob>, Option<u64>);
 
 /// An offset or length of a listing as Redis's signed index (saturating: no structure is near).
 fn index(n: u64) -> isize {
@@ -239,7 +243,8 @@ impl Admin {
 
     /// A page of jobs in one state: `offset` into the state's order (ready order for waiting,
     /// due time for delayed, newest first for finished jobs, hash order for active).
-    /// Returns the jobs (with their leases when active) and the next offset, if any.
+    /// Returns the jobs (with their positions, and their leases when active) and the next
+    /// offset, if any.
     pub async fn list_jobs(&self, queue: &str, state: Listing, offset: u64, limit: u64) -> Result<Page> {
         let keys = self.backend.queue_keys(queue);
         // One more than a page: whether it comes tells whether there is a next page.
@@ -282,10 +287,11 @@ impl Admin {
         }
         let (records, leases, outcomes): Stored = self.backend.with_conn(async |c| reads.query_async(c).await).await?;
         let mut jobs = Vec::with_capacity(ids.len());
-        for (((ulid, raw), lease), outcome) in ids.into_iter().zip(records).zip(leases).zip(outcomes) {
+        let found = ids.into_iter().zip(records).zip(leases).zip(outcomes);
+        for (position, (((ulid, raw), lease), outcome)) in (offset..).zip(found) {
             if let Some(raw) = raw {
                 let record = JobRecord::decode(&raw, outcome.as_deref())?;
-                jobs.push((ulid, record, Lease::decode(lease.as_deref())?));
+                jobs.push((position, ulid, record, Lease::decode(lease.as_deref())?));
             }
         }
         Ok((jobs, next))

@@ -1,7 +1,7 @@
 //! One typed argument struct per function of the library, each writing its KEYS and ARGV in the
 //! order its Lua header states, in one place, so arity cannot drift.
 //!
-//! Every queue function receives the 25 queue keys first (then any keys of its own: only add
+//! Every queue function receives the 26 queue keys first (then any keys of its own: only add
 //! has some) and the 7 leading arguments of `lua/lib.lua`; [`Backend::call`] writes those, and
 //! a struct here writes what follows: ARGV[8] on. Each struct also names the reply it decodes.
 //! Everything is written straight into the command: no per-call copy of the keys. Global
@@ -29,7 +29,7 @@ pub(super) trait QueueFunction {
     type Reply: FromRedisValue;
     /// The function these are the arguments of.
     fn function(scripts: &Scripts) -> &Function;
-    /// Keys after the queue keys (KEYS[26..]); none but add's.
+    /// Keys after the queue keys (KEYS[27..]); none but add's.
     fn own_keys(&self, _keys: &QueueKeys) -> Vec<String> {
         Vec::new()
     }

@@ -59,38 +59,54 @@ fn field<T: std::str::FromStr>(value: &[u8], what: &str) -> Result<T> {
         .ok_or_else(|| StoreError::Corrupt(format!("an event's {what} is not a number")))
 }
 
-/// The events of stream entries: one per job an entry names.
+/// One transition of several jobs within a stream entry: its kind, the jobs' ULIDs and their
+/// attempts (both space-separated; no attempts when all are 0).
+struct Group {
+    kind: u8,
+    jobs: String,
+    attempts: String,
+}
+
+/// The events of stream entries: one per job an entry names. An entry holds one group of jobs
+/// or several, each opened by its kind (`flush_events` in lua/lib.lua); its other fields (error,
+/// run time, progress) are those of an entry's one transition.
 fn parse_entries(value: Value) -> Result<Vec<StoredEvent>> {
     let entries: Vec<Entry> = redis::from_redis_value(value)?;
     let mut out = Vec::with_capacity(entries.len());
     for (entry, fields) in entries {
-        let (mut kind, mut jobs, mut attempts) = (0, String::new(), String::new());
+        let mut groups: Vec<Group> = Vec::with_capacity(1);
         let (mut error, mut run_at_ms, mut progress) = (String::new(), 0, Vec::new());
         for (name, value) in fields {
             let text = || String::from_utf8_lossy(&value).into_owned();
-            match name.as_str() {
-                "k" => kind = field(&value, "kind")?,
-                "j" => jobs = text(),
-                "a" => attempts = text(),
-                "e" => error = text(),
-                "r" => run_at_ms = field(&value, "run_at")?,
-                "p" => progress = value,
+            match (name.as_str(), groups.last_mut()) {
+                ("k", _) => {
+                    groups.push(Group { kind: field(&value, "kind")?, jobs: String::new(), attempts: String::new() })
+                }
+                ("j", Some(group)) => group.jobs = text(),
+                ("a", Some(group)) => group.attempts = text(),
+                ("e", _) => error = text(),
+                ("r", _) => run_at_ms = field(&value, "run_at")?,
+                ("p", _) => progress = value,
                 _ => {}
             }
         }
-        let ulids: Vec<&str> = jobs.split(' ').collect();
-        let mut attempts = attempts.split(' ').filter(|a| !a.is_empty());
-        for (index, ulid) in ulids.iter().enumerate() {
-            out.push(StoredEvent {
-                id: if ulids.len() > 1 { format!("{entry}.{index}") } else { entry.clone() },
-                entry: entry.clone(),
-                kind,
-                ulid: (*ulid).to_owned(),
-                attempt: attempts.next().map_or(Ok(0), |a| field(a.as_bytes(), "attempt"))?,
-                error: error.clone(),
-                run_at_ms,
-                progress: progress.clone(),
-            });
+        let total: usize = groups.iter().map(|g| g.jobs.split(' ').count()).sum();
+        let mut index = 0;
+        for group in groups {
+            let mut attempts = group.attempts.split(' ').filter(|a| !a.is_empty());
+            for ulid in group.jobs.split(' ') {
+                out.push(StoredEvent {
+                    id: if total > 1 { format!("{entry}.{index}") } else { entry.clone() },
+                    entry: entry.clone(),
+                    kind: group.kind,
+                    ulid: ulid.to_owned(),
+                    attempt: attempts.next().map_or(Ok(0), |a| field(a.as_bytes(), "attempt"))?,
+                    error: error.clone(),
+                    run_at_ms,
+                    progress: progress.clone(),
+                });
+                index += 1;
+            }
         }
     }
     Ok(out)
@@ -195,5 +211,33 @@ impl Events {
             Some((_, entries)) => parse_entries(entries),
             None => Ok(Vec::new()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, fields: &[(&str, &str)]) -> Value {
+        let mut flat = Vec::new();
+        for (name, value) in fields {
+            flat.push(Value::BulkString(name.as_bytes().to_vec()));
+            flat.push(Value::BulkString(value.as_bytes().to_vec()));
+        }
+        Value::Array(vec![Value::BulkString(id.as_bytes().to_vec()), Value::Array(flat)])
+    }
+
+    #[test]
+    fn an_entry_of_several_groups_reads_as_their_events_in_order() {
+        let value = Value::Array(vec![
+            entry("1-0", &[("k", "6"), ("j", "A B"), ("a", "1 2"), ("k", "3"), ("j", "C")]),
+            entry("2-0", &[("k", "5"), ("j", "D"), ("a", "1"), ("e", "boom"), ("r", "99")]),
+        ]);
+        let events = parse_entries(value).expect("parses");
+        let seen: Vec<(&str, u8, &str, u32)> =
+            events.iter().map(|e| (e.id.as_str(), e.kind, e.ulid.as_str(), e.attempt)).collect();
+        assert_eq!(seen, [("1-0.0", 6, "A", 1), ("1-0.1", 6, "B", 2), ("1-0.2", 3, "C", 0), ("2-0", 5, "D", 1)]);
+        assert_eq!((events[3].error.as_str(), events[3].run_at_ms), ("boom", 99));
+        assert_eq!(events[2].error, "");
     }
 }

@@ -5,7 +5,9 @@
 //! complete have budgeted instruction counts, so nothing here does work per call beyond
 //! writing the arguments and decoding the answer.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
+
+use foldhash::{HashSet, HashSetExt};
 
 use super::{
     JobRecord, Lease, LeaseToken, RecordState, Result, StoreError,

@@ -17,6 +17,7 @@
 //! {prefix}:{queue}:session_ttl    zset  session name by expiry time
 //! {prefix}:{queue}:cancelled  zset  ULID by cancel time
 //! {prefix}:{queue}:outcomes   hash  ULID -> packed outcome of a completed job (record.rs)
+//! {prefix}:{queue}:activity   hash  "<kind><minute>" -> jobs added / completed / failed that minute
 //! {prefix}:{queue}:ready:{p}  list  ready ULIDs of priority p, FIFO
 //! {prefix}:{queue}:tombstones:{w}:{n}  hash  idempotency key -> ULID of its first add, for
 //!                                    the keys added in bucket n of width w ms (tombstones.rs)
@@ -34,7 +35,7 @@ pub const MAX_PRIORITY: i32 = 5;
 pub const MIN_PRIORITY: i32 = -5;
 
 /// The queue's structures other than its ready lists, in the order of KEYS (lua/lib.lua).
-const STRUCTURES: [&str; 14] = [
+const STRUCTURES: [&str; 15] = [
     "jobs",
     "active",
     "deadlines",
@@ -49,6 +50,7 @@ const STRUCTURES: [&str; 14] = [
     "session_ttl",
     "cancelled",
     "outcomes",
+    "activity",
 ];
 
 /// One ready list per priority level.
@@ -203,9 +205,13 @@ impl QueueKeys {
         &self.keys[13]
     }
 
+    pub fn activity(&self) -> &str {
+        &self.keys[14]
+    }
+
     /// Ready lists, highest priority first.
     pub fn ready(&self) -> &[String] {
-        &self.keys[14..]
+        &self.keys[STRUCTURES.len()..]
     }
 
     /// The idempotency tombstones added while Redis's clock was in `[index * width_ms, (index +

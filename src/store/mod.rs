@@ -12,6 +12,8 @@
 //! - [`Sessions`] (`sessions.rs`): session documents and their lines of jobs;
 //! - [`Events`] (`events.rs`): reading a queue's event stream;
 //! - [`Admin`] (`admin.rs`): cancel, pause, retry, delete, purge, listings, stats, info;
+//! - [`Activity`] (`activity.rs`): reading the per-minute counts of added, completed and
+//!   failed jobs that the functions keep;
 //! - [`Instances`] (`instances.rs`): heartbeats, the queue and instance registries, worker
 //!   listings, publishing notices;
 //! - [`Memory`] (`memory.rs`): what Redis's memory is at, and shedding retained history when it
@@ -28,6 +30,7 @@
 //! [`LeaseToken`], `tombstones.rs` the time buckets of the idempotency tombstones.
 
 mod acl;
+mod activity;
 mod admin;
 mod args;
 mod backend;
@@ -51,7 +54,8 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use redis::{AsyncCommands, RedisError};
 
 pub use acl::{COMMANDS as ACL_COMMANDS, acl_rules};
-pub use admin::{Admin, CancelOutcome, JobSnapshot, Listing, QueueCounts};
+pub use activity::{ACTIVITY_MINUTES, Activity, MinuteCounts};
+pub use admin::{Admin, CancelOutcome, JobSnapshot, ListedJob, Listing, QueueCounts};
 pub use args::FailArgs;
 use backend::Backend;
 pub use connect::{RedisAccess, RedisIdentity};
@@ -178,6 +182,7 @@ pub struct Store {
     sessions: Sessions,
     events: Events,
     admin: Admin,
+    activity: Activity,
     instances: Instances,
     memory: Memory,
     invariants: Invariants,
@@ -194,6 +199,7 @@ impl Store {
             jobs: Jobs::new(backend.clone()),
             events: Events::new(backend.clone()),
             admin: Admin::new(backend.clone()),
+            activity: Activity::new(backend.clone()),
             instances: Instances::new(backend.clone()),
             memory: Memory::new(backend.clone()),
             invariants: Invariants::new(backend.clone(), sessions.clone()),
@@ -221,6 +227,11 @@ impl Store {
     /// The operator calls: cancel, pause, retry, delete, purge, listings, stats, info.
     pub fn admin(&self) -> &Admin {
         &self.admin
+    }
+
+    /// The per-minute activity counts of queues.
+    pub fn activity(&self) -> &Activity {
+        &self.activity
     }
 
     /// Heartbeats, the queue and instance registries, worker listings, notices.

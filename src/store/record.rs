@@ -16,6 +16,10 @@ use rmpv::Value;
 
 use super::{LeaseToken, StoreError};
 
+mod fields;
+
+use fields::{Fields, Item};
+
 /// A lease as stored: who holds the job since when, and which attempt it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
@@ -265,13 +269,12 @@ impl JobRecord {
     }
 
     fn decode_record(raw: &[u8]) -> Result<Self, StoreError> {
-        let mut rest = raw;
-        let hot = array(read(&mut rest)?, "the record's first array")?;
-        let cold = array(read(&mut rest)?, "the record's second array")?;
-        if !rest.is_empty() {
+        let mut fields = Fields::new(raw);
+        let record = Self::read_fields(&mut fields)?;
+        if !fields.is_done() {
             return Err(corrupt("bytes after the record"));
         }
-        Self::from_fields(hot, cold)
+        Ok(record)
     }
 
     /// Reads the record of a completed job with its outcome: msgpack finish time (ms), the
@@ -279,10 +282,10 @@ impl JobRecord {
     /// as `lua/complete.lua` writes them.
     fn decode_completed(raw: &[u8], outcome: &[u8]) -> Result<Self, StoreError> {
         let mut record = Self::decode_record(raw)?;
-        let mut rest = outcome;
-        let finished = int(&read(&mut rest)?)?;
-        let lease = text(read(&mut rest)?)?;
-        let result = bytes(read(&mut rest)?)?;
+        let mut rest = Fields::new(outcome);
+        let finished = rest.item()?.int()?;
+        let lease = rest.item()?.text()?;
+        let result = rest.item()?.bytes()?;
         let lease = Lease::parse(&lease).ok_or_else(|| corrupt("outcome with an unreadable lease"))?;
         record.state = RecordState::Completed;
         record.finished_ms = Some(finished);
@@ -292,20 +295,16 @@ impl JobRecord {
         Ok(record)
     }
 
-    fn from_fields(hot: Vec<Value>, cold: Vec<Value>) -> Result<Self, StoreError> {
+    /// The two arrays of a record, field by field in the `R_*` order.
+    fn read_fields(fields: &mut Fields<'_>) -> Result<Self, StoreError> {
         // Lua leaves out trailing absent fields when it repacks; they read as absent.
-        if hot.len() > HOT_FIELDS || cold.len() > COLD_FIELDS {
-            return Err(corrupt("record with another number of fields"));
-        }
-        let mut h = hot.into_iter();
-        let mut c = cold.into_iter();
-        let mut hot = || h.next().unwrap_or(Value::Nil);
-        let mut next = || c.next().unwrap_or(Value::Nil);
-        let attempts = number(&hot(), "attempts")?;
-        let timeout_ms = number(&hot(), "the timeout")?;
-        let session = maybe(hot(), text)?;
-        let cancel_requested = matches!(hot(), Value::Boolean(true));
-        let state = match int(&next())? {
+        let mut hot = fields.array(HOT_FIELDS, "the record's first array")?;
+        let attempts = fields.field(&mut hot)?.number("attempts")?;
+        let timeout_ms = fields.field(&mut hot)?.number("the timeout")?;
+        let session = fields.field(&mut hot)?.maybe(Item::text)?;
+        let cancel_requested = matches!(fields.field(&mut hot)?, Item::True);
+        let mut cold = fields.array(COLD_FIELDS, "the record's second array")?;
+        let state = match fields.field(&mut cold)?.int()? {
             1 => RecordState::Waiting,
             2 => RecordState::Delayed,
             4 => RecordState::Retrying,
@@ -314,74 +313,66 @@ impl JobRecord {
             7 => RecordState::Cancelled,
             other => return Err(corrupt(&format!("unknown state {other}"))),
         };
-        let job_type = text(next())?;
-        let payload = bytes(next())?;
-        let headers = match next() {
-            Value::Array(items) => {
-                let mut items = items.into_iter();
-                let mut pairs = Vec::new();
-                while let (Some(k), Some(v)) = (items.next(), items.next()) {
-                    pairs.push((text(k)?, text(v)?));
+        let job_type = fields.field(&mut cold)?.text()?;
+        let payload = fields.field(&mut cold)?.bytes()?;
+        let headers = match fields.field(&mut cold)? {
+            Item::Array(n) => {
+                let mut pairs = Vec::with_capacity(usize::try_from(n / 2).unwrap_or(0).min(64));
+                for _ in 0..n / 2 {
+                    let key = fields.item()?.text()?;
+                    pairs.push((key, fields.item()?.text()?));
+                }
+                if n % 2 == 1 {
+                    fields.item()?;
                 }
                 pairs
             }
             _ => Vec::new(),
+        };
+        let priority = fields.field(&mut cold)?.number("the priority")?;
+        let max_attempts = fields.field(&mut cold)?.number("max attempts")?;
+        let lost = fields.field(&mut cold)?.number("lost deliveries")?;
+        let created_ms = fields.field(&mut cold)?.int()?;
+        let ready_at_ms = fields.field(&mut cold)?.maybe(Item::int)?;
+        let backoff = match fields.field(&mut cold)? {
+            Item::Absent => None,
+            Item::Array(5) => Some(BackoffSpec {
+                fixed: fields.item()?.int()? == 2,
+                base_ms: fields.item()?.number("the backoff base")?,
+                factor: fields.item()?.float()?,
+                max_ms: fields.item()?.number("the backoff maximum")?,
+                jitter: fields.item()?.float()?,
+            }),
+            _ => return Err(corrupt("backoff is not a 5-array")),
         };
         Ok(JobRecord {
             state,
             job_type,
             payload,
             headers,
-            priority: number(&next(), "the priority")?,
-            max_attempts: number(&next(), "max attempts")?,
+            priority,
+            max_attempts,
             attempts,
-            lost: number(&next(), "lost deliveries")?,
-            created_ms: int(&next())?,
-            ready_at_ms: maybe(next(), |v| int(&v))?,
-            backoff: maybe(next(), |v| match v {
-                Value::Array(b) if b.len() == 5 => Ok(BackoffSpec {
-                    fixed: int(&b[0])? == 2,
-                    base_ms: number(&b[1], "the backoff base")?,
-                    factor: float(&b[2])?,
-                    max_ms: number(&b[3], "the backoff maximum")?,
-                    jitter: float(&b[4])?,
-                }),
-                _ => Err(corrupt("backoff is not a 5-array")),
-            })?,
+            lost,
+            created_ms,
+            ready_at_ms,
+            backoff,
             timeout_ms,
-            idempotency_key: maybe(next(), text)?,
-            started_ms: maybe(next(), |v| int(&v))?,
-            finished_ms: maybe(next(), |v| int(&v))?,
-            last_error: maybe(next(), text)?,
-            result: maybe(next(), bytes)?,
-            run_at_ms: maybe(next(), |v| int(&v))?,
+            idempotency_key: fields.field(&mut cold)?.maybe(Item::text)?,
+            started_ms: fields.field(&mut cold)?.maybe(Item::int)?,
+            finished_ms: fields.field(&mut cold)?.maybe(Item::int)?,
+            last_error: fields.field(&mut cold)?.maybe(Item::text)?,
+            result: fields.field(&mut cold)?.maybe(Item::bytes)?,
+            run_at_ms: fields.field(&mut cold)?.maybe(Item::int)?,
             session,
             cancel_requested,
-            progress: maybe(next(), bytes)?,
+            progress: fields.field(&mut cold)?.maybe(Item::bytes)?,
         })
-    }
-}
-
-fn read(rest: &mut &[u8]) -> Result<Value, StoreError> {
-    rmpv::decode::read_value(rest).map_err(|e| corrupt(&e.to_string()))
-}
-
-fn array(value: Value, what: &str) -> Result<Vec<Value>, StoreError> {
-    match value {
-        Value::Array(fields) => Ok(fields),
-        _ => Err(corrupt(&format!("{what} is not an array"))),
     }
 }
 
 fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_owned())
-}
-
-fn maybe<T>(value: Value, f: impl FnOnce(Value) -> Result<T, StoreError>) -> Result<Option<T>, StoreError> {
-    match value {
-        Value::Boolean(false) | Value::Nil => Ok(None),
-        other => f(other).map(Some),
-    }
 }
 
 /// A msgpack integer (also read by the session meta).
@@ -393,34 +384,6 @@ pub(super) fn int(value: &Value) -> Result<i64, StoreError> {
         Value::F64(f) if f.fract() == 0.0 && f.abs() < 9_223_372_036_854_775_808.0 => Ok(*f as i64),
         _ => Err(corrupt("expected an integer")),
     }
-}
-
-/// A msgpack integer as the type of its field.
-fn number<T: TryFrom<i64>>(value: &Value, what: &str) -> Result<T, StoreError> {
-    let n = int(value)?;
-    T::try_from(n).map_err(|_| corrupt(&format!("{what} out of range: {n}")))
-}
-
-fn float(value: &Value) -> Result<f64, StoreError> {
-    match value {
-        Value::F32(f) => Ok(f64::from(*f)),
-        Value::F64(f) => Ok(*f),
-        // A weight or jitter written as a whole number: any i64 is near enough as a float.
-        other => int(other).map(|i| i as f64),
-    }
-}
-
-fn bytes(value: Value) -> Result<Vec<u8>, StoreError> {
-    match value {
-        Value::Binary(b) => Ok(b),
-        // cmsgpack writes every Lua string as a msgpack str, valid UTF-8 or not.
-        Value::String(s) => Ok(s.into_bytes()),
-        _ => Err(corrupt("expected bytes")),
-    }
-}
-
-fn text(value: Value) -> Result<String, StoreError> {
-    String::from_utf8(bytes(value)?).map_err(|_| corrupt("expected UTF-8 text"))
 }
 
 #[cfg(test)]
@@ -518,7 +481,7 @@ mod tests {
         let mut raw = p.out;
         let encoded = waiting().encode().expect("encodes");
         let mut cold = &encoded[..];
-        read(&mut cold).expect("the first array");
+        rmpv::decode::read_value(&mut cold).expect("the first array");
         raw.extend_from_slice(cold);
         assert!(JobRecord::decode(&raw, None).is_err(), "negative attempts are corrupt, not a wrap");
     }
@@ -529,6 +492,37 @@ mod tests {
         assert_eq!(lease, Lease { token: LeaseToken::new("abc", 7, 42), started_ms: 1_700_000_000_000, attempt: 3 });
         assert_eq!(Lease::parse("garbage"), None);
         assert_eq!(Lease::parse("abc|1700000000000|3"), None, "a token that is not one");
+    }
+
+    #[test]
+    fn reads_what_lua_may_write_short_arrays_doubles_and_bin() {
+        let mut raw = Vec::new();
+        rmp::encode::write_array_len(&mut raw, 2).expect("write");
+        rmp::encode::write_f64(&mut raw, 2.0).expect("write");
+        rmp::encode::write_u16(&mut raw, 30_000).expect("write");
+        // Eight of the seventeen fields of the second array: the ones a record cannot lack.
+        rmp::encode::write_array_len(&mut raw, 8).expect("write");
+        rmp::encode::write_u8(&mut raw, 1).expect("write");
+        rmp::encode::write_bin(&mut raw, b"t").expect("write");
+        rmp::encode::write_str(&mut raw, "{}").expect("write");
+        rmp::encode::write_array_len(&mut raw, 3).expect("write");
+        for header in ["traceparent", "00-x", "odd one out"] {
+            rmp::encode::write_str(&mut raw, header).expect("write");
+        }
+        rmp::encode::write_sint(&mut raw, -1).expect("write");
+        rmp::encode::write_f64(&mut raw, 3.0).expect("write");
+        rmp::encode::write_u8(&mut raw, 0).expect("write");
+        rmp::encode::write_u64(&mut raw, 1_764_000_000_000).expect("write");
+        let record = JobRecord::decode(&raw, None).expect("decodes");
+        assert_eq!((record.attempts, record.timeout_ms, record.state), (2, 30_000, RecordState::Waiting));
+        assert_eq!((record.job_type.as_str(), record.payload.as_slice()), ("t", b"{}".as_slice()));
+        assert_eq!(record.headers, [("traceparent".to_owned(), "00-x".to_owned())]);
+        assert_eq!((record.priority, record.max_attempts, record.created_ms), (-1, 3, 1_764_000_000_000));
+        assert_eq!((record.session, record.backoff, record.ready_at_ms, record.progress), (None, None, None, None));
+        let mut map = raw.clone();
+        map.truncate(map.len() - 9);
+        map.push(0x80);
+        assert!(JobRecord::decode(&map, None).is_err(), "a map where a number should be");
     }
 
     #[test]

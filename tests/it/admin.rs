@@ -12,7 +12,8 @@ async fn list_all(client: &mut Client, state: JobState, page_size: u32) -> Vec<p
     let mut listed = Vec::new();
     let mut page_token = String::new();
     loop {
-        let request = proto::ListJobsRequest { queue: "q".into(), state: state as i32, page_size, page_token };
+        let request =
+            proto::ListJobsRequest { queue: "q".into(), state: state as i32, page_size, page_token, filter: None };
         let page = client.list_jobs(request).await.expect("list").into_inner();
         listed.extend(page.jobs);
         if page.next_page_token.is_empty() {

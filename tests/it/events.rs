@@ -144,6 +144,39 @@ async fn subscribe_resumes_without_gap_or_duplicate_and_refuses_a_trimmed_cursor
 }
 
 #[tokio::test]
+async fn a_fused_ack_and_the_lease_it_makes_share_one_entry_and_stay_in_order() {
+    let redis = Redis::start();
+    let server = Server::start(&redis).await;
+    let mut client = server.client().await;
+    let first = add(&mut client, job("q", "t", b"1")).await;
+    let second = add(&mut client, job("q", "t", b"2")).await;
+    let mut worker = Worker::open(&server, &["q"], 1).await;
+    let held = worker.job().await;
+    assert_eq!(held.id, first);
+    let mut feed = client
+        .subscribe(proto::SubscribeRequest { queue: "q".into(), cursor: String::new() })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    // The completion leases the next job in the same call (the fused ack).
+    worker.complete(&held, b"").await.expect("complete");
+    let done = next_event(&mut feed).await;
+    let leased = next_event(&mut feed).await;
+    assert_eq!((done.r#type(), done.job_id.as_str()), (JobEventType::Completed, first.as_str()));
+    assert_eq!((leased.r#type(), leased.job_id.as_str(), leased.attempt), (JobEventType::Active, second.as_str(), 1));
+    let entry = |cursor: &str| cursor.split_once('.').map(|(entry, _)| entry.to_owned());
+    assert!(entry(&done.cursor).is_some() && entry(&done.cursor) == entry(&leased.cursor), "{done:?} {leased:?}");
+    drop(feed);
+    let mut resumed = client
+        .subscribe(proto::SubscribeRequest { queue: "q".into(), cursor: done.cursor.clone() })
+        .await
+        .expect("resume inside the entry")
+        .into_inner();
+    assert_eq!(next_event(&mut resumed).await.cursor, leased.cursor, "resumes between the two");
+    server.assert_invariants("q").await;
+}
+
+#[tokio::test]
 async fn cancel_in_each_state() {
     let redis = Redis::start();
     let server = Server::start(&redis).await;

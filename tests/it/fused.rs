@@ -12,19 +12,19 @@ use crate::harness::{Redis, Server, ServerBuilder, Worker, add, eventually, info
 /// The FCALLs of queue functions Redis runs from `start` to `count`, seen through MONITOR. What
 /// each heartbeat calls (itself, the worker list, the queue registry, the session sweep) is the
 /// instance's own upkeep, whatever the jobs, and is not counted.
-struct QueueCalls {
+pub(crate) struct QueueCalls {
     lines: std::pin::Pin<Box<dyn futures::Stream<Item = String> + Send>>,
 }
 
 impl QueueCalls {
-    async fn start(redis: &Redis) -> Self {
+    pub(crate) async fn start(redis: &Redis) -> Self {
         let client = redis::Client::open(redis.url()).expect("url");
         let monitor = client.get_async_monitor().await.expect("monitor");
         Self { lines: Box::pin(monitor.into_on_message::<String>()) }
     }
 
     /// Counts up to a marker sent now: every call answered before it was seen before it.
-    async fn count(mut self, conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    pub(crate) async fn count(mut self, conn: &mut redis::aio::MultiplexedConnection) -> u64 {
         use futures::StreamExt;
         let marker = format!("fused-end-{}", ulid::Ulid::new());
         let _: String = redis::cmd("ECHO").arg(&marker).query_async(conn).await.expect("echo");
@@ -42,7 +42,7 @@ impl QueueCalls {
     }
 }
 
-async fn redis_conn(redis: &Redis) -> redis::aio::MultiplexedConnection {
+pub(crate) async fn redis_conn(redis: &Redis) -> redis::aio::MultiplexedConnection {
     let client = redis::Client::open(redis.url()).expect("url");
     client.get_multiplexed_async_connection().await.expect("connect")
 }

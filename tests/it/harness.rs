@@ -233,6 +233,7 @@ impl ServerBuilder {
             keepalive: Keepalive { interval: Duration::from_secs(5), timeout: Duration::from_secs(5) },
             tls: self.tls,
             auth: self.auth,
+            dashboard: true,
         };
         let task = tokio::spawn({
             let engine = engine.clone();

@@ -12,6 +12,7 @@ mod auth;
 mod cli;
 mod client;
 mod cluster;
+mod dashboard;
 mod delivery;
 mod doctor;
 mod embedded;

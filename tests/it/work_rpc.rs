@@ -19,7 +19,10 @@ use jobwire::{
 use tokio::sync::mpsc;
 use tonic::Code;
 
-use crate::harness::{Process, Redis, Server, ServerBuilder, add, eventually, info, job, millis, unique_prefix};
+use crate::{
+    fused::{QueueCalls, redis_conn},
+    harness::{Process, Redis, Server, ServerBuilder, add, eventually, info, job, millis, unique_prefix},
+};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -202,6 +205,41 @@ async fn jobs_ready_together_arrive_in_one_message_and_acks_are_answered_by_ack_
     let (answers, messages) = work.answers(&[1, 2, 3]).await;
     assert_eq!(messages, 1, "answers ready together go out together");
     assert!(answers.values().all(|a| code(a) == Code::InvalidArgument && a.message.contains("job_id")));
+    server.assert_invariants("q").await;
+}
+
+#[tokio::test]
+async fn the_completions_of_one_message_share_one_redis_call_that_leases_their_replacements() {
+    let redis = Redis::start();
+    // Timers long enough that no heartbeat or upkeep round makes a call within the window.
+    let server = ServerBuilder::new(&redis)
+        .settings(|s| {
+            s.lease_ttl = Duration::from_secs(60);
+            s.safety_poll = Duration::from_secs(60);
+        })
+        .start()
+        .await;
+    let mut client = server.client().await;
+    for i in 0..10 {
+        add(&mut client, job("q", "t", format!("{i}").as_bytes())).await;
+    }
+    let mut work = Work::open(&server, &["q"], 5, 0).await;
+    let (jobs, _) = work.take_jobs(5).await;
+    let mut conn = redis_conn(&redis).await;
+    let counted = QueueCalls::start(&redis).await;
+    work.send(acks(jobs.iter().zip(1..).map(|(job, ack_id)| complete(ack_id, job)).collect(), vec![]));
+    let (answers, _) = work.answers(&[1, 2, 3, 4, 5]).await;
+    assert!(answers.values().all(|a| code(a) == Code::Ok), "{answers:?}");
+    let (next, _) = work.take_jobs(5).await;
+    assert_eq!(
+        counted.count(&mut conn).await,
+        1,
+        "five completions in one message: one call, which leased the next five"
+    );
+    let payloads: Vec<&[u8]> = next.iter().map(|j| j.payload.as_slice()).collect();
+    assert_eq!(payloads, [b"5", b"6", b"7", b"8", b"9"], "in queue order");
+    work.send(acks(next.iter().zip(6..).map(|(job, ack_id)| complete(ack_id, job)).collect(), vec![]));
+    work.answers(&[6, 7, 8, 9, 10]).await;
     server.assert_invariants("q").await;
 }
 

@@ -12,6 +12,11 @@
 //! send window, has its stream ended once the transport polls the body again.)
 //!
 //! Without `--auth-tokens` the layer lets everything through as `Caller::unrestricted`.
+//!
+//! The dashboard's asset paths (`crate::ui::ASSET_PATHS`, when it is served) are not methods:
+//! they pass untouched, whatever the tokens (the assets carry no data; every call the page makes
+//! is a gRPC-web call that meets its rule here). A refusal of a gRPC-web call is answered in
+//! gRPC-web's own content type, which a browser client can read.
 
 use std::{
     collections::HashMap,
@@ -46,14 +51,17 @@ pub(crate) struct AuthLayer {
 
 struct Shared {
     rules: HashMap<&'static str, &'static Rule>,
+    /// Paths that pass without a rule (the dashboard's assets).
+    open: &'static [&'static str],
     /// None: no tokens, everything is let through.
     authority: Option<Arc<Authority>>,
 }
 
 impl AuthLayer {
-    pub(crate) fn new(authority: Option<Arc<Authority>>) -> Self {
+    /// `open`: the paths that are not methods and pass untouched.
+    pub(crate) fn new(authority: Option<Arc<Authority>>, open: &'static [&'static str]) -> Self {
         let rules = RULES.iter().map(|rule| (rule.path, rule)).collect();
-        Self { shared: Arc::new(Shared { rules, authority }) }
+        Self { shared: Arc::new(Shared { rules, open, authority }) }
     }
 }
 
@@ -81,13 +89,8 @@ struct Decision {
 
 impl Shared {
     fn decide(&self, path: &str, headers: &http::HeaderMap, peer: Option<&Peer>) -> Result<Decision, Status> {
-        let rule = match (self.rules.get(path), &self.authority) {
-            (Some(rule), _) => *rule,
-            // Tonic answers UNIMPLEMENTED; without tokens there is nothing to guard.
-            (None, None) => return Err(Status::unimplemented(format!("{path}: no such method"))),
-            (None, Some(_)) => {
-                return Err(Status::permission_denied(format!("{path}: no access rule for this method")));
-            }
+        let Some(rule) = self.rules.get(path).copied() else {
+            return Err(Status::permission_denied(format!("{path}: no access rule for this method")));
         };
         let Some(authority) = &self.authority else {
             return Ok(Decision { caller: Caller::unrestricted(rule), revocable: None });
@@ -168,10 +171,17 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        // Without tokens a path with no rule is not guarded: tonic answers UNIMPLEMENTED, the
+        // dashboard (when served) 404.
+        let path = request.uri().path();
+        let unguarded = self.shared.authority.is_none() && !self.shared.rules.contains_key(path);
+        if unguarded || self.shared.open.contains(&path) {
+            return Box::pin(self.inner.call(request));
+        }
         let peer = request.extensions().get::<Peer>();
         let decision = match self.shared.decide(request.uri().path(), request.headers(), peer) {
             Ok(decision) => decision,
-            Err(status) => return Box::pin(std::future::ready(Ok(status.into_http()))),
+            Err(status) => return Box::pin(std::future::ready(Ok(refusal(status, request.headers())))),
         };
         request.extensions_mut().insert(decision.caller);
         // The clone that was not polled ready stays behind; the ready one takes the call.
@@ -186,6 +196,19 @@ where
             })
         })
     }
+}
+
+/// The answer to a refused call: gRPC's trailers-only response, in the content type of a gRPC-web
+/// request when it is one (its status is read from the headers then, as gRPC-web allows).
+fn refusal(status: Status, request: &http::HeaderMap) -> http::Response<Body> {
+    let mut response = status.into_http();
+    let grpc_web = request
+        .get(http::header::CONTENT_TYPE)
+        .filter(|v| v.to_str().is_ok_and(|v| v.starts_with("application/grpc-web")));
+    if let Some(content_type) = grpc_web {
+        response.headers_mut().insert(http::header::CONTENT_TYPE, content_type.clone());
+    }
+    response
 }
 
 /// A streaming response that ends, with UNAUTHENTICATED, once its token is revoked.

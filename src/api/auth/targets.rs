@@ -64,6 +64,7 @@ names_one!(
     proto::ListJobsRequest,
     proto::RetryDeadJobsRequest,
     proto::PurgeQueueRequest,
+    proto::ListDeadJobGroupsRequest,
     proto::CreateSessionRequest,
     proto::ListSessionsRequest,
 );
@@ -105,6 +106,48 @@ impl Targets for proto::GetJobRequest {
         self.queues.iter().enumerate().map(|(i, q)| queue(&format!("queues[{i}]"), q)).collect()
     }
 }
+
+/// Each of `queues`, as field `field[i]`.
+fn queues(field: &str, names: &[String]) -> Result<Vec<Target>, Status> {
+    names.iter().enumerate().map(|(i, q)| queue(&format!("{field}[{i}]"), q)).collect()
+}
+
+impl Targets for proto::SubscribeQueuesRequest {
+    fn targets(&self) -> Result<Vec<Target>, Status> {
+        queues("queues", &self.queues)
+    }
+}
+
+impl Targets for proto::GetQueueActivityRequest {
+    fn targets(&self) -> Result<Vec<Target>, Status> {
+        queues("queues", &self.queues)
+    }
+}
+
+/// A bulk action's selection: each job of a list of ids, or the queue of a query.
+fn selection(selection: Option<&proto::JobSelection>) -> Result<Vec<Target>, Status> {
+    use proto::job_selection::Selection;
+    match selection.and_then(|s| s.selection.as_ref()) {
+        Some(Selection::Ids(list)) => {
+            list.job_ids.iter().enumerate().map(|(i, id)| job(&format!("selection.ids.job_ids[{i}]"), id)).collect()
+        }
+        Some(Selection::Query(query)) => Ok(vec![queue("selection.query.queue", &query.queue)?]),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Implements `Targets` for the bulk actions, which name their jobs in a `selection`.
+macro_rules! selects {
+    ($($message:ty),* $(,)?) => {$(
+        impl Targets for $message {
+            fn targets(&self) -> Result<Vec<Target>, Status> {
+                selection(self.selection.as_ref())
+            }
+        }
+    )*};
+}
+
+selects!(proto::RetryJobsRequest, proto::CancelJobsRequest, proto::DeleteJobsRequest);
 
 impl Targets for proto::WorkOpen {
     fn targets(&self) -> Result<Vec<Target>, Status> {

@@ -21,6 +21,7 @@ use tokio::task::JoinSet;
 
 use crate::{
     BULK, BULK_IN_FLIGHT, Bench, COMPLETED_CAP, JOB_TYPE, PAD,
+    probe::Role,
     procs::{CommandStat, CpuUse, Server, WorkerProc, WorkerSpec},
     results::num,
 };
@@ -73,11 +74,20 @@ impl Bench {
     pub(crate) async fn fresh_server_with(&self, flags: &[&str]) -> anyhow::Result<Server> {
         self.redis.flushall().await?;
         let ready = self.work.path().join(format!("ready-{}", ulid::Ulid::new()));
-        Server::start(&self.server_exe, &self.redis.url, &ready, flags).await
+        let slow_redis = self.probes.callgrind.contains(&Role::Redis);
+        let mut cmd = self.probes.command(Role::Server, &self.server_exe);
+        if let Some(n) = self.server_threads {
+            cmd.env("TOKIO_WORKER_THREADS", n.to_string());
+        }
+        Server::start(cmd, &self.redis.url, &ready, slow_redis, flags).await
     }
 
     pub(crate) async fn worker(&self, server: &Server, spec: &WorkerSpec<'_>) -> anyhow::Result<WorkerProc> {
-        WorkerProc::start(&self.exe, server, spec, self.protocol).await
+        let mut cmd = self.probes.command(Role::Worker, &self.exe);
+        if let Some(n) = self.worker_threads {
+            cmd.env("TOKIO_WORKER_THREADS", n.to_string());
+        }
+        WorkerProc::start(cmd, server, spec, self.protocol).await
     }
 }
 

@@ -37,6 +37,7 @@ mod ceiling;
 mod latency;
 mod load;
 mod memory;
+mod probe;
 mod procs;
 mod results;
 mod steady;
@@ -108,6 +109,29 @@ struct RunArgs {
     /// The server's --idempotency-retry-window in scenario i (e.g. 20s, 10m).
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     steady_retry_window: std::time::Duration,
+    /// Tokio worker threads of each jobwire server process (its TOKIO_WORKER_THREADS); default
+    /// tokio's, one per core.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    server_threads: Option<u32>,
+    /// Tokio worker threads of each worker process; default tokio's, one per core.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    worker_threads: Option<u32>,
+    /// b's worker concurrencies, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 10, 100], value_parser = clap::value_parser!(u32).range(1..))]
+    concurrency: Vec<u32>,
+    /// In b's windows, also count each process's context switches and system calls per job
+    /// (`perf stat` attached to it; see probe.rs).
+    #[arg(long)]
+    count: bool,
+    /// In b's windows, also count the instructions per job of these processes (redis, server,
+    /// worker; comma-separated) under valgrind's callgrind (see probe.rs: Redis needs a
+    /// wrapper on PATH). Slow: use with --quick.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    callgrind: Vec<probe::Role>,
+    /// Where --count and --callgrind leave their files (default: the bench's temp dir, removed
+    /// at the end).
+    #[arg(long)]
+    probe_dir: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -117,6 +141,12 @@ impl RunArgs {
         if self.prefetch > 0 {
             text.push_str(" (b at concurrency 1 also without)");
         }
+        let threads = |n: Option<u32>| n.map_or_else(|| "one per core".to_owned(), |n| n.to_string());
+        text.push_str(&format!(
+            "; tokio threads: server {}, worker {}",
+            threads(self.server_threads),
+            threads(self.worker_threads)
+        ));
         text
     }
 }
@@ -266,6 +296,13 @@ struct Bench {
     prefetch: u32,
     /// How scenario i runs.
     steady: Steady,
+    /// b's worker concurrencies.
+    concurrency: Vec<u32>,
+    /// Tokio worker threads of the server and worker processes, when set.
+    server_threads: Option<u32>,
+    worker_threads: Option<u32>,
+    /// What b's windows count besides CPU time.
+    probes: probe::Probes,
     /// Holds the servers' ready files; dropped after `redis`, which lives in it.
     work: WorkDir,
 }
@@ -306,7 +343,25 @@ async fn drive(opts: RunArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find this binary")?;
     let server_exe = exe.with_file_name("jobwire");
     ensure!(server_exe.is_file(), "no server binary at {}: build it (cargo build --release)", server_exe.display());
-    let bench = Bench { exe, server_exe, redis, sizes, protocol: opts.protocol, prefetch: opts.prefetch, steady, work };
+    let probes = probe::Probes {
+        count: opts.count,
+        callgrind: opts.callgrind.clone(),
+        dir: opts.probe_dir.clone().unwrap_or_else(|| work.path().to_owned()),
+    };
+    let bench = Bench {
+        exe,
+        server_exe,
+        redis,
+        sizes,
+        protocol: opts.protocol,
+        prefetch: opts.prefetch,
+        concurrency: opts.concurrency.clone(),
+        server_threads: opts.server_threads,
+        worker_threads: opts.worker_threads,
+        probes,
+        steady,
+        work,
+    };
     let mut results = Results::default();
     let started = Instant::now();
     for scenario in &scenarios {

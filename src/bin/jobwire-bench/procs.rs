@@ -114,7 +114,8 @@ impl Redis {
         let server = RedisServer::start_async(RedisConfig::new(dir)).await?;
         let url = server.url();
         // The bench's own reads and FLUSHALLs get longer than the client's default response
-        // timeout: freeing the hundreds of MB scenario f leaves takes seconds on a busy machine.
+        // timeout: freeing the hundreds of MB scenario f leaves takes seconds on a busy machine,
+        // and a Redis under callgrind (`--callgrind redis`) answers slowly. They are not timed.
         let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(60)));
         let conn = redis::Client::open(url.as_str())?.get_multiplexed_async_connection_with_config(&config).await?;
         Ok(Self { server, url, conn })
@@ -181,12 +182,20 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    /// Starts it with `flags` beyond the bench's own and waits for its ready file (`ready`, a
-    /// path not yet used).
-    pub(crate) async fn start(exe: &Path, redis_url: &str, ready: &Path, flags: &[&str]) -> anyhow::Result<Self> {
-        let mut cmd = command(exe);
+    /// Starts it with `cmd` (the `jobwire` binary, perhaps under a counter: `probe.rs`) and
+    /// waits for its ready file (`ready`, a path not yet used); `slow_redis` when Redis runs
+    /// under callgrind; `flags` go beyond the bench's own.
+    pub(crate) async fn start(
+        mut cmd: Command,
+        redis_url: &str,
+        ready: &Path,
+        slow_redis: bool,
+        flags: &[&str],
+    ) -> anyhow::Result<Self> {
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--redis-url", redis_url])
             .args(["--key-prefix", "bench", "--drain-grace", "1s"])
+            // A Redis under callgrind answers slowly: its calls must not time out.
+            .args(if slow_redis { &["--redis-timeout", "60s"][..] } else { &[] })
             .args(flags)
             .arg("--ready-file")
             .arg(ready)
@@ -213,7 +222,8 @@ impl Server {
                 }
             }
         });
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // Long enough for a start under valgrind.
+        let deadline = Instant::now() + Duration::from_secs(60);
         let addr = loop {
             if let Some(announced) = ReadyFile::read(ready) {
                 break announced.grpc;
@@ -224,7 +234,7 @@ impl Server {
                 let tail = Vec::from(std::mem::take(&mut *tail.lock().unwrap_or_else(|e| e.into_inner())));
                 bail!("the server exited before it was ready; its last lines:\n{}", tail.join("\n"));
             }
-            ensure!(Instant::now() < deadline, "the server did not write its ready file within 20 s");
+            ensure!(Instant::now() < deadline, "the server did not write its ready file within 60 s");
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
         Ok(Self { proc, uri: format!("http://{addr}") })
@@ -281,14 +291,14 @@ pub(crate) struct WorkerProc {
 }
 
 impl WorkerProc {
-    /// Starts it and waits until it is connected (not yet working).
+    /// Starts it with `cmd` (this binary, perhaps under a counter: `probe.rs`) and waits until
+    /// it is connected (not yet working).
     pub(crate) async fn start(
-        exe: &Path,
+        mut cmd: Command,
         server: &Server,
         spec: &WorkerSpec<'_>,
         protocol: WorkerProtocol,
     ) -> anyhow::Result<Self> {
-        let mut cmd = command(exe);
         cmd.args(spec.args(&server.uri, protocol))
             .env("JOBWIRE_LOG", "warn")
             .stdin(Stdio::piped())
@@ -298,7 +308,7 @@ impl WorkerProc {
         let stdin = proc.child.stdin.take().context("worker stdin")?;
         let stdout = proc.child.stdout.take().context("worker stdout")?;
         let mut worker = Self { proc, stdin, stdout: BufReader::new(stdout).lines() };
-        worker.wait_for("ready", Duration::from_secs(20), None).await?;
+        worker.wait_for("ready", Duration::from_secs(60), None).await?;
         Ok(worker)
     }
 

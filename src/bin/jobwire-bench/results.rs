@@ -140,6 +140,7 @@ impl Results {
             "runs": opts.runs,
             "quick": opts.quick,
             "workers": {"protocol": opts.protocol.name(), "prefetch": opts.prefetch},
+            "tokio_threads": {"server": opts.server_threads, "worker": opts.worker_threads},
             "sizes": {
                 "enqueue": sizes.enqueue,
                 "round_trips": sizes.round_trips,

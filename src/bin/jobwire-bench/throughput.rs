@@ -8,6 +8,7 @@ use anyhow::ensure;
 use crate::{
     Bench, IN_FLIGHT,
     load::{add_in_bulk, add_singly, check_all_completed, job, wait_settled},
+    probe::Role,
     procs::{CpuUse, CpuWindow, WorkerSpec},
     results::{Recorder, Target, percentile},
 };
@@ -83,7 +84,7 @@ impl Bench {
 impl Bench {
     pub(crate) async fn processing(&self, out: &mut Recorder<'_>) -> anyhow::Result<()> {
         let n = self.sizes.process;
-        for (concurrency, prefetch) in processing_runs(self.prefetch) {
+        for (concurrency, prefetch) in processing_runs(&self.concurrency, self.prefetch) {
             let target = match concurrency {
                 1 => 10_000.0,
                 100 => 30_000.0,
@@ -95,13 +96,17 @@ impl Bench {
             add_in_bulk(&client, n, |i| job(queue, i)).await?;
             let spec = WorkerSpec { queue, concurrency, expect: n, samples: false, fail_first: false, prefetch };
             let mut worker = self.worker(&server, &spec).await?;
+            let pids = [(Role::Redis, self.redis.pid()?), (Role::Server, server.pid()?), (Role::Worker, worker.pid()?)];
+            let probes = self.probes.open(&pids).await?;
             self.redis.reset_stats().await?;
-            let cpu = CpuWindow::open(&[self.redis.pid()?, server.pid()?, worker.pid()?])?;
+            let cpu = CpuWindow::open(&pids.map(|(_, pid)| pid))?;
             worker.go().await?;
             let label = processing_label(concurrency, prefetch);
-            worker.wait_for("done", Duration::from_secs(600), Some((&label, n))).await?;
+            let limit = Duration::from_secs(if self.probes.any() { 3600 } else { 600 });
+            worker.wait_for("done", limit, Some((&label, n))).await?;
             let stats = wait_settled(&client, queue).await?;
             let used = cpu.close(n)?;
+            probes.close(n, &label, out).await?;
             let scripts = self.explain_redis(n, &used).await?;
             check_all_completed(&stats, n)?;
             worker.finish().await?;
@@ -123,14 +128,17 @@ impl Bench {
     }
 }
 
-/// b's runs as (concurrency, prefetch): concurrency 1, 10 and 100 with the bench's prefetch,
-/// and with a prefetch, concurrency 1 also without it (the figure prefetch is measured against).
-fn processing_runs(prefetch: u32) -> Vec<(u32, u32)> {
-    let mut runs = vec![(1, 0)];
-    if prefetch > 0 {
-        runs.push((1, prefetch));
+/// b's runs as (concurrency, prefetch): each of `concurrency` (1, 10 and 100 unless told) with
+/// the bench's prefetch, and with a prefetch, concurrency 1 also without it (the figure
+/// prefetch is measured against).
+fn processing_runs(concurrency: &[u32], prefetch: u32) -> Vec<(u32, u32)> {
+    let mut runs = Vec::new();
+    for &c in concurrency {
+        if c == 1 && prefetch > 0 {
+            runs.push((1, 0));
+        }
+        runs.push((c, prefetch));
     }
-    runs.extend([(10, prefetch), (100, prefetch)]);
     runs
 }
 
@@ -201,13 +209,14 @@ mod tests {
 
     #[test]
     fn without_prefetch_b_runs_each_concurrency_once() {
-        assert_eq!(processing_runs(0), [(1, 0), (10, 0), (100, 0)]);
+        assert_eq!(processing_runs(&[1, 10, 100], 0), [(1, 0), (10, 0), (100, 0)]);
         assert_eq!(processing_label(10, 0), "concurrency 10");
     }
 
     #[test]
     fn with_prefetch_b_runs_concurrency_1_with_and_without_it() {
-        assert_eq!(processing_runs(4), [(1, 0), (1, 4), (10, 4), (100, 4)]);
+        assert_eq!(processing_runs(&[1, 10, 100], 4), [(1, 0), (1, 4), (10, 4), (100, 4)]);
+        assert_eq!(processing_runs(&[10], 4), [(10, 4)]);
         assert_eq!(processing_label(1, 4), "concurrency 1, prefetch 4");
     }
 }

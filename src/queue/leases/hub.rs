@@ -15,11 +15,11 @@
 //! closes, the unstarted ones go back without counting a lost delivery.
 
 use std::{
-    collections::HashMap,
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant, SystemTime},
 };
 
+use foldhash::{HashMap, HashMapExt};
 use tokio::sync::{Notify, mpsc};
 
 use super::stream::{RevokeReason, StreamEvent, WorkerSpec};
@@ -34,6 +34,7 @@ pub(super) type NewQueue = (String, Arc<Notify>);
 
 #[derive(Debug)]
 struct Held {
+    job_id: JobId,
     token: LeaseToken,
     /// Revoked (timed out, cancelled or found lost): the worker was told to stop, but the credit
     /// stays used until it answers or the stream ends.
@@ -61,7 +62,9 @@ struct StreamSlot {
     tx: mpsc::Sender<StreamEvent>,
     spec: WorkerSpec,
     reserved: u32,
-    in_flight: HashMap<JobId, Held>,
+    /// The leases it holds, by their token's sequence number (unique on this instance): every
+    /// question about a lease comes with its token, and a `started` report with nothing else.
+    in_flight: HashMap<u64, Held>,
     /// Another queue's dispatcher wanted this stream's credit while it was reserved; when the
     /// reservation comes back unused, the stream's queues must look again.
     contended: bool,
@@ -206,8 +209,8 @@ impl Hub {
         }
         let mut held: Vec<HeldLease> = slot
             .in_flight
-            .into_iter()
-            .map(|(job_id, h)| HeldLease { job_id, token: h.token, revoked: h.revoked, started: h.started })
+            .into_values()
+            .map(|h| HeldLease { job_id: h.job_id, token: h.token, revoked: h.revoked, started: h.started })
             .collect();
         held.sort_by_key(|h| h.token.seq());
         (held, orphaned)
@@ -281,7 +284,7 @@ impl Hub {
         let q = state.queues.get(queue).filter(|q| !state.draining && !q.drained)?;
         let stream = token.stream();
         let s = state.streams.get(&stream)?;
-        if s.draining || s.in_flight.get(job_id).is_none_or(|h| h.token != *token || h.revoked) {
+        if s.draining || held_by(s, job_id, token).is_none_or(|h| h.revoked) {
             return None;
         }
         let others_busy = q.streams.iter().filter(|id| **id != stream).all(|id| {
@@ -330,25 +333,28 @@ impl Hub {
         let mut undelivered = Vec::new();
         let now = Instant::now();
         for job in jobs {
-            let held = HeldLease {
+            let Some(stream) = state.streams.get_mut(&job.lease_token.stream()) else {
+                undelivered.push(HeldLease {
+                    job_id: job.job_id,
+                    token: job.lease_token,
+                    revoked: false,
+                    started: false,
+                });
+                continue;
+            };
+            let held = Held {
                 job_id: job.job_id.clone(),
                 token: job.lease_token.clone(),
                 revoked: false,
-                started: false,
+                since: now,
+                started: stream.spec.prefetch == 0,
+                trace: job.trace,
             };
-            let Some(stream) = state.streams.get_mut(&held.token.stream()) else {
-                undelivered.push(held);
-                continue;
-            };
-            let job_id = job.job_id.clone();
-            let token = job.lease_token.clone();
-            let trace = job.trace;
-            let started = stream.spec.prefetch == 0;
             if stream.tx.try_send(StreamEvent::Job(Box::new(job))).is_ok() {
-                stream.in_flight.insert(job_id, Held { token, revoked: false, since: now, started, trace });
+                stream.in_flight.insert(held.token.seq(), held);
                 delivered = true;
             } else {
-                undelivered.push(held);
+                undelivered.push(HeldLease { job_id: held.job_id, token: held.token, revoked: false, started: false });
             }
         }
         if delivered {
@@ -462,7 +468,7 @@ impl Hub {
         let Some(s) = state.streams.get_mut(&id).filter(|_| token.stream() == id) else {
             return;
         };
-        if let Some(h) = s.in_flight.values_mut().find(|h| h.token == *token && !h.started) {
+        if let Some(h) = s.in_flight.get_mut(&token.seq()).filter(|h| h.token == *token && !h.started) {
             h.started = true;
             h.since = Instant::now();
         }
@@ -471,7 +477,7 @@ impl Hub {
     /// The trace context of a delivery a stream of this instance holds.
     pub(super) fn trace_of(&self, job_id: &JobId, token: &LeaseToken) -> Option<TraceContext> {
         let state = self.lock();
-        state.streams.get(&token.stream())?.in_flight.get(job_id).filter(|h| h.token == *token)?.trace
+        held_by(state.streams.get(&token.stream())?, job_id, token)?.trace
     }
 
     /// Open worker streams.
@@ -493,7 +499,7 @@ impl Hub {
         let Some(s) = state.streams.get_mut(&token.stream()) else {
             return;
         };
-        let Some(held) = s.in_flight.get_mut(job_id).filter(|h| h.token == *token) else {
+        let Some(held) = s.in_flight.get_mut(&token.seq()).filter(|h| h.job_id == *job_id && h.token == *token) else {
             return;
         };
         held.revoked = true;
@@ -507,8 +513,8 @@ impl Hub {
             .streams
             .values()
             .flat_map(|s| {
-                s.in_flight.iter().map(|(job_id, h)| HeldLease {
-                    job_id: job_id.clone(),
+                s.in_flight.values().map(|h| HeldLease {
+                    job_id: h.job_id.clone(),
                     token: h.token.clone(),
                     revoked: h.revoked,
                     started: h.started,
@@ -523,8 +529,7 @@ impl Hub {
     /// or not).
     pub(super) fn holds(&self, job_id: &JobId, token: &LeaseToken) -> bool {
         let state = self.lock();
-        let held = state.streams.get(&token.stream()).and_then(|s| s.in_flight.get(job_id));
-        held.is_some_and(|h| h.token == *token)
+        state.streams.get(&token.stream()).and_then(|s| held_by(s, job_id, token)).is_some()
     }
 
     /// Stops dispatch to every stream and asks the workers to leave.
@@ -575,13 +580,16 @@ impl Hub {
     }
 }
 
+/// The delivery of `job_id` named by `token`, if the stream holds it.
+fn held_by<'a>(s: &'a StreamSlot, job_id: &JobId, token: &LeaseToken) -> Option<&'a Held> {
+    s.in_flight.get(&token.seq()).filter(|h| h.job_id == *job_id && h.token == *token)
+}
+
 /// Removes the delivery named by `token` from its stream's in-flight set, if it holds it.
 fn take_held(state: &mut State, job_id: &JobId, token: &LeaseToken) -> Option<Released> {
     let s = state.streams.get_mut(&token.stream())?;
-    if s.in_flight.get(job_id).is_none_or(|h| h.token != *token) {
-        return None;
-    }
-    let held = s.in_flight.remove(job_id)?;
+    held_by(s, job_id, token)?;
+    let held = s.in_flight.remove(&token.seq())?;
     state.generation += 1;
     Some(Released { held_for: held.since.elapsed(), revoked: held.revoked })
 }

@@ -15,7 +15,9 @@
 //! An ack that reaches another instance than the lease owner's is not fused: the owner is told
 //! (`Leases::tell_owner`) and its dispatcher refills the credit.
 
-use std::{collections::HashSet, sync::Arc};
+use std::sync::Arc;
+
+use foldhash::{HashSet, HashSetExt};
 
 use tokio_util::task::task_tracker::TaskTrackerToken;
 use tracing::warn;

@@ -20,6 +20,9 @@ use crate::{
 pub struct WorkerView {
     /// The id of the instance it is connected to.
     pub instance: String,
+    /// The stream's number on that instance (lists published before it was kept read as 0).
+    #[serde(default)]
+    pub stream: u64,
     /// The worker id it gave (may be empty).
     pub worker_id: String,
     /// The labels it gave.
@@ -36,6 +39,11 @@ pub struct WorkerView {
 }
 
 impl WorkerView {
+    /// The stream's id as jobs show their holder: `<instance>.<stream>`.
+    pub fn stream_id(&self) -> String {
+        format!("{}.{}", self.instance, self.stream)
+    }
+
     /// When it connected.
     pub fn connected_at(&self) -> SystemTime {
         from_ms(self.connected_at_ms)
@@ -50,6 +58,7 @@ pub(super) async fn publish(leases: &Leases, ttl: Duration) {
         .into_iter()
         .map(|s| WorkerView {
             instance: leases.instance.clone(),
+            stream: s.id,
             worker_id: s.spec.worker_id,
             labels: s.spec.labels,
             queues: s.spec.queues,

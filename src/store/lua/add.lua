@@ -3,9 +3,9 @@
 -- anything of it is written; the idempotency tombstones of the jobs added are written last, so a
 -- job that fails to go in leaves no tombstone behind.
 -- Touches (here or in the lib.lua helpers it calls) the queue keys jobs, delayed, meta, events,
--- sessions, session_jobs, session_ttl, ready lists; may publish a wake-up on ARGV[1].
+-- sessions, session_jobs, session_ttl, activity, ready lists; may publish a wake-up on ARGV[1].
 -- KEYS: the queue keys (lib.lua), then ARGV[9] tombstone buckets per family (store/tombstones.rs):
--- family f's are KEYS[25 + (f - 1) * ARGV[9] + 1 ..], buckets first, first + 1, ... of its width.
+-- family f's are KEYS[26 + (f - 1) * ARGV[9] + 1 ..], buckets first, first + 1, ... of its width.
 -- ARGV[8] lookback L, ARGV[9] buckets named per family, ARGV[10] families F, ARGV[11] the most
 -- jobs the queue may hold waiting (ready, delayed or retrying, or pending in a session) or 0 for
 -- no cap, then per family its bucket width ms and the index of its first bucket named; then per
@@ -204,4 +204,5 @@ for f = 1, families do
     redis.call('PEXPIREAT', KEYS[t.at], t.expiry)
   end
 end
+count_added(n - #out / 3)
 return out

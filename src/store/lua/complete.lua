@@ -2,7 +2,7 @@
 -- own, so one stale token does not hold back the others. The ULIDs of a batch are distinct.
 -- Touches (here or in the lib.lua helpers it calls) the queue keys jobs, active, deadlines,
 -- delayed, completed, events, sessions, session_state, session_jobs, session_ttl, cancelled,
--- outcomes, ready lists; may publish a wake-up on ARGV[1].
+-- outcomes, activity, ready lists; may publish a wake-up on ARGV[1].
 -- KEYS: the queue keys (lib.lua).
 -- ARGV[8] the number of acks n, then n triples {ULID, lease token, result}, then the number of
 -- refills r and r pairs {ack number (1-based), lease token}, in ack order, then for each ack
@@ -115,8 +115,10 @@ local length = bulk('RPUSH', KEYS[K_COMPLETED], completed)
 bulk('HDEL', KEYS[K_JOBS], dropped)
 emit_many(E_COMPLETED, plain_ids, plain_attempts)
 if length then
-  -- The cap here; the age window with the dispatcher's upkeep (lease.lua).
-  trim_completed(now, false, length)
+  -- The cap here, all of it: a batch of up to 256 acks may pass it by more than BATCH, and the
+  -- list must not keep growing past it under load. The age window with the dispatcher's upkeep
+  -- (lease.lua).
+  trim_completed(now, false, length, #completed + BATCH)
 end
 if refills == 0 then
   return codes

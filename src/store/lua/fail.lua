@@ -1,7 +1,7 @@
 -- fail: records a failed attempt reported by its worker, then retries or buries the job (or
 -- ends it cancelled, when it was cancelled meanwhile or its session is gone).
 -- Touches (here or in the lib.lua helpers it calls) the queue keys jobs, active, deadlines,
--- delayed, dead, meta, events, sessions, session_jobs, session_ttl, cancelled, ready lists; may
+-- delayed, dead, meta, events, sessions, session_jobs, session_ttl, cancelled, activity, ready lists; may
 -- publish a wake-up on ARGV[1].
 -- KEYS: the queue keys (lib.lua).
 -- ARGV[8] ULID, ARGV[9] lease token, ARGV[10] error, ARGV[11] retryable (1/0),

@@ -7,7 +7,7 @@
 --      completed, cancelled and dead jobs (an ack enforces only the completed cap).
 -- Touches (here or in the lib.lua helpers it calls) the queue keys jobs, active, deadlines,
 -- delayed, completed, dead, meta, events, sessions, session_state, session_jobs, session_ttl,
--- cancelled, outcomes, ready lists; may publish a wake-up on ARGV[1].
+-- cancelled, outcomes, activity, ready lists; may publish a wake-up on ARGV[1].
 -- KEYS: the queue keys (lib.lua).
 -- ARGV[8] a random number in [0, 1) for backoff jitter, ARGV[9] trim (1/0), ARGV[10..] lease
 -- tokens.

@@ -19,7 +19,9 @@
 --   KEYS[13] cancelled     zset  ULID by cancel time (retained like completed jobs)
 --   KEYS[14] outcomes      hash  ULID -> outcome of a completed job: msgpack finish time (ms),
 --                                its last lease (as in active) and result, one after the other
---   KEYS[15..25]           lists of ready ULIDs, priority 5 (KEYS[15]) down to -5 (KEYS[25])
+--   KEYS[15] activity      hash  '<kind><minute>' -> jobs added (a), completed (c) or failed (f)
+--                                in that minute of the Redis clock (see count_activity)
+--   KEYS[16..26]           lists of ready ULIDs, priority 5 (KEYS[16]) down to -5 (KEYS[26])
 -- and the same leading arguments:
 --   ARGV[1] wake channel, ARGV[2] queue name,
 --   ARGV[3] completed retention ms, ARGV[4] completed cap,
@@ -53,7 +55,7 @@ local BATCH, BATCH_TEXT = 100, '100'
 
 local K_JOBS, K_ACTIVE, K_DEADLINES, K_DELAYED, K_COMPLETED, K_DEAD, K_META = 1, 2, 3, 4, 5, 6, 7
 local K_EVENTS, K_SESSIONS, K_SESSION_STATE, K_SESSION_JOBS, K_SESSION_TTL, K_CANCELLED = 8, 9, 10, 11, 12, 13
-local K_OUTCOMES, K_READY = 14, 15
+local K_OUTCOMES, K_ACTIVITY, K_READY = 14, 15, 16
 -- The keys and arguments of the running call, and its retention settings (set by run).
 local KEYS, ARGV
 local COMPLETED_MS, COMPLETED_CAP, DEAD_MS, DEAD_CAP
@@ -92,9 +94,14 @@ local function setting(text)
   return n
 end
 
+-- The clock as this call last read it (nil before it has): write_activity reuses it rather than
+-- read TIME again.
+local clock_read
+
 local function now_ms()
   local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  clock_read = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  return clock_read
 end
 
 local function ready_key(priority)
@@ -104,10 +111,11 @@ end
 -- Transitions made by this call, written to the queue's event stream by flush_events when the
 -- function ends. The stream keeps about ARGV[7] events: each entry trims it to ARGV[7] divided by
 -- the jobs the entry carries (in whole entries, approximately), so a busy queue whose entries
--- are full does not keep 16 times the history of a quiet one. Consecutive transitions of one kind
--- that carry nothing but the job and its attempt share one entry, up to EVENT_GROUP jobs: fields
--- 'k' kind, 'j' space-separated ULIDs, 'a' their attempts (left out when all are 0). Others get
--- an entry each, fields with their default value (0 or empty) left out.
+-- are full does not keep 16 times the history of a quiet one. Consecutive transitions that carry
+-- nothing but the job and its attempt share one entry, up to EVENT_GROUP jobs, in groups by
+-- kind: fields 'k' kind, 'j' space-separated ULIDs, 'a' their attempts (left out when all are
+-- 0), then the next group's 'k', 'j', 'a'. Others get an entry each, fields with their default
+-- value (0 or empty) left out (store/events.rs reads both).
 local pending_events = {}
 -- The last entry while it may take more jobs: plain, and not yet full.
 local open_entry
@@ -182,22 +190,106 @@ local function xadd_event(jobs, fields)
   redis.call('XADD', KEYS[K_EVENTS], 'MAXLEN', '~', keep_text, '*', unpack(fields))
 end
 
+-- Writes the pending transitions: consecutive plain ones share stream entries of up to
+-- EVENT_GROUP jobs whatever their kinds (each kind a group of its own: 'k', 'j' and 'a' again, in
+-- order), so a call that acks a job and leases the next one appends one entry, not two; a
+-- transition with more fields gets an entry of its own. Returns how many jobs they say completed.
 local function flush_events()
-  for _, e in ipairs(pending_events) do
-    for i = 1, #e.ids, EVENT_GROUP do
-      local last = math.min(i + EVENT_GROUP - 1, #e.ids)
-      local fields = { 'k', e.kind, 'j', table.concat(e.ids, ' ', i, last) }
-      if e.counted then
-        fields[5] = 'a'
-        fields[6] = table.concat(e.attempts, ' ', i, last)
-      end
-      for _, v in ipairs(e.extra or {}) do
-        fields[#fields + 1] = v
-      end
-      xadd_event(last - i + 1, fields)
+  local completed = 0
+  local fields, jobs = {}, 0
+  local function append()
+    if jobs > 0 then
+      xadd_event(jobs, fields)
+      fields, jobs = {}, 0
     end
   end
+  for _, e in ipairs(pending_events) do
+    if e.kind == E_COMPLETED then
+      completed = completed + #e.ids
+    end
+    if e.extra then
+      append()
+    end
+    local i = 1
+    while i <= #e.ids do
+      local last = math.min(i + EVENT_GROUP - jobs - 1, #e.ids)
+      fields[#fields + 1] = 'k'
+      fields[#fields + 1] = e.kind
+      fields[#fields + 1] = 'j'
+      fields[#fields + 1] = table.concat(e.ids, ' ', i, last)
+      if e.counted then
+        fields[#fields + 1] = 'a'
+        fields[#fields + 1] = table.concat(e.attempts, ' ', i, last)
+      end
+      jobs = jobs + last - i + 1
+      if e.extra then
+        for _, v in ipairs(e.extra) do
+          fields[#fields + 1] = v
+        end
+        append()
+      elseif jobs == EVENT_GROUP then
+        append()
+      end
+      i = last + 1
+    end
+  end
+  append()
   pending_events, open_entry = {}, nil
+  return completed
+end
+
+-- Activity: jobs added, completed and failed per minute of the Redis clock, for
+-- GetQueueActivity. A call counts as it goes (count_added, count_failed; completions are
+-- counted from its events) and write_activity adds its counts when it ends, one HINCRBY per
+-- kind it counted, to the field '<kind><minute>' (kind 'a', 'c' or 'f'). The increment that
+-- creates a field also drops every field older than ACTIVITY_MINUTES: the hash never holds more
+-- than three kinds of ACTIVITY_MINUTES + 2 minutes.
+local ACTIVITY_MINUTES = 60
+local added_count, failed_count = 0, 0
+-- The minute of the last write and its text, made once per minute.
+local activity_minute, activity_minute_text
+
+-- Jobs added by this call.
+local function count_added(n)
+  added_count = added_count + n
+end
+
+-- An attempt failed for good or will be retried (counted once per attempt).
+local function count_failed()
+  failed_count = failed_count + 1
+end
+
+local function prune_activity(minute)
+  local old = {}
+  for _, field in ipairs(redis.call('HKEYS', KEYS[K_ACTIVITY])) do
+    local of = tonumber(string.sub(field, 2))
+    if not of or of < minute - ACTIVITY_MINUTES then
+      old[#old + 1] = field
+    end
+  end
+  if #old > 0 then
+    redis.call('HDEL', KEYS[K_ACTIVITY], unpack(old))
+  end
+end
+
+local function write_activity(completed)
+  if added_count == 0 and completed == 0 and failed_count == 0 then
+    return
+  end
+  local minute = math.floor((clock_read or now_ms()) / 60000)
+  if minute ~= activity_minute then
+    activity_minute, activity_minute_text = minute, int_text(minute)
+  end
+  local fresh = false
+  for kind, n in pairs({ a = added_count, c = completed, f = failed_count }) do
+    if n > 0 and redis.call('HINCRBY', KEYS[K_ACTIVITY], kind .. activity_minute_text, n) == n then
+      fresh = true
+    end
+  end
+  if fresh then
+    prune_activity(minute)
+  end
+  added_count, failed_count = 0, 0
 end
 
 -- `cmd key args...` over a list of any length, CHUNK arguments per call (pairs stay together).
@@ -299,13 +391,15 @@ local function trim(set_key, now, window_ms, cap)
 end
 
 -- Drops the oldest retained completed jobs past the count cap and, with `by_age`, past the age
--- window, with their records and outcomes; bounded by BATCH per call. The list is in finish
--- order, so only the age of its head is ever read. `length` is the list's, when known.
-local function trim_completed(now, by_age, length)
+-- window, with their records and outcomes; bounded by `most` (BATCH when not given) per call.
+-- The list is in finish order, so only the age of its head is ever read. `length` is the
+-- list's, when known.
+local function trim_completed(now, by_age, length, most)
+  most = most or BATCH
   local key = KEYS[K_COMPLETED]
   local over = (length or redis.call('LLEN', key)) - COMPLETED_CAP
-  local dropped = over > 0 and redis.call('LPOP', key, int_text(math.min(over, BATCH))) or {}
-  while by_age and #dropped < BATCH do
+  local dropped = over > 0 and redis.call('LPOP', key, int_text(math.min(over, most))) or {}
+  while by_age and #dropped < most do
     local head = redis.call('LINDEX', key, 0)
     if not head then
       break
@@ -321,8 +415,8 @@ local function trim_completed(now, by_age, length)
     dropped[#dropped + 1] = head
   end
   if #dropped > 0 then
-    redis.call('HDEL', KEYS[K_JOBS], unpack(dropped))
-    redis.call('HDEL', KEYS[K_OUTCOMES], unpack(dropped))
+    bulk('HDEL', KEYS[K_JOBS], dropped)
+    bulk('HDEL', KEYS[K_OUTCOMES], dropped)
   end
 end
 
@@ -491,7 +585,9 @@ local function make_cancelled(ulid, rec, now, phase)
   end
 end
 
+-- A job goes dead: its last attempt failed (or it was lost too often), counted as a failure.
 local function make_dead(ulid, rec, now)
+  count_failed()
   rec[R_STATE] = S_DEAD
   rec[R_FINISHED] = now
   save(ulid, rec)
@@ -553,6 +649,7 @@ local function attempt_failed(ulid, rec, started, attempt, err, retryable, retry
     make_dead(ulid, rec, now)
     return S_DEAD, 0
   end
+  count_failed()
   local wait = retry_after
   if wait < 0 then
     wait = backoff_ms(rec, attempt, rand)
@@ -705,14 +802,15 @@ local function lease_refills(tokens, first, now)
 end
 
 -- Runs one function of the library: sets the call's keys and arguments, runs its body, then
--- writes the events it emitted.
+-- writes the events it emitted and the activity it counted.
 local function run(body, keys, args)
   KEYS, ARGV = keys, args
   COMPLETED_MS, COMPLETED_CAP = setting(args[3]), setting(args[4])
   DEAD_MS, DEAD_CAP = setting(args[5]), setting(args[6])
   pending_events, open_entry, delayed_changed = {}, nil, false
+  added_count, failed_count, clock_read = 0, 0, nil
   local out = body()
-  flush_events()
+  write_activity(flush_events())
   return out
 end
 

@@ -3,7 +3,7 @@
 -- a worker hands a job back, and when this instance stops (neither counts).
 -- A job cancelled meanwhile, or whose session is gone, ends cancelled instead.
 -- Touches (here or in the lib.lua helpers it calls) the queue keys jobs, active, deadlines,
--- delayed, dead, meta, events, sessions, session_jobs, session_ttl, cancelled, ready lists; may
+-- delayed, dead, meta, events, sessions, session_jobs, session_ttl, cancelled, activity, ready lists; may
 -- publish a wake-up on ARGV[1].
 -- KEYS: the queue keys (lib.lua).
 -- ARGV[8] count as lost (1/0), ARGV[9] lost deliveries that make a job dead,

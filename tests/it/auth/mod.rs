@@ -231,6 +231,16 @@ pub async fn call(method: &str, client: &Client, place: &Place) -> Result<(), St
             let states = vec![proto::JobState::Dead as i32];
             raw.purge_queue(proto::PurgeQueueRequest { queue, states }).await.map(drop)
         }
+        "RetryJobs" => raw.retry_jobs(proto::RetryJobsRequest { selection: selection(&job_id) }).await.map(drop),
+        "CancelJobs" => raw.cancel_jobs(proto::CancelJobsRequest { selection: selection(&job_id) }).await.map(drop),
+        "DeleteJobs" => raw.delete_jobs(proto::DeleteJobsRequest { selection: selection(&job_id) }).await.map(drop),
+        "ListDeadJobGroups" => raw.list_dead_job_groups(proto::ListDeadJobGroupsRequest { queue }).await.map(drop),
+        "GetQueueActivity" => {
+            raw.get_queue_activity(proto::GetQueueActivityRequest { queues: vec![queue] }).await.map(drop)
+        }
+        "SubscribeQueues" => {
+            raw.subscribe_queues(proto::SubscribeQueuesRequest { queues: vec![queue] }).await.map(drop)
+        }
         "ListWorkers" => raw.list_workers(proto::ListWorkersRequest { queue }).await.map(drop),
         "CreateSession" => {
             let name = ulid::Ulid::new().to_string();
@@ -249,6 +259,12 @@ pub async fn call(method: &str, client: &Client, place: &Place) -> Result<(), St
         }
         other => panic!("tests/it/auth has no call for {other}: add one to `call`"),
     }
+}
+
+/// A bulk action's selection of one job.
+fn selection(job_id: &str) -> Option<proto::JobSelection> {
+    let ids = proto::JobIdList { job_ids: vec![job_id.to_owned()] };
+    Some(proto::JobSelection { selection: Some(proto::job_selection::Selection::Ids(ids)) })
 }
 
 /// Whether the access checks let the call through (whatever the engine answered then).

@@ -85,6 +85,22 @@ async fn complete_past_the_completed_cap_drops_the_oldest() {
 }
 
 #[tokio::test]
+async fn a_batch_of_completions_larger_than_a_trim_still_keeps_the_cap() {
+    let case = Case::with_retention(|r| r.completed_max = 5).await;
+    let mut held = Vec::new();
+    for _ in 0..160 {
+        held.push(case.add_active().await);
+    }
+    let acks: Vec<Ack> =
+        held.iter().map(|h| Ack { ulid: &h.ulid, token: &h.token, result: b"", session_state: None }).collect();
+    assert!(case.complete(&acks).await.iter().all(|o| *o == AckOutcome::Completed));
+    assert_eq!(case.places().await, Places { completed: 5, ..Places::default() });
+    assert!(case.info(&held[154].ulid).await.is_none(), "the oldest went with their records");
+    assert_eq!(case.record(&held[159].ulid).await.state, RecordState::Completed);
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
 async fn complete_without_retention_drops_the_record_at_once() {
     let case = Case::with_retention(|r| r.completed_max = 0).await;
     let held = case.add_active().await;

@@ -7,6 +7,7 @@
 //! change of the store's method names is an edit here, not in every case.
 
 mod acks;
+mod activity;
 mod admin;
 mod intake;
 mod leases;
@@ -323,7 +324,7 @@ impl Case {
         redis::cmd("XLEN").arg(key).query_async(&mut self.raw_connection().await).await.expect("xlen")
     }
 
-    async fn raw_connection(&self) -> redis::aio::MultiplexedConnection {
+    pub(super) async fn raw_connection(&self) -> redis::aio::MultiplexedConnection {
         let client = redis::Client::open(self.redis.url()).expect("url");
         client.get_multiplexed_async_connection().await.expect("connect")
     }

@@ -115,8 +115,13 @@ async fn drive_every_rpc(addr: std::net::SocketAddr) {
     let event = tokio::time::timeout(WAIT, events.message()).await.expect("an event in time").expect("Subscribe");
     assert!(event.is_some(), "the adds are seen by Subscribe");
     for state in [JobState::Waiting, JobState::Delayed, JobState::Active, JobState::Completed, JobState::Dead] {
-        let list =
-            proto::ListJobsRequest { queue: "r".into(), state: state as i32, page_size: 10, page_token: "".into() };
+        let list = proto::ListJobsRequest {
+            queue: "r".into(),
+            state: state as i32,
+            page_size: 10,
+            page_token: "".into(),
+            filter: None,
+        };
         raw.list_jobs(list).await.expect("ListJobs");
     }
     let cancelled = proto::ListJobsRequest {

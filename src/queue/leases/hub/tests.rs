@@ -125,3 +125,36 @@ fn later_queues_wait_until_earlier_ones_are_drained() {
     hub.set_drained("high", true);
     assert_eq!(hub.plan("low", 10).len(), 1);
 }
+
+#[test]
+fn a_prefetched_delivery_is_marked_started_by_its_token_alone() {
+    let hub = Hub::new("i1");
+    let (tx, _rx) = mpsc::channel(16);
+    let (id, _) = hub.open(WorkerSpec { prefetch: 1, ..spec(&["q"], 1) }, tx).expect("open");
+    let tokens = hub.plan("q", 2);
+    let first = delivered(&hub, "q", &tokens[0], "j1");
+    delivered(&hub, "q", &tokens[1], "j2");
+    hub.mark_started(id, &tokens[1]);
+    hub.mark_started(id, &LeaseToken::new("i1", id, 999));
+    let (held, _) = hub.close(id);
+    let started: Vec<(&str, bool)> = held.iter().map(|h| (h.job_id.ulid.as_str(), h.started)).collect();
+    assert_eq!(started, [("j1", false), ("j2", true)]);
+    assert_eq!(held[0].job_id, first);
+}
+
+#[test]
+fn a_revoked_delivery_keeps_its_credit_beside_a_new_delivery_of_the_same_job() {
+    let hub = Hub::new("i1");
+    let (tx, _rx) = mpsc::channel(16);
+    hub.open(spec(&["q"], 2), tx).expect("open");
+    let old = hub.plan("q", 1).remove(0);
+    let job = delivered(&hub, "q", &old, "j1");
+    hub.revoke(&job, &old, RevokeReason::LeaseLost);
+    let new = hub.plan("q", 1).remove(0);
+    delivered(&hub, "q", &new, "j1");
+    assert!(hub.plan("q", 1).is_empty(), "both deliveries hold credit until answered");
+    assert!(hub.holds(&job, &old) && hub.holds(&job, &new));
+    assert!(hub.release(&job, &old).is_some_and(|r| r.revoked), "the revoked one answered");
+    assert!(hub.holds(&job, &new), "the new delivery is still held");
+    assert_eq!(hub.plan("q", 1).len(), 1);
+}

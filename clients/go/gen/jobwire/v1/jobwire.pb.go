@@ -2709,7 +2709,9 @@ type JobInfo struct {
 	SessionId string `protobuf:"bytes,18,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	// The last progress reported for it. Empty for a reader token whose entry does not reveal
 	// results.
-	Progress      []byte `protobuf:"bytes,19,opt,name=progress,proto3" json:"progress,omitempty"`
+	Progress []byte `protobuf:"bytes,19,opt,name=progress,proto3" json:"progress,omitempty"`
+	// For an active job: the worker stream holding it (WorkerInfo.stream_id); empty otherwise.
+	WorkerStream  string `protobuf:"bytes,20,opt,name=worker_stream,json=workerStream,proto3" json:"worker_stream,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2875,6 +2877,13 @@ func (x *JobInfo) GetProgress() []byte {
 		return x.Progress
 	}
 	return nil
+}
+
+func (x *JobInfo) GetWorkerStream() string {
+	if x != nil {
+		return x.WorkerStream
+	}
+	return ""
 }
 
 type StatsRequest struct {
@@ -3981,7 +3990,12 @@ type ListJobsRequest struct {
 	// Jobs per page, 1 to 1,000; default 100.
 	PageSize uint32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// From a previous response's next_page_token; empty for the first page.
-	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageToken string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Only the jobs matching this; unset: every job of the state. With a filter, one call examines
+	// at most 10,000 jobs of the listing, so a page may hold fewer than page_size jobs (even none)
+	// and still have a next_page_token. Records are read whole: a filter over jobs with large
+	// payloads reads those payloads.
+	Filter        *JobFilter `protobuf:"bytes,5,opt,name=filter,proto3" json:"filter,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4044,6 +4058,114 @@ func (x *ListJobsRequest) GetPageToken() string {
 	return ""
 }
 
+func (x *ListJobsRequest) GetFilter() *JobFilter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+// Conditions a job must meet to be listed or acted on. Unset fields match every job; every field
+// set must match. Text fields: at most 256 bytes each.
+type JobFilter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Exactly this handler name.
+	Type string `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	// Text the job's id contains, ignoring case (a part of its ULID, say).
+	IdContains string `protobuf:"bytes,2,opt,name=id_contains,json=idContains,proto3" json:"id_contains,omitempty"`
+	// Text the job's last error contains, ignoring case.
+	ErrorContains string `protobuf:"bytes,3,opt,name=error_contains,json=errorContains,proto3" json:"error_contains,omitempty"`
+	// The group of the job's last error is exactly this (see DeadJobGroup.group).
+	ErrorGroup string `protobuf:"bytes,4,opt,name=error_group,json=errorGroup,proto3" json:"error_group,omitempty"`
+	// Added at or after this time.
+	CreatedAfter *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_after,json=createdAfter,proto3" json:"created_after,omitempty"`
+	// Added before this time.
+	CreatedBefore *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=created_before,json=createdBefore,proto3" json:"created_before,omitempty"`
+	// Of this session (`<queue>/<name>`).
+	SessionId     string `protobuf:"bytes,7,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobFilter) Reset() {
+	*x = JobFilter{}
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobFilter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobFilter) ProtoMessage() {}
+
+func (x *JobFilter) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobFilter.ProtoReflect.Descriptor instead.
+func (*JobFilter) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *JobFilter) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *JobFilter) GetIdContains() string {
+	if x != nil {
+		return x.IdContains
+	}
+	return ""
+}
+
+func (x *JobFilter) GetErrorContains() string {
+	if x != nil {
+		return x.ErrorContains
+	}
+	return ""
+}
+
+func (x *JobFilter) GetErrorGroup() string {
+	if x != nil {
+		return x.ErrorGroup
+	}
+	return ""
+}
+
+func (x *JobFilter) GetCreatedAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAfter
+	}
+	return nil
+}
+
+func (x *JobFilter) GetCreatedBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedBefore
+	}
+	return nil
+}
+
+func (x *JobFilter) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
 type ListJobsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The page.
@@ -4056,7 +4178,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[52]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4068,7 +4190,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[52]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4081,7 +4203,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{52}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ListJobsResponse) GetJobs() []*JobInfo {
@@ -4108,7 +4230,7 @@ type RetryJobRequest struct {
 
 func (x *RetryJobRequest) Reset() {
 	*x = RetryJobRequest{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[53]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4120,7 +4242,7 @@ func (x *RetryJobRequest) String() string {
 func (*RetryJobRequest) ProtoMessage() {}
 
 func (x *RetryJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[53]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4133,7 +4255,7 @@ func (x *RetryJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryJobRequest.ProtoReflect.Descriptor instead.
 func (*RetryJobRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{53}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *RetryJobRequest) GetJobId() string {
@@ -4151,7 +4273,7 @@ type RetryJobResponse struct {
 
 func (x *RetryJobResponse) Reset() {
 	*x = RetryJobResponse{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[54]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4163,7 +4285,7 @@ func (x *RetryJobResponse) String() string {
 func (*RetryJobResponse) ProtoMessage() {}
 
 func (x *RetryJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[54]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4176,7 +4298,7 @@ func (x *RetryJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryJobResponse.ProtoReflect.Descriptor instead.
 func (*RetryJobResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{54}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{55}
 }
 
 type RetryDeadJobsRequest struct {
@@ -4191,7 +4313,7 @@ type RetryDeadJobsRequest struct {
 
 func (x *RetryDeadJobsRequest) Reset() {
 	*x = RetryDeadJobsRequest{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[55]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4203,7 +4325,7 @@ func (x *RetryDeadJobsRequest) String() string {
 func (*RetryDeadJobsRequest) ProtoMessage() {}
 
 func (x *RetryDeadJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[55]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4216,7 +4338,7 @@ func (x *RetryDeadJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryDeadJobsRequest.ProtoReflect.Descriptor instead.
 func (*RetryDeadJobsRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{55}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *RetryDeadJobsRequest) GetQueue() string {
@@ -4243,7 +4365,7 @@ type RetryDeadJobsResponse struct {
 
 func (x *RetryDeadJobsResponse) Reset() {
 	*x = RetryDeadJobsResponse{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[56]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4255,7 +4377,7 @@ func (x *RetryDeadJobsResponse) String() string {
 func (*RetryDeadJobsResponse) ProtoMessage() {}
 
 func (x *RetryDeadJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[56]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4268,7 +4390,7 @@ func (x *RetryDeadJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryDeadJobsResponse.ProtoReflect.Descriptor instead.
 func (*RetryDeadJobsResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{56}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *RetryDeadJobsResponse) GetRetried() uint64 {
@@ -4288,7 +4410,7 @@ type DeleteJobRequest struct {
 
 func (x *DeleteJobRequest) Reset() {
 	*x = DeleteJobRequest{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[57]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4300,7 +4422,7 @@ func (x *DeleteJobRequest) String() string {
 func (*DeleteJobRequest) ProtoMessage() {}
 
 func (x *DeleteJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[57]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4313,7 +4435,7 @@ func (x *DeleteJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteJobRequest.ProtoReflect.Descriptor instead.
 func (*DeleteJobRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{57}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *DeleteJobRequest) GetJobId() string {
@@ -4331,7 +4453,7 @@ type DeleteJobResponse struct {
 
 func (x *DeleteJobResponse) Reset() {
 	*x = DeleteJobResponse{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[58]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4343,7 +4465,7 @@ func (x *DeleteJobResponse) String() string {
 func (*DeleteJobResponse) ProtoMessage() {}
 
 func (x *DeleteJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[58]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4356,7 +4478,7 @@ func (x *DeleteJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteJobResponse.ProtoReflect.Descriptor instead.
 func (*DeleteJobResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{58}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{59}
 }
 
 type PurgeQueueRequest struct {
@@ -4372,7 +4494,7 @@ type PurgeQueueRequest struct {
 
 func (x *PurgeQueueRequest) Reset() {
 	*x = PurgeQueueRequest{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[59]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4384,7 +4506,7 @@ func (x *PurgeQueueRequest) String() string {
 func (*PurgeQueueRequest) ProtoMessage() {}
 
 func (x *PurgeQueueRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[59]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4397,7 +4519,7 @@ func (x *PurgeQueueRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeQueueRequest.ProtoReflect.Descriptor instead.
 func (*PurgeQueueRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{59}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *PurgeQueueRequest) GetQueue() string {
@@ -4424,7 +4546,7 @@ type PurgeQueueResponse struct {
 
 func (x *PurgeQueueResponse) Reset() {
 	*x = PurgeQueueResponse{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[60]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4436,7 +4558,7 @@ func (x *PurgeQueueResponse) String() string {
 func (*PurgeQueueResponse) ProtoMessage() {}
 
 func (x *PurgeQueueResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[60]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4449,7 +4571,7 @@ func (x *PurgeQueueResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeQueueResponse.ProtoReflect.Descriptor instead.
 func (*PurgeQueueResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{60}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *PurgeQueueResponse) GetDeleted() uint64 {
@@ -4469,7 +4591,7 @@ type ListWorkersRequest struct {
 
 func (x *ListWorkersRequest) Reset() {
 	*x = ListWorkersRequest{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[61]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4481,7 +4603,7 @@ func (x *ListWorkersRequest) String() string {
 func (*ListWorkersRequest) ProtoMessage() {}
 
 func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[61]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4494,7 +4616,7 @@ func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkersRequest.ProtoReflect.Descriptor instead.
 func (*ListWorkersRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{61}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ListWorkersRequest) GetQueue() string {
@@ -4514,7 +4636,7 @@ type ListWorkersResponse struct {
 
 func (x *ListWorkersResponse) Reset() {
 	*x = ListWorkersResponse{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[62]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4526,7 +4648,7 @@ func (x *ListWorkersResponse) String() string {
 func (*ListWorkersResponse) ProtoMessage() {}
 
 func (x *ListWorkersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[62]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4539,7 +4661,7 @@ func (x *ListWorkersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkersResponse.ProtoReflect.Descriptor instead.
 func (*ListWorkersResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{62}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ListWorkersResponse) GetWorkers() []*WorkerInfo {
@@ -4565,14 +4687,16 @@ type WorkerInfo struct {
 	// Jobs it holds now.
 	InFlight uint32 `protobuf:"varint,6,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
 	// When the stream opened.
-	ConnectedAt   *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=connected_at,json=connectedAt,proto3" json:"connected_at,omitempty"`
+	ConnectedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=connected_at,json=connectedAt,proto3" json:"connected_at,omitempty"`
+	// The stream's id, `<instance>.<number>`: JobInfo.worker_stream of the jobs it holds.
+	StreamId      string `protobuf:"bytes,8,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WorkerInfo) Reset() {
 	*x = WorkerInfo{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[63]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4584,7 +4708,7 @@ func (x *WorkerInfo) String() string {
 func (*WorkerInfo) ProtoMessage() {}
 
 func (x *WorkerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[63]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4597,7 +4721,7 @@ func (x *WorkerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerInfo.ProtoReflect.Descriptor instead.
 func (*WorkerInfo) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{63}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *WorkerInfo) GetInstance() string {
@@ -4649,6 +4773,13 @@ func (x *WorkerInfo) GetConnectedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *WorkerInfo) GetStreamId() string {
+	if x != nil {
+		return x.StreamId
+	}
+	return ""
+}
+
 type CreateSessionRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The queue the session's jobs run in.
@@ -4668,7 +4799,7 @@ type CreateSessionRequest struct {
 
 func (x *CreateSessionRequest) Reset() {
 	*x = CreateSessionRequest{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[64]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4680,7 +4811,7 @@ func (x *CreateSessionRequest) String() string {
 func (*CreateSessionRequest) ProtoMessage() {}
 
 func (x *CreateSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[64]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4693,7 +4824,7 @@ func (x *CreateSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSessionRequest.ProtoReflect.Descriptor instead.
 func (*CreateSessionRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{64}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *CreateSessionRequest) GetQueue() string {
@@ -4741,7 +4872,7 @@ type CreateSessionResponse struct {
 
 func (x *CreateSessionResponse) Reset() {
 	*x = CreateSessionResponse{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[65]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4753,7 +4884,7 @@ func (x *CreateSessionResponse) String() string {
 func (*CreateSessionResponse) ProtoMessage() {}
 
 func (x *CreateSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[65]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4766,7 +4897,7 @@ func (x *CreateSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSessionResponse.ProtoReflect.Descriptor instead.
 func (*CreateSessionResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{65}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *CreateSessionResponse) GetSession() *Session {
@@ -4805,7 +4936,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[66]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4817,7 +4948,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[66]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4830,7 +4961,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{66}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *Session) GetId() string {
@@ -4913,7 +5044,7 @@ type GetSessionRequest struct {
 
 func (x *GetSessionRequest) Reset() {
 	*x = GetSessionRequest{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[67]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4925,7 +5056,7 @@ func (x *GetSessionRequest) String() string {
 func (*GetSessionRequest) ProtoMessage() {}
 
 func (x *GetSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[67]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4938,7 +5069,7 @@ func (x *GetSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSessionRequest.ProtoReflect.Descriptor instead.
 func (*GetSessionRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{67}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *GetSessionRequest) GetSessionId() string {
@@ -4958,7 +5089,7 @@ type GetSessionResponse struct {
 
 func (x *GetSessionResponse) Reset() {
 	*x = GetSessionResponse{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[68]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4970,7 +5101,7 @@ func (x *GetSessionResponse) String() string {
 func (*GetSessionResponse) ProtoMessage() {}
 
 func (x *GetSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[68]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4983,7 +5114,7 @@ func (x *GetSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSessionResponse.ProtoReflect.Descriptor instead.
 func (*GetSessionResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{68}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *GetSessionResponse) GetSession() *Session {
@@ -5012,7 +5143,7 @@ type UpdateSessionRequest struct {
 
 func (x *UpdateSessionRequest) Reset() {
 	*x = UpdateSessionRequest{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[69]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5024,7 +5155,7 @@ func (x *UpdateSessionRequest) String() string {
 func (*UpdateSessionRequest) ProtoMessage() {}
 
 func (x *UpdateSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[69]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5037,7 +5168,7 @@ func (x *UpdateSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSessionRequest.ProtoReflect.Descriptor instead.
 func (*UpdateSessionRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{69}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *UpdateSessionRequest) GetSessionId() string {
@@ -5107,7 +5238,7 @@ type UpdateSessionResponse struct {
 
 func (x *UpdateSessionResponse) Reset() {
 	*x = UpdateSessionResponse{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[70]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5119,7 +5250,7 @@ func (x *UpdateSessionResponse) String() string {
 func (*UpdateSessionResponse) ProtoMessage() {}
 
 func (x *UpdateSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[70]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5132,7 +5263,7 @@ func (x *UpdateSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSessionResponse.ProtoReflect.Descriptor instead.
 func (*UpdateSessionResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{70}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *UpdateSessionResponse) GetVersion() uint64 {
@@ -5152,7 +5283,7 @@ type DeleteSessionRequest struct {
 
 func (x *DeleteSessionRequest) Reset() {
 	*x = DeleteSessionRequest{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[71]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5164,7 +5295,7 @@ func (x *DeleteSessionRequest) String() string {
 func (*DeleteSessionRequest) ProtoMessage() {}
 
 func (x *DeleteSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[71]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5177,7 +5308,7 @@ func (x *DeleteSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSessionRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSessionRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{71}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *DeleteSessionRequest) GetSessionId() string {
@@ -5195,7 +5326,7 @@ type DeleteSessionResponse struct {
 
 func (x *DeleteSessionResponse) Reset() {
 	*x = DeleteSessionResponse{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[72]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5207,7 +5338,7 @@ func (x *DeleteSessionResponse) String() string {
 func (*DeleteSessionResponse) ProtoMessage() {}
 
 func (x *DeleteSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[72]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5220,7 +5351,7 @@ func (x *DeleteSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSessionResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSessionResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{72}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{73}
 }
 
 type ListSessionsRequest struct {
@@ -5237,7 +5368,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[73]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5249,7 +5380,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[73]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5262,7 +5393,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{73}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *ListSessionsRequest) GetQueue() string {
@@ -5298,7 +5429,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[74]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5310,7 +5441,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[74]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5323,7 +5454,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{74}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *ListSessionsResponse) GetSessions() []*Session {
@@ -5338,6 +5469,1060 @@ func (x *ListSessionsResponse) GetNextPageToken() string {
 		return x.NextPageToken
 	}
 	return ""
+}
+
+// The jobs a bulk action (RetryJobs, CancelJobs, DeleteJobs) applies to.
+type JobSelection struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Exactly one.
+	//
+	// Types that are valid to be assigned to Selection:
+	//
+	//	*JobSelection_Ids
+	//	*JobSelection_Query
+	Selection     isJobSelection_Selection `protobuf_oneof:"selection"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobSelection) Reset() {
+	*x = JobSelection{}
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[76]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobSelection) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobSelection) ProtoMessage() {}
+
+func (x *JobSelection) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[76]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobSelection.ProtoReflect.Descriptor instead.
+func (*JobSelection) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{76}
+}
+
+func (x *JobSelection) GetSelection() isJobSelection_Selection {
+	if x != nil {
+		return x.Selection
+	}
+	return nil
+}
+
+func (x *JobSelection) GetIds() *JobIdList {
+	if x != nil {
+		if x, ok := x.Selection.(*JobSelection_Ids); ok {
+			return x.Ids
+		}
+	}
+	return nil
+}
+
+func (x *JobSelection) GetQuery() *JobQuery {
+	if x != nil {
+		if x, ok := x.Selection.(*JobSelection_Query); ok {
+			return x.Query
+		}
+	}
+	return nil
+}
+
+type isJobSelection_Selection interface {
+	isJobSelection_Selection()
+}
+
+type JobSelection_Ids struct {
+	// These jobs.
+	Ids *JobIdList `protobuf:"bytes,1,opt,name=ids,proto3,oneof"`
+}
+
+type JobSelection_Query struct {
+	// Every job of one listing of a queue that matches a filter.
+	Query *JobQuery `protobuf:"bytes,2,opt,name=query,proto3,oneof"`
+}
+
+func (*JobSelection_Ids) isJobSelection_Selection() {}
+
+func (*JobSelection_Query) isJobSelection_Selection() {}
+
+// Jobs named one by one.
+type JobIdList struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 1 to 1,000 job ids, of any queues.
+	JobIds        []string `protobuf:"bytes,1,rep,name=job_ids,json=jobIds,proto3" json:"job_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobIdList) Reset() {
+	*x = JobIdList{}
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[77]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobIdList) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobIdList) ProtoMessage() {}
+
+func (x *JobIdList) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[77]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobIdList.ProtoReflect.Descriptor instead.
+func (*JobIdList) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{77}
+}
+
+func (x *JobIdList) GetJobIds() []string {
+	if x != nil {
+		return x.JobIds
+	}
+	return nil
+}
+
+// The jobs of a listing (as ListJobs: a queue, a state, a filter).
+type JobQuery struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The queue.
+	Queue string `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	// The listing, as ListJobsRequest.state.
+	State JobState `protobuf:"varint,2,opt,name=state,proto3,enum=jobwire.v1.JobState" json:"state,omitempty"`
+	// Only the jobs matching this; unset: every job of the listing.
+	Filter        *JobFilter `protobuf:"bytes,3,opt,name=filter,proto3" json:"filter,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobQuery) Reset() {
+	*x = JobQuery{}
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[78]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobQuery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobQuery) ProtoMessage() {}
+
+func (x *JobQuery) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[78]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobQuery.ProtoReflect.Descriptor instead.
+func (*JobQuery) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{78}
+}
+
+func (x *JobQuery) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+func (x *JobQuery) GetState() JobState {
+	if x != nil {
+		return x.State
+	}
+	return JobState_JOB_STATE_UNSPECIFIED
+}
+
+func (x *JobQuery) GetFilter() *JobFilter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+// What a bulk action did.
+type BulkOutcome struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Jobs it was applied to.
+	Applied uint64 `protobuf:"varint,1,opt,name=applied,proto3" json:"applied,omitempty"`
+	// Jobs selected that it does not apply to (not dead for a retry, finished for a cancel, active
+	// for a delete), or that were gone by the time it reached them.
+	Skipped uint64 `protobuf:"varint,2,opt,name=skipped,proto3" json:"skipped,omitempty"`
+	// For a query: the action stopped at its limits (10,000 jobs matched, or 100,000 examined)
+	// before the end of the listing; call again for the rest. Jobs that move while the call runs
+	// may be missed by it: the walk goes through the listing in its order, a page at a time.
+	More          bool `protobuf:"varint,3,opt,name=more,proto3" json:"more,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BulkOutcome) Reset() {
+	*x = BulkOutcome{}
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[79]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BulkOutcome) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BulkOutcome) ProtoMessage() {}
+
+func (x *BulkOutcome) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[79]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BulkOutcome.ProtoReflect.Descriptor instead.
+func (*BulkOutcome) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{79}
+}
+
+func (x *BulkOutcome) GetApplied() uint64 {
+	if x != nil {
+		return x.Applied
+	}
+	return 0
+}
+
+func (x *BulkOutcome) GetSkipped() uint64 {
+	if x != nil {
+		return x.Skipped
+	}
+	return 0
+}
+
+func (x *BulkOutcome) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
+type RetryJobsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The jobs; for a query, its state must be DEAD.
+	Selection     *JobSelection `protobuf:"bytes,1,opt,name=selection,proto3" json:"selection,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetryJobsRequest) Reset() {
+	*x = RetryJobsRequest{}
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[80]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryJobsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryJobsRequest) ProtoMessage() {}
+
+func (x *RetryJobsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[80]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryJobsRequest.ProtoReflect.Descriptor instead.
+func (*RetryJobsRequest) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{80}
+}
+
+func (x *RetryJobsRequest) GetSelection() *JobSelection {
+	if x != nil {
+		return x.Selection
+	}
+	return nil
+}
+
+type RetryJobsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What it did.
+	Outcome       *BulkOutcome `protobuf:"bytes,1,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetryJobsResponse) Reset() {
+	*x = RetryJobsResponse{}
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[81]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryJobsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryJobsResponse) ProtoMessage() {}
+
+func (x *RetryJobsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[81]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryJobsResponse.ProtoReflect.Descriptor instead.
+func (*RetryJobsResponse) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{81}
+}
+
+func (x *RetryJobsResponse) GetOutcome() *BulkOutcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return nil
+}
+
+type CancelJobsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The jobs; for a query, its state is WAITING, DELAYED or ACTIVE.
+	Selection     *JobSelection `protobuf:"bytes,1,opt,name=selection,proto3" json:"selection,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelJobsRequest) Reset() {
+	*x = CancelJobsRequest{}
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[82]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelJobsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelJobsRequest) ProtoMessage() {}
+
+func (x *CancelJobsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[82]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelJobsRequest.ProtoReflect.Descriptor instead.
+func (*CancelJobsRequest) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{82}
+}
+
+func (x *CancelJobsRequest) GetSelection() *JobSelection {
+	if x != nil {
+		return x.Selection
+	}
+	return nil
+}
+
+type CancelJobsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What it did.
+	Outcome       *BulkOutcome `protobuf:"bytes,1,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelJobsResponse) Reset() {
+	*x = CancelJobsResponse{}
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[83]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelJobsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelJobsResponse) ProtoMessage() {}
+
+func (x *CancelJobsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[83]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelJobsResponse.ProtoReflect.Descriptor instead.
+func (*CancelJobsResponse) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{83}
+}
+
+func (x *CancelJobsResponse) GetOutcome() *BulkOutcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return nil
+}
+
+type DeleteJobsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The jobs; for a query, any state but ACTIVE.
+	Selection     *JobSelection `protobuf:"bytes,1,opt,name=selection,proto3" json:"selection,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteJobsRequest) Reset() {
+	*x = DeleteJobsRequest{}
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[84]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteJobsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteJobsRequest) ProtoMessage() {}
+
+func (x *DeleteJobsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[84]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteJobsRequest.ProtoReflect.Descriptor instead.
+func (*DeleteJobsRequest) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{84}
+}
+
+func (x *DeleteJobsRequest) GetSelection() *JobSelection {
+	if x != nil {
+		return x.Selection
+	}
+	return nil
+}
+
+type DeleteJobsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What it did.
+	Outcome       *BulkOutcome `protobuf:"bytes,1,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteJobsResponse) Reset() {
+	*x = DeleteJobsResponse{}
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[85]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteJobsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteJobsResponse) ProtoMessage() {}
+
+func (x *DeleteJobsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[85]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteJobsResponse.ProtoReflect.Descriptor instead.
+func (*DeleteJobsResponse) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{85}
+}
+
+func (x *DeleteJobsResponse) GetOutcome() *BulkOutcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return nil
+}
+
+type ListDeadJobGroupsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The queue.
+	Queue         string `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeadJobGroupsRequest) Reset() {
+	*x = ListDeadJobGroupsRequest{}
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[86]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeadJobGroupsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeadJobGroupsRequest) ProtoMessage() {}
+
+func (x *ListDeadJobGroupsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[86]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeadJobGroupsRequest.ProtoReflect.Descriptor instead.
+func (*ListDeadJobGroupsRequest) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{86}
+}
+
+func (x *ListDeadJobGroupsRequest) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+type ListDeadJobGroupsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The groups, largest first (then by newest job): the 500 largest at most.
+	Groups []*DeadJobGroup `protobuf:"bytes,1,rep,name=groups,proto3" json:"groups,omitempty"`
+	// Dead jobs examined: the newest 10,000 at most.
+	Examined uint64 `protobuf:"varint,2,opt,name=examined,proto3" json:"examined,omitempty"`
+	// False when the queue holds more dead jobs than were examined.
+	Complete      bool `protobuf:"varint,3,opt,name=complete,proto3" json:"complete,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeadJobGroupsResponse) Reset() {
+	*x = ListDeadJobGroupsResponse{}
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[87]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeadJobGroupsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeadJobGroupsResponse) ProtoMessage() {}
+
+func (x *ListDeadJobGroupsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[87]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeadJobGroupsResponse.ProtoReflect.Descriptor instead.
+func (*ListDeadJobGroupsResponse) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{87}
+}
+
+func (x *ListDeadJobGroupsResponse) GetGroups() []*DeadJobGroup {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+func (x *ListDeadJobGroupsResponse) GetExamined() uint64 {
+	if x != nil {
+		return x.Examined
+	}
+	return 0
+}
+
+func (x *ListDeadJobGroupsResponse) GetComplete() bool {
+	if x != nil {
+		return x.Complete
+	}
+	return false
+}
+
+// Dead jobs whose errors look alike.
+type DeadJobGroup struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The group's key: the error's first line with every run of digits replaced by `#`, cut to
+	// 200 characters ("" for jobs without an error). Pass it as JobFilter.error_group.
+	Group string `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	// Dead jobs in the group.
+	Count uint64 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	// The whole last error of the group's newest job (cut to 4 KiB).
+	Example string `protobuf:"bytes,3,opt,name=example,proto3" json:"example,omitempty"`
+	// The group's newest job.
+	NewestJobId string `protobuf:"bytes,4,opt,name=newest_job_id,json=newestJobId,proto3" json:"newest_job_id,omitempty"`
+	// When its newest job died.
+	NewestAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=newest_at,json=newestAt,proto3" json:"newest_at,omitempty"`
+	// When its oldest job died.
+	OldestAt      *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=oldest_at,json=oldestAt,proto3" json:"oldest_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeadJobGroup) Reset() {
+	*x = DeadJobGroup{}
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[88]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeadJobGroup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeadJobGroup) ProtoMessage() {}
+
+func (x *DeadJobGroup) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[88]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeadJobGroup.ProtoReflect.Descriptor instead.
+func (*DeadJobGroup) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{88}
+}
+
+func (x *DeadJobGroup) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *DeadJobGroup) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *DeadJobGroup) GetExample() string {
+	if x != nil {
+		return x.Example
+	}
+	return ""
+}
+
+func (x *DeadJobGroup) GetNewestJobId() string {
+	if x != nil {
+		return x.NewestJobId
+	}
+	return ""
+}
+
+func (x *DeadJobGroup) GetNewestAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NewestAt
+	}
+	return nil
+}
+
+func (x *DeadJobGroup) GetOldestAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OldestAt
+	}
+	return nil
+}
+
+type GetQueueActivityRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The queues, 1 to 100.
+	Queues        []string `protobuf:"bytes,1,rep,name=queues,proto3" json:"queues,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetQueueActivityRequest) Reset() {
+	*x = GetQueueActivityRequest{}
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[89]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetQueueActivityRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetQueueActivityRequest) ProtoMessage() {}
+
+func (x *GetQueueActivityRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[89]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetQueueActivityRequest.ProtoReflect.Descriptor instead.
+func (*GetQueueActivityRequest) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{89}
+}
+
+func (x *GetQueueActivityRequest) GetQueues() []string {
+	if x != nil {
+		return x.Queues
+	}
+	return nil
+}
+
+type GetQueueActivityResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One per requested queue, in request order.
+	Queues        []*QueueActivity `protobuf:"bytes,1,rep,name=queues,proto3" json:"queues,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetQueueActivityResponse) Reset() {
+	*x = GetQueueActivityResponse{}
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[90]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetQueueActivityResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetQueueActivityResponse) ProtoMessage() {}
+
+func (x *GetQueueActivityResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[90]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetQueueActivityResponse.ProtoReflect.Descriptor instead.
+func (*GetQueueActivityResponse) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{90}
+}
+
+func (x *GetQueueActivityResponse) GetQueues() []*QueueActivity {
+	if x != nil {
+		return x.Queues
+	}
+	return nil
+}
+
+// One queue's last hour.
+type QueueActivity struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The queue.
+	Queue string `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	// The last 60 whole minutes and the current one (last, still counting), oldest first; minutes
+	// without activity are there with zeros. Minutes are of the Redis server's clock.
+	Minutes       []*ActivityMinute `protobuf:"bytes,2,rep,name=minutes,proto3" json:"minutes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueueActivity) Reset() {
+	*x = QueueActivity{}
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[91]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueueActivity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueueActivity) ProtoMessage() {}
+
+func (x *QueueActivity) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[91]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueueActivity.ProtoReflect.Descriptor instead.
+func (*QueueActivity) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{91}
+}
+
+func (x *QueueActivity) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+func (x *QueueActivity) GetMinutes() []*ActivityMinute {
+	if x != nil {
+		return x.Minutes
+	}
+	return nil
+}
+
+// What one queue did in one minute.
+type ActivityMinute struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The minute's start.
+	Start *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=start,proto3" json:"start,omitempty"`
+	// Jobs added (idempotent repeats not counted).
+	Added uint64 `protobuf:"varint,2,opt,name=added,proto3" json:"added,omitempty"`
+	// Jobs completed.
+	Completed uint64 `protobuf:"varint,3,opt,name=completed,proto3" json:"completed,omitempty"`
+	// Attempts that failed: reported by FailJob, timed out, or lost too often (each retry and each
+	// death counts once).
+	Failed        uint64 `protobuf:"varint,4,opt,name=failed,proto3" json:"failed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ActivityMinute) Reset() {
+	*x = ActivityMinute{}
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[92]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ActivityMinute) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ActivityMinute) ProtoMessage() {}
+
+func (x *ActivityMinute) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[92]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ActivityMinute.ProtoReflect.Descriptor instead.
+func (*ActivityMinute) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{92}
+}
+
+func (x *ActivityMinute) GetStart() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Start
+	}
+	return nil
+}
+
+func (x *ActivityMinute) GetAdded() uint64 {
+	if x != nil {
+		return x.Added
+	}
+	return 0
+}
+
+func (x *ActivityMinute) GetCompleted() uint64 {
+	if x != nil {
+		return x.Completed
+	}
+	return 0
+}
+
+func (x *ActivityMinute) GetFailed() uint64 {
+	if x != nil {
+		return x.Failed
+	}
+	return 0
+}
+
+type SubscribeQueuesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The queues, 1 to 100.
+	Queues        []string `protobuf:"bytes,1,rep,name=queues,proto3" json:"queues,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubscribeQueuesRequest) Reset() {
+	*x = SubscribeQueuesRequest{}
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[93]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubscribeQueuesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubscribeQueuesRequest) ProtoMessage() {}
+
+func (x *SubscribeQueuesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[93]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubscribeQueuesRequest.ProtoReflect.Descriptor instead.
+func (*SubscribeQueuesRequest) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{93}
+}
+
+func (x *SubscribeQueuesRequest) GetQueues() []string {
+	if x != nil {
+		return x.Queues
+	}
+	return nil
+}
+
+// One message of a SubscribeQueues stream.
+type SubscribeQueuesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The queue of the event.
+	Queue string `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	// The event, as Subscribe sends it (its cursor resumes a Subscribe of that queue).
+	Event         *JobEvent `protobuf:"bytes,2,opt,name=event,proto3" json:"event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubscribeQueuesResponse) Reset() {
+	*x = SubscribeQueuesResponse{}
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[94]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubscribeQueuesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubscribeQueuesResponse) ProtoMessage() {}
+
+func (x *SubscribeQueuesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[94]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubscribeQueuesResponse.ProtoReflect.Descriptor instead.
+func (*SubscribeQueuesResponse) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{94}
+}
+
+func (x *SubscribeQueuesResponse) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+func (x *SubscribeQueuesResponse) GetEvent() *JobEvent {
+	if x != nil {
+		return x.Event
+	}
+	return nil
 }
 
 var File_jobwire_v1_jobwire_proto protoreflect.FileDescriptor
@@ -5518,7 +6703,7 @@ const file_jobwire_v1_jobwire_proto_rawDesc = "" +
 	"\x11GetJobInfoRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\";\n" +
 	"\x12GetJobInfoResponse\x12%\n" +
-	"\x03job\x18\x01 \x01(\v2\x13.jobwire.v1.JobInfoR\x03job\"\x86\x06\n" +
+	"\x03job\x18\x01 \x01(\v2\x13.jobwire.v1.JobInfoR\x03job\"\xab\x06\n" +
 	"\aJobInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05queue\x18\x02 \x01(\tR\x05queue\x12\x12\n" +
@@ -5544,7 +6729,8 @@ const file_jobwire_v1_jobwire_proto_rawDesc = "" +
 	"\x0fidempotency_key\x18\x11 \x01(\tR\x0eidempotencyKey\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x12 \x01(\tR\tsessionId\x12\x1a\n" +
-	"\bprogress\x18\x13 \x01(\fR\bprogress\x1a:\n" +
+	"\bprogress\x18\x13 \x01(\fR\bprogress\x12#\n" +
+	"\rworker_stream\x18\x14 \x01(\tR\fworkerStream\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"$\n" +
@@ -5615,13 +6801,25 @@ const file_jobwire_v1_jobwire_proto_rawDesc = "" +
 	"\x12PauseQueueResponse\"*\n" +
 	"\x12ResumeQueueRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\"\x15\n" +
-	"\x13ResumeQueueResponse\"\x8f\x01\n" +
+	"\x13ResumeQueueResponse\"\xbe\x01\n" +
 	"\x0fListJobsRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12*\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x14.jobwire.v1.JobStateR\x05state\x12\x1b\n" +
 	"\tpage_size\x18\x03 \x01(\rR\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x04 \x01(\tR\tpageToken\"c\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\x12-\n" +
+	"\x06filter\x18\x05 \x01(\v2\x15.jobwire.v1.JobFilterR\x06filter\"\xab\x02\n" +
+	"\tJobFilter\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12\x1f\n" +
+	"\vid_contains\x18\x02 \x01(\tR\n" +
+	"idContains\x12%\n" +
+	"\x0eerror_contains\x18\x03 \x01(\tR\rerrorContains\x12\x1f\n" +
+	"\verror_group\x18\x04 \x01(\tR\n" +
+	"errorGroup\x12?\n" +
+	"\rcreated_after\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\fcreatedAfter\x12A\n" +
+	"\x0ecreated_before\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\rcreatedBefore\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\a \x01(\tR\tsessionId\"c\n" +
 	"\x10ListJobsResponse\x12'\n" +
 	"\x04jobs\x18\x01 \x03(\v2\x13.jobwire.v1.JobInfoR\x04jobs\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"(\n" +
@@ -5644,7 +6842,7 @@ const file_jobwire_v1_jobwire_proto_rawDesc = "" +
 	"\x12ListWorkersRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\"G\n" +
 	"\x13ListWorkersResponse\x120\n" +
-	"\aworkers\x18\x01 \x03(\v2\x16.jobwire.v1.WorkerInfoR\aworkers\"\xd4\x02\n" +
+	"\aworkers\x18\x01 \x03(\v2\x16.jobwire.v1.WorkerInfoR\aworkers\"\xf1\x02\n" +
 	"\n" +
 	"WorkerInfo\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x12\x1b\n" +
@@ -5653,7 +6851,8 @@ const file_jobwire_v1_jobwire_proto_rawDesc = "" +
 	"\x06queues\x18\x04 \x03(\tR\x06queues\x12\"\n" +
 	"\rmax_in_flight\x18\x05 \x01(\rR\vmaxInFlight\x12\x1b\n" +
 	"\tin_flight\x18\x06 \x01(\rR\binFlight\x12=\n" +
-	"\fconnected_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vconnectedAt\x1a9\n" +
+	"\fconnected_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vconnectedAt\x12\x1b\n" +
+	"\tstream_id\x18\b \x01(\tR\bstreamId\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc5\x01\n" +
@@ -5708,7 +6907,63 @@ const file_jobwire_v1_jobwire_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\"o\n" +
 	"\x14ListSessionsResponse\x12/\n" +
 	"\bsessions\x18\x01 \x03(\v2\x13.jobwire.v1.SessionR\bsessions\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*\xc7\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"t\n" +
+	"\fJobSelection\x12)\n" +
+	"\x03ids\x18\x01 \x01(\v2\x15.jobwire.v1.JobIdListH\x00R\x03ids\x12,\n" +
+	"\x05query\x18\x02 \x01(\v2\x14.jobwire.v1.JobQueryH\x00R\x05queryB\v\n" +
+	"\tselection\"$\n" +
+	"\tJobIdList\x12\x17\n" +
+	"\ajob_ids\x18\x01 \x03(\tR\x06jobIds\"{\n" +
+	"\bJobQuery\x12\x14\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\x12*\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x14.jobwire.v1.JobStateR\x05state\x12-\n" +
+	"\x06filter\x18\x03 \x01(\v2\x15.jobwire.v1.JobFilterR\x06filter\"U\n" +
+	"\vBulkOutcome\x12\x18\n" +
+	"\aapplied\x18\x01 \x01(\x04R\aapplied\x12\x18\n" +
+	"\askipped\x18\x02 \x01(\x04R\askipped\x12\x12\n" +
+	"\x04more\x18\x03 \x01(\bR\x04more\"J\n" +
+	"\x10RetryJobsRequest\x126\n" +
+	"\tselection\x18\x01 \x01(\v2\x18.jobwire.v1.JobSelectionR\tselection\"F\n" +
+	"\x11RetryJobsResponse\x121\n" +
+	"\aoutcome\x18\x01 \x01(\v2\x17.jobwire.v1.BulkOutcomeR\aoutcome\"K\n" +
+	"\x11CancelJobsRequest\x126\n" +
+	"\tselection\x18\x01 \x01(\v2\x18.jobwire.v1.JobSelectionR\tselection\"G\n" +
+	"\x12CancelJobsResponse\x121\n" +
+	"\aoutcome\x18\x01 \x01(\v2\x17.jobwire.v1.BulkOutcomeR\aoutcome\"K\n" +
+	"\x11DeleteJobsRequest\x126\n" +
+	"\tselection\x18\x01 \x01(\v2\x18.jobwire.v1.JobSelectionR\tselection\"G\n" +
+	"\x12DeleteJobsResponse\x121\n" +
+	"\aoutcome\x18\x01 \x01(\v2\x17.jobwire.v1.BulkOutcomeR\aoutcome\"0\n" +
+	"\x18ListDeadJobGroupsRequest\x12\x14\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\"\x85\x01\n" +
+	"\x19ListDeadJobGroupsResponse\x120\n" +
+	"\x06groups\x18\x01 \x03(\v2\x18.jobwire.v1.DeadJobGroupR\x06groups\x12\x1a\n" +
+	"\bexamined\x18\x02 \x01(\x04R\bexamined\x12\x1a\n" +
+	"\bcomplete\x18\x03 \x01(\bR\bcomplete\"\xea\x01\n" +
+	"\fDeadJobGroup\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\x04R\x05count\x12\x18\n" +
+	"\aexample\x18\x03 \x01(\tR\aexample\x12\"\n" +
+	"\rnewest_job_id\x18\x04 \x01(\tR\vnewestJobId\x127\n" +
+	"\tnewest_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bnewestAt\x127\n" +
+	"\toldest_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\boldestAt\"1\n" +
+	"\x17GetQueueActivityRequest\x12\x16\n" +
+	"\x06queues\x18\x01 \x03(\tR\x06queues\"M\n" +
+	"\x18GetQueueActivityResponse\x121\n" +
+	"\x06queues\x18\x01 \x03(\v2\x19.jobwire.v1.QueueActivityR\x06queues\"[\n" +
+	"\rQueueActivity\x12\x14\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\x124\n" +
+	"\aminutes\x18\x02 \x03(\v2\x1a.jobwire.v1.ActivityMinuteR\aminutes\"\x8e\x01\n" +
+	"\x0eActivityMinute\x120\n" +
+	"\x05start\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05start\x12\x14\n" +
+	"\x05added\x18\x02 \x01(\x04R\x05added\x12\x1c\n" +
+	"\tcompleted\x18\x03 \x01(\x04R\tcompleted\x12\x16\n" +
+	"\x06failed\x18\x04 \x01(\x04R\x06failed\"0\n" +
+	"\x16SubscribeQueuesRequest\x12\x16\n" +
+	"\x06queues\x18\x01 \x03(\tR\x06queues\"[\n" +
+	"\x17SubscribeQueuesResponse\x12\x14\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\x12*\n" +
+	"\x05event\x18\x02 \x01(\v2\x14.jobwire.v1.JobEventR\x05event*\xc7\x01\n" +
 	"\bJobState\x12\x19\n" +
 	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11JOB_STATE_WAITING\x10\x01\x12\x15\n" +
@@ -5736,7 +6991,7 @@ const file_jobwire_v1_jobwire_proto_rawDesc = "" +
 	"\x17JOB_EVENT_TYPE_RETRYING\x10\x05\x12\x1c\n" +
 	"\x18JOB_EVENT_TYPE_COMPLETED\x10\x06\x12\x17\n" +
 	"\x13JOB_EVENT_TYPE_DEAD\x10\a\x12\x1c\n" +
-	"\x18JOB_EVENT_TYPE_CANCELLED\x10\b2\xbb\r\n" +
+	"\x18JOB_EVENT_TYPE_CANCELLED\x10\b2\xbe\x11\n" +
 	"\fQueueService\x12?\n" +
 	"\x06AddJob\x12\x19.jobwire.v1.AddJobRequest\x1a\x1a.jobwire.v1.AddJobResponse\x12B\n" +
 	"\aAddJobs\x12\x1a.jobwire.v1.AddJobsRequest\x1a\x1b.jobwire.v1.AddJobsResponse\x12A\n" +
@@ -5764,7 +7019,15 @@ const file_jobwire_v1_jobwire_proto_rawDesc = "" +
 	"\tDeleteJob\x12\x1c.jobwire.v1.DeleteJobRequest\x1a\x1d.jobwire.v1.DeleteJobResponse\x12K\n" +
 	"\n" +
 	"PurgeQueue\x12\x1d.jobwire.v1.PurgeQueueRequest\x1a\x1e.jobwire.v1.PurgeQueueResponse\x12N\n" +
-	"\vListWorkers\x12\x1e.jobwire.v1.ListWorkersRequest\x1a\x1f.jobwire.v1.ListWorkersResponse2\xb2\x03\n" +
+	"\vListWorkers\x12\x1e.jobwire.v1.ListWorkersRequest\x1a\x1f.jobwire.v1.ListWorkersResponse\x12H\n" +
+	"\tRetryJobs\x12\x1c.jobwire.v1.RetryJobsRequest\x1a\x1d.jobwire.v1.RetryJobsResponse\x12K\n" +
+	"\n" +
+	"CancelJobs\x12\x1d.jobwire.v1.CancelJobsRequest\x1a\x1e.jobwire.v1.CancelJobsResponse\x12K\n" +
+	"\n" +
+	"DeleteJobs\x12\x1d.jobwire.v1.DeleteJobsRequest\x1a\x1e.jobwire.v1.DeleteJobsResponse\x12`\n" +
+	"\x11ListDeadJobGroups\x12$.jobwire.v1.ListDeadJobGroupsRequest\x1a%.jobwire.v1.ListDeadJobGroupsResponse\x12]\n" +
+	"\x10GetQueueActivity\x12#.jobwire.v1.GetQueueActivityRequest\x1a$.jobwire.v1.GetQueueActivityResponse\x12\\\n" +
+	"\x0fSubscribeQueues\x12\".jobwire.v1.SubscribeQueuesRequest\x1a#.jobwire.v1.SubscribeQueuesResponse0\x012\xb2\x03\n" +
 	"\x0eSessionService\x12T\n" +
 	"\rCreateSession\x12 .jobwire.v1.CreateSessionRequest\x1a!.jobwire.v1.CreateSessionResponse\x12K\n" +
 	"\n" +
@@ -5789,115 +7052,135 @@ func file_jobwire_v1_jobwire_proto_rawDescGZIP() []byte {
 }
 
 var file_jobwire_v1_jobwire_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_jobwire_v1_jobwire_proto_msgTypes = make([]protoimpl.MessageInfo, 81)
+var file_jobwire_v1_jobwire_proto_msgTypes = make([]protoimpl.MessageInfo, 101)
 var file_jobwire_v1_jobwire_proto_goTypes = []any{
-	(JobState)(0),                  // 0: jobwire.v1.JobState
-	(BackoffKind)(0),               // 1: jobwire.v1.BackoffKind
-	(RevokeReason)(0),              // 2: jobwire.v1.RevokeReason
-	(JobEventType)(0),              // 3: jobwire.v1.JobEventType
-	(*Backoff)(nil),                // 4: jobwire.v1.Backoff
-	(*AddJobRequest)(nil),          // 5: jobwire.v1.AddJobRequest
-	(*AddJobResponse)(nil),         // 6: jobwire.v1.AddJobResponse
-	(*AddJobsRequest)(nil),         // 7: jobwire.v1.AddJobsRequest
-	(*AddJobsResponse)(nil),        // 8: jobwire.v1.AddJobsResponse
-	(*AddJobsResult)(nil),          // 9: jobwire.v1.AddJobsResult
-	(*GetJobRequest)(nil),          // 10: jobwire.v1.GetJobRequest
-	(*GetJobResponse)(nil),         // 11: jobwire.v1.GetJobResponse
-	(*WorkRequest)(nil),            // 12: jobwire.v1.WorkRequest
-	(*WorkOpen)(nil),               // 13: jobwire.v1.WorkOpen
-	(*WorkAcks)(nil),               // 14: jobwire.v1.WorkAcks
-	(*WorkAck)(nil),                // 15: jobwire.v1.WorkAck
-	(*WorkResponse)(nil),           // 16: jobwire.v1.WorkResponse
-	(*WorkJobs)(nil),               // 17: jobwire.v1.WorkJobs
-	(*WorkAnswers)(nil),            // 18: jobwire.v1.WorkAnswers
-	(*WorkAnswer)(nil),             // 19: jobwire.v1.WorkAnswer
-	(*Job)(nil),                    // 20: jobwire.v1.Job
-	(*SessionSnapshot)(nil),        // 21: jobwire.v1.SessionSnapshot
-	(*Ping)(nil),                   // 22: jobwire.v1.Ping
-	(*Drain)(nil),                  // 23: jobwire.v1.Drain
-	(*Revoke)(nil),                 // 24: jobwire.v1.Revoke
-	(*CompleteJobRequest)(nil),     // 25: jobwire.v1.CompleteJobRequest
-	(*CompleteJobResponse)(nil),    // 26: jobwire.v1.CompleteJobResponse
-	(*FailJobRequest)(nil),         // 27: jobwire.v1.FailJobRequest
-	(*FailJobResponse)(nil),        // 28: jobwire.v1.FailJobResponse
-	(*ExtendLeaseRequest)(nil),     // 29: jobwire.v1.ExtendLeaseRequest
-	(*ExtendLeaseResponse)(nil),    // 30: jobwire.v1.ExtendLeaseResponse
-	(*ReturnJobRequest)(nil),       // 31: jobwire.v1.ReturnJobRequest
-	(*ReturnJobResponse)(nil),      // 32: jobwire.v1.ReturnJobResponse
-	(*GetJobInfoRequest)(nil),      // 33: jobwire.v1.GetJobInfoRequest
-	(*GetJobInfoResponse)(nil),     // 34: jobwire.v1.GetJobInfoResponse
-	(*JobInfo)(nil),                // 35: jobwire.v1.JobInfo
-	(*StatsRequest)(nil),           // 36: jobwire.v1.StatsRequest
-	(*StatsResponse)(nil),          // 37: jobwire.v1.StatsResponse
-	(*QueueStats)(nil),             // 38: jobwire.v1.QueueStats
-	(*RedisMemory)(nil),            // 39: jobwire.v1.RedisMemory
-	(*ListQueuesRequest)(nil),      // 40: jobwire.v1.ListQueuesRequest
-	(*ListQueuesResponse)(nil),     // 41: jobwire.v1.ListQueuesResponse
-	(*WatchJobRequest)(nil),        // 42: jobwire.v1.WatchJobRequest
-	(*WatchJobResponse)(nil),       // 43: jobwire.v1.WatchJobResponse
-	(*JobEvent)(nil),               // 44: jobwire.v1.JobEvent
-	(*ReportProgressRequest)(nil),  // 45: jobwire.v1.ReportProgressRequest
-	(*ReportProgressResponse)(nil), // 46: jobwire.v1.ReportProgressResponse
-	(*SubscribeRequest)(nil),       // 47: jobwire.v1.SubscribeRequest
-	(*SubscribeResponse)(nil),      // 48: jobwire.v1.SubscribeResponse
-	(*CancelJobRequest)(nil),       // 49: jobwire.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),      // 50: jobwire.v1.CancelJobResponse
-	(*PauseQueueRequest)(nil),      // 51: jobwire.v1.PauseQueueRequest
-	(*PauseQueueResponse)(nil),     // 52: jobwire.v1.PauseQueueResponse
-	(*ResumeQueueRequest)(nil),     // 53: jobwire.v1.ResumeQueueRequest
-	(*ResumeQueueResponse)(nil),    // 54: jobwire.v1.ResumeQueueResponse
-	(*ListJobsRequest)(nil),        // 55: jobwire.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),       // 56: jobwire.v1.ListJobsResponse
-	(*RetryJobRequest)(nil),        // 57: jobwire.v1.RetryJobRequest
-	(*RetryJobResponse)(nil),       // 58: jobwire.v1.RetryJobResponse
-	(*RetryDeadJobsRequest)(nil),   // 59: jobwire.v1.RetryDeadJobsRequest
-	(*RetryDeadJobsResponse)(nil),  // 60: jobwire.v1.RetryDeadJobsResponse
-	(*DeleteJobRequest)(nil),       // 61: jobwire.v1.DeleteJobRequest
-	(*DeleteJobResponse)(nil),      // 62: jobwire.v1.DeleteJobResponse
-	(*PurgeQueueRequest)(nil),      // 63: jobwire.v1.PurgeQueueRequest
-	(*PurgeQueueResponse)(nil),     // 64: jobwire.v1.PurgeQueueResponse
-	(*ListWorkersRequest)(nil),     // 65: jobwire.v1.ListWorkersRequest
-	(*ListWorkersResponse)(nil),    // 66: jobwire.v1.ListWorkersResponse
-	(*WorkerInfo)(nil),             // 67: jobwire.v1.WorkerInfo
-	(*CreateSessionRequest)(nil),   // 68: jobwire.v1.CreateSessionRequest
-	(*CreateSessionResponse)(nil),  // 69: jobwire.v1.CreateSessionResponse
-	(*Session)(nil),                // 70: jobwire.v1.Session
-	(*GetSessionRequest)(nil),      // 71: jobwire.v1.GetSessionRequest
-	(*GetSessionResponse)(nil),     // 72: jobwire.v1.GetSessionResponse
-	(*UpdateSessionRequest)(nil),   // 73: jobwire.v1.UpdateSessionRequest
-	(*UpdateSessionResponse)(nil),  // 74: jobwire.v1.UpdateSessionResponse
-	(*DeleteSessionRequest)(nil),   // 75: jobwire.v1.DeleteSessionRequest
-	(*DeleteSessionResponse)(nil),  // 76: jobwire.v1.DeleteSessionResponse
-	(*ListSessionsRequest)(nil),    // 77: jobwire.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),   // 78: jobwire.v1.ListSessionsResponse
-	nil,                            // 79: jobwire.v1.AddJobRequest.HeadersEntry
-	nil,                            // 80: jobwire.v1.GetJobRequest.LabelsEntry
-	nil,                            // 81: jobwire.v1.WorkOpen.LabelsEntry
-	nil,                            // 82: jobwire.v1.Job.HeadersEntry
-	nil,                            // 83: jobwire.v1.JobInfo.HeadersEntry
-	nil,                            // 84: jobwire.v1.WorkerInfo.LabelsEntry
-	(*durationpb.Duration)(nil),    // 85: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),  // 86: google.protobuf.Timestamp
+	(JobState)(0),                     // 0: jobwire.v1.JobState
+	(BackoffKind)(0),                  // 1: jobwire.v1.BackoffKind
+	(RevokeReason)(0),                 // 2: jobwire.v1.RevokeReason
+	(JobEventType)(0),                 // 3: jobwire.v1.JobEventType
+	(*Backoff)(nil),                   // 4: jobwire.v1.Backoff
+	(*AddJobRequest)(nil),             // 5: jobwire.v1.AddJobRequest
+	(*AddJobResponse)(nil),            // 6: jobwire.v1.AddJobResponse
+	(*AddJobsRequest)(nil),            // 7: jobwire.v1.AddJobsRequest
+	(*AddJobsResponse)(nil),           // 8: jobwire.v1.AddJobsResponse
+	(*AddJobsResult)(nil),             // 9: jobwire.v1.AddJobsResult
+	(*GetJobRequest)(nil),             // 10: jobwire.v1.GetJobRequest
+	(*GetJobResponse)(nil),            // 11: jobwire.v1.GetJobResponse
+	(*WorkRequest)(nil),               // 12: jobwire.v1.WorkRequest
+	(*WorkOpen)(nil),                  // 13: jobwire.v1.WorkOpen
+	(*WorkAcks)(nil),                  // 14: jobwire.v1.WorkAcks
+	(*WorkAck)(nil),                   // 15: jobwire.v1.WorkAck
+	(*WorkResponse)(nil),              // 16: jobwire.v1.WorkResponse
+	(*WorkJobs)(nil),                  // 17: jobwire.v1.WorkJobs
+	(*WorkAnswers)(nil),               // 18: jobwire.v1.WorkAnswers
+	(*WorkAnswer)(nil),                // 19: jobwire.v1.WorkAnswer
+	(*Job)(nil),                       // 20: jobwire.v1.Job
+	(*SessionSnapshot)(nil),           // 21: jobwire.v1.SessionSnapshot
+	(*Ping)(nil),                      // 22: jobwire.v1.Ping
+	(*Drain)(nil),                     // 23: jobwire.v1.Drain
+	(*Revoke)(nil),                    // 24: jobwire.v1.Revoke
+	(*CompleteJobRequest)(nil),        // 25: jobwire.v1.CompleteJobRequest
+	(*CompleteJobResponse)(nil),       // 26: jobwire.v1.CompleteJobResponse
+	(*FailJobRequest)(nil),            // 27: jobwire.v1.FailJobRequest
+	(*FailJobResponse)(nil),           // 28: jobwire.v1.FailJobResponse
+	(*ExtendLeaseRequest)(nil),        // 29: jobwire.v1.ExtendLeaseRequest
+	(*ExtendLeaseResponse)(nil),       // 30: jobwire.v1.ExtendLeaseResponse
+	(*ReturnJobRequest)(nil),          // 31: jobwire.v1.ReturnJobRequest
+	(*ReturnJobResponse)(nil),         // 32: jobwire.v1.ReturnJobResponse
+	(*GetJobInfoRequest)(nil),         // 33: jobwire.v1.GetJobInfoRequest
+	(*GetJobInfoResponse)(nil),        // 34: jobwire.v1.GetJobInfoResponse
+	(*JobInfo)(nil),                   // 35: jobwire.v1.JobInfo
+	(*StatsRequest)(nil),              // 36: jobwire.v1.StatsRequest
+	(*StatsResponse)(nil),             // 37: jobwire.v1.StatsResponse
+	(*QueueStats)(nil),                // 38: jobwire.v1.QueueStats
+	(*RedisMemory)(nil),               // 39: jobwire.v1.RedisMemory
+	(*ListQueuesRequest)(nil),         // 40: jobwire.v1.ListQueuesRequest
+	(*ListQueuesResponse)(nil),        // 41: jobwire.v1.ListQueuesResponse
+	(*WatchJobRequest)(nil),           // 42: jobwire.v1.WatchJobRequest
+	(*WatchJobResponse)(nil),          // 43: jobwire.v1.WatchJobResponse
+	(*JobEvent)(nil),                  // 44: jobwire.v1.JobEvent
+	(*ReportProgressRequest)(nil),     // 45: jobwire.v1.ReportProgressRequest
+	(*ReportProgressResponse)(nil),    // 46: jobwire.v1.ReportProgressResponse
+	(*SubscribeRequest)(nil),          // 47: jobwire.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),         // 48: jobwire.v1.SubscribeResponse
+	(*CancelJobRequest)(nil),          // 49: jobwire.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),         // 50: jobwire.v1.CancelJobResponse
+	(*PauseQueueRequest)(nil),         // 51: jobwire.v1.PauseQueueRequest
+	(*PauseQueueResponse)(nil),        // 52: jobwire.v1.PauseQueueResponse
+	(*ResumeQueueRequest)(nil),        // 53: jobwire.v1.ResumeQueueRequest
+	(*ResumeQueueResponse)(nil),       // 54: jobwire.v1.ResumeQueueResponse
+	(*ListJobsRequest)(nil),           // 55: jobwire.v1.ListJobsRequest
+	(*JobFilter)(nil),                 // 56: jobwire.v1.JobFilter
+	(*ListJobsResponse)(nil),          // 57: jobwire.v1.ListJobsResponse
+	(*RetryJobRequest)(nil),           // 58: jobwire.v1.RetryJobRequest
+	(*RetryJobResponse)(nil),          // 59: jobwire.v1.RetryJobResponse
+	(*RetryDeadJobsRequest)(nil),      // 60: jobwire.v1.RetryDeadJobsRequest
+	(*RetryDeadJobsResponse)(nil),     // 61: jobwire.v1.RetryDeadJobsResponse
+	(*DeleteJobRequest)(nil),          // 62: jobwire.v1.DeleteJobRequest
+	(*DeleteJobResponse)(nil),         // 63: jobwire.v1.DeleteJobResponse
+	(*PurgeQueueRequest)(nil),         // 64: jobwire.v1.PurgeQueueRequest
+	(*PurgeQueueResponse)(nil),        // 65: jobwire.v1.PurgeQueueResponse
+	(*ListWorkersRequest)(nil),        // 66: jobwire.v1.ListWorkersRequest
+	(*ListWorkersResponse)(nil),       // 67: jobwire.v1.ListWorkersResponse
+	(*WorkerInfo)(nil),                // 68: jobwire.v1.WorkerInfo
+	(*CreateSessionRequest)(nil),      // 69: jobwire.v1.CreateSessionRequest
+	(*CreateSessionResponse)(nil),     // 70: jobwire.v1.CreateSessionResponse
+	(*Session)(nil),                   // 71: jobwire.v1.Session
+	(*GetSessionRequest)(nil),         // 72: jobwire.v1.GetSessionRequest
+	(*GetSessionResponse)(nil),        // 73: jobwire.v1.GetSessionResponse
+	(*UpdateSessionRequest)(nil),      // 74: jobwire.v1.UpdateSessionRequest
+	(*UpdateSessionResponse)(nil),     // 75: jobwire.v1.UpdateSessionResponse
+	(*DeleteSessionRequest)(nil),      // 76: jobwire.v1.DeleteSessionRequest
+	(*DeleteSessionResponse)(nil),     // 77: jobwire.v1.DeleteSessionResponse
+	(*ListSessionsRequest)(nil),       // 78: jobwire.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),      // 79: jobwire.v1.ListSessionsResponse
+	(*JobSelection)(nil),              // 80: jobwire.v1.JobSelection
+	(*JobIdList)(nil),                 // 81: jobwire.v1.JobIdList
+	(*JobQuery)(nil),                  // 82: jobwire.v1.JobQuery
+	(*BulkOutcome)(nil),               // 83: jobwire.v1.BulkOutcome
+	(*RetryJobsRequest)(nil),          // 84: jobwire.v1.RetryJobsRequest
+	(*RetryJobsResponse)(nil),         // 85: jobwire.v1.RetryJobsResponse
+	(*CancelJobsRequest)(nil),         // 86: jobwire.v1.CancelJobsRequest
+	(*CancelJobsResponse)(nil),        // 87: jobwire.v1.CancelJobsResponse
+	(*DeleteJobsRequest)(nil),         // 88: jobwire.v1.DeleteJobsRequest
+	(*DeleteJobsResponse)(nil),        // 89: jobwire.v1.DeleteJobsResponse
+	(*ListDeadJobGroupsRequest)(nil),  // 90: jobwire.v1.ListDeadJobGroupsRequest
+	(*ListDeadJobGroupsResponse)(nil), // 91: jobwire.v1.ListDeadJobGroupsResponse
+	(*DeadJobGroup)(nil),              // 92: jobwire.v1.DeadJobGroup
+	(*GetQueueActivityRequest)(nil),   // 93: jobwire.v1.GetQueueActivityRequest
+	(*GetQueueActivityResponse)(nil),  // 94: jobwire.v1.GetQueueActivityResponse
+	(*QueueActivity)(nil),             // 95: jobwire.v1.QueueActivity
+	(*ActivityMinute)(nil),            // 96: jobwire.v1.ActivityMinute
+	(*SubscribeQueuesRequest)(nil),    // 97: jobwire.v1.SubscribeQueuesRequest
+	(*SubscribeQueuesResponse)(nil),   // 98: jobwire.v1.SubscribeQueuesResponse
+	nil,                               // 99: jobwire.v1.AddJobRequest.HeadersEntry
+	nil,                               // 100: jobwire.v1.GetJobRequest.LabelsEntry
+	nil,                               // 101: jobwire.v1.WorkOpen.LabelsEntry
+	nil,                               // 102: jobwire.v1.Job.HeadersEntry
+	nil,                               // 103: jobwire.v1.JobInfo.HeadersEntry
+	nil,                               // 104: jobwire.v1.WorkerInfo.LabelsEntry
+	(*durationpb.Duration)(nil),       // 105: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),     // 106: google.protobuf.Timestamp
 }
 var file_jobwire_v1_jobwire_proto_depIdxs = []int32{
 	1,   // 0: jobwire.v1.Backoff.kind:type_name -> jobwire.v1.BackoffKind
-	85,  // 1: jobwire.v1.Backoff.base:type_name -> google.protobuf.Duration
-	85,  // 2: jobwire.v1.Backoff.max:type_name -> google.protobuf.Duration
-	79,  // 3: jobwire.v1.AddJobRequest.headers:type_name -> jobwire.v1.AddJobRequest.HeadersEntry
-	85,  // 4: jobwire.v1.AddJobRequest.delay:type_name -> google.protobuf.Duration
-	86,  // 5: jobwire.v1.AddJobRequest.run_at:type_name -> google.protobuf.Timestamp
+	105, // 1: jobwire.v1.Backoff.base:type_name -> google.protobuf.Duration
+	105, // 2: jobwire.v1.Backoff.max:type_name -> google.protobuf.Duration
+	99,  // 3: jobwire.v1.AddJobRequest.headers:type_name -> jobwire.v1.AddJobRequest.HeadersEntry
+	105, // 4: jobwire.v1.AddJobRequest.delay:type_name -> google.protobuf.Duration
+	106, // 5: jobwire.v1.AddJobRequest.run_at:type_name -> google.protobuf.Timestamp
 	4,   // 6: jobwire.v1.AddJobRequest.backoff:type_name -> jobwire.v1.Backoff
-	85,  // 7: jobwire.v1.AddJobRequest.timeout:type_name -> google.protobuf.Duration
+	105, // 7: jobwire.v1.AddJobRequest.timeout:type_name -> google.protobuf.Duration
 	5,   // 8: jobwire.v1.AddJobsRequest.jobs:type_name -> jobwire.v1.AddJobRequest
 	9,   // 9: jobwire.v1.AddJobsResponse.results:type_name -> jobwire.v1.AddJobsResult
-	80,  // 10: jobwire.v1.GetJobRequest.labels:type_name -> jobwire.v1.GetJobRequest.LabelsEntry
+	100, // 10: jobwire.v1.GetJobRequest.labels:type_name -> jobwire.v1.GetJobRequest.LabelsEntry
 	20,  // 11: jobwire.v1.GetJobResponse.job:type_name -> jobwire.v1.Job
 	22,  // 12: jobwire.v1.GetJobResponse.ping:type_name -> jobwire.v1.Ping
 	23,  // 13: jobwire.v1.GetJobResponse.drain:type_name -> jobwire.v1.Drain
 	24,  // 14: jobwire.v1.GetJobResponse.revoke:type_name -> jobwire.v1.Revoke
 	13,  // 15: jobwire.v1.WorkRequest.open:type_name -> jobwire.v1.WorkOpen
 	14,  // 16: jobwire.v1.WorkRequest.acks:type_name -> jobwire.v1.WorkAcks
-	81,  // 17: jobwire.v1.WorkOpen.labels:type_name -> jobwire.v1.WorkOpen.LabelsEntry
+	101, // 17: jobwire.v1.WorkOpen.labels:type_name -> jobwire.v1.WorkOpen.LabelsEntry
 	15,  // 18: jobwire.v1.WorkAcks.acks:type_name -> jobwire.v1.WorkAck
 	25,  // 19: jobwire.v1.WorkAck.complete:type_name -> jobwire.v1.CompleteJobRequest
 	27,  // 20: jobwire.v1.WorkAck.fail:type_name -> jobwire.v1.FailJobRequest
@@ -5913,108 +7196,140 @@ var file_jobwire_v1_jobwire_proto_depIdxs = []int32{
 	19,  // 30: jobwire.v1.WorkAnswers.answers:type_name -> jobwire.v1.WorkAnswer
 	28,  // 31: jobwire.v1.WorkAnswer.fail:type_name -> jobwire.v1.FailJobResponse
 	30,  // 32: jobwire.v1.WorkAnswer.extend:type_name -> jobwire.v1.ExtendLeaseResponse
-	82,  // 33: jobwire.v1.Job.headers:type_name -> jobwire.v1.Job.HeadersEntry
-	86,  // 34: jobwire.v1.Job.deadline:type_name -> google.protobuf.Timestamp
-	86,  // 35: jobwire.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	102, // 33: jobwire.v1.Job.headers:type_name -> jobwire.v1.Job.HeadersEntry
+	106, // 34: jobwire.v1.Job.deadline:type_name -> google.protobuf.Timestamp
+	106, // 35: jobwire.v1.Job.created_at:type_name -> google.protobuf.Timestamp
 	21,  // 36: jobwire.v1.Job.session:type_name -> jobwire.v1.SessionSnapshot
-	85,  // 37: jobwire.v1.Drain.grace:type_name -> google.protobuf.Duration
+	105, // 37: jobwire.v1.Drain.grace:type_name -> google.protobuf.Duration
 	2,   // 38: jobwire.v1.Revoke.reason:type_name -> jobwire.v1.RevokeReason
-	85,  // 39: jobwire.v1.FailJobRequest.retry_after:type_name -> google.protobuf.Duration
+	105, // 39: jobwire.v1.FailJobRequest.retry_after:type_name -> google.protobuf.Duration
 	0,   // 40: jobwire.v1.FailJobResponse.state:type_name -> jobwire.v1.JobState
-	86,  // 41: jobwire.v1.FailJobResponse.next_run_at:type_name -> google.protobuf.Timestamp
-	85,  // 42: jobwire.v1.ExtendLeaseRequest.extend_by:type_name -> google.protobuf.Duration
-	86,  // 43: jobwire.v1.ExtendLeaseResponse.deadline:type_name -> google.protobuf.Timestamp
+	106, // 41: jobwire.v1.FailJobResponse.next_run_at:type_name -> google.protobuf.Timestamp
+	105, // 42: jobwire.v1.ExtendLeaseRequest.extend_by:type_name -> google.protobuf.Duration
+	106, // 43: jobwire.v1.ExtendLeaseResponse.deadline:type_name -> google.protobuf.Timestamp
 	35,  // 44: jobwire.v1.GetJobInfoResponse.job:type_name -> jobwire.v1.JobInfo
 	0,   // 45: jobwire.v1.JobInfo.state:type_name -> jobwire.v1.JobState
-	83,  // 46: jobwire.v1.JobInfo.headers:type_name -> jobwire.v1.JobInfo.HeadersEntry
-	86,  // 47: jobwire.v1.JobInfo.created_at:type_name -> google.protobuf.Timestamp
-	86,  // 48: jobwire.v1.JobInfo.started_at:type_name -> google.protobuf.Timestamp
-	86,  // 49: jobwire.v1.JobInfo.finished_at:type_name -> google.protobuf.Timestamp
-	86,  // 50: jobwire.v1.JobInfo.run_at:type_name -> google.protobuf.Timestamp
+	103, // 46: jobwire.v1.JobInfo.headers:type_name -> jobwire.v1.JobInfo.HeadersEntry
+	106, // 47: jobwire.v1.JobInfo.created_at:type_name -> google.protobuf.Timestamp
+	106, // 48: jobwire.v1.JobInfo.started_at:type_name -> google.protobuf.Timestamp
+	106, // 49: jobwire.v1.JobInfo.finished_at:type_name -> google.protobuf.Timestamp
+	106, // 50: jobwire.v1.JobInfo.run_at:type_name -> google.protobuf.Timestamp
 	38,  // 51: jobwire.v1.StatsResponse.stats:type_name -> jobwire.v1.QueueStats
 	39,  // 52: jobwire.v1.StatsResponse.redis_memory:type_name -> jobwire.v1.RedisMemory
-	85,  // 53: jobwire.v1.QueueStats.oldest_waiting_age:type_name -> google.protobuf.Duration
+	105, // 53: jobwire.v1.QueueStats.oldest_waiting_age:type_name -> google.protobuf.Duration
 	38,  // 54: jobwire.v1.ListQueuesResponse.queues:type_name -> jobwire.v1.QueueStats
 	39,  // 55: jobwire.v1.ListQueuesResponse.redis_memory:type_name -> jobwire.v1.RedisMemory
 	44,  // 56: jobwire.v1.WatchJobResponse.event:type_name -> jobwire.v1.JobEvent
 	3,   // 57: jobwire.v1.JobEvent.type:type_name -> jobwire.v1.JobEventType
-	86,  // 58: jobwire.v1.JobEvent.next_run_at:type_name -> google.protobuf.Timestamp
-	86,  // 59: jobwire.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
+	106, // 58: jobwire.v1.JobEvent.next_run_at:type_name -> google.protobuf.Timestamp
+	106, // 59: jobwire.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
 	44,  // 60: jobwire.v1.SubscribeResponse.event:type_name -> jobwire.v1.JobEvent
 	0,   // 61: jobwire.v1.ListJobsRequest.state:type_name -> jobwire.v1.JobState
-	35,  // 62: jobwire.v1.ListJobsResponse.jobs:type_name -> jobwire.v1.JobInfo
-	0,   // 63: jobwire.v1.PurgeQueueRequest.states:type_name -> jobwire.v1.JobState
-	67,  // 64: jobwire.v1.ListWorkersResponse.workers:type_name -> jobwire.v1.WorkerInfo
-	84,  // 65: jobwire.v1.WorkerInfo.labels:type_name -> jobwire.v1.WorkerInfo.LabelsEntry
-	86,  // 66: jobwire.v1.WorkerInfo.connected_at:type_name -> google.protobuf.Timestamp
-	85,  // 67: jobwire.v1.CreateSessionRequest.ttl:type_name -> google.protobuf.Duration
-	70,  // 68: jobwire.v1.CreateSessionResponse.session:type_name -> jobwire.v1.Session
-	86,  // 69: jobwire.v1.Session.created_at:type_name -> google.protobuf.Timestamp
-	86,  // 70: jobwire.v1.Session.updated_at:type_name -> google.protobuf.Timestamp
-	85,  // 71: jobwire.v1.Session.ttl:type_name -> google.protobuf.Duration
-	70,  // 72: jobwire.v1.GetSessionResponse.session:type_name -> jobwire.v1.Session
-	70,  // 73: jobwire.v1.ListSessionsResponse.sessions:type_name -> jobwire.v1.Session
-	5,   // 74: jobwire.v1.QueueService.AddJob:input_type -> jobwire.v1.AddJobRequest
-	7,   // 75: jobwire.v1.QueueService.AddJobs:input_type -> jobwire.v1.AddJobsRequest
-	10,  // 76: jobwire.v1.QueueService.GetJob:input_type -> jobwire.v1.GetJobRequest
-	12,  // 77: jobwire.v1.QueueService.Work:input_type -> jobwire.v1.WorkRequest
-	25,  // 78: jobwire.v1.QueueService.CompleteJob:input_type -> jobwire.v1.CompleteJobRequest
-	27,  // 79: jobwire.v1.QueueService.FailJob:input_type -> jobwire.v1.FailJobRequest
-	29,  // 80: jobwire.v1.QueueService.ExtendLease:input_type -> jobwire.v1.ExtendLeaseRequest
-	31,  // 81: jobwire.v1.QueueService.ReturnJob:input_type -> jobwire.v1.ReturnJobRequest
-	33,  // 82: jobwire.v1.QueueService.GetJobInfo:input_type -> jobwire.v1.GetJobInfoRequest
-	36,  // 83: jobwire.v1.QueueService.Stats:input_type -> jobwire.v1.StatsRequest
-	40,  // 84: jobwire.v1.QueueService.ListQueues:input_type -> jobwire.v1.ListQueuesRequest
-	42,  // 85: jobwire.v1.QueueService.WatchJob:input_type -> jobwire.v1.WatchJobRequest
-	45,  // 86: jobwire.v1.QueueService.ReportProgress:input_type -> jobwire.v1.ReportProgressRequest
-	47,  // 87: jobwire.v1.QueueService.Subscribe:input_type -> jobwire.v1.SubscribeRequest
-	49,  // 88: jobwire.v1.QueueService.CancelJob:input_type -> jobwire.v1.CancelJobRequest
-	51,  // 89: jobwire.v1.QueueService.PauseQueue:input_type -> jobwire.v1.PauseQueueRequest
-	53,  // 90: jobwire.v1.QueueService.ResumeQueue:input_type -> jobwire.v1.ResumeQueueRequest
-	55,  // 91: jobwire.v1.QueueService.ListJobs:input_type -> jobwire.v1.ListJobsRequest
-	57,  // 92: jobwire.v1.QueueService.RetryJob:input_type -> jobwire.v1.RetryJobRequest
-	59,  // 93: jobwire.v1.QueueService.RetryDeadJobs:input_type -> jobwire.v1.RetryDeadJobsRequest
-	61,  // 94: jobwire.v1.QueueService.DeleteJob:input_type -> jobwire.v1.DeleteJobRequest
-	63,  // 95: jobwire.v1.QueueService.PurgeQueue:input_type -> jobwire.v1.PurgeQueueRequest
-	65,  // 96: jobwire.v1.QueueService.ListWorkers:input_type -> jobwire.v1.ListWorkersRequest
-	68,  // 97: jobwire.v1.SessionService.CreateSession:input_type -> jobwire.v1.CreateSessionRequest
-	71,  // 98: jobwire.v1.SessionService.GetSession:input_type -> jobwire.v1.GetSessionRequest
-	73,  // 99: jobwire.v1.SessionService.UpdateSession:input_type -> jobwire.v1.UpdateSessionRequest
-	75,  // 100: jobwire.v1.SessionService.DeleteSession:input_type -> jobwire.v1.DeleteSessionRequest
-	77,  // 101: jobwire.v1.SessionService.ListSessions:input_type -> jobwire.v1.ListSessionsRequest
-	6,   // 102: jobwire.v1.QueueService.AddJob:output_type -> jobwire.v1.AddJobResponse
-	8,   // 103: jobwire.v1.QueueService.AddJobs:output_type -> jobwire.v1.AddJobsResponse
-	11,  // 104: jobwire.v1.QueueService.GetJob:output_type -> jobwire.v1.GetJobResponse
-	16,  // 105: jobwire.v1.QueueService.Work:output_type -> jobwire.v1.WorkResponse
-	26,  // 106: jobwire.v1.QueueService.CompleteJob:output_type -> jobwire.v1.CompleteJobResponse
-	28,  // 107: jobwire.v1.QueueService.FailJob:output_type -> jobwire.v1.FailJobResponse
-	30,  // 108: jobwire.v1.QueueService.ExtendLease:output_type -> jobwire.v1.ExtendLeaseResponse
-	32,  // 109: jobwire.v1.QueueService.ReturnJob:output_type -> jobwire.v1.ReturnJobResponse
-	34,  // 110: jobwire.v1.QueueService.GetJobInfo:output_type -> jobwire.v1.GetJobInfoResponse
-	37,  // 111: jobwire.v1.QueueService.Stats:output_type -> jobwire.v1.StatsResponse
-	41,  // 112: jobwire.v1.QueueService.ListQueues:output_type -> jobwire.v1.ListQueuesResponse
-	43,  // 113: jobwire.v1.QueueService.WatchJob:output_type -> jobwire.v1.WatchJobResponse
-	46,  // 114: jobwire.v1.QueueService.ReportProgress:output_type -> jobwire.v1.ReportProgressResponse
-	48,  // 115: jobwire.v1.QueueService.Subscribe:output_type -> jobwire.v1.SubscribeResponse
-	50,  // 116: jobwire.v1.QueueService.CancelJob:output_type -> jobwire.v1.CancelJobResponse
-	52,  // 117: jobwire.v1.QueueService.PauseQueue:output_type -> jobwire.v1.PauseQueueResponse
-	54,  // 118: jobwire.v1.QueueService.ResumeQueue:output_type -> jobwire.v1.ResumeQueueResponse
-	56,  // 119: jobwire.v1.QueueService.ListJobs:output_type -> jobwire.v1.ListJobsResponse
-	58,  // 120: jobwire.v1.QueueService.RetryJob:output_type -> jobwire.v1.RetryJobResponse
-	60,  // 121: jobwire.v1.QueueService.RetryDeadJobs:output_type -> jobwire.v1.RetryDeadJobsResponse
-	62,  // 122: jobwire.v1.QueueService.DeleteJob:output_type -> jobwire.v1.DeleteJobResponse
-	64,  // 123: jobwire.v1.QueueService.PurgeQueue:output_type -> jobwire.v1.PurgeQueueResponse
-	66,  // 124: jobwire.v1.QueueService.ListWorkers:output_type -> jobwire.v1.ListWorkersResponse
-	69,  // 125: jobwire.v1.SessionService.CreateSession:output_type -> jobwire.v1.CreateSessionResponse
-	72,  // 126: jobwire.v1.SessionService.GetSession:output_type -> jobwire.v1.GetSessionResponse
-	74,  // 127: jobwire.v1.SessionService.UpdateSession:output_type -> jobwire.v1.UpdateSessionResponse
-	76,  // 128: jobwire.v1.SessionService.DeleteSession:output_type -> jobwire.v1.DeleteSessionResponse
-	78,  // 129: jobwire.v1.SessionService.ListSessions:output_type -> jobwire.v1.ListSessionsResponse
-	102, // [102:130] is the sub-list for method output_type
-	74,  // [74:102] is the sub-list for method input_type
-	74,  // [74:74] is the sub-list for extension type_name
-	74,  // [74:74] is the sub-list for extension extendee
-	0,   // [0:74] is the sub-list for field type_name
+	56,  // 62: jobwire.v1.ListJobsRequest.filter:type_name -> jobwire.v1.JobFilter
+	106, // 63: jobwire.v1.JobFilter.created_after:type_name -> google.protobuf.Timestamp
+	106, // 64: jobwire.v1.JobFilter.created_before:type_name -> google.protobuf.Timestamp
+	35,  // 65: jobwire.v1.ListJobsResponse.jobs:type_name -> jobwire.v1.JobInfo
+	0,   // 66: jobwire.v1.PurgeQueueRequest.states:type_name -> jobwire.v1.JobState
+	68,  // 67: jobwire.v1.ListWorkersResponse.workers:type_name -> jobwire.v1.WorkerInfo
+	104, // 68: jobwire.v1.WorkerInfo.labels:type_name -> jobwire.v1.WorkerInfo.LabelsEntry
+	106, // 69: jobwire.v1.WorkerInfo.connected_at:type_name -> google.protobuf.Timestamp
+	105, // 70: jobwire.v1.CreateSessionRequest.ttl:type_name -> google.protobuf.Duration
+	71,  // 71: jobwire.v1.CreateSessionResponse.session:type_name -> jobwire.v1.Session
+	106, // 72: jobwire.v1.Session.created_at:type_name -> google.protobuf.Timestamp
+	106, // 73: jobwire.v1.Session.updated_at:type_name -> google.protobuf.Timestamp
+	105, // 74: jobwire.v1.Session.ttl:type_name -> google.protobuf.Duration
+	71,  // 75: jobwire.v1.GetSessionResponse.session:type_name -> jobwire.v1.Session
+	71,  // 76: jobwire.v1.ListSessionsResponse.sessions:type_name -> jobwire.v1.Session
+	81,  // 77: jobwire.v1.JobSelection.ids:type_name -> jobwire.v1.JobIdList
+	82,  // 78: jobwire.v1.JobSelection.query:type_name -> jobwire.v1.JobQuery
+	0,   // 79: jobwire.v1.JobQuery.state:type_name -> jobwire.v1.JobState
+	56,  // 80: jobwire.v1.JobQuery.filter:type_name -> jobwire.v1.JobFilter
+	80,  // 81: jobwire.v1.RetryJobsRequest.selection:type_name -> jobwire.v1.JobSelection
+	83,  // 82: jobwire.v1.RetryJobsResponse.outcome:type_name -> jobwire.v1.BulkOutcome
+	80,  // 83: jobwire.v1.CancelJobsRequest.selection:type_name -> jobwire.v1.JobSelection
+	83,  // 84: jobwire.v1.CancelJobsResponse.outcome:type_name -> jobwire.v1.BulkOutcome
+	80,  // 85: jobwire.v1.DeleteJobsRequest.selection:type_name -> jobwire.v1.JobSelection
+	83,  // 86: jobwire.v1.DeleteJobsResponse.outcome:type_name -> jobwire.v1.BulkOutcome
+	92,  // 87: jobwire.v1.ListDeadJobGroupsResponse.groups:type_name -> jobwire.v1.DeadJobGroup
+	106, // 88: jobwire.v1.DeadJobGroup.newest_at:type_name -> google.protobuf.Timestamp
+	106, // 89: jobwire.v1.DeadJobGroup.oldest_at:type_name -> google.protobuf.Timestamp
+	95,  // 90: jobwire.v1.GetQueueActivityResponse.queues:type_name -> jobwire.v1.QueueActivity
+	96,  // 91: jobwire.v1.QueueActivity.minutes:type_name -> jobwire.v1.ActivityMinute
+	106, // 92: jobwire.v1.ActivityMinute.start:type_name -> google.protobuf.Timestamp
+	44,  // 93: jobwire.v1.SubscribeQueuesResponse.event:type_name -> jobwire.v1.JobEvent
+	5,   // 94: jobwire.v1.QueueService.AddJob:input_type -> jobwire.v1.AddJobRequest
+	7,   // 95: jobwire.v1.QueueService.AddJobs:input_type -> jobwire.v1.AddJobsRequest
+	10,  // 96: jobwire.v1.QueueService.GetJob:input_type -> jobwire.v1.GetJobRequest
+	12,  // 97: jobwire.v1.QueueService.Work:input_type -> jobwire.v1.WorkRequest
+	25,  // 98: jobwire.v1.QueueService.CompleteJob:input_type -> jobwire.v1.CompleteJobRequest
+	27,  // 99: jobwire.v1.QueueService.FailJob:input_type -> jobwire.v1.FailJobRequest
+	29,  // 100: jobwire.v1.QueueService.ExtendLease:input_type -> jobwire.v1.ExtendLeaseRequest
+	31,  // 101: jobwire.v1.QueueService.ReturnJob:input_type -> jobwire.v1.ReturnJobRequest
+	33,  // 102: jobwire.v1.QueueService.GetJobInfo:input_type -> jobwire.v1.GetJobInfoRequest
+	36,  // 103: jobwire.v1.QueueService.Stats:input_type -> jobwire.v1.StatsRequest
+	40,  // 104: jobwire.v1.QueueService.ListQueues:input_type -> jobwire.v1.ListQueuesRequest
+	42,  // 105: jobwire.v1.QueueService.WatchJob:input_type -> jobwire.v1.WatchJobRequest
+	45,  // 106: jobwire.v1.QueueService.ReportProgress:input_type -> jobwire.v1.ReportProgressRequest
+	47,  // 107: jobwire.v1.QueueService.Subscribe:input_type -> jobwire.v1.SubscribeRequest
+	49,  // 108: jobwire.v1.QueueService.CancelJob:input_type -> jobwire.v1.CancelJobRequest
+	51,  // 109: jobwire.v1.QueueService.PauseQueue:input_type -> jobwire.v1.PauseQueueRequest
+	53,  // 110: jobwire.v1.QueueService.ResumeQueue:input_type -> jobwire.v1.ResumeQueueRequest
+	55,  // 111: jobwire.v1.QueueService.ListJobs:input_type -> jobwire.v1.ListJobsRequest
+	58,  // 112: jobwire.v1.QueueService.RetryJob:input_type -> jobwire.v1.RetryJobRequest
+	60,  // 113: jobwire.v1.QueueService.RetryDeadJobs:input_type -> jobwire.v1.RetryDeadJobsRequest
+	62,  // 114: jobwire.v1.QueueService.DeleteJob:input_type -> jobwire.v1.DeleteJobRequest
+	64,  // 115: jobwire.v1.QueueService.PurgeQueue:input_type -> jobwire.v1.PurgeQueueRequest
+	66,  // 116: jobwire.v1.QueueService.ListWorkers:input_type -> jobwire.v1.ListWorkersRequest
+	84,  // 117: jobwire.v1.QueueService.RetryJobs:input_type -> jobwire.v1.RetryJobsRequest
+	86,  // 118: jobwire.v1.QueueService.CancelJobs:input_type -> jobwire.v1.CancelJobsRequest
+	88,  // 119: jobwire.v1.QueueService.DeleteJobs:input_type -> jobwire.v1.DeleteJobsRequest
+	90,  // 120: jobwire.v1.QueueService.ListDeadJobGroups:input_type -> jobwire.v1.ListDeadJobGroupsRequest
+	93,  // 121: jobwire.v1.QueueService.GetQueueActivity:input_type -> jobwire.v1.GetQueueActivityRequest
+	97,  // 122: jobwire.v1.QueueService.SubscribeQueues:input_type -> jobwire.v1.SubscribeQueuesRequest
+	69,  // 123: jobwire.v1.SessionService.CreateSession:input_type -> jobwire.v1.CreateSessionRequest
+	72,  // 124: jobwire.v1.SessionService.GetSession:input_type -> jobwire.v1.GetSessionRequest
+	74,  // 125: jobwire.v1.SessionService.UpdateSession:input_type -> jobwire.v1.UpdateSessionRequest
+	76,  // 126: jobwire.v1.SessionService.DeleteSession:input_type -> jobwire.v1.DeleteSessionRequest
+	78,  // 127: jobwire.v1.SessionService.ListSessions:input_type -> jobwire.v1.ListSessionsRequest
+	6,   // 128: jobwire.v1.QueueService.AddJob:output_type -> jobwire.v1.AddJobResponse
+	8,   // 129: jobwire.v1.QueueService.AddJobs:output_type -> jobwire.v1.AddJobsResponse
+	11,  // 130: jobwire.v1.QueueService.GetJob:output_type -> jobwire.v1.GetJobResponse
+	16,  // 131: jobwire.v1.QueueService.Work:output_type -> jobwire.v1.WorkResponse
+	26,  // 132: jobwire.v1.QueueService.CompleteJob:output_type -> jobwire.v1.CompleteJobResponse
+	28,  // 133: jobwire.v1.QueueService.FailJob:output_type -> jobwire.v1.FailJobResponse
+	30,  // 134: jobwire.v1.QueueService.ExtendLease:output_type -> jobwire.v1.ExtendLeaseResponse
+	32,  // 135: jobwire.v1.QueueService.ReturnJob:output_type -> jobwire.v1.ReturnJobResponse
+	34,  // 136: jobwire.v1.QueueService.GetJobInfo:output_type -> jobwire.v1.GetJobInfoResponse
+	37,  // 137: jobwire.v1.QueueService.Stats:output_type -> jobwire.v1.StatsResponse
+	41,  // 138: jobwire.v1.QueueService.ListQueues:output_type -> jobwire.v1.ListQueuesResponse
+	43,  // 139: jobwire.v1.QueueService.WatchJob:output_type -> jobwire.v1.WatchJobResponse
+	46,  // 140: jobwire.v1.QueueService.ReportProgress:output_type -> jobwire.v1.ReportProgressResponse
+	48,  // 141: jobwire.v1.QueueService.Subscribe:output_type -> jobwire.v1.SubscribeResponse
+	50,  // 142: jobwire.v1.QueueService.CancelJob:output_type -> jobwire.v1.CancelJobResponse
+	52,  // 143: jobwire.v1.QueueService.PauseQueue:output_type -> jobwire.v1.PauseQueueResponse
+	54,  // 144: jobwire.v1.QueueService.ResumeQueue:output_type -> jobwire.v1.ResumeQueueResponse
+	57,  // 145: jobwire.v1.QueueService.ListJobs:output_type -> jobwire.v1.ListJobsResponse
+	59,  // 146: jobwire.v1.QueueService.RetryJob:output_type -> jobwire.v1.RetryJobResponse
+	61,  // 147: jobwire.v1.QueueService.RetryDeadJobs:output_type -> jobwire.v1.RetryDeadJobsResponse
+	63,  // 148: jobwire.v1.QueueService.DeleteJob:output_type -> jobwire.v1.DeleteJobResponse
+	65,  // 149: jobwire.v1.QueueService.PurgeQueue:output_type -> jobwire.v1.PurgeQueueResponse
+	67,  // 150: jobwire.v1.QueueService.ListWorkers:output_type -> jobwire.v1.ListWorkersResponse
+	85,  // 151: jobwire.v1.QueueService.RetryJobs:output_type -> jobwire.v1.RetryJobsResponse
+	87,  // 152: jobwire.v1.QueueService.CancelJobs:output_type -> jobwire.v1.CancelJobsResponse
+	89,  // 153: jobwire.v1.QueueService.DeleteJobs:output_type -> jobwire.v1.DeleteJobsResponse
+	91,  // 154: jobwire.v1.QueueService.ListDeadJobGroups:output_type -> jobwire.v1.ListDeadJobGroupsResponse
+	94,  // 155: jobwire.v1.QueueService.GetQueueActivity:output_type -> jobwire.v1.GetQueueActivityResponse
+	98,  // 156: jobwire.v1.QueueService.SubscribeQueues:output_type -> jobwire.v1.SubscribeQueuesResponse
+	70,  // 157: jobwire.v1.SessionService.CreateSession:output_type -> jobwire.v1.CreateSessionResponse
+	73,  // 158: jobwire.v1.SessionService.GetSession:output_type -> jobwire.v1.GetSessionResponse
+	75,  // 159: jobwire.v1.SessionService.UpdateSession:output_type -> jobwire.v1.UpdateSessionResponse
+	77,  // 160: jobwire.v1.SessionService.DeleteSession:output_type -> jobwire.v1.DeleteSessionResponse
+	79,  // 161: jobwire.v1.SessionService.ListSessions:output_type -> jobwire.v1.ListSessionsResponse
+	128, // [128:162] is the sub-list for method output_type
+	94,  // [94:128] is the sub-list for method input_type
+	94,  // [94:94] is the sub-list for extension type_name
+	94,  // [94:94] is the sub-list for extension extendee
+	0,   // [0:94] is the sub-list for field type_name
 }
 
 func init() { file_jobwire_v1_jobwire_proto_init() }
@@ -6057,10 +7372,14 @@ func file_jobwire_v1_jobwire_proto_init() {
 	}
 	file_jobwire_v1_jobwire_proto_msgTypes[21].OneofWrappers = []any{}
 	file_jobwire_v1_jobwire_proto_msgTypes[23].OneofWrappers = []any{}
-	file_jobwire_v1_jobwire_proto_msgTypes[64].OneofWrappers = []any{}
-	file_jobwire_v1_jobwire_proto_msgTypes[69].OneofWrappers = []any{
+	file_jobwire_v1_jobwire_proto_msgTypes[65].OneofWrappers = []any{}
+	file_jobwire_v1_jobwire_proto_msgTypes[70].OneofWrappers = []any{
 		(*UpdateSessionRequest_State)(nil),
 		(*UpdateSessionRequest_MergePatch)(nil),
+	}
+	file_jobwire_v1_jobwire_proto_msgTypes[76].OneofWrappers = []any{
+		(*JobSelection_Ids)(nil),
+		(*JobSelection_Query)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -6068,7 +7387,7 @@ func file_jobwire_v1_jobwire_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_jobwire_v1_jobwire_proto_rawDesc), len(file_jobwire_v1_jobwire_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   81,
+			NumMessages:   101,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

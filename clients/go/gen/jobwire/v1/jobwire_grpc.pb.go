@@ -52,29 +52,35 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	QueueService_AddJob_FullMethodName         = "/jobwire.v1.QueueService/AddJob"
-	QueueService_AddJobs_FullMethodName        = "/jobwire.v1.QueueService/AddJobs"
-	QueueService_GetJob_FullMethodName         = "/jobwire.v1.QueueService/GetJob"
-	QueueService_Work_FullMethodName           = "/jobwire.v1.QueueService/Work"
-	QueueService_CompleteJob_FullMethodName    = "/jobwire.v1.QueueService/CompleteJob"
-	QueueService_FailJob_FullMethodName        = "/jobwire.v1.QueueService/FailJob"
-	QueueService_ExtendLease_FullMethodName    = "/jobwire.v1.QueueService/ExtendLease"
-	QueueService_ReturnJob_FullMethodName      = "/jobwire.v1.QueueService/ReturnJob"
-	QueueService_GetJobInfo_FullMethodName     = "/jobwire.v1.QueueService/GetJobInfo"
-	QueueService_Stats_FullMethodName          = "/jobwire.v1.QueueService/Stats"
-	QueueService_ListQueues_FullMethodName     = "/jobwire.v1.QueueService/ListQueues"
-	QueueService_WatchJob_FullMethodName       = "/jobwire.v1.QueueService/WatchJob"
-	QueueService_ReportProgress_FullMethodName = "/jobwire.v1.QueueService/ReportProgress"
-	QueueService_Subscribe_FullMethodName      = "/jobwire.v1.QueueService/Subscribe"
-	QueueService_CancelJob_FullMethodName      = "/jobwire.v1.QueueService/CancelJob"
-	QueueService_PauseQueue_FullMethodName     = "/jobwire.v1.QueueService/PauseQueue"
-	QueueService_ResumeQueue_FullMethodName    = "/jobwire.v1.QueueService/ResumeQueue"
-	QueueService_ListJobs_FullMethodName       = "/jobwire.v1.QueueService/ListJobs"
-	QueueService_RetryJob_FullMethodName       = "/jobwire.v1.QueueService/RetryJob"
-	QueueService_RetryDeadJobs_FullMethodName  = "/jobwire.v1.QueueService/RetryDeadJobs"
-	QueueService_DeleteJob_FullMethodName      = "/jobwire.v1.QueueService/DeleteJob"
-	QueueService_PurgeQueue_FullMethodName     = "/jobwire.v1.QueueService/PurgeQueue"
-	QueueService_ListWorkers_FullMethodName    = "/jobwire.v1.QueueService/ListWorkers"
+	QueueService_AddJob_FullMethodName            = "/jobwire.v1.QueueService/AddJob"
+	QueueService_AddJobs_FullMethodName           = "/jobwire.v1.QueueService/AddJobs"
+	QueueService_GetJob_FullMethodName            = "/jobwire.v1.QueueService/GetJob"
+	QueueService_Work_FullMethodName              = "/jobwire.v1.QueueService/Work"
+	QueueService_CompleteJob_FullMethodName       = "/jobwire.v1.QueueService/CompleteJob"
+	QueueService_FailJob_FullMethodName           = "/jobwire.v1.QueueService/FailJob"
+	QueueService_ExtendLease_FullMethodName       = "/jobwire.v1.QueueService/ExtendLease"
+	QueueService_ReturnJob_FullMethodName         = "/jobwire.v1.QueueService/ReturnJob"
+	QueueService_GetJobInfo_FullMethodName        = "/jobwire.v1.QueueService/GetJobInfo"
+	QueueService_Stats_FullMethodName             = "/jobwire.v1.QueueService/Stats"
+	QueueService_ListQueues_FullMethodName        = "/jobwire.v1.QueueService/ListQueues"
+	QueueService_WatchJob_FullMethodName          = "/jobwire.v1.QueueService/WatchJob"
+	QueueService_ReportProgress_FullMethodName    = "/jobwire.v1.QueueService/ReportProgress"
+	QueueService_Subscribe_FullMethodName         = "/jobwire.v1.QueueService/Subscribe"
+	QueueService_CancelJob_FullMethodName         = "/jobwire.v1.QueueService/CancelJob"
+	QueueService_PauseQueue_FullMethodName        = "/jobwire.v1.QueueService/PauseQueue"
+	QueueService_ResumeQueue_FullMethodName       = "/jobwire.v1.QueueService/ResumeQueue"
+	QueueService_ListJobs_FullMethodName          = "/jobwire.v1.QueueService/ListJobs"
+	QueueService_RetryJob_FullMethodName          = "/jobwire.v1.QueueService/RetryJob"
+	QueueService_RetryDeadJobs_FullMethodName     = "/jobwire.v1.QueueService/RetryDeadJobs"
+	QueueService_DeleteJob_FullMethodName         = "/jobwire.v1.QueueService/DeleteJob"
+	QueueService_PurgeQueue_FullMethodName        = "/jobwire.v1.QueueService/PurgeQueue"
+	QueueService_ListWorkers_FullMethodName       = "/jobwire.v1.QueueService/ListWorkers"
+	QueueService_RetryJobs_FullMethodName         = "/jobwire.v1.QueueService/RetryJobs"
+	QueueService_CancelJobs_FullMethodName        = "/jobwire.v1.QueueService/CancelJobs"
+	QueueService_DeleteJobs_FullMethodName        = "/jobwire.v1.QueueService/DeleteJobs"
+	QueueService_ListDeadJobGroups_FullMethodName = "/jobwire.v1.QueueService/ListDeadJobGroups"
+	QueueService_GetQueueActivity_FullMethodName  = "/jobwire.v1.QueueService/GetQueueActivity"
+	QueueService_SubscribeQueues_FullMethodName   = "/jobwire.v1.QueueService/SubscribeQueues"
 )
 
 // QueueServiceClient is the client API for QueueService service.
@@ -169,6 +175,27 @@ type QueueServiceClient interface {
 	// Worker streams connected to any instance (refreshed every second or so); with a scoped
 	// token, only the workers serving a queue in scope, each with the queues in scope.
 	ListWorkers(ctx context.Context, in *ListWorkersRequest, opts ...grpc.CallOption) (*ListWorkersResponse, error)
+	// Moves dead jobs back to waiting, attempts reset (as RetryJob): the listed ones, or every dead
+	// job of a queue matching a filter. Jobs that are not dead are skipped, not refused.
+	RetryJobs(ctx context.Context, in *RetryJobsRequest, opts ...grpc.CallOption) (*RetryJobsResponse, error)
+	// Cancels jobs (as CancelJob): the listed ones, or every job of a queue's listing matching a
+	// filter. Finished jobs are skipped.
+	CancelJobs(ctx context.Context, in *CancelJobsRequest, opts ...grpc.CallOption) (*CancelJobsResponse, error)
+	// Deletes jobs that are not active (as DeleteJob): the listed ones, or every job of a queue's
+	// listing matching a filter. Active jobs are skipped.
+	DeleteJobs(ctx context.Context, in *DeleteJobsRequest, opts ...grpc.CallOption) (*DeleteJobsResponse, error)
+	// A queue's dead jobs grouped by their error (see DeadJobGroup.group), largest group first:
+	// what a "retry all of this group" acts on, with JobFilter.error_group.
+	ListDeadJobGroups(ctx context.Context, in *ListDeadJobGroupsRequest, opts ...grpc.CallOption) (*ListDeadJobGroupsResponse, error)
+	// Jobs added, completed and failed per minute over the last hour, per queue. Counted in Redis
+	// by the same function call as each transition, so every instance's work is in it and nothing
+	// is counted twice; kept for 60 minutes (about 5 KiB per active queue).
+	GetQueueActivity(ctx context.Context, in *GetQueueActivityRequest, opts ...grpc.CallOption) (*GetQueueActivityResponse, error)
+	// Every event of several queues, live, from the next event on, on one stream (where a
+	// dashboard would otherwise hold one Subscribe per queue). No cursor: to resume without a gap,
+	// Subscribe to each queue with the cursor of its last event. Each queue followed holds one
+	// Redis connection on the instance (shared by every follower of that queue there).
+	SubscribeQueues(ctx context.Context, in *SubscribeQueuesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeQueuesResponse], error)
 }
 
 type queueServiceClient struct {
@@ -439,6 +466,75 @@ func (c *queueServiceClient) ListWorkers(ctx context.Context, in *ListWorkersReq
 	return out, nil
 }
 
+func (c *queueServiceClient) RetryJobs(ctx context.Context, in *RetryJobsRequest, opts ...grpc.CallOption) (*RetryJobsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RetryJobsResponse)
+	err := c.cc.Invoke(ctx, QueueService_RetryJobs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *queueServiceClient) CancelJobs(ctx context.Context, in *CancelJobsRequest, opts ...grpc.CallOption) (*CancelJobsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelJobsResponse)
+	err := c.cc.Invoke(ctx, QueueService_CancelJobs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *queueServiceClient) DeleteJobs(ctx context.Context, in *DeleteJobsRequest, opts ...grpc.CallOption) (*DeleteJobsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteJobsResponse)
+	err := c.cc.Invoke(ctx, QueueService_DeleteJobs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *queueServiceClient) ListDeadJobGroups(ctx context.Context, in *ListDeadJobGroupsRequest, opts ...grpc.CallOption) (*ListDeadJobGroupsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListDeadJobGroupsResponse)
+	err := c.cc.Invoke(ctx, QueueService_ListDeadJobGroups_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *queueServiceClient) GetQueueActivity(ctx context.Context, in *GetQueueActivityRequest, opts ...grpc.CallOption) (*GetQueueActivityResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetQueueActivityResponse)
+	err := c.cc.Invoke(ctx, QueueService_GetQueueActivity_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *queueServiceClient) SubscribeQueues(ctx context.Context, in *SubscribeQueuesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeQueuesResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &QueueService_ServiceDesc.Streams[4], QueueService_SubscribeQueues_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SubscribeQueuesRequest, SubscribeQueuesResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type QueueService_SubscribeQueuesClient = grpc.ServerStreamingClient[SubscribeQueuesResponse]
+
 // QueueServiceServer is the server API for QueueService service.
 // All implementations must embed UnimplementedQueueServiceServer
 // for forward compatibility.
@@ -531,6 +627,27 @@ type QueueServiceServer interface {
 	// Worker streams connected to any instance (refreshed every second or so); with a scoped
 	// token, only the workers serving a queue in scope, each with the queues in scope.
 	ListWorkers(context.Context, *ListWorkersRequest) (*ListWorkersResponse, error)
+	// Moves dead jobs back to waiting, attempts reset (as RetryJob): the listed ones, or every dead
+	// job of a queue matching a filter. Jobs that are not dead are skipped, not refused.
+	RetryJobs(context.Context, *RetryJobsRequest) (*RetryJobsResponse, error)
+	// Cancels jobs (as CancelJob): the listed ones, or every job of a queue's listing matching a
+	// filter. Finished jobs are skipped.
+	CancelJobs(context.Context, *CancelJobsRequest) (*CancelJobsResponse, error)
+	// Deletes jobs that are not active (as DeleteJob): the listed ones, or every job of a queue's
+	// listing matching a filter. Active jobs are skipped.
+	DeleteJobs(context.Context, *DeleteJobsRequest) (*DeleteJobsResponse, error)
+	// A queue's dead jobs grouped by their error (see DeadJobGroup.group), largest group first:
+	// what a "retry all of this group" acts on, with JobFilter.error_group.
+	ListDeadJobGroups(context.Context, *ListDeadJobGroupsRequest) (*ListDeadJobGroupsResponse, error)
+	// Jobs added, completed and failed per minute over the last hour, per queue. Counted in Redis
+	// by the same function call as each transition, so every instance's work is in it and nothing
+	// is counted twice; kept for 60 minutes (about 5 KiB per active queue).
+	GetQueueActivity(context.Context, *GetQueueActivityRequest) (*GetQueueActivityResponse, error)
+	// Every event of several queues, live, from the next event on, on one stream (where a
+	// dashboard would otherwise hold one Subscribe per queue). No cursor: to resume without a gap,
+	// Subscribe to each queue with the cursor of its last event. Each queue followed holds one
+	// Redis connection on the instance (shared by every follower of that queue there).
+	SubscribeQueues(*SubscribeQueuesRequest, grpc.ServerStreamingServer[SubscribeQueuesResponse]) error
 	mustEmbedUnimplementedQueueServiceServer()
 }
 
@@ -609,6 +726,24 @@ func (UnimplementedQueueServiceServer) PurgeQueue(context.Context, *PurgeQueueRe
 }
 func (UnimplementedQueueServiceServer) ListWorkers(context.Context, *ListWorkersRequest) (*ListWorkersResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListWorkers not implemented")
+}
+func (UnimplementedQueueServiceServer) RetryJobs(context.Context, *RetryJobsRequest) (*RetryJobsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RetryJobs not implemented")
+}
+func (UnimplementedQueueServiceServer) CancelJobs(context.Context, *CancelJobsRequest) (*CancelJobsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelJobs not implemented")
+}
+func (UnimplementedQueueServiceServer) DeleteJobs(context.Context, *DeleteJobsRequest) (*DeleteJobsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteJobs not implemented")
+}
+func (UnimplementedQueueServiceServer) ListDeadJobGroups(context.Context, *ListDeadJobGroupsRequest) (*ListDeadJobGroupsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListDeadJobGroups not implemented")
+}
+func (UnimplementedQueueServiceServer) GetQueueActivity(context.Context, *GetQueueActivityRequest) (*GetQueueActivityResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetQueueActivity not implemented")
+}
+func (UnimplementedQueueServiceServer) SubscribeQueues(*SubscribeQueuesRequest, grpc.ServerStreamingServer[SubscribeQueuesResponse]) error {
+	return status.Error(codes.Unimplemented, "method SubscribeQueues not implemented")
 }
 func (UnimplementedQueueServiceServer) mustEmbedUnimplementedQueueServiceServer() {}
 func (UnimplementedQueueServiceServer) testEmbeddedByValue()                      {}
@@ -1013,6 +1148,107 @@ func _QueueService_ListWorkers_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _QueueService_RetryJobs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RetryJobsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).RetryJobs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_RetryJobs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).RetryJobs(ctx, req.(*RetryJobsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _QueueService_CancelJobs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelJobsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).CancelJobs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_CancelJobs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).CancelJobs(ctx, req.(*CancelJobsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _QueueService_DeleteJobs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteJobsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).DeleteJobs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_DeleteJobs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).DeleteJobs(ctx, req.(*DeleteJobsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _QueueService_ListDeadJobGroups_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListDeadJobGroupsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).ListDeadJobGroups(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_ListDeadJobGroups_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).ListDeadJobGroups(ctx, req.(*ListDeadJobGroupsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _QueueService_GetQueueActivity_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetQueueActivityRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).GetQueueActivity(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_GetQueueActivity_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).GetQueueActivity(ctx, req.(*GetQueueActivityRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _QueueService_SubscribeQueues_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(SubscribeQueuesRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(QueueServiceServer).SubscribeQueues(m, &grpc.GenericServerStream[SubscribeQueuesRequest, SubscribeQueuesResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type QueueService_SubscribeQueuesServer = grpc.ServerStreamingServer[SubscribeQueuesResponse]
+
 // QueueService_ServiceDesc is the grpc.ServiceDesc for QueueService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1096,6 +1332,26 @@ var QueueService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "ListWorkers",
 			Handler:    _QueueService_ListWorkers_Handler,
 		},
+		{
+			MethodName: "RetryJobs",
+			Handler:    _QueueService_RetryJobs_Handler,
+		},
+		{
+			MethodName: "CancelJobs",
+			Handler:    _QueueService_CancelJobs_Handler,
+		},
+		{
+			MethodName: "DeleteJobs",
+			Handler:    _QueueService_DeleteJobs_Handler,
+		},
+		{
+			MethodName: "ListDeadJobGroups",
+			Handler:    _QueueService_ListDeadJobGroups_Handler,
+		},
+		{
+			MethodName: "GetQueueActivity",
+			Handler:    _QueueService_GetQueueActivity_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -1117,6 +1373,11 @@ var QueueService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Subscribe",
 			Handler:       _QueueService_Subscribe_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "SubscribeQueues",
+			Handler:       _QueueService_SubscribeQueues_Handler,
 			ServerStreams: true,
 		},
 	},

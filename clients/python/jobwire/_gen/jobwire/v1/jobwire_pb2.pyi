@@ -1453,6 +1453,7 @@ class JobInfo(_message.Message):
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     SESSION_ID_FIELD_NUMBER: _builtins.int
     PROGRESS_FIELD_NUMBER: _builtins.int
+    WORKER_STREAM_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The job's id."""
     queue: _builtins.str
@@ -1483,6 +1484,8 @@ class JobInfo(_message.Message):
     """The last progress reported for it. Empty for a reader token whose entry does not reveal
     results.
     """
+    worker_stream: _builtins.str
+    """For an active job: the worker stream holding it (WorkerInfo.stream_id); empty otherwise."""
     @_builtins.property
     def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Its headers."""
@@ -1525,10 +1528,11 @@ class JobInfo(_message.Message):
         idempotency_key: _builtins.str = ...,
         session_id: _builtins.str = ...,
         progress: _builtins.bytes = ...,
+        worker_stream: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "run_at", b"run_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "created_at", b"created_at", "finished_at", b"finished_at", "headers", b"headers", "id", b"id", "idempotency_key", b"idempotency_key", "last_error", b"last_error", "lost_deliveries", b"lost_deliveries", "max_attempts", b"max_attempts", "payload", b"payload", "priority", b"priority", "progress", b"progress", "queue", b"queue", "result", b"result", "run_at", b"run_at", "session_id", b"session_id", "started_at", b"started_at", "state", b"state", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "created_at", b"created_at", "finished_at", b"finished_at", "headers", b"headers", "id", b"id", "idempotency_key", b"idempotency_key", "last_error", b"last_error", "lost_deliveries", b"lost_deliveries", "max_attempts", b"max_attempts", "payload", b"payload", "priority", b"priority", "progress", b"progress", "queue", b"queue", "result", b"result", "run_at", b"run_at", "session_id", b"session_id", "started_at", b"started_at", "state", b"state", "type", b"type", "worker_stream", b"worker_stream"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2060,6 +2064,7 @@ class ListJobsRequest(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    FILTER_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     """The queue."""
     state: Global___JobState.ValueType
@@ -2070,6 +2075,14 @@ class ListJobsRequest(_message.Message):
     """Jobs per page, 1 to 1,000; default 100."""
     page_token: _builtins.str
     """From a previous response's next_page_token; empty for the first page."""
+    @_builtins.property
+    def filter(self) -> Global___JobFilter:
+        """Only the jobs matching this; unset: every job of the state. With a filter, one call examines
+        at most 10,000 jobs of the listing, so a page may hold fewer than page_size jobs (even none)
+        and still have a next_page_token. Records are read whole: a filter over jobs with large
+        payloads reads those payloads.
+        """
+
     def __init__(
         self,
         *,
@@ -2077,14 +2090,67 @@ class ListJobsRequest(_message.Message):
         state: Global___JobState.ValueType = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        filter: Global___JobFilter | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "queue", b"queue", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "page_size", b"page_size", "page_token", b"page_token", "queue", b"queue", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListJobsRequest: _TypeAlias = ListJobsRequest  # noqa: Y015
+
+@_typing.final
+class JobFilter(_message.Message):
+    """Conditions a job must meet to be listed or acted on. Unset fields match every job; every field
+    set must match. Text fields: at most 256 bytes each.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    ID_CONTAINS_FIELD_NUMBER: _builtins.int
+    ERROR_CONTAINS_FIELD_NUMBER: _builtins.int
+    ERROR_GROUP_FIELD_NUMBER: _builtins.int
+    CREATED_AFTER_FIELD_NUMBER: _builtins.int
+    CREATED_BEFORE_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """Exactly this handler name."""
+    id_contains: _builtins.str
+    """Text the job's id contains, ignoring case (a part of its ULID, say)."""
+    error_contains: _builtins.str
+    """Text the job's last error contains, ignoring case."""
+    error_group: _builtins.str
+    """The group of the job's last error is exactly this (see DeadJobGroup.group)."""
+    session_id: _builtins.str
+    """Of this session (`<queue>/<name>`)."""
+    @_builtins.property
+    def created_after(self) -> _timestamp_pb2.Timestamp:
+        """Added at or after this time."""
+
+    @_builtins.property
+    def created_before(self) -> _timestamp_pb2.Timestamp:
+        """Added before this time."""
+
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        id_contains: _builtins.str = ...,
+        error_contains: _builtins.str = ...,
+        error_group: _builtins.str = ...,
+        created_after: _timestamp_pb2.Timestamp | None = ...,
+        created_before: _timestamp_pb2.Timestamp | None = ...,
+        session_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before", "error_contains", b"error_contains", "error_group", b"error_group", "id_contains", b"id_contains", "session_id", b"session_id", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobFilter: _TypeAlias = JobFilter  # noqa: Y015
 
 @_typing.final
 class ListJobsResponse(_message.Message):
@@ -2349,6 +2415,7 @@ class WorkerInfo(_message.Message):
     MAX_IN_FLIGHT_FIELD_NUMBER: _builtins.int
     IN_FLIGHT_FIELD_NUMBER: _builtins.int
     CONNECTED_AT_FIELD_NUMBER: _builtins.int
+    STREAM_ID_FIELD_NUMBER: _builtins.int
     instance: _builtins.str
     """The jobwire instance holding the stream."""
     worker_id: _builtins.str
@@ -2357,6 +2424,8 @@ class WorkerInfo(_message.Message):
     """Its credit."""
     in_flight: _builtins.int
     """Jobs it holds now."""
+    stream_id: _builtins.str
+    """The stream's id, `<instance>.<number>`: JobInfo.worker_stream of the jobs it holds."""
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Its labels."""
@@ -2379,10 +2448,11 @@ class WorkerInfo(_message.Message):
         max_in_flight: _builtins.int = ...,
         in_flight: _builtins.int = ...,
         connected_at: _timestamp_pb2.Timestamp | None = ...,
+        stream_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["connected_at", b"connected_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connected_at", b"connected_at", "in_flight", b"in_flight", "instance", b"instance", "labels", b"labels", "max_in_flight", b"max_in_flight", "queues", b"queues", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connected_at", b"connected_at", "in_flight", b"in_flight", "instance", b"instance", "labels", b"labels", "max_in_flight", b"max_in_flight", "queues", b"queues", "stream_id", b"stream_id", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2705,3 +2775,518 @@ class ListSessionsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListSessionsResponse: _TypeAlias = ListSessionsResponse  # noqa: Y015
+
+@_typing.final
+class JobSelection(_message.Message):
+    """The jobs a bulk action (RetryJobs, CancelJobs, DeleteJobs) applies to."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDS_FIELD_NUMBER: _builtins.int
+    QUERY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def ids(self) -> Global___JobIdList:
+        """These jobs."""
+
+    @_builtins.property
+    def query(self) -> Global___JobQuery:
+        """Every job of one listing of a queue that matches a filter."""
+
+    def __init__(
+        self,
+        *,
+        ids: Global___JobIdList | None = ...,
+        query: Global___JobQuery | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ids", b"ids", "query", b"query", "selection", b"selection"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ids", b"ids", "query", b"query", "selection", b"selection"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_selection: _TypeAlias = _typing.Literal["ids", "query"]  # noqa: Y015
+    _WhichOneofArgType_selection: _TypeAlias = _typing.Literal["selection", b"selection"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_selection) -> _WhichOneofReturnType_selection | None: ...
+
+Global___JobSelection: _TypeAlias = JobSelection  # noqa: Y015
+
+@_typing.final
+class JobIdList(_message.Message):
+    """Jobs named one by one."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def job_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """1 to 1,000 job ids, of any queues."""
+
+    def __init__(
+        self,
+        *,
+        job_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_ids", b"job_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobIdList: _TypeAlias = JobIdList  # noqa: Y015
+
+@_typing.final
+class JobQuery(_message.Message):
+    """The jobs of a listing (as ListJobs: a queue, a state, a filter)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    FILTER_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    """The queue."""
+    state: Global___JobState.ValueType
+    """The listing, as ListJobsRequest.state."""
+    @_builtins.property
+    def filter(self) -> Global___JobFilter:
+        """Only the jobs matching this; unset: every job of the listing."""
+
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+        state: Global___JobState.ValueType = ...,
+        filter: Global___JobFilter | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "queue", b"queue", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobQuery: _TypeAlias = JobQuery  # noqa: Y015
+
+@_typing.final
+class BulkOutcome(_message.Message):
+    """What a bulk action did."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPLIED_FIELD_NUMBER: _builtins.int
+    SKIPPED_FIELD_NUMBER: _builtins.int
+    MORE_FIELD_NUMBER: _builtins.int
+    applied: _builtins.int
+    """Jobs it was applied to."""
+    skipped: _builtins.int
+    """Jobs selected that it does not apply to (not dead for a retry, finished for a cancel, active
+    for a delete), or that were gone by the time it reached them.
+    """
+    more: _builtins.bool
+    """For a query: the action stopped at its limits (10,000 jobs matched, or 100,000 examined)
+    before the end of the listing; call again for the rest. Jobs that move while the call runs
+    may be missed by it: the walk goes through the listing in its order, a page at a time.
+    """
+    def __init__(
+        self,
+        *,
+        applied: _builtins.int = ...,
+        skipped: _builtins.int = ...,
+        more: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "more", b"more", "skipped", b"skipped"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BulkOutcome: _TypeAlias = BulkOutcome  # noqa: Y015
+
+@_typing.final
+class RetryJobsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SELECTION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def selection(self) -> Global___JobSelection:
+        """The jobs; for a query, its state must be DEAD."""
+
+    def __init__(
+        self,
+        *,
+        selection: Global___JobSelection | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["selection", b"selection"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["selection", b"selection"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryJobsRequest: _TypeAlias = RetryJobsRequest  # noqa: Y015
+
+@_typing.final
+class RetryJobsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def outcome(self) -> Global___BulkOutcome:
+        """What it did."""
+
+    def __init__(
+        self,
+        *,
+        outcome: Global___BulkOutcome | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryJobsResponse: _TypeAlias = RetryJobsResponse  # noqa: Y015
+
+@_typing.final
+class CancelJobsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SELECTION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def selection(self) -> Global___JobSelection:
+        """The jobs; for a query, its state is WAITING, DELAYED or ACTIVE."""
+
+    def __init__(
+        self,
+        *,
+        selection: Global___JobSelection | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["selection", b"selection"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["selection", b"selection"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelJobsRequest: _TypeAlias = CancelJobsRequest  # noqa: Y015
+
+@_typing.final
+class CancelJobsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def outcome(self) -> Global___BulkOutcome:
+        """What it did."""
+
+    def __init__(
+        self,
+        *,
+        outcome: Global___BulkOutcome | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelJobsResponse: _TypeAlias = CancelJobsResponse  # noqa: Y015
+
+@_typing.final
+class DeleteJobsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SELECTION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def selection(self) -> Global___JobSelection:
+        """The jobs; for a query, any state but ACTIVE."""
+
+    def __init__(
+        self,
+        *,
+        selection: Global___JobSelection | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["selection", b"selection"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["selection", b"selection"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteJobsRequest: _TypeAlias = DeleteJobsRequest  # noqa: Y015
+
+@_typing.final
+class DeleteJobsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def outcome(self) -> Global___BulkOutcome:
+        """What it did."""
+
+    def __init__(
+        self,
+        *,
+        outcome: Global___BulkOutcome | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteJobsResponse: _TypeAlias = DeleteJobsResponse  # noqa: Y015
+
+@_typing.final
+class ListDeadJobGroupsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    """The queue."""
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeadJobGroupsRequest: _TypeAlias = ListDeadJobGroupsRequest  # noqa: Y015
+
+@_typing.final
+class ListDeadJobGroupsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUPS_FIELD_NUMBER: _builtins.int
+    EXAMINED_FIELD_NUMBER: _builtins.int
+    COMPLETE_FIELD_NUMBER: _builtins.int
+    examined: _builtins.int
+    """Dead jobs examined: the newest 10,000 at most."""
+    complete: _builtins.bool
+    """False when the queue holds more dead jobs than were examined."""
+    @_builtins.property
+    def groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeadJobGroup]:
+        """The groups, largest first (then by newest job): the 500 largest at most."""
+
+    def __init__(
+        self,
+        *,
+        groups: _abc.Iterable[Global___DeadJobGroup] | None = ...,
+        examined: _builtins.int = ...,
+        complete: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["complete", b"complete", "examined", b"examined", "groups", b"groups"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeadJobGroupsResponse: _TypeAlias = ListDeadJobGroupsResponse  # noqa: Y015
+
+@_typing.final
+class DeadJobGroup(_message.Message):
+    """Dead jobs whose errors look alike."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    EXAMPLE_FIELD_NUMBER: _builtins.int
+    NEWEST_JOB_ID_FIELD_NUMBER: _builtins.int
+    NEWEST_AT_FIELD_NUMBER: _builtins.int
+    OLDEST_AT_FIELD_NUMBER: _builtins.int
+    group: _builtins.str
+    """The group's key: the error's first line with every run of digits replaced by `#`, cut to
+    200 characters ("" for jobs without an error). Pass it as JobFilter.error_group.
+    """
+    count: _builtins.int
+    """Dead jobs in the group."""
+    example: _builtins.str
+    """The whole last error of the group's newest job (cut to 4 KiB)."""
+    newest_job_id: _builtins.str
+    """The group's newest job."""
+    @_builtins.property
+    def newest_at(self) -> _timestamp_pb2.Timestamp:
+        """When its newest job died."""
+
+    @_builtins.property
+    def oldest_at(self) -> _timestamp_pb2.Timestamp:
+        """When its oldest job died."""
+
+    def __init__(
+        self,
+        *,
+        group: _builtins.str = ...,
+        count: _builtins.int = ...,
+        example: _builtins.str = ...,
+        newest_job_id: _builtins.str = ...,
+        newest_at: _timestamp_pb2.Timestamp | None = ...,
+        oldest_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["newest_at", b"newest_at", "oldest_at", b"oldest_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "example", b"example", "group", b"group", "newest_at", b"newest_at", "newest_job_id", b"newest_job_id", "oldest_at", b"oldest_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeadJobGroup: _TypeAlias = DeadJobGroup  # noqa: Y015
+
+@_typing.final
+class GetQueueActivityRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def queues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The queues, 1 to 100."""
+
+    def __init__(
+        self,
+        *,
+        queues: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queues", b"queues"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetQueueActivityRequest: _TypeAlias = GetQueueActivityRequest  # noqa: Y015
+
+@_typing.final
+class GetQueueActivityResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def queues(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueueActivity]:
+        """One per requested queue, in request order."""
+
+    def __init__(
+        self,
+        *,
+        queues: _abc.Iterable[Global___QueueActivity] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queues", b"queues"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetQueueActivityResponse: _TypeAlias = GetQueueActivityResponse  # noqa: Y015
+
+@_typing.final
+class QueueActivity(_message.Message):
+    """One queue's last hour."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    MINUTES_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    """The queue."""
+    @_builtins.property
+    def minutes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ActivityMinute]:
+        """The last 60 whole minutes and the current one (last, still counting), oldest first; minutes
+        without activity are there with zeros. Minutes are of the Redis server's clock.
+        """
+
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+        minutes: _abc.Iterable[Global___ActivityMinute] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["minutes", b"minutes", "queue", b"queue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueueActivity: _TypeAlias = QueueActivity  # noqa: Y015
+
+@_typing.final
+class ActivityMinute(_message.Message):
+    """What one queue did in one minute."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    ADDED_FIELD_NUMBER: _builtins.int
+    COMPLETED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    added: _builtins.int
+    """Jobs added (idempotent repeats not counted)."""
+    completed: _builtins.int
+    """Jobs completed."""
+    failed: _builtins.int
+    """Attempts that failed: reported by FailJob, timed out, or lost too often (each retry and each
+    death counts once).
+    """
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp:
+        """The minute's start."""
+
+    def __init__(
+        self,
+        *,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        added: _builtins.int = ...,
+        completed: _builtins.int = ...,
+        failed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added", b"added", "completed", b"completed", "failed", b"failed", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ActivityMinute: _TypeAlias = ActivityMinute  # noqa: Y015
+
+@_typing.final
+class SubscribeQueuesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def queues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The queues, 1 to 100."""
+
+    def __init__(
+        self,
+        *,
+        queues: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queues", b"queues"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubscribeQueuesRequest: _TypeAlias = SubscribeQueuesRequest  # noqa: Y015
+
+@_typing.final
+class SubscribeQueuesResponse(_message.Message):
+    """One message of a SubscribeQueues stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    """The queue of the event."""
+    @_builtins.property
+    def event(self) -> Global___JobEvent:
+        """The event, as Subscribe sends it (its cursor resumes a Subscribe of that queue)."""
+
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+        event: Global___JobEvent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "queue", b"queue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubscribeQueuesResponse: _TypeAlias = SubscribeQueuesResponse  # noqa: Y015

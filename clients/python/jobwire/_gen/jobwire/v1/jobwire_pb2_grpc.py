@@ -150,6 +150,36 @@ class QueueServiceStub:
                 request_serializer=jobwire_dot_v1_dot_jobwire__pb2.ListWorkersRequest.SerializeToString,
                 response_deserializer=jobwire_dot_v1_dot_jobwire__pb2.ListWorkersResponse.FromString,
                 _registered_method=True)
+        self.RetryJobs = channel.unary_unary(
+                '/jobwire.v1.QueueService/RetryJobs',
+                request_serializer=jobwire_dot_v1_dot_jobwire__pb2.RetryJobsRequest.SerializeToString,
+                response_deserializer=jobwire_dot_v1_dot_jobwire__pb2.RetryJobsResponse.FromString,
+                _registered_method=True)
+        self.CancelJobs = channel.unary_unary(
+                '/jobwire.v1.QueueService/CancelJobs',
+                request_serializer=jobwire_dot_v1_dot_jobwire__pb2.CancelJobsRequest.SerializeToString,
+                response_deserializer=jobwire_dot_v1_dot_jobwire__pb2.CancelJobsResponse.FromString,
+                _registered_method=True)
+        self.DeleteJobs = channel.unary_unary(
+                '/jobwire.v1.QueueService/DeleteJobs',
+                request_serializer=jobwire_dot_v1_dot_jobwire__pb2.DeleteJobsRequest.SerializeToString,
+                response_deserializer=jobwire_dot_v1_dot_jobwire__pb2.DeleteJobsResponse.FromString,
+                _registered_method=True)
+        self.ListDeadJobGroups = channel.unary_unary(
+                '/jobwire.v1.QueueService/ListDeadJobGroups',
+                request_serializer=jobwire_dot_v1_dot_jobwire__pb2.ListDeadJobGroupsRequest.SerializeToString,
+                response_deserializer=jobwire_dot_v1_dot_jobwire__pb2.ListDeadJobGroupsResponse.FromString,
+                _registered_method=True)
+        self.GetQueueActivity = channel.unary_unary(
+                '/jobwire.v1.QueueService/GetQueueActivity',
+                request_serializer=jobwire_dot_v1_dot_jobwire__pb2.GetQueueActivityRequest.SerializeToString,
+                response_deserializer=jobwire_dot_v1_dot_jobwire__pb2.GetQueueActivityResponse.FromString,
+                _registered_method=True)
+        self.SubscribeQueues = channel.unary_stream(
+                '/jobwire.v1.QueueService/SubscribeQueues',
+                request_serializer=jobwire_dot_v1_dot_jobwire__pb2.SubscribeQueuesRequest.SerializeToString,
+                response_deserializer=jobwire_dot_v1_dot_jobwire__pb2.SubscribeQueuesResponse.FromString,
+                _registered_method=True)
 
 
 class QueueServiceServicer:
@@ -357,6 +387,57 @@ class QueueServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RetryJobs(self, request, context):
+        """Moves dead jobs back to waiting, attempts reset (as RetryJob): the listed ones, or every dead
+        job of a queue matching a filter. Jobs that are not dead are skipped, not refused.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelJobs(self, request, context):
+        """Cancels jobs (as CancelJob): the listed ones, or every job of a queue's listing matching a
+        filter. Finished jobs are skipped.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteJobs(self, request, context):
+        """Deletes jobs that are not active (as DeleteJob): the listed ones, or every job of a queue's
+        listing matching a filter. Active jobs are skipped.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeadJobGroups(self, request, context):
+        """A queue's dead jobs grouped by their error (see DeadJobGroup.group), largest group first:
+        what a "retry all of this group" acts on, with JobFilter.error_group.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetQueueActivity(self, request, context):
+        """Jobs added, completed and failed per minute over the last hour, per queue. Counted in Redis
+        by the same function call as each transition, so every instance's work is in it and nothing
+        is counted twice; kept for 60 minutes (about 5 KiB per active queue).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubscribeQueues(self, request, context):
+        """Every event of several queues, live, from the next event on, on one stream (where a
+        dashboard would otherwise hold one Subscribe per queue). No cursor: to resume without a gap,
+        Subscribe to each queue with the cursor of its last event. Each queue followed holds one
+        Redis connection on the instance (shared by every follower of that queue there).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueueServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -474,6 +555,36 @@ def add_QueueServiceServicer_to_server(servicer, server):
                     servicer.ListWorkers,
                     request_deserializer=jobwire_dot_v1_dot_jobwire__pb2.ListWorkersRequest.FromString,
                     response_serializer=jobwire_dot_v1_dot_jobwire__pb2.ListWorkersResponse.SerializeToString,
+            ),
+            'RetryJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryJobs,
+                    request_deserializer=jobwire_dot_v1_dot_jobwire__pb2.RetryJobsRequest.FromString,
+                    response_serializer=jobwire_dot_v1_dot_jobwire__pb2.RetryJobsResponse.SerializeToString,
+            ),
+            'CancelJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelJobs,
+                    request_deserializer=jobwire_dot_v1_dot_jobwire__pb2.CancelJobsRequest.FromString,
+                    response_serializer=jobwire_dot_v1_dot_jobwire__pb2.CancelJobsResponse.SerializeToString,
+            ),
+            'DeleteJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteJobs,
+                    request_deserializer=jobwire_dot_v1_dot_jobwire__pb2.DeleteJobsRequest.FromString,
+                    response_serializer=jobwire_dot_v1_dot_jobwire__pb2.DeleteJobsResponse.SerializeToString,
+            ),
+            'ListDeadJobGroups': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadJobGroups,
+                    request_deserializer=jobwire_dot_v1_dot_jobwire__pb2.ListDeadJobGroupsRequest.FromString,
+                    response_serializer=jobwire_dot_v1_dot_jobwire__pb2.ListDeadJobGroupsResponse.SerializeToString,
+            ),
+            'GetQueueActivity': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQueueActivity,
+                    request_deserializer=jobwire_dot_v1_dot_jobwire__pb2.GetQueueActivityRequest.FromString,
+                    response_serializer=jobwire_dot_v1_dot_jobwire__pb2.GetQueueActivityResponse.SerializeToString,
+            ),
+            'SubscribeQueues': grpc.unary_stream_rpc_method_handler(
+                    servicer.SubscribeQueues,
+                    request_deserializer=jobwire_dot_v1_dot_jobwire__pb2.SubscribeQueuesRequest.FromString,
+                    response_serializer=jobwire_dot_v1_dot_jobwire__pb2.SubscribeQueuesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1098,6 +1209,168 @@ class QueueService:
             '/jobwire.v1.QueueService/ListWorkers',
             jobwire_dot_v1_dot_jobwire__pb2.ListWorkersRequest.SerializeToString,
             jobwire_dot_v1_dot_jobwire__pb2.ListWorkersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobwire.v1.QueueService/RetryJobs',
+            jobwire_dot_v1_dot_jobwire__pb2.RetryJobsRequest.SerializeToString,
+            jobwire_dot_v1_dot_jobwire__pb2.RetryJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobwire.v1.QueueService/CancelJobs',
+            jobwire_dot_v1_dot_jobwire__pb2.CancelJobsRequest.SerializeToString,
+            jobwire_dot_v1_dot_jobwire__pb2.CancelJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobwire.v1.QueueService/DeleteJobs',
+            jobwire_dot_v1_dot_jobwire__pb2.DeleteJobsRequest.SerializeToString,
+            jobwire_dot_v1_dot_jobwire__pb2.DeleteJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeadJobGroups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobwire.v1.QueueService/ListDeadJobGroups',
+            jobwire_dot_v1_dot_jobwire__pb2.ListDeadJobGroupsRequest.SerializeToString,
+            jobwire_dot_v1_dot_jobwire__pb2.ListDeadJobGroupsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQueueActivity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobwire.v1.QueueService/GetQueueActivity',
+            jobwire_dot_v1_dot_jobwire__pb2.GetQueueActivityRequest.SerializeToString,
+            jobwire_dot_v1_dot_jobwire__pb2.GetQueueActivityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubscribeQueues(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/jobwire.v1.QueueService/SubscribeQueues',
+            jobwire_dot_v1_dot_jobwire__pb2.SubscribeQueuesRequest.SerializeToString,
+            jobwire_dot_v1_dot_jobwire__pb2.SubscribeQueuesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -165,6 +165,33 @@ class QueueServiceStub:
     """Worker streams connected to any instance (refreshed every second or so); with a scoped
     token, only the workers serving a queue in scope, each with the queues in scope.
     """
+    RetryJobs: _grpc.UnaryUnaryMultiCallable[_jobwire_pb2.RetryJobsRequest, _jobwire_pb2.RetryJobsResponse]
+    """Moves dead jobs back to waiting, attempts reset (as RetryJob): the listed ones, or every dead
+    job of a queue matching a filter. Jobs that are not dead are skipped, not refused.
+    """
+    CancelJobs: _grpc.UnaryUnaryMultiCallable[_jobwire_pb2.CancelJobsRequest, _jobwire_pb2.CancelJobsResponse]
+    """Cancels jobs (as CancelJob): the listed ones, or every job of a queue's listing matching a
+    filter. Finished jobs are skipped.
+    """
+    DeleteJobs: _grpc.UnaryUnaryMultiCallable[_jobwire_pb2.DeleteJobsRequest, _jobwire_pb2.DeleteJobsResponse]
+    """Deletes jobs that are not active (as DeleteJob): the listed ones, or every job of a queue's
+    listing matching a filter. Active jobs are skipped.
+    """
+    ListDeadJobGroups: _grpc.UnaryUnaryMultiCallable[_jobwire_pb2.ListDeadJobGroupsRequest, _jobwire_pb2.ListDeadJobGroupsResponse]
+    """A queue's dead jobs grouped by their error (see DeadJobGroup.group), largest group first:
+    what a "retry all of this group" acts on, with JobFilter.error_group.
+    """
+    GetQueueActivity: _grpc.UnaryUnaryMultiCallable[_jobwire_pb2.GetQueueActivityRequest, _jobwire_pb2.GetQueueActivityResponse]
+    """Jobs added, completed and failed per minute over the last hour, per queue. Counted in Redis
+    by the same function call as each transition, so every instance's work is in it and nothing
+    is counted twice; kept for 60 minutes (about 5 KiB per active queue).
+    """
+    SubscribeQueues: _grpc.UnaryStreamMultiCallable[_jobwire_pb2.SubscribeQueuesRequest, _jobwire_pb2.SubscribeQueuesResponse]
+    """Every event of several queues, live, from the next event on, on one stream (where a
+    dashboard would otherwise hold one Subscribe per queue). No cursor: to resume without a gap,
+    Subscribe to each queue with the cursor of its last event. Each queue followed holds one
+    Redis connection on the instance (shared by every follower of that queue there).
+    """
 
 @_typing.type_check_only
 class QueueServiceAsyncStub(QueueServiceStub):
@@ -270,6 +297,33 @@ class QueueServiceAsyncStub(QueueServiceStub):
     ListWorkers: _aio.UnaryUnaryMultiCallable[_jobwire_pb2.ListWorkersRequest, _jobwire_pb2.ListWorkersResponse]  # type: ignore[assignment]
     """Worker streams connected to any instance (refreshed every second or so); with a scoped
     token, only the workers serving a queue in scope, each with the queues in scope.
+    """
+    RetryJobs: _aio.UnaryUnaryMultiCallable[_jobwire_pb2.RetryJobsRequest, _jobwire_pb2.RetryJobsResponse]  # type: ignore[assignment]
+    """Moves dead jobs back to waiting, attempts reset (as RetryJob): the listed ones, or every dead
+    job of a queue matching a filter. Jobs that are not dead are skipped, not refused.
+    """
+    CancelJobs: _aio.UnaryUnaryMultiCallable[_jobwire_pb2.CancelJobsRequest, _jobwire_pb2.CancelJobsResponse]  # type: ignore[assignment]
+    """Cancels jobs (as CancelJob): the listed ones, or every job of a queue's listing matching a
+    filter. Finished jobs are skipped.
+    """
+    DeleteJobs: _aio.UnaryUnaryMultiCallable[_jobwire_pb2.DeleteJobsRequest, _jobwire_pb2.DeleteJobsResponse]  # type: ignore[assignment]
+    """Deletes jobs that are not active (as DeleteJob): the listed ones, or every job of a queue's
+    listing matching a filter. Active jobs are skipped.
+    """
+    ListDeadJobGroups: _aio.UnaryUnaryMultiCallable[_jobwire_pb2.ListDeadJobGroupsRequest, _jobwire_pb2.ListDeadJobGroupsResponse]  # type: ignore[assignment]
+    """A queue's dead jobs grouped by their error (see DeadJobGroup.group), largest group first:
+    what a "retry all of this group" acts on, with JobFilter.error_group.
+    """
+    GetQueueActivity: _aio.UnaryUnaryMultiCallable[_jobwire_pb2.GetQueueActivityRequest, _jobwire_pb2.GetQueueActivityResponse]  # type: ignore[assignment]
+    """Jobs added, completed and failed per minute over the last hour, per queue. Counted in Redis
+    by the same function call as each transition, so every instance's work is in it and nothing
+    is counted twice; kept for 60 minutes (about 5 KiB per active queue).
+    """
+    SubscribeQueues: _aio.UnaryStreamMultiCallable[_jobwire_pb2.SubscribeQueuesRequest, _jobwire_pb2.SubscribeQueuesResponse]  # type: ignore[assignment]
+    """Every event of several queues, live, from the next event on, on one stream (where a
+    dashboard would otherwise hold one Subscribe per queue). No cursor: to resume without a gap,
+    Subscribe to each queue with the cursor of its last event. Each queue followed holds one
+    Redis connection on the instance (shared by every follower of that queue there).
     """
 
 class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -511,6 +565,69 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_jobwire_pb2.ListWorkersResponse, _abc.Awaitable[_jobwire_pb2.ListWorkersResponse]]:
         """Worker streams connected to any instance (refreshed every second or so); with a scoped
         token, only the workers serving a queue in scope, each with the queues in scope.
+        """
+
+    @_abc_1.abstractmethod
+    def RetryJobs(
+        self,
+        request: _jobwire_pb2.RetryJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobwire_pb2.RetryJobsResponse, _abc.Awaitable[_jobwire_pb2.RetryJobsResponse]]:
+        """Moves dead jobs back to waiting, attempts reset (as RetryJob): the listed ones, or every dead
+        job of a queue matching a filter. Jobs that are not dead are skipped, not refused.
+        """
+
+    @_abc_1.abstractmethod
+    def CancelJobs(
+        self,
+        request: _jobwire_pb2.CancelJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobwire_pb2.CancelJobsResponse, _abc.Awaitable[_jobwire_pb2.CancelJobsResponse]]:
+        """Cancels jobs (as CancelJob): the listed ones, or every job of a queue's listing matching a
+        filter. Finished jobs are skipped.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteJobs(
+        self,
+        request: _jobwire_pb2.DeleteJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobwire_pb2.DeleteJobsResponse, _abc.Awaitable[_jobwire_pb2.DeleteJobsResponse]]:
+        """Deletes jobs that are not active (as DeleteJob): the listed ones, or every job of a queue's
+        listing matching a filter. Active jobs are skipped.
+        """
+
+    @_abc_1.abstractmethod
+    def ListDeadJobGroups(
+        self,
+        request: _jobwire_pb2.ListDeadJobGroupsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobwire_pb2.ListDeadJobGroupsResponse, _abc.Awaitable[_jobwire_pb2.ListDeadJobGroupsResponse]]:
+        """A queue's dead jobs grouped by their error (see DeadJobGroup.group), largest group first:
+        what a "retry all of this group" acts on, with JobFilter.error_group.
+        """
+
+    @_abc_1.abstractmethod
+    def GetQueueActivity(
+        self,
+        request: _jobwire_pb2.GetQueueActivityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobwire_pb2.GetQueueActivityResponse, _abc.Awaitable[_jobwire_pb2.GetQueueActivityResponse]]:
+        """Jobs added, completed and failed per minute over the last hour, per queue. Counted in Redis
+        by the same function call as each transition, so every instance's work is in it and nothing
+        is counted twice; kept for 60 minutes (about 5 KiB per active queue).
+        """
+
+    @_abc_1.abstractmethod
+    def SubscribeQueues(
+        self,
+        request: _jobwire_pb2.SubscribeQueuesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_jobwire_pb2.SubscribeQueuesResponse], _abc.AsyncIterator[_jobwire_pb2.SubscribeQueuesResponse]]:
+        """Every event of several queues, live, from the next event on, on one stream (where a
+        dashboard would otherwise hold one Subscribe per queue). No cursor: to resume without a gap,
+        Subscribe to each queue with the cursor of its last event. Each queue followed holds one
+        Redis connection on the instance (shared by every follower of that queue there).
         """
 
 def add_QueueServiceServicer_to_server(servicer: QueueServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

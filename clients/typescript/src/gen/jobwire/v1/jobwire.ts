@@ -668,6 +668,8 @@ export interface JobInfo {
    * results.
    */
   progress: Buffer;
+  /** For an active job: the worker stream holding it (WorkerInfo.stream_id); empty otherwise. */
+  workerStream: string;
 }
 
 export interface JobInfo_HeadersEntry {
@@ -864,6 +866,38 @@ export interface ListJobsRequest {
   pageSize: number;
   /** From a previous response's next_page_token; empty for the first page. */
   pageToken: string;
+  /**
+   * Only the jobs matching this; unset: every job of the state. With a filter, one call examines
+   * at most 10,000 jobs of the listing, so a page may hold fewer than page_size jobs (even none)
+   * and still have a next_page_token. Records are read whole: a filter over jobs with large
+   * payloads reads those payloads.
+   */
+  filter: JobFilter | undefined;
+}
+
+/**
+ * Conditions a job must meet to be listed or acted on. Unset fields match every job; every field
+ * set must match. Text fields: at most 256 bytes each.
+ */
+export interface JobFilter {
+  /** Exactly this handler name. */
+  type: string;
+  /** Text the job's id contains, ignoring case (a part of its ULID, say). */
+  idContains: string;
+  /** Text the job's last error contains, ignoring case. */
+  errorContains: string;
+  /** The group of the job's last error is exactly this (see DeadJobGroup.group). */
+  errorGroup: string;
+  /** Added at or after this time. */
+  createdAfter:
+    | Date
+    | undefined;
+  /** Added before this time. */
+  createdBefore:
+    | Date
+    | undefined;
+  /** Of this session (`<queue>/<name>`). */
+  sessionId: string;
 }
 
 export interface ListJobsResponse {
@@ -941,7 +975,11 @@ export interface WorkerInfo {
   /** Jobs it holds now. */
   inFlight: number;
   /** When the stream opened. */
-  connectedAt: Date | undefined;
+  connectedAt:
+    | Date
+    | undefined;
+  /** The stream's id, `<instance>.<number>`: JobInfo.worker_stream of the jobs it holds. */
+  streamId: string;
 }
 
 export interface WorkerInfo_LabelsEntry {
@@ -1055,6 +1093,168 @@ export interface ListSessionsResponse {
   sessions: Session[];
   /** Pass it to get the next page; empty on the last page. */
   nextPageToken: string;
+}
+
+/** The jobs a bulk action (RetryJobs, CancelJobs, DeleteJobs) applies to. */
+export interface JobSelection {
+  /** Exactly one. */
+  selection:
+    | //
+    /** These jobs. */
+    { $case: "ids"; value: JobIdList }
+    | //
+    /** Every job of one listing of a queue that matches a filter. */
+    { $case: "query"; value: JobQuery }
+    | undefined;
+}
+
+/** Jobs named one by one. */
+export interface JobIdList {
+  /** 1 to 1,000 job ids, of any queues. */
+  jobIds: string[];
+}
+
+/** The jobs of a listing (as ListJobs: a queue, a state, a filter). */
+export interface JobQuery {
+  /** The queue. */
+  queue: string;
+  /** The listing, as ListJobsRequest.state. */
+  state: JobState;
+  /** Only the jobs matching this; unset: every job of the listing. */
+  filter: JobFilter | undefined;
+}
+
+/** What a bulk action did. */
+export interface BulkOutcome {
+  /** Jobs it was applied to. */
+  applied: number;
+  /**
+   * Jobs selected that it does not apply to (not dead for a retry, finished for a cancel, active
+   * for a delete), or that were gone by the time it reached them.
+   */
+  skipped: number;
+  /**
+   * For a query: the action stopped at its limits (10,000 jobs matched, or 100,000 examined)
+   * before the end of the listing; call again for the rest. Jobs that move while the call runs
+   * may be missed by it: the walk goes through the listing in its order, a page at a time.
+   */
+  more: boolean;
+}
+
+export interface RetryJobsRequest {
+  /** The jobs; for a query, its state must be DEAD. */
+  selection: JobSelection | undefined;
+}
+
+export interface RetryJobsResponse {
+  /** What it did. */
+  outcome: BulkOutcome | undefined;
+}
+
+export interface CancelJobsRequest {
+  /** The jobs; for a query, its state is WAITING, DELAYED or ACTIVE. */
+  selection: JobSelection | undefined;
+}
+
+export interface CancelJobsResponse {
+  /** What it did. */
+  outcome: BulkOutcome | undefined;
+}
+
+export interface DeleteJobsRequest {
+  /** The jobs; for a query, any state but ACTIVE. */
+  selection: JobSelection | undefined;
+}
+
+export interface DeleteJobsResponse {
+  /** What it did. */
+  outcome: BulkOutcome | undefined;
+}
+
+export interface ListDeadJobGroupsRequest {
+  /** The queue. */
+  queue: string;
+}
+
+export interface ListDeadJobGroupsResponse {
+  /** The groups, largest first (then by newest job): the 500 largest at most. */
+  groups: DeadJobGroup[];
+  /** Dead jobs examined: the newest 10,000 at most. */
+  examined: number;
+  /** False when the queue holds more dead jobs than were examined. */
+  complete: boolean;
+}
+
+/** Dead jobs whose errors look alike. */
+export interface DeadJobGroup {
+  /**
+   * The group's key: the error's first line with every run of digits replaced by `#`, cut to
+   * 200 characters ("" for jobs without an error). Pass it as JobFilter.error_group.
+   */
+  group: string;
+  /** Dead jobs in the group. */
+  count: number;
+  /** The whole last error of the group's newest job (cut to 4 KiB). */
+  example: string;
+  /** The group's newest job. */
+  newestJobId: string;
+  /** When its newest job died. */
+  newestAt:
+    | Date
+    | undefined;
+  /** When its oldest job died. */
+  oldestAt: Date | undefined;
+}
+
+export interface GetQueueActivityRequest {
+  /** The queues, 1 to 100. */
+  queues: string[];
+}
+
+export interface GetQueueActivityResponse {
+  /** One per requested queue, in request order. */
+  queues: QueueActivity[];
+}
+
+/** One queue's last hour. */
+export interface QueueActivity {
+  /** The queue. */
+  queue: string;
+  /**
+   * The last 60 whole minutes and the current one (last, still counting), oldest first; minutes
+   * without activity are there with zeros. Minutes are of the Redis server's clock.
+   */
+  minutes: ActivityMinute[];
+}
+
+/** What one queue did in one minute. */
+export interface ActivityMinute {
+  /** The minute's start. */
+  start:
+    | Date
+    | undefined;
+  /** Jobs added (idempotent repeats not counted). */
+  added: number;
+  /** Jobs completed. */
+  completed: number;
+  /**
+   * Attempts that failed: reported by FailJob, timed out, or lost too often (each retry and each
+   * death counts once).
+   */
+  failed: number;
+}
+
+export interface SubscribeQueuesRequest {
+  /** The queues, 1 to 100. */
+  queues: string[];
+}
+
+/** One message of a SubscribeQueues stream. */
+export interface SubscribeQueuesResponse {
+  /** The queue of the event. */
+  queue: string;
+  /** The event, as Subscribe sends it (its cursor resumes a Subscribe of that queue). */
+  event: JobEvent | undefined;
 }
 
 function createBaseBackoff(): Backoff {
@@ -4116,6 +4316,7 @@ function createBaseJobInfo(): JobInfo {
     idempotencyKey: "",
     sessionId: "",
     progress: Buffer.alloc(0),
+    workerStream: "",
   };
 }
 
@@ -4177,6 +4378,9 @@ export const JobInfo: MessageFns<JobInfo> = {
     }
     if (message.progress.length !== 0) {
       writer.uint32(154).bytes(message.progress);
+    }
+    if (message.workerStream !== "") {
+      writer.uint32(162).string(message.workerStream);
     }
     return writer;
   },
@@ -4349,6 +4553,14 @@ export const JobInfo: MessageFns<JobInfo> = {
             message.progress = Buffer.from(reader.bytes());
             continue;
           }
+          case 20: {
+            if (tag !== 162) {
+              break;
+            }
+
+            message.workerStream = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4393,6 +4605,7 @@ export const JobInfo: MessageFns<JobInfo> = {
     message.idempotencyKey = object.idempotencyKey ?? "";
     message.sessionId = object.sessionId ?? "";
     message.progress = object.progress ?? Buffer.alloc(0);
+    message.workerStream = object.workerStream ?? "";
     return message;
   },
 };
@@ -5849,7 +6062,7 @@ export const ResumeQueueResponse: MessageFns<ResumeQueueResponse> = {
 };
 
 function createBaseListJobsRequest(): ListJobsRequest {
-  return { queue: "", state: 0, pageSize: 0, pageToken: "" };
+  return { queue: "", state: 0, pageSize: 0, pageToken: "", filter: undefined };
 }
 
 export const ListJobsRequest: MessageFns<ListJobsRequest> = {
@@ -5865,6 +6078,9 @@ export const ListJobsRequest: MessageFns<ListJobsRequest> = {
     }
     if (message.pageToken !== "") {
       writer.uint32(34).string(message.pageToken);
+    }
+    if (message.filter !== undefined) {
+      JobFilter.encode(message.filter, writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -5914,6 +6130,14 @@ export const ListJobsRequest: MessageFns<ListJobsRequest> = {
             message.pageToken = reader.string();
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.filter = JobFilter.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -5935,6 +6159,144 @@ export const ListJobsRequest: MessageFns<ListJobsRequest> = {
     message.state = object.state ?? 0;
     message.pageSize = object.pageSize ?? 0;
     message.pageToken = object.pageToken ?? "";
+    message.filter = (object.filter !== undefined && object.filter !== null)
+      ? JobFilter.fromPartial(object.filter)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseJobFilter(): JobFilter {
+  return {
+    type: "",
+    idContains: "",
+    errorContains: "",
+    errorGroup: "",
+    createdAfter: undefined,
+    createdBefore: undefined,
+    sessionId: "",
+  };
+}
+
+export const JobFilter: MessageFns<JobFilter> = {
+  encode(message: JobFilter, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.type !== "") {
+      writer.uint32(10).string(message.type);
+    }
+    if (message.idContains !== "") {
+      writer.uint32(18).string(message.idContains);
+    }
+    if (message.errorContains !== "") {
+      writer.uint32(26).string(message.errorContains);
+    }
+    if (message.errorGroup !== "") {
+      writer.uint32(34).string(message.errorGroup);
+    }
+    if (message.createdAfter !== undefined) {
+      Timestamp.encode(toTimestamp(message.createdAfter), writer.uint32(42).fork()).join();
+    }
+    if (message.createdBefore !== undefined) {
+      Timestamp.encode(toTimestamp(message.createdBefore), writer.uint32(50).fork()).join();
+    }
+    if (message.sessionId !== "") {
+      writer.uint32(58).string(message.sessionId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): JobFilter {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseJobFilter();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.type = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.idContains = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.errorContains = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.errorGroup = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.createdAfter = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.createdBefore = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<JobFilter>, I>>(base?: I): JobFilter {
+    return JobFilter.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<JobFilter>, I>>(object: I): JobFilter {
+    const message = createBaseJobFilter();
+    message.type = object.type ?? "";
+    message.idContains = object.idContains ?? "";
+    message.errorContains = object.errorContains ?? "";
+    message.errorGroup = object.errorGroup ?? "";
+    message.createdAfter = object.createdAfter ?? undefined;
+    message.createdBefore = object.createdBefore ?? undefined;
+    message.sessionId = object.sessionId ?? "";
     return message;
   },
 };
@@ -6571,7 +6933,16 @@ export const ListWorkersResponse: MessageFns<ListWorkersResponse> = {
 };
 
 function createBaseWorkerInfo(): WorkerInfo {
-  return { instance: "", workerId: "", labels: {}, queues: [], maxInFlight: 0, inFlight: 0, connectedAt: undefined };
+  return {
+    instance: "",
+    workerId: "",
+    labels: {},
+    queues: [],
+    maxInFlight: 0,
+    inFlight: 0,
+    connectedAt: undefined,
+    streamId: "",
+  };
 }
 
 export const WorkerInfo: MessageFns<WorkerInfo> = {
@@ -6596,6 +6967,9 @@ export const WorkerInfo: MessageFns<WorkerInfo> = {
     }
     if (message.connectedAt !== undefined) {
       Timestamp.encode(toTimestamp(message.connectedAt), writer.uint32(58).fork()).join();
+    }
+    if (message.streamId !== "") {
+      writer.uint32(66).string(message.streamId);
     }
     return writer;
   },
@@ -6672,6 +7046,14 @@ export const WorkerInfo: MessageFns<WorkerInfo> = {
             message.connectedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.streamId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -6704,6 +7086,7 @@ export const WorkerInfo: MessageFns<WorkerInfo> = {
     message.maxInFlight = object.maxInFlight ?? 0;
     message.inFlight = object.inFlight ?? 0;
     message.connectedAt = object.connectedAt ?? undefined;
+    message.streamId = object.streamId ?? "";
     return message;
   },
 };
@@ -7625,6 +8008,1285 @@ export const ListSessionsResponse: MessageFns<ListSessionsResponse> = {
   },
 };
 
+function createBaseJobSelection(): JobSelection {
+  return { selection: undefined };
+}
+
+export const JobSelection: MessageFns<JobSelection> = {
+  encode(message: JobSelection, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.selection?.$case) {
+      case "ids":
+        JobIdList.encode(message.selection.value, writer.uint32(10).fork()).join();
+        break;
+      case "query":
+        JobQuery.encode(message.selection.value, writer.uint32(18).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): JobSelection {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseJobSelection();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.selection = { $case: "ids", value: JobIdList.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.selection = { $case: "query", value: JobQuery.decode(reader, reader.uint32()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<JobSelection>, I>>(base?: I): JobSelection {
+    return JobSelection.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<JobSelection>, I>>(object: I): JobSelection {
+    const message = createBaseJobSelection();
+    switch (object.selection?.$case) {
+      case "ids": {
+        if (object.selection?.value !== undefined && object.selection?.value !== null) {
+          message.selection = { $case: "ids", value: JobIdList.fromPartial(object.selection.value) };
+        }
+        break;
+      }
+      case "query": {
+        if (object.selection?.value !== undefined && object.selection?.value !== null) {
+          message.selection = { $case: "query", value: JobQuery.fromPartial(object.selection.value) };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseJobIdList(): JobIdList {
+  return { jobIds: [] };
+}
+
+export const JobIdList: MessageFns<JobIdList> = {
+  encode(message: JobIdList, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.jobIds) {
+      writer.uint32(10).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): JobIdList {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseJobIdList();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.jobIds.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<JobIdList>, I>>(base?: I): JobIdList {
+    return JobIdList.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<JobIdList>, I>>(object: I): JobIdList {
+    const message = createBaseJobIdList();
+    message.jobIds = object.jobIds?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseJobQuery(): JobQuery {
+  return { queue: "", state: 0, filter: undefined };
+}
+
+export const JobQuery: MessageFns<JobQuery> = {
+  encode(message: JobQuery, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.queue !== "") {
+      writer.uint32(10).string(message.queue);
+    }
+    if (message.state !== 0) {
+      writer.uint32(16).int32(message.state);
+    }
+    if (message.filter !== undefined) {
+      JobFilter.encode(message.filter, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): JobQuery {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseJobQuery();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.queue = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.state = reader.int32() as any;
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.filter = JobFilter.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<JobQuery>, I>>(base?: I): JobQuery {
+    return JobQuery.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<JobQuery>, I>>(object: I): JobQuery {
+    const message = createBaseJobQuery();
+    message.queue = object.queue ?? "";
+    message.state = object.state ?? 0;
+    message.filter = (object.filter !== undefined && object.filter !== null)
+      ? JobFilter.fromPartial(object.filter)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseBulkOutcome(): BulkOutcome {
+  return { applied: 0, skipped: 0, more: false };
+}
+
+export const BulkOutcome: MessageFns<BulkOutcome> = {
+  encode(message: BulkOutcome, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.applied !== 0) {
+      writer.uint32(8).uint64(message.applied);
+    }
+    if (message.skipped !== 0) {
+      writer.uint32(16).uint64(message.skipped);
+    }
+    if (message.more !== false) {
+      writer.uint32(24).bool(message.more);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BulkOutcome {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBulkOutcome();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.applied = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.skipped = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.more = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<BulkOutcome>, I>>(base?: I): BulkOutcome {
+    return BulkOutcome.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<BulkOutcome>, I>>(object: I): BulkOutcome {
+    const message = createBaseBulkOutcome();
+    message.applied = object.applied ?? 0;
+    message.skipped = object.skipped ?? 0;
+    message.more = object.more ?? false;
+    return message;
+  },
+};
+
+function createBaseRetryJobsRequest(): RetryJobsRequest {
+  return { selection: undefined };
+}
+
+export const RetryJobsRequest: MessageFns<RetryJobsRequest> = {
+  encode(message: RetryJobsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.selection !== undefined) {
+      JobSelection.encode(message.selection, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RetryJobsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRetryJobsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.selection = JobSelection.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<RetryJobsRequest>, I>>(base?: I): RetryJobsRequest {
+    return RetryJobsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RetryJobsRequest>, I>>(object: I): RetryJobsRequest {
+    const message = createBaseRetryJobsRequest();
+    message.selection = (object.selection !== undefined && object.selection !== null)
+      ? JobSelection.fromPartial(object.selection)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseRetryJobsResponse(): RetryJobsResponse {
+  return { outcome: undefined };
+}
+
+export const RetryJobsResponse: MessageFns<RetryJobsResponse> = {
+  encode(message: RetryJobsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.outcome !== undefined) {
+      BulkOutcome.encode(message.outcome, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RetryJobsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRetryJobsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.outcome = BulkOutcome.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<RetryJobsResponse>, I>>(base?: I): RetryJobsResponse {
+    return RetryJobsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RetryJobsResponse>, I>>(object: I): RetryJobsResponse {
+    const message = createBaseRetryJobsResponse();
+    message.outcome = (object.outcome !== undefined && object.outcome !== null)
+      ? BulkOutcome.fromPartial(object.outcome)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseCancelJobsRequest(): CancelJobsRequest {
+  return { selection: undefined };
+}
+
+export const CancelJobsRequest: MessageFns<CancelJobsRequest> = {
+  encode(message: CancelJobsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.selection !== undefined) {
+      JobSelection.encode(message.selection, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CancelJobsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCancelJobsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.selection = JobSelection.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<CancelJobsRequest>, I>>(base?: I): CancelJobsRequest {
+    return CancelJobsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CancelJobsRequest>, I>>(object: I): CancelJobsRequest {
+    const message = createBaseCancelJobsRequest();
+    message.selection = (object.selection !== undefined && object.selection !== null)
+      ? JobSelection.fromPartial(object.selection)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseCancelJobsResponse(): CancelJobsResponse {
+  return { outcome: undefined };
+}
+
+export const CancelJobsResponse: MessageFns<CancelJobsResponse> = {
+  encode(message: CancelJobsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.outcome !== undefined) {
+      BulkOutcome.encode(message.outcome, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CancelJobsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCancelJobsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.outcome = BulkOutcome.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<CancelJobsResponse>, I>>(base?: I): CancelJobsResponse {
+    return CancelJobsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CancelJobsResponse>, I>>(object: I): CancelJobsResponse {
+    const message = createBaseCancelJobsResponse();
+    message.outcome = (object.outcome !== undefined && object.outcome !== null)
+      ? BulkOutcome.fromPartial(object.outcome)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseDeleteJobsRequest(): DeleteJobsRequest {
+  return { selection: undefined };
+}
+
+export const DeleteJobsRequest: MessageFns<DeleteJobsRequest> = {
+  encode(message: DeleteJobsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.selection !== undefined) {
+      JobSelection.encode(message.selection, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteJobsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteJobsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.selection = JobSelection.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<DeleteJobsRequest>, I>>(base?: I): DeleteJobsRequest {
+    return DeleteJobsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeleteJobsRequest>, I>>(object: I): DeleteJobsRequest {
+    const message = createBaseDeleteJobsRequest();
+    message.selection = (object.selection !== undefined && object.selection !== null)
+      ? JobSelection.fromPartial(object.selection)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseDeleteJobsResponse(): DeleteJobsResponse {
+  return { outcome: undefined };
+}
+
+export const DeleteJobsResponse: MessageFns<DeleteJobsResponse> = {
+  encode(message: DeleteJobsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.outcome !== undefined) {
+      BulkOutcome.encode(message.outcome, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteJobsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteJobsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.outcome = BulkOutcome.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<DeleteJobsResponse>, I>>(base?: I): DeleteJobsResponse {
+    return DeleteJobsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeleteJobsResponse>, I>>(object: I): DeleteJobsResponse {
+    const message = createBaseDeleteJobsResponse();
+    message.outcome = (object.outcome !== undefined && object.outcome !== null)
+      ? BulkOutcome.fromPartial(object.outcome)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseListDeadJobGroupsRequest(): ListDeadJobGroupsRequest {
+  return { queue: "" };
+}
+
+export const ListDeadJobGroupsRequest: MessageFns<ListDeadJobGroupsRequest> = {
+  encode(message: ListDeadJobGroupsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.queue !== "") {
+      writer.uint32(10).string(message.queue);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListDeadJobGroupsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListDeadJobGroupsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.queue = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ListDeadJobGroupsRequest>, I>>(base?: I): ListDeadJobGroupsRequest {
+    return ListDeadJobGroupsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListDeadJobGroupsRequest>, I>>(object: I): ListDeadJobGroupsRequest {
+    const message = createBaseListDeadJobGroupsRequest();
+    message.queue = object.queue ?? "";
+    return message;
+  },
+};
+
+function createBaseListDeadJobGroupsResponse(): ListDeadJobGroupsResponse {
+  return { groups: [], examined: 0, complete: false };
+}
+
+export const ListDeadJobGroupsResponse: MessageFns<ListDeadJobGroupsResponse> = {
+  encode(message: ListDeadJobGroupsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.groups) {
+      DeadJobGroup.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.examined !== 0) {
+      writer.uint32(16).uint64(message.examined);
+    }
+    if (message.complete !== false) {
+      writer.uint32(24).bool(message.complete);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListDeadJobGroupsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListDeadJobGroupsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.groups.push(DeadJobGroup.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.examined = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.complete = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ListDeadJobGroupsResponse>, I>>(base?: I): ListDeadJobGroupsResponse {
+    return ListDeadJobGroupsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListDeadJobGroupsResponse>, I>>(object: I): ListDeadJobGroupsResponse {
+    const message = createBaseListDeadJobGroupsResponse();
+    message.groups = object.groups?.map((e) => DeadJobGroup.fromPartial(e)) || [];
+    message.examined = object.examined ?? 0;
+    message.complete = object.complete ?? false;
+    return message;
+  },
+};
+
+function createBaseDeadJobGroup(): DeadJobGroup {
+  return { group: "", count: 0, example: "", newestJobId: "", newestAt: undefined, oldestAt: undefined };
+}
+
+export const DeadJobGroup: MessageFns<DeadJobGroup> = {
+  encode(message: DeadJobGroup, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.group !== "") {
+      writer.uint32(10).string(message.group);
+    }
+    if (message.count !== 0) {
+      writer.uint32(16).uint64(message.count);
+    }
+    if (message.example !== "") {
+      writer.uint32(26).string(message.example);
+    }
+    if (message.newestJobId !== "") {
+      writer.uint32(34).string(message.newestJobId);
+    }
+    if (message.newestAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.newestAt), writer.uint32(42).fork()).join();
+    }
+    if (message.oldestAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.oldestAt), writer.uint32(50).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeadJobGroup {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeadJobGroup();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.group = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.count = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.example = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.newestJobId = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.newestAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.oldestAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<DeadJobGroup>, I>>(base?: I): DeadJobGroup {
+    return DeadJobGroup.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeadJobGroup>, I>>(object: I): DeadJobGroup {
+    const message = createBaseDeadJobGroup();
+    message.group = object.group ?? "";
+    message.count = object.count ?? 0;
+    message.example = object.example ?? "";
+    message.newestJobId = object.newestJobId ?? "";
+    message.newestAt = object.newestAt ?? undefined;
+    message.oldestAt = object.oldestAt ?? undefined;
+    return message;
+  },
+};
+
+function createBaseGetQueueActivityRequest(): GetQueueActivityRequest {
+  return { queues: [] };
+}
+
+export const GetQueueActivityRequest: MessageFns<GetQueueActivityRequest> = {
+  encode(message: GetQueueActivityRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.queues) {
+      writer.uint32(10).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetQueueActivityRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetQueueActivityRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.queues.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<GetQueueActivityRequest>, I>>(base?: I): GetQueueActivityRequest {
+    return GetQueueActivityRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetQueueActivityRequest>, I>>(object: I): GetQueueActivityRequest {
+    const message = createBaseGetQueueActivityRequest();
+    message.queues = object.queues?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseGetQueueActivityResponse(): GetQueueActivityResponse {
+  return { queues: [] };
+}
+
+export const GetQueueActivityResponse: MessageFns<GetQueueActivityResponse> = {
+  encode(message: GetQueueActivityResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.queues) {
+      QueueActivity.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetQueueActivityResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetQueueActivityResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.queues.push(QueueActivity.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<GetQueueActivityResponse>, I>>(base?: I): GetQueueActivityResponse {
+    return GetQueueActivityResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetQueueActivityResponse>, I>>(object: I): GetQueueActivityResponse {
+    const message = createBaseGetQueueActivityResponse();
+    message.queues = object.queues?.map((e) => QueueActivity.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseQueueActivity(): QueueActivity {
+  return { queue: "", minutes: [] };
+}
+
+export const QueueActivity: MessageFns<QueueActivity> = {
+  encode(message: QueueActivity, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.queue !== "") {
+      writer.uint32(10).string(message.queue);
+    }
+    for (const v of message.minutes) {
+      ActivityMinute.encode(v!, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): QueueActivity {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseQueueActivity();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.queue = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.minutes.push(ActivityMinute.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<QueueActivity>, I>>(base?: I): QueueActivity {
+    return QueueActivity.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<QueueActivity>, I>>(object: I): QueueActivity {
+    const message = createBaseQueueActivity();
+    message.queue = object.queue ?? "";
+    message.minutes = object.minutes?.map((e) => ActivityMinute.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseActivityMinute(): ActivityMinute {
+  return { start: undefined, added: 0, completed: 0, failed: 0 };
+}
+
+export const ActivityMinute: MessageFns<ActivityMinute> = {
+  encode(message: ActivityMinute, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.start !== undefined) {
+      Timestamp.encode(toTimestamp(message.start), writer.uint32(10).fork()).join();
+    }
+    if (message.added !== 0) {
+      writer.uint32(16).uint64(message.added);
+    }
+    if (message.completed !== 0) {
+      writer.uint32(24).uint64(message.completed);
+    }
+    if (message.failed !== 0) {
+      writer.uint32(32).uint64(message.failed);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ActivityMinute {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseActivityMinute();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.start = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.added = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.completed = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.failed = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ActivityMinute>, I>>(base?: I): ActivityMinute {
+    return ActivityMinute.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ActivityMinute>, I>>(object: I): ActivityMinute {
+    const message = createBaseActivityMinute();
+    message.start = object.start ?? undefined;
+    message.added = object.added ?? 0;
+    message.completed = object.completed ?? 0;
+    message.failed = object.failed ?? 0;
+    return message;
+  },
+};
+
+function createBaseSubscribeQueuesRequest(): SubscribeQueuesRequest {
+  return { queues: [] };
+}
+
+export const SubscribeQueuesRequest: MessageFns<SubscribeQueuesRequest> = {
+  encode(message: SubscribeQueuesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.queues) {
+      writer.uint32(10).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SubscribeQueuesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSubscribeQueuesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.queues.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<SubscribeQueuesRequest>, I>>(base?: I): SubscribeQueuesRequest {
+    return SubscribeQueuesRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SubscribeQueuesRequest>, I>>(object: I): SubscribeQueuesRequest {
+    const message = createBaseSubscribeQueuesRequest();
+    message.queues = object.queues?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseSubscribeQueuesResponse(): SubscribeQueuesResponse {
+  return { queue: "", event: undefined };
+}
+
+export const SubscribeQueuesResponse: MessageFns<SubscribeQueuesResponse> = {
+  encode(message: SubscribeQueuesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.queue !== "") {
+      writer.uint32(10).string(message.queue);
+    }
+    if (message.event !== undefined) {
+      JobEvent.encode(message.event, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SubscribeQueuesResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSubscribeQueuesResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.queue = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.event = JobEvent.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<SubscribeQueuesResponse>, I>>(base?: I): SubscribeQueuesResponse {
+    return SubscribeQueuesResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SubscribeQueuesResponse>, I>>(object: I): SubscribeQueuesResponse {
+    const message = createBaseSubscribeQueuesResponse();
+    message.queue = object.queue ?? "";
+    message.event = (object.event !== undefined && object.event !== null)
+      ? JobEvent.fromPartial(object.event)
+      : undefined;
+    return message;
+  },
+};
+
 /** QueueService is the whole job lifecycle: add, deliver, acknowledge, inspect. */
 export type QueueServiceService = typeof QueueServiceService;
 export const QueueServiceService = {
@@ -7929,6 +9591,93 @@ export const QueueServiceService = {
     responseSerialize: (value: ListWorkersResponse): Buffer => Buffer.from(ListWorkersResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ListWorkersResponse => ListWorkersResponse.decode(value),
   },
+  /**
+   * Moves dead jobs back to waiting, attempts reset (as RetryJob): the listed ones, or every dead
+   * job of a queue matching a filter. Jobs that are not dead are skipped, not refused.
+   */
+  retryJobs: {
+    path: "/jobwire.v1.QueueService/RetryJobs" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RetryJobsRequest): Buffer => Buffer.from(RetryJobsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RetryJobsRequest => RetryJobsRequest.decode(value),
+    responseSerialize: (value: RetryJobsResponse): Buffer => Buffer.from(RetryJobsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RetryJobsResponse => RetryJobsResponse.decode(value),
+  },
+  /**
+   * Cancels jobs (as CancelJob): the listed ones, or every job of a queue's listing matching a
+   * filter. Finished jobs are skipped.
+   */
+  cancelJobs: {
+    path: "/jobwire.v1.QueueService/CancelJobs" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CancelJobsRequest): Buffer => Buffer.from(CancelJobsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CancelJobsRequest => CancelJobsRequest.decode(value),
+    responseSerialize: (value: CancelJobsResponse): Buffer => Buffer.from(CancelJobsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CancelJobsResponse => CancelJobsResponse.decode(value),
+  },
+  /**
+   * Deletes jobs that are not active (as DeleteJob): the listed ones, or every job of a queue's
+   * listing matching a filter. Active jobs are skipped.
+   */
+  deleteJobs: {
+    path: "/jobwire.v1.QueueService/DeleteJobs" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeleteJobsRequest): Buffer => Buffer.from(DeleteJobsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeleteJobsRequest => DeleteJobsRequest.decode(value),
+    responseSerialize: (value: DeleteJobsResponse): Buffer => Buffer.from(DeleteJobsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DeleteJobsResponse => DeleteJobsResponse.decode(value),
+  },
+  /**
+   * A queue's dead jobs grouped by their error (see DeadJobGroup.group), largest group first:
+   * what a "retry all of this group" acts on, with JobFilter.error_group.
+   */
+  listDeadJobGroups: {
+    path: "/jobwire.v1.QueueService/ListDeadJobGroups" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListDeadJobGroupsRequest): Buffer =>
+      Buffer.from(ListDeadJobGroupsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListDeadJobGroupsRequest => ListDeadJobGroupsRequest.decode(value),
+    responseSerialize: (value: ListDeadJobGroupsResponse): Buffer =>
+      Buffer.from(ListDeadJobGroupsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListDeadJobGroupsResponse => ListDeadJobGroupsResponse.decode(value),
+  },
+  /**
+   * Jobs added, completed and failed per minute over the last hour, per queue. Counted in Redis
+   * by the same function call as each transition, so every instance's work is in it and nothing
+   * is counted twice; kept for 60 minutes (about 5 KiB per active queue).
+   */
+  getQueueActivity: {
+    path: "/jobwire.v1.QueueService/GetQueueActivity" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetQueueActivityRequest): Buffer =>
+      Buffer.from(GetQueueActivityRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetQueueActivityRequest => GetQueueActivityRequest.decode(value),
+    responseSerialize: (value: GetQueueActivityResponse): Buffer =>
+      Buffer.from(GetQueueActivityResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetQueueActivityResponse => GetQueueActivityResponse.decode(value),
+  },
+  /**
+   * Every event of several queues, live, from the next event on, on one stream (where a
+   * dashboard would otherwise hold one Subscribe per queue). No cursor: to resume without a gap,
+   * Subscribe to each queue with the cursor of its last event. Each queue followed holds one
+   * Redis connection on the instance (shared by every follower of that queue there).
+   */
+  subscribeQueues: {
+    path: "/jobwire.v1.QueueService/SubscribeQueues" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: SubscribeQueuesRequest): Buffer =>
+      Buffer.from(SubscribeQueuesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SubscribeQueuesRequest => SubscribeQueuesRequest.decode(value),
+    responseSerialize: (value: SubscribeQueuesResponse): Buffer =>
+      Buffer.from(SubscribeQueuesResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SubscribeQueuesResponse => SubscribeQueuesResponse.decode(value),
+  },
 } as const;
 
 export interface QueueServiceServer extends UntypedServiceImplementation {
@@ -8046,6 +9795,39 @@ export interface QueueServiceServer extends UntypedServiceImplementation {
    * token, only the workers serving a queue in scope, each with the queues in scope.
    */
   listWorkers: handleUnaryCall<ListWorkersRequest, ListWorkersResponse>;
+  /**
+   * Moves dead jobs back to waiting, attempts reset (as RetryJob): the listed ones, or every dead
+   * job of a queue matching a filter. Jobs that are not dead are skipped, not refused.
+   */
+  retryJobs: handleUnaryCall<RetryJobsRequest, RetryJobsResponse>;
+  /**
+   * Cancels jobs (as CancelJob): the listed ones, or every job of a queue's listing matching a
+   * filter. Finished jobs are skipped.
+   */
+  cancelJobs: handleUnaryCall<CancelJobsRequest, CancelJobsResponse>;
+  /**
+   * Deletes jobs that are not active (as DeleteJob): the listed ones, or every job of a queue's
+   * listing matching a filter. Active jobs are skipped.
+   */
+  deleteJobs: handleUnaryCall<DeleteJobsRequest, DeleteJobsResponse>;
+  /**
+   * A queue's dead jobs grouped by their error (see DeadJobGroup.group), largest group first:
+   * what a "retry all of this group" acts on, with JobFilter.error_group.
+   */
+  listDeadJobGroups: handleUnaryCall<ListDeadJobGroupsRequest, ListDeadJobGroupsResponse>;
+  /**
+   * Jobs added, completed and failed per minute over the last hour, per queue. Counted in Redis
+   * by the same function call as each transition, so every instance's work is in it and nothing
+   * is counted twice; kept for 60 minutes (about 5 KiB per active queue).
+   */
+  getQueueActivity: handleUnaryCall<GetQueueActivityRequest, GetQueueActivityResponse>;
+  /**
+   * Every event of several queues, live, from the next event on, on one stream (where a
+   * dashboard would otherwise hold one Subscribe per queue). No cursor: to resume without a gap,
+   * Subscribe to each queue with the cursor of its last event. Each queue followed holds one
+   * Redis connection on the instance (shared by every follower of that queue there).
+   */
+  subscribeQueues: handleServerStreamingCall<SubscribeQueuesRequest, SubscribeQueuesResponse>;
 }
 
 export interface QueueServiceClient extends Client {
@@ -8446,6 +10228,117 @@ export interface QueueServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListWorkersResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Moves dead jobs back to waiting, attempts reset (as RetryJob): the listed ones, or every dead
+   * job of a queue matching a filter. Jobs that are not dead are skipped, not refused.
+   */
+  retryJobs(
+    request: RetryJobsRequest,
+    callback: (error: ServiceError | null, response: RetryJobsResponse) => void,
+  ): ClientUnaryCall;
+  retryJobs(
+    request: RetryJobsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RetryJobsResponse) => void,
+  ): ClientUnaryCall;
+  retryJobs(
+    request: RetryJobsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RetryJobsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Cancels jobs (as CancelJob): the listed ones, or every job of a queue's listing matching a
+   * filter. Finished jobs are skipped.
+   */
+  cancelJobs(
+    request: CancelJobsRequest,
+    callback: (error: ServiceError | null, response: CancelJobsResponse) => void,
+  ): ClientUnaryCall;
+  cancelJobs(
+    request: CancelJobsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CancelJobsResponse) => void,
+  ): ClientUnaryCall;
+  cancelJobs(
+    request: CancelJobsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CancelJobsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Deletes jobs that are not active (as DeleteJob): the listed ones, or every job of a queue's
+   * listing matching a filter. Active jobs are skipped.
+   */
+  deleteJobs(
+    request: DeleteJobsRequest,
+    callback: (error: ServiceError | null, response: DeleteJobsResponse) => void,
+  ): ClientUnaryCall;
+  deleteJobs(
+    request: DeleteJobsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DeleteJobsResponse) => void,
+  ): ClientUnaryCall;
+  deleteJobs(
+    request: DeleteJobsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DeleteJobsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * A queue's dead jobs grouped by their error (see DeadJobGroup.group), largest group first:
+   * what a "retry all of this group" acts on, with JobFilter.error_group.
+   */
+  listDeadJobGroups(
+    request: ListDeadJobGroupsRequest,
+    callback: (error: ServiceError | null, response: ListDeadJobGroupsResponse) => void,
+  ): ClientUnaryCall;
+  listDeadJobGroups(
+    request: ListDeadJobGroupsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListDeadJobGroupsResponse) => void,
+  ): ClientUnaryCall;
+  listDeadJobGroups(
+    request: ListDeadJobGroupsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListDeadJobGroupsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Jobs added, completed and failed per minute over the last hour, per queue. Counted in Redis
+   * by the same function call as each transition, so every instance's work is in it and nothing
+   * is counted twice; kept for 60 minutes (about 5 KiB per active queue).
+   */
+  getQueueActivity(
+    request: GetQueueActivityRequest,
+    callback: (error: ServiceError | null, response: GetQueueActivityResponse) => void,
+  ): ClientUnaryCall;
+  getQueueActivity(
+    request: GetQueueActivityRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetQueueActivityResponse) => void,
+  ): ClientUnaryCall;
+  getQueueActivity(
+    request: GetQueueActivityRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetQueueActivityResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Every event of several queues, live, from the next event on, on one stream (where a
+   * dashboard would otherwise hold one Subscribe per queue). No cursor: to resume without a gap,
+   * Subscribe to each queue with the cursor of its last event. Each queue followed holds one
+   * Redis connection on the instance (shared by every follower of that queue there).
+   */
+  subscribeQueues(
+    request: SubscribeQueuesRequest,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<SubscribeQueuesResponse>;
+  subscribeQueues(
+    request: SubscribeQueuesRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<SubscribeQueuesResponse>;
 }
 
 export const QueueServiceClient = makeGenericClientConstructor(

@@ -1,0 +1,264 @@
+// The dashboard in a real browser (Debian's chromium, headless, driven by playwright-core)
+// against a real `jobwire serve` with its own embedded Redis. Jobs are added and run through the
+// jobwire CLI (the public API); the page is only ever read and clicked, as an operator would.
+// Screenshots of every page go to test-artifacts/ (not committed).
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, execFile } from "node:child_process";
+import { mkdtempSync, mkdirSync, existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, dirname, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { chromium } from "playwright-core";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const bin = process.env.JOBWIRE_BIN ?? resolve(here, "../../target/debug/jobwire");
+const browserPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const artifacts = resolve(here, "../test-artifacts");
+const run = promisify(execFile);
+
+let dir;
+let server;
+let addr;
+let browser;
+const workers = [];
+
+/** Waits for `condition()` to be truthy, polling every 50 ms, for at most `ms`. */
+async function until(what, condition, ms = 15_000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await condition();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function jobwire(...args) {
+  const { stdout } = await run(bin, [...args, "--addr", addr], { maxBuffer: 8 << 20 });
+  return stdout.trim();
+}
+
+async function add(queue, type, payload = "{}", extra = []) {
+  return jobwire("add", "--queue", queue, "--type", type, "--payload", payload, ...extra);
+}
+
+async function stats(queue) {
+  return JSON.parse(await jobwire("stats", queue, "--json"))[0];
+}
+
+/** Starts `jobwire work` on `queue` running `script` (sh), until the suite ends. */
+function work(queue, script, ...flags) {
+  const child = spawn(bin, ["work", "--addr", addr, "--queue", queue, ...flags, "--", "sh", "-c", script], {
+    stdio: "ignore",
+  });
+  workers.push(child);
+  return child;
+}
+
+async function stop(child) {
+  if (child.exitCode !== null) return;
+  const exited = new Promise((r) => child.once("exit", r));
+  child.kill("SIGTERM");
+  await exited;
+}
+
+/** A page at `width` x `height` that fails the test on any console error (a CSP refusal too). */
+async function open(route, width = 1280, height = 800) {
+  const context = await browser.newContext({ viewport: { width, height } });
+  const page = await context.newPage();
+  page.errors = [];
+  page.on("console", (m) => m.type() === "error" && page.errors.push(m.text()));
+  page.on("pageerror", (e) => page.errors.push(String(e)));
+  page.on("dialog", (d) => d.accept());
+  await page.goto(`http://${addr}/${route}`);
+  return page;
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: join(artifacts, `${name}.png`), fullPage: true });
+}
+
+/** The page never grows wider than its window (long names and values wrap or scroll inside). */
+async function fitsWidth(page) {
+  return page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth + 1);
+}
+
+before(async () => {
+  assert.ok(existsSync(bin), `no jobwire binary at ${bin} (cargo build first, or set JOBWIRE_BIN)`);
+  rmSync(artifacts, { recursive: true, force: true });
+  mkdirSync(artifacts, { recursive: true });
+  dir = mkdtempSync(join(tmpdir(), "jobwire-ui-"));
+  const ready = join(dir, "ready");
+  server = spawn(bin, ["serve", "--listen", "127.0.0.1:0", "--data-dir", join(dir, "data"), "--ready-file", ready], {
+    stdio: ["ignore", "ignore", "inherit"],
+    env: { ...process.env, JOBWIRE_LOG: "warn" },
+  });
+  addr = await until("the server's ready file", () => existsSync(ready) && readFileSync(ready, "utf8").split("\n")[0]);
+  await until("the server to answer", async () => {
+    try {
+      await jobwire("stats");
+      return true;
+    } catch {
+      return false;
+    }
+  });
+  browser = await chromium.launch({ executablePath: browserPath, args: ["--no-sandbox"] });
+});
+
+after(async () => {
+  await browser?.close();
+  for (const child of workers) await stop(child);
+  if (server) await stop(server);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test("the overview follows new jobs without a reload", async () => {
+  await add("emails", "welcome");
+  const page = await open("");
+  await page.evaluate(() => (window.notReloaded = true));
+  const row = page.locator("tr", { has: page.locator('a[href="#/queue/emails"]') });
+  await until("the emails row", () => row.count());
+  assert.equal(await row.locator("td").nth(1).textContent(), "1");
+  for (let i = 0; i < 4; i++) await add("emails", "welcome", JSON.stringify({ to: `user${i}@example.com` }));
+  await until("the waiting count to move to 5", async () => (await row.locator("td").nth(1).textContent()) === "5");
+  await add("reports", "daily");
+  await until("a queue that appears later", () => page.locator('a[href="#/queue/reports"]').count());
+  assert.equal(await page.evaluate(() => window.notReloaded), true, "no reload happened");
+  // By keyboard: a focused link opens its queue on Enter, and the filter takes Enter too.
+  await page.locator('a[href="#/queue/emails"]').focus();
+  await page.keyboard.press("Enter");
+  await until("the queue page", () => page.locator("#tab-waiting").count());
+  await page.locator('input[name="type"]').focus();
+  await page.keyboard.type("welcome");
+  await page.keyboard.press("Enter");
+  await until("the filter in the route", () => page.url().includes("type=welcome"));
+  assert.deepEqual(page.errors, []);
+  await page.close();
+});
+
+test("a dead job is opened and retried, and dead letters group by error", async () => {
+  for (let i = 0; i < 3; i++) await add("billing", "charge", JSON.stringify({ invoice: i }));
+  const failing = work("billing", 'echo "card 4242 declined on attempt $JOBWIRE_ATTEMPT" >&2; exit 65');
+  await until("three dead jobs", async () => (await stats("billing")).dead === 3);
+  await stop(failing);
+
+  const dead = await open("#/dead/billing");
+  await until("the group", () => dead.getByText("card # declined on attempt #").count());
+  assert.equal(await dead.locator("tbody tr").count(), 1, "the numbers fold: one group");
+  assert.equal(await dead.locator("tbody tr td").nth(1).textContent(), "3");
+  await shot(dead, "dead-letters");
+
+  const page = await open("#/queue/billing?state=dead");
+  const first = page.locator("tbody a").first();
+  await until("a dead job listed", () => first.count());
+  await first.click();
+  await until("the job page", async () => (await page.locator("#job-state").textContent()) === "dead");
+  assert.match(await page.locator("pre.value").first().textContent(), /declined/);
+  await shot(page, "job");
+  await page.locator("#job-retry").click();
+  await until("the job to be waiting again", async () => (await page.locator("#job-state").textContent()) === "waiting");
+  assert.equal((await stats("billing")).dead, 2);
+  assert.deepEqual(page.errors, []);
+  await page.close();
+
+  await until("the group to count two", async () => (await dead.locator("tbody tr td").nth(1).textContent()) === "2");
+  await dead.locator("#retry-group-0").click();
+  await until("no dead job left", async () => (await stats("billing")).dead === 0);
+  await until("the page to say so", () => dead.getByText("No dead job.").count());
+  assert.deepEqual(dead.errors, []);
+  await dead.close();
+});
+
+test("a filtered set is deleted in bulk, and the queue is paused", async () => {
+  for (let i = 0; i < 5; i++) await add("bulk", "keep");
+  for (let i = 0; i < 5; i++) await add("bulk", "drop");
+  const page = await open("#/queue/bulk");
+  await until("ten waiting", async () => (await page.locator('#tab-waiting .count').textContent()) === "10");
+  await page.fill('input[name="type"]', "drop");
+  await page.press('input[name="type"]', "Enter");
+  await until("the filtered list", async () => (await page.locator("tbody tr").count()) === 5);
+  await shot(page, "queue-filtered");
+  await page.locator("#delete-all").click();
+  await until("five left", async () => (await stats("bulk")).waiting === 5);
+  await until("the page to show it", async () => (await page.locator('#tab-waiting .count').textContent()) === "5");
+  assert.equal(await page.locator("tbody tr").count(), 0, "no job of type drop is left");
+
+  await page.locator("#pause-toggle").click();
+  await until("the paused badge", () => page.locator("#paused-badge").count());
+  assert.equal((await stats("bulk")).paused, true);
+  await shot(page, "queue");
+  assert.deepEqual(page.errors, []);
+  await page.close();
+});
+
+test("a 128-character queue name and a 1 MiB payload keep the layout, on a laptop and a phone", async () => {
+  const queue = "q".repeat(60) + "." + "x".repeat(67);
+  const payload = join(dir, "big.json");
+  writeFileSync(payload, JSON.stringify({ blob: "y".repeat(1024 * 1024 - 20) }));
+  const script = `"$BIN" add --addr ${addr} --queue ${queue} --type big --payload - < "$PAYLOAD"`;
+  const { stdout } = await run("sh", ["-c", script], { env: { ...process.env, PAYLOAD: payload, BIN: bin } });
+  const id = stdout.trim();
+  for (const [width, height, name] of [[1280, 800, "laptop"], [390, 844, "phone"]]) {
+    const overview = await open("", width, height);
+    await until("the long queue", () => overview.locator(`a[href="#/queue/${queue}"]`).count());
+    assert.ok(await fitsWidth(overview), `overview fits at ${name}`);
+    await shot(overview, `overview-${name}`);
+    await overview.close();
+    const job = await open(`#/job/${encodeURIComponent(id)}`, width, height);
+    await until("the payload", () => job.getByRole("button", { name: /Show all/ }).count());
+    assert.ok(await fitsWidth(job), `job page fits at ${name}`);
+    await job.close();
+  }
+});
+
+test("workers, sessions and schedules pages show what exists", async () => {
+  await jobwire("sessions", "create", "chat", "--name", "user-7", "--state", '{"turns":3}');
+  await add("chat", "reply", '"hi"', ["--session", "chat/user-7"]);
+  const busy = work("chat", "sleep 30", "--worker-id", "shot-worker");
+  const workersPage = await open("#/workers");
+  await until("the held job", () => workersPage.locator('a[href^="#/job/chat"]').count());
+  await shot(workersPage, "workers");
+  await workersPage.close();
+  const session = await open("#/session/chat%2Fuser-7");
+  await until("the state", () => session.getByText('"turns": 3').count());
+  await shot(session, "session");
+  await session.close();
+  await stop(busy);
+  const sessions = await open("#/sessions/chat");
+  await until("the session listed", () => sessions.locator('a[href="#/session/chat%2Fuser-7"]').count());
+  await shot(sessions, "sessions");
+  await sessions.close();
+  const schedules = await open("#/schedules");
+  await until("the notice", () => schedules.locator("#schedules-absent").count());
+  await shot(schedules, "schedules");
+  await schedules.close();
+  const overview = await open("");
+  await until("the chart", () => overview.locator("#activity-chart canvas").count());
+  await until("the totals", async () => /completed/.test(await overview.locator(".totals").textContent()));
+  await shot(overview, "overview");
+  await overview.close();
+});
+
+test("the token goes in the authorization header of every call, never in the URL", async () => {
+  const page = await open("");
+  await page.fill("#token", "s3cret-token");
+  await page.locator("#token").blur();
+  await until("the token kept", () => page.evaluate(() => sessionStorage.getItem("jobwire.token")));
+  const calls = [];
+  page.on("request", (r) => r.url().includes("/jobwire.v1.") && calls.push(r));
+  await page.goto(`http://${addr}/#/workers`);
+  await until("calls made with the token set", () => calls.length >= 2);
+  for (const call of calls) {
+    assert.equal(await call.headerValue("authorization"), "Bearer s3cret-token");
+    assert.ok(!call.url().includes("s3cret"));
+  }
+  assert.equal(await page.evaluate(() => sessionStorage.getItem("jobwire.token")), "s3cret-token");
+  assert.ok(!page.url().includes("s3cret"));
+  const assets = await page.request.get(`http://${addr}/app.js`);
+  assert.equal(assets.status(), 200, "assets need no token");
+  assert.match(assets.headers()["content-security-policy"], /script-src 'self'/);
+  await page.close();
+});
