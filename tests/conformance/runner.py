@@ -15,7 +15,6 @@ failing step, what differed and the tail of the logs as "#" lines), then the tab
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import itertools
 import json
 import os
@@ -39,7 +38,10 @@ LANGUAGES = ["rust", "python", "typescript", "go", "java"]
 # Added to a request's own timeout_ms before its driver counts as hung.
 ANSWER_SLACK_S = 15.0
 DEFAULT_TIMEOUT_MS = 10_000
-RUNNER_OPS = {"server_sigterm", "server_wait_exit", "server_start", "kill", "join", "exec", "spawn", "stop"}
+RUNNER_OPS = {
+    *("server_sigterm", "server_wait_not_serving", "server_wait_exit", "server_start"),
+    *("kill", "join", "exec", "spawn", "stop"),
+}
 
 
 def say(line: str = "") -> None:
@@ -125,7 +127,8 @@ class Runner:
             return self.shared
 
     def execute_and_report(self, run: Run) -> None:
-        self.execute(run)
+        if not run.failure:
+            self.execute(run)
         with self.report_lock:
             if run.failure:
                 say(f"not ok - {run.label()} ({run.seconds:.1f} s)")
@@ -295,10 +298,24 @@ class Runner:
             if not any(re.fullmatch(wanted, line) for line in text.splitlines()):
                 raise StepFailed(f"no line of {step['cmd'][0]}'s output matches {wanted!r}:\n{text[-800:]}")
 
+    def wait_not_serving(self, server: Server, limit_s: float) -> None:
+        """Polls `jobwire health` until the server answers NOT_SERVING (exit 4): it is draining."""
+        deadline = time.monotonic() + limit_s
+        while True:
+            probe = [self.jobwire, "health", "--addr", server.addr]
+            status = subprocess.run(probe, capture_output=True, timeout=limit_s + 5).returncode
+            if status == 4:
+                return
+            if time.monotonic() > deadline:
+                raise StepFailed(f"the server is not NOT_SERVING after {limit_s:.0f} s (health exit {status})")
+            time.sleep(0.02)
+
     def runner_step(self, step: dict[str, Any], actors: dict[str, Actor], server: Server) -> None:
         op = step["op"]
         if op == "server_sigterm":
             server.sigterm()
+        elif op == "server_wait_not_serving":
+            self.wait_not_serving(server, int(step.get("timeout_ms", DEFAULT_TIMEOUT_MS)) / 1000)
         elif op == "server_wait_exit":
             status = server.wait_exit(int(step.get("timeout_ms", DEFAULT_TIMEOUT_MS)) / 1000)
             want = int(step.get("expect_status", 0))
@@ -358,31 +375,64 @@ def tables(runs: list[Run], langs: list[str]) -> None:
 # ---- main ---------------------------------------------------------------------------------------
 
 
-def build_drivers(procs: Processes, tmp: Path, langs: list[str]) -> list[str]:
-    """Runs `driver build` for each language, in parallel; returns the languages that built."""
-    building = {}
-    for lang in langs:
-        log = tmp / f"build-{lang}.log"
-        building[lang] = (
-            procs.start([str(driver_path(lang)), "build"], log, cwd=REPO, stdin=subprocess.DEVNULL),
-            log,
-            time.monotonic(),
-        )
-    ready = []
-    for lang, (proc, log, t0) in building.items():
+class Builds:
+    """`driver build` of every language at once; each language's runs may start once it is done."""
+
+    def __init__(self, procs: Processes, tmp: Path, langs: list[str]) -> None:
+        self.done: dict[str, bool] = {}
+        self.changed = threading.Condition()
+        for lang in langs:
+            log = tmp / f"build-{lang}.log"
+            proc = procs.start([str(driver_path(lang)), "build"], log, cwd=REPO, stdin=subprocess.DEVNULL)
+            threading.Thread(target=self._wait, args=(lang, proc, log, time.monotonic()), daemon=True).start()
+
+    def _wait(self, lang: str, proc: subprocess.Popen[bytes], log: Path, t0: float) -> None:
         try:
             status = proc.wait(timeout=900)
         except subprocess.TimeoutExpired:
             kill_group(proc)
             status = -1
-        if status == 0:
-            say(f"# built the {lang} driver ({time.monotonic() - t0:.0f} s)")
-            ready.append(lang)
-        else:
-            say(f"not ok - build the {lang} driver (status {status})")
-            for line in tail(log, 40):
-                say(f"#   {line}")
-    return ready
+        with self.changed:
+            if status == 0:
+                say(f"# built the {lang} driver ({time.monotonic() - t0:.0f} s)")
+            else:
+                say(f"not ok - build the {lang} driver (status {status})")
+                for line in tail(log, 40):
+                    say(f"#   {line}")
+            self.done[lang] = status == 0
+            self.changed.notify_all()
+
+    def take(self, pending: list[Run]) -> Run | None:
+        """The first pending run whose drivers are all built (or failed to), waiting for one."""
+        with self.changed:
+            while pending:
+                for i, run in enumerate(pending):
+                    if all(lang in self.done for lang in run.roles.values()):
+                        return pending.pop(i)
+                self.changed.wait()
+            return None
+
+    def failed(self) -> list[str]:
+        return [lang for lang, ok in self.done.items() if not ok]
+
+
+def run_all(runner: Runner, builds: Builds, runs: list[Run], jobs: int) -> None:
+    """Runs are independent (queues of their own, a server of their own where they restart it),
+    so `jobs` go at once, each as soon as its drivers are built, each reported when it ends."""
+    pending = list(runs)
+
+    def work() -> None:
+        while (run := builds.take(pending)) is not None:
+            broken = sorted({lang for lang in run.roles.values() if not builds.done[lang]})
+            if broken:
+                run.failure = f"the {', '.join(broken)} driver did not build"
+            runner.execute_and_report(run)
+
+    threads = [threading.Thread(target=work) for _ in range(max(1, jobs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def main() -> int:
@@ -427,21 +477,18 @@ def main() -> int:
     failed_builds = 0
     try:
         redis = Redis(procs, tmp)
-        built = build_drivers(procs, tmp, langs)
-        failed_builds = len(langs) - len(built)
+        builds = Builds(procs, tmp, langs)
         tools = dict(t.split("=", 1) for t in args.tool)
         runner = Runner(procs, tmp, args.jobwire, redis, tools)
         for scenario in scenarios:
-            for roles in scenario.assignments(built):
+            for roles in scenario.assignments(langs):
                 runs.append(Run(scenario, roles, len(runs) + 1))
         runner.shared_server()
-        # Runs are independent (queues of their own, a server of their own where they restart
-        # it), so a few go at once; each is reported when it ends.
-        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-            list(pool.map(runner.execute_and_report, runs))
+        run_all(runner, builds, runs, args.jobs)
+        failed_builds = len(builds.failed())
         if runner.shared is not None:
             runner.shared.stop()
-        tables(runs, built)
+        tables(runs, langs)
     finally:
         procs.kill_all()
         if os.environ.get("CONFORMANCE_KEEP"):
