@@ -2,8 +2,9 @@
 # Every check CI makes, in order: the contract (buf lint, format, breaking), format, lint, Rust
 # tests (unit + integration against real redis-server and jobwire processes), the dashboard
 # (ui/test.sh: its build diffed, then headless chromium), then each client's own suite
-# (clients/*/test.sh), then the cross-language proof (tests/crosslang/run.sh: producers and
-# workers of different languages on one server).
+# (clients/*/test.sh), then the conformance suite (tests/conformance/run.sh: every client's
+# driver through every scenario, producers and workers of different languages on one server, a
+# worker killed mid-job and finished in another language).
 # Needs: a Rust toolchain and redis-server; python3, node, go, java and maven for the clients;
 # chromium for the dashboard.
 set -euo pipefail
@@ -46,7 +47,7 @@ stage "ui/test.sh (dashboard build and browser tests)"
 JOBWIRE_BIN="$PWD/target/debug/jobwire" bash ui/test.sh
 done_stage "ui/test.sh (dashboard build and browser tests)"
 
-for suite in clients/*/test.sh tests/crosslang/run.sh; do
+for suite in clients/*/test.sh tests/conformance/run.sh; do
   [ -e "$suite" ] || continue
   stage "$suite"
   JOBWIRE_BIN="$PWD/target/debug/jobwire" bash "$suite"

@@ -413,6 +413,41 @@ impl Client {
         Ok(self.raw_sessions().update_session(req).await?.into_inner().version)
     }
 
+    /// Replaces the session's state; with `expected_version`, only if the session is still at
+    /// that version (FAILED_PRECONDITION otherwise, nothing written). Returns the new version.
+    pub async fn update_session(
+        &self,
+        session_id: &str,
+        state: &serde_json::Value,
+        expected_version: Option<u64>,
+    ) -> Result<u64, ClientError> {
+        let req = proto::UpdateSessionRequest {
+            session_id: session_id.into(),
+            update: Some(proto::update_session_request::Update::State(state.to_string())),
+            expected_version,
+        };
+        Ok(self.raw_sessions().update_session(req).await?.into_inner().version)
+    }
+
+    /// Follows every event of `queue` in order, from right after `cursor` (a [`proto::JobEvent`]'s
+    /// `cursor`), or from the next event when it is empty. The stream ends with an error when
+    /// the server goes away (resume from the last cursor seen), or OUT_OF_RANGE for a cursor
+    /// older than the events the server keeps.
+    pub async fn subscribe(
+        &self,
+        queue: &str,
+        cursor: &str,
+    ) -> Result<impl futures::Stream<Item = Result<proto::JobEvent, ClientError>> + Send + 'static, ClientError> {
+        let req = proto::SubscribeRequest { queue: queue.into(), cursor: cursor.into() };
+        let stream = self.inner.clone().subscribe(req).await?.into_inner();
+        Ok(futures::StreamExt::filter_map(stream, |message| async move {
+            match message {
+                Ok(message) => message.event.map(Ok),
+                Err(status) => Some(Err(status.into())),
+            }
+        }))
+    }
+
     /// Deletes a session and its jobs not yet started.
     pub async fn delete_session(&self, session_id: &str) -> Result<(), ClientError> {
         self.raw_sessions().delete_session(proto::DeleteSessionRequest { session_id: session_id.into() }).await?;

@@ -1,6 +1,7 @@
 //! The typed Rust client (`jobwire::client`): the `Worker` runs handlers by job type and acks
 //! their outcomes, keeps to its concurrency, aborts revoked jobs and stops cleanly; the
-//! producer's `wait_for_result` reads results and deaths.
+//! producer's `wait_for_result` reads results and deaths, `update_session` writes at an expected
+//! version, `subscribe` resumes from a cursor.
 
 use std::{
     sync::{
@@ -346,5 +347,47 @@ async fn add_marks_the_key_it_generates_and_not_one_the_caller_chose() {
     assert_eq!(remembered_as_generated(&mut raw, &chosen).await, Some(false));
     let request = NewJob::new("q", "t").generated_idempotency_key().idempotency_key("mine").into_request();
     assert!(!request.idempotency_key_generated, "a key set by the caller is the caller's");
+    server.assert_invariants("q").await;
+}
+
+#[tokio::test]
+async fn update_session_writes_only_at_the_expected_version() {
+    let redis = Redis::start();
+    let server = Server::start(&redis).await;
+    let producer = client(&server).await;
+    let session = producer.create_session("q", Some("s"), &serde_json::json!({"n": 0}), 1).await.expect("create");
+    let next = producer.update_session(&session.id, &serde_json::json!({"n": 1}), Some(session.version)).await;
+    let next = next.expect("an update at the current version");
+    assert_eq!(next, session.version + 1);
+    let stale = producer.update_session(&session.id, &serde_json::json!({"n": 2}), Some(session.version)).await;
+    assert!(
+        matches!(&stale, Err(ClientError::Rpc(s)) if s.code() == tonic::Code::FailedPrecondition),
+        "a stale version is refused: {stale:?}"
+    );
+    assert_eq!(producer.session_state(&session.id).await.expect("state"), serde_json::json!({"n": 1}));
+    let forced = producer.update_session(&session.id, &serde_json::json!({"n": 3}), None).await.expect("update");
+    assert_eq!(forced, next + 1, "without an expected version it writes whatever the version");
+    server.assert_invariants("q").await;
+}
+
+#[tokio::test]
+async fn subscribe_resumes_right_after_a_cursor() {
+    use futures::StreamExt;
+    let redis = Redis::start();
+    let server = Server::start(&redis).await;
+    let producer = client(&server).await;
+    // Open once the call returns: the adds after it are its next events.
+    let events = producer.subscribe("q", "").await.expect("subscribe");
+    let first = producer.add(NewJob::new("q", "t")).await.expect("add");
+    let second = producer.add(NewJob::new("q", "t")).await.expect("add");
+    let seen: Vec<_> = tokio::time::timeout(WAIT, events.take(2).collect()).await.expect("two events in time");
+    let seen: Vec<_> = seen.into_iter().map(|e| e.expect("event")).collect();
+    assert_eq!(seen.iter().map(|e| e.job_id.as_str()).collect::<Vec<_>>(), [first.as_str(), second.as_str()]);
+    let third = producer.add(NewJob::new("q", "t")).await.expect("add");
+    let mut resumed = Box::pin(producer.subscribe("q", &seen[0].cursor).await.expect("resume"));
+    for want in [&second, &third] {
+        let event = tokio::time::timeout(WAIT, resumed.next()).await.expect("an event in time");
+        assert_eq!(&event.expect("open").expect("event").job_id, want, "no gap, no duplicate");
+    }
     server.assert_invariants("q").await;
 }
