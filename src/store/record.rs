@@ -362,11 +362,11 @@ impl JobRecord {
     }
 }
 
-fn read(rest: &mut &[u8]) -> Result<Value, StoreError> {
+pub(super) fn read(rest: &mut &[u8]) -> Result<Value, StoreError> {
     rmpv::decode::read_value(rest).map_err(|e| corrupt(&e.to_string()))
 }
 
-fn array(value: Value, what: &str) -> Result<Vec<Value>, StoreError> {
+pub(super) fn array(value: Value, what: &str) -> Result<Vec<Value>, StoreError> {
     match value {
         Value::Array(fields) => Ok(fields),
         _ => Err(corrupt(&format!("{what} is not an array"))),
@@ -396,7 +396,7 @@ pub(super) fn int(value: &Value) -> Result<i64, StoreError> {
 }
 
 /// A msgpack integer as the type of its field.
-fn number<T: TryFrom<i64>>(value: &Value, what: &str) -> Result<T, StoreError> {
+pub(super) fn number<T: TryFrom<i64>>(value: &Value, what: &str) -> Result<T, StoreError> {
     let n = int(value)?;
     T::try_from(n).map_err(|_| corrupt(&format!("{what} out of range: {n}")))
 }
@@ -410,7 +410,7 @@ fn float(value: &Value) -> Result<f64, StoreError> {
     }
 }
 
-fn bytes(value: Value) -> Result<Vec<u8>, StoreError> {
+pub(super) fn bytes(value: Value) -> Result<Vec<u8>, StoreError> {
     match value {
         Value::Binary(b) => Ok(b),
         // cmsgpack writes every Lua string as a msgpack str, valid UTF-8 or not.
@@ -419,7 +419,7 @@ fn bytes(value: Value) -> Result<Vec<u8>, StoreError> {
     }
 }
 
-fn text(value: Value) -> Result<String, StoreError> {
+pub(super) fn text(value: Value) -> Result<String, StoreError> {
     String::from_utf8(bytes(value)?).map_err(|_| corrupt("expected UTF-8 text"))
 }
 
