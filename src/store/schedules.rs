@@ -308,8 +308,13 @@ impl Schedules {
 
     /// One HSCAN page (about `count` entries) of the queue's schedules from `cursor` (0 to
     /// start): the cursor of the next page (0 after the last) and the schedules, each with its
-    /// name. A schedule that does not decode is corrupt data and fails the page.
-    pub async fn page(&self, queue: &str, cursor: u64, count: u32) -> Result<(u64, Vec<(String, StoredSchedule)>)> {
+    /// name; one that does not decode is its error, so the others are still read.
+    pub async fn page(
+        &self,
+        queue: &str,
+        cursor: u64,
+        count: u32,
+    ) -> Result<(u64, Vec<(String, Result<StoredSchedule>)>)> {
         let key = self.backend.queue_keys(queue).schedules();
         let (next, flat): (u64, Vec<Vec<u8>>) = self
             .backend
@@ -318,7 +323,7 @@ impl Schedules {
         let mut schedules = Vec::with_capacity(flat.len() / 2);
         for pair in flat.chunks_exact(2) {
             let name = String::from_utf8(pair[0].clone()).map_err(|_| StoredSchedule::corrupt_name(queue))?;
-            schedules.push((name, StoredSchedule::decode(&pair[1])?));
+            schedules.push((name, StoredSchedule::decode(&pair[1])));
         }
         Ok((next, schedules))
     }

@@ -264,7 +264,7 @@ impl Schedules {
             .map_err(|_| Error::invalid("page_token", "is not a token this server issued"))?;
         let count = if page_size == 0 { 100 } else { page_size.min(MAX_PAGE) };
         let (next, page) = self.store.schedules().page(queue, cursor, count).await?;
-        let views = page.into_iter().map(|(name, stored)| view(queue, &name, stored)).collect::<Result<_>>()?;
+        let views = page.into_iter().map(|(name, stored)| view(queue, &name, stored?)).collect::<Result<_>>()?;
         Ok((views, if next == 0 { String::new() } else { next.to_string() }))
     }
 

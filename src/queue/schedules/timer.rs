@@ -252,7 +252,13 @@ async fn reload(store: &Store, schedules: &mut Schedules, queue: &str) -> Result
         schedules.forget(key);
     }
     for (name, stored) in read {
-        schedules.adopt((queue.to_owned(), name), &stored, now);
+        match stored {
+            Ok(stored) => schedules.adopt((queue.to_owned(), name), &stored, now),
+            Err(e) => {
+                warn!(%queue, %name, error = %e, "a stored schedule does not read; not firing it");
+                schedules.forget(&(queue.to_owned(), name));
+            }
+        }
     }
     Ok(())
 }

@@ -60,7 +60,7 @@ async fn a_due_time_is_claimed_once_and_its_job_added_from_the_template() {
     let first = fire(&s, 2_000, &[2_000], false);
     let mut rival = first.clone();
     rival.jobs[0].ulid = next_ulid();
-    assert_eq!(case.schedule_fire(&[first.clone()]).await, vec![FireOutcome::Fired(1)]);
+    assert_eq!(case.schedule_fire(std::slice::from_ref(&first)).await, vec![FireOutcome::Fired(1)]);
     let outcome = case.schedule_fire(&[rival]).await;
     let [FireOutcome::Refused(now)] = outcome.as_slice() else { panic!("the rival is refused: {outcome:?}") };
     assert_eq!(now.fired_through_ms, 2_000, "the rival learns how far it fired");
