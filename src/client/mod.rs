@@ -22,6 +22,7 @@
 //! # Ok(()) }
 //! ```
 
+mod schedules;
 mod tls;
 mod worker;
 
@@ -38,6 +39,7 @@ use crate::{
     proto::{self, queue_service_client::QueueServiceClient, session_service_client::SessionServiceClient},
     telemetry::{TraceContext, traceparent},
 };
+pub use schedules::NewSchedule;
 pub use tls::{Tls, endpoint};
 pub use worker::{JobContext, JobError, Protocol, Worker};
 

@@ -8,7 +8,7 @@ use jobwire::proto::{self, JobState, schedule_service_client::ScheduleServiceCli
 use jobwire::store::Kind;
 use tonic::{Code, transport::Channel};
 
-use crate::harness::{Client, Redis, Server, ServerBuilder, Worker, eventually, unique_prefix};
+use crate::harness::{Client, Redis, Server, ServerBuilder, Worker, eventually, run_jobwire, unique_prefix};
 
 type Schedules = ScheduleServiceClient<Channel>;
 
@@ -345,4 +345,52 @@ async fn doctor_and_the_invariant_check_know_the_schedules_and_flag_a_corrupt_on
     let problems = server.store.invariants().check_invariants(QUEUE).await.expect("check");
     assert_eq!(problems.len(), 1, "{problems:?}");
     let _: () = redis::AsyncCommands::hdel(&mut conn, &key, "broken").await.expect("hdel");
+}
+
+#[tokio::test]
+async fn the_cli_sets_lists_gets_pauses_resumes_triggers_and_deletes() {
+    let redis = Redis::start();
+    let server = Server::start(&redis).await;
+    let addr = server.addr.to_string();
+    let run = |args: Vec<&str>| {
+        let mut full = vec!["schedule"];
+        full.extend(args);
+        full.extend(["--addr", &addr]);
+        let owned: Vec<String> = full.into_iter().map(str::to_owned).collect();
+        async move {
+            let args: Vec<&str> = owned.iter().map(String::as_str).collect();
+            let ran = run_jobwire(&args, Duration::from_secs(20)).await;
+            assert_eq!(ran.code, Some(0), "{args:?}: {}", ran.stderr);
+            ran.stdout
+        }
+    };
+    let set =
+        ["set", "nightly", "--queue", QUEUE, "--type", "report", "--cron", "0 30 2 * * *", "--tz", "Europe/Berlin"];
+    let out = run([&set[..], &["--payload", r#"{"full":true}"#, "--missed", "run-once"]].concat()).await;
+    assert!(out.starts_with("q/nightly: created, next fire 20"), "{out}");
+    let listed = run(vec!["list", "--queue", QUEUE, "--json"]).await;
+    let row: serde_json::Value = serde_json::from_str(listed.trim()).expect("one JSON line");
+    assert_eq!((row["cron"].as_str(), row["time_zone"].as_str()), (Some("0 30 2 * * *"), Some("Europe/Berlin")));
+    assert_eq!(row["missed_fires"].as_str(), Some("run_once"));
+    run(vec!["pause", "nightly", "--queue", QUEUE]).await;
+    let got: serde_json::Value =
+        serde_json::from_str(&run(vec!["get", "nightly", "--queue", QUEUE]).await).expect("json");
+    assert_eq!((got["paused"].as_bool(), got["next_fire_at"].as_str()), (Some(true), Some("-")));
+    run(vec!["resume", "nightly", "--queue", QUEUE]).await;
+    let job_id = run(vec!["trigger", "nightly", "--queue", QUEUE]).await;
+    let mut client = server.client().await;
+    let job = crate::harness::info(&mut client, job_id.trim()).await;
+    assert_eq!((job.r#type.as_str(), job.payload.as_slice()), ("report", br#"{"full":true}"#.as_slice()));
+    run(vec!["delete", "nightly", "--queue", QUEUE]).await;
+    let gone =
+        run_jobwire(&["schedule", "get", "nightly", "--queue", QUEUE, "--addr", &addr], Duration::from_secs(20)).await;
+    assert_eq!(gone.code, Some(1), "{}", gone.stderr);
+    assert!(gone.stderr.contains("NOT_FOUND"), "{}", gone.stderr);
+    let bad = run_jobwire(
+        &["schedule", "set", "x", "--queue", QUEUE, "--type", "t", "--every", "0s", "--addr", &addr],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(bad.stderr.contains("INVALID_ARGUMENT: schedule.every"), "{}", bad.stderr);
+    server.assert_invariants(QUEUE).await;
 }
