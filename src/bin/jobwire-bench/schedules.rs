@@ -39,9 +39,8 @@ impl Bench {
         let end = t0 + i64::try_from(seconds).unwrap_or(i64::MAX) * 1000;
         let at = |ms: i64| UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
         for n in 0..schedules {
-            let schedule = NewSchedule::every(QUEUE, &format!("s{n}"), "bench", Duration::from_secs(1))
-                .start(at(t0))
-                .end(at(end));
+            let schedule =
+                NewSchedule::every(QUEUE, &format!("s{n}"), "bench", Duration::from_secs(1)).start(at(t0)).end(at(end));
             client.upsert_schedule(schedule).await.with_context(|| format!("schedule s{n}"))?;
         }
         let expected = schedules * seconds;
