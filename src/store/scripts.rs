@@ -17,10 +17,11 @@
 //! memory (`maxmemory` reached under `noeviction`):
 //! - `allow-oom`: what frees or moves memory, or must keep working when Redis is full: leases,
 //!   acks, retries, reaps, cancels, deletes, the session sweep, repairs, the heartbeat, the
-//!   worker lists, shedding. Each keeps what it adds bounded (its file's header says how), so
+//!   worker lists, shedding, schedule pauses and deletes. Each keeps what it adds bounded (its file's header says how), so
 //!   the queue drains and memory comes back.
 //! - `no-writes`: reads (called with `FCALL_RO`); Redis runs them whatever its memory.
-//! - none: what only adds (adds, session create and set, progress). Redis refuses them
+//! - none: what only adds (adds, session create and set, progress, schedule upserts, fires and
+//!   triggers). Redis refuses them
 //!   whole when full, before they write anything (`StoreError::OutOfMemory`).
 
 use std::hash::{DefaultHasher, Hash, Hasher};

@@ -279,6 +279,7 @@ async fn invalid_definitions_are_refused_naming_the_field() {
     };
     let cases = [
         (cron("61 * * * *", ""), "schedule.cron"),
+        (cron("0 0 30 2 *", ""), "schedule.cron"),
         (cron("0 3 * * *", "Europe/Nowhere"), "schedule.time_zone"),
         (with(|d| d.timing = Some(proto::schedule_definition::Timing::Every(secs(0)))), "schedule.every"),
         (with(|d| d.timing = None), "schedule.cron"),

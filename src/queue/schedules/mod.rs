@@ -334,10 +334,13 @@ impl Schedules {
         let mut spec = Spec { start_ms, end_ms, jitter_ms: duration_ms(jitter), ..Spec::default() };
         match &d.timing {
             Timing::Cron { expression, time_zone } => {
-                timing::parse_cron(expression, time_zone).map_err(|e| match e {
+                let timetable = Timetable::cron(expression, time_zone, start_ms, None).map_err(|e| match e {
                     TimingError::Cron(reason) => Error::invalid("schedule.cron", reason),
                     TimingError::TimeZone => Error::invalid("schedule.time_zone", "is not an IANA time zone name"),
                 })?;
+                if timetable.next_after(now_ms()).is_none() {
+                    return Err(Error::invalid("schedule.cron", "matches no time to come"));
+                }
                 spec.cron = Some(expression.clone());
                 spec.time_zone = time_zone.clone();
             }

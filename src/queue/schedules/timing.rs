@@ -68,7 +68,7 @@ pub(super) struct Plan {
 }
 
 /// Reads a cron expression (5 fields, or 6 with seconds first) and a time zone (empty: UTC).
-pub(super) fn parse_cron(expression: &str, time_zone: &str) -> Result<(Box<Cron>, Tz), TimingError> {
+fn parse_cron(expression: &str, time_zone: &str) -> Result<(Box<Cron>, Tz), TimingError> {
     let zone =
         if time_zone.is_empty() { Tz::UTC } else { Tz::from_str(time_zone).map_err(|_| TimingError::TimeZone)? };
     let cron = CronParser::builder()
