@@ -14,6 +14,7 @@
 -- Returns, flat, two values per schedule in order: 1 and the jobs added (as text) when it
 -- fired; 0 and the schedule as stored (packed) when it did not (changed, fired by someone else,
 -- or paused); -1 and '' when there is no such schedule.
+start_scheduled()
 local out = {}
 local now
 local i = 8
@@ -30,13 +31,15 @@ while i <= #ARGV do
   else
     now = now or now_ms()
     local added = 0
+    local rec = count > 0 and unpack_record(s[SC_TEMPLATE])
     for j = 0, count - 1 do
       local at = i + 6 + 3 * j
       local ulid, due, ready = ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
-      if skip_overlap and job_unfinished(s[SC_LAST_JOB]) then
+      -- A job this call added is unfinished, though not yet written.
+      if skip_overlap and (added > 0 or job_unfinished(s[SC_LAST_JOB])) then
         s[SC_SKIPPED] = s[SC_SKIPPED] + 1
       elseif redis.call('HEXISTS', KEYS[K_JOBS], ulid) == 0 then
-        add_from_template(s, ulid, due, ready, now)
+        add_from_template(s, rec, ulid, due, ready, now)
         s[SC_LAST_DUE] = due
         added = added + 1
       end
@@ -48,4 +51,5 @@ while i <= #ARGV do
   end
   i = i + 6 + 3 * count
 end
+write_scheduled()
 return out

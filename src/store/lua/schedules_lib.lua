@@ -25,18 +25,52 @@ local function save_schedule(name, s)
   return raw
 end
 
--- Adds one job from schedule s's template: created at `created` (ms, the time its ULID holds),
--- ready at `at` (delayed while that is later than `now`). The schedule then names it as its last.
-local function add_from_template(s, ulid, created, at, now)
-  local rec = unpack_record(s[SC_TEMPLATE])
+-- The jobs made ready by the running call, written together by write_scheduled: one HSET of
+-- their records, one RPUSH per priority, one event entry, as add.lua writes its plain jobs.
+local scheduled_records, scheduled_ready, scheduled_waiting = {}, {}, {}
+
+-- Adds one job from schedule s's template, `rec` (the template unpacked, reused from job to job):
+-- created at `created` (ms, the time its ULID holds), ready at `at` (delayed while that is later
+-- than `now`, at once; else with the call's other ready jobs, by write_scheduled). The schedule
+-- then names it as its last.
+local function add_from_template(s, rec, ulid, created, at, now)
   rec[R_CREATED] = created
+  rec[R_READY_AT] = false
   if at > now then
     make_delayed(ulid, rec, at, S_DELAYED)
   else
-    make_ready(ulid, rec, now, false)
+    rec[R_STATE], rec[R_READY_AT], rec[R_RUN_AT] = S_WAITING, now, false
+    scheduled_records[#scheduled_records + 1] = ulid
+    scheduled_records[#scheduled_records + 1] = pack_record(rec)
+    local list = scheduled_ready[rec[R_PRIORITY]]
+    if not list then
+      list = {}
+      scheduled_ready[rec[R_PRIORITY]] = list
+    end
+    list[#list + 1] = ulid
+    scheduled_waiting[#scheduled_waiting + 1] = ulid
   end
   s[SC_LAST_JOB] = ulid
   s[SC_FIRES] = s[SC_FIRES] + 1
+end
+
+-- Forgets what an earlier call collected and did not write (it failed midway): every function
+-- that calls add_from_template starts with this.
+local function start_scheduled()
+  scheduled_records, scheduled_ready, scheduled_waiting = {}, {}, {}
+end
+
+-- Writes the ready jobs add_from_template collected; wakes dispatchers for a list that was
+-- empty (as make_ready does).
+local function write_scheduled()
+  bulk('HSET', KEYS[K_JOBS], scheduled_records)
+  for priority, ids in pairs(scheduled_ready) do
+    if bulk('RPUSH', ready_key(priority), ids) == #ids then
+      wake()
+    end
+  end
+  emit_many(E_WAITING, scheduled_waiting)
+  scheduled_records, scheduled_ready, scheduled_waiting = {}, {}, {}
 end
 
 -- Whether the job `ulid` (a schedule's last) has yet to finish: waiting, delayed, retrying or

@@ -145,3 +145,14 @@ async fn trigger_pause_and_delete() {
     assert_eq!(case.places().await, Places { waiting: 1, ..Default::default() }, "its job stays");
     case.assert_invariants().await;
 }
+
+#[tokio::test]
+async fn overlap_skip_catching_up_adds_only_the_first_missed_time() {
+    let case = Case::start().await;
+    let (_, s) = case.schedule_set(NAME, 1_000).await;
+    assert_eq!(case.schedule_fire(&[fire(&s, 4_000, &[2_000, 3_000, 4_000], true)]).await, vec![FireOutcome::Fired(1)]);
+    let s = case.schedule(NAME).await.expect("kept");
+    assert_eq!((s.fires, s.skipped, s.last_due_ms, s.fired_through_ms), (1, 2, Some(2_000), 4_000));
+    assert_eq!(case.places().await, Places { waiting: 1, ..Default::default() });
+    case.assert_invariants().await;
+}
