@@ -26,7 +26,7 @@
 //! {prefix}:schema             string layout version
 //! {prefix}:wake               pub/sub channel: a queue got work (message = queue name)
 //! {prefix}:instance:{id}      pub/sub channel: notices for one instance
-//! {prefix}:schedules          pub/sub channel: a queue's schedules changed (message = queue name)
+//! {prefix}:schedules          pub/sub channel: a schedule changed (message = queue/name)
 //! {prefix}:workers:{id}       string  JSON list of one instance's worker streams (TTL)
 //! ```
 
@@ -104,8 +104,8 @@ impl KeySpace {
         format!("{}:instance:{instance}", self.prefix)
     }
 
-    /// The pub/sub channel on which the schedule functions announce that a queue's schedules
-    /// changed (message: the queue's name).
+    /// The pub/sub channel on which the schedule functions announce that a schedule changed
+    /// (message: `queue/name`).
     pub fn schedule_channel(&self) -> String {
         format!("{}:schedules", self.prefix)
     }

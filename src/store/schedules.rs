@@ -11,7 +11,7 @@
 //! Every change goes through one function: `schedule_set` (create or replace),
 //! `schedule_fire` (claim due times and add their jobs, a compare-and-set of how far each
 //! schedule has fired), `schedule_trigger`, `schedule_pause`, `schedule_delete`. Those that
-//! change a definition or a pause publish the queue's name on the schedule channel
+//! change a definition or a pause publish `queue/name` on the schedule channel
 //! (`KeySpace::schedule_channel`), which every instance's timer listens to.
 
 use std::sync::Arc;

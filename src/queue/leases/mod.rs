@@ -64,8 +64,8 @@ pub(super) struct Leases {
     dispatch_stop: CancellationToken,
     dispatchers: TaskTracker,
     redis_up: watch::Sender<bool>,
-    /// Where the notices on the schedule channel go (`follow_schedules`): a queue whose
-    /// schedules changed, or None when the pub/sub connection was made again.
+    /// Where the notices on the schedule channel go (`follow_schedules`): the `queue/name` of a
+    /// schedule that changed, or None when the pub/sub connection was made again.
     schedule_notices: std::sync::OnceLock<mpsc::UnboundedSender<Option<String>>>,
 }
 
@@ -130,8 +130,8 @@ impl Leases {
         leases
     }
 
-    /// The notices of the schedule channel, for the schedules' timer (the one caller): each
-    /// queue whose schedules changed, and None each time the pub/sub connection is made again
+    /// The notices of the schedule channel, for the schedules' timer (the one caller): the
+    /// `queue/name` of each schedule that changed, and None each time the pub/sub connection is made again
     /// (what was published meanwhile is lost). A second call gets a receiver that hears nothing.
     pub(super) fn follow_schedules(&self) -> mpsc::UnboundedReceiver<Option<String>> {
         let (tx, rx) = mpsc::unbounded_channel();

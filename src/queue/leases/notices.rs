@@ -4,8 +4,9 @@
 //! The reconciliation runs both ways: the leases this instance holds are checked against Redis,
 //! and Redis's leases naming this instance are checked against what it holds.
 //!
-//! Channels: `wake` (a queue got work; message = queue name), `schedules` (a queue's schedules
-//! changed: passed on to the schedules' timer, `Leases::follow_schedules`) and this instance's own channel
+//! Channels: `wake` (a queue got work; message = queue name), `schedules` (a schedule changed;
+//! message = `queue/name`, passed on to the schedules' timer, `Leases::follow_schedules`) and
+//! this instance's own channel
 //! (an ack for one of our leases reached another instance: free the credit; another instance
 //! timed out or cancelled one of our leases: revoke it; a worker returning a job through
 //! another instance is stopping: stop its stream). What goes on the own channel is sent by

@@ -150,8 +150,9 @@ impl Schedules {
     }
 }
 
-/// The timer task (see the module doc). `notices` carries a queue whose schedules changed, or
-/// None when every queue must be read again (the pub/sub connection was made again).
+/// The timer task (see the module doc). `notices` carries the `queue/name` of a schedule that
+/// changed (a queue alone: all of its schedules), or None when every queue must be read again
+/// (the pub/sub connection was made again).
 pub(super) async fn run(
     store: Arc<Store>,
     leases: Arc<Leases>,
@@ -171,8 +172,12 @@ pub(super) async fn run(
                 };
             }
             notice = notices.recv() => match notice {
-                Some(Some(queue)) => {
-                    if reload(&store, &mut schedules, &queue).await.is_err() {
+                Some(Some(notice)) => {
+                    let reloaded = match notice.split_once('/') {
+                        Some((queue, name)) => reload_one(&store, &mut schedules, queue, name).await,
+                        None => reload(&store, &mut schedules, &notice).await,
+                    };
+                    if reloaded.is_err() {
                         resync_at = resync_at.min(Instant::now() + RETRY_AFTER);
                     }
                 }
@@ -258,6 +263,20 @@ async fn reload(store: &Store, schedules: &mut Schedules, queue: &str) -> Result
                 warn!(%queue, %name, error = %e, "a stored schedule does not read; not firing it");
                 schedules.forget(&(queue.to_owned(), name));
             }
+        }
+    }
+    Ok(())
+}
+
+/// Reads one schedule again (it changed): adopts it, or forgets it when it is gone.
+async fn reload_one(store: &Store, schedules: &mut Schedules, queue: &str, name: &str) -> Result<(), ()> {
+    let key = (queue.to_owned(), name.to_owned());
+    match store.schedules().get(queue, name).await {
+        Ok(Some(stored)) => schedules.adopt(key, &stored, now_ms()),
+        Ok(None) => schedules.forget(&key),
+        Err(e) => {
+            debug!(%queue, %name, error = %e, "could not read the schedule");
+            return Err(());
         }
     }
     Ok(())

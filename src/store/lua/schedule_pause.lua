@@ -3,7 +3,7 @@
 -- firing instance applies the schedule's missed-fire policy to them.
 -- KEYS: the queue keys (lib.lua), then KEYS[26] the queue's schedules hash (schedules_lib.lua).
 -- ARGV[8] name, ARGV[9] '1' pause or '0' resume, ARGV[10] notice channel.
--- Publishes the queue's name on ARGV[10] when the schedule changed.
+-- Publishes `queue/name` on ARGV[10] when the schedule changed.
 -- Returns 1 changed, 0 already so, -1 no such schedule.
 local name, paused = ARGV[8], tonumber(ARGV[9])
 local s = load_schedule(name)
@@ -15,5 +15,5 @@ if s[SC_PAUSED] == paused then
 end
 s[SC_PAUSED] = paused
 save_schedule(name, s)
-redis.call('PUBLISH', ARGV[10], ARGV[2])
+redis.call('PUBLISH', ARGV[10], ARGV[2] .. '/' .. ARGV[8])
 return 1

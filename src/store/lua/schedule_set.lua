@@ -6,7 +6,7 @@
 -- its creation is owed. A replaced one keeps its pause, its counts, its last job and how far it
 -- fired, moved up to ARGV[11] (a changed timetable owes nothing from before the change); its
 -- revision goes up by one, so a fire computed from the old definition is refused.
--- Publishes the queue's name on ARGV[12].
+-- Publishes `queue/name` on ARGV[12].
 -- Returns {1 created or 0 replaced, the schedule as stored (packed)}.
 local name, now = ARGV[8], tonumber(ARGV[11])
 local s = load_schedule(name)
@@ -21,5 +21,5 @@ s[SC_SPEC] = ARGV[9]
 s[SC_TEMPLATE] = ARGV[10]
 s[SC_UPDATED] = now
 local raw = save_schedule(name, s)
-redis.call('PUBLISH', ARGV[12], ARGV[2])
+redis.call('PUBLISH', ARGV[12], ARGV[2] .. '/' .. ARGV[8])
 return { created, raw }

@@ -7,8 +7,8 @@
 --   job, 0 before), last job (its ULID, '' before), fires (jobs added), skipped (fires skipped
 --   for overlap), spec (the timetable and policies, JSON text opaque to Lua), template (a packed
 --   job record, state WAITING), created ms, updated ms.
--- A change of a schedule's definition or pause publishes the queue's name on the notice channel
--- the function is given, so that every instance's timer reloads the queue's schedules.
+-- A change of a schedule's definition or pause publishes `queue/name` on the notice channel the
+-- function is given (neither name holds a '/'), so that every instance's timer reloads it.
 local SC_REVISION, SC_PAUSED, SC_THROUGH, SC_LAST_DUE, SC_LAST_JOB, SC_FIRES, SC_SKIPPED = 1, 2, 3, 4, 5, 6, 7
 local SC_SPEC, SC_TEMPLATE, SC_CREATED, SC_UPDATED = 8, 9, 10, 11
 local K_SCHEDULES = K_READY + 11
