@@ -1,5 +1,5 @@
-//! Generates `jobwire::proto` from `proto/jobwire/v1/jobwire.proto` (the messages, and the tonic
-//! clients and servers of both services) and the descriptor set that reflection serves
+//! Generates `jobwire::proto` from `proto/jobwire/v1/jobwire.proto` and `schedules.proto` (the
+//! messages, and the tonic clients and servers of the three services) and the descriptor set that reflection serves
 //! (`src/server.rs`). protoc is the one the `protoc-bin-vendored` crate ships, handed to
 //! prost-build by path, so a fresh machine needs nothing installed. Anything under `proto/`
 //! changing reruns it.
@@ -12,7 +12,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let out = PathBuf::from(env::var("OUT_DIR")?);
     tonic_prost_build::configure().file_descriptor_set_path(out.join("jobwire_descriptor.bin")).compile_with_config(
         config,
-        &["proto/jobwire/v1/jobwire.proto"],
+        &["proto/jobwire/v1/jobwire.proto", "proto/jobwire/v1/schedules.proto"],
         &["proto"],
     )?;
     println!("cargo:rerun-if-changed=proto");

@@ -37,10 +37,13 @@ use tower_layer::Layer;
 use tracing::info;
 
 use crate::{
-    api::{AuthLayer, QueueApi, SessionApi},
+    api::{AuthLayer, QueueApi, ScheduleApi, SessionApi},
     auth::Authority,
     listener::{Incoming, ServerTls},
-    proto::{queue_service_server::QueueServiceServer, session_service_server::SessionServiceServer},
+    proto::{
+        queue_service_server::QueueServiceServer, schedule_service_server::ScheduleServiceServer,
+        session_service_server::SessionServiceServer,
+    },
     queue::Engine,
     telemetry::MetricsEndpoint,
 };
@@ -50,6 +53,7 @@ const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("jobwire_
 /// Health reports these two names (and "", the server as a whole).
 const SERVICE_NAME: &str = "jobwire.v1.QueueService";
 const SESSION_SERVICE_NAME: &str = "jobwire.v1.SessionService";
+const SCHEDULE_SERVICE_NAME: &str = "jobwire.v1.ScheduleService";
 
 /// What [`run`] needs besides the listener and the engine; `jobwire serve` takes it from its
 /// flags (`crate::config::ServeConfig`).
@@ -129,7 +133,7 @@ async fn follow_redis(engine: Arc<Engine>, health: HealthReporter) {
     let mut up = engine.redis_up();
     loop {
         let status = if *up.borrow_and_update() { ServingStatus::Serving } else { ServingStatus::NotServing };
-        for name in ["", SERVICE_NAME, SESSION_SERVICE_NAME] {
+        for name in ["", SERVICE_NAME, SESSION_SERVICE_NAME, SCHEDULE_SERVICE_NAME] {
             health.set_service_status(name, status).await;
         }
         if up.changed().await.is_err() {
@@ -147,7 +151,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    for name in ["", SERVICE_NAME, SESSION_SERVICE_NAME] {
+    for name in ["", SERVICE_NAME, SESSION_SERVICE_NAME, SCHEDULE_SERVICE_NAME] {
         health.set_service_status(name, ServingStatus::NotServing).await;
     }
     let follower = tokio::spawn(follow_redis(engine.clone(), health.clone()));
@@ -167,6 +171,9 @@ pub async fn run(
         .max_decoding_message_size(options.max_message)
         .max_encoding_message_size(options.max_message);
     let sessions = SessionServiceServer::new(SessionApi::new(engine.clone()))
+        .max_decoding_message_size(options.max_message)
+        .max_encoding_message_size(options.max_message);
+    let schedules = ScheduleServiceServer::new(ScheduleApi::new(engine.clone()))
         .max_decoding_message_size(options.max_message)
         .max_encoding_message_size(options.max_message);
 
@@ -189,6 +196,7 @@ pub async fn run(
         .add_service(reflection_v1alpha)
         .add_service(GrpcWebLayer::new().layer(queue))
         .add_service(GrpcWebLayer::new().layer(sessions))
+        .add_service(GrpcWebLayer::new().layer(schedules))
         .serve_with_incoming_shutdown(incoming, async {
             let _ = stop_rx.await;
         });
@@ -197,7 +205,7 @@ pub async fn run(
     shutdown.await;
     info!("shutting down");
     follower.abort();
-    for name in ["", SERVICE_NAME, SESSION_SERVICE_NAME] {
+    for name in ["", SERVICE_NAME, SESSION_SERVICE_NAME, SCHEDULE_SERVICE_NAME] {
         health.set_service_status(name, ServingStatus::NotServing).await;
     }
     engine.shutdown(options.drain_grace).await;

@@ -60,22 +60,7 @@ pub(super) fn new_job(req: proto::AddJobRequest, prefix: &str) -> Result<NewJob,
             Schedule::At(timestamp(Some(t), &field("run_at"))?.unwrap_or(UNIX_EPOCH))
         }
     };
-    let backoff = match req.backoff {
-        None => None,
-        Some(b) => Some(BackoffRequest {
-            fixed: match proto::BackoffKind::try_from(b.kind) {
-                Ok(proto::BackoffKind::Fixed) => true,
-                Ok(_) => false,
-                Err(_) => {
-                    return Err(Error::invalid(field("backoff.kind"), "unknown backoff kind"));
-                }
-            },
-            base: duration(b.base, &field("backoff.base"))?,
-            factor: b.factor,
-            max: duration(b.max, &field("backoff.max"))?,
-            jitter: b.jitter,
-        }),
-    };
+    let backoff = req.backoff.map(|b| backoff(b, prefix)).transpose()?;
     let mut headers: Vec<(String, String)> = req.headers.into_iter().collect();
     headers.sort();
     Ok(NewJob {
@@ -94,6 +79,22 @@ pub(super) fn new_job(req: proto::AddJobRequest, prefix: &str) -> Result<NewJob,
             "" => None,
             id => Some(SessionId::parse(id, &field("session_id"))?),
         },
+    })
+}
+
+/// A retry policy as asked for; errors name `{prefix}backoff.…`.
+pub(super) fn backoff(b: proto::Backoff, prefix: &str) -> Result<BackoffRequest, Error> {
+    let field = |f: &str| format!("{prefix}backoff.{f}");
+    Ok(BackoffRequest {
+        fixed: match proto::BackoffKind::try_from(b.kind) {
+            Ok(proto::BackoffKind::Fixed) => true,
+            Ok(_) => false,
+            Err(_) => return Err(Error::invalid(field("kind"), "unknown backoff kind")),
+        },
+        base: duration(b.base, &field("base"))?,
+        factor: b.factor,
+        max: duration(b.max, &field("max"))?,
+        jitter: b.jitter,
     })
 }
 

@@ -2,9 +2,9 @@
 //! No business rule lives here; domain errors become statuses in `status.rs` only.
 //!
 //! This file holds the `QueueService` handlers (jobs, worker streams, events, administration),
-//! `sessions.rs` the `SessionService` ones, `convert.rs` the message <-> domain conversions and
+//! `sessions.rs` the `SessionService` ones, `schedules.rs` the `ScheduleService` ones, `convert.rs` the message <-> domain conversions and
 //! the checks only the wire format needs; `auth/` the access checks. Nothing here is public:
-//! `server` mounts the two services behind the auth layer.
+//! `server` mounts the three services behind the auth layer.
 //!
 //! Every handler starts with `Caller::authorize` (or `Caller::of` where the request is a
 //! stream): the queues its request names must be in the caller's scope. Listings show only
@@ -14,11 +14,13 @@ mod acks;
 mod auth;
 mod convert;
 mod feed;
+mod schedules;
 mod sessions;
 mod status;
 mod work;
 
 pub(crate) use auth::AuthLayer;
+pub(crate) use schedules::ScheduleApi;
 pub(crate) use sessions::SessionApi;
 
 use std::{pin::Pin, sync::Arc, time::Duration};

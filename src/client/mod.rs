@@ -25,6 +25,7 @@
 //! ```
 
 pub mod listings;
+mod schedules;
 mod tls;
 mod worker;
 
@@ -41,6 +42,7 @@ use crate::{
     proto::{self, queue_service_client::QueueServiceClient, session_service_client::SessionServiceClient},
     telemetry::{TraceContext, traceparent},
 };
+pub use schedules::NewSchedule;
 pub use tls::{Tls, endpoint};
 pub use worker::{JobContext, JobError, Protocol, Worker};
 

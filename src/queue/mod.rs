@@ -35,6 +35,9 @@
 //!   cancelled active job).
 //! - `gauges.rs`: with metrics on, the task refreshing the per-queue gauges. Calls `leases`
 //!   (`stream_count`, `redis_is_up`) and `background`; converts with `admin`'s `QueueFigures`.
+//! - `schedules/`: cron and interval schedules, fired by every instance's timer with each due
+//!   time claimed in Redis in the call that adds its job (no leader). Owns the timer task.
+//!   Calls `registry` (`register`), `leases` (`wake`, `follow_schedules`) and `background`.
 //! - `registry.rs`: puts a queue in the global registry of queues on its first write here. Owns
 //!   the set of queues this instance already registered. Calls no room.
 //! - `background.rs`: the cancellation token and task tracker of every background task but the
@@ -63,6 +66,7 @@ mod job;
 mod leases;
 mod memory;
 mod registry;
+mod schedules;
 mod sessions;
 mod settings;
 
@@ -85,6 +89,7 @@ pub use events::{EventKind, EventView};
 pub use job::{Added, BackoffRequest, Delivery, JobId, JobState, JobView, NewJob, Schedule, SessionId};
 pub use leases::{RevokeReason, StreamEvent, StreamGuard, WorkerSpec, WorkerView};
 pub use memory::RedisMemory;
+pub use schedules::{JobTemplate, MissedPolicy, SCHEDULE_HEADER, ScheduleDefinition, ScheduleView, Timing};
 pub use sessions::{SessionUpdate, SessionView};
 pub use settings::{Limits, MemoryLimits, Settings};
 
@@ -99,6 +104,7 @@ pub struct Engine {
     sessions: sessions::Sessions,
     events: Arc<events::Events>,
     admin: admin::Admin,
+    schedules: schedules::Schedules,
     memory: Arc<memory::Memory>,
     store: Arc<Store>,
 }
@@ -111,6 +117,7 @@ impl Engine {
         let leases = leases::Leases::start(store.clone(), settings.clone(), background.clone());
         let memory = memory::Memory::start(store.clone(), settings.memory.clone(), background.clone());
         let limits = settings.limits;
+        let limits_for_schedules = limits.clone();
         let engine = Arc::new(Self {
             intake: intake::Intake::new(
                 store.clone(),
@@ -136,7 +143,14 @@ impl Engine {
                 limits,
             ),
             events: Arc::new(events::Events::new(store.clone(), background.clone())),
-            admin: admin::Admin::new(store.clone(), registry, leases.clone()),
+            admin: admin::Admin::new(store.clone(), registry.clone(), leases.clone()),
+            schedules: schedules::Schedules::start(
+                store.clone(),
+                registry,
+                leases.clone(),
+                background.clone(),
+                limits_for_schedules,
+            ),
             memory,
             leases,
             background,
@@ -384,6 +398,42 @@ impl Engine {
     /// Connected worker streams on every live instance, optionally only those serving `queue`.
     pub async fn list_workers(&self, queue: Option<&str>) -> Result<Vec<WorkerView>> {
         self.leases.list_workers(queue).await
+    }
+
+    /// Creates a schedule, or replaces the definition of the one of that name in its queue;
+    /// returns whether it was created, and the schedule.
+    pub async fn upsert_schedule(&self, definition: ScheduleDefinition) -> Result<(bool, ScheduleView)> {
+        self.schedules.upsert(definition).await
+    }
+
+    /// One schedule, with its next fire time.
+    pub async fn get_schedule(&self, queue: &str, name: &str) -> Result<ScheduleView> {
+        self.schedules.get(queue, name).await
+    }
+
+    /// A page of a queue's schedules and the token of the next (empty on the last page).
+    pub async fn list_schedules(
+        &self,
+        queue: &str,
+        page_size: u32,
+        token: &str,
+    ) -> Result<(Vec<ScheduleView>, String)> {
+        self.schedules.list(queue, page_size, token).await
+    }
+
+    /// Deletes a schedule; the jobs it added stay.
+    pub async fn delete_schedule(&self, queue: &str, name: &str) -> Result<()> {
+        self.schedules.delete(queue, name).await
+    }
+
+    /// Pauses a schedule (its due times meanwhile are missed fires) or resumes it.
+    pub async fn set_schedule_paused(&self, queue: &str, name: &str, paused: bool) -> Result<()> {
+        self.schedules.set_paused(queue, name, paused).await
+    }
+
+    /// Adds one job from a schedule's template now; returns its id.
+    pub async fn trigger_schedule(&self, queue: &str, name: &str) -> Result<JobId> {
+        self.schedules.trigger(queue, name).await
     }
 
     /// Stops this instance: no new streams or jobs, workers told to drain, acks accepted for

@@ -11,7 +11,8 @@
 //! lease, every outcome a completed job; each session's counts match its jobs, its state and
 //! expiry entries point to it and the queue's session sequence is ahead of every job's; every
 //! idempotency tombstone bucket is a hash that expires no later than its name says, and each of
-//! its tombstones names a ULID (of a job that may be gone: a tombstone outlives its job). Globally:
+//! its tombstones names a ULID (of a job that may be gone: a tombstone outlives its job); every
+//! schedule decodes and names its last job by a ULID. Globally:
 //! the schema version, keys under the prefix outside the layout (tombstones of the layout before
 //! buckets, `{queue}:idem:KEY`, among them), and queues that have keys but no entry in the queue
 //! registry.
@@ -37,7 +38,7 @@ use redis::{AsyncCommands, Cmd};
 use serde::Serialize;
 
 use super::{
-    Instances, Result, SCHEMA_VERSION, Sessions,
+    Instances, Result, SCHEMA_VERSION, Sessions, StoredSchedule,
     args::QueueFunction,
     backend::Backend,
     keys::QueueKeys,
@@ -94,6 +95,9 @@ pub enum Kind {
     /// A tombstone bucket with no expiry or a later one than its name says, or a tombstone that
     /// names no ULID.
     IdempotencyKey,
+    /// A schedule that does not decode (or whose template does not), or that names its last
+    /// job by no ULID; left for a person, as a corrupt record is.
+    CorruptSchedule,
 }
 
 impl Kind {
@@ -117,6 +121,7 @@ impl Kind {
             Kind::SessionSequence => "session-sequence",
             Kind::SessionKeys => "session-keys",
             Kind::IdempotencyKey => "idempotency-key",
+            Kind::CorruptSchedule => "corrupt-schedule",
         }
     }
 }
@@ -402,6 +407,7 @@ impl Doctor {
                 .await?;
             report.keys += u64::try_from(batch.len()).unwrap_or(u64::MAX);
             let mut tombstones: HashMap<String, Vec<Bucket>> = HashMap::new();
+            let mut schedules = Vec::new();
             for key in batch {
                 if globals.contains(&key) || key.starts_with(&workers) {
                     continue;
@@ -414,6 +420,8 @@ impl Doctor {
                 let keys = self.backend.queue_keys(&queue);
                 if let Some((width_ms, index)) = keys.tombstone_bucket(&key) {
                     tombstones.entry(queue.clone()).or_default().push(Bucket { key, width_ms, index });
+                } else if key == keys.schedules() {
+                    schedules.push(queue.clone());
                 } else if !keys.all().contains(&key) {
                     push(
                         report,
@@ -429,8 +437,43 @@ impl Doctor {
             for (queue, keys) in tombstones {
                 self.check_tombstones(&queue, &keys, report).await?;
             }
+            for queue in schedules {
+                self.check_schedules(&queue, report).await?;
+            }
             if next == 0 {
                 return Ok(queues);
+            }
+            cursor = next;
+        }
+    }
+
+    /// Reads a queue's schedules in HSCAN pages and reports each that does not decode or names
+    /// its last job by no ULID (`Kind::CorruptSchedule`, no mend).
+    async fn check_schedules(&self, queue: &str, report: &mut Report) -> Result<()> {
+        let key = self.backend.queue_keys(queue).schedules();
+        let mut cursor = 0u64;
+        loop {
+            let (next, flat): (u64, Vec<Vec<u8>>) = self
+                .backend
+                .with_conn(async |c| {
+                    redis::cmd("HSCAN").arg(&key).arg(cursor).arg("COUNT").arg(PAGE).query_async(c).await
+                })
+                .await?;
+            for pair in flat.chunks_exact(2) {
+                let name = String::from_utf8_lossy(&pair[0]);
+                let detail = match StoredSchedule::decode(&pair[1]) {
+                    Err(e) => Some(e.to_string()),
+                    Ok(s) if s.last_job.as_ref().is_some_and(|u| ulid::Ulid::from_string(u).is_err()) => {
+                        Some("its last job is named by no ULID".to_owned())
+                    }
+                    Ok(_) => None,
+                };
+                if let Some(detail) = detail {
+                    push(report, Kind::CorruptSchedule, Some(queue), &format!("schedule {name}"), detail, None);
+                }
+            }
+            if next == 0 {
+                return Ok(());
             }
             cursor = next;
         }

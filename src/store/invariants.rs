@@ -10,7 +10,9 @@
 //! - every session's counters match its jobs: `started` = its active jobs, `queued` = its
 //!   released jobs not yet started;
 //! - every idempotency tombstone bucket is a hash of 16-byte key digests to ULIDs that expires
-//!   exactly when its name says (`tombstones::expiry`); a tombstone may name a job that is gone.
+//!   exactly when its name says (`tombstones::expiry`); a tombstone may name a job that is gone;
+//! - every schedule reads (`StoredSchedule::decode`, its template a valid job record) and names
+//!   its last job by a ULID; that job may be gone.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -20,7 +22,8 @@ use std::{
 use redis::AsyncCommands;
 
 use super::{
-    JobRecord, Lease, RecordState, Result, backend::Backend, sessions::SessionRecord, sessions::Sessions, tombstones,
+    JobRecord, Lease, RecordState, Result, StoredSchedule, backend::Backend, sessions::SessionRecord,
+    sessions::Sessions, tombstones,
 };
 
 /// One idempotency tombstone bucket as read.
@@ -50,6 +53,7 @@ struct Snapshot {
     instances: Vec<String>,
     stray: Vec<String>,
     buckets: Vec<Bucket>,
+    schedules: HashMap<String, Vec<u8>>,
 }
 
 /// The invariant check (see the module doc). It reads sessions through their part.
@@ -87,7 +91,8 @@ impl Invariants {
                         .arg(1000)
                         .query_async(c)
                         .await?;
-                    for key in batch.into_iter().filter(|k| !keys.all().contains(k)) {
+                    let schedules = keys.schedules();
+                    for key in batch.into_iter().filter(|k| !keys.all().contains(k) && *k != schedules) {
                         let Some((width_ms, index)) = keys.tombstone_bucket(&key) else {
                             stray.push(key);
                             continue;
@@ -119,6 +124,7 @@ impl Invariants {
                     instances: c.zrange(&instances_key, 0, -1).await?,
                     stray,
                     buckets,
+                    schedules: c.hgetall(keys.schedules()).await?,
                 })
             })
             .await
@@ -139,6 +145,17 @@ impl Invariants {
                 }
                 if ulid::Ulid::from_string(ulid).is_err() {
                     problems.push(format!("tombstone {field:02x?} of {} names no job: {ulid:?}", bucket.key));
+                }
+            }
+        }
+
+        for (name, raw) in &snap.schedules {
+            match StoredSchedule::decode(raw) {
+                Err(e) => problems.push(format!("schedule {name}: {e}")),
+                Ok(s) => {
+                    if s.last_job.as_ref().is_some_and(|u| ulid::Ulid::from_string(u).is_err()) {
+                        problems.push(format!("schedule {name} names its last job by no ULID: {:?}", s.last_job));
+                    }
                 }
             }
         }

@@ -21,11 +21,13 @@
 //! {prefix}:{queue}:ready:{p}  list  ready ULIDs of priority p, FIFO
 //! {prefix}:{queue}:tombstones:{w}:{n}  hash  idempotency key -> ULID of its first add, for
 //!                                    the keys added in bucket n of width w ms (tombstones.rs)
+//! {prefix}:{queue}:schedules  hash  schedule name -> packed schedule (schedules.rs)
 //! {prefix}:queues             set   every queue ever added to
 //! {prefix}:instances          zset  instance id by last heartbeat
 //! {prefix}:schema             string layout version
 //! {prefix}:wake               pub/sub channel: a queue got work (message = queue name)
 //! {prefix}:instance:{id}      pub/sub channel: notices for one instance
+//! {prefix}:schedules          pub/sub channel: a schedule changed (message = queue/name)
 //! {prefix}:workers:{id}       string  JSON list of one instance's worker streams (TTL)
 //! ```
 
@@ -102,6 +104,12 @@ impl KeySpace {
     /// The pub/sub channel of the notices for one instance about the leases it issued.
     pub fn instance_channel(&self, instance: &str) -> String {
         format!("{}:instance:{instance}", self.prefix)
+    }
+
+    /// The pub/sub channel on which the schedule functions announce that a schedule changed
+    /// (message: `queue/name`).
+    pub fn schedule_channel(&self) -> String {
+        format!("{}:schedules", self.prefix)
     }
 
     /// The JSON list of one instance's worker streams.
@@ -218,6 +226,11 @@ impl QueueKeys {
     /// 1) * width_ms)`, for the window of that width (see `tombstones.rs`).
     pub fn tombstones(&self, width_ms: u64, index: u64) -> String {
         format!("{}{width_ms}:{index}", self.tombstones_prefix())
+    }
+
+    /// The queue's schedules: name -> packed schedule (`schedules.rs`).
+    pub fn schedules(&self) -> String {
+        format!("{}:schedules", self.base)
     }
 
     /// What the name of every tombstone bucket of the queue starts with.

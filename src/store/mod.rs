@@ -16,6 +16,7 @@
 //!   failed jobs that the functions keep;
 //! - [`Instances`] (`instances.rs`): heartbeats, the queue and instance registries, worker
 //!   listings, publishing notices;
+//! - [`Schedules`] (`schedules.rs`): a queue's schedules, and the fires that add their jobs;
 //! - [`Memory`] (`memory.rs`): what Redis's memory is at, and shedding retained history when it
 //!   runs short;
 //! - [`Invariants`] (`invariants.rs`): the structural checks of a queue, for tests;
@@ -44,6 +45,7 @@ mod keys;
 mod memory;
 mod pool;
 mod record;
+mod schedules;
 mod scripts;
 mod sessions;
 mod token;
@@ -70,6 +72,7 @@ pub use jobs::{
 pub use keys::{KeySpace, MAX_PRIORITY, MIN_PRIORITY};
 pub use memory::{Memory, MemoryReading, Shed, ShedKind};
 pub use record::{BackoffSpec, JobRecord, Lease, RecordState};
+pub use schedules::{Fire, FireJob, FireOutcome, MAX_FIRE_JOBS, Schedules, StoredSchedule};
 pub use sessions::{SessionRecord, Sessions, SetOutcome};
 pub use token::LeaseToken;
 
@@ -184,6 +187,7 @@ pub struct Store {
     admin: Admin,
     activity: Activity,
     instances: Instances,
+    schedules: Schedules,
     memory: Memory,
     invariants: Invariants,
     doctor: Doctor,
@@ -201,6 +205,7 @@ impl Store {
             admin: Admin::new(backend.clone()),
             activity: Activity::new(backend.clone()),
             instances: Instances::new(backend.clone()),
+            schedules: Schedules::new(backend.clone()),
             memory: Memory::new(backend.clone()),
             invariants: Invariants::new(backend.clone(), sessions.clone()),
             doctor: Doctor::new(backend.clone(), sessions.clone(), Instances::new(backend.clone())),
@@ -237,6 +242,11 @@ impl Store {
     /// Heartbeats, the queue and instance registries, worker listings, notices.
     pub fn instances(&self) -> &Instances {
         &self.instances
+    }
+
+    /// The queues' schedules and their fires.
+    pub fn schedules(&self) -> &Schedules {
+        &self.schedules
     }
 
     /// Redis's memory, and shedding retained history when it runs short.

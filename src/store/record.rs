@@ -371,6 +371,17 @@ impl JobRecord {
     }
 }
 
+pub(super) fn read(rest: &mut &[u8]) -> Result<Value, StoreError> {
+    rmpv::decode::read_value(rest).map_err(|e| corrupt(&e.to_string()))
+}
+
+pub(super) fn array(value: Value, what: &str) -> Result<Vec<Value>, StoreError> {
+    match value {
+        Value::Array(fields) => Ok(fields),
+        _ => Err(corrupt(&format!("{what} is not an array"))),
+    }
+}
+
 fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_owned())
 }
@@ -384,6 +395,25 @@ pub(super) fn int(value: &Value) -> Result<i64, StoreError> {
         Value::F64(f) if f.fract() == 0.0 && f.abs() < 9_223_372_036_854_775_808.0 => Ok(*f as i64),
         _ => Err(corrupt("expected an integer")),
     }
+}
+
+/// A msgpack integer as the type of its field.
+pub(super) fn number<T: TryFrom<i64>>(value: &Value, what: &str) -> Result<T, StoreError> {
+    let n = int(value)?;
+    T::try_from(n).map_err(|_| corrupt(&format!("{what} out of range: {n}")))
+}
+
+pub(super) fn bytes(value: Value) -> Result<Vec<u8>, StoreError> {
+    match value {
+        Value::Binary(b) => Ok(b),
+        // cmsgpack writes every Lua string as a msgpack str, valid UTF-8 or not.
+        Value::String(s) => Ok(s.into_bytes()),
+        _ => Err(corrupt("expected bytes")),
+    }
+}
+
+pub(super) fn text(value: Value) -> Result<String, StoreError> {
+    String::from_utf8(bytes(value)?).map_err(|_| corrupt("expected UTF-8 text"))
 }
 
 #[cfg(test)]

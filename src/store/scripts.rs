@@ -1,8 +1,9 @@
 //! The Lua state machine, as one Redis Functions library. Each function is called with its
 //! typed argument struct (`args.rs`), so arity cannot drift.
 //!
-//! The library is `lua/lib.lua` (the queue layout and the shared helpers) followed by one
-//! function per file of `lua/`. Loaded once with `FUNCTION LOAD`, the helpers are compiled and
+//! The library is `lua/lib.lua` (the queue layout and the shared helpers) and
+//! `lua/schedules_lib.lua` (the schedules' layout and helpers), followed by one function per file
+//! of `lua/`. Loaded once with `FUNCTION LOAD`, the helpers are compiled and
 //! defined once, not on every call as they would be if each script carried them: a call costs
 //! only its own work. The library and its functions are named after a hash of their source and
 //! flags, so instances of different releases can share a Redis during a rolling upgrade, each
@@ -16,10 +17,11 @@
 //! memory (`maxmemory` reached under `noeviction`):
 //! - `allow-oom`: what frees or moves memory, or must keep working when Redis is full: leases,
 //!   acks, retries, reaps, cancels, deletes, the session sweep, repairs, the heartbeat, the
-//!   worker lists, shedding. Each keeps what it adds bounded (its file's header says how), so
+//!   worker lists, shedding, schedule pauses and deletes. Each keeps what it adds bounded (its file's header says how), so
 //!   the queue drains and memory comes back.
 //! - `no-writes`: reads (called with `FCALL_RO`); Redis runs them whatever its memory.
-//! - none: what only adds (adds, session create and set, progress). Redis refuses them
+//! - none: what only adds (adds, session create and set, progress, schedule upserts, fires and
+//!   triggers). Redis refuses them
 //!   whole when full, before they write anything (`StoreError::OutOfMemory`).
 
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -65,6 +67,7 @@ macro_rules! library {
                     $((stringify!($global), "run_global", &[$($global_flag),*]),)*
                 ];
                 let mut body = String::from(include_str!("lua/lib.lua"));
+                body.push_str(include_str!("lua/schedules_lib.lua"));
                 $(
                     body.push_str(concat!("\nlocal function ", stringify!($name), "()\n"));
                     body.push_str(include_str!(concat!("lua/", stringify!($name), ".lua")));
@@ -132,6 +135,11 @@ library! {
         doctor_lease ["allow-oom"],
         doctor_session ["allow-oom"],
         doctor_tombstone ["allow-oom"],
+        schedule_set [],
+        schedule_fire [],
+        schedule_trigger [],
+        schedule_pause ["allow-oom"],
+        schedule_delete ["allow-oom"],
     }
     global {
         heartbeat ["allow-oom"],

@@ -25,6 +25,7 @@ mod metrics;
 mod model;
 mod resilience;
 mod retries;
+mod schedules;
 mod scripts;
 mod sessions;
 mod tls;

@@ -190,4 +190,14 @@ impl Caller {
         }
         session
     }
+
+    /// `schedule` without its template's payload for a reader without `reveal = payloads`.
+    pub(crate) fn redacted_schedule(&self, mut schedule: proto::Schedule) -> proto::Schedule {
+        if !self.sees(Reveal::Payloads)
+            && let Some(template) = schedule.definition.as_mut().and_then(|d| d.template.as_mut())
+        {
+            template.payload.clear();
+        }
+        schedule
+    }
 }

@@ -67,6 +67,12 @@ names_one!(
     proto::ListDeadJobGroupsRequest,
     proto::CreateSessionRequest,
     proto::ListSessionsRequest,
+    proto::GetScheduleRequest,
+    proto::ListSchedulesRequest,
+    proto::DeleteScheduleRequest,
+    proto::PauseScheduleRequest,
+    proto::ResumeScheduleRequest,
+    proto::TriggerScheduleRequest,
 );
 
 names_one!(
@@ -88,6 +94,13 @@ names_one!(session in session_id: proto::GetSessionRequest, proto::UpdateSession
 impl Targets for proto::AddJobRequest {
     fn targets(&self) -> Result<Vec<Target>, Status> {
         new_job("", self)
+    }
+}
+
+/// The queue of the schedule it defines (none without a definition: the handler refuses it).
+impl Targets for proto::UpsertScheduleRequest {
+    fn targets(&self) -> Result<Vec<Target>, Status> {
+        self.schedule.as_ref().map(|s| queue("schedule.queue", &s.queue)).into_iter().collect()
     }
 }
 

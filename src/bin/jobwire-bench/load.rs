@@ -73,6 +73,11 @@ impl Bench {
     /// A fresh server over a flushed Redis, with `flags` added to its command line.
     pub(crate) async fn fresh_server_with(&self, flags: &[&str]) -> anyhow::Result<Server> {
         self.redis.flushall().await?;
+        self.another_server(flags).await
+    }
+
+    /// One more server over the same Redis (nothing flushed), with `flags` added.
+    pub(crate) async fn another_server(&self, flags: &[&str]) -> anyhow::Result<Server> {
         let ready = self.work.path().join(format!("ready-{}", ulid::Ulid::new()));
         let slow_redis = self.probes.callgrind.contains(&Role::Redis);
         let mut cmd = self.probes.command(Role::Server, &self.server_exe);

@@ -30,7 +30,8 @@
 //!
 //! Files: this one (arguments, the driver), `results` (figures, table, JSON), `procs` (the
 //! processes and their CPU), `load` (load helpers), one file per group of scenarios
-//! (`throughput`: a, b, e; `latency`: c, d, g; `memory`: f; `ceiling`: h; `steady`: i) and
+//! (`throughput`: a, b, e; `latency`: c, d, g; `memory`: f; `ceiling`: h; `steady`: i;
+//! `schedules`: j) and
 //! `worker` (the hidden worker role).
 
 mod ceiling;
@@ -40,6 +41,7 @@ mod memory;
 mod probe;
 mod procs;
 mod results;
+mod schedules;
 mod steady;
 mod throughput;
 mod worker;
@@ -80,7 +82,7 @@ struct Cli {
 struct RunArgs {
     /// Scenarios to run, comma-separated: a enqueue, b processing, c latency, d delayed
     /// accuracy, e retries, f Redis memory, g idle streams, h transport ceiling, i Redis memory
-    /// at a steady rate. Default: all.
+    /// at a steady rate, j schedule lateness. Default: all.
     #[arg(long, value_enum, value_delimiter = ',')]
     scenarios: Vec<Scenario>,
     /// Runs of each scenario; the table shows the median and the range.
@@ -172,6 +174,7 @@ enum Scenario {
     G,
     H,
     I,
+    J,
 }
 
 impl Scenario {
@@ -186,6 +189,7 @@ impl Scenario {
             Scenario::G => "g",
             Scenario::H => "h",
             Scenario::I => "i",
+            Scenario::J => "j",
         }
     }
 
@@ -200,6 +204,7 @@ impl Scenario {
             Scenario::G => "idle worker streams",
             Scenario::H => "transport ceiling (bare tonic)",
             Scenario::I => "Redis memory at a steady rate",
+            Scenario::J => "schedule lateness",
         }
     }
 }
@@ -217,6 +222,10 @@ struct Sizes {
     idle_streams: u64,
     ceiling_calls: u64,
     steady_jobs: u64,
+    /// Schedules of scenario j, each every second.
+    schedules: u64,
+    /// Seconds of due times scenario j measures.
+    schedule_seconds: u64,
 }
 
 const FULL: Sizes = Sizes {
@@ -230,6 +239,8 @@ const FULL: Sizes = Sizes {
     idle_streams: 10_000,
     ceiling_calls: 50_000,
     steady_jobs: 60_000,
+    schedules: 1_000,
+    schedule_seconds: 20,
 };
 
 const QUICK: Sizes = Sizes {
@@ -243,6 +254,8 @@ const QUICK: Sizes = Sizes {
     idle_streams: 1_000,
     ceiling_calls: 5_000,
     steady_jobs: 6_000,
+    schedules: 100,
+    schedule_seconds: 5,
 };
 
 /// Calls in flight for "≤ 100 in flight" figures.
@@ -378,6 +391,7 @@ async fn drive(opts: RunArgs) -> anyhow::Result<()> {
                 Scenario::G => bench.idle_streams(out).await,
                 Scenario::H => bench.ceiling(out).await,
                 Scenario::I => bench.steady(out).await,
+                Scenario::J => bench.schedule_lateness(out).await,
             }
             .with_context(|| format!("scenario {}, run {run}", scenario.letter()))?;
         }

@@ -152,6 +152,8 @@ impl Results {
                 "idle_streams": sizes.idle_streams,
                 "ceiling_calls": sizes.ceiling_calls,
                 "steady_jobs": sizes.steady_jobs,
+                "schedules": sizes.schedules,
+                "schedule_seconds": sizes.schedule_seconds,
                 "steady_rate": opts.steady_rate,
                 "steady_retry_window_s": opts.steady_retry_window.as_secs_f64(),
             },

@@ -15,7 +15,7 @@
 //! back on shutdown, so no lease round completes after the hand-back), the heartbeat, the notice
 //! listener, the reconciliation, and the short-lived hand-backs (of a closed stream's leases, of
 //! a lease round whose answer was lost). Calls `background` only. The other rooms reach this one
-//! through `wake` (intake), `tell_owner` (acks, admin), `trace_of` (acks), and `stream_count`
+//! through `wake` (intake, schedules), `follow_schedules` (schedules), `tell_owner` (acks, admin), `trace_of` (acks), and `stream_count`
 //! and `redis_is_up` (gauges); the engine through the rest. The hub is reached from this room
 //! only; the other files here are its tasks and helpers, reading `Leases` directly.
 
@@ -64,6 +64,9 @@ pub(super) struct Leases {
     dispatch_stop: CancellationToken,
     dispatchers: TaskTracker,
     redis_up: watch::Sender<bool>,
+    /// Where the notices on the schedule channel go (`follow_schedules`): the `queue/name` of a
+    /// schedule that changed, or None when the pub/sub connection was made again.
+    schedule_notices: std::sync::OnceLock<mpsc::UnboundedSender<Option<String>>>,
 }
 
 /// Keeps a worker stream registered; dropping it ends the stream and hands its unacknowledged
@@ -119,11 +122,28 @@ impl Leases {
             dispatch_stop: CancellationToken::new(),
             dispatchers: TaskTracker::new(),
             redis_up,
+            schedule_notices: std::sync::OnceLock::new(),
         });
         leases.background.spawn(liveness::run(leases.clone()));
         leases.background.spawn(notices::listen(leases.clone()));
         leases.background.spawn(notices::reconcile(leases.clone()));
         leases
+    }
+
+    /// The notices of the schedule channel, for the schedules' timer (the one caller): the
+    /// `queue/name` of each schedule that changed, and None each time the pub/sub connection is made again
+    /// (what was published meanwhile is lost). A second call gets a receiver that hears nothing.
+    pub(super) fn follow_schedules(&self) -> mpsc::UnboundedReceiver<Option<String>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = self.schedule_notices.set(tx);
+        rx
+    }
+
+    /// Passes a schedule notice on to the timer (dropped when none follows them).
+    fn schedule_notice(&self, queue: Option<String>) {
+        if let Some(tx) = self.schedule_notices.get() {
+            let _ = tx.send(queue);
+        }
     }
 
     /// This instance's id (see `Engine::instance`).

@@ -4,7 +4,9 @@
 //! The reconciliation runs both ways: the leases this instance holds are checked against Redis,
 //! and Redis's leases naming this instance are checked against what it holds.
 //!
-//! Channels: `wake` (a queue got work; message = queue name) and this instance's own channel
+//! Channels: `wake` (a queue got work; message = queue name), `schedules` (a schedule changed;
+//! message = `queue/name`, passed on to the schedules' timer, `Leases::follow_schedules`) and
+//! this instance's own channel
 //! (an ack for one of our leases reached another instance: free the credit; another instance
 //! timed out or cancelled one of our leases: revoke it; a worker returning a job through
 //! another instance is stopping: stop its stream). What goes on the own channel is sent by
@@ -72,11 +74,12 @@ fn decode(raw: &str) -> Option<(Notice, JobId, LeaseToken)> {
 pub(super) async fn listen(leases: Arc<Leases>) {
     let wake_channel = leases.store.keys().wake_channel();
     let own_channel = leases.store.keys().instance_channel(&leases.instance);
+    let schedule_channel = leases.store.keys().schedule_channel();
     let mut wait = Duration::from_millis(100);
     while !leases.background.is_stopping() {
         let subscribed = async {
             let mut pubsub = leases.store.pubsub().await?;
-            pubsub.subscribe(&[&wake_channel, &own_channel]).await?;
+            pubsub.subscribe(&[&wake_channel, &own_channel, &schedule_channel]).await?;
             Ok::<_, crate::store::StoreError>(pubsub)
         };
         let pubsub = tokio::select! {
@@ -99,6 +102,7 @@ pub(super) async fn listen(leases: Arc<Leases>) {
         wait = Duration::from_millis(100);
         // Anything published while we were away is lost: look at every queue once.
         leases.hub.wake_all();
+        leases.schedule_notice(None);
         let mut messages = pubsub.into_on_message();
         loop {
             let msg = tokio::select! {
@@ -111,6 +115,10 @@ pub(super) async fn listen(leases: Arc<Leases>) {
             };
             if msg.get_channel_name() == wake_channel {
                 leases.hub.wake(&payload);
+                continue;
+            }
+            if msg.get_channel_name() == schedule_channel {
+                leases.schedule_notice(Some(payload));
                 continue;
             }
             match decode(&payload) {

@@ -21,7 +21,7 @@ use std::{
 
 use jobwire::{
     auth::{Authority, Reflection, Reveal, Role, Secret, TokenEntry, TokenFile},
-    client::{Client, NewJob},
+    client::{Client, NewJob, NewSchedule},
     proto::{self, work_ack::Ack, work_request},
 };
 use prost::Message;
@@ -182,7 +182,7 @@ fn add_request(queue: &str) -> proto::AddJobRequest {
 /// Calls `method` once with `client`, naming `place`; Ok or the status the server answered.
 /// A streaming call counts as answered once its stream opens.
 pub async fn call(method: &str, client: &Client, place: &Place) -> Result<(), Status> {
-    let (mut raw, mut sessions) = (client.raw(), client.raw_sessions());
+    let (mut raw, mut sessions, mut schedules) = (client.raw(), client.raw_sessions(), client.raw_schedules());
     let (queue, job_id, session_id) = (place.queue.clone(), place.job_id.clone(), place.session_id.clone());
     let lease_token = "not-a-lease".to_owned();
     match method {
@@ -257,6 +257,28 @@ pub async fn call(method: &str, client: &Client, place: &Place) -> Result<(), St
         "DeleteSession" => sessions.delete_session(proto::DeleteSessionRequest { session_id }).await.map(drop),
         "ListSessions" => {
             sessions.list_sessions(proto::ListSessionsRequest { queue, ..Default::default() }).await.map(drop)
+        }
+        "UpsertSchedule" => {
+            let yearly = NewSchedule::cron(&queue, "yearly", "t", "0 0 1 1 *").into_definition();
+            schedules.upsert_schedule(proto::UpsertScheduleRequest { schedule: Some(yearly) }).await.map(drop)
+        }
+        "GetSchedule" => {
+            schedules.get_schedule(proto::GetScheduleRequest { queue, name: "yearly".into() }).await.map(drop)
+        }
+        "ListSchedules" => {
+            schedules.list_schedules(proto::ListSchedulesRequest { queue, ..Default::default() }).await.map(drop)
+        }
+        "DeleteSchedule" => {
+            schedules.delete_schedule(proto::DeleteScheduleRequest { queue, name: "gone".into() }).await.map(drop)
+        }
+        "PauseSchedule" => {
+            schedules.pause_schedule(proto::PauseScheduleRequest { queue, name: "yearly".into() }).await.map(drop)
+        }
+        "ResumeSchedule" => {
+            schedules.resume_schedule(proto::ResumeScheduleRequest { queue, name: "yearly".into() }).await.map(drop)
+        }
+        "TriggerSchedule" => {
+            schedules.trigger_schedule(proto::TriggerScheduleRequest { queue, name: "gone".into() }).await.map(drop)
         }
         other => panic!("tests/it/auth has no call for {other}: add one to `call`"),
     }

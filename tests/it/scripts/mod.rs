@@ -12,6 +12,7 @@ mod admin;
 mod intake;
 mod leases;
 mod memory;
+mod schedules;
 mod sessions;
 
 use std::{

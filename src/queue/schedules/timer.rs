@@ -1,0 +1,353 @@
+//! The timer of one instance: every schedule of every registered queue, each armed for its next
+//! fire, and one task that sleeps until the earliest, fires what is due, and re-arms. No poll:
+//! the task wakes for a due time, for a notice that a queue's schedules changed (published by
+//! the schedule functions on the schedule channel, heard on the instance's one pub/sub
+//! connection through `Leases::follow_schedules`), or for the slow resync below.
+//!
+//! A fire is claimed in Redis (`store::Schedules::fire`: a compare-and-set of how far the
+//! schedule has fired, in the call that adds its jobs). Every instance fires every schedule, so
+//! of the instances racing for a due time one adds its job and the others are refused with the
+//! schedule as it now is, which they adopt and re-arm from: no leader, no lock, and a schedule
+//! keeps firing as long as one instance is up. The due schedules of one queue share a call (up
+//! to `FIRES_PER_CALL`); queues are fired concurrently.
+//!
+//! The resync reloads every registered queue's schedules every `RESYNC_EVERY` (after a failed
+//! one, every `RETRY_AFTER`) and whenever the pub/sub connection is made again, since a notice
+//! published while it was down is lost. A fire that fails (Redis away) is tried again after
+//! `RETRY_AFTER`; due times it could not claim for longer than the on-time window become missed
+//! fires, handled by the schedule's policy.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use tokio::{sync::mpsc, time::Instant};
+use tracing::{debug, warn};
+
+use super::{Compiled, compile, now_ms, timing::fire_identity};
+use crate::{
+    queue::{background::Background, leases::Leases},
+    store::{Fire, FireJob, FireOutcome, Store, StoredSchedule},
+};
+
+/// How often every registered queue's schedules are read again, in case a notice was lost.
+const RESYNC_EVERY: Duration = Duration::from_secs(30);
+/// How soon a failed resync or fire is tried again.
+const RETRY_AFTER: Duration = Duration::from_millis(500);
+/// Schedules fired in one call.
+const FIRES_PER_CALL: usize = 100;
+/// Schedules read per HSCAN page.
+const PAGE: u32 = 200;
+
+/// `(queue, name)`: a schedule's identity.
+type Key = (String, String);
+
+/// What this instance knows of one schedule.
+struct Known {
+    revision: u64,
+    fired_through: i64,
+    paused: bool,
+    compiled: Arc<Compiled>,
+    /// When it is armed for (epoch ms), if it is.
+    armed: Option<i64>,
+}
+
+/// The schedules this instance knows, and the order they are due in.
+#[derive(Default)]
+struct Schedules {
+    known: HashMap<Key, Known>,
+    /// `(armed at, queue, name)` of every armed schedule.
+    armed: BTreeSet<(i64, String, String)>,
+}
+
+impl Schedules {
+    /// Takes in a schedule as read from Redis (its spec compiled again only when its revision
+    /// changed), and arms it for its next fire.
+    fn adopt(&mut self, key: Key, stored: &StoredSchedule, now: i64) {
+        let compiled = match self.known.get(&key) {
+            Some(k) if k.revision == stored.revision => k.compiled.clone(),
+            _ => match compile(&stored.spec) {
+                Ok(c) => Arc::new(c),
+                Err(detail) => {
+                    warn!(queue = %key.0, name = %key.1, %detail, "a stored schedule does not read; not firing it");
+                    self.forget(&key);
+                    return;
+                }
+            },
+        };
+        self.disarm(&key);
+        let known = Known {
+            revision: stored.revision,
+            fired_through: stored.fired_through_ms,
+            paused: stored.paused,
+            compiled,
+            armed: None,
+        };
+        self.known.insert(key.clone(), known);
+        self.arm(&key, now);
+    }
+
+    /// Arms a known schedule for its next fire (none while paused or when no due time is left).
+    fn arm(&mut self, key: &Key, now: i64) {
+        let Some(known) = self.known.get_mut(key) else { return };
+        if let Some(at) = known.armed.take() {
+            self.armed.remove(&(at, key.0.clone(), key.1.clone()));
+        }
+        if known.paused {
+            return;
+        }
+        if let Some(at) = known.compiled.timetable.next_fire(known.fired_through, now) {
+            known.armed = Some(at);
+            self.armed.insert((at, key.0.clone(), key.1.clone()));
+        }
+    }
+
+    /// Arms a known schedule for `at`, whatever its timetable says (a retry).
+    fn arm_at(&mut self, key: &Key, at: i64) {
+        self.disarm(key);
+        if let Some(known) = self.known.get_mut(key) {
+            known.armed = Some(at);
+            self.armed.insert((at, key.0.clone(), key.1.clone()));
+        }
+    }
+
+    fn disarm(&mut self, key: &Key) {
+        if let Some(at) = self.known.get_mut(key).and_then(|k| k.armed.take()) {
+            self.armed.remove(&(at, key.0.clone(), key.1.clone()));
+        }
+    }
+
+    fn forget(&mut self, key: &Key) {
+        self.disarm(key);
+        self.known.remove(key);
+    }
+
+    /// The schedules armed for `now` or earlier, disarmed.
+    fn take_due(&mut self, now: i64) -> Vec<Key> {
+        let mut due = Vec::new();
+        while let Some((at, _, _)) = self.armed.first() {
+            if *at > now {
+                break;
+            }
+            let Some((_, queue, name)) = self.armed.pop_first() else { break };
+            let key = (queue, name);
+            if let Some(known) = self.known.get_mut(&key) {
+                known.armed = None;
+            }
+            due.push(key);
+        }
+        due
+    }
+
+    /// The queues of the known schedules.
+    fn queues(&self) -> Vec<String> {
+        let mut queues: Vec<String> = self.known.keys().map(|(q, _)| q.clone()).collect();
+        queues.sort_unstable();
+        queues.dedup();
+        queues
+    }
+}
+
+/// The timer task (see the module doc). `notices` carries the `queue/name` of a schedule that
+/// changed (a queue alone: all of its schedules), or None when every queue must be read again
+/// (the pub/sub connection was made again).
+pub(super) async fn run(
+    store: Arc<Store>,
+    leases: Arc<Leases>,
+    background: Background,
+    mut notices: mpsc::UnboundedReceiver<Option<String>>,
+) {
+    let mut schedules = Schedules::default();
+    let mut resync_at = Instant::now();
+    loop {
+        let next = schedules.armed.first().map(|(at, _, _)| instant_of(*at));
+        tokio::select! {
+            _ = background.stopped() => return,
+            _ = tokio::time::sleep_until(resync_at) => {
+                resync_at = Instant::now() + match resync(&store, &mut schedules).await {
+                    Ok(()) => RESYNC_EVERY,
+                    Err(()) => RETRY_AFTER,
+                };
+            }
+            notice = notices.recv() => match notice {
+                Some(Some(notice)) => {
+                    let reloaded = match notice.split_once('/') {
+                        Some((queue, name)) => reload_one(&store, &mut schedules, queue, name).await,
+                        None => reload(&store, &mut schedules, &notice).await,
+                    };
+                    if reloaded.is_err() {
+                        resync_at = resync_at.min(Instant::now() + RETRY_AFTER);
+                    }
+                }
+                Some(None) => resync_at = Instant::now(),
+                None => return,
+            },
+            () = sleep_until_ms(next) => fire_due(&store, &leases, &mut schedules).await,
+        }
+    }
+}
+
+/// Sleeps until `at` (an Instant), or forever when nothing is armed.
+async fn sleep_until_ms(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The Instant at which the instance's clock reads `ms` (epoch), to the microsecond.
+fn instant_of(ms: i64) -> Instant {
+    let target = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    match target.duration_since(SystemTime::now()) {
+        Ok(ahead) => Instant::now() + ahead,
+        Err(_) => Instant::now(),
+    }
+}
+
+/// Reads every registered queue's schedules (and those of the queues known here) again.
+async fn resync(store: &Store, schedules: &mut Schedules) -> Result<(), ()> {
+    let mut queues = match store.instances().queues().await {
+        Ok(q) => q,
+        Err(e) => {
+            debug!(error = %e, "could not list the queues for the schedules");
+            return Err(());
+        }
+    };
+    queues.extend(schedules.queues());
+    queues.sort_unstable();
+    queues.dedup();
+    let mut result = Ok(());
+    for queue in queues {
+        if reload(store, schedules, &queue).await.is_err() {
+            result = Err(());
+        }
+    }
+    result
+}
+
+/// Reads one queue's schedules again: adopts each, forgets those gone.
+async fn reload(store: &Store, schedules: &mut Schedules, queue: &str) -> Result<(), ()> {
+    let mut read = Vec::new();
+    let mut cursor = 0;
+    loop {
+        match store.schedules().page(queue, cursor, PAGE).await {
+            Ok((next, page)) => {
+                read.extend(page);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+            Err(e) => {
+                debug!(%queue, error = %e, "could not read the queue's schedules");
+                return Err(());
+            }
+        }
+    }
+    let now = now_ms();
+    let gone: Vec<Key> = schedules
+        .known
+        .keys()
+        .filter(|(q, name)| q == queue && !read.iter().any(|(n, _)| n == name))
+        .cloned()
+        .collect();
+    for key in &gone {
+        schedules.forget(key);
+    }
+    for (name, stored) in read {
+        match stored {
+            Ok(stored) => schedules.adopt((queue.to_owned(), name), &stored, now),
+            Err(e) => {
+                warn!(%queue, %name, error = %e, "a stored schedule does not read; not firing it");
+                schedules.forget(&(queue.to_owned(), name));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads one schedule again (it changed): adopts it, or forgets it when it is gone.
+async fn reload_one(store: &Store, schedules: &mut Schedules, queue: &str, name: &str) -> Result<(), ()> {
+    let key = (queue.to_owned(), name.to_owned());
+    match store.schedules().get(queue, name).await {
+        Ok(Some(stored)) => schedules.adopt(key, &stored, now_ms()),
+        Ok(None) => schedules.forget(&key),
+        Err(e) => {
+            debug!(%queue, %name, error = %e, "could not read the schedule");
+            return Err(());
+        }
+    }
+    Ok(())
+}
+
+/// Fires every schedule that is due: the plan of each (`timing.rs`), one call per queue and
+/// `FIRES_PER_CALL` schedules, the queues concurrently; then re-arms each from the outcome.
+async fn fire_due(store: &Store, leases: &Leases, schedules: &mut Schedules) {
+    let now = now_ms();
+    let mut by_queue: HashMap<String, Vec<Fire>> = HashMap::new();
+    for key in schedules.take_due(now) {
+        let Some(known) = schedules.known.get(&key) else { continue };
+        let Some(plan) = known.compiled.timetable.plan(known.fired_through, now, known.compiled.missed) else {
+            schedules.arm(&key, now);
+            continue;
+        };
+        let (queue, name) = &key;
+        let jobs = plan
+            .dues
+            .iter()
+            .map(|&due| {
+                let (ulid, delay) = fire_identity(queue, name, due, known.compiled.jitter_ms);
+                FireJob { ulid: ulid.to_string(), due_ms: due, ready_ms: due + i64::try_from(delay).unwrap_or(0) }
+            })
+            .collect();
+        by_queue.entry(queue.clone()).or_default().push(Fire {
+            name: name.clone(),
+            revision: known.revision,
+            fired_through_ms: known.fired_through,
+            next_through_ms: plan.through,
+            skip_overlap: known.compiled.skip_overlap,
+            jobs,
+        });
+    }
+    let calls = by_queue.iter().flat_map(|(queue, fires)| {
+        fires
+            .chunks(FIRES_PER_CALL)
+            .map(move |chunk| async move { (queue, chunk, store.schedules().fire(queue, chunk).await) })
+    });
+    let answers = futures::future::join_all(calls).await;
+    let now = now_ms();
+    for (queue, chunk, answer) in answers {
+        match answer {
+            Ok(outcomes) => {
+                let mut added = 0;
+                for (fire, outcome) in chunk.iter().zip(outcomes) {
+                    let key = (queue.clone(), fire.name.clone());
+                    match outcome {
+                        FireOutcome::Fired(n) => {
+                            added += n;
+                            if let Some(known) = schedules.known.get_mut(&key) {
+                                known.fired_through = fire.next_through_ms;
+                            }
+                            schedules.arm(&key, now);
+                        }
+                        FireOutcome::Refused(stored) => schedules.adopt(key, &stored, now),
+                        FireOutcome::Gone => schedules.forget(&key),
+                    }
+                }
+                if added > 0 {
+                    debug!(%queue, added, "schedules fired");
+                    leases.wake(queue);
+                }
+            }
+            Err(e) => {
+                warn!(%queue, error = %e, "could not fire the queue's schedules; trying again");
+                let retry = now + i64::try_from(RETRY_AFTER.as_millis()).unwrap_or(500);
+                for fire in chunk {
+                    schedules.arm_at(&(queue.clone(), fire.name.clone()), retry);
+                }
+            }
+        }
+    }
+}

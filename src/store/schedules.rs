@@ -1,0 +1,384 @@
+//! A queue's schedules in Redis: one hash per queue, `{queue}:schedules` (name -> one packed
+//! schedule), under the queue's hash tag like everything else of the queue, so the function
+//! that fires a schedule also adds its job on the same Cluster slot, atomically. The set of
+//! schedules to look at is found per queue (HSCAN of that hash), never by a global SCAN.
+//!
+//! The layout of a stored schedule is `lua/schedules_lib.lua`'s: the Lua functions write it and
+//! this file only reads it ([`StoredSchedule::decode`]). What a schedule's timetable and policies
+//! mean is the queue layer's business: here they are `spec`, a text the store keeps as given,
+//! and the job template is a packed [`JobRecord`], the form the functions add jobs from.
+//!
+//! Every change goes through one function: `schedule_set` (create or replace),
+//! `schedule_fire` (claim due times and add their jobs, a compare-and-set of how far each
+//! schedule has fired), `schedule_trigger`, `schedule_pause`, `schedule_delete`. Those that
+//! change a definition or a pause publish `queue/name` on the schedule channel
+//! (`KeySpace::schedule_channel`), which every instance's timer listens to.
+
+use std::sync::Arc;
+
+use redis::Cmd;
+use rmpv::Value;
+
+use super::{
+    JobRecord, Result, StoreError,
+    args::QueueFunction,
+    backend::Backend,
+    keys::QueueKeys,
+    record::{array, bytes, int, number, read, text},
+    scripts::{Function, Scripts},
+};
+
+/// Most jobs one schedule's fire may add in one call (the catch-up of missed times is capped
+/// below it).
+pub const MAX_FIRE_JOBS: usize = 100;
+
+/// A schedule as stored (the fields of `lua/schedules_lib.lua`, in order).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredSchedule {
+    /// Upserts so far: 1 once created. A fire names the revision it was computed from.
+    pub revision: u64,
+    /// Paused: never fired until resumed.
+    pub paused: bool,
+    /// Every due time up to this one (epoch ms) was fired or given up; the next fire claims
+    /// the times after it.
+    pub fired_through_ms: i64,
+    /// The due time of the last fire that added a job.
+    pub last_due_ms: Option<i64>,
+    /// The ULID of the last job the schedule added (a fire or a trigger).
+    pub last_job: Option<String>,
+    /// Jobs added, by fires and triggers.
+    pub fires: u64,
+    /// Due times that added nothing because the last job had not finished (overlap skip).
+    pub skipped: u64,
+    /// The timetable and policies, as the queue layer wrote them.
+    pub spec: String,
+    /// The job each fire adds.
+    pub template: JobRecord,
+    /// When it was created (epoch ms, the creating instance's clock).
+    pub created_ms: i64,
+    /// When its definition was last written (epoch ms).
+    pub updated_ms: i64,
+}
+
+impl StoredSchedule {
+    /// Reads a schedule as the functions store it.
+    pub fn decode(raw: &[u8]) -> Result<Self> {
+        let mut rest = raw;
+        let fields = array(read(&mut rest)?, "a schedule")?;
+        if !rest.is_empty() || fields.len() != 11 {
+            return Err(StoreError::Corrupt("a schedule with another number of fields".into()));
+        }
+        let mut f = fields.into_iter();
+        let mut next = || f.next().unwrap_or(Value::Nil);
+        let revision = number(&next(), "a schedule's revision")?;
+        let paused = int(&next())? == 1;
+        let fired_through_ms = int(&next())?;
+        let last_due_ms = Some(int(&next())?).filter(|&ms| ms > 0);
+        let last_job = Some(text(next())?).filter(|u| !u.is_empty());
+        let fires = number(&next(), "a schedule's fires")?;
+        let skipped = number(&next(), "a schedule's skipped fires")?;
+        let spec = text(next())?;
+        let template = JobRecord::decode(&bytes(next())?, None)?;
+        let created_ms = int(&next())?;
+        let updated_ms = int(&next())?;
+        Ok(Self {
+            revision,
+            paused,
+            fired_through_ms,
+            last_due_ms,
+            last_job,
+            fires,
+            skipped,
+            spec,
+            template,
+            created_ms,
+            updated_ms,
+        })
+    }
+}
+
+/// One schedule's fire, as computed by an instance from the schedule it read.
+#[derive(Clone, Debug)]
+pub struct Fire {
+    /// The schedule's name.
+    pub name: String,
+    /// The revision the fire was computed from: a schedule upserted since is not fired.
+    pub revision: u64,
+    /// How far the schedule had fired when read: the compare of the compare-and-set.
+    pub fired_through_ms: i64,
+    /// How far it has fired once this fire is done.
+    pub next_through_ms: i64,
+    /// Add nothing while the schedule's last job has not finished (overlap skip).
+    pub skip_overlap: bool,
+    /// The jobs to add, at most [`MAX_FIRE_JOBS`].
+    pub jobs: Vec<FireJob>,
+}
+
+/// One job of a fire.
+#[derive(Clone, Debug)]
+pub struct FireJob {
+    /// Derived from the schedule and the due time: every instance names the same one.
+    pub ulid: String,
+    /// The due time it is for (epoch ms); the job's creation time.
+    pub due_ms: i64,
+    /// When it may run: the due time plus the schedule's jitter for it.
+    pub ready_ms: i64,
+}
+
+/// What one fire did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FireOutcome {
+    /// Claimed: the jobs added (fewer than asked when skipped for overlap).
+    Fired(u64),
+    /// Not claimed: the schedule changed, was fired by another instance, or is paused; here is
+    /// what it is now.
+    Refused(Box<StoredSchedule>),
+    /// There is no such schedule (any more).
+    Gone,
+}
+
+/// lua/schedule_set.lua.
+struct SetArgs<'a> {
+    name: &'a str,
+    spec: &'a str,
+    template: Vec<u8>,
+    now_ms: i64,
+    channel: String,
+}
+
+/// lua/schedule_fire.lua.
+struct FireArgs<'a> {
+    fires: &'a [Fire],
+}
+
+/// lua/schedule_trigger.lua.
+struct TriggerArgs<'a> {
+    name: &'a str,
+    ulid: &'a str,
+}
+
+/// lua/schedule_pause.lua.
+struct PauseArgs<'a> {
+    name: &'a str,
+    paused: bool,
+    channel: String,
+}
+
+/// lua/schedule_delete.lua.
+struct DeleteArgs<'a> {
+    name: &'a str,
+    channel: String,
+}
+
+/// The schedules hash, KEYS[26] of every schedule function.
+fn schedules_key(keys: &QueueKeys) -> Vec<String> {
+    vec![keys.schedules()]
+}
+
+impl QueueFunction for SetArgs<'_> {
+    /// (1 created or 0 replaced, the schedule as stored).
+    type Reply = (i64, Vec<u8>);
+
+    fn function(scripts: &Scripts) -> &Function {
+        &scripts.schedule_set
+    }
+
+    fn own_keys(&self, keys: &QueueKeys) -> Vec<String> {
+        schedules_key(keys)
+    }
+
+    fn write_args(&self, cmd: &mut Cmd) {
+        cmd.arg(self.name).arg(self.spec).arg(self.template.as_slice()).arg(self.now_ms).arg(&self.channel);
+    }
+}
+
+impl QueueFunction for FireArgs<'_> {
+    /// Two values per fire: (code, jobs added as text or the stored schedule).
+    type Reply = Vec<(i64, Vec<u8>)>;
+
+    fn function(scripts: &Scripts) -> &Function {
+        &scripts.schedule_fire
+    }
+
+    fn own_keys(&self, keys: &QueueKeys) -> Vec<String> {
+        schedules_key(keys)
+    }
+
+    fn write_args(&self, cmd: &mut Cmd) {
+        for fire in self.fires {
+            cmd.arg(&fire.name)
+                .arg(fire.revision)
+                .arg(fire.fired_through_ms)
+                .arg(fire.next_through_ms)
+                .arg(u8::from(fire.skip_overlap))
+                .arg(fire.jobs.len());
+            for job in &fire.jobs {
+                cmd.arg(&job.ulid).arg(job.due_ms).arg(job.ready_ms);
+            }
+        }
+    }
+}
+
+impl QueueFunction for TriggerArgs<'_> {
+    /// 1 added, 0 no such schedule.
+    type Reply = i64;
+
+    fn function(scripts: &Scripts) -> &Function {
+        &scripts.schedule_trigger
+    }
+
+    fn own_keys(&self, keys: &QueueKeys) -> Vec<String> {
+        schedules_key(keys)
+    }
+
+    fn write_args(&self, cmd: &mut Cmd) {
+        cmd.arg(self.name).arg(self.ulid);
+    }
+}
+
+impl QueueFunction for PauseArgs<'_> {
+    /// 1 changed, 0 already so, -1 no such schedule.
+    type Reply = i64;
+
+    fn function(scripts: &Scripts) -> &Function {
+        &scripts.schedule_pause
+    }
+
+    fn own_keys(&self, keys: &QueueKeys) -> Vec<String> {
+        schedules_key(keys)
+    }
+
+    fn write_args(&self, cmd: &mut Cmd) {
+        cmd.arg(self.name).arg(u8::from(self.paused)).arg(&self.channel);
+    }
+}
+
+impl QueueFunction for DeleteArgs<'_> {
+    /// 1 deleted, 0 no such schedule.
+    type Reply = i64;
+
+    fn function(scripts: &Scripts) -> &Function {
+        &scripts.schedule_delete
+    }
+
+    fn own_keys(&self, keys: &QueueKeys) -> Vec<String> {
+        schedules_key(keys)
+    }
+
+    fn write_args(&self, cmd: &mut Cmd) {
+        cmd.arg(self.name).arg(&self.channel);
+    }
+}
+
+/// A queue's schedules (see the module doc).
+#[derive(Clone)]
+pub struct Schedules {
+    backend: Arc<Backend>,
+}
+
+impl Schedules {
+    pub(super) fn new(backend: Arc<Backend>) -> Self {
+        Self { backend }
+    }
+
+    /// Creates the schedule `name` of `queue`, or replaces its definition (see
+    /// lua/schedule_set.lua); `now_ms` is the caller's clock, from which due times are owed.
+    /// Returns whether it was created, and the schedule as stored.
+    pub async fn set(
+        &self,
+        queue: &str,
+        name: &str,
+        spec: &str,
+        template: &JobRecord,
+        now_ms: i64,
+    ) -> Result<(bool, StoredSchedule)> {
+        let channel = self.backend.keys().schedule_channel();
+        let args = SetArgs { name, spec, template: template.encode()?, now_ms, channel };
+        let (created, raw) = self.backend.call(queue, &args).await?;
+        Ok((created == 1, StoredSchedule::decode(&raw)?))
+    }
+
+    /// The schedule `name` of `queue`, if there is one.
+    pub async fn get(&self, queue: &str, name: &str) -> Result<Option<StoredSchedule>> {
+        let key = self.backend.queue_keys(queue).schedules();
+        let raw: Option<Vec<u8>> =
+            self.backend.with_conn(async |c| redis::cmd("HGET").arg(&key).arg(name).query_async(c).await).await?;
+        raw.map(|raw| StoredSchedule::decode(&raw)).transpose()
+    }
+
+    /// One HSCAN page (about `count` entries) of the queue's schedules from `cursor` (0 to
+    /// start): the cursor of the next page (0 after the last) and the schedules, each with its
+    /// name; one that does not decode is its error, so the others are still read.
+    pub async fn page(
+        &self,
+        queue: &str,
+        cursor: u64,
+        count: u32,
+    ) -> Result<(u64, Vec<(String, Result<StoredSchedule>)>)> {
+        let key = self.backend.queue_keys(queue).schedules();
+        let (next, flat): (u64, Vec<Vec<u8>>) = self
+            .backend
+            .with_conn(async |c| redis::cmd("HSCAN").arg(&key).arg(cursor).arg("COUNT").arg(count).query_async(c).await)
+            .await?;
+        let mut schedules = Vec::with_capacity(flat.len() / 2);
+        for pair in flat.chunks_exact(2) {
+            let name = String::from_utf8(pair[0].clone()).map_err(|_| StoredSchedule::corrupt_name(queue))?;
+            schedules.push((name, StoredSchedule::decode(&pair[1])));
+        }
+        Ok((next, schedules))
+    }
+
+    /// Fires due schedules of `queue` in one call (see lua/schedule_fire.lua): one outcome per
+    /// fire, in order.
+    pub async fn fire(&self, queue: &str, fires: &[Fire]) -> Result<Vec<FireOutcome>> {
+        if fires.iter().any(|f| f.jobs.len() > MAX_FIRE_JOBS) {
+            return Err(StoreError::Redis(format!("a fire of more than {MAX_FIRE_JOBS} jobs")));
+        }
+        let replies = self.backend.call(queue, &FireArgs { fires }).await?;
+        if replies.len() != fires.len() {
+            return Err(StoreError::Corrupt("the fire function answered another number of schedules".into()));
+        }
+        replies
+            .into_iter()
+            .map(|(code, detail)| match code {
+                1 => {
+                    let added = String::from_utf8_lossy(&detail)
+                        .parse()
+                        .map_err(|_| StoreError::Corrupt("the fire function answered an unreadable count".into()))?;
+                    Ok(FireOutcome::Fired(added))
+                }
+                0 => Ok(FireOutcome::Refused(Box::new(StoredSchedule::decode(&detail)?))),
+                -1 => Ok(FireOutcome::Gone),
+                other => Err(StoreError::Corrupt(format!("the fire function answered code {other}"))),
+            })
+            .collect()
+    }
+
+    /// Adds one job from the schedule's template now, as `ulid`; false when there is no such
+    /// schedule.
+    pub async fn trigger(&self, queue: &str, name: &str, ulid: &str) -> Result<bool> {
+        Ok(self.backend.call(queue, &TriggerArgs { name, ulid }).await? == 1)
+    }
+
+    /// Pauses or resumes a schedule: None when there is no such schedule, else whether it
+    /// changed.
+    pub async fn set_paused(&self, queue: &str, name: &str, paused: bool) -> Result<Option<bool>> {
+        let channel = self.backend.keys().schedule_channel();
+        match self.backend.call(queue, &PauseArgs { name, paused, channel }).await? {
+            -1 => Ok(None),
+            code => Ok(Some(code == 1)),
+        }
+    }
+
+    /// Deletes a schedule; false when there was none.
+    pub async fn delete(&self, queue: &str, name: &str) -> Result<bool> {
+        let channel = self.backend.keys().schedule_channel();
+        Ok(self.backend.call(queue, &DeleteArgs { name, channel }).await? == 1)
+    }
+}
+
+impl StoredSchedule {
+    fn corrupt_name(queue: &str) -> StoreError {
+        StoreError::Corrupt(format!("a schedule of queue {queue} with a name that is not UTF-8"))
+    }
+}

@@ -1,0 +1,406 @@
+//! Schedules end to end: real jobwire servers (two where it matters) over one Redis, each with
+//! its own timer, and the jobs the schedules add counted in the queue. A job's due time is its
+//! ULID's timestamp.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jobwire::proto::{self, JobState, schedule_service_client::ScheduleServiceClient};
+use jobwire::store::Kind;
+use tonic::{Code, transport::Channel};
+
+use crate::harness::{Client, Redis, Server, ServerBuilder, Worker, eventually, run_jobwire, unique_prefix};
+
+type Schedules = ScheduleServiceClient<Channel>;
+
+const QUEUE: &str = "q";
+
+fn now_ms() -> i64 {
+    i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_millis()).expect("fits")
+}
+
+fn at(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).expect("fits"),
+    }
+}
+
+fn secs(s: i64) -> prost_types::Duration {
+    prost_types::Duration { seconds: s, nanos: 0 }
+}
+
+/// A schedule of `QUEUE` every second, adding jobs of type `tick`.
+fn every_second(name: &str) -> proto::ScheduleDefinition {
+    proto::ScheduleDefinition {
+        queue: QUEUE.into(),
+        name: name.into(),
+        template: Some(proto::JobTemplate { r#type: "tick".into(), payload: b"{}".to_vec(), ..Default::default() }),
+        timing: Some(proto::schedule_definition::Timing::Every(secs(1))),
+        ..Default::default()
+    }
+}
+
+async fn schedules(server: &Server) -> Schedules {
+    ScheduleServiceClient::new(server.channel().await)
+}
+
+async fn upsert(client: &mut Schedules, definition: proto::ScheduleDefinition) -> proto::Schedule {
+    let request = proto::UpsertScheduleRequest { schedule: Some(definition) };
+    client.upsert_schedule(request).await.expect("upsert").into_inner().schedule.expect("schedule")
+}
+
+async fn get(client: &mut Schedules, name: &str) -> Result<proto::Schedule, tonic::Status> {
+    let request = proto::GetScheduleRequest { queue: QUEUE.into(), name: name.into() };
+    Ok(client.get_schedule(request).await?.into_inner().schedule.expect("schedule"))
+}
+
+/// The due times (ULID timestamps, ms) of the jobs of `QUEUE` in `state` added by schedule
+/// `name`, sorted.
+async fn dues(client: &mut Client, name: &str, state: JobState) -> Vec<i64> {
+    let mut out = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let request = proto::ListJobsRequest {
+            queue: QUEUE.into(),
+            state: state as i32,
+            page_size: 500,
+            page_token,
+            filter: None,
+        };
+        let page = client.list_jobs(request).await.expect("list").into_inner();
+        for job in page.jobs {
+            if job.headers.get("jobwire-schedule").map(String::as_str) == Some(name) {
+                let ulid: ulid::Ulid = job.id.rsplit('/').next().expect("an id").parse().expect("a ULID");
+                out.push(i64::try_from(ulid.timestamp_ms()).expect("fits"));
+            }
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    out.sort_unstable();
+    out
+}
+
+/// Waits (at most `limit`) until the due times of schedule `name`'s waiting jobs satisfy `done`.
+async fn wait_for_dues(client: &Client, name: &str, limit: Duration, what: &str, done: impl Fn(&[i64]) -> bool) {
+    let client = client.clone();
+    eventually(limit, what, || {
+        let mut client = client.clone();
+        let name = name.to_owned();
+        let done = &done;
+        async move { done(&dues(&mut client, &name, JobState::Waiting).await) }
+    })
+    .await;
+}
+
+/// Waits until the instance's clock is at `ms` or later.
+async fn sleep_until_ms(ms: i64) {
+    let wait = ms - now_ms();
+    if wait > 0 {
+        tokio::time::sleep(Duration::from_millis(u64::try_from(wait).expect("positive"))).await;
+    }
+}
+
+#[tokio::test]
+async fn two_instances_add_exactly_one_job_per_second_between_start_and_end() {
+    let redis = Redis::start();
+    let prefix = unique_prefix();
+    let a = ServerBuilder::new(&redis).prefix(&prefix).start().await;
+    let b = ServerBuilder::new(&redis).prefix(&prefix).start().await;
+    let t0 = (now_ms() / 1000 + 2) * 1000;
+    let mut definition = every_second("tick");
+    definition.start = Some(at(t0));
+    definition.end = Some(at(t0 + 10_000));
+    let created = upsert(&mut schedules(&a).await, definition).await;
+    assert_eq!(created.next_fire_at, Some(at(t0)));
+    sleep_until_ms(t0 + 11_500).await;
+    let mut client = a.client().await;
+    let expected: Vec<i64> = (0..10).map(|k| t0 + k * 1000).collect();
+    assert_eq!(dues(&mut client, "tick", JobState::Waiting).await, expected, "one job per due time in [t0, t0 + 10 s)");
+    let s = get(&mut schedules(&b).await, "tick").await.expect("get");
+    assert_eq!(s.fires, 10);
+    assert_eq!(s.next_fire_at, None, "no due time left");
+    a.assert_invariants(QUEUE).await;
+}
+
+#[tokio::test]
+async fn a_schedule_made_through_one_instance_is_fired_by_another_within_a_second() {
+    let redis = Redis::start();
+    let prefix = unique_prefix();
+    let a = ServerBuilder::new(&redis).prefix(&prefix).start().await;
+    let b = ServerBuilder::new(&redis).prefix(&prefix).start().await;
+    let client = b.client().await;
+    // b has read every queue's schedules already: only the notice tells it of this one.
+    upsert(&mut schedules(&a).await, every_second("tick")).await;
+    a.stop().await;
+    let since = now_ms();
+    // The first due time after a stopped is at most a second away: b fires it, and the next.
+    let first = (since / 1000 + 1) * 1000;
+    let wanted = [first, first + 1000];
+    wait_for_dues(&client, "tick", Duration::from_millis(3_000), "b fires the schedule", |d| {
+        wanted.iter().all(|w| d.contains(w))
+    })
+    .await;
+    b.assert_invariants(QUEUE).await;
+}
+
+#[tokio::test]
+async fn missed_fires_follow_each_policy_after_every_instance_was_down() {
+    let redis = Redis::start();
+    let prefix = unique_prefix();
+    let first = ServerBuilder::new(&redis).prefix(&prefix).start().await;
+    let mut admin = schedules(&first).await;
+    let mut once = every_second("once");
+    once.missed_fires = proto::MissedFirePolicy::RunOnce as i32;
+    let mut all = every_second("all");
+    all.missed_fires = proto::MissedFirePolicy::RunAll as i32;
+    all.catch_up_max = 3;
+    for definition in [every_second("skip"), once, all] {
+        upsert(&mut admin, definition).await;
+    }
+    let client = first.client().await;
+    for name in ["skip", "once", "all"] {
+        wait_for_dues(&client, name, Duration::from_secs(5), "two fires", |d| d.len() >= 2).await;
+    }
+    first.stop().await;
+    let stopped_at = now_ms();
+    // Down for 5 s, back half a second into a second: its due time is then on time (under 1 s
+    // old) and every earlier one since the stop is missed.
+    let back_at = (stopped_at / 1000 + 6) * 1000 + 500;
+    sleep_until_ms(back_at).await;
+    let second = ServerBuilder::new(&redis).prefix(&prefix).start().await;
+    let on_time = back_at - 500;
+    let mut client = second.client().await;
+    for name in ["skip", "once", "all"] {
+        let next = on_time + 1000;
+        wait_for_dues(&client, name, Duration::from_secs(3), "the next fire after the restart", |d| d.contains(&next))
+            .await;
+    }
+    for (name, caught_up) in [("skip", 0), ("once", 1), ("all", 3)] {
+        let all_dues = dues(&mut client, name, JobState::Waiting).await;
+        let last_before = all_dues.iter().copied().filter(|&d| d <= stopped_at).max().expect("fired before the stop");
+        let missed: Vec<i64> = all_dues.iter().copied().filter(|&d| d > last_before && d < on_time).collect();
+        let expected: Vec<i64> = (1..=caught_up).rev().map(|k| on_time - k * 1000).collect();
+        assert_eq!(missed, expected, "{name}: the missed times that ran");
+        assert!(all_dues.contains(&on_time), "{name}: the on-time fire after the restart ran");
+    }
+    second.assert_invariants(QUEUE).await;
+}
+
+#[tokio::test]
+async fn overlap_skip_waits_for_the_previous_job() {
+    let redis = Redis::start();
+    let server = Server::start(&redis).await;
+    let mut admin = schedules(&server).await;
+    let mut definition = every_second("tick");
+    definition.overlap = proto::OverlapPolicy::Skip as i32;
+    upsert(&mut admin, definition).await;
+    eventually(Duration::from_secs(5), "two fires skipped", || {
+        let mut admin = admin.clone();
+        async move { get(&mut admin, "tick").await.expect("get").skipped >= 2 }
+    })
+    .await;
+    let mut client = server.client().await;
+    assert_eq!(dues(&mut client, "tick", JobState::Waiting).await.len(), 1, "one job while it waits");
+    let mut worker = Worker::open(&server, &[QUEUE], 1).await;
+    let job = worker.job().await;
+    worker.complete(&job, b"done").await.expect("complete");
+    let next = worker.job().await;
+    assert_ne!(next.id, job.id, "a new job once the last finished");
+    server.assert_invariants(QUEUE).await;
+}
+
+#[tokio::test]
+async fn pause_resume_delete_and_trigger() {
+    let redis = Redis::start();
+    let server = Server::start(&redis).await;
+    let mut admin = schedules(&server).await;
+    let mut client = server.client().await;
+    upsert(&mut admin, every_second("tick")).await;
+    wait_for_dues(&client, "tick", Duration::from_secs(3), "a fire", |d| !d.is_empty()).await;
+    let name = || proto::PauseScheduleRequest { queue: QUEUE.into(), name: "tick".into() };
+    admin.pause_schedule(name()).await.expect("pause");
+    let paused = get(&mut admin, "tick").await.expect("get");
+    assert!(paused.paused);
+    assert_eq!(paused.next_fire_at, None);
+    let count = dues(&mut client, "tick", JobState::Waiting).await.len();
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    assert_eq!(dues(&mut client, "tick", JobState::Waiting).await.len(), count, "nothing while paused");
+
+    admin
+        .resume_schedule(proto::ResumeScheduleRequest { queue: QUEUE.into(), name: "tick".into() })
+        .await
+        .expect("resume");
+    wait_for_dues(&client, "tick", Duration::from_secs(3), "fires again", |d| d.len() > count).await;
+    let listed = admin
+        .list_schedules(proto::ListSchedulesRequest { queue: QUEUE.into(), ..Default::default() })
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(listed.schedules.len(), 1);
+    assert!(listed.schedules[0].next_fire_at.is_some(), "ListSchedules shows the next fire time");
+
+    let triggered = admin
+        .trigger_schedule(proto::TriggerScheduleRequest { queue: QUEUE.into(), name: "tick".into() })
+        .await
+        .expect("trigger")
+        .into_inner()
+        .job_id;
+    let info = client.get_job_info(proto::GetJobInfoRequest { job_id: triggered.clone() }).await.expect("info");
+    let info = info.into_inner().job.expect("job");
+    assert_eq!(
+        (info.r#type.as_str(), info.headers.get("jobwire-schedule").map(String::as_str)),
+        ("tick", Some("tick"))
+    );
+    assert_eq!(get(&mut admin, "tick").await.expect("get").last_job_id, triggered);
+
+    admin
+        .delete_schedule(proto::DeleteScheduleRequest { queue: QUEUE.into(), name: "tick".into() })
+        .await
+        .expect("delete");
+    assert_eq!(get(&mut admin, "tick").await.expect_err("deleted").code(), Code::NotFound);
+    let count = dues(&mut client, "tick", JobState::Waiting).await.len();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(dues(&mut client, "tick", JobState::Waiting).await.len(), count, "nothing once deleted");
+    let missing =
+        admin.trigger_schedule(proto::TriggerScheduleRequest { queue: QUEUE.into(), name: "tick".into() }).await;
+    assert_eq!(missing.expect_err("deleted").code(), Code::NotFound);
+    server.assert_invariants(QUEUE).await;
+}
+
+#[tokio::test]
+async fn invalid_definitions_are_refused_naming_the_field() {
+    let redis = Redis::start();
+    let server = Server::start(&redis).await;
+    let mut admin = schedules(&server).await;
+    let cron = |expression: &str, zone: &str| {
+        let mut d = every_second("c");
+        d.timing = Some(proto::schedule_definition::Timing::Cron(expression.into()));
+        d.time_zone = zone.into();
+        d
+    };
+    let with = |change: fn(&mut proto::ScheduleDefinition)| {
+        let mut d = every_second("c");
+        change(&mut d);
+        d
+    };
+    let cases = [
+        (cron("61 * * * *", ""), "schedule.cron"),
+        (cron("0 0 30 2 *", ""), "schedule.cron"),
+        (cron("0 3 * * *", "Europe/Nowhere"), "schedule.time_zone"),
+        (with(|d| d.timing = Some(proto::schedule_definition::Timing::Every(secs(0)))), "schedule.every"),
+        (with(|d| d.timing = None), "schedule.cron"),
+        (with(|d| d.time_zone = "UTC".into()), "schedule.time_zone"),
+        (with(|d| d.name = "a b".into()), "schedule.name"),
+        (with(|d| d.queue = String::new()), "schedule.queue"),
+        (with(|d| d.template = None), "schedule.template"),
+        (with(|d| d.template.as_mut().expect("t").r#type = String::new()), "schedule.template.type"),
+        (with(|d| d.template.as_mut().expect("t").priority = 9), "schedule.template.priority"),
+        (
+            with(|d| {
+                d.template.as_mut().expect("t").headers.insert("jobwire-schedule".into(), "x".into());
+            }),
+            "schedule.template.headers",
+        ),
+        (
+            with(|d| {
+                d.start = Some(at(10_000));
+                d.end = Some(at(5_000));
+            }),
+            "schedule.end",
+        ),
+        (with(|d| d.jitter = Some(secs(2))), "schedule.jitter"),
+        (with(|d| d.catch_up_max = 5), "schedule.catch_up_max"),
+        (with(|d| d.missed_fires = 42), "schedule.missed_fires"),
+        (with(|d| d.overlap = 42), "schedule.overlap"),
+    ];
+    for (definition, field) in cases {
+        let status =
+            admin.upsert_schedule(proto::UpsertScheduleRequest { schedule: Some(definition) }).await.expect_err(field);
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+        assert!(status.message().starts_with(&format!("{field}:")), "{field}: {}", status.message());
+    }
+    let status = admin.upsert_schedule(proto::UpsertScheduleRequest { schedule: None }).await.expect_err("no schedule");
+    assert!(status.message().starts_with("schedule:"), "{}", status.message());
+    let listed = admin
+        .list_schedules(proto::ListSchedulesRequest { queue: QUEUE.into(), ..Default::default() })
+        .await
+        .expect("list");
+    assert!(listed.into_inner().schedules.is_empty(), "nothing was written");
+    server.assert_invariants(QUEUE).await;
+}
+
+#[tokio::test]
+async fn doctor_and_the_invariant_check_know_the_schedules_and_flag_a_corrupt_one() {
+    let redis = Redis::start();
+    let prefix = unique_prefix();
+    let server = ServerBuilder::new(&redis).prefix(&prefix).start().await;
+    let mut definition = every_second("tick");
+    definition.timing = Some(proto::schedule_definition::Timing::Cron("0 3 * * *".into()));
+    definition.time_zone = "Europe/Berlin".into();
+    upsert(&mut schedules(&server).await, definition).await;
+    let report = server.store.doctor().examine(None).await.expect("doctor");
+    assert!(report.findings.is_empty(), "a schedule is in the layout: {:?}", report.findings);
+    server.assert_invariants(QUEUE).await;
+
+    let mut conn =
+        redis::Client::open(redis.url()).expect("url").get_multiplexed_async_connection().await.expect("conn");
+    let key = format!("{prefix}:{{{QUEUE}}}:schedules");
+    let _: () = redis::AsyncCommands::hset(&mut conn, &key, "broken", "not msgpack").await.expect("hset");
+    let report = server.store.doctor().examine(None).await.expect("doctor");
+    let kinds: Vec<_> = report.findings.iter().map(|f| (f.kind, f.subject.as_str())).collect();
+    assert_eq!(kinds, vec![(Kind::CorruptSchedule, "schedule broken")]);
+    let problems = server.store.invariants().check_invariants(QUEUE).await.expect("check");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    let _: () = redis::AsyncCommands::hdel(&mut conn, &key, "broken").await.expect("hdel");
+}
+
+#[tokio::test]
+async fn the_cli_sets_lists_gets_pauses_resumes_triggers_and_deletes() {
+    let redis = Redis::start();
+    let server = Server::start(&redis).await;
+    let addr = server.addr.to_string();
+    let run = |args: Vec<&str>| {
+        let mut full = vec!["schedule"];
+        full.extend(args);
+        full.extend(["--addr", &addr]);
+        let owned: Vec<String> = full.into_iter().map(str::to_owned).collect();
+        async move {
+            let args: Vec<&str> = owned.iter().map(String::as_str).collect();
+            let ran = run_jobwire(&args, Duration::from_secs(20)).await;
+            assert_eq!(ran.code, Some(0), "{args:?}: {}", ran.stderr);
+            ran.stdout
+        }
+    };
+    let set =
+        ["set", "nightly", "--queue", QUEUE, "--type", "report", "--cron", "0 30 2 * * *", "--tz", "Europe/Berlin"];
+    let out = run([&set[..], &["--payload", r#"{"full":true}"#, "--missed", "run-once"]].concat()).await;
+    assert!(out.starts_with("q/nightly: created, next fire 20"), "{out}");
+    let listed = run(vec!["list", "--queue", QUEUE, "--json"]).await;
+    let row: serde_json::Value = serde_json::from_str(listed.trim()).expect("one JSON line");
+    assert_eq!((row["cron"].as_str(), row["time_zone"].as_str()), (Some("0 30 2 * * *"), Some("Europe/Berlin")));
+    assert_eq!(row["missed_fires"].as_str(), Some("run_once"));
+    run(vec!["pause", "nightly", "--queue", QUEUE]).await;
+    let got: serde_json::Value =
+        serde_json::from_str(&run(vec!["get", "nightly", "--queue", QUEUE]).await).expect("json");
+    assert_eq!((got["paused"].as_bool(), got["next_fire_at"].as_str()), (Some(true), Some("-")));
+    run(vec!["resume", "nightly", "--queue", QUEUE]).await;
+    let job_id = run(vec!["trigger", "nightly", "--queue", QUEUE]).await;
+    let mut client = server.client().await;
+    let job = crate::harness::info(&mut client, job_id.trim()).await;
+    assert_eq!((job.r#type.as_str(), job.payload.as_slice()), ("report", br#"{"full":true}"#.as_slice()));
+    run(vec!["delete", "nightly", "--queue", QUEUE]).await;
+    let gone =
+        run_jobwire(&["schedule", "get", "nightly", "--queue", QUEUE, "--addr", &addr], Duration::from_secs(20)).await;
+    assert_eq!(gone.code, Some(1), "{}", gone.stderr);
+    assert!(gone.stderr.contains("NOT_FOUND"), "{}", gone.stderr);
+    let bad = run_jobwire(
+        &["schedule", "set", "x", "--queue", QUEUE, "--type", "t", "--every", "0s", "--addr", &addr],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(bad.stderr.contains("INVALID_ARGUMENT: schedule.every"), "{}", bad.stderr);
+    server.assert_invariants(QUEUE).await;
+}

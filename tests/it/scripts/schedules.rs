@@ -1,0 +1,158 @@
+//! lua/schedule_set, schedule_fire, schedule_trigger, schedule_pause and schedule_delete.
+
+use jobwire::store::{AckOutcome, Fire, FireJob, FireOutcome, RecordState, StoredSchedule};
+
+use super::{Case, Job, Places, QUEUE, next_ulid};
+
+const NAME: &str = "nightly";
+const SPEC: &str = r#"{"every_ms":1000,"missed":"skip"}"#;
+
+impl Case {
+    async fn schedule_set(&self, name: &str, now_ms: i64) -> (bool, StoredSchedule) {
+        let template = Job::plain().with(|r| r.headers = vec![("jobwire-schedule".into(), name.into())]).record;
+        self.store.schedules().set(QUEUE, name, SPEC, &template, now_ms).await.expect("schedule_set")
+    }
+
+    async fn schedule_fire(&self, fires: &[Fire]) -> Vec<FireOutcome> {
+        self.store.schedules().fire(QUEUE, fires).await.expect("schedule_fire")
+    }
+
+    async fn schedule(&self, name: &str) -> Option<StoredSchedule> {
+        self.store.schedules().get(QUEUE, name).await.expect("get")
+    }
+}
+
+/// A fire of `NAME` from what `s` says, adding one job per due time (ready at once).
+fn fire(s: &StoredSchedule, through: i64, dues: &[i64], skip_overlap: bool) -> Fire {
+    Fire {
+        name: NAME.into(),
+        revision: s.revision,
+        fired_through_ms: s.fired_through_ms,
+        next_through_ms: through,
+        skip_overlap,
+        jobs: dues.iter().map(|&due| FireJob { ulid: next_ulid(), due_ms: due, ready_ms: due }).collect(),
+    }
+}
+
+#[tokio::test]
+async fn set_creates_then_replaces_keeping_how_far_it_fired() {
+    let case = Case::start().await;
+    let (created, first) = case.schedule_set(NAME, 1_000).await;
+    assert!(created);
+    assert_eq!((first.revision, first.fired_through_ms, first.paused, first.fires), (1, 1_000, false, 0));
+    assert_eq!(first.spec, SPEC);
+    assert_eq!(first.template.job_type, "t");
+    assert_eq!(case.store.schedules().set_paused(QUEUE, NAME, true).await.expect("pause"), Some(true));
+    let (created, second) = case.schedule_set(NAME, 500).await;
+    assert!(!created);
+    assert_eq!(second.revision, 2);
+    assert_eq!(second.fired_through_ms, 1_000, "never moved back");
+    assert!(second.paused, "a replacement keeps the pause");
+    let (_, third) = case.schedule_set(NAME, 9_000).await;
+    assert_eq!(third.fired_through_ms, 9_000, "a replacement owes nothing from before it");
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn a_due_time_is_claimed_once_and_its_job_added_from_the_template() {
+    let case = Case::start().await;
+    let (_, s) = case.schedule_set(NAME, 1_000).await;
+    let first = fire(&s, 2_000, &[2_000], false);
+    let mut rival = first.clone();
+    rival.jobs[0].ulid = next_ulid();
+    assert_eq!(case.schedule_fire(std::slice::from_ref(&first)).await, vec![FireOutcome::Fired(1)]);
+    let outcome = case.schedule_fire(&[rival]).await;
+    let [FireOutcome::Refused(now)] = outcome.as_slice() else { panic!("the rival is refused: {outcome:?}") };
+    assert_eq!(now.fired_through_ms, 2_000, "the rival learns how far it fired");
+    assert_eq!(case.places().await, Places { waiting: 1, ..Default::default() });
+    let record = case.record(&first.jobs[0].ulid).await;
+    assert_eq!((record.state, record.created_ms, record.job_type.as_str()), (RecordState::Waiting, 2_000, "t"));
+    assert_eq!(record.headers, vec![("jobwire-schedule".to_owned(), NAME.to_owned())]);
+    let s = case.schedule(NAME).await.expect("kept");
+    assert_eq!((s.fires, s.last_due_ms, s.last_job.as_deref()), (1, Some(2_000), Some(first.jobs[0].ulid.as_str())));
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn fires_are_refused_for_another_revision_a_pause_or_no_schedule() {
+    let case = Case::start().await;
+    let (_, s) = case.schedule_set(NAME, 1_000).await;
+    let stale = fire(&s, 2_000, &[2_000], false);
+    case.schedule_set(NAME, 1_000).await;
+    assert!(matches!(case.schedule_fire(&[stale]).await.as_slice(), [FireOutcome::Refused(r)] if r.revision == 2));
+    let s = case.schedule(NAME).await.expect("kept");
+    case.store.schedules().set_paused(QUEUE, NAME, true).await.expect("pause");
+    assert!(
+        matches!(case.schedule_fire(&[fire(&s, 2_000, &[2_000], false)]).await.as_slice(), [FireOutcome::Refused(r)] if r.paused)
+    );
+    let mut gone = fire(&s, 2_000, &[2_000], false);
+    gone.name = "other".into();
+    assert_eq!(case.schedule_fire(&[gone]).await, vec![FireOutcome::Gone]);
+    assert_eq!(case.places().await, Places::default(), "nothing added");
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn overlap_skip_adds_nothing_while_the_last_job_is_unfinished() {
+    let case = Case::start().await;
+    let (_, s) = case.schedule_set(NAME, 1_000).await;
+    assert_eq!(case.schedule_fire(&[fire(&s, 2_000, &[2_000], true)]).await, vec![FireOutcome::Fired(1)]);
+    let s = case.schedule(NAME).await.expect("kept");
+    assert_eq!(case.schedule_fire(&[fire(&s, 3_000, &[3_000], true)]).await, vec![FireOutcome::Fired(0)]);
+    let held = case.take().await;
+    let s = case.schedule(NAME).await.expect("kept");
+    assert_eq!((s.skipped, s.fires), (1, 1));
+    assert_eq!(case.schedule_fire(&[fire(&s, 4_000, &[4_000], true)]).await, vec![FireOutcome::Fired(0)], "active");
+    assert_eq!(case.ack(&held.ulid, &held.token).await, AckOutcome::Completed);
+    let s = case.schedule(NAME).await.expect("kept");
+    assert_eq!(case.schedule_fire(&[fire(&s, 5_000, &[5_000], true)]).await, vec![FireOutcome::Fired(1)], "finished");
+    // Catching up several times under overlap skip: the first goes in, the rest wait on it.
+    let s = case.schedule(NAME).await.expect("kept");
+    assert_eq!(case.schedule_fire(&[fire(&s, 9_000, &[6_000, 7_000], false)]).await, vec![FireOutcome::Fired(2)]);
+    assert_eq!(case.places().await, Places { waiting: 3, completed: 1, ..Default::default() });
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn a_job_ready_after_its_due_time_waits_delayed() {
+    let case = Case::start().await;
+    let (_, s) = case.schedule_set(NAME, 1_000).await;
+    let now = case.stats().await.now_ms;
+    let mut f = fire(&s, 2_000, &[2_000], false);
+    f.jobs[0].ready_ms = now + 60_000;
+    assert_eq!(case.schedule_fire(&[f]).await, vec![FireOutcome::Fired(1)]);
+    assert_eq!(case.places().await, Places { delayed: 1, ..Default::default() });
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn trigger_pause_and_delete() {
+    let case = Case::start().await;
+    assert!(!case.store.schedules().trigger(QUEUE, NAME, &next_ulid()).await.expect("trigger"));
+    case.schedule_set(NAME, 1_000).await;
+    let ulid = next_ulid();
+    assert!(case.store.schedules().trigger(QUEUE, NAME, &ulid).await.expect("trigger"));
+    assert_eq!(case.record(&ulid).await.state, RecordState::Waiting);
+    let s = case.schedule(NAME).await.expect("kept");
+    assert_eq!((s.fires, s.last_job.as_deref(), s.fired_through_ms), (1, Some(ulid.as_str()), 1_000));
+    let schedules = case.store.schedules();
+    assert_eq!(schedules.set_paused(QUEUE, NAME, true).await.expect("pause"), Some(true));
+    assert_eq!(schedules.set_paused(QUEUE, NAME, true).await.expect("pause"), Some(false));
+    assert_eq!(schedules.set_paused(QUEUE, NAME, false).await.expect("resume"), Some(true));
+    assert_eq!(schedules.set_paused(QUEUE, "other", true).await.expect("pause"), None);
+    assert!(schedules.delete(QUEUE, NAME).await.expect("delete"));
+    assert!(!schedules.delete(QUEUE, NAME).await.expect("delete"));
+    assert_eq!(case.places().await, Places { waiting: 1, ..Default::default() }, "its job stays");
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn overlap_skip_catching_up_adds_only_the_first_missed_time() {
+    let case = Case::start().await;
+    let (_, s) = case.schedule_set(NAME, 1_000).await;
+    assert_eq!(case.schedule_fire(&[fire(&s, 4_000, &[2_000, 3_000, 4_000], true)]).await, vec![FireOutcome::Fired(1)]);
+    let s = case.schedule(NAME).await.expect("kept");
+    assert_eq!((s.fires, s.skipped, s.last_due_ms, s.fired_through_ms), (1, 2, Some(2_000), 4_000));
+    assert_eq!(case.places().await, Places { waiting: 1, ..Default::default() });
+    case.assert_invariants().await;
+}
