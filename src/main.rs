@@ -245,6 +245,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         keepalive: config.keepalive(),
         tls,
         auth,
+        connections: config.connections(),
     };
     server::run(listener, engine, options, stop.cancelled_owned()).await?;
     if let Some(redis) = embedded {

@@ -16,9 +16,9 @@
 //! (its earlier chunks went in).
 //!
 //! Owns: the coalescer of single adds. Calls `memory` (`check_room`, `refusal`), `registry` (a
-//! queue's first add here registers it, once a job went in: a refused add writes nothing, not
-//! even the registry entry; a crash before the registration is made up for by the heartbeat's
-//! discovery, `leases/liveness.rs`), `background` (no adds once the instance stops) and `leases`
+//! queue's first add here registers it first, within `--max-queues`: a queue past the cap gets
+//! no job and no entry; a first add refused after its registration, for a missing session or
+//! Redis's memory, leaves the entry of a queue with no keys), `background` (no adds once the instance stops) and `leases`
 //! (`Leases::wake`: a queue with new work wakes its dispatcher here; other instances hear of it
 //! from the add script itself).
 
@@ -99,6 +99,7 @@ impl Intake {
         job.validate(&self.limits, "")?;
         self.memory.check_room()?;
         let queue = job.queue.clone();
+        self.registry.register(&queue).await?;
         let prepared = Prepared::new(job, self.windows);
         let session = prepared.session.clone();
         let max_waiting = self.max_waiting;
@@ -112,7 +113,6 @@ impl Intake {
         };
         let outcome = self.adds.submit(&queue, prepared, run).await.map_err(|e| self.memory.refusal(e))?;
         let added = accepted(&queue, outcome, session.as_ref(), "", span)?;
-        self.register(&queue).await;
         if !added.duplicate {
             self.leases.wake(&queue);
         }
@@ -157,6 +157,17 @@ impl Intake {
             }
         }
         for (queue, items) in by_queue {
+            match self.registry.register(&queue).await {
+                Ok(()) => {}
+                // Past --max-queues: this queue's entries are refused, the others go on.
+                Err(Error::Full(message)) => {
+                    for (i, _) in &items {
+                        results[*i] = Err(Error::Full(message.clone()));
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
             let mut any_in = false;
             for chunk in items.chunks(MAX_CHUNK) {
                 let args: Vec<AddArgs> = chunk.iter().map(|(_, p)| p.args()).collect();
@@ -183,19 +194,10 @@ impl Intake {
                 }
             }
             if any_in {
-                self.register(&queue).await;
                 self.leases.wake(&queue);
             }
         }
         Ok(results)
-    }
-
-    /// Registers a queue a job went into. The job is in: a failed registration only delays
-    /// the queue's entry until the heartbeat's discovery finds it, so the add still succeeds.
-    async fn register(&self, queue: &str) {
-        if let Err(e) = self.registry.register(queue).await {
-            tracing::warn!(%queue, error = %e, "could not register the queue; discovery will");
-        }
     }
 }
 

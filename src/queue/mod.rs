@@ -35,8 +35,9 @@
 //!   cancelled active job).
 //! - `gauges.rs`: with metrics on, the task refreshing the per-queue gauges. Calls `leases`
 //!   (`stream_count`, `redis_is_up`) and `background`; converts with `admin`'s `QueueFigures`.
-//! - `registry.rs`: puts a queue in the global registry of queues on its first write here. Owns
-//!   the set of queues this instance already registered. Calls no room.
+//! - `registry.rs`: puts a queue in the global registry of queues before its first write here,
+//!   within `--max-queues` over every instance. Owns the set of queues this instance already
+//!   registered. Calls no room.
 //! - `background.rs`: the cancellation token and task tracker of every background task but the
 //!   dispatchers, so `Engine::shutdown` can stop them all and wait for them. Calls no room.
 //!
@@ -103,7 +104,7 @@ impl Engine {
     /// Starts an engine over `store` and its background tasks.
     pub fn start(store: Arc<Store>, settings: Settings) -> Arc<Self> {
         let background = Background::default();
-        let registry = Arc::new(registry::QueueRegistry::new(store.clone()));
+        let registry = Arc::new(registry::QueueRegistry::new(store.clone(), settings.max_queues));
         let leases = leases::Leases::start(store.clone(), settings.clone(), background.clone());
         let memory = memory::Memory::start(store.clone(), settings.memory.clone(), background.clone());
         let limits = settings.limits;
