@@ -4,23 +4,13 @@
  * without one is refused, and a scope is held.
  */
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { after, before, describe, it } from "node:test";
 
 import { Client, RpcError, Status, Worker, silentLogger } from "../src";
-import { Stack, jobwireBin, uniqueQueue } from "./harness";
-
-/** The secret `jobwire token create` prints (and only it, on stdout). */
-function createToken(file: string, name: string, role: string, queues?: string): string {
-  const args = ["token", "create", "--file", file, "--name", name, "--role", role];
-  if (queues) args.push("--queues", queues);
-  const run = spawnSync(jobwireBin(), args, { encoding: "utf8" });
-  if (run.status !== 0) throw new Error(`jobwire token create failed: ${run.stderr}`);
-  return run.stdout.trim();
-}
+import { Stack, createToken, uniqueQueue } from "./harness";
 
 async function refusal(call: Promise<unknown>): Promise<RpcError> {
   const err = await call.then(

@@ -1,7 +1,8 @@
 /**
  * The client and the worker against a mutual-TLS server: certificates from the repository's
  * `scripts/dev-certs.sh` (a private CA, a server certificate for 127.0.0.1 and localhost, a
- * client certificate), the real binary with `--tls-cert`, `--tls-key` and `--tls-client-ca`.
+ * client certificate), the real binary with `--tls-cert`, `--tls-key` and `--tls-client-ca`;
+ * and with tokens over TLS (`--auth-tokens` too, no client certificates).
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
@@ -11,7 +12,7 @@ import * as path from "node:path";
 import { after, before, describe, it } from "node:test";
 
 import { Client, RpcError, Status, Worker, silentLogger, type TlsOptions } from "../src";
-import { REPO_ROOT, Stack, uniqueQueue } from "./harness";
+import { REPO_ROOT, Stack, createToken, uniqueQueue } from "./harness";
 
 let certs: string;
 let stack: Stack;
@@ -33,6 +34,18 @@ function mutual(overrides: Partial<TlsOptions> = {}): TlsOptions {
 async function refused(call: () => Promise<unknown>): Promise<void> {
   const codes: number[] = [Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED];
   await assert.rejects(call, (err: unknown) => err instanceof RpcError && codes.includes(err.code));
+}
+
+/** Runs one "greet" job added through `client` on `worker` (started here, stopped at the end). */
+async function greets(client: Client, worker: Worker, queue: string): Promise<void> {
+  worker.handle("greet", async (job) => ({ hello: job.json<{ name: string }>().name }));
+  worker.start();
+  try {
+    const result = await client.addAndWait(queue, "greet", { name: "ada" }, { timeoutMs: 10_000 });
+    assert.deepEqual(result.json(), { hello: "ada" });
+  } finally {
+    await worker.stop();
+  }
 }
 
 before(async () => {
@@ -61,13 +74,9 @@ describe("tls", () => {
       logger: silentLogger,
       handleSignals: false,
     });
-    worker.handle("greet", async (job) => ({ hello: job.json<{ name: string }>().name }));
-    worker.start();
     try {
-      const result = await client.addAndWait(queue, "greet", { name: "ada" }, { timeoutMs: 10_000 });
-      assert.deepEqual(result.json(), { hello: "ada" });
+      await greets(client, worker, queue);
     } finally {
-      await worker.stop();
       client.close();
     }
   });
@@ -101,5 +110,53 @@ describe("tls", () => {
       () => new Client({ address: stack.address, tls: { certFile: path.join(certs, "client.pem") } }),
       /certFile and keyFile together/,
     );
+  });
+});
+
+describe("tokens over tls", () => {
+  let dir: string;
+  let secured: Stack;
+  let producer: string;
+  let workerToken: string;
+
+  before(async () => {
+    dir = mkdtempSync(path.join(tmpdir(), "jobwire-ts-tls-tokens-"));
+    const tokens = path.join(dir, "tokens.json");
+    producer = createToken(tokens, "ts-tls-producer", "producer");
+    workerToken = createToken(tokens, "ts-tls-worker", "worker");
+    const file = (name: string): string => path.join(certs, name);
+    secured = await Stack.start({
+      args: ["--auth-tokens", tokens, "--tls-cert", file("server.pem"), "--tls-key", file("server.key")],
+    });
+  });
+
+  after(async () => {
+    await secured?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("runs a job through a producer and a worker sending their tokens over TLS", async () => {
+    const queue = uniqueQueue("tls-tokens");
+    const tls = { caFile: path.join(certs, "ca.pem") };
+    const client = new Client({ address: secured.address, tls, token: producer });
+    const stranger = new Client({ address: secured.address, tls, token: "jw_" + "0".repeat(64) });
+    const worker = new Worker({
+      address: secured.address,
+      tls,
+      token: workerToken,
+      queues: [queue],
+      logger: silentLogger,
+      handleSignals: false,
+    });
+    try {
+      await greets(client, worker, queue);
+      await assert.rejects(
+        () => stranger.add(queue, "greet"),
+        (err: unknown) => err instanceof RpcError && err.code === Status.UNAUTHENTICATED,
+      );
+    } finally {
+      client.close();
+      stranger.close();
+    }
   });
 });
