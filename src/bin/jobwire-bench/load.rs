@@ -73,7 +73,12 @@ impl Bench {
     pub(crate) async fn fresh_server_with(&self, flags: &[&str]) -> anyhow::Result<Server> {
         self.redis.flushall().await?;
         let ready = self.work.path().join(format!("ready-{}", ulid::Ulid::new()));
-        Server::start(&self.server_exe, &self.redis.url, &ready, flags).await
+        let Some(security) = &self.security else {
+            return Server::start(&self.server_exe, &self.redis.url, &ready, flags, None).await;
+        };
+        let mut all: Vec<&str> = security.server_flags.iter().map(String::as_str).collect();
+        all.extend(flags);
+        Server::start(&self.server_exe, &self.redis.url, &ready, &all, Some(security.access.clone())).await
     }
 
     pub(crate) async fn worker(&self, server: &Server, spec: &WorkerSpec<'_>) -> anyhow::Result<WorkerProc> {

@@ -30,8 +30,9 @@
 //!
 //! Files: this one (arguments, the driver), `results` (figures, table, JSON), `procs` (the
 //! processes and their CPU), `load` (load helpers), one file per group of scenarios
-//! (`throughput`: a, b, e; `latency`: c, d, g; `memory`: f; `ceiling`: h; `steady`: i) and
-//! `worker` (the hidden worker role).
+//! (`throughput`: a, b, e; `latency`: c, d, g; `memory`: f; `ceiling`: h; `steady`: i),
+//! `worker` (the hidden worker role) and `secure` (TLS and a token for every process, with
+//! `--secure`).
 
 mod ceiling;
 mod latency;
@@ -39,6 +40,7 @@ mod load;
 mod memory;
 mod procs;
 mod results;
+mod secure;
 mod steady;
 mod throughput;
 mod worker;
@@ -105,6 +107,11 @@ struct RunArgs {
     /// Jobs per second scenario i adds.
     #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
     steady_rate: u64,
+    /// Every server serves TLS and needs a token (certificates and a token made for the run),
+    /// and every client and worker connects with both: set beside a plain run, what security
+    /// costs.
+    #[arg(long)]
+    secure: bool,
     /// The server's --idempotency-retry-window in scenario i (e.g. 20s, 10m).
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     steady_retry_window: std::time::Duration,
@@ -116,6 +123,9 @@ impl RunArgs {
         let mut text = format!("workers: {} protocol, prefetch {}", self.protocol.name(), self.prefetch);
         if self.prefetch > 0 {
             text.push_str(" (b at concurrency 1 also without)");
+        }
+        if self.secure {
+            text.push_str("; TLS and a token on every connection");
         }
         text
     }
@@ -266,6 +276,8 @@ struct Bench {
     prefetch: u32,
     /// How scenario i runs.
     steady: Steady,
+    /// With `--secure`: the servers' TLS and token flags, and the clients' CA and token.
+    security: Option<secure::Security>,
     /// Holds the servers' ready files; dropped after `redis`, which lives in it.
     work: WorkDir,
 }
@@ -306,7 +318,21 @@ async fn drive(opts: RunArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find this binary")?;
     let server_exe = exe.with_file_name("jobwire");
     ensure!(server_exe.is_file(), "no server binary at {}: build it (cargo build --release)", server_exe.display());
-    let bench = Bench { exe, server_exe, redis, sizes, protocol: opts.protocol, prefetch: opts.prefetch, steady, work };
+    let security = match opts.secure {
+        true => Some(secure::Security::make(work.path(), &server_exe)?),
+        false => None,
+    };
+    let bench = Bench {
+        exe,
+        server_exe,
+        redis,
+        sizes,
+        protocol: opts.protocol,
+        prefetch: opts.prefetch,
+        steady,
+        security,
+        work,
+    };
     let mut results = Results::default();
     let started = Instant::now();
     for scenario in &scenarios {
