@@ -16,9 +16,10 @@
 //! (its earlier chunks went in).
 //!
 //! Owns: the coalescer of single adds. Calls `memory` (`check_room`, `refusal`), `registry` (a
-//! queue's first add here registers it first, within `--max-queues`: a queue past the cap gets
-//! no job and no entry; a first add refused after its registration, for a missing session or
-//! Redis's memory, leaves the entry of a queue with no keys), `background` (no adds once the instance stops) and `leases`
+//! queue's first add here registers it before the add, within `--max-queues`: a queue past the
+//! cap gets no job and no entry; only a first add Redis then refuses for memory leaves the entry
+//! of a queue with no keys. An add into a session skips that: the session's creation registered
+//! its queue, and a missing session must not register one), `background` (no adds once the instance stops) and `leases`
 //! (`Leases::wake`: a queue with new work wakes its dispatcher here; other instances hear of it
 //! from the add script itself).
 
@@ -99,9 +100,11 @@ impl Intake {
         job.validate(&self.limits, "")?;
         self.memory.check_room()?;
         let queue = job.queue.clone();
-        self.registry.register(&queue).await?;
         let prepared = Prepared::new(job, self.windows);
         let session = prepared.session.clone();
+        if session.is_none() {
+            self.registry.register(&queue).await?;
+        }
         let max_waiting = self.max_waiting;
         let (store, lane) = (self.store.clone(), queue.clone());
         let run = move |items: Vec<Prepared>| {
@@ -113,6 +116,9 @@ impl Intake {
         };
         let outcome = self.adds.submit(&queue, prepared, run).await.map_err(|e| self.memory.refusal(e))?;
         let added = accepted(&queue, outcome, session.as_ref(), "", span)?;
+        if session.is_some() {
+            self.note_registered(&queue).await;
+        }
         if !added.duplicate {
             self.leases.wake(&queue);
         }
@@ -157,7 +163,8 @@ impl Intake {
             }
         }
         for (queue, items) in by_queue {
-            match self.registry.register(&queue).await {
+            let all_in_sessions = items.iter().all(|(_, p)| p.session.is_some());
+            match if all_in_sessions { Ok(()) } else { self.registry.register(&queue).await } {
                 Ok(()) => {}
                 // Past --max-queues: this queue's entries are refused, the others go on.
                 Err(Error::Full(message)) => {
@@ -194,10 +201,22 @@ impl Intake {
                 }
             }
             if any_in {
+                if all_in_sessions {
+                    self.note_registered(&queue).await;
+                }
                 self.leases.wake(&queue);
             }
         }
         Ok(results)
+    }
+
+    /// After a job went into a session: its queue is in the registry since the session was
+    /// created there, and this only tells this instance so. A failure is logged, never the
+    /// add's: the heartbeat's discovery registers a queue that has keys.
+    async fn note_registered(&self, queue: &str) {
+        if let Err(e) = self.registry.register(queue).await {
+            tracing::warn!(%queue, error = %e, "could not register the queue; discovery will");
+        }
     }
 }
 
