@@ -13,7 +13,7 @@ use crate::{
     auth::Reflection,
     listener::{ServerTls, TlsError, TlsFiles},
     queue::{Limits, MemoryLimits, Settings},
-    server::Keepalive,
+    server::{ConnectionLimits, Keepalive},
     store::{RedisAccess, RedisIdentity, Retention, StoreConfig},
 };
 
@@ -111,6 +111,32 @@ pub struct ServeConfig {
     /// Largest AddJobs request: payloads and headers summed, in bytes.
     #[arg(long, env = "JOBWIRE_MAX_BATCH_BYTES", default_value_t = 16 << 20)]
     pub max_batch_bytes: usize,
+    /// The most credit a worker stream may ask for: its `max_in_flight`, and its `prefetch`
+    /// (each at most this); a stream asking for more is refused (INVALID_ARGUMENT).
+    #[arg(long, env = "JOBWIRE_MAX_CREDIT", default_value_t = 1_000)]
+    pub max_credit: u32,
+    /// The most distinct queues Redis may hold, over every instance: a write that would make
+    /// one more (an add, a session, a pause of a queue never used) is refused
+    /// (RESOURCE_EXHAUSTED, naming --max-queues), and writes nothing. A queue counts from its
+    /// first write on, for good (its entry in the registry of queues); 0: no cap.
+    #[arg(long, env = "JOBWIRE_MAX_QUEUES", default_value_t = 10_000)]
+    pub max_queues: u64,
+    /// The most calls one HTTP/2 connection may have open at once (its
+    /// SETTINGS_MAX_CONCURRENT_STREAMS): a client's further calls wait for one to end.
+    #[arg(long, env = "JOBWIRE_MAX_STREAMS_PER_CONNECTION", default_value_t = 200)]
+    pub max_streams_per_connection: u32,
+    /// With --auth-tokens, the most streams (GetJob, Work, WatchJob, Subscribe) one token may
+    /// have open on this instance; one more is refused (RESOURCE_EXHAUSTED).
+    #[arg(long, env = "JOBWIRE_MAX_STREAMS_PER_TOKEN", default_value_t = 10_000)]
+    pub max_streams_per_token: usize,
+    /// Largest header block (metadata) of a call, in bytes (HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE);
+    /// a call with more is refused and the connection goes on.
+    #[arg(long, env = "JOBWIRE_MAX_HEADER_BYTES", default_value_t = 16 << 10)]
+    pub max_header_bytes: u32,
+    /// A connection with no call open for this long is closed (a client's next call opens a new
+    /// one). An open GetJob or Work stream is a call: a waiting worker is never idle.
+    #[arg(long, env = "JOBWIRE_IDLE_TIMEOUT", default_value = "10m", value_parser = duration)]
+    pub idle_timeout: Duration,
     /// Dispatchers look at their queue at least this often, even without a wake-up.
     #[arg(long, env = "JOBWIRE_SAFETY_POLL", default_value = "5s", value_parser = duration)]
     pub safety_poll: Duration,
@@ -200,6 +226,15 @@ impl ServeConfig {
         if self.memory_shed_at == 0 || self.memory_shed_at > self.memory_watermark {
             return Err("--memory-shed-at must be from 1 to --memory-watermark (percent)".into());
         }
+        if self.max_credit == 0 {
+            return Err("--max-credit must be at least 1".into());
+        }
+        if self.max_streams_per_connection == 0 || self.max_streams_per_token == 0 {
+            return Err("--max-streams-per-connection and --max-streams-per-token must be at least 1".into());
+        }
+        if self.max_header_bytes < 1024 {
+            return Err("--max-header-bytes must be at least 1024".into());
+        }
         if self.max_waiting == Some(0) {
             return Err("--max-waiting must be at least 1".into());
         }
@@ -210,6 +245,7 @@ impl ServeConfig {
             ("--ping-every", self.ping_every),
             ("--http2-keepalive-interval", self.http2_keepalive_interval),
             ("--http2-keepalive-timeout", self.http2_keepalive_timeout),
+            ("--idle-timeout", self.idle_timeout),
         ] {
             if value.is_zero() {
                 return Err(format!("{flag} must be above zero"));
@@ -244,6 +280,7 @@ impl ServeConfig {
                 max_payload: self.max_payload,
                 max_result: self.max_result,
                 max_batch_bytes: self.max_batch_bytes,
+                max_in_flight: self.max_credit,
                 ..Limits::default()
             },
             idempotency_window: self.idempotency_window,
@@ -259,6 +296,7 @@ impl ServeConfig {
                 ..MemoryLimits::default()
             },
             max_waiting: self.max_waiting,
+            max_queues: (self.max_queues > 0).then_some(self.max_queues),
         }
     }
 
@@ -267,8 +305,19 @@ impl ServeConfig {
         Keepalive { interval: self.http2_keepalive_interval, timeout: self.http2_keepalive_timeout }
     }
 
+    /// What one connection and one token may hold open, and how big a call's headers may be.
+    pub fn connections(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            max_streams_per_connection: self.max_streams_per_connection,
+            max_streams_per_token: self.max_streams_per_token,
+            max_header_bytes: self.max_header_bytes,
+            idle_timeout: self.idle_timeout,
+        }
+    }
+
     /// The largest gRPC message the server decodes: the biggest legal request plus room for
-    /// its framing. Past it, the transport itself answers RESOURCE_EXHAUSTED.
+    /// its framing. Past it, the transport itself answers OUT_OF_RANGE ("decoded message length
+    /// too large"), before any handler runs, and the connection goes on.
     pub fn max_message(&self) -> usize {
         self.max_payload.max(self.max_result).max(self.max_batch_bytes) + (1 << 20)
     }

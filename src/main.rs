@@ -250,6 +250,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         tls,
         auth,
         dashboard: config.ui,
+        connections: config.connections(),
     };
     server::run(listener, engine, options, stop.cancelled_owned()).await?;
     if let Some(redis) = embedded {

@@ -20,7 +20,10 @@
 //!
 //! Connections come from `crate::listener` (plain text, or TLS with `ServerOptions::tls`), so
 //! every call carries the connection's `listener::Peer` as a request extension; a layer added
-//! to the builder in `run` sees it on every request.
+//! to the builder in `run` sees it on every request. The first layer counts each connection's
+//! open calls, so that a connection idle for `ConnectionLimits::idle_timeout` is closed; the
+//! other limits of `ConnectionLimits` are HTTP/2 settings of the transport and the auth layer's
+//! count of streams per token.
 //!
 //! Shutdown order: health NOT_SERVING -> the engine drains (workers told, acks accepted for the
 //! grace period, held jobs handed back) -> the transport stops -> the metrics endpoint stops ->
@@ -39,7 +42,7 @@ use tracing::info;
 use crate::{
     api::{AuthLayer, QueueApi, ScheduleApi, SessionApi},
     auth::Authority,
-    listener::{Incoming, ServerTls},
+    listener::{CallsLayer, Incoming, ServerTls},
     proto::{
         queue_service_server::QueueServiceServer, schedule_service_server::ScheduleServiceServer,
         session_service_server::SessionServiceServer,
@@ -59,7 +62,7 @@ const SCHEDULE_SERVICE_NAME: &str = "jobwire.v1.ScheduleService";
 /// flags (`crate::config::ServeConfig`).
 pub struct ServerOptions {
     /// Largest gRPC message, in bytes, either service decodes or encodes; past it the transport
-    /// answers RESOURCE_EXHAUSTED.
+    /// answers OUT_OF_RANGE (tonic's code for it) and the connection goes on.
     pub max_message: usize,
     /// An idle worker stream hears a ping after a random half to whole of this period.
     pub ping_every: Duration,
@@ -77,6 +80,38 @@ pub struct ServerOptions {
     /// Serve the dashboard on the same port: its assets over HTTP/1.1 and the services over
     /// gRPC-web too (`crate::ui`).
     pub dashboard: bool,
+    /// What one connection and one token may hold open.
+    pub connections: ConnectionLimits,
+}
+
+/// What one connection and one token may hold open, and how big a call's headers may be: the
+/// limits a broken or abusive client meets at the transport (the sizes of what a call carries
+/// are `queue::Limits`, and the largest message `ServerOptions::max_message`).
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    /// Calls one HTTP/2 connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS):
+    /// the client holds back its further calls until one ends.
+    pub max_streams_per_connection: u32,
+    /// With tokens, streams (GetJob, Work, WatchJob, Subscribe) one token may hold open on this
+    /// instance; one more is refused RESOURCE_EXHAUSTED.
+    pub max_streams_per_token: usize,
+    /// Largest header block of a call (SETTINGS_MAX_HEADER_LIST_SIZE); a call with more is
+    /// refused, and its connection goes on.
+    pub max_header_bytes: u32,
+    /// A connection with no call open for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    /// The defaults of `jobwire serve`: far above what a deployment uses.
+    fn default() -> Self {
+        Self {
+            max_streams_per_connection: 200,
+            max_streams_per_token: 10_000,
+            max_header_bytes: 16 << 10,
+            idle_timeout: Duration::from_secs(600),
+        }
+    }
 }
 
 /// The HTTP/2 keep-alive of every connection: a connection silent for `interval` is pinged, and
@@ -178,8 +213,9 @@ pub async fn run(
         .max_encoding_message_size(options.max_message);
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let incoming = Incoming::new(listener, options.tls);
-    // The dashboard's assets answer what no service does; the two services also speak gRPC-web.
+    let limits = options.connections;
+    let incoming = Incoming::new(listener, options.tls).idle_timeout(limits.idle_timeout);
+    // The dashboard's assets answer what no service does; the services also speak gRPC-web.
     let (routes, open) = if options.dashboard {
         (Routes::from(crate::ui::router()), &crate::ui::ASSET_PATHS[..])
     } else {
@@ -187,7 +223,10 @@ pub async fn run(
     };
     let transport = tonic::transport::Server::builder()
         .accept_http1(options.dashboard)
-        .layer(AuthLayer::new(options.auth, open))
+        .layer(CallsLayer)
+        .layer(AuthLayer::new(options.auth, open, limits.max_streams_per_token))
+        .max_concurrent_streams(limits.max_streams_per_connection)
+        .http2_max_header_list_size(limits.max_header_bytes)
         .http2_keepalive_interval(Some(options.keepalive.interval))
         .http2_keepalive_timeout(Some(options.keepalive.timeout))
         .add_routes(routes)

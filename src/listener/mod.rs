@@ -13,9 +13,14 @@
 //! and, with mutual TLS, the names of its verified client certificate. This is what a layer that
 //! maps a client certificate to an access rule reads.
 //!
+//! With [`Incoming::idle_timeout`], a connection with no call open for that long is closed
+//! (`idle.rs`: the `Peer` carries the connection's count of open calls, which
+//! [`CallsLayer`] keeps).
+//!
 //! Dropping the `Incoming` (tonic does when it stops accepting) closes the listening socket and
 //! aborts the handshakes still running.
 
+mod idle;
 mod peer;
 mod tls;
 
@@ -37,6 +42,8 @@ use tokio_rustls::server::TlsStream;
 use tonic::transport::server::{Connected, TcpIncoming};
 use tracing::debug;
 
+use idle::IdleWatch;
+pub use idle::{Activity, CallsLayer};
 pub use peer::{ClientCertificate, Peer};
 pub use tls::{ServerTls, TlsError, TlsFiles};
 
@@ -48,12 +55,25 @@ pub struct Incoming {
     tcp: TcpIncoming,
     tls: Option<Arc<ServerTls>>,
     handshakes: JoinSet<Option<Connection>>,
+    idle_timeout: Option<Duration>,
 }
 
 impl Incoming {
     /// Connections accepted on `listener`, through TLS when `tls` is given.
     pub fn new(listener: TcpListener, tls: Option<Arc<ServerTls>>) -> Self {
-        Self { tcp: TcpIncoming::from(listener).with_nodelay(Some(true)), tls, handshakes: JoinSet::new() }
+        Self {
+            tcp: TcpIncoming::from(listener).with_nodelay(Some(true)),
+            tls,
+            handshakes: JoinSet::new(),
+            idle_timeout: None,
+        }
+    }
+
+    /// Closes each connection once it has had no call open for `timeout` (its calls counted by
+    /// [`CallsLayer`], which the server must mount).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = Some(timeout);
+        self
     }
 }
 
@@ -67,9 +87,9 @@ impl Stream for Incoming {
         loop {
             match Pin::new(&mut this.tcp).poll_next(cx) {
                 Poll::Ready(Some(Ok(tcp))) => match &this.tls {
-                    None => return Poll::Ready(Some(Ok(Connection::plain(tcp)))),
+                    None => return Poll::Ready(Some(Ok(Connection::plain(tcp, this.idle_timeout)))),
                     Some(tls) => {
-                        this.handshakes.spawn(handshake(tls.acceptor(), tcp));
+                        this.handshakes.spawn(handshake(tls.acceptor(), tcp, this.idle_timeout));
                     }
                 },
                 // tonic logs an accept error and polls again.
@@ -88,7 +108,11 @@ impl Stream for Incoming {
 }
 
 /// One TLS handshake; `None` (after a DEBUG line) when it fails or times out.
-async fn handshake(acceptor: tokio_rustls::TlsAcceptor, tcp: TcpStream) -> Option<Connection> {
+async fn handshake(
+    acceptor: tokio_rustls::TlsAcceptor,
+    tcp: TcpStream,
+    idle_timeout: Option<Duration>,
+) -> Option<Connection> {
     let remote_addr = tcp.peer_addr().ok();
     let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(stream)) => stream,
@@ -109,13 +133,15 @@ async fn handshake(acceptor: tokio_rustls::TlsAcceptor, tcp: TcpStream) -> Optio
             return None;
         }
     };
-    Some(Connection { io: Io::Tls(Box::new(stream)), peer: Peer { remote_addr, certificate } })
+    Some(Connection::new(Io::Tls(Box::new(stream)), remote_addr, certificate, idle_timeout))
 }
 
 /// An accepted connection, plain or TLS, with the [`Peer`] its calls carry.
 pub struct Connection {
     io: Io,
     peer: Peer,
+    /// With an idle timeout: what closes the connection once it has been idle that long.
+    idle: Option<IdleWatch>,
 }
 
 enum Io {
@@ -125,9 +151,20 @@ enum Io {
 }
 
 impl Connection {
-    fn plain(tcp: TcpStream) -> Self {
+    fn plain(tcp: TcpStream, idle_timeout: Option<Duration>) -> Self {
         let remote_addr = tcp.peer_addr().ok();
-        Self { io: Io::Plain(tcp), peer: Peer { remote_addr, certificate: None } }
+        Self::new(Io::Plain(tcp), remote_addr, None, idle_timeout)
+    }
+
+    fn new(
+        io: Io,
+        remote_addr: Option<std::net::SocketAddr>,
+        certificate: Option<Arc<ClientCertificate>>,
+        idle_timeout: Option<Duration>,
+    ) -> Self {
+        let activity = Activity::new();
+        let idle = idle_timeout.map(|timeout| IdleWatch::new(activity.clone(), timeout));
+        Self { io, peer: Peer { remote_addr, certificate, activity }, idle }
     }
 
     /// Who is at the other end.
@@ -146,7 +183,12 @@ impl Connected for Connection {
 
 impl AsyncRead for Connection {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().io {
+        let this = self.get_mut();
+        if this.idle.as_mut().is_some_and(|idle| idle.expired(cx)) {
+            // End of stream, as when the client leaves: hyper closes the connection.
+            return Poll::Ready(Ok(()));
+        }
+        match &mut this.io {
             Io::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
             Io::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
         }

@@ -23,6 +23,8 @@ pub struct Peer {
     /// The client certificate verified in the TLS handshake; `None` in plain text and in TLS
     /// without `--tls-client-ca`.
     pub certificate: Option<Arc<ClientCertificate>>,
+    /// The connection's open calls (`--idle-timeout` closes it after a while with none).
+    pub activity: Arc<super::Activity>,
 }
 
 /// What a verified client certificate (the leaf of the chain a mutual-TLS client presented)

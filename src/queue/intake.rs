@@ -16,9 +16,10 @@
 //! (its earlier chunks went in).
 //!
 //! Owns: the coalescer of single adds. Calls `memory` (`check_room`, `refusal`), `registry` (a
-//! queue's first add here registers it, once a job went in: a refused add writes nothing, not
-//! even the registry entry; a crash before the registration is made up for by the heartbeat's
-//! discovery, `leases/liveness.rs`), `background` (no adds once the instance stops) and `leases`
+//! queue's first add here registers it before the add, within `--max-queues`: a queue past the
+//! cap gets no job and no entry; only a first add Redis then refuses for memory leaves the entry
+//! of a queue with no keys. An add into a session skips that: the session's creation registered
+//! its queue, and a missing session must not register one), `background` (no adds once the instance stops) and `leases`
 //! (`Leases::wake`: a queue with new work wakes its dispatcher here; other instances hear of it
 //! from the add script itself).
 
@@ -101,6 +102,9 @@ impl Intake {
         let queue = job.queue.clone();
         let prepared = Prepared::new(job, self.windows);
         let session = prepared.session.clone();
+        if session.is_none() {
+            self.registry.register(&queue).await?;
+        }
         let max_waiting = self.max_waiting;
         let (store, lane) = (self.store.clone(), queue.clone());
         let run = move |items: Vec<Prepared>| {
@@ -112,7 +116,9 @@ impl Intake {
         };
         let outcome = self.adds.submit(&queue, prepared, run).await.map_err(|e| self.memory.refusal(e))?;
         let added = accepted(&queue, outcome, session.as_ref(), "", span)?;
-        self.register(&queue).await;
+        if session.is_some() {
+            self.note_registered(&queue).await;
+        }
         if !added.duplicate {
             self.leases.wake(&queue);
         }
@@ -157,6 +163,18 @@ impl Intake {
             }
         }
         for (queue, items) in by_queue {
+            let all_in_sessions = items.iter().all(|(_, p)| p.session.is_some());
+            match if all_in_sessions { Ok(()) } else { self.registry.register(&queue).await } {
+                Ok(()) => {}
+                // Past --max-queues: this queue's entries are refused, the others go on.
+                Err(Error::Full(message)) => {
+                    for (i, _) in &items {
+                        results[*i] = Err(Error::Full(message.clone()));
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
             let mut any_in = false;
             for chunk in items.chunks(MAX_CHUNK) {
                 let args: Vec<AddArgs> = chunk.iter().map(|(_, p)| p.args()).collect();
@@ -183,16 +201,19 @@ impl Intake {
                 }
             }
             if any_in {
-                self.register(&queue).await;
+                if all_in_sessions {
+                    self.note_registered(&queue).await;
+                }
                 self.leases.wake(&queue);
             }
         }
         Ok(results)
     }
 
-    /// Registers a queue a job went into. The job is in: a failed registration only delays
-    /// the queue's entry until the heartbeat's discovery finds it, so the add still succeeds.
-    async fn register(&self, queue: &str) {
+    /// After a job went into a session: its queue is in the registry since the session was
+    /// created there, and this only tells this instance so. A failure is logged, never the
+    /// add's: the heartbeat's discovery registers a queue that has keys.
+    async fn note_registered(&self, queue: &str) {
         if let Err(e) = self.registry.register(queue).await {
             tracing::warn!(%queue, error = %e, "could not register the queue; discovery will");
         }

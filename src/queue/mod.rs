@@ -38,8 +38,9 @@
 //! - `schedules/`: cron and interval schedules, fired by every instance's timer with each due
 //!   time claimed in Redis in the call that adds its job (no leader). Owns the timer task.
 //!   Calls `registry` (`register`), `leases` (`wake`, `follow_schedules`) and `background`.
-//! - `registry.rs`: puts a queue in the global registry of queues on its first write here. Owns
-//!   the set of queues this instance already registered. Calls no room.
+//! - `registry.rs`: puts a queue in the global registry of queues before its first write here,
+//!   within `--max-queues` over every instance. Owns the set of queues this instance already
+//!   registered. Calls no room.
 //! - `background.rs`: the cancellation token and task tracker of every background task but the
 //!   dispatchers, so `Engine::shutdown` can stop them all and wait for them. Calls no room.
 //!
@@ -113,7 +114,7 @@ impl Engine {
     /// Starts an engine over `store` and its background tasks.
     pub fn start(store: Arc<Store>, settings: Settings) -> Arc<Self> {
         let background = Background::default();
-        let registry = Arc::new(registry::QueueRegistry::new(store.clone()));
+        let registry = Arc::new(registry::QueueRegistry::new(store.clone(), settings.max_queues));
         let leases = leases::Leases::start(store.clone(), settings.clone(), background.clone());
         let memory = memory::Memory::start(store.clone(), settings.memory.clone(), background.clone());
         let limits = settings.limits;

@@ -18,7 +18,8 @@ pub struct Limits {
     pub max_batch_jobs: usize,
     /// Largest batch add: payloads and headers summed, in bytes.
     pub max_batch_bytes: usize,
-    /// Highest credit (`WorkerSpec::max_in_flight`) a worker stream may ask for.
+    /// Highest credit (`WorkerSpec::max_in_flight`, and its `prefetch`) a worker stream may ask
+    /// for (`--max-credit`).
     pub max_in_flight: u32,
     /// Largest session state (JSON), in bytes.
     pub max_session_state: usize,
@@ -86,6 +87,9 @@ pub struct Settings {
     /// The most jobs a queue may hold waiting (ready, delayed or retrying, or pending in a
     /// session); an add past it is refused (RESOURCE_EXHAUSTED). None: no cap.
     pub max_waiting: Option<u64>,
+    /// The most distinct queues the registry may hold, over every instance: a write that would
+    /// register one more is refused (RESOURCE_EXHAUSTED). None: no cap.
+    pub max_queues: Option<u64>,
 }
 
 impl Default for Settings {
@@ -100,6 +104,7 @@ impl Default for Settings {
             reconcile_every: Duration::from_secs(5),
             memory: MemoryLimits::default(),
             max_waiting: None,
+            max_queues: Some(10_000),
         }
     }
 }

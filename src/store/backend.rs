@@ -27,9 +27,44 @@ pub(super) struct Backend {
     scripts: Scripts,
     leading: LeadingArgs,
     timeout: Duration,
-    /// The key names of each queue, formatted once: every script call passes 26 of them.
-    /// Grows with the number of queues this instance touches, like the queue registry.
-    queue_keys: Mutex<HashMap<String, Arc<QueueKeys>>>,
+    /// The key names of the queues in use, formatted once: every script call passes 26 of
+    /// them (some 2 KB a queue). Bounded: see [`KeysCache`].
+    queue_keys: Mutex<KeysCache>,
+}
+
+/// The key names of recently used queues. Once it holds `high_water` queues, the ones no call
+/// holds right now go, and the mark moves to twice what is left (at least [`KEYS_CACHED`]): an
+/// idle queue's names do not stay for good, a busy instance formats a queue's names again at
+/// most once per round of evictions, and the sweep costs O(1) per insert, amortized.
+struct KeysCache {
+    queues: HashMap<String, Arc<QueueKeys>>,
+    high_water: usize,
+}
+
+/// Queues whose key names are kept before idle ones are evicted.
+const KEYS_CACHED: usize = 1_024;
+
+impl Default for KeysCache {
+    fn default() -> Self {
+        Self { queues: HashMap::new(), high_water: KEYS_CACHED }
+    }
+}
+
+impl KeysCache {
+    /// The key names of `queue`, formatted by `make` unless cached.
+    fn get(&mut self, queue: &str, make: impl FnOnce() -> QueueKeys) -> Arc<QueueKeys> {
+        if let Some(keys) = self.queues.get(queue) {
+            return keys.clone();
+        }
+        if self.queues.len() >= self.high_water {
+            // Only this map holds them: no call of that queue is running.
+            self.queues.retain(|_, keys| Arc::strong_count(keys) > 1);
+            self.high_water = KEYS_CACHED.max(self.queues.len() * 2);
+        }
+        let keys = Arc::new(make());
+        self.queues.insert(queue.to_owned(), keys.clone());
+        keys
+    }
 }
 
 impl Backend {
@@ -56,12 +91,7 @@ impl Backend {
 
     pub(super) fn queue_keys(&self, queue: &str) -> Arc<QueueKeys> {
         let mut cache = self.queue_keys.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(keys) = cache.get(queue) {
-            return keys.clone();
-        }
-        let keys = Arc::new(self.keys.queue(queue));
-        cache.insert(queue.to_owned(), keys.clone());
-        keys
+        cache.get(queue, || self.keys.queue(queue))
     }
 
     /// A dedicated pub/sub connection (one per instance, shared by all its streams).
@@ -140,5 +170,24 @@ impl Backend {
 
     pub(super) async fn load_library(&self, c: &mut MultiplexedConnection) -> Result<(), RedisError> {
         redis::cmd("FUNCTION").arg("LOAD").arg("REPLACE").arg(&self.scripts.library).query_async(c).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_names_of_idle_queues_go_once_the_cache_is_full_and_those_in_use_stay() {
+        let space = KeySpace::new("t");
+        let mut cache = KeysCache::default();
+        let busy = cache.get("busy", || space.queue("busy"));
+        for i in 1..KEYS_CACHED {
+            cache.get(&format!("idle-{i}"), || space.queue(&format!("idle-{i}")));
+        }
+        assert_eq!(cache.queues.len(), KEYS_CACHED);
+        cache.get("new", || space.queue("new"));
+        assert_eq!(cache.queues.len(), 2, "the idle queues went; the busy one and the new one stay");
+        assert!(Arc::ptr_eq(&busy, &cache.get("busy", || space.queue("busy"))), "a queue in use keeps its names");
     }
 }

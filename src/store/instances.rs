@@ -5,9 +5,10 @@
 //! listings, the reaper and wake-ups.
 //!
 //! What writes goes through the global functions of the library (`lua/heartbeat.lua`,
-//! `workers_publish.lua`, `queues_register.lua`), registered `allow-oom`: a Redis out of memory
-//! refuses plain writes (a SET, a ZADD), and an instance that could not heartbeat would take
-//! itself for cut off. Removals (ZREM) and reads are plain commands, which Redis runs anyway.
+//! `workers_publish.lua`, `queues_register.lua`, and `queue_admit.lua`, which holds the
+//! registry to `--max-queues`), registered `allow-oom`: a Redis out of memory refuses plain
+//! writes (a SET, a ZADD), and an instance that could not heartbeat would take itself for cut
+//! off. Removals (ZREM) and reads are plain commands, which Redis runs anyway.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -92,6 +93,30 @@ impl GlobalFunction for RegisterArgs<'_> {
     }
 }
 
+/// lua/queue_admit.lua: KEYS[1] the queue registry, ARGV[1] the cap, ARGV[2] the queue.
+struct AdmitArgs<'a> {
+    registry: &'a str,
+    cap: u64,
+    queue: &'a str,
+}
+
+impl GlobalFunction for AdmitArgs<'_> {
+    /// 1: in the registry; 0: the registry is at the cap without it.
+    type Reply = i64;
+
+    fn function(scripts: &Scripts) -> &Function {
+        &scripts.queue_admit
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        vec![self.registry]
+    }
+
+    fn write_args(&self, cmd: &mut Cmd) {
+        cmd.arg(self.cap).arg(self.queue);
+    }
+}
+
 /// The instance and queue registries (see the module doc).
 #[derive(Clone)]
 pub struct Instances {
@@ -125,6 +150,15 @@ impl Instances {
     /// finds the queues a crash left out of it.
     pub async fn register_queue(&self, queue: &str) -> Result<()> {
         self.register_queues(&[queue]).await
+    }
+
+    /// Puts `queue` in the registry of queues unless the registry already holds `cap` others;
+    /// returns whether the queue is in it. The cap holds over every instance: one function on
+    /// the one registry key checks and adds.
+    pub async fn admit_queue(&self, queue: &str, cap: u64) -> Result<bool> {
+        let registry = self.backend.keys().queues();
+        let admitted = self.backend.call_global(&AdmitArgs { registry: &registry, cap, queue }).await?;
+        Ok(admitted == 1)
     }
 
     /// Puts `queues` (at least one) in the registry of queues.

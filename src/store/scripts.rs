@@ -145,5 +145,6 @@ library! {
         heartbeat ["allow-oom"],
         workers_publish ["allow-oom"],
         queues_register ["allow-oom"],
+        queue_admit ["allow-oom"],
     }
 }

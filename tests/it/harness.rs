@@ -15,7 +15,7 @@ use jobwire::{
     proto::{self, queue_service_client::QueueServiceClient},
     queue::{Engine, Settings},
     redis_server::{RedisConfig, RedisServer},
-    server::{self, Keepalive, ReadyFile, ServerOptions},
+    server::{self, ConnectionLimits, Keepalive, ReadyFile, ServerOptions},
     store::{Retention, Store, StoreConfig},
     telemetry::MetricsEndpoint,
 };
@@ -157,6 +157,7 @@ pub struct ServerBuilder {
     /// Serve TLS with this configuration (`tls::` tests).
     tls: Option<Arc<jobwire::listener::ServerTls>>,
     auth: Option<Arc<Authority>>,
+    connections: ConnectionLimits,
 }
 
 impl ServerBuilder {
@@ -171,7 +172,14 @@ impl ServerBuilder {
             metrics: None,
             tls: None,
             auth: None,
+            connections: ConnectionLimits::default(),
         }
+    }
+
+    /// What one connection and one token may hold open (`limits::` tests).
+    pub fn connections(mut self, f: impl FnOnce(&mut ConnectionLimits)) -> Self {
+        f(&mut self.connections);
+        self
     }
 
     pub fn tls(mut self, tls: Arc<jobwire::listener::ServerTls>) -> Self {
@@ -234,6 +242,7 @@ impl ServerBuilder {
             tls: self.tls,
             auth: self.auth,
             dashboard: true,
+            connections: self.connections,
         };
         let task = tokio::spawn({
             let engine = engine.clone();

@@ -21,6 +21,7 @@ mod faults;
 mod full_redis;
 mod fused;
 mod lifecycle;
+mod limits;
 mod metrics;
 mod model;
 mod resilience;

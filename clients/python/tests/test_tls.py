@@ -1,7 +1,7 @@
 """The client and the worker against a mutual-TLS server: the certificates come from the
 repository's ``scripts/dev-certs.sh`` (a private CA, a server certificate for 127.0.0.1 and
 localhost, a client certificate), the server is the real binary with ``--tls-cert``,
-``--tls-key`` and ``--tls-client-ca``."""
+``--tls-key`` and ``--tls-client-ca``; and with tokens over TLS (``--auth-tokens`` too)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 import jobwire
 from tests.harness import REPO, Redis, Server, create_token
 from tests.helpers import running, serving
+from tests.test_auth import create_token
 
 REFUSED = (jobwire.Unavailable, jobwire.DeadlineExceeded)
 """What a call on a connection the TLS handshake refused fails with: the channel cannot connect
@@ -144,3 +145,36 @@ async def test_tokens_over_mutual_tls(secured_tls: tuple[Server, str], certs: Pa
     async with jobwire.Client(server.target, tls=tls, token="not-a-token", timeout=10) as bad:
         with pytest.raises(jobwire.Unauthenticated):
             await bad.add("py-tls-auth", "echo")
+
+
+async def test_a_worker_and_a_producer_send_their_tokens_over_tls(
+    redis: Redis, tmp_root: Path, certs: Path, queue: str
+) -> None:
+    # TLS without client certificates, and tokens: the deployment the compose file shows.
+    directory = tmp_root / "tls-tokens"
+    directory.mkdir()
+    tokens = directory / "tokens.json"
+    producer = create_token(tokens, "py-tls-producer", "producer")
+    worker_token = create_token(tokens, "py-tls-worker", "worker")
+    extra = ("--auth-tokens", str(tokens), "--tls-cert", str(certs / "server.pem"))
+    server = Server(redis, directory, extra=extra + ("--tls-key", str(certs / "server.key")))
+    try:
+        tls = jobwire.Tls(ca_file=certs / "ca.pem")
+        worker = jobwire.Worker(server.target, queues=[queue], tls=tls, token=worker_token)
+
+        @worker.handler("greet")
+        async def greet(job: jobwire.Job) -> dict[str, str]:
+            return {"hello": job.json()["name"]}
+
+        async with jobwire.Client(server.target, tls=tls, token=producer, timeout=10) as client:
+            async with running(worker):
+                added = await client.add(queue, "greet", payload={"name": "ada"})
+                info = await client.wait(added.id, timeout=10)
+            assert info.result_json() == {"hello": "ada"}
+        async with jobwire.Client(
+            server.target, tls=tls, token="jw_" + "0" * 64, timeout=10
+        ) as stranger:
+            with pytest.raises(jobwire.Unauthenticated):
+                await stranger.add(queue, "greet")
+    finally:
+        server.stop()

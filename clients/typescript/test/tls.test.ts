@@ -1,7 +1,8 @@
 /**
  * The client and the worker against a mutual-TLS server: certificates from the repository's
  * `scripts/dev-certs.sh` (a private CA, a server certificate for 127.0.0.1 and localhost, a
- * client certificate), the real binary with `--tls-cert`, `--tls-key` and `--tls-client-ca`.
+ * client certificate), the real binary with `--tls-cert`, `--tls-key` and `--tls-client-ca`;
+ * and with tokens over TLS (`--auth-tokens` too, no client certificates).
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
@@ -35,6 +36,18 @@ async function refused(call: () => Promise<unknown>): Promise<void> {
   await assert.rejects(call, (err: unknown) => err instanceof RpcError && codes.includes(err.code));
 }
 
+/** Runs one "greet" job added through `client` on `worker` (started here, stopped at the end). */
+async function greets(client: Client, worker: Worker, queue: string): Promise<void> {
+  worker.handle("greet", async (job) => ({ hello: job.json<{ name: string }>().name }));
+  worker.start();
+  try {
+    const result = await client.addAndWait(queue, "greet", { name: "ada" }, { timeoutMs: 10_000 });
+    assert.deepEqual(result.json(), { hello: "ada" });
+  } finally {
+    await worker.stop();
+  }
+}
+
 before(async () => {
   certs = mkdtempSync(path.join(tmpdir(), "jobwire-ts-certs-"));
   execFileSync(path.join(REPO_ROOT, "scripts", "dev-certs.sh"), [certs, "ts-worker"], { stdio: "ignore" });
@@ -61,13 +74,9 @@ describe("tls", () => {
       logger: silentLogger,
       handleSignals: false,
     });
-    worker.handle("greet", async (job) => ({ hello: job.json<{ name: string }>().name }));
-    worker.start();
     try {
-      const result = await client.addAndWait(queue, "greet", { name: "ada" }, { timeoutMs: 10_000 });
-      assert.deepEqual(result.json(), { hello: "ada" });
+      await greets(client, worker, queue);
     } finally {
-      await worker.stop();
       client.close();
     }
   });

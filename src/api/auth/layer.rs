@@ -11,6 +11,9 @@
 //! once: the same path as any stream that ends. (A client that stopped reading, and so left no
 //! send window, has its stream ended once the transport polls the body again.)
 //!
+//! A streaming call also takes one of its token's stream slots (`streams.rs`), held by that
+//! wrapped body, so a token past `--max-streams-per-token` is refused RESOURCE_EXHAUSTED.
+//!
 //! Without `--auth-tokens` the layer lets everything through as `Caller::unrestricted`.
 //!
 //! The dashboard's asset paths (`crate::ui::ASSET_PATHS`, when it is served) are not methods:
@@ -37,6 +40,7 @@ use tower_service::Service;
 use super::{
     caller::Caller,
     rules::{RULES, Rule, Who},
+    streams::{StreamCounts, StreamSlot},
 };
 use crate::{
     auth::{Authority, Credential, Identity, Reflection},
@@ -55,13 +59,22 @@ struct Shared {
     open: &'static [&'static str],
     /// None: no tokens, everything is let through.
     authority: Option<Arc<Authority>>,
+    /// The streams each token holds open.
+    streams: Arc<StreamCounts>,
 }
 
 impl AuthLayer {
-    /// `open`: the paths that are not methods and pass untouched.
-    pub(crate) fn new(authority: Option<Arc<Authority>>, open: &'static [&'static str]) -> Self {
+    /// Guards every call with the tokens of `authority` (None: lets everything through), each
+    /// token holding at most `max_streams_per_token` streams open; `open`: the paths that are
+    /// not methods and pass untouched.
+    pub(crate) fn new(
+        authority: Option<Arc<Authority>>,
+        open: &'static [&'static str],
+        max_streams_per_token: usize,
+    ) -> Self {
         let rules = RULES.iter().map(|rule| (rule.path, rule)).collect();
-        Self { shared: Arc::new(Shared { rules, open, authority }) }
+        let streams = StreamCounts::new(max_streams_per_token);
+        Self { shared: Arc::new(Shared { rules, open, authority, streams }) }
     }
 }
 
@@ -83,8 +96,9 @@ pub(crate) struct AuthService<S> {
 /// What the layer decided for one call.
 struct Decision {
     caller: Caller,
-    /// For a streaming method called with a token: the identity whose revocation ends it.
-    revocable: Option<Arc<Identity>>,
+    /// For a streaming method called with a token: the identity whose revocation ends it, and
+    /// the token's stream slot it holds.
+    revocable: Option<(Arc<Identity>, StreamSlot)>,
 }
 
 impl Shared {
@@ -118,7 +132,21 @@ impl Shared {
                 allowed.join(" or ")
             )));
         }
-        let revocable = rule.stream.then(|| identity.clone());
+        let revocable = match rule.stream {
+            false => None,
+            true => {
+                let Some(slot) = self.streams.take(identity.name()) else {
+                    tracing::info!(target: "jobwire::auth", token = identity.name(), rpc = rule.method(),
+                        "refused: too many streams");
+                    return Err(Status::resource_exhausted(format!(
+                        "token {:?} has {} streams open, the most --max-streams-per-token allows; end one first",
+                        identity.name(),
+                        self.streams.max()
+                    )));
+                };
+                Some((identity.clone(), slot))
+            }
+        };
         Ok(Decision { caller: Caller::token(identity, rule), revocable })
     }
 }
@@ -192,7 +220,7 @@ where
             let response = response.await?;
             Ok(match decision.revocable {
                 None => response,
-                Some(identity) => response.map(|body| Body::new(Revocable::new(body, &identity))),
+                Some((identity, slot)) => response.map(|body| Body::new(Revocable::new(body, &identity, slot))),
             })
         })
     }
@@ -220,15 +248,18 @@ struct Revocable {
     name: String,
     /// The inner body finished on its own: a later revocation changes nothing.
     finished: bool,
+    /// The token's slot for this stream, given back when the body goes.
+    _slot: StreamSlot,
 }
 
 impl Revocable {
-    fn new(inner: Body, identity: &Identity) -> Self {
+    fn new(inner: Body, identity: &Identity, slot: StreamSlot) -> Self {
         Self {
             inner: Some(inner),
             revoked: Box::pin(identity.revocation()),
             name: identity.name().into(),
             finished: false,
+            _slot: slot,
         }
     }
 }

@@ -84,7 +84,7 @@ impl Bench {
         let mut channels = Vec::new();
         let connections = wanted.div_ceil(STREAMS_PER_CONNECTION);
         for c in 0..connections {
-            let idle = Client::connect(&server.uri).await?;
+            let idle = server.client().await?;
             channels.push(idle.clone());
             let here = STREAMS_PER_CONNECTION.min(wanted - c * STREAMS_PER_CONNECTION);
             let opened = opened.clone();

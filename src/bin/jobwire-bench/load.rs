@@ -84,7 +84,12 @@ impl Bench {
         if let Some(n) = self.server_threads {
             cmd.env("TOKIO_WORKER_THREADS", n.to_string());
         }
-        Server::start(cmd, &self.redis.url, &ready, slow_redis, flags).await
+        let Some(security) = &self.security else {
+            return Server::start(cmd, &self.redis.url, &ready, slow_redis, flags, None).await;
+        };
+        let mut all: Vec<&str> = security.server_flags.iter().map(String::as_str).collect();
+        all.extend(flags);
+        Server::start(cmd, &self.redis.url, &ready, slow_redis, &all, Some(security.access.clone())).await
     }
 
     pub(crate) async fn worker(&self, server: &Server, spec: &WorkerSpec<'_>) -> anyhow::Result<WorkerProc> {

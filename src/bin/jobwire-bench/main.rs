@@ -31,8 +31,8 @@
 //! Files: this one (arguments, the driver), `results` (figures, table, JSON), `procs` (the
 //! processes and their CPU), `load` (load helpers), one file per group of scenarios
 //! (`throughput`: a, b, e; `latency`: c, d, g; `memory`: f; `ceiling`: h; `steady`: i;
-//! `schedules`: j) and
-//! `worker` (the hidden worker role).
+//! `schedules`: j), `worker` (the hidden worker role) and `secure` (TLS and a token for every
+//! process, with `--secure`).
 
 mod ceiling;
 mod latency;
@@ -42,6 +42,7 @@ mod probe;
 mod procs;
 mod results;
 mod schedules;
+mod secure;
 mod steady;
 mod throughput;
 mod worker;
@@ -108,6 +109,11 @@ struct RunArgs {
     /// Jobs per second scenario i adds.
     #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
     steady_rate: u64,
+    /// Every server serves TLS and needs a token (certificates and a token made for the run),
+    /// and every client and worker connects with both: set beside a plain run, what security
+    /// costs.
+    #[arg(long)]
+    secure: bool,
     /// The server's --idempotency-retry-window in scenario i (e.g. 20s, 10m).
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     steady_retry_window: std::time::Duration,
@@ -149,6 +155,9 @@ impl RunArgs {
             threads(self.server_threads),
             threads(self.worker_threads)
         ));
+        if self.secure {
+            text.push_str("; TLS and a token on every connection");
+        }
         text
     }
 }
@@ -316,6 +325,8 @@ struct Bench {
     worker_threads: Option<u32>,
     /// What b's windows count besides CPU time.
     probes: probe::Probes,
+    /// With `--secure`: the servers' TLS and token flags, and the clients' CA and token.
+    security: Option<secure::Security>,
     /// Holds the servers' ready files; dropped after `redis`, which lives in it.
     work: WorkDir,
 }
@@ -361,6 +372,10 @@ async fn drive(opts: RunArgs) -> anyhow::Result<()> {
         callgrind: opts.callgrind.clone(),
         dir: opts.probe_dir.clone().unwrap_or_else(|| work.path().to_owned()),
     };
+    let security = match opts.secure {
+        true => Some(secure::Security::make(work.path(), &server_exe)?),
+        false => None,
+    };
     let bench = Bench {
         exe,
         server_exe,
@@ -373,6 +388,7 @@ async fn drive(opts: RunArgs) -> anyhow::Result<()> {
         worker_threads: opts.worker_threads,
         probes,
         steady,
+        security,
         work,
     };
     let mut results = Results::default();

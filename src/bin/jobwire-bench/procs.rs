@@ -20,7 +20,7 @@ use tokio::{
     process::{ChildStdin, ChildStdout, Command},
 };
 
-use crate::worker::WorkerProtocol;
+use crate::{secure::Access, worker::WorkerProtocol};
 
 /// A temp directory of our own (Redis socket, log and lock; the servers' ready files), removed on
 /// drop.
@@ -179,18 +179,22 @@ pub(crate) struct CommandStat {
 pub(crate) struct Server {
     pub proc: Spawned,
     pub uri: String,
+    /// With `--secure`: how clients reach it (its `uri` is then `https://`).
+    pub access: Option<Access>,
 }
 
 impl Server {
     /// Starts it with `cmd` (the `jobwire` binary, perhaps under a counter: `probe.rs`) and
     /// waits for its ready file (`ready`, a path not yet used); `slow_redis` when Redis runs
-    /// under callgrind; `flags` go beyond the bench's own.
+    /// under callgrind; `flags` go beyond the bench's own; `access` is what its clients need
+    /// when `flags` make it secure.
     pub(crate) async fn start(
         mut cmd: Command,
         redis_url: &str,
         ready: &Path,
         slow_redis: bool,
         flags: &[&str],
+        access: Option<Access>,
     ) -> anyhow::Result<Self> {
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--redis-url", redis_url])
             .args(["--key-prefix", "bench", "--drain-grace", "1s"])
@@ -237,15 +241,20 @@ impl Server {
             ensure!(Instant::now() < deadline, "the server did not write its ready file within 60 s");
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
-        Ok(Self { proc, uri: format!("http://{addr}") })
+        let scheme = if access.is_some() { "https" } else { "http" };
+        Ok(Self { proc, uri: format!("{scheme}://{addr}"), access })
     }
 
     pub(crate) fn pid(&self) -> anyhow::Result<u32> {
         self.proc.pid()
     }
 
+    /// A client of its own connection (TLS and the token with `--secure`).
     pub(crate) async fn client(&self) -> anyhow::Result<Client> {
-        Ok(Client::connect(&self.uri).await?)
+        match &self.access {
+            None => Ok(Client::connect(&self.uri).await?),
+            Some(access) => access.connect(&self.uri).await,
+        }
     }
 
     pub(crate) async fn stop(self) {
@@ -299,11 +308,11 @@ impl WorkerProc {
         spec: &WorkerSpec<'_>,
         protocol: WorkerProtocol,
     ) -> anyhow::Result<Self> {
-        cmd.args(spec.args(&server.uri, protocol))
-            .env("JOBWIRE_LOG", "warn")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+        cmd.args(spec.args(&server.uri, protocol));
+        if let Some(access) = &server.access {
+            cmd.arg("--tls-ca-cert").arg(&access.ca_file).env("JOBWIRE_TOKEN", &access.token);
+        }
+        cmd.env("JOBWIRE_LOG", "warn").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
         let mut proc = Spawned::spawn("bench worker", cmd)?;
         let stdin = proc.child.stdin.take().context("worker stdin")?;
         let stdout = proc.child.stdout.take().context("worker stdout")?;

@@ -17,7 +17,7 @@ use tokio::{
     sync::Notify,
 };
 
-use crate::{JOB_TYPE, load::unix_nanos};
+use crate::{JOB_TYPE, load::unix_nanos, secure::Access};
 
 #[derive(Args, Debug)]
 pub(crate) struct WorkerArgs {
@@ -42,6 +42,12 @@ pub(crate) struct WorkerArgs {
     /// Jobs held beyond `--concurrency` (Work protocol only).
     #[arg(long, default_value_t = 0)]
     pub prefetch: u32,
+    /// Connect over TLS trusting this CA, sending `JOBWIRE_TOKEN` (a `--secure` run).
+    #[arg(long, requires = "token")]
+    pub tls_ca_cert: Option<std::path::PathBuf>,
+    /// The bearer token of a `--secure` run.
+    #[arg(long, env = "JOBWIRE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 /// The protocol the worker processes speak: a flag's face on `jobwire::client::Protocol`.
@@ -78,7 +84,10 @@ impl WorkerProtocol {
 /// The hidden `worker` role: a `jobwire::client::Worker` with a no-op handler (see the module doc for
 /// its protocol on stdin/stdout).
 pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<()> {
-    let client = Client::connect(&args.addr).await?;
+    let client = match (args.tls_ca_cert, args.token) {
+        (Some(ca), Some(token)) => Access::read(ca, token)?.connect(&args.addr).await?,
+        _ => Client::connect(&args.addr).await?,
+    };
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     println!("ready");
     match stdin.next_line().await? {

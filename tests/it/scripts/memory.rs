@@ -63,6 +63,7 @@ async fn when_redis_is_full_what_frees_memory_runs_and_what_only_adds_is_refused
     case.heartbeat("i2", MINUTE).await;
     case.publish_workers("i2", "[]", MINUTE).await.expect("the worker list is published");
     case.register_queue(QUEUE).await.expect("the queue is registered");
+    assert!(case.admit_queue(QUEUE, 1).await.expect("a known queue is admitted"), "admitted under the cap");
 
     case.set_maxmemory(0).await;
     case.assert_invariants().await;

@@ -12,6 +12,7 @@ mod admin;
 mod intake;
 mod leases;
 mod memory;
+mod registry;
 mod schedules;
 mod sessions;
 
@@ -505,5 +506,14 @@ impl Case {
 
     pub async fn register_queue(&self, queue: &str) -> Result<(), StoreError> {
         self.store.instances().register_queue(queue).await
+    }
+
+    pub async fn admit_queue(&self, queue: &str, cap: u64) -> Result<bool, StoreError> {
+        self.store.instances().admit_queue(queue, cap).await
+    }
+
+    /// The registry of queues, sorted.
+    pub async fn registered_queues(&self) -> Vec<String> {
+        self.store.instances().queues().await.expect("the registry is read")
     }
 }

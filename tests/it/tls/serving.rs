@@ -1,4 +1,5 @@
-//! The gRPC listener with TLS, against the Rust client (producer and worker) and the CLI.
+//! The gRPC listener with TLS, against the Rust client (producer and worker) and the CLI, with
+//! and without tokens.
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -28,8 +29,14 @@ async fn start(redis: &Redis, tls: Arc<ServerTls>) -> Server {
 /// Adds a job and has a `Worker` run it, both through `tls`: the whole Rust client over TLS.
 async fn round_trip(addr: &str, tls: &Tls) {
     let producer = Client::connect_tls(addr, tls).await.expect("the producer connects");
-    let worker = Worker::new(Client::connect_tls(addr, tls).await.expect("the worker connects"), &["q"])
-        .handle("upper", |ctx| async move { Ok(ctx.payload().to_ascii_uppercase()) });
+    let worker = Client::connect_tls(addr, tls).await.expect("the worker connects");
+    run_one(&producer, worker).await;
+}
+
+/// Adds a job through `producer` and has a `Worker` on `worker` run it.
+async fn run_one(producer: &Client, worker: Client) {
+    let worker =
+        Worker::new(worker, &["q"]).handle("upper", |ctx| async move { Ok(ctx.payload().to_ascii_uppercase()) });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(worker.run(async move {
         let _ = stopped.await;
@@ -211,4 +218,42 @@ async fn a_client_certificate_stands_in_for_the_token_of_its_subject() {
         .expect("connects");
     let unknown = stranger.stats("q").await.expect_err("no entry has its subject");
     assert!(unknown.to_string().contains("client certificate"), "{unknown}");
+}
+
+#[tokio::test]
+async fn the_rust_client_and_the_cli_send_their_tokens_over_tls() {
+    let redis = Redis::start();
+    let (ca, files) = (Ca::new("jobwire test CA"), Files::new());
+    let tokens = crate::auth::Tokens::write(vec![
+        crate::auth::spec("ops", jobwire::auth::Role::Admin),
+        crate::auth::spec("app", jobwire::auth::Role::Producer),
+        crate::auth::spec("crew", jobwire::auth::Role::Worker),
+    ]);
+    let tls = server_tls(&files, &ca, &["127.0.0.1"], None);
+    let server = ServerBuilder::new(&redis).tls(tls).auth(tokens.authority()).start().await;
+    let addr = server.addr.to_string();
+
+    let connect = |name: &'static str| {
+        let (addr, tls, secret) = (addr.clone(), trusting(&ca), tokens.secret(name).to_owned());
+        async move { Client::connect_tls(&addr, &tls).await.expect("connects").with_token(&secret).expect("a token") }
+    };
+    run_one(&connect("app").await, connect("crew").await).await;
+
+    let ca_file = arg(&files.write("ca.pem", &ca.pem));
+    let cli = |token: &str| {
+        let args = ["stats", "q", "--json", "--addr", &addr, "--tls-ca-cert", &ca_file, "--token", token];
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_jobwire(&args, Duration::from_secs(20)).await
+        }
+    };
+    let stats = cli(tokens.secret("ops")).await;
+    assert_eq!(stats.code, Some(0), "{}", stats.stderr);
+    let rows: serde_json::Value = serde_json::from_str(&stats.stdout).expect("stats --json");
+    assert_eq!(rows[0]["completed"], 1, "{rows}");
+    let unknown = cli(&format!("jw_{}", "0".repeat(64))).await;
+    assert_ne!(unknown.code, Some(0), "an unknown token is refused over TLS too");
+    assert!(unknown.stderr.contains("not a known token"), "{}", unknown.stderr);
+    server.assert_invariants("q").await;
 }

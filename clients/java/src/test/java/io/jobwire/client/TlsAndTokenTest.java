@@ -19,7 +19,9 @@ import io.grpc.stub.ServerCalls;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.charset.StandardCharsets;
 import java.security.cert.X509Certificate;
+import java.time.Duration;
 import java.util.List;
 import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.TimeUnit;
@@ -31,12 +33,12 @@ import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 
 /**
- * The token and TLS options. The jobwire server of this repository does not check tokens or
- * speak TLS yet (that is the security work's), so these tests run the client against a small
- * gRPC server of their own that answers {@code Stats} and records what each call brought: its
- * {@code authorization} metadata, its authority, and the client certificate of its TLS session.
- * Certificates are made with the openssl command line for each run: a CA, a server certificate
- * for {@code jobwire.test}, and a client certificate.
+ * The token and TLS options. Most tests run the client against a small gRPC server of their own
+ * that answers {@code Stats} and records what each call brought: its {@code authorization}
+ * metadata, its authority, and the client certificate of its TLS session. One runs a job through
+ * the real jobwire server with {@code --tls-cert} and {@code --auth-tokens}, a token file made by
+ * {@code jobwire token create}. Certificates are made with the openssl command line for each
+ * run: a CA, a server certificate for {@code jobwire.test}, and a client certificate.
  */
 class TlsAndTokenTest {
   private static final Metadata.Key<String> AUTHORIZATION =
@@ -179,6 +181,48 @@ class TlsAndTokenTest {
       assertThrows(UnavailableException.class, () -> Blocking.get(wrongName.admin().stats("q")));
     } finally {
       server.shutdownNow().awaitTermination(5, TimeUnit.SECONDS);
+    }
+  }
+
+  /** The secret {@code jobwire token create} prints (and only it, on stdout). */
+  private static String createToken(Path file, String name, String role) throws Exception {
+    Process p =
+        new ProcessBuilder(
+                Stack.binary(), "token", "create", "--file", file.toString(), "--name", name, "--role", role)
+            .redirectError(ProcessBuilder.Redirect.DISCARD)
+            .start();
+    String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8).strip();
+    assertTrue(p.waitFor(60, TimeUnit.SECONDS) && p.exitValue() == 0, "jobwire token create " + name);
+    return out;
+  }
+
+  @Test
+  void aProducerAndAWorkerSendTheirTokensOverTlsToTheRealServer() throws Exception {
+    Path tokens = dir.resolve("tokens.json");
+    String producerToken = createToken(tokens, "java-producer", "producer");
+    String workerToken = createToken(tokens, "java-worker", "worker");
+    try (Stack stack =
+        Stack.start(
+            "--auth-tokens", tokens.toString(),
+            "--tls-cert", dir.resolve("server.pem").toString(),
+            "--tls-key", dir.resolve("server.key").toString())) {
+      JobwireClient.Builder tls =
+          JobwireClient.builder().target(stack.address()).caFile(dir.resolve("ca.pem")).serverNameOverride("jobwire.test");
+      try (JobwireClient producer = tls.token(producerToken).build();
+          JobwireClient workers = tls.token(workerToken).build();
+          JobwireClient stranger = tls.token("jw_" + "0".repeat(64)).build();
+          Worker worker =
+              Worker.builder(workers)
+                  .queues("java-tls")
+                  .handle("greet", job -> ("hello " + job.text()).getBytes(StandardCharsets.UTF_8))
+                  .build()
+                  .start()) {
+        byte[] result =
+            Blocking.get(producer.run(NewJob.of("java-tls", "greet").payload("ada"), Duration.ofSeconds(20)));
+        assertEquals("hello ada", new String(result, StandardCharsets.UTF_8));
+        assertThrows(
+            UnauthenticatedException.class, () -> Blocking.get(stranger.add(NewJob.of("java-tls", "greet"))));
+      }
     }
   }
 }
