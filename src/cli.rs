@@ -1,11 +1,14 @@
 //! Client commands of the `jobwire` binary: `add`, `stats`, `health`, `jobs`, `retry`, `cancel`,
-//! `pause`/`resume`, `workers` and `sessions` (`work` has a file of its own). They use the typed
+//! `pause`/`resume`, `workers`, `sessions` and `queue` (in `cli/settings.rs`; `work` has a file
+//! of its own). They use the typed
 //! client (`jobwire::client`) and, for the calls it does not wrap, the generated clients, and
 //! print for people (tables) or programs (`--json`, exit codes).
 //!
 //! Every command reaches the server through [`Target`]: its address and, for a TLS server, the
 //! `--tls-*` flags of [`TlsArgs`] (grpc_health_probe's, so `health` is a drop-in probe).
 //! Each takes `--token` (`JOBWIRE_TOKEN`) for a server with `--auth-tokens`; `health` needs none.
+
+pub(crate) mod settings;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 

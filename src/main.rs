@@ -63,6 +63,9 @@ enum Command {
     /// Create, inspect, list and delete sessions.
     #[command(subcommand)]
     Sessions(cli::SessionsCommand),
+    /// Set and read a queue's settings at run time (max waiting, job defaults, retention).
+    #[command(subcommand)]
+    Queue(cli::settings::QueueCommand),
     /// Run a command per job: payload on stdin, JOBWIRE_* env vars, exit 0 completes it with
     /// stdout as the result, non-zero fails it with stderr as the error.
     Work(work::WorkArgs),
@@ -105,6 +108,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Some(Command::Resume(args)) => runtime.block_on(cli::pause(args, false)).map(|()| ok),
         Some(Command::Workers(args)) => runtime.block_on(cli::workers(args)).map(|()| ok),
         Some(Command::Sessions(command)) => runtime.block_on(cli::sessions(command)).map(|()| ok),
+        Some(Command::Queue(command)) => runtime.block_on(cli::settings::run(command)).map(|()| ok),
         Some(Command::Work(args)) => runtime.block_on(work::run(args)).map(|()| ok),
         Some(Command::Doctor(args)) => Ok(runtime.block_on(doctor::run(args))),
         Some(Command::Token(command)) => token::run(command).map(|()| ok),

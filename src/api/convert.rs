@@ -1,15 +1,15 @@
 //! Conversions between the protobuf messages and the domain types, with the checks only the
 //! wire format needs (negative durations, out-of-range timestamps). Field names in errors are
 //! the proto's. `listings.rs` holds those of the dashboard's calls (filters, selections, bulk
-//! outcomes, dead-letter groups, activity).
+//! outcomes, dead-letter groups, activity), `settings.rs` those of queue settings.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::{
     proto,
     queue::{
-        self, BackoffRequest, Delivery, Error, EventKind, EventView, JobState, JobView, Listing, NewJob, QueueFigures,
-        Schedule, SessionId, SessionView, WorkerSpec, WorkerView,
+        self, Delivery, Error, EventKind, EventView, JobState, JobView, Listing, NewJob, QueueFigures, Schedule,
+        SessionId, SessionView, WorkerSpec, WorkerView,
     },
     telemetry::{TraceContext, traceparent},
 };
@@ -60,22 +60,7 @@ pub(super) fn new_job(req: proto::AddJobRequest, prefix: &str) -> Result<NewJob,
             Schedule::At(timestamp(Some(t), &field("run_at"))?.unwrap_or(UNIX_EPOCH))
         }
     };
-    let backoff = match req.backoff {
-        None => None,
-        Some(b) => Some(BackoffRequest {
-            fixed: match proto::BackoffKind::try_from(b.kind) {
-                Ok(proto::BackoffKind::Fixed) => true,
-                Ok(_) => false,
-                Err(_) => {
-                    return Err(Error::invalid(field("backoff.kind"), "unknown backoff kind"));
-                }
-            },
-            base: duration(b.base, &field("backoff.base"))?,
-            factor: b.factor,
-            max: duration(b.max, &field("backoff.max"))?,
-            jitter: b.jitter,
-        }),
-    };
+    let backoff = req.backoff.map(|b| settings::backoff(b, &field("backoff."))).transpose()?;
     let mut headers: Vec<(String, String)> = req.headers.into_iter().collect();
     headers.sort();
     Ok(NewJob {
@@ -278,3 +263,4 @@ pub(super) fn job(d: Delivery) -> proto::Job {
 pub(super) mod listings;
 #[cfg(test)]
 mod properties;
+pub(super) mod settings;

@@ -27,7 +27,7 @@ pub(super) struct Backend {
     scripts: Scripts,
     leading: LeadingArgs,
     timeout: Duration,
-    /// The key names of each queue, formatted once: every script call passes 26 of them.
+    /// The key names of each queue, formatted once: every script call passes 27 of them.
     /// Grows with the number of queues this instance touches, like the queue registry.
     queue_keys: Mutex<HashMap<String, Arc<QueueKeys>>>,
 }

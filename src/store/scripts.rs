@@ -132,6 +132,7 @@ library! {
         doctor_lease ["allow-oom"],
         doctor_session ["allow-oom"],
         doctor_tombstone ["allow-oom"],
+        settings_set ["allow-oom"],
     }
     global {
         heartbeat ["allow-oom"],

@@ -23,6 +23,7 @@ mod fused;
 mod lifecycle;
 mod metrics;
 mod model;
+mod queue_settings;
 mod resilience;
 mod retries;
 mod scripts;

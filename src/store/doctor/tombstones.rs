@@ -99,7 +99,7 @@ impl Doctor {
     }
 }
 
-/// `doctor_tombstone.lua`: the bucket is its own key (KEYS[27]).
+/// `doctor_tombstone.lua`: the bucket is its own key (KEYS[28]).
 pub(super) struct MendTombstone {
     pub(super) bucket: String,
     pub(super) args: Vec<String>,

@@ -13,6 +13,7 @@ mod intake;
 mod leases;
 mod memory;
 mod sessions;
+mod settings;
 
 use std::{
     sync::{

@@ -6525,6 +6525,353 @@ func (x *SubscribeQueuesResponse) GetEvent() *JobEvent {
 	return nil
 }
 
+// Settings of one queue. In a request, an unset field is left as it is; in an answer, unset
+// means "not set for this queue" (in `settings`) or "no limit" (in `effective`).
+type QueueSettings struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The most jobs the queue may hold waiting (ready, delayed or retrying, or pending in a
+	// session; not active ones): an add past it is RESOURCE_EXHAUSTED. 1 to 1,000,000,000. Falls
+	// back to `--max-waiting`.
+	MaxWaiting *uint64 `protobuf:"varint,1,opt,name=max_waiting,json=maxWaiting,proto3,oneof" json:"max_waiting,omitempty"`
+	// The attempts of a job added without `max_attempts`: 1 to 1,000. Falls back to 3.
+	MaxAttempts *uint32 `protobuf:"varint,2,opt,name=max_attempts,json=maxAttempts,proto3,oneof" json:"max_attempts,omitempty"`
+	// The attempt timeout of a job added without `timeout`: 10 ms to 24 h. Falls back to 30 min.
+	Timeout *durationpb.Duration `protobuf:"bytes,3,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// The backoff of a job added without `backoff` (its unset fields take the defaults of
+	// Backoff). Falls back to Backoff's defaults.
+	Backoff *Backoff `protobuf:"bytes,4,opt,name=backoff,proto3" json:"backoff,omitempty"`
+	// How long completed and cancelled jobs (and results) are kept: 0 to 365 days (0 keeps none).
+	// Falls back to `--completed-retention`.
+	CompletedRetention *durationpb.Duration `protobuf:"bytes,5,opt,name=completed_retention,json=completedRetention,proto3" json:"completed_retention,omitempty"`
+	// How many completed and cancelled jobs are kept: 0 to 1,000,000,000. Falls back to
+	// `--completed-max`.
+	CompletedMax *uint64 `protobuf:"varint,6,opt,name=completed_max,json=completedMax,proto3,oneof" json:"completed_max,omitempty"`
+	// How long dead jobs are kept: 1 ms to 365 days. Falls back to `--dead-retention`.
+	DeadRetention *durationpb.Duration `protobuf:"bytes,7,opt,name=dead_retention,json=deadRetention,proto3" json:"dead_retention,omitempty"`
+	// How many dead jobs are kept: 0 to 1,000,000,000. Falls back to `--dead-max`.
+	DeadMax *uint64 `protobuf:"varint,8,opt,name=dead_max,json=deadMax,proto3,oneof" json:"dead_max,omitempty"`
+	// The most jobs of the queue active at once, on every instance and worker together: 1 to
+	// 1,000,000,000; no cap when unset. Leased and prefetched jobs count until their lease ends,
+	// whichever way it ends. Checked atomically inside each lease (a dispatcher's round or the
+	// refill of an ack), so it holds across instances; a queue at its cap leases nothing until a
+	// lease ends, which wakes the dispatchers. Jobs still start highest priority first: the cap
+	// decides how many start, never which.
+	Concurrency   *uint32 `protobuf:"varint,9,opt,name=concurrency,proto3,oneof" json:"concurrency,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueueSettings) Reset() {
+	*x = QueueSettings{}
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[95]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueueSettings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueueSettings) ProtoMessage() {}
+
+func (x *QueueSettings) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[95]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueueSettings.ProtoReflect.Descriptor instead.
+func (*QueueSettings) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{95}
+}
+
+func (x *QueueSettings) GetMaxWaiting() uint64 {
+	if x != nil && x.MaxWaiting != nil {
+		return *x.MaxWaiting
+	}
+	return 0
+}
+
+func (x *QueueSettings) GetMaxAttempts() uint32 {
+	if x != nil && x.MaxAttempts != nil {
+		return *x.MaxAttempts
+	}
+	return 0
+}
+
+func (x *QueueSettings) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+func (x *QueueSettings) GetBackoff() *Backoff {
+	if x != nil {
+		return x.Backoff
+	}
+	return nil
+}
+
+func (x *QueueSettings) GetCompletedRetention() *durationpb.Duration {
+	if x != nil {
+		return x.CompletedRetention
+	}
+	return nil
+}
+
+func (x *QueueSettings) GetCompletedMax() uint64 {
+	if x != nil && x.CompletedMax != nil {
+		return *x.CompletedMax
+	}
+	return 0
+}
+
+func (x *QueueSettings) GetDeadRetention() *durationpb.Duration {
+	if x != nil {
+		return x.DeadRetention
+	}
+	return nil
+}
+
+func (x *QueueSettings) GetDeadMax() uint64 {
+	if x != nil && x.DeadMax != nil {
+		return *x.DeadMax
+	}
+	return 0
+}
+
+func (x *QueueSettings) GetConcurrency() uint32 {
+	if x != nil && x.Concurrency != nil {
+		return *x.Concurrency
+	}
+	return 0
+}
+
+type SetQueueSettingsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The queue (created on first use, like an add).
+	Queue string `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	// The settings to set; unset fields are left as they are.
+	Settings *QueueSettings `protobuf:"bytes,2,opt,name=settings,proto3" json:"settings,omitempty"`
+	// Settings to remove, by their field name in QueueSettings (`max_waiting`, `backoff`, ...):
+	// the flag applies to them again. A field both set and cleared is INVALID_ARGUMENT.
+	Clear         []string `protobuf:"bytes,3,rep,name=clear,proto3" json:"clear,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetQueueSettingsRequest) Reset() {
+	*x = SetQueueSettingsRequest{}
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[96]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetQueueSettingsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetQueueSettingsRequest) ProtoMessage() {}
+
+func (x *SetQueueSettingsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[96]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetQueueSettingsRequest.ProtoReflect.Descriptor instead.
+func (*SetQueueSettingsRequest) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{96}
+}
+
+func (x *SetQueueSettingsRequest) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+func (x *SetQueueSettingsRequest) GetSettings() *QueueSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+func (x *SetQueueSettingsRequest) GetClear() []string {
+	if x != nil {
+		return x.Clear
+	}
+	return nil
+}
+
+type SetQueueSettingsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The settings the queue now holds.
+	Settings *QueueSettings `protobuf:"bytes,1,opt,name=settings,proto3" json:"settings,omitempty"`
+	// The settings now in effect: those of `settings`, the server's flags for the rest.
+	Effective     *QueueSettings `protobuf:"bytes,2,opt,name=effective,proto3" json:"effective,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetQueueSettingsResponse) Reset() {
+	*x = SetQueueSettingsResponse{}
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[97]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetQueueSettingsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetQueueSettingsResponse) ProtoMessage() {}
+
+func (x *SetQueueSettingsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[97]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetQueueSettingsResponse.ProtoReflect.Descriptor instead.
+func (*SetQueueSettingsResponse) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{97}
+}
+
+func (x *SetQueueSettingsResponse) GetSettings() *QueueSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+func (x *SetQueueSettingsResponse) GetEffective() *QueueSettings {
+	if x != nil {
+		return x.Effective
+	}
+	return nil
+}
+
+type GetQueueSettingsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The queue.
+	Queue         string `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetQueueSettingsRequest) Reset() {
+	*x = GetQueueSettingsRequest{}
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[98]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetQueueSettingsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetQueueSettingsRequest) ProtoMessage() {}
+
+func (x *GetQueueSettingsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[98]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetQueueSettingsRequest.ProtoReflect.Descriptor instead.
+func (*GetQueueSettingsRequest) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{98}
+}
+
+func (x *GetQueueSettingsRequest) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+type GetQueueSettingsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The settings set for the queue; unset fields are not set for it.
+	Settings *QueueSettings `protobuf:"bytes,1,opt,name=settings,proto3" json:"settings,omitempty"`
+	// The settings in effect: those of `settings`, the server's flags for the rest (unset: no
+	// limit, as `max_waiting` without `--max-waiting`).
+	Effective     *QueueSettings `protobuf:"bytes,2,opt,name=effective,proto3" json:"effective,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetQueueSettingsResponse) Reset() {
+	*x = GetQueueSettingsResponse{}
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[99]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetQueueSettingsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetQueueSettingsResponse) ProtoMessage() {}
+
+func (x *GetQueueSettingsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[99]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetQueueSettingsResponse.ProtoReflect.Descriptor instead.
+func (*GetQueueSettingsResponse) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{99}
+}
+
+func (x *GetQueueSettingsResponse) GetSettings() *QueueSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+func (x *GetQueueSettingsResponse) GetEffective() *QueueSettings {
+	if x != nil {
+		return x.Effective
+	}
+	return nil
+}
+
 var File_jobwire_v1_jobwire_proto protoreflect.FileDescriptor
 
 const file_jobwire_v1_jobwire_proto_rawDesc = "" +
@@ -6963,7 +7310,35 @@ const file_jobwire_v1_jobwire_proto_rawDesc = "" +
 	"\x06queues\x18\x01 \x03(\tR\x06queues\"[\n" +
 	"\x17SubscribeQueuesResponse\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12*\n" +
-	"\x05event\x18\x02 \x01(\v2\x14.jobwire.v1.JobEventR\x05event*\xc7\x01\n" +
+	"\x05event\x18\x02 \x01(\v2\x14.jobwire.v1.JobEventR\x05event\"\x90\x04\n" +
+	"\rQueueSettings\x12$\n" +
+	"\vmax_waiting\x18\x01 \x01(\x04H\x00R\n" +
+	"maxWaiting\x88\x01\x01\x12&\n" +
+	"\fmax_attempts\x18\x02 \x01(\rH\x01R\vmaxAttempts\x88\x01\x01\x123\n" +
+	"\atimeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12-\n" +
+	"\abackoff\x18\x04 \x01(\v2\x13.jobwire.v1.BackoffR\abackoff\x12J\n" +
+	"\x13completed_retention\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x12completedRetention\x12(\n" +
+	"\rcompleted_max\x18\x06 \x01(\x04H\x02R\fcompletedMax\x88\x01\x01\x12@\n" +
+	"\x0edead_retention\x18\a \x01(\v2\x19.google.protobuf.DurationR\rdeadRetention\x12\x1e\n" +
+	"\bdead_max\x18\b \x01(\x04H\x03R\adeadMax\x88\x01\x01\x12%\n" +
+	"\vconcurrency\x18\t \x01(\rH\x04R\vconcurrency\x88\x01\x01B\x0e\n" +
+	"\f_max_waitingB\x0f\n" +
+	"\r_max_attemptsB\x10\n" +
+	"\x0e_completed_maxB\v\n" +
+	"\t_dead_maxB\x0e\n" +
+	"\f_concurrency\"|\n" +
+	"\x17SetQueueSettingsRequest\x12\x14\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\x125\n" +
+	"\bsettings\x18\x02 \x01(\v2\x19.jobwire.v1.QueueSettingsR\bsettings\x12\x14\n" +
+	"\x05clear\x18\x03 \x03(\tR\x05clear\"\x8a\x01\n" +
+	"\x18SetQueueSettingsResponse\x125\n" +
+	"\bsettings\x18\x01 \x01(\v2\x19.jobwire.v1.QueueSettingsR\bsettings\x127\n" +
+	"\teffective\x18\x02 \x01(\v2\x19.jobwire.v1.QueueSettingsR\teffective\"/\n" +
+	"\x17GetQueueSettingsRequest\x12\x14\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\"\x8a\x01\n" +
+	"\x18GetQueueSettingsResponse\x125\n" +
+	"\bsettings\x18\x01 \x01(\v2\x19.jobwire.v1.QueueSettingsR\bsettings\x127\n" +
+	"\teffective\x18\x02 \x01(\v2\x19.jobwire.v1.QueueSettingsR\teffective*\xc7\x01\n" +
 	"\bJobState\x12\x19\n" +
 	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11JOB_STATE_WAITING\x10\x01\x12\x15\n" +
@@ -6991,7 +7366,7 @@ const file_jobwire_v1_jobwire_proto_rawDesc = "" +
 	"\x17JOB_EVENT_TYPE_RETRYING\x10\x05\x12\x1c\n" +
 	"\x18JOB_EVENT_TYPE_COMPLETED\x10\x06\x12\x17\n" +
 	"\x13JOB_EVENT_TYPE_DEAD\x10\a\x12\x1c\n" +
-	"\x18JOB_EVENT_TYPE_CANCELLED\x10\b2\xbe\x11\n" +
+	"\x18JOB_EVENT_TYPE_CANCELLED\x10\b2\xfc\x12\n" +
 	"\fQueueService\x12?\n" +
 	"\x06AddJob\x12\x19.jobwire.v1.AddJobRequest\x1a\x1a.jobwire.v1.AddJobResponse\x12B\n" +
 	"\aAddJobs\x12\x1a.jobwire.v1.AddJobsRequest\x1a\x1b.jobwire.v1.AddJobsResponse\x12A\n" +
@@ -7027,7 +7402,9 @@ const file_jobwire_v1_jobwire_proto_rawDesc = "" +
 	"DeleteJobs\x12\x1d.jobwire.v1.DeleteJobsRequest\x1a\x1e.jobwire.v1.DeleteJobsResponse\x12`\n" +
 	"\x11ListDeadJobGroups\x12$.jobwire.v1.ListDeadJobGroupsRequest\x1a%.jobwire.v1.ListDeadJobGroupsResponse\x12]\n" +
 	"\x10GetQueueActivity\x12#.jobwire.v1.GetQueueActivityRequest\x1a$.jobwire.v1.GetQueueActivityResponse\x12\\\n" +
-	"\x0fSubscribeQueues\x12\".jobwire.v1.SubscribeQueuesRequest\x1a#.jobwire.v1.SubscribeQueuesResponse0\x012\xb2\x03\n" +
+	"\x0fSubscribeQueues\x12\".jobwire.v1.SubscribeQueuesRequest\x1a#.jobwire.v1.SubscribeQueuesResponse0\x01\x12]\n" +
+	"\x10SetQueueSettings\x12#.jobwire.v1.SetQueueSettingsRequest\x1a$.jobwire.v1.SetQueueSettingsResponse\x12]\n" +
+	"\x10GetQueueSettings\x12#.jobwire.v1.GetQueueSettingsRequest\x1a$.jobwire.v1.GetQueueSettingsResponse2\xb2\x03\n" +
 	"\x0eSessionService\x12T\n" +
 	"\rCreateSession\x12 .jobwire.v1.CreateSessionRequest\x1a!.jobwire.v1.CreateSessionResponse\x12K\n" +
 	"\n" +
@@ -7052,7 +7429,7 @@ func file_jobwire_v1_jobwire_proto_rawDescGZIP() []byte {
 }
 
 var file_jobwire_v1_jobwire_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_jobwire_v1_jobwire_proto_msgTypes = make([]protoimpl.MessageInfo, 101)
+var file_jobwire_v1_jobwire_proto_msgTypes = make([]protoimpl.MessageInfo, 106)
 var file_jobwire_v1_jobwire_proto_goTypes = []any{
 	(JobState)(0),                     // 0: jobwire.v1.JobState
 	(BackoffKind)(0),                  // 1: jobwire.v1.BackoffKind
@@ -7153,34 +7530,39 @@ var file_jobwire_v1_jobwire_proto_goTypes = []any{
 	(*ActivityMinute)(nil),            // 96: jobwire.v1.ActivityMinute
 	(*SubscribeQueuesRequest)(nil),    // 97: jobwire.v1.SubscribeQueuesRequest
 	(*SubscribeQueuesResponse)(nil),   // 98: jobwire.v1.SubscribeQueuesResponse
-	nil,                               // 99: jobwire.v1.AddJobRequest.HeadersEntry
-	nil,                               // 100: jobwire.v1.GetJobRequest.LabelsEntry
-	nil,                               // 101: jobwire.v1.WorkOpen.LabelsEntry
-	nil,                               // 102: jobwire.v1.Job.HeadersEntry
-	nil,                               // 103: jobwire.v1.JobInfo.HeadersEntry
-	nil,                               // 104: jobwire.v1.WorkerInfo.LabelsEntry
-	(*durationpb.Duration)(nil),       // 105: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),     // 106: google.protobuf.Timestamp
+	(*QueueSettings)(nil),             // 99: jobwire.v1.QueueSettings
+	(*SetQueueSettingsRequest)(nil),   // 100: jobwire.v1.SetQueueSettingsRequest
+	(*SetQueueSettingsResponse)(nil),  // 101: jobwire.v1.SetQueueSettingsResponse
+	(*GetQueueSettingsRequest)(nil),   // 102: jobwire.v1.GetQueueSettingsRequest
+	(*GetQueueSettingsResponse)(nil),  // 103: jobwire.v1.GetQueueSettingsResponse
+	nil,                               // 104: jobwire.v1.AddJobRequest.HeadersEntry
+	nil,                               // 105: jobwire.v1.GetJobRequest.LabelsEntry
+	nil,                               // 106: jobwire.v1.WorkOpen.LabelsEntry
+	nil,                               // 107: jobwire.v1.Job.HeadersEntry
+	nil,                               // 108: jobwire.v1.JobInfo.HeadersEntry
+	nil,                               // 109: jobwire.v1.WorkerInfo.LabelsEntry
+	(*durationpb.Duration)(nil),       // 110: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),     // 111: google.protobuf.Timestamp
 }
 var file_jobwire_v1_jobwire_proto_depIdxs = []int32{
 	1,   // 0: jobwire.v1.Backoff.kind:type_name -> jobwire.v1.BackoffKind
-	105, // 1: jobwire.v1.Backoff.base:type_name -> google.protobuf.Duration
-	105, // 2: jobwire.v1.Backoff.max:type_name -> google.protobuf.Duration
-	99,  // 3: jobwire.v1.AddJobRequest.headers:type_name -> jobwire.v1.AddJobRequest.HeadersEntry
-	105, // 4: jobwire.v1.AddJobRequest.delay:type_name -> google.protobuf.Duration
-	106, // 5: jobwire.v1.AddJobRequest.run_at:type_name -> google.protobuf.Timestamp
+	110, // 1: jobwire.v1.Backoff.base:type_name -> google.protobuf.Duration
+	110, // 2: jobwire.v1.Backoff.max:type_name -> google.protobuf.Duration
+	104, // 3: jobwire.v1.AddJobRequest.headers:type_name -> jobwire.v1.AddJobRequest.HeadersEntry
+	110, // 4: jobwire.v1.AddJobRequest.delay:type_name -> google.protobuf.Duration
+	111, // 5: jobwire.v1.AddJobRequest.run_at:type_name -> google.protobuf.Timestamp
 	4,   // 6: jobwire.v1.AddJobRequest.backoff:type_name -> jobwire.v1.Backoff
-	105, // 7: jobwire.v1.AddJobRequest.timeout:type_name -> google.protobuf.Duration
+	110, // 7: jobwire.v1.AddJobRequest.timeout:type_name -> google.protobuf.Duration
 	5,   // 8: jobwire.v1.AddJobsRequest.jobs:type_name -> jobwire.v1.AddJobRequest
 	9,   // 9: jobwire.v1.AddJobsResponse.results:type_name -> jobwire.v1.AddJobsResult
-	100, // 10: jobwire.v1.GetJobRequest.labels:type_name -> jobwire.v1.GetJobRequest.LabelsEntry
+	105, // 10: jobwire.v1.GetJobRequest.labels:type_name -> jobwire.v1.GetJobRequest.LabelsEntry
 	20,  // 11: jobwire.v1.GetJobResponse.job:type_name -> jobwire.v1.Job
 	22,  // 12: jobwire.v1.GetJobResponse.ping:type_name -> jobwire.v1.Ping
 	23,  // 13: jobwire.v1.GetJobResponse.drain:type_name -> jobwire.v1.Drain
 	24,  // 14: jobwire.v1.GetJobResponse.revoke:type_name -> jobwire.v1.Revoke
 	13,  // 15: jobwire.v1.WorkRequest.open:type_name -> jobwire.v1.WorkOpen
 	14,  // 16: jobwire.v1.WorkRequest.acks:type_name -> jobwire.v1.WorkAcks
-	101, // 17: jobwire.v1.WorkOpen.labels:type_name -> jobwire.v1.WorkOpen.LabelsEntry
+	106, // 17: jobwire.v1.WorkOpen.labels:type_name -> jobwire.v1.WorkOpen.LabelsEntry
 	15,  // 18: jobwire.v1.WorkAcks.acks:type_name -> jobwire.v1.WorkAck
 	25,  // 19: jobwire.v1.WorkAck.complete:type_name -> jobwire.v1.CompleteJobRequest
 	27,  // 20: jobwire.v1.WorkAck.fail:type_name -> jobwire.v1.FailJobRequest
@@ -7196,48 +7578,48 @@ var file_jobwire_v1_jobwire_proto_depIdxs = []int32{
 	19,  // 30: jobwire.v1.WorkAnswers.answers:type_name -> jobwire.v1.WorkAnswer
 	28,  // 31: jobwire.v1.WorkAnswer.fail:type_name -> jobwire.v1.FailJobResponse
 	30,  // 32: jobwire.v1.WorkAnswer.extend:type_name -> jobwire.v1.ExtendLeaseResponse
-	102, // 33: jobwire.v1.Job.headers:type_name -> jobwire.v1.Job.HeadersEntry
-	106, // 34: jobwire.v1.Job.deadline:type_name -> google.protobuf.Timestamp
-	106, // 35: jobwire.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	107, // 33: jobwire.v1.Job.headers:type_name -> jobwire.v1.Job.HeadersEntry
+	111, // 34: jobwire.v1.Job.deadline:type_name -> google.protobuf.Timestamp
+	111, // 35: jobwire.v1.Job.created_at:type_name -> google.protobuf.Timestamp
 	21,  // 36: jobwire.v1.Job.session:type_name -> jobwire.v1.SessionSnapshot
-	105, // 37: jobwire.v1.Drain.grace:type_name -> google.protobuf.Duration
+	110, // 37: jobwire.v1.Drain.grace:type_name -> google.protobuf.Duration
 	2,   // 38: jobwire.v1.Revoke.reason:type_name -> jobwire.v1.RevokeReason
-	105, // 39: jobwire.v1.FailJobRequest.retry_after:type_name -> google.protobuf.Duration
+	110, // 39: jobwire.v1.FailJobRequest.retry_after:type_name -> google.protobuf.Duration
 	0,   // 40: jobwire.v1.FailJobResponse.state:type_name -> jobwire.v1.JobState
-	106, // 41: jobwire.v1.FailJobResponse.next_run_at:type_name -> google.protobuf.Timestamp
-	105, // 42: jobwire.v1.ExtendLeaseRequest.extend_by:type_name -> google.protobuf.Duration
-	106, // 43: jobwire.v1.ExtendLeaseResponse.deadline:type_name -> google.protobuf.Timestamp
+	111, // 41: jobwire.v1.FailJobResponse.next_run_at:type_name -> google.protobuf.Timestamp
+	110, // 42: jobwire.v1.ExtendLeaseRequest.extend_by:type_name -> google.protobuf.Duration
+	111, // 43: jobwire.v1.ExtendLeaseResponse.deadline:type_name -> google.protobuf.Timestamp
 	35,  // 44: jobwire.v1.GetJobInfoResponse.job:type_name -> jobwire.v1.JobInfo
 	0,   // 45: jobwire.v1.JobInfo.state:type_name -> jobwire.v1.JobState
-	103, // 46: jobwire.v1.JobInfo.headers:type_name -> jobwire.v1.JobInfo.HeadersEntry
-	106, // 47: jobwire.v1.JobInfo.created_at:type_name -> google.protobuf.Timestamp
-	106, // 48: jobwire.v1.JobInfo.started_at:type_name -> google.protobuf.Timestamp
-	106, // 49: jobwire.v1.JobInfo.finished_at:type_name -> google.protobuf.Timestamp
-	106, // 50: jobwire.v1.JobInfo.run_at:type_name -> google.protobuf.Timestamp
+	108, // 46: jobwire.v1.JobInfo.headers:type_name -> jobwire.v1.JobInfo.HeadersEntry
+	111, // 47: jobwire.v1.JobInfo.created_at:type_name -> google.protobuf.Timestamp
+	111, // 48: jobwire.v1.JobInfo.started_at:type_name -> google.protobuf.Timestamp
+	111, // 49: jobwire.v1.JobInfo.finished_at:type_name -> google.protobuf.Timestamp
+	111, // 50: jobwire.v1.JobInfo.run_at:type_name -> google.protobuf.Timestamp
 	38,  // 51: jobwire.v1.StatsResponse.stats:type_name -> jobwire.v1.QueueStats
 	39,  // 52: jobwire.v1.StatsResponse.redis_memory:type_name -> jobwire.v1.RedisMemory
-	105, // 53: jobwire.v1.QueueStats.oldest_waiting_age:type_name -> google.protobuf.Duration
+	110, // 53: jobwire.v1.QueueStats.oldest_waiting_age:type_name -> google.protobuf.Duration
 	38,  // 54: jobwire.v1.ListQueuesResponse.queues:type_name -> jobwire.v1.QueueStats
 	39,  // 55: jobwire.v1.ListQueuesResponse.redis_memory:type_name -> jobwire.v1.RedisMemory
 	44,  // 56: jobwire.v1.WatchJobResponse.event:type_name -> jobwire.v1.JobEvent
 	3,   // 57: jobwire.v1.JobEvent.type:type_name -> jobwire.v1.JobEventType
-	106, // 58: jobwire.v1.JobEvent.next_run_at:type_name -> google.protobuf.Timestamp
-	106, // 59: jobwire.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
+	111, // 58: jobwire.v1.JobEvent.next_run_at:type_name -> google.protobuf.Timestamp
+	111, // 59: jobwire.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
 	44,  // 60: jobwire.v1.SubscribeResponse.event:type_name -> jobwire.v1.JobEvent
 	0,   // 61: jobwire.v1.ListJobsRequest.state:type_name -> jobwire.v1.JobState
 	56,  // 62: jobwire.v1.ListJobsRequest.filter:type_name -> jobwire.v1.JobFilter
-	106, // 63: jobwire.v1.JobFilter.created_after:type_name -> google.protobuf.Timestamp
-	106, // 64: jobwire.v1.JobFilter.created_before:type_name -> google.protobuf.Timestamp
+	111, // 63: jobwire.v1.JobFilter.created_after:type_name -> google.protobuf.Timestamp
+	111, // 64: jobwire.v1.JobFilter.created_before:type_name -> google.protobuf.Timestamp
 	35,  // 65: jobwire.v1.ListJobsResponse.jobs:type_name -> jobwire.v1.JobInfo
 	0,   // 66: jobwire.v1.PurgeQueueRequest.states:type_name -> jobwire.v1.JobState
 	68,  // 67: jobwire.v1.ListWorkersResponse.workers:type_name -> jobwire.v1.WorkerInfo
-	104, // 68: jobwire.v1.WorkerInfo.labels:type_name -> jobwire.v1.WorkerInfo.LabelsEntry
-	106, // 69: jobwire.v1.WorkerInfo.connected_at:type_name -> google.protobuf.Timestamp
-	105, // 70: jobwire.v1.CreateSessionRequest.ttl:type_name -> google.protobuf.Duration
+	109, // 68: jobwire.v1.WorkerInfo.labels:type_name -> jobwire.v1.WorkerInfo.LabelsEntry
+	111, // 69: jobwire.v1.WorkerInfo.connected_at:type_name -> google.protobuf.Timestamp
+	110, // 70: jobwire.v1.CreateSessionRequest.ttl:type_name -> google.protobuf.Duration
 	71,  // 71: jobwire.v1.CreateSessionResponse.session:type_name -> jobwire.v1.Session
-	106, // 72: jobwire.v1.Session.created_at:type_name -> google.protobuf.Timestamp
-	106, // 73: jobwire.v1.Session.updated_at:type_name -> google.protobuf.Timestamp
-	105, // 74: jobwire.v1.Session.ttl:type_name -> google.protobuf.Duration
+	111, // 72: jobwire.v1.Session.created_at:type_name -> google.protobuf.Timestamp
+	111, // 73: jobwire.v1.Session.updated_at:type_name -> google.protobuf.Timestamp
+	110, // 74: jobwire.v1.Session.ttl:type_name -> google.protobuf.Duration
 	71,  // 75: jobwire.v1.GetSessionResponse.session:type_name -> jobwire.v1.Session
 	71,  // 76: jobwire.v1.ListSessionsResponse.sessions:type_name -> jobwire.v1.Session
 	81,  // 77: jobwire.v1.JobSelection.ids:type_name -> jobwire.v1.JobIdList
@@ -7251,85 +7633,98 @@ var file_jobwire_v1_jobwire_proto_depIdxs = []int32{
 	80,  // 85: jobwire.v1.DeleteJobsRequest.selection:type_name -> jobwire.v1.JobSelection
 	83,  // 86: jobwire.v1.DeleteJobsResponse.outcome:type_name -> jobwire.v1.BulkOutcome
 	92,  // 87: jobwire.v1.ListDeadJobGroupsResponse.groups:type_name -> jobwire.v1.DeadJobGroup
-	106, // 88: jobwire.v1.DeadJobGroup.newest_at:type_name -> google.protobuf.Timestamp
-	106, // 89: jobwire.v1.DeadJobGroup.oldest_at:type_name -> google.protobuf.Timestamp
+	111, // 88: jobwire.v1.DeadJobGroup.newest_at:type_name -> google.protobuf.Timestamp
+	111, // 89: jobwire.v1.DeadJobGroup.oldest_at:type_name -> google.protobuf.Timestamp
 	95,  // 90: jobwire.v1.GetQueueActivityResponse.queues:type_name -> jobwire.v1.QueueActivity
 	96,  // 91: jobwire.v1.QueueActivity.minutes:type_name -> jobwire.v1.ActivityMinute
-	106, // 92: jobwire.v1.ActivityMinute.start:type_name -> google.protobuf.Timestamp
+	111, // 92: jobwire.v1.ActivityMinute.start:type_name -> google.protobuf.Timestamp
 	44,  // 93: jobwire.v1.SubscribeQueuesResponse.event:type_name -> jobwire.v1.JobEvent
-	5,   // 94: jobwire.v1.QueueService.AddJob:input_type -> jobwire.v1.AddJobRequest
-	7,   // 95: jobwire.v1.QueueService.AddJobs:input_type -> jobwire.v1.AddJobsRequest
-	10,  // 96: jobwire.v1.QueueService.GetJob:input_type -> jobwire.v1.GetJobRequest
-	12,  // 97: jobwire.v1.QueueService.Work:input_type -> jobwire.v1.WorkRequest
-	25,  // 98: jobwire.v1.QueueService.CompleteJob:input_type -> jobwire.v1.CompleteJobRequest
-	27,  // 99: jobwire.v1.QueueService.FailJob:input_type -> jobwire.v1.FailJobRequest
-	29,  // 100: jobwire.v1.QueueService.ExtendLease:input_type -> jobwire.v1.ExtendLeaseRequest
-	31,  // 101: jobwire.v1.QueueService.ReturnJob:input_type -> jobwire.v1.ReturnJobRequest
-	33,  // 102: jobwire.v1.QueueService.GetJobInfo:input_type -> jobwire.v1.GetJobInfoRequest
-	36,  // 103: jobwire.v1.QueueService.Stats:input_type -> jobwire.v1.StatsRequest
-	40,  // 104: jobwire.v1.QueueService.ListQueues:input_type -> jobwire.v1.ListQueuesRequest
-	42,  // 105: jobwire.v1.QueueService.WatchJob:input_type -> jobwire.v1.WatchJobRequest
-	45,  // 106: jobwire.v1.QueueService.ReportProgress:input_type -> jobwire.v1.ReportProgressRequest
-	47,  // 107: jobwire.v1.QueueService.Subscribe:input_type -> jobwire.v1.SubscribeRequest
-	49,  // 108: jobwire.v1.QueueService.CancelJob:input_type -> jobwire.v1.CancelJobRequest
-	51,  // 109: jobwire.v1.QueueService.PauseQueue:input_type -> jobwire.v1.PauseQueueRequest
-	53,  // 110: jobwire.v1.QueueService.ResumeQueue:input_type -> jobwire.v1.ResumeQueueRequest
-	55,  // 111: jobwire.v1.QueueService.ListJobs:input_type -> jobwire.v1.ListJobsRequest
-	58,  // 112: jobwire.v1.QueueService.RetryJob:input_type -> jobwire.v1.RetryJobRequest
-	60,  // 113: jobwire.v1.QueueService.RetryDeadJobs:input_type -> jobwire.v1.RetryDeadJobsRequest
-	62,  // 114: jobwire.v1.QueueService.DeleteJob:input_type -> jobwire.v1.DeleteJobRequest
-	64,  // 115: jobwire.v1.QueueService.PurgeQueue:input_type -> jobwire.v1.PurgeQueueRequest
-	66,  // 116: jobwire.v1.QueueService.ListWorkers:input_type -> jobwire.v1.ListWorkersRequest
-	84,  // 117: jobwire.v1.QueueService.RetryJobs:input_type -> jobwire.v1.RetryJobsRequest
-	86,  // 118: jobwire.v1.QueueService.CancelJobs:input_type -> jobwire.v1.CancelJobsRequest
-	88,  // 119: jobwire.v1.QueueService.DeleteJobs:input_type -> jobwire.v1.DeleteJobsRequest
-	90,  // 120: jobwire.v1.QueueService.ListDeadJobGroups:input_type -> jobwire.v1.ListDeadJobGroupsRequest
-	93,  // 121: jobwire.v1.QueueService.GetQueueActivity:input_type -> jobwire.v1.GetQueueActivityRequest
-	97,  // 122: jobwire.v1.QueueService.SubscribeQueues:input_type -> jobwire.v1.SubscribeQueuesRequest
-	69,  // 123: jobwire.v1.SessionService.CreateSession:input_type -> jobwire.v1.CreateSessionRequest
-	72,  // 124: jobwire.v1.SessionService.GetSession:input_type -> jobwire.v1.GetSessionRequest
-	74,  // 125: jobwire.v1.SessionService.UpdateSession:input_type -> jobwire.v1.UpdateSessionRequest
-	76,  // 126: jobwire.v1.SessionService.DeleteSession:input_type -> jobwire.v1.DeleteSessionRequest
-	78,  // 127: jobwire.v1.SessionService.ListSessions:input_type -> jobwire.v1.ListSessionsRequest
-	6,   // 128: jobwire.v1.QueueService.AddJob:output_type -> jobwire.v1.AddJobResponse
-	8,   // 129: jobwire.v1.QueueService.AddJobs:output_type -> jobwire.v1.AddJobsResponse
-	11,  // 130: jobwire.v1.QueueService.GetJob:output_type -> jobwire.v1.GetJobResponse
-	16,  // 131: jobwire.v1.QueueService.Work:output_type -> jobwire.v1.WorkResponse
-	26,  // 132: jobwire.v1.QueueService.CompleteJob:output_type -> jobwire.v1.CompleteJobResponse
-	28,  // 133: jobwire.v1.QueueService.FailJob:output_type -> jobwire.v1.FailJobResponse
-	30,  // 134: jobwire.v1.QueueService.ExtendLease:output_type -> jobwire.v1.ExtendLeaseResponse
-	32,  // 135: jobwire.v1.QueueService.ReturnJob:output_type -> jobwire.v1.ReturnJobResponse
-	34,  // 136: jobwire.v1.QueueService.GetJobInfo:output_type -> jobwire.v1.GetJobInfoResponse
-	37,  // 137: jobwire.v1.QueueService.Stats:output_type -> jobwire.v1.StatsResponse
-	41,  // 138: jobwire.v1.QueueService.ListQueues:output_type -> jobwire.v1.ListQueuesResponse
-	43,  // 139: jobwire.v1.QueueService.WatchJob:output_type -> jobwire.v1.WatchJobResponse
-	46,  // 140: jobwire.v1.QueueService.ReportProgress:output_type -> jobwire.v1.ReportProgressResponse
-	48,  // 141: jobwire.v1.QueueService.Subscribe:output_type -> jobwire.v1.SubscribeResponse
-	50,  // 142: jobwire.v1.QueueService.CancelJob:output_type -> jobwire.v1.CancelJobResponse
-	52,  // 143: jobwire.v1.QueueService.PauseQueue:output_type -> jobwire.v1.PauseQueueResponse
-	54,  // 144: jobwire.v1.QueueService.ResumeQueue:output_type -> jobwire.v1.ResumeQueueResponse
-	57,  // 145: jobwire.v1.QueueService.ListJobs:output_type -> jobwire.v1.ListJobsResponse
-	59,  // 146: jobwire.v1.QueueService.RetryJob:output_type -> jobwire.v1.RetryJobResponse
-	61,  // 147: jobwire.v1.QueueService.RetryDeadJobs:output_type -> jobwire.v1.RetryDeadJobsResponse
-	63,  // 148: jobwire.v1.QueueService.DeleteJob:output_type -> jobwire.v1.DeleteJobResponse
-	65,  // 149: jobwire.v1.QueueService.PurgeQueue:output_type -> jobwire.v1.PurgeQueueResponse
-	67,  // 150: jobwire.v1.QueueService.ListWorkers:output_type -> jobwire.v1.ListWorkersResponse
-	85,  // 151: jobwire.v1.QueueService.RetryJobs:output_type -> jobwire.v1.RetryJobsResponse
-	87,  // 152: jobwire.v1.QueueService.CancelJobs:output_type -> jobwire.v1.CancelJobsResponse
-	89,  // 153: jobwire.v1.QueueService.DeleteJobs:output_type -> jobwire.v1.DeleteJobsResponse
-	91,  // 154: jobwire.v1.QueueService.ListDeadJobGroups:output_type -> jobwire.v1.ListDeadJobGroupsResponse
-	94,  // 155: jobwire.v1.QueueService.GetQueueActivity:output_type -> jobwire.v1.GetQueueActivityResponse
-	98,  // 156: jobwire.v1.QueueService.SubscribeQueues:output_type -> jobwire.v1.SubscribeQueuesResponse
-	70,  // 157: jobwire.v1.SessionService.CreateSession:output_type -> jobwire.v1.CreateSessionResponse
-	73,  // 158: jobwire.v1.SessionService.GetSession:output_type -> jobwire.v1.GetSessionResponse
-	75,  // 159: jobwire.v1.SessionService.UpdateSession:output_type -> jobwire.v1.UpdateSessionResponse
-	77,  // 160: jobwire.v1.SessionService.DeleteSession:output_type -> jobwire.v1.DeleteSessionResponse
-	79,  // 161: jobwire.v1.SessionService.ListSessions:output_type -> jobwire.v1.ListSessionsResponse
-	128, // [128:162] is the sub-list for method output_type
-	94,  // [94:128] is the sub-list for method input_type
-	94,  // [94:94] is the sub-list for extension type_name
-	94,  // [94:94] is the sub-list for extension extendee
-	0,   // [0:94] is the sub-list for field type_name
+	110, // 94: jobwire.v1.QueueSettings.timeout:type_name -> google.protobuf.Duration
+	4,   // 95: jobwire.v1.QueueSettings.backoff:type_name -> jobwire.v1.Backoff
+	110, // 96: jobwire.v1.QueueSettings.completed_retention:type_name -> google.protobuf.Duration
+	110, // 97: jobwire.v1.QueueSettings.dead_retention:type_name -> google.protobuf.Duration
+	99,  // 98: jobwire.v1.SetQueueSettingsRequest.settings:type_name -> jobwire.v1.QueueSettings
+	99,  // 99: jobwire.v1.SetQueueSettingsResponse.settings:type_name -> jobwire.v1.QueueSettings
+	99,  // 100: jobwire.v1.SetQueueSettingsResponse.effective:type_name -> jobwire.v1.QueueSettings
+	99,  // 101: jobwire.v1.GetQueueSettingsResponse.settings:type_name -> jobwire.v1.QueueSettings
+	99,  // 102: jobwire.v1.GetQueueSettingsResponse.effective:type_name -> jobwire.v1.QueueSettings
+	5,   // 103: jobwire.v1.QueueService.AddJob:input_type -> jobwire.v1.AddJobRequest
+	7,   // 104: jobwire.v1.QueueService.AddJobs:input_type -> jobwire.v1.AddJobsRequest
+	10,  // 105: jobwire.v1.QueueService.GetJob:input_type -> jobwire.v1.GetJobRequest
+	12,  // 106: jobwire.v1.QueueService.Work:input_type -> jobwire.v1.WorkRequest
+	25,  // 107: jobwire.v1.QueueService.CompleteJob:input_type -> jobwire.v1.CompleteJobRequest
+	27,  // 108: jobwire.v1.QueueService.FailJob:input_type -> jobwire.v1.FailJobRequest
+	29,  // 109: jobwire.v1.QueueService.ExtendLease:input_type -> jobwire.v1.ExtendLeaseRequest
+	31,  // 110: jobwire.v1.QueueService.ReturnJob:input_type -> jobwire.v1.ReturnJobRequest
+	33,  // 111: jobwire.v1.QueueService.GetJobInfo:input_type -> jobwire.v1.GetJobInfoRequest
+	36,  // 112: jobwire.v1.QueueService.Stats:input_type -> jobwire.v1.StatsRequest
+	40,  // 113: jobwire.v1.QueueService.ListQueues:input_type -> jobwire.v1.ListQueuesRequest
+	42,  // 114: jobwire.v1.QueueService.WatchJob:input_type -> jobwire.v1.WatchJobRequest
+	45,  // 115: jobwire.v1.QueueService.ReportProgress:input_type -> jobwire.v1.ReportProgressRequest
+	47,  // 116: jobwire.v1.QueueService.Subscribe:input_type -> jobwire.v1.SubscribeRequest
+	49,  // 117: jobwire.v1.QueueService.CancelJob:input_type -> jobwire.v1.CancelJobRequest
+	51,  // 118: jobwire.v1.QueueService.PauseQueue:input_type -> jobwire.v1.PauseQueueRequest
+	53,  // 119: jobwire.v1.QueueService.ResumeQueue:input_type -> jobwire.v1.ResumeQueueRequest
+	55,  // 120: jobwire.v1.QueueService.ListJobs:input_type -> jobwire.v1.ListJobsRequest
+	58,  // 121: jobwire.v1.QueueService.RetryJob:input_type -> jobwire.v1.RetryJobRequest
+	60,  // 122: jobwire.v1.QueueService.RetryDeadJobs:input_type -> jobwire.v1.RetryDeadJobsRequest
+	62,  // 123: jobwire.v1.QueueService.DeleteJob:input_type -> jobwire.v1.DeleteJobRequest
+	64,  // 124: jobwire.v1.QueueService.PurgeQueue:input_type -> jobwire.v1.PurgeQueueRequest
+	66,  // 125: jobwire.v1.QueueService.ListWorkers:input_type -> jobwire.v1.ListWorkersRequest
+	84,  // 126: jobwire.v1.QueueService.RetryJobs:input_type -> jobwire.v1.RetryJobsRequest
+	86,  // 127: jobwire.v1.QueueService.CancelJobs:input_type -> jobwire.v1.CancelJobsRequest
+	88,  // 128: jobwire.v1.QueueService.DeleteJobs:input_type -> jobwire.v1.DeleteJobsRequest
+	90,  // 129: jobwire.v1.QueueService.ListDeadJobGroups:input_type -> jobwire.v1.ListDeadJobGroupsRequest
+	93,  // 130: jobwire.v1.QueueService.GetQueueActivity:input_type -> jobwire.v1.GetQueueActivityRequest
+	97,  // 131: jobwire.v1.QueueService.SubscribeQueues:input_type -> jobwire.v1.SubscribeQueuesRequest
+	100, // 132: jobwire.v1.QueueService.SetQueueSettings:input_type -> jobwire.v1.SetQueueSettingsRequest
+	102, // 133: jobwire.v1.QueueService.GetQueueSettings:input_type -> jobwire.v1.GetQueueSettingsRequest
+	69,  // 134: jobwire.v1.SessionService.CreateSession:input_type -> jobwire.v1.CreateSessionRequest
+	72,  // 135: jobwire.v1.SessionService.GetSession:input_type -> jobwire.v1.GetSessionRequest
+	74,  // 136: jobwire.v1.SessionService.UpdateSession:input_type -> jobwire.v1.UpdateSessionRequest
+	76,  // 137: jobwire.v1.SessionService.DeleteSession:input_type -> jobwire.v1.DeleteSessionRequest
+	78,  // 138: jobwire.v1.SessionService.ListSessions:input_type -> jobwire.v1.ListSessionsRequest
+	6,   // 139: jobwire.v1.QueueService.AddJob:output_type -> jobwire.v1.AddJobResponse
+	8,   // 140: jobwire.v1.QueueService.AddJobs:output_type -> jobwire.v1.AddJobsResponse
+	11,  // 141: jobwire.v1.QueueService.GetJob:output_type -> jobwire.v1.GetJobResponse
+	16,  // 142: jobwire.v1.QueueService.Work:output_type -> jobwire.v1.WorkResponse
+	26,  // 143: jobwire.v1.QueueService.CompleteJob:output_type -> jobwire.v1.CompleteJobResponse
+	28,  // 144: jobwire.v1.QueueService.FailJob:output_type -> jobwire.v1.FailJobResponse
+	30,  // 145: jobwire.v1.QueueService.ExtendLease:output_type -> jobwire.v1.ExtendLeaseResponse
+	32,  // 146: jobwire.v1.QueueService.ReturnJob:output_type -> jobwire.v1.ReturnJobResponse
+	34,  // 147: jobwire.v1.QueueService.GetJobInfo:output_type -> jobwire.v1.GetJobInfoResponse
+	37,  // 148: jobwire.v1.QueueService.Stats:output_type -> jobwire.v1.StatsResponse
+	41,  // 149: jobwire.v1.QueueService.ListQueues:output_type -> jobwire.v1.ListQueuesResponse
+	43,  // 150: jobwire.v1.QueueService.WatchJob:output_type -> jobwire.v1.WatchJobResponse
+	46,  // 151: jobwire.v1.QueueService.ReportProgress:output_type -> jobwire.v1.ReportProgressResponse
+	48,  // 152: jobwire.v1.QueueService.Subscribe:output_type -> jobwire.v1.SubscribeResponse
+	50,  // 153: jobwire.v1.QueueService.CancelJob:output_type -> jobwire.v1.CancelJobResponse
+	52,  // 154: jobwire.v1.QueueService.PauseQueue:output_type -> jobwire.v1.PauseQueueResponse
+	54,  // 155: jobwire.v1.QueueService.ResumeQueue:output_type -> jobwire.v1.ResumeQueueResponse
+	57,  // 156: jobwire.v1.QueueService.ListJobs:output_type -> jobwire.v1.ListJobsResponse
+	59,  // 157: jobwire.v1.QueueService.RetryJob:output_type -> jobwire.v1.RetryJobResponse
+	61,  // 158: jobwire.v1.QueueService.RetryDeadJobs:output_type -> jobwire.v1.RetryDeadJobsResponse
+	63,  // 159: jobwire.v1.QueueService.DeleteJob:output_type -> jobwire.v1.DeleteJobResponse
+	65,  // 160: jobwire.v1.QueueService.PurgeQueue:output_type -> jobwire.v1.PurgeQueueResponse
+	67,  // 161: jobwire.v1.QueueService.ListWorkers:output_type -> jobwire.v1.ListWorkersResponse
+	85,  // 162: jobwire.v1.QueueService.RetryJobs:output_type -> jobwire.v1.RetryJobsResponse
+	87,  // 163: jobwire.v1.QueueService.CancelJobs:output_type -> jobwire.v1.CancelJobsResponse
+	89,  // 164: jobwire.v1.QueueService.DeleteJobs:output_type -> jobwire.v1.DeleteJobsResponse
+	91,  // 165: jobwire.v1.QueueService.ListDeadJobGroups:output_type -> jobwire.v1.ListDeadJobGroupsResponse
+	94,  // 166: jobwire.v1.QueueService.GetQueueActivity:output_type -> jobwire.v1.GetQueueActivityResponse
+	98,  // 167: jobwire.v1.QueueService.SubscribeQueues:output_type -> jobwire.v1.SubscribeQueuesResponse
+	101, // 168: jobwire.v1.QueueService.SetQueueSettings:output_type -> jobwire.v1.SetQueueSettingsResponse
+	103, // 169: jobwire.v1.QueueService.GetQueueSettings:output_type -> jobwire.v1.GetQueueSettingsResponse
+	70,  // 170: jobwire.v1.SessionService.CreateSession:output_type -> jobwire.v1.CreateSessionResponse
+	73,  // 171: jobwire.v1.SessionService.GetSession:output_type -> jobwire.v1.GetSessionResponse
+	75,  // 172: jobwire.v1.SessionService.UpdateSession:output_type -> jobwire.v1.UpdateSessionResponse
+	77,  // 173: jobwire.v1.SessionService.DeleteSession:output_type -> jobwire.v1.DeleteSessionResponse
+	79,  // 174: jobwire.v1.SessionService.ListSessions:output_type -> jobwire.v1.ListSessionsResponse
+	139, // [139:175] is the sub-list for method output_type
+	103, // [103:139] is the sub-list for method input_type
+	103, // [103:103] is the sub-list for extension type_name
+	103, // [103:103] is the sub-list for extension extendee
+	0,   // [0:103] is the sub-list for field type_name
 }
 
 func init() { file_jobwire_v1_jobwire_proto_init() }
@@ -7381,13 +7776,14 @@ func file_jobwire_v1_jobwire_proto_init() {
 		(*JobSelection_Ids)(nil),
 		(*JobSelection_Query)(nil),
 	}
+	file_jobwire_v1_jobwire_proto_msgTypes[95].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_jobwire_v1_jobwire_proto_rawDesc), len(file_jobwire_v1_jobwire_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   101,
+			NumMessages:   106,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

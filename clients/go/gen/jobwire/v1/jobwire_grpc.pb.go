@@ -81,6 +81,8 @@ const (
 	QueueService_ListDeadJobGroups_FullMethodName = "/jobwire.v1.QueueService/ListDeadJobGroups"
 	QueueService_GetQueueActivity_FullMethodName  = "/jobwire.v1.QueueService/GetQueueActivity"
 	QueueService_SubscribeQueues_FullMethodName   = "/jobwire.v1.QueueService/SubscribeQueues"
+	QueueService_SetQueueSettings_FullMethodName  = "/jobwire.v1.QueueService/SetQueueSettings"
+	QueueService_GetQueueSettings_FullMethodName  = "/jobwire.v1.QueueService/GetQueueSettings"
 )
 
 // QueueServiceClient is the client API for QueueService service.
@@ -196,6 +198,14 @@ type QueueServiceClient interface {
 	// Subscribe to each queue with the cursor of its last event. Each queue followed holds one
 	// Redis connection on the instance (shared by every follower of that queue there).
 	SubscribeQueues(ctx context.Context, in *SubscribeQueuesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeQueuesResponse], error)
+	// Changes a queue's settings at run time, no restart (admin): the fields given are set, those
+	// named in `clear` fall back to the server's flags again. Stored in Redis with the queue, so
+	// every instance applies a change at once: what is enforced inside Redis (the concurrency cap,
+	// max waiting, retention) from the next call on, the defaults of new jobs within a second. An invalid value
+	// is INVALID_ARGUMENT naming the field. Answers as GetQueueSettings does.
+	SetQueueSettings(ctx context.Context, in *SetQueueSettingsRequest, opts ...grpc.CallOption) (*SetQueueSettingsResponse, error)
+	// A queue's settings: those set for it, and those in effect (the flags' where none is set).
+	GetQueueSettings(ctx context.Context, in *GetQueueSettingsRequest, opts ...grpc.CallOption) (*GetQueueSettingsResponse, error)
 }
 
 type queueServiceClient struct {
@@ -535,6 +545,26 @@ func (c *queueServiceClient) SubscribeQueues(ctx context.Context, in *SubscribeQ
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type QueueService_SubscribeQueuesClient = grpc.ServerStreamingClient[SubscribeQueuesResponse]
 
+func (c *queueServiceClient) SetQueueSettings(ctx context.Context, in *SetQueueSettingsRequest, opts ...grpc.CallOption) (*SetQueueSettingsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetQueueSettingsResponse)
+	err := c.cc.Invoke(ctx, QueueService_SetQueueSettings_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *queueServiceClient) GetQueueSettings(ctx context.Context, in *GetQueueSettingsRequest, opts ...grpc.CallOption) (*GetQueueSettingsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetQueueSettingsResponse)
+	err := c.cc.Invoke(ctx, QueueService_GetQueueSettings_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // QueueServiceServer is the server API for QueueService service.
 // All implementations must embed UnimplementedQueueServiceServer
 // for forward compatibility.
@@ -648,6 +678,14 @@ type QueueServiceServer interface {
 	// Subscribe to each queue with the cursor of its last event. Each queue followed holds one
 	// Redis connection on the instance (shared by every follower of that queue there).
 	SubscribeQueues(*SubscribeQueuesRequest, grpc.ServerStreamingServer[SubscribeQueuesResponse]) error
+	// Changes a queue's settings at run time, no restart (admin): the fields given are set, those
+	// named in `clear` fall back to the server's flags again. Stored in Redis with the queue, so
+	// every instance applies a change at once: what is enforced inside Redis (the concurrency cap,
+	// max waiting, retention) from the next call on, the defaults of new jobs within a second. An invalid value
+	// is INVALID_ARGUMENT naming the field. Answers as GetQueueSettings does.
+	SetQueueSettings(context.Context, *SetQueueSettingsRequest) (*SetQueueSettingsResponse, error)
+	// A queue's settings: those set for it, and those in effect (the flags' where none is set).
+	GetQueueSettings(context.Context, *GetQueueSettingsRequest) (*GetQueueSettingsResponse, error)
 	mustEmbedUnimplementedQueueServiceServer()
 }
 
@@ -744,6 +782,12 @@ func (UnimplementedQueueServiceServer) GetQueueActivity(context.Context, *GetQue
 }
 func (UnimplementedQueueServiceServer) SubscribeQueues(*SubscribeQueuesRequest, grpc.ServerStreamingServer[SubscribeQueuesResponse]) error {
 	return status.Error(codes.Unimplemented, "method SubscribeQueues not implemented")
+}
+func (UnimplementedQueueServiceServer) SetQueueSettings(context.Context, *SetQueueSettingsRequest) (*SetQueueSettingsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetQueueSettings not implemented")
+}
+func (UnimplementedQueueServiceServer) GetQueueSettings(context.Context, *GetQueueSettingsRequest) (*GetQueueSettingsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetQueueSettings not implemented")
 }
 func (UnimplementedQueueServiceServer) mustEmbedUnimplementedQueueServiceServer() {}
 func (UnimplementedQueueServiceServer) testEmbeddedByValue()                      {}
@@ -1249,6 +1293,42 @@ func _QueueService_SubscribeQueues_Handler(srv interface{}, stream grpc.ServerSt
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type QueueService_SubscribeQueuesServer = grpc.ServerStreamingServer[SubscribeQueuesResponse]
 
+func _QueueService_SetQueueSettings_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetQueueSettingsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).SetQueueSettings(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_SetQueueSettings_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).SetQueueSettings(ctx, req.(*SetQueueSettingsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _QueueService_GetQueueSettings_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetQueueSettingsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).GetQueueSettings(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_GetQueueSettings_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).GetQueueSettings(ctx, req.(*GetQueueSettingsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // QueueService_ServiceDesc is the grpc.ServiceDesc for QueueService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1351,6 +1431,14 @@ var QueueService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetQueueActivity",
 			Handler:    _QueueService_GetQueueActivity_Handler,
+		},
+		{
+			MethodName: "SetQueueSettings",
+			Handler:    _QueueService_SetQueueSettings_Handler,
+		},
+		{
+			MethodName: "GetQueueSettings",
+			Handler:    _QueueService_GetQueueSettings_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
