@@ -241,6 +241,7 @@ pub(crate) async fn stats(args: StatsArgs) -> anyhow::Result<()> {
                     "paused": q.paused, "oldest_waiting_age_seconds": age(&q.oldest_waiting_age),
                     "completed_shed": q.completed_shed, "cancelled_shed": q.cancelled_shed,
                     "dead_shed": q.dead_shed, "events_shed": q.events_shed,
+                    "concurrency_limit": q.concurrency_limit, "held_by_concurrency": q.held_by_concurrency,
                     "redis_used_bytes": memory.used_bytes, "redis_max_bytes": memory.max_bytes,
                     "redis_full": memory.full,
                 })

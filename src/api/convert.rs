@@ -202,6 +202,8 @@ pub(super) fn queue_stats(queue: String, c: QueueFigures) -> proto::QueueStats {
         cancelled_shed: c.cancelled_shed,
         dead_shed: c.dead_shed,
         events_shed: c.events_shed,
+        concurrency_limit: c.concurrency_limit,
+        held_by_concurrency: c.held_by_concurrency,
     }
 }
 

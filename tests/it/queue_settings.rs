@@ -6,8 +6,11 @@ use std::time::{Duration, Instant};
 use jobwire::proto;
 use tonic::Code;
 
-use crate::harness::{
-    Client, Redis, Server, ServerBuilder, Worker, add, info, job, millis, run_jobwire, unique_prefix,
+use crate::{
+    harness::{
+        Client, Redis, Server, ServerBuilder, Worker, add, eventually, info, job, millis, run_jobwire, unique_prefix,
+    },
+    metrics::Scrape,
 };
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -194,7 +197,13 @@ async fn the_concurrency_cap_holds_across_instances_and_a_freed_slot_wakes_the_d
         held.push(next_of(&mut workers, LIMIT).await.expect("a job under the cap"));
     }
     assert!(next_of(&mut workers, Duration::from_millis(300)).await.is_none(), "nothing past the cap");
-    assert_eq!(one.stats("q").await.active, 2);
+    let stats = one.stats("q").await;
+    assert_eq!((stats.active, stats.waiting), (2, 4));
+    assert_eq!(
+        (stats.concurrency_limit, stats.held_by_concurrency),
+        (Some(2), 4),
+        "Stats says what the cap holds back"
+    );
 
     // A completion frees its slot: the next job goes out at once, to whichever stream.
     let (w, done) = held.remove(0);
@@ -224,4 +233,24 @@ async fn the_concurrency_cap_holds_across_instances_and_a_freed_slot_wakes_the_d
     survivor.expect_nothing(Duration::from_millis(300)).await;
     assert_eq!(one.stats("q").await.active, 2);
     one.assert_invariants("q").await;
+}
+
+#[tokio::test]
+async fn the_metrics_show_the_cap_and_the_jobs_it_holds_back() {
+    let redis = Redis::start();
+    let server = ServerBuilder::new(&redis).metrics(Duration::from_millis(100)).start().await;
+    let addr = server.metrics_addr.expect("metrics are served");
+    let mut client = server.client().await;
+    set(&mut client, proto::QueueSettings { concurrency: Some(1), ..Default::default() }, &[]).await;
+    for _ in 0..3 {
+        add(&mut client, job("q", "t", b"")).await;
+    }
+    let mut worker = Worker::open(&server, &["q"], 3).await;
+    worker.job().await;
+    eventually(LIMIT, "the gauges of the cap", || async {
+        let scrape = Scrape::take(addr).await;
+        scrape.labelled("jobwire_queue_concurrency_limit", &[("queue", "q")]) == 1.0
+            && scrape.labelled("jobwire_queue_held", &[("queue", "q"), ("reason", "concurrency")]) == 2.0
+    })
+    .await;
 }

@@ -3024,9 +3024,14 @@ type QueueStats struct {
 	DeadShed uint64 `protobuf:"varint,15,opt,name=dead_shed,json=deadShed,proto3" json:"dead_shed,omitempty"`
 	// Event stream entries (each one transition of up to 16 jobs) dropped early because Redis's
 	// memory ran short, since the queue began.
-	EventsShed    uint64 `protobuf:"varint,16,opt,name=events_shed,json=eventsShed,proto3" json:"events_shed,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	EventsShed uint64 `protobuf:"varint,16,opt,name=events_shed,json=eventsShed,proto3" json:"events_shed,omitempty"`
+	// The queue's concurrency cap (QueueSettings.concurrency); unset when it has none.
+	ConcurrencyLimit *uint64 `protobuf:"varint,17,opt,name=concurrency_limit,json=concurrencyLimit,proto3,oneof" json:"concurrency_limit,omitempty"`
+	// Jobs ready to run but held back because the queue is at its concurrency cap: all of
+	// `waiting` while active jobs are at (or above) the cap, else 0.
+	HeldByConcurrency uint64 `protobuf:"varint,18,opt,name=held_by_concurrency,json=heldByConcurrency,proto3" json:"held_by_concurrency,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *QueueStats) Reset() {
@@ -3167,6 +3172,20 @@ func (x *QueueStats) GetDeadShed() uint64 {
 func (x *QueueStats) GetEventsShed() uint64 {
 	if x != nil {
 		return x.EventsShed
+	}
+	return 0
+}
+
+func (x *QueueStats) GetConcurrencyLimit() uint64 {
+	if x != nil && x.ConcurrencyLimit != nil {
+		return *x.ConcurrencyLimit
+	}
+	return 0
+}
+
+func (x *QueueStats) GetHeldByConcurrency() uint64 {
+	if x != nil {
+		return x.HeldByConcurrency
 	}
 	return 0
 }
@@ -7085,7 +7104,7 @@ const file_jobwire_v1_jobwire_proto_rawDesc = "" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\"y\n" +
 	"\rStatsResponse\x12,\n" +
 	"\x05stats\x18\x01 \x01(\v2\x16.jobwire.v1.QueueStatsR\x05stats\x12:\n" +
-	"\fredis_memory\x18\x02 \x01(\v2\x17.jobwire.v1.RedisMemoryR\vredisMemory\"\x93\x04\n" +
+	"\fredis_memory\x18\x02 \x01(\v2\x17.jobwire.v1.RedisMemoryR\vredisMemory\"\x8b\x05\n" +
 	"\n" +
 	"QueueStats\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x18\n" +
@@ -7105,7 +7124,10 @@ const file_jobwire_v1_jobwire_proto_rawDesc = "" +
 	"\x0ecancelled_shed\x18\x0e \x01(\x04R\rcancelledShed\x12\x1b\n" +
 	"\tdead_shed\x18\x0f \x01(\x04R\bdeadShed\x12\x1f\n" +
 	"\vevents_shed\x18\x10 \x01(\x04R\n" +
-	"eventsShed\"]\n" +
+	"eventsShed\x120\n" +
+	"\x11concurrency_limit\x18\x11 \x01(\x04H\x00R\x10concurrencyLimit\x88\x01\x01\x12.\n" +
+	"\x13held_by_concurrency\x18\x12 \x01(\x04R\x11heldByConcurrencyB\x14\n" +
+	"\x12_concurrency_limit\"]\n" +
 	"\vRedisMemory\x12\x1d\n" +
 	"\n" +
 	"used_bytes\x18\x01 \x01(\x04R\tusedBytes\x12\x1b\n" +
@@ -7767,6 +7789,7 @@ func file_jobwire_v1_jobwire_proto_init() {
 	}
 	file_jobwire_v1_jobwire_proto_msgTypes[21].OneofWrappers = []any{}
 	file_jobwire_v1_jobwire_proto_msgTypes[23].OneofWrappers = []any{}
+	file_jobwire_v1_jobwire_proto_msgTypes[34].OneofWrappers = []any{}
 	file_jobwire_v1_jobwire_proto_msgTypes[65].OneofWrappers = []any{}
 	file_jobwire_v1_jobwire_proto_msgTypes[70].OneofWrappers = []any{
 		(*UpdateSessionRequest_State)(nil),

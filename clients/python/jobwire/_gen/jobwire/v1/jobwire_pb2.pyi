@@ -1608,6 +1608,8 @@ class QueueStats(_message.Message):
     CANCELLED_SHED_FIELD_NUMBER: _builtins.int
     DEAD_SHED_FIELD_NUMBER: _builtins.int
     EVENTS_SHED_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_LIMIT_FIELD_NUMBER: _builtins.int
+    HELD_BY_CONCURRENCY_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     """The queue."""
     waiting: _builtins.int
@@ -1646,6 +1648,12 @@ class QueueStats(_message.Message):
     """Event stream entries (each one transition of up to 16 jobs) dropped early because Redis's
     memory ran short, since the queue began.
     """
+    concurrency_limit: _builtins.int
+    """The queue's concurrency cap (QueueSettings.concurrency); unset when it has none."""
+    held_by_concurrency: _builtins.int
+    """Jobs ready to run but held back because the queue is at its concurrency cap: all of
+    `waiting` while active jobs are at (or above) the cap, else 0.
+    """
     @_builtins.property
     def oldest_waiting_age(self) -> _duration_pb2.Duration:
         """How long the oldest ready job has been ready; zero when none is waiting."""
@@ -1669,12 +1677,16 @@ class QueueStats(_message.Message):
         cancelled_shed: _builtins.int = ...,
         dead_shed: _builtins.int = ...,
         events_shed: _builtins.int = ...,
+        concurrency_limit: _builtins.int | None = ...,
+        held_by_concurrency: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["oldest_waiting_age", b"oldest_waiting_age"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_concurrency_limit", b"_concurrency_limit", "concurrency_limit", b"concurrency_limit", "oldest_waiting_age", b"oldest_waiting_age"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "cancelled", b"cancelled", "cancelled_shed", b"cancelled_shed", "completed", b"completed", "completed_shed", b"completed_shed", "dead", b"dead", "dead_evicted", b"dead_evicted", "dead_shed", b"dead_shed", "delayed", b"delayed", "events_shed", b"events_shed", "oldest_waiting_age", b"oldest_waiting_age", "paused", b"paused", "queue", b"queue", "session_pending", b"session_pending", "sessions", b"sessions", "waiting", b"waiting"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_concurrency_limit", b"_concurrency_limit", "active", b"active", "cancelled", b"cancelled", "cancelled_shed", b"cancelled_shed", "completed", b"completed", "completed_shed", b"completed_shed", "concurrency_limit", b"concurrency_limit", "dead", b"dead", "dead_evicted", b"dead_evicted", "dead_shed", b"dead_shed", "delayed", b"delayed", "events_shed", b"events_shed", "held_by_concurrency", b"held_by_concurrency", "oldest_waiting_age", b"oldest_waiting_age", "paused", b"paused", "queue", b"queue", "session_pending", b"session_pending", "sessions", b"sessions", "waiting", b"waiting"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__concurrency_limit: _TypeAlias = _typing.Literal["concurrency_limit"]  # noqa: Y015
+    _WhichOneofArgType__concurrency_limit: _TypeAlias = _typing.Literal["_concurrency_limit", b"_concurrency_limit"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__concurrency_limit) -> _WhichOneofReturnType__concurrency_limit | None: ...
 
 Global___QueueStats: _TypeAlias = QueueStats  # noqa: Y015
 

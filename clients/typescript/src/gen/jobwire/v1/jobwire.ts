@@ -738,6 +738,15 @@ export interface QueueStats {
    * memory ran short, since the queue began.
    */
   eventsShed: number;
+  /** The queue's concurrency cap (QueueSettings.concurrency); unset when it has none. */
+  concurrencyLimit?:
+    | number
+    | undefined;
+  /**
+   * Jobs ready to run but held back because the queue is at its concurrency cap: all of
+   * `waiting` while active jobs are at (or above) the cap, else 0.
+   */
+  heldByConcurrency: number;
 }
 
 /**
@@ -4922,6 +4931,8 @@ function createBaseQueueStats(): QueueStats {
     cancelledShed: 0,
     deadShed: 0,
     eventsShed: 0,
+    concurrencyLimit: undefined,
+    heldByConcurrency: 0,
   };
 }
 
@@ -4974,6 +4985,12 @@ export const QueueStats: MessageFns<QueueStats> = {
     }
     if (message.eventsShed !== 0) {
       writer.uint32(128).uint64(message.eventsShed);
+    }
+    if (message.concurrencyLimit !== undefined) {
+      writer.uint32(136).uint64(message.concurrencyLimit);
+    }
+    if (message.heldByConcurrency !== 0) {
+      writer.uint32(144).uint64(message.heldByConcurrency);
     }
     return writer;
   },
@@ -5119,6 +5136,22 @@ export const QueueStats: MessageFns<QueueStats> = {
             message.eventsShed = longToNumber(reader.uint64());
             continue;
           }
+          case 17: {
+            if (tag !== 136) {
+              break;
+            }
+
+            message.concurrencyLimit = longToNumber(reader.uint64());
+            continue;
+          }
+          case 18: {
+            if (tag !== 144) {
+              break;
+            }
+
+            message.heldByConcurrency = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -5154,6 +5187,8 @@ export const QueueStats: MessageFns<QueueStats> = {
     message.cancelledShed = object.cancelledShed ?? 0;
     message.deadShed = object.deadShed ?? 0;
     message.eventsShed = object.eventsShed ?? 0;
+    message.concurrencyLimit = object.concurrencyLimit ?? undefined;
+    message.heldByConcurrency = object.heldByConcurrency ?? 0;
     return message;
   },
 };
