@@ -1,7 +1,7 @@
 //! A queue's settings set at run time: one small hash under the queue's hash tag
 //! (`{prefix}:{queue}:settings`), field -> value as text. A field that is absent falls back to the
 //! server's flag. The functions that enforce a setting read it there themselves, in the same call
-//! (`lua/lib.lua`: `load_retention`, `max_waiting`, `concurrency_room`), so a change holds for every instance at
+//! (`lua/lib.lua`: `load_settings`, `max_waiting`), so a change holds for every instance at
 //! once; what the server applies before a call (a job's default attempts, backoff and timeout)
 //! it reads here, through the cache of `queue/overrides.rs`.
 //!

@@ -29,7 +29,7 @@
 -- cap. With a completed cap or window of 0, results are not retained and the record goes at
 -- once.
 local now = now_ms()
-load_retention()
+load_settings()
 local retain = COMPLETED_CAP > 0 and COMPLETED_MS > 0
 local acks = tonumber(ARGV[8])
 local ids = {}

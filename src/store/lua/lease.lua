@@ -50,7 +50,7 @@ if leased_deadline and (not first_deadline or leased_deadline < first_deadline) 
 end
 
 if ARGV[9] == '1' then
-  load_retention()
+  load_settings()
   trim_completed(now, true)
   trim(KEYS[K_CANCELLED], now, COMPLETED_MS, COMPLETED_CAP)
   trim_dead(now)

@@ -25,7 +25,7 @@
 --   KEYS[16] settings      hash  the queue's settings set at run time (SET_* below); a field
 --                                absent falls back to the server's flag, passed in ARGV. Only
 --                                settings_set writes it; whatever retains a finished job reads
---                                its retention (load_retention), an add its max_waiting, a
+--                                its retention (load_settings), an add its max_waiting, a
 --                                lease its concurrency (concurrency_room)
 --   KEYS[17..27]           lists of ready ULIDs, priority 5 (KEYS[17]) down to -5 (KEYS[27])
 -- and the same leading arguments:
@@ -63,7 +63,7 @@ local K_JOBS, K_ACTIVE, K_DEADLINES, K_DELAYED, K_COMPLETED, K_DEAD, K_META = 1,
 local K_EVENTS, K_SESSIONS, K_SESSION_STATE, K_SESSION_JOBS, K_SESSION_TTL, K_CANCELLED = 8, 9, 10, 11, 12, 13
 local K_OUTCOMES, K_ACTIVITY, K_SETTINGS, K_READY = 14, 15, 16, 17
 -- The keys and arguments of the running call, and its retention settings (set by run from the
--- flags, ARGV[3..6], and by load_retention from the queue's settings).
+-- flags, ARGV[3..6], and by load_settings from the queue's settings).
 local KEYS, ARGV
 local COMPLETED_MS, COMPLETED_CAP, DEAD_MS, DEAD_CAP
 
@@ -107,21 +107,26 @@ local SET_COMPLETED_MS, SET_COMPLETED_MAX = 'completed_ms', 'completed_max'
 local SET_DEAD_MS, SET_DEAD_MAX, SET_MAX_WAITING = 'dead_ms', 'dead_max', 'max_waiting'
 local SET_CONCURRENCY = 'concurrency'
 
--- Whether this call has read the queue's retention settings yet (see load_retention).
-local retention_loaded = false
+-- Whether this call has read the queue's settings yet (see load_settings), and the queue's
+-- concurrency cap as read (nil: none).
+local settings_loaded = false
+local CONCURRENCY
 
--- Makes COMPLETED_MS, COMPLETED_CAP, DEAD_MS and DEAD_CAP the queue's own where its settings
--- set them: read once per call, by the first thing of the call that trims or retains.
-local function load_retention()
-  if retention_loaded then
+-- Reads the settings the functions enforce, once per call, by the first thing of the call that
+-- retains a finished job, leases or ends a lease: COMPLETED_MS, COMPLETED_CAP, DEAD_MS and
+-- DEAD_CAP become the queue's own where it sets them, and CONCURRENCY its cap. One HMGET.
+local function load_settings()
+  if settings_loaded then
     return
   end
-  retention_loaded = true
-  local set = redis.call('HMGET', KEYS[K_SETTINGS], SET_COMPLETED_MS, SET_COMPLETED_MAX, SET_DEAD_MS, SET_DEAD_MAX)
+  settings_loaded = true
+  local set = redis.call('HMGET', KEYS[K_SETTINGS], SET_COMPLETED_MS, SET_COMPLETED_MAX, SET_DEAD_MS, SET_DEAD_MAX,
+    SET_CONCURRENCY)
   COMPLETED_MS = set[1] and setting(set[1]) or COMPLETED_MS
   COMPLETED_CAP = set[2] and setting(set[2]) or COMPLETED_CAP
   DEAD_MS = set[3] and setting(set[3]) or DEAD_MS
   DEAD_CAP = set[4] and setting(set[4]) or DEAD_CAP
+  CONCURRENCY = set[5] and setting(set[5])
 end
 
 -- The most jobs the queue may hold waiting: its own setting, else `flag` (0: no cap).
@@ -371,14 +376,18 @@ local slot_freed, capped_now = false, false
 
 -- How many more jobs the queue may have active, nil when it has no cap.
 local function concurrency_room()
-  local cap = redis.call('HGET', KEYS[K_SETTINGS], SET_CONCURRENCY)
-  return cap and tonumber(cap) - redis.call('HLEN', KEYS[K_ACTIVE])
+  load_settings()
+  return CONCURRENCY and CONCURRENCY - redis.call('HLEN', KEYS[K_ACTIVE])
 end
 
 -- The leases of the running call may have fallen below the cap: wakes the dispatchers that
 -- found the queue full (see above).
 local function wake_capped()
-  if slot_freed and not capped_now and redis.call('HDEL', KEYS[K_META], 'capped') == 1 then
+  if not slot_freed or capped_now then
+    return
+  end
+  load_settings()
+  if CONCURRENCY and redis.call('HDEL', KEYS[K_META], 'capped') == 1 then
     wake()
   end
 end
@@ -455,7 +464,7 @@ end
 -- The list is in finish order, so only the age of its head is ever read. `length` is the
 -- list's, when known.
 local function trim_completed(now, by_age, length, most)
-  load_retention()
+  load_settings()
   most = most or BATCH
   local key = KEYS[K_COMPLETED]
   local over = (length or redis.call('LLEN', key)) - COMPLETED_CAP
@@ -482,7 +491,7 @@ local function trim_completed(now, by_age, length, most)
 end
 
 local function trim_dead(now)
-  load_retention()
+  load_settings()
   local evicted = trim(KEYS[K_DEAD], now, DEAD_MS, DEAD_CAP)
   if evicted > 0 then
     redis.call('HINCRBY', KEYS[K_META], 'dead_evicted', evicted)
@@ -640,7 +649,7 @@ local function make_cancelled(ulid, rec, now, phase)
   rec[R_CANCEL] = true
   save(ulid, rec)
   redis.call('ZADD', KEYS[K_CANCELLED], now, ulid)
-  load_retention()
+  load_settings()
   trim(KEYS[K_CANCELLED], now, COMPLETED_MS, COMPLETED_CAP)
   emit(E_CANCELLED, ulid, rec[R_ATTEMPTS])
   if phase ~= 'pending' then
@@ -888,7 +897,7 @@ local function run(body, keys, args)
   DEAD_MS, DEAD_CAP = setting(args[5]), setting(args[6])
   pending_events, open_entry, delayed_changed = {}, nil, false
   added_count, failed_count, clock_read = 0, 0, nil
-  retention_loaded, slot_freed, capped_now = false, false, false
+  settings_loaded, CONCURRENCY, slot_freed, capped_now = false, nil, false, false
   local out = body()
   wake_capped()
   write_activity(flush_events())
