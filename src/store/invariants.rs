@@ -10,7 +10,10 @@
 //! - every session's counters match its jobs: `started` = its active jobs, `queued` = its
 //!   released jobs not yet started;
 //! - every idempotency tombstone bucket is a hash of keys to ULIDs that expires exactly when its
-//!   name says (`tombstones::expiry`); a tombstone may name a job that is gone.
+//!   name says (`tombstones::expiry`); a tombstone may name a job that is gone;
+//! - the queue's settings hash holds only the settings of `queue_settings.rs`, each with a value
+//!   that reads. (The concurrency cap keeps no counter to check against the leases: the count it
+//!   enforces is the active hash itself, so it cannot drift from them.)
 
 use std::{
     collections::{HashMap, HashSet},
@@ -20,7 +23,8 @@ use std::{
 use redis::AsyncCommands;
 
 use super::{
-    JobRecord, Lease, RecordState, Result, backend::Backend, sessions::SessionRecord, sessions::Sessions, tombstones,
+    JobRecord, Lease, RecordState, Result, SettingField, StoredSettings, backend::Backend, sessions::SessionRecord,
+    sessions::Sessions, tombstones,
 };
 
 /// One idempotency tombstone bucket as read.
@@ -50,6 +54,7 @@ struct Snapshot {
     instances: Vec<String>,
     stray: Vec<String>,
     buckets: Vec<Bucket>,
+    settings: HashMap<String, String>,
 }
 
 /// The invariant check (see the module doc). It reads sessions through their part.
@@ -119,6 +124,7 @@ impl Invariants {
                     instances: c.zrange(&instances_key, 0, -1).await?,
                     stray,
                     buckets,
+                    settings: c.hgetall(keys.settings()).await?,
                 })
             })
             .await
@@ -137,6 +143,15 @@ impl Invariants {
                 if ulid::Ulid::from_string(ulid).is_err() {
                     problems.push(format!("tombstone {key:?} of {} names no job: {ulid:?}", bucket.key));
                 }
+            }
+        }
+
+        if let Err(e) = StoredSettings::from_hash(&snap.settings) {
+            problems.push(format!("queue settings: {e}"));
+        }
+        for field in snap.settings.keys() {
+            if !SettingField::ALL.iter().any(|known| known.key() == field) {
+                problems.push(format!("queue settings: unknown field {field:?}"));
             }
         }
 

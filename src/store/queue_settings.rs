@@ -120,7 +120,7 @@ impl StoredSettings {
 
     /// The settings a hash holds; a value that does not read is corrupt data. Fields of no
     /// setting this build knows are left alone (a newer build may have written them).
-    fn from_hash(hash: &HashMap<String, String>) -> Result<Self> {
+    pub(super) fn from_hash(hash: &HashMap<String, String>) -> Result<Self> {
         let number = |field: SettingField| -> Result<Option<u64>> {
             hash.get(field.key()).map(|v| v.parse().map_err(|_| corrupt(field, v))).transpose()
         };

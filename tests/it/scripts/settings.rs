@@ -125,3 +125,20 @@ async fn a_lease_ending_below_the_cap_clears_the_mark_and_raising_the_cap_leases
     assert!(!capped(&case).await, "the queue ran out before the cap");
     case.assert_invariants().await;
 }
+
+#[tokio::test]
+async fn the_invariant_check_finds_a_settings_hash_it_cannot_read() {
+    let case = Case::start().await;
+    let key = case.store.keys().queue(QUEUE).settings().to_owned();
+    let mut c = case.raw_connection().await;
+    let _: () = c.hset(&key, "concurrency", "many").await.expect("hset");
+    let _: () = c.hset(&key, "speed", "1").await.expect("hset");
+    let problems = case.store.invariants().check_invariants(QUEUE).await.expect("check");
+    assert_eq!(
+        problems,
+        [
+            "queue settings: corrupt data: queue setting concurrency: \"many\"",
+            "queue settings: unknown field \"speed\"",
+        ]
+    );
+}
