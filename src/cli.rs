@@ -1,6 +1,6 @@
 //! Client commands of the `jobwire` binary: `add`, `stats`, `health`, `jobs`, `retry`, `cancel`,
-//! `pause`/`resume`, `workers` and `sessions` (`work` has a file of its own, `schedule` its
-//! submodule, `cli/schedule.rs`). They use the typed
+//! `pause`/`resume`, `workers`, `sessions` and `queue` (in `cli/settings.rs`; `work` has a file
+//! of its own, `schedule` its submodule, `cli/schedule.rs`). They use the typed
 //! client (`jobwire::client`) and, for the calls it does not wrap, the generated clients, and
 //! print for people (tables) or programs (`--json`, exit codes).
 //!
@@ -9,6 +9,7 @@
 //! Each takes `--token` (`JOBWIRE_TOKEN`) for a server with `--auth-tokens`; `health` needs none.
 
 mod schedule;
+pub(crate) mod settings;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -242,6 +243,7 @@ pub(crate) async fn stats(args: StatsArgs) -> anyhow::Result<()> {
                     "paused": q.paused, "oldest_waiting_age_seconds": age(&q.oldest_waiting_age),
                     "completed_shed": q.completed_shed, "cancelled_shed": q.cancelled_shed,
                     "dead_shed": q.dead_shed, "events_shed": q.events_shed,
+                    "concurrency_limit": q.concurrency_limit, "held_by_concurrency": q.held_by_concurrency,
                     "redis_used_bytes": memory.used_bytes, "redis_max_bytes": memory.max_bytes,
                     "redis_full": memory.full,
                 })

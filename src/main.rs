@@ -66,6 +66,9 @@ enum Command {
     /// Create, inspect, list, pause, resume, trigger and delete schedules (cron or intervals).
     #[command(subcommand)]
     Schedule(cli::ScheduleCommand),
+    /// Set and read a queue's settings at run time (max waiting, job defaults, retention).
+    #[command(subcommand)]
+    Queue(cli::settings::QueueCommand),
     /// Run a command per job: payload on stdin, JOBWIRE_* env vars, exit 0 completes it with
     /// stdout as the result, non-zero fails it with stderr as the error.
     Work(work::WorkArgs),
@@ -109,6 +112,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Some(Command::Workers(args)) => runtime.block_on(cli::workers(args)).map(|()| ok),
         Some(Command::Sessions(command)) => runtime.block_on(cli::sessions(command)).map(|()| ok),
         Some(Command::Schedule(command)) => runtime.block_on(cli::schedule(command)).map(|()| ok),
+        Some(Command::Queue(command)) => runtime.block_on(cli::settings::run(command)).map(|()| ok),
         Some(Command::Work(args)) => runtime.block_on(work::run(args)).map(|()| ok),
         Some(Command::Doctor(args)) => Ok(runtime.block_on(doctor::run(args))),
         Some(Command::Token(command)) => token::run(command).map(|()| ok),

@@ -1,15 +1,15 @@
 //! Conversions between the protobuf messages and the domain types, with the checks only the
 //! wire format needs (negative durations, out-of-range timestamps). Field names in errors are
 //! the proto's. `listings.rs` holds those of the dashboard's calls (filters, selections, bulk
-//! outcomes, dead-letter groups, activity).
+//! outcomes, dead-letter groups, activity), `settings.rs` those of queue settings.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::{
     proto,
     queue::{
-        self, BackoffRequest, Delivery, Error, EventKind, EventView, JobState, JobView, Listing, NewJob, QueueFigures,
-        Schedule, SessionId, SessionView, WorkerSpec, WorkerView,
+        self, Delivery, Error, EventKind, EventView, JobState, JobView, Listing, NewJob, QueueFigures, Schedule,
+        SessionId, SessionView, WorkerSpec, WorkerView,
     },
     telemetry::{TraceContext, traceparent},
 };
@@ -60,7 +60,7 @@ pub(super) fn new_job(req: proto::AddJobRequest, prefix: &str) -> Result<NewJob,
             Schedule::At(timestamp(Some(t), &field("run_at"))?.unwrap_or(UNIX_EPOCH))
         }
     };
-    let backoff = req.backoff.map(|b| backoff(b, prefix)).transpose()?;
+    let backoff = req.backoff.map(|b| settings::backoff(b, &field("backoff."))).transpose()?;
     let mut headers: Vec<(String, String)> = req.headers.into_iter().collect();
     headers.sort();
     Ok(NewJob {
@@ -83,21 +83,6 @@ pub(super) fn new_job(req: proto::AddJobRequest, prefix: &str) -> Result<NewJob,
 }
 
 /// A retry policy as asked for; errors name `{prefix}backoff.…`.
-pub(super) fn backoff(b: proto::Backoff, prefix: &str) -> Result<BackoffRequest, Error> {
-    let field = |f: &str| format!("{prefix}backoff.{f}");
-    Ok(BackoffRequest {
-        fixed: match proto::BackoffKind::try_from(b.kind) {
-            Ok(proto::BackoffKind::Fixed) => true,
-            Ok(_) => false,
-            Err(_) => return Err(Error::invalid(field("kind"), "unknown backoff kind")),
-        },
-        base: duration(b.base, &field("base"))?,
-        factor: b.factor,
-        max: duration(b.max, &field("max"))?,
-        jitter: b.jitter,
-    })
-}
-
 pub(super) fn job_state(state: JobState) -> proto::JobState {
     match state {
         JobState::Waiting => proto::JobState::Waiting,
@@ -218,6 +203,8 @@ pub(super) fn queue_stats(queue: String, c: QueueFigures) -> proto::QueueStats {
         cancelled_shed: c.cancelled_shed,
         dead_shed: c.dead_shed,
         events_shed: c.events_shed,
+        concurrency_limit: c.concurrency_limit,
+        held_by_concurrency: c.held_by_concurrency,
     }
 }
 
@@ -279,3 +266,4 @@ pub(super) fn job(d: Delivery) -> proto::Job {
 pub(super) mod listings;
 #[cfg(test)]
 mod properties;
+pub(super) mod settings;

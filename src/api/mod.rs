@@ -29,7 +29,7 @@ use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use auth::Caller;
-use convert::listings;
+use convert::{listings, settings};
 use feed::Feed;
 
 use crate::{
@@ -271,6 +271,28 @@ impl QueueService for QueueApi {
         Caller::authorize(&request)?;
         self.engine.set_paused(&request.into_inner().queue, false).await?;
         Ok(Response::new(proto::ResumeQueueResponse {}))
+    }
+
+    async fn set_queue_settings(
+        &self,
+        request: Request<proto::SetQueueSettingsRequest>,
+    ) -> Result<Response<proto::SetQueueSettingsResponse>, Status> {
+        Caller::authorize(&request)?;
+        let req = request.into_inner();
+        let set = settings::queue_settings(req.settings)?;
+        let view = self.engine.set_queue_settings(&req.queue, set, &req.clear).await?;
+        let (settings, effective) = settings::view(&view);
+        Ok(Response::new(proto::SetQueueSettingsResponse { settings, effective }))
+    }
+
+    async fn get_queue_settings(
+        &self,
+        request: Request<proto::GetQueueSettingsRequest>,
+    ) -> Result<Response<proto::GetQueueSettingsResponse>, Status> {
+        Caller::authorize(&request)?;
+        let view = self.engine.queue_settings(&request.into_inner().queue).await?;
+        let (settings, effective) = settings::view(&view);
+        Ok(Response::new(proto::GetQueueSettingsResponse { settings, effective }))
     }
 
     async fn list_jobs(

@@ -117,7 +117,7 @@ fn definition_from(d: proto::ScheduleDefinition) -> Result<ScheduleDefinition, E
         headers,
         priority: t.priority,
         max_attempts: t.max_attempts,
-        backoff: t.backoff.map(|b| convert::backoff(b, "schedule.template.")).transpose()?,
+        backoff: t.backoff.map(|b| convert::settings::backoff(b, "schedule.template.backoff.")).transpose()?,
         timeout: convert::duration(t.timeout, "schedule.template.timeout")?,
     };
     let timing = match d.timing {

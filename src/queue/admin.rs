@@ -64,11 +64,17 @@ pub struct QueueFigures {
     pub dead_shed: u64,
     /// Event stream entries dropped under memory pressure since the queue began.
     pub events_shed: u64,
+    /// The queue's concurrency cap, None without one.
+    pub concurrency_limit: Option<u64>,
+    /// Jobs ready to run but held back because the queue is at its concurrency cap: all of
+    /// `waiting` while it is, else 0.
+    pub held_by_concurrency: u64,
 }
 
 impl From<QueueCounts> for QueueFigures {
     fn from(c: QueueCounts) -> Self {
         let oldest = c.oldest_ready_ms.map_or(0, |since| (c.now_ms - since).max(0));
+        let at_cap = c.concurrency.is_some_and(|cap| c.active >= cap);
         Self {
             waiting: c.waiting,
             delayed: c.delayed,
@@ -85,6 +91,8 @@ impl From<QueueCounts> for QueueFigures {
             cancelled_shed: c.cancelled_shed,
             dead_shed: c.dead_shed,
             events_shed: c.events_shed,
+            concurrency_limit: c.concurrency,
+            held_by_concurrency: if at_cap { c.waiting } else { 0 },
         }
     }
 }

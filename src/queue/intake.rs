@@ -9,13 +9,16 @@
 //!
 //! Room for the job is checked twice: against Redis's memory before anything is sent (`memory`:
 //! `check_room`, a lock and no Redis call), and against the queue's cap of waiting jobs
-//! (`--max-waiting`) inside the add script, per job and atomically. AddJob is refused whole;
+//! (its `max_waiting` setting, else `--max-waiting`) inside the add script, per job and
+//! atomically. A job without its own attempts, timeout or backoff takes the queue's defaults
+//! (`overrides`: `apply_defaults`). AddJob is refused whole;
 //! AddJobs is refused whole when Redis is full as it arrives, and otherwise answers each entry:
 //! the jobs that fit under the cap go in and the rest are refused, as an entry naming a missing
 //! session is, and the entries of a chunk Redis itself refused for memory are refused each
 //! (its earlier chunks went in).
 //!
-//! Owns: the coalescer of single adds. Calls `memory` (`check_room`, `refusal`), `registry` (a
+//! Owns: the coalescer of single adds. Calls `overrides` (`apply_defaults`), `memory`
+//! (`check_room`, `refusal`), `registry` (a
 //! queue's first add here registers it before the add, within `--max-queues`: a queue past the
 //! cap gets no job and no entry; only a first add Redis then refuses for memory leaves the entry
 //! of a queue with no keys. An add into a session skips that: the session's creation registered
@@ -34,6 +37,7 @@ use super::{
     job::{Added, JobId, NewJob, Schedule, SessionId, duration_ms, to_ms},
     leases::Leases,
     memory::Memory,
+    overrides::Overrides,
     registry::QueueRegistry,
     settings::Limits,
 };
@@ -60,10 +64,12 @@ pub(super) struct Intake {
     registry: Arc<QueueRegistry>,
     leases: Arc<Leases>,
     memory: Arc<Memory>,
+    overrides: Arc<Overrides>,
     background: Background,
     limits: Limits,
     windows: KeyWindows,
-    /// The most jobs a queue may hold waiting (`Settings::max_waiting`).
+    /// The most jobs a queue may hold waiting (`Settings::max_waiting`), unless the queue's
+    /// settings say otherwise (the add function reads them).
     max_waiting: Option<u64>,
     adds: Arc<Coalescer<Prepared, AddOutcome>>,
 }
@@ -81,11 +87,23 @@ impl Intake {
         registry: Arc<QueueRegistry>,
         leases: Arc<Leases>,
         memory: Arc<Memory>,
+        overrides: Arc<Overrides>,
         background: Background,
         settings: IntakeSettings,
     ) -> Self {
         let IntakeSettings { limits, windows, max_waiting } = settings;
-        Self { store, registry, leases, memory, background, limits, windows, max_waiting, adds: Arc::default() }
+        Self {
+            store,
+            registry,
+            leases,
+            memory,
+            overrides,
+            background,
+            limits,
+            windows,
+            max_waiting,
+            adds: Arc::default(),
+        }
     }
 
     /// Adds one job, in a `job.add` span carrying the trace context of its `traceparent`
@@ -95,10 +113,11 @@ impl Intake {
         self.add_in_span(job, &span).instrument(span.clone()).await
     }
 
-    async fn add_in_span(&self, job: NewJob, span: &Span) -> Result<Added> {
+    async fn add_in_span(&self, mut job: NewJob, span: &Span) -> Result<Added> {
         self.background.check_open()?;
         job.validate(&self.limits, "")?;
         self.memory.check_room()?;
+        self.overrides.apply_defaults(&mut job).await?;
         let queue = job.queue.clone();
         let prepared = Prepared::new(job, self.windows);
         let session = prepared.session.clone();
@@ -155,7 +174,8 @@ impl Intake {
         for (i, entry) in entries.into_iter().enumerate() {
             let job = entry.and_then(|job| job.validate(&self.limits, &format!("jobs[{i}].")).map(|()| job));
             match job {
-                Ok(job) => {
+                Ok(mut job) => {
+                    self.overrides.apply_defaults(&mut job).await?;
                     by_queue.entry(job.queue.clone()).or_default().push((i, Prepared::new(job, self.windows)));
                     results.push(Err(Error::Internal));
                 }

@@ -13,11 +13,15 @@ use crate::store::{BackoffSpec, JobRecord, Lease, MAX_PRIORITY, MIN_PRIORITY, Re
 
 use super::{error::Error, settings::Limits};
 
-const DEFAULT_MAX_ATTEMPTS: u32 = 3;
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// The attempts of a job added without its own, in a queue without a setting of its own.
+pub(super) const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// The attempt timeout of a job added without its own, in a queue without a setting of its own.
+pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 const MAX_NAME: usize = 128;
-const MAX_ATTEMPTS: u32 = 1_000;
-const MIN_TIMEOUT: Duration = Duration::from_millis(10);
+/// The most attempts a job may have.
+pub(super) const MAX_ATTEMPTS: u32 = 1_000;
+/// The shortest attempt timeout.
+pub(super) const MIN_TIMEOUT: Duration = Duration::from_millis(10);
 /// The longest an attempt may run, as asked at add or by one extension.
 pub(super) const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 const MAX_SCHEDULE: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -135,6 +139,48 @@ pub struct BackoffRequest {
     pub jitter: Option<f64>,
 }
 
+impl BackoffRequest {
+    /// Checks every part; `prefix` goes before the part names in messages (`backoff.`).
+    pub(super) fn validate(&self, prefix: &str) -> Result<(), Error> {
+        let name = |f: &str| format!("{prefix}{f}");
+        if self.base.is_some_and(|d| d > MAX_BACKOFF_BASE) {
+            return Err(Error::invalid(name("base"), "at most 24 h"));
+        }
+        if self.factor.is_some_and(|f| !(1.0..=100.0).contains(&f)) {
+            return Err(Error::invalid(name("factor"), "must be from 1 to 100"));
+        }
+        if self.max.is_some_and(|d| d > MAX_RETRY_WAIT) {
+            return Err(Error::invalid(name("max"), "at most 7 days"));
+        }
+        if self.jitter.is_some_and(|j| !(0.0..=1.0).contains(&j)) {
+            return Err(Error::invalid(name("jitter"), "must be from 0 to 1"));
+        }
+        Ok(())
+    }
+
+    /// The backoff as stored, its unset parts given their defaults.
+    pub(super) fn into_spec(self) -> BackoffSpec {
+        BackoffSpec {
+            fixed: self.fixed,
+            base_ms: self.base.map_or(1_000, duration_ms),
+            factor: self.factor.unwrap_or(2.0),
+            max_ms: self.max.map_or(3_600_000, duration_ms),
+            jitter: self.jitter.unwrap_or(if self.fixed { 0.0 } else { 0.5 }),
+        }
+    }
+
+    /// A stored backoff, every part given.
+    pub(super) fn from_spec(spec: &BackoffSpec) -> Self {
+        Self {
+            fixed: spec.fixed,
+            base: Some(Duration::from_millis(spec.base_ms)),
+            factor: Some(spec.factor),
+            max: Some(Duration::from_millis(spec.max_ms)),
+            jitter: Some(spec.jitter),
+        }
+    }
+}
+
 /// What a producer asks to add.
 #[derive(Clone, Debug, Default)]
 pub struct NewJob {
@@ -219,18 +265,7 @@ impl NewJob {
             return Err(Error::invalid(name("timeout"), "must be from 10 ms to 24 h"));
         }
         if let Some(b) = &self.backoff {
-            if b.base.is_some_and(|d| d > MAX_BACKOFF_BASE) {
-                return Err(Error::invalid(name("backoff.base"), "at most 24 h"));
-            }
-            if b.factor.is_some_and(|f| !(1.0..=100.0).contains(&f)) {
-                return Err(Error::invalid(name("backoff.factor"), "must be from 1 to 100"));
-            }
-            if b.max.is_some_and(|d| d > MAX_RETRY_WAIT) {
-                return Err(Error::invalid(name("backoff.max"), "at most 7 days"));
-            }
-            if b.jitter.is_some_and(|j| !(0.0..=1.0).contains(&j)) {
-                return Err(Error::invalid(name("backoff.jitter"), "must be from 0 to 1"));
-            }
+            b.validate(&name("backoff."))?;
         }
         if self.session.as_ref().is_some_and(|s| s.queue != self.queue) {
             return Err(Error::invalid(name("session_id"), "the session belongs to another queue"));
@@ -243,13 +278,7 @@ impl NewJob {
 
     /// The record to store; `created_ms` comes from the ULID so both agree.
     pub(super) fn into_record(self, created_ms: i64) -> JobRecord {
-        let backoff = self.backoff.map(|b| BackoffSpec {
-            fixed: b.fixed,
-            base_ms: b.base.map_or(1_000, duration_ms),
-            factor: b.factor.unwrap_or(2.0),
-            max_ms: b.max.map_or(3_600_000, duration_ms),
-            jitter: b.jitter.unwrap_or(if b.fixed { 0.0 } else { 0.5 }),
-        });
+        let backoff = self.backoff.map(BackoffRequest::into_spec);
         JobRecord {
             state: RecordState::Waiting,
             job_type: self.job_type,

@@ -10,9 +10,13 @@
 //! the steps of two). A room owns its state and reaches another only through the methods named
 //! below; the rooms call the store (`crate::store`) directly.
 //! - `intake.rs`: validates and adds jobs, one at a time or in batches, within the queue's cap of
-//!   waiting jobs. Owns the coalescer of single adds (`coalesce.rs`). Calls `memory`
+//!   waiting jobs. Owns the coalescer of single adds (`coalesce.rs`). Calls `overrides`
+//!   (`apply_defaults`), `memory`
 //!   (`check_room`, `refusal`), `registry` (`register`), `leases` (`wake`: the queue got work)
 //!   and `background` (`check_open`).
+//! - `overrides.rs`: queue settings set at run time: validated, stored, shown with the flags
+//!   they override. Owns the cache of each queue's settings that new jobs take their defaults
+//!   from. Calls no room.
 //! - `memory.rs`: memory pressure. Owns the last reading of Redis's memory, whether Redis counts
 //!   as full (past the watermark: adds and new sessions refused), and the task that samples it
 //!   and sheds retained history under pressure. Calls `background`.
@@ -66,6 +70,7 @@ mod intake;
 mod job;
 mod leases;
 mod memory;
+mod overrides;
 mod registry;
 mod schedules;
 mod sessions;
@@ -90,6 +95,7 @@ pub use events::{EventKind, EventView};
 pub use job::{Added, BackoffRequest, Delivery, JobId, JobState, JobView, NewJob, Schedule, SessionId};
 pub use leases::{RevokeReason, StreamEvent, StreamGuard, WorkerSpec, WorkerView};
 pub use memory::RedisMemory;
+pub use overrides::{QueueSettings, QueueSettingsView};
 pub use schedules::{JobTemplate, MissedPolicy, SCHEDULE_HEADER, ScheduleDefinition, ScheduleView, Timing};
 pub use sessions::{SessionUpdate, SessionView};
 pub use settings::{Limits, MemoryLimits, Settings};
@@ -107,6 +113,7 @@ pub struct Engine {
     admin: admin::Admin,
     schedules: schedules::Schedules,
     memory: Arc<memory::Memory>,
+    overrides: Arc<overrides::Overrides>,
     store: Arc<Store>,
 }
 
@@ -119,12 +126,14 @@ impl Engine {
         let memory = memory::Memory::start(store.clone(), settings.memory.clone(), background.clone());
         let limits = settings.limits;
         let limits_for_schedules = limits.clone();
+        let overrides = Arc::new(overrides::Overrides::new(store.clone(), settings.max_waiting));
         let engine = Arc::new(Self {
             intake: intake::Intake::new(
                 store.clone(),
                 registry.clone(),
                 leases.clone(),
                 memory.clone(),
+                overrides.clone(),
                 background.clone(),
                 intake::IntakeSettings {
                     limits: limits.clone(),
@@ -153,6 +162,7 @@ impl Engine {
                 limits_for_schedules,
             ),
             memory,
+            overrides,
             leases,
             background,
             store,
@@ -394,6 +404,22 @@ impl Engine {
             }
         }
         Ok(feeds)
+    }
+
+    /// A queue's settings set at run time, and those in effect.
+    pub async fn queue_settings(&self, queue: &str) -> Result<QueueSettingsView> {
+        self.overrides.get(queue).await
+    }
+
+    /// Sets a queue's settings (those of `set`) and removes those named in `clear`, in one
+    /// step; every instance applies them within a second.
+    pub async fn set_queue_settings(
+        &self,
+        queue: &str,
+        set: QueueSettings,
+        clear: &[String],
+    ) -> Result<QueueSettingsView> {
+        self.overrides.change(queue, set, clear).await
     }
 
     /// Connected worker streams on every live instance, optionally only those serving `queue`.

@@ -94,6 +94,8 @@ pub struct QueueCounts {
     pub dead_shed: u64,
     /// Event stream entries dropped under memory pressure, in all.
     pub events_shed: u64,
+    /// The queue's concurrency cap (its setting), None without one.
+    pub concurrency: Option<u64>,
 }
 
 /// See [`Admin::snapshot`].
@@ -200,6 +202,7 @@ impl Admin {
             cancelled_shed,
             dead_shed,
             events_shed,
+            concurrency,
         ] = v[..]
         else {
             return Err(StoreError::Corrupt("stats script returned the wrong arity".into()));
@@ -221,6 +224,7 @@ impl Admin {
             cancelled_shed: decoded(cancelled_shed, "the cancelled shed count")?,
             dead_shed: decoded(dead_shed, "the dead shed count")?,
             events_shed: decoded(events_shed, "the events shed count")?,
+            concurrency: (concurrency >= 0).then(|| decoded(concurrency, "the concurrency cap")).transpose()?,
         })
     }
 

@@ -1,7 +1,7 @@
 //! One typed argument struct per function of the library, each writing its KEYS and ARGV in the
 //! order its Lua header states, in one place, so arity cannot drift.
 //!
-//! Every queue function receives the 26 queue keys first (then any keys of its own: only add
+//! Every queue function receives the 27 queue keys first (then any keys of its own: only add
 //! has some) and the 7 leading arguments of `lua/lib.lua`; [`Backend::call`] writes those, and
 //! a struct here writes what follows: ARGV[8] on. Each struct also names the reply it decodes.
 //! Everything is written straight into the command: no per-call copy of the keys. Global

@@ -13,6 +13,9 @@
 //!   exactly when its name says (`tombstones::expiry`); a tombstone may name a job that is gone;
 //! - every schedule reads (`StoredSchedule::decode`, its template a valid job record) and names
 //!   its last job by a ULID; that job may be gone.
+//! - the queue's settings hash holds only the settings of `queue_settings.rs`, each with a value
+//!   that reads. (The concurrency cap keeps no counter to check against the leases: the count it
+//!   enforces is the active hash itself, so it cannot drift from them.)
 
 use std::{
     collections::{HashMap, HashSet},
@@ -22,8 +25,8 @@ use std::{
 use redis::AsyncCommands;
 
 use super::{
-    JobRecord, Lease, RecordState, Result, StoredSchedule, backend::Backend, sessions::SessionRecord,
-    sessions::Sessions, tombstones,
+    JobRecord, Lease, RecordState, Result, SettingField, StoredSchedule, StoredSettings, backend::Backend,
+    sessions::SessionRecord, sessions::Sessions, tombstones,
 };
 
 /// One idempotency tombstone bucket as read.
@@ -54,6 +57,7 @@ struct Snapshot {
     stray: Vec<String>,
     buckets: Vec<Bucket>,
     schedules: HashMap<String, Vec<u8>>,
+    settings: HashMap<String, String>,
 }
 
 /// The invariant check (see the module doc). It reads sessions through their part.
@@ -125,6 +129,7 @@ impl Invariants {
                     stray,
                     buckets,
                     schedules: c.hgetall(keys.schedules()).await?,
+                    settings: c.hgetall(keys.settings()).await?,
                 })
             })
             .await
@@ -157,6 +162,15 @@ impl Invariants {
                         problems.push(format!("schedule {name} names its last job by no ULID: {:?}", s.last_job));
                     }
                 }
+            }
+        }
+
+        if let Err(e) = StoredSettings::from_hash(&snap.settings) {
+            problems.push(format!("queue settings: {e}"));
+        }
+        for field in snap.settings.keys() {
+            if !SettingField::ALL.iter().any(|known| known.key() == field) {
+                problems.push(format!("queue settings: unknown field {field:?}"));
             }
         }
 

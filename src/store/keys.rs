@@ -18,6 +18,7 @@
 //! {prefix}:{queue}:cancelled  zset  ULID by cancel time
 //! {prefix}:{queue}:outcomes   hash  ULID -> packed outcome of a completed job (record.rs)
 //! {prefix}:{queue}:activity   hash  "<kind><minute>" -> jobs added / completed / failed that minute
+//! {prefix}:{queue}:settings   hash  the queue's settings set at run time (queue_settings.rs)
 //! {prefix}:{queue}:ready:{p}  list  ready ULIDs of priority p, FIFO
 //! {prefix}:{queue}:tombstones:{w}:{n}  hash  idempotency key -> ULID of its first add, for
 //!                                    the keys added in bucket n of width w ms (tombstones.rs)
@@ -37,7 +38,7 @@ pub const MAX_PRIORITY: i32 = 5;
 pub const MIN_PRIORITY: i32 = -5;
 
 /// The queue's structures other than its ready lists, in the order of KEYS (lua/lib.lua).
-const STRUCTURES: [&str; 15] = [
+const STRUCTURES: [&str; 16] = [
     "jobs",
     "active",
     "deadlines",
@@ -53,6 +54,7 @@ const STRUCTURES: [&str; 15] = [
     "cancelled",
     "outcomes",
     "activity",
+    "settings",
 ];
 
 /// One ready list per priority level.
@@ -215,6 +217,10 @@ impl QueueKeys {
 
     pub fn activity(&self) -> &str {
         &self.keys[14]
+    }
+
+    pub fn settings(&self) -> &str {
+        &self.keys[15]
     }
 
     /// Ready lists, highest priority first.

@@ -19,6 +19,8 @@
 //! - [`Schedules`] (`schedules.rs`): a queue's schedules, and the fires that add their jobs;
 //! - [`Memory`] (`memory.rs`): what Redis's memory is at, and shedding retained history when it
 //!   runs short;
+//! - [`QueueSettings`] (`queue_settings.rs`): the settings of a queue set at run time, which
+//!   the functions read themselves;
 //! - [`Invariants`] (`invariants.rs`): the structural checks of a queue, for tests;
 //! - [`Doctor`] (`doctor.rs`): the operator's check of a live Redis, in bounded pages, and its
 //!   repairs.
@@ -44,6 +46,7 @@ mod jobs;
 mod keys;
 mod memory;
 mod pool;
+mod queue_settings;
 mod record;
 mod schedules;
 mod scripts;
@@ -71,6 +74,7 @@ pub use jobs::{
 };
 pub use keys::{KeySpace, MAX_PRIORITY, MIN_PRIORITY};
 pub use memory::{Memory, MemoryReading, Shed, ShedKind};
+pub use queue_settings::{QueueSettings, SettingField, StoredSettings};
 pub use record::{BackoffSpec, JobRecord, Lease, RecordState};
 pub use schedules::{Fire, FireJob, FireOutcome, MAX_FIRE_JOBS, Schedules, StoredSchedule};
 pub use sessions::{SessionRecord, Sessions, SetOutcome};
@@ -189,8 +193,10 @@ pub struct Store {
     instances: Instances,
     schedules: Schedules,
     memory: Memory,
+    queue_settings: QueueSettings,
     invariants: Invariants,
     doctor: Doctor,
+    retention: Retention,
 }
 
 impl Store {
@@ -207,6 +213,8 @@ impl Store {
             instances: Instances::new(backend.clone()),
             schedules: Schedules::new(backend.clone()),
             memory: Memory::new(backend.clone()),
+            queue_settings: QueueSettings::new(backend.clone()),
+            retention: config.retention,
             invariants: Invariants::new(backend.clone(), sessions.clone()),
             doctor: Doctor::new(backend.clone(), sessions.clone(), Instances::new(backend.clone())),
             sessions,
@@ -252,6 +260,16 @@ impl Store {
     /// Redis's memory, and shedding retained history when it runs short.
     pub fn memory(&self) -> &Memory {
         &self.memory
+    }
+
+    /// The settings of queues set at run time.
+    pub fn queue_settings(&self) -> &QueueSettings {
+        &self.queue_settings
+    }
+
+    /// The retention the flags set: what a queue without settings of its own keeps.
+    pub fn retention(&self) -> Retention {
+        self.retention
     }
 
     /// The structural checks of a queue, for tests.

@@ -170,7 +170,7 @@ struct DeleteArgs<'a> {
     channel: String,
 }
 
-/// The schedules hash, KEYS[26] of every schedule function.
+/// The schedules hash, KEYS[28] of every schedule function.
 fn schedules_key(keys: &QueueKeys) -> Vec<String> {
     vec![keys.schedules()]
 }

@@ -140,6 +140,7 @@ library! {
         schedule_trigger [],
         schedule_pause ["allow-oom"],
         schedule_delete ["allow-oom"],
+        settings_set ["allow-oom"],
     }
     global {
         heartbeat ["allow-oom"],

@@ -76,6 +76,11 @@ pub mod names {
     /// Gauge, read from Redis: retained history dropped under memory pressure, in all, by
     /// `kind` (`events` in stream entries; `completed`, `cancelled`, `dead` in jobs).
     pub const QUEUE_SHED: &str = "jobwire_queue_shed";
+    /// Gauge, read from Redis: the queue's concurrency cap, 0 when it has none.
+    pub const QUEUE_CONCURRENCY_LIMIT: &str = "jobwire_queue_concurrency_limit";
+    /// Gauge, read from Redis: jobs ready but held back, by `reason` (`concurrency`: the queue
+    /// is at its cap).
+    pub const QUEUE_HELD: &str = "jobwire_queue_held";
     /// Gauge: worker streams connected to this instance (no queue label).
     pub const WORKER_STREAMS: &str = "jobwire_worker_streams";
     /// Gauge, bytes: Redis's used memory as last read (no queue label).
@@ -92,6 +97,8 @@ pub mod names {
 const QUEUE: &str = "queue";
 /// The label naming what was shed.
 const KIND: &str = "kind";
+/// The label naming why jobs are held back.
+const REASON: &str = "reason";
 
 /// Job durations: from a millisecond to an hour.
 const JOB_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0];
@@ -137,6 +144,10 @@ pub struct QueueMetrics {
     pub shed_cancelled: Gauge,
     /// Dead jobs shed under memory pressure, in all, read from Redis.
     pub shed_dead: Gauge,
+    /// The queue's concurrency cap (0: none), read from Redis.
+    pub concurrency_limit: Gauge,
+    /// Ready jobs held back at the concurrency cap, read from Redis.
+    pub held_by_concurrency: Gauge,
 }
 
 impl QueueMetrics {
@@ -162,6 +173,8 @@ impl QueueMetrics {
             shed_completed: metrics::gauge!(QUEUE_SHED, QUEUE => name(), KIND => "completed"),
             shed_cancelled: metrics::gauge!(QUEUE_SHED, QUEUE => name(), KIND => "cancelled"),
             shed_dead: metrics::gauge!(QUEUE_SHED, QUEUE => name(), KIND => "dead"),
+            concurrency_limit: metrics::gauge!(QUEUE_CONCURRENCY_LIMIT, QUEUE => name()),
+            held_by_concurrency: metrics::gauge!(QUEUE_HELD, QUEUE => name(), REASON => "concurrency"),
         }
     }
 }
@@ -245,6 +258,8 @@ fn describe() {
     metrics::describe_gauge!(QUEUE_DEAD, "Dead jobs retained (from Redis)");
     metrics::describe_gauge!(QUEUE_OLDEST_WAITING, Unit::Seconds, "How long the oldest ready job has waited");
     metrics::describe_gauge!(QUEUE_SHED, "Retained history dropped under memory pressure, by kind (from Redis)");
+    metrics::describe_gauge!(QUEUE_CONCURRENCY_LIMIT, "The queue's concurrency cap, 0 for none (from Redis)");
+    metrics::describe_gauge!(QUEUE_HELD, "Ready jobs held back, by reason (from Redis)");
     metrics::describe_gauge!(WORKER_STREAMS, "Worker streams connected to this instance");
     metrics::describe_gauge!(REDIS_USED_MEMORY, Unit::Bytes, "Redis used memory, as last read");
     metrics::describe_gauge!(REDIS_MAX_MEMORY, Unit::Bytes, "Redis maxmemory (0: none)");

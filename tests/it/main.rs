@@ -24,6 +24,7 @@ mod lifecycle;
 mod limits;
 mod metrics;
 mod model;
+mod queue_settings;
 mod resilience;
 mod retries;
 mod schedules;

@@ -61,6 +61,8 @@ names_one!(
     proto::SubscribeRequest,
     proto::PauseQueueRequest,
     proto::ResumeQueueRequest,
+    proto::SetQueueSettingsRequest,
+    proto::GetQueueSettingsRequest,
     proto::ListJobsRequest,
     proto::RetryDeadJobsRequest,
     proto::PurgeQueueRequest,

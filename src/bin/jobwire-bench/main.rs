@@ -124,6 +124,10 @@ struct RunArgs {
     /// Tokio worker threads of each worker process; default tokio's, one per core.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     worker_threads: Option<u32>,
+    /// In b, give the queue a concurrency cap of N (SetQueueSettings) before its workers start:
+    /// what the cap costs, read against a run without it.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    concurrency_cap: Option<u32>,
     /// b's worker concurrencies, comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = [1, 10, 100], value_parser = clap::value_parser!(u32).range(1..))]
     concurrency: Vec<u32>,
@@ -320,6 +324,8 @@ struct Bench {
     steady: Steady,
     /// b's worker concurrencies.
     concurrency: Vec<u32>,
+    /// b's queue's concurrency cap, when set.
+    concurrency_cap: Option<u32>,
     /// Tokio worker threads of the server and worker processes, when set.
     server_threads: Option<u32>,
     worker_threads: Option<u32>,
@@ -384,6 +390,7 @@ async fn drive(opts: RunArgs) -> anyhow::Result<()> {
         protocol: opts.protocol,
         prefetch: opts.prefetch,
         concurrency: opts.concurrency.clone(),
+        concurrency_cap: opts.concurrency_cap,
         server_threads: opts.server_threads,
         worker_threads: opts.worker_threads,
         probes,

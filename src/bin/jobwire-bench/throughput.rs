@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::ensure;
+use jobwire::proto;
 
 use crate::{
     Bench, IN_FLIGHT,
@@ -94,6 +95,12 @@ impl Bench {
             let server = self.fresh_server().await?;
             let client = server.client().await?;
             add_in_bulk(&client, n, |i| job(queue, i)).await?;
+            if let Some(cap) = self.concurrency_cap {
+                let settings = proto::QueueSettings { concurrency: Some(cap), ..Default::default() };
+                let req =
+                    proto::SetQueueSettingsRequest { queue: queue.into(), settings: Some(settings), clear: vec![] };
+                client.raw().set_queue_settings(req).await?;
+            }
             let spec = WorkerSpec { queue, concurrency, expect: n, samples: false, fail_first: false, prefetch };
             let mut worker = self.worker(&server, &spec).await?;
             let pids = [(Role::Redis, self.redis.pid()?), (Role::Server, server.pid()?), (Role::Worker, worker.pid()?)];
@@ -101,7 +108,7 @@ impl Bench {
             self.redis.reset_stats().await?;
             let cpu = CpuWindow::open(&pids.map(|(_, pid)| pid))?;
             worker.go().await?;
-            let label = processing_label(concurrency, prefetch);
+            let label = processing_label(concurrency, prefetch, self.concurrency_cap);
             let limit = Duration::from_secs(if self.probes.any() { 3600 } else { 600 });
             worker.wait_for("done", limit, Some((&label, n))).await?;
             let stats = wait_settled(&client, queue).await?;
@@ -143,12 +150,15 @@ fn processing_runs(concurrency: &[u32], prefetch: u32) -> Vec<(u32, u32)> {
 }
 
 /// A b run's name in the table: `concurrency C`, then `, prefetch P` when it prefetches.
-fn processing_label(concurrency: u32, prefetch: u32) -> String {
-    if prefetch == 0 {
-        format!("concurrency {concurrency}")
-    } else {
-        format!("concurrency {concurrency}, prefetch {prefetch}")
+fn processing_label(concurrency: u32, prefetch: u32, cap: Option<u32>) -> String {
+    let mut label = format!("concurrency {concurrency}");
+    if prefetch > 0 {
+        label.push_str(&format!(", prefetch {prefetch}"));
     }
+    if let Some(cap) = cap {
+        label.push_str(&format!(", queue cap {cap}"));
+    }
+    label
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -210,13 +220,14 @@ mod tests {
     #[test]
     fn without_prefetch_b_runs_each_concurrency_once() {
         assert_eq!(processing_runs(&[1, 10, 100], 0), [(1, 0), (10, 0), (100, 0)]);
-        assert_eq!(processing_label(10, 0), "concurrency 10");
+        assert_eq!(processing_label(10, 0, None), "concurrency 10");
+        assert_eq!(processing_label(100, 0, Some(50)), "concurrency 100, queue cap 50");
     }
 
     #[test]
     fn with_prefetch_b_runs_concurrency_1_with_and_without_it() {
         assert_eq!(processing_runs(&[1, 10, 100], 4), [(1, 0), (1, 4), (10, 4), (100, 4)]);
         assert_eq!(processing_runs(&[10], 4), [(10, 4)]);
-        assert_eq!(processing_label(1, 4), "concurrency 1, prefetch 4");
+        assert_eq!(processing_label(1, 4, None), "concurrency 1, prefetch 4");
     }
 }

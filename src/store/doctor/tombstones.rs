@@ -101,7 +101,7 @@ impl Doctor {
     }
 }
 
-/// `doctor_tombstone.lua`: the bucket is its own key (KEYS[27]).
+/// `doctor_tombstone.lua`: the bucket is its own key (KEYS[28]).
 pub(super) struct MendTombstone {
     pub(super) bucket: String,
     /// Mode, what, and the expiry or the field (bytes: a field is a digest).

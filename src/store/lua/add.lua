@@ -3,12 +3,13 @@
 -- anything of it is written; the idempotency tombstones of the jobs added are written last, so a
 -- job that fails to go in leaves no tombstone behind.
 -- Touches (here or in the lib.lua helpers it calls) the queue keys jobs, delayed, meta, events,
--- sessions, session_jobs, session_ttl, activity, ready lists; may publish a wake-up on ARGV[1].
+-- sessions, session_jobs, session_ttl, activity, settings (read), ready lists; may publish a
+-- wake-up on ARGV[1].
 -- KEYS: the queue keys (lib.lua), then ARGV[9] tombstone buckets per family (store/tombstones.rs):
--- family f's are KEYS[26 + (f - 1) * ARGV[9] + 1 ..], buckets first, first + 1, ... of its width.
+-- family f's are KEYS[27 + (f - 1) * ARGV[9] + 1 ..], buckets first, first + 1, ... of its width.
 -- ARGV[8] lookback L, ARGV[9] buckets named per family, ARGV[10] families F, ARGV[11] the most
 -- jobs the queue may hold waiting (ready, delayed or retrying, or pending in a session) or 0 for
--- no cap, then per family its bucket width ms and the index of its first bucket named; then per
+-- no cap, unless the queue's settings say otherwise (max_waiting in lib.lua), then per family its bucket width ms and the index of its first bucket named; then per
 -- job: ULID, packed record
 -- (state WAITING), priority, and '' for a job with nothing more to say, or '+' followed by five
 -- more values: delay ms or -1, run_at epoch ms or -1, session name or '', its key's family (1 to
@@ -33,7 +34,8 @@
 local lookback, span, families = setting(ARGV[8]), setting(ARGV[9]), setting(ARGV[10])
 local jobs_from = 12 + 2 * families
 -- The jobs waiting, counted once per call and only when there is a cap.
-local cap = tonumber(ARGV[11])
+local cap = max_waiting(tonumber(ARGV[11]))
+local cap_text = int_text(cap)
 local held = 0
 if cap > 0 then
   held = redis.call('ZCARD', KEYS[K_DELAYED]) + redis.call('ZCARD', KEYS[K_SESSION_JOBS])
@@ -104,7 +106,7 @@ local function over_cap(n)
   if cap > 0 and held >= cap then
     out[#out + 1] = n
     out[#out + 1] = -3
-    out[#out + 1] = ARGV[11]
+    out[#out + 1] = cap_text
     return true
   end
   held = held + 1

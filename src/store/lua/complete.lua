@@ -2,7 +2,7 @@
 -- own, so one stale token does not hold back the others. The ULIDs of a batch are distinct.
 -- Touches (here or in the lib.lua helpers it calls) the queue keys jobs, active, deadlines,
 -- delayed, completed, events, sessions, session_state, session_jobs, session_ttl, cancelled,
--- outcomes, activity, ready lists; may publish a wake-up on ARGV[1].
+-- outcomes, activity, settings, ready lists; may publish a wake-up on ARGV[1].
 -- KEYS: the queue keys (lib.lua).
 -- ARGV[8] the number of acks n, then n triples {ULID, lease token, result}, then the number of
 -- refills r and r pairs {ack number (1-based), lease token}, in ack order, then for each ack
@@ -29,6 +29,7 @@
 -- cap. With a completed cap or window of 0, results are not retained and the record goes at
 -- once.
 local now = now_ms()
+load_settings()
 local retain = COMPLETED_CAP > 0 and COMPLETED_MS > 0
 local acks = tonumber(ARGV[8])
 local ids = {}
@@ -109,6 +110,7 @@ for n = 1, acks do
   end
 end
 bulk('HDEL', KEYS[K_ACTIVE], released)
+slot_freed = slot_freed or #released > 0
 bulk('ZREM', KEYS[K_DEADLINES], released)
 bulk('HSET', KEYS[K_OUTCOMES], outcomes)
 local length = bulk('RPUSH', KEYS[K_COMPLETED], completed)

@@ -4,7 +4,7 @@
 -- its name says (a time already past drops it). 'entry': a tombstone whose value is not a ULID
 -- is dropped.
 -- Touches only the bucket.
--- KEYS: the queue keys (lib.lua), then KEYS[27] the bucket.
+-- KEYS: the queue keys (lib.lua), then KEYS[28] the bucket.
 -- ARGV[8] 'check' (change nothing) or 'fix', ARGV[9] 'expiry' or 'entry', ARGV[10] the expiry
 -- its name says (epoch ms) or the tombstone's field (the digest of its key).
 -- Returns 1 when the condition held (with 'fix': it was mended), else 0.

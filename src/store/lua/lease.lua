@@ -7,7 +7,7 @@
 --      completed, cancelled and dead jobs (an ack enforces only the completed cap).
 -- Touches (here or in the lib.lua helpers it calls) the queue keys jobs, active, deadlines,
 -- delayed, completed, dead, meta, events, sessions, session_state, session_jobs, session_ttl,
--- cancelled, outcomes, activity, ready lists; may publish a wake-up on ARGV[1].
+-- cancelled, outcomes, activity, settings, ready lists; may publish a wake-up on ARGV[1].
 -- KEYS: the queue keys (lib.lua).
 -- ARGV[8] a random number in [0, 1) for backoff jitter, ARGV[9] trim (1/0), ARGV[10..] lease
 -- tokens.
@@ -50,6 +50,7 @@ if leased_deadline and (not first_deadline or leased_deadline < first_deadline) 
 end
 
 if ARGV[9] == '1' then
+  load_settings()
   trim_completed(now, true)
   trim(KEYS[K_CANCELLED], now, COMPLETED_MS, COMPLETED_CAP)
   trim_dead(now)

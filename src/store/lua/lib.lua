@@ -9,7 +9,8 @@
 --   KEYS[4]  delayed       zset  ULID by the time it becomes ready (delay, run_at, retry backoff)
 --   KEYS[5]  completed     list  ULIDs of retained completed jobs, in finish order (oldest first)
 --   KEYS[6]  dead          zset  ULID by finish time (dead-letter set)
---   KEYS[7]  meta          hash  paused flag, counters, session sequence
+--   KEYS[7]  meta          hash  paused flag, capped flag (concurrency_room), counters, session
+--                                sequence
 --   KEYS[8]  events        stream of job transitions (capped)
 --   KEYS[9]  sessions      hash  session name -> packed session meta (M_* below)
 --   KEYS[10] session_state hash  session name -> state JSON
@@ -21,7 +22,12 @@
 --                                its last lease (as in active) and result, one after the other
 --   KEYS[15] activity      hash  '<kind><minute>' -> jobs added (a), completed (c) or failed (f)
 --                                in that minute of the Redis clock (see count_activity)
---   KEYS[16..26]           lists of ready ULIDs, priority 5 (KEYS[16]) down to -5 (KEYS[26])
+--   KEYS[16] settings      hash  the queue's settings set at run time (SET_* below); a field
+--                                absent falls back to the server's flag, passed in ARGV. Only
+--                                settings_set writes it; whatever retains a finished job reads
+--                                its retention (load_settings), an add its max_waiting, a
+--                                lease its concurrency (concurrency_room)
+--   KEYS[17..27]           lists of ready ULIDs, priority 5 (KEYS[17]) down to -5 (KEYS[27])
 -- and the same leading arguments:
 --   ARGV[1] wake channel, ARGV[2] queue name,
 --   ARGV[3] completed retention ms, ARGV[4] completed cap,
@@ -55,8 +61,9 @@ local BATCH, BATCH_TEXT = 100, '100'
 
 local K_JOBS, K_ACTIVE, K_DEADLINES, K_DELAYED, K_COMPLETED, K_DEAD, K_META = 1, 2, 3, 4, 5, 6, 7
 local K_EVENTS, K_SESSIONS, K_SESSION_STATE, K_SESSION_JOBS, K_SESSION_TTL, K_CANCELLED = 8, 9, 10, 11, 12, 13
-local K_OUTCOMES, K_ACTIVITY, K_READY = 14, 15, 16
--- The keys and arguments of the running call, and its retention settings (set by run).
+local K_OUTCOMES, K_ACTIVITY, K_SETTINGS, K_READY = 14, 15, 16, 17
+-- The keys and arguments of the running call, and its retention settings (set by run from the
+-- flags, ARGV[3..6], and by load_settings from the queue's settings).
 local KEYS, ARGV
 local COMPLETED_MS, COMPLETED_CAP, DEAD_MS, DEAD_CAP
 
@@ -92,6 +99,40 @@ local function setting(text)
     SETTINGS[text] = n
   end
   return n
+end
+
+-- The fields of the settings hash (KEYS[K_SETTINGS]) the functions read, each a whole number as
+-- decimal text (store/queue_settings.rs writes them; absent: the flag in ARGV applies).
+local SET_COMPLETED_MS, SET_COMPLETED_MAX = 'completed_ms', 'completed_max'
+local SET_DEAD_MS, SET_DEAD_MAX, SET_MAX_WAITING = 'dead_ms', 'dead_max', 'max_waiting'
+local SET_CONCURRENCY = 'concurrency'
+
+-- Whether this call has read the queue's settings yet (see load_settings), and the queue's
+-- concurrency cap as read (nil: none).
+local settings_loaded = false
+local CONCURRENCY
+
+-- Reads the settings the functions enforce, once per call, by the first thing of the call that
+-- retains a finished job, leases or ends a lease: COMPLETED_MS, COMPLETED_CAP, DEAD_MS and
+-- DEAD_CAP become the queue's own where it sets them, and CONCURRENCY its cap. One HMGET.
+local function load_settings()
+  if settings_loaded then
+    return
+  end
+  settings_loaded = true
+  local set = redis.call('HMGET', KEYS[K_SETTINGS], SET_COMPLETED_MS, SET_COMPLETED_MAX, SET_DEAD_MS, SET_DEAD_MAX,
+    SET_CONCURRENCY)
+  COMPLETED_MS = set[1] and setting(set[1]) or COMPLETED_MS
+  COMPLETED_CAP = set[2] and setting(set[2]) or COMPLETED_CAP
+  DEAD_MS = set[3] and setting(set[3]) or DEAD_MS
+  DEAD_CAP = set[4] and setting(set[4]) or DEAD_CAP
+  CONCURRENCY = set[5] and setting(set[5])
+end
+
+-- The most jobs the queue may hold waiting: its own setting, else `flag` (0: no cap).
+local function max_waiting(flag)
+  local set = redis.call('HGET', KEYS[K_SETTINGS], SET_MAX_WAITING)
+  return set and tonumber(set) or flag
 end
 
 -- The clock as this call last read it (nil before it has): write_activity reuses it rather than
@@ -324,6 +365,33 @@ local function wake()
   redis.call('PUBLISH', ARGV[1], ARGV[2])
 end
 
+-- Concurrency cap: the queue's `concurrency` setting is the most leases it may hold (HLEN of
+-- active), whoever holds them; a lease round or refill leases no more than the room left. The
+-- count is the active hash itself, so every way a lease ends frees its slot and none can leak.
+-- A round that stopped at the cap sets the meta field 'capped'; the first call after it that
+-- ends a lease without filling the cap again clears it and publishes a wake-up, so the
+-- dispatchers that found the queue full lease again at once rather than at their safety poll.
+-- Whether the running call ended a lease (drop_lease, complete), or stopped leasing at the cap.
+local slot_freed, capped_now = false, false
+
+-- How many more jobs the queue may have active, nil when it has no cap.
+local function concurrency_room()
+  load_settings()
+  return CONCURRENCY and CONCURRENCY - redis.call('HLEN', KEYS[K_ACTIVE])
+end
+
+-- The leases of the running call may have fallen below the cap: wakes the dispatchers that
+-- found the queue full (see above).
+local function wake_capped()
+  if not slot_freed or capped_now then
+    return
+  end
+  load_settings()
+  if CONCURRENCY and redis.call('HDEL', KEYS[K_META], 'capped') == 1 then
+    wake()
+  end
+end
+
 -- "token|started_ms|attempt[|flags]" -> token, started_ms, attempt, the attempt as written,
 -- flags ('' when none). Tokens hold no '|'.
 local function parse_lease(lease)
@@ -368,6 +436,7 @@ end
 
 -- Removes the lease of an active job; the caller moves the job on.
 local function drop_lease(ulid)
+  slot_freed = true
   redis.call('HDEL', KEYS[K_ACTIVE], ulid)
   redis.call('ZREM', KEYS[K_DEADLINES], ulid)
 end
@@ -395,6 +464,7 @@ end
 -- The list is in finish order, so only the age of its head is ever read. `length` is the
 -- list's, when known.
 local function trim_completed(now, by_age, length, most)
+  load_settings()
   most = most or BATCH
   local key = KEYS[K_COMPLETED]
   local over = (length or redis.call('LLEN', key)) - COMPLETED_CAP
@@ -421,6 +491,7 @@ local function trim_completed(now, by_age, length, most)
 end
 
 local function trim_dead(now)
+  load_settings()
   local evicted = trim(KEYS[K_DEAD], now, DEAD_MS, DEAD_CAP)
   if evicted > 0 then
     redis.call('HINCRBY', KEYS[K_META], 'dead_evicted', evicted)
@@ -578,6 +649,7 @@ local function make_cancelled(ulid, rec, now, phase)
   rec[R_CANCEL] = true
   save(ulid, rec)
   redis.call('ZADD', KEYS[K_CANCELLED], now, ulid)
+  load_settings()
   trim(KEYS[K_CANCELLED], now, COMPLETED_MS, COMPLETED_CAP)
   emit(E_CANCELLED, ulid, rec[R_ATTEMPTS])
   if phase ~= 'pending' then
@@ -701,7 +773,7 @@ local function promote_due(now)
 end
 
 -- Leases one ready job (never a delayed one) per token of tokens[first..], unless the queue is
--- paused: highest priority first, FIFO within a priority; the i-th job leased gets the i-th of
+-- paused, and no more than its concurrency cap leaves room for: highest priority first, FIFO within a priority; the i-th job leased gets the i-th of
 -- those tokens, its attempt is
 -- the record's attempts + 1 and its deadline now + the record's timeout. A job popped that was
 -- cancelled meanwhile, or whose session is gone, ends cancelled instead and takes no token.
@@ -714,6 +786,17 @@ local function lease_ready(tokens, first, now)
   local jobs, sessions, first_deadline = {}, {}, nil
   if #tokens < first or redis.call('HEXISTS', KEYS[K_META], 'paused') == 1 then
     return jobs, sessions, first_deadline
+  end
+  -- The last token that may be used: fewer than given when the concurrency cap leaves less room.
+  local last = #tokens
+  local room = concurrency_room()
+  if room and room < last - first + 1 then
+    last = first + room - 1
+    if room <= 0 then
+      capped_now = true
+      redis.call('HSET', KEYS[K_META], 'capped', '1')
+      return jobs, sessions, first_deadline
+    end
   end
   local now_text = int_text(now)
   local next_token, leased = first, 0
@@ -728,8 +811,8 @@ local function lease_ready(tokens, first, now)
   end
   pop[#pop + 1] = 'LEFT'
   pop[#pop + 1] = 'COUNT'
-  while next_token <= #tokens do
-    pop[#pop + 1] = int_text(#tokens - next_token + 1)
+  while next_token <= last do
+    pop[#pop + 1] = int_text(last - next_token + 1)
     local popped = redis.call(unpack(pop))
     pop[#pop] = nil
     if not popped then
@@ -782,6 +865,11 @@ local function lease_ready(tokens, first, now)
       end
     end
   end
+  if room and leased >= room then
+    -- The cap is full (with jobs perhaps left): the dispatchers wait for a slot.
+    capped_now = true
+    redis.call('HSET', KEYS[K_META], 'capped', '1')
+  end
   bulk('HSET', KEYS[K_ACTIVE], leases)
   bulk('ZADD', KEYS[K_DEADLINES], deadlines)
   emit_many(E_ACTIVE, active_ids, active_attempts)
@@ -809,7 +897,9 @@ local function run(body, keys, args)
   DEAD_MS, DEAD_CAP = setting(args[5]), setting(args[6])
   pending_events, open_entry, delayed_changed = {}, nil, false
   added_count, failed_count, clock_read = 0, 0, nil
+  settings_loaded, CONCURRENCY, slot_freed, capped_now = false, nil, false, false
   local out = body()
+  wake_capped()
   write_activity(flush_events())
   return out
 end

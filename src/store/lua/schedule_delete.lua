@@ -1,5 +1,5 @@
 -- schedule_delete: deletes a schedule; the jobs it added stay.
--- KEYS: the queue keys (lib.lua), then KEYS[27] the queue's schedules hash (schedules_lib.lua).
+-- KEYS: the queue keys (lib.lua), then KEYS[28] the queue's schedules hash (schedules_lib.lua).
 -- ARGV[8] name, ARGV[9] notice channel.
 -- Publishes `queue/name` on ARGV[9] when there was one.
 -- Returns 1 deleted, 0 no such schedule.

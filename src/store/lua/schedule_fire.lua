@@ -1,7 +1,7 @@
 -- schedule_fire: fires due schedules of one queue, each claimed by a compare-and-set of how far
 -- it has fired, in the same step that adds its jobs: of any number of instances firing the
 -- same due time, exactly one adds its job; the others are told what the schedule now is.
--- KEYS: the queue keys (lib.lua), then KEYS[27] the queue's schedules hash (schedules_lib.lua).
+-- KEYS: the queue keys (lib.lua), then KEYS[28] the queue's schedules hash (schedules_lib.lua).
 -- ARGV[8..]: per schedule, name, revision, fired through (as the caller read it), fired through
 -- after this fire (ms), 1 to skip while its last job is unfinished (else 0), job count k, then
 -- k times: ULID, due time (ms), ready time (ms: the due time plus its jitter). At most 100

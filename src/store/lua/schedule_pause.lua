@@ -1,7 +1,7 @@
 -- schedule_pause: pauses a schedule (ARGV[9] '1') or resumes it ('0'). A paused schedule is
 -- never fired (schedule_fire); the due times that pass meanwhile stay owed, and on resume the
 -- firing instance applies the schedule's missed-fire policy to them.
--- KEYS: the queue keys (lib.lua), then KEYS[27] the queue's schedules hash (schedules_lib.lua).
+-- KEYS: the queue keys (lib.lua), then KEYS[28] the queue's schedules hash (schedules_lib.lua).
 -- ARGV[8] name, ARGV[9] '1' pause or '0' resume, ARGV[10] notice channel.
 -- Publishes `queue/name` on ARGV[10] when the schedule changed.
 -- Returns 1 changed, 0 already so, -1 no such schedule.

@@ -1,5 +1,5 @@
 -- schedule_set: creates a schedule, or replaces the definition of the one of that name.
--- KEYS: the queue keys (lib.lua), then KEYS[27] the queue's schedules hash (schedules_lib.lua).
+-- KEYS: the queue keys (lib.lua), then KEYS[28] the queue's schedules hash (schedules_lib.lua).
 -- ARGV[8] name, ARGV[9] spec (JSON text), ARGV[10] template (packed job record), ARGV[11] now
 -- (ms, the caller's clock: the one its due times are reckoned by), ARGV[12] notice channel.
 -- A new schedule starts at revision 1, not paused, fired through ARGV[11]: no due time before

@@ -1,6 +1,6 @@
 -- The schedules' part of the library head (see store/scripts.rs), after lib.lua: the layout of a
 -- schedule and the helpers the schedule_* functions share. Every schedule function is a queue
--- function whose own first key, KEYS[27], is the queue's schedules hash:
+-- function whose own first key, KEYS[28], is the queue's schedules hash:
 --   name -> one msgpack array, fields SC_* below (store/schedules.rs reads the same):
 --   revision (upserts, from 1), paused (0/1), fired through (ms: every due time up to it was
 --   fired or given up; fires compare-and-set it), last due (ms of the last fire that added a

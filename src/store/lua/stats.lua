@@ -1,11 +1,12 @@
 -- stats: one consistent snapshot of a queue's figures. Read-only (no-writes: it answers when
 -- Redis is out of memory).
 -- Touches (here or in the lib.lua helpers it calls) the queue keys jobs, active, delayed,
--- completed, dead, meta, sessions, session_jobs, cancelled, ready lists.
+-- completed, dead, meta, sessions, session_jobs, cancelled, settings, ready lists.
 -- KEYS: the queue keys (lib.lua).
 -- Returns {waiting, delayed, active, completed, dead, dead_evicted, paused (1/0),
 --          oldest ready-since ms or -1, now ms, cancelled, sessions, session-pending jobs,
---          completed_shed, cancelled_shed, dead_shed, events_shed (see shed.lua)}.
+--          completed_shed, cancelled_shed, dead_shed, events_shed (see shed.lua),
+--          the queue's concurrency cap or -1 for none}.
 -- Jobs still pending inside their session count as waiting (or delayed) only once released;
 -- they are reported apart.
 local waiting, oldest = 0, -1
@@ -45,4 +46,5 @@ return {
   counters[3],
   counters[4],
   counters[5],
+  tonumber(redis.call('HGET', KEYS[K_SETTINGS], SET_CONCURRENCY) or '-1'),
 }

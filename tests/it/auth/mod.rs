@@ -220,6 +220,11 @@ pub async fn call(method: &str, client: &Client, place: &Place) -> Result<(), St
         "CancelJob" => raw.cancel_job(proto::CancelJobRequest { job_id }).await.map(drop),
         "PauseQueue" => raw.pause_queue(proto::PauseQueueRequest { queue }).await.map(drop),
         "ResumeQueue" => raw.resume_queue(proto::ResumeQueueRequest { queue }).await.map(drop),
+        "SetQueueSettings" => {
+            let req = proto::SetQueueSettingsRequest { queue, settings: None, clear: vec!["max_waiting".into()] };
+            raw.set_queue_settings(req).await.map(drop)
+        }
+        "GetQueueSettings" => raw.get_queue_settings(proto::GetQueueSettingsRequest { queue }).await.map(drop),
         "ListJobs" => {
             let req = proto::ListJobsRequest { queue, state: proto::JobState::Delayed as i32, ..Default::default() };
             raw.list_jobs(req).await.map(drop)

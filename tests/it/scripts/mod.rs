@@ -15,6 +15,7 @@ mod memory;
 mod registry;
 mod schedules;
 mod sessions;
+mod settings;
 
 use std::{
     sync::{

@@ -3084,9 +3084,14 @@ type QueueStats struct {
 	DeadShed uint64 `protobuf:"varint,15,opt,name=dead_shed,json=deadShed,proto3" json:"dead_shed,omitempty"`
 	// Event stream entries (each one transition of up to 16 jobs) dropped early because Redis's
 	// memory ran short, since the queue began.
-	EventsShed    uint64 `protobuf:"varint,16,opt,name=events_shed,json=eventsShed,proto3" json:"events_shed,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	EventsShed uint64 `protobuf:"varint,16,opt,name=events_shed,json=eventsShed,proto3" json:"events_shed,omitempty"`
+	// The queue's concurrency cap (QueueSettings.concurrency); unset when it has none.
+	ConcurrencyLimit *uint64 `protobuf:"varint,17,opt,name=concurrency_limit,json=concurrencyLimit,proto3,oneof" json:"concurrency_limit,omitempty"`
+	// Jobs ready to run but held back because the queue is at its concurrency cap: all of
+	// `waiting` while active jobs are at (or above) the cap, else 0.
+	HeldByConcurrency uint64 `protobuf:"varint,18,opt,name=held_by_concurrency,json=heldByConcurrency,proto3" json:"held_by_concurrency,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *QueueStats) Reset() {
@@ -3227,6 +3232,20 @@ func (x *QueueStats) GetDeadShed() uint64 {
 func (x *QueueStats) GetEventsShed() uint64 {
 	if x != nil {
 		return x.EventsShed
+	}
+	return 0
+}
+
+func (x *QueueStats) GetConcurrencyLimit() uint64 {
+	if x != nil && x.ConcurrencyLimit != nil {
+		return *x.ConcurrencyLimit
+	}
+	return 0
+}
+
+func (x *QueueStats) GetHeldByConcurrency() uint64 {
+	if x != nil {
+		return x.HeldByConcurrency
 	}
 	return 0
 }
@@ -6693,6 +6712,353 @@ func (x *GetAccessResponse) GetTokensRequired() bool {
 	return false
 }
 
+// Settings of one queue. In a request, an unset field is left as it is; in an answer, unset
+// means "not set for this queue" (in `settings`) or "no limit" (in `effective`).
+type QueueSettings struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The most jobs the queue may hold waiting (ready, delayed or retrying, or pending in a
+	// session; not active ones): an add past it is RESOURCE_EXHAUSTED. 1 to 1,000,000,000. Falls
+	// back to `--max-waiting`.
+	MaxWaiting *uint64 `protobuf:"varint,1,opt,name=max_waiting,json=maxWaiting,proto3,oneof" json:"max_waiting,omitempty"`
+	// The attempts of a job added without `max_attempts`: 1 to 1,000. Falls back to 3.
+	MaxAttempts *uint32 `protobuf:"varint,2,opt,name=max_attempts,json=maxAttempts,proto3,oneof" json:"max_attempts,omitempty"`
+	// The attempt timeout of a job added without `timeout`: 10 ms to 24 h. Falls back to 30 min.
+	Timeout *durationpb.Duration `protobuf:"bytes,3,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// The backoff of a job added without `backoff` (its unset fields take the defaults of
+	// Backoff). Falls back to Backoff's defaults.
+	Backoff *Backoff `protobuf:"bytes,4,opt,name=backoff,proto3" json:"backoff,omitempty"`
+	// How long completed and cancelled jobs (and results) are kept: 0 to 365 days (0 keeps none).
+	// Falls back to `--completed-retention`.
+	CompletedRetention *durationpb.Duration `protobuf:"bytes,5,opt,name=completed_retention,json=completedRetention,proto3" json:"completed_retention,omitempty"`
+	// How many completed and cancelled jobs are kept: 0 to 1,000,000,000. Falls back to
+	// `--completed-max`.
+	CompletedMax *uint64 `protobuf:"varint,6,opt,name=completed_max,json=completedMax,proto3,oneof" json:"completed_max,omitempty"`
+	// How long dead jobs are kept: 1 ms to 365 days. Falls back to `--dead-retention`.
+	DeadRetention *durationpb.Duration `protobuf:"bytes,7,opt,name=dead_retention,json=deadRetention,proto3" json:"dead_retention,omitempty"`
+	// How many dead jobs are kept: 0 to 1,000,000,000. Falls back to `--dead-max`.
+	DeadMax *uint64 `protobuf:"varint,8,opt,name=dead_max,json=deadMax,proto3,oneof" json:"dead_max,omitempty"`
+	// The most jobs of the queue active at once, on every instance and worker together: 1 to
+	// 1,000,000,000; no cap when unset. Leased and prefetched jobs count until their lease ends,
+	// whichever way it ends. Checked atomically inside each lease (a dispatcher's round or the
+	// refill of an ack), so it holds across instances; a queue at its cap leases nothing until a
+	// lease ends, which wakes the dispatchers. Jobs still start highest priority first: the cap
+	// decides how many start, never which.
+	Concurrency   *uint32 `protobuf:"varint,9,opt,name=concurrency,proto3,oneof" json:"concurrency,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueueSettings) Reset() {
+	*x = QueueSettings{}
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[97]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueueSettings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueueSettings) ProtoMessage() {}
+
+func (x *QueueSettings) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[97]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueueSettings.ProtoReflect.Descriptor instead.
+func (*QueueSettings) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{97}
+}
+
+func (x *QueueSettings) GetMaxWaiting() uint64 {
+	if x != nil && x.MaxWaiting != nil {
+		return *x.MaxWaiting
+	}
+	return 0
+}
+
+func (x *QueueSettings) GetMaxAttempts() uint32 {
+	if x != nil && x.MaxAttempts != nil {
+		return *x.MaxAttempts
+	}
+	return 0
+}
+
+func (x *QueueSettings) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+func (x *QueueSettings) GetBackoff() *Backoff {
+	if x != nil {
+		return x.Backoff
+	}
+	return nil
+}
+
+func (x *QueueSettings) GetCompletedRetention() *durationpb.Duration {
+	if x != nil {
+		return x.CompletedRetention
+	}
+	return nil
+}
+
+func (x *QueueSettings) GetCompletedMax() uint64 {
+	if x != nil && x.CompletedMax != nil {
+		return *x.CompletedMax
+	}
+	return 0
+}
+
+func (x *QueueSettings) GetDeadRetention() *durationpb.Duration {
+	if x != nil {
+		return x.DeadRetention
+	}
+	return nil
+}
+
+func (x *QueueSettings) GetDeadMax() uint64 {
+	if x != nil && x.DeadMax != nil {
+		return *x.DeadMax
+	}
+	return 0
+}
+
+func (x *QueueSettings) GetConcurrency() uint32 {
+	if x != nil && x.Concurrency != nil {
+		return *x.Concurrency
+	}
+	return 0
+}
+
+type SetQueueSettingsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The queue (created on first use, like an add).
+	Queue string `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	// The settings to set; unset fields are left as they are.
+	Settings *QueueSettings `protobuf:"bytes,2,opt,name=settings,proto3" json:"settings,omitempty"`
+	// Settings to remove, by their field name in QueueSettings (`max_waiting`, `backoff`, ...):
+	// the flag applies to them again. A field both set and cleared is INVALID_ARGUMENT.
+	Clear         []string `protobuf:"bytes,3,rep,name=clear,proto3" json:"clear,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetQueueSettingsRequest) Reset() {
+	*x = SetQueueSettingsRequest{}
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[98]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetQueueSettingsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetQueueSettingsRequest) ProtoMessage() {}
+
+func (x *SetQueueSettingsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[98]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetQueueSettingsRequest.ProtoReflect.Descriptor instead.
+func (*SetQueueSettingsRequest) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{98}
+}
+
+func (x *SetQueueSettingsRequest) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+func (x *SetQueueSettingsRequest) GetSettings() *QueueSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+func (x *SetQueueSettingsRequest) GetClear() []string {
+	if x != nil {
+		return x.Clear
+	}
+	return nil
+}
+
+type SetQueueSettingsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The settings the queue now holds.
+	Settings *QueueSettings `protobuf:"bytes,1,opt,name=settings,proto3" json:"settings,omitempty"`
+	// The settings now in effect: those of `settings`, the server's flags for the rest.
+	Effective     *QueueSettings `protobuf:"bytes,2,opt,name=effective,proto3" json:"effective,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetQueueSettingsResponse) Reset() {
+	*x = SetQueueSettingsResponse{}
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[99]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetQueueSettingsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetQueueSettingsResponse) ProtoMessage() {}
+
+func (x *SetQueueSettingsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[99]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetQueueSettingsResponse.ProtoReflect.Descriptor instead.
+func (*SetQueueSettingsResponse) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{99}
+}
+
+func (x *SetQueueSettingsResponse) GetSettings() *QueueSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+func (x *SetQueueSettingsResponse) GetEffective() *QueueSettings {
+	if x != nil {
+		return x.Effective
+	}
+	return nil
+}
+
+type GetQueueSettingsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The queue.
+	Queue         string `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetQueueSettingsRequest) Reset() {
+	*x = GetQueueSettingsRequest{}
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[100]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetQueueSettingsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetQueueSettingsRequest) ProtoMessage() {}
+
+func (x *GetQueueSettingsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[100]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetQueueSettingsRequest.ProtoReflect.Descriptor instead.
+func (*GetQueueSettingsRequest) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{100}
+}
+
+func (x *GetQueueSettingsRequest) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+type GetQueueSettingsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The settings set for the queue; unset fields are not set for it.
+	Settings *QueueSettings `protobuf:"bytes,1,opt,name=settings,proto3" json:"settings,omitempty"`
+	// The settings in effect: those of `settings`, the server's flags for the rest (unset: no
+	// limit, as `max_waiting` without `--max-waiting`).
+	Effective     *QueueSettings `protobuf:"bytes,2,opt,name=effective,proto3" json:"effective,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetQueueSettingsResponse) Reset() {
+	*x = GetQueueSettingsResponse{}
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[101]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetQueueSettingsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetQueueSettingsResponse) ProtoMessage() {}
+
+func (x *GetQueueSettingsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[101]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetQueueSettingsResponse.ProtoReflect.Descriptor instead.
+func (*GetQueueSettingsResponse) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{101}
+}
+
+func (x *GetQueueSettingsResponse) GetSettings() *QueueSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+func (x *GetQueueSettingsResponse) GetEffective() *QueueSettings {
+	if x != nil {
+		return x.Effective
+	}
+	return nil
+}
+
 var File_jobwire_v1_jobwire_proto protoreflect.FileDescriptor
 
 const file_jobwire_v1_jobwire_proto_rawDesc = "" +
@@ -6906,7 +7272,7 @@ const file_jobwire_v1_jobwire_proto_rawDesc = "" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\"y\n" +
 	"\rStatsResponse\x12,\n" +
 	"\x05stats\x18\x01 \x01(\v2\x16.jobwire.v1.QueueStatsR\x05stats\x12:\n" +
-	"\fredis_memory\x18\x02 \x01(\v2\x17.jobwire.v1.RedisMemoryR\vredisMemory\"\x93\x04\n" +
+	"\fredis_memory\x18\x02 \x01(\v2\x17.jobwire.v1.RedisMemoryR\vredisMemory\"\x8b\x05\n" +
 	"\n" +
 	"QueueStats\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x18\n" +
@@ -6926,7 +7292,10 @@ const file_jobwire_v1_jobwire_proto_rawDesc = "" +
 	"\x0ecancelled_shed\x18\x0e \x01(\x04R\rcancelledShed\x12\x1b\n" +
 	"\tdead_shed\x18\x0f \x01(\x04R\bdeadShed\x12\x1f\n" +
 	"\vevents_shed\x18\x10 \x01(\x04R\n" +
-	"eventsShed\"]\n" +
+	"eventsShed\x120\n" +
+	"\x11concurrency_limit\x18\x11 \x01(\x04H\x00R\x10concurrencyLimit\x88\x01\x01\x12.\n" +
+	"\x13held_by_concurrency\x18\x12 \x01(\x04R\x11heldByConcurrencyB\x14\n" +
+	"\x12_concurrency_limit\"]\n" +
 	"\vRedisMemory\x12\x1d\n" +
 	"\n" +
 	"used_bytes\x18\x01 \x01(\x04R\tusedBytes\x12\x1b\n" +
@@ -7137,7 +7506,35 @@ const file_jobwire_v1_jobwire_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
 	"\x04role\x18\x02 \x01(\x0e2\x16.jobwire.v1.AccessRoleR\x04role\x12\x16\n" +
 	"\x06queues\x18\x03 \x03(\tR\x06queues\x12'\n" +
-	"\x0ftokens_required\x18\x04 \x01(\bR\x0etokensRequired*\xc7\x01\n" +
+	"\x0ftokens_required\x18\x04 \x01(\bR\x0etokensRequired\"\x90\x04\n" +
+	"\rQueueSettings\x12$\n" +
+	"\vmax_waiting\x18\x01 \x01(\x04H\x00R\n" +
+	"maxWaiting\x88\x01\x01\x12&\n" +
+	"\fmax_attempts\x18\x02 \x01(\rH\x01R\vmaxAttempts\x88\x01\x01\x123\n" +
+	"\atimeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12-\n" +
+	"\abackoff\x18\x04 \x01(\v2\x13.jobwire.v1.BackoffR\abackoff\x12J\n" +
+	"\x13completed_retention\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x12completedRetention\x12(\n" +
+	"\rcompleted_max\x18\x06 \x01(\x04H\x02R\fcompletedMax\x88\x01\x01\x12@\n" +
+	"\x0edead_retention\x18\a \x01(\v2\x19.google.protobuf.DurationR\rdeadRetention\x12\x1e\n" +
+	"\bdead_max\x18\b \x01(\x04H\x03R\adeadMax\x88\x01\x01\x12%\n" +
+	"\vconcurrency\x18\t \x01(\rH\x04R\vconcurrency\x88\x01\x01B\x0e\n" +
+	"\f_max_waitingB\x0f\n" +
+	"\r_max_attemptsB\x10\n" +
+	"\x0e_completed_maxB\v\n" +
+	"\t_dead_maxB\x0e\n" +
+	"\f_concurrency\"|\n" +
+	"\x17SetQueueSettingsRequest\x12\x14\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\x125\n" +
+	"\bsettings\x18\x02 \x01(\v2\x19.jobwire.v1.QueueSettingsR\bsettings\x12\x14\n" +
+	"\x05clear\x18\x03 \x03(\tR\x05clear\"\x8a\x01\n" +
+	"\x18SetQueueSettingsResponse\x125\n" +
+	"\bsettings\x18\x01 \x01(\v2\x19.jobwire.v1.QueueSettingsR\bsettings\x127\n" +
+	"\teffective\x18\x02 \x01(\v2\x19.jobwire.v1.QueueSettingsR\teffective\"/\n" +
+	"\x17GetQueueSettingsRequest\x12\x14\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\"\x8a\x01\n" +
+	"\x18GetQueueSettingsResponse\x125\n" +
+	"\bsettings\x18\x01 \x01(\v2\x19.jobwire.v1.QueueSettingsR\bsettings\x127\n" +
+	"\teffective\x18\x02 \x01(\v2\x19.jobwire.v1.QueueSettingsR\teffective*\xc7\x01\n" +
 	"\bJobState\x12\x19\n" +
 	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11JOB_STATE_WAITING\x10\x01\x12\x15\n" +
@@ -7172,7 +7569,7 @@ const file_jobwire_v1_jobwire_proto_rawDesc = "" +
 	"\x14ACCESS_ROLE_PRODUCER\x10\x01\x12\x16\n" +
 	"\x12ACCESS_ROLE_WORKER\x10\x02\x12\x16\n" +
 	"\x12ACCESS_ROLE_READER\x10\x03\x12\x15\n" +
-	"\x11ACCESS_ROLE_ADMIN\x10\x042\x88\x12\n" +
+	"\x11ACCESS_ROLE_ADMIN\x10\x042\xc6\x13\n" +
 	"\fQueueService\x12?\n" +
 	"\x06AddJob\x12\x19.jobwire.v1.AddJobRequest\x1a\x1a.jobwire.v1.AddJobResponse\x12B\n" +
 	"\aAddJobs\x12\x1a.jobwire.v1.AddJobsRequest\x1a\x1b.jobwire.v1.AddJobsResponse\x12A\n" +
@@ -7209,7 +7606,9 @@ const file_jobwire_v1_jobwire_proto_rawDesc = "" +
 	"\x11ListDeadJobGroups\x12$.jobwire.v1.ListDeadJobGroupsRequest\x1a%.jobwire.v1.ListDeadJobGroupsResponse\x12]\n" +
 	"\x10GetQueueActivity\x12#.jobwire.v1.GetQueueActivityRequest\x1a$.jobwire.v1.GetQueueActivityResponse\x12\\\n" +
 	"\x0fSubscribeQueues\x12\".jobwire.v1.SubscribeQueuesRequest\x1a#.jobwire.v1.SubscribeQueuesResponse0\x01\x12H\n" +
-	"\tGetAccess\x12\x1c.jobwire.v1.GetAccessRequest\x1a\x1d.jobwire.v1.GetAccessResponse2\xb2\x03\n" +
+	"\tGetAccess\x12\x1c.jobwire.v1.GetAccessRequest\x1a\x1d.jobwire.v1.GetAccessResponse\x12]\n" +
+	"\x10SetQueueSettings\x12#.jobwire.v1.SetQueueSettingsRequest\x1a$.jobwire.v1.SetQueueSettingsResponse\x12]\n" +
+	"\x10GetQueueSettings\x12#.jobwire.v1.GetQueueSettingsRequest\x1a$.jobwire.v1.GetQueueSettingsResponse2\xb2\x03\n" +
 	"\x0eSessionService\x12T\n" +
 	"\rCreateSession\x12 .jobwire.v1.CreateSessionRequest\x1a!.jobwire.v1.CreateSessionResponse\x12K\n" +
 	"\n" +
@@ -7234,7 +7633,7 @@ func file_jobwire_v1_jobwire_proto_rawDescGZIP() []byte {
 }
 
 var file_jobwire_v1_jobwire_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_jobwire_v1_jobwire_proto_msgTypes = make([]protoimpl.MessageInfo, 103)
+var file_jobwire_v1_jobwire_proto_msgTypes = make([]protoimpl.MessageInfo, 108)
 var file_jobwire_v1_jobwire_proto_goTypes = []any{
 	(JobState)(0),                     // 0: jobwire.v1.JobState
 	(BackoffKind)(0),                  // 1: jobwire.v1.BackoffKind
@@ -7338,34 +7737,39 @@ var file_jobwire_v1_jobwire_proto_goTypes = []any{
 	(*SubscribeQueuesResponse)(nil),   // 99: jobwire.v1.SubscribeQueuesResponse
 	(*GetAccessRequest)(nil),          // 100: jobwire.v1.GetAccessRequest
 	(*GetAccessResponse)(nil),         // 101: jobwire.v1.GetAccessResponse
-	nil,                               // 102: jobwire.v1.AddJobRequest.HeadersEntry
-	nil,                               // 103: jobwire.v1.GetJobRequest.LabelsEntry
-	nil,                               // 104: jobwire.v1.WorkOpen.LabelsEntry
-	nil,                               // 105: jobwire.v1.Job.HeadersEntry
-	nil,                               // 106: jobwire.v1.JobInfo.HeadersEntry
-	nil,                               // 107: jobwire.v1.WorkerInfo.LabelsEntry
-	(*durationpb.Duration)(nil),       // 108: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),     // 109: google.protobuf.Timestamp
+	(*QueueSettings)(nil),             // 102: jobwire.v1.QueueSettings
+	(*SetQueueSettingsRequest)(nil),   // 103: jobwire.v1.SetQueueSettingsRequest
+	(*SetQueueSettingsResponse)(nil),  // 104: jobwire.v1.SetQueueSettingsResponse
+	(*GetQueueSettingsRequest)(nil),   // 105: jobwire.v1.GetQueueSettingsRequest
+	(*GetQueueSettingsResponse)(nil),  // 106: jobwire.v1.GetQueueSettingsResponse
+	nil,                               // 107: jobwire.v1.AddJobRequest.HeadersEntry
+	nil,                               // 108: jobwire.v1.GetJobRequest.LabelsEntry
+	nil,                               // 109: jobwire.v1.WorkOpen.LabelsEntry
+	nil,                               // 110: jobwire.v1.Job.HeadersEntry
+	nil,                               // 111: jobwire.v1.JobInfo.HeadersEntry
+	nil,                               // 112: jobwire.v1.WorkerInfo.LabelsEntry
+	(*durationpb.Duration)(nil),       // 113: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),     // 114: google.protobuf.Timestamp
 }
 var file_jobwire_v1_jobwire_proto_depIdxs = []int32{
 	1,   // 0: jobwire.v1.Backoff.kind:type_name -> jobwire.v1.BackoffKind
-	108, // 1: jobwire.v1.Backoff.base:type_name -> google.protobuf.Duration
-	108, // 2: jobwire.v1.Backoff.max:type_name -> google.protobuf.Duration
-	102, // 3: jobwire.v1.AddJobRequest.headers:type_name -> jobwire.v1.AddJobRequest.HeadersEntry
-	108, // 4: jobwire.v1.AddJobRequest.delay:type_name -> google.protobuf.Duration
-	109, // 5: jobwire.v1.AddJobRequest.run_at:type_name -> google.protobuf.Timestamp
+	113, // 1: jobwire.v1.Backoff.base:type_name -> google.protobuf.Duration
+	113, // 2: jobwire.v1.Backoff.max:type_name -> google.protobuf.Duration
+	107, // 3: jobwire.v1.AddJobRequest.headers:type_name -> jobwire.v1.AddJobRequest.HeadersEntry
+	113, // 4: jobwire.v1.AddJobRequest.delay:type_name -> google.protobuf.Duration
+	114, // 5: jobwire.v1.AddJobRequest.run_at:type_name -> google.protobuf.Timestamp
 	5,   // 6: jobwire.v1.AddJobRequest.backoff:type_name -> jobwire.v1.Backoff
-	108, // 7: jobwire.v1.AddJobRequest.timeout:type_name -> google.protobuf.Duration
+	113, // 7: jobwire.v1.AddJobRequest.timeout:type_name -> google.protobuf.Duration
 	6,   // 8: jobwire.v1.AddJobsRequest.jobs:type_name -> jobwire.v1.AddJobRequest
 	10,  // 9: jobwire.v1.AddJobsResponse.results:type_name -> jobwire.v1.AddJobsResult
-	103, // 10: jobwire.v1.GetJobRequest.labels:type_name -> jobwire.v1.GetJobRequest.LabelsEntry
+	108, // 10: jobwire.v1.GetJobRequest.labels:type_name -> jobwire.v1.GetJobRequest.LabelsEntry
 	21,  // 11: jobwire.v1.GetJobResponse.job:type_name -> jobwire.v1.Job
 	23,  // 12: jobwire.v1.GetJobResponse.ping:type_name -> jobwire.v1.Ping
 	24,  // 13: jobwire.v1.GetJobResponse.drain:type_name -> jobwire.v1.Drain
 	25,  // 14: jobwire.v1.GetJobResponse.revoke:type_name -> jobwire.v1.Revoke
 	14,  // 15: jobwire.v1.WorkRequest.open:type_name -> jobwire.v1.WorkOpen
 	15,  // 16: jobwire.v1.WorkRequest.acks:type_name -> jobwire.v1.WorkAcks
-	104, // 17: jobwire.v1.WorkOpen.labels:type_name -> jobwire.v1.WorkOpen.LabelsEntry
+	109, // 17: jobwire.v1.WorkOpen.labels:type_name -> jobwire.v1.WorkOpen.LabelsEntry
 	16,  // 18: jobwire.v1.WorkAcks.acks:type_name -> jobwire.v1.WorkAck
 	26,  // 19: jobwire.v1.WorkAck.complete:type_name -> jobwire.v1.CompleteJobRequest
 	28,  // 20: jobwire.v1.WorkAck.fail:type_name -> jobwire.v1.FailJobRequest
@@ -7381,48 +7785,48 @@ var file_jobwire_v1_jobwire_proto_depIdxs = []int32{
 	20,  // 30: jobwire.v1.WorkAnswers.answers:type_name -> jobwire.v1.WorkAnswer
 	29,  // 31: jobwire.v1.WorkAnswer.fail:type_name -> jobwire.v1.FailJobResponse
 	31,  // 32: jobwire.v1.WorkAnswer.extend:type_name -> jobwire.v1.ExtendLeaseResponse
-	105, // 33: jobwire.v1.Job.headers:type_name -> jobwire.v1.Job.HeadersEntry
-	109, // 34: jobwire.v1.Job.deadline:type_name -> google.protobuf.Timestamp
-	109, // 35: jobwire.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	110, // 33: jobwire.v1.Job.headers:type_name -> jobwire.v1.Job.HeadersEntry
+	114, // 34: jobwire.v1.Job.deadline:type_name -> google.protobuf.Timestamp
+	114, // 35: jobwire.v1.Job.created_at:type_name -> google.protobuf.Timestamp
 	22,  // 36: jobwire.v1.Job.session:type_name -> jobwire.v1.SessionSnapshot
-	108, // 37: jobwire.v1.Drain.grace:type_name -> google.protobuf.Duration
+	113, // 37: jobwire.v1.Drain.grace:type_name -> google.protobuf.Duration
 	2,   // 38: jobwire.v1.Revoke.reason:type_name -> jobwire.v1.RevokeReason
-	108, // 39: jobwire.v1.FailJobRequest.retry_after:type_name -> google.protobuf.Duration
+	113, // 39: jobwire.v1.FailJobRequest.retry_after:type_name -> google.protobuf.Duration
 	0,   // 40: jobwire.v1.FailJobResponse.state:type_name -> jobwire.v1.JobState
-	109, // 41: jobwire.v1.FailJobResponse.next_run_at:type_name -> google.protobuf.Timestamp
-	108, // 42: jobwire.v1.ExtendLeaseRequest.extend_by:type_name -> google.protobuf.Duration
-	109, // 43: jobwire.v1.ExtendLeaseResponse.deadline:type_name -> google.protobuf.Timestamp
+	114, // 41: jobwire.v1.FailJobResponse.next_run_at:type_name -> google.protobuf.Timestamp
+	113, // 42: jobwire.v1.ExtendLeaseRequest.extend_by:type_name -> google.protobuf.Duration
+	114, // 43: jobwire.v1.ExtendLeaseResponse.deadline:type_name -> google.protobuf.Timestamp
 	36,  // 44: jobwire.v1.GetJobInfoResponse.job:type_name -> jobwire.v1.JobInfo
 	0,   // 45: jobwire.v1.JobInfo.state:type_name -> jobwire.v1.JobState
-	106, // 46: jobwire.v1.JobInfo.headers:type_name -> jobwire.v1.JobInfo.HeadersEntry
-	109, // 47: jobwire.v1.JobInfo.created_at:type_name -> google.protobuf.Timestamp
-	109, // 48: jobwire.v1.JobInfo.started_at:type_name -> google.protobuf.Timestamp
-	109, // 49: jobwire.v1.JobInfo.finished_at:type_name -> google.protobuf.Timestamp
-	109, // 50: jobwire.v1.JobInfo.run_at:type_name -> google.protobuf.Timestamp
+	111, // 46: jobwire.v1.JobInfo.headers:type_name -> jobwire.v1.JobInfo.HeadersEntry
+	114, // 47: jobwire.v1.JobInfo.created_at:type_name -> google.protobuf.Timestamp
+	114, // 48: jobwire.v1.JobInfo.started_at:type_name -> google.protobuf.Timestamp
+	114, // 49: jobwire.v1.JobInfo.finished_at:type_name -> google.protobuf.Timestamp
+	114, // 50: jobwire.v1.JobInfo.run_at:type_name -> google.protobuf.Timestamp
 	39,  // 51: jobwire.v1.StatsResponse.stats:type_name -> jobwire.v1.QueueStats
 	40,  // 52: jobwire.v1.StatsResponse.redis_memory:type_name -> jobwire.v1.RedisMemory
-	108, // 53: jobwire.v1.QueueStats.oldest_waiting_age:type_name -> google.protobuf.Duration
+	113, // 53: jobwire.v1.QueueStats.oldest_waiting_age:type_name -> google.protobuf.Duration
 	39,  // 54: jobwire.v1.ListQueuesResponse.queues:type_name -> jobwire.v1.QueueStats
 	40,  // 55: jobwire.v1.ListQueuesResponse.redis_memory:type_name -> jobwire.v1.RedisMemory
 	45,  // 56: jobwire.v1.WatchJobResponse.event:type_name -> jobwire.v1.JobEvent
 	3,   // 57: jobwire.v1.JobEvent.type:type_name -> jobwire.v1.JobEventType
-	109, // 58: jobwire.v1.JobEvent.next_run_at:type_name -> google.protobuf.Timestamp
-	109, // 59: jobwire.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
+	114, // 58: jobwire.v1.JobEvent.next_run_at:type_name -> google.protobuf.Timestamp
+	114, // 59: jobwire.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
 	45,  // 60: jobwire.v1.SubscribeResponse.event:type_name -> jobwire.v1.JobEvent
 	0,   // 61: jobwire.v1.ListJobsRequest.state:type_name -> jobwire.v1.JobState
 	57,  // 62: jobwire.v1.ListJobsRequest.filter:type_name -> jobwire.v1.JobFilter
-	109, // 63: jobwire.v1.JobFilter.created_after:type_name -> google.protobuf.Timestamp
-	109, // 64: jobwire.v1.JobFilter.created_before:type_name -> google.protobuf.Timestamp
+	114, // 63: jobwire.v1.JobFilter.created_after:type_name -> google.protobuf.Timestamp
+	114, // 64: jobwire.v1.JobFilter.created_before:type_name -> google.protobuf.Timestamp
 	36,  // 65: jobwire.v1.ListJobsResponse.jobs:type_name -> jobwire.v1.JobInfo
 	0,   // 66: jobwire.v1.PurgeQueueRequest.states:type_name -> jobwire.v1.JobState
 	69,  // 67: jobwire.v1.ListWorkersResponse.workers:type_name -> jobwire.v1.WorkerInfo
-	107, // 68: jobwire.v1.WorkerInfo.labels:type_name -> jobwire.v1.WorkerInfo.LabelsEntry
-	109, // 69: jobwire.v1.WorkerInfo.connected_at:type_name -> google.protobuf.Timestamp
-	108, // 70: jobwire.v1.CreateSessionRequest.ttl:type_name -> google.protobuf.Duration
+	112, // 68: jobwire.v1.WorkerInfo.labels:type_name -> jobwire.v1.WorkerInfo.LabelsEntry
+	114, // 69: jobwire.v1.WorkerInfo.connected_at:type_name -> google.protobuf.Timestamp
+	113, // 70: jobwire.v1.CreateSessionRequest.ttl:type_name -> google.protobuf.Duration
 	72,  // 71: jobwire.v1.CreateSessionResponse.session:type_name -> jobwire.v1.Session
-	109, // 72: jobwire.v1.Session.created_at:type_name -> google.protobuf.Timestamp
-	109, // 73: jobwire.v1.Session.updated_at:type_name -> google.protobuf.Timestamp
-	108, // 74: jobwire.v1.Session.ttl:type_name -> google.protobuf.Duration
+	114, // 72: jobwire.v1.Session.created_at:type_name -> google.protobuf.Timestamp
+	114, // 73: jobwire.v1.Session.updated_at:type_name -> google.protobuf.Timestamp
+	113, // 74: jobwire.v1.Session.ttl:type_name -> google.protobuf.Duration
 	72,  // 75: jobwire.v1.GetSessionResponse.session:type_name -> jobwire.v1.Session
 	72,  // 76: jobwire.v1.ListSessionsResponse.sessions:type_name -> jobwire.v1.Session
 	82,  // 77: jobwire.v1.JobSelection.ids:type_name -> jobwire.v1.JobIdList
@@ -7436,88 +7840,101 @@ var file_jobwire_v1_jobwire_proto_depIdxs = []int32{
 	81,  // 85: jobwire.v1.DeleteJobsRequest.selection:type_name -> jobwire.v1.JobSelection
 	84,  // 86: jobwire.v1.DeleteJobsResponse.outcome:type_name -> jobwire.v1.BulkOutcome
 	93,  // 87: jobwire.v1.ListDeadJobGroupsResponse.groups:type_name -> jobwire.v1.DeadJobGroup
-	109, // 88: jobwire.v1.DeadJobGroup.newest_at:type_name -> google.protobuf.Timestamp
-	109, // 89: jobwire.v1.DeadJobGroup.oldest_at:type_name -> google.protobuf.Timestamp
+	114, // 88: jobwire.v1.DeadJobGroup.newest_at:type_name -> google.protobuf.Timestamp
+	114, // 89: jobwire.v1.DeadJobGroup.oldest_at:type_name -> google.protobuf.Timestamp
 	96,  // 90: jobwire.v1.GetQueueActivityResponse.queues:type_name -> jobwire.v1.QueueActivity
 	97,  // 91: jobwire.v1.QueueActivity.minutes:type_name -> jobwire.v1.ActivityMinute
-	109, // 92: jobwire.v1.ActivityMinute.start:type_name -> google.protobuf.Timestamp
+	114, // 92: jobwire.v1.ActivityMinute.start:type_name -> google.protobuf.Timestamp
 	45,  // 93: jobwire.v1.SubscribeQueuesResponse.event:type_name -> jobwire.v1.JobEvent
 	4,   // 94: jobwire.v1.GetAccessResponse.role:type_name -> jobwire.v1.AccessRole
-	6,   // 95: jobwire.v1.QueueService.AddJob:input_type -> jobwire.v1.AddJobRequest
-	8,   // 96: jobwire.v1.QueueService.AddJobs:input_type -> jobwire.v1.AddJobsRequest
-	11,  // 97: jobwire.v1.QueueService.GetJob:input_type -> jobwire.v1.GetJobRequest
-	13,  // 98: jobwire.v1.QueueService.Work:input_type -> jobwire.v1.WorkRequest
-	26,  // 99: jobwire.v1.QueueService.CompleteJob:input_type -> jobwire.v1.CompleteJobRequest
-	28,  // 100: jobwire.v1.QueueService.FailJob:input_type -> jobwire.v1.FailJobRequest
-	30,  // 101: jobwire.v1.QueueService.ExtendLease:input_type -> jobwire.v1.ExtendLeaseRequest
-	32,  // 102: jobwire.v1.QueueService.ReturnJob:input_type -> jobwire.v1.ReturnJobRequest
-	34,  // 103: jobwire.v1.QueueService.GetJobInfo:input_type -> jobwire.v1.GetJobInfoRequest
-	37,  // 104: jobwire.v1.QueueService.Stats:input_type -> jobwire.v1.StatsRequest
-	41,  // 105: jobwire.v1.QueueService.ListQueues:input_type -> jobwire.v1.ListQueuesRequest
-	43,  // 106: jobwire.v1.QueueService.WatchJob:input_type -> jobwire.v1.WatchJobRequest
-	46,  // 107: jobwire.v1.QueueService.ReportProgress:input_type -> jobwire.v1.ReportProgressRequest
-	48,  // 108: jobwire.v1.QueueService.Subscribe:input_type -> jobwire.v1.SubscribeRequest
-	50,  // 109: jobwire.v1.QueueService.CancelJob:input_type -> jobwire.v1.CancelJobRequest
-	52,  // 110: jobwire.v1.QueueService.PauseQueue:input_type -> jobwire.v1.PauseQueueRequest
-	54,  // 111: jobwire.v1.QueueService.ResumeQueue:input_type -> jobwire.v1.ResumeQueueRequest
-	56,  // 112: jobwire.v1.QueueService.ListJobs:input_type -> jobwire.v1.ListJobsRequest
-	59,  // 113: jobwire.v1.QueueService.RetryJob:input_type -> jobwire.v1.RetryJobRequest
-	61,  // 114: jobwire.v1.QueueService.RetryDeadJobs:input_type -> jobwire.v1.RetryDeadJobsRequest
-	63,  // 115: jobwire.v1.QueueService.DeleteJob:input_type -> jobwire.v1.DeleteJobRequest
-	65,  // 116: jobwire.v1.QueueService.PurgeQueue:input_type -> jobwire.v1.PurgeQueueRequest
-	67,  // 117: jobwire.v1.QueueService.ListWorkers:input_type -> jobwire.v1.ListWorkersRequest
-	85,  // 118: jobwire.v1.QueueService.RetryJobs:input_type -> jobwire.v1.RetryJobsRequest
-	87,  // 119: jobwire.v1.QueueService.CancelJobs:input_type -> jobwire.v1.CancelJobsRequest
-	89,  // 120: jobwire.v1.QueueService.DeleteJobs:input_type -> jobwire.v1.DeleteJobsRequest
-	91,  // 121: jobwire.v1.QueueService.ListDeadJobGroups:input_type -> jobwire.v1.ListDeadJobGroupsRequest
-	94,  // 122: jobwire.v1.QueueService.GetQueueActivity:input_type -> jobwire.v1.GetQueueActivityRequest
-	98,  // 123: jobwire.v1.QueueService.SubscribeQueues:input_type -> jobwire.v1.SubscribeQueuesRequest
-	100, // 124: jobwire.v1.QueueService.GetAccess:input_type -> jobwire.v1.GetAccessRequest
-	70,  // 125: jobwire.v1.SessionService.CreateSession:input_type -> jobwire.v1.CreateSessionRequest
-	73,  // 126: jobwire.v1.SessionService.GetSession:input_type -> jobwire.v1.GetSessionRequest
-	75,  // 127: jobwire.v1.SessionService.UpdateSession:input_type -> jobwire.v1.UpdateSessionRequest
-	77,  // 128: jobwire.v1.SessionService.DeleteSession:input_type -> jobwire.v1.DeleteSessionRequest
-	79,  // 129: jobwire.v1.SessionService.ListSessions:input_type -> jobwire.v1.ListSessionsRequest
-	7,   // 130: jobwire.v1.QueueService.AddJob:output_type -> jobwire.v1.AddJobResponse
-	9,   // 131: jobwire.v1.QueueService.AddJobs:output_type -> jobwire.v1.AddJobsResponse
-	12,  // 132: jobwire.v1.QueueService.GetJob:output_type -> jobwire.v1.GetJobResponse
-	17,  // 133: jobwire.v1.QueueService.Work:output_type -> jobwire.v1.WorkResponse
-	27,  // 134: jobwire.v1.QueueService.CompleteJob:output_type -> jobwire.v1.CompleteJobResponse
-	29,  // 135: jobwire.v1.QueueService.FailJob:output_type -> jobwire.v1.FailJobResponse
-	31,  // 136: jobwire.v1.QueueService.ExtendLease:output_type -> jobwire.v1.ExtendLeaseResponse
-	33,  // 137: jobwire.v1.QueueService.ReturnJob:output_type -> jobwire.v1.ReturnJobResponse
-	35,  // 138: jobwire.v1.QueueService.GetJobInfo:output_type -> jobwire.v1.GetJobInfoResponse
-	38,  // 139: jobwire.v1.QueueService.Stats:output_type -> jobwire.v1.StatsResponse
-	42,  // 140: jobwire.v1.QueueService.ListQueues:output_type -> jobwire.v1.ListQueuesResponse
-	44,  // 141: jobwire.v1.QueueService.WatchJob:output_type -> jobwire.v1.WatchJobResponse
-	47,  // 142: jobwire.v1.QueueService.ReportProgress:output_type -> jobwire.v1.ReportProgressResponse
-	49,  // 143: jobwire.v1.QueueService.Subscribe:output_type -> jobwire.v1.SubscribeResponse
-	51,  // 144: jobwire.v1.QueueService.CancelJob:output_type -> jobwire.v1.CancelJobResponse
-	53,  // 145: jobwire.v1.QueueService.PauseQueue:output_type -> jobwire.v1.PauseQueueResponse
-	55,  // 146: jobwire.v1.QueueService.ResumeQueue:output_type -> jobwire.v1.ResumeQueueResponse
-	58,  // 147: jobwire.v1.QueueService.ListJobs:output_type -> jobwire.v1.ListJobsResponse
-	60,  // 148: jobwire.v1.QueueService.RetryJob:output_type -> jobwire.v1.RetryJobResponse
-	62,  // 149: jobwire.v1.QueueService.RetryDeadJobs:output_type -> jobwire.v1.RetryDeadJobsResponse
-	64,  // 150: jobwire.v1.QueueService.DeleteJob:output_type -> jobwire.v1.DeleteJobResponse
-	66,  // 151: jobwire.v1.QueueService.PurgeQueue:output_type -> jobwire.v1.PurgeQueueResponse
-	68,  // 152: jobwire.v1.QueueService.ListWorkers:output_type -> jobwire.v1.ListWorkersResponse
-	86,  // 153: jobwire.v1.QueueService.RetryJobs:output_type -> jobwire.v1.RetryJobsResponse
-	88,  // 154: jobwire.v1.QueueService.CancelJobs:output_type -> jobwire.v1.CancelJobsResponse
-	90,  // 155: jobwire.v1.QueueService.DeleteJobs:output_type -> jobwire.v1.DeleteJobsResponse
-	92,  // 156: jobwire.v1.QueueService.ListDeadJobGroups:output_type -> jobwire.v1.ListDeadJobGroupsResponse
-	95,  // 157: jobwire.v1.QueueService.GetQueueActivity:output_type -> jobwire.v1.GetQueueActivityResponse
-	99,  // 158: jobwire.v1.QueueService.SubscribeQueues:output_type -> jobwire.v1.SubscribeQueuesResponse
-	101, // 159: jobwire.v1.QueueService.GetAccess:output_type -> jobwire.v1.GetAccessResponse
-	71,  // 160: jobwire.v1.SessionService.CreateSession:output_type -> jobwire.v1.CreateSessionResponse
-	74,  // 161: jobwire.v1.SessionService.GetSession:output_type -> jobwire.v1.GetSessionResponse
-	76,  // 162: jobwire.v1.SessionService.UpdateSession:output_type -> jobwire.v1.UpdateSessionResponse
-	78,  // 163: jobwire.v1.SessionService.DeleteSession:output_type -> jobwire.v1.DeleteSessionResponse
-	80,  // 164: jobwire.v1.SessionService.ListSessions:output_type -> jobwire.v1.ListSessionsResponse
-	130, // [130:165] is the sub-list for method output_type
-	95,  // [95:130] is the sub-list for method input_type
-	95,  // [95:95] is the sub-list for extension type_name
-	95,  // [95:95] is the sub-list for extension extendee
-	0,   // [0:95] is the sub-list for field type_name
+	113, // 95: jobwire.v1.QueueSettings.timeout:type_name -> google.protobuf.Duration
+	5,   // 96: jobwire.v1.QueueSettings.backoff:type_name -> jobwire.v1.Backoff
+	113, // 97: jobwire.v1.QueueSettings.completed_retention:type_name -> google.protobuf.Duration
+	113, // 98: jobwire.v1.QueueSettings.dead_retention:type_name -> google.protobuf.Duration
+	102, // 99: jobwire.v1.SetQueueSettingsRequest.settings:type_name -> jobwire.v1.QueueSettings
+	102, // 100: jobwire.v1.SetQueueSettingsResponse.settings:type_name -> jobwire.v1.QueueSettings
+	102, // 101: jobwire.v1.SetQueueSettingsResponse.effective:type_name -> jobwire.v1.QueueSettings
+	102, // 102: jobwire.v1.GetQueueSettingsResponse.settings:type_name -> jobwire.v1.QueueSettings
+	102, // 103: jobwire.v1.GetQueueSettingsResponse.effective:type_name -> jobwire.v1.QueueSettings
+	6,   // 104: jobwire.v1.QueueService.AddJob:input_type -> jobwire.v1.AddJobRequest
+	8,   // 105: jobwire.v1.QueueService.AddJobs:input_type -> jobwire.v1.AddJobsRequest
+	11,  // 106: jobwire.v1.QueueService.GetJob:input_type -> jobwire.v1.GetJobRequest
+	13,  // 107: jobwire.v1.QueueService.Work:input_type -> jobwire.v1.WorkRequest
+	26,  // 108: jobwire.v1.QueueService.CompleteJob:input_type -> jobwire.v1.CompleteJobRequest
+	28,  // 109: jobwire.v1.QueueService.FailJob:input_type -> jobwire.v1.FailJobRequest
+	30,  // 110: jobwire.v1.QueueService.ExtendLease:input_type -> jobwire.v1.ExtendLeaseRequest
+	32,  // 111: jobwire.v1.QueueService.ReturnJob:input_type -> jobwire.v1.ReturnJobRequest
+	34,  // 112: jobwire.v1.QueueService.GetJobInfo:input_type -> jobwire.v1.GetJobInfoRequest
+	37,  // 113: jobwire.v1.QueueService.Stats:input_type -> jobwire.v1.StatsRequest
+	41,  // 114: jobwire.v1.QueueService.ListQueues:input_type -> jobwire.v1.ListQueuesRequest
+	43,  // 115: jobwire.v1.QueueService.WatchJob:input_type -> jobwire.v1.WatchJobRequest
+	46,  // 116: jobwire.v1.QueueService.ReportProgress:input_type -> jobwire.v1.ReportProgressRequest
+	48,  // 117: jobwire.v1.QueueService.Subscribe:input_type -> jobwire.v1.SubscribeRequest
+	50,  // 118: jobwire.v1.QueueService.CancelJob:input_type -> jobwire.v1.CancelJobRequest
+	52,  // 119: jobwire.v1.QueueService.PauseQueue:input_type -> jobwire.v1.PauseQueueRequest
+	54,  // 120: jobwire.v1.QueueService.ResumeQueue:input_type -> jobwire.v1.ResumeQueueRequest
+	56,  // 121: jobwire.v1.QueueService.ListJobs:input_type -> jobwire.v1.ListJobsRequest
+	59,  // 122: jobwire.v1.QueueService.RetryJob:input_type -> jobwire.v1.RetryJobRequest
+	61,  // 123: jobwire.v1.QueueService.RetryDeadJobs:input_type -> jobwire.v1.RetryDeadJobsRequest
+	63,  // 124: jobwire.v1.QueueService.DeleteJob:input_type -> jobwire.v1.DeleteJobRequest
+	65,  // 125: jobwire.v1.QueueService.PurgeQueue:input_type -> jobwire.v1.PurgeQueueRequest
+	67,  // 126: jobwire.v1.QueueService.ListWorkers:input_type -> jobwire.v1.ListWorkersRequest
+	85,  // 127: jobwire.v1.QueueService.RetryJobs:input_type -> jobwire.v1.RetryJobsRequest
+	87,  // 128: jobwire.v1.QueueService.CancelJobs:input_type -> jobwire.v1.CancelJobsRequest
+	89,  // 129: jobwire.v1.QueueService.DeleteJobs:input_type -> jobwire.v1.DeleteJobsRequest
+	91,  // 130: jobwire.v1.QueueService.ListDeadJobGroups:input_type -> jobwire.v1.ListDeadJobGroupsRequest
+	94,  // 131: jobwire.v1.QueueService.GetQueueActivity:input_type -> jobwire.v1.GetQueueActivityRequest
+	98,  // 132: jobwire.v1.QueueService.SubscribeQueues:input_type -> jobwire.v1.SubscribeQueuesRequest
+	100, // 133: jobwire.v1.QueueService.GetAccess:input_type -> jobwire.v1.GetAccessRequest
+	103, // 134: jobwire.v1.QueueService.SetQueueSettings:input_type -> jobwire.v1.SetQueueSettingsRequest
+	105, // 135: jobwire.v1.QueueService.GetQueueSettings:input_type -> jobwire.v1.GetQueueSettingsRequest
+	70,  // 136: jobwire.v1.SessionService.CreateSession:input_type -> jobwire.v1.CreateSessionRequest
+	73,  // 137: jobwire.v1.SessionService.GetSession:input_type -> jobwire.v1.GetSessionRequest
+	75,  // 138: jobwire.v1.SessionService.UpdateSession:input_type -> jobwire.v1.UpdateSessionRequest
+	77,  // 139: jobwire.v1.SessionService.DeleteSession:input_type -> jobwire.v1.DeleteSessionRequest
+	79,  // 140: jobwire.v1.SessionService.ListSessions:input_type -> jobwire.v1.ListSessionsRequest
+	7,   // 141: jobwire.v1.QueueService.AddJob:output_type -> jobwire.v1.AddJobResponse
+	9,   // 142: jobwire.v1.QueueService.AddJobs:output_type -> jobwire.v1.AddJobsResponse
+	12,  // 143: jobwire.v1.QueueService.GetJob:output_type -> jobwire.v1.GetJobResponse
+	17,  // 144: jobwire.v1.QueueService.Work:output_type -> jobwire.v1.WorkResponse
+	27,  // 145: jobwire.v1.QueueService.CompleteJob:output_type -> jobwire.v1.CompleteJobResponse
+	29,  // 146: jobwire.v1.QueueService.FailJob:output_type -> jobwire.v1.FailJobResponse
+	31,  // 147: jobwire.v1.QueueService.ExtendLease:output_type -> jobwire.v1.ExtendLeaseResponse
+	33,  // 148: jobwire.v1.QueueService.ReturnJob:output_type -> jobwire.v1.ReturnJobResponse
+	35,  // 149: jobwire.v1.QueueService.GetJobInfo:output_type -> jobwire.v1.GetJobInfoResponse
+	38,  // 150: jobwire.v1.QueueService.Stats:output_type -> jobwire.v1.StatsResponse
+	42,  // 151: jobwire.v1.QueueService.ListQueues:output_type -> jobwire.v1.ListQueuesResponse
+	44,  // 152: jobwire.v1.QueueService.WatchJob:output_type -> jobwire.v1.WatchJobResponse
+	47,  // 153: jobwire.v1.QueueService.ReportProgress:output_type -> jobwire.v1.ReportProgressResponse
+	49,  // 154: jobwire.v1.QueueService.Subscribe:output_type -> jobwire.v1.SubscribeResponse
+	51,  // 155: jobwire.v1.QueueService.CancelJob:output_type -> jobwire.v1.CancelJobResponse
+	53,  // 156: jobwire.v1.QueueService.PauseQueue:output_type -> jobwire.v1.PauseQueueResponse
+	55,  // 157: jobwire.v1.QueueService.ResumeQueue:output_type -> jobwire.v1.ResumeQueueResponse
+	58,  // 158: jobwire.v1.QueueService.ListJobs:output_type -> jobwire.v1.ListJobsResponse
+	60,  // 159: jobwire.v1.QueueService.RetryJob:output_type -> jobwire.v1.RetryJobResponse
+	62,  // 160: jobwire.v1.QueueService.RetryDeadJobs:output_type -> jobwire.v1.RetryDeadJobsResponse
+	64,  // 161: jobwire.v1.QueueService.DeleteJob:output_type -> jobwire.v1.DeleteJobResponse
+	66,  // 162: jobwire.v1.QueueService.PurgeQueue:output_type -> jobwire.v1.PurgeQueueResponse
+	68,  // 163: jobwire.v1.QueueService.ListWorkers:output_type -> jobwire.v1.ListWorkersResponse
+	86,  // 164: jobwire.v1.QueueService.RetryJobs:output_type -> jobwire.v1.RetryJobsResponse
+	88,  // 165: jobwire.v1.QueueService.CancelJobs:output_type -> jobwire.v1.CancelJobsResponse
+	90,  // 166: jobwire.v1.QueueService.DeleteJobs:output_type -> jobwire.v1.DeleteJobsResponse
+	92,  // 167: jobwire.v1.QueueService.ListDeadJobGroups:output_type -> jobwire.v1.ListDeadJobGroupsResponse
+	95,  // 168: jobwire.v1.QueueService.GetQueueActivity:output_type -> jobwire.v1.GetQueueActivityResponse
+	99,  // 169: jobwire.v1.QueueService.SubscribeQueues:output_type -> jobwire.v1.SubscribeQueuesResponse
+	101, // 170: jobwire.v1.QueueService.GetAccess:output_type -> jobwire.v1.GetAccessResponse
+	104, // 171: jobwire.v1.QueueService.SetQueueSettings:output_type -> jobwire.v1.SetQueueSettingsResponse
+	106, // 172: jobwire.v1.QueueService.GetQueueSettings:output_type -> jobwire.v1.GetQueueSettingsResponse
+	71,  // 173: jobwire.v1.SessionService.CreateSession:output_type -> jobwire.v1.CreateSessionResponse
+	74,  // 174: jobwire.v1.SessionService.GetSession:output_type -> jobwire.v1.GetSessionResponse
+	76,  // 175: jobwire.v1.SessionService.UpdateSession:output_type -> jobwire.v1.UpdateSessionResponse
+	78,  // 176: jobwire.v1.SessionService.DeleteSession:output_type -> jobwire.v1.DeleteSessionResponse
+	80,  // 177: jobwire.v1.SessionService.ListSessions:output_type -> jobwire.v1.ListSessionsResponse
+	141, // [141:178] is the sub-list for method output_type
+	104, // [104:141] is the sub-list for method input_type
+	104, // [104:104] is the sub-list for extension type_name
+	104, // [104:104] is the sub-list for extension extendee
+	0,   // [0:104] is the sub-list for field type_name
 }
 
 func init() { file_jobwire_v1_jobwire_proto_init() }
@@ -7560,6 +7977,7 @@ func file_jobwire_v1_jobwire_proto_init() {
 	}
 	file_jobwire_v1_jobwire_proto_msgTypes[21].OneofWrappers = []any{}
 	file_jobwire_v1_jobwire_proto_msgTypes[23].OneofWrappers = []any{}
+	file_jobwire_v1_jobwire_proto_msgTypes[34].OneofWrappers = []any{}
 	file_jobwire_v1_jobwire_proto_msgTypes[65].OneofWrappers = []any{}
 	file_jobwire_v1_jobwire_proto_msgTypes[70].OneofWrappers = []any{
 		(*UpdateSessionRequest_State)(nil),
@@ -7569,13 +7987,14 @@ func file_jobwire_v1_jobwire_proto_init() {
 		(*JobSelection_Ids)(nil),
 		(*JobSelection_Query)(nil),
 	}
+	file_jobwire_v1_jobwire_proto_msgTypes[97].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_jobwire_v1_jobwire_proto_rawDesc), len(file_jobwire_v1_jobwire_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   103,
+			NumMessages:   108,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

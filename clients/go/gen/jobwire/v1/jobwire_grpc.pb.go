@@ -82,6 +82,8 @@ const (
 	QueueService_GetQueueActivity_FullMethodName  = "/jobwire.v1.QueueService/GetQueueActivity"
 	QueueService_SubscribeQueues_FullMethodName   = "/jobwire.v1.QueueService/SubscribeQueues"
 	QueueService_GetAccess_FullMethodName         = "/jobwire.v1.QueueService/GetAccess"
+	QueueService_SetQueueSettings_FullMethodName  = "/jobwire.v1.QueueService/SetQueueSettings"
+	QueueService_GetQueueSettings_FullMethodName  = "/jobwire.v1.QueueService/GetQueueSettings"
 )
 
 // QueueServiceClient is the client API for QueueService service.
@@ -201,6 +203,14 @@ type QueueServiceClient interface {
 	// offer only the actions that would be allowed. Any valid token may ask; the server still
 	// checks every call on its own.
 	GetAccess(ctx context.Context, in *GetAccessRequest, opts ...grpc.CallOption) (*GetAccessResponse, error)
+	// Changes a queue's settings at run time, no restart (admin): the fields given are set, those
+	// named in `clear` fall back to the server's flags again. Stored in Redis with the queue, so
+	// every instance applies a change at once: what is enforced inside Redis (the concurrency cap,
+	// max waiting, retention) from the next call on, the defaults of new jobs within a second. An invalid value
+	// is INVALID_ARGUMENT naming the field. Answers as GetQueueSettings does.
+	SetQueueSettings(ctx context.Context, in *SetQueueSettingsRequest, opts ...grpc.CallOption) (*SetQueueSettingsResponse, error)
+	// A queue's settings: those set for it, and those in effect (the flags' where none is set).
+	GetQueueSettings(ctx context.Context, in *GetQueueSettingsRequest, opts ...grpc.CallOption) (*GetQueueSettingsResponse, error)
 }
 
 type queueServiceClient struct {
@@ -550,6 +560,26 @@ func (c *queueServiceClient) GetAccess(ctx context.Context, in *GetAccessRequest
 	return out, nil
 }
 
+func (c *queueServiceClient) SetQueueSettings(ctx context.Context, in *SetQueueSettingsRequest, opts ...grpc.CallOption) (*SetQueueSettingsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetQueueSettingsResponse)
+	err := c.cc.Invoke(ctx, QueueService_SetQueueSettings_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *queueServiceClient) GetQueueSettings(ctx context.Context, in *GetQueueSettingsRequest, opts ...grpc.CallOption) (*GetQueueSettingsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetQueueSettingsResponse)
+	err := c.cc.Invoke(ctx, QueueService_GetQueueSettings_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // QueueServiceServer is the server API for QueueService service.
 // All implementations must embed UnimplementedQueueServiceServer
 // for forward compatibility.
@@ -667,6 +697,14 @@ type QueueServiceServer interface {
 	// offer only the actions that would be allowed. Any valid token may ask; the server still
 	// checks every call on its own.
 	GetAccess(context.Context, *GetAccessRequest) (*GetAccessResponse, error)
+	// Changes a queue's settings at run time, no restart (admin): the fields given are set, those
+	// named in `clear` fall back to the server's flags again. Stored in Redis with the queue, so
+	// every instance applies a change at once: what is enforced inside Redis (the concurrency cap,
+	// max waiting, retention) from the next call on, the defaults of new jobs within a second. An invalid value
+	// is INVALID_ARGUMENT naming the field. Answers as GetQueueSettings does.
+	SetQueueSettings(context.Context, *SetQueueSettingsRequest) (*SetQueueSettingsResponse, error)
+	// A queue's settings: those set for it, and those in effect (the flags' where none is set).
+	GetQueueSettings(context.Context, *GetQueueSettingsRequest) (*GetQueueSettingsResponse, error)
 	mustEmbedUnimplementedQueueServiceServer()
 }
 
@@ -766,6 +804,12 @@ func (UnimplementedQueueServiceServer) SubscribeQueues(*SubscribeQueuesRequest, 
 }
 func (UnimplementedQueueServiceServer) GetAccess(context.Context, *GetAccessRequest) (*GetAccessResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetAccess not implemented")
+}
+func (UnimplementedQueueServiceServer) SetQueueSettings(context.Context, *SetQueueSettingsRequest) (*SetQueueSettingsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetQueueSettings not implemented")
+}
+func (UnimplementedQueueServiceServer) GetQueueSettings(context.Context, *GetQueueSettingsRequest) (*GetQueueSettingsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetQueueSettings not implemented")
 }
 func (UnimplementedQueueServiceServer) mustEmbedUnimplementedQueueServiceServer() {}
 func (UnimplementedQueueServiceServer) testEmbeddedByValue()                      {}
@@ -1289,6 +1333,42 @@ func _QueueService_GetAccess_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _QueueService_SetQueueSettings_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetQueueSettingsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).SetQueueSettings(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_SetQueueSettings_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).SetQueueSettings(ctx, req.(*SetQueueSettingsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _QueueService_GetQueueSettings_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetQueueSettingsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).GetQueueSettings(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_GetQueueSettings_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).GetQueueSettings(ctx, req.(*GetQueueSettingsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // QueueService_ServiceDesc is the grpc.ServiceDesc for QueueService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1395,6 +1475,14 @@ var QueueService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetAccess",
 			Handler:    _QueueService_GetAccess_Handler,
+		},
+		{
+			MethodName: "SetQueueSettings",
+			Handler:    _QueueService_SetQueueSettings_Handler,
+		},
+		{
+			MethodName: "GetQueueSettings",
+			Handler:    _QueueService_GetQueueSettings_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

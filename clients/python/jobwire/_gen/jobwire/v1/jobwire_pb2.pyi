@@ -1638,6 +1638,8 @@ class QueueStats(_message.Message):
     CANCELLED_SHED_FIELD_NUMBER: _builtins.int
     DEAD_SHED_FIELD_NUMBER: _builtins.int
     EVENTS_SHED_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_LIMIT_FIELD_NUMBER: _builtins.int
+    HELD_BY_CONCURRENCY_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     """The queue."""
     waiting: _builtins.int
@@ -1676,6 +1678,12 @@ class QueueStats(_message.Message):
     """Event stream entries (each one transition of up to 16 jobs) dropped early because Redis's
     memory ran short, since the queue began.
     """
+    concurrency_limit: _builtins.int
+    """The queue's concurrency cap (QueueSettings.concurrency); unset when it has none."""
+    held_by_concurrency: _builtins.int
+    """Jobs ready to run but held back because the queue is at its concurrency cap: all of
+    `waiting` while active jobs are at (or above) the cap, else 0.
+    """
     @_builtins.property
     def oldest_waiting_age(self) -> _duration_pb2.Duration:
         """How long the oldest ready job has been ready; zero when none is waiting."""
@@ -1699,12 +1707,16 @@ class QueueStats(_message.Message):
         cancelled_shed: _builtins.int = ...,
         dead_shed: _builtins.int = ...,
         events_shed: _builtins.int = ...,
+        concurrency_limit: _builtins.int | None = ...,
+        held_by_concurrency: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["oldest_waiting_age", b"oldest_waiting_age"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_concurrency_limit", b"_concurrency_limit", "concurrency_limit", b"concurrency_limit", "oldest_waiting_age", b"oldest_waiting_age"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "cancelled", b"cancelled", "cancelled_shed", b"cancelled_shed", "completed", b"completed", "completed_shed", b"completed_shed", "dead", b"dead", "dead_evicted", b"dead_evicted", "dead_shed", b"dead_shed", "delayed", b"delayed", "events_shed", b"events_shed", "oldest_waiting_age", b"oldest_waiting_age", "paused", b"paused", "queue", b"queue", "session_pending", b"session_pending", "sessions", b"sessions", "waiting", b"waiting"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_concurrency_limit", b"_concurrency_limit", "active", b"active", "cancelled", b"cancelled", "cancelled_shed", b"cancelled_shed", "completed", b"completed", "completed_shed", b"completed_shed", "concurrency_limit", b"concurrency_limit", "dead", b"dead", "dead_evicted", b"dead_evicted", "dead_shed", b"dead_shed", "delayed", b"delayed", "events_shed", b"events_shed", "held_by_concurrency", b"held_by_concurrency", "oldest_waiting_age", b"oldest_waiting_age", "paused", b"paused", "queue", b"queue", "session_pending", b"session_pending", "sessions", b"sessions", "waiting", b"waiting"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__concurrency_limit: _TypeAlias = _typing.Literal["concurrency_limit"]  # noqa: Y015
+    _WhichOneofArgType__concurrency_limit: _TypeAlias = _typing.Literal["_concurrency_limit", b"_concurrency_limit"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__concurrency_limit) -> _WhichOneofReturnType__concurrency_limit | None: ...
 
 Global___QueueStats: _TypeAlias = QueueStats  # noqa: Y015
 
@@ -3369,3 +3381,213 @@ class GetAccessResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetAccessResponse: _TypeAlias = GetAccessResponse  # noqa: Y015
+
+@_typing.final
+class QueueSettings(_message.Message):
+    """Settings of one queue. In a request, an unset field is left as it is; in an answer, unset
+    means "not set for this queue" (in `settings`) or "no limit" (in `effective`).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_WAITING_FIELD_NUMBER: _builtins.int
+    MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    BACKOFF_FIELD_NUMBER: _builtins.int
+    COMPLETED_RETENTION_FIELD_NUMBER: _builtins.int
+    COMPLETED_MAX_FIELD_NUMBER: _builtins.int
+    DEAD_RETENTION_FIELD_NUMBER: _builtins.int
+    DEAD_MAX_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_FIELD_NUMBER: _builtins.int
+    max_waiting: _builtins.int
+    """The most jobs the queue may hold waiting (ready, delayed or retrying, or pending in a
+    session; not active ones): an add past it is RESOURCE_EXHAUSTED. 1 to 1,000,000,000. Falls
+    back to `--max-waiting`.
+    """
+    max_attempts: _builtins.int
+    """The attempts of a job added without `max_attempts`: 1 to 1,000. Falls back to 3."""
+    completed_max: _builtins.int
+    """How many completed and cancelled jobs are kept: 0 to 1,000,000,000. Falls back to
+    `--completed-max`.
+    """
+    dead_max: _builtins.int
+    """How many dead jobs are kept: 0 to 1,000,000,000. Falls back to `--dead-max`."""
+    concurrency: _builtins.int
+    """The most jobs of the queue active at once, on every instance and worker together: 1 to
+    1,000,000,000; no cap when unset. Leased and prefetched jobs count until their lease ends,
+    whichever way it ends. Checked atomically inside each lease (a dispatcher's round or the
+    refill of an ack), so it holds across instances; a queue at its cap leases nothing until a
+    lease ends, which wakes the dispatchers. Jobs still start highest priority first: the cap
+    decides how many start, never which.
+    """
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """The attempt timeout of a job added without `timeout`: 10 ms to 24 h. Falls back to 30 min."""
+
+    @_builtins.property
+    def backoff(self) -> Global___Backoff:
+        """The backoff of a job added without `backoff` (its unset fields take the defaults of
+        Backoff). Falls back to Backoff's defaults.
+        """
+
+    @_builtins.property
+    def completed_retention(self) -> _duration_pb2.Duration:
+        """How long completed and cancelled jobs (and results) are kept: 0 to 365 days (0 keeps none).
+        Falls back to `--completed-retention`.
+        """
+
+    @_builtins.property
+    def dead_retention(self) -> _duration_pb2.Duration:
+        """How long dead jobs are kept: 1 ms to 365 days. Falls back to `--dead-retention`."""
+
+    def __init__(
+        self,
+        *,
+        max_waiting: _builtins.int | None = ...,
+        max_attempts: _builtins.int | None = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+        backoff: Global___Backoff | None = ...,
+        completed_retention: _duration_pb2.Duration | None = ...,
+        completed_max: _builtins.int | None = ...,
+        dead_retention: _duration_pb2.Duration | None = ...,
+        dead_max: _builtins.int | None = ...,
+        concurrency: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_completed_max", b"_completed_max", "_concurrency", b"_concurrency", "_dead_max", b"_dead_max", "_max_attempts", b"_max_attempts", "_max_waiting", b"_max_waiting", "backoff", b"backoff", "completed_max", b"completed_max", "completed_retention", b"completed_retention", "concurrency", b"concurrency", "dead_max", b"dead_max", "dead_retention", b"dead_retention", "max_attempts", b"max_attempts", "max_waiting", b"max_waiting", "timeout", b"timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_completed_max", b"_completed_max", "_concurrency", b"_concurrency", "_dead_max", b"_dead_max", "_max_attempts", b"_max_attempts", "_max_waiting", b"_max_waiting", "backoff", b"backoff", "completed_max", b"completed_max", "completed_retention", b"completed_retention", "concurrency", b"concurrency", "dead_max", b"dead_max", "dead_retention", b"dead_retention", "max_attempts", b"max_attempts", "max_waiting", b"max_waiting", "timeout", b"timeout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__completed_max: _TypeAlias = _typing.Literal["completed_max"]  # noqa: Y015
+    _WhichOneofArgType__completed_max: _TypeAlias = _typing.Literal["_completed_max", b"_completed_max"]  # noqa: Y015
+    _WhichOneofReturnType__concurrency: _TypeAlias = _typing.Literal["concurrency"]  # noqa: Y015
+    _WhichOneofArgType__concurrency: _TypeAlias = _typing.Literal["_concurrency", b"_concurrency"]  # noqa: Y015
+    _WhichOneofReturnType__dead_max: _TypeAlias = _typing.Literal["dead_max"]  # noqa: Y015
+    _WhichOneofArgType__dead_max: _TypeAlias = _typing.Literal["_dead_max", b"_dead_max"]  # noqa: Y015
+    _WhichOneofReturnType__max_attempts: _TypeAlias = _typing.Literal["max_attempts"]  # noqa: Y015
+    _WhichOneofArgType__max_attempts: _TypeAlias = _typing.Literal["_max_attempts", b"_max_attempts"]  # noqa: Y015
+    _WhichOneofReturnType__max_waiting: _TypeAlias = _typing.Literal["max_waiting"]  # noqa: Y015
+    _WhichOneofArgType__max_waiting: _TypeAlias = _typing.Literal["_max_waiting", b"_max_waiting"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__completed_max) -> _WhichOneofReturnType__completed_max | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__concurrency) -> _WhichOneofReturnType__concurrency | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__dead_max) -> _WhichOneofReturnType__dead_max | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_attempts) -> _WhichOneofReturnType__max_attempts | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_waiting) -> _WhichOneofReturnType__max_waiting | None: ...
+
+Global___QueueSettings: _TypeAlias = QueueSettings  # noqa: Y015
+
+@_typing.final
+class SetQueueSettingsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    CLEAR_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    """The queue (created on first use, like an add)."""
+    @_builtins.property
+    def settings(self) -> Global___QueueSettings:
+        """The settings to set; unset fields are left as they are."""
+
+    @_builtins.property
+    def clear(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Settings to remove, by their field name in QueueSettings (`max_waiting`, `backoff`, ...):
+        the flag applies to them again. A field both set and cleared is INVALID_ARGUMENT.
+        """
+
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+        settings: Global___QueueSettings | None = ...,
+        clear: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clear", b"clear", "queue", b"queue", "settings", b"settings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetQueueSettingsRequest: _TypeAlias = SetQueueSettingsRequest  # noqa: Y015
+
+@_typing.final
+class SetQueueSettingsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def settings(self) -> Global___QueueSettings:
+        """The settings the queue now holds."""
+
+    @_builtins.property
+    def effective(self) -> Global___QueueSettings:
+        """The settings now in effect: those of `settings`, the server's flags for the rest."""
+
+    def __init__(
+        self,
+        *,
+        settings: Global___QueueSettings | None = ...,
+        effective: Global___QueueSettings | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["effective", b"effective", "settings", b"settings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["effective", b"effective", "settings", b"settings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetQueueSettingsResponse: _TypeAlias = SetQueueSettingsResponse  # noqa: Y015
+
+@_typing.final
+class GetQueueSettingsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    """The queue."""
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetQueueSettingsRequest: _TypeAlias = GetQueueSettingsRequest  # noqa: Y015
+
+@_typing.final
+class GetQueueSettingsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def settings(self) -> Global___QueueSettings:
+        """The settings set for the queue; unset fields are not set for it."""
+
+    @_builtins.property
+    def effective(self) -> Global___QueueSettings:
+        """The settings in effect: those of `settings`, the server's flags for the rest (unset: no
+        limit, as `max_waiting` without `--max-waiting`).
+        """
+
+    def __init__(
+        self,
+        *,
+        settings: Global___QueueSettings | None = ...,
+        effective: Global___QueueSettings | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["effective", b"effective", "settings", b"settings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["effective", b"effective", "settings", b"settings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetQueueSettingsResponse: _TypeAlias = GetQueueSettingsResponse  # noqa: Y015

@@ -185,6 +185,16 @@ class QueueServiceStub:
                 request_serializer=jobwire_dot_v1_dot_jobwire__pb2.GetAccessRequest.SerializeToString,
                 response_deserializer=jobwire_dot_v1_dot_jobwire__pb2.GetAccessResponse.FromString,
                 _registered_method=True)
+        self.SetQueueSettings = channel.unary_unary(
+                '/jobwire.v1.QueueService/SetQueueSettings',
+                request_serializer=jobwire_dot_v1_dot_jobwire__pb2.SetQueueSettingsRequest.SerializeToString,
+                response_deserializer=jobwire_dot_v1_dot_jobwire__pb2.SetQueueSettingsResponse.FromString,
+                _registered_method=True)
+        self.GetQueueSettings = channel.unary_unary(
+                '/jobwire.v1.QueueService/GetQueueSettings',
+                request_serializer=jobwire_dot_v1_dot_jobwire__pb2.GetQueueSettingsRequest.SerializeToString,
+                response_deserializer=jobwire_dot_v1_dot_jobwire__pb2.GetQueueSettingsResponse.FromString,
+                _registered_method=True)
 
 
 class QueueServiceServicer:
@@ -452,6 +462,24 @@ class QueueServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetQueueSettings(self, request, context):
+        """Changes a queue's settings at run time, no restart (admin): the fields given are set, those
+        named in `clear` fall back to the server's flags again. Stored in Redis with the queue, so
+        every instance applies a change at once: what is enforced inside Redis (the concurrency cap,
+        max waiting, retention) from the next call on, the defaults of new jobs within a second. An invalid value
+        is INVALID_ARGUMENT naming the field. Answers as GetQueueSettings does.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetQueueSettings(self, request, context):
+        """A queue's settings: those set for it, and those in effect (the flags' where none is set).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueueServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -604,6 +632,16 @@ def add_QueueServiceServicer_to_server(servicer, server):
                     servicer.GetAccess,
                     request_deserializer=jobwire_dot_v1_dot_jobwire__pb2.GetAccessRequest.FromString,
                     response_serializer=jobwire_dot_v1_dot_jobwire__pb2.GetAccessResponse.SerializeToString,
+            ),
+            'SetQueueSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetQueueSettings,
+                    request_deserializer=jobwire_dot_v1_dot_jobwire__pb2.SetQueueSettingsRequest.FromString,
+                    response_serializer=jobwire_dot_v1_dot_jobwire__pb2.SetQueueSettingsResponse.SerializeToString,
+            ),
+            'GetQueueSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQueueSettings,
+                    request_deserializer=jobwire_dot_v1_dot_jobwire__pb2.GetQueueSettingsRequest.FromString,
+                    response_serializer=jobwire_dot_v1_dot_jobwire__pb2.GetQueueSettingsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1417,6 +1455,60 @@ class QueueService:
             '/jobwire.v1.QueueService/GetAccess',
             jobwire_dot_v1_dot_jobwire__pb2.GetAccessRequest.SerializeToString,
             jobwire_dot_v1_dot_jobwire__pb2.GetAccessResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetQueueSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobwire.v1.QueueService/SetQueueSettings',
+            jobwire_dot_v1_dot_jobwire__pb2.SetQueueSettingsRequest.SerializeToString,
+            jobwire_dot_v1_dot_jobwire__pb2.SetQueueSettingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQueueSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobwire.v1.QueueService/GetQueueSettings',
+            jobwire_dot_v1_dot_jobwire__pb2.GetQueueSettingsRequest.SerializeToString,
+            jobwire_dot_v1_dot_jobwire__pb2.GetQueueSettingsResponse.FromString,
             options,
             channel_credentials,
             insecure,

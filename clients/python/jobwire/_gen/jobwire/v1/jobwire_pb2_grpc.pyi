@@ -197,6 +197,15 @@ class QueueServiceStub:
     offer only the actions that would be allowed. Any valid token may ask; the server still
     checks every call on its own.
     """
+    SetQueueSettings: _grpc.UnaryUnaryMultiCallable[_jobwire_pb2.SetQueueSettingsRequest, _jobwire_pb2.SetQueueSettingsResponse]
+    """Changes a queue's settings at run time, no restart (admin): the fields given are set, those
+    named in `clear` fall back to the server's flags again. Stored in Redis with the queue, so
+    every instance applies a change at once: what is enforced inside Redis (the concurrency cap,
+    max waiting, retention) from the next call on, the defaults of new jobs within a second. An invalid value
+    is INVALID_ARGUMENT naming the field. Answers as GetQueueSettings does.
+    """
+    GetQueueSettings: _grpc.UnaryUnaryMultiCallable[_jobwire_pb2.GetQueueSettingsRequest, _jobwire_pb2.GetQueueSettingsResponse]
+    """A queue's settings: those set for it, and those in effect (the flags' where none is set)."""
 
 @_typing.type_check_only
 class QueueServiceAsyncStub(QueueServiceStub):
@@ -335,6 +344,15 @@ class QueueServiceAsyncStub(QueueServiceStub):
     offer only the actions that would be allowed. Any valid token may ask; the server still
     checks every call on its own.
     """
+    SetQueueSettings: _aio.UnaryUnaryMultiCallable[_jobwire_pb2.SetQueueSettingsRequest, _jobwire_pb2.SetQueueSettingsResponse]  # type: ignore[assignment]
+    """Changes a queue's settings at run time, no restart (admin): the fields given are set, those
+    named in `clear` fall back to the server's flags again. Stored in Redis with the queue, so
+    every instance applies a change at once: what is enforced inside Redis (the concurrency cap,
+    max waiting, retention) from the next call on, the defaults of new jobs within a second. An invalid value
+    is INVALID_ARGUMENT naming the field. Answers as GetQueueSettings does.
+    """
+    GetQueueSettings: _aio.UnaryUnaryMultiCallable[_jobwire_pb2.GetQueueSettingsRequest, _jobwire_pb2.GetQueueSettingsResponse]  # type: ignore[assignment]
+    """A queue's settings: those set for it, and those in effect (the flags' where none is set)."""
 
 class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
     """QueueService is the whole job lifecycle: add, deliver, acknowledge, inspect."""
@@ -650,6 +668,27 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         offer only the actions that would be allowed. Any valid token may ask; the server still
         checks every call on its own.
         """
+
+    @_abc_1.abstractmethod
+    def SetQueueSettings(
+        self,
+        request: _jobwire_pb2.SetQueueSettingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobwire_pb2.SetQueueSettingsResponse, _abc.Awaitable[_jobwire_pb2.SetQueueSettingsResponse]]:
+        """Changes a queue's settings at run time, no restart (admin): the fields given are set, those
+        named in `clear` fall back to the server's flags again. Stored in Redis with the queue, so
+        every instance applies a change at once: what is enforced inside Redis (the concurrency cap,
+        max waiting, retention) from the next call on, the defaults of new jobs within a second. An invalid value
+        is INVALID_ARGUMENT naming the field. Answers as GetQueueSettings does.
+        """
+
+    @_abc_1.abstractmethod
+    def GetQueueSettings(
+        self,
+        request: _jobwire_pb2.GetQueueSettingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobwire_pb2.GetQueueSettingsResponse, _abc.Awaitable[_jobwire_pb2.GetQueueSettingsResponse]]:
+        """A queue's settings: those set for it, and those in effect (the flags' where none is set)."""
 
 def add_QueueServiceServicer_to_server(servicer: QueueServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

@@ -752,6 +752,15 @@ export interface QueueStats {
    * memory ran short, since the queue began.
    */
   eventsShed: number;
+  /** The queue's concurrency cap (QueueSettings.concurrency); unset when it has none. */
+  concurrencyLimit?:
+    | number
+    | undefined;
+  /**
+   * Jobs ready to run but held back because the queue is at its concurrency cap: all of
+   * `waiting` while active jobs are at (or above) the cap, else 0.
+   */
+  heldByConcurrency: number;
 }
 
 /**
@@ -1283,6 +1292,107 @@ export interface GetAccessResponse {
   queues: string[];
   /** Whether the server requires tokens (false: every call is let through, on loopback). */
   tokensRequired: boolean;
+}
+
+/**
+ * Settings of one queue. In a request, an unset field is left as it is; in an answer, unset
+ * means "not set for this queue" (in `settings`) or "no limit" (in `effective`).
+ */
+export interface QueueSettings {
+  /**
+   * The most jobs the queue may hold waiting (ready, delayed or retrying, or pending in a
+   * session; not active ones): an add past it is RESOURCE_EXHAUSTED. 1 to 1,000,000,000. Falls
+   * back to `--max-waiting`.
+   */
+  maxWaiting?:
+    | number
+    | undefined;
+  /** The attempts of a job added without `max_attempts`: 1 to 1,000. Falls back to 3. */
+  maxAttempts?:
+    | number
+    | undefined;
+  /** The attempt timeout of a job added without `timeout`: 10 ms to 24 h. Falls back to 30 min. */
+  timeout:
+    | Duration
+    | undefined;
+  /**
+   * The backoff of a job added without `backoff` (its unset fields take the defaults of
+   * Backoff). Falls back to Backoff's defaults.
+   */
+  backoff:
+    | Backoff
+    | undefined;
+  /**
+   * How long completed and cancelled jobs (and results) are kept: 0 to 365 days (0 keeps none).
+   * Falls back to `--completed-retention`.
+   */
+  completedRetention:
+    | Duration
+    | undefined;
+  /**
+   * How many completed and cancelled jobs are kept: 0 to 1,000,000,000. Falls back to
+   * `--completed-max`.
+   */
+  completedMax?:
+    | number
+    | undefined;
+  /** How long dead jobs are kept: 1 ms to 365 days. Falls back to `--dead-retention`. */
+  deadRetention:
+    | Duration
+    | undefined;
+  /** How many dead jobs are kept: 0 to 1,000,000,000. Falls back to `--dead-max`. */
+  deadMax?:
+    | number
+    | undefined;
+  /**
+   * The most jobs of the queue active at once, on every instance and worker together: 1 to
+   * 1,000,000,000; no cap when unset. Leased and prefetched jobs count until their lease ends,
+   * whichever way it ends. Checked atomically inside each lease (a dispatcher's round or the
+   * refill of an ack), so it holds across instances; a queue at its cap leases nothing until a
+   * lease ends, which wakes the dispatchers. Jobs still start highest priority first: the cap
+   * decides how many start, never which.
+   */
+  concurrency?: number | undefined;
+}
+
+export interface SetQueueSettingsRequest {
+  /** The queue (created on first use, like an add). */
+  queue: string;
+  /** The settings to set; unset fields are left as they are. */
+  settings:
+    | QueueSettings
+    | undefined;
+  /**
+   * Settings to remove, by their field name in QueueSettings (`max_waiting`, `backoff`, ...):
+   * the flag applies to them again. A field both set and cleared is INVALID_ARGUMENT.
+   */
+  clear: string[];
+}
+
+export interface SetQueueSettingsResponse {
+  /** The settings the queue now holds. */
+  settings:
+    | QueueSettings
+    | undefined;
+  /** The settings now in effect: those of `settings`, the server's flags for the rest. */
+  effective: QueueSettings | undefined;
+}
+
+export interface GetQueueSettingsRequest {
+  /** The queue. */
+  queue: string;
+}
+
+export interface GetQueueSettingsResponse {
+  /** The settings set for the queue; unset fields are not set for it. */
+  settings:
+    | QueueSettings
+    | undefined;
+  /**
+   * The settings in effect: those of `settings`, the server's flags for the rest (unset: no
+   * limit, as `max_waiting` without `--max-waiting`).
+   */
+  effective: QueueSettings | undefined;
 }
 
 function createBaseBackoff(): Backoff {
@@ -4849,6 +4959,8 @@ function createBaseQueueStats(): QueueStats {
     cancelledShed: 0,
     deadShed: 0,
     eventsShed: 0,
+    concurrencyLimit: undefined,
+    heldByConcurrency: 0,
   };
 }
 
@@ -4901,6 +5013,12 @@ export const QueueStats: MessageFns<QueueStats> = {
     }
     if (message.eventsShed !== 0) {
       writer.uint32(128).uint64(message.eventsShed);
+    }
+    if (message.concurrencyLimit !== undefined) {
+      writer.uint32(136).uint64(message.concurrencyLimit);
+    }
+    if (message.heldByConcurrency !== 0) {
+      writer.uint32(144).uint64(message.heldByConcurrency);
     }
     return writer;
   },
@@ -5046,6 +5164,22 @@ export const QueueStats: MessageFns<QueueStats> = {
             message.eventsShed = longToNumber(reader.uint64());
             continue;
           }
+          case 17: {
+            if (tag !== 136) {
+              break;
+            }
+
+            message.concurrencyLimit = longToNumber(reader.uint64());
+            continue;
+          }
+          case 18: {
+            if (tag !== 144) {
+              break;
+            }
+
+            message.heldByConcurrency = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -5081,6 +5215,8 @@ export const QueueStats: MessageFns<QueueStats> = {
     message.cancelledShed = object.cancelledShed ?? 0;
     message.deadShed = object.deadShed ?? 0;
     message.eventsShed = object.eventsShed ?? 0;
+    message.concurrencyLimit = object.concurrencyLimit ?? undefined;
+    message.heldByConcurrency = object.heldByConcurrency ?? 0;
     return message;
   },
 };
@@ -9449,6 +9585,453 @@ export const GetAccessResponse: MessageFns<GetAccessResponse> = {
   },
 };
 
+function createBaseQueueSettings(): QueueSettings {
+  return {
+    maxWaiting: undefined,
+    maxAttempts: undefined,
+    timeout: undefined,
+    backoff: undefined,
+    completedRetention: undefined,
+    completedMax: undefined,
+    deadRetention: undefined,
+    deadMax: undefined,
+    concurrency: undefined,
+  };
+}
+
+export const QueueSettings: MessageFns<QueueSettings> = {
+  encode(message: QueueSettings, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.maxWaiting !== undefined) {
+      writer.uint32(8).uint64(message.maxWaiting);
+    }
+    if (message.maxAttempts !== undefined) {
+      writer.uint32(16).uint32(message.maxAttempts);
+    }
+    if (message.timeout !== undefined) {
+      Duration.encode(message.timeout, writer.uint32(26).fork()).join();
+    }
+    if (message.backoff !== undefined) {
+      Backoff.encode(message.backoff, writer.uint32(34).fork()).join();
+    }
+    if (message.completedRetention !== undefined) {
+      Duration.encode(message.completedRetention, writer.uint32(42).fork()).join();
+    }
+    if (message.completedMax !== undefined) {
+      writer.uint32(48).uint64(message.completedMax);
+    }
+    if (message.deadRetention !== undefined) {
+      Duration.encode(message.deadRetention, writer.uint32(58).fork()).join();
+    }
+    if (message.deadMax !== undefined) {
+      writer.uint32(64).uint64(message.deadMax);
+    }
+    if (message.concurrency !== undefined) {
+      writer.uint32(72).uint32(message.concurrency);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): QueueSettings {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseQueueSettings();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.maxWaiting = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.maxAttempts = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.timeout = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.backoff = Backoff.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.completedRetention = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.completedMax = longToNumber(reader.uint64());
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.deadRetention = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.deadMax = longToNumber(reader.uint64());
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.concurrency = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<QueueSettings>, I>>(base?: I): QueueSettings {
+    return QueueSettings.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<QueueSettings>, I>>(object: I): QueueSettings {
+    const message = createBaseQueueSettings();
+    message.maxWaiting = object.maxWaiting ?? undefined;
+    message.maxAttempts = object.maxAttempts ?? undefined;
+    message.timeout = (object.timeout !== undefined && object.timeout !== null)
+      ? Duration.fromPartial(object.timeout)
+      : undefined;
+    message.backoff = (object.backoff !== undefined && object.backoff !== null)
+      ? Backoff.fromPartial(object.backoff)
+      : undefined;
+    message.completedRetention = (object.completedRetention !== undefined && object.completedRetention !== null)
+      ? Duration.fromPartial(object.completedRetention)
+      : undefined;
+    message.completedMax = object.completedMax ?? undefined;
+    message.deadRetention = (object.deadRetention !== undefined && object.deadRetention !== null)
+      ? Duration.fromPartial(object.deadRetention)
+      : undefined;
+    message.deadMax = object.deadMax ?? undefined;
+    message.concurrency = object.concurrency ?? undefined;
+    return message;
+  },
+};
+
+function createBaseSetQueueSettingsRequest(): SetQueueSettingsRequest {
+  return { queue: "", settings: undefined, clear: [] };
+}
+
+export const SetQueueSettingsRequest: MessageFns<SetQueueSettingsRequest> = {
+  encode(message: SetQueueSettingsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.queue !== "") {
+      writer.uint32(10).string(message.queue);
+    }
+    if (message.settings !== undefined) {
+      QueueSettings.encode(message.settings, writer.uint32(18).fork()).join();
+    }
+    for (const v of message.clear) {
+      writer.uint32(26).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SetQueueSettingsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSetQueueSettingsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.queue = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.settings = QueueSettings.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.clear.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<SetQueueSettingsRequest>, I>>(base?: I): SetQueueSettingsRequest {
+    return SetQueueSettingsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SetQueueSettingsRequest>, I>>(object: I): SetQueueSettingsRequest {
+    const message = createBaseSetQueueSettingsRequest();
+    message.queue = object.queue ?? "";
+    message.settings = (object.settings !== undefined && object.settings !== null)
+      ? QueueSettings.fromPartial(object.settings)
+      : undefined;
+    message.clear = object.clear?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseSetQueueSettingsResponse(): SetQueueSettingsResponse {
+  return { settings: undefined, effective: undefined };
+}
+
+export const SetQueueSettingsResponse: MessageFns<SetQueueSettingsResponse> = {
+  encode(message: SetQueueSettingsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.settings !== undefined) {
+      QueueSettings.encode(message.settings, writer.uint32(10).fork()).join();
+    }
+    if (message.effective !== undefined) {
+      QueueSettings.encode(message.effective, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SetQueueSettingsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSetQueueSettingsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.settings = QueueSettings.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.effective = QueueSettings.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<SetQueueSettingsResponse>, I>>(base?: I): SetQueueSettingsResponse {
+    return SetQueueSettingsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SetQueueSettingsResponse>, I>>(object: I): SetQueueSettingsResponse {
+    const message = createBaseSetQueueSettingsResponse();
+    message.settings = (object.settings !== undefined && object.settings !== null)
+      ? QueueSettings.fromPartial(object.settings)
+      : undefined;
+    message.effective = (object.effective !== undefined && object.effective !== null)
+      ? QueueSettings.fromPartial(object.effective)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseGetQueueSettingsRequest(): GetQueueSettingsRequest {
+  return { queue: "" };
+}
+
+export const GetQueueSettingsRequest: MessageFns<GetQueueSettingsRequest> = {
+  encode(message: GetQueueSettingsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.queue !== "") {
+      writer.uint32(10).string(message.queue);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetQueueSettingsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetQueueSettingsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.queue = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<GetQueueSettingsRequest>, I>>(base?: I): GetQueueSettingsRequest {
+    return GetQueueSettingsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetQueueSettingsRequest>, I>>(object: I): GetQueueSettingsRequest {
+    const message = createBaseGetQueueSettingsRequest();
+    message.queue = object.queue ?? "";
+    return message;
+  },
+};
+
+function createBaseGetQueueSettingsResponse(): GetQueueSettingsResponse {
+  return { settings: undefined, effective: undefined };
+}
+
+export const GetQueueSettingsResponse: MessageFns<GetQueueSettingsResponse> = {
+  encode(message: GetQueueSettingsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.settings !== undefined) {
+      QueueSettings.encode(message.settings, writer.uint32(10).fork()).join();
+    }
+    if (message.effective !== undefined) {
+      QueueSettings.encode(message.effective, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetQueueSettingsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetQueueSettingsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.settings = QueueSettings.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.effective = QueueSettings.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<GetQueueSettingsResponse>, I>>(base?: I): GetQueueSettingsResponse {
+    return GetQueueSettingsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetQueueSettingsResponse>, I>>(object: I): GetQueueSettingsResponse {
+    const message = createBaseGetQueueSettingsResponse();
+    message.settings = (object.settings !== undefined && object.settings !== null)
+      ? QueueSettings.fromPartial(object.settings)
+      : undefined;
+    message.effective = (object.effective !== undefined && object.effective !== null)
+      ? QueueSettings.fromPartial(object.effective)
+      : undefined;
+    return message;
+  },
+};
+
 /** QueueService is the whole job lifecycle: add, deliver, acknowledge, inspect. */
 export type QueueServiceService = typeof QueueServiceService;
 export const QueueServiceService = {
@@ -9854,6 +10437,36 @@ export const QueueServiceService = {
     responseSerialize: (value: GetAccessResponse): Buffer => Buffer.from(GetAccessResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetAccessResponse => GetAccessResponse.decode(value),
   },
+  /**
+   * Changes a queue's settings at run time, no restart (admin): the fields given are set, those
+   * named in `clear` fall back to the server's flags again. Stored in Redis with the queue, so
+   * every instance applies a change at once: what is enforced inside Redis (the concurrency cap,
+   * max waiting, retention) from the next call on, the defaults of new jobs within a second. An invalid value
+   * is INVALID_ARGUMENT naming the field. Answers as GetQueueSettings does.
+   */
+  setQueueSettings: {
+    path: "/jobwire.v1.QueueService/SetQueueSettings" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SetQueueSettingsRequest): Buffer =>
+      Buffer.from(SetQueueSettingsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SetQueueSettingsRequest => SetQueueSettingsRequest.decode(value),
+    responseSerialize: (value: SetQueueSettingsResponse): Buffer =>
+      Buffer.from(SetQueueSettingsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SetQueueSettingsResponse => SetQueueSettingsResponse.decode(value),
+  },
+  /** A queue's settings: those set for it, and those in effect (the flags' where none is set). */
+  getQueueSettings: {
+    path: "/jobwire.v1.QueueService/GetQueueSettings" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetQueueSettingsRequest): Buffer =>
+      Buffer.from(GetQueueSettingsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetQueueSettingsRequest => GetQueueSettingsRequest.decode(value),
+    responseSerialize: (value: GetQueueSettingsResponse): Buffer =>
+      Buffer.from(GetQueueSettingsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetQueueSettingsResponse => GetQueueSettingsResponse.decode(value),
+  },
 } as const;
 
 export interface QueueServiceServer extends UntypedServiceImplementation {
@@ -10010,6 +10623,16 @@ export interface QueueServiceServer extends UntypedServiceImplementation {
    * checks every call on its own.
    */
   getAccess: handleUnaryCall<GetAccessRequest, GetAccessResponse>;
+  /**
+   * Changes a queue's settings at run time, no restart (admin): the fields given are set, those
+   * named in `clear` fall back to the server's flags again. Stored in Redis with the queue, so
+   * every instance applies a change at once: what is enforced inside Redis (the concurrency cap,
+   * max waiting, retention) from the next call on, the defaults of new jobs within a second. An invalid value
+   * is INVALID_ARGUMENT naming the field. Answers as GetQueueSettings does.
+   */
+  setQueueSettings: handleUnaryCall<SetQueueSettingsRequest, SetQueueSettingsResponse>;
+  /** A queue's settings: those set for it, and those in effect (the flags' where none is set). */
+  getQueueSettings: handleUnaryCall<GetQueueSettingsRequest, GetQueueSettingsResponse>;
 }
 
 export interface QueueServiceClient extends Client {
@@ -10540,6 +11163,44 @@ export interface QueueServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetAccessResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Changes a queue's settings at run time, no restart (admin): the fields given are set, those
+   * named in `clear` fall back to the server's flags again. Stored in Redis with the queue, so
+   * every instance applies a change at once: what is enforced inside Redis (the concurrency cap,
+   * max waiting, retention) from the next call on, the defaults of new jobs within a second. An invalid value
+   * is INVALID_ARGUMENT naming the field. Answers as GetQueueSettings does.
+   */
+  setQueueSettings(
+    request: SetQueueSettingsRequest,
+    callback: (error: ServiceError | null, response: SetQueueSettingsResponse) => void,
+  ): ClientUnaryCall;
+  setQueueSettings(
+    request: SetQueueSettingsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: SetQueueSettingsResponse) => void,
+  ): ClientUnaryCall;
+  setQueueSettings(
+    request: SetQueueSettingsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: SetQueueSettingsResponse) => void,
+  ): ClientUnaryCall;
+  /** A queue's settings: those set for it, and those in effect (the flags' where none is set). */
+  getQueueSettings(
+    request: GetQueueSettingsRequest,
+    callback: (error: ServiceError | null, response: GetQueueSettingsResponse) => void,
+  ): ClientUnaryCall;
+  getQueueSettings(
+    request: GetQueueSettingsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetQueueSettingsResponse) => void,
+  ): ClientUnaryCall;
+  getQueueSettings(
+    request: GetQueueSettingsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetQueueSettingsResponse) => void,
   ): ClientUnaryCall;
 }
 

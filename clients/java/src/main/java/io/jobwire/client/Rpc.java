@@ -47,6 +47,8 @@ import jobwire.v1.Jobwire.ListSessionsRequest;
 import jobwire.v1.Jobwire.ListSessionsResponse;
 import jobwire.v1.Jobwire.ListWorkersRequest;
 import jobwire.v1.Jobwire.ListWorkersResponse;
+import jobwire.v1.Jobwire.GetQueueSettingsRequest;
+import jobwire.v1.Jobwire.GetQueueSettingsResponse;
 import jobwire.v1.Jobwire.PauseQueueRequest;
 import jobwire.v1.Jobwire.PauseQueueResponse;
 import jobwire.v1.Jobwire.PurgeQueueRequest;
@@ -63,6 +65,8 @@ import jobwire.v1.Jobwire.RetryJobsRequest;
 import jobwire.v1.Jobwire.RetryJobsResponse;
 import jobwire.v1.Jobwire.ReturnJobRequest;
 import jobwire.v1.Jobwire.ReturnJobResponse;
+import jobwire.v1.Jobwire.SetQueueSettingsRequest;
+import jobwire.v1.Jobwire.SetQueueSettingsResponse;
 import jobwire.v1.Jobwire.StatsRequest;
 import jobwire.v1.Jobwire.StatsResponse;
 import jobwire.v1.Jobwire.SubscribeQueuesRequest;
@@ -141,6 +145,20 @@ final class Rpc {
   static final MethodDescriptor<ResumeQueueRequest, ResumeQueueResponse> RESUME_QUEUE =
       unary(QUEUE, "ResumeQueue", ResumeQueueRequest.getDefaultInstance(), ResumeQueueResponse.getDefaultInstance());
 
+  static final MethodDescriptor<SetQueueSettingsRequest, SetQueueSettingsResponse> SET_QUEUE_SETTINGS =
+      unary(
+          QUEUE,
+          "SetQueueSettings",
+          SetQueueSettingsRequest.getDefaultInstance(),
+          SetQueueSettingsResponse.getDefaultInstance());
+
+  static final MethodDescriptor<GetQueueSettingsRequest, GetQueueSettingsResponse> GET_QUEUE_SETTINGS =
+      unary(
+          QUEUE,
+          "GetQueueSettings",
+          GetQueueSettingsRequest.getDefaultInstance(),
+          GetQueueSettingsResponse.getDefaultInstance());
+
   static final MethodDescriptor<ListJobsRequest, ListJobsResponse> LIST_JOBS =
       unary(QUEUE, "ListJobs", ListJobsRequest.getDefaultInstance(), ListJobsResponse.getDefaultInstance());
 
@@ -215,6 +233,8 @@ final class Rpc {
           CANCEL_JOB,
           PAUSE_QUEUE,
           RESUME_QUEUE,
+          SET_QUEUE_SETTINGS,
+          GET_QUEUE_SETTINGS,
           LIST_JOBS,
           RETRY_JOB,
           RETRY_DEAD_JOBS,

@@ -1,0 +1,240 @@
+//! Queue settings set at run time (SetQueueSettings, `jobwire queue set`): validated here, stored
+//! in Redis with the queue (`store/queue_settings.rs`), shown with the flags they override.
+//!
+//! Two ways a setting takes effect, by where it is enforced:
+//! - inside Redis (concurrency cap, max waiting, retention): the functions read the queue's settings themselves
+//!   in the call they enforce them in, so a change holds for every instance from the next call
+//!   on, with no cache to go stale;
+//! - before the call (a new job's default attempts, timeout and backoff, packed into its record
+//!   here): read through a cache of at most [`FRESH`] per queue, so every instance applies a
+//!   change within a second of it, at the cost of one `HGETALL` per queue and half second of
+//!   adds.
+//!
+//! Owns: that cache. Calls no room.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use super::{
+    error::{Error, Result},
+    job::{
+        BackoffRequest, DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT, MAX_ATTEMPTS, MAX_TIMEOUT, MIN_TIMEOUT, NewJob,
+        duration_ms, validate_queue,
+    },
+};
+use crate::store::{Retention, SettingField, Store, StoredSettings};
+
+/// How old a queue's cached settings may be when a job is added with them.
+pub(super) const FRESH: Duration = Duration::from_millis(500);
+/// The largest count a setting takes (jobs waiting, jobs retained).
+const MAX_COUNT: u64 = 1_000_000_000;
+/// The longest retention a setting takes.
+const MAX_RETENTION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// A queue's settings; None: not set (in what is stored) or no limit (in what is in effect).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct QueueSettings {
+    /// The most jobs the queue may have active at once, on every instance together (leased or
+    /// prefetched): a lease round or an ack's refill leases no more than the room left.
+    pub concurrency: Option<u32>,
+    /// The most jobs the queue may hold waiting; an add past it is refused.
+    pub max_waiting: Option<u64>,
+    /// The attempts of a job added without its own.
+    pub max_attempts: Option<u32>,
+    /// The attempt timeout of a job added without its own.
+    pub timeout: Option<Duration>,
+    /// The backoff of a job added without its own.
+    pub backoff: Option<BackoffRequest>,
+    /// How long completed and cancelled jobs are kept.
+    pub completed_retention: Option<Duration>,
+    /// How many completed and cancelled jobs are kept.
+    pub completed_max: Option<u64>,
+    /// How long dead jobs are kept.
+    pub dead_retention: Option<Duration>,
+    /// How many dead jobs are kept.
+    pub dead_max: Option<u64>,
+}
+
+/// A queue's settings, and those in effect with the flags for the ones not set.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueueSettingsView {
+    /// What the queue holds.
+    pub settings: QueueSettings,
+    /// What applies: `settings`, and the flags for the rest.
+    pub effective: QueueSettings,
+}
+
+/// The names a caller clears settings by: the fields of the proto's QueueSettings.
+const NAMES: [(&str, SettingField); 9] = [
+    ("concurrency", SettingField::Concurrency),
+    ("max_waiting", SettingField::MaxWaiting),
+    ("max_attempts", SettingField::MaxAttempts),
+    ("timeout", SettingField::Timeout),
+    ("backoff", SettingField::Backoff),
+    ("completed_retention", SettingField::CompletedRetention),
+    ("completed_max", SettingField::CompletedMax),
+    ("dead_retention", SettingField::DeadRetention),
+    ("dead_max", SettingField::DeadMax),
+];
+
+/// The room of queue settings.
+pub(super) struct Overrides {
+    store: Arc<Store>,
+    /// `--max-waiting`.
+    max_waiting_flag: Option<u64>,
+    /// The retention flags.
+    retention: Retention,
+    /// Per queue: when its settings were read, and what they were. Grows with the queues this
+    /// instance adds to, like the store's key cache.
+    cache: Mutex<HashMap<String, (Instant, Arc<StoredSettings>)>>,
+}
+
+impl Overrides {
+    pub(super) fn new(store: Arc<Store>, max_waiting_flag: Option<u64>) -> Self {
+        let retention = store.retention();
+        Self { store, max_waiting_flag, retention, cache: Mutex::default() }
+    }
+
+    /// A queue's settings and those in effect.
+    pub(super) async fn get(&self, queue: &str) -> Result<QueueSettingsView> {
+        validate_queue(queue, "queue")?;
+        let stored = self.store.queue_settings().get(queue).await?;
+        Ok(self.view(queue, stored))
+    }
+
+    /// Sets the settings of `set` and removes those named in `clear` (by their proto field
+    /// names), in one step; answers as `get`.
+    pub(super) async fn change(&self, queue: &str, set: QueueSettings, clear: &[String]) -> Result<QueueSettingsView> {
+        validate_queue(queue, "queue")?;
+        validate(&set)?;
+        let stored_set = to_stored(set);
+        let mut fields = Vec::with_capacity(clear.len());
+        for name in clear {
+            let Some((_, field)) = NAMES.iter().find(|(n, _)| n == name) else {
+                return Err(Error::invalid("clear", format!("{name:?} is not a queue setting")));
+            };
+            if stored_set.is_set(*field) {
+                return Err(Error::invalid("clear", format!("{name} is both set and cleared")));
+            }
+            fields.push(*field);
+        }
+        let stored = self.store.queue_settings().change(queue, &stored_set, &fields).await?;
+        Ok(self.view(queue, stored))
+    }
+
+    /// Gives `job` the queue's default attempts, timeout and backoff where it has none of its
+    /// own (settings at most [`FRESH`] old).
+    pub(super) async fn apply_defaults(&self, job: &mut NewJob) -> Result<()> {
+        let settings = self.cached(&job.queue).await?;
+        if job.max_attempts.is_none() {
+            job.max_attempts = settings.max_attempts;
+        }
+        if job.timeout.is_none() {
+            job.timeout = settings.timeout_ms.map(Duration::from_millis);
+        }
+        if job.backoff.is_none() {
+            job.backoff = settings.backoff.as_ref().map(BackoffRequest::from_spec);
+        }
+        Ok(())
+    }
+
+    /// The queue's settings as read at most [`FRESH`] ago.
+    async fn cached(&self, queue: &str) -> Result<Arc<StoredSettings>> {
+        let lock = || self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((read_at, settings)) = lock().get(queue)
+            && read_at.elapsed() < FRESH
+        {
+            return Ok(settings.clone());
+        }
+        let read_at = Instant::now();
+        let settings = Arc::new(self.store.queue_settings().get(queue).await?);
+        lock().insert(queue.to_owned(), (read_at, settings.clone()));
+        Ok(settings)
+    }
+
+    /// The view of what `queue` holds; this instance's cache takes it at once.
+    fn view(&self, queue: &str, stored: StoredSettings) -> QueueSettingsView {
+        let settings = from_stored(&stored);
+        let flags = &self.retention;
+        let effective = QueueSettings {
+            concurrency: settings.concurrency,
+            max_waiting: settings.max_waiting.or(self.max_waiting_flag),
+            max_attempts: Some(settings.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS)),
+            timeout: Some(settings.timeout.unwrap_or(DEFAULT_TIMEOUT)),
+            backoff: Some(
+                settings
+                    .backoff
+                    .clone()
+                    .unwrap_or_else(|| BackoffRequest::from_spec(&BackoffRequest::default().into_spec())),
+            ),
+            completed_retention: Some(settings.completed_retention.unwrap_or(flags.completed_for)),
+            completed_max: Some(settings.completed_max.unwrap_or(flags.completed_max)),
+            dead_retention: Some(settings.dead_retention.unwrap_or(flags.dead_for)),
+            dead_max: Some(settings.dead_max.unwrap_or(flags.dead_max)),
+        };
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.insert(queue.to_owned(), (Instant::now(), Arc::new(stored)));
+        QueueSettingsView { settings, effective }
+    }
+}
+
+/// Checks every setting given; messages name the field as `settings.<name>`.
+fn validate(s: &QueueSettings) -> Result<()> {
+    let count = |value: Option<u64>, name: &str, least: u64| match value {
+        Some(n) if !(least..=MAX_COUNT).contains(&n) => {
+            Err(Error::invalid(format!("settings.{name}"), format!("must be from {least} to {MAX_COUNT}")))
+        }
+        _ => Ok(()),
+    };
+    count(s.concurrency.map(u64::from), "concurrency", 1)?;
+    count(s.max_waiting, "max_waiting", 1)?;
+    count(s.completed_max, "completed_max", 0)?;
+    count(s.dead_max, "dead_max", 0)?;
+    if s.max_attempts.is_some_and(|n| n == 0 || n > MAX_ATTEMPTS) {
+        return Err(Error::invalid("settings.max_attempts", "must be from 1 to 1000"));
+    }
+    if s.timeout.is_some_and(|t| !(MIN_TIMEOUT..=MAX_TIMEOUT).contains(&t)) {
+        return Err(Error::invalid("settings.timeout", "must be from 10 ms to 24 h"));
+    }
+    if let Some(b) = &s.backoff {
+        b.validate("settings.backoff.")?;
+    }
+    if s.completed_retention.is_some_and(|d| d > MAX_RETENTION) {
+        return Err(Error::invalid("settings.completed_retention", "at most 365 days"));
+    }
+    if s.dead_retention.is_some_and(|d| d.is_zero() || d > MAX_RETENTION) {
+        return Err(Error::invalid("settings.dead_retention", "must be from 1 ms to 365 days"));
+    }
+    Ok(())
+}
+
+fn to_stored(s: QueueSettings) -> StoredSettings {
+    StoredSettings {
+        concurrency: s.concurrency.map(u64::from),
+        max_waiting: s.max_waiting,
+        max_attempts: s.max_attempts,
+        timeout_ms: s.timeout.map(duration_ms),
+        backoff: s.backoff.map(BackoffRequest::into_spec),
+        completed_ms: s.completed_retention.map(duration_ms),
+        completed_max: s.completed_max,
+        dead_ms: s.dead_retention.map(duration_ms),
+        dead_max: s.dead_max,
+    }
+}
+
+fn from_stored(s: &StoredSettings) -> QueueSettings {
+    QueueSettings {
+        concurrency: s.concurrency.and_then(|n| u32::try_from(n).ok()),
+        max_waiting: s.max_waiting,
+        max_attempts: s.max_attempts,
+        timeout: s.timeout_ms.map(Duration::from_millis),
+        backoff: s.backoff.as_ref().map(BackoffRequest::from_spec),
+        completed_retention: s.completed_ms.map(Duration::from_millis),
+        completed_max: s.completed_max,
+        dead_retention: s.dead_ms.map(Duration::from_millis),
+        dead_max: s.dead_max,
+    }
+}
