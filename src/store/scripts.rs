@@ -68,13 +68,16 @@ macro_rules! library {
                 ];
                 let mut body = String::from(include_str!("lua/lib.lua"));
                 body.push_str(include_str!("lua/schedules_lib.lua"));
+                // The bodies go in one table, not a local each: Lua allows a chunk 200 locals,
+                // and the helpers above take most of them.
+                body.push_str("\nlocal F = {}\n");
                 $(
-                    body.push_str(concat!("\nlocal function ", stringify!($name), "()\n"));
+                    body.push_str(concat!("\nF.", stringify!($name), " = function()\n"));
                     body.push_str(include_str!(concat!("lua/", stringify!($name), ".lua")));
                     body.push_str("\nend\n");
                 )*
                 $(
-                    body.push_str(concat!("\nlocal function ", stringify!($global), "()\n"));
+                    body.push_str(concat!("\nF.", stringify!($global), " = function()\n"));
                     body.push_str(include_str!(concat!("lua/", stringify!($global), ".lua")));
                     body.push_str("\nend\n");
                 )*
@@ -87,7 +90,7 @@ macro_rules! library {
                     let flags: Vec<String> = flags.iter().map(|f| format!("'{f}'")).collect();
                     library.push_str(&format!(
                         "redis.register_function{{function_name='{prefix}_{name}', \
-                         callback=function(keys, args) return {runner}({name}, keys, args) end, \
+                         callback=function(keys, args) return {runner}(F.{name}, keys, args) end, \
                          flags={{{}}}}}\n",
                         flags.join(", "),
                     ));
