@@ -26,8 +26,8 @@
 //! count of streams per token.
 //!
 //! Shutdown order: health NOT_SERVING -> the engine drains (workers told, acks accepted for the
-//! grace period, held jobs handed back) -> the transport stops -> the metrics endpoint stops ->
-//! background tasks are gone.
+//! grace period, held jobs handed back) -> the transport stops (its connections closed, at most
+//! `CLOSE_WAIT` later) -> the metrics endpoint stops -> background tasks are gone.
 
 use std::{future::Future, io::Write, net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
@@ -249,7 +249,17 @@ pub async fn run(
     }
     engine.shutdown(options.drain_grace).await;
     let _ = stop_tx.send(());
-    let served = transport.await;
+    // The transport now sends GOAWAY and waits for its connections to close. A client that keeps
+    // one open (a call it never ends) must not hold the exit: after CLOSE_WAIT it is dropped.
+    let mut transport = transport;
+    let served = match tokio::time::timeout(CLOSE_WAIT, &mut transport).await {
+        Ok(served) => served,
+        Err(_) => {
+            tracing::warn!(wait = ?CLOSE_WAIT, "connections still open after the drain; closing them");
+            transport.abort();
+            Ok(Ok(()))
+        }
+    };
     metrics_stop.cancel();
     if let Some(metrics) = metrics {
         let _ = metrics.await;
@@ -259,3 +269,6 @@ pub async fn run(
         Err(join) => panic!("the transport task panicked: {join}"),
     }
 }
+
+/// How long, once the engine has drained, the transport may wait for its connections to close.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);

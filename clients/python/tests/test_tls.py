@@ -14,7 +14,6 @@ import pytest
 import jobwire
 from tests.harness import REPO, Redis, Server, create_token
 from tests.helpers import running, serving
-from tests.test_auth import create_token
 
 REFUSED = (jobwire.Unavailable, jobwire.DeadlineExceeded)
 """What a call on a connection the TLS handshake refused fails with: the channel cannot connect
