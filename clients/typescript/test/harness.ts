@@ -50,15 +50,6 @@ export function jobwireBin(): string {
  */
 type Readiness = { line: RegExp } | { file: string };
 
-/** The secret `jobwire token create` prints (and only it, on stdout). */
-export function createToken(file: string, name: string, role: string, queues?: string): string {
-  const args = ["token", "create", "--file", file, "--name", name, "--role", role];
-  if (queues) args.push("--queues", queues);
-  const run = spawnSync(jobwireBin(), args, { encoding: "utf8" });
-  if (run.status !== 0) throw new Error(`jobwire token create failed: ${run.stderr}`);
-  return run.stdout.trim();
-}
-
 /**
  * Spawns `cmd` and resolves with the matching line or the file's text once it is ready,
  * rejecting if the process exits or the deadline passes.
