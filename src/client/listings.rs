@@ -1,6 +1,7 @@
 //! The client's calls for operators and dashboards: filtered listings, bulk actions on a
-//! selection or a query, dead-letter groups, per-minute activity and one event stream over
-//! several queues. Thin: each is one RPC, answered as the generated types.
+//! selection or a query, dead-letter groups, per-minute activity, one event stream over
+//! several queues, a queue's sessions, pause and resume. Thin: each is one RPC, answered as the
+//! generated types.
 
 use super::{Client, ClientError};
 use crate::proto;
@@ -66,6 +67,30 @@ impl Client {
     pub async fn queue_activity(&self, queues: &[&str]) -> Result<Vec<proto::QueueActivity>, ClientError> {
         let req = proto::GetQueueActivityRequest { queues: queues.iter().map(|q| (*q).to_owned()).collect() };
         Ok(self.inner.clone().get_queue_activity(req).await?.into_inner().queues)
+    }
+
+    /// A page of `queue`'s sessions (`page_size` 0: the server's default); `page_token` from the
+    /// previous page ("" for the first).
+    pub async fn list_sessions(
+        &self,
+        queue: &str,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<proto::ListSessionsResponse, ClientError> {
+        let req = proto::ListSessionsRequest { queue: queue.into(), page_size, page_token: page_token.into() };
+        Ok(self.raw_sessions().list_sessions(req).await?.into_inner())
+    }
+
+    /// Stops delivering `queue`'s jobs (adds still succeed) on every instance.
+    pub async fn pause_queue(&self, queue: &str) -> Result<(), ClientError> {
+        self.inner.clone().pause_queue(proto::PauseQueueRequest { queue: queue.into() }).await?;
+        Ok(())
+    }
+
+    /// Delivers `queue`'s jobs again.
+    pub async fn resume_queue(&self, queue: &str) -> Result<(), ClientError> {
+        self.inner.clone().resume_queue(proto::ResumeQueueRequest { queue: queue.into() }).await?;
+        Ok(())
     }
 
     /// Every event of `queues` from now on, on one stream.

@@ -391,3 +391,50 @@ async fn subscribe_resumes_right_after_a_cursor() {
     }
     server.assert_invariants("q").await;
 }
+
+#[tokio::test]
+async fn list_sessions_pages_and_pause_stops_delivery_until_resume() {
+    let redis = Redis::start();
+    let server = Server::start(&redis).await;
+    let producer = client(&server).await;
+    for name in ["a", "b", "c"] {
+        producer.create_session("q", Some(name), &serde_json::json!({}), 1).await.expect("create");
+    }
+    let (mut names, mut token) = (Vec::new(), String::new());
+    loop {
+        let page = producer.list_sessions("q", 2, &token).await.expect("a page");
+        names.extend(page.sessions.into_iter().map(|s| s.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    names.sort();
+    assert_eq!(names, ["q/a", "q/b", "q/c"]);
+
+    producer.pause_queue("p").await.expect("pause");
+    assert!(producer.stats("p").await.expect("stats").paused);
+    let id = producer.add(NewJob::new("p", "t")).await.expect("an add to a paused queue succeeds");
+    let ran = Arc::new(AtomicUsize::new(0));
+    let counter = ran.clone();
+    let worker = Worker::new(client(&server).await, &["p"]).handle("t", move |_ctx| {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok(Vec::new())
+        }
+    });
+    let (stopper, task) = spawn(worker);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(ran.load(Ordering::SeqCst), 0, "nothing runs while the queue is paused");
+    producer.resume_queue("p").await.expect("resume");
+    eventually(WAIT, "the job to run once resumed", || {
+        let ran = ran.clone();
+        async move { ran.load(Ordering::SeqCst) == 1 }
+    })
+    .await;
+    stop(stopper, task).await;
+    assert!(!producer.stats("p").await.expect("stats").paused);
+    assert_eq!(producer.info(&id).await.expect("info").state(), JobState::Completed);
+    server.assert_invariants("p").await;
+}
