@@ -217,9 +217,9 @@ pub async fn run(
     let incoming = Incoming::new(listener, options.tls).idle_timeout(limits.idle_timeout);
     // The dashboard's assets answer what no service does; the services also speak gRPC-web.
     let (routes, open) = if options.dashboard {
-        (Routes::from(crate::ui::router()), &crate::ui::ASSET_PATHS[..])
+        (Routes::from(crate::ui::router()), crate::ui::is_asset as fn(&str) -> bool)
     } else {
-        (Routes::default(), &[][..])
+        (Routes::default(), (|_| false) as fn(&str) -> bool)
     };
     let transport = tonic::transport::Server::builder()
         .accept_http1(options.dashboard)

@@ -39,8 +39,10 @@ const ASSETS: [Asset; 3] = [
     Asset { path: "/app.css", content_type: "text/css; charset=utf-8", body: include_bytes!("../ui/dist/app.css") },
 ];
 
-/// The paths of the assets: not methods, so the auth layer lets them pass.
-pub(crate) const ASSET_PATHS: [&str; ASSETS.len()] = [ASSETS[0].path, ASSETS[1].path, ASSETS[2].path];
+/// Whether `path` is one of the assets: not a method, so the auth layer lets it pass.
+pub(crate) fn is_asset(path: &str) -> bool {
+    ASSETS.iter().any(|a| a.path == path)
+}
 
 /// The router the gRPC services are added to: it answers what is not theirs.
 pub(crate) fn router() -> axum::Router {

@@ -16,7 +16,7 @@
 //!
 //! Without `--auth-tokens` the layer lets everything through as `Caller::unrestricted`.
 //!
-//! The dashboard's asset paths (`crate::ui::ASSET_PATHS`, when it is served) are not methods:
+//! The dashboard's asset paths (`crate::ui::is_asset`, when it is served) are not methods:
 //! they pass untouched, whatever the tokens (the assets carry no data; every call the page makes
 //! is a gRPC-web call that meets its rule here). A refusal of a gRPC-web call is answered in
 //! gRPC-web's own content type, which a browser client can read.
@@ -55,8 +55,8 @@ pub(crate) struct AuthLayer {
 
 struct Shared {
     rules: HashMap<&'static str, &'static Rule>,
-    /// Paths that pass without a rule (the dashboard's assets).
-    open: &'static [&'static str],
+    /// Whether a path passes without a rule (the dashboard's assets).
+    open: fn(&str) -> bool,
     /// None: no tokens, everything is let through.
     authority: Option<Arc<Authority>>,
     /// The streams each token holds open.
@@ -65,13 +65,9 @@ struct Shared {
 
 impl AuthLayer {
     /// Guards every call with the tokens of `authority` (None: lets everything through), each
-    /// token holding at most `max_streams_per_token` streams open; `open`: the paths that are
-    /// not methods and pass untouched.
-    pub(crate) fn new(
-        authority: Option<Arc<Authority>>,
-        open: &'static [&'static str],
-        max_streams_per_token: usize,
-    ) -> Self {
+    /// token holding at most `max_streams_per_token` streams open; `open`: whether a path is
+    /// not a method and passes untouched.
+    pub(crate) fn new(authority: Option<Arc<Authority>>, open: fn(&str) -> bool, max_streams_per_token: usize) -> Self {
         let rules = RULES.iter().map(|rule| (rule.path, rule)).collect();
         let streams = StreamCounts::new(max_streams_per_token);
         Self { shared: Arc::new(Shared { rules, open, authority, streams }) }
@@ -203,7 +199,7 @@ where
         // dashboard (when served) 404.
         let path = request.uri().path();
         let unguarded = self.shared.authority.is_none() && !self.shared.rules.contains_key(path);
-        if unguarded || self.shared.open.contains(&path) {
+        if unguarded || (self.shared.open)(path) {
             return Box::pin(self.inner.call(request));
         }
         let peer = request.extensions().get::<Peer>();
