@@ -39,6 +39,10 @@ class MissedFires(enum.IntEnum):
     RUN_ONCE = 2
     RUN_ALL = 3
 
+    @classmethod
+    def _missing_(cls, value: object) -> MissedFires:
+        return cls.UNSPECIFIED  # a policy added to the proto after this client was built
+
 
 class Overlap(enum.IntEnum):
     """What a fire does while the previous fire's job has not finished: ``ALLOW`` (the default)
@@ -47,6 +51,10 @@ class Overlap(enum.IntEnum):
     UNSPECIFIED = 0
     ALLOW = 1
     SKIP = 2
+
+    @classmethod
+    def _missing_(cls, value: object) -> Overlap:
+        return cls.UNSPECIFIED  # a policy added to the proto after this client was built
 
 
 @dataclass(frozen=True)
