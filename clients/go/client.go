@@ -30,15 +30,17 @@ const DefaultAddress = "127.0.0.1:50051"
 const maxMessageBytes = 64 << 20
 
 // Client is the producer side of jobwire and every call that is not a worker's: adds, waits,
-// sessions, events and the admin calls. It is safe for concurrent use; one Client (one HTTP/2
-// connection) per process is enough. Workers made from it share its connection.
+// sessions, schedules, events and the admin calls (queue settings among them). It is safe for
+// concurrent use; one Client (one HTTP/2 connection) per process is enough. Workers made from
+// it share its connection.
 type Client struct {
-	conn     grpc.ClientConnInterface
-	closer   func() error
-	queue    pb.QueueServiceClient
-	sessions pb.SessionServiceClient
-	retry    RetryPolicy
-	logger   *slog.Logger
+	conn      grpc.ClientConnInterface
+	closer    func() error
+	queue     pb.QueueServiceClient
+	sessions  pb.SessionServiceClient
+	schedules pb.ScheduleServiceClient
+	retry     RetryPolicy
+	logger    *slog.Logger
 }
 
 // TLS configures a TLS connection to the server. All fields are optional.
@@ -228,7 +230,8 @@ func newClient(conn grpc.ClientConnInterface, cfg *config) *Client {
 	return &Client{
 		conn: conn, closer: func() error { return nil },
 		queue: pb.NewQueueServiceClient(conn), sessions: pb.NewSessionServiceClient(conn),
-		retry: cfg.retry, logger: cfg.logger,
+		schedules: pb.NewScheduleServiceClient(conn),
+		retry:     cfg.retry, logger: cfg.logger,
 	}
 }
 
@@ -305,6 +308,9 @@ func (c *Client) Raw() pb.QueueServiceClient { return c.queue }
 
 // RawSessions is the generated SessionService client over this connection.
 func (c *Client) RawSessions() pb.SessionServiceClient { return c.sessions }
+
+// RawSchedules is the generated ScheduleService client over this connection.
+func (c *Client) RawSchedules() pb.ScheduleServiceClient { return c.schedules }
 
 // call runs one unary RPC and maps its error; when retryable, an UNAVAILABLE answer is tried
 // again per the client's RetryPolicy, within ctx.

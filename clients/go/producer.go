@@ -89,22 +89,42 @@ func (j *NewJob) request() *pb.AddJobRequest {
 	if j.Timeout > 0 {
 		req.Timeout = durationpb.New(j.Timeout)
 	}
-	if b := j.Backoff; b != nil {
-		req.Backoff = &pb.Backoff{Kind: pb.BackoffKind(b.Kind)}
-		if b.Jitter != nil {
-			req.Backoff.Jitter = proto.Float64(*b.Jitter)
-		}
-		if b.Base > 0 {
-			req.Backoff.Base = durationpb.New(b.Base)
-		}
-		if b.Max > 0 {
-			req.Backoff.Max = durationpb.New(b.Max)
-		}
-		if b.Factor != 0 {
-			req.Backoff.Factor = proto.Float64(b.Factor)
-		}
-	}
+	req.Backoff = j.Backoff.proto()
 	return req
+}
+
+// proto is the backoff as sent; nil stays nil (the server's default).
+func (b *Backoff) proto() *pb.Backoff {
+	if b == nil {
+		return nil
+	}
+	out := &pb.Backoff{Kind: pb.BackoffKind(b.Kind)}
+	if b.Jitter != nil {
+		out.Jitter = proto.Float64(*b.Jitter)
+	}
+	if b.Base > 0 {
+		out.Base = durationpb.New(b.Base)
+	}
+	if b.Max > 0 {
+		out.Max = durationpb.New(b.Max)
+	}
+	if b.Factor != 0 {
+		out.Factor = proto.Float64(b.Factor)
+	}
+	return out
+}
+
+// backoffOf is a backoff as the server reports it (a schedule's template, a queue's
+// settings); nil stays nil.
+func backoffOf(b *pb.Backoff) *Backoff {
+	if b == nil {
+		return nil
+	}
+	out := &Backoff{Kind: BackoffKind(b.GetKind()), Base: durationOf(b.GetBase()), Max: durationOf(b.GetMax()), Factor: b.GetFactor()}
+	if b.Jitter != nil {
+		out.Jitter = Ptr(b.GetJitter())
+	}
+	return out
 }
 
 // Added is the outcome of an add.

@@ -1,7 +1,7 @@
 //! The client's calls for operators and dashboards: filtered listings, bulk actions on a
 //! selection or a query, dead-letter groups, per-minute activity, one event stream over
-//! several queues, a queue's sessions, pause and resume. Thin: each is one RPC, answered as the
-//! generated types.
+//! several queues, a queue's sessions, pause and resume, queue settings. Thin: each is one RPC,
+//! answered as the generated types.
 
 use super::{Client, ClientError};
 use crate::proto;
@@ -91,6 +91,26 @@ impl Client {
     pub async fn resume_queue(&self, queue: &str) -> Result<(), ClientError> {
         self.inner.clone().resume_queue(proto::ResumeQueueRequest { queue: queue.into() }).await?;
         Ok(())
+    }
+
+    /// The settings `queue` holds, and those in effect (the server's flags for the rest).
+    pub async fn queue_settings(&self, queue: &str) -> Result<proto::GetQueueSettingsResponse, ClientError> {
+        let req = proto::GetQueueSettingsRequest { queue: queue.into() };
+        Ok(self.inner.clone().get_queue_settings(req).await?.into_inner())
+    }
+
+    /// Sets the fields of `settings` that are given and clears those named in `clear` (their
+    /// proto names: `max_waiting`, `timeout`...), at run time; answers the settings as they now
+    /// are. An invalid value is INVALID_ARGUMENT naming the field.
+    pub async fn set_queue_settings(
+        &self,
+        queue: &str,
+        settings: proto::QueueSettings,
+        clear: &[&str],
+    ) -> Result<proto::SetQueueSettingsResponse, ClientError> {
+        let clear = clear.iter().map(|name| (*name).to_owned()).collect();
+        let req = proto::SetQueueSettingsRequest { queue: queue.into(), settings: Some(settings), clear };
+        Ok(self.inner.clone().set_queue_settings(req).await?.into_inner())
     }
 
     /// Every event of `queues` from now on, on one stream.

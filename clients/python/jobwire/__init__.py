@@ -1,6 +1,6 @@
 """Python client of jobwire, the gRPC job queue.
 
-Producers use :class:`Client` (add jobs, await results, sessions, events, admin calls); workers
+Producers use :class:`Client` (add jobs, await results, sessions, schedules, events, admin calls); workers
 use :class:`Worker` (register handlers by job type, run). The generated protobuf code lives in
 ``jobwire._gen`` and is reachable as ``jobwire.pb`` (messages) and ``jobwire.pb_grpc`` (stubs)
 for anything the wrappers do not cover.
@@ -32,7 +32,9 @@ from ._gen.jobwire.v1 import jobwire_pb2 as pb
 from ._gen.jobwire.v1 import jobwire_pb2_grpc as pb_grpc
 from ._job import Job, ReconnectPolicy
 from ._retry import RetryPolicy
+from ._schedules import JobTemplate, MissedFires, Overlap, Schedule
 from ._sessions import Session, SessionSnapshot
+from ._settings import QueueSettings, QueueSettingsView
 from ._tls import Tls
 from ._types import (
     Added,
@@ -68,19 +70,25 @@ __all__ = [
     "JobEvent",
     "JobInfo",
     "JobState",
+    "JobTemplate",
     "LeaseLost",
+    "MissedFires",
     "NewJob",
     "NotFound",
     "OutOfRange",
+    "Overlap",
     "Page",
     "Permanent",
     "PermissionDenied",
+    "QueueSettings",
+    "QueueSettingsView",
     "QueueStats",
     "ReconnectPolicy",
     "Rejected",
     "Retry",
     "RetryAfter",
     "RetryPolicy",
+    "Schedule",
     "Seconds",
     "ServingStatus",
     "Session",

@@ -1,6 +1,7 @@
 """The calls operators' tools make: queue figures, listings, pause/resume, dead-letter retries,
-deletes. Reads and pause/resume (setting a state twice is harmless) are retried on UNAVAILABLE;
-retries of dead jobs, deletes and purges are not (a repeat would answer differently).
+deletes, queue settings. Reads, pause/resume and settings (setting a value twice is harmless)
+are retried on UNAVAILABLE; retries of dead jobs, deletes and purges are not (a repeat would
+answer differently).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Iterable
 from ._calls import UNSET, Calls
 from ._errors import FailedPrecondition
 from ._gen.jobwire.v1 import jobwire_pb2 as pb
+from ._settings import QueueSettings, QueueSettingsView, proto_field_names
 from ._types import JobInfo, JobState, Page, QueueStats, WorkerInfo
 
 
@@ -116,3 +118,32 @@ class AdminCalls(Calls):
             self.stub.ListWorkers, pb.ListWorkersRequest(queue=queue), timeout
         )
         return [WorkerInfo.from_proto(w) for w in response.workers]
+
+    async def get_queue_settings(
+        self, queue: str, *, timeout: float | None = UNSET
+    ) -> QueueSettingsView:
+        """The settings ``queue`` holds, and those in effect (the server's flags for the rest)."""
+        response = await self._unary(
+            self.stub.GetQueueSettings, pb.GetQueueSettingsRequest(queue=queue), timeout
+        )
+        return QueueSettingsView.from_proto(response)
+
+    async def set_queue_settings(
+        self,
+        queue: str,
+        settings: QueueSettings | None = None,
+        *,
+        clear: Iterable[str] = (),
+        timeout: float | None = UNSET,
+    ) -> QueueSettingsView:
+        """Sets the fields of ``settings`` that are not ``None`` and clears those named in
+        ``clear`` (:class:`QueueSettings` field names: their flag applies again), at run time;
+        returns the settings as they now are. An invalid value raises
+        :class:`jobwire.InvalidArgument` naming the field."""
+        request = pb.SetQueueSettingsRequest(
+            queue=queue,
+            settings=(settings or QueueSettings()).to_proto(),
+            clear=proto_field_names(clear),
+        )
+        response = await self._unary(self.stub.SetQueueSettings, request, timeout)
+        return QueueSettingsView.from_proto(response)

@@ -2,7 +2,8 @@
 the retry policy, and one way to make a unary call with them.
 
 :class:`jobwire.Client` is assembled from groups (producing and acks in ``_client``, sessions in
-``_sessions``, events in ``_events``, admin calls in ``_admin``), each a class over
+``_sessions``, schedules in ``_schedules``, events in ``_events``, admin calls in
+``_admin``), each a class over
 :class:`Calls`, so each file stays about one part of the API.
 """
 
@@ -14,6 +15,7 @@ import grpc
 
 from ._errors import Error, LeaseLost
 from ._gen.jobwire.v1 import jobwire_pb2_grpc as pb_grpc
+from ._gen.jobwire.v1 import schedules_pb2_grpc as spb_grpc
 from ._retry import NO_RETRY, RetryPolicy, call_unary
 
 Req = TypeVar("Req")
@@ -30,6 +32,8 @@ class Calls:
     """The generated QueueService stub, for anything the client does not wrap."""
     sessions_stub: pb_grpc.SessionServiceAsyncStub
     """The generated SessionService stub."""
+    schedules_stub: spb_grpc.ScheduleServiceAsyncStub
+    """The generated ScheduleService stub."""
     metadata: grpc.aio.Metadata | None
     timeout: float | None
     retry: RetryPolicy

@@ -1,6 +1,6 @@
 """The producer side (and the unary calls the worker makes): add jobs, read them, await results,
-cancel them. Sessions, events and admin calls come from the groups :class:`Client` is made of
-(``_sessions``, ``_events``, ``_admin``).
+cancel them. Sessions, schedules, events and admin calls come from the groups :class:`Client` is made of
+(``_sessions``, ``_schedules``, ``_events``, ``_admin``).
 
 One :class:`Client` owns one ``grpc.aio`` channel (or borrows one given to it). Every call takes
 ``timeout`` (seconds for the whole call, retries included; the client's default when omitted) and
@@ -42,7 +42,9 @@ from ._errors import (
 from ._events import EventCalls
 from ._gen.jobwire.v1 import jobwire_pb2 as pb
 from ._gen.jobwire.v1 import jobwire_pb2_grpc as pb_grpc
+from ._gen.jobwire.v1 import schedules_pb2_grpc as spb_grpc
 from ._retry import DEFAULT_RETRY, RetryPolicy
+from ._schedules import ScheduleCalls
 from ._sessions import SessionCalls, state_text
 from ._tls import Tls, channel_security
 from ._types import (
@@ -104,7 +106,7 @@ def open_channel(
     return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)
 
 
-class Client(SessionCalls, EventCalls, AdminCalls):
+class Client(SessionCalls, ScheduleCalls, EventCalls, AdminCalls):
     """A connection to jobwire for producers (and the worker's acks).
 
     >>> async with jobwire.Client("127.0.0.1:50051") as client:
@@ -149,6 +151,7 @@ class Client(SessionCalls, EventCalls, AdminCalls):
         self.channel: grpc.aio.Channel = channel
         self.stub = pb_grpc.QueueServiceStub(self.channel)
         self.sessions_stub = pb_grpc.SessionServiceStub(self.channel)
+        self.schedules_stub = spb_grpc.ScheduleServiceStub(self.channel)
         self.timeout = timeout
         self.retry = retry
         metadata = call_metadata(metadata, token)

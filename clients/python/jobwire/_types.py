@@ -19,6 +19,7 @@ import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from ._gen.jobwire.v1 import jobwire_pb2 as pb
+from ._gen.jobwire.v1 import schedules_pb2 as spb
 
 Seconds: TypeAlias = float | int | timedelta
 """A duration: seconds as a number, or a ``timedelta``."""
@@ -130,6 +131,17 @@ class Backoff:
             message.jitter = self.jitter
         return message
 
+    @classmethod
+    def from_proto(cls, m: pb.Backoff) -> Backoff:
+        """A backoff as the server reports it (in a schedule's template or queue settings)."""
+        return cls(
+            kind="fixed" if m.kind == pb.BACKOFF_KIND_FIXED else "exponential",
+            base=m.base.ToTimedelta() if m.HasField("base") else None,
+            factor=m.factor if m.HasField("factor") else None,
+            max=m.max.ToTimedelta() if m.HasField("max") else None,
+            jitter=m.jitter if m.HasField("jitter") else None,
+        )
+
 
 @dataclass(frozen=True)
 class NewJob:
@@ -174,13 +186,24 @@ class NewJob:
             message.delay.CopyFrom(to_duration(self.delay, "delay"))
         if self.run_at is not None:
             message.run_at.CopyFrom(to_timestamp(self.run_at))
-        if self.max_attempts is not None:
-            message.max_attempts = self.max_attempts
-        if self.backoff is not None:
-            message.backoff.CopyFrom(self.backoff.to_proto())
-        if self.attempt_timeout is not None:
-            message.timeout.CopyFrom(to_duration(self.attempt_timeout, "attempt_timeout"))
+        set_attempt_options(message, self.max_attempts, self.backoff, self.attempt_timeout)
         return message
+
+
+def set_attempt_options(
+    message: pb.AddJobRequest | spb.JobTemplate,
+    max_attempts: int | None,
+    backoff: Backoff | None,
+    attempt_timeout: Seconds | None,
+) -> None:
+    """Sets the options of a job's attempts that are given (an add's, or a schedule's
+    template's: the same three fields)."""
+    if max_attempts is not None:
+        message.max_attempts = max_attempts
+    if backoff is not None:
+        message.backoff.CopyFrom(backoff.to_proto())
+    if attempt_timeout is not None:
+        message.timeout.CopyFrom(to_duration(attempt_timeout, "attempt_timeout"))
 
 
 @dataclass(frozen=True)

@@ -1,24 +1,28 @@
 /**
  * The producer side: add jobs (one or many, or to a session), read them, await their results,
- * cancel them; sessions (`SessionService`); following jobs and queues (`watch`, `subscribe`,
- * in `events.ts`); and the admin calls tools need.
+ * cancel them; sessions (`SessionService`); schedules (`ScheduleService`); following jobs and
+ * queues (`watch`, `subscribe`, in `events.ts`); and the admin calls tools need, queue settings
+ * among them.
  *
  * Retries: calls that are safe to repeat are retried on UNAVAILABLE (Redis or the server briefly
  * away) with jittered exponential backoff, within the call's deadline. An add is safe to repeat
  * because it always carries an idempotency key: the caller's, or one generated per logical add,
  * so a retry of an add whose answer was lost returns the first job's id instead of adding a
  * second job. (With `autoIdempotencyKey: false` and no key given, adds are not retried.)
- * Session creates and updates, dead-letter retries, deletes and purges are not retried: a
- * repeat of one that went through would answer differently.
+ * Session creates and updates, schedule upserts and triggers, dead-letter retries, deletes and
+ * purges are not retried: a repeat of one that went through would answer differently (and a
+ * repeated trigger would add a second job). Queue settings are: setting a value twice is
+ * harmless.
  */
 import { randomBytes } from "node:crypto";
 
 import type { Metadata } from "@grpc/grpc-js";
 
-import { buildMetadata, createRawClient, createSessionsClient, type ConnectionOptions } from "./connection";
+import { buildMetadata, createRawClient, createSchedulesClient, createSessionsClient, type ConnectionOptions } from "./connection";
 import { JobCancelledError, JobDeadError, RpcError, Status, WaitTimeoutError, hasStatus } from "./errors";
 import { follow, type FollowOptions, type JobEvent } from "./events";
 import * as pb from "./gen/jobwire/v1/jobwire";
+import type { ScheduleServiceClient } from "./gen/jobwire/v1/schedules";
 import { DEFAULT_RETRY, retrying, unary, type CallContext, type RetryOptions } from "./internal/rpc";
 import { backoffDelay, sleep } from "./internal/time";
 import {
@@ -46,6 +50,8 @@ import {
   type PageOptions,
   type SessionUpdate,
 } from "./sessions";
+import { Schedule, toScheduleDefinition, type ScheduleSpec } from "./schedules";
+import { fromQueueSettings, protoSettingName, toQueueSettings, type QueueSettingName, type QueueSettings, type QueueSettingsView } from "./settings";
 import { DEFAULT_POLL, PollingWatcher, StreamWatcher, type JobWatcher, type PollOptions } from "./watch";
 
 export interface ClientOptions extends ConnectionOptions {
@@ -85,6 +91,8 @@ export class Client {
   readonly raw: pb.QueueServiceClient;
   /** The generated grpc-js SessionService client (on the same channel). */
   readonly rawSessions: pb.SessionServiceClient;
+  /** The generated grpc-js ScheduleService client (on the same channel). */
+  readonly rawSchedules: ScheduleServiceClient;
   private readonly deadlineMs: number;
   private readonly retry: RetryOptions;
   private readonly autoKey: boolean;
@@ -95,6 +103,7 @@ export class Client {
   constructor(options: ClientOptions = {}) {
     this.raw = createRawClient(options);
     this.rawSessions = createSessionsClient(this.raw);
+    this.rawSchedules = createSchedulesClient(this.raw);
     this.deadlineMs = options.deadlineMs ?? 10_000;
     this.retry = { ...DEFAULT_RETRY, ...(options.retry ?? {}) };
     this.autoKey = options.autoIdempotencyKey ?? true;
@@ -365,6 +374,80 @@ export class Client {
   async listWorkers(queue = "", options: CallOptions = {}): Promise<WorkerInfo[]> {
     const res = await this.read("ListWorkers", this.raw.listWorkers.bind(this.raw), { queue }, options);
     return res.workers.map(toWorkerInfo);
+  }
+
+  /** The settings `queue` holds, and those in effect (the server's flags for the rest). */
+  async getQueueSettings(queue: string, options: CallOptions = {}): Promise<QueueSettingsView> {
+    const res = await this.read("GetQueueSettings", this.raw.getQueueSettings.bind(this.raw), { queue }, options);
+    return { settings: fromQueueSettings(res.settings), effective: fromQueueSettings(res.effective) };
+  }
+
+  /**
+   * Sets the fields of `settings` given and clears those named in `clear` (their flag applies
+   * again), at run time; resolves with the settings as they now are. An invalid value rejects
+   * with RpcError INVALID_ARGUMENT naming the field (by its proto name: `max_attempts`).
+   */
+  async setQueueSettings(
+    queue: string,
+    settings: QueueSettings,
+    change: { clear?: QueueSettingName[] } = {},
+    options: CallOptions = {},
+  ): Promise<QueueSettingsView> {
+    const request = { queue, settings: toQueueSettings(settings), clear: (change.clear ?? []).map(protoSettingName) };
+    const res = await this.read("SetQueueSettings", this.raw.setQueueSettings.bind(this.raw), request, options);
+    return { settings: fromQueueSettings(res.settings), effective: fromQueueSettings(res.effective) };
+  }
+
+  // ---- schedules --------------------------------------------------------------------------------
+
+  /**
+   * Creates a schedule, or replaces the definition of the one of its name (its pause and how far
+   * it has fired are kept). Resolves with it as stored, and whether it was created.
+   */
+  async upsertSchedule(spec: ScheduleSpec, options: CallOptions = {}): Promise<{ schedule: Schedule; created: boolean }> {
+    const request = { schedule: toScheduleDefinition(spec) };
+    const res = await this.once("UpsertSchedule", this.rawSchedules.upsertSchedule.bind(this.rawSchedules), request, options);
+    return { schedule: new Schedule(required("UpsertSchedule", res.schedule)), created: res.created };
+  }
+
+  /** One schedule, with its next fire time. Unknown: NOT_FOUND. */
+  async getSchedule(queue: string, name: string, options: CallOptions = {}): Promise<Schedule> {
+    const res = await this.read("GetSchedule", this.rawSchedules.getSchedule.bind(this.rawSchedules), { queue, name }, options);
+    return new Schedule(required("GetSchedule", res.schedule));
+  }
+
+  /** Every schedule of `queue`, sorted by name (read page after page, each page its own deadline). */
+  async listSchedules(queue: string, options: CallOptions = {}): Promise<Schedule[]> {
+    const out: Schedule[] = [];
+    let pageToken = "";
+    do {
+      const request = { queue, pageSize: 1000, pageToken };
+      const res = await this.read("ListSchedules", this.rawSchedules.listSchedules.bind(this.rawSchedules), request, options);
+      out.push(...res.schedules.map((s) => new Schedule(s)));
+      pageToken = res.nextPageToken;
+    } while (pageToken !== "");
+    return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  /** Deletes a schedule; the jobs it added stay. Unknown: NOT_FOUND. */
+  async deleteSchedule(queue: string, name: string, options: CallOptions = {}): Promise<void> {
+    await this.once("DeleteSchedule", this.rawSchedules.deleteSchedule.bind(this.rawSchedules), { queue, name }, options);
+  }
+
+  /** Stops a schedule firing; the due times passing meanwhile are missed fires. */
+  async pauseSchedule(queue: string, name: string, options: CallOptions = {}): Promise<void> {
+    await this.read("PauseSchedule", this.rawSchedules.pauseSchedule.bind(this.rawSchedules), { queue, name }, options);
+  }
+
+  /** Lets a paused schedule fire again (missed times follow its `missedFires`). */
+  async resumeSchedule(queue: string, name: string, options: CallOptions = {}): Promise<void> {
+    await this.read("ResumeSchedule", this.rawSchedules.resumeSchedule.bind(this.rawSchedules), { queue, name }, options);
+  }
+
+  /** Adds one job from the schedule's template now, whatever its timetable or pause; resolves with its id. */
+  async triggerSchedule(queue: string, name: string, options: CallOptions = {}): Promise<string> {
+    const res = await this.once("TriggerSchedule", this.rawSchedules.triggerSchedule.bind(this.rawSchedules), { queue, name }, options);
+    return res.jobId;
   }
 
   /** Closes the channel. Calls in progress fail with CANCELLED. */

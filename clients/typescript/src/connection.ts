@@ -8,6 +8,7 @@ import { readFileSync } from "node:fs";
 import { ChannelCredentials, Metadata, type ChannelOptions } from "@grpc/grpc-js";
 
 import { QueueServiceClient, SessionServiceClient } from "./gen/jobwire/v1/jobwire";
+import { ScheduleServiceClient } from "./gen/jobwire/v1/schedules";
 
 /** Used when neither `address` nor `JOBWIRE_ADDR` is set. */
 export const DEFAULT_ADDRESS = "127.0.0.1:50051";
@@ -90,6 +91,11 @@ export function createRawClient(opts: ConnectionOptions, defaults: ChannelOption
 export function createSessionsClient(queues: QueueServiceClient): SessionServiceClient {
   // With channelOverride the address and credentials are those of the channel given.
   return new SessionServiceClient("unused", ChannelCredentials.createInsecure(), { channelOverride: queues.getChannel() });
+}
+
+/** The generated client for `jobwire.v1.ScheduleService`, on the channel of `queues`. */
+export function createSchedulesClient(queues: QueueServiceClient): ScheduleServiceClient {
+  return new ScheduleServiceClient("unused", ChannelCredentials.createInsecure(), { channelOverride: queues.getChannel() });
 }
 
 export function buildMetadata(opts: ConnectionOptions): Metadata {

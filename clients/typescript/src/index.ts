@@ -2,7 +2,8 @@
  * @jobwire/client: the TypeScript client of jobwire.
  *
  * - `Client` adds jobs (one or many, or to a session), awaits their results, cancels them, runs
- *   sessions, follows jobs and queues (`watch`, `subscribe`) and makes the admin calls.
+ *   sessions and schedules, follows jobs and queues (`watch`, `subscribe`) and makes the admin
+ *   calls (queue settings among them).
  * - `Worker` runs handlers by job type on one Work stream with a chosen concurrency.
  * - `proto` is the generated code of `jobwire.v1` (messages and the grpc-js client), for
  *   anything the two classes do not cover.
@@ -42,7 +43,10 @@ export {
   type WorkerInfo,
   isFinalState,
 } from "./types";
+export { Schedule, type JobTemplate, type JobTemplateSpec, type MissedFires, type Overlap, type ScheduleSpec } from "./schedules";
+export { type QueueSettingName, type QueueSettings, type QueueSettingsView } from "./settings";
 export { Session, type NewSession, type Page, type PageOptions, type SessionUpdate } from "./sessions";
 export { PollingWatcher, StreamWatcher, type JobReader, type JobWatcher, type PollOptions } from "./watch";
 export { ActiveJob, Worker, type Handler, type SessionSnapshot, type StopOptions, type WorkerOptions } from "./worker";
 export * as proto from "./gen/jobwire/v1/jobwire";
+export * as scheduleProto from "./gen/jobwire/v1/schedules";

@@ -161,7 +161,8 @@ export function toAddJobRequest(
   });
 }
 
-function toBackoff(b: BackoffOptions): pb.Backoff {
+/** A backoff as the proto message (its unset fields left for the server's defaults). */
+export function toBackoff(b: BackoffOptions): pb.Backoff {
   const kind =
     b.kind === undefined
       ? pb.BackoffKind.BACKOFF_KIND_UNSPECIFIED
@@ -175,6 +176,18 @@ function toBackoff(b: BackoffOptions): pb.Backoff {
     max: b.maxMs === undefined ? undefined : msToDuration(b.maxMs, "backoff.maxMs"),
     jitter: b.jitter,
   };
+}
+
+/** A backoff as the server reports it (a schedule's template, a queue's settings). */
+export function fromBackoff(b: pb.Backoff): BackoffOptions {
+  const out: BackoffOptions = { kind: b.kind === pb.BackoffKind.BACKOFF_KIND_FIXED ? "fixed" : "exponential" };
+  const baseMs = durationToMs(b.base);
+  const maxMs = durationToMs(b.max);
+  if (baseMs !== undefined) out.baseMs = baseMs;
+  if (b.factor !== undefined) out.factor = b.factor;
+  if (maxMs !== undefined) out.maxMs = maxMs;
+  if (b.jitter !== undefined) out.jitter = b.jitter;
+  return out;
 }
 
 /** Everything known about one job (GetJobInfo). */

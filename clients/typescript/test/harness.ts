@@ -14,6 +14,9 @@ import * as net from "node:net";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { createInterface } from "node:readline";
+import { after, before } from "node:test";
+
+import { Client } from "../src";
 
 export const REPO_ROOT = path.resolve(__dirname, "..", "..", "..");
 const STARTUP_DEADLINE_MS = 20_000;
@@ -209,6 +212,35 @@ export class Stack {
     await this.server.stop();
     await this.redis.stop();
     rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** A stack and a client on it for a whole test file: started before its first test, stopped after its last. */
+export class SharedStack {
+  private started: { stack: Stack; client: Client } | undefined;
+
+  constructor() {
+    before(async () => {
+      const stack = await Stack.start();
+      this.started = { stack, client: new Client({ address: stack.address }) };
+    });
+    after(async () => {
+      this.started?.client.close();
+      await this.started?.stack.stop();
+    });
+  }
+
+  get stack(): Stack {
+    return this.running().stack;
+  }
+
+  get client(): Client {
+    return this.running().client;
+  }
+
+  private running(): { stack: Stack; client: Client } {
+    if (this.started === undefined) throw new Error("SharedStack: used outside a test");
+    return this.started;
   }
 }
 

@@ -49,6 +49,15 @@ type request struct {
 	Hold            bool              `json:"hold"`
 	Invocation      int               `json:"invocation"`
 	Until           string            `json:"until"`
+	EveryMs         int64             `json:"every_ms"`
+	Cron            string            `json:"cron"`
+	TimeZone        string            `json:"time_zone"`
+	JitterMs        int64             `json:"jitter_ms"`
+	MissedFires     string            `json:"missed_fires"`
+	CatchUpMax      uint32            `json:"catch_up_max"`
+	Overlap         string            `json:"overlap"`
+	Settings        map[string]int64  `json:"settings"`
+	Clear           []string          `json:"clear"`
 }
 
 // reply is the fields of an answer beyond id and ok.
@@ -116,7 +125,10 @@ func (d *driver) do(r *request) reply {
 		"session_create": d.sessionCreate, "session_get": d.sessionGet, "session_update": d.sessionUpdate,
 		"subscribe_start": d.subscribeStart, "subscribe_take": d.subscribeTake, "subscribe_stop": d.subscribeEnd,
 		"complete_with_token": d.completeWithToken,
-		"worker_start":        d.workerStart, "worker_stop": d.workerOp, "release": d.workerOp, "wait_handler": d.workerOp,
+		"schedule_upsert":     d.scheduleUpsert, "schedule_get": d.scheduleGet, "schedule_list": d.scheduleList,
+		"schedule_pause": d.scheduleOp, "schedule_resume": d.scheduleOp, "schedule_delete": d.scheduleOp,
+		"schedule_trigger": d.scheduleTrigger, "settings_get": d.settingsGet, "settings_set": d.settingsSet,
+		"worker_start": d.workerStart, "worker_stop": d.workerOp, "release": d.workerOp, "wait_handler": d.workerOp,
 	}
 	if op, ok := ops[r.Op]; ok {
 		return op(r)

@@ -66,6 +66,7 @@ public final class Driver {
 
   private final String lang = System.getenv("CONFORMANCE_LANG");
   private final JobwireClient client;
+  private final ScheduleOps schedules;
   private Worker worker;
   private Calls calls;
   private Subscription subscription;
@@ -73,6 +74,7 @@ public final class Driver {
 
   Driver(JobwireClient client) {
     this.client = client;
+    this.schedules = new ScheduleOps(client);
   }
 
   // ---- values ------------------------------------------------------------------------------
@@ -495,7 +497,11 @@ public final class Driver {
       case "wait_handler":
         return workerOp(op, r);
       default:
-        throw new Refused("UNIMPLEMENTED", "unknown op " + op);
+        JsonObject scheduled = schedules.serve(op, r);
+        if (scheduled == null) {
+          throw new Refused("UNIMPLEMENTED", "unknown op " + op);
+        }
+        return scheduled;
     }
   }
 

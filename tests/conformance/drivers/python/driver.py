@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import jobwire
@@ -309,6 +310,63 @@ class Driver:
         self.subscription, self.events = None, None
         return {}
 
+    # schedules and settings
+
+    async def op_schedule_upsert(self, r: dict[str, Any]) -> Reply:
+        template = jobwire.JobTemplate(
+            r["type"],
+            payload=payload_of(r.get("payload")),
+            headers=r.get("headers"),
+            max_attempts=r.get("max_attempts"),
+        )
+        schedule, created = await self.client.upsert_schedule(
+            r["queue"],
+            r["name"],
+            template,
+            every=r["every_ms"] / 1000 if r.get("every_ms") else None,
+            cron=r.get("cron"),
+            time_zone=r.get("time_zone") or "",
+            jitter=r["jitter_ms"] / 1000 if r.get("jitter_ms") else None,
+            missed_fires=jobwire.MissedFires[r.get("missed_fires") or "UNSPECIFIED"],
+            catch_up_max=int(r.get("catch_up_max") or 0),
+            overlap=jobwire.Overlap[r.get("overlap") or "UNSPECIFIED"],
+        )
+        return {"created": created, **schedule_reply(schedule)}
+
+    async def op_schedule_get(self, r: dict[str, Any]) -> Reply:
+        return schedule_reply(await self.client.get_schedule(r["queue"], r["name"]))
+
+    async def op_schedule_list(self, r: dict[str, Any]) -> Reply:
+        return {"names": [s.name for s in await self.client.list_schedules(r["queue"])]}
+
+    async def op_schedule_pause(self, r: dict[str, Any]) -> Reply:
+        await self.client.pause_schedule(r["queue"], r["name"])
+        return {}
+
+    async def op_schedule_resume(self, r: dict[str, Any]) -> Reply:
+        await self.client.resume_schedule(r["queue"], r["name"])
+        return {}
+
+    async def op_schedule_delete(self, r: dict[str, Any]) -> Reply:
+        await self.client.delete_schedule(r["queue"], r["name"])
+        return {}
+
+    async def op_schedule_trigger(self, r: dict[str, Any]) -> Reply:
+        return {"job_id": await self.client.trigger_schedule(r["queue"], r["name"])}
+
+    async def op_settings_get(self, r: dict[str, Any]) -> Reply:
+        return settings_reply(await self.client.get_queue_settings(r["queue"]))
+
+    async def op_settings_set(self, r: dict[str, Any]) -> Reply:
+        given = r.get("settings") or {}
+        fields: dict[str, Any] = {name: given[name] for name in SETTING_COUNTS if name in given}
+        for name, conformance_name in SETTING_DURATIONS.items():
+            if f"{conformance_name}_ms" in given:
+                fields[name] = timedelta(milliseconds=given[f"{conformance_name}_ms"])
+        settings = jobwire.QueueSettings(**fields)
+        clear = [PYTHON_SETTING_NAMES.get(name, name) for name in r.get("clear") or []]
+        return settings_reply(await self.client.set_queue_settings(r["queue"], settings, clear=clear))
+
     # worker
 
     async def op_worker_start(self, r: dict[str, Any]) -> Reply:
@@ -336,6 +394,47 @@ class Driver:
         if self.worker is None:
             raise Refused("FAILED_PRECONDITION", "no worker runs")
         return self.worker
+
+
+def schedule_reply(s: jobwire.Schedule) -> Reply:
+    return {
+        "name": s.name,
+        "type": s.template.type,
+        "every_ms": round(s.every.total_seconds() * 1000) if s.every is not None else None,
+        "cron": s.cron,
+        "time_zone": s.time_zone,
+        "paused": s.paused,
+        "has_next_fire": s.next_fire_at is not None,
+        "fires": s.fires,
+        "revision": s.revision,
+        "last_job_id": s.last_job_id,
+        "overlap": s.overlap.name,
+        "missed_fires": s.missed_fires.name,
+        "catch_up_max": s.catch_up_max,
+    }
+
+
+# The settings of the conformance ops: counts by their names, durations as `<name>_ms`.
+SETTING_COUNTS = ("max_waiting", "max_attempts", "concurrency", "completed_max", "dead_max")
+# This client's name of each duration setting -> the conformance name (before `_ms`).
+SETTING_DURATIONS = {
+    "attempt_timeout": "timeout",
+    "completed_retention": "completed_retention",
+    "dead_retention": "dead_retention",
+}
+# The conformance (proto) names of settings to clear whose name in this client differs.
+PYTHON_SETTING_NAMES = {"timeout": "attempt_timeout"}
+
+
+def settings_reply(view: jobwire.QueueSettingsView) -> Reply:
+    def one(s: jobwire.QueueSettings) -> Reply:
+        out: Reply = {name: getattr(s, name) for name in SETTING_COUNTS}
+        for name, name_ms in SETTING_DURATIONS.items():
+            value = getattr(s, name)
+            out[f"{name_ms}_ms"] = None if value is None else round(value.total_seconds() * 1000)
+        return out
+
+    return {"settings": one(view.settings), "effective": one(view.effective)}
 
 
 def event_reply(event: jobwire.JobEvent) -> Reply:

@@ -7,6 +7,8 @@
 //! it is built with the library and its dev-dependencies, checked by clippy with every target,
 //! and never part of the release or the installed binaries.
 
+mod schedules;
+
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -329,7 +331,10 @@ impl Driver {
                 Some(worker) => worker.calls.wait_for(req).await,
                 None => Err((Code::FailedPrecondition, "no worker runs".into())),
             },
-            other => Err((Code::Unimplemented, format!("unknown op {other}"))),
+            other => match schedules::serve(&self.client, other, req).await {
+                Some(reply) => reply,
+                None => Err((Code::Unimplemented, format!("unknown op {other}"))),
+            },
         }
     }
 

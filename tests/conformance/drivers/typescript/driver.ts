@@ -18,6 +18,12 @@ import {
   statusName,
   type ActiveJob,
   type JobEvent,
+  type MissedFires,
+  type Overlap,
+  type QueueSettingName,
+  type QueueSettings,
+  type QueueSettingsView,
+  type Schedule,
 } from "../../../../clients/typescript/src";
 
 const LANG = process.env["CONFORMANCE_LANG"] ?? "typescript";
@@ -360,6 +366,64 @@ class Driver {
     return {};
   }
 
+  // schedules and settings
+
+  async op_schedule_upsert(r: Request): Promise<Reply> {
+    const { schedule, created } = await this.client.upsertSchedule({
+      queue: r["queue"],
+      name: r["name"],
+      template: { type: r["type"], payload: payloadOf(r["payload"]), headers: r["headers"], maxAttempts: r["max_attempts"] },
+      everyMs: r["every_ms"],
+      cron: r["cron"],
+      timeZone: r["time_zone"],
+      jitterMs: r["jitter_ms"],
+      missedFires: r["missed_fires"] === undefined ? undefined : (r["missed_fires"].toLowerCase().replace("_", "-") as MissedFires),
+      catchUpMax: r["catch_up_max"],
+      overlap: r["overlap"] === undefined ? undefined : (r["overlap"].toLowerCase() as Overlap),
+    });
+    return { created, ...scheduleReply(schedule) };
+  }
+
+  async op_schedule_get(r: Request): Promise<Reply> {
+    return scheduleReply(await this.client.getSchedule(r["queue"], r["name"]));
+  }
+
+  async op_schedule_list(r: Request): Promise<Reply> {
+    return { names: (await this.client.listSchedules(r["queue"])).map((s) => s.name) };
+  }
+
+  async op_schedule_pause(r: Request): Promise<Reply> {
+    await this.client.pauseSchedule(r["queue"], r["name"]);
+    return {};
+  }
+
+  async op_schedule_resume(r: Request): Promise<Reply> {
+    await this.client.resumeSchedule(r["queue"], r["name"]);
+    return {};
+  }
+
+  async op_schedule_delete(r: Request): Promise<Reply> {
+    await this.client.deleteSchedule(r["queue"], r["name"]);
+    return {};
+  }
+
+  async op_schedule_trigger(r: Request): Promise<Reply> {
+    return { job_id: await this.client.triggerSchedule(r["queue"], r["name"]) };
+  }
+
+  async op_settings_get(r: Request): Promise<Reply> {
+    return settingsReply(await this.client.getQueueSettings(r["queue"]));
+  }
+
+  async op_settings_set(r: Request): Promise<Reply> {
+    const given: Request = r["settings"] ?? {};
+    const settings: Record<string, number> = {};
+    for (const [conformance, ours] of SETTINGS) if (given[conformance] !== undefined) settings[ours] = given[conformance];
+    const byName = new Map(SETTINGS.map(([conformance, ours]) => [conformance.replace(/_ms$/, ""), ours]));
+    const clear = ((r["clear"] ?? []) as string[]).map((name) => (byName.get(name) ?? name) as QueueSettingName);
+    return settingsReply(await this.client.setQueueSettings(r["queue"], settings, { clear }));
+  }
+
   // worker
 
   async op_worker_start(r: Request): Promise<Reply> {
@@ -388,6 +452,41 @@ class Driver {
     if (!this.worker) throw new Refused("FAILED_PRECONDITION", "no worker runs");
     return this.worker;
   }
+}
+
+function scheduleReply(s: Schedule): Reply {
+  return {
+    name: s.name,
+    type: s.template.type,
+    every_ms: s.everyMs ?? null,
+    cron: s.cron ?? null,
+    time_zone: s.timeZone,
+    paused: s.paused,
+    has_next_fire: s.nextFireAt !== undefined,
+    fires: s.fires,
+    revision: s.revision,
+    last_job_id: s.lastJobId,
+    overlap: upper(s.overlap),
+    missed_fires: upper(s.missedFires).replace("-", "_"),
+    catch_up_max: s.catchUpMax,
+  };
+}
+
+/** The settings of the conformance ops (durations as `<name>_ms`) and this client's names for them. */
+const SETTINGS: [string, QueueSettingName][] = [
+  ["max_waiting", "maxWaiting"],
+  ["max_attempts", "maxAttempts"],
+  ["concurrency", "concurrency"],
+  ["completed_max", "completedMax"],
+  ["dead_max", "deadMax"],
+  ["timeout_ms", "timeoutMs"],
+  ["completed_retention_ms", "completedRetentionMs"],
+  ["dead_retention_ms", "deadRetentionMs"],
+];
+
+function settingsReply(view: QueueSettingsView): Reply {
+  const one = (s: QueueSettings): Reply => Object.fromEntries(SETTINGS.map(([conformance, ours]) => [conformance, s[ours] ?? null]));
+  return { settings: one(view.settings), effective: one(view.effective) };
 }
 
 function eventReply(e: JobEvent): Reply {

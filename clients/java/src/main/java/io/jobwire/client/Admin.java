@@ -4,6 +4,8 @@ import java.util.Collection;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
 import jobwire.v1.Jobwire.DeleteJobRequest;
+import jobwire.v1.Jobwire.GetQueueSettingsRequest;
+import jobwire.v1.Jobwire.GetQueueSettingsResponse;
 import jobwire.v1.Jobwire.JobInfo;
 import jobwire.v1.Jobwire.JobState;
 import jobwire.v1.Jobwire.ListJobsRequest;
@@ -11,14 +13,21 @@ import jobwire.v1.Jobwire.ListQueuesRequest;
 import jobwire.v1.Jobwire.ListWorkersRequest;
 import jobwire.v1.Jobwire.PauseQueueRequest;
 import jobwire.v1.Jobwire.PurgeQueueRequest;
+import jobwire.v1.Jobwire.QueueSettings;
 import jobwire.v1.Jobwire.QueueStats;
 import jobwire.v1.Jobwire.ResumeQueueRequest;
 import jobwire.v1.Jobwire.RetryDeadJobsRequest;
 import jobwire.v1.Jobwire.RetryJobRequest;
+import jobwire.v1.Jobwire.SetQueueSettingsRequest;
+import jobwire.v1.Jobwire.SetQueueSettingsResponse;
 import jobwire.v1.Jobwire.StatsRequest;
 import jobwire.v1.Jobwire.WorkerInfo;
 
-/** The calls tools and operators need: figures, listings, dead-letter retries, pause/resume. */
+/**
+ * The calls tools and operators need: figures, listings, dead-letter retries, pause/resume, queue
+ * settings. Reads, pause/resume and settings (setting a value twice is harmless) are retried
+ * after UNAVAILABLE; retries of dead jobs, deletes and purges are not.
+ */
 public final class Admin {
   private final Calls calls;
 
@@ -161,5 +170,37 @@ public final class Admin {
     return calls
         .retried(Rpc.LIST_WORKERS, ListWorkersRequest.newBuilder().setQueue(queue).build())
         .thenApply(r -> r.getWorkersList());
+  }
+
+  /**
+   * A queue's settings: those it holds ({@code getSettings()}: an unset field falls back to the
+   * server's flag) and those in effect ({@code getEffective()}: unset is no limit).
+   *
+   * @param queue the queue
+   * @return the settings
+   */
+  public CompletableFuture<GetQueueSettingsResponse> queueSettings(String queue) {
+    return calls.retried(
+        Rpc.GET_QUEUE_SETTINGS, GetQueueSettingsRequest.newBuilder().setQueue(queue).build());
+  }
+
+  /**
+   * Changes a queue's settings at run time, no restart, on every instance: what Redis enforces
+   * (max waiting, the concurrency cap, retention) from the next call on, new jobs' defaults
+   * within a second. An invalid value fails with {@link InvalidArgumentException} naming the
+   * field.
+   *
+   * @param queue the queue
+   * @param set the fields to set ({@code QueueSettings.newBuilder().setConcurrency(5).build()});
+   *     unset fields are left as they are
+   * @param clear settings to remove, by their proto field names ({@code max_waiting}, {@code
+   *     timeout}...): their flag applies again
+   * @return the settings as they now are
+   */
+  public CompletableFuture<SetQueueSettingsResponse> setQueueSettings(
+      String queue, QueueSettings set, Collection<String> clear) {
+    SetQueueSettingsRequest request =
+        SetQueueSettingsRequest.newBuilder().setQueue(queue).setSettings(set).addAllClear(clear).build();
+    return calls.retried(Rpc.SET_QUEUE_SETTINGS, request);
   }
 }

@@ -37,8 +37,8 @@ import jobwire.v1.Jobwire.JobInfo;
 
 /**
  * The producer side of jobwire, and the connection every other part shares: adds jobs, awaits
- * their results, follows a queue's events; {@link #sessions()} and {@link #admin()} hold the rest
- * of the API, and {@link Worker#builder(JobwireClient)} runs handlers over the same connection.
+ * their results, follows a queue's events; {@link #sessions()}, {@link #schedules()} and {@link
+ * #admin()} hold the rest of the API, and {@link Worker#builder(JobwireClient)} runs handlers over the same connection.
  *
  * <pre>{@code
  * try (JobwireClient client = JobwireClient.builder().target("127.0.0.1:50051").build()) {
@@ -59,6 +59,7 @@ public final class JobwireClient implements AutoCloseable {
   private final ScheduledExecutorService timer;
   private final Calls calls;
   private final Sessions sessions;
+  private final Schedules schedules;
   private final Admin admin;
   private final java.util.Set<Runnable> closeHooks = java.util.concurrent.ConcurrentHashMap.newKeySet();
 
@@ -73,6 +74,7 @@ public final class JobwireClient implements AutoCloseable {
             });
     this.calls = new Calls(channel, timer, callTimeout);
     this.sessions = new Sessions(calls);
+    this.schedules = new Schedules(calls);
     this.admin = new Admin(calls);
   }
 
@@ -212,6 +214,19 @@ public final class JobwireClient implements AutoCloseable {
   }
 
   /**
+   * Follows one job's transitions, live, calling {@code onEvent} for each in order (on a gRPC
+   * thread: hand slow work off): first its state now, then each change, until it ends. For just
+   * the result, {@link #awaitResult} is simpler.
+   *
+   * @param jobId the job
+   * @param onEvent called with each event
+   * @return the watch: {@link JobWatch#done()} (the final event), {@link JobWatch#close()}
+   */
+  public JobWatch watch(String jobId, Consumer<JobEvent> onEvent) {
+    return JobWatch.start(calls, jobId, onEvent);
+  }
+
+  /**
    * Sessions: state documents with their own ordered line of jobs.
    *
    * @return the session calls
@@ -221,7 +236,16 @@ public final class JobwireClient implements AutoCloseable {
   }
 
   /**
-   * Operators' calls: stats, listings, retries, pause and resume.
+   * Schedules: jobs the servers add on a cron expression or a fixed interval.
+   *
+   * @return the schedule calls
+   */
+  public Schedules schedules() {
+    return schedules;
+  }
+
+  /**
+   * Operators' calls: stats, listings, retries, pause and resume, queue settings.
    *
    * @return the admin calls
    */

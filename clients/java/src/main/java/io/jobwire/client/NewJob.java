@@ -34,6 +34,22 @@ public final class NewJob {
   }
 
   /**
+   * A job of {@code type} in a session: its queue is the session's ({@code <queue>/<name>}), and
+   * it runs in the session's order, with its state.
+   *
+   * @param sessionId the session
+   * @param type the handler name
+   * @return the job
+   */
+  public static NewJob inSession(String sessionId, String type) {
+    int slash = sessionId.indexOf('/');
+    if (slash <= 0) {
+      throw new IllegalArgumentException("session id " + sessionId + ": expected <queue>/<name>");
+    }
+    return of(sessionId.substring(0, slash), type).session(sessionId);
+  }
+
+  /**
    * A job from a request built with the generated classes, for options this builder lacks.
    *
    * @param request the request

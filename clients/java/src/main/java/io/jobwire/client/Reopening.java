@@ -15,8 +15,8 @@ import java.util.concurrent.TimeUnit;
  * 2 s (back to 100 ms once a message arrives). Any other error ends it. {@link #done} completes
  * when the owner decides (or exceptionally on an error), and its completion cancels the call.
  *
- * <p>Shared by {@link ResultWatch} (WatchJob) and {@link Subscription} (Subscribe): each says
- * which request to open with, now, and what a message means.
+ * <p>Shared by {@link ResultWatch} and {@link JobWatch} (WatchJob) and {@link Subscription}
+ * (Subscribe): each says which request to open with, now, and what a message means.
  */
 abstract class Reopening<Q, R, T> {
   private static final long FIRST_WAIT_MS = 100;
@@ -27,11 +27,30 @@ abstract class Reopening<Q, R, T> {
   private final io.grpc.MethodDescriptor<Q, R> method;
   private volatile ClientCall<Q, R> current;
   private long waitMs = FIRST_WAIT_MS;
+  private boolean closed;
 
   Reopening(Calls calls, io.grpc.MethodDescriptor<Q, R> method) {
     this.calls = calls;
     this.method = method;
     done.whenComplete((value, error) -> cancelCurrent());
+  }
+
+  /**
+   * Ends the stream for its owner: {@link #done} completes with null, and no message is handed
+   * over (through {@link #handOver}) after this returns.
+   */
+  final void close() {
+    synchronized (this) {
+      closed = true;
+    }
+    done.complete(null);
+  }
+
+  /** Runs {@code delivery} (handing a message to the owner's listener) unless closed. */
+  final synchronized void handOver(Runnable delivery) {
+    if (!closed) {
+      delivery.run();
+    }
   }
 
   /** The request to open (or reopen) the stream with. */

@@ -79,6 +79,20 @@ import jobwire.v1.Jobwire.WatchJobRequest;
 import jobwire.v1.Jobwire.WatchJobResponse;
 import jobwire.v1.Jobwire.WorkRequest;
 import jobwire.v1.Jobwire.WorkResponse;
+import jobwire.v1.Schedules.DeleteScheduleRequest;
+import jobwire.v1.Schedules.DeleteScheduleResponse;
+import jobwire.v1.Schedules.GetScheduleRequest;
+import jobwire.v1.Schedules.GetScheduleResponse;
+import jobwire.v1.Schedules.ListSchedulesRequest;
+import jobwire.v1.Schedules.ListSchedulesResponse;
+import jobwire.v1.Schedules.PauseScheduleRequest;
+import jobwire.v1.Schedules.PauseScheduleResponse;
+import jobwire.v1.Schedules.ResumeScheduleRequest;
+import jobwire.v1.Schedules.ResumeScheduleResponse;
+import jobwire.v1.Schedules.TriggerScheduleRequest;
+import jobwire.v1.Schedules.TriggerScheduleResponse;
+import jobwire.v1.Schedules.UpsertScheduleRequest;
+import jobwire.v1.Schedules.UpsertScheduleResponse;
 
 /**
  * The gRPC method table of the jobwire.v1 contract: one descriptor per RPC, with the protobuf
@@ -86,13 +100,14 @@ import jobwire.v1.Jobwire.WorkResponse;
  *
  * <p>grpc-java usually generates this table with protoc-gen-grpc-java; that plugin's binaries are
  * not served by the registry this project builds from, so the table is written here instead and
- * {@code RpcTableTest} holds it to the generated service descriptors: every RPC of both services
- * is here, with its kind (unary, server-streaming, bidirectional) and its request and response
+ * {@code RpcTableTest} holds it to the generated service descriptors: every RPC of every service
+ * of every proto file is here, with its kind (unary, server-streaming, bidirectional) and its request and response
  * types. A proto change that this table misses fails that test.
  */
 final class Rpc {
   static final String QUEUE = "jobwire.v1.QueueService";
   static final String SESSIONS = "jobwire.v1.SessionService";
+  static final String SCHEDULES = "jobwire.v1.ScheduleService";
 
   static final MethodDescriptor<AddJobRequest, AddJobResponse> ADD_JOB =
       unary(QUEUE, "AddJob", AddJobRequest.getDefaultInstance(), AddJobResponse.getDefaultInstance());
@@ -213,6 +228,27 @@ final class Rpc {
   static final MethodDescriptor<ListSessionsRequest, ListSessionsResponse> LIST_SESSIONS =
       unary(SESSIONS, "ListSessions", ListSessionsRequest.getDefaultInstance(), ListSessionsResponse.getDefaultInstance());
 
+  static final MethodDescriptor<UpsertScheduleRequest, UpsertScheduleResponse> UPSERT_SCHEDULE =
+      unary(SCHEDULES, "UpsertSchedule", UpsertScheduleRequest.getDefaultInstance(), UpsertScheduleResponse.getDefaultInstance());
+
+  static final MethodDescriptor<GetScheduleRequest, GetScheduleResponse> GET_SCHEDULE =
+      unary(SCHEDULES, "GetSchedule", GetScheduleRequest.getDefaultInstance(), GetScheduleResponse.getDefaultInstance());
+
+  static final MethodDescriptor<ListSchedulesRequest, ListSchedulesResponse> LIST_SCHEDULES =
+      unary(SCHEDULES, "ListSchedules", ListSchedulesRequest.getDefaultInstance(), ListSchedulesResponse.getDefaultInstance());
+
+  static final MethodDescriptor<DeleteScheduleRequest, DeleteScheduleResponse> DELETE_SCHEDULE =
+      unary(SCHEDULES, "DeleteSchedule", DeleteScheduleRequest.getDefaultInstance(), DeleteScheduleResponse.getDefaultInstance());
+
+  static final MethodDescriptor<PauseScheduleRequest, PauseScheduleResponse> PAUSE_SCHEDULE =
+      unary(SCHEDULES, "PauseSchedule", PauseScheduleRequest.getDefaultInstance(), PauseScheduleResponse.getDefaultInstance());
+
+  static final MethodDescriptor<ResumeScheduleRequest, ResumeScheduleResponse> RESUME_SCHEDULE =
+      unary(SCHEDULES, "ResumeSchedule", ResumeScheduleRequest.getDefaultInstance(), ResumeScheduleResponse.getDefaultInstance());
+
+  static final MethodDescriptor<TriggerScheduleRequest, TriggerScheduleResponse> TRIGGER_SCHEDULE =
+      unary(SCHEDULES, "TriggerSchedule", TriggerScheduleRequest.getDefaultInstance(), TriggerScheduleResponse.getDefaultInstance());
+
   /** Every RPC above, for the test that checks the table against the contract. */
   static final List<MethodDescriptor<?, ?>> ALL =
       List.of(
@@ -252,7 +288,14 @@ final class Rpc {
           GET_SESSION,
           UPDATE_SESSION,
           DELETE_SESSION,
-          LIST_SESSIONS);
+          LIST_SESSIONS,
+          UPSERT_SCHEDULE,
+          GET_SCHEDULE,
+          LIST_SCHEDULES,
+          DELETE_SCHEDULE,
+          PAUSE_SCHEDULE,
+          RESUME_SCHEDULE,
+          TRIGGER_SCHEDULE);
 
   private Rpc() {}
 

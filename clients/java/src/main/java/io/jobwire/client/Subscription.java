@@ -50,17 +50,13 @@ public final class Subscription implements AutoCloseable {
   /** Ends the subscription; no event is handed over after this returns. */
   @Override
   public void close() {
-    synchronized (stream) {
-      stream.closed = true;
-    }
-    stream.done.complete(null);
+    stream.close();
   }
 
   private static final class Stream extends Reopening<SubscribeRequest, SubscribeResponse, Void> {
     private final String queue;
     private final Consumer<JobEvent> onEvent;
     private volatile String cursor;
-    private volatile boolean closed;
 
     Stream(Calls calls, String queue, String cursor, Consumer<JobEvent> onEvent) {
       super(calls, Rpc.SUBSCRIBE);
@@ -76,13 +72,11 @@ public final class Subscription implements AutoCloseable {
 
     @Override
     void onMessage(SubscribeResponse message) {
-      synchronized (this) {
-        if (closed) {
-          return;
-        }
-        onEvent.accept(message.getEvent());
-        cursor = message.getEvent().getCursor();
-      }
+      handOver(
+          () -> {
+            onEvent.accept(message.getEvent());
+            cursor = message.getEvent().getCursor();
+          });
     }
   }
 }

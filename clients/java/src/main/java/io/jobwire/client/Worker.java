@@ -66,8 +66,6 @@ import jobwire.v1.Jobwire.WorkOpen;
  */
 public final class Worker implements AutoCloseable {
   private static final System.Logger LOG = System.getLogger(Worker.class.getName());
-  private static final long FIRST_RECONNECT_MS = 100;
-  private static final long LONGEST_RECONNECT_MS = 5_000;
   /** Refusals of a stream's opening that no retry can mend: the worker ends with them. */
   private static final Set<Status.Code> FATAL =
       Set.of(
@@ -88,6 +86,8 @@ public final class Worker implements AutoCloseable {
   private final Executor executor;
   private final ExecutorService ownExecutor;
   private final Duration stopTimeout;
+  private final long firstReconnectMs;
+  private final long longestReconnectMs;
 
   private final Object lock = new Object();
   private final ArrayDeque<Delivery> queued = new ArrayDeque<>();
@@ -97,7 +97,7 @@ public final class Worker implements AutoCloseable {
   private boolean stopping;
   private WorkerStream current;
   private ScheduledFuture<?> reconnect;
-  private long reconnectWaitMs = FIRST_RECONNECT_MS;
+  private long reconnectWaitMs;
 
   Worker(WorkerBuilder b) {
     this.client = b.client;
@@ -110,6 +110,9 @@ public final class Worker implements AutoCloseable {
     this.handlers = Map.copyOf(b.handlers);
     this.fallback = b.fallback;
     this.stopTimeout = b.stopTimeout;
+    this.firstReconnectMs = b.firstReconnect.toMillis();
+    this.longestReconnectMs = b.longestReconnect.toMillis();
+    this.reconnectWaitMs = firstReconnectMs;
     if (b.executor != null) {
       this.executor = b.executor;
       this.ownExecutor = null;
@@ -411,8 +414,8 @@ public final class Worker implements AutoCloseable {
         if (fatal || stopping) {
           stopping = true;
         } else {
-          long wait = stream.alive ? FIRST_RECONNECT_MS : reconnectWaitMs;
-          reconnectWaitMs = Math.min(wait * 2, LONGEST_RECONNECT_MS);
+          long wait = stream.alive ? firstReconnectMs : reconnectWaitMs;
+          reconnectWaitMs = Math.min(wait * 2, longestReconnectMs);
           if (error != null && !stream.finishing) {
             LOG.log(Level.DEBUG, "worker stream ended ({0}); reopening in {1} ms", code, wait);
           }

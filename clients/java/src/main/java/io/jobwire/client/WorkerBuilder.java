@@ -22,6 +22,8 @@ public final class WorkerBuilder {
   JobHandler fallback;
   Executor executor;
   Duration stopTimeout = Duration.ofSeconds(30);
+  Duration firstReconnect = Duration.ofMillis(100);
+  Duration longestReconnect = Duration.ofSeconds(5);
 
   WorkerBuilder(JobwireClient client) {
     this.client = Objects.requireNonNull(client, "client");
@@ -117,6 +119,24 @@ public final class WorkerBuilder {
    */
   public WorkerBuilder stopTimeout(Duration timeout) {
     this.stopTimeout = Objects.requireNonNull(timeout, "timeout");
+    return this;
+  }
+
+  /**
+   * The wait before reopening a stream that ended (server gone, drained, network cut): {@code
+   * first} after a stream that had been open, doubling per failed try up to {@code longest}
+   * (defaults 100 ms and 5 s).
+   *
+   * @param first the first wait
+   * @param longest the longest wait
+   * @return this builder
+   */
+  public WorkerBuilder reconnect(Duration first, Duration longest) {
+    if (first.isNegative() || longest.compareTo(first) < 0) {
+      throw new IllegalArgumentException("reconnect: need 0 <= first <= longest");
+    }
+    this.firstReconnect = first;
+    this.longestReconnect = longest;
     return this;
   }
 

@@ -92,6 +92,27 @@ class ProducerTest extends Fixture {
   }
 
   @Test
+  void watchFollowsAJobFromItsStateNowToItsEnd() {
+    String q = queue("watch");
+    AddResult added = Blocking.get(client.add(NewJob.of(q, "echo").payload("w")));
+    List<JobEventType> seen = new CopyOnWriteArrayList<>();
+    try (JobWatch watch = client.watch(added.id(), e -> seen.add(e.getType()))) {
+      Stack.waitFor("the watch's first event", () -> !seen.isEmpty(), Duration.ofSeconds(10));
+      try (Worker w = echo(q)) {
+        JobEvent last = Blocking.get(watch.done());
+        assertEquals(JobEventType.JOB_EVENT_TYPE_COMPLETED, last.getType());
+        assertEquals("echo:w", last.getResult().toStringUtf8());
+      }
+    }
+    assertEquals(JobEventType.JOB_EVENT_TYPE_WAITING, seen.get(0));
+    assertTrue(seen.contains(JobEventType.JOB_EVENT_TYPE_ACTIVE), seen.toString());
+    assertEquals(JobEventType.JOB_EVENT_TYPE_COMPLETED, seen.get(seen.size() - 1));
+    assertThrows(
+        NotFoundException.class,
+        () -> Blocking.get(client.watch(q + "/01ARZ3NDEKTSV4RRFFQ69G5FAV", e -> {}).done()));
+  }
+
+  @Test
   void awaitingADeadJobThrowsItsError() {
     String q = queue("dead");
     try (Worker w = echo(q)) {

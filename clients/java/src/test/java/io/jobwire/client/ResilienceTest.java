@@ -123,7 +123,12 @@ class ResilienceTest {
       Stack.Server server = stack.server(0);
       try (JobwireClient direct = JobwireClient.builder().target(server.address).build();
           Worker worker =
-              Worker.builder(direct).queues(q).handle("t", job -> Fixture.utf8("ok " + job.text())).build().start()) {
+              Worker.builder(direct)
+                  .queues(q)
+                  .reconnect(Duration.ofMillis(50), Duration.ofMillis(500))
+                  .handle("t", job -> Fixture.utf8("ok " + job.text()))
+                  .build()
+                  .start()) {
         assertEquals("ok 1", Fixture.text(Blocking.get(direct.run(NewJob.of(q, "t").payload("1"), WAIT))));
         server.kill();
         server.start(server.port);

@@ -91,7 +91,7 @@ class SessionTest extends Fixture {
             .start();
     try (worker) {
       for (int i = 1; i <= 3; i++) {
-        byte[] r = Blocking.get(client.run(NewJob.of(q, "reply").session(s.getId()), WAIT));
+        byte[] r = Blocking.get(client.run(NewJob.inSession(s.getId(), "reply"), WAIT));
         assertTrue(text(r).startsWith("turn " + i + " "), text(r));
       }
       Session after = Blocking.get(client.sessions().get(s.getId()));
