@@ -229,6 +229,11 @@ test("schedules are listed live, paused and resumed, triggered and deleted", asy
   const nightlyJob = JSON.parse(await jobwire("schedule", "get", "nightly", "--queue", "timed")).last_job_id;
   assert.match(await jobwire("jobs", "timed", "--limit", "1000"), new RegExp(nightlyJob.split("/")[1]));
   await shot(page, "schedules");
+  const phone = await open("#/schedules", 390, 844);
+  await until("the schedules on a phone", () => phone.locator('strong[data-schedule="timed/nightly"]').count());
+  assert.ok(await fitsWidth(phone), "the schedules page fits a phone");
+  await shot(phone, "schedules-phone");
+  await phone.close();
 
   await row("nightly").locator('button[data-action="delete"]').click();
   await until("the deleted row gone", async () => (await row("nightly").count()) === 0);
@@ -255,13 +260,16 @@ test("a queue's settings are shown and changed, and a refused value shows by its
   await page.fill("#setting-timeout", "45s");
   await page.selectOption("#setting-backoff-kind", "fixed");
   await page.fill("#setting-backoff-base", "2s");
+  await page.fill("#setting-concurrency", "1");
   await page.click("#settings-save");
   await until("the new max waiting in effect", async () => (await effective("max_waiting")) === "100");
+  await until("the cap in the queue's figures", () => page.locator("#concurrency").count());
+  assert.equal(await page.locator("#held-back").textContent(), "0", "nothing is active: nothing held back");
   const saved = JSON.parse(await jobwire("queue", "get", "tuned", "--json")).settings;
   assert.equal(saved.max_waiting, "100");
   assert.equal(saved.timeout, "45s");
   assert.match(saved.backoff, /^fixed:2s/);
-  assert.match(await page.locator("#settings > summary").textContent(), /3 set for this queue/);
+  assert.match(await page.locator("#settings > summary").textContent(), /4 set for this queue/);
 
   // The server refuses a value: its reason shows by the field it names.
   await page.fill("#setting-max_attempts", "0");
@@ -281,11 +289,18 @@ test("a queue's settings are shown and changed, and a refused value shows by its
   await page.fill("#setting-max_waiting", "");
   await page.click("#settings-save");
   await until("max waiting cleared", async () => (await effective("max_waiting")) === "no limit");
+  await until("the cap gone from the figures", async () => (await page.locator("#concurrency").count()) === 0);
   const after = JSON.parse(await jobwire("queue", "get", "tuned", "--json")).settings;
   assert.equal(after.max_waiting, undefined);
   assert.equal(after.timeout, "45s");
   assert.deepEqual(page.errors, []);
   await page.close();
+  const phone = await open("#/queue/tuned", 390, 844);
+  await phone.locator("#settings > summary").click();
+  await until("the settings on a phone", () => phone.locator("#settings-form").count());
+  assert.ok(await fitsWidth(phone), "the settings fit a phone");
+  await shot(phone, "queue-settings-phone");
+  await phone.close();
 });
 
 test("a 128-character queue name and a 1 MiB payload keep the layout, on a laptop and a phone", async () => {
@@ -371,7 +386,7 @@ test("a reader token is offered no action, and the server refuses one it forces"
     const cli = async (token, ...args) => run(bin, [...args, "--addr", at, "--token", token]);
     await until("the secured server to answer", async () => cli(adminToken, "stats").then(() => true, () => false));
     const jobId = (await cli(adminToken, "add", "--queue", "guarded", "--type", "t", "--payload", "{}")).stdout.trim();
-    await cli(adminToken, "schedule", "set", "hourly", "--queue", "guarded", "--type", "t", "--cron", "@hourly");
+    await cli(adminToken, "schedule", "set", "hourly", "--queue", "guarded", "--type", "t", "--cron", "@yearly");
 
     const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
     const page = await context.newPage();

@@ -241,6 +241,15 @@ export function queuePage(page: Page): void {
         " · ",
         link("/sessions/" + encodeURIComponent(queue), `Sessions (${count(stats.sessions)})`),
       ),
+      stats.concurrencyLimit !== undefined
+        ? h(
+            "p",
+            { id: "concurrency" },
+            `At most ${count(stats.concurrencyLimit)} active at once (the concurrency setting): `,
+            h("strong", { id: "held-back" }, count(stats.heldByConcurrency)),
+            " ready jobs held back by it now.",
+          )
+        : null,
     );
     fill(
       tabs,
@@ -286,7 +295,7 @@ export function queuePage(page: Page): void {
     }
   };
 
-  fill(page.root, header, settingsSection(queue, page.signal), tabs, form, actions, list, pager);
+  fill(page.root, header, settingsSection(queue, page.signal, () => void refresh()), tabs, form, actions, list, pager);
   void refresh();
   const poke = throttle(refresh, 1000, page.signal);
   void follow((signal) => queues.subscribe({ queue }, { signal }), poke, page.signal, (why) => fail(why));

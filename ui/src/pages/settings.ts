@@ -136,8 +136,11 @@ function ids(leaf: Leaf): { input: string; error: string } {
   return { input: `setting-${id}`, error: `setting-${id}-error` };
 }
 
-/** The settings section of `queue`'s page; it draws itself into the element it returns. */
-export function settingsSection(queue: string, signal: AbortSignal): HTMLElement {
+/**
+ * The settings section of `queue`'s page; it draws itself into the element it returns, and
+ * calls `saved` after each change (the page's figures show the concurrency cap).
+ */
+export function settingsSection(queue: string, signal: AbortSignal, saved: () => void): HTMLElement {
   const all = leaves(QueueSettingsSchema);
   const body = h("div", null, h("p", null, "Loading settings…"));
   const summary = h("summary", null, "Settings");
@@ -255,6 +258,7 @@ export function settingsSection(queue: string, signal: AbortSignal): HTMLElement
       const answer = await queues.setQueueSettings({ queue, settings, clear });
       say(`Settings of ${queue} saved: every instance applies them within a second.`);
       draw(answer.settings, answer.effective);
+      saved();
     } catch (error) {
       const named = invalidField(error);
       const line = named && errors.get(named.field.replace(/^settings\./, ""));
