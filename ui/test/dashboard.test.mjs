@@ -386,7 +386,7 @@ test("a reader token is offered no action, and the server refuses one it forces"
     const cli = async (token, ...args) => run(bin, [...args, "--addr", at, "--token", token]);
     await until("the secured server to answer", async () => cli(adminToken, "stats").then(() => true, () => false));
     const jobId = (await cli(adminToken, "add", "--queue", "guarded", "--type", "t", "--payload", "{}")).stdout.trim();
-    await cli(adminToken, "schedule", "set", "hourly", "--queue", "guarded", "--type", "t", "--cron", "@yearly");
+    await cli(adminToken, "schedule", "set", "yearly", "--queue", "guarded", "--type", "t", "--cron", "@yearly");
 
     const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
     const page = await context.newPage();
@@ -405,20 +405,20 @@ test("a reader token is offered no action, and the server refuses one it forces"
     assert.equal(await page.locator("#settings-form, #settings input, #settings select").count(), 0, "no settings form");
     // A schedule is shown with no action.
     await page.goto(`http://${at}/#/schedules`);
-    const scheduleRow = page.locator("tr", { has: page.locator('strong[data-schedule="guarded/hourly"]') });
+    const scheduleRow = page.locator("tr", { has: page.locator('strong[data-schedule="guarded/yearly"]') });
     await until("the schedule as the reader", () => scheduleRow.count());
     assert.equal(await page.locator("button[data-action]").count(), 0, "no schedule action");
     await shot(page, "reader-schedules");
     // Forced past the page, each action is refused by the server, and nothing changed.
     await assert.rejects(cli(readerToken, "cancel", jobId), /PERMISSION_DENIED/);
-    await assert.rejects(cli(readerToken, "schedule", "trigger", "hourly", "--queue", "guarded"), /PERMISSION_DENIED/);
-    await assert.rejects(cli(readerToken, "schedule", "pause", "hourly", "--queue", "guarded"), /PERMISSION_DENIED/);
-    await assert.rejects(cli(readerToken, "schedule", "delete", "hourly", "--queue", "guarded"), /PERMISSION_DENIED/);
+    await assert.rejects(cli(readerToken, "schedule", "trigger", "yearly", "--queue", "guarded"), /PERMISSION_DENIED/);
+    await assert.rejects(cli(readerToken, "schedule", "pause", "yearly", "--queue", "guarded"), /PERMISSION_DENIED/);
+    await assert.rejects(cli(readerToken, "schedule", "delete", "yearly", "--queue", "guarded"), /PERMISSION_DENIED/);
     await assert.rejects(cli(readerToken, "queue", "set", "guarded", "--max-waiting", "5"), /PERMISSION_DENIED/);
     assert.equal(JSON.parse((await cli(adminToken, "stats", "guarded", "--json")).stdout)[0].waiting, 1);
-    const hourly = JSON.parse((await cli(adminToken, "schedule", "get", "hourly", "--queue", "guarded")).stdout);
-    assert.equal(hourly.fires, 0);
-    assert.equal(hourly.paused, false);
+    const yearly = JSON.parse((await cli(adminToken, "schedule", "get", "yearly", "--queue", "guarded")).stdout);
+    assert.equal(yearly.fires, 0);
+    assert.equal(yearly.paused, false);
     const settings = JSON.parse((await cli(adminToken, "queue", "get", "guarded", "--json")).stdout).settings;
     assert.deepEqual(settings, {});
     await page.goto(`http://${at}/#/queue/guarded?state=waiting`);
