@@ -207,7 +207,11 @@ test("schedules are listed live, paused and resumed, triggered and deleted", asy
   await until("both schedules", async () => (await row("tick").count()) === 1 && (await row("nightly").count()) === 1);
   assert.match(await cell("tick", 2), /^every 1s/);
   assert.match(await cell("nightly", 2), /^cron 0 30 2 \* \* \* \(Europe\/Berlin\)$/);
-  assert.match(await cell("nightly", 3), /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZin \d+ (min|h)$/);
+  assert.match(await cell("nightly", 3), /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZin \d+ (min|h)/);
+  // The next fires after it: four more nights at 02:30 in Berlin (01:30Z in winter, 00:30Z in summer).
+  const later = await row("nightly").locator("ol.later li").allTextContents();
+  assert.equal(later.length, 4, later.join(" | "));
+  for (const t of later) assert.match(t, /^\d{4}-\d\d-\d\d 0[01]:30:00Z$/);
 
   // Live: the interval's fires count up, and its last job shows, without a reload.
   const fires = async (name) => parseInt((await cell(name, 5)).replace(/,/g, ""), 10);

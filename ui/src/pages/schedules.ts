@@ -1,5 +1,5 @@
 // Schedules: every schedule of every queue the token may see, with its timetable (cron and time
-// zone, or interval; start, end, jitter), its next fire, its last fire and job, how many jobs it
+// zone, or interval; start, end, jitter), its next fires, its last fire and job, how many jobs it
 // added or skipped, paused or not; and, for a token that may act, pause / resume, trigger now
 // and delete. ListSchedules names one queue, so the page lists the queues (ListQueues) and reads
 // each one's schedules, a few queues at a time.
@@ -8,9 +8,9 @@
 // shows within a second, and reads everything again every 5 s, since a pause, an upsert or a
 // delete by someone else makes no queue event. Nothing runs once the page is left.
 
-import { h, fill, link } from "../dom";
+import { h, fill, link, type Child } from "../dom";
 import { mayAct, queues, schedules } from "../api";
-import { count, short, span, time, until } from "../format";
+import { count, short, span, time, toDate, until } from "../format";
 import { every, followQueues, throttle } from "../live";
 import { confirmed, fail, say, table, type Page } from "../page";
 import type { Schedule, ScheduleDefinition } from "../gen/jobwire/v1/schedules_pb";
@@ -56,6 +56,19 @@ export function timetable(d: ScheduleDefinition | undefined): string {
   if (d.end) parts.push(`until ${time(d.end)}`);
   if (d.jitter) parts.push(`jitter ${span(d.jitter)}`);
   return parts.join(", ");
+}
+
+/** The next fire, how soon, and the due times after it (`upcoming_fires`). */
+function nextFires(s: Schedule, now: number): Child {
+  if (!s.nextFireAt) return s.paused ? "paused" : "none left";
+  const next = toDate(s.nextFireAt)?.getTime();
+  const later = s.upcomingFires.filter((t) => toDate(t)?.getTime() !== next);
+  return [
+    time(s.nextFireAt),
+    h("br"),
+    h("small", null, until(s.nextFireAt, now)),
+    later.length ? h("ol", { class: "plain later", "aria-label": "then" }, later.map((t) => h("li", null, h("small", null, time(t))))) : null,
+  ];
 }
 
 /** The `data-schedule` value of a schedule's row and buttons: `queue/name` (neither holds `/`). */
@@ -125,7 +138,7 @@ export function schedulesPage(page: Page): void {
             ],
             h("span", { class: "name" }, d.template?.type ?? "—"),
             h("span", { class: "spec" }, short(timetable(d), 200)),
-            s.nextFireAt ? [time(s.nextFireAt), h("br"), h("small", null, until(s.nextFireAt, now))] : s.paused ? "paused" : "none left",
+            nextFires(s, now),
             s.lastJobId
               ? [time(s.lastFireAt), h("br"), h("small", null, "job ", link("/job/" + encodeURIComponent(s.lastJobId), s.lastJobId.slice(s.lastJobId.lastIndexOf("/") + 1)))]
               : "—",
