@@ -199,6 +199,7 @@ fn schedule(v: ScheduleView) -> proto::Schedule {
         }),
         paused: v.paused,
         next_fire_at: v.next_fire_at.map(convert::to_timestamp),
+        upcoming_fires: v.upcoming_fires.into_iter().map(convert::to_timestamp).collect(),
         last_fire_at: v.last_fire_at.map(convert::to_timestamp),
         last_job_id: v.last_job_id.map(|id| id.to_string()).unwrap_or_default(),
         fires: v.fires,

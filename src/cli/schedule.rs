@@ -133,7 +133,9 @@ fn schedule_json(s: &proto::Schedule) -> serde_json::Value {
         "start": timestamp(&d.start), "end": timestamp(&d.end),
         "missed_fires": policy.trim_start_matches("MISSED_FIRE_POLICY_").to_lowercase(),
         "catch_up_max": d.catch_up_max, "skip_overlap": d.overlap == proto::OverlapPolicy::Skip as i32,
-        "paused": s.paused, "next_fire_at": timestamp(&s.next_fire_at), "last_fire_at": timestamp(&s.last_fire_at),
+        "paused": s.paused, "next_fire_at": timestamp(&s.next_fire_at),
+        "upcoming_fires": s.upcoming_fires.iter().map(|t| timestamp(&Some(*t))).collect::<Vec<_>>(),
+        "last_fire_at": timestamp(&s.last_fire_at),
         "last_job_id": s.last_job_id, "fires": s.fires, "skipped": s.skipped, "revision": s.revision,
     })
 }

@@ -1,11 +1,15 @@
 //! The dashboard's side of the server: its assets and gRPC-web on the gRPC port, and the calls
 //! added for it (filtered listings, bulk actions, dead-letter groups, activity, one stream over
-//! several queues, the holder of an active job). The browser suite (`ui/test.sh`) drives the page
+//! several queues, the holder of an active job), and Redis's memory on ListQueues, which the
+//! overview shows. The browser suite (`ui/test.sh`) drives the page
 //! itself.
 
 use std::time::Duration;
 
-use jobwire::proto::{self, JobState};
+use jobwire::{
+    proto::{self, JobState},
+    redis_server::MaxMemory,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 
@@ -13,7 +17,7 @@ use jobwire::auth::Role;
 
 use crate::{
     auth::{Secured, spec},
-    harness::{Client, Redis, Server, Worker, add, eventually, job},
+    harness::{Client, Redis, Server, ServerBuilder, Worker, add, eventually, job},
 };
 
 /// One HTTP/1.1 exchange on a fresh connection: the status line, headers and body as text.
@@ -50,6 +54,43 @@ async fn the_page_is_served_over_http1_with_a_strict_policy_and_nothing_else_is(
     let post = b"POST / HTTP/1.1\r\nhost: jobwire\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
     let (head, _) = http(&server, post).await;
     assert!(head.starts_with("http/1.1 405"), "{head}");
+}
+
+/// Redis's memory as ListQueues reports it, once the server has read it.
+async fn listed_memory(client: &mut Client) -> proto::RedisMemory {
+    let answer = client.list_queues(proto::ListQueuesRequest {}).await.expect("list queues").into_inner();
+    answer.redis_memory.expect("ListQueues carries Redis's memory")
+}
+
+#[tokio::test]
+async fn list_queues_carries_redis_memory_as_it_grows() {
+    const MAX: u64 = 64 << 20;
+    let redis = Redis::start_config(|c| c.maxmemory(MaxMemory { bytes: MAX, policy: "noeviction".into() }));
+    let server =
+        ServerBuilder::new(&redis).settings(|s| s.memory.sample_every = Duration::from_millis(100)).start().await;
+    let mut client = server.client().await;
+    eventually(Duration::from_secs(5), "a first reading of Redis's memory", || {
+        let mut client = client.clone();
+        async move { listed_memory(&mut client).await.used_bytes > 0 }
+    })
+    .await;
+    let before = listed_memory(&mut client).await;
+    assert_eq!(before.max_bytes, MAX, "Redis's maxmemory");
+    assert!(!before.full);
+    // 4 MiB of payloads: the next readings see Redis grow by about that.
+    let payload = vec![b'x'; 16 << 10];
+    for _ in 0..256 {
+        add(&mut client, job("memory", "t", &payload)).await;
+    }
+    eventually(Duration::from_secs(5), "the reading to take the jobs in", || {
+        let mut client = client.clone();
+        let used_before = before.used_bytes;
+        async move { listed_memory(&mut client).await.used_bytes >= used_before + (3 << 20) }
+    })
+    .await;
+    let after = listed_memory(&mut client).await;
+    assert!(after.used_bytes < before.used_bytes + (8 << 20), "{after:?} against {before:?}");
+    assert!(!after.full, "16 % of maxmemory is not full");
 }
 
 #[tokio::test]

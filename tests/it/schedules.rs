@@ -404,3 +404,56 @@ async fn the_cli_sets_lists_gets_pauses_resumes_triggers_and_deletes() {
     assert!(bad.stderr.contains("INVALID_ARGUMENT: schedule.every"), "{}", bad.stderr);
     server.assert_invariants(QUEUE).await;
 }
+
+/// A timestamp as epoch ms.
+fn ms_of(t: &prost_types::Timestamp) -> i64 {
+    t.seconds * 1000 + i64::from(t.nanos) / 1_000_000
+}
+
+#[tokio::test]
+async fn a_schedule_shows_its_next_five_due_times_and_none_while_paused() {
+    let redis = Redis::start();
+    let server = Server::start(&redis).await;
+    let mut client = schedules(&server).await;
+    // An interval that starts in an hour: its due times are the start and each minute after.
+    let start = (now_ms() / 1000 + 3600) * 1000;
+    let mut minutely = every_second("minutely");
+    minutely.timing = Some(proto::schedule_definition::Timing::Every(secs(60)));
+    minutely.start = Some(at(start));
+    let stored = upsert(&mut client, minutely.clone()).await;
+    let upcoming: Vec<i64> = stored.upcoming_fires.iter().map(ms_of).collect();
+    assert_eq!(upcoming, (0..5).map(|k| start + k * 60_000).collect::<Vec<_>>());
+    assert_eq!(stored.next_fire_at.as_ref().map(ms_of), Some(start), "the first is the next fire");
+    // An end before the fourth: three are left.
+    minutely.end = Some(at(start + 150_000));
+    let upcoming: Vec<i64> = upsert(&mut client, minutely).await.upcoming_fires.iter().map(ms_of).collect();
+    assert_eq!(upcoming, vec![start, start + 60_000, start + 120_000]);
+
+    // A cron in a time zone: 02:30 in Berlin, each day (23, 24 or 25 hours apart over DST).
+    let mut nightly = every_second("nightly");
+    nightly.timing = Some(proto::schedule_definition::Timing::Cron("0 30 2 * * *".into()));
+    nightly.time_zone = "Europe/Berlin".into();
+    let stored = upsert(&mut client, nightly).await;
+    let upcoming: Vec<i64> = stored.upcoming_fires.iter().map(ms_of).collect();
+    assert_eq!(upcoming.len(), 5);
+    assert_eq!(stored.next_fire_at.as_ref().map(ms_of), upcoming.first().copied());
+    assert!(upcoming.iter().all(|&t| t > now_ms() && (t / 60_000) % 60 == 30), "{upcoming:?}");
+    let hour = 3_600_000;
+    assert!(upcoming.windows(2).all(|w| [23 * hour, 24 * hour, 25 * hour].contains(&(w[1] - w[0]))), "{upcoming:?}");
+
+    // Paused: no next fire, none upcoming; resumed: back.
+    let target = || proto::PauseScheduleRequest { queue: QUEUE.into(), name: "nightly".into() };
+    client.pause_schedule(target()).await.expect("pause");
+    let paused = get(&mut client, "nightly").await.expect("get");
+    assert!(paused.next_fire_at.is_none() && paused.upcoming_fires.is_empty(), "{paused:?}");
+    let resume = proto::ResumeScheduleRequest { queue: QUEUE.into(), name: "nightly".into() };
+    client.resume_schedule(resume).await.expect("resume");
+    let listed = client
+        .list_schedules(proto::ListSchedulesRequest { queue: QUEUE.into(), ..Default::default() })
+        .await
+        .expect("list")
+        .into_inner()
+        .schedules;
+    let nightly = listed.iter().find(|s| s.definition.as_ref().is_some_and(|d| d.name == "nightly")).expect("listed");
+    assert_eq!(nightly.upcoming_fires.len(), 5, "ListSchedules carries them too");
+}

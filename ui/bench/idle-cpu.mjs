@@ -1,7 +1,8 @@
 // The dashboard's idle cost (BENCHMARKS.md, "Dashboard"): CPU of the jobwire server and of its
 // redis-server while nothing happens, with no page open, with the overview open, with a queue
-// page open, and closed again. Run from ui/ after `cargo build --release`:
-//   node bench/idle-cpu.mjs [seconds per window, default 30]
+// page open, with the schedules page open, and closed again. Run from ui/ after
+// `cargo build --release`:
+//   node bench/idle-cpu.mjs [seconds per window, default 60]
 // It starts its own `jobwire serve` (embedded Redis in a temp dir) and headless chromium, and
 // stops both when it ends.
 
@@ -15,7 +16,7 @@ import { chromium } from "playwright-core";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const bin = process.env.JOBWIRE_BIN ?? resolve(here, "../../target/release/jobwire");
-const seconds = Number(process.argv[2] ?? 30);
+const seconds = Number(process.argv[2] ?? 60);
 const run = promisify(execFile);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const TICKS = 100; // USER_HZ on Linux
@@ -56,6 +57,9 @@ try {
   for (const queue of ["emails", "billing", "reports"]) {
     for (let i = 0; i < 20; i++) await jobwire("add", "--queue", queue, "--type", "t", "--payload", `{"n":${i}}`);
   }
+  // Two schedules that do not fire during the run, so the schedules page has rows to read.
+  await jobwire("schedule", "set", "nightly", "--queue", "reports", "--type", "t", "--cron", "0 30 2 * * *");
+  await jobwire("schedule", "set", "weekly", "--queue", "emails", "--type", "t", "--every", "7d");
   const redis = children(server.pid).find((pid) => readFileSync(`/proc/${pid}/comm`, "utf8").startsWith("redis"));
   const window = async (label) => {
     await sleep(3000);
@@ -72,6 +76,8 @@ try {
   await window("overview open");
   await page.goto(`http://${addr}/#/queue/emails`);
   await window("queue page open");
+  await page.goto(`http://${addr}/#/schedules`);
+  await window("schedules page open");
   await browser.close();
   browser = undefined;
   await window("page closed again");

@@ -5,6 +5,7 @@
 import { createClient, ConnectError, Code, type Interceptor } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { AccessRole, QueueService, SessionService } from "./gen/jobwire/v1/jobwire_pb";
+import { ScheduleService } from "./gen/jobwire/v1/schedules_pb";
 
 const TOKEN_KEY = "jobwire.token";
 
@@ -31,6 +32,7 @@ const transport = createGrpcWebTransport({
 
 export const queues = createClient(QueueService, transport);
 export const sessions = createClient(SessionService, transport);
+export const schedules = createClient(ScheduleService, transport);
 
 let admin = false;
 
@@ -50,6 +52,17 @@ export async function refreshAccess(): Promise<void> {
   } catch {
     admin = false;
   }
+}
+
+/**
+ * The field an INVALID_ARGUMENT names, as the server writes it at the start of its message
+ * (`settings.max_waiting: must be from 1 to ...`); undefined for any other error.
+ */
+export function invalidField(error: unknown): { field: string; reason: string } | undefined {
+  if (!(error instanceof ConnectError) || error.code !== Code.InvalidArgument) return undefined;
+  const split = error.rawMessage.indexOf(": ");
+  if (split <= 0) return undefined;
+  return { field: error.rawMessage.slice(0, split), reason: error.rawMessage.slice(split + 2) };
 }
 
 /** An error as one line: the gRPC code's name and the server's message. */

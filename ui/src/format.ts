@@ -13,6 +13,14 @@ export function time(t: Timestamp | undefined): string {
   return d ? d.toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z") : "—";
 }
 
+/** "in 3 s" style, for a time soon to come ("now" once it has passed). */
+export function until(t: Timestamp | undefined, now = Date.now()): string {
+  const d = toDate(t);
+  if (!d) return "—";
+  const s = (d.getTime() - now) / 1000;
+  return s <= 0 ? "now" : "in " + age(s);
+}
+
 /** "3 s ago" style, for a recent time. */
 export function ago(t: Timestamp | undefined, now = Date.now()): string {
   const d = toDate(t);
@@ -21,6 +29,44 @@ export function ago(t: Timestamp | undefined, now = Date.now()): string {
 
 export function seconds(d: Duration | undefined): number {
   return d ? Number(d.seconds) + d.nanos / 1e9 : 0;
+}
+
+const SPAN_UNITS: [string, number][] = [
+  ["d", 86_400_000],
+  ["h", 3_600_000],
+  ["m", 60_000],
+  ["s", 1000],
+  ["ms", 1],
+];
+
+/** A duration exactly, in the units `parseSpan` reads back: `1h30m`, `45s`, `250ms`, `0s`. */
+export function span(d: Pick<Duration, "seconds" | "nanos"> | undefined): string {
+  if (!d) return "—";
+  let ms = Number(d.seconds) * 1000 + Math.round(d.nanos / 1e6);
+  if (ms === 0) return "0s";
+  let text = "";
+  for (const [unit, size] of SPAN_UNITS) {
+    const n = Math.floor(ms / size);
+    if (n > 0) text += `${n}${unit}`;
+    ms -= n * size;
+  }
+  return text;
+}
+
+/**
+ * A duration typed as `span` writes it (units d, h, m, s, ms, in any combination, such as
+ * `1h30m`), as whole milliseconds; undefined when the text is not one.
+ */
+export function parseSpan(text: string): { seconds: bigint; nanos: number } | undefined {
+  const trimmed = text.replace(/\s+/g, "");
+  if (!/^(\d+(d|h|ms|m|s))+$/.test(trimmed)) return undefined;
+  let ms = 0;
+  for (const [, n, unit] of trimmed.matchAll(/(\d+)(d|h|ms|m|s)/g)) {
+    const size = SPAN_UNITS.find(([u]) => u === unit)?.[1] ?? 0;
+    ms += Number(n) * size;
+  }
+  if (!Number.isSafeInteger(ms)) return undefined;
+  return { seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1e6 };
 }
 
 /** A duration in seconds, in its largest sensible unit. */

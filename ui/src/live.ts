@@ -3,7 +3,10 @@
 // Everything stops when the page's AbortSignal fires (the router fires it on navigation), so a
 // page that is closed costs the server nothing.
 
-import { describe } from "./api";
+import { describe, queues } from "./api";
+
+/** Queues one SubscribeQueues stream follows at most (what the call takes). */
+export const FOLLOWED = 100;
 
 /** Runs `refresh` soon after `poke()`, never more often than every `intervalMs`. */
 export function throttle(refresh: () => Promise<void> | void, intervalMs: number, signal: AbortSignal) {
@@ -63,4 +66,29 @@ export function sleep(ms: number, signal: AbortSignal): Promise<void> {
       resolve();
     });
   });
+}
+
+/**
+ * Keeps one SubscribeQueues stream over the queues last given to the function it returns (the
+ * first `FOLLOWED` of them), opened again only when that set changes; every event calls
+ * `onEvent`, and a break `onBreak`. It ends with `signal`.
+ */
+export function followQueues(
+  onEvent: () => void,
+  signal: AbortSignal,
+  onBreak: (why: string) => void,
+): (names: string[]) => void {
+  let followed = "";
+  let stream: AbortController | undefined;
+  signal.addEventListener("abort", () => stream?.abort());
+  return (names) => {
+    const shown = names.slice(0, FOLLOWED);
+    if (shown.join("\n") === followed) return;
+    followed = shown.join("\n");
+    stream?.abort();
+    if (shown.length === 0) return;
+    stream = new AbortController();
+    const both = AbortSignal.any([signal, stream.signal]);
+    void follow((s) => queues.subscribeQueues({ queues: shown }, { signal: s }), onEvent, both, onBreak);
+  };
 }

@@ -126,6 +126,9 @@ test("the overview follows new jobs without a reload", async () => {
   await until("the waiting count to move to 5", async () => (await row.locator("td").nth(1).textContent()) === "5");
   await add("reports", "daily");
   await until("a queue that appears later", () => page.locator('a[href="#/queue/reports"]').count());
+  // Redis's memory, as ListQueues carries it: the embedded Redis has no maxmemory.
+  await until("Redis's memory read", async () => /^\d+(\.\d)? (KiB|MiB)$/.test(await page.locator("#redis-used").textContent()));
+  assert.match(await page.locator("#redis-memory").textContent(), /no maxmemory/);
   assert.equal(await page.evaluate(() => window.notReloaded), true, "no reload happened");
   // By keyboard: a focused link opens its queue on Enter, and the filter takes Enter too.
   await page.locator('a[href="#/queue/emails"]').focus();
@@ -194,6 +197,116 @@ test("a filtered set is deleted in bulk, and the queue is paused", async () => {
   await page.close();
 });
 
+test("schedules are listed live, paused and resumed, triggered and deleted", async () => {
+  await jobwire("schedule", "set", "tick", "--queue", "timed", "--type", "tick", "--every", "1s");
+  await jobwire("schedule", "set", "nightly", "--queue", "timed", "--type", "report", "--cron", "0 30 2 * * *", "--tz", "Europe/Berlin");
+  const page = await open("#/schedules");
+  await page.evaluate(() => (window.notReloaded = true));
+  const row = (name) => page.locator("tr", { has: page.locator(`strong[data-schedule="timed/${name}"]`) });
+  const cell = (name, i) => row(name).locator("td").nth(i).textContent();
+  await until("both schedules", async () => (await row("tick").count()) === 1 && (await row("nightly").count()) === 1);
+  assert.match(await cell("tick", 2), /^every 1s/);
+  assert.match(await cell("nightly", 2), /^cron 0 30 2 \* \* \* \(Europe\/Berlin\)$/);
+  assert.match(await cell("nightly", 3), /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZin \d+ (min|h)/);
+  // The next fires after it: four more nights at 02:30 in Berlin (01:30Z in winter, 00:30Z in summer).
+  const later = await row("nightly").locator("ol.later li").allTextContents();
+  assert.equal(later.length, 4, later.join(" | "));
+  for (const t of later) assert.match(t, /^\d{4}-\d\d-\d\d 0[01]:30:00Z$/);
+
+  // Live: the interval's fires count up, and its last job shows, without a reload.
+  const fires = async (name) => parseInt((await cell(name, 5)).replace(/,/g, ""), 10);
+  await until("a first fire", async () => (await fires("tick")) >= 1);
+  const seen = await fires("tick");
+  await until("another fire", async () => (await fires("tick")) > seen);
+  assert.equal(await row("tick").locator('a[href^="#/job/timed"]').count(), 1, "the last job is linked");
+
+  await row("tick").locator('button[data-action="pause"]').click();
+  await until("the paused badge", () => row("tick").locator(".badge.paused").count());
+  assert.equal(JSON.parse(await jobwire("schedule", "get", "tick", "--queue", "timed")).paused, true);
+  await row("tick").locator('button[data-action="resume"]').click();
+  await until("running again", async () => (await row("tick").locator(".badge.paused").count()) === 0);
+  assert.equal(JSON.parse(await jobwire("schedule", "get", "tick", "--queue", "timed")).paused, false);
+
+  await row("nightly").locator('button[data-action="trigger"]').click();
+  await until("the trigger's job", async () => (await fires("nightly")) === 1);
+  assert.match(await page.locator("#message").textContent(), /nightly of timed triggered: job timed\/\S+ added/);
+  const nightlyJob = JSON.parse(await jobwire("schedule", "get", "nightly", "--queue", "timed")).last_job_id;
+  assert.match(await jobwire("jobs", "timed", "--limit", "1000"), new RegExp(nightlyJob.split("/")[1]));
+  await shot(page, "schedules");
+  const phone = await open("#/schedules", 390, 844);
+  await until("the schedules on a phone", () => phone.locator('strong[data-schedule="timed/nightly"]').count());
+  assert.ok(await fitsWidth(phone), "the schedules page fits a phone");
+  await shot(phone, "schedules-phone");
+  await phone.close();
+
+  await row("nightly").locator('button[data-action="delete"]').click();
+  await until("the deleted row gone", async () => (await row("nightly").count()) === 0);
+  const left = (await jobwire("schedule", "list", "--queue", "timed", "--json")).split("\n").map((l) => JSON.parse(l).name);
+  assert.deepEqual(left, ["tick"]);
+  await row("tick").locator('button[data-action="delete"]').click();
+  await until("no schedule left", () => page.locator("#no-schedules").count());
+  assert.equal(await page.evaluate(() => window.notReloaded), true, "no reload happened");
+  assert.deepEqual(page.errors, []);
+  await page.close();
+});
+
+test("a queue's settings are shown and changed, and a refused value shows by its field", async () => {
+  await add("tuned", "t");
+  const page = await open("#/queue/tuned");
+  await page.locator("#settings > summary").click();
+  await until("the settings form", () => page.locator("#settings-form").count());
+  const effective = (name) => page.locator(`[data-effective="${name}"]`).textContent();
+  assert.equal(await effective("max_attempts"), "3");
+  assert.equal(await effective("max_waiting"), "no limit");
+  assert.equal(await effective("completed_retention"), "1h");
+
+  await page.fill("#setting-max_waiting", "100");
+  await page.fill("#setting-timeout", "45s");
+  await page.selectOption("#setting-backoff-kind", "fixed");
+  await page.fill("#setting-backoff-base", "2s");
+  await page.fill("#setting-concurrency", "1");
+  await page.click("#settings-save");
+  await until("the new max waiting in effect", async () => (await effective("max_waiting")) === "100");
+  await until("the cap in the queue's figures", () => page.locator("#concurrency").count());
+  assert.equal(await page.locator("#held-back").textContent(), "0", "nothing is active: nothing held back");
+  const saved = JSON.parse(await jobwire("queue", "get", "tuned", "--json")).settings;
+  assert.equal(saved.max_waiting, "100");
+  assert.equal(saved.timeout, "45s");
+  assert.match(saved.backoff, /^fixed:2s/);
+  assert.match(await page.locator("#settings > summary").textContent(), /4 set for this queue/);
+
+  // The server refuses a value: its reason shows by the field it names.
+  await page.fill("#setting-max_attempts", "0");
+  await page.click("#settings-save");
+  await until("the reason by the field", async () => /must be from 1 to 1000/.test(await page.locator("#setting-max_attempts-error").textContent()));
+  assert.match(await page.locator("#message").textContent(), /InvalidArgument: settings\.max_attempts/);
+  // A value that does not read is caught before anything is sent.
+  await page.fill("#setting-max_attempts", "");
+  await page.fill("#setting-concurrency", "five");
+  await page.click("#settings-save");
+  await until("the field's own check", async () => /whole number/.test(await page.locator("#setting-concurrency-error").textContent()));
+  assert.equal(await page.locator("#setting-max_attempts-error").textContent(), "", "the earlier reason is gone");
+  await shot(page, "queue-settings");
+
+  // Emptied fields fall back to the flags again; the rest stay.
+  await page.fill("#setting-concurrency", "");
+  await page.fill("#setting-max_waiting", "");
+  await page.click("#settings-save");
+  await until("max waiting cleared", async () => (await effective("max_waiting")) === "no limit");
+  await until("the cap gone from the figures", async () => (await page.locator("#concurrency").count()) === 0);
+  const after = JSON.parse(await jobwire("queue", "get", "tuned", "--json")).settings;
+  assert.equal(after.max_waiting, undefined);
+  assert.equal(after.timeout, "45s");
+  assert.deepEqual(page.errors, []);
+  await page.close();
+  const phone = await open("#/queue/tuned", 390, 844);
+  await phone.locator("#settings > summary").click();
+  await until("the settings on a phone", () => phone.locator("#settings-form").count());
+  assert.ok(await fitsWidth(phone), "the settings fit a phone");
+  await shot(phone, "queue-settings-phone");
+  await phone.close();
+});
+
 test("a 128-character queue name and a 1 MiB payload keep the layout, on a laptop and a phone", async () => {
   const queue = "q".repeat(60) + "." + "x".repeat(67);
   const payload = join(dir, "big.json");
@@ -214,7 +327,7 @@ test("a 128-character queue name and a 1 MiB payload keep the layout, on a lapto
   }
 });
 
-test("workers, sessions and schedules pages show what exists", async () => {
+test("workers and sessions pages show what exists", async () => {
   await jobwire("sessions", "create", "chat", "--name", "user-7", "--state", '{"turns":3}');
   await add("chat", "reply", '"hi"', ["--session", "chat/user-7"]);
   const busy = work("chat", "sleep 30", "--worker-id", "shot-worker");
@@ -231,10 +344,6 @@ test("workers, sessions and schedules pages show what exists", async () => {
   await until("the session listed", () => sessions.locator('a[href="#/session/chat%2Fuser-7"]').count());
   await shot(sessions, "sessions");
   await sessions.close();
-  const schedules = await open("#/schedules");
-  await until("the notice", () => schedules.locator("#schedules-absent").count());
-  await shot(schedules, "schedules");
-  await schedules.close();
   const overview = await open("");
   await until("the chart", () => overview.locator("#activity-chart canvas").count());
   await until("the totals", async () => /completed/.test(await overview.locator(".totals").textContent()));
@@ -281,6 +390,7 @@ test("a reader token is offered no action, and the server refuses one it forces"
     const cli = async (token, ...args) => run(bin, [...args, "--addr", at, "--token", token]);
     await until("the secured server to answer", async () => cli(adminToken, "stats").then(() => true, () => false));
     const jobId = (await cli(adminToken, "add", "--queue", "guarded", "--type", "t", "--payload", "{}")).stdout.trim();
+    await cli(adminToken, "schedule", "set", "yearly", "--queue", "guarded", "--type", "t", "--cron", "@yearly");
 
     const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
     const page = await context.newPage();
@@ -293,14 +403,36 @@ test("a reader token is offered no action, and the server refuses one it forces"
     await until("the queue page as the reader", () => page.locator("tbody a").count());
     assert.equal(await page.locator("#pause-toggle, .bulk button").count(), 0, "no queue action");
     await shot(page, "reader");
-    // Forced past the page, the action is refused by the server, and nothing changed.
+    // The settings are shown, not offered for editing.
+    await page.locator("#settings > summary").click();
+    await until("the settings as the reader", () => page.locator('[data-effective="max_attempts"]').count());
+    assert.equal(await page.locator("#settings-form, #settings input, #settings select").count(), 0, "no settings form");
+    // A schedule is shown with no action.
+    await page.goto(`http://${at}/#/schedules`);
+    const scheduleRow = page.locator("tr", { has: page.locator('strong[data-schedule="guarded/yearly"]') });
+    await until("the schedule as the reader", () => scheduleRow.count());
+    assert.equal(await page.locator("button[data-action]").count(), 0, "no schedule action");
+    await shot(page, "reader-schedules");
+    // Forced past the page, each action is refused by the server, and nothing changed.
     await assert.rejects(cli(readerToken, "cancel", jobId), /PERMISSION_DENIED/);
+    await assert.rejects(cli(readerToken, "schedule", "trigger", "yearly", "--queue", "guarded"), /PERMISSION_DENIED/);
+    await assert.rejects(cli(readerToken, "schedule", "pause", "yearly", "--queue", "guarded"), /PERMISSION_DENIED/);
+    await assert.rejects(cli(readerToken, "schedule", "delete", "yearly", "--queue", "guarded"), /PERMISSION_DENIED/);
+    await assert.rejects(cli(readerToken, "queue", "set", "guarded", "--max-waiting", "5"), /PERMISSION_DENIED/);
     assert.equal(JSON.parse((await cli(adminToken, "stats", "guarded", "--json")).stdout)[0].waiting, 1);
+    const yearly = JSON.parse((await cli(adminToken, "schedule", "get", "yearly", "--queue", "guarded")).stdout);
+    assert.equal(yearly.fires, 0);
+    assert.equal(yearly.paused, false);
+    const settings = JSON.parse((await cli(adminToken, "queue", "get", "guarded", "--json")).stdout).settings;
+    assert.deepEqual(settings, {});
+    await page.goto(`http://${at}/#/queue/guarded?state=waiting`);
 
     // The admin token is offered them.
     await page.fill("#token", adminToken);
     await page.locator("#token").blur();
     await until("the pause button for the admin", () => page.locator("#pause-toggle").count());
+    await page.goto(`http://${at}/#/schedules`);
+    await until("the schedule's actions for the admin", async () => (await page.locator("button[data-action]").count()) === 3);
     await context.close();
   } finally {
     await stop(guarded);

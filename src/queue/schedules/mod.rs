@@ -56,6 +56,9 @@ const DEFAULT_CATCH_UP: u32 = 10;
 const MAX_CATCH_UP: u32 = 99;
 /// Most schedules per ListSchedules page.
 const MAX_PAGE: u32 = 1_000;
+/// Due times a schedule's view lists ahead (`ScheduleView::upcoming_fires`): enough to see a
+/// timetable's rhythm, few enough that a page of 1,000 cron schedules stays cheap to compute.
+const UPCOMING: usize = 5;
 
 /// When a schedule is due.
 #[derive(Clone, Debug, PartialEq)]
@@ -136,6 +139,9 @@ pub struct ScheduleView {
     pub paused: bool,
     /// When it fires next (now when missed times are owed); None when paused or finished.
     pub next_fire_at: Option<SystemTime>,
+    /// Its next [`UPCOMING`] due times after now not yet fired, earliest first; empty when
+    /// paused or finished.
+    pub upcoming_fires: Vec<SystemTime>,
     /// The due time of the last job a fire added.
     pub last_fire_at: Option<SystemTime>,
     /// The last job it added.
@@ -398,8 +404,16 @@ fn view(queue: &str, name: &str, s: StoredSchedule) -> Result<ScheduleView> {
         MissedFires::RunOnce => MissedPolicy::RunOnce,
         MissedFires::RunAll(_) => MissedPolicy::RunAll,
     };
-    let next_fire_at =
-        if s.paused { None } else { compiled.timetable.next_fire(s.fired_through_ms, now_ms()).map(from_ms) };
+    let now = now_ms();
+    let (next_fire_at, upcoming_fires) = if s.paused {
+        (None, Vec::new())
+    } else {
+        let upcoming = compiled.timetable.upcoming(s.fired_through_ms.max(now), UPCOMING);
+        (
+            compiled.timetable.next_fire(s.fired_through_ms, now).map(from_ms),
+            upcoming.into_iter().map(from_ms).collect(),
+        )
+    };
     let ms = |ms: i64| Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     Ok(ScheduleView {
         definition: ScheduleDefinition {
@@ -416,6 +430,7 @@ fn view(queue: &str, name: &str, s: StoredSchedule) -> Result<ScheduleView> {
         },
         paused: s.paused,
         next_fire_at,
+        upcoming_fires,
         last_fire_at: s.last_due_ms.map(from_ms),
         last_job_id: s.last_job.map(|ulid| JobId::new(queue, &ulid)),
         fires: s.fires,

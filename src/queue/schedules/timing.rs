@@ -118,6 +118,11 @@ impl Timetable {
         self.before_end(due)
     }
 
+    /// The first `n` due times after `t`, earliest first (fewer when the end comes first).
+    pub(super) fn upcoming(&self, t: i64, n: usize) -> Vec<i64> {
+        std::iter::successors(self.next_after(t), |&due| self.next_after(due)).take(n).collect()
+    }
+
     /// The last due time at or before `t`, if any (at or after the start, before the end).
     pub(super) fn latest_at_or_before(&self, t: i64) -> Option<i64> {
         let t = match self.end {

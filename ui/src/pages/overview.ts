@@ -1,19 +1,17 @@
 // The overview: every queue with its counts, throughput and failure rate over the last minutes
-// and the hour, the activity chart, oldest waiting age, paused. Live: it follows SubscribeQueues
+// and the hour, the activity chart, oldest waiting age, paused, and Redis's memory (as the
+// answering server last read it, with ListQueues). Live: it follows SubscribeQueues
 // over the known queues and refreshes the figures the events touch, at most once a second; the
 // list of queues is also read every 5 s (a new queue has no events on the stream yet) and the
 // chart every 30 s (minutes roll over without events).
 
 import { h, fill, link } from "../dom";
 import { queues } from "../api";
-import { age, count, seconds } from "../format";
-import { follow, throttle, every } from "../live";
+import { age, bytes, count, seconds } from "../format";
+import { FOLLOWED, followQueues, throttle, every } from "../live";
 import { fail, table, type Page } from "../page";
 import { activityChart, sumMinutes } from "../chart";
-import type { QueueActivity, QueueStats } from "../gen/jobwire/v1/jobwire_pb";
-
-/** Queues followed at most (SubscribeQueues takes 100). */
-const FOLLOWED = 100;
+import type { QueueActivity, QueueStats, RedisMemory } from "../gen/jobwire/v1/jobwire_pb";
 
 function lastMinutes(activity: QueueActivity | undefined, n: number) {
   const minutes = activity?.minutes.slice(-n) ?? [];
@@ -27,13 +25,33 @@ function lastMinutes(activity: QueueActivity | undefined, n: number) {
   return { completed, failed, rate };
 }
 
+/** Redis's memory in one line: used, of its maxmemory, and whether adds are refused for it. */
+function memoryLine(el: HTMLElement, m: RedisMemory | undefined): void {
+  if (!m) {
+    fill(el, "Redis memory: not read yet.");
+    return;
+  }
+  const used = Number(m.usedBytes);
+  const max = Number(m.maxBytes);
+  fill(
+    el,
+    "Redis memory: ",
+    h("strong", { id: "redis-used" }, bytes(used)),
+    " used",
+    max > 0 ? ` of ${bytes(max)} (${((100 * used) / max).toFixed(1)} %)` : " (no maxmemory: nothing is refused for memory)",
+    m.full ? [" ", h("span", { class: "badge paused", id: "redis-full" }, "full: adds are refused")] : null,
+  );
+}
+
 export function overview(page: Page): void {
   const rows = h("div", null, h("p", null, "Loading…"));
+  const memory = h("p", { class: "memory", id: "redis-memory" });
   const chartBox = h("div", { class: "chart", id: "activity-chart" });
   const totals = h("p", { class: "totals" });
   fill(
     page.root,
     h("h1", null, "Queues"),
+    memory,
     rows,
     h("h2", null, "Activity"),
     totals,
@@ -42,9 +60,6 @@ export function overview(page: Page): void {
   const draw = activityChart(chartBox, page.signal);
   let known: QueueStats[] = [];
   let activity = new Map<string, QueueActivity>();
-  let followed = "";
-  let stream: AbortController | undefined;
-  page.signal.addEventListener("abort", () => stream?.abort());
 
   const render = () => {
     if (known.length === 0) {
@@ -94,7 +109,9 @@ export function overview(page: Page): void {
 
   const refresh = async () => {
     try {
-      known = (await queues.listQueues({})).queues;
+      const answer = await queues.listQueues({});
+      known = answer.queues;
+      memoryLine(memory, answer.redisMemory);
       render();
       resubscribe();
       if (activity.size === 0) pokeActivity();
@@ -104,24 +121,15 @@ export function overview(page: Page): void {
   };
 
   /** Follows the queues listed now; a queue that appears later is followed from its listing. */
-  const resubscribe = () => {
-    const names = known.slice(0, FOLLOWED).map((q) => q.queue);
-    if (names.join("\n") === followed) return;
-    followed = names.join("\n");
-    stream?.abort();
-    if (names.length === 0) return;
-    stream = new AbortController();
-    const signal = AbortSignal.any([page.signal, stream.signal]);
-    void follow(
-      (s) => queues.subscribeQueues({ queues: names }, { signal: s }),
-      () => {
-        pokeFigures();
-        pokeActivity();
-      },
-      signal,
-      (why) => fail(why),
-    );
-  };
+  const follows = followQueues(
+    () => {
+      pokeFigures();
+      pokeActivity();
+    },
+    page.signal,
+    (why) => fail(why),
+  );
+  const resubscribe = () => follows(known.map((q) => q.queue));
 
   const pokeFigures = throttle(refresh, 1000, page.signal);
   const pokeActivity = throttle(refreshActivity, 5000, page.signal);

@@ -1,8 +1,8 @@
-// A queue: its counts, its jobs by state a page at a time, filters (type, id, error text, time),
-// bulk retry / cancel / delete on a selection or on everything matching the filter, and
-// pause / resume. Live: it follows Subscribe on the queue and refreshes the counts and the page
-// shown at most once a second. The route's query holds the state and the filter, so a filtered
-// view can be linked and the back button works.
+// A queue: its counts, its settings (`settings.ts`), its jobs by state a page at a time, filters
+// (type, id, error text, time), bulk retry / cancel / delete on a selection or on everything
+// matching the filter, and pause / resume. Live: it follows Subscribe on the queue and refreshes
+// the counts and the page shown at most once a second. The route's query holds the state and
+// the filter, so a filtered view can be linked and the back button works.
 
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
@@ -11,6 +11,7 @@ import { mayAct, queues } from "../api";
 import { ago, count, short, time } from "../format";
 import { follow, throttle } from "../live";
 import { LISTINGS, confirmed, fail, say, stateName, table, type Page } from "../page";
+import { settingsSection } from "./settings";
 import {
   JobFilterSchema,
   JobSelectionSchema,
@@ -240,6 +241,15 @@ export function queuePage(page: Page): void {
         " · ",
         link("/sessions/" + encodeURIComponent(queue), `Sessions (${count(stats.sessions)})`),
       ),
+      stats.concurrencyLimit !== undefined
+        ? h(
+            "p",
+            { id: "concurrency" },
+            `At most ${count(stats.concurrencyLimit)} active at once (the concurrency setting): `,
+            h("strong", { id: "held-back" }, count(stats.heldByConcurrency)),
+            " ready jobs held back by it now.",
+          )
+        : null,
     );
     fill(
       tabs,
@@ -285,7 +295,7 @@ export function queuePage(page: Page): void {
     }
   };
 
-  fill(page.root, header, tabs, form, actions, list, pager);
+  fill(page.root, header, settingsSection(queue, page.signal, () => void refresh()), tabs, form, actions, list, pager);
   void refresh();
   const poke = throttle(refresh, 1000, page.signal);
   void follow((signal) => queues.subscribe({ queue }, { signal }), poke, page.signal, (why) => fail(why));

@@ -465,7 +465,11 @@ type Schedule struct {
 	// When it was created.
 	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	// When its definition was last upserted.
-	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// Its next 5 due times after now that it has not fired, earliest first (fewer when `end`
+	// comes first): the first is `next_fire_at` unless missed times are owed. Due times, before
+	// any jitter. Empty when paused, or when no due time is left.
+	UpcomingFires []*timestamppb.Timestamp `protobuf:"bytes,11,rep,name=upcoming_fires,json=upcomingFires,proto3" json:"upcoming_fires,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -566,6 +570,13 @@ func (x *Schedule) GetCreatedAt() *timestamppb.Timestamp {
 func (x *Schedule) GetUpdatedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.UpdatedAt
+	}
+	return nil
+}
+
+func (x *Schedule) GetUpcomingFires() []*timestamppb.Timestamp {
+	if x != nil {
+		return x.UpcomingFires
 	}
 	return nil
 }
@@ -1287,7 +1298,7 @@ const file_jobwire_v1_schedules_proto_rawDesc = "" +
 	"\fcatch_up_max\x18\v \x01(\rR\n" +
 	"catchUpMax\x123\n" +
 	"\aoverlap\x18\f \x01(\x0e2\x19.jobwire.v1.OverlapPolicyR\aoverlapB\b\n" +
-	"\x06timing\"\xc0\x03\n" +
+	"\x06timing\"\x83\x04\n" +
 	"\bSchedule\x12>\n" +
 	"\n" +
 	"definition\x18\x01 \x01(\v2\x1e.jobwire.v1.ScheduleDefinitionR\n" +
@@ -1305,7 +1316,8 @@ const file_jobwire_v1_schedules_proto_rawDesc = "" +
 	"created_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
 	"updated_at\x18\n" +
-	" \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"S\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12A\n" +
+	"\x0eupcoming_fires\x18\v \x03(\v2\x1a.google.protobuf.TimestampR\rupcomingFires\"S\n" +
 	"\x15UpsertScheduleRequest\x12:\n" +
 	"\bschedule\x18\x01 \x01(\v2\x1e.jobwire.v1.ScheduleDefinitionR\bschedule\"d\n" +
 	"\x16UpsertScheduleResponse\x120\n" +
@@ -1417,29 +1429,30 @@ var file_jobwire_v1_schedules_proto_depIdxs = []int32{
 	22, // 12: jobwire.v1.Schedule.last_fire_at:type_name -> google.protobuf.Timestamp
 	22, // 13: jobwire.v1.Schedule.created_at:type_name -> google.protobuf.Timestamp
 	22, // 14: jobwire.v1.Schedule.updated_at:type_name -> google.protobuf.Timestamp
-	3,  // 15: jobwire.v1.UpsertScheduleRequest.schedule:type_name -> jobwire.v1.ScheduleDefinition
-	4,  // 16: jobwire.v1.UpsertScheduleResponse.schedule:type_name -> jobwire.v1.Schedule
-	4,  // 17: jobwire.v1.GetScheduleResponse.schedule:type_name -> jobwire.v1.Schedule
-	4,  // 18: jobwire.v1.ListSchedulesResponse.schedules:type_name -> jobwire.v1.Schedule
-	5,  // 19: jobwire.v1.ScheduleService.UpsertSchedule:input_type -> jobwire.v1.UpsertScheduleRequest
-	7,  // 20: jobwire.v1.ScheduleService.GetSchedule:input_type -> jobwire.v1.GetScheduleRequest
-	9,  // 21: jobwire.v1.ScheduleService.ListSchedules:input_type -> jobwire.v1.ListSchedulesRequest
-	11, // 22: jobwire.v1.ScheduleService.DeleteSchedule:input_type -> jobwire.v1.DeleteScheduleRequest
-	13, // 23: jobwire.v1.ScheduleService.PauseSchedule:input_type -> jobwire.v1.PauseScheduleRequest
-	15, // 24: jobwire.v1.ScheduleService.ResumeSchedule:input_type -> jobwire.v1.ResumeScheduleRequest
-	17, // 25: jobwire.v1.ScheduleService.TriggerSchedule:input_type -> jobwire.v1.TriggerScheduleRequest
-	6,  // 26: jobwire.v1.ScheduleService.UpsertSchedule:output_type -> jobwire.v1.UpsertScheduleResponse
-	8,  // 27: jobwire.v1.ScheduleService.GetSchedule:output_type -> jobwire.v1.GetScheduleResponse
-	10, // 28: jobwire.v1.ScheduleService.ListSchedules:output_type -> jobwire.v1.ListSchedulesResponse
-	12, // 29: jobwire.v1.ScheduleService.DeleteSchedule:output_type -> jobwire.v1.DeleteScheduleResponse
-	14, // 30: jobwire.v1.ScheduleService.PauseSchedule:output_type -> jobwire.v1.PauseScheduleResponse
-	16, // 31: jobwire.v1.ScheduleService.ResumeSchedule:output_type -> jobwire.v1.ResumeScheduleResponse
-	18, // 32: jobwire.v1.ScheduleService.TriggerSchedule:output_type -> jobwire.v1.TriggerScheduleResponse
-	26, // [26:33] is the sub-list for method output_type
-	19, // [19:26] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	22, // 15: jobwire.v1.Schedule.upcoming_fires:type_name -> google.protobuf.Timestamp
+	3,  // 16: jobwire.v1.UpsertScheduleRequest.schedule:type_name -> jobwire.v1.ScheduleDefinition
+	4,  // 17: jobwire.v1.UpsertScheduleResponse.schedule:type_name -> jobwire.v1.Schedule
+	4,  // 18: jobwire.v1.GetScheduleResponse.schedule:type_name -> jobwire.v1.Schedule
+	4,  // 19: jobwire.v1.ListSchedulesResponse.schedules:type_name -> jobwire.v1.Schedule
+	5,  // 20: jobwire.v1.ScheduleService.UpsertSchedule:input_type -> jobwire.v1.UpsertScheduleRequest
+	7,  // 21: jobwire.v1.ScheduleService.GetSchedule:input_type -> jobwire.v1.GetScheduleRequest
+	9,  // 22: jobwire.v1.ScheduleService.ListSchedules:input_type -> jobwire.v1.ListSchedulesRequest
+	11, // 23: jobwire.v1.ScheduleService.DeleteSchedule:input_type -> jobwire.v1.DeleteScheduleRequest
+	13, // 24: jobwire.v1.ScheduleService.PauseSchedule:input_type -> jobwire.v1.PauseScheduleRequest
+	15, // 25: jobwire.v1.ScheduleService.ResumeSchedule:input_type -> jobwire.v1.ResumeScheduleRequest
+	17, // 26: jobwire.v1.ScheduleService.TriggerSchedule:input_type -> jobwire.v1.TriggerScheduleRequest
+	6,  // 27: jobwire.v1.ScheduleService.UpsertSchedule:output_type -> jobwire.v1.UpsertScheduleResponse
+	8,  // 28: jobwire.v1.ScheduleService.GetSchedule:output_type -> jobwire.v1.GetScheduleResponse
+	10, // 29: jobwire.v1.ScheduleService.ListSchedules:output_type -> jobwire.v1.ListSchedulesResponse
+	12, // 30: jobwire.v1.ScheduleService.DeleteSchedule:output_type -> jobwire.v1.DeleteScheduleResponse
+	14, // 31: jobwire.v1.ScheduleService.PauseSchedule:output_type -> jobwire.v1.PauseScheduleResponse
+	16, // 32: jobwire.v1.ScheduleService.ResumeSchedule:output_type -> jobwire.v1.ResumeScheduleResponse
+	18, // 33: jobwire.v1.ScheduleService.TriggerSchedule:output_type -> jobwire.v1.TriggerScheduleResponse
+	27, // [27:34] is the sub-list for method output_type
+	20, // [20:27] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_jobwire_v1_schedules_proto_init() }

@@ -284,6 +284,7 @@ class Schedule(_message.Message):
     REVISION_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    UPCOMING_FIRES_FIELD_NUMBER: _builtins.int
     paused: _builtins.bool
     """True while it is paused (PauseSchedule)."""
     last_job_id: _builtins.str
@@ -318,6 +319,13 @@ class Schedule(_message.Message):
     def updated_at(self) -> _timestamp_pb2.Timestamp:
         """When its definition was last upserted."""
 
+    @_builtins.property
+    def upcoming_fires(self) -> _containers.RepeatedCompositeFieldContainer[_timestamp_pb2.Timestamp]:
+        """Its next 5 due times after now that it has not fired, earliest first (fewer when `end`
+        comes first): the first is `next_fire_at` unless missed times are owed. Due times, before
+        any jitter. Empty when paused, or when no due time is left.
+        """
+
     def __init__(
         self,
         *,
@@ -331,10 +339,11 @@ class Schedule(_message.Message):
         revision: _builtins.int = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        upcoming_fires: _abc.Iterable[_timestamp_pb2.Timestamp] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "definition", b"definition", "last_fire_at", b"last_fire_at", "next_fire_at", b"next_fire_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "definition", b"definition", "fires", b"fires", "last_fire_at", b"last_fire_at", "last_job_id", b"last_job_id", "next_fire_at", b"next_fire_at", "paused", b"paused", "revision", b"revision", "skipped", b"skipped", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "definition", b"definition", "fires", b"fires", "last_fire_at", b"last_fire_at", "last_job_id", b"last_job_id", "next_fire_at", b"next_fire_at", "paused", b"paused", "revision", b"revision", "skipped", b"skipped", "upcoming_fires", b"upcoming_fires", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -202,7 +202,15 @@ export interface Schedule {
     | Date
     | undefined;
   /** When its definition was last upserted. */
-  updatedAt: Date | undefined;
+  updatedAt:
+    | Date
+    | undefined;
+  /**
+   * Its next 5 due times after now that it has not fired, earliest first (fewer when `end`
+   * comes first): the first is `next_fire_at` unless missed times are owed. Due times, before
+   * any jitter. Empty when paused, or when no due time is left.
+   */
+  upcomingFires: Date[];
 }
 
 export interface UpsertScheduleRequest {
@@ -735,6 +743,7 @@ function createBaseSchedule(): Schedule {
     revision: 0,
     createdAt: undefined,
     updatedAt: undefined,
+    upcomingFires: [],
   };
 }
 
@@ -769,6 +778,9 @@ export const Schedule: MessageFns<Schedule> = {
     }
     if (message.updatedAt !== undefined) {
       Timestamp.encode(toTimestamp(message.updatedAt), writer.uint32(82).fork()).join();
+    }
+    for (const v of message.upcomingFires) {
+      Timestamp.encode(toTimestamp(v!), writer.uint32(90).fork()).join();
     }
     return writer;
   },
@@ -866,6 +878,14 @@ export const Schedule: MessageFns<Schedule> = {
             message.updatedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.upcomingFires.push(fromTimestamp(Timestamp.decode(reader, reader.uint32())));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -895,6 +915,7 @@ export const Schedule: MessageFns<Schedule> = {
     message.revision = object.revision ?? 0;
     message.createdAt = object.createdAt ?? undefined;
     message.updatedAt = object.updatedAt ?? undefined;
+    message.upcomingFires = object.upcomingFires?.map((e) => e) || [];
     return message;
   },
 };
