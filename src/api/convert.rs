@@ -79,6 +79,8 @@ pub(super) fn new_job(req: proto::AddJobRequest, prefix: &str) -> Result<NewJob,
             "" => None,
             id => Some(SessionId::parse(id, &field("session_id"))?),
         },
+        rate_key: Some(req.rate_key).filter(|k| !k.is_empty()),
+        concurrency_key: Some(req.concurrency_key).filter(|k| !k.is_empty()),
     })
 }
 

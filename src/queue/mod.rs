@@ -95,7 +95,7 @@ pub use events::{EventKind, EventView};
 pub use job::{Added, BackoffRequest, Delivery, JobId, JobState, JobView, NewJob, Schedule, SessionId};
 pub use leases::{RevokeReason, StreamEvent, StreamGuard, WorkerSpec, WorkerView};
 pub use memory::RedisMemory;
-pub use overrides::{QueueSettings, QueueSettingsView};
+pub use overrides::{QueueSettings, QueueSettingsView, RateLimit};
 pub use schedules::{JobTemplate, MissedPolicy, SCHEDULE_HEADER, ScheduleDefinition, ScheduleView, Timing};
 pub use sessions::{SessionUpdate, SessionView};
 pub use settings::{Limits, MemoryLimits, Settings};

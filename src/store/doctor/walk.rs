@@ -75,6 +75,7 @@ impl<'d> QueueWalk<'d> {
         for (place, key) in lists {
             self.walk_list(place, key).await?;
         }
+        self.walk_keyed().await?;
         self.walk_active().await?;
         for (place, key) in
             [(Place::Delayed, keys.delayed()), (Place::Dead, keys.dead()), (Place::Cancelled, keys.cancelled())]
@@ -216,6 +217,27 @@ impl<'d> QueueWalk<'d> {
                 self.judge(place, id, ulid, row);
             }
             if ids.len() < PAGE {
+                return Ok(());
+            }
+            start += PAGE;
+        }
+    }
+
+    /// The ready jobs with a rate or concurrency key (`lua/limits_lib.lua`): ready like those of
+    /// the lists, so their records are placed; their structures are checked by the invariants.
+    async fn walk_keyed(&mut self) -> Result<()> {
+        let key = self.keys.keyed().to_owned();
+        let mut start = 0usize;
+        loop {
+            let stop = start + PAGE - 1;
+            let members: Vec<String> =
+                self.doctor.backend.with_conn(async |c| c.zrange(&key, isize_of(start), isize_of(stop)).await).await?;
+            for member in &members {
+                if let Some(ulid) = member.rsplit_once('\0').and_then(|(_, id)| ulid_of(id)) {
+                    self.ready.insert(ulid);
+                }
+            }
+            if members.len() < PAGE {
                 return Ok(());
             }
             start += PAGE;

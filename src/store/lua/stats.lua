@@ -24,6 +24,8 @@ for priority = 5, -5, -1 do
     end
   end
 end
+-- Ready jobs with a rate or concurrency key wait among the keyed jobs.
+waiting = waiting + redis.call('ZCARD', KEYS[K_KEYED])
 local counters = redis.call('HMGET', KEYS[K_META], 'dead_evicted', 'completed_shed', 'cancelled_shed', 'dead_shed',
   'events_shed')
 for i = 1, #counters do

@@ -11,6 +11,7 @@ mod activity;
 mod admin;
 mod intake;
 mod leases;
+mod limits;
 mod memory;
 mod registry;
 mod schedules;
@@ -93,6 +94,8 @@ impl Job {
                 session: None,
                 cancel_requested: false,
                 progress: None,
+                rate_key: None,
+                concurrency_key: None,
             },
             delay_ms: None,
             run_at_ms: None,
