@@ -61,7 +61,10 @@ impl RateLimit {
         if !(1..=MAX_RATE_COUNT).contains(&self.count) {
             return Err(Error::invalid(format!("{field}.count"), "must be from 1 to 1000000"));
         }
-        if self.period.is_zero() || self.period > MAX_RATE_PERIOD || !self.period.subsec_nanos().is_multiple_of(1_000_000) {
+        if self.period.is_zero()
+            || self.period > MAX_RATE_PERIOD
+            || !self.period.subsec_nanos().is_multiple_of(1_000_000)
+        {
             return Err(Error::invalid(format!("{field}.period"), "must be whole ms from 1 ms to 24 h"));
         }
         if self.burst > MAX_RATE_COUNT {
