@@ -461,6 +461,35 @@ function LIMITS.settle(now, short)
   end
 end
 
+-- Read-only, for stats: {jobs held by a rate, jobs held by their concurrency key's cap, keys
+-- with waiting jobs}. All waiting jobs are held by the queue's rate while it lets none go (given
+-- as -1: the caller knows the waiting count); otherwise the jobs of the groups a key's rate
+-- holds (scored after now) and of the parked groups, each read for at most UNPARK_BATCH groups.
+function LIMITS.held(now)
+  load_settings()
+  local rate = L.queue_rate
+  local by_rate = 0
+  if rate then
+    local tat = tonumber(redis.call('HGET', KEYS[K_META], 'rate_tat') or '')
+    if allowance(rate, tat, now, 1) == 0 then
+      by_rate = -1
+    end
+  end
+  local function jobs_of(groups)
+    local n = 0
+    for _, group in ipairs(groups) do
+      local lo, hi = group_range(group)
+      n = n + redis.call('ZLEXCOUNT', KEYS[K_KEYED], lo, hi)
+    end
+    return n
+  end
+  if by_rate == 0 then
+    by_rate = jobs_of(redis.call('ZRANGEBYSCORE', KEYS[K_KEY_DUE], now + 1, '+inf', 'LIMIT', '0', UNPARK_BATCH))
+  end
+  local by_cap = jobs_of(redis.call('ZRANGE', KEYS[K_KEY_PARKED], '0', UNPARK_BATCH - 1))
+  return by_rate, by_cap, redis.call('ZCARD', KEYS[K_KEY_DUE]) + redis.call('ZCARD', KEYS[K_KEY_PARKED])
+end
+
 -- One page of key_state swept (with the dispatcher's upkeep): TATs no longer ahead of now are
 -- dropped, as if absent. The cursor stays in meta ('key_sweep').
 function LIMITS.sweep(now)

@@ -66,6 +66,8 @@ async fn a_key_out_of_rate_is_skipped_and_the_round_says_when_it_may_go() {
     let wake = round.next_wake.expect("a wake for key a");
     assert!(wake <= Duration::from_millis(500) && wake > Duration::ZERO, "a's next job in one interval: {wake:?}");
     assert!(case.lease(10).await.jobs.is_empty(), "key a has no budget yet");
+    let stats = case.stats().await;
+    assert_eq!((stats.held_by_rate, stats.waiting_keys), (Some(2), 1), "a's two jobs, held by its rate");
     let at = round.now_ms + i64::try_from(wake.as_millis()).expect("ms");
     case.redis_time_when(|now| now >= at).await;
     let next = case.lease(10).await;
@@ -86,6 +88,7 @@ async fn the_queue_rate_holds_every_job_and_the_refill_too() {
     assert_eq!(round.jobs.len(), 3, "the burst of three");
     let wake = round.next_wake.expect("the queue's next job");
     assert!(wake > Duration::ZERO && wake <= Duration::from_millis(334), "{wake:?}");
+    assert_eq!(case.stats().await.held_by_rate, None, "the queue's rate holds every waiting job");
     let held = &round.jobs[0];
     let refill = case.token();
     let ack = Ack { ulid: &held.ulid, token: &held.token, result: b"", session_state: None };
@@ -113,6 +116,8 @@ async fn a_key_at_its_cap_is_parked_and_every_way_a_lease_ends_frees_its_slot() 
     let first = round.jobs.iter().find(|j| j.ulid == c[0].ulid).expect("c's first");
     assert!(case.raw_lease(&first.ulid).await.expect("leased").ends_with("|k"), "flagged: it holds a slot");
     assert!(case.lease(10).await.jobs.is_empty(), "c is at its cap");
+    let stats = case.stats().await;
+    assert_eq!((stats.held_by_key_concurrency, stats.waiting_keys), (4, 1), "c's four others, parked");
     case.assert_invariants().await;
 
     // complete, with the fused refill taking the freed slot
