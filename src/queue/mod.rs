@@ -261,6 +261,19 @@ impl Engine {
         self.acks.give_back(job_id, token, stop_stream).await
     }
 
+    /// Hands a held job back to run again after `delay` ("rate limited upstream"), without
+    /// spending an attempt; with `hold_key`, its rate key's other jobs wait as long too.
+    pub async fn postpone_one(
+        &self,
+        job_id: &JobId,
+        token: &str,
+        delay: Duration,
+        hold_key: bool,
+        stop_stream: bool,
+    ) -> Result<()> {
+        self.acks.postpone(job_id, token, delay, hold_key, stop_stream).await
+    }
+
     /// Records the progress of a held job (at most `Limits::max_progress` bytes) and emits it as
     /// an event.
     pub async fn report_progress(&self, job_id: &JobId, token: &str, progress: &[u8]) -> Result<()> {

@@ -346,6 +346,24 @@ impl QueueFunction for ExtendArgs<'_> {
     }
 }
 
+/// lua/postpone.lua: ARGV[8] ULID, [9] token, [10] delay ms, [11] hold the rate key (1/0).
+pub(super) struct PostponeArgs<'a> {
+    pub ulid: &'a str,
+    pub token: &'a str,
+    pub delay: Duration,
+    pub hold_key: bool,
+}
+
+impl QueueFunction for PostponeArgs<'_> {
+    /// (lease check code, state, run at ms).
+    type Reply = (i64, i64, i64);
+    function!(postpone);
+
+    fn write_args(&self, cmd: &mut Cmd) {
+        cmd.arg(self.ulid).arg(self.token).arg(millis(self.delay)).arg(flag(self.hold_key));
+    }
+}
+
 /// lua/requeue.lua: ARGV[8] lost, [9] max lost, [10..] pairs {ULID, token}.
 pub(super) struct RequeueArgs<'a> {
     pub lost: bool,

@@ -119,6 +119,7 @@ library! {
         fail ["allow-oom"],
         extend ["allow-oom"],
         requeue ["allow-oom"],
+        postpone ["allow-oom"],
         reap ["allow-oom"],
         reclaim ["allow-oom"],
         stats ["no-writes"],

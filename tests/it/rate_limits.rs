@@ -145,3 +145,67 @@ async fn keys_that_are_not_allowed_are_refused_naming_the_field() {
     let refused = client.set_queue_settings(req).await.expect_err("a rate of 0");
     assert!(refused.message().starts_with("settings.rate.count:"), "{}", refused.message());
 }
+
+/// A Rust worker whose handler hears "429, retry after 200 ms" the first time: the job runs
+/// again after the wait with no attempt spent, on both worker protocols.
+#[tokio::test]
+async fn rate_limited_upstream_the_job_goes_back_for_later_without_spending_an_attempt() {
+    use std::sync::{Arc, Mutex};
+
+    use jobwire::client::{Client as RustClient, JobError, NewJob, Protocol, Worker as RustWorker};
+
+    let redis = Redis::start();
+    let server = ServerBuilder::new(&redis).settings(slow_poll).start().await;
+    let address = format!("http://{}", server.addr);
+    let producer = RustClient::connect(&address).await.expect("connect");
+    for protocol in [Protocol::Work, Protocol::Unary] {
+        let calls: Arc<Mutex<Vec<Instant>>> = Arc::default();
+        let worker = RustWorker::new(RustClient::connect(&address).await.expect("connect"), &["q"])
+            .protocol(protocol)
+            .handle("call", {
+                let calls = calls.clone();
+                move |_ctx| {
+                    let calls = calls.clone();
+                    async move {
+                        let mut calls = calls.lock().expect("lock");
+                        calls.push(Instant::now());
+                        if calls.len() == 1 {
+                            return Err(JobError::rate_limited(Duration::from_millis(200), true));
+                        }
+                        Ok(b"done".to_vec())
+                    }
+                }
+            });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(worker.run(async move {
+            let _ = stopped.await;
+        }));
+        let id = producer.add(NewJob::new("q", "call").rate_key("api")).await.expect("add");
+        assert_eq!(producer.wait_for_result(&id, LIMIT).await.expect("result"), b"done", "{protocol:?}");
+        let calls = calls.lock().expect("lock").clone();
+        assert_eq!(calls.len(), 2, "{protocol:?}");
+        assert!(calls[1] - calls[0] >= Duration::from_millis(190), "{protocol:?}: ran again after the wait");
+        let mut raw = server.client().await;
+        let info = raw
+            .get_job_info(proto::GetJobInfoRequest { job_id: id.clone() })
+            .await
+            .expect("info")
+            .into_inner()
+            .job
+            .expect("job");
+        assert_eq!(info.attempts, 1, "{protocol:?}: the rate-limited run spent no attempt");
+        let _ = stop.send(());
+        task.await.expect("join").expect("the worker stops cleanly");
+    }
+    let mut raw = server.client().await;
+    let refused = raw
+        .return_job(proto::ReturnJobRequest {
+            job_id: "q/01J00000000000000000000000".into(),
+            hold_key: true,
+            ..Default::default()
+        })
+        .await
+        .expect_err("hold_key alone");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    server.assert_invariants("q").await;
+}

@@ -16,6 +16,7 @@ export {
   LeaseLostError,
   PayloadError,
   PermanentError,
+  RateLimitedError,
   RetryAfterError,
   RetryError,
   RpcError,

@@ -461,6 +461,25 @@ function LIMITS.settle(now, short)
   end
 end
 
+-- A worker heard "rate limited, retry after ...": no job of `rec`'s rate key starts before
+-- `held_until` (its TAT moved so the key's budget opens then, and its group, if waiting, is not read
+-- before). Nothing without a rate key, or without a key_rate setting to hold it by.
+function LIMITS.hold_key(rec, held_until)
+  load_settings()
+  local rate, k = rec[R_RATE_KEY], L.key_rate
+  if not rate or not k then
+    return
+  end
+  local tat = math.max(key_tat(rate) or 0, held_until + (k.burst - 1) * k.t)
+  L.tat[rate] = tat
+  redis.call('HSET', KEYS[K_KEY_STATE], 't' .. rate, tat_text(tat))
+  local group = group_of(rec)
+  local score = redis.call('ZSCORE', KEYS[K_KEY_DUE], group)
+  if score and tonumber(score) < held_until then
+    redis.call('ZADD', KEYS[K_KEY_DUE], string.format('%.3f', held_until), group)
+  end
+end
+
 -- Read-only, for stats: {jobs held by a rate, jobs held by their concurrency key's cap, keys
 -- with waiting jobs}. All waiting jobs are held by the queue's rate while it lets none go (given
 -- as -1: the caller knows the waiting count); otherwise the jobs of the groups a key's rate

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use jobwire::store::{Ack, AckOutcome, CancelOutcome, LeaseCheck, RateSpec, StoredSettings};
+use jobwire::store::{Ack, AckOutcome, CancelOutcome, LeaseCheck, RateSpec, RecordState, StoredSettings};
 
 use super::{Case, Job, QUEUE};
 
@@ -194,4 +194,36 @@ async fn the_invariant_check_finds_a_concurrency_count_that_drifted() {
         .expect("hset");
     let problems = case.store.invariants().check_invariants(QUEUE).await.expect("check");
     assert_eq!(problems, ["concurrency key \"c\" counts 2 leases, but 1 are live"]);
+}
+
+#[tokio::test]
+async fn postpone_hands_a_job_back_for_later_without_an_attempt_and_may_hold_its_key() {
+    let case = Case::start().await;
+    set(&case, StoredSettings { key_rate: rate(100, 1_000, 1), ..StoredSettings::default() }).await;
+    let first = rate_keyed("a");
+    case.add_many(std::slice::from_ref(&first)).await;
+    let held = case.take().await;
+    let stale = case.postpone(&held.ulid, &case.token(), Duration::from_millis(300), true).await;
+    assert_eq!(stale.check, LeaseCheck::Stale, "only the holder may");
+    let outcome = case.postpone(&held.ulid, &held.token, Duration::from_millis(300), true).await;
+    assert_eq!((outcome.check, outcome.state), (LeaseCheck::Held, Some(RecordState::Delayed)));
+    let record = case.record(&held.ulid).await;
+    assert_eq!((record.attempts, record.lost), (0, 0), "no attempt spent, no delivery lost");
+    let second = rate_keyed("a");
+    let other = rate_keyed("b");
+    case.add_many(&[second.clone(), other.clone()]).await;
+    let round = case.lease(5).await;
+    assert_eq!(round.jobs.iter().map(|j| j.ulid.clone()).collect::<Vec<_>>(), [other.ulid], "key a is held, b is not");
+    let wake = round.next_wake.expect("a wake when a's hold ends");
+    assert!(wake <= Duration::from_millis(300), "{wake:?}");
+    case.redis_time_when(|now| now >= outcome.run_at_ms).await;
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        seen.extend(case.lease(5).await.jobs.into_iter().map(|j| j.ulid));
+    }
+    seen.sort();
+    let mut want = vec![first.ulid, second.ulid];
+    want.sort();
+    assert_eq!(seen, want, "both of a's jobs once the hold is over");
+    case.assert_invariants().await;
 }

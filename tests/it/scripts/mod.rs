@@ -414,6 +414,10 @@ impl Case {
         self.store.jobs().fail_and_lease(QUEUE, &args, Some(refill)).await.expect("fail")
     }
 
+    pub async fn postpone(&self, ulid: &str, token: &str, delay: Duration, hold_key: bool) -> FailOutcome {
+        self.store.jobs().postpone(QUEUE, ulid, token, delay, hold_key).await.expect("postpone")
+    }
+
     pub async fn extend(&self, ulid: &str, token: &str, by: Duration) -> (LeaseCheck, i64) {
         self.store.jobs().extend(QUEUE, ulid, token, by).await.expect("extend")
     }

@@ -2569,7 +2569,16 @@ type ReturnJobRequest struct {
 	LeaseToken string `protobuf:"bytes,2,opt,name=lease_token,json=leaseToken,proto3" json:"lease_token,omitempty"`
 	// Also stop sending jobs on the stream that received this one: its worker is stopping and
 	// will close the stream once its running jobs are acknowledged.
-	StopStream    bool `protobuf:"varint,3,opt,name=stop_stream,json=stopStream,proto3" json:"stop_stream,omitempty"`
+	StopStream bool `protobuf:"varint,3,opt,name=stop_stream,json=stopStream,proto3" json:"stop_stream,omitempty"`
+	// "Rate limited upstream, retry after X" (e.g. the API the job calls answered 429 with
+	// Retry-After): the job runs again after this long, 0 to 7 days, delayed meanwhile, without
+	// spending an attempt or counting a lost delivery. Unset: the job goes back at the head of
+	// its queue at once, as a plain return.
+	RetryAfter *durationpb.Duration `protobuf:"bytes,4,opt,name=retry_after,json=retryAfter,proto3" json:"retry_after,omitempty"`
+	// With `retry_after`: the job's `rate_key` waits as long too, so no other job of that key
+	// starts before then (its budget is pushed back; needs the queue's `key_rate`, and does
+	// nothing for a job without a rate key). Without `retry_after`: INVALID_ARGUMENT.
+	HoldKey       bool `protobuf:"varint,5,opt,name=hold_key,json=holdKey,proto3" json:"hold_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2621,6 +2630,20 @@ func (x *ReturnJobRequest) GetLeaseToken() string {
 func (x *ReturnJobRequest) GetStopStream() bool {
 	if x != nil {
 		return x.StopStream
+	}
+	return false
+}
+
+func (x *ReturnJobRequest) GetRetryAfter() *durationpb.Duration {
+	if x != nil {
+		return x.RetryAfter
+	}
+	return nil
+}
+
+func (x *ReturnJobRequest) GetHoldKey() bool {
+	if x != nil {
+		return x.HoldKey
 	}
 	return false
 }
@@ -7384,13 +7407,16 @@ const file_jobwire_v1_jobwire_proto_rawDesc = "" +
 	"leaseToken\x126\n" +
 	"\textend_by\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\bextendBy\"M\n" +
 	"\x13ExtendLeaseResponse\x126\n" +
-	"\bdeadline\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\"k\n" +
+	"\bdeadline\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\"\xc2\x01\n" +
 	"\x10ReturnJobRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1f\n" +
 	"\vlease_token\x18\x02 \x01(\tR\n" +
 	"leaseToken\x12\x1f\n" +
 	"\vstop_stream\x18\x03 \x01(\bR\n" +
-	"stopStream\"\x13\n" +
+	"stopStream\x12:\n" +
+	"\vretry_after\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"retryAfter\x12\x19\n" +
+	"\bhold_key\x18\x05 \x01(\bR\aholdKey\"\x13\n" +
 	"\x11ReturnJobResponse\"*\n" +
 	"\x11GetJobInfoRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\";\n" +
@@ -7968,148 +7994,149 @@ var file_jobwire_v1_jobwire_proto_depIdxs = []int32{
 	115, // 41: jobwire.v1.FailJobResponse.next_run_at:type_name -> google.protobuf.Timestamp
 	114, // 42: jobwire.v1.ExtendLeaseRequest.extend_by:type_name -> google.protobuf.Duration
 	115, // 43: jobwire.v1.ExtendLeaseResponse.deadline:type_name -> google.protobuf.Timestamp
-	36,  // 44: jobwire.v1.GetJobInfoResponse.job:type_name -> jobwire.v1.JobInfo
-	0,   // 45: jobwire.v1.JobInfo.state:type_name -> jobwire.v1.JobState
-	112, // 46: jobwire.v1.JobInfo.headers:type_name -> jobwire.v1.JobInfo.HeadersEntry
-	115, // 47: jobwire.v1.JobInfo.created_at:type_name -> google.protobuf.Timestamp
-	115, // 48: jobwire.v1.JobInfo.started_at:type_name -> google.protobuf.Timestamp
-	115, // 49: jobwire.v1.JobInfo.finished_at:type_name -> google.protobuf.Timestamp
-	115, // 50: jobwire.v1.JobInfo.run_at:type_name -> google.protobuf.Timestamp
-	39,  // 51: jobwire.v1.StatsResponse.stats:type_name -> jobwire.v1.QueueStats
-	40,  // 52: jobwire.v1.StatsResponse.redis_memory:type_name -> jobwire.v1.RedisMemory
-	114, // 53: jobwire.v1.QueueStats.oldest_waiting_age:type_name -> google.protobuf.Duration
-	39,  // 54: jobwire.v1.ListQueuesResponse.queues:type_name -> jobwire.v1.QueueStats
-	40,  // 55: jobwire.v1.ListQueuesResponse.redis_memory:type_name -> jobwire.v1.RedisMemory
-	45,  // 56: jobwire.v1.WatchJobResponse.event:type_name -> jobwire.v1.JobEvent
-	3,   // 57: jobwire.v1.JobEvent.type:type_name -> jobwire.v1.JobEventType
-	115, // 58: jobwire.v1.JobEvent.next_run_at:type_name -> google.protobuf.Timestamp
-	115, // 59: jobwire.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
-	45,  // 60: jobwire.v1.SubscribeResponse.event:type_name -> jobwire.v1.JobEvent
-	0,   // 61: jobwire.v1.ListJobsRequest.state:type_name -> jobwire.v1.JobState
-	57,  // 62: jobwire.v1.ListJobsRequest.filter:type_name -> jobwire.v1.JobFilter
-	115, // 63: jobwire.v1.JobFilter.created_after:type_name -> google.protobuf.Timestamp
-	115, // 64: jobwire.v1.JobFilter.created_before:type_name -> google.protobuf.Timestamp
-	36,  // 65: jobwire.v1.ListJobsResponse.jobs:type_name -> jobwire.v1.JobInfo
-	0,   // 66: jobwire.v1.PurgeQueueRequest.states:type_name -> jobwire.v1.JobState
-	69,  // 67: jobwire.v1.ListWorkersResponse.workers:type_name -> jobwire.v1.WorkerInfo
-	113, // 68: jobwire.v1.WorkerInfo.labels:type_name -> jobwire.v1.WorkerInfo.LabelsEntry
-	115, // 69: jobwire.v1.WorkerInfo.connected_at:type_name -> google.protobuf.Timestamp
-	114, // 70: jobwire.v1.CreateSessionRequest.ttl:type_name -> google.protobuf.Duration
-	72,  // 71: jobwire.v1.CreateSessionResponse.session:type_name -> jobwire.v1.Session
-	115, // 72: jobwire.v1.Session.created_at:type_name -> google.protobuf.Timestamp
-	115, // 73: jobwire.v1.Session.updated_at:type_name -> google.protobuf.Timestamp
-	114, // 74: jobwire.v1.Session.ttl:type_name -> google.protobuf.Duration
-	72,  // 75: jobwire.v1.GetSessionResponse.session:type_name -> jobwire.v1.Session
-	72,  // 76: jobwire.v1.ListSessionsResponse.sessions:type_name -> jobwire.v1.Session
-	82,  // 77: jobwire.v1.JobSelection.ids:type_name -> jobwire.v1.JobIdList
-	83,  // 78: jobwire.v1.JobSelection.query:type_name -> jobwire.v1.JobQuery
-	0,   // 79: jobwire.v1.JobQuery.state:type_name -> jobwire.v1.JobState
-	57,  // 80: jobwire.v1.JobQuery.filter:type_name -> jobwire.v1.JobFilter
-	81,  // 81: jobwire.v1.RetryJobsRequest.selection:type_name -> jobwire.v1.JobSelection
-	84,  // 82: jobwire.v1.RetryJobsResponse.outcome:type_name -> jobwire.v1.BulkOutcome
-	81,  // 83: jobwire.v1.CancelJobsRequest.selection:type_name -> jobwire.v1.JobSelection
-	84,  // 84: jobwire.v1.CancelJobsResponse.outcome:type_name -> jobwire.v1.BulkOutcome
-	81,  // 85: jobwire.v1.DeleteJobsRequest.selection:type_name -> jobwire.v1.JobSelection
-	84,  // 86: jobwire.v1.DeleteJobsResponse.outcome:type_name -> jobwire.v1.BulkOutcome
-	93,  // 87: jobwire.v1.ListDeadJobGroupsResponse.groups:type_name -> jobwire.v1.DeadJobGroup
-	115, // 88: jobwire.v1.DeadJobGroup.newest_at:type_name -> google.protobuf.Timestamp
-	115, // 89: jobwire.v1.DeadJobGroup.oldest_at:type_name -> google.protobuf.Timestamp
-	96,  // 90: jobwire.v1.GetQueueActivityResponse.queues:type_name -> jobwire.v1.QueueActivity
-	97,  // 91: jobwire.v1.QueueActivity.minutes:type_name -> jobwire.v1.ActivityMinute
-	115, // 92: jobwire.v1.ActivityMinute.start:type_name -> google.protobuf.Timestamp
-	45,  // 93: jobwire.v1.SubscribeQueuesResponse.event:type_name -> jobwire.v1.JobEvent
-	4,   // 94: jobwire.v1.GetAccessResponse.role:type_name -> jobwire.v1.AccessRole
-	114, // 95: jobwire.v1.QueueSettings.timeout:type_name -> google.protobuf.Duration
-	5,   // 96: jobwire.v1.QueueSettings.backoff:type_name -> jobwire.v1.Backoff
-	114, // 97: jobwire.v1.QueueSettings.completed_retention:type_name -> google.protobuf.Duration
-	114, // 98: jobwire.v1.QueueSettings.dead_retention:type_name -> google.protobuf.Duration
-	103, // 99: jobwire.v1.QueueSettings.rate:type_name -> jobwire.v1.RateLimit
-	103, // 100: jobwire.v1.QueueSettings.key_rate:type_name -> jobwire.v1.RateLimit
-	114, // 101: jobwire.v1.RateLimit.period:type_name -> google.protobuf.Duration
-	102, // 102: jobwire.v1.SetQueueSettingsRequest.settings:type_name -> jobwire.v1.QueueSettings
-	102, // 103: jobwire.v1.SetQueueSettingsResponse.settings:type_name -> jobwire.v1.QueueSettings
-	102, // 104: jobwire.v1.SetQueueSettingsResponse.effective:type_name -> jobwire.v1.QueueSettings
-	102, // 105: jobwire.v1.GetQueueSettingsResponse.settings:type_name -> jobwire.v1.QueueSettings
-	102, // 106: jobwire.v1.GetQueueSettingsResponse.effective:type_name -> jobwire.v1.QueueSettings
-	6,   // 107: jobwire.v1.QueueService.AddJob:input_type -> jobwire.v1.AddJobRequest
-	8,   // 108: jobwire.v1.QueueService.AddJobs:input_type -> jobwire.v1.AddJobsRequest
-	11,  // 109: jobwire.v1.QueueService.GetJob:input_type -> jobwire.v1.GetJobRequest
-	13,  // 110: jobwire.v1.QueueService.Work:input_type -> jobwire.v1.WorkRequest
-	26,  // 111: jobwire.v1.QueueService.CompleteJob:input_type -> jobwire.v1.CompleteJobRequest
-	28,  // 112: jobwire.v1.QueueService.FailJob:input_type -> jobwire.v1.FailJobRequest
-	30,  // 113: jobwire.v1.QueueService.ExtendLease:input_type -> jobwire.v1.ExtendLeaseRequest
-	32,  // 114: jobwire.v1.QueueService.ReturnJob:input_type -> jobwire.v1.ReturnJobRequest
-	34,  // 115: jobwire.v1.QueueService.GetJobInfo:input_type -> jobwire.v1.GetJobInfoRequest
-	37,  // 116: jobwire.v1.QueueService.Stats:input_type -> jobwire.v1.StatsRequest
-	41,  // 117: jobwire.v1.QueueService.ListQueues:input_type -> jobwire.v1.ListQueuesRequest
-	43,  // 118: jobwire.v1.QueueService.WatchJob:input_type -> jobwire.v1.WatchJobRequest
-	46,  // 119: jobwire.v1.QueueService.ReportProgress:input_type -> jobwire.v1.ReportProgressRequest
-	48,  // 120: jobwire.v1.QueueService.Subscribe:input_type -> jobwire.v1.SubscribeRequest
-	50,  // 121: jobwire.v1.QueueService.CancelJob:input_type -> jobwire.v1.CancelJobRequest
-	52,  // 122: jobwire.v1.QueueService.PauseQueue:input_type -> jobwire.v1.PauseQueueRequest
-	54,  // 123: jobwire.v1.QueueService.ResumeQueue:input_type -> jobwire.v1.ResumeQueueRequest
-	56,  // 124: jobwire.v1.QueueService.ListJobs:input_type -> jobwire.v1.ListJobsRequest
-	59,  // 125: jobwire.v1.QueueService.RetryJob:input_type -> jobwire.v1.RetryJobRequest
-	61,  // 126: jobwire.v1.QueueService.RetryDeadJobs:input_type -> jobwire.v1.RetryDeadJobsRequest
-	63,  // 127: jobwire.v1.QueueService.DeleteJob:input_type -> jobwire.v1.DeleteJobRequest
-	65,  // 128: jobwire.v1.QueueService.PurgeQueue:input_type -> jobwire.v1.PurgeQueueRequest
-	67,  // 129: jobwire.v1.QueueService.ListWorkers:input_type -> jobwire.v1.ListWorkersRequest
-	85,  // 130: jobwire.v1.QueueService.RetryJobs:input_type -> jobwire.v1.RetryJobsRequest
-	87,  // 131: jobwire.v1.QueueService.CancelJobs:input_type -> jobwire.v1.CancelJobsRequest
-	89,  // 132: jobwire.v1.QueueService.DeleteJobs:input_type -> jobwire.v1.DeleteJobsRequest
-	91,  // 133: jobwire.v1.QueueService.ListDeadJobGroups:input_type -> jobwire.v1.ListDeadJobGroupsRequest
-	94,  // 134: jobwire.v1.QueueService.GetQueueActivity:input_type -> jobwire.v1.GetQueueActivityRequest
-	98,  // 135: jobwire.v1.QueueService.SubscribeQueues:input_type -> jobwire.v1.SubscribeQueuesRequest
-	100, // 136: jobwire.v1.QueueService.GetAccess:input_type -> jobwire.v1.GetAccessRequest
-	104, // 137: jobwire.v1.QueueService.SetQueueSettings:input_type -> jobwire.v1.SetQueueSettingsRequest
-	106, // 138: jobwire.v1.QueueService.GetQueueSettings:input_type -> jobwire.v1.GetQueueSettingsRequest
-	70,  // 139: jobwire.v1.SessionService.CreateSession:input_type -> jobwire.v1.CreateSessionRequest
-	73,  // 140: jobwire.v1.SessionService.GetSession:input_type -> jobwire.v1.GetSessionRequest
-	75,  // 141: jobwire.v1.SessionService.UpdateSession:input_type -> jobwire.v1.UpdateSessionRequest
-	77,  // 142: jobwire.v1.SessionService.DeleteSession:input_type -> jobwire.v1.DeleteSessionRequest
-	79,  // 143: jobwire.v1.SessionService.ListSessions:input_type -> jobwire.v1.ListSessionsRequest
-	7,   // 144: jobwire.v1.QueueService.AddJob:output_type -> jobwire.v1.AddJobResponse
-	9,   // 145: jobwire.v1.QueueService.AddJobs:output_type -> jobwire.v1.AddJobsResponse
-	12,  // 146: jobwire.v1.QueueService.GetJob:output_type -> jobwire.v1.GetJobResponse
-	17,  // 147: jobwire.v1.QueueService.Work:output_type -> jobwire.v1.WorkResponse
-	27,  // 148: jobwire.v1.QueueService.CompleteJob:output_type -> jobwire.v1.CompleteJobResponse
-	29,  // 149: jobwire.v1.QueueService.FailJob:output_type -> jobwire.v1.FailJobResponse
-	31,  // 150: jobwire.v1.QueueService.ExtendLease:output_type -> jobwire.v1.ExtendLeaseResponse
-	33,  // 151: jobwire.v1.QueueService.ReturnJob:output_type -> jobwire.v1.ReturnJobResponse
-	35,  // 152: jobwire.v1.QueueService.GetJobInfo:output_type -> jobwire.v1.GetJobInfoResponse
-	38,  // 153: jobwire.v1.QueueService.Stats:output_type -> jobwire.v1.StatsResponse
-	42,  // 154: jobwire.v1.QueueService.ListQueues:output_type -> jobwire.v1.ListQueuesResponse
-	44,  // 155: jobwire.v1.QueueService.WatchJob:output_type -> jobwire.v1.WatchJobResponse
-	47,  // 156: jobwire.v1.QueueService.ReportProgress:output_type -> jobwire.v1.ReportProgressResponse
-	49,  // 157: jobwire.v1.QueueService.Subscribe:output_type -> jobwire.v1.SubscribeResponse
-	51,  // 158: jobwire.v1.QueueService.CancelJob:output_type -> jobwire.v1.CancelJobResponse
-	53,  // 159: jobwire.v1.QueueService.PauseQueue:output_type -> jobwire.v1.PauseQueueResponse
-	55,  // 160: jobwire.v1.QueueService.ResumeQueue:output_type -> jobwire.v1.ResumeQueueResponse
-	58,  // 161: jobwire.v1.QueueService.ListJobs:output_type -> jobwire.v1.ListJobsResponse
-	60,  // 162: jobwire.v1.QueueService.RetryJob:output_type -> jobwire.v1.RetryJobResponse
-	62,  // 163: jobwire.v1.QueueService.RetryDeadJobs:output_type -> jobwire.v1.RetryDeadJobsResponse
-	64,  // 164: jobwire.v1.QueueService.DeleteJob:output_type -> jobwire.v1.DeleteJobResponse
-	66,  // 165: jobwire.v1.QueueService.PurgeQueue:output_type -> jobwire.v1.PurgeQueueResponse
-	68,  // 166: jobwire.v1.QueueService.ListWorkers:output_type -> jobwire.v1.ListWorkersResponse
-	86,  // 167: jobwire.v1.QueueService.RetryJobs:output_type -> jobwire.v1.RetryJobsResponse
-	88,  // 168: jobwire.v1.QueueService.CancelJobs:output_type -> jobwire.v1.CancelJobsResponse
-	90,  // 169: jobwire.v1.QueueService.DeleteJobs:output_type -> jobwire.v1.DeleteJobsResponse
-	92,  // 170: jobwire.v1.QueueService.ListDeadJobGroups:output_type -> jobwire.v1.ListDeadJobGroupsResponse
-	95,  // 171: jobwire.v1.QueueService.GetQueueActivity:output_type -> jobwire.v1.GetQueueActivityResponse
-	99,  // 172: jobwire.v1.QueueService.SubscribeQueues:output_type -> jobwire.v1.SubscribeQueuesResponse
-	101, // 173: jobwire.v1.QueueService.GetAccess:output_type -> jobwire.v1.GetAccessResponse
-	105, // 174: jobwire.v1.QueueService.SetQueueSettings:output_type -> jobwire.v1.SetQueueSettingsResponse
-	107, // 175: jobwire.v1.QueueService.GetQueueSettings:output_type -> jobwire.v1.GetQueueSettingsResponse
-	71,  // 176: jobwire.v1.SessionService.CreateSession:output_type -> jobwire.v1.CreateSessionResponse
-	74,  // 177: jobwire.v1.SessionService.GetSession:output_type -> jobwire.v1.GetSessionResponse
-	76,  // 178: jobwire.v1.SessionService.UpdateSession:output_type -> jobwire.v1.UpdateSessionResponse
-	78,  // 179: jobwire.v1.SessionService.DeleteSession:output_type -> jobwire.v1.DeleteSessionResponse
-	80,  // 180: jobwire.v1.SessionService.ListSessions:output_type -> jobwire.v1.ListSessionsResponse
-	144, // [144:181] is the sub-list for method output_type
-	107, // [107:144] is the sub-list for method input_type
-	107, // [107:107] is the sub-list for extension type_name
-	107, // [107:107] is the sub-list for extension extendee
-	0,   // [0:107] is the sub-list for field type_name
+	114, // 44: jobwire.v1.ReturnJobRequest.retry_after:type_name -> google.protobuf.Duration
+	36,  // 45: jobwire.v1.GetJobInfoResponse.job:type_name -> jobwire.v1.JobInfo
+	0,   // 46: jobwire.v1.JobInfo.state:type_name -> jobwire.v1.JobState
+	112, // 47: jobwire.v1.JobInfo.headers:type_name -> jobwire.v1.JobInfo.HeadersEntry
+	115, // 48: jobwire.v1.JobInfo.created_at:type_name -> google.protobuf.Timestamp
+	115, // 49: jobwire.v1.JobInfo.started_at:type_name -> google.protobuf.Timestamp
+	115, // 50: jobwire.v1.JobInfo.finished_at:type_name -> google.protobuf.Timestamp
+	115, // 51: jobwire.v1.JobInfo.run_at:type_name -> google.protobuf.Timestamp
+	39,  // 52: jobwire.v1.StatsResponse.stats:type_name -> jobwire.v1.QueueStats
+	40,  // 53: jobwire.v1.StatsResponse.redis_memory:type_name -> jobwire.v1.RedisMemory
+	114, // 54: jobwire.v1.QueueStats.oldest_waiting_age:type_name -> google.protobuf.Duration
+	39,  // 55: jobwire.v1.ListQueuesResponse.queues:type_name -> jobwire.v1.QueueStats
+	40,  // 56: jobwire.v1.ListQueuesResponse.redis_memory:type_name -> jobwire.v1.RedisMemory
+	45,  // 57: jobwire.v1.WatchJobResponse.event:type_name -> jobwire.v1.JobEvent
+	3,   // 58: jobwire.v1.JobEvent.type:type_name -> jobwire.v1.JobEventType
+	115, // 59: jobwire.v1.JobEvent.next_run_at:type_name -> google.protobuf.Timestamp
+	115, // 60: jobwire.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
+	45,  // 61: jobwire.v1.SubscribeResponse.event:type_name -> jobwire.v1.JobEvent
+	0,   // 62: jobwire.v1.ListJobsRequest.state:type_name -> jobwire.v1.JobState
+	57,  // 63: jobwire.v1.ListJobsRequest.filter:type_name -> jobwire.v1.JobFilter
+	115, // 64: jobwire.v1.JobFilter.created_after:type_name -> google.protobuf.Timestamp
+	115, // 65: jobwire.v1.JobFilter.created_before:type_name -> google.protobuf.Timestamp
+	36,  // 66: jobwire.v1.ListJobsResponse.jobs:type_name -> jobwire.v1.JobInfo
+	0,   // 67: jobwire.v1.PurgeQueueRequest.states:type_name -> jobwire.v1.JobState
+	69,  // 68: jobwire.v1.ListWorkersResponse.workers:type_name -> jobwire.v1.WorkerInfo
+	113, // 69: jobwire.v1.WorkerInfo.labels:type_name -> jobwire.v1.WorkerInfo.LabelsEntry
+	115, // 70: jobwire.v1.WorkerInfo.connected_at:type_name -> google.protobuf.Timestamp
+	114, // 71: jobwire.v1.CreateSessionRequest.ttl:type_name -> google.protobuf.Duration
+	72,  // 72: jobwire.v1.CreateSessionResponse.session:type_name -> jobwire.v1.Session
+	115, // 73: jobwire.v1.Session.created_at:type_name -> google.protobuf.Timestamp
+	115, // 74: jobwire.v1.Session.updated_at:type_name -> google.protobuf.Timestamp
+	114, // 75: jobwire.v1.Session.ttl:type_name -> google.protobuf.Duration
+	72,  // 76: jobwire.v1.GetSessionResponse.session:type_name -> jobwire.v1.Session
+	72,  // 77: jobwire.v1.ListSessionsResponse.sessions:type_name -> jobwire.v1.Session
+	82,  // 78: jobwire.v1.JobSelection.ids:type_name -> jobwire.v1.JobIdList
+	83,  // 79: jobwire.v1.JobSelection.query:type_name -> jobwire.v1.JobQuery
+	0,   // 80: jobwire.v1.JobQuery.state:type_name -> jobwire.v1.JobState
+	57,  // 81: jobwire.v1.JobQuery.filter:type_name -> jobwire.v1.JobFilter
+	81,  // 82: jobwire.v1.RetryJobsRequest.selection:type_name -> jobwire.v1.JobSelection
+	84,  // 83: jobwire.v1.RetryJobsResponse.outcome:type_name -> jobwire.v1.BulkOutcome
+	81,  // 84: jobwire.v1.CancelJobsRequest.selection:type_name -> jobwire.v1.JobSelection
+	84,  // 85: jobwire.v1.CancelJobsResponse.outcome:type_name -> jobwire.v1.BulkOutcome
+	81,  // 86: jobwire.v1.DeleteJobsRequest.selection:type_name -> jobwire.v1.JobSelection
+	84,  // 87: jobwire.v1.DeleteJobsResponse.outcome:type_name -> jobwire.v1.BulkOutcome
+	93,  // 88: jobwire.v1.ListDeadJobGroupsResponse.groups:type_name -> jobwire.v1.DeadJobGroup
+	115, // 89: jobwire.v1.DeadJobGroup.newest_at:type_name -> google.protobuf.Timestamp
+	115, // 90: jobwire.v1.DeadJobGroup.oldest_at:type_name -> google.protobuf.Timestamp
+	96,  // 91: jobwire.v1.GetQueueActivityResponse.queues:type_name -> jobwire.v1.QueueActivity
+	97,  // 92: jobwire.v1.QueueActivity.minutes:type_name -> jobwire.v1.ActivityMinute
+	115, // 93: jobwire.v1.ActivityMinute.start:type_name -> google.protobuf.Timestamp
+	45,  // 94: jobwire.v1.SubscribeQueuesResponse.event:type_name -> jobwire.v1.JobEvent
+	4,   // 95: jobwire.v1.GetAccessResponse.role:type_name -> jobwire.v1.AccessRole
+	114, // 96: jobwire.v1.QueueSettings.timeout:type_name -> google.protobuf.Duration
+	5,   // 97: jobwire.v1.QueueSettings.backoff:type_name -> jobwire.v1.Backoff
+	114, // 98: jobwire.v1.QueueSettings.completed_retention:type_name -> google.protobuf.Duration
+	114, // 99: jobwire.v1.QueueSettings.dead_retention:type_name -> google.protobuf.Duration
+	103, // 100: jobwire.v1.QueueSettings.rate:type_name -> jobwire.v1.RateLimit
+	103, // 101: jobwire.v1.QueueSettings.key_rate:type_name -> jobwire.v1.RateLimit
+	114, // 102: jobwire.v1.RateLimit.period:type_name -> google.protobuf.Duration
+	102, // 103: jobwire.v1.SetQueueSettingsRequest.settings:type_name -> jobwire.v1.QueueSettings
+	102, // 104: jobwire.v1.SetQueueSettingsResponse.settings:type_name -> jobwire.v1.QueueSettings
+	102, // 105: jobwire.v1.SetQueueSettingsResponse.effective:type_name -> jobwire.v1.QueueSettings
+	102, // 106: jobwire.v1.GetQueueSettingsResponse.settings:type_name -> jobwire.v1.QueueSettings
+	102, // 107: jobwire.v1.GetQueueSettingsResponse.effective:type_name -> jobwire.v1.QueueSettings
+	6,   // 108: jobwire.v1.QueueService.AddJob:input_type -> jobwire.v1.AddJobRequest
+	8,   // 109: jobwire.v1.QueueService.AddJobs:input_type -> jobwire.v1.AddJobsRequest
+	11,  // 110: jobwire.v1.QueueService.GetJob:input_type -> jobwire.v1.GetJobRequest
+	13,  // 111: jobwire.v1.QueueService.Work:input_type -> jobwire.v1.WorkRequest
+	26,  // 112: jobwire.v1.QueueService.CompleteJob:input_type -> jobwire.v1.CompleteJobRequest
+	28,  // 113: jobwire.v1.QueueService.FailJob:input_type -> jobwire.v1.FailJobRequest
+	30,  // 114: jobwire.v1.QueueService.ExtendLease:input_type -> jobwire.v1.ExtendLeaseRequest
+	32,  // 115: jobwire.v1.QueueService.ReturnJob:input_type -> jobwire.v1.ReturnJobRequest
+	34,  // 116: jobwire.v1.QueueService.GetJobInfo:input_type -> jobwire.v1.GetJobInfoRequest
+	37,  // 117: jobwire.v1.QueueService.Stats:input_type -> jobwire.v1.StatsRequest
+	41,  // 118: jobwire.v1.QueueService.ListQueues:input_type -> jobwire.v1.ListQueuesRequest
+	43,  // 119: jobwire.v1.QueueService.WatchJob:input_type -> jobwire.v1.WatchJobRequest
+	46,  // 120: jobwire.v1.QueueService.ReportProgress:input_type -> jobwire.v1.ReportProgressRequest
+	48,  // 121: jobwire.v1.QueueService.Subscribe:input_type -> jobwire.v1.SubscribeRequest
+	50,  // 122: jobwire.v1.QueueService.CancelJob:input_type -> jobwire.v1.CancelJobRequest
+	52,  // 123: jobwire.v1.QueueService.PauseQueue:input_type -> jobwire.v1.PauseQueueRequest
+	54,  // 124: jobwire.v1.QueueService.ResumeQueue:input_type -> jobwire.v1.ResumeQueueRequest
+	56,  // 125: jobwire.v1.QueueService.ListJobs:input_type -> jobwire.v1.ListJobsRequest
+	59,  // 126: jobwire.v1.QueueService.RetryJob:input_type -> jobwire.v1.RetryJobRequest
+	61,  // 127: jobwire.v1.QueueService.RetryDeadJobs:input_type -> jobwire.v1.RetryDeadJobsRequest
+	63,  // 128: jobwire.v1.QueueService.DeleteJob:input_type -> jobwire.v1.DeleteJobRequest
+	65,  // 129: jobwire.v1.QueueService.PurgeQueue:input_type -> jobwire.v1.PurgeQueueRequest
+	67,  // 130: jobwire.v1.QueueService.ListWorkers:input_type -> jobwire.v1.ListWorkersRequest
+	85,  // 131: jobwire.v1.QueueService.RetryJobs:input_type -> jobwire.v1.RetryJobsRequest
+	87,  // 132: jobwire.v1.QueueService.CancelJobs:input_type -> jobwire.v1.CancelJobsRequest
+	89,  // 133: jobwire.v1.QueueService.DeleteJobs:input_type -> jobwire.v1.DeleteJobsRequest
+	91,  // 134: jobwire.v1.QueueService.ListDeadJobGroups:input_type -> jobwire.v1.ListDeadJobGroupsRequest
+	94,  // 135: jobwire.v1.QueueService.GetQueueActivity:input_type -> jobwire.v1.GetQueueActivityRequest
+	98,  // 136: jobwire.v1.QueueService.SubscribeQueues:input_type -> jobwire.v1.SubscribeQueuesRequest
+	100, // 137: jobwire.v1.QueueService.GetAccess:input_type -> jobwire.v1.GetAccessRequest
+	104, // 138: jobwire.v1.QueueService.SetQueueSettings:input_type -> jobwire.v1.SetQueueSettingsRequest
+	106, // 139: jobwire.v1.QueueService.GetQueueSettings:input_type -> jobwire.v1.GetQueueSettingsRequest
+	70,  // 140: jobwire.v1.SessionService.CreateSession:input_type -> jobwire.v1.CreateSessionRequest
+	73,  // 141: jobwire.v1.SessionService.GetSession:input_type -> jobwire.v1.GetSessionRequest
+	75,  // 142: jobwire.v1.SessionService.UpdateSession:input_type -> jobwire.v1.UpdateSessionRequest
+	77,  // 143: jobwire.v1.SessionService.DeleteSession:input_type -> jobwire.v1.DeleteSessionRequest
+	79,  // 144: jobwire.v1.SessionService.ListSessions:input_type -> jobwire.v1.ListSessionsRequest
+	7,   // 145: jobwire.v1.QueueService.AddJob:output_type -> jobwire.v1.AddJobResponse
+	9,   // 146: jobwire.v1.QueueService.AddJobs:output_type -> jobwire.v1.AddJobsResponse
+	12,  // 147: jobwire.v1.QueueService.GetJob:output_type -> jobwire.v1.GetJobResponse
+	17,  // 148: jobwire.v1.QueueService.Work:output_type -> jobwire.v1.WorkResponse
+	27,  // 149: jobwire.v1.QueueService.CompleteJob:output_type -> jobwire.v1.CompleteJobResponse
+	29,  // 150: jobwire.v1.QueueService.FailJob:output_type -> jobwire.v1.FailJobResponse
+	31,  // 151: jobwire.v1.QueueService.ExtendLease:output_type -> jobwire.v1.ExtendLeaseResponse
+	33,  // 152: jobwire.v1.QueueService.ReturnJob:output_type -> jobwire.v1.ReturnJobResponse
+	35,  // 153: jobwire.v1.QueueService.GetJobInfo:output_type -> jobwire.v1.GetJobInfoResponse
+	38,  // 154: jobwire.v1.QueueService.Stats:output_type -> jobwire.v1.StatsResponse
+	42,  // 155: jobwire.v1.QueueService.ListQueues:output_type -> jobwire.v1.ListQueuesResponse
+	44,  // 156: jobwire.v1.QueueService.WatchJob:output_type -> jobwire.v1.WatchJobResponse
+	47,  // 157: jobwire.v1.QueueService.ReportProgress:output_type -> jobwire.v1.ReportProgressResponse
+	49,  // 158: jobwire.v1.QueueService.Subscribe:output_type -> jobwire.v1.SubscribeResponse
+	51,  // 159: jobwire.v1.QueueService.CancelJob:output_type -> jobwire.v1.CancelJobResponse
+	53,  // 160: jobwire.v1.QueueService.PauseQueue:output_type -> jobwire.v1.PauseQueueResponse
+	55,  // 161: jobwire.v1.QueueService.ResumeQueue:output_type -> jobwire.v1.ResumeQueueResponse
+	58,  // 162: jobwire.v1.QueueService.ListJobs:output_type -> jobwire.v1.ListJobsResponse
+	60,  // 163: jobwire.v1.QueueService.RetryJob:output_type -> jobwire.v1.RetryJobResponse
+	62,  // 164: jobwire.v1.QueueService.RetryDeadJobs:output_type -> jobwire.v1.RetryDeadJobsResponse
+	64,  // 165: jobwire.v1.QueueService.DeleteJob:output_type -> jobwire.v1.DeleteJobResponse
+	66,  // 166: jobwire.v1.QueueService.PurgeQueue:output_type -> jobwire.v1.PurgeQueueResponse
+	68,  // 167: jobwire.v1.QueueService.ListWorkers:output_type -> jobwire.v1.ListWorkersResponse
+	86,  // 168: jobwire.v1.QueueService.RetryJobs:output_type -> jobwire.v1.RetryJobsResponse
+	88,  // 169: jobwire.v1.QueueService.CancelJobs:output_type -> jobwire.v1.CancelJobsResponse
+	90,  // 170: jobwire.v1.QueueService.DeleteJobs:output_type -> jobwire.v1.DeleteJobsResponse
+	92,  // 171: jobwire.v1.QueueService.ListDeadJobGroups:output_type -> jobwire.v1.ListDeadJobGroupsResponse
+	95,  // 172: jobwire.v1.QueueService.GetQueueActivity:output_type -> jobwire.v1.GetQueueActivityResponse
+	99,  // 173: jobwire.v1.QueueService.SubscribeQueues:output_type -> jobwire.v1.SubscribeQueuesResponse
+	101, // 174: jobwire.v1.QueueService.GetAccess:output_type -> jobwire.v1.GetAccessResponse
+	105, // 175: jobwire.v1.QueueService.SetQueueSettings:output_type -> jobwire.v1.SetQueueSettingsResponse
+	107, // 176: jobwire.v1.QueueService.GetQueueSettings:output_type -> jobwire.v1.GetQueueSettingsResponse
+	71,  // 177: jobwire.v1.SessionService.CreateSession:output_type -> jobwire.v1.CreateSessionResponse
+	74,  // 178: jobwire.v1.SessionService.GetSession:output_type -> jobwire.v1.GetSessionResponse
+	76,  // 179: jobwire.v1.SessionService.UpdateSession:output_type -> jobwire.v1.UpdateSessionResponse
+	78,  // 180: jobwire.v1.SessionService.DeleteSession:output_type -> jobwire.v1.DeleteSessionResponse
+	80,  // 181: jobwire.v1.SessionService.ListSessions:output_type -> jobwire.v1.ListSessionsResponse
+	145, // [145:182] is the sub-list for method output_type
+	108, // [108:145] is the sub-list for method input_type
+	108, // [108:108] is the sub-list for extension type_name
+	108, // [108:108] is the sub-list for extension extendee
+	0,   // [0:108] is the sub-list for field type_name
 }
 
 func init() { file_jobwire_v1_jobwire_proto_init() }

@@ -1373,6 +1373,8 @@ class ReturnJobRequest(_message.Message):
     JOB_ID_FIELD_NUMBER: _builtins.int
     LEASE_TOKEN_FIELD_NUMBER: _builtins.int
     STOP_STREAM_FIELD_NUMBER: _builtins.int
+    RETRY_AFTER_FIELD_NUMBER: _builtins.int
+    HOLD_KEY_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The delivered job's id."""
     lease_token: _builtins.str
@@ -1381,16 +1383,31 @@ class ReturnJobRequest(_message.Message):
     """Also stop sending jobs on the stream that received this one: its worker is stopping and
     will close the stream once its running jobs are acknowledged.
     """
+    hold_key: _builtins.bool
+    """With `retry_after`: the job's `rate_key` waits as long too, so no other job of that key
+    starts before then (its budget is pushed back; needs the queue's `key_rate`, and does
+    nothing for a job without a rate key). Without `retry_after`: INVALID_ARGUMENT.
+    """
+    @_builtins.property
+    def retry_after(self) -> _duration_pb2.Duration:
+        """"Rate limited upstream, retry after X" (e.g. the API the job calls answered 429 with
+        Retry-After): the job runs again after this long, 0 to 7 days, delayed meanwhile, without
+        spending an attempt or counting a lost delivery. Unset: the job goes back at the head of
+        its queue at once, as a plain return.
+        """
+
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
         lease_token: _builtins.str = ...,
         stop_stream: _builtins.bool = ...,
+        retry_after: _duration_pb2.Duration | None = ...,
+        hold_key: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["retry_after", b"retry_after"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "lease_token", b"lease_token", "stop_stream", b"stop_stream"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hold_key", b"hold_key", "job_id", b"job_id", "lease_token", b"lease_token", "retry_after", b"retry_after", "stop_stream", b"stop_stream"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -629,6 +629,21 @@ export interface ReturnJobRequest {
    * will close the stream once its running jobs are acknowledged.
    */
   stopStream: boolean;
+  /**
+   * "Rate limited upstream, retry after X" (e.g. the API the job calls answered 429 with
+   * Retry-After): the job runs again after this long, 0 to 7 days, delayed meanwhile, without
+   * spending an attempt or counting a lost delivery. Unset: the job goes back at the head of
+   * its queue at once, as a plain return.
+   */
+  retryAfter:
+    | Duration
+    | undefined;
+  /**
+   * With `retry_after`: the job's `rate_key` waits as long too, so no other job of that key
+   * starts before then (its budget is pushed back; needs the queue's `key_rate`, and does
+   * nothing for a job without a rate key). Without `retry_after`: INVALID_ARGUMENT.
+   */
+  holdKey: boolean;
 }
 
 export interface ReturnJobResponse {
@@ -4298,7 +4313,7 @@ export const ExtendLeaseResponse: MessageFns<ExtendLeaseResponse> = {
 };
 
 function createBaseReturnJobRequest(): ReturnJobRequest {
-  return { jobId: "", leaseToken: "", stopStream: false };
+  return { jobId: "", leaseToken: "", stopStream: false, retryAfter: undefined, holdKey: false };
 }
 
 export const ReturnJobRequest: MessageFns<ReturnJobRequest> = {
@@ -4311,6 +4326,12 @@ export const ReturnJobRequest: MessageFns<ReturnJobRequest> = {
     }
     if (message.stopStream !== false) {
       writer.uint32(24).bool(message.stopStream);
+    }
+    if (message.retryAfter !== undefined) {
+      Duration.encode(message.retryAfter, writer.uint32(34).fork()).join();
+    }
+    if (message.holdKey !== false) {
+      writer.uint32(40).bool(message.holdKey);
     }
     return writer;
   },
@@ -4352,6 +4373,22 @@ export const ReturnJobRequest: MessageFns<ReturnJobRequest> = {
             message.stopStream = reader.bool();
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.retryAfter = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.holdKey = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4372,6 +4409,10 @@ export const ReturnJobRequest: MessageFns<ReturnJobRequest> = {
     message.jobId = object.jobId ?? "";
     message.leaseToken = object.leaseToken ?? "";
     message.stopStream = object.stopStream ?? false;
+    message.retryAfter = (object.retryAfter !== undefined && object.retryAfter !== null)
+      ? Duration.fromPartial(object.retryAfter)
+      : undefined;
+    message.holdKey = object.holdKey ?? false;
     return message;
   },
 };
