@@ -162,6 +162,12 @@ pub(crate) struct AddArgs {
     /// Run the job in this session (`<queue>/<name>`).
     #[arg(long)]
     session: Option<String>,
+    /// The key whose rate limit (the queue's key_rate) the job counts against.
+    #[arg(long)]
+    rate_key: Option<String>,
+    /// The key whose concurrency cap (the queue's key_concurrency) the job counts against.
+    #[arg(long)]
+    concurrency_key: Option<String>,
     /// Wait up to this long for the result and print it (exit 1 if the job dies).
     #[arg(long, value_parser = duration)]
     wait: Option<Duration>,
@@ -191,6 +197,12 @@ pub(crate) async fn add(args: AddArgs) -> anyhow::Result<()> {
     }
     if let Some(s) = &args.session {
         job = job.session(s);
+    }
+    if let Some(k) = &args.rate_key {
+        job = job.rate_key(k);
+    }
+    if let Some(k) = &args.concurrency_key {
+        job = job.concurrency_key(k);
     }
     let id = client.add(job).await?;
     match args.wait {

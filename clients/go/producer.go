@@ -45,6 +45,10 @@ type NewJob struct {
 	IdempotencyKey string
 	// Runs the job in this session ("<queue>/<name>", of this queue).
 	SessionID string
+	// The key whose rate limit (the queue's key_rate setting) the job counts against.
+	RateKey string
+	// The key whose concurrency cap (the queue's key_concurrency setting) the job counts against.
+	ConcurrencyKey string
 }
 
 // BackoffKind is how the wait before a retry grows.
@@ -76,6 +80,7 @@ func (j *NewJob) request() *pb.AddJobRequest {
 	req := &pb.AddJobRequest{
 		Queue: j.Queue, Type: j.Type, Payload: j.Payload, Headers: j.Headers, Priority: j.Priority,
 		IdempotencyKey: j.IdempotencyKey, SessionId: j.SessionID,
+		RateKey: j.RateKey, ConcurrencyKey: j.ConcurrencyKey,
 	}
 	switch {
 	case !j.RunAt.IsZero():

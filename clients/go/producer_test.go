@@ -157,3 +157,16 @@ func TestErrorsAreTestable(t *testing.T) {
 		t.Fatalf("Wait on an unknown job: %v", err)
 	}
 }
+
+func TestLimitKeysReachTheServer(t *testing.T) {
+	c := newClient(t, shared.server.addr)
+	ctx := testCtx(t, 10*time.Second)
+	q := uniqueQueue(t)
+	if _, err := c.Add(ctx, jobwire.NewJob{Queue: q, Type: "call", RateKey: "api.example", ConcurrencyKey: "tenant-7"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.Add(ctx, jobwire.NewJob{Queue: q, Type: "call", ConcurrencyKey: "a\x01b"})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "concurrency_key") {
+		t.Fatalf("a key with a control character: %v", err)
+	}
+}

@@ -73,7 +73,11 @@ pub(super) async fn give_back(
     req: proto::ReturnJobRequest,
 ) -> Result<proto::ReturnJobResponse, Status> {
     let job_id = JobId::parse(&req.job_id, "job_id")?;
-    engine.give_back_one(&job_id, &req.lease_token, req.stop_stream).await?;
+    match convert::duration(req.retry_after, "retry_after")? {
+        Some(delay) => engine.postpone_one(&job_id, &req.lease_token, delay, req.hold_key, req.stop_stream).await?,
+        None if req.hold_key => return Err(Status::invalid_argument("hold_key: needs retry_after")),
+        None => engine.give_back_one(&job_id, &req.lease_token, req.stop_stream).await?,
+    }
     Ok(proto::ReturnJobResponse {})
 }
 

@@ -79,6 +79,8 @@ pub(super) fn new_job(req: proto::AddJobRequest, prefix: &str) -> Result<NewJob,
             "" => None,
             id => Some(SessionId::parse(id, &field("session_id"))?),
         },
+        rate_key: Some(req.rate_key).filter(|k| !k.is_empty()),
+        concurrency_key: Some(req.concurrency_key).filter(|k| !k.is_empty()),
     })
 }
 
@@ -205,6 +207,9 @@ pub(super) fn queue_stats(queue: String, c: QueueFigures) -> proto::QueueStats {
         events_shed: c.events_shed,
         concurrency_limit: c.concurrency_limit,
         held_by_concurrency: c.held_by_concurrency,
+        held_by_rate: c.held_by_rate,
+        held_by_key_concurrency: c.held_by_key_concurrency,
+        waiting_keys: c.waiting_keys,
     }
 }
 

@@ -53,6 +53,16 @@ pub(crate) struct SetArgs {
     /// How many dead jobs are kept.
     #[arg(long)]
     dead_max: Option<u64>,
+    /// How fast the queue's jobs may start, all keys together: `COUNT/PERIOD[:BURST]`, e.g.
+    /// `1000/s`, `100/10s:20` (burst: jobs at once; default a tenth of COUNT, at least 1).
+    #[arg(long, value_parser = parse_rate)]
+    rate: Option<proto::RateLimit>,
+    /// How fast the jobs of each `rate_key` may start, every key on its own: as --rate.
+    #[arg(long, value_parser = parse_rate)]
+    key_rate: Option<proto::RateLimit>,
+    /// Most jobs of one `concurrency_key` active at once, on every instance together.
+    #[arg(long)]
+    key_concurrency: Option<u32>,
     /// A setting to remove (the flag applies again), by its name in `queue get`; repeatable.
     #[arg(long)]
     clear: Vec<String>,
@@ -106,6 +116,28 @@ fn parse_backoff(s: &str) -> Result<proto::Backoff, String> {
     }
 }
 
+/// `COUNT/PERIOD[:BURST]`: PERIOD a unit (`ms`, `s`, `m`, `h`: one of it) or a duration (`10s`).
+fn parse_rate(s: &str) -> Result<proto::RateLimit, String> {
+    let (count, rest) = s.split_once('/').ok_or("must be COUNT/PERIOD[:BURST], e.g. 100/s")?;
+    let (period, burst) = match rest.split_once(':') {
+        Some((period, burst)) => (period, burst.parse::<u32>().map_err(|e| format!("burst {burst}: {e}"))?),
+        None => (rest, 0),
+    };
+    let count = count.parse::<u32>().map_err(|e| format!("count {count}: {e}"))?;
+    let period = match period {
+        "ms" | "s" | "m" | "h" => duration(&format!("1{period}")),
+        other => duration(other),
+    }
+    .map_err(|e| format!("period {period}: {e}"))?;
+    let period = prost_types::Duration::try_from(period).map_err(|e| format!("period: {e}"))?;
+    Ok(proto::RateLimit { count, period: Some(period), burst })
+}
+
+fn show_rate(r: &proto::RateLimit) -> String {
+    let period = r.period.as_ref().map(show_duration).unwrap_or_default();
+    format!("{}/{period}:{}", r.count, r.burst)
+}
+
 fn proto_duration(d: Option<Duration>, flag: &str) -> anyhow::Result<Option<prost_types::Duration>> {
     d.map(prost_types::Duration::try_from).transpose().with_context(|| format!("{flag} is too long"))
 }
@@ -123,6 +155,9 @@ pub(crate) async fn run(command: QueueCommand) -> anyhow::Result<()> {
                 completed_max: args.completed_max,
                 dead_retention: proto_duration(args.dead_retention, "--dead-retention")?,
                 dead_max: args.dead_max,
+                rate: args.rate,
+                key_rate: args.key_rate,
+                key_concurrency: args.key_concurrency,
             };
             let req = proto::SetQueueSettingsRequest {
                 queue: args.queue.clone(),
@@ -169,6 +204,9 @@ fn rows(s: &proto::QueueSettings) -> Vec<(&'static str, String)> {
         ("completed_max", count(s.completed_max)),
         ("dead_retention", wait(&s.dead_retention)),
         ("dead_max", count(s.dead_max)),
+        ("rate", s.rate.as_ref().map(show_rate).unwrap_or_default()),
+        ("key_rate", s.key_rate.as_ref().map(show_rate).unwrap_or_default()),
+        ("key_concurrency", s.key_concurrency.map(|n| n.to_string()).unwrap_or_default()),
     ]
 }
 

@@ -151,6 +151,19 @@ impl NewJob {
         self
     }
 
+    /// The key whose rate limit (the queue's `key_rate`) the job counts against: a customer,
+    /// an API host... 1 to 128 bytes, no control characters.
+    pub fn rate_key(mut self, key: &str) -> Self {
+        self.0.rate_key = key.into();
+        self
+    }
+
+    /// The key whose concurrency cap (the queue's `key_concurrency`) the job counts against.
+    pub fn concurrency_key(mut self, key: &str) -> Self {
+        self.0.concurrency_key = key.into();
+        self
+    }
+
     /// Attempts before the job goes dead.
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.0.max_attempts = Some(attempts);

@@ -75,22 +75,33 @@ pub struct JobError {
     pub retryable: bool,
     /// The wait before the retry; None follows the job's backoff.
     pub retry_after: Option<Duration>,
+    /// Not a failure: what the job calls is rate limited ([`JobError::rate_limited`]). The job
+    /// goes back to run after `retry_after`, spending no attempt; `Some(true)` holds its
+    /// `rate_key` as long too.
+    pub rate_limited: Option<bool>,
 }
 
 impl JobError {
     /// Retry per the job's backoff (while attempts remain).
     pub fn retry(message: impl Into<String>) -> Self {
-        Self { message: message.into(), retryable: true, retry_after: None }
+        Self { message: message.into(), retryable: true, retry_after: None, rate_limited: None }
     }
 
     /// Do not retry: the job goes dead now.
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self { message: message.into(), retryable: false, retry_after: None }
+        Self { message: message.into(), retryable: false, retry_after: None, rate_limited: None }
     }
 
     /// Retry after exactly `wait`.
     pub fn retry_after(message: impl Into<String>, wait: Duration) -> Self {
-        Self { message: message.into(), retryable: true, retry_after: Some(wait) }
+        Self { message: message.into(), retryable: true, retry_after: Some(wait), rate_limited: None }
+    }
+
+    /// "Rate limited upstream, retry after `wait`" (a 429 from the API the job calls): the job
+    /// goes back to run again after `wait` without spending an attempt (`ReturnJob` with
+    /// `retry_after`); with `hold_key`, no other job of its `rate_key` starts before then.
+    pub fn rate_limited(wait: Duration, hold_key: bool) -> Self {
+        Self { message: "rate limited".into(), retryable: true, retry_after: Some(wait), rate_limited: Some(hold_key) }
     }
 }
 
@@ -499,6 +510,16 @@ impl Worker {
                 }
                 Err(e) => e,
             };
+            if let (Some(hold_key), Some(wait)) = (failure.rate_limited, failure.retry_after) {
+                let req = proto::ReturnJobRequest {
+                    job_id,
+                    lease_token: token,
+                    retry_after: Some(super::duration(wait)),
+                    hold_key,
+                    ..Default::default()
+                };
+                return acker.settle(Ack::GiveBack(req), trace.as_ref()).await;
+            }
             let req = proto::FailJobRequest {
                 job_id,
                 lease_token: token,

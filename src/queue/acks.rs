@@ -234,6 +234,30 @@ impl Acks {
         Ok(())
     }
 
+    /// "Rate limited upstream, retry after `delay`": hands a held job back to run again then,
+    /// without spending an attempt or counting a lost delivery; with `hold_key`, its rate key's
+    /// other jobs wait as long (under the queue's `key_rate`). `stop_stream` as `give_back`.
+    pub(super) async fn postpone(
+        &self,
+        job_id: &JobId,
+        token: &str,
+        delay: Duration,
+        hold_key: bool,
+        stop_stream: bool,
+    ) -> Result<()> {
+        if delay > MAX_RETRY_WAIT {
+            return Err(Error::invalid("retry_after", "at most 7 days"));
+        }
+        let token = self.presented(job_id, LeaseToken::parse(token)).await?;
+        let outcome = self.store.jobs().postpone(&job_id.queue, &job_id.ulid, token.as_str(), delay, hold_key).await?;
+        if stop_stream {
+            self.leases.tell_owner(Notice::StopStream, job_id, &token).await;
+        }
+        lease_error(outcome.check, job_id)?;
+        self.leases.tell_owner(Notice::Release, job_id, &token).await;
+        Ok(())
+    }
+
     /// Stores the attempt's progress (at most `Limits::max_progress` bytes), emitted as an event.
     pub(super) async fn report_progress(&self, job_id: &JobId, token: &str, progress: &[u8]) -> Result<()> {
         let max = self.limits.max_progress;

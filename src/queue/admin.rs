@@ -69,6 +69,13 @@ pub struct QueueFigures {
     /// Jobs ready to run but held back because the queue is at its concurrency cap: all of
     /// `waiting` while it is, else 0.
     pub held_by_concurrency: u64,
+    /// Ready jobs held back by a rate limit: all of `waiting` while the queue's own rate lets
+    /// none go, else the jobs of the keys over their `key_rate`.
+    pub held_by_rate: u64,
+    /// Ready jobs whose concurrency key is at its cap (`key_concurrency`).
+    pub held_by_key_concurrency: u64,
+    /// Keys (pairs of rate and concurrency key) with jobs waiting.
+    pub waiting_keys: u64,
 }
 
 impl From<QueueCounts> for QueueFigures {
@@ -93,6 +100,9 @@ impl From<QueueCounts> for QueueFigures {
             events_shed: c.events_shed,
             concurrency_limit: c.concurrency,
             held_by_concurrency: if at_cap { c.waiting } else { 0 },
+            held_by_rate: c.held_by_rate.unwrap_or(c.waiting),
+            held_by_key_concurrency: c.held_by_key_concurrency,
+            waiting_keys: c.waiting_keys,
         }
     }
 }

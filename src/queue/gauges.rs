@@ -63,6 +63,8 @@ pub(super) async fn run(store: Arc<Store>, leases: Arc<Leases>, background: Back
             m.shed_dead.set(figures.dead_shed as f64);
             m.concurrency_limit.set(figures.concurrency_limit.unwrap_or(0) as f64);
             m.held_by_concurrency.set(figures.held_by_concurrency as f64);
+            m.held_by_rate.set(figures.held_by_rate as f64);
+            m.held_by_key_concurrency.set(figures.held_by_key_concurrency as f64);
         }
     }
 }

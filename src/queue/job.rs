@@ -28,6 +28,8 @@ const MAX_SCHEDULE: Duration = Duration::from_secs(365 * 24 * 3600);
 const MAX_HEADERS: usize = 64;
 const MAX_HEADER_BYTES: usize = 16 * 1024;
 const MAX_IDEMPOTENCY_KEY: usize = 256;
+/// The longest rate or concurrency key.
+const MAX_LIMIT_KEY: usize = 128;
 const MAX_BACKOFF_BASE: Duration = Duration::from_secs(24 * 3600);
 /// The longest wait before a retry, from a backoff or a failure's `retry_after`.
 pub(super) const MAX_RETRY_WAIT: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -211,6 +213,22 @@ pub struct NewJob {
     pub idempotency_key_generated: bool,
     /// The session the job runs in (of the same queue).
     pub session: Option<SessionId>,
+    /// The key whose rate limit (the queue's `key_rate` setting) its leases count against:
+    /// 1 to 128 bytes, no control characters; None or empty: none.
+    pub rate_key: Option<String>,
+    /// The key whose concurrency cap (the queue's `key_concurrency` setting) its leases count
+    /// against: as `rate_key`.
+    pub concurrency_key: Option<String>,
+}
+
+/// Checks a rate or concurrency key: 1 to 128 bytes without control characters (the keyed jobs'
+/// members in Redis are separated by control characters, `lua/limits_lib.lua`).
+fn validate_limit_key(key: Option<&String>, field: &str) -> Result<(), Error> {
+    match key {
+        Some(k) if k.len() > MAX_LIMIT_KEY => Err(Error::invalid(field, "at most 128 bytes")),
+        Some(k) if k.chars().any(char::is_control) => Err(Error::invalid(field, "must hold no control characters")),
+        _ => Ok(()),
+    }
 }
 
 impl NewJob {
@@ -273,6 +291,16 @@ impl NewJob {
         if self.idempotency_key.as_ref().is_some_and(|k| k.len() > MAX_IDEMPOTENCY_KEY) {
             return Err(Error::invalid(name("idempotency_key"), "at most 256 bytes"));
         }
+        validate_limit_key(self.rate_key.as_ref(), &name("rate_key"))?;
+        validate_limit_key(self.concurrency_key.as_ref(), &name("concurrency_key"))?;
+        let keyed = self.rate_key.as_ref().is_some_and(|k| !k.is_empty())
+            || self.concurrency_key.as_ref().is_some_and(|k| !k.is_empty());
+        if keyed && self.session.is_some() {
+            return Err(Error::invalid(
+                name("session_id"),
+                "a job of a session takes no rate_key or concurrency_key (its session orders it)",
+            ));
+        }
         Ok(())
     }
 
@@ -301,6 +329,8 @@ impl NewJob {
             session: None,
             cancel_requested: false,
             progress: None,
+            rate_key: self.rate_key.filter(|k| !k.is_empty()),
+            concurrency_key: self.concurrency_key.filter(|k| !k.is_empty()),
         }
     }
 }

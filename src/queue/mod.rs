@@ -95,7 +95,7 @@ pub use events::{EventKind, EventView};
 pub use job::{Added, BackoffRequest, Delivery, JobId, JobState, JobView, NewJob, Schedule, SessionId};
 pub use leases::{RevokeReason, StreamEvent, StreamGuard, WorkerSpec, WorkerView};
 pub use memory::RedisMemory;
-pub use overrides::{QueueSettings, QueueSettingsView};
+pub use overrides::{QueueSettings, QueueSettingsView, RateLimit};
 pub use schedules::{JobTemplate, MissedPolicy, SCHEDULE_HEADER, ScheduleDefinition, ScheduleView, Timing};
 pub use sessions::{SessionUpdate, SessionView};
 pub use settings::{Limits, MemoryLimits, Settings};
@@ -259,6 +259,19 @@ impl Engine {
     /// Hands a held job back unprocessed; with `stop_stream`, its stream gets no more jobs.
     pub async fn give_back_one(&self, job_id: &JobId, token: &str, stop_stream: bool) -> Result<()> {
         self.acks.give_back(job_id, token, stop_stream).await
+    }
+
+    /// Hands a held job back to run again after `delay` ("rate limited upstream"), without
+    /// spending an attempt; with `hold_key`, its rate key's other jobs wait as long too.
+    pub async fn postpone_one(
+        &self,
+        job_id: &JobId,
+        token: &str,
+        delay: Duration,
+        hold_key: bool,
+        stop_stream: bool,
+    ) -> Result<()> {
+        self.acks.postpone(job_id, token, delay, hold_key, stop_stream).await
     }
 
     /// Records the progress of a held job (at most `Limits::max_progress` bytes) and emits it as

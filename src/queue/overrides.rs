@@ -2,7 +2,7 @@
 //! in Redis with the queue (`store/queue_settings.rs`), shown with the flags they override.
 //!
 //! Two ways a setting takes effect, by where it is enforced:
-//! - inside Redis (concurrency cap, max waiting, retention): the functions read the queue's settings themselves
+//! - inside Redis (concurrency caps, rate limits, max waiting, retention): the functions read the queue's settings themselves
 //!   in the call they enforce them in, so a change holds for every instance from the next call
 //!   on, with no cache to go stale;
 //! - before the call (a new job's default attempts, timeout and backoff, packed into its record
@@ -25,7 +25,7 @@ use super::{
         duration_ms, validate_queue,
     },
 };
-use crate::store::{Retention, SettingField, Store, StoredSettings};
+use crate::store::{RateSpec, Retention, SettingField, Store, StoredSettings};
 
 /// How old a queue's cached settings may be when a job is added with them.
 pub(super) const FRESH: Duration = Duration::from_millis(500);
@@ -33,6 +33,62 @@ pub(super) const FRESH: Duration = Duration::from_millis(500);
 const MAX_COUNT: u64 = 1_000_000_000;
 /// The longest retention a setting takes.
 const MAX_RETENTION: Duration = Duration::from_secs(365 * 24 * 3600);
+/// The most jobs a rate lets through per period, or at once.
+const MAX_RATE_COUNT: u32 = 1_000_000;
+/// The longest period of a rate.
+const MAX_RATE_PERIOD: Duration = Duration::from_secs(24 * 3600);
+
+/// A rate limit: at most `count` jobs per `period`, at most `burst` at once (GCRA, enforced in
+/// `lua/limits_lib.lua`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Jobs per period: 1 to 1,000,000.
+    pub count: u32,
+    /// The period: 1 ms to 24 h.
+    pub period: Duration,
+    /// The most jobs at once: 1 to 1,000,000; 0 when asked for means the jobs of a tenth of the
+    /// period, at least 1 (what is stored is always from 1).
+    pub burst: u32,
+}
+
+impl RateLimit {
+    /// The burst in effect: `burst`, or a tenth of `count` (at least 1) when 0.
+    fn burst_or_default(&self) -> u32 {
+        if self.burst == 0 { (self.count / 10).max(1) } else { self.burst }
+    }
+
+    fn validate(&self, field: &str) -> Result<()> {
+        if !(1..=MAX_RATE_COUNT).contains(&self.count) {
+            return Err(Error::invalid(format!("{field}.count"), "must be from 1 to 1000000"));
+        }
+        if self.period.is_zero()
+            || self.period > MAX_RATE_PERIOD
+            || !self.period.subsec_nanos().is_multiple_of(1_000_000)
+        {
+            return Err(Error::invalid(format!("{field}.period"), "must be whole ms from 1 ms to 24 h"));
+        }
+        if self.burst > MAX_RATE_COUNT {
+            return Err(Error::invalid(format!("{field}.burst"), "must be from 0 to 1000000"));
+        }
+        Ok(())
+    }
+
+    fn to_spec(self) -> RateSpec {
+        RateSpec {
+            count: u64::from(self.count),
+            period_ms: duration_ms(self.period),
+            burst: u64::from(self.burst_or_default()),
+        }
+    }
+
+    fn from_spec(spec: RateSpec) -> Self {
+        Self {
+            count: u32::try_from(spec.count).unwrap_or(u32::MAX),
+            period: Duration::from_millis(spec.period_ms),
+            burst: u32::try_from(spec.burst).unwrap_or(u32::MAX),
+        }
+    }
+}
 
 /// A queue's settings; None: not set (in what is stored) or no limit (in what is in effect).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -56,6 +112,12 @@ pub struct QueueSettings {
     pub dead_retention: Option<Duration>,
     /// How many dead jobs are kept.
     pub dead_max: Option<u64>,
+    /// How fast the queue's jobs may start, all keys together.
+    pub rate: Option<RateLimit>,
+    /// How fast the jobs of each rate key may start.
+    pub key_rate: Option<RateLimit>,
+    /// The most jobs of one concurrency key active at once, on every instance together.
+    pub key_concurrency: Option<u32>,
 }
 
 /// A queue's settings, and those in effect with the flags for the ones not set.
@@ -68,7 +130,7 @@ pub struct QueueSettingsView {
 }
 
 /// The names a caller clears settings by: the fields of the proto's QueueSettings.
-const NAMES: [(&str, SettingField); 9] = [
+const NAMES: [(&str, SettingField); 12] = [
     ("concurrency", SettingField::Concurrency),
     ("max_waiting", SettingField::MaxWaiting),
     ("max_attempts", SettingField::MaxAttempts),
@@ -78,6 +140,9 @@ const NAMES: [(&str, SettingField); 9] = [
     ("completed_max", SettingField::CompletedMax),
     ("dead_retention", SettingField::DeadRetention),
     ("dead_max", SettingField::DeadMax),
+    ("rate", SettingField::Rate),
+    ("key_rate", SettingField::KeyRate),
+    ("key_concurrency", SettingField::KeyConcurrency),
 ];
 
 /// The room of queue settings.
@@ -174,6 +239,9 @@ impl Overrides {
             completed_max: Some(settings.completed_max.unwrap_or(flags.completed_max)),
             dead_retention: Some(settings.dead_retention.unwrap_or(flags.dead_for)),
             dead_max: Some(settings.dead_max.unwrap_or(flags.dead_max)),
+            rate: settings.rate,
+            key_rate: settings.key_rate,
+            key_concurrency: settings.key_concurrency,
         };
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         cache.insert(queue.to_owned(), (Instant::now(), Arc::new(stored)));
@@ -190,6 +258,13 @@ fn validate(s: &QueueSettings) -> Result<()> {
         _ => Ok(()),
     };
     count(s.concurrency.map(u64::from), "concurrency", 1)?;
+    count(s.key_concurrency.map(u64::from), "key_concurrency", 1)?;
+    if let Some(r) = &s.rate {
+        r.validate("settings.rate")?;
+    }
+    if let Some(r) = &s.key_rate {
+        r.validate("settings.key_rate")?;
+    }
     count(s.max_waiting, "max_waiting", 1)?;
     count(s.completed_max, "completed_max", 0)?;
     count(s.dead_max, "dead_max", 0)?;
@@ -222,6 +297,9 @@ fn to_stored(s: QueueSettings) -> StoredSettings {
         completed_max: s.completed_max,
         dead_ms: s.dead_retention.map(duration_ms),
         dead_max: s.dead_max,
+        rate: s.rate.map(RateLimit::to_spec),
+        key_rate: s.key_rate.map(RateLimit::to_spec),
+        key_concurrency: s.key_concurrency.map(u64::from),
     }
 }
 
@@ -236,5 +314,8 @@ fn from_stored(s: &StoredSettings) -> QueueSettings {
         completed_max: s.completed_max,
         dead_retention: s.dead_ms.map(Duration::from_millis),
         dead_max: s.dead_max,
+        rate: s.rate.map(RateLimit::from_spec),
+        key_rate: s.key_rate.map(RateLimit::from_spec),
+        key_concurrency: s.key_concurrency.and_then(|n| u32::try_from(n).ok()),
     }
 }

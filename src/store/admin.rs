@@ -96,6 +96,13 @@ pub struct QueueCounts {
     pub events_shed: u64,
     /// The queue's concurrency cap (its setting), None without one.
     pub concurrency: Option<u64>,
+    /// Ready jobs a rate limit holds back now: None when the queue's own rate lets none go (all
+    /// of `waiting` are held); else those of the keys over their `key_rate`.
+    pub held_by_rate: Option<u64>,
+    /// Ready jobs whose concurrency key is at its cap.
+    pub held_by_key_concurrency: u64,
+    /// Rate and concurrency keys (pairs of them) with jobs waiting.
+    pub waiting_keys: u64,
 }
 
 /// See [`Admin::snapshot`].
@@ -203,6 +210,9 @@ impl Admin {
             dead_shed,
             events_shed,
             concurrency,
+            held_by_rate,
+            held_by_key_cap,
+            waiting_keys,
         ] = v[..]
         else {
             return Err(StoreError::Corrupt("stats script returned the wrong arity".into()));
@@ -225,6 +235,9 @@ impl Admin {
             dead_shed: decoded(dead_shed, "the dead shed count")?,
             events_shed: decoded(events_shed, "the events shed count")?,
             concurrency: (concurrency >= 0).then(|| decoded(concurrency, "the concurrency cap")).transpose()?,
+            held_by_rate: if held_by_rate < 0 { None } else { Some(decoded(held_by_rate, "the jobs held by rate")?) },
+            held_by_key_concurrency: decoded(held_by_key_cap, "the jobs held by key caps")?,
+            waiting_keys: decoded(waiting_keys, "the keys waiting")?,
         })
     }
 

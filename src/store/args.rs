@@ -1,7 +1,7 @@
 //! One typed argument struct per function of the library, each writing its KEYS and ARGV in the
 //! order its Lua header states, in one place, so arity cannot drift.
 //!
-//! Every queue function receives the 27 queue keys first (then any keys of its own: only add
+//! Every queue function receives the 31 queue keys first (then any keys of its own: only add
 //! has some) and the 7 leading arguments of `lua/lib.lua`; [`Backend::call`] writes those, and
 //! a struct here writes what follows: ARGV[8] on. Each struct also names the reply it decodes.
 //! Everything is written straight into the command: no per-call copy of the keys. Global
@@ -29,7 +29,7 @@ pub(super) trait QueueFunction {
     type Reply: FromRedisValue;
     /// The function these are the arguments of.
     fn function(scripts: &Scripts) -> &Function;
-    /// Keys after the queue keys (KEYS[27..]); none but add's.
+    /// Keys after the queue keys (KEYS[32..]); none but add's.
     fn own_keys(&self, _keys: &QueueKeys) -> Vec<String> {
         Vec::new()
     }
@@ -172,11 +172,13 @@ impl QueueFunction for AddBatchArgs<'_> {
         }
         for ((job, record), &family) in self.jobs.iter().zip(&self.records).zip(&self.family_of) {
             cmd.arg(job.ulid).arg(record.as_slice()).arg(job.record.priority);
-            let plain = job.delay_ms.is_none() && job.run_at_ms.is_none() && job.session.is_none() && family == 0;
+            let keyed = job.record.rate_key.is_some() || job.record.concurrency_key.is_some();
+            let plain =
+                !keyed && job.delay_ms.is_none() && job.run_at_ms.is_none() && job.session.is_none() && family == 0;
             if plain {
                 cmd.arg("");
             } else {
-                cmd.arg("+")
+                cmd.arg(if keyed { "*" } else { "+" })
                     .arg(job.delay_ms.map_or(-1, |d| i64::try_from(d).unwrap_or(i64::MAX)))
                     .arg(job.run_at_ms.unwrap_or(-1))
                     .arg(job.session.unwrap_or_default())
@@ -341,6 +343,24 @@ impl QueueFunction for ExtendArgs<'_> {
 
     fn write_args(&self, cmd: &mut Cmd) {
         cmd.arg(self.ulid).arg(self.token).arg(millis(self.by));
+    }
+}
+
+/// lua/postpone.lua: ARGV[8] ULID, [9] token, [10] delay ms, [11] hold the rate key (1/0).
+pub(super) struct PostponeArgs<'a> {
+    pub ulid: &'a str,
+    pub token: &'a str,
+    pub delay: Duration,
+    pub hold_key: bool,
+}
+
+impl QueueFunction for PostponeArgs<'_> {
+    /// (lease check code, state, run at ms).
+    type Reply = (i64, i64, i64);
+    function!(postpone);
+
+    fn write_args(&self, cmd: &mut Cmd) {
+        cmd.arg(self.ulid).arg(self.token).arg(millis(self.delay)).arg(flag(self.hold_key));
     }
 }
 

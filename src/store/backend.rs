@@ -27,7 +27,7 @@ pub(super) struct Backend {
     scripts: Scripts,
     leading: LeadingArgs,
     timeout: Duration,
-    /// The key names of the queues in use, formatted once: every script call passes 27 of
+    /// The key names of the queues in use, formatted once: every script call passes 31 of
     /// them (some 2 KB a queue). Bounded: see [`KeysCache`].
     queue_keys: Mutex<KeysCache>,
 }

@@ -98,6 +98,8 @@ pub enum Kind {
     /// A schedule that does not decode (or whose template does not), or that names its last
     /// job by no ULID; left for a person, as a corrupt record is.
     CorruptSchedule,
+    /// A concurrency key whose count of leases differs from its live leases.
+    KeyCount,
 }
 
 impl Kind {
@@ -118,6 +120,7 @@ impl Kind {
             Kind::StrayOutcome => "stray-outcome",
             Kind::CorruptRecord => "corrupt-record",
             Kind::SessionCounts => "session-counts",
+            Kind::KeyCount => "key-count",
             Kind::SessionSequence => "session-sequence",
             Kind::SessionKeys => "session-keys",
             Kind::IdempotencyKey => "idempotency-key",
@@ -162,6 +165,8 @@ enum Mend {
     /// `doctor_tombstone.lua`: `expiry` (the expiry the bucket's name says, as text) or `entry`
     /// (the tombstone's field, the digest of its key: bytes).
     Tombstone(&'static str, Vec<u8>),
+    /// `doctor_key_count.lua`: the concurrency key (the finding's subject) recounted.
+    KeyCount,
     /// UNLINK: the key's name is the condition, and no race changes a name.
     DeleteKey,
     /// SADD to the queue registry: adding a member twice changes nothing.
@@ -339,6 +344,10 @@ impl Doctor {
                 let args = [mode.as_bytes(), what.as_bytes(), arg].map(<[u8]>::to_vec).to_vec();
                 self.backend.call(queue, &MendTombstone { bucket: subject.to_owned(), args }).await?
             }
+            Mend::KeyCount => {
+                args.push(subject.to_owned());
+                self.backend.call(queue, &MendKeyCount(args)).await?
+            }
             _ if mode == "check" => 1,
             Mend::DeleteKey => self.backend.with_conn(async |c| c.unlink(subject).await).await?,
             Mend::Register => self.instances.register_queue(subject).await.map(|()| 1)?,
@@ -511,3 +520,4 @@ mend_function!(Unplace, doctor_unplace);
 mend_function!(PlaceRecord, doctor_place);
 mend_function!(MendLease, doctor_lease);
 mend_function!(MendSession, doctor_session);
+mend_function!(MendKeyCount, doctor_key_count);

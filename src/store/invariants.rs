@@ -16,6 +16,10 @@
 //! - the queue's settings hash holds only the settings of `queue_settings.rs`, each with a value
 //!   that reads. (The concurrency cap keeps no counter to check against the leases: the count it
 //!   enforces is the active hash itself, so it cannot drift from them.)
+//! - keyed jobs (`lua/limits_lib.lua`): every member of `keyed` is a ready job whose record has
+//!   the keys of its group; every group with jobs is in exactly one of `key_due` and
+//!   `key_parked`, and nothing else is; each concurrency key's count in `key_state` equals the
+//!   live leases of jobs with that key, each flagged `k` (so a slot can never leak); TATs read.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -58,6 +62,10 @@ struct Snapshot {
     buckets: Vec<Bucket>,
     schedules: HashMap<String, Vec<u8>>,
     settings: HashMap<String, String>,
+    keyed: Vec<String>,
+    key_due: Vec<String>,
+    key_parked: Vec<String>,
+    key_state: HashMap<String, String>,
 }
 
 /// The invariant check (see the module doc). It reads sessions through their part.
@@ -130,6 +138,10 @@ impl Invariants {
                     buckets,
                     schedules: c.hgetall(keys.schedules()).await?,
                     settings: c.hgetall(keys.settings()).await?,
+                    keyed: c.zrange(keys.keyed(), 0, -1).await?,
+                    key_due: c.zrange(keys.key_due(), 0, -1).await?,
+                    key_parked: c.zrange(keys.key_parked(), 0, -1).await?,
+                    key_state: c.hgetall(keys.key_state()).await?,
                 })
             })
             .await
@@ -177,9 +189,23 @@ impl Invariants {
         let pending_ids: Vec<String> =
             snap.pending.iter().map(|m| m.rsplit('/').next().unwrap_or_default().to_owned()).collect();
         let active_ids: Vec<String> = snap.active.keys().cloned().collect();
+        // "<group>\0<order>\0<ULID>", the group "<concurrency key>\1<rate key>".
+        let keyed: Vec<(&str, &str)> = snap
+            .keyed
+            .iter()
+            .filter_map(|m| {
+                let parsed = m.rsplit_once('\0').and_then(|(rest, ulid)| Some((rest.rsplit_once('\0')?.0, ulid)));
+                if parsed.is_none() {
+                    problems.push(format!("keyed member {m:?} does not read"));
+                }
+                parsed
+            })
+            .collect();
+        let keyed_ids: Vec<String> = keyed.iter().map(|(_, ulid)| (*ulid).to_owned()).collect();
         let mut place: HashMap<&str, &str> = HashMap::new();
         for (where_, members) in [
             ("ready", &snap.ready),
+            ("keyed", &keyed_ids),
             ("delayed", &snap.delayed),
             ("active", &active_ids),
             ("completed", &snap.completed),
@@ -210,7 +236,8 @@ impl Invariants {
                 }
             };
             let ok = match *where_ {
-                "ready" => rec.state == RecordState::Waiting,
+                "ready" => rec.state == RecordState::Waiting && rec.rate_key.is_none() && rec.concurrency_key.is_none(),
+                "keyed" => rec.state == RecordState::Waiting,
                 "delayed" => matches!(rec.state, RecordState::Delayed | RecordState::Retrying),
                 "active" => matches!(rec.state, RecordState::Waiting | RecordState::Retrying | RecordState::Delayed),
                 "completed" => rec.state == RecordState::Completed,
@@ -240,6 +267,8 @@ impl Invariants {
                 problems.push(format!("outcome of job {id}, which is not completed"));
             }
         }
+
+        problems.extend(keyed_problems(&snap, &keyed));
 
         for name in &snap.sessions {
             let Some(SessionRecord { started, queued, .. }) = self.sessions.session(queue, name).await? else {
@@ -276,4 +305,64 @@ impl Invariants {
         problems.sort();
         Ok(problems)
     }
+}
+
+/// The keyed jobs' structures against each other, the records and the leases (module doc).
+fn keyed_problems(snap: &Snapshot, keyed: &[(&str, &str)]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let record = |id: &str| snap.jobs.get(id).and_then(|raw| JobRecord::decode(raw, None).ok());
+    let mut groups: HashSet<&str> = HashSet::new();
+    for (group, ulid) in keyed {
+        groups.insert(group);
+        if let Some(rec) = record(ulid) {
+            let want = format!(
+                "{}\u{1}{}",
+                rec.concurrency_key.as_deref().unwrap_or_default(),
+                rec.rate_key.as_deref().unwrap_or_default()
+            );
+            if want != *group {
+                problems.push(format!("keyed job {ulid} is in group {group:?}, but its keys make {want:?}"));
+            }
+        }
+    }
+    let due: HashSet<&str> = snap.key_due.iter().map(String::as_str).collect();
+    let parked: HashSet<&str> = snap.key_parked.iter().map(String::as_str).collect();
+    for group in &groups {
+        match (due.contains(group), parked.contains(group)) {
+            (true, true) => problems.push(format!("key group {group:?} is both due and parked")),
+            (false, false) => problems.push(format!("key group {group:?} has jobs but is neither due nor parked")),
+            _ => {}
+        }
+    }
+    for group in due.iter().chain(&parked) {
+        if !groups.contains(group) {
+            problems.push(format!("key group {group:?} is due or parked but has no job"));
+        }
+    }
+    let mut leases_by_key: HashMap<String, u64> = HashMap::new();
+    for (id, lease) in &snap.active {
+        let Some(key) = record(id).and_then(|r| r.concurrency_key) else { continue };
+        let flagged = lease
+            .rsplit_once('|')
+            .is_some_and(|(_, flags)| flags.contains('k') && !flags.contains(|c: char| c.is_ascii_digit()));
+        if !flagged {
+            problems
+                .push(format!("active job {id} has concurrency key {key:?} but its lease {lease:?} is not flagged k"));
+        }
+        *leases_by_key.entry(key).or_default() += 1;
+    }
+    for (field, value) in &snap.key_state {
+        if let Some(key) = field.strip_prefix('a') {
+            let live = leases_by_key.remove(key).unwrap_or_default();
+            if value.parse::<u64>().ok() != Some(live) || live == 0 {
+                problems.push(format!("concurrency key {key:?} counts {value} leases, but {live} are live"));
+            }
+        } else if field.strip_prefix('t').is_none_or(|_| value.parse::<f64>().is_err()) {
+            problems.push(format!("key_state field {field:?} = {value:?} does not read"));
+        }
+    }
+    for (key, live) in leases_by_key {
+        problems.push(format!("concurrency key {key:?} counts no lease, but {live} are live"));
+    }
+    problems
 }

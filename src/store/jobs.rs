@@ -12,8 +12,8 @@ use foldhash::{HashSet, HashSetExt};
 use super::{
     JobRecord, Lease, LeaseToken, RecordState, Result, StoreError,
     args::{
-        AddBatchArgs, CompleteArgs, CompleteLeaseArgs, ExtendArgs, FailArgs, FailLeaseArgs, LeaseArgs, ProgressArgs,
-        ReapArgs, ReclaimArgs, RequeueArgs,
+        AddBatchArgs, CompleteArgs, CompleteLeaseArgs, ExtendArgs, FailArgs, FailLeaseArgs, LeaseArgs, PostponeArgs,
+        ProgressArgs, ReapArgs, ReclaimArgs, RequeueArgs,
     },
     backend::Backend,
     decoded, tombstones,
@@ -366,6 +366,28 @@ impl Jobs {
             _ => None,
         };
         Ok((FailOutcome { check: LeaseCheck::from_code(code), state, run_at_ms }, leased))
+    }
+
+    /// Hands a held job back to run again after `delay` ("rate limited upstream, retry after"),
+    /// without spending an attempt or counting a lost delivery; with `hold_key`, no job of its
+    /// rate key starts before then either (see lua/postpone.lua). The outcome's state is
+    /// `Delayed` (or `Waiting` for no delay, `Cancelled` for a job cancelled meanwhile).
+    pub async fn postpone(
+        &self,
+        queue: &str,
+        ulid: &str,
+        token: &str,
+        delay: Duration,
+        hold_key: bool,
+    ) -> Result<FailOutcome> {
+        let (code, state, run_at_ms) = self.backend.call(queue, &PostponeArgs { ulid, token, delay, hold_key }).await?;
+        let state = match state {
+            1 => Some(RecordState::Waiting),
+            2 => Some(RecordState::Delayed),
+            7 => Some(RecordState::Cancelled),
+            _ => None,
+        };
+        Ok(FailOutcome { check: LeaseCheck::from_code(code), state, run_at_ms })
     }
 
     /// Moves a held attempt's deadline to now + `by`; returns the check and the new deadline.

@@ -19,6 +19,11 @@
 //! {prefix}:{queue}:outcomes   hash  ULID -> packed outcome of a completed job (record.rs)
 //! {prefix}:{queue}:activity   hash  "<kind><minute>" -> jobs added / completed / failed that minute
 //! {prefix}:{queue}:settings   hash  the queue's settings set at run time (queue_settings.rs)
+//! {prefix}:{queue}:keyed      zset  "<group>\0<order>\0<ULID>": ready jobs with a rate or
+//!                                    concurrency key, by group (lua/limits_lib.lua)
+//! {prefix}:{queue}:key_due    zset  group by when it may next lease
+//! {prefix}:{queue}:key_parked zset  groups whose concurrency key is at its cap
+//! {prefix}:{queue}:key_state  hash  "t<rate key>" -> GCRA TAT, "a<concurrency key>" -> leases
 //! {prefix}:{queue}:ready:{p}  list  ready ULIDs of priority p, FIFO
 //! {prefix}:{queue}:tombstones:{w}:{n}  hash  idempotency key -> ULID of its first add, for
 //!                                    the keys added in bucket n of width w ms (tombstones.rs)
@@ -38,7 +43,7 @@ pub const MAX_PRIORITY: i32 = 5;
 pub const MIN_PRIORITY: i32 = -5;
 
 /// The queue's structures other than its ready lists, in the order of KEYS (lua/lib.lua).
-const STRUCTURES: [&str; 16] = [
+const STRUCTURES: [&str; 20] = [
     "jobs",
     "active",
     "deadlines",
@@ -55,6 +60,10 @@ const STRUCTURES: [&str; 16] = [
     "outcomes",
     "activity",
     "settings",
+    "keyed",
+    "key_due",
+    "key_parked",
+    "key_state",
 ];
 
 /// One ready list per priority level.
@@ -221,6 +230,26 @@ impl QueueKeys {
 
     pub fn settings(&self) -> &str {
         &self.keys[15]
+    }
+
+    /// Ready jobs with a rate or concurrency key, by group (`lua/limits_lib.lua`).
+    pub fn keyed(&self) -> &str {
+        &self.keys[16]
+    }
+
+    /// Groups of keyed jobs by when each may next lease.
+    pub fn key_due(&self) -> &str {
+        &self.keys[17]
+    }
+
+    /// Groups of keyed jobs whose concurrency key is at its cap.
+    pub fn key_parked(&self) -> &str {
+        &self.keys[18]
+    }
+
+    /// Rate keys' TATs and concurrency keys' lease counts.
+    pub fn key_state(&self) -> &str {
+        &self.keys[19]
     }
 
     /// Ready lists, highest priority first.

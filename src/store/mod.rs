@@ -74,7 +74,7 @@ pub use jobs::{
 };
 pub use keys::{KeySpace, MAX_PRIORITY, MIN_PRIORITY};
 pub use memory::{Memory, MemoryReading, Shed, ShedKind};
-pub use queue_settings::{QueueSettings, SettingField, StoredSettings};
+pub use queue_settings::{QueueSettings, RateSpec, SettingField, StoredSettings};
 pub use record::{BackoffSpec, JobRecord, Lease, RecordState};
 pub use schedules::{Fire, FireJob, FireOutcome, MAX_FIRE_JOBS, Schedules, StoredSchedule};
 pub use sessions::{SessionRecord, Sessions, SetOutcome};

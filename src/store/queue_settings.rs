@@ -39,11 +39,17 @@ pub enum SettingField {
     DeadRetention,
     /// How many dead jobs are kept.
     DeadMax,
+    /// The queue's rate limit.
+    Rate,
+    /// The rate limit of each rate key.
+    KeyRate,
+    /// The most jobs of one concurrency key active at once.
+    KeyConcurrency,
 }
 
 impl SettingField {
     /// Every field, in the order they are listed.
-    pub const ALL: [SettingField; 9] = [
+    pub const ALL: [SettingField; 12] = [
         SettingField::Concurrency,
         SettingField::MaxWaiting,
         SettingField::MaxAttempts,
@@ -53,6 +59,9 @@ impl SettingField {
         SettingField::CompletedMax,
         SettingField::DeadRetention,
         SettingField::DeadMax,
+        SettingField::Rate,
+        SettingField::KeyRate,
+        SettingField::KeyConcurrency,
     ];
 
     /// The field's name in the hash (the names `lua/lib.lua` reads, `SET_*`).
@@ -67,6 +76,9 @@ impl SettingField {
             SettingField::CompletedMax => "completed_max",
             SettingField::DeadRetention => "dead_ms",
             SettingField::DeadMax => "dead_max",
+            SettingField::Rate => "rate",
+            SettingField::KeyRate => "key_rate",
+            SettingField::KeyConcurrency => "key_concurrency",
         }
     }
 }
@@ -92,6 +104,24 @@ pub struct StoredSettings {
     pub dead_ms: Option<u64>,
     /// How many dead jobs are kept.
     pub dead_max: Option<u64>,
+    /// The queue's rate limit, all keys together.
+    pub rate: Option<RateSpec>,
+    /// The rate limit of each rate key.
+    pub key_rate: Option<RateSpec>,
+    /// The most jobs of one concurrency key active at once.
+    pub key_concurrency: Option<u64>,
+}
+
+/// A rate limit as stored ("count period_ms burst", read by `lua/limits_lib.lua`): at most
+/// `count` jobs per `period_ms`, `burst` at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateSpec {
+    /// Jobs per period, from 1.
+    pub count: u64,
+    /// The period, ms, from 1.
+    pub period_ms: u64,
+    /// The most jobs at once, from 1.
+    pub burst: u64,
 }
 
 impl StoredSettings {
@@ -115,6 +145,9 @@ impl StoredSettings {
             SettingField::CompletedMax => self.completed_max.map(|n| n.to_string()),
             SettingField::DeadRetention => self.dead_ms.map(|n| n.to_string()),
             SettingField::DeadMax => self.dead_max.map(|n| n.to_string()),
+            SettingField::Rate => self.rate.map(|r| format!("{} {} {}", r.count, r.period_ms, r.burst)),
+            SettingField::KeyRate => self.key_rate.map(|r| format!("{} {} {}", r.count, r.period_ms, r.burst)),
+            SettingField::KeyConcurrency => self.key_concurrency.map(|n| n.to_string()),
         }
     }
 
@@ -128,6 +161,7 @@ impl StoredSettings {
             .map(|n| u32::try_from(n).map_err(|_| corrupt(SettingField::MaxAttempts, &n.to_string())))
             .transpose()?;
         let backoff = hash.get(SettingField::Backoff.key()).map(|v| parse_backoff(v)).transpose()?;
+        let rate = |field: SettingField| hash.get(field.key()).map(|v| parse_rate(field, v)).transpose();
         Ok(Self {
             concurrency: number(SettingField::Concurrency)?,
             max_waiting: number(SettingField::MaxWaiting)?,
@@ -138,6 +172,9 @@ impl StoredSettings {
             completed_max: number(SettingField::CompletedMax)?,
             dead_ms: number(SettingField::DeadRetention)?,
             dead_max: number(SettingField::DeadMax)?,
+            rate: rate(SettingField::Rate)?,
+            key_rate: rate(SettingField::KeyRate)?,
+            key_concurrency: number(SettingField::KeyConcurrency)?,
         })
     }
 }
@@ -164,6 +201,18 @@ fn parse_backoff(text: &str) -> Result<BackoffSpec> {
         max_ms: max.parse().map_err(|_| bad())?,
         jitter: jitter.parse().map_err(|_| bad())?,
     })
+}
+
+/// "count period_ms burst", as `StoredSettings::text` writes it; each part from 1.
+fn parse_rate(field: SettingField, text: &str) -> Result<RateSpec> {
+    let bad = || corrupt(field, text);
+    let parts: Vec<u64> = text.split(' ').map(|p| p.parse().map_err(|_| bad())).collect::<Result<_>>()?;
+    match parts.as_slice() {
+        &[count, period_ms, burst] if count > 0 && period_ms > 0 && burst > 0 => {
+            Ok(RateSpec { count, period_ms, burst })
+        }
+        _ => Err(bad()),
+    }
 }
 
 /// lua/settings_set.lua: ARGV[8..] pairs {field, value or '' to remove it}.

@@ -129,6 +129,10 @@ pub struct JobRecord {
     pub cancel_requested: bool,
     /// The last progress its current or last holder reported, opaque to jobwire.
     pub progress: Option<Vec<u8>>,
+    /// The key whose rate limit the job's leases count against (`lua/limits_lib.lua`).
+    pub rate_key: Option<String>,
+    /// The key whose concurrency cap the job's leases count against.
+    pub concurrency_key: Option<String>,
 }
 
 impl JobRecord {
@@ -140,7 +144,10 @@ impl JobRecord {
 
 /// Fields of the leading array (read by every lease), then of the second one.
 const HOT_FIELDS: usize = 4;
-const COLD_FIELDS: usize = 17;
+const COLD_FIELDS: usize = 20;
+/// The cold fields of a job without a rate or concurrency key: the three after them (the keys
+/// and the job's place among the keyed jobs, written by Lua) are left out.
+const UNKEYED_COLD_FIELDS: usize = 17;
 
 /// A msgpack writer for the subset Redis's `cmsgpack` reads back. Bytes are written as msgpack
 /// *str*, never *bin*: cmsgpack predates the bin family and refuses it.
@@ -218,7 +225,8 @@ impl JobRecord {
         p.uint(self.timeout_ms);
         p.opt_bytes(self.session.as_deref().map(str::as_bytes));
         let _ = rmp::encode::write_bool(&mut p.out, self.cancel_requested);
-        p.array(COLD_FIELDS);
+        let keyed = self.rate_key.is_some() || self.concurrency_key.is_some();
+        p.array(if keyed { COLD_FIELDS } else { UNKEYED_COLD_FIELDS });
         p.int(self.state as i64);
         p.bytes(self.job_type.as_bytes());
         p.bytes(&self.payload);
@@ -254,6 +262,12 @@ impl JobRecord {
         p.opt_bytes(self.result.as_deref());
         p.opt_int(self.run_at_ms);
         p.opt_bytes(self.progress.as_deref());
+        if keyed {
+            p.opt_bytes(self.rate_key.as_deref().map(str::as_bytes));
+            p.opt_bytes(self.concurrency_key.as_deref().map(str::as_bytes));
+            // Its place among the keyed jobs: written by the function that makes it ready.
+            p.absent();
+        }
         if p.overflow {
             return Err(corrupt("a record too large to pack"));
         }
@@ -367,6 +381,13 @@ impl JobRecord {
             session,
             cancel_requested,
             progress: fields.field(&mut cold)?.maybe(Item::bytes)?,
+            rate_key: fields.field(&mut cold)?.maybe(Item::text)?,
+            concurrency_key: {
+                let key = fields.field(&mut cold)?.maybe(Item::text)?;
+                // The job's place among the keyed jobs is Lua's alone.
+                fields.field(&mut cold)?;
+                key
+            },
         })
     }
 }
@@ -446,6 +467,8 @@ mod tests {
             session: None,
             cancel_requested: false,
             progress: None,
+            rate_key: None,
+            concurrency_key: None,
         }
     }
 
@@ -493,6 +516,8 @@ mod tests {
             session: Some("s1/0000000000000001/01JD8Y3V6Q0000000000000000".into()),
             cancel_requested: true,
             progress: Some(b"50%".to_vec()),
+            rate_key: Some("api.example".into()),
+            concurrency_key: Some("tenant-7".into()),
         };
         assert_eq!(JobRecord::decode(&record.encode().expect("encodes"), None).expect("decodes"), record);
     }

@@ -1,8 +1,9 @@
 //! The Lua state machine, as one Redis Functions library. Each function is called with its
 //! typed argument struct (`args.rs`), so arity cannot drift.
 //!
-//! The library is `lua/lib.lua` (the queue layout and the shared helpers) and
-//! `lua/schedules_lib.lua` (the schedules' layout and helpers), followed by one function per file
+//! The library is `lua/lib.lua` (the queue layout and the shared helpers), `lua/limits_lib.lua`
+//! (rate limits and per-key concurrency) and `lua/schedules_lib.lua` (the schedules' layout and
+//! helpers), followed by one function per file
 //! of `lua/`. Loaded once with `FUNCTION LOAD`, the helpers are compiled and
 //! defined once, not on every call as they would be if each script carried them: a call costs
 //! only its own work. The library and its functions are named after a hash of their source and
@@ -67,6 +68,7 @@ macro_rules! library {
                     $((stringify!($global), "run_global", &[$($global_flag),*]),)*
                 ];
                 let mut body = String::from(include_str!("lua/lib.lua"));
+                body.push_str(include_str!("lua/limits_lib.lua"));
                 body.push_str(include_str!("lua/schedules_lib.lua"));
                 // The bodies go in one table, not a local each: Lua allows a chunk 200 locals,
                 // and the helpers above take most of them.
@@ -117,6 +119,7 @@ library! {
         fail ["allow-oom"],
         extend ["allow-oom"],
         requeue ["allow-oom"],
+        postpone ["allow-oom"],
         reap ["allow-oom"],
         reclaim ["allow-oom"],
         stats ["no-writes"],
@@ -138,6 +141,7 @@ library! {
         doctor_lease ["allow-oom"],
         doctor_session ["allow-oom"],
         doctor_tombstone ["allow-oom"],
+        doctor_key_count ["allow-oom"],
         schedule_set [],
         schedule_fire [],
         schedule_trigger [],

@@ -148,6 +148,10 @@ pub struct QueueMetrics {
     pub concurrency_limit: Gauge,
     /// Ready jobs held back at the concurrency cap, read from Redis.
     pub held_by_concurrency: Gauge,
+    /// Ready jobs held back by a rate limit (the queue's or their rate key's), read from Redis.
+    pub held_by_rate: Gauge,
+    /// Ready jobs held back at their concurrency key's cap, read from Redis.
+    pub held_by_key_concurrency: Gauge,
 }
 
 impl QueueMetrics {
@@ -175,6 +179,8 @@ impl QueueMetrics {
             shed_dead: metrics::gauge!(QUEUE_SHED, QUEUE => name(), KIND => "dead"),
             concurrency_limit: metrics::gauge!(QUEUE_CONCURRENCY_LIMIT, QUEUE => name()),
             held_by_concurrency: metrics::gauge!(QUEUE_HELD, QUEUE => name(), REASON => "concurrency"),
+            held_by_rate: metrics::gauge!(QUEUE_HELD, QUEUE => name(), REASON => "rate"),
+            held_by_key_concurrency: metrics::gauge!(QUEUE_HELD, QUEUE => name(), REASON => "key_concurrency"),
         }
     }
 }

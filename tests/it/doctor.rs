@@ -429,3 +429,31 @@ async fn tombstone_buckets_that_outlive_their_name_and_tombstones_naming_no_job_
     crate::harness::assert_invariants_at(&redis.url(), &prefix, "q").await;
     crate::harness::assert_invariants_at(&redis.url(), &prefix, "r").await;
 }
+
+#[tokio::test]
+async fn keyed_jobs_are_placed_and_a_drifted_key_count_is_found_and_recounted() {
+    let redis = Redis::start();
+    let prefix = unique_prefix();
+    let server = ServerBuilder::new(&redis).prefix(&prefix).start().await;
+    let mut client = server.client().await;
+    for i in 0..3 {
+        let req = proto::AddJobRequest { concurrency_key: "c".into(), ..job("q", "t", format!("{i}").as_bytes()) };
+        client.add_job(req).await.expect("add");
+    }
+    let req = proto::AddJobRequest { rate_key: "r".into(), ..job("q", "t", b"r") };
+    client.add_job(req).await.expect("add");
+    let mut worker = Worker::open(&server, &["q"], 1).await;
+    let _held = worker.job().await;
+    let (code, report) = doctor(&redis, &prefix, false).await;
+    assert_eq!((code, kinds(&report)), (Some(0), Vec::<String>::new()), "keyed jobs are placed: {report:#}");
+
+    let mut c = redis_conn(&redis).await;
+    let _: () = c.hset(format!("{prefix}:{{q}}:key_state"), "ac", 3).await.expect("a count that drifted");
+    let (code, report) = doctor(&redis, &prefix, false).await;
+    assert_eq!((code, kinds(&report)), (Some(1), vec!["key-count".to_owned()]), "{report:#}");
+    let (code, repaired) = doctor(&redis, &prefix, true).await;
+    assert_eq!(code, Some(0), "{repaired:#}");
+    let count: u64 = c.hget(format!("{prefix}:{{q}}:key_state"), "ac").await.expect("count");
+    assert_eq!(count, 1, "recounted: the one live lease of key c");
+    server.assert_invariants("q").await;
+}

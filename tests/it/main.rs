@@ -25,6 +25,7 @@ mod limits;
 mod metrics;
 mod model;
 mod queue_settings;
+mod rate_limits;
 mod resilience;
 mod retries;
 mod schedules;

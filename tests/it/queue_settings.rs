@@ -254,3 +254,31 @@ async fn the_metrics_show_the_cap_and_the_jobs_it_holds_back() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_metrics_show_the_jobs_rate_limits_and_key_caps_hold_back() {
+    let redis = Redis::start();
+    let server = ServerBuilder::new(&redis).metrics(Duration::from_millis(100)).start().await;
+    let addr = server.metrics_addr.expect("metrics are served");
+    let mut client = server.client().await;
+    let slow = proto::RateLimit { count: 1, period: Some(millis(60_000)), burst: 1 };
+    set(
+        &mut client,
+        proto::QueueSettings { key_rate: Some(slow), key_concurrency: Some(1), ..Default::default() },
+        &[],
+    )
+    .await;
+    for _ in 0..3 {
+        add(&mut client, proto::AddJobRequest { rate_key: "r".into(), ..job("q", "t", b"") }).await;
+        add(&mut client, proto::AddJobRequest { concurrency_key: "c".into(), ..job("q", "t", b"") }).await;
+    }
+    let mut worker = Worker::open(&server, &["q"], 10).await;
+    worker.job().await;
+    worker.job().await;
+    eventually(LIMIT, "the gauges of the limits", || async {
+        let scrape = Scrape::take(addr).await;
+        scrape.labelled("jobwire_queue_held", &[("queue", "q"), ("reason", "rate")]) == 2.0
+            && scrape.labelled("jobwire_queue_held", &[("queue", "q"), ("reason", "key_concurrency")]) == 2.0
+    })
+    .await;
+}

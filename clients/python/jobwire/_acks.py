@@ -15,7 +15,7 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
-from ._client import Client, complete_request, extend_request, fail_request
+from ._client import Client, complete_request, extend_request, fail_request, return_request
 from ._errors import Error, Unavailable, error_for
 from ._gen.jobwire.v1 import jobwire_pb2 as pb
 from ._types import JobState, Seconds, from_timestamp
@@ -53,6 +53,9 @@ class Acker(Protocol):
 
     async def give_back(self, job_id: str, lease_token: str) -> None:
         """Hands back a job the worker will not start, and asks for no more on this stream."""
+
+    async def postpone(self, job_id: str, lease_token: str, delay: Seconds, hold_key: bool) -> None:
+        """ "Rate limited upstream": the job runs again after ``delay``, spending no attempt."""
 
     async def extend(self, job_id: str, lease_token: str, by: Seconds) -> datetime: ...
 
@@ -107,6 +110,11 @@ class UnaryAcker:
     async def give_back(self, job_id: str, lease_token: str) -> None:
         # stop_stream: the worker is leaving this stream, so the server sends no more on it.
         await self.client.return_job(job_id, lease_token, stop_stream=True, timeout=self.timeout)
+
+    async def postpone(self, job_id: str, lease_token: str, delay: Seconds, hold_key: bool) -> None:
+        await self.client.return_job(
+            job_id, lease_token, retry_after=delay, hold_key=hold_key, timeout=self.timeout
+        )
 
     async def extend(self, job_id: str, lease_token: str, by: Seconds) -> datetime:
         return await self.client.extend(job_id, lease_token, by, timeout=self.timeout)
@@ -191,6 +199,10 @@ class Outbox:
 
     async def give_back(self, job_id: str, lease_token: str) -> None:
         request = pb.ReturnJobRequest(job_id=job_id, lease_token=lease_token, stop_stream=True)
+        await self._until_answered(lambda: self._ack(pb.WorkAck(give_back=request)))
+
+    async def postpone(self, job_id: str, lease_token: str, delay: Seconds, hold_key: bool) -> None:
+        request = return_request(job_id, lease_token, False, delay, hold_key)
         await self._until_answered(lambda: self._ack(pb.WorkAck(give_back=request)))
 
     async def extend(self, job_id: str, lease_token: str, by: Seconds) -> datetime:

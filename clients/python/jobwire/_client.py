@@ -199,6 +199,8 @@ class Client(SessionCalls, ScheduleCalls, EventCalls, AdminCalls):
         attempt_timeout: Seconds | None = None,
         idempotency_key: str | None = None,
         session_id: str | None = None,
+        rate_key: str | None = None,
+        concurrency_key: str | None = None,
         timeout: float | None = UNSET,
     ) -> Added:
         """Adds one job to ``queue`` for handlers of ``type``; see :class:`jobwire.NewJob` for
@@ -216,6 +218,8 @@ class Client(SessionCalls, ScheduleCalls, EventCalls, AdminCalls):
             attempt_timeout=attempt_timeout,
             idempotency_key=idempotency_key,
             session_id=session_id,
+            rate_key=rate_key,
+            concurrency_key=concurrency_key,
         )
         key, generated = self._key(job.idempotency_key)
         response = await self._unary(
@@ -402,14 +406,18 @@ class Client(SessionCalls, ScheduleCalls, EventCalls, AdminCalls):
         lease_token: str,
         *,
         stop_stream: bool = False,
+        retry_after: Seconds | None = None,
+        hold_key: bool = False,
         timeout: float | None = UNSET,
     ) -> None:
         """Hands a delivered job back unprocessed, to the head of its queue: neither a failed
         attempt nor a lost delivery (for a worker that will not start it). ``stop_stream``: the
-        stream that received it gets no more jobs (its worker is stopping)."""
+        stream that received it gets no more jobs (its worker is stopping). ``retry_after``:
+        "rate limited upstream", the job runs again after that long instead (``hold_key``: its
+        ``rate_key`` waits as long too)."""
         await self._unary(
             self.stub.ReturnJob,
-            pb.ReturnJobRequest(job_id=job_id, lease_token=lease_token, stop_stream=stop_stream),
+            return_request(job_id, lease_token, stop_stream, retry_after, hold_key),
             timeout,
         )
 
@@ -450,6 +458,18 @@ def complete_request(
         request.session_state = session_state
         if expected_session_version is not None:
             request.expected_session_version = expected_session_version
+    return request
+
+
+def return_request(
+    job_id: str, lease_token: str, stop_stream: bool, retry_after: Seconds | None, hold_key: bool
+) -> pb.ReturnJobRequest:
+    """A ReturnJobRequest; with ``retry_after``, the "rate limited upstream" answer."""
+    request = pb.ReturnJobRequest(
+        job_id=job_id, lease_token=lease_token, stop_stream=stop_stream, hold_key=hold_key
+    )
+    if retry_after is not None:
+        request.retry_after.CopyFrom(to_duration(retry_after, "retry_after"))
     return request
 
 

@@ -145,6 +145,24 @@ class Retry(Exception):
     """
 
 
+class RateLimited(Exception):
+    """Raise from a handler when what the job calls is rate limited (a 429 with Retry-After): not
+    a failure. The job goes back to run again after ``delay`` (seconds or a ``timedelta``, 0 to 7
+    days) without spending an attempt; with ``hold_key``, no other job of its ``rate_key`` starts
+    before then either (under the queue's ``key_rate``).
+
+    >>> raise jobwire.RateLimited(30, hold_key=True)
+    """
+
+    def __init__(self, delay: float | timedelta, *, hold_key: bool = False) -> None:
+        seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
+        if seconds < 0:
+            raise ValueError("RateLimited: delay must not be negative")
+        super().__init__(f"rate limited, retry after {seconds:g}s")
+        self.delay = seconds
+        self.hold_key = hold_key
+
+
 class RetryAfter(Exception):
     """Raise from a handler to fail this attempt and retry after ``delay`` (seconds or a
     ``timedelta``, 0 to 7 days) instead of the job's backoff. A retry still uses an attempt: when

@@ -25,6 +25,7 @@ from ._errors import (
     LeaseLost,
     NotFound,
     Permanent,
+    RateLimited,
     Retry,
     RetryAfter,
     TooLarge,
@@ -125,6 +126,11 @@ class JobRunner:
                     await self._give_back(stream, d)
                     return
                 d.acking = True
+                if outcome.postpone is not None:
+                    delay, hold_key = outcome.postpone
+                    await acker.postpone(d.job.id, d.job.lease_token, delay, hold_key)
+                    log.info("job %s: rate limited, back in %gs", d.job.id, delay)
+                    return
                 if outcome.result is not None:
                     write, version = d.job.take_session_write()
                     try:
@@ -207,6 +213,8 @@ class JobRunner:
             outcome.fail(_describe(e, with_traceback=False))
         except RetryAfter as e:
             outcome.fail(_describe(e, with_traceback=False), retry_after=e.delay)
+        except RateLimited as e:
+            outcome.postpone = (e.delay, e.hold_key)
         except _NoHandler as e:
             outcome.fail(str(e))
         except Exception as e:  # noqa: BLE001 - any error of a handler fails its attempt
@@ -313,6 +321,8 @@ class _Outcome:
         self.retryable = True
         self.retry_after: float | None = None
         self.interrupted = False
+        # "Rate limited upstream": (retry after seconds, hold the rate key).
+        self.postpone: tuple[float, bool] | None = None
 
     def fail(self, error: str, *, retryable: bool = True, retry_after: float | None = None) -> None:
         self.result = None

@@ -152,7 +152,9 @@ class NewJob:
     30 min). ``idempotency_key``: when unset the client makes one per job, so a retried add never
     adds twice (remembered for the server's retry window; a key given here, for its idempotency
     window). ``session_id``: run the job in that session (``<queue>/<name>``, of this queue), in
-    the order of its adds, with the session's state handed to the handler.
+    the order of its adds, with the session's state handed to the handler. ``rate_key`` and
+    ``concurrency_key``: the keys whose rate limit (the queue's ``key_rate``) and concurrency
+    cap (``key_concurrency``) the job counts against.
     """
 
     queue: str
@@ -167,6 +169,8 @@ class NewJob:
     attempt_timeout: Seconds | None = None
     idempotency_key: str | None = None
     session_id: str | None = None
+    rate_key: str | None = None
+    concurrency_key: str | None = None
 
     def to_proto(self, idempotency_key: str | None, key_generated: bool) -> pb.AddJobRequest:
         """The request; ``key_generated`` marks a key the client made up for its own retries."""
@@ -181,6 +185,8 @@ class NewJob:
             idempotency_key=idempotency_key or "",
             idempotency_key_generated=key_generated and bool(idempotency_key),
             session_id=self.session_id or "",
+            rate_key=self.rate_key or "",
+            concurrency_key=self.concurrency_key or "",
         )
         if self.delay is not None:
             message.delay.CopyFrom(to_duration(self.delay, "delay"))

@@ -192,6 +192,29 @@ async def test_retry_after_overrides_backoff(
     assert info.last_error == "rate limited"
 
 
+async def test_rate_limited_goes_back_for_later_without_an_attempt(
+    server: Server, client: jobwire.Client, queue: str
+) -> None:
+    worker = make_worker(server, queue)
+    starts: list[float] = []
+
+    @worker.handler("call")
+    async def call(job: jobwire.Job) -> str:
+        starts.append(time.monotonic())
+        if len(starts) == 1:
+            raise jobwire.RateLimited(0.3, hold_key=True)
+        return "done"
+
+    async with running(worker):
+        added = await client.add(queue, "call", max_attempts=1, rate_key="api.example")
+        info = await client.wait(added.id, timeout=10)
+
+    assert info.state is jobwire.JobState.COMPLETED
+    assert len(starts) == 2
+    assert starts[1] - starts[0] >= 0.25
+    assert info.attempts == 1, "the rate-limited run spent no attempt (max_attempts=1)"
+
+
 async def test_concurrency_is_honoured(
     server: Server, client: jobwire.Client, queue: str, caplog: pytest.LogCaptureFixture
 ) -> None:

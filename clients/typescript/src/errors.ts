@@ -102,6 +102,26 @@ export class RetryAfterError extends Error {
   }
 }
 
+/**
+ * Thrown from a handler when what the job calls is rate limited (a 429 with Retry-After): not a
+ * failure. The job goes back to run again after `retryAfterMs` (0 to 7 days) without spending an
+ * attempt (ReturnJob with `retry_after`); with `holdKey`, no other job of its `rateKey` starts
+ * before then either (under the queue's `key_rate`).
+ */
+export class RateLimitedError extends Error {
+  override readonly name: string = "RateLimitedError";
+  readonly retryAfterMs: number;
+  readonly holdKey: boolean;
+  constructor(retryAfterMs: number, options?: { holdKey?: boolean; cause?: unknown }) {
+    super(`rate limited, retry after ${retryAfterMs} ms`, options);
+    if (!Number.isFinite(retryAfterMs) || retryAfterMs < 0) {
+      throw new RangeError(`retryAfterMs must be a finite number >= 0, got ${retryAfterMs}`);
+    }
+    this.retryAfterMs = retryAfterMs;
+    this.holdKey = options?.holdKey ?? false;
+  }
+}
+
 /** Why a running handler's `job.signal` fired. */
 export type AbortReason =
   /** The attempt's timeout passed; the server revoked the lease and counts a failed attempt. */

@@ -17,6 +17,7 @@ export {
   LeaseLostError,
   PayloadError,
   PermanentError,
+  RateLimitedError,
   RetryAfterError,
   RetryError,
   RpcError,

@@ -95,6 +95,10 @@ export interface JobOptions {
   idempotencyKey?: string;
   /** Runs the job in this session (`<queue>/<name>`, of the job's queue). Unknown: NOT_FOUND. */
   sessionId?: string;
+  /** The key whose rate limit (the queue's `key_rate`) the job counts against. */
+  rateKey?: string;
+  /** The key whose concurrency cap (the queue's `key_concurrency`) the job counts against. */
+  concurrencyKey?: string;
 }
 
 /** Options of `client.add()`. */
@@ -158,6 +162,8 @@ export function toAddJobRequest(
     idempotencyKey,
     idempotencyKeyGenerated: keyGenerated && idempotencyKey !== "",
     sessionId: opts.sessionId ?? "",
+    rateKey: opts.rateKey ?? "",
+    concurrencyKey: opts.concurrencyKey ?? "",
   });
 }
 

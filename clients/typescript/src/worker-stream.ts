@@ -11,6 +11,7 @@ import {
   JobAbortedError,
   LeaseLostError,
   PermanentError,
+  RateLimitedError,
   RetryAfterError,
   RetryError,
   RpcError,
@@ -35,7 +36,9 @@ type Outcome =
   | { kind: "complete"; result: Buffer; session?: SessionWrite }
   | { kind: "fail"; error: string; retryable?: boolean; retryAfterMs?: number }
   /** Hand the job back unprocessed (ReturnJob). */
-  | { kind: "return" };
+  | { kind: "return" }
+  /** Rate limited upstream: back to run after `retryAfterMs`, no attempt spent (ReturnJob). */
+  | { kind: "postpone"; retryAfterMs: number; holdKey: boolean };
 
 interface Task {
   readonly job: pb.Job;
@@ -436,6 +439,15 @@ export class WorkerStream {
         case "return":
           // Returns happen only on stop and drain: the stream is to get no more jobs.
           return { $case: "giveBack", value: pb.ReturnJobRequest.fromPartial({ ...ids, stopStream: true }) };
+        case "postpone":
+          return {
+            $case: "giveBack",
+            value: pb.ReturnJobRequest.fromPartial({
+              ...ids,
+              retryAfter: msToDuration(outcome.retryAfterMs, "retryAfterMs"),
+              holdKey: outcome.holdKey,
+            }),
+          };
       }
     })();
     try {
@@ -532,7 +544,8 @@ export class WorkerStream {
  * RetryAfterError, RetryError) give their message alone as the job's error, as the other
  * clients do; anything else gives `Name: message`.
  */
-function failure(err: unknown): Outcome & { kind: "fail" } {
+function failure(err: unknown): Outcome {
+  if (err instanceof RateLimitedError) return { kind: "postpone", retryAfterMs: err.retryAfterMs, holdKey: err.holdKey };
   if (err instanceof PermanentError) return { kind: "fail", error: err.message, retryable: false };
   if (err instanceof RetryAfterError) return { kind: "fail", error: err.message, retryAfterMs: err.retryAfterMs };
   if (err instanceof RetryError) return { kind: "fail", error: err.message };

@@ -11,6 +11,7 @@ import {
   JobCancelledError,
   JobDeadError,
   PermanentError,
+  RateLimitedError,
   RetryAfterError,
   RpcError,
   Status,
@@ -96,6 +97,28 @@ describe("worker", () => {
       assert.equal(result.json(), "ok");
       const gap = starts[1]! - starts[0]!;
       assert.ok(gap >= 550, `retry_after overrides a zero backoff (${gap} ms)`);
+    } finally {
+      await worker.stop();
+    }
+  });
+
+  it("RateLimitedError gives the job back for later without spending an attempt", async () => {
+    const queue = uniqueQueue("rate-limited");
+    const starts: number[] = [];
+    const worker = newWorker(stack.address, queue).handle("call", () => {
+      starts.push(Date.now());
+      if (starts.length === 1) throw new RateLimitedError(400, { holdKey: true });
+      return "ok";
+    });
+    worker.start();
+    try {
+      const { id } = await client.add(queue, "call", {}, { maxAttempts: 1, rateKey: "api.example" });
+      const result = await client.waitForResult(id, { timeoutMs: 10_000 });
+      assert.equal(result.json(), "ok");
+      const gap = starts[1]! - starts[0]!;
+      assert.ok(gap >= 350, `ran again after the wait (${gap} ms)`);
+      const info = await client.getJobInfo(id);
+      assert.equal(info.attempts, 1, "the rate-limited run spent no attempt (maxAttempts 1)");
     } finally {
       await worker.stop();
     }

@@ -68,6 +68,8 @@ fn request() -> impl Strategy<Value = proto::AddJobRequest> {
                     idempotency_key: key,
                     idempotency_key_generated: generated,
                     session_id: session,
+                    rate_key: String::new(),
+                    concurrency_key: String::new(),
                 }
             },
         )

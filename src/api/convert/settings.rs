@@ -4,8 +4,21 @@
 use super::{duration, to_duration};
 use crate::{
     proto,
-    queue::{BackoffRequest, Error, QueueSettings, QueueSettingsView},
+    queue::{BackoffRequest, Error, QueueSettings, QueueSettingsView, RateLimit},
 };
+
+/// A rate limit as asked for; errors name `{field}.…`.
+fn rate(r: proto::RateLimit, field: &str) -> Result<RateLimit, Error> {
+    Ok(RateLimit {
+        count: r.count,
+        period: duration(r.period, &format!("{field}.period"))?.unwrap_or(std::time::Duration::from_secs(1)),
+        burst: r.burst,
+    })
+}
+
+fn to_rate(r: &RateLimit) -> proto::RateLimit {
+    proto::RateLimit { count: r.count, period: Some(to_duration(r.period)), burst: r.burst }
+}
 
 /// A backoff as asked for; `prefix` goes before the part names in messages (`backoff.`).
 pub(in crate::api) fn backoff(b: proto::Backoff, prefix: &str) -> Result<BackoffRequest, Error> {
@@ -46,6 +59,9 @@ pub(in crate::api) fn queue_settings(s: Option<proto::QueueSettings>) -> Result<
         completed_max: s.completed_max,
         dead_retention: duration(s.dead_retention, "settings.dead_retention")?,
         dead_max: s.dead_max,
+        rate: s.rate.map(|r| rate(r, "settings.rate")).transpose()?,
+        key_rate: s.key_rate.map(|r| rate(r, "settings.key_rate")).transpose()?,
+        key_concurrency: s.key_concurrency,
     })
 }
 
@@ -60,6 +76,9 @@ fn to_settings(s: &QueueSettings) -> proto::QueueSettings {
         completed_max: s.completed_max,
         dead_retention: s.dead_retention.map(to_duration),
         dead_max: s.dead_max,
+        rate: s.rate.as_ref().map(to_rate),
+        key_rate: s.key_rate.as_ref().map(to_rate),
+        key_concurrency: s.key_concurrency,
     }
 }
 

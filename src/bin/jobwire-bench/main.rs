@@ -40,6 +40,7 @@ mod load;
 mod memory;
 mod probe;
 mod procs;
+mod rates;
 mod results;
 mod schedules;
 mod secure;
@@ -83,7 +84,7 @@ struct Cli {
 struct RunArgs {
     /// Scenarios to run, comma-separated: a enqueue, b processing, c latency, d delayed
     /// accuracy, e retries, f Redis memory, g idle streams, h transport ceiling, i Redis memory
-    /// at a steady rate, j schedule lateness. Default: all.
+    /// at a steady rate, j schedule lateness, k rate limits that bind. Default: all.
     #[arg(long, value_enum, value_delimiter = ',')]
     scenarios: Vec<Scenario>,
     /// Runs of each scenario; the table shows the median and the range.
@@ -188,6 +189,7 @@ enum Scenario {
     H,
     I,
     J,
+    K,
 }
 
 impl Scenario {
@@ -203,6 +205,7 @@ impl Scenario {
             Scenario::H => "h",
             Scenario::I => "i",
             Scenario::J => "j",
+            Scenario::K => "k",
         }
     }
 
@@ -218,6 +221,7 @@ impl Scenario {
             Scenario::H => "transport ceiling (bare tonic)",
             Scenario::I => "Redis memory at a steady rate",
             Scenario::J => "schedule lateness",
+            Scenario::K => "rate limits that bind",
         }
     }
 }
@@ -415,6 +419,7 @@ async fn drive(opts: RunArgs) -> anyhow::Result<()> {
                 Scenario::H => bench.ceiling(out).await,
                 Scenario::I => bench.steady(out).await,
                 Scenario::J => bench.schedule_lateness(out).await,
+                Scenario::K => bench.rate_limits(out).await,
             }
             .with_context(|| format!("scenario {}, run {run}", scenario.letter()))?;
         }

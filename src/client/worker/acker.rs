@@ -73,6 +73,10 @@ impl Acker {
                 let acked = until_answered(|| self.fail(req.clone(), trace)).await;
                 acked.map_err(|status| (req.job_id, status))
             }
+            (Self::Unary(_), Ack::GiveBack(req)) => {
+                let acked = until_answered(|| self.give_back(req.clone())).await;
+                acked.map_err(|status| (req.job_id, status))
+            }
             (Self::Unary(_), _) => Ok(()),
         };
         if let Err((job_id, status)) = acked {
@@ -162,7 +166,12 @@ fn traced<T>(message: T, trace: Option<&TraceContext>) -> tonic::Request<T> {
 /// Hands back a job the worker will not start (it is stopping or draining), and asks the server
 /// to send nothing more on this stream.
 pub(super) async fn hand_back(acker: Acker, job: proto::Job) {
-    let req = proto::ReturnJobRequest { job_id: job.id.clone(), lease_token: job.lease_token, stop_stream: true };
+    let req = proto::ReturnJobRequest {
+        job_id: job.id.clone(),
+        lease_token: job.lease_token,
+        stop_stream: true,
+        ..Default::default()
+    };
     if let Err(status) = acker.give_back(req).await {
         warn!(job_id = %job.id, %status, "could not hand a job back");
     }

@@ -71,6 +71,8 @@ fn valid_job() -> impl Strategy<Value = NewJob> {
                     idempotency_key: key,
                     idempotency_key_generated: false,
                     session,
+                    rate_key: None,
+                    concurrency_key: None,
                 }
             },
         )

@@ -22,6 +22,8 @@ pub(super) struct QueueWalk<'d> {
     sessions: HashMap<String, (u64, u64)>,
     /// The greatest session sequence number in use.
     max_seq: u64,
+    /// Per concurrency key: the leases flagged `k` of its jobs, as found.
+    key_leases: HashMap<String, u64>,
     /// Job records read.
     pub(super) records: u64,
     /// What the walk found, still to be confirmed.
@@ -41,6 +43,7 @@ impl<'d> QueueWalk<'d> {
             updated_before: HashMap::new(),
             sessions: HashMap::new(),
             max_seq: 0,
+            key_leases: HashMap::new(),
             records: 0,
             findings: Vec::new(),
         }
@@ -75,6 +78,7 @@ impl<'d> QueueWalk<'d> {
         for (place, key) in lists {
             self.walk_list(place, key).await?;
         }
+        self.walk_keyed().await?;
         self.walk_active().await?;
         for (place, key) in
             [(Place::Delayed, keys.delayed()), (Place::Dead, keys.dead()), (Place::Cancelled, keys.cancelled())]
@@ -85,6 +89,7 @@ impl<'d> QueueWalk<'d> {
         self.walk_deadlines().await?;
         self.walk_records().await?;
         self.walk_outcomes().await?;
+        self.check_key_counts().await?;
         self.check_sessions().await
     }
 
@@ -222,6 +227,27 @@ impl<'d> QueueWalk<'d> {
         }
     }
 
+    /// The ready jobs with a rate or concurrency key (`lua/limits_lib.lua`): ready like those of
+    /// the lists, so their records are placed; their structures are checked by the invariants.
+    async fn walk_keyed(&mut self) -> Result<()> {
+        let key = self.keys.keyed().to_owned();
+        let mut start = 0usize;
+        loop {
+            let stop = start + PAGE - 1;
+            let members: Vec<String> =
+                self.doctor.backend.with_conn(async |c| c.zrange(&key, isize_of(start), isize_of(stop)).await).await?;
+            for member in &members {
+                if let Some(ulid) = member.rsplit_once('\0').and_then(|(_, id)| ulid_of(id)) {
+                    self.ready.insert(ulid);
+                }
+            }
+            if members.len() < PAGE {
+                return Ok(());
+            }
+            start += PAGE;
+        }
+    }
+
     async fn walk_set(&mut self, place: Place, key: &str) -> Result<()> {
         let mut start = 0usize;
         loop {
@@ -302,6 +328,13 @@ impl<'d> QueueWalk<'d> {
                 if known && deadline.is_none() {
                     let detail = "active with no deadline: it would never time out".to_owned();
                     self.found(Kind::LeaseWithoutDeadline, id, detail, Some(Mend::Lease("deadline", lease.clone())));
+                }
+                let flagged = lease
+                    .rsplit_once('|')
+                    .is_some_and(|(_, f)| f.contains('k') && !f.contains(|c: char| c.is_ascii_digit()));
+                if let Some(key) = decode(row).and_then(Result::ok).and_then(|r| r.concurrency_key).filter(|_| flagged)
+                {
+                    *self.key_leases.entry(key).or_default() += 1;
                 }
                 self.judge(Place::Active, id, ulid_of(id), row);
             }
@@ -400,6 +433,45 @@ impl<'d> QueueWalk<'d> {
             }
             cursor = next;
         }
+    }
+
+    /// Each concurrency key's count of leases (`lua/limits_lib.lua`) against the leases found;
+    /// a difference is confirmed by recounting inside Redis (`doctor_key_count.lua`), as the
+    /// walk is not one step.
+    async fn check_key_counts(&mut self) -> Result<()> {
+        let key = self.keys.key_state().to_owned();
+        let mut counted: HashMap<String, u64> = HashMap::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, flat): (u64, Vec<String>) = self
+                .doctor
+                .backend
+                .with_conn(async |c| {
+                    redis::cmd("HSCAN").arg(&key).arg(cursor).arg("COUNT").arg(PAGE).query_async(c).await
+                })
+                .await?;
+            for pair in flat.chunks_exact(2) {
+                if let Some(name) = pair[0].strip_prefix('a') {
+                    counted.insert(name.to_owned(), pair[1].parse().unwrap_or(u64::MAX));
+                }
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let mut names: Vec<String> = counted.keys().chain(self.key_leases.keys()).cloned().collect();
+        names.sort();
+        names.dedup();
+        for name in names {
+            let (count, live) =
+                (counted.get(&name).copied().unwrap_or(0), self.key_leases.get(&name).copied().unwrap_or(0));
+            if count != live {
+                let detail = format!("concurrency key counts {count} leases, but {live} are live");
+                self.found(Kind::KeyCount, &name, detail, Some(Mend::KeyCount));
+            }
+        }
+        Ok(())
     }
 
     /// When each session of the queue was last updated.

@@ -3,15 +3,16 @@
 -- anything of it is written; the idempotency tombstones of the jobs added are written last, so a
 -- job that fails to go in leaves no tombstone behind.
 -- Touches (here or in the lib.lua helpers it calls) the queue keys jobs, delayed, meta, events,
--- sessions, session_jobs, session_ttl, activity, settings (read), ready lists; may publish a
--- wake-up on ARGV[1].
+-- sessions, session_jobs, session_ttl, activity, settings (read), keyed, key_due, key_parked
+-- (read), ready lists; may publish a wake-up on ARGV[1].
 -- KEYS: the queue keys (lib.lua), then ARGV[9] tombstone buckets per family (store/tombstones.rs):
--- family f's are KEYS[27 + (f - 1) * ARGV[9] + 1 ..], buckets first, first + 1, ... of its width.
+-- family f's are KEYS[31 + (f - 1) * ARGV[9] + 1 ..], buckets first, first + 1, ... of its width.
 -- ARGV[8] lookback L, ARGV[9] buckets named per family, ARGV[10] families F, ARGV[11] the most
 -- jobs the queue may hold waiting (ready, delayed or retrying, or pending in a session) or 0 for
 -- no cap, unless the queue's settings say otherwise (max_waiting in lib.lua), then per family its bucket width ms and the index of its first bucket named; then per
 -- job: ULID, packed record
--- (state WAITING), priority, and '' for a job with nothing more to say, or '+' followed by five
+-- (state WAITING), priority, and '' for a job with nothing more to say, or '+' ('*' for a job
+-- with a rate or concurrency key, which waits among the keyed jobs once ready) followed by five
 -- more values: delay ms or -1, run_at epoch ms or -1, session name or '', its key's family (1 to
 -- F) or 0, the tombstone field of its idempotency key (16 bytes,
 -- store/tombstones.rs) or ''.
@@ -38,7 +39,8 @@ local cap = max_waiting(tonumber(ARGV[11]))
 local cap_text = int_text(cap)
 local held = 0
 if cap > 0 then
-  held = redis.call('ZCARD', KEYS[K_DELAYED]) + redis.call('ZCARD', KEYS[K_SESSION_JOBS])
+  held = redis.call('ZCARD', KEYS[K_DELAYED]) + redis.call('ZCARD', KEYS[K_SESSION_JOBS]) +
+    redis.call('ZCARD', KEYS[K_KEYED])
   for priority = -5, 5 do
     held = held + redis.call('LLEN', ready_key(priority))
   end
@@ -137,8 +139,9 @@ local function add_ready(ulid, raw, priority)
   list[#list + 1] = ulid
   waiting[#waiting + 1] = ulid
 end
--- A job that is delayed, in a session, or has an idempotency key (of family t).
-local function add_special(n, ulid, raw, priority, delay, run_at, session, t, key)
+-- A job that is delayed, in a session, has an idempotency key (of family t) or is `keyed` (has
+-- a rate or concurrency key: made ready among the keyed jobs, limits_lib.lua).
+local function add_special(n, ulid, raw, priority, delay, run_at, session, t, key, keyed)
   local first = t and t.known[key]
   local meta = session ~= '' and load_session(session)
   if first or (session ~= '' and not meta) then
@@ -173,6 +176,8 @@ local function add_special(n, ulid, raw, priority, delay, run_at, session, t, ke
     save_session(session, meta, now)
   elseif due > now then
     make_delayed(ulid, unpack_record(raw), due, S_DELAYED)
+  elseif keyed then
+    make_ready(ulid, unpack_record(raw), now, false)
   else
     add_ready(ulid, raw, priority)
   end
@@ -195,7 +200,7 @@ while i <= #ARGV do
   else
     local delay, run_at, session = tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5]), ARGV[i + 6]
     local t = tombs[tonumber(ARGV[i + 7])]
-    add_special(n, ulid, raw, priority, delay, run_at, session, t, ARGV[i + 8])
+    add_special(n, ulid, raw, priority, delay, run_at, session, t, ARGV[i + 8], ARGV[i + 3] == '*')
     i = i + 9
   end
 end

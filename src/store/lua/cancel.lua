@@ -2,8 +2,8 @@
 -- at once. Active: it is marked; its holder is told (by the caller, with the returned token),
 -- and whatever happens next (ack, failure, timeout, lost stream) ends it cancelled.
 -- Touches (here or in the lib.lua helpers it calls) the queue keys jobs, active, delayed, events,
--- sessions, session_jobs, session_ttl, cancelled, outcomes, ready lists; may publish a wake-up on
--- ARGV[1].
+-- sessions, session_jobs, session_ttl, cancelled, outcomes, keyed, key_due, key_parked, ready
+-- lists; may publish a wake-up on ARGV[1].
 -- KEYS: the queue keys (lib.lua). ARGV[8] ULID.
 -- Returns {code, token}: 1 cancelled, 2 marked while active (token = its lease), 0 unknown,
 -- -1 already finished (completed, dead or cancelled).
@@ -32,7 +32,7 @@ if rec[R_SESSION] and redis.call('ZREM', KEYS[K_SESSION_JOBS], rec[R_SESSION]) =
   make_cancelled(ulid, rec, now, 'pending')
   return { 1, '' }
 end
-if redis.call('ZREM', KEYS[K_DELAYED], ulid) == 0 then
+if redis.call('ZREM', KEYS[K_DELAYED], ulid) == 0 and not LIMITS.remove(ulid, rec) then
   redis.call('LREM', ready_key(rec[R_PRIORITY]), -1, ulid)
 end
 make_cancelled(ulid, rec, now, 'queued')

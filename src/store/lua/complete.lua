@@ -2,7 +2,8 @@
 -- own, so one stale token does not hold back the others. The ULIDs of a batch are distinct.
 -- Touches (here or in the lib.lua helpers it calls) the queue keys jobs, active, deadlines,
 -- delayed, completed, events, sessions, session_state, session_jobs, session_ttl, cancelled,
--- outcomes, activity, settings, ready lists; may publish a wake-up on ARGV[1].
+-- outcomes, activity, settings, keyed, key_due, key_parked, key_state, ready lists; may publish
+-- a wake-up on ARGV[1]. A lease flagged 'k' gives its concurrency key's slot back.
 -- KEYS: the queue keys (lib.lua).
 -- ARGV[8] the number of acks n, then n triples {ULID, lease token, result}, then the number of
 -- refills r and r pairs {ack number (1-based), lease token}, in ack order, then for each ack
@@ -86,6 +87,9 @@ local function finish_flagged(ulid, lease, result, n)
   finish(ulid, lease, result)
   emit_plain(E_COMPLETED, ulid, attempt_text)
   session_moved(rec, now, false, true, false, false)
+  if string.find(lease, '|%a*k%a*$') then
+    LIMITS.release(ulid, rec)
+  end
   return 1
 end
 

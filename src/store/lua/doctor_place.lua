@@ -23,6 +23,9 @@ for _, k in ipairs({ K_DELAYED, K_DEAD, K_CANCELLED }) do
     return 0
   end
 end
+if LIMITS.is_keyed(ulid, rec) then
+  return 0
+end
 for i = K_COMPLETED, K_READY + 10 do
   if (i == K_COMPLETED or i >= K_READY) and redis.call('LPOS', KEYS[i], ulid) then
     return 0

@@ -4,7 +4,8 @@
 --   3. up to #tokens ready jobs are leased (lease_ready in lib.lua: not when the queue is
 --      paused; highest priority first, FIFO within a priority); job i gets lease token i,
 --   4. when asked (every few seconds, not every round), retention windows are enforced on
---      completed, cancelled and dead jobs (an ack enforces only the completed cap).
+--      completed, cancelled and dead jobs (an ack enforces only the completed cap), and a page
+--      of stale rate-key TATs is dropped (LIMITS.sweep).
 -- Touches (here or in the lib.lua helpers it calls) the queue keys jobs, active, deadlines,
 -- delayed, completed, dead, meta, events, sessions, session_state, session_jobs, session_ttl,
 -- cancelled, outcomes, activity, settings, ready lists; may publish a wake-up on ARGV[1].
@@ -15,7 +16,8 @@
 --   jobs    = flat {ULID, record, ...}: the leased jobs, the i-th holding token i; its attempt
 --             is the record's attempts + 1 and its deadline now + the record's timeout
 --   revoked = flat {ULID, token, ...} of the timed-out leases
---   next_wake_ms = ms until the next delayed job or deadline is due, or -1 when none is
+--   next_wake_ms = ms until the next delayed job or deadline is due, or a job a rate or
+--             concurrency key holds back may go (limits_lib.lua), or -1 when none is
 --   sessions = flat {i, state, version, ...} for the leased jobs of a session: the session's
 --             state and version as delivered with job i.
 local now = now_ms()
@@ -54,6 +56,7 @@ if ARGV[9] == '1' then
   trim_completed(now, true)
   trim(KEYS[K_CANCELLED], now, COMPLETED_MS, COMPLETED_CAP)
   trim_dead(now)
+  LIMITS.sweep(now)
 end
 
 -- Sessions may have released delayed jobs meanwhile.
@@ -61,7 +64,7 @@ if delayed_changed then
   first_delayed = first_score(KEYS[K_DELAYED])
 end
 local next_wake = -1
-for _, first in ipairs({ first_delayed or false, first_deadline or false }) do
+for _, first in ipairs({ first_delayed or false, first_deadline or false, LIMITS.wake_at or false }) do
   if first then
     local wait = math.max(0, first - now)
     if next_wake < 0 or wait < next_wake then

@@ -26,8 +26,13 @@
 --                                absent falls back to the server's flag, passed in ARGV. Only
 --                                settings_set writes it; whatever retains a finished job reads
 --                                its retention (load_settings), an add its max_waiting, a
---                                lease its concurrency (concurrency_room)
---   KEYS[17..27]           lists of ready ULIDs, priority 5 (KEYS[17]) down to -5 (KEYS[27])
+--                                lease its concurrency (concurrency_room) and rate limits
+--   KEYS[17] keyed         zset  ready jobs that carry a rate or concurrency key (score 0):
+--                                "<group>\0<order>\0<ULID>", see limits_lib.lua
+--   KEYS[18] key_due       zset  group -> the time (ms) its next job may be leased
+--   KEYS[19] key_parked    zset  groups whose concurrency key is at its cap (score 0)
+--   KEYS[20] key_state     hash  't<rate key>' -> GCRA TAT (ms), 'a<concurrency key>' -> leases
+--   KEYS[21..31]           lists of ready ULIDs, priority 5 (KEYS[21]) down to -5 (KEYS[31])
 -- and the same leading arguments:
 --   ARGV[1] wake channel, ARGV[2] queue name,
 --   ARGV[3] completed retention ms, ARGV[4] completed cap,
@@ -41,7 +46,10 @@ local R_ATTEMPTS, R_TIMEOUT, R_SESSION, R_CANCEL = 1, 2, 3, 4
 local R_STATE, R_TYPE, R_PAYLOAD, R_HEADERS, R_PRIORITY, R_MAX_ATTEMPTS = 5, 6, 7, 8, 9, 10
 local R_LOST, R_CREATED, R_READY_AT, R_BACKOFF, R_IDEM, R_STARTED = 11, 12, 13, 14, 15, 16
 local R_FINISHED, R_ERROR, R_RESULT, R_RUN_AT, R_PROGRESS = 17, 18, 19, 20, 21
-local HOT_FIELDS, FIELDS = 4, 21
+-- The job's rate key and concurrency key (absent: false or nil), and while it waits among the
+-- keyed jobs its place there (limits_lib.lua): written only for jobs that have a key.
+local R_RATE_KEY, R_CONC_KEY, R_KEY_ORDER = 22, 23, 24
+local HOT_FIELDS, FIELDS = 4, 24
 
 local S_WAITING, S_DELAYED, S_RETRYING, S_COMPLETED, S_DEAD, S_CANCELLED = 1, 2, 4, 5, 6, 7
 
@@ -61,7 +69,11 @@ local BATCH, BATCH_TEXT = 100, '100'
 
 local K_JOBS, K_ACTIVE, K_DEADLINES, K_DELAYED, K_COMPLETED, K_DEAD, K_META = 1, 2, 3, 4, 5, 6, 7
 local K_EVENTS, K_SESSIONS, K_SESSION_STATE, K_SESSION_JOBS, K_SESSION_TTL, K_CANCELLED = 8, 9, 10, 11, 12, 13
-local K_OUTCOMES, K_ACTIVITY, K_SETTINGS, K_READY = 14, 15, 16, 17
+local K_OUTCOMES, K_ACTIVITY, K_SETTINGS, K_KEYED, K_KEY_DUE, K_KEY_PARKED, K_KEY_STATE = 14, 15, 16, 17, 18, 19, 20
+local K_READY = 21
+-- Rate limits and per-key concurrency (limits_lib.lua, loaded after this file): a table, so
+-- the helpers here can call what is defined there.
+local LIMITS = {}
 -- The keys and arguments of the running call, and its retention settings (set by run from the
 -- flags, ARGV[3..6], and by load_settings from the queue's settings).
 local KEYS, ARGV
@@ -106,9 +118,11 @@ end
 local SET_COMPLETED_MS, SET_COMPLETED_MAX = 'completed_ms', 'completed_max'
 local SET_DEAD_MS, SET_DEAD_MAX, SET_MAX_WAITING = 'dead_ms', 'dead_max', 'max_waiting'
 local SET_CONCURRENCY = 'concurrency'
+-- Rate limits as "count period_ms burst", and the per-key concurrency cap (limits_lib.lua).
+local SET_RATE, SET_KEY_RATE, SET_KEY_CONCURRENCY = 'rate', 'key_rate', 'key_concurrency'
 
 -- Whether this call has read the queue's settings yet (see load_settings), and the queue's
--- concurrency cap as read (nil: none).
+-- concurrency cap as read (nil: none); its rate limits and per-key cap are in LIMITS.
 local settings_loaded = false
 local CONCURRENCY
 
@@ -121,12 +135,13 @@ local function load_settings()
   end
   settings_loaded = true
   local set = redis.call('HMGET', KEYS[K_SETTINGS], SET_COMPLETED_MS, SET_COMPLETED_MAX, SET_DEAD_MS, SET_DEAD_MAX,
-    SET_CONCURRENCY)
+    SET_CONCURRENCY, SET_RATE, SET_KEY_RATE, SET_KEY_CONCURRENCY)
   COMPLETED_MS = set[1] and setting(set[1]) or COMPLETED_MS
   COMPLETED_CAP = set[2] and setting(set[2]) or COMPLETED_CAP
   DEAD_MS = set[3] and setting(set[3]) or DEAD_MS
   DEAD_CAP = set[4] and setting(set[4]) or DEAD_CAP
   CONCURRENCY = set[5] and setting(set[5])
+  LIMITS.configure(set[6], set[7], set[8])
 end
 
 -- The most jobs the queue may hold waiting: its own setting, else `flag` (0: no cap).
@@ -434,9 +449,14 @@ local function save(ulid, rec)
   redis.call('HSET', KEYS[K_JOBS], ulid, pack_record(rec))
 end
 
--- Removes the lease of an active job; the caller moves the job on.
+-- Removes the lease of an active job; the caller moves the job on. A lease flagged 'k' holds
+-- a slot of its concurrency key, given back here.
 local function drop_lease(ulid)
   slot_freed = true
+  local lease = redis.call('HGET', KEYS[K_ACTIVE], ulid)
+  if lease and string.find(lease, '|%a*k%a*$') then
+    LIMITS.release(ulid)
+  end
   redis.call('HDEL', KEYS[K_ACTIVE], ulid)
   redis.call('ZREM', KEYS[K_DEADLINES], ulid)
 end
@@ -501,14 +521,20 @@ end
 -- Puts a job in its ready list: at the head for a delivery taken back, at the tail otherwise.
 -- Publishes a wake-up when the list was empty: a dispatcher with credit only sleeps after it has
 -- seen every list empty, so this is the one moment a sleeping dispatcher can miss work.
+-- A job with a rate or concurrency key waits among the keyed jobs instead (LIMITS.push).
 local function make_ready(ulid, rec, now, at_head)
   rec[R_STATE] = S_WAITING
   rec[R_READY_AT] = now
   rec[R_RUN_AT] = false
-  save(ulid, rec)
-  local len = redis.call(at_head and 'LPUSH' or 'RPUSH', ready_key(rec[R_PRIORITY]), ulid)
-  if len == 1 then
-    wake()
+  if rec[R_RATE_KEY] or rec[R_CONC_KEY] then
+    LIMITS.push(ulid, rec, now, at_head)
+    save(ulid, rec)
+  else
+    save(ulid, rec)
+    local len = redis.call(at_head and 'LPUSH' or 'RPUSH', ready_key(rec[R_PRIORITY]), ulid)
+    if len == 1 then
+      wake()
+    end
   end
   emit(E_WAITING, ulid, rec[R_ATTEMPTS])
 end
@@ -773,15 +799,18 @@ local function promote_due(now)
 end
 
 -- Leases one ready job (never a delayed one) per token of tokens[first..], unless the queue is
--- paused, and no more than its concurrency cap leaves room for: highest priority first, FIFO within a priority; the i-th job leased gets the i-th of
--- those tokens, its attempt is
--- the record's attempts + 1 and its deadline now + the record's timeout. A job popped that was
--- cancelled meanwhile, or whose session is gone, ends cancelled instead and takes no token.
+-- paused, and no more than its concurrency cap and rate limit leave room for. Among the jobs
+-- that may run, highest priority first: the ready lists (FIFO within a priority) and the heads
+-- of the keyed jobs' groups that are within their limits (LIMITS.candidates: a group at its
+-- rate or concurrency limit is skipped, whatever the priority of its jobs), ties going to the
+-- older job. The i-th job leased gets the i-th of those tokens, its attempt is the record's
+-- attempts + 1 and its deadline now + the record's timeout. A job popped that was cancelled
+-- meanwhile, or whose session is gone, ends cancelled instead and takes no token.
 -- The lease round (lease.lua) and the ack that leases its worker's next job (complete.lua)
 -- both lease through here.
 -- Returns the jobs, flat {ULID, record, ...}; the sessions of those in one, flat {i, state,
 -- version, ...} (the session's state and version as delivered with job i); and the earliest
--- deadline set, nil when none.
+-- deadline set, nil when none. LIMITS.wake_at then says when a job held by a limit may go.
 local function lease_ready(tokens, first, now)
   local jobs, sessions, first_deadline = {}, {}, nil
   if #tokens < first or redis.call('HEXISTS', KEYS[K_META], 'paused') == 1 then
@@ -798,12 +827,59 @@ local function lease_ready(tokens, first, now)
       return jobs, sessions, first_deadline
     end
   end
+  -- And fewer when the queue's rate limit does.
+  local asked = last - first + 1
+  local budget = LIMITS.queue_budget(now, asked)
+  if budget <= 0 then
+    return jobs, sessions, first_deadline
+  end
+  last = first + budget - 1
   local now_text = int_text(now)
   local next_token, leased = first, 0
   -- The leases and deadlines of this call, written with one call each after the loop.
   local leases, deadlines, active_ids, active_attempts = {}, {}, {}, {}
   -- Deadlines as text by timeout: the jobs of a queue mostly share one timeout.
   local deadline_text = {}
+  local function take(ulid, raw, hot, flags)
+    local token = tokens[next_token]
+    next_token = next_token + 1
+    local attempt_text = int_text(hot[R_ATTEMPTS] + 1)
+    local timeout = hot[R_TIMEOUT]
+    local deadline = deadline_text[timeout]
+    if not deadline then
+      deadline = int_text(now + timeout)
+      deadline_text[timeout] = deadline
+      if not first_deadline or now + timeout < first_deadline then
+        first_deadline = now + timeout
+      end
+    end
+    local lease = token .. '|' .. now_text .. '|' .. attempt_text
+    local name = session_name(hot)
+    if name then
+      lease = lease .. '|s'
+    elseif flags then
+      lease = lease .. '|' .. flags
+    end
+    leases[#leases + 1] = ulid
+    leases[#leases + 1] = lease
+    deadlines[#deadlines + 1] = deadline
+    deadlines[#deadlines + 1] = ulid
+    leased = leased + 1
+    active_ids[leased] = ulid
+    active_attempts[leased] = attempt_text
+    jobs[2 * leased - 1] = ulid
+    jobs[2 * leased] = raw
+    if name then
+      sessions[#sessions + 1] = leased
+      sessions[#sessions + 1] = redis.call('HGET', KEYS[K_SESSION_STATE], name) or ''
+      sessions[#sessions + 1] = load_session(name)[M_VERSION]
+    end
+  end
+  -- The keyed jobs that may run, by priority; none for a queue without keyed jobs.
+  local keyed = LIMITS.candidates(now, budget)
+  -- The jobs popped from the ready lists while keyed ones compete with them, each {ULID,
+  -- record, hot fields, list, priority}: those that lose to keyed jobs go back to the head.
+  local plain = {}
   -- LMPOP 11 ready-lists... LEFT COUNT n: pops from the highest priority list holding jobs.
   local pop = { 'LMPOP', '11' }
   for i = K_READY, K_READY + 10 do
@@ -811,8 +887,9 @@ local function lease_ready(tokens, first, now)
   end
   pop[#pop + 1] = 'LEFT'
   pop[#pop + 1] = 'COUNT'
-  while next_token <= last do
-    pop[#pop + 1] = int_text(last - next_token + 1)
+  local wanted = last - next_token + 1
+  while wanted > 0 do
+    pop[#pop + 1] = int_text(wanted)
     local popped = redis.call(unpack(pop))
     pop[#pop] = nil
     if not popped then
@@ -830,41 +907,36 @@ local function lease_ready(tokens, first, now)
         make_cancelled(ulid, unpack_record(raw), now, 'queued')
       elseif hot and hot[R_SESSION] and not session_moved(hot, now, true, false, false, false) then
         make_cancelled(ulid, unpack_record(raw), now, 'pending')
+      elseif hot and #keyed == 0 then
+        take(ulid, raw, hot)
+        wanted = wanted - 1
       elseif hot then
-        local token = tokens[next_token]
-        next_token = next_token + 1
-        local attempt_text = int_text(hot[R_ATTEMPTS] + 1)
-        local timeout = hot[R_TIMEOUT]
-        local deadline = deadline_text[timeout]
-        if not deadline then
-          deadline = int_text(now + timeout)
-          deadline_text[timeout] = deadline
-          if not first_deadline or now + timeout < first_deadline then
-            first_deadline = now + timeout
-          end
-        end
-        local lease = token .. '|' .. now_text .. '|' .. attempt_text
-        local name = session_name(hot)
-        if name then
-          lease = lease .. '|s'
-        end
-        leases[#leases + 1] = ulid
-        leases[#leases + 1] = lease
-        deadlines[#deadlines + 1] = deadline
-        deadlines[#deadlines + 1] = ulid
-        leased = leased + 1
-        active_ids[leased] = ulid
-        active_attempts[leased] = attempt_text
-        jobs[2 * leased - 1] = ulid
-        jobs[2 * leased] = raw
-        if name then
-          sessions[#sessions + 1] = leased
-          sessions[#sessions + 1] = redis.call('HGET', KEYS[K_SESSION_STATE], name) or ''
-          sessions[#sessions + 1] = load_session(name)[M_VERSION]
-        end
+        plain[#plain + 1] = { ulid, raw, hot, popped[1] }
+        wanted = wanted - 1
       end
     end
   end
+  if #keyed > 0 then
+    -- Merged by priority (a list's name gives its jobs' priority), up to the budget.
+    local u, k = 1, 1
+    while next_token <= last and (u <= #plain or k <= #keyed) do
+      local p, c = plain[u], keyed[k]
+      local p_priority = p and LIMITS.list_priority(p[4])
+      if c and (not p or c.priority > p_priority or (c.priority == p_priority and c.ulid < p[1])) then
+        take(c.ulid, c.raw, c.hot, c.flags)
+        k = k + 1
+      else
+        take(p[1], p[2], p[3])
+        u = u + 1
+      end
+    end
+    for i = #plain, u, -1 do
+      redis.call('LPUSH', plain[i][4], plain[i][1])
+    end
+    LIMITS.charge(keyed, k - 1, now)
+  end
+  LIMITS.queue_charge(leased)
+  LIMITS.settle(now, leased < budget)
   if room and leased >= room then
     -- The cap is full (with jobs perhaps left): the dispatchers wait for a slot.
     capped_now = true
@@ -878,13 +950,19 @@ end
 
 -- The refill of the acks of one call: due delayed jobs are made ready first, then one ready job
 -- is leased per token of tokens[first..] (lease_ready). Returns the jobs and sessions as
--- lease_ready does, and the ms until the earliest delayed job left is due (-1 when none).
+-- lease_ready does, and the ms until the earliest delayed job left is due or a job a limit
+-- holds back may go (-1 when none).
 local function lease_refills(tokens, first, now)
   local first_delayed = promote_due(now)
   delayed_changed = false
   local jobs, sessions = lease_ready(tokens, first, now)
   if delayed_changed then
     first_delayed = first_score(KEYS[K_DELAYED])
+  end
+  -- A job a limit holds back wakes the dispatcher as a delayed one would.
+  local held = LIMITS.wake_at
+  if held and (not first_delayed or held < first_delayed) then
+    first_delayed = held
   end
   return jobs, sessions, first_delayed and math.max(0, first_delayed - now) or -1
 end
@@ -898,7 +976,9 @@ local function run(body, keys, args)
   pending_events, open_entry, delayed_changed = {}, nil, false
   added_count, failed_count, clock_read = 0, 0, nil
   settings_loaded, CONCURRENCY, slot_freed, capped_now = false, nil, false, false
+  LIMITS.reset()
   local out = body()
+  LIMITS.finish()
   wake_capped()
   write_activity(flush_events())
   return out

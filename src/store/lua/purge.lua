@@ -5,8 +5,8 @@
 -- read), at most as many as jobs are still to be removed. Call again with the returned cursor
 -- until a call removes nothing and returns the cursor ''.
 -- Touches (here or in the lib.lua helpers it calls) the queue keys jobs, delayed, completed, dead,
--- events, sessions, session_jobs, session_ttl, cancelled, outcomes, ready lists; may publish a
--- wake-up on ARGV[1].
+-- events, sessions, session_jobs, session_ttl, cancelled, outcomes, keyed, key_due, key_parked,
+-- ready lists; may publish a wake-up on ARGV[1].
 -- KEYS: the queue keys (lib.lua). Returns {jobs removed, cursor}: the cursor is '' once the
 -- jobs pending inside sessions are read through (or none were asked for).
 local now = now_ms()
@@ -50,6 +50,25 @@ if want.waiting then
     local ids = redis.call('LPOP', ready_key(priority), left)
     for _, ulid in ipairs(ids or {}) do
       drop(ulid, true)
+    end
+  end
+  -- The keyed jobs, group after group; a group left without jobs leaves key_due and key_parked.
+  if left > 0 then
+    local members = redis.call('ZRANGE', KEYS[K_KEYED], 0, left - 1)
+    if #members > 0 then
+      bulk('ZREM', KEYS[K_KEYED], members)
+      local groups = {}
+      for _, member in ipairs(members) do
+        groups[string.sub(member, 1, -46)] = true
+        drop(string.sub(member, -26), false)
+      end
+      for group in pairs(groups) do
+        local lo, hi = '[' .. group .. '\0', '[' .. group .. '\0\255'
+        if #redis.call('ZRANGEBYLEX', KEYS[K_KEYED], lo, hi, 'LIMIT', '0', '1') == 0 then
+          redis.call('ZREM', KEYS[K_KEY_DUE], group)
+          redis.call('ZREM', KEYS[K_KEY_PARKED], group)
+        end
+      end
     end
   end
 end

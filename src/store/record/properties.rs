@@ -54,7 +54,8 @@ fn record() -> impl Strategy<Value = JobRecord> {
         any::<bool>(),
         option::of(bytes()),
     );
-    (first, rest).prop_map(|(first, rest)| {
+    let keys = (option::of(any::<String>()), option::of(any::<String>()));
+    (first, rest, keys).prop_map(|(first, rest, (rate_key, concurrency_key))| {
         let (
             state,
             job_type,
@@ -102,6 +103,8 @@ fn record() -> impl Strategy<Value = JobRecord> {
             session,
             cancel_requested,
             progress,
+            rate_key,
+            concurrency_key,
         }
     })
 }

@@ -205,9 +205,10 @@ pub async fn call(method: &str, client: &Client, place: &Place) -> Result<(), St
             let extend_by = Some(crate::harness::millis(1_000));
             raw.extend_lease(proto::ExtendLeaseRequest { job_id, lease_token, extend_by }).await.map(drop)
         }
-        "ReturnJob" => {
-            raw.return_job(proto::ReturnJobRequest { job_id, lease_token, stop_stream: false }).await.map(drop)
-        }
+        "ReturnJob" => raw
+            .return_job(proto::ReturnJobRequest { job_id, lease_token, stop_stream: false, ..Default::default() })
+            .await
+            .map(drop),
         "ReportProgress" => {
             let req = proto::ReportProgressRequest { job_id, lease_token, progress: b"1".to_vec() };
             raw.report_progress(req).await.map(drop)

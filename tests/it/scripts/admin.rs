@@ -13,7 +13,7 @@ async fn stats_of_a_fresh_queue_counts_nothing() {
     let case = Case::start().await;
     let stats = case.stats().await;
     assert!(stats.now_ms > 0);
-    assert_eq!(stats, QueueCounts { now_ms: stats.now_ms, ..QueueCounts::default() });
+    assert_eq!(stats, QueueCounts { now_ms: stats.now_ms, held_by_rate: Some(0), ..QueueCounts::default() });
     case.assert_invariants().await;
 }
 
@@ -37,6 +37,7 @@ async fn stats_counts_every_place_and_the_oldest_ready_job() {
         now_ms: stats.now_ms,
         sessions: 1,
         session_pending: 1,
+        held_by_rate: Some(0),
         ..QueueCounts::default()
     };
     assert_eq!(stats, expected);

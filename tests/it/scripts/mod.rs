@@ -11,6 +11,7 @@ mod activity;
 mod admin;
 mod intake;
 mod leases;
+mod limits;
 mod memory;
 mod registry;
 mod schedules;
@@ -93,6 +94,8 @@ impl Job {
                 session: None,
                 cancel_requested: false,
                 progress: None,
+                rate_key: None,
+                concurrency_key: None,
             },
             delay_ms: None,
             run_at_ms: None,
@@ -409,6 +412,10 @@ impl Case {
     pub async fn fail_and_lease(&self, ulid: &str, token: &str, refill: &str) -> (FailOutcome, Refill) {
         let args = FailArgs { ulid, token, error: "boom", retryable: false, retry_after: None, rand: 0.0 };
         self.store.jobs().fail_and_lease(QUEUE, &args, Some(refill)).await.expect("fail")
+    }
+
+    pub async fn postpone(&self, ulid: &str, token: &str, delay: Duration, hold_key: bool) -> FailOutcome {
+        self.store.jobs().postpone(QUEUE, ulid, token, delay, hold_key).await.expect("postpone")
     }
 
     pub async fn extend(&self, ulid: &str, token: &str, by: Duration) -> (LeaseCheck, i64) {

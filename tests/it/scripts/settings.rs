@@ -22,6 +22,9 @@ async fn settings_set_sets_clears_and_answers_what_is_stored() {
         completed_max: Some(3),
         dead_ms: Some(120_000),
         dead_max: Some(4),
+        rate: Some(jobwire::store::RateSpec { count: 100, period_ms: 1_000, burst: 10 }),
+        key_rate: Some(jobwire::store::RateSpec { count: 5, period_ms: 1_000, burst: 20 }),
+        key_concurrency: Some(3),
     };
     let stored = settings.change(QUEUE, &set, &[]).await.expect("set");
     assert_eq!(stored, set, "the answer is what is stored");

@@ -89,7 +89,12 @@ async fn drive_every_rpc(addr: std::net::SocketAddr) {
     let add = proto::AddJobRequest { max_attempts: Some(1), ..job("r", "t", b"") };
     let id = raw.add_job(add).await.expect("AddJob").into_inner().job_id;
     let first = stream.job().await;
-    let back = proto::ReturnJobRequest { job_id: id.clone(), lease_token: first.lease_token, stop_stream: false };
+    let back = proto::ReturnJobRequest {
+        job_id: id.clone(),
+        lease_token: first.lease_token,
+        stop_stream: false,
+        ..Default::default()
+    };
     raw.return_job(back).await.expect("ReturnJob");
     let again = stream.job().await;
     assert_eq!(stream.fail(&again, "bad input", false).await.state(), JobState::Dead);

@@ -506,8 +506,17 @@ type AddJobRequest struct {
 	// among keys sent the same way (a retry resends the same request, so it is). The server never
 	// infers this from the key's text. Ignored without a key.
 	IdempotencyKeyGenerated bool `protobuf:"varint,13,opt,name=idempotency_key_generated,json=idempotencyKeyGenerated,proto3" json:"idempotency_key_generated,omitempty"`
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// The key whose rate limit this job counts against (a customer, an API host...): the
+	// queue's `key_rate` setting limits how fast the jobs of each key start. 1 to 128 bytes, no
+	// control characters; empty: none. Not with `session_id`. See QueueSettings for the rules.
+	RateKey string `protobuf:"bytes,14,opt,name=rate_key,json=rateKey,proto3" json:"rate_key,omitempty"`
+	// The key whose concurrency cap this job counts against: the queue's `key_concurrency`
+	// setting caps how many jobs of each key are active at once. As `rate_key`; it may differ
+	// from it. Jobs with the same `rate_key` and `concurrency_key` start in the queue's order
+	// (higher priority first, then FIFO); keys take turns (round robin).
+	ConcurrencyKey string `protobuf:"bytes,15,opt,name=concurrency_key,json=concurrencyKey,proto3" json:"concurrency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *AddJobRequest) Reset() {
@@ -640,6 +649,20 @@ func (x *AddJobRequest) GetIdempotencyKeyGenerated() bool {
 		return x.IdempotencyKeyGenerated
 	}
 	return false
+}
+
+func (x *AddJobRequest) GetRateKey() string {
+	if x != nil {
+		return x.RateKey
+	}
+	return ""
+}
+
+func (x *AddJobRequest) GetConcurrencyKey() string {
+	if x != nil {
+		return x.ConcurrencyKey
+	}
+	return ""
 }
 
 type isAddJobRequest_Schedule interface {
@@ -2546,7 +2569,16 @@ type ReturnJobRequest struct {
 	LeaseToken string `protobuf:"bytes,2,opt,name=lease_token,json=leaseToken,proto3" json:"lease_token,omitempty"`
 	// Also stop sending jobs on the stream that received this one: its worker is stopping and
 	// will close the stream once its running jobs are acknowledged.
-	StopStream    bool `protobuf:"varint,3,opt,name=stop_stream,json=stopStream,proto3" json:"stop_stream,omitempty"`
+	StopStream bool `protobuf:"varint,3,opt,name=stop_stream,json=stopStream,proto3" json:"stop_stream,omitempty"`
+	// "Rate limited upstream, retry after X" (e.g. the API the job calls answered 429 with
+	// Retry-After): the job runs again after this long, 0 to 7 days, delayed meanwhile, without
+	// spending an attempt or counting a lost delivery. Unset: the job goes back at the head of
+	// its queue at once, as a plain return.
+	RetryAfter *durationpb.Duration `protobuf:"bytes,4,opt,name=retry_after,json=retryAfter,proto3" json:"retry_after,omitempty"`
+	// With `retry_after`: the job's `rate_key` waits as long too, so no other job of that key
+	// starts before then (its budget is pushed back; needs the queue's `key_rate`, and does
+	// nothing for a job without a rate key). Without `retry_after`: INVALID_ARGUMENT.
+	HoldKey       bool `protobuf:"varint,5,opt,name=hold_key,json=holdKey,proto3" json:"hold_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2598,6 +2630,20 @@ func (x *ReturnJobRequest) GetLeaseToken() string {
 func (x *ReturnJobRequest) GetStopStream() bool {
 	if x != nil {
 		return x.StopStream
+	}
+	return false
+}
+
+func (x *ReturnJobRequest) GetRetryAfter() *durationpb.Duration {
+	if x != nil {
+		return x.RetryAfter
+	}
+	return nil
+}
+
+func (x *ReturnJobRequest) GetHoldKey() bool {
+	if x != nil {
+		return x.HoldKey
 	}
 	return false
 }
@@ -3090,8 +3136,17 @@ type QueueStats struct {
 	// Jobs ready to run but held back because the queue is at its concurrency cap: all of
 	// `waiting` while active jobs are at (or above) the cap, else 0.
 	HeldByConcurrency uint64 `protobuf:"varint,18,opt,name=held_by_concurrency,json=heldByConcurrency,proto3" json:"held_by_concurrency,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Jobs ready to run but held back by a rate limit: all of `waiting` while the queue's own
+	// `rate` lets none start, else the jobs of the rate keys over their `key_rate` (read for at
+	// most 1,000 keys).
+	HeldByRate uint64 `protobuf:"varint,19,opt,name=held_by_rate,json=heldByRate,proto3" json:"held_by_rate,omitempty"`
+	// Jobs ready to run but held back because their `concurrency_key` is at `key_concurrency`
+	// (read for at most 1,000 keys).
+	HeldByKeyConcurrency uint64 `protobuf:"varint,20,opt,name=held_by_key_concurrency,json=heldByKeyConcurrency,proto3" json:"held_by_key_concurrency,omitempty"`
+	// Keys with jobs waiting: each pair of `rate_key` and `concurrency_key` jobs carry.
+	WaitingKeys   uint64 `protobuf:"varint,21,opt,name=waiting_keys,json=waitingKeys,proto3" json:"waiting_keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *QueueStats) Reset() {
@@ -3246,6 +3301,27 @@ func (x *QueueStats) GetConcurrencyLimit() uint64 {
 func (x *QueueStats) GetHeldByConcurrency() uint64 {
 	if x != nil {
 		return x.HeldByConcurrency
+	}
+	return 0
+}
+
+func (x *QueueStats) GetHeldByRate() uint64 {
+	if x != nil {
+		return x.HeldByRate
+	}
+	return 0
+}
+
+func (x *QueueStats) GetHeldByKeyConcurrency() uint64 {
+	if x != nil {
+		return x.HeldByKeyConcurrency
+	}
+	return 0
+}
+
+func (x *QueueStats) GetWaitingKeys() uint64 {
+	if x != nil {
+		return x.WaitingKeys
 	}
 	return 0
 }
@@ -6743,9 +6819,26 @@ type QueueSettings struct {
 	// refill of an ack), so it holds across instances; a queue at its cap leases nothing until a
 	// lease ends, which wakes the dispatchers. Jobs still start highest priority first: the cap
 	// decides how many start, never which.
-	Concurrency   *uint32 `protobuf:"varint,9,opt,name=concurrency,proto3,oneof" json:"concurrency,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Concurrency *uint32 `protobuf:"varint,9,opt,name=concurrency,proto3,oneof" json:"concurrency,omitempty"`
+	// The most jobs of the queue that may start per period, all keys together. Enforced inside
+	// each lease (a dispatcher's round and the refill of an ack) with GCRA: jobs start at most
+	// `burst` at once, then one every `period / count`, so no window ever lets more through than
+	// `burst` plus its share; a queue over its rate leases nothing and its dispatchers wake when
+	// the next job may start (no polling). No limit when unset.
+	Rate *RateLimit `protobuf:"bytes,10,opt,name=rate,proto3" json:"rate,omitempty"`
+	// The rate limit of each `rate_key`, applied to every key on its own (GCRA, as `rate`). A
+	// key out of budget is skipped, without holding back other keys or jobs without a key, and
+	// comes back when its next job may start. No limit when unset.
+	KeyRate *RateLimit `protobuf:"bytes,11,opt,name=key_rate,json=keyRate,proto3" json:"key_rate,omitempty"`
+	// The most jobs of one `concurrency_key` active at once, on every instance and worker
+	// together: 1 to 1,000,000,000; no cap when unset. Counted and checked atomically inside each
+	// lease like `concurrency`; a slot is freed by every way a lease ends. Which wins when a
+	// higher-priority job's key is at its cap: the job that may run. A key at its cap (or over
+	// its rate) is skipped and the lease takes the highest-priority job among those whose keys
+	// have room; "higher priority first" holds among the jobs that may run, and within a key.
+	KeyConcurrency *uint32 `protobuf:"varint,12,opt,name=key_concurrency,json=keyConcurrency,proto3,oneof" json:"key_concurrency,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *QueueSettings) Reset() {
@@ -6841,6 +6934,92 @@ func (x *QueueSettings) GetConcurrency() uint32 {
 	return 0
 }
 
+func (x *QueueSettings) GetRate() *RateLimit {
+	if x != nil {
+		return x.Rate
+	}
+	return nil
+}
+
+func (x *QueueSettings) GetKeyRate() *RateLimit {
+	if x != nil {
+		return x.KeyRate
+	}
+	return nil
+}
+
+func (x *QueueSettings) GetKeyConcurrency() uint32 {
+	if x != nil && x.KeyConcurrency != nil {
+		return *x.KeyConcurrency
+	}
+	return 0
+}
+
+// A rate: at most `count` jobs per `period`, in bursts of at most `burst`.
+type RateLimit struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Jobs per period: 1 to 1,000,000.
+	Count uint32 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	// The period: 1 ms to 24 h. Unset: 1 s.
+	Period *durationpb.Duration `protobuf:"bytes,2,opt,name=period,proto3" json:"period,omitempty"`
+	// The most jobs that may start at once after a quiet spell: 1 to 1,000,000. Unset or 0: the
+	// jobs of a tenth of the period, at least 1.
+	Burst         uint32 `protobuf:"varint,3,opt,name=burst,proto3" json:"burst,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RateLimit) Reset() {
+	*x = RateLimit{}
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[98]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RateLimit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RateLimit) ProtoMessage() {}
+
+func (x *RateLimit) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[98]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RateLimit.ProtoReflect.Descriptor instead.
+func (*RateLimit) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{98}
+}
+
+func (x *RateLimit) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *RateLimit) GetPeriod() *durationpb.Duration {
+	if x != nil {
+		return x.Period
+	}
+	return nil
+}
+
+func (x *RateLimit) GetBurst() uint32 {
+	if x != nil {
+		return x.Burst
+	}
+	return 0
+}
+
 type SetQueueSettingsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The queue (created on first use, like an add).
@@ -6856,7 +7035,7 @@ type SetQueueSettingsRequest struct {
 
 func (x *SetQueueSettingsRequest) Reset() {
 	*x = SetQueueSettingsRequest{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[98]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6868,7 +7047,7 @@ func (x *SetQueueSettingsRequest) String() string {
 func (*SetQueueSettingsRequest) ProtoMessage() {}
 
 func (x *SetQueueSettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[98]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6881,7 +7060,7 @@ func (x *SetQueueSettingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetQueueSettingsRequest.ProtoReflect.Descriptor instead.
 func (*SetQueueSettingsRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{98}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *SetQueueSettingsRequest) GetQueue() string {
@@ -6917,7 +7096,7 @@ type SetQueueSettingsResponse struct {
 
 func (x *SetQueueSettingsResponse) Reset() {
 	*x = SetQueueSettingsResponse{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[99]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6929,7 +7108,7 @@ func (x *SetQueueSettingsResponse) String() string {
 func (*SetQueueSettingsResponse) ProtoMessage() {}
 
 func (x *SetQueueSettingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[99]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6942,7 +7121,7 @@ func (x *SetQueueSettingsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetQueueSettingsResponse.ProtoReflect.Descriptor instead.
 func (*SetQueueSettingsResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{99}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *SetQueueSettingsResponse) GetSettings() *QueueSettings {
@@ -6969,7 +7148,7 @@ type GetQueueSettingsRequest struct {
 
 func (x *GetQueueSettingsRequest) Reset() {
 	*x = GetQueueSettingsRequest{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[100]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6981,7 +7160,7 @@ func (x *GetQueueSettingsRequest) String() string {
 func (*GetQueueSettingsRequest) ProtoMessage() {}
 
 func (x *GetQueueSettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[100]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6994,7 +7173,7 @@ func (x *GetQueueSettingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetQueueSettingsRequest.ProtoReflect.Descriptor instead.
 func (*GetQueueSettingsRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{100}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *GetQueueSettingsRequest) GetQueue() string {
@@ -7017,7 +7196,7 @@ type GetQueueSettingsResponse struct {
 
 func (x *GetQueueSettingsResponse) Reset() {
 	*x = GetQueueSettingsResponse{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[101]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7029,7 +7208,7 @@ func (x *GetQueueSettingsResponse) String() string {
 func (*GetQueueSettingsResponse) ProtoMessage() {}
 
 func (x *GetQueueSettingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[101]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7042,7 +7221,7 @@ func (x *GetQueueSettingsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetQueueSettingsResponse.ProtoReflect.Descriptor instead.
 func (*GetQueueSettingsResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{101}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *GetQueueSettingsResponse) GetSettings() *QueueSettings {
@@ -7072,7 +7251,7 @@ const file_jobwire_v1_jobwire_proto_rawDesc = "" +
 	"\x03max\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x03max\x12\x1b\n" +
 	"\x06jitter\x18\x05 \x01(\x01H\x01R\x06jitter\x88\x01\x01B\t\n" +
 	"\a_factorB\t\n" +
-	"\a_jitter\"\x82\x05\n" +
+	"\a_jitter\"\xc6\x05\n" +
 	"\rAddJobRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x18\n" +
@@ -7088,7 +7267,9 @@ const file_jobwire_v1_jobwire_proto_rawDesc = "" +
 	"\x0fidempotency_key\x18\v \x01(\tR\x0eidempotencyKey\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\f \x01(\tR\tsessionId\x12:\n" +
-	"\x19idempotency_key_generated\x18\r \x01(\bR\x17idempotencyKeyGenerated\x1a:\n" +
+	"\x19idempotency_key_generated\x18\r \x01(\bR\x17idempotencyKeyGenerated\x12\x19\n" +
+	"\brate_key\x18\x0e \x01(\tR\arateKey\x12'\n" +
+	"\x0fconcurrency_key\x18\x0f \x01(\tR\x0econcurrencyKey\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\n" +
@@ -7226,13 +7407,16 @@ const file_jobwire_v1_jobwire_proto_rawDesc = "" +
 	"leaseToken\x126\n" +
 	"\textend_by\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\bextendBy\"M\n" +
 	"\x13ExtendLeaseResponse\x126\n" +
-	"\bdeadline\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\"k\n" +
+	"\bdeadline\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\"\xc2\x01\n" +
 	"\x10ReturnJobRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1f\n" +
 	"\vlease_token\x18\x02 \x01(\tR\n" +
 	"leaseToken\x12\x1f\n" +
 	"\vstop_stream\x18\x03 \x01(\bR\n" +
-	"stopStream\"\x13\n" +
+	"stopStream\x12:\n" +
+	"\vretry_after\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"retryAfter\x12\x19\n" +
+	"\bhold_key\x18\x05 \x01(\bR\aholdKey\"\x13\n" +
 	"\x11ReturnJobResponse\"*\n" +
 	"\x11GetJobInfoRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\";\n" +
@@ -7272,7 +7456,7 @@ const file_jobwire_v1_jobwire_proto_rawDesc = "" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\"y\n" +
 	"\rStatsResponse\x12,\n" +
 	"\x05stats\x18\x01 \x01(\v2\x16.jobwire.v1.QueueStatsR\x05stats\x12:\n" +
-	"\fredis_memory\x18\x02 \x01(\v2\x17.jobwire.v1.RedisMemoryR\vredisMemory\"\x8b\x05\n" +
+	"\fredis_memory\x18\x02 \x01(\v2\x17.jobwire.v1.RedisMemoryR\vredisMemory\"\x87\x06\n" +
 	"\n" +
 	"QueueStats\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x18\n" +
@@ -7294,7 +7478,11 @@ const file_jobwire_v1_jobwire_proto_rawDesc = "" +
 	"\vevents_shed\x18\x10 \x01(\x04R\n" +
 	"eventsShed\x120\n" +
 	"\x11concurrency_limit\x18\x11 \x01(\x04H\x00R\x10concurrencyLimit\x88\x01\x01\x12.\n" +
-	"\x13held_by_concurrency\x18\x12 \x01(\x04R\x11heldByConcurrencyB\x14\n" +
+	"\x13held_by_concurrency\x18\x12 \x01(\x04R\x11heldByConcurrency\x12 \n" +
+	"\fheld_by_rate\x18\x13 \x01(\x04R\n" +
+	"heldByRate\x125\n" +
+	"\x17held_by_key_concurrency\x18\x14 \x01(\x04R\x14heldByKeyConcurrency\x12!\n" +
+	"\fwaiting_keys\x18\x15 \x01(\x04R\vwaitingKeysB\x14\n" +
 	"\x12_concurrency_limit\"]\n" +
 	"\vRedisMemory\x12\x1d\n" +
 	"\n" +
@@ -7506,7 +7694,7 @@ const file_jobwire_v1_jobwire_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
 	"\x04role\x18\x02 \x01(\x0e2\x16.jobwire.v1.AccessRoleR\x04role\x12\x16\n" +
 	"\x06queues\x18\x03 \x03(\tR\x06queues\x12'\n" +
-	"\x0ftokens_required\x18\x04 \x01(\bR\x0etokensRequired\"\x90\x04\n" +
+	"\x0ftokens_required\x18\x04 \x01(\bR\x0etokensRequired\"\xaf\x05\n" +
 	"\rQueueSettings\x12$\n" +
 	"\vmax_waiting\x18\x01 \x01(\x04H\x00R\n" +
 	"maxWaiting\x88\x01\x01\x12&\n" +
@@ -7517,12 +7705,21 @@ const file_jobwire_v1_jobwire_proto_rawDesc = "" +
 	"\rcompleted_max\x18\x06 \x01(\x04H\x02R\fcompletedMax\x88\x01\x01\x12@\n" +
 	"\x0edead_retention\x18\a \x01(\v2\x19.google.protobuf.DurationR\rdeadRetention\x12\x1e\n" +
 	"\bdead_max\x18\b \x01(\x04H\x03R\adeadMax\x88\x01\x01\x12%\n" +
-	"\vconcurrency\x18\t \x01(\rH\x04R\vconcurrency\x88\x01\x01B\x0e\n" +
+	"\vconcurrency\x18\t \x01(\rH\x04R\vconcurrency\x88\x01\x01\x12)\n" +
+	"\x04rate\x18\n" +
+	" \x01(\v2\x15.jobwire.v1.RateLimitR\x04rate\x120\n" +
+	"\bkey_rate\x18\v \x01(\v2\x15.jobwire.v1.RateLimitR\akeyRate\x12,\n" +
+	"\x0fkey_concurrency\x18\f \x01(\rH\x05R\x0ekeyConcurrency\x88\x01\x01B\x0e\n" +
 	"\f_max_waitingB\x0f\n" +
 	"\r_max_attemptsB\x10\n" +
 	"\x0e_completed_maxB\v\n" +
 	"\t_dead_maxB\x0e\n" +
-	"\f_concurrency\"|\n" +
+	"\f_concurrencyB\x12\n" +
+	"\x10_key_concurrency\"j\n" +
+	"\tRateLimit\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\rR\x05count\x121\n" +
+	"\x06period\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x06period\x12\x14\n" +
+	"\x05burst\x18\x03 \x01(\rR\x05burst\"|\n" +
 	"\x17SetQueueSettingsRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x125\n" +
 	"\bsettings\x18\x02 \x01(\v2\x19.jobwire.v1.QueueSettingsR\bsettings\x12\x14\n" +
@@ -7633,7 +7830,7 @@ func file_jobwire_v1_jobwire_proto_rawDescGZIP() []byte {
 }
 
 var file_jobwire_v1_jobwire_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_jobwire_v1_jobwire_proto_msgTypes = make([]protoimpl.MessageInfo, 108)
+var file_jobwire_v1_jobwire_proto_msgTypes = make([]protoimpl.MessageInfo, 109)
 var file_jobwire_v1_jobwire_proto_goTypes = []any{
 	(JobState)(0),                     // 0: jobwire.v1.JobState
 	(BackoffKind)(0),                  // 1: jobwire.v1.BackoffKind
@@ -7738,38 +7935,39 @@ var file_jobwire_v1_jobwire_proto_goTypes = []any{
 	(*GetAccessRequest)(nil),          // 100: jobwire.v1.GetAccessRequest
 	(*GetAccessResponse)(nil),         // 101: jobwire.v1.GetAccessResponse
 	(*QueueSettings)(nil),             // 102: jobwire.v1.QueueSettings
-	(*SetQueueSettingsRequest)(nil),   // 103: jobwire.v1.SetQueueSettingsRequest
-	(*SetQueueSettingsResponse)(nil),  // 104: jobwire.v1.SetQueueSettingsResponse
-	(*GetQueueSettingsRequest)(nil),   // 105: jobwire.v1.GetQueueSettingsRequest
-	(*GetQueueSettingsResponse)(nil),  // 106: jobwire.v1.GetQueueSettingsResponse
-	nil,                               // 107: jobwire.v1.AddJobRequest.HeadersEntry
-	nil,                               // 108: jobwire.v1.GetJobRequest.LabelsEntry
-	nil,                               // 109: jobwire.v1.WorkOpen.LabelsEntry
-	nil,                               // 110: jobwire.v1.Job.HeadersEntry
-	nil,                               // 111: jobwire.v1.JobInfo.HeadersEntry
-	nil,                               // 112: jobwire.v1.WorkerInfo.LabelsEntry
-	(*durationpb.Duration)(nil),       // 113: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),     // 114: google.protobuf.Timestamp
+	(*RateLimit)(nil),                 // 103: jobwire.v1.RateLimit
+	(*SetQueueSettingsRequest)(nil),   // 104: jobwire.v1.SetQueueSettingsRequest
+	(*SetQueueSettingsResponse)(nil),  // 105: jobwire.v1.SetQueueSettingsResponse
+	(*GetQueueSettingsRequest)(nil),   // 106: jobwire.v1.GetQueueSettingsRequest
+	(*GetQueueSettingsResponse)(nil),  // 107: jobwire.v1.GetQueueSettingsResponse
+	nil,                               // 108: jobwire.v1.AddJobRequest.HeadersEntry
+	nil,                               // 109: jobwire.v1.GetJobRequest.LabelsEntry
+	nil,                               // 110: jobwire.v1.WorkOpen.LabelsEntry
+	nil,                               // 111: jobwire.v1.Job.HeadersEntry
+	nil,                               // 112: jobwire.v1.JobInfo.HeadersEntry
+	nil,                               // 113: jobwire.v1.WorkerInfo.LabelsEntry
+	(*durationpb.Duration)(nil),       // 114: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),     // 115: google.protobuf.Timestamp
 }
 var file_jobwire_v1_jobwire_proto_depIdxs = []int32{
 	1,   // 0: jobwire.v1.Backoff.kind:type_name -> jobwire.v1.BackoffKind
-	113, // 1: jobwire.v1.Backoff.base:type_name -> google.protobuf.Duration
-	113, // 2: jobwire.v1.Backoff.max:type_name -> google.protobuf.Duration
-	107, // 3: jobwire.v1.AddJobRequest.headers:type_name -> jobwire.v1.AddJobRequest.HeadersEntry
-	113, // 4: jobwire.v1.AddJobRequest.delay:type_name -> google.protobuf.Duration
-	114, // 5: jobwire.v1.AddJobRequest.run_at:type_name -> google.protobuf.Timestamp
+	114, // 1: jobwire.v1.Backoff.base:type_name -> google.protobuf.Duration
+	114, // 2: jobwire.v1.Backoff.max:type_name -> google.protobuf.Duration
+	108, // 3: jobwire.v1.AddJobRequest.headers:type_name -> jobwire.v1.AddJobRequest.HeadersEntry
+	114, // 4: jobwire.v1.AddJobRequest.delay:type_name -> google.protobuf.Duration
+	115, // 5: jobwire.v1.AddJobRequest.run_at:type_name -> google.protobuf.Timestamp
 	5,   // 6: jobwire.v1.AddJobRequest.backoff:type_name -> jobwire.v1.Backoff
-	113, // 7: jobwire.v1.AddJobRequest.timeout:type_name -> google.protobuf.Duration
+	114, // 7: jobwire.v1.AddJobRequest.timeout:type_name -> google.protobuf.Duration
 	6,   // 8: jobwire.v1.AddJobsRequest.jobs:type_name -> jobwire.v1.AddJobRequest
 	10,  // 9: jobwire.v1.AddJobsResponse.results:type_name -> jobwire.v1.AddJobsResult
-	108, // 10: jobwire.v1.GetJobRequest.labels:type_name -> jobwire.v1.GetJobRequest.LabelsEntry
+	109, // 10: jobwire.v1.GetJobRequest.labels:type_name -> jobwire.v1.GetJobRequest.LabelsEntry
 	21,  // 11: jobwire.v1.GetJobResponse.job:type_name -> jobwire.v1.Job
 	23,  // 12: jobwire.v1.GetJobResponse.ping:type_name -> jobwire.v1.Ping
 	24,  // 13: jobwire.v1.GetJobResponse.drain:type_name -> jobwire.v1.Drain
 	25,  // 14: jobwire.v1.GetJobResponse.revoke:type_name -> jobwire.v1.Revoke
 	14,  // 15: jobwire.v1.WorkRequest.open:type_name -> jobwire.v1.WorkOpen
 	15,  // 16: jobwire.v1.WorkRequest.acks:type_name -> jobwire.v1.WorkAcks
-	109, // 17: jobwire.v1.WorkOpen.labels:type_name -> jobwire.v1.WorkOpen.LabelsEntry
+	110, // 17: jobwire.v1.WorkOpen.labels:type_name -> jobwire.v1.WorkOpen.LabelsEntry
 	16,  // 18: jobwire.v1.WorkAcks.acks:type_name -> jobwire.v1.WorkAck
 	26,  // 19: jobwire.v1.WorkAck.complete:type_name -> jobwire.v1.CompleteJobRequest
 	28,  // 20: jobwire.v1.WorkAck.fail:type_name -> jobwire.v1.FailJobRequest
@@ -7785,156 +7983,160 @@ var file_jobwire_v1_jobwire_proto_depIdxs = []int32{
 	20,  // 30: jobwire.v1.WorkAnswers.answers:type_name -> jobwire.v1.WorkAnswer
 	29,  // 31: jobwire.v1.WorkAnswer.fail:type_name -> jobwire.v1.FailJobResponse
 	31,  // 32: jobwire.v1.WorkAnswer.extend:type_name -> jobwire.v1.ExtendLeaseResponse
-	110, // 33: jobwire.v1.Job.headers:type_name -> jobwire.v1.Job.HeadersEntry
-	114, // 34: jobwire.v1.Job.deadline:type_name -> google.protobuf.Timestamp
-	114, // 35: jobwire.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	111, // 33: jobwire.v1.Job.headers:type_name -> jobwire.v1.Job.HeadersEntry
+	115, // 34: jobwire.v1.Job.deadline:type_name -> google.protobuf.Timestamp
+	115, // 35: jobwire.v1.Job.created_at:type_name -> google.protobuf.Timestamp
 	22,  // 36: jobwire.v1.Job.session:type_name -> jobwire.v1.SessionSnapshot
-	113, // 37: jobwire.v1.Drain.grace:type_name -> google.protobuf.Duration
+	114, // 37: jobwire.v1.Drain.grace:type_name -> google.protobuf.Duration
 	2,   // 38: jobwire.v1.Revoke.reason:type_name -> jobwire.v1.RevokeReason
-	113, // 39: jobwire.v1.FailJobRequest.retry_after:type_name -> google.protobuf.Duration
+	114, // 39: jobwire.v1.FailJobRequest.retry_after:type_name -> google.protobuf.Duration
 	0,   // 40: jobwire.v1.FailJobResponse.state:type_name -> jobwire.v1.JobState
-	114, // 41: jobwire.v1.FailJobResponse.next_run_at:type_name -> google.protobuf.Timestamp
-	113, // 42: jobwire.v1.ExtendLeaseRequest.extend_by:type_name -> google.protobuf.Duration
-	114, // 43: jobwire.v1.ExtendLeaseResponse.deadline:type_name -> google.protobuf.Timestamp
-	36,  // 44: jobwire.v1.GetJobInfoResponse.job:type_name -> jobwire.v1.JobInfo
-	0,   // 45: jobwire.v1.JobInfo.state:type_name -> jobwire.v1.JobState
-	111, // 46: jobwire.v1.JobInfo.headers:type_name -> jobwire.v1.JobInfo.HeadersEntry
-	114, // 47: jobwire.v1.JobInfo.created_at:type_name -> google.protobuf.Timestamp
-	114, // 48: jobwire.v1.JobInfo.started_at:type_name -> google.protobuf.Timestamp
-	114, // 49: jobwire.v1.JobInfo.finished_at:type_name -> google.protobuf.Timestamp
-	114, // 50: jobwire.v1.JobInfo.run_at:type_name -> google.protobuf.Timestamp
-	39,  // 51: jobwire.v1.StatsResponse.stats:type_name -> jobwire.v1.QueueStats
-	40,  // 52: jobwire.v1.StatsResponse.redis_memory:type_name -> jobwire.v1.RedisMemory
-	113, // 53: jobwire.v1.QueueStats.oldest_waiting_age:type_name -> google.protobuf.Duration
-	39,  // 54: jobwire.v1.ListQueuesResponse.queues:type_name -> jobwire.v1.QueueStats
-	40,  // 55: jobwire.v1.ListQueuesResponse.redis_memory:type_name -> jobwire.v1.RedisMemory
-	45,  // 56: jobwire.v1.WatchJobResponse.event:type_name -> jobwire.v1.JobEvent
-	3,   // 57: jobwire.v1.JobEvent.type:type_name -> jobwire.v1.JobEventType
-	114, // 58: jobwire.v1.JobEvent.next_run_at:type_name -> google.protobuf.Timestamp
-	114, // 59: jobwire.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
-	45,  // 60: jobwire.v1.SubscribeResponse.event:type_name -> jobwire.v1.JobEvent
-	0,   // 61: jobwire.v1.ListJobsRequest.state:type_name -> jobwire.v1.JobState
-	57,  // 62: jobwire.v1.ListJobsRequest.filter:type_name -> jobwire.v1.JobFilter
-	114, // 63: jobwire.v1.JobFilter.created_after:type_name -> google.protobuf.Timestamp
-	114, // 64: jobwire.v1.JobFilter.created_before:type_name -> google.protobuf.Timestamp
-	36,  // 65: jobwire.v1.ListJobsResponse.jobs:type_name -> jobwire.v1.JobInfo
-	0,   // 66: jobwire.v1.PurgeQueueRequest.states:type_name -> jobwire.v1.JobState
-	69,  // 67: jobwire.v1.ListWorkersResponse.workers:type_name -> jobwire.v1.WorkerInfo
-	112, // 68: jobwire.v1.WorkerInfo.labels:type_name -> jobwire.v1.WorkerInfo.LabelsEntry
-	114, // 69: jobwire.v1.WorkerInfo.connected_at:type_name -> google.protobuf.Timestamp
-	113, // 70: jobwire.v1.CreateSessionRequest.ttl:type_name -> google.protobuf.Duration
-	72,  // 71: jobwire.v1.CreateSessionResponse.session:type_name -> jobwire.v1.Session
-	114, // 72: jobwire.v1.Session.created_at:type_name -> google.protobuf.Timestamp
-	114, // 73: jobwire.v1.Session.updated_at:type_name -> google.protobuf.Timestamp
-	113, // 74: jobwire.v1.Session.ttl:type_name -> google.protobuf.Duration
-	72,  // 75: jobwire.v1.GetSessionResponse.session:type_name -> jobwire.v1.Session
-	72,  // 76: jobwire.v1.ListSessionsResponse.sessions:type_name -> jobwire.v1.Session
-	82,  // 77: jobwire.v1.JobSelection.ids:type_name -> jobwire.v1.JobIdList
-	83,  // 78: jobwire.v1.JobSelection.query:type_name -> jobwire.v1.JobQuery
-	0,   // 79: jobwire.v1.JobQuery.state:type_name -> jobwire.v1.JobState
-	57,  // 80: jobwire.v1.JobQuery.filter:type_name -> jobwire.v1.JobFilter
-	81,  // 81: jobwire.v1.RetryJobsRequest.selection:type_name -> jobwire.v1.JobSelection
-	84,  // 82: jobwire.v1.RetryJobsResponse.outcome:type_name -> jobwire.v1.BulkOutcome
-	81,  // 83: jobwire.v1.CancelJobsRequest.selection:type_name -> jobwire.v1.JobSelection
-	84,  // 84: jobwire.v1.CancelJobsResponse.outcome:type_name -> jobwire.v1.BulkOutcome
-	81,  // 85: jobwire.v1.DeleteJobsRequest.selection:type_name -> jobwire.v1.JobSelection
-	84,  // 86: jobwire.v1.DeleteJobsResponse.outcome:type_name -> jobwire.v1.BulkOutcome
-	93,  // 87: jobwire.v1.ListDeadJobGroupsResponse.groups:type_name -> jobwire.v1.DeadJobGroup
-	114, // 88: jobwire.v1.DeadJobGroup.newest_at:type_name -> google.protobuf.Timestamp
-	114, // 89: jobwire.v1.DeadJobGroup.oldest_at:type_name -> google.protobuf.Timestamp
-	96,  // 90: jobwire.v1.GetQueueActivityResponse.queues:type_name -> jobwire.v1.QueueActivity
-	97,  // 91: jobwire.v1.QueueActivity.minutes:type_name -> jobwire.v1.ActivityMinute
-	114, // 92: jobwire.v1.ActivityMinute.start:type_name -> google.protobuf.Timestamp
-	45,  // 93: jobwire.v1.SubscribeQueuesResponse.event:type_name -> jobwire.v1.JobEvent
-	4,   // 94: jobwire.v1.GetAccessResponse.role:type_name -> jobwire.v1.AccessRole
-	113, // 95: jobwire.v1.QueueSettings.timeout:type_name -> google.protobuf.Duration
-	5,   // 96: jobwire.v1.QueueSettings.backoff:type_name -> jobwire.v1.Backoff
-	113, // 97: jobwire.v1.QueueSettings.completed_retention:type_name -> google.protobuf.Duration
-	113, // 98: jobwire.v1.QueueSettings.dead_retention:type_name -> google.protobuf.Duration
-	102, // 99: jobwire.v1.SetQueueSettingsRequest.settings:type_name -> jobwire.v1.QueueSettings
-	102, // 100: jobwire.v1.SetQueueSettingsResponse.settings:type_name -> jobwire.v1.QueueSettings
-	102, // 101: jobwire.v1.SetQueueSettingsResponse.effective:type_name -> jobwire.v1.QueueSettings
-	102, // 102: jobwire.v1.GetQueueSettingsResponse.settings:type_name -> jobwire.v1.QueueSettings
-	102, // 103: jobwire.v1.GetQueueSettingsResponse.effective:type_name -> jobwire.v1.QueueSettings
-	6,   // 104: jobwire.v1.QueueService.AddJob:input_type -> jobwire.v1.AddJobRequest
-	8,   // 105: jobwire.v1.QueueService.AddJobs:input_type -> jobwire.v1.AddJobsRequest
-	11,  // 106: jobwire.v1.QueueService.GetJob:input_type -> jobwire.v1.GetJobRequest
-	13,  // 107: jobwire.v1.QueueService.Work:input_type -> jobwire.v1.WorkRequest
-	26,  // 108: jobwire.v1.QueueService.CompleteJob:input_type -> jobwire.v1.CompleteJobRequest
-	28,  // 109: jobwire.v1.QueueService.FailJob:input_type -> jobwire.v1.FailJobRequest
-	30,  // 110: jobwire.v1.QueueService.ExtendLease:input_type -> jobwire.v1.ExtendLeaseRequest
-	32,  // 111: jobwire.v1.QueueService.ReturnJob:input_type -> jobwire.v1.ReturnJobRequest
-	34,  // 112: jobwire.v1.QueueService.GetJobInfo:input_type -> jobwire.v1.GetJobInfoRequest
-	37,  // 113: jobwire.v1.QueueService.Stats:input_type -> jobwire.v1.StatsRequest
-	41,  // 114: jobwire.v1.QueueService.ListQueues:input_type -> jobwire.v1.ListQueuesRequest
-	43,  // 115: jobwire.v1.QueueService.WatchJob:input_type -> jobwire.v1.WatchJobRequest
-	46,  // 116: jobwire.v1.QueueService.ReportProgress:input_type -> jobwire.v1.ReportProgressRequest
-	48,  // 117: jobwire.v1.QueueService.Subscribe:input_type -> jobwire.v1.SubscribeRequest
-	50,  // 118: jobwire.v1.QueueService.CancelJob:input_type -> jobwire.v1.CancelJobRequest
-	52,  // 119: jobwire.v1.QueueService.PauseQueue:input_type -> jobwire.v1.PauseQueueRequest
-	54,  // 120: jobwire.v1.QueueService.ResumeQueue:input_type -> jobwire.v1.ResumeQueueRequest
-	56,  // 121: jobwire.v1.QueueService.ListJobs:input_type -> jobwire.v1.ListJobsRequest
-	59,  // 122: jobwire.v1.QueueService.RetryJob:input_type -> jobwire.v1.RetryJobRequest
-	61,  // 123: jobwire.v1.QueueService.RetryDeadJobs:input_type -> jobwire.v1.RetryDeadJobsRequest
-	63,  // 124: jobwire.v1.QueueService.DeleteJob:input_type -> jobwire.v1.DeleteJobRequest
-	65,  // 125: jobwire.v1.QueueService.PurgeQueue:input_type -> jobwire.v1.PurgeQueueRequest
-	67,  // 126: jobwire.v1.QueueService.ListWorkers:input_type -> jobwire.v1.ListWorkersRequest
-	85,  // 127: jobwire.v1.QueueService.RetryJobs:input_type -> jobwire.v1.RetryJobsRequest
-	87,  // 128: jobwire.v1.QueueService.CancelJobs:input_type -> jobwire.v1.CancelJobsRequest
-	89,  // 129: jobwire.v1.QueueService.DeleteJobs:input_type -> jobwire.v1.DeleteJobsRequest
-	91,  // 130: jobwire.v1.QueueService.ListDeadJobGroups:input_type -> jobwire.v1.ListDeadJobGroupsRequest
-	94,  // 131: jobwire.v1.QueueService.GetQueueActivity:input_type -> jobwire.v1.GetQueueActivityRequest
-	98,  // 132: jobwire.v1.QueueService.SubscribeQueues:input_type -> jobwire.v1.SubscribeQueuesRequest
-	100, // 133: jobwire.v1.QueueService.GetAccess:input_type -> jobwire.v1.GetAccessRequest
-	103, // 134: jobwire.v1.QueueService.SetQueueSettings:input_type -> jobwire.v1.SetQueueSettingsRequest
-	105, // 135: jobwire.v1.QueueService.GetQueueSettings:input_type -> jobwire.v1.GetQueueSettingsRequest
-	70,  // 136: jobwire.v1.SessionService.CreateSession:input_type -> jobwire.v1.CreateSessionRequest
-	73,  // 137: jobwire.v1.SessionService.GetSession:input_type -> jobwire.v1.GetSessionRequest
-	75,  // 138: jobwire.v1.SessionService.UpdateSession:input_type -> jobwire.v1.UpdateSessionRequest
-	77,  // 139: jobwire.v1.SessionService.DeleteSession:input_type -> jobwire.v1.DeleteSessionRequest
-	79,  // 140: jobwire.v1.SessionService.ListSessions:input_type -> jobwire.v1.ListSessionsRequest
-	7,   // 141: jobwire.v1.QueueService.AddJob:output_type -> jobwire.v1.AddJobResponse
-	9,   // 142: jobwire.v1.QueueService.AddJobs:output_type -> jobwire.v1.AddJobsResponse
-	12,  // 143: jobwire.v1.QueueService.GetJob:output_type -> jobwire.v1.GetJobResponse
-	17,  // 144: jobwire.v1.QueueService.Work:output_type -> jobwire.v1.WorkResponse
-	27,  // 145: jobwire.v1.QueueService.CompleteJob:output_type -> jobwire.v1.CompleteJobResponse
-	29,  // 146: jobwire.v1.QueueService.FailJob:output_type -> jobwire.v1.FailJobResponse
-	31,  // 147: jobwire.v1.QueueService.ExtendLease:output_type -> jobwire.v1.ExtendLeaseResponse
-	33,  // 148: jobwire.v1.QueueService.ReturnJob:output_type -> jobwire.v1.ReturnJobResponse
-	35,  // 149: jobwire.v1.QueueService.GetJobInfo:output_type -> jobwire.v1.GetJobInfoResponse
-	38,  // 150: jobwire.v1.QueueService.Stats:output_type -> jobwire.v1.StatsResponse
-	42,  // 151: jobwire.v1.QueueService.ListQueues:output_type -> jobwire.v1.ListQueuesResponse
-	44,  // 152: jobwire.v1.QueueService.WatchJob:output_type -> jobwire.v1.WatchJobResponse
-	47,  // 153: jobwire.v1.QueueService.ReportProgress:output_type -> jobwire.v1.ReportProgressResponse
-	49,  // 154: jobwire.v1.QueueService.Subscribe:output_type -> jobwire.v1.SubscribeResponse
-	51,  // 155: jobwire.v1.QueueService.CancelJob:output_type -> jobwire.v1.CancelJobResponse
-	53,  // 156: jobwire.v1.QueueService.PauseQueue:output_type -> jobwire.v1.PauseQueueResponse
-	55,  // 157: jobwire.v1.QueueService.ResumeQueue:output_type -> jobwire.v1.ResumeQueueResponse
-	58,  // 158: jobwire.v1.QueueService.ListJobs:output_type -> jobwire.v1.ListJobsResponse
-	60,  // 159: jobwire.v1.QueueService.RetryJob:output_type -> jobwire.v1.RetryJobResponse
-	62,  // 160: jobwire.v1.QueueService.RetryDeadJobs:output_type -> jobwire.v1.RetryDeadJobsResponse
-	64,  // 161: jobwire.v1.QueueService.DeleteJob:output_type -> jobwire.v1.DeleteJobResponse
-	66,  // 162: jobwire.v1.QueueService.PurgeQueue:output_type -> jobwire.v1.PurgeQueueResponse
-	68,  // 163: jobwire.v1.QueueService.ListWorkers:output_type -> jobwire.v1.ListWorkersResponse
-	86,  // 164: jobwire.v1.QueueService.RetryJobs:output_type -> jobwire.v1.RetryJobsResponse
-	88,  // 165: jobwire.v1.QueueService.CancelJobs:output_type -> jobwire.v1.CancelJobsResponse
-	90,  // 166: jobwire.v1.QueueService.DeleteJobs:output_type -> jobwire.v1.DeleteJobsResponse
-	92,  // 167: jobwire.v1.QueueService.ListDeadJobGroups:output_type -> jobwire.v1.ListDeadJobGroupsResponse
-	95,  // 168: jobwire.v1.QueueService.GetQueueActivity:output_type -> jobwire.v1.GetQueueActivityResponse
-	99,  // 169: jobwire.v1.QueueService.SubscribeQueues:output_type -> jobwire.v1.SubscribeQueuesResponse
-	101, // 170: jobwire.v1.QueueService.GetAccess:output_type -> jobwire.v1.GetAccessResponse
-	104, // 171: jobwire.v1.QueueService.SetQueueSettings:output_type -> jobwire.v1.SetQueueSettingsResponse
-	106, // 172: jobwire.v1.QueueService.GetQueueSettings:output_type -> jobwire.v1.GetQueueSettingsResponse
-	71,  // 173: jobwire.v1.SessionService.CreateSession:output_type -> jobwire.v1.CreateSessionResponse
-	74,  // 174: jobwire.v1.SessionService.GetSession:output_type -> jobwire.v1.GetSessionResponse
-	76,  // 175: jobwire.v1.SessionService.UpdateSession:output_type -> jobwire.v1.UpdateSessionResponse
-	78,  // 176: jobwire.v1.SessionService.DeleteSession:output_type -> jobwire.v1.DeleteSessionResponse
-	80,  // 177: jobwire.v1.SessionService.ListSessions:output_type -> jobwire.v1.ListSessionsResponse
-	141, // [141:178] is the sub-list for method output_type
-	104, // [104:141] is the sub-list for method input_type
-	104, // [104:104] is the sub-list for extension type_name
-	104, // [104:104] is the sub-list for extension extendee
-	0,   // [0:104] is the sub-list for field type_name
+	115, // 41: jobwire.v1.FailJobResponse.next_run_at:type_name -> google.protobuf.Timestamp
+	114, // 42: jobwire.v1.ExtendLeaseRequest.extend_by:type_name -> google.protobuf.Duration
+	115, // 43: jobwire.v1.ExtendLeaseResponse.deadline:type_name -> google.protobuf.Timestamp
+	114, // 44: jobwire.v1.ReturnJobRequest.retry_after:type_name -> google.protobuf.Duration
+	36,  // 45: jobwire.v1.GetJobInfoResponse.job:type_name -> jobwire.v1.JobInfo
+	0,   // 46: jobwire.v1.JobInfo.state:type_name -> jobwire.v1.JobState
+	112, // 47: jobwire.v1.JobInfo.headers:type_name -> jobwire.v1.JobInfo.HeadersEntry
+	115, // 48: jobwire.v1.JobInfo.created_at:type_name -> google.protobuf.Timestamp
+	115, // 49: jobwire.v1.JobInfo.started_at:type_name -> google.protobuf.Timestamp
+	115, // 50: jobwire.v1.JobInfo.finished_at:type_name -> google.protobuf.Timestamp
+	115, // 51: jobwire.v1.JobInfo.run_at:type_name -> google.protobuf.Timestamp
+	39,  // 52: jobwire.v1.StatsResponse.stats:type_name -> jobwire.v1.QueueStats
+	40,  // 53: jobwire.v1.StatsResponse.redis_memory:type_name -> jobwire.v1.RedisMemory
+	114, // 54: jobwire.v1.QueueStats.oldest_waiting_age:type_name -> google.protobuf.Duration
+	39,  // 55: jobwire.v1.ListQueuesResponse.queues:type_name -> jobwire.v1.QueueStats
+	40,  // 56: jobwire.v1.ListQueuesResponse.redis_memory:type_name -> jobwire.v1.RedisMemory
+	45,  // 57: jobwire.v1.WatchJobResponse.event:type_name -> jobwire.v1.JobEvent
+	3,   // 58: jobwire.v1.JobEvent.type:type_name -> jobwire.v1.JobEventType
+	115, // 59: jobwire.v1.JobEvent.next_run_at:type_name -> google.protobuf.Timestamp
+	115, // 60: jobwire.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
+	45,  // 61: jobwire.v1.SubscribeResponse.event:type_name -> jobwire.v1.JobEvent
+	0,   // 62: jobwire.v1.ListJobsRequest.state:type_name -> jobwire.v1.JobState
+	57,  // 63: jobwire.v1.ListJobsRequest.filter:type_name -> jobwire.v1.JobFilter
+	115, // 64: jobwire.v1.JobFilter.created_after:type_name -> google.protobuf.Timestamp
+	115, // 65: jobwire.v1.JobFilter.created_before:type_name -> google.protobuf.Timestamp
+	36,  // 66: jobwire.v1.ListJobsResponse.jobs:type_name -> jobwire.v1.JobInfo
+	0,   // 67: jobwire.v1.PurgeQueueRequest.states:type_name -> jobwire.v1.JobState
+	69,  // 68: jobwire.v1.ListWorkersResponse.workers:type_name -> jobwire.v1.WorkerInfo
+	113, // 69: jobwire.v1.WorkerInfo.labels:type_name -> jobwire.v1.WorkerInfo.LabelsEntry
+	115, // 70: jobwire.v1.WorkerInfo.connected_at:type_name -> google.protobuf.Timestamp
+	114, // 71: jobwire.v1.CreateSessionRequest.ttl:type_name -> google.protobuf.Duration
+	72,  // 72: jobwire.v1.CreateSessionResponse.session:type_name -> jobwire.v1.Session
+	115, // 73: jobwire.v1.Session.created_at:type_name -> google.protobuf.Timestamp
+	115, // 74: jobwire.v1.Session.updated_at:type_name -> google.protobuf.Timestamp
+	114, // 75: jobwire.v1.Session.ttl:type_name -> google.protobuf.Duration
+	72,  // 76: jobwire.v1.GetSessionResponse.session:type_name -> jobwire.v1.Session
+	72,  // 77: jobwire.v1.ListSessionsResponse.sessions:type_name -> jobwire.v1.Session
+	82,  // 78: jobwire.v1.JobSelection.ids:type_name -> jobwire.v1.JobIdList
+	83,  // 79: jobwire.v1.JobSelection.query:type_name -> jobwire.v1.JobQuery
+	0,   // 80: jobwire.v1.JobQuery.state:type_name -> jobwire.v1.JobState
+	57,  // 81: jobwire.v1.JobQuery.filter:type_name -> jobwire.v1.JobFilter
+	81,  // 82: jobwire.v1.RetryJobsRequest.selection:type_name -> jobwire.v1.JobSelection
+	84,  // 83: jobwire.v1.RetryJobsResponse.outcome:type_name -> jobwire.v1.BulkOutcome
+	81,  // 84: jobwire.v1.CancelJobsRequest.selection:type_name -> jobwire.v1.JobSelection
+	84,  // 85: jobwire.v1.CancelJobsResponse.outcome:type_name -> jobwire.v1.BulkOutcome
+	81,  // 86: jobwire.v1.DeleteJobsRequest.selection:type_name -> jobwire.v1.JobSelection
+	84,  // 87: jobwire.v1.DeleteJobsResponse.outcome:type_name -> jobwire.v1.BulkOutcome
+	93,  // 88: jobwire.v1.ListDeadJobGroupsResponse.groups:type_name -> jobwire.v1.DeadJobGroup
+	115, // 89: jobwire.v1.DeadJobGroup.newest_at:type_name -> google.protobuf.Timestamp
+	115, // 90: jobwire.v1.DeadJobGroup.oldest_at:type_name -> google.protobuf.Timestamp
+	96,  // 91: jobwire.v1.GetQueueActivityResponse.queues:type_name -> jobwire.v1.QueueActivity
+	97,  // 92: jobwire.v1.QueueActivity.minutes:type_name -> jobwire.v1.ActivityMinute
+	115, // 93: jobwire.v1.ActivityMinute.start:type_name -> google.protobuf.Timestamp
+	45,  // 94: jobwire.v1.SubscribeQueuesResponse.event:type_name -> jobwire.v1.JobEvent
+	4,   // 95: jobwire.v1.GetAccessResponse.role:type_name -> jobwire.v1.AccessRole
+	114, // 96: jobwire.v1.QueueSettings.timeout:type_name -> google.protobuf.Duration
+	5,   // 97: jobwire.v1.QueueSettings.backoff:type_name -> jobwire.v1.Backoff
+	114, // 98: jobwire.v1.QueueSettings.completed_retention:type_name -> google.protobuf.Duration
+	114, // 99: jobwire.v1.QueueSettings.dead_retention:type_name -> google.protobuf.Duration
+	103, // 100: jobwire.v1.QueueSettings.rate:type_name -> jobwire.v1.RateLimit
+	103, // 101: jobwire.v1.QueueSettings.key_rate:type_name -> jobwire.v1.RateLimit
+	114, // 102: jobwire.v1.RateLimit.period:type_name -> google.protobuf.Duration
+	102, // 103: jobwire.v1.SetQueueSettingsRequest.settings:type_name -> jobwire.v1.QueueSettings
+	102, // 104: jobwire.v1.SetQueueSettingsResponse.settings:type_name -> jobwire.v1.QueueSettings
+	102, // 105: jobwire.v1.SetQueueSettingsResponse.effective:type_name -> jobwire.v1.QueueSettings
+	102, // 106: jobwire.v1.GetQueueSettingsResponse.settings:type_name -> jobwire.v1.QueueSettings
+	102, // 107: jobwire.v1.GetQueueSettingsResponse.effective:type_name -> jobwire.v1.QueueSettings
+	6,   // 108: jobwire.v1.QueueService.AddJob:input_type -> jobwire.v1.AddJobRequest
+	8,   // 109: jobwire.v1.QueueService.AddJobs:input_type -> jobwire.v1.AddJobsRequest
+	11,  // 110: jobwire.v1.QueueService.GetJob:input_type -> jobwire.v1.GetJobRequest
+	13,  // 111: jobwire.v1.QueueService.Work:input_type -> jobwire.v1.WorkRequest
+	26,  // 112: jobwire.v1.QueueService.CompleteJob:input_type -> jobwire.v1.CompleteJobRequest
+	28,  // 113: jobwire.v1.QueueService.FailJob:input_type -> jobwire.v1.FailJobRequest
+	30,  // 114: jobwire.v1.QueueService.ExtendLease:input_type -> jobwire.v1.ExtendLeaseRequest
+	32,  // 115: jobwire.v1.QueueService.ReturnJob:input_type -> jobwire.v1.ReturnJobRequest
+	34,  // 116: jobwire.v1.QueueService.GetJobInfo:input_type -> jobwire.v1.GetJobInfoRequest
+	37,  // 117: jobwire.v1.QueueService.Stats:input_type -> jobwire.v1.StatsRequest
+	41,  // 118: jobwire.v1.QueueService.ListQueues:input_type -> jobwire.v1.ListQueuesRequest
+	43,  // 119: jobwire.v1.QueueService.WatchJob:input_type -> jobwire.v1.WatchJobRequest
+	46,  // 120: jobwire.v1.QueueService.ReportProgress:input_type -> jobwire.v1.ReportProgressRequest
+	48,  // 121: jobwire.v1.QueueService.Subscribe:input_type -> jobwire.v1.SubscribeRequest
+	50,  // 122: jobwire.v1.QueueService.CancelJob:input_type -> jobwire.v1.CancelJobRequest
+	52,  // 123: jobwire.v1.QueueService.PauseQueue:input_type -> jobwire.v1.PauseQueueRequest
+	54,  // 124: jobwire.v1.QueueService.ResumeQueue:input_type -> jobwire.v1.ResumeQueueRequest
+	56,  // 125: jobwire.v1.QueueService.ListJobs:input_type -> jobwire.v1.ListJobsRequest
+	59,  // 126: jobwire.v1.QueueService.RetryJob:input_type -> jobwire.v1.RetryJobRequest
+	61,  // 127: jobwire.v1.QueueService.RetryDeadJobs:input_type -> jobwire.v1.RetryDeadJobsRequest
+	63,  // 128: jobwire.v1.QueueService.DeleteJob:input_type -> jobwire.v1.DeleteJobRequest
+	65,  // 129: jobwire.v1.QueueService.PurgeQueue:input_type -> jobwire.v1.PurgeQueueRequest
+	67,  // 130: jobwire.v1.QueueService.ListWorkers:input_type -> jobwire.v1.ListWorkersRequest
+	85,  // 131: jobwire.v1.QueueService.RetryJobs:input_type -> jobwire.v1.RetryJobsRequest
+	87,  // 132: jobwire.v1.QueueService.CancelJobs:input_type -> jobwire.v1.CancelJobsRequest
+	89,  // 133: jobwire.v1.QueueService.DeleteJobs:input_type -> jobwire.v1.DeleteJobsRequest
+	91,  // 134: jobwire.v1.QueueService.ListDeadJobGroups:input_type -> jobwire.v1.ListDeadJobGroupsRequest
+	94,  // 135: jobwire.v1.QueueService.GetQueueActivity:input_type -> jobwire.v1.GetQueueActivityRequest
+	98,  // 136: jobwire.v1.QueueService.SubscribeQueues:input_type -> jobwire.v1.SubscribeQueuesRequest
+	100, // 137: jobwire.v1.QueueService.GetAccess:input_type -> jobwire.v1.GetAccessRequest
+	104, // 138: jobwire.v1.QueueService.SetQueueSettings:input_type -> jobwire.v1.SetQueueSettingsRequest
+	106, // 139: jobwire.v1.QueueService.GetQueueSettings:input_type -> jobwire.v1.GetQueueSettingsRequest
+	70,  // 140: jobwire.v1.SessionService.CreateSession:input_type -> jobwire.v1.CreateSessionRequest
+	73,  // 141: jobwire.v1.SessionService.GetSession:input_type -> jobwire.v1.GetSessionRequest
+	75,  // 142: jobwire.v1.SessionService.UpdateSession:input_type -> jobwire.v1.UpdateSessionRequest
+	77,  // 143: jobwire.v1.SessionService.DeleteSession:input_type -> jobwire.v1.DeleteSessionRequest
+	79,  // 144: jobwire.v1.SessionService.ListSessions:input_type -> jobwire.v1.ListSessionsRequest
+	7,   // 145: jobwire.v1.QueueService.AddJob:output_type -> jobwire.v1.AddJobResponse
+	9,   // 146: jobwire.v1.QueueService.AddJobs:output_type -> jobwire.v1.AddJobsResponse
+	12,  // 147: jobwire.v1.QueueService.GetJob:output_type -> jobwire.v1.GetJobResponse
+	17,  // 148: jobwire.v1.QueueService.Work:output_type -> jobwire.v1.WorkResponse
+	27,  // 149: jobwire.v1.QueueService.CompleteJob:output_type -> jobwire.v1.CompleteJobResponse
+	29,  // 150: jobwire.v1.QueueService.FailJob:output_type -> jobwire.v1.FailJobResponse
+	31,  // 151: jobwire.v1.QueueService.ExtendLease:output_type -> jobwire.v1.ExtendLeaseResponse
+	33,  // 152: jobwire.v1.QueueService.ReturnJob:output_type -> jobwire.v1.ReturnJobResponse
+	35,  // 153: jobwire.v1.QueueService.GetJobInfo:output_type -> jobwire.v1.GetJobInfoResponse
+	38,  // 154: jobwire.v1.QueueService.Stats:output_type -> jobwire.v1.StatsResponse
+	42,  // 155: jobwire.v1.QueueService.ListQueues:output_type -> jobwire.v1.ListQueuesResponse
+	44,  // 156: jobwire.v1.QueueService.WatchJob:output_type -> jobwire.v1.WatchJobResponse
+	47,  // 157: jobwire.v1.QueueService.ReportProgress:output_type -> jobwire.v1.ReportProgressResponse
+	49,  // 158: jobwire.v1.QueueService.Subscribe:output_type -> jobwire.v1.SubscribeResponse
+	51,  // 159: jobwire.v1.QueueService.CancelJob:output_type -> jobwire.v1.CancelJobResponse
+	53,  // 160: jobwire.v1.QueueService.PauseQueue:output_type -> jobwire.v1.PauseQueueResponse
+	55,  // 161: jobwire.v1.QueueService.ResumeQueue:output_type -> jobwire.v1.ResumeQueueResponse
+	58,  // 162: jobwire.v1.QueueService.ListJobs:output_type -> jobwire.v1.ListJobsResponse
+	60,  // 163: jobwire.v1.QueueService.RetryJob:output_type -> jobwire.v1.RetryJobResponse
+	62,  // 164: jobwire.v1.QueueService.RetryDeadJobs:output_type -> jobwire.v1.RetryDeadJobsResponse
+	64,  // 165: jobwire.v1.QueueService.DeleteJob:output_type -> jobwire.v1.DeleteJobResponse
+	66,  // 166: jobwire.v1.QueueService.PurgeQueue:output_type -> jobwire.v1.PurgeQueueResponse
+	68,  // 167: jobwire.v1.QueueService.ListWorkers:output_type -> jobwire.v1.ListWorkersResponse
+	86,  // 168: jobwire.v1.QueueService.RetryJobs:output_type -> jobwire.v1.RetryJobsResponse
+	88,  // 169: jobwire.v1.QueueService.CancelJobs:output_type -> jobwire.v1.CancelJobsResponse
+	90,  // 170: jobwire.v1.QueueService.DeleteJobs:output_type -> jobwire.v1.DeleteJobsResponse
+	92,  // 171: jobwire.v1.QueueService.ListDeadJobGroups:output_type -> jobwire.v1.ListDeadJobGroupsResponse
+	95,  // 172: jobwire.v1.QueueService.GetQueueActivity:output_type -> jobwire.v1.GetQueueActivityResponse
+	99,  // 173: jobwire.v1.QueueService.SubscribeQueues:output_type -> jobwire.v1.SubscribeQueuesResponse
+	101, // 174: jobwire.v1.QueueService.GetAccess:output_type -> jobwire.v1.GetAccessResponse
+	105, // 175: jobwire.v1.QueueService.SetQueueSettings:output_type -> jobwire.v1.SetQueueSettingsResponse
+	107, // 176: jobwire.v1.QueueService.GetQueueSettings:output_type -> jobwire.v1.GetQueueSettingsResponse
+	71,  // 177: jobwire.v1.SessionService.CreateSession:output_type -> jobwire.v1.CreateSessionResponse
+	74,  // 178: jobwire.v1.SessionService.GetSession:output_type -> jobwire.v1.GetSessionResponse
+	76,  // 179: jobwire.v1.SessionService.UpdateSession:output_type -> jobwire.v1.UpdateSessionResponse
+	78,  // 180: jobwire.v1.SessionService.DeleteSession:output_type -> jobwire.v1.DeleteSessionResponse
+	80,  // 181: jobwire.v1.SessionService.ListSessions:output_type -> jobwire.v1.ListSessionsResponse
+	145, // [145:182] is the sub-list for method output_type
+	108, // [108:145] is the sub-list for method input_type
+	108, // [108:108] is the sub-list for extension type_name
+	108, // [108:108] is the sub-list for extension extendee
+	0,   // [0:108] is the sub-list for field type_name
 }
 
 func init() { file_jobwire_v1_jobwire_proto_init() }
@@ -7994,7 +8196,7 @@ func file_jobwire_v1_jobwire_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_jobwire_v1_jobwire_proto_rawDesc), len(file_jobwire_v1_jobwire_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   108,
+			NumMessages:   109,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

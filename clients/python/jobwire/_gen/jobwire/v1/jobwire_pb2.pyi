@@ -329,6 +329,8 @@ class AddJobRequest(_message.Message):
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     SESSION_ID_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_GENERATED_FIELD_NUMBER: _builtins.int
+    RATE_KEY_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     """The queue: 1 to 128 characters of A-Z a-z 0-9 `_` `.` `:` `-`. Created on first use."""
     type: _builtins.str
@@ -356,6 +358,17 @@ class AddJobRequest(_message.Message):
     request; a chosen key for the idempotency window (default 24 h). A repeat is recognised
     among keys sent the same way (a retry resends the same request, so it is). The server never
     infers this from the key's text. Ignored without a key.
+    """
+    rate_key: _builtins.str
+    """The key whose rate limit this job counts against (a customer, an API host...): the
+    queue's `key_rate` setting limits how fast the jobs of each key start. 1 to 128 bytes, no
+    control characters; empty: none. Not with `session_id`. See QueueSettings for the rules.
+    """
+    concurrency_key: _builtins.str
+    """The key whose concurrency cap this job counts against: the queue's `key_concurrency`
+    setting caps how many jobs of each key are active at once. As `rate_key`; it may differ
+    from it. Jobs with the same `rate_key` and `concurrency_key` start in the queue's order
+    (higher priority first, then FIFO); keys take turns (round robin).
     """
     @_builtins.property
     def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
@@ -399,10 +412,12 @@ class AddJobRequest(_message.Message):
         idempotency_key: _builtins.str = ...,
         session_id: _builtins.str = ...,
         idempotency_key_generated: _builtins.bool = ...,
+        rate_key: _builtins.str = ...,
+        concurrency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_attempts", b"_max_attempts", "backoff", b"backoff", "delay", b"delay", "max_attempts", b"max_attempts", "run_at", b"run_at", "schedule", b"schedule", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_attempts", b"_max_attempts", "backoff", b"backoff", "delay", b"delay", "headers", b"headers", "idempotency_key", b"idempotency_key", "idempotency_key_generated", b"idempotency_key_generated", "max_attempts", b"max_attempts", "payload", b"payload", "priority", b"priority", "queue", b"queue", "run_at", b"run_at", "schedule", b"schedule", "session_id", b"session_id", "timeout", b"timeout", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_attempts", b"_max_attempts", "backoff", b"backoff", "concurrency_key", b"concurrency_key", "delay", b"delay", "headers", b"headers", "idempotency_key", b"idempotency_key", "idempotency_key_generated", b"idempotency_key_generated", "max_attempts", b"max_attempts", "payload", b"payload", "priority", b"priority", "queue", b"queue", "rate_key", b"rate_key", "run_at", b"run_at", "schedule", b"schedule", "session_id", b"session_id", "timeout", b"timeout", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_attempts: _TypeAlias = _typing.Literal["max_attempts"]  # noqa: Y015
     _WhichOneofArgType__max_attempts: _TypeAlias = _typing.Literal["_max_attempts", b"_max_attempts"]  # noqa: Y015
@@ -1358,6 +1373,8 @@ class ReturnJobRequest(_message.Message):
     JOB_ID_FIELD_NUMBER: _builtins.int
     LEASE_TOKEN_FIELD_NUMBER: _builtins.int
     STOP_STREAM_FIELD_NUMBER: _builtins.int
+    RETRY_AFTER_FIELD_NUMBER: _builtins.int
+    HOLD_KEY_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The delivered job's id."""
     lease_token: _builtins.str
@@ -1366,16 +1383,31 @@ class ReturnJobRequest(_message.Message):
     """Also stop sending jobs on the stream that received this one: its worker is stopping and
     will close the stream once its running jobs are acknowledged.
     """
+    hold_key: _builtins.bool
+    """With `retry_after`: the job's `rate_key` waits as long too, so no other job of that key
+    starts before then (its budget is pushed back; needs the queue's `key_rate`, and does
+    nothing for a job without a rate key). Without `retry_after`: INVALID_ARGUMENT.
+    """
+    @_builtins.property
+    def retry_after(self) -> _duration_pb2.Duration:
+        """"Rate limited upstream, retry after X" (e.g. the API the job calls answered 429 with
+        Retry-After): the job runs again after this long, 0 to 7 days, delayed meanwhile, without
+        spending an attempt or counting a lost delivery. Unset: the job goes back at the head of
+        its queue at once, as a plain return.
+        """
+
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
         lease_token: _builtins.str = ...,
         stop_stream: _builtins.bool = ...,
+        retry_after: _duration_pb2.Duration | None = ...,
+        hold_key: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["retry_after", b"retry_after"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "lease_token", b"lease_token", "stop_stream", b"stop_stream"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hold_key", b"hold_key", "job_id", b"job_id", "lease_token", b"lease_token", "retry_after", b"retry_after", "stop_stream", b"stop_stream"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1640,6 +1672,9 @@ class QueueStats(_message.Message):
     EVENTS_SHED_FIELD_NUMBER: _builtins.int
     CONCURRENCY_LIMIT_FIELD_NUMBER: _builtins.int
     HELD_BY_CONCURRENCY_FIELD_NUMBER: _builtins.int
+    HELD_BY_RATE_FIELD_NUMBER: _builtins.int
+    HELD_BY_KEY_CONCURRENCY_FIELD_NUMBER: _builtins.int
+    WAITING_KEYS_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     """The queue."""
     waiting: _builtins.int
@@ -1684,6 +1719,17 @@ class QueueStats(_message.Message):
     """Jobs ready to run but held back because the queue is at its concurrency cap: all of
     `waiting` while active jobs are at (or above) the cap, else 0.
     """
+    held_by_rate: _builtins.int
+    """Jobs ready to run but held back by a rate limit: all of `waiting` while the queue's own
+    `rate` lets none start, else the jobs of the rate keys over their `key_rate` (read for at
+    most 1,000 keys).
+    """
+    held_by_key_concurrency: _builtins.int
+    """Jobs ready to run but held back because their `concurrency_key` is at `key_concurrency`
+    (read for at most 1,000 keys).
+    """
+    waiting_keys: _builtins.int
+    """Keys with jobs waiting: each pair of `rate_key` and `concurrency_key` jobs carry."""
     @_builtins.property
     def oldest_waiting_age(self) -> _duration_pb2.Duration:
         """How long the oldest ready job has been ready; zero when none is waiting."""
@@ -1709,10 +1755,13 @@ class QueueStats(_message.Message):
         events_shed: _builtins.int = ...,
         concurrency_limit: _builtins.int | None = ...,
         held_by_concurrency: _builtins.int = ...,
+        held_by_rate: _builtins.int = ...,
+        held_by_key_concurrency: _builtins.int = ...,
+        waiting_keys: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_concurrency_limit", b"_concurrency_limit", "concurrency_limit", b"concurrency_limit", "oldest_waiting_age", b"oldest_waiting_age"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_concurrency_limit", b"_concurrency_limit", "active", b"active", "cancelled", b"cancelled", "cancelled_shed", b"cancelled_shed", "completed", b"completed", "completed_shed", b"completed_shed", "concurrency_limit", b"concurrency_limit", "dead", b"dead", "dead_evicted", b"dead_evicted", "dead_shed", b"dead_shed", "delayed", b"delayed", "events_shed", b"events_shed", "held_by_concurrency", b"held_by_concurrency", "oldest_waiting_age", b"oldest_waiting_age", "paused", b"paused", "queue", b"queue", "session_pending", b"session_pending", "sessions", b"sessions", "waiting", b"waiting"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_concurrency_limit", b"_concurrency_limit", "active", b"active", "cancelled", b"cancelled", "cancelled_shed", b"cancelled_shed", "completed", b"completed", "completed_shed", b"completed_shed", "concurrency_limit", b"concurrency_limit", "dead", b"dead", "dead_evicted", b"dead_evicted", "dead_shed", b"dead_shed", "delayed", b"delayed", "events_shed", b"events_shed", "held_by_concurrency", b"held_by_concurrency", "held_by_key_concurrency", b"held_by_key_concurrency", "held_by_rate", b"held_by_rate", "oldest_waiting_age", b"oldest_waiting_age", "paused", b"paused", "queue", b"queue", "session_pending", b"session_pending", "sessions", b"sessions", "waiting", b"waiting", "waiting_keys", b"waiting_keys"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__concurrency_limit: _TypeAlias = _typing.Literal["concurrency_limit"]  # noqa: Y015
     _WhichOneofArgType__concurrency_limit: _TypeAlias = _typing.Literal["_concurrency_limit", b"_concurrency_limit"]  # noqa: Y015
@@ -3399,6 +3448,9 @@ class QueueSettings(_message.Message):
     DEAD_RETENTION_FIELD_NUMBER: _builtins.int
     DEAD_MAX_FIELD_NUMBER: _builtins.int
     CONCURRENCY_FIELD_NUMBER: _builtins.int
+    RATE_FIELD_NUMBER: _builtins.int
+    KEY_RATE_FIELD_NUMBER: _builtins.int
+    KEY_CONCURRENCY_FIELD_NUMBER: _builtins.int
     max_waiting: _builtins.int
     """The most jobs the queue may hold waiting (ready, delayed or retrying, or pending in a
     session; not active ones): an add past it is RESOURCE_EXHAUSTED. 1 to 1,000,000,000. Falls
@@ -3420,6 +3472,14 @@ class QueueSettings(_message.Message):
     lease ends, which wakes the dispatchers. Jobs still start highest priority first: the cap
     decides how many start, never which.
     """
+    key_concurrency: _builtins.int
+    """The most jobs of one `concurrency_key` active at once, on every instance and worker
+    together: 1 to 1,000,000,000; no cap when unset. Counted and checked atomically inside each
+    lease like `concurrency`; a slot is freed by every way a lease ends. Which wins when a
+    higher-priority job's key is at its cap: the job that may run. A key at its cap (or over
+    its rate) is skipped and the lease takes the highest-priority job among those whose keys
+    have room; "higher priority first" holds among the jobs that may run, and within a key.
+    """
     @_builtins.property
     def timeout(self) -> _duration_pb2.Duration:
         """The attempt timeout of a job added without `timeout`: 10 ms to 24 h. Falls back to 30 min."""
@@ -3440,6 +3500,22 @@ class QueueSettings(_message.Message):
     def dead_retention(self) -> _duration_pb2.Duration:
         """How long dead jobs are kept: 1 ms to 365 days. Falls back to `--dead-retention`."""
 
+    @_builtins.property
+    def rate(self) -> Global___RateLimit:
+        """The most jobs of the queue that may start per period, all keys together. Enforced inside
+        each lease (a dispatcher's round and the refill of an ack) with GCRA: jobs start at most
+        `burst` at once, then one every `period / count`, so no window ever lets more through than
+        `burst` plus its share; a queue over its rate leases nothing and its dispatchers wake when
+        the next job may start (no polling). No limit when unset.
+        """
+
+    @_builtins.property
+    def key_rate(self) -> Global___RateLimit:
+        """The rate limit of each `rate_key`, applied to every key on its own (GCRA, as `rate`). A
+        key out of budget is skipped, without holding back other keys or jobs without a key, and
+        comes back when its next job may start. No limit when unset.
+        """
+
     def __init__(
         self,
         *,
@@ -3452,10 +3528,13 @@ class QueueSettings(_message.Message):
         dead_retention: _duration_pb2.Duration | None = ...,
         dead_max: _builtins.int | None = ...,
         concurrency: _builtins.int | None = ...,
+        rate: Global___RateLimit | None = ...,
+        key_rate: Global___RateLimit | None = ...,
+        key_concurrency: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_completed_max", b"_completed_max", "_concurrency", b"_concurrency", "_dead_max", b"_dead_max", "_max_attempts", b"_max_attempts", "_max_waiting", b"_max_waiting", "backoff", b"backoff", "completed_max", b"completed_max", "completed_retention", b"completed_retention", "concurrency", b"concurrency", "dead_max", b"dead_max", "dead_retention", b"dead_retention", "max_attempts", b"max_attempts", "max_waiting", b"max_waiting", "timeout", b"timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_completed_max", b"_completed_max", "_concurrency", b"_concurrency", "_dead_max", b"_dead_max", "_key_concurrency", b"_key_concurrency", "_max_attempts", b"_max_attempts", "_max_waiting", b"_max_waiting", "backoff", b"backoff", "completed_max", b"completed_max", "completed_retention", b"completed_retention", "concurrency", b"concurrency", "dead_max", b"dead_max", "dead_retention", b"dead_retention", "key_concurrency", b"key_concurrency", "key_rate", b"key_rate", "max_attempts", b"max_attempts", "max_waiting", b"max_waiting", "rate", b"rate", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_completed_max", b"_completed_max", "_concurrency", b"_concurrency", "_dead_max", b"_dead_max", "_max_attempts", b"_max_attempts", "_max_waiting", b"_max_waiting", "backoff", b"backoff", "completed_max", b"completed_max", "completed_retention", b"completed_retention", "concurrency", b"concurrency", "dead_max", b"dead_max", "dead_retention", b"dead_retention", "max_attempts", b"max_attempts", "max_waiting", b"max_waiting", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_completed_max", b"_completed_max", "_concurrency", b"_concurrency", "_dead_max", b"_dead_max", "_key_concurrency", b"_key_concurrency", "_max_attempts", b"_max_attempts", "_max_waiting", b"_max_waiting", "backoff", b"backoff", "completed_max", b"completed_max", "completed_retention", b"completed_retention", "concurrency", b"concurrency", "dead_max", b"dead_max", "dead_retention", b"dead_retention", "key_concurrency", b"key_concurrency", "key_rate", b"key_rate", "max_attempts", b"max_attempts", "max_waiting", b"max_waiting", "rate", b"rate", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__completed_max: _TypeAlias = _typing.Literal["completed_max"]  # noqa: Y015
     _WhichOneofArgType__completed_max: _TypeAlias = _typing.Literal["_completed_max", b"_completed_max"]  # noqa: Y015
@@ -3463,6 +3542,8 @@ class QueueSettings(_message.Message):
     _WhichOneofArgType__concurrency: _TypeAlias = _typing.Literal["_concurrency", b"_concurrency"]  # noqa: Y015
     _WhichOneofReturnType__dead_max: _TypeAlias = _typing.Literal["dead_max"]  # noqa: Y015
     _WhichOneofArgType__dead_max: _TypeAlias = _typing.Literal["_dead_max", b"_dead_max"]  # noqa: Y015
+    _WhichOneofReturnType__key_concurrency: _TypeAlias = _typing.Literal["key_concurrency"]  # noqa: Y015
+    _WhichOneofArgType__key_concurrency: _TypeAlias = _typing.Literal["_key_concurrency", b"_key_concurrency"]  # noqa: Y015
     _WhichOneofReturnType__max_attempts: _TypeAlias = _typing.Literal["max_attempts"]  # noqa: Y015
     _WhichOneofArgType__max_attempts: _TypeAlias = _typing.Literal["_max_attempts", b"_max_attempts"]  # noqa: Y015
     _WhichOneofReturnType__max_waiting: _TypeAlias = _typing.Literal["max_waiting"]  # noqa: Y015
@@ -3474,11 +3555,47 @@ class QueueSettings(_message.Message):
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__dead_max) -> _WhichOneofReturnType__dead_max | None: ...
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__key_concurrency) -> _WhichOneofReturnType__key_concurrency | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_attempts) -> _WhichOneofReturnType__max_attempts | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_waiting) -> _WhichOneofReturnType__max_waiting | None: ...
 
 Global___QueueSettings: _TypeAlias = QueueSettings  # noqa: Y015
+
+@_typing.final
+class RateLimit(_message.Message):
+    """A rate: at most `count` jobs per `period`, in bursts of at most `burst`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNT_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    BURST_FIELD_NUMBER: _builtins.int
+    count: _builtins.int
+    """Jobs per period: 1 to 1,000,000."""
+    burst: _builtins.int
+    """The most jobs that may start at once after a quiet spell: 1 to 1,000,000. Unset or 0: the
+    jobs of a tenth of the period, at least 1.
+    """
+    @_builtins.property
+    def period(self) -> _duration_pb2.Duration:
+        """The period: 1 ms to 24 h. Unset: 1 s."""
+
+    def __init__(
+        self,
+        *,
+        count: _builtins.int = ...,
+        period: _duration_pb2.Duration | None = ...,
+        burst: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["period", b"period"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["burst", b"burst", "count", b"count", "period", b"period"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RateLimit: _TypeAlias = RateLimit  # noqa: Y015
 
 @_typing.final
 class SetQueueSettingsRequest(_message.Message):

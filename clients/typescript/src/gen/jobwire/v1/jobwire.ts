@@ -242,6 +242,19 @@ export interface AddJobRequest {
    * infers this from the key's text. Ignored without a key.
    */
   idempotencyKeyGenerated: boolean;
+  /**
+   * The key whose rate limit this job counts against (a customer, an API host...): the
+   * queue's `key_rate` setting limits how fast the jobs of each key start. 1 to 128 bytes, no
+   * control characters; empty: none. Not with `session_id`. See QueueSettings for the rules.
+   */
+  rateKey: string;
+  /**
+   * The key whose concurrency cap this job counts against: the queue's `key_concurrency`
+   * setting caps how many jobs of each key are active at once. As `rate_key`; it may differ
+   * from it. Jobs with the same `rate_key` and `concurrency_key` start in the queue's order
+   * (higher priority first, then FIFO); keys take turns (round robin).
+   */
+  concurrencyKey: string;
 }
 
 export interface AddJobRequest_HeadersEntry {
@@ -616,6 +629,21 @@ export interface ReturnJobRequest {
    * will close the stream once its running jobs are acknowledged.
    */
   stopStream: boolean;
+  /**
+   * "Rate limited upstream, retry after X" (e.g. the API the job calls answered 429 with
+   * Retry-After): the job runs again after this long, 0 to 7 days, delayed meanwhile, without
+   * spending an attempt or counting a lost delivery. Unset: the job goes back at the head of
+   * its queue at once, as a plain return.
+   */
+  retryAfter:
+    | Duration
+    | undefined;
+  /**
+   * With `retry_after`: the job's `rate_key` waits as long too, so no other job of that key
+   * starts before then (its budget is pushed back; needs the queue's `key_rate`, and does
+   * nothing for a job without a rate key). Without `retry_after`: INVALID_ARGUMENT.
+   */
+  holdKey: boolean;
 }
 
 export interface ReturnJobResponse {
@@ -761,6 +789,19 @@ export interface QueueStats {
    * `waiting` while active jobs are at (or above) the cap, else 0.
    */
   heldByConcurrency: number;
+  /**
+   * Jobs ready to run but held back by a rate limit: all of `waiting` while the queue's own
+   * `rate` lets none start, else the jobs of the rate keys over their `key_rate` (read for at
+   * most 1,000 keys).
+   */
+  heldByRate: number;
+  /**
+   * Jobs ready to run but held back because their `concurrency_key` is at `key_concurrency`
+   * (read for at most 1,000 keys).
+   */
+  heldByKeyConcurrency: number;
+  /** Keys with jobs waiting: each pair of `rate_key` and `concurrency_key` jobs carry. */
+  waitingKeys: number;
 }
 
 /**
@@ -1352,7 +1393,51 @@ export interface QueueSettings {
    * lease ends, which wakes the dispatchers. Jobs still start highest priority first: the cap
    * decides how many start, never which.
    */
-  concurrency?: number | undefined;
+  concurrency?:
+    | number
+    | undefined;
+  /**
+   * The most jobs of the queue that may start per period, all keys together. Enforced inside
+   * each lease (a dispatcher's round and the refill of an ack) with GCRA: jobs start at most
+   * `burst` at once, then one every `period / count`, so no window ever lets more through than
+   * `burst` plus its share; a queue over its rate leases nothing and its dispatchers wake when
+   * the next job may start (no polling). No limit when unset.
+   */
+  rate:
+    | RateLimit
+    | undefined;
+  /**
+   * The rate limit of each `rate_key`, applied to every key on its own (GCRA, as `rate`). A
+   * key out of budget is skipped, without holding back other keys or jobs without a key, and
+   * comes back when its next job may start. No limit when unset.
+   */
+  keyRate:
+    | RateLimit
+    | undefined;
+  /**
+   * The most jobs of one `concurrency_key` active at once, on every instance and worker
+   * together: 1 to 1,000,000,000; no cap when unset. Counted and checked atomically inside each
+   * lease like `concurrency`; a slot is freed by every way a lease ends. Which wins when a
+   * higher-priority job's key is at its cap: the job that may run. A key at its cap (or over
+   * its rate) is skipped and the lease takes the highest-priority job among those whose keys
+   * have room; "higher priority first" holds among the jobs that may run, and within a key.
+   */
+  keyConcurrency?: number | undefined;
+}
+
+/** A rate: at most `count` jobs per `period`, in bursts of at most `burst`. */
+export interface RateLimit {
+  /** Jobs per period: 1 to 1,000,000. */
+  count: number;
+  /** The period: 1 ms to 24 h. Unset: 1 s. */
+  period:
+    | Duration
+    | undefined;
+  /**
+   * The most jobs that may start at once after a quiet spell: 1 to 1,000,000. Unset or 0: the
+   * jobs of a tenth of the period, at least 1.
+   */
+  burst: number;
 }
 
 export interface SetQueueSettingsRequest {
@@ -1512,6 +1597,8 @@ function createBaseAddJobRequest(): AddJobRequest {
     idempotencyKey: "",
     sessionId: "",
     idempotencyKeyGenerated: false,
+    rateKey: "",
+    concurrencyKey: "",
   };
 }
 
@@ -1557,6 +1644,12 @@ export const AddJobRequest: MessageFns<AddJobRequest> = {
     }
     if (message.idempotencyKeyGenerated !== false) {
       writer.uint32(104).bool(message.idempotencyKeyGenerated);
+    }
+    if (message.rateKey !== "") {
+      writer.uint32(114).string(message.rateKey);
+    }
+    if (message.concurrencyKey !== "") {
+      writer.uint32(122).string(message.concurrencyKey);
     }
     return writer;
   },
@@ -1681,6 +1774,22 @@ export const AddJobRequest: MessageFns<AddJobRequest> = {
             message.idempotencyKeyGenerated = reader.bool();
             continue;
           }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.rateKey = reader.string();
+            continue;
+          }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.concurrencyKey = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1735,6 +1844,8 @@ export const AddJobRequest: MessageFns<AddJobRequest> = {
     message.idempotencyKey = object.idempotencyKey ?? "";
     message.sessionId = object.sessionId ?? "";
     message.idempotencyKeyGenerated = object.idempotencyKeyGenerated ?? false;
+    message.rateKey = object.rateKey ?? "";
+    message.concurrencyKey = object.concurrencyKey ?? "";
     return message;
   },
 };
@@ -4202,7 +4313,7 @@ export const ExtendLeaseResponse: MessageFns<ExtendLeaseResponse> = {
 };
 
 function createBaseReturnJobRequest(): ReturnJobRequest {
-  return { jobId: "", leaseToken: "", stopStream: false };
+  return { jobId: "", leaseToken: "", stopStream: false, retryAfter: undefined, holdKey: false };
 }
 
 export const ReturnJobRequest: MessageFns<ReturnJobRequest> = {
@@ -4215,6 +4326,12 @@ export const ReturnJobRequest: MessageFns<ReturnJobRequest> = {
     }
     if (message.stopStream !== false) {
       writer.uint32(24).bool(message.stopStream);
+    }
+    if (message.retryAfter !== undefined) {
+      Duration.encode(message.retryAfter, writer.uint32(34).fork()).join();
+    }
+    if (message.holdKey !== false) {
+      writer.uint32(40).bool(message.holdKey);
     }
     return writer;
   },
@@ -4256,6 +4373,22 @@ export const ReturnJobRequest: MessageFns<ReturnJobRequest> = {
             message.stopStream = reader.bool();
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.retryAfter = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.holdKey = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4276,6 +4409,10 @@ export const ReturnJobRequest: MessageFns<ReturnJobRequest> = {
     message.jobId = object.jobId ?? "";
     message.leaseToken = object.leaseToken ?? "";
     message.stopStream = object.stopStream ?? false;
+    message.retryAfter = (object.retryAfter !== undefined && object.retryAfter !== null)
+      ? Duration.fromPartial(object.retryAfter)
+      : undefined;
+    message.holdKey = object.holdKey ?? false;
     return message;
   },
 };
@@ -4961,6 +5098,9 @@ function createBaseQueueStats(): QueueStats {
     eventsShed: 0,
     concurrencyLimit: undefined,
     heldByConcurrency: 0,
+    heldByRate: 0,
+    heldByKeyConcurrency: 0,
+    waitingKeys: 0,
   };
 }
 
@@ -5019,6 +5159,15 @@ export const QueueStats: MessageFns<QueueStats> = {
     }
     if (message.heldByConcurrency !== 0) {
       writer.uint32(144).uint64(message.heldByConcurrency);
+    }
+    if (message.heldByRate !== 0) {
+      writer.uint32(152).uint64(message.heldByRate);
+    }
+    if (message.heldByKeyConcurrency !== 0) {
+      writer.uint32(160).uint64(message.heldByKeyConcurrency);
+    }
+    if (message.waitingKeys !== 0) {
+      writer.uint32(168).uint64(message.waitingKeys);
     }
     return writer;
   },
@@ -5180,6 +5329,30 @@ export const QueueStats: MessageFns<QueueStats> = {
             message.heldByConcurrency = longToNumber(reader.uint64());
             continue;
           }
+          case 19: {
+            if (tag !== 152) {
+              break;
+            }
+
+            message.heldByRate = longToNumber(reader.uint64());
+            continue;
+          }
+          case 20: {
+            if (tag !== 160) {
+              break;
+            }
+
+            message.heldByKeyConcurrency = longToNumber(reader.uint64());
+            continue;
+          }
+          case 21: {
+            if (tag !== 168) {
+              break;
+            }
+
+            message.waitingKeys = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -5217,6 +5390,9 @@ export const QueueStats: MessageFns<QueueStats> = {
     message.eventsShed = object.eventsShed ?? 0;
     message.concurrencyLimit = object.concurrencyLimit ?? undefined;
     message.heldByConcurrency = object.heldByConcurrency ?? 0;
+    message.heldByRate = object.heldByRate ?? 0;
+    message.heldByKeyConcurrency = object.heldByKeyConcurrency ?? 0;
+    message.waitingKeys = object.waitingKeys ?? 0;
     return message;
   },
 };
@@ -9596,6 +9772,9 @@ function createBaseQueueSettings(): QueueSettings {
     deadRetention: undefined,
     deadMax: undefined,
     concurrency: undefined,
+    rate: undefined,
+    keyRate: undefined,
+    keyConcurrency: undefined,
   };
 }
 
@@ -9627,6 +9806,15 @@ export const QueueSettings: MessageFns<QueueSettings> = {
     }
     if (message.concurrency !== undefined) {
       writer.uint32(72).uint32(message.concurrency);
+    }
+    if (message.rate !== undefined) {
+      RateLimit.encode(message.rate, writer.uint32(82).fork()).join();
+    }
+    if (message.keyRate !== undefined) {
+      RateLimit.encode(message.keyRate, writer.uint32(90).fork()).join();
+    }
+    if (message.keyConcurrency !== undefined) {
+      writer.uint32(96).uint32(message.keyConcurrency);
     }
     return writer;
   },
@@ -9716,6 +9904,30 @@ export const QueueSettings: MessageFns<QueueSettings> = {
             message.concurrency = reader.uint32();
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.rate = RateLimit.decode(reader, reader.uint32());
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.keyRate = RateLimit.decode(reader, reader.uint32());
+            continue;
+          }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.keyConcurrency = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -9750,6 +9962,92 @@ export const QueueSettings: MessageFns<QueueSettings> = {
       : undefined;
     message.deadMax = object.deadMax ?? undefined;
     message.concurrency = object.concurrency ?? undefined;
+    message.rate = (object.rate !== undefined && object.rate !== null) ? RateLimit.fromPartial(object.rate) : undefined;
+    message.keyRate = (object.keyRate !== undefined && object.keyRate !== null)
+      ? RateLimit.fromPartial(object.keyRate)
+      : undefined;
+    message.keyConcurrency = object.keyConcurrency ?? undefined;
+    return message;
+  },
+};
+
+function createBaseRateLimit(): RateLimit {
+  return { count: 0, period: undefined, burst: 0 };
+}
+
+export const RateLimit: MessageFns<RateLimit> = {
+  encode(message: RateLimit, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.count !== 0) {
+      writer.uint32(8).uint32(message.count);
+    }
+    if (message.period !== undefined) {
+      Duration.encode(message.period, writer.uint32(18).fork()).join();
+    }
+    if (message.burst !== 0) {
+      writer.uint32(24).uint32(message.burst);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RateLimit {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRateLimit();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.count = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.period = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.burst = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<RateLimit>, I>>(base?: I): RateLimit {
+    return RateLimit.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RateLimit>, I>>(object: I): RateLimit {
+    const message = createBaseRateLimit();
+    message.count = object.count ?? 0;
+    message.period = (object.period !== undefined && object.period !== null)
+      ? Duration.fromPartial(object.period)
+      : undefined;
+    message.burst = object.burst ?? 0;
     return message;
   },
 };
