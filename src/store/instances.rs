@@ -168,7 +168,7 @@ impl Instances {
         Ok(())
     }
 
-    /// One step of the SCAN over every queue's keys: registers the queues found in this page
+    /// One step of the SCAN over every queue's keys (on a cluster, master after master): registers the queues found in this page
     /// (registering is idempotent) and returns the cursor of the next step (0 once the scan
     /// went round) and the queues found. Each step costs one SCAN of `count` and, when it found
     /// any queue, one `queues_register` call; a full round takes as many steps as the keyspace
@@ -176,12 +176,7 @@ impl Instances {
     pub async fn discover_queues(&self, cursor: u64, count: usize) -> Result<(u64, Vec<String>)> {
         let keys = self.backend.keys();
         let pattern = keys.all_queues_pattern();
-        let (next, batch): (u64, Vec<String>) = self
-            .backend
-            .with_conn(async |c| {
-                redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(count).query_async(c).await
-            })
-            .await?;
+        let (next, batch) = self.backend.scan_page(cursor, &pattern, count, None).await?;
         let mut queues: Vec<&str> = batch.iter().filter_map(|k| keys.queue_of(k)).collect();
         queues.sort_unstable();
         queues.dedup();
