@@ -140,8 +140,15 @@ impl Backend {
             let Some(cluster) = self.link.cluster() else {
                 return Err(StoreError::Config("no Redis link".into()));
             };
-            let mut conn = Connection::Cluster(cluster.clone());
-            return timed(f(&mut conn)).await.map_err(StoreError::from);
+            let mut conn = Connection::Cluster(cluster);
+            let result = timed(f(&mut conn)).await;
+            if result
+                .as_ref()
+                .is_err_and(|e| is_transport(e) || e.kind() == redis::ErrorKind::ClusterConnectionNotFound)
+            {
+                self.link.renew_after_failure();
+            }
+            return result.map_err(StoreError::from);
         };
         let mut conn = pool.get().await.map_err(|e| match e {
             bb8::RunError::User(e) => StoreError::from(e),

@@ -135,6 +135,16 @@ impl Instances {
         self.backend.call_global(&HeartbeatArgs { registry: &registry, instance, ttl }).await
     }
 
+    /// Whether every master answers (one PING each; on one node, nothing to check beyond the
+    /// heartbeat): on a cluster the heartbeat reaches only the registry's master, and a queue
+    /// whose master is down, or failed over but not yet followed, cannot be served.
+    pub async fn every_master_answers(&self) -> Result<()> {
+        if self.backend.is_cluster() {
+            self.backend.on_every_master(&redis::cmd("PING")).await?;
+        }
+        Ok(())
+    }
+
     /// Drops instances from the registry once their leases have been reaped everywhere.
     pub async fn forget_instances(&self, ids: &[String]) -> Result<()> {
         if ids.is_empty() {

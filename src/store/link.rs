@@ -11,14 +11,15 @@
 //!   first key, follows `MOVED` and `ASK`, retries `TRYAGAIN`, and refreshes the slot map and
 //!   reconnects when a node fails or a replica is promoted; every call is still bounded by the
 //!   configured timeout overall (retries included), so a slot without a master turns into
-//!   `UNAVAILABLE` quickly. It connects in the background: the store is built while the cluster
+//!   `UNAVAILABLE` quickly. A call that fails in transport renews the connection (at most once a
+//!   second), so a master that died is forgotten once the cluster has promoted its replica.
+//!   It connects in the background: the store is built while the cluster
 //!   is down, and the first call that finds it up completes the connection.
 //!
 //! Pub/sub goes on a connection of its own speaking RESP3 (pushes arrive on a channel, and
 //! subscribing goes on while messages flow): [`Link::subscriber`]. On a cluster, the client
-//! sends each `SSUBSCRIBE` to the master of the channel's slot and subscribes again by itself
-//! after a failover; on one node, a lost connection ends the subscriber and the caller makes a
-//! new one.
+//! sends each `SSUBSCRIBE` to the master of the channel's slot; on either, a lost node ends
+//! the subscriber and the caller makes a new one (which learns the slot map afresh).
 
 use std::time::Duration;
 
@@ -95,8 +96,8 @@ pub(super) enum Link {
 
 /// The cluster side of [`Link`].
 pub(super) struct Cluster {
-    /// The one cluster connection of the calls, cloned per call.
-    conn: ClusterConnection,
+    /// The one cluster connection of the calls, cloned per call, and when it was made.
+    conn: std::sync::Mutex<(ClusterConnection, std::time::Instant)>,
     client: ClusterClient,
     /// The same seeds in RESP3, for the subscriber.
     pushes: ClusterClient,
@@ -110,6 +111,7 @@ impl Link {
             let client = cluster_client(&config.url, &config.access, config.timeout, redis::ProtocolVersion::RESP2)?;
             let pushes = cluster_client(&config.url, &config.access, config.timeout, redis::ProtocolVersion::RESP3)?;
             let conn = client.get_pending_async_connection_with_config(call_config(config.timeout, config.timeout));
+            let conn = std::sync::Mutex::new((conn, std::time::Instant::now()));
             return Ok(Self::Cluster(Box::new(Cluster { conn, client, pushes, timeout: config.timeout })));
         }
         let client = connect::client(&config.url, &config.access, redis::ProtocolVersion::RESP2)?;
@@ -171,14 +173,31 @@ impl Link {
         }
     }
 
-    /// The cluster connection (None on a single node).
-    pub(super) fn cluster(&self) -> Option<&ClusterConnection> {
+    /// A handle of the cluster connection (None on a single node).
+    pub(super) fn cluster(&self) -> Option<ClusterConnection> {
         match self {
-            Self::Cluster(cluster) => Some(&cluster.conn),
+            Self::Cluster(cluster) => Some(cluster.conn.lock().unwrap_or_else(|e| e.into_inner()).0.clone()),
             Self::Node { .. } => None,
         }
     }
+
+    /// After a call failed in transport on a cluster: replaces the cluster connection with a
+    /// new one (at most once per [`RENEW_EVERY`]), which learns the slot map afresh from the
+    /// seeds. The client refreshes its map on `MOVED`, but a master that died answers nothing,
+    /// and the client would keep reconnecting to it after its replica took over.
+    pub(super) fn renew_after_failure(&self) {
+        let Self::Cluster(cluster) = self else { return };
+        let mut conn = cluster.conn.lock().unwrap_or_else(|e| e.into_inner());
+        if conn.1.elapsed() >= RENEW_EVERY {
+            let fresh =
+                cluster.client.get_pending_async_connection_with_config(call_config(cluster.timeout, cluster.timeout));
+            *conn = (fresh, std::time::Instant::now());
+        }
+    }
 }
+
+/// The least time between two renewals of a cluster connection.
+const RENEW_EVERY: Duration = Duration::from_secs(1);
 
 /// Timeouts of a cluster connection: `response` per attempt, and overall (retries included).
 fn call_config(connect: Duration, response: Duration) -> ClusterConfig {

@@ -120,7 +120,18 @@ pub enum StoreError {
 impl From<RedisError> for StoreError {
     fn from(e: RedisError) -> Self {
         use redis::{ErrorKind, ServerErrorKind};
-        let retryable = matches!(e.kind(), ErrorKind::Server(ServerErrorKind::BusyLoading | ServerErrorKind::TryAgain));
+        // Loading, or (on a cluster) a slot moving, without a master, or no node reached yet.
+        let retryable = matches!(
+            e.kind(),
+            ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::ClusterDown
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::Moved
+                    | ServerErrorKind::Ask
+            ) | ErrorKind::ClusterConnectionNotFound
+        );
         if pool::is_transport(&e) || retryable {
             StoreError::Unavailable(e.to_string())
         } else if e.code() == Some("OOM") {

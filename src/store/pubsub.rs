@@ -4,10 +4,10 @@
 //! queue's functions `SPUBLISH` on its own slot).
 //!
 //! On a cluster, `SSUBSCRIBE` goes to the master of the channel's slot and a plain `SUBSCRIBE`
-//! to any node (a `PUBLISH` reaches every node); the client subscribes again by itself when a
-//! node is lost or a replica promoted, and each confirmation it gets back is a
-//! [`Push::Subscribed`], so the caller knows to look for what it may have missed. On one node,
-//! a lost connection is [`Push::Closed`], and the caller subscribes again on a new one.
+//! to any node (a `PUBLISH` reaches every node). A lost connection (on a cluster, to any node)
+//! is [`Push::Closed`], and the caller subscribes again on a new subscriber, which learns the
+//! slot map afresh; each confirmation is a [`Push::Subscribed`], so the caller knows to look
+//! for what it may have missed.
 
 use redis::{PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
@@ -30,10 +30,8 @@ pub enum Push {
         /// The channel, plain or shard.
         channel: String,
     },
-    /// A cluster node was lost: messages may have been missed; the subscriptions come back by
-    /// themselves (each a `Subscribed`).
-    Gap,
-    /// The connection is gone (one node): subscribe again on a new subscriber.
+    /// The connection (on a cluster, to one of the nodes) is gone: subscribe again on a new
+    /// subscriber.
     Closed,
 }
 
@@ -94,12 +92,7 @@ impl Subscriber {
                         return Push::Subscribed { channel };
                     }
                 }
-                PushKind::Disconnection => {
-                    return match self.conn {
-                        Connection::Node(_) => Push::Closed,
-                        Connection::Cluster(_) => Push::Gap,
-                    };
-                }
+                PushKind::Disconnection => return Push::Closed,
                 _ => {}
             }
         }

@@ -75,6 +75,19 @@ impl Redis {
     }
 }
 
+/// What a jobwire server can be pointed at: one Redis, or a Redis Cluster
+/// (`redis_cluster::Cluster`).
+pub trait RedisBackend {
+    /// The `--redis-url` of it.
+    fn url(&self) -> String;
+}
+
+impl RedisBackend for Redis {
+    fn url(&self) -> String {
+        Redis::url(self)
+    }
+}
+
 /// Polls `condition` until it holds, or panics after `limit`.
 pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + limit;
@@ -161,7 +174,7 @@ pub struct ServerBuilder {
 }
 
 impl ServerBuilder {
-    pub fn new(redis: &Redis) -> Self {
+    pub fn new(redis: &impl RedisBackend) -> Self {
         Self {
             url: redis.url(),
             prefix: unique_prefix(),
@@ -262,7 +275,7 @@ impl ServerBuilder {
 }
 
 impl Server {
-    pub async fn start(redis: &Redis) -> Self {
+    pub async fn start(redis: &impl RedisBackend) -> Self {
         ServerBuilder::new(redis).start().await
     }
 

@@ -25,6 +25,7 @@ mod limits;
 mod metrics;
 mod model;
 mod queue_settings;
+mod redis_cluster;
 mod resilience;
 mod retries;
 mod schedules;

@@ -148,11 +148,6 @@ pub(super) async fn listen(leases: Arc<Leases>) {
                         leases.schedule_notice(None);
                     }
                 },
-                Push::Gap => {
-                    debug!("a cluster node's subscriptions were lost; they are made again");
-                    leases.hub.wake_all();
-                    leases.schedule_notice(None);
-                }
                 Push::Closed => follow = false,
             }
         }

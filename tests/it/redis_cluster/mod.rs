@@ -1,0 +1,115 @@
+//! jobwire over a Redis Cluster (`redis+cluster://`): a local cluster of 3 masters and 3
+//! replicas, each node on free ports (its cluster bus port picked free as well, `cluster-port`),
+//! `cluster-node-timeout` 1 s so a failover takes a few seconds, assembled with `redis-cli
+//! --cluster create` and ready once every node says `cluster_state:ok` and every master has its
+//! replica. Everything is stopped on Drop.
+//!
+//! `lifecycle.rs` runs the core flows against it (lifecycle, delivery order, retries, sessions,
+//! events, two instances), each ending with the invariant check (which reads the queue's keys on
+//! the master of its slot); `failover.rs` kills a master mid-run (the serial group, as it
+//! kills processes).
+
+mod failover;
+mod lifecycle;
+
+use std::{process::Command, time::Duration};
+
+use jobwire::redis_server::{RedisConfig, RedisServer};
+
+use crate::harness::{RedisBackend, wait_until};
+
+/// How long a node may be unreachable before the cluster fails it over.
+const NODE_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// A local Redis Cluster (see the module doc).
+pub struct Cluster {
+    nodes: Vec<RedisServer>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl RedisBackend for Cluster {
+    fn url(&self) -> String {
+        let seeds: Vec<String> = self.nodes.iter().map(|n| format!("127.0.0.1:{}", port(n))).collect();
+        format!("redis+cluster://{}", seeds.join(","))
+    }
+}
+
+fn port(node: &RedisServer) -> u16 {
+    node.tcp_port().expect("a cluster node has a TCP port")
+}
+
+/// One command on one node, over its unix socket (no cluster routing).
+fn on_node<T: redis::FromRedisValue>(node: &RedisServer, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+    let mut conn = redis::Client::open(node.socket_url())?.get_connection()?;
+    cmd.query(&mut conn)
+}
+
+/// The value of `field` in the `INFO` text of `node`.
+fn info_field(node: &RedisServer, section: &str, field: &str) -> Option<String> {
+    let info: String = on_node(node, redis::cmd("INFO").arg(section)).ok()?;
+    info.lines().find_map(|l| l.strip_prefix(&format!("{field}:")).map(|v| v.trim().to_owned()))
+}
+
+impl Cluster {
+    /// Starts 6 nodes and makes them a cluster of 3 masters with a replica each.
+    pub fn start() -> Self {
+        let dirs: Vec<tempfile::TempDir> = (0..6).map(|_| tempfile::tempdir().expect("temp dir")).collect();
+        let nodes: Vec<RedisServer> = dirs
+            .iter()
+            .map(|d| {
+                RedisServer::start(RedisConfig::new(d.path()).cluster().cluster_node_timeout(NODE_TIMEOUT))
+                    .expect("a cluster node starts")
+            })
+            .collect();
+        let addresses: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", port(n))).collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .expect("redis-cli runs (package redis-tools)");
+        assert!(out.status.success(), "redis-cli --cluster create: {}", String::from_utf8_lossy(&out.stdout));
+        let cluster = Self { nodes, _dirs: dirs };
+        cluster.wait_healthy(Duration::from_secs(30));
+        cluster
+    }
+
+    /// Waits until every live node says `cluster_state:ok` and knows every node, and every
+    /// master has a replica online.
+    pub fn wait_healthy(&self, limit: Duration) {
+        wait_until(limit, "the cluster to be ok, every master with a replica", || {
+            let live: Vec<&RedisServer> = self.nodes.iter().filter(|n| n.pid().is_some()).collect();
+            live.iter().all(|n| info_field_cluster(n, "cluster_state").as_deref() == Some("ok"))
+                && live.iter().all(|n| {
+                    info_field(n, "replication", "role").as_deref() != Some("master")
+                        || info_field(n, "replication", "connected_slaves").as_deref() == Some("1")
+                })
+        });
+    }
+
+    /// The index of the node that is master of `key`'s slot now.
+    pub fn master_of(&self, key: &str) -> usize {
+        let mut found = None;
+        wait_until(Duration::from_secs(10), "a master to own the slot", || {
+            found = self.nodes.iter().position(|n| {
+                n.pid().is_some()
+                    && info_field(n, "replication", "role").as_deref() == Some("master")
+                    && on_node::<redis::Value>(n, redis::cmd("EXISTS").arg(key)).is_ok()
+            });
+            found.is_some()
+        });
+        found.expect("a master owns the slot")
+    }
+
+    /// Kills node `index` (SIGKILL).
+    pub fn kill(&mut self, index: usize) {
+        self.nodes[index].kill();
+    }
+}
+
+/// A field of `CLUSTER INFO` on `node`.
+fn info_field_cluster(node: &RedisServer, field: &str) -> Option<String> {
+    let info: String = on_node(node, redis::cmd("CLUSTER").arg("INFO")).ok()?;
+    info.lines().find_map(|l| l.strip_prefix(&format!("{field}:")).map(|v| v.trim().to_owned()))
+}
