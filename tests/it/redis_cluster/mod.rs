@@ -1,8 +1,8 @@
 //! jobwire over a Redis Cluster (`redis+cluster://`): a local cluster of 3 masters and 3
 //! replicas, each node on free ports (its cluster bus port picked free as well, `cluster-port`),
 //! `cluster-node-timeout` 1 s so a failover takes a few seconds, assembled with `redis-cli
-//! --cluster create` and ready once every node says `cluster_state:ok` and every master has its
-//! replica. Everything is stopped on Drop.
+//! --cluster create` and ready once every node says `cluster_state:ok` and every master has a
+//! replica that finished its first sync. Everything is stopped on Drop.
 //!
 //! `lifecycle.rs` runs the core flows against it (lifecycle, delivery order, retries, sessions,
 //! events, two instances), each ending with the invariant check (which reads the queue's keys on
@@ -61,6 +61,12 @@ impl Cluster {
                     .expect("a cluster node starts")
             })
             .collect();
+        for node in &nodes {
+            // A replica syncs at once rather than after Redis's 5 s diskless delay: one that has
+            // not synced yet cannot take over.
+            let _: () = on_node(node, redis::cmd("CONFIG").arg("SET").arg("repl-diskless-sync-delay").arg(0))
+                .expect("CONFIG SET");
+        }
         let addresses: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", port(n))).collect();
         let out = Command::new("redis-cli")
             .arg("--cluster")
@@ -75,15 +81,15 @@ impl Cluster {
         cluster
     }
 
-    /// Waits until every live node says `cluster_state:ok` and knows every node, and every
-    /// master has a replica online.
+    /// Waits until every live node says `cluster_state:ok`, and every master has a replica that
+    /// finished its sync (`state=online`: only such a replica can take over).
     pub fn wait_healthy(&self, limit: Duration) {
         wait_until(limit, "the cluster to be ok, every master with a replica", || {
             let live: Vec<&RedisServer> = self.nodes.iter().filter(|n| n.pid().is_some()).collect();
             live.iter().all(|n| info_field_cluster(n, "cluster_state").as_deref() == Some("ok"))
                 && live.iter().all(|n| {
                     info_field(n, "replication", "role").as_deref() != Some("master")
-                        || info_field(n, "replication", "connected_slaves").as_deref() == Some("1")
+                        || info_field(n, "replication", "slave0").is_some_and(|r| r.contains("state=online"))
                 })
         });
     }
