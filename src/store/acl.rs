@@ -65,6 +65,7 @@ pub const COMMANDS: &[&str] = &[
     "+time",
     "+type",
     "+unlink",
+    "+wait",
     "+xadd",
     "+xinfo|stream",
     "+xrange",

@@ -23,6 +23,7 @@ use super::{
     args::{GlobalFunction, LeadingArgs, QueueFunction},
     keys::{KeySpace, QueueKeys},
     link::{Connection, Link},
+    millis,
     pool::is_transport,
     scripts::Scripts,
 };
@@ -33,6 +34,8 @@ pub(super) struct Backend {
     scripts: Scripts,
     leading: LeadingArgs,
     timeout: Duration,
+    /// `WAIT` for this many replicas after the calls that must survive a failover (0: none).
+    wait_replicas: u32,
     /// The key names of the queues in use, formatted once: every script call passes 27 of
     /// them (some 2 KB a queue). Bounded: see [`KeysCache`].
     queue_keys: Mutex<KeysCache>,
@@ -98,6 +101,7 @@ impl Backend {
             keys,
             scripts: Scripts::load(),
             timeout: config.timeout,
+            wait_replicas: config.wait_replicas,
             queue_keys: Mutex::default(),
         })
     }
@@ -250,6 +254,42 @@ impl Backend {
     /// Calls a queue function of the library: `FCALL name numkeys` (`FCALL_RO` for a read), the
     /// queue keys, the function's own keys, the leading arguments, then the function's own.
     pub(super) async fn call<F: QueueFunction>(&self, queue: &str, args: &F) -> Result<F::Reply> {
+        self.run(&self.command(queue, args)).await
+    }
+
+    /// Calls a queue function as `call` does, then, with `wait_replicas` set, `WAIT`s for that
+    /// many replicas on the same connection (one pipeline, so on a cluster the master of the
+    /// queue's slot): `WAIT` covers the writes made on its own connection, the function's
+    /// among them. Fewer replicas within half the call timeout is `Unavailable`: the write was
+    /// made on the master but may not survive its failover (an add retried with its
+    /// idempotency key is not added twice).
+    pub(super) async fn call_replicated<F: QueueFunction>(&self, queue: &str, args: &F) -> Result<F::Reply> {
+        if self.wait_replicas == 0 {
+            return self.call(queue, args).await;
+        }
+        let wait_ms = millis(self.timeout / 2);
+        let mut pipe = redis::pipe();
+        pipe.add_command(self.command(queue, args)).cmd("WAIT").arg(self.wait_replicas).arg(wait_ms);
+        let (reply, replicas): (F::Reply, u32) = self
+            .with_conn(async |c| match pipe.query_async(c).await {
+                Err(e) if e.detail().is_some_and(|d| d.starts_with("Function not found")) => {
+                    self.load_library(c).await?;
+                    pipe.query_async(c).await
+                }
+                result => result,
+            })
+            .await?;
+        if replicas < self.wait_replicas {
+            return Err(StoreError::Unavailable(format!(
+                "written on the master, but {replicas} of {} replicas confirmed it within {wait_ms} ms",
+                self.wait_replicas
+            )));
+        }
+        Ok(reply)
+    }
+
+    /// The `FCALL` of a queue function (see `call`).
+    fn command<F: QueueFunction>(&self, queue: &str, args: &F) -> Cmd {
         let keys = self.queue_keys(queue);
         let own_keys = args.own_keys(&keys);
         let function = F::function(&self.scripts);
@@ -260,7 +300,7 @@ impl Backend {
         }
         self.leading.write(queue, keys.wake_channel(), &mut cmd);
         args.write_args(&mut cmd);
-        self.run(&cmd).await
+        cmd
     }
 
     /// Calls a global function of the library: `FCALL name numkeys`, its keys, its arguments.

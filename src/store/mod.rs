@@ -196,6 +196,8 @@ pub struct StoreConfig {
     pub timeout: Duration,
     /// The retention windows the scripts enforce.
     pub retention: Retention,
+    /// Replicas that must have an add or a completion before it answers OK (`WAIT`); 0: none.
+    pub wait_replicas: u32,
 }
 
 /// The Redis store of one jobwire instance (see the module doc), shared behind an `Arc` by the

@@ -171,6 +171,8 @@ pub struct ServerBuilder {
     tls: Option<Arc<jobwire::listener::ServerTls>>,
     auth: Option<Arc<Authority>>,
     connections: ConnectionLimits,
+    /// `--redis-wait-replicas`.
+    wait_replicas: u32,
 }
 
 impl ServerBuilder {
@@ -186,7 +188,14 @@ impl ServerBuilder {
             tls: None,
             auth: None,
             connections: ConnectionLimits::default(),
+            wait_replicas: 0,
         }
+    }
+
+    /// Adds and completions wait for this many replicas (`--redis-wait-replicas`).
+    pub fn wait_replicas(mut self, replicas: u32) -> Self {
+        self.wait_replicas = replicas;
+        self
     }
 
     /// What one connection and one token may hold open (`limits::` tests).
@@ -230,6 +239,7 @@ impl ServerBuilder {
                 pool_size: 4,
                 timeout: Duration::from_millis(500),
                 retention: self.retention,
+                wait_replicas: self.wait_replicas,
             })
             .expect("store"),
         );
@@ -587,6 +597,7 @@ pub async fn invariant_problems(url: &str, prefix: &str, queue: &str) -> Vec<Str
         pool_size: 1,
         timeout: Duration::from_secs(2),
         retention: retention(),
+        wait_replicas: 0,
     })
     .expect("store");
     store.invariants().check_invariants(queue).await.expect("invariant check runs")

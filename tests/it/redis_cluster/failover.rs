@@ -3,7 +3,8 @@
 //! instance registry, is killed. The service follows the new topology with no restart, health
 //! is NOT_SERVING during the gap and SERVING after it, and no lease is reaped because of the gap
 //! (no job counts a lost delivery). Without `WAIT`, an add acknowledged just before the kill may
-//! not have reached the replica: the test counts those and prints the figure.
+//! not have reached the replica: the test counts those and prints the figure; with
+//! `--redis-wait-replicas 1`, none may be lost.
 
 use std::{
     collections::BTreeSet,
@@ -19,12 +20,12 @@ use tokio::sync::Mutex;
 use tonic::Code;
 
 use super::Cluster;
-use crate::harness::{Client, ServerBuilder, Worker, eventually, job, unique_prefix};
+use crate::harness::{Client, Redis, ServerBuilder, Worker, eventually, job, unique_prefix};
 
 /// Adds one job, retrying while the cluster is failing over (its idempotency key makes the
 /// retries one job); the id once acknowledged.
 async fn add_through_the_gap(client: &mut Client, queue: &str, key: String) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let req = proto::AddJobRequest {
             idempotency_key: key.clone(),
@@ -43,6 +44,33 @@ async fn add_through_the_gap(client: &mut Client, queue: &str, key: String) -> S
 
 #[tokio::test]
 async fn a_master_killed_mid_run_is_followed_with_no_restart_and_nothing_reaped() {
+    let (recovered_in, gone) = kill_a_master_mid_run(0).await;
+    eprintln!(
+        "failover without WAIT: recovered in {recovered_in:?}; {gone} of 100 jobs acknowledged before the kill \
+         were lost with the master's unreplicated writes"
+    );
+}
+
+#[tokio::test]
+async fn with_wait_no_acknowledged_add_is_lost_in_a_failover() {
+    let (recovered_in, gone) = kill_a_master_mid_run(1).await;
+    eprintln!("failover with WAIT 1: recovered in {recovered_in:?}; {gone} of 100 acknowledged adds lost");
+    assert_eq!(gone, 0, "an add answered OK had reached the replica");
+}
+
+#[tokio::test]
+async fn with_wait_and_no_replica_an_add_answers_unavailable() {
+    let redis = Redis::start();
+    let server = ServerBuilder::new(&redis).wait_replicas(1).start().await;
+    let mut client = server.client().await;
+    let err = client.add_job(job("q", "t", b"")).await.expect_err("no replica confirms it");
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    server.stop().await;
+}
+
+/// The run of the module doc, with `--redis-wait-replicas wait`: how long from the kill to the
+/// first add answered after it, and how many adds acknowledged before the kill are gone.
+async fn kill_a_master_mid_run(wait: u32) -> (Duration, usize) {
     let mut cluster = Cluster::start();
     let prefix = unique_prefix();
     let registry_master = cluster.master_of(&format!("{prefix}:instances"));
@@ -51,8 +79,8 @@ async fn a_master_killed_mid_run_is_followed_with_no_restart_and_nothing_reaped(
         .find(|q| cluster.master_of(&format!("{{{q}}}")) == registry_master)
         .expect("a queue on the registry's master");
     let queue = queue.as_str();
-    let a = ServerBuilder::new(&cluster).prefix(&prefix).start().await;
-    let b = ServerBuilder::new(&cluster).prefix(&prefix).start().await;
+    let a = ServerBuilder::new(&cluster).prefix(&prefix).wait_replicas(wait).start().await;
+    let b = ServerBuilder::new(&cluster).prefix(&prefix).wait_replicas(wait).start().await;
     let completed = Arc::new(Mutex::new(BTreeSet::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let mut worker = Worker::open(&b, &[queue], 8).await;
@@ -100,13 +128,21 @@ async fn a_master_killed_mid_run_is_followed_with_no_restart_and_nothing_reaped(
     });
     cluster.kill(registry_master);
     let killed_at = Instant::now();
+    if wait > 0 {
+        // The promoted replica has no replica of its own until the old master rejoins as one;
+        // until then no add can be confirmed by a replica (UNAVAILABLE, retried here).
+        cluster.wait_failed_over(Duration::from_secs(15)).await;
+        cluster.restart(registry_master);
+    }
     let mut added_during = 0;
     // Adds go on through the gap (each retried until the replica took over).
+    let mut first_after = None;
     for i in 0..100 {
         acknowledged.push(add_through_the_gap(&mut producer, queue, format!("after-{i}")).await);
+        first_after.get_or_insert_with(|| killed_at.elapsed());
         added_during += 1;
     }
-    let recovered_in = killed_at.elapsed();
+    let recovered_in = first_after.unwrap_or_default();
     tokio::time::timeout(Duration::from_secs(20), health.wait_for(|up| *up))
         .await
         .expect("SERVING again once the replica took over")
@@ -138,11 +174,8 @@ async fn a_master_killed_mid_run_is_followed_with_no_restart_and_nothing_reaped(
             }
         }
     }
-    eprintln!(
-        "failover: recovered in {recovered_in:?}; {gone} of 100 jobs acknowledged before the kill were lost \
-         with the master's unreplicated writes (no WAIT)"
-    );
     a.assert_invariants(queue).await;
     a.stop().await;
     b.stop().await;
+    (recovered_in, gone)
 }

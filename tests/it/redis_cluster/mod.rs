@@ -16,7 +16,7 @@ use std::{process::Command, time::Duration};
 
 use jobwire::redis_server::{RedisConfig, RedisServer};
 
-use crate::harness::{RedisBackend, wait_until};
+use crate::harness::{RedisBackend, eventually, wait_until};
 
 /// How long a node may be unreachable before the cluster fails it over.
 const NODE_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -106,6 +106,29 @@ impl Cluster {
             found.is_some()
         });
         found.expect("a master owns the slot")
+    }
+
+    /// Waits until a replica took over every dead master: every live node says
+    /// `cluster_state:ok` and three of them are masters. Async, so the servers of the test's
+    /// runtime go on meanwhile.
+    pub async fn wait_failed_over(&self, limit: Duration) {
+        eventually(limit, "a replica to take over", || {
+            let live: Vec<&RedisServer> = self.nodes.iter().filter(|n| n.pid().is_some()).collect();
+            let over = live.iter().all(|n| info_field_cluster(n, "cluster_state").as_deref() == Some("ok"))
+                && live.iter().filter(|n| info_field(n, "replication", "role").as_deref() == Some("master")).count()
+                    == 3;
+            std::future::ready(over)
+        })
+        .await;
+    }
+
+    /// Starts node `index` again (after its replica took over: it rejoins as that one's
+    /// replica, with nothing of its own, as it persists nothing).
+    pub fn restart(&mut self, index: usize) {
+        let node = &mut self.nodes[index];
+        node.restart().expect("the node restarts");
+        let _: () =
+            on_node(node, redis::cmd("CONFIG").arg("SET").arg("repl-diskless-sync-delay").arg(0)).expect("CONFIG SET");
     }
 
     /// Kills node `index` (SIGKILL).
