@@ -22,7 +22,7 @@ use super::{
     Result, StoreConfig, StoreError,
     args::{GlobalFunction, LeadingArgs, QueueFunction},
     keys::{KeySpace, QueueKeys},
-    link::{Connection, Link},
+    link::{Calls, Connection, Link},
     millis,
     pool::is_transport,
     scripts::Scripts,
@@ -140,19 +140,17 @@ impl Backend {
     where
         F: AsyncFnOnce(&mut Connection) -> Result<T, RedisError>,
     {
-        let Some(pool) = self.link.pool() else {
-            let Some(cluster) = self.link.cluster() else {
-                return Err(StoreError::Config("no Redis link".into()));
-            };
-            let mut conn = Connection::Cluster(cluster);
-            let result = timed(f(&mut conn)).await;
-            if result
-                .as_ref()
-                .is_err_and(|e| is_transport(e) || e.kind() == redis::ErrorKind::ClusterConnectionNotFound)
-            {
-                self.link.renew_after_failure();
+        let pool = match self.link.calls() {
+            Calls::Pool(pool) => pool,
+            Calls::Cluster(cluster) => {
+                let mut conn = Connection::Cluster(cluster);
+                let result = timed(f(&mut conn)).await;
+                let lost = |e: &RedisError| is_transport(e) || e.kind() == redis::ErrorKind::ClusterConnectionNotFound;
+                if result.as_ref().is_err_and(lost) {
+                    self.link.renew_after_failure();
+                }
+                return result.map_err(StoreError::from);
             }
-            return result.map_err(StoreError::from);
         };
         let mut conn = pool.get().await.map_err(|e| match e {
             bb8::RunError::User(e) => StoreError::from(e),

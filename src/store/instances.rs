@@ -1,8 +1,11 @@
 //! What jobwire instances share outside any queue: the instance registry (heartbeats, and which
 //! instances stopped proving themselves alive), the registry of queues, each instance's list of
-//! worker streams, and publishing notices and wake-ups. These keys are global, not on a queue's
-//! slot, so nothing here is atomic with a queue's scripts — on purpose: they only feed
-//! listings, the reaper and wake-ups.
+//! worker streams, and publishing notices (wake-ups are published by the queue functions
+//! themselves, on each queue's shard channel). These keys are global, not on a queue's slot, so
+//! nothing here is atomic with a queue's scripts — on purpose: they only feed listings and the
+//! reaper. Each is one key, written by a single-key function, so on a Redis Cluster each lives
+//! on the master of its own slot; the worker lists are read with one `MGET`, which the cluster
+//! client splits by slot.
 //!
 //! What writes goes through the global functions of the library (`lua/heartbeat.lua`,
 //! `workers_publish.lua`, `queues_register.lua`, and `queue_admit.lua`, which holds the

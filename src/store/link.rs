@@ -94,6 +94,14 @@ pub(super) enum Link {
     Cluster(Box<Cluster>),
 }
 
+/// What a call of the store runs on ([`Link::calls`]).
+pub(super) enum Calls<'a> {
+    /// A connection is taken from the pool for the call.
+    Pool(&'a bb8::Pool<Manager>),
+    /// The cluster connection, which routes the call.
+    Cluster(ClusterConnection),
+}
+
 /// The cluster side of [`Link`].
 pub(super) struct Cluster {
     /// The one cluster connection of the calls, cloned per call, and when it was made.
@@ -165,19 +173,11 @@ impl Link {
         Ok((conn, rx))
     }
 
-    /// The pool of a single node (None on a cluster).
-    pub(super) fn pool(&self) -> Option<&bb8::Pool<Manager>> {
+    /// What a call runs on: the pool of the one node, or a handle of the cluster connection.
+    pub(super) fn calls(&self) -> Calls<'_> {
         match self {
-            Self::Node { pool, .. } => Some(pool),
-            Self::Cluster(_) => None,
-        }
-    }
-
-    /// A handle of the cluster connection (None on a single node).
-    pub(super) fn cluster(&self) -> Option<ClusterConnection> {
-        match self {
-            Self::Cluster(cluster) => Some(cluster.conn.lock().unwrap_or_else(|e| e.into_inner()).0.clone()),
-            Self::Node { .. } => None,
+            Self::Node { pool, .. } => Calls::Pool(pool),
+            Self::Cluster(cluster) => Calls::Cluster(cluster.conn.lock().unwrap_or_else(|e| e.into_inner()).0.clone()),
         }
     }
 

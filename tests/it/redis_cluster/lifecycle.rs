@@ -1,7 +1,7 @@
 //! The core flows over a Redis Cluster, on a queue of each master: a job's lifecycle through two
 //! instances (added through A, streamed from B, completed through A), FIFO per priority,
 //! a retry, a session's order, WatchJob; every queue ends with the invariant check, from both
-//! instances. The dispatchers' safety poll is 10 s, so every delivery here comes from a
+//! instances; then the listings that read global keys (workers of both instances, queues). The dispatchers' safety poll is 10 s, so every delivery here comes from a
 //! wake-up on the queue's shard channel, published on its master and heard there.
 
 use std::time::Duration;
@@ -12,7 +12,7 @@ use jobwire::{
 };
 
 use super::{Cluster, on_node};
-use crate::harness::{ServerBuilder, Worker, add, info, job, millis, unique_prefix};
+use crate::harness::{ServerBuilder, Worker, add, eventually, info, job, millis, unique_prefix};
 
 fn wake_ups_only(settings: &mut Settings) {
     settings.safety_poll = Duration::from_secs(10);
@@ -145,6 +145,17 @@ async fn the_core_flows_run_on_every_master_through_two_instances() {
             server.assert_invariants(queue).await;
         }
     }
+    // The worker lists of both instances (keys of their own slots) are read in one listing.
+    let _a_stream = Worker::open(&a, &["listed"], 1).await;
+    let _b_stream = Worker::open(&b, &["listed"], 1).await;
+    eventually(Duration::from_secs(10), "both instances' worker lists", || {
+        let mut client = via_a.clone();
+        async move {
+            let req = proto::ListWorkersRequest { queue: "listed".into() };
+            client.list_workers(req).await.is_ok_and(|r| r.into_inner().workers.len() == 2)
+        }
+    })
+    .await;
     let listed = via_b.list_queues(proto::ListQueuesRequest::default()).await.expect("list queues").into_inner();
     assert_eq!(listed.queues.len(), 3, "the registry lists the queues of every master: {listed:?}");
     a.stop().await;
