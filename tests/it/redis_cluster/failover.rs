@@ -88,7 +88,13 @@ async fn kill_a_master_mid_run(wait: u32) -> (Duration, usize) {
         let (completed, stop) = (completed.clone(), stop.clone());
         async move {
             while !stop.load(Ordering::Relaxed) {
-                let Some(j) = worker.next_job(Duration::from_millis(200)).await else { continue };
+                // A revoke (LeaseLost) is for a lease the failover undid (leases are not
+                // waited for): its job is ready again on the new master and comes back.
+                let Some(proto::get_job_response::Message::Job(j)) =
+                    worker.next_message(Duration::from_millis(200)).await
+                else {
+                    continue;
+                };
                 let deadline = Instant::now() + Duration::from_secs(20);
                 loop {
                     match worker.complete(&j, b"").await {
