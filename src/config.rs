@@ -47,6 +47,13 @@ pub struct ServeConfig {
     /// Connect and response timeout of a Redis call; past it the call fails with UNAVAILABLE.
     #[arg(long, env = "JOBWIRE_REDIS_TIMEOUT", default_value = "2s", value_parser = duration)]
     pub redis_timeout: Duration,
+    /// Replicas that must have an add (AddJob, AddJobs) or a completion before it answers OK: a
+    /// `WAIT` for them on the same connection, right after the write (0: none). Costs a round
+    /// trip to the replica per call; fewer replicas within half of --redis-timeout answers
+    /// UNAVAILABLE. For Redis Cluster (or one Redis with replicas): without it, a write a
+    /// master acknowledged just before it died may be missing on the replica that takes over.
+    #[arg(long, env = "JOBWIRE_REDIS_WAIT_REPLICAS", default_value_t = 0)]
+    pub redis_wait_replicas: u32,
     /// An instance silent for this long is dead: its jobs go back to their queues.
     #[arg(long, env = "JOBWIRE_LEASE_TTL", default_value = "30s", value_parser = duration)]
     pub lease_ttl: Duration,
@@ -263,6 +270,7 @@ impl ServeConfig {
             prefix: self.key_prefix.clone(),
             pool_size: self.redis_pool,
             timeout: self.redis_timeout,
+            wait_replicas: self.redis_wait_replicas,
             retention: Retention {
                 completed_for: self.completed_retention,
                 completed_max: self.completed_max,

@@ -70,6 +70,7 @@ async fn check(args: &DoctorArgs) -> anyhow::Result<u8> {
         pool_size: 1,
         timeout: Duration::from_secs(10),
         retention: keep_all,
+        wait_replicas: 0,
     })?;
     let started = std::time::Instant::now();
     let report = store.doctor().examine(args.queue.as_deref()).await?;

@@ -105,6 +105,7 @@ pub struct RedisConfig {
     tls: Option<TlsFiles>,
     tls_clients_optional: bool,
     cluster: bool,
+    cluster_node_timeout: Option<Duration>,
 }
 
 impl RedisConfig {
@@ -119,6 +120,7 @@ impl RedisConfig {
             tls: None,
             tls_clients_optional: false,
             cluster: false,
+            cluster_node_timeout: None,
         }
     }
 
@@ -164,6 +166,13 @@ impl RedisConfig {
     /// TCP port and a cluster bus port; assembling nodes into a cluster is the caller's job.
     pub fn cluster(mut self) -> Self {
         self.cluster = true;
+        self
+    }
+
+    /// With `cluster`: how long a node may be unreachable before it counts as failed (and a
+    /// replica of a failed master takes over); Redis's default is 15 s.
+    pub fn cluster_node_timeout(mut self, timeout: Duration) -> Self {
+        self.cluster_node_timeout = Some(timeout);
         self
     }
 }
@@ -269,6 +278,9 @@ impl RedisServer {
         if let Some(bus) = self.ports.cluster_bus {
             cmd.args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]);
             cmd.arg("--cluster-port").arg(bus.to_string());
+            if let Some(timeout) = self.config.cluster_node_timeout {
+                cmd.arg("--cluster-node-timeout").arg(timeout.as_millis().to_string());
+            }
         }
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
         // SAFETY: prctl is async-signal-safe and touches only the calling (child) process.

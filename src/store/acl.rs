@@ -1,7 +1,9 @@
 //! The Redis ACL rules of a user that can run jobwire and nothing else: its keys and channels
 //! (everything under the key prefix) and exactly the commands it sends, those of the Lua
 //! functions included (Redis checks a function's calls against the caller's ACL, key by key).
-//! `INFO` is for the memory watermark (`INFO memory`, sampled about once a second).
+//! `INFO` is for the memory watermark (`INFO memory`, sampled about once a second); `HELLO`
+//! opens the RESP3 connection of the subscriptions; `CLUSTER SLOTS` is how the cluster client
+//! learns the slot map (unused on one node).
 //!
 //! The integration test `tls::redis` runs the whole flow (serve, add, work, stats, listings,
 //! sessions, admin calls, doctor with repairs) as a user with exactly these rules and checks
@@ -14,6 +16,7 @@
 
 /// Every command jobwire sends, as ACL command rules (`+name` or `+name|subcommand`), sorted.
 pub const COMMANDS: &[&str] = &[
+    "+cluster|slots",
     "+del",
     "+exists",
     "+fcall",
@@ -21,6 +24,7 @@ pub const COMMANDS: &[&str] = &[
     "+function|load",
     "+get",
     "+hdel",
+    "+hello",
     "+hexists",
     "+hget",
     "+hgetall",
@@ -53,11 +57,15 @@ pub const COMMANDS: &[&str] = &[
     "+select",
     "+set",
     "+sismember",
+    "+spublish",
     "+sscan",
+    "+ssubscribe",
     "+subscribe",
+    "+sunsubscribe",
     "+time",
     "+type",
     "+unlink",
+    "+wait",
     "+xadd",
     "+xinfo|stream",
     "+xrange",
@@ -103,7 +111,7 @@ mod tests {
     #[test]
     fn the_rules_cover_the_prefix_and_only_it() {
         let rules = acl_rules("jw");
-        assert!(rules.starts_with("resetkeys ~jw:* resetchannels &jw:* -@all +del "), "{rules}");
+        assert!(rules.starts_with("resetkeys ~jw:* resetchannels &jw:* -@all +cluster|slots +del "), "{rules}");
         assert_eq!(acl_rules("a*b"), acl_rules("jw").replace("jw:", "a\\*b:"));
     }
 

@@ -50,10 +50,9 @@ pub(super) trait GlobalFunction {
     fn write_args(&self, cmd: &mut Cmd);
 }
 
-/// ARGV[1..7] of every queue function (lib.lua), formatted once: they change with the config
-/// only.
+/// ARGV[3..7] of every queue function (lib.lua), formatted once: they change with the config
+/// only. ARGV[1] (the queue's wake channel) and ARGV[2] (its name) come with each call.
 pub(super) struct LeadingArgs {
-    wake_channel: String,
     completed_ms: u64,
     completed_max: u64,
     dead_ms: u64,
@@ -62,9 +61,8 @@ pub(super) struct LeadingArgs {
 }
 
 impl LeadingArgs {
-    pub(super) fn new(wake_channel: String, retention: &Retention) -> Self {
+    pub(super) fn new(retention: &Retention) -> Self {
         Self {
-            wake_channel,
             completed_ms: millis(retention.completed_for),
             completed_max: retention.completed_max,
             dead_ms: millis(retention.dead_for),
@@ -73,10 +71,11 @@ impl LeadingArgs {
         }
     }
 
-    /// ARGV[1] wake channel, ARGV[2] queue name, ARGV[3] completed retention ms, ARGV[4]
-    /// completed cap, ARGV[5] dead retention ms, ARGV[6] dead cap, ARGV[7] events kept.
-    pub(super) fn write(&self, queue: &str, cmd: &mut Cmd) {
-        cmd.arg(&self.wake_channel)
+    /// ARGV[1] the queue's wake channel (a shard channel on the queue's slot), ARGV[2] queue
+    /// name, ARGV[3] completed retention ms, ARGV[4] completed cap, ARGV[5] dead retention ms,
+    /// ARGV[6] dead cap, ARGV[7] events kept.
+    pub(super) fn write(&self, queue: &str, wake_channel: &str, cmd: &mut Cmd) {
+        cmd.arg(wake_channel)
             .arg(queue)
             .arg(self.completed_ms)
             .arg(self.completed_max)

@@ -46,19 +46,28 @@ impl std::fmt::Debug for RedisAccess {
     }
 }
 
-/// The client for `url` with `access` applied. Refuses TLS settings on a URL that is not
-/// `rediss://`, rather than connect in plain text to a Redis the operator meant to reach
-/// through TLS.
-pub(super) fn client(url: &str, access: &RedisAccess) -> Result<redis::Client> {
-    let mut info =
+/// The connection settings of `url` with `access`'s password applied, speaking `protocol`.
+pub(super) fn connection_info(
+    url: &str,
+    access: &RedisAccess,
+    protocol: redis::ProtocolVersion,
+) -> Result<redis::ConnectionInfo> {
+    let info =
         url.into_connection_info().map_err(|e| StoreError::Config(format!("the Redis URL does not parse: {e}")))?;
     // No `CLIENT SETINFO` on connect: one command less per connection, and one the ACL of
     // `acl.rs` need not grant (Redis 7.0 does not know it, so the rule could not be written).
-    let mut settings = info.redis_settings().clone().set_skip_set_lib_name();
+    let mut settings = info.redis_settings().clone().set_skip_set_lib_name().set_protocol(protocol);
     if let Some(password) = &access.password {
         settings = settings.set_password(password);
     }
-    info = info.set_redis_settings(settings);
+    Ok(info.set_redis_settings(settings))
+}
+
+/// The client for `url` with `access` applied, speaking `protocol` (RESP3 for pushes). Refuses
+/// TLS settings on a URL that is not `rediss://`, rather than connect in plain text to a Redis
+/// the operator meant to reach through TLS.
+pub(super) fn client(url: &str, access: &RedisAccess, protocol: redis::ProtocolVersion) -> Result<redis::Client> {
+    let info = connection_info(url, access, protocol)?;
     if access.ca.is_none() && access.client_identity.is_none() {
         return Ok(redis::Client::open(info)?);
     }

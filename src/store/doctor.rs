@@ -401,19 +401,8 @@ impl Doctor {
         let mut queues = BTreeSet::new();
         let mut cursor = 0u64;
         loop {
-            let (next, batch): (u64, Vec<String>) = self
-                .backend
-                .with_conn(async |c| {
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(PAGE)
-                        .query_async(c)
-                        .await
-                })
-                .await?;
+            let slot_of = only.map(|queue| self.backend.queue_keys(queue).jobs().to_owned());
+            let (next, batch) = self.backend.scan_page(cursor, &pattern, PAGE, slot_of.as_deref()).await?;
             report.keys += u64::try_from(batch.len()).unwrap_or(u64::MAX);
             let mut tombstones: HashMap<String, Vec<Bucket>> = HashMap::new();
             let mut schedules = Vec::new();

@@ -4,9 +4,9 @@
 
 use std::{sync::Arc, time::Duration};
 
-use redis::{AsyncCommands, Value, aio::MultiplexedConnection};
+use redis::{AsyncCommands, Value};
 
-use super::{Result, StoreError, backend::Backend, millis};
+use super::{Result, StoreError, backend::Backend, link::Connection, millis};
 
 /// One transition, as stored in the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,14 +179,14 @@ impl Events {
     }
 
     /// A connection of its own for blocking stream reads.
-    pub async fn blocking_connection(&self, block: Duration) -> Result<MultiplexedConnection> {
-        self.backend.blocking_connection(block).await
+    pub async fn blocking_connection(&self, block: Duration) -> Result<BlockingConnection> {
+        Ok(BlockingConnection(self.backend.blocking_connection(block).await?))
     }
 
     /// Blocks up to `block` for events after `after` on `conn`.
     pub async fn read_events(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut BlockingConnection,
         queue: &str,
         after: &str,
         block: Duration,
@@ -200,7 +200,7 @@ impl Events {
             .arg("STREAMS")
             .arg(keys.events())
             .arg(after)
-            .query_async(conn)
+            .query_async(&mut conn.0)
             .await
             .map_err(StoreError::from)?;
         if value == Value::Nil {
@@ -213,6 +213,10 @@ impl Events {
         }
     }
 }
+
+/// A connection of its own for a blocking read of one queue's events (`read_events`), to the
+/// node of the queue's slot.
+pub struct BlockingConnection(Connection);
 
 #[cfg(test)]
 mod tests {

@@ -1,8 +1,11 @@
 //! What jobwire instances share outside any queue: the instance registry (heartbeats, and which
 //! instances stopped proving themselves alive), the registry of queues, each instance's list of
-//! worker streams, and publishing notices and wake-ups. These keys are global, not on a queue's
-//! slot, so nothing here is atomic with a queue's scripts — on purpose: they only feed
-//! listings, the reaper and wake-ups.
+//! worker streams, and publishing notices (wake-ups are published by the queue functions
+//! themselves, on each queue's shard channel). These keys are global, not on a queue's slot, so
+//! nothing here is atomic with a queue's scripts — on purpose: they only feed listings and the
+//! reaper. Each is one key, written by a single-key function, so on a Redis Cluster each lives
+//! on the master of its own slot; the worker lists are read with one `MGET`, which the cluster
+//! client splits by slot.
 //!
 //! What writes goes through the global functions of the library (`lua/heartbeat.lua`,
 //! `workers_publish.lua`, `queues_register.lua`, and `queue_admit.lua`, which holds the
@@ -135,6 +138,16 @@ impl Instances {
         self.backend.call_global(&HeartbeatArgs { registry: &registry, instance, ttl }).await
     }
 
+    /// Whether every master answers (one PING each; on one node, nothing to check beyond the
+    /// heartbeat): on a cluster the heartbeat reaches only the registry's master, and a queue
+    /// whose master is down, or failed over but not yet followed, cannot be served.
+    pub async fn every_master_answers(&self) -> Result<()> {
+        if self.backend.is_cluster() {
+            self.backend.on_every_master(&redis::cmd("PING")).await?;
+        }
+        Ok(())
+    }
+
     /// Drops instances from the registry once their leases have been reaped everywhere.
     pub async fn forget_instances(&self, ids: &[String]) -> Result<()> {
         if ids.is_empty() {
@@ -168,7 +181,7 @@ impl Instances {
         Ok(())
     }
 
-    /// One step of the SCAN over every queue's keys: registers the queues found in this page
+    /// One step of the SCAN over every queue's keys (on a cluster, master after master): registers the queues found in this page
     /// (registering is idempotent) and returns the cursor of the next step (0 once the scan
     /// went round) and the queues found. Each step costs one SCAN of `count` and, when it found
     /// any queue, one `queues_register` call; a full round takes as many steps as the keyspace
@@ -176,12 +189,7 @@ impl Instances {
     pub async fn discover_queues(&self, cursor: u64, count: usize) -> Result<(u64, Vec<String>)> {
         let keys = self.backend.keys();
         let pattern = keys.all_queues_pattern();
-        let (next, batch): (u64, Vec<String>) = self
-            .backend
-            .with_conn(async |c| {
-                redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(count).query_async(c).await
-            })
-            .await?;
+        let (next, batch) = self.backend.scan_page(cursor, &pattern, count, None).await?;
         let mut queues: Vec<&str> = batch.iter().filter_map(|k| keys.queue_of(k)).collect();
         queues.sort_unstable();
         queues.dedup();

@@ -84,6 +84,17 @@ impl Invariants {
         let keys = self.backend.queue_keys(queue);
         let instances_key = self.backend.keys().instances();
         let pattern = self.backend.keys().queue_pattern(queue);
+        // The queue's keys all live on its slot: on a cluster, the SCAN goes to that master.
+        let mut scanned = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, batch) = self.backend.scan_page(cursor, &pattern, 1000, Some(keys.jobs())).await?;
+            scanned.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
         self.backend
             .with_conn(async |c| {
                 let mut ready = Vec::new();
@@ -93,33 +104,18 @@ impl Invariants {
                 }
                 let mut stray = Vec::new();
                 let mut buckets = Vec::new();
-                let mut cursor = 0u64;
-                loop {
-                    let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(1000)
-                        .query_async(c)
-                        .await?;
-                    let schedules = keys.schedules();
-                    for key in batch.into_iter().filter(|k| !keys.all().contains(k) && *k != schedules) {
-                        let Some((width_ms, index)) = keys.tombstone_bucket(&key) else {
-                            stray.push(key);
-                            continue;
-                        };
-                        let expires_at: i64 = redis::cmd("PEXPIRETIME").arg(&key).query_async(c).await?;
-                        // -2: it expired since the SCAN saw it, as short windows' buckets do.
-                        if expires_at != -2 {
-                            let entries = c.hgetall(&key).await?;
-                            buckets.push(Bucket { key, width_ms, index, expires_at, entries });
-                        }
+                let schedules = keys.schedules();
+                for key in scanned.into_iter().filter(|k| !keys.all().contains(k) && *k != schedules) {
+                    let Some((width_ms, index)) = keys.tombstone_bucket(&key) else {
+                        stray.push(key);
+                        continue;
+                    };
+                    let expires_at: i64 = redis::cmd("PEXPIRETIME").arg(&key).query_async(c).await?;
+                    // -2: it expired since the SCAN saw it, as short windows' buckets do.
+                    if expires_at != -2 {
+                        let entries = c.hgetall(&key).await?;
+                        buckets.push(Bucket { key, width_ms, index, expires_at, entries });
                     }
-                    if next == 0 {
-                        break;
-                    }
-                    cursor = next;
                 }
                 Ok(Snapshot {
                     jobs: c.hgetall(keys.jobs()).await?,

@@ -250,10 +250,10 @@ impl Jobs {
         let mut args = AddBatchArgs::new(jobs, now_ms, max_waiting)?;
         // The jobs not added, as (job number from 1, code, first ULID or the cap); the rest
         // were added.
-        let mut refused = self.backend.call(queue, &args).await?;
+        let mut refused = self.backend.call_replicated(queue, &args).await?;
         if let Some(redis_now) = buckets_missed(&refused)? {
             args.rename_buckets(redis_now);
-            refused = self.backend.call(queue, &args).await?;
+            refused = self.backend.call_replicated(queue, &args).await?;
             if buckets_missed(&refused)?.is_some() {
                 return Err(StoreError::Redis("add: the tombstone buckets named from Redis's time missed it".into()));
             }
@@ -310,10 +310,11 @@ impl Jobs {
             let distinct: Vec<&Ack<'_>> = batch.iter().map(|&i| &acks[i]).collect();
             let batch_refills: Vec<Option<&str>> = batch.iter().map(|&i| refills.get(i).copied().flatten()).collect();
             let codes = if batch_refills.iter().all(Option::is_none) {
-                self.backend.call(queue, &CompleteArgs { acks: &distinct }).await?
+                self.backend.call_replicated(queue, &CompleteArgs { acks: &distinct }).await?
             } else {
                 let args = CompleteLeaseArgs { acks: &distinct, refills: &batch_refills };
-                let (codes, offered, jobs, sessions, now_ms, next_delayed) = self.backend.call(queue, &args).await?;
+                let (codes, offered, jobs, sessions, now_ms, next_delayed) =
+                    self.backend.call_replicated(queue, &args).await?;
                 let refill = &mut completion.refill;
                 refill.leased.extend(leased_jobs(jobs, sessions, &offered, now_ms)?);
                 refill.offered.extend(offered);

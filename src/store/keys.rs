@@ -1,6 +1,9 @@
 //! The Redis key layout. Everything of one queue shares the hash tag `{queue}`, so every script
-//! touching a queue runs on one Redis Cluster slot; the few global keys (queue registry, instance
-//! registry, schema version) are only ever touched outside queue scripts.
+//! touching a queue runs on one Redis Cluster slot, and so does its wake-up channel (a shard
+//! channel, which a script may `SPUBLISH` on its own slot only); the few global keys (queue
+//! registry, instance registry, schema version, worker lists) are each a key of its own,
+//! touched only by single-key commands and single-key functions, outside queue scripts, so on a
+//! cluster each lives on whatever node owns its slot and no command spans two slots.
 //!
 //! ```text
 //! {prefix}:{queue}:jobs       hash  ULID -> packed record (record.rs)
@@ -31,7 +34,7 @@
 //! {prefix}:queues             set   every queue ever added to
 //! {prefix}:instances          zset  instance id by last heartbeat
 //! {prefix}:schema             string layout version
-//! {prefix}:wake               pub/sub channel: a queue got work (message = queue name)
+//! {prefix}:{queue}:wake       shard channel: the queue got work (message = queue name)
 //! {prefix}:instance:{id}      pub/sub channel: notices for one instance
 //! {prefix}:schedules          pub/sub channel: a schedule changed (message = queue/name)
 //! {prefix}:workers:{id}       string  JSON list of one instance's worker streams (TTL)
@@ -88,7 +91,7 @@ impl KeySpace {
         let base = format!("{}:{{{queue}}}", self.prefix);
         let mut keys: Vec<String> = STRUCTURES.iter().map(|name| format!("{base}:{name}")).collect();
         keys.extend((MIN_PRIORITY..=MAX_PRIORITY).rev().map(|p| format!("{base}:ready:{p}")));
-        QueueKeys { base, keys }
+        QueueKeys { wake_channel: format!("{base}:wake"), base, keys }
     }
 
     /// The set of every queue ever added to.
@@ -106,10 +109,10 @@ impl KeySpace {
         format!("{}:schema", self.prefix)
     }
 
-    /// The pub/sub channel on which the scripts announce that a queue got work (message: the
-    /// queue's name).
-    pub fn wake_channel(&self) -> String {
-        format!("{}:wake", self.prefix)
+    /// The shard channel on which the scripts announce that `queue` got work (message: the
+    /// queue's name), on the queue's slot.
+    pub fn wake_channel(&self, queue: &str) -> String {
+        format!("{}:{{{queue}}}:wake", self.prefix)
     }
 
     /// The pub/sub channel of the notices for one instance about the leases it issued.
@@ -158,6 +161,7 @@ impl KeySpace {
 pub struct QueueKeys {
     base: String,
     keys: Vec<String>,
+    wake_channel: String,
 }
 
 impl QueueKeys {
@@ -166,6 +170,11 @@ impl QueueKeys {
 
     pub fn all(&self) -> &[String] {
         &self.keys
+    }
+
+    /// The queue's wake-up shard channel (`KeySpace::wake_channel`).
+    pub fn wake_channel(&self) -> &str {
+        &self.wake_channel
     }
 
     pub fn jobs(&self) -> &str {

@@ -77,6 +77,16 @@ pub struct Memory {
     backend: Arc<Backend>,
 }
 
+/// How full a node is, for picking the fullest: the share of its `maxmemory` in use, or its
+/// bytes in use (below any share) on a node without one.
+fn fill(reading: &MemoryReading) -> (bool, f64) {
+    #[expect(clippy::cast_precision_loss, reason = "a share for comparison only")]
+    match reading.max {
+        0 => (false, reading.used as f64),
+        max => (true, reading.used as f64 / max as f64),
+    }
+}
+
 impl Memory {
     /// Jobs (or stream entries) one shedding call drops at most. A stream is trimmed in whole
     /// nodes of up to 100 entries, so a smaller batch could trim no event at all.
@@ -86,14 +96,23 @@ impl Memory {
         Self { backend }
     }
 
-    /// Redis's used memory and its `maxmemory`, as it reports them now.
+    /// Redis's used memory and its `maxmemory`, as it reports them now: on a cluster, those of
+    /// the master nearest its `maxmemory` (each master refuses adds on its own once full; the
+    /// watermark follows the fullest, so adds are refused before any master refuses them).
     pub async fn reading(&self) -> Result<MemoryReading> {
-        let info: redis::InfoDict =
-            self.backend.with_conn(async |c| redis::cmd("INFO").arg("memory").query_async(c).await).await?;
-        let field = |name: &str| {
-            info.get::<u64>(name).ok_or_else(|| StoreError::Corrupt(format!("INFO memory without {name}")))
-        };
-        Ok(MemoryReading { used: field("used_memory")?, max: field("maxmemory")? })
+        let answers = self.backend.on_every_master(redis::cmd("INFO").arg("memory")).await?;
+        let mut fullest: Option<MemoryReading> = None;
+        for answer in answers {
+            let info: redis::InfoDict = redis::from_redis_value(answer)?;
+            let field = |name: &str| {
+                info.get::<u64>(name).ok_or_else(|| StoreError::Corrupt(format!("INFO memory without {name}")))
+            };
+            let reading = MemoryReading { used: field("used_memory")?, max: field("maxmemory")? };
+            if fullest.is_none_or(|f| fill(&reading) > fill(&f)) {
+                fullest = Some(reading);
+            }
+        }
+        fullest.ok_or_else(|| StoreError::Unavailable("no Redis master answered INFO".into()))
     }
 
     /// Drops one batch of `queue`'s retained history (see lua/shed.lua): the first kind with any

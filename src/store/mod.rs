@@ -29,6 +29,7 @@
 //! nothing else; `scripts.rs` assembles the function library from `lua/`, `args.rs` holds the
 //! typed arguments of each Lua function, `pool.rs` the connection pool, `connect.rs` how a
 //! connection reaches Redis (URL, TLS, password), `acl.rs` the Redis ACL rules jobwire needs,
+//! `link.rs` the link to one node (the pool) or to a cluster, `pubsub.rs` the subscriptions,
 //! `keys.rs` the layout, `record.rs` the packed job record and lease, `token.rs` the
 //! [`LeaseToken`], `tombstones.rs` the time buckets of the idempotency tombstones.
 
@@ -44,8 +45,10 @@ mod instances;
 mod invariants;
 mod jobs;
 mod keys;
+mod link;
 mod memory;
 mod pool;
+mod pubsub;
 mod queue_settings;
 mod record;
 mod schedules;
@@ -65,7 +68,7 @@ pub use args::FailArgs;
 use backend::Backend;
 pub use connect::{RedisAccess, RedisIdentity};
 pub use doctor::{Doctor, Finding, Kind, Outcome, Report};
-pub use events::{Events, StoredEvent, event_order, is_event_cursor};
+pub use events::{BlockingConnection, Events, StoredEvent, event_order, is_event_cursor};
 pub use instances::Instances;
 pub use invariants::Invariants;
 pub use jobs::{
@@ -73,7 +76,9 @@ pub use jobs::{
     SessionSnapshot,
 };
 pub use keys::{KeySpace, MAX_PRIORITY, MIN_PRIORITY};
+pub use link::is_cluster_url;
 pub use memory::{Memory, MemoryReading, Shed, ShedKind};
+pub use pubsub::{Push, Subscriber};
 pub use queue_settings::{QueueSettings, RateSpec, SettingField, StoredSettings};
 pub use record::{BackoffSpec, JobRecord, Lease, RecordState};
 pub use schedules::{Fire, FireJob, FireOutcome, MAX_FIRE_JOBS, Schedules, StoredSchedule};
@@ -115,7 +120,18 @@ pub enum StoreError {
 impl From<RedisError> for StoreError {
     fn from(e: RedisError) -> Self {
         use redis::{ErrorKind, ServerErrorKind};
-        let retryable = matches!(e.kind(), ErrorKind::Server(ServerErrorKind::BusyLoading | ServerErrorKind::TryAgain));
+        // Loading, or (on a cluster) a slot moving, without a master, or no node reached yet.
+        let retryable = matches!(
+            e.kind(),
+            ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::ClusterDown
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::Moved
+                    | ServerErrorKind::Ask
+            ) | ErrorKind::ClusterConnectionNotFound
+        );
         if pool::is_transport(&e) || retryable {
             StoreError::Unavailable(e.to_string())
         } else if e.code() == Some("OOM") {
@@ -166,7 +182,8 @@ pub struct Retention {
 
 /// What [`Store::new`] needs.
 pub struct StoreConfig {
-    /// The Redis URL (`redis://`, `rediss://` or `unix://`), credentials included.
+    /// The Redis URL (`redis://`, `rediss://` or `unix://`; `redis+cluster://` and the seed
+    /// nodes for a cluster), credentials included.
     pub url: String,
     /// TLS files and a password beyond the URL (`RedisAccess::default()`: none).
     pub access: RedisAccess,
@@ -179,6 +196,8 @@ pub struct StoreConfig {
     pub timeout: Duration,
     /// The retention windows the scripts enforce.
     pub retention: Retention,
+    /// Replicas that must have an add or a completion before it answers OK (`WAIT`); 0: none.
+    pub wait_replicas: u32,
 }
 
 /// The Redis store of one jobwire instance (see the module doc), shared behind an `Arc` by the
@@ -287,9 +306,14 @@ impl Store {
         self.backend.keys()
     }
 
-    /// A dedicated pub/sub connection (one per instance, shared by all its streams).
-    pub async fn pubsub(&self) -> Result<redis::aio::PubSub> {
-        self.backend.pubsub().await
+    /// A dedicated subscription connection (one per instance, shared by all its streams).
+    pub async fn subscriber(&self) -> Result<Subscriber> {
+        Subscriber::connect(&self.backend).await
+    }
+
+    /// Whether Redis is a cluster (`redis+cluster://`).
+    pub fn is_cluster(&self) -> bool {
+        self.backend.is_cluster()
     }
 
     /// Sets the schema version on a fresh Redis, refuses a layout from a newer release, and loads

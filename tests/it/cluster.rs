@@ -32,10 +32,11 @@ fn pubsub_only(settings: &mut Settings) {
     settings.reconcile_every = Duration::from_secs(10);
 }
 
-/// Waits until `count` instances listen on the shared wake-up channel. Each instance subscribes
-/// to the wake-up channel and its own notice channel in one SUBSCRIBE, so both are live then.
+/// Waits until `count` instances listen on the shared schedule channel. Each instance subscribes
+/// to it and its own notice channel in one SUBSCRIBE, so both are live then (a queue's wake-up
+/// channel follows when a stream of the queue opens, and its confirmation wakes the queue).
 async fn wait_subscribed(redis: &Redis, server: &Server, count: i64) {
-    let channel = server.store.keys().wake_channel();
+    let channel = server.store.keys().schedule_channel();
     let client = redis::Client::open(redis.url()).expect("url");
     eventually(Duration::from_secs(10), "every instance to subscribe to notices", || {
         let (client, channel) = (client.clone(), channel.clone());

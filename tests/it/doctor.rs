@@ -108,6 +108,7 @@ fn store_at(redis: &Redis, prefix: &str) -> jobwire::store::Store {
         pool_size: 1,
         timeout: Duration::from_secs(2),
         retention: crate::harness::retention(),
+        wait_replicas: 0,
     })
     .expect("store")
 }

@@ -75,6 +75,19 @@ impl Redis {
     }
 }
 
+/// What a jobwire server can be pointed at: one Redis, or a Redis Cluster
+/// (`redis_cluster::Cluster`).
+pub trait RedisBackend {
+    /// The `--redis-url` of it.
+    fn url(&self) -> String;
+}
+
+impl RedisBackend for Redis {
+    fn url(&self) -> String {
+        Redis::url(self)
+    }
+}
+
 /// Polls `condition` until it holds, or panics after `limit`.
 pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + limit;
@@ -158,10 +171,12 @@ pub struct ServerBuilder {
     tls: Option<Arc<jobwire::listener::ServerTls>>,
     auth: Option<Arc<Authority>>,
     connections: ConnectionLimits,
+    /// `--redis-wait-replicas`.
+    wait_replicas: u32,
 }
 
 impl ServerBuilder {
-    pub fn new(redis: &Redis) -> Self {
+    pub fn new(redis: &impl RedisBackend) -> Self {
         Self {
             url: redis.url(),
             prefix: unique_prefix(),
@@ -173,7 +188,14 @@ impl ServerBuilder {
             tls: None,
             auth: None,
             connections: ConnectionLimits::default(),
+            wait_replicas: 0,
         }
+    }
+
+    /// Adds and completions wait for this many replicas (`--redis-wait-replicas`).
+    pub fn wait_replicas(mut self, replicas: u32) -> Self {
+        self.wait_replicas = replicas;
+        self
     }
 
     /// What one connection and one token may hold open (`limits::` tests).
@@ -217,6 +239,7 @@ impl ServerBuilder {
                 pool_size: 4,
                 timeout: Duration::from_millis(500),
                 retention: self.retention,
+                wait_replicas: self.wait_replicas,
             })
             .expect("store"),
         );
@@ -262,7 +285,7 @@ impl ServerBuilder {
 }
 
 impl Server {
-    pub async fn start(redis: &Redis) -> Self {
+    pub async fn start(redis: &impl RedisBackend) -> Self {
         ServerBuilder::new(redis).start().await
     }
 
@@ -574,6 +597,7 @@ pub async fn invariant_problems(url: &str, prefix: &str, queue: &str) -> Vec<Str
         pool_size: 1,
         timeout: Duration::from_secs(2),
         retention: retention(),
+        wait_replicas: 0,
     })
     .expect("store");
     store.invariants().check_invariants(queue).await.expect("invariant check runs")

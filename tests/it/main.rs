@@ -26,6 +26,7 @@ mod metrics;
 mod model;
 mod queue_settings;
 mod rate_limits;
+mod redis_cluster;
 mod resilience;
 mod retries;
 mod schedules;

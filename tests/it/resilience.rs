@@ -92,6 +92,7 @@ async fn a_redis_holding_another_layout_version_is_refused_and_left_alone() {
         pool_size: 1,
         timeout: Duration::from_millis(500),
         retention: retention(),
+        wait_replicas: 0,
     })
     .expect("store");
     let refused = store.ensure_schema().await.expect_err("an older layout");

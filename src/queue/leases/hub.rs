@@ -365,6 +365,13 @@ impl Hub {
         undelivered
     }
 
+    /// The queues served by streams here (each with its dispatcher), sorted.
+    pub(super) fn queues(&self) -> Vec<String> {
+        let mut queues: Vec<String> = self.lock().queues.keys().cloned().collect();
+        queues.sort_unstable();
+        queues
+    }
+
     /// Whether `wake` is still the dispatcher wake-up of `queue` (the queue still has streams here
     /// and no newer dispatcher replaced the caller).
     pub(super) fn serves(&self, queue: &str, wake: &Arc<Notify>) -> bool {

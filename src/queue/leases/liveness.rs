@@ -6,6 +6,11 @@
 //! a gap for a full TTL. So when Redis (or this instance) was paused or cut off, nobody is
 //! declared dead until every live instance has had a full TTL to heartbeat again.
 //!
+//! On a Redis Cluster a heartbeat counts only when every master answers too (one PING each): the
+//! registry lives on one master, and a queue whose master is down cannot be served, so health
+//! is NOT_SERVING while any slot is unreachable, and the reaper's fresh period starts again
+//! once the cluster is whole (no lease is reaped because of a failover's gap).
+//!
 //! Each heartbeat that succeeds also republishes this instance's worker list when it is due
 //! (`workers.rs`) and expires the idle sessions of every known queue (`session_sweep.lua`).
 //!
@@ -48,7 +53,12 @@ pub(super) async fn run(leases: Arc<Leases>) {
             _ = leases.background.stopped() => return,
             _ = ticker.tick() => {}
         }
-        match leases.store.instances().heartbeat(&leases.instance, ttl).await {
+        let beat = async {
+            let beat = leases.store.instances().heartbeat(&leases.instance, ttl).await?;
+            leases.store.instances().every_master_answers().await?;
+            Ok::<_, crate::store::StoreError>(beat)
+        };
+        match beat.await {
             Ok((_, dead)) => {
                 let now = Instant::now();
                 // A gap longer than half the TTL means we may have looked dead to others, and

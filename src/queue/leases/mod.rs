@@ -67,6 +67,9 @@ pub(super) struct Leases {
     /// Where the notices on the schedule channel go (`follow_schedules`): the `queue/name` of a
     /// schedule that changed, or None when the pub/sub connection was made again.
     schedule_notices: std::sync::OnceLock<mpsc::UnboundedSender<Option<String>>>,
+    /// The set of queues with a stream here changed: the notice listener subscribes to the
+    /// wake-up channels of the new ones and leaves those of the gone ones.
+    queues_changed: tokio::sync::Notify,
 }
 
 /// Keeps a worker stream registered; dropping it ends the stream and hands its unacknowledged
@@ -90,7 +93,10 @@ impl Drop for StreamGuard {
     fn drop(&mut self) {
         let leases = self.leases.clone();
         let (held, orphaned) = leases.hub.close(self.id);
-        drop(orphaned); // their dispatchers notice the queue has no stream and stop
+        // Their dispatchers notice the queue has no stream and stop; their wake-ups are left.
+        if !orphaned.is_empty() {
+            leases.queues_changed.notify_one();
+        }
         telemetry::set_worker_streams(leases.hub.stream_count());
         if held.is_empty() || leases.background.is_stopping() {
             // On shutdown, `Leases::hand_back_all` hands back everything still held.
@@ -123,6 +129,7 @@ impl Leases {
             dispatchers: TaskTracker::new(),
             redis_up,
             schedule_notices: std::sync::OnceLock::new(),
+            queues_changed: tokio::sync::Notify::new(),
         });
         leases.background.spawn(liveness::run(leases.clone()));
         leases.background.spawn(notices::listen(leases.clone()));
@@ -205,6 +212,9 @@ impl Leases {
         let (tx, rx) = mpsc::channel(credit.saturating_mul(2).saturating_add(8));
         let (id, fresh) = self.hub.open(spec, tx).ok_or(Error::ShuttingDown)?;
         telemetry::set_worker_streams(self.hub.stream_count());
+        if !fresh.is_empty() {
+            self.queues_changed.notify_one();
+        }
         for (queue, wake) in fresh {
             self.dispatchers.spawn(dispatch::run(self.clone(), queue, wake));
         }

@@ -4,7 +4,9 @@
 //! The reconciliation runs both ways: the leases this instance holds are checked against Redis,
 //! and Redis's leases naming this instance are checked against what it holds.
 //!
-//! Channels: `wake` (a queue got work; message = queue name), `schedules` (a schedule changed;
+//! Channels: each queue's `wake` shard channel, subscribed while the queue has a stream here
+//! (the queue got work; message = queue name; `SPUBLISH` from its functions, so on a cluster it
+//! is heard from the master of the queue's slot), `schedules` (a schedule changed;
 //! message = `queue/name`, passed on to the schedules' timer, `Leases::follow_schedules`) and
 //! this instance's own channel
 //! (an ack for one of our leases reached another instance: free the credit; another instance
@@ -19,11 +21,13 @@ use std::{
     time::Duration,
 };
 
-use futures::StreamExt;
 use tracing::{debug, info, warn};
 
 use super::{Leases, RevokeReason, hub::HeldLease};
-use crate::{queue::job::JobId, store::LeaseToken};
+use crate::{
+    queue::job::JobId,
+    store::{LeaseToken, Push, Subscriber},
+};
 
 /// What the owner of a lease is told about it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,22 +76,22 @@ fn decode(raw: &str) -> Option<(Notice, JobId, LeaseToken)> {
 
 /// Subscribes and dispatches notices until shutdown, reconnecting with backoff.
 pub(super) async fn listen(leases: Arc<Leases>) {
-    let wake_channel = leases.store.keys().wake_channel();
-    let own_channel = leases.store.keys().instance_channel(&leases.instance);
-    let schedule_channel = leases.store.keys().schedule_channel();
+    let keys = leases.store.keys().clone();
+    let own_channel = keys.instance_channel(&leases.instance);
+    let schedule_channel = keys.schedule_channel();
     let mut wait = Duration::from_millis(100);
     while !leases.background.is_stopping() {
         let subscribed = async {
-            let mut pubsub = leases.store.pubsub().await?;
-            pubsub.subscribe(&[&wake_channel, &own_channel, &schedule_channel]).await?;
-            Ok::<_, crate::store::StoreError>(pubsub)
+            let mut subscriber = leases.store.subscriber().await?;
+            subscriber.subscribe(&[own_channel.clone(), schedule_channel.clone()]).await?;
+            Ok::<_, crate::store::StoreError>(subscriber)
         };
-        let pubsub = tokio::select! {
+        let subscriber = tokio::select! {
             _ = leases.background.stopped() => return,
             r = subscribed => r,
         };
-        let pubsub = match pubsub {
-            Ok(p) => p,
+        let mut subscriber = match subscriber {
+            Ok(s) => s,
             Err(e) => {
                 debug!(error = %e, "pub/sub connect failed");
                 tokio::select! {
@@ -98,36 +102,81 @@ pub(super) async fn listen(leases: Arc<Leases>) {
                 continue;
             }
         };
-        info!("subscribed to wake-ups and notices");
+        info!("subscribed to notices");
         wait = Duration::from_millis(100);
         // Anything published while we were away is lost: look at every queue once.
         leases.hub.wake_all();
         leases.schedule_notice(None);
-        let mut messages = pubsub.into_on_message();
-        loop {
-            let msg = tokio::select! {
+        let mut wake_channels = HashSet::new();
+        // The wake-up subscriptions are made at once on a new connection, then on each change.
+        let mut catch_up = true;
+        let mut follow = true;
+        while follow {
+            let heard = tokio::select! {
                 _ = leases.background.stopped() => return,
-                m = messages.next() => m,
+                push = subscriber.next() => Some(push),
+                _ = leases.queues_changed.notified() => None,
+                _ = std::future::ready(()), if catch_up => None,
             };
-            let Some(msg) = msg else { break };
-            let Ok(payload) = msg.get_payload::<String>() else {
+            let Some(push) = heard else {
+                catch_up = false;
+                if let Err(e) = follow_queues(&leases, &mut subscriber, &mut wake_channels).await {
+                    warn!(error = %e, "wake-up subscriptions failed; reconnecting");
+                    follow = false;
+                }
                 continue;
             };
-            if msg.get_channel_name() == wake_channel {
-                leases.hub.wake(&payload);
-                continue;
-            }
-            if msg.get_channel_name() == schedule_channel {
-                leases.schedule_notice(Some(payload));
-                continue;
-            }
-            match decode(&payload) {
-                Some((notice, job_id, token)) => leases.apply(notice, &job_id, &token),
-                None => warn!(%payload, "unreadable notice"),
+            match push {
+                Push::Message { channel, payload } => {
+                    if channel == own_channel {
+                        match decode(&payload) {
+                            Some((notice, job_id, token)) => leases.apply(notice, &job_id, &token),
+                            None => warn!(%payload, "unreadable notice"),
+                        }
+                    } else if channel == schedule_channel {
+                        leases.schedule_notice(Some(payload));
+                    } else {
+                        leases.hub.wake(&payload);
+                    }
+                }
+                // A subscription took effect (first, or again after a failover): what was
+                // published before it is lost, so look once.
+                Push::Subscribed { channel } => match keys.queue_of(&channel) {
+                    Some(queue) => leases.hub.wake(queue),
+                    None => {
+                        leases.hub.wake_all();
+                        leases.schedule_notice(None);
+                    }
+                },
+                Push::Closed => follow = false,
             }
         }
         warn!("pub/sub connection lost; reconnecting");
     }
+}
+
+/// Subscribes to the wake-up channel of each queue with a stream here and leaves those of the
+/// queues without any more. A subscription's confirmation wakes its queue's dispatcher
+/// (`Push::Subscribed`), for what was added before it took effect.
+async fn follow_queues(
+    leases: &Leases,
+    subscriber: &mut Subscriber,
+    subscribed: &mut HashSet<String>,
+) -> crate::store::Result<()> {
+    let queues: HashSet<String> = leases.hub.queues().into_iter().collect();
+    let keys = leases.store.keys();
+    let gone: Vec<String> = subscribed.difference(&queues).cloned().collect();
+    for queue in gone {
+        subscriber.unsubscribe_shard(&keys.wake_channel(&queue)).await?;
+        subscribed.remove(&queue);
+    }
+    for queue in queues {
+        if !subscribed.contains(&queue) {
+            subscriber.subscribe_shard(&keys.wake_channel(&queue)).await?;
+            subscribed.insert(queue);
+        }
+    }
+    Ok(())
 }
 
 /// Every few seconds, checks each lease this instance believes it holds against Redis. A lease

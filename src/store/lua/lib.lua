@@ -34,7 +34,8 @@
 --   KEYS[20] key_state     hash  't<rate key>' -> GCRA TAT (ms), 'a<concurrency key>' -> leases
 --   KEYS[21..31]           lists of ready ULIDs, priority 5 (KEYS[21]) down to -5 (KEYS[31])
 -- and the same leading arguments:
---   ARGV[1] wake channel, ARGV[2] queue name,
+--   ARGV[1] the queue's wake channel (a shard channel of the queue's hash tag, so on its slot:
+--           SPUBLISH from a script must stay there), ARGV[2] queue name,
 --   ARGV[3] completed retention ms, ARGV[4] completed cap,
 --   ARGV[5] dead retention ms, ARGV[6] dead cap, ARGV[7] events kept.
 -- Time is the Redis server's own clock (TIME), the one clock of every queue.
@@ -377,7 +378,7 @@ local function hmget(key, fields)
 end
 
 local function wake()
-  redis.call('PUBLISH', ARGV[1], ARGV[2])
+  redis.call('SPUBLISH', ARGV[1], ARGV[2])
 end
 
 -- Concurrency cap: the queue's `concurrency` setting is the most leases it may hold (HLEN of

@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
-use jobwire::store::{AckOutcome, CancelOutcome, Listing, QueueCounts, RecordState};
+use jobwire::store::{AckOutcome, CancelOutcome, Listing, Push, QueueCounts, RecordState};
 
 use super::{Case, Job, Places, QUEUE, next_ulid};
 
@@ -127,17 +126,23 @@ async fn cancel_of_an_unknown_or_finished_job_is_refused() {
 #[tokio::test]
 async fn pause_sets_the_flag_and_resume_wakes_the_dispatchers() {
     let case = Case::start().await;
-    let mut pubsub = case.store.pubsub().await.expect("pubsub");
-    pubsub.subscribe(case.store.keys().wake_channel()).await.expect("subscribe");
+    let mut subscriber = case.store.subscriber().await.expect("subscriber");
+    let channel = case.store.keys().wake_channel(QUEUE);
+    subscriber.subscribe_shard(&channel).await.expect("subscribe");
     case.pause(true).await;
     assert!(case.stats().await.paused);
     case.pause(false).await;
     assert!(!case.stats().await.paused);
-    let message = tokio::time::timeout(Duration::from_secs(5), pubsub.on_message().next())
-        .await
-        .expect("a wake-up within 5 s")
-        .expect("a message");
-    assert_eq!(message.get_payload::<String>().expect("text"), QUEUE, "the queue woken");
+    let message = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Push::Message { channel, payload } = subscriber.next().await {
+                return (channel, payload);
+            }
+        }
+    })
+    .await
+    .expect("a wake-up within 5 s");
+    assert_eq!(message, (channel, QUEUE.to_owned()), "the queue woken, on its own shard channel");
     case.assert_invariants().await;
 }
 

@@ -178,6 +178,7 @@ impl Case {
             pool_size: 2,
             timeout: Duration::from_secs(2),
             retention: kept,
+            wait_replicas: 0,
         })
         .expect("store");
         store.ensure_schema().await.expect("schema");

@@ -1,0 +1,271 @@
+//! The link to Redis: one node through the bb8 pool (`pool.rs`), or a Redis Cluster through the
+//! redis crate's async cluster client, behind one [`Connection`] type that every call of the
+//! store runs on. Nothing outside this file (and the few node-by-node operations of
+//! `backend.rs`) knows which of the two it has.
+//!
+//! - **One node** (`redis://`, `rediss://`, `unix://`): pooled multiplexed connections, healed
+//!   by dropping a connection whose call failed in transport (`pool.rs`).
+//! - **A cluster** (`redis+cluster://host:port[,host:port...]`, the seed nodes, with a user
+//!   and password as in `redis://`): one cluster connection, cloned per call (a handle over the
+//!   client's own multiplexed connection per node). It routes each command by the slot of its
+//!   first key, follows `MOVED` and `ASK`, retries `TRYAGAIN`, and refreshes the slot map and
+//!   reconnects when a node fails or a replica is promoted; every call is still bounded by the
+//!   configured timeout overall (retries included), so a slot without a master turns into
+//!   `UNAVAILABLE` quickly. A call that fails in transport renews the connection (at most once a
+//!   second), so a master that died is forgotten once the cluster has promoted its replica.
+//!   It connects in the background: the store is built while the cluster
+//!   is down, and the first call that finds it up completes the connection.
+//!
+//! Pub/sub goes on a connection of its own speaking RESP3 (pushes arrive on a channel, and
+//! subscribing goes on while messages flow): [`Link::subscriber`]. On a cluster, the client
+//! sends each `SSUBSCRIBE` to the master of the channel's slot; on either, a lost node ends
+//! the subscriber and the caller makes a new one (which learns the slot map afresh).
+
+use std::time::Duration;
+
+use bb8_redis::bb8;
+use redis::{
+    Cmd, Pipeline, PushInfo, RedisFuture, Value,
+    aio::{ConnectionLike, MultiplexedConnection},
+    cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig},
+    cluster_async::ClusterConnection,
+};
+use tokio::sync::mpsc;
+
+use super::{
+    Result, StoreConfig, StoreError,
+    connect::{self, RedisAccess},
+    pool::Manager,
+};
+
+/// The URL scheme of a Redis Cluster: its seed nodes follow, comma-separated.
+const CLUSTER_SCHEME: &str = "redis+cluster://";
+
+/// Whether `url` names a Redis Cluster (its seed nodes) rather than one Redis.
+pub fn is_cluster_url(url: &str) -> bool {
+    url.starts_with(CLUSTER_SCHEME) || url.starts_with("rediss+cluster://")
+}
+
+/// A connection of the store: to one node (pooled) or to a cluster (routed by key slot).
+#[derive(Clone)]
+pub(super) enum Connection {
+    Node(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Node(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Node(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Node(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// How the store reaches Redis (see the module doc).
+#[expect(clippy::large_enum_variant, reason = "one per store, built once and never moved after")]
+pub(super) enum Link {
+    Node {
+        pool: bb8::Pool<Manager>,
+        /// For the connections that must not be pooled (blocking reads).
+        client: redis::Client,
+        /// The same node in RESP3, for the subscriber.
+        pushes: redis::Client,
+    },
+    Cluster(Box<Cluster>),
+}
+
+/// What a call of the store runs on ([`Link::calls`]).
+pub(super) enum Calls<'a> {
+    /// A connection is taken from the pool for the call.
+    Pool(&'a bb8::Pool<Manager>),
+    /// The cluster connection, which routes the call.
+    Cluster(ClusterConnection),
+}
+
+/// The cluster side of [`Link`].
+pub(super) struct Cluster {
+    /// The one cluster connection of the calls, cloned per call, and when it was made.
+    conn: std::sync::Mutex<(ClusterConnection, std::time::Instant)>,
+    client: ClusterClient,
+    /// The same seeds in RESP3, for the subscriber.
+    pushes: ClusterClient,
+    timeout: Duration,
+}
+
+impl Link {
+    /// The link `config.url` names, built without waiting for Redis.
+    pub(super) fn new(config: &StoreConfig) -> Result<Self> {
+        if is_cluster_url(&config.url) {
+            let client = cluster_client(&config.url, &config.access, config.timeout, redis::ProtocolVersion::RESP2)?;
+            let pushes = cluster_client(&config.url, &config.access, config.timeout, redis::ProtocolVersion::RESP3)?;
+            let conn = client.get_pending_async_connection_with_config(call_config(config.timeout, config.timeout));
+            let conn = std::sync::Mutex::new((conn, std::time::Instant::now()));
+            return Ok(Self::Cluster(Box::new(Cluster { conn, client, pushes, timeout: config.timeout })));
+        }
+        let client = connect::client(&config.url, &config.access, redis::ProtocolVersion::RESP2)?;
+        let pushes = connect::client(&config.url, &config.access, redis::ProtocolVersion::RESP3)?;
+        let pool = Manager::new(&client, config.timeout)?.pool(config.pool_size);
+        Ok(Self::Node { pool, client, pushes })
+    }
+
+    /// Whether this is a cluster.
+    pub(super) fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster(_))
+    }
+
+    /// A connection outside the pool whose responses may take `block` longer than `timeout` (a
+    /// blocking read would stall every request multiplexed on a shared connection).
+    pub(super) async fn blocking_connection(&self, block: Duration, timeout: Duration) -> Result<Connection> {
+        match self {
+            Self::Node { client, .. } => {
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(timeout))
+                    .set_response_timeout(Some(block + timeout));
+                Ok(Connection::Node(client.get_multiplexed_async_connection_with_config(&config).await?))
+            }
+            Self::Cluster(cluster) => {
+                let config = call_config(timeout, block + timeout);
+                Ok(Connection::Cluster(cluster.client.get_async_connection_with_config(config).await?))
+            }
+        }
+    }
+
+    /// A RESP3 connection whose pushes (messages, subscription confirmations, disconnections)
+    /// arrive on the returned receiver.
+    pub(super) async fn subscriber(
+        &self,
+        timeout: Duration,
+    ) -> Result<(Connection, mpsc::UnboundedReceiver<PushInfo>)> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let conn = match self {
+            Self::Node { pushes, .. } => {
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(timeout))
+                    .set_response_timeout(Some(timeout))
+                    .set_push_sender(tx);
+                Connection::Node(pushes.get_multiplexed_async_connection_with_config(&config).await?)
+            }
+            Self::Cluster(cluster) => {
+                let config = call_config(cluster.timeout, cluster.timeout).set_push_sender(tx);
+                Connection::Cluster(cluster.pushes.get_async_connection_with_config(config).await?)
+            }
+        };
+        Ok((conn, rx))
+    }
+
+    /// What a call runs on: the pool of the one node, or a handle of the cluster connection.
+    pub(super) fn calls(&self) -> Calls<'_> {
+        match self {
+            Self::Node { pool, .. } => Calls::Pool(pool),
+            Self::Cluster(cluster) => Calls::Cluster(cluster.conn.lock().unwrap_or_else(|e| e.into_inner()).0.clone()),
+        }
+    }
+
+    /// After a call failed in transport on a cluster: replaces the cluster connection with a
+    /// new one (at most once per [`RENEW_EVERY`]), which learns the slot map afresh from the
+    /// seeds. The client refreshes its map on `MOVED`, but a master that died answers nothing,
+    /// and the client would keep reconnecting to it after its replica took over.
+    pub(super) fn renew_after_failure(&self) {
+        let Self::Cluster(cluster) = self else { return };
+        let mut conn = cluster.conn.lock().unwrap_or_else(|e| e.into_inner());
+        if conn.1.elapsed() >= RENEW_EVERY {
+            let fresh =
+                cluster.client.get_pending_async_connection_with_config(call_config(cluster.timeout, cluster.timeout));
+            *conn = (fresh, std::time::Instant::now());
+        }
+    }
+}
+
+/// The least time between two renewals of a cluster connection.
+const RENEW_EVERY: Duration = Duration::from_secs(1);
+
+/// Timeouts of a cluster connection: `response` per attempt, and overall (retries included).
+fn call_config(connect: Duration, response: Duration) -> ClusterConfig {
+    ClusterConfig::new().set_connection_timeout(connect).set_response_timeout(response)
+}
+
+/// The cluster client for a `redis+cluster://[user[:password]@]host:port[,host:port...]` URL.
+fn cluster_client(
+    url: &str,
+    access: &RedisAccess,
+    timeout: Duration,
+    protocol: redis::ProtocolVersion,
+) -> Result<ClusterClient> {
+    let Some(rest) = url.strip_prefix(CLUSTER_SCHEME) else {
+        return Err(StoreError::Config(
+            "rediss+cluster:// (TLS to a Redis Cluster) is not supported yet; use redis+cluster://".into(),
+        ));
+    };
+    if access.ca.is_some() || access.client_identity.is_some() {
+        return Err(StoreError::Config(
+            "a Redis CA or client certificate needs TLS, which redis+cluster:// is not".into(),
+        ));
+    }
+    let (userinfo, hosts) = match rest.rsplit_once('@') {
+        Some((userinfo, hosts)) => (Some(userinfo), hosts),
+        None => (None, rest),
+    };
+    let hosts = hosts.trim_end_matches('/');
+    let seeds: Vec<String> = hosts
+        .split(',')
+        .map(|host| match userinfo {
+            Some(userinfo) => format!("redis://{userinfo}@{host}"),
+            None => format!("redis://{host}"),
+        })
+        .collect();
+    if hosts.is_empty() || seeds.iter().any(|s| s.ends_with("//") || s.ends_with('@')) {
+        return Err(StoreError::Config("a redis+cluster:// URL needs at least one host:port".into()));
+    }
+    let mut infos = Vec::with_capacity(seeds.len());
+    for seed in &seeds {
+        infos.push(connect::connection_info(seed, access, protocol)?);
+    }
+    let mut builder =
+        ClusterClientBuilder::new(infos).use_protocol(protocol).connection_timeout(timeout).response_timeout(timeout);
+    if let Some(password) = &access.password {
+        builder = builder.password(password);
+    }
+    builder.build().map_err(|e| StoreError::Config(format!("the Redis Cluster URL does not parse: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_url_names_its_seeds_and_a_url_without_hosts_is_refused() {
+        let access = RedisAccess::default();
+        let t = Duration::from_secs(1);
+        let resp = redis::ProtocolVersion::RESP2;
+        assert!(cluster_client("redis+cluster://127.0.0.1:7000,127.0.0.1:7001", &access, t, resp).is_ok());
+        assert!(cluster_client("redis+cluster://jobwire:secret@127.0.0.1:7000/", &access, t, resp).is_ok());
+        for bad in ["redis+cluster://", "redis+cluster://user@", "redis+cluster://a:1,,b:2"] {
+            assert!(matches!(cluster_client(bad, &access, t, resp), Err(StoreError::Config(_))), "{bad} is refused");
+        }
+        assert!(matches!(
+            cluster_client("rediss+cluster://127.0.0.1:7000", &access, t, resp),
+            Err(StoreError::Config(_))
+        ));
+        assert!(is_cluster_url("redis+cluster://h:1") && !is_cluster_url("redis://h:1"));
+    }
+}
