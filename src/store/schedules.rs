@@ -130,8 +130,10 @@ pub struct FireJob {
 pub enum FireOutcome {
     /// Claimed: the jobs added (fewer than asked when skipped for overlap).
     Fired(u64),
-    /// Not claimed: the schedule changed, was fired by another instance, or is paused; here is
-    /// what it is now.
+    /// Not claimed: another instance fired it first; here is how far it has fired now (its
+    /// definition is the one the fire named).
+    FiredElsewhere(i64),
+    /// Not claimed: the schedule changed or is paused; here is what it is now.
     Refused(Box<StoredSchedule>),
     /// There is no such schedule (any more).
     Gone,
@@ -346,6 +348,12 @@ impl Schedules {
                         .parse()
                         .map_err(|_| StoreError::Corrupt("the fire function answered an unreadable count".into()))?;
                     Ok(FireOutcome::Fired(added))
+                }
+                2 => {
+                    let through = String::from_utf8_lossy(&detail).parse().map_err(|_| {
+                        StoreError::Corrupt("the fire function answered an unreadable fired-through".into())
+                    })?;
+                    Ok(FireOutcome::FiredElsewhere(through))
                 }
                 0 => Ok(FireOutcome::Refused(Box::new(StoredSchedule::decode(&detail)?))),
                 -1 => Ok(FireOutcome::Gone),

@@ -8,7 +8,7 @@ use jobwire::proto::{self, JobState, schedule_service_client::ScheduleServiceCli
 use jobwire::store::Kind;
 use tonic::{Code, transport::Channel};
 
-use crate::harness::{Client, Redis, Server, ServerBuilder, Worker, eventually, run_jobwire, unique_prefix};
+use crate::harness::{Client, Process, Redis, Server, ServerBuilder, Worker, eventually, run_jobwire, unique_prefix};
 
 type Schedules = ScheduleServiceClient<Channel>;
 
@@ -144,6 +144,47 @@ async fn a_schedule_made_through_one_instance_is_fired_by_another_within_a_secon
     })
     .await;
     b.assert_invariants(QUEUE).await;
+}
+
+/// A jobwire process over `redis` under `prefix`, to be killed.
+fn process(redis: &Redis, prefix: &str) -> Process {
+    Process::start(&["serve", "--listen", "127.0.0.1:0", "--redis-url", &redis.url(), "--key-prefix", prefix])
+}
+
+/// Each schedule has one owner among the live instances, which fires it on time; the others fire
+/// it only a grace later. Killing one instance halfway through loses no due time of any
+/// schedule (the survivor fires the dead one's late until it stops counting it live) and
+/// fires none twice.
+#[tokio::test]
+async fn killing_an_instance_loses_no_due_time_of_the_schedules_it_owned() {
+    let redis = Redis::start();
+    let prefix = unique_prefix();
+    let mut doomed = process(&redis, &prefix);
+    let survivor = process(&redis, &prefix);
+    let channel =
+        Channel::from_shared(format!("http://{}", survivor.addr)).expect("uri").connect().await.expect("connect");
+    let mut admin = ScheduleServiceClient::new(channel);
+    let t0 = (now_ms() / 1000 + 2) * 1000;
+    let names: Vec<String> = (0..20).map(|n| format!("s{n}")).collect();
+    for name in &names {
+        let mut definition = every_second(name);
+        definition.start = Some(at(t0));
+        definition.end = Some(at(t0 + 8_000));
+        upsert(&mut admin, definition).await;
+    }
+    sleep_until_ms(t0 + 2_500).await;
+    doomed.child.kill().expect("kill");
+    doomed.child.wait().expect("reaped");
+    let mut client = survivor.client().await;
+    let expected: Vec<i64> = (0..8).map(|k| t0 + k * 1000).collect();
+    for name in &names {
+        let client = client.clone();
+        let what = format!("{name}'s 8 fires");
+        wait_for_dues(&client, name, Duration::from_secs(10), &what, |d| d.len() >= expected.len()).await;
+    }
+    for name in &names {
+        assert_eq!(dues(&mut client, name, JobState::Waiting).await, expected, "{name}: one job per due time");
+    }
 }
 
 #[tokio::test]

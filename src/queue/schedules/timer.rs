@@ -6,10 +6,22 @@
 //!
 //! A fire is claimed in Redis (`store::Schedules::fire`: a compare-and-set of how far the
 //! schedule has fired, in the call that adds its jobs). Every instance fires every schedule, so
-//! of the instances racing for a due time one adds its job and the others are refused with the
-//! schedule as it now is, which they adopt and re-arm from: no leader, no lock, and a schedule
+//! of the instances racing for a due time one adds its job and the others are refused with how
+//! far it has now fired, which they adopt and re-arm from: no leader, no lock, and a schedule
 //! keeps firing as long as one instance is up. The due schedules of one queue share a call (up
-//! to `FIRES_PER_CALL`); queues are fired concurrently.
+//! to `FIRES_PER_CALL`); queues and calls are fired concurrently.
+//!
+//! So that Redis is not asked twice for every due time, each schedule has an owner among the
+//! live instances (those in the instance registry that heartbeat within `LIVE_WITHIN` of the
+//! latest; rendezvous hashing of the instance ids with the schedule, so every instance that
+//! reads the same registry picks the same owner, and an instance that joins or leaves moves
+//! only its share). The owner fires a due time when it comes; the others `GRACE` later, and
+//! only then learn (a refusal of a few bytes) that the owner's claim landed. When the owner is
+//! gone, its due times are fired `GRACE` late by the others until the registry, read again
+//! every `LIVE_EVERY`, no longer names it: nothing is lost, nothing fires twice. A due time
+//! already past when a schedule is armed (a restart, a missed fire) is fired at once by every
+//! instance, as before. The registry is only a hint: an instance that reads it differently, or
+//! not at all, fires too early or too late, never twice.
 //!
 //! The resync reloads every registered queue's schedules every `RESYNC_EVERY` (after a failed
 //! one, every `RETRY_AFTER`) and whenever the pub/sub connection is made again, since a notice
@@ -26,6 +38,8 @@ use std::{
 use tokio::{sync::mpsc, time::Instant};
 use tracing::{debug, warn};
 
+use sha2::{Digest, Sha256};
+
 use super::{Compiled, compile, now_ms, timing::fire_identity};
 use crate::{
     queue::{background::Background, leases::Leases},
@@ -40,6 +54,15 @@ const RETRY_AFTER: Duration = Duration::from_millis(500);
 const FIRES_PER_CALL: usize = 100;
 /// Schedules read per HSCAN page.
 const PAGE: u32 = 200;
+/// How long after a due time an instance that does not own the schedule fires it (in case the
+/// owner is gone): well within the on-time window (`timing::ON_TIME_WITHIN_MS`), and longer
+/// than the owner takes to add an instant's jobs under load.
+const GRACE_MS: i64 = 250;
+/// An instance whose heartbeat is this much older than the latest one owns no schedule (they
+/// heartbeat at least once a second).
+const LIVE_WITHIN: Duration = Duration::from_secs(3);
+/// How often the live instances are read again while schedules are known.
+const LIVE_EVERY: Duration = Duration::from_secs(2);
 
 /// `(queue, name)`: a schedule's identity.
 type Key = (String, String);
@@ -50,19 +73,81 @@ struct Known {
     fired_through: i64,
     paused: bool,
     compiled: Arc<Compiled>,
+    /// Whether this instance owns it (fires its due times when they come, not `GRACE_MS` later).
+    owned: bool,
     /// When it is armed for (epoch ms), if it is.
     armed: Option<i64>,
 }
 
+/// Which live instance owns which schedule (see the module doc).
+struct Owners {
+    /// This instance's id.
+    me: String,
+    /// The live instances as last read, sorted; empty before the first read (then this
+    /// instance owns everything).
+    live: Vec<String>,
+    /// When they were read.
+    read_at: Option<Instant>,
+}
+
+impl Owners {
+    /// Whether this instance owns the schedule: the live instance whose id hashed with the
+    /// schedule's identity is highest (this one, when it is not among those read).
+    fn owns(&self, (queue, name): &Key) -> bool {
+        if !self.live.contains(&self.me) {
+            return true;
+        }
+        let weight = |id: &String| {
+            let digest = Sha256::new()
+                .chain_update(id)
+                .chain_update([0])
+                .chain_update(queue)
+                .chain_update([0])
+                .chain_update(name)
+                .finalize();
+            let mut first = [0u8; 8];
+            first.copy_from_slice(&digest[..8]);
+            (u64::from_be_bytes(first), id.clone())
+        };
+        self.live.iter().max_by_key(|id| weight(id)).is_some_and(|owner| *owner == self.me)
+    }
+}
+
 /// The schedules this instance knows, and the order they are due in.
-#[derive(Default)]
 struct Schedules {
     known: HashMap<Key, Known>,
     /// `(armed at, queue, name)` of every armed schedule.
     armed: BTreeSet<(i64, String, String)>,
+    owners: Owners,
 }
 
 impl Schedules {
+    fn new(me: &str) -> Self {
+        let owners = Owners { me: me.to_owned(), live: Vec::new(), read_at: None };
+        Self { known: HashMap::new(), armed: BTreeSet::new(), owners }
+    }
+
+    /// Takes in the live instances as read: each schedule whose owner changed is armed again.
+    fn set_live(&mut self, live: Vec<String>, now: i64) {
+        self.owners.read_at = Some(Instant::now());
+        if live == self.owners.live {
+            return;
+        }
+        debug!(live = ?live, "the live instances that own schedules");
+        self.owners.live = live;
+        let keys: Vec<Key> = self.known.keys().cloned().collect();
+        for key in keys {
+            let owned = self.owners.owns(&key);
+            let Some(known) = self.known.get_mut(&key) else { continue };
+            if known.owned != owned {
+                known.owned = owned;
+                if known.armed.is_some() {
+                    self.arm(&key, now);
+                }
+            }
+        }
+    }
+
     /// Takes in a schedule as read from Redis (its spec compiled again only when its revision
     /// changed), and arms it for its next fire.
     fn adopt(&mut self, key: Key, stored: &StoredSchedule, now: i64) {
@@ -83,13 +168,16 @@ impl Schedules {
             fired_through: stored.fired_through_ms,
             paused: stored.paused,
             compiled,
+            owned: self.owners.owns(&key),
             armed: None,
         };
         self.known.insert(key.clone(), known);
         self.arm(&key, now);
     }
 
-    /// Arms a known schedule for its next fire (none while paused or when no due time is left).
+    /// Arms a known schedule for its next fire (none while paused or when no due time is left):
+    /// its next due time, `GRACE_MS` later when another instance owns it, or now when a due
+    /// time is owed already.
     fn arm(&mut self, key: &Key, now: i64) {
         let Some(known) = self.known.get_mut(key) else { return };
         if let Some(at) = known.armed.take() {
@@ -99,6 +187,7 @@ impl Schedules {
             return;
         }
         if let Some(at) = known.compiled.timetable.next_fire(known.fired_through, now) {
+            let at = if at > now && !known.owned { at + GRACE_MS } else { at };
             known.armed = Some(at);
             self.armed.insert((at, key.0.clone(), key.1.clone()));
         }
@@ -159,7 +248,7 @@ pub(super) async fn run(
     background: Background,
     mut notices: mpsc::UnboundedReceiver<Option<String>>,
 ) {
-    let mut schedules = Schedules::default();
+    let mut schedules = Schedules::new(leases.instance());
     let mut resync_at = Instant::now();
     loop {
         let next = schedules.armed.first().map(|(at, _, _)| instant_of(*at));
@@ -206,8 +295,21 @@ fn instant_of(ms: i64) -> Instant {
     }
 }
 
+/// Reads the live instances again, if they were read longer than `LIVE_EVERY` ago (or
+/// `always`); a failure keeps the last.
+async fn refresh_owners(store: &Store, schedules: &mut Schedules, always: bool) {
+    if !always && schedules.owners.read_at.is_some_and(|at| at.elapsed() < LIVE_EVERY) {
+        return;
+    }
+    match store.instances().live(LIVE_WITHIN).await {
+        Ok(live) => schedules.set_live(live, now_ms()),
+        Err(e) => debug!(error = %e, "could not read the live instances for the schedules"),
+    }
+}
+
 /// Reads every registered queue's schedules (and those of the queues known here) again.
 async fn resync(store: &Store, schedules: &mut Schedules) -> Result<(), ()> {
+    refresh_owners(store, schedules, true).await;
     let mut queues = match store.instances().queues().await {
         Ok(q) => q,
         Err(e) => {
@@ -332,6 +434,12 @@ async fn fire_due(store: &Store, leases: &Leases, schedules: &mut Schedules) {
                             }
                             schedules.arm(&key, now);
                         }
+                        FireOutcome::FiredElsewhere(through) => {
+                            if let Some(known) = schedules.known.get_mut(&key) {
+                                known.fired_through = through;
+                            }
+                            schedules.arm(&key, now);
+                        }
                         FireOutcome::Refused(stored) => schedules.adopt(key, &stored, now),
                         FireOutcome::Gone => schedules.forget(&key),
                     }
@@ -349,5 +457,46 @@ async fn fire_due(store: &Store, leases: &Leases, schedules: &mut Schedules) {
                 }
             }
         }
+    }
+    refresh_owners(store, schedules, false).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owners(me: &str, live: &[&str]) -> Owners {
+        Owners { me: me.into(), live: live.iter().map(|id| (*id).to_owned()).collect(), read_at: None }
+    }
+
+    #[test]
+    fn each_schedule_has_one_owner_among_the_live_instances_and_they_share_them() {
+        let live = ["a", "b", "c"];
+        let views: Vec<Owners> = live.iter().map(|me| owners(me, &live)).collect();
+        let mut owned_by = [0; 3];
+        for n in 0..300 {
+            let key = ("q".to_owned(), format!("s{n}"));
+            let claims: Vec<usize> = (0..3).filter(|&i| views[i].owns(&key)).collect();
+            assert_eq!(claims.len(), 1, "{key:?} has one owner");
+            owned_by[claims[0]] += 1;
+        }
+        assert!(owned_by.iter().all(|&n| n > 60), "each owns a share: {owned_by:?}");
+    }
+
+    #[test]
+    fn an_instance_that_leaves_moves_only_its_own_schedules_and_one_not_listed_owns_all() {
+        let before = owners("a", &["a", "b", "c"]);
+        let after = owners("a", &["a", "b"]);
+        let gone = owners("c", &["a", "b", "c"]);
+        for n in 0..200 {
+            let key = ("q".to_owned(), format!("s{n}"));
+            if before.owns(&key) {
+                assert!(after.owns(&key), "{key:?} stays with a");
+            } else if !gone.owns(&key) {
+                assert!(!after.owns(&key), "{key:?} stays with b");
+            }
+        }
+        let unlisted = owners("d", &["a", "b"]);
+        assert!((0..50).all(|n| unlisted.owns(&("q".to_owned(), format!("s{n}")))));
     }
 }

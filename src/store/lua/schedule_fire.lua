@@ -12,8 +12,10 @@
 -- due time is counted) or a job of that ULID exists already (a ULID is derived from the
 -- schedule and the due time).
 -- Returns, flat, two values per schedule in order: 1 and the jobs added (as text) when it
--- fired; 0 and the schedule as stored (packed) when it did not (changed, fired by someone else,
--- or paused); -1 and '' when there is no such schedule.
+-- fired; 2 and how far it has fired (ms, as text) when another instance fired it first (same
+-- revision, not paused: all the caller lacks, a few bytes rather than the schedule); 0 and the
+-- schedule as stored (packed) when it did not for another reason (changed or paused); -1 and
+-- '' when there is no such schedule.
 start_scheduled()
 local out = {}
 local now
@@ -25,9 +27,12 @@ while i <= #ARGV do
   if not s then
     out[#out + 1] = -1
     out[#out + 1] = ''
-  elseif s[SC_REVISION] ~= revision or s[SC_THROUGH] ~= through or s[SC_PAUSED] == 1 then
+  elseif s[SC_REVISION] ~= revision or s[SC_PAUSED] == 1 then
     out[#out + 1] = 0
     out[#out + 1] = raw
+  elseif s[SC_THROUGH] ~= through then
+    out[#out + 1] = 2
+    out[#out + 1] = int_text(s[SC_THROUGH])
   else
     now = now or now_ms()
     local added = 0
