@@ -58,6 +58,8 @@ pub struct StoredSchedule {
     pub created_ms: i64,
     /// When its definition was last written (epoch ms).
     pub updated_ms: i64,
+    /// Fires refused because the queue held its cap of waiting jobs.
+    pub refused: u64,
 }
 
 impl StoredSchedule {
@@ -65,7 +67,7 @@ impl StoredSchedule {
     pub fn decode(raw: &[u8]) -> Result<Self> {
         let mut rest = raw;
         let fields = array(read(&mut rest)?, "a schedule")?;
-        if !rest.is_empty() || fields.len() != 11 {
+        if !rest.is_empty() || !(11..=12).contains(&fields.len()) {
             return Err(StoreError::Corrupt("a schedule with another number of fields".into()));
         }
         let mut f = fields.into_iter();
@@ -81,6 +83,10 @@ impl StoredSchedule {
         let template = JobRecord::decode(&bytes(next())?, None)?;
         let created_ms = int(&next())?;
         let updated_ms = int(&next())?;
+        let refused = match next() {
+            Value::Nil => 0,
+            count => number(&count, "a schedule's refused fires")?,
+        };
         Ok(Self {
             revision,
             paused,
@@ -93,6 +99,7 @@ impl StoredSchedule {
             template,
             created_ms,
             updated_ms,
+            refused,
         })
     }
 }
@@ -130,6 +137,10 @@ pub struct FireJob {
 pub enum FireOutcome {
     /// Claimed: the jobs added (fewer than asked when skipped for overlap).
     Fired(u64),
+    /// Claimed in part: a job would have passed the queue's cap of waiting jobs, so that due
+    /// time and the later ones of the fire added nothing (the earlier ones did); here is how
+    /// far it has fired now: up to the refused due time.
+    QueueFull(i64),
     /// Not claimed: another instance fired it first; here is how far it has fired now (its
     /// definition is the one the fire named).
     FiredElsewhere(i64),
@@ -151,6 +162,9 @@ struct SetArgs<'a> {
 /// lua/schedule_fire.lua.
 struct FireArgs<'a> {
     fires: &'a [Fire],
+    /// The server's cap of waiting jobs (`--max-waiting`), unless the queue's settings say
+    /// otherwise.
+    max_waiting: Option<u64>,
 }
 
 /// lua/schedule_trigger.lua.
@@ -207,6 +221,7 @@ impl QueueFunction for FireArgs<'_> {
     }
 
     fn write_args(&self, cmd: &mut Cmd) {
+        cmd.arg(self.max_waiting.unwrap_or(0));
         for fire in self.fires {
             cmd.arg(&fire.name)
                 .arg(fire.revision)
@@ -330,13 +345,14 @@ impl Schedules {
         Ok((next, schedules))
     }
 
-    /// Fires due schedules of `queue` in one call (see lua/schedule_fire.lua): one outcome per
-    /// fire, in order.
-    pub async fn fire(&self, queue: &str, fires: &[Fire]) -> Result<Vec<FireOutcome>> {
+    /// Fires due schedules of `queue` in one call (see lua/schedule_fire.lua), within the
+    /// queue's cap of waiting jobs (its setting, else `max_waiting`): one outcome per fire, in
+    /// order.
+    pub async fn fire(&self, queue: &str, fires: &[Fire], max_waiting: Option<u64>) -> Result<Vec<FireOutcome>> {
         if fires.iter().any(|f| f.jobs.len() > MAX_FIRE_JOBS) {
             return Err(StoreError::Redis(format!("a fire of more than {MAX_FIRE_JOBS} jobs")));
         }
-        let replies = self.backend.call(queue, &FireArgs { fires }).await?;
+        let replies = self.backend.call(queue, &FireArgs { fires, max_waiting }).await?;
         if replies.len() != fires.len() {
             return Err(StoreError::Corrupt("the fire function answered another number of schedules".into()));
         }
@@ -349,12 +365,8 @@ impl Schedules {
                         .map_err(|_| StoreError::Corrupt("the fire function answered an unreadable count".into()))?;
                     Ok(FireOutcome::Fired(added))
                 }
-                2 => {
-                    let through = String::from_utf8_lossy(&detail).parse().map_err(|_| {
-                        StoreError::Corrupt("the fire function answered an unreadable fired-through".into())
-                    })?;
-                    Ok(FireOutcome::FiredElsewhere(through))
-                }
+                2 => Ok(FireOutcome::FiredElsewhere(fired_through(&detail)?)),
+                3 => Ok(FireOutcome::QueueFull(fired_through(&detail)?)),
                 0 => Ok(FireOutcome::Refused(Box::new(StoredSchedule::decode(&detail)?))),
                 -1 => Ok(FireOutcome::Gone),
                 other => Err(StoreError::Corrupt(format!("the fire function answered code {other}"))),
@@ -383,6 +395,13 @@ impl Schedules {
         let channel = self.backend.keys().schedule_channel();
         Ok(self.backend.call(queue, &DeleteArgs { name, channel }).await? == 1)
     }
+}
+
+/// How far a schedule has fired, as the fire function answers it.
+fn fired_through(detail: &[u8]) -> Result<i64> {
+    String::from_utf8_lossy(detail)
+        .parse()
+        .map_err(|_| StoreError::Corrupt("the fire function answered an unreadable fired-through".into()))
 }
 
 impl StoredSchedule {

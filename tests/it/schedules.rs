@@ -187,6 +187,39 @@ async fn killing_an_instance_loses_no_due_time_of_the_schedules_it_owned() {
     }
 }
 
+/// A fire that would pass the queue's cap of waiting jobs (`--max-waiting` here) adds nothing
+/// and is counted; its due time is then a missed fire, which the skip policy drops, and once
+/// there is room the schedule fires again on time.
+#[tokio::test]
+async fn fires_respect_the_cap_of_waiting_jobs_and_refused_times_are_missed_fires() {
+    let redis = Redis::start();
+    let server = ServerBuilder::new(&redis).settings(|s| s.max_waiting = Some(1)).start().await;
+    upsert(&mut schedules(&server).await, every_second("tick")).await;
+    let client = server.client().await;
+    wait_for_dues(&client, "tick", Duration::from_secs(3), "the first fire", |d| !d.is_empty()).await;
+    eventually(Duration::from_secs(4), "two fires refused at the cap", || async {
+        let stored = server.store.schedules().get(QUEUE, "tick").await.expect("get").expect("kept");
+        stored.refused >= 2
+    })
+    .await;
+    let mut client = client;
+    let held = dues(&mut client, "tick", JobState::Waiting).await;
+    assert_eq!(held.len(), 1, "the cap holds: {held:?}");
+    let mut worker = Worker::open(&server, &[QUEUE], 1).await;
+    let job = worker.next_job(Duration::from_secs(2)).await.expect("the held job");
+    worker.complete(&job, b"").await.expect("complete");
+    let freed_at = now_ms();
+    let next = worker.next_job(Duration::from_secs(3)).await.expect("a fire once there is room");
+    let due = i64::try_from(
+        next.id.rsplit('/').next().and_then(|u| u.parse::<ulid::Ulid>().ok()).expect("a ULID").timestamp_ms(),
+    )
+    .expect("fits");
+    assert!(due > held[0] + 1_000, "the refused times did not run (skip): {due} after {}", held[0]);
+    assert!(due >= freed_at - 1_000, "an on-time fire, not an old refused one: {due} vs {freed_at}");
+    worker.complete(&next, b"").await.expect("complete");
+    server.assert_invariants(QUEUE).await;
+}
+
 #[tokio::test]
 async fn missed_fires_follow_each_policy_after_every_instance_was_down() {
     let redis = Redis::start();

@@ -27,7 +27,10 @@
 //! one, every `RETRY_AFTER`) and whenever the pub/sub connection is made again, since a notice
 //! published while it was down is lost. A fire that fails (Redis away) is tried again after
 //! `RETRY_AFTER`; due times it could not claim for longer than the on-time window become missed
-//! fires, handled by the schedule's policy.
+//! fires, handled by the schedule's policy. So does a due time refused because the queue holds
+//! its cap of waiting jobs (its `max_waiting` setting, else `--max-waiting`, checked inside
+//! the fire as an add checks it): the schedule is looked at again once that time is past the
+//! on-time window, and its policy skips it or runs it then, if there is room.
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -40,7 +43,10 @@ use tracing::{debug, warn};
 
 use sha2::{Digest, Sha256};
 
-use super::{Compiled, compile, now_ms, timing::fire_identity};
+use super::{
+    Compiled, compile, now_ms,
+    timing::{ON_TIME_WITHIN_MS, fire_identity},
+};
 use crate::{
     queue::{background::Background, leases::Leases},
     store::{Fire, FireJob, FireOutcome, Store, StoredSchedule},
@@ -247,6 +253,7 @@ pub(super) async fn run(
     leases: Arc<Leases>,
     background: Background,
     mut notices: mpsc::UnboundedReceiver<Option<String>>,
+    max_waiting: Option<u64>,
 ) {
     let mut schedules = Schedules::new(leases.instance());
     let mut resync_at = Instant::now();
@@ -273,7 +280,7 @@ pub(super) async fn run(
                 Some(None) => resync_at = Instant::now(),
                 None => return,
             },
-            () = sleep_until_ms(next) => fire_due(&store, &leases, &mut schedules).await,
+            () = sleep_until_ms(next) => fire_due(&store, &leases, &mut schedules, max_waiting).await,
         }
     }
 }
@@ -293,6 +300,11 @@ fn instant_of(ms: i64) -> Instant {
         Ok(ahead) => Instant::now() + ahead,
         Err(_) => Instant::now(),
     }
+}
+
+/// `RETRY_AFTER` in ms.
+fn retry_ms() -> i64 {
+    i64::try_from(RETRY_AFTER.as_millis()).unwrap_or(500)
 }
 
 /// Reads the live instances again, if they were read longer than `LIVE_EVERY` ago (or
@@ -386,7 +398,7 @@ async fn reload_one(store: &Store, schedules: &mut Schedules, queue: &str, name:
 
 /// Fires every schedule that is due: the plan of each (`timing.rs`), one call per queue and
 /// `FIRES_PER_CALL` schedules, the queues concurrently; then re-arms each from the outcome.
-async fn fire_due(store: &Store, leases: &Leases, schedules: &mut Schedules) {
+async fn fire_due(store: &Store, leases: &Leases, schedules: &mut Schedules, max_waiting: Option<u64>) {
     let now = now_ms();
     let mut by_queue: HashMap<String, Vec<Fire>> = HashMap::new();
     for key in schedules.take_due(now) {
@@ -416,14 +428,14 @@ async fn fire_due(store: &Store, leases: &Leases, schedules: &mut Schedules) {
     let calls = by_queue.iter().flat_map(|(queue, fires)| {
         fires
             .chunks(FIRES_PER_CALL)
-            .map(move |chunk| async move { (queue, chunk, store.schedules().fire(queue, chunk).await) })
+            .map(move |chunk| async move { (queue, chunk, store.schedules().fire(queue, chunk, max_waiting).await) })
     });
     let answers = futures::future::join_all(calls).await;
     let now = now_ms();
     for (queue, chunk, answer) in answers {
         match answer {
             Ok(outcomes) => {
-                let mut added = 0;
+                let (mut added, mut full) = (0, 0);
                 for (fire, outcome) in chunk.iter().zip(outcomes) {
                     let key = (queue.clone(), fire.name.clone());
                     match outcome {
@@ -440,18 +452,31 @@ async fn fire_due(store: &Store, leases: &Leases, schedules: &mut Schedules) {
                             }
                             schedules.arm(&key, now);
                         }
+                        FireOutcome::QueueFull(through) => {
+                            full += 1;
+                            if let Some(known) = schedules.known.get_mut(&key) {
+                                known.fired_through = through;
+                            }
+                            // Looked at again once the refused due time is past the on-time
+                            // window: a missed fire, which the policy runs or skips.
+                            let missed_at = through + 1 + ON_TIME_WITHIN_MS + 1;
+                            schedules.arm_at(&key, missed_at.max(now + retry_ms()));
+                        }
                         FireOutcome::Refused(stored) => schedules.adopt(key, &stored, now),
                         FireOutcome::Gone => schedules.forget(&key),
                     }
                 }
-                if added > 0 {
+                if full > 0 {
+                    warn!(%queue, schedules = full, "the queue holds its cap of waiting jobs: fires refused, missed-fire policy applies");
+                }
+                if added > 0 || full > 0 {
                     debug!(%queue, added, "schedules fired");
                     leases.wake(queue);
                 }
             }
             Err(e) => {
                 warn!(%queue, error = %e, "could not fire the queue's schedules; trying again");
-                let retry = now + i64::try_from(RETRY_AFTER.as_millis()).unwrap_or(500);
+                let retry = now + retry_ms();
                 for fire in chunk {
                     schedules.arm_at(&(queue.clone(), fire.name.clone()), retry);
                 }

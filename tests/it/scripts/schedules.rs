@@ -1,6 +1,6 @@
 //! lua/schedule_set, schedule_fire, schedule_trigger, schedule_pause and schedule_delete.
 
-use jobwire::store::{AckOutcome, Fire, FireJob, FireOutcome, RecordState, StoredSchedule};
+use jobwire::store::{AckOutcome, Fire, FireJob, FireOutcome, RecordState, StoredSchedule, StoredSettings};
 
 use super::{Case, Job, Places, QUEUE, next_ulid};
 
@@ -14,7 +14,7 @@ impl Case {
     }
 
     async fn schedule_fire(&self, fires: &[Fire]) -> Vec<FireOutcome> {
-        self.store.schedules().fire(QUEUE, fires).await.expect("schedule_fire")
+        self.store.schedules().fire(QUEUE, fires, None).await.expect("schedule_fire")
     }
 
     async fn schedule(&self, name: &str) -> Option<StoredSchedule> {
@@ -153,5 +153,27 @@ async fn overlap_skip_catching_up_adds_only_the_first_missed_time() {
     let s = case.schedule(NAME).await.expect("kept");
     assert_eq!((s.fires, s.skipped, s.last_due_ms, s.fired_through_ms), (1, 2, Some(2_000), 4_000));
     assert_eq!(case.places().await, Places { waiting: 1, ..Default::default() });
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn a_fire_stops_at_the_queues_cap_of_waiting_jobs_and_counts_the_refusal() {
+    let case = Case::start().await;
+    let (_, s) = case.schedule_set(NAME, 1_000).await;
+    // The flag's cap of 2: two of the three due times fit; the fire has fired through the one
+    // before the refused one.
+    let catch_up = fire(&s, 4_000, &[2_000, 3_000, 4_000], false);
+    let outcome = case.store.schedules().fire(QUEUE, &[catch_up], Some(2)).await.expect("fire");
+    assert_eq!(outcome, vec![FireOutcome::QueueFull(3_999)]);
+    let s = case.schedule(NAME).await.expect("kept");
+    assert_eq!((s.fires, s.refused, s.fired_through_ms, s.last_due_ms), (2, 1, 3_999, Some(3_000)));
+    assert_eq!(case.places().await, Places { waiting: 2, ..Default::default() });
+    // The queue's own setting overrides the flag: with room for one more, the next fire fits.
+    let room = StoredSettings { max_waiting: Some(3), ..StoredSettings::default() };
+    case.store.queue_settings().change(QUEUE, &room, &[]).await.expect("set");
+    let next = fire(&s, 5_000, &[5_000], false);
+    assert_eq!(case.store.schedules().fire(QUEUE, &[next], Some(2)).await.expect("fire"), vec![FireOutcome::Fired(1)]);
+    let s = case.schedule(NAME).await.expect("kept");
+    assert_eq!((s.fires, s.refused, s.fired_through_ms), (3, 1, 5_000));
     case.assert_invariants().await;
 }
