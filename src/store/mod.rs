@@ -76,7 +76,7 @@ pub use keys::{KeySpace, MAX_PRIORITY, MIN_PRIORITY};
 pub use memory::{Memory, MemoryReading, Shed, ShedKind};
 pub use queue_settings::{QueueSettings, SettingField, StoredSettings};
 pub use record::{BackoffSpec, JobRecord, Lease, RecordState};
-pub use schedules::{Fire, FireJob, FireOutcome, MAX_FIRE_JOBS, Schedules, StoredSchedule};
+pub use schedules::{Fire, FireJob, FireOutcome, MAX_FIRE_JOBS, Named, Schedules, StoredSchedule};
 pub use sessions::{SessionRecord, Sessions, SetOutcome};
 pub use token::LeaseToken;
 

@@ -326,23 +326,28 @@ impl Schedules {
     /// One HSCAN page (about `count` entries) of the queue's schedules from `cursor` (0 to
     /// start): the cursor of the next page (0 after the last) and the schedules, each with its
     /// name; one that does not decode is its error, so the others are still read.
-    pub async fn page(
-        &self,
-        queue: &str,
-        cursor: u64,
-        count: u32,
-    ) -> Result<(u64, Vec<(String, Result<StoredSchedule>)>)> {
+    pub async fn page(&self, queue: &str, cursor: u64, count: u32) -> Result<(u64, Vec<Named>)> {
         let key = self.backend.queue_keys(queue).schedules();
         let (next, flat): (u64, Vec<Vec<u8>>) = self
             .backend
             .with_conn(async |c| redis::cmd("HSCAN").arg(&key).arg(cursor).arg("COUNT").arg(count).query_async(c).await)
             .await?;
-        let mut schedules = Vec::with_capacity(flat.len() / 2);
-        for pair in flat.chunks_exact(2) {
-            let name = String::from_utf8(pair[0].clone()).map_err(|_| StoredSchedule::corrupt_name(queue))?;
-            schedules.push((name, StoredSchedule::decode(&pair[1])));
+        Ok((next, named(queue, &flat)?))
+    }
+
+    /// The first HSCAN page (about `count` entries) of each queue's schedules, in one round
+    /// trip (a pipeline of one HSCAN per queue): per queue, in order, the cursor of its next
+    /// page (0 when that was all) and its schedules, as [`Self::page`] reads them.
+    pub async fn first_pages(&self, queues: &[String], count: u32) -> Result<Vec<(u64, Vec<Named>)>> {
+        let mut pipe = redis::pipe();
+        for queue in queues {
+            pipe.cmd("HSCAN").arg(self.backend.queue_keys(queue).schedules()).arg(0).arg("COUNT").arg(count);
         }
-        Ok((next, schedules))
+        let pages: Vec<(u64, Vec<Vec<u8>>)> = self.backend.with_conn(async |c| pipe.query_async(c).await).await?;
+        if pages.len() != queues.len() {
+            return Err(StoreError::Corrupt("a pipeline of HSCANs answered another number of pages".into()));
+        }
+        queues.iter().zip(pages).map(|(queue, (next, flat))| Ok((next, named(queue, &flat)?))).collect()
     }
 
     /// Fires due schedules of `queue` in one call (see lua/schedule_fire.lua), within the
@@ -395,6 +400,19 @@ impl Schedules {
         let channel = self.backend.keys().schedule_channel();
         Ok(self.backend.call(queue, &DeleteArgs { name, channel }).await? == 1)
     }
+}
+
+/// A schedule read from its hash, with its name: one that does not decode is its error.
+pub type Named = (String, Result<StoredSchedule>);
+
+/// The schedules of an HSCAN page (name, packed schedule, name, ...) of `queue`'s hash.
+fn named(queue: &str, flat: &[Vec<u8>]) -> Result<Vec<Named>> {
+    let mut schedules = Vec::with_capacity(flat.len() / 2);
+    for pair in flat.chunks_exact(2) {
+        let name = String::from_utf8(pair[0].clone()).map_err(|_| StoredSchedule::corrupt_name(queue))?;
+        schedules.push((name, StoredSchedule::decode(&pair[1])));
+    }
+    Ok(schedules)
 }
 
 /// How far a schedule has fired, as the fire function answers it.

@@ -23,8 +23,9 @@
 //! instance, as before. The registry is only a hint: an instance that reads it differently, or
 //! not at all, fires too early or too late, never twice.
 //!
-//! The resync reloads every registered queue's schedules every `RESYNC_EVERY` (after a failed
-//! one, every `RETRY_AFTER`) and whenever the pub/sub connection is made again, since a notice
+//! The resync reloads every registered queue's schedules (the first page of `RESYNC_BATCH`
+//! queues per round trip) every `RESYNC_EVERY` (after a failed one, every `RETRY_AFTER`) and
+//! whenever the pub/sub connection is made again, since a notice
 //! published while it was down is lost. A fire that fails (Redis away) is tried again after
 //! `RETRY_AFTER`; due times it could not claim for longer than the on-time window become missed
 //! fires, handled by the schedule's policy. So does a due time refused because the queue holds
@@ -49,7 +50,7 @@ use super::{
 };
 use crate::{
     queue::{background::Background, leases::Leases},
-    store::{Fire, FireJob, FireOutcome, Store, StoredSchedule},
+    store::{Fire, FireJob, FireOutcome, Named, Store, StoredSchedule},
 };
 
 /// How often every registered queue's schedules are read again, in case a notice was lost.
@@ -60,6 +61,8 @@ const RETRY_AFTER: Duration = Duration::from_millis(500);
 const FIRES_PER_CALL: usize = 100;
 /// Schedules read per HSCAN page.
 const PAGE: u32 = 200;
+/// Queues whose first page of schedules the resync reads in one round trip.
+const RESYNC_BATCH: usize = 100;
 /// How long after a due time an instance that does not own the schedule fires it (in case the
 /// owner is gone): well within the on-time window (`timing::ON_TIME_WITHIN_MS`), and longer
 /// than the owner takes to add an instant's jobs under load.
@@ -236,6 +239,25 @@ impl Schedules {
         due
     }
 
+    /// Takes in all of one queue's schedules as read: adopts each, forgets those gone.
+    fn take_queue(&mut self, queue: &str, read: Vec<Named>) {
+        let now = now_ms();
+        let gone: Vec<Key> =
+            self.known.keys().filter(|(q, name)| q == queue && !read.iter().any(|(n, _)| n == name)).cloned().collect();
+        for key in &gone {
+            self.forget(key);
+        }
+        for (name, stored) in read {
+            match stored {
+                Ok(stored) => self.adopt((queue.to_owned(), name), &stored, now),
+                Err(e) => {
+                    warn!(%queue, %name, error = %e, "a stored schedule does not read; not firing it");
+                    self.forget(&(queue.to_owned(), name));
+                }
+            }
+        }
+    }
+
     /// The queues of the known schedules.
     fn queues(&self) -> Vec<String> {
         let mut queues: Vec<String> = self.known.keys().map(|(q, _)| q.clone()).collect();
@@ -319,7 +341,9 @@ async fn refresh_owners(store: &Store, schedules: &mut Schedules, always: bool) 
     }
 }
 
-/// Reads every registered queue's schedules (and those of the queues known here) again.
+/// Reads every registered queue's schedules (and those of the queues known here) again: the
+/// first page of `RESYNC_BATCH` queues at a time in one round trip (most queues have no
+/// schedule, and most that have fit one page), then the rest of any queue with more.
 async fn resync(store: &Store, schedules: &mut Schedules) -> Result<(), ()> {
     refresh_owners(store, schedules, true).await;
     let mut queues = match store.instances().queues().await {
@@ -333,24 +357,47 @@ async fn resync(store: &Store, schedules: &mut Schedules) -> Result<(), ()> {
     queues.sort_unstable();
     queues.dedup();
     let mut result = Ok(());
-    for queue in queues {
-        if reload(store, schedules, &queue).await.is_err() {
-            result = Err(());
+    for batch in queues.chunks(RESYNC_BATCH) {
+        let pages = match store.schedules().first_pages(batch, PAGE).await {
+            Ok(pages) => pages,
+            Err(e) => {
+                debug!(error = %e, "could not read the queues' schedules");
+                result = Err(());
+                continue;
+            }
+        };
+        for (queue, (next, mut read)) in batch.iter().zip(pages) {
+            if next != 0 {
+                match read_from(store, queue, next).await {
+                    Ok(rest) => read.extend(rest),
+                    Err(()) => {
+                        result = Err(());
+                        continue;
+                    }
+                }
+            }
+            schedules.take_queue(queue, read);
         }
     }
     result
 }
 
-/// Reads one queue's schedules again: adopts each, forgets those gone.
+/// Reads one queue's schedules again.
 async fn reload(store: &Store, schedules: &mut Schedules, queue: &str) -> Result<(), ()> {
+    let read = read_from(store, queue, 0).await?;
+    schedules.take_queue(queue, read);
+    Ok(())
+}
+
+/// The schedules of `queue`'s hash from HSCAN cursor `cursor` to the end.
+async fn read_from(store: &Store, queue: &str, mut cursor: u64) -> Result<Vec<Named>, ()> {
     let mut read = Vec::new();
-    let mut cursor = 0;
     loop {
         match store.schedules().page(queue, cursor, PAGE).await {
             Ok((next, page)) => {
                 read.extend(page);
                 if next == 0 {
-                    break;
+                    return Ok(read);
                 }
                 cursor = next;
             }
@@ -360,26 +407,6 @@ async fn reload(store: &Store, schedules: &mut Schedules, queue: &str) -> Result
             }
         }
     }
-    let now = now_ms();
-    let gone: Vec<Key> = schedules
-        .known
-        .keys()
-        .filter(|(q, name)| q == queue && !read.iter().any(|(n, _)| n == name))
-        .cloned()
-        .collect();
-    for key in &gone {
-        schedules.forget(key);
-    }
-    for (name, stored) in read {
-        match stored {
-            Ok(stored) => schedules.adopt((queue.to_owned(), name), &stored, now),
-            Err(e) => {
-                warn!(%queue, %name, error = %e, "a stored schedule does not read; not firing it");
-                schedules.forget(&(queue.to_owned(), name));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Reads one schedule again (it changed): adopts it, or forgets it when it is gone.

@@ -177,3 +177,23 @@ async fn a_fire_stops_at_the_queues_cap_of_waiting_jobs_and_counts_the_refusal()
     assert_eq!((s.fires, s.refused, s.fired_through_ms), (3, 1, 5_000));
     case.assert_invariants().await;
 }
+
+#[tokio::test]
+async fn the_first_pages_of_several_queues_are_read_in_one_call() {
+    let case = Case::start().await;
+    case.schedule_set(NAME, 1_000).await;
+    case.schedule_set("hourly", 1_000).await;
+    let queues = [QUEUE.to_owned(), "no-schedules".to_owned()];
+    let pages = case.store.schedules().first_pages(&queues, 200).await.expect("first pages");
+    let [(0, first), (0, none)] = pages.as_slice() else { panic!("two complete pages: {pages:?}") };
+    let mut names: Vec<&str> = first
+        .iter()
+        .map(|(name, stored)| {
+            assert!(stored.is_ok(), "{name} reads");
+            name.as_str()
+        })
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["hourly", NAME]);
+    assert!(none.is_empty());
+}
