@@ -138,6 +138,7 @@ library! {
         doctor_lease ["allow-oom"],
         doctor_session ["allow-oom"],
         doctor_tombstone ["allow-oom"],
+        doctor_setting ["allow-oom"],
         schedule_set [],
         schedule_fire [],
         schedule_trigger [],
