@@ -160,6 +160,7 @@ impl Engine {
                 leases.clone(),
                 background.clone(),
                 limits_for_schedules,
+                settings.max_waiting,
             ),
             memory,
             overrides,

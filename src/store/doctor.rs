@@ -12,7 +12,8 @@
 //! expiry entries point to it and the queue's session sequence is ahead of every job's; every
 //! idempotency tombstone bucket is a hash that expires no later than its name says, and each of
 //! its tombstones names a ULID (of a job that may be gone: a tombstone outlives its job); every
-//! schedule decodes and names its last job by a ULID. Globally:
+//! schedule decodes and names its last job by a ULID; every queue setting's value reads.
+//! Globally:
 //! the schema version, keys under the prefix outside the layout (tombstones of the layout before
 //! buckets, `{queue}:idem:KEY`, among them), and queues that have keys but no entry in the queue
 //! registry.
@@ -38,7 +39,7 @@ use redis::{AsyncCommands, Cmd};
 use serde::Serialize;
 
 use super::{
-    Instances, Result, SCHEMA_VERSION, Sessions, StoredSchedule,
+    Instances, Result, SCHEMA_VERSION, Sessions, SettingField, StoredSchedule, StoredSettings,
     args::QueueFunction,
     backend::Backend,
     keys::QueueKeys,
@@ -100,6 +101,10 @@ pub enum Kind {
     CorruptSchedule,
     /// A concurrency key whose count of leases differs from its live leases.
     KeyCount,
+    /// A queue setting whose value does not read (not a whole number from 0, or a backoff
+    /// not of its five parts): the functions fall back to the flag, the settings RPCs fail.
+    /// Mended by removing it, so that the flag holds, as the functions already took it.
+    BadSetting,
 }
 
 impl Kind {
@@ -125,6 +130,7 @@ impl Kind {
             Kind::SessionKeys => "session-keys",
             Kind::IdempotencyKey => "idempotency-key",
             Kind::CorruptSchedule => "corrupt-schedule",
+            Kind::BadSetting => "bad-setting",
         }
     }
 }
@@ -167,6 +173,8 @@ enum Mend {
     Tombstone(&'static str, Vec<u8>),
     /// `doctor_key_count.lua`: the concurrency key (the finding's subject) recounted.
     KeyCount,
+    /// `doctor_setting.lua`: the field and the value it held when read.
+    Setting(String, String),
     /// UNLINK: the key's name is the condition, and no race changes a name.
     DeleteKey,
     /// SADD to the queue registry: adding a member twice changes nothing.
@@ -348,6 +356,10 @@ impl Doctor {
                 args.push(subject.to_owned());
                 self.backend.call(queue, &MendKeyCount(args)).await?
             }
+            Mend::Setting(field, seen) => {
+                args.extend([field.clone(), seen.clone()]);
+                self.backend.call(queue, &MendSetting(args)).await?
+            }
             _ if mode == "check" => 1,
             Mend::DeleteKey => self.backend.with_conn(async |c| c.unlink(subject).await).await?,
             Mend::Register => self.instances.register_queue(subject).await.map(|()| 1)?,
@@ -406,6 +418,7 @@ impl Doctor {
             report.keys += u64::try_from(batch.len()).unwrap_or(u64::MAX);
             let mut tombstones: HashMap<String, Vec<Bucket>> = HashMap::new();
             let mut schedules = Vec::new();
+            let mut settings = Vec::new();
             for key in batch {
                 if globals.contains(&key) || key.starts_with(&workers) {
                     continue;
@@ -420,6 +433,8 @@ impl Doctor {
                     tombstones.entry(queue.clone()).or_default().push(Bucket { key, width_ms, index });
                 } else if key == keys.schedules() {
                     schedules.push(queue.clone());
+                } else if key == keys.settings() {
+                    settings.push(queue.clone());
                 } else if !keys.all().contains(&key) {
                     push(
                         report,
@@ -437,6 +452,9 @@ impl Doctor {
             }
             for queue in schedules {
                 self.check_schedules(&queue, report).await?;
+            }
+            for queue in settings {
+                self.check_settings(&queue, report).await?;
             }
             if next == 0 {
                 return Ok(queues);
@@ -477,6 +495,23 @@ impl Doctor {
         }
     }
 
+    /// Reads a queue's settings hash (a few fields: one HGETALL) and reports each setting this
+    /// build knows whose value does not read (`Kind::BadSetting`, mended by removing it).
+    async fn check_settings(&self, queue: &str, report: &mut Report) -> Result<()> {
+        let key = self.backend.queue_keys(queue).settings().to_owned();
+        let hash: HashMap<String, String> = self.backend.with_conn(async |c| c.hgetall(&key).await).await?;
+        for field in SettingField::ALL {
+            let Some(value) = hash.get(field.key()) else { continue };
+            let alone = HashMap::from([(field.key().to_owned(), value.clone())]);
+            if StoredSettings::from_hash(&alone).is_err() {
+                let detail = format!("{value:?} does not read");
+                let mend = Mend::Setting(field.key().to_owned(), value.clone());
+                push(report, Kind::BadSetting, Some(queue), &format!("setting {}", field.key()), detail, Some(mend));
+            }
+        }
+        Ok(())
+    }
+
     async fn live_instances(&self) -> Result<HashSet<String>> {
         let key = self.backend.keys().instances();
         let ids: Vec<String> = self.backend.with_conn(async |c| c.zrange(&key, 0, -1).await).await?;
@@ -506,6 +541,7 @@ macro_rules! mend_function {
 }
 
 mend_function!(Unplace, doctor_unplace);
+mend_function!(MendSetting, doctor_setting);
 mend_function!(PlaceRecord, doctor_place);
 mend_function!(MendLease, doctor_lease);
 mend_function!(MendSession, doctor_session);

@@ -25,6 +25,9 @@ use super::{
     scripts::{Function, Scripts},
 };
 
+/// The most instances `Instances::live` reads: far more than a deployment runs.
+const MAX_LIVE: isize = 256;
+
 /// lua/heartbeat.lua: KEYS[1] the instance registry, ARGV[1] this instance's id, ARGV[2] lease
 /// TTL ms.
 struct HeartbeatArgs<'a> {
@@ -146,6 +149,32 @@ impl Instances {
             self.backend.on_every_master(&redis::cmd("PING")).await?;
         }
         Ok(())
+    }
+
+    /// The instances that heartbeat within `within` of the latest heartbeat of any (the
+    /// registry's own clock, so no instance's clock is compared with Redis's), at most
+    /// `MAX_LIVE` of the latest, sorted by id.
+    pub async fn live(&self, within: Duration) -> Result<Vec<String>> {
+        let key = self.backend.keys().instances();
+        let latest: Vec<(String, f64)> = self
+            .backend
+            .with_conn(async |c| {
+                redis::cmd("ZRANGE")
+                    .arg(&key)
+                    .arg(0)
+                    .arg(MAX_LIVE - 1)
+                    .arg("REV")
+                    .arg("WITHSCORES")
+                    .query_async(c)
+                    .await
+            })
+            .await?;
+        let newest = latest.first().map_or(0.0, |(_, ms)| *ms);
+        let window = within.as_secs_f64() * 1000.0;
+        let mut ids: Vec<String> =
+            latest.into_iter().filter(|(_, ms)| newest - ms <= window).map(|(id, _)| id).collect();
+        ids.sort_unstable();
+        Ok(ids)
     }
 
     /// Drops instances from the registry once their leases have been reaped everywhere.

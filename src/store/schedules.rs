@@ -58,6 +58,8 @@ pub struct StoredSchedule {
     pub created_ms: i64,
     /// When its definition was last written (epoch ms).
     pub updated_ms: i64,
+    /// Fires refused because the queue held its cap of waiting jobs.
+    pub refused: u64,
 }
 
 impl StoredSchedule {
@@ -65,7 +67,7 @@ impl StoredSchedule {
     pub fn decode(raw: &[u8]) -> Result<Self> {
         let mut rest = raw;
         let fields = array(read(&mut rest)?, "a schedule")?;
-        if !rest.is_empty() || fields.len() != 11 {
+        if !rest.is_empty() || !(11..=12).contains(&fields.len()) {
             return Err(StoreError::Corrupt("a schedule with another number of fields".into()));
         }
         let mut f = fields.into_iter();
@@ -81,6 +83,10 @@ impl StoredSchedule {
         let template = JobRecord::decode(&bytes(next())?, None)?;
         let created_ms = int(&next())?;
         let updated_ms = int(&next())?;
+        let refused = match next() {
+            Value::Nil => 0,
+            count => number(&count, "a schedule's refused fires")?,
+        };
         Ok(Self {
             revision,
             paused,
@@ -93,6 +99,7 @@ impl StoredSchedule {
             template,
             created_ms,
             updated_ms,
+            refused,
         })
     }
 }
@@ -130,8 +137,14 @@ pub struct FireJob {
 pub enum FireOutcome {
     /// Claimed: the jobs added (fewer than asked when skipped for overlap).
     Fired(u64),
-    /// Not claimed: the schedule changed, was fired by another instance, or is paused; here is
-    /// what it is now.
+    /// Claimed in part: a job would have passed the queue's cap of waiting jobs, so that due
+    /// time and the later ones of the fire added nothing (the earlier ones did); here is how
+    /// far it has fired now: up to the refused due time.
+    QueueFull(i64),
+    /// Not claimed: another instance fired it first; here is how far it has fired now (its
+    /// definition is the one the fire named).
+    FiredElsewhere(i64),
+    /// Not claimed: the schedule changed or is paused; here is what it is now.
     Refused(Box<StoredSchedule>),
     /// There is no such schedule (any more).
     Gone,
@@ -149,6 +162,9 @@ struct SetArgs<'a> {
 /// lua/schedule_fire.lua.
 struct FireArgs<'a> {
     fires: &'a [Fire],
+    /// The server's cap of waiting jobs (`--max-waiting`), unless the queue's settings say
+    /// otherwise.
+    max_waiting: Option<u64>,
 }
 
 /// lua/schedule_trigger.lua.
@@ -205,6 +221,7 @@ impl QueueFunction for FireArgs<'_> {
     }
 
     fn write_args(&self, cmd: &mut Cmd) {
+        cmd.arg(self.max_waiting.unwrap_or(0));
         for fire in self.fires {
             cmd.arg(&fire.name)
                 .arg(fire.revision)
@@ -309,32 +326,38 @@ impl Schedules {
     /// One HSCAN page (about `count` entries) of the queue's schedules from `cursor` (0 to
     /// start): the cursor of the next page (0 after the last) and the schedules, each with its
     /// name; one that does not decode is its error, so the others are still read.
-    pub async fn page(
-        &self,
-        queue: &str,
-        cursor: u64,
-        count: u32,
-    ) -> Result<(u64, Vec<(String, Result<StoredSchedule>)>)> {
+    pub async fn page(&self, queue: &str, cursor: u64, count: u32) -> Result<(u64, Vec<Named>)> {
         let key = self.backend.queue_keys(queue).schedules();
         let (next, flat): (u64, Vec<Vec<u8>>) = self
             .backend
             .with_conn(async |c| redis::cmd("HSCAN").arg(&key).arg(cursor).arg("COUNT").arg(count).query_async(c).await)
             .await?;
-        let mut schedules = Vec::with_capacity(flat.len() / 2);
-        for pair in flat.chunks_exact(2) {
-            let name = String::from_utf8(pair[0].clone()).map_err(|_| StoredSchedule::corrupt_name(queue))?;
-            schedules.push((name, StoredSchedule::decode(&pair[1])));
-        }
-        Ok((next, schedules))
+        Ok((next, named(queue, &flat)?))
     }
 
-    /// Fires due schedules of `queue` in one call (see lua/schedule_fire.lua): one outcome per
-    /// fire, in order.
-    pub async fn fire(&self, queue: &str, fires: &[Fire]) -> Result<Vec<FireOutcome>> {
+    /// The first HSCAN page (about `count` entries) of each queue's schedules, in one round
+    /// trip (a pipeline of one HSCAN per queue): per queue, in order, the cursor of its next
+    /// page (0 when that was all) and its schedules, as [`Self::page`] reads them.
+    pub async fn first_pages(&self, queues: &[String], count: u32) -> Result<Vec<(u64, Vec<Named>)>> {
+        let mut pipe = redis::pipe();
+        for queue in queues {
+            pipe.cmd("HSCAN").arg(self.backend.queue_keys(queue).schedules()).arg(0).arg("COUNT").arg(count);
+        }
+        let pages: Vec<(u64, Vec<Vec<u8>>)> = self.backend.with_conn(async |c| pipe.query_async(c).await).await?;
+        if pages.len() != queues.len() {
+            return Err(StoreError::Corrupt("a pipeline of HSCANs answered another number of pages".into()));
+        }
+        queues.iter().zip(pages).map(|(queue, (next, flat))| Ok((next, named(queue, &flat)?))).collect()
+    }
+
+    /// Fires due schedules of `queue` in one call (see lua/schedule_fire.lua), within the
+    /// queue's cap of waiting jobs (its setting, else `max_waiting`): one outcome per fire, in
+    /// order.
+    pub async fn fire(&self, queue: &str, fires: &[Fire], max_waiting: Option<u64>) -> Result<Vec<FireOutcome>> {
         if fires.iter().any(|f| f.jobs.len() > MAX_FIRE_JOBS) {
             return Err(StoreError::Redis(format!("a fire of more than {MAX_FIRE_JOBS} jobs")));
         }
-        let replies = self.backend.call(queue, &FireArgs { fires }).await?;
+        let replies = self.backend.call(queue, &FireArgs { fires, max_waiting }).await?;
         if replies.len() != fires.len() {
             return Err(StoreError::Corrupt("the fire function answered another number of schedules".into()));
         }
@@ -347,6 +370,8 @@ impl Schedules {
                         .map_err(|_| StoreError::Corrupt("the fire function answered an unreadable count".into()))?;
                     Ok(FireOutcome::Fired(added))
                 }
+                2 => Ok(FireOutcome::FiredElsewhere(fired_through(&detail)?)),
+                3 => Ok(FireOutcome::QueueFull(fired_through(&detail)?)),
                 0 => Ok(FireOutcome::Refused(Box::new(StoredSchedule::decode(&detail)?))),
                 -1 => Ok(FireOutcome::Gone),
                 other => Err(StoreError::Corrupt(format!("the fire function answered code {other}"))),
@@ -375,6 +400,26 @@ impl Schedules {
         let channel = self.backend.keys().schedule_channel();
         Ok(self.backend.call(queue, &DeleteArgs { name, channel }).await? == 1)
     }
+}
+
+/// A schedule read from its hash, with its name: one that does not decode is its error.
+pub type Named = (String, Result<StoredSchedule>);
+
+/// The schedules of an HSCAN page (name, packed schedule, name, ...) of `queue`'s hash.
+fn named(queue: &str, flat: &[Vec<u8>]) -> Result<Vec<Named>> {
+    let mut schedules = Vec::with_capacity(flat.len() / 2);
+    for pair in flat.chunks_exact(2) {
+        let name = String::from_utf8(pair[0].clone()).map_err(|_| StoredSchedule::corrupt_name(queue))?;
+        schedules.push((name, StoredSchedule::decode(&pair[1])));
+    }
+    Ok(schedules)
+}
+
+/// How far a schedule has fired, as the fire function answers it.
+fn fired_through(detail: &[u8]) -> Result<i64> {
+    String::from_utf8_lossy(detail)
+        .parse()
+        .map_err(|_| StoreError::Corrupt("the fire function answered an unreadable fired-through".into()))
 }
 
 impl StoredSchedule {

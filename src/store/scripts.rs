@@ -142,6 +142,7 @@ library! {
         doctor_session ["allow-oom"],
         doctor_tombstone ["allow-oom"],
         doctor_key_count ["allow-oom"],
+        doctor_setting ["allow-oom"],
         schedule_set [],
         schedule_fire [],
         schedule_trigger [],

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use jobwire::proto;
+use jobwire::store::{Kind, Outcome};
 use tonic::Code;
 
 use crate::{
@@ -281,4 +282,44 @@ async fn the_metrics_show_the_jobs_rate_limits_and_key_caps_hold_back() {
             && scrape.labelled("jobwire_queue_held", &[("queue", "q"), ("reason", "key_concurrency")]) == 2.0
     })
     .await;
+}
+
+#[tokio::test]
+async fn the_doctor_removes_a_setting_that_does_not_read_unless_it_changed_since() {
+    let redis = Redis::start();
+    let prefix = unique_prefix();
+    let server = ServerBuilder::new(&redis).prefix(&prefix).start().await;
+    let mut client = server.client().await;
+    add(&mut client, job("q", "t", b"")).await;
+    let mut conn =
+        redis::Client::open(redis.url()).expect("url").get_multiplexed_async_connection().await.expect("conn");
+    let key = format!("{prefix}:{{q}}:settings");
+    let _: () = redis::AsyncCommands::hset_multiple(
+        &mut conn,
+        &key,
+        &[("max_waiting", "-5"), ("backoff", "fast"), ("dead_max", "7")],
+    )
+    .await
+    .expect("hset");
+    let report = server.store.doctor().examine(None).await.expect("doctor");
+    let mut found: Vec<_> = report.findings.iter().map(|f| (f.kind, f.queue.as_deref(), f.subject.as_str())).collect();
+    found.sort();
+    assert_eq!(
+        found,
+        vec![(Kind::BadSetting, Some("q"), "setting backoff"), (Kind::BadSetting, Some("q"), "setting max_waiting"),],
+        "a negative cap and an unreadable backoff, not the good dead_max"
+    );
+    let outcomes = server.store.doctor().repair(&report.findings).await.expect("repair");
+    assert_eq!(outcomes, vec![Outcome::Repaired, Outcome::Repaired]);
+    let left: std::collections::HashMap<String, String> =
+        redis::AsyncCommands::hgetall(&mut conn, &key).await.expect("hgetall");
+    assert_eq!(left, std::collections::HashMap::from([("dead_max".to_owned(), "7".to_owned())]));
+    assert!(server.store.doctor().examine(None).await.expect("doctor").findings.is_empty(), "a second run is clean");
+    // A value changed between the check and the repair is not the one the doctor read: left.
+    let _: () = redis::AsyncCommands::hset(&mut conn, &key, "max_waiting", "-5").await.expect("hset");
+    let report = server.store.doctor().examine(None).await.expect("doctor");
+    let _: () = redis::AsyncCommands::hset(&mut conn, &key, "max_waiting", "x").await.expect("hset");
+    assert_eq!(server.store.doctor().repair(&report.findings).await.expect("repair"), vec![Outcome::AlreadyRight]);
+    let still: Option<String> = redis::AsyncCommands::hget(&mut conn, &key, "max_waiting").await.expect("hget");
+    assert_eq!(still.as_deref(), Some("x"));
 }

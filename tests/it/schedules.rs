@@ -8,7 +8,7 @@ use jobwire::proto::{self, JobState, schedule_service_client::ScheduleServiceCli
 use jobwire::store::Kind;
 use tonic::{Code, transport::Channel};
 
-use crate::harness::{Client, Redis, Server, ServerBuilder, Worker, eventually, run_jobwire, unique_prefix};
+use crate::harness::{Client, Process, Redis, Server, ServerBuilder, Worker, eventually, run_jobwire, unique_prefix};
 
 type Schedules = ScheduleServiceClient<Channel>;
 
@@ -144,6 +144,80 @@ async fn a_schedule_made_through_one_instance_is_fired_by_another_within_a_secon
     })
     .await;
     b.assert_invariants(QUEUE).await;
+}
+
+/// A jobwire process over `redis` under `prefix`, to be killed.
+fn process(redis: &Redis, prefix: &str) -> Process {
+    Process::start(&["serve", "--listen", "127.0.0.1:0", "--redis-url", &redis.url(), "--key-prefix", prefix])
+}
+
+/// Each schedule has one owner among the live instances, which fires it on time; the others fire
+/// it only a grace later. Killing one instance halfway through loses no due time of any
+/// schedule (the survivor fires the dead one's late until it stops counting it live) and
+/// fires none twice.
+#[tokio::test]
+async fn killing_an_instance_loses_no_due_time_of_the_schedules_it_owned() {
+    let redis = Redis::start();
+    let prefix = unique_prefix();
+    let mut doomed = process(&redis, &prefix);
+    let survivor = process(&redis, &prefix);
+    let channel =
+        Channel::from_shared(format!("http://{}", survivor.addr)).expect("uri").connect().await.expect("connect");
+    let mut admin = ScheduleServiceClient::new(channel);
+    let t0 = (now_ms() / 1000 + 2) * 1000;
+    let names: Vec<String> = (0..20).map(|n| format!("s{n}")).collect();
+    for name in &names {
+        let mut definition = every_second(name);
+        definition.start = Some(at(t0));
+        definition.end = Some(at(t0 + 8_000));
+        upsert(&mut admin, definition).await;
+    }
+    sleep_until_ms(t0 + 2_500).await;
+    doomed.child.kill().expect("kill");
+    doomed.child.wait().expect("reaped");
+    let mut client = survivor.client().await;
+    let expected: Vec<i64> = (0..8).map(|k| t0 + k * 1000).collect();
+    for name in &names {
+        let client = client.clone();
+        let what = format!("{name}'s 8 fires");
+        wait_for_dues(&client, name, Duration::from_secs(10), &what, |d| d.len() >= expected.len()).await;
+    }
+    for name in &names {
+        assert_eq!(dues(&mut client, name, JobState::Waiting).await, expected, "{name}: one job per due time");
+    }
+}
+
+/// A fire that would pass the queue's cap of waiting jobs (`--max-waiting` here) adds nothing
+/// and is counted; its due time is then a missed fire, which the skip policy drops, and once
+/// there is room the schedule fires again on time.
+#[tokio::test]
+async fn fires_respect_the_cap_of_waiting_jobs_and_refused_times_are_missed_fires() {
+    let redis = Redis::start();
+    let server = ServerBuilder::new(&redis).settings(|s| s.max_waiting = Some(1)).start().await;
+    upsert(&mut schedules(&server).await, every_second("tick")).await;
+    let client = server.client().await;
+    wait_for_dues(&client, "tick", Duration::from_secs(3), "the first fire", |d| !d.is_empty()).await;
+    eventually(Duration::from_secs(4), "two fires refused at the cap", || async {
+        let stored = server.store.schedules().get(QUEUE, "tick").await.expect("get").expect("kept");
+        stored.refused >= 2
+    })
+    .await;
+    let mut client = client;
+    let held = dues(&mut client, "tick", JobState::Waiting).await;
+    assert_eq!(held.len(), 1, "the cap holds: {held:?}");
+    let mut worker = Worker::open(&server, &[QUEUE], 1).await;
+    let job = worker.next_job(Duration::from_secs(2)).await.expect("the held job");
+    worker.complete(&job, b"").await.expect("complete");
+    let freed_at = now_ms();
+    let next = worker.next_job(Duration::from_secs(3)).await.expect("a fire once there is room");
+    let due = i64::try_from(
+        next.id.rsplit('/').next().and_then(|u| u.parse::<ulid::Ulid>().ok()).expect("a ULID").timestamp_ms(),
+    )
+    .expect("fits");
+    assert!(due > held[0] + 1_000, "the refused times did not run (skip): {due} after {}", held[0]);
+    assert!(due >= freed_at - 1_000, "an on-time fire, not an old refused one: {due} vs {freed_at}");
+    worker.complete(&next, b"").await.expect("complete");
+    server.assert_invariants(QUEUE).await;
 }
 
 #[tokio::test]

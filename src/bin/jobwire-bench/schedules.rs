@@ -33,8 +33,10 @@ impl Bench {
             .subscribe(proto::SubscribeRequest { queue: QUEUE.into(), cursor: String::new() })
             .await?
             .into_inner();
-        // Due times from t0 (2 s ahead, on a whole second) for `seconds` seconds.
-        let t0 = (epoch_ms(SystemTime::now()) / 1000 + 2) * 1000;
+        // Due times from t0 (on a whole second, 2 s ahead and a second more per 100 schedules:
+        // the upserts below must all be done by then, even by a debug build on a busy machine)
+        // for `seconds` seconds.
+        let t0 = (epoch_ms(SystemTime::now()) / 1000 + 2 + i64::try_from(schedules / 100)?) * 1000;
         let end = t0 + i64::try_from(seconds).unwrap_or(i64::MAX) * 1000;
         let at = |ms: i64| UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
         for n in 0..schedules {

@@ -230,16 +230,18 @@ pub(super) struct Schedules {
 }
 
 impl Schedules {
-    /// The room, and its timer started.
+    /// The room, and its timer started; `max_waiting` is the server's cap of waiting jobs
+    /// (`--max-waiting`), which fires respect as adds do.
     pub(super) fn start(
         store: Arc<Store>,
         registry: Arc<QueueRegistry>,
         leases: Arc<Leases>,
         background: Background,
         limits: Limits,
+        max_waiting: Option<u64>,
     ) -> Self {
         let notices = leases.follow_schedules();
-        background.spawn(timer::run(store.clone(), leases, background.clone(), notices));
+        background.spawn(timer::run(store.clone(), leases, background.clone(), notices, max_waiting));
         Self { store, registry, background, limits }
     }
 

@@ -6,16 +6,32 @@
 //!
 //! A fire is claimed in Redis (`store::Schedules::fire`: a compare-and-set of how far the
 //! schedule has fired, in the call that adds its jobs). Every instance fires every schedule, so
-//! of the instances racing for a due time one adds its job and the others are refused with the
-//! schedule as it now is, which they adopt and re-arm from: no leader, no lock, and a schedule
+//! of the instances racing for a due time one adds its job and the others are refused with how
+//! far it has now fired, which they adopt and re-arm from: no leader, no lock, and a schedule
 //! keeps firing as long as one instance is up. The due schedules of one queue share a call (up
-//! to `FIRES_PER_CALL`); queues are fired concurrently.
+//! to `FIRES_PER_CALL`); queues and calls are fired concurrently.
 //!
-//! The resync reloads every registered queue's schedules every `RESYNC_EVERY` (after a failed
-//! one, every `RETRY_AFTER`) and whenever the pub/sub connection is made again, since a notice
+//! So that Redis is not asked twice for every due time, each schedule has an owner among the
+//! live instances (those in the instance registry that heartbeat within `LIVE_WITHIN` of the
+//! latest; rendezvous hashing of the instance ids with the schedule, so every instance that
+//! reads the same registry picks the same owner, and an instance that joins or leaves moves
+//! only its share). The owner fires a due time when it comes; the others `GRACE` later, and
+//! only then learn (a refusal of a few bytes) that the owner's claim landed. When the owner is
+//! gone, its due times are fired `GRACE` late by the others until the registry, read again
+//! every `LIVE_EVERY`, no longer names it: nothing is lost, nothing fires twice. A due time
+//! already past when a schedule is armed (a restart, a missed fire) is fired at once by every
+//! instance, as before. The registry is only a hint: an instance that reads it differently, or
+//! not at all, fires too early or too late, never twice.
+//!
+//! The resync reloads every registered queue's schedules (the first page of `RESYNC_BATCH`
+//! queues per round trip) every `RESYNC_EVERY` (after a failed one, every `RETRY_AFTER`) and
+//! whenever the pub/sub connection is made again, since a notice
 //! published while it was down is lost. A fire that fails (Redis away) is tried again after
 //! `RETRY_AFTER`; due times it could not claim for longer than the on-time window become missed
-//! fires, handled by the schedule's policy.
+//! fires, handled by the schedule's policy. So does a due time refused because the queue holds
+//! its cap of waiting jobs (its `max_waiting` setting, else `--max-waiting`, checked inside
+//! the fire as an add checks it): the schedule is looked at again once that time is past the
+//! on-time window, and its policy skips it or runs it then, if there is room.
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -26,10 +42,15 @@ use std::{
 use tokio::{sync::mpsc, time::Instant};
 use tracing::{debug, warn};
 
-use super::{Compiled, compile, now_ms, timing::fire_identity};
+use sha2::{Digest, Sha256};
+
+use super::{
+    Compiled, compile, now_ms,
+    timing::{ON_TIME_WITHIN_MS, fire_identity},
+};
 use crate::{
     queue::{background::Background, leases::Leases},
-    store::{Fire, FireJob, FireOutcome, Store, StoredSchedule},
+    store::{Fire, FireJob, FireOutcome, Named, Store, StoredSchedule},
 };
 
 /// How often every registered queue's schedules are read again, in case a notice was lost.
@@ -40,6 +61,17 @@ const RETRY_AFTER: Duration = Duration::from_millis(500);
 const FIRES_PER_CALL: usize = 100;
 /// Schedules read per HSCAN page.
 const PAGE: u32 = 200;
+/// Queues whose first page of schedules the resync reads in one round trip.
+const RESYNC_BATCH: usize = 100;
+/// How long after a due time an instance that does not own the schedule fires it (in case the
+/// owner is gone): well within the on-time window (`timing::ON_TIME_WITHIN_MS`), and longer
+/// than the owner takes to add an instant's jobs under load.
+const GRACE_MS: i64 = 250;
+/// An instance whose heartbeat is this much older than the latest one owns no schedule (they
+/// heartbeat at least once a second).
+const LIVE_WITHIN: Duration = Duration::from_secs(3);
+/// How often the live instances are read again while schedules are known.
+const LIVE_EVERY: Duration = Duration::from_secs(2);
 
 /// `(queue, name)`: a schedule's identity.
 type Key = (String, String);
@@ -50,19 +82,81 @@ struct Known {
     fired_through: i64,
     paused: bool,
     compiled: Arc<Compiled>,
+    /// Whether this instance owns it (fires its due times when they come, not `GRACE_MS` later).
+    owned: bool,
     /// When it is armed for (epoch ms), if it is.
     armed: Option<i64>,
 }
 
+/// Which live instance owns which schedule (see the module doc).
+struct Owners {
+    /// This instance's id.
+    me: String,
+    /// The live instances as last read, sorted; empty before the first read (then this
+    /// instance owns everything).
+    live: Vec<String>,
+    /// When they were read.
+    read_at: Option<Instant>,
+}
+
+impl Owners {
+    /// Whether this instance owns the schedule: the live instance whose id hashed with the
+    /// schedule's identity is highest (this one, when it is not among those read).
+    fn owns(&self, (queue, name): &Key) -> bool {
+        if !self.live.contains(&self.me) {
+            return true;
+        }
+        let weight = |id: &String| {
+            let digest = Sha256::new()
+                .chain_update(id)
+                .chain_update([0])
+                .chain_update(queue)
+                .chain_update([0])
+                .chain_update(name)
+                .finalize();
+            let mut first = [0u8; 8];
+            first.copy_from_slice(&digest[..8]);
+            (u64::from_be_bytes(first), id.clone())
+        };
+        self.live.iter().max_by_key(|id| weight(id)).is_some_and(|owner| *owner == self.me)
+    }
+}
+
 /// The schedules this instance knows, and the order they are due in.
-#[derive(Default)]
 struct Schedules {
     known: HashMap<Key, Known>,
     /// `(armed at, queue, name)` of every armed schedule.
     armed: BTreeSet<(i64, String, String)>,
+    owners: Owners,
 }
 
 impl Schedules {
+    fn new(me: &str) -> Self {
+        let owners = Owners { me: me.to_owned(), live: Vec::new(), read_at: None };
+        Self { known: HashMap::new(), armed: BTreeSet::new(), owners }
+    }
+
+    /// Takes in the live instances as read: each schedule whose owner changed is armed again.
+    fn set_live(&mut self, live: Vec<String>, now: i64) {
+        self.owners.read_at = Some(Instant::now());
+        if live == self.owners.live {
+            return;
+        }
+        debug!(live = ?live, "the live instances that own schedules");
+        self.owners.live = live;
+        let keys: Vec<Key> = self.known.keys().cloned().collect();
+        for key in keys {
+            let owned = self.owners.owns(&key);
+            let Some(known) = self.known.get_mut(&key) else { continue };
+            if known.owned != owned {
+                known.owned = owned;
+                if known.armed.is_some() {
+                    self.arm(&key, now);
+                }
+            }
+        }
+    }
+
     /// Takes in a schedule as read from Redis (its spec compiled again only when its revision
     /// changed), and arms it for its next fire.
     fn adopt(&mut self, key: Key, stored: &StoredSchedule, now: i64) {
@@ -83,13 +177,16 @@ impl Schedules {
             fired_through: stored.fired_through_ms,
             paused: stored.paused,
             compiled,
+            owned: self.owners.owns(&key),
             armed: None,
         };
         self.known.insert(key.clone(), known);
         self.arm(&key, now);
     }
 
-    /// Arms a known schedule for its next fire (none while paused or when no due time is left).
+    /// Arms a known schedule for its next fire (none while paused or when no due time is left):
+    /// its next due time, `GRACE_MS` later when another instance owns it, or now when a due
+    /// time is owed already.
     fn arm(&mut self, key: &Key, now: i64) {
         let Some(known) = self.known.get_mut(key) else { return };
         if let Some(at) = known.armed.take() {
@@ -99,6 +196,7 @@ impl Schedules {
             return;
         }
         if let Some(at) = known.compiled.timetable.next_fire(known.fired_through, now) {
+            let at = if at > now && !known.owned { at + GRACE_MS } else { at };
             known.armed = Some(at);
             self.armed.insert((at, key.0.clone(), key.1.clone()));
         }
@@ -141,6 +239,25 @@ impl Schedules {
         due
     }
 
+    /// Takes in all of one queue's schedules as read: adopts each, forgets those gone.
+    fn take_queue(&mut self, queue: &str, read: Vec<Named>) {
+        let now = now_ms();
+        let gone: Vec<Key> =
+            self.known.keys().filter(|(q, name)| q == queue && !read.iter().any(|(n, _)| n == name)).cloned().collect();
+        for key in &gone {
+            self.forget(key);
+        }
+        for (name, stored) in read {
+            match stored {
+                Ok(stored) => self.adopt((queue.to_owned(), name), &stored, now),
+                Err(e) => {
+                    warn!(%queue, %name, error = %e, "a stored schedule does not read; not firing it");
+                    self.forget(&(queue.to_owned(), name));
+                }
+            }
+        }
+    }
+
     /// The queues of the known schedules.
     fn queues(&self) -> Vec<String> {
         let mut queues: Vec<String> = self.known.keys().map(|(q, _)| q.clone()).collect();
@@ -158,8 +275,9 @@ pub(super) async fn run(
     leases: Arc<Leases>,
     background: Background,
     mut notices: mpsc::UnboundedReceiver<Option<String>>,
+    max_waiting: Option<u64>,
 ) {
-    let mut schedules = Schedules::default();
+    let mut schedules = Schedules::new(leases.instance());
     let mut resync_at = Instant::now();
     loop {
         let next = schedules.armed.first().map(|(at, _, _)| instant_of(*at));
@@ -184,7 +302,7 @@ pub(super) async fn run(
                 Some(None) => resync_at = Instant::now(),
                 None => return,
             },
-            () = sleep_until_ms(next) => fire_due(&store, &leases, &mut schedules).await,
+            () = sleep_until_ms(next) => fire_due(&store, &leases, &mut schedules, max_waiting).await,
         }
     }
 }
@@ -206,8 +324,28 @@ fn instant_of(ms: i64) -> Instant {
     }
 }
 
-/// Reads every registered queue's schedules (and those of the queues known here) again.
+/// `RETRY_AFTER` in ms.
+fn retry_ms() -> i64 {
+    i64::try_from(RETRY_AFTER.as_millis()).unwrap_or(500)
+}
+
+/// Reads the live instances again, if they were read longer than `LIVE_EVERY` ago (or
+/// `always`); a failure keeps the last.
+async fn refresh_owners(store: &Store, schedules: &mut Schedules, always: bool) {
+    if !always && schedules.owners.read_at.is_some_and(|at| at.elapsed() < LIVE_EVERY) {
+        return;
+    }
+    match store.instances().live(LIVE_WITHIN).await {
+        Ok(live) => schedules.set_live(live, now_ms()),
+        Err(e) => debug!(error = %e, "could not read the live instances for the schedules"),
+    }
+}
+
+/// Reads every registered queue's schedules (and those of the queues known here) again: the
+/// first page of `RESYNC_BATCH` queues at a time in one round trip (most queues have no
+/// schedule, and most that have fit one page), then the rest of any queue with more.
 async fn resync(store: &Store, schedules: &mut Schedules) -> Result<(), ()> {
+    refresh_owners(store, schedules, true).await;
     let mut queues = match store.instances().queues().await {
         Ok(q) => q,
         Err(e) => {
@@ -219,24 +357,47 @@ async fn resync(store: &Store, schedules: &mut Schedules) -> Result<(), ()> {
     queues.sort_unstable();
     queues.dedup();
     let mut result = Ok(());
-    for queue in queues {
-        if reload(store, schedules, &queue).await.is_err() {
-            result = Err(());
+    for batch in queues.chunks(RESYNC_BATCH) {
+        let pages = match store.schedules().first_pages(batch, PAGE).await {
+            Ok(pages) => pages,
+            Err(e) => {
+                debug!(error = %e, "could not read the queues' schedules");
+                result = Err(());
+                continue;
+            }
+        };
+        for (queue, (next, mut read)) in batch.iter().zip(pages) {
+            if next != 0 {
+                match read_from(store, queue, next).await {
+                    Ok(rest) => read.extend(rest),
+                    Err(()) => {
+                        result = Err(());
+                        continue;
+                    }
+                }
+            }
+            schedules.take_queue(queue, read);
         }
     }
     result
 }
 
-/// Reads one queue's schedules again: adopts each, forgets those gone.
+/// Reads one queue's schedules again.
 async fn reload(store: &Store, schedules: &mut Schedules, queue: &str) -> Result<(), ()> {
+    let read = read_from(store, queue, 0).await?;
+    schedules.take_queue(queue, read);
+    Ok(())
+}
+
+/// The schedules of `queue`'s hash from HSCAN cursor `cursor` to the end.
+async fn read_from(store: &Store, queue: &str, mut cursor: u64) -> Result<Vec<Named>, ()> {
     let mut read = Vec::new();
-    let mut cursor = 0;
     loop {
         match store.schedules().page(queue, cursor, PAGE).await {
             Ok((next, page)) => {
                 read.extend(page);
                 if next == 0 {
-                    break;
+                    return Ok(read);
                 }
                 cursor = next;
             }
@@ -246,26 +407,6 @@ async fn reload(store: &Store, schedules: &mut Schedules, queue: &str) -> Result
             }
         }
     }
-    let now = now_ms();
-    let gone: Vec<Key> = schedules
-        .known
-        .keys()
-        .filter(|(q, name)| q == queue && !read.iter().any(|(n, _)| n == name))
-        .cloned()
-        .collect();
-    for key in &gone {
-        schedules.forget(key);
-    }
-    for (name, stored) in read {
-        match stored {
-            Ok(stored) => schedules.adopt((queue.to_owned(), name), &stored, now),
-            Err(e) => {
-                warn!(%queue, %name, error = %e, "a stored schedule does not read; not firing it");
-                schedules.forget(&(queue.to_owned(), name));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Reads one schedule again (it changed): adopts it, or forgets it when it is gone.
@@ -284,7 +425,7 @@ async fn reload_one(store: &Store, schedules: &mut Schedules, queue: &str, name:
 
 /// Fires every schedule that is due: the plan of each (`timing.rs`), one call per queue and
 /// `FIRES_PER_CALL` schedules, the queues concurrently; then re-arms each from the outcome.
-async fn fire_due(store: &Store, leases: &Leases, schedules: &mut Schedules) {
+async fn fire_due(store: &Store, leases: &Leases, schedules: &mut Schedules, max_waiting: Option<u64>) {
     let now = now_ms();
     let mut by_queue: HashMap<String, Vec<Fire>> = HashMap::new();
     for key in schedules.take_due(now) {
@@ -314,14 +455,14 @@ async fn fire_due(store: &Store, leases: &Leases, schedules: &mut Schedules) {
     let calls = by_queue.iter().flat_map(|(queue, fires)| {
         fires
             .chunks(FIRES_PER_CALL)
-            .map(move |chunk| async move { (queue, chunk, store.schedules().fire(queue, chunk).await) })
+            .map(move |chunk| async move { (queue, chunk, store.schedules().fire(queue, chunk, max_waiting).await) })
     });
     let answers = futures::future::join_all(calls).await;
     let now = now_ms();
     for (queue, chunk, answer) in answers {
         match answer {
             Ok(outcomes) => {
-                let mut added = 0;
+                let (mut added, mut full) = (0, 0);
                 for (fire, outcome) in chunk.iter().zip(outcomes) {
                     let key = (queue.clone(), fire.name.clone());
                     match outcome {
@@ -332,22 +473,82 @@ async fn fire_due(store: &Store, leases: &Leases, schedules: &mut Schedules) {
                             }
                             schedules.arm(&key, now);
                         }
+                        FireOutcome::FiredElsewhere(through) => {
+                            if let Some(known) = schedules.known.get_mut(&key) {
+                                known.fired_through = through;
+                            }
+                            schedules.arm(&key, now);
+                        }
+                        FireOutcome::QueueFull(through) => {
+                            full += 1;
+                            if let Some(known) = schedules.known.get_mut(&key) {
+                                known.fired_through = through;
+                            }
+                            // Looked at again once the refused due time is past the on-time
+                            // window: a missed fire, which the policy runs or skips.
+                            let missed_at = through + 1 + ON_TIME_WITHIN_MS + 1;
+                            schedules.arm_at(&key, missed_at.max(now + retry_ms()));
+                        }
                         FireOutcome::Refused(stored) => schedules.adopt(key, &stored, now),
                         FireOutcome::Gone => schedules.forget(&key),
                     }
                 }
-                if added > 0 {
+                if full > 0 {
+                    warn!(%queue, schedules = full, "the queue holds its cap of waiting jobs: fires refused, missed-fire policy applies");
+                }
+                if added > 0 || full > 0 {
                     debug!(%queue, added, "schedules fired");
                     leases.wake(queue);
                 }
             }
             Err(e) => {
                 warn!(%queue, error = %e, "could not fire the queue's schedules; trying again");
-                let retry = now + i64::try_from(RETRY_AFTER.as_millis()).unwrap_or(500);
+                let retry = now + retry_ms();
                 for fire in chunk {
                     schedules.arm_at(&(queue.clone(), fire.name.clone()), retry);
                 }
             }
         }
+    }
+    refresh_owners(store, schedules, false).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owners(me: &str, live: &[&str]) -> Owners {
+        Owners { me: me.into(), live: live.iter().map(|id| (*id).to_owned()).collect(), read_at: None }
+    }
+
+    #[test]
+    fn each_schedule_has_one_owner_among_the_live_instances_and_they_share_them() {
+        let live = ["a", "b", "c"];
+        let views: Vec<Owners> = live.iter().map(|me| owners(me, &live)).collect();
+        let mut owned_by = [0; 3];
+        for n in 0..300 {
+            let key = ("q".to_owned(), format!("s{n}"));
+            let claims: Vec<usize> = (0..3).filter(|&i| views[i].owns(&key)).collect();
+            assert_eq!(claims.len(), 1, "{key:?} has one owner");
+            owned_by[claims[0]] += 1;
+        }
+        assert!(owned_by.iter().all(|&n| n > 60), "each owns a share: {owned_by:?}");
+    }
+
+    #[test]
+    fn an_instance_that_leaves_moves_only_its_own_schedules_and_one_not_listed_owns_all() {
+        let before = owners("a", &["a", "b", "c"]);
+        let after = owners("a", &["a", "b"]);
+        let gone = owners("c", &["a", "b", "c"]);
+        for n in 0..200 {
+            let key = ("q".to_owned(), format!("s{n}"));
+            if before.owns(&key) {
+                assert!(after.owns(&key), "{key:?} stays with a");
+            } else if !gone.owns(&key) {
+                assert!(!after.owns(&key), "{key:?} stays with b");
+            }
+        }
+        let unlisted = owners("d", &["a", "b"]);
+        assert!((0..50).all(|n| unlisted.owns(&("q".to_owned(), format!("s{n}")))));
     }
 }

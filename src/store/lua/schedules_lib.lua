@@ -6,11 +6,12 @@
 --   fired or given up; fires compare-and-set it), last due (ms of the last fire that added a
 --   job, 0 before), last job (its ULID, '' before), fires (jobs added), skipped (fires skipped
 --   for overlap), spec (the timetable and policies, JSON text opaque to Lua), template (a packed
---   job record, state WAITING), created ms, updated ms.
+--   job record, state WAITING), created ms, updated ms, and, once a fire was refused at the
+--   queue's cap of waiting jobs, refused (those fires; absent before the first).
 -- A change of a schedule's definition or pause publishes `queue/name` on the notice channel the
 -- function is given (neither name holds a '/'), so that every instance's timer reloads it.
 local SC_REVISION, SC_PAUSED, SC_THROUGH, SC_LAST_DUE, SC_LAST_JOB, SC_FIRES, SC_SKIPPED = 1, 2, 3, 4, 5, 6, 7
-local SC_SPEC, SC_TEMPLATE, SC_CREATED, SC_UPDATED = 8, 9, 10, 11
+local SC_SPEC, SC_TEMPLATE, SC_CREATED, SC_UPDATED, SC_REFUSED = 8, 9, 10, 11, 12
 local K_SCHEDULES = K_READY + 11
 
 -- The schedule of that name as a table (nil when there is none), and its packed text.
@@ -92,4 +93,14 @@ local function job_unfinished(ulid)
   end
   local state = rec[R_STATE]
   return state == S_WAITING or state == S_DELAYED or state == S_RETRYING
+end
+
+-- The jobs the queue holds waiting, as its cap of waiting jobs counts them (add.lua): delayed,
+-- of sessions, and ready at every priority.
+local function waiting_held()
+  local held = redis.call('ZCARD', KEYS[K_DELAYED]) + redis.call('ZCARD', KEYS[K_SESSION_JOBS])
+  for priority = -5, 5 do
+    held = held + redis.call('LLEN', ready_key(priority))
+  end
+  return held
 end

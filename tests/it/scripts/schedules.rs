@@ -1,6 +1,6 @@
 //! lua/schedule_set, schedule_fire, schedule_trigger, schedule_pause and schedule_delete.
 
-use jobwire::store::{AckOutcome, Fire, FireJob, FireOutcome, RecordState, StoredSchedule};
+use jobwire::store::{AckOutcome, Fire, FireJob, FireOutcome, RecordState, StoredSchedule, StoredSettings};
 
 use super::{Case, Job, Places, QUEUE, next_ulid};
 
@@ -14,7 +14,7 @@ impl Case {
     }
 
     async fn schedule_fire(&self, fires: &[Fire]) -> Vec<FireOutcome> {
-        self.store.schedules().fire(QUEUE, fires).await.expect("schedule_fire")
+        self.store.schedules().fire(QUEUE, fires, None).await.expect("schedule_fire")
     }
 
     async fn schedule(&self, name: &str) -> Option<StoredSchedule> {
@@ -62,8 +62,7 @@ async fn a_due_time_is_claimed_once_and_its_job_added_from_the_template() {
     rival.jobs[0].ulid = next_ulid();
     assert_eq!(case.schedule_fire(std::slice::from_ref(&first)).await, vec![FireOutcome::Fired(1)]);
     let outcome = case.schedule_fire(&[rival]).await;
-    let [FireOutcome::Refused(now)] = outcome.as_slice() else { panic!("the rival is refused: {outcome:?}") };
-    assert_eq!(now.fired_through_ms, 2_000, "the rival learns how far it fired");
+    assert_eq!(outcome, vec![FireOutcome::FiredElsewhere(2_000)], "the rival learns how far it fired");
     assert_eq!(case.places().await, Places { waiting: 1, ..Default::default() });
     let record = case.record(&first.jobs[0].ulid).await;
     assert_eq!((record.state, record.created_ms, record.job_type.as_str()), (RecordState::Waiting, 2_000, "t"));
@@ -155,4 +154,46 @@ async fn overlap_skip_catching_up_adds_only_the_first_missed_time() {
     assert_eq!((s.fires, s.skipped, s.last_due_ms, s.fired_through_ms), (1, 2, Some(2_000), 4_000));
     assert_eq!(case.places().await, Places { waiting: 1, ..Default::default() });
     case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn a_fire_stops_at_the_queues_cap_of_waiting_jobs_and_counts_the_refusal() {
+    let case = Case::start().await;
+    let (_, s) = case.schedule_set(NAME, 1_000).await;
+    // The flag's cap of 2: two of the three due times fit; the fire has fired through the one
+    // before the refused one.
+    let catch_up = fire(&s, 4_000, &[2_000, 3_000, 4_000], false);
+    let outcome = case.store.schedules().fire(QUEUE, &[catch_up], Some(2)).await.expect("fire");
+    assert_eq!(outcome, vec![FireOutcome::QueueFull(3_999)]);
+    let s = case.schedule(NAME).await.expect("kept");
+    assert_eq!((s.fires, s.refused, s.fired_through_ms, s.last_due_ms), (2, 1, 3_999, Some(3_000)));
+    assert_eq!(case.places().await, Places { waiting: 2, ..Default::default() });
+    // The queue's own setting overrides the flag: with room for one more, the next fire fits.
+    let room = StoredSettings { max_waiting: Some(3), ..StoredSettings::default() };
+    case.store.queue_settings().change(QUEUE, &room, &[]).await.expect("set");
+    let next = fire(&s, 5_000, &[5_000], false);
+    assert_eq!(case.store.schedules().fire(QUEUE, &[next], Some(2)).await.expect("fire"), vec![FireOutcome::Fired(1)]);
+    let s = case.schedule(NAME).await.expect("kept");
+    assert_eq!((s.fires, s.refused, s.fired_through_ms), (3, 1, 5_000));
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn the_first_pages_of_several_queues_are_read_in_one_call() {
+    let case = Case::start().await;
+    case.schedule_set(NAME, 1_000).await;
+    case.schedule_set("hourly", 1_000).await;
+    let queues = [QUEUE.to_owned(), "no-schedules".to_owned()];
+    let pages = case.store.schedules().first_pages(&queues, 200).await.expect("first pages");
+    let [(0, first), (0, none)] = pages.as_slice() else { panic!("two complete pages: {pages:?}") };
+    let mut names: Vec<&str> = first
+        .iter()
+        .map(|(name, stored)| {
+            assert!(stored.is_ok(), "{name} reads");
+            name.as_str()
+        })
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["hourly", NAME]);
+    assert!(none.is_empty());
 }
