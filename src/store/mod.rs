@@ -77,7 +77,7 @@ pub use memory::{Memory, MemoryReading, Shed, ShedKind};
 pub use queue_settings::{QueueSettings, SettingField, StoredSettings};
 pub use record::{BackoffSpec, JobRecord, Lease, RecordState};
 pub use schedules::{Fire, FireJob, FireOutcome, MAX_FIRE_JOBS, Schedules, StoredSchedule};
-pub use sessions::{SessionRecord, Sessions, SetOutcome};
+pub use sessions::{PendingJob, PendingPage, SessionRecord, Sessions, SetOutcome};
 pub use token::LeaseToken;
 
 /// The layout version this build reads and writes.
