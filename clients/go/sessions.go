@@ -118,3 +118,20 @@ func (c *Client) ListSessions(ctx context.Context, queue string, page Page) (*Se
 	}
 	return out, nil
 }
+
+// ListSessionJobs reads one page of the jobs still pending inside a session (added, not yet
+// released to its queue), next to be released first: the session's add order. Page.Size is 1
+// to 100 (default 100). Jobs the session has released already are not listed (ListJobs shows
+// them with their SessionID). An unknown session: ErrNotFound.
+func (c *Client) ListSessionJobs(ctx context.Context, sessionID string, page Page) (*JobPage, error) {
+	req := &pb.ListSessionJobsRequest{SessionId: sessionID, PageSize: page.Size, PageToken: page.Token}
+	resp, err := unary(ctx, c, "ListSessionJobs", true, c.sessions.ListSessionJobs, req)
+	if err != nil {
+		return nil, err
+	}
+	out := &JobPage{NextPageToken: resp.GetNextPageToken()}
+	for _, j := range resp.GetPendingJobs() {
+		out.Jobs = append(out.Jobs, jobInfoOf(j))
+	}
+	return out, nil
+}

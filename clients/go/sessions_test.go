@@ -68,6 +68,35 @@ func TestSessionCalls(t *testing.T) {
 		t.Fatalf("ListSessions, page by page: %v", listed)
 	}
 
+	// Three jobs, none running: the session releases one to the queue, the others wait inside it.
+	var added []string
+	for i := 0; i < 3; i++ {
+		a, err := c.AddToSession(ctx, s.ID, jobwire.NewJob{Type: "step"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		added = append(added, a.ID)
+	}
+	var pending []string
+	for page := (jobwire.Page{Size: 1}); ; {
+		got, err := c.ListSessionJobs(ctx, s.ID, page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, j := range got.Jobs {
+			pending = append(pending, j.ID)
+		}
+		if page.Token = got.NextPageToken; page.Token == "" {
+			break
+		}
+	}
+	if !reflect.DeepEqual(pending, added[1:]) {
+		t.Fatalf("ListSessionJobs = %v, want %v", pending, added[1:])
+	}
+	if _, err := c.ListSessionJobs(ctx, q+"/nobody", jobwire.Page{}); !errors.Is(err, jobwire.ErrNotFound) {
+		t.Fatalf("ListSessionJobs of an unknown session: %v", err)
+	}
+
 	if err := c.DeleteSession(ctx, s.ID); err != nil {
 		t.Fatal(err)
 	}

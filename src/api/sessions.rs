@@ -86,4 +86,19 @@ impl SessionService for SessionApi {
             next_page_token: next,
         }))
     }
+
+    async fn list_session_jobs(
+        &self,
+        request: Request<proto::ListSessionJobsRequest>,
+    ) -> Result<Response<proto::ListSessionJobsResponse>, Status> {
+        let caller = Caller::authorize(&request)?;
+        let req = request.into_inner();
+        let id = SessionId::parse(&req.session_id, "session_id")?;
+        let page_size = if req.page_size == 0 { 100 } else { u64::from(req.page_size) };
+        let (jobs, next) = self.engine.session_jobs(&id, page_size, &req.page_token).await?;
+        Ok(Response::new(proto::ListSessionJobsResponse {
+            pending_jobs: jobs.into_iter().map(|view| caller.redacted_job(convert::job_info(view))).collect(),
+            next_page_token: next,
+        }))
+    }
 }

@@ -1,6 +1,6 @@
 //! The client's calls for operators and dashboards: filtered listings, bulk actions on a
 //! selection or a query, dead-letter groups, per-minute activity, one event stream over
-//! several queues, a queue's sessions, pause and resume, queue settings. Thin: each is one RPC,
+//! several queues, a queue's sessions and a session's pending jobs, pause and resume, queue settings. Thin: each is one RPC,
 //! answered as the generated types.
 
 use super::{Client, ClientError};
@@ -79,6 +79,20 @@ impl Client {
     ) -> Result<proto::ListSessionsResponse, ClientError> {
         let req = proto::ListSessionsRequest { queue: queue.into(), page_size, page_token: page_token.into() };
         Ok(self.raw_sessions().list_sessions(req).await?.into_inner())
+    }
+
+    /// A page of the jobs still pending inside session `session_id`, next to be released first
+    /// (`page_size` 0: the server's default); `page_token` from the previous page ("" for the
+    /// first).
+    pub async fn list_session_jobs(
+        &self,
+        session_id: &str,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<proto::ListSessionJobsResponse, ClientError> {
+        let req =
+            proto::ListSessionJobsRequest { session_id: session_id.into(), page_size, page_token: page_token.into() };
+        Ok(self.raw_sessions().list_session_jobs(req).await?.into_inner())
     }
 
     /// Stops delivering `queue`'s jobs (adds still succeed) on every instance.

@@ -311,6 +311,12 @@ impl Engine {
         self.sessions.delete(id).await
     }
 
+    /// A page of the jobs still pending inside a session, in release order, and the token of
+    /// the next page (empty on the last page).
+    pub async fn session_jobs(&self, id: &SessionId, page_size: u64, token: &str) -> Result<(Vec<JobView>, String)> {
+        self.sessions.pending_jobs(id, page_size, token).await
+    }
+
     /// A page of a queue's sessions and the token of the next (empty on the last page).
     pub async fn list_sessions(&self, queue: &str, page_size: u64, token: &str) -> Result<(Vec<SessionView>, String)> {
         self.sessions.list(queue, page_size, token).await

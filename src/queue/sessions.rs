@@ -19,7 +19,7 @@ use serde_json::Value;
 use super::{
     background::Background,
     error::{Error, Result},
-    job::{SessionId, from_ms, validate_queue},
+    job::{JobId, JobView, SessionId, from_ms, validate_queue},
     memory::Memory,
     registry::QueueRegistry,
     settings::Limits,
@@ -219,6 +219,33 @@ impl Sessions {
         Ok(())
     }
 
+    /// A page of the jobs still pending inside a session, in the order it will release them;
+    /// the token is opaque (empty: first page) and the returned one is empty on the last page.
+    /// One Redis call per page. Jobs the session has released already are not among them:
+    /// nothing indexes them by session (the session counts them, `running_jobs` and
+    /// `queued_jobs`).
+    pub(super) async fn pending_jobs(
+        &self,
+        id: &SessionId,
+        page_size: u64,
+        token: &str,
+    ) -> Result<(Vec<JobView>, String)> {
+        if !token.is_empty() && !is_place(token) {
+            return Err(Error::invalid("page_token", "is not a token this server issued"));
+        }
+        let count = page_size.clamp(1, MAX_PAGE);
+        let page = self.store.sessions().pending_jobs(&id.queue, &id.name, token, count).await?;
+        let page = page.ok_or_else(|| Error::NotFound(format!("session_id: session {id} does not exist")))?;
+        let next =
+            if page.more { page.jobs.last().map(|j| j.place.clone()).unwrap_or_default() } else { String::new() };
+        let views = page
+            .jobs
+            .into_iter()
+            .filter_map(|job| job.record.map(|record| JobView::new(JobId::new(&id.queue, &job.ulid), record, None)))
+            .collect();
+        Ok((views, next))
+    }
+
     /// A page of a queue's sessions; the token is opaque (empty: first page) and the returned
     /// one is empty on the last page. Pages may be shorter than asked.
     pub(super) async fn list(&self, queue: &str, page_size: u64, token: &str) -> Result<(Vec<SessionView>, String)> {
@@ -239,6 +266,17 @@ impl Sessions {
     }
 }
 
+/// Whether `token` is a job's place in a session's line as the store writes it, `seq/ULID`
+/// (16 digits, a slash, 26 letters and digits), so that a forged token cannot reach past it.
+fn is_place(token: &str) -> bool {
+    token.split_once('/').is_some_and(|(seq, ulid)| {
+        seq.len() == 16
+            && seq.bytes().all(|b| b.is_ascii_digit())
+            && ulid.len() == 26
+            && ulid.bytes().all(|b| b.is_ascii_alphanumeric())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,6 +290,15 @@ mod tests {
         let mut scalar = json!(1);
         merge_patch(&mut scalar, &json!({"k": null}));
         assert_eq!(scalar, json!({}));
+    }
+
+    #[test]
+    fn page_tokens_are_places_in_a_session_line() {
+        assert!(is_place("0000000000000042/01ARZ3NDEKTSV4RRFFQ69G5FAV"));
+        assert!(!is_place("42/01ARZ3NDEKTSV4RRFFQ69G5FAV"));
+        assert!(!is_place("0000000000000042/01ARZ3NDEKTSV4RRFFQ69G5FA-"));
+        assert!(!is_place("0000000000000042/../x"));
+        assert!(!is_place(""));
     }
 
     #[test]

@@ -575,6 +575,23 @@ impl QueueFunction for SessionGetArgs<'_> {
     }
 }
 
+/// lua/session_jobs.lua: ARGV[8] name, [9] cursor ("seq/ULID" or ''), [10] jobs per page.
+pub(super) struct SessionJobsArgs<'a> {
+    pub name: &'a str,
+    pub after: &'a str,
+    pub count: u64,
+}
+
+impl QueueFunction for SessionJobsArgs<'_> {
+    /// (exists, flat {"seq/ULID", record or nil}, more).
+    type Reply = (i64, Vec<Option<Vec<u8>>>, i64);
+    function!(session_jobs);
+
+    fn write_args(&self, cmd: &mut Cmd) {
+        cmd.arg(self.name).arg(self.after).arg(self.count);
+    }
+}
+
 /// lua/session_set.lua: ARGV[8] name, [9] state, [10] expected version.
 pub(super) struct SessionSetArgs<'a> {
     pub name: &'a str,

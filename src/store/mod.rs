@@ -82,7 +82,7 @@ pub use pubsub::{Push, Subscriber};
 pub use queue_settings::{QueueSettings, RateSpec, SettingField, StoredSettings};
 pub use record::{BackoffSpec, JobRecord, Lease, RecordState};
 pub use schedules::{Fire, FireJob, FireOutcome, MAX_FIRE_JOBS, Named, Schedules, StoredSchedule};
-pub use sessions::{SessionRecord, Sessions, SetOutcome};
+pub use sessions::{PendingJob, PendingPage, SessionRecord, Sessions, SetOutcome};
 pub use token::LeaseToken;
 
 /// The layout version this build reads and writes.

@@ -133,6 +133,7 @@ library! {
         shed ["allow-oom"],
         session_create [],
         session_get ["no-writes"],
+        session_jobs ["no-writes"],
         session_set [],
         session_delete ["allow-oom"],
         session_sweep ["allow-oom"],

@@ -1,14 +1,15 @@
 //! Sessions: a state document plus an ordered line of jobs, kept in the queue's own keys so
 //! session updates are atomic with job transitions (see lua/lib.lua). This part creates, reads,
-//! compare-and-sets, lists, deletes and expires them.
+//! compare-and-sets, lists, deletes and expires them, and pages through the jobs still pending
+//! inside one.
 
 use std::{sync::Arc, time::Duration};
 
 use rmpv::Value;
 
 use super::{
-    Result, StoreError,
-    args::{SessionCreateArgs, SessionDeleteArgs, SessionGetArgs, SessionSetArgs, SessionSweepArgs},
+    JobRecord, Result, StoreError,
+    args::{SessionCreateArgs, SessionDeleteArgs, SessionGetArgs, SessionJobsArgs, SessionSetArgs, SessionSweepArgs},
     backend::Backend,
     decoded, record,
 };
@@ -37,6 +38,27 @@ pub struct SessionRecord {
     pub queued: u64,
     /// Jobs still waiting inside the session.
     pub pending: u64,
+}
+
+/// One job still pending inside its session, as [`Sessions::pending_jobs`] lists it.
+#[derive(Debug)]
+pub struct PendingJob {
+    /// Its place in the session's line, `seq/ULID`: the session releases its jobs in this
+    /// (lexical) order, and a page after this place starts with the next job.
+    pub place: String,
+    /// Its ULID.
+    pub ulid: String,
+    /// Its record (None when it is missing, which the doctor reports).
+    pub record: Option<JobRecord>,
+}
+
+/// A page of a session's pending jobs, and whether more follow it.
+#[derive(Debug)]
+pub struct PendingPage {
+    /// The jobs, in release order.
+    pub jobs: Vec<PendingJob>,
+    /// Whether jobs follow the last one.
+    pub more: bool,
 }
 
 /// The outcome of a compare-and-set on a session's state.
@@ -107,6 +129,29 @@ impl Sessions {
             queued: decoded(queued, "a session's queued jobs")?,
             pending: decoded(pending, "a session's pending jobs")?,
         }))
+    }
+
+    /// Up to `count` jobs pending inside a session, in release order, after the place `after`
+    /// (`seq/ULID` of the last job of the previous page; empty from the start), in one call;
+    /// None when the session does not exist.
+    pub async fn pending_jobs(&self, queue: &str, name: &str, after: &str, count: u64) -> Result<Option<PendingPage>> {
+        let (exists, flat, more) = self.backend.call(queue, &SessionJobsArgs { name, after, count }).await?;
+        if exists != 1 {
+            return Ok(None);
+        }
+        let mut jobs = Vec::with_capacity(flat.len() / 2);
+        let mut pairs = flat.into_iter();
+        while let (Some(place), Some(raw)) = (pairs.next(), pairs.next()) {
+            let place = String::from_utf8(place.unwrap_or_default())
+                .map_err(|_| StoreError::Corrupt("a session job's place is not text".into()))?;
+            let Some((_, ulid)) = place.split_once('/') else {
+                return Err(StoreError::Corrupt(format!("session job place {place:?} has no ULID")));
+            };
+            let ulid = ulid.to_owned();
+            let record = raw.map(|raw| JobRecord::decode(&raw, None)).transpose()?;
+            jobs.push(PendingJob { place, ulid, record });
+        }
+        Ok(Some(PendingPage { jobs, more: more == 1 }))
     }
 
     /// Replaces the state if the version is still `expected`.

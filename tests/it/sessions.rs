@@ -1,5 +1,5 @@
 //! Sessions: per-session order and concurrency, fairness, state CAS and merge patch, atomic
-//! state + completion, deletion and expiry leaving no key behind.
+//! state + completion, deletion and expiry leaving no key behind, listing a session and its line.
 
 use std::time::Duration;
 
@@ -302,5 +302,63 @@ async fn list_sessions_pages_through_every_session() {
         token = page.next_page_token;
     }
     assert_eq!(seen.len(), 25);
+    server.assert_invariants("q").await;
+}
+
+/// Every pending job of `session`, page by page.
+async fn pending(server: &Server, session: &str, page_size: u32) -> Vec<proto::JobInfo> {
+    let mut api = sessions(server).await;
+    let (mut jobs, mut page_token) = (Vec::new(), String::new());
+    loop {
+        let req = proto::ListSessionJobsRequest { session_id: session.into(), page_size, page_token };
+        let page = api.list_session_jobs(req).await.expect("list session jobs").into_inner();
+        assert!(page.pending_jobs.len() <= page_size as usize);
+        jobs.extend(page.pending_jobs);
+        if page.next_page_token.is_empty() {
+            return jobs;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+#[tokio::test]
+async fn list_session_jobs_shows_the_pending_jobs_in_order_as_the_session_moves_on() {
+    let redis = Redis::start();
+    let server = Server::start(&redis).await;
+    let mut client = server.client().await;
+    let s = create(&server, "q", "line", 1).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let mut req = in_session("q", &s.id, &i.to_string());
+        req.priority = i - 2; // priority must not reorder a session's line
+        ids.push(add(&mut client, req).await);
+    }
+    // The first job is released to the queue; the other four wait inside, in add order.
+    let listed = pending(&server, &s.id, 2).await;
+    assert_eq!(listed.iter().map(|j| j.id.clone()).collect::<Vec<_>>(), ids[1..]);
+    assert!(listed.iter().all(|j| j.session_id == s.id && j.payload.len() == 1), "{listed:?}");
+    assert_eq!(info(&mut client, &ids[0]).await.state, JobState::Waiting as i32);
+    let mut api = sessions(&server).await;
+    let session = api.get_session(proto::GetSessionRequest { session_id: s.id.clone() }).await.expect("get");
+    let session = session.into_inner().session.expect("session");
+    assert_eq!((session.queued_jobs, session.pending_jobs), (1, 4));
+
+    // Completing the first releases the second: the line moves on by one.
+    let mut worker = Worker::open(&server, &["q"], 1).await;
+    let first = worker.job().await;
+    assert_eq!(first.id, ids[0]);
+    worker.complete(&first, b"").await.expect("complete");
+    let listed = pending(&server, &s.id, 100).await;
+    assert_eq!(listed.iter().map(|j| j.id.clone()).collect::<Vec<_>>(), ids[2..]);
+    let second = worker.job().await;
+    assert_eq!(second.id, ids[1]);
+    assert_eq!(pending(&server, &s.id, 1).await.len(), 3, "a running job is not pending");
+
+    // An unknown session, and a token the server did not issue.
+    let req = proto::ListSessionJobsRequest { session_id: "q/nobody".into(), ..Default::default() };
+    assert_eq!(api.list_session_jobs(req).await.expect_err("unknown").code(), Code::NotFound);
+    let req = proto::ListSessionJobsRequest { session_id: s.id.clone(), page_token: "x".into(), ..Default::default() };
+    let refused = api.list_session_jobs(req).await.expect_err("forged token");
+    assert!(refused.code() == Code::InvalidArgument && refused.message().contains("page_token"), "{refused:?}");
     server.assert_invariants("q").await;
 }

@@ -335,8 +335,20 @@ test("workers and sessions pages show what exists", async () => {
   await until("the held job", () => workersPage.locator('a[href^="#/job/chat"]').count());
   await shot(workersPage, "workers");
   await workersPage.close();
+  // Two more jobs wait inside the session (one at a time) behind the running one, in add order.
+  const first = (await add("chat", "reply", '"second"', ["--session", "chat/user-7"])).trim();
+  const second = (await add("chat", "reply", '"third"', ["--session", "chat/user-7"])).trim();
   const session = await open("#/session/chat%2Fuser-7");
   await until("the state", () => session.getByText('"turns": 3').count());
+  const line = session.locator("#session-line li");
+  await until("the line of three", async () => (await line.count()) === 3);
+  assert.match(await line.nth(0).textContent(), /active/);
+  assert.deepEqual(
+    [await line.nth(1).textContent(), await line.nth(2).textContent()].map((t) => /pending/.test(t)),
+    [true, true],
+  );
+  assert.equal(await line.nth(1).locator("a").getAttribute("href"), `#/job/${encodeURIComponent(first)}`);
+  assert.equal(await line.nth(2).locator("a").getAttribute("href"), `#/job/${encodeURIComponent(second)}`);
   await shot(session, "session");
   await session.close();
   await stop(busy);

@@ -19,7 +19,7 @@ from typing import Any
 from ._calls import UNSET, Calls
 from ._errors import Conflict
 from ._gen.jobwire.v1 import jobwire_pb2 as pb
-from ._types import Page, Seconds, decode_json, encode, from_timestamp, to_duration
+from ._types import JobInfo, Page, Seconds, decode_json, encode, from_timestamp, to_duration
 
 
 def _optional_time(message: Any, name: str) -> datetime | None:
@@ -180,5 +180,29 @@ class SessionCalls(Calls):
         )
         return Page(
             items=[Session.from_proto(s) for s in response.sessions],
+            next_page_token=response.next_page_token,
+        )
+
+    async def list_session_jobs(
+        self,
+        session_id: str,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = UNSET,
+    ) -> Page[JobInfo]:
+        """One page of the jobs still pending inside a session (added, not yet released to its
+        queue), next to be released first: the session's add order. ``page_size`` 1 to 100
+        (0: 100); follow ``next_page_token`` until it is empty. Jobs the session released
+        already are not listed (``list_jobs`` shows them, with their ``session_id``)."""
+        response = await self._unary(
+            self.sessions_stub.ListSessionJobs,
+            pb.ListSessionJobsRequest(
+                session_id=session_id, page_size=page_size, page_token=page_token
+            ),
+            timeout,
+        )
+        return Page(
+            items=[JobInfo.from_proto(j) for j in response.pending_jobs],
             next_page_token=response.next_page_token,
         )

@@ -72,6 +72,23 @@ async def test_generated_name_and_listing(client: jobwire.Client, queue: str) ->
     assert listed == made
 
 
+async def test_list_session_jobs_in_release_order(client: jobwire.Client, queue: str) -> None:
+    session = await client.create_session(queue, max_concurrency=1)
+    added = [(await client.add_to_session(session.id, "step", i)).id for i in range(4)]
+    listed: list[str] = []
+    token = ""
+    while True:
+        page = await client.list_session_jobs(session.id, page_size=2, page_token=token)
+        listed.extend(j.id for j in page)
+        token = page.next_page_token
+        if not token:
+            break
+    # The first was released to the queue; the rest wait inside the session, in add order.
+    assert listed == added[1:]
+    with pytest.raises(jobwire.NotFound):
+        await client.list_session_jobs(f"{queue}/nobody")
+
+
 async def test_update_needs_exactly_one_change(client: jobwire.Client, queue: str) -> None:
     session = await client.create_session(queue)
     with pytest.raises(ValueError):

@@ -320,6 +320,17 @@ export class Client {
     return { items: res.sessions.map((x) => new Session(x)), nextPageToken: res.nextPageToken };
   }
 
+  /**
+   * One page of the jobs still pending inside a session (added, not yet released to its queue),
+   * next to be released first: the session's add order (pageSize 1 to 100, default 100). Jobs it
+   * released already are not listed (listJobs shows them, with their sessionId).
+   */
+  async listSessionJobs(sessionId: string, page: PageOptions = {}, options: CallOptions = {}): Promise<Page<JobInfo>> {
+    const request = { sessionId, pageSize: page.pageSize ?? 0, pageToken: page.pageToken ?? "" };
+    const res = await this.read("ListSessionJobs", this.rawSessions.listSessionJobs.bind(this.rawSessions), request, options);
+    return { items: res.pendingJobs.map((j) => new JobInfo(j)), nextPageToken: res.nextPageToken };
+  }
+
   // ---- admin ------------------------------------------------------------------------------------
 
   /**

@@ -86,6 +86,19 @@ describe("sessions", () => {
     } while (pageToken !== "");
     assert.deepEqual([...listed].sort(), [...others].sort());
 
+    // Three jobs, none running: the session releases one to the queue, the others wait inside it.
+    const added: string[] = [];
+    for (let i = 0; i < 3; i++) added.push((await client.addToSession(s.id, "step", i)).id);
+    const pending: string[] = [];
+    pageToken = "";
+    do {
+      const page = await client.listSessionJobs(s.id, { pageSize: 1, pageToken });
+      for (const j of page.items) pending.push(j.id);
+      pageToken = page.nextPageToken;
+    } while (pageToken !== "");
+    assert.deepEqual(pending, added.slice(1));
+    await rejectsWithCode(client.listSessionJobs(`${queue}/nobody`), Status.NOT_FOUND);
+
     await client.deleteSession(s.id);
     await rejectsWithCode(client.getSession(s.id), Status.NOT_FOUND);
   });

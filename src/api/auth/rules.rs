@@ -102,6 +102,7 @@ pub(crate) static RULES: &[Rule] = &[
     rule("/jobwire.v1.SessionService/UpdateSession", PRODUCE),
     rule("/jobwire.v1.SessionService/DeleteSession", PRODUCE),
     rule("/jobwire.v1.SessionService/ListSessions", READ),
+    rule("/jobwire.v1.SessionService/ListSessionJobs", READ),
     audited("/jobwire.v1.ScheduleService/UpsertSchedule"),
     rule("/jobwire.v1.ScheduleService/GetSchedule", READ),
     rule("/jobwire.v1.ScheduleService/ListSchedules", READ),

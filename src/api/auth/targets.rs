@@ -91,7 +91,7 @@ names_one!(
     proto::DeleteJobRequest,
 );
 
-names_one!(session in session_id: proto::GetSessionRequest, proto::UpdateSessionRequest, proto::DeleteSessionRequest);
+names_one!(session in session_id: proto::GetSessionRequest, proto::UpdateSessionRequest, proto::DeleteSessionRequest, proto::ListSessionJobsRequest);
 
 impl Targets for proto::AddJobRequest {
     fn targets(&self) -> Result<Vec<Target>, Status> {

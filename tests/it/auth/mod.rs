@@ -261,6 +261,10 @@ pub async fn call(method: &str, client: &Client, place: &Place) -> Result<(), St
             sessions.update_session(req).await.map(drop)
         }
         "DeleteSession" => sessions.delete_session(proto::DeleteSessionRequest { session_id }).await.map(drop),
+        "ListSessionJobs" => {
+            let req = proto::ListSessionJobsRequest { session_id, ..Default::default() };
+            sessions.list_session_jobs(req).await.map(drop)
+        }
         "ListSessions" => {
             sessions.list_sessions(proto::ListSessionsRequest { queue, ..Default::default() }).await.map(drop)
         }

@@ -1,11 +1,11 @@
-//! session_create.lua, session_get.lua, session_set.lua, session_delete.lua and
+//! session_create.lua, session_get.lua, session_jobs.lua, session_set.lua, session_delete.lua and
 //! session_sweep.lua: a session's state document and the life of the session itself.
 
 use std::time::Duration;
 
-use jobwire::store::{Ack, AckOutcome, RecordState, SetOutcome};
+use jobwire::store::{Ack, AckOutcome, PendingPage, RecordState, SetOutcome};
 
-use super::{Case, Job, Places};
+use super::{Case, Job, Places, QUEUE};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -206,5 +206,28 @@ async fn a_session_written_by_an_earlier_release_runs_its_jobs_as_before() {
     assert_eq!(case.take().await.ulid, jobs[1].ulid);
     let session = case.session_get("s").await.expect("session");
     assert_eq!((session.version, session.started, session.queued, session.pending), (2, 1, 0, 0));
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn session_jobs_pages_through_the_pending_jobs_in_release_order() {
+    let case = Case::start().await;
+    assert!(case.store.sessions().pending_jobs(QUEUE, "s", "", 10).await.expect("read").is_none());
+    case.open_session("s", 1).await;
+    case.open_session("s2", 1).await;
+    let jobs: Vec<Job> = (0..4).map(|_| Job::plain().in_session("s")).collect();
+    case.add_many(&jobs).await;
+    // A session whose name starts with the other's keeps its jobs apart.
+    case.add_many(&[Job::plain().in_session("s2"), Job::plain().in_session("s2")]).await;
+    let ulids = |page: &PendingPage| page.jobs.iter().map(|j| j.ulid.clone()).collect::<Vec<_>>();
+    // The first job was released to the queue: the other three wait inside, in add order.
+    let first = case.store.sessions().pending_jobs(QUEUE, "s", "", 2).await.expect("read").expect("session");
+    assert_eq!(ulids(&first), [jobs[1].ulid.clone(), jobs[2].ulid.clone()]);
+    assert!(first.more && first.jobs.iter().all(|j| j.record.is_some()));
+    let after = first.jobs[1].place.clone();
+    let rest = case.store.sessions().pending_jobs(QUEUE, "s", &after, 2).await.expect("read").expect("session");
+    assert_eq!((ulids(&rest), rest.more), (vec![jobs[3].ulid.clone()], false));
+    let other = case.store.sessions().pending_jobs(QUEUE, "s2", "", 10).await.expect("read").expect("session");
+    assert_eq!(other.jobs.len(), 1);
     case.assert_invariants().await;
 }

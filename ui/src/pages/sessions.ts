@@ -1,12 +1,14 @@
 // Sessions: a queue's sessions a page at a time, and one session: its state (pretty JSON), its
-// counts, and its jobs by state in their order (ListJobs with the session filter). Jobs still
-// waiting inside the session are counted (pending) but not listed: no listing holds them yet.
+// counts, and its line of jobs in order: first those it has released (running, then waiting or
+// delayed in the queue: ListJobs with the session filter, by id, which is add order), then those
+// still pending inside it, next to be released first (ListSessionJobs), marked "pending"; then
+// its finished jobs by state.
 
 import { h, fill, link } from "../dom";
 import { queues, sessions } from "../api";
 import { ago, count, seconds, age } from "../format";
 import { follow, throttle } from "../live";
-import { fail, table, valueView, type Page } from "../page";
+import { fail, stateName, table, valueView, type Page } from "../page";
 import { JobState } from "../gen/jobwire/v1/jobwire_pb";
 
 export function sessionsPage(page: Page): void {
@@ -44,13 +46,19 @@ export function sessionsPage(page: Page): void {
   })();
 }
 
-const SESSION_STATES = [
-  { state: JobState.ACTIVE, name: "running" },
-  { state: JobState.WAITING, name: "waiting" },
-  { state: JobState.DELAYED, name: "delayed" },
+// The listings of a session's released jobs, in the order its line shows them.
+const RELEASED = [JobState.ACTIVE, JobState.WAITING, JobState.DELAYED];
+// The listings of its finished jobs, shown by state after the line.
+const FINISHED = [
   { state: JobState.COMPLETED, name: "completed" },
   { state: JobState.DEAD, name: "dead" },
 ];
+
+// One job of the line: a link to it, its type, and where it is (a job state, or "pending").
+function lineItem(id: string, type: string, where: string): HTMLElement {
+  return h("li", { class: "name" }, link("/job/" + encodeURIComponent(id), id), ` ${type} `,
+    h("span", { class: `badge state-${where}` }, where));
+}
 
 export function sessionPage(page: Page): void {
   const sessionId = page.path[0] ?? "";
@@ -60,14 +68,19 @@ export function sessionPage(page: Page): void {
 
   const refresh = async () => {
     try {
-      const [answer, ...lists] = await Promise.all([
+      const [answer, line, ...lists] = await Promise.all([
         sessions.getSession({ sessionId }),
-        ...SESSION_STATES.map((s) =>
-          queues.listJobs({ queue, state: s.state, pageSize: 100, filter: { sessionId } }),
+        sessions.listSessionJobs({ sessionId, pageSize: 100 }),
+        ...[...RELEASED, ...FINISHED.map((f) => f.state)].map((state) =>
+          queues.listJobs({ queue, state, pageSize: 100, filter: { sessionId } }),
         ),
       ]);
       const s = answer.session;
       if (!s) return;
+      const released = lists.slice(0, RELEASED.length).flatMap((l) => l.jobs);
+      released.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+      const finished = lists.slice(RELEASED.length);
+      const more = Number(s.pendingJobs) - line.pendingJobs.length;
       fill(
         body,
         h("p", null, link("/queue/" + encodeURIComponent(queue), `Queue ${queue}`)),
@@ -77,15 +90,20 @@ export function sessionPage(page: Page): void {
           "The session",
         ),
         valueView("State", s.state),
-        h("h2", null, "Jobs"),
-        SESSION_STATES.map((st, i) => {
-          const jobs = lists[i]?.jobs ?? [];
+        h("h2", null, "Jobs in order"),
+        released.length + line.pendingJobs.length === 0
+          ? h("p", null, "No job running or waiting.")
+          : h("ol", { class: "plain", id: "session-line" },
+              released.map((j) => lineItem(j.id, j.type, stateName(j.state))),
+              line.pendingJobs.map((j) => lineItem(j.id, j.type, "pending"))),
+        line.nextPageToken && more > 0 ? h("p", { class: "note" }, `and ${count(more)} more pending after these.`) : null,
+        finished.map((list, i) => {
+          const jobs = list.jobs;
           return jobs.length === 0
             ? null
-            : h("section", null, h("h3", null, `${st.name} (${jobs.length}${lists[i]?.nextPageToken ? "+" : ""})`),
+            : h("section", null, h("h3", null, `${FINISHED[i]?.name ?? ""} (${jobs.length}${list.nextPageToken ? "+" : ""})`),
                 h("ol", { class: "plain" }, jobs.map((j) => h("li", { class: "name" }, link("/job/" + encodeURIComponent(j.id), j.id), ` ${j.type}`))));
         }),
-        Number(s.pendingJobs) > 0 ? h("p", { class: "note" }, `${count(s.pendingJobs)} job(s) wait inside the session, in add order, not listed here.`) : null,
       );
     } catch (error) {
       fail(error);

@@ -5626,6 +5626,126 @@ func (x *ListSessionsResponse) GetNextPageToken() string {
 	return ""
 }
 
+type ListSessionJobsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The session, "<queue>/<name>".
+	SessionId string `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// Jobs per page, 1 to 100; default 100.
+	PageSize uint32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// From a previous response; empty for the first page.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSessionJobsRequest) Reset() {
+	*x = ListSessionJobsRequest{}
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[76]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSessionJobsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSessionJobsRequest) ProtoMessage() {}
+
+func (x *ListSessionJobsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[76]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSessionJobsRequest.ProtoReflect.Descriptor instead.
+func (*ListSessionJobsRequest) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{76}
+}
+
+func (x *ListSessionJobsRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *ListSessionJobsRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListSessionJobsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ListSessionJobsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The page of the session's pending jobs, next to be released first. Jobs it has released
+	// already (waiting, delayed or retrying in the queue, or running) are not listed: the
+	// session counts them (Session.queued_jobs and running_jobs), and ListJobs shows them with
+	// their session_id.
+	PendingJobs []*JobInfo `protobuf:"bytes,1,rep,name=pending_jobs,json=pendingJobs,proto3" json:"pending_jobs,omitempty"`
+	// Pass it to get the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSessionJobsResponse) Reset() {
+	*x = ListSessionJobsResponse{}
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[77]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSessionJobsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSessionJobsResponse) ProtoMessage() {}
+
+func (x *ListSessionJobsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[77]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSessionJobsResponse.ProtoReflect.Descriptor instead.
+func (*ListSessionJobsResponse) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{77}
+}
+
+func (x *ListSessionJobsResponse) GetPendingJobs() []*JobInfo {
+	if x != nil {
+		return x.PendingJobs
+	}
+	return nil
+}
+
+func (x *ListSessionJobsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 // The jobs a bulk action (RetryJobs, CancelJobs, DeleteJobs) applies to.
 type JobSelection struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -5642,7 +5762,7 @@ type JobSelection struct {
 
 func (x *JobSelection) Reset() {
 	*x = JobSelection{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[76]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5654,7 +5774,7 @@ func (x *JobSelection) String() string {
 func (*JobSelection) ProtoMessage() {}
 
 func (x *JobSelection) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[76]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5667,7 +5787,7 @@ func (x *JobSelection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobSelection.ProtoReflect.Descriptor instead.
 func (*JobSelection) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{76}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *JobSelection) GetSelection() isJobSelection_Selection {
@@ -5724,7 +5844,7 @@ type JobIdList struct {
 
 func (x *JobIdList) Reset() {
 	*x = JobIdList{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[77]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5736,7 +5856,7 @@ func (x *JobIdList) String() string {
 func (*JobIdList) ProtoMessage() {}
 
 func (x *JobIdList) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[77]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5749,7 +5869,7 @@ func (x *JobIdList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobIdList.ProtoReflect.Descriptor instead.
 func (*JobIdList) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{77}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *JobIdList) GetJobIds() []string {
@@ -5774,7 +5894,7 @@ type JobQuery struct {
 
 func (x *JobQuery) Reset() {
 	*x = JobQuery{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[78]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5786,7 +5906,7 @@ func (x *JobQuery) String() string {
 func (*JobQuery) ProtoMessage() {}
 
 func (x *JobQuery) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[78]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5799,7 +5919,7 @@ func (x *JobQuery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobQuery.ProtoReflect.Descriptor instead.
 func (*JobQuery) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{78}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *JobQuery) GetQueue() string {
@@ -5841,7 +5961,7 @@ type BulkOutcome struct {
 
 func (x *BulkOutcome) Reset() {
 	*x = BulkOutcome{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[79]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5853,7 +5973,7 @@ func (x *BulkOutcome) String() string {
 func (*BulkOutcome) ProtoMessage() {}
 
 func (x *BulkOutcome) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[79]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5866,7 +5986,7 @@ func (x *BulkOutcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BulkOutcome.ProtoReflect.Descriptor instead.
 func (*BulkOutcome) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{79}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *BulkOutcome) GetApplied() uint64 {
@@ -5900,7 +6020,7 @@ type RetryJobsRequest struct {
 
 func (x *RetryJobsRequest) Reset() {
 	*x = RetryJobsRequest{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[80]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5912,7 +6032,7 @@ func (x *RetryJobsRequest) String() string {
 func (*RetryJobsRequest) ProtoMessage() {}
 
 func (x *RetryJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[80]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5925,7 +6045,7 @@ func (x *RetryJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryJobsRequest.ProtoReflect.Descriptor instead.
 func (*RetryJobsRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{80}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *RetryJobsRequest) GetSelection() *JobSelection {
@@ -5945,7 +6065,7 @@ type RetryJobsResponse struct {
 
 func (x *RetryJobsResponse) Reset() {
 	*x = RetryJobsResponse{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[81]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5957,7 +6077,7 @@ func (x *RetryJobsResponse) String() string {
 func (*RetryJobsResponse) ProtoMessage() {}
 
 func (x *RetryJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[81]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5970,7 +6090,7 @@ func (x *RetryJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryJobsResponse.ProtoReflect.Descriptor instead.
 func (*RetryJobsResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{81}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *RetryJobsResponse) GetOutcome() *BulkOutcome {
@@ -5990,7 +6110,7 @@ type CancelJobsRequest struct {
 
 func (x *CancelJobsRequest) Reset() {
 	*x = CancelJobsRequest{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[82]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6002,7 +6122,7 @@ func (x *CancelJobsRequest) String() string {
 func (*CancelJobsRequest) ProtoMessage() {}
 
 func (x *CancelJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[82]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6015,7 +6135,7 @@ func (x *CancelJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobsRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobsRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{82}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *CancelJobsRequest) GetSelection() *JobSelection {
@@ -6035,7 +6155,7 @@ type CancelJobsResponse struct {
 
 func (x *CancelJobsResponse) Reset() {
 	*x = CancelJobsResponse{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[83]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6047,7 +6167,7 @@ func (x *CancelJobsResponse) String() string {
 func (*CancelJobsResponse) ProtoMessage() {}
 
 func (x *CancelJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[83]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6060,7 +6180,7 @@ func (x *CancelJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobsResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobsResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{83}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *CancelJobsResponse) GetOutcome() *BulkOutcome {
@@ -6080,7 +6200,7 @@ type DeleteJobsRequest struct {
 
 func (x *DeleteJobsRequest) Reset() {
 	*x = DeleteJobsRequest{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[84]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6092,7 +6212,7 @@ func (x *DeleteJobsRequest) String() string {
 func (*DeleteJobsRequest) ProtoMessage() {}
 
 func (x *DeleteJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[84]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6105,7 +6225,7 @@ func (x *DeleteJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteJobsRequest.ProtoReflect.Descriptor instead.
 func (*DeleteJobsRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{84}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *DeleteJobsRequest) GetSelection() *JobSelection {
@@ -6125,7 +6245,7 @@ type DeleteJobsResponse struct {
 
 func (x *DeleteJobsResponse) Reset() {
 	*x = DeleteJobsResponse{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[85]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6137,7 +6257,7 @@ func (x *DeleteJobsResponse) String() string {
 func (*DeleteJobsResponse) ProtoMessage() {}
 
 func (x *DeleteJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[85]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6150,7 +6270,7 @@ func (x *DeleteJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteJobsResponse.ProtoReflect.Descriptor instead.
 func (*DeleteJobsResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{85}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *DeleteJobsResponse) GetOutcome() *BulkOutcome {
@@ -6170,7 +6290,7 @@ type ListDeadJobGroupsRequest struct {
 
 func (x *ListDeadJobGroupsRequest) Reset() {
 	*x = ListDeadJobGroupsRequest{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[86]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6182,7 +6302,7 @@ func (x *ListDeadJobGroupsRequest) String() string {
 func (*ListDeadJobGroupsRequest) ProtoMessage() {}
 
 func (x *ListDeadJobGroupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[86]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6195,7 +6315,7 @@ func (x *ListDeadJobGroupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadJobGroupsRequest.ProtoReflect.Descriptor instead.
 func (*ListDeadJobGroupsRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{86}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *ListDeadJobGroupsRequest) GetQueue() string {
@@ -6219,7 +6339,7 @@ type ListDeadJobGroupsResponse struct {
 
 func (x *ListDeadJobGroupsResponse) Reset() {
 	*x = ListDeadJobGroupsResponse{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[87]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6231,7 +6351,7 @@ func (x *ListDeadJobGroupsResponse) String() string {
 func (*ListDeadJobGroupsResponse) ProtoMessage() {}
 
 func (x *ListDeadJobGroupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[87]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6244,7 +6364,7 @@ func (x *ListDeadJobGroupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadJobGroupsResponse.ProtoReflect.Descriptor instead.
 func (*ListDeadJobGroupsResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{87}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *ListDeadJobGroupsResponse) GetGroups() []*DeadJobGroup {
@@ -6290,7 +6410,7 @@ type DeadJobGroup struct {
 
 func (x *DeadJobGroup) Reset() {
 	*x = DeadJobGroup{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[88]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6302,7 +6422,7 @@ func (x *DeadJobGroup) String() string {
 func (*DeadJobGroup) ProtoMessage() {}
 
 func (x *DeadJobGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[88]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6315,7 +6435,7 @@ func (x *DeadJobGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeadJobGroup.ProtoReflect.Descriptor instead.
 func (*DeadJobGroup) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{88}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *DeadJobGroup) GetGroup() string {
@@ -6370,7 +6490,7 @@ type GetQueueActivityRequest struct {
 
 func (x *GetQueueActivityRequest) Reset() {
 	*x = GetQueueActivityRequest{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[89]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6382,7 +6502,7 @@ func (x *GetQueueActivityRequest) String() string {
 func (*GetQueueActivityRequest) ProtoMessage() {}
 
 func (x *GetQueueActivityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[89]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6395,7 +6515,7 @@ func (x *GetQueueActivityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetQueueActivityRequest.ProtoReflect.Descriptor instead.
 func (*GetQueueActivityRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{89}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *GetQueueActivityRequest) GetQueues() []string {
@@ -6415,7 +6535,7 @@ type GetQueueActivityResponse struct {
 
 func (x *GetQueueActivityResponse) Reset() {
 	*x = GetQueueActivityResponse{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[90]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6427,7 +6547,7 @@ func (x *GetQueueActivityResponse) String() string {
 func (*GetQueueActivityResponse) ProtoMessage() {}
 
 func (x *GetQueueActivityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[90]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6440,7 +6560,7 @@ func (x *GetQueueActivityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetQueueActivityResponse.ProtoReflect.Descriptor instead.
 func (*GetQueueActivityResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{90}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *GetQueueActivityResponse) GetQueues() []*QueueActivity {
@@ -6464,7 +6584,7 @@ type QueueActivity struct {
 
 func (x *QueueActivity) Reset() {
 	*x = QueueActivity{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[91]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6476,7 +6596,7 @@ func (x *QueueActivity) String() string {
 func (*QueueActivity) ProtoMessage() {}
 
 func (x *QueueActivity) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[91]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6489,7 +6609,7 @@ func (x *QueueActivity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueActivity.ProtoReflect.Descriptor instead.
 func (*QueueActivity) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{91}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *QueueActivity) GetQueue() string {
@@ -6524,7 +6644,7 @@ type ActivityMinute struct {
 
 func (x *ActivityMinute) Reset() {
 	*x = ActivityMinute{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[92]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6536,7 +6656,7 @@ func (x *ActivityMinute) String() string {
 func (*ActivityMinute) ProtoMessage() {}
 
 func (x *ActivityMinute) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[92]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6549,7 +6669,7 @@ func (x *ActivityMinute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivityMinute.ProtoReflect.Descriptor instead.
 func (*ActivityMinute) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{92}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *ActivityMinute) GetStart() *timestamppb.Timestamp {
@@ -6590,7 +6710,7 @@ type SubscribeQueuesRequest struct {
 
 func (x *SubscribeQueuesRequest) Reset() {
 	*x = SubscribeQueuesRequest{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[93]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6602,7 +6722,7 @@ func (x *SubscribeQueuesRequest) String() string {
 func (*SubscribeQueuesRequest) ProtoMessage() {}
 
 func (x *SubscribeQueuesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[93]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6615,7 +6735,7 @@ func (x *SubscribeQueuesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeQueuesRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeQueuesRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{93}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *SubscribeQueuesRequest) GetQueues() []string {
@@ -6638,7 +6758,7 @@ type SubscribeQueuesResponse struct {
 
 func (x *SubscribeQueuesResponse) Reset() {
 	*x = SubscribeQueuesResponse{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[94]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6650,7 +6770,7 @@ func (x *SubscribeQueuesResponse) String() string {
 func (*SubscribeQueuesResponse) ProtoMessage() {}
 
 func (x *SubscribeQueuesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[94]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6663,7 +6783,7 @@ func (x *SubscribeQueuesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeQueuesResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeQueuesResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{94}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *SubscribeQueuesResponse) GetQueue() string {
@@ -6688,7 +6808,7 @@ type GetAccessRequest struct {
 
 func (x *GetAccessRequest) Reset() {
 	*x = GetAccessRequest{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[95]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6700,7 +6820,7 @@ func (x *GetAccessRequest) String() string {
 func (*GetAccessRequest) ProtoMessage() {}
 
 func (x *GetAccessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[95]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6713,7 +6833,7 @@ func (x *GetAccessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAccessRequest.ProtoReflect.Descriptor instead.
 func (*GetAccessRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{95}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{97}
 }
 
 type GetAccessResponse struct {
@@ -6732,7 +6852,7 @@ type GetAccessResponse struct {
 
 func (x *GetAccessResponse) Reset() {
 	*x = GetAccessResponse{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[96]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6744,7 +6864,7 @@ func (x *GetAccessResponse) String() string {
 func (*GetAccessResponse) ProtoMessage() {}
 
 func (x *GetAccessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[96]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6757,7 +6877,7 @@ func (x *GetAccessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAccessResponse.ProtoReflect.Descriptor instead.
 func (*GetAccessResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{96}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *GetAccessResponse) GetName() string {
@@ -6843,7 +6963,7 @@ type QueueSettings struct {
 
 func (x *QueueSettings) Reset() {
 	*x = QueueSettings{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[97]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6855,7 +6975,7 @@ func (x *QueueSettings) String() string {
 func (*QueueSettings) ProtoMessage() {}
 
 func (x *QueueSettings) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[97]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6868,7 +6988,7 @@ func (x *QueueSettings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueSettings.ProtoReflect.Descriptor instead.
 func (*QueueSettings) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{97}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *QueueSettings) GetMaxWaiting() uint64 {
@@ -6971,7 +7091,7 @@ type RateLimit struct {
 
 func (x *RateLimit) Reset() {
 	*x = RateLimit{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[98]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6983,7 +7103,7 @@ func (x *RateLimit) String() string {
 func (*RateLimit) ProtoMessage() {}
 
 func (x *RateLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[98]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6996,7 +7116,7 @@ func (x *RateLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateLimit.ProtoReflect.Descriptor instead.
 func (*RateLimit) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{98}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *RateLimit) GetCount() uint32 {
@@ -7035,7 +7155,7 @@ type SetQueueSettingsRequest struct {
 
 func (x *SetQueueSettingsRequest) Reset() {
 	*x = SetQueueSettingsRequest{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[99]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7047,7 +7167,7 @@ func (x *SetQueueSettingsRequest) String() string {
 func (*SetQueueSettingsRequest) ProtoMessage() {}
 
 func (x *SetQueueSettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[99]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7060,7 +7180,7 @@ func (x *SetQueueSettingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetQueueSettingsRequest.ProtoReflect.Descriptor instead.
 func (*SetQueueSettingsRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{99}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *SetQueueSettingsRequest) GetQueue() string {
@@ -7096,7 +7216,7 @@ type SetQueueSettingsResponse struct {
 
 func (x *SetQueueSettingsResponse) Reset() {
 	*x = SetQueueSettingsResponse{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[100]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7108,7 +7228,7 @@ func (x *SetQueueSettingsResponse) String() string {
 func (*SetQueueSettingsResponse) ProtoMessage() {}
 
 func (x *SetQueueSettingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[100]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7121,7 +7241,7 @@ func (x *SetQueueSettingsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetQueueSettingsResponse.ProtoReflect.Descriptor instead.
 func (*SetQueueSettingsResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{100}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *SetQueueSettingsResponse) GetSettings() *QueueSettings {
@@ -7148,7 +7268,7 @@ type GetQueueSettingsRequest struct {
 
 func (x *GetQueueSettingsRequest) Reset() {
 	*x = GetQueueSettingsRequest{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[101]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7160,7 +7280,7 @@ func (x *GetQueueSettingsRequest) String() string {
 func (*GetQueueSettingsRequest) ProtoMessage() {}
 
 func (x *GetQueueSettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[101]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7173,7 +7293,7 @@ func (x *GetQueueSettingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetQueueSettingsRequest.ProtoReflect.Descriptor instead.
 func (*GetQueueSettingsRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{101}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *GetQueueSettingsRequest) GetQueue() string {
@@ -7196,7 +7316,7 @@ type GetQueueSettingsResponse struct {
 
 func (x *GetQueueSettingsResponse) Reset() {
 	*x = GetQueueSettingsResponse{}
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[102]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7208,7 +7328,7 @@ func (x *GetQueueSettingsResponse) String() string {
 func (*GetQueueSettingsResponse) ProtoMessage() {}
 
 func (x *GetQueueSettingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_jobwire_proto_msgTypes[102]
+	mi := &file_jobwire_v1_jobwire_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7221,7 +7341,7 @@ func (x *GetQueueSettingsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetQueueSettingsResponse.ProtoReflect.Descriptor instead.
 func (*GetQueueSettingsResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{102}
+	return file_jobwire_v1_jobwire_proto_rawDescGZIP(), []int{104}
 }
 
 func (x *GetQueueSettingsResponse) GetSettings() *QueueSettings {
@@ -7632,6 +7752,15 @@ const file_jobwire_v1_jobwire_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\"o\n" +
 	"\x14ListSessionsResponse\x12/\n" +
 	"\bsessions\x18\x01 \x03(\v2\x13.jobwire.v1.SessionR\bsessions\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"s\n" +
+	"\x16ListSessionJobsRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"y\n" +
+	"\x17ListSessionJobsResponse\x126\n" +
+	"\fpending_jobs\x18\x01 \x03(\v2\x13.jobwire.v1.JobInfoR\vpendingJobs\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"t\n" +
 	"\fJobSelection\x12)\n" +
 	"\x03ids\x18\x01 \x01(\v2\x15.jobwire.v1.JobIdListH\x00R\x03ids\x12,\n" +
@@ -7805,14 +7934,15 @@ const file_jobwire_v1_jobwire_proto_rawDesc = "" +
 	"\x0fSubscribeQueues\x12\".jobwire.v1.SubscribeQueuesRequest\x1a#.jobwire.v1.SubscribeQueuesResponse0\x01\x12H\n" +
 	"\tGetAccess\x12\x1c.jobwire.v1.GetAccessRequest\x1a\x1d.jobwire.v1.GetAccessResponse\x12]\n" +
 	"\x10SetQueueSettings\x12#.jobwire.v1.SetQueueSettingsRequest\x1a$.jobwire.v1.SetQueueSettingsResponse\x12]\n" +
-	"\x10GetQueueSettings\x12#.jobwire.v1.GetQueueSettingsRequest\x1a$.jobwire.v1.GetQueueSettingsResponse2\xb2\x03\n" +
+	"\x10GetQueueSettings\x12#.jobwire.v1.GetQueueSettingsRequest\x1a$.jobwire.v1.GetQueueSettingsResponse2\x8e\x04\n" +
 	"\x0eSessionService\x12T\n" +
 	"\rCreateSession\x12 .jobwire.v1.CreateSessionRequest\x1a!.jobwire.v1.CreateSessionResponse\x12K\n" +
 	"\n" +
 	"GetSession\x12\x1d.jobwire.v1.GetSessionRequest\x1a\x1e.jobwire.v1.GetSessionResponse\x12T\n" +
 	"\rUpdateSession\x12 .jobwire.v1.UpdateSessionRequest\x1a!.jobwire.v1.UpdateSessionResponse\x12T\n" +
 	"\rDeleteSession\x12 .jobwire.v1.DeleteSessionRequest\x1a!.jobwire.v1.DeleteSessionResponse\x12Q\n" +
-	"\fListSessions\x12\x1f.jobwire.v1.ListSessionsRequest\x1a .jobwire.v1.ListSessionsResponseB\xa7\x01\n" +
+	"\fListSessions\x12\x1f.jobwire.v1.ListSessionsRequest\x1a .jobwire.v1.ListSessionsResponse\x12Z\n" +
+	"\x0fListSessionJobs\x12\".jobwire.v1.ListSessionJobsRequest\x1a#.jobwire.v1.ListSessionJobsResponseB\xa7\x01\n" +
 	"\x0ecom.jobwire.v1B\fJobwireProtoP\x01Z>github.com/jobwire/jobwire/clients/go/gen/jobwire/v1;jobwirev1\xa2\x02\x03JXX\xaa\x02\n" +
 	"Jobwire.V1\xca\x02\n" +
 	"Jobwire\\V1\xe2\x02\x16Jobwire\\V1\\GPBMetadata\xea\x02\vJobwire::V1b\x06proto3"
@@ -7830,7 +7960,7 @@ func file_jobwire_v1_jobwire_proto_rawDescGZIP() []byte {
 }
 
 var file_jobwire_v1_jobwire_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_jobwire_v1_jobwire_proto_msgTypes = make([]protoimpl.MessageInfo, 109)
+var file_jobwire_v1_jobwire_proto_msgTypes = make([]protoimpl.MessageInfo, 111)
 var file_jobwire_v1_jobwire_proto_goTypes = []any{
 	(JobState)(0),                     // 0: jobwire.v1.JobState
 	(BackoffKind)(0),                  // 1: jobwire.v1.BackoffKind
@@ -7913,61 +8043,63 @@ var file_jobwire_v1_jobwire_proto_goTypes = []any{
 	(*DeleteSessionResponse)(nil),     // 78: jobwire.v1.DeleteSessionResponse
 	(*ListSessionsRequest)(nil),       // 79: jobwire.v1.ListSessionsRequest
 	(*ListSessionsResponse)(nil),      // 80: jobwire.v1.ListSessionsResponse
-	(*JobSelection)(nil),              // 81: jobwire.v1.JobSelection
-	(*JobIdList)(nil),                 // 82: jobwire.v1.JobIdList
-	(*JobQuery)(nil),                  // 83: jobwire.v1.JobQuery
-	(*BulkOutcome)(nil),               // 84: jobwire.v1.BulkOutcome
-	(*RetryJobsRequest)(nil),          // 85: jobwire.v1.RetryJobsRequest
-	(*RetryJobsResponse)(nil),         // 86: jobwire.v1.RetryJobsResponse
-	(*CancelJobsRequest)(nil),         // 87: jobwire.v1.CancelJobsRequest
-	(*CancelJobsResponse)(nil),        // 88: jobwire.v1.CancelJobsResponse
-	(*DeleteJobsRequest)(nil),         // 89: jobwire.v1.DeleteJobsRequest
-	(*DeleteJobsResponse)(nil),        // 90: jobwire.v1.DeleteJobsResponse
-	(*ListDeadJobGroupsRequest)(nil),  // 91: jobwire.v1.ListDeadJobGroupsRequest
-	(*ListDeadJobGroupsResponse)(nil), // 92: jobwire.v1.ListDeadJobGroupsResponse
-	(*DeadJobGroup)(nil),              // 93: jobwire.v1.DeadJobGroup
-	(*GetQueueActivityRequest)(nil),   // 94: jobwire.v1.GetQueueActivityRequest
-	(*GetQueueActivityResponse)(nil),  // 95: jobwire.v1.GetQueueActivityResponse
-	(*QueueActivity)(nil),             // 96: jobwire.v1.QueueActivity
-	(*ActivityMinute)(nil),            // 97: jobwire.v1.ActivityMinute
-	(*SubscribeQueuesRequest)(nil),    // 98: jobwire.v1.SubscribeQueuesRequest
-	(*SubscribeQueuesResponse)(nil),   // 99: jobwire.v1.SubscribeQueuesResponse
-	(*GetAccessRequest)(nil),          // 100: jobwire.v1.GetAccessRequest
-	(*GetAccessResponse)(nil),         // 101: jobwire.v1.GetAccessResponse
-	(*QueueSettings)(nil),             // 102: jobwire.v1.QueueSettings
-	(*RateLimit)(nil),                 // 103: jobwire.v1.RateLimit
-	(*SetQueueSettingsRequest)(nil),   // 104: jobwire.v1.SetQueueSettingsRequest
-	(*SetQueueSettingsResponse)(nil),  // 105: jobwire.v1.SetQueueSettingsResponse
-	(*GetQueueSettingsRequest)(nil),   // 106: jobwire.v1.GetQueueSettingsRequest
-	(*GetQueueSettingsResponse)(nil),  // 107: jobwire.v1.GetQueueSettingsResponse
-	nil,                               // 108: jobwire.v1.AddJobRequest.HeadersEntry
-	nil,                               // 109: jobwire.v1.GetJobRequest.LabelsEntry
-	nil,                               // 110: jobwire.v1.WorkOpen.LabelsEntry
-	nil,                               // 111: jobwire.v1.Job.HeadersEntry
-	nil,                               // 112: jobwire.v1.JobInfo.HeadersEntry
-	nil,                               // 113: jobwire.v1.WorkerInfo.LabelsEntry
-	(*durationpb.Duration)(nil),       // 114: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),     // 115: google.protobuf.Timestamp
+	(*ListSessionJobsRequest)(nil),    // 81: jobwire.v1.ListSessionJobsRequest
+	(*ListSessionJobsResponse)(nil),   // 82: jobwire.v1.ListSessionJobsResponse
+	(*JobSelection)(nil),              // 83: jobwire.v1.JobSelection
+	(*JobIdList)(nil),                 // 84: jobwire.v1.JobIdList
+	(*JobQuery)(nil),                  // 85: jobwire.v1.JobQuery
+	(*BulkOutcome)(nil),               // 86: jobwire.v1.BulkOutcome
+	(*RetryJobsRequest)(nil),          // 87: jobwire.v1.RetryJobsRequest
+	(*RetryJobsResponse)(nil),         // 88: jobwire.v1.RetryJobsResponse
+	(*CancelJobsRequest)(nil),         // 89: jobwire.v1.CancelJobsRequest
+	(*CancelJobsResponse)(nil),        // 90: jobwire.v1.CancelJobsResponse
+	(*DeleteJobsRequest)(nil),         // 91: jobwire.v1.DeleteJobsRequest
+	(*DeleteJobsResponse)(nil),        // 92: jobwire.v1.DeleteJobsResponse
+	(*ListDeadJobGroupsRequest)(nil),  // 93: jobwire.v1.ListDeadJobGroupsRequest
+	(*ListDeadJobGroupsResponse)(nil), // 94: jobwire.v1.ListDeadJobGroupsResponse
+	(*DeadJobGroup)(nil),              // 95: jobwire.v1.DeadJobGroup
+	(*GetQueueActivityRequest)(nil),   // 96: jobwire.v1.GetQueueActivityRequest
+	(*GetQueueActivityResponse)(nil),  // 97: jobwire.v1.GetQueueActivityResponse
+	(*QueueActivity)(nil),             // 98: jobwire.v1.QueueActivity
+	(*ActivityMinute)(nil),            // 99: jobwire.v1.ActivityMinute
+	(*SubscribeQueuesRequest)(nil),    // 100: jobwire.v1.SubscribeQueuesRequest
+	(*SubscribeQueuesResponse)(nil),   // 101: jobwire.v1.SubscribeQueuesResponse
+	(*GetAccessRequest)(nil),          // 102: jobwire.v1.GetAccessRequest
+	(*GetAccessResponse)(nil),         // 103: jobwire.v1.GetAccessResponse
+	(*QueueSettings)(nil),             // 104: jobwire.v1.QueueSettings
+	(*RateLimit)(nil),                 // 105: jobwire.v1.RateLimit
+	(*SetQueueSettingsRequest)(nil),   // 106: jobwire.v1.SetQueueSettingsRequest
+	(*SetQueueSettingsResponse)(nil),  // 107: jobwire.v1.SetQueueSettingsResponse
+	(*GetQueueSettingsRequest)(nil),   // 108: jobwire.v1.GetQueueSettingsRequest
+	(*GetQueueSettingsResponse)(nil),  // 109: jobwire.v1.GetQueueSettingsResponse
+	nil,                               // 110: jobwire.v1.AddJobRequest.HeadersEntry
+	nil,                               // 111: jobwire.v1.GetJobRequest.LabelsEntry
+	nil,                               // 112: jobwire.v1.WorkOpen.LabelsEntry
+	nil,                               // 113: jobwire.v1.Job.HeadersEntry
+	nil,                               // 114: jobwire.v1.JobInfo.HeadersEntry
+	nil,                               // 115: jobwire.v1.WorkerInfo.LabelsEntry
+	(*durationpb.Duration)(nil),       // 116: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),     // 117: google.protobuf.Timestamp
 }
 var file_jobwire_v1_jobwire_proto_depIdxs = []int32{
 	1,   // 0: jobwire.v1.Backoff.kind:type_name -> jobwire.v1.BackoffKind
-	114, // 1: jobwire.v1.Backoff.base:type_name -> google.protobuf.Duration
-	114, // 2: jobwire.v1.Backoff.max:type_name -> google.protobuf.Duration
-	108, // 3: jobwire.v1.AddJobRequest.headers:type_name -> jobwire.v1.AddJobRequest.HeadersEntry
-	114, // 4: jobwire.v1.AddJobRequest.delay:type_name -> google.protobuf.Duration
-	115, // 5: jobwire.v1.AddJobRequest.run_at:type_name -> google.protobuf.Timestamp
+	116, // 1: jobwire.v1.Backoff.base:type_name -> google.protobuf.Duration
+	116, // 2: jobwire.v1.Backoff.max:type_name -> google.protobuf.Duration
+	110, // 3: jobwire.v1.AddJobRequest.headers:type_name -> jobwire.v1.AddJobRequest.HeadersEntry
+	116, // 4: jobwire.v1.AddJobRequest.delay:type_name -> google.protobuf.Duration
+	117, // 5: jobwire.v1.AddJobRequest.run_at:type_name -> google.protobuf.Timestamp
 	5,   // 6: jobwire.v1.AddJobRequest.backoff:type_name -> jobwire.v1.Backoff
-	114, // 7: jobwire.v1.AddJobRequest.timeout:type_name -> google.protobuf.Duration
+	116, // 7: jobwire.v1.AddJobRequest.timeout:type_name -> google.protobuf.Duration
 	6,   // 8: jobwire.v1.AddJobsRequest.jobs:type_name -> jobwire.v1.AddJobRequest
 	10,  // 9: jobwire.v1.AddJobsResponse.results:type_name -> jobwire.v1.AddJobsResult
-	109, // 10: jobwire.v1.GetJobRequest.labels:type_name -> jobwire.v1.GetJobRequest.LabelsEntry
+	111, // 10: jobwire.v1.GetJobRequest.labels:type_name -> jobwire.v1.GetJobRequest.LabelsEntry
 	21,  // 11: jobwire.v1.GetJobResponse.job:type_name -> jobwire.v1.Job
 	23,  // 12: jobwire.v1.GetJobResponse.ping:type_name -> jobwire.v1.Ping
 	24,  // 13: jobwire.v1.GetJobResponse.drain:type_name -> jobwire.v1.Drain
 	25,  // 14: jobwire.v1.GetJobResponse.revoke:type_name -> jobwire.v1.Revoke
 	14,  // 15: jobwire.v1.WorkRequest.open:type_name -> jobwire.v1.WorkOpen
 	15,  // 16: jobwire.v1.WorkRequest.acks:type_name -> jobwire.v1.WorkAcks
-	110, // 17: jobwire.v1.WorkOpen.labels:type_name -> jobwire.v1.WorkOpen.LabelsEntry
+	112, // 17: jobwire.v1.WorkOpen.labels:type_name -> jobwire.v1.WorkOpen.LabelsEntry
 	16,  // 18: jobwire.v1.WorkAcks.acks:type_name -> jobwire.v1.WorkAck
 	26,  // 19: jobwire.v1.WorkAck.complete:type_name -> jobwire.v1.CompleteJobRequest
 	28,  // 20: jobwire.v1.WorkAck.fail:type_name -> jobwire.v1.FailJobRequest
@@ -7983,160 +8115,163 @@ var file_jobwire_v1_jobwire_proto_depIdxs = []int32{
 	20,  // 30: jobwire.v1.WorkAnswers.answers:type_name -> jobwire.v1.WorkAnswer
 	29,  // 31: jobwire.v1.WorkAnswer.fail:type_name -> jobwire.v1.FailJobResponse
 	31,  // 32: jobwire.v1.WorkAnswer.extend:type_name -> jobwire.v1.ExtendLeaseResponse
-	111, // 33: jobwire.v1.Job.headers:type_name -> jobwire.v1.Job.HeadersEntry
-	115, // 34: jobwire.v1.Job.deadline:type_name -> google.protobuf.Timestamp
-	115, // 35: jobwire.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	113, // 33: jobwire.v1.Job.headers:type_name -> jobwire.v1.Job.HeadersEntry
+	117, // 34: jobwire.v1.Job.deadline:type_name -> google.protobuf.Timestamp
+	117, // 35: jobwire.v1.Job.created_at:type_name -> google.protobuf.Timestamp
 	22,  // 36: jobwire.v1.Job.session:type_name -> jobwire.v1.SessionSnapshot
-	114, // 37: jobwire.v1.Drain.grace:type_name -> google.protobuf.Duration
+	116, // 37: jobwire.v1.Drain.grace:type_name -> google.protobuf.Duration
 	2,   // 38: jobwire.v1.Revoke.reason:type_name -> jobwire.v1.RevokeReason
-	114, // 39: jobwire.v1.FailJobRequest.retry_after:type_name -> google.protobuf.Duration
+	116, // 39: jobwire.v1.FailJobRequest.retry_after:type_name -> google.protobuf.Duration
 	0,   // 40: jobwire.v1.FailJobResponse.state:type_name -> jobwire.v1.JobState
-	115, // 41: jobwire.v1.FailJobResponse.next_run_at:type_name -> google.protobuf.Timestamp
-	114, // 42: jobwire.v1.ExtendLeaseRequest.extend_by:type_name -> google.protobuf.Duration
-	115, // 43: jobwire.v1.ExtendLeaseResponse.deadline:type_name -> google.protobuf.Timestamp
-	114, // 44: jobwire.v1.ReturnJobRequest.retry_after:type_name -> google.protobuf.Duration
+	117, // 41: jobwire.v1.FailJobResponse.next_run_at:type_name -> google.protobuf.Timestamp
+	116, // 42: jobwire.v1.ExtendLeaseRequest.extend_by:type_name -> google.protobuf.Duration
+	117, // 43: jobwire.v1.ExtendLeaseResponse.deadline:type_name -> google.protobuf.Timestamp
+	116, // 44: jobwire.v1.ReturnJobRequest.retry_after:type_name -> google.protobuf.Duration
 	36,  // 45: jobwire.v1.GetJobInfoResponse.job:type_name -> jobwire.v1.JobInfo
 	0,   // 46: jobwire.v1.JobInfo.state:type_name -> jobwire.v1.JobState
-	112, // 47: jobwire.v1.JobInfo.headers:type_name -> jobwire.v1.JobInfo.HeadersEntry
-	115, // 48: jobwire.v1.JobInfo.created_at:type_name -> google.protobuf.Timestamp
-	115, // 49: jobwire.v1.JobInfo.started_at:type_name -> google.protobuf.Timestamp
-	115, // 50: jobwire.v1.JobInfo.finished_at:type_name -> google.protobuf.Timestamp
-	115, // 51: jobwire.v1.JobInfo.run_at:type_name -> google.protobuf.Timestamp
+	114, // 47: jobwire.v1.JobInfo.headers:type_name -> jobwire.v1.JobInfo.HeadersEntry
+	117, // 48: jobwire.v1.JobInfo.created_at:type_name -> google.protobuf.Timestamp
+	117, // 49: jobwire.v1.JobInfo.started_at:type_name -> google.protobuf.Timestamp
+	117, // 50: jobwire.v1.JobInfo.finished_at:type_name -> google.protobuf.Timestamp
+	117, // 51: jobwire.v1.JobInfo.run_at:type_name -> google.protobuf.Timestamp
 	39,  // 52: jobwire.v1.StatsResponse.stats:type_name -> jobwire.v1.QueueStats
 	40,  // 53: jobwire.v1.StatsResponse.redis_memory:type_name -> jobwire.v1.RedisMemory
-	114, // 54: jobwire.v1.QueueStats.oldest_waiting_age:type_name -> google.protobuf.Duration
+	116, // 54: jobwire.v1.QueueStats.oldest_waiting_age:type_name -> google.protobuf.Duration
 	39,  // 55: jobwire.v1.ListQueuesResponse.queues:type_name -> jobwire.v1.QueueStats
 	40,  // 56: jobwire.v1.ListQueuesResponse.redis_memory:type_name -> jobwire.v1.RedisMemory
 	45,  // 57: jobwire.v1.WatchJobResponse.event:type_name -> jobwire.v1.JobEvent
 	3,   // 58: jobwire.v1.JobEvent.type:type_name -> jobwire.v1.JobEventType
-	115, // 59: jobwire.v1.JobEvent.next_run_at:type_name -> google.protobuf.Timestamp
-	115, // 60: jobwire.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
+	117, // 59: jobwire.v1.JobEvent.next_run_at:type_name -> google.protobuf.Timestamp
+	117, // 60: jobwire.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
 	45,  // 61: jobwire.v1.SubscribeResponse.event:type_name -> jobwire.v1.JobEvent
 	0,   // 62: jobwire.v1.ListJobsRequest.state:type_name -> jobwire.v1.JobState
 	57,  // 63: jobwire.v1.ListJobsRequest.filter:type_name -> jobwire.v1.JobFilter
-	115, // 64: jobwire.v1.JobFilter.created_after:type_name -> google.protobuf.Timestamp
-	115, // 65: jobwire.v1.JobFilter.created_before:type_name -> google.protobuf.Timestamp
+	117, // 64: jobwire.v1.JobFilter.created_after:type_name -> google.protobuf.Timestamp
+	117, // 65: jobwire.v1.JobFilter.created_before:type_name -> google.protobuf.Timestamp
 	36,  // 66: jobwire.v1.ListJobsResponse.jobs:type_name -> jobwire.v1.JobInfo
 	0,   // 67: jobwire.v1.PurgeQueueRequest.states:type_name -> jobwire.v1.JobState
 	69,  // 68: jobwire.v1.ListWorkersResponse.workers:type_name -> jobwire.v1.WorkerInfo
-	113, // 69: jobwire.v1.WorkerInfo.labels:type_name -> jobwire.v1.WorkerInfo.LabelsEntry
-	115, // 70: jobwire.v1.WorkerInfo.connected_at:type_name -> google.protobuf.Timestamp
-	114, // 71: jobwire.v1.CreateSessionRequest.ttl:type_name -> google.protobuf.Duration
+	115, // 69: jobwire.v1.WorkerInfo.labels:type_name -> jobwire.v1.WorkerInfo.LabelsEntry
+	117, // 70: jobwire.v1.WorkerInfo.connected_at:type_name -> google.protobuf.Timestamp
+	116, // 71: jobwire.v1.CreateSessionRequest.ttl:type_name -> google.protobuf.Duration
 	72,  // 72: jobwire.v1.CreateSessionResponse.session:type_name -> jobwire.v1.Session
-	115, // 73: jobwire.v1.Session.created_at:type_name -> google.protobuf.Timestamp
-	115, // 74: jobwire.v1.Session.updated_at:type_name -> google.protobuf.Timestamp
-	114, // 75: jobwire.v1.Session.ttl:type_name -> google.protobuf.Duration
+	117, // 73: jobwire.v1.Session.created_at:type_name -> google.protobuf.Timestamp
+	117, // 74: jobwire.v1.Session.updated_at:type_name -> google.protobuf.Timestamp
+	116, // 75: jobwire.v1.Session.ttl:type_name -> google.protobuf.Duration
 	72,  // 76: jobwire.v1.GetSessionResponse.session:type_name -> jobwire.v1.Session
 	72,  // 77: jobwire.v1.ListSessionsResponse.sessions:type_name -> jobwire.v1.Session
-	82,  // 78: jobwire.v1.JobSelection.ids:type_name -> jobwire.v1.JobIdList
-	83,  // 79: jobwire.v1.JobSelection.query:type_name -> jobwire.v1.JobQuery
-	0,   // 80: jobwire.v1.JobQuery.state:type_name -> jobwire.v1.JobState
-	57,  // 81: jobwire.v1.JobQuery.filter:type_name -> jobwire.v1.JobFilter
-	81,  // 82: jobwire.v1.RetryJobsRequest.selection:type_name -> jobwire.v1.JobSelection
-	84,  // 83: jobwire.v1.RetryJobsResponse.outcome:type_name -> jobwire.v1.BulkOutcome
-	81,  // 84: jobwire.v1.CancelJobsRequest.selection:type_name -> jobwire.v1.JobSelection
-	84,  // 85: jobwire.v1.CancelJobsResponse.outcome:type_name -> jobwire.v1.BulkOutcome
-	81,  // 86: jobwire.v1.DeleteJobsRequest.selection:type_name -> jobwire.v1.JobSelection
-	84,  // 87: jobwire.v1.DeleteJobsResponse.outcome:type_name -> jobwire.v1.BulkOutcome
-	93,  // 88: jobwire.v1.ListDeadJobGroupsResponse.groups:type_name -> jobwire.v1.DeadJobGroup
-	115, // 89: jobwire.v1.DeadJobGroup.newest_at:type_name -> google.protobuf.Timestamp
-	115, // 90: jobwire.v1.DeadJobGroup.oldest_at:type_name -> google.protobuf.Timestamp
-	96,  // 91: jobwire.v1.GetQueueActivityResponse.queues:type_name -> jobwire.v1.QueueActivity
-	97,  // 92: jobwire.v1.QueueActivity.minutes:type_name -> jobwire.v1.ActivityMinute
-	115, // 93: jobwire.v1.ActivityMinute.start:type_name -> google.protobuf.Timestamp
-	45,  // 94: jobwire.v1.SubscribeQueuesResponse.event:type_name -> jobwire.v1.JobEvent
-	4,   // 95: jobwire.v1.GetAccessResponse.role:type_name -> jobwire.v1.AccessRole
-	114, // 96: jobwire.v1.QueueSettings.timeout:type_name -> google.protobuf.Duration
-	5,   // 97: jobwire.v1.QueueSettings.backoff:type_name -> jobwire.v1.Backoff
-	114, // 98: jobwire.v1.QueueSettings.completed_retention:type_name -> google.protobuf.Duration
-	114, // 99: jobwire.v1.QueueSettings.dead_retention:type_name -> google.protobuf.Duration
-	103, // 100: jobwire.v1.QueueSettings.rate:type_name -> jobwire.v1.RateLimit
-	103, // 101: jobwire.v1.QueueSettings.key_rate:type_name -> jobwire.v1.RateLimit
-	114, // 102: jobwire.v1.RateLimit.period:type_name -> google.protobuf.Duration
-	102, // 103: jobwire.v1.SetQueueSettingsRequest.settings:type_name -> jobwire.v1.QueueSettings
-	102, // 104: jobwire.v1.SetQueueSettingsResponse.settings:type_name -> jobwire.v1.QueueSettings
-	102, // 105: jobwire.v1.SetQueueSettingsResponse.effective:type_name -> jobwire.v1.QueueSettings
-	102, // 106: jobwire.v1.GetQueueSettingsResponse.settings:type_name -> jobwire.v1.QueueSettings
-	102, // 107: jobwire.v1.GetQueueSettingsResponse.effective:type_name -> jobwire.v1.QueueSettings
-	6,   // 108: jobwire.v1.QueueService.AddJob:input_type -> jobwire.v1.AddJobRequest
-	8,   // 109: jobwire.v1.QueueService.AddJobs:input_type -> jobwire.v1.AddJobsRequest
-	11,  // 110: jobwire.v1.QueueService.GetJob:input_type -> jobwire.v1.GetJobRequest
-	13,  // 111: jobwire.v1.QueueService.Work:input_type -> jobwire.v1.WorkRequest
-	26,  // 112: jobwire.v1.QueueService.CompleteJob:input_type -> jobwire.v1.CompleteJobRequest
-	28,  // 113: jobwire.v1.QueueService.FailJob:input_type -> jobwire.v1.FailJobRequest
-	30,  // 114: jobwire.v1.QueueService.ExtendLease:input_type -> jobwire.v1.ExtendLeaseRequest
-	32,  // 115: jobwire.v1.QueueService.ReturnJob:input_type -> jobwire.v1.ReturnJobRequest
-	34,  // 116: jobwire.v1.QueueService.GetJobInfo:input_type -> jobwire.v1.GetJobInfoRequest
-	37,  // 117: jobwire.v1.QueueService.Stats:input_type -> jobwire.v1.StatsRequest
-	41,  // 118: jobwire.v1.QueueService.ListQueues:input_type -> jobwire.v1.ListQueuesRequest
-	43,  // 119: jobwire.v1.QueueService.WatchJob:input_type -> jobwire.v1.WatchJobRequest
-	46,  // 120: jobwire.v1.QueueService.ReportProgress:input_type -> jobwire.v1.ReportProgressRequest
-	48,  // 121: jobwire.v1.QueueService.Subscribe:input_type -> jobwire.v1.SubscribeRequest
-	50,  // 122: jobwire.v1.QueueService.CancelJob:input_type -> jobwire.v1.CancelJobRequest
-	52,  // 123: jobwire.v1.QueueService.PauseQueue:input_type -> jobwire.v1.PauseQueueRequest
-	54,  // 124: jobwire.v1.QueueService.ResumeQueue:input_type -> jobwire.v1.ResumeQueueRequest
-	56,  // 125: jobwire.v1.QueueService.ListJobs:input_type -> jobwire.v1.ListJobsRequest
-	59,  // 126: jobwire.v1.QueueService.RetryJob:input_type -> jobwire.v1.RetryJobRequest
-	61,  // 127: jobwire.v1.QueueService.RetryDeadJobs:input_type -> jobwire.v1.RetryDeadJobsRequest
-	63,  // 128: jobwire.v1.QueueService.DeleteJob:input_type -> jobwire.v1.DeleteJobRequest
-	65,  // 129: jobwire.v1.QueueService.PurgeQueue:input_type -> jobwire.v1.PurgeQueueRequest
-	67,  // 130: jobwire.v1.QueueService.ListWorkers:input_type -> jobwire.v1.ListWorkersRequest
-	85,  // 131: jobwire.v1.QueueService.RetryJobs:input_type -> jobwire.v1.RetryJobsRequest
-	87,  // 132: jobwire.v1.QueueService.CancelJobs:input_type -> jobwire.v1.CancelJobsRequest
-	89,  // 133: jobwire.v1.QueueService.DeleteJobs:input_type -> jobwire.v1.DeleteJobsRequest
-	91,  // 134: jobwire.v1.QueueService.ListDeadJobGroups:input_type -> jobwire.v1.ListDeadJobGroupsRequest
-	94,  // 135: jobwire.v1.QueueService.GetQueueActivity:input_type -> jobwire.v1.GetQueueActivityRequest
-	98,  // 136: jobwire.v1.QueueService.SubscribeQueues:input_type -> jobwire.v1.SubscribeQueuesRequest
-	100, // 137: jobwire.v1.QueueService.GetAccess:input_type -> jobwire.v1.GetAccessRequest
-	104, // 138: jobwire.v1.QueueService.SetQueueSettings:input_type -> jobwire.v1.SetQueueSettingsRequest
-	106, // 139: jobwire.v1.QueueService.GetQueueSettings:input_type -> jobwire.v1.GetQueueSettingsRequest
-	70,  // 140: jobwire.v1.SessionService.CreateSession:input_type -> jobwire.v1.CreateSessionRequest
-	73,  // 141: jobwire.v1.SessionService.GetSession:input_type -> jobwire.v1.GetSessionRequest
-	75,  // 142: jobwire.v1.SessionService.UpdateSession:input_type -> jobwire.v1.UpdateSessionRequest
-	77,  // 143: jobwire.v1.SessionService.DeleteSession:input_type -> jobwire.v1.DeleteSessionRequest
-	79,  // 144: jobwire.v1.SessionService.ListSessions:input_type -> jobwire.v1.ListSessionsRequest
-	7,   // 145: jobwire.v1.QueueService.AddJob:output_type -> jobwire.v1.AddJobResponse
-	9,   // 146: jobwire.v1.QueueService.AddJobs:output_type -> jobwire.v1.AddJobsResponse
-	12,  // 147: jobwire.v1.QueueService.GetJob:output_type -> jobwire.v1.GetJobResponse
-	17,  // 148: jobwire.v1.QueueService.Work:output_type -> jobwire.v1.WorkResponse
-	27,  // 149: jobwire.v1.QueueService.CompleteJob:output_type -> jobwire.v1.CompleteJobResponse
-	29,  // 150: jobwire.v1.QueueService.FailJob:output_type -> jobwire.v1.FailJobResponse
-	31,  // 151: jobwire.v1.QueueService.ExtendLease:output_type -> jobwire.v1.ExtendLeaseResponse
-	33,  // 152: jobwire.v1.QueueService.ReturnJob:output_type -> jobwire.v1.ReturnJobResponse
-	35,  // 153: jobwire.v1.QueueService.GetJobInfo:output_type -> jobwire.v1.GetJobInfoResponse
-	38,  // 154: jobwire.v1.QueueService.Stats:output_type -> jobwire.v1.StatsResponse
-	42,  // 155: jobwire.v1.QueueService.ListQueues:output_type -> jobwire.v1.ListQueuesResponse
-	44,  // 156: jobwire.v1.QueueService.WatchJob:output_type -> jobwire.v1.WatchJobResponse
-	47,  // 157: jobwire.v1.QueueService.ReportProgress:output_type -> jobwire.v1.ReportProgressResponse
-	49,  // 158: jobwire.v1.QueueService.Subscribe:output_type -> jobwire.v1.SubscribeResponse
-	51,  // 159: jobwire.v1.QueueService.CancelJob:output_type -> jobwire.v1.CancelJobResponse
-	53,  // 160: jobwire.v1.QueueService.PauseQueue:output_type -> jobwire.v1.PauseQueueResponse
-	55,  // 161: jobwire.v1.QueueService.ResumeQueue:output_type -> jobwire.v1.ResumeQueueResponse
-	58,  // 162: jobwire.v1.QueueService.ListJobs:output_type -> jobwire.v1.ListJobsResponse
-	60,  // 163: jobwire.v1.QueueService.RetryJob:output_type -> jobwire.v1.RetryJobResponse
-	62,  // 164: jobwire.v1.QueueService.RetryDeadJobs:output_type -> jobwire.v1.RetryDeadJobsResponse
-	64,  // 165: jobwire.v1.QueueService.DeleteJob:output_type -> jobwire.v1.DeleteJobResponse
-	66,  // 166: jobwire.v1.QueueService.PurgeQueue:output_type -> jobwire.v1.PurgeQueueResponse
-	68,  // 167: jobwire.v1.QueueService.ListWorkers:output_type -> jobwire.v1.ListWorkersResponse
-	86,  // 168: jobwire.v1.QueueService.RetryJobs:output_type -> jobwire.v1.RetryJobsResponse
-	88,  // 169: jobwire.v1.QueueService.CancelJobs:output_type -> jobwire.v1.CancelJobsResponse
-	90,  // 170: jobwire.v1.QueueService.DeleteJobs:output_type -> jobwire.v1.DeleteJobsResponse
-	92,  // 171: jobwire.v1.QueueService.ListDeadJobGroups:output_type -> jobwire.v1.ListDeadJobGroupsResponse
-	95,  // 172: jobwire.v1.QueueService.GetQueueActivity:output_type -> jobwire.v1.GetQueueActivityResponse
-	99,  // 173: jobwire.v1.QueueService.SubscribeQueues:output_type -> jobwire.v1.SubscribeQueuesResponse
-	101, // 174: jobwire.v1.QueueService.GetAccess:output_type -> jobwire.v1.GetAccessResponse
-	105, // 175: jobwire.v1.QueueService.SetQueueSettings:output_type -> jobwire.v1.SetQueueSettingsResponse
-	107, // 176: jobwire.v1.QueueService.GetQueueSettings:output_type -> jobwire.v1.GetQueueSettingsResponse
-	71,  // 177: jobwire.v1.SessionService.CreateSession:output_type -> jobwire.v1.CreateSessionResponse
-	74,  // 178: jobwire.v1.SessionService.GetSession:output_type -> jobwire.v1.GetSessionResponse
-	76,  // 179: jobwire.v1.SessionService.UpdateSession:output_type -> jobwire.v1.UpdateSessionResponse
-	78,  // 180: jobwire.v1.SessionService.DeleteSession:output_type -> jobwire.v1.DeleteSessionResponse
-	80,  // 181: jobwire.v1.SessionService.ListSessions:output_type -> jobwire.v1.ListSessionsResponse
-	145, // [145:182] is the sub-list for method output_type
-	108, // [108:145] is the sub-list for method input_type
-	108, // [108:108] is the sub-list for extension type_name
-	108, // [108:108] is the sub-list for extension extendee
-	0,   // [0:108] is the sub-list for field type_name
+	36,  // 78: jobwire.v1.ListSessionJobsResponse.pending_jobs:type_name -> jobwire.v1.JobInfo
+	84,  // 79: jobwire.v1.JobSelection.ids:type_name -> jobwire.v1.JobIdList
+	85,  // 80: jobwire.v1.JobSelection.query:type_name -> jobwire.v1.JobQuery
+	0,   // 81: jobwire.v1.JobQuery.state:type_name -> jobwire.v1.JobState
+	57,  // 82: jobwire.v1.JobQuery.filter:type_name -> jobwire.v1.JobFilter
+	83,  // 83: jobwire.v1.RetryJobsRequest.selection:type_name -> jobwire.v1.JobSelection
+	86,  // 84: jobwire.v1.RetryJobsResponse.outcome:type_name -> jobwire.v1.BulkOutcome
+	83,  // 85: jobwire.v1.CancelJobsRequest.selection:type_name -> jobwire.v1.JobSelection
+	86,  // 86: jobwire.v1.CancelJobsResponse.outcome:type_name -> jobwire.v1.BulkOutcome
+	83,  // 87: jobwire.v1.DeleteJobsRequest.selection:type_name -> jobwire.v1.JobSelection
+	86,  // 88: jobwire.v1.DeleteJobsResponse.outcome:type_name -> jobwire.v1.BulkOutcome
+	95,  // 89: jobwire.v1.ListDeadJobGroupsResponse.groups:type_name -> jobwire.v1.DeadJobGroup
+	117, // 90: jobwire.v1.DeadJobGroup.newest_at:type_name -> google.protobuf.Timestamp
+	117, // 91: jobwire.v1.DeadJobGroup.oldest_at:type_name -> google.protobuf.Timestamp
+	98,  // 92: jobwire.v1.GetQueueActivityResponse.queues:type_name -> jobwire.v1.QueueActivity
+	99,  // 93: jobwire.v1.QueueActivity.minutes:type_name -> jobwire.v1.ActivityMinute
+	117, // 94: jobwire.v1.ActivityMinute.start:type_name -> google.protobuf.Timestamp
+	45,  // 95: jobwire.v1.SubscribeQueuesResponse.event:type_name -> jobwire.v1.JobEvent
+	4,   // 96: jobwire.v1.GetAccessResponse.role:type_name -> jobwire.v1.AccessRole
+	116, // 97: jobwire.v1.QueueSettings.timeout:type_name -> google.protobuf.Duration
+	5,   // 98: jobwire.v1.QueueSettings.backoff:type_name -> jobwire.v1.Backoff
+	116, // 99: jobwire.v1.QueueSettings.completed_retention:type_name -> google.protobuf.Duration
+	116, // 100: jobwire.v1.QueueSettings.dead_retention:type_name -> google.protobuf.Duration
+	105, // 101: jobwire.v1.QueueSettings.rate:type_name -> jobwire.v1.RateLimit
+	105, // 102: jobwire.v1.QueueSettings.key_rate:type_name -> jobwire.v1.RateLimit
+	116, // 103: jobwire.v1.RateLimit.period:type_name -> google.protobuf.Duration
+	104, // 104: jobwire.v1.SetQueueSettingsRequest.settings:type_name -> jobwire.v1.QueueSettings
+	104, // 105: jobwire.v1.SetQueueSettingsResponse.settings:type_name -> jobwire.v1.QueueSettings
+	104, // 106: jobwire.v1.SetQueueSettingsResponse.effective:type_name -> jobwire.v1.QueueSettings
+	104, // 107: jobwire.v1.GetQueueSettingsResponse.settings:type_name -> jobwire.v1.QueueSettings
+	104, // 108: jobwire.v1.GetQueueSettingsResponse.effective:type_name -> jobwire.v1.QueueSettings
+	6,   // 109: jobwire.v1.QueueService.AddJob:input_type -> jobwire.v1.AddJobRequest
+	8,   // 110: jobwire.v1.QueueService.AddJobs:input_type -> jobwire.v1.AddJobsRequest
+	11,  // 111: jobwire.v1.QueueService.GetJob:input_type -> jobwire.v1.GetJobRequest
+	13,  // 112: jobwire.v1.QueueService.Work:input_type -> jobwire.v1.WorkRequest
+	26,  // 113: jobwire.v1.QueueService.CompleteJob:input_type -> jobwire.v1.CompleteJobRequest
+	28,  // 114: jobwire.v1.QueueService.FailJob:input_type -> jobwire.v1.FailJobRequest
+	30,  // 115: jobwire.v1.QueueService.ExtendLease:input_type -> jobwire.v1.ExtendLeaseRequest
+	32,  // 116: jobwire.v1.QueueService.ReturnJob:input_type -> jobwire.v1.ReturnJobRequest
+	34,  // 117: jobwire.v1.QueueService.GetJobInfo:input_type -> jobwire.v1.GetJobInfoRequest
+	37,  // 118: jobwire.v1.QueueService.Stats:input_type -> jobwire.v1.StatsRequest
+	41,  // 119: jobwire.v1.QueueService.ListQueues:input_type -> jobwire.v1.ListQueuesRequest
+	43,  // 120: jobwire.v1.QueueService.WatchJob:input_type -> jobwire.v1.WatchJobRequest
+	46,  // 121: jobwire.v1.QueueService.ReportProgress:input_type -> jobwire.v1.ReportProgressRequest
+	48,  // 122: jobwire.v1.QueueService.Subscribe:input_type -> jobwire.v1.SubscribeRequest
+	50,  // 123: jobwire.v1.QueueService.CancelJob:input_type -> jobwire.v1.CancelJobRequest
+	52,  // 124: jobwire.v1.QueueService.PauseQueue:input_type -> jobwire.v1.PauseQueueRequest
+	54,  // 125: jobwire.v1.QueueService.ResumeQueue:input_type -> jobwire.v1.ResumeQueueRequest
+	56,  // 126: jobwire.v1.QueueService.ListJobs:input_type -> jobwire.v1.ListJobsRequest
+	59,  // 127: jobwire.v1.QueueService.RetryJob:input_type -> jobwire.v1.RetryJobRequest
+	61,  // 128: jobwire.v1.QueueService.RetryDeadJobs:input_type -> jobwire.v1.RetryDeadJobsRequest
+	63,  // 129: jobwire.v1.QueueService.DeleteJob:input_type -> jobwire.v1.DeleteJobRequest
+	65,  // 130: jobwire.v1.QueueService.PurgeQueue:input_type -> jobwire.v1.PurgeQueueRequest
+	67,  // 131: jobwire.v1.QueueService.ListWorkers:input_type -> jobwire.v1.ListWorkersRequest
+	87,  // 132: jobwire.v1.QueueService.RetryJobs:input_type -> jobwire.v1.RetryJobsRequest
+	89,  // 133: jobwire.v1.QueueService.CancelJobs:input_type -> jobwire.v1.CancelJobsRequest
+	91,  // 134: jobwire.v1.QueueService.DeleteJobs:input_type -> jobwire.v1.DeleteJobsRequest
+	93,  // 135: jobwire.v1.QueueService.ListDeadJobGroups:input_type -> jobwire.v1.ListDeadJobGroupsRequest
+	96,  // 136: jobwire.v1.QueueService.GetQueueActivity:input_type -> jobwire.v1.GetQueueActivityRequest
+	100, // 137: jobwire.v1.QueueService.SubscribeQueues:input_type -> jobwire.v1.SubscribeQueuesRequest
+	102, // 138: jobwire.v1.QueueService.GetAccess:input_type -> jobwire.v1.GetAccessRequest
+	106, // 139: jobwire.v1.QueueService.SetQueueSettings:input_type -> jobwire.v1.SetQueueSettingsRequest
+	108, // 140: jobwire.v1.QueueService.GetQueueSettings:input_type -> jobwire.v1.GetQueueSettingsRequest
+	70,  // 141: jobwire.v1.SessionService.CreateSession:input_type -> jobwire.v1.CreateSessionRequest
+	73,  // 142: jobwire.v1.SessionService.GetSession:input_type -> jobwire.v1.GetSessionRequest
+	75,  // 143: jobwire.v1.SessionService.UpdateSession:input_type -> jobwire.v1.UpdateSessionRequest
+	77,  // 144: jobwire.v1.SessionService.DeleteSession:input_type -> jobwire.v1.DeleteSessionRequest
+	79,  // 145: jobwire.v1.SessionService.ListSessions:input_type -> jobwire.v1.ListSessionsRequest
+	81,  // 146: jobwire.v1.SessionService.ListSessionJobs:input_type -> jobwire.v1.ListSessionJobsRequest
+	7,   // 147: jobwire.v1.QueueService.AddJob:output_type -> jobwire.v1.AddJobResponse
+	9,   // 148: jobwire.v1.QueueService.AddJobs:output_type -> jobwire.v1.AddJobsResponse
+	12,  // 149: jobwire.v1.QueueService.GetJob:output_type -> jobwire.v1.GetJobResponse
+	17,  // 150: jobwire.v1.QueueService.Work:output_type -> jobwire.v1.WorkResponse
+	27,  // 151: jobwire.v1.QueueService.CompleteJob:output_type -> jobwire.v1.CompleteJobResponse
+	29,  // 152: jobwire.v1.QueueService.FailJob:output_type -> jobwire.v1.FailJobResponse
+	31,  // 153: jobwire.v1.QueueService.ExtendLease:output_type -> jobwire.v1.ExtendLeaseResponse
+	33,  // 154: jobwire.v1.QueueService.ReturnJob:output_type -> jobwire.v1.ReturnJobResponse
+	35,  // 155: jobwire.v1.QueueService.GetJobInfo:output_type -> jobwire.v1.GetJobInfoResponse
+	38,  // 156: jobwire.v1.QueueService.Stats:output_type -> jobwire.v1.StatsResponse
+	42,  // 157: jobwire.v1.QueueService.ListQueues:output_type -> jobwire.v1.ListQueuesResponse
+	44,  // 158: jobwire.v1.QueueService.WatchJob:output_type -> jobwire.v1.WatchJobResponse
+	47,  // 159: jobwire.v1.QueueService.ReportProgress:output_type -> jobwire.v1.ReportProgressResponse
+	49,  // 160: jobwire.v1.QueueService.Subscribe:output_type -> jobwire.v1.SubscribeResponse
+	51,  // 161: jobwire.v1.QueueService.CancelJob:output_type -> jobwire.v1.CancelJobResponse
+	53,  // 162: jobwire.v1.QueueService.PauseQueue:output_type -> jobwire.v1.PauseQueueResponse
+	55,  // 163: jobwire.v1.QueueService.ResumeQueue:output_type -> jobwire.v1.ResumeQueueResponse
+	58,  // 164: jobwire.v1.QueueService.ListJobs:output_type -> jobwire.v1.ListJobsResponse
+	60,  // 165: jobwire.v1.QueueService.RetryJob:output_type -> jobwire.v1.RetryJobResponse
+	62,  // 166: jobwire.v1.QueueService.RetryDeadJobs:output_type -> jobwire.v1.RetryDeadJobsResponse
+	64,  // 167: jobwire.v1.QueueService.DeleteJob:output_type -> jobwire.v1.DeleteJobResponse
+	66,  // 168: jobwire.v1.QueueService.PurgeQueue:output_type -> jobwire.v1.PurgeQueueResponse
+	68,  // 169: jobwire.v1.QueueService.ListWorkers:output_type -> jobwire.v1.ListWorkersResponse
+	88,  // 170: jobwire.v1.QueueService.RetryJobs:output_type -> jobwire.v1.RetryJobsResponse
+	90,  // 171: jobwire.v1.QueueService.CancelJobs:output_type -> jobwire.v1.CancelJobsResponse
+	92,  // 172: jobwire.v1.QueueService.DeleteJobs:output_type -> jobwire.v1.DeleteJobsResponse
+	94,  // 173: jobwire.v1.QueueService.ListDeadJobGroups:output_type -> jobwire.v1.ListDeadJobGroupsResponse
+	97,  // 174: jobwire.v1.QueueService.GetQueueActivity:output_type -> jobwire.v1.GetQueueActivityResponse
+	101, // 175: jobwire.v1.QueueService.SubscribeQueues:output_type -> jobwire.v1.SubscribeQueuesResponse
+	103, // 176: jobwire.v1.QueueService.GetAccess:output_type -> jobwire.v1.GetAccessResponse
+	107, // 177: jobwire.v1.QueueService.SetQueueSettings:output_type -> jobwire.v1.SetQueueSettingsResponse
+	109, // 178: jobwire.v1.QueueService.GetQueueSettings:output_type -> jobwire.v1.GetQueueSettingsResponse
+	71,  // 179: jobwire.v1.SessionService.CreateSession:output_type -> jobwire.v1.CreateSessionResponse
+	74,  // 180: jobwire.v1.SessionService.GetSession:output_type -> jobwire.v1.GetSessionResponse
+	76,  // 181: jobwire.v1.SessionService.UpdateSession:output_type -> jobwire.v1.UpdateSessionResponse
+	78,  // 182: jobwire.v1.SessionService.DeleteSession:output_type -> jobwire.v1.DeleteSessionResponse
+	80,  // 183: jobwire.v1.SessionService.ListSessions:output_type -> jobwire.v1.ListSessionsResponse
+	82,  // 184: jobwire.v1.SessionService.ListSessionJobs:output_type -> jobwire.v1.ListSessionJobsResponse
+	147, // [147:185] is the sub-list for method output_type
+	109, // [109:147] is the sub-list for method input_type
+	109, // [109:109] is the sub-list for extension type_name
+	109, // [109:109] is the sub-list for extension extendee
+	0,   // [0:109] is the sub-list for field type_name
 }
 
 func init() { file_jobwire_v1_jobwire_proto_init() }
@@ -8185,18 +8320,18 @@ func file_jobwire_v1_jobwire_proto_init() {
 		(*UpdateSessionRequest_State)(nil),
 		(*UpdateSessionRequest_MergePatch)(nil),
 	}
-	file_jobwire_v1_jobwire_proto_msgTypes[76].OneofWrappers = []any{
+	file_jobwire_v1_jobwire_proto_msgTypes[78].OneofWrappers = []any{
 		(*JobSelection_Ids)(nil),
 		(*JobSelection_Query)(nil),
 	}
-	file_jobwire_v1_jobwire_proto_msgTypes[97].OneofWrappers = []any{}
+	file_jobwire_v1_jobwire_proto_msgTypes[99].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_jobwire_v1_jobwire_proto_rawDesc), len(file_jobwire_v1_jobwire_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   109,
+			NumMessages:   111,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -1517,11 +1517,12 @@ var QueueService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	SessionService_CreateSession_FullMethodName = "/jobwire.v1.SessionService/CreateSession"
-	SessionService_GetSession_FullMethodName    = "/jobwire.v1.SessionService/GetSession"
-	SessionService_UpdateSession_FullMethodName = "/jobwire.v1.SessionService/UpdateSession"
-	SessionService_DeleteSession_FullMethodName = "/jobwire.v1.SessionService/DeleteSession"
-	SessionService_ListSessions_FullMethodName  = "/jobwire.v1.SessionService/ListSessions"
+	SessionService_CreateSession_FullMethodName   = "/jobwire.v1.SessionService/CreateSession"
+	SessionService_GetSession_FullMethodName      = "/jobwire.v1.SessionService/GetSession"
+	SessionService_UpdateSession_FullMethodName   = "/jobwire.v1.SessionService/UpdateSession"
+	SessionService_DeleteSession_FullMethodName   = "/jobwire.v1.SessionService/DeleteSession"
+	SessionService_ListSessions_FullMethodName    = "/jobwire.v1.SessionService/ListSessions"
+	SessionService_ListSessionJobs_FullMethodName = "/jobwire.v1.SessionService/ListSessionJobs"
 )
 
 // SessionServiceClient is the client API for SessionService service.
@@ -1551,6 +1552,10 @@ type SessionServiceClient interface {
 	DeleteSession(ctx context.Context, in *DeleteSessionRequest, opts ...grpc.CallOption) (*DeleteSessionResponse, error)
 	// A page of a queue's sessions.
 	ListSessions(ctx context.Context, in *ListSessionsRequest, opts ...grpc.CallOption) (*ListSessionsResponse, error)
+	// A page of the jobs still pending inside a session (added, not yet released to the
+	// queue), in the order the session will release them: its add order. One Redis call per
+	// page. NOT_FOUND when the session does not exist.
+	ListSessionJobs(ctx context.Context, in *ListSessionJobsRequest, opts ...grpc.CallOption) (*ListSessionJobsResponse, error)
 }
 
 type sessionServiceClient struct {
@@ -1611,6 +1616,16 @@ func (c *sessionServiceClient) ListSessions(ctx context.Context, in *ListSession
 	return out, nil
 }
 
+func (c *sessionServiceClient) ListSessionJobs(ctx context.Context, in *ListSessionJobsRequest, opts ...grpc.CallOption) (*ListSessionJobsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListSessionJobsResponse)
+	err := c.cc.Invoke(ctx, SessionService_ListSessionJobs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SessionServiceServer is the server API for SessionService service.
 // All implementations must embed UnimplementedSessionServiceServer
 // for forward compatibility.
@@ -1638,6 +1653,10 @@ type SessionServiceServer interface {
 	DeleteSession(context.Context, *DeleteSessionRequest) (*DeleteSessionResponse, error)
 	// A page of a queue's sessions.
 	ListSessions(context.Context, *ListSessionsRequest) (*ListSessionsResponse, error)
+	// A page of the jobs still pending inside a session (added, not yet released to the
+	// queue), in the order the session will release them: its add order. One Redis call per
+	// page. NOT_FOUND when the session does not exist.
+	ListSessionJobs(context.Context, *ListSessionJobsRequest) (*ListSessionJobsResponse, error)
 	mustEmbedUnimplementedSessionServiceServer()
 }
 
@@ -1662,6 +1681,9 @@ func (UnimplementedSessionServiceServer) DeleteSession(context.Context, *DeleteS
 }
 func (UnimplementedSessionServiceServer) ListSessions(context.Context, *ListSessionsRequest) (*ListSessionsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListSessions not implemented")
+}
+func (UnimplementedSessionServiceServer) ListSessionJobs(context.Context, *ListSessionJobsRequest) (*ListSessionJobsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListSessionJobs not implemented")
 }
 func (UnimplementedSessionServiceServer) mustEmbedUnimplementedSessionServiceServer() {}
 func (UnimplementedSessionServiceServer) testEmbeddedByValue()                        {}
@@ -1774,6 +1796,24 @@ func _SessionService_ListSessions_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _SessionService_ListSessionJobs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListSessionJobsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SessionServiceServer).ListSessionJobs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SessionService_ListSessionJobs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SessionServiceServer).ListSessionJobs(ctx, req.(*ListSessionJobsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // SessionService_ServiceDesc is the grpc.ServiceDesc for SessionService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1800,6 +1840,10 @@ var SessionService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListSessions",
 			Handler:    _SessionService_ListSessions_Handler,
+		},
+		{
+			MethodName: "ListSessionJobs",
+			Handler:    _SessionService_ListSessionJobs_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -2868,6 +2868,64 @@ class ListSessionsResponse(_message.Message):
 Global___ListSessionsResponse: _TypeAlias = ListSessionsResponse  # noqa: Y015
 
 @_typing.final
+class ListSessionJobsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """The session, "<queue>/<name>"."""
+    page_size: _builtins.int
+    """Jobs per page, 1 to 100; default 100."""
+    page_token: _builtins.str
+    """From a previous response; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSessionJobsRequest: _TypeAlias = ListSessionJobsRequest  # noqa: Y015
+
+@_typing.final
+class ListSessionJobsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PENDING_JOBS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass it to get the next page; empty on the last page."""
+    @_builtins.property
+    def pending_jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobInfo]:
+        """The page of the session's pending jobs, next to be released first. Jobs it has released
+        already (waiting, delayed or retrying in the queue, or running) are not listed: the
+        session counts them (Session.queued_jobs and running_jobs), and ListJobs shows them with
+        their session_id.
+        """
+
+    def __init__(
+        self,
+        *,
+        pending_jobs: _abc.Iterable[Global___JobInfo] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "pending_jobs", b"pending_jobs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSessionJobsResponse: _TypeAlias = ListSessionJobsResponse  # noqa: Y015
+
+@_typing.final
 class JobSelection(_message.Message):
     """The jobs a bulk action (RetryJobs, CancelJobs, DeleteJobs) applies to."""
 

@@ -1563,6 +1563,11 @@ class SessionServiceStub:
                 request_serializer=jobwire_dot_v1_dot_jobwire__pb2.ListSessionsRequest.SerializeToString,
                 response_deserializer=jobwire_dot_v1_dot_jobwire__pb2.ListSessionsResponse.FromString,
                 _registered_method=True)
+        self.ListSessionJobs = channel.unary_unary(
+                '/jobwire.v1.SessionService/ListSessionJobs',
+                request_serializer=jobwire_dot_v1_dot_jobwire__pb2.ListSessionJobsRequest.SerializeToString,
+                response_deserializer=jobwire_dot_v1_dot_jobwire__pb2.ListSessionJobsResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -1615,6 +1620,15 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListSessionJobs(self, request, context):
+        """A page of the jobs still pending inside a session (added, not yet released to the
+        queue), in the order the session will release them: its add order. One Redis call per
+        page. NOT_FOUND when the session does not exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1642,6 +1656,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.ListSessions,
                     request_deserializer=jobwire_dot_v1_dot_jobwire__pb2.ListSessionsRequest.FromString,
                     response_serializer=jobwire_dot_v1_dot_jobwire__pb2.ListSessionsResponse.SerializeToString,
+            ),
+            'ListSessionJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSessionJobs,
+                    request_deserializer=jobwire_dot_v1_dot_jobwire__pb2.ListSessionJobsRequest.FromString,
+                    response_serializer=jobwire_dot_v1_dot_jobwire__pb2.ListSessionJobsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1788,6 +1807,33 @@ class SessionService:
             '/jobwire.v1.SessionService/ListSessions',
             jobwire_dot_v1_dot_jobwire__pb2.ListSessionsRequest.SerializeToString,
             jobwire_dot_v1_dot_jobwire__pb2.ListSessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSessionJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobwire.v1.SessionService/ListSessionJobs',
+            jobwire_dot_v1_dot_jobwire__pb2.ListSessionJobsRequest.SerializeToString,
+            jobwire_dot_v1_dot_jobwire__pb2.ListSessionJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -723,6 +723,11 @@ class SessionServiceStub:
     """
     ListSessions: _grpc.UnaryUnaryMultiCallable[_jobwire_pb2.ListSessionsRequest, _jobwire_pb2.ListSessionsResponse]
     """A page of a queue's sessions."""
+    ListSessionJobs: _grpc.UnaryUnaryMultiCallable[_jobwire_pb2.ListSessionJobsRequest, _jobwire_pb2.ListSessionJobsResponse]
+    """A page of the jobs still pending inside a session (added, not yet released to the
+    queue), in the order the session will release them: its add order. One Redis call per
+    page. NOT_FOUND when the session does not exist.
+    """
 
 @_typing.type_check_only
 class SessionServiceAsyncStub(SessionServiceStub):
@@ -753,6 +758,11 @@ class SessionServiceAsyncStub(SessionServiceStub):
     """
     ListSessions: _aio.UnaryUnaryMultiCallable[_jobwire_pb2.ListSessionsRequest, _jobwire_pb2.ListSessionsResponse]  # type: ignore[assignment]
     """A page of a queue's sessions."""
+    ListSessionJobs: _aio.UnaryUnaryMultiCallable[_jobwire_pb2.ListSessionJobsRequest, _jobwire_pb2.ListSessionJobsResponse]  # type: ignore[assignment]
+    """A page of the jobs still pending inside a session (added, not yet released to the
+    queue), in the order the session will release them: its add order. One Redis call per
+    page. NOT_FOUND when the session does not exist.
+    """
 
 class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
     """Sessions: an isolated state document plus its own ordered line of jobs, inside one queue.
@@ -810,5 +820,16 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_jobwire_pb2.ListSessionsResponse, _abc.Awaitable[_jobwire_pb2.ListSessionsResponse]]:
         """A page of a queue's sessions."""
+
+    @_abc_1.abstractmethod
+    def ListSessionJobs(
+        self,
+        request: _jobwire_pb2.ListSessionJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobwire_pb2.ListSessionJobsResponse, _abc.Awaitable[_jobwire_pb2.ListSessionJobsResponse]]:
+        """A page of the jobs still pending inside a session (added, not yet released to the
+        queue), in the order the session will release them: its add order. One Redis call per
+        page. NOT_FOUND when the session does not exist.
+        """
 
 def add_SessionServiceServicer_to_server(servicer: SessionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

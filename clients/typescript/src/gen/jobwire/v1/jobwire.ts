@@ -1159,6 +1159,27 @@ export interface ListSessionsResponse {
   nextPageToken: string;
 }
 
+export interface ListSessionJobsRequest {
+  /** The session, "<queue>/<name>". */
+  sessionId: string;
+  /** Jobs per page, 1 to 100; default 100. */
+  pageSize: number;
+  /** From a previous response; empty for the first page. */
+  pageToken: string;
+}
+
+export interface ListSessionJobsResponse {
+  /**
+   * The page of the session's pending jobs, next to be released first. Jobs it has released
+   * already (waiting, delayed or retrying in the queue, or running) are not listed: the
+   * session counts them (Session.queued_jobs and running_jobs), and ListJobs shows them with
+   * their session_id.
+   */
+  pendingJobs: JobInfo[];
+  /** Pass it to get the next page; empty on the last page. */
+  nextPageToken: string;
+}
+
 /** The jobs a bulk action (RetryJobs, CancelJobs, DeleteJobs) applies to. */
 export interface JobSelection {
   /** Exactly one. */
@@ -8348,6 +8369,152 @@ export const ListSessionsResponse: MessageFns<ListSessionsResponse> = {
   },
 };
 
+function createBaseListSessionJobsRequest(): ListSessionJobsRequest {
+  return { sessionId: "", pageSize: 0, pageToken: "" };
+}
+
+export const ListSessionJobsRequest: MessageFns<ListSessionJobsRequest> = {
+  encode(message: ListSessionJobsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sessionId !== "") {
+      writer.uint32(10).string(message.sessionId);
+    }
+    if (message.pageSize !== 0) {
+      writer.uint32(16).uint32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(26).string(message.pageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListSessionJobsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListSessionJobsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.pageSize = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ListSessionJobsRequest>, I>>(base?: I): ListSessionJobsRequest {
+    return ListSessionJobsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListSessionJobsRequest>, I>>(object: I): ListSessionJobsRequest {
+    const message = createBaseListSessionJobsRequest();
+    message.sessionId = object.sessionId ?? "";
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseListSessionJobsResponse(): ListSessionJobsResponse {
+  return { pendingJobs: [], nextPageToken: "" };
+}
+
+export const ListSessionJobsResponse: MessageFns<ListSessionJobsResponse> = {
+  encode(message: ListSessionJobsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.pendingJobs) {
+      JobInfo.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListSessionJobsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListSessionJobsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.pendingJobs.push(JobInfo.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ListSessionJobsResponse>, I>>(base?: I): ListSessionJobsResponse {
+    return ListSessionJobsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListSessionJobsResponse>, I>>(object: I): ListSessionJobsResponse {
+    const message = createBaseListSessionJobsResponse();
+    message.pendingJobs = object.pendingJobs?.map((e) => JobInfo.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
+    return message;
+  },
+};
+
 function createBaseJobSelection(): JobSelection {
   return { selection: undefined };
 }
@@ -11585,6 +11752,22 @@ export const SessionServiceService = {
       Buffer.from(ListSessionsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ListSessionsResponse => ListSessionsResponse.decode(value),
   },
+  /**
+   * A page of the jobs still pending inside a session (added, not yet released to the
+   * queue), in the order the session will release them: its add order. One Redis call per
+   * page. NOT_FOUND when the session does not exist.
+   */
+  listSessionJobs: {
+    path: "/jobwire.v1.SessionService/ListSessionJobs" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListSessionJobsRequest): Buffer =>
+      Buffer.from(ListSessionJobsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListSessionJobsRequest => ListSessionJobsRequest.decode(value),
+    responseSerialize: (value: ListSessionJobsResponse): Buffer =>
+      Buffer.from(ListSessionJobsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListSessionJobsResponse => ListSessionJobsResponse.decode(value),
+  },
 } as const;
 
 export interface SessionServiceServer extends UntypedServiceImplementation {
@@ -11605,6 +11788,12 @@ export interface SessionServiceServer extends UntypedServiceImplementation {
   deleteSession: handleUnaryCall<DeleteSessionRequest, DeleteSessionResponse>;
   /** A page of a queue's sessions. */
   listSessions: handleUnaryCall<ListSessionsRequest, ListSessionsResponse>;
+  /**
+   * A page of the jobs still pending inside a session (added, not yet released to the
+   * queue), in the order the session will release them: its add order. One Redis call per
+   * page. NOT_FOUND when the session does not exist.
+   */
+  listSessionJobs: handleUnaryCall<ListSessionJobsRequest, ListSessionJobsResponse>;
 }
 
 export interface SessionServiceClient extends Client {
@@ -11694,6 +11883,26 @@ export interface SessionServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListSessionsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * A page of the jobs still pending inside a session (added, not yet released to the
+   * queue), in the order the session will release them: its add order. One Redis call per
+   * page. NOT_FOUND when the session does not exist.
+   */
+  listSessionJobs(
+    request: ListSessionJobsRequest,
+    callback: (error: ServiceError | null, response: ListSessionJobsResponse) => void,
+  ): ClientUnaryCall;
+  listSessionJobs(
+    request: ListSessionJobsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListSessionJobsResponse) => void,
+  ): ClientUnaryCall;
+  listSessionJobs(
+    request: ListSessionJobsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListSessionJobsResponse) => void,
   ): ClientUnaryCall;
 }
 

@@ -45,6 +45,8 @@ import jobwire.v1.Jobwire.ListQueuesRequest;
 import jobwire.v1.Jobwire.ListQueuesResponse;
 import jobwire.v1.Jobwire.ListSessionsRequest;
 import jobwire.v1.Jobwire.ListSessionsResponse;
+import jobwire.v1.Jobwire.ListSessionJobsRequest;
+import jobwire.v1.Jobwire.ListSessionJobsResponse;
 import jobwire.v1.Jobwire.ListWorkersRequest;
 import jobwire.v1.Jobwire.ListWorkersResponse;
 import jobwire.v1.Jobwire.GetQueueSettingsRequest;
@@ -228,6 +230,9 @@ final class Rpc {
   static final MethodDescriptor<ListSessionsRequest, ListSessionsResponse> LIST_SESSIONS =
       unary(SESSIONS, "ListSessions", ListSessionsRequest.getDefaultInstance(), ListSessionsResponse.getDefaultInstance());
 
+  static final MethodDescriptor<ListSessionJobsRequest, ListSessionJobsResponse> LIST_SESSION_JOBS =
+      unary(SESSIONS, "ListSessionJobs", ListSessionJobsRequest.getDefaultInstance(), ListSessionJobsResponse.getDefaultInstance());
+
   static final MethodDescriptor<UpsertScheduleRequest, UpsertScheduleResponse> UPSERT_SCHEDULE =
       unary(SCHEDULES, "UpsertSchedule", UpsertScheduleRequest.getDefaultInstance(), UpsertScheduleResponse.getDefaultInstance());
 
@@ -289,6 +294,7 @@ final class Rpc {
           UPDATE_SESSION,
           DELETE_SESSION,
           LIST_SESSIONS,
+          LIST_SESSION_JOBS,
           UPSERT_SCHEDULE,
           GET_SCHEDULE,
           LIST_SCHEDULES,

@@ -3,6 +3,8 @@ package io.jobwire.client;
 import java.util.concurrent.CompletableFuture;
 import jobwire.v1.Jobwire.DeleteSessionRequest;
 import jobwire.v1.Jobwire.GetSessionRequest;
+import jobwire.v1.Jobwire.JobInfo;
+import jobwire.v1.Jobwire.ListSessionJobsRequest;
 import jobwire.v1.Jobwire.ListSessionsRequest;
 import jobwire.v1.Jobwire.Session;
 import jobwire.v1.Jobwire.UpdateSessionRequest;
@@ -129,5 +131,27 @@ public final class Sessions {
     return calls
         .retried(Rpc.LIST_SESSIONS, request)
         .thenApply(r -> new Page<>(r.getSessionsList(), r.getNextPageToken()));
+  }
+
+  /**
+   * A page of the jobs still pending inside a session (added, not yet released to its queue),
+   * next to be released first: the session's add order. Jobs it released already are not listed
+   * ({@link Admin#listJobs} shows them, with their session id).
+   *
+   * @param sessionId the session, {@code <queue>/<name>}
+   * @param pageSize 1 to 100 (0: 100)
+   * @param pageToken empty for the first page, else {@link Page#nextPageToken()}
+   * @return the page
+   */
+  public CompletableFuture<Page<JobInfo>> listJobs(String sessionId, int pageSize, String pageToken) {
+    ListSessionJobsRequest request =
+        ListSessionJobsRequest.newBuilder()
+            .setSessionId(sessionId)
+            .setPageSize(pageSize)
+            .setPageToken(pageToken)
+            .build();
+    return calls
+        .retried(Rpc.LIST_SESSION_JOBS, request)
+        .thenApply(r -> new Page<>(r.getPendingJobsList(), r.getNextPageToken()));
   }
 }

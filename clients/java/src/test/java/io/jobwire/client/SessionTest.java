@@ -56,6 +56,27 @@ class SessionTest extends Fixture {
   }
 
   @Test
+  void listJobsShowsThePendingJobsInReleaseOrder() {
+    String q = queue("line");
+    Sessions sessions = client.sessions();
+    Session s = Blocking.get(sessions.create(NewSession.in(q)));
+    List<String> added = new java.util.ArrayList<>();
+    for (int i = 0; i < 4; i++) {
+      added.add(Blocking.get(client.add(NewJob.of(q, "step").session(s.getId()))).id());
+    }
+    List<String> pending = new java.util.ArrayList<>();
+    String token = "";
+    do {
+      Page<JobInfo> page = Blocking.get(sessions.listJobs(s.getId(), 2, token));
+      page.items().forEach(j -> pending.add(j.getId()));
+      token = page.nextPageToken();
+    } while (!token.isEmpty());
+    // The first was released to the queue; the rest wait inside the session, in add order.
+    assertEquals(added.subList(1, 4), pending);
+    assertThrows(NotFoundException.class, () -> Blocking.get(sessions.listJobs(q + "/nobody", 0, "")));
+  }
+
+  @Test
   void anUpdateWithAStaleVersionIsAConflictAndWritesNothing() {
     Sessions sessions = client.sessions();
     Session s = Blocking.get(sessions.create(NewSession.in(queue("cas")).state("{\"turns\":0}")));
