@@ -218,3 +218,40 @@ func RetryAfter(delay time.Duration, err error) error {
 	}
 	return &RetryAfterError{Err: err, Delay: delay}
 }
+
+// ErrRateLimited matches every *RateLimitedError (errors.Is).
+var ErrRateLimited = errors.New("jobwire: rate limited")
+
+// RateLimitedError is a handler's "rate limited upstream, retry after X" (an API that answered
+// 429 with Retry-After; see RateLimited): the job runs again after RetryAfter, delayed
+// meanwhile, without spending an attempt or counting a lost delivery. With HoldKey, no other
+// job of its NewJob.RateKey starts before then either (needs the queue's KeyRate setting).
+type RateLimitedError struct {
+	// What the upstream said, for logs; may be nil.
+	Err error
+	// How long the job waits: 0 to 7 days.
+	RetryAfter time.Duration
+	// Hold back the other jobs of the job's rate key as long.
+	HoldKey bool
+}
+
+func (e *RateLimitedError) Error() string {
+	text := fmt.Sprintf("jobwire: rate limited, retry after %s", e.RetryAfter)
+	if e.Err != nil {
+		text += ": " + e.Err.Error()
+	}
+	return text
+}
+
+func (e *RateLimitedError) Unwrap() error { return e.Err }
+
+// Is makes errors.Is(err, ErrRateLimited) true.
+func (e *RateLimitedError) Is(target error) bool { return target == ErrRateLimited }
+
+// RateLimited is a handler's answer when what the job calls is rate limited: `return nil,
+// jobwire.RateLimited(30*time.Second, false, err)`. The job runs again after retryAfter without
+// spending an attempt; holdKey also holds back the other jobs of its rate key. err (what the
+// upstream said) may be nil.
+func RateLimited(retryAfter time.Duration, holdKey bool, err error) error {
+	return &RateLimitedError{Err: err, RetryAfter: retryAfter, HoldKey: holdKey}
+}

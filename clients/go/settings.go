@@ -35,6 +35,43 @@ type QueueSettings struct {
 	DeadMax       *uint64
 	// The most jobs of the queue active at once, every instance and worker together.
 	Concurrency *uint32
+	// The most jobs of the queue that may start per period, all keys together (GCRA).
+	Rate *RateLimit
+	// The rate limit of each NewJob.RateKey, every key on its own; a key out of budget is
+	// skipped without holding back other keys.
+	KeyRate *RateLimit
+	// The most jobs of one NewJob.ConcurrencyKey active at once, every instance and worker
+	// together (1 to 1,000,000,000).
+	KeyConcurrency *uint32
+}
+
+// RateLimit is a rate: at most Count jobs per Period, in bursts of at most Burst.
+type RateLimit struct {
+	// Jobs per period: 1 to 1,000,000.
+	Count uint32
+	// The period: 1 ms to 24 h; zero means 1 s.
+	Period time.Duration
+	// The most jobs that may start at once after a quiet spell, 1 to 1,000,000; zero: the jobs
+	// of a tenth of the period, at least 1.
+	Burst uint32
+}
+
+func (r *RateLimit) proto() *pb.RateLimit {
+	if r == nil {
+		return nil
+	}
+	out := &pb.RateLimit{Count: r.Count, Burst: r.Burst}
+	if r.Period != 0 {
+		out.Period = durationpb.New(r.Period)
+	}
+	return out
+}
+
+func rateLimitOf(r *pb.RateLimit) *RateLimit {
+	if r == nil {
+		return nil
+	}
+	return &RateLimit{Count: r.GetCount(), Period: r.GetPeriod().AsDuration(), Burst: r.GetBurst()}
 }
 
 // Setting names a queue setting, for SetQueueSettings to clear.
@@ -51,6 +88,9 @@ const (
 	SettingDeadRetention      Setting = "dead_retention"
 	SettingDeadMax            Setting = "dead_max"
 	SettingConcurrency        Setting = "concurrency"
+	SettingRate               Setting = "rate"
+	SettingKeyRate            Setting = "key_rate"
+	SettingKeyConcurrency     Setting = "key_concurrency"
 )
 
 // QueueSettingsView is a queue's settings as the server answers them.
@@ -80,7 +120,7 @@ func (s *QueueSettings) proto() *pb.QueueSettings {
 		MaxWaiting: s.MaxWaiting, MaxAttempts: s.MaxAttempts, Timeout: optionalDuration(s.Timeout),
 		Backoff: s.Backoff.proto(), CompletedRetention: optionalDuration(s.CompletedRetention),
 		CompletedMax: s.CompletedMax, DeadRetention: optionalDuration(s.DeadRetention), DeadMax: s.DeadMax,
-		Concurrency: s.Concurrency,
+		Concurrency: s.Concurrency, Rate: s.Rate.proto(), KeyRate: s.KeyRate.proto(), KeyConcurrency: s.KeyConcurrency,
 	}
 }
 
@@ -92,7 +132,8 @@ func queueSettingsOf(s *pb.QueueSettings) QueueSettings {
 		MaxWaiting: s.MaxWaiting, MaxAttempts: s.MaxAttempts, Timeout: durationPtrOf(s.GetTimeout()),
 		Backoff: backoffOf(s.GetBackoff()), CompletedRetention: durationPtrOf(s.GetCompletedRetention()),
 		CompletedMax: s.CompletedMax, DeadRetention: durationPtrOf(s.GetDeadRetention()), DeadMax: s.DeadMax,
-		Concurrency: s.Concurrency,
+		Concurrency: s.Concurrency, Rate: rateLimitOf(s.GetRate()), KeyRate: rateLimitOf(s.GetKeyRate()),
+		KeyConcurrency: s.KeyConcurrency,
 	}
 }
 

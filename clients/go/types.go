@@ -110,6 +110,12 @@ type QueueStats struct {
 	Paused                                           bool
 	// How long the oldest ready job has been ready; zero when none is waiting.
 	OldestWaitingAge time.Duration
+	// Ready jobs held back by a rate limit (the queue's Rate, or their key's KeyRate).
+	HeldByRate uint64
+	// Ready jobs held back because their concurrency key is at the queue's KeyConcurrency.
+	HeldByKeyConcurrency uint64
+	// Keys with jobs waiting: each pair of rate key and concurrency key jobs carry.
+	WaitingKeys uint64
 }
 
 // Session is a state document plus its own ordered line of jobs, inside one queue.
@@ -195,6 +201,7 @@ func queueStatsOf(s *pb.QueueStats) *QueueStats {
 		Completed: s.GetCompleted(), Dead: s.GetDead(), Cancelled: s.GetCancelled(),
 		DeadEvicted: s.GetDeadEvicted(), Sessions: s.GetSessions(), SessionPending: s.GetSessionPending(),
 		Paused: s.GetPaused(), OldestWaitingAge: durationOf(s.GetOldestWaitingAge()),
+		HeldByRate: s.GetHeldByRate(), HeldByKeyConcurrency: s.GetHeldByKeyConcurrency(), WaitingKeys: s.GetWaitingKeys(),
 	}
 }
 

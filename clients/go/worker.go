@@ -17,7 +17,8 @@ import (
 
 // HandlerFunc runs one job. The bytes it returns become the job's result; an error fails the
 // attempt, which is retried per the job's backoff (wrap it with Permanent to go dead at once,
-// or RetryAfter to pick the wait). ctx is cancelled when the worker must stop working on the
+// or RetryAfter to pick the wait; return RateLimited to run it again later without spending
+// an attempt). ctx is cancelled when the worker must stop working on the
 // job: context.Cause(ctx) is a *RevokedError (timeout, lost lease, cancelled job),
 // ErrStreamLost, or ErrWorkerStopping. A panic fails the attempt like an error.
 type HandlerFunc func(ctx context.Context, job *Job) ([]byte, error)

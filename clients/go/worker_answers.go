@@ -1,8 +1,8 @@
 package jobwire
 
 // What a stream tells the server about each job once its handler has returned: a completion
-// (with the session write and its conflict reruns), a failure, a hand-back, or the answer that
-// only gives a revoked job's credit back.
+// (with the session write and its conflict reruns), a failure, a hand-back, a postponement (the
+// handler was rate limited), or the answer that only gives a revoked job's credit back.
 
 import (
 	"context"
@@ -145,6 +145,22 @@ func (s *stream) fail(t *task, handlerErr error) {
 		// A delay out of range must not leave the job leased: fail it with its own backoff.
 		req.RetryAfter = nil
 		_ = s.answer(t, &pb.WorkAck{Ack: &pb.WorkAck_Fail{Fail: req}}, false)
+	}
+}
+
+// postpone answers a handler's RateLimitedError: the job delayed by its RetryAfter without
+// spending an attempt (ReturnJob with retry_after). A delay the server refuses must not leave the
+// job leased: the attempt fails instead, with the job's own backoff.
+func (s *stream) postpone(t *task, limited *RateLimitedError) {
+	s.w.log.Info("jobwire: job rate limited; it runs again later", "job", t.job.ID, "type", t.job.Type, "retry_after", limited.RetryAfter)
+	req := &pb.ReturnJobRequest{
+		JobId: t.job.ID, LeaseToken: t.job.LeaseToken,
+		RetryAfter: durationpb.New(limited.RetryAfter), HoldKey: limited.HoldKey,
+	}
+	err := s.answer(t, &pb.WorkAck{Ack: &pb.WorkAck_GiveBack{GiveBack: req}}, false)
+	if codeOf(err) == codes.InvalidArgument {
+		failure := &pb.FailJobRequest{JobId: t.job.ID, LeaseToken: t.job.LeaseToken, Error: limited.Error()}
+		_ = s.answer(t, &pb.WorkAck{Ack: &pb.WorkAck_Fail{Fail: failure}}, false)
 	}
 }
 

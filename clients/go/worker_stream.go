@@ -324,6 +324,7 @@ func (s *stream) runTask(t *task) {
 func (s *stream) settle(t *task, result []byte, handlerErr error) {
 	cause := context.Cause(t.ctx)
 	var revoked *RevokedError
+	var limited *RateLimitedError
 	switch {
 	case errors.As(cause, &revoked) && revoked.Reason != RevokeCancelled:
 		s.answerRevoked(t, "revoked ("+revoked.Reason.String()+")")
@@ -333,6 +334,8 @@ func (s *stream) settle(t *task, result []byte, handlerErr error) {
 		}
 	case errors.Is(cause, ErrWorkerStopping) && handlerErr != nil:
 		s.handBackAfterStop(t)
+	case errors.As(handlerErr, &limited):
+		s.postpone(t, limited)
 	case handlerErr != nil:
 		s.fail(t, handlerErr)
 	default:

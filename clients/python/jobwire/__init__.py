@@ -35,7 +35,7 @@ from ._job import Job, ReconnectPolicy
 from ._retry import RetryPolicy
 from ._schedules import JobTemplate, MissedFires, Overlap, Schedule
 from ._sessions import Session, SessionSnapshot
-from ._settings import QueueSettings, QueueSettingsView
+from ._settings import QueueSettings, QueueSettingsView, RateLimit
 from ._tls import Tls
 from ._types import (
     Added,
@@ -84,6 +84,7 @@ __all__ = [
     "QueueSettings",
     "QueueSettingsView",
     "QueueStats",
+    "RateLimit",
     "RateLimited",
     "ReconnectPolicy",
     "Rejected",

@@ -19,8 +19,37 @@ from ._types import Backoff, Seconds, to_duration
 
 # The Python names whose proto field is named otherwise (the rest are the same).
 _PROTO_NAMES = {"attempt_timeout": "timeout"}
-_COUNTS = ("max_waiting", "max_attempts", "completed_max", "dead_max", "concurrency")
+_COUNTS = (
+    "max_waiting",
+    "max_attempts",
+    "completed_max",
+    "dead_max",
+    "concurrency",
+    "key_concurrency",
+)
 _DURATIONS = ("attempt_timeout", "completed_retention", "dead_retention")
+_RATES = ("rate", "key_rate")
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """A rate: at most ``count`` jobs per ``period`` (1 ms to 24 h; default 1 s), in bursts of
+    at most ``burst`` (``None``: the jobs of a tenth of the period, at least 1). Enforced inside
+    each lease with GCRA."""
+
+    count: int
+    period: Seconds = 1.0
+    burst: int | None = None
+
+    def to_proto(self, field: str) -> pb.RateLimit:
+        message = pb.RateLimit(count=self.count, burst=self.burst or 0)
+        message.period.CopyFrom(to_duration(self.period, f"{field}.period"))
+        return message
+
+    @classmethod
+    def from_proto(cls, m: pb.RateLimit) -> RateLimit:
+        period = m.period.ToTimedelta() if m.HasField("period") else timedelta(seconds=1)
+        return cls(count=m.count, period=period, burst=m.burst or None)
 
 
 @dataclass(frozen=True)
@@ -47,6 +76,14 @@ class QueueSettings:
     """How many dead jobs are kept."""
     concurrency: int | None = None
     """The most jobs of the queue active at once, every instance and worker together."""
+    rate: RateLimit | None = None
+    """The most jobs of the queue that may start per period, all keys together."""
+    key_rate: RateLimit | None = None
+    """The rate limit of each ``rate_key``, every key on its own: a key out of budget is
+    skipped without holding back other keys."""
+    key_concurrency: int | None = None
+    """The most jobs of one ``concurrency_key`` active at once, every instance and worker
+    together."""
 
     def to_proto(self) -> pb.QueueSettings:
         message = pb.QueueSettings()
@@ -59,6 +96,10 @@ class QueueSettings:
             if value is not None:
                 proto_name = _PROTO_NAMES.get(name, name)
                 getattr(message, proto_name).CopyFrom(to_duration(value, name))
+        for name in _RATES:
+            rate: RateLimit | None = getattr(self, name)
+            if rate is not None:
+                getattr(message, name).CopyFrom(rate.to_proto(name))
         if self.backoff is not None:
             message.backoff.CopyFrom(self.backoff.to_proto())
         return message
@@ -78,6 +119,9 @@ class QueueSettings:
             dead_retention=duration(m.HasField("dead_retention"), m.dead_retention),
             dead_max=m.dead_max if m.HasField("dead_max") else None,
             concurrency=m.concurrency if m.HasField("concurrency") else None,
+            rate=RateLimit.from_proto(m.rate) if m.HasField("rate") else None,
+            key_rate=RateLimit.from_proto(m.key_rate) if m.HasField("key_rate") else None,
+            key_concurrency=m.key_concurrency if m.HasField("key_concurrency") else None,
         )
 
 

@@ -310,6 +310,12 @@ class QueueStats:
     sessions: int = 0
     session_pending: int = 0
     """Jobs waiting inside their session, not yet released to the queue (not in ``waiting``)."""
+    held_by_rate: int = 0
+    """Ready jobs held back by a rate limit (the queue's ``rate``, or their key's ``key_rate``)."""
+    held_by_key_concurrency: int = 0
+    """Ready jobs held back because their ``concurrency_key`` is at ``key_concurrency``."""
+    waiting_keys: int = 0
+    """Keys with jobs waiting: each pair of ``rate_key`` and ``concurrency_key`` jobs carry."""
 
     @classmethod
     def from_proto(cls, m: pb.QueueStats) -> QueueStats:
@@ -326,6 +332,9 @@ class QueueStats:
             cancelled=m.cancelled,
             sessions=m.sessions,
             session_pending=m.session_pending,
+            held_by_rate=m.held_by_rate,
+            held_by_key_concurrency=m.held_by_key_concurrency,
+            waiting_keys=m.waiting_keys,
         )
 
 

@@ -127,3 +127,43 @@ async def test_invalid_settings_are_refused_naming_the_field(
     with pytest.raises(jobwire.InvalidArgument, match="no_such_setting"):
         await client.set_queue_settings(queue, clear=["no_such_setting"])
     assert (await client.get_queue_settings(queue)).settings == jobwire.QueueSettings()
+
+
+async def test_rate_and_key_settings_are_set_enforced_counted_and_cleared(
+    server: Server, client: jobwire.Client, queue: str
+) -> None:
+    answer = await client.set_queue_settings(
+        queue,
+        jobwire.QueueSettings(
+            rate=jobwire.RateLimit(100, period=1, burst=10),
+            key_rate=jobwire.RateLimit(5, period=timedelta(minutes=1)),
+            key_concurrency=1,
+        ),
+    )
+    assert answer.settings.rate == jobwire.RateLimit(100, timedelta(seconds=1), 10)
+    # The server fills in the default burst: the jobs of a tenth of the period, at least 1.
+    assert answer.settings.key_rate == jobwire.RateLimit(5, timedelta(minutes=1), 1)
+    assert answer.effective.key_concurrency == 1
+    assert (await client.get_queue_settings(queue)).settings == answer.settings
+
+    worker = jobwire.Worker(server.target, queues=[queue], concurrency=4)
+    release = asyncio.Event()
+
+    @worker.handler("t")
+    async def t(job: jobwire.Job) -> None:
+        await release.wait()
+
+    async with running(worker):
+        for _ in range(3):
+            await client.add(queue, "t", concurrency_key="tenant-1")
+        deadline = asyncio.get_running_loop().time() + 10
+        while True:  # one job of the key active, the other two held back by key_concurrency
+            stats = await client.stats(queue)
+            if stats.active == 1 and stats.held_by_key_concurrency == 2 and stats.waiting_keys == 1:
+                break
+            assert asyncio.get_running_loop().time() < deadline, stats
+            await asyncio.sleep(0.02)
+        release.set()
+
+    cleared = await client.set_queue_settings(queue, clear=["rate", "key_rate", "key_concurrency"])
+    assert cleared.settings == jobwire.QueueSettings()

@@ -45,7 +45,7 @@ export {
   isFinalState,
 } from "./types";
 export { Schedule, type JobTemplate, type JobTemplateSpec, type MissedFires, type Overlap, type ScheduleSpec } from "./schedules";
-export { type QueueSettingName, type QueueSettings, type QueueSettingsView } from "./settings";
+export { type QueueSettingName, type QueueSettings, type QueueSettingsView, type RateLimit } from "./settings";
 export { Session, type NewSession, type Page, type PageOptions, type SessionUpdate } from "./sessions";
 export { PollingWatcher, StreamWatcher, type JobReader, type JobWatcher, type PollOptions } from "./watch";
 export { ActiveJob, Worker, type Handler, type SessionSnapshot, type StopOptions, type WorkerOptions } from "./worker";

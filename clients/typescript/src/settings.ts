@@ -30,6 +30,38 @@ export interface QueueSettings {
   deadMax?: number;
   /** The most jobs of the queue active at once, every instance and worker together. */
   concurrency?: number;
+  /** The most jobs of the queue that may start per period, all keys together. */
+  rate?: RateLimit;
+  /** The rate limit of each `rateKey`, every key on its own: a key out of budget is skipped without holding back other keys. */
+  keyRate?: RateLimit;
+  /** The most jobs of one `concurrencyKey` active at once, every instance and worker together. */
+  keyConcurrency?: number;
+}
+
+/** A rate (GCRA, enforced inside each lease): at most `count` jobs per `periodMs`, in bursts of at most `burst`. */
+export interface RateLimit {
+  /** Jobs per period: 1 to 1,000,000. */
+  count: number;
+  /** The period: 1 ms to 24 h; absent: 1 s. */
+  periodMs?: number;
+  /** The most jobs that may start at once after a quiet spell; absent: the jobs of a tenth of the period, at least 1. */
+  burst?: number;
+}
+
+function toRateLimit(r: RateLimit | undefined, field: string): pb.RateLimit | undefined {
+  if (r === undefined) return undefined;
+  return pb.RateLimit.fromPartial({
+    count: r.count,
+    period: r.periodMs === undefined ? undefined : msToDuration(r.periodMs, `${field}.periodMs`),
+    burst: r.burst ?? 0,
+  });
+}
+
+function fromRateLimit(m: pb.RateLimit | undefined): RateLimit | undefined {
+  if (m === undefined) return undefined;
+  const out: RateLimit = { count: m.count, periodMs: durationToMs(m.period) ?? 1000 };
+  if (m.burst !== 0) out.burst = m.burst;
+  return out;
 }
 
 /** The name of a setting, for `clear`. */
@@ -54,6 +86,9 @@ const PROTO_NAMES: Record<QueueSettingName, string> = {
   deadRetentionMs: "dead_retention",
   deadMax: "dead_max",
   concurrency: "concurrency",
+  rate: "rate",
+  keyRate: "key_rate",
+  keyConcurrency: "key_concurrency",
 };
 
 /** A setting's name in the proto; a name that is none of ours goes as it is (the server refuses it, naming it). */
@@ -76,13 +111,16 @@ export function toQueueSettings(s: QueueSettings): pb.QueueSettings {
     deadRetention: ms(s.deadRetentionMs, "deadRetentionMs"),
     deadMax: s.deadMax,
     concurrency: s.concurrency,
+    rate: toRateLimit(s.rate, "rate"),
+    keyRate: toRateLimit(s.keyRate, "keyRate"),
+    keyConcurrency: s.keyConcurrency,
   });
 }
 
 export function fromQueueSettings(m: pb.QueueSettings | undefined): QueueSettings {
   const out: QueueSettings = {};
   if (m === undefined) return out;
-  const entries: [QueueSettingName, number | BackoffOptions | undefined][] = [
+  const entries: [QueueSettingName, number | BackoffOptions | RateLimit | undefined][] = [
     ["maxWaiting", m.maxWaiting],
     ["maxAttempts", m.maxAttempts],
     ["timeoutMs", durationToMs(m.timeout)],
@@ -92,6 +130,9 @@ export function fromQueueSettings(m: pb.QueueSettings | undefined): QueueSetting
     ["deadRetentionMs", durationToMs(m.deadRetention)],
     ["deadMax", m.deadMax],
     ["concurrency", m.concurrency],
+    ["rate", fromRateLimit(m.rate)],
+    ["keyRate", fromRateLimit(m.keyRate)],
+    ["keyConcurrency", m.keyConcurrency],
   ];
   for (const [name, value] of entries) if (value !== undefined) (out as Record<string, unknown>)[name] = value;
   return out;

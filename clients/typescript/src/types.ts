@@ -314,6 +314,12 @@ export interface QueueStats {
   sessions: number;
   /** Jobs waiting inside their session, not yet released to the queue (not in `waiting`). */
   sessionPending: number;
+  /** Ready jobs held back by a rate limit (the queue's `rate`, or their key's `keyRate`). */
+  heldByRate: number;
+  /** Ready jobs held back because their `concurrencyKey` is at `keyConcurrency`. */
+  heldByKeyConcurrency: number;
+  /** Keys with jobs waiting: each pair of `rateKey` and `concurrencyKey` jobs carry. */
+  waitingKeys: number;
 }
 
 export function toQueueStats(stats: pb.QueueStats | undefined, queue: string): QueueStats {
@@ -331,6 +337,9 @@ export function toQueueStats(stats: pb.QueueStats | undefined, queue: string): Q
     oldestWaitingAgeMs: durationToMs(s.oldestWaitingAge) ?? 0,
     sessions: s.sessions,
     sessionPending: s.sessionPending,
+    heldByRate: s.heldByRate,
+    heldByKeyConcurrency: s.heldByKeyConcurrency,
+    waitingKeys: s.waitingKeys,
   };
 }
 

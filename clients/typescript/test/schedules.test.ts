@@ -123,6 +123,37 @@ describe("queue settings", () => {
     await shared.client.add(queue, "t");
   });
 
+  it("sets rate, keyRate and keyConcurrency; Stats counts the jobs they hold; clears them", async () => {
+    const queue = uniqueQueue("settings");
+    const set = await shared.client.setQueueSettings(queue, {
+      rate: { count: 100, periodMs: 1000, burst: 10 },
+      keyRate: { count: 5, periodMs: 60_000 },
+      keyConcurrency: 1,
+    });
+    assert.deepEqual(set.settings.rate, { count: 100, periodMs: 1000, burst: 10 });
+    assert.deepEqual(set.settings.keyRate, { count: 5, periodMs: 60_000, burst: 1 }); // the server fills in the default burst
+    assert.equal(set.effective.keyConcurrency, 1);
+    assert.deepEqual((await shared.client.getQueueSettings(queue)).settings, set.settings);
+
+    let release = (): void => {};
+    const released = new Promise<void>((resolve) => (release = resolve));
+    const worker = new Worker({ address: shared.stack.address, queues: [queue], concurrency: 4, logger: silentLogger, handleSignals: false });
+    worker.handle("t", () => released);
+    worker.start();
+    try {
+      for (let i = 0; i < 3; i++) await shared.client.add(queue, "t", {}, { concurrencyKey: "tenant-1" });
+      await waitFor("one job of the key active, two held by keyConcurrency", async () => {
+        const stats = await shared.client.stats(queue);
+        return stats.active === 1 && stats.heldByKeyConcurrency === 2 && stats.waitingKeys === 1;
+      });
+    } finally {
+      release();
+      await worker.stop();
+    }
+    const cleared = await shared.client.setQueueSettings(queue, {}, { clear: ["rate", "keyRate", "keyConcurrency"] });
+    assert.deepEqual(cleared.settings, {});
+  });
+
   it("refuses an invalid value naming the field", async () => {
     const queue = uniqueQueue("settings");
     await rejectsWithCode(shared.client.setQueueSettings(queue, { maxAttempts: 0 }), Status.INVALID_ARGUMENT, "max_attempts");

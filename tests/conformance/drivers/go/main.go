@@ -34,6 +34,8 @@ type request struct {
 	TimeoutMs       int64             `json:"timeout_ms"`
 	Session         string            `json:"session"`
 	IdempotencyKey  string            `json:"idempotency_key"`
+	RateKey         string            `json:"rate_key"`
+	ConcurrencyKey  string            `json:"concurrency_key"`
 	Job             string            `json:"job"`
 	Name            string            `json:"name"`
 	State           json.RawMessage   `json:"state"`

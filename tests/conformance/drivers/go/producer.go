@@ -24,6 +24,7 @@ func (d *driver) add(r *request) reply {
 	job := jobwire.NewJob{
 		Queue: r.Queue, Type: r.Type, Payload: jsonOr(r.Payload), Headers: r.Headers,
 		MaxAttempts: r.MaxAttempts, IdempotencyKey: r.IdempotencyKey, SessionID: r.Session,
+		RateKey: r.RateKey, ConcurrencyKey: r.ConcurrencyKey,
 		Timeout: time.Duration(r.TimeoutMs) * time.Millisecond,
 	}
 	if r.BackoffMs > 0 {

@@ -110,6 +110,8 @@ func (d *driver) settingsSet(r *request) reply {
 			set.CompletedMax = jobwire.Ptr(uint64(v))
 		case "dead_max":
 			set.DeadMax = jobwire.Ptr(uint64(v))
+		case "key_concurrency":
+			set.KeyConcurrency = jobwire.Ptr(uint32(v))
 		case "timeout_ms":
 			set.Timeout = duration
 		case "completed_retention_ms":
@@ -137,7 +139,7 @@ func settingsReply(v *jobwire.QueueSettingsView) reply {
 func settingsOf(s jobwire.QueueSettings) map[string]any {
 	out := map[string]any{
 		"max_waiting": value(s.MaxWaiting), "max_attempts": value(s.MaxAttempts), "concurrency": value(s.Concurrency),
-		"completed_max": value(s.CompletedMax), "dead_max": value(s.DeadMax),
+		"completed_max": value(s.CompletedMax), "dead_max": value(s.DeadMax), "key_concurrency": value(s.KeyConcurrency),
 	}
 	for name, d := range map[string]*time.Duration{"timeout": s.Timeout, "completed_retention": s.CompletedRetention, "dead_retention": s.DeadRetention} {
 		out[name+"_ms"] = nil

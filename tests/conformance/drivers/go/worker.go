@@ -90,12 +90,13 @@ func (c *calls) waitFor(r *request) reply {
 
 // instructions is what the conformance handler reads from a payload.
 type instructions struct {
-	Block        json.RawMessage `json:"block"`
-	Progress     json.RawMessage `json:"progress"`
-	FailAttempts uint32          `json:"fail_attempts"`
-	Permanent    string          `json:"permanent"`
-	Append       *string         `json:"append"`
-	Calc         *struct {
+	Block         json.RawMessage `json:"block"`
+	Progress      json.RawMessage `json:"progress"`
+	FailAttempts  uint32          `json:"fail_attempts"`
+	RateLimitedMs int64           `json:"rate_limited_ms"`
+	Permanent     string          `json:"permanent"`
+	Append        *string         `json:"append"`
+	Calc          *struct {
 		N    int64  `json:"n"`
 		Text string `json:"text"`
 	} `json:"calc"`
@@ -187,6 +188,10 @@ func (d *driver) handle(ctx context.Context, job *jobwire.Job, calls *calls, hol
 			ended = "cancelled"
 			return nil, context.Cause(ctx)
 		}
+	}
+	if invocation == 1 && in.RateLimitedMs > 0 {
+		ended = "rate_limited"
+		return nil, jobwire.RateLimited(time.Duration(in.RateLimitedMs)*time.Millisecond, false, nil)
 	}
 	if len(in.Progress) > 0 {
 		if err := job.Progress(ctx, in.Progress); err != nil {

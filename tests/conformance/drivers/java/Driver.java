@@ -28,6 +28,7 @@ import io.jobwire.client.JobwireClient;
 import io.jobwire.client.JobwireException;
 import io.jobwire.client.NewJob;
 import io.jobwire.client.NewSession;
+import io.jobwire.client.RateLimitedException;
 import io.jobwire.client.Subscription;
 import io.jobwire.client.WaitTimeoutException;
 import io.jobwire.client.Worker;
@@ -139,6 +140,12 @@ public final class Driver {
     }
     if (r.has("idempotency_key")) {
       job = job.idempotencyKey(text(r, "idempotency_key"));
+    }
+    if (r.has("rate_key")) {
+      job = job.rateKey(text(r, "rate_key"));
+    }
+    if (r.has("concurrency_key")) {
+      job = job.concurrencyKey(text(r, "concurrency_key"));
     }
     AddResult added = join(client.add(job));
     JsonObject out = new JsonObject();
@@ -381,6 +388,10 @@ public final class Driver {
           ended = "cancelled"; // revoked, stream lost or stopping: the worker interrupted us
           throw e;
         }
+      }
+      if (invocation == 1 && p.has("rate_limited_ms")) {
+        ended = "rate_limited";
+        throw new RateLimitedException(Duration.ofMillis(p.get("rate_limited_ms").getAsLong()));
       }
       if (p.has("progress")) {
         ended = "failed";

@@ -24,7 +24,7 @@ import jobwire.v1.Schedules.UpsertScheduleResponse;
 
 final class ScheduleOps {
   /** The settings the ops name that are counts (durations are timeout, completed_retention, dead_retention, as `_ms`). */
-  private static final List<String> COUNTS = List.of("max_waiting", "max_attempts", "concurrency", "completed_max", "dead_max");
+  private static final List<String> COUNTS = List.of("max_waiting", "max_attempts", "concurrency", "completed_max", "dead_max", "key_concurrency");
 
   private final JobwireClient client;
 
@@ -143,6 +143,7 @@ final class ScheduleOps {
         case "concurrency" -> set.setConcurrency((int) v);
         case "completed_max" -> set.setCompletedMax(v);
         case "dead_max" -> set.setDeadMax(v);
+        case "key_concurrency" -> set.setKeyConcurrency((int) v);
         case "timeout_ms" -> set.setTimeout(d);
         case "completed_retention_ms" -> set.setCompletedRetention(d);
         case "dead_retention_ms" -> set.setDeadRetention(d);

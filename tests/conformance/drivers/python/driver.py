@@ -140,6 +140,9 @@ class WorkerActor:
         try:
             if self.hold or blocks(instructions, invocation):
                 await self.calls.release_of(job.id).acquire()
+            if invocation == 1 and instructions.get("rate_limited_ms"):
+                ended = "rate_limited"
+                raise jobwire.RateLimited(int(instructions["rate_limited_ms"]) / 1000)
             if "progress" in instructions:
                 await job.progress(instructions["progress"])
             if job.attempt <= int(instructions.get("fail_attempts") or 0):
@@ -207,6 +210,8 @@ class Driver:
             attempt_timeout=r["timeout_ms"] / 1000 if r.get("timeout_ms") else None,
             session_id=r.get("session"),
             idempotency_key=r.get("idempotency_key"),
+            rate_key=r.get("rate_key"),
+            concurrency_key=r.get("concurrency_key"),
         )
         return {"job_id": added.id, "duplicate": added.duplicate}
 
@@ -415,7 +420,14 @@ def schedule_reply(s: jobwire.Schedule) -> Reply:
 
 
 # The settings of the conformance ops: counts by their names, durations as `<name>_ms`.
-SETTING_COUNTS = ("max_waiting", "max_attempts", "concurrency", "completed_max", "dead_max")
+SETTING_COUNTS = (
+    "max_waiting",
+    "max_attempts",
+    "concurrency",
+    "completed_max",
+    "dead_max",
+    "key_concurrency",
+)
 # This client's name of each duration setting -> the conformance name (before `_ms`).
 SETTING_DURATIONS = {
     "attempt_timeout": "timeout",

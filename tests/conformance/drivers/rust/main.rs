@@ -174,22 +174,33 @@ async fn handle(ctx: JobContext, calls: Arc<Calls>, hold: bool, lang: String) ->
     let invocation = calls.begin(&job.id, call);
     let mut ending = Ending { calls: calls.clone(), job: job.id.clone(), invocation, how: "cancelled" };
     let block = hold || blocks(payload.get("block"), invocation);
-    let outcome = steps(&ctx, &payload, block.then(|| calls.release_of(&job.id)), lang).await;
-    ending.how = if outcome.is_ok() { "returned" } else { "failed" };
+    // The first call of a job with `rate_limited_ms` answers "rate limited, retry after".
+    let rate_limited =
+        payload.get("rate_limited_ms").and_then(Value::as_u64).filter(|_| invocation == 1).map(Duration::from_millis);
+    let outcome = steps(&ctx, &payload, block.then(|| calls.release_of(&job.id)), rate_limited, lang).await;
+    ending.how = match &outcome {
+        Ok(_) => "returned",
+        Err(e) if e.rate_limited.is_some() => "rate_limited",
+        Err(_) => "failed",
+    };
     outcome
 }
 
-/// Steps 2 to 7 of the handler: wait for a release, progress, failures, the session write, the
-/// result.
+/// Steps 2 to 8 of the handler: wait for a release, the rate-limited answer, progress,
+/// failures, the session write, the result.
 async fn steps(
     ctx: &JobContext,
     payload: &Value,
     release: Option<Arc<Semaphore>>,
+    rate_limited: Option<Duration>,
     lang: String,
 ) -> Result<Vec<u8>, JobError> {
     let job = &ctx.job;
     if let Some(release) = release {
         release.acquire().await.map_err(|e| JobError::retry(e.to_string()))?.forget();
+    }
+    if let Some(wait) = rate_limited {
+        return Err(JobError::rate_limited(wait, false));
     }
     if let Some(progress) = payload.get("progress") {
         ctx.progress(progress.to_string()).await.map_err(|e| JobError::retry(e.to_string()))?;
@@ -358,6 +369,14 @@ impl Driver {
         let session = text(req, "session");
         if !session.is_empty() {
             job = job.session(&session);
+        }
+        let rate_key = text(req, "rate_key");
+        if !rate_key.is_empty() {
+            job = job.rate_key(&rate_key);
+        }
+        let concurrency_key = text(req, "concurrency_key");
+        if !concurrency_key.is_empty() {
+            job = job.concurrency_key(&concurrency_key);
         }
         let key = text(req, "idempotency_key");
         if key.is_empty() {

@@ -16,7 +16,8 @@ use super::{Reply, failed, json_bytes, number, text};
 
 /// The settings of the ops that are counts; the durations are `timeout`, `completed_retention`
 /// and `dead_retention`, given and answered as `<name>_ms`.
-const COUNTS: [&str; 5] = ["max_waiting", "max_attempts", "concurrency", "completed_max", "dead_max"];
+const COUNTS: [&str; 6] =
+    ["max_waiting", "max_attempts", "concurrency", "completed_max", "dead_max", "key_concurrency"];
 const DURATIONS: [&str; 3] = ["timeout", "completed_retention", "dead_retention"];
 
 /// The reply to `op`, or None when it is none of these ops.
@@ -126,6 +127,7 @@ async fn settings_set(client: &Client, req: &Value) -> Reply {
         concurrency: small("concurrency"),
         completed_max: count("completed_max"),
         dead_max: count("dead_max"),
+        key_concurrency: small("key_concurrency"),
         timeout: duration("timeout"),
         completed_retention: duration("completed_retention"),
         dead_retention: duration("dead_retention"),
@@ -150,8 +152,14 @@ fn settings_json(held: Option<proto::QueueSettings>, effective: Option<proto::Qu
 
 /// Every setting of the ops by its name, null where unset.
 fn one(s: &proto::QueueSettings) -> Value {
-    let counts =
-        [s.max_waiting, s.max_attempts.map(u64::from), s.concurrency.map(u64::from), s.completed_max, s.dead_max];
+    let counts = [
+        s.max_waiting,
+        s.max_attempts.map(u64::from),
+        s.concurrency.map(u64::from),
+        s.completed_max,
+        s.dead_max,
+        s.key_concurrency.map(u64::from),
+    ];
     let durations = [&s.timeout, &s.completed_retention, &s.dead_retention];
     let mut out = serde_json::Map::new();
     for (name, value) in COUNTS.iter().zip(counts) {

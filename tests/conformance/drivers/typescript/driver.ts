@@ -11,6 +11,7 @@ import {
   JobCancelledError,
   JobDeadError,
   PermanentError,
+  RateLimitedError,
   RetryError,
   RpcError,
   WaitTimeoutError,
@@ -63,7 +64,7 @@ interface Call {
   token: string;
   session_state: string | null;
   session_version: number | null;
-  ended: "returned" | "failed" | "cancelled" | null;
+  ended: "returned" | "failed" | "rate_limited" | "cancelled" | null;
 }
 
 /** Every handler call of this worker process, by job, and the releases of blocked ones. */
@@ -186,6 +187,10 @@ class WorkerActor {
     let ended: Call["ended"] = "returned";
     try {
       if (hold || blocks(instructions, invocation)) await this.calls.block(job.id, job.signal);
+      if (invocation === 1 && instructions["rate_limited_ms"]) {
+        ended = "rate_limited";
+        throw new RateLimitedError(Number(instructions["rate_limited_ms"]));
+      }
       if ("progress" in instructions) await job.progress(instructions["progress"]);
       if (job.attempt <= Number(instructions["fail_attempts"] ?? 0)) throw new RetryError(`failed attempt ${job.attempt}`);
       if (instructions["permanent"]) throw new PermanentError(String(instructions["permanent"]));
@@ -201,7 +206,7 @@ class WorkerActor {
         ...calc(instructions),
       };
     } catch (err) {
-      ended = job.signal.aborted ? "cancelled" : "failed";
+      if (ended !== "rate_limited") ended = job.signal.aborted ? "cancelled" : "failed";
       throw err;
     } finally {
       call.ended = ended;
@@ -239,6 +244,8 @@ class Driver {
       timeoutMs: r["timeout_ms"] || undefined,
       sessionId: r["session"],
       idempotencyKey: r["idempotency_key"],
+      rateKey: r["rate_key"],
+      concurrencyKey: r["concurrency_key"],
     });
     return { job_id: added.id, duplicate: added.duplicate };
   }
@@ -479,6 +486,7 @@ const SETTINGS: [string, QueueSettingName][] = [
   ["concurrency", "concurrency"],
   ["completed_max", "completedMax"],
   ["dead_max", "deadMax"],
+  ["key_concurrency", "keyConcurrency"],
   ["timeout_ms", "timeoutMs"],
   ["completed_retention_ms", "completedRetentionMs"],
   ["dead_retention_ms", "deadRetentionMs"],

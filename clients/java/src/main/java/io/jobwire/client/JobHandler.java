@@ -9,6 +9,8 @@ package io.jobwire.client;
  *   <li>{@link JobFailure#retryAfter}: it runs again after exactly that wait;
  *   <li>{@link HandBackException}: it goes back to the head of its queue unprocessed, neither an
  *       attempt nor a lost delivery;
+ *   <li>{@link RateLimitedException}: it runs again after the given wait, delayed meanwhile,
+ *       without spending an attempt (and holds back the other jobs of its rate key, if asked);
  *   <li>anything else: it retries per its backoff while attempts remain, with {@code
  *       ClassName: message} as its error.
  * </ul>

@@ -204,6 +204,28 @@ public final class NewJob {
   }
 
   /**
+   * The key whose rate limit the job counts against (a customer, an API host...): the queue's
+   * {@code key_rate} setting limits how fast the jobs of each key start.
+   *
+   * @param key 1 to 128 bytes
+   * @return the changed job
+   */
+  public NewJob rateKey(String key) {
+    return with(b -> b.setRateKey(key));
+  }
+
+  /**
+   * The key whose concurrency cap the job counts against: the queue's {@code key_concurrency}
+   * setting caps how many jobs of each key are active at once. It may differ from the rate key.
+   *
+   * @param key 1 to 128 bytes
+   * @return the changed job
+   */
+  public NewJob concurrencyKey(String key) {
+    return with(b -> b.setConcurrencyKey(key));
+  }
+
+  /**
    * Runs the job in a session ({@code <queue>/<name>}, of this job's queue): in the session's
    * order, with its state.
    *

@@ -9,7 +9,7 @@ import jobwire.v1.Jobwire.WorkAck;
 
 /**
  * What a {@link Worker} answers for a delivery: the handler's outcome as an ack (complete with
- * the result and the new session state, fail, or give back), and the acks of revokes and
+ * the result and the new session state, fail, give back, or postpone when rate limited), and the acks of revokes and
  * hand-backs.
  */
 final class Outcomes {
@@ -39,6 +39,8 @@ final class Outcomes {
       return failure(d, f.getMessage(), f.retryable(), f.retryAfter());
     } catch (HandBackException e) {
       return giveBack(d, false);
+    } catch (RateLimitedException e) {
+      return postpone(d, e.retryAfter(), e.holdKey());
     } catch (Exception | LinkageError | AssertionError e) {
       return failure(d, e.getClass().getSimpleName() + ": " + e.getMessage(), true, null);
     }
@@ -62,6 +64,17 @@ final class Outcomes {
   /** The answer to a revoked delivery: a failure, refused as stale or recorded for a cancel. */
   static WorkAck.Builder revoked(Delivery d) {
     return failure(d, "revoked (" + d.revoked + ")", true, null);
+  }
+
+  /** "Rate limited, retry after": the job delayed `retryAfter`, no attempt spent. */
+  static WorkAck.Builder postpone(Delivery d, Duration retryAfter, boolean holdKey) {
+    return WorkAck.newBuilder()
+        .setGiveBack(
+            ReturnJobRequest.newBuilder()
+                .setJobId(d.job.getId())
+                .setLeaseToken(d.job.getLeaseToken())
+                .setRetryAfter(Protos.duration(retryAfter))
+                .setHoldKey(holdKey));
   }
 
   /** The job back to the head of its queue; `stopStream`: and send nothing more on this stream. */
