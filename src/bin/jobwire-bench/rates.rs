@@ -112,6 +112,7 @@ impl Bench {
         let (stop, worker) = run_worker(&server.uri, starts.clone()).await?;
         let begun = Instant::now();
         tokio::time::sleep(WARMUP).await;
+        self.redis.reset_stats().await?;
         let cpu = CpuWindow::open(&[self.redis.pid()?])?;
         let from = Instant::now();
         tokio::time::sleep(WINDOW).await;
@@ -119,6 +120,7 @@ impl Bench {
         let seen = starts.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let in_window: Vec<&(String, Instant)> = seen.iter().filter(|(_, at)| *at >= from && *at < to).collect();
         let used = cpu.close(in_window.len().max(1) as u64)?;
+        self.explain_redis(in_window.len().max(1) as u64, &used).await?;
         let _ = stop.send(());
         let _ = worker.await;
         server.stop().await;
@@ -148,6 +150,7 @@ impl Bench {
         let all = (0..jobs).map(|n| NewJob::new(QUEUE, "noop").untraced().payload(format!("k{}", n % 10))).collect();
         add_all(&client, all).await?;
         let starts: Starts = Arc::default();
+        self.redis.reset_stats().await?;
         let cpu = CpuWindow::open(&[self.redis.pid()?])?;
         let (stop, worker) = run_worker(&server.uri, starts.clone()).await?;
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -156,6 +159,7 @@ impl Bench {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let used = cpu.close(jobs)?;
+        self.explain_redis(jobs, &used).await?;
         let _ = stop.send(());
         let _ = worker.await;
         server.stop().await;

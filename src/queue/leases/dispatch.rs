@@ -26,7 +26,7 @@ const MAX_ROUND: usize = 500;
 pub(super) async fn run(leases: Arc<Leases>, queue: String, wake: Arc<Notify>) {
     let mut next_timer: Option<Instant> = None;
     let mut failures = 0u32;
-    let mut last_upkeep: Option<Instant> = None;
+    let mut last_periodic: Option<Instant> = None;
     loop {
         let timer = async {
             match next_timer {
@@ -48,16 +48,20 @@ pub(super) async fn run(leases: Arc<Leases>, queue: String, wake: Arc<Notify>) {
             let due = tokio::time::Instant::from_std(due);
             next_timer = Some(next_timer.map_or(due, |t| t.min(due)));
         }
-        // Upkeep (expiring deadlines, promoting delayed jobs, retention) is due when the timer
-        // fired or a safety period passed; a wake-up without free credit then costs no call.
+        // Upkeep (expiring deadlines, promoting delayed jobs) is due when the timer fired or a
+        // safety period passed; a wake-up without free credit then costs no call. Retention is
+        // enforced once per safety period only: the timer of a queue a rate limit holds back
+        // fires many times a second, and each trim reads the retained sets again.
         let now = Instant::now();
-        let upkeep = next_timer.is_some_and(|t| t <= now)
-            || last_upkeep.is_none_or(|t| now.duration_since(t) >= leases.settings.safety_poll);
+        let periodic = last_periodic.is_none_or(|t| now.duration_since(t) >= leases.settings.safety_poll);
+        let upkeep = periodic || next_timer.is_some_and(|t| t <= now);
+        if periodic {
+            last_periodic = Some(now);
+        }
         if upkeep {
-            last_upkeep = Some(now);
             leases.hub.undrain(&queue);
         }
-        match rounds(&leases, &queue, upkeep).await {
+        match rounds(&leases, &queue, upkeep, periodic).await {
             Ok(None) => {}
             Ok(Some(next)) => {
                 failures = 0;
@@ -74,8 +78,14 @@ pub(super) async fn run(leases: Arc<Leases>, queue: String, wake: Arc<Notify>) {
 }
 
 /// Leases until the streams' credit or the queue runs out; returns when the next delayed job
-/// or deadline is due, or None when there was nothing to do (no credit, no upkeep due).
-async fn rounds(leases: &Arc<Leases>, queue: &str, upkeep: bool) -> Result<Option<Option<Duration>>, StoreError> {
+/// or deadline is due, or None when there was nothing to do (no credit, no upkeep due). The
+/// first call enforces retention when `trim` says so (`upkeep` is then set too).
+async fn rounds(
+    leases: &Arc<Leases>,
+    queue: &str,
+    upkeep: bool,
+    trim: bool,
+) -> Result<Option<Option<Duration>>, StoreError> {
     // After a full round, the next one runs only if credit is left: the full round already did
     // the upkeep and said when the next delayed job or deadline is due.
     let mut done: Option<Option<Duration>> = None;
@@ -85,7 +95,7 @@ async fn rounds(leases: &Arc<Leases>, queue: &str, upkeep: bool) -> Result<Optio
         if tokens.is_empty() && (done.is_some() || !upkeep) {
             return Ok(done);
         }
-        let trim = upkeep && done.is_none();
+        let trim = trim && done.is_none();
         let round = match leases.store.jobs().lease(queue, &tokens, rand::random(), trim).await {
             Ok(round) => round,
             Err(e) => {

@@ -16,7 +16,7 @@
 --   jobs    = flat {ULID, record, ...}: the leased jobs, the i-th holding token i; its attempt
 --             is the record's attempts + 1 and its deadline now + the record's timeout
 --   revoked = flat {ULID, token, ...} of the timed-out leases
---   next_wake_ms = ms until the next delayed job or deadline is due, or a job a rate or
+--   next_wake_ms = ms until the next delayed job or deadline is due, or a batch a rate or
 --             concurrency key holds back may go (limits_lib.lua), or -1 when none is
 --   sessions = flat {i, state, version, ...} for the leased jobs of a session: the session's
 --             state and version as delivered with job i.
