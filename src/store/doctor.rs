@@ -463,18 +463,21 @@ impl Doctor {
         }
     }
 
+    /// One HSCAN page of the hash `key` from `cursor`: the next cursor ("0": done) and its
+    /// fields and values, flat. Every walk of a hash here pages through this.
+    async fn hash_page<T: redis::FromRedisValue>(&self, key: &str, cursor: u64) -> Result<(u64, Vec<T>)> {
+        self.backend
+            .with_conn(async |c| redis::cmd("HSCAN").arg(key).arg(cursor).arg("COUNT").arg(PAGE).query_async(c).await)
+            .await
+    }
+
     /// Reads a queue's schedules in HSCAN pages and reports each that does not decode or names
     /// its last job by no ULID (`Kind::CorruptSchedule`, no mend).
     async fn check_schedules(&self, queue: &str, report: &mut Report) -> Result<()> {
         let key = self.backend.queue_keys(queue).schedules();
         let mut cursor = 0u64;
         loop {
-            let (next, flat): (u64, Vec<Vec<u8>>) = self
-                .backend
-                .with_conn(async |c| {
-                    redis::cmd("HSCAN").arg(&key).arg(cursor).arg("COUNT").arg(PAGE).query_async(c).await
-                })
-                .await?;
+            let (next, flat): (u64, Vec<Vec<u8>>) = self.hash_page(&key, cursor).await?;
             for pair in flat.chunks_exact(2) {
                 let name = String::from_utf8_lossy(&pair[0]);
                 let detail = match StoredSchedule::decode(&pair[1]) {

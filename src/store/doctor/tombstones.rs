@@ -58,12 +58,7 @@ impl Doctor {
     async fn check_bucket_entries(&self, queue: &str, bucket: &str, report: &mut Report) -> Result<()> {
         let mut cursor = 0u64;
         loop {
-            let (next, flat): (u64, Vec<Vec<u8>>) = self
-                .backend
-                .with_conn(async |c| {
-                    redis::cmd("HSCAN").arg(bucket).arg(cursor).arg("COUNT").arg(PAGE).query_async(c).await
-                })
-                .await?;
+            let (next, flat): (u64, Vec<Vec<u8>>) = self.hash_page(bucket, cursor).await?;
             for pair in flat.chunks_exact(2) {
                 let (field, value) = (&pair[0], String::from_utf8_lossy(&pair[1]));
                 if ulid::Ulid::from_string(&value).is_err() {

@@ -279,13 +279,7 @@ impl<'d> QueueWalk<'d> {
         let deadlines = self.keys.deadlines().to_owned();
         let mut cursor = 0u64;
         loop {
-            let (next, flat): (u64, Vec<String>) = self
-                .doctor
-                .backend
-                .with_conn(async |c| {
-                    redis::cmd("HSCAN").arg(&key).arg(cursor).arg("COUNT").arg(PAGE).query_async(c).await
-                })
-                .await?;
+            let (next, flat): (u64, Vec<String>) = self.doctor.hash_page(&key, cursor).await?;
             let pairs: Vec<(String, String)> = flat
                 .chunks_exact(2)
                 .map(|p| (p[0].clone(), p[1].clone()))
@@ -382,12 +376,8 @@ impl<'d> QueueWalk<'d> {
     }
 
     /// One HSCAN page of a hash's fields (its values are left aside).
-    async fn hash_page(&self, key: &str, cursor: u64) -> Result<(u64, Vec<String>)> {
-        let (next, flat): (u64, Vec<redis::Value>) = self
-            .doctor
-            .backend
-            .with_conn(async |c| redis::cmd("HSCAN").arg(key).arg(cursor).arg("COUNT").arg(PAGE).query_async(c).await)
-            .await?;
+    async fn hash_fields(&self, key: &str, cursor: u64) -> Result<(u64, Vec<String>)> {
+        let (next, flat): (u64, Vec<redis::Value>) = self.doctor.hash_page(key, cursor).await?;
         let fields = flat.into_iter().step_by(2).map(redis::from_redis_value).collect::<Result<_, _>>()?;
         Ok((next, fields))
     }
@@ -396,7 +386,7 @@ impl<'d> QueueWalk<'d> {
         let key = self.keys.jobs().to_owned();
         let mut cursor = 0u64;
         loop {
-            let (next, ids) = self.hash_page(&key, cursor).await?;
+            let (next, ids) = self.hash_fields(&key, cursor).await?;
             let rows = self.rows(&ids).await?;
             self.records += u64::try_from(ids.len()).unwrap_or(u64::MAX);
             for (id, row) in ids.iter().zip(&rows) {
@@ -421,7 +411,7 @@ impl<'d> QueueWalk<'d> {
         let key = self.keys.outcomes().to_owned();
         let mut cursor = 0u64;
         loop {
-            let (next, ids) = self.hash_page(&key, cursor).await?;
+            let (next, ids) = self.hash_fields(&key, cursor).await?;
             for id in &ids {
                 if ulid_of(id).is_none_or(|u| !self.completed.contains(&u)) {
                     let detail = "an outcome, but the job is not in the completed list".to_owned();
@@ -443,13 +433,7 @@ impl<'d> QueueWalk<'d> {
         let mut counted: HashMap<String, u64> = HashMap::new();
         let mut cursor = 0u64;
         loop {
-            let (next, flat): (u64, Vec<String>) = self
-                .doctor
-                .backend
-                .with_conn(async |c| {
-                    redis::cmd("HSCAN").arg(&key).arg(cursor).arg("COUNT").arg(PAGE).query_async(c).await
-                })
-                .await?;
+            let (next, flat): (u64, Vec<String>) = self.doctor.hash_page(&key, cursor).await?;
             for pair in flat.chunks_exact(2) {
                 if let Some(name) = pair[0].strip_prefix('a') {
                     counted.insert(name.to_owned(), pair[1].parse().unwrap_or(u64::MAX));
@@ -479,7 +463,7 @@ impl<'d> QueueWalk<'d> {
         let mut updates = HashMap::new();
         let mut cursor = 0u64;
         loop {
-            let (next, page) = self.hash_page(self.keys.sessions(), cursor).await?;
+            let (next, page) = self.hash_fields(self.keys.sessions(), cursor).await?;
             for name in page {
                 if let Some(record) = self.doctor.sessions.session(self.queue, &name).await? {
                     updates.insert(name, record.updated_ms);
@@ -499,7 +483,7 @@ impl<'d> QueueWalk<'d> {
         let mut names = HashSet::new();
         let mut cursor = 0u64;
         loop {
-            let (next, page) = self.hash_page(keys.sessions(), cursor).await?;
+            let (next, page) = self.hash_fields(keys.sessions(), cursor).await?;
             let expiries: Vec<Option<f64>> = if page.is_empty() {
                 Vec::new()
             } else {
@@ -537,7 +521,7 @@ impl<'d> QueueWalk<'d> {
         }
         cursor = 0;
         loop {
-            let (next, page) = self.hash_page(keys.session_state(), cursor).await?;
+            let (next, page) = self.hash_fields(keys.session_state(), cursor).await?;
             for name in page.iter().filter(|n| !names.contains(*n)) {
                 let detail = "a session state with no session".to_owned();
                 self.found(Kind::SessionKeys, name, detail, Some(Mend::Session("keys", Vec::new())));
