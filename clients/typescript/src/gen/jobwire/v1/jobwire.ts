@@ -1422,7 +1422,10 @@ export interface QueueSettings {
    * each lease (a dispatcher's round and the refill of an ack) with GCRA: jobs start at most
    * `burst` at once, then one every `period / count`, so no window ever lets more through than
    * `burst` plus its share; a queue over its rate leases nothing and its dispatchers wake when
-   * the next job may start (no polling). No limit when unset.
+   * the next job may start (no polling). While the rate holds jobs back, a round leases what
+   * 100 ms of it lets through (keeping 25 ms of the burst for a late round), so a held job may
+   * start up to 100 ms later than the rate alone says; the rate over time stays as set. No
+   * limit when unset.
    */
   rate:
     | RateLimit
@@ -1430,7 +1433,7 @@ export interface QueueSettings {
   /**
    * The rate limit of each `rate_key`, applied to every key on its own (GCRA, as `rate`). A
    * key out of budget is skipped, without holding back other keys or jobs without a key, and
-   * comes back when its next job may start. No limit when unset.
+   * comes back when its next job may start (batched as `rate` says). No limit when unset.
    */
   keyRate:
     | RateLimit
