@@ -247,23 +247,53 @@ impl Sessions {
     }
 
     /// A page of a queue's sessions; the token is opaque (empty: first page) and the returned
-    /// one is empty on the last page. Pages may be shorter than asked.
+    /// one is empty on the last page. Pages may be shorter than asked, never longer.
+    ///
+    /// The store's cursor is HSCAN's, and one HSCAN step may return more names than asked (a
+    /// small hash comes back whole). So a page sorts its step's names and, when it must stop
+    /// inside the step, its token is the step's cursor and the last name sent, `cursor/name`:
+    /// the next page rescans that step and sends the names after it. A name is never sent
+    /// twice in a walk, and one present throughout is never skipped.
     pub(super) async fn list(&self, queue: &str, page_size: u64, token: &str) -> Result<(Vec<SessionView>, String)> {
         validate_queue(queue, "queue")?;
-        let cursor = if token.is_empty() { "0" } else { token };
-        if cursor.parse::<u64>().is_err() {
-            return Err(Error::invalid("page_token", "is not a token this server issued"));
-        }
-        let count = page_size.clamp(1, MAX_PAGE);
-        let (next, names) = self.store.sessions().session_names(queue, cursor, count).await?;
+        let (cursor, after) = read_page_token(token)?;
+        let scan_count = page_size.clamp(1, MAX_PAGE);
+        let count = usize::try_from(scan_count).unwrap_or(usize::MAX);
+        let (next, mut names) = self.store.sessions().session_names(queue, cursor, scan_count).await?;
+        names.sort_unstable();
+        names.retain(|name| after.is_none_or(|after| name.as_str() > after));
+        let next_token = if names.len() > count {
+            names.truncate(count);
+            names.last().map(|last| format!("{cursor}/{last}")).unwrap_or_default()
+        } else if next == "0" {
+            String::new()
+        } else {
+            next
+        };
         let mut out = Vec::with_capacity(names.len());
         for name in names {
             if let Some(record) = self.store.sessions().session(queue, &name).await? {
                 out.push(SessionView::new(queue, record));
             }
         }
-        Ok((out, if next == "0" { String::new() } else { next }))
+        Ok((out, next_token))
     }
+}
+
+/// Reads a ListSessions page token: an HSCAN cursor, optionally with the last name sent from
+/// that cursor's step (`cursor/name`); empty is the first page.
+fn read_page_token(token: &str) -> Result<(&str, Option<&str>)> {
+    if token.is_empty() {
+        return Ok(("0", None));
+    }
+    let (cursor, after) = match token.split_once('/') {
+        Some((cursor, after)) => (cursor, Some(after)),
+        None => (token, None),
+    };
+    if cursor.parse::<u64>().is_err() || after.is_some_and(|name| validate_queue(name, "page_token").is_err()) {
+        return Err(Error::invalid("page_token", "is not a token this server issued"));
+    }
+    Ok((cursor, after))
 }
 
 /// Whether `token` is a job's place in a session's line as the store writes it, `seq/ULID`

@@ -295,7 +295,10 @@ async fn list_sessions_pages_through_every_session() {
             .await
             .expect("list")
             .into_inner();
-        seen.extend(page.sessions.into_iter().map(|s| s.id));
+        assert!(page.sessions.len() <= 10, "a page of {} sessions, asked for 10", page.sessions.len());
+        for session in page.sessions {
+            assert!(seen.insert(session.id.clone()), "{} sent twice", session.id);
+        }
         if page.next_page_token.is_empty() {
             break;
         }
