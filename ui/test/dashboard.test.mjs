@@ -330,7 +330,9 @@ test("a 128-character queue name and a 1 MiB payload keep the layout, on a lapto
 test("workers and sessions pages show what exists", async () => {
   await jobwire("sessions", "create", "chat", "--name", "user-7", "--state", '{"turns":3}');
   await add("chat", "reply", '"hi"', ["--session", "chat/user-7"]);
-  const busy = work("chat", "sleep 30", "--worker-id", "shot-worker");
+  // The job runs until the test lets it go (a file appears), so the page sees it active.
+  const letGo = join(dir, "let-go");
+  const busy = work("chat", `until [ -e '${letGo}' ]; do sleep 0.1; done`, "--worker-id", "shot-worker");
   const workersPage = await open("#/workers");
   await until("the held job", () => workersPage.locator('a[href^="#/job/chat"]').count());
   await shot(workersPage, "workers");
@@ -351,6 +353,8 @@ test("workers and sessions pages show what exists", async () => {
   assert.equal(await line.nth(2).locator("a").getAttribute("href"), `#/job/${encodeURIComponent(second)}`);
   await shot(session, "session");
   await session.close();
+  writeFileSync(letGo, "");
+  await until("the session's three jobs done", async () => (await stats("chat")).completed >= 3);
   await stop(busy);
   const sessions = await open("#/sessions/chat");
   await until("the session listed", () => sessions.locator('a[href="#/session/chat%2Fuser-7"]').count());
