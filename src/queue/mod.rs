@@ -11,12 +11,13 @@
 //! below; the rooms call the store (`crate::store`) directly.
 //! - `intake.rs`: validates and adds jobs, one at a time or in batches, within the queue's cap of
 //!   waiting jobs. Owns the coalescer of single adds (`coalesce.rs`). Calls `overrides`
-//!   (`apply_defaults`), `memory`
+//!   (`apply_defaults`, `shard_for`), `memory`
 //!   (`check_room`, `refusal`), `registry` (`register`), `leases` (`wake`: the queue got work)
 //!   and `background` (`check_open`).
 //! - `overrides.rs`: queue settings set at run time: validated, stored, shown with the flags
 //!   they override. Owns the cache of each queue's settings that new jobs take their defaults
-//!   from. Calls no room.
+//!   from, and `shards.rs` (a sharded queue's shard names, and the shard each add goes to: the
+//!   shard count is a setting). Calls no room.
 //! - `memory.rs`: memory pressure. Owns the last reading of Redis's memory, whether Redis counts
 //!   as full (past the watermark: adds and new sessions refused), and the task that samples it
 //!   and sheds retained history under pressure. Calls `background`.
@@ -31,7 +32,8 @@
 //!   (`validate_state`, for a session state sent with a completion).
 //! - `sessions.rs`: session documents and their ordered lines of jobs. Owns its limits only
 //!   (sessions live in Redis). Calls `memory` (`check_room`, `refusal`), `registry`
-//!   (`register`) and `background` (`check_open`).
+//!   (`register`), `overrides` (`shards_of`: a sharded queue's session lives in the shard its
+//!   name picks) and `background` (`check_open`).
 //! - `events.rs`: WatchJob and Subscribe. Owns the tailers (one task per queue followed here) and
 //!   one task per follower. Calls `background`.
 //! - `admin.rs`: job info, cancel, pause, retry, delete, purge, listings (filtered ones too),
@@ -75,6 +77,7 @@ mod registry;
 mod schedules;
 mod sessions;
 mod settings;
+mod shards;
 
 use std::{
     future::Future,
@@ -148,6 +151,7 @@ impl Engine {
             sessions: sessions::Sessions::new(
                 store.clone(),
                 registry.clone(),
+                overrides.clone(),
                 memory.clone(),
                 background.clone(),
                 limits,
@@ -204,8 +208,17 @@ impl Engine {
 
     /// Opens a worker stream. Jobs and control messages arrive on the receiver; the stream
     /// lasts as long as the guard.
-    pub fn open_stream(&self, spec: WorkerSpec) -> Result<(StreamGuard, mpsc::Receiver<StreamEvent>)> {
-        self.leases.open_stream(spec)
+    /// A queue that is sharded is served over all its shards.
+    pub async fn open_stream(&self, spec: WorkerSpec) -> Result<(StreamGuard, mpsc::Receiver<StreamEvent>)> {
+        let mut physical = Vec::with_capacity(spec.queues.len());
+        for queue in spec.queues.iter().take(leases::MAX_STREAM_QUEUES) {
+            // A name that is not a queue's has no shards; `open_stream` refuses it.
+            physical.push(match job::validate_queue(queue, "queues") {
+                Ok(()) => self.overrides.shards_of(queue).await?,
+                Err(_) => Arc::from(vec![queue.clone()]),
+            });
+        }
+        self.leases.open_stream(spec, &physical)
     }
 
     /// Completes the attempt held with `token`, keeping `result`. For a job of a session,

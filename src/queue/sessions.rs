@@ -21,8 +21,10 @@ use super::{
     error::{Error, Result},
     job::{JobId, JobView, SessionId, from_ms, validate_queue},
     memory::Memory,
+    overrides::Overrides,
     registry::QueueRegistry,
     settings::Limits,
+    shards,
 };
 use crate::store::{SessionRecord, SetOutcome, Store};
 
@@ -119,6 +121,8 @@ fn merge_patch(target: &mut Value, patch: &Value) {
 pub(super) struct Sessions {
     store: Arc<Store>,
     registry: Arc<QueueRegistry>,
+    /// Where a sharded queue's sessions live.
+    overrides: Arc<Overrides>,
     memory: Arc<Memory>,
     background: Background,
     limits: Limits,
@@ -128,11 +132,12 @@ impl Sessions {
     pub(super) fn new(
         store: Arc<Store>,
         registry: Arc<QueueRegistry>,
+        overrides: Arc<Overrides>,
         memory: Arc<Memory>,
         background: Background,
         limits: Limits,
     ) -> Self {
-        Self { store, registry, memory, background, limits }
+        Self { store, registry, overrides, memory, background, limits }
     }
 
     /// Creates a session (see `Engine::create_session` for the defaults).
@@ -160,6 +165,9 @@ impl Sessions {
             return Err(Error::invalid("max_concurrency", "must be from 1 to 1000"));
         }
         self.memory.check_room()?;
+        // In a sharded queue, the session lives in the shard its name picks, which its id names.
+        let names = self.overrides.shards_of(queue).await?;
+        let queue = shards::for_session(&names, name).unwrap_or(queue);
         self.registry.register(queue).await?;
         let id = SessionId::new(queue, name);
         let created = self.store.sessions().create_session(queue, name, state, ttl, max_concurrency).await;
