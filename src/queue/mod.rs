@@ -37,8 +37,9 @@
 //! - `events.rs`: WatchJob and Subscribe. Owns the tailers (one task per queue followed here) and
 //!   one task per follower. Calls `background`.
 //! - `admin.rs`: job info, cancel, pause, retry, delete, purge, listings (filtered ones too),
-//!   bulk actions, dead-letter groups, queue figures and activity (`admin/`). Owns nothing. Calls `registry` (`register`, on a pause) and `leases` (`tell_owner`: revoke a
-//!   cancelled active job).
+//!   bulk actions, dead-letter groups, queue figures and activity (`admin/`). Owns nothing. Calls `registry` (`register`, on a pause), `leases` (`tell_owner`: revoke a
+//!   cancelled active job) and `overrides` (`shards_of`: a sharded queue's reads and actions
+//!   cover every shard).
 //! - `gauges.rs`: with metrics on, the task refreshing the per-queue gauges. Calls `leases`
 //!   (`stream_count`, `redis_is_up`) and `background`; converts with `admin`'s `QueueFigures`.
 //! - `schedules/`: cron and interval schedules, fired by every instance's timer with each due
@@ -157,7 +158,7 @@ impl Engine {
                 limits,
             ),
             events: Arc::new(events::Events::new(store.clone(), background.clone())),
-            admin: admin::Admin::new(store.clone(), registry.clone(), leases.clone()),
+            admin: admin::Admin::new(store.clone(), registry.clone(), leases.clone(), overrides.clone()),
             schedules: schedules::Schedules::start(
                 store.clone(),
                 registry,

@@ -254,14 +254,20 @@ impl Sessions {
         Ok((views, next))
     }
 
-    /// A page of a queue's sessions; the token is opaque (empty: first page) and the returned
-    /// one is empty on the last page. Pages may be shorter than asked.
+    /// A page of a queue's sessions (shard after shard in a sharded queue); the token is opaque
+    /// (empty: first page) and the returned one is empty on the last page. Pages may be
+    /// shorter than asked.
     pub(super) async fn list(&self, queue: &str, page_size: u64, token: &str) -> Result<(Vec<SessionView>, String)> {
         validate_queue(queue, "queue")?;
-        let cursor = if token.is_empty() { "0" } else { token };
+        let bad_token = || Error::invalid("page_token", "is not a token this server issued");
+        let (index, cursor) = shards::parse_page(token).ok_or_else(bad_token)?;
+        let cursor = if cursor.is_empty() { "0" } else { cursor };
         if cursor.parse::<u64>().is_err() {
-            return Err(Error::invalid("page_token", "is not a token this server issued"));
+            return Err(bad_token());
         }
+        // A sharded queue's sessions are listed shard after shard.
+        let physical = self.overrides.shards_of(queue).await?;
+        let queue = physical.get(index).ok_or_else(bad_token)?.as_str();
         let count = page_size.clamp(1, MAX_PAGE);
         let (next, names) = self.store.sessions().session_names(queue, cursor, count).await?;
         let mut out = Vec::with_capacity(names.len());
@@ -270,7 +276,7 @@ impl Sessions {
                 out.push(SessionView::new(queue, record));
             }
         }
-        Ok((out, if next == "0" { String::new() } else { next }))
+        Ok((out, shards::next_page(index, physical.len(), (next != "0").then_some(next))))
     }
 }
 

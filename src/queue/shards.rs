@@ -138,6 +138,27 @@ pub(super) fn for_session<'a>(names: &'a [String], name: &str) -> Option<&'a str
     names.get(pick(key_hash(name), names.len())).map(String::as_str)
 }
 
+/// Where a listing of a sharded queue is: the shard's index and the cursor within it, from a
+/// page token (`<shard>.<cursor>`; a bare cursor is in shard 0, as an unsharded queue's tokens
+/// are). None: not a token of this form.
+pub(super) fn parse_page(token: &str) -> Option<(usize, &str)> {
+    match token.split_once('.') {
+        Some((index, cursor)) => Some((index.parse().ok()?, cursor)),
+        None => Some((0, token)),
+    }
+}
+
+/// The token of the next page after one from shard `index` of `count`: its cursor there
+/// (`next`, None at the shard's end), else the start of the next shard, else "" (the end).
+pub(super) fn next_page(index: usize, count: usize, next: Option<String>) -> String {
+    match next {
+        Some(cursor) if count > 1 => format!("{index}.{cursor}"),
+        Some(cursor) => cursor,
+        None if index + 1 < count => format!("{}.", index + 1),
+        None => String::new(),
+    }
+}
+
 /// The index `hash` picks among `len` shards.
 fn pick(hash: u64, len: usize) -> usize {
     let len64 = u64::try_from(len).unwrap_or(u64::MAX).max(1);

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use jobwire::proto;
+use jobwire::proto::{self, session_service_client::SessionServiceClient};
 use tonic::Code;
 
 use crate::harness::{Client, Redis, Server, ServerBuilder, Worker, add, job, unique_prefix};
@@ -123,10 +123,121 @@ pub async fn flows(a: &Server, b: &Server, queue: &str) -> Vec<String> {
         };
         assert!(seen.insert(delivered.id.clone()), "{} delivered twice", delivered.id);
     }
+    drop(on_a);
+    sessions_live_in_one_shard(a, &mut via_a, &mut worker, queue, &names).await;
+    reads_and_actions_cover_every_shard(a, &mut via_a, &mut worker, queue, 12 + 30 + 1 + 40 + 18).await;
     for shard in &names {
         a.assert_invariants(shard).await;
     }
     names
+}
+
+/// Sessions of a sharded queue each live in the shard their name picks (their id names it);
+/// their jobs go there and start in their order.
+async fn sessions_live_in_one_shard(
+    server: &Server,
+    client: &mut Client,
+    worker: &mut Worker,
+    queue: &str,
+    names: &[String],
+) {
+    let mut sessions = SessionServiceClient::new(server.channel().await);
+    let mut homes = BTreeSet::new();
+    for name in ["s1", "s2", "s3", "s4", "s5", "s6"] {
+        let session = sessions
+            .create_session(proto::CreateSessionRequest {
+                queue: queue.into(),
+                name: name.into(),
+                state: "{}".into(),
+                ttl: None,
+                max_concurrency: Some(1),
+            })
+            .await
+            .expect("create session")
+            .into_inner()
+            .session
+            .expect("session");
+        let home = shard_of(&session.id);
+        assert!(names.contains(&home), "{} is in a shard of {queue}", session.id);
+        homes.insert(home.clone());
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            let req = proto::AddJobRequest {
+                session_id: session.id.clone(),
+                ..job(queue, "session", i.to_string().as_bytes())
+            };
+            let id = add(client, req).await;
+            assert_eq!(shard_of(&id), home, "a session's job goes to its shard");
+            ids.push(id);
+        }
+        let order: Vec<String> = drain(worker, client, 3).await.into_iter().map(|j| j.id).collect();
+        assert_eq!(order, ids, "the session's jobs in their order");
+    }
+    assert!(homes.len() > 1, "sessions spread over the shards: {homes:?}");
+    let (mut listed, mut token) = (BTreeSet::new(), String::new());
+    loop {
+        let page = sessions
+            .list_sessions(proto::ListSessionsRequest { queue: queue.into(), page_size: 2, page_token: token })
+            .await
+            .expect("list_sessions")
+            .into_inner();
+        listed.extend(page.sessions.into_iter().map(|s| s.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(listed.len(), 6, "every shard's sessions listed: {listed:?}");
+}
+
+/// Stats, ListQueues and ListJobs of the queue sum or list its shards; pause and resume reach
+/// every shard. `completed` jobs went through it, and `worker` serves it.
+async fn reads_and_actions_cover_every_shard(
+    server: &Server,
+    client: &mut Client,
+    worker: &mut Worker,
+    queue: &str,
+    completed: u64,
+) {
+    let stats = server.stats(queue).await;
+    assert_eq!((stats.completed, stats.waiting, stats.active), (completed, 0, 0), "{stats:?}");
+    let listed = client.list_queues(proto::ListQueuesRequest {}).await.expect("list_queues").into_inner().queues;
+    let ours: Vec<&proto::QueueStats> = listed.iter().filter(|q| q.queue.starts_with(queue)).collect();
+    assert_eq!(ours.len(), 1, "one queue, not its shards: {ours:?}");
+    assert_eq!(ours[0].completed, completed);
+
+    let mut ids = BTreeSet::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_jobs(proto::ListJobsRequest {
+                queue: queue.into(),
+                state: proto::JobState::Completed.into(),
+                page_size: 25,
+                page_token: token.clone(),
+                filter: None,
+            })
+            .await
+            .expect("list_jobs")
+            .into_inner();
+        ids.extend(page.jobs.into_iter().map(|j| j.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(u64::try_from(ids.len()).expect("fits"), completed, "every shard listed");
+
+    client.pause_queue(proto::PauseQueueRequest { queue: queue.into() }).await.expect("pause");
+    for i in 0..3 {
+        add(client, job(queue, "paused", format!("{i}").as_bytes())).await;
+    }
+    assert!(server.stats(queue).await.paused);
+    worker.expect_nothing(std::time::Duration::from_millis(300)).await;
+    client.resume_queue(proto::ResumeQueueRequest { queue: queue.into() }).await.expect("resume");
+    for delivered in drain(worker, client, 3).await {
+        assert_eq!(delivered.r#type, "paused");
+    }
 }
 
 async fn complete(client: &mut Client, delivered: &proto::Job) {

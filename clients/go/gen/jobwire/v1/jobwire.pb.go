@@ -6964,8 +6964,12 @@ type QueueSettings struct {
 	// clear, is refused: FAILED_PRECONDITION, INVALID_ARGUMENT), best before the first add.
 	// Each shard is a queue of its own under its own Redis Cluster hash tag, so its own slot and
 	// likely its own master, named `<queue>~<n>` (a name callers cannot give): job and session ids
-	// name their shard (`emails~7/01J...`), everything else takes the queue's name and sums or
-	// fans out over the shards (Stats, listings, pause, purge, settings). An add goes to the shard
+	// name their shard (`emails~7/01J...`), everything else takes the queue's name and covers
+	// every shard: Stats, ListQueues (one entry), GetQueueActivity sum them; ListJobs and
+	// ListSessions list shard after shard (a page may end short where a shard does);
+	// PauseQueue, ResumeQueue, PurgeQueue, RetryDeadJobs and the settings reach each shard.
+	// Subscribe, SubscribeQueues, ListDeadJobGroups and the bulk actions by query still cover
+	// shard 0 only. An add goes to the shard
 	// its key picks: its session's, else its `concurrency_key`, `rate_key` or idempotency key,
 	// the first it has, so one key's jobs stay in one shard, in order, and a retried add is
 	// recognised; a job with none goes round robin. FIFO per priority holds within a shard, not
