@@ -228,15 +228,24 @@ async fn reads_and_actions_cover_every_shard(
     }
     assert_eq!(u64::try_from(ids.len()).expect("fits"), completed, "every shard listed");
 
+    // Paused, every shard gathers jobs of three priorities; resumed, each shard hands its own
+    // out highest priority first, FIFO within a priority (not across shards).
     client.pause_queue(proto::PauseQueueRequest { queue: queue.into() }).await.expect("pause");
-    for i in 0..3 {
-        add(client, job(queue, "paused", format!("{i}").as_bytes())).await;
+    for i in 0..18 {
+        let priority = i % 3 - 1;
+        add(client, proto::AddJobRequest { priority, ..job(queue, "paused", format!("{i}").as_bytes()) }).await;
     }
     assert!(server.stats(queue).await.paused);
     worker.expect_nothing(std::time::Duration::from_millis(300)).await;
     client.resume_queue(proto::ResumeQueueRequest { queue: queue.into() }).await.expect("resume");
-    for delivered in drain(worker, client, 3).await {
+    let mut last: HashMap<String, (i32, i32)> = HashMap::new();
+    for delivered in drain(worker, client, 18).await {
         assert_eq!(delivered.r#type, "paused");
+        let seq: i32 = String::from_utf8_lossy(&delivered.payload).parse().expect("a number");
+        let place = (-delivered.priority, seq);
+        let shard = shard_of(&delivered.id);
+        let before = last.insert(shard.clone(), place);
+        assert!(before.is_none_or(|b| b < place), "{shard}: {place:?} after {before:?}");
     }
 }
 
