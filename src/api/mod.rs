@@ -442,7 +442,7 @@ impl QueueService for QueueApi {
         let merged = futures::stream::select_all(feeds.into_iter().map(tokio_stream::wrappers::ReceiverStream::new));
         Ok(Response::new(Box::pin(futures::StreamExt::map(merged, move |item| {
             item.map(|event| proto::SubscribeQueuesResponse {
-                queue: event.job_id.queue.clone(),
+                queue: event.job_id.queue_name().to_owned(),
                 event: Some(caller.redacted_event(convert::event(event))),
             })
             .map_err(Status::from)

@@ -427,14 +427,17 @@ impl Engine {
         self.admin.activity(queues).await
     }
 
-    /// Every event of each of `queues` from now on, one feed per queue (a queue named twice is
-    /// followed once).
+    /// Every event of each of `queues` from now on, one feed per queue and shard (a queue named
+    /// twice is followed once).
     pub async fn subscribe_queues(&self, queues: &[String]) -> Result<Vec<mpsc::Receiver<Result<EventView>>>> {
         admin::validate_queues(queues, "queues")?;
         let mut feeds = Vec::with_capacity(queues.len());
         for (i, queue) in queues.iter().enumerate() {
             if !queues[..i].contains(queue) {
-                feeds.push(self.events.subscribe(queue, None).await?);
+                // A sharded queue: one feed per shard.
+                for shard in self.overrides.shards_of(queue).await?.iter() {
+                    feeds.push(self.events.follow(shard, None).await?);
+                }
             }
         }
         Ok(feeds)

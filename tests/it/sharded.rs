@@ -110,7 +110,12 @@ pub async fn flows(a: &Server, b: &Server, queue: &str) -> Vec<String> {
         assert!(before.is_none_or(|b| b < seq), "{lane}: {seq} after {before:?}");
     }
 
-    // Two streams, one on each instance: each job once.
+    // Two streams, one on each instance: each job once; SubscribeQueues follows every shard.
+    let mut feed = via_b
+        .subscribe_queues(proto::SubscribeQueuesRequest { queues: vec![queue.into()] })
+        .await
+        .expect("subscribe_queues")
+        .into_inner();
     let mut on_a = Worker::open(a, &[queue], 2).await;
     let more: Vec<proto::AddJobRequest> = (0..40).map(|i| job(queue, "more", format!("{i}").as_bytes())).collect();
     via_a.add_jobs(proto::AddJobsRequest { jobs: more }).await.expect("add_jobs");
@@ -122,6 +127,12 @@ pub async fn flows(a: &Server, b: &Server, queue: &str) -> Vec<String> {
             j = worker.job() => { complete(&mut acks_a, &j).await; j }
         };
         assert!(seen.insert(delivered.id.clone()), "{} delivered twice", delivered.id);
+    }
+    let mut heard = BTreeSet::new();
+    while heard.len() < 3 {
+        let message = feed.message().await.expect("the feed goes on").expect("an event");
+        assert_eq!(message.queue, queue, "the queue's name, not its shard's");
+        heard.insert(shard_of(&message.event.expect("an event").job_id));
     }
     drop(on_a);
     sessions_live_in_one_shard(a, &mut via_a, &mut worker, queue, &names).await;

@@ -6967,9 +6967,9 @@ type QueueSettings struct {
 	// name their shard (`emails~7/01J...`), everything else takes the queue's name and covers
 	// every shard: Stats, ListQueues (one entry), GetQueueActivity sum them; ListJobs and
 	// ListSessions list shard after shard (a page may end short where a shard does);
-	// PauseQueue, ResumeQueue, PurgeQueue, RetryDeadJobs and the settings reach each shard.
-	// Subscribe, SubscribeQueues, ListDeadJobGroups and the bulk actions by query still cover
-	// shard 0 only. An add goes to the shard
+	// PauseQueue, ResumeQueue, PurgeQueue, RetryDeadJobs and the settings reach each shard;
+	// SubscribeQueues follows every shard. Subscribe (its cursor is one shard's),
+	// ListDeadJobGroups and the bulk actions by query still cover shard 0 only. An add goes to the shard
 	// its key picks: its session's, else its `concurrency_key`, `rate_key` or idempotency key,
 	// the first it has, so one key's jobs stay in one shard, in order, and a retried add is
 	// recognised; a job with none goes round robin. FIFO per priority holds within a shard, not
