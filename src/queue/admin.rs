@@ -15,7 +15,7 @@ mod bulk;
 mod filter;
 mod walk;
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 pub use activity::ActivityMinute;
 pub(super) use activity::validate_queues;
@@ -212,11 +212,12 @@ impl Admin {
     /// Every queue in the global registry with its figures, one Stats call per queue (per shard
     /// of a sharded one, which shows as one queue).
     pub(super) async fn list_queues(&self) -> Result<Vec<(String, QueueFigures)>> {
-        let mut out = Vec::new();
-        for queue in self.store.instances().queues().await? {
-            if shards::logical(&queue) != queue {
-                continue;
-            }
+        // A shard in the registry stands for its queue, registered or not (an add goes to a
+        // shard and registers only it).
+        let queues: BTreeSet<String> =
+            self.store.instances().queues().await?.iter().map(|q| shards::logical(q).to_owned()).collect();
+        let mut out = Vec::with_capacity(queues.len());
+        for queue in queues {
             let figures = self.stats(&queue).await?;
             out.push((queue, figures));
         }

@@ -279,4 +279,22 @@ async fn a_sharded_queue_spreads_adds_and_serves_every_shard_on_one_redis() {
     let b = ServerBuilder::new(&redis).prefix(&prefix).start().await;
     let names = flows(&a, &b, "orders").await;
     assert_eq!(names.len(), 3);
+
+    // A queue whose jobs all went to shards other than 0 still lists, once, by its name.
+    let mut client = a.client().await;
+    client.set_queue_settings(shards("elsewhere", 2)).await.expect("shards set");
+    let mut added = None;
+    for i in 0..50 {
+        let req = proto::AddJobRequest { concurrency_key: format!("key{i}"), ..job("elsewhere", "t", b"") };
+        let id = add(&mut client, req).await;
+        if shard_of(&id) != "elsewhere" {
+            added = Some(id);
+            break;
+        }
+    }
+    let id = added.expect("a key of shard 1 among 50");
+    let listed = client.list_queues(proto::ListQueuesRequest {}).await.expect("list_queues").into_inner().queues;
+    let ours: Vec<&str> = listed.iter().map(|q| q.queue.as_str()).filter(|q| q.starts_with("elsewhere")).collect();
+    assert_eq!(ours, ["elsewhere"], "the queue, not its shard");
+    a.assert_invariants(&shard_of(&id)).await;
 }
