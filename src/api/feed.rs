@@ -28,8 +28,8 @@ pub(super) struct Feed {
 }
 
 impl Feed {
-    pub(super) fn open(engine: &Engine, spec: WorkerSpec, ping_every: Duration) -> Result<Self, Status> {
-        let (guard, events) = engine.open_stream(spec)?;
+    pub(super) async fn open(engine: &Engine, spec: WorkerSpec, ping_every: Duration) -> Result<Self, Status> {
+        let (guard, events) = engine.open_stream(spec).await?;
         let ping = Box::pin(tokio::time::sleep_until(next_ping(ping_every)));
         Ok(Self { guard, events, ping_every, ping, held_back: None })
     }

@@ -124,7 +124,7 @@ impl QueueService for QueueApi {
         Caller::authorize(&request)?;
         let req = request.into_inner();
         let spec = convert::worker_spec(req.worker_id, req.labels, req.queues, req.max_in_flight, 0);
-        let feed = Feed::open(&self.engine, spec, self.ping_every)?;
+        let feed = Feed::open(&self.engine, spec, self.ping_every).await?;
         let stream = futures::stream::unfold(feed, |mut feed| async move {
             let message = feed.next().await?;
             Some((Ok(proto::GetJobResponse { message: Some(message) }), feed))
@@ -442,7 +442,7 @@ impl QueueService for QueueApi {
         let merged = futures::stream::select_all(feeds.into_iter().map(tokio_stream::wrappers::ReceiverStream::new));
         Ok(Response::new(Box::pin(futures::StreamExt::map(merged, move |item| {
             item.map(|event| proto::SubscribeQueuesResponse {
-                queue: event.job_id.queue.clone(),
+                queue: event.job_id.queue_name().to_owned(),
                 event: Some(caller.redacted_event(convert::event(event))),
             })
             .map_err(Status::from)

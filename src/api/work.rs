@@ -49,7 +49,7 @@ pub(super) async fn open(
     };
     caller.check(&open)?;
     let spec = convert::worker_spec(open.worker_id, open.labels, open.queues, open.max_in_flight, open.prefetch);
-    let feed = Feed::open(&engine, spec, ping_every)?;
+    let feed = Feed::open(&engine, spec, ping_every).await?;
     let work = Work {
         engine,
         caller,

@@ -63,6 +63,10 @@ pub(crate) struct SetArgs {
     /// Most jobs of one `concurrency_key` active at once, on every instance together.
     #[arg(long)]
     key_concurrency: Option<u32>,
+    /// Spread the queue over N shards (1 to 16), each its own Redis Cluster slot; set once,
+    /// best before the first add. FIFO then holds within a shard, not across.
+    #[arg(long)]
+    shards: Option<u32>,
     /// A setting to remove (the flag applies again), by its name in `queue get`; repeatable.
     #[arg(long)]
     clear: Vec<String>,
@@ -158,6 +162,7 @@ pub(crate) async fn run(command: QueueCommand) -> anyhow::Result<()> {
                 rate: args.rate,
                 key_rate: args.key_rate,
                 key_concurrency: args.key_concurrency,
+                shards: args.shards,
             };
             let req = proto::SetQueueSettingsRequest {
                 queue: args.queue.clone(),
@@ -207,6 +212,7 @@ fn rows(s: &proto::QueueSettings) -> Vec<(&'static str, String)> {
         ("rate", s.rate.as_ref().map(show_rate).unwrap_or_default()),
         ("key_rate", s.key_rate.as_ref().map(show_rate).unwrap_or_default()),
         ("key_concurrency", s.key_concurrency.map(|n| n.to_string()).unwrap_or_default()),
+        ("shards", s.shards.map(|n| n.to_string()).unwrap_or_default()),
     ]
 }
 

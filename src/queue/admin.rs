@@ -5,15 +5,17 @@
 //!
 //! Owns nothing but the domain types of what it reads (`QueueFigures`, `Listing`): the store's
 //! types are converted here, so the transport sees only this layer's. Calls `registry` (pausing
-//! a queue registers it) and `leases` (`Leases::tell_owner`: an active job that is cancelled is
-//! revoked through its lease's owner).
+//! a queue registers it), `leases` (`Leases::tell_owner`: an active job that is cancelled is
+//! revoked through its lease's owner) and `overrides` (`shards_of`: what is asked of a sharded
+//! queue is done on each of its shards and the answers summed or listed one after the other;
+//! ListQueues shows it as one queue).
 
 mod activity;
 mod bulk;
 mod filter;
 mod walk;
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 pub use activity::ActivityMinute;
 pub(super) use activity::validate_queues;
@@ -25,7 +27,9 @@ use super::{
     error::{Error, Result},
     job::{JobId, JobView, validate_queue},
     leases::{Leases, Notice, RevokeReason},
+    overrides::Overrides,
     registry::QueueRegistry,
+    shards,
 };
 use crate::store::{self, CancelOutcome, LeaseToken, QueueCounts, Store};
 
@@ -76,6 +80,35 @@ pub struct QueueFigures {
     pub held_by_key_concurrency: u64,
     /// Keys (pairs of rate and concurrency key) with jobs waiting.
     pub waiting_keys: u64,
+}
+
+impl QueueFigures {
+    /// The figures of two shards of one queue as one: counts summed, paused if either is, the
+    /// longer wait; the limits are the queue's (the same in every shard).
+    fn plus(self, o: Self) -> Self {
+        Self {
+            waiting: self.waiting + o.waiting,
+            delayed: self.delayed + o.delayed,
+            active: self.active + o.active,
+            completed: self.completed + o.completed,
+            dead: self.dead + o.dead,
+            dead_evicted: self.dead_evicted + o.dead_evicted,
+            paused: self.paused || o.paused,
+            oldest_waiting: self.oldest_waiting.max(o.oldest_waiting),
+            cancelled: self.cancelled + o.cancelled,
+            sessions: self.sessions + o.sessions,
+            session_pending: self.session_pending + o.session_pending,
+            completed_shed: self.completed_shed + o.completed_shed,
+            cancelled_shed: self.cancelled_shed + o.cancelled_shed,
+            dead_shed: self.dead_shed + o.dead_shed,
+            events_shed: self.events_shed + o.events_shed,
+            concurrency_limit: self.concurrency_limit,
+            held_by_concurrency: self.held_by_concurrency + o.held_by_concurrency,
+            held_by_rate: self.held_by_rate + o.held_by_rate,
+            held_by_key_concurrency: self.held_by_key_concurrency + o.held_by_key_concurrency,
+            waiting_keys: self.waiting_keys + o.waiting_keys,
+        }
+    }
 }
 
 impl From<QueueCounts> for QueueFigures {
@@ -142,11 +175,18 @@ pub(super) struct Admin {
     store: Arc<Store>,
     registry: Arc<QueueRegistry>,
     leases: Arc<Leases>,
+    /// A sharded queue's shards, which every read and action on the queue covers.
+    overrides: Arc<Overrides>,
 }
 
 impl Admin {
-    pub(super) fn new(store: Arc<Store>, registry: Arc<QueueRegistry>, leases: Arc<Leases>) -> Self {
-        Self { store, registry, leases }
+    pub(super) fn new(
+        store: Arc<Store>,
+        registry: Arc<QueueRegistry>,
+        leases: Arc<Leases>,
+        overrides: Arc<Overrides>,
+    ) -> Self {
+        Self { store, registry, leases, overrides }
     }
 
     pub(super) async fn info(&self, job_id: &JobId) -> Result<JobView> {
@@ -155,17 +195,31 @@ impl Admin {
         Ok(JobView::new(job_id.clone(), record, lease))
     }
 
+    /// The figures of a queue, summed over its shards when it is sharded.
     pub(super) async fn stats(&self, queue: &str) -> Result<QueueFigures> {
         validate_queue(queue, "queue")?;
-        Ok(self.store.admin().stats(queue).await?.into())
+        let mut figures: Option<QueueFigures> = None;
+        for shard in self.overrides.shards_of(queue).await?.iter() {
+            let more: QueueFigures = self.store.admin().stats(shard).await?.into();
+            figures = Some(match figures {
+                Some(sum) => sum.plus(more),
+                None => more,
+            });
+        }
+        figures.ok_or(Error::Internal)
     }
 
-    /// Every queue in the global registry with its figures, one Stats call per queue.
+    /// Every queue in the global registry with its figures, one Stats call per queue (per shard
+    /// of a sharded one, which shows as one queue).
     pub(super) async fn list_queues(&self) -> Result<Vec<(String, QueueFigures)>> {
-        let mut out = Vec::new();
-        for queue in self.store.instances().queues().await? {
-            let counts = self.store.admin().stats(&queue).await?;
-            out.push((queue, counts.into()));
+        // A shard in the registry stands for its queue, registered or not (an add goes to a
+        // shard and registers only it).
+        let queues: BTreeSet<String> =
+            self.store.instances().queues().await?.iter().map(|q| shards::logical(q).to_owned()).collect();
+        let mut out = Vec::with_capacity(queues.len());
+        for queue in queues {
+            let figures = self.stats(&queue).await?;
+            out.push((queue, figures));
         }
         Ok(out)
     }
@@ -197,10 +251,14 @@ impl Admin {
         }
     }
 
+    /// Pauses or resumes a queue: every shard of a sharded one, one after the other.
     pub(super) async fn set_paused(&self, queue: &str, paused: bool) -> Result<()> {
         validate_queue(queue, "queue")?;
-        self.registry.register(queue).await?;
-        Ok(self.store.admin().set_paused(queue, paused).await?)
+        for shard in self.overrides.shards_of(queue).await?.iter() {
+            self.registry.register(shard).await?;
+            self.store.admin().set_paused(shard, paused).await?;
+        }
+        Ok(())
     }
 
     pub(super) async fn retry_job(&self, job_id: &JobId) -> Result<()> {
@@ -219,12 +277,14 @@ impl Admin {
             return Err(Error::invalid("limit", "must be from 1 to 100000"));
         }
         let mut moved = 0;
-        while moved < limit {
-            let batch = (limit - moved).min(MAX_PAGE);
-            let (_, n) = self.store.admin().retry_dead(queue, None, batch).await?;
-            moved += n;
-            if n < batch {
-                break;
+        for shard in self.overrides.shards_of(queue).await?.iter() {
+            while moved < limit {
+                let batch = (limit - moved).min(MAX_PAGE);
+                let (_, n) = self.store.admin().retry_dead(shard, None, batch).await?;
+                moved += n;
+                if n < batch {
+                    break;
+                }
             }
         }
         Ok(moved)
@@ -247,12 +307,18 @@ impl Admin {
             return Err(Error::invalid("states", "active jobs cannot be purged; cancel them"));
         }
         let states: Vec<store::Listing> = states.iter().map(|s| (*s).into()).collect();
-        Ok(self.store.admin().purge(queue, &states).await?)
+        let mut purged = 0;
+        for shard in self.overrides.shards_of(queue).await?.iter() {
+            purged += self.store.admin().purge(shard, &states).await?;
+        }
+        Ok(purged)
     }
 
     /// A page of jobs in one state matching `filter`; the token is opaque (empty: first page;
     /// returned empty on the last page). A filtered page examines a bounded part of the listing
-    /// (`walk.rs`), so it may be short, or empty, and still have a next page.
+    /// (`walk.rs`), so it may be short, or empty, and still have a next page. A sharded queue
+    /// is listed shard after shard (its token says which: `<shard>.<offset>`), so a page ends
+    /// where a shard does and may be short too.
     pub(super) async fn list_jobs(
         &self,
         queue: &str,
@@ -263,11 +329,11 @@ impl Admin {
     ) -> Result<(Vec<JobView>, String)> {
         validate_queue(queue, "queue")?;
         filter.validate("filter.")?;
-        let offset = if token.is_empty() {
-            0
-        } else {
-            token.parse().map_err(|_| Error::invalid("page_token", "is not a token this server issued"))?
-        };
+        let bad_token = || Error::invalid("page_token", "is not a token this server issued");
+        let (index, offset) = shards::parse_page(token).ok_or_else(bad_token)?;
+        let offset: u64 = if offset.is_empty() { 0 } else { offset.parse().map_err(|_| bad_token())? };
+        let names = self.overrides.shards_of(queue).await?;
+        let queue = names.get(index).ok_or_else(bad_token)?.as_str();
         let page_size = page_size.clamp(1, MAX_PAGE);
         let (views, next) = if filter.is_empty() {
             let (jobs, next) = self.store.admin().list_jobs(queue, state.into(), offset, page_size).await?;
@@ -279,6 +345,6 @@ impl Admin {
         } else {
             self.filtered_page(queue, state, filter, offset, page_size).await?
         };
-        Ok((views, next.map(|n| n.to_string()).unwrap_or_default()))
+        Ok((views, shards::next_page(index, names.len(), next.map(|n| n.to_string()))))
     }
 }

@@ -260,6 +260,16 @@ impl Events {
         cursor: Option<&str>,
     ) -> Result<mpsc::Receiver<Result<EventView>>> {
         validate_queue(queue, "queue")?;
+        self.follow(queue, cursor).await
+    }
+
+    /// As `subscribe`, for a physical queue (a shard of a sharded queue too: SubscribeQueues
+    /// follows each shard).
+    pub(super) async fn follow(
+        self: &Arc<Self>,
+        queue: &str,
+        cursor: Option<&str>,
+    ) -> Result<mpsc::Receiver<Result<EventView>>> {
         if cursor.is_some_and(|c| !is_event_cursor(c)) {
             return Err(Error::invalid("cursor", "is not a cursor this server issued"));
         }

@@ -118,7 +118,7 @@ impl Intake {
         job.validate(&self.limits, "")?;
         self.memory.check_room()?;
         self.overrides.apply_defaults(&mut job).await?;
-        let queue = job.queue.clone();
+        let queue = self.overrides.shard_for(&job).await?;
         let prepared = Prepared::new(job, self.windows);
         let session = prepared.session.clone();
         if session.is_none() {
@@ -176,7 +176,8 @@ impl Intake {
             match job {
                 Ok(mut job) => {
                     self.overrides.apply_defaults(&mut job).await?;
-                    by_queue.entry(job.queue.clone()).or_default().push((i, Prepared::new(job, self.windows)));
+                    let shard = self.overrides.shard_for(&job).await?;
+                    by_queue.entry(shard).or_default().push((i, Prepared::new(job, self.windows)));
                     results.push(Err(Error::Internal));
                 }
                 Err(e) => results.push(Err(e)),

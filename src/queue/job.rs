@@ -11,7 +11,7 @@ use std::{
 
 use crate::store::{BackoffSpec, JobRecord, Lease, MAX_PRIORITY, MIN_PRIORITY, RecordState};
 
-use super::{error::Error, settings::Limits};
+use super::{error::Error, settings::Limits, shards};
 
 /// The attempts of a job added without its own, in a queue without a setting of its own.
 pub(super) const DEFAULT_MAX_ATTEMPTS: u32 = 3;
@@ -52,11 +52,16 @@ impl JobId {
     pub fn parse(raw: &str, field: &str) -> Result<Self, Error> {
         let invalid = || Error::invalid(field, "must be a job id of the form <queue>/<ULID>");
         let (queue, ulid) = raw.rsplit_once('/').ok_or_else(invalid)?;
-        validate_queue(queue, field)?;
+        validate_physical_queue(queue, field)?;
         if ulid.parse::<ulid::Ulid>().is_err() {
             return Err(invalid());
         }
         Ok(Self::new(queue, ulid))
+    }
+
+    /// The queue the job belongs to as callers name it: its shard's queue (`Q` for `Q~c`).
+    pub fn queue_name(&self) -> &str {
+        shards::logical(&self.queue)
     }
 
     /// The error for a job that does not exist, or no longer.
@@ -90,7 +95,7 @@ impl SessionId {
         let (queue, name) = raw
             .split_once('/')
             .ok_or_else(|| Error::invalid(field, "must be a session id of the form <queue>/<name>"))?;
-        validate_queue(queue, field)?;
+        validate_physical_queue(queue, field)?;
         validate_queue(name, field)?;
         Ok(Self::new(queue, name))
     }
@@ -99,6 +104,13 @@ impl SessionId {
 impl fmt::Display for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.queue, self.name)
+    }
+}
+
+impl SessionId {
+    /// The queue the session belongs to as callers name it (`Q` for a session in shard `Q~c`).
+    pub fn queue_name(&self) -> &str {
+        shards::logical(&self.queue)
     }
 }
 
@@ -112,6 +124,15 @@ pub(super) fn validate_queue(queue: &str, field: &str) -> Result<(), Error> {
         return Err(Error::invalid(field, "may only contain A-Z a-z 0-9 _ . : -"));
     }
     Ok(())
+}
+
+/// Checks the queue of an id: a queue name, or one of a sharded queue's shards (`Q~c`, see
+/// `shards.rs`), which ids name but callers cannot create.
+fn validate_physical_queue(queue: &str, field: &str) -> Result<(), Error> {
+    if !shards::shard_suffix_ok(queue) {
+        return Err(Error::invalid(field, "names no shard of a queue"));
+    }
+    validate_queue(shards::logical(queue), field)
 }
 
 /// When a new job may first run.
@@ -285,7 +306,7 @@ impl NewJob {
         if let Some(b) = &self.backoff {
             b.validate(&name("backoff."))?;
         }
-        if self.session.as_ref().is_some_and(|s| s.queue != self.queue) {
+        if self.session.as_ref().is_some_and(|s| s.queue_name() != self.queue) {
             return Err(Error::invalid(name("session_id"), "the session belongs to another queue"));
         }
         if self.idempotency_key.as_ref().is_some_and(|k| k.len() > MAX_IDEMPOTENCY_KEY) {

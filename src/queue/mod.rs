@@ -11,12 +11,13 @@
 //! below; the rooms call the store (`crate::store`) directly.
 //! - `intake.rs`: validates and adds jobs, one at a time or in batches, within the queue's cap of
 //!   waiting jobs. Owns the coalescer of single adds (`coalesce.rs`). Calls `overrides`
-//!   (`apply_defaults`), `memory`
+//!   (`apply_defaults`, `shard_for`), `memory`
 //!   (`check_room`, `refusal`), `registry` (`register`), `leases` (`wake`: the queue got work)
 //!   and `background` (`check_open`).
 //! - `overrides.rs`: queue settings set at run time: validated, stored, shown with the flags
 //!   they override. Owns the cache of each queue's settings that new jobs take their defaults
-//!   from. Calls no room.
+//!   from, and `shards.rs` (a sharded queue's shard names, and the shard each add goes to: the
+//!   shard count is a setting). Calls no room.
 //! - `memory.rs`: memory pressure. Owns the last reading of Redis's memory, whether Redis counts
 //!   as full (past the watermark: adds and new sessions refused), and the task that samples it
 //!   and sheds retained history under pressure. Calls `background`.
@@ -31,12 +32,14 @@
 //!   (`validate_state`, for a session state sent with a completion).
 //! - `sessions.rs`: session documents and their ordered lines of jobs. Owns its limits only
 //!   (sessions live in Redis). Calls `memory` (`check_room`, `refusal`), `registry`
-//!   (`register`) and `background` (`check_open`).
+//!   (`register`), `overrides` (`shards_of`: a sharded queue's session lives in the shard its
+//!   name picks) and `background` (`check_open`).
 //! - `events.rs`: WatchJob and Subscribe. Owns the tailers (one task per queue followed here) and
 //!   one task per follower. Calls `background`.
 //! - `admin.rs`: job info, cancel, pause, retry, delete, purge, listings (filtered ones too),
-//!   bulk actions, dead-letter groups, queue figures and activity (`admin/`). Owns nothing. Calls `registry` (`register`, on a pause) and `leases` (`tell_owner`: revoke a
-//!   cancelled active job).
+//!   bulk actions, dead-letter groups, queue figures and activity (`admin/`). Owns nothing. Calls `registry` (`register`, on a pause), `leases` (`tell_owner`: revoke a
+//!   cancelled active job) and `overrides` (`shards_of`: a sharded queue's reads and actions
+//!   cover every shard).
 //! - `gauges.rs`: with metrics on, the task refreshing the per-queue gauges. Calls `leases`
 //!   (`stream_count`, `redis_is_up`) and `background`; converts with `admin`'s `QueueFigures`.
 //! - `schedules/`: cron and interval schedules, fired by every instance's timer with each due
@@ -75,6 +78,7 @@ mod registry;
 mod schedules;
 mod sessions;
 mod settings;
+mod shards;
 
 use std::{
     future::Future,
@@ -148,12 +152,13 @@ impl Engine {
             sessions: sessions::Sessions::new(
                 store.clone(),
                 registry.clone(),
+                overrides.clone(),
                 memory.clone(),
                 background.clone(),
                 limits,
             ),
             events: Arc::new(events::Events::new(store.clone(), background.clone())),
-            admin: admin::Admin::new(store.clone(), registry.clone(), leases.clone()),
+            admin: admin::Admin::new(store.clone(), registry.clone(), leases.clone(), overrides.clone()),
             schedules: schedules::Schedules::start(
                 store.clone(),
                 registry,
@@ -204,8 +209,17 @@ impl Engine {
 
     /// Opens a worker stream. Jobs and control messages arrive on the receiver; the stream
     /// lasts as long as the guard.
-    pub fn open_stream(&self, spec: WorkerSpec) -> Result<(StreamGuard, mpsc::Receiver<StreamEvent>)> {
-        self.leases.open_stream(spec)
+    /// A queue that is sharded is served over all its shards.
+    pub async fn open_stream(&self, spec: WorkerSpec) -> Result<(StreamGuard, mpsc::Receiver<StreamEvent>)> {
+        let mut physical = Vec::with_capacity(spec.queues.len());
+        for queue in spec.queues.iter().take(leases::MAX_STREAM_QUEUES) {
+            // A name that is not a queue's has no shards; `open_stream` refuses it.
+            physical.push(match job::validate_queue(queue, "queues") {
+                Ok(()) => self.overrides.shards_of(queue).await?,
+                Err(_) => Arc::from(vec![queue.clone()]),
+            });
+        }
+        self.leases.open_stream(spec, &physical)
     }
 
     /// Completes the attempt held with `token`, keeping `result`. For a job of a session,
@@ -413,14 +427,17 @@ impl Engine {
         self.admin.activity(queues).await
     }
 
-    /// Every event of each of `queues` from now on, one feed per queue (a queue named twice is
-    /// followed once).
+    /// Every event of each of `queues` from now on, one feed per queue and shard (a queue named
+    /// twice is followed once).
     pub async fn subscribe_queues(&self, queues: &[String]) -> Result<Vec<mpsc::Receiver<Result<EventView>>>> {
         admin::validate_queues(queues, "queues")?;
         let mut feeds = Vec::with_capacity(queues.len());
         for (i, queue) in queues.iter().enumerate() {
             if !queues[..i].contains(queue) {
-                feeds.push(self.events.subscribe(queue, None).await?);
+                // A sharded queue: one feed per shard.
+                for shard in self.overrides.shards_of(queue).await?.iter() {
+                    feeds.push(self.events.follow(shard, None).await?);
+                }
             }
         }
         Ok(feeds)

@@ -10,7 +10,9 @@
 //!   change within a second of it, at the cost of one `HGETALL` per queue and half second of
 //!   adds.
 //!
-//! Owns: that cache. Calls no room.
+//! Owns: that cache, and the shards room (`shards.rs`): a queue's shard count is one of its
+//! settings, so where its adds go (`shard_for`) and what a stream on it serves (`shards_of`)
+//! are read through the same cache. Calls no room.
 
 use std::{
     collections::HashMap,
@@ -24,6 +26,7 @@ use super::{
         BackoffRequest, DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT, MAX_ATTEMPTS, MAX_TIMEOUT, MIN_TIMEOUT, NewJob,
         duration_ms, validate_queue,
     },
+    shards::{MAX_SHARDS, Shards},
 };
 use crate::store::{RateSpec, Retention, SettingField, Store, StoredSettings};
 
@@ -118,6 +121,8 @@ pub struct QueueSettings {
     pub key_rate: Option<RateLimit>,
     /// The most jobs of one concurrency key active at once, on every instance together.
     pub key_concurrency: Option<u32>,
+    /// How many shards the queue is spread over (`shards.rs`): 1 to 16, set once.
+    pub shards: Option<u32>,
 }
 
 /// A queue's settings, and those in effect with the flags for the ones not set.
@@ -130,7 +135,7 @@ pub struct QueueSettingsView {
 }
 
 /// The names a caller clears settings by: the fields of the proto's QueueSettings.
-const NAMES: [(&str, SettingField); 12] = [
+const NAMES: [(&str, SettingField); 13] = [
     ("concurrency", SettingField::Concurrency),
     ("max_waiting", SettingField::MaxWaiting),
     ("max_attempts", SettingField::MaxAttempts),
@@ -143,6 +148,7 @@ const NAMES: [(&str, SettingField); 12] = [
     ("rate", SettingField::Rate),
     ("key_rate", SettingField::KeyRate),
     ("key_concurrency", SettingField::KeyConcurrency),
+    ("shards", SettingField::Shards),
 ];
 
 /// The room of queue settings.
@@ -155,12 +161,14 @@ pub(super) struct Overrides {
     /// Per queue: when its settings were read, and what they were. Grows with the queues this
     /// instance adds to, like the store's key cache.
     cache: Mutex<HashMap<String, (Instant, Arc<StoredSettings>)>>,
+    /// The names of sharded queues' shards, and where adds go.
+    shards: Shards,
 }
 
 impl Overrides {
     pub(super) fn new(store: Arc<Store>, max_waiting_flag: Option<u64>) -> Self {
         let retention = store.retention();
-        Self { store, max_waiting_flag, retention, cache: Mutex::default() }
+        Self { store, max_waiting_flag, retention, cache: Mutex::default(), shards: Shards::default() }
     }
 
     /// A queue's settings and those in effect.
@@ -186,8 +194,30 @@ impl Overrides {
             }
             fields.push(*field);
         }
+        let before = self.store.queue_settings().get(queue).await?;
+        check_shards(&before, &stored_set, &fields)?;
         let stored = self.store.queue_settings().change(queue, &stored_set, &fields).await?;
+        if let Some(count) = stored.shards.and_then(|n| u32::try_from(n).ok()).filter(|n| *n > 1) {
+            // Every shard enforces the queue's settings in its own hash.
+            for shard in self.shards.names(queue, count).iter().skip(1) {
+                self.store.queue_settings().mirror(shard, &stored).await?;
+            }
+        }
         Ok(self.view(queue, stored))
+    }
+
+    /// The physical queues of `queue`, shard 0 (`queue` itself) first, as its settings said at
+    /// most [`FRESH`] ago: a queue becomes sharded within that on every instance.
+    pub(super) async fn shards_of(&self, queue: &str) -> Result<Arc<[String]>> {
+        let count = self.cached(queue).await?.shards.and_then(|n| u32::try_from(n).ok()).unwrap_or(1);
+        Ok(self.shards.names(queue, count))
+    }
+
+    /// The physical queue `job` goes to: its queue, or the shard its key picks when the queue
+    /// is sharded (`shards.rs`).
+    pub(super) async fn shard_for(&self, job: &NewJob) -> Result<String> {
+        let names = self.shards_of(&job.queue).await?;
+        Ok(names.get(self.shards.route(&names, job)).cloned().unwrap_or_else(|| job.queue.clone()))
     }
 
     /// Gives `job` the queue's default attempts, timeout and backoff where it has none of its
@@ -242,6 +272,7 @@ impl Overrides {
             rate: settings.rate,
             key_rate: settings.key_rate,
             key_concurrency: settings.key_concurrency,
+            shards: Some(settings.shards.unwrap_or(1)),
         };
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         cache.insert(queue.to_owned(), (Instant::now(), Arc::new(stored)));
@@ -283,6 +314,36 @@ fn validate(s: &QueueSettings) -> Result<()> {
     if s.dead_retention.is_some_and(|d| d.is_zero() || d > MAX_RETENTION) {
         return Err(Error::invalid("settings.dead_retention", "must be from 1 ms to 365 days"));
     }
+    if s.shards.is_some_and(|n| n == 0 || n > MAX_SHARDS) {
+        return Err(Error::invalid("settings.shards", format!("must be from 1 to {MAX_SHARDS}")));
+    }
+    Ok(())
+}
+
+/// What a change may not do to a sharded queue: change or clear its shard count once set (the
+/// key -> shard map depends on it), or give it a queue-wide `concurrency` or `rate` (each shard
+/// would enforce it on its own, so the queue would run N times over it).
+fn check_shards(before: &StoredSettings, set: &StoredSettings, clear: &[SettingField]) -> Result<()> {
+    if clear.contains(&SettingField::Shards) {
+        return Err(Error::invalid("clear", "shards cannot be cleared"));
+    }
+    if let (Some(was), Some(asked)) = (before.shards, set.shards)
+        && was != asked
+    {
+        return Err(Error::Precondition(format!(
+            "settings.shards: the queue has {was} shards, set once; it cannot change to {asked}"
+        )));
+    }
+    let sharded = set.shards.or(before.shards).is_some_and(|n| n > 1);
+    let kept = |field: SettingField| set.is_set(field) || (before.is_set(field) && !clear.contains(&field));
+    for (field, name) in [(SettingField::Concurrency, "concurrency"), (SettingField::Rate, "rate")] {
+        if sharded && kept(field) {
+            return Err(Error::invalid(
+                format!("settings.{name}"),
+                "a sharded queue takes no queue-wide limit (per-key limits are exact: key_concurrency, key_rate)",
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -300,6 +361,7 @@ fn to_stored(s: QueueSettings) -> StoredSettings {
         rate: s.rate.map(RateLimit::to_spec),
         key_rate: s.key_rate.map(RateLimit::to_spec),
         key_concurrency: s.key_concurrency.map(u64::from),
+        shards: s.shards.map(u64::from),
     }
 }
 
@@ -317,5 +379,6 @@ fn from_stored(s: &StoredSettings) -> QueueSettings {
         rate: s.rate.map(RateLimit::from_spec),
         key_rate: s.key_rate.map(RateLimit::from_spec),
         key_concurrency: s.key_concurrency.and_then(|n| u32::try_from(n).ok()),
+        shards: s.shards.and_then(|n| u32::try_from(n).ok()),
     }
 }

@@ -21,8 +21,10 @@ use super::{
     error::{Error, Result},
     job::{JobId, JobView, SessionId, from_ms, validate_queue},
     memory::Memory,
+    overrides::Overrides,
     registry::QueueRegistry,
     settings::Limits,
+    shards,
 };
 use crate::store::{SessionRecord, SetOutcome, Store};
 
@@ -119,6 +121,8 @@ fn merge_patch(target: &mut Value, patch: &Value) {
 pub(super) struct Sessions {
     store: Arc<Store>,
     registry: Arc<QueueRegistry>,
+    /// Where a sharded queue's sessions live.
+    overrides: Arc<Overrides>,
     memory: Arc<Memory>,
     background: Background,
     limits: Limits,
@@ -128,11 +132,12 @@ impl Sessions {
     pub(super) fn new(
         store: Arc<Store>,
         registry: Arc<QueueRegistry>,
+        overrides: Arc<Overrides>,
         memory: Arc<Memory>,
         background: Background,
         limits: Limits,
     ) -> Self {
-        Self { store, registry, memory, background, limits }
+        Self { store, registry, overrides, memory, background, limits }
     }
 
     /// Creates a session (see `Engine::create_session` for the defaults).
@@ -160,6 +165,9 @@ impl Sessions {
             return Err(Error::invalid("max_concurrency", "must be from 1 to 1000"));
         }
         self.memory.check_room()?;
+        // In a sharded queue, the session lives in the shard its name picks, which its id names.
+        let names = self.overrides.shards_of(queue).await?;
+        let queue = shards::for_session(&names, name).unwrap_or(queue);
         self.registry.register(queue).await?;
         let id = SessionId::new(queue, name);
         let created = self.store.sessions().create_session(queue, name, state, ttl, max_concurrency).await;
@@ -246,17 +254,33 @@ impl Sessions {
         Ok((views, next))
     }
 
-    /// A page of a queue's sessions; the token is opaque (empty: first page) and the returned
-    /// one is empty on the last page. Pages may be shorter than asked, never longer.
+    /// A page of a queue's sessions (shard after shard in a sharded queue); the token is opaque
+    /// (empty: first page) and the returned one is empty on the last page. Pages may be
+    /// shorter than asked, never longer.
     ///
     /// The store's cursor is HSCAN's, and one HSCAN step may return more names than asked (a
     /// small hash comes back whole). So a page sorts its step's names and, when it must stop
-    /// inside the step, its token is the step's cursor and the last name sent, `cursor/name`:
-    /// the next page rescans that step and sends the names after it. A name is never sent
-    /// twice in a walk, and one present throughout is never skipped.
+    /// inside the step, its token is the step's place (shard and cursor) and the last name
+    /// sent, `place/name`: the next page rescans that step and sends the names after it. A
+    /// name is never sent twice in a walk, and one present throughout is never skipped.
     pub(super) async fn list(&self, queue: &str, page_size: u64, token: &str) -> Result<(Vec<SessionView>, String)> {
         validate_queue(queue, "queue")?;
-        let (cursor, after) = read_page_token(token)?;
+        let bad_token = || Error::invalid("page_token", "is not a token this server issued");
+        let (place, after) = match token.split_once('/') {
+            Some((place, after)) => (place, Some(after)),
+            None => (token, None),
+        };
+        if after.is_some_and(|name| validate_queue(name, "page_token").is_err()) {
+            return Err(bad_token());
+        }
+        let (index, cursor) = shards::parse_page(place).ok_or_else(bad_token)?;
+        let cursor = if cursor.is_empty() { "0" } else { cursor };
+        if cursor.parse::<u64>().is_err() {
+            return Err(bad_token());
+        }
+        // A sharded queue's sessions are listed shard after shard.
+        let physical = self.overrides.shards_of(queue).await?;
+        let queue = physical.get(index).ok_or_else(bad_token)?.as_str();
         let scan_count = page_size.clamp(1, MAX_PAGE);
         let count = usize::try_from(scan_count).unwrap_or(usize::MAX);
         let (next, mut names) = self.store.sessions().session_names(queue, cursor, scan_count).await?;
@@ -264,11 +288,10 @@ impl Sessions {
         names.retain(|name| after.is_none_or(|after| name.as_str() > after));
         let next_token = if names.len() > count {
             names.truncate(count);
-            names.last().map(|last| format!("{cursor}/{last}")).unwrap_or_default()
-        } else if next == "0" {
-            String::new()
+            let here = shards::next_page(index, physical.len(), Some(cursor.to_owned()));
+            names.last().map(|last| format!("{here}/{last}")).unwrap_or_default()
         } else {
-            next
+            shards::next_page(index, physical.len(), (next != "0").then_some(next))
         };
         let mut out = Vec::with_capacity(names.len());
         for name in names {
@@ -278,22 +301,6 @@ impl Sessions {
         }
         Ok((out, next_token))
     }
-}
-
-/// Reads a ListSessions page token: an HSCAN cursor, optionally with the last name sent from
-/// that cursor's step (`cursor/name`); empty is the first page.
-fn read_page_token(token: &str) -> Result<(&str, Option<&str>)> {
-    if token.is_empty() {
-        return Ok(("0", None));
-    }
-    let (cursor, after) = match token.split_once('/') {
-        Some((cursor, after)) => (cursor, Some(after)),
-        None => (token, None),
-    };
-    if cursor.parse::<u64>().is_err() || after.is_some_and(|name| validate_queue(name, "page_token").is_err()) {
-        return Err(Error::invalid("page_token", "is not a token this server issued"));
-    }
-    Ok((cursor, after))
 }
 
 /// Whether `token` is a job's place in a session's line as the store writes it, `seq/ULID`

@@ -45,11 +45,13 @@ pub enum SettingField {
     KeyRate,
     /// The most jobs of one concurrency key active at once.
     KeyConcurrency,
+    /// How many shards the queue is spread over (`queue/shards.rs`); set once.
+    Shards,
 }
 
 impl SettingField {
     /// Every field, in the order they are listed.
-    pub const ALL: [SettingField; 12] = [
+    pub const ALL: [SettingField; 13] = [
         SettingField::Concurrency,
         SettingField::MaxWaiting,
         SettingField::MaxAttempts,
@@ -62,6 +64,7 @@ impl SettingField {
         SettingField::Rate,
         SettingField::KeyRate,
         SettingField::KeyConcurrency,
+        SettingField::Shards,
     ];
 
     /// The field's name in the hash (the names `lua/lib.lua` reads, `SET_*`).
@@ -79,6 +82,7 @@ impl SettingField {
             SettingField::Rate => "rate",
             SettingField::KeyRate => "key_rate",
             SettingField::KeyConcurrency => "key_concurrency",
+            SettingField::Shards => "shards",
         }
     }
 }
@@ -110,6 +114,8 @@ pub struct StoredSettings {
     pub key_rate: Option<RateSpec>,
     /// The most jobs of one concurrency key active at once.
     pub key_concurrency: Option<u64>,
+    /// How many shards the queue is spread over; only shard 0's hash holds it.
+    pub shards: Option<u64>,
 }
 
 /// A rate limit as stored ("count period_ms burst", read by `lua/limits_lib.lua`): at most
@@ -148,6 +154,7 @@ impl StoredSettings {
             SettingField::Rate => self.rate.map(|r| format!("{} {} {}", r.count, r.period_ms, r.burst)),
             SettingField::KeyRate => self.key_rate.map(|r| format!("{} {} {}", r.count, r.period_ms, r.burst)),
             SettingField::KeyConcurrency => self.key_concurrency.map(|n| n.to_string()),
+            SettingField::Shards => self.shards.map(|n| n.to_string()),
         }
     }
 
@@ -175,6 +182,7 @@ impl StoredSettings {
             rate: rate(SettingField::Rate)?,
             key_rate: rate(SettingField::KeyRate)?,
             key_concurrency: number(SettingField::KeyConcurrency)?,
+            shards: number(SettingField::Shards)?,
         })
     }
 }
@@ -264,5 +272,18 @@ impl QueueSettings {
             .collect();
         let hash = self.backend.call(queue, &SettingsSetArgs { pairs }).await?;
         StoredSettings::from_hash(&hash)
+    }
+
+    /// Makes the settings of `shard` (a shard of a sharded queue) those of its queue,
+    /// `settings`, but for the shard count, which only the queue's own hash holds: the
+    /// functions running on the shard enforce them there.
+    pub async fn mirror(&self, shard: &str, settings: &StoredSettings) -> Result<()> {
+        let pairs = SettingField::ALL
+            .into_iter()
+            .filter(|field| *field != SettingField::Shards)
+            .map(|field| (field.key(), settings.text(field).unwrap_or_default()))
+            .collect();
+        self.backend.call(shard, &SettingsSetArgs { pairs }).await?;
+        Ok(())
     }
 }

@@ -32,6 +32,7 @@ mod retries;
 mod schedules;
 mod scripts;
 mod sessions;
+mod sharded;
 mod tls;
 mod work;
 mod work_rpc;

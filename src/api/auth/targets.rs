@@ -25,12 +25,12 @@ fn queue(field: &str, queue: &str) -> Result<Target, Status> {
 
 fn job(field: &str, raw: &str) -> Result<Target, Status> {
     let id = JobId::parse(raw, field)?;
-    Ok(Target { field: field.into(), named: format!("job {id}"), queue: id.queue })
+    Ok(Target { field: field.into(), named: format!("job {id}"), queue: id.queue_name().to_owned() })
 }
 
 fn session(field: &str, raw: &str) -> Result<Target, Status> {
     let id = SessionId::parse(raw, field)?;
-    Ok(Target { field: field.into(), named: format!("session {id}"), queue: id.queue })
+    Ok(Target { field: field.into(), named: format!("session {id}"), queue: id.queue_name().to_owned() })
 }
 
 /// A job's queue, and its session's when it names one (they must be the same queue; the

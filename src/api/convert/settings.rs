@@ -62,6 +62,7 @@ pub(in crate::api) fn queue_settings(s: Option<proto::QueueSettings>) -> Result<
         rate: s.rate.map(|r| rate(r, "settings.rate")).transpose()?,
         key_rate: s.key_rate.map(|r| rate(r, "settings.key_rate")).transpose()?,
         key_concurrency: s.key_concurrency,
+        shards: s.shards,
     })
 }
 
@@ -79,6 +80,7 @@ fn to_settings(s: &QueueSettings) -> proto::QueueSettings {
         rate: s.rate.as_ref().map(to_rate),
         key_rate: s.key_rate.as_ref().map(to_rate),
         key_concurrency: s.key_concurrency,
+        shards: s.shards,
     }
 }
 

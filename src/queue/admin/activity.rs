@@ -1,7 +1,10 @@
 //! The per-minute activity of queues (GetQueueActivity): the counts the store's functions keep,
-//! with their minutes as times.
+//! with their minutes as times, summed over the shards of a sharded queue.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    collections::BTreeMap,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use super::Admin;
 use crate::queue::{
@@ -42,18 +45,23 @@ impl Admin {
         validate_queues(queues, "queues")?;
         let mut out = Vec::with_capacity(queues.len());
         for queue in queues {
-            let minutes = self.store.activity().last_hour(queue).await?;
-            out.push(
-                minutes
-                    .into_iter()
-                    .map(|m| ActivityMinute {
-                        start: UNIX_EPOCH + Duration::from_secs(m.minute.saturating_mul(60)),
-                        added: m.added,
-                        completed: m.completed,
-                        failed: m.failed,
-                    })
-                    .collect(),
-            );
+            // A sharded queue's minutes are the sums of its shards'.
+            let mut by_minute: BTreeMap<u64, ActivityMinute> = BTreeMap::new();
+            for shard in self.overrides.shards_of(queue).await?.iter() {
+                for m in self.store.activity().last_hour(shard).await? {
+                    let start = UNIX_EPOCH + Duration::from_secs(m.minute.saturating_mul(60));
+                    let sum = by_minute.entry(m.minute).or_insert(ActivityMinute {
+                        start,
+                        added: 0,
+                        completed: 0,
+                        failed: 0,
+                    });
+                    sum.added += m.added;
+                    sum.completed += m.completed;
+                    sum.failed += m.failed;
+                }
+            }
+            out.push(by_minute.into_values().collect());
         }
         Ok(out)
     }

@@ -22,6 +22,7 @@ use std::{
 use foldhash::{HashMap, HashMapExt};
 use tokio::sync::{Notify, mpsc};
 
+use self::turns::{in_turn, later_queues, share};
 use super::stream::{RevokeReason, StreamEvent, WorkerSpec};
 use crate::{
     queue::job::{Delivery, JobId},
@@ -88,7 +89,8 @@ struct QueueSlot {
     /// What its dispatcher waits on.
     wake: Arc<Notify>,
     /// The last lease round of this queue found it empty (or paused) and nothing has been added
-    /// since: streams may take later queues' jobs. Streams serve their queues in strict order.
+    /// since: streams may take later queues' jobs. Streams serve their queues in strict order,
+    /// the shards of one queue fairly (`share`).
     drained: bool,
     /// Wake-ups so far: a lease call that found the queue empty marks it drained only if none
     /// came while it ran (the work it announced may have come after the call looked).
@@ -233,7 +235,9 @@ impl Hub {
         }
         let eligible: Vec<u64> = candidates
             .into_iter()
-            .filter(|id| state.streams.get(id).is_some_and(|s| s.free() > 0 && in_turn(&state, &s.spec, queue)))
+            .filter(|id| {
+                state.streams.get(id).is_some_and(|s| share(&state, s, queue) > 0 && in_turn(&state, &s.spec, queue))
+            })
             .collect();
         if eligible.is_empty() {
             return Vec::new();
@@ -245,7 +249,7 @@ impl Hub {
             .cycle()
             .skip(start)
             .take(eligible.len())
-            .map(|id| (*id, state.streams[id].free()))
+            .map(|id| (*id, share(&state, &state.streams[id], queue)))
             .collect();
         let mut picks = Vec::new();
         while picks.len() < max {
@@ -288,7 +292,10 @@ impl Hub {
             return None;
         }
         let others_busy = q.streams.iter().filter(|id| **id != stream).all(|id| {
-            state.streams.get(id).is_none_or(|other| other.free() == 0 || !in_turn(&state, &other.spec, queue))
+            state
+                .streams
+                .get(id)
+                .is_none_or(|other| share(&state, other, queue) == 0 || !in_turn(&state, &other.spec, queue))
         });
         if !in_turn(&state, &s.spec, queue) || !others_busy {
             return None;
@@ -619,27 +626,7 @@ fn set_drained(state: &mut State, queue: &str, drained: bool) {
     }
 }
 
-/// Whether a stream may take jobs of `queue` now: it serves its queues in strict order, so only
-/// once every queue it names before this one was found drained.
-fn in_turn(state: &State, spec: &WorkerSpec, queue: &str) -> bool {
-    spec.queues
-        .iter()
-        .take_while(|name| name.as_str() != queue)
-        .all(|earlier| state.queues.get(earlier).is_none_or(|e| e.drained))
-}
-
-/// Queues that some stream serves after `queue`.
-fn later_queues(state: &State, queue: &str) -> Vec<String> {
-    let mut later = Vec::new();
-    if let Some(q) = state.queues.get(queue) {
-        for id in &q.streams {
-            if let Some(s) = state.streams.get(id) {
-                later.extend(s.spec.queues.iter().skip_while(|n| n.as_str() != queue).skip(1).cloned());
-            }
-        }
-    }
-    later
-}
+mod turns;
 
 #[cfg(test)]
 mod tests;

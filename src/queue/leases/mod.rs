@@ -41,6 +41,9 @@ pub(super) use notices::Notice;
 pub use stream::{RevokeReason, StreamEvent, WorkerSpec};
 pub use workers::WorkerView;
 
+/// Most queues one worker stream names (a sharded queue counts once).
+pub(super) const MAX_STREAM_QUEUES: usize = 32;
+
 use crate::{
     queue::{
         background::Background,
@@ -180,12 +183,15 @@ impl Leases {
 
     /// Opens a worker stream. Jobs and control messages arrive on the receiver; the stream
     /// lasts as long as the guard.
+    /// `shards` holds, for each queue of `spec` in order, its physical queues (itself, or
+    /// every shard of a sharded queue, shard 0 first): the stream serves them all.
     pub(super) fn open_stream(
         self: &Arc<Self>,
-        spec: WorkerSpec,
+        mut spec: WorkerSpec,
+        shards: &[Arc<[String]>],
     ) -> Result<(StreamGuard, mpsc::Receiver<StreamEvent>)> {
         self.background.check_open()?;
-        if spec.queues.is_empty() || spec.queues.len() > 32 {
+        if spec.queues.is_empty() || spec.queues.len() > MAX_STREAM_QUEUES {
             return Err(Error::invalid("queues", "must name 1 to 32 queues"));
         }
         for (i, q) in spec.queues.iter().enumerate() {
@@ -206,6 +212,9 @@ impl Leases {
         }
         if spec.labels.len() > 32 {
             return Err(Error::invalid("labels", "at most 32 entries"));
+        }
+        if shards.len() == spec.queues.len() {
+            spec.queues = shards.iter().flat_map(|names| names.iter().cloned()).collect();
         }
         // Room for every job the credit allows plus the control messages about them.
         let credit = usize::try_from(spec.max_in_flight.saturating_add(spec.prefetch)).unwrap_or(usize::MAX);

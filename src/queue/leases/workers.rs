@@ -11,6 +11,7 @@ use crate::{
     queue::{
         error::Result,
         job::{from_ms, to_ms},
+        shards,
     },
     store::Store,
 };
@@ -61,7 +62,8 @@ pub(super) async fn publish(leases: &Leases, ttl: Duration) {
             stream: s.id,
             worker_id: s.spec.worker_id,
             labels: s.spec.labels,
-            queues: s.spec.queues,
+            // A sharded queue's shards show as the queue.
+            queues: s.spec.queues.iter().filter(|q| shards::logical(q) == q.as_str()).cloned().collect(),
             max_in_flight: s.spec.max_in_flight,
             in_flight: s.in_flight,
             connected_at_ms: to_ms(s.connected_at),

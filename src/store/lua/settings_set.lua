@@ -7,10 +7,15 @@
 -- KEYS: the queue keys (lib.lua).
 -- ARGV[8..] pairs {field, value or ''}: the fields of store/queue_settings.rs, at most one pair
 -- each (the caller checks the values), so the hash never holds more than those few fields.
+-- `shards` is set once: a pair that would change or remove a count already stored is skipped
+-- (the server refuses such a change before the call; this keeps it so when two race).
 -- Returns the settings now stored, flat {field, value, ...}.
 local set, unset = {}, {}
+local shards = redis.call('HGET', KEYS[K_SETTINGS], 'shards')
 for i = 8, #ARGV - 1, 2 do
-  if ARGV[i + 1] == '' then
+  if ARGV[i] == 'shards' and shards and ARGV[i + 1] ~= shards then
+    -- set once: left as it is
+  elseif ARGV[i + 1] == '' then
     unset[#unset + 1] = ARGV[i]
   else
     set[#set + 1] = ARGV[i]

@@ -69,7 +69,7 @@ pub(super) fn engine_op() -> impl Strategy<Value = EngineOp> {
 pub(super) async fn run(ops: Vec<EngineOp>) -> Result<(), TestCaseError> {
     let redis = Redis::start();
     let server = ServerBuilder::new(&redis).settings(|s| s.max_lost = MAX_LOST).start().await;
-    let mut sut = EngineSut::start(&server);
+    let mut sut = EngineSut::start(&server).await;
     for (step, op) in ops.iter().enumerate() {
         let fail = |e: String| TestCaseError::fail(format!("step {step} ({op:?}): {e}"));
         sut.apply(op).await.map_err(fail)?;
@@ -90,7 +90,7 @@ struct EngineSut<'a> {
 }
 
 impl<'a> EngineSut<'a> {
-    fn start(server: &'a Server) -> Self {
+    async fn start(server: &'a Server) -> Self {
         let mut sut = Self {
             engine: &server.engine,
             stream: None,
@@ -98,11 +98,11 @@ impl<'a> EngineSut<'a> {
             revokes_due: Vec::new(),
             clock_ms: 0,
         };
-        sut.open_stream();
+        sut.open_stream().await;
         sut
     }
 
-    fn open_stream(&mut self) {
+    async fn open_stream(&mut self) {
         let spec = WorkerSpec {
             worker_id: "model".into(),
             labels: Vec::new(),
@@ -110,7 +110,7 @@ impl<'a> EngineSut<'a> {
             max_in_flight: CREDIT,
             prefetch: 0,
         };
-        self.stream = Some(self.engine.open_stream(spec).expect("a stream opens"));
+        self.stream = Some(self.engine.open_stream(spec).await.expect("a stream opens"));
     }
 
     fn job_id(&self, i: usize) -> JobId {
@@ -255,7 +255,7 @@ impl<'a> EngineSut<'a> {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        self.open_stream();
+        self.open_stream().await;
         Ok(())
     }
 

@@ -6,11 +6,13 @@
 //!
 //! `lifecycle.rs` runs the core flows against it (lifecycle, delivery order, retries, sessions,
 //! events, two instances), each ending with the invariant check (which reads the queue's keys on
-//! the master of its slot); `failover.rs` kills a master mid-run (the serial group, as it
+//! the master of its slot); `sharded.rs` spreads one queue over three masters; `failover.rs`
+//! kills a master mid-run (the serial group, as it
 //! kills processes).
 
 mod failover;
 mod lifecycle;
+mod sharded;
 
 use std::{process::Command, time::Duration};
 

@@ -25,6 +25,7 @@ async fn settings_set_sets_clears_and_answers_what_is_stored() {
         rate: Some(jobwire::store::RateSpec { count: 100, period_ms: 1_000, burst: 10 }),
         key_rate: Some(jobwire::store::RateSpec { count: 5, period_ms: 1_000, burst: 20 }),
         key_concurrency: Some(3),
+        shards: Some(2),
     };
     let stored = settings.change(QUEUE, &set, &[]).await.expect("set");
     assert_eq!(stored, set, "the answer is what is stored");
@@ -40,6 +41,23 @@ async fn settings_set_sets_clears_and_answers_what_is_stored() {
         StoredSettings { max_waiting: None, max_attempts: Some(2), backoff: None, ..set },
         "a field given is set, those cleared go, the rest stay"
     );
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn settings_set_keeps_the_shard_count_once_set() {
+    let case = Case::start().await;
+    let settings = case.store.queue_settings();
+    let shards = |n| StoredSettings { shards: Some(n), ..StoredSettings::default() };
+    assert_eq!(settings.change(QUEUE, &shards(3), &[]).await.expect("set").shards, Some(3));
+    assert_eq!(settings.change(QUEUE, &shards(3), &[]).await.expect("same").shards, Some(3), "the same count again");
+    assert_eq!(
+        settings.change(QUEUE, &shards(5), &[]).await.expect("other").shards,
+        Some(3),
+        "another count is skipped"
+    );
+    let cleared = settings.change(QUEUE, &StoredSettings::default(), &[SettingField::Shards]).await.expect("clear");
+    assert_eq!(cleared.shards, Some(3), "a clear is skipped");
     case.assert_invariants().await;
 }
 

@@ -6960,8 +6960,27 @@ type QueueSettings struct {
 	// its rate) is skipped and the lease takes the highest-priority job among those whose keys
 	// have room; "higher priority first" holds among the jobs that may run, and within a key.
 	KeyConcurrency *uint32 `protobuf:"varint,12,opt,name=key_concurrency,json=keyConcurrency,proto3,oneof" json:"key_concurrency,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// How many shards the queue is spread over: 1 to 16; 1 when unset. Set once (a change, or a
+	// clear, is refused: FAILED_PRECONDITION, INVALID_ARGUMENT), best before the first add.
+	// Each shard is a queue of its own under its own Redis Cluster hash tag, so its own slot and
+	// likely its own master, named `<queue>~<n>` (a name callers cannot give): job and session ids
+	// name their shard (`emails~7/01J...`), everything else takes the queue's name and covers
+	// every shard: Stats, ListQueues (one entry), GetQueueActivity sum them; ListJobs and
+	// ListSessions list shard after shard (a page may end short where a shard does);
+	// PauseQueue, ResumeQueue, PurgeQueue, RetryDeadJobs and the settings reach each shard;
+	// SubscribeQueues follows every shard. Subscribe (its cursor is one shard's),
+	// ListDeadJobGroups and the bulk actions by query still cover shard 0 only. An add goes to the shard
+	// its key picks: its session's, else its `concurrency_key`, `rate_key` or idempotency key,
+	// the first it has, so one key's jobs stay in one shard, in order, and a retried add is
+	// recognised; a job with none goes round robin. FIFO per priority holds within a shard, not
+	// across shards. A worker stream naming the queue serves all its shards, each a fair share of
+	// its credit. A sharded queue takes no `concurrency` or `rate` (INVALID_ARGUMENT: each shard
+	// would enforce it on its own); `key_concurrency` and `key_rate` stay exact, as one key lives
+	// in one shard. `max_waiting` holds per shard. Streams opened before the count was set serve
+	// shard 0 only until they reopen.
+	Shards        *uint32 `protobuf:"varint,13,opt,name=shards,proto3,oneof" json:"shards,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *QueueSettings) Reset() {
@@ -7074,6 +7093,13 @@ func (x *QueueSettings) GetKeyRate() *RateLimit {
 func (x *QueueSettings) GetKeyConcurrency() uint32 {
 	if x != nil && x.KeyConcurrency != nil {
 		return *x.KeyConcurrency
+	}
+	return 0
+}
+
+func (x *QueueSettings) GetShards() uint32 {
+	if x != nil && x.Shards != nil {
+		return *x.Shards
 	}
 	return 0
 }
@@ -7826,7 +7852,7 @@ const file_jobwire_v1_jobwire_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
 	"\x04role\x18\x02 \x01(\x0e2\x16.jobwire.v1.AccessRoleR\x04role\x12\x16\n" +
 	"\x06queues\x18\x03 \x03(\tR\x06queues\x12'\n" +
-	"\x0ftokens_required\x18\x04 \x01(\bR\x0etokensRequired\"\xaf\x05\n" +
+	"\x0ftokens_required\x18\x04 \x01(\bR\x0etokensRequired\"\xd7\x05\n" +
 	"\rQueueSettings\x12$\n" +
 	"\vmax_waiting\x18\x01 \x01(\x04H\x00R\n" +
 	"maxWaiting\x88\x01\x01\x12&\n" +
@@ -7841,13 +7867,15 @@ const file_jobwire_v1_jobwire_proto_rawDesc = "" +
 	"\x04rate\x18\n" +
 	" \x01(\v2\x15.jobwire.v1.RateLimitR\x04rate\x120\n" +
 	"\bkey_rate\x18\v \x01(\v2\x15.jobwire.v1.RateLimitR\akeyRate\x12,\n" +
-	"\x0fkey_concurrency\x18\f \x01(\rH\x05R\x0ekeyConcurrency\x88\x01\x01B\x0e\n" +
+	"\x0fkey_concurrency\x18\f \x01(\rH\x05R\x0ekeyConcurrency\x88\x01\x01\x12\x1b\n" +
+	"\x06shards\x18\r \x01(\rH\x06R\x06shards\x88\x01\x01B\x0e\n" +
 	"\f_max_waitingB\x0f\n" +
 	"\r_max_attemptsB\x10\n" +
 	"\x0e_completed_maxB\v\n" +
 	"\t_dead_maxB\x0e\n" +
 	"\f_concurrencyB\x12\n" +
-	"\x10_key_concurrency\"j\n" +
+	"\x10_key_concurrencyB\t\n" +
+	"\a_shards\"j\n" +
 	"\tRateLimit\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\rR\x05count\x121\n" +
 	"\x06period\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x06period\x12\x14\n" +

@@ -3509,6 +3509,7 @@ class QueueSettings(_message.Message):
     RATE_FIELD_NUMBER: _builtins.int
     KEY_RATE_FIELD_NUMBER: _builtins.int
     KEY_CONCURRENCY_FIELD_NUMBER: _builtins.int
+    SHARDS_FIELD_NUMBER: _builtins.int
     max_waiting: _builtins.int
     """The most jobs the queue may hold waiting (ready, delayed or retrying, or pending in a
     session; not active ones): an add past it is RESOURCE_EXHAUSTED. 1 to 1,000,000,000. Falls
@@ -3537,6 +3538,26 @@ class QueueSettings(_message.Message):
     higher-priority job's key is at its cap: the job that may run. A key at its cap (or over
     its rate) is skipped and the lease takes the highest-priority job among those whose keys
     have room; "higher priority first" holds among the jobs that may run, and within a key.
+    """
+    shards: _builtins.int
+    """How many shards the queue is spread over: 1 to 16; 1 when unset. Set once (a change, or a
+    clear, is refused: FAILED_PRECONDITION, INVALID_ARGUMENT), best before the first add.
+    Each shard is a queue of its own under its own Redis Cluster hash tag, so its own slot and
+    likely its own master, named `<queue>~<n>` (a name callers cannot give): job and session ids
+    name their shard (`emails~7/01J...`), everything else takes the queue's name and covers
+    every shard: Stats, ListQueues (one entry), GetQueueActivity sum them; ListJobs and
+    ListSessions list shard after shard (a page may end short where a shard does);
+    PauseQueue, ResumeQueue, PurgeQueue, RetryDeadJobs and the settings reach each shard;
+    SubscribeQueues follows every shard. Subscribe (its cursor is one shard's),
+    ListDeadJobGroups and the bulk actions by query still cover shard 0 only. An add goes to the shard
+    its key picks: its session's, else its `concurrency_key`, `rate_key` or idempotency key,
+    the first it has, so one key's jobs stay in one shard, in order, and a retried add is
+    recognised; a job with none goes round robin. FIFO per priority holds within a shard, not
+    across shards. A worker stream naming the queue serves all its shards, each a fair share of
+    its credit. A sharded queue takes no `concurrency` or `rate` (INVALID_ARGUMENT: each shard
+    would enforce it on its own); `key_concurrency` and `key_rate` stay exact, as one key lives
+    in one shard. `max_waiting` holds per shard. Streams opened before the count was set serve
+    shard 0 only until they reopen.
     """
     @_builtins.property
     def timeout(self) -> _duration_pb2.Duration:
@@ -3592,10 +3613,11 @@ class QueueSettings(_message.Message):
         rate: Global___RateLimit | None = ...,
         key_rate: Global___RateLimit | None = ...,
         key_concurrency: _builtins.int | None = ...,
+        shards: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_completed_max", b"_completed_max", "_concurrency", b"_concurrency", "_dead_max", b"_dead_max", "_key_concurrency", b"_key_concurrency", "_max_attempts", b"_max_attempts", "_max_waiting", b"_max_waiting", "backoff", b"backoff", "completed_max", b"completed_max", "completed_retention", b"completed_retention", "concurrency", b"concurrency", "dead_max", b"dead_max", "dead_retention", b"dead_retention", "key_concurrency", b"key_concurrency", "key_rate", b"key_rate", "max_attempts", b"max_attempts", "max_waiting", b"max_waiting", "rate", b"rate", "timeout", b"timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_completed_max", b"_completed_max", "_concurrency", b"_concurrency", "_dead_max", b"_dead_max", "_key_concurrency", b"_key_concurrency", "_max_attempts", b"_max_attempts", "_max_waiting", b"_max_waiting", "_shards", b"_shards", "backoff", b"backoff", "completed_max", b"completed_max", "completed_retention", b"completed_retention", "concurrency", b"concurrency", "dead_max", b"dead_max", "dead_retention", b"dead_retention", "key_concurrency", b"key_concurrency", "key_rate", b"key_rate", "max_attempts", b"max_attempts", "max_waiting", b"max_waiting", "rate", b"rate", "shards", b"shards", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_completed_max", b"_completed_max", "_concurrency", b"_concurrency", "_dead_max", b"_dead_max", "_key_concurrency", b"_key_concurrency", "_max_attempts", b"_max_attempts", "_max_waiting", b"_max_waiting", "backoff", b"backoff", "completed_max", b"completed_max", "completed_retention", b"completed_retention", "concurrency", b"concurrency", "dead_max", b"dead_max", "dead_retention", b"dead_retention", "key_concurrency", b"key_concurrency", "key_rate", b"key_rate", "max_attempts", b"max_attempts", "max_waiting", b"max_waiting", "rate", b"rate", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_completed_max", b"_completed_max", "_concurrency", b"_concurrency", "_dead_max", b"_dead_max", "_key_concurrency", b"_key_concurrency", "_max_attempts", b"_max_attempts", "_max_waiting", b"_max_waiting", "_shards", b"_shards", "backoff", b"backoff", "completed_max", b"completed_max", "completed_retention", b"completed_retention", "concurrency", b"concurrency", "dead_max", b"dead_max", "dead_retention", b"dead_retention", "key_concurrency", b"key_concurrency", "key_rate", b"key_rate", "max_attempts", b"max_attempts", "max_waiting", b"max_waiting", "rate", b"rate", "shards", b"shards", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__completed_max: _TypeAlias = _typing.Literal["completed_max"]  # noqa: Y015
     _WhichOneofArgType__completed_max: _TypeAlias = _typing.Literal["_completed_max", b"_completed_max"]  # noqa: Y015
@@ -3609,6 +3631,8 @@ class QueueSettings(_message.Message):
     _WhichOneofArgType__max_attempts: _TypeAlias = _typing.Literal["_max_attempts", b"_max_attempts"]  # noqa: Y015
     _WhichOneofReturnType__max_waiting: _TypeAlias = _typing.Literal["max_waiting"]  # noqa: Y015
     _WhichOneofArgType__max_waiting: _TypeAlias = _typing.Literal["_max_waiting", b"_max_waiting"]  # noqa: Y015
+    _WhichOneofReturnType__shards: _TypeAlias = _typing.Literal["shards"]  # noqa: Y015
+    _WhichOneofArgType__shards: _TypeAlias = _typing.Literal["_shards", b"_shards"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__completed_max) -> _WhichOneofReturnType__completed_max | None: ...
     @_typing.overload
@@ -3621,6 +3645,8 @@ class QueueSettings(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_attempts) -> _WhichOneofReturnType__max_attempts | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_waiting) -> _WhichOneofReturnType__max_waiting | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__shards) -> _WhichOneofReturnType__shards | None: ...
 
 Global___QueueSettings: _TypeAlias = QueueSettings  # noqa: Y015
 

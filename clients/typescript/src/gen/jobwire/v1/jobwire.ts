@@ -1446,7 +1446,30 @@ export interface QueueSettings {
    * its rate) is skipped and the lease takes the highest-priority job among those whose keys
    * have room; "higher priority first" holds among the jobs that may run, and within a key.
    */
-  keyConcurrency?: number | undefined;
+  keyConcurrency?:
+    | number
+    | undefined;
+  /**
+   * How many shards the queue is spread over: 1 to 16; 1 when unset. Set once (a change, or a
+   * clear, is refused: FAILED_PRECONDITION, INVALID_ARGUMENT), best before the first add.
+   * Each shard is a queue of its own under its own Redis Cluster hash tag, so its own slot and
+   * likely its own master, named `<queue>~<n>` (a name callers cannot give): job and session ids
+   * name their shard (`emails~7/01J...`), everything else takes the queue's name and covers
+   * every shard: Stats, ListQueues (one entry), GetQueueActivity sum them; ListJobs and
+   * ListSessions list shard after shard (a page may end short where a shard does);
+   * PauseQueue, ResumeQueue, PurgeQueue, RetryDeadJobs and the settings reach each shard;
+   * SubscribeQueues follows every shard. Subscribe (its cursor is one shard's),
+   * ListDeadJobGroups and the bulk actions by query still cover shard 0 only. An add goes to the shard
+   * its key picks: its session's, else its `concurrency_key`, `rate_key` or idempotency key,
+   * the first it has, so one key's jobs stay in one shard, in order, and a retried add is
+   * recognised; a job with none goes round robin. FIFO per priority holds within a shard, not
+   * across shards. A worker stream naming the queue serves all its shards, each a fair share of
+   * its credit. A sharded queue takes no `concurrency` or `rate` (INVALID_ARGUMENT: each shard
+   * would enforce it on its own); `key_concurrency` and `key_rate` stay exact, as one key lives
+   * in one shard. `max_waiting` holds per shard. Streams opened before the count was set serve
+   * shard 0 only until they reopen.
+   */
+  shards?: number | undefined;
 }
 
 /** A rate: at most `count` jobs per `period`, in bursts of at most `burst`. */
@@ -9945,6 +9968,7 @@ function createBaseQueueSettings(): QueueSettings {
     rate: undefined,
     keyRate: undefined,
     keyConcurrency: undefined,
+    shards: undefined,
   };
 }
 
@@ -9985,6 +10009,9 @@ export const QueueSettings: MessageFns<QueueSettings> = {
     }
     if (message.keyConcurrency !== undefined) {
       writer.uint32(96).uint32(message.keyConcurrency);
+    }
+    if (message.shards !== undefined) {
+      writer.uint32(104).uint32(message.shards);
     }
     return writer;
   },
@@ -10098,6 +10125,14 @@ export const QueueSettings: MessageFns<QueueSettings> = {
             message.keyConcurrency = reader.uint32();
             continue;
           }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.shards = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -10137,6 +10172,7 @@ export const QueueSettings: MessageFns<QueueSettings> = {
       ? RateLimit.fromPartial(object.keyRate)
       : undefined;
     message.keyConcurrency = object.keyConcurrency ?? undefined;
+    message.shards = object.shards ?? undefined;
     return message;
   },
 };

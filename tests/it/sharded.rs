@@ -1,0 +1,300 @@
+//! Sharded queues (`shards` setting, `src/queue/shards.rs`): the count set once, adds spread
+//! round robin or by key, one stream on the queue served from every shard, each job once
+//! through two instances, order per key and FIFO within a shard; every shard ends with the
+//! invariant check. `flows` runs on one Redis here and on the cluster in
+//! `redis_cluster/sharded.rs`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use jobwire::proto::{self, session_service_client::SessionServiceClient};
+use tonic::Code;
+
+use crate::harness::{Client, Redis, Server, ServerBuilder, Worker, add, job, unique_prefix};
+
+/// The queue's shard count in a settings request.
+fn shards(queue: &str, count: u32) -> proto::SetQueueSettingsRequest {
+    proto::SetQueueSettingsRequest {
+        queue: queue.into(),
+        settings: Some(proto::QueueSettings { shards: Some(count), ..Default::default() }),
+        clear: Vec::new(),
+    }
+}
+
+/// The physical queue a job id names (`q~7` of `q~7/01J...`).
+pub fn shard_of(id: &str) -> String {
+    id.rsplit_once('/').map(|(q, _)| q.to_owned()).expect("a job id")
+}
+
+/// Receives `count` jobs on `worker`, completing each through `acks`; returns them in order.
+async fn drain(worker: &mut Worker, acks: &mut Client, count: usize) -> Vec<proto::Job> {
+    let mut got = Vec::with_capacity(count);
+    while got.len() < count {
+        let delivered = worker.job().await;
+        complete(acks, &delivered).await;
+        got.push(delivered);
+    }
+    got
+}
+
+/// The flows of a queue with 3 shards through instances `a` and `b`; returns its shards.
+pub async fn flows(a: &Server, b: &Server, queue: &str) -> Vec<String> {
+    let mut via_a = a.client().await;
+    let mut via_b = b.client().await;
+    let set = via_a.set_queue_settings(shards(queue, 3)).await.expect("shards set").into_inner();
+    assert_eq!(set.effective.and_then(|e| e.shards), Some(3));
+    let again = via_b.set_queue_settings(shards(queue, 4)).await.expect_err("the count is set once");
+    assert_eq!(again.code(), Code::FailedPrecondition, "{again:?}");
+    let rate = proto::QueueSettings {
+        rate: Some(proto::RateLimit { count: 10, period: None, burst: 0 }),
+        ..Default::default()
+    };
+    let req = proto::SetQueueSettingsRequest { queue: queue.into(), settings: Some(rate), clear: Vec::new() };
+    let refused = via_a.set_queue_settings(req).await.expect_err("no queue-wide rate on a sharded queue");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(refused.message().starts_with("settings.rate"), "{}", refused.message());
+
+    // Opened before any add: the stream serves every shard from the start.
+    let mut worker = Worker::open(b, &[queue], 4).await;
+
+    // Without a key: round robin over the three shards.
+    let mut plain = Vec::new();
+    for i in 0..12 {
+        plain.push(add(&mut via_a, job(queue, "plain", format!("{i}").as_bytes())).await);
+    }
+    let mut per_shard: BTreeMap<String, usize> = BTreeMap::new();
+    for id in &plain {
+        *per_shard.entry(shard_of(id)).or_default() += 1;
+    }
+    assert_eq!(per_shard.len(), 3, "spread over three shards: {per_shard:?}");
+    assert!(per_shard.values().all(|n| *n == 4), "round robin: {per_shard:?}");
+    let names: Vec<String> = per_shard.keys().cloned().collect();
+    assert!(names.iter().any(|n| n == queue), "shard 0 is the queue itself: {names:?}");
+
+    // By key, in one batch: each key's jobs in one shard.
+    let keyed: Vec<proto::AddJobRequest> = (0..30)
+        .map(|i| proto::AddJobRequest {
+            concurrency_key: format!("k{}", i % 5),
+            ..job(queue, "keyed", format!("k{}-{i}", i % 5).as_bytes())
+        })
+        .collect();
+    let batch = via_b.add_jobs(proto::AddJobsRequest { jobs: keyed }).await.expect("add_jobs").into_inner();
+    let mut shard_of_key: HashMap<String, BTreeSet<String>> = HashMap::new();
+    for (i, result) in batch.results.iter().enumerate() {
+        assert_eq!(result.code, 0, "entry {i}: {}", result.message);
+        let id = result.job_id.clone();
+        shard_of_key.entry(format!("k{}", i % 5)).or_default().insert(shard_of(&id));
+    }
+    assert!(shard_of_key.values().all(|s| s.len() == 1), "one key, one shard: {shard_of_key:?}");
+
+    // An idempotency key picks one shard, so a retry through the other instance is recognised.
+    let keyed_add = || proto::AddJobRequest { idempotency_key: "order-1".into(), ..job(queue, "once", b"order-1") };
+    let first = via_a.add_job(keyed_add()).await.expect("add").into_inner();
+    let retry = via_b.add_job(keyed_add()).await.expect("retry").into_inner();
+    assert_eq!((retry.job_id.as_str(), retry.duplicate), (first.job_id.as_str(), true));
+
+    // One stream on B gets every job once, from every shard; acks go through A.
+    let got = drain(&mut worker, &mut via_a, 12 + 30 + 1).await;
+    let ids: BTreeSet<&str> = got.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(ids.len(), got.len(), "each job once");
+    assert!(plain.iter().all(|id| ids.contains(id.as_str())) && ids.contains(first.job_id.as_str()));
+    let mut last: HashMap<String, i64> = HashMap::new();
+    for delivered in &got {
+        let payload = String::from_utf8_lossy(&delivered.payload).into_owned();
+        // Plain jobs by shard (FIFO within a shard), keyed jobs by key (their order).
+        let (lane, seq) = match payload.split_once('-') {
+            Some((key, seq)) => (key.to_owned(), seq.parse::<i64>().expect("a number")),
+            None if delivered.r#type == "plain" => (shard_of(&delivered.id), payload.parse().expect("a number")),
+            None => continue,
+        };
+        let before = last.insert(lane.clone(), seq);
+        assert!(before.is_none_or(|b| b < seq), "{lane}: {seq} after {before:?}");
+    }
+
+    // Two streams, one on each instance: each job once; SubscribeQueues follows every shard.
+    let mut feed = via_b
+        .subscribe_queues(proto::SubscribeQueuesRequest { queues: vec![queue.into()] })
+        .await
+        .expect("subscribe_queues")
+        .into_inner();
+    let mut on_a = Worker::open(a, &[queue], 2).await;
+    let more: Vec<proto::AddJobRequest> = (0..40).map(|i| job(queue, "more", format!("{i}").as_bytes())).collect();
+    via_a.add_jobs(proto::AddJobsRequest { jobs: more }).await.expect("add_jobs");
+    let mut seen = BTreeSet::new();
+    let (mut acks_a, mut acks_b) = (a.client().await, b.client().await);
+    while seen.len() < 40 {
+        let delivered = tokio::select! {
+            j = on_a.job() => { complete(&mut acks_b, &j).await; j }
+            j = worker.job() => { complete(&mut acks_a, &j).await; j }
+        };
+        assert!(seen.insert(delivered.id.clone()), "{} delivered twice", delivered.id);
+    }
+    let mut heard = BTreeSet::new();
+    while heard.len() < 3 {
+        let message = feed.message().await.expect("the feed goes on").expect("an event");
+        assert_eq!(message.queue, queue, "the queue's name, not its shard's");
+        heard.insert(shard_of(&message.event.expect("an event").job_id));
+    }
+    drop(on_a);
+    sessions_live_in_one_shard(a, &mut via_a, &mut worker, queue, &names).await;
+    reads_and_actions_cover_every_shard(a, &mut via_a, &mut worker, queue, 12 + 30 + 1 + 40 + 18).await;
+    for shard in &names {
+        a.assert_invariants(shard).await;
+    }
+    names
+}
+
+/// Sessions of a sharded queue each live in the shard their name picks (their id names it);
+/// their jobs go there and start in their order.
+async fn sessions_live_in_one_shard(
+    server: &Server,
+    client: &mut Client,
+    worker: &mut Worker,
+    queue: &str,
+    names: &[String],
+) {
+    let mut sessions = SessionServiceClient::new(server.channel().await);
+    let mut homes = BTreeSet::new();
+    for name in ["s1", "s2", "s3", "s4", "s5", "s6"] {
+        let session = sessions
+            .create_session(proto::CreateSessionRequest {
+                queue: queue.into(),
+                name: name.into(),
+                state: "{}".into(),
+                ttl: None,
+                max_concurrency: Some(1),
+            })
+            .await
+            .expect("create session")
+            .into_inner()
+            .session
+            .expect("session");
+        let home = shard_of(&session.id);
+        assert!(names.contains(&home), "{} is in a shard of {queue}", session.id);
+        homes.insert(home.clone());
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            let req = proto::AddJobRequest {
+                session_id: session.id.clone(),
+                ..job(queue, "session", i.to_string().as_bytes())
+            };
+            let id = add(client, req).await;
+            assert_eq!(shard_of(&id), home, "a session's job goes to its shard");
+            ids.push(id);
+        }
+        let order: Vec<String> = drain(worker, client, 3).await.into_iter().map(|j| j.id).collect();
+        assert_eq!(order, ids, "the session's jobs in their order");
+    }
+    assert!(homes.len() > 1, "sessions spread over the shards: {homes:?}");
+    let (mut listed, mut token) = (BTreeSet::new(), String::new());
+    loop {
+        let page = sessions
+            .list_sessions(proto::ListSessionsRequest { queue: queue.into(), page_size: 2, page_token: token })
+            .await
+            .expect("list_sessions")
+            .into_inner();
+        listed.extend(page.sessions.into_iter().map(|s| s.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(listed.len(), 6, "every shard's sessions listed: {listed:?}");
+}
+
+/// Stats, ListQueues and ListJobs of the queue sum or list its shards; pause and resume reach
+/// every shard. `completed` jobs went through it, and `worker` serves it.
+async fn reads_and_actions_cover_every_shard(
+    server: &Server,
+    client: &mut Client,
+    worker: &mut Worker,
+    queue: &str,
+    completed: u64,
+) {
+    let stats = server.stats(queue).await;
+    assert_eq!((stats.completed, stats.waiting, stats.active), (completed, 0, 0), "{stats:?}");
+    let listed = client.list_queues(proto::ListQueuesRequest {}).await.expect("list_queues").into_inner().queues;
+    let ours: Vec<&proto::QueueStats> = listed.iter().filter(|q| q.queue.starts_with(queue)).collect();
+    assert_eq!(ours.len(), 1, "one queue, not its shards: {ours:?}");
+    assert_eq!(ours[0].completed, completed);
+
+    let mut ids = BTreeSet::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_jobs(proto::ListJobsRequest {
+                queue: queue.into(),
+                state: proto::JobState::Completed.into(),
+                page_size: 25,
+                page_token: token.clone(),
+                filter: None,
+            })
+            .await
+            .expect("list_jobs")
+            .into_inner();
+        ids.extend(page.jobs.into_iter().map(|j| j.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(u64::try_from(ids.len()).expect("fits"), completed, "every shard listed");
+
+    // Paused, every shard gathers jobs of three priorities; resumed, each shard hands its own
+    // out highest priority first, FIFO within a priority (not across shards).
+    client.pause_queue(proto::PauseQueueRequest { queue: queue.into() }).await.expect("pause");
+    for i in 0..18 {
+        let priority = i % 3 - 1;
+        add(client, proto::AddJobRequest { priority, ..job(queue, "paused", format!("{i}").as_bytes()) }).await;
+    }
+    assert!(server.stats(queue).await.paused);
+    worker.expect_nothing(std::time::Duration::from_millis(300)).await;
+    client.resume_queue(proto::ResumeQueueRequest { queue: queue.into() }).await.expect("resume");
+    let mut last: HashMap<String, (i32, i32)> = HashMap::new();
+    for delivered in drain(worker, client, 18).await {
+        assert_eq!(delivered.r#type, "paused");
+        let seq: i32 = String::from_utf8_lossy(&delivered.payload).parse().expect("a number");
+        let place = (-delivered.priority, seq);
+        let shard = shard_of(&delivered.id);
+        let before = last.insert(shard.clone(), place);
+        assert!(before.is_none_or(|b| b < place), "{shard}: {place:?} after {before:?}");
+    }
+}
+
+async fn complete(client: &mut Client, delivered: &proto::Job) {
+    client
+        .complete_job(proto::CompleteJobRequest {
+            job_id: delivered.id.clone(),
+            lease_token: delivered.lease_token.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("complete");
+}
+
+#[tokio::test]
+async fn a_sharded_queue_spreads_adds_and_serves_every_shard_on_one_redis() {
+    let redis = Redis::start();
+    let prefix = unique_prefix();
+    let a = ServerBuilder::new(&redis).prefix(&prefix).start().await;
+    let b = ServerBuilder::new(&redis).prefix(&prefix).start().await;
+    let names = flows(&a, &b, "orders").await;
+    assert_eq!(names.len(), 3);
+
+    // A queue whose jobs all went to shards other than 0 still lists, once, by its name.
+    let mut client = a.client().await;
+    client.set_queue_settings(shards("elsewhere", 2)).await.expect("shards set");
+    let mut added = None;
+    for i in 0..50 {
+        let req = proto::AddJobRequest { concurrency_key: format!("key{i}"), ..job("elsewhere", "t", b"") };
+        let id = add(&mut client, req).await;
+        if shard_of(&id) != "elsewhere" {
+            added = Some(id);
+            break;
+        }
+    }
+    let id = added.expect("a key of shard 1 among 50");
+    let listed = client.list_queues(proto::ListQueuesRequest {}).await.expect("list_queues").into_inner().queues;
+    let ours: Vec<&str> = listed.iter().map(|q| q.queue.as_str()).filter(|q| q.starts_with("elsewhere")).collect();
+    assert_eq!(ours, ["elsewhere"], "the queue, not its shard");
+    a.assert_invariants(&shard_of(&id)).await;
+}
