@@ -11,6 +11,7 @@
 
 mod failover;
 mod lifecycle;
+mod schedules;
 
 use std::{process::Command, time::Duration};
 
