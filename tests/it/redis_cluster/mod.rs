@@ -9,6 +9,7 @@
 //! the master of its slot); `failover.rs` kills a master mid-run (the serial group, as it
 //! kills processes).
 
+mod doctor;
 mod failover;
 mod lifecycle;
 mod schedules;
