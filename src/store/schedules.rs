@@ -336,18 +336,54 @@ impl Schedules {
     }
 
     /// The first HSCAN page (about `count` entries) of each queue's schedules, in one round
-    /// trip (a pipeline of one HSCAN per queue): per queue, in order, the cursor of its next
-    /// page (0 when that was all) and its schedules, as [`Self::page`] reads them.
+    /// trip: a pipeline of one HSCAN per queue, and on a cluster one such pipeline per slot
+    /// (a pipeline goes to one node, and the cluster client refuses one that spans slots), the
+    /// pipelines sent at once. Per queue, in order, the cursor of its next page (0 when that was
+    /// all) and its schedules, as [`Self::page`] reads them.
     pub async fn first_pages(&self, queues: &[String], count: u32) -> Result<Vec<(u64, Vec<Named>)>> {
+        let groups = self.by_slot(queues);
+        let pages =
+            futures::future::try_join_all(groups.iter().map(|group| self.pipelined_pages(group, count))).await?;
+        let mut ordered: Vec<Option<(u64, Vec<Named>)>> = queues.iter().map(|_| None).collect();
+        for (group, pages) in groups.into_iter().zip(pages) {
+            for ((index, _), page) in group.into_iter().zip(pages) {
+                if let Some(place) = ordered.get_mut(index) {
+                    *place = Some(page);
+                }
+            }
+        }
+        ordered
+            .into_iter()
+            .map(|page| page.ok_or_else(|| StoreError::Corrupt("a queue's first schedules page went missing".into())))
+            .collect()
+    }
+
+    /// `queues` (each with its index) in groups that one pipeline may carry: all of them on
+    /// one Redis; on a cluster, one group per slot of their hash tags.
+    fn by_slot<'q>(&self, queues: &'q [String]) -> Vec<Vec<(usize, &'q str)>> {
+        if !self.backend.is_cluster() {
+            return vec![queues.iter().map(String::as_str).enumerate().collect()];
+        }
+        let mut groups: std::collections::HashMap<redis::cluster_routing::Slot, Vec<(usize, &str)>> =
+            std::collections::HashMap::new();
+        for (index, queue) in queues.iter().enumerate() {
+            let slot = redis::cluster_routing::Slot::for_key(self.backend.queue_keys(queue).schedules());
+            groups.entry(slot).or_default().push((index, queue));
+        }
+        groups.into_values().collect()
+    }
+
+    /// The first page of each queue of `group` (of one slot, on a cluster), in one pipeline.
+    async fn pipelined_pages(&self, group: &[(usize, &str)], count: u32) -> Result<Vec<(u64, Vec<Named>)>> {
         let mut pipe = redis::pipe();
-        for queue in queues {
+        for (_, queue) in group {
             pipe.cmd("HSCAN").arg(self.backend.queue_keys(queue).schedules()).arg(0).arg("COUNT").arg(count);
         }
         let pages: Vec<(u64, Vec<Vec<u8>>)> = self.backend.with_conn(async |c| pipe.query_async(c).await).await?;
-        if pages.len() != queues.len() {
+        if pages.len() != group.len() {
             return Err(StoreError::Corrupt("a pipeline of HSCANs answered another number of pages".into()));
         }
-        queues.iter().zip(pages).map(|(queue, (next, flat))| Ok((next, named(queue, &flat)?))).collect()
+        group.iter().zip(pages).map(|((_, queue), (next, flat))| Ok((next, named(queue, &flat)?))).collect()
     }
 
     /// Fires due schedules of `queue` in one call (see lua/schedule_fire.lua), within the

@@ -8,7 +8,9 @@ use jobwire::proto::{self, session_service_client::SessionServiceClient};
 use redis::AsyncCommands;
 use tonic::Code;
 
-use crate::harness::{Process, Redis, ServerBuilder, Worker, eventually, job, run_jobwire, unique_prefix};
+use crate::harness::{
+    Process, Redis, RedisBackend, ServerBuilder, Worker, eventually, job, run_jobwire, unique_prefix,
+};
 
 async fn redis_conn(redis: &Redis) -> redis::aio::MultiplexedConnection {
     redis::Client::open(redis.url()).expect("url").get_multiplexed_async_connection().await.expect("connect")
@@ -114,7 +116,7 @@ fn store_at(redis: &Redis, prefix: &str) -> jobwire::store::Store {
 }
 
 /// Runs `jobwire doctor --json` (with `--repair` when asked): its exit code and report.
-async fn doctor(redis: &Redis, prefix: &str, repair: bool) -> (Option<i32>, serde_json::Value) {
+pub(crate) async fn doctor(redis: &impl RedisBackend, prefix: &str, repair: bool) -> (Option<i32>, serde_json::Value) {
     let url = redis.url();
     let mut args = vec!["doctor", "--redis-url", &url, "--key-prefix", prefix, "--json"];
     if repair {

@@ -20,7 +20,7 @@ fn wake_ups_only(settings: &mut Settings) {
 }
 
 /// Queue names whose slots are on three different masters.
-fn one_queue_per_master(cluster: &Cluster) -> Vec<(String, usize)> {
+pub(super) fn one_queue_per_master(cluster: &Cluster) -> Vec<(String, usize)> {
     let mut picked: Vec<(String, usize)> = Vec::new();
     for i in 0..100 {
         let queue = format!("q{i}");

@@ -6,12 +6,15 @@
 //!
 //! `lifecycle.rs` runs the core flows against it (lifecycle, delivery order, retries, sessions,
 //! events, two instances), each ending with the invariant check (which reads the queue's keys on
-//! the master of its slot); `sharded.rs` spreads one queue over three masters; `failover.rs`
-//! kills a master mid-run (the serial group, as it
-//! kills processes).
+//! the master of its slot); `sharded.rs` spreads one queue over three masters; `doctor.rs`
+//! plants damage on every master for `jobwire doctor` to find and mend; `schedules.rs` fires
+//! schedules on every master through two instances; `failover.rs` kills a master mid-run (the
+//! serial group, as it kills processes).
 
+mod doctor;
 mod failover;
 mod lifecycle;
+mod schedules;
 mod sharded;
 
 use std::{process::Command, time::Duration};
