@@ -78,6 +78,13 @@ pub struct QueueFigures {
     pub waiting_keys: u64,
 }
 
+impl QueueFigures {
+    /// No job waiting, delayed, active or dead (the figures the per-queue gauges watch).
+    pub(super) fn holds_no_job(&self) -> bool {
+        self.waiting == 0 && self.delayed == 0 && self.active == 0 && self.dead == 0 && self.session_pending == 0
+    }
+}
+
 impl From<QueueCounts> for QueueFigures {
     fn from(c: QueueCounts) -> Self {
         let oldest = c.oldest_ready_ms.map_or(0, |since| (c.now_ms - since).max(0));

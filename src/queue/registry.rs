@@ -53,4 +53,12 @@ impl QueueRegistry {
         self.registered.lock().unwrap_or_else(|e| e.into_inner()).insert(queue.to_owned());
         Ok(())
     }
+
+    /// Forgets that this instance registered the queues `keep` says no (the idle sweep): the
+    /// next write to one asks the registry again. Returns how many it still remembers.
+    pub(super) fn forget_unless(&self, keep: impl Fn(&str) -> bool) -> usize {
+        let mut registered = self.registered.lock().unwrap_or_else(|e| e.into_inner());
+        registered.retain(|queue| keep(queue));
+        registered.len()
+    }
 }

@@ -301,6 +301,12 @@ impl Store {
         &self.doctor
     }
 
+    /// Drops the cached key names of every queue no call is using right now (the idle sweep,
+    /// `queue/idle.rs`); returns how many queues' names stay cached.
+    pub fn forget_unused_key_names(&self) -> usize {
+        self.backend.forget_unused_key_names()
+    }
+
     /// The names of the keys and channels under this store's prefix.
     pub fn keys(&self) -> &KeySpace {
         self.backend.keys()
