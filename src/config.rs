@@ -125,7 +125,8 @@ pub struct ServeConfig {
     /// The most distinct queues Redis may hold, over every instance: a write that would make
     /// one more (an add, a session, a pause of a queue never used) is refused
     /// (RESOURCE_EXHAUSTED, naming --max-queues), and writes nothing. A queue counts from its
-    /// first write on, for good (its entry in the registry of queues); 0: no cap.
+    /// first write on (its entry in the registry of queues) until it holds nothing again: no
+    /// job in any state, session, setting, schedule or live idempotency key; 0: no cap.
     #[arg(long, env = "JOBWIRE_MAX_QUEUES", default_value_t = 10_000)]
     pub max_queues: u64,
     /// The most calls one HTTP/2 connection may have open at once (its

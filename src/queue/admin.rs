@@ -207,7 +207,10 @@ impl Admin {
     pub(super) async fn set_paused(&self, queue: &str, paused: bool) -> Result<()> {
         validate_queue(queue, "queue")?;
         self.registry.register(queue).await?;
-        Ok(self.store.admin().set_paused(queue, paused).await?)
+        self.store.admin().set_paused(queue, paused).await?;
+        // The queue may have left the registry between the registration and the write.
+        self.registry.register_again(queue).await;
+        Ok(())
     }
 
     pub(super) async fn retry_job(&self, job_id: &JobId) -> Result<()> {

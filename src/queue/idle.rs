@@ -13,6 +13,10 @@
 //! those need no sweep. Each of these comes back on the queue's next use, read again from
 //! Redis (where every figure lives), so a queue that comes back answers as it would have.
 //!
+//! The sweep then takes the queues that hold nothing out of the registry of queues (see
+//! `registry.rs`), the ones this instance does not use: one check per registered queue every
+//! half period.
+//!
 //! Owns the map of queues in use and the sweep's task. Calls `registry`, `overrides` and
 //! `events` (`forget_unless`, `followed_queues`), `leases` (`served_queues`), the store
 //! (`forget_unused_key_names`), `telemetry` and `background`.
@@ -146,7 +150,20 @@ impl Sweep {
             }
             let left = self.once();
             tracing::debug!(?left, "idle queues swept");
+            if self.leases.redis_is_up() {
+                match self.retire().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(queues = n, "queues that held nothing left the registry"),
+                    Err(e) => tracing::debug!(error = %e, "could not retire empty queues; next sweep"),
+                }
+            }
         }
+    }
+
+    /// Takes the queues that hold nothing, and that this instance does not use, out of the
+    /// registry (`QueueRegistry::retire_empty`); answers how many went.
+    pub(super) async fn retire(&self) -> super::error::Result<usize> {
+        self.registry.retire_empty(|queue| self.uses.in_use(queue)).await
     }
 
     /// One sweep; answers what stays.

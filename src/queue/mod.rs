@@ -130,7 +130,8 @@ impl Engine {
     /// Starts an engine over `store` and its background tasks.
     pub fn start(store: Arc<Store>, settings: Settings) -> Arc<Self> {
         let background = Background::default();
-        let registry = Arc::new(registry::QueueRegistry::new(store.clone(), settings.max_queues));
+        let windows = [settings.idempotency_window, settings.idempotency_retry_window];
+        let registry = Arc::new(registry::QueueRegistry::new(store.clone(), settings.max_queues, windows));
         let leases = leases::Leases::start(store.clone(), settings.clone(), background.clone());
         let memory = memory::Memory::start(store.clone(), settings.memory.clone(), background.clone());
         let limits = settings.limits;
@@ -212,6 +213,12 @@ impl Engine {
     /// half `Settings::queue_idle_after` (see `idle.rs`), and answers what stays, map by map.
     pub fn sweep_idle_queues(&self) -> QueuesInMemory {
         self.sweep.once()
+    }
+
+    /// Takes the queues that hold nothing (and that this instance does not use) out of the
+    /// registry now, as the sweep does after each round; answers how many went.
+    pub async fn retire_empty_queues(&self) -> Result<usize> {
+        self.sweep.retire().await
     }
 
     /// Starts refreshing the per-queue gauges from Redis every `every` (see `gauges.rs`); the

@@ -72,8 +72,8 @@ pub use events::{BlockingConnection, Events, StoredEvent, event_order, is_event_
 pub use instances::Instances;
 pub use invariants::Invariants;
 pub use jobs::{
-    Ack, AckOutcome, AddArgs, AddOutcome, Completion, FailOutcome, Jobs, LeaseCheck, LeaseRound, LeasedJob, Refill,
-    SessionSnapshot,
+    Ack, AckOutcome, AddArgs, AddOutcome, AddReport, Completion, FailOutcome, Jobs, LeaseCheck, LeaseRound, LeasedJob,
+    Refill, SessionSnapshot,
 };
 pub use keys::{KeySpace, MAX_PRIORITY, MIN_PRIORITY};
 pub use link::is_cluster_url;
