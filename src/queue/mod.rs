@@ -43,8 +43,9 @@
 //!   time claimed in Redis in the call that adds its job (no leader). Owns the timer task.
 //!   Calls `registry` (`register`), `leases` (`wake`, `follow_schedules`) and `background`.
 //! - `registry.rs`: puts a queue in the global registry of queues before its first write here,
-//!   within `--max-queues` over every instance. Owns the set of queues this instance already
-//!   registered. Calls no room.
+//!   within `--max-queues` over every instance (and again after a write that may have raced
+//!   its removal), and takes the queues that hold nothing out of it. Owns the set of queues this
+//!   instance already registered. Calls no room.
 //! - `idle.rs`: which queues are in use here, and the sweep that drops what an idle queue leaves
 //!   in memory (metric series, cached settings, the registry's memory, key names). Owns the map
 //!   of queues in use and the sweep's task. Calls `registry`, `overrides`, `events`, `leases`

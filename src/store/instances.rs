@@ -7,6 +7,10 @@
 //! on the master of its own slot; the worker lists are read with one `MGET`, which the cluster
 //! client splits by slot.
 //!
+//! A queue leaves the registry once it holds nothing (`retire_queue`, whose doc says why that
+//! cannot lose a queue that has jobs): the queue function `queue_retire.lua` drops its leftovers,
+//! then a plain SREM.
+//!
 //! What writes goes through the global functions of the library (`lua/heartbeat.lua`,
 //! `workers_publish.lua`, `queues_register.lua`, and `queue_admit.lua`, which holds the
 //! registry to `--max-queues`), registered `allow-oom`: a Redis out of memory refuses plain
