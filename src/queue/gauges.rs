@@ -63,7 +63,7 @@ pub(super) async fn run(
             // An empty queue nobody uses here gets no series (a million queue names used
             // once each would otherwise all be listed); one holding jobs keeps them.
             if figures.holds_no_job() && !uses.in_use(&queue) {
-                telemetry::forget_idle_queue(&queue);
+                telemetry::forget_queue(&queue);
                 continue;
             }
             let Some(m) = telemetry::queue(&queue) else { return };

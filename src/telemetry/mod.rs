@@ -278,6 +278,14 @@ pub fn forget_idle_queue(queue: &str) {
     }
 }
 
+/// Drops the series of `queue` whatever they last read: the gauges' call, when Redis has just
+/// said the queue holds no job and nobody uses it here.
+pub fn forget_queue(queue: &str) {
+    if let Some(installed) = INSTALLED.get() {
+        installed.queues.write().unwrap_or_else(|e| e.into_inner()).remove(queue);
+    }
+}
+
 /// The queues whose series `/metrics` lists, sorted.
 pub fn queues_with_series() -> Vec<String> {
     let Some(installed) = INSTALLED.get() else { return Vec::new() };

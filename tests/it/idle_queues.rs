@@ -67,13 +67,13 @@ async fn an_idle_queue_leaves_memory_and_metrics_and_comes_back_on_use() {
 }
 
 #[tokio::test]
-async fn an_idle_queue_holding_jobs_keeps_its_gauges() {
+async fn an_idle_queue_holding_jobs_keeps_its_gauges_until_it_is_drained() {
     let redis = Redis::start();
     let server = server(&redis, Duration::from_millis(50), Duration::from_millis(200)).await;
     let addr = server.metrics_addr.expect("metrics are served");
     let q = format!("held-{}", unique_prefix());
     let mut client = server.client().await;
-    harness::add(&mut client, harness::job(&q, "t", b"")).await;
+    let id = harness::add(&mut client, harness::job(&q, "t", b"")).await;
     let waiting = format!("jobwire_queue_waiting{{queue=\"{q}\"}} 1");
     eventually(WAIT, "the waiting gauge to show the job", || async {
         http_get(addr, "/metrics").await.1.contains(&waiting)
@@ -82,6 +82,12 @@ async fn an_idle_queue_holding_jobs_keeps_its_gauges() {
     eventually(WAIT, "the queue to be idle here", || async { server.engine.sweep_idle_queues().in_use == 0 }).await;
     let (_, text) = http_get(addr, "/metrics").await;
     assert!(text.contains(&waiting), "a queue with a job waiting is still listed:\n{text}");
+    // Drained while idle here (a delete counts no use): the gauges read it empty, and it goes.
+    client.delete_job(proto::DeleteJobRequest { job_id: id }).await.expect("delete");
+    eventually(WAIT, "the drained idle queue's series to go", || async {
+        !http_get(addr, "/metrics").await.1.contains(&q)
+    })
+    .await;
     server.stop().await;
 }
 
