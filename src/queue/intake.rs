@@ -140,8 +140,10 @@ impl Intake {
         let (outcome, registers_again) =
             self.adds.submit(&queue, prepared, run).await.map_err(|e| self.memory.refusal(e))?;
         let added = accepted(&queue, outcome, session.as_ref(), "", span)?;
-        if session.is_some() || registers_again {
+        if registers_again {
             self.registry.register_again(&queue).await;
+        } else if session.is_some() {
+            self.note_registered(&queue).await;
         }
         if !added.duplicate {
             self.leases.wake(&queue);
@@ -230,13 +232,25 @@ impl Intake {
                 }
             }
             if any_in {
-                if all_in_sessions || registers_again {
+                if registers_again {
                     self.registry.register_again(&queue).await;
+                } else if all_in_sessions {
+                    self.note_registered(&queue).await;
                 }
                 self.leases.wake(&queue);
             }
         }
         Ok(results)
+    }
+
+    /// After a job went into a session: its queue is in the registry since the session was
+    /// created there (a queue with a session is never taken out), and this only tells this
+    /// instance so, from its memory after the first time. A failure is logged, never the add's:
+    /// the heartbeat's discovery registers a queue that has keys.
+    async fn note_registered(&self, queue: &str) {
+        if let Err(e) = self.registry.register(queue).await {
+            tracing::warn!(%queue, error = %e, "could not register the queue; discovery will");
+        }
     }
 }
 
