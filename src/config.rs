@@ -125,7 +125,8 @@ pub struct ServeConfig {
     /// The most distinct queues Redis may hold, over every instance: a write that would make
     /// one more (an add, a session, a pause of a queue never used) is refused
     /// (RESOURCE_EXHAUSTED, naming --max-queues), and writes nothing. A queue counts from its
-    /// first write on, for good (its entry in the registry of queues); 0: no cap.
+    /// first write on (its entry in the registry of queues) until it holds nothing again: no
+    /// job in any state, session, setting, schedule or live idempotency key; 0: no cap.
     #[arg(long, env = "JOBWIRE_MAX_QUEUES", default_value_t = 10_000)]
     pub max_queues: u64,
     /// The most calls one HTTP/2 connection may have open at once (its
@@ -144,6 +145,11 @@ pub struct ServeConfig {
     /// one). An open GetJob or Work stream is a call: a waiting worker is never idle.
     #[arg(long, env = "JOBWIRE_IDLE_TIMEOUT", default_value = "10m", value_parser = duration)]
     pub idle_timeout: Duration,
+    /// A queue this instance has not used for this long (no call naming it, no worker stream,
+    /// no WatchJob or Subscribe) is idle here: its metric series, cached settings and key names
+    /// go from memory, and come back on its next use.
+    #[arg(long, env = "JOBWIRE_QUEUE_IDLE_AFTER", default_value = "5m", value_parser = duration)]
+    pub queue_idle_after: Duration,
     /// Dispatchers look at their queue at least this often, even without a wake-up.
     #[arg(long, env = "JOBWIRE_SAFETY_POLL", default_value = "5s", value_parser = duration)]
     pub safety_poll: Duration,
@@ -253,6 +259,7 @@ impl ServeConfig {
             ("--http2-keepalive-interval", self.http2_keepalive_interval),
             ("--http2-keepalive-timeout", self.http2_keepalive_timeout),
             ("--idle-timeout", self.idle_timeout),
+            ("--queue-idle-after", self.queue_idle_after),
         ] {
             if value.is_zero() {
                 return Err(format!("{flag} must be above zero"));
@@ -305,6 +312,7 @@ impl ServeConfig {
             },
             max_waiting: self.max_waiting,
             max_queues: (self.max_queues > 0).then_some(self.max_queues),
+            queue_idle_after: self.queue_idle_after,
         }
     }
 

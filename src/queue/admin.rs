@@ -109,6 +109,11 @@ impl QueueFigures {
             waiting_keys: self.waiting_keys + o.waiting_keys,
         }
     }
+
+    /// No job waiting, delayed, active or dead (the figures the per-queue gauges watch).
+    pub(super) fn holds_no_job(&self) -> bool {
+        self.waiting == 0 && self.delayed == 0 && self.active == 0 && self.dead == 0 && self.session_pending == 0
+    }
 }
 
 impl From<QueueCounts> for QueueFigures {
@@ -257,6 +262,8 @@ impl Admin {
         for shard in self.overrides.shards_of(queue).await?.iter() {
             self.registry.register(shard).await?;
             self.store.admin().set_paused(shard, paused).await?;
+            // The shard may have left the registry between the registration and the write.
+            self.registry.register_again(shard).await;
         }
         Ok(())
     }

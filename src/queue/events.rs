@@ -174,6 +174,14 @@ impl Events {
         Self { store, background, tailers: Mutex::default() }
     }
 
+    /// The queues a WatchJob or Subscribe here follows; forgets the tailers that ended (the
+    /// idle sweep). Skips a round (answers None) while a follower is being set up.
+    pub(super) fn followed_queues(&self) -> Option<Vec<String>> {
+        let mut tailers = self.tailers.try_lock().ok()?;
+        tailers.retain(|_, t| t.strong_count() > 0);
+        Some(tailers.keys().cloned().collect())
+    }
+
     async fn feed(self: &Arc<Self>, queue: &str) -> Result<Feed> {
         let mut tailers = self.tailers.lock().await;
         if let Some(tailer) = tailers.get(queue).and_then(Weak::upgrade) {

@@ -9,18 +9,27 @@
 //! period instead of bursting; a round that overruns the period delays the next one rather than
 //! stacking up. Nothing is read while Redis is known to be unreachable.
 //!
-//! Owns nothing but its task; calls `leases` (`Leases::stream_count`, `Leases::redis_is_up`)
-//! and `background`, and shows the figures as `admin`'s `QueueFigures` read them.
+//! A queue that holds no job and is not in use here (`idle.rs`) gets no series: its figures are
+//! zeros, and listing every empty queue ever named is what the idle sweep exists to avoid.
+//!
+//! Owns nothing but its task; calls `leases` (`Leases::stream_count`, `Leases::redis_is_up`),
+//! `idle` (`QueueUse::in_use`) and `background`, and shows the figures as `admin`'s `QueueFigures` read them.
 
 use std::{sync::Arc, time::Duration};
 
 use tracing::debug;
 
-use super::{admin::QueueFigures, background::Background, leases::Leases};
+use super::{admin::QueueFigures, background::Background, idle::QueueUse, leases::Leases};
 use crate::{store::Store, telemetry};
 
 /// Refreshes the gauges every `every` until the instance stops.
-pub(super) async fn run(store: Arc<Store>, leases: Arc<Leases>, background: Background, every: Duration) {
+pub(super) async fn run(
+    store: Arc<Store>,
+    leases: Arc<Leases>,
+    uses: Arc<QueueUse>,
+    background: Background,
+    every: Duration,
+) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -51,6 +60,12 @@ pub(super) async fn run(store: Arc<Store>, leases: Arc<Leases>, background: Back
                     break;
                 }
             };
+            // An empty queue nobody uses here gets no series (a million queue names used
+            // once each would otherwise all be listed); one holding jobs keeps them.
+            if figures.holds_no_job() && !uses.in_use(&queue) {
+                telemetry::forget_queue(&queue);
+                continue;
+            }
             let Some(m) = telemetry::queue(&queue) else { return };
             m.waiting.set(figures.waiting as f64);
             m.active.set(figures.active as f64);

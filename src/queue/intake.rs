@@ -71,7 +71,9 @@ pub(super) struct Intake {
     /// The most jobs a queue may hold waiting (`Settings::max_waiting`), unless the queue's
     /// settings say otherwise (the add function reads them).
     max_waiting: Option<u64>,
-    adds: Arc<Coalescer<Prepared, AddOutcome>>,
+    /// Single adds, coalesced per queue; each answer says whether the queue must be registered
+    /// again (`AddReport::registers_again`).
+    adds: Arc<Coalescer<Prepared, (AddOutcome, bool)>>,
 }
 
 /// What an intake is given besides the rooms it calls.
@@ -130,12 +132,17 @@ impl Intake {
             let (store, lane) = (store.clone(), lane.clone());
             async move {
                 let args: Vec<AddArgs> = items.iter().map(Prepared::args).collect();
-                store.jobs().add_many(&lane, &args, max_waiting).await
+                let report = store.jobs().add_many(&lane, &args, max_waiting).await?;
+                let again = report.registers_again;
+                Ok(report.outcomes.into_iter().map(|outcome| (outcome, again)).collect())
             }
         };
-        let outcome = self.adds.submit(&queue, prepared, run).await.map_err(|e| self.memory.refusal(e))?;
+        let (outcome, registers_again) =
+            self.adds.submit(&queue, prepared, run).await.map_err(|e| self.memory.refusal(e))?;
         let added = accepted(&queue, outcome, session.as_ref(), "", span)?;
-        if session.is_some() {
+        if registers_again {
+            self.registry.register_again(&queue).await;
+        } else if session.is_some() {
             self.note_registered(&queue).await;
         }
         if !added.duplicate {
@@ -197,10 +204,14 @@ impl Intake {
                 Err(e) => return Err(e),
             }
             let mut any_in = false;
+            let mut registers_again = false;
             for chunk in items.chunks(MAX_CHUNK) {
                 let args: Vec<AddArgs> = chunk.iter().map(|(_, p)| p.args()).collect();
                 let outcomes = match self.store.jobs().add_many(&queue, &args, self.max_waiting).await {
-                    Ok(outcomes) => outcomes,
+                    Ok(report) => {
+                        registers_again |= report.registers_again;
+                        report.outcomes
+                    }
                     Err(StoreError::OutOfMemory) => {
                         // Nothing of this chunk went in; earlier chunks did and keep their answers.
                         for (i, _) in chunk {
@@ -222,7 +233,9 @@ impl Intake {
                 }
             }
             if any_in {
-                if all_in_sessions {
+                if registers_again {
+                    self.registry.register_again(&queue).await;
+                } else if all_in_sessions {
                     self.note_registered(&queue).await;
                 }
                 self.leases.wake(&queue);
@@ -232,8 +245,9 @@ impl Intake {
     }
 
     /// After a job went into a session: its queue is in the registry since the session was
-    /// created there, and this only tells this instance so. A failure is logged, never the
-    /// add's: the heartbeat's discovery registers a queue that has keys.
+    /// created there (a queue with a session is never taken out), and this only tells this
+    /// instance so, from its memory after the first time. A failure is logged, never the add's:
+    /// the heartbeat's discovery registers a queue that has keys.
     async fn note_registered(&self, queue: &str) {
         if let Err(e) = self.registry.register(queue).await {
             tracing::warn!(%queue, error = %e, "could not register the queue; discovery will");

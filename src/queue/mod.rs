@@ -46,8 +46,13 @@
 //!   time claimed in Redis in the call that adds its job (no leader). Owns the timer task.
 //!   Calls `registry` (`register`), `leases` (`wake`, `follow_schedules`) and `background`.
 //! - `registry.rs`: puts a queue in the global registry of queues before its first write here,
-//!   within `--max-queues` over every instance. Owns the set of queues this instance already
-//!   registered. Calls no room.
+//!   within `--max-queues` over every instance (and again after a write that may have raced
+//!   its removal), and takes the queues that hold nothing out of it. Owns the set of queues this
+//!   instance already registered. Calls no room.
+//! - `idle.rs`: which queues are in use here, and the sweep that drops what an idle queue leaves
+//!   in memory (metric series, cached settings, the registry's memory, key names). Owns the map
+//!   of queues in use and the sweep's task. Calls `registry`, `overrides`, `events`, `leases`
+//!   (`served_queues`) and `background`.
 //! - `background.rs`: the cancellation token and task tracker of every background task but the
 //!   dispatchers, so `Engine::shutdown` can stop them all and wait for them. Calls no room.
 //!
@@ -69,6 +74,7 @@ mod coalesce;
 mod error;
 mod events;
 mod gauges;
+mod idle;
 mod intake;
 mod job;
 mod leases;
@@ -96,6 +102,7 @@ pub use admin::{
 use background::Background;
 pub use error::{Error, Result};
 pub use events::{EventKind, EventView};
+pub use idle::QueuesInMemory;
 pub use job::{Added, BackoffRequest, Delivery, JobId, JobState, JobView, NewJob, Schedule, SessionId};
 pub use leases::{RevokeReason, StreamEvent, StreamGuard, WorkerSpec, WorkerView};
 pub use memory::RedisMemory;
@@ -119,18 +126,36 @@ pub struct Engine {
     memory: Arc<memory::Memory>,
     overrides: Arc<overrides::Overrides>,
     store: Arc<Store>,
+    /// The queues in use here, and the sweep that drops what idle queues leave in memory.
+    uses: Arc<idle::QueueUse>,
+    sweep: Arc<idle::Sweep>,
 }
 
 impl Engine {
     /// Starts an engine over `store` and its background tasks.
     pub fn start(store: Arc<Store>, settings: Settings) -> Arc<Self> {
         let background = Background::default();
-        let registry = Arc::new(registry::QueueRegistry::new(store.clone(), settings.max_queues));
+        let windows = [settings.idempotency_window, settings.idempotency_retry_window];
+        let registry = Arc::new(registry::QueueRegistry::new(store.clone(), settings.max_queues, windows));
         let leases = leases::Leases::start(store.clone(), settings.clone(), background.clone());
         let memory = memory::Memory::start(store.clone(), settings.memory.clone(), background.clone());
         let limits = settings.limits;
         let limits_for_schedules = limits.clone();
         let overrides = Arc::new(overrides::Overrides::new(store.clone(), settings.max_waiting));
+        let events = Arc::new(events::Events::new(store.clone(), background.clone()));
+        let uses = Arc::new(idle::QueueUse::default());
+        let sweep = Arc::new(idle::Sweep {
+            uses: uses.clone(),
+            idle_after: settings.queue_idle_after,
+            registry: registry.clone(),
+            overrides: overrides.clone(),
+            leases: leases.clone(),
+            events: events.clone(),
+            store: store.clone(),
+            background: background.clone(),
+        });
+        let sweeping = sweep.clone();
+        background.spawn(sweeping.run());
         let engine = Arc::new(Self {
             intake: intake::Intake::new(
                 store.clone(),
@@ -157,7 +182,7 @@ impl Engine {
                 background.clone(),
                 limits,
             ),
-            events: Arc::new(events::Events::new(store.clone(), background.clone())),
+            events,
             admin: admin::Admin::new(store.clone(), registry.clone(), leases.clone(), overrides.clone()),
             schedules: schedules::Schedules::start(
                 store.clone(),
@@ -172,6 +197,8 @@ impl Engine {
             leases,
             background,
             store,
+            uses,
+            sweep,
         });
         info!(instance = %engine.instance(), "engine started");
         engine
@@ -188,22 +215,40 @@ impl Engine {
         self.leases.redis_up()
     }
 
+    /// Drops now what the idle queues leave in this instance's memory, as the sweep does every
+    /// half `Settings::queue_idle_after` (see `idle.rs`), and answers what stays, map by map.
+    pub fn sweep_idle_queues(&self) -> QueuesInMemory {
+        self.sweep.once()
+    }
+
+    /// Takes the queues that hold nothing (and that this instance does not use) out of the
+    /// registry now, as the sweep does after each round; answers how many went.
+    pub async fn retire_empty_queues(&self) -> Result<usize> {
+        self.sweep.retire().await
+    }
+
     /// Starts refreshing the per-queue gauges from Redis every `every` (see `gauges.rs`); the
     /// server does it when it serves metrics.
     pub fn start_gauges(&self, every: Duration) {
-        let task = gauges::run(self.store.clone(), self.leases.clone(), self.background.clone(), every);
+        let task =
+            gauges::run(self.store.clone(), self.leases.clone(), self.uses.clone(), self.background.clone(), every);
         self.background.spawn(task);
     }
 
     /// Validates and adds one job; a repeat of an idempotency key within the window adds nothing
     /// and answers the first job's id as a duplicate.
     pub async fn add(&self, job: NewJob) -> Result<Added> {
+        let _in_use = self.uses.enter(&job.queue);
         self.intake.add(job).await
     }
 
     /// Adds a batch, one answer per entry in order; an entry given as an error (the caller could
     /// not read it) is answered with it.
     pub async fn add_batch(&self, entries: Vec<Result<NewJob>>) -> Result<Vec<Result<Added>>> {
+        let mut queues: Vec<&str> = entries.iter().filter_map(|e| e.as_ref().ok()).map(|j| j.queue.as_str()).collect();
+        queues.sort_unstable();
+        queues.dedup();
+        let _in_use: Vec<idle::InUse> = queues.into_iter().map(|q| self.uses.enter(q)).collect();
         self.intake.add_batch(entries).await
     }
 
@@ -248,7 +293,12 @@ impl Engine {
         session_state: Option<(String, Option<u64>)>,
         trace: Option<TraceContext>,
     ) -> impl Future<Output = Result<()>> + Send + use<> {
-        self.acks.complete(job_id, token, result, session_state, trace)
+        let in_use = self.uses.enter(&job_id.queue);
+        let completed = self.acks.complete(job_id, token, result, session_state, trace);
+        async move {
+            let _in_use = in_use;
+            completed.await
+        }
     }
 
     /// Fails the attempt held with `token`: retried after its backoff (or `retry_after`) while
@@ -263,6 +313,7 @@ impl Engine {
         retry_after: Option<Duration>,
         trace: Option<TraceContext>,
     ) -> Result<(JobState, Option<SystemTime>)> {
+        let _in_use = self.uses.enter(&job_id.queue);
         self.acks.fail(job_id, token, error, retryable, retry_after, trace).await
     }
 
@@ -370,6 +421,7 @@ impl Engine {
     /// Cancels a job: a waiting or delayed one at once; an active one is marked and its worker
     /// told, and it ends cancelled whatever the worker answers.
     pub async fn cancel(&self, job_id: &JobId) -> Result<()> {
+        let _in_use = self.uses.enter(&job_id.queue);
         self.admin.cancel(job_id).await
     }
 

@@ -158,8 +158,8 @@ pub(super) struct Overrides {
     max_waiting_flag: Option<u64>,
     /// The retention flags.
     retention: Retention,
-    /// Per queue: when its settings were read, and what they were. Grows with the queues this
-    /// instance adds to, like the store's key cache.
+    /// Per queue: when its settings were read, and what they were. The idle sweep drops the
+    /// entries of idle queues and stale ones (`idle.rs`).
     cache: Mutex<HashMap<String, (Instant, Arc<StoredSettings>)>>,
     /// The names of sharded queues' shards, and where adds go.
     shards: Shards,
@@ -234,6 +234,14 @@ impl Overrides {
             job.backoff = settings.backoff.as_ref().map(BackoffRequest::from_spec);
         }
         Ok(())
+    }
+
+    /// Drops the cached settings of the queues `keep` says no, and every entry past [`FRESH`]
+    /// (the idle sweep); returns how many stay.
+    pub(super) fn forget_unless(&self, keep: impl Fn(&str) -> bool) -> usize {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.retain(|queue, (read_at, _)| read_at.elapsed() < FRESH && keep(queue));
+        cache.len()
     }
 
     /// The queue's settings as read at most [`FRESH`] ago.

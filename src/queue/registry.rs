@@ -10,11 +10,20 @@
 //! nothing anywhere, so a client inventing queue names cannot grow Redis past the cap. (The
 //! discovery registers without the cap: what it finds already has keys.)
 //!
-//! What this instance remembers (the names it registered) is bounded by the cap too.
+//! What this instance remembers (the names it registered) is bounded by the cap too, and the idle
+//! sweep forgets the names of idle queues (`idle.rs`).
+//!
+//! A queue leaves the registry once it holds nothing (`retire_empty`, run by the idle sweep; the
+//! store's `Instances::retire_queue` says what "nothing" is and why the removal cannot lose a
+//! queue that has jobs): so `--max-queues` counts the queues that hold something, and a writer
+//! whose memory says a queue is registered may be wrong. That is why an add whose function
+//! reports the queue unmarked, and every other write that registers a queue, register it again
+//! after writing (`register_again`).
 
 use std::{
     collections::HashSet,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use super::error::{Error, Result};
@@ -26,17 +35,23 @@ pub(super) struct QueueRegistry {
     /// `--max-queues`; None: no cap.
     max_queues: Option<u64>,
     registered: Mutex<HashSet<String>>,
+    /// The idempotency windows of the adds here: a queue with a live tombstone of either stays.
+    windows: [Duration; 2],
 }
 
 impl QueueRegistry {
-    pub(super) fn new(store: Arc<Store>, max_queues: Option<u64>) -> Self {
-        Self { store, max_queues, registered: Mutex::new(HashSet::new()) }
+    pub(super) fn new(store: Arc<Store>, max_queues: Option<u64>, windows: [Duration; 2]) -> Self {
+        Self { store, max_queues, registered: Mutex::new(HashSet::new()), windows }
+    }
+
+    fn remembered(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.registered.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Puts `queue` in the registry unless this instance already did; refused (`Full`) when
     /// that would make more distinct queues than `--max-queues`.
     pub(super) async fn register(&self, queue: &str) -> Result<()> {
-        let known = self.registered.lock().unwrap_or_else(|e| e.into_inner()).contains(queue);
+        let known = self.remembered().contains(queue);
         if known {
             return Ok(());
         }
@@ -50,7 +65,45 @@ impl QueueRegistry {
                 }
             }
         }
-        self.registered.lock().unwrap_or_else(|e| e.into_inner()).insert(queue.to_owned());
+        self.remembered().insert(queue.to_owned());
         Ok(())
+    }
+
+    /// Puts `queue` in the registry again after a write that may have raced its retirement
+    /// (an add that found the queue unmarked, any write but an add): without the cap, as the
+    /// queue now has keys. A failure is logged, not the write's: the heartbeat's discovery
+    /// registers a queue that has keys.
+    pub(super) async fn register_again(&self, queue: &str) {
+        match self.store.instances().register_queue(queue).await {
+            Ok(()) => {
+                self.remembered().insert(queue.to_owned());
+            }
+            Err(e) => tracing::warn!(%queue, error = %e, "could not register the queue; discovery will"),
+        }
+    }
+
+    /// Takes out of the registry every queue that holds nothing and that `in_use` says this
+    /// instance is not using (see `Instances::retire_queue`); returns how many went. One
+    /// `queue_retire` call per queue of the registry that is not in use here.
+    pub(super) async fn retire_empty(&self, in_use: impl Fn(&str) -> bool) -> Result<usize> {
+        let mut retired = 0;
+        for queue in self.store.instances().queues().await? {
+            if in_use(&queue) {
+                continue;
+            }
+            if self.store.instances().retire_queue(&queue, &self.windows).await? {
+                self.remembered().remove(&queue);
+                retired += 1;
+            }
+        }
+        Ok(retired)
+    }
+
+    /// Forgets that this instance registered the queues `keep` says no (the idle sweep): the
+    /// next write to one asks the registry again. Returns how many it still remembers.
+    pub(super) fn forget_unless(&self, keep: impl Fn(&str) -> bool) -> usize {
+        let mut registered = self.remembered();
+        registered.retain(|queue| keep(queue));
+        registered.len()
     }
 }

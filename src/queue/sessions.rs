@@ -174,6 +174,8 @@ impl Sessions {
         if !created.map_err(|e| self.memory.refusal(e))? {
             return Err(Error::AlreadyExists(format!("session_id: session {id} already exists")));
         }
+        // The queue may have left the registry between the registration and the write.
+        self.registry.register_again(queue).await;
         self.get(&id).await
     }
 

@@ -90,6 +90,9 @@ pub struct Settings {
     /// The most distinct queues the registry may hold, over every instance: a write that would
     /// register one more is refused (RESOURCE_EXHAUSTED). None: no cap.
     pub max_queues: Option<u64>,
+    /// A queue not used here for this long (no call naming it, no worker stream, no follower)
+    /// is idle: what this instance kept in memory for it goes (`idle.rs`).
+    pub queue_idle_after: Duration,
 }
 
 impl Default for Settings {
@@ -105,6 +108,7 @@ impl Default for Settings {
             memory: MemoryLimits::default(),
             max_waiting: None,
             max_queues: Some(10_000),
+            queue_idle_after: Duration::from_secs(300),
         }
     }
 }

@@ -115,6 +115,14 @@ impl Backend {
         cache.get(queue, || self.keys.queue(queue))
     }
 
+    /// Drops the key names no call holds now; returns how many stay.
+    pub(super) fn forget_unused_key_names(&self) -> usize {
+        let mut cache = self.queue_keys.lock().unwrap_or_else(|e| e.into_inner());
+        cache.queues.retain(|_, keys| Arc::strong_count(keys) > 1);
+        cache.high_water = KEYS_CACHED;
+        cache.queues.len()
+    }
+
     /// Whether Redis is a cluster (for what differs: the scan of every master, the memory of
     /// every master).
     pub(super) fn is_cluster(&self) -> bool {

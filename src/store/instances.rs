@@ -7,6 +7,10 @@
 //! on the master of its own slot; the worker lists are read with one `MGET`, which the cluster
 //! client splits by slot.
 //!
+//! A queue leaves the registry once it holds nothing (`retire_queue`, whose doc says why that
+//! cannot lose a queue that has jobs): the queue function `queue_retire.lua` drops its leftovers,
+//! then a plain SREM.
+//!
 //! What writes goes through the global functions of the library (`lua/heartbeat.lua`,
 //! `workers_publish.lua`, `queues_register.lua`, and `queue_admit.lua`, which holds the
 //! registry to `--max-queues`), registered `allow-oom`: a Redis out of memory refuses plain
@@ -19,10 +23,12 @@ use redis::{AsyncCommands, Cmd};
 
 use super::{
     Result,
-    args::GlobalFunction,
+    args::{GlobalFunction, QueueFunction},
     backend::Backend,
+    keys::QueueKeys,
     millis,
     scripts::{Function, Scripts},
+    tombstones::{self, Family},
 };
 
 /// The most instances `Instances::live` reads: far more than a deployment runs.
@@ -121,6 +127,33 @@ impl GlobalFunction for AdmitArgs<'_> {
     fn write_args(&self, cmd: &mut Cmd) {
         cmd.arg(self.cap).arg(self.queue);
     }
+}
+
+/// lua/queue_retire.lua: the queue keys, KEYS[32] the schedules hash, then the tombstone buckets
+/// of `windows` that may still live.
+struct RetireArgs<'a> {
+    windows: &'a [Duration],
+    now_ms: u64,
+}
+
+impl QueueFunction for RetireArgs<'_> {
+    /// 1: the queue held nothing, its leftovers are gone; 0: it holds something.
+    type Reply = i64;
+
+    fn function(scripts: &Scripts) -> &Function {
+        &scripts.queue_retire
+    }
+
+    fn own_keys(&self, keys: &QueueKeys) -> Vec<String> {
+        let mut own = vec![keys.schedules()];
+        for window in self.windows {
+            // The buckets an add would name now: every one that has not expired, and the next.
+            own.extend(Family::new(tombstones::width(*window), self.now_ms).keys(keys));
+        }
+        own
+    }
+
+    fn write_args(&self, _cmd: &mut Cmd) {}
 }
 
 /// The instance and queue registries (see the module doc).
@@ -226,6 +259,40 @@ impl Instances {
             self.register_queues(&queues).await?;
         }
         Ok((next, queues.into_iter().map(str::to_owned).collect()))
+    }
+
+    /// Takes `queue` out of the registry of queues if it holds nothing (see `queue_retire.lua`;
+    /// `windows` are the idempotency windows its adds use, whose tombstones keep it); returns
+    /// whether it went. Then `--max-queues` counts it no more and ListQueues stops showing it.
+    ///
+    /// Three steps, as the queue's keys and the registry are on two slots of a Redis Cluster:
+    /// (1) `queue_retire` on the queue's slot drops its leftovers if it holds nothing, (2) SREM
+    /// from the registry, (3) if the queue has any key again, SADD it back. An add that raced
+    /// the removal cannot leave jobs outside the registry: the add function marks the queue's
+    /// meta hash (which step 1 deletes) and reports when the mark was missing, and its caller
+    /// then registers the queue again (`Jobs::add_many`, `AddReport::registers_again`); every
+    /// other write that makes a queue registers it after writing as well as before. So the first
+    /// write after step 1 is followed by a registration; if that registration came before step
+    /// 2, the write came before step 3, which sees the key it made and registers the queue back.
+    /// Either way the last word on the registry is an SADD. A crash between steps 2 and 3 (or of
+    /// a writer between its write and its registration) is what the heartbeat's discovery is for
+    /// (`leases/liveness.rs`): it registers every queue with keys, within one round of its SCAN.
+    pub async fn retire_queue(&self, queue: &str, windows: &[Duration]) -> Result<bool> {
+        let now_ms = tombstones::local_now_ms();
+        if self.backend.call(queue, &RetireArgs { windows, now_ms }).await? == 0 {
+            return Ok(false);
+        }
+        let registry = self.backend.keys().queues();
+        let _: i64 = self.backend.with_conn(async |c| c.srem(&registry, queue).await).await?;
+        let keys = self.backend.queue_keys(queue);
+        let mut any: Vec<String> = keys.all().to_vec();
+        any.extend(RetireArgs { windows, now_ms }.own_keys(&keys));
+        let existing: i64 = self.backend.with_conn(async |c| c.exists(&any).await).await?;
+        if existing > 0 {
+            self.register_queue(queue).await?;
+            return Ok(false);
+        }
+        Ok(true)
     }
 
     /// Every queue ever added to, sorted by name.

@@ -186,6 +186,17 @@ pub enum AddOutcome {
     QueueFull(u64),
 }
 
+/// What [`Jobs::add_many`] did: one outcome per job, and whether the caller must register the
+/// queue again (jobs went in and the queue had no registry mark: see
+/// `Instances::retire_queue`).
+#[derive(Debug, PartialEq, Eq)]
+pub struct AddReport {
+    /// One per job, in order.
+    pub outcomes: Vec<AddOutcome>,
+    /// Register the queue (after this add): it may have been taken out of the registry.
+    pub registers_again: bool,
+}
+
 /// What [`Jobs::fail`] did.
 #[derive(Debug, PartialEq, Eq)]
 pub struct FailOutcome {
@@ -226,12 +237,7 @@ impl Jobs {
     /// would take the queue's waiting jobs (ready, delayed or retrying, or pending in a session)
     /// past `max_waiting` is `QueueFull`: checked per job inside the script, so the jobs that fit
     /// go in and the rest are refused.
-    pub async fn add_many(
-        &self,
-        queue: &str,
-        jobs: &[AddArgs<'_>],
-        max_waiting: Option<u64>,
-    ) -> Result<Vec<AddOutcome>> {
+    pub async fn add_many(&self, queue: &str, jobs: &[AddArgs<'_>], max_waiting: Option<u64>) -> Result<AddReport> {
         self.add_many_at(queue, jobs, tombstones::local_now_ms(), max_waiting).await
     }
 
@@ -246,7 +252,7 @@ impl Jobs {
         jobs: &[AddArgs<'_>],
         now_ms: u64,
         max_waiting: Option<u64>,
-    ) -> Result<Vec<AddOutcome>> {
+    ) -> Result<AddReport> {
         let mut args = AddBatchArgs::new(jobs, now_ms, max_waiting)?;
         // The jobs not added, as (job number from 1, code, first ULID or the cap); the rest
         // were added.
@@ -259,7 +265,12 @@ impl Jobs {
             }
         }
         let mut outcomes: Vec<AddOutcome> = jobs.iter().map(|job| AddOutcome::Added(job.ulid.to_owned())).collect();
+        let mut registers_again = false;
         for (n, code, first) in refused {
+            if (n, code) == (0, -4) {
+                registers_again = true;
+                continue;
+            }
             let index = usize::try_from(n).ok().and_then(|n| n.checked_sub(1));
             let Some(outcome) = index.and_then(|i| outcomes.get_mut(i)) else {
                 return Err(StoreError::Corrupt("the add script named a job it was not given".into()));
@@ -272,7 +283,7 @@ impl Jobs {
                 _ => AddOutcome::NoSession,
             };
         }
-        Ok(outcomes)
+        Ok(AddReport { outcomes, registers_again })
     }
 
     /// One dispatcher round (see lua/lease.lua): expire, promote, lease one job per token, and

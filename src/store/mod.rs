@@ -72,8 +72,8 @@ pub use events::{BlockingConnection, Events, StoredEvent, event_order, is_event_
 pub use instances::Instances;
 pub use invariants::Invariants;
 pub use jobs::{
-    Ack, AckOutcome, AddArgs, AddOutcome, Completion, FailOutcome, Jobs, LeaseCheck, LeaseRound, LeasedJob, Refill,
-    SessionSnapshot,
+    Ack, AckOutcome, AddArgs, AddOutcome, AddReport, Completion, FailOutcome, Jobs, LeaseCheck, LeaseRound, LeasedJob,
+    Refill, SessionSnapshot,
 };
 pub use keys::{KeySpace, MAX_PRIORITY, MIN_PRIORITY};
 pub use link::is_cluster_url;
@@ -299,6 +299,12 @@ impl Store {
     /// The operator's check of a live Redis and its repairs (`jobwire doctor`).
     pub fn doctor(&self) -> &Doctor {
         &self.doctor
+    }
+
+    /// Drops the cached key names of every queue no call is using right now (the idle sweep,
+    /// `queue/idle.rs`); returns how many queues' names stay cached.
+    pub fn forget_unused_key_names(&self) -> usize {
+        self.backend.forget_unused_key_names()
     }
 
     /// The names of the keys and channels under this store's prefix.

@@ -150,6 +150,7 @@ library! {
         schedule_pause ["allow-oom"],
         schedule_delete ["allow-oom"],
         settings_set ["allow-oom"],
+        queue_retire ["allow-oom"],
     }
     global {
         heartbeat ["allow-oom"],

@@ -115,5 +115,5 @@ fn answer(handle: &PrometheusHandle, req: &Request<Incoming>) -> Response<Full<B
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", Bytes::from_static(b"use GET\n"));
     }
-    reply(StatusCode::OK, CONTENT_TYPE, Bytes::from(handle.render()))
+    reply(StatusCode::OK, CONTENT_TYPE, Bytes::from(super::render(handle)))
 }

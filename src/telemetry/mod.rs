@@ -5,12 +5,12 @@
 //! costs one atomic load and nothing else. The recorder is process-global (that is how the
 //! facade works), so the figures of several engines in one process (tests) add up per queue.
 //!
-//! Why the per-queue handles are cached here: the facade's macros build a `Key` (name + labels)
-//! and look it up in the recorder's registry on every call, and a queue label built from a
-//! `&str` is a `String` allocation per call. [`queue`] hands out the registered handles of a
-//! queue from a map instead, so recording a job transition allocates nothing after the queue's
-//! first one. Names are `'static` constants: the list in [`names`] is the whole vocabulary (the
-//! README lists the same).
+//! The series with a queue label are not the recorder's: `queues.rs` keeps them, one set per
+//! queue, so that an idle queue's series can go (`forget_idle_queue`) and a client inventing
+//! queue names cannot grow the server's memory for good. [`queue`] hands out a queue's handles
+//! from a map, so recording a job transition allocates nothing after the queue's first one.
+//! Names are `'static` constants: the list in [`names`] is the whole vocabulary (the README
+//! lists the same).
 //!
 //! Which figures are per instance and which are global: counters and histograms count what this
 //! instance did (sum them over instances); the per-queue gauges are read from Redis and are the
@@ -29,6 +29,7 @@
 //! **Logs** of both binaries are set up by [`log_to_stderr`].
 
 mod exporter;
+mod queues;
 pub mod traceparent;
 
 use std::{
@@ -93,8 +94,6 @@ pub mod names {
     pub const REDIS_CALL: &str = "jobwire_redis_call_seconds";
 }
 
-/// The label naming the queue.
-const QUEUE: &str = "queue";
 /// The label naming what was shed.
 const KIND: &str = "kind";
 /// The label naming why jobs are held back.
@@ -152,35 +151,39 @@ pub struct QueueMetrics {
     pub held_by_rate: Gauge,
     /// Ready jobs held back at their concurrency key's cap, read from Redis.
     pub held_by_key_concurrency: Gauge,
+    /// The storage behind these handles, which `/metrics` renders (`queues.rs`).
+    series: queues::QueueSeries,
 }
 
 impl QueueMetrics {
     fn register(queue: &str) -> Self {
         use names::*;
-        let name = || queue.to_owned();
+        let mut b = queues::Builder::new();
+        let gauge = |b: &mut queues::Builder, name| b.gauge(name, None);
         Self {
-            added: metrics::counter!(JOBS_ADDED, QUEUE => name()),
-            completed: metrics::counter!(JOBS_COMPLETED, QUEUE => name()),
-            failed: metrics::counter!(JOBS_FAILED, QUEUE => name()),
-            retried: metrics::counter!(JOBS_RETRIED, QUEUE => name()),
-            lost: metrics::counter!(JOBS_LOST, QUEUE => name()),
-            timed_out: metrics::counter!(JOBS_TIMED_OUT, QUEUE => name()),
-            cancelled: metrics::counter!(JOBS_CANCELLED, QUEUE => name()),
-            run: metrics::histogram!(JOB_RUN, QUEUE => name()),
-            wait: metrics::histogram!(JOB_WAIT, QUEUE => name()),
-            waiting: metrics::gauge!(QUEUE_WAITING, QUEUE => name()),
-            active: metrics::gauge!(QUEUE_ACTIVE, QUEUE => name()),
-            delayed: metrics::gauge!(QUEUE_DELAYED, QUEUE => name()),
-            dead: metrics::gauge!(QUEUE_DEAD, QUEUE => name()),
-            oldest_waiting: metrics::gauge!(QUEUE_OLDEST_WAITING, QUEUE => name()),
-            shed_events: metrics::gauge!(QUEUE_SHED, QUEUE => name(), KIND => "events"),
-            shed_completed: metrics::gauge!(QUEUE_SHED, QUEUE => name(), KIND => "completed"),
-            shed_cancelled: metrics::gauge!(QUEUE_SHED, QUEUE => name(), KIND => "cancelled"),
-            shed_dead: metrics::gauge!(QUEUE_SHED, QUEUE => name(), KIND => "dead"),
-            concurrency_limit: metrics::gauge!(QUEUE_CONCURRENCY_LIMIT, QUEUE => name()),
-            held_by_concurrency: metrics::gauge!(QUEUE_HELD, QUEUE => name(), REASON => "concurrency"),
-            held_by_rate: metrics::gauge!(QUEUE_HELD, QUEUE => name(), REASON => "rate"),
-            held_by_key_concurrency: metrics::gauge!(QUEUE_HELD, QUEUE => name(), REASON => "key_concurrency"),
+            added: b.counter(JOBS_ADDED),
+            completed: b.counter(JOBS_COMPLETED),
+            failed: b.counter(JOBS_FAILED),
+            retried: b.counter(JOBS_RETRIED),
+            lost: b.counter(JOBS_LOST),
+            timed_out: b.counter(JOBS_TIMED_OUT),
+            cancelled: b.counter(JOBS_CANCELLED),
+            run: b.histogram(JOB_RUN, JOB_BUCKETS),
+            wait: b.histogram(JOB_WAIT, JOB_BUCKETS),
+            waiting: gauge(&mut b, QUEUE_WAITING),
+            active: gauge(&mut b, QUEUE_ACTIVE),
+            delayed: gauge(&mut b, QUEUE_DELAYED),
+            dead: gauge(&mut b, QUEUE_DEAD),
+            oldest_waiting: gauge(&mut b, QUEUE_OLDEST_WAITING),
+            shed_events: b.gauge(QUEUE_SHED, Some((KIND, "events"))),
+            shed_completed: b.gauge(QUEUE_SHED, Some((KIND, "completed"))),
+            shed_cancelled: b.gauge(QUEUE_SHED, Some((KIND, "cancelled"))),
+            shed_dead: b.gauge(QUEUE_SHED, Some((KIND, "dead"))),
+            concurrency_limit: gauge(&mut b, QUEUE_CONCURRENCY_LIMIT),
+            held_by_concurrency: b.gauge(QUEUE_HELD, Some((REASON, "concurrency"))),
+            held_by_rate: b.gauge(QUEUE_HELD, Some((REASON, "rate"))),
+            held_by_key_concurrency: b.gauge(QUEUE_HELD, Some((REASON, "key_concurrency"))),
+            series: b.finish(queue),
         }
     }
 }
@@ -224,10 +227,6 @@ pub fn install() -> Result<PrometheusHandle, MetricsError> {
     }
     let buckets = |e: metrics_exporter_prometheus::BuildError| MetricsError::Buckets(e.to_string());
     let recorder = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Full(names::JOB_RUN.into()), JOB_BUCKETS)
-        .map_err(buckets)?
-        .set_buckets_for_metric(Matcher::Full(names::JOB_WAIT.into()), JOB_BUCKETS)
-        .map_err(buckets)?
         .set_buckets_for_metric(Matcher::Full(names::REDIS_CALL.into()), REDIS_BUCKETS)
         .map_err(buckets)?
         .build_recorder();
@@ -249,23 +248,6 @@ pub fn install() -> Result<PrometheusHandle, MetricsError> {
 
 fn describe() {
     use names::*;
-    metrics::describe_counter!(JOBS_ADDED, "Jobs added by this instance (duplicates not counted)");
-    metrics::describe_counter!(JOBS_COMPLETED, "Jobs completed through this instance");
-    metrics::describe_counter!(JOBS_FAILED, "Attempts workers reported failed (FailJob) through this instance");
-    metrics::describe_counter!(JOBS_RETRIED, "Failed attempts (FailJob) scheduled to run again");
-    metrics::describe_counter!(JOBS_LOST, "Deliveries lost: the worker's stream ended while holding them");
-    metrics::describe_counter!(JOBS_TIMED_OUT, "Attempts past their deadline, found by this instance's dispatcher");
-    metrics::describe_counter!(JOBS_CANCELLED, "Jobs cancelled (CancelJob) through this instance");
-    metrics::describe_histogram!(JOB_RUN, Unit::Seconds, "From delivery to the worker's answer, per attempt");
-    metrics::describe_histogram!(JOB_WAIT, Unit::Seconds, "From ready to delivery");
-    metrics::describe_gauge!(QUEUE_WAITING, "Jobs ready to run (read from Redis every few seconds)");
-    metrics::describe_gauge!(QUEUE_ACTIVE, "Jobs delivered and not yet acknowledged (from Redis)");
-    metrics::describe_gauge!(QUEUE_DELAYED, "Jobs waiting for a delay, run_at or retry backoff (from Redis)");
-    metrics::describe_gauge!(QUEUE_DEAD, "Dead jobs retained (from Redis)");
-    metrics::describe_gauge!(QUEUE_OLDEST_WAITING, Unit::Seconds, "How long the oldest ready job has waited");
-    metrics::describe_gauge!(QUEUE_SHED, "Retained history dropped under memory pressure, by kind (from Redis)");
-    metrics::describe_gauge!(QUEUE_CONCURRENCY_LIMIT, "The queue's concurrency cap, 0 for none (from Redis)");
-    metrics::describe_gauge!(QUEUE_HELD, "Ready jobs held back, by reason (from Redis)");
     metrics::describe_gauge!(WORKER_STREAMS, "Worker streams connected to this instance");
     metrics::describe_gauge!(REDIS_USED_MEMORY, Unit::Bytes, "Redis used memory, as last read");
     metrics::describe_gauge!(REDIS_MAX_MEMORY, Unit::Bytes, "Redis maxmemory (0: none)");
@@ -282,6 +264,46 @@ pub fn queue(queue: &str) -> Option<Arc<QueueMetrics>> {
     }
     let mut queues = installed.queues.write().unwrap_or_else(|e| e.into_inner());
     Some(queues.entry(queue.to_owned()).or_insert_with(|| Arc::new(QueueMetrics::register(queue))).clone())
+}
+
+/// Drops the series of `queue` (so `/metrics` stops listing it) unless the gauges last read it
+/// holding jobs: the idle sweep's call (`queue/idle.rs`). Its next use registers them afresh,
+/// from zero (a counter reset, as after a restart).
+pub fn forget_idle_queue(queue: &str) {
+    if let Some(installed) = INSTALLED.get() {
+        let mut queues = installed.queues.write().unwrap_or_else(|e| e.into_inner());
+        if queues.get(queue).is_some_and(|m| m.series.holds_no_job()) {
+            queues.remove(queue);
+        }
+    }
+}
+
+/// Drops the series of `queue` whatever they last read: the gauges' call, when Redis has just
+/// said the queue holds no job and nobody uses it here.
+pub fn forget_queue(queue: &str) {
+    if let Some(installed) = INSTALLED.get() {
+        installed.queues.write().unwrap_or_else(|e| e.into_inner()).remove(queue);
+    }
+}
+
+/// The queues whose series `/metrics` lists, sorted.
+pub fn queues_with_series() -> Vec<String> {
+    let Some(installed) = INSTALLED.get() else { return Vec::new() };
+    let mut names: Vec<String> = installed.queues.read().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
+    names.sort();
+    names
+}
+
+/// Everything `/metrics` answers: the recorder's series, then the per-queue ones, queues by name.
+fn render(handle: &PrometheusHandle) -> String {
+    let mut out = handle.render();
+    if let Some(installed) = INSTALLED.get() {
+        let queues = installed.queues.read().unwrap_or_else(|e| e.into_inner());
+        let mut sorted: Vec<(&String, &Arc<QueueMetrics>)> = queues.iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(b.0));
+        queues::render(sorted.iter().map(|(_, m)| &m.series), &mut out);
+    }
+    out
 }
 
 /// Sets the number of worker streams held by this instance.

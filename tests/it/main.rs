@@ -20,6 +20,7 @@ mod events;
 mod faults;
 mod full_redis;
 mod fused;
+mod idle_queues;
 mod lifecycle;
 mod limits;
 mod metrics;

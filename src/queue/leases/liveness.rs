@@ -14,9 +14,10 @@
 //! Each heartbeat that succeeds also republishes this instance's worker list when it is due
 //! (`workers.rs`) and expires the idle sessions of every known queue (`session_sweep.lua`).
 //!
-//! "Every known queue" is the global queue registry, which a queue enters after its first
-//! write (intake registers only once an add went in, so a refused add leaves no entry). A crash
-//! between the two, or an entry deleted by hand, would hide that queue's leases and sessions
+//! "Every known queue" is the global queue registry, which a queue enters before its first write
+//! (and again after a write that may have raced its removal: a queue that holds nothing leaves
+//! the registry, `queue/registry.rs`). A crash between a write and its registration, or an entry
+//! deleted by hand, would hide that queue's leases and sessions
 //! from the reaper and the sweep for good; so each heartbeat also takes one bounded step of a
 //! SCAN over the queues' keys and registers what it finds (`discover_queues`): a full round
 //! costs one SCAN of `DISCOVERY_PAGE` per heartbeat and takes (keys / `DISCOVERY_PAGE`)

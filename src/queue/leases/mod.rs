@@ -176,6 +176,11 @@ impl Leases {
         self.hub.stream_count()
     }
 
+    /// The queues served by worker streams here, each with its dispatcher.
+    pub(super) fn served_queues(&self) -> Vec<String> {
+        self.hub.queues()
+    }
+
     /// A queue got work: its dispatcher here should run.
     pub(super) fn wake(&self, queue: &str) {
         self.hub.wake(queue);

@@ -252,9 +252,7 @@ impl Schedules {
         let spec = serde_json::to_string(&spec).map_err(|_| Error::Internal)?;
         let (queue, name) = (&definition.queue, &definition.name);
         let (created, stored) = self.store.schedules().set(queue, name, &spec, &record, now_ms()).await?;
-        if let Err(e) = self.registry.register(queue).await {
-            tracing::warn!(%queue, error = %e, "could not register the queue; discovery will");
-        }
+        self.registry.register_again(queue).await;
         Ok((created, view(queue, name, stored)?))
     }
 

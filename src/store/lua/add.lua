@@ -28,7 +28,9 @@
 -- holds the cap of waiting jobs (nothing written; the cap as text in place of the ULID). Every
 -- job not named was added. The cap is checked per job, in order, after its duplicate check (a
 -- repeat of a job that went in is still answered as a duplicate): the jobs of a batch that fit
--- go in, the rest are refused.
+-- go in, the rest are refused. When jobs went in and the queue's meta hash had no `registered`
+-- mark (its first add, or its first since queue_retire dropped what was left of it), the mark is
+-- set and the answer ends with the triple {0, -4, ''}: the caller must register the queue again.
 -- A tombstone outlives the job's retention on purpose: a repeat inside the window is a
 -- duplicate even after the first job is gone.
 -- Parsed once per text (setting, lib.lua): they are the same in every call.
@@ -212,5 +214,11 @@ for f = 1, families do
     redis.call('PEXPIREAT', KEYS[t.at], t.expiry)
   end
 end
-count_added(n - #out / 3)
+local added = n - #out / 3
+count_added(added)
+-- The mark of a queue in the registry (queue_retire.lua deletes it with the queue's leftovers):
+-- an add that finds it missing says so, and its caller registers the queue again.
+if added > 0 and redis.call('HSETNX', KEYS[K_META], 'registered', 1) == 1 then
+  out[#out + 1], out[#out + 2], out[#out + 3] = 0, -4, ''
+end
 return out

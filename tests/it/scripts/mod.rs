@@ -343,14 +343,14 @@ impl Case {
     }
 
     pub async fn try_add(&self, job: &Job) -> Result<AddOutcome, StoreError> {
-        let mut outcomes = self.store.jobs().add_many(QUEUE, &[job.args()], None).await?;
-        Ok(outcomes.pop().expect("one outcome per job"))
+        let mut report = self.store.jobs().add_many(QUEUE, &[job.args()], None).await?;
+        Ok(report.outcomes.pop().expect("one outcome per job"))
     }
 
     /// An add whose caller's clock reads `now_ms`, however far from Redis's.
     pub async fn add_at(&self, job: &Job, now_ms: u64) -> AddOutcome {
-        let mut outcomes = self.store.jobs().add_many_at(QUEUE, &[job.args()], now_ms, None).await.expect("add");
-        outcomes.pop().expect("one outcome per job")
+        let mut report = self.store.jobs().add_many_at(QUEUE, &[job.args()], now_ms, None).await.expect("add");
+        report.outcomes.pop().expect("one outcome per job")
     }
 
     pub async fn add_many(&self, jobs: &[Job]) -> Vec<AddOutcome> {
@@ -359,13 +359,13 @@ impl Case {
 
     pub async fn try_add_many(&self, jobs: &[Job]) -> Result<Vec<AddOutcome>, StoreError> {
         let args: Vec<AddArgs<'_>> = jobs.iter().map(Job::args).collect();
-        self.store.jobs().add_many(QUEUE, &args, None).await
+        Ok(self.store.jobs().add_many(QUEUE, &args, None).await?.outcomes)
     }
 
     /// Adds `jobs` in one call under a cap of `max_waiting` waiting jobs.
     pub async fn try_add_capped(&self, jobs: &[Job], max_waiting: u64) -> Result<Vec<AddOutcome>, StoreError> {
         let args: Vec<AddArgs<'_>> = jobs.iter().map(Job::args).collect();
-        self.store.jobs().add_many(QUEUE, &args, Some(max_waiting)).await
+        Ok(self.store.jobs().add_many(QUEUE, &args, Some(max_waiting)).await?.outcomes)
     }
 
     pub async fn add_capped(&self, jobs: &[Job], max_waiting: u64) -> Vec<AddOutcome> {
@@ -519,6 +519,26 @@ impl Case {
 
     pub async fn admit_queue(&self, queue: &str, cap: u64) -> Result<bool, StoreError> {
         self.store.instances().admit_queue(queue, cap).await
+    }
+
+    /// Adds `job` and answers whether the add asked to register the queue again.
+    pub async fn add_registers_again(&self, job: &Job) -> bool {
+        self.store.jobs().add_many(QUEUE, &[job.args()], None).await.expect("add").registers_again
+    }
+
+    /// Takes `QUEUE` out of the registry if it holds nothing (idempotency windows of an hour
+    /// and a day).
+    pub async fn retire_queue(&self) -> bool {
+        let windows = [std::time::Duration::from_secs(3600), std::time::Duration::from_secs(86_400)];
+        self.store.instances().retire_queue(QUEUE, &windows).await.expect("retire")
+    }
+
+    /// How many keys of `QUEUE` exist.
+    pub async fn queue_key_count(&self) -> usize {
+        let pattern = self.store.keys().queue_pattern(QUEUE);
+        let mut conn = self.raw_connection().await;
+        let keys: Vec<String> = redis::cmd("KEYS").arg(pattern).query_async(&mut conn).await.expect("KEYS");
+        keys.len()
     }
 
     /// The registry of queues, sorted.
