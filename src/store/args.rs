@@ -186,7 +186,7 @@ impl QueueFunction for AddBatchArgs<'_> {
                         job.record
                             .idempotency_key
                             .as_deref()
-                            .map(tombstones::field)
+                            .map(tombstones::digest)
                             .as_ref()
                             .map_or(&[][..], |f| &f[..]),
                     );

@@ -9,7 +9,7 @@
 //!   lease;
 //! - every session's counters match its jobs: `started` = its active jobs, `queued` = its
 //!   released jobs not yet started;
-//! - every idempotency tombstone bucket is a hash of 16-byte key digests to ULIDs that expires
+//! - every idempotency tombstone bucket is a hash of key digests (`tombstones::is_field`) to ULIDs that expires
 //!   exactly when its name says (`tombstones::expiry`); a tombstone may name a job that is gone;
 //! - every schedule reads (`StoredSchedule::decode`, its template a valid job record) and names
 //!   its last job by a ULID; that job may be gone.
@@ -153,8 +153,8 @@ impl Invariants {
                 problems.push(format!("tombstone bucket {} expires at {}, not {due}", bucket.key, bucket.expires_at));
             }
             for (field, ulid) in &bucket.entries {
-                if field.len() != 16 {
-                    problems.push(format!("tombstone {field:02x?} of {} is not a key's 16-byte digest", bucket.key));
+                if !tombstones::is_field(field) {
+                    problems.push(format!("tombstone {field:02x?} of {} is not a key's digest", bucket.key));
                 }
                 if ulid::Ulid::from_string(ulid).is_err() {
                     problems.push(format!("tombstone {field:02x?} of {} names no job: {ulid:?}", bucket.key));

@@ -148,6 +148,13 @@ const COLD_FIELDS: usize = 20;
 /// The cold fields of a job without a rate or concurrency key: the three after them (the keys
 /// and the job's place among the keyed jobs, written by Lua) are left out.
 const UNKEYED_COLD_FIELDS: usize = 17;
+/// ... and of one without progress either, which ends the array one field earlier. No more is
+/// left out: the functions of earlier releases, which may run beside these during a rolling
+/// upgrade, set a later field on its own only to the progress (`lua/progress.lua`), and a field
+/// set past a missing one would leave a hole that cmsgpack packs as a map. One byte, and the
+/// one that takes bench f's job with a generated key (payload, key and all: 188 bytes) into
+/// Redis's 192-byte allocation from the 224-byte one.
+const UNKEYED_COLD_FIELDS_NO_PROGRESS: usize = 16;
 
 /// A msgpack writer for the subset Redis's `cmsgpack` reads back. Bytes are written as msgpack
 /// *str*, never *bin*: cmsgpack predates the bin family and refuses it.
@@ -226,7 +233,11 @@ impl JobRecord {
         p.opt_bytes(self.session.as_deref().map(str::as_bytes));
         let _ = rmp::encode::write_bool(&mut p.out, self.cancel_requested);
         let keyed = self.rate_key.is_some() || self.concurrency_key.is_some();
-        p.array(if keyed { COLD_FIELDS } else { UNKEYED_COLD_FIELDS });
+        p.array(match (keyed, &self.progress) {
+            (true, _) => COLD_FIELDS,
+            (false, Some(_)) => UNKEYED_COLD_FIELDS,
+            (false, None) => UNKEYED_COLD_FIELDS_NO_PROGRESS,
+        });
         p.int(self.state as i64);
         p.bytes(self.job_type.as_bytes());
         p.bytes(&self.payload);
@@ -261,7 +272,9 @@ impl JobRecord {
         p.opt_bytes(self.last_error.as_deref().map(str::as_bytes));
         p.opt_bytes(self.result.as_deref());
         p.opt_int(self.run_at_ms);
-        p.opt_bytes(self.progress.as_deref());
+        if keyed || self.progress.is_some() {
+            p.opt_bytes(self.progress.as_deref());
+        }
         if keyed {
             p.opt_bytes(self.rate_key.as_deref().map(str::as_bytes));
             p.opt_bytes(self.concurrency_key.as_deref().map(str::as_bytes));
@@ -520,6 +533,28 @@ mod tests {
             concurrency_key: Some("tenant-7".into()),
         };
         assert_eq!(JobRecord::decode(&record.encode().expect("encodes"), None).expect("decodes"), record);
+    }
+
+    #[test]
+    fn a_record_ends_before_an_unset_progress_and_nowhere_earlier() {
+        let cold_len = |record: &JobRecord| {
+            let raw = record.encode().expect("encodes");
+            let mut fields = Fields::new(&raw);
+            let _ = fields.array(HOT_FIELDS, "hot").expect("the first array");
+            (0..HOT_FIELDS).for_each(|_| {
+                let _ = fields.item().expect("a hot field");
+            });
+            fields.array(COLD_FIELDS, "cold").expect("the second array")
+        };
+        let plain = waiting();
+        assert_eq!(cold_len(&plain), 16, "no progress: it ends at the run time, set or not");
+        let reported = JobRecord { progress: Some(b"1/2".to_vec()), ..waiting() };
+        assert_eq!(cold_len(&reported), 17);
+        let keyed = JobRecord { rate_key: Some("r".into()), ..waiting() };
+        assert_eq!(cold_len(&keyed), 20, "a keyed job keeps the place Lua writes");
+        for record in [plain, reported, keyed] {
+            assert_eq!(JobRecord::decode(&record.encode().expect("encodes"), None).expect("decodes"), record);
+        }
     }
 
     #[test]

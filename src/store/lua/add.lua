@@ -14,8 +14,10 @@
 -- (state WAITING), priority, and '' for a job with nothing more to say, or '+' ('*' for a job
 -- with a rate or concurrency key, which waits among the keyed jobs once ready) followed by five
 -- more values: delay ms or -1, run_at epoch ms or -1, session name or '', its key's family (1 to
--- F) or 0, the tombstone field of its idempotency key (16 bytes,
--- store/tombstones.rs) or ''.
+-- F) or 0, the digest of its idempotency key (16 bytes, store/tombstones.rs) or ''.
+-- A tombstone's field is the digest's first 14 bytes (a 16-byte allocation in Redis, 32 for the
+-- whole digest); tombstones written by earlier releases have the whole digest as their field,
+-- so a lookup asks for both until the last of those buckets has expired.
 -- By Redis's clock, a family's current bucket is number floor(now / width): a key is looked for
 -- in it and the L before it, and a job added writes its key into it, which then expires whole at
 -- (number + L + 1) * width ms. A repeat within the batch is a duplicate of the first.
@@ -46,6 +48,10 @@ if cap > 0 then
   for priority = -5, 5 do
     held = held + redis.call('LLEN', ready_key(priority))
   end
+end
+-- The tombstone field of a key from its digest.
+local function field(digest)
+  return string.sub(digest, 1, 14)
 end
 -- Read once a family or a job needs it: a plain job needs no clock.
 local now
@@ -92,13 +98,21 @@ if families > 0 then
       i = i + 9
     end
   end
-  for f, keys in pairs(wanted) do
+  -- Per family: the fields asked for, the new ones (each key's `field`) then the whole
+  -- digests (the fields of earlier releases); one HMGET per bucket read.
+  for f, digests in pairs(wanted) do
     local t = tombs[f]
+    local asked = {}
+    for j = 1, #digests do
+      asked[j] = field(digests[j])
+      asked[#digests + j] = digests[j]
+    end
     for b = t.at - t.reach, t.at do
-      local first = hmget(KEYS[b], keys)
-      for j = 1, #keys do
-        if first[j] then
-          t.known[keys[j]] = first[j]
+      local first = hmget(KEYS[b], asked)
+      for j = 1, #digests do
+        local found = first[j] or first[#digests + j]
+        if found then
+          t.known[asked[j]] = found
         end
       end
     end
@@ -202,7 +216,8 @@ while i <= #ARGV do
   else
     local delay, run_at, session = tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5]), ARGV[i + 6]
     local t = tombs[tonumber(ARGV[i + 7])]
-    add_special(n, ulid, raw, priority, delay, run_at, session, t, ARGV[i + 8], ARGV[i + 3] == '*')
+    local key = t and field(ARGV[i + 8])
+    add_special(n, ulid, raw, priority, delay, run_at, session, t, key, ARGV[i + 3] == '*')
     i = i + 9
   end
 end

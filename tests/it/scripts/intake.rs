@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use jobwire::store::{AddOutcome, RecordState};
 
-use super::{Case, Job, Places};
+use super::{Case, Job, Places, QUEUE};
 
 #[tokio::test]
 async fn add_plain_makes_the_job_ready_with_its_record() {
@@ -282,4 +282,36 @@ async fn add_finds_its_tombstones_whatever_the_callers_clock_says() {
     assert_eq!(case.places().await, Places { waiting: 1, ..Places::default() });
     // The one bucket written is Redis's clock's (the invariant check reads its expiry).
     case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn a_tombstone_is_its_keys_digest_cut_to_14_bytes_and_an_earlier_releases_whole_digest_is_still_found() {
+    use sha2::{Digest, Sha256};
+    let case = Case::start().await;
+    let window = Duration::from_secs(600);
+    let width = u64::try_from(window.as_millis().div_ceil(4)).expect("a small width");
+    let first = Job::plain().keyed("new", window);
+    assert_eq!(case.add(&first).await, AddOutcome::Added(first.ulid.clone()));
+    let now = u64::try_from(case.stats().await.now_ms).expect("a time after 1970");
+    let keys = case.store.keys().queue(QUEUE);
+    let bucket = |index: u64| keys.tombstones(width, index);
+    let mut conn = case.raw_connection().await;
+    let fields: Vec<Vec<u8>> =
+        redis::cmd("HKEYS").arg(bucket(now / width)).query_async(&mut conn).await.expect("hkeys");
+    assert_eq!(fields, [Sha256::digest(b"new")[..14].to_vec()], "the field is the digest's first 14 bytes");
+
+    // A tombstone as a release before wrote it: the whole 16-byte digest, in the bucket before.
+    let earlier = Job::plain();
+    let () = redis::cmd("HSET")
+        .arg(bucket(now / width - 1))
+        .arg(&Sha256::digest(b"old")[..16])
+        .arg(&earlier.ulid)
+        .query_async(&mut conn)
+        .await
+        .expect("hset");
+    let again = Job::plain().keyed("old", window);
+    assert_eq!(case.add(&again).await, AddOutcome::Duplicate(earlier.ulid.clone()), "found by its whole digest");
+    let repeat = Job::plain().keyed("new", window);
+    assert_eq!(case.add(&repeat).await, AddOutcome::Duplicate(first.ulid.clone()));
+    assert_eq!(case.places().await, Places { waiting: 1, ..Places::default() });
 }
