@@ -72,7 +72,11 @@ pub(super) fn new_job(req: proto::AddJobRequest, prefix: &str) -> Result<NewJob,
         schedule,
         max_attempts: req.max_attempts,
         backoff,
-        timeout: duration(req.timeout, &field("timeout"))?,
+        // Its field name is formatted only for a timeout given (most adds give none).
+        timeout: match req.timeout {
+            None => None,
+            timeout => duration(timeout, &field("timeout"))?,
+        },
         idempotency_key: Some(req.idempotency_key).filter(|k| !k.is_empty()),
         idempotency_key_generated: req.idempotency_key_generated,
         session: match req.session_id.as_str() {

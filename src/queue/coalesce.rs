@@ -77,9 +77,17 @@ impl<T: Send + 'static, R: Send + 'static> Coalescer<T, R> {
         let (tx, answer) = oneshot::channel();
         let leads = {
             let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
-            let lane = lanes.entry(queue.to_owned()).or_insert_with(|| Lane { leader: false, pending: Vec::new() });
-            lane.pending.push((item, tx));
-            !std::mem::replace(&mut lane.leader, true)
+            // A busy lane is found without allocating its name; only an idle queue's gets one.
+            match lanes.get_mut(queue) {
+                Some(lane) => {
+                    lane.pending.push((item, tx));
+                    !std::mem::replace(&mut lane.leader, true)
+                }
+                None => {
+                    lanes.insert(queue.to_owned(), Lane { leader: true, pending: vec![(item, tx)] });
+                    true
+                }
+            }
         };
         // The lane was idle: this ticket leads the next batch (its own item, and any taken in
         // before it runs), then hands the lead on to a task if more are waiting.

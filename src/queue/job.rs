@@ -5,6 +5,7 @@
 //! The `pub` items are what the transport uses; the `pub(super)` ones are shared by the rooms.
 
 use std::{
+    borrow::Cow,
     fmt,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -244,6 +245,12 @@ pub struct NewJob {
 
 /// Checks a rate or concurrency key: 1 to 128 bytes without control characters (the keyed jobs'
 /// members in Redis are separated by control characters, `lua/limits_lib.lua`).
+/// `{prefix}{field}`, formatted only when there is a prefix: a single add (no prefix) checks
+/// its fields without an allocation per field name.
+pub(super) fn prefixed<'a>(prefix: &str, field: &'a str) -> Cow<'a, str> {
+    if prefix.is_empty() { Cow::Borrowed(field) } else { Cow::Owned(format!("{prefix}{field}")) }
+}
+
 fn validate_limit_key(key: Option<&String>, field: &str) -> Result<(), Error> {
     match key {
         Some(k) if k.len() > MAX_LIMIT_KEY => Err(Error::invalid(field, "at most 128 bytes")),
@@ -260,7 +267,7 @@ impl NewJob {
 
     /// Checks every field; `prefix` goes before the field names in messages (`jobs[3].`).
     pub(super) fn validate(&self, limits: &Limits, prefix: &str) -> Result<(), Error> {
-        let name = |f: &str| format!("{prefix}{f}");
+        let name = |f: &'static str| prefixed(prefix, f);
         validate_queue(&self.queue, &name("queue"))?;
         if self.job_type.is_empty() || self.job_type.len() > MAX_NAME {
             return Err(Error::invalid(name("type"), "must be 1 to 128 bytes"));

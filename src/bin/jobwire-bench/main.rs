@@ -132,13 +132,13 @@ struct RunArgs {
     /// b's worker concurrencies, comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = [1, 10, 100], value_parser = clap::value_parser!(u32).range(1..))]
     concurrency: Vec<u32>,
-    /// In b's windows, also count each process's context switches and system calls per job
-    /// (`perf stat` attached to it; see probe.rs).
+    /// In b's windows and a's single adds, also count each process's context switches and
+    /// system calls per job (`perf stat` attached to it; see probe.rs).
     #[arg(long)]
     count: bool,
-    /// In b's windows, also count the instructions per job of these processes (redis, server,
-    /// worker; comma-separated) under valgrind's callgrind (see probe.rs: Redis needs a
-    /// wrapper on PATH). Slow: use with --quick.
+    /// In b's windows and a's single adds, also count the instructions per job of these
+    /// processes (redis, server, worker; comma-separated) under valgrind's callgrind (see
+    /// probe.rs: Redis needs a wrapper on PATH). Slow: use with --quick.
     #[arg(long, value_enum, value_delimiter = ',')]
     callgrind: Vec<probe::Role>,
     /// Where --count and --callgrind leave their files (default: the bench's temp dir, removed

@@ -1,4 +1,4 @@
-//! Steady counts of b's windows, besides CPU time (`--count`, `--callgrind`).
+//! Steady counts of b's windows and of a's single adds, besides CPU time (`--count`, `--callgrind`).
 //!
 //! On a shared machine timings move by a third from run to run, while what a process does per
 //! job (the instructions it runs, the system calls it makes, the times it is switched out)

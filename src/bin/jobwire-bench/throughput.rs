@@ -19,12 +19,16 @@ impl Bench {
         let n = self.sizes.enqueue;
         let server = self.fresh_server().await?;
         let client = server.client().await?;
-        let pids = [self.redis.pid()?, server.pid()?];
+        let roles = [(Role::Redis, self.redis.pid()?), (Role::Server, server.pid()?)];
+        let pids = roles.map(|(_, pid)| pid);
 
+        // The single adds' window is counted as b's are (--count, --callgrind redis,server).
+        let probes = self.probes.open(&roles).await?;
         self.redis.reset_stats().await?;
         let cpu = CpuWindow::open(&pids)?;
         add_singly(&client, n, IN_FLIGHT, |i| job("bench-a1", i)).await?;
         let used = cpu.close(n)?;
+        probes.close(n, "AddJob, ≤ 100 in flight", out).await?;
         self.explain_redis(n, &used).await?;
         let CpuUse { elapsed, per_unit: per_job, .. } = used;
         ensure!(client.stats("bench-a1").await?.waiting == n, "jobs missing");
