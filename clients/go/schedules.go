@@ -69,6 +69,10 @@ type JobTemplate struct {
 	Backoff *Backoff
 	// How long one attempt may run (0: the default).
 	Timeout time.Duration
+	// Every job's rate key, held by the queue's KeyRate ("": none).
+	RateKey string
+	// Every job's concurrency key, held by the queue's KeyConcurrency ("": none).
+	ConcurrencyKey string
 }
 
 // ScheduleDefinition is a schedule to create or replace: exactly one of Cron and Every.
@@ -109,6 +113,8 @@ type Schedule struct {
 	LastJobID string
 	// Jobs it has added (fires and triggers), and due times skipped under OverlapSkip.
 	Fires, Skipped uint64
+	// Fires refused because the queue held its cap of waiting jobs.
+	Refused uint64
 	// 1 when created, one more at each upsert.
 	Revision             uint64
 	CreatedAt, UpdatedAt time.Time
@@ -124,6 +130,7 @@ func (d *ScheduleDefinition) proto() (*pb.ScheduleDefinition, error) {
 		MissedFires: pb.MissedFirePolicy(d.MissedFires), Overlap: pb.OverlapPolicy(d.Overlap),
 		Template: &pb.JobTemplate{
 			Type: t.Type, Payload: t.Payload, Headers: t.Headers, Priority: t.Priority, Backoff: t.Backoff.proto(),
+			RateKey: t.RateKey, ConcurrencyKey: t.ConcurrencyKey,
 		},
 	}
 	if t.MaxAttempts > 0 {
@@ -157,13 +164,15 @@ func scheduleOf(s *pb.Schedule) *Schedule {
 			Template: JobTemplate{
 				Type: t.GetType(), Payload: t.GetPayload(), Headers: t.GetHeaders(), Priority: t.GetPriority(),
 				MaxAttempts: t.GetMaxAttempts(), Backoff: backoffOf(t.GetBackoff()), Timeout: durationOf(t.GetTimeout()),
+				RateKey: t.GetRateKey(), ConcurrencyKey: t.GetConcurrencyKey(),
 			},
 			Cron: d.GetCron(), Every: durationOf(d.GetEvery()), TimeZone: d.GetTimeZone(),
 			Start: timeOf(d.GetStart()), End: timeOf(d.GetEnd()), Jitter: durationOf(d.GetJitter()),
 			MissedFires: MissedFires(d.GetMissedFires()), CatchUpMax: d.GetCatchUpMax(), Overlap: Overlap(d.GetOverlap()),
 		},
 		Paused: s.GetPaused(), NextFireAt: timeOf(s.GetNextFireAt()), LastFireAt: timeOf(s.GetLastFireAt()),
-		LastJobID: s.GetLastJobId(), Fires: s.GetFires(), Skipped: s.GetSkipped(), Revision: s.GetRevision(),
+		LastJobID: s.GetLastJobId(), Fires: s.GetFires(), Skipped: s.GetSkipped(), Refused: s.GetRefused(),
+		Revision:  s.GetRevision(),
 		CreatedAt: timeOf(s.GetCreatedAt()), UpdatedAt: timeOf(s.GetUpdatedAt()),
 	}
 }

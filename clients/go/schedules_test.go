@@ -113,6 +113,20 @@ func TestScheduleUpsertReplacesAndListsByName(t *testing.T) {
 	}
 }
 
+func TestAScheduleTemplateKeepsItsRateAndConcurrencyKeys(t *testing.T) {
+	c := newClient(t, shared.server.addr)
+	ctx := testCtx(t, 20*time.Second)
+	q := uniqueQueue(t)
+	template := jobwire.JobTemplate{Type: "report", RateKey: "tenant-1", ConcurrencyKey: "db"}
+	if _, _, err := c.UpsertSchedule(ctx, jobwire.ScheduleDefinition{Queue: q, Name: "keyed", Template: template, Cron: "@hourly"}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := c.GetSchedule(ctx, q, "keyed")
+	if err != nil || s.Template.RateKey != "tenant-1" || s.Template.ConcurrencyKey != "db" || s.Refused != 0 {
+		t.Fatalf("GetSchedule: %+v %v", s, err)
+	}
+}
+
 func TestBadSchedulesAreRefusedNamingTheField(t *testing.T) {
 	c := newClient(t, shared.server.addr)
 	ctx := testCtx(t, 20*time.Second)

@@ -119,6 +119,8 @@ fn definition_from(d: proto::ScheduleDefinition) -> Result<ScheduleDefinition, E
         max_attempts: t.max_attempts,
         backoff: t.backoff.map(|b| convert::settings::backoff(b, "schedule.template.backoff.")).transpose()?,
         timeout: convert::duration(t.timeout, "schedule.template.timeout")?,
+        rate_key: Some(t.rate_key).filter(|k| !k.is_empty()),
+        concurrency_key: Some(t.concurrency_key).filter(|k| !k.is_empty()),
     };
     let timing = match d.timing {
         Some(proto::schedule_definition::Timing::Cron(expression)) => {
@@ -183,6 +185,8 @@ fn schedule(v: ScheduleView) -> proto::Schedule {
                     jitter: b.jitter,
                 }),
                 timeout: t.timeout.map(convert::to_duration),
+                rate_key: t.rate_key.unwrap_or_default(),
+                concurrency_key: t.concurrency_key.unwrap_or_default(),
             }),
             timing: Some(timing),
             time_zone,
@@ -204,6 +208,7 @@ fn schedule(v: ScheduleView) -> proto::Schedule {
         last_job_id: v.last_job_id.map(|id| id.to_string()).unwrap_or_default(),
         fires: v.fires,
         skipped: v.skipped,
+        refused: v.refused,
         revision: v.revision,
         created_at: Some(convert::to_timestamp(v.created_at)),
         updated_at: Some(convert::to_timestamp(v.updated_at)),

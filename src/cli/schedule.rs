@@ -71,6 +71,12 @@ pub(crate) enum ScheduleCommand {
         /// Each attempt's timeout.
         #[arg(long, value_parser = duration)]
         timeout: Option<Duration>,
+        /// Every job's rate key: held by the queue's per-key rate limit (`key_rate`).
+        #[arg(long)]
+        rate_key: Option<String>,
+        /// Every job's concurrency key: held by the queue's per-key cap (`key_concurrency`).
+        #[arg(long)]
+        concurrency_key: Option<String>,
         /// No due time before this (RFC 3339, `2026-01-01T00:00:00Z`).
         #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
         start: Option<SystemTime>,
@@ -126,17 +132,19 @@ fn schedule_json(s: &proto::Schedule) -> serde_json::Value {
         }
         None => (None, None),
     };
+    let template = d.template.unwrap_or_default();
     let policy = proto::MissedFirePolicy::try_from(d.missed_fires).map(|p| p.as_str_name()).unwrap_or("?");
     serde_json::json!({
         "queue": d.queue, "name": d.name, "cron": cron, "every": every, "time_zone": d.time_zone,
-        "type": d.template.map(|t| t.r#type).unwrap_or_default(),
+        "type": template.r#type, "rate_key": template.rate_key, "concurrency_key": template.concurrency_key,
         "start": timestamp(&d.start), "end": timestamp(&d.end),
         "missed_fires": policy.trim_start_matches("MISSED_FIRE_POLICY_").to_lowercase(),
         "catch_up_max": d.catch_up_max, "skip_overlap": d.overlap == proto::OverlapPolicy::Skip as i32,
         "paused": s.paused, "next_fire_at": timestamp(&s.next_fire_at),
         "upcoming_fires": s.upcoming_fires.iter().map(|t| timestamp(&Some(*t))).collect::<Vec<_>>(),
         "last_fire_at": timestamp(&s.last_fire_at),
-        "last_job_id": s.last_job_id, "fires": s.fires, "skipped": s.skipped, "revision": s.revision,
+        "last_job_id": s.last_job_id, "fires": s.fires, "skipped": s.skipped, "refused": s.refused,
+        "revision": s.revision,
     })
 }
 
@@ -155,6 +163,8 @@ pub(crate) async fn schedule(command: ScheduleCommand) -> anyhow::Result<()> {
             priority,
             max_attempts,
             timeout,
+            rate_key,
+            concurrency_key,
             start,
             end,
             jitter,
@@ -179,6 +189,12 @@ pub(crate) async fn schedule(command: ScheduleCommand) -> anyhow::Result<()> {
             }
             if let Some(timeout) = timeout {
                 new = new.timeout(timeout);
+            }
+            if let Some(key) = rate_key {
+                new = new.rate_key(&key);
+            }
+            if let Some(key) = concurrency_key {
+                new = new.concurrency_key(&key);
             }
             if let Some(start) = start {
                 new = new.start(start);

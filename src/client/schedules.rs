@@ -89,6 +89,19 @@ impl NewSchedule {
         self
     }
 
+    /// Each job's rate key: its leases count against the queue's `key_rate` limit for it.
+    pub fn rate_key(mut self, key: &str) -> Self {
+        self.template().rate_key = key.into();
+        self
+    }
+
+    /// Each job's concurrency key: its leases count against the queue's `key_concurrency` cap
+    /// for it.
+    pub fn concurrency_key(mut self, key: &str) -> Self {
+        self.template().concurrency_key = key.into();
+        self
+    }
+
     /// No due time before `start`.
     pub fn start(mut self, start: SystemTime) -> Self {
         self.0.start = Some(start.into());

@@ -30,6 +30,7 @@ mod rate_limits;
 mod redis_cluster;
 mod resilience;
 mod retries;
+mod schedule_fields;
 mod schedules;
 mod scripts;
 mod sessions;

@@ -69,6 +69,10 @@ class JobTemplate:
     max_attempts: int | None = None
     backoff: Backoff | None = None
     attempt_timeout: Seconds | None = None
+    rate_key: str = ""
+    """Every job's rate key (held by the queue's ``key_rate``); empty: none."""
+    concurrency_key: str = ""
+    """Every job's concurrency key (held by the queue's ``key_concurrency``); empty: none."""
 
     def json(self) -> Any:
         """The payload decoded as JSON (``None`` when empty)."""
@@ -80,6 +84,8 @@ class JobTemplate:
             payload=encode(self.payload),
             headers=dict(self.headers or {}),
             priority=self.priority,
+            rate_key=self.rate_key,
+            concurrency_key=self.concurrency_key,
         )
         set_attempt_options(message, self.max_attempts, self.backoff, self.attempt_timeout)
         return message
@@ -94,6 +100,8 @@ class JobTemplate:
             max_attempts=m.max_attempts if m.HasField("max_attempts") else None,
             backoff=Backoff.from_proto(m.backoff) if m.HasField("backoff") else None,
             attempt_timeout=m.timeout.ToTimedelta() if m.HasField("timeout") else None,
+            rate_key=m.rate_key,
+            concurrency_key=m.concurrency_key,
         )
 
 
@@ -127,6 +135,8 @@ class Schedule:
     """Jobs it has added, fires and triggers."""
     skipped: int
     """Due times that added nothing under ``Overlap.SKIP``."""
+    refused: int
+    """Fires refused because the queue held its cap of waiting jobs."""
     revision: int
     """1 when created, one more at each upsert."""
     created_at: datetime | None
@@ -155,6 +165,7 @@ class Schedule:
             last_job_id=m.last_job_id,
             fires=m.fires,
             skipped=m.skipped,
+            refused=m.refused,
             revision=m.revision,
             created_at=optional_time(m, "created_at"),
             updated_at=optional_time(m, "updated_at"),

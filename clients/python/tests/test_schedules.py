@@ -76,6 +76,16 @@ async def test_upsert_replaces_and_list(client: jobwire.Client, queue: str) -> N
     }
 
 
+async def test_a_template_keeps_its_rate_and_concurrency_keys(
+    client: jobwire.Client, queue: str
+) -> None:
+    template = jobwire.JobTemplate("report", rate_key="tenant-1", concurrency_key="db")
+    await client.upsert_schedule(queue, "keyed", template, cron="@hourly")
+    got = await client.get_schedule(queue, "keyed")
+    assert (got.template.rate_key, got.template.concurrency_key) == ("tenant-1", "db")
+    assert got.refused == 0
+
+
 async def test_invalid_schedules_are_refused_naming_the_field(
     client: jobwire.Client, queue: str
 ) -> None:

@@ -40,6 +40,10 @@ export interface JobTemplateSpec {
   backoff?: BackoffOptions;
   /** How long one attempt may run: 10 ms to 24 h. Server default 30 min. */
   timeoutMs?: number;
+  /** Every job's rate key (held by the queue's `keyRate`); default none. */
+  rateKey?: string;
+  /** Every job's concurrency key (held by the queue's `keyConcurrency`); default none. */
+  concurrencyKey?: string;
 }
 
 /** A schedule to create or replace: exactly one of `everyMs` and `cron`. */
@@ -80,6 +84,10 @@ export interface JobTemplate {
   readonly maxAttempts: number | undefined;
   readonly backoff: BackoffOptions | undefined;
   readonly timeoutMs: number | undefined;
+  /** "": none. */
+  readonly rateKey: string;
+  /** "": none. */
+  readonly concurrencyKey: string;
 }
 
 const MISSED: Record<MissedFires, spb.MissedFirePolicy> = {
@@ -116,6 +124,8 @@ export class Schedule {
   readonly fires: number;
   /** Due times that added nothing under overlap "skip". */
   readonly skipped: number;
+  /** Fires refused because the queue held its cap of waiting jobs. */
+  readonly refused: number;
   /** 1 when created, one more at each upsert. */
   readonly revision: number;
   readonly createdAt: Date | undefined;
@@ -134,6 +144,8 @@ export class Schedule {
       maxAttempts: t.maxAttempts,
       backoff: t.backoff === undefined ? undefined : fromBackoff(t.backoff),
       timeoutMs: durationToMs(t.timeout),
+      rateKey: t.rateKey,
+      concurrencyKey: t.concurrencyKey,
     };
     this.cron = d.timing?.$case === "cron" ? d.timing.value : undefined;
     this.everyMs = d.timing?.$case === "every" ? durationToMs(d.timing.value) : undefined;
@@ -150,6 +162,7 @@ export class Schedule {
     this.lastJobId = s.lastJobId;
     this.fires = s.fires;
     this.skipped = s.skipped;
+    this.refused = s.refused;
     this.revision = s.revision;
     this.createdAt = s.createdAt;
     this.updatedAt = s.updatedAt;
@@ -179,6 +192,8 @@ export function toScheduleDefinition(s: ScheduleSpec): spb.ScheduleDefinition {
       maxAttempts: t.maxAttempts,
       backoff: t.backoff === undefined ? undefined : toBackoff(t.backoff),
       timeout: t.timeoutMs === undefined ? undefined : msToDuration(t.timeoutMs, "template.timeoutMs"),
+      rateKey: t.rateKey ?? "",
+      concurrencyKey: t.concurrencyKey ?? "",
     },
     timing,
     timeZone: s.timeZone ?? "",

@@ -91,6 +91,16 @@ describe("schedules", () => {
     assert.deepEqual(listed[1]?.template.headers, { "x-team": "ops" });
   });
 
+  it("keeps a template's rateKey and concurrencyKey", async () => {
+    const queue = uniqueQueue("sched");
+    const template = { type: "report", rateKey: "tenant-1", concurrencyKey: "db" };
+    await shared.client.upsertSchedule({ queue, name: "keyed", template, cron: "@hourly" });
+    const got = await shared.client.getSchedule(queue, "keyed");
+    assert.equal(got.template.rateKey, "tenant-1");
+    assert.equal(got.template.concurrencyKey, "db");
+    assert.equal(got.refused, 0);
+  });
+
   it("refuses a bad schedule naming the field", async () => {
     const queue = uniqueQueue("sched");
     const template = { type: "t" };

@@ -103,6 +103,10 @@ pub struct JobTemplate {
     pub backoff: Option<BackoffRequest>,
     /// An attempt's timeout; None: the default.
     pub timeout: Option<Duration>,
+    /// Every job's rate key (`NewJob::rate_key`); None: none.
+    pub rate_key: Option<String>,
+    /// Every job's concurrency key (`NewJob::concurrency_key`); None: none.
+    pub concurrency_key: Option<String>,
 }
 
 /// A schedule's definition.
@@ -150,6 +154,8 @@ pub struct ScheduleView {
     pub fires: u64,
     /// Due times skipped for overlap.
     pub skipped: u64,
+    /// Fires refused at the queue's cap of waiting jobs.
+    pub refused: u64,
     /// Upserts so far.
     pub revision: u64,
     /// When it was created.
@@ -323,6 +329,8 @@ impl Schedules {
             max_attempts: t.max_attempts,
             backoff: t.backoff.clone(),
             timeout: t.timeout,
+            rate_key: t.rate_key.clone(),
+            concurrency_key: t.concurrency_key.clone(),
             ..NewJob::default()
         };
         job.validate(&self.limits, "schedule.template.")?;
@@ -435,6 +443,7 @@ fn view(queue: &str, name: &str, s: StoredSchedule) -> Result<ScheduleView> {
         last_job_id: s.last_job.map(|ulid| JobId::new(queue, &ulid)),
         fires: s.fires,
         skipped: s.skipped,
+        refused: s.refused,
         revision: s.revision,
         created_at: from_ms(s.created_ms),
         updated_at: from_ms(s.updated_ms),
@@ -462,5 +471,7 @@ fn template_of(record: JobRecord) -> JobTemplate {
             jitter: Some(b.jitter),
         }),
         timeout: Some(Duration::from_millis(record.timeout_ms)),
+        rate_key: record.rate_key,
+        concurrency_key: record.concurrency_key,
     }
 }

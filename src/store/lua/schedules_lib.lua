@@ -32,8 +32,9 @@ local scheduled_records, scheduled_ready, scheduled_waiting = {}, {}, {}
 
 -- Adds one job from schedule s's template, `rec` (the template unpacked, reused from job to job):
 -- created at `created` (ms, the time its ULID holds), ready at `at` (delayed while that is later
--- than `now`, at once; else with the call's other ready jobs, by write_scheduled). The schedule
--- then names it as its last.
+-- than `now`, at once; else with the call's other ready jobs, by write_scheduled; a keyed one
+-- among the keyed jobs at once, its record with the others). The schedule then names it as its
+-- last.
 local function add_from_template(s, rec, ulid, created, at, now)
   count_added(1)
   rec[R_CREATED] = created
@@ -42,14 +43,22 @@ local function add_from_template(s, rec, ulid, created, at, now)
     make_delayed(ulid, rec, at, S_DELAYED)
   else
     rec[R_STATE], rec[R_READY_AT], rec[R_RUN_AT] = S_WAITING, now, false
+    local keyed = rec[R_RATE_KEY] or rec[R_CONC_KEY]
+    if keyed then
+      -- A template with a rate or concurrency key: each job waits among the keyed jobs, held
+      -- by its key's limits, as an added one does (LIMITS.push writes its order into rec).
+      LIMITS.push(ulid, rec, now, false)
+    end
     scheduled_records[#scheduled_records + 1] = ulid
     scheduled_records[#scheduled_records + 1] = pack_record(rec)
-    local list = scheduled_ready[rec[R_PRIORITY]]
-    if not list then
-      list = {}
-      scheduled_ready[rec[R_PRIORITY]] = list
+    if not keyed then
+      local list = scheduled_ready[rec[R_PRIORITY]]
+      if not list then
+        list = {}
+        scheduled_ready[rec[R_PRIORITY]] = list
+      end
+      list[#list + 1] = ulid
     end
-    list[#list + 1] = ulid
     scheduled_waiting[#scheduled_waiting + 1] = ulid
   end
   s[SC_LAST_JOB] = ulid

@@ -153,7 +153,10 @@ func (OverlapPolicy) EnumDescriptor() ([]byte, []int) {
 	return file_jobwire_v1_schedules_proto_rawDescGZIP(), []int{1}
 }
 
-// The job each fire adds: the fields of AddJobRequest that make sense for every fire.
+// The job each fire adds: the fields of AddJobRequest that make sense for every fire. Not here:
+// `delay`/`run_at` (the timetable and `jitter` say when), `idempotency_key` (each fire's job id
+// is derived from the schedule and the due time already) and `session_id` (a session ends with
+// its client, a schedule outlives it).
 type JobTemplate struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The handler name workers dispatch on: 1 to 128 bytes, printable, no spaces.
@@ -170,9 +173,15 @@ type JobTemplate struct {
 	// The wait before each retry. Unset: the default of AddJobRequest.
 	Backoff *Backoff `protobuf:"bytes,6,opt,name=backoff,proto3" json:"backoff,omitempty"`
 	// How long one attempt may run: 10 ms to 24 h; default 30 min.
-	Timeout       *durationpb.Duration `protobuf:"bytes,7,opt,name=timeout,proto3" json:"timeout,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Timeout *durationpb.Duration `protobuf:"bytes,7,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// The rate key of every job, as AddJobRequest.rate_key: its leases count against the queue's
+	// `key_rate` limit for that key. 1 to 128 bytes, no control characters; empty: none.
+	RateKey string `protobuf:"bytes,8,opt,name=rate_key,json=rateKey,proto3" json:"rate_key,omitempty"`
+	// The concurrency key of every job, as AddJobRequest.concurrency_key: its leases count
+	// against the queue's `key_concurrency` cap for that key. As `rate_key`; empty: none.
+	ConcurrencyKey string `protobuf:"bytes,9,opt,name=concurrency_key,json=concurrencyKey,proto3" json:"concurrency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *JobTemplate) Reset() {
@@ -252,6 +261,20 @@ func (x *JobTemplate) GetTimeout() *durationpb.Duration {
 		return x.Timeout
 	}
 	return nil
+}
+
+func (x *JobTemplate) GetRateKey() string {
+	if x != nil {
+		return x.RateKey
+	}
+	return ""
+}
+
+func (x *JobTemplate) GetConcurrencyKey() string {
+	if x != nil {
+		return x.ConcurrencyKey
+	}
+	return ""
 }
 
 // A schedule's definition, as given to UpsertSchedule and returned by the reads.
@@ -470,6 +493,10 @@ type Schedule struct {
 	// comes first): the first is `next_fire_at` unless missed times are owed. Due times, before
 	// any jitter. Empty when paused, or when no due time is left.
 	UpcomingFires []*timestamppb.Timestamp `protobuf:"bytes,11,rep,name=upcoming_fires,json=upcomingFires,proto3" json:"upcoming_fires,omitempty"`
+	// Fires refused because the queue held its cap of waiting jobs (`max_waiting`): each such
+	// fire added nothing from the refused due time on, and the missed-fire policy decides what
+	// runs once there is room.
+	Refused       uint64 `protobuf:"varint,12,opt,name=refused,proto3" json:"refused,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -579,6 +606,13 @@ func (x *Schedule) GetUpcomingFires() []*timestamppb.Timestamp {
 		return x.UpcomingFires
 	}
 	return nil
+}
+
+func (x *Schedule) GetRefused() uint64 {
+	if x != nil {
+		return x.Refused
+	}
+	return 0
 }
 
 type UpsertScheduleRequest struct {
@@ -1270,7 +1304,7 @@ var File_jobwire_v1_schedules_proto protoreflect.FileDescriptor
 const file_jobwire_v1_schedules_proto_rawDesc = "" +
 	"\n" +
 	"\x1ajobwire/v1/schedules.proto\x12\n" +
-	"jobwire.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18jobwire/v1/jobwire.proto\"\xf0\x02\n" +
+	"jobwire.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18jobwire/v1/jobwire.proto\"\xb4\x03\n" +
 	"\vJobTemplate\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x18\n" +
 	"\apayload\x18\x02 \x01(\fR\apayload\x12>\n" +
@@ -1278,7 +1312,9 @@ const file_jobwire_v1_schedules_proto_rawDesc = "" +
 	"\bpriority\x18\x04 \x01(\x05R\bpriority\x12&\n" +
 	"\fmax_attempts\x18\x05 \x01(\rH\x00R\vmaxAttempts\x88\x01\x01\x12-\n" +
 	"\abackoff\x18\x06 \x01(\v2\x13.jobwire.v1.BackoffR\abackoff\x123\n" +
-	"\atimeout\x18\a \x01(\v2\x19.google.protobuf.DurationR\atimeout\x1a:\n" +
+	"\atimeout\x18\a \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12\x19\n" +
+	"\brate_key\x18\b \x01(\tR\arateKey\x12'\n" +
+	"\x0fconcurrency_key\x18\t \x01(\tR\x0econcurrencyKey\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x0f\n" +
@@ -1298,7 +1334,7 @@ const file_jobwire_v1_schedules_proto_rawDesc = "" +
 	"\fcatch_up_max\x18\v \x01(\rR\n" +
 	"catchUpMax\x123\n" +
 	"\aoverlap\x18\f \x01(\x0e2\x19.jobwire.v1.OverlapPolicyR\aoverlapB\b\n" +
-	"\x06timing\"\x83\x04\n" +
+	"\x06timing\"\x9d\x04\n" +
 	"\bSchedule\x12>\n" +
 	"\n" +
 	"definition\x18\x01 \x01(\v2\x1e.jobwire.v1.ScheduleDefinitionR\n" +
@@ -1317,7 +1353,8 @@ const file_jobwire_v1_schedules_proto_rawDesc = "" +
 	"\n" +
 	"updated_at\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12A\n" +
-	"\x0eupcoming_fires\x18\v \x03(\v2\x1a.google.protobuf.TimestampR\rupcomingFires\"S\n" +
+	"\x0eupcoming_fires\x18\v \x03(\v2\x1a.google.protobuf.TimestampR\rupcomingFires\x12\x18\n" +
+	"\arefused\x18\f \x01(\x04R\arefused\"S\n" +
 	"\x15UpsertScheduleRequest\x12:\n" +
 	"\bschedule\x18\x01 \x01(\v2\x1e.jobwire.v1.ScheduleDefinitionR\bschedule\"d\n" +
 	"\x16UpsertScheduleResponse\x120\n" +

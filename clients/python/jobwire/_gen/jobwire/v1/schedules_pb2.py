@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from jobwire._gen.jobwire.v1 import jobwire_pb2 as jobwire_dot_v1_dot_jobwire__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ajobwire/v1/schedules.proto\x12\njobwire.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18jobwire/v1/jobwire.proto\"\xa3\x02\n\x0bJobTemplate\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x35\n\x07headers\x18\x03 \x03(\x0b\x32$.jobwire.v1.JobTemplate.HeadersEntry\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12\x19\n\x0cmax_attempts\x18\x05 \x01(\rH\x00\x88\x01\x01\x12$\n\x07\x62\x61\x63koff\x18\x06 \x01(\x0b\x32\x13.jobwire.v1.Backoff\x12*\n\x07timeout\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0f\n\r_max_attempts\"\xaa\x03\n\x12ScheduleDefinition\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12)\n\x08template\x18\x03 \x01(\x0b\x32\x17.jobwire.v1.JobTemplate\x12\x0e\n\x04\x63ron\x18\x04 \x01(\tH\x00\x12*\n\x05\x65very\x18\x05 \x01(\x0b\x32\x19.google.protobuf.DurationH\x00\x12\x11\n\ttime_zone\x18\x06 \x01(\t\x12)\n\x05start\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x06jitter\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x32\n\x0cmissed_fires\x18\n \x01(\x0e\x32\x1c.jobwire.v1.MissedFirePolicy\x12\x14\n\x0c\x63\x61tch_up_max\x18\x0b \x01(\r\x12*\n\x07overlap\x18\x0c \x01(\x0e\x32\x19.jobwire.v1.OverlapPolicyB\x08\n\x06timing\"\x8d\x03\n\x08Schedule\x12\x32\n\ndefinition\x18\x01 \x01(\x0b\x32\x1e.jobwire.v1.ScheduleDefinition\x12\x0e\n\x06paused\x18\x02 \x01(\x08\x12\x30\n\x0cnext_fire_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0clast_fire_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0blast_job_id\x18\x05 \x01(\t\x12\r\n\x05\x66ires\x18\x06 \x01(\x04\x12\x0f\n\x07skipped\x18\x07 \x01(\x04\x12\x10\n\x08revision\x18\x08 \x01(\x04\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0eupcoming_fires\x18\x0b \x03(\x0b\x32\x1a.google.protobuf.Timestamp\"I\n\x15UpsertScheduleRequest\x12\x30\n\x08schedule\x18\x01 \x01(\x0b\x32\x1e.jobwire.v1.ScheduleDefinition\"Q\n\x16UpsertScheduleResponse\x12&\n\x08schedule\x18\x01 \x01(\x0b\x32\x14.jobwire.v1.Schedule\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"1\n\x12GetScheduleRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"=\n\x13GetScheduleResponse\x12&\n\x08schedule\x18\x01 \x01(\x0b\x32\x14.jobwire.v1.Schedule\"L\n\x14ListSchedulesRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"Y\n\x15ListSchedulesResponse\x12\'\n\tschedules\x18\x01 \x03(\x0b\x32\x14.jobwire.v1.Schedule\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"4\n\x15\x44\x65leteScheduleRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\x18\n\x16\x44\x65leteScheduleResponse\"3\n\x14PauseScheduleRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\x17\n\x15PauseScheduleResponse\"4\n\x15ResumeScheduleRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\x18\n\x16ResumeScheduleResponse\"5\n\x16TriggerScheduleRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\")\n\x17TriggerScheduleResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t*\x94\x01\n\x10MissedFirePolicy\x12\"\n\x1eMISSED_FIRE_POLICY_UNSPECIFIED\x10\x00\x12\x1b\n\x17MISSED_FIRE_POLICY_SKIP\x10\x01\x12\x1f\n\x1bMISSED_FIRE_POLICY_RUN_ONCE\x10\x02\x12\x1e\n\x1aMISSED_FIRE_POLICY_RUN_ALL\x10\x03*b\n\rOverlapPolicy\x12\x1e\n\x1aOVERLAP_POLICY_UNSPECIFIED\x10\x00\x12\x18\n\x14OVERLAP_POLICY_ALLOW\x10\x01\x12\x17\n\x13OVERLAP_POLICY_SKIP\x10\x02\x32\xf4\x04\n\x0fScheduleService\x12W\n\x0eUpsertSchedule\x12!.jobwire.v1.UpsertScheduleRequest\x1a\".jobwire.v1.UpsertScheduleResponse\x12N\n\x0bGetSchedule\x12\x1e.jobwire.v1.GetScheduleRequest\x1a\x1f.jobwire.v1.GetScheduleResponse\x12T\n\rListSchedules\x12 .jobwire.v1.ListSchedulesRequest\x1a!.jobwire.v1.ListSchedulesResponse\x12W\n\x0e\x44\x65leteSchedule\x12!.jobwire.v1.DeleteScheduleRequest\x1a\".jobwire.v1.DeleteScheduleResponse\x12T\n\rPauseSchedule\x12 .jobwire.v1.PauseScheduleRequest\x1a!.jobwire.v1.PauseScheduleResponse\x12W\n\x0eResumeSchedule\x12!.jobwire.v1.ResumeScheduleRequest\x1a\".jobwire.v1.ResumeScheduleResponse\x12Z\n\x0fTriggerSchedule\x12\".jobwire.v1.TriggerScheduleRequest\x1a#.jobwire.v1.TriggerScheduleResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ajobwire/v1/schedules.proto\x12\njobwire.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18jobwire/v1/jobwire.proto\"\xce\x02\n\x0bJobTemplate\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x35\n\x07headers\x18\x03 \x03(\x0b\x32$.jobwire.v1.JobTemplate.HeadersEntry\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12\x19\n\x0cmax_attempts\x18\x05 \x01(\rH\x00\x88\x01\x01\x12$\n\x07\x62\x61\x63koff\x18\x06 \x01(\x0b\x32\x13.jobwire.v1.Backoff\x12*\n\x07timeout\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08rate_key\x18\x08 \x01(\t\x12\x17\n\x0f\x63oncurrency_key\x18\t \x01(\t\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0f\n\r_max_attempts\"\xaa\x03\n\x12ScheduleDefinition\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12)\n\x08template\x18\x03 \x01(\x0b\x32\x17.jobwire.v1.JobTemplate\x12\x0e\n\x04\x63ron\x18\x04 \x01(\tH\x00\x12*\n\x05\x65very\x18\x05 \x01(\x0b\x32\x19.google.protobuf.DurationH\x00\x12\x11\n\ttime_zone\x18\x06 \x01(\t\x12)\n\x05start\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x06jitter\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x32\n\x0cmissed_fires\x18\n \x01(\x0e\x32\x1c.jobwire.v1.MissedFirePolicy\x12\x14\n\x0c\x63\x61tch_up_max\x18\x0b \x01(\r\x12*\n\x07overlap\x18\x0c \x01(\x0e\x32\x19.jobwire.v1.OverlapPolicyB\x08\n\x06timing\"\x9e\x03\n\x08Schedule\x12\x32\n\ndefinition\x18\x01 \x01(\x0b\x32\x1e.jobwire.v1.ScheduleDefinition\x12\x0e\n\x06paused\x18\x02 \x01(\x08\x12\x30\n\x0cnext_fire_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0clast_fire_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0blast_job_id\x18\x05 \x01(\t\x12\r\n\x05\x66ires\x18\x06 \x01(\x04\x12\x0f\n\x07skipped\x18\x07 \x01(\x04\x12\x10\n\x08revision\x18\x08 \x01(\x04\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0eupcoming_fires\x18\x0b \x03(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07refused\x18\x0c \x01(\x04\"I\n\x15UpsertScheduleRequest\x12\x30\n\x08schedule\x18\x01 \x01(\x0b\x32\x1e.jobwire.v1.ScheduleDefinition\"Q\n\x16UpsertScheduleResponse\x12&\n\x08schedule\x18\x01 \x01(\x0b\x32\x14.jobwire.v1.Schedule\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"1\n\x12GetScheduleRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"=\n\x13GetScheduleResponse\x12&\n\x08schedule\x18\x01 \x01(\x0b\x32\x14.jobwire.v1.Schedule\"L\n\x14ListSchedulesRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"Y\n\x15ListSchedulesResponse\x12\'\n\tschedules\x18\x01 \x03(\x0b\x32\x14.jobwire.v1.Schedule\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"4\n\x15\x44\x65leteScheduleRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\x18\n\x16\x44\x65leteScheduleResponse\"3\n\x14PauseScheduleRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\x17\n\x15PauseScheduleResponse\"4\n\x15ResumeScheduleRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\x18\n\x16ResumeScheduleResponse\"5\n\x16TriggerScheduleRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\")\n\x17TriggerScheduleResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t*\x94\x01\n\x10MissedFirePolicy\x12\"\n\x1eMISSED_FIRE_POLICY_UNSPECIFIED\x10\x00\x12\x1b\n\x17MISSED_FIRE_POLICY_SKIP\x10\x01\x12\x1f\n\x1bMISSED_FIRE_POLICY_RUN_ONCE\x10\x02\x12\x1e\n\x1aMISSED_FIRE_POLICY_RUN_ALL\x10\x03*b\n\rOverlapPolicy\x12\x1e\n\x1aOVERLAP_POLICY_UNSPECIFIED\x10\x00\x12\x18\n\x14OVERLAP_POLICY_ALLOW\x10\x01\x12\x17\n\x13OVERLAP_POLICY_SKIP\x10\x02\x32\xf4\x04\n\x0fScheduleService\x12W\n\x0eUpsertSchedule\x12!.jobwire.v1.UpsertScheduleRequest\x1a\".jobwire.v1.UpsertScheduleResponse\x12N\n\x0bGetSchedule\x12\x1e.jobwire.v1.GetScheduleRequest\x1a\x1f.jobwire.v1.GetScheduleResponse\x12T\n\rListSchedules\x12 .jobwire.v1.ListSchedulesRequest\x1a!.jobwire.v1.ListSchedulesResponse\x12W\n\x0e\x44\x65leteSchedule\x12!.jobwire.v1.DeleteScheduleRequest\x1a\".jobwire.v1.DeleteScheduleResponse\x12T\n\rPauseSchedule\x12 .jobwire.v1.PauseScheduleRequest\x1a!.jobwire.v1.PauseScheduleResponse\x12W\n\x0eResumeSchedule\x12!.jobwire.v1.ResumeScheduleRequest\x1a\".jobwire.v1.ResumeScheduleResponse\x12Z\n\x0fTriggerSchedule\x12\".jobwire.v1.TriggerScheduleRequest\x1a#.jobwire.v1.TriggerScheduleResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,46 +36,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_JOBTEMPLATE_HEADERSENTRY']._loaded_options = None
   _globals['_JOBTEMPLATE_HEADERSENTRY']._serialized_options = b'8\001'
-  _globals['_MISSEDFIREPOLICY']._serialized_start=2034
-  _globals['_MISSEDFIREPOLICY']._serialized_end=2182
-  _globals['_OVERLAPPOLICY']._serialized_start=2184
-  _globals['_OVERLAPPOLICY']._serialized_end=2282
+  _globals['_MISSEDFIREPOLICY']._serialized_start=2094
+  _globals['_MISSEDFIREPOLICY']._serialized_end=2242
+  _globals['_OVERLAPPOLICY']._serialized_start=2244
+  _globals['_OVERLAPPOLICY']._serialized_end=2342
   _globals['_JOBTEMPLATE']._serialized_start=134
-  _globals['_JOBTEMPLATE']._serialized_end=425
-  _globals['_JOBTEMPLATE_HEADERSENTRY']._serialized_start=362
-  _globals['_JOBTEMPLATE_HEADERSENTRY']._serialized_end=408
-  _globals['_SCHEDULEDEFINITION']._serialized_start=428
-  _globals['_SCHEDULEDEFINITION']._serialized_end=854
-  _globals['_SCHEDULE']._serialized_start=857
-  _globals['_SCHEDULE']._serialized_end=1254
-  _globals['_UPSERTSCHEDULEREQUEST']._serialized_start=1256
-  _globals['_UPSERTSCHEDULEREQUEST']._serialized_end=1329
-  _globals['_UPSERTSCHEDULERESPONSE']._serialized_start=1331
-  _globals['_UPSERTSCHEDULERESPONSE']._serialized_end=1412
-  _globals['_GETSCHEDULEREQUEST']._serialized_start=1414
-  _globals['_GETSCHEDULEREQUEST']._serialized_end=1463
-  _globals['_GETSCHEDULERESPONSE']._serialized_start=1465
-  _globals['_GETSCHEDULERESPONSE']._serialized_end=1526
-  _globals['_LISTSCHEDULESREQUEST']._serialized_start=1528
-  _globals['_LISTSCHEDULESREQUEST']._serialized_end=1604
-  _globals['_LISTSCHEDULESRESPONSE']._serialized_start=1606
-  _globals['_LISTSCHEDULESRESPONSE']._serialized_end=1695
-  _globals['_DELETESCHEDULEREQUEST']._serialized_start=1697
-  _globals['_DELETESCHEDULEREQUEST']._serialized_end=1749
-  _globals['_DELETESCHEDULERESPONSE']._serialized_start=1751
-  _globals['_DELETESCHEDULERESPONSE']._serialized_end=1775
-  _globals['_PAUSESCHEDULEREQUEST']._serialized_start=1777
-  _globals['_PAUSESCHEDULEREQUEST']._serialized_end=1828
-  _globals['_PAUSESCHEDULERESPONSE']._serialized_start=1830
-  _globals['_PAUSESCHEDULERESPONSE']._serialized_end=1853
-  _globals['_RESUMESCHEDULEREQUEST']._serialized_start=1855
-  _globals['_RESUMESCHEDULEREQUEST']._serialized_end=1907
-  _globals['_RESUMESCHEDULERESPONSE']._serialized_start=1909
-  _globals['_RESUMESCHEDULERESPONSE']._serialized_end=1933
-  _globals['_TRIGGERSCHEDULEREQUEST']._serialized_start=1935
-  _globals['_TRIGGERSCHEDULEREQUEST']._serialized_end=1988
-  _globals['_TRIGGERSCHEDULERESPONSE']._serialized_start=1990
-  _globals['_TRIGGERSCHEDULERESPONSE']._serialized_end=2031
-  _globals['_SCHEDULESERVICE']._serialized_start=2285
-  _globals['_SCHEDULESERVICE']._serialized_end=2913
+  _globals['_JOBTEMPLATE']._serialized_end=468
+  _globals['_JOBTEMPLATE_HEADERSENTRY']._serialized_start=405
+  _globals['_JOBTEMPLATE_HEADERSENTRY']._serialized_end=451
+  _globals['_SCHEDULEDEFINITION']._serialized_start=471
+  _globals['_SCHEDULEDEFINITION']._serialized_end=897
+  _globals['_SCHEDULE']._serialized_start=900
+  _globals['_SCHEDULE']._serialized_end=1314
+  _globals['_UPSERTSCHEDULEREQUEST']._serialized_start=1316
+  _globals['_UPSERTSCHEDULEREQUEST']._serialized_end=1389
+  _globals['_UPSERTSCHEDULERESPONSE']._serialized_start=1391
+  _globals['_UPSERTSCHEDULERESPONSE']._serialized_end=1472
+  _globals['_GETSCHEDULEREQUEST']._serialized_start=1474
+  _globals['_GETSCHEDULEREQUEST']._serialized_end=1523
+  _globals['_GETSCHEDULERESPONSE']._serialized_start=1525
+  _globals['_GETSCHEDULERESPONSE']._serialized_end=1586
+  _globals['_LISTSCHEDULESREQUEST']._serialized_start=1588
+  _globals['_LISTSCHEDULESREQUEST']._serialized_end=1664
+  _globals['_LISTSCHEDULESRESPONSE']._serialized_start=1666
+  _globals['_LISTSCHEDULESRESPONSE']._serialized_end=1755
+  _globals['_DELETESCHEDULEREQUEST']._serialized_start=1757
+  _globals['_DELETESCHEDULEREQUEST']._serialized_end=1809
+  _globals['_DELETESCHEDULERESPONSE']._serialized_start=1811
+  _globals['_DELETESCHEDULERESPONSE']._serialized_end=1835
+  _globals['_PAUSESCHEDULEREQUEST']._serialized_start=1837
+  _globals['_PAUSESCHEDULEREQUEST']._serialized_end=1888
+  _globals['_PAUSESCHEDULERESPONSE']._serialized_start=1890
+  _globals['_PAUSESCHEDULERESPONSE']._serialized_end=1913
+  _globals['_RESUMESCHEDULEREQUEST']._serialized_start=1915
+  _globals['_RESUMESCHEDULEREQUEST']._serialized_end=1967
+  _globals['_RESUMESCHEDULERESPONSE']._serialized_start=1969
+  _globals['_RESUMESCHEDULERESPONSE']._serialized_end=1993
+  _globals['_TRIGGERSCHEDULEREQUEST']._serialized_start=1995
+  _globals['_TRIGGERSCHEDULEREQUEST']._serialized_end=2048
+  _globals['_TRIGGERSCHEDULERESPONSE']._serialized_start=2050
+  _globals['_TRIGGERSCHEDULERESPONSE']._serialized_end=2091
+  _globals['_SCHEDULESERVICE']._serialized_start=2345
+  _globals['_SCHEDULESERVICE']._serialized_end=2973
 # @@protoc_insertion_point(module_scope)

@@ -102,7 +102,11 @@ Global___OverlapPolicy: _TypeAlias = OverlapPolicy  # noqa: Y015
 
 @_typing.final
 class JobTemplate(_message.Message):
-    """The job each fire adds: the fields of AddJobRequest that make sense for every fire."""
+    """The job each fire adds: the fields of AddJobRequest that make sense for every fire. Not here:
+    `delay`/`run_at` (the timetable and `jitter` say when), `idempotency_key` (each fire's job id
+    is derived from the schedule and the due time already) and `session_id` (a session ends with
+    its client, a schedule outlives it).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -133,6 +137,8 @@ class JobTemplate(_message.Message):
     MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
     BACKOFF_FIELD_NUMBER: _builtins.int
     TIMEOUT_FIELD_NUMBER: _builtins.int
+    RATE_KEY_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """The handler name workers dispatch on: 1 to 128 bytes, printable, no spaces."""
     payload: _builtins.bytes
@@ -141,6 +147,14 @@ class JobTemplate(_message.Message):
     """Higher runs first, from -5 to 5; default 0."""
     max_attempts: _builtins.int
     """Attempts before the job goes dead, counting the first: 1 to 1,000. Default 3."""
+    rate_key: _builtins.str
+    """The rate key of every job, as AddJobRequest.rate_key: its leases count against the queue's
+    `key_rate` limit for that key. 1 to 128 bytes, no control characters; empty: none.
+    """
+    concurrency_key: _builtins.str
+    """The concurrency key of every job, as AddJobRequest.concurrency_key: its leases count
+    against the queue's `key_concurrency` cap for that key. As `rate_key`; empty: none.
+    """
     @_builtins.property
     def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Headers delivered with each job (at most 63 entries, keys 1 to 128 bytes, 16 KiB in all);
@@ -165,10 +179,12 @@ class JobTemplate(_message.Message):
         max_attempts: _builtins.int | None = ...,
         backoff: _jobwire_pb2.Backoff | None = ...,
         timeout: _duration_pb2.Duration | None = ...,
+        rate_key: _builtins.str = ...,
+        concurrency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_attempts", b"_max_attempts", "backoff", b"backoff", "max_attempts", b"max_attempts", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_attempts", b"_max_attempts", "backoff", b"backoff", "headers", b"headers", "max_attempts", b"max_attempts", "payload", b"payload", "priority", b"priority", "timeout", b"timeout", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_attempts", b"_max_attempts", "backoff", b"backoff", "concurrency_key", b"concurrency_key", "headers", b"headers", "max_attempts", b"max_attempts", "payload", b"payload", "priority", b"priority", "rate_key", b"rate_key", "timeout", b"timeout", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_attempts: _TypeAlias = _typing.Literal["max_attempts"]  # noqa: Y015
     _WhichOneofArgType__max_attempts: _TypeAlias = _typing.Literal["_max_attempts", b"_max_attempts"]  # noqa: Y015
@@ -285,6 +301,7 @@ class Schedule(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     UPCOMING_FIRES_FIELD_NUMBER: _builtins.int
+    REFUSED_FIELD_NUMBER: _builtins.int
     paused: _builtins.bool
     """True while it is paused (PauseSchedule)."""
     last_job_id: _builtins.str
@@ -297,6 +314,11 @@ class Schedule(_message.Message):
     """
     revision: _builtins.int
     """Counts upserts: 1 when created, one more at each replacement."""
+    refused: _builtins.int
+    """Fires refused because the queue held its cap of waiting jobs (`max_waiting`): each such
+    fire added nothing from the refused due time on, and the missed-fire policy decides what
+    runs once there is room.
+    """
     @_builtins.property
     def definition(self) -> Global___ScheduleDefinition:
         """Its definition, as last upserted."""
@@ -340,10 +362,11 @@ class Schedule(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         upcoming_fires: _abc.Iterable[_timestamp_pb2.Timestamp] | None = ...,
+        refused: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "definition", b"definition", "last_fire_at", b"last_fire_at", "next_fire_at", b"next_fire_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "definition", b"definition", "fires", b"fires", "last_fire_at", b"last_fire_at", "last_job_id", b"last_job_id", "next_fire_at", b"next_fire_at", "paused", b"paused", "revision", b"revision", "skipped", b"skipped", "upcoming_fires", b"upcoming_fires", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "definition", b"definition", "fires", b"fires", "last_fire_at", b"last_fire_at", "last_job_id", b"last_job_id", "next_fire_at", b"next_fire_at", "paused", b"paused", "refused", b"refused", "revision", b"revision", "skipped", b"skipped", "upcoming_fires", b"upcoming_fires", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -78,7 +78,12 @@ export enum OverlapPolicy {
   UNRECOGNIZED = -1,
 }
 
-/** The job each fire adds: the fields of AddJobRequest that make sense for every fire. */
+/**
+ * The job each fire adds: the fields of AddJobRequest that make sense for every fire. Not here:
+ * `delay`/`run_at` (the timetable and `jitter` say when), `idempotency_key` (each fire's job id
+ * is derived from the schedule and the due time already) and `session_id` (a session ends with
+ * its client, a schedule outlives it).
+ */
 export interface JobTemplate {
   /** The handler name workers dispatch on: 1 to 128 bytes, printable, no spaces. */
   type: string;
@@ -100,7 +105,19 @@ export interface JobTemplate {
     | Backoff
     | undefined;
   /** How long one attempt may run: 10 ms to 24 h; default 30 min. */
-  timeout: Duration | undefined;
+  timeout:
+    | Duration
+    | undefined;
+  /**
+   * The rate key of every job, as AddJobRequest.rate_key: its leases count against the queue's
+   * `key_rate` limit for that key. 1 to 128 bytes, no control characters; empty: none.
+   */
+  rateKey: string;
+  /**
+   * The concurrency key of every job, as AddJobRequest.concurrency_key: its leases count
+   * against the queue's `key_concurrency` cap for that key. As `rate_key`; empty: none.
+   */
+  concurrencyKey: string;
 }
 
 export interface JobTemplate_HeadersEntry {
@@ -211,6 +228,12 @@ export interface Schedule {
    * any jitter. Empty when paused, or when no due time is left.
    */
   upcomingFires: Date[];
+  /**
+   * Fires refused because the queue held its cap of waiting jobs (`max_waiting`): each such
+   * fire added nothing from the refused due time on, and the missed-fire policy decides what
+   * runs once there is room.
+   */
+  refused: number;
 }
 
 export interface UpsertScheduleRequest {
@@ -306,6 +329,8 @@ function createBaseJobTemplate(): JobTemplate {
     maxAttempts: undefined,
     backoff: undefined,
     timeout: undefined,
+    rateKey: "",
+    concurrencyKey: "",
   };
 }
 
@@ -331,6 +356,12 @@ export const JobTemplate: MessageFns<JobTemplate> = {
     }
     if (message.timeout !== undefined) {
       Duration.encode(message.timeout, writer.uint32(58).fork()).join();
+    }
+    if (message.rateKey !== "") {
+      writer.uint32(66).string(message.rateKey);
+    }
+    if (message.concurrencyKey !== "") {
+      writer.uint32(74).string(message.concurrencyKey);
     }
     return writer;
   },
@@ -407,6 +438,22 @@ export const JobTemplate: MessageFns<JobTemplate> = {
             message.timeout = Duration.decode(reader, reader.uint32());
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.rateKey = reader.string();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.concurrencyKey = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -443,6 +490,8 @@ export const JobTemplate: MessageFns<JobTemplate> = {
     message.timeout = (object.timeout !== undefined && object.timeout !== null)
       ? Duration.fromPartial(object.timeout)
       : undefined;
+    message.rateKey = object.rateKey ?? "";
+    message.concurrencyKey = object.concurrencyKey ?? "";
     return message;
   },
 };
@@ -744,6 +793,7 @@ function createBaseSchedule(): Schedule {
     createdAt: undefined,
     updatedAt: undefined,
     upcomingFires: [],
+    refused: 0,
   };
 }
 
@@ -781,6 +831,9 @@ export const Schedule: MessageFns<Schedule> = {
     }
     for (const v of message.upcomingFires) {
       Timestamp.encode(toTimestamp(v!), writer.uint32(90).fork()).join();
+    }
+    if (message.refused !== 0) {
+      writer.uint32(96).uint64(message.refused);
     }
     return writer;
   },
@@ -886,6 +939,14 @@ export const Schedule: MessageFns<Schedule> = {
             message.upcomingFires.push(fromTimestamp(Timestamp.decode(reader, reader.uint32())));
             continue;
           }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.refused = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -916,6 +977,7 @@ export const Schedule: MessageFns<Schedule> = {
     message.createdAt = object.createdAt ?? undefined;
     message.updatedAt = object.updatedAt ?? undefined;
     message.upcomingFires = object.upcomingFires?.map((e) => e) || [];
+    message.refused = object.refused ?? 0;
     return message;
   },
 };

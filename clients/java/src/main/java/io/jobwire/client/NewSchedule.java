@@ -12,7 +12,7 @@ import jobwire.v1.Schedules.ScheduleDefinition;
  * A schedule to create or replace, built fluently from the job each fire adds:
  * {@code NewSchedule.cron("nightly", NewJob.of("reports", "build").payload("{}"), "0 30 2 * * *")
  * .timeZone("Europe/Berlin")}. The job's queue is the schedule's; its type, payload, headers,
- * priority, attempts, backoff and timeout are the template (a delay, run time, idempotency key
+ * priority, attempts, backoff, timeout, rate key and concurrency key are the template (a delay, run time, idempotency key
  * or session do not apply to a schedule and are refused). Immutable; each setter returns a new
  * one.
  */
@@ -61,7 +61,9 @@ public final class NewSchedule {
             .setType(add.getType())
             .setPayload(add.getPayload())
             .putAllHeaders(add.getHeadersMap())
-            .setPriority(add.getPriority());
+            .setPriority(add.getPriority())
+            .setRateKey(add.getRateKey())
+            .setConcurrencyKey(add.getConcurrencyKey());
     if (add.hasMaxAttempts()) {
       template.setMaxAttempts(add.getMaxAttempts());
     }

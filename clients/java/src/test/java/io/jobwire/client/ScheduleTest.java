@@ -95,6 +95,16 @@ class ScheduleTest extends Fixture {
   }
 
   @Test
+  void aTemplateTakesTheJobsRateAndConcurrencyKeys() {
+    String q = queue("sched");
+    NewJob job = NewJob.of(q, "report").rateKey("tenant-1").concurrencyKey("db");
+    Schedule got = Blocking.get(schedules.upsert(NewSchedule.cron("keyed", job, "@hourly"))).getSchedule();
+    assertEquals("tenant-1", got.getDefinition().getTemplate().getRateKey());
+    assertEquals("db", got.getDefinition().getTemplate().getConcurrencyKey());
+    assertEquals(0, got.getRefused());
+  }
+
+  @Test
   void badSchedulesAreRefusedNamingTheField() {
     String q = queue("sched");
     NewJob job = NewJob.of(q, "t");
