@@ -1,7 +1,8 @@
 //! A schedule's template keys and its refused count, through real jobwire processes: a
 //! template's `rate_key` and `concurrency_key` go on every job it adds, which the key's limits
 //! then hold like any added job's; a fire refused at the queue's cap of waiting jobs is counted
-//! in GetSchedule's `refused` and in `jobwire schedule get`.
+//! in GetSchedule's `refused` and in `jobwire schedule get`, a waiting job with a key counting
+//! toward that cap as any waiting job does.
 
 use std::time::Duration;
 
@@ -85,5 +86,24 @@ async fn fires_refused_at_the_cap_of_waiting_jobs_are_counted_in_get_and_the_cli
         serde_json::from_str(&cli(&server, &["get", "capped", "--queue", QUEUE]).await).expect("json");
     assert!(got["refused"].as_u64().is_some_and(|n| n >= 2), "{got}");
     assert_eq!(got["fires"].as_u64(), Some(1), "the cap holds one job: {got}");
+    server.assert_invariants(QUEUE).await;
+}
+
+#[tokio::test]
+async fn a_keyed_job_waiting_counts_toward_the_cap_a_fire_meets() {
+    // A job with a key waits among the keyed jobs, not in a ready list: the cap counts it too.
+    let redis = Redis::start();
+    let server = ServerBuilder::new(&redis).settings(|s| s.max_waiting = Some(1)).start().await;
+    let mut schedules = ScheduleServiceClient::new(server.channel().await);
+    let template = proto::JobTemplate { concurrency_key: "c1".into(), ..Default::default() };
+    let request = proto::UpsertScheduleRequest { schedule: Some(every_second("keyed-capped", template)) };
+    schedules.upsert_schedule(request).await.expect("upsert");
+    eventually(Duration::from_secs(6), "two fires refused at the cap", || async {
+        get(&server, "keyed-capped").await.refused >= 2
+    })
+    .await;
+    let schedule = get(&server, "keyed-capped").await;
+    assert_eq!(schedule.fires, 1, "the one keyed job waiting fills the cap: {schedule:?}");
+    assert_eq!(server.stats(QUEUE).await.waiting, 1);
     server.assert_invariants(QUEUE).await;
 }

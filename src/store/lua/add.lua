@@ -43,11 +43,7 @@ local cap = max_waiting(tonumber(ARGV[11]))
 local cap_text = int_text(cap)
 local held = 0
 if cap > 0 then
-  held = redis.call('ZCARD', KEYS[K_DELAYED]) + redis.call('ZCARD', KEYS[K_SESSION_JOBS]) +
-    redis.call('ZCARD', KEYS[K_KEYED])
-  for priority = -5, 5 do
-    held = held + redis.call('LLEN', ready_key(priority))
-  end
+  held = waiting_count()
 end
 -- The tombstone field of a key from its digest.
 local function field(digest)

@@ -165,6 +165,17 @@ local function ready_key(priority)
   return KEYS[K_READY + 5 - priority]
 end
 
+-- The jobs the queue holds waiting, as its max-waiting cap counts them: ready (in the ready
+-- lists or among the keyed jobs), delayed or retrying, and pending in a session.
+local function waiting_count()
+  local held = redis.call('ZCARD', KEYS[K_DELAYED]) + redis.call('ZCARD', KEYS[K_SESSION_JOBS]) +
+    redis.call('ZCARD', KEYS[K_KEYED])
+  for priority = -5, 5 do
+    held = held + redis.call('LLEN', ready_key(priority))
+  end
+  return held
+end
+
 -- Transitions made by this call, written to the queue's event stream by flush_events when the
 -- function ends. The stream keeps about ARGV[7] events: each entry trims it to ARGV[7] divided by
 -- the jobs the entry carries (in whole entries, approximately), so a busy queue whose entries

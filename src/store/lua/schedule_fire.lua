@@ -31,7 +31,7 @@ local function full()
   if cap <= 0 then
     return false
   end
-  held = held or waiting_held()
+  held = held or waiting_count()
   return held >= cap
 end
 local i = 9

@@ -104,12 +104,3 @@ local function job_unfinished(ulid)
   return state == S_WAITING or state == S_DELAYED or state == S_RETRYING
 end
 
--- The jobs the queue holds waiting, as its cap of waiting jobs counts them (add.lua): delayed,
--- of sessions, and ready at every priority.
-local function waiting_held()
-  local held = redis.call('ZCARD', KEYS[K_DELAYED]) + redis.call('ZCARD', KEYS[K_SESSION_JOBS])
-  for priority = -5, 5 do
-    held = held + redis.call('LLEN', ready_key(priority))
-  end
-  return held
-end
