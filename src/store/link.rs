@@ -8,10 +8,15 @@
 //! - **A cluster** (`redis+cluster://host:port[,host:port...]`, the seed nodes, with a user
 //!   and password as in `redis://`): one cluster connection, cloned per call (a handle over the
 //!   client's own multiplexed connection per node). It routes each command by the slot of its
-//!   first key, follows `MOVED` and `ASK`, retries `TRYAGAIN`, and refreshes the slot map and
-//!   reconnects when a node fails or a replica is promoted; every call is still bounded by the
-//!   configured timeout overall (retries included), so a slot without a master turns into
-//!   `UNAVAILABLE` quickly. A call that fails in transport renews the connection (at most once a
+//!   first key, follows `MOVED` and `ASK` at once, and refreshes the slot map and reconnects
+//!   when a node fails or a replica is promoted; every call is still bounded by the configured
+//!   timeout overall (retries included), so a slot without a master turns into `UNAVAILABLE`
+//!   quickly. `TRYAGAIN` (a multi-key call whose keys are half moved while a slot migrates),
+//!   `CLUSTERDOWN`, `MASTERDOWN` and `LOADING` are retried after a wait: the client's default
+//!   wait is random between 1.28 s and 10·2^retry ms, longer than a usual timeout, so one
+//!   `TRYAGAIN` during a resharding would run the call into it. The waits here are bounded
+//!   ([`retry_waits`]): 10 ms at first, doubling, at most an eighth of the timeout, so a
+//!   migration's `TRYAGAIN`s are retried several times within one call. A call that fails in transport renews the connection (at most once a
 //!   second), so a master that died is forgotten once the cluster has promoted its replica.
 //!   It connects in the background: the store is built while the cluster
 //!   is down, and the first call that finds it up completes the connection.
@@ -204,6 +209,17 @@ fn call_config(connect: Duration, response: Duration) -> ClusterConfig {
     ClusterConfig::new().set_connection_timeout(connect).set_response_timeout(response)
 }
 
+/// The first wait (ms) before retrying a `TRYAGAIN`-like answer; each next one doubles.
+const RETRY_WAIT_FIRST_MS: u64 = 10;
+
+/// The least and most wait (ms) between two retries of one call on a cluster: from
+/// [`RETRY_WAIT_FIRST_MS`] up to an eighth of `timeout` (the client draws each wait at random
+/// between the least and the doubling formula, capped by the most).
+fn retry_waits(timeout: Duration) -> (u64, u64) {
+    let eighth = u64::try_from(timeout.as_millis() / 8).unwrap_or(u64::MAX);
+    (RETRY_WAIT_FIRST_MS, eighth.max(RETRY_WAIT_FIRST_MS + 1))
+}
+
 /// The cluster client for a `redis+cluster://[user[:password]@]host:port[,host:port...]` URL.
 fn cluster_client(
     url: &str,
@@ -240,8 +256,14 @@ fn cluster_client(
     for seed in &seeds {
         infos.push(connect::connection_info(seed, access, protocol)?);
     }
-    let mut builder =
-        ClusterClientBuilder::new(infos).use_protocol(protocol).connection_timeout(timeout).response_timeout(timeout);
+    let (min_wait, max_wait) = retry_waits(timeout);
+    let mut builder = ClusterClientBuilder::new(infos)
+        .use_protocol(protocol)
+        .connection_timeout(timeout)
+        .response_timeout(timeout)
+        .min_retry_wait(min_wait)
+        .max_retry_wait(max_wait)
+        .retry_wait_formula(RETRY_WAIT_FIRST_MS, 2);
     if let Some(password) = &access.password {
         builder = builder.password(password);
     }
@@ -267,5 +289,11 @@ mod tests {
             Err(StoreError::Config(_))
         ));
         assert!(is_cluster_url("redis+cluster://h:1") && !is_cluster_url("redis://h:1"));
+    }
+
+    #[test]
+    fn retry_waits_stay_well_within_the_timeout() {
+        assert_eq!(retry_waits(Duration::from_secs(2)), (10, 250));
+        assert_eq!(retry_waits(Duration::from_millis(40)), (10, 11));
     }
 }

@@ -8,6 +8,13 @@
 //! is [`Push::Closed`], and the caller subscribes again on a new subscriber, which learns the
 //! slot map afresh; each confirmation is a [`Push::Subscribed`], so the caller knows to look
 //! for what it may have missed.
+//!
+//! When a slot migrates to another master, the old one ends the subscriptions to the slot's
+//! shard channels with a `sunsubscribe` push nobody asked for. The subscriber remembers the
+//! shard channels it wants, and takes such a push for one of them as [`Push::Closed`]: the
+//! caller subscribes again on a new subscriber, which finds the slot on its new master.
+
+use std::collections::HashSet;
 
 use redis::{PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
@@ -39,12 +46,14 @@ pub enum Push {
 pub struct Subscriber {
     conn: Connection,
     pushes: mpsc::UnboundedReceiver<PushInfo>,
+    /// The shard channels subscribed to and not left (see the module doc).
+    wanted_shards: HashSet<String>,
 }
 
 impl Subscriber {
     pub(super) async fn connect(backend: &Backend) -> Result<Self> {
         let (conn, pushes) = backend.subscriber().await?;
-        Ok(Self { conn, pushes })
+        Ok(Self { conn, pushes, wanted_shards: HashSet::new() })
     }
 
     /// Subscribes to plain channels (published with `PUBLISH`).
@@ -58,6 +67,7 @@ impl Subscriber {
 
     /// Subscribes to one shard channel (published with `SPUBLISH`).
     pub async fn subscribe_shard(&mut self, channel: &str) -> Result<()> {
+        self.wanted_shards.insert(channel.to_owned());
         match &mut self.conn {
             // One channel per command: its one confirmation is the command's answer.
             Connection::Node(c) => redis::cmd("SSUBSCRIBE").arg(channel).exec_async(c).await?,
@@ -68,6 +78,7 @@ impl Subscriber {
 
     /// Ends the subscription to one shard channel.
     pub async fn unsubscribe_shard(&mut self, channel: &str) -> Result<()> {
+        self.wanted_shards.remove(channel);
         match &mut self.conn {
             Connection::Node(c) => redis::cmd("SUNSUBSCRIBE").arg(channel).exec_async(c).await?,
             Connection::Cluster(c) => c.sunsubscribe(channel).await?,
@@ -90,6 +101,14 @@ impl Subscriber {
                 PushKind::Subscribe | PushKind::SSubscribe => {
                     if let Some((channel, _)) = channel_and_payload(push.data) {
                         return Push::Subscribed { channel };
+                    }
+                }
+                // Not asked for: the channel's slot moved to another master.
+                PushKind::SUnsubscribe => {
+                    if let Some((channel, _)) = channel_and_payload(push.data)
+                        && self.wanted_shards.contains(&channel)
+                    {
+                        return Push::Closed;
                     }
                 }
                 PushKind::Disconnection => return Push::Closed,

@@ -19,28 +19,8 @@ use jobwire::proto::{self, JobState};
 use tokio::sync::Mutex;
 use tonic::Code;
 
-use super::Cluster;
-use crate::harness::{Client, Redis, ServerBuilder, Worker, eventually, job, unique_prefix};
-
-/// Adds one job, retrying while the cluster is failing over (its idempotency key makes the
-/// retries one job); the id once acknowledged.
-async fn add_through_the_gap(client: &mut Client, queue: &str, key: String) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let req = proto::AddJobRequest {
-            idempotency_key: key.clone(),
-            idempotency_key_generated: true,
-            ..job(queue, "t", key.as_bytes())
-        };
-        match client.add_job(req).await {
-            Ok(r) => return r.into_inner().job_id,
-            Err(e) if e.code() == Code::Unavailable && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("add {key}: {e}"),
-        }
-    }
-}
+use super::{Cluster, add_through_the_gap, complete_through_the_gap};
+use crate::harness::{Redis, ServerBuilder, Worker, eventually, job, unique_prefix};
 
 #[tokio::test]
 async fn a_master_killed_mid_run_is_followed_with_no_restart_and_nothing_reaped() {
@@ -95,18 +75,8 @@ async fn kill_a_master_mid_run(wait: u32) -> (Duration, usize) {
                 else {
                     continue;
                 };
-                let deadline = Instant::now() + Duration::from_secs(20);
-                loop {
-                    match worker.complete(&j, b"").await {
-                        Ok(()) => break,
-                        // The lease was lost with the old master's last writes: the job comes again.
-                        Err(e) if e.code() == Code::FailedPrecondition => break,
-                        Err(e) if e.code() == Code::Unavailable && Instant::now() < deadline => {
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                        Err(e) => panic!("complete {}: {e}", j.id),
-                    }
-                }
+                // A lease lost with the old master's last writes: the job comes again.
+                complete_through_the_gap(&mut worker, &j).await;
                 assert_eq!(j.lost_deliveries, 0, "{} was reaped or lost during the failover", j.id);
                 completed.lock().await.insert(j.id);
             }

@@ -9,19 +9,27 @@
 //! the master of its slot); `sharded.rs` spreads one queue over three masters; `doctor.rs`
 //! plants damage on every master for `jobwire doctor` to find and mend; `schedules.rs` fires
 //! schedules on every master through two instances; `failover.rs` kills a master mid-run (the
-//! serial group, as it kills processes).
+//! serial group, as it kills processes); `resharding.rs` moves a busy queue's slot to another
+//! master while jobs flow.
 
 mod doctor;
 mod failover;
 mod lifecycle;
+mod resharding;
 mod schedules;
 mod sharded;
 
-use std::{process::Command, time::Duration};
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use jobwire::redis_server::{RedisConfig, RedisServer};
 
-use crate::harness::{RedisBackend, eventually, wait_until};
+use jobwire::proto;
+use tonic::Code;
+
+use crate::harness::{Client, RedisBackend, Worker, eventually, job, wait_until};
 
 /// How long a node may be unreachable before the cluster fails it over.
 const NODE_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -146,4 +154,40 @@ impl Cluster {
 fn info_field_cluster(node: &RedisServer, field: &str) -> Option<String> {
     let info: String = on_node(node, redis::cmd("CLUSTER").arg("INFO")).ok()?;
     info.lines().find_map(|l| l.strip_prefix(&format!("{field}:")).map(|v| v.trim().to_owned()))
+}
+
+/// Adds one job, retrying while the cluster fails over or moves a slot (its idempotency key
+/// makes the retries one job); the id once acknowledged.
+async fn add_through_the_gap(client: &mut Client, queue: &str, key: String) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let req = proto::AddJobRequest {
+            idempotency_key: key.clone(),
+            idempotency_key_generated: true,
+            ..job(queue, "t", key.as_bytes())
+        };
+        match client.add_job(req).await {
+            Ok(r) => return r.into_inner().job_id,
+            Err(e) if e.code() == Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("add {key}: {e}"),
+        }
+    }
+}
+
+/// Completes `j`, retrying UNAVAILABLE; a lease found gone (FAILED_PRECONDITION) is left, as
+/// its job comes again.
+async fn complete_through_the_gap(worker: &mut Worker, j: &proto::Job) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match worker.complete(j, b"").await {
+            Ok(()) => return,
+            Err(e) if e.code() == Code::FailedPrecondition => return,
+            Err(e) if e.code() == Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("complete {}: {e}", j.id),
+        }
+    }
 }
