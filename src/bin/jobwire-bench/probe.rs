@@ -120,7 +120,7 @@ impl Probes {
             if self.callgrind.contains(&role) {
                 callgrind_control(pid, "--zero").await?;
                 callgrind_control(pid, "--instr=on").await?;
-                window.callgrind.push((name, pid));
+                window.callgrind.push((role, name, pid));
             }
         }
         if !window.perf.is_empty() {
@@ -145,18 +145,27 @@ fn process_name(procs: &[(Role, u32)], i: usize) -> String {
 /// Counters running over one window, each with the name of the process it counts.
 pub(crate) struct ProbeWindow {
     perf: Vec<(String, Spawned, PathBuf)>,
-    callgrind: Vec<(String, u32)>,
+    callgrind: Vec<(Role, String, u32)>,
 }
 
 impl ProbeWindow {
-    /// Stops counting and records each count over `units` jobs, named after `label`.
-    pub(crate) async fn close(self, units: u64, label: &str, out: &mut Recorder<'_>) -> anyhow::Result<()> {
+    /// Stops counting and records each count over `units` jobs, named after `label`; returns
+    /// the thousands of instructions per job of each process counted under callgrind, in the
+    /// order opened.
+    pub(crate) async fn close(
+        self,
+        units: u64,
+        label: &str,
+        out: &mut Recorder<'_>,
+    ) -> anyhow::Result<Vec<(Role, f64)>> {
         let per = |v: f64| v / units as f64;
-        for (name, pid) in self.callgrind {
+        let mut instructions = Vec::with_capacity(self.callgrind.len());
+        for (role, name, pid) in self.callgrind {
             callgrind_control(pid, "--dump").await?;
             callgrind_control(pid, "--instr=off").await?;
-            let total = last_dump_total(pid).await?;
-            out.record(&format!("{label}: {name} instructions"), "k/job", None, per(total) / 1e3);
+            let thousands = per(last_dump_total(pid).await?) / 1e3;
+            out.record(&format!("{label}: {name} instructions"), "k/job", None, thousands);
+            instructions.push((role, thousands));
         }
         for (name, mut perf, file) in self.perf {
             let pid = perf.pid()?;
@@ -174,7 +183,7 @@ impl ProbeWindow {
                 out.record(&format!("{label}: {name} {event}"), "per job", None, per(count(events)));
             }
         }
-        Ok(())
+        Ok(instructions)
     }
 }
 

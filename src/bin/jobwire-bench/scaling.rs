@@ -13,8 +13,9 @@
 //! workers together handled every job (their `count` answers: nothing polls Redis inside the
 //! window) and the queue has nothing waiting or active. What travels to real machines is per
 //! job and per process: each node's CPU and function calls, each instance's CPU, the workers'.
-//! With as many shards as masters, the row's summed Redis CPU is also set against the
-//! 1-master unsharded row of the same run (the target: within 15 %).
+//! With as many shards as masters, the row's summed Redis CPU (and with `--callgrind redis` its
+//! instructions, the figure a loaded machine does not move) is also set against the 1-master
+//! unsharded row of the same run (the target: within 15 %).
 
 use std::time::{Duration, Instant};
 
@@ -75,6 +76,13 @@ impl Row {
     }
 }
 
+/// What a row's Redis nodes spent per job, summed: CPU µs, and thousands of instructions when
+/// they ran under callgrind (`--callgrind redis`: the figure that does not depend on the load).
+struct RedisUse {
+    cpu: f64,
+    instructions: Option<f64>,
+}
+
 /// Each worker's part of `concurrency` over `workers` workers (the first ones take the rest).
 fn split(concurrency: u32, workers: u32) -> Vec<u32> {
     (0..workers).map(|i| concurrency / workers + u32::from(i < concurrency % workers)).collect()
@@ -83,34 +91,34 @@ fn split(concurrency: u32, workers: u32) -> Vec<u32> {
 impl Bench {
     pub(crate) async fn scaling(&self, out: &mut Recorder<'_>) -> anyhow::Result<()> {
         let concurrency = if self.concurrency.is_empty() { vec![100] } else { self.concurrency.clone() };
-        let mut summed: Vec<(Row, f64)> = Vec::new();
+        let mut summed: Vec<(Row, RedisUse)> = Vec::new();
         for &masters in &self.scaling.masters {
             let cluster = ClusterRig::start(self.work.path(), usize::try_from(masters)?).await?;
             for &instances in &self.scaling.instances {
                 for &shards in &self.scaling.shards {
                     for &concurrency in &concurrency {
                         let row = Row { masters, instances, shards, concurrency, prefetch: self.prefetch };
-                        let redis_cpu = self.scaling_row(&cluster, row, out).await.with_context(|| row.label())?;
-                        summed.push((row, redis_cpu));
+                        let redis = self.scaling_row(&cluster, row, out).await.with_context(|| row.label())?;
+                        summed.push((row, redis));
                     }
                 }
             }
         }
-        for (row, cpu) in &summed {
+        for (row, redis) in &summed {
             let Some(baseline) = row.baseline() else { continue };
             let Some((_, base)) = summed.iter().find(|(r, _)| *r == baseline) else { continue };
-            out.record(
-                &format!("{} ÷ {}: redis CPU", row.label(), baseline.label()),
-                "ratio",
-                Some(Target::AtMost(SHARDED_REDIS_CPU_RATIO)),
-                cpu / base,
-            );
+            let name = format!("{} ÷ {}", row.label(), baseline.label());
+            let target = Some(Target::AtMost(SHARDED_REDIS_CPU_RATIO));
+            out.record(&format!("{name}: redis CPU"), "ratio", target, redis.cpu / base.cpu);
+            if let (Some(mine), Some(theirs)) = (redis.instructions, base.instructions) {
+                out.record(&format!("{name}: redis instructions"), "ratio", target, mine / theirs);
+            }
         }
         Ok(())
     }
 
-    /// Runs one row and records its figures; returns its Redis CPU per job, summed over nodes.
-    async fn scaling_row(&self, cluster: &ClusterRig, row: Row, out: &mut Recorder<'_>) -> anyhow::Result<f64> {
+    /// Runs one row and records its figures; returns what its Redis nodes spent per job.
+    async fn scaling_row(&self, cluster: &ClusterRig, row: Row, out: &mut Recorder<'_>) -> anyhow::Result<RedisUse> {
         let n = self.sizes.process;
         let queue = "bench-l";
         let label = row.label();
@@ -169,7 +177,7 @@ impl Bench {
         let handled = wait_handled(&mut workers, n, limit, &label).await?;
         let stats = wait_settled(&clients[0], queue).await?;
         let used = cpu.close(n)?;
-        probes.close(n, &label, out).await?;
+        let counted = probes.close(n, &label, out).await?;
         ensure!(handled == n, "the workers handled {handled} jobs of {n}: some ran twice");
         ensure!(stats.dead == 0, "{} jobs went dead", stats.dead);
         // Each shard keeps its own completed jobs, up to its cap (its part of the server's).
@@ -193,6 +201,11 @@ impl Bench {
         let worker_cpu: f64 = used.per_unit[masters + instances..].iter().sum();
         out.record(&format!("{label}: throughput"), "jobs/s", None, n as f64 / used.elapsed.as_secs_f64());
         out.record(&format!("{label}: redis CPU, all nodes"), "µs/job", None, redis_cpu);
+        let redis_counted: Vec<f64> = counted.iter().filter(|(r, _)| *r == Role::Redis).map(|(_, k)| *k).collect();
+        let instructions = (!redis_counted.is_empty()).then(|| redis_counted.iter().sum::<f64>());
+        if let Some(k) = instructions.filter(|_| masters > 1) {
+            out.record(&format!("{label}: redis instructions, all nodes"), "k/job", None, k);
+        }
         if masters > 1 {
             for (i, (cpu, calls)) in used.per_unit.iter().zip(&calls).enumerate() {
                 out.record(&format!("{label}: redis node {} CPU", i + 1), "µs/job", None, *cpu);
@@ -207,7 +220,7 @@ impl Bench {
         }
         out.record(&format!("{label}: worker process CPU, all"), "µs/job", None, worker_cpu);
         out.record(&format!("{label}: every process CPU"), "µs/job", None, used.per_unit.iter().sum());
-        Ok(redis_cpu)
+        Ok(RedisUse { cpu: redis_cpu, instructions })
     }
 }
 
