@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 use crate::{
     BULK, BULK_IN_FLIGHT, Bench, COMPLETED_CAP, JOB_TYPE, PAD,
     probe::Role,
-    procs::{CommandStat, CpuUse, Server, WorkerProc, WorkerSpec},
+    procs::{CommandStat, CpuUse, Redis, Server, WorkerProc, WorkerSpec},
     results::num,
 };
 
@@ -78,6 +78,12 @@ impl Bench {
 
     /// One more server over the same Redis (nothing flushed), with `flags` added.
     pub(crate) async fn another_server(&self, flags: &[&str]) -> anyhow::Result<Server> {
+        self.server_over(&self.redis.url, flags).await
+    }
+
+    /// A server over the Redis at `redis_url` (the private one, or a cluster's seeds), with
+    /// `flags` added.
+    pub(crate) async fn server_over(&self, redis_url: &str, flags: &[&str]) -> anyhow::Result<Server> {
         let ready = self.work.path().join(format!("ready-{}", ulid::Ulid::new()));
         let slow_redis = self.probes.callgrind.contains(&Role::Redis);
         let mut cmd = self.probes.command(Role::Server, &self.server_exe);
@@ -85,11 +91,11 @@ impl Bench {
             cmd.env("TOKIO_WORKER_THREADS", n.to_string());
         }
         let Some(security) = &self.security else {
-            return Server::start(cmd, &self.redis.url, &ready, slow_redis, flags, None).await;
+            return Server::start(cmd, redis_url, &ready, slow_redis, flags, None).await;
         };
         let mut all: Vec<&str> = security.server_flags.iter().map(String::as_str).collect();
         all.extend(flags);
-        Server::start(cmd, &self.redis.url, &ready, slow_redis, &all, Some(security.access.clone())).await
+        Server::start(cmd, redis_url, &ready, slow_redis, &all, Some(security.access.clone())).await
     }
 
     pub(crate) async fn worker(&self, server: &Server, spec: &WorkerSpec<'_>) -> anyhow::Result<WorkerProc> {
@@ -102,31 +108,44 @@ impl Bench {
 }
 
 impl Bench {
-    /// Prints where Redis spent a window (per job: user and system CPU, commands by calls) and
-    /// returns the script calls and the µs spent executing them, per job. The rest of Redis's
-    /// CPU is its event loop: reading, parsing and answering requests.
+    /// Prints where the private Redis spent a window (see [`explain_node`]) and returns its
+    /// script calls and the µs spent executing them, per job.
     pub(crate) async fn explain_redis(&self, n: u64, used: &CpuUse) -> anyhow::Result<CommandStat> {
-        let stats = self.redis.command_stats().await?;
-        let per_job = |v: f64| v / n as f64;
-        let commands: Vec<String> = stats
-            .iter()
-            .take(12)
-            .map(|c| format!("{} {} ({} µs)", c.name, num(per_job(c.calls)), num(per_job(c.usec))))
-            .collect();
-        let mut scripts = CommandStat { name: "scripts".into(), calls: 0.0, usec: 0.0 };
-        for c in stats.iter().filter(|c| ["fcall", "evalsha", "eval"].contains(&c.name.as_str())) {
-            scripts.calls += per_job(c.calls);
-            scripts.usec += per_job(c.usec);
-        }
-        eprintln!(
-            "    redis per job: {} µs CPU ({} µs system), {} µs inside scripts; commands per job (µs inside): {}",
-            num(used.per_unit[0]),
-            num(used.system_per_unit[0]),
-            num(scripts.usec),
-            commands.join(", ")
-        );
-        Ok(scripts)
+        explain_node(&self.redis, "redis", n, used.per_unit[0], used.system_per_unit[0]).await
     }
+}
+
+/// Prints where a Redis (`name`: the private one, or a cluster node) spent a window of `n`
+/// jobs (per job: its CPU and the system part, `cpu_us` and `system_us`, and its commands by
+/// calls) and returns the script calls and the µs spent executing them, per job. The rest of
+/// Redis's CPU is its event loop: reading, parsing and answering requests.
+pub(crate) async fn explain_node(
+    redis: &Redis,
+    name: &str,
+    n: u64,
+    cpu_us: f64,
+    system_us: f64,
+) -> anyhow::Result<CommandStat> {
+    let stats = redis.command_stats().await?;
+    let per_job = |v: f64| v / n as f64;
+    let commands: Vec<String> = stats
+        .iter()
+        .take(12)
+        .map(|c| format!("{} {} ({} µs)", c.name, num(per_job(c.calls)), num(per_job(c.usec))))
+        .collect();
+    let mut scripts = CommandStat { name: "scripts".into(), calls: 0.0, usec: 0.0 };
+    for c in stats.iter().filter(|c| ["fcall", "evalsha", "eval"].contains(&c.name.as_str())) {
+        scripts.calls += per_job(c.calls);
+        scripts.usec += per_job(c.usec);
+    }
+    eprintln!(
+        "    {name} per job: {} µs CPU ({} µs system), {} µs inside scripts; commands per job (µs inside): {}",
+        num(cpu_us),
+        num(system_us),
+        num(scripts.usec),
+        commands.join(", ")
+    );
+    Ok(scripts)
 }
 
 /// Adds `n` jobs, one AddJob each, at most `in_flight` at once; checks every answer.

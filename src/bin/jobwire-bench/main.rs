@@ -25,16 +25,19 @@
 //!
 //! Workers talk to the bench over their stdin/stdout: they print `ready` once connected, start
 //! on `go`, print `started` at their first job, `progress N` every two seconds and `done` once
-//! `--expect` handlers succeeded; on `stop` (or EOF) they finish, print `samples [[n, unix_ns],
-//! ...]` (the handler start time of each job, by the payload's `n`) and exit.
+//! `--expect` handlers succeeded, answer `count` with `count N` (the handlers that succeeded so
+//! far); on `stop` (or EOF) they finish, print `samples [[n, unix_ns], ...]` (the handler start
+//! time of each job, by the payload's `n`) and exit.
 //!
 //! Files: this one (arguments, the driver), `results` (figures, table, JSON), `procs` (the
 //! processes and their CPU), `load` (load helpers), one file per group of scenarios
 //! (`throughput`: a, b, e; `latency`: c, d, g; `memory`: f; `ceiling`: h; `steady`: i;
-//! `schedules`: j), `worker` (the hidden worker role) and `secure` (TLS and a token for every
-//! process, with `--secure`).
+//! `schedules`: j; `rates`: k; `scaling`: l), `cluster` (the local Redis Cluster of l), `probe`
+//! (`--count`, `--callgrind`), `worker` (the hidden worker role) and `secure` (TLS and a token
+//! for every process, with `--secure`).
 
 mod ceiling;
+mod cluster;
 mod latency;
 mod load;
 mod memory;
@@ -42,6 +45,7 @@ mod probe;
 mod procs;
 mod rates;
 mod results;
+mod scaling;
 mod schedules;
 mod secure;
 mod steady;
@@ -56,6 +60,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::{
     procs::{Redis, WorkDir, raise_nofile_limit},
     results::Results,
+    scaling::Scaling,
     steady::Steady,
     worker::{WorkerArgs, WorkerProtocol},
 };
@@ -84,7 +89,8 @@ struct Cli {
 struct RunArgs {
     /// Scenarios to run, comma-separated: a enqueue, b processing, c latency, d delayed
     /// accuracy, e retries, f Redis memory, g idle streams, h transport ceiling, i Redis memory
-    /// at a steady rate, j schedule lateness, k rate limits that bind. Default: all.
+    /// at a steady rate, j schedule lateness, k rate limits that bind, l b on a Redis Cluster
+    /// (`--masters`, `--instances`, `--shards`). Default: all.
     #[arg(long, value_enum, value_delimiter = ',')]
     scenarios: Vec<Scenario>,
     /// Runs of each scenario; the table shows the median and the range.
@@ -129,9 +135,19 @@ struct RunArgs {
     /// what the cap costs, read against a run without it.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     concurrency_cap: Option<u32>,
-    /// b's worker concurrencies, comma-separated.
-    #[arg(long, value_delimiter = ',', default_values_t = [1, 10, 100], value_parser = clap::value_parser!(u32).range(1..))]
+    /// b's and l's worker concurrencies, comma-separated (default: b 1,10,100; l 100). In l
+    /// each instance's worker takes an equal part.
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..))]
     concurrency: Vec<u32>,
+    /// l's cluster sizes (masters, no replicas), comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 3], value_parser = clap::value_parser!(u32).range(1..=16))]
+    masters: Vec<u32>,
+    /// l's jobwire instances over the cluster, comma-separated; one worker process each.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 2], value_parser = clap::value_parser!(u32).range(1..=8))]
+    instances: Vec<u32>,
+    /// l's queue shards (1: unsharded), comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 3], value_parser = clap::value_parser!(u32).range(1..=16))]
+    shards: Vec<u32>,
     /// In b's windows and a's single adds, also count each process's context switches and
     /// system calls per job (`perf stat` attached to it; see probe.rs).
     #[arg(long)]
@@ -190,6 +206,7 @@ enum Scenario {
     I,
     J,
     K,
+    L,
 }
 
 impl Scenario {
@@ -206,6 +223,7 @@ impl Scenario {
             Scenario::I => "i",
             Scenario::J => "j",
             Scenario::K => "k",
+            Scenario::L => "l",
         }
     }
 
@@ -222,6 +240,7 @@ impl Scenario {
             Scenario::I => "Redis memory at a steady rate",
             Scenario::J => "schedule lateness",
             Scenario::K => "rate limits that bind",
+            Scenario::L => "scaling out on Redis Cluster",
         }
     }
 }
@@ -326,8 +345,10 @@ struct Bench {
     prefetch: u32,
     /// How scenario i runs.
     steady: Steady,
-    /// b's worker concurrencies.
+    /// b's and l's worker concurrencies, when told (each has its default).
     concurrency: Vec<u32>,
+    /// l's rows.
+    scaling: Scaling,
     /// b's queue's concurrency cap, when set.
     concurrency_cap: Option<u32>,
     /// Tokio worker threads of the server and worker processes, when set.
@@ -394,6 +415,11 @@ async fn drive(opts: RunArgs) -> anyhow::Result<()> {
         protocol: opts.protocol,
         prefetch: opts.prefetch,
         concurrency: opts.concurrency.clone(),
+        scaling: Scaling {
+            masters: opts.masters.clone(),
+            instances: opts.instances.clone(),
+            shards: opts.shards.clone(),
+        },
         concurrency_cap: opts.concurrency_cap,
         server_threads: opts.server_threads,
         worker_threads: opts.worker_threads,
@@ -420,6 +446,7 @@ async fn drive(opts: RunArgs) -> anyhow::Result<()> {
                 Scenario::I => bench.steady(out).await,
                 Scenario::J => bench.schedule_lateness(out).await,
                 Scenario::K => bench.rate_limits(out).await,
+                Scenario::L => bench.scaling(out).await,
             }
             .with_context(|| format!("scenario {}, run {run}", scenario.letter()))?;
         }

@@ -99,10 +99,12 @@ impl Probes {
         cmd
     }
 
-    /// Starts counting on `procs` (role, pid).
+    /// Starts counting on `procs` (role, pid). Several processes of one role (a cluster's
+    /// nodes, two servers) are told apart by their place among them: `redis-server 1`, `2`...
     pub(crate) async fn open(&self, procs: &[(Role, u32)]) -> anyhow::Result<ProbeWindow> {
         let mut window = ProbeWindow { perf: Vec::new(), callgrind: Vec::new() };
-        for &(role, pid) in procs {
+        for (i, &(role, pid)) in procs.iter().enumerate() {
+            let name = process_name(procs, i);
             if self.count {
                 let out = self.dir.join(format!("perf-stat.{}.{pid}.csv", role.file_name()));
                 let mut cmd = command(Path::new("perf"));
@@ -113,12 +115,12 @@ impl Probes {
                     }
                 }
                 cmd.arg("-p").arg(pid.to_string()).arg("-o").arg(&out).stderr(Stdio::inherit());
-                window.perf.push((role, Spawned::spawn("perf stat", cmd)?, out));
+                window.perf.push((name.clone(), Spawned::spawn("perf stat", cmd)?, out));
             }
             if self.callgrind.contains(&role) {
                 callgrind_control(pid, "--zero").await?;
                 callgrind_control(pid, "--instr=on").await?;
-                window.callgrind.push((role, pid));
+                window.callgrind.push((role, name, pid));
             }
         }
         if !window.perf.is_empty() {
@@ -129,23 +131,43 @@ impl Probes {
     }
 }
 
-/// Counters running over one window.
+/// The name of `procs[i]` in the figures: its role's, numbered when the role has several.
+fn process_name(procs: &[(Role, u32)], i: usize) -> String {
+    let role = procs[i].0;
+    let name = role.name();
+    if procs.iter().filter(|(r, _)| *r == role).count() < 2 {
+        return name.to_owned();
+    }
+    let place = procs[..=i].iter().filter(|(r, _)| *r == role).count();
+    format!("{name} {place}")
+}
+
+/// Counters running over one window, each with the name of the process it counts.
 pub(crate) struct ProbeWindow {
-    perf: Vec<(Role, Spawned, PathBuf)>,
-    callgrind: Vec<(Role, u32)>,
+    perf: Vec<(String, Spawned, PathBuf)>,
+    callgrind: Vec<(Role, String, u32)>,
 }
 
 impl ProbeWindow {
-    /// Stops counting and records each count over `units` jobs, named after `label`.
-    pub(crate) async fn close(self, units: u64, label: &str, out: &mut Recorder<'_>) -> anyhow::Result<()> {
+    /// Stops counting and records each count over `units` jobs, named after `label`; returns
+    /// the thousands of instructions per job of each process counted under callgrind, in the
+    /// order opened.
+    pub(crate) async fn close(
+        self,
+        units: u64,
+        label: &str,
+        out: &mut Recorder<'_>,
+    ) -> anyhow::Result<Vec<(Role, f64)>> {
         let per = |v: f64| v / units as f64;
-        for (role, pid) in self.callgrind {
+        let mut instructions = Vec::with_capacity(self.callgrind.len());
+        for (role, name, pid) in self.callgrind {
             callgrind_control(pid, "--dump").await?;
             callgrind_control(pid, "--instr=off").await?;
-            let total = last_dump_total(pid).await?;
-            out.record(&format!("{label}: {} instructions", role.name()), "k/job", None, per(total) / 1e3);
+            let thousands = per(last_dump_total(pid).await?) / 1e3;
+            out.record(&format!("{label}: {name} instructions"), "k/job", None, thousands);
+            instructions.push((role, thousands));
         }
-        for (role, mut perf, file) in self.perf {
+        for (name, mut perf, file) in self.perf {
             let pid = perf.pid()?;
             // SAFETY: signalling our own child by pid; SIGINT makes perf stat print and exit.
             unsafe { libc::kill(libc::pid_t::try_from(pid)?, libc::SIGINT) };
@@ -156,12 +178,12 @@ impl ProbeWindow {
             for (events, name) in EVENTS.iter().skip(2) {
                 line.push(format!("{name} {}", num(per(count(events)))));
             }
-            eprintln!("    {} per job: {}", role.name(), line.join(", "));
-            for (events, name) in EVENTS.iter().take(2) {
-                out.record(&format!("{label}: {} {name}", role.name()), "per job", None, per(count(events)));
+            eprintln!("    {name} per job: {}", line.join(", "));
+            for (events, event) in EVENTS.iter().take(2) {
+                out.record(&format!("{label}: {name} {event}"), "per job", None, per(count(events)));
             }
         }
-        Ok(())
+        Ok(instructions)
     }
 }
 
@@ -230,6 +252,16 @@ async fn last_dump_total(pid: u32) -> anyhow::Result<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn processes_of_one_role_are_numbered() {
+        let procs = [(Role::Redis, 1), (Role::Redis, 2), (Role::Server, 3), (Role::Worker, 4), (Role::Worker, 5)];
+        let names: Vec<String> = (0..procs.len()).map(|i| process_name(&procs, i)).collect();
+        assert_eq!(
+            names,
+            ["redis-server 1", "redis-server 2", "jobwire server", "worker process 1", "worker process 2"]
+        );
+    }
 
     #[test]
     fn perf_stat_csv_reads() {

@@ -111,13 +111,20 @@ pub(crate) struct Redis {
 
 impl Redis {
     pub(crate) async fn start(dir: &Path) -> anyhow::Result<Self> {
-        let server = RedisServer::start_async(RedisConfig::new(dir)).await?;
+        Self::launch(RedisConfig::new(dir)).await
+    }
+
+    /// Starts one with `config` (a cluster node, in `cluster.rs`). Servers use its `url`; the
+    /// bench's own connection goes over its unix socket, which every node serves.
+    pub(crate) async fn launch(config: RedisConfig) -> anyhow::Result<Self> {
+        let server = RedisServer::start_async(config).await?;
         let url = server.url();
         // The bench's own reads and FLUSHALLs get longer than the client's default response
         // timeout: freeing the hundreds of MB scenario f leaves takes seconds on a busy machine,
         // and a Redis under callgrind (`--callgrind redis`) answers slowly. They are not timed.
         let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(60)));
-        let conn = redis::Client::open(url.as_str())?.get_multiplexed_async_connection_with_config(&config).await?;
+        let conn =
+            redis::Client::open(server.socket_url())?.get_multiplexed_async_connection_with_config(&config).await?;
         Ok(Self { server, url, conn })
     }
 
@@ -354,6 +361,20 @@ impl WorkerProc {
             }
             if let (Some(count), Some((label, total))) = (line.strip_prefix("progress "), progress) {
                 eprintln!("    {label}: {count}/{total} jobs handled");
+            }
+        }
+    }
+
+    /// How many handlers have succeeded so far (its answer to `count`).
+    pub(crate) async fn handled(&mut self) -> anyhow::Result<u64> {
+        self.send("count").await?;
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(10), self.stdout.next_line())
+                .await
+                .map_err(|_| anyhow!("the worker did not answer `count` within 10 s"))??
+                .ok_or_else(|| anyhow!("the worker exited before answering `count`"))?;
+            if let Some(count) = line.strip_prefix("count ") {
+                return count.parse().with_context(|| format!("an odd count from the worker: {line}"));
             }
         }
     }

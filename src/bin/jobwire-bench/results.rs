@@ -83,8 +83,10 @@ impl Results {
     /// The table, under a `heading` line (what the worker processes ran).
     pub(crate) fn table(&self, heading: &str) -> String {
         let mut out = format!("{heading}\n");
+        // As wide as the longest name (l's rows name a cluster), at least 50.
+        let width = self.metrics.iter().map(|m| m.name.chars().count()).max().unwrap_or(0).max(50);
         let header = format!(
-            "{:<3} {:<50} {:>10} {:>21} {:<12} {:<10} {}\n",
+            "{:<3} {:<width$} {:>10} {:>21} {:<12} {:<10} {}\n",
             "", "METRIC", "MEDIAN", "MIN–MAX", "UNIT", "TARGET", "STATUS"
         );
         out.push_str(&header);
@@ -100,7 +102,7 @@ impl Results {
                 None => "",
             };
             out.push_str(&format!(
-                "{:<3} {:<50} {:>10} {:>21} {:<12} {:<10} {}\n",
+                "{:<3} {:<width$} {:>10} {:>21} {:<12} {:<10} {}\n",
                 m.scenario.letter(),
                 m.name,
                 num(m.median()),
@@ -141,6 +143,7 @@ impl Results {
             "quick": opts.quick,
             "workers": {"protocol": opts.protocol.name(), "prefetch": opts.prefetch},
             "tokio_threads": {"server": opts.server_threads, "worker": opts.worker_threads},
+            "scaling": {"masters": opts.masters, "instances": opts.instances, "shards": opts.shards},
             "sizes": {
                 "enqueue": sizes.enqueue,
                 "round_trips": sizes.round_trips,

@@ -89,7 +89,8 @@ impl Bench {
 impl Bench {
     pub(crate) async fn processing(&self, out: &mut Recorder<'_>) -> anyhow::Result<()> {
         let n = self.sizes.process;
-        for (concurrency, prefetch) in processing_runs(&self.concurrency, self.prefetch) {
+        let concurrency = if self.concurrency.is_empty() { &[1, 10, 100][..] } else { &self.concurrency };
+        for (concurrency, prefetch) in processing_runs(concurrency, self.prefetch) {
             let target = match concurrency {
                 1 => 10_000.0,
                 100 => 30_000.0,

@@ -120,11 +120,17 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<()> {
             async move { if fail { Err(JobError::retry("bench: every first attempt fails")) } else { Ok(Vec::new()) } }
         }
     };
-    let monitor = tokio::spawn(report(succeeded, milestone, args.expect));
+    let monitor = tokio::spawn(report(succeeded.clone(), milestone, args.expect));
+    // `count` asks how many handlers succeeded so far: the bench sums several workers' counts
+    // without polling Redis inside the window it measures.
     let stop = async move {
         while let Ok(Some(line)) = stdin.next_line().await
             && line != "stop"
-        {}
+        {
+            if line == "count" {
+                println!("count {}", succeeded.load(Ordering::Relaxed));
+            }
+        }
     };
     Worker::new(client, &[&args.queue])
         .concurrency(args.concurrency)
