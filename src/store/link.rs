@@ -6,7 +6,8 @@
 //! - **One node** (`redis://`, `rediss://`, `unix://`): pooled multiplexed connections, healed
 //!   by dropping a connection whose call failed in transport (`pool.rs`).
 //! - **A cluster** (`redis+cluster://host:port[,host:port...]`, the seed nodes, with a user
-//!   and password as in `redis://`): one cluster connection, cloned per call (a handle over the
+//!   and password as in `redis://`; `rediss+cluster://` for TLS to every node, with the CA and
+//!   client certificate of `rediss://`): one cluster connection, cloned per call (a handle over the
 //!   client's own multiplexed connection per node). It routes each command by the slot of its
 //!   first key, follows `MOVED` and `ASK` at once, and refreshes the slot map and reconnects
 //!   when a node fails or a replica is promoted; every call is still bounded by the configured
@@ -30,7 +31,7 @@ use std::time::Duration;
 
 use bb8_redis::bb8;
 use redis::{
-    Cmd, Pipeline, PushInfo, RedisFuture, Value,
+    Cmd, Pipeline, PushInfo, RedisError, RedisFuture, Value,
     aio::{ConnectionLike, MultiplexedConnection},
     cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig},
     cluster_async::ClusterConnection,
@@ -46,9 +47,12 @@ use super::{
 /// The URL scheme of a Redis Cluster: its seed nodes follow, comma-separated.
 const CLUSTER_SCHEME: &str = "redis+cluster://";
 
+/// The same over TLS to every node.
+const TLS_CLUSTER_SCHEME: &str = "rediss+cluster://";
+
 /// Whether `url` names a Redis Cluster (its seed nodes) rather than one Redis.
 pub fn is_cluster_url(url: &str) -> bool {
-    url.starts_with(CLUSTER_SCHEME) || url.starts_with("rediss+cluster://")
+    url.starts_with(CLUSTER_SCHEME) || url.starts_with(TLS_CLUSTER_SCHEME)
 }
 
 /// A connection of the store: to one node (pooled) or to a cluster (routed by key slot).
@@ -115,6 +119,8 @@ pub(super) struct Cluster {
     /// The same seeds in RESP3, for the subscriber.
     pushes: ClusterClient,
     timeout: Duration,
+    /// Whether the URL is `rediss+cluster://`.
+    tls: bool,
 }
 
 impl Link {
@@ -125,7 +131,8 @@ impl Link {
             let pushes = cluster_client(&config.url, &config.access, config.timeout, redis::ProtocolVersion::RESP3)?;
             let conn = client.get_pending_async_connection_with_config(call_config(config.timeout, config.timeout));
             let conn = std::sync::Mutex::new((conn, std::time::Instant::now()));
-            return Ok(Self::Cluster(Box::new(Cluster { conn, client, pushes, timeout: config.timeout })));
+            let tls = config.url.starts_with(TLS_CLUSTER_SCHEME);
+            return Ok(Self::Cluster(Box::new(Cluster { conn, client, pushes, timeout: config.timeout, tls })));
         }
         let client = connect::client(&config.url, &config.access, redis::ProtocolVersion::RESP2)?;
         let pushes = connect::client(&config.url, &config.access, redis::ProtocolVersion::RESP3)?;
@@ -186,6 +193,20 @@ impl Link {
         }
     }
 
+    /// The store's error for `e`, a cluster call's. When no node was reached over a
+    /// plain-text URL it says that a TLS-only cluster needs `rediss+cluster://`: such nodes
+    /// reset a plain-text connection, and the client reports only that it found no connection.
+    pub(super) fn call_error(&self, e: RedisError) -> StoreError {
+        match self {
+            Self::Cluster(cluster) if !cluster.tls && e.kind() == redis::ErrorKind::ClusterConnectionNotFound => {
+                StoreError::Unavailable(format!(
+                    "no node of the Redis Cluster answered ({e}): is it down, or does it speak TLS only (then use rediss+cluster://)?"
+                ))
+            }
+            _ => StoreError::from(e),
+        }
+    }
+
     /// After a call failed in transport on a cluster: replaces the cluster connection with a
     /// new one (at most once per [`RENEW_EVERY`]), which learns the slot map afresh from the
     /// seeds. The client refreshes its map on `MOVED`, but a master that died answers nothing,
@@ -220,21 +241,30 @@ fn retry_waits(timeout: Duration) -> (u64, u64) {
     (RETRY_WAIT_FIRST_MS, eighth.max(RETRY_WAIT_FIRST_MS + 1))
 }
 
-/// The cluster client for a `redis+cluster://[user[:password]@]host:port[,host:port...]` URL.
+/// The cluster client for a `redis+cluster://[user[:password]@]host:port[,host:port...]` URL,
+/// or `rediss+cluster://` for TLS to every node (with `access`'s CA and client certificate, as
+/// `rediss://`): the seeds and every node the slot map names later are reached alike, and so
+/// is every connection made from this client (the calls and their `WAIT`s, `FUNCTION LOAD` on
+/// each master, the subscriber, the blocking reads).
 fn cluster_client(
     url: &str,
     access: &RedisAccess,
     timeout: Duration,
     protocol: redis::ProtocolVersion,
 ) -> Result<ClusterClient> {
-    let Some(rest) = url.strip_prefix(CLUSTER_SCHEME) else {
-        return Err(StoreError::Config(
-            "rediss+cluster:// (TLS to a Redis Cluster) is not supported yet; use redis+cluster://".into(),
-        ));
+    let (node_scheme, rest) = match (url.strip_prefix(CLUSTER_SCHEME), url.strip_prefix(TLS_CLUSTER_SCHEME)) {
+        (Some(rest), _) => ("redis", rest),
+        (_, Some(rest)) => ("rediss", rest),
+        (None, None) => {
+            return Err(StoreError::Config(
+                "a Redis Cluster URL starts with redis+cluster:// or rediss+cluster://".into(),
+            ));
+        }
     };
-    if access.ca.is_some() || access.client_identity.is_some() {
+    let tls = node_scheme == "rediss";
+    if !tls && connect::has_tls_files(access) {
         return Err(StoreError::Config(
-            "a Redis CA or client certificate needs TLS, which redis+cluster:// is not".into(),
+            "a Redis CA or client certificate needs a rediss+cluster:// URL (TLS); this one is plain text".into(),
         ));
     }
     let (userinfo, hosts) = match rest.rsplit_once('@') {
@@ -245,12 +275,12 @@ fn cluster_client(
     let seeds: Vec<String> = hosts
         .split(',')
         .map(|host| match userinfo {
-            Some(userinfo) => format!("redis://{userinfo}@{host}"),
-            None => format!("redis://{host}"),
+            Some(userinfo) => format!("{node_scheme}://{userinfo}@{host}"),
+            None => format!("{node_scheme}://{host}"),
         })
         .collect();
     if hosts.is_empty() || seeds.iter().any(|s| s.ends_with("//") || s.ends_with('@')) {
-        return Err(StoreError::Config("a redis+cluster:// URL needs at least one host:port".into()));
+        return Err(StoreError::Config(format!("a {node_scheme}+cluster:// URL needs at least one host:port")));
     }
     let mut infos = Vec::with_capacity(seeds.len());
     for seed in &seeds {
@@ -267,7 +297,10 @@ fn cluster_client(
     if let Some(password) = &access.password {
         builder = builder.password(password);
     }
-    builder.build().map_err(|e| StoreError::Config(format!("the Redis Cluster URL does not parse: {e}")))
+    if tls && connect::has_tls_files(access) {
+        builder = builder.certs(connect::certificates(access));
+    }
+    builder.build().map_err(|e| StoreError::Config(format!("the Redis Cluster URL or TLS files do not load: {e}")))
 }
 
 #[cfg(test)]
@@ -284,11 +317,28 @@ mod tests {
         for bad in ["redis+cluster://", "redis+cluster://user@", "redis+cluster://a:1,,b:2"] {
             assert!(matches!(cluster_client(bad, &access, t, resp), Err(StoreError::Config(_))), "{bad} is refused");
         }
+        assert!(is_cluster_url("redis+cluster://h:1") && !is_cluster_url("redis://h:1"));
+    }
+
+    #[test]
+    fn tls_files_need_a_rediss_cluster_url_and_must_load() {
+        let resp = redis::ProtocolVersion::RESP2;
+        let t = Duration::from_secs(1);
+        let plain = RedisAccess::default();
+        assert!(cluster_client("rediss+cluster://127.0.0.1:7000,127.0.0.1:7001", &plain, t, resp).is_ok());
+        assert!(is_cluster_url("rediss+cluster://h:1"));
+        let pem = b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n";
+        let bad_ca = RedisAccess { ca: Some(pem.to_vec()), ..RedisAccess::default() };
+        let Err(StoreError::Config(plain_refused)) = cluster_client("redis+cluster://127.0.0.1:7000", &bad_ca, t, resp)
+        else {
+            panic!("a CA with a plain-text cluster URL is refused");
+        };
+        assert!(plain_refused.contains("rediss+cluster://"), "{plain_refused}");
         assert!(matches!(
-            cluster_client("rediss+cluster://127.0.0.1:7000", &access, t, resp),
+            cluster_client("rediss+cluster://127.0.0.1:7000", &bad_ca, t, resp),
             Err(StoreError::Config(_))
         ));
-        assert!(is_cluster_url("redis+cluster://h:1") && !is_cluster_url("redis://h:1"));
+        assert!(matches!(cluster_client("rediss+cluster://", &plain, t, resp), Err(StoreError::Config(_))));
     }
 
     #[test]
