@@ -139,10 +139,11 @@ impl Backend {
         self.link.subscriber(self.timeout).await
     }
 
-    /// A connection outside the pool whose responses may take `block` longer than a call's
-    /// timeout (a blocking read would stall every request multiplexed on a pooled connection).
-    pub(super) async fn blocking_connection(&self, block: Duration) -> Result<Connection> {
-        self.link.blocking_connection(block, self.timeout).await
+    /// A connection outside the pool for blocking reads of `key`, whose responses may take
+    /// `block` longer than a call's timeout (a blocking read would stall every request
+    /// multiplexed on a pooled connection); on a cluster, to the master of `key`'s slot alone.
+    pub(super) async fn blocking_connection(&self, key: &str, block: Duration) -> Result<Connection> {
+        self.link.blocking_connection(key, block, self.timeout).await
     }
 
     /// Runs `f` on a connection: a pooled one, marked broken on transport errors, or a handle

@@ -300,6 +300,24 @@ async fn complete_through_a_read_through_b(via_a: &mut Client, via_b: &mut Clien
     assert_eq!((done.state(), done.result.as_slice()), (proto::JobState::Completed, b"done".as_slice()));
 }
 
+/// Waits up to 10 s for an event that is `wanted` on an event stream (Subscribe or WatchJob,
+/// whose messages carry it in `event`).
+async fn saw<M>(
+    stream: &mut tonic::Streaming<M>,
+    event: impl Fn(&M) -> Option<&proto::JobEvent>,
+    wanted: impl Fn(&proto::JobEvent) -> bool,
+) -> bool {
+    let found = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(Some(m)) = stream.message().await {
+            if event(&m).is_some_and(&wanted) {
+                return true;
+            }
+        }
+        false
+    });
+    found.await == Ok(true)
+}
+
 /// Adds one job, retrying while the cluster fails over or moves a slot (its idempotency key
 /// makes the retries one job); the id once acknowledged.
 async fn add_through_the_gap(client: &mut Client, queue: &str, key: String) -> String {

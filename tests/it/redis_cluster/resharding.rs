@@ -20,10 +20,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use jobwire::proto;
+use jobwire::proto::{self, JobEventType};
 use tokio::{sync::Mutex, task::JoinHandle};
 
-use super::{Cluster, add_through_the_gap, complete_through_the_gap, on_node};
+use super::{Cluster, add_through_the_gap, complete_through_the_gap, on_node, saw};
 use crate::harness::{Client, Server, ServerBuilder, Worker, eventually, unique_prefix};
 
 /// One command on the node whose unix socket is `socket`.
@@ -210,6 +210,70 @@ async fn a_master_that_joins_under_load_takes_a_busy_queues_slot_and_gets_the_li
     assert_eq!(library().expect("FUNCTION LIST").len(), 1, "the new master got the library");
     a.assert_invariants(queue).await;
     b.assert_invariants(queue).await;
+    a.stop().await;
+    b.stop().await;
+}
+
+/// The clients blocked on `node` (`INFO clients`).
+fn blocked_clients(node: &jobwire::redis_server::RedisServer) -> u64 {
+    super::info_field(node, "clients", "blocked_clients").and_then(|v| v.parse().ok()).unwrap_or(u64::MAX)
+}
+
+#[tokio::test]
+async fn event_tailers_read_on_their_queues_master_alone_and_follow_a_moved_slot() {
+    let cluster = Cluster::start();
+    let tag = |queue: &str| format!("{{{queue}}}");
+    let moving = "tailed";
+    let from = cluster.master_of(&tag(moving));
+    let to = *cluster.masters().iter().find(|&&i| i != from).expect("another master");
+    let staying: Vec<String> =
+        (0..300).map(|i| format!("t{i}")).filter(|q| cluster.master_of(&tag(q)) == from).take(3).collect();
+    assert_eq!(staying.len(), 3, "three more queues on the same master");
+    let (a, b) = two_instances(&cluster).await;
+    let (mut via_a, mut via_b) = (a.client().await, b.client().await);
+    // The connections of every node, each count with the one that reads it, but not the one a
+    // MIGRATE of the slot move keeps open to the target for a while (last command
+    // RESTORE-ASKING).
+    let connected = || {
+        let on = |n: &jobwire::redis_server::RedisServer| {
+            let list: String = on_node(n, redis::cmd("CLIENT").arg("LIST")).expect("CLIENT LIST");
+            list.lines().filter(|l| !l.contains("cmd=restore-asking")).count()
+        };
+        cluster.nodes.iter().map(on).sum::<usize>()
+    };
+    let blocked_on = |i: usize| blocked_clients(&cluster.nodes[i]);
+    let waiting = |id: String| move |e: &proto::JobEvent| e.job_id == id && e.r#type() == JobEventType::Waiting;
+    let mut tail = async |queue: &str| {
+        let subscribe = proto::SubscribeRequest { queue: queue.into(), cursor: String::new() };
+        let mut events = via_b.subscribe(subscribe).await.expect("Subscribe").into_inner();
+        let id = add_through_the_gap(&mut via_a, queue, format!("{queue}-first")).await;
+        assert!(saw(&mut events, |m| m.event.as_ref(), waiting(id)).await, "Subscribe to {queue} saw the add");
+        events
+    };
+
+    // One tailer first, so that the instances' own connections are all made.
+    let _first = tail(&staying[0]).await;
+    eventually(Duration::from_secs(5), "the first tailer to block on its queue's master", || {
+        std::future::ready(blocked_on(from) == 1)
+    })
+    .await;
+    let before = connected();
+    let mut moved = tail(moving).await;
+    let _more = (tail(&staying[1]).await, tail(&staying[2]).await);
+    // A whole cluster connection per tailer would be one connection per node each.
+    eventually(Duration::from_secs(5), "three more tailers on the master, one connection each", || {
+        std::future::ready(blocked_on(from) == 4 && connected() == before + 3)
+    })
+    .await;
+
+    move_queue(&cluster, moving, to).await;
+    let after = add_through_the_gap(&mut via_a, moving, "after-the-move".into()).await;
+    assert!(saw(&mut moved, |m| m.event.as_ref(), waiting(after)).await, "Subscribe follows the moved slot");
+    eventually(Duration::from_secs(5), "the moved queue's tailer to block on the new master", || {
+        std::future::ready(blocked_on(to) == 1 && blocked_on(from) == 3)
+    })
+    .await;
+    a.assert_invariants(moving).await;
     a.stop().await;
     b.stop().await;
 }

@@ -15,25 +15,8 @@ use jobwire::{
     store::{Store, StoreConfig, StoreError},
 };
 
-use super::{Cluster, complete_through_a_read_through_b, on_node};
+use super::{Cluster, complete_through_a_read_through_b, on_node, saw};
 use crate::harness::{RedisBackend, ServerBuilder, Worker, add, job, retention, run_jobwire, unique_prefix};
-
-/// Waits up to 10 s for an event of `kind` on an event stream (Subscribe or WatchJob).
-async fn saw<M>(
-    stream: &mut tonic::Streaming<M>,
-    event: impl Fn(&M) -> Option<&proto::JobEvent>,
-    kind: JobEventType,
-) -> bool {
-    let found = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Ok(Some(m)) = stream.message().await {
-            if event(&m).is_some_and(|e| e.r#type() == kind) {
-                return true;
-            }
-        }
-        false
-    });
-    found.await == Ok(true)
-}
 
 #[tokio::test]
 async fn two_instances_run_a_job_over_a_tls_only_cluster() {
@@ -58,8 +41,9 @@ async fn two_instances_run_a_job_over_a_tls_only_cluster() {
     let delivered = worker.next_job(Duration::from_secs(5)).await.expect("B is woken for the job added through A");
     assert_eq!(delivered.id, id);
     complete_through_a_read_through_b(&mut via_a, &mut via_b, &delivered).await;
-    assert!(saw(&mut watch, |m| m.event.as_ref(), JobEventType::Completed).await, "WatchJob saw the completion");
-    assert!(saw(&mut events, |m| m.event.as_ref(), JobEventType::Completed).await, "Subscribe saw the completion");
+    let completed = |e: &proto::JobEvent| e.r#type() == JobEventType::Completed;
+    assert!(saw(&mut watch, |m| m.event.as_ref(), completed).await, "WatchJob saw the completion");
+    assert!(saw(&mut events, |m| m.event.as_ref(), completed).await, "Subscribe saw the completion");
     drop(worker);
     a.assert_invariants(queue).await;
     b.assert_invariants(queue).await;
