@@ -38,7 +38,7 @@ use tonic::Code;
 
 use crate::{
     harness::{Client, RedisBackend, Worker, eventually, info, job, wait_until},
-    tls::pki::{Ca, Files, arg},
+    tls::pki::{Ca, Files, Leaf, arg},
 };
 
 /// How long a node may be unreachable before the cluster fails it over.
@@ -63,7 +63,9 @@ pub struct ClusterTls {
     _files: Files,
     ca: Ca,
     node: TlsFiles,
-    client: (PathBuf, PathBuf),
+    /// The client certificate, and where its files are.
+    client: Leaf,
+    client_files: (PathBuf, PathBuf),
 }
 
 impl ClusterTls {
@@ -72,21 +74,23 @@ impl ClusterTls {
         let ca = Ca::new("cluster CA");
         let (cert, key) = files.leaf("node", &ca.cluster_node(&["127.0.0.1"]));
         let node = TlsFiles { cert, key, ca: files.write("ca.pem", &ca.pem) };
-        let client = files.leaf("client", &ca.client("jobwire", "ops", vec![]));
-        Self { _files: files, ca, node, client }
+        let client = ca.client("jobwire", "ops", vec![]);
+        let client_files = files.leaf("client", &client);
+        Self { _files: files, ca, node, client, client_files }
     }
 
     /// redis-cli's TLS flags for these certificates.
     fn cli_args(&self) -> Vec<String> {
         let mut args = vec!["--tls".to_owned(), "--cacert".to_owned(), arg(&self.node.ca)];
-        args.extend(["--cert".to_owned(), arg(&self.client.0), "--key".to_owned(), arg(&self.client.1)]);
+        let (cert, key) = &self.client_files;
+        args.extend(["--cert".to_owned(), arg(cert), "--key".to_owned(), arg(key)]);
         args
     }
 
     /// Where the PEM files are (for jobwire's `--redis-ca`, `--redis-client-cert`,
     /// `--redis-client-key`): the CA, the client certificate, its key.
     pub fn client_files(&self) -> [String; 3] {
-        [arg(&self.node.ca), arg(&self.client.0), arg(&self.client.1)]
+        [arg(&self.node.ca), arg(&self.client_files.0), arg(&self.client_files.1)]
     }
 }
 
@@ -99,10 +103,10 @@ impl RedisBackend for Cluster {
 
     fn access(&self) -> RedisAccess {
         let Some(tls) = &self.tls else { return RedisAccess::default() };
-        let read = |path: &PathBuf| std::fs::read(path).expect("a PEM file of the test");
+        let (cert, key) = (tls.client.cert.clone().into_bytes(), tls.client.key.clone().into_bytes());
         RedisAccess {
             ca: Some(tls.ca.pem.clone().into_bytes()),
-            client_identity: Some(RedisIdentity { cert: read(&tls.client.0), key: read(&tls.client.1) }),
+            client_identity: Some(RedisIdentity { cert, key }),
             password: None,
         }
     }
@@ -125,12 +129,11 @@ fn info_field(node: &RedisServer, section: &str, field: &str) -> Option<String> 
     info.lines().find_map(|l| l.strip_prefix(&format!("{field}:")).map(|v| v.trim().to_owned()))
 }
 
-/// A `redis-cli` run that must succeed; its standard output.
-fn redis_cli(args: &[String]) -> String {
+/// A `redis-cli` run that must succeed.
+fn redis_cli(args: &[String]) {
     let out = Command::new("redis-cli").args(args).output().expect("redis-cli runs (package redis-tools)");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "redis-cli {}: {stdout}{}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-    stdout
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "redis-cli {}: {stdout}{stderr}", args.join(" "));
 }
 
 impl Cluster {
