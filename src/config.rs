@@ -28,7 +28,8 @@ pub struct ServeConfig {
     #[arg(long, env = "JOBWIRE_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
     /// Redis to use, e.g. redis://host:6379/0, rediss://user@host:6380 (TLS) or
-    /// unix:///path/redis.sock. Without it, jobwire starts and supervises its own redis-server
+    /// unix:///path/redis.sock; a Redis Cluster by its seed nodes,
+    /// redis+cluster://host:port,host:port (rediss+cluster:// for TLS). Without it, jobwire starts and supervises its own redis-server
     /// with its data in --data-dir.
     #[arg(long, env = "JOBWIRE_REDIS_URL")]
     pub redis_url: Option<String>,
@@ -376,8 +377,8 @@ impl TlsFlags {
 /// and the password from a file. Shared by `jobwire serve` and `jobwire doctor`.
 #[derive(Args, Debug, Clone, Default)]
 pub struct RedisFlags {
-    /// Trust this CA (PEM) for the Redis server's certificate (rediss:// only), instead of the
-    /// system's roots.
+    /// Trust this CA (PEM) for the Redis server's certificate (rediss:// or rediss+cluster://
+    /// only), instead of the system's roots.
     #[arg(long, env = "JOBWIRE_REDIS_CA", value_name = "FILE")]
     pub redis_ca: Option<PathBuf>,
     /// Present this client certificate (PEM) to a Redis that requires one (tls-auth-clients);

@@ -22,8 +22,9 @@ const FAILED: u8 = 2;
 #[command(after_help = "Exit codes: 0 clean (with --repair: every finding mended or already right), \
                         1 damage found (with --repair: some left for a person), 2 the check could not run.")]
 pub(crate) struct DoctorArgs {
-    /// The Redis to check, e.g. redis://host:6379/0, rediss://user@host:6380 or
-    /// unix:///path/redis.sock.
+    /// The Redis to check, e.g. redis://host:6379/0, rediss://user@host:6380,
+    /// unix:///path/redis.sock, or a cluster's seeds (redis+cluster://host:port,host:port;
+    /// rediss+cluster:// for TLS).
     #[arg(long, env = "JOBWIRE_REDIS_URL")]
     redis_url: String,
     #[command(flatten)]

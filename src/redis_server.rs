@@ -164,6 +164,9 @@ impl RedisConfig {
 
     /// Run as a cluster node (`cluster-enabled yes`, its nodes file in the directory), with a
     /// TCP port and a cluster bus port; assembling nodes into a cluster is the caller's job.
+    /// With `tls`, a TLS-only node: no plain TCP port (unless `tcp` is set), and the cluster
+    /// bus and replication speak TLS too (`tls-cluster`, `tls-replication`), so the node
+    /// announces its TLS port to clients.
     pub fn cluster(mut self) -> Self {
         self.cluster = true;
         self
@@ -234,7 +237,7 @@ impl RedisServer {
         }
         let pick = |wanted: bool| wanted.then(free_port).transpose();
         let ports = Ports {
-            tcp: pick(config.tcp || config.cluster)?,
+            tcp: pick(config.tcp || (config.cluster && config.tls.is_none()))?,
             tls: pick(config.tls.is_some())?,
             cluster_bus: pick(config.cluster)?,
         };
@@ -272,7 +275,7 @@ impl RedisServer {
                 cmd.args(["--tls-auth-clients", "optional"]);
             }
             if self.config.cluster {
-                cmd.args(["--tls-cluster", "yes"]);
+                cmd.args(["--tls-cluster", "yes", "--tls-replication", "yes"]);
             }
         }
         if let Some(bus) = self.ports.cluster_bus {
@@ -370,7 +373,7 @@ impl RedisServer {
         }
     }
 
-    /// The plain TCP port (with `tcp` or `cluster`).
+    /// The plain TCP port (with `tcp`, or `cluster` without `tls`).
     pub fn tcp_port(&self) -> Option<u16> {
         self.ports.tcp
     }

@@ -2,7 +2,8 @@
 //! script that makes it, so events are exactly as ordered and as durable as the transitions.
 //!
 //! Per queue with followers here, one tailer task reads the stream with a blocking read on a
-//! connection of its own and fans events out to local followers (WatchJob, Subscribe) through
+//! connection of its own (on a Redis Cluster, to the master of the queue's slot alone, made
+//! afresh after a failed read, which finds a moved slot's new master) and fans events out to local followers (WatchJob, Subscribe) through
 //! a broadcast channel: followers cost memory, not Redis connections. A follower first joins the
 //! broadcast, then reads what it needs from the stream (a job snapshot, or a resume range), and
 //! skips broadcast events it has already seen: nothing falls between the two.
@@ -384,7 +385,7 @@ async fn tail(
     while !stop.is_cancelled() {
         let mut conn = tokio::select! {
             _ = stop.cancelled() => return,
-            c = room.store.events().blocking_connection(BLOCK) => match c {
+            c = room.store.events().blocking_connection(&queue, BLOCK) => match c {
                 Ok(c) => c,
                 Err(e) => {
                     debug!(%queue, error = %e, "event tailer cannot connect");

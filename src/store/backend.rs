@@ -57,6 +57,11 @@ const KEYS_CACHED: usize = 1_024;
 const SCAN_NODE_SHIFT: u32 = 48;
 const SCAN_CURSOR_MASK: u64 = (1 << SCAN_NODE_SHIFT) - 1;
 
+/// Whether Redis answered that the called function is not loaded there (nothing ran).
+pub(super) fn is_function_missing(e: &RedisError) -> bool {
+    e.detail().is_some_and(|d| d.starts_with("Function not found"))
+}
+
 /// `call`, its round trip recorded in the Redis latency histogram when metrics are on.
 async fn timed<T>(call: impl Future<Output = Result<T, RedisError>>) -> Result<T, RedisError> {
     let timed = crate::telemetry::redis_calls().map(|h| (h, std::time::Instant::now()));
@@ -134,10 +139,11 @@ impl Backend {
         self.link.subscriber(self.timeout).await
     }
 
-    /// A connection outside the pool whose responses may take `block` longer than a call's
-    /// timeout (a blocking read would stall every request multiplexed on a pooled connection).
-    pub(super) async fn blocking_connection(&self, block: Duration) -> Result<Connection> {
-        self.link.blocking_connection(block, self.timeout).await
+    /// A connection outside the pool for blocking reads of `key`, whose responses may take
+    /// `block` longer than a call's timeout (a blocking read would stall every request
+    /// multiplexed on a pooled connection); on a cluster, to the master of `key`'s slot alone.
+    pub(super) async fn blocking_connection(&self, key: &str, block: Duration) -> Result<Connection> {
+        self.link.blocking_connection(key, block, self.timeout).await
     }
 
     /// Runs `f` on a connection: a pooled one, marked broken on transport errors, or a handle
@@ -157,7 +163,7 @@ impl Backend {
                 if result.as_ref().is_err_and(lost) {
                     self.link.renew_after_failure();
                 }
-                return result.map_err(StoreError::from);
+                return result.map_err(|e| self.link.call_error(e));
             }
         };
         let mut conn = pool.get().await.map_err(|e| match e {
@@ -278,7 +284,7 @@ impl Backend {
         pipe.add_command(self.command(queue, args)).cmd("WAIT").arg(self.wait_replicas).arg(wait_ms);
         let (reply, replicas): (F::Reply, u32) = self
             .with_conn(async |c| match pipe.query_async(c).await {
-                Err(e) if e.detail().is_some_and(|d| d.starts_with("Function not found")) => {
+                Err(e) if is_function_missing(&e) => {
                     self.load_library(c).await?;
                     pipe.query_async(c).await
                 }
@@ -321,10 +327,13 @@ impl Backend {
 
     /// Runs a library call, loading the library first when Redis does not have it. On a
     /// cluster the answer comes from the master of the call's slot: one that joined, or lost
-    /// the library, gets it then (`FUNCTION LOAD` goes to every master).
+    /// the library, gets it then (`FUNCTION LOAD` goes to every master of the slot map). A
+    /// master that a slot is moving to, asked over (`ASK`) before the slot map names it, is
+    /// out of that reach: the call still finding no function answers `Unavailable` (nothing
+    /// ran), and a retry once the move is done finds the master in the map.
     async fn run<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T> {
         self.with_conn(async |c| match cmd.query_async(c).await {
-            Err(e) if e.detail().is_some_and(|d| d.starts_with("Function not found")) => {
+            Err(e) if is_function_missing(&e) => {
                 self.load_library(c).await?;
                 cmd.query_async(c).await
             }

@@ -1,6 +1,6 @@
 //! How the store reaches Redis: its URL plus what a managed Redis may ask beyond it: TLS
-//! (`rediss://`) with a private CA, a client certificate, and an ACL user's password kept out of
-//! the URL.
+//! (`rediss://`, and `rediss+cluster://` through `link.rs`) with a private CA, a client
+//! certificate, and an ACL user's password kept out of the URL.
 //!
 //! The URL may carry a user and a password (`rediss://jobwire:secret@host:6380/0`); a password
 //! given apart ([`RedisAccess::password`], from `--redis-password-file`) replaces the URL's, so
@@ -68,7 +68,7 @@ pub(super) fn connection_info(
 /// the operator meant to reach through TLS.
 pub(super) fn client(url: &str, access: &RedisAccess, protocol: redis::ProtocolVersion) -> Result<redis::Client> {
     let info = connection_info(url, access, protocol)?;
-    if access.ca.is_none() && access.client_identity.is_none() {
+    if !has_tls_files(access) {
         return Ok(redis::Client::open(info)?);
     }
     if !matches!(info.addr(), ConnectionAddr::TcpTls { .. }) {
@@ -76,13 +76,24 @@ pub(super) fn client(url: &str, access: &RedisAccess, protocol: redis::ProtocolV
             "a Redis CA or client certificate needs a rediss:// URL (TLS); this one is plain text".into(),
         ));
     }
-    let certificates = TlsCertificates {
+    redis::Client::build_with_tls(info, certificates(access))
+        .map_err(|e| StoreError::Config(format!("the Redis TLS files do not load: {e}")))
+}
+
+/// `access`'s CA and client certificate as the redis crate takes them (for one node or a
+/// cluster); the caller has checked that the URL is TLS.
+pub(super) fn certificates(access: &RedisAccess) -> TlsCertificates {
+    TlsCertificates {
         client_tls: access
             .client_identity
             .as_ref()
             .map(|id| ClientTlsConfig { client_cert: id.cert.clone(), client_key: id.key.clone() }),
         root_cert: access.ca.clone(),
-    };
-    redis::Client::build_with_tls(info, certificates)
-        .map_err(|e| StoreError::Config(format!("the Redis TLS files do not load: {e}")))
+    }
+}
+
+/// Whether `access` holds TLS files (a CA or a client certificate), which a plain-text URL
+/// must refuse.
+pub(super) fn has_tls_files(access: &RedisAccess) -> bool {
+    access.ca.is_some() || access.client_identity.is_some()
 }

@@ -178,9 +178,12 @@ impl Events {
             .await
     }
 
-    /// A connection of its own for blocking stream reads.
-    pub async fn blocking_connection(&self, block: Duration) -> Result<BlockingConnection> {
-        Ok(BlockingConnection(self.backend.blocking_connection(block).await?))
+    /// A connection of its own for blocking reads of `queue`'s events: on a cluster, to the
+    /// master of the queue's slot alone. After a read fails (the slot moved, the node went),
+    /// make a new one: it finds the queue's master afresh.
+    pub async fn blocking_connection(&self, queue: &str, block: Duration) -> Result<BlockingConnection> {
+        let keys = self.backend.queue_keys(queue);
+        Ok(BlockingConnection(self.backend.blocking_connection(keys.events(), block).await?))
     }
 
     /// Blocks up to `block` for events after `after` on `conn`.

@@ -132,7 +132,9 @@ impl From<RedisError> for StoreError {
                     | ServerErrorKind::Ask
             ) | ErrorKind::ClusterConnectionNotFound
         );
-        if pool::is_transport(&e) || retryable {
+        // A function still missing after the library was loaded: a master mid-move that
+        // the slot map does not name yet (`backend::Backend::run`).
+        if pool::is_transport(&e) || retryable || backend::is_function_missing(&e) {
             StoreError::Unavailable(e.to_string())
         } else if e.code() == Some("OOM") {
             StoreError::OutOfMemory

@@ -16,7 +16,7 @@ use jobwire::{
     queue::{Engine, Settings},
     redis_server::{RedisConfig, RedisServer},
     server::{self, ConnectionLimits, Keepalive, ReadyFile, ServerOptions},
-    store::{Retention, Store, StoreConfig},
+    store::{RedisAccess, Retention, Store, StoreConfig},
     telemetry::MetricsEndpoint,
 };
 use tokio::sync::oneshot;
@@ -80,6 +80,11 @@ impl Redis {
 pub trait RedisBackend {
     /// The `--redis-url` of it.
     fn url(&self) -> String;
+
+    /// What reaching it takes beyond the URL (a TLS cluster's CA and client certificate).
+    fn access(&self) -> RedisAccess {
+        RedisAccess::default()
+    }
 }
 
 impl RedisBackend for Redis {
@@ -160,6 +165,7 @@ pub struct Server {
 
 pub struct ServerBuilder {
     url: String,
+    access: RedisAccess,
     prefix: String,
     settings: Settings,
     retention: Retention,
@@ -179,6 +185,7 @@ impl ServerBuilder {
     pub fn new(redis: &impl RedisBackend) -> Self {
         Self {
             url: redis.url(),
+            access: redis.access(),
             prefix: unique_prefix(),
             settings: fast_settings(),
             retention: retention(),
@@ -234,7 +241,7 @@ impl ServerBuilder {
         let store = Arc::new(
             Store::new(&StoreConfig {
                 url: self.url,
-                access: Default::default(),
+                access: self.access,
                 prefix: self.prefix,
                 pool_size: 4,
                 timeout: Duration::from_millis(500),

@@ -11,8 +11,8 @@ use jobwire::{
     queue::Settings,
 };
 
-use super::{Cluster, on_node};
-use crate::harness::{ServerBuilder, Worker, add, eventually, info, job, millis, unique_prefix};
+use super::{Cluster, complete_through_a_read_through_b, on_node};
+use crate::harness::{ServerBuilder, Worker, add, eventually, job, millis, unique_prefix};
 
 fn wake_ups_only(settings: &mut Settings) {
     settings.safety_poll = Duration::from_secs(10);
@@ -53,17 +53,7 @@ async fn the_core_flows_run_on_every_master_through_two_instances() {
         let keys = a.store.keys().queue(queue);
         let on_master: i64 = on_node(&cluster.nodes[master], redis::cmd("HLEN").arg(keys.active())).expect("HLEN");
         assert_eq!(on_master, 1, "the lease is on the master of {queue}'s slot");
-        via_a
-            .complete_job(proto::CompleteJobRequest {
-                job_id: delivered.id.clone(),
-                lease_token: delivered.lease_token.clone(),
-                result: b"done".to_vec(),
-                ..Default::default()
-            })
-            .await
-            .expect("A takes the ack of a lease B holds");
-        let done = info(&mut via_b, &id).await;
-        assert_eq!((done.state(), done.result.as_slice()), (JobState::Completed, b"done".as_slice()));
+        complete_through_a_read_through_b(&mut via_a, &mut via_b, &delivered).await;
 
         // The credit came back to B's stream: the next job reaches it.
         let retried = add(&mut via_a, job(queue, "t", b"retry")).await;

@@ -6,8 +6,11 @@
 //!   go on, and files that do not load changing nothing;
 //! - `redis.rs`: jobwire over `rediss://` as an ACL user limited to its keys, channels and
 //!   commands, with the password in a file; a Redis that requires client certificates.
+//!
+//! `pki.rs` also makes the certificates of the TLS-only Redis Cluster of
+//! `redis_cluster::tls`.
 
-mod pki;
+pub(crate) mod pki;
 mod redis;
 mod rotation;
 mod serving;

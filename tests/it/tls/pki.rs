@@ -42,6 +42,17 @@ impl Ca {
         self.sign(params)
     }
 
+    /// A certificate for a node of a TLS-only Redis Cluster, at `names`: a server's and a
+    /// client's at once, as the node presents it both ways on the cluster bus and on the
+    /// replication link.
+    pub fn cluster_node(&self, names: &[&str]) -> Leaf {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = CertificateParams::new(names).expect("node names");
+        params.distinguished_name.push(DnType::CommonName, "redis node");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        self.sign(params)
+    }
+
     /// A client certificate with subject `CN=<common_name>, O=<organization>` and `sans`.
     pub fn client(&self, common_name: &str, organization: &str, sans: Vec<SanType>) -> Leaf {
         let mut params = CertificateParams::default();
