@@ -392,9 +392,12 @@ impl Engine {
         self.events.watch(job_id).await
     }
 
-    /// Every event of a queue after `cursor` (or from now), live.
+    /// Every event of a queue after `cursor` (or from now), live; a sharded queue's cover every
+    /// shard (`events.rs` says in what order, and how its cursor is made).
     pub async fn subscribe(&self, queue: &str, cursor: Option<&str>) -> Result<mpsc::Receiver<Result<EventView>>> {
-        self.events.subscribe(queue, cursor).await
+        job::validate_queue(queue, "queue")?;
+        let shards = self.overrides.shards_of(queue).await?;
+        self.events.subscribe(&shards, cursor).await
     }
 
     /// Everything known about one job.
@@ -479,17 +482,15 @@ impl Engine {
         self.admin.activity(queues).await
     }
 
-    /// Every event of each of `queues` from now on, one feed per queue and shard (a queue named
-    /// twice is followed once).
+    /// Every event of each of `queues` from now on, one feed per queue (a queue named twice is
+    /// followed once), each as Subscribe sends it (a sharded queue's covers every shard, and its
+    /// cursors resume a Subscribe of the queue).
     pub async fn subscribe_queues(&self, queues: &[String]) -> Result<Vec<mpsc::Receiver<Result<EventView>>>> {
         admin::validate_queues(queues, "queues")?;
         let mut feeds = Vec::with_capacity(queues.len());
         for (i, queue) in queues.iter().enumerate() {
             if !queues[..i].contains(queue) {
-                // A sharded queue: one feed per shard.
-                for shard in self.overrides.shards_of(queue).await?.iter() {
-                    feeds.push(self.events.follow(shard, None).await?);
-                }
+                feeds.push(self.subscribe(queue, None).await?);
             }
         }
         Ok(feeds)

@@ -298,3 +298,146 @@ async fn a_sharded_queue_spreads_adds_and_serves_every_shard_on_one_redis() {
     assert_eq!(ours, ["elsewhere"], "the queue, not its shard");
     a.assert_invariants(&shard_of(&id)).await;
 }
+
+/// The next event of a Subscribe stream, within 5 s.
+async fn next_event(feed: &mut tonic::Streaming<proto::SubscribeResponse>) -> proto::JobEvent {
+    let message = tokio::time::timeout(std::time::Duration::from_secs(5), feed.message()).await;
+    message.expect("an event within 5 s").expect("the stream goes on").expect("an event").event.expect("an event")
+}
+
+/// A Subscribe of the queue, from `cursor` ("" for now).
+async fn subscribe(client: &mut Client, queue: &str, cursor: &str) -> tonic::Streaming<proto::SubscribeResponse> {
+    let req = proto::SubscribeRequest { queue: queue.into(), cursor: cursor.into() };
+    client.subscribe(req).await.expect("subscribe").into_inner()
+}
+
+#[tokio::test]
+async fn subscribe_covers_every_shard_and_resumes_per_shard() {
+    let redis = Redis::start();
+    let prefix = unique_prefix();
+    let a = ServerBuilder::new(&redis).prefix(&prefix).start().await;
+    let b = ServerBuilder::new(&redis).prefix(&prefix).start().await;
+    let mut client = a.client().await;
+    client.set_queue_settings(shards("feed", 3)).await.expect("shards set");
+
+    let mut feed = subscribe(&mut client, "feed", "").await;
+    let mut added = Vec::new();
+    for i in 0..9 {
+        added.push(add(&mut client, job("feed", "t", format!("{i}").as_bytes())).await);
+    }
+    let mut first = Vec::new();
+    for _ in 0..9 {
+        first.push(next_event(&mut feed).await);
+    }
+    drop(feed);
+    let heard: BTreeSet<&str> = first.iter().map(|e| e.job_id.as_str()).collect();
+    assert_eq!(heard, added.iter().map(String::as_str).collect(), "every shard's events, once each");
+    let shards_heard: BTreeSet<String> = first.iter().map(|e| shard_of(&e.job_id)).collect();
+    assert_eq!(shards_heard.len(), 3, "{shards_heard:?}");
+    // Within a shard, in the order of its transitions.
+    for shard in &shards_heard {
+        let in_shard: Vec<&str> = first.iter().map(|e| e.job_id.as_str()).filter(|id| shard_of(id) == *shard).collect();
+        let added_there: Vec<&str> = added.iter().map(String::as_str).filter(|id| shard_of(id) == *shard).collect();
+        assert_eq!(in_shard, added_there, "{shard} in order");
+    }
+    let cursor = first[3].cursor.clone();
+    assert_eq!(cursor.split(',').count(), 3, "one position per shard: {cursor}");
+
+    // Resumed through the other instance after the fourth event, with more events meanwhile:
+    // everything after it in every shard, nothing before it.
+    let mut more = Vec::new();
+    for i in 0..6 {
+        more.push(add(&mut client, job("feed", "t", format!("more {i}").as_bytes())).await);
+    }
+    let mut via_b = b.client().await;
+    let mut resumed = subscribe(&mut via_b, "feed", &cursor).await;
+    let mut second = BTreeSet::new();
+    for _ in 0..(5 + 6) {
+        assert!(second.insert(next_event(&mut resumed).await.job_id), "no event twice");
+    }
+    let expected: BTreeSet<String> = first[4..].iter().map(|e| e.job_id.clone()).chain(more).collect();
+    assert_eq!(second, expected, "no gap, no duplicate in any shard");
+    let quiet = tokio::time::timeout(std::time::Duration::from_millis(300), resumed.message()).await;
+    assert!(quiet.is_err(), "nothing more: {quiet:?}");
+
+    // A cursor of one shard only does not resume a sharded queue; an unsharded queue's
+    // cursor is one position, as it always was.
+    let refused = via_b
+        .subscribe(proto::SubscribeRequest { queue: "feed".into(), cursor: "1-0".into() })
+        .await
+        .expect_err("a cursor of one position");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    let mut plain = subscribe(&mut client, "plain", "").await;
+    add(&mut client, job("plain", "t", b"")).await;
+    let event = next_event(&mut plain).await;
+    assert!(!event.cursor.contains(','), "{}", event.cursor);
+}
+
+#[tokio::test]
+async fn dead_job_groups_and_bulk_queries_cover_every_shard() {
+    let redis = Redis::start();
+    let prefix = unique_prefix();
+    let server = ServerBuilder::new(&redis).prefix(&prefix).start().await;
+    let mut client = server.client().await;
+    client.set_queue_settings(shards("bulk", 3)).await.expect("shards set");
+    let mut homes = BTreeSet::new();
+    for i in 0..12 {
+        let req = proto::AddJobRequest { max_attempts: Some(1), ..job("bulk", "t", format!("{i}").as_bytes()) };
+        homes.insert(shard_of(&add(&mut client, req).await));
+    }
+    assert_eq!(homes.len(), 3, "{homes:?}");
+    let mut worker = Worker::open(&server, &["bulk"], 4).await;
+    for _ in 0..12 {
+        let delivered = worker.job().await;
+        let seq: u32 = String::from_utf8_lossy(&delivered.payload).parse().expect("a number");
+        let error = if seq.is_multiple_of(3) { format!("timeout after {seq} s") } else { format!("bad input {seq}") };
+        worker.fail(&delivered, &error, false).await;
+    }
+    assert_eq!(server.stats("bulk").await.dead, 12);
+
+    let groups = client
+        .list_dead_job_groups(proto::ListDeadJobGroupsRequest { queue: "bulk".into() })
+        .await
+        .expect("list_dead_job_groups")
+        .into_inner();
+    let counts: BTreeMap<&str, u64> = groups.groups.iter().map(|g| (g.group.as_str(), g.count)).collect();
+    assert_eq!(counts, BTreeMap::from([("bad input #", 8), ("timeout after # s", 4)]), "{groups:?}");
+    assert_eq!((groups.examined, groups.complete), (12, true));
+
+    let query = |group: &str| proto::JobSelection {
+        selection: Some(proto::job_selection::Selection::Query(proto::JobQuery {
+            queue: "bulk".into(),
+            state: proto::JobState::Dead.into(),
+            filter: Some(proto::JobFilter { error_group: group.into(), ..Default::default() }),
+        })),
+    };
+    let retried = client
+        .retry_jobs(proto::RetryJobsRequest { selection: Some(query("timeout after # s")) })
+        .await
+        .expect("retry_jobs")
+        .into_inner()
+        .outcome
+        .expect("an outcome");
+    assert_eq!((retried.applied, retried.skipped, retried.more), (4, 0, false));
+    let everything = proto::JobSelection {
+        selection: Some(proto::job_selection::Selection::Query(proto::JobQuery {
+            queue: "bulk".into(),
+            state: proto::JobState::Dead.into(),
+            filter: None,
+        })),
+    };
+    let deleted = client
+        .delete_jobs(proto::DeleteJobsRequest { selection: Some(everything) })
+        .await
+        .expect("delete_jobs")
+        .into_inner()
+        .outcome
+        .expect("an outcome");
+    assert_eq!((deleted.applied, deleted.more), (8, false));
+    let stats = server.stats("bulk").await;
+    assert_eq!((stats.dead, stats.waiting + stats.active), (0, 4), "{stats:?}");
+    drop(worker);
+    for shard in &homes {
+        server.assert_invariants(shard).await;
+    }
+}
