@@ -44,7 +44,9 @@
 //!   (`stream_count`, `redis_is_up`) and `background`; converts with `admin`'s `QueueFigures`.
 //! - `schedules/`: cron and interval schedules, fired by every instance's timer with each due
 //!   time claimed in Redis in the call that adds its job (no leader). Owns the timer task.
-//!   Calls `registry` (`register`), `leases` (`wake`, `follow_schedules`) and `background`.
+//!   Calls `registry` (`register`), `leases` (`wake`, `follow_schedules`), `overrides`
+//!   (`shards_of`: a sharded queue's schedule lives in the shard its job's key or its name
+//!   picks) and `background`.
 //! - `registry.rs`: puts a queue in the global registry of queues before its first write here,
 //!   within `--max-queues` over every instance (and again after a write that may have raced
 //!   its removal), and takes the queues that hold nothing out of it. Owns the set of queues this
@@ -188,6 +190,7 @@ impl Engine {
                 store.clone(),
                 registry,
                 leases.clone(),
+                overrides.clone(),
                 background.clone(),
                 limits_for_schedules,
                 settings.max_waiting,

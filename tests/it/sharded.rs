@@ -393,6 +393,7 @@ async fn dead_job_groups_and_bulk_queries_cover_every_shard() {
         let error = if seq.is_multiple_of(3) { format!("timeout after {seq} s") } else { format!("bad input {seq}") };
         worker.fail(&delivered, &error, false).await;
     }
+    drop(worker);
     assert_eq!(server.stats("bulk").await.dead, 12);
 
     let groups = client
@@ -435,9 +436,166 @@ async fn dead_job_groups_and_bulk_queries_cover_every_shard() {
         .expect("an outcome");
     assert_eq!((deleted.applied, deleted.more), (8, false));
     let stats = server.stats("bulk").await;
-    assert_eq!((stats.dead, stats.waiting + stats.active), (0, 4), "{stats:?}");
-    drop(worker);
+    assert_eq!((stats.dead, stats.waiting), (0, 4), "{stats:?}");
     for shard in &homes {
         server.assert_invariants(shard).await;
+    }
+}
+
+#[tokio::test]
+async fn schedules_live_in_the_shard_of_their_jobs_and_fire_once_per_due_time() {
+    use jobwire::proto::schedule_service_client::ScheduleServiceClient;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    let redis = Redis::start();
+    let prefix = unique_prefix();
+    let a = ServerBuilder::new(&redis).prefix(&prefix).start().await;
+    let b = ServerBuilder::new(&redis).prefix(&prefix).start().await;
+    let mut client = a.client().await;
+    client.set_queue_settings(shards("cron", 3)).await.expect("shards set");
+    let (mut via_a, mut via_b) =
+        (ScheduleServiceClient::new(a.channel().await), ScheduleServiceClient::new(b.channel().await));
+
+    let now_ms =
+        i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_millis()).expect("fits");
+    let t0 = (now_ms / 1000 + 2) * 1000;
+    let at = |ms: i64| prost_types::Timestamp { seconds: ms / 1000, nanos: 0 };
+    let definition = |name: &str, key: &str| proto::ScheduleDefinition {
+        queue: "cron".into(),
+        name: name.into(),
+        template: Some(proto::JobTemplate { r#type: "tick".into(), concurrency_key: key.into(), ..Default::default() }),
+        timing: Some(proto::schedule_definition::Timing::Every(prost_types::Duration { seconds: 1, nanos: 0 })),
+        start: Some(at(t0)),
+        end: Some(at(t0 + 3_000)),
+        ..Default::default()
+    };
+    let names: Vec<String> = (0..8).map(|i| format!("s{i}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        let key = if i == 0 { "tenant-1" } else { "" };
+        let schedules = if i % 2 == 0 { &mut via_a } else { &mut via_b };
+        let req = proto::UpsertScheduleRequest { schedule: Some(definition(name, key)) };
+        schedules.upsert_schedule(req).await.expect("upsert");
+    }
+    // The keyed schedule's jobs go where an add with its key goes.
+    let keyed_add = proto::AddJobRequest { concurrency_key: "tenant-1".into(), ..job("cron", "other", b"") };
+    let key_home = shard_of(&add(&mut client, keyed_add).await);
+
+    tokio::time::sleep(Duration::from_millis(u64::try_from(t0 + 4_500 - now_ms).expect("ahead"))).await;
+    let mut per_schedule: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_jobs(proto::ListJobsRequest {
+                queue: "cron".into(),
+                state: proto::JobState::Waiting.into(),
+                page_size: 100,
+                page_token: token,
+                filter: None,
+            })
+            .await
+            .expect("list_jobs")
+            .into_inner();
+        for job in page.jobs {
+            if let Some(name) = job.headers.get("jobwire-schedule") {
+                per_schedule.entry(name.clone()).or_default().push(job.id);
+            }
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let mut homes = BTreeSet::new();
+    // Every due time once in all: 8 schedules x 3, and the keyed add.
+    assert_eq!(a.stats("cron").await.waiting, 8 * 3 + 1);
+    for name in &names {
+        let got = via_b
+            .get_schedule(proto::GetScheduleRequest { queue: "cron".into(), name: name.clone() })
+            .await
+            .expect("get_schedule")
+            .into_inner()
+            .schedule
+            .expect("a schedule");
+        assert_eq!(got.fires, 3, "{name}");
+        assert_eq!(got.definition.expect("a definition").queue, "cron", "the queue's name, not its shard's");
+        if name == "s0" {
+            // Its jobs wait in their key's line, which ListJobs does not show.
+            assert_eq!(shard_of(&got.last_job_id), key_home, "a keyed schedule lives where its key's adds go");
+            homes.insert(key_home.clone());
+            continue;
+        }
+        let ids = per_schedule.get(name).cloned().unwrap_or_default();
+        let mut dues: Vec<u64> = ids
+            .iter()
+            .map(|id| id.rsplit('/').next().expect("an id").parse::<ulid::Ulid>().expect("a ULID").timestamp_ms())
+            .collect();
+        dues.sort_unstable();
+        let t0 = u64::try_from(t0).expect("positive");
+        assert_eq!(dues, [t0, t0 + 1_000, t0 + 2_000], "{name}: one job per due time, through two instances");
+        let shard: BTreeSet<String> = ids.iter().map(|id| shard_of(id)).collect();
+        assert_eq!(shard.len(), 1, "{name}: its jobs in one shard: {shard:?}");
+        let home = shard.into_iter().next().expect("a shard");
+        assert_eq!(shard_of(&got.last_job_id), home);
+        homes.insert(home);
+    }
+    assert!(homes.len() > 1, "the schedules spread over the shards: {homes:?}");
+
+    // Listed shard after shard, every one once.
+    let (mut listed, mut token) = (BTreeSet::new(), String::new());
+    loop {
+        let page = via_a
+            .list_schedules(proto::ListSchedulesRequest { queue: "cron".into(), page_size: 3, page_token: token })
+            .await
+            .expect("list_schedules")
+            .into_inner();
+        for schedule in page.schedules {
+            assert!(listed.insert(schedule.definition.expect("a definition").name), "listed once");
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(listed, names.iter().cloned().collect(), "every shard's schedules listed");
+
+    // Every call by name finds the schedule in its shard.
+    let named = |name: &str| (String::from("cron"), name.to_owned());
+    for name in &names[1..4] {
+        let (queue, name) = named(name);
+        via_b
+            .pause_schedule(proto::PauseScheduleRequest { queue: queue.clone(), name: name.clone() })
+            .await
+            .expect("pause");
+        via_a
+            .resume_schedule(proto::ResumeScheduleRequest { queue: queue.clone(), name: name.clone() })
+            .await
+            .expect("resume");
+        let triggered = via_b
+            .trigger_schedule(proto::TriggerScheduleRequest { queue: queue.clone(), name: name.clone() })
+            .await
+            .expect("trigger")
+            .into_inner();
+        assert_eq!(shard_of(&triggered.job_id), shard_of(&per_schedule[&name][0]), "{name}: triggered in its shard");
+        via_a.delete_schedule(proto::DeleteScheduleRequest { queue, name: name.clone() }).await.expect("delete");
+        let gone =
+            via_b.get_schedule(proto::GetScheduleRequest { queue: "cron".into(), name }).await.expect_err("deleted");
+        assert_eq!(gone.code(), Code::NotFound);
+    }
+
+    // A new key that picks another shard does not move a schedule (how far it fired is there).
+    let mut refused = 0;
+    for i in 0..20 {
+        let req = proto::UpsertScheduleRequest { schedule: Some(definition("s7", &format!("key{i}"))) };
+        match via_a.upsert_schedule(req).await {
+            Ok(_) => {}
+            Err(status) => {
+                assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0, "some of 20 keys pick another shard");
+    for shard in &homes {
+        a.assert_invariants(shard).await;
     }
 }
