@@ -599,3 +599,33 @@ async fn schedules_live_in_the_shard_of_their_jobs_and_fire_once_per_due_time() 
         a.assert_invariants(shard).await;
     }
 }
+
+#[tokio::test]
+async fn a_sharded_queue_has_one_set_of_metric_series_summed_over_its_shards() {
+    use crate::metrics::{Scrape, http_get};
+
+    let redis = Redis::start();
+    let server = ServerBuilder::new(&redis).metrics(std::time::Duration::from_millis(100)).start().await;
+    let addr = server.metrics_addr.expect("metrics are served");
+    let mut client = server.client().await;
+    client.set_queue_settings(shards("measured", 3)).await.expect("shards set");
+    let mut homes = BTreeSet::new();
+    for i in 0..9 {
+        homes.insert(shard_of(&add(&mut client, job("measured", "t", format!("{i}").as_bytes())).await));
+    }
+    assert_eq!(homes.len(), 3);
+    let queue = [("queue", "measured")];
+    crate::harness::eventually(std::time::Duration::from_secs(10), "the waiting gauge sums the shards", || async {
+        Scrape::take(addr).await.labelled("jobwire_queue_waiting", &queue) == 9.0
+    })
+    .await;
+    assert_eq!(Scrape::take(addr).await.labelled("jobwire_jobs_added_total", &queue), 9.0);
+    let mut worker = Worker::open(&server, &["measured"], 9).await;
+    for delivered in drain(&mut worker, &mut client, 9).await {
+        assert_eq!(delivered.r#type, "t");
+    }
+    let scrape = Scrape::take(addr).await;
+    assert_eq!(scrape.labelled("jobwire_jobs_completed_total", &queue), 9.0);
+    let (_, text) = http_get(addr, "/metrics").await;
+    assert!(!text.contains("queue=\"measured~"), "no series per shard:\n{text}");
+}
