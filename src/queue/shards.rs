@@ -36,8 +36,9 @@ use super::job::NewJob;
 
 /// The most shards a queue may have.
 pub(super) const MAX_SHARDS: u32 = 16;
-/// What separates a queue's name from its shard's number in a physical queue's name.
-const SEPARATOR: char = '~';
+/// What separates a queue's name from its shard's number in a physical queue's name (the
+/// store's, whose registry counts the shards apart for `--max-queues`).
+const SEPARATOR: char = crate::store::SHARD_SEPARATOR;
 /// Redis Cluster's slot count.
 const SLOTS: u32 = 16_384;
 /// Candidates tried per shard before taking the first free one wherever its slot is (never

@@ -629,3 +629,31 @@ async fn a_sharded_queue_has_one_set_of_metric_series_summed_over_its_shards() {
     let (_, text) = http_get(addr, "/metrics").await;
     assert!(!text.contains("queue=\"measured~"), "no series per shard:\n{text}");
 }
+
+#[tokio::test]
+async fn max_queues_counts_a_sharded_queue_once() {
+    let redis = Redis::start();
+    let prefix = unique_prefix();
+    let server = ServerBuilder::new(&redis).prefix(&prefix).settings(|s| s.max_queues = Some(2)).start().await;
+    let mut client = server.client().await;
+    client.set_queue_settings(shards("wide", 3)).await.expect("shards set");
+    let mut homes = BTreeSet::new();
+    for i in 0..9 {
+        homes.insert(shard_of(&add(&mut client, job("wide", "t", format!("{i}").as_bytes())).await));
+    }
+    assert_eq!(homes.len(), 3, "every shard holds jobs: {homes:?}");
+    let registered = server.store.instances().queues().await.expect("registry");
+    assert_eq!(registered.len(), 3, "each shard is registered: {registered:?}");
+    add(&mut client, job("second", "t", b"")).await;
+    let refused = client.add_job(job("third", "t", b"")).await.expect_err("over --max-queues");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    // Through a second instance too (the count is in Redis, not in an instance's memory).
+    let other = ServerBuilder::new(&redis).prefix(&prefix).settings(|s| s.max_queues = Some(2)).start().await;
+    let mut via_other = other.client().await;
+    add(&mut via_other, job("wide", "t", b"again")).await;
+    let refused = via_other.add_job(job("third", "t", b"")).await.expect_err("over --max-queues");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    for shard in &homes {
+        server.assert_invariants(shard).await;
+    }
+}
