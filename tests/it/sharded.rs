@@ -317,13 +317,19 @@ async fn subscribe_covers_every_shard_and_resumes_per_shard() {
     let prefix = unique_prefix();
     let a = ServerBuilder::new(&redis).prefix(&prefix).start().await;
     let b = ServerBuilder::new(&redis).prefix(&prefix).start().await;
-    let mut client = a.client().await;
-    client.set_queue_settings(shards("feed", 3)).await.expect("shards set");
+    events_of_every_shard(&a, &b, "feed").await;
+}
 
-    let mut feed = subscribe(&mut client, "feed", "").await;
+/// Subscribe on a queue with 3 shards through `a`, resumed through `b` mid-stream: every
+/// shard's events, in order within each, with no gap and no repeat; returns the shards heard.
+pub async fn events_of_every_shard(a: &Server, b: &Server, queue: &str) -> BTreeSet<String> {
+    let mut client = a.client().await;
+    client.set_queue_settings(shards(queue, 3)).await.expect("shards set");
+
+    let mut feed = subscribe(&mut client, queue, "").await;
     let mut added = Vec::new();
     for i in 0..9 {
-        added.push(add(&mut client, job("feed", "t", format!("{i}").as_bytes())).await);
+        added.push(add(&mut client, job(queue, "t", format!("{i}").as_bytes())).await);
     }
     let mut first = Vec::new();
     for _ in 0..9 {
@@ -347,10 +353,10 @@ async fn subscribe_covers_every_shard_and_resumes_per_shard() {
     // everything after it in every shard, nothing before it.
     let mut more = Vec::new();
     for i in 0..6 {
-        more.push(add(&mut client, job("feed", "t", format!("more {i}").as_bytes())).await);
+        more.push(add(&mut client, job(queue, "t", format!("more {i}").as_bytes())).await);
     }
     let mut via_b = b.client().await;
-    let mut resumed = subscribe(&mut via_b, "feed", &cursor).await;
+    let mut resumed = subscribe(&mut via_b, queue, &cursor).await;
     let mut second = BTreeSet::new();
     for _ in 0..(5 + 6) {
         assert!(second.insert(next_event(&mut resumed).await.job_id), "no event twice");
@@ -363,14 +369,16 @@ async fn subscribe_covers_every_shard_and_resumes_per_shard() {
     // A cursor of one shard only does not resume a sharded queue; an unsharded queue's
     // cursor is one position, as it always was.
     let refused = via_b
-        .subscribe(proto::SubscribeRequest { queue: "feed".into(), cursor: "1-0".into() })
+        .subscribe(proto::SubscribeRequest { queue: queue.into(), cursor: "1-0".into() })
         .await
         .expect_err("a cursor of one position");
     assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
-    let mut plain = subscribe(&mut client, "plain", "").await;
-    add(&mut client, job("plain", "t", b"")).await;
+    let plain_queue = format!("{queue}-plain");
+    let mut plain = subscribe(&mut client, &plain_queue, "").await;
+    add(&mut client, job(&plain_queue, "t", b"")).await;
     let event = next_event(&mut plain).await;
     assert!(!event.cursor.contains(','), "{}", event.cursor);
+    shards_heard
 }
 
 #[tokio::test]
@@ -444,15 +452,22 @@ async fn dead_job_groups_and_bulk_queries_cover_every_shard() {
 
 #[tokio::test]
 async fn schedules_live_in_the_shard_of_their_jobs_and_fire_once_per_due_time() {
-    use jobwire::proto::schedule_service_client::ScheduleServiceClient;
-    use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
     let redis = Redis::start();
     let prefix = unique_prefix();
     let a = ServerBuilder::new(&redis).prefix(&prefix).start().await;
     let b = ServerBuilder::new(&redis).prefix(&prefix).start().await;
+    schedules_in_their_shards(&a, &b, "cron").await;
+}
+
+/// Eight schedules of a queue with 3 shards (one keyed), made through `a` and `b`: each in the
+/// shard its key or name picks, firing once per due time through both instances, found by
+/// every call by name and listed across shards; returns the shards they live in.
+pub async fn schedules_in_their_shards(a: &Server, b: &Server, queue: &str) -> BTreeSet<String> {
+    use jobwire::proto::schedule_service_client::ScheduleServiceClient;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
     let mut client = a.client().await;
-    client.set_queue_settings(shards("cron", 3)).await.expect("shards set");
+    client.set_queue_settings(shards(queue, 3)).await.expect("shards set");
     let (mut via_a, mut via_b) =
         (ScheduleServiceClient::new(a.channel().await), ScheduleServiceClient::new(b.channel().await));
 
@@ -461,7 +476,7 @@ async fn schedules_live_in_the_shard_of_their_jobs_and_fire_once_per_due_time() 
     let t0 = (now_ms / 1000 + 2) * 1000;
     let at = |ms: i64| prost_types::Timestamp { seconds: ms / 1000, nanos: 0 };
     let definition = |name: &str, key: &str| proto::ScheduleDefinition {
-        queue: "cron".into(),
+        queue: queue.into(),
         name: name.into(),
         template: Some(proto::JobTemplate { r#type: "tick".into(), concurrency_key: key.into(), ..Default::default() }),
         timing: Some(proto::schedule_definition::Timing::Every(prost_types::Duration { seconds: 1, nanos: 0 })),
@@ -477,7 +492,7 @@ async fn schedules_live_in_the_shard_of_their_jobs_and_fire_once_per_due_time() 
         schedules.upsert_schedule(req).await.expect("upsert");
     }
     // The keyed schedule's jobs go where an add with its key goes.
-    let keyed_add = proto::AddJobRequest { concurrency_key: "tenant-1".into(), ..job("cron", "other", b"") };
+    let keyed_add = proto::AddJobRequest { concurrency_key: "tenant-1".into(), ..job(queue, "other", b"") };
     let key_home = shard_of(&add(&mut client, keyed_add).await);
 
     tokio::time::sleep(Duration::from_millis(u64::try_from(t0 + 4_500 - now_ms).expect("ahead"))).await;
@@ -486,7 +501,7 @@ async fn schedules_live_in_the_shard_of_their_jobs_and_fire_once_per_due_time() 
     loop {
         let page = client
             .list_jobs(proto::ListJobsRequest {
-                queue: "cron".into(),
+                queue: queue.into(),
                 state: proto::JobState::Waiting.into(),
                 page_size: 100,
                 page_token: token,
@@ -507,17 +522,17 @@ async fn schedules_live_in_the_shard_of_their_jobs_and_fire_once_per_due_time() 
     }
     let mut homes = BTreeSet::new();
     // Every due time once in all: 8 schedules x 3, and the keyed add.
-    assert_eq!(a.stats("cron").await.waiting, 8 * 3 + 1);
+    assert_eq!(a.stats(queue).await.waiting, 8 * 3 + 1);
     for name in &names {
         let got = via_b
-            .get_schedule(proto::GetScheduleRequest { queue: "cron".into(), name: name.clone() })
+            .get_schedule(proto::GetScheduleRequest { queue: queue.into(), name: name.clone() })
             .await
             .expect("get_schedule")
             .into_inner()
             .schedule
             .expect("a schedule");
         assert_eq!(got.fires, 3, "{name}");
-        assert_eq!(got.definition.expect("a definition").queue, "cron", "the queue's name, not its shard's");
+        assert_eq!(got.definition.expect("a definition").queue, queue, "the queue's name, not its shard's");
         if name == "s0" {
             // Its jobs wait in their key's line, which ListJobs does not show.
             assert_eq!(shard_of(&got.last_job_id), key_home, "a keyed schedule lives where its key's adds go");
@@ -544,7 +559,7 @@ async fn schedules_live_in_the_shard_of_their_jobs_and_fire_once_per_due_time() 
     let (mut listed, mut token) = (BTreeSet::new(), String::new());
     loop {
         let page = via_a
-            .list_schedules(proto::ListSchedulesRequest { queue: "cron".into(), page_size: 3, page_token: token })
+            .list_schedules(proto::ListSchedulesRequest { queue: queue.into(), page_size: 3, page_token: token })
             .await
             .expect("list_schedules")
             .into_inner();
@@ -559,26 +574,28 @@ async fn schedules_live_in_the_shard_of_their_jobs_and_fire_once_per_due_time() 
     assert_eq!(listed, names.iter().cloned().collect(), "every shard's schedules listed");
 
     // Every call by name finds the schedule in its shard.
-    let named = |name: &str| (String::from("cron"), name.to_owned());
     for name in &names[1..4] {
-        let (queue, name) = named(name);
+        let name = name.clone();
         via_b
-            .pause_schedule(proto::PauseScheduleRequest { queue: queue.clone(), name: name.clone() })
+            .pause_schedule(proto::PauseScheduleRequest { queue: queue.into(), name: name.clone() })
             .await
             .expect("pause");
         via_a
-            .resume_schedule(proto::ResumeScheduleRequest { queue: queue.clone(), name: name.clone() })
+            .resume_schedule(proto::ResumeScheduleRequest { queue: queue.into(), name: name.clone() })
             .await
             .expect("resume");
         let triggered = via_b
-            .trigger_schedule(proto::TriggerScheduleRequest { queue: queue.clone(), name: name.clone() })
+            .trigger_schedule(proto::TriggerScheduleRequest { queue: queue.into(), name: name.clone() })
             .await
             .expect("trigger")
             .into_inner();
         assert_eq!(shard_of(&triggered.job_id), shard_of(&per_schedule[&name][0]), "{name}: triggered in its shard");
-        via_a.delete_schedule(proto::DeleteScheduleRequest { queue, name: name.clone() }).await.expect("delete");
+        via_a
+            .delete_schedule(proto::DeleteScheduleRequest { queue: queue.into(), name: name.clone() })
+            .await
+            .expect("delete");
         let gone =
-            via_b.get_schedule(proto::GetScheduleRequest { queue: "cron".into(), name }).await.expect_err("deleted");
+            via_b.get_schedule(proto::GetScheduleRequest { queue: queue.into(), name }).await.expect_err("deleted");
         assert_eq!(gone.code(), Code::NotFound);
     }
 
@@ -598,6 +615,7 @@ async fn schedules_live_in_the_shard_of_their_jobs_and_fire_once_per_due_time() 
     for shard in &homes {
         a.assert_invariants(shard).await;
     }
+    homes
 }
 
 #[tokio::test]
