@@ -275,7 +275,9 @@ impl Events {
     /// Its cursor is one position per shard, in shard order, joined by
     /// [`SHARD_CURSOR_SEPARATOR`]: each event's cursor holds its own position in its shard and
     /// the last position delivered in every other, so resuming from it misses and repeats
-    /// nothing in any shard. An unsharded queue's cursor is its one position, as it always was.
+    /// nothing in any shard. One position given for a sharded queue stands for that position
+    /// (a stream entry id begins with the Redis clock, in ms) in every shard. An unsharded
+    /// queue's cursor is its one position, as it always was.
     pub(super) async fn subscribe(
         self: &Arc<Self>,
         shards: &[String],
@@ -286,6 +288,8 @@ impl Events {
         }
         let positions: Vec<Option<&str>> = match cursor {
             None => vec![None; shards.len()],
+            // One position (`ms-seq`, a point in time): that point in every shard.
+            Some(cursor) if !cursor.contains(SHARD_CURSOR_SEPARATOR) => vec![Some(cursor); shards.len()],
             Some(cursor) => {
                 let positions: Vec<&str> = cursor.split(SHARD_CURSOR_SEPARATOR).collect();
                 if positions.len() != shards.len() {

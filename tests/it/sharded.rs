@@ -366,12 +366,19 @@ pub async fn events_of_every_shard(a: &Server, b: &Server, queue: &str) -> BTree
     let quiet = tokio::time::timeout(std::time::Duration::from_millis(300), resumed.message()).await;
     assert!(quiet.is_err(), "nothing more: {quiet:?}");
 
-    // A cursor of one shard only does not resume a sharded queue; an unsharded queue's
-    // cursor is one position, as it always was.
+    // One position stands for that point in every shard: from the start, every kept event.
+    let mut replayed = subscribe(&mut via_b, queue, "0-0").await;
+    let mut all = BTreeSet::new();
+    for _ in 0..(9 + 6) {
+        assert!(all.insert(next_event(&mut replayed).await.job_id), "no event twice");
+    }
+    assert_eq!(all.len(), 15, "every shard's events from the start");
+    // Another number of positions than shards does not resume it; an unsharded queue's cursor
+    // is one position, as it always was.
     let refused = via_b
-        .subscribe(proto::SubscribeRequest { queue: queue.into(), cursor: "1-0".into() })
+        .subscribe(proto::SubscribeRequest { queue: queue.into(), cursor: "1-0,1-0".into() })
         .await
-        .expect_err("a cursor of one position");
+        .expect_err("a cursor of two positions");
     assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
     let plain_queue = format!("{queue}-plain");
     let mut plain = subscribe(&mut client, &plain_queue, "").await;

@@ -3801,8 +3801,9 @@ type SubscribeRequest struct {
 	// its form is fixed: a queue's position is `<ms>-<seq>` or `<ms>-<seq>.<index>`; a sharded
 	// queue's cursor is one such position per shard, shard 0 first, joined by `,`
 	// (`1764640000000-0,1764640000012-3.1,0-0`: after that event of shard 0, that job of that
-	// entry of shard 1, and before the first event of shard 2). A cursor with another number of
-	// positions than the queue has shards is INVALID_ARGUMENT.
+	// entry of shard 1, and before the first event of shard 2). One position given for a sharded
+	// queue stands for that position in every shard (`<ms>` is the Redis clock: "after this
+	// time"); any other number of positions than the queue has shards is INVALID_ARGUMENT.
 	Cursor        string `protobuf:"bytes,2,opt,name=cursor,proto3" json:"cursor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
