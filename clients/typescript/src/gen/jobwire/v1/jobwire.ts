@@ -1466,8 +1466,10 @@ export interface QueueSettings {
    * Each shard is a queue of its own under its own Redis Cluster hash tag, so its own slot and
    * likely its own master, named `<queue>~<n>` (a name callers cannot give): job and session ids
    * name their shard (`emails~7/01J...`), everything else takes the queue's name and covers
-   * every shard: Stats, ListQueues (one entry), GetQueueActivity sum them; ListJobs and
-   * ListSessions list shard after shard (a page may end short where a shard does);
+   * every shard: Stats, ListQueues (one entry), GetQueueActivity and the per-queue metrics sum
+   * them; ListJobs, ListSessions and ListSchedules list shard after shard (a page may end
+   * short where a shard does); a schedule lives in the shard its jobs go to;
+   * `--max-queues` counts the queue once;
    * PauseQueue, ResumeQueue, PurgeQueue, RetryDeadJobs and the settings reach each shard;
    * Subscribe and SubscribeQueues follow every shard (a cursor holds a position per shard);
    * ListDeadJobGroups and the bulk actions by query walk shard after shard. An add goes to the shard
