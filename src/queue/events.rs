@@ -267,8 +267,8 @@ impl Events {
 
     /// Every event of a queue after `cursor` (or from now), live, until the caller leaves; the
     /// queue's physical queues (checked names) are `shards`, shard 0 first (one for an
-    /// unsharded queue). A
-    /// cursor older than the oldest kept event is refused: the caller would miss events.
+    /// unsharded queue). A cursor older than the oldest kept event is refused: the caller would
+    /// miss events.
     ///
     /// A sharded queue's events are those of every shard, each shard's in the order of its
     /// transitions, the shards interleaved as their events are read (no order across shards).

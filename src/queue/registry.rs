@@ -9,9 +9,9 @@
 //! one registry key, so the cap holds over every instance at once. It counts queues, not
 //! shards: a shard of a sharded queue gets in once its queue (shard 0) is in, uncounted. A
 //! sharded queue whose shard 0 held nothing and left the registry while other shards hold jobs
-//! counts for nothing until shard 0 is registered again (its next write, or any new shard's). A refused queue writes
-//! nothing anywhere, so a client inventing queue names cannot grow Redis past the cap. (The
-//! discovery registers without the cap: what it finds already has keys.)
+//! counts for nothing until shard 0 is registered again (its next write, or any new shard's).
+//! A refused queue writes nothing anywhere, so a client inventing queue names cannot grow Redis
+//! past the cap. (The discovery registers without the cap: what it finds already has keys.)
 //!
 //! What this instance remembers (the names it registered) is bounded by the cap too, and the idle
 //! sweep forgets the names of idle queues (`idle.rs`).

@@ -274,7 +274,9 @@ impl Schedules {
             .into_iter()
             .find_map(|k| k.as_deref().filter(|k| !k.is_empty()));
         let home = shards::for_schedule(&names, key, name).ok_or(Error::Internal)?;
-        if let Some((found, _)) = self.find(&names, name).await?
+        // On an unsharded queue there is nowhere else to look.
+        if names.len() > 1
+            && let Some((found, _)) = self.find(&names, name).await?
             && found != home
         {
             return Err(Error::Precondition(format!(
