@@ -95,3 +95,22 @@ func TestRateAndKeySettingsAndTheirStats(t *testing.T) {
 		t.Fatalf("cleared: %+v %v", cleared, err)
 	}
 }
+
+// The shard count is set once and read back; a change is FAILED_PRECONDITION.
+func TestTheShardCountIsASettingSetOnce(t *testing.T) {
+	c := newClient(t, shared.server.addr)
+	ctx := testCtx(t, 10*time.Second)
+	q := uniqueQueue(t)
+	set, err := c.SetQueueSettings(ctx, q, jobwire.QueueSettings{Shards: jobwire.Ptr[uint32](3)})
+	if err != nil || set.Settings.Shards == nil || *set.Settings.Shards != 3 || *set.Effective.Shards != 3 {
+		t.Fatalf("SetQueueSettings: %+v %v", set, err)
+	}
+	got, err := c.GetQueueSettings(ctx, q)
+	if err != nil || got.Settings.Shards == nil || *got.Settings.Shards != 3 {
+		t.Fatalf("GetQueueSettings: %+v %v", got, err)
+	}
+	_, err = c.SetQueueSettings(ctx, q, jobwire.QueueSettings{Shards: jobwire.Ptr[uint32](4)})
+	if !errors.Is(err, jobwire.ErrFailedPrecondition) {
+		t.Fatalf("a change of the count: %v", err)
+	}
+}

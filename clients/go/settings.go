@@ -43,6 +43,9 @@ type QueueSettings struct {
 	// The most jobs of one NewJob.ConcurrencyKey active at once, every instance and worker
 	// together (1 to 1,000,000,000).
 	KeyConcurrency *uint32
+	// How many shards the queue is spread over (1 to 16), each its own Redis Cluster slot; set
+	// once, best before the first add (a change is refused). FIFO holds within a shard.
+	Shards *uint32
 }
 
 // RateLimit is a rate: at most Count jobs per Period, in bursts of at most Burst.
@@ -91,6 +94,7 @@ const (
 	SettingRate               Setting = "rate"
 	SettingKeyRate            Setting = "key_rate"
 	SettingKeyConcurrency     Setting = "key_concurrency"
+	SettingShards             Setting = "shards"
 )
 
 // QueueSettingsView is a queue's settings as the server answers them.
@@ -121,6 +125,7 @@ func (s *QueueSettings) proto() *pb.QueueSettings {
 		Backoff: s.Backoff.proto(), CompletedRetention: optionalDuration(s.CompletedRetention),
 		CompletedMax: s.CompletedMax, DeadRetention: optionalDuration(s.DeadRetention), DeadMax: s.DeadMax,
 		Concurrency: s.Concurrency, Rate: s.Rate.proto(), KeyRate: s.KeyRate.proto(), KeyConcurrency: s.KeyConcurrency,
+		Shards: s.Shards,
 	}
 }
 
@@ -133,7 +138,7 @@ func queueSettingsOf(s *pb.QueueSettings) QueueSettings {
 		Backoff: backoffOf(s.GetBackoff()), CompletedRetention: durationPtrOf(s.GetCompletedRetention()),
 		CompletedMax: s.CompletedMax, DeadRetention: durationPtrOf(s.GetDeadRetention()), DeadMax: s.DeadMax,
 		Concurrency: s.Concurrency, Rate: rateLimitOf(s.GetRate()), KeyRate: rateLimitOf(s.GetKeyRate()),
-		KeyConcurrency: s.KeyConcurrency,
+		KeyConcurrency: s.KeyConcurrency, Shards: s.Shards,
 	}
 }
 

@@ -87,7 +87,7 @@ impl Acks {
                 leases.tell_owner(Notice::Release, &job_id, &token).await;
             }
             if outcome == AckOutcome::Completed
-                && let Some(m) = telemetry::queue(&job_id.queue)
+                && let Some(m) = telemetry::queue(crate::queue::shards::logical(&job_id.queue))
             {
                 m.completed.increment(1);
             }
@@ -190,7 +190,7 @@ impl Acks {
             self.leases.tell_owner(Notice::Release, job_id, &token).await;
         }
         lease_error(outcome.check, job_id)?;
-        if let Some(m) = telemetry::queue(&job_id.queue)
+        if let Some(m) = telemetry::queue(crate::queue::shards::logical(&job_id.queue))
             && outcome.state != Some(RecordState::Cancelled)
         {
             m.failed.increment(1);

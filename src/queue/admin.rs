@@ -85,7 +85,7 @@ pub struct QueueFigures {
 impl QueueFigures {
     /// The figures of two shards of one queue as one: counts summed, paused if either is, the
     /// longer wait; the limits are the queue's (the same in every shard).
-    fn plus(self, o: Self) -> Self {
+    pub(super) fn plus(self, o: Self) -> Self {
         Self {
             waiting: self.waiting + o.waiting,
             delayed: self.delayed + o.delayed,
@@ -233,7 +233,7 @@ impl Admin {
     /// told, and it ends cancelled whatever the worker answers.
     pub(super) async fn cancel(&self, job_id: &JobId) -> Result<()> {
         let counted = || {
-            if let Some(m) = crate::telemetry::queue(&job_id.queue) {
+            if let Some(m) = crate::telemetry::queue(shards::logical(&job_id.queue)) {
                 m.cancelled.increment(1);
             }
         };

@@ -18,18 +18,23 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use futures::StreamExt;
 use tokio::sync::{Mutex, broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::{
     background::Background,
     error::{Error, Result},
-    job::{JobId, JobState, JobView, from_ms, validate_queue},
+    job::{JobId, JobState, JobView, from_ms},
 };
 use crate::store::{Store, StoredEvent, event_order, is_event_cursor};
 
 const BLOCK: Duration = Duration::from_millis(1_000);
+/// What separates the shards' positions in a sharded queue's event cursor (outside the
+/// alphabet of a position, `ms-seq` or `ms-seq.index`).
+const SHARD_CURSOR_SEPARATOR: &str = ",";
 const BROADCAST_CAPACITY: usize = 4_096;
 
 /// What happened to a job.
@@ -261,24 +266,83 @@ impl Events {
         Ok(rx)
     }
 
-    /// Every event of a queue after `cursor` (or from now), live, until the caller leaves. A
-    /// cursor older than the oldest kept event is refused: the caller would miss events.
+    /// Every event of a queue after `cursor` (or from now), live, until the caller leaves; the
+    /// queue's physical queues (checked names) are `shards`, shard 0 first (one for an
+    /// unsharded queue). A cursor older than the oldest kept event is refused: the caller would
+    /// miss events.
+    ///
+    /// A sharded queue's events are those of every shard, each shard's in the order of its
+    /// transitions, the shards interleaved as their events are read (no order across shards).
+    /// Its cursor is one position per shard, in shard order, joined by
+    /// [`SHARD_CURSOR_SEPARATOR`]: each event's cursor holds its own position in its shard and
+    /// the last position delivered in every other, so resuming from it misses and repeats
+    /// nothing in any shard. One position given for a sharded queue stands for that position
+    /// (a stream entry id begins with the Redis clock, in ms) in every shard. An unsharded
+    /// queue's cursor is its one position, as it always was.
     pub(super) async fn subscribe(
         self: &Arc<Self>,
-        queue: &str,
+        shards: &[String],
         cursor: Option<&str>,
     ) -> Result<mpsc::Receiver<Result<EventView>>> {
-        validate_queue(queue, "queue")?;
-        self.follow(queue, cursor).await
+        if let [queue] = shards {
+            return Ok(self.follow(queue, cursor).await?.1);
+        }
+        let positions: Vec<Option<&str>> = match cursor {
+            None => vec![None; shards.len()],
+            // One position (`ms-seq`, a point in time): that point in every shard.
+            Some(cursor) if !cursor.contains(SHARD_CURSOR_SEPARATOR) => vec![Some(cursor); shards.len()],
+            Some(cursor) => {
+                let positions: Vec<&str> = cursor.split(SHARD_CURSOR_SEPARATOR).collect();
+                if positions.len() != shards.len() {
+                    return Err(Error::invalid(
+                        "cursor",
+                        format!("is not a cursor of this queue, which has {} shards", shards.len()),
+                    ));
+                }
+                positions.into_iter().map(Some).collect()
+            }
+        };
+        let mut last = Vec::with_capacity(shards.len());
+        let mut feeds = Vec::with_capacity(shards.len());
+        for (index, (shard, position)) in shards.iter().zip(positions).enumerate() {
+            let (start, rx) = self.follow(shard, position).await?;
+            last.push(start);
+            feeds.push(ReceiverStream::new(rx).map(move |item| (index, item)));
+        }
+        let (tx, rx) = mpsc::channel(256);
+        let room = self.clone();
+        self.background.spawn(async move {
+            // Dropping the shards' receivers (on return) ends their followers.
+            let mut merged = futures::stream::select_all(feeds);
+            loop {
+                let next = tokio::select! {
+                    _ = room.background.stopped() => return,
+                    _ = tx.closed() => return,
+                    next = merged.next() => next,
+                };
+                let Some((index, item)) = next else { return };
+                let item = item.map(|mut view| {
+                    if let Some(position) = last.get_mut(index) {
+                        position.clone_from(&view.cursor);
+                    }
+                    view.cursor = last.join(SHARD_CURSOR_SEPARATOR);
+                    view
+                });
+                if tx.send(item).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
     }
 
-    /// As `subscribe`, for a physical queue (a shard of a sharded queue too: SubscribeQueues
-    /// follows each shard).
-    pub(super) async fn follow(
+    /// Every event of one physical queue (a queue, or a shard of a sharded one) after `cursor`
+    /// (or from now), live; and the position it starts after.
+    async fn follow(
         self: &Arc<Self>,
         queue: &str,
         cursor: Option<&str>,
-    ) -> Result<mpsc::Receiver<Result<EventView>>> {
+    ) -> Result<(String, mpsc::Receiver<Result<EventView>>)> {
         if cursor.is_some_and(|c| !is_event_cursor(c)) {
             return Err(Error::invalid("cursor", "is not a cursor this server issued"));
         }
@@ -289,10 +353,11 @@ impl Events {
         let (tx, rx) = mpsc::channel(256);
         let room = self.clone();
         let queue = queue.to_owned();
+        let from = start.clone();
         self.background.spawn(async move {
             // Own the whole feed (its tailer too), not just the receiver the loop reads.
             let mut feed = feed;
-            let mut last = start;
+            let mut last = from;
             if catch_up(&room, &queue, &mut last, &tx).await.is_err() {
                 return;
             }
@@ -323,7 +388,7 @@ impl Events {
                 }
             }
         });
-        Ok(rx)
+        Ok((start, rx))
     }
 }
 

@@ -9,17 +9,20 @@
 //! period instead of bursting; a round that overruns the period delays the next one rather than
 //! stacking up. Nothing is read while Redis is known to be unreachable.
 //!
+//! A sharded queue has one set of series, labelled with its name: its shards' figures summed
+//! (the shards in the registry of queues; one not in it holds nothing).
+//!
 //! A queue that holds no job and is not in use here (`idle.rs`) gets no series: its figures are
 //! zeros, and listing every empty queue ever named is what the idle sweep exists to avoid.
 //!
 //! Owns nothing but its task; calls `leases` (`Leases::stream_count`, `Leases::redis_is_up`),
 //! `idle` (`QueueUse::in_use`) and `background`, and shows the figures as `admin`'s `QueueFigures` read them.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use tracing::debug;
 
-use super::{admin::QueueFigures, background::Background, idle::QueueUse, leases::Leases};
+use super::{admin::QueueFigures, background::Background, idle::QueueUse, leases::Leases, shards};
 use crate::{store::Store, telemetry};
 
 /// Refreshes the gauges every `every` until the instance stops.
@@ -49,24 +52,37 @@ pub(super) async fn run(
                 continue;
             }
         };
-        for queue in queues {
+        // A sharded queue's series are the queue's: its registered shards are read and summed.
+        let mut by_queue: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for physical in &queues {
+            by_queue.entry(shards::logical(physical)).or_default().push(physical);
+        }
+        'queues: for (queue, physical) in by_queue {
             if background.is_stopping() {
                 return;
             }
-            let figures: QueueFigures = match store.admin().stats(&queue).await {
-                Ok(c) => c.into(),
-                Err(e) => {
-                    debug!(%queue, error = %e, "gauges: cannot read stats");
-                    break;
-                }
-            };
+            let mut sum: Option<QueueFigures> = None;
+            for shard in physical {
+                let figures: QueueFigures = match store.admin().stats(shard).await {
+                    Ok(c) => c.into(),
+                    Err(e) => {
+                        debug!(queue = %shard, error = %e, "gauges: cannot read stats");
+                        break 'queues;
+                    }
+                };
+                sum = Some(match sum {
+                    Some(sum) => sum.plus(figures),
+                    None => figures,
+                });
+            }
+            let Some(figures) = sum else { continue };
             // An empty queue nobody uses here gets no series (a million queue names used
             // once each would otherwise all be listed); one holding jobs keeps them.
-            if figures.holds_no_job() && !uses.in_use(&queue) {
-                telemetry::forget_queue(&queue);
+            if figures.holds_no_job() && !uses.in_use(queue) {
+                telemetry::forget_queue(queue);
                 continue;
             }
-            let Some(m) = telemetry::queue(&queue) else { return };
+            let Some(m) = telemetry::queue(queue) else { return };
             m.waiting.set(figures.waiting as f64);
             m.active.set(figures.active as f64);
             m.delayed.set(figures.delayed as f64);

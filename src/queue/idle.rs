@@ -27,10 +27,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{background::Background, events::Events, leases::Leases, overrides::Overrides, registry::QueueRegistry};
+use super::{
+    background::Background, events::Events, leases::Leases, overrides::Overrides, registry::QueueRegistry, shards,
+};
 use crate::{store::Store, telemetry};
 
-/// The queues used lately on this instance.
+/// The queues used lately on this instance. A shard's use is its queue's (`shards::logical`):
+/// the queue's metric series and cached settings serve every shard, so they go only once no
+/// shard of it is in use.
 #[derive(Default)]
 pub(super) struct QueueUse {
     queues: Mutex<HashMap<String, Use>>,
@@ -65,6 +69,7 @@ impl QueueUse {
 
     /// Marks `queue` in use until the answer is dropped.
     pub(super) fn enter(self: &Arc<Self>, queue: &str) -> InUse {
+        let queue = shards::logical(queue);
         let mut queues = self.lock();
         match queues.get_mut(queue) {
             Some(u) => u.open += 1,
@@ -80,6 +85,10 @@ impl QueueUse {
         let now = Instant::now();
         let mut map = self.lock();
         for queue in queues {
+            let queue = match shards::logical(&queue) {
+                logical if logical.len() < queue.len() => logical.to_owned(),
+                _ => queue,
+            };
             map.entry(queue).or_insert(Use { open: 0, last: now }).last = now;
         }
     }
@@ -99,7 +108,7 @@ impl QueueUse {
 
     /// Whether `queue` was used within the idle period, or a call naming it runs.
     pub(super) fn in_use(&self, queue: &str) -> bool {
-        self.lock().contains_key(queue)
+        self.lock().contains_key(shards::logical(queue))
     }
 
     /// How many queues are in use (for tests: 0 once every queue went idle).

@@ -275,7 +275,7 @@ fn accepted(
     };
     span.record("job_id", tracing::field::display(&added.job_id));
     if !added.duplicate
-        && let Some(m) = telemetry::queue(queue)
+        && let Some(m) = telemetry::queue(crate::queue::shards::logical(queue))
     {
         m.added.increment(1);
     }

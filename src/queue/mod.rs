@@ -44,7 +44,9 @@
 //!   (`stream_count`, `redis_is_up`) and `background`; converts with `admin`'s `QueueFigures`.
 //! - `schedules/`: cron and interval schedules, fired by every instance's timer with each due
 //!   time claimed in Redis in the call that adds its job (no leader). Owns the timer task.
-//!   Calls `registry` (`register`), `leases` (`wake`, `follow_schedules`) and `background`.
+//!   Calls `registry` (`register`), `leases` (`wake`, `follow_schedules`), `overrides`
+//!   (`shards_of`: a sharded queue's schedule lives in the shard its job's key or its name
+//!   picks) and `background`.
 //! - `registry.rs`: puts a queue in the global registry of queues before its first write here,
 //!   within `--max-queues` over every instance (and again after a write that may have raced
 //!   its removal), and takes the queues that hold nothing out of it. Owns the set of queues this
@@ -188,6 +190,7 @@ impl Engine {
                 store.clone(),
                 registry,
                 leases.clone(),
+                overrides.clone(),
                 background.clone(),
                 limits_for_schedules,
                 settings.max_waiting,
@@ -392,9 +395,12 @@ impl Engine {
         self.events.watch(job_id).await
     }
 
-    /// Every event of a queue after `cursor` (or from now), live.
+    /// Every event of a queue after `cursor` (or from now), live; a sharded queue's cover every
+    /// shard (`events.rs` says in what order, and how its cursor is made).
     pub async fn subscribe(&self, queue: &str, cursor: Option<&str>) -> Result<mpsc::Receiver<Result<EventView>>> {
-        self.events.subscribe(queue, cursor).await
+        job::validate_queue(queue, "queue")?;
+        let shards = self.overrides.shards_of(queue).await?;
+        self.events.subscribe(&shards, cursor).await
     }
 
     /// Everything known about one job.
@@ -479,17 +485,15 @@ impl Engine {
         self.admin.activity(queues).await
     }
 
-    /// Every event of each of `queues` from now on, one feed per queue and shard (a queue named
-    /// twice is followed once).
+    /// Every event of each of `queues` from now on, one feed per queue (a queue named twice is
+    /// followed once), each as Subscribe sends it (a sharded queue's covers every shard, and its
+    /// cursors resume a Subscribe of the queue).
     pub async fn subscribe_queues(&self, queues: &[String]) -> Result<Vec<mpsc::Receiver<Result<EventView>>>> {
         admin::validate_queues(queues, "queues")?;
         let mut feeds = Vec::with_capacity(queues.len());
         for (i, queue) in queues.iter().enumerate() {
             if !queues[..i].contains(queue) {
-                // A sharded queue: one feed per shard.
-                for shard in self.overrides.shards_of(queue).await?.iter() {
-                    feeds.push(self.events.follow(shard, None).await?);
-                }
+                feeds.push(self.subscribe(queue, None).await?);
             }
         }
         Ok(feeds)

@@ -6,9 +6,12 @@
 //!
 //! The registry is also what `--max-queues` counts: a queue that is not in it yet gets in only
 //! while the registry holds fewer than the cap, checked and added by one Redis function on the
-//! one registry key, so the cap holds over every instance at once. A refused queue writes
-//! nothing anywhere, so a client inventing queue names cannot grow Redis past the cap. (The
-//! discovery registers without the cap: what it finds already has keys.)
+//! one registry key, so the cap holds over every instance at once. It counts queues, not
+//! shards: a shard of a sharded queue gets in once its queue (shard 0) is in, uncounted. A
+//! sharded queue whose shard 0 held nothing and left the registry while other shards hold jobs
+//! counts for nothing until shard 0 is registered again (its next write, or any new shard's).
+//! A refused queue writes nothing anywhere, so a client inventing queue names cannot grow Redis
+//! past the cap. (The discovery registers without the cap: what it finds already has keys.)
 //!
 //! What this instance remembers (the names it registered) is bounded by the cap too, and the idle
 //! sweep forgets the names of idle queues (`idle.rs`).
@@ -26,7 +29,10 @@ use std::{
     time::Duration,
 };
 
-use super::error::{Error, Result};
+use super::{
+    error::{Error, Result},
+    shards,
+};
 use crate::store::Store;
 
 /// This instance's memory of the queues it registered, over the global registry in Redis.
@@ -49,11 +55,16 @@ impl QueueRegistry {
     }
 
     /// Puts `queue` in the registry unless this instance already did; refused (`Full`) when
-    /// that would make more distinct queues than `--max-queues`.
+    /// that would make more distinct queues than `--max-queues`. A shard of a sharded queue is
+    /// admitted by its queue (`shards::logical`), which is admitted first: the cap counts queues.
     pub(super) async fn register(&self, queue: &str) -> Result<()> {
         let known = self.remembered().contains(queue);
         if known {
             return Ok(());
+        }
+        let logical = shards::logical(queue);
+        if logical != queue {
+            Box::pin(self.register(logical)).await?;
         }
         match self.max_queues {
             None => self.store.instances().register_queue(queue).await?,

@@ -19,7 +19,8 @@
 //! `concurrency_key`, its `rate_key`, its idempotency key, the first one it has), by a hash
 //! that is the same on every instance, so one key's jobs stay in one shard and keep their
 //! order, a per-key limit is counted in one place and a retried add meets its tombstone. A job
-//! with no key goes round robin.
+//! with no key goes round robin. A schedule lives in the shard its job's key picks, else its
+//! name's (`for_schedule`).
 //!
 //! Owns: the names computed so far, and the round-robin counter. Calls no room.
 
@@ -35,8 +36,9 @@ use super::job::NewJob;
 
 /// The most shards a queue may have.
 pub(super) const MAX_SHARDS: u32 = 16;
-/// What separates a queue's name from its shard's number in a physical queue's name.
-const SEPARATOR: char = '~';
+/// What separates a queue's name from its shard's number in a physical queue's name (the
+/// store's, whose registry counts the shards apart for `--max-queues`).
+const SEPARATOR: char = crate::store::SHARD_SEPARATOR;
 /// Redis Cluster's slot count.
 const SLOTS: u32 = 16_384;
 /// Candidates tried per shard before taking the first free one wherever its slot is (never
@@ -136,6 +138,14 @@ impl Shards {
 /// The shard a session named `name` lives in, among its queue's physical queues `names`.
 pub(super) fn for_session<'a>(names: &'a [String], name: &str) -> Option<&'a str> {
     names.get(pick(key_hash(name), names.len())).map(String::as_str)
+}
+
+/// The shard a schedule lives in among its queue's physical queues `names`: the one its
+/// template's key picks (its `concurrency_key`, else its `rate_key`, not empty; `key`), where an add of
+/// its job would go, so a fire claims its due time and adds its job in one call on the shard
+/// that counts the key's limits; else the one its name picks, so many schedules spread.
+pub(super) fn for_schedule<'a>(names: &'a [String], key: Option<&str>, name: &str) -> Option<&'a str> {
+    names.get(pick(key_hash(key.unwrap_or(name)), names.len())).map(String::as_str)
 }
 
 /// Where a listing of a sharded queue is: the shard's index and the cursor within it, from a

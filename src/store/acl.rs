@@ -57,6 +57,7 @@ pub const COMMANDS: &[&str] = &[
     "+scard",
     "+select",
     "+set",
+    "+sintercard",
     "+sismember",
     "+spublish",
     "+srem",

@@ -408,7 +408,7 @@ impl Doctor {
             Some(queue) => space.queue_pattern(queue),
             None => space.prefix_pattern(),
         };
-        let globals = [space.queues(), space.instances(), space.schema()];
+        let globals = [space.queues(), space.queue_shards(), space.instances(), space.schema()];
         let workers = space.workers("");
         let mut queues = BTreeSet::new();
         let mut cursor = 0u64;

@@ -82,9 +82,11 @@ impl GlobalFunction for WorkersArgs<'_> {
     }
 }
 
-/// lua/queues_register.lua: KEYS[1] the queue registry, ARGV the queues (at least one).
+/// lua/queues_register.lua: KEYS[1] the queue registry, KEYS[2] its shards, ARGV[1] how many
+/// of the queues are shards, then the queues (at least one), the shards last.
 struct RegisterArgs<'a> {
     registry: &'a str,
+    shards: &'a str,
     queues: &'a [&'a str],
 }
 
@@ -97,17 +99,29 @@ impl GlobalFunction for RegisterArgs<'_> {
     }
 
     fn keys(&self) -> Vec<&str> {
-        vec![self.registry]
+        vec![self.registry, self.shards]
     }
 
     fn write_args(&self, cmd: &mut Cmd) {
-        cmd.arg(self.queues);
+        let (shards, queues): (Vec<&str>, Vec<&str>) = self.queues.iter().partition(|q| is_shard(q));
+        cmd.arg(shards.len()).arg(queues).arg(shards);
     }
 }
 
-/// lua/queue_admit.lua: KEYS[1] the queue registry, ARGV[1] the cap, ARGV[2] the queue.
+/// Whether `queue` names a shard of a sharded queue (`Q~n`; shard 0 is `Q` itself).
+fn is_shard(queue: &str) -> bool {
+    queue.contains(SHARD_SEPARATOR)
+}
+
+/// What separates a queue's name from its shard's number in the name of a shard (`Q~n`): outside
+/// the queue-name alphabet, so no caller can name one.
+pub const SHARD_SEPARATOR: char = '~';
+
+/// lua/queue_admit.lua: KEYS[1] the queue registry, KEYS[2] its shards, ARGV[1] the cap,
+/// ARGV[2] the queue, ARGV[3] whether it is a shard.
 struct AdmitArgs<'a> {
     registry: &'a str,
+    shards: &'a str,
     cap: u64,
     queue: &'a str,
 }
@@ -121,11 +135,11 @@ impl GlobalFunction for AdmitArgs<'_> {
     }
 
     fn keys(&self) -> Vec<&str> {
-        vec![self.registry]
+        vec![self.registry, self.shards]
     }
 
     fn write_args(&self, cmd: &mut Cmd) {
-        cmd.arg(self.cap).arg(self.queue);
+        cmd.arg(self.cap).arg(self.queue).arg(u8::from(is_shard(self.queue)));
     }
 }
 
@@ -229,17 +243,20 @@ impl Instances {
 
     /// Puts `queue` in the registry of queues unless the registry already holds `cap` others;
     /// returns whether the queue is in it. The cap holds over every instance: one function on
-    /// the one registry key checks and adds.
+    /// the registry key (and its set of shards, in the same slot) checks and adds. It counts
+    /// queues, not shards: a shard (`Q~n`) gets in without the check, once the caller has
+    /// admitted its queue `Q`.
     pub async fn admit_queue(&self, queue: &str, cap: u64) -> Result<bool> {
-        let registry = self.backend.keys().queues();
-        let admitted = self.backend.call_global(&AdmitArgs { registry: &registry, cap, queue }).await?;
+        let (registry, shards) = (self.backend.keys().queues(), self.backend.keys().queue_shards());
+        let admitted =
+            self.backend.call_global(&AdmitArgs { registry: &registry, shards: &shards, cap, queue }).await?;
         Ok(admitted == 1)
     }
 
     /// Puts `queues` (at least one) in the registry of queues.
     async fn register_queues(&self, queues: &[&str]) -> Result<()> {
-        let registry = self.backend.keys().queues();
-        self.backend.call_global(&RegisterArgs { registry: &registry, queues }).await?;
+        let (registry, shards) = (self.backend.keys().queues(), self.backend.keys().queue_shards());
+        self.backend.call_global(&RegisterArgs { registry: &registry, shards: &shards, queues }).await?;
         Ok(())
     }
 
@@ -284,6 +301,12 @@ impl Instances {
         }
         let registry = self.backend.keys().queues();
         let _: i64 = self.backend.with_conn(async |c| c.srem(&registry, queue).await).await?;
+        if is_shard(queue) {
+            // Out of the set of shards too (no harm if this is lost: the count only counts the
+            // shards that are in the registry).
+            let shards = self.backend.keys().queue_shards();
+            let _: i64 = self.backend.with_conn(async |c| c.srem(&shards, queue).await).await?;
+        }
         let keys = self.backend.queue_keys(queue);
         let mut any: Vec<String> = keys.all().to_vec();
         any.extend(RetireArgs { windows, now_ms }.own_keys(&keys));

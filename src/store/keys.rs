@@ -99,6 +99,14 @@ impl KeySpace {
         format!("{}:queues", self.prefix)
     }
 
+    /// The set of the shards (physical queues named `Q~n`) the registry of queues took in, so
+    /// `--max-queues` can count queues, not shards. Its hash tag is the registry's whole name
+    /// (which has no braces), so it lives in the registry's Cluster slot and one function
+    /// may touch both. Under the prefix (ACL key patterns) and outside `all_queues_pattern`.
+    pub fn queue_shards(&self) -> String {
+        format!("{0}:queue-shards:{{{0}:queues}}", self.prefix)
+    }
+
     /// The instance registry: instance ids by last heartbeat.
     pub fn instances(&self) -> String {
         format!("{}:instances", self.prefix)

@@ -69,7 +69,7 @@ use backend::Backend;
 pub use connect::{RedisAccess, RedisIdentity};
 pub use doctor::{Doctor, Finding, Kind, Outcome, Report};
 pub use events::{BlockingConnection, Events, StoredEvent, event_order, is_event_cursor};
-pub use instances::Instances;
+pub use instances::{Instances, SHARD_SEPARATOR};
 pub use invariants::Invariants;
 pub use jobs::{
     Ack, AckOutcome, AddArgs, AddOutcome, AddReport, Completion, FailOutcome, Jobs, LeaseCheck, LeaseRound, LeasedJob,

@@ -146,7 +146,21 @@ async fn queue_set_and_get_from_the_command_line() {
     let server = Server::start(&redis).await;
     let addr = server.addr.to_string();
     let ran = run_jobwire(
-        &["queue", "set", "q", "--addr", &addr, "--max-waiting", "5", "--backoff", "fixed:2s", "--dead-max", "9"],
+        &[
+            "queue",
+            "set",
+            "q",
+            "--addr",
+            &addr,
+            "--max-waiting",
+            "5",
+            "--backoff",
+            "fixed:2s",
+            "--dead-max",
+            "9",
+            "--shards",
+            "2",
+        ],
         LIMIT,
     )
     .await;
@@ -158,7 +172,10 @@ async fn queue_set_and_get_from_the_command_line() {
     assert_eq!(printed["settings"]["max_waiting"], "5");
     assert_eq!(printed["settings"]["backoff"], "fixed:2s");
     assert_eq!(printed["settings"]["dead_max"], "9");
+    assert_eq!(printed["settings"]["shards"], "2");
     assert_eq!(printed["effective"]["max_attempts"], "3", "the default where none is set");
+    let ran = run_jobwire(&["queue", "get", "q", "--addr", &addr], LIMIT).await;
+    assert!(ran.stdout.lines().any(|l| l.starts_with("shards") && l.contains('2')), "the table: {}", ran.stdout);
 
     let ran = run_jobwire(&["queue", "set", "q", "--addr", &addr, "--clear", "dead_max", "--json"], LIMIT).await;
     assert_eq!(ran.code, Some(0), "{}", ran.stderr);

@@ -298,3 +298,387 @@ async fn a_sharded_queue_spreads_adds_and_serves_every_shard_on_one_redis() {
     assert_eq!(ours, ["elsewhere"], "the queue, not its shard");
     a.assert_invariants(&shard_of(&id)).await;
 }
+
+/// The next event of a Subscribe stream, within 5 s.
+async fn next_event(feed: &mut tonic::Streaming<proto::SubscribeResponse>) -> proto::JobEvent {
+    let message = tokio::time::timeout(std::time::Duration::from_secs(5), feed.message()).await;
+    message.expect("an event within 5 s").expect("the stream goes on").expect("an event").event.expect("an event")
+}
+
+/// A Subscribe of the queue, from `cursor` ("" for now).
+async fn subscribe(client: &mut Client, queue: &str, cursor: &str) -> tonic::Streaming<proto::SubscribeResponse> {
+    let req = proto::SubscribeRequest { queue: queue.into(), cursor: cursor.into() };
+    client.subscribe(req).await.expect("subscribe").into_inner()
+}
+
+#[tokio::test]
+async fn subscribe_covers_every_shard_and_resumes_per_shard() {
+    let redis = Redis::start();
+    let prefix = unique_prefix();
+    let a = ServerBuilder::new(&redis).prefix(&prefix).start().await;
+    let b = ServerBuilder::new(&redis).prefix(&prefix).start().await;
+    events_of_every_shard(&a, &b, "feed").await;
+}
+
+/// Subscribe on a queue with 3 shards through `a`, resumed through `b` mid-stream: every
+/// shard's events, in order within each, with no gap and no repeat; returns the shards heard.
+pub async fn events_of_every_shard(a: &Server, b: &Server, queue: &str) -> BTreeSet<String> {
+    let mut client = a.client().await;
+    client.set_queue_settings(shards(queue, 3)).await.expect("shards set");
+
+    let mut feed = subscribe(&mut client, queue, "").await;
+    let mut added = Vec::new();
+    for i in 0..9 {
+        added.push(add(&mut client, job(queue, "t", format!("{i}").as_bytes())).await);
+    }
+    let mut first = Vec::new();
+    for _ in 0..9 {
+        first.push(next_event(&mut feed).await);
+    }
+    drop(feed);
+    let heard: BTreeSet<&str> = first.iter().map(|e| e.job_id.as_str()).collect();
+    assert_eq!(heard, added.iter().map(String::as_str).collect(), "every shard's events, once each");
+    let shards_heard: BTreeSet<String> = first.iter().map(|e| shard_of(&e.job_id)).collect();
+    assert_eq!(shards_heard.len(), 3, "{shards_heard:?}");
+    // Within a shard, in the order of its transitions.
+    for shard in &shards_heard {
+        let in_shard: Vec<&str> = first.iter().map(|e| e.job_id.as_str()).filter(|id| shard_of(id) == *shard).collect();
+        let added_there: Vec<&str> = added.iter().map(String::as_str).filter(|id| shard_of(id) == *shard).collect();
+        assert_eq!(in_shard, added_there, "{shard} in order");
+    }
+    let cursor = first[3].cursor.clone();
+    assert_eq!(cursor.split(',').count(), 3, "one position per shard: {cursor}");
+
+    // Resumed through the other instance after the fourth event, with more events meanwhile:
+    // everything after it in every shard, nothing before it.
+    let mut more = Vec::new();
+    for i in 0..6 {
+        more.push(add(&mut client, job(queue, "t", format!("more {i}").as_bytes())).await);
+    }
+    let mut via_b = b.client().await;
+    let mut resumed = subscribe(&mut via_b, queue, &cursor).await;
+    let mut second = BTreeSet::new();
+    for _ in 0..(5 + 6) {
+        assert!(second.insert(next_event(&mut resumed).await.job_id), "no event twice");
+    }
+    let expected: BTreeSet<String> = first[4..].iter().map(|e| e.job_id.clone()).chain(more).collect();
+    assert_eq!(second, expected, "no gap, no duplicate in any shard");
+    let quiet = tokio::time::timeout(std::time::Duration::from_millis(300), resumed.message()).await;
+    assert!(quiet.is_err(), "nothing more: {quiet:?}");
+
+    // One position stands for that point in every shard: from the start, every kept event.
+    let mut replayed = subscribe(&mut via_b, queue, "0-0").await;
+    let mut all = BTreeSet::new();
+    for _ in 0..(9 + 6) {
+        assert!(all.insert(next_event(&mut replayed).await.job_id), "no event twice");
+    }
+    assert_eq!(all.len(), 15, "every shard's events from the start");
+    // Another number of positions than shards does not resume it; an unsharded queue's cursor
+    // is one position, as it always was.
+    let refused = via_b
+        .subscribe(proto::SubscribeRequest { queue: queue.into(), cursor: "1-0,1-0".into() })
+        .await
+        .expect_err("a cursor of two positions");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    let plain_queue = format!("{queue}-plain");
+    let mut plain = subscribe(&mut client, &plain_queue, "").await;
+    add(&mut client, job(&plain_queue, "t", b"")).await;
+    let event = next_event(&mut plain).await;
+    assert!(!event.cursor.contains(','), "{}", event.cursor);
+    shards_heard
+}
+
+#[tokio::test]
+async fn dead_job_groups_and_bulk_queries_cover_every_shard() {
+    let redis = Redis::start();
+    let prefix = unique_prefix();
+    let server = ServerBuilder::new(&redis).prefix(&prefix).start().await;
+    let mut client = server.client().await;
+    client.set_queue_settings(shards("bulk", 3)).await.expect("shards set");
+    let mut homes = BTreeSet::new();
+    for i in 0..12 {
+        let req = proto::AddJobRequest { max_attempts: Some(1), ..job("bulk", "t", format!("{i}").as_bytes()) };
+        homes.insert(shard_of(&add(&mut client, req).await));
+    }
+    assert_eq!(homes.len(), 3, "{homes:?}");
+    let mut worker = Worker::open(&server, &["bulk"], 4).await;
+    for _ in 0..12 {
+        let delivered = worker.job().await;
+        let seq: u32 = String::from_utf8_lossy(&delivered.payload).parse().expect("a number");
+        let error = if seq.is_multiple_of(3) { format!("timeout after {seq} s") } else { format!("bad input {seq}") };
+        worker.fail(&delivered, &error, false).await;
+    }
+    drop(worker);
+    assert_eq!(server.stats("bulk").await.dead, 12);
+
+    let groups = client
+        .list_dead_job_groups(proto::ListDeadJobGroupsRequest { queue: "bulk".into() })
+        .await
+        .expect("list_dead_job_groups")
+        .into_inner();
+    let counts: BTreeMap<&str, u64> = groups.groups.iter().map(|g| (g.group.as_str(), g.count)).collect();
+    assert_eq!(counts, BTreeMap::from([("bad input #", 8), ("timeout after # s", 4)]), "{groups:?}");
+    assert_eq!((groups.examined, groups.complete), (12, true));
+
+    let query = |group: &str| proto::JobSelection {
+        selection: Some(proto::job_selection::Selection::Query(proto::JobQuery {
+            queue: "bulk".into(),
+            state: proto::JobState::Dead.into(),
+            filter: Some(proto::JobFilter { error_group: group.into(), ..Default::default() }),
+        })),
+    };
+    let retried = client
+        .retry_jobs(proto::RetryJobsRequest { selection: Some(query("timeout after # s")) })
+        .await
+        .expect("retry_jobs")
+        .into_inner()
+        .outcome
+        .expect("an outcome");
+    assert_eq!((retried.applied, retried.skipped, retried.more), (4, 0, false));
+    let everything = proto::JobSelection {
+        selection: Some(proto::job_selection::Selection::Query(proto::JobQuery {
+            queue: "bulk".into(),
+            state: proto::JobState::Dead.into(),
+            filter: None,
+        })),
+    };
+    let deleted = client
+        .delete_jobs(proto::DeleteJobsRequest { selection: Some(everything) })
+        .await
+        .expect("delete_jobs")
+        .into_inner()
+        .outcome
+        .expect("an outcome");
+    assert_eq!((deleted.applied, deleted.more), (8, false));
+    let stats = server.stats("bulk").await;
+    assert_eq!((stats.dead, stats.waiting), (0, 4), "{stats:?}");
+    for shard in &homes {
+        server.assert_invariants(shard).await;
+    }
+}
+
+#[tokio::test]
+async fn schedules_live_in_the_shard_of_their_jobs_and_fire_once_per_due_time() {
+    let redis = Redis::start();
+    let prefix = unique_prefix();
+    let a = ServerBuilder::new(&redis).prefix(&prefix).start().await;
+    let b = ServerBuilder::new(&redis).prefix(&prefix).start().await;
+    schedules_in_their_shards(&a, &b, "cron").await;
+}
+
+/// Eight schedules of a queue with 3 shards (one keyed), made through `a` and `b`: each in the
+/// shard its key or name picks, firing once per due time through both instances, found by
+/// every call by name and listed across shards; returns the shards they live in.
+pub async fn schedules_in_their_shards(a: &Server, b: &Server, queue: &str) -> BTreeSet<String> {
+    use jobwire::proto::schedule_service_client::ScheduleServiceClient;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    let mut client = a.client().await;
+    client.set_queue_settings(shards(queue, 3)).await.expect("shards set");
+    let (mut via_a, mut via_b) =
+        (ScheduleServiceClient::new(a.channel().await), ScheduleServiceClient::new(b.channel().await));
+
+    let now_ms =
+        i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_millis()).expect("fits");
+    let t0 = (now_ms / 1000 + 2) * 1000;
+    let at = |ms: i64| prost_types::Timestamp { seconds: ms / 1000, nanos: 0 };
+    let definition = |name: &str, key: &str| proto::ScheduleDefinition {
+        queue: queue.into(),
+        name: name.into(),
+        template: Some(proto::JobTemplate { r#type: "tick".into(), concurrency_key: key.into(), ..Default::default() }),
+        timing: Some(proto::schedule_definition::Timing::Every(prost_types::Duration { seconds: 1, nanos: 0 })),
+        start: Some(at(t0)),
+        end: Some(at(t0 + 3_000)),
+        ..Default::default()
+    };
+    let names: Vec<String> = (0..8).map(|i| format!("s{i}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        let key = if i == 0 { "tenant-1" } else { "" };
+        let schedules = if i % 2 == 0 { &mut via_a } else { &mut via_b };
+        let req = proto::UpsertScheduleRequest { schedule: Some(definition(name, key)) };
+        schedules.upsert_schedule(req).await.expect("upsert");
+    }
+    // The keyed schedule's jobs go where an add with its key goes.
+    let keyed_add = proto::AddJobRequest { concurrency_key: "tenant-1".into(), ..job(queue, "other", b"") };
+    let key_home = shard_of(&add(&mut client, keyed_add).await);
+
+    tokio::time::sleep(Duration::from_millis(u64::try_from(t0 + 4_500 - now_ms).expect("ahead"))).await;
+    let mut per_schedule: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_jobs(proto::ListJobsRequest {
+                queue: queue.into(),
+                state: proto::JobState::Waiting.into(),
+                page_size: 100,
+                page_token: token,
+                filter: None,
+            })
+            .await
+            .expect("list_jobs")
+            .into_inner();
+        for job in page.jobs {
+            if let Some(name) = job.headers.get("jobwire-schedule") {
+                per_schedule.entry(name.clone()).or_default().push(job.id);
+            }
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let mut homes = BTreeSet::new();
+    // Every due time once in all: 8 schedules x 3, and the keyed add.
+    assert_eq!(a.stats(queue).await.waiting, 8 * 3 + 1);
+    for name in &names {
+        let got = via_b
+            .get_schedule(proto::GetScheduleRequest { queue: queue.into(), name: name.clone() })
+            .await
+            .expect("get_schedule")
+            .into_inner()
+            .schedule
+            .expect("a schedule");
+        assert_eq!(got.fires, 3, "{name}");
+        assert_eq!(got.definition.expect("a definition").queue, queue, "the queue's name, not its shard's");
+        if name == "s0" {
+            // Its jobs wait in their key's line, which ListJobs does not show.
+            assert_eq!(shard_of(&got.last_job_id), key_home, "a keyed schedule lives where its key's adds go");
+            homes.insert(key_home.clone());
+            continue;
+        }
+        let ids = per_schedule.get(name).cloned().unwrap_or_default();
+        let mut dues: Vec<u64> = ids
+            .iter()
+            .map(|id| id.rsplit('/').next().expect("an id").parse::<ulid::Ulid>().expect("a ULID").timestamp_ms())
+            .collect();
+        dues.sort_unstable();
+        let t0 = u64::try_from(t0).expect("positive");
+        assert_eq!(dues, [t0, t0 + 1_000, t0 + 2_000], "{name}: one job per due time, through two instances");
+        let shard: BTreeSet<String> = ids.iter().map(|id| shard_of(id)).collect();
+        assert_eq!(shard.len(), 1, "{name}: its jobs in one shard: {shard:?}");
+        let home = shard.into_iter().next().expect("a shard");
+        assert_eq!(shard_of(&got.last_job_id), home);
+        homes.insert(home);
+    }
+    assert!(homes.len() > 1, "the schedules spread over the shards: {homes:?}");
+
+    // Listed shard after shard, every one once.
+    let (mut listed, mut token) = (BTreeSet::new(), String::new());
+    loop {
+        let page = via_a
+            .list_schedules(proto::ListSchedulesRequest { queue: queue.into(), page_size: 3, page_token: token })
+            .await
+            .expect("list_schedules")
+            .into_inner();
+        for schedule in page.schedules {
+            assert!(listed.insert(schedule.definition.expect("a definition").name), "listed once");
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(listed, names.iter().cloned().collect(), "every shard's schedules listed");
+
+    // Every call by name finds the schedule in its shard.
+    for name in &names[1..4] {
+        let name = name.clone();
+        via_b
+            .pause_schedule(proto::PauseScheduleRequest { queue: queue.into(), name: name.clone() })
+            .await
+            .expect("pause");
+        via_a
+            .resume_schedule(proto::ResumeScheduleRequest { queue: queue.into(), name: name.clone() })
+            .await
+            .expect("resume");
+        let triggered = via_b
+            .trigger_schedule(proto::TriggerScheduleRequest { queue: queue.into(), name: name.clone() })
+            .await
+            .expect("trigger")
+            .into_inner();
+        assert_eq!(shard_of(&triggered.job_id), shard_of(&per_schedule[&name][0]), "{name}: triggered in its shard");
+        via_a
+            .delete_schedule(proto::DeleteScheduleRequest { queue: queue.into(), name: name.clone() })
+            .await
+            .expect("delete");
+        let gone =
+            via_b.get_schedule(proto::GetScheduleRequest { queue: queue.into(), name }).await.expect_err("deleted");
+        assert_eq!(gone.code(), Code::NotFound);
+    }
+
+    // A new key that picks another shard does not move a schedule (how far it fired is there).
+    let mut refused = 0;
+    for i in 0..20 {
+        let req = proto::UpsertScheduleRequest { schedule: Some(definition("s7", &format!("key{i}"))) };
+        match via_a.upsert_schedule(req).await {
+            Ok(_) => {}
+            Err(status) => {
+                assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0, "some of 20 keys pick another shard");
+    for shard in &homes {
+        a.assert_invariants(shard).await;
+    }
+    homes
+}
+
+#[tokio::test]
+async fn a_sharded_queue_has_one_set_of_metric_series_summed_over_its_shards() {
+    use crate::metrics::{Scrape, http_get};
+
+    let redis = Redis::start();
+    let server = ServerBuilder::new(&redis).metrics(std::time::Duration::from_millis(100)).start().await;
+    let addr = server.metrics_addr.expect("metrics are served");
+    let mut client = server.client().await;
+    client.set_queue_settings(shards("measured", 3)).await.expect("shards set");
+    let mut homes = BTreeSet::new();
+    for i in 0..9 {
+        homes.insert(shard_of(&add(&mut client, job("measured", "t", format!("{i}").as_bytes())).await));
+    }
+    assert_eq!(homes.len(), 3);
+    let queue = [("queue", "measured")];
+    crate::harness::eventually(std::time::Duration::from_secs(10), "the waiting gauge sums the shards", || async {
+        Scrape::take(addr).await.labelled("jobwire_queue_waiting", &queue) == 9.0
+    })
+    .await;
+    assert_eq!(Scrape::take(addr).await.labelled("jobwire_jobs_added_total", &queue), 9.0);
+    let mut worker = Worker::open(&server, &["measured"], 9).await;
+    for delivered in drain(&mut worker, &mut client, 9).await {
+        assert_eq!(delivered.r#type, "t");
+    }
+    let scrape = Scrape::take(addr).await;
+    assert_eq!(scrape.labelled("jobwire_jobs_completed_total", &queue), 9.0);
+    let (_, text) = http_get(addr, "/metrics").await;
+    assert!(!text.contains("queue=\"measured~"), "no series per shard:\n{text}");
+}
+
+#[tokio::test]
+async fn max_queues_counts_a_sharded_queue_once() {
+    let redis = Redis::start();
+    let prefix = unique_prefix();
+    let server = ServerBuilder::new(&redis).prefix(&prefix).settings(|s| s.max_queues = Some(2)).start().await;
+    let mut client = server.client().await;
+    client.set_queue_settings(shards("wide", 3)).await.expect("shards set");
+    let mut homes = BTreeSet::new();
+    for i in 0..9 {
+        homes.insert(shard_of(&add(&mut client, job("wide", "t", format!("{i}").as_bytes())).await));
+    }
+    assert_eq!(homes.len(), 3, "every shard holds jobs: {homes:?}");
+    let registered = server.store.instances().queues().await.expect("registry");
+    assert_eq!(registered.len(), 3, "each shard is registered: {registered:?}");
+    add(&mut client, job("second", "t", b"")).await;
+    let refused = client.add_job(job("third", "t", b"")).await.expect_err("over --max-queues");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    // Through a second instance too (the count is in Redis, not in an instance's memory).
+    let other = ServerBuilder::new(&redis).prefix(&prefix).settings(|s| s.max_queues = Some(2)).start().await;
+    let mut via_other = other.client().await;
+    add(&mut via_other, job("wide", "t", b"again")).await;
+    let refused = via_other.add_job(job("third", "t", b"")).await.expect_err("over --max-queues");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    for shard in &homes {
+        server.assert_invariants(shard).await;
+    }
+}

@@ -26,6 +26,7 @@ _COUNTS = (
     "dead_max",
     "concurrency",
     "key_concurrency",
+    "shards",
 )
 _DURATIONS = ("attempt_timeout", "completed_retention", "dead_retention")
 _RATES = ("rate", "key_rate")
@@ -84,6 +85,10 @@ class QueueSettings:
     key_concurrency: int | None = None
     """The most jobs of one ``concurrency_key`` active at once, every instance and worker
     together."""
+    shards: int | None = None
+    """How many shards the queue is spread over (1 to 16), each its own Redis Cluster slot; set
+    once, best before the first add (a change raises; FIFO holds within a shard). ``None`` in
+    what a queue holds: one; in what is in effect, always the count."""
 
     def to_proto(self) -> pb.QueueSettings:
         message = pb.QueueSettings()
@@ -122,6 +127,7 @@ class QueueSettings:
             rate=RateLimit.from_proto(m.rate) if m.HasField("rate") else None,
             key_rate=RateLimit.from_proto(m.key_rate) if m.HasField("key_rate") else None,
             key_concurrency=m.key_concurrency if m.HasField("key_concurrency") else None,
+            shards=m.shards if m.HasField("shards") else None,
         )
 
 

@@ -177,3 +177,13 @@ async def test_rate_and_key_settings_are_set_enforced_counted_and_cleared(
 
     cleared = await client.set_queue_settings(queue, clear=["rate", "key_rate", "key_concurrency"])
     assert cleared.settings == jobwire.QueueSettings()
+
+
+async def test_the_shard_count_is_a_setting_set_once(client: jobwire.Client, queue: str) -> None:
+    answer = await client.set_queue_settings(queue, jobwire.QueueSettings(shards=3))
+    assert answer.settings.shards == 3
+    assert answer.effective.shards == 3
+    assert (await client.get_queue_settings(queue)).settings == jobwire.QueueSettings(shards=3)
+    with pytest.raises(jobwire.FailedPrecondition):
+        await client.set_queue_settings(queue, jobwire.QueueSettings(shards=4))
+    assert (await client.get_queue_settings(queue)).settings.shards == 3

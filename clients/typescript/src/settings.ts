@@ -36,6 +36,11 @@ export interface QueueSettings {
   keyRate?: RateLimit;
   /** The most jobs of one `concurrencyKey` active at once, every instance and worker together. */
   keyConcurrency?: number;
+  /**
+   * How many shards the queue is spread over (1 to 16), each its own Redis Cluster slot; set
+   * once, best before the first add (a change is refused). FIFO holds within a shard.
+   */
+  shards?: number;
 }
 
 /** A rate (GCRA, enforced inside each lease): at most `count` jobs per `periodMs`, in bursts of at most `burst`. */
@@ -89,6 +94,7 @@ const PROTO_NAMES: Record<QueueSettingName, string> = {
   rate: "rate",
   keyRate: "key_rate",
   keyConcurrency: "key_concurrency",
+  shards: "shards",
 };
 
 /** A setting's name in the proto; a name that is none of ours goes as it is (the server refuses it, naming it). */
@@ -114,6 +120,7 @@ export function toQueueSettings(s: QueueSettings): pb.QueueSettings {
     rate: toRateLimit(s.rate, "rate"),
     keyRate: toRateLimit(s.keyRate, "keyRate"),
     keyConcurrency: s.keyConcurrency,
+    shards: s.shards,
   });
 }
 
@@ -133,6 +140,7 @@ export function fromQueueSettings(m: pb.QueueSettings | undefined): QueueSetting
     ["rate", fromRateLimit(m.rate)],
     ["keyRate", fromRateLimit(m.keyRate)],
     ["keyConcurrency", m.keyConcurrency],
+    ["shards", m.shards],
   ];
   for (const [name, value] of entries) if (value !== undefined) (out as Record<string, unknown>)[name] = value;
   return out;

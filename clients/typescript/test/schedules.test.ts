@@ -164,6 +164,15 @@ describe("queue settings", () => {
     assert.deepEqual(cleared.settings, {});
   });
 
+  it("sets the shard count once and reads it back", async () => {
+    const queue = uniqueQueue("settings");
+    const set = await shared.client.setQueueSettings(queue, { shards: 3 });
+    assert.equal(set.settings.shards, 3);
+    assert.equal(set.effective.shards, 3);
+    assert.deepEqual((await shared.client.getQueueSettings(queue)).settings, { shards: 3 });
+    await rejectsWithCode(shared.client.setQueueSettings(queue, { shards: 4 }), Status.FAILED_PRECONDITION, "shards");
+  });
+
   it("refuses an invalid value naming the field", async () => {
     const queue = uniqueQueue("settings");
     await rejectsWithCode(shared.client.setQueueSettings(queue, { maxAttempts: 0 }), Status.INVALID_ARGUMENT, "max_attempts");

@@ -4,8 +4,8 @@
 //! Each job goes through the same path as its single-job call (one function call per job, so
 //! each is atomic on its own and fenced as usual); a job the action does not apply to (not dead
 //! for a retry, finished for a cancel, active for a delete, gone) is skipped. A query first
-//! collects the ids it selects (walking the listing: `walk.rs`), then acts, so acting cannot
-//! shift the walk. Calls run [`IN_FLIGHT`] at a time on the pool's multiplexed connections.
+//! collects the ids it selects (walking the listing: `walk.rs`; of a sharded queue, shard after
+//! shard), then acts, so acting cannot shift the walk. Calls run [`IN_FLIGHT`] at a time on the pool's multiplexed connections.
 //! An error of Redis ends the call with part of the selection done; calling again is safe.
 
 use futures::{StreamExt, TryStreamExt};
@@ -91,13 +91,13 @@ impl Admin {
                     return Err(Error::invalid("selection.query.state", format!("{action:?} does not apply to it")));
                 }
                 let mut ids = Vec::new();
-                let walked = self
-                    .walk(&queue, state, &filter, 0, QUERY_EXAMINES, |view| {
+                let complete = self
+                    .walk_shards(&queue, state, &filter, QUERY_EXAMINES, |view| {
                         ids.push(view.id);
                         ids.len() < QUERY_MATCHES
                     })
                     .await?;
-                (ids, walked.next.is_some())
+                (ids, !complete)
             }
         };
         let applied: Vec<bool> = futures::stream::iter(ids)

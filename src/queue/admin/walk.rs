@@ -32,6 +32,8 @@ const EXAMPLE_BYTES: usize = 4_096;
 pub(super) struct Walked {
     /// The position to go on from; None when the listing ended.
     pub(super) next: Option<u64>,
+    /// Jobs read.
+    examined: u64,
 }
 
 /// Dead jobs whose errors share a group (see `filter::error_group`).
@@ -75,21 +77,50 @@ impl Admin {
         mut visit: impl FnMut(JobView) -> bool,
     ) -> Result<Walked> {
         let mut from = offset;
+        let mut examined = 0;
         while from - offset < examine {
             let chunk = CHUNK.min(examine - (from - offset));
             let (jobs, next) = self.store.admin().list_jobs(queue, state.into(), from, chunk).await?;
             for (position, ulid, record, lease) in jobs {
+                examined += 1;
                 let view = JobView::new(JobId::new(queue, &ulid), record, lease);
                 if filter.matches(&view) && !visit(view) {
-                    return Ok(Walked { next: Some(position + 1) });
+                    return Ok(Walked { next: Some(position + 1), examined });
                 }
             }
             match next {
                 Some(next) => from = next,
-                None => return Ok(Walked { next: None }),
+                None => return Ok(Walked { next: None, examined }),
             }
         }
-        Ok(Walked { next: Some(from) })
+        Ok(Walked { next: Some(from), examined })
+    }
+
+    /// As `walk` from the start, over every shard of `queue` one after the other, `examine`
+    /// jobs at most in all; answers whether every shard was walked to its end.
+    pub(super) async fn walk_shards(
+        &self,
+        queue: &str,
+        state: Listing,
+        filter: &JobFilter,
+        examine: u64,
+        mut visit: impl FnMut(JobView) -> bool,
+    ) -> Result<bool> {
+        let mut left = examine;
+        for shard in self.overrides.shards_of(queue).await?.iter() {
+            let mut enough = false;
+            let walked = self
+                .walk(shard, state, filter, 0, left, |view| {
+                    enough = !visit(view);
+                    !enough
+                })
+                .await?;
+            left = left.saturating_sub(walked.examined);
+            if walked.next.is_some() || enough || left == 0 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// A page of the jobs of `state` matching `filter`, from `offset`, examining at most
@@ -113,13 +144,14 @@ impl Admin {
         Ok((page, walked.next))
     }
 
-    /// The newest [`GROUPS_EXAMINE`] dead jobs of `queue`, grouped by error.
+    /// The newest [`GROUPS_EXAMINE`] dead jobs of `queue` (of each shard in turn, newest
+    /// first, when it is sharded), grouped by error.
     pub(in crate::queue) async fn dead_groups(&self, queue: &str) -> Result<DeadGroups> {
         validate_queue(queue, "queue")?;
         let mut groups: HashMap<String, DeadGroup> = HashMap::new();
         let mut examined = 0;
-        let walked = self
-            .walk(queue, Listing::Dead, &JobFilter::default(), 0, GROUPS_EXAMINE, |view| {
+        let complete = self
+            .walk_shards(queue, Listing::Dead, &JobFilter::default(), GROUPS_EXAMINE, |view| {
                 examined += 1;
                 let error = view.last_error.unwrap_or_default();
                 let died = view.finished_at.unwrap_or(view.created_at);
@@ -141,7 +173,7 @@ impl Admin {
         let mut groups: Vec<DeadGroup> = groups.into_values().collect();
         groups.sort_by(|a, b| b.count.cmp(&a.count).then(b.newest_at.cmp(&a.newest_at)));
         groups.truncate(MAX_GROUPS);
-        Ok(DeadGroups { groups, examined, complete: walked.next.is_none() })
+        Ok(DeadGroups { groups, examined, complete })
     }
 }
 

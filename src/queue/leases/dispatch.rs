@@ -108,7 +108,7 @@ async fn rounds(
                 leases.tell_owner(Notice::Revoke(RevokeReason::Timeout), &JobId::new(queue, ulid), &token).await;
             }
         }
-        if let Some(m) = telemetry::queue(queue).filter(|_| !round.revoked.is_empty()) {
+        if let Some(m) = telemetry::queue(crate::queue::shards::logical(queue)).filter(|_| !round.revoked.is_empty()) {
             m.timed_out.increment(u64::try_from(round.revoked.len()).unwrap_or(u64::MAX));
         }
         let full = !tokens.is_empty() && round.jobs.len() == tokens.len();
@@ -135,7 +135,7 @@ pub(super) async fn hand_over(
     jobs: Vec<LeasedJob>,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    let metrics = telemetry::queue(queue);
+    let metrics = telemetry::queue(crate::queue::shards::logical(queue));
     let deliveries = jobs
         .into_iter()
         .filter_map(|job| {

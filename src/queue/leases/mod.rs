@@ -262,7 +262,7 @@ impl Leases {
     /// is not a run (it timed out or was cancelled under the worker).
     fn answered(&self, job_id: &JobId, released: Option<hub::Released>) {
         if let Some(released) = released.filter(|r| !r.revoked)
-            && let Some(m) = telemetry::queue(&job_id.queue)
+            && let Some(m) = telemetry::queue(crate::queue::shards::logical(&job_id.queue))
         {
             m.run.record(released.held_for);
         }
@@ -296,7 +296,7 @@ impl Leases {
                 match self.store.jobs().requeue(&queue, &leases, lost, self.settings.max_lost).await {
                     Ok(n) => {
                         info!(%queue, returned = n, lost, "leases handed back");
-                        if let Some(m) = telemetry::queue(&queue).filter(|_| lost) {
+                        if let Some(m) = telemetry::queue(crate::queue::shards::logical(&queue)).filter(|_| lost) {
                             m.lost.increment(n);
                         }
                         break;

@@ -17,7 +17,14 @@
 //! the `jobwire-schedule` header), and the reads and writes of UpsertSchedule and the other
 //! RPCs. Owns the timer task. Calls `registry` (a queue with a schedule is registered, so every
 //! instance's timer finds it), `leases` (`wake`, after a fire added jobs; `follow_schedules`,
-//! the notices of changes made elsewhere) and `background`.
+//! the notices of changes made elsewhere), `overrides` (`shards_of`) and `background`.
+//!
+//! A sharded queue's schedule is kept in one shard (`shards::for_schedule`: the shard its job's
+//! key picks, else the one its name picks), since its fire claims a due time and adds the job
+//! in one call there; the timer knows it as that shard's. Every read and change by name looks
+//! for it in the shard its name picks, then in the others; ListSchedules lists shard after
+//! shard (its token says which, `<shard>.<cursor>`). An upsert that would move a schedule to
+//! another shard (a new key) is refused: how far it has fired lives in the old one.
 
 mod timer;
 mod timing;
@@ -36,8 +43,10 @@ use super::{
     error::{Error, Result},
     job::{BackoffRequest, JobId, NewJob, duration_ms, from_ms, to_ms, validate_queue},
     leases::Leases,
+    overrides::Overrides,
     registry::QueueRegistry,
     settings::Limits,
+    shards,
 };
 use crate::store::{BackoffSpec, JobRecord, Store, StoredSchedule};
 
@@ -231,6 +240,8 @@ fn now_ms() -> i64 {
 pub(super) struct Schedules {
     store: Arc<Store>,
     registry: Arc<QueueRegistry>,
+    /// A sharded queue's shards, among which each of its schedules lives in one.
+    overrides: Arc<Overrides>,
     background: Background,
     limits: Limits,
 }
@@ -242,13 +253,14 @@ impl Schedules {
         store: Arc<Store>,
         registry: Arc<QueueRegistry>,
         leases: Arc<Leases>,
+        overrides: Arc<Overrides>,
         background: Background,
         limits: Limits,
         max_waiting: Option<u64>,
     ) -> Self {
         let notices = leases.follow_schedules();
         background.spawn(timer::run(store.clone(), leases, background.clone(), notices, max_waiting));
-        Self { store, registry, background, limits }
+        Self { store, registry, overrides, background, limits }
     }
 
     /// Creates or replaces a schedule; returns whether it was created and the schedule.
@@ -257,51 +269,98 @@ impl Schedules {
         let (spec, record) = self.validate(&definition)?;
         let spec = serde_json::to_string(&spec).map_err(|_| Error::Internal)?;
         let (queue, name) = (&definition.queue, &definition.name);
-        let (created, stored) = self.store.schedules().set(queue, name, &spec, &record, now_ms()).await?;
-        self.registry.register_again(queue).await;
-        Ok((created, view(queue, name, stored)?))
+        let names = self.overrides.shards_of(queue).await?;
+        let key = [&record.concurrency_key, &record.rate_key]
+            .into_iter()
+            .find_map(|k| k.as_deref().filter(|k| !k.is_empty()));
+        let home = shards::for_schedule(&names, key, name).ok_or(Error::Internal)?;
+        // On an unsharded queue there is nowhere else to look.
+        if names.len() > 1
+            && let Some((found, _)) = self.find(&names, name).await?
+            && found != home
+        {
+            return Err(Error::Precondition(format!(
+                "schedule.template: its key would move schedule {name} to another shard of queue {queue}; \
+                 delete it and create it again"
+            )));
+        }
+        let (created, stored) = self.store.schedules().set(home, name, &spec, &record, now_ms()).await?;
+        self.registry.register_again(home).await;
+        Ok((created, view(queue, home, name, stored)?))
+    }
+
+    /// The shard among `names` that holds the schedule `name`, and the schedule: the shard its
+    /// name picks is looked at first (where a schedule without a key lives).
+    async fn find<'a>(&self, names: &'a [String], name: &str) -> Result<Option<(&'a str, StoredSchedule)>> {
+        let first = shards::for_schedule(names, None, name);
+        let order = first.into_iter().chain(names.iter().map(String::as_str).filter(|n| Some(*n) != first));
+        for shard in order {
+            if let Some(stored) = self.store.schedules().get(shard, name).await? {
+                return Ok(Some((shard, stored)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The physical queue that holds the schedule `name` of `queue`: the queue itself when it
+    /// is not sharded (with no lookup), else the shard that has it.
+    async fn home_of(&self, queue: &str, name: &str) -> Result<String> {
+        let names = self.overrides.shards_of(queue).await?;
+        if let [only] = &names[..] {
+            return Ok(only.clone());
+        }
+        let found = self.find(&names, name).await?;
+        found.map(|(shard, _)| shard.to_owned()).ok_or_else(|| not_found(queue, name))
     }
 
     /// One schedule.
     pub(super) async fn get(&self, queue: &str, name: &str) -> Result<ScheduleView> {
         validate_names(queue, name, "")?;
-        let stored = self.store.schedules().get(queue, name).await?.ok_or_else(|| not_found(queue, name))?;
-        view(queue, name, stored)
+        let names = self.overrides.shards_of(queue).await?;
+        let (shard, stored) = self.find(&names, name).await?.ok_or_else(|| not_found(queue, name))?;
+        view(queue, shard, name, stored)
     }
 
-    /// A page of a queue's schedules and the token of the next (empty on the last page).
+    /// A page of a queue's schedules and the token of the next (empty on the last page); a
+    /// sharded queue's are listed shard after shard, so a page may end short where a shard does.
     pub(super) async fn list(&self, queue: &str, page_size: u32, token: &str) -> Result<(Vec<ScheduleView>, String)> {
         validate_queue(queue, "queue")?;
-        let cursor = if token.is_empty() { Ok(0) } else { token.parse::<u64>() }
-            .map_err(|_| Error::invalid("page_token", "is not a token this server issued"))?;
+        let bad_token = || Error::invalid("page_token", "is not a token this server issued");
+        let (index, cursor) = shards::parse_page(token).ok_or_else(bad_token)?;
+        let cursor = if cursor.is_empty() { Ok(0) } else { cursor.parse::<u64>() }.map_err(|_| bad_token())?;
+        let names = self.overrides.shards_of(queue).await?;
+        let shard = names.get(index).ok_or_else(bad_token)?;
         let count = if page_size == 0 { 100 } else { page_size.min(MAX_PAGE) };
-        let (next, page) = self.store.schedules().page(queue, cursor, count).await?;
-        let views = page.into_iter().map(|(name, stored)| view(queue, &name, stored?)).collect::<Result<_>>()?;
-        Ok((views, if next == 0 { String::new() } else { next.to_string() }))
+        let (next, page) = self.store.schedules().page(shard, cursor, count).await?;
+        let views = page.into_iter().map(|(name, stored)| view(queue, shard, &name, stored?)).collect::<Result<_>>()?;
+        Ok((views, shards::next_page(index, names.len(), (next != 0).then(|| next.to_string()))))
     }
 
     /// Deletes a schedule (its jobs stay).
     pub(super) async fn delete(&self, queue: &str, name: &str) -> Result<()> {
         validate_names(queue, name, "")?;
-        if self.store.schedules().delete(queue, name).await? { Ok(()) } else { Err(not_found(queue, name)) }
+        let home = self.home_of(queue, name).await?;
+        if self.store.schedules().delete(&home, name).await? { Ok(()) } else { Err(not_found(queue, name)) }
     }
 
     /// Pauses or resumes a schedule (either is a no-op when it is so already).
     pub(super) async fn set_paused(&self, queue: &str, name: &str, paused: bool) -> Result<()> {
         validate_names(queue, name, "")?;
-        match self.store.schedules().set_paused(queue, name, paused).await? {
+        let home = self.home_of(queue, name).await?;
+        match self.store.schedules().set_paused(&home, name, paused).await? {
             Some(_) => Ok(()),
             None => Err(not_found(queue, name)),
         }
     }
 
-    /// Adds one job from the schedule's template now; returns its id.
+    /// Adds one job from the schedule's template now (in the schedule's shard); returns its id.
     pub(super) async fn trigger(&self, queue: &str, name: &str) -> Result<JobId> {
         self.background.check_open()?;
         validate_names(queue, name, "")?;
+        let home = self.home_of(queue, name).await?;
         let ulid = ulid::Ulid::new().to_string();
-        if self.store.schedules().trigger(queue, name, &ulid).await? {
-            Ok(JobId::new(queue, &ulid))
+        if self.store.schedules().trigger(&home, name, &ulid).await? {
+            Ok(JobId::new(&home, &ulid))
         } else {
             Err(not_found(queue, name))
         }
@@ -399,8 +458,9 @@ fn not_found(queue: &str, name: &str) -> Error {
     Error::NotFound(format!("name: schedule {name} of queue {queue} does not exist"))
 }
 
-/// The view of a stored schedule; a spec or template this build cannot read is corrupt data.
-fn view(queue: &str, name: &str, s: StoredSchedule) -> Result<ScheduleView> {
+/// The view of a stored schedule of `queue`, kept in its physical queue `home` (the queue, or
+/// the shard its jobs go to); a spec or template this build cannot read is corrupt data.
+fn view(queue: &str, home: &str, name: &str, s: StoredSchedule) -> Result<ScheduleView> {
     let spec: Spec = serde_json::from_str(&s.spec).map_err(|e| corrupt(queue, name, &e.to_string()))?;
     let compiled = spec.compile().map_err(|e| corrupt(queue, name, &e))?;
     let timing = match (&spec.cron, spec.every_ms) {
@@ -440,7 +500,7 @@ fn view(queue: &str, name: &str, s: StoredSchedule) -> Result<ScheduleView> {
         next_fire_at,
         upcoming_fires,
         last_fire_at: s.last_due_ms.map(from_ms),
-        last_job_id: s.last_job.map(|ulid| JobId::new(queue, &ulid)),
+        last_job_id: s.last_job.map(|ulid| JobId::new(home, &ulid)),
         fires: s.fires,
         skipped: s.skipped,
         refused: s.refused,

@@ -1,13 +1,15 @@
 //! A sharded queue over the cluster: its three shards on three masters (each shard's keys on the
 //! master that owns its slot, `CLUSTER KEYSLOT` distinct), and the flows of `sharded.rs` through
-//! two instances, every shard ending with the invariant check.
+//! two instances, every shard ending with the invariant check; then Subscribe over the three
+//! masters resumed per shard, and schedules living on their shards' masters, each firing once
+//! per due time.
 
 use std::collections::BTreeSet;
 
 use super::{Cluster, on_node};
 use crate::{
     harness::{ServerBuilder, unique_prefix},
-    sharded::flows,
+    sharded::{events_of_every_shard, flows, schedules_in_their_shards},
 };
 
 #[tokio::test]
@@ -31,4 +33,11 @@ async fn a_sharded_queue_lives_on_three_masters_and_serves_from_all() {
     }
     assert_eq!(slots.len(), 3, "three slots: {shards:?}");
     assert_eq!(masters.len(), 3, "three masters: {shards:?}");
+
+    // Subscribe follows the shards on three masters; schedules live on their shards' masters.
+    assert_eq!(events_of_every_shard(&a, &b, "feed").await.len(), 3);
+    let homes = schedules_in_their_shards(&a, &b, "cron").await;
+    let masters: BTreeSet<usize> =
+        homes.iter().map(|shard| cluster.master_of(&a.store.keys().queue(shard).schedules().to_owned())).collect();
+    assert!(masters.len() > 1, "schedules on more than one master: {homes:?}");
 }

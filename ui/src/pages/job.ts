@@ -16,7 +16,8 @@ const TIMELINE = 500;
 
 export function jobPage(page: Page): void {
   const jobId = page.path[0] ?? "";
-  const queue = jobId.slice(0, jobId.lastIndexOf("/"));
+  // The queue's name: a job id names its shard (`orders~7/...`) when the queue is sharded.
+  const queue = jobId.slice(0, jobId.lastIndexOf("/")).split("~", 1)[0] ?? "";
   const head = h("div");
   const body = h("div", null, h("p", null, "Loading…"));
   const timeline = h("ol", { class: "timeline", id: "timeline" });

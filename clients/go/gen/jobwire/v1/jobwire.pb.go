@@ -3577,7 +3577,8 @@ func (x *WatchJobResponse) GetEvent() *JobEvent {
 // One transition of one job, as WatchJob and Subscribe stream it.
 type JobEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Opaque resume point: Subscribe with it continues right after this event.
+	// Opaque resume point: Subscribe with it continues right after this event (for a sharded
+	// queue, after the last event delivered of every shard; see SubscribeRequest.cursor).
 	Cursor string `protobuf:"bytes,1,opt,name=cursor,proto3" json:"cursor,omitempty"`
 	// The job.
 	JobId string `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
@@ -3796,7 +3797,13 @@ type SubscribeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The queue.
 	Queue string `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
-	// Resume after this event (a JobEvent.cursor). Empty: start with the next event.
+	// Resume after this event (a JobEvent.cursor). Empty: start with the next event. Opaque, but
+	// its form is fixed: a queue's position is `<ms>-<seq>` or `<ms>-<seq>.<index>`; a sharded
+	// queue's cursor is one such position per shard, shard 0 first, joined by `,`
+	// (`1764640000000-0,1764640000012-3.1,0-0`: after that event of shard 0, that job of that
+	// entry of shard 1, and before the first event of shard 2). One position given for a sharded
+	// queue stands for that position in every shard (`<ms>` is the Redis clock: "after this
+	// time"); any other number of positions than the queue has shards is INVALID_ARGUMENT.
 	Cursor        string `protobuf:"bytes,2,opt,name=cursor,proto3" json:"cursor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -6965,11 +6972,13 @@ type QueueSettings struct {
 	// Each shard is a queue of its own under its own Redis Cluster hash tag, so its own slot and
 	// likely its own master, named `<queue>~<n>` (a name callers cannot give): job and session ids
 	// name their shard (`emails~7/01J...`), everything else takes the queue's name and covers
-	// every shard: Stats, ListQueues (one entry), GetQueueActivity sum them; ListJobs and
-	// ListSessions list shard after shard (a page may end short where a shard does);
+	// every shard: Stats, ListQueues (one entry), GetQueueActivity and the per-queue metrics sum
+	// them; ListJobs, ListSessions and ListSchedules list shard after shard (a page may end
+	// short where a shard does); a schedule lives in the shard its jobs go to;
+	// `--max-queues` counts the queue once;
 	// PauseQueue, ResumeQueue, PurgeQueue, RetryDeadJobs and the settings reach each shard;
-	// SubscribeQueues follows every shard. Subscribe (its cursor is one shard's),
-	// ListDeadJobGroups and the bulk actions by query still cover shard 0 only. An add goes to the shard
+	// Subscribe and SubscribeQueues follow every shard (a cursor holds a position per shard);
+	// ListDeadJobGroups and the bulk actions by query walk shard after shard. An add goes to the shard
 	// its key picks: its session's, else its `concurrency_key`, `rate_key` or idempotency key,
 	// the first it has, so one key's jobs stay in one shard, in order, and a retried add is
 	// recognised; a job with none goes round robin. FIFO per priority holds within a shard, not

@@ -154,7 +154,10 @@ type QueueServiceClient interface {
 	// Every event of a queue, live. Without a cursor it starts with the next event; with the
 	// cursor of the last event seen it resumes right after it, with no gap and no duplicate. A
 	// cursor older than the oldest event still kept (`--events-max` per queue) is refused with
-	// OUT_OF_RANGE rather than silently skipping events.
+	// OUT_OF_RANGE rather than silently skipping events. A sharded queue's stream carries the
+	// events of every shard: each shard's in the order of its transitions, the shards interleaved
+	// as their events are read (no order across shards; compare `time`). Its cursor holds one
+	// position per shard, so resuming misses and repeats nothing in any shard.
 	Subscribe(ctx context.Context, in *SubscribeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeResponse], error)
 	// Cancels a job. Waiting or delayed: removed at once. Active: marked, and the worker holding it
 	// is sent `revoke` (reason CANCELLED) on its stream, on whichever instance; its later
@@ -648,7 +651,10 @@ type QueueServiceServer interface {
 	// Every event of a queue, live. Without a cursor it starts with the next event; with the
 	// cursor of the last event seen it resumes right after it, with no gap and no duplicate. A
 	// cursor older than the oldest event still kept (`--events-max` per queue) is refused with
-	// OUT_OF_RANGE rather than silently skipping events.
+	// OUT_OF_RANGE rather than silently skipping events. A sharded queue's stream carries the
+	// events of every shard: each shard's in the order of its transitions, the shards interleaved
+	// as their events are read (no order across shards; compare `time`). Its cursor holds one
+	// position per shard, so resuming misses and repeats nothing in any shard.
 	Subscribe(*SubscribeRequest, grpc.ServerStreamingServer[SubscribeResponse]) error
 	// Cancels a job. Waiting or delayed: removed at once. Active: marked, and the worker holding it
 	// is sent `revoke` (reason CANCELLED) on its stream, on whichever instance; its later

@@ -1804,7 +1804,8 @@ export const WatchJobResponseSchema: GenMessage<WatchJobResponse> = /*@__PURE__*
  */
 export type JobEvent = Message<"jobwire.v1.JobEvent"> & {
   /**
-   * Opaque resume point: Subscribe with it continues right after this event.
+   * Opaque resume point: Subscribe with it continues right after this event (for a sharded
+   * queue, after the last event delivered of every shard; see SubscribeRequest.cursor).
    *
    * @generated from field: string cursor = 1;
    */
@@ -1933,7 +1934,13 @@ export type SubscribeRequest = Message<"jobwire.v1.SubscribeRequest"> & {
   queue: string;
 
   /**
-   * Resume after this event (a JobEvent.cursor). Empty: start with the next event.
+   * Resume after this event (a JobEvent.cursor). Empty: start with the next event. Opaque, but
+   * its form is fixed: a queue's position is `<ms>-<seq>` or `<ms>-<seq>.<index>`; a sharded
+   * queue's cursor is one such position per shard, shard 0 first, joined by `,`
+   * (`1764640000000-0,1764640000012-3.1,0-0`: after that event of shard 0, that job of that
+   * entry of shard 1, and before the first event of shard 2). One position given for a sharded
+   * queue stands for that position in every shard (`<ms>` is the Redis clock: "after this
+   * time"); any other number of positions than the queue has shards is INVALID_ARGUMENT.
    *
    * @generated from field: string cursor = 2;
    */
@@ -3563,11 +3570,13 @@ export type QueueSettings = Message<"jobwire.v1.QueueSettings"> & {
    * Each shard is a queue of its own under its own Redis Cluster hash tag, so its own slot and
    * likely its own master, named `<queue>~<n>` (a name callers cannot give): job and session ids
    * name their shard (`emails~7/01J...`), everything else takes the queue's name and covers
-   * every shard: Stats, ListQueues (one entry), GetQueueActivity sum them; ListJobs and
-   * ListSessions list shard after shard (a page may end short where a shard does);
+   * every shard: Stats, ListQueues (one entry), GetQueueActivity and the per-queue metrics sum
+   * them; ListJobs, ListSessions and ListSchedules list shard after shard (a page may end
+   * short where a shard does); a schedule lives in the shard its jobs go to;
+   * `--max-queues` counts the queue once;
    * PauseQueue, ResumeQueue, PurgeQueue, RetryDeadJobs and the settings reach each shard;
-   * SubscribeQueues follows every shard. Subscribe (its cursor is one shard's),
-   * ListDeadJobGroups and the bulk actions by query still cover shard 0 only. An add goes to the shard
+   * Subscribe and SubscribeQueues follow every shard (a cursor holds a position per shard);
+   * ListDeadJobGroups and the bulk actions by query walk shard after shard. An add goes to the shard
    * its key picks: its session's, else its `concurrency_key`, `rate_key` or idempotency key,
    * the first it has, so one key's jobs stay in one shard, in order, and a retried add is
    * recognised; a job with none goes round robin. FIFO per priority holds within a shard, not
@@ -4173,7 +4182,10 @@ export const QueueService: GenService<{
    * Every event of a queue, live. Without a cursor it starts with the next event; with the
    * cursor of the last event seen it resumes right after it, with no gap and no duplicate. A
    * cursor older than the oldest event still kept (`--events-max` per queue) is refused with
-   * OUT_OF_RANGE rather than silently skipping events.
+   * OUT_OF_RANGE rather than silently skipping events. A sharded queue's stream carries the
+   * events of every shard: each shard's in the order of its transitions, the shards interleaved
+   * as their events are read (no order across shards; compare `time`). Its cursor holds one
+   * position per shard, so resuming misses and repeats nothing in any shard.
    *
    * @generated from rpc jobwire.v1.QueueService.Subscribe
    */

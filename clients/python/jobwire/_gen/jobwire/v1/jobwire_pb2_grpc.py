@@ -329,7 +329,10 @@ class QueueServiceServicer:
         """Every event of a queue, live. Without a cursor it starts with the next event; with the
         cursor of the last event seen it resumes right after it, with no gap and no duplicate. A
         cursor older than the oldest event still kept (`--events-max` per queue) is refused with
-        OUT_OF_RANGE rather than silently skipping events.
+        OUT_OF_RANGE rather than silently skipping events. A sharded queue's stream carries the
+        events of every shard: each shard's in the order of its transitions, the shards interleaved
+        as their events are read (no order across shards; compare `time`). Its cursor holds one
+        position per shard, so resuming misses and repeats nothing in any shard.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -139,7 +139,10 @@ class QueueServiceStub:
     """Every event of a queue, live. Without a cursor it starts with the next event; with the
     cursor of the last event seen it resumes right after it, with no gap and no duplicate. A
     cursor older than the oldest event still kept (`--events-max` per queue) is refused with
-    OUT_OF_RANGE rather than silently skipping events.
+    OUT_OF_RANGE rather than silently skipping events. A sharded queue's stream carries the
+    events of every shard: each shard's in the order of its transitions, the shards interleaved
+    as their events are read (no order across shards; compare `time`). Its cursor holds one
+    position per shard, so resuming misses and repeats nothing in any shard.
     """
     CancelJob: _grpc.UnaryUnaryMultiCallable[_jobwire_pb2.CancelJobRequest, _jobwire_pb2.CancelJobResponse]
     """Cancels a job. Waiting or delayed: removed at once. Active: marked, and the worker holding it
@@ -286,7 +289,10 @@ class QueueServiceAsyncStub(QueueServiceStub):
     """Every event of a queue, live. Without a cursor it starts with the next event; with the
     cursor of the last event seen it resumes right after it, with no gap and no duplicate. A
     cursor older than the oldest event still kept (`--events-max` per queue) is refused with
-    OUT_OF_RANGE rather than silently skipping events.
+    OUT_OF_RANGE rather than silently skipping events. A sharded queue's stream carries the
+    events of every shard: each shard's in the order of its transitions, the shards interleaved
+    as their events are read (no order across shards; compare `time`). Its cursor holds one
+    position per shard, so resuming misses and repeats nothing in any shard.
     """
     CancelJob: _aio.UnaryUnaryMultiCallable[_jobwire_pb2.CancelJobRequest, _jobwire_pb2.CancelJobResponse]  # type: ignore[assignment]
     """Cancels a job. Waiting or delayed: removed at once. Active: marked, and the worker holding it
@@ -514,7 +520,10 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         """Every event of a queue, live. Without a cursor it starts with the next event; with the
         cursor of the last event seen it resumes right after it, with no gap and no duplicate. A
         cursor older than the oldest event still kept (`--events-max` per queue) is refused with
-        OUT_OF_RANGE rather than silently skipping events.
+        OUT_OF_RANGE rather than silently skipping events. A sharded queue's stream carries the
+        events of every shard: each shard's in the order of its transitions, the shards interleaved
+        as their events are read (no order across shards; compare `time`). Its cursor holds one
+        position per shard, so resuming misses and repeats nothing in any shard.
         """
 
     @_abc_1.abstractmethod

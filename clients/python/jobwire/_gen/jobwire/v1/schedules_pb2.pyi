@@ -12,6 +12,13 @@ any number of instances each due time adds exactly one job. A job added by a sch
 the header `jobwire-schedule` (the schedule's name) and a job id whose ULID holds the due time
 (its timestamp is the due time, in ms), the same whichever instance added it.
 
+On a sharded queue (QueueSettings.shards) a schedule lives in one shard, the one its jobs go
+to: the shard its template's `concurrency_key` (else `rate_key`) picks, as an add with that
+key would go, else the one its name picks, so a queue's schedules spread over its shards.
+Its jobs' ids name that shard. An upsert whose new key would move the schedule to another
+shard is FAILED_PRECONDITION (delete it and create it again); ListSchedules lists shard
+after shard, so a page may end short where a shard does.
+
 Times are those of the firing instance's clock: keep the instances' clocks in step (NTP). A
 skewed clock makes its fires early or late by the skew, never doubles one.
 

@@ -1,6 +1,7 @@
 package io.jobwire.client;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.nio.charset.StandardCharsets;
@@ -98,5 +99,19 @@ class RateLimitTest extends Fixture {
     SetQueueSettingsResponse cleared =
         Blocking.get(admin.setQueueSettings(q, QueueSettings.getDefaultInstance(), List.of("rate", "key_rate", "key_concurrency")));
     assertEquals(QueueSettings.getDefaultInstance(), cleared.getSettings());
+  }
+
+  @Test
+  void theShardCountIsSetOnceAndReadBack() {
+    String q = queue("shards");
+    Admin admin = client.admin();
+    SetQueueSettingsResponse set =
+        Blocking.get(admin.setQueueSettings(q, QueueSettings.newBuilder().setShards(3).build(), List.of()));
+    assertEquals(3, set.getSettings().getShards());
+    assertEquals(3, set.getEffective().getShards());
+    assertEquals(3, Blocking.get(admin.queueSettings(q)).getSettings().getShards());
+    assertThrows(
+        FailedPreconditionException.class,
+        () -> Blocking.get(admin.setQueueSettings(q, QueueSettings.newBuilder().setShards(4).build(), List.of())));
   }
 }
