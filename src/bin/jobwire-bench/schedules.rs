@@ -59,7 +59,9 @@ impl Bench {
         let mut lateness = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
         let mut seen: HashSet<String> = HashSet::new();
         let mut per_due: HashMap<i64, u64> = HashMap::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds + 10);
+        // Ten seconds past the last due time (the upserts may end long before t0).
+        let last_due_in = Duration::from_millis(u64::try_from(end - epoch_ms(SystemTime::now())).unwrap_or(0));
+        let deadline = tokio::time::Instant::now() + last_due_in + Duration::from_secs(10);
         while seen.len() < usize::try_from(expected).unwrap_or(usize::MAX) {
             let next = tokio::time::timeout_at(deadline, events.next()).await;
             let Ok(Some(message)) = next else { break };
