@@ -74,8 +74,9 @@ async fn check(args: &DoctorArgs) -> anyhow::Result<u8> {
         wait_replicas: 0,
     })?;
     let started = std::time::Instant::now();
-    let report = store.doctor().examine(args.queue.as_deref()).await?;
-    let outcomes = if args.repair { Some(store.doctor().repair(&report.findings).await?) } else { None };
+    let doctor = store.doctor().judging_schedules(std::sync::Arc::new(jobwire::queue::schedule_timing));
+    let report = doctor.examine(args.queue.as_deref()).await?;
+    let outcomes = if args.repair { Some(doctor.repair(&report.findings).await?) } else { None };
     let elapsed = started.elapsed();
     let left = match &outcomes {
         None => report.findings.len(),

@@ -109,7 +109,9 @@ pub use job::{Added, BackoffRequest, Delivery, JobId, JobState, JobView, NewJob,
 pub use leases::{RevokeReason, StreamEvent, StreamGuard, WorkerSpec, WorkerView};
 pub use memory::RedisMemory;
 pub use overrides::{QueueSettings, QueueSettingsView, RateLimit};
-pub use schedules::{JobTemplate, MissedPolicy, SCHEDULE_HEADER, ScheduleDefinition, ScheduleView, Timing};
+pub use schedules::{
+    JobTemplate, MissedPolicy, SCHEDULE_HEADER, ScheduleDefinition, ScheduleView, Timing, schedule_timing,
+};
 pub use sessions::{SessionUpdate, SessionView};
 pub use settings::{Limits, MemoryLimits, Settings};
 

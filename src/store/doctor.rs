@@ -12,7 +12,9 @@
 //! expiry entries point to it and the queue's session sequence is ahead of every job's; every
 //! idempotency tombstone bucket is a hash that expires no later than its name says, and each of
 //! its tombstones names a ULID (of a job that may be gone: a tombstone outlives its job); every
-//! schedule decodes and names its last job by a ULID; every queue setting's value reads.
+//! schedule decodes and names its last job by a ULID, and (when the caller gives the doctor a
+//! [`ScheduleJudge`]: the store cannot read a timetable) its next fire is not long past while
+//! it is active, nor has it fired ahead of the clock; every queue setting's value reads.
 //! Globally:
 //! the schema version, keys under the prefix outside the layout (tombstones of the layout before
 //! buckets, `{queue}:idem:KEY`, among them), and queues that have keys but no entry in the queue
@@ -99,6 +101,12 @@ pub enum Kind {
     /// A schedule that does not decode (or whose template does not), or that names its last
     /// job by no ULID; left for a person, as a corrupt record is.
     CorruptSchedule,
+    /// An active schedule whose next fire is long past (no instance fired it), or that has fired
+    /// ahead of the clock (its due times until then would not fire), or whose timetable does
+    /// not read. Mended by writing how far it has fired as re-derived and announcing it, so
+    /// that every instance's timer looks again (`doctor_schedule.lua`); an unreadable
+    /// timetable is left for a person.
+    ScheduleTiming,
     /// A concurrency key whose count of leases differs from its live leases.
     KeyCount,
     /// A queue setting whose value does not read (not a whole number from 0, or a backoff
@@ -130,6 +138,7 @@ impl Kind {
             Kind::SessionKeys => "session-keys",
             Kind::IdempotencyKey => "idempotency-key",
             Kind::CorruptSchedule => "corrupt-schedule",
+            Kind::ScheduleTiming => "schedule-timing",
             Kind::BadSetting => "bad-setting",
         }
     }
@@ -175,6 +184,9 @@ enum Mend {
     KeyCount,
     /// `doctor_setting.lua`: the field and the value it held when read.
     Setting(String, String),
+    /// `doctor_schedule.lua`: the schedule's name, its revision and how far it had fired as
+    /// read, and how far it has fired once mended.
+    Schedule { name: String, revision: u64, seen_ms: i64, through_ms: i64 },
     /// UNLINK: the key's name is the condition, and no race changes a name.
     DeleteKey,
     /// SADD to the queue registry: adding a member twice changes nothing.
@@ -262,17 +274,39 @@ struct Row {
     pending: bool,
 }
 
+/// What is wrong with a stored schedule's timing, as its judge found it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScheduleTiming {
+    /// What is wrong, for people.
+    pub detail: String,
+    /// How far the schedule has fired once mended (epoch ms): its fired-through time itself
+    /// when only the timers need to look again; None when no repair is safe.
+    pub through_ms: Option<i64>,
+}
+
+/// Judges a stored schedule's timing now, by the clock due times are reckoned by: None when it
+/// is right. The queue layer's, which reads timetables (`jobwire::queue::schedule_timing`).
+pub type ScheduleJudge = Arc<dyn Fn(&StoredSchedule) -> Option<ScheduleTiming> + Send + Sync>;
+
 /// The doctor (see the module doc).
 #[derive(Clone)]
 pub struct Doctor {
     backend: Arc<Backend>,
     sessions: Sessions,
     instances: Instances,
+    /// Judges the schedules' timing; without one, only their encoding is checked.
+    schedule_judge: Option<ScheduleJudge>,
 }
 
 impl Doctor {
     pub(super) fn new(backend: Arc<Backend>, sessions: Sessions, instances: Instances) -> Self {
-        Self { backend, sessions, instances }
+        Self { backend, sessions, instances, schedule_judge: None }
+    }
+
+    /// This doctor, also judging each schedule's timing with `judge` (by this process's clock:
+    /// the instances' and the doctor's clocks agree within the judge's tolerance).
+    pub fn judging_schedules(&self, judge: ScheduleJudge) -> Self {
+        Self { schedule_judge: Some(judge), ..self.clone() }
     }
 
     /// Checks the whole key space under the prefix (or, with `only`, one queue's keys and the
@@ -359,6 +393,11 @@ impl Doctor {
             Mend::Setting(field, seen) => {
                 args.extend([field.clone(), seen.clone()]);
                 self.backend.call(queue, &MendSetting(args)).await?
+            }
+            Mend::Schedule { name, revision, seen_ms, through_ms } => {
+                args.extend([name.clone(), revision.to_string(), seen_ms.to_string(), through_ms.to_string()]);
+                args.push(self.backend.keys().schedule_channel());
+                self.backend.call(queue, &MendSchedule(args)).await?
             }
             _ if mode == "check" => 1,
             Mend::DeleteKey => self.backend.with_conn(async |c| c.unlink(subject).await).await?,
@@ -472,7 +511,8 @@ impl Doctor {
     }
 
     /// Reads a queue's schedules in HSCAN pages and reports each that does not decode or names
-    /// its last job by no ULID (`Kind::CorruptSchedule`, no mend).
+    /// its last job by no ULID (`Kind::CorruptSchedule`, no mend), and each whose timing its
+    /// judge finds wrong (`Kind::ScheduleTiming`, confirmed inside Redis before it is reported).
     async fn check_schedules(&self, queue: &str, report: &mut Report) -> Result<()> {
         let key = self.backend.queue_keys(queue).schedules();
         let mut cursor = 0u64;
@@ -480,15 +520,38 @@ impl Doctor {
             let (next, flat): (u64, Vec<Vec<u8>>) = self.hash_page(&key, cursor).await?;
             for pair in flat.chunks_exact(2) {
                 let name = String::from_utf8_lossy(&pair[0]);
-                let detail = match StoredSchedule::decode(&pair[1]) {
-                    Err(e) => Some(e.to_string()),
+                let subject = format!("schedule {name}");
+                let stored = match StoredSchedule::decode(&pair[1]) {
+                    Err(e) => Err(e.to_string()),
                     Ok(s) if s.last_job.as_ref().is_some_and(|u| ulid::Ulid::from_string(u).is_err()) => {
-                        Some("its last job is named by no ULID".to_owned())
+                        Err("its last job is named by no ULID".to_owned())
                     }
-                    Ok(_) => None,
+                    Ok(s) => Ok(s),
                 };
-                if let Some(detail) = detail {
-                    push(report, Kind::CorruptSchedule, Some(queue), &format!("schedule {name}"), detail, None);
+                let stored = match stored {
+                    Ok(stored) => stored,
+                    Err(detail) => {
+                        push(report, Kind::CorruptSchedule, Some(queue), &subject, detail, None);
+                        continue;
+                    }
+                };
+                let Some(judge) = &self.schedule_judge else { continue };
+                let Some(timing) = judge(&stored) else { continue };
+                let mend = timing.through_ms.map(|through_ms| Mend::Schedule {
+                    name: name.clone().into_owned(),
+                    revision: stored.revision,
+                    seen_ms: stored.fired_through_ms,
+                    through_ms,
+                });
+                let finding = Finding {
+                    kind: Kind::ScheduleTiming,
+                    queue: Some(queue.to_owned()),
+                    subject,
+                    detail: timing.detail,
+                    mend,
+                };
+                if self.still_holds(&finding).await? {
+                    report.findings.push(finding);
                 }
             }
             if next == 0 {
@@ -549,3 +612,20 @@ mend_function!(PlaceRecord, doctor_place);
 mend_function!(MendLease, doctor_lease);
 mend_function!(MendSession, doctor_session);
 mend_function!(MendKeyCount, doctor_key_count);
+
+/// `doctor_schedule.lua`'s arguments after the leading ones; its own key is the queue's
+/// schedules hash.
+struct MendSchedule(Vec<String>);
+
+impl QueueFunction for MendSchedule {
+    type Reply = i64;
+    fn function(scripts: &Scripts) -> &Function {
+        &scripts.doctor_schedule
+    }
+    fn own_keys(&self, keys: &QueueKeys) -> Vec<String> {
+        vec![keys.schedules()]
+    }
+    fn write_args(&self, cmd: &mut Cmd) {
+        cmd.arg(&self.0);
+    }
+}

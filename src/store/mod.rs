@@ -67,7 +67,7 @@ pub use admin::{Admin, CancelOutcome, JobSnapshot, ListedJob, Listing, QueueCoun
 pub use args::FailArgs;
 use backend::Backend;
 pub use connect::{RedisAccess, RedisIdentity};
-pub use doctor::{Doctor, Finding, Kind, Outcome, Report};
+pub use doctor::{Doctor, Finding, Kind, Outcome, Report, ScheduleJudge, ScheduleTiming};
 pub use events::{BlockingConnection, Events, StoredEvent, event_order, is_event_cursor};
 pub use instances::{Instances, SHARD_SEPARATOR};
 pub use invariants::Invariants;

@@ -144,6 +144,7 @@ library! {
         doctor_tombstone ["allow-oom"],
         doctor_key_count ["allow-oom"],
         doctor_setting ["allow-oom"],
+        doctor_schedule ["allow-oom"],
         schedule_set [],
         schedule_fire [],
         schedule_trigger [],

@@ -460,3 +460,93 @@ async fn keyed_jobs_are_placed_and_a_drifted_key_count_is_found_and_recounted() 
     assert_eq!(count, 1, "recounted: the one live lease of key c");
     server.assert_invariants("q").await;
 }
+
+fn epoch_ms() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970");
+    i64::try_from(since.as_millis()).expect("fits")
+}
+
+/// How far a stored schedule has fired (SC_THROUGH of lua/schedules_lib.lua, from 0).
+const FIRED_THROUGH: usize = 2;
+
+/// One field of a stored schedule (a whole number).
+async fn schedule_field(c: &mut redis::aio::MultiplexedConnection, key: &str, name: &str, field: usize) -> i64 {
+    let raw: Vec<u8> = c.hget(key, name).await.expect("schedule");
+    let fields = rmpv::decode::read_value(&mut raw.as_slice()).expect("schedule array");
+    fields[field].as_i64().expect("a whole number")
+}
+
+/// Rewrites how far a stored schedule has fired, as a fleet stopped for an hour, or an instance
+/// whose clock ran an hour ahead, leaves it. Packed by Lua's cmsgpack, as the functions pack
+/// it (a re-encoding by rmpv would turn the template's bytes into a type cmsgpack cannot read).
+async fn set_fired_through(c: &mut redis::aio::MultiplexedConnection, key: &str, name: &str, ms: i64) {
+    let rewrite = "local s = cmsgpack.unpack(redis.call('HGET', KEYS[1], ARGV[1])) \
+                   s[3] = tonumber(ARGV[2]) redis.call('HSET', KEYS[1], ARGV[1], cmsgpack.pack(s))";
+    let _: () =
+        redis::cmd("EVAL").arg(rewrite).arg(1).arg(key).arg(name).arg(ms).query_async(c).await.expect("rewrite");
+}
+
+#[tokio::test]
+async fn a_schedule_left_unfired_or_fired_ahead_of_the_clock_is_found_and_armed_again() {
+    let redis = Redis::start();
+    let prefix = unique_prefix();
+    let server = ServerBuilder::new(&redis).prefix(&prefix).start().await;
+    let mut admin = jobwire::proto::schedule_service_client::ScheduleServiceClient::new(server.channel().await);
+    for name in ["behind", "ahead", "paused"] {
+        let definition = proto::ScheduleDefinition {
+            queue: "q".into(),
+            name: name.into(),
+            template: Some(proto::JobTemplate { r#type: "tick".into(), ..Default::default() }),
+            timing: Some(proto::schedule_definition::Timing::Every(prost_types::Duration { seconds: 1, nanos: 0 })),
+            ..Default::default()
+        };
+        admin.upsert_schedule(proto::UpsertScheduleRequest { schedule: Some(definition) }).await.expect("upsert");
+    }
+    let pause = proto::PauseScheduleRequest { queue: "q".into(), name: "paused".into() };
+    admin.pause_schedule(pause).await.expect("pause");
+    server.stop().await;
+    let (code, report) = doctor(&redis, &prefix, false).await;
+    assert_eq!((code, kinds(&report)), (Some(0), Vec::<String>::new()), "fresh schedules are on time: {report:#}");
+
+    let mut c = redis_conn(&redis).await;
+    let key = format!("{prefix}:{{q}}:schedules");
+    let hour = 3_600_000;
+    set_fired_through(&mut c, &key, "behind", epoch_ms() - hour).await;
+    set_fired_through(&mut c, &key, "ahead", epoch_ms() + hour).await;
+    set_fired_through(&mut c, &key, "paused", epoch_ms() - hour).await;
+    let (code, report) = doctor(&redis, &prefix, false).await;
+    assert_eq!(code, Some(1), "{report:#}");
+    let mut subjects: Vec<&str> = report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|f| {
+            assert_eq!(f["kind"], "schedule-timing", "{report:#}");
+            f["subject"].as_str().expect("subject")
+        })
+        .collect();
+    subjects.sort_unstable();
+    assert_eq!(subjects, ["schedule ahead", "schedule behind"], "a paused schedule owes nothing yet: {report:#}");
+
+    let before = epoch_ms();
+    let (code, report) = doctor(&redis, &prefix, true).await;
+    assert_eq!(code, Some(0), "{report:#}");
+    let outcomes: Vec<&serde_json::Value> =
+        report["findings"].as_array().expect("findings").iter().map(|f| &f["outcome"]).collect();
+    assert_eq!(outcomes, ["repaired", "repaired"], "{report:#}");
+    let ahead = schedule_field(&mut c, &key, "ahead", FIRED_THROUGH).await;
+    assert!(ahead >= before && ahead <= epoch_ms(), "fired through now, not an hour on: {ahead}");
+
+    // The one left behind waits for an instance: the repair only asked the timers to look again.
+    let server = ServerBuilder::new(&redis).prefix(&prefix).start().await;
+    eventually(Duration::from_secs(10), "the schedule left behind fires again", || {
+        let mut c = c.clone();
+        let key = key.clone();
+        async move { schedule_field(&mut c, &key, "behind", FIRED_THROUGH).await > epoch_ms() - 5_000 }
+    })
+    .await;
+    let (code, report) = doctor(&redis, &prefix, false).await;
+    assert_eq!((code, kinds(&report)), (Some(0), Vec::<String>::new()), "{report:#}");
+    server.assert_invariants("q").await;
+    server.stop().await;
+}

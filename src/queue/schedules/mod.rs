@@ -48,7 +48,7 @@ use super::{
     settings::Limits,
     shards,
 };
-use crate::store::{BackoffSpec, JobRecord, Store, StoredSchedule};
+use crate::store::{BackoffSpec, JobRecord, ScheduleTiming, Store, StoredSchedule};
 
 /// The header every job a schedule adds carries: the schedule's name.
 pub const SCHEDULE_HEADER: &str = "jobwire-schedule";
@@ -507,6 +507,47 @@ fn view(queue: &str, home: &str, name: &str, s: StoredSchedule) -> Result<Schedu
         revision: s.revision,
         created_at: from_ms(s.created_ms),
         updated_at: from_ms(s.updated_ms),
+    })
+}
+
+/// How far a schedule's next fire may lie in the past, or how far it may have fired ahead of
+/// the clock, before the doctor calls its timing wrong: far past the on-time window, a resync
+/// of every instance's timer (`timer.rs`, 30 s) and any clock skew between instances.
+const TIMING_TOLERANCE_MS: i64 = 60_000;
+
+/// The doctor's judge of a stored schedule's timing (`store::ScheduleJudge`), by this process's
+/// clock: None when it is right or paused. Wrong are an active schedule whose next fire is more
+/// than `TIMING_TOLERANCE_MS` past (no instance fired it: mended by announcing it, so that
+/// every live instance's timer looks again and fires what its missed-fire policy owes), one
+/// that has fired more than that ahead of the clock (an instance with a clock far ahead claimed
+/// due times that have not come: mended by moving how far it has fired back to now, or to its
+/// last job's due time when that is later, so that no due time adds a second job), and one whose
+/// timetable does not read (left for a person).
+pub fn schedule_timing(stored: &StoredSchedule) -> Option<ScheduleTiming> {
+    if stored.paused {
+        return None;
+    }
+    let compiled = match compile(&stored.spec) {
+        Ok(compiled) => compiled,
+        Err(e) => {
+            return Some(ScheduleTiming { detail: format!("its timetable does not read: {e}"), through_ms: None });
+        }
+    };
+    let now = now_ms();
+    let through = stored.fired_through_ms;
+    if through > now + TIMING_TOLERANCE_MS {
+        let detail =
+            format!("fired through {} ms ahead of the clock: its due times until then would not fire", through - now);
+        let mended = now.max(stored.last_due_ms.unwrap_or(0));
+        return Some(ScheduleTiming { detail, through_ms: Some(mended) });
+    }
+    let due = compiled.timetable.next_after(through)?;
+    (due < now - TIMING_TOLERANCE_MS).then(|| ScheduleTiming {
+        detail: format!(
+            "its next fire was due {} s ago and no instance fired it (is a server up?)",
+            (now - due) / 1000
+        ),
+        through_ms: Some(through),
     })
 }
 
