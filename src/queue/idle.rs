@@ -22,10 +22,11 @@
 //! (`forget_unused_key_names`), `telemetry` and `background`.
 
 use std::{
-    collections::HashMap,
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
+
+use foldhash::HashMap;
 
 use super::{
     background::Background, events::Events, leases::Leases, overrides::Overrides, registry::QueueRegistry, shards,
@@ -37,33 +38,37 @@ use crate::{store::Store, telemetry};
 /// shard of it is in use.
 #[derive(Default)]
 pub(super) struct QueueUse {
-    queues: Mutex<HashMap<String, Use>>,
+    /// By queue name, shared with the `InUse` of its running calls: entering a call allocates
+    /// nothing once the queue is known (every ack of a busy queue enters one).
+    queues: Mutex<HashMap<Arc<str>, Use>>,
 }
 
 struct Use {
     /// Calls naming it that are running.
     open: u32,
-    /// When the last of them ended (or the first began).
+    /// When the last of them ended (or the first began); read only while none runs.
     last: Instant,
 }
 
 /// A call naming `queue` is running: the queue stays in use until it is dropped.
 pub(super) struct InUse {
     uses: Arc<QueueUse>,
-    queue: String,
+    queue: Arc<str>,
 }
 
 impl Drop for InUse {
     fn drop(&mut self) {
         if let Some(u) = self.uses.lock().get_mut(&self.queue) {
             u.open = u.open.saturating_sub(1);
-            u.last = Instant::now();
+            if u.open == 0 {
+                u.last = Instant::now();
+            }
         }
     }
 }
 
 impl QueueUse {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Use>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Use>> {
         self.queues.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -71,13 +76,21 @@ impl QueueUse {
     pub(super) fn enter(self: &Arc<Self>, queue: &str) -> InUse {
         let queue = shards::logical(queue);
         let mut queues = self.lock();
-        match queues.get_mut(queue) {
-            Some(u) => u.open += 1,
-            None => {
-                queues.insert(queue.to_owned(), Use { open: 1, last: Instant::now() });
+        let known = queues.get_key_value(queue).map(|(name, _)| name.clone());
+        let name = match known {
+            Some(name) => {
+                if let Some(u) = queues.get_mut(queue) {
+                    u.open += 1;
+                }
+                name
             }
-        }
-        InUse { uses: self.clone(), queue: queue.to_owned() }
+            None => {
+                let name: Arc<str> = Arc::from(queue);
+                queues.insert(name.clone(), Use { open: 1, last: Instant::now() });
+                name
+            }
+        };
+        InUse { uses: self.clone(), queue: name }
     }
 
     /// Marks each of `queues` used now (a stream serves it, a follower follows it).
@@ -85,11 +98,7 @@ impl QueueUse {
         let now = Instant::now();
         let mut map = self.lock();
         for queue in queues {
-            let queue = match shards::logical(&queue) {
-                logical if logical.len() < queue.len() => logical.to_owned(),
-                _ => queue,
-            };
-            map.entry(queue).or_insert(Use { open: 0, last: now }).last = now;
+            map.entry(Arc::from(shards::logical(&queue))).or_insert(Use { open: 0, last: now }).last = now;
         }
     }
 
@@ -99,7 +108,7 @@ impl QueueUse {
         self.lock().retain(|queue, u| {
             let keep = u.open > 0 || u.last.elapsed() < idle_after;
             if !keep {
-                idle.push(queue.clone());
+                idle.push(queue.to_string());
             }
             keep
         });

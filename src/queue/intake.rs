@@ -11,13 +11,13 @@
 //! `check_room`, a lock and no Redis call), and against the queue's cap of waiting jobs
 //! (its `max_waiting` setting, else `--max-waiting`) inside the add script, per job and
 //! atomically. A job without its own attempts, timeout or backoff takes the queue's defaults
-//! (`overrides`: `apply_defaults`). AddJob is refused whole;
+//! (`overrides`: `prepare`, which also picks a sharded queue's shard). AddJob is refused whole;
 //! AddJobs is refused whole when Redis is full as it arrives, and otherwise answers each entry:
 //! the jobs that fit under the cap go in and the rest are refused, as an entry naming a missing
 //! session is, and the entries of a chunk Redis itself refused for memory are refused each
 //! (its earlier chunks went in).
 //!
-//! Owns: the coalescer of single adds. Calls `overrides` (`apply_defaults`), `memory`
+//! Owns: the coalescer of single adds. Calls `overrides` (`prepare`), `memory`
 //! (`check_room`, `refusal`), `registry` (a
 //! queue's first add here registers it before the add, within `--max-queues`: a queue past the
 //! cap gets no job and no entry; only a first add Redis then refuses for memory leaves the entry
@@ -119,8 +119,7 @@ impl Intake {
         self.background.check_open()?;
         job.validate(&self.limits, "")?;
         self.memory.check_room()?;
-        self.overrides.apply_defaults(&mut job).await?;
-        let queue = self.overrides.shard_for(&job).await?;
+        let queue = self.overrides.prepare(&mut job).await?;
         let prepared = Prepared::new(job, self.windows);
         let session = prepared.session.clone();
         if session.is_none() {
@@ -182,8 +181,7 @@ impl Intake {
             let job = entry.and_then(|job| job.validate(&self.limits, &format!("jobs[{i}].")).map(|()| job));
             match job {
                 Ok(mut job) => {
-                    self.overrides.apply_defaults(&mut job).await?;
-                    let shard = self.overrides.shard_for(&job).await?;
+                    let shard = self.overrides.prepare(&mut job).await?;
                     by_queue.entry(shard).or_default().push((i, Prepared::new(job, self.windows)));
                     results.push(Err(Error::Internal));
                 }

@@ -11,7 +11,7 @@
 //! below; the rooms call the store (`crate::store`) directly.
 //! - `intake.rs`: validates and adds jobs, one at a time or in batches, within the queue's cap of
 //!   waiting jobs. Owns the coalescer of single adds (`coalesce.rs`). Calls `overrides`
-//!   (`apply_defaults`, `shard_for`), `memory`
+//!   (`prepare`), `memory`
 //!   (`check_room`, `refusal`), `registry` (`register`), `leases` (`wake`: the queue got work)
 //!   and `background` (`check_open`).
 //! - `overrides.rs`: queue settings set at run time: validated, stored, shown with the flags

@@ -11,7 +11,7 @@
 //!   adds.
 //!
 //! Owns: that cache, and the shards room (`shards.rs`): a queue's shard count is one of its
-//! settings, so where its adds go (`shard_for`) and what a stream on it serves (`shards_of`)
+//! settings, so where its adds go (`prepare`) and what a stream on it serves (`shards_of`)
 //! are read through the same cache. Calls no room.
 
 use std::{
@@ -213,16 +213,11 @@ impl Overrides {
         Ok(self.shards.names(queue, count))
     }
 
-    /// The physical queue `job` goes to: its queue, or the shard its key picks when the queue
-    /// is sharded (`shards.rs`).
-    pub(super) async fn shard_for(&self, job: &NewJob) -> Result<String> {
-        let names = self.shards_of(&job.queue).await?;
-        Ok(names.get(self.shards.route(&names, job)).cloned().unwrap_or_else(|| job.queue.clone()))
-    }
-
-    /// Gives `job` the queue's default attempts, timeout and backoff where it has none of its
-    /// own (settings at most [`FRESH`] old).
-    pub(super) async fn apply_defaults(&self, job: &mut NewJob) -> Result<()> {
+    /// Makes `job` ready for its add, from one read of the queue's settings (at most
+    /// [`FRESH`] old): gives it the queue's default attempts, timeout and backoff where it has
+    /// none of its own, and returns the physical queue it goes to: its queue, or the shard its
+    /// key picks when the queue is sharded (`shards.rs`).
+    pub(super) async fn prepare(&self, job: &mut NewJob) -> Result<String> {
         let settings = self.cached(&job.queue).await?;
         if job.max_attempts.is_none() {
             job.max_attempts = settings.max_attempts;
@@ -233,7 +228,13 @@ impl Overrides {
         if job.backoff.is_none() {
             job.backoff = settings.backoff.as_ref().map(BackoffRequest::from_spec);
         }
-        Ok(())
+        match settings.shards.and_then(|n| u32::try_from(n).ok()).filter(|n| *n > 1) {
+            None => Ok(job.queue.clone()),
+            Some(count) => {
+                let names = self.shards.names(&job.queue, count);
+                Ok(names.get(self.shards.route(&names, job)).cloned().unwrap_or_else(|| job.queue.clone()))
+            }
+        }
     }
 
     /// Drops the cached settings of the queues `keep` says no, and every entry past [`FRESH`]

@@ -26,20 +26,28 @@ impl LeaseToken {
     /// The token `instance` issues for its `seq`-th delivery, to its stream `stream`.
     /// `instance` must hold no `.` and no `|` (instance ids are generated without either).
     pub fn new(instance: &str, stream: u64, seq: u64) -> Self {
-        Self { text: format!("{instance}.{stream}.{seq}"), instance_len: instance.len(), stream, seq }
+        // Written piece by piece, not through `format!`: one token per delivery.
+        let (mut stream_text, mut seq_text) = (itoa::Buffer::new(), itoa::Buffer::new());
+        let (stream_text, seq_text) = (stream_text.format(stream), seq_text.format(seq));
+        let mut text = String::with_capacity(instance.len() + stream_text.len() + seq_text.len() + 2);
+        for part in [instance, ".", stream_text, ".", seq_text] {
+            text.push_str(part);
+        }
+        Self { text, instance_len: instance.len(), stream, seq }
     }
 
     /// None for anything that is not exactly `<instance>.<stream>.<seq>`: such a token was not
     /// issued by any instance, so it holds no lease.
     pub fn parse(raw: &str) -> Option<Self> {
-        let mut parts = raw.split('.');
-        let instance = parts.next().filter(|i| !i.is_empty() && !i.contains('|'))?;
-        let stream = parts.next()?.parse().ok()?;
-        let seq = parts.next()?.parse().ok()?;
-        if parts.next().is_some() {
-            return None;
-        }
-        Some(Self { text: raw.to_owned(), instance_len: instance.len(), stream, seq })
+        // One pass over the bytes to the first `.` (a `|` before it refuses the token): every
+        // ack and every started mark parses one.
+        let instance_len = raw.bytes().position(|b| b == b'.' || b == b'|')?;
+        let rest = raw.get(instance_len..)?.strip_prefix('.').filter(|_| instance_len > 0)?;
+        // The numbers hold no `.`, so a third one fails their parse.
+        let dot = rest.bytes().position(|b| b == b'.')?;
+        let stream = rest.get(..dot)?.parse().ok()?;
+        let seq = rest.get(dot + 1..)?.parse().ok()?;
+        Some(Self { text: raw.to_owned(), instance_len, stream, seq })
     }
 
     /// The instance that issued the lease (and holds it while that instance lives).
@@ -91,7 +99,7 @@ mod tests {
         assert_eq!(token.as_str(), "abc.7.42");
         assert_eq!(LeaseToken::parse("abc.7.42"), Some(token.clone()));
         assert_eq!((token.instance(), token.stream(), token.seq()), ("abc", 7, 42));
-        for bad in ["", "abc", "abc.7", "abc.7.42x", "abc.7.42|", "abc.7.42.1", ".7.42", "abc.x.42"] {
+        for bad in ["", "abc", "abc.7", "abc.7.42x", "abc.7.42|", "abc.7.42.1", ".7.42", "abc.x.42", "a|b.7.42"] {
             assert_eq!(LeaseToken::parse(bad), None, "{bad:?}");
         }
     }

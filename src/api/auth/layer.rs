@@ -22,7 +22,6 @@
 //! gRPC-web's own content type, which a browser client can read.
 
 use std::{
-    collections::HashMap,
     convert::Infallible,
     future::Future,
     pin::Pin,
@@ -31,6 +30,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use foldhash::HashMap;
 use futures::future::BoxFuture;
 use http_body::Frame;
 use tokio_util::sync::WaitForCancellationFutureOwned;
@@ -54,6 +54,7 @@ pub(crate) struct AuthLayer {
 }
 
 struct Shared {
+    /// By path; looked up once per call (foldhash: every call of every client hashes its path).
     rules: HashMap<&'static str, &'static Rule>,
     /// Whether a path passes without a rule (the dashboard's assets).
     open: fn(&str) -> bool,
@@ -98,8 +99,15 @@ struct Decision {
 }
 
 impl Shared {
-    fn decide(&self, path: &str, headers: &http::HeaderMap, peer: Option<&Peer>) -> Result<Decision, Status> {
-        let Some(rule) = self.rules.get(path).copied() else {
+    /// The decision for a call of `path`, whose rule (if it has one) is `rule`.
+    fn decide(
+        &self,
+        path: &str,
+        rule: Option<&'static Rule>,
+        headers: &http::HeaderMap,
+        peer: Option<&Peer>,
+    ) -> Result<Decision, Status> {
+        let Some(rule) = rule else {
             return Err(Status::permission_denied(format!("{path}: no access rule for this method")));
         };
         let Some(authority) = &self.authority else {
@@ -198,12 +206,13 @@ where
         // Without tokens a path with no rule is not guarded: tonic answers UNIMPLEMENTED, the
         // dashboard (when served) 404.
         let path = request.uri().path();
-        let unguarded = self.shared.authority.is_none() && !self.shared.rules.contains_key(path);
+        let rule = self.shared.rules.get(path).copied();
+        let unguarded = self.shared.authority.is_none() && rule.is_none();
         if unguarded || (self.shared.open)(path) {
             return Box::pin(self.inner.call(request));
         }
         let peer = request.extensions().get::<Peer>();
-        let decision = match self.shared.decide(request.uri().path(), request.headers(), peer) {
+        let decision = match self.shared.decide(path, rule, request.headers(), peer) {
             Ok(decision) => decision,
             Err(status) => return Box::pin(std::future::ready(Ok(refusal(status, request.headers())))),
         };
