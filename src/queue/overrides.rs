@@ -197,7 +197,8 @@ impl Overrides {
         let before = self.store.queue_settings().get(queue).await?;
         check_shards(&before, &stored_set, &fields)?;
         let stored = self.store.queue_settings().change(queue, &stored_set, &fields).await?;
-        if let Some(count) = stored.shards.and_then(|n| u32::try_from(n).ok()).filter(|n| *n > 1) {
+        let count = shard_count(&stored);
+        if count > 1 {
             // Every shard enforces the queue's settings in its own hash.
             for shard in self.shards.names(queue, count).iter().skip(1) {
                 self.store.queue_settings().mirror(shard, &stored).await?;
@@ -209,8 +210,7 @@ impl Overrides {
     /// The physical queues of `queue`, shard 0 (`queue` itself) first, as its settings said at
     /// most [`FRESH`] ago: a queue becomes sharded within that on every instance.
     pub(super) async fn shards_of(&self, queue: &str) -> Result<Arc<[String]>> {
-        let count = self.cached(queue).await?.shards.and_then(|n| u32::try_from(n).ok()).unwrap_or(1);
-        Ok(self.shards.names(queue, count))
+        Ok(self.shards.names(queue, shard_count(&*self.cached(queue).await?)))
     }
 
     /// Makes `job` ready for its add, from one read of the queue's settings (at most
@@ -228,9 +228,9 @@ impl Overrides {
         if job.backoff.is_none() {
             job.backoff = settings.backoff.as_ref().map(BackoffRequest::from_spec);
         }
-        match settings.shards.and_then(|n| u32::try_from(n).ok()).filter(|n| *n > 1) {
-            None => Ok(job.queue.clone()),
-            Some(count) => {
+        match shard_count(&settings) {
+            0 | 1 => Ok(job.queue.clone()),
+            count => {
                 let names = self.shards.names(&job.queue, count);
                 Ok(names.get(self.shards.route(&names, job)).cloned().unwrap_or_else(|| job.queue.clone()))
             }
@@ -327,6 +327,11 @@ fn validate(s: &QueueSettings) -> Result<()> {
         return Err(Error::invalid("settings.shards", format!("must be from 1 to {MAX_SHARDS}")));
     }
     Ok(())
+}
+
+/// How many shards `settings` spread the queue over: 1 when it is not sharded.
+fn shard_count(settings: &StoredSettings) -> u32 {
+    settings.shards.and_then(|n| u32::try_from(n).ok()).unwrap_or(1)
 }
 
 /// What a change may not do to a sharded queue: change or clear its shard count once set (the
