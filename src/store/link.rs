@@ -139,6 +139,12 @@ struct NodeAccess {
 }
 
 impl NodeAccess {
+    /// How the nodes of the cluster `url` names are reached, and its comma-separated seeds.
+    fn of_cluster_url<'u>(url: &'u str, access: &RedisAccess) -> Result<(Self, &'u str)> {
+        let (scheme, userinfo, hosts) = split_cluster_url(url)?;
+        Ok((Self { scheme, userinfo: userinfo.map(str::to_owned), access: access.clone() }, hosts))
+    }
+
     /// Whether the nodes are reached through TLS.
     fn tls(&self) -> bool {
         self.scheme == "rediss"
@@ -203,8 +209,7 @@ impl Link {
             let pushes = cluster_client(&config.url, &config.access, config.timeout, redis::ProtocolVersion::RESP3)?;
             let conn = client.get_pending_async_connection_with_config(call_config(config.timeout, config.timeout));
             let conn = std::sync::Mutex::new((conn, std::time::Instant::now()));
-            let (scheme, userinfo, _) = split_cluster_url(&config.url)?;
-            let node = NodeAccess { scheme, userinfo: userinfo.map(str::to_owned), access: config.access.clone() };
+            let (node, _) = NodeAccess::of_cluster_url(&config.url, &config.access)?;
             return Ok(Self::Cluster(Box::new(Cluster { conn, client, pushes, timeout: config.timeout, node })));
         }
         let client = connect::client(&config.url, &config.access, redis::ProtocolVersion::RESP2)?;
@@ -352,22 +357,16 @@ fn cluster_client(
     timeout: Duration,
     protocol: redis::ProtocolVersion,
 ) -> Result<ClusterClient> {
-    let (node_scheme, userinfo, hosts) = split_cluster_url(url)?;
-    let tls = node_scheme == "rediss";
+    let (node, hosts) = NodeAccess::of_cluster_url(url, access)?;
+    let tls = node.tls();
     if !tls && connect::has_tls_files(access) {
         return Err(StoreError::Config(
             "a Redis CA or client certificate needs a rediss+cluster:// URL (TLS); this one is plain text".into(),
         ));
     }
-    let seeds: Vec<String> = hosts
-        .split(',')
-        .map(|host| match userinfo {
-            Some(userinfo) => format!("{node_scheme}://{userinfo}@{host}"),
-            None => format!("{node_scheme}://{host}"),
-        })
-        .collect();
+    let seeds: Vec<String> = hosts.split(',').map(|host| node.url(host)).collect();
     if hosts.is_empty() || seeds.iter().any(|s| s.ends_with("//") || s.ends_with('@')) {
-        return Err(StoreError::Config(format!("a {node_scheme}+cluster:// URL needs at least one host:port")));
+        return Err(StoreError::Config(format!("a {}+cluster:// URL needs at least one host:port", node.scheme)));
     }
     let mut infos = Vec::with_capacity(seeds.len());
     for seed in &seeds {
