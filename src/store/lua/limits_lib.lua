@@ -108,8 +108,9 @@ function LIMITS.configure(rate, key_rate, key_concurrency)
   L.key_cap = key_concurrency and tonumber(key_concurrency)
 end
 
--- The earliest time `at` (ms) a held job may go, for the dispatcher's timer.
+-- The earliest time `at` (ms) a job a rate holds back may go, for the dispatcher's timer.
 local function wake_no_later(at)
+  L.rate_held = true
   at = math.ceil(at)
   if not LIMITS.wake_at or at < LIMITS.wake_at then
     LIMITS.wake_at = at
@@ -540,9 +541,20 @@ function LIMITS.settle(now, short)
   end
   local first = redis.call('ZRANGE', KEYS[K_KEY_DUE], '0', '0', 'WITHSCORES')
   local at = first[2] and tonumber(first[2])
-  if at and (at >= now + 1 or short) then
+  if at and at >= now + 1 then
+    wake_no_later(at)
+  elseif at and short then
+    -- Not held by a rate: due groups the call did not read, for a round at once.
+    local held = L.rate_held
     wake_no_later(math.max(at, now))
+    L.rate_held = held
   end
+end
+
+-- Whether a rate held jobs back in this call (the queue's, or a rate key's: their next batch
+-- is in LIMITS.wake_at).
+function LIMITS.rate_held()
+  return L.rate_held == true
 end
 
 -- A worker heard "rate limited, retry after ...": no job of `rec`'s rate key starts before
