@@ -24,11 +24,15 @@ const MAX_ROUND: usize = 500;
 /// How many lease tokens the first round of a wake is given. While a rate limit holds the
 /// queue's jobs back, a round leases what the rate lets go since the last one (a batch:
 /// `limits_lib.lua`, "Batches"), a handful, not the streams' free credit; yet every token given
-/// is an argument Redis reads and the script makes a string of. So such a round is given what
-/// the last wakes took (the most of them, forgotten by a quarter per wake) and half as much again
-/// for a round that comes late and finds more in the budget. A round that uses every token it
-/// was given is followed at once by one given all the credit (`rounds`), so a small round costs
-/// at most one more call, never a job the rate lets go.
+/// is an argument Redis reads and the script makes a string of. So such a round is given twice
+/// what the last wakes took (the most of them, forgotten by a quarter per wake), and two more.
+/// Twice, because the script takes the tokens as the credit the streams have: it sets the next
+/// wake for when the rate lets go a batch or what the tokens left over would take, whichever is
+/// fewer (`batch_at`), so a round given barely what it takes wakes the next one for fewer jobs
+/// and the rounds shrink; with twice, the leftover exceeds what the round took and a wake's take
+/// grows back to the rate's batch. A round that uses every token it was given is followed at
+/// once by one given all the credit (`rounds`), so a small round costs at most one more call,
+/// never a job the rate lets go.
 #[derive(Debug, Default)]
 struct RoundSize {
     /// What the last wakes took while a rate held jobs back; None when none held them.
@@ -38,7 +42,7 @@ struct RoundSize {
 impl RoundSize {
     /// Tokens for the first round of a wake.
     fn tokens(&self) -> usize {
-        self.took.map_or(MAX_ROUND, |n| (n + n / 2 + 2).min(MAX_ROUND))
+        self.took.map_or(MAX_ROUND, |n| (2 * n + 2).min(MAX_ROUND))
     }
 
     /// A wake's rounds leased `leased` in all, the last of them `rate_held` (see `LeaseRound`).
@@ -259,16 +263,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_round_a_rate_holds_back_is_given_what_the_last_wakes_took_and_half_again() {
+    fn a_round_a_rate_holds_back_is_given_twice_what_the_last_wakes_took() {
         let mut size = RoundSize::default();
         assert_eq!(size.tokens(), MAX_ROUND, "no rate held anything back yet");
         size.learn(11, true);
-        assert_eq!(size.tokens(), 18);
+        assert_eq!(size.tokens(), 24);
         // An early wake took 4: the 11 before it is remembered, less a quarter.
         size.learn(4, true);
-        assert_eq!(size.tokens(), 15);
+        assert_eq!(size.tokens(), 20);
         size.learn(40, true);
-        assert_eq!(size.tokens(), 62);
+        assert_eq!(size.tokens(), 82);
         size.learn(40, false);
         assert_eq!(size.tokens(), MAX_ROUND, "no rate holds jobs back: all the credit");
         size.learn(400, true);
