@@ -203,8 +203,8 @@ pub(super) struct LeaseArgs<'a> {
 }
 
 /// (jobs {ULID, record}, revoked flat {ULID, token}, next wake ms, now ms, sessions
-/// {job number, state, version}).
-type LeaseReply = (Vec<(String, Vec<u8>)>, Vec<String>, i64, i64, Vec<(i64, String, i64)>);
+/// {job number, state, version}, 1 when a rate limit held jobs back).
+type LeaseReply = (Vec<(String, Vec<u8>)>, Vec<String>, i64, i64, Vec<(i64, String, i64)>, i64);
 
 impl QueueFunction for LeaseArgs<'_> {
     type Reply = LeaseReply;

@@ -59,6 +59,9 @@ pub struct LeaseRound {
     pub next_wake: Option<Duration>,
     /// Redis's clock (epoch ms) when the round ran: the queue's one clock.
     pub now_ms: i64,
+    /// A rate limit held jobs back: the next round leases what the rate lets go by then, not
+    /// what the streams' credit would take.
+    pub rate_held: bool,
 }
 
 /// The jobs an ack call leased with the refill tokens it carried (see lua/complete.lua).
@@ -289,11 +292,11 @@ impl Jobs {
     /// One dispatcher round (see lua/lease.lua): expire, promote, lease one job per token, and
     /// with `trim`, enforce the retention windows.
     pub async fn lease(&self, queue: &str, tokens: &[LeaseToken], rand: f64, trim: bool) -> Result<LeaseRound> {
-        let (jobs, revoked, next_wake, now_ms, sessions) =
+        let (jobs, revoked, next_wake, now_ms, sessions, rate_held) =
             self.backend.call(queue, &LeaseArgs { rand, trim, tokens }).await?;
         let leased = leased_jobs(jobs, sessions, tokens, now_ms)?;
         let revoked = revoked.chunks_exact(2).map(|p| (p[0].clone(), p[1].clone())).collect();
-        Ok(LeaseRound { jobs: leased, revoked, next_wake: wait_ms(next_wake), now_ms })
+        Ok(LeaseRound { jobs: leased, revoked, next_wake: wait_ms(next_wake), now_ms, rate_held: rate_held == 1 })
     }
 
     /// Completes a batch of attempts; one outcome per entry, in order. The function takes

@@ -10,6 +10,15 @@
 //! Each key's burst is one second of its rate, the queue's its default. Two configurations, as
 //! issue 15 asks: 100 keys at 5/s each under 1,000/s (the per-key limit
 //! binds: 500/s), and 10 keys at 20/s each under 150/s (the queue's limit binds: 150/s).
+//!
+//! What the limits themselves cost is told apart from what a trickle costs: the same worker on a
+//! queue without limits whose jobs are added one AddJob at a time at the limited runs' rates
+//! (500/s and 150/s) while it waits, and those adds alone (no worker) over as long a window, so
+//! the trickle's figure less the adds' is what leasing and acking jobs that come a few at a
+//! time costs. The judged ratio stays the issue's: against the queue draining a backlog.
+//!
+//! With `--callgrind redis` (a `redis-server` first on PATH that runs the real one under
+//! callgrind: see `probe.rs`) each window also counts Redis's instructions per job.
 
 use std::{
     collections::HashMap,
@@ -25,6 +34,7 @@ use jobwire::{
 
 use crate::{
     Bench,
+    probe::Role,
     procs::{CpuUse, CpuWindow},
     results::{Recorder, Target},
 };
@@ -65,11 +75,20 @@ impl Bench {
         let jobs = 5_000;
         let idle = self.idle_redis_cpu().await.context("an idle Redis")?;
         out.record("Redis CPU idle (fresh server, idle worker)", "µs/s", None, idle);
-        let unlimited = self.redis_cpu_per_job(jobs, idle).await.context("the queue without limits")?;
+        let unlimited = self.redis_cpu_per_job(jobs, idle, out).await.context("the queue without limits")?;
         out.record("Redis CPU per job, no limits", "µs", None, unlimited.raw);
         out.record("Redis CPU per job, no limits, net of idle", "µs", None, unlimited.net);
         for limits in &CONFIGS {
-            let (rate, starved, spread, cpu) = self.limited_run(limits, idle).await.with_context(|| limits.name)?;
+            let per_second = limits.binding();
+            let name = format!("no limits, added at {per_second}/s");
+            let trickle = self.trickle_run(per_second, true, &name, out).await.with_context(|| name.clone())?;
+            let adds_name = format!("{name}, the adds alone");
+            let adds = self.trickle_run(per_second, false, &adds_name, out).await.with_context(|| adds_name.clone())?;
+            out.record(&format!("{name}: Redis CPU per job"), "µs", None, trickle.raw);
+            out.record(&format!("{adds_name}: Redis CPU per job"), "µs", None, adds.raw);
+            out.record(&format!("{name}: Redis CPU per job less the adds'"), "µs", None, trickle.raw - adds.raw);
+            let (rate, starved, spread, cpu) =
+                self.limited_run(limits, idle, out).await.with_context(|| limits.name)?;
             let off = (rate / limits.binding() - 1.0).abs() * 100.0;
             out.record(&format!("{}: jobs/s (limit {})", limits.name, limits.binding()), "jobs/s", None, rate);
             out.record(&format!("{}: off the limit", limits.name), "%", Some(Target::AtMost(2.0)), off);
@@ -89,8 +108,58 @@ impl Bench {
                 Some(Target::AtMost(1.5)),
                 cpu.net / unlimited.net,
             );
+            out.record(
+                &format!("{}: Redis CPU ÷ the trickle less its adds", limits.name),
+                "×",
+                None,
+                cpu.raw / (trickle.raw - adds.raw),
+            );
         }
         Ok(())
+    }
+
+    /// Redis's CPU per job (µs) while plain jobs are added one AddJob at a time, `per_second`,
+    /// to a queue without limits; with `worker`, one waits for them from the start and runs them
+    /// (per job started in the window), else they pile up (per job added in it). Counted as the
+    /// limited runs are: a window of WINDOW after WARMUP.
+    async fn trickle_run(
+        &self,
+        per_second: f64,
+        worker: bool,
+        label: &str,
+        out: &mut Recorder<'_>,
+    ) -> anyhow::Result<PerJob> {
+        let server = self.fresh_server().await?;
+        let client = server.client().await?;
+        let starts: Starts = Arc::default();
+        let running = if worker { Some(run_worker(&server.uri, starts.clone()).await?) } else { None };
+        let added = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let producer = tokio::spawn(add_paced(client.clone(), per_second, added.clone()));
+        tokio::time::sleep(WARMUP).await;
+        let roles = [(Role::Redis, self.redis.pid()?), (Role::Server, server.pid()?)];
+        let probes = self.probes.open(&roles).await?;
+        self.redis.reset_stats().await?;
+        let cpu = CpuWindow::open(&[self.redis.pid()?])?;
+        let from = Instant::now();
+        let added_before = added.load(std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(WINDOW).await;
+        let to = Instant::now();
+        let added_in = added.load(std::sync::atomic::Ordering::Relaxed) - added_before;
+        let started =
+            starts.lock().unwrap_or_else(|e| e.into_inner()).iter().filter(|(_, at)| *at >= from && *at < to).count();
+        let n = if worker { started as u64 } else { added_in }.max(1);
+        let used = cpu.close(n)?;
+        probes.close(n, label, out).await?;
+        eprintln!("    {label}: {added_in} jobs added and {started} started in {:.1} s", (to - from).as_secs_f64());
+        self.explain_redis(n, &used).await?;
+        producer.abort();
+        let _ = producer.await;
+        if let Some((stop, task)) = running {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
+        server.stop().await;
+        Ok(PerJob::of(&used, n, 0.0))
     }
 
     /// Redis's CPU per second (µs) beside a fresh server and a worker with nothing to do, over
@@ -110,7 +179,12 @@ impl Bench {
 
     /// One limited run: the rate in the window, the keys that started nothing in it, the
     /// idlest key's jobs over the busiest's, and Redis's CPU per job in it (µs).
-    async fn limited_run(&self, limits: &Limits, idle: f64) -> anyhow::Result<(f64, f64, f64, PerJob)> {
+    async fn limited_run(
+        &self,
+        limits: &Limits,
+        idle: f64,
+        out: &mut Recorder<'_>,
+    ) -> anyhow::Result<(f64, f64, f64, PerJob)> {
         let server = self.fresh_server().await?;
         let client = server.client().await?;
         let per_second = |count: u32, burst: u32| proto::RateLimit {
@@ -140,6 +214,7 @@ impl Bench {
         let (stop, worker) = run_worker(&server.uri, starts.clone()).await?;
         let begun = Instant::now();
         tokio::time::sleep(WARMUP).await;
+        let probes = self.probes.open(&[(Role::Redis, self.redis.pid()?), (Role::Server, server.pid()?)]).await?;
         self.redis.reset_stats().await?;
         let cpu = CpuWindow::open(&[self.redis.pid()?])?;
         let from = Instant::now();
@@ -148,6 +223,7 @@ impl Bench {
         let seen = starts.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let in_window: Vec<&(String, Instant)> = seen.iter().filter(|(_, at)| *at >= from && *at < to).collect();
         let used = cpu.close(in_window.len().max(1) as u64)?;
+        probes.close(in_window.len().max(1) as u64, limits.name, out).await?;
         self.explain_redis(in_window.len().max(1) as u64, &used).await?;
         let cpu = PerJob::of(&used, in_window.len().max(1) as u64, idle);
         let _ = stop.send(());
@@ -173,12 +249,13 @@ impl Bench {
     }
 
     /// Redis's CPU per job (µs) while `jobs` plain jobs run through a queue without limits.
-    async fn redis_cpu_per_job(&self, jobs: u64, idle: f64) -> anyhow::Result<PerJob> {
+    async fn redis_cpu_per_job(&self, jobs: u64, idle: f64, out: &mut Recorder<'_>) -> anyhow::Result<PerJob> {
         let server = self.fresh_server().await?;
         let client = server.client().await?;
         let all = (0..jobs).map(|n| NewJob::new(QUEUE, "noop").untraced().payload(format!("k{}", n % 10))).collect();
         add_all(&client, all).await?;
         let starts: Starts = Arc::default();
+        let probes = self.probes.open(&[(Role::Redis, self.redis.pid()?), (Role::Server, server.pid()?)]).await?;
         self.redis.reset_stats().await?;
         let cpu = CpuWindow::open(&[self.redis.pid()?])?;
         let (stop, worker) = run_worker(&server.uri, starts.clone()).await?;
@@ -188,6 +265,7 @@ impl Bench {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let used = cpu.close(jobs)?;
+        probes.close(jobs, "no limits, a backlog", out).await?;
         self.explain_redis(jobs, &used).await?;
         let _ = stop.send(());
         let _ = worker.await;
@@ -218,6 +296,21 @@ async fn add_all(client: &Client, mut jobs: Vec<NewJob>) -> anyhow::Result<()> {
         anyhow::ensure!(results.iter().all(|r| r.code == 0), "an add was refused: {results:?}");
     }
     Ok(())
+}
+
+/// Adds plain jobs one AddJob at a time, `per_second` on average (a late tick is made up at
+/// once), counting them in `added`, until aborted.
+async fn add_paced(client: Client, per_second: f64, added: Arc<std::sync::atomic::AtomicU64>) -> anyhow::Result<()> {
+    let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / per_second));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut raw = client.raw();
+    loop {
+        ticks.tick().await;
+        let job = NewJob::new(QUEUE, "noop").untraced().payload("trickle");
+        let resp = raw.add_job(job.into_request()).await?.into_inner();
+        anyhow::ensure!(!resp.duplicate, "an add without a key came back duplicate");
+        added.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// A worker in this process whose no-op handler notes when each job started; it runs until the

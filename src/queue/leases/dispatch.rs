@@ -21,12 +21,43 @@ use crate::{
 /// Most jobs one lease round hands out.
 const MAX_ROUND: usize = 500;
 
+/// How many lease tokens the first round of a wake is given. While a rate limit holds the
+/// queue's jobs back, a round leases what the rate lets go since the last one (a batch:
+/// `limits_lib.lua`, "Batches"), a handful, not the streams' free credit; yet every token given
+/// is an argument Redis reads and the script makes a string of. So such a round is given twice
+/// what the last wakes took (the most of them, forgotten by a quarter per wake), and two more.
+/// Twice, because the script takes the tokens as the credit the streams have: it sets the next
+/// wake for when the rate lets go a batch or what the tokens left over would take, whichever is
+/// fewer (`batch_at`), so a round given barely what it takes wakes the next one for fewer jobs
+/// and the rounds shrink; with twice, the leftover exceeds what the round took and a wake's take
+/// grows back to the rate's batch. A round that uses every token it was given is followed at
+/// once by one given all the credit (`rounds`), so a small round costs at most one more call,
+/// never a job the rate lets go.
+#[derive(Debug, Default)]
+struct RoundSize {
+    /// What the last wakes took while a rate held jobs back; None when none held them.
+    took: Option<usize>,
+}
+
+impl RoundSize {
+    /// Tokens for the first round of a wake.
+    fn tokens(&self) -> usize {
+        self.took.map_or(MAX_ROUND, |n| (2 * n + 2).min(MAX_ROUND))
+    }
+
+    /// A wake's rounds leased `leased` in all, the last of them `rate_held` (see `LeaseRound`).
+    fn learn(&mut self, leased: usize, rate_held: bool) {
+        self.took = rate_held.then(|| self.took.map_or(leased, |n| leased.max(n - n / 4)));
+    }
+}
+
 /// Runs the dispatcher of `queue` until the dispatchers stop or the queue has no stream here
 /// any more (or another dispatcher took its place: `wake` is no longer the queue's).
 pub(super) async fn run(leases: Arc<Leases>, queue: String, wake: Arc<Notify>) {
     let mut next_timer: Option<Instant> = None;
     let mut failures = 0u32;
     let mut last_periodic: Option<Instant> = None;
+    let mut size = RoundSize::default();
     loop {
         let timer = async {
             match next_timer {
@@ -61,7 +92,7 @@ pub(super) async fn run(leases: Arc<Leases>, queue: String, wake: Arc<Notify>) {
         if upkeep {
             leases.hub.undrain(&queue);
         }
-        match rounds(&leases, &queue, upkeep, periodic).await {
+        match rounds(&leases, &queue, upkeep, periodic, &mut size).await {
             Ok(None) => {}
             Ok(Some(next)) => {
                 failures = 0;
@@ -79,19 +110,23 @@ pub(super) async fn run(leases: Arc<Leases>, queue: String, wake: Arc<Notify>) {
 
 /// Leases until the streams' credit or the queue runs out; returns when the next delayed job
 /// or deadline is due, or None when there was nothing to do (no credit, no upkeep due). The
-/// first call enforces retention when `trim` says so (`upkeep` is then set too).
+/// first call enforces retention when `trim` says so (`upkeep` is then set too). The first
+/// round is given the tokens `size` says, the others all the credit.
 async fn rounds(
     leases: &Arc<Leases>,
     queue: &str,
     upkeep: bool,
     trim: bool,
+    size: &mut RoundSize,
 ) -> Result<Option<Option<Duration>>, StoreError> {
     // After a full round, the next one runs only if credit is left: the full round already did
     // the upkeep and said when the next delayed job or deadline is due.
     let mut done: Option<Option<Duration>> = None;
+    let mut leased = 0;
     loop {
         let wakes = leases.hub.wakes(queue);
-        let tokens = leases.hub.plan(queue, MAX_ROUND);
+        let most = if done.is_none() { size.tokens() } else { MAX_ROUND };
+        let tokens = leases.hub.plan(queue, most);
         if tokens.is_empty() && (done.is_some() || !upkeep) {
             return Ok(done);
         }
@@ -112,7 +147,9 @@ async fn rounds(
             m.timed_out.increment(u64::try_from(round.revoked.len()).unwrap_or(u64::MAX));
         }
         let full = !tokens.is_empty() && round.jobs.len() == tokens.len();
-        debug!(%queue, wanted = tokens.len(), leased = round.jobs.len(), "lease round");
+        debug!(%queue, wanted = tokens.len(), leased = round.jobs.len(), round.rate_held, "lease round");
+        leased += round.jobs.len();
+        let rate_held = round.rate_held;
         hand_over(leases, queue, &tokens, round.jobs, round.now_ms).await?;
         if full {
             leases.hub.set_drained(queue, false);
@@ -121,6 +158,10 @@ async fn rounds(
         }
         done = Some(round.next_wake);
         if !full {
+            // A round without tokens (no credit) says nothing of what the rate lets go.
+            if !tokens.is_empty() {
+                size.learn(leased, rate_held);
+            }
             return Ok(done);
         }
     }
@@ -214,5 +255,27 @@ async fn take_back_unanswered(leases: Arc<Leases>, queue: String, tokens: Vec<St
             _ = tokio::time::sleep(wait) => {}
         }
         wait = (wait * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_round_a_rate_holds_back_is_given_twice_what_the_last_wakes_took() {
+        let mut size = RoundSize::default();
+        assert_eq!(size.tokens(), MAX_ROUND, "no rate held anything back yet");
+        size.learn(11, true);
+        assert_eq!(size.tokens(), 24);
+        // An early wake took 4: the 11 before it is remembered, less a quarter.
+        size.learn(4, true);
+        assert_eq!(size.tokens(), 20);
+        size.learn(40, true);
+        assert_eq!(size.tokens(), 82);
+        size.learn(40, false);
+        assert_eq!(size.tokens(), MAX_ROUND, "no rate holds jobs back: all the credit");
+        size.learn(400, true);
+        assert_eq!(size.tokens(), MAX_ROUND, "never more than a round's most");
     }
 }

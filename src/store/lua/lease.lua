@@ -12,7 +12,7 @@
 -- KEYS: the queue keys (lib.lua).
 -- ARGV[8] a random number in [0, 1) for backoff jitter, ARGV[9] trim (1/0), ARGV[10..] lease
 -- tokens.
--- Returns {jobs, revoked, next_wake_ms, now, sessions}:
+-- Returns {jobs, revoked, next_wake_ms, now, sessions, rate_held}:
 --   jobs    = flat {ULID, record, ...}: the leased jobs, the i-th holding token i; its attempt
 --             is the record's attempts + 1 and its deadline now + the record's timeout
 --   revoked = flat {ULID, token, ...} of the timed-out leases
@@ -20,6 +20,10 @@
 --             concurrency key holds back may go (limits_lib.lua), or -1 when none is
 --   sessions = flat {i, state, version, ...} for the leased jobs of a session: the session's
 --             state and version as delivered with job i.
+--   rate_held = 1 when a rate limit held jobs back (the queue's or a rate key's; next_wake_ms
+--             then counts when their next batch may go), else 0: the dispatcher then gives the
+--             next round about as many tokens as this one leased, not all its streams' credit
+--             (queue/leases/dispatch.rs).
 local now = now_ms()
 local now_text = int_text(now)
 local rand = tonumber(ARGV[8])
@@ -72,4 +76,4 @@ for _, first in ipairs({ first_delayed or false, first_deadline or false, LIMITS
     end
   end
 end
-return { jobs, revoked, next_wake, now, sessions }
+return { jobs, revoked, next_wake, now, sessions, LIMITS.rate_held() and 1 or 0 }

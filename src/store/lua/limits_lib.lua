@@ -55,6 +55,15 @@ local RATES = {}
 -- The limits of the running call (configure) and what it has seen and reserved.
 local L = {}
 
+-- A time in ms as text with three decimals, as '%.3f' writes it but without floating-point
+-- formatting (printf's slowest path; a round writes a score per group it serves and a TAT per
+-- rate key): the thousandths of a ms are a whole number, exact in a double for any epoch time.
+local function ms_text(at)
+  local thousandths = math.floor(at * 1000 + 0.5)
+  local whole = math.floor(thousandths / 1000)
+  return int_text(whole) .. '.' .. string.format('%03d', thousandths - whole * 1000)
+end
+
 -- "count period_ms burst" -> {t, burst, batch}; nil for nil or text that does not read.
 local function parse_rate(text)
   if not text then
@@ -96,7 +105,7 @@ end
 -- Writes what the call changed of the turns; run (lib.lua) calls it as the call ends.
 function LIMITS.finish()
   if L.turn_changed then
-    redis.call('HSET', KEYS[K_META], 'key_turn', string.format('%.3f', L.turn))
+    redis.call('HSET', KEYS[K_META], 'key_turn', ms_text(L.turn))
   end
 end
 
@@ -108,8 +117,9 @@ function LIMITS.configure(rate, key_rate, key_concurrency)
   L.key_cap = key_concurrency and tonumber(key_concurrency)
 end
 
--- The earliest time `at` (ms) a held job may go, for the dispatcher's timer.
+-- The earliest time `at` (ms) a job a rate holds back may go, for the dispatcher's timer.
 local function wake_no_later(at)
+  L.rate_held = true
   at = math.ceil(at)
   if not LIMITS.wake_at or at < LIMITS.wake_at then
     LIMITS.wake_at = at
@@ -133,10 +143,6 @@ end
 -- may be leased then (the credit left).
 local function batch_at(rate, tat, most)
   return allowed_at(rate, tat, math.max(1, math.min(rate.batch, most or rate.batch)))
-end
-
-local function tat_text(tat)
-  return string.format('%.3f', tat)
 end
 
 -- The most jobs the queue's rate lets this call lease of `asked`; all of them without a rate.
@@ -164,7 +170,7 @@ function LIMITS.queue_charge(leased)
   end
   if leased > 0 then
     local tat = L.queue_base + leased * rate.t
-    redis.call('HSET', KEYS[K_META], 'rate_tat', tat_text(tat))
+    redis.call('HSET', KEYS[K_META], 'rate_tat', ms_text(tat))
     if leased >= L.queue_budget and L.queue_budget < L.queue_asked then
       wake_no_later(batch_at(rate, tat, L.queue_asked - leased))
     end
@@ -194,6 +200,27 @@ end
 
 local function group_range(group)
   return '[' .. group .. '\0', '[' .. group .. '\0\255'
+end
+
+-- What a lease round needs of a group's name, made once, not once per round: {concurrency key,
+-- rate key, the bounds of its members among the keyed jobs (group_range)}. Derived from the name
+-- alone, so any queue's groups share the table; it holds at most GROUP_CACHE names, and starts
+-- afresh when full.
+local GROUP_CACHE = 4096
+local GROUPS, group_names = {}, 0
+local function group_parts(group)
+  local parts = GROUPS[group]
+  if not parts then
+    if group_names >= GROUP_CACHE then
+      GROUPS, group_names = {}, 0
+    end
+    local conc, rate = split_group(group)
+    local lo, hi = group_range(group)
+    parts = { conc, rate, lo, hi }
+    GROUPS[group] = parts
+    group_names = group_names + 1
+  end
+  return parts
 end
 
 local function has_jobs(group)
@@ -263,7 +290,7 @@ function LIMITS.unpark(conc, now)
   redis.call('ZREM', KEYS[K_KEY_PARKED], unpack(groups))
   local due = {}
   for _, group in ipairs(groups) do
-    due[#due + 1] = string.format('%.3f', next_turn(now))
+    due[#due + 1] = ms_text(next_turn(now))
     due[#due + 1] = group
   end
   bulk('ZADD', KEYS[K_KEY_DUE], due)
@@ -374,8 +401,8 @@ function LIMITS.candidates(now, want)
     if tonumber(due[i + 1]) >= now + 1 then
       break
     end
-    local conc, rate = split_group(due[i])
-    groups[#groups + 1] = { name = due[i], conc = conc, rate = rate }
+    local parts = group_parts(due[i])
+    groups[#groups + 1] = { name = due[i], conc = parts[1], rate = parts[2], parts = parts }
   end
   if #groups == 0 then
     return out
@@ -393,17 +420,16 @@ function LIMITS.candidates(now, want)
     local room, next_at = group_room(g, now, taken_a, taken_t)
     if room and room <= 0 then
       if next_at then
-        later[#later + 1] = string.format('%.3f', next_at)
+        later[#later + 1] = ms_text(next_at)
         later[#later + 1] = g.name
         wake_no_later(next_at)
       else
         parked[#parked + 1] = g.name
       end
     else
-      local lo, hi = group_range(g.name)
       local n = math.min(quota, left, room or left)
       -- One member more than taken says whether the group has jobs left (LIMITS.charge).
-      local members = redis.call('ZRANGEBYLEX', KEYS[K_KEYED], lo, hi, 'LIMIT', '0', int_text(n + 1))
+      local members = redis.call('ZRANGEBYLEX', KEYS[K_KEYED], g.parts[3], g.parts[4], 'LIMIT', '0', int_text(n + 1))
       if #members == 0 then
         gone[#gone + 1] = g.name
       end
@@ -458,12 +484,19 @@ function LIMITS.candidates(now, want)
   if #dropped > 0 then
     bulk('ZREM', KEYS[K_KEYED], dropped)
   end
-  table.sort(kept, function(a, b)
-    if a.priority ~= b.priority then
-      return a.priority > b.priority
+  -- Most rounds' candidates share one priority, or come in its order already: then no sort
+  -- (its comparator is a Lua call per comparison).
+  for i = 2, #kept do
+    if kept[i].priority > kept[i - 1].priority then
+      table.sort(kept, function(a, b)
+        if a.priority ~= b.priority then
+          return a.priority > b.priority
+        end
+        return a.seq < b.seq
+      end)
+      break
     end
-    return a.seq < b.seq
-  end)
+  end
   return kept
 end
 
@@ -496,7 +529,7 @@ function LIMITS.charge(candidates, n, now)
       local tat = math.max(key_tat(rate) or now, now) + count * k.t
       L.tat[rate] = tat
       tats[#tats + 1] = 't' .. rate
-      tats[#tats + 1] = tat_text(tat)
+      tats[#tats + 1] = ms_text(tat)
     end
   end
   if #tats > 0 then
@@ -520,7 +553,7 @@ function LIMITS.charge(candidates, n, now)
       if not at or at <= now then
         at = next_turn(now)
       end
-      due[#due + 1] = string.format('%.3f', at)
+      due[#due + 1] = ms_text(at)
       due[#due + 1] = g.name
     end
   end
@@ -540,9 +573,20 @@ function LIMITS.settle(now, short)
   end
   local first = redis.call('ZRANGE', KEYS[K_KEY_DUE], '0', '0', 'WITHSCORES')
   local at = first[2] and tonumber(first[2])
-  if at and (at >= now + 1 or short) then
+  if at and at >= now + 1 then
+    wake_no_later(at)
+  elseif at and short then
+    -- Not held by a rate: due groups the call did not read, for a round at once.
+    local held = L.rate_held
     wake_no_later(math.max(at, now))
+    L.rate_held = held
   end
+end
+
+-- Whether a rate held jobs back in this call (the queue's, or a rate key's: their next batch
+-- is in LIMITS.wake_at).
+function LIMITS.rate_held()
+  return L.rate_held == true
 end
 
 -- A worker heard "rate limited, retry after ...": no job of `rec`'s rate key starts before
@@ -556,11 +600,11 @@ function LIMITS.hold_key(rec, held_until)
   end
   local tat = math.max(key_tat(rate) or 0, held_until + (k.burst - 1) * k.t)
   L.tat[rate] = tat
-  redis.call('HSET', KEYS[K_KEY_STATE], 't' .. rate, tat_text(tat))
+  redis.call('HSET', KEYS[K_KEY_STATE], 't' .. rate, ms_text(tat))
   local group = group_of(rec)
   local score = redis.call('ZSCORE', KEYS[K_KEY_DUE], group)
   if score and tonumber(score) < held_until then
-    redis.call('ZADD', KEYS[K_KEY_DUE], string.format('%.3f', held_until), group)
+    redis.call('ZADD', KEYS[K_KEY_DUE], ms_text(held_until), group)
   end
 end
 

@@ -63,6 +63,7 @@ async fn a_key_out_of_rate_is_skipped_and_the_round_says_when_it_may_go() {
     let mut want = vec![a[0].ulid.clone(), a[1].ulid.clone(), b[0].ulid.clone(), b[1].ulid.clone(), plain];
     want.sort();
     assert_eq!(got, want, "a burst of two per key, and the unkeyed job: a's other jobs wait");
+    assert!(round.rate_held, "a's rate held its other jobs back");
     let wake = round.next_wake.expect("a wake for key a");
     assert!(wake <= Duration::from_millis(500) && wake > Duration::ZERO, "a's next job in one interval: {wake:?}");
     assert!(case.lease(10).await.jobs.is_empty(), "key a has no budget yet");
@@ -71,6 +72,7 @@ async fn a_key_out_of_rate_is_skipped_and_the_round_says_when_it_may_go() {
     let at = round.now_ms + i64::try_from(wake.as_millis()).expect("ms");
     case.redis_time_when(|now| now >= at).await;
     let next = case.lease(10).await;
+    assert!(next.rate_held, "a's last job waits for its rate");
     assert_eq!(
         ulids(&a[2..3]),
         next.jobs.iter().map(|j| j.ulid.clone()).collect::<Vec<_>>(),
@@ -86,6 +88,7 @@ async fn the_queue_rate_holds_every_job_and_the_refill_too() {
     case.add_many(&(0..6).map(|_| Job::plain()).collect::<Vec<_>>()).await;
     let round = case.lease(10).await;
     assert_eq!(round.jobs.len(), 3, "the burst of three");
+    assert!(round.rate_held, "the queue's rate held three back");
     let wake = round.next_wake.expect("the queue's next job");
     assert!(wake > Duration::ZERO && wake <= Duration::from_millis(334), "{wake:?}");
     assert_eq!(case.stats().await.held_by_rate, None, "the queue's rate holds every waiting job");
@@ -225,5 +228,25 @@ async fn postpone_hands_a_job_back_for_later_without_an_attempt_and_may_hold_its
     let mut want = vec![first.ulid, second.ulid];
     want.sort();
     assert_eq!(seen, want, "both of a's jobs once the hold is over");
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn a_round_says_a_rate_held_jobs_back_only_when_one_did() {
+    let case = Case::start().await;
+    case.add_many(&[rate_keyed("a"), rate_keyed("a"), Job::plain()]).await;
+    let round = case.lease(10).await;
+    assert_eq!(round.jobs.len(), 3);
+    assert!(!round.rate_held, "no rate is set");
+    set(&case, StoredSettings { rate: rate(5, 10_000, 5), key_rate: rate(10, 1_000, 10), ..StoredSettings::default() })
+        .await;
+    case.add_many(&[rate_keyed("a"), rate_keyed("b"), Job::plain()]).await;
+    let round = case.lease(10).await;
+    assert_eq!(round.jobs.len(), 3, "within every budget");
+    assert!(!round.rate_held, "the queue ran out of jobs before any rate held one back");
+    case.add_many(&(0..8).map(|_| Job::plain()).collect::<Vec<_>>()).await;
+    let round = case.lease(10).await;
+    assert_eq!(round.jobs.len(), 2, "the rest of the queue's burst of five");
+    assert!(round.rate_held, "the queue's rate held six back");
     case.assert_invariants().await;
 }
