@@ -24,19 +24,21 @@
 //! # Ok(()) }
 //! ```
 
+mod adds;
 pub mod listings;
 mod schedules;
 mod tls;
 mod worker;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use tonic::{
-    Code,
     metadata::{Ascii, MetadataValue},
     service::{Interceptor, interceptor::InterceptedService},
     transport::Channel,
 };
+
+use adds::AddLane;
 
 use crate::{
     proto::{self, queue_service_client::QueueServiceClient, session_service_client::SessionServiceClient},
@@ -241,12 +243,15 @@ impl std::fmt::Debug for Bearer {
 /// token.
 pub type Transport = InterceptedService<Channel, Bearer>;
 
-/// The producer side, and reads. Cheap to clone; clones share one HTTP/2 connection.
+/// The producer side, and reads. Cheap to clone; clones share one HTTP/2 connection and one
+/// lane of single adds ([`Client::add`]: concurrent adds of a client and its clones share
+/// calls). [`Client::with_token`] makes a client with a lane of its own.
 #[derive(Clone)]
 pub struct Client {
     inner: QueueServiceClient<Transport>,
     channel: Channel,
     bearer: Bearer,
+    adds: Arc<AddLane>,
 }
 
 impl Client {
@@ -284,7 +289,8 @@ impl Client {
         let inner = QueueServiceClient::with_interceptor(channel.clone(), bearer.clone())
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20);
-        Self { inner, channel, bearer }
+        let adds = Arc::new(AddLane::new(inner.clone()));
+        Self { inner, channel, bearer, adds }
     }
 
     /// The same client sending `token` with every call (`authorization: Bearer <token>`), for a
@@ -307,24 +313,27 @@ impl Client {
         SessionServiceClient::with_interceptor(self.channel.clone(), self.bearer.clone())
     }
 
-    /// Adds one job and returns its id. `UNAVAILABLE` is retried a few times; the request gets
-    /// an idempotency key first (if it had none: [`NewJob::generated_idempotency_key`]), so a
-    /// retry can never add the job twice.
+    /// Adds one job and returns its id (the first job's, for a repeat of an idempotency key).
+    /// `UNAVAILABLE` is retried a few times; the request gets an idempotency key first (if it
+    /// had none: [`NewJob::generated_idempotency_key`]), so a retry can never add the job twice.
+    ///
+    /// Adds made while others of this client (or its clones) are in flight share calls: an
+    /// add that finds fewer than 4 calls in flight and none waiting goes at once as its own
+    /// `AddJob`; the others wait for the next call to end and go together as one `AddJobs` (up
+    /// to 1,000 jobs or 1 MiB), in the order they were made. Each add gets what `AddJob` would
+    /// have answered it: its id, or its own error (INVALID_ARGUMENT naming its field,
+    /// RESOURCE_EXHAUSTED for a queue at its cap, NOT_FOUND for a missing session...); a
+    /// failure of the whole call (UNAVAILABLE once the retries are spent, RESOURCE_EXHAUSTED
+    /// while Redis is full, UNAUTHENTICATED) reaches every add it carried, and one about the
+    /// batch itself (an entry out of the token's scope, the server's batch limits) has each
+    /// job sent alone instead. Two adds with the same key in one batch are a job and its
+    /// duplicate, as two concurrent `AddJob`s are. Each job keeps its own `traceparent`.
+    ///
+    /// Dropping the future of an add does not touch the others'. Its own job is left out if it
+    /// was still waiting, and may still be added if its call had gone out.
     pub async fn add(&self, job: NewJob) -> Result<String, ClientError> {
         let job = if job.0.idempotency_key.is_empty() { job.generated_idempotency_key() } else { job };
-        let req = job.into_request();
-        let mut wait = Duration::from_millis(100);
-        for attempt in 1.. {
-            match self.inner.clone().add_job(req.clone()).await {
-                Ok(resp) => return Ok(resp.into_inner().job_id),
-                Err(status) if status.code() == Code::Unavailable && attempt < 5 => {
-                    tokio::time::sleep(wait).await;
-                    wait *= 2;
-                }
-                Err(status) => return Err(status.into()),
-            }
-        }
-        unreachable!("the loop returns")
+        Ok(self.adds.add(job.into_request()).await?.job_id)
     }
 
     /// Adds up to 1,000 jobs in one call; one result per job, in order.

@@ -35,6 +35,7 @@ mod schedules;
 mod scripts;
 mod sessions;
 mod sharded;
+mod single_adds;
 mod tls;
 mod work;
 mod work_rpc;

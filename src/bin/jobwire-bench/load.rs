@@ -155,22 +155,61 @@ pub(crate) async fn add_singly(
     in_flight: usize,
     make: impl Fn(u64) -> NewJob,
 ) -> anyhow::Result<()> {
+    add_each("AddJob", n, in_flight, make, |job| {
+        let mut raw = client.raw();
+        async move {
+            let resp = raw.add_job(job.into_request()).await?.into_inner();
+            ensure!(!resp.duplicate, "an add without a key came back duplicate");
+            Ok(resp.job_id)
+        }
+    })
+    .await
+    .map(drop)
+}
+
+/// Adds `n` jobs through the typed client's `Client::add`, at most `in_flight` at once: what
+/// an application adding single jobs gets, its concurrent adds sharing calls; checks that
+/// each job got its own id.
+pub(crate) async fn add_through_client(
+    client: &Client,
+    n: u64,
+    in_flight: usize,
+    make: impl Fn(u64) -> NewJob,
+) -> anyhow::Result<()> {
+    let ids = add_each("Client::add", n, in_flight, make, |job| async move { Ok(client.add(job).await?) }).await?;
+    let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+    ensure!(distinct.len() == ids.len(), "{} of {} adds share an id", ids.len() - distinct.len(), ids.len());
+    Ok(())
+}
+
+/// Adds the jobs `make` builds for 0..n, each through `add` (the job's id out), at most
+/// `in_flight` at once, ticking under `label`; returns the ids.
+async fn add_each<Add, Added>(
+    label: &str,
+    n: u64,
+    in_flight: usize,
+    make: impl Fn(u64) -> NewJob,
+    add: Add,
+) -> anyhow::Result<Vec<String>>
+where
+    Add: Fn(NewJob) -> Added,
+    Added: Future<Output = anyhow::Result<String>>,
+{
     let done = Arc::new(AtomicU64::new(0));
-    let _ticker = Ticker::start("AddJob".into(), n, done.clone());
-    let requests: Vec<proto::AddJobRequest> = (0..n).map(|i| make(i).into_request()).collect();
-    futures::stream::iter(requests)
-        .map(|req| {
-            let mut raw = client.raw();
+    let _ticker = Ticker::start(label.into(), n, done.clone());
+    let jobs: Vec<NewJob> = (0..n).map(make).collect();
+    futures::stream::iter(jobs)
+        .map(|job| {
+            let added = add(job);
             let done = done.clone();
             async move {
-                let resp = raw.add_job(req).await?.into_inner();
-                ensure!(!resp.duplicate, "an add without a key came back duplicate");
+                let id = added.await?;
                 done.fetch_add(1, Ordering::Relaxed);
-                Ok(())
+                Ok::<_, anyhow::Error>(id)
             }
         })
         .buffer_unordered(in_flight)
-        .try_collect::<()>()
+        .try_collect()
         .await
 }
 

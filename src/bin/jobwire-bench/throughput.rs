@@ -1,4 +1,4 @@
-//! The throughput scenarios: a (enqueue, singly and in bulk), b (processing at concurrency 1,
+//! The throughput scenarios: a (enqueue, singly, through the client's `add` and in bulk), b (processing at concurrency 1,
 //! 10 and 100) and e (the retry path), each with the CPU every process spent per job.
 
 use std::time::{Duration, Instant};
@@ -8,7 +8,7 @@ use jobwire::proto;
 
 use crate::{
     Bench, IN_FLIGHT,
-    load::{add_in_bulk, add_singly, check_all_completed, job, wait_settled},
+    load::{add_in_bulk, add_singly, add_through_client, check_all_completed, job, wait_settled},
     probe::Role,
     procs::{CpuUse, CpuWindow, WorkerSpec},
     results::{Recorder, Target, percentile},
@@ -49,6 +49,19 @@ impl Bench {
         self.explain_redis(n, &used).await?;
         ensure!(client.stats("bench-a4").await?.waiting == n, "jobs missing");
         out.record("AddJob + generated key: redis-server CPU", "µs/job", None, used.per_unit[0]);
+
+        // The same jobs through `Client::add` (which gives each the generated key above): the
+        // client's concurrent adds share AddJobs calls.
+        self.redis.reset_stats().await?;
+        let cpu = CpuWindow::open(&pids)?;
+        add_through_client(&client, n, IN_FLIGHT, |i| job("bench-a5", i)).await?;
+        let used = cpu.close(n)?;
+        self.explain_redis(n, &used).await?;
+        let CpuUse { elapsed, per_unit: per_job, .. } = used;
+        ensure!(client.stats("bench-a5").await?.waiting == n, "jobs missing");
+        out.record("Client::add, ≤ 100 in flight", "jobs/s", None, n as f64 / elapsed.as_secs_f64());
+        out.record("Client::add: redis-server CPU", "µs/job", None, per_job[0]);
+        out.record("Client::add: jobwire server CPU", "µs/job", None, per_job[1]);
 
         self.redis.reset_stats().await?;
         let cpu = CpuWindow::open(&pids)?;
