@@ -23,8 +23,10 @@
 //! cap gets no job and no entry; only a first add Redis then refuses for memory leaves the entry
 //! of a queue with no keys. An add into a session skips that: the session's creation registered
 //! its queue, and a missing session must not register one), `background` (no adds once the instance stops) and `leases`
-//! (`Leases::wake`: a queue with new work wakes its dispatcher here; other instances hear of it
-//! from the add script itself).
+//! (`Leases::plan_add_leases` and `settle_add_leases`: an add of a queue whose streams here
+//! wait leases their jobs in its own call, see `leases/adds.rs`; `Leases::wake`: any other add
+//! with new work wakes the queue's dispatcher here; other instances hear of it from the add
+//! script itself).
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -42,7 +44,7 @@ use super::{
     settings::Limits,
 };
 use crate::{
-    store::{AddArgs, AddOutcome, JobRecord, Store, StoreError},
+    store::{AddArgs, AddOutcome, AddReport, JobRecord, Store, StoreError},
     telemetry::{self, SPAN_TARGET, TraceContext, traceparent},
 };
 
@@ -71,9 +73,8 @@ pub(super) struct Intake {
     /// The most jobs a queue may hold waiting (`Settings::max_waiting`), unless the queue's
     /// settings say otherwise (the add function reads them).
     max_waiting: Option<u64>,
-    /// Single adds, coalesced per queue; each answer says whether the queue must be registered
-    /// again (`AddReport::registers_again`).
-    adds: Arc<Coalescer<Prepared, (AddOutcome, bool)>>,
+    /// Single adds, coalesced per queue.
+    adds: Arc<Coalescer<Prepared, Answer>>,
 }
 
 /// What an intake is given besides the rooms it calls.
@@ -126,25 +127,24 @@ impl Intake {
             self.registry.register(&queue).await?;
         }
         let max_waiting = self.max_waiting;
-        let (store, lane) = (self.store.clone(), queue.clone());
+        let (store, leases, lane) = (self.store.clone(), self.leases.clone(), queue.clone());
         let run = move |items: Vec<Prepared>| {
-            let (store, lane) = (store.clone(), lane.clone());
+            let (store, leases, lane) = (store.clone(), leases.clone(), lane.clone());
             async move {
                 let args: Vec<AddArgs> = items.iter().map(Prepared::args).collect();
-                let report = store.jobs().add_many(&lane, &args, max_waiting).await?;
-                let again = report.registers_again;
-                Ok(report.outcomes.into_iter().map(|outcome| (outcome, again)).collect())
+                let (report, leased) = add_leasing(&store, &leases, &lane, &args, max_waiting).await?;
+                let registers_again = report.registers_again;
+                Ok(report.outcomes.into_iter().map(|outcome| Answer { outcome, registers_again, leased }).collect())
             }
         };
-        let (outcome, registers_again) =
-            self.adds.submit(&queue, prepared, run).await.map_err(|e| self.memory.refusal(e))?;
-        let added = accepted(&queue, outcome, session.as_ref(), "", span)?;
-        if registers_again {
+        let answer = self.adds.submit(&queue, prepared, run).await.map_err(|e| self.memory.refusal(e))?;
+        let added = accepted(&queue, answer.outcome, session.as_ref(), "", span)?;
+        if answer.registers_again {
             self.registry.register_again(&queue).await;
         } else if session.is_some() {
             self.note_registered(&queue).await;
         }
-        if !added.duplicate {
+        if !added.duplicate && !answer.leased {
             self.leases.wake(&queue);
         }
         Ok(added)
@@ -202,12 +202,16 @@ impl Intake {
                 Err(e) => return Err(e),
             }
             let mut any_in = false;
+            // Whether a chunk went in without leasing for waiting streams: its jobs wake the
+            // dispatcher.
+            let mut wakes = false;
             let mut registers_again = false;
             for chunk in items.chunks(MAX_CHUNK) {
                 let args: Vec<AddArgs> = chunk.iter().map(|(_, p)| p.args()).collect();
-                let outcomes = match self.store.jobs().add_many(&queue, &args, self.max_waiting).await {
-                    Ok(report) => {
+                let outcomes = match add_leasing(&self.store, &self.leases, &queue, &args, self.max_waiting).await {
+                    Ok((report, leased)) => {
                         registers_again |= report.registers_again;
+                        wakes |= !leased && report.outcomes.iter().any(|o| matches!(o, AddOutcome::Added(_)));
                         report.outcomes
                     }
                     Err(StoreError::OutOfMemory) => {
@@ -236,7 +240,9 @@ impl Intake {
                 } else if all_in_sessions {
                     self.note_registered(&queue).await;
                 }
-                self.leases.wake(&queue);
+                if wakes {
+                    self.leases.wake(&queue);
+                }
             }
         }
         Ok(results)
@@ -251,6 +257,32 @@ impl Intake {
             tracing::warn!(%queue, error = %e, "could not register the queue; discovery will");
         }
     }
+}
+
+/// One call of the add function for jobs of `queue`: when streams here wait for the queue's
+/// jobs, the call leases them theirs (`Leases::plan_add_leases`). Returns what the add did, and
+/// whether the call leased for waiting streams (their dispatcher is then taken care of: the
+/// add must not wake it).
+async fn add_leasing(
+    store: &Store,
+    leases: &Arc<Leases>,
+    queue: &str,
+    args: &[AddArgs<'_>],
+    max_waiting: Option<u64>,
+) -> std::result::Result<(AddReport, bool), StoreError> {
+    let plan = leases.plan_add_leases(queue, args.len());
+    let leased = plan.leases();
+    let answer = store.jobs().add_and_lease(queue, args, max_waiting, plan.tokens()).await;
+    Ok((leases.settle_add_leases(queue, plan, answer).await?, leased))
+}
+
+/// What the add function said about one single add.
+struct Answer {
+    outcome: AddOutcome,
+    /// The queue must be registered again (`AddReport::registers_again`).
+    registers_again: bool,
+    /// The call leased for streams waiting here (see `add_leasing`).
+    leased: bool,
 }
 
 /// What the add script said about one job, for its caller; a job newly added is counted and

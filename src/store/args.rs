@@ -153,19 +153,21 @@ impl<'a> AddBatchArgs<'a> {
 
 /// (job number from 1, code, first ULID) per job not added; or the one triple (0, -2, Redis
 /// time in ms) when the buckets named did not hold Redis's clock.
-type AddReply = Vec<(i64, i64, String)>;
+pub(super) type AddReply = Vec<(i64, i64, String)>;
 
-impl QueueFunction for AddBatchArgs<'_> {
-    type Reply = AddReply;
-    function!(add);
-
+impl AddBatchArgs<'_> {
     /// Each family's buckets, family after family.
-    fn own_keys(&self, keys: &QueueKeys) -> Vec<String> {
+    fn bucket_keys(&self, keys: &QueueKeys) -> Vec<String> {
         self.families.iter().flat_map(|family| family.keys(keys)).collect()
     }
 
-    fn write_args(&self, cmd: &mut Cmd) {
-        cmd.arg(tombstones::LOOKBACK).arg(tombstones::SPAN).arg(self.families.len()).arg(self.max_waiting.unwrap_or(0));
+    /// ARGV[8..] with `tokens` closing them (none: a plain add).
+    fn write(&self, cmd: &mut Cmd, tokens: &[LeaseToken]) {
+        cmd.arg(tombstones::LOOKBACK)
+            .arg(tombstones::SPAN)
+            .arg(self.families.len())
+            .arg(self.max_waiting.unwrap_or(0))
+            .arg(tokens.len());
         for family in &self.families {
             cmd.arg(family.width_ms).arg(family.first);
         }
@@ -192,6 +194,47 @@ impl QueueFunction for AddBatchArgs<'_> {
                     );
             }
         }
+        for token in tokens {
+            cmd.arg(token.as_str());
+        }
+    }
+}
+
+impl QueueFunction for AddBatchArgs<'_> {
+    type Reply = AddReply;
+    function!(add);
+
+    fn own_keys(&self, keys: &QueueKeys) -> Vec<String> {
+        self.bucket_keys(keys)
+    }
+
+    fn write_args(&self, cmd: &mut Cmd) {
+        self.write(cmd, &[]);
+    }
+}
+
+/// lua/add.lua with lease tokens: the add, then up to one ready job leased per token, for the
+/// worker streams of this instance the tokens name.
+pub(super) struct AddLeaseArgs<'a> {
+    pub add: &'a AddBatchArgs<'a>,
+    /// At least one.
+    pub tokens: &'a [LeaseToken],
+}
+
+/// (the add's reply, jobs {ULID, record}, sessions {job number, state, version}, now ms, ms
+/// until the earliest delayed job is due or -1).
+type AddLeaseReply = (AddReply, Vec<(String, Vec<u8>)>, Vec<(i64, String, i64)>, i64, i64);
+
+impl QueueFunction for AddLeaseArgs<'_> {
+    type Reply = AddLeaseReply;
+    function!(add);
+
+    fn own_keys(&self, keys: &QueueKeys) -> Vec<String> {
+        self.add.bucket_keys(keys)
+    }
+
+    fn write_args(&self, cmd: &mut Cmd) {
+        self.add.write(cmd, self.tokens);
     }
 }
 

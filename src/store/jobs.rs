@@ -1,5 +1,6 @@
-//! The job transitions of the hot paths: add, lease, complete (which may lease the acking
-//! workers' next jobs in the same call) — and fail, extend, progress,
+//! The job transitions of the hot paths: add (which may lease jobs for waiting workers in the
+//! same call), lease, complete (which may lease the acking workers' next jobs in the same call)
+//! — and fail, extend, progress,
 //! requeue, reap and reclaim, the other calls a lease holder (or its loss) makes — plus the lease
 //! reads that let an owner reconcile its in-flight set. Each is one function call; add, lease and
 //! complete have budgeted instruction counts, so nothing here does work per call beyond
@@ -12,8 +13,8 @@ use foldhash::{HashSet, HashSetExt};
 use super::{
     JobRecord, Lease, LeaseToken, RecordState, Result, StoreError,
     args::{
-        AddBatchArgs, CompleteArgs, CompleteLeaseArgs, ExtendArgs, FailArgs, FailLeaseArgs, LeaseArgs, PostponeArgs,
-        ProgressArgs, ReapArgs, ReclaimArgs, RequeueArgs,
+        AddBatchArgs, AddLeaseArgs, AddReply, CompleteArgs, CompleteLeaseArgs, ExtendArgs, FailArgs, FailLeaseArgs,
+        LeaseArgs, PostponeArgs, ProgressArgs, ReapArgs, ReclaimArgs, RequeueArgs,
     },
     backend::Backend,
     decoded, tombstones,
@@ -64,10 +65,12 @@ pub struct LeaseRound {
     pub rate_held: bool,
 }
 
-/// The jobs an ack call leased with the refill tokens it carried (see lua/complete.lua).
+/// The jobs a call leased in passing with the tokens it carried: an ack call with its refill
+/// tokens (see lua/complete.lua), an add with those of waiting streams (lua/add.lua).
 #[derive(Debug, Default)]
 pub struct Refill {
-    /// The refill tokens offered: those of the acks that ended their lease, in ack order.
+    /// The tokens offered: those of the acks that ended their lease, in ack order; every token
+    /// of an add.
     pub offered: Vec<String>,
     /// The jobs leased, the i-th holding the i-th token offered: fewer than offered when the
     /// queue ran short (or is paused).
@@ -256,13 +259,39 @@ impl Jobs {
         now_ms: u64,
         max_waiting: Option<u64>,
     ) -> Result<AddReport> {
+        Ok(self.add_and_lease_at(queue, jobs, now_ms, max_waiting, &[]).await?.0)
+    }
+
+    /// Adds jobs as `add_many` does, then leases up to one ready job per token in the same call,
+    /// as a lease round would (see lua/add.lua): `tokens` are those of worker streams waiting
+    /// for the queue's jobs. The refill's jobs hold the tokens in order; fewer than the tokens
+    /// when the queue ran short.
+    pub async fn add_and_lease(
+        &self,
+        queue: &str,
+        jobs: &[AddArgs<'_>],
+        max_waiting: Option<u64>,
+        tokens: &[LeaseToken],
+    ) -> Result<(AddReport, Refill)> {
+        self.add_and_lease_at(queue, jobs, tombstones::local_now_ms(), max_waiting, tokens).await
+    }
+
+    /// `add_and_lease` with the tombstone buckets named from `now_ms` (see `add_many_at`).
+    pub async fn add_and_lease_at(
+        &self,
+        queue: &str,
+        jobs: &[AddArgs<'_>],
+        now_ms: u64,
+        max_waiting: Option<u64>,
+        tokens: &[LeaseToken],
+    ) -> Result<(AddReport, Refill)> {
         let mut args = AddBatchArgs::new(jobs, now_ms, max_waiting)?;
         // The jobs not added, as (job number from 1, code, first ULID or the cap); the rest
-        // were added.
-        let mut refused = self.backend.call_replicated(queue, &args).await?;
+        // were added. A call refused for its buckets leased nothing either.
+        let (mut refused, mut refill) = self.add_call(queue, &args, tokens).await?;
         if let Some(redis_now) = buckets_missed(&refused)? {
             args.rename_buckets(redis_now);
-            refused = self.backend.call_replicated(queue, &args).await?;
+            (refused, refill) = self.add_call(queue, &args, tokens).await?;
             if buckets_missed(&refused)?.is_some() {
                 return Err(StoreError::Redis("add: the tombstone buckets named from Redis's time missed it".into()));
             }
@@ -286,7 +315,24 @@ impl Jobs {
                 _ => AddOutcome::NoSession,
             };
         }
-        Ok(AddReport { outcomes, registers_again })
+        Ok((AddReport { outcomes, registers_again }, refill))
+    }
+
+    /// One call of the add function, with `tokens` to lease with if any.
+    async fn add_call(
+        &self,
+        queue: &str,
+        args: &AddBatchArgs<'_>,
+        tokens: &[LeaseToken],
+    ) -> Result<(AddReply, Refill)> {
+        if tokens.is_empty() {
+            return Ok((self.backend.call_replicated(queue, args).await?, Refill::default()));
+        }
+        let (refused, jobs, sessions, now_ms, next_delayed) =
+            self.backend.call_replicated(queue, &AddLeaseArgs { add: args, tokens }).await?;
+        let leased = leased_jobs(jobs, sessions, tokens, now_ms)?;
+        let offered = tokens.iter().map(|t| t.as_str().to_owned()).collect();
+        Ok((refused, Refill { offered, leased, now_ms, next_delayed: wait_ms(next_delayed) }))
     }
 
     /// One dispatcher round (see lua/lease.lua): expire, promote, lease one job per token, and

@@ -57,7 +57,7 @@ async fn add_many(server: &Server, queue: &str, n: usize) {
 /// The lease rounds the dispatcher's upkeep may add since `started`: one every safety poll
 /// (500 ms here), however slow a loaded machine makes the loop, and a few to spare. Two calls
 /// per job would pass this by as many as there are jobs.
-fn upkeep_rounds(started: std::time::Instant) -> u64 {
+pub(crate) fn upkeep_rounds(started: std::time::Instant) -> u64 {
     u64::try_from(started.elapsed().as_millis() / 500).unwrap_or(u64::MAX).saturating_add(4)
 }
 

@@ -6,6 +6,7 @@
 
 mod harness;
 
+mod add_leases;
 mod admin;
 mod admission;
 mod auth;

@@ -224,7 +224,29 @@ impl Hub {
         let mut state = self.lock();
         // A queue its last round found empty gets no credit until something wakes it: its
         // reservations would only keep later queues of the same streams waiting.
-        let Some(q) = state.queues.get(queue).filter(|q| !q.drained) else {
+        if state.queues.get(queue).is_none_or(|q| q.drained) {
+            return Vec::new();
+        }
+        self.reserve(&mut state, queue, max)
+    }
+
+    /// Reserves credit for the leases an add of `queue` makes in its own call, as `plan` does
+    /// for a round, but only while the queue is drained: its streams are waiting and no lease
+    /// round is due (when it is not drained, its dispatcher is about to run and the add only
+    /// wakes it). Returns the tokens, and the queue's wake-ups so far (for `found_empty`); no
+    /// token while the instance is draining, or when no stream may take a job of the queue now.
+    pub(super) fn plan_add(&self, queue: &str, max: usize) -> (Vec<LeaseToken>, u64) {
+        let mut state = self.lock();
+        let Some(wakes) = state.queues.get(queue).filter(|q| q.drained && !state.draining).map(|q| q.wakes) else {
+            return (Vec::new(), 0);
+        };
+        (self.reserve(&mut state, queue, max), wakes)
+    }
+
+    /// The reservation of `plan` and `plan_add`: up to `max` tokens shared out fairly between
+    /// the streams of `queue` that may take its jobs now.
+    fn reserve(&self, state: &mut State, queue: &str, max: usize) -> Vec<LeaseToken> {
+        let Some(q) = state.queues.get(queue) else {
             return Vec::new();
         };
         let candidates = q.streams.clone();
@@ -236,7 +258,7 @@ impl Hub {
         let eligible: Vec<u64> = candidates
             .into_iter()
             .filter(|id| {
-                state.streams.get(id).is_some_and(|s| share(&state, s, queue) > 0 && in_turn(&state, &s.spec, queue))
+                state.streams.get(id).is_some_and(|s| share(state, s, queue) > 0 && in_turn(state, &s.spec, queue))
             })
             .collect();
         if eligible.is_empty() {
@@ -249,7 +271,7 @@ impl Hub {
             .cycle()
             .skip(start)
             .take(eligible.len())
-            .map(|id| (*id, share(&state, &state.streams[id], queue)))
+            .map(|id| (*id, share(state, &state.streams[id], queue)))
             .collect();
         let mut picks = Vec::new();
         while picks.len() < max {

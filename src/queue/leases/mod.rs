@@ -2,7 +2,8 @@
 //! (`stream.rs`), the worker streams and the credit and leases each holds (`hub.rs`, its unit
 //! tests in `hub/tests.rs`), one dispatcher per queue with a stream here (`dispatch.rs`), the notices that
 //! reach a lease's owner on another instance and the reconciliation that makes up for lost ones
-//! (`notices.rs`), the refills an ack leases in its own call (`refill.rs`), the heartbeat, which
+//! (`notices.rs`), the refills an ack leases in its own call (`refill.rs`), the leases an add
+//! makes in its own call for streams waiting here (`adds.rs`), the heartbeat, which
 //! also reaps dead instances' leases and expires idle sessions (`liveness.rs`), and the
 //! published list of this instance's workers (`workers.rs`).
 //!
@@ -15,10 +16,11 @@
 //! back on shutdown, so no lease round completes after the hand-back), the heartbeat, the notice
 //! listener, the reconciliation, and the short-lived hand-backs (of a closed stream's leases, of
 //! a lease round whose answer was lost). Calls `background` only. The other rooms reach this one
-//! through `wake` (intake, schedules), `follow_schedules` (schedules), `tell_owner` (acks, admin), `trace_of` (acks), and `stream_count`
+//! through `wake` (intake, schedules), `plan_add_leases` and `settle_add_leases` (intake), `follow_schedules` (schedules), `tell_owner` (acks, admin), `trace_of` (acks), and `stream_count`
 //! and `redis_is_up` (gauges); the engine through the rest. The hub is reached from this room
 //! only; the other files here are its tasks and helpers, reading `Leases` directly.
 
+mod adds;
 mod dispatch;
 mod hub;
 mod liveness;

@@ -98,19 +98,43 @@ impl Leases {
                 self.answered(job_id, self.hub.release_refilled(job_id, held));
             }
         }
-        let short = refill.leased.len() < refill.offered.len();
-        if let Err(e) = dispatch::hand_over(self, queue, &reserved, refill.leased, refill.now_ms).await {
-            // The acks are done all the same; the jobs not handed over return at their deadline.
-            warn!(%queue, error = %e, "could not hand back refills whose stream left");
-        }
-        if short {
-            // The stream may now idle: the dispatcher takes over, and must know when the delayed
-            // jobs the refills would have promoted are due.
-            self.hub.found_empty(queue, plan.wakes);
-            if let Some(wait) = refill.next_delayed {
-                self.hub.due_in(queue, wait);
-            }
-        }
+        settle_leased(self, queue, &reserved, plan.wakes, refill).await;
         Ok(acked)
     }
+}
+
+/// Settles what a call that leased in passing answered (an ack's refills, an add's leases), the
+/// reservations `reserved` made after `wakes` wake-ups of `queue`: the jobs go to their streams
+/// and the unused reservations come back. A short answer (fewer jobs than tokens offered) marks
+/// the queue drained, unless a wake-up came meanwhile, and tells the dispatcher when the next
+/// delayed job is due: the streams may now idle, and the dispatcher takes over. A job leased
+/// with a timeout shorter than the safety poll sets the dispatcher's timer for its deadline
+/// (the dispatcher's upkeep expires deadlines; a longer one is met by the periodic upkeep).
+/// Returns whether the answer was short.
+pub(super) async fn settle_leased(
+    leases: &Arc<Leases>,
+    queue: &str,
+    reserved: &[LeaseToken],
+    wakes: u64,
+    refill: Refill,
+) -> bool {
+    let short = refill.leased.len() < refill.offered.len();
+    let soonest = refill.leased.iter().map(|job| job.deadline_ms.saturating_sub(refill.now_ms)).min();
+    if let Some(timeout) = soonest.and_then(|ms| u64::try_from(ms).ok()).map(std::time::Duration::from_millis)
+        && timeout < leases.settings.safety_poll
+    {
+        leases.hub.due_in(queue, timeout);
+    }
+    if let Err(e) = dispatch::hand_over(leases, queue, reserved, refill.leased, refill.now_ms).await {
+        // The call's own change stands all the same; the jobs not handed over return at their
+        // deadline.
+        warn!(%queue, error = %e, "could not hand back jobs leased for a stream that left");
+    }
+    if short {
+        leases.hub.found_empty(queue, wakes);
+        if let Some(wait) = refill.next_delayed {
+            leases.hub.due_in(queue, wait);
+        }
+    }
+    short
 }

@@ -4,13 +4,15 @@
 -- job that fails to go in leaves no tombstone behind.
 -- Touches (here or in the lib.lua helpers it calls) the queue keys jobs, delayed, meta, events,
 -- sessions, session_jobs, session_ttl, activity, settings (read), keyed, key_due, key_parked
--- (read), ready lists; may publish a wake-up on ARGV[1].
+-- (read), ready lists, and with lease tokens those a lease round touches (lease.lua); may publish
+-- a wake-up on ARGV[1].
 -- KEYS: the queue keys (lib.lua), then ARGV[9] tombstone buckets per family (store/tombstones.rs):
 -- family f's are KEYS[31 + (f - 1) * ARGV[9] + 1 ..], buckets first, first + 1, ... of its width.
 -- ARGV[8] lookback L, ARGV[9] buckets named per family, ARGV[10] families F, ARGV[11] the most
 -- jobs the queue may hold waiting (ready, delayed or retrying, or pending in a session) or 0 for
--- no cap, unless the queue's settings say otherwise (max_waiting in lib.lua), then per family its bucket width ms and the index of its first bucket named; then per
--- job: ULID, packed record
+-- no cap, unless the queue's settings say otherwise (max_waiting in lib.lua), ARGV[12] the number
+-- T of lease tokens that close the arguments, then per family its bucket width ms and the index
+-- of its first bucket named; then per job: ULID, packed record
 -- (state WAITING), priority, and '' for a job with nothing more to say, or '+' ('*' for a job
 -- with a rate or concurrency key, which waits among the keyed jobs once ready) followed by five
 -- more values: delay ms or -1, run_at epoch ms or -1, session name or '', its key's family (1 to
@@ -35,9 +37,29 @@
 -- set and the answer ends with the triple {0, -4, ''}: the caller must register the queue again.
 -- A tombstone outlives the job's retention on purpose: a repeat inside the window is a
 -- duplicate even after the first job is gone.
+-- The T lease tokens (the last T arguments, after the jobs) are those of worker streams of the
+-- calling instance waiting with free credit: once every job is in, due delayed jobs are made
+-- ready and up to T ready jobs are leased with them as a lease round would (lease_refills in
+-- lib.lua; deadlines and trims stay with the lease round). The wake-up of a ready list the call
+-- filled is then published only when jobs may be left for other streams: every token was used,
+-- or a limit holds a job back (ready_wake in lib.lua). With T > 0 the answer is {refused,
+-- jobs, sessions, now, delayed}: refused the flat triples above (the bucket triple too), jobs
+-- and sessions as in lease.lua, the i-th job holding the i-th token, now the Redis time of the
+-- call (ms) and delayed the ms until the earliest delayed job left is due or a job a limit holds
+-- back may go, -1 when none is.
 -- Parsed once per text (setting, lib.lua): they are the same in every call.
 local lookback, span, families = setting(ARGV[8]), setting(ARGV[9]), setting(ARGV[10])
-local jobs_from = 12 + 2 * families
+local jobs_from = 13 + 2 * families
+local tokens = tonumber(ARGV[12])
+local jobs_to = #ARGV - tokens
+hold_ready_wake = tokens > 0
+-- The answer, in the shape the tokens ask for (see above); `leased` the lease's answer.
+local function answer(out, leased)
+  if tokens == 0 then
+    return out
+  end
+  return { out, leased[1], leased[2], clock_read or 0, leased[3] }
+end
 -- The jobs waiting, counted once per call and only when there is a cap.
 local cap = max_waiting(tonumber(ARGV[11]))
 local cap_text = int_text(cap)
@@ -55,16 +77,16 @@ local now
 -- (key -> ULID: found in the buckets read, or added by this call) and the entries to write.
 local tombs = {}
 for f = 1, families do
-  local width = ARGV[10 + 2 * f]
+  local width = ARGV[11 + 2 * f]
   if not string.find(width, '^[1-9]%d*$') or #width > 15 then
     return redis.error_reply('ERR add: a tombstone bucket width must be from 1 to 15 digits of ms')
   end
   now = now or now_ms()
   local w = tonumber(width)
   local current = math.floor(now / w)
-  local first = tonumber(ARGV[11 + 2 * f])
+  local first = tonumber(ARGV[12 + 2 * f])
   if math.max(0, current - lookback) < first or current >= first + span then
-    return { 0, -2, int_text(now) }
+    return answer({ 0, -2, int_text(now) }, { {}, {}, -1 })
   end
   tombs[f] = {
     at = K_READY + 10 + (f - 1) * span + 1 + current - first,
@@ -78,7 +100,7 @@ end
 if families > 0 then
   local wanted = {}
   local i = jobs_from
-  while i <= #ARGV do
+  while i <= jobs_to do
     if ARGV[i + 3] == '' then
       i = i + 4
     else
@@ -134,7 +156,7 @@ local function write_ready()
   bulk('HSET', KEYS[K_JOBS], records)
   for priority, ids in pairs(ready) do
     if bulk('RPUSH', ready_key(tonumber(priority)), ids) == #ids then
-      wake()
+      ready_wake()
     end
   end
   emit_many(E_WAITING, waiting)
@@ -201,7 +223,7 @@ local function add_special(n, ulid, raw, priority, delay, run_at, session, t, ke
 end
 
 local i, n = jobs_from, 0
-while i <= #ARGV do
+while i <= jobs_to do
   local ulid, raw, priority = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   n = n + 1
   if ARGV[i + 3] == '' then
@@ -232,4 +254,12 @@ count_added(added)
 if added > 0 and redis.call('HSETNX', KEYS[K_META], 'registered', 1) == 1 then
   out[#out + 1], out[#out + 2], out[#out + 3] = 0, -4, ''
 end
-return out
+if tokens == 0 then
+  return out
+end
+now = now or now_ms()
+local jobs, sessions, next_delayed = lease_refills(ARGV, jobs_to + 1, now)
+if ready_wake_held and (#jobs == 2 * tokens or LIMITS.wake_at) then
+  wake()
+end
+return answer(out, { jobs, sessions, next_delayed })

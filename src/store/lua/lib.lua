@@ -392,6 +392,22 @@ local function wake()
   redis.call('SPUBLISH', ARGV[1], ARGV[2])
 end
 
+-- An add that leases with tokens of its own (add.lua) holds back the wake-up of a ready list it
+-- filled: the jobs it made ready may all be leased in the same call, and a wake-up for nothing
+-- would cost every instance serving the queue (this one too: it hears its own) a lease round.
+-- Set by that add; `ready_wake_held` then says whether a ready list was filled.
+local hold_ready_wake, ready_wake_held = false, false
+
+-- A ready list went from empty to one job or more: wakes the dispatchers, unless the call holds
+-- that wake-up back (see above).
+local function ready_wake()
+  if hold_ready_wake then
+    ready_wake_held = true
+  else
+    wake()
+  end
+end
+
 -- Concurrency cap: the queue's `concurrency` setting is the most leases it may hold (HLEN of
 -- active), whoever holds them; a lease round or refill leases no more than the room left. The
 -- count is the active hash itself, so every way a lease ends frees its slot and none can leak.
@@ -545,7 +561,7 @@ local function make_ready(ulid, rec, now, at_head)
     save(ulid, rec)
     local len = redis.call(at_head and 'LPUSH' or 'RPUSH', ready_key(rec[R_PRIORITY]), ulid)
     if len == 1 then
-      wake()
+      ready_wake()
     end
   end
   emit(E_WAITING, ulid, rec[R_ATTEMPTS])
@@ -960,7 +976,8 @@ local function lease_ready(tokens, first, now)
   return jobs, sessions, first_deadline
 end
 
--- The refill of the acks of one call: due delayed jobs are made ready first, then one ready job
+-- The refill of the acks of one call (or the leases an add makes for waiting streams): due
+-- delayed jobs are made ready first, then one ready job
 -- is leased per token of tokens[first..] (lease_ready). Returns the jobs and sessions as
 -- lease_ready does, and the ms until the earliest delayed job left is due or a job a limit
 -- holds back may go (-1 when none).
@@ -988,6 +1005,7 @@ local function run(body, keys, args)
   pending_events, open_entry, delayed_changed = {}, nil, false
   added_count, failed_count, clock_read = 0, 0, nil
   settings_loaded, CONCURRENCY, slot_freed, capped_now = false, nil, false, false
+  hold_ready_wake, ready_wake_held = false, false
   LIMITS.reset()
   local out = body()
   LIMITS.finish()

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use jobwire::store::{AddOutcome, RecordState};
+use jobwire::store::{AddOutcome, LeaseToken, RecordState};
 
 use super::{Case, Job, Places, QUEUE};
 
@@ -314,4 +314,89 @@ async fn a_tombstone_is_its_keys_digest_cut_to_14_bytes_and_an_earlier_releases_
     let repeat = Job::plain().keyed("new", window);
     assert_eq!(case.add(&repeat).await, AddOutcome::Duplicate(first.ulid.clone()));
     assert_eq!(case.places().await, Places { waiting: 1, ..Places::default() });
+}
+
+/// The `SPUBLISH`es Redis ran since the last reset of its stats (the wake-ups published).
+async fn wake_ups(case: &Case) -> u64 {
+    let info: String =
+        redis::cmd("INFO").arg("commandstats").query_async(&mut case.raw_connection().await).await.expect("info");
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_spublish:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().expect("a count"))
+}
+
+async fn reset_stats(case: &Case) {
+    let _: () =
+        redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut case.raw_connection().await).await.expect("reset");
+}
+
+#[tokio::test]
+async fn add_with_tokens_leases_what_it_added_by_priority_and_keeps_its_wake_up_when_nothing_is_left() {
+    let case = Case::start().await;
+    let low = Job::plain().with(|r| r.priority = -5);
+    let high = Job::plain().with(|r| r.priority = 5);
+    let plain = Job::plain();
+    let tokens = [case.token(), case.token(), case.token(), case.token()];
+    reset_stats(&case).await;
+    let (outcomes, refill) = case.add_and_lease(&[low.clone(), plain.clone(), high.clone()], &tokens).await;
+    assert!(outcomes.iter().all(|o| matches!(o, AddOutcome::Added(_))), "{outcomes:?}");
+    let leased: Vec<(&str, &str)> = refill.leased.iter().map(|j| (j.ulid.as_str(), j.token.as_str())).collect();
+    assert_eq!(
+        leased,
+        [(&*high.ulid, &*tokens[0]), (&*plain.ulid, &*tokens[1]), (&*low.ulid, &*tokens[2])],
+        "by priority, then in add order, the i-th job with the i-th token"
+    );
+    assert_eq!(refill.offered, tokens, "every token offered");
+    assert!(refill.now_ms > 0 && refill.next_delayed.is_none());
+    assert_eq!(refill.leased[0].attempt, 1);
+    assert_eq!(case.places().await, Places { active: 3, ..Places::default() });
+    assert_eq!(wake_ups(&case).await, 0, "every job leased: nobody to wake");
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn add_with_fewer_tokens_than_jobs_leases_the_oldest_and_wakes_for_the_rest() {
+    let case = Case::start().await;
+    let (first, second) = (Job::plain(), Job::plain());
+    let later = Job::plain().delayed(60_000);
+    let token = case.token();
+    reset_stats(&case).await;
+    let (_, refill) = case.add_and_lease(&[first.clone(), second.clone(), later], std::slice::from_ref(&token)).await;
+    let leased: Vec<&str> = refill.leased.iter().map(|j| j.ulid.as_str()).collect();
+    assert_eq!(leased, [&*first.ulid]);
+    assert!(refill.next_delayed.is_some_and(|d| d > Duration::from_secs(50)), "{:?}", refill.next_delayed);
+    assert_eq!(case.places().await, Places { waiting: 1, delayed: 1, active: 1, ..Places::default() });
+    // One for the ready list (a job is left for others), one for the earliest delayed job.
+    assert_eq!(wake_ups(&case).await, 2, "jobs left: the dispatchers are woken");
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn add_with_tokens_of_a_paused_queue_leases_nothing() {
+    let case = Case::start().await;
+    case.pause(true).await;
+    let job = Job::plain();
+    let (outcomes, refill) = case.add_and_lease(std::slice::from_ref(&job), &[case.token(), case.token()]).await;
+    assert_eq!(outcomes, [AddOutcome::Added(job.ulid.clone())]);
+    assert!(refill.leased.is_empty());
+    assert_eq!(case.places().await, Places { waiting: 1, ..Places::default() });
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn add_with_tokens_whose_buckets_missed_redis_clock_adds_and_leases_once() {
+    let case = Case::start().await;
+    let redis_now = u64::try_from(case.stats().await.now_ms).expect("a time after 1970");
+    let job = Job::plain().keyed("k", Duration::from_secs(600));
+    let tokens =
+        [LeaseToken::parse(&case.token()).expect("a token"), LeaseToken::parse(&case.token()).expect("a token")];
+    let day_behind = redis_now - 86_400_000;
+    let (report, refill) =
+        case.store.jobs().add_and_lease_at(QUEUE, &[job.args()], day_behind, None, &tokens).await.expect("add");
+    assert_eq!(report.outcomes, [AddOutcome::Added(job.ulid.clone())]);
+    let leased: Vec<&str> = refill.leased.iter().map(|j| j.ulid.as_str()).collect();
+    assert_eq!(leased, [&*job.ulid]);
+    assert_eq!(case.places().await, Places { active: 1, ..Places::default() });
+    case.assert_invariants().await;
 }

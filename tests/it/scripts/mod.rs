@@ -362,6 +362,14 @@ impl Case {
         Ok(self.store.jobs().add_many(QUEUE, &args, None).await?.outcomes)
     }
 
+    /// Adds `jobs` in one call that then leases with `tokens` (each a `Case::token`).
+    pub async fn add_and_lease(&self, jobs: &[Job], tokens: &[String]) -> (Vec<AddOutcome>, Refill) {
+        let args: Vec<AddArgs<'_>> = jobs.iter().map(Job::args).collect();
+        let tokens: Vec<LeaseToken> = tokens.iter().map(|t| LeaseToken::parse(t).expect("a token")).collect();
+        let (report, refill) = self.store.jobs().add_and_lease(QUEUE, &args, None, &tokens).await.expect("add");
+        (report.outcomes, refill)
+    }
+
     /// Adds `jobs` in one call under a cap of `max_waiting` waiting jobs.
     pub async fn try_add_capped(&self, jobs: &[Job], max_waiting: u64) -> Result<Vec<AddOutcome>, StoreError> {
         let args: Vec<AddArgs<'_>> = jobs.iter().map(Job::args).collect();
