@@ -41,7 +41,7 @@ use redis::{AsyncCommands, Cmd};
 use serde::Serialize;
 
 use super::{
-    Instances, Result, SCHEMA_VERSION, Sessions, SettingField, StoredSchedule, StoredSettings,
+    Instances, Result, SCHEMA_VERSION, Schedules, Sessions, SettingField, StoredSchedule, StoredSettings,
     args::QueueFunction,
     backend::Backend,
     keys::QueueKeys,
@@ -472,6 +472,8 @@ impl Doctor {
                     tombstones.entry(queue.clone()).or_default().push(Bucket { key, width_ms, index });
                 } else if key == keys.schedules() {
                     schedules.push(queue.clone());
+                } else if key == keys.schedule_state() {
+                    // Read with the schedules hash, beside each definition.
                 } else if key == keys.settings() {
                     settings.push(queue.clone());
                 } else if !keys.all().contains(&key) {
@@ -514,14 +516,13 @@ impl Doctor {
     /// its last job by no ULID (`Kind::CorruptSchedule`, no mend), and each whose timing its
     /// judge finds wrong (`Kind::ScheduleTiming`, confirmed inside Redis before it is reported).
     async fn check_schedules(&self, queue: &str, report: &mut Report) -> Result<()> {
-        let key = self.backend.queue_keys(queue).schedules();
+        let schedules = Schedules::new(self.backend.clone());
         let mut cursor = 0u64;
         loop {
-            let (next, flat): (u64, Vec<Vec<u8>>) = self.hash_page(&key, cursor).await?;
-            for pair in flat.chunks_exact(2) {
-                let name = String::from_utf8_lossy(&pair[0]);
+            let (next, page) = schedules.page(queue, cursor, u32::try_from(PAGE).unwrap_or(u32::MAX)).await?;
+            for (name, stored) in page {
                 let subject = format!("schedule {name}");
-                let stored = match StoredSchedule::decode(&pair[1]) {
+                let stored = match stored {
                     Err(e) => Err(e.to_string()),
                     Ok(s) if s.last_job.as_ref().is_some_and(|u| ulid::Ulid::from_string(u).is_err()) => {
                         Err("its last job is named by no ULID".to_owned())
@@ -538,7 +539,7 @@ impl Doctor {
                 let Some(judge) = &self.schedule_judge else { continue };
                 let Some(timing) = judge(&stored) else { continue };
                 let mend = timing.through_ms.map(|through_ms| Mend::Schedule {
-                    name: name.clone().into_owned(),
+                    name: name.clone(),
                     revision: stored.revision,
                     seen_ms: stored.fired_through_ms,
                     through_ms,
@@ -613,8 +614,8 @@ mend_function!(MendLease, doctor_lease);
 mend_function!(MendSession, doctor_session);
 mend_function!(MendKeyCount, doctor_key_count);
 
-/// `doctor_schedule.lua`'s arguments after the leading ones; its own key is the queue's
-/// schedules hash.
+/// `doctor_schedule.lua`'s arguments after the leading ones; its own keys are the queue's
+/// schedules hash and their fire state.
 struct MendSchedule(Vec<String>);
 
 impl QueueFunction for MendSchedule {
@@ -623,7 +624,7 @@ impl QueueFunction for MendSchedule {
         &scripts.doctor_schedule
     }
     fn own_keys(&self, keys: &QueueKeys) -> Vec<String> {
-        vec![keys.schedules()]
+        vec![keys.schedules(), keys.schedule_state()]
     }
     fn write_args(&self, cmd: &mut Cmd) {
         cmd.arg(&self.0);

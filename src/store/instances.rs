@@ -143,7 +143,8 @@ impl GlobalFunction for AdmitArgs<'_> {
     }
 }
 
-/// lua/queue_retire.lua: the queue keys, KEYS[32] the schedules hash, then the tombstone buckets
+/// lua/queue_retire.lua: the queue keys, KEYS[32] the schedules hash, KEYS[33] their fire state,
+/// then the tombstone buckets
 /// of `windows` that may still live.
 struct RetireArgs<'a> {
     windows: &'a [Duration],
@@ -159,7 +160,7 @@ impl QueueFunction for RetireArgs<'_> {
     }
 
     fn own_keys(&self, keys: &QueueKeys) -> Vec<String> {
-        let mut own = vec![keys.schedules()];
+        let mut own = vec![keys.schedules(), keys.schedule_state()];
         for window in self.windows {
             // The buckets an add would name now: every one that has not expired, and the next.
             own.extend(Family::new(tombstones::width(*window), self.now_ms).keys(keys));

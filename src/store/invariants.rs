@@ -61,6 +61,7 @@ struct Snapshot {
     stray: Vec<String>,
     buckets: Vec<Bucket>,
     schedules: HashMap<String, Vec<u8>>,
+    schedule_states: HashMap<String, Vec<u8>>,
     settings: HashMap<String, String>,
     keyed: Vec<String>,
     key_due: Vec<String>,
@@ -104,8 +105,8 @@ impl Invariants {
                 }
                 let mut stray = Vec::new();
                 let mut buckets = Vec::new();
-                let schedules = keys.schedules();
-                for key in scanned.into_iter().filter(|k| !keys.all().contains(k) && *k != schedules) {
+                let schedules = [keys.schedules(), keys.schedule_state()];
+                for key in scanned.into_iter().filter(|k| !keys.all().contains(k) && !schedules.contains(k)) {
                     let Some((width_ms, index)) = keys.tombstone_bucket(&key) else {
                         stray.push(key);
                         continue;
@@ -133,6 +134,7 @@ impl Invariants {
                     stray,
                     buckets,
                     schedules: c.hgetall(keys.schedules()).await?,
+                    schedule_states: c.hgetall(keys.schedule_state()).await?,
                     settings: c.hgetall(keys.settings()).await?,
                     keyed: c.zrange(keys.keyed(), 0, -1).await?,
                     key_due: c.zrange(keys.key_due(), 0, -1).await?,
@@ -163,7 +165,7 @@ impl Invariants {
         }
 
         for (name, raw) in &snap.schedules {
-            match StoredSchedule::decode(raw) {
+            match StoredSchedule::decode(raw, snap.schedule_states.get(name).map(Vec::as_slice)) {
                 Err(e) => problems.push(format!("schedule {name}: {e}")),
                 Ok(s) => {
                     if s.last_job.as_ref().is_some_and(|u| ulid::Ulid::from_string(u).is_err()) {
@@ -171,6 +173,9 @@ impl Invariants {
                     }
                 }
             }
+        }
+        for name in snap.schedule_states.keys().filter(|name| !snap.schedules.contains_key(*name)) {
+            problems.push(format!("the fire state of schedule {name}, which has no definition"));
         }
 
         if let Err(e) = StoredSettings::from_hash(&snap.settings) {

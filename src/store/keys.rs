@@ -30,7 +30,8 @@
 //! {prefix}:{queue}:ready:{p}  list  ready ULIDs of priority p, FIFO
 //! {prefix}:{queue}:tombstones:{w}:{n}  hash  idempotency key -> ULID of its first add, for
 //!                                    the keys added in bucket n of width w ms (tombstones.rs)
-//! {prefix}:{queue}:schedules  hash  schedule name -> packed schedule (schedules.rs)
+//! {prefix}:{queue}:schedules  hash  schedule name -> its packed definition (schedules.rs)
+//! {prefix}:{queue}:schedule_state  hash  schedule name -> its packed fire state (schedules.rs)
 //! {prefix}:queues             set   every queue ever added to
 //! {prefix}:instances          zset  instance id by last heartbeat
 //! {prefix}:schema             string layout version
@@ -280,9 +281,15 @@ impl QueueKeys {
         format!("{}{width_ms}:{index}", self.tombstones_prefix())
     }
 
-    /// The queue's schedules: name -> packed schedule (`schedules.rs`).
+    /// The queue's schedules: name -> packed definition (`schedules.rs`).
     pub fn schedules(&self) -> String {
         format!("{}:schedules", self.base)
+    }
+
+    /// The queue's schedules' fire state: name -> packed state, what a fire reads and writes
+    /// (`schedules.rs`).
+    pub fn schedule_state(&self) -> String {
+        format!("{}:schedule_state", self.base)
     }
 
     /// What the name of every tombstone bucket of the queue starts with.

@@ -409,13 +409,6 @@ pub(super) fn read(rest: &mut &[u8]) -> Result<Value, StoreError> {
     rmpv::decode::read_value(rest).map_err(|e| corrupt(&e.to_string()))
 }
 
-pub(super) fn array(value: Value, what: &str) -> Result<Vec<Value>, StoreError> {
-    match value {
-        Value::Array(fields) => Ok(fields),
-        _ => Err(corrupt(&format!("{what} is not an array"))),
-    }
-}
-
 fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_owned())
 }

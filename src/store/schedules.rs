@@ -1,12 +1,24 @@
-//! A queue's schedules in Redis: one hash per queue, `{queue}:schedules` (name -> one packed
-//! schedule), under the queue's hash tag like everything else of the queue, so the function
-//! that fires a schedule also adds its job on the same Cluster slot, atomically. The set of
-//! schedules to look at is found per queue (HSCAN of that hash), never by a global SCAN.
+//! A queue's schedules in Redis: two hashes per queue, `{queue}:schedules` (name -> its packed
+//! definition: timetable, template) and `{queue}:schedule_state` (name -> its packed fire state:
+//! revision, pause, how far it fired, counts), under the queue's hash tag like everything else of
+//! the queue, so the function that fires a schedule also adds its job on the same Cluster slot,
+//! atomically. The set of schedules to look at is found per queue (HSCAN of the definitions),
+//! never by a global SCAN.
 //!
-//! The layout of a stored schedule is `lua/schedules_lib.lua`'s: the Lua functions write it and
-//! this file only reads it ([`StoredSchedule::decode`]). What a schedule's timetable and policies
-//! mean is the queue layer's business: here they are `spec`, a text the store keeps as given,
-//! and the job template is a packed [`JobRecord`], the form the functions add jobs from.
+//! Why two parts: a fire reads and writes only the fire state, a few small values, and builds
+//! its job from the template kept in the form a job's record is made of (two byte strings either
+//! side of the job's creation and ready times), rather than unpack and repack the whole schedule
+//! and its template per fire: that was most of a fire's cost to Redis (BENCHMARKS.md, "Schedule
+//! lateness").
+//!
+//! The layout is `lua/schedules_lib.lua`'s: the Lua functions write it and this file only reads
+//! it ([`StoredSchedule::decode`]), the older layout too (one packed array per schedule in the
+//! schedules hash), which the first function that writes such a schedule replaces. A reader
+//! takes a definition first and its fire state after it; the revision it reports is the
+//! definition's, so a fire computed from a definition that an upsert replaced between the two
+//! reads names the older revision and is refused. What a schedule's timetable and policies mean
+//! is the queue layer's business: here they are `spec`, a text the store keeps as given, and
+//! the job template a [`JobRecord`].
 //!
 //! Every change goes through one function: `schedule_set` (create or replace),
 //! `schedule_fire` (claim due times and add their jobs, a compare-and-set of how far each
@@ -24,15 +36,18 @@ use super::{
     args::QueueFunction,
     backend::Backend,
     keys::QueueKeys,
-    record::{array, bytes, int, number, read, text},
+    record::{bytes, int, number, read, text},
     scripts::{Function, Scripts},
 };
+
+/// The first value of a definition in the current layout (`SC_LAYOUT` of schedules_lib.lua).
+const LAYOUT: i64 = 2;
 
 /// Most jobs one schedule's fire may add in one call (the catch-up of missed times is capped
 /// below it).
 pub const MAX_FIRE_JOBS: usize = 100;
 
-/// A schedule as stored (the fields of `lua/schedules_lib.lua`, in order).
+/// A schedule as stored: its definition and fire state merged (`lua/schedules_lib.lua`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoredSchedule {
     /// Upserts so far: 1 once created. A fire names the revision it was computed from.
@@ -63,11 +78,75 @@ pub struct StoredSchedule {
 }
 
 impl StoredSchedule {
-    /// Reads a schedule as the functions store it.
-    pub fn decode(raw: &[u8]) -> Result<Self> {
-        let mut rest = raw;
-        let fields = array(read(&mut rest)?, "a schedule")?;
-        if !rest.is_empty() || !(11..=12).contains(&fields.len()) {
+    /// Reads a schedule as the functions store it: its definition, and its fire state if the
+    /// state hash holds one. A definition in the old layout holds its fire state (any state
+    /// apart was left by a schedule of that name that an older release deleted, and is not
+    /// read); one in the current layout needs its state.
+    pub fn decode(definition: &[u8], state: Option<&[u8]>) -> Result<Self> {
+        let mut rest = definition;
+        match read(&mut rest)? {
+            Value::Array(fields) if rest.is_empty() => Self::decode_old(fields),
+            layout if int(&layout).ok() == Some(LAYOUT) => {
+                let state = state.ok_or_else(|| StoreError::Corrupt("a schedule without its fire state".into()))?;
+                Self::decode_current(rest, state)
+            }
+            _ => Err(StoreError::Corrupt("a schedule in no layout this build reads".into())),
+        }
+    }
+
+    /// The definition after its layout value, and the fire state.
+    fn decode_current(mut definition: &[u8], state: &[u8]) -> Result<Self> {
+        let mut next = || read(&mut definition);
+        let revision = number(&next()?, "a schedule's revision")?;
+        let head = bytes(next()?)?;
+        let tail = bytes(next()?)?;
+        // The ready list its jobs go to: the template says it again.
+        next()?;
+        let spec = text(next()?)?;
+        let created_ms = int(&next()?)?;
+        let updated_ms = int(&next()?)?;
+        if !definition.is_empty() {
+            return Err(StoreError::Corrupt("bytes after a schedule's definition".into()));
+        }
+        // The template as upserted: created 0, not ready (the values a job's fill in).
+        let mut template = head;
+        let _ = rmp::encode::write_sint(&mut template, 0);
+        let _ = rmp::encode::write_bool(&mut template, false);
+        template.extend_from_slice(&tail);
+        // Eight values one after the other.
+        let mut rest = state;
+        let mut next = || read(&mut rest);
+        // The state's own revision is the one fires compare; it was written with the definition.
+        next()?;
+        let paused = int(&next()?)? == 1;
+        let fired_through_ms = int(&next()?)?;
+        let last_due_ms = Some(int(&next()?)?).filter(|&ms| ms > 0);
+        let last_job = Some(text(next()?)?).filter(|u| !u.is_empty());
+        let fires = number(&next()?, "a schedule's fires")?;
+        let skipped = number(&next()?, "a schedule's skipped fires")?;
+        let refused = number(&next()?, "a schedule's refused fires")?;
+        if !rest.is_empty() {
+            return Err(StoreError::Corrupt("bytes after a schedule's fire state".into()));
+        }
+        Ok(Self {
+            revision,
+            paused,
+            fired_through_ms,
+            last_due_ms,
+            last_job,
+            fires,
+            skipped,
+            spec,
+            template: JobRecord::decode(&template, None)?,
+            created_ms,
+            updated_ms,
+            refused,
+        })
+    }
+
+    /// A schedule in the old layout: one array of 11 fields, or 12 once a fire was refused.
+    fn decode_old(fields: Vec<Value>) -> Result<Self> {
+        if !(11..=12).contains(&fields.len()) {
             return Err(StoreError::Corrupt("a schedule with another number of fields".into()));
         }
         let mut f = fields.into_iter();
@@ -186,14 +265,14 @@ struct DeleteArgs<'a> {
     channel: String,
 }
 
-/// The schedules hash, KEYS[28] of every schedule function.
+/// The schedules hash and their fire state, KEYS[32] and KEYS[33] of every schedule function.
 fn schedules_key(keys: &QueueKeys) -> Vec<String> {
-    vec![keys.schedules()]
+    vec![keys.schedules(), keys.schedule_state()]
 }
 
 impl QueueFunction for SetArgs<'_> {
-    /// (1 created or 0 replaced, the schedule as stored).
-    type Reply = (i64, Vec<u8>);
+    /// (1 created or 0 replaced, the definition and the fire state as stored).
+    type Reply = (i64, Vec<u8>, Vec<u8>);
 
     fn function(scripts: &Scripts) -> &Function {
         &scripts.schedule_set
@@ -209,7 +288,8 @@ impl QueueFunction for SetArgs<'_> {
 }
 
 impl QueueFunction for FireArgs<'_> {
-    /// Two values per fire: (code, jobs added as text or the stored schedule).
+    /// Two values per fire: (code, jobs added or how far it fired as text, or the stored
+    /// definition and fire state).
     type Reply = Vec<(i64, Vec<u8>)>;
 
     fn function(scripts: &Scripts) -> &Function {
@@ -311,28 +391,64 @@ impl Schedules {
     ) -> Result<(bool, StoredSchedule)> {
         let channel = self.backend.keys().schedule_channel();
         let args = SetArgs { name, spec, template: template.encode()?, now_ms, channel };
-        let (created, raw) = self.backend.call(queue, &args).await?;
-        Ok((created == 1, StoredSchedule::decode(&raw)?))
+        let (created, definition, state) = self.backend.call(queue, &args).await?;
+        Ok((created == 1, StoredSchedule::decode(&definition, Some(&state))?))
     }
 
-    /// The schedule `name` of `queue`, if there is one.
+    /// The schedule `name` of `queue`, if there is one: its definition, then its fire state
+    /// (one pipeline, in that order: see the module doc).
     pub async fn get(&self, queue: &str, name: &str) -> Result<Option<StoredSchedule>> {
-        let key = self.backend.queue_keys(queue).schedules();
-        let raw: Option<Vec<u8>> =
-            self.backend.with_conn(async |c| redis::cmd("HGET").arg(&key).arg(name).query_async(c).await).await?;
-        raw.map(|raw| StoredSchedule::decode(&raw)).transpose()
+        let keys = self.backend.queue_keys(queue);
+        let mut pipe = redis::pipe();
+        pipe.cmd("HGET").arg(keys.schedules()).arg(name).cmd("HGET").arg(keys.schedule_state()).arg(name);
+        let (definition, state): (Option<Vec<u8>>, Option<Vec<u8>>) =
+            self.backend.with_conn(async |c| pipe.query_async(c).await).await?;
+        definition.map(|raw| StoredSchedule::decode(&raw, state.as_deref())).transpose()
     }
 
     /// One HSCAN page (about `count` entries) of the queue's schedules from `cursor` (0 to
     /// start): the cursor of the next page (0 after the last) and the schedules, each with its
-    /// name; one that does not decode is its error, so the others are still read.
+    /// name; one that does not decode is its error, so the others are still read. Their fire
+    /// states are read after the page, in a second round trip.
     pub async fn page(&self, queue: &str, cursor: u64, count: u32) -> Result<(u64, Vec<Named>)> {
         let key = self.backend.queue_keys(queue).schedules();
         let (next, flat): (u64, Vec<Vec<u8>>) = self
             .backend
             .with_conn(async |c| redis::cmd("HSCAN").arg(&key).arg(cursor).arg("COUNT").arg(count).query_async(c).await)
             .await?;
-        Ok((next, named(queue, &flat)?))
+        let mut pages = self.with_states(&[(queue, flat)]).await?;
+        Ok((next, pages.pop().unwrap_or_default()))
+    }
+
+    /// The schedules of HSCAN pages of definitions (name, definition, name, ...), one page per
+    /// queue (all on one slot), merged with their fire states: one HMGET per queue that has any,
+    /// in one pipeline.
+    async fn with_states(&self, pages: &[DefinitionPage<'_>]) -> Result<Vec<Vec<Named>>> {
+        let mut pipe = redis::pipe();
+        let mut asked = 0;
+        for (queue, flat) in pages.iter().filter(|(_, flat)| !flat.is_empty()) {
+            asked += 1;
+            pipe.cmd("HMGET").arg(self.backend.queue_keys(queue).schedule_state());
+            for name in flat.iter().step_by(2) {
+                pipe.arg(name.as_slice());
+            }
+        }
+        let states: Vec<Vec<Option<Vec<u8>>>> =
+            if asked == 0 { Vec::new() } else { self.backend.with_conn(async |c| pipe.query_async(c).await).await? };
+        if states.len() != asked {
+            return Err(StoreError::Corrupt("a pipeline of HMGETs answered another number of replies".into()));
+        }
+        let mut states = states.into_iter();
+        pages
+            .iter()
+            .map(|(queue, flat)| {
+                let page = if flat.is_empty() { Vec::new() } else { states.next().unwrap_or_default() };
+                if page.len() != flat.len() / 2 {
+                    return Err(StoreError::Corrupt("an HMGET of fire states answered another number".into()));
+                }
+                named(queue, flat, &page)
+            })
+            .collect()
     }
 
     /// The first HSCAN page (about `count` entries) of each queue's schedules, in one round
@@ -383,7 +499,10 @@ impl Schedules {
         if pages.len() != group.len() {
             return Err(StoreError::Corrupt("a pipeline of HSCANs answered another number of pages".into()));
         }
-        group.iter().zip(pages).map(|((_, queue), (next, flat))| Ok((next, named(queue, &flat)?))).collect()
+        let (nexts, flats): (Vec<u64>, Vec<DefinitionPage<'_>>) =
+            group.iter().zip(pages).map(|((_, queue), (next, flat))| (next, (*queue, flat))).unzip();
+        let named = self.with_states(&flats).await?;
+        Ok(nexts.into_iter().zip(named).collect())
     }
 
     /// Fires due schedules of `queue` in one call (see lua/schedule_fire.lua), within the
@@ -408,7 +527,12 @@ impl Schedules {
                 }
                 2 => Ok(FireOutcome::FiredElsewhere(fired_through(&detail)?)),
                 3 => Ok(FireOutcome::QueueFull(fired_through(&detail)?)),
-                0 => Ok(FireOutcome::Refused(Box::new(StoredSchedule::decode(&detail)?))),
+                0 => {
+                    let mut rest = detail.as_slice();
+                    let definition = bytes(read(&mut rest)?)?;
+                    let state = Some(bytes(read(&mut rest)?)?).filter(|s| !s.is_empty());
+                    Ok(FireOutcome::Refused(Box::new(StoredSchedule::decode(&definition, state.as_deref())?)))
+                }
                 -1 => Ok(FireOutcome::Gone),
                 other => Err(StoreError::Corrupt(format!("the fire function answered code {other}"))),
             })
@@ -438,15 +562,19 @@ impl Schedules {
     }
 }
 
+/// A queue and an HSCAN page of its definitions: name, definition, name, ...
+type DefinitionPage<'q> = (&'q str, Vec<Vec<u8>>);
+
 /// A schedule read from its hash, with its name: one that does not decode is its error.
 pub type Named = (String, Result<StoredSchedule>);
 
-/// The schedules of an HSCAN page (name, packed schedule, name, ...) of `queue`'s hash.
-fn named(queue: &str, flat: &[Vec<u8>]) -> Result<Vec<Named>> {
+/// The schedules of an HSCAN page (name, packed definition, name, ...) of `queue`'s hash, with
+/// their fire states in the same order.
+fn named(queue: &str, flat: &[Vec<u8>], states: &[Option<Vec<u8>>]) -> Result<Vec<Named>> {
     let mut schedules = Vec::with_capacity(flat.len() / 2);
-    for pair in flat.chunks_exact(2) {
+    for (pair, state) in flat.chunks_exact(2).zip(states) {
         let name = String::from_utf8(pair[0].clone()).map_err(|_| StoredSchedule::corrupt_name(queue))?;
-        schedules.push((name, StoredSchedule::decode(&pair[1])));
+        schedules.push((name, StoredSchedule::decode(&pair[1], state.as_deref())));
     }
     Ok(schedules)
 }

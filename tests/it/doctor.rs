@@ -466,22 +466,28 @@ fn epoch_ms() -> i64 {
     i64::try_from(since.as_millis()).expect("fits")
 }
 
-/// How far a stored schedule has fired (SC_THROUGH of lua/schedules_lib.lua, from 0).
+/// How far a stored schedule has fired (SC_THROUGH of its fire state in lua/schedules_lib.lua,
+/// from 0).
 const FIRED_THROUGH: usize = 2;
 
-/// One field of a stored schedule (a whole number).
+/// One value of a stored schedule's fire state (a whole number; the state is msgpack values one
+/// after the other).
 async fn schedule_field(c: &mut redis::aio::MultiplexedConnection, key: &str, name: &str, field: usize) -> i64 {
     let raw: Vec<u8> = c.hget(key, name).await.expect("schedule");
-    let fields = rmpv::decode::read_value(&mut raw.as_slice()).expect("schedule array");
-    fields[field].as_i64().expect("a whole number")
+    let mut rest = raw.as_slice();
+    let mut value = rmpv::decode::read_value(&mut rest).expect("a value");
+    for _ in 0..field {
+        value = rmpv::decode::read_value(&mut rest).expect("a value");
+    }
+    value.as_i64().expect("a whole number")
 }
 
 /// Rewrites how far a stored schedule has fired, as a fleet stopped for an hour, or an instance
 /// whose clock ran an hour ahead, leaves it. Packed by Lua's cmsgpack, as the functions pack
-/// it (a re-encoding by rmpv would turn the template's bytes into a type cmsgpack cannot read).
+/// it.
 async fn set_fired_through(c: &mut redis::aio::MultiplexedConnection, key: &str, name: &str, ms: i64) {
-    let rewrite = "local s = cmsgpack.unpack(redis.call('HGET', KEYS[1], ARGV[1])) \
-                   s[3] = tonumber(ARGV[2]) redis.call('HSET', KEYS[1], ARGV[1], cmsgpack.pack(s))";
+    let rewrite = "local s = { cmsgpack.unpack(redis.call('HGET', KEYS[1], ARGV[1])) } \
+                   s[3] = tonumber(ARGV[2]) redis.call('HSET', KEYS[1], ARGV[1], cmsgpack.pack(unpack(s)))";
     let _: () =
         redis::cmd("EVAL").arg(rewrite).arg(1).arg(key).arg(name).arg(ms).query_async(c).await.expect("rewrite");
 }
@@ -509,7 +515,7 @@ async fn a_schedule_left_unfired_or_fired_ahead_of_the_clock_is_found_and_armed_
     assert_eq!((code, kinds(&report)), (Some(0), Vec::<String>::new()), "fresh schedules are on time: {report:#}");
 
     let mut c = redis_conn(&redis).await;
-    let key = format!("{prefix}:{{q}}:schedules");
+    let key = format!("{prefix}:{{q}}:schedule_state");
     let hour = 3_600_000;
     set_fired_through(&mut c, &key, "behind", epoch_ms() - hour).await;
     set_fired_through(&mut c, &key, "ahead", epoch_ms() + hour).await;

@@ -7,8 +7,8 @@
 -- the session sequence, and the mark an add sets once it is registered), its events, its
 -- per-minute activity and its rate and concurrency keys' state (a rate key's spent burst is
 -- forgotten with a queue that holds no job).
--- KEYS: the queue keys (lib.lua), then KEYS[32] the queue's schedules hash
--- (schedules_lib.lua), then the tombstone buckets that may still live (any number).
+-- KEYS: the queue keys (lib.lua), then KEYS[32] the queue's schedules hash and KEYS[33] their
+-- fire state (schedules_lib.lua), then the tombstone buckets that may still live (any number).
 -- Returns 1 when the queue held nothing (its leftovers are gone now), 0 when it holds something
 -- (nothing written).
 -- Runs when Redis is out of memory (allow-oom): it only deletes.

@@ -1,9 +1,12 @@
--- schedule_delete: deletes a schedule; the jobs it added stay.
--- KEYS: the queue keys (lib.lua), then KEYS[28] the queue's schedules hash (schedules_lib.lua).
+-- schedule_delete: deletes a schedule (both its parts, or its one in the old layout); the jobs it
+-- added stay.
+-- KEYS: the queue keys (lib.lua), then KEYS[32] the queue's schedules hash and KEYS[33] its fire
+-- state hash (schedules_lib.lua).
 -- ARGV[8] name, ARGV[9] notice channel.
 -- Publishes `queue/name` on ARGV[9] when there was one.
 -- Returns 1 deleted, 0 no such schedule.
 local deleted = redis.call('HDEL', KEYS[K_SCHEDULES], ARGV[8])
+redis.call('HDEL', KEYS[K_SCHEDULE_STATE], ARGV[8])
 if deleted == 1 then
   redis.call('PUBLISH', ARGV[9], ARGV[2] .. '/' .. ARGV[8])
 end

@@ -1,6 +1,6 @@
 //! lua/schedule_set, schedule_fire, schedule_trigger, schedule_pause and schedule_delete.
 
-use jobwire::store::{AckOutcome, Fire, FireJob, FireOutcome, RecordState, StoredSchedule, StoredSettings};
+use jobwire::store::{AckOutcome, Fire, FireJob, FireOutcome, JobRecord, RecordState, StoredSchedule, StoredSettings};
 
 use super::{Case, Job, Places, QUEUE, next_ulid};
 
@@ -196,4 +196,99 @@ async fn the_first_pages_of_several_queues_are_read_in_one_call() {
     names.sort_unstable();
     assert_eq!(names, ["hourly", NAME]);
     assert!(none.is_empty());
+}
+
+/// Writes `name` as an older release stored a schedule: one msgpack array in the schedules hash
+/// (revision 1, fired through 1,000, created and updated at 1,000), with no fire state apart;
+/// `refused` adds the twelfth field, which that layout had once a fire was refused.
+async fn write_old_layout(case: &Case, name: &str, paused: bool, refused: Option<u64>) -> JobRecord {
+    let template = Job::plain()
+        .with(|r| {
+            r.headers = vec![("jobwire-schedule".into(), name.into())];
+            r.priority = 3;
+            // As an upsert writes a template.
+            r.created_ms = 0;
+        })
+        .record;
+    let encoded = template.encode().expect("encode");
+    let write = "local s = {1, tonumber(ARGV[4]), 1000, 0, '', 0, 0, ARGV[2], ARGV[3], 1000, 1000} \
+                 if ARGV[5] ~= '' then s[12] = tonumber(ARGV[5]) end \
+                 redis.call('HSET', KEYS[1], ARGV[1], cmsgpack.pack(s))";
+    let mut c =
+        redis::Client::open(case.redis.url()).expect("url").get_multiplexed_async_connection().await.expect("conn");
+    let key = case.store.keys().queue(QUEUE).schedules().to_owned();
+    let refused = refused.map(|n| n.to_string()).unwrap_or_default();
+    let _: () = redis::cmd("EVAL")
+        .arg(write)
+        .arg(1)
+        .arg(&key)
+        .arg(name)
+        .arg(SPEC)
+        .arg(encoded)
+        .arg(u8::from(paused))
+        .arg(refused)
+        .query_async(&mut c)
+        .await
+        .expect("old layout written");
+    template
+}
+
+/// Whether `name`'s definition is in the current layout (it opens with the layout, 2) and its
+/// fire state is kept apart.
+async fn in_current_layout(case: &Case, name: &str) -> bool {
+    let mut c =
+        redis::Client::open(case.redis.url()).expect("url").get_multiplexed_async_connection().await.expect("conn");
+    let keys = case.store.keys().queue(QUEUE);
+    let definition: Vec<u8> = redis::AsyncCommands::hget(&mut c, keys.schedules(), name).await.expect("definition");
+    let state: Option<Vec<u8>> = redis::AsyncCommands::hget(&mut c, keys.schedule_state(), name).await.expect("state");
+    definition.first() == Some(&2) && state.is_some()
+}
+
+#[tokio::test]
+async fn a_schedule_in_the_old_layout_is_read_fired_and_moved_to_the_current_one() {
+    let case = Case::start().await;
+    let template = write_old_layout(&case, NAME, false, None).await;
+    let s = case.schedule(NAME).await.expect("read from the old layout");
+    assert_eq!((s.revision, s.fired_through_ms, s.paused, s.fires, s.refused), (1, 1_000, false, 0, 0));
+    assert_eq!((s.spec.as_str(), &s.template), (SPEC, &template));
+    let pages = case.store.schedules().first_pages(&[QUEUE.to_owned()], 200).await.expect("first pages");
+    assert!(matches!(pages.as_slice(), [(0, page)] if page.len() == 1 && page[0].1.is_ok()), "listed: {pages:?}");
+    assert!(!in_current_layout(&case, NAME).await);
+
+    // A rival's fire from the same read is refused with how far it fired, and moves nothing.
+    let first = fire(&s, 2_000, &[2_000], false);
+    let mut rival = first.clone();
+    rival.jobs[0].ulid = next_ulid();
+    assert_eq!(case.schedule_fire(std::slice::from_ref(&first)).await, vec![FireOutcome::Fired(1)]);
+    assert!(in_current_layout(&case, NAME).await, "the fire wrote it in the current layout");
+    assert_eq!(case.schedule_fire(&[rival]).await, vec![FireOutcome::FiredElsewhere(2_000)]);
+    let record = case.record(&first.jobs[0].ulid).await;
+    let mut expected = template.clone();
+    expected.created_ms = 2_000;
+    expected.ready_at_ms = record.ready_at_ms;
+    assert_eq!(record, expected, "the job is the template's, created at its due time");
+    let s = case.schedule(NAME).await.expect("kept");
+    assert_eq!((s.revision, s.fires, s.last_due_ms, s.fired_through_ms), (1, 1, Some(2_000), 2_000));
+    assert_eq!(&s.template, &template, "the template reads back as it was");
+    assert_eq!(case.places().await, Places { waiting: 1, ..Default::default() });
+
+    // A paused one with refused fires: resumed, it keeps its counts; upserted, its revision.
+    write_old_layout(&case, "paused", true, Some(3)).await;
+    let s = case.store.schedules().get(QUEUE, "paused").await.expect("get").expect("kept");
+    assert_eq!((s.paused, s.refused), (true, 3));
+    let outcome = case.schedule_fire(&[Fire { name: "paused".into(), ..fire(&s, 2_000, &[2_000], false) }]).await;
+    assert!(matches!(outcome.as_slice(), [FireOutcome::Refused(r)] if r.paused && r.refused == 3), "{outcome:?}");
+    assert_eq!(case.store.schedules().set_paused(QUEUE, "paused", false).await.expect("resume"), Some(true));
+    assert!(in_current_layout(&case, "paused").await);
+    let s = case.store.schedules().get(QUEUE, "paused").await.expect("get").expect("kept");
+    assert_eq!((s.paused, s.refused, s.revision, s.fired_through_ms), (false, 3, 1, 1_000));
+    write_old_layout(&case, "upserted", false, None).await;
+    let (created, s) = case.schedule_set("upserted", 5_000).await;
+    assert!(!created);
+    assert_eq!((s.revision, s.fired_through_ms), (2, 5_000));
+    assert!(in_current_layout(&case, "upserted").await);
+    case.assert_invariants().await;
+    assert!(case.store.schedules().delete(QUEUE, NAME).await.expect("delete"));
+    assert!(case.schedule(NAME).await.is_none());
+    case.assert_invariants().await;
 }
