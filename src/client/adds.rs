@@ -3,11 +3,16 @@
 //! gRPC call per batch rather than per job (the call is most of an add's cost: the server's
 //! Redis side already coalesces them).
 //!
-//! - At most [`MAX_CALLS`] calls of a lane are in flight. An add that finds a free slot and
-//!   nothing queued goes at once as its own `AddJob`, in its caller's task: an add alone waits
-//!   for nothing. Otherwise it is queued, and the next slot to come free sends what is queued as
-//!   one `AddJobs` (up to [`MAX_BATCH`] jobs and [`MAX_BATCH_BYTES`]; a batch of one goes as
-//!   `AddJob`) from a task of its own, so no caller's future carries the others' adds.
+//! - At most [`MAX_CALLS`] calls of a lane are in flight. An add that finds the lane idle (no
+//!   call in flight, nothing queued) goes at once as its own `AddJob`, in its caller's task: an
+//!   add alone waits for nothing. Otherwise it is queued, and a free slot (or the next one to
+//!   come free) sends what is queued as one `AddJobs` (up to [`MAX_BATCH`] jobs and
+//!   [`MAX_BATCH_BYTES`]; a batch of one goes as `AddJob`) from a task of its own, so no
+//!   caller's future carries the others' adds. That task yields once before it takes each
+//!   batch: the producers woken by the last answers (or with the first add) queue their next
+//!   adds first, and go in that batch. Without it, the first of them found a free slot and went
+//!   alone, and a lane with many adds in flight sent every other call with one job (bench a:
+//!   `Client::add` went from 46–58k to 60–68k jobs/s at ≤ 100 in flight).
 //! - Each caller gets what `AddJob` would have answered it: its entry's id and `duplicate`, or
 //!   its entry's own status (the `jobs[i].` the batch puts before a field name taken off). A
 //!   refusal of the whole call reaches each of its callers, except one that is about the batch
@@ -80,13 +85,13 @@ impl AddLane {
     pub(super) async fn add(self: &Arc<Self>, request: proto::AddJobRequest) -> Answer {
         let (waiting, sender) = {
             let mut state = self.state();
-            if state.calls < MAX_CALLS && state.queued.is_empty() {
+            if state.calls == 0 && state.queued.is_empty() {
                 state.calls += 1;
                 (Err(request), None)
             } else {
                 let (answer, waiting) = oneshot::channel();
                 state.queued.push_back(Queued { request, answer });
-                // Queued with a slot free: only when adds were left queued outside a runtime.
+                // Queued with a slot free: a task of its own takes it and sends the batch.
                 let free = state.calls < MAX_CALLS;
                 state.calls += usize::from(free);
                 (Ok(waiting), free.then(|| Slot(Some(self.clone()))))
@@ -113,8 +118,11 @@ impl AddLane {
     }
 
     /// Sends what is queued, batch after batch, while there is any; then gives the slot back.
+    /// Each batch is taken after a yield, so that the adds of the tasks woken meanwhile are in it.
     async fn send_queued(mut slot: Slot) {
-        while let Some((lane, batch)) = slot.next_batch() {
+        loop {
+            tokio::task::yield_now().await;
+            let Some((lane, batch)) = slot.next_batch() else { return };
             lane.send(batch).await;
         }
     }

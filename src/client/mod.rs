@@ -318,9 +318,9 @@ impl Client {
     /// had none: [`NewJob::generated_idempotency_key`]), so a retry can never add the job twice.
     ///
     /// Adds made while others of this client (or its clones) are in flight share calls: an
-    /// add that finds fewer than 4 calls in flight and none waiting goes at once as its own
-    /// `AddJob`; the others wait for the next call to end and go together as one `AddJobs` (up
-    /// to 1,000 jobs or 1 MiB), in the order they were made. Each add gets what `AddJob` would
+    /// add that finds no call in flight and none waiting goes at once as its own `AddJob`; the
+    /// others are gathered and go together as one `AddJobs` (up to 1,000 jobs or 1 MiB, with at
+    /// most 4 calls in flight), in the order they were made. Each add gets what `AddJob` would
     /// have answered it: its id, or its own error (INVALID_ARGUMENT naming its field,
     /// RESOURCE_EXHAUSTED for a queue at its cap, NOT_FOUND for a missing session...); a
     /// failure of the whole call (UNAVAILABLE once the retries are spent, RESOURCE_EXHAUSTED

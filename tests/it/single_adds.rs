@@ -165,8 +165,12 @@ fn spawn_add(client: &Client, job: NewJob) -> JoinHandle<Result<String, ClientEr
 async fn fill_slots(relay: &Relay, client: &Client, queue: &str) -> Vec<JoinHandle<Result<String, ClientError>>> {
     relay.hold();
     let before = relay.calls();
-    let fillers: Vec<_> = (0..MAX_CALLS).map(|n| spawn_add(client, new_job(queue, n))).collect();
-    relay.wait_calls(before + MAX_CALLS).await;
+    // One at a time: adds made together would go as one call.
+    let mut fillers = Vec::new();
+    for n in 0..MAX_CALLS {
+        fillers.push(spawn_add(client, new_job(queue, n)));
+        relay.wait_calls(before + n + 1).await;
+    }
     fillers
 }
 
@@ -205,8 +209,8 @@ async fn an_add_alone_goes_at_once_and_only_a_full_set_of_calls_makes_adds_wait(
     client.add(new_job("q", 0)).await.expect("the connection is up");
     relay.hold();
     let base = relay.calls();
-    // Each add finding a free slot and nothing queued goes out at once, without waiting for
-    // company, while the earlier ones are still in flight.
+    // Each add finding a free slot and nothing queued goes out without waiting for company
+    // (the first alone, the others as a batch of one), while the earlier ones are in flight.
     let mut adds = Vec::new();
     for n in 1..=MAX_CALLS {
         adds.push(spawn_add(&client, new_job("q", n)));
@@ -221,6 +225,32 @@ async fn an_add_alone_goes_at_once_and_only_a_full_set_of_calls_makes_adds_wait(
     assert_eq!(relay.calls(), base + MAX_CALLS + 1, "the waiting adds went as one call");
     assert_eq!(ids.iter().collect::<HashSet<_>>().len(), MAX_CALLS + 3);
     assert_eq!(server.stats("q").await.waiting, u64::try_from(MAX_CALLS + 4).expect("small"));
+    server.assert_invariants("q").await;
+}
+
+#[tokio::test]
+async fn adds_made_together_while_a_call_is_in_flight_go_as_one_call() {
+    let (_redis, server, relay, client) = relayed().await;
+    client.add(new_job("q", 0)).await.expect("the connection is up");
+    relay.hold();
+    let base = relay.calls();
+    let first = spawn_add(&client, new_job("q", 1));
+    relay.wait_calls(base + 1).await;
+    // Fifty adds made in one go, as by producers woken by the same answers: the lane is not
+    // idle, so none goes alone while slots are free; they wait to be taken as one batch.
+    let burst = {
+        let client = client.clone();
+        tokio::spawn(async move { join_all((2..52).map(|n| client.add(new_job("q", n)))).await })
+    };
+    relay.wait_calls(base + 2).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(relay.calls(), base + 2, "the fifty went as one call beside the one in flight");
+    relay.release();
+    let mut ids = vec![first.await.expect("add task").expect("added")];
+    ids.extend(burst.await.expect("burst task").into_iter().map(|r| r.expect("added")));
+    assert_eq!(relay.calls(), base + 2);
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 51, "every add has its own job");
+    assert_eq!(server.stats("q").await.waiting, 52);
     server.assert_invariants("q").await;
 }
 
