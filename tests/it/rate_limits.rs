@@ -4,7 +4,7 @@
 //! most `key_concurrency` at a time per key across two instances, and a slot freed by a
 //! completion, a failure or a lost stream lets the key's next job go at once.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use jobwire::proto;
 
@@ -39,25 +39,30 @@ async fn a_key_rate_spaces_each_keys_jobs_and_the_timer_wakes_for_them() {
     add(&mut client, job("q", "t", b"plain")).await;
     let mut worker = Worker::open(&server, &["q"], 20).await;
     let start = Instant::now();
-    let mut seen: Vec<(String, Duration)> = Vec::new();
+    // Each job's payload, when it arrived here, and when it was leased (by Redis's clock: its
+    // deadline less the timeout, which every job shares): the rate spaces the leases, and a
+    // busy machine may deliver two of them closer together than they were leased.
+    let mut seen: Vec<(String, Duration, SystemTime)> = Vec::new();
     for _ in 0..9 {
         let got = worker.next_job(LIMIT).await.expect("every job, in time");
-        seen.push((String::from_utf8_lossy(&got.payload).into_owned(), start.elapsed()));
+        let leased = got.deadline.and_then(|d| SystemTime::try_from(d).ok()).expect("a deadline");
+        seen.push((String::from_utf8_lossy(&got.payload).into_owned(), start.elapsed(), leased));
         worker.complete(&got, b"").await.expect("complete");
     }
-    let order =
-        |key: &str| -> Vec<(String, Duration)> { seen.iter().filter(|(p, _)| p.starts_with(key)).cloned().collect() };
+    let order = |key: &str| -> Vec<(String, Duration, SystemTime)> {
+        seen.iter().filter(|(p, _, _)| p.starts_with(key)).cloned().collect()
+    };
     for key in ["a", "b"] {
         let jobs = order(key);
-        let payloads: Vec<&str> = jobs.iter().map(|(p, _)| p.as_str()).collect();
+        let payloads: Vec<&str> = jobs.iter().map(|(p, _, _)| p.as_str()).collect();
         assert_eq!(payloads, [format!("{key}0"), format!("{key}1"), format!("{key}2"), format!("{key}3")], "in order");
         for pair in jobs.windows(2) {
-            let gap = pair[1].1.saturating_sub(pair[0].1);
-            assert!(gap >= Duration::from_millis(90), "{key}: {gap:?} between two starts, under the rate's 100 ms");
+            let gap = pair[1].2.duration_since(pair[0].2).unwrap_or_default();
+            assert!(gap >= Duration::from_millis(99), "{key}: {gap:?} between two leases, under the rate's 100 ms");
         }
         assert!(jobs[3].1 < Duration::from_secs(3), "{key}: woken by the timer, not the 60 s poll: {jobs:?}");
     }
-    let plain = seen.iter().position(|(p, _)| p == "plain").expect("the unkeyed job");
+    let plain = seen.iter().position(|(p, _, _)| p == "plain").expect("the unkeyed job");
     assert!(plain < 3, "the unkeyed job is not held behind the keys: {seen:?}");
     server.assert_invariants("q").await;
 }
