@@ -9,7 +9,10 @@
 # a temp copy of its folder (read-only where it lives) with its pinned dependencies (`npm ci`),
 # against a private redis-server started with the settings jobwire-bench gives its own
 # (jobwire::redis_server: no persistence, hz 10, bound to 127.0.0.1; TCP here, since bench.mjs
-# takes a host and port); jobwire-bench starts its own.
+# takes a host and port) except the listpack sizes: jobwire's Redis keeps hashes and sorted sets
+# of more than 16 entries as hash tables and skiplists (IN_FLIGHT_ENCODINGS), which makes
+# BullMQ slower (each of its jobs is a hash of a dozen or more fields: BENCHMARKS.md, "Jobs in
+# flight as hash tables"), so BullMQ's Redis keeps Redis's defaults. jobwire-bench starts its own.
 # Both Redis servers and everything in the temp dir are gone when the script ends.
 #
 # Usage: scripts/bench-vs-bullmq.sh [options]

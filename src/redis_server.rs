@@ -33,6 +33,16 @@ use tokio::{
 };
 use tracing::{error, info, warn};
 
+/// A queue's jobs in flight are a hash (the active leases) and a sorted set (their deadlines)
+/// that every ack and lease changes. Redis keeps such small ones as listpacks, flat arrays it
+/// walks from the front on every read and write (decoding each score in the sorted set), up to
+/// 128 entries by default; past 16 entries a hash table and a skiplist cost less. With 110 jobs
+/// in flight (bench b, concurrency 100, prefetch 10) that took Redis from 106 k to 71 k
+/// instructions per job, and with 20 (concurrency 10) from 110 k to 97 k (BENCHMARKS.md, "Jobs in
+/// flight as hash tables"). The per-job structures of waiting jobs (the jobs hash, the ready
+/// lists) are large or lists already, so this costs memory only in a few per-queue structures.
+/// README ("Your own Redis") advises the same for a Redis jobwire does not start.
+const IN_FLIGHT_ENCODINGS: [&str; 4] = ["--hash-max-listpack-entries", "16", "--zset-max-listpack-entries", "16"];
 /// How long a start may take before it counts as failed (an AOF replay included).
 const START_DEADLINE: Duration = Duration::from_secs(15);
 /// Between two readiness checks.
@@ -255,6 +265,7 @@ impl RedisServer {
         cmd.arg("--unixsocket").arg(self.socket());
         cmd.arg("--dir").arg(dir).arg("--logfile").arg(dir.join("redis.log"));
         cmd.args(["--appendonly", if self.config.appendonly { "yes" } else { "no" }]);
+        cmd.args(IN_FLIGHT_ENCODINGS);
         if self.config.appendonly {
             let policy = match self.config.appendfsync {
                 AppendFsync::Always => "always",

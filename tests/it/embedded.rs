@@ -210,6 +210,26 @@ fn the_launcher_listens_on_a_free_tcp_port_with_the_limits_asked_for() {
 }
 
 #[test]
+fn the_launcher_keeps_hashes_and_sorted_sets_past_16_entries_as_tables() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let redis = RedisServer::start(RedisConfig::new(dir.path())).expect("redis-server starts");
+    assert_eq!(config_get(&redis.socket_url(), "hash-max-listpack-entries"), "16");
+    assert_eq!(config_get(&redis.socket_url(), "zset-max-listpack-entries"), "16");
+    // A queue's leases and deadlines with 17 jobs in flight: a hash table and a skiplist.
+    let mut conn = redis::Client::open(redis.socket_url()).expect("url").get_connection().expect("connect");
+    for n in 0..17 {
+        let () = redis::cmd("HSET").arg("active").arg(n).arg("token").query(&mut conn).expect("HSET");
+        let () = redis::cmd("ZADD").arg("deadlines").arg(n).arg(n).query(&mut conn).expect("ZADD");
+    }
+    let encoding = |key: &str| -> String {
+        let mut conn = redis::Client::open(redis.socket_url()).expect("url").get_connection().expect("connect");
+        redis::cmd("OBJECT").arg("ENCODING").arg(key).query(&mut conn).expect("OBJECT ENCODING")
+    };
+    assert_eq!(encoding("active"), "hashtable");
+    assert_eq!(encoding("deadlines"), "skiplist");
+}
+
+#[test]
 fn the_launcher_starts_a_cluster_node_with_its_nodes_file() {
     let dir = tempfile::tempdir().expect("temp dir");
     let redis = RedisServer::start(RedisConfig::new(dir.path()).cluster()).expect("redis-server starts");
