@@ -41,7 +41,7 @@ use tracing::{error, info, warn};
 /// instructions per job, and with 20 (concurrency 10) from 110 k to 97 k (BENCHMARKS.md, "Jobs in
 /// flight as hash tables"). The per-job structures of waiting jobs (the jobs hash, the ready
 /// lists) are large or lists already, so this costs memory only in a few per-queue structures.
-/// README ("Your own Redis") advises the same for a Redis jobwire does not start.
+/// README ("Against your own Redis") advises the same for a Redis jobwire does not start.
 const IN_FLIGHT_ENCODINGS: [&str; 4] = ["--hash-max-listpack-entries", "16", "--zset-max-listpack-entries", "16"];
 /// How long a start may take before it counts as failed (an AOF replay included).
 const START_DEADLINE: Duration = Duration::from_secs(15);
