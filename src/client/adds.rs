@@ -18,10 +18,11 @@
 //!   refusal of the whole call reaches each of its callers, except one that is about the batch
 //!   rather than its jobs (a message naming `jobs` or an entry, or the transport's message size):
 //!   then each job is sent alone, so an invalid or out-of-scope job fails only its own caller.
-//! - UNAVAILABLE (the whole call, or one entry) is retried as `AddJob` is, a few times with
-//!   backoff; every job carries an idempotency key by then, so a retry never adds one twice.
-//!   A batch keeps its callers' order, and the server takes a key repeated within one batch as
-//!   a duplicate of the first, as it takes two concurrent adds with the same key.
+//! - UNAVAILABLE (the whole call, or one entry), and a call whose connection failed under it
+//!   (a server killed mid-call), are retried as `AddJob` is, a few times with backoff; every
+//!   job carries an idempotency key by then, so a retry never adds one twice. A batch keeps its
+//!   callers' order, and the server takes a key repeated within one batch as a duplicate of the
+//!   first, as it takes two concurrent adds with the same key.
 //! - A caller that gives up (drops its future) loses nothing of the others': its job is left
 //!   out if its batch has not been sent yet, and may still be added if it has (or if it went
 //!   alone and the call was already sent).
@@ -146,7 +147,7 @@ impl AddLane {
                         return;
                     }
                 }
-                Err(status) if status.code() == Code::Unavailable && retry => {}
+                Err(status) if worth_retrying(&status) && retry => {}
                 Err(status) if about_the_batch(&status) => {
                     let alone = batch.into_iter().map(|q| async move {
                         let _ = q.answer.send(add_alone(&self.raw, q.request).await);
@@ -290,11 +291,21 @@ fn about_the_batch(status: &Status) -> bool {
 }
 
 /// One AddJob, UNAVAILABLE retried with backoff.
+/// Whether a call may be sent again: the server answered UNAVAILABLE, or no answer came because
+/// the connection failed under the call (tonic's UNKNOWN with the transport's error as its
+/// source: a server killed mid-call). Every add carries its idempotency key by then, so sending it
+/// again never adds a job twice.
+fn worth_retrying(status: &Status) -> bool {
+    status.code() == Code::Unavailable
+        || (status.code() == Code::Unknown
+            && std::error::Error::source(status).is_some_and(|e| e.is::<tonic::transport::Error>()))
+}
+
 async fn add_alone(raw: &QueueServiceClient<Transport>, request: proto::AddJobRequest) -> Answer {
     let mut wait = FIRST_RETRY;
     for _ in 1..ATTEMPTS {
         match raw.clone().add_job(request.clone()).await {
-            Err(status) if status.code() == Code::Unavailable => {
+            Err(status) if worth_retrying(&status) => {
                 tokio::time::sleep(wait).await;
                 wait *= 2;
             }

@@ -314,8 +314,9 @@ impl Client {
     }
 
     /// Adds one job and returns its id (the first job's, for a repeat of an idempotency key).
-    /// `UNAVAILABLE` is retried a few times; the request gets an idempotency key first (if it
-    /// had none: [`NewJob::generated_idempotency_key`]), so a retry can never add the job twice.
+    /// `UNAVAILABLE`, and a call whose connection failed under it (a server killed mid-call),
+    /// are retried a few times; the request gets an idempotency key first (if it had none:
+    /// [`NewJob::generated_idempotency_key`]), so a retry can never add the job twice.
     ///
     /// Adds made while others of this client (or its clones) are in flight share calls: an
     /// add that finds no call in flight and none waiting goes at once as its own `AddJob`; the

@@ -402,3 +402,41 @@ async fn adds_made_while_the_server_restarts_each_go_in_once() {
     assert_eq!(stats.waiting, 101, "each job once");
     crate::harness::assert_invariants_at(&url, &prefix, "q").await;
 }
+
+#[tokio::test]
+async fn adds_in_flight_when_the_server_is_killed_each_go_in_once() {
+    let redis = Redis::start();
+    let (url, prefix) = (redis.url(), unique_prefix());
+    let serve = |listen: &str| {
+        ["serve", "--listen", listen, "--redis-url", &url, "--key-prefix", &prefix].map(String::from).to_vec()
+    };
+    let mut first = Process::start_async(serve("127.0.0.1:0")).await;
+    let addr = first.addr;
+    let client = Client::connect(&format!("http://{addr}")).await.expect("connect");
+    client.add(new_job("q", 0)).await.expect("added before the kill");
+    // Twenty producers adding one job after another, so that calls are in flight when the
+    // server dies: each add must still go in, once.
+    let done = Arc::new(AtomicUsize::new(0));
+    let producers: Vec<_> = (0..20)
+        .map(|p| {
+            let (client, done) = (client.clone(), done.clone());
+            tokio::spawn(async move {
+                for n in 0..100 {
+                    client.add(new_job("q", 1 + p * 100 + n)).await?;
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+                Ok::<(), ClientError>(())
+            })
+        })
+        .collect();
+    eventually(WAIT, "300 adds before the kill", || async { done.load(Ordering::SeqCst) >= 300 }).await;
+    first.signal(libc::SIGKILL);
+    first.wait_exit(WAIT).await;
+    let _second = Process::start_async(serve(&addr.to_string())).await;
+    for producer in joined(producers).await {
+        producer.expect("every add goes in across the kill");
+    }
+    let stats = client.stats("q").await.expect("stats");
+    assert_eq!(stats.waiting, 2_001, "each job once");
+    crate::harness::assert_invariants_at(&url, &prefix, "q").await;
+}
