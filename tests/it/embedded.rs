@@ -221,8 +221,7 @@ fn the_launcher_keeps_hashes_and_sorted_sets_past_16_entries_as_tables() {
         let () = redis::cmd("HSET").arg("active").arg(n).arg("token").query(&mut conn).expect("HSET");
         let () = redis::cmd("ZADD").arg("deadlines").arg(n).arg(n).query(&mut conn).expect("ZADD");
     }
-    let encoding = |key: &str| -> String {
-        let mut conn = redis::Client::open(redis.socket_url()).expect("url").get_connection().expect("connect");
+    let mut encoding = |key: &str| -> String {
         redis::cmd("OBJECT").arg("ENCODING").arg(key).query(&mut conn).expect("OBJECT ENCODING")
     };
     assert_eq!(encoding("active"), "hashtable");

@@ -154,6 +154,12 @@ fn new_job(queue: &str, n: usize) -> NewJob {
     NewJob::new(queue, "t").payload(n.to_string())
 }
 
+/// `jobwire serve` on `listen` over the Redis at `url`, under `prefix`, with `more` flags.
+fn serve_args(listen: &str, url: &str, prefix: &str, more: &[&str]) -> Vec<String> {
+    let args = ["serve", "--listen", listen, "--redis-url", url, "--key-prefix", prefix];
+    args.iter().chain(more).map(|a| (*a).to_owned()).collect()
+}
+
 /// Spawns `client.add(job)`.
 fn spawn_add(client: &Client, job: NewJob) -> JoinHandle<Result<String, ClientError>> {
     let client = client.clone();
@@ -207,15 +213,10 @@ async fn concurrent_adds_share_calls_and_each_job_goes_in_once() {
 async fn an_add_alone_goes_at_once_and_only_a_full_set_of_calls_makes_adds_wait() {
     let (_redis, server, relay, client) = relayed().await;
     client.add(new_job("q", 0)).await.expect("the connection is up");
-    relay.hold();
     let base = relay.calls();
     // Each add finding a free slot and nothing queued goes out without waiting for company
     // (the first alone, the others as a batch of one), while the earlier ones are in flight.
-    let mut adds = Vec::new();
-    for n in 1..=MAX_CALLS {
-        adds.push(spawn_add(&client, new_job("q", n)));
-        relay.wait_calls(base + n).await;
-    }
+    let mut adds = fill_slots(&relay, &client, "q").await;
     // With every slot taken, the next adds wait, and go together once a call ends.
     adds.extend((MAX_CALLS + 1..=MAX_CALLS + 3).map(|n| spawn_add(&client, new_job("q", n))));
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -382,11 +383,7 @@ async fn a_caller_giving_up_loses_nothing_of_the_others() {
 async fn adds_made_while_the_server_restarts_each_go_in_once() {
     let redis = Redis::start();
     let (url, prefix) = (redis.url(), unique_prefix());
-    let serve = |listen: &str| {
-        ["serve", "--listen", listen, "--redis-url", &url, "--key-prefix", &prefix, "--drain-grace", "100ms"]
-            .map(String::from)
-            .to_vec()
-    };
+    let serve = |listen: &str| serve_args(listen, &url, &prefix, &["--drain-grace", "100ms"]);
     let mut first = Process::start_async(serve("127.0.0.1:0")).await;
     let addr = first.addr;
     let client = Client::connect(&format!("http://{addr}")).await.expect("connect");
@@ -407,9 +404,7 @@ async fn adds_made_while_the_server_restarts_each_go_in_once() {
 async fn adds_in_flight_when_the_server_is_killed_each_go_in_once() {
     let redis = Redis::start();
     let (url, prefix) = (redis.url(), unique_prefix());
-    let serve = |listen: &str| {
-        ["serve", "--listen", listen, "--redis-url", &url, "--key-prefix", &prefix].map(String::from).to_vec()
-    };
+    let serve = |listen: &str| serve_args(listen, &url, &prefix, &[]);
     let mut first = Process::start_async(serve("127.0.0.1:0")).await;
     let addr = first.addr;
     let client = Client::connect(&format!("http://{addr}")).await.expect("connect");
