@@ -21,6 +21,7 @@ pub const COMMANDS: &[&str] = &[
     "+exists",
     "+fcall",
     "+fcall_ro",
+    "+function|list",
     "+function|load",
     "+get",
     "+hdel",

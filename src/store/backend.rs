@@ -342,6 +342,21 @@ impl Backend {
         .await
     }
 
+    /// Loads the library unless Redis has it already (one of its name is this one: see
+    /// `Scripts::library_name`). Asking first lets an instance start beside a Redis at its
+    /// `maxmemory`, which refuses `FUNCTION LOAD` (a write) but answers `FUNCTION LIST`. A
+    /// refused `FUNCTION LIST` (an ACL user set up by an earlier release's rules, which lack it)
+    /// loads as before. On a cluster the answer may come from one master only; one that lacks
+    /// the library gets it at the first call that finds no function (`run`).
+    pub(super) async fn ensure_library(&self, c: &mut Connection) -> Result<(), RedisError> {
+        let found: Result<Vec<redis::Value>, RedisError> =
+            redis::cmd("FUNCTION").arg("LIST").arg("LIBRARYNAME").arg(&self.scripts.library_name).query_async(c).await;
+        match found {
+            Ok(libraries) if !libraries.is_empty() => Ok(()),
+            _ => self.load_library(c).await,
+        }
+    }
+
     /// Loads the library (on a cluster, on every master: the cluster client sends
     /// `FUNCTION LOAD` to each).
     pub(super) async fn load_library(&self, c: &mut Connection) -> Result<(), RedisError> {

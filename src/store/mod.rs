@@ -344,7 +344,7 @@ impl Store {
         if found != SCHEMA_VERSION {
             return Err(StoreError::Schema { found });
         }
-        self.backend.with_conn(async |c| self.backend.load_library(c).await).await
+        self.backend.with_conn(async |c| self.backend.ensure_library(c).await).await
     }
 
     /// Reads one CONFIG value (None when the server refuses CONFIG, as managed services do).

@@ -56,6 +56,8 @@ macro_rules! library {
         pub(super) struct Scripts {
             /// The library's source, for `FUNCTION LOAD REPLACE`.
             pub library: String,
+            /// The library's name: a hash of its source, so a library of that name is this one.
+            pub library_name: String,
             $(pub $name: Function,)*
             $(pub $global: Function,)*
         }
@@ -103,6 +105,7 @@ macro_rules! library {
                 };
                 Self {
                     library,
+                    library_name: prefix.clone(),
                     $($name: function(stringify!($name), &[$($flag),*]),)*
                     $($global: function(stringify!($global), &[$($global_flag),*]),)*
                 }

@@ -517,3 +517,25 @@ async fn a_sigterm_right_after_start_up_is_a_graceful_stop() {
     }
     assert_invariants_at(&url, &prefix, "q").await;
 }
+
+#[tokio::test]
+async fn an_instance_whose_acl_rules_predate_function_list_still_loads_its_library() {
+    let redis = Redis::start();
+    let prefix = unique_prefix();
+    let admin = redis::Client::open(redis.url()).expect("url");
+    let mut conn = admin.get_multiplexed_async_connection().await.expect("connect");
+    // The rules an earlier release documented: without FUNCTION LIST, which a start now asks
+    // before it loads the library.
+    let rules = jobwire::store::acl_rules(&prefix).replace(" +function|list", "");
+    assert!(!rules.contains("function|list"), "{rules}");
+    let mut setuser = redis::cmd("ACL");
+    setuser.arg(&["SETUSER", "older", "reset", "on", ">older"]).arg(rules.split(' ').collect::<Vec<_>>());
+    let () = setuser.query_async(&mut conn).await.expect("ACL SETUSER");
+    let url = format!("{}?user=older&pass=older", redis.url());
+    let server = ServerBuilder::new(&redis).redis_url(&url).prefix(&prefix).start().await;
+    let mut client = server.client().await;
+    add(&mut client, job("q", "t", b"x")).await;
+    assert_eq!(server.stats("q").await.waiting, 1);
+    let libraries: Vec<redis::Value> = redis::cmd("FUNCTION").arg("LIST").query_async(&mut conn).await.expect("list");
+    assert_eq!(libraries.len(), 1, "the library was loaded: {libraries:?}");
+}
