@@ -21,6 +21,10 @@
 #   --prefetch N       jobwire workers' prefetch; b at concurrency 1 then has a row with and one
 #                      without (default 0)
 #   --protocol P       jobwire workers' protocol, work or unary (default work)
+#   --threads N        tokio worker threads of the jobwire server and of the worker processes
+#                      (default: the server's own choice, see README "Deploying"; the workers
+#                      tokio's, one per core). The bench's producer (a, c) keeps tokio's default,
+#                      as a user's application would. BullMQ's Node is one thread per process
 #   --quick            jobwire's tenth sizes (BullMQ's bench has no smaller sizes): a smoke run
 #   --debug            the debug build instead of release: a smoke run
 #   --peer DIR         the BullMQ peer folder (default ../shared/peers/bullmq from the repo root)
@@ -30,7 +34,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pairs=2 runs=3 prefetch=0 protocol=work quick="" profile=release
+pairs=2 runs=3 prefetch=0 protocol=work threads="" quick="" profile=release
 peer=../shared/peers/bullmq out=""
 while (($#)); do
     case "$1" in
@@ -38,6 +42,7 @@ while (($#)); do
         --runs) runs=$2; shift 2 ;;
         --prefetch) prefetch=$2; shift 2 ;;
         --protocol) protocol=$2; shift 2 ;;
+        --threads) threads=$2; shift 2 ;;
         --quick) quick=--quick; shift ;;
         --debug) profile=debug; shift ;;
         --peer) peer=$2; shift 2 ;;
@@ -97,7 +102,8 @@ run_logged() {
 run_jobwire() {
     echo "pair $1: jobwire-bench a,b,c, $runs runs" >&2
     run_logged "$out/jobwire-$1.log" "$bench" --scenarios a,b,c --runs "$runs" --json ${quick:+"$quick"} \
-        --protocol "$protocol" --prefetch "$prefetch" >"$out/jobwire-$1.json"
+        --protocol "$protocol" --prefetch "$prefetch" \
+        ${threads:+--server-threads "$threads" --worker-threads "$threads"} >"$out/jobwire-$1.json"
 }
 run_bullmq() {
     echo "pair $1: BullMQ bench.mjs a,b,c, $runs runs" >&2
@@ -135,6 +141,7 @@ const bullmqCpu = (b, scenario) =>
 
 const runs = Array.from({ length: pairs }, (_, i) => ({ j: read(`jobwire-${i + 1}.json`), b: read(`bullmq-${i + 1}.json`) }));
 const { protocol, prefetch } = runs[0].j.workers;
+const threads = runs[0].j.tokio_threads.server ?? 'one per core';
 const label = (c, p) => (p ? `concurrency ${c}, prefetch ${p}` : `concurrency ${c}`);
 const rm = (c) => `b.process_c${c}_removeOnComplete`;
 // [scenario, unit, jobwire runs of a pair, BullMQ runs of a pair, target on jobwire ÷ BullMQ]
@@ -161,7 +168,7 @@ const fmt = (v) => (Math.abs(v) >= 100 ? Math.round(v).toLocaleString('en-US') :
 const j0 = runs[0].j;
 const b0 = runs[0].b;
 console.log(
-  `jobwire ${j0.jobwire_version} (${j0.build}${j0.quick ? ', quick sizes' : ''}; workers: ${protocol} protocol, prefetch ${prefetch}) ` +
+  `jobwire ${j0.jobwire_version} (${j0.build}${j0.quick ? ', quick sizes' : ''}; workers: ${protocol} protocol, prefetch ${prefetch}; tokio threads ${threads}) ` +
     `vs BullMQ ${b0.versions.bullmq} (node ${b0.versions.node}, removeOnComplete) on ${j0.machine.cpu}, ${j0.machine.cores} cores, ` +
     `redis ${j0.machine.redis_version}; ${pairs} pair(s) of runs, medians of ${j0.runs}; load average ` +
     runs.map(({ j }) => `${j.load_average.start}–${j.load_average.end}`).join(' / '),

@@ -42,6 +42,11 @@ pub struct ServeConfig {
     /// Namespace of every Redis key and channel.
     #[arg(long, env = "JOBWIRE_KEY_PREFIX", default_value = "jw")]
     pub key_prefix: String,
+    /// Threads that run the server. Default: one per core, less one for the redis-server jobwire
+    /// starts itself when no --redis-url is given (at least one), so that the two do not take
+    /// turns on the same cores; TOKIO_WORKER_THREADS, when set, in place of that default.
+    #[arg(long, env = "JOBWIRE_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
     /// Redis connections in the pool (each one multiplexed).
     #[arg(long, env = "JOBWIRE_REDIS_POOL", default_value_t = 8)]
     pub redis_pool: u32,
@@ -204,6 +209,18 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
+    /// The server's threads on a machine of `cores` cores (see `--threads`); None: tokio's own
+    /// choice, TOKIO_WORKER_THREADS or one per core, as with a Redis of the user's.
+    pub fn threads(&self, cores: usize) -> Option<usize> {
+        match self.threads {
+            Some(threads) => Some(usize::from(threads)),
+            None if self.redis_url.is_none() && std::env::var_os("TOKIO_WORKER_THREADS").is_none() => {
+                Some(cores.saturating_sub(1).max(1))
+            }
+            None => None,
+        }
+    }
+
     /// Checks what clap cannot; returns a message naming the flag.
     pub fn validate(&self) -> Result<(), String> {
         if self.key_prefix.is_empty() || self.key_prefix.contains(['{', '}']) {

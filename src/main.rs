@@ -1,7 +1,8 @@
 //! The `jobwire` binary: parses flags, sets up logging, and runs the server or a client command
 //! (`cli.rs`, `work.rs`); `exit.rs` reports a failure. Serving here is start-up only: the
 //! token file (`--auth-tokens`, re-read on SIGHUP), the embedded redis-server when no
-//! `--redis-url` is given, the TLS and Redis files read (the TLS ones again on every SIGHUP),
+//! `--redis-url` is given (and the runtime's threads, one fewer beside it: `--threads`), the TLS
+//! and Redis files read (the TLS ones again on every SIGHUP),
 //! waiting for Redis and its schema, warnings about a Redis that would lose jobs, binding the
 //! listeners and the ready file; the server itself is `jobwire::server`.
 
@@ -96,27 +97,41 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
-    let runtime = tokio::runtime::Runtime::new()?;
     let ok = std::process::ExitCode::SUCCESS;
-    match cli.command {
-        Some(Command::Serve(config)) => runtime.block_on(serve(*config)).map(|()| ok),
-        None => runtime.block_on(serve(ServeConfig::parse_from_env())).map(|()| ok),
-        Some(Command::Add(args)) => runtime.block_on(cli::add(args)).map(|()| ok),
-        Some(Command::Stats(args)) => runtime.block_on(cli::stats(args)).map(|()| ok),
-        Some(Command::Health(args)) => Ok(runtime.block_on(cli::health(args))),
-        Some(Command::Jobs(args)) => runtime.block_on(cli::jobs(args)).map(|()| ok),
-        Some(Command::Retry(args)) => runtime.block_on(cli::retry(args)).map(|()| ok),
-        Some(Command::Cancel(args)) => runtime.block_on(cli::cancel(args)).map(|()| ok),
-        Some(Command::Pause(args)) => runtime.block_on(cli::pause(args, true)).map(|()| ok),
-        Some(Command::Resume(args)) => runtime.block_on(cli::pause(args, false)).map(|()| ok),
-        Some(Command::Workers(args)) => runtime.block_on(cli::workers(args)).map(|()| ok),
-        Some(Command::Sessions(command)) => runtime.block_on(cli::sessions(command)).map(|()| ok),
-        Some(Command::Schedule(command)) => runtime.block_on(cli::schedule(command)).map(|()| ok),
-        Some(Command::Queue(command)) => runtime.block_on(cli::settings::run(command)).map(|()| ok),
-        Some(Command::Work(args)) => runtime.block_on(work::run(args)).map(|()| ok),
-        Some(Command::Doctor(args)) => Ok(runtime.block_on(doctor::run(args))),
-        Some(Command::Token(command)) => token::run(command).map(|()| ok),
+    let command = cli.command.unwrap_or_else(|| Command::Serve(Box::new(ServeConfig::parse_from_env())));
+    let runtime = match &command {
+        Command::Serve(config) => server_runtime(config)?,
+        _ => tokio::runtime::Runtime::new()?,
+    };
+    match command {
+        Command::Serve(config) => runtime.block_on(serve(*config)).map(|()| ok),
+        Command::Add(args) => runtime.block_on(cli::add(args)).map(|()| ok),
+        Command::Stats(args) => runtime.block_on(cli::stats(args)).map(|()| ok),
+        Command::Health(args) => Ok(runtime.block_on(cli::health(args))),
+        Command::Jobs(args) => runtime.block_on(cli::jobs(args)).map(|()| ok),
+        Command::Retry(args) => runtime.block_on(cli::retry(args)).map(|()| ok),
+        Command::Cancel(args) => runtime.block_on(cli::cancel(args)).map(|()| ok),
+        Command::Pause(args) => runtime.block_on(cli::pause(args, true)).map(|()| ok),
+        Command::Resume(args) => runtime.block_on(cli::pause(args, false)).map(|()| ok),
+        Command::Workers(args) => runtime.block_on(cli::workers(args)).map(|()| ok),
+        Command::Sessions(command) => runtime.block_on(cli::sessions(command)).map(|()| ok),
+        Command::Schedule(command) => runtime.block_on(cli::schedule(command)).map(|()| ok),
+        Command::Queue(command) => runtime.block_on(cli::settings::run(command)).map(|()| ok),
+        Command::Work(args) => runtime.block_on(work::run(args)).map(|()| ok),
+        Command::Doctor(args) => Ok(runtime.block_on(doctor::run(args))),
+        Command::Token(command) => token::run(command).map(|()| ok),
     }
+}
+
+/// The server's runtime: as many threads as `ServeConfig::threads` says (tokio's choice when it
+/// says none).
+fn server_runtime(config: &ServeConfig) -> std::io::Result<tokio::runtime::Runtime> {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = config.threads(cores) {
+        runtime.worker_threads(threads);
+    }
+    runtime.enable_all().build()
 }
 
 trait FromEnv {
@@ -230,7 +245,8 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let grpc = listener.local_addr()?;
     let mutual = tls.as_ref().is_some_and(|tls| tls.requires_client_certificates());
-    info!(addr = %grpc, tls = tls.is_some(), client_certificates = mutual, "jobwire listening");
+    let threads = tokio::runtime::Handle::current().metrics().num_workers();
+    info!(addr = %grpc, tls = tls.is_some(), client_certificates = mutual, threads, "jobwire listening");
     let metrics = match config.metrics_listen {
         Some(addr) => Some(
             jobwire::telemetry::MetricsEndpoint::bind(addr)

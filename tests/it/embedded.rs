@@ -11,7 +11,8 @@ use jobwire::{
 };
 
 use crate::harness::{
-    Process, Worker, add, assert_invariants_at, children_of, info, is_running, job, pid_t, run_jobwire, wait_until,
+    Process, Redis, Worker, add, assert_invariants_at, children_of, info, is_running, job, pid_t, run_jobwire,
+    wait_until,
 };
 
 /// The key prefix a server uses when none is given.
@@ -46,6 +47,38 @@ fn answers(url: &str) -> bool {
 async fn sigterm(mut jobwire: Process) {
     let status = jobwire.terminate(Duration::from_secs(15)).await;
     assert!(status.success(), "jobwire exited with {status:?}");
+}
+
+/// The threads of a server started with `args` (and `env`), as its "jobwire listening" line
+/// says.
+async fn threads_of(args: &[&str], env: &[(&str, &str)]) -> usize {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("log");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_jobwire"));
+    cmd.args(args).env_remove("TOKIO_WORKER_THREADS").env_remove("JOBWIRE_THREADS").envs(env.iter().copied());
+    let jobwire = Process::start_logging(&mut cmd, std::fs::File::create(&log).expect("log file"));
+    sigterm(jobwire).await;
+    let text = std::fs::read_to_string(&log).expect("the log");
+    let line = text.lines().find(|l| l.contains("jobwire listening")).expect("a listening line");
+    let threads = line.split_whitespace().find_map(|field| field.strip_prefix("threads="));
+    threads.and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no thread count in {line:?}"))
+}
+
+#[tokio::test]
+async fn the_server_leaves_a_core_to_the_redis_it_starts_unless_told_otherwise() {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().to_str().expect("utf-8 path");
+    let serve = ["serve", "--listen", "127.0.0.1:0", "--data-dir", data];
+    assert_eq!(threads_of(&serve, &[]).await, cores.saturating_sub(1).max(1), "one per core but one, at least one");
+    assert_eq!(threads_of(&[&serve[..], &["--threads", "3"]].concat(), &[]).await, 3);
+    assert_eq!(threads_of(&serve, &[("JOBWIRE_THREADS", "2")]).await, 2);
+    // The setting the README used to give still holds in place of the default.
+    assert_eq!(threads_of(&serve, &[("TOKIO_WORKER_THREADS", "3")]).await, 3);
+    // Beside a Redis of the user's, tokio's own choice: one per core.
+    let redis = Redis::start();
+    let url = redis.url();
+    assert_eq!(threads_of(&["serve", "--listen", "127.0.0.1:0", "--redis-url", &url], &[]).await, cores);
 }
 
 #[tokio::test]
