@@ -228,3 +228,53 @@ func TestReconnectAfterServerRestart(t *testing.T) {
 		t.Fatalf("a job after the restart: %q %v", result, err)
 	}
 }
+
+func TestAddsInFlightWhenTheServerIsKilledEachGoInOnce(t *testing.T) {
+	st := ownStack(t)
+	addr := st.server.addr
+	retry := jobwire.RetryPolicy{Attempts: 60, Initial: 50 * time.Millisecond, Max: 500 * time.Millisecond, Multiplier: 2}
+	c := newClient(t, addr, jobwire.WithRetry(retry))
+	ctx := testCtx(t, 60*time.Second)
+	q := uniqueQueue(t)
+	// Twenty producers adding one job after another while the server is killed (no drain) and
+	// started again on its address: every add goes in, each job once.
+	var mu sync.Mutex
+	ids := map[string]bool{}
+	errs := make(chan error, 20)
+	for p := 0; p < 20; p++ {
+		go func() {
+			for n := 0; n < 100; n++ {
+				added, err := c.Add(ctx, jobwire.NewJob{Queue: q, Type: "t", Payload: []byte(fmt.Sprintf(`{"n":%d}`, p*100+n))})
+				if err != nil {
+					errs <- fmt.Errorf("add %d of producer %d: %w", n, p, err)
+					return
+				}
+				mu.Lock()
+				ids[added.ID] = true
+				mu.Unlock()
+			}
+			errs <- nil
+		}()
+	}
+	eventually(t, "300 adds before the kill", 20*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(ids) >= 300
+	})
+	st.server.kill()
+	if _, err := st.startServer(addr); err != nil {
+		t.Fatal(err)
+	}
+	for p := 0; p < 20; p++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(ids) != 2000 {
+		t.Fatalf("%d distinct ids answered, want 2000 (a job of its own per add)", len(ids))
+	}
+	stats, err := c.Stats(ctx, q)
+	if err != nil || stats.Waiting != 2000 {
+		t.Fatalf("Stats = %+v %v, want each job once", stats, err)
+	}
+}

@@ -82,6 +82,48 @@ async def test_add_retries_while_redis_is_frozen_and_adds_once(
         assert (await client.get(added.id)).json() == {"n": 1}
 
 
+async def test_adds_in_flight_when_the_server_is_killed_each_go_in_once(
+    own_redis: Redis, servers: list[Server]
+) -> None:
+    """Twenty producers add one job after another while the server is killed (no drain) and
+    started again on its address: every add goes in, each job once."""
+    first = Server(own_redis, own_redis.directory)
+    servers.append(first)
+    port = first.target.rsplit(":", 1)[1]
+    retry = jobwire.RetryPolicy(attempts=60, initial=0.05, max=0.5)
+    ids: list[str] = []
+
+    async with jobwire.Client(first.target, retry=retry, timeout=30) as client:
+        await serving(client)
+
+        async def produce(p: int) -> None:
+            for n in range(100):
+                added = await client.add("killed", "t", payload={"n": p * 100 + n})
+                ids.append(added.id)
+
+        producers = [asyncio.create_task(produce(p)) for p in range(20)]
+        try:
+            deadline = asyncio.get_running_loop().time() + 20
+            while len(ids) < 300:
+                assert asyncio.get_running_loop().time() < deadline, (
+                    f"{len(ids)} adds before the kill"
+                )
+                await asyncio.sleep(0.005)
+            first.proc.kill()
+            first.proc.wait(timeout=10)
+            servers.append(
+                Server(
+                    own_redis, own_redis.directory, prefix=first.prefix, listen=f"127.0.0.1:{port}"
+                )
+            )
+            await asyncio.wait_for(asyncio.gather(*producers), timeout=60)
+        finally:
+            for producer in producers:
+                producer.cancel()
+        assert len(set(ids)) == 2000, "each add answered with a job of its own"
+        assert (await client.stats("killed")).waiting == 2000, "each job once"
+
+
 async def test_an_ack_answered_unavailable_is_sent_again_on_the_same_stream(
     own_redis: Redis, servers: list[Server], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -302,6 +302,30 @@ describe("producer", () => {
     }
   });
 
+  it("adds in flight when the server is killed each go in once", async () => {
+    // A stack of the test's own: its server is killed (no drain) and started again on its port
+    // while twenty producers add one job after another.
+    const own = await Stack.start();
+    const c = new Client({ address: own.address, deadlineMs: 30_000, retry: { maxAttempts: 60, initialBackoffMs: 50, maxBackoffMs: 500 } });
+    try {
+      const queue = uniqueQueue("killed");
+      const ids: string[] = [];
+      const producers = Array.from({ length: 20 }, async (_, p) => {
+        for (let n = 0; n < 100; n++) ids.push((await c.add(queue, "t", { n: p * 100 + n })).id);
+      });
+      await waitFor("300 adds before the kill", () => ids.length >= 300, 20_000);
+      const port = own.server.port;
+      await own.server.stop();
+      await own.server.start({ listen: `127.0.0.1:${port}` });
+      await Promise.all(producers);
+      assert.equal(new Set(ids).size, 2000, "each add answered with a job of its own");
+      assert.equal((await c.stats(queue)).waiting, 2000, "each job once");
+    } finally {
+      c.close();
+      await own.stop();
+    }
+  });
+
   it("retries on UNAVAILABLE while Redis is down and succeeds once it is back", async () => {
     const queue = uniqueQueue("redis-down");
     await stack.redis.stop();

@@ -6,7 +6,14 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicReference;
 import jobwire.v1.Jobwire.JobInfo;
@@ -134,6 +141,49 @@ class ResilienceTest {
         server.start(server.port);
         assertEquals("ok 2", Fixture.text(Blocking.get(direct.run(NewJob.of(q, "t").payload("2"), WAIT))));
         assertEquals(JobState.JOB_STATE_COMPLETED, Blocking.get(client.admin().listJobs(q, JobState.JOB_STATE_COMPLETED, 10, "")).items().get(0).getState());
+      }
+    }
+  }
+
+  @Test
+  @Timeout(120)
+  void addsInFlightWhenTheServerIsKilledEachGoInOnce() throws Exception {
+    // Twenty producers add one job after another while the server is killed (no drain) and
+    // started again on its port: every add goes in, each job once.
+    try (Stack stack = Stack.start()) {
+      String q = queue("killed");
+      Stack.Server server = stack.server(0);
+      ExecutorService producers = Executors.newFixedThreadPool(20);
+      try (JobwireClient client =
+          JobwireClient.builder().target(server.address).callTimeout(WAIT).build()) {
+        Set<String> ids = ConcurrentHashMap.newKeySet();
+        List<Future<?>> running = new ArrayList<>();
+        for (int p = 0; p < 20; p++) {
+          int first = p * 100;
+          running.add(
+              producers.submit(
+                  () -> {
+                    for (int n = 0; n < 100; n++) {
+                      NewJob job = NewJob.of(q, "t").payload(Integer.toString(first + n));
+                      ids.add(Blocking.get(client.add(job)).id());
+                    }
+                    return null;
+                  }));
+        }
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
+        while (ids.size() < 300) {
+          assertTrue(System.nanoTime() < deadline, ids.size() + " adds before the kill");
+          Thread.sleep(5);
+        }
+        server.kill();
+        server.start(server.port);
+        for (Future<?> producer : running) {
+          producer.get(60, TimeUnit.SECONDS);
+        }
+        assertEquals(2000, ids.size(), "each add answered with a job of its own");
+        assertEquals(2000, Blocking.get(client.admin().stats(q)).getWaiting(), "each job once");
+      } finally {
+        producers.shutdownNow();
       }
     }
   }
