@@ -2,9 +2,9 @@
 //! (`cli.rs`, `work.rs`); `exit.rs` reports a failure. Serving here is start-up only: the
 //! token file (`--auth-tokens`, re-read on SIGHUP), the embedded redis-server when no
 //! `--redis-url` is given (and the runtime's threads, one fewer beside it: `--threads`), the TLS
-//! and Redis files read (the TLS ones again on every SIGHUP),
-//! waiting for Redis and its schema, warnings about a Redis that would lose jobs, binding the
-//! listeners and the ready file; the server itself is `jobwire::server`.
+//! and Redis files read (the TLS ones again on every SIGHUP), waiting for Redis and its schema,
+//! warnings about a Redis that would lose jobs, binding the listeners and the ready file; the
+//! server itself is `jobwire::server`.
 
 use std::{sync::Arc, time::Duration};
 
