@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # jobwire and BullMQ side by side: the table of issue "Faster than BullMQ" in one command.
 #
-# Runs `jobwire-bench --scenarios a,b,c` and the BullMQ peer's `bench.mjs --only a,b,c` back to
-# back, in alternating order for each pair of runs (jobwire first in odd pairs, BullMQ first in
-# even ones), then prints one table: b at concurrency 1, 10 and 100 (jobs/s, and CPU µs per job
-# of all processes), a's single adds (through the client library, and as raw AddJob calls) and
-# c's latency, with the ratios jobwire ÷ BullMQ of the medians of each pair. The peer runs from
+# Runs `jobwire-bench --scenarios a,b,c --runs 1` and the BullMQ peer's `bench.mjs --only a,b,c
+# --runs 1` one after the other, --runs times per pair, interleaved (jobwire first in odd pairs,
+# BullMQ first in even ones), so that a machine whose speed drifts over minutes moves both sides
+# of a pair alike; then prints one table: b at concurrency 1, 10 and 100 (jobs/s, and CPU µs per
+# job of all processes), a's single adds (through the client library, and as raw AddJob calls)
+# and c's latency, with the ratios jobwire ÷ BullMQ of the medians of each pair's runs. The peer runs from
 # a temp copy of its folder (read-only where it lives) with its pinned dependencies (`npm ci`),
 # against a private redis-server started with the settings jobwire-bench gives its own
 # (jobwire::redis_server: no persistence, hz 10, bound to 127.0.0.1; TCP here, since bench.mjs
@@ -17,7 +18,7 @@
 #
 # Usage: scripts/bench-vs-bullmq.sh [options]
 #   --pairs N          pairs of runs (default 2, as BENCHMARKS.md quotes them)
-#   --runs N           runs of each scenario in each bench; medians of these (default 3)
+#   --runs N           runs of each bench per pair, interleaved; medians of these (default 3)
 #   --prefetch N       jobwire workers' prefetch; b at concurrency 1 then has a row with and one
 #                      without (default 0)
 #   --protocol P       jobwire workers' protocol, work or unary (default work)
@@ -99,49 +100,59 @@ run_logged() {
     fi
     echo "  done in ${SECONDS}s" >&2
 }
+# One run of a bench: pair $1, run $2.
 run_jobwire() {
-    echo "pair $1: jobwire-bench a,b,c, $runs runs" >&2
-    run_logged "$out/jobwire-$1.log" "$bench" --scenarios a,b,c --runs "$runs" --json ${quick:+"$quick"} \
+    echo "pair $1, run $2: jobwire-bench a,b,c" >&2
+    run_logged "$out/jobwire-$1-$2.log" "$bench" --scenarios a,b,c --runs 1 --json ${quick:+"$quick"} \
         --protocol "$protocol" --prefetch "$prefetch" \
-        ${threads:+--server-threads "$threads" --worker-threads "$threads"} >"$out/jobwire-$1.json"
+        ${threads:+--server-threads "$threads" --worker-threads "$threads"} >"$out/jobwire-$1-$2.json"
 }
 run_bullmq() {
-    echo "pair $1: BullMQ bench.mjs a,b,c, $runs runs" >&2
-    run_logged "$out/bullmq-$1.log" node "$tmp/bullmq/bench.mjs" --only a,b,c --runs "$runs" \
-        --port "$port" --out "$out/bullmq-$1.json" >/dev/null
+    echo "pair $1, run $2: BullMQ bench.mjs a,b,c" >&2
+    run_logged "$out/bullmq-$1-$2.log" node "$tmp/bullmq/bench.mjs" --only a,b,c --runs 1 \
+        --port "$port" --out "$out/bullmq-$1-$2.json" >/dev/null
 }
 for pair in $(seq "$pairs"); do
-    if ((pair % 2)); then run_jobwire "$pair"; run_bullmq "$pair"; else run_bullmq "$pair"; run_jobwire "$pair"; fi
+    for run in $(seq "$runs"); do
+        if ((pair % 2)); then
+            run_jobwire "$pair" "$run"; run_bullmq "$pair" "$run"
+        else
+            run_bullmq "$pair" "$run"; run_jobwire "$pair" "$run"
+        fi
+    done
 done
 
-node - "$out" "$pairs" <<'EOF'
+node - "$out" "$pairs" "$runs" <<'EOF'
 // One table from both benches' JSON: per pair the medians of its runs, and jobwire ÷ BullMQ.
 const fs = require('node:fs');
-const [dir, pairs] = [process.argv[2], Number(process.argv[3])];
+const [dir, pairs, runsPerPair] = [process.argv[2], Number(process.argv[3]), Number(process.argv[4])];
 const read = (name) => JSON.parse(fs.readFileSync(`${dir}/${name}`, 'utf8'));
 const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
   const m = Math.floor(s.length / 2);
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 };
-const jobwireRuns = (j, name) => {
-  const m = j.results.find((r) => r.metric === name);
-  if (!m) throw new Error(`jobwire-bench has no "${name}"`);
-  return m.runs;
-};
-const bullmqRuns = (b, scenario, field) => b.raw[scenario].map((r) => r[field]);
+// Each function takes the JSON files of one pair's runs of a bench and returns a value per run.
+const jobwireRuns = (js, name) =>
+  js.flatMap((j) => {
+    const m = j.results.find((r) => r.metric === name);
+    if (!m) throw new Error(`jobwire-bench has no "${name}"`);
+    return m.runs;
+  });
+const bullmqRuns = (bs, scenario, field) => bs.flatMap((b) => b.raw[scenario].map((r) => r[field]));
 // jobwire's CPU per job of all processes: Redis + server + worker, summed run by run.
-const jobwireCpu = (j, label) => {
-  const parts = ['redis-server CPU', 'jobwire server CPU', 'worker process CPU'].map((p) => jobwireRuns(j, `${label}: ${p}`));
+const jobwireCpu = (js, label) => {
+  const parts = ['redis-server CPU', 'jobwire server CPU', 'worker process CPU'].map((p) => jobwireRuns(js, `${label}: ${p}`));
   return parts[0].map((_, i) => parts.reduce((sum, p) => sum + p[i], 0));
 };
 // BullMQ's, as its README defines it: (redis_cpu_pct + node_cpu_pct) / 100 / jobs_per_s.
-const bullmqCpu = (b, scenario) =>
-  b.raw[scenario].map((r) => ((r.redis_cpu_pct + r.node_cpu_pct) / 100 / r.jobs_per_s) * 1e6);
+const bullmqCpu = (bs, scenario) =>
+  bs.flatMap((b) => b.raw[scenario].map((r) => ((r.redis_cpu_pct + r.node_cpu_pct) / 100 / r.jobs_per_s) * 1e6));
 
-const runs = Array.from({ length: pairs }, (_, i) => ({ j: read(`jobwire-${i + 1}.json`), b: read(`bullmq-${i + 1}.json`) }));
-const { protocol, prefetch } = runs[0].j.workers;
-const threads = runs[0].j.tokio_threads.server ?? 'one per core';
+const files = (bench, pair) => Array.from({ length: runsPerPair }, (_, r) => read(`${bench}-${pair}-${r + 1}.json`));
+const runs = Array.from({ length: pairs }, (_, i) => ({ j: files('jobwire', i + 1), b: files('bullmq', i + 1) }));
+const { protocol, prefetch } = runs[0].j[0].workers;
+const threads = runs[0].j[0].tokio_threads.server ?? 'one per core';
 const label = (c, p) => (p ? `concurrency ${c}, prefetch ${p}` : `concurrency ${c}`);
 const rm = (c) => `b.process_c${c}_removeOnComplete`;
 // [scenario, unit, jobwire runs of a pair, BullMQ runs of a pair, target on jobwire ÷ BullMQ]
@@ -165,18 +176,18 @@ rows.push(['c latency p50, ms (worker in another process)', (j) => jobwireRuns(j
 rows.push(['c latency p99, ms (worker in another process)', (j) => jobwireRuns(j, 'latency p99'), (b) => bullmqRuns(b, 'c.latency_c10_separate_process', 'p99_ms'), "jobwire's own: no worse than today"]);
 
 const fmt = (v) => (Math.abs(v) >= 100 ? Math.round(v).toLocaleString('en-US') : v.toFixed(2));
-const j0 = runs[0].j;
-const b0 = runs[0].b;
+const j0 = runs[0].j[0];
+const b0 = runs[0].b[0];
 console.log(
   `jobwire ${j0.jobwire_version} (${j0.build}${j0.quick ? ', quick sizes' : ''}; workers: ${protocol} protocol, prefetch ${prefetch}; tokio threads ${threads}) ` +
     `vs BullMQ ${b0.versions.bullmq} (node ${b0.versions.node}, removeOnComplete) on ${j0.machine.cpu}, ${j0.machine.cores} cores, ` +
-    `redis ${j0.machine.redis_version}; ${pairs} pair(s) of runs, medians of ${j0.runs}; load average ` +
-    runs.map(({ j }) => `${j.load_average.start}–${j.load_average.end}`).join(' / '),
+    `redis ${j0.machine.redis_version}; ${pairs} pair(s) of runs, medians of ${runsPerPair} interleaved; load average ` +
+    runs.map(({ j }) => `${j[0].load_average.start}–${j[j.length - 1].load_average.end}`).join(' / '),
 );
 if (j0.build !== 'release' || j0.quick) console.log('A smoke run (debug build or quick sizes): these figures mean nothing.');
 console.log('');
 const pairsTitle = Array.from({ length: pairs }, (_, i) => i + 1).join(' / ');
-console.log(`| scenario | BullMQ, run ${pairsTitle} | jobwire, run ${pairsTitle} | jobwire ÷ BullMQ | target |`);
+console.log(`| scenario | BullMQ, pair ${pairsTitle} | jobwire, pair ${pairsTitle} | jobwire ÷ BullMQ | target |`);
 console.log('|---|---:|---:|---:|---|');
 for (const [name, jobwire, bullmq, target] of rows) {
   const j = runs.map((r) => median(jobwire(r.j)));

@@ -4,7 +4,7 @@
 //! frees the credit of the stream that held it, wherever it is (`Leases::tell_owner`).
 //!
 //! Owns: the coalescer of completions (concurrent completions of one queue share a script
-//! call, `coalesce.rs`). That call, and a fail's, also leases the acking streams' next jobs
+//! call, `coalesce.rs`; two such calls of a queue at once). That call, and a fail's, also leases the acking streams' next jobs
 //! when they may have them (`leases/refill.rs`): a busy worker's job costs one Redis call.
 //! Calls `leases` (`Leases::tell_owner`, `Leases::trace_of` for the trace context of a delivery
 //! made here, `plan_refills`/`settle_refills`) and `sessions` (`validate_state`, for the session
@@ -34,6 +34,10 @@ use crate::{
     telemetry::{self, SPAN_TARGET, TraceContext, traceparent},
 };
 
+/// Completion batches of one queue in flight at once: while Redis runs one, the server settles
+/// the one before, and the worker runs the jobs it leased.
+const COMPLETION_BATCHES: usize = 2;
+
 /// The acks room: the lease holder's calls and the coalescer of completions.
 pub(super) struct Acks {
     store: Arc<Store>,
@@ -45,7 +49,7 @@ pub(super) struct Acks {
 
 impl Acks {
     pub(super) fn new(store: Arc<Store>, leases: Arc<Leases>, limits: Limits, max_lost: u32) -> Self {
-        Self { store, leases, limits, max_lost, completions: Arc::default() }
+        Self { store, leases, limits, max_lost, completions: Arc::new(Coalescer::with_leaders(COMPLETION_BATCHES)) }
     }
 
     /// Completes an attempt. For a job of a session, `session_state` (JSON) replaces the

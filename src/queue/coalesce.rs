@@ -18,6 +18,11 @@
 //! hands the lead on. Those tasks are not on the background tracker: they end by themselves
 //! once their lane is idle.
 //!
+//! A coalescer may let more than one batch of a lane run at once (`with_leaders`): an item that
+//! finds fewer running leads a batch of its own at once, and a leader whose batch is done goes on
+//! with what is pending. The completions' coalescer runs two, so that Redis runs one batch while
+//! the server settles the one before it and the worker runs its jobs; adds run one.
+//!
 //! Used by `intake.rs` (adds) and `acks.rs` (completions), each owning its coalescer.
 
 use std::{
@@ -38,7 +43,8 @@ const MAX_BATCH: usize = 256;
 type Waiter<R> = oneshot::Sender<Result<R, StoreError>>;
 
 struct Lane<T, R> {
-    leader: bool,
+    /// Batches of the lane running (or about to): at most the coalescer's `most_leaders`.
+    leaders: usize,
     pending: Vec<(T, Waiter<R>)>,
 }
 
@@ -46,11 +52,21 @@ struct Lane<T, R> {
 /// item `T` gets its own answer `R`.
 pub(super) struct Coalescer<T, R> {
     lanes: Mutex<HashMap<String, Lane<T, R>>>,
+    most_leaders: usize,
 }
 
 impl<T, R> Default for Coalescer<T, R> {
+    /// One batch of a lane at a time.
     fn default() -> Self {
-        Self { lanes: Mutex::new(HashMap::new()) }
+        Self::with_leaders(1)
+    }
+}
+
+impl<T, R> Coalescer<T, R> {
+    /// Up to `most` batches of a lane at once (at least one): an item that finds fewer running
+    /// leads one of its own at once, so Redis runs one batch while the server settles another.
+    pub(super) fn with_leaders(most: usize) -> Self {
+        Self { lanes: Mutex::new(HashMap::new()), most_leaders: most.max(1) }
     }
 }
 
@@ -81,10 +97,12 @@ impl<T: Send + 'static, R: Send + 'static> Coalescer<T, R> {
             match lanes.get_mut(queue) {
                 Some(lane) => {
                     lane.pending.push((item, tx));
-                    !std::mem::replace(&mut lane.leader, true)
+                    let leads = lane.leaders < self.most_leaders;
+                    lane.leaders += usize::from(leads);
+                    leads
                 }
                 None => {
-                    lanes.insert(queue.to_owned(), Lane { leader: true, pending: vec![(item, tx)] });
+                    lanes.insert(queue.to_owned(), Lane { leaders: 1, pending: vec![(item, tx)] });
                     true
                 }
             }
@@ -95,8 +113,8 @@ impl<T: Send + 'static, R: Send + 'static> Coalescer<T, R> {
             let this = self.clone();
             let queue = queue.to_owned();
             Detached::new(async move {
-                this.run_batch(&queue, &run).await;
-                if this.hand_on(&queue) {
+                // A batch that found nothing pending (another leader took it) gave the lead up.
+                if this.run_batch(&queue, &run).await && this.hand_on(&queue) {
                     tokio::spawn(async move { this.lead(&queue, &run).await });
                 }
             })
@@ -114,16 +132,26 @@ impl<T: Send + 'static, R: Send + 'static> Coalescer<T, R> {
     }
 
     /// After the batch led inline: whether callers are waiting (the lead goes on, in a task);
-    /// else the lane is released.
+    /// else this lead is given up.
     fn hand_on(&self, queue: &str) -> bool {
         let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
         match lanes.get(queue) {
             Some(lane) if !lane.pending.is_empty() => true,
             Some(_) => {
-                lanes.remove(queue);
+                Self::give_up_lead(&mut lanes, queue);
                 false
             }
             None => false,
+        }
+    }
+
+    /// One leader of `queue`'s lane stops; the last one releases the lane.
+    fn give_up_lead(lanes: &mut HashMap<String, Lane<T, R>>, queue: &str) {
+        if let Some(lane) = lanes.get_mut(queue) {
+            lane.leaders = lane.leaders.saturating_sub(1);
+            if lane.leaders == 0 {
+                lanes.remove(queue);
+            }
         }
     }
 
@@ -138,7 +166,7 @@ impl<T: Send + 'static, R: Send + 'static> Coalescer<T, R> {
             let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
             let Some(lane) = lanes.get_mut(queue) else { return false };
             if lane.pending.is_empty() {
-                lanes.remove(queue);
+                Self::give_up_lead(&mut lanes, queue);
                 return false;
             }
             let take = lane.pending.len().min(MAX_BATCH);
@@ -237,6 +265,44 @@ mod tests {
         let answers: Vec<u32> = answers.into_iter().map(|a| a.expect("answer")).collect();
         assert_eq!(answers, (0..50).map(|i| i * 10).collect::<Vec<_>>());
         assert!(calls.load(Ordering::SeqCst) < 50, "calls were coalesced");
+        tokio::task::yield_now().await;
+        assert!(coalescer.lanes.lock().expect("lock").is_empty(), "the lane is released");
+    }
+
+    #[tokio::test]
+    async fn with_two_leaders_a_second_batch_runs_beside_the_first_and_a_third_waits() {
+        let coalescer: Arc<Coalescer<u32, u32>> = Arc::new(Coalescer::with_leaders(2));
+        let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let run = {
+            let (running, most, batches) = (running.clone(), most.clone(), batches.clone());
+            move |items: Vec<u32>| {
+                let (running, most, batches) = (running.clone(), most.clone(), batches.clone());
+                async move {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    batches.lock().expect("lock").push(items.clone());
+                    tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    Ok(items)
+                }
+            }
+        };
+        let submit = |i: u32| {
+            let (c, run) = (coalescer.clone(), run.clone());
+            tokio::spawn(async move { c.submit("q", i, run).await })
+        };
+        let mut callers = Vec::new();
+        for i in 0..4 {
+            callers.push(submit(i));
+            // Each caller finds the batches of those before it running.
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        for (i, caller) in callers.into_iter().enumerate() {
+            assert_eq!(caller.await.expect("caller").expect("answer"), u32::try_from(i).expect("small"));
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 2, "two batches at once, never three");
+        assert_eq!(*batches.lock().expect("lock"), [vec![0], vec![1], vec![2, 3]]);
         tokio::task::yield_now().await;
         assert!(coalescer.lanes.lock().expect("lock").is_empty(), "the lane is released");
     }
