@@ -23,9 +23,10 @@
 #                      without (default 0)
 #   --protocol P       jobwire workers' protocol, work or unary (default work)
 #   --threads N        tokio worker threads of the jobwire server and of the worker processes
-#                      (default: the server's own choice, see README "Deploying"; the workers
-#                      tokio's, one per core). The bench's producer (a, c) keeps tokio's default,
-#                      as a user's application would. BullMQ's Node is one thread per process
+#                      (default tokio's, one per core: the bench gives the server a Redis of its
+#                      own, so README "Deploying"'s one fewer does not apply). The bench's
+#                      producer (a, c) keeps tokio's default, as a user's application would.
+#                      BullMQ's Node is one thread per process
 #   --quick            jobwire's tenth sizes (BullMQ's bench has no smaller sizes): a smoke run
 #   --debug            the debug build instead of release: a smoke run
 #   --peer DIR         the BullMQ peer folder (default ../shared/peers/bullmq from the repo root)

@@ -209,12 +209,13 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
-    /// The server's threads on a machine of `cores` cores (see `--threads`); None: tokio's own
-    /// choice, TOKIO_WORKER_THREADS or one per core, as with a Redis of the user's.
-    pub fn threads(&self, cores: usize) -> Option<usize> {
+    /// The server's threads (see `--threads`); None: tokio's own choice, TOKIO_WORKER_THREADS or
+    /// one per core, as with a Redis of the user's.
+    pub fn threads(&self) -> Option<usize> {
         match self.threads {
             Some(threads) => Some(usize::from(threads)),
             None if self.redis_url.is_none() && std::env::var_os("TOKIO_WORKER_THREADS").is_none() => {
+                let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
                 Some(cores.saturating_sub(1).max(1))
             }
             None => None,

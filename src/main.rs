@@ -126,9 +126,8 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
 /// The server's runtime: as many threads as `ServeConfig::threads` says (tokio's choice when it
 /// says none).
 fn server_runtime(config: &ServeConfig) -> std::io::Result<tokio::runtime::Runtime> {
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = config.threads(cores) {
+    if let Some(threads) = config.threads() {
         runtime.worker_threads(threads);
     }
     runtime.enable_all().build()
