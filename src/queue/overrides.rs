@@ -232,7 +232,10 @@ impl Overrides {
             0 | 1 => Ok(job.queue.clone()),
             count => {
                 let names = self.shards.names(&job.queue, count);
-                Ok(names.get(self.shards.route(&names, job)).cloned().unwrap_or_else(|| job.queue.clone()))
+                let session = job.session.as_ref().map(|s| s.queue.as_str());
+                let keys = [job.concurrency_key.as_deref(), job.rate_key.as_deref(), job.idempotency_key.as_deref()];
+                let index = self.shards.route(&names, session, &keys);
+                Ok(names.get(index).cloned().unwrap_or_else(|| job.queue.clone()))
             }
         }
     }

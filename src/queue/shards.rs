@@ -32,8 +32,6 @@ use std::{
     },
 };
 
-use super::job::NewJob;
-
 /// The most shards a queue may have.
 pub(super) const MAX_SHARDS: u32 = 16;
 /// What separates a queue's name from its shard's number in a physical queue's name (the
@@ -117,18 +115,17 @@ impl Shards {
         names.entry((queue.to_owned(), count)).or_insert_with(|| Arc::from(place(queue, count))).clone()
     }
 
-    /// The shard `job` goes to among `names`, by its index (as the module docs say).
-    pub(super) fn route(&self, names: &[String], job: &NewJob) -> usize {
-        if let Some(session) = &job.session {
+    /// The shard a job goes to among `names`, by its index (as the module docs say): its
+    /// session's queue (`session`) when it has one, else the first of its `keys` that it has
+    /// (its `concurrency_key`, `rate_key` and idempotency key, in that order), else round robin.
+    pub(super) fn route(&self, names: &[String], session: Option<&str>, keys: &[Option<&str>]) -> usize {
+        if let Some(session) = session {
             // A session lives in one shard, which its id names.
-            if let Some(index) = names.iter().position(|n| *n == session.queue) {
+            if let Some(index) = names.iter().position(|n| n == session) {
                 return index;
             }
         }
-        let key = [&job.concurrency_key, &job.rate_key, &job.idempotency_key]
-            .into_iter()
-            .find_map(|k| k.as_deref().filter(|k| !k.is_empty()));
-        match key {
+        match keys.iter().find_map(|k| k.filter(|k| !k.is_empty())) {
             Some(key) => pick(key_hash(key), names.len()),
             None => self.rotation.fetch_add(1, Ordering::Relaxed) % names.len().max(1),
         }

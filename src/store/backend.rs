@@ -170,7 +170,9 @@ impl Backend {
             bb8::RunError::User(e) => StoreError::from(e),
             bb8::RunError::TimedOut => StoreError::Unavailable("no redis connection within the timeout".into()),
         })?;
-        let result = timed(f(&mut conn.inner)).await;
+        // A handle on the pooled connection (a clone shares it), as the store's one connection type.
+        let mut node = Connection::Node(conn.inner.clone());
+        let result = timed(f(&mut node)).await;
         if result.as_ref().is_err_and(|e| is_transport(e) || e.is_unrecoverable_error()) {
             conn.broken = true;
         }

@@ -19,14 +19,11 @@ use bb8_redis::{
     RedisConnectionManager,
     bb8::{self, ManageConnection},
 };
-use redis::RedisError;
+use redis::{RedisError, aio::MultiplexedConnection};
 
-use super::link::Connection;
-
-/// A pooled multiplexed connection (always `Connection::Node`) that remembers whether it failed
-/// in transport.
+/// A pooled multiplexed connection that remembers whether it failed in transport.
 pub(super) struct Conn {
-    pub inner: Connection,
+    pub inner: MultiplexedConnection,
     pub broken: bool,
 }
 
@@ -67,7 +64,7 @@ impl ManageConnection for Manager {
             RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, "redis connect timed out"))
         })??;
         inner.set_response_timeout(self.timeout);
-        Ok(Conn { inner: Connection::Node(inner), broken: false })
+        Ok(Conn { inner, broken: false })
     }
 
     async fn is_valid(&self, conn: &mut Conn) -> Result<(), RedisError> {

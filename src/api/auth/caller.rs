@@ -12,7 +12,10 @@ use std::sync::Arc;
 
 use tonic::{Request, Status};
 
-use super::{rules::Rule, targets::Targets};
+use super::{
+    rules::Rule,
+    targets::{Target, Targets},
+};
 use crate::{
     auth::{Identity, Reveal, Role},
     proto,
@@ -34,16 +37,6 @@ enum Access {
 pub(crate) struct Caller {
     access: Access,
     rule: &'static Rule,
-}
-
-/// One queue a request names, and how (for the refusal and the audit line).
-pub(crate) struct Target {
-    /// The request field that names it (`queue`, `jobs[2].queue`, `job_id`).
-    pub(crate) field: String,
-    /// The queue.
-    pub(crate) queue: String,
-    /// What is named, in words: `queue q`, `job q/01J…`, `session q/s`.
-    pub(crate) named: String,
 }
 
 impl Caller {

@@ -7,11 +7,20 @@
 
 use tonic::Status;
 
-use super::caller::Target;
 use crate::{
     proto::{self, work_ack::Ack},
     queue::{JobId, SessionId},
 };
+
+/// One queue a request names, and how (for the refusal and the audit line).
+pub(crate) struct Target {
+    /// The request field that names it (`queue`, `jobs[2].queue`, `job_id`).
+    pub(crate) field: String,
+    /// The queue.
+    pub(crate) queue: String,
+    /// What is named, in words: `queue q`, `job q/01J…`, `session q/s`.
+    pub(crate) named: String,
+}
 
 /// A request message that names queues, jobs or sessions.
 pub(crate) trait Targets {
