@@ -8,7 +8,7 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use anyhow::{anyhow, bail, ensure};
@@ -24,11 +24,8 @@ use crate::{
     probe::Role,
     procs::{CommandStat, CpuUse, Redis, Server, WorkerProc, WorkerSpec},
     results::num,
+    worker::unix_nanos,
 };
-
-pub(crate) fn unix_nanos() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-}
 
 /// `{"n": i, "pad": "<100 bytes>"}`
 pub(crate) fn payload(n: u64) -> Vec<u8> {

@@ -6,7 +6,7 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::bail;
@@ -17,7 +17,13 @@ use tokio::{
     sync::Notify,
 };
 
-use crate::{JOB_TYPE, load::unix_nanos, secure::Access};
+use crate::{JOB_TYPE, secure::Access};
+
+/// The wall clock in ns since the epoch: when a worker starts a job, and when the bench sent it
+/// (both processes on one machine, so one clock).
+pub(crate) fn unix_nanos() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
 
 #[derive(Args, Debug)]
 pub(crate) struct WorkerArgs {
