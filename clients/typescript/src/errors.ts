@@ -13,6 +13,8 @@ import { status as Status, type ServiceError } from "@grpc/grpc-js";
 
 import type { JobInfo } from "./types";
 
+export { PayloadError } from "./payload";
+
 export { Status };
 
 /** The name of a gRPC status code, e.g. `UNAVAILABLE`. */
@@ -192,13 +194,5 @@ export class WaitTimeoutError extends Error {
   constructor(jobId: string, timeoutMs: number) {
     super(`job ${jobId} did not finish within ${timeoutMs} ms`);
     this.jobId = jobId;
-  }
-}
-
-/** A payload or result could not be decoded as JSON. */
-export class PayloadError extends Error {
-  override readonly name = "PayloadError";
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
   }
 }

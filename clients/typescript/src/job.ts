@@ -29,6 +29,9 @@ export interface SessionWrite {
 }
 
 /** A job being run by this worker, handed to its handler. */
+/** Runs one job. Its return value becomes the job's result; a throw fails the attempt. */
+export type Handler<R = unknown> = (job: ActiveJob) => R | Promise<R>;
+
 export class ActiveJob {
   /** The job id: `<queue>/<ULID>`. */
   readonly id: string;

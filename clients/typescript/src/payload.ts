@@ -7,7 +7,13 @@
  * Reading back, `json<T>()` parses UTF-8 JSON (an empty payload reads as `undefined`) and
  * `text()` returns the UTF-8 string.
  */
-import { PayloadError } from "./errors";
+/** A payload or result could not be decoded as JSON. */
+export class PayloadError extends Error {
+  override readonly name = "PayloadError";
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+  }
+}
 
 /** Encodes a payload or result per the rules above. */
 export function encodeValue(value: unknown, what: string): Buffer {

@@ -23,10 +23,26 @@ import {
 import * as pb from "./gen/jobwire/v1/jobwire";
 import { DEFAULT_RETRY, retrying, unary } from "./internal/rpc";
 import { durationToMs, msToDuration, sleepUnlessAborted } from "./internal/time";
-import { ActiveJob, type SessionWrite } from "./job";
+import { ActiveJob, type Handler, type SessionWrite } from "./job";
+import type { Logger } from "./logger";
 import { encodeValue } from "./payload";
-import { Outbox, unaryAcker, type AckRequest, type AckResult, type Acker } from "./work-acks";
-import type { Handler, Worker } from "./worker";
+import { Outbox, unaryAcker, type AckRequest, type AckResult, type AckTarget, type Acker } from "./work-acks";
+
+/** What a stream reads of the Worker that runs it (the Worker is one). */
+export interface StreamOwner extends AckTarget {
+  readonly workerId: string;
+  readonly concurrency: number;
+  readonly prefetch: number;
+  readonly protocol: "work" | "unary";
+  readonly queues: readonly string[];
+  readonly labels: Readonly<Record<string, string>>;
+  readonly rawSessions: pb.SessionServiceClient;
+  readonly log: Logger;
+  readonly ackDeadlineMs: number;
+  /** Set once the Worker was told to stop: no new job starts. */
+  readonly stopping: boolean;
+  handlerFor(type: string): Handler | undefined;
+}
 
 /** How often a conflicting session write runs the handler again, within one attempt. */
 const MAX_SESSION_RERUNS = 5;
@@ -92,7 +108,7 @@ export class WorkerStream {
   private idleWaiters: (() => void)[] = [];
   private resolveEnd!: (end: StreamEnd) => void;
 
-  constructor(private readonly worker: Worker) {
+  constructor(private readonly worker: StreamOwner) {
     this.acker = unaryAcker(worker);
   }
 

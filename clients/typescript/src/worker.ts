@@ -43,14 +43,11 @@ import type { Metadata } from "@grpc/grpc-js";
 import { buildMetadata, createRawClient, createSessionsClient, type ConnectionOptions } from "./connection";
 import * as pb from "./gen/jobwire/v1/jobwire";
 import { backoffDelay, sleepUnlessAborted } from "./internal/time";
-import type { ActiveJob } from "./job";
+import type { Handler } from "./job";
 import { consoleLogger, defaultLogger, type Logger } from "./logger";
 import { WorkerStream } from "./worker-stream";
 
-export { ActiveJob, type SessionSnapshot } from "./job";
-
-/** Runs one job. Its return value becomes the job's result; a throw fails the attempt. */
-export type Handler<R = unknown> = (job: ActiveJob) => R | Promise<R>;
+export { ActiveJob, type Handler, type SessionSnapshot } from "./job";
 
 export interface WorkerOptions extends ConnectionOptions {
   /** Queues to serve, 1 to 32, in strict priority order (earlier queues first). */
