@@ -45,7 +45,7 @@ import * as pb from "./gen/jobwire/v1/jobwire";
 import { backoffDelay, sleepUnlessAborted } from "./internal/time";
 import type { Handler } from "./job";
 import { consoleLogger, defaultLogger, type Logger } from "./logger";
-import { WorkerStream } from "./worker-stream";
+import { WorkerStream, type StreamOwner } from "./worker-stream";
 
 export { ActiveJob, type Handler, type SessionSnapshot } from "./job";
 
@@ -97,7 +97,7 @@ export interface StopOptions {
  * await worker.run(); // until SIGTERM / SIGINT
  * ```
  */
-export class Worker {
+export class Worker implements StreamOwner {
   readonly workerId: string;
   readonly concurrency: number;
   readonly prefetch: number;
