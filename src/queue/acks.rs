@@ -4,8 +4,9 @@
 //! frees the credit of the stream that held it, wherever it is (`Leases::tell_owner`).
 //!
 //! Owns: the coalescer of completions (concurrent completions of one queue share a script
-//! call, `coalesce.rs`; two such calls of a queue at once). That call, and a fail's, also leases the acking streams' next jobs
-//! when they may have them (`leases/refill.rs`): a busy worker's job costs one Redis call.
+//! call, `coalesce.rs`; two such calls of a queue at once). That call, and a fail's, also
+//! leases the acking streams' next jobs when they may have them (`leases/refill.rs`): a busy
+//! worker's job costs one Redis call.
 //! Calls `leases` (`Leases::tell_owner`, `Leases::trace_of` for the trace context of a delivery
 //! made here, `plan_refills`/`settle_refills`) and `sessions` (`validate_state`, for the session
 //! state a completion writes).

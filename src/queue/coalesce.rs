@@ -107,8 +107,8 @@ impl<T: Send + 'static, R: Send + 'static> Coalescer<T, R> {
                 }
             }
         };
-        // The lane was idle: this ticket leads the next batch (its own item, and any taken in
-        // before it runs), then hands the lead on to a task if more are waiting.
+        // The lane ran fewer batches than it may: this ticket leads the next one (its own item,
+        // and any taken in before it runs), then hands the lead on to a task if more are waiting.
         let lead = leads.then(|| {
             let this = self.clone();
             let queue = queue.to_owned();
@@ -191,8 +191,8 @@ impl<T: Send + 'static, R: Send + 'static> Coalescer<T, R> {
     }
 }
 
-/// The answer to one item taken in; the ticket of the item that found its lane idle also leads
-/// that lane's next batch.
+/// The answer to one item taken in; the ticket of an item that found its lane running fewer
+/// batches than it may also leads that lane's next batch.
 pub(super) struct Ticket<R> {
     answer: oneshot::Receiver<Result<R, StoreError>>,
     lead: Option<Detached>,

@@ -21,8 +21,9 @@ use tokio::sync::mpsc;
 use super::{
     Result, StoreConfig, StoreError,
     args::{GlobalFunction, LeadingArgs, QueueFunction},
+    connection::Connection,
     keys::{KeySpace, QueueKeys},
-    link::{Calls, Connection, Link},
+    link::{Calls, Link},
     millis,
     pool::is_transport,
     scripts::Scripts,
@@ -170,9 +171,7 @@ impl Backend {
             bb8::RunError::User(e) => StoreError::from(e),
             bb8::RunError::TimedOut => StoreError::Unavailable("no redis connection within the timeout".into()),
         })?;
-        // A handle on the pooled connection (a clone shares it), as the store's one connection type.
-        let mut node = Connection::Node(conn.inner.clone());
-        let result = timed(f(&mut node)).await;
+        let result = timed(f(&mut conn.inner)).await;
         if result.as_ref().is_err_and(|e| is_transport(e) || e.is_unrecoverable_error()) {
             conn.broken = true;
         }

@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 
 use redis::{AsyncCommands, Value};
 
-use super::{Result, StoreError, backend::Backend, link::Connection, millis};
+use super::{Result, StoreError, backend::Backend, connection::Connection, millis};
 
 /// One transition, as stored in the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]

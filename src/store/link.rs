@@ -1,7 +1,7 @@
 //! The link to Redis: one node through the bb8 pool (`pool.rs`), or a Redis Cluster through the
-//! redis crate's async cluster client, behind one [`Connection`] type that every call of the
-//! store runs on. Nothing outside this file (and the few node-by-node operations of
-//! `backend.rs`) knows which of the two it has.
+//! redis crate's async cluster client, behind the one `Connection` type (`connection.rs`) that
+//! every call of the store runs on. Nothing outside this file (and the few node-by-node
+//! operations of `backend.rs`) knows which of the two it has.
 //!
 //! - **One node** (`redis://`, `rediss://`, `unix://`): pooled multiplexed connections, healed
 //!   by dropping a connection whose call failed in transport (`pool.rs`).
@@ -35,8 +35,7 @@ use std::time::Duration;
 
 use bb8_redis::bb8;
 use redis::{
-    Cmd, ErrorKind, Pipeline, PushInfo, RedisError, RedisFuture, ServerErrorKind, Value,
-    aio::{ConnectionLike, MultiplexedConnection},
+    ErrorKind, PushInfo, RedisError, ServerErrorKind, Value,
     cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig},
     cluster_async::ClusterConnection,
     cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo},
@@ -46,6 +45,7 @@ use tokio::sync::mpsc;
 use super::{
     Result, StoreConfig, StoreError,
     connect::{self, RedisAccess},
+    connection::Connection,
     pool::Manager,
 };
 
@@ -58,41 +58,6 @@ const TLS_CLUSTER_SCHEME: &str = "rediss+cluster://";
 /// Whether `url` names a Redis Cluster (its seed nodes) rather than one Redis.
 pub fn is_cluster_url(url: &str) -> bool {
     url.starts_with(CLUSTER_SCHEME) || url.starts_with(TLS_CLUSTER_SCHEME)
-}
-
-/// A connection of the store: to one node (pooled) or to a cluster (routed by key slot).
-#[derive(Clone)]
-pub(super) enum Connection {
-    Node(MultiplexedConnection),
-    Cluster(ClusterConnection),
-}
-
-impl ConnectionLike for Connection {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Self::Node(c) => c.req_packed_command(cmd),
-            Self::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Self::Node(c) => c.req_packed_commands(pipeline, offset, count),
-            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Self::Node(c) => c.get_db(),
-            Self::Cluster(c) => c.get_db(),
-        }
-    }
 }
 
 /// How the store reaches Redis (see the module doc).

@@ -39,6 +39,7 @@ mod admin;
 mod args;
 mod backend;
 mod connect;
+mod connection;
 mod doctor;
 mod events;
 mod instances;

@@ -19,11 +19,14 @@ use bb8_redis::{
     RedisConnectionManager,
     bb8::{self, ManageConnection},
 };
-use redis::{RedisError, aio::MultiplexedConnection};
+use redis::RedisError;
 
-/// A pooled multiplexed connection that remembers whether it failed in transport.
+use super::connection::Connection;
+
+/// A pooled multiplexed connection (always `Connection::Node`) that remembers whether it failed
+/// in transport.
 pub(super) struct Conn {
-    pub inner: MultiplexedConnection,
+    pub inner: Connection,
     pub broken: bool,
 }
 
@@ -64,7 +67,7 @@ impl ManageConnection for Manager {
             RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, "redis connect timed out"))
         })??;
         inner.set_response_timeout(self.timeout);
-        Ok(Conn { inner, broken: false })
+        Ok(Conn { inner: Connection::Node(inner), broken: false })
     }
 
     async fn is_valid(&self, conn: &mut Conn) -> Result<(), RedisError> {

@@ -19,7 +19,7 @@ use std::collections::HashSet;
 use redis::{PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 
-use super::{Result, backend::Backend, link::Connection};
+use super::{Result, backend::Backend, connection::Connection};
 
 /// What the subscriber heard.
 #[derive(Debug, PartialEq, Eq)]
