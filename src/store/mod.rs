@@ -82,7 +82,7 @@ pub use memory::{Memory, MemoryReading, Shed, ShedKind};
 pub use pubsub::{Push, Subscriber};
 pub use queue_settings::{QueueSettings, RateSpec, SettingField, StoredSettings};
 pub use record::{BackoffSpec, JobRecord, Lease, RecordState};
-pub use schedules::{Fire, FireJob, FireOutcome, MAX_FIRE_JOBS, Named, Schedules, StoredSchedule};
+pub use schedules::{Fire, FireJob, FireOutcome, MAX_FIRE_JOBS, Named, RELEASE_BATCH, Schedules, StoredSchedule};
 pub use sessions::{PendingJob, PendingPage, SessionRecord, Sessions, SetOutcome};
 pub use token::LeaseToken;
 

@@ -47,6 +47,9 @@ const LAYOUT: i64 = 2;
 /// below it).
 pub const MAX_FIRE_JOBS: usize = 100;
 
+/// The most delayed jobs one release makes ready (lib.lua's BATCH).
+pub const RELEASE_BATCH: u64 = 100;
+
 /// A schedule as stored: its definition and fire state merged (`lua/schedules_lib.lua`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoredSchedule {
@@ -113,7 +116,7 @@ impl StoredSchedule {
         let _ = rmp::encode::write_sint(&mut template, 0);
         let _ = rmp::encode::write_bool(&mut template, false);
         template.extend_from_slice(&tail);
-        // Eight values one after the other.
+        // Eight or nine values one after the other.
         let mut rest = state;
         let mut next = || read(&mut rest);
         // The state's own revision is the one fires compare; it was written with the definition.
@@ -125,6 +128,11 @@ impl StoredSchedule {
         let fires = number(&next()?, "a schedule's fires")?;
         let skipped = number(&next()?, "a schedule's skipped fires")?;
         let refused = number(&next()?, "a schedule's refused fires")?;
+        // Then, while its last fire's job was claimed ahead of its due time, that job's ULID:
+        // the functions' own (a pause, change or delete before the due time withdraws it).
+        if !rest.is_empty() {
+            text(read(&mut rest)?)?;
+        }
         if !rest.is_empty() {
             return Err(StoreError::Corrupt("bytes after a schedule's fire state".into()));
         }
@@ -246,6 +254,12 @@ struct FireArgs<'a> {
     max_waiting: Option<u64>,
 }
 
+/// lua/schedule_release.lua.
+struct ReleaseArgs {
+    /// The caller's clock (epoch ms), which due times are reckoned by.
+    now_ms: i64,
+}
+
 /// lua/schedule_trigger.lua.
 struct TriggerArgs<'a> {
     name: &'a str,
@@ -313,6 +327,23 @@ impl QueueFunction for FireArgs<'_> {
                 cmd.arg(&job.ulid).arg(job.due_ms).arg(job.ready_ms);
             }
         }
+    }
+}
+
+impl QueueFunction for ReleaseArgs {
+    /// The jobs made ready.
+    type Reply = u64;
+
+    fn function(scripts: &Scripts) -> &Function {
+        &scripts.schedule_release
+    }
+
+    fn own_keys(&self, keys: &QueueKeys) -> Vec<String> {
+        schedules_key(keys)
+    }
+
+    fn write_args(&self, cmd: &mut Cmd) {
+        cmd.arg(self.now_ms);
     }
 }
 
@@ -537,6 +568,14 @@ impl Schedules {
                 other => Err(StoreError::Corrupt(format!("the fire function answered code {other}"))),
             })
             .collect()
+    }
+
+    /// Makes up to [`RELEASE_BATCH`] of the queue's due delayed jobs ready (see
+    /// lua/schedule_release.lua): the jobs of fires claimed ahead of their due time, when that
+    /// time comes by the caller's clock (`now_ms`, epoch ms) or Redis's. Returns how many; when
+    /// it is `RELEASE_BATCH`, more may be due.
+    pub async fn release(&self, queue: &str, now_ms: i64) -> Result<u64> {
+        self.backend.call(queue, &ReleaseArgs { now_ms }).await
     }
 
     /// Adds one job from the schedule's template now, as `ulid`; false when there is no such

@@ -150,6 +150,7 @@ library! {
         doctor_schedule ["allow-oom"],
         schedule_set [],
         schedule_fire [],
+        schedule_release ["allow-oom"],
         schedule_trigger [],
         schedule_pause ["allow-oom"],
         schedule_delete ["allow-oom"],

@@ -23,6 +23,18 @@
 //! instance, as before. The registry is only a hint: an instance that reads it differently, or
 //! not at all, fires too early or too late, never twice.
 //!
+//! The owner claims an on-time fire `STAGE_AHEAD_MS` before its due time, so that an instant's
+//! fires (a schedule's compare-and-set and its job built from the template: several times the
+//! Redis work of a plain add) are done before it comes, and the job waits delayed until the due
+//! time; at the due time the owner releases the queue's due delayed jobs
+//! (`store::Schedules::release`, a fraction of a fire's work a job), with or without a worker
+//! connected. A pause, change or delete of the schedule in between withdraws that job and owes
+//! the due time again (`schedules_lib.lua`, `withdraw_staged`). A schedule that skips while its
+//! last job is unfinished is not claimed ahead: whether it is finished is for the due time to
+//! say. Should the owner be gone before the release, the other instances' fires of its schedules
+//! (`GRACE_MS` after the due time) release the job: every fire first makes the queue's due
+//! delayed jobs ready, as any worker's lease round does.
+//!
 //! The resync reloads every registered queue's schedules (the first page of `RESYNC_BATCH`
 //! queues per round trip) every `RESYNC_EVERY` (after a failed one, every `RETRY_AFTER`) and
 //! whenever the pub/sub connection is made again, since a notice
@@ -34,7 +46,7 @@
 //! on-time window, and its policy skips it or runs it then, if there is room.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -50,7 +62,7 @@ use super::{
 };
 use crate::{
     queue::{background::Background, leases::Leases},
-    store::{Fire, FireJob, FireOutcome, Named, Store, StoredSchedule},
+    store::{Fire, FireJob, FireOutcome, Named, RELEASE_BATCH, Store, StoreError, StoredSchedule},
 };
 
 /// How often every registered queue's schedules are read again, in case a notice was lost.
@@ -72,6 +84,9 @@ const GRACE_MS: i64 = 250;
 const LIVE_WITHIN: Duration = Duration::from_secs(3);
 /// How often the live instances are read again while schedules are known.
 const LIVE_EVERY: Duration = Duration::from_secs(2);
+/// How long before its due time the owner claims an on-time fire (see the module doc): longer
+/// than the fires of an instant take to be claimed under load, short beside any interval.
+const STAGE_AHEAD_MS: i64 = 200;
 
 /// `(queue, name)`: a schedule's identity.
 type Key = (String, String);
@@ -86,6 +101,14 @@ struct Known {
     owned: bool,
     /// When it is armed for (epoch ms), if it is.
     armed: Option<i64>,
+}
+
+impl Known {
+    /// Whether this instance claims the schedule's on-time fires ahead of their due time: it owns
+    /// the schedule, and the schedule does not skip while its last job is unfinished.
+    fn claims_ahead(&self) -> bool {
+        self.owned && !self.compiled.skip_overlap
+    }
 }
 
 /// Which live instance owns which schedule (see the module doc).
@@ -127,13 +150,15 @@ struct Schedules {
     known: HashMap<Key, Known>,
     /// `(armed at, queue, name)` of every armed schedule.
     armed: BTreeSet<(i64, String, String)>,
+    /// `(ready at, queue)` -> the jobs of the fires claimed ahead here that become ready then.
+    releases: BTreeMap<(i64, String), u64>,
     owners: Owners,
 }
 
 impl Schedules {
     fn new(me: &str) -> Self {
         let owners = Owners { me: me.to_owned(), live: Vec::new(), read_at: None };
-        Self { known: HashMap::new(), armed: BTreeSet::new(), owners }
+        Self { known: HashMap::new(), armed: BTreeSet::new(), releases: BTreeMap::new(), owners }
     }
 
     /// Takes in the live instances as read: each schedule whose owner changed is armed again.
@@ -185,8 +210,9 @@ impl Schedules {
     }
 
     /// Arms a known schedule for its next fire (none while paused or when no due time is left):
-    /// its next due time, `GRACE_MS` later when another instance owns it, or now when a due
-    /// time is owed already.
+    /// `STAGE_AHEAD_MS` before its next due time when this instance owns it and may claim it
+    /// ahead, the due time itself when it may not, `GRACE_MS` after it when another instance
+    /// owns it, or now when a due time is owed already.
     fn arm(&mut self, key: &Key, now: i64) {
         let Some(known) = self.known.get_mut(key) else { return };
         if let Some(at) = known.armed.take() {
@@ -196,7 +222,15 @@ impl Schedules {
             return;
         }
         if let Some(at) = known.compiled.timetable.next_fire(known.fired_through, now) {
-            let at = if at > now && !known.owned { at + GRACE_MS } else { at };
+            let at = if at <= now {
+                at
+            } else if !known.owned {
+                at + GRACE_MS
+            } else if known.claims_ahead() {
+                (at - STAGE_AHEAD_MS).max(now)
+            } else {
+                at
+            };
             known.armed = Some(at);
             self.armed.insert((at, key.0.clone(), key.1.clone()));
         }
@@ -280,7 +314,9 @@ pub(super) async fn run(
     let mut schedules = Schedules::new(leases.instance());
     let mut resync_at = Instant::now();
     loop {
-        let next = schedules.armed.first().map(|(at, _, _)| instant_of(*at));
+        let armed = schedules.armed.first().map(|(at, _, _)| *at);
+        let release = schedules.releases.first_key_value().map(|((at, _), _)| *at);
+        let next = armed.into_iter().chain(release).min().map(instant_of);
         tokio::select! {
             _ = background.stopped() => return,
             _ = tokio::time::sleep_until(resync_at) => {
@@ -302,7 +338,10 @@ pub(super) async fn run(
                 Some(None) => resync_at = Instant::now(),
                 None => return,
             },
-            () = sleep_until_ms(next) => fire_due(&store, &leases, &mut schedules, max_waiting).await,
+            () = sleep_until_ms(next) => {
+                release_due(&store, &leases, &mut schedules).await;
+                fire_due(&store, &leases, &mut schedules, max_waiting).await;
+            }
         }
     }
 }
@@ -423,6 +462,58 @@ async fn reload_one(store: &Store, schedules: &mut Schedules, queue: &str, name:
     Ok(())
 }
 
+/// Releases the jobs of the fires claimed here whose ready time has come: per queue, as many
+/// release calls at once as their number needs, then one after the other while a call made a
+/// whole batch ready (other delayed jobs of the queue may be due too). A queue whose release
+/// fails is tried again after `RETRY_AFTER`.
+async fn release_due(store: &Store, leases: &Leases, schedules: &mut Schedules) {
+    let now = now_ms();
+    let mut by_queue: HashMap<String, u64> = HashMap::new();
+    while let Some(entry) = schedules.releases.first_entry() {
+        if entry.key().0 > now {
+            break;
+        }
+        let ((_, queue), jobs) = entry.remove_entry();
+        *by_queue.entry(queue).or_default() += jobs;
+    }
+    let calls = by_queue.into_iter().map(|(queue, jobs)| async move {
+        let released = release_queue(store, &queue, jobs, now).await;
+        (queue, jobs, released)
+    });
+    for (queue, jobs, released) in futures::future::join_all(calls).await {
+        match released {
+            Ok(0) => {}
+            Ok(released) => {
+                debug!(%queue, released, "jobs of fires claimed ahead made ready");
+                leases.wake(&queue);
+            }
+            Err(e) => {
+                warn!(%queue, error = %e, "could not release the jobs of the queue's schedules; trying again");
+                *schedules.releases.entry((now + retry_ms(), queue)).or_default() += jobs;
+            }
+        }
+    }
+}
+
+/// Releases `queue`'s delayed jobs due at `now` (epoch ms), `jobs` of them expected (see
+/// `release_due`).
+async fn release_queue(store: &Store, queue: &str, jobs: u64, now: i64) -> Result<u64, StoreError> {
+    let calls = (0..jobs.div_ceil(RELEASE_BATCH).max(1)).map(|_| store.schedules().release(queue, now));
+    let mut released = 0;
+    let mut more = false;
+    for answer in futures::future::join_all(calls).await {
+        let batch = answer?;
+        released += batch;
+        more |= batch == RELEASE_BATCH;
+    }
+    while more {
+        let batch = store.schedules().release(queue, now).await?;
+        released += batch;
+        more = batch == RELEASE_BATCH;
+    }
+    Ok(released)
+}
+
 /// Fires every schedule that is due: the plan of each (`timing.rs`), one call per queue and
 /// `FIRES_PER_CALL` schedules, the queues concurrently; then re-arms each from the outcome.
 async fn fire_due(store: &Store, leases: &Leases, schedules: &mut Schedules, max_waiting: Option<u64>) {
@@ -430,7 +521,11 @@ async fn fire_due(store: &Store, leases: &Leases, schedules: &mut Schedules, max
     let mut by_queue: HashMap<String, Vec<Fire>> = HashMap::new();
     for key in schedules.take_due(now) {
         let Some(known) = schedules.known.get(&key) else { continue };
-        let Some(plan) = known.compiled.timetable.plan(known.fired_through, now, known.compiled.missed) else {
+        let timetable = &known.compiled.timetable;
+        let plan = timetable.plan(known.fired_through, now, known.compiled.missed).or_else(|| {
+            known.claims_ahead().then(|| timetable.ahead(known.fired_through, now, STAGE_AHEAD_MS)).flatten()
+        });
+        let Some(plan) = plan else {
             schedules.arm(&key, now);
             continue;
         };
@@ -458,6 +553,7 @@ async fn fire_due(store: &Store, leases: &Leases, schedules: &mut Schedules, max
             .map(move |chunk| async move { (queue, chunk, store.schedules().fire(queue, chunk, max_waiting).await) })
     });
     let answers = futures::future::join_all(calls).await;
+    let fired_at = now;
     let now = now_ms();
     for (queue, chunk, answer) in answers {
         match answer {
@@ -468,6 +564,10 @@ async fn fire_due(store: &Store, leases: &Leases, schedules: &mut Schedules, max
                     match outcome {
                         FireOutcome::Fired(n) => {
                             added += n;
+                            // Jobs that wait delayed (claimed ahead, or a jitter) are released here when ready.
+                            for job in fire.jobs.iter().filter(|job| job.ready_ms > fired_at) {
+                                *schedules.releases.entry((job.ready_ms, queue.clone())).or_default() += 1;
+                            }
                             if let Some(known) = schedules.known.get_mut(&key) {
                                 known.fired_through = fire.next_through_ms;
                             }

@@ -160,6 +160,13 @@ impl Timetable {
         self.next_after(through).map(|due| due.max(now))
     }
 
+    /// The fire of the next due time after `through` claimed ahead of it, when that time comes
+    /// within `lead` ms after `now` (and nothing is owed before it): a plan of that time alone.
+    pub(super) fn ahead(&self, through: i64, now: i64, lead: i64) -> Option<Plan> {
+        let due = self.next_after(through).filter(|&due| due > now && due - now <= lead)?;
+        Some(Plan { dues: vec![due], through: due })
+    }
+
     /// The fire owed at `now` by a schedule that has fired through `through`: the due times in
     /// (through, now], of which the latest is on time when it is at most
     /// [`ON_TIME_WITHIN_MS`] old and the others are missed. An on-time one always fires; the
@@ -285,6 +292,15 @@ mod tests {
         assert_eq!(slow.plan(0, 25_000, MissedFires::RunOnce).expect("owed").dues, vec![20_000]);
         assert_eq!(slow.next_fire(0, 25_000), Some(25_000), "owed: look now");
         assert_eq!(slow.next_fire(20_000, 25_000), Some(30_000));
+    }
+
+    #[test]
+    fn a_fire_ahead_is_of_the_next_due_time_only_within_the_lead() {
+        let t = Timetable::every(1_000, None, Some(20_000));
+        assert_eq!(t.ahead(14_000, 14_800, 200).map(|p| (p.dues, p.through)), Some((vec![15_000], 15_000)));
+        assert_eq!(t.ahead(14_000, 14_700, 200), None, "not yet within the lead");
+        assert_eq!(t.ahead(14_000, 15_000, 200), None, "due now: owed, not ahead");
+        assert_eq!(t.ahead(19_000, 19_900, 200), None, "no due time left before the end");
     }
 
     #[test]

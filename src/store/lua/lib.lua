@@ -809,9 +809,10 @@ end
 
 -- Makes the delayed and retrying jobs that are due ready, at the tail of their priority (at
 -- most BATCH; only when the earliest is due are the due ones read). Returns the earliest score
--- left in the delayed set, nil when it is empty.
+-- left in the delayed set (nil when it is empty) and how many were made due (0 to BATCH).
 local function promote_due(now)
   local first = first_score(KEYS[K_DELAYED])
+  local promoted = 0
   if first and first <= now then
     local due = redis.call('ZRANGEBYSCORE', KEYS[K_DELAYED], '-inf', int_text(now), 'LIMIT', '0', BATCH_TEXT)
     redis.call('ZREM', KEYS[K_DELAYED], unpack(due))
@@ -821,9 +822,10 @@ local function promote_due(now)
         make_ready(ulid, rec, now, false)
       end
     end
+    promoted = #due
     first = first_score(KEYS[K_DELAYED])
   end
-  return first
+  return first, promoted
 end
 
 -- Leases one ready job (never a delayed one) per token of tokens[first..], unless the queue is

@@ -20,6 +20,7 @@
 -- write_scheduled), the fire states of those it fired (one HSET), and the definition of one still
 -- in the old layout (which it moves to the current one). A claim refused because another
 -- instance fired it first reads a few bytes and writes nothing.
+-- Before any of that, the queue's due delayed jobs are made ready (see below).
 -- Returns, flat, two values per schedule in order: 1 and the jobs added (as text) when it
 -- fired; 3 and how far it has fired (ms, as text) when a job would have passed the queue's cap
 -- of waiting jobs: that due time and the fire's later ones are not added (the earlier ones
@@ -31,6 +32,10 @@
 -- strings, one after the other (the state '' for a schedule still in the old layout, whose
 -- definition holds it); -1 and '' when there is no such schedule.
 start_scheduled()
+-- First the queue's due delayed jobs are made ready (at most BATCH, as schedule_release does):
+-- those of fires claimed ahead whose owner is gone before releasing them are made ready by the
+-- other instances' fires of the same schedules, a grace after the due time (queue/schedules/timer.rs).
+promote_due(now_ms())
 local out = {}
 local now
 local cap = max_waiting(tonumber(ARGV[8]))
@@ -174,6 +179,8 @@ for n, at in ipairs(starts) do
         end
         add_from_template(state, head, tail, ready, ulid, due, ready_at, now, packed_times)
         state[SC_LAST_DUE] = due
+        -- Claimed ahead of its due time: the job a pause, change or delete before then withdraws.
+        state[SC_STAGED] = due > now and ulid or nil
         added = added + 1
         held = held and held + 1
       end

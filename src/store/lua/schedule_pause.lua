@@ -1,6 +1,8 @@
 -- schedule_pause: pauses a schedule (ARGV[9] '1') or resumes it ('0'). A paused schedule is
 -- never fired (schedule_fire); the due times that pass meanwhile stay owed, and on resume the
--- firing instance applies the schedule's missed-fire policy to them.
+-- firing instance applies the schedule's missed-fire policy to them. A pause withdraws the job
+-- of a fire claimed ahead of a due time still to come (withdraw_staged), so no job of the paused
+-- schedule runs after the pause.
 -- KEYS: the queue keys (lib.lua), then KEYS[32] the queue's schedules hash and KEYS[33] its fire
 -- state hash (schedules_lib.lua).
 -- ARGV[8] name, ARGV[9] '1' pause or '0' resume, ARGV[10] notice channel.
@@ -15,6 +17,9 @@ if state[SC_PAUSED] == paused then
   return 0
 end
 state[SC_PAUSED] = paused
+if paused == 1 then
+  withdraw_staged(state, now_ms())
+end
 if old then
   save_definition(name, def)
 end

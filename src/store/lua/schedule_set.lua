@@ -6,7 +6,9 @@
 -- A new schedule starts at revision 1, not paused, fired through ARGV[11]: no due time before
 -- its creation is owed. A replaced one keeps its pause, its counts, its last job and how far it
 -- fired, moved up to ARGV[11] (a changed timetable owes nothing from before the change); its
--- revision goes up by one, so a fire computed from the old definition is refused. Either is
+-- revision goes up by one, so a fire computed from the old definition is refused, and the job of
+-- a fire claimed ahead of a due time after ARGV[11] is withdrawn (withdraw_staged): the new
+-- definition decides that time. Either is
 -- written in the current layout (schedules_lib.lua).
 -- Publishes `queue/name` on ARGV[12].
 -- Returns {1 created or 0 replaced, the definition as stored, the fire state as stored}.
@@ -17,6 +19,8 @@ if not def then
   created = 1
   def = { 0, '', '', false, '', now, now }
   state = { 0, 0, now, 0, '', 0, 0, 0 }
+else
+  withdraw_staged(state, now)
 end
 state[SC_REVISION] = state[SC_REVISION] + 1
 state[SC_THROUGH] = math.max(state[SC_THROUGH], now)

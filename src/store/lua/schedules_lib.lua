@@ -18,7 +18,9 @@
 --            it was fired or given up; fires compare-and-set it), last due (ms of the last fire
 --            that added a job, 0 before), last job (its ULID, '' before), fires (jobs added),
 --            skipped (fires skipped for overlap), refused (fires refused at the queue's cap of
---            waiting jobs).
+--            waiting jobs), and while the last fire's job was claimed ahead of its due time (the
+--            last due), that job's ULID (withdraw_staged; absent otherwise, so a state without
+--            one is what releases before it wrote, and one with it reads as corrupt to them).
 -- Older releases kept a schedule as one msgpack array in KEYS[32] (revision, paused, fired
 -- through, last due, last job, fires, skipped, spec, template, created, updated, and refused once
 -- there were any) and no fire state. Every function reads that layout too (read_definition), and
@@ -30,6 +32,7 @@
 -- function is given (neither name holds a '/'), so that every instance's timer reloads it.
 local SC_REVISION, SC_PAUSED, SC_THROUGH, SC_LAST_DUE, SC_LAST_JOB, SC_FIRES, SC_SKIPPED, SC_REFUSED =
   1, 2, 3, 4, 5, 6, 7, 8
+local SC_STAGED = 9
 -- A definition as a table (read_definition): its values after the layout, in order.
 local DF_REVISION, DF_HEAD, DF_TAIL, DF_READY, DF_SPEC, DF_CREATED, DF_UPDATED = 1, 2, 3, 4, 5, 6, 7
 local SC_LAYOUT = 2
@@ -101,6 +104,9 @@ end
 
 -- Packs a fire state (SC_*) as stored.
 local function pack_state(state)
+  if state[SC_STAGED] then
+    return cmsgpack.pack(unpack(state, 1, SC_STAGED))
+  end
   return cmsgpack.pack(unpack(state, 1, SC_REFUSED))
 end
 
@@ -188,4 +194,26 @@ local function job_unfinished(ulid)
   end
   local state = rec[R_STATE]
   return state == S_WAITING or state == S_DELAYED or state == S_RETRYING
+end
+
+-- Withdraws the job of a fire claimed ahead of its due time (the timer, queue/schedules/timer.rs,
+-- claims an on-time fire a little early and its job waits delayed until the due time) while that
+-- time is still to come at `now` (ms) and the job still waits delayed: deletes the job, as
+-- delete.lua does, and sets how far the schedule has fired back to just before the due time, so
+-- that time is owed again and the change being made (a pause, a new definition) decides it. The
+-- fire state (SC_*) keeps naming the withdrawn job as its last (unless a trigger came since).
+-- Returns whether it withdrew one.
+local function withdraw_staged(state, now)
+  local ulid = state[SC_STAGED]
+  if not ulid or state[SC_LAST_DUE] <= now then
+    return false
+  end
+  state[SC_STAGED] = nil
+  if redis.call('ZREM', KEYS[K_DELAYED], ulid) == 0 then
+    return false
+  end
+  redis.call('HDEL', KEYS[K_JOBS], ulid)
+  state[SC_THROUGH] = math.min(state[SC_THROUGH], state[SC_LAST_DUE] - 1)
+  state[SC_FIRES] = state[SC_FIRES] - 1
+  return true
 end

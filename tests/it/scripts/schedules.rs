@@ -292,3 +292,87 @@ async fn a_schedule_in_the_old_layout_is_read_fired_and_moved_to_the_current_one
     assert!(case.schedule(NAME).await.is_none());
     case.assert_invariants().await;
 }
+
+/// A fire of `NAME` from what `s` says, claimed `ahead_ms` before its due time (Redis's clock),
+/// as the owner's timer claims an on-time one: its job waits delayed until that time.
+async fn ahead(case: &Case, s: &StoredSchedule, ahead_ms: i64) -> Fire {
+    let due = case.stats().await.now_ms + ahead_ms;
+    fire(s, due, &[due], false)
+}
+
+#[tokio::test]
+async fn a_fire_claimed_ahead_waits_delayed_and_is_released_at_its_due_time() {
+    let case = Case::start().await;
+    let (_, s) = case.schedule_set(NAME, 1_000).await;
+    let early = ahead(&case, &s, 1_000).await;
+    let due = early.jobs[0].due_ms;
+    assert_eq!(case.schedule_fire(std::slice::from_ref(&early)).await, vec![FireOutcome::Fired(1)]);
+    assert_eq!(case.places().await, Places { delayed: 1, ..Default::default() });
+    assert_eq!(case.store.schedules().release(QUEUE, 0).await.expect("release"), 0, "not before its due time");
+    assert_eq!(case.store.schedules().release(QUEUE, due - 1).await.expect("release"), 0, "nor by the caller's clock");
+    assert_eq!(case.places().await, Places { delayed: 1, ..Default::default() });
+    assert_eq!(case.store.schedules().release(QUEUE, due).await.expect("release"), 1, "due by the caller's clock");
+    let record = case.record(&early.jobs[0].ulid).await;
+    assert_eq!((record.state, record.created_ms), (RecordState::Waiting, due));
+    assert!(record.ready_at_ms >= Some(due), "ready at its due time, not before: {:?} < {due}", record.ready_at_ms);
+    case.redis_time_when(|now| now >= due).await;
+    // Its due time has come: a pause no longer withdraws it.
+    case.store.schedules().set_paused(QUEUE, NAME, true).await.expect("pause");
+    assert_eq!(case.places().await, Places { waiting: 1, ..Default::default() });
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn a_release_makes_a_batch_ready_per_call_until_none_is_due() {
+    let case = Case::start().await;
+    let (_, s) = case.schedule_set(NAME, 1_000).await;
+    let (_, other) = case.schedule_set("other", 1_000).await;
+    let due = case.stats().await.now_ms + 500;
+    let dues: Vec<i64> = (0..100).map(|n| due - n).collect();
+    let mut second = fire(&other, due, &dues[..50], false);
+    second.name = "other".into();
+    let fires = [fire(&s, due, &dues, false), second];
+    assert_eq!(case.schedule_fire(&fires).await, vec![FireOutcome::Fired(100), FireOutcome::Fired(50)]);
+    case.redis_time_when(|now| now >= due).await;
+    let releases = [case.store.schedules().release(QUEUE, 0), case.store.schedules().release(QUEUE, 0)];
+    let released: Vec<u64> = futures::future::try_join_all(releases).await.expect("release");
+    assert_eq!(released.iter().sum::<u64>(), 150);
+    assert!(released.iter().all(|&n| n <= 100), "{released:?}");
+    assert_eq!(case.store.schedules().release(QUEUE, 0).await.expect("release"), 0);
+    assert_eq!(case.places().await, Places { waiting: 150, ..Default::default() });
+    case.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn a_pause_change_or_delete_before_the_due_time_withdraws_the_job_claimed_ahead() {
+    let case = Case::start().await;
+    let schedules = case.store.schedules();
+    let (_, s) = case.schedule_set(NAME, 1_000).await;
+    // A pause: the job goes, and its due time is owed again.
+    let paused = ahead(&case, &s, 60_000).await;
+    let (ulid, due) = (paused.jobs[0].ulid.clone(), paused.jobs[0].due_ms);
+    assert_eq!(case.schedule_fire(std::slice::from_ref(&paused)).await, vec![FireOutcome::Fired(1)]);
+    assert_eq!(schedules.set_paused(QUEUE, NAME, true).await.expect("pause"), Some(true));
+    assert!(case.info(&ulid).await.is_none(), "withdrawn");
+    assert_eq!(case.places().await, Places::default());
+    let s = case.schedule(NAME).await.expect("kept");
+    assert_eq!((s.fired_through_ms, s.fires, s.last_job.as_deref()), (due - 1, 0, Some(ulid.as_str())));
+    assert_eq!(schedules.set_paused(QUEUE, NAME, false).await.expect("resume"), Some(true));
+    let again = Fire { jobs: paused.jobs.clone(), ..fire(&s, due, &[due], false) };
+    assert_eq!(case.schedule_fire(&[again]).await, vec![FireOutcome::Fired(1)], "owed again, under the same id");
+    // A new definition: the job claimed ahead of a later due time goes; the one before stays.
+    let s = case.schedule(NAME).await.expect("kept");
+    let changed = fire(&s, due + 1_000, &[due + 1_000], false);
+    assert_eq!(case.schedule_fire(std::slice::from_ref(&changed)).await, vec![FireOutcome::Fired(1)]);
+    let (_, s) = case.schedule_set(NAME, case.stats().await.now_ms).await;
+    assert!(case.info(&changed.jobs[0].ulid).await.is_none(), "withdrawn");
+    assert_eq!((s.fired_through_ms, s.fires), (due + 999, 1));
+    // A delete: the same.
+    let deleted = fire(&s, due + 2_000, &[due + 2_000], false);
+    assert_eq!(case.schedule_fire(std::slice::from_ref(&deleted)).await, vec![FireOutcome::Fired(1)]);
+    assert!(schedules.delete(QUEUE, NAME).await.expect("delete"));
+    assert!(case.info(&deleted.jobs[0].ulid).await.is_none(), "withdrawn");
+    assert_eq!(case.record(&ulid).await.state, RecordState::Delayed, "the job of the fire before stays");
+    assert_eq!(case.places().await, Places { delayed: 1, ..Default::default() });
+    case.assert_invariants().await;
+}
