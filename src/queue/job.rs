@@ -467,14 +467,22 @@ pub struct JobView {
 }
 
 impl JobView {
-    /// The view of a stored job; `lease` is its current lease when it is active.
+    /// The view of a stored job; `lease` is its current lease when it is active. A waiting
+    /// record whose ready time is still to come is a job written in its ready form ahead of it
+    /// (a schedule's fire claimed ahead of its due time, which waits delayed until then): it is
+    /// shown delayed until that time.
     pub(super) fn new(id: JobId, record: JobRecord, lease: Option<Lease>) -> Self {
         let session = record.session_name().map(|name| SessionId::new(&id.queue, name));
         let worker_stream = lease.as_ref().map(|l| format!("{}.{}", l.token.instance(), l.token.stream()));
+        let ready_ahead = (record.state == RecordState::Waiting)
+            .then_some(record.ready_at_ms)
+            .flatten()
+            .filter(|&ready| ready > to_ms(SystemTime::now()));
         let (state, attempts, started_ms) = match &lease {
             Some(l) => (JobState::Active, l.attempt, Some(l.started_ms)),
             None => (
                 match record.state {
+                    RecordState::Waiting if ready_ahead.is_some() => JobState::Delayed,
                     RecordState::Waiting => JobState::Waiting,
                     RecordState::Delayed => JobState::Delayed,
                     RecordState::Retrying => JobState::Retrying,
@@ -499,7 +507,7 @@ impl JobView {
             created_at: from_ms(record.created_ms),
             started_at: started_ms.map(from_ms),
             finished_at: record.finished_ms.map(from_ms),
-            run_at: record.run_at_ms.map(from_ms),
+            run_at: record.run_at_ms.or(ready_ahead).map(from_ms),
             last_error: record.last_error,
             session,
             result: record.result,

@@ -254,7 +254,9 @@ impl Place {
         match self {
             Place::Active => matches!(state, S::Waiting | S::Delayed | S::Retrying),
             Place::Ready => state == S::Waiting,
-            Place::Delayed => matches!(state, S::Delayed | S::Retrying),
+            // A waiting one too: a job written in its ready form ahead of its ready time (a
+            // schedule's fire claimed ahead, lib.lua's ready_form_priority).
+            Place::Delayed => matches!(state, S::Delayed | S::Retrying | S::Waiting),
             Place::Pending => matches!(state, S::Waiting | S::Delayed),
             Place::Completed => state == S::Completed,
             Place::Dead => state == S::Dead,

@@ -239,7 +239,15 @@ impl Invariants {
             let ok = match *where_ {
                 "ready" => rec.state == RecordState::Waiting && rec.rate_key.is_none() && rec.concurrency_key.is_none(),
                 "keyed" => rec.state == RecordState::Waiting,
-                "delayed" => matches!(rec.state, RecordState::Delayed | RecordState::Retrying),
+                // A waiting one in its ready form ahead of its ready time (a schedule's fire
+                // claimed ahead) has no session and no key: promote_due only moves its id.
+                "delayed" => {
+                    matches!(rec.state, RecordState::Delayed | RecordState::Retrying)
+                        || (rec.state == RecordState::Waiting
+                            && rec.session.is_none()
+                            && rec.rate_key.is_none()
+                            && rec.concurrency_key.is_none())
+                }
                 "active" => matches!(rec.state, RecordState::Waiting | RecordState::Retrying | RecordState::Delayed),
                 "completed" => rec.state == RecordState::Completed,
                 "cancelled" => rec.state == RecordState::Cancelled,

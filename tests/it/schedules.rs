@@ -288,6 +288,12 @@ async fn jobs_claimed_ahead_are_ready_at_their_due_time_and_not_before() {
             proto::JobEventType::Delayed => {
                 assert_eq!(event.next_run_at.as_ref().map(ms_of), Some(due), "delayed until its due time");
                 assert!(time < due, "claimed ahead: at {time}, due {due}");
+                let request = proto::GetJobInfoRequest { job_id: event.job_id.clone() };
+                let job = client.get_job_info(request).await.expect("info").into_inner().job.expect("a job");
+                if now_ms() < due {
+                    assert_eq!(job.state(), JobState::Delayed, "shown delayed before its due time");
+                    assert_eq!(job.run_at.as_ref().map(ms_of), Some(due));
+                }
                 ahead += 1;
             }
             proto::JobEventType::Waiting => {

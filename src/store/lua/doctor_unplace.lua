@@ -19,7 +19,8 @@ local state = rec and rec[R_STATE]
 local FITS = {
   active = { [S_WAITING] = true, [S_DELAYED] = true, [S_RETRYING] = true },
   ready = { [S_WAITING] = true },
-  delayed = { [S_DELAYED] = true, [S_RETRYING] = true },
+  -- A waiting one too: written in its ready form ahead of its ready time (ready_form_priority).
+  delayed = { [S_DELAYED] = true, [S_RETRYING] = true, [S_WAITING] = true },
   pending = { [S_WAITING] = true, [S_DELAYED] = true },
   completed = { [S_COMPLETED] = true },
   dead = { [S_DEAD] = true },

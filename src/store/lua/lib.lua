@@ -807,21 +807,69 @@ local function first_score(key)
   return first[2] and tonumber(first[2])
 end
 
--- Makes the delayed and retrying jobs that are due ready, at the tail of their priority (at
--- most BATCH; only when the earliest is due are the due ones read). Returns the earliest score
--- left in the delayed set (nil when it is empty) and how many were made due (0 to BATCH).
+-- Makes the delayed and retrying jobs that are due ready, at the tail of their priority, in
+-- the order of their scores (at most BATCH; only when the earliest is due are the due ones
+-- read). A record in its ready form already (ready_form_priority, below) is not rewritten:
+-- the ids of a run of them go to their lists with one RPUSH each and one event entry. Returns
+-- the earliest score left in the delayed set (nil when it is empty) and how many were made
+-- ready.
 local function promote_due(now)
   local first = first_score(KEYS[K_DELAYED])
   local promoted = 0
   if first and first <= now then
+    -- The priority of a job whose packed record is in its ready form already (state WAITING, no
+    -- session), read without unpacking the whole record; nil for any other. In the delayed set
+    -- such a record is one a schedule's fire claimed ahead of its due time (schedules_lib.lua,
+    -- add_from_template: never one with a session, a rate key or a concurrency key), written as it
+    -- will be once ready, its ready time its score: making it ready only moves its id.
+    local function ready_form_priority(raw)
+      local at, hot = cmsgpack.unpack_one(raw, 0)
+      if hot[R_SESSION] then
+        return nil
+      end
+      -- The cold values' array header (fixarray, else array16), then R_STATE as a positive fixint.
+      at = at + (string.byte(raw, at + 1) == 0xdc and 3 or 1)
+      if string.byte(raw, at + 1) ~= S_WAITING then
+        return nil
+      end
+      at = at + 1
+      for _ = R_STATE + 1, R_PRIORITY - 1 do
+        at = cmsgpack.unpack_one(raw, at)
+      end
+      local _, priority = cmsgpack.unpack_one(raw, at)
+      return priority
+    end
     local due = redis.call('ZRANGEBYSCORE', KEYS[K_DELAYED], '-inf', int_text(now), 'LIMIT', '0', BATCH_TEXT)
     redis.call('ZREM', KEYS[K_DELAYED], unpack(due))
-    for _, ulid in ipairs(due) do
-      local rec = load(ulid)
-      if rec then
-        make_ready(ulid, rec, now, false)
+    local raws = hmget(KEYS[K_JOBS], due)
+    -- The run of ready-form jobs since the last rewritten one: ids by priority, and in order.
+    local lists, run = {}, {}
+    local function flush()
+      for priority, ids in pairs(lists) do
+        if bulk('RPUSH', ready_key(priority), ids) == #ids then
+          ready_wake()
+        end
+      end
+      emit_many(E_WAITING, run)
+      lists, run = {}, {}
+    end
+    for i, ulid in ipairs(due) do
+      local raw = raws[i]
+      local priority = raw and ready_form_priority(raw)
+      if priority then
+        local ids = lists[priority]
+        if not ids then
+          ids = {}
+          lists[priority] = ids
+        end
+        ids[#ids + 1] = ulid
+        run[#run + 1] = ulid
+      elseif raw then
+        flush()
+        make_ready(ulid, unpack_record(raw), now, false)
       end
     end
+    flush()
     promoted = #due
     first = first_score(KEYS[K_DELAYED])
   end

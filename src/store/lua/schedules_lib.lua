@@ -117,19 +117,30 @@ local function save_state(name, state)
 end
 
 -- The jobs made ready by the running call, written together by write_scheduled: one HSET of
--- their records, one RPUSH per priority, one event entry, as add.lua writes its plain jobs.
-local scheduled_records, scheduled_ready, scheduled_waiting = {}, {}, {}
+-- their records, one RPUSH per priority, one event entry, as add.lua writes its plain jobs; and
+-- those of its plain jobs that wait delayed (score, id, ... for one ZADD), their records among
+-- the others.
+local scheduled_records, scheduled_ready, scheduled_waiting, scheduled_delayed = {}, {}, {}, {}
 
 -- Adds one job from a schedule's job form (`head`, `tail` and `ready` of its definition), whose
 -- fire state `state` (SC_*) then names it as its last: created at `created` (ms, the time its
 -- ULID holds), ready at `at`. A plain job ready now (the common case) is its record built from
 -- the job form, the two times between head and tail (`times`: cmsgpack.pack(created, now), when
--- the caller has it), written with the call's other ready jobs by write_scheduled; one delayed
--- while `at` is later than `now`, or with a rate or concurrency key (among the keyed jobs at
--- once, its record with the others), is built from the template unpacked.
+-- the caller has it), written with the call's other ready jobs by write_scheduled. One of them
+-- ready only at a later `at` (a fire claimed ahead of its due time, or a jitter) is written the
+-- same way, in its ready form with `at` as its ready time, and waits in the delayed set until
+-- then, whence promote_due moves only its id (lib.lua, ready_form_priority). One with a rate or
+-- concurrency key is built from the template unpacked: delayed while `at` is later than `now`,
+-- else among the keyed jobs at once, its record with the others.
 local function add_from_template(state, head, tail, ready, ulid, created, at, now, times)
   count_added(1)
-  if at > now or not ready then
+  if ready and at > now then
+    scheduled_records[#scheduled_records + 1] = ulid
+    scheduled_records[#scheduled_records + 1] = head .. cmsgpack.pack(created, at) .. tail
+    scheduled_delayed[#scheduled_delayed + 1] = at
+    scheduled_delayed[#scheduled_delayed + 1] = ulid
+    emit(E_DELAYED, ulid, 0, '', at)
+  elseif not ready then
     local rec = unpack_record(head .. cmsgpack.pack(created, false) .. tail)
     if at > now then
       make_delayed(ulid, rec, at, S_DELAYED)
@@ -160,11 +171,11 @@ end
 -- Forgets what an earlier call collected and did not write (it failed midway): every function
 -- that calls add_from_template starts with this.
 local function start_scheduled()
-  scheduled_records, scheduled_ready, scheduled_waiting = {}, {}, {}
+  scheduled_records, scheduled_ready, scheduled_waiting, scheduled_delayed = {}, {}, {}, {}
 end
 
--- Writes the ready jobs add_from_template collected; wakes dispatchers for a list that was
--- empty (as make_ready does).
+-- Writes the jobs add_from_template collected; wakes dispatchers for a list that was empty (as
+-- make_ready does) and for a delayed job that is now the earliest (as make_delayed does).
 local function write_scheduled()
   bulk('HSET', KEYS[K_JOBS], scheduled_records)
   for priority, ids in pairs(scheduled_ready) do
@@ -172,8 +183,19 @@ local function write_scheduled()
       wake()
     end
   end
+  if #scheduled_delayed > 0 then
+    delayed_changed = true
+    bulk('ZADD', KEYS[K_DELAYED], scheduled_delayed)
+    local earliest = redis.call('ZRANGE', KEYS[K_DELAYED], '0', '0')[1]
+    for i = 2, #scheduled_delayed, 2 do
+      if scheduled_delayed[i] == earliest then
+        wake()
+        break
+      end
+    end
+  end
   emit_many(E_WAITING, scheduled_waiting)
-  scheduled_records, scheduled_ready, scheduled_waiting = {}, {}, {}
+  scheduled_records, scheduled_ready, scheduled_waiting, scheduled_delayed = {}, {}, {}, {}
 end
 
 -- Whether the job `ulid` (a schedule's last) has yet to finish: waiting, delayed, retrying or

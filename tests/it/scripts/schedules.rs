@@ -308,6 +308,9 @@ async fn a_fire_claimed_ahead_waits_delayed_and_is_released_at_its_due_time() {
     let due = early.jobs[0].due_ms;
     assert_eq!(case.schedule_fire(std::slice::from_ref(&early)).await, vec![FireOutcome::Fired(1)]);
     assert_eq!(case.places().await, Places { delayed: 1, ..Default::default() });
+    let record = case.record(&early.jobs[0].ulid).await;
+    assert_eq!((record.state, record.ready_at_ms), (RecordState::Waiting, Some(due)), "delayed in its ready form");
+    case.assert_invariants().await;
     assert_eq!(case.store.schedules().release(QUEUE, 0).await.expect("release"), 0, "not before its due time");
     assert_eq!(case.store.schedules().release(QUEUE, due - 1).await.expect("release"), 0, "nor by the caller's clock");
     assert_eq!(case.places().await, Places { delayed: 1, ..Default::default() });
@@ -372,7 +375,11 @@ async fn a_pause_change_or_delete_before_the_due_time_withdraws_the_job_claimed_
     assert_eq!(case.schedule_fire(std::slice::from_ref(&deleted)).await, vec![FireOutcome::Fired(1)]);
     assert!(schedules.delete(QUEUE, NAME).await.expect("delete"));
     assert!(case.info(&deleted.jobs[0].ulid).await.is_none(), "withdrawn");
-    assert_eq!(case.record(&ulid).await.state, RecordState::Delayed, "the job of the fire before stays");
+    assert_eq!(
+        case.record(&ulid).await.state,
+        RecordState::Waiting,
+        "the job of the fire before stays, in its ready form"
+    );
     assert_eq!(case.places().await, Places { delayed: 1, ..Default::default() });
     case.assert_invariants().await;
 }
