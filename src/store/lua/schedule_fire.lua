@@ -34,7 +34,8 @@
 start_scheduled()
 -- First the queue's due delayed jobs are made ready (at most BATCH, as schedule_release does):
 -- those of fires claimed ahead whose owner is gone before releasing them are made ready by the
--- other instances' fires of the same schedules, a grace after the due time (queue/schedules/timer.rs).
+-- other instances' fires of the same schedules, a grace after the due time
+-- (queue/schedules/timer.rs).
 promote_due(now_ms())
 local out = {}
 local now

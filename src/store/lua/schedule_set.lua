@@ -8,8 +8,7 @@
 -- fired, moved up to ARGV[11] (a changed timetable owes nothing from before the change); its
 -- revision goes up by one, so a fire computed from the old definition is refused, and the job of
 -- a fire claimed ahead of a due time after ARGV[11] is withdrawn (withdraw_staged): the new
--- definition decides that time. Either is
--- written in the current layout (schedules_lib.lua).
+-- definition decides that time. Either is written in the current layout (schedules_lib.lua).
 -- Publishes `queue/name` on ARGV[12].
 -- Returns {1 created or 0 replaced, the definition as stored, the fire state as stored}.
 local name, now = ARGV[8], tonumber(ARGV[11])

@@ -9,6 +9,13 @@
 // the header `jobwire-schedule` (the schedule's name) and a job id whose ULID holds the due time
 // (its timestamp is the due time, in ms), the same whichever instance added it.
 //
+// So that an instant's fires cost Redis little at the instant itself, a due time is claimed up
+// to 200 ms before it comes (unless `overlap` is SKIP, whose check is for the due time itself):
+// its job is added then, DELAYED until the due time (a DELAYED event, then WAITING at the due
+// time, whether or not a worker is connected). An upsert, pause or delete before the due time
+// withdraws that job (it is deleted, with no event) and the due time is owed again, for the
+// schedule as it now is. Meanwhile `next_fire_at` is already the due time after it.
+//
 // On a sharded queue (QueueSettings.shards) a schedule lives in one shard, the one its jobs go
 // to: the shard its template's `concurrency_key` (else `rate_key`) picks, as an add with that
 // key would go, else the one its name picks, so a queue's schedules spread over its shards.
@@ -67,10 +74,12 @@ type ScheduleServiceClient interface {
 	GetSchedule(ctx context.Context, in *GetScheduleRequest, opts ...grpc.CallOption) (*GetScheduleResponse, error)
 	// A queue's schedules, by name, with their next fire times.
 	ListSchedules(ctx context.Context, in *ListSchedulesRequest, opts ...grpc.CallOption) (*ListSchedulesResponse, error)
-	// Deletes a schedule. Jobs it already added stay.
+	// Deletes a schedule. Jobs it already added stay, but for one claimed ahead of a due time still
+	// to come (see above), which is withdrawn.
 	DeleteSchedule(ctx context.Context, in *DeleteScheduleRequest, opts ...grpc.CallOption) (*DeleteScheduleResponse, error)
 	// Stops a schedule firing. The due times that pass while it is paused are missed fires: on
-	// resume they follow the schedule's `missed_fires` policy.
+	// resume they follow the schedule's `missed_fires` policy. The job of a due time claimed ahead
+	// (see above) that has not come yet is withdrawn, and that due time is owed like the others.
 	PauseSchedule(ctx context.Context, in *PauseScheduleRequest, opts ...grpc.CallOption) (*PauseScheduleResponse, error)
 	// Lets a paused schedule fire again.
 	ResumeSchedule(ctx context.Context, in *ResumeScheduleRequest, opts ...grpc.CallOption) (*ResumeScheduleResponse, error)
@@ -172,10 +181,12 @@ type ScheduleServiceServer interface {
 	GetSchedule(context.Context, *GetScheduleRequest) (*GetScheduleResponse, error)
 	// A queue's schedules, by name, with their next fire times.
 	ListSchedules(context.Context, *ListSchedulesRequest) (*ListSchedulesResponse, error)
-	// Deletes a schedule. Jobs it already added stay.
+	// Deletes a schedule. Jobs it already added stay, but for one claimed ahead of a due time still
+	// to come (see above), which is withdrawn.
 	DeleteSchedule(context.Context, *DeleteScheduleRequest) (*DeleteScheduleResponse, error)
 	// Stops a schedule firing. The due times that pass while it is paused are missed fires: on
-	// resume they follow the schedule's `missed_fires` policy.
+	// resume they follow the schedule's `missed_fires` policy. The job of a due time claimed ahead
+	// (see above) that has not come yet is withdrawn, and that due time is owed like the others.
 	PauseSchedule(context.Context, *PauseScheduleRequest) (*PauseScheduleResponse, error)
 	// Lets a paused schedule fire again.
 	ResumeSchedule(context.Context, *ResumeScheduleRequest) (*ResumeScheduleResponse, error)

@@ -102,7 +102,8 @@ class ScheduleServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteSchedule(self, request, context):
-        """Deletes a schedule. Jobs it already added stay.
+        """Deletes a schedule. Jobs it already added stay, but for one claimed ahead of a due time still
+        to come (see above), which is withdrawn.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -110,7 +111,8 @@ class ScheduleServiceServicer:
 
     def PauseSchedule(self, request, context):
         """Stops a schedule firing. The due times that pass while it is paused are missed fires: on
-        resume they follow the schedule's `missed_fires` policy.
+        resume they follow the schedule's `missed_fires` policy. The job of a due time claimed ahead
+        (see above) that has not come yet is withdrawn, and that due time is owed like the others.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -12,6 +12,13 @@ any number of instances each due time adds exactly one job. A job added by a sch
 the header `jobwire-schedule` (the schedule's name) and a job id whose ULID holds the due time
 (its timestamp is the due time, in ms), the same whichever instance added it.
 
+So that an instant's fires cost Redis little at the instant itself, a due time is claimed up
+to 200 ms before it comes (unless `overlap` is SKIP, whose check is for the due time itself):
+its job is added then, DELAYED until the due time (a DELAYED event, then WAITING at the due
+time, whether or not a worker is connected). An upsert, pause or delete before the due time
+withdraws that job (it is deleted, with no event) and the due time is owed again, for the
+schedule as it now is. Meanwhile `next_fire_at` is already the due time after it.
+
 On a sharded queue (QueueSettings.shards) a schedule lives in one shard, the one its jobs go
 to: the shard its template's `concurrency_key` (else `rate_key`) picks, as an add with that
 key would go, else the one its name picks, so a queue's schedules spread over its shards.
@@ -68,10 +75,13 @@ class ScheduleServiceStub:
     ListSchedules: _grpc.UnaryUnaryMultiCallable[_schedules_pb2.ListSchedulesRequest, _schedules_pb2.ListSchedulesResponse]
     """A queue's schedules, by name, with their next fire times."""
     DeleteSchedule: _grpc.UnaryUnaryMultiCallable[_schedules_pb2.DeleteScheduleRequest, _schedules_pb2.DeleteScheduleResponse]
-    """Deletes a schedule. Jobs it already added stay."""
+    """Deletes a schedule. Jobs it already added stay, but for one claimed ahead of a due time still
+    to come (see above), which is withdrawn.
+    """
     PauseSchedule: _grpc.UnaryUnaryMultiCallable[_schedules_pb2.PauseScheduleRequest, _schedules_pb2.PauseScheduleResponse]
     """Stops a schedule firing. The due times that pass while it is paused are missed fires: on
-    resume they follow the schedule's `missed_fires` policy.
+    resume they follow the schedule's `missed_fires` policy. The job of a due time claimed ahead
+    (see above) that has not come yet is withdrawn, and that due time is owed like the others.
     """
     ResumeSchedule: _grpc.UnaryUnaryMultiCallable[_schedules_pb2.ResumeScheduleRequest, _schedules_pb2.ResumeScheduleResponse]
     """Lets a paused schedule fire again."""
@@ -97,10 +107,13 @@ class ScheduleServiceAsyncStub(ScheduleServiceStub):
     ListSchedules: _aio.UnaryUnaryMultiCallable[_schedules_pb2.ListSchedulesRequest, _schedules_pb2.ListSchedulesResponse]  # type: ignore[assignment]
     """A queue's schedules, by name, with their next fire times."""
     DeleteSchedule: _aio.UnaryUnaryMultiCallable[_schedules_pb2.DeleteScheduleRequest, _schedules_pb2.DeleteScheduleResponse]  # type: ignore[assignment]
-    """Deletes a schedule. Jobs it already added stay."""
+    """Deletes a schedule. Jobs it already added stay, but for one claimed ahead of a due time still
+    to come (see above), which is withdrawn.
+    """
     PauseSchedule: _aio.UnaryUnaryMultiCallable[_schedules_pb2.PauseScheduleRequest, _schedules_pb2.PauseScheduleResponse]  # type: ignore[assignment]
     """Stops a schedule firing. The due times that pass while it is paused are missed fires: on
-    resume they follow the schedule's `missed_fires` policy.
+    resume they follow the schedule's `missed_fires` policy. The job of a due time claimed ahead
+    (see above) that has not come yet is withdrawn, and that due time is owed like the others.
     """
     ResumeSchedule: _aio.UnaryUnaryMultiCallable[_schedules_pb2.ResumeScheduleRequest, _schedules_pb2.ResumeScheduleResponse]  # type: ignore[assignment]
     """Lets a paused schedule fire again."""
@@ -147,7 +160,9 @@ class ScheduleServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _schedules_pb2.DeleteScheduleRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_schedules_pb2.DeleteScheduleResponse, _abc.Awaitable[_schedules_pb2.DeleteScheduleResponse]]:
-        """Deletes a schedule. Jobs it already added stay."""
+        """Deletes a schedule. Jobs it already added stay, but for one claimed ahead of a due time still
+        to come (see above), which is withdrawn.
+        """
 
     @_abc_1.abstractmethod
     def PauseSchedule(
@@ -156,7 +171,8 @@ class ScheduleServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_schedules_pb2.PauseScheduleResponse, _abc.Awaitable[_schedules_pb2.PauseScheduleResponse]]:
         """Stops a schedule firing. The due times that pass while it is paused are missed fires: on
-        resume they follow the schedule's `missed_fires` policy.
+        resume they follow the schedule's `missed_fires` policy. The job of a due time claimed ahead
+        (see above) that has not come yet is withdrawn, and that due time is owed like the others.
         """
 
     @_abc_1.abstractmethod

@@ -38,6 +38,13 @@ export const protobufFileName = "jobwire/v1/schedules.proto";
  * the header `jobwire-schedule` (the schedule's name) and a job id whose ULID holds the due time
  * (its timestamp is the due time, in ms), the same whichever instance added it.
  *
+ * So that an instant's fires cost Redis little at the instant itself, a due time is claimed up
+ * to 200 ms before it comes (unless `overlap` is SKIP, whose check is for the due time itself):
+ * its job is added then, DELAYED until the due time (a DELAYED event, then WAITING at the due
+ * time, whether or not a worker is connected). An upsert, pause or delete before the due time
+ * withdraws that job (it is deleted, with no event) and the due time is owed again, for the
+ * schedule as it now is. Meanwhile `next_fire_at` is already the due time after it.
+ *
  * On a sharded queue (QueueSettings.shards) a schedule lives in one shard, the one its jobs go
  * to: the shard its template's `concurrency_key` (else `rate_key`) picks, as an add with that
  * key would go, else the one its name picks, so a queue's schedules spread over its shards.
@@ -1880,7 +1887,10 @@ export const ScheduleServiceService = {
       Buffer.from(ListSchedulesResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ListSchedulesResponse => ListSchedulesResponse.decode(value),
   },
-  /** Deletes a schedule. Jobs it already added stay. */
+  /**
+   * Deletes a schedule. Jobs it already added stay, but for one claimed ahead of a due time still
+   * to come (see above), which is withdrawn.
+   */
   deleteSchedule: {
     path: "/jobwire.v1.ScheduleService/DeleteSchedule" as const,
     requestStream: false as const,
@@ -1894,7 +1904,8 @@ export const ScheduleServiceService = {
   },
   /**
    * Stops a schedule firing. The due times that pass while it is paused are missed fires: on
-   * resume they follow the schedule's `missed_fires` policy.
+   * resume they follow the schedule's `missed_fires` policy. The job of a due time claimed ahead
+   * (see above) that has not come yet is withdrawn, and that due time is owed like the others.
    */
   pauseSchedule: {
     path: "/jobwire.v1.ScheduleService/PauseSchedule" as const,
@@ -1946,11 +1957,15 @@ export interface ScheduleServiceServer extends UntypedServiceImplementation {
   getSchedule: handleUnaryCall<GetScheduleRequest, GetScheduleResponse>;
   /** A queue's schedules, by name, with their next fire times. */
   listSchedules: handleUnaryCall<ListSchedulesRequest, ListSchedulesResponse>;
-  /** Deletes a schedule. Jobs it already added stay. */
+  /**
+   * Deletes a schedule. Jobs it already added stay, but for one claimed ahead of a due time still
+   * to come (see above), which is withdrawn.
+   */
   deleteSchedule: handleUnaryCall<DeleteScheduleRequest, DeleteScheduleResponse>;
   /**
    * Stops a schedule firing. The due times that pass while it is paused are missed fires: on
-   * resume they follow the schedule's `missed_fires` policy.
+   * resume they follow the schedule's `missed_fires` policy. The job of a due time claimed ahead
+   * (see above) that has not come yet is withdrawn, and that due time is owed like the others.
    */
   pauseSchedule: handleUnaryCall<PauseScheduleRequest, PauseScheduleResponse>;
   /** Lets a paused schedule fire again. */
@@ -2015,7 +2030,10 @@ export interface ScheduleServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListSchedulesResponse) => void,
   ): ClientUnaryCall;
-  /** Deletes a schedule. Jobs it already added stay. */
+  /**
+   * Deletes a schedule. Jobs it already added stay, but for one claimed ahead of a due time still
+   * to come (see above), which is withdrawn.
+   */
   deleteSchedule(
     request: DeleteScheduleRequest,
     callback: (error: ServiceError | null, response: DeleteScheduleResponse) => void,
@@ -2033,7 +2051,8 @@ export interface ScheduleServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * Stops a schedule firing. The due times that pass while it is paused are missed fires: on
-   * resume they follow the schedule's `missed_fires` policy.
+   * resume they follow the schedule's `missed_fires` policy. The job of a due time claimed ahead
+   * (see above) that has not come yet is withdrawn, and that due time is owed like the others.
    */
   pauseSchedule(
     request: PauseScheduleRequest,
