@@ -1,8 +1,8 @@
 //! j. Schedule lateness: many schedules every second, fired by two server instances racing for
 //! each due time, and how late each job is ready after its due time: the `time` of its WAITING
 //! event (Redis's clock, when the fire's function ran, or for a fire claimed ahead the release's)
-//! less the due time its job id holds (the ULID's timestamp). The check: every due time of every schedule in the window added exactly
-//! one job.
+//! less the due time its job id holds (the ULID's timestamp). The check: every due time of
+//! every schedule in the window added exactly one job.
 
 use std::{
     collections::{HashMap, HashSet},
