@@ -29,16 +29,19 @@
 -- keys it skips, never by the jobs waiting.
 --
 -- Batches: while a rate holds jobs back, the next round for it comes not when one more job may
--- go but when a batch may (the rate's `batch`: what it lets through in BATCH_MS, at least 1),
--- and leases the batch in one call. Every call costs Redis a fixed part (waking up, its keys and
--- arguments, the reads every round makes, the events it writes, and the ack that follows) that
--- a job leased alone pays in full: at 150 jobs/s, one call per job cost 35 times the Redis CPU
--- per job of a queue without limits. A job a rate holds back waits at most BATCH_MS longer than
--- the rate itself makes it wait; the rate over time is the same, and no more than the burst
--- ever goes at once. SLACK_MS of the burst is left out of the batch, so that a round that comes
--- that much late finds the time it is late in the budget rather than losing it (GCRA forgets
--- the budget of a spell longer than the burst). A rate that lets one job through in BATCH_MS,
--- or whose burst holds no more than SLACK_MS and one job, is not batched: one job per interval.
+-- go but when a batch may (the rate's `batch`: what it lets through in BATCH_MS, or half its
+-- burst when that is more; at least 1), and leases the batch in one call. Every call costs
+-- Redis a fixed part (waking up, its keys and arguments, the reads every round makes, the
+-- events it writes, and the ack that follows) that a job leased alone pays in full: at 150
+-- jobs/s, one call per job cost 35 times the Redis CPU per job of a queue without limits; and
+-- every visit of a group costs a read of its jobs, shared by the batch. A job a rate holds back
+-- waits at most BATCH_MS or half the burst's time longer than the rate itself makes it wait;
+-- the rate over time is the same, and no more than the burst ever goes at once. At least
+-- SLACK_MS of the burst (and with a batch of half the burst, the other half) is left out of the
+-- batch, so that a round that comes that much late finds the time it is late in the budget
+-- rather than losing it (GCRA forgets the budget of a spell longer than the burst). A rate that
+-- lets at most one job through in BATCH_MS and has a burst under 4, or whose burst holds no
+-- more than SLACK_MS and one job, is not batched: one job per interval.
 
 -- One block: its locals do not count against the 200 of the library's chunk.
 do
@@ -58,10 +61,23 @@ local L = {}
 -- A time in ms as text with three decimals, as '%.3f' writes it but without floating-point
 -- formatting (printf's slowest path; a round writes a score per group it serves and a TAT per
 -- rate key): the thousandths of a ms are a whole number, exact in a double for any epoch time.
+-- The texts of the thousandths (at most 1,000) and of the last whole ms written are kept, so a
+-- round formats little: its times fall in few milliseconds.
+local THOUSANDTHS = {}
+local last_whole, last_whole_text
 local function ms_text(at)
   local thousandths = math.floor(at * 1000 + 0.5)
   local whole = math.floor(thousandths / 1000)
-  return int_text(whole) .. '.' .. string.format('%03d', thousandths - whole * 1000)
+  local part = thousandths - whole * 1000
+  local part_text = THOUSANDTHS[part]
+  if not part_text then
+    part_text = string.format('.%03d', part)
+    THOUSANDTHS[part] = part_text
+  end
+  if whole ~= last_whole then
+    last_whole, last_whole_text = whole, int_text(whole)
+  end
+  return last_whole_text .. part_text
 end
 
 -- "count period_ms burst" -> {t, burst, batch}; nil for nil or text that does not read.
@@ -76,7 +92,8 @@ local function parse_rate(text)
     rate = false
     if count and count > 0 and period and period > 0 and burst and burst > 0 then
       local t = period / count
-      local batch = math.min(math.floor(BATCH_MS / t + 1e-9), burst - math.ceil(SLACK_MS / t - 1e-9))
+      local gather = math.max(math.floor(BATCH_MS / t + 1e-9), math.floor(burst / 2))
+      local batch = math.min(gather, burst - math.ceil(SLACK_MS / t - 1e-9))
       rate = { t = t, burst = burst, batch = math.max(1, batch) }
     end
     RATES[text] = rate
@@ -98,7 +115,7 @@ local function next_turn(now)
     L.turn = tonumber(redis.call('HGET', KEYS[K_META], 'key_turn') or '0')
   end
   L.turn = math.max(now, L.turn + 0.001)
-  L.turn_changed = true
+  L.turn_changed, L.first_due = true, nil
   return L.turn
 end
 
@@ -390,22 +407,32 @@ end
 -- LIMITS.charge.
 function LIMITS.candidates(now, want)
   local out = {}
-  local due = redis.call('ZRANGE', KEYS[K_KEY_DUE], '0', int_text(want - 1), 'WITHSCORES')
-  if #due == 0 then
+  L.first_due = nil
+  -- Due: scored within the current millisecond or before (turns are fractions of a ms). The
+  -- first group's score says whether any is; only then are the due ones read, without their
+  -- scores (a score costs Redis a double's formatting and Lua its parsing, and most calls, an
+  -- ack's refill just after a round, find none due).
+  local first = redis.call('ZRANGE', KEYS[K_KEY_DUE], '0', '0', 'WITHSCORES')
+  if #first == 0 then
     return out
   end
   L.keyed_seen = true
-  local groups = {}
-  -- Due: scored within the current millisecond or before (turns are fractions of a ms).
-  for i = 1, #due, 2 do
-    if tonumber(due[i + 1]) >= now + 1 then
-      break
-    end
-    local parts = group_parts(due[i])
-    groups[#groups + 1] = { name = due[i], conc = parts[1], rate = parts[2], parts = parts }
-  end
-  if #groups == 0 then
+  local first_at = tonumber(first[2])
+  if first_at >= now + 1 then
+    L.first_due = first_at
     return out
+  end
+  local due = first
+  if want > 1 then
+    due = redis.call('ZRANGE', KEYS[K_KEY_DUE], '-inf', '(' .. int_text(now + 1), 'BYSCORE', 'LIMIT', '0',
+      int_text(want))
+  else
+    due[2] = nil
+  end
+  local groups = {}
+  for i, name in ipairs(due) do
+    local parts = group_parts(name)
+    groups[i] = { name = name, conc = parts[1], rate = parts[2], parts = parts }
   end
   load_settings()
   read_key_state(groups)
@@ -571,8 +598,13 @@ function LIMITS.settle(now, short)
   if not L.keyed_seen then
     return
   end
-  local first = redis.call('ZRANGE', KEYS[K_KEY_DUE], '0', '0', 'WITHSCORES')
-  local at = first[2] and tonumber(first[2])
+  -- The first group's score as LIMITS.candidates read it when none was due (nothing moved
+  -- since), else read again.
+  local at = L.first_due
+  if not at then
+    local first = redis.call('ZRANGE', KEYS[K_KEY_DUE], '0', '0', 'WITHSCORES')
+    at = first[2] and tonumber(first[2])
+  end
   if at and at >= now + 1 then
     wake_no_later(at)
   elseif at and short then
@@ -604,6 +636,7 @@ function LIMITS.hold_key(rec, held_until)
   local group = group_of(rec)
   local score = redis.call('ZSCORE', KEYS[K_KEY_DUE], group)
   if score and tonumber(score) < held_until then
+    L.first_due = nil
     redis.call('ZADD', KEYS[K_KEY_DUE], ms_text(held_until), group)
   end
 end

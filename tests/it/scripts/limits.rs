@@ -250,3 +250,29 @@ async fn a_round_says_a_rate_held_jobs_back_only_when_one_did() {
     assert!(round.rate_held, "the queue's rate held six back");
     case.assert_invariants().await;
 }
+
+#[tokio::test]
+async fn a_rate_held_key_goes_in_batches_of_half_its_burst_in_order() {
+    let case = Case::start().await;
+    // 10 per second, burst 8: one job per 100 ms, so the batch is half the burst (4), not the
+    // one job 100 ms lets through.
+    set(&case, StoredSettings { key_rate: rate(10, 1_000, 8), ..StoredSettings::default() }).await;
+    let a: Vec<Job> = (0..14).map(|_| rate_keyed("a")).collect();
+    case.add_many(&a).await;
+    let round = case.lease(20).await;
+    assert_eq!(round.jobs.iter().map(|j| j.ulid.clone()).collect::<Vec<_>>(), ulids(&a[..8]), "the burst");
+    assert!(round.rate_held, "a's rate held six back");
+    let wake = round.next_wake.expect("a wake for key a");
+    assert!(
+        wake > Duration::from_millis(300) && wake <= Duration::from_millis(400),
+        "the next round when four may go, not one: {wake:?}"
+    );
+    let at = round.now_ms + i64::try_from(wake.as_millis()).expect("ms");
+    case.redis_time_when(|now| now >= at).await;
+    let next = case.lease(20).await;
+    // Four, or one more per 100 ms that this round came late.
+    let n = next.jobs.len();
+    assert!((4..=6).contains(&n), "a batch of four: {n}");
+    assert_eq!(next.jobs.iter().map(|j| j.ulid.clone()).collect::<Vec<_>>(), ulids(&a[8..8 + n]), "in order");
+    case.assert_invariants().await;
+}
